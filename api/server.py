@@ -1,0 +1,36 @@
+"""Serving the API: the runner options every deployment uses (path-only access log), and a
+``serve`` coroutine for the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from api.accesslog import PathOnlyAccessLogger
+from api.app import create_app
+from sonae.config import Settings
+
+log = logging.getLogger("sonae.api")
+
+#: keyword arguments for AppRunner/TestServer.start_server: never log query strings
+RUNNER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "handle_signals": False}
+
+
+async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set."""
+    app = create_app(pool=pool, settings=settings)
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    await runner.setup()
+    site = web.TCPSite(runner, settings["api.host"], settings["api.port"], reuse_address=True)
+    await site.start()
+    url = f"http://{settings['api.host']}:{settings['api.port']}/"
+    log.info("api listening", extra={"url": url})
+    print(f"Sonae is up: open {url}api/v1/stations", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

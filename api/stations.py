@@ -1,0 +1,104 @@
+"""Stations and their readings: ``/api/v1/stations``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from api.context import POOL
+from api.problems import Problem
+from ingest import queries
+from ingest.contract import STATION_ID
+from ingest.registry import THRESHOLD_FIELDS
+
+routes = web.RouteTableDef()
+
+MAX_RANGE = timedelta(days=366)
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
+
+
+def parse_time_param(request: web.Request, name: str, default: datetime) -> datetime:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(400, "Bad Request", f"parameter {name!r} is not an ISO 8601 time", parameter=name) from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def station_json(row: dict[str, Any]) -> dict[str, Any]:
+    thresholds = {f[3:]: row.get(f) for f in THRESHOLD_FIELDS if row.get(f) is not None}
+    latest = None
+    if row.get("latest_ts") is not None:
+        latest = {"ts": _iso(row["latest_ts"]), "value": row["latest_value"], "unit": "m",
+                  "exercise": row["latest_exercise"]}
+    return {
+        "id": row["id"], "name": row["name"], "name_en": row.get("name_en"), "kind": row["kind"],
+        "gauge_type": row["gauge_type"], "river": row.get("river"),
+        "municipality_code": row.get("municipality_code"),
+        "location": None if row.get("lat") is None else {"lat": row["lat"], "lon": row["lon"]},
+        "expected_interval_s": row["expected_interval_s"], "thresholds": thresholds,
+        "exercise": row.get("exercise", False), "latest": latest,
+    }
+
+
+@routes.get("/api/v1/stations")
+async def list_stations(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        rows = await queries.stations_with_latest(conn)
+    return web.json_response({"stations": [station_json(r) for r in rows]})
+
+
+def _station_id(request: web.Request) -> str:
+    station_id = request.match_info["station_id"]
+    if not STATION_ID.match(station_id):
+        raise Problem(400, "Bad Request", "station id must match [A-Za-z0-9_.-]{1,64}")
+    return station_id
+
+
+@routes.get("/api/v1/stations/{station_id}")
+async def get_station(request: web.Request) -> web.Response:
+    station_id = _station_id(request)
+    async with request.app[POOL].acquire() as conn:
+        rows = [r for r in await queries.stations_with_latest(conn) if r["id"] == station_id]
+    if not rows:
+        raise Problem(404, "Not Found", f"no station {station_id!r}")
+    return web.json_response(station_json(rows[0]))
+
+
+@routes.get("/api/v1/stations/{station_id}/readings")
+async def get_readings(request: web.Request) -> web.Response:
+    station_id = _station_id(request)
+    now = datetime.now(UTC)
+    end = parse_time_param(request, "to", now + timedelta(minutes=5))
+    start = parse_time_param(request, "from", end - timedelta(hours=24))
+    if start >= end:
+        raise Problem(400, "Bad Request", "'from' must be before 'to'")
+    if end - start > MAX_RANGE:
+        raise Problem(400, "Bad Request", "the time range may span at most 366 days")
+    kind = request.query.get("kind", "level")
+    if kind not in ("level", "rain", "battery_pct", "battery_v", "rssi_dbm", "temperature_c", "status"):
+        raise Problem(400, "Bad Request", f"unknown kind {kind[:30]!r}", parameter="kind")
+    bucket = request.query.get("bucket")
+    async with request.app[POOL].acquire() as conn:
+        exists = await conn.fetchval("SELECT 1 FROM stations WHERE id = $1", station_id)
+        if not exists:
+            raise Problem(404, "Not Found", f"no station {station_id!r}")
+        if bucket:
+            if bucket not in ("10m", "1h", "1d"):
+                raise Problem(400, "Bad Request", "bucket must be 10m, 1h or 1d", parameter="bucket")
+            rows = await queries.rollup(conn, station_id, bucket=bucket, kind=kind, start=start, end=end)
+            data = [{"bucket": _iso(r["bucket"]), "min": r["min"], "max": r["max"], "avg": r["avg"],
+                     "last": r["last"], "n": r["n"], "exercise": r["exercise"]} for r in rows]
+        else:
+            rows = await queries.series(conn, station_id, kind=kind, start=start, end=end)
+            data = [{"ts": _iso(r["ts"]), "value": r["value"], "exercise": r["exercise"]} for r in rows]
+    return web.json_response({"station_id": station_id, "kind": kind, "from": _iso(start), "to": _iso(end),
+                              "bucket": bucket, "readings": data})

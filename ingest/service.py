@@ -1,0 +1,279 @@
+"""The ingestor: MQTT → batches → PostgreSQL, acknowledging each message only after its batch commits.
+
+At-least-once end to end, and idempotent storage, give "exactly once" in the table:
+
+* QoS 1 on a persistent session (stable client id, clean start off), so messages published while the
+  ingestor is down wait in the broker;
+* manual acks sent after the commit of the batch holding the message, so a crash (``kill -9``)
+  before the commit makes the broker deliver the message again;
+* the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries.
+
+Memory stays bounded: at most ``ingest.max_inflight`` messages are unacknowledged (MQTT 5 Receive
+Maximum; the socket is not read beyond it), and while the database is down the batch in hand is
+retried with exponential backoff, so nothing more is taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+from ingest import metrics
+from ingest.contract import Parser, PayloadError, Reading, subscription
+from ingest.registry import known_station_ids, release_quarantine
+from ingest.store import DeadLetter, WriteResult, write_batch
+from sonae.config import Settings
+from sonae.mqtt import Message, MqttClient
+
+log = logging.getLogger("sonae.ingest")
+
+_TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+              asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+              asyncpg.AdminShutdownError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
+              TimeoutError)
+
+
+class Ingestor:
+    """One ingest process. Run several with the same ``shared_group`` to share the stream."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        mqtt_url: str,
+        client_id: str,
+        protocol: str = "5",
+        prefix: str = "sonae/v1",
+        shared_group: str = "sonae-ingest",
+        batch_size: int = 5000,
+        batch_age_ms: int = 200,
+        max_inflight: int = 20000,
+        unknown_stations: str = "quarantine",
+        max_future_s: int = 300,
+        max_payload_bytes: int = 262144,
+    ) -> None:
+        self.pool = pool
+        self.parser = Parser(prefix=prefix, max_future_s=max_future_s, max_payload_bytes=max_payload_bytes)
+        self.client = MqttClient(mqtt_url, client_id=client_id, protocol=protocol, persistent=True,
+                                 manual_ack=True, max_inflight=max_inflight)
+        self.topic_filter = subscription(prefix, shared_group)
+        self.batch_size = batch_size
+        self.batch_age = batch_age_ms / 1000
+        self.unknown_stations = unknown_stations
+        self.ready = asyncio.Event()
+        self._known: set[str] = set()
+        self._checked_unknown: dict[str, float] = {}
+        self._stopping = False
+        self._same_size_batches = 0
+        self._last_batch_size = -1
+        self._warned_throttle = False
+        self.totals = {"messages": 0, "inserted": 0, "duplicates": 0, "quarantined": 0, "dead_letters": 0}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pool: asyncpg.Pool, *, instance: str = "0") -> Ingestor:
+        client_id = settings["mqtt.client_id"] or f"sonae-ingest-{socket.gethostname()}-{instance}"
+        return cls(
+            pool=pool, mqtt_url=settings["mqtt.url"], client_id=client_id, protocol=settings["mqtt.protocol"],
+            prefix=settings["mqtt.topic_prefix"], shared_group=settings["ingest.shared_group"],
+            batch_size=settings["ingest.batch_size"], batch_age_ms=settings["ingest.batch_age_ms"],
+            max_inflight=settings["ingest.max_inflight"], unknown_stations=settings["ingest.unknown_stations"],
+            max_future_s=settings["ingest.max_future_s"], max_payload_bytes=settings["ingest.max_payload_bytes"],
+        )
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.client.interrupt()  # wake the batch loop
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; the last batch in hand is committed and acknowledged first."""
+        loop = asyncio.get_running_loop()
+        async with self.client as client:
+            await client.subscribe(self.topic_filter, qos=1)
+            log.info("ingest subscribed", extra={"filter": self.topic_filter, "client_id": client.client_id,
+                                                 "session_present": client.session_present})
+            self.ready.set()
+            maintenance = asyncio.create_task(self._maintenance())
+            try:
+                while not self._stopping:
+                    await client.wait_message()
+                    batch = client.drain(self.batch_size)
+                    deadline = loop.time() + self.batch_age
+                    closed_by_age = False
+                    while len(batch) < self.batch_size and not self._stopping:
+                        remaining = deadline - loop.time()
+                        if remaining <= 0:
+                            closed_by_age = True
+                            break
+                        try:
+                            await asyncio.wait_for(client.wait_message(), remaining)
+                        except TimeoutError:
+                            closed_by_age = True
+                            break
+                        batch.extend(client.drain(self.batch_size - len(batch)))
+                    if batch:
+                        await self.process(batch)
+                        self._watch_throttle(len(batch), closed_by_age)
+            finally:
+                maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintenance
+
+    def _watch_throttle(self, size: int, closed_by_age: bool) -> None:
+        """Warn when the broker seems to cap unacknowledged messages (mosquitto's default is 20)."""
+        if self._warned_throttle:
+            return
+        # A cap shows as batches of exactly the broker's limit, closed by age: messages stop coming
+        # until we acknowledge. 20 is mosquitto's default max_inflight_messages.
+        if closed_by_age and size == self._last_batch_size == 20 and size < self.batch_size:
+            self._same_size_batches += 1
+        else:
+            self._same_size_batches = 0
+        self._last_batch_size = size
+        if self._same_size_batches >= 10:
+            self._warned_throttle = True
+            log.warning(
+                "the broker appears to cap unacknowledged messages at %d per client; with acks held until "
+                "commit this throttles ingest. Set max_inflight_messages 0 and a large max_queued_messages "
+                "in mosquitto.conf (see deploy/mosquitto)", size, extra={"cap": size})
+
+    async def _maintenance(self) -> None:
+        """Release quarantined readings of stations registered since (every 30 s)."""
+        while True:
+            await asyncio.sleep(30)
+            try:
+                async with self.pool.acquire() as conn:
+                    ids = [r["station_id"] for r in await conn.fetch(
+                        "SELECT DISTINCT station_id FROM quarantined_readings LIMIT 1000")]
+                    if ids:
+                        await release_quarantine(conn, ids)
+            except Exception as exc:
+                log.warning("quarantine release failed", extra={"error": str(exc)})
+
+    async def _classify_stations(self, ids: set[str]) -> set[str]:
+        """Which of ``ids`` are unknown to the registry (with a 5 s negative cache)."""
+        now = time.monotonic()
+        to_check = [i for i in ids if i not in self._known and now - self._checked_unknown.get(i, -1e9) > 5]
+        if to_check:
+            async with self.pool.acquire() as conn:
+                found = await known_station_ids(conn, to_check)
+            self._known |= found
+            for i in to_check:
+                if i not in found:
+                    self._checked_unknown[i] = now
+        return {i for i in ids if i not in self._known}
+
+    async def process(self, batch: Sequence[Message]) -> WriteResult:
+        """Parse, store and acknowledge one batch of messages."""
+        now = datetime.now(UTC)
+        metrics.MESSAGES_RECEIVED.inc(len(batch))
+        metrics.INFLIGHT.set(self.client.unacked)
+        pairs: list[tuple[Reading, Message]] = []
+        dead: list[DeadLetter] = []
+        for msg in batch:
+            try:
+                parsed = self.parser.parse(msg.topic, msg.payload, now=now)
+            except PayloadError as exc:
+                dead.append(DeadLetter(msg.topic, msg.payload, exc.reason, exc.detail))
+                continue
+            pairs.extend((r, msg) for r in parsed.readings)
+            if parsed.problems:
+                first = parsed.problems[0]
+                detail = "; ".join(p.detail for p in parsed.problems[:10])
+                dead.append(DeadLetter(msg.topic, msg.payload, "partial_" + first.reason,
+                                       f"{len(parsed.problems)} record(s) not stored: {detail}"))
+
+        readings: list[Reading] = []
+        quarantine: list[tuple[Reading, str]] = []
+        unknown = await self._retrying(self._classify_stations, {r.station_id for r, _ in pairs}) if pairs else set()
+        if unknown and self.unknown_stations == "accept":
+            await self._retrying(self._register_minimal, sorted(unknown))
+            unknown = set()
+        rejected_msgs: set[int] = set()
+        for reading, msg in pairs:
+            if reading.station_id not in unknown:
+                readings.append(reading)
+            elif self.unknown_stations == "quarantine":
+                quarantine.append((reading, msg.topic))
+            elif id(msg) not in rejected_msgs:
+                rejected_msgs.add(id(msg))
+                dead.append(DeadLetter(msg.topic, msg.payload, "unknown_station",
+                                       f"station {reading.station_id!r} is not in the registry"))
+
+        result = await self._write(readings, quarantine, dead)
+        metrics.LAST_COMMIT.set(time.time())
+        committed = datetime.now(UTC)
+        for r in readings[:: max(1, len(readings) // 200)]:  # sample: lag is a distribution, not a sum
+            metrics.LAG_SECONDS.observe(max(0.0, (committed - r.ts).total_seconds()))
+        acked = sum(1 for msg in batch if self.client.ack(msg))
+        metrics.MESSAGES_ACKED.inc(acked)
+        metrics.INFLIGHT.set(self.client.unacked)
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.ROWS_WRITTEN.inc(result.inserted)
+        metrics.DUPLICATES.inc(result.duplicates)
+        metrics.QUARANTINED.inc(result.quarantined)
+        for d in dead:
+            metrics.DEAD_LETTERS.labels(d.reason).inc()
+        self.totals["messages"] += len(batch)
+        self.totals["inserted"] += result.inserted
+        self.totals["duplicates"] += result.duplicates
+        self.totals["quarantined"] += result.quarantined
+        self.totals["dead_letters"] += result.dead_letters
+        return result
+
+    async def _register_minimal(self, ids: list[str]) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.executemany(
+                "INSERT INTO stations (id, name, source) VALUES ($1, $1, 'auto-registered by ingest') "
+                "ON CONFLICT (id) DO NOTHING", [(i,) for i in ids])
+        self._known |= set(ids)
+
+    async def _retrying(self, fn, *args):  # type: ignore[no-untyped-def]
+        delay = 0.1
+        while True:
+            try:
+                return await fn(*args)
+            except _TRANSIENT as exc:
+                metrics.DB_ERRORS.inc()
+                log.warning("database unavailable; retrying", extra={"error": str(exc)[:200], "retry_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _write(self, readings: list[Reading], quarantine: list[tuple[Reading, str]],
+                     dead: list[DeadLetter]) -> WriteResult:
+        started = time.perf_counter()
+
+        async def attempt() -> WriteResult:
+            async with self.pool.acquire() as conn:
+                return await write_batch(conn, readings, quarantine=quarantine, dead_letters=dead)
+
+        try:
+            result: WriteResult = await self._retrying(attempt)
+        except asyncpg.DataError as exc:
+            # A value PostgreSQL rejects despite validation: store what it accepts, keep the rest.
+            log.error("batch rejected by the database; writing readings one by one", extra={"error": str(exc)})
+            result = await self._write_one_by_one(readings, quarantine, dead)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        return result
+
+    async def _write_one_by_one(self, readings: list[Reading], quarantine: list[tuple[Reading, str]],
+                                dead: list[DeadLetter]) -> WriteResult:
+        inserted = duplicates = 0
+        extra_dead: list[DeadLetter] = []
+        for r in readings:
+            try:
+                async with self.pool.acquire() as conn:
+                    res = await write_batch(conn, [r])
+                inserted += res.inserted
+                duplicates += res.duplicates
+            except asyncpg.DataError as exc:
+                extra_dead.append(DeadLetter(f"(reading of {r.station_id})", repr(r).encode(), "db_rejected", str(exc)))
+        async with self.pool.acquire() as conn:
+            res = await write_batch(conn, [], quarantine=quarantine, dead_letters=[*dead, *extra_dead])
+        return WriteResult(inserted, duplicates, res.quarantined, res.dead_letters)

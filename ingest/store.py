@@ -1,0 +1,92 @@
+"""Writing readings, dead letters and quarantined readings: one transaction per batch.
+
+Readings go in with ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING``: one round trip for
+the whole batch (arrays travel in asyncpg's binary format), and a redelivered message is skipped by
+the primary key (station, kind, exercise, ts) instead of stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from ingest.contract import Reading
+
+NOTIFY_CHANNEL = "sonae_readings"
+
+_INSERT_READINGS = """
+INSERT INTO readings (station_id, kind, ts, value, exercise, seq)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::bool[], $6::int8[])
+ON CONFLICT DO NOTHING
+"""
+_INSERT_QUARANTINE = """
+INSERT INTO quarantined_readings (station_id, kind, ts, value, exercise, seq, topic)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::bool[], $6::int8[], $7::text[])
+ON CONFLICT DO NOTHING
+"""
+_INSERT_DEAD = """
+INSERT INTO dead_letters (topic, payload, reason, detail)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
+"""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    inserted: int
+    duplicates: int
+    quarantined: int
+    dead_letters: int
+
+
+def _columns(readings: Sequence[Reading]) -> tuple[list[str], list[str], list[datetime], list[float], list[bool], list[int | None]]:
+    return (
+        [r.station_id for r in readings], [r.kind for r in readings], [r.ts for r in readings],
+        [r.value for r in readings], [r.exercise for r in readings], [r.seq for r in readings],
+    )
+
+
+def _count(status: str) -> int:
+    # "INSERT 0 123"
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    readings: Sequence[Reading],
+    *,
+    quarantine: Sequence[tuple[Reading, str]] = (),
+    dead_letters: Sequence[DeadLetter] = (),
+    notify: bool = True,
+) -> WriteResult:
+    """Store one batch atomically and tell listeners which stations got new readings."""
+    inserted = 0
+    async with conn.transaction():
+        if readings:
+            inserted = _count(await conn.execute(_INSERT_READINGS, *_columns(readings)))
+        if quarantine:
+            rows = [r for r, _ in quarantine]
+            await conn.execute(_INSERT_QUARANTINE, *_columns(rows), [t for _, t in quarantine])
+        if dead_letters:
+            await conn.execute(
+                _INSERT_DEAD, [d.topic for d in dead_letters], [d.payload for d in dead_letters],
+                [d.reason for d in dead_letters], [d.detail[:2000] for d in dead_letters],
+            )
+        if notify and inserted:
+            stations = sorted({r.station_id for r in readings})
+            body = json.dumps({"stations": stations}, separators=(",", ":"))
+            if len(body) > 7000:  # NOTIFY payloads are limited to 8000 bytes
+                body = json.dumps({"stations": None})
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, body)
+    return WriteResult(inserted, len(readings) - inserted, len(quarantine), len(dead_letters))

@@ -1,0 +1,275 @@
+"""Sonae's configuration: one schema, read from the environment and an optional TOML file.
+
+Every setting has a dotted name ``section.key``. It is read, in order of precedence, from
+
+1. the environment variable ``SONAE_<SECTION>_<KEY>`` (upper case, e.g. ``SONAE_DATABASE_URL``);
+2. the TOML file named by ``--config`` or ``SONAE_CONFIG`` (``[database] url = "..."``);
+3. the default in :data:`SCHEMA`.
+
+Values are validated at start-up; a bad one raises :class:`ConfigError` whose message names the key
+and says what is expected, so the CLI can print one readable line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting of the schema."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    secret: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def env(self) -> str:
+        return "SONAE_" + self.name.replace(".", "_").upper()
+
+
+def _mqtt_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("mqtt", "mqtts", "tcp") or not parts.hostname:
+        return "expected an MQTT URL such as mqtt://user:password@host:1883"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "the port is not a number between 0 and 65535"
+    return None
+
+
+def _postgres_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("postgres", "postgresql"):
+        return "expected a PostgreSQL URL such as postgresql://user:password@host:5432/sonae"
+    try:
+        parts.port  # noqa: B018
+    except ValueError:
+        return "the port is not a number between 0 and 65535"
+    return None
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"expected one of {', '.join(choices)}"
+
+    return check
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "expected a number greater than 0"
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 <= value <= 65535 else "expected a port number between 0 and 65535"
+
+
+SCHEMA: tuple[Setting, ...] = (
+    Setting("database.url", str, None,
+            "PostgreSQL/TimescaleDB URL. Unset: Sonae starts an embedded PostgreSQL in the state directory.",
+            secret=True, check=_postgres_url),
+    Setting("database.pool_size", int, 10, "Connections per process.", check=_positive),
+    Setting("database.retention_days", int, 0,
+            "Drop raw readings older than this many days (0 keeps everything). Rollups are kept.",
+            check=lambda v: None if v >= 0 else "expected 0 or more days"),
+    Setting("mqtt.url", str, None,
+            "MQTT broker URL (mqtt://user:password@host:port). Unset: Sonae starts an embedded broker.",
+            secret=True, check=_mqtt_url),
+    Setting("mqtt.protocol", str, "5", "MQTT protocol version: 5 or 3.1.1.", check=_one_of("5", "3.1.1")),
+    Setting("mqtt.topic_prefix", str, "sonae/v1", "Root of every Sonae topic."),
+    Setting("mqtt.client_id", str, "",
+            "Client id of this process; empty derives one from the host name and role."),
+    Setting("ingest.shared_group", str, "sonae-ingest",
+            "MQTT shared-subscription group ($share/<group>/...); empty subscribes plainly."),
+    Setting("ingest.batch_size", int, 5000, "Most readings written in one batch.", check=_positive),
+    Setting("ingest.batch_age_ms", int, 200, "Longest a reading waits before its batch is written.",
+            check=_positive),
+    Setting("ingest.max_inflight", int, 20000,
+            "Most received but not yet acknowledged messages; above it the ingestor stops reading.",
+            check=lambda v: None if 1 <= v <= 65535 else "expected 1 to 65535 (MQTT packet ids are 16 bits)"),
+    Setting("ingest.unknown_stations", str, "quarantine",
+            "What to do with readings for stations not in the registry.",
+            check=_one_of("quarantine", "accept", "reject")),
+    Setting("ingest.max_future_s", int, 300, "Readings further than this in the future are dead-lettered.",
+            check=_positive),
+    Setting("ingest.max_payload_bytes", int, 262144, "Larger payloads are dead-lettered.", check=_positive),
+    Setting("api.host", str, "127.0.0.1", "Address the API listens on."),
+    Setting("api.port", int, 8080, "Port the API listens on.", check=_port),
+    Setting("api.public_url", str, "", "URL people reach the API at (for links); empty derives it."),
+    Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
+    Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
+    Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
+    Setting("log.format", str, "json", "Log format: json (one object a line) or text.",
+            check=_one_of("json", "text")),
+)
+
+_BY_NAME = {s.name: s for s in SCHEMA}
+
+
+def _coerce(setting: Setting, raw: Any, origin: str) -> Any:
+    if raw is None:
+        return None
+    if setting.kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{origin}: expected a whole number, got {raw!r}")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{origin}: expected a whole number, got {raw!r}") from None
+    if setting.kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{origin}: expected true or false, got {raw!r}")
+    if not isinstance(raw, str | int | float):
+        raise ConfigError(f"{origin}: expected a string, got {raw!r}")
+    return str(raw)
+
+
+class Settings(Mapping[str, Any]):
+    """The effective, validated configuration: a read-only mapping of dotted names to values."""
+
+    def __init__(self, values: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self._origins = dict(origins)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def origin(self, name: str) -> str:
+        """Where a value came from: ``env``, ``file`` or ``default``."""
+        return self._origins[name]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (dotted names written with ``__``: ``database__url``)."""
+        values = dict(self._values)
+        origins = dict(self._origins)
+        for key, value in changes.items():
+            name = key.replace("__", ".")
+            if name not in _BY_NAME:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[name] = value
+            origins[name] = "runtime"
+        return Settings(values, origins)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self["state.dir"]).expanduser().resolve()
+
+    def masked(self) -> dict[str, Any]:
+        """Values with secrets hidden: passwords in URLs become ``***``."""
+        out: dict[str, Any] = {}
+        for name, value in self._values.items():
+            setting = _BY_NAME[name]
+            out[name] = mask_url(value) if setting.secret and isinstance(value, str) else value
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL: ``mqtt://u:secret@h`` → ``mqtt://u:***@h``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def load_settings(
+    *, config_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read and validate the configuration.
+
+    Parameters
+    ----------
+    config_file
+        A TOML file; defaults to ``$SONAE_CONFIG`` when set.
+    environ
+        The environment to read (``os.environ`` by default).
+
+    Raises
+    ------
+    ConfigError
+        When a value is invalid, a key is unknown, or the file cannot be read.
+    """
+    env = os.environ if environ is None else environ
+    path = config_file or env.get("SONAE_CONFIG") or None
+    from_file: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                document = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+        for section, table in document.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"config file {path}: {section!r} must be a [section] table")
+            for key, value in table.items():
+                name = f"{section}.{key}"
+                if name not in _BY_NAME:
+                    raise ConfigError(f"config file {path}: unknown key {name!r}")
+                from_file[name] = value
+
+    known_env = {s.env for s in SCHEMA} | {"SONAE_CONFIG"}
+    for key in env:
+        if key.startswith("SONAE_") and key not in known_env and not key.startswith("SONAE_TEST_"):
+            raise ConfigError(f"{key}: unknown setting (see `sonae config --help` for the schema)")
+
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for setting in SCHEMA:
+        if setting.env in env and env[setting.env] != "":
+            raw, origin, where = env[setting.env], "env", setting.env
+        elif setting.name in from_file:
+            raw, origin, where = from_file[setting.name], "file", f"{path}: {setting.name}"
+        else:
+            raw, origin, where = setting.default, "default", setting.name
+        value = _coerce(setting, raw, where)
+        if value is not None and setting.check is not None:
+            problem = setting.check(value)
+            if problem:
+                shown = mask_url(value) if setting.secret and isinstance(value, str) else value
+                raise ConfigError(f"{where}={shown!r}: {problem}")
+        values[setting.name] = value
+        origins[setting.name] = origin
+    return Settings(values, origins)
+
+
+def describe_schema() -> str:
+    """The schema as text, for ``--help`` and the README."""
+    lines = []
+    for s in SCHEMA:
+        default = "(unset)" if s.default is None else repr(s.default)
+        lines.append(f"  {s.env:<32} {s.name:<26} default {default}\n      {s.help}")
+    return "\n".join(lines)

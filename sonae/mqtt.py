@@ -1,0 +1,435 @@
+"""paho-mqtt 2.x wrapped for asyncio: an async context manager, an async iterator of messages with
+manual acknowledgement, and publishing with a bounded window.
+
+paho runs on the event loop's own thread (its socket is registered with ``add_reader``/``add_writer``,
+as in paho's ``loop_asyncio`` example), so no locks are needed and nothing blocks the loop except the
+TCP connect itself.
+
+Backpressure, not unbounded queues:
+
+* receiving: with MQTT 5 the client announces ``Receive Maximum`` = ``max_inflight``, so the broker
+  never has more unacknowledged QoS 1 messages out to us. With MQTT 3.1.1 (no such property) the client
+  stops reading its socket while ``max_inflight`` messages are unacknowledged, and TCP pushes back.
+* publishing: :meth:`MqttClient.publish` waits while ``max_outstanding`` QoS 1 publishes await PUBACK.
+
+Acknowledgements are tied to a connection: after a reconnect, acks for messages of the old connection
+are not sent (the broker redelivers those; storage must be idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger("sonae.mqtt")
+
+
+class MqttError(RuntimeError):
+    """The broker refused us, or the connection failed."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received message. Pass it back to :meth:`MqttClient.ack` once it is safely stored."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    generation: int
+
+
+def default_client_id(role: str) -> str:
+    return f"sonae-{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class MqttClient:
+    """An asyncio MQTT client.
+
+    Parameters
+    ----------
+    url
+        ``mqtt://user:password@host:port`` (``mqtts://`` for TLS).
+    client_id
+        Stable id for a persistent session (needed for at-least-once across restarts).
+    protocol
+        ``"5"`` or ``"3.1.1"``.
+    persistent
+        Keep the session (subscriptions and queued QoS 1 messages) while disconnected.
+    manual_ack
+        Received QoS 1 messages are acknowledged only by :meth:`ack`.
+    max_inflight
+        Bound on received, unacknowledged messages (Receive Maximum with MQTT 5).
+    max_outstanding
+        Bound on our own QoS 1 publishes awaiting PUBACK.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str,
+        protocol: str = "5",
+        persistent: bool = False,
+        manual_ack: bool = False,
+        max_inflight: int = 1000,
+        max_outstanding: int = 1000,
+        keepalive: int = 30,
+        session_expiry_s: int = 7 * 24 * 3600,
+    ) -> None:
+        self.address = BrokerAddress.from_url(url)
+        self.client_id = client_id
+        self.protocol = protocol
+        self.persistent = persistent
+        self.manual_ack = manual_ack
+        self.max_inflight = max_inflight
+        self.max_outstanding = max_outstanding
+        self.keepalive = keepalive
+        self.session_expiry_s = session_expiry_s
+
+        version = paho.MQTTv5 if protocol == "5" else paho.MQTTv311
+        kwargs: dict[str, Any] = {"protocol": version, "manual_ack": manual_ack}
+        if version == paho.MQTTv311:
+            kwargs["clean_session"] = not persistent
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
+        # Our own bounds replace paho's: its in-flight limit rescans a queue on every ack.
+        self._client.max_inflight_messages_set(0)
+        self._client.max_queued_messages_set(0)
+        if self.address.username:
+            self._client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            self._client.tls_set_context(ssl.create_default_context())
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = self._on_socket_open
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_socket_register_write
+        self._client.on_socket_unregister_write = self._on_socket_unregister_write
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected: asyncio.Future[None] | None = None
+        self._connected_event = asyncio.Event()
+        self._closing = False
+        self._interrupted = False
+        self._generation = 0
+        self._sock: socket.socket | None = None
+        self._reading = False
+        self._misc_task: asyncio.Task[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._inbox_event = asyncio.Event()
+        self._unacked = 0
+        self._subscriptions: dict[str, int] = {}
+        self._pending_subs: dict[int, asyncio.Future[list[int]]] = {}
+        self._publish_window = asyncio.Semaphore(max_outstanding)
+        self._pending_pubs: dict[int, asyncio.Future[None]] = {}
+        self._outstanding: set[int] = set()
+        self.broker_limits: dict[str, Any] = {}
+        self.session_present = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> MqttClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def connect(self, *, timeout: float = 10.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._connected = self._loop.create_future()
+        properties = None
+        if self.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)
+            properties.ReceiveMaximum = self.max_inflight
+            if self.persistent:
+                properties.SessionExpiryInterval = self.session_expiry_s
+        try:
+            if self.protocol == "5":
+                self._client.connect(
+                    self.address.host, self.address.port, keepalive=self.keepalive,
+                    clean_start=not self.persistent, properties=properties,
+                )
+            else:
+                self._client.connect(self.address.host, self.address.port, keepalive=self.keepalive)
+        except (OSError, ValueError) as exc:
+            raise MqttError(f"cannot reach MQTT broker {self.address.host}:{self.address.port}: {exc}") from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connected), timeout)
+        except TimeoutError:
+            self._client.disconnect()
+            raise MqttError(f"MQTT broker {self.address.host}:{self.address.port} did not answer CONNECT") from None
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reconnect_task:
+            self._reconnect_task.cancel()
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        # let the DISCONNECT packet go out
+        for _ in range(20):
+            if self._sock is None:
+                break
+            await asyncio.sleep(0.01)
+        self._teardown_socket()
+        self._inbox_event.set()
+        for fut in list(self._pending_pubs.values()):
+            if not fut.done():
+                fut.set_exception(MqttError("client closed"))
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected_event.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected_event.wait()
+
+    # -- paho callbacks (all on the loop thread) -------------------------------------------------
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            err = MqttError(f"MQTT broker refused the connection: {reason}")
+            if self._connected and not self._connected.done():
+                self._connected.set_exception(err)
+            log.error("mqtt connect refused", extra={"reason": str(reason)})
+            return
+        self._generation += 1
+        self._unacked = 0
+        self.session_present = bool(getattr(flags, "session_present", False))
+        if props is not None:
+            for name in ("ReceiveMaximum", "MaximumQoS", "MaximumPacketSize", "SharedSubscriptionAvailable"):
+                if hasattr(props, name):
+                    self.broker_limits[name] = getattr(props, name)
+        self._connected_event.set()
+        if self._connected and not self._connected.done():
+            self._connected.set_result(None)
+        elif self._subscriptions:
+            # after a reconnect: renew subscriptions (harmless when the session kept them)
+            for topic, qos in self._subscriptions.items():
+                self._client.subscribe(topic, qos)
+        log.info("mqtt connected", extra={"broker": f"{self.address.host}:{self.address.port}",
+                                          "session_present": self.session_present})
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected_event.clear()
+        for fut in list(self._pending_pubs.values()):
+            if not fut.done():
+                fut.set_exception(MqttError("disconnected before PUBACK"))
+        self._pending_pubs.clear()
+        # paho re-sends unacknowledged publishes after a reconnect; the window keeps counting them.
+        if self._closing:
+            return
+        log.warning("mqtt disconnected", extra={"reason": str(reason)})
+        if self._loop is not None and (self._reconnect_task is None or self._reconnect_task.done()):
+            self._reconnect_task = self._loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.2
+        while not self._closing and not self.is_connected:
+            await asyncio.sleep(delay)
+            try:
+                self._client.reconnect()
+                return
+            except OSError as exc:
+                log.warning("mqtt reconnect failed", extra={"error": str(exc), "retry_s": delay})
+                delay = min(delay * 2, 10.0)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._inbox.append(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid,
+                                   self._generation))
+        if msg.qos > 0 and self.manual_ack:
+            self._unacked += 1
+            if self._unacked >= self.max_inflight:
+                self._pause_reading()
+        self._inbox_event.set()
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        fut = self._pending_pubs.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if mid in self._outstanding:
+            self._outstanding.discard(mid)
+            self._publish_window.release()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        fut = self._pending_subs.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result([getattr(r, "value", r) for r in reasons])
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._sock = sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._resume_reading()
+        if self._misc_task is None or self._misc_task.done():
+            self._misc_task = self._loop.create_task(self._misc_loop())
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._teardown_socket()
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_writer(sock, self._client.loop_write)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)
+
+    def _teardown_socket(self) -> None:
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock)
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(self._sock)
+        self._reading = False
+        self._sock = None
+
+    def _pause_reading(self) -> None:
+        if self._reading and self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock)
+            self._reading = False
+
+    def _resume_reading(self) -> None:
+        if not self._reading and self._sock is not None and self._loop is not None:
+            self._loop.add_reader(self._sock, self._client.loop_read)
+            self._reading = True
+
+    async def _misc_loop(self) -> None:
+        while not self._closing:
+            rc = self._client.loop_misc()
+            if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                log.debug("mqtt loop_misc", extra={"rc": int(rc)})
+            await asyncio.sleep(1.0)
+
+    # -- API -------------------------------------------------------------------------------------
+    async def subscribe(self, topic: str, *, qos: int = 1, timeout: float = 10.0) -> list[int]:
+        """Subscribe and wait for SUBACK; returns the granted QoS (or reason codes)."""
+        assert self._loop is not None
+        rc, mid = self._client.subscribe(topic, qos)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise MqttError(f"subscribe {topic!r} failed: {paho.error_string(rc)}")
+        fut: asyncio.Future[list[int]] = self._loop.create_future()
+        self._pending_subs[mid] = fut
+        granted = await asyncio.wait_for(fut, timeout)
+        if any(g >= 0x80 for g in granted):
+            raise MqttError(f"broker refused subscription {topic!r} (reason {granted})")
+        self._subscriptions[topic] = qos
+        return granted
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Received messages, in order, until the client is closed."""
+        while True:
+            while self._inbox:
+                yield self._inbox.popleft()
+            if self._closing:
+                return
+            self._inbox_event.clear()
+            await self._inbox_event.wait()
+
+    def drain(self, limit: int) -> list[Message]:
+        """Take up to ``limit`` waiting messages without awaiting."""
+        out: list[Message] = []
+        while self._inbox and len(out) < limit:
+            out.append(self._inbox.popleft())
+        return out
+
+    async def wait_message(self) -> None:
+        """Wait until at least one message is waiting, the client closes, or :meth:`interrupt`."""
+        while not self._inbox and not self._closing and not self._interrupted:
+            self._inbox_event.clear()
+            await self._inbox_event.wait()
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Make a pending :meth:`wait_message` return now."""
+        self._interrupted = True
+        self._inbox_event.set()
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge a QoS 1 message. Returns False (and sends nothing) for a message of an earlier
+        connection: the broker will deliver it again."""
+        if message.qos == 0 or not self.manual_ack:
+            return True
+        if message.generation != self._generation or not self.is_connected:
+            return False
+        self._client.ack(message.mid, message.qos)
+        self._unacked -= 1
+        if self._unacked < self.max_inflight // 2:
+            self._resume_reading()
+        return True
+
+    @property
+    def unacked(self) -> int:
+        return self._unacked
+
+    async def publish(
+        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False, wait: bool = False
+    ) -> None:
+        """Publish; waits for room in the outstanding window. With ``wait`` also waits for PUBACK."""
+        if qos == 0:
+            self._client.publish(topic, payload, qos=0, retain=retain)
+            return
+        await self._publish_window.acquire()
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._publish_window.release()
+            raise MqttError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
+        if info.is_published():
+            self._publish_window.release()
+            return
+        self._outstanding.add(info.mid)
+        if wait:
+            assert self._loop is not None
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._pending_pubs[info.mid] = fut
+            await fut
+
+    async def flush(self, *, timeout: float = 30.0) -> None:
+        """Wait until every QoS 1 publish has been acknowledged by the broker."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._outstanding:
+            if asyncio.get_running_loop().time() > deadline:
+                raise MqttError("timed out waiting for PUBACKs")
+            await asyncio.sleep(0.005)

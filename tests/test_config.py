@@ -1,0 +1,75 @@
+import subprocess
+import sys
+
+import pytest
+
+from sonae.config import ConfigError, load_settings, mask_url
+
+
+def test_defaults_leave_services_embedded() -> None:
+    s = load_settings(environ={})
+    assert s["database.url"] is None and s["mqtt.url"] is None
+    assert s["ingest.batch_size"] == 5000
+    assert s.origin("api.port") == "default"
+
+
+def test_environment_overrides_and_types() -> None:
+    s = load_settings(environ={"SONAE_API_PORT": "9001", "SONAE_MQTT_URL": "mqtt://dev:pw@broker:1884"})
+    assert s["api.port"] == 9001 and s.origin("api.port") == "env"
+    assert s["mqtt.url"] == "mqtt://dev:pw@broker:1884"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"SONAE_MQTT_URL": "nonsense"}, "SONAE_MQTT_URL"),
+        ({"SONAE_DATABASE_URL": "mysql://x"}, "SONAE_DATABASE_URL"),
+        ({"SONAE_API_PORT": "eighty"}, "SONAE_API_PORT"),
+        ({"SONAE_API_PORT": "70000"}, "SONAE_API_PORT"),
+        ({"SONAE_INGEST_UNKNOWN_STATIONS": "drop"}, "SONAE_INGEST_UNKNOWN_STATIONS"),
+        ({"SONAE_INGEST_MAX_INFLIGHT": "100000"}, "SONAE_INGEST_MAX_INFLIGHT"),
+        ({"SONAE_NO_SUCH_THING": "1"}, "SONAE_NO_SUCH_THING"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env)
+    assert fragment in str(info.value)
+
+
+def test_toml_file_and_precedence(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "sonae.toml"
+    f.write_text('[api]\nport = 9100\nhost = "0.0.0.0"\n[ingest]\nbatch_size = 100\n')
+    s = load_settings(config_file=f, environ={"SONAE_API_PORT": "9200"})
+    assert s["api.port"] == 9200 and s["api.host"] == "0.0.0.0" and s["ingest.batch_size"] == 100
+    assert s.origin("ingest.batch_size") == "file"
+    f.write_text("[api]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="api.prot"):
+        load_settings(config_file=f, environ={})
+
+
+def test_secrets_are_masked() -> None:
+    assert mask_url("postgresql://sonae:s3cret@db:5432/sonae") == "postgresql://sonae:***@db:5432/sonae"
+    s = load_settings(environ={"SONAE_MQTT_URL": "mqtt://u:topsecret@h:1883"})
+    assert "topsecret" not in str(s.masked())
+
+
+def test_cli_reports_bad_config_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sonae.cli", "run"], env={"SONAE_MQTT_URL": "nonsense", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SONAE_MQTT_URL" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_config_command_masks_and_every_command_has_help() -> None:
+    proc = subprocess.run([sys.executable, "-m", "sonae.cli", "config"],
+                          env={"SONAE_DATABASE_URL": "postgresql://a:hunter2@h/db", "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "hunter2" not in proc.stdout and "***" in proc.stdout
+    for cmd in (["run"], ["ingest"], ["api"], ["simulate"], ["db", "migrate"], ["config"]):
+        out = subprocess.run([sys.executable, "-m", "sonae.cli", *cmd, "--help"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and "usage: sonae" in out.stdout and len(out.stdout) > 80

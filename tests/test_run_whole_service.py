@@ -1,0 +1,109 @@
+"""`sonae run --simulate` as a user runs it: a real process, real services, Ctrl-C at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sonae.embedded import free_port
+
+
+def _get(url: str) -> dict:  # type: ignore[type-arg]
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _start(env: dict[str, str], port: int, state: Path) -> subprocess.Popen[str]:
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+            "SONAE_STATE_DIR": str(state), "SONAE_API_PORT": str(port), **env}
+    return subprocess.Popen([sys.executable, "-m", "sonae.cli", "run", "--simulate"], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_advancing_readings(proc: subprocess.Popen[str], port: int, timeout: float = 60) -> dict[str, str]:
+    """Return {station: latest ts} once every station's latest reading has advanced at least once."""
+    deadline = time.monotonic() + timeout
+    first: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"sonae run exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            stations = _get(f"http://127.0.0.1:{port}/api/v1/stations")["stations"]
+        except OSError:
+            time.sleep(0.2)
+            continue
+        latest = {s["id"]: s["latest"]["ts"] for s in stations if s["latest"]}
+        if latest and len(latest) == len(stations):
+            if not first:
+                first = latest
+            elif all(latest[k] > first[k] for k in first):
+                return latest
+        time.sleep(0.2)
+    raise AssertionError("readings did not advance within the time limit")
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not alive
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_run_with_configured_services_starts_nothing_embedded(tmp_path: Path, database_url: str, mqtt_url: str,
+                                                             mqtt_protocol: str) -> None:
+    port = free_port()
+    proc = _start({"SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url,
+                   "SONAE_MQTT_PROTOCOL": mqtt_protocol, "SONAE_MQTT_TOPIC_PREFIX": f"run{port}/v1",
+                   "SONAE_INGEST_SHARED_GROUP": ""}, port, tmp_path / "state")
+    try:
+        _wait_for_advancing_readings(proc, port)
+    finally:
+        out = _interrupt(proc)
+    assert not (tmp_path / "state" / "postgres").exists()
+    assert not (tmp_path / "state" / "mqtt").exists()
+    assert "embedded" not in out
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not Path("/usr/sbin/useradd").exists(), reason="needs useradd as root")
+def test_run_embedded_defaults_survive_a_restart(tmp_path: Path) -> None:
+    port = free_port()
+    env = {"SONAE_EMBEDDED_MQTT_PORT": str(free_port())}
+    state = tmp_path / "state"
+    proc = _start(env, port, state)
+    try:
+        first = _wait_for_advancing_readings(proc, port)
+        pg_pid = int((state / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+        broker_pid = json.loads((state / "mqtt" / "broker.json").read_text())["pid"]
+    finally:
+        _interrupt(proc)
+    assert not _alive(pg_pid), "embedded PostgreSQL left running"
+    assert not _alive(broker_pid), "embedded broker left running"
+
+    proc = _start(env, port, state)
+    try:
+        _wait_for_advancing_readings(proc, port)
+        station = next(iter(first))
+        series = _get(f"http://127.0.0.1:{port}/api/v1/stations/{station}/readings")["readings"]
+        assert any(r["ts"] <= first[station] for r in series), "data of the first run is still there"
+    finally:
+        _interrupt(proc)
