@@ -221,6 +221,11 @@ class MqttClient:
                 fut.set_exception(MqttError("client closed"))
 
     @property
+    def connections(self) -> int:
+        """How many times a CONNACK was received (1 after the first connect)."""
+        return self._generation
+
+    @property
     def is_connected(self) -> bool:
         return self._connected_event.is_set()
 
@@ -246,8 +251,13 @@ class MqttClient:
         if self._connected and not self._connected.done():
             self._connected.set_result(None)
         elif self._subscriptions:
-            # after a reconnect: renew subscriptions (harmless when the session kept them)
+            # After a reconnect, renew subscriptions (harmless when the session kept them). Mosquitto
+            # 2.0 restores a shared subscription from its persistence file after a restart without
+            # delivering to it again, and a plain re-SUBSCRIBE does not repair it: the shared ones
+            # are dropped and made anew (both packets go out back to back, in order).
             for topic, qos in self._subscriptions.items():
+                if topic.startswith("$share/") and self.session_present:
+                    self._client.unsubscribe(topic)
                 self._client.subscribe(topic, qos)
         log.info("mqtt connected", extra={"broker": f"{self.address.host}:{self.address.port}",
                                           "session_present": self.session_present})

@@ -1,0 +1,261 @@
+"""Road graphs from OpenStreetMap via osmnx, and travel profiles.
+
+Graphs come from a place name, a point or a bounding box (online, through osmnx's cache in the state
+directory), from ``.osm`` / ``.osm.bz2`` files and from GraphML. Every graph goes through
+:func:`prepare_graph`: only ways tagged ``highway`` are kept (``graph_from_xml`` also turns buildings,
+land use and rivers into edges), and the graph is simplified without merging ways whose profile-relevant
+tags differ (so a flight of steps stays its own edge).
+
+Profiles
+--------
+``walk`` (default; Japanese evacuation is on foot)
+    1.0 m/s, the walking speed the Cabinet Office tsunami-evacuation guidelines assume. Steps take
+    twice as long. Pedestrians may walk against one-way streets unless ``oneway:foot=yes``.
+``reduced_mobility``
+    0.5 m/s (the guidelines' figure for elderly and disabled people); never uses ``highway=steps``,
+    ``wheelchair=no``, rough ``smoothness`` or mountain ``sac_scale`` ways; one-way as for ``walk``.
+``car``
+    ``maxspeed`` when tagged, otherwise a per-class default; only drivable classes; one-way respected.
+
+One-way streets: graphs are built with ``bidirectional=False`` so one-way ways have only their legal
+direction; the walking profiles add the reverse direction themselves (see :func:`edge_times`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import osmnx as ox
+
+log = logging.getLogger("sonae.evac.graph")
+
+Progress = Callable[[str], None]
+
+#: Tags kept on edges in addition to osmnx's defaults; profiles read them.
+EXTRA_WAY_TAGS = (
+    "foot", "wheelchair", "motor_vehicle", "motorcar", "vehicle", "sidewalk", "oneway:foot",
+    "sac_scale", "surface", "smoothness", "incline",
+)
+#: Edges whose values of these tags differ are not merged by simplification.
+SIMPLIFY_DIFFER = ("highway", "foot", "wheelchair", "access", "oneway", "smoothness", "sac_scale")
+
+PROFILE_NAMES = ("walk", "reduced_mobility", "car")
+
+_NOT_WALKABLE = {
+    "motorway", "motorway_link", "construction", "proposed", "abandoned", "platform", "raceway",
+    "bus_guideway", "escape", "razed", "planned", "disused", "no",
+}
+_DRIVABLE_KMH = {
+    "motorway": 100.0, "motorway_link": 60.0, "trunk": 60.0, "trunk_link": 40.0, "primary": 50.0,
+    "primary_link": 40.0, "secondary": 40.0, "secondary_link": 30.0, "tertiary": 40.0,
+    "tertiary_link": 30.0, "unclassified": 30.0, "residential": 30.0, "living_street": 10.0,
+    "service": 20.0, "road": 30.0,
+}
+_ROUGH = {"very_bad", "horrible", "very_horrible", "impassable"}
+_NO = {"no", "private"}
+_YES = {"yes", "designated", "permissive", "official", "destination"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A travel mode: which ways it may use, and how fast."""
+
+    name: str
+    speed_mps: float
+    walking: bool
+
+    def times(self, data: dict[str, Any]) -> tuple[float, float]:
+        """Seconds along and against an edge's direction (``inf`` where not allowed)."""
+        length = float(data.get("length", 0.0) or 0.0)
+        highways = _values(data.get("highway"))
+        if not highways:
+            return math.inf, math.inf
+        if self.walking:
+            return self._walk_times(data, highways, length)
+        return self._car_times(data, highways, length)
+
+    def _walk_times(self, data: dict[str, Any], highways: list[str], length: float) -> tuple[float, float]:
+        foot = set(_values(data.get("foot")))
+        if foot & _NO or (set(highways) & _NOT_WALKABLE and not foot & _YES):
+            return math.inf, math.inf
+        access = set(_values(data.get("access")))
+        if access & _NO and not foot & _YES:
+            return math.inf, math.inf
+        factor = 1.0
+        if "steps" in highways:
+            if self.name == "reduced_mobility":
+                return math.inf, math.inf
+            factor = 2.0
+        if self.name == "reduced_mobility":
+            if "no" in _values(data.get("wheelchair")) or set(_values(data.get("smoothness"))) & _ROUGH:
+                return math.inf, math.inf
+            if any(s not in ("", "hiking") for s in _values(data.get("sac_scale"))):
+                return math.inf, math.inf
+        t = max(length / self.speed_mps * factor, MIN_EDGE_TIME_S)
+        backward = t if "yes" not in _values(data.get("oneway:foot")) else math.inf
+        return t, (backward if data.get("oneway") else math.inf)
+
+    def _car_times(self, data: dict[str, Any], highways: list[str], length: float) -> tuple[float, float]:
+        classes = [h for h in highways if h in _DRIVABLE_KMH]
+        if not classes:
+            return math.inf, math.inf
+        motor = set(_values(data.get("motor_vehicle"))) | set(_values(data.get("motorcar")))
+        access = set(_values(data.get("access")))
+        if motor & _NO or (access & _NO and not motor & _YES):
+            return math.inf, math.inf
+        kmh = _maxspeed_kmh(data.get("maxspeed")) or min(_DRIVABLE_KMH[h] for h in classes)
+        return max(length / (kmh / 3.6), MIN_EDGE_TIME_S), math.inf
+
+
+#: Zero-length OSM segments still cost a little so that every edge has a positive weight.
+MIN_EDGE_TIME_S = 0.01
+
+PROFILES: dict[str, Profile] = {
+    "walk": Profile("walk", 1.0, True),
+    "reduced_mobility": Profile("reduced_mobility", 0.5, True),
+    "car": Profile("car", 0.0, False),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """Return the profile called ``name``; the error lists the valid names."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}: use one of {', '.join(PROFILE_NAMES)}") from None
+
+
+def _values(value: Any) -> list[str]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, list | tuple | set):
+        return [str(v) for v in value]
+    text = str(value)
+    if text.startswith("[") and text.endswith("]"):  # list attributes round-tripped through GraphML
+        return [v.strip(" '\"") for v in text[1:-1].split(",") if v.strip(" '\"")]
+    return [text]
+
+
+def _maxspeed_kmh(value: Any) -> float | None:
+    speeds = []
+    for item in _values(value):
+        text = item.strip().lower()
+        mph = text.endswith("mph")
+        try:
+            number = float(text.removesuffix("mph").strip())
+        except ValueError:
+            continue
+        speeds.append(number * 1.609344 if mph else number)
+    return min(speeds) if speeds else None
+
+
+def edge_times(G: nx.MultiDiGraph, profile: str) -> dict[tuple[Any, Any, int], tuple[float, float]]:
+    """Travel seconds ``(along, against)`` per edge ``(u, v, key)`` for ``profile``."""
+    prof = get_profile(profile)
+    return {(u, v, k): prof.times(d) for u, v, k, d in G.edges(keys=True, data=True)}
+
+
+def add_travel_times(G: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """Set ``travel_time_<profile>`` (seconds along the edge, ``inf`` if not allowed) on every edge."""
+    for name, prof in PROFILES.items():
+        for _, _, data in G.edges(data=True):
+            data[f"travel_time_{name}"] = prof.times(data)[0]
+    return G
+
+
+def configure_osmnx(*, state_dir: Path | str) -> None:
+    """Point osmnx's HTTP cache at the state directory and keep the tags the profiles read."""
+    cache = Path(state_dir) / "osmnx-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    ox.settings.use_cache = True
+    ox.settings.cache_folder = str(cache)
+    tags = list(ox.settings.useful_tags_way)
+    ox.settings.useful_tags_way = tags + [t for t in EXTRA_WAY_TAGS if t not in tags]
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    log.info(message)
+    if progress is not None:
+        progress(message)
+
+
+def prepare_graph(G: nx.MultiDiGraph, *, progress: Progress | None = None) -> nx.MultiDiGraph:
+    """Keep only ``highway`` ways and simplify without merging across profile-relevant tag changes."""
+    drop = [(u, v, k) for u, v, k, d in G.edges(keys=True, data=True) if "highway" not in d]
+    G.remove_edges_from(drop)
+    G.remove_nodes_from([n for n, deg in list(G.degree()) if deg == 0])
+    if len(G) == 0:
+        raise ValueError("the graph has no highway ways: check that the OSM data covers streets")
+    if not G.graph.get("simplified"):
+        _say(progress, f"simplifying {len(G):,} nodes")
+        G = ox.simplify_graph(G, edge_attrs_differ=list(SIMPLIFY_DIFFER))
+    _say(progress, f"road graph ready: {len(G):,} nodes, {G.number_of_edges():,} edges")
+    return G
+
+
+def graph_from_file(
+    path: Path | str, *, state_dir: Path | str = ".state", progress: Progress | None = None
+) -> nx.MultiDiGraph:
+    """Load ``.osm``, ``.osm.bz2``, ``.xml`` or ``.graphml`` into a prepared osmnx graph."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"road data {path} does not exist: give the path of an .osm(.bz2) or .graphml")
+    configure_osmnx(state_dir=state_dir)
+    name = path.name.lower()
+    if name.endswith(".graphml"):
+        _say(progress, f"reading GraphML {path.name}")
+        G = ox.load_graphml(path)
+    elif name.endswith((".osm", ".osm.bz2", ".xml", ".xml.bz2")):
+        _say(progress, f"parsing OSM XML {path.name}")
+        G = ox.graph_from_xml(path, bidirectional=False, simplify=False, retain_all=True)
+    else:
+        raise ValueError(f"cannot read {path.name}: use .osm, .osm.bz2, .xml or .graphml (convert .pbf to .osm)")
+    return prepare_graph(G, progress=progress)
+
+
+def graph_from_place(
+    query: str, *, state_dir: Path | str = ".state", progress: Progress | None = None
+) -> nx.MultiDiGraph:
+    """Download the streets of a named place (needs internet unless osmnx's cache has it)."""
+    configure_osmnx(state_dir=state_dir)
+    _say(progress, f"downloading streets of {query}")
+    G = ox.graph_from_place(query, network_type="all", simplify=False, retain_all=True)
+    return prepare_graph(G, progress=progress)
+
+
+def graph_from_point(
+    lat: float, lon: float, *, dist_m: float = 3000.0, state_dir: Path | str = ".state",
+    progress: Progress | None = None,
+) -> nx.MultiDiGraph:
+    """Download the streets within ``dist_m`` of a point (needs internet unless cached)."""
+    configure_osmnx(state_dir=state_dir)
+    _say(progress, f"downloading streets within {dist_m:.0f} m")
+    G = ox.graph_from_point((lat, lon), dist=dist_m, network_type="all", simplify=False, retain_all=True)
+    return prepare_graph(G, progress=progress)
+
+
+def graph_from_bbox(
+    west: float, south: float, east: float, north: float, *, state_dir: Path | str = ".state",
+    progress: Progress | None = None,
+) -> nx.MultiDiGraph:
+    """Download the streets in a bounding box (needs internet unless cached)."""
+    configure_osmnx(state_dir=state_dir)
+    _say(progress, "downloading streets in bounding box")
+    G = ox.graph_from_bbox((west, south, east, north), network_type="all", simplify=False, retain_all=True)
+    return prepare_graph(G, progress=progress)
+
+
+def names_of(values: Iterable[Any]) -> str:
+    """One display name from an OSM ``name`` attribute that simplification may have made a list."""
+    seen: list[str] = []
+    for v in values:
+        for item in _values(v):
+            if item and item not in seen:
+                seen.append(item)
+    return " / ".join(seen)

@@ -1,0 +1,119 @@
+"""Resident-facing texts in Japanese (``ja``), English (``en``) and やさしい日本語 (``ja-easy``).
+
+やさしい日本語 follows the usual rules for disaster information: short sentences, spaces between
+phrases, hiragana instead of difficult kanji, one instruction per sentence.
+"""
+
+from __future__ import annotations
+
+import math
+
+LANGS = ("ja", "en", "ja-easy")
+
+HAZARD_NAMES: dict[str, dict[str, str]] = {
+    "flood": {"ja": "洪水", "en": "flood", "ja-easy": "こうずい（かわの みずが あふれる）"},
+    "landslide": {"ja": "土砂災害", "en": "landslide", "ja-easy": "どしゃさいがい（やまや がけが くずれる）"},
+    "storm_surge": {"ja": "高潮", "en": "storm surge", "ja-easy": "たかしお（うみの みずが たかく なる）"},
+    "earthquake": {"ja": "地震", "en": "earthquake", "ja-easy": "じしん"},
+    "tsunami": {"ja": "津波", "en": "tsunami", "ja-easy": "つなみ"},
+    "large_fire": {"ja": "大規模な火事", "en": "large fire", "ja-easy": "おおきな かじ"},
+    "inland_flooding": {"ja": "内水氾濫", "en": "inland flooding", "ja-easy": "まちの なかの こうずい"},
+    "volcano": {"ja": "火山現象", "en": "volcanic activity", "ja-easy": "かざんの ふんか"},
+}
+
+_EXERCISE = {"ja": "【訓練】", "en": "[EXERCISE] ", "ja-easy": "【くんれん】"}
+_MODE = {
+    "walk": {"ja": "徒歩で", "en": "on foot", "ja-easy": "あるいて"},
+    "reduced_mobility": {"ja": "徒歩で", "en": "on foot", "ja-easy": "あるいて"},
+    "car": {"ja": "車で", "en": "by car", "ja-easy": "くるまで"},
+}
+_STATUS = {
+    "ok": {
+        "ja": "{shelter}へ避難してください。{mode}約{minutes}分（{distance}）です。",
+        "en": "Evacuate to {shelter}: about {minutes} min {mode} ({distance}).",
+        "ja-easy": "{shelter} に にげて ください。{mode} {minutes}ぷん ぐらい です。",
+    },
+    "inside_hazard": {
+        "ja": "現在地は{hazard}の危険区域の中です。無理に外へ出ず、建物の2階以上など高い所へ移動してください"
+              "（垂直避難）。救助を待ち、市町村の情報を確認してください。",
+        "en": "You are inside an active {hazard} area. Do not go outside: move to an upper floor of your "
+              "building (vertical evacuation), wait for help and follow your municipality's instructions.",
+        "ja-easy": "いま いる ところは {hazard} で あぶないです。そとに でないで ください。"
+                   "たてものの 2かい より うえに にげて ください。",
+    },
+    "no_safe_route": {
+        "ja": "安全に通れる避難経路が見つかりません。近くの頑丈な建物の高い階へ避難し（垂直避難）、"
+              "市町村の情報を確認してください。",
+        "en": "No safe route to a shelter is open. Move to an upper floor of a sturdy building nearby "
+              "(vertical evacuation) and follow your municipality's instructions.",
+        "ja-easy": "あんぜんな みちが ありません。ちかくの じょうぶな たてものの うえの かいに にげて ください。",
+    },
+    "off_network": {
+        "ja": "現在地の近くに道路の情報がないため、経路を案内できません。市町村の情報に従って避難してください。",
+        "en": "Your position is too far from the mapped roads to give a route. Follow your municipality's "
+              "instructions.",
+        "ja-easy": "ちかくに みちの じょうほうが ありません。しやくしょの じょうほうを みて ください。",
+    },
+}
+_TURN = {
+    "depart": {"ja": "", "en": "Head", "ja-easy": ""},
+    "straight": {"ja": "直進して", "en": "Continue", "ja-easy": "まっすぐ すすんで"},
+    "slight left": {"ja": "やや左に進み", "en": "Bear left", "ja-easy": "すこし ひだりに すすんで"},
+    "left": {"ja": "左に曲がり", "en": "Turn left", "ja-easy": "ひだりに まがって"},
+    "sharp left": {"ja": "左に大きく曲がり", "en": "Turn sharp left", "ja-easy": "ひだりに おおきく まがって"},
+    "slight right": {"ja": "やや右に進み", "en": "Bear right", "ja-easy": "すこし みぎに すすんで"},
+    "right": {"ja": "右に曲がり", "en": "Turn right", "ja-easy": "みぎに まがって"},
+    "sharp right": {"ja": "右に大きく曲がり", "en": "Turn sharp right", "ja-easy": "みぎに おおきく まがって"},
+    "uturn": {"ja": "引き返し", "en": "Turn around", "ja-easy": "もどって"},
+}
+_UNNAMED = {"ja": "道", "en": "the road", "ja-easy": "みち"}
+
+
+def check_lang(lang: str) -> str:
+    if lang not in LANGS:
+        raise ValueError(f"unknown language {lang!r}: use one of {', '.join(LANGS)}")
+    return lang
+
+
+def format_distance(metres: float, *, lang: str) -> str:
+    if metres < 1000:
+        value = f"{round(metres / 10) * 10:.0f}"
+        return {"ja": f"{value}m", "en": f"{value} m", "ja-easy": f"{value}メートル"}[lang]
+    value = f"{metres / 1000:.1f}"
+    return {"ja": f"{value}km", "en": f"{value} km", "ja-easy": f"{value}キロメートル"}[lang]
+
+
+def status_text(
+    status: str, *, lang: str, hazard: str, profile: str = "walk", shelter: str = "", duration_s: float = math.nan,
+    distance_m: float = math.nan, exercise: bool = False,
+) -> str:
+    """One message for a route answer's status, in ``lang``."""
+    check_lang(lang)
+    minutes = max(1, math.ceil(duration_s / 60)) if math.isfinite(duration_s) else 0
+    text = _STATUS[status][lang].format(
+        shelter=shelter, minutes=minutes, hazard=HAZARD_NAMES[hazard][lang], mode=_MODE[profile][lang],
+        distance=format_distance(distance_m, lang=lang) if math.isfinite(distance_m) else "",
+    )
+    return (_EXERCISE[lang] + text) if exercise else text
+
+
+def status_texts(status: str, **kwargs: object) -> dict[str, str]:
+    """:func:`status_text` in every language."""
+    return {lang: status_text(status, lang=lang, **kwargs) for lang in LANGS}  # type: ignore[arg-type]
+
+
+def step_text(modifier: str, name: str, distance_m: float, *, lang: str) -> str:
+    """One step: "Turn left onto X and continue 200 m", in ``lang``."""
+    road = name or _UNNAMED[lang]
+    dist = format_distance(distance_m, lang=lang)
+    turn = _TURN[modifier][lang]
+    if lang == "en":
+        return f"{turn} {'along' if modifier == 'depart' else 'onto'} {road} for {dist}"
+    if lang == "ja":
+        return f"{turn}、{road}を{dist}進みます" if turn else f"{road}を{dist}進みます"
+    return f"{turn} {road} を {dist} すすみます" if turn else f"{road} を {dist} すすみます"
+
+
+def arrive_text(shelter: str, *, lang: str) -> str:
+    return {"ja": f"{shelter}に到着です", "en": f"Arrive at {shelter}",
+            "ja-easy": f"{shelter} に つきました"}[check_lang(lang)]

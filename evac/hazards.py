@@ -1,0 +1,198 @@
+"""Hazard types and hazard areas.
+
+The eight hazard types are GSI's (国土地理院 指定緊急避難場所 data), with English ids. A
+:class:`HazardArea` is a lon/lat polygon with a type and a severity, from one of three sources:
+
+``gauge``
+    linked to a river gauge (``station_id``) and active while the gauge's alert level is at least
+    ``activation_level``;
+``staff``
+    drawn by staff (a flooded underpass, a landslide, a closed bridge), active while ``active``;
+``import``
+    from a hazard map (GeoJSON), active while ``active``.
+
+``severity="blocked"`` removes every road edge the polygon touches; ``"penalty"`` multiplies their
+travel time by ``penalty_factor``. ``exercise=True`` marks drill areas: they only count for routes asked
+for in exercise mode, and answers say they are an exercise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import shapely
+from shapely.geometry import shape
+
+from evac.network import RoadNetwork
+
+HAZARD_TYPES = ("flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding",
+                "volcano")
+#: English hazard id -> the GSI flag (property name) for it.
+GSI_FLAGS: dict[str, str] = {
+    "flood": "洪水",
+    "landslide": "崖崩れ、土石流及び地滑り",
+    "storm_surge": "高潮",
+    "earthquake": "地震",
+    "tsunami": "津波",
+    "large_fire": "大規模な火事",
+    "inland_flooding": "内水氾濫",
+    "volcano": "火山現象",
+}
+
+Severity = Literal["blocked", "penalty"]
+Source = Literal["gauge", "staff", "import"]
+
+
+def check_hazard(hazard: str) -> str:
+    """Return ``hazard`` if it is one of :data:`HAZARD_TYPES`, else raise with the valid ids."""
+    if hazard not in HAZARD_TYPES:
+        raise ValueError(f"unknown hazard {hazard!r}: use one of {', '.join(HAZARD_TYPES)}")
+    return hazard
+
+
+@dataclass(frozen=True)
+class HazardArea:
+    """A polygon (lon/lat) where a hazard is, or may become, active."""
+
+    id: str
+    hazard: str
+    geometry: shapely.Geometry
+    severity: Severity = "blocked"
+    penalty_factor: float = 1.0
+    source: Source = "staff"
+    station_id: str | None = None
+    activation_level: int | None = None
+    active: bool = True
+    exercise: bool = False
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        check_hazard(self.hazard)
+        if self.severity not in ("blocked", "penalty"):
+            raise ValueError(f"hazard area {self.id}: severity must be 'blocked' or 'penalty'")
+        if self.severity == "penalty" and not self.penalty_factor >= 1.0:
+            raise ValueError(f"hazard area {self.id}: penalty_factor must be at least 1")
+        if self.source == "gauge" and (self.station_id is None or self.activation_level is None):
+            raise ValueError(f"hazard area {self.id}: a gauge area needs station_id and activation_level")
+        if not isinstance(self.geometry, shapely.Polygon | shapely.MultiPolygon) or self.geometry.is_empty:
+            raise ValueError(f"hazard area {self.id}: geometry must be a non-empty Polygon or MultiPolygon")
+
+    def is_active(self, alert_levels: Mapping[str, int]) -> bool:
+        """Whether the area applies now, given each gauge's current alert level."""
+        if self.source == "gauge":
+            return alert_levels.get(str(self.station_id), 0) >= int(self.activation_level or 0)
+        return self.active
+
+    def to_feature(self) -> dict[str, Any]:
+        props = {k: getattr(self, k) for k in ("id", "hazard", "severity", "penalty_factor", "source",
+                                                "station_id", "activation_level", "active", "exercise", "label")}
+        return {"type": "Feature", "geometry": shapely.geometry.mapping(self.geometry), "properties": props}
+
+
+def active_areas(
+    areas: Iterable[HazardArea], alert_levels: Mapping[str, int], *, exercise: bool
+) -> list[HazardArea]:
+    """Areas in force: real ones always, drill ones only in exercise mode."""
+    return [a for a in areas if a.is_active(alert_levels) and (exercise or not a.exercise)]
+
+
+def edge_hits(net: RoadNetwork, area: HazardArea) -> np.ndarray:
+    """Base edges whose geometry intersects the area (STRtree over projected edge geometry)."""
+    return net.edge_tree.query(net.project_geometry(area.geometry), predicate="intersects")
+
+
+def edge_multipliers(
+    net: RoadNetwork, areas: Iterable[HazardArea], *, cache: dict[str, tuple[HazardArea, np.ndarray]] | None = None
+) -> np.ndarray:
+    """Travel-time factor per base edge: 1, a penalty factor, or ``inf`` (blocked).
+
+    ``cache`` (area id -> (area, hits)) avoids repeating the spatial query for areas seen before; an
+    entry is used only for the very same (immutable) area object.
+    """
+    mult = np.ones(net.n_edges)
+    for area in areas:
+        hit_entry = cache.get(area.id) if cache is not None else None
+        if hit_entry is not None and hit_entry[0] is area:
+            hit = hit_entry[1]
+        else:
+            hit = edge_hits(net, area)
+            if cache is not None:
+                cache[area.id] = (area, hit)
+        if area.severity == "blocked":
+            mult[hit] = np.inf
+        else:
+            mult[hit] = np.maximum(mult[hit], area.penalty_factor)
+    return mult
+
+
+class BlockedAreas:
+    """Point-in-area tests against the blocked areas in force (lon/lat), through an STRtree."""
+
+    def __init__(self, areas: Iterable[HazardArea]) -> None:
+        self.areas = [a for a in areas if a.severity == "blocked"]
+        geoms = [a.geometry for a in self.areas]
+        for g in geoms:
+            shapely.prepare(g)
+        self._tree = shapely.STRtree(geoms)
+        self._bounds = shapely.bounds(np.array(geoms, dtype=object)) if geoms else np.zeros((0, 4))
+
+    def __bool__(self) -> bool:
+        return bool(self.areas)
+
+    def at(self, lon: float, lat: float) -> list[HazardArea]:
+        """The blocked areas containing (or touching) a point."""
+        b = self._bounds
+        if not len(b):
+            return []
+        near = np.flatnonzero((b[:, 0] <= lon) & (lon <= b[:, 2]) & (b[:, 1] <= lat) & (lat <= b[:, 3]))
+        return [self.areas[i] for i in near.tolist() if shapely.intersects_xy(self.areas[i].geometry, lon, lat)]
+
+    def contains(self, lon: float, lat: float) -> bool:
+        return bool(self.at(lon, lat))
+
+    def contains_many(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        out = np.zeros(np.size(lon), bool)
+        if self.areas and out.size:
+            pts = shapely.points(np.asarray(lon, float), np.asarray(lat, float))
+            idx = self._tree.query(pts, predicate="intersects")
+            out[idx[0]] = True
+        return out
+
+
+def load_hazard_geojson(
+    source: Path | str | Mapping[str, Any], *, hazard: str | None = None, source_kind: Source = "import",
+    exercise: bool = False, id_prefix: str = "import",
+) -> list[HazardArea]:
+    """Hazard areas from a GeoJSON FeatureCollection (a file path or a parsed object).
+
+    Feature properties may give ``id``, ``hazard``, ``severity``, ``penalty_factor``, ``station_id``,
+    ``activation_level``, ``active``, ``exercise`` and ``label``; ``hazard`` overrides a missing one.
+    """
+    data = json.loads(Path(source).read_text(encoding="utf-8")) if isinstance(source, str | Path) else source
+    features = data.get("features", [data] if data.get("type") == "Feature" else [])
+    out: list[HazardArea] = []
+    for i, feat in enumerate(features):
+        props = feat.get("properties") or {}
+        kind = props.get("hazard") or hazard
+        if kind is None:
+            raise ValueError(f"feature {i} has no 'hazard' property: pass hazard= for the whole file")
+        src = props.get("source") or source_kind
+        out.append(HazardArea(
+            id=str(props.get("id") or f"{id_prefix}-{i}"),
+            hazard=kind,
+            geometry=shape(feat["geometry"]),
+            severity=props.get("severity", "blocked"),
+            penalty_factor=float(props.get("penalty_factor", 1.0)),
+            source=src,
+            station_id=None if props.get("station_id") is None else str(props["station_id"]),
+            activation_level=None if props.get("activation_level") is None else int(props["activation_level"]),
+            active=bool(props.get("active", True)),
+            exercise=bool(props.get("exercise", exercise)),
+            label=str(props.get("label", "")),
+        ))
+    return out

@@ -1,0 +1,348 @@
+"""Compact array form of a road graph, for queries that never touch networkx.
+
+:class:`RoadNetwork` holds nodes, edges, edge geometry and per-profile travel times as numpy arrays, built
+once from an osmnx graph and cached as ``.npz`` in the state directory. :class:`ProfileGraph` is one
+profile's directed graph in CSR form.
+
+Directed edges and parallel edges
+    Each osmnx edge gives a directed edge along it when the profile allows it, and one against it when
+    the profile may go against the way (pedestrians on one-way streets). Parallel directed edges
+    between the same two nodes are grouped into *pairs*; a pair's weight is the minimum of its edges'
+    current weights, so blocking one of two parallel roads keeps the other usable.
+
+Disconnected parts
+    Origins and shelters snap only to nodes of the profile's largest strongly connected component
+    (for the walking profiles, whose graphs are symmetric, that is the largest connected part). An
+    island of a few nodes (a car park, a private road) can therefore never swallow a route; the
+    snapping distance is reported so that a far-off point is answered as ``off_network``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pyproj
+import shapely
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from evac.graph import PROFILE_NAMES, PROFILES, Progress, _say, graph_from_file, names_of
+
+#: Bump when the array layout or the profiles change; old cache files are then rebuilt.
+CACHE_FORMAT = 3
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the UTM zone (WGS 84) containing a point."""
+    zone = int((lon + 180.0) // 6.0) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+@dataclass(eq=False)
+class RoadNetwork:
+    """A road graph as arrays. Node ``i`` is ``node_osmid[i]``; edge ``e`` runs ``edge_u[e] -> edge_v[e]``."""
+
+    node_osmid: np.ndarray
+    node_lon: np.ndarray
+    node_lat: np.ndarray
+    edge_u: np.ndarray
+    edge_v: np.ndarray
+    edge_length: np.ndarray
+    edge_name: np.ndarray  # index into names, -1 = unnamed
+    edge_highway: np.ndarray  # index into names
+    coord_offsets: np.ndarray  # edge e's geometry is coords[coord_offsets[e]:coord_offsets[e+1]]
+    coords: np.ndarray  # (M, 2) lon, lat
+    names: list[str]
+    times: dict[str, tuple[np.ndarray, np.ndarray]]  # profile -> (along, against) seconds, inf = no
+    epsg: int
+    _profiles: dict[str, ProfileGraph] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _strtree: shapely.STRtree | None = field(default=None, repr=False)
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_osmid.shape[0])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_u.shape[0])
+
+    # -- projection -------------------------------------------------------------------------------
+    def transformer(self, *, inverse: bool = False) -> pyproj.Transformer:
+        """lon/lat -> projected metres (or back with ``inverse=True``)."""
+        a, b = ("EPSG:4326", f"EPSG:{self.epsg}")
+        return pyproj.Transformer.from_crs(b, a, always_xy=True) if inverse else pyproj.Transformer.from_crs(
+            a, b, always_xy=True
+        )
+
+    def project(self, lon: Any, lat: Any) -> tuple[np.ndarray, np.ndarray]:
+        x, y = _TRANSFORMERS.get(self.epsg).transform(np.asarray(lon, float), np.asarray(lat, float))
+        return np.asarray(x), np.asarray(y)
+
+    def project_geometry(self, geom: shapely.Geometry) -> shapely.Geometry:
+        """Project a lon/lat shapely geometry into the network's metric CRS."""
+        tr = _TRANSFORMERS.get(self.epsg)
+        return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+    @property
+    def edge_tree(self) -> shapely.STRtree:
+        """STRtree over projected edge geometries (built on first use)."""
+        if self._strtree is None:
+            x, y = self.project(self.coords[:, 0], self.coords[:, 1])
+            idx = np.repeat(np.arange(self.n_edges), np.diff(self.coord_offsets))
+            lines = shapely.linestrings(np.column_stack([x, y]), indices=idx)
+            self._strtree = shapely.STRtree(lines)
+        return self._strtree
+
+    def edge_coords(self, e: int, *, reverse: bool = False) -> np.ndarray:
+        c = self.coords[self.coord_offsets[e]:self.coord_offsets[e + 1]]
+        return c[::-1] if reverse else c
+
+    # -- profiles ---------------------------------------------------------------------------------
+    def profile(self, name: str) -> ProfileGraph:
+        """The CSR graph of one profile (built once, then shared)."""
+        if name not in self.times:
+            raise ValueError(f"unknown profile {name!r}: use one of {', '.join(sorted(self.times))}")
+        pg = self._profiles.get(name)
+        if pg is None:
+            with self._lock:
+                pg = self._profiles.get(name)
+                if pg is None:
+                    pg = ProfileGraph.build(self, name)
+                    self._profiles[name] = pg
+        return pg
+
+    def snap(self, lon: float, lat: float, *, profile: str = "walk") -> tuple[int, float]:
+        """Nearest node of the profile's main component and its distance in metres (-1 if none)."""
+        pg = self.profile(profile)
+        if pg.snap_nodes.size == 0:
+            return -1, math.inf
+        x, y = _TRANSFORMERS.get(self.epsg).transform(float(lon), float(lat))  # scalar path: ~1 µs
+        d, i = pg.snap_tree.query((x, y))
+        return int(pg.snap_nodes[i]), float(d)
+
+    def snap_many(self, lon: Any, lat: Any, *, profile: str = "walk") -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised :meth:`snap`: node indices and distances in metres."""
+        pg = self.profile(profile)
+        x, y = self.project(lon, lat)
+        if pg.snap_nodes.size == 0:
+            return np.full(np.size(x), -1), np.full(np.size(x), np.inf)
+        d, i = pg.snap_tree.query(np.column_stack([np.ravel(x), np.ravel(y)]))
+        return pg.snap_nodes[i], d
+
+    # -- building and caching ---------------------------------------------------------------------
+    @classmethod
+    def from_graph(cls, G: nx.MultiDiGraph, *, progress: Progress | None = None) -> RoadNetwork:
+        """Build the arrays from a prepared osmnx graph (see :func:`evac.graph.prepare_graph`)."""
+        _say(progress, f"building arrays for {len(G):,} nodes")
+        osmids = np.fromiter(G.nodes, dtype=np.int64, count=len(G))
+        index = {n: i for i, n in enumerate(osmids.tolist())}
+        lon = np.array([G.nodes[n]["x"] for n in osmids.tolist()], dtype=float)
+        lat = np.array([G.nodes[n]["y"] for n in osmids.tolist()], dtype=float)
+        names: list[str] = [""]
+        name_ix: dict[str, int] = {"": 0}
+
+        def intern(s: str) -> int:
+            if s not in name_ix:
+                name_ix[s] = len(names)
+                names.append(s)
+            return name_ix[s]
+
+        m = G.number_of_edges()
+        eu = np.empty(m, np.int32)
+        ev = np.empty(m, np.int32)
+        length = np.empty(m, float)
+        ename = np.empty(m, np.int32)
+        ehw = np.empty(m, np.int32)
+        times = {p: (np.empty(m, float), np.empty(m, float)) for p in PROFILE_NAMES}
+        parts: list[np.ndarray] = []
+        for e, (u, v, data) in enumerate(G.edges(data=True)):
+            eu[e], ev[e] = index[u], index[v]
+            length[e] = float(data.get("length", 0.0) or 0.0)
+            label = names_of([data.get("name")]) or names_of([data.get("ref")])
+            ename[e] = intern(label) if label else -1
+            ehw[e] = intern(names_of([data.get("highway")]))
+            geom = data.get("geometry")
+            if geom is not None:
+                parts.append(np.asarray(geom.coords)[:, :2])
+            else:
+                parts.append(np.array([[lon[eu[e]], lat[eu[e]]], [lon[ev[e]], lat[ev[e]]]]))
+            for p in PROFILE_NAMES:
+                fwd, bwd = PROFILES[p].times(data)
+                times[p][0][e], times[p][1][e] = fwd, bwd
+        counts = np.array([len(p) for p in parts], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        coords = np.concatenate(parts) if parts else np.empty((0, 2))
+        epsg = utm_epsg(float(np.median(lon)), float(np.median(lat)))
+        return cls(osmids, lon, lat, eu, ev, length, ename, ehw, offsets, coords, names, times, epsg)
+
+    def save(self, path: Path | str) -> None:
+        """Write the arrays to one ``.npz`` file (atomically: written aside, then renamed)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, Any] = {
+            k: getattr(self, k)
+            for k in ("node_osmid", "node_lon", "node_lat", "edge_u", "edge_v", "edge_length", "edge_name",
+                      "edge_highway", "coord_offsets", "coords")
+        }
+        for p, (fwd, bwd) in self.times.items():
+            arrays[f"times_{p}_fwd"], arrays[f"times_{p}_bwd"] = fwd, bwd
+        arrays["names"] = np.array(self.names, dtype=str)
+        arrays["meta"] = np.array(json.dumps({"format": CACHE_FORMAT, "epsg": self.epsg, "profiles": list(self.times)}))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> RoadNetwork:
+        """Read a file written by :meth:`save`; raises ``ValueError`` for an older format."""
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != CACHE_FORMAT:
+                raise ValueError(f"{path} has cache format {meta.get('format')}, expected {CACHE_FORMAT}: rebuild it")
+            times = {p: (z[f"times_{p}_fwd"], z[f"times_{p}_bwd"]) for p in meta["profiles"]}
+            return cls(z["node_osmid"], z["node_lon"], z["node_lat"], z["edge_u"], z["edge_v"], z["edge_length"],
+                       z["edge_name"], z["edge_highway"], z["coord_offsets"], z["coords"], [str(s) for s in z["names"]],
+                       times, int(meta["epsg"]))
+
+
+class _TransformerCache:
+    def __init__(self) -> None:
+        self._by_epsg: dict[int, pyproj.Transformer] = {}
+
+    def get(self, epsg: int) -> pyproj.Transformer:
+        tr = self._by_epsg.get(epsg)
+        if tr is None:
+            tr = pyproj.Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+            self._by_epsg[epsg] = tr
+        return tr
+
+
+_TRANSFORMERS = _TransformerCache()
+
+
+@dataclass(eq=False)
+class ProfileGraph:
+    """One profile's directed graph.
+
+    Directed edges ``d`` (sorted by tail, then head) come from base edge ``de_base[d]``, against its
+    direction when ``de_rev[d]``. Pairs ``p`` group the parallel directed edges
+    ``de_*[pair_start[p]:pair_start[p+1]]``; ``fwd_indptr``/``pair_head`` is the forward CSR over pairs and
+    ``rev_indptr``/``rev_indices`` with ``rev_perm`` the reversed one.
+    """
+
+    name: str
+    n_nodes: int
+    de_base: np.ndarray
+    de_rev: np.ndarray
+    de_tail: np.ndarray
+    de_head: np.ndarray
+    de_time: np.ndarray
+    pair_start: np.ndarray
+    pair_tail: np.ndarray
+    pair_head: np.ndarray
+    fwd_indptr: np.ndarray
+    rev_perm: np.ndarray
+    rev_indptr: np.ndarray
+    rev_indices: np.ndarray
+    snap_nodes: np.ndarray
+    snap_tree: cKDTree
+    in_main: np.ndarray  # bool per node: in the largest strongly connected component
+
+    @classmethod
+    def build(cls, net: RoadNetwork, name: str) -> ProfileGraph:
+        fwd, bwd = net.times[name]
+        ok_f = np.isfinite(fwd) & (net.edge_u != net.edge_v)
+        ok_b = np.isfinite(bwd) & (net.edge_u != net.edge_v)
+        base = np.concatenate([np.flatnonzero(ok_f), np.flatnonzero(ok_b)]).astype(np.int32)
+        rev = np.concatenate([np.zeros(ok_f.sum(), bool), np.ones(ok_b.sum(), bool)])
+        tail = np.where(rev, net.edge_v[base], net.edge_u[base]).astype(np.int32)
+        head = np.where(rev, net.edge_u[base], net.edge_v[base]).astype(np.int32)
+        time = np.where(rev, bwd[base], fwd[base])
+        order = np.lexsort((head, tail))
+        base, rev, tail, head, time = base[order], rev[order], tail[order], head[order], time[order]
+        n = net.n_nodes
+        new_pair = np.ones(len(tail), bool)
+        if len(tail):
+            new_pair[1:] = (tail[1:] != tail[:-1]) | (head[1:] != head[:-1])
+        starts = np.flatnonzero(new_pair)
+        pair_start = np.append(starts, len(tail)).astype(np.int64)
+        pair_tail, pair_head = tail[starts], head[starts]
+        fwd_indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(pair_tail, minlength=n), out=fwd_indptr[1:])
+        rev_perm = np.lexsort((pair_tail, pair_head))
+        rev_indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(pair_head, minlength=n), out=rev_indptr[1:])
+        rev_indices = pair_tail[rev_perm].astype(np.int32)
+        # the largest strongly connected component is where snapping is allowed
+        adj = csr_matrix((np.ones(len(pair_tail)), pair_head.astype(np.int32), fwd_indptr), shape=(n, n))
+        in_main = np.zeros(n, bool)
+        if len(pair_tail):
+            _, labels = connected_components(adj, directed=True, connection="strong")
+            has_edge = np.zeros(n, bool)
+            has_edge[pair_tail] = True
+            counts = np.bincount(labels[has_edge])
+            in_main = (labels == int(np.argmax(counts))) & has_edge
+        snap_nodes = np.flatnonzero(in_main).astype(np.int32)
+        x, y = net.project(net.node_lon[snap_nodes], net.node_lat[snap_nodes])
+        tree = cKDTree(np.column_stack([x, y]) if len(snap_nodes) else np.zeros((1, 2)))
+        return cls(name, n, base, rev, tail, head, time, pair_start, pair_tail, pair_head, fwd_indptr, rev_perm,
+                   rev_indptr, rev_indices, snap_nodes, tree, in_main)
+
+    def pair_weights(self, de_weight: np.ndarray) -> np.ndarray:
+        """Minimum weight of each pair's parallel edges."""
+        if de_weight.size == 0:
+            return de_weight
+        return np.minimum.reduceat(de_weight, self.pair_start[:-1])
+
+    def forward_csr(self, pair_w: np.ndarray) -> csr_matrix:
+        return csr_matrix((pair_w, self.pair_head, self.fwd_indptr), shape=(self.n_nodes, self.n_nodes))
+
+    def reverse_csr(self, pair_w: np.ndarray) -> csr_matrix:
+        return csr_matrix((pair_w[self.rev_perm], self.rev_indices, self.rev_indptr),
+                          shape=(self.n_nodes, self.n_nodes))
+
+    def best_edge(self, tail: int, head: int, de_weight: np.ndarray) -> int:
+        """The directed edge with the least current weight from ``tail`` to ``head`` (-1 if none)."""
+        lo, hi = int(self.fwd_indptr[tail]), int(self.fwd_indptr[tail + 1])
+        j = lo + int(np.searchsorted(self.pair_head[lo:hi], head))
+        if j >= hi or self.pair_head[j] != head:
+            return -1
+        a, b = int(self.pair_start[j]), int(self.pair_start[j + 1])
+        return a if b - a == 1 else a + int(np.argmin(de_weight[a:b]))
+
+
+def network_cache_path(source: Path | str, *, state_dir: Path | str) -> Path:
+    """Where the arrays built from ``source`` are cached (keyed by path, size, mtime and format)."""
+    p = Path(source).resolve()
+    st = p.stat()
+    key = hashlib.sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}|{CACHE_FORMAT}".encode()).hexdigest()[:16]
+    return Path(state_dir) / "evac" / "networks" / f"{p.name.split('.')[0]}-{key}.npz"
+
+
+def load_network(
+    source: Path | str, *, state_dir: Path | str = ".state", progress: Progress | None = None, rebuild: bool = False
+) -> RoadNetwork:
+    """Road network from an ``.osm(.bz2)`` or ``.graphml`` file, through the cache in ``state_dir``."""
+    cache = network_cache_path(source, state_dir=state_dir)
+    if cache.exists() and not rebuild:
+        try:
+            net = RoadNetwork.load(cache)
+            _say(progress, f"loaded cached network {cache.name}")
+            return net
+        except (ValueError, KeyError, OSError):
+            pass  # stale or damaged: rebuild below
+    G = graph_from_file(source, state_dir=state_dir, progress=progress)
+    net = RoadNetwork.from_graph(G, progress=progress)
+    net.save(cache)
+    _say(progress, f"cached network as {cache}")
+    return net

@@ -1,0 +1,172 @@
+"""Shelters (避難場所・避難所): import from GSI GeoJSON, generic GeoJSON and CSV.
+
+GSI data carries one flag per hazard (``"1"`` = designated for it) and no capacity; a shelter whose
+capacity is unknown (``capacity=None``) is still a shelter and is never considered full.
+
+Generic GeoJSON/CSV columns: ``id, name, address, lat, lon, municipality_code, hazards`` (ids separated by
+``;`` or ``,``, or the GSI flag columns), ``capacity, occupancy, is_open``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evac.hazards import GSI_FLAGS, HAZARD_TYPES
+
+_GSI_BY_FLAG = {v: k for k, v in GSI_FLAGS.items()}
+# the GSI flag for landslides is written with different punctuation in different releases
+_GSI_BY_FLAG.update({"崖崩れ・土石流・地滑り": "landslide", "崖崩れ・土石流及び地滑り": "landslide"})
+
+
+@dataclass(frozen=True)
+class Shelter:
+    """One shelter or evacuation site."""
+
+    id: str
+    name: str
+    lat: float
+    lon: float
+    hazards: frozenset[str]
+    address: str = ""
+    municipality_code: str = ""
+    capacity: int | None = None
+    occupancy: int = 0
+    is_open: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_full(self) -> bool:
+        return self.capacity is not None and self.occupancy >= self.capacity
+
+    def rated_for(self, hazard: str) -> bool:
+        return hazard in self.hazards
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description, as shown to residents and staff."""
+        return {
+            "id": self.id, "name": self.name, "address": self.address, "lat": self.lat, "lon": self.lon,
+            "municipality_code": self.municipality_code, "hazards": sorted(str(h) for h in self.hazards),
+            "capacity": self.capacity, "capacity_known": self.capacity is not None,
+            "occupancy": self.occupancy, "is_open": self.is_open, "is_full": self.is_full,
+        }
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip() in ("1", "true", "True", "yes", "○", "◯")
+
+
+def _hazards_from(props: Mapping[str, Any]) -> frozenset[str]:
+    found = {hz for flag, hz in _GSI_BY_FLAG.items() if flag in props and _flag(props[flag])}
+    raw = props.get("hazards")
+    if isinstance(raw, str):
+        raw = [h for part in raw.replace(",", ";").split(";") if (h := part.strip())]
+    for h in raw or []:
+        if h not in HAZARD_TYPES:
+            raise ValueError(f"unknown hazard {h!r} in shelter {props.get('id')}: use {', '.join(HAZARD_TYPES)}")
+        found.add(h)
+    return frozenset(found)
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None or str(value).strip() == "":
+        return None
+    return int(float(value))
+
+
+def _bool(value: Any, default: bool = True) -> bool:
+    if value is None or str(value).strip() == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "open", "開設")
+
+
+def shelter_from_properties(
+    props: Mapping[str, Any], *, lon: float, lat: float, fallback_id: str,
+    default_hazards: Iterable[str] = (),
+) -> Shelter:
+    """One :class:`Shelter` from GSI or generic properties.
+
+    ``default_hazards`` applies when the properties carry no hazard information at all (GSI's
+    指定避難所 file has no flags: those are places to stay, the flags are on 指定緊急避難場所).
+    """
+    has_info = "hazards" in props or any(flag in props for flag in _GSI_BY_FLAG)
+    sid = props.get("id") or props.get("共通ID") or props.get("NO") or fallback_id
+    return Shelter(
+        id=str(sid),
+        name=str(props.get("name") or props.get("施設・場所名") or ""),
+        address=str(props.get("address") or props.get("住所") or ""),
+        lat=float(lat), lon=float(lon),
+        municipality_code=str(props.get("municipality_code") or ""),
+        hazards=_hazards_from(props) if has_info else frozenset(default_hazards),
+        capacity=_int_or_none(props.get("capacity")),
+        occupancy=_int_or_none(props.get("occupancy")) or 0,
+        is_open=_bool(props.get("is_open")),
+    )
+
+
+def load_shelters_geojson(
+    source: Path | str | Mapping[str, Any], *, default_hazards: Iterable[str] = ()
+) -> list[Shelter]:
+    """Shelters from a GeoJSON FeatureCollection of Points (GSI or generic properties)."""
+    data = json.loads(Path(source).read_text(encoding="utf-8")) if isinstance(source, str | Path) else source
+    out = []
+    seen: set[str] = set()
+    for i, feat in enumerate(data.get("features", [])):
+        geom = feat.get("geometry") or {}
+        if geom.get("type") != "Point":
+            raise ValueError(f"shelter feature {i} is a {geom.get('type')}: shelters must be Points [lon, lat]")
+        lon, lat = geom["coordinates"][:2]
+        s = shelter_from_properties(feat.get("properties") or {}, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
+                                    default_hazards=default_hazards)
+        if s.id in seen:  # GSI ids are unique within a file; keep the data but make the id unique
+            s = Shelter(**{**s.__dict__, "id": f"{s.id}#{i}"})
+        seen.add(s.id)
+        out.append(s)
+    return out
+
+
+def load_shelters_csv(path: Path | str, *, default_hazards: Iterable[str] = ()) -> list[Shelter]:
+    """Shelters from a CSV with ``lat`` and ``lon`` columns (UTF-8, a BOM is accepted)."""
+    out = []
+    with Path(path).open(encoding="utf-8-sig", newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            try:
+                lat, lon = float(row["lat"]), float(row["lon"])
+            except (KeyError, ValueError):
+                raise ValueError(f"{path} row {i + 2}: needs numeric 'lat' and 'lon' columns") from None
+            out.append(shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
+                                              default_hazards=default_hazards))
+    return out
+
+
+def load_shelters(path: Path | str, *, default_hazards: Iterable[str] = ()) -> list[Shelter]:
+    """Shelters from ``.geojson``/``.json`` (GSI or generic) or ``.csv``."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".geojson", ".json"):
+        return load_shelters_geojson(path, default_hazards=default_hazards)
+    if suffix == ".csv":
+        return load_shelters_csv(path, default_hazards=default_hazards)
+    raise ValueError(f"cannot read shelters from {Path(path).name}: use .geojson, .json or .csv")
+
+
+def write_shelters_geojson(shelters: Iterable[Shelter], path: Path | str, *, gsi_flags: bool = True) -> None:
+    """Write shelters as GeoJSON, with GSI hazard flags (and capacity/occupancy) as properties."""
+    feats = []
+    for s in shelters:
+        props: dict[str, Any] = {"id": s.id, "施設・場所名": s.name, "住所": s.address,
+                                 "municipality_code": s.municipality_code}
+        if gsi_flags:
+            props.update({flag: "1" if hz in s.hazards else "" for hz, flag in GSI_FLAGS.items()})
+        else:
+            props["hazards"] = sorted(s.hazards)
+        props.update({"capacity": s.capacity, "occupancy": s.occupancy, "is_open": s.is_open})
+        feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [s.lon, s.lat]},
+                      "properties": props})
+    Path(path).write_text(json.dumps({"type": "FeatureCollection", "features": feats}, ensure_ascii=False),
+                          encoding="utf-8")

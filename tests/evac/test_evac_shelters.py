@@ -1,0 +1,65 @@
+"""Shelter import: GSI GeoJSON (real Fukushima data), generic GeoJSON and CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evac.hazards import GSI_FLAGS
+from evac.shelters import Shelter, load_shelters, write_shelters_geojson
+
+GSI = "/work/shared/data/shelters/gsi_fukushima_designated_emergency_evacuation_sites.geojson"
+GSI_STAY = "/work/shared/data/shelters/gsi_fukushima_designated_shelters.geojson"
+
+
+def test_gsi_emergency_sites_counts_and_flags() -> None:
+    shelters = load_shelters(GSI)
+    assert len(shelters) == 2546
+    assert len({s.id for s in shelters}) == 2546
+    koriyama = [s for s in shelters if s.municipality_code == "072036"]
+    assert len(koriyama) == 297
+    assert sum(s.rated_for("flood") for s in koriyama) == 255
+    first = shelters[0]
+    assert first.name == "上名倉第２公園" and first.address.startswith("福島県福島市")
+    assert first.hazards == {"landslide", "earthquake", "large_fire", "inland_flooding"}
+    assert first.capacity is None and not first.is_full and first.is_open
+    assert all(36.8 < s.lat < 38.0 and 139.3 < s.lon < 141.1 for s in shelters)
+
+
+def test_gsi_designated_shelters_have_no_flags_unless_defaulted() -> None:
+    plain = load_shelters(GSI_STAY)
+    assert len(plain) == 2462 and all(not s.hazards for s in plain)
+    defaulted = load_shelters(GSI_STAY, default_hazards=["earthquake"])
+    assert all(s.hazards == {"earthquake"} for s in defaulted)
+
+
+def test_csv_and_geojson_round_trip(tmp_path: Path) -> None:
+    csv_path = tmp_path / "shelters.csv"
+    csv_path.write_text(
+        "\ufeffid,name,address,lat,lon,hazards,capacity,occupancy,is_open\n"
+        "A,第一小学校,郡山市1-1,37.40,140.36,flood;earthquake,300,300,1\n"
+        "B,公民館,郡山市2-2,37.41,140.37,earthquake,,0,0\n", encoding="utf-8")
+    a, b = load_shelters(csv_path)
+    assert a.is_full and a.hazards == {"flood", "earthquake"} and a.capacity == 300
+    assert b.capacity is None and not b.is_full and not b.is_open
+    out = tmp_path / "out.geojson"
+    write_shelters_geojson([a, b], out)
+    a2, b2 = load_shelters(out)
+    assert (a2.hazards, a2.capacity, a2.occupancy, b2.is_open) == (a.hazards, 300, 300, False)
+    assert "洪水" in out.read_text(encoding="utf-8")
+    write_shelters_geojson([a], out, gsi_flags=False)
+    assert load_shelters(out)[0].hazards == a.hazards
+
+
+def test_bad_input_messages(tmp_path: Path) -> None:
+    bad = tmp_path / "s.csv"
+    bad.write_text("id,name,lat,lon,hazards\nA,x,37.4,140.3,meteor\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown hazard 'meteor'"):
+        load_shelters(bad)
+    with pytest.raises(ValueError, match="use .geojson"):
+        load_shelters(tmp_path / "s.xlsx")
+    assert set(GSI_FLAGS) == {"flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire",
+                              "inland_flooding", "volcano"}
+    s = Shelter(id="x", name="x", lat=0, lon=0, hazards=frozenset(), capacity=0)
+    assert s.is_full
