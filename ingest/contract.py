@@ -288,30 +288,37 @@ class Parser:
         readings: list[Reading] = []
         problems: list[PayloadError] = []
         bn, bt, bu, exercise = "", 0.0, None, False
+        now_s = now.timestamp()
+        latest = now_s + self.max_future.total_seconds()
+        valid_stations: set[str] = set()  # a pack names few stations: check each once
         for index, rec in enumerate(doc):
             try:
-                if not isinstance(rec, dict):
+                if type(rec) is not dict:
                     raise PayloadError("bad_senml", f"record {index} is not an object")
-                if "bn" in rec:
-                    if not isinstance(rec["bn"], str):
-                        raise PayloadError("bad_senml", f"record {index}: bn is not a string")
-                    bn = rec["bn"]
-                if "bt" in rec:
-                    bt = _number(rec["bt"], "bt")
-                if "bu" in rec:
-                    bu = rec["bu"]
-                if "exercise_" in rec:
-                    exercise = _exercise(rec["exercise_"])
-                if "n" not in rec and not bn:
-                    raise PayloadError("bad_senml", f"record {index} has no name")
+                if len(rec) > 3 or "n" not in rec or "v" not in rec:  # fast path: {"n", "v", "t"} only
+                    if "bn" in rec:
+                        if not isinstance(rec["bn"], str):
+                            raise PayloadError("bad_senml", f"record {index}: bn is not a string")
+                        bn = rec["bn"]
+                    if "bt" in rec:
+                        bt = _number(rec["bt"], "bt")
+                    if "bu" in rec:
+                        bu = rec["bu"]
+                    if "exercise_" in rec:
+                        exercise = _exercise(rec["exercise_"])
+                    if "n" not in rec and not bn:
+                        raise PayloadError("bad_senml", f"record {index} has no name")
                 name = bn + str(rec.get("n", ""))
                 station, _, kind = name.rpartition("/")
                 station = station or t.station
-                if not STATION_ID.match(station):
-                    raise PayloadError("bad_senml", f"record {index}: station {station[:64]!r} is not a valid id")
-                if kind not in _SENML_UNITS:
+                if station not in valid_stations:
+                    if not STATION_ID.match(station):
+                        raise PayloadError("bad_senml", f"record {index}: station {station[:64]!r} is not a valid id")
+                    valid_stations.add(station)
+                units = _SENML_UNITS.get(kind)
+                if units is None:
                     raise PayloadError("bad_senml", f"record {index}: unknown measurement {kind[:40]!r}")
-                unit = rec.get("u", bu if bu is not None else next(iter(_SENML_UNITS[kind])))
+                unit = rec.get("u", bu if bu is not None else next(iter(units)))
                 if kind == "status":
                     raw = rec.get("vs")
                     if raw not in STATUS_CODES:
@@ -320,14 +327,20 @@ class Parser:
                 else:
                     if "v" not in rec:
                         raise PayloadError("bad_senml", f"record {index} has no numeric value 'v'")
-                    if unit not in _SENML_UNITS[kind]:
+                    factor = units.get(unit) if isinstance(unit, str) else None
+                    if factor is None:
                         raise PayloadError("bad_unit", f"record {index}: unit {str(unit)[:20]!r} not accepted for {kind}")
-                    value = _plausible(kind, _number(rec["v"], "v") * _SENML_UNITS[kind][unit])
-                t_rel = _number(rec.get("t", 0), "t")
+                    value = _plausible(kind, _number(rec["v"], "v") * factor)
+                t_rel = rec.get("t", 0)
+                if type(t_rel) is not float and type(t_rel) is not int:
+                    t_rel = _number(t_rel, "t")
                 when = bt + t_rel
                 if when < 2**28:  # relative to now
-                    when = now.timestamp() + when
-                ts = parse_time(when, now=now, max_future=self.max_future)
+                    when = now_s + when
+                if not 946684800.0 <= when <= latest:  # 2000-01-01 .. now + max_future (NaN fails too)
+                    ts = parse_time(when, now=now, max_future=self.max_future)  # raises the precise error
+                else:
+                    ts = datetime.fromtimestamp(when, tz=UTC)
                 readings.append(Reading(station, kind, ts, value, exercise, None))
             except PayloadError as exc:
                 problems.append(exc)

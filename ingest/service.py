@@ -21,6 +21,7 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -38,6 +39,14 @@ _TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
               asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
               asyncpg.AdminShutdownError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
               TimeoutError)
+
+
+@dataclass
+class _Parsed:
+    """What a batch of messages yielded: readings (with their message) and dead letters."""
+
+    pairs: list[tuple[Reading, Message]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 class Ingestor:
@@ -95,18 +104,29 @@ class Ingestor:
         """Consume until :meth:`stop`; the last batch in hand is committed and acknowledged first."""
         loop = asyncio.get_running_loop()
         async with self.client as client:
-            await client.subscribe(self.topic_filter, qos=1)
-            log.info("ingest subscribed", extra={"filter": self.topic_filter, "client_id": client.client_id,
-                                                 "session_present": client.session_present})
-            self.ready.set()
+            # A persistent session starts delivering its backlog at once, and the SUBACK may queue
+            # behind it: consume while subscribing, or both sides would wait for each other.
+            subscribing = asyncio.create_task(client.subscribe(self.topic_filter, qos=1, timeout=600))
+            subscribing.add_done_callback(self._subscribed)
             maintenance = asyncio.create_task(self._maintenance())
             try:
+                # Two stages overlap: while one batch is being written (PostgreSQL busy on its own
+                # core), the next is drained and parsed here. Commits, and so acks, stay in order.
+                committing: asyncio.Task[WriteResult] | None = None
                 while not self._stopping:
+                    if subscribing.done() and subscribing.exception() is not None:
+                        raise subscribing.exception()  # type: ignore[misc]
                     await client.wait_message()
-                    batch = client.drain(self.batch_size)
+                    batch: list[Message] = []
+                    parsed = _Parsed()
                     deadline = loop.time() + self.batch_age
                     closed_by_age = False
-                    while len(batch) < self.batch_size and not self._stopping:
+                    while not self._stopping:
+                        fresh = client.drain(self.batch_size - len(batch))
+                        batch.extend(fresh)
+                        self._parse_into(parsed, fresh)
+                        if len(batch) >= self.batch_size or len(parsed.pairs) >= self.batch_size:
+                            break
                         remaining = deadline - loop.time()
                         if remaining <= 0:
                             closed_by_age = True
@@ -116,14 +136,27 @@ class Ingestor:
                         except TimeoutError:
                             closed_by_age = True
                             break
-                        batch.extend(client.drain(self.batch_size - len(batch)))
+                    if committing is not None:
+                        await committing
+                        committing = None
                     if batch:
-                        await self.process(batch)
+                        committing = asyncio.create_task(self._commit(batch, parsed))
                         self._watch_throttle(len(batch), closed_by_age)
+                if committing is not None:
+                    await committing
             finally:
+                subscribing.cancel()
                 maintenance.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await maintenance
+
+    def _subscribed(self, task: asyncio.Task[list[int]]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.client.interrupt()
+            return
+        log.info("ingest subscribed", extra={"filter": self.topic_filter, "client_id": self.client.client_id,
+                                             "session_present": self.client.session_present})
+        self.ready.set()
 
     def _watch_throttle(self, size: int, closed_by_age: bool) -> None:
         """Warn when the broker seems to cap unacknowledged messages (mosquitto's default is 20)."""
@@ -171,24 +204,31 @@ class Ingestor:
 
     async def process(self, batch: Sequence[Message]) -> WriteResult:
         """Parse, store and acknowledge one batch of messages."""
+        parsed = _Parsed()
+        self._parse_into(parsed, batch)
+        return await self._commit(batch, parsed)
+
+    def _parse_into(self, parsed: _Parsed, batch: Sequence[Message]) -> None:
         now = datetime.now(UTC)
-        metrics.MESSAGES_RECEIVED.inc(len(batch))
-        metrics.INFLIGHT.set(self.client.unacked)
-        pairs: list[tuple[Reading, Message]] = []
-        dead: list[DeadLetter] = []
+        pairs, dead = parsed.pairs, parsed.dead
         for msg in batch:
             try:
-                parsed = self.parser.parse(msg.topic, msg.payload, now=now)
+                result = self.parser.parse(msg.topic, msg.payload, now=now)
             except PayloadError as exc:
                 dead.append(DeadLetter(msg.topic, msg.payload, exc.reason, exc.detail))
                 continue
-            pairs.extend((r, msg) for r in parsed.readings)
-            if parsed.problems:
-                first = parsed.problems[0]
-                detail = "; ".join(p.detail for p in parsed.problems[:10])
+            pairs.extend((r, msg) for r in result.readings)
+            if result.problems:
+                first = result.problems[0]
+                detail = "; ".join(p.detail for p in result.problems[:10])
                 dead.append(DeadLetter(msg.topic, msg.payload, "partial_" + first.reason,
-                                       f"{len(parsed.problems)} record(s) not stored: {detail}"))
+                                       f"{len(result.problems)} record(s) not stored: {detail}"))
 
+    async def _commit(self, batch: Sequence[Message], parsed: _Parsed) -> WriteResult:
+        """Store a parsed batch and acknowledge its messages."""
+        metrics.MESSAGES_RECEIVED.inc(len(batch))
+        metrics.INFLIGHT.set(self.client.unacked)
+        pairs, dead = parsed.pairs, list(parsed.dead)
         readings: list[Reading] = []
         quarantine: list[tuple[Reading, str]] = []
         unknown = await self._retrying(self._classify_stations, {r.station_id for r, _ in pairs}) if pairs else set()
