@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from api import ops, stations
+from api import accounts, level, openapi, ops, simulations, staff, stations
+from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.context import POOL, SETTINGS
+from api.evacuation import ROUTE_CACHE as evacuation_cache
 from api.problems import problem_middleware
+from api.ratelimit import cors_middleware, rate_limit_middleware
 from sonae.config import Settings
 
 REQUESTS = Counter("sonae_api_requests_total", "HTTP requests", ["route", "method", "status"])
@@ -47,9 +51,46 @@ async def security_headers(request: web.Request, handler):  # type: ignore[no-un
 
 def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     """Build the API application over an open connection pool."""
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, security_headers], client_max_size=1 << 20)
+    middlewares = [metrics_middleware, problem_middleware, security_headers]
+    if settings["api.cors_origins"]:
+        middlewares.append(cors_middleware(settings["api.cors_origins"]))
+    if settings["api.rate_limit_per_minute"] > 0:
+        middlewares.append(rate_limit_middleware(per_minute=settings["api.rate_limit_per_minute"],
+                                                 trust_forwarded_for=settings["api.trust_forwarded_for"]))
+    app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app[POOL] = pool
     app[SETTINGS] = settings
+    # per-process memory the handlers fill (an app's state cannot be added once it runs)
+    app[evacuation_cache] = collections.OrderedDict()
+    app[alerts_cache] = {}
+    app[simulations.MANAGER] = {}
     app.router.add_routes(ops.routes)
     app.router.add_routes(stations.routes)
+    app.router.add_routes(accounts.routes)
+    app.router.add_routes(staff.routes)
+    app.router.add_routes(simulations.routes)
+    app.router.add_routes(openapi.routes)
+    app.router.add_routes(level.routes)
+    app.on_cleanup.append(simulations.stop_simulations)
+    # -- alerting (issue #4): public alert endpoints, SSE, and the per-process alert event hub --
+    from api import alerts, events
+
+    app.router.add_routes(alerts.routes)
+    app.on_startup.append(events.start_alert_hub)
+    # on shutdown, before aiohttp waits for handlers: ends open SSE streams at once
+    app.on_shutdown.append(events.stop_alert_hub)
+    # -- end alerting --
+    # -- evac: residents' routes and shelters; the per-process engine (api/evac_service.py) --
+    from api import evac_service, evacuation
+
+    app.router.add_routes(evacuation.routes)
+    evac_service.setup(app)
+    app.on_startup.append(events.start_hazard_forwarder)
+    app.on_cleanup.insert(0, events.stop_hazard_forwarder)
+    # -- end evac --
+    # -- pages (issue #8): the resident page (/), the staff console (/staff) and their static files --
+    from api import web as pages
+
+    app.router.add_routes(pages.routes)
+    # -- end pages --
     return app

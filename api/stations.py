@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,10 +51,37 @@ def station_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CSV_COLUMNS = ("id", "name", "name_en", "river", "municipality_code", "lat", "lon", "gauge_type",
+               "th_standby", "th_caution", "th_evacuation", "th_danger", "th_obs_start", "th_crisis",
+               "th_overflow", "latest_ts", "latest_value_m", "exercise")
+
+
 @routes.get("/api/v1/stations")
 async def list_stations(request: web.Request) -> web.Response:
+    """Stations with their latest level; ``format=json`` (default), ``geojson`` or ``csv`` (open data)."""
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "geojson", "csv"):
+        raise Problem(400, "Bad Request", "format must be json, geojson or csv", parameter="format")
+    municipality = request.query.get("municipality")
     async with request.app[POOL].acquire() as conn:
         rows = await queries.stations_with_latest(conn)
+    if municipality:
+        rows = [r for r in rows if r.get("municipality_code") == municipality]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for r in rows:
+            writer.writerow([r.get(c) for c in CSV_COLUMNS[:15]]
+                            + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")])
+        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": 'inline; filename="stations.csv"'})
+    if fmt == "geojson":
+        features = [{"type": "Feature", "id": r["id"],
+                     "geometry": None if r.get("lat") is None else {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+                     "properties": station_json(r)} for r in rows]
+        return web.json_response({"type": "FeatureCollection", "features": features},
+                                 content_type="application/geo+json")
     return web.json_response({"stations": [station_json(r) for r in rows]})
 
 

@@ -67,6 +67,7 @@ _SENML_UNITS = {
     "status": {"": 1.0},
 }
 _EPOCH_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+_SENML_PLAIN_KEYS = frozenset({"n", "v", "vs", "u", "t"})  # records without base fields
 
 
 class PayloadError(ValueError):
@@ -295,7 +296,7 @@ class Parser:
             try:
                 if type(rec) is not dict:
                     raise PayloadError("bad_senml", f"record {index} is not an object")
-                if len(rec) > 3 or "n" not in rec or "v" not in rec:  # fast path: {"n", "v", "t"} only
+                if not _SENML_PLAIN_KEYS.issuperset(rec):  # base fields or extensions: the full path
                     if "bn" in rec:
                         if not isinstance(rec["bn"], str):
                             raise PayloadError("bad_senml", f"record {index}: bn is not a string")

@@ -58,8 +58,8 @@ class Station:
             raise RegistryError(f"{where}: id must match [A-Za-z0-9_.-]{{1,64}}")
         if not self.name:
             raise RegistryError(f"{where}: name is empty")
-        if self.kind not in ("river_level", "rainfall", "device"):
-            raise RegistryError(f"{where}: kind must be river_level, rainfall or device")
+        if self.kind not in ("river_level", "rainfall", "device", "gateway"):
+            raise RegistryError(f"{where}: kind must be river_level, rainfall, device or gateway")
         if self.gauge_type not in ("flood_forecast", "crisis", "none"):
             raise RegistryError(f"{where}: gauge_type must be flood_forecast, crisis or none")
         if self.lat is not None and not -90 <= self.lat <= 90:
@@ -160,6 +160,11 @@ async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str
         list(station_ids),
     )
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def gateway_ids(conn: asyncpg.Connection) -> set[str]:
+    """Stations registered as gateways (allowed to report for other stations)."""
+    return {r["id"] for r in await conn.fetch("SELECT id FROM stations WHERE kind = 'gateway'")}
 
 
 async def known_station_ids(conn: asyncpg.Connection, ids: Sequence[str]) -> set[str]:

@@ -28,7 +28,7 @@ import asyncpg
 
 from ingest import metrics
 from ingest.contract import Parser, PayloadError, Reading, subscription
-from ingest.registry import known_station_ids, release_quarantine
+from ingest.registry import gateway_ids, known_station_ids, release_quarantine
 from ingest.store import DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient
@@ -79,6 +79,8 @@ class Ingestor:
         self.ready = asyncio.Event()
         self._known: set[str] = set()
         self._checked_unknown: dict[str, float] = {}
+        self._gateways: set[str] = set()
+        self._gateways_loaded = -1e9
         self._stopping = False
         self._same_size_batches = 0
         self._last_batch_size = -1
@@ -229,6 +231,7 @@ class Ingestor:
         metrics.MESSAGES_RECEIVED.inc(len(batch))
         metrics.INFLIGHT.set(self.client.unacked)
         pairs, dead = parsed.pairs, list(parsed.dead)
+        pairs = await self._refuse_foreign(pairs, dead)
         readings: list[Reading] = []
         quarantine: list[tuple[Reading, str]] = []
         unknown = await self._retrying(self._classify_stations, {r.station_id for r, _ in pairs}) if pairs else set()
@@ -266,6 +269,38 @@ class Ingestor:
         self.totals["quarantined"] += result.quarantined
         self.totals["dead_letters"] += result.dead_letters
         return result
+
+    async def _refuse_foreign(self, pairs: list[tuple[Reading, Message]],
+                              dead: list[DeadLetter]) -> list[tuple[Reading, Message]]:
+        """Keep a reading for another station than its topic's only when the topic's is a gateway.
+
+        The broker's ACL lets a device publish only under its own station id; without this check a
+        SenML record naming another station would let any device write any gauge's readings.
+        """
+        foreign = [(r, m) for r, m in pairs if r.station_id != m.topic.rsplit("/", 2)[-2]]
+        if not foreign:
+            return pairs
+        now = time.monotonic()
+        if now - self._gateways_loaded > 30 or any(m.topic.rsplit("/", 2)[-2] not in self._gateways
+                                                   for _, m in foreign):
+            if now - self._gateways_loaded > 1:
+                async def load() -> set[str]:
+                    async with self.pool.acquire() as conn:
+                        return await gateway_ids(conn)
+                self._gateways = await self._retrying(load)
+                self._gateways_loaded = now
+        refused: set[int] = set()
+        kept = []
+        for r, m in pairs:
+            sender = m.topic.rsplit("/", 2)[-2]
+            if r.station_id == sender or sender in self._gateways:
+                kept.append((r, m))
+            elif id(m) not in refused:
+                refused.add(id(m))
+                dead.append(DeadLetter(m.topic, m.payload, "foreign_station",
+                                       f"{sender!r} is not a gateway and may only report for itself, "
+                                       f"not for {r.station_id!r}"))
+        return kept
 
     async def _register_minimal(self, ids: list[str]) -> None:
         async with self.pool.acquire() as conn:

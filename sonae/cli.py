@@ -59,14 +59,23 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
     ingestor = Ingestor.from_settings(settings, pool, instance=instance)
     house = asyncio.create_task(housekeeping_loop(pool, retention_days=settings["database.retention_days"]))
     run = asyncio.create_task(ingestor.run())
+    # -- alerting: the rules worker (one leader across all processes, elected by advisory lock) --
+    from alerting.worker import run_rules_worker
+
+    rules = asyncio.create_task(run_rules_worker(settings, pool, stop))
+    # -- end alerting --
+    from ingest.health import serving_health
+
     try:
-        await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if run.done():
-            run.result()
+        async with serving_health(ingestor, pool, host=settings["api.host"], port=settings["ingest.metrics_port"]):
+            await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if run.done():
+                run.result()
     finally:
         ingestor.stop()
         house.cancel()
-        await asyncio.gather(run, house, return_exceptions=True)
+        rules.cancel()  # alerting
+        await asyncio.gather(run, house, rules, return_exceptions=True)
 
 
 async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise: bool) -> None:
@@ -86,6 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sonae.runtime import open_pool, stop_event_on_signals, supervise
 
         stop = stop_event_on_signals()
+        # -- evac: with --simulate, routes run in the generated drill town unless a road network is set --
+        if args.simulate and not settings["evac.network"]:
+            settings = settings.replace(evac__network="drilltown")
+        # -- end evac --
         pool = await open_pool(settings, migrate_schema=True)
         tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             "ingest": lambda: _ingest(settings, pool, stop),
@@ -130,11 +143,21 @@ def cmd_api(args: argparse.Namespace) -> int:
     return _with_services(args, body, need_broker=False)
 
 
+# -- simulate (simulators/command.py) --
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators import command
+
+    planned = command.check(args) if command.wants_fleet(args) else None
+    if command.wants_fleet(args) and planned is None:
+        return 2
+
     async def body(settings: Settings) -> None:
         from sonae.runtime import open_pool, stop_event_on_signals
 
         stop = stop_event_on_signals()
+        if planned is not None:
+            await command.run(settings, args, stop, *planned)
+            return
         pool = await open_pool(settings, migrate_schema=True)
         try:
             await _demo(settings, pool, stop, exercise=not args.real)
@@ -142,6 +165,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             await pool.close()
 
     return _with_services(args, body)
+# -- end simulate --
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
@@ -171,6 +195,104 @@ def cmd_stations_import(args: argparse.Namespace) -> int:
         finally:
             await pool.close()
         print(f"imported {count} stations from {args.file}")
+
+    return _with_services(args, body, need_broker=False)
+
+
+# -- evac: shelters and hazard areas (evac/store.py) --
+def cmd_evac_import(args: argparse.Namespace) -> int:
+    import getpass
+
+    from evac import store
+
+    actor = args.actor or f"cli:{getpass.getuser()}"
+
+    async def body(settings: Settings) -> None:
+        from sonae.runtime import open_pool
+
+        pool = await open_pool(settings, migrate_schema=True)
+        try:
+            async with pool.acquire() as conn:
+                if args.evac_what == "shelters":
+                    hazards = [h for h in (args.default_hazards or "").split(",") if h]
+                    count = await store.import_shelters_file(conn, args.file, actor=actor, default_hazards=hazards)
+                else:
+                    count = await store.import_hazard_file(conn, args.file, actor=actor, hazard=args.hazard,
+                                                           exercise=args.exercise)
+        finally:
+            await pool.close()
+        print(f"imported {count} {args.evac_what.replace('hazards', 'hazard areas')} from {args.file}")
+
+    try:
+        return _with_services(args, body, need_broker=False)
+    except store.StoreError as exc:
+        print(f"sonae: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_evac_commands(sub: Any) -> None:
+    for what, text in (("shelters", "Shelters (避難場所・避難所)."), ("hazards", "Hazard areas.")):
+        grp = sub.add_parser(what, help=text, description=text)
+        grp_sub = grp.add_subparsers(dest=f"{what}_command", required=True, metavar="ACTION")
+        p = grp_sub.add_parser("import", help=f"Import {what} from a file (upsert by id).",
+                               description=f"Import {what} (upsert by id); every API process reloads them.")
+        p.add_argument("file", help="GSI or generic GeoJSON" + (" or CSV" if what == "shelters" else ""))
+        p.add_argument("--actor", help="who imports (recorded in each row; default cli:<user>)")
+        p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+        if what == "shelters":
+            p.add_argument("--default-hazards", help="hazards (comma-separated) for rows without hazard data, e.g. "
+                           "GSI 指定避難所 files")
+        else:
+            p.add_argument("--hazard", help="hazard of features without a 'hazard' property")
+            p.add_argument("--exercise", action="store_true", help="mark the areas as drill areas")
+        p.set_defaults(func=cmd_evac_import, evac_what=what)
+# -- end evac --
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    import getpass
+    import os
+
+    password = os.environ.get("SONAE_NEW_PASSWORD") if args.password_from_env else None
+    if password is None:
+        password = getpass.getpass("password (10 characters or more): ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the two passwords differ")
+    return password
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from api.auth import AccountError, create_account, list_accounts, set_disabled, set_password
+
+    password = _new_password(args) if args.users_command in ("add", "passwd") else None
+
+    async def body(settings: Settings) -> None:
+        from sonae.runtime import open_pool
+
+        pool = await open_pool(settings, migrate_schema=True)
+        try:
+            async with pool.acquire() as conn:
+                if args.users_command == "add":
+                    assert password is not None
+                    account = await create_account(conn, username=args.username, password=password, role=args.role,
+                                                   municipality_code=args.municipality, display_name=args.name)
+                    scope = account.municipality_code or "the whole prefecture"
+                    print(f"account {account.username} ({account.role}, {scope}) created")
+                elif args.users_command == "passwd":
+                    assert password is not None
+                    await set_password(conn, args.username, password)
+                    print(f"password of {args.username} changed; its tokens are revoked")
+                elif args.users_command in ("disable", "enable"):
+                    await set_disabled(conn, args.username, args.users_command == "disable")
+                    print(f"account {args.username} {args.users_command}d")
+                else:
+                    for a in await list_accounts(conn):
+                        state = " (disabled)" if a["disabled"] else ""
+                        print(f"{a['username']:<24} {a['role']:<9} {a['municipality_code'] or 'prefecture'}{state}")
+        except AccountError as exc:
+            raise ConfigError(str(exc)) from None
+        finally:
+            await pool.close()
 
     return _with_services(args, body, need_broker=False)
 
@@ -215,8 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("api", cmd_api, "Run the HTTP API.")
     p.add_argument("--port", type=int, help="API port (overrides SONAE_API_PORT)")
 
-    p = add("simulate", cmd_simulate, "Run simulated river gauges publishing over MQTT (a drill by default).")
-    p.add_argument("--real", action="store_true", help="mark readings as real, not as an exercise")
+    # -- simulate (simulators/command.py) --
+    p = add("simulate", cmd_simulate, "Run simulated sensor fleets, real-event replays and fault drills over MQTT "
+            "(an exercise by default). Without --scenario or --replay: the small demo river.")
+    from simulators.command import add_arguments as add_simulate_arguments
+
+    add_simulate_arguments(p)
+    # -- end simulate --
 
     db = sub.add_parser("db", help="Database administration.", description="Database administration.")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -233,12 +360,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_stations_import)
 
+    _add_evac_commands(sub)  # evac: `sonae shelters import`, `sonae hazards import`
+
+    us = sub.add_parser("users", help="Staff, operator and admin accounts.",
+                        description="Staff, operator and admin accounts (passwords hashed with argon2id).")
+    us_sub = us.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    p = us_sub.add_parser("add", help="Create an account.", description="Create an account; asks for the password.")
+    p.add_argument("username")
+    p.add_argument("--role", required=True, choices=("staff", "operator", "admin"))
+    p.add_argument("--municipality", help="団体コード of the account's municipality; omit for prefecture-wide")
+    p.add_argument("--name", help="display name")
+    for action, text in (("passwd", "Set a new password (revokes the account's tokens)."),
+                         ("disable", "Disable an account (revokes its tokens)."), ("enable", "Enable an account.")):
+        q = us_sub.add_parser(action, help=text, description=text)
+        q.add_argument("username")
+        q.set_defaults(func=cmd_users)
+        q.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+        q.add_argument("--password-from-env", action="store_true", help="read the password from SONAE_NEW_PASSWORD")
+    q = us_sub.add_parser("list", help="List accounts.", description="List accounts.")
+    q.set_defaults(func=cmd_users)
+    q.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_users)
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.add_argument("--password-from-env", action="store_true", help="read the password from SONAE_NEW_PASSWORD")
+
     p = sub.add_parser("config", help="Print the effective configuration (secrets masked).",
                        description="Print the effective configuration, with where each value came from; "
                                    "secrets are masked.")
     p.add_argument("--schema", action="store_true", help="list every setting with its default")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_config)
+
+    # -- devices: MQTT credentials and ACL entries (sonae/provisioning.py) --
+    from sonae.provisioning import add_devices_command
+
+    add_devices_command(sub)
+    # -- end devices --
     return parser
 
 

@@ -111,14 +111,33 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("ingest.max_future_s", int, 300, "Readings further than this in the future are dead-lettered.",
             check=_positive),
     Setting("ingest.max_payload_bytes", int, 262144, "Larger payloads are dead-lettered.", check=_positive),
+    Setting("ingest.metrics_port", int, 0,
+            "Port of an ingestor's own /metrics, /healthz and /readyz (0: none; `sonae run` serves them on the API).",
+            check=_port),
     Setting("api.host", str, "127.0.0.1", "Address the API listens on."),
     Setting("api.port", int, 8080, "Port the API listens on.", check=_port),
     Setting("api.public_url", str, "", "URL people reach the API at (for links); empty derives it."),
+    Setting("api.rate_limit_per_minute", int, 600,
+            "Requests a minute one client may make to the public endpoints (0 turns the limit off).",
+            check=lambda v: None if v >= 0 else "expected 0 or more"),
+    Setting("api.trust_forwarded_for", bool, False,
+            "Take the client address from X-Forwarded-For (only behind your own reverse proxy)."),
+    Setting("api.cors_origins", str, "", "Comma-separated origins allowed by CORS ('*' for any); empty: none."),
+    Setting("api.token_ttl_hours", int, 12, "Lifetime of a staff login token.", check=_positive),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
     Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: json (one object a line) or text.",
             check=_one_of("json", "text")),
+    # -- evac: the residents' evacuation routes (api/evac_service.py) --
+    Setting("evac.network", str, "",
+            "Road network for evacuation routes: an .osm, .osm.bz2 or .graphml file, or 'drilltown' for the "
+            "generated drill town (the default of `sonae run --simulate`). Empty: no route endpoints."),
+    Setting("evac.warm", str, "walk:flood",
+            "Route fields kept computed at every hazard change, as profile:hazard[:exercise], comma-separated.",
+            check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
+            else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
+    # -- end evac --
 )
 
 _BY_NAME = {s.name: s for s in SCHEMA}
@@ -241,7 +260,7 @@ def load_settings(
                     raise ConfigError(f"config file {path}: unknown key {name!r}")
                 from_file[name] = value
 
-    known_env = {s.env for s in SCHEMA} | {"SONAE_CONFIG"}
+    known_env = {s.env for s in SCHEMA} | {"SONAE_CONFIG", "SONAE_NEW_PASSWORD"}
     for key in env:
         if key.startswith("SONAE_") and key not in known_env and not key.startswith("SONAE_TEST_"):
             raise ConfigError(f"{key}: unknown setting (see `sonae config --help` for the schema)")

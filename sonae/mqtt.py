@@ -165,6 +165,7 @@ class MqttClient:
         self._publish_window = asyncio.Semaphore(max_outstanding)
         self._pending_pubs: dict[int, asyncio.Future[None]] = {}
         self._outstanding: set[int] = set()
+        self.refused_publishes = 0
         self.broker_limits: dict[str, Any] = {}
         self.session_present = False
 
@@ -297,8 +298,16 @@ class MqttClient:
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         fut = self._pending_pubs.pop(mid, None)
+        refused = bool(getattr(reason, "is_failure", False))
+        if refused:
+            # MQTT 5 PUBACK with a failure reason, e.g. 0x87 Not authorized by the broker's ACL
+            self.refused_publishes += 1
+            log.warning("publish refused by the broker", extra={"reason": str(reason)})
         if fut is not None and not fut.done():
-            fut.set_result(None)
+            if refused:
+                fut.set_exception(MqttError(f"the broker refused the publish: {reason}"))
+            else:
+                fut.set_result(None)
         if mid in self._outstanding:
             self._outstanding.discard(mid)
             self._publish_window.release()

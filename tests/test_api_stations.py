@@ -96,3 +96,16 @@ async def test_access_log_never_contains_query(client: TestClient, caplog: pytes
     assert records, "the access log wrote something"
     text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in records)
     assert "37.123456" not in text and "140.654321" not in text and "/api/v1/stations" in text
+
+
+async def test_open_data_formats(client: TestClient, pool: asyncpg.Pool) -> None:
+    await _seed(pool)
+    geo = await client.get("/api/v1/stations", params={"format": "geojson"})
+    assert geo.status == 200 and geo.content_type == "application/geo+json"
+    features = {f["id"]: f for f in (await geo.json())["features"]}
+    assert features["akutsu"]["geometry"]["coordinates"] == [140.38, 37.41]
+    assert features["quiet"]["geometry"] is None
+    text = await (await client.get("/api/v1/stations", params={"format": "csv", "municipality": "072036"})).text()
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("id,name,") and len(lines) == 3 and any(line.startswith("akutsu,阿久津") for line in lines)
+    assert (await client.get("/api/v1/stations", params={"format": "xml"})).status == 400

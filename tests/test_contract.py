@@ -86,3 +86,9 @@ def test_encode_roundtrip_and_subscription() -> None:
     assert r.value == 3.1416 and r.ts == NOW and r.seq == 3 and r.exercise
     assert subscription("sonae/v1", "grp") == "$share/grp/sonae/v1/#"
     assert subscription("sonae/v1") == "sonae/v1/#"
+
+
+def test_senml_base_name_on_a_short_record_is_not_skipped() -> None:
+    pack = [{"bn": "a/", "bt": NOW.timestamp(), "n": "level", "v": 1.0}, {"bn": "b/", "n": "level", "v": 2.0}]
+    parsed = P.parse("sonae/v1/072036/gw/senml", json.dumps(pack).encode(), now=NOW)
+    assert [(r.station_id, r.value) for r in parsed.readings] == [("a", 1.0), ("b", 2.0)]

@@ -19,7 +19,7 @@ from sonae.migrations import migrate
 from tests.ingest_support import count, publish_all, readings_for, register, running_ingestor, wait_until
 
 
-def _ingest_process(settings: Settings, client_id: str) -> subprocess.Popen[bytes]:
+def _ingest_process(settings: Settings, client_id: str, metrics_port: int = 0) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "SONAE_DATABASE_URL": settings["database.url"],
@@ -29,6 +29,7 @@ def _ingest_process(settings: Settings, client_id: str) -> subprocess.Popen[byte
         "SONAE_MQTT_CLIENT_ID": client_id,
         "SONAE_INGEST_SHARED_GROUP": settings["ingest.shared_group"],
         "SONAE_INGEST_BATCH_SIZE": "500",
+        "SONAE_INGEST_METRICS_PORT": str(metrics_port),
         "SONAE_STATE_DIR": settings["state.dir"],
     }
     return subprocess.Popen([sys.executable, "-m", "sonae.cli", "ingest"], env=env,
@@ -49,9 +50,17 @@ async def _wait_subscribed(pool: asyncpg.Pool, settings: Settings, proc: subproc
 async def test_sigkill_mid_stream_loses_nothing(settings: Settings, pool: asyncpg.Pool) -> None:
     await register(pool, "k1", "k2", "probe")
     client_id = f"kill-{uuid.uuid4().hex[:6]}"
-    proc = _ingest_process(settings, client_id)
+    metrics_port = free_port()
+    proc = _ingest_process(settings, client_id, metrics_port)
     try:
         await _wait_subscribed(pool, settings, proc)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{metrics_port}/readyz") as resp:
+                assert resp.status == 200
+            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+                assert "sonae_ingest_messages_acked_total" in await resp.text()
         msgs = [(s, "level", p) for s in ("k1", "k2") for _, p in readings_for(s, 6000)]
         publisher = asyncio.create_task(publish_all(settings, msgs))
         await wait_until(lambda: count(pool, "SELECT count(*) > 1500 FROM readings WHERE station_id <> 'probe'"),

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from ingest.contract import topic_for
+from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
 from tests.ingest_support import (
     count,
@@ -88,16 +89,25 @@ async def test_unknown_station_is_quarantined_then_released(settings: Settings, 
 
 async def test_senml_gateway_pack(settings: Settings, pool: asyncpg.Pool) -> None:
     await register(pool, "s1", "s2")
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="gw", name="Gateway", kind="gateway")])
     base = datetime.now(UTC).timestamp() - 3600
     pack = [{"bn": "s1/", "bt": base, "bu": "cm", "n": "level", "v": 250}]
     pack += [{"n": "level", "t": 60 * i, "v": 250 + i} for i in range(1, 50)]
     pack += [{"bn": "s2/", "n": "rain", "u": "mm", "v": 3.5, "t": 0}]
+    # a plain device may report for itself only: its record for s2 is refused, its own is kept
+    sneaky = [{"bn": "s1/", "bt": base + 7200 - 3600, "n": "level", "v": 1.0},
+              {"bn": "s2/", "n": "level", "v": 9.9}]
     async with running_ingestor(settings, pool):
-        await publish_all(settings, [("s1", "senml", json.dumps(pack).encode())])
-        await wait_until(lambda: count(pool, "SELECT count(*) = 51 FROM readings"), what="pack stored")
+        await publish_all(settings, [("gw", "senml", json.dumps(pack).encode()),
+                                     ("s1", "senml", json.dumps(sneaky).encode())])
+        await wait_until(lambda: count(pool, "SELECT count(*) = 52 FROM readings"), what="pack stored")
+        await wait_until(lambda: count(pool, "SELECT count(*) = 1 FROM dead_letters"), what="foreign refused")
     async with pool.acquire() as conn:
         top = await conn.fetchval("SELECT max(value) FROM readings WHERE station_id = 's1'")
-    assert abs(top - 2.99) < 1e-9
+        reason = await conn.fetchval("SELECT reason FROM dead_letters")
+        s2 = await conn.fetchval("SELECT count(*) FROM readings WHERE station_id = 's2' AND kind = 'level'")
+    assert abs(top - 2.99) < 1e-9 and reason == "foreign_station" and s2 == 0
 
 
 async def test_two_ingestors_share_the_stream_exactly_once(settings: Settings, pool: asyncpg.Pool,

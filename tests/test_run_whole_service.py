@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,8 +78,15 @@ def test_run_with_configured_services_starts_nothing_embedded(tmp_path: Path, da
                    "SONAE_INGEST_SHARED_GROUP": ""}, port, tmp_path / "state")
     try:
         _wait_for_advancing_readings(proc, port)
+        # a resident page's live stream stays open while the service stops: it must not hold it up
+        stream = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stream.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert b"200" in stream.recv(200)
     finally:
+        started = time.monotonic()
         out = _interrupt(proc)
+    assert time.monotonic() - started < 20, "an open SSE stream delayed the shutdown"
+    stream.close()
     assert not (tmp_path / "state" / "postgres").exists()
     assert not (tmp_path / "state" / "mqtt").exists()
     assert "embedded" not in out

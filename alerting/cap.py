@@ -1,0 +1,236 @@
+"""CAP 1.2 messages (OASIS Common Alerting Protocol) for alerts, and an Atom feed of active alerts.
+
+Choices, per field:
+
+* ``identifier``: ``sonae-alert-{id}-v{version}`` — one per message; each state change of an alert is
+  a new version. ``references`` lists every earlier message of the same alert (``sender,identifier,sent``).
+* ``msgType``: ``Alert`` when raised, ``Update`` when escalated or de-escalated, ``Cancel`` when
+  cleared or an order is cancelled (with ``responseType`` AllClear in its infos).
+* ``status``: ``Exercise`` for every drill alert, ``Actual`` otherwise — drills never look real.
+* ``scope``: ``Public`` for alerts residents are told about; ``Restricted`` (restriction "staff") for
+  standby, device health and silent gauges.
+* ``category``: ``Met`` for river levels and evacuation orders — CAP 1.2 defines Met as
+  "Meteorological (inc. flood)"; ``Geo`` is for geophysical events (landslides, earthquakes). Device
+  conditions are ``Infra``.
+* urgency/severity/certainty by level: 5 Immediate/Extreme/Observed, 4 Immediate/Severe/Observed,
+  3 Expected/Severe (Likely when raised by the trend rule, Observed otherwise), 2 Expected/Moderate,
+  standby Future/Minor, staff conditions Unknown/Minor, cleared Past/Minor.
+* one ``info`` per language: ``ja-JP``, ``en-US`` and ``ja-JP-x-easy`` (やさしい日本語, a private-use
+  subtag, valid as xs:language).
+* ``area``: ``areaDesc``; a ``polygon`` (lat,lon pairs, closed ring) for orders given as a polygon; a
+  ``circle`` of ``gauge_radius_km`` around a gauge; a ``geocode`` "JIS X 0402" with the municipality's
+  code (団体コード).
+* ``sent`` and the other times are Japan time with an explicit +09:00 offset and no fractions, as the
+  schema's pattern requires.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from alerting.texts import LANGUAGES, cleared_text, text_for
+
+CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
+ATOM_NS = "http://www.w3.org/2005/Atom"
+JST = timezone(timedelta(hours=9), "JST")
+GAUGE_RADIUS_KM = 2.0
+
+
+def cap_time(ts: datetime) -> str:
+    return ts.astimezone(JST).replace(microsecond=0).isoformat()
+
+
+def identifier(alert_id: int, version: int) -> str:
+    return f"sonae-alert-{alert_id}-v{version}"
+
+
+def sender_for(municipality_code: str | None, domain: str = "sonae.example.jp") -> str:
+    return f"sonae@{municipality_code or 'pref-fukushima'}.{domain}"
+
+
+def _place(alert: dict[str, Any]) -> str:
+    if alert.get("condition") == "evacuation_order":
+        return alert.get("area_desc") or alert.get("municipality_name") or alert.get("municipality_code") or "—"
+    name = alert.get("station_name") or alert.get("station_id") or "—"
+    river = alert.get("river")
+    return f"{river} {name}" if river else str(name)
+
+
+def _place_en(alert: dict[str, Any]) -> str:
+    if alert.get("condition") == "evacuation_order":
+        return (alert.get("area_desc") or alert.get("municipality_name_en") or alert.get("municipality_name")
+                or f"municipality {alert.get('municipality_code')}")
+    return str(alert.get("station_name_en") or alert.get("station_name") or alert.get("station_id"))
+
+
+def grading(alert: dict[str, Any]) -> tuple[str, str, str]:
+    """(urgency, severity, certainty)."""
+    if alert.get("cleared_at") is not None:
+        return "Past", "Minor", "Observed"
+    level = int(alert["level"])
+    if alert["condition"] in ("silent", "low_battery", "fault"):
+        return "Unknown", "Minor", "Observed"
+    if level >= 5:
+        return "Immediate", "Extreme", "Observed"
+    if level == 4:
+        return "Immediate", "Severe", "Observed"
+    if level == 3:
+        return "Expected", "Severe", "Likely" if alert.get("reason") == "trend" else "Observed"
+    if level == 2:
+        return "Expected", "Moderate", "Observed"
+    return "Future", "Minor", "Observed"
+
+
+def msg_type(alert: dict[str, Any]) -> str:
+    if alert.get("cleared_at") is not None:
+        return "Cancel"
+    return "Alert" if int(alert["version"]) == 1 else "Update"
+
+
+def polygon_text(ring: list[list[float]]) -> str:
+    """A GeoJSON ring ([lon, lat] …) as CAP's "lat,lon lat,lon …", closed."""
+    pts = [(float(p[1]), float(p[0])) for p in ring]
+    if pts[0] != pts[-1]:
+        pts.append(pts[0])
+    return " ".join(f"{lat:.6f},{lon:.6f}" for lat, lon in pts)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
+    el = ET.SubElement(parent, f"{{{CAP_NS}}}{tag}")
+    if text is not None:
+        el.text = text
+    return el
+
+
+def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: datetime | None = None,
+               domain: str = "sonae.example.jp") -> bytes:
+    """The CAP 1.2 message of an alert's current version.
+
+    ``previous``: earlier messages of the alert as dicts with ``version`` and ``recorded_at`` (from
+    :func:`alerting.store.messages_of`); ``sent`` defaults to the current version's time.
+    """
+    sender = sender_for(alert.get("municipality_code"), domain)
+    version = int(alert["version"])
+    times = {int(p["version"]): p["recorded_at"] for p in previous}
+    sent = sent or times.get(version) or alert.get("updated_at") or datetime.now(UTC)
+    root = ET.Element(f"{{{CAP_NS}}}alert")
+    _sub(root, "identifier", identifier(alert["id"], version))
+    _sub(root, "sender", sender)
+    _sub(root, "sent", cap_time(sent))
+    _sub(root, "status", "Exercise" if alert["exercise"] else "Actual")
+    _sub(root, "msgType", msg_type(alert))
+    _sub(root, "source", "Sonae river-gauge rules" if alert.get("station_id") else "Sonae staff")
+    public = alert.get("audience") == "public"
+    _sub(root, "scope", "Public" if public else "Restricted")
+    if not public:
+        _sub(root, "restriction", "Municipal disaster-management staff only")
+    if alert["exercise"]:
+        _sub(root, "note", "訓練 / EXERCISE — this is a drill, not a real alert")
+    refs = [f"{sender},{identifier(alert['id'], v)},{cap_time(t)}" for v, t in sorted(times.items()) if v < version]
+    if refs:
+        _sub(root, "references", " ".join(refs))
+    _sub(root, "incidents", f"sonae-alert-{alert['id']}")
+    urgency, severity, certainty = grading(alert)
+    cleared = alert.get("cleared_at") is not None
+    level = int(alert["level"])
+    for lang in LANGUAGES:
+        place = _place_en(alert) if lang == "en-US" else _place(alert)
+        if cleared:
+            t = cleared_text(alert["condition"], level, lang, place)
+        else:
+            t = text_for(alert["condition"], level, lang)
+        info = _sub(root, "info")
+        _sub(info, "language", lang)
+        _sub(info, "category", "Infra" if alert["condition"] in ("silent", "low_battery", "fault") else "Met")
+        event = t.event
+        if alert["exercise"]:
+            event = ("[EXERCISE] " if lang == "en-US" else "【訓練】") + event
+        _sub(info, "event", event)
+        if cleared:
+            _sub(info, "responseType", "AllClear")
+        elif alert["condition"] in ("river_level", "evacuation_order") and level >= 3:
+            _sub(info, "responseType", "Evacuate")
+        elif level == 2:
+            _sub(info, "responseType", "Prepare")
+        else:
+            _sub(info, "responseType", "Monitor")
+        _sub(info, "urgency", urgency)
+        _sub(info, "severity", severity)
+        _sub(info, "certainty", certainty)
+        _sub(info, "eventCode")
+        code = info[-1]
+        _sub(code, "valueName", "警戒レベル" if lang != "en-US" else "JP alert level")
+        _sub(code, "value", str(level))
+        _sub(info, "effective", cap_time(alert["changed_at"]))
+        _sub(info, "senderName", "Sonae" if lang == "en-US" else "Sonae（備え）")
+        headline = t.headline.format(place=place) if not cleared else t.headline
+        if alert["exercise"]:
+            headline = ("[EXERCISE] " if lang == "en-US" else "【訓練】") + headline
+        _sub(info, "headline", headline[:160])
+        desc = []
+        if alert.get("value") is not None:
+            desc.append(f"value {alert['value']:.2f} m" if lang == "en-US" else f"水位 {alert['value']:.2f} m")
+        if alert.get("threshold") is not None:
+            desc.append(f"threshold {alert['threshold']:.2f} m" if lang == "en-US"
+                        else f"基準 {alert['threshold']:.2f} m")
+        if alert.get("reason") == "trend":
+            desc.append("forecast to reach the flood danger stage" if lang == "en-US"
+                        else "氾濫危険水位への到達が見込まれます")
+        if alert.get("order_note"):
+            desc.append(str(alert["order_note"]))
+        if desc:
+            _sub(info, "description", " / ".join(desc))
+        _sub(info, "instruction", t.instruction)
+        for name, value in (("sonae:alert_id", str(alert["id"])), ("sonae:condition", alert["condition"]),
+                            ("sonae:state", alert["state"])):
+            p = _sub(info, "parameter")
+            _sub(p, "valueName", name)
+            _sub(p, "value", value)
+        area = _sub(info, "area")
+        _sub(area, "areaDesc", place)
+        geo = alert.get("area")
+        if geo:
+            rings = [geo["coordinates"][0]] if geo["type"] == "Polygon" else [p[0] for p in geo["coordinates"]]
+            for ring in rings:
+                _sub(area, "polygon", polygon_text(ring))
+        if alert.get("lat") is not None and alert.get("lon") is not None:
+            _sub(area, "circle", f"{alert['lat']:.6f},{alert['lon']:.6f} {GAUGE_RADIUS_KM}")
+        if alert.get("municipality_code"):
+            gc = _sub(area, "geocode")
+            _sub(gc, "valueName", "JIS X 0402")
+            _sub(gc, "value", str(alert["municipality_code"]))
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)
+
+
+def render_atom(alerts: list[dict[str, Any]], *, base_url: str, updated: datetime | None = None) -> bytes:
+    """An Atom feed (RFC 4287) of alerts, each entry linking to its CAP message."""
+    def a(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+        el = ET.SubElement(parent, tag, attrs)  # unprefixed: the root declares the Atom namespace
+        if text is not None:
+            el.text = text
+        return el
+
+    base = base_url.rstrip("/")
+    newest = max((x["updated_at"] for x in alerts), default=None)
+    feed = ET.Element("feed", {"xmlns": ATOM_NS})
+    a(feed, "id", f"{base}/api/v1/alerts/feed.atom")
+    a(feed, "title", "Sonae 防災情報 — active alerts")
+    a(feed, "updated", cap_time(updated or newest or datetime.now(UTC)))
+    author = a(feed, "author")
+    a(author, "name", "Sonae")
+    a(feed, "link", rel="self", href=f"{base}/api/v1/alerts/feed.atom", type="application/atom+xml")
+    for x in alerts:
+        entry = a(feed, "entry")
+        a(entry, "id", f"urn:sonae:alert:{x['id']}:v{x['version']}")
+        title = text_for(x["condition"], int(x["level"]), "ja-JP").headline.format(place=_place(x))
+        if x["exercise"]:
+            title = "【訓練】" + title
+        a(entry, "title", title)
+        a(entry, "updated", cap_time(x["updated_at"]))
+        a(entry, "link", rel="alternate", type="application/cap+xml", href=f"{base}/api/v1/alerts/{x['id']}.cap")
+        urgency, severity, certainty = grading(x)
+        a(entry, "summary", f"{'EXERCISE ' if x['exercise'] else ''}{x['condition']} level {x['level']} "
+                            f"({severity}, {urgency}, {certainty})")
+    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)

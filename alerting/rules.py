@@ -1,0 +1,432 @@
+"""The alert rules of one station: a pure state machine fed readings in reading-time order.
+
+No I/O here: :class:`StationRules` takes readings and returns :class:`Transition` objects; its whole
+state is a JSON-able dict (:meth:`StationRules.to_json`), so the rules worker can keep it in the
+database and any worker can take over (see :mod:`alerting.worker`).
+
+River level (condition ``river_level``, one open alert that moves up and down the ladder of
+:mod:`alerting.levels`):
+
+* **Missing values.** A stage at or below ``missing_at_or_below`` (0.0 m by default) is a missing
+  value, not a stage: telemetry exports write 欠測 as 0 (the 持世寺 series reads 0.00 for 40 minutes on
+  2023-07-03 between 3.4 m readings). Missing values are ignored: they neither raise nor clear.
+* **Impossible jumps (spike rejection).** A reading that differs from the last accepted one by more
+  than ``max(min_step_m, max_rate_m_per_h × Δt)`` is *suspect*: it is held, and accepted only when the
+  next reading agrees with it (a real, fast change); if the next reading agrees with the reading before
+  it instead, the suspect was a spike (or a physically impossible drop) and is dropped.
+* **Raising at once when the data say so.** A reading at or above a threshold escalates at once when it
+  continues the recent trend (least-squares fit of the previous readings predicts it within
+  ``trend_tolerance_m``): that is "the first reading at or above 氾濫危険水位". A reading that breaks
+  the trend must be confirmed by ``dwell_up_samples`` consecutive readings, so one bad sample raises
+  nothing.
+* **Rate of rise.** When the least-squares slope over ``trend_window_s`` says the 氾濫危険水位
+  (危険水位 for crisis gauges) will be reached within ``trend_horizon_s``, level 3 is raised early
+  (reason ``trend``) — the flood-warning practice of "reached, or forecast to reach".
+* **Hysteresis and dwell on the way down.** A level is held while the stage stays at or above its
+  threshold minus ``hysteresis_m``; it is lowered (or cleared) only after ``dwell_down_samples``
+  consecutive readings *and* ``dwell_down_s`` seconds below that.
+
+Device health (staff only): ``low_battery`` (battery_pct below ``low_battery_pct`` or status
+low_battery) and ``fault`` (status fault), each raised after ``health_dwell_samples`` consecutive bad
+reports and cleared after as many good ones. A silent gauge is a wall-clock condition and is checked
+by the worker, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from alerting.levels import LEVEL3, LEVEL4, Step, level_for, threshold_of, trend_target
+
+RIVER = "river_level"
+LOW_BATTERY = "low_battery"
+FAULT = "fault"
+SILENT = "silent"
+ORDER = "evacuation_order"
+CONDITIONS = (RIVER, LOW_BATTERY, FAULT, SILENT, ORDER)
+HEALTH_KINDS = ("battery_pct", "status")
+STATUS_OK, STATUS_LOW_BATTERY, STATUS_FAULT, STATUS_MAINTENANCE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Tunable parameters (defaults suit 10-minute gauges; all times are reading time)."""
+
+    hysteresis_m: float = 0.10
+    dwell_up_samples: int = 2
+    dwell_down_samples: int = 3
+    dwell_down_s: float = 1800.0
+    max_rate_m_per_h: float = 3.0
+    min_step_m: float = 0.30
+    missing_at_or_below: float | None = 0.0
+    trend_window_s: float = 3600.0
+    trend_min_samples: int = 4
+    trend_horizon_s: float = 3600.0
+    trend_min_rise_m_per_h: float = 0.10
+    trend_tolerance_m: float = 0.10
+    trend_fit_samples: int = 3
+    buffer_s: float = 3 * 3600.0
+    buffer_max: int = 32  # the state stays small however often a gauge reports
+    low_battery_pct: float = 20.0
+    low_battery_clear_pct: float = 25.0
+    health_dwell_samples: int = 2
+
+    def for_interval(self, interval_s: float) -> RuleConfig:
+        """The same rules for a gauge reporting every ``interval_s``: the windows cover enough samples."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            trend_window_s=max(self.trend_window_s, (self.trend_min_samples + 0.5) * interval_s),
+            buffer_s=max(self.buffer_s, 12 * interval_s),
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> RuleConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    kind: str
+    ts: float  # epoch seconds
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of one condition's alert. ``new_level`` None means cleared; ``old_level`` None raised."""
+
+    condition: str
+    old_level: int | None
+    new_level: int | None
+    ts: float
+    value: float | None
+    threshold: float | None
+    reason: str
+
+    @property
+    def kind(self) -> str:
+        if self.old_level is None:
+            return "raised"
+        if self.new_level is None:
+            return "cleared"
+        return "escalated" if self.new_level > self.old_level else "de-escalated"
+
+
+def slope(points: Iterable[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """Least-squares fit ``value = a + b·(t − t̄)``: returns (b per second, t̄, a) or None."""
+    pts = list(points)
+    n = len(pts)
+    if n < 2:
+        return None
+    tm = sum(t for t, _ in pts) / n
+    vm = sum(v for _, v in pts) / n
+    sxx = sum((t - tm) ** 2 for t, _ in pts)
+    if sxx <= 0:
+        return None
+    sxy = sum((t - tm) * (v - vm) for t, v in pts)
+    return sxy / sxx, tm, vm
+
+
+@dataclass
+class _HealthState:
+    active: bool = False
+    bad_run: int = 0
+    good_run: int = 0
+    last_ts: float = -math.inf
+
+
+@dataclass
+class State:
+    level: int | None = None
+    reason: str = ""
+    last_ts: float | None = None  # newest level reading seen (accepted, suspect or missing)
+    last_valid: tuple[float, float] | None = None
+    pending: tuple[float, float] | None = None
+    buffer: list[tuple[float, float]] = field(default_factory=list)  # accepted readings (ts, value)
+    up_run: list[int] = field(default_factory=list)  # candidates of consecutive readings above level
+    down_run: int = 0
+    down_since: float | None = None
+    down_max: int = 0
+    health: dict[str, _HealthState] = field(default_factory=dict)
+
+
+class StationRules:
+    """The rules of one (station, exercise) stream."""
+
+    def __init__(self, steps: tuple[Step, ...], config: RuleConfig | None = None,
+                 state: dict[str, Any] | None = None) -> None:
+        self.steps = steps
+        self.config = config or RuleConfig()
+        self.state = self._load(state) if state else State()
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "level": s.level, "reason": s.reason, "last_ts": s.last_ts,
+            "last_valid": list(s.last_valid) if s.last_valid else None,
+            "pending": list(s.pending) if s.pending else None,
+            "buffer": [[t, v] for t, v in s.buffer], "up_run": list(s.up_run), "down_run": s.down_run,
+            "down_since": s.down_since, "down_max": s.down_max,
+            "health": {k: {"active": h.active, "bad_run": h.bad_run, "good_run": h.good_run,
+                           "last_ts": None if h.last_ts == -math.inf else h.last_ts}
+                       for k, h in s.health.items()},
+        }
+
+    @staticmethod
+    def _load(data: dict[str, Any]) -> State:
+        s = State()
+        s.level = data.get("level")
+        s.reason = data.get("reason", "")
+        s.last_ts = data.get("last_ts")
+        s.last_valid = tuple(data["last_valid"]) if data.get("last_valid") else None  # type: ignore[assignment]
+        s.pending = tuple(data["pending"]) if data.get("pending") else None  # type: ignore[assignment]
+        s.buffer = [(float(t), float(v)) for t, v in data.get("buffer", [])]
+        s.up_run = list(data.get("up_run", []))
+        s.down_run = int(data.get("down_run", 0))
+        s.down_since = data.get("down_since")
+        s.down_max = int(data.get("down_max", 0))
+        for name, h in (data.get("health") or {}).items():
+            s.health[name] = _HealthState(bool(h.get("active")), int(h.get("bad_run", 0)),
+                                          int(h.get("good_run", 0)),
+                                          -math.inf if h.get("last_ts") is None else float(h["last_ts"]))
+        return s
+
+    # -- queries ---------------------------------------------------------------------------------
+    def is_duplicate(self, r: Reading) -> bool:
+        """An already evaluated level reading (the worker re-reads a little overlap)."""
+        s = self.state
+        if r.kind != "level" or s.last_ts is None or r.ts > s.last_ts:
+            return False
+        return any(t == r.ts for t, _ in s.buffer) or (s.pending is not None and s.pending[0] == r.ts) or (
+            s.last_valid is not None and s.last_valid[0] == r.ts)
+
+    def is_late(self, r: Reading) -> bool:
+        """A level reading older than what was evaluated: the station must be re-evaluated."""
+        s = self.state
+        return r.kind == "level" and s.last_ts is not None and r.ts <= s.last_ts and not self.is_duplicate(r)
+
+    def open_conditions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        if self.state.level is not None:
+            out[RIVER] = self.state.level
+        for name, h in self.state.health.items():
+            if h.active:
+                out[name] = 0
+        return out
+
+    # -- feeding ---------------------------------------------------------------------------------
+    def feed(self, r: Reading) -> list[Transition]:
+        if r.kind == "level":
+            return self._level(r)
+        if r.kind in HEALTH_KINDS:
+            return self._health(r)
+        return []
+
+    def feed_all(self, readings: Iterable[Reading]) -> list[Transition]:
+        out: list[Transition] = []
+        for r in readings:
+            out.extend(self.feed(r))
+        return out
+
+    # -- river level -----------------------------------------------------------------------------
+    def _plausible(self, prev: tuple[float, float], ts: float, value: float) -> bool:
+        dt_h = abs(ts - prev[0]) / 3600.0
+        return abs(value - prev[1]) <= max(self.config.min_step_m, self.config.max_rate_m_per_h * dt_h)
+
+    def _level(self, r: Reading) -> list[Transition]:
+        s, c = self.state, self.config
+        if s.last_ts is not None and r.ts <= s.last_ts:
+            return []  # duplicates and late readings: the worker re-evaluates from a checkpoint
+        s.last_ts = r.ts
+        if c.missing_at_or_below is not None and r.value <= c.missing_at_or_below:
+            return []
+        accepted: list[tuple[float, float]] = []
+        point = (r.ts, r.value)
+        if s.pending is not None:
+            if self._plausible(s.pending, *point):
+                accepted = [s.pending, point]  # the suspect was a real change
+                s.pending = None
+            elif s.last_valid is not None and self._plausible(s.last_valid, *point):
+                s.pending = None  # the suspect was a spike
+                accepted = [point]
+            else:
+                s.pending = point
+        elif s.last_valid is None or self._plausible(s.last_valid, *point):
+            accepted = [point]
+        else:
+            s.pending = point
+        out: list[Transition] = []
+        for i, p in enumerate(accepted):
+            # a confirmed suspect is never "corroborated by the trend" on its own
+            out.extend(self._evaluate(p, confirmed_suspect=(len(accepted) == 2 and i == 0)))
+        return out
+
+    def _continues_trend(self, ts: float, value: float) -> bool:
+        """Is the rise to ``value`` no faster than the last readings predict (plus a tolerance)?
+
+        The prediction extrapolates a least-squares line through the last ``trend_fit_samples``
+        accepted readings (within the trend window); a rise slower than predicted also counts.
+        """
+        c = self.config
+        prev = [p for p in self.state.buffer if ts - c.trend_window_s <= p[0] < ts][-c.trend_fit_samples:]
+        if len(prev) < c.trend_fit_samples:
+            return False
+        fit = slope(prev)
+        if fit is None:
+            return False
+        b, tm, vm = fit
+        predicted_rise = vm + b * (ts - tm) - prev[-1][1]
+        return value - prev[-1][1] <= max(predicted_rise, 0.0) + c.trend_tolerance_m
+
+    def _trend_level(self, ts: float, value: float) -> tuple[bool, float | None]:
+        """Does the trend forecast 氾濫危険水位 (危険水位) within the horizon?"""
+        c = self.config
+        target = trend_target(self.steps)
+        if target is None or value >= target.threshold:
+            return False, None
+        lowest = self.steps[0].threshold if self.steps else target.threshold
+        if value < lowest:
+            return False, None
+        window = [p for p in self.state.buffer if p[0] >= ts - c.trend_window_s]
+        if len(window) < c.trend_min_samples:
+            return False, None
+        fit = slope(window)
+        if fit is None:
+            return False, None
+        b = fit[0]
+        if b * 3600.0 < c.trend_min_rise_m_per_h:
+            return False, None
+        eta = (target.threshold - value) / b
+        return eta <= c.trend_horizon_s, eta
+
+    def _evaluate(self, point: tuple[float, float], *, confirmed_suspect: bool) -> list[Transition]:
+        s, c = self.state, self.config
+        ts, value = point
+        continues = False if confirmed_suspect else self._continues_trend(ts, value)
+        s.buffer.append(point)
+        s.buffer = [p for p in s.buffer if p[0] >= ts - c.buffer_s][-c.buffer_max:]
+        s.last_valid = point
+        raw = level_for(self.steps, value)
+        trend, _eta = self._trend_level(ts, value)
+        candidate, reason = raw, "threshold"
+        if trend and raw < LEVEL3:
+            candidate, reason = LEVEL3, "trend"
+        current = s.level or 0
+        out: list[Transition] = []
+        if candidate > current:
+            s.down_run, s.down_since, s.down_max = 0, None, 0
+            s.up_run.append(candidate)
+            # a trend is itself several readings; a threshold crossing must continue the trend
+            # (only for the first reading above: a run that began off-trend must serve its dwell)
+            if reason == "trend" or (continues and len(s.up_run) == 1):
+                new = candidate
+            elif len(s.up_run) >= c.dwell_up_samples:
+                new = min(s.up_run[-c.dwell_up_samples:])
+            else:
+                new = current
+            if new > current:
+                out.append(self._change(new, ts, value, reason))
+                # readings still above the new level keep counting towards the next step
+                tail: list[int] = []
+                for cand in reversed(s.up_run):
+                    if cand <= new:
+                        break
+                    tail.insert(0, cand)
+                s.up_run = tail
+            return out
+        s.up_run = []
+        if candidate == current:
+            s.down_run, s.down_since, s.down_max = 0, None, 0
+            if current and reason == "threshold" and s.reason == "trend" and raw >= current:
+                s.reason = "threshold"
+            return out
+        # candidate < current: hold with hysteresis, lower only after the dwell
+        hold = 0
+        for level in range(current, 0, -1):
+            th = threshold_of(self.steps, level)
+            if level == LEVEL3 and trend:
+                hold = level
+                break
+            if th is not None and value >= th - c.hysteresis_m and level_for(self.steps, th) == level:
+                hold = level
+                break
+        target = max(candidate, hold)
+        if target >= current:
+            s.down_run, s.down_since, s.down_max = 0, None, 0
+            return out
+        s.down_run += 1
+        if s.down_since is None:
+            s.down_since = ts
+        s.down_max = max(s.down_max, target)
+        if s.down_run >= c.dwell_down_samples and ts - s.down_since >= c.dwell_down_s:
+            new_level = s.down_max
+            s.down_run, s.down_since, s.down_max = 0, None, 0
+            out.append(self._change(new_level, ts, value, reason if new_level else "threshold"))
+        return out
+
+    def _change(self, new: int, ts: float, value: float, reason: str) -> Transition:
+        s = self.state
+        old = s.level
+        s.level = new or None
+        s.reason = reason if new else ""
+        th = threshold_of(self.steps, new) if new else threshold_of(self.steps, old or 0)
+        if reason == "trend" and new == LEVEL3:
+            target = trend_target(self.steps)
+            th = target.threshold if target else th
+        return Transition(RIVER, old, s.level, ts, value, th, reason)
+
+    # -- device health ---------------------------------------------------------------------------
+    def _health(self, r: Reading) -> list[Transition]:
+        c = self.config
+        verdicts: dict[str, bool | None] = {}
+        if r.kind == "battery_pct":
+            verdicts["low_battery"] = (True if r.value < c.low_battery_pct
+                                       else False if r.value >= c.low_battery_clear_pct else None)
+        elif r.kind == "status":
+            code = int(round(r.value))
+            if code == STATUS_OK:
+                verdicts = {"low_battery": False, "fault": False}
+            elif code == STATUS_LOW_BATTERY:
+                verdicts = {"low_battery": True}
+            elif code == STATUS_FAULT:
+                verdicts = {"fault": True}
+        out: list[Transition] = []
+        for name, bad in verdicts.items():
+            h = self.state.health.setdefault(name, _HealthState())
+            if bad is None or r.ts < h.last_ts:
+                continue
+            if r.ts == h.last_ts:  # battery_pct and status of one telemetry message count once
+                continue
+            h.last_ts = r.ts
+            if bad:
+                h.bad_run, h.good_run = h.bad_run + 1, 0
+                if not h.active and h.bad_run >= c.health_dwell_samples:
+                    h.active = True
+                    out.append(Transition(name, None, 0, r.ts, r.value, None, r.kind))
+            else:
+                h.good_run, h.bad_run = h.good_run + 1, 0
+                if h.active and h.good_run >= c.health_dwell_samples:
+                    h.active = False
+                    out.append(Transition(name, 0, None, r.ts, r.value, None, r.kind))
+        return out
+
+
+def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float) -> list[Transition]:
+    """Net transitions that take open conditions ``before`` to ``after`` (after a re-evaluation)."""
+    out = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if old != new:
+            out.append(Transition(name, old, new, ts, None, None, "re-evaluated"))
+    return out
+
+
+__all__ = ["RIVER", "LOW_BATTERY", "FAULT", "SILENT", "ORDER", "LEVEL4", "Reading", "RuleConfig",
+           "StationRules", "Transition", "reconcile", "slope"]

@@ -1,0 +1,314 @@
+"""The alert tables: lifecycle changes, acknowledgements, evacuation orders, history and audit.
+
+Every change runs inside the caller's transaction and ends with ``pg_notify('sonae_alerts', …)``
+carrying the alert and event ids, so every API process learns of it when (and only when) it commits.
+The database is the source of truth; NOTIFY and MQTT only say "look".
+
+Staff actions (:func:`acknowledge_alert`, :func:`issue_order`, :func:`cancel_order`) take the user's
+name; authentication and roles are the API's business and are added there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from alerting.levels import is_public
+from alerting.rules import ORDER, RIVER, Transition
+
+NOTIFY_CHANNEL = "sonae_alerts"
+
+_ALERT_COLUMNS = """
+    a.id, a.station_id, a.order_id, a.condition, a.exercise, a.audience, a.municipality_code, a.level,
+    a.max_level, a.state, a.reason, a.value, a.threshold, a.raised_at, a.changed_at, a.cleared_at,
+    a.version, a.acknowledged_by, a.acknowledged_at, a.created_at, a.updated_at,
+    s.name AS station_name, s.name_en AS station_name_en, s.river, s.lat, s.lon, s.gauge_type,
+    m.name_ja AS municipality_name, m.name_en AS municipality_name_en,
+    o.area, o.area_desc, o.note AS order_note, o.issued_by, o.cancelled_by
+"""
+_ALERT_FROM = """
+    FROM alerts a
+    LEFT JOIN stations s ON s.id = a.station_id
+    LEFT JOIN municipalities m ON m.code = a.municipality_code
+    LEFT JOIN evacuation_orders o ON o.id = a.order_id
+"""
+
+
+class AlertError(ValueError):
+    """A staff action that cannot be done (unknown alert, order already cancelled, bad area…)."""
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    alert_id: int
+    event_id: int
+    kind: str
+    municipality_code: str | None
+
+
+def to_dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def audience_for(condition: str, level: int | None) -> str:
+    if condition in (RIVER, ORDER) and level is not None and is_public(level):
+        return "public"
+    return "staff"
+
+
+async def _notify(conn: asyncpg.Connection, alert_id: int, event_id: int) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL,
+                       json.dumps({"alert_id": alert_id, "event_id": event_id}))
+
+
+async def _audit(conn: asyncpg.Connection, actor: str, action: str, object_type: str, object_id: Any,
+                 detail: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO audit_log (actor, action, object_type, object_id, detail) VALUES ($1, $2, $3, $4, $5)",
+        actor, action, object_type, str(object_id), json.dumps(detail, ensure_ascii=False, default=str))
+
+
+async def _event(conn: asyncpg.Connection, alert: asyncpg.Record | dict[str, Any], kind: str, *,
+                 level: int | None, old_level: int | None, reading_ts: datetime | None,
+                 value: float | None, reason: str | None, actor: str, note: str | None = None) -> int:
+    return int(await conn.fetchval(
+        """INSERT INTO alert_events (alert_id, kind, version, level, old_level, reading_ts, value, reason, actor,
+                                     note, exercise, municipality_code)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
+        alert["id"], kind, alert["version"], level, old_level, reading_ts, value, reason, actor, note,
+        alert["exercise"], alert["municipality_code"]))
+
+
+async def apply_transition(
+    conn: asyncpg.Connection, *, station_id: str, municipality_code: str | None, exercise: bool,
+    t: Transition, actor: str = "rules",
+) -> AlertChange | None:
+    """Apply one rule transition to the (station, condition, exercise) alert. Call in a transaction."""
+    at = to_dt(t.ts)
+    open_alert = await conn.fetchrow(
+        """SELECT * FROM alerts WHERE station_id = $1 AND condition = $2 AND exercise = $3
+           AND cleared_at IS NULL FOR UPDATE""", station_id, t.condition, exercise)
+    detail = {"station_id": station_id, "condition": t.condition, "exercise": exercise,
+              "old_level": t.old_level, "new_level": t.new_level, "reading_ts": at.isoformat(),
+              "value": t.value, "reason": t.reason}
+    if t.new_level is None:
+        if open_alert is None:
+            return None
+        alert = await conn.fetchrow(
+            """UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
+                   value = coalesce($3, value), reason = $4, updated_at = now()
+               WHERE id = $1 RETURNING *""", open_alert["id"], at, t.value, t.reason)
+        kind = "cleared"
+    elif open_alert is None:
+        alert = await conn.fetchrow(
+            """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
+                                   state, reason, value, threshold, raised_at, changed_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $6, 'raised', $7, $8, $9, $10, $10) RETURNING *""",
+            station_id, t.condition, exercise, audience_for(t.condition, t.new_level), municipality_code,
+            t.new_level, t.reason, t.value, t.threshold, at)
+        kind = "raised"
+    else:
+        if open_alert["level"] == t.new_level:
+            return None
+        kind = "escalated" if t.new_level > open_alert["level"] else "de-escalated"
+        alert = await conn.fetchrow(
+            """UPDATE alerts SET level = $2, max_level = greatest(max_level, $2), state = $3, reason = $4,
+                   value = coalesce($5, value), threshold = coalesce($6, threshold), changed_at = $7,
+                   version = version + 1,
+                   audience = CASE WHEN audience = 'public' THEN 'public' ELSE $8 END, updated_at = now()
+               WHERE id = $1 RETURNING *""",
+            open_alert["id"], t.new_level, kind, t.reason, t.value, t.threshold, at,
+            audience_for(t.condition, t.new_level))
+    assert alert is not None
+    old = None if open_alert is None else open_alert["level"]
+    event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
+                            reason=t.reason, actor=actor)
+    await _audit(conn, actor, f"alert.{kind}", "alert", alert["id"], detail)
+    await _notify(conn, alert["id"], event_id)
+    return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
+
+
+async def acknowledge_alert(conn: asyncpg.Connection, alert_id: int, *, user: str, note: str | None = None) -> int:
+    """Record that ``user`` has seen the alert (who, when, note). Returns the event id."""
+    if not user:
+        raise AlertError("an acknowledgement needs the user's name")
+    async with conn.transaction():
+        alert = await conn.fetchrow(
+            """UPDATE alerts SET acknowledged_by = $2, acknowledged_at = now(), updated_at = now()
+               WHERE id = $1 RETURNING *""", alert_id, user)
+        if alert is None:
+            raise AlertError(f"no alert {alert_id}")
+        await conn.execute("INSERT INTO alert_acknowledgements (alert_id, user_name, note) VALUES ($1, $2, $3)",
+                           alert_id, user, note)
+        event_id = await _event(conn, alert, "acknowledged", level=alert["level"], old_level=alert["level"],
+                                reading_ts=None, value=None, reason=None, actor=user, note=note)
+        await _audit(conn, user, "alert.acknowledged", "alert", alert_id, {"note": note})
+        await _notify(conn, alert_id, event_id)
+    return event_id
+
+
+def _check_area(area: dict[str, Any] | None) -> None:
+    if area is None:
+        return
+    if not isinstance(area, dict) or area.get("type") not in ("Polygon", "MultiPolygon"):
+        raise AlertError("area must be a GeoJSON Polygon or MultiPolygon")
+    polygons = [area.get("coordinates")] if area["type"] == "Polygon" else area.get("coordinates")
+    if not isinstance(polygons, list) or not polygons:
+        raise AlertError("area has no coordinates")
+    for polygon in polygons:
+        if not isinstance(polygon, list) or not polygon:
+            raise AlertError("area polygon has no rings")
+        ring = polygon[0]
+        if not isinstance(ring, list) or len(ring) < 4 or ring[0] != ring[-1]:
+            raise AlertError("area polygon rings must be closed with at least 4 positions")
+        for pos in ring:
+            if (not isinstance(pos, list | tuple) or len(pos) < 2
+                    or not -180 <= float(pos[0]) <= 180 or not -90 <= float(pos[1]) <= 90):
+                raise AlertError("area positions must be [lon, lat]")
+
+
+async def issue_order(
+    conn: asyncpg.Connection, *, municipality_code: str, level: int, issued_by: str,
+    area: dict[str, Any] | None = None, area_desc: str | None = None, note: str | None = None,
+    exercise: bool = False,
+) -> tuple[int, AlertChange]:
+    """Issue an evacuation order (level 3 高齢者等避難, 4 避難指示, 5 緊急安全確保) for a municipality or
+    a polygon within it. Returns (order id, the alert change it raised)."""
+    if level not in (3, 4, 5):
+        raise AlertError("an evacuation order is level 3, 4 or 5")
+    if not issued_by:
+        raise AlertError("an order needs the name of who issues it")
+    _check_area(area)
+    async with conn.transaction():
+        order = await conn.fetchrow(
+            """INSERT INTO evacuation_orders (municipality_code, area, area_desc, level, note, exercise, issued_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+            municipality_code, None if area is None else json.dumps(area), area_desc, level, note, exercise,
+            issued_by)
+        alert = await conn.fetchrow(
+            """INSERT INTO alerts (order_id, condition, exercise, audience, municipality_code, level, max_level,
+                                   state, reason, raised_at, changed_at)
+               VALUES ($1, 'evacuation_order', $2, 'public', $3, $4, $4, 'raised', 'order', $5, $5) RETURNING *""",
+            order["id"], exercise, municipality_code, level, order["issued_at"])
+        event_id = await _event(conn, alert, "raised", level=level, old_level=None, reading_ts=None, value=None,
+                                reason="order", actor=issued_by, note=note)
+        await _audit(conn, issued_by, "order.issued", "evacuation_order", order["id"],
+                     {"municipality_code": municipality_code, "level": level, "area": area, "note": note,
+                      "exercise": exercise, "alert_id": alert["id"]})
+        await _notify(conn, alert["id"], event_id)
+    return int(order["id"]), AlertChange(alert["id"], event_id, "raised", municipality_code)
+
+
+async def cancel_order(conn: asyncpg.Connection, order_id: int, *, cancelled_by: str,
+                       note: str | None = None) -> AlertChange:
+    """Cancel (解除) an evacuation order; its alert is cleared (CAP msgType Cancel)."""
+    if not cancelled_by:
+        raise AlertError("a cancellation needs the name of who cancels")
+    async with conn.transaction():
+        order = await conn.fetchrow(
+            """UPDATE evacuation_orders SET cancelled_by = $2, cancelled_at = now(), cancel_note = $3
+               WHERE id = $1 AND cancelled_at IS NULL RETURNING *""", order_id, cancelled_by, note)
+        if order is None:
+            raise AlertError(f"no active evacuation order {order_id}")
+        alert = await conn.fetchrow(
+            """UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
+                   reason = 'order cancelled', updated_at = now()
+               WHERE order_id = $1 RETURNING *""", order_id, order["cancelled_at"])
+        assert alert is not None
+        event_id = await _event(conn, alert, "cleared", level=None, old_level=alert["level"], reading_ts=None,
+                                value=None, reason="order cancelled", actor=cancelled_by, note=note)
+        await _audit(conn, cancelled_by, "order.cancelled", "evacuation_order", order_id,
+                     {"note": note, "alert_id": alert["id"]})
+        await _notify(conn, alert["id"], event_id)
+    return AlertChange(alert["id"], event_id, "cleared", order["municipality_code"])
+
+
+# -- reading -------------------------------------------------------------------------------------
+async def get_alert(conn: asyncpg.Connection, alert_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {_ALERT_COLUMNS} {_ALERT_FROM} WHERE a.id = $1", alert_id)
+    return _row(row) if row else None
+
+
+def _row(row: asyncpg.Record) -> dict[str, Any]:
+    out = dict(row)
+    if isinstance(out.get("area"), str):
+        out["area"] = json.loads(out["area"])
+    return out
+
+
+async def list_active(conn: asyncpg.Connection, *, municipality: str | None = None, exercise: bool | None = None,
+                      audience: str | None = "public") -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {_ALERT_COLUMNS} {_ALERT_FROM}
+            WHERE a.cleared_at IS NULL AND ($1::text IS NULL OR a.municipality_code = $1)
+              AND ($2::bool IS NULL OR a.exercise = $2) AND ($3::text IS NULL OR a.audience = $3)
+            ORDER BY a.level DESC, a.changed_at DESC, a.id""", municipality, exercise, audience)
+    return [_row(r) for r in rows]
+
+
+async def list_history(conn: asyncpg.Connection, *, municipality: str | None = None, exercise: bool | None = None,
+                       audience: str | None = "public", station_id: str | None = None,
+                       since: datetime | None = None, until: datetime | None = None,
+                       limit: int = 500) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT e.*, a.condition, a.station_id, a.audience, a.order_id FROM alert_events e
+           JOIN alerts a ON a.id = e.alert_id
+           WHERE ($1::text IS NULL OR e.municipality_code = $1) AND ($2::bool IS NULL OR e.exercise = $2)
+             AND ($3::text IS NULL OR a.audience = $3) AND ($4::text IS NULL OR a.station_id = $4)
+             AND ($5::timestamptz IS NULL OR e.recorded_at >= $5)
+             AND ($6::timestamptz IS NULL OR e.recorded_at < $6)
+           ORDER BY e.id DESC LIMIT $7""", municipality, exercise, audience, station_id, since, until, limit)
+    return [dict(r) for r in rows]
+
+
+async def events_after(conn: asyncpg.Connection, last_id: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+    """Events after ``last_id`` (for SSE resume and fan-out), with their alert's current state."""
+    rows = await conn.fetch(
+        f"""SELECT e.id AS event_id, e.kind AS event_kind, e.version AS event_version, e.level AS event_level,
+                   e.old_level AS event_old_level, e.reading_ts AS event_reading_ts, e.actor AS event_actor,
+                   e.note AS event_note, e.recorded_at AS event_recorded_at, {_ALERT_COLUMNS}
+            FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+            LEFT JOIN stations s ON s.id = a.station_id
+            LEFT JOIN municipalities m ON m.code = a.municipality_code
+            LEFT JOIN evacuation_orders o ON o.id = a.order_id
+            WHERE e.id > $1 ORDER BY e.id LIMIT $2""", last_id, limit)
+    return [_row(r) for r in rows]
+
+
+async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str, Any]]:
+    """The CAP messages of an alert so far: one per version, with the time it was sent."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (version) version, kind, recorded_at FROM alert_events
+           WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated')
+           ORDER BY version, id""", alert_id)
+    return [dict(r) for r in rows]
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
+
+
+def alert_json(a: dict[str, Any]) -> dict[str, Any]:
+    """The public JSON form of an alert (API, SSE, MQTT)."""
+    return {
+        "id": a["id"], "condition": a["condition"], "level": a["level"], "max_level": a["max_level"],
+        "state": a["state"], "active": a["cleared_at"] is None, "exercise": a["exercise"],
+        "audience": a["audience"], "reason": a["reason"], "station_id": a["station_id"],
+        "station_name": a.get("station_name"), "river": a.get("river"), "order_id": a["order_id"],
+        "municipality_code": a["municipality_code"], "value": a["value"], "threshold": a["threshold"],
+        "raised_at": _iso(a["raised_at"]), "changed_at": _iso(a["changed_at"]),
+        "cleared_at": _iso(a["cleared_at"]), "version": a["version"],
+        "acknowledged_by": a["acknowledged_by"], "acknowledged_at": _iso(a["acknowledged_at"]),
+        "area": a.get("area"), "location": None if a.get("lat") is None else {"lat": a["lat"], "lon": a["lon"]},
+    }
+
+
+def event_json(e: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": e["event_id"], "kind": e["event_kind"], "version": e["event_version"],
+            "level": e["event_level"], "old_level": e["event_old_level"],
+            "reading_ts": _iso(e["event_reading_ts"]), "actor": e["event_actor"], "note": e["event_note"],
+            "recorded_at": _iso(e["event_recorded_at"]), "alert": alert_json(e)}

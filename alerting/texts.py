@@ -1,0 +1,139 @@
+"""Alert texts in Japanese, English and やさしい日本語 (easy Japanese), per condition and level.
+
+Wording follows the Cabinet Office's 避難情報に関するガイドライン (令和3年): 警戒レベル3 高齢者等避難,
+警戒レベル4 避難指示, 警戒レベル5 緊急安全確保. River-gauge alerts say "…相当" (equivalent): a gauge
+gives the 警戒レベル相当情報; the order itself is the municipality's (see evacuation orders).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LANGUAGES = ("ja-JP", "en-US", "ja-JP-x-easy")
+
+
+@dataclass(frozen=True)
+class Text:
+    event: str
+    headline: str
+    instruction: str
+
+
+_RIVER: dict[int, dict[str, Text]] = {
+    1: {
+        "ja-JP": Text("水防団待機水位到達", "{place}で水防団待機水位に達しました",
+                      "水防団・職員は出動に備えてください。"),
+        "en-US": Text("River at flood-fighting standby stage", "The river at {place} reached the standby stage",
+                      "Flood-fighting teams and staff: prepare to deploy."),
+        "ja-JP-x-easy": Text("かわの みずが ふえています", "{place}の かわの みずが ふえています",
+                             "しょくいんは じゅんびを してください。"),
+    },
+    2: {
+        "ja-JP": Text("氾濫注意水位到達（警戒レベル2相当）", "{place}で氾濫注意水位に達しました（警戒レベル2相当）",
+                      "ハザードマップで避難先と避難経路を確認してください。"),
+        "en-US": Text("River flood caution (alert level 2 equivalent)",
+                      "The river at {place} reached the flood caution stage (alert level 2 equivalent)",
+                      "Check your hazard map, your evacuation site and how to get there."),
+        "ja-JP-x-easy": Text("かわに ちゅうい（レベル2）", "{place}の かわの みずが おおく なっています",
+                             "にげる ばしょと みちを たしかめて ください。"),
+    },
+    3: {
+        "ja-JP": Text("避難判断水位到達（警戒レベル3相当）", "{place}で避難判断水位に達しました（警戒レベル3相当）",
+                      "高齢者等は危険な場所から避難してください。その他の人も避難の準備をしてください。"),
+        "en-US": Text("River flood warning (alert level 3 equivalent)",
+                      "The river at {place} reached the evacuation-judgement stage (alert level 3 equivalent)",
+                      "Older people and others who need time: evacuate from dangerous places now. "
+                      "Everyone else: get ready to evacuate."),
+        "ja-JP-x-easy": Text("かわが あぶない（レベル3）", "{place}の かわが あぶなく なっています",
+                             "おとしよりなどは すぐに にげて ください。ほかの ひとも にげる じゅんびを して ください。"),
+    },
+    4: {
+        "ja-JP": Text("氾濫危険水位到達（警戒レベル4相当）", "{place}で氾濫危険水位に達しました（警戒レベル4相当）",
+                      "危険な場所から全員避難してください。"),
+        "en-US": Text("River flood danger (alert level 4 equivalent)",
+                      "The river at {place} reached the flood danger stage (alert level 4 equivalent)",
+                      "Everyone must evacuate from dangerous places."),
+        "ja-JP-x-easy": Text("かわが とても あぶない（レベル4）", "{place}の かわが あふれる かもしれません",
+                             "あぶない ばしょから みんな にげて ください。"),
+    },
+    5: {
+        "ja-JP": Text("氾濫開始水位到達（警戒レベル5相当）", "{place}で氾濫開始水位に達しました（警戒レベル5相当）",
+                      "命の危険があります。直ちに身の安全を確保してください。"),
+        "en-US": Text("River overflowing (alert level 5 equivalent)",
+                      "The river at {place} reached the overflow stage (alert level 5 equivalent)",
+                      "Your life is in danger. Secure your safety immediately."),
+        "ja-JP-x-easy": Text("かわの みずが あふれそう（レベル5）", "{place}の かわの みずが あふれそうです",
+                             "いのちが あぶないです。すぐに あんぜんな ところへ いって ください。"),
+    },
+}
+
+_ORDER: dict[int, dict[str, Text]] = {
+    3: {
+        "ja-JP": Text("高齢者等避難（警戒レベル3）", "{place}に高齢者等避難を発令しました",
+                      "高齢者等は危険な場所から避難してください。"),
+        "en-US": Text("Evacuation of older people and others (alert level 3)",
+                      "Evacuation of older people and others needing help issued for {place}",
+                      "Older people and others who need time: evacuate from dangerous places."),
+        "ja-JP-x-easy": Text("おとしよりなどは にげて（レベル3）", "{place}の おとしよりなどは にげて ください",
+                             "おとしよりや たすけが いる ひとは はやく にげて ください。"),
+    },
+    4: {
+        "ja-JP": Text("避難指示（警戒レベル4）", "{place}に避難指示を発令しました",
+                      "危険な場所から全員避難してください。"),
+        "en-US": Text("Evacuation order (alert level 4)", "Evacuation order issued for {place}",
+                      "Everyone must evacuate from dangerous places."),
+        "ja-JP-x-easy": Text("みんな にげて（レベル4）", "{place}の ひとは みんな にげて ください",
+                             "あぶない ばしょから みんな にげて ください。"),
+    },
+    5: {
+        "ja-JP": Text("緊急安全確保（警戒レベル5）", "{place}に緊急安全確保を発令しました",
+                      "命の危険があります。直ちに身の安全を確保してください。"),
+        "en-US": Text("Emergency safety measures (alert level 5)", "Emergency safety measures issued for {place}",
+                      "Disaster is imminent or occurring. Secure your safety immediately."),
+        "ja-JP-x-easy": Text("いのちを まもって（レベル5）", "{place}で さいがいが おきています",
+                             "すぐに いのちを まもる こうどうを して ください。"),
+    },
+}
+
+_STAFF: dict[str, dict[str, Text]] = {
+    "silent": {
+        "ja-JP": Text("水位計の通信途絶", "{place}の水位計からデータが届いていません", "機器と通信を点検してください。"),
+        "en-US": Text("Gauge silent", "No data from the gauge at {place}", "Check the device and its link."),
+        "ja-JP-x-easy": Text("すいいけいが とまって います", "{place}の すいいけいから データが きません",
+                             "しょくいんは きかいを しらべて ください。"),
+    },
+    "low_battery": {
+        "ja-JP": Text("水位計の電池低下", "{place}の水位計の電池が少なくなっています", "電池を交換してください。"),
+        "en-US": Text("Gauge battery low", "The battery of the gauge at {place} is low", "Replace the battery."),
+        "ja-JP-x-easy": Text("でんちが すくない", "{place}の すいいけいの でんちが すくないです",
+                             "しょくいんは でんちを かえて ください。"),
+    },
+    "fault": {
+        "ja-JP": Text("水位計の故障", "{place}の水位計が故障を報告しています", "機器を点検してください。"),
+        "en-US": Text("Gauge fault", "The gauge at {place} reports a fault", "Inspect the device."),
+        "ja-JP-x-easy": Text("すいいけいが こわれて います", "{place}の すいいけいが こわれて います",
+                             "しょくいんは きかいを しらべて ください。"),
+    },
+}
+
+_CLEARED = {
+    "ja-JP": Text("解除", "{place}の{event}は解除されました", "引き続き最新の情報に注意してください。"),
+    "en-US": Text("Cleared", "{event} at {place} has ended", "Keep following the latest information."),
+    "ja-JP-x-easy": Text("おわりました", "{place}の {event}は おわりました", "これからも じょうほうに ちゅういして ください。"),
+}
+
+
+def text_for(condition: str, level: int, language: str) -> Text:
+    if condition == "river_level":
+        return _RIVER[max(1, min(5, level))][language]
+    if condition == "evacuation_order":
+        return _ORDER[max(3, min(5, level))][language]
+    return _STAFF[condition][language]
+
+
+def cleared_text(condition: str, level: int, language: str, place: str) -> Text:
+    base = text_for(condition, level, language)
+    c = _CLEARED[language]
+    event = base.event
+    return Text(f"{base.event} {c.event}" if language != "en-US" else f"{base.event} cleared",
+                c.headline.format(place=place, event=event), c.instruction)

@@ -1,0 +1,420 @@
+"""The rules worker: the one place where each station's readings are evaluated in reading-time order.
+
+Several ingestors share the MQTT stream (a station's readings are split between them), so rules with
+memory cannot live in an ingestor. Instead exactly one worker is active at a time:
+
+* **Election.** The worker holds ``pg_try_advisory_lock(RULES_LOCK)`` on a dedicated connection; run
+  one in every ``sonae run``/``sonae ingest`` process and the others wait as hot standbys, taking over
+  within ``lock_retry_s`` when the leader's connection goes.
+* **Streaming, not polling.** The leader LISTENs on ``sonae_readings`` (ingest NOTIFYs after every
+  committed batch) and reads the committed readings whose ``received_at`` is past its watermark. A
+  sweep every ``sweep_s`` only covers a lost notification.
+* **The watermark is safe against slow commits.** ``received_at`` is the writing transaction's start
+  time, so a batch can commit *after* a later-started one. The watermark therefore advances only to the
+  start of the oldest transaction still open in the database (``pg_stat_activity``), never past rows
+  that may still appear; rows read twice are skipped (in memory, and by the rule state itself).
+* **State in the database.** Each (station, exercise) stream's :class:`~alerting.rules.StationRules`
+  state is stored as JSON in ``rule_state`` with the alert changes, in one transaction, so a new leader
+  continues exactly where the old one stopped.
+* **Late readings re-evaluate, they do not flap.** A level reading older than the last one evaluated
+  makes the worker take the newest checkpoint (``rule_checkpoints``, one per ``checkpoint_every_s`` of
+  reading time) before it, replay the stored readings from there in time order, and apply only the *net*
+  difference to the open alerts.
+* **Silent gauges** are checked every ``silent_check_s`` against the wall clock: no reading for
+  ``silent_factor`` × the station's ``expected_interval_s`` raises a staff alert; data clears it.
+* **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
+  and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
+  alerts publish their last state once and then remove the retained message). The topic root is the
+  device prefix's parent (``sonae/v1`` → ``sonae/alerts``), outside the tree ingestors subscribe to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter, Histogram
+
+from alerting import store
+from alerting.levels import ladder
+from alerting.rules import (
+    HEALTH_KINDS,
+    SILENT,
+    Reading,
+    RuleConfig,
+    StationRules,
+    Transition,
+    reconcile,
+)
+from ingest.registry import THRESHOLD_FIELDS
+from ingest.store import NOTIFY_CHANNEL as READINGS_CHANNEL
+from sonae.config import Settings
+from sonae.mqtt import MqttClient, default_client_id
+
+log = logging.getLogger("sonae.alerting")
+
+RULES_LOCK = 0x534E_414C  # "SNAL"
+KINDS = ("level", *HEALTH_KINDS)
+
+PASSES = Histogram("sonae_alert_rules_pass_seconds", "Time of one rules pass",
+                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+CHANGES = Counter("sonae_alert_changes_total", "Alert changes made by the rules worker", ["kind"])
+LATE = Counter("sonae_alert_late_reevaluations_total", "Stations re-evaluated for late readings")
+
+
+def alert_topic_root(device_prefix: str) -> str:
+    parent = device_prefix.rsplit("/", 1)[0] if "/" in device_prefix else device_prefix
+    return f"{parent}/alerts"
+
+
+@dataclass
+class _Station:
+    id: str
+    municipality_code: str | None
+    expected_interval_s: int
+    exercise: bool
+    steps: tuple[Any, ...]
+
+
+class RulesWorker:
+    """Evaluate the alert rules on committed readings. Run with :meth:`run`; stop with :meth:`stop`."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        mqtt_url: str | None = None,
+        mqtt_protocol: str = "5",
+        topic_root: str = "sonae/alerts",
+        config: RuleConfig | None = None,
+        silent_factor: float = 3.0,
+        silent_check_s: float = 30.0,
+        sweep_s: float = 5.0,
+        lock_retry_s: float = 2.0,
+        checkpoint_every_s: float = 600.0,
+        initial_lookback: timedelta = timedelta(days=1),
+        max_lag_s: float = 30.0,
+    ) -> None:
+        self.pool = pool
+        self.mqtt_url = mqtt_url
+        self.mqtt_protocol = mqtt_protocol
+        self.topic_root = topic_root
+        self.config = config or RuleConfig()
+        self.silent_factor = silent_factor
+        self.silent_check_s = silent_check_s
+        self.sweep_s = sweep_s
+        self.lock_retry_s = lock_retry_s
+        self.checkpoint_every_s = checkpoint_every_s
+        self.initial_lookback = initial_lookback
+        self.max_lag_s = max_lag_s
+        self.is_leader = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._watermark: datetime | None = None
+        self._seen: dict[tuple[str, str, bool, datetime], datetime] = {}
+        self._mqtt: MqttClient | None = None
+        self._to_publish: set[int] = set()
+        self._configs: dict[int, RuleConfig] = {}
+        self.passes = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> RulesWorker:
+        return cls(pool, mqtt_url=settings["mqtt.url"], mqtt_protocol=settings["mqtt.protocol"],
+                   topic_root=alert_topic_root(settings["mqtt.topic_prefix"]), **overrides)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Wait for leadership, then evaluate until :meth:`stop` (re-electing after a lost connection)."""
+        while not self._stop.is_set():
+            try:
+                await self._lead()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("rules worker lost its database connection; re-electing", extra={"error": str(exc)})
+                self.is_leader.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.lock_retry_s)
+
+    async def _lead(self) -> None:
+        async with self.pool.acquire() as conn:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RULES_LOCK):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.lock_retry_s)
+                if self._stop.is_set():
+                    return
+            lost = asyncio.Event()
+
+            def on_notify(*_: Any) -> None:
+                self._wake.set()
+
+            def on_alert(_c: Any, _pid: int, _channel: str, payload: str) -> None:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self._to_publish.add(int(json.loads(payload)["alert_id"]))
+                    self._wake.set()
+
+            def on_lost(*_: Any) -> None:
+                lost.set()
+                self._wake.set()
+
+            conn.add_termination_listener(on_lost)
+            await conn.add_listener(READINGS_CHANNEL, on_notify)
+            if self.mqtt_url:  # every alert change (rules, orders, acks) is published from here
+                await conn.add_listener(store.NOTIFY_CHANNEL, on_alert)
+            log.info("rules worker is the leader")
+            await self._open_mqtt()
+            self.is_leader.set()
+            try:
+                next_silent = 0.0
+                self._wake.set()
+                while not self._stop.is_set() and not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.sweep_s)
+                    self._wake.clear()
+                    if self._stop.is_set() or lost.is_set():
+                        break
+                    await self.step(conn)
+                    if time.monotonic() >= next_silent:
+                        await self.check_silent(conn)
+                        next_silent = time.monotonic() + self.silent_check_s
+                    await self._publish(conn)
+            finally:
+                self.is_leader.clear()
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(READINGS_CHANNEL, on_notify)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.NOTIFY_CHANNEL, on_alert)
+                with contextlib.suppress(Exception):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", RULES_LOCK)
+                await self._close_mqtt()
+            if lost.is_set():
+                raise OSError("rules worker connection lost")
+
+    async def _open_mqtt(self) -> None:
+        if not self.mqtt_url:
+            return
+        client = MqttClient(self.mqtt_url, client_id=default_client_id("alerts"), protocol=self.mqtt_protocol)
+        try:
+            await client.__aenter__()
+            self._mqtt = client
+        except Exception as exc:  # the database is the source of truth; MQTT is a courtesy copy
+            log.warning("rules worker cannot reach MQTT; alerts are not published there", extra={"error": str(exc)})
+
+    async def _close_mqtt(self) -> None:
+        if self._mqtt is not None:
+            with contextlib.suppress(Exception):
+                await self._mqtt.flush(timeout=5)
+            with contextlib.suppress(Exception):
+                await self._mqtt.__aexit__(None, None, None)
+            self._mqtt = None
+
+    # -- one pass --------------------------------------------------------------------------------
+    async def _load_watermark(self, conn: asyncpg.Connection) -> datetime:
+        if self._watermark is None:
+            stored = await conn.fetchval("SELECT received_at FROM rule_watermark")
+            self._watermark = stored or (await conn.fetchval("SELECT now()") - self.initial_lookback)
+        return self._watermark
+
+    async def step(self, conn: asyncpg.Connection) -> int:
+        """Evaluate every committed reading past the watermark. Returns the number of alert changes."""
+        started = time.perf_counter()
+        watermark = await self._load_watermark(conn)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            snap = await conn.fetchrow(
+                """SELECT clock_timestamp() AS now,
+                          (SELECT min(xact_start) FROM pg_stat_activity
+                           WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
+                             AND datname = current_database() AND backend_type = 'client backend') AS oldest""")
+            rows = await conn.fetch(
+                """SELECT station_id, kind, exercise, ts, value, received_at FROM readings
+                   WHERE received_at >= $1 AND kind = ANY($2::text[])
+                   ORDER BY station_id, exercise, ts""", watermark, list(KINDS))
+        horizon = snap["now"]
+        if snap["oldest"] is not None:
+            horizon = max(min(horizon, snap["oldest"]), horizon - timedelta(seconds=self.max_lag_s))
+        fresh: dict[tuple[str, bool], list[asyncpg.Record]] = defaultdict(list)
+        for r in rows:
+            key = (r["station_id"], r["kind"], r["exercise"], r["ts"])
+            if key in self._seen:
+                continue
+            self._seen[key] = r["received_at"]
+            fresh[(r["station_id"], r["exercise"])].append(r)
+        changes = await self._evaluate(conn, fresh) if fresh else []
+        new_mark = max(watermark, horizon)
+        if new_mark != watermark:
+            self._watermark = new_mark
+            self._seen = {k: v for k, v in self._seen.items() if v >= new_mark}
+            await conn.execute(
+                """INSERT INTO rule_watermark (id, received_at) VALUES (true, $1)
+                   ON CONFLICT (id) DO UPDATE SET received_at = EXCLUDED.received_at""", new_mark)
+        self.passes += 1
+        PASSES.observe(time.perf_counter() - started)
+        return len(changes)
+
+    async def _stations(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, _Station]:
+        rows = await conn.fetch(
+            f"""SELECT id, municipality_code, expected_interval_s, exercise, gauge_type, {', '.join(THRESHOLD_FIELDS)}
+                FROM stations WHERE id = ANY($1::text[])""", ids)
+        return {r["id"]: _Station(r["id"], r["municipality_code"], r["expected_interval_s"], r["exercise"],
+                                  ladder(r["gauge_type"], dict(r))) for r in rows}
+
+    def _machine(self, st: _Station, state: dict[str, Any] | None) -> StationRules:
+        config = self._configs.get(st.expected_interval_s)
+        if config is None:
+            config = self._configs[st.expected_interval_s] = self.config.for_interval(st.expected_interval_s)
+        return StationRules(st.steps, config, state)
+
+    async def _evaluate(self, conn: asyncpg.Connection,
+                        fresh: dict[tuple[str, bool], list[asyncpg.Record]]) -> list[store.AlertChange]:
+        stations = await self._stations(conn, sorted({s for s, _ in fresh}))
+        keys = [k for k in fresh if k[0] in stations]
+        states = {(r["station_id"], r["exercise"]): json.loads(r["state"]) for r in await conn.fetch(
+            """SELECT station_id, exercise, state FROM rule_state
+               WHERE (station_id, exercise) IN (SELECT * FROM unnest($1::text[], $2::bool[]))""",
+            [k[0] for k in keys], [k[1] for k in keys])}
+        changes: list[store.AlertChange] = []
+        state_rows: list[tuple[str, bool, str, datetime]] = []
+        checkpoints: list[tuple[str, bool, datetime, str]] = []
+        async with conn.transaction():
+            for key in keys:
+                st = stations[key[0]]
+                stored = states.get(key) or {}
+                machine = self._machine(st, stored.get("machine"))
+                readings = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
+                readings.sort(key=lambda r: r.ts)
+                late = [r for r in readings if machine.is_late(r)]
+                prev_ts = machine.state.last_ts
+                cp_ts = stored.get("cp_ts")
+                if prev_ts is not None and not late and (cp_ts is None or prev_ts - cp_ts >= self.checkpoint_every_s):
+                    checkpoints.append((key[0], key[1], store.to_dt(prev_ts), json.dumps(machine.to_json())))
+                    cp_ts = prev_ts
+                if late:
+                    machine, transitions = await self._reevaluate(conn, st, key[1], machine, min(r.ts for r in late))
+                else:
+                    transitions = machine.feed_all(r for r in readings if not machine.is_duplicate(r))
+                last_ts = max([r.ts for r in readings] + [stored.get("last_any_ts") or 0.0])
+                for t in transitions:
+                    change = await store.apply_transition(conn, station_id=key[0], municipality_code=st.municipality_code,
+                                                          exercise=key[1], t=t)
+                    if change is not None:
+                        changes.append(change)
+                        CHANGES.labels(change.kind).inc()
+                state_rows.append((key[0], key[1], json.dumps({"machine": machine.to_json(), "cp_ts": cp_ts,
+                                                               "last_any_ts": last_ts}), store.to_dt(last_ts)))
+            if checkpoints:
+                await conn.execute(
+                    """INSERT INTO rule_checkpoints (station_id, exercise, ts, state)
+                       SELECT * FROM unnest($1::text[], $2::bool[], $3::timestamptz[], $4::jsonb[])
+                       ON CONFLICT DO NOTHING""", *map(list, zip(*checkpoints, strict=True)))
+            if state_rows:
+                await conn.execute(
+                    """INSERT INTO rule_state (station_id, exercise, state, last_ts, updated_at)
+                       SELECT s, e, st, ts, now() FROM unnest($1::text[], $2::bool[], $3::jsonb[], $4::timestamptz[])
+                           AS u(s, e, st, ts)
+                       ON CONFLICT (station_id, exercise) DO UPDATE SET state = EXCLUDED.state,
+                           last_ts = EXCLUDED.last_ts, updated_at = now()""",
+                    *map(list, zip(*state_rows, strict=True)))
+        return changes
+
+    async def _reevaluate(self, conn: asyncpg.Connection, st: _Station, exercise: bool, current: StationRules,
+                          since: float) -> tuple[StationRules, list[Transition]]:
+        """Replay the station from the newest checkpoint before ``since``; return the net transitions."""
+        LATE.inc()
+        cp = await conn.fetchrow(
+            """SELECT ts, state FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts < $3
+               ORDER BY ts DESC LIMIT 1""", st.id, exercise, store.to_dt(since))
+        if cp is not None:
+            machine = self._machine(st, json.loads(cp["state"]))
+            start = cp["ts"]
+        else:
+            machine = self._machine(st, None)
+            start = store.to_dt(since) - timedelta(seconds=machine.config.buffer_s)
+        rows = await conn.fetch(
+            """SELECT kind, ts, value FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
+               AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
+        machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
+        await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts >= $3",
+                           st.id, exercise, store.to_dt(since))
+        last = rows[-1]["ts"].timestamp() if rows else since
+        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last)
+        log.info("late reading: station re-evaluated", extra={"station": st.id, "exercise": exercise,
+                                                               "changes": len(net)})
+        return machine, net
+
+    # -- silent gauges ---------------------------------------------------------------------------
+    async def check_silent(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(
+            """SELECT s.id, s.municipality_code, s.expected_interval_s, s.exercise, rs.last_ts,
+                      a.id AS alert_id, now() AS now
+               FROM stations s
+               JOIN rule_state rs ON rs.station_id = s.id AND rs.exercise = s.exercise
+               LEFT JOIN alerts a ON a.station_id = s.id AND a.condition = 'silent' AND a.exercise = s.exercise
+                                 AND a.cleared_at IS NULL
+               WHERE s.kind = 'river_level'""")
+        changes: list[store.AlertChange] = []
+        async with conn.transaction():
+            for r in rows:
+                silent = (r["now"] - r["last_ts"]).total_seconds() > self.silent_factor * r["expected_interval_s"]
+                if silent == (r["alert_id"] is not None):
+                    continue
+                t = Transition(SILENT, None if silent else 0, 0 if silent else None, r["now"].timestamp(),
+                               None, None, f"no data since {r['last_ts'].isoformat()}" if silent else "data again")
+                change = await store.apply_transition(conn, station_id=r["id"], municipality_code=r["municipality_code"],
+                                                      exercise=r["exercise"], t=t)
+                if change is not None:
+                    changes.append(change)
+            await conn.execute("DELETE FROM rule_checkpoints WHERE ts < now() - interval '3 days'")
+        return len(changes)
+
+    # -- MQTT ------------------------------------------------------------------------------------
+    async def _publish(self, conn: asyncpg.Connection) -> None:
+        """Publish the current state of every alert changed since the last time (from NOTIFY)."""
+        if self._mqtt is None or not self._to_publish:
+            self._to_publish.clear()
+            return
+        ids, self._to_publish = sorted(self._to_publish), set()
+        for alert_id in ids:
+            alert = await store.get_alert(conn, alert_id)
+            if alert is not None:
+                await publish_alert(self._mqtt, self.topic_root, alert)
+
+
+async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any]) -> None:
+    """Retained current state of an active alert; a cleared one is sent once and its retained copy removed."""
+    topic = f"{topic_root}/{alert['municipality_code'] or 'none'}/{alert['id']}"
+    body = json.dumps(store.alert_json(alert), ensure_ascii=False, separators=(",", ":"))
+    try:
+        if alert["cleared_at"] is None:
+            await client.publish(topic, body, qos=1, retain=True)
+        else:
+            await client.publish(topic, body, qos=1, retain=False)
+            await client.publish(topic, b"", qos=1, retain=True)
+    except Exception as exc:
+        log.warning("alert not published to MQTT", extra={"error": str(exc), "topic": topic})
+
+
+async def run_rules_worker(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Run a rules worker until ``stop`` is set (for ``sonae run`` / ``sonae ingest``)."""
+    worker = RulesWorker.from_settings(settings, pool)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+    finally:
+        worker.stop()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,84 @@
+"""Staff login: ``/api/v1/auth/token`` (bearer tokens) and account administration."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+
+from api.auth import AccountError, authenticate, bearer_token, create_account, list_accounts, login, revoke
+from api.bodies import field, json_object, municipality_code
+from api.context import POOL, SETTINGS
+from api.problems import Problem
+from api.ratelimit import TokenBuckets, client_address
+
+routes = web.RouteTableDef()
+
+# Password guessing: at most 10 attempts a minute per client address, whatever the global limit.
+_LOGIN_BUCKETS = TokenBuckets(per_minute=10, burst=10)
+
+
+@routes.post("/api/v1/auth/token")
+async def create_token(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if _LOGIN_BUCKETS.take(client_address(request, trust_forwarded_for=settings["api.trust_forwarded_for"])) > 0:
+        raise Problem(429, "Too Many Requests", "too many login attempts; wait a minute", headers={"Retry-After": "60"})
+    body = await json_object(request)
+    username = field(body, "username", str)
+    password = field(body, "password", str)
+    async with request.app[POOL].acquire() as conn:
+        result = await login(conn, username, password, ttl=timedelta(hours=settings["api.token_ttl_hours"]))
+        if result is not None:
+            from alerting.store import _audit as audit
+
+            await audit(conn, result[2].username, "account.login", "account", result[2].username, {})
+    if result is None:
+        raise Problem(401, "Unauthorized", "wrong username or password", headers={"WWW-Authenticate": 'Bearer realm="sonae"'})
+    token, expires, account = result
+    return web.json_response({"access_token": token, "token_type": "Bearer",
+                              "expires_at": expires.isoformat().replace("+00:00", "Z"), "account": account.as_json()},
+                             status=201, headers={"Cache-Control": "no-store"})
+
+
+@routes.delete("/api/v1/auth/token")
+async def delete_token(request: web.Request) -> web.Response:
+    await authenticate(request)
+    token = bearer_token(request)
+    assert token is not None
+    async with request.app[POOL].acquire() as conn:
+        await revoke(conn, token)
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/auth/me")
+async def me(request: web.Request) -> web.Response:
+    account = await authenticate(request)
+    return web.json_response(account.as_json())
+
+
+@routes.get("/api/v1/accounts")
+async def get_accounts(request: web.Request) -> web.Response:
+    await authenticate(request, "admin")
+    async with request.app[POOL].acquire() as conn:
+        rows = await list_accounts(conn)
+    return web.json_response({"accounts": [{**r, "created_at": r["created_at"].isoformat()} for r in rows]})
+
+
+@routes.post("/api/v1/accounts")
+async def post_account(request: web.Request) -> web.Response:
+    admin = await authenticate(request, "admin")
+    body = await json_object(request)
+    async with request.app[POOL].acquire() as conn:
+        try:
+            account = await create_account(
+                conn, username=field(body, "username", str), password=field(body, "password", str),
+                role=field(body, "role", str),
+                municipality_code=municipality_code(field(body, "municipality_code", str, default=None)),
+                display_name=field(body, "display_name", str, default=None))
+        except AccountError as exc:
+            raise Problem(400, "Bad Request", str(exc)) from None
+        from alerting.store import _audit as audit
+
+        await audit(conn, admin.username, "account.created", "account", account.username,
+                    {"role": account.role, "municipality_code": account.municipality_code})
+    return web.json_response(account.as_json(), status=201)

@@ -1,0 +1,230 @@
+"""Alerts for everyone: ``/api/v1/alerts`` (active, history, one alert, its CAP message, an Atom feed)
+and ``/api/v1/events``, a Server-Sent Events stream of alert changes.
+
+These endpoints are public and read-only. Staff-only alerts (standby, device health, silent gauges)
+are listed only with ``audience=staff`` or ``audience=all``; once staff authentication exists, those
+values must require it. Acknowledging alerts and issuing orders are store functions
+(:mod:`alerting.store`) for the staff API to expose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from alerting import store
+from alerting.cap import render_atom, render_cap
+from api.auth import authenticate, require_scope
+from api.context import POOL, SETTINGS
+from api.events import ALERT_HUB, Event
+from api.problems import Problem
+from api.stations import parse_time_param
+
+routes = web.RouteTableDef()
+
+HEARTBEAT_S = 15.0
+REPLAY_LIMIT = 5000
+
+
+def _bool(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise Problem(400, "Bad Request", f"parameter {name!r} must be true or false", parameter=name)
+
+
+def _municipality(request: web.Request) -> str | None:
+    raw = request.query.get("municipality") or None
+    if raw is not None and not (raw.isdigit() and len(raw) in (5, 6)):
+        raise Problem(400, "Bad Request", "municipality must be a 5- or 6-digit code", parameter="municipality")
+    return raw
+
+
+async def _audience(request: web.Request, municipality: str | None) -> tuple[str | None, str | None]:
+    """(audience filter, municipality filter). Staff-only alerts need a staff or operator login, and
+    staff bound to a municipality see its staff alerts only."""
+    raw = request.query.get("audience", "public")
+    if raw not in ("public", "staff", "all"):
+        raise Problem(400, "Bad Request", "audience must be public, staff or all", parameter="audience")
+    if raw == "public":
+        return raw, municipality
+    account = await authenticate(request, "staff", "operator")
+    if not account.prefecture_wide:
+        if municipality is not None and municipality != account.municipality_code:
+            raise Problem(403, "Forbidden", "staff alerts of another municipality are not yours to see")
+        municipality = account.municipality_code
+    return (None if raw == "all" else raw), municipality
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, default=str)
+
+
+ACTIVE_CACHE = web.AppKey("active_alerts_cache", dict)
+
+
+@routes.get("/api/v1/alerts")
+async def active_alerts(request: web.Request) -> web.Response:
+    exercise = _bool(request, "exercise")
+    audience, municipality = await _audience(request, _municipality(request))
+    # The answer only changes with an alert event, which this process's hub sees: serve it from memory
+    # until then (never while the hub is disconnected and might miss a change).
+    hub = request.app.get(ALERT_HUB)
+    cache = request.app[ACTIVE_CACHE]
+    key = (municipality, exercise, audience, hub.changes if hub is not None else None)
+    body = cache.get(key) if hub is not None and hub.connected.is_set() else None
+    if body is None:
+        async with request.app[POOL].acquire() as conn:
+            rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience=audience)
+        body = _dumps({"alerts": [store.alert_json(r) for r in rows]}).encode()
+        if hub is not None:
+            if len(cache) > 1000 or any(k[3] != key[3] for k in cache):
+                cache.clear()
+            cache[key] = body
+    return web.Response(body=body, content_type="application/json")
+
+
+@routes.get("/api/v1/alerts/history")
+async def alert_history(request: web.Request) -> web.Response:
+    exercise = _bool(request, "exercise")
+    audience, municipality = await _audience(request, _municipality(request))
+    until = parse_time_param(request, "to", datetime.now(UTC))
+    since = parse_time_param(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
+    try:
+        limit = min(max(int(request.query.get("limit", "500")), 1), 5000)
+    except ValueError:
+        raise Problem(400, "Bad Request", "limit must be a number", parameter="limit") from None
+    station = request.query.get("station") or None
+    async with request.app[POOL].acquire() as conn:
+        rows = await store.list_history(conn, municipality=municipality, exercise=exercise, audience=audience,
+                                        station_id=station, since=since, until=until, limit=limit)
+    events = [{"event_id": r["id"], "alert_id": r["alert_id"], "kind": r["kind"], "version": r["version"],
+               "condition": r["condition"], "station_id": r["station_id"], "order_id": r["order_id"],
+               "level": r["level"], "old_level": r["old_level"], "reading_ts": _iso(r["reading_ts"]),
+               "value": r["value"], "reason": r["reason"], "actor": r["actor"], "note": r["note"],
+               "exercise": r["exercise"], "municipality_code": r["municipality_code"],
+               "recorded_at": _iso(r["recorded_at"])} for r in rows]
+    return web.json_response({"events": events}, dumps=_dumps)
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
+
+
+def _base_url(request: web.Request) -> str:
+    configured = request.app[SETTINGS]["api.public_url"]
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+@routes.get("/api/v1/alerts/feed.atom")
+async def atom_feed(request: web.Request) -> web.Response:
+    municipality, exercise = _municipality(request), _bool(request, "exercise")
+    async with request.app[POOL].acquire() as conn:
+        rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience="public")
+    body = render_atom(rows, base_url=_base_url(request))
+    return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
+
+
+async def _alert(request: web.Request) -> dict[str, Any]:
+    alert_id = int(request.match_info["alert_id"])
+    async with request.app[POOL].acquire() as conn:
+        alert = await store.get_alert(conn, alert_id)
+    if alert is None:
+        raise Problem(404, "Not Found", f"no alert {alert_id}")
+    return alert
+
+
+@routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}.cap")
+async def alert_cap(request: web.Request) -> web.Response:
+    alert = await _alert(request)
+    if alert["audience"] != "public":
+        account = await authenticate(request, "staff", "operator")
+        require_scope(account, alert["municipality_code"])
+    async with request.app[POOL].acquire() as conn:
+        previous = await store.messages_of(conn, alert["id"])
+    return web.Response(body=render_cap(alert, previous), content_type="application/cap+xml", charset="utf-8")
+
+
+@routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}")
+async def get_alert(request: web.Request) -> web.Response:
+    alert = await _alert(request)
+    if alert["audience"] != "public":
+        account = await authenticate(request, "staff", "operator")
+        require_scope(account, alert["municipality_code"])
+    return web.json_response(store.alert_json(alert), dumps=_dumps)
+
+
+def _matches(event: Event, *, exercise: bool | None, municipality: str | None, audience: str | None) -> bool:
+    if event.id == 0:
+        return True  # transient route-safety events concern everyone
+    m = event.meta
+    return ((exercise is None or m.get("exercise") == exercise)
+            and (municipality is None or m.get("municipality_code") == municipality)
+            and (audience is None or m.get("audience") == audience))
+
+
+@routes.get("/api/v1/events")
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: ``event: alert`` per change; resume with ``Last-Event-ID``."""
+    hub = request.app[ALERT_HUB]
+    exercise = _bool(request, "exercise")
+    audience, municipality = await _audience(request, _municipality(request))
+    raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    last: int | None = None
+    if raw_last:
+        try:
+            last = int(raw_last)
+        except ValueError:
+            raise Problem(400, "Bad Request", "Last-Event-ID must be an event id") from None
+    sub = hub.subscribe()
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        sent = hub.last_id
+        if last is not None:
+            from api.events import load_alert_events
+
+            sent = last
+            async with request.app[POOL].acquire() as conn:
+                replayed = 0
+                while replayed < REPLAY_LIMIT:
+                    batch = await load_alert_events(conn, sent)
+                    for event in batch:
+                        if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
+                            await response.write(event.encode())
+                        sent = event.id
+                    replayed += len(batch)
+                    if len(batch) < 500:
+                        break
+        while not sub.dropped:
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if sub.dropped:
+                break  # too slow, or the server is shutting down
+            if event.id:  # alert events are replayable and ordered; transient ones (id 0) pass through
+                if event.id <= sent:
+                    continue
+                sent = event.id
+            if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
+                await response.write(event.encode())
+    except ConnectionResetError:
+        return response  # the client went away
+    finally:
+        hub.unsubscribe(sub)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()  # dropped as too slow: it may resume with Last-Event-ID
+    return response

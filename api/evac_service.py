@@ -1,0 +1,504 @@
+"""The evacuation engine inside one API process: load, keep current, publish changes.
+
+Startup (a background task started from the application's cleanup context, so the API answers at
+once and ``/readyz`` reports ``evac graph: not ready`` until the engine is built):
+
+1. the road network comes from the setting ``evac.network``: a file (``.osm``, ``.osm.bz2``,
+   ``.graphml``), or ``drilltown``: the deterministic drill town is generated once into
+   ``<state>/evac/drilltown`` and, while the ``shelters`` table is empty, its shelters and its
+   gauge-linked exercise flood areas are imported (so ``sonae run --simulate`` routes out of the box);
+   an empty setting disables routing (a fictional town must never answer real residents);
+2. the network is loaded (through the ``.npz`` cache in the state directory) in an executor;
+3. a dedicated connection LISTENs on ``sonae_evac`` (shelters and hazard areas changed) and, when the
+   alerting tables exist, ``sonae_alerts`` (gauge alert levels changed); it reconnects with backoff and
+   reloads everything after a reconnect;
+4. shelters, hazard areas and current gauge levels are read and the engine is built in an executor.
+
+Afterwards every notification marks the state dirty; one loop re-reads the database (notifications
+coalesce), recomputes in an executor (the engine swaps its state atomically) and then publishes a
+route-safety event ``{"type": "hazard_state", "version": .., "changed_at": ..}`` to in-process
+subscribers (:meth:`EvacService.subscribe`) and with ``pg_notify('sonae_evac', ...)``.
+
+Gauge areas and drills: the engine keys alert levels by station id. A drill (``exercise``) area is
+keyed ``exercise:<station>`` and follows the station's *exercise* alerts; a real area follows its real
+alerts. A drill therefore never puts a real area in force, and real routes never see drill areas.
+
+``hazard_version`` in answers is this process's engine version: it grows with every change this
+process applied; processes count independently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import logging
+import math
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import shapely
+from aiohttp import web
+
+from api.context import POOL, SETTINGS
+from api.ops import READINESS_CHECKS
+from api.problems import Problem
+from evac import store
+from evac.engine import Engine, FieldKey
+from evac.graph import PROFILE_NAMES
+from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
+from evac.network import RoadNetwork, load_network
+from evac.shelters import Shelter, load_shelters
+from sonae.config import ConfigError, Settings
+
+log = logging.getLogger("sonae.api.evac")
+
+DRILLTOWN = "drilltown"
+#: The drill town the service generates: 50 x 50 intersections (about 2,500 nodes, under a second to build).
+DRILLTOWN_SIZE = 50
+DRILLTOWN_SEED = 7
+ALERTS_CHANNEL = "sonae_alerts"
+EXERCISE_PREFIX = "exercise:"
+#: How far beyond the outermost road node a position still counts as inside the service area.
+SERVICE_MARGIN_M = 1000.0
+_SEED_LOCK = 0x45_56_41_43  # "EVAC": one process imports the drill town's data
+
+
+def parse_warm(text: str) -> list[FieldKey]:
+    """``walk:flood,car:flood:exercise`` → field keys; raises :class:`ConfigError` naming the setting."""
+    keys: list[FieldKey] = []
+    for item in (p.strip() for p in str(text).split(",")):
+        if not item:
+            continue
+        parts = item.split(":")
+        if (len(parts) not in (2, 3) or parts[0] not in PROFILE_NAMES or parts[1] not in HAZARD_TYPES
+                or (len(parts) == 3 and parts[2] != "exercise")):
+            raise ConfigError(f"evac.warm={text!r}: {item!r} is not profile:hazard[:exercise] with a profile of "
+                              f"{', '.join(PROFILE_NAMES)} and a hazard of {', '.join(HAZARD_TYPES)}")
+        keys.append((parts[0], parts[1], len(parts) == 3))
+    return keys
+
+
+def drilltown_dir(state_dir: Path) -> Path:
+    return state_dir / "evac" / DRILLTOWN
+
+
+def ensure_drilltown(state_dir: Path) -> Path:
+    """Generate the drill town once (atomically: written aside, then renamed); returns its directory."""
+    from evac.drilltown import generate
+
+    target = drilltown_dir(state_dir)
+    if (target / "town.osm").exists():
+        return target
+    tmp = target.with_name(f"{target.name}.tmp-{threading.get_ident()}-{id(target)}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    generate(tmp, rows=DRILLTOWN_SIZE, cols=DRILLTOWN_SIZE, seed=DRILLTOWN_SEED)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "town.osm").exists():
+            raise
+    return target
+
+
+def network_path(source: str, state_dir: Path) -> Path:
+    """The road network file for the setting ``evac.network`` (generating the drill town if asked)."""
+    if source == DRILLTOWN:
+        return ensure_drilltown(state_dir) / "town.osm"
+    return Path(source).expanduser()
+
+
+def _area_for_engine(area: HazardArea) -> HazardArea:
+    if area.source == "gauge" and area.exercise and area.station_id is not None:
+        return replace(area, station_id=EXERCISE_PREFIX + area.station_id)
+    return area
+
+
+# -- the road map for drawing (network.geojson) ---------------------------------------------------
+_RANK = {"motorway": 0, "trunk": 0, "primary": 0, "secondary": 0, "tertiary": 0, "motorway_link": 0,
+         "trunk_link": 0, "primary_link": 0, "secondary_link": 0, "tertiary_link": 0, "unclassified": 1,
+         "residential": 1, "living_street": 1, "road": 1, "service": 2}
+
+
+class NetworkMap:
+    """Road lines for drawing a map without tiles: one line per street segment, simplified, bounded."""
+
+    MAX_FEATURES = 8000
+    MAX_SPAN_DEG = 1.0
+    GRID_DEG = 0.005  # requests are widened to this grid, so similar views share a cache entry
+    CACHE_SIZE = 64
+
+    def __init__(self, net: RoadNetwork) -> None:
+        self.net = net
+        a, b = np.minimum(net.edge_u, net.edge_v), np.maximum(net.edge_u, net.edge_v)
+        key = np.stack([a, b, np.round(net.edge_length).astype(np.int64)], axis=1)
+        _, first = np.unique(key, axis=0, return_index=True)  # a two-way street is drawn once
+        edges = np.sort(first)
+        starts = net.coord_offsets[:-1]
+        lon, lat = net.coords[:, 0], net.coords[:, 1]
+        self.edges = edges
+        self.xmin = np.minimum.reduceat(lon, starts)[edges]
+        self.xmax = np.maximum.reduceat(lon, starts)[edges]
+        self.ymin = np.minimum.reduceat(lat, starts)[edges]
+        self.ymax = np.maximum.reduceat(lat, starts)[edges]
+        rank_of_name = [min((_RANK.get(p.strip(), 3) for p in n.split("/")), default=3) for n in net.names]
+        self.rank = np.array(rank_of_name, dtype=np.int8)[net.edge_highway[edges]]
+        self.bounds = (float(net.node_lon.min()), float(net.node_lat.min()), float(net.node_lon.max()),
+                       float(net.node_lat.max()))
+        self._cache: OrderedDict[tuple[int, int, int, int], tuple[bytes, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def grid_key(self, west: float, south: float, east: float, north: float) -> tuple[int, int, int, int]:
+        g = self.GRID_DEG
+        return (math.floor(west / g), math.floor(south / g), math.ceil(east / g), math.ceil(north / g))
+
+    def geojson(self, key: tuple[int, int, int, int]) -> tuple[bytes, bytes]:
+        """The FeatureCollection for a grid-aligned box: JSON bytes and their gzip (cached)."""
+        with self._lock:
+            body = self._cache.get(key)
+            if body is not None:
+                self._cache.move_to_end(key)
+                return body
+        raw = self._build(key)
+        body = (raw, gzip.compress(raw, compresslevel=6, mtime=0))
+        with self._lock:
+            self._cache[key] = body
+            while len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return body
+
+    def _build(self, key: tuple[int, int, int, int]) -> bytes:
+        g = self.GRID_DEG
+        west, south, east, north = key[0] * g, key[1] * g, key[2] * g, key[3] * g
+        hit = np.flatnonzero((self.xmax >= west) & (self.xmin <= east) & (self.ymax >= south) & (self.ymin <= north))
+        truncated = hit.size > self.MAX_FEATURES
+        if truncated:  # keep the main roads
+            hit = hit[np.argsort(self.rank[hit], kind="stable")[:self.MAX_FEATURES]]
+            hit.sort()
+        net = self.net
+        features: list[dict[str, Any]] = []
+        if hit.size:
+            edges = self.edges[hit]
+            starts, ends = net.coord_offsets[edges], net.coord_offsets[edges + 1]
+            counts = ends - starts
+            idx = np.concatenate([np.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)])
+            lines = shapely.linestrings(net.coords[idx], indices=np.repeat(np.arange(edges.size), counts))
+            tolerance = max(east - west, north - south) / 2000.0  # about a pixel on a large screen
+            lines = shapely.simplify(lines, tolerance, preserve_topology=False)
+            for e, line in zip(edges.tolist(), lines.tolist(), strict=True):
+                name_ix = int(net.edge_name[e])
+                features.append({"type": "Feature", "geometry": {
+                    "type": "LineString", "coordinates": np.round(shapely.get_coordinates(line), 5).tolist()},
+                    "properties": {"name": net.names[name_ix] if name_ix >= 0 else "",
+                                   "highway": net.names[int(net.edge_highway[e])]}})
+        doc = {"type": "FeatureCollection", "bbox": [round(west, 6), round(south, 6), round(east, 6), round(north, 6)],
+               "truncated": bool(truncated), "features": features}
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- the service ----------------------------------------------------------------------------------
+class EvacService:
+    """One process's engine, kept in step with the database."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, *, reconnect_max_s: float = 5.0) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.source: str = (settings["evac.network"] or "").strip()
+        self.warm = parse_warm(settings["evac.warm"])
+        self.reconnect_max_s = reconnect_max_s
+        self.engine: Engine | None = None
+        self.network: RoadNetwork | None = None
+        self.map: NetworkMap | None = None
+        self.service_area: tuple[float, float, float, float] | None = None
+        self.failed: str | None = None
+        self.loaded = asyncio.Event()
+        self.listening = asyncio.Event()
+        self.listen_pid: int | None = None  # server pid of the LISTEN connection
+        self.area_rows: dict[str, dict[str, Any]] = {}  # rows of the engine's areas, for the hazards endpoint
+        self._pending_rows: dict[str, dict[str, Any]] = {}
+        self._areas: dict[str, HazardArea] = {}  # as given to the engine (objects reused while unchanged)
+        self._warmed: set[FieldKey] = set(self.warm)
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._wake = asyncio.Event()
+        self._dirty_evac = False
+        self._dirty_alerts = False
+        self._has_alerts = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source)
+
+    def is_ready(self) -> bool:
+        return self.engine is not None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self.enabled:
+            log.warning("evacuation routing is off: set evac.network to a road network file (or 'drilltown')")
+            return
+        self._tasks.append(asyncio.create_task(self._run(), name="evac-service"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        state_dir = self.settings.state_dir
+        try:
+            path = await loop.run_in_executor(None, network_path, self.source, state_dir)
+            if self.source == DRILLTOWN:
+                await self._seed_drilltown(path.parent)
+            log.info("loading road network", extra={"source": str(path)})
+            net = await loop.run_in_executor(None, partial(load_network, path, state_dir=state_dir))
+            async with self.pool.acquire() as conn:
+                self._has_alerts = bool(await conn.fetchval("SELECT to_regclass('alerts') IS NOT NULL"))
+            self._tasks.append(asyncio.create_task(self._listen(), name="evac-listen"))
+            await self.listening.wait()  # changes from here on are seen, so the read below is not stale
+            self._dirty_evac = self._dirty_alerts = False
+            shelters, areas = await self._read_evac()
+            levels = await self._read_levels() if self._has_alerts else {}
+            engine = await loop.run_in_executor(None, partial(
+                Engine, net, shelters=shelters, areas=areas, alert_levels=levels, warm=self.warm))
+            nmap = await loop.run_in_executor(None, NetworkMap, net)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.exception("evacuation engine failed to load", extra={"source": self.source})
+            return
+        self.network, self.map, self.area_rows = net, nmap, self._pending_rows
+        w, s, e, n = nmap.bounds
+        mid = math.radians((s + n) / 2)
+        dlat = SERVICE_MARGIN_M / 111_320.0
+        dlon = dlat / max(math.cos(mid), 0.01)
+        self.service_area = (w - dlon, s - dlat, e + dlon, n + dlat)
+        self.engine = engine
+        self.loaded.set()
+        log.info("evacuation engine ready", extra={"nodes": net.n_nodes, "edges": net.n_edges,
+                                                     "shelters": len(shelters), "hazard_areas": len(areas)})
+        await self._apply_loop()
+
+    async def _seed_drilltown(self, town: Path) -> None:
+        """Import the drill town's shelters and flood areas while the shelters table is empty."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SEED_LOCK)
+            if await store.count_shelters(conn):
+                return
+            shelters = load_shelters(town / "shelters.geojson")
+            areas = load_hazard_geojson(town / "hazards.geojson", source_kind="gauge")
+            await store.import_shelters(conn, shelters, actor=DRILLTOWN, source=DRILLTOWN)
+            await store.import_hazard_areas(conn, areas, actor=DRILLTOWN)
+        log.info("imported the drill town's shelters and hazard areas",
+                 extra={"shelters": len(shelters), "hazard_areas": len(areas)})
+
+    # -- reading the database ---------------------------------------------------------------------
+    async def _read_evac(self) -> tuple[list[Shelter], list[HazardArea]]:
+        async with self.pool.acquire() as conn:
+            shelter_rows = await store.shelter_rows(conn)
+            area_rows = await store.hazard_area_rows(conn)
+        shelters = [store.shelter_from_row(r) for r in shelter_rows]
+        areas: dict[str, HazardArea] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        for r in area_rows:
+            if r["source"] == "gauge" and not r["active"]:
+                continue  # a disarmed gauge area
+            try:
+                a = _area_for_engine(store.area_from_row(r))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("hazard area skipped", extra={"area_id": r["id"], "error": str(exc)})
+                continue
+            old = self._areas.get(a.id)
+            areas[a.id] = old if old == a else a  # the same object keeps the engine's edge-hit cache
+            rows[a.id] = r
+        self._areas = areas
+        self._pending_rows = rows  # shown by the hazards endpoint once the engine has these areas
+        return shelters, list(areas.values())
+
+    async def _read_levels(self) -> dict[str, int]:
+        async with self.pool.acquire() as conn:
+            recs = await conn.fetch(
+                """SELECT station_id, exercise, max(level) AS level FROM alerts
+                   WHERE cleared_at IS NULL AND condition = 'river_level' AND station_id IS NOT NULL
+                   GROUP BY station_id, exercise""")
+        linked = {a.station_id for a in self._areas.values() if a.source == "gauge"}
+        levels = {(EXERCISE_PREFIX if r["exercise"] else "") + r["station_id"]: int(r["level"]) for r in recs}
+        return {k: v for k, v in levels.items() if k in linked}  # other gauges change no route
+
+    # -- listening and applying -------------------------------------------------------------------
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if channel == store.NOTIFY_CHANNEL:
+            try:
+                if json.loads(payload).get("type") == "hazard_state":
+                    return  # a process announcing its own recompute, not a data change
+            except (ValueError, AttributeError):
+                pass
+            self._dirty_evac = True
+        else:
+            self._dirty_alerts = True
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            try:
+                async with self.pool.acquire() as conn:
+                    lost = asyncio.Event()
+
+                    def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
+                        lost.set()
+
+                    conn.add_termination_listener(on_lost)
+                    channels = [store.NOTIFY_CHANNEL] + ([ALERTS_CHANNEL] if self._has_alerts else [])
+                    for ch in channels:
+                        await conn.add_listener(ch, self._on_notify)
+                    if self.listening.is_set():  # a reconnect: changes may have been missed
+                        self._dirty_evac = self._dirty_alerts = True
+                        self._wake.set()
+                    self.listen_pid = conn.get_server_pid()
+                    self.listening.set()
+                    delay = 0.1
+                    try:
+                        await lost.wait()
+                    finally:
+                        for ch in channels:
+                            with contextlib.suppress(Exception):
+                                await conn.remove_listener(ch, self._on_notify)
+                    raise ConnectionError("listen connection lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("evac listen connection lost; reconnecting", extra={"error": str(exc), "retry_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_s)
+
+    async def _apply_loop(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            evac, alerts = self._dirty_evac, self._dirty_alerts
+            self._dirty_evac = self._dirty_alerts = False
+            if not (evac or alerts):
+                continue
+            try:
+                await self.refresh(evac=evac, alerts=alerts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: the listener's reconnect wakes us again
+                self._dirty_evac |= evac
+                self._dirty_alerts |= alerts
+                log.warning("evac reload failed; will retry after reconnect", extra={"error": str(exc)})
+
+    async def refresh(self, *, evac: bool = True, alerts: bool = True) -> bool:
+        """Re-read the database and recompute if anything changed; True when the state changed."""
+        engine = self.engine
+        if engine is None:
+            return False
+        st = engine.state
+        changes: dict[str, Any] = {}
+        if evac:
+            shelters, areas = await self._read_evac()
+            if {s.id: s for s in shelters} != dict(st.shelters):
+                changes["shelters"] = shelters
+            if {a.id: a for a in areas} != dict(st.areas):
+                changes["areas"] = areas
+        if (alerts or evac) and self._has_alerts:  # new gauge areas need their station's level too
+            levels = await self._read_levels()
+            full = {k: 0 for k in st.alert_levels} | levels  # a cleared alert puts its areas out of force
+            if {k: v for k, v in full.items() if v} != {k: v for k, v in st.alert_levels.items() if v}:
+                changes["alert_levels"] = full
+        if not changes:
+            self.area_rows = self._pending_rows  # e.g. a municipality code changed: nothing to recompute
+            return False
+        loop = asyncio.get_running_loop()
+        new = await loop.run_in_executor(None, partial(engine.update, **changes))
+        self.area_rows = self._pending_rows
+        log.info("hazard state changed", extra={"version": new.version, "changed": ",".join(sorted(changes))})
+        await self._publish({"type": "hazard_state", "version": new.version,
+                             "changed_at": new.changed_at.isoformat().replace("+00:00", "Z")})
+        return True
+
+    # -- route-safety events ------------------------------------------------------------------------
+    def subscribe(self, maxsize: int = 64) -> asyncio.Queue[dict[str, Any]]:
+        """A queue receiving every route-safety event of this process (drop it with :meth:`unsubscribe`)."""
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(q)
+
+    async def _publish(self, event: dict[str, Any]) -> None:
+        for q in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(event)
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", store.NOTIFY_CHANNEL, json.dumps(event))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("could not publish the hazard state event", extra={"error": str(exc)})
+
+    # -- for handlers ---------------------------------------------------------------------------------
+    def require(self) -> Engine:
+        """The engine, or a 503 problem saying why there is none."""
+        if self.engine is not None:
+            return self.engine
+        if not self.enabled:
+            raise Problem(503, "Service Unavailable", "evacuation routing is not configured on this server")
+        if self.failed:
+            raise Problem(503, "Service Unavailable", "the road network could not be loaded; operators see the log")
+        raise Problem(503, "Service Unavailable", "the road network is still loading; try again shortly",
+                      headers={"Retry-After": "5"})
+
+    def in_service_area(self, lat: float, lon: float) -> bool:
+        a = self.service_area
+        return a is not None and a[0] <= lon <= a[2] and a[1] <= lat <= a[3]
+
+    async def ensure_field(self, key: FieldKey) -> None:
+        """Compute a field off the event loop the first time it is asked for (it stays warm after)."""
+        if key in self._warmed:
+            return
+        engine = self.require()
+        await asyncio.get_running_loop().run_in_executor(None, partial(engine.field, *key))
+        self._warmed.add(key)
+
+
+EVAC = web.AppKey("evac", EvacService)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    service = app[EVAC]
+    await service.start()
+    yield
+    await service.stop()
+
+
+def setup(app: web.Application) -> EvacService:
+    """Create the service, start it with the application, and register its readiness check."""
+    service = EvacService(app[POOL], app[SETTINGS])
+    app[EVAC] = service
+    app.cleanup_ctx.append(_lifecycle)
+    if service.enabled:
+        checks = app.get(READINESS_CHECKS)
+        if checks is None:
+            checks = app[READINESS_CHECKS] = {}
+        checks["evac graph"] = service.is_ready
+    return service

@@ -1,0 +1,277 @@
+"""Evacuation for residents, without an account.
+
+* ``GET /api/v1/route?lat=&lon=&hazard=flood&profile=walk&lang=ja``: the route to the nearest safe
+  shelter as a GeoJSON Feature (``status`` ok | no_safe_route | inside_hazard | off_network);
+* ``GET /api/v1/shelters/nearest?lat=&lon=&hazard=&profile=&k=3``: the k nearest safe shelters;
+* ``GET /api/v1/shelters?municipality=&hazard=&format=geojson|csv``: every shelter (open data);
+* ``GET /api/v1/hazards``: hazard areas in force (drill areas flagged ``exercise``);
+* ``GET /api/v1/network.geojson?bbox=west,south,east,north``: road lines, to draw a map without tiles
+  (without ``bbox``: the whole network, whose ``bbox`` is the area routes are answered for).
+
+A resident's position is never logged, stored or echoed: the access log has no query strings, error
+details name the parameter but never its value, answers start at the road node the position snapped
+to, and route answers are ``Cache-Control: no-store``. Nothing here may pass ``lat``/``lon`` to a logger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import csv
+import hashlib
+import io
+import json
+import math
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from api.context import POOL
+from api.evac_service import EVAC, EvacService
+from api.problems import Problem
+from evac import store
+from evac.engine import Engine
+from evac.graph import PROFILE_NAMES
+from evac.guidance import LANGS, status_text
+from evac.hazards import HAZARD_TYPES
+
+routes = web.RouteTableDef()
+
+GEOJSON = "application/geo+json"
+MAX_K = 10
+
+
+def _bad(name: str, detail: str) -> Problem:
+    return Problem(400, "Bad Request", detail, parameter=name)
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _number(request: web.Request, name: str, lo: float, hi: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw.strip() == "":
+        raise _bad(name, f"parameter {name!r} is required")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad(name, f"parameter {name!r} must be a number") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise _bad(name, f"parameter {name!r} must be a number between {lo:g} and {hi:g}")
+    return value
+
+
+def _choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise _bad(name, f"parameter {name!r} must be one of {', '.join(choices)}")
+    return raw
+
+
+def _flag(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise _bad(name, f"parameter {name!r} must be true or false")
+
+
+def pick_lang(request: web.Request) -> str:
+    """``lang`` when given (ja, en, ja-easy), else the best of Accept-Language, else ja."""
+    if request.query.get("lang"):
+        return _choice(request, "lang", LANGS, "ja")
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate(request.headers.get("Accept-Language", "").split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        ranked.append((-q, i, tag.strip().lower()))
+    for neg_q, _, tag in sorted(ranked):
+        if neg_q >= 0:
+            continue
+        if tag in ("ja-easy", "ja-x-easy", "ja-x-yasashii"):
+            return "ja-easy"
+        if tag == "ja" or tag.startswith("ja-"):
+            return "ja"
+        if tag == "en" or tag.startswith("en-"):
+            return "en"
+    return "ja"
+
+
+def _service(request: web.Request) -> tuple[EvacService, Engine]:
+    service = request.app[EVAC]
+    return service, service.require()
+
+
+def _position(request: web.Request) -> tuple[float, float]:
+    return _number(request, "lat", -90.0, 90.0), _number(request, "lon", -180.0, 180.0)
+
+
+def _in_area(service: EvacService, lat: float, lon: float) -> None:
+    if not service.in_service_area(lat, lon):
+        raise Problem(422, "Unprocessable Content", "the position is outside the service area of this server's "
+                      "road network", parameter="lat,lon")
+
+
+def _query(request: web.Request) -> tuple[str, str, bool]:
+    hazard = _choice(request, "hazard", HAZARD_TYPES, "flood")
+    profile = _choice(request, "profile", PROFILE_NAMES, "walk")
+    exercise = bool(_flag(request, "exercise"))
+    return hazard, profile, exercise
+
+
+#: Positions are rounded to 1e-4 degrees (about 10 m, finer than phone GPS in a town) before routing:
+#: everyone in the same cell gets the same answer, which is then served from memory until the hazard
+#: state changes. The cache holds answers keyed by cell, never a history of who asked.
+POSITION_DECIMALS = 4
+ROUTE_CACHE_SIZE = 20000
+ROUTE_CACHE = web.AppKey("route_cache", collections.OrderedDict)
+_ROUTE_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept-Language"}
+
+
+@routes.get("/api/v1/route")
+async def route(request: web.Request) -> web.Response:
+    hazard, profile, exercise = _query(request)
+    lang = pick_lang(request)
+    lat, lon = _position(request)
+    lat, lon = round(lat, POSITION_DECIMALS), round(lon, POSITION_DECIMALS)
+    service, engine = _service(request)
+    cache = request.app[ROUTE_CACHE]
+    key = (lat, lon, profile, hazard, exercise, lang, engine.state.version, id(engine))
+    body = cache.get(key)
+    if body is None:
+        _in_area(service, lat, lon)
+        await service.ensure_field((profile, hazard, exercise))
+        feature = engine.route(lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
+        body = _dumps(feature).encode()
+        cache[key] = body
+        if len(cache) > ROUTE_CACHE_SIZE:
+            cache.popitem(last=False)
+    return web.Response(body=body, content_type=GEOJSON, headers=_ROUTE_HEADERS)
+
+
+def _nearest(engine: Engine, lat: float, lon: float, *, k: int, profile: str, hazard: str,
+             exercise: bool) -> tuple[str, int, list[dict[str, Any]]]:
+    r = engine.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+    found = []
+    if r.status == "ok":
+        found = engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard, exercise=exercise)
+    return r.status, r.state.version, found
+
+
+@routes.get("/api/v1/shelters/nearest")
+async def nearest_shelters(request: web.Request) -> web.Response:
+    hazard, profile, exercise = _query(request)
+    lang = pick_lang(request)
+    raw_k = request.query.get("k", "3")
+    if not (raw_k.isdigit() and 1 <= int(raw_k) <= MAX_K):
+        raise _bad("k", f"parameter 'k' must be a whole number from 1 to {MAX_K}")
+    lat, lon = _position(request)
+    service, engine = _service(request)
+    _in_area(service, lat, lon)
+    await service.ensure_field((profile, hazard, exercise))
+    loop = asyncio.get_running_loop()
+    status, version, found = await loop.run_in_executor(None, partial(
+        _nearest, engine, lat, lon, k=int(raw_k), profile=profile, hazard=hazard, exercise=exercise))
+    body: dict[str, Any] = {"status": status, "hazard": hazard, "profile": profile, "exercise": exercise,
+                            "hazard_version": version,
+                            "shelters": [{"duration_s": f["duration_s"], "shelter": f["shelter"]} for f in found]}
+    if status != "ok":
+        body["guidance"] = status_text(status, lang=lang, hazard=hazard, profile=profile, exercise=exercise)
+    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store", "Vary": "Accept-Language"})
+
+
+def _municipality(request: web.Request) -> str | None:
+    raw = request.query.get("municipality") or None
+    if raw is not None and not (raw.isdigit() and len(raw) in (5, 6)):
+        raise _bad("municipality", "parameter 'municipality' must be a 5- or 6-digit code")
+    return raw
+
+
+@routes.get("/api/v1/shelters")
+async def list_shelters(request: web.Request) -> web.Response:
+    municipality = _municipality(request)
+    hazard = request.query.get("hazard") or None
+    if hazard is not None:
+        hazard = _choice(request, "hazard", HAZARD_TYPES, "flood")
+    fmt = _choice(request, "format", ("geojson", "json", "csv"), "geojson")
+    async with request.app[POOL].acquire() as conn:
+        rows = await store.shelter_rows(conn, municipality=municipality, hazard=hazard)
+    headers = {"Cache-Control": "public, max-age=60"}
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\r\n")
+        writer.writerow(store.SHELTER_COLUMNS)
+        writer.writerows(store.shelter_csv_row(r) for r in rows)
+        headers["Content-Disposition"] = 'attachment; filename="shelters.csv"'
+        return web.Response(text=buf.getvalue(), content_type="text/csv", charset="utf-8", headers=headers)
+    if fmt == "json":
+        return web.json_response({"shelters": [store.shelter_json(r) for r in rows]}, dumps=_dumps, headers=headers)
+    doc = {"type": "FeatureCollection", "features": [store.shelter_feature(r) for r in rows]}
+    return web.json_response(doc, content_type=GEOJSON, dumps=_dumps, headers=headers)
+
+
+@routes.get("/api/v1/hazards")
+async def hazards(request: web.Request) -> web.Response:
+    service, engine = _service(request)
+    exercise = _flag(request, "exercise")
+    which = _choice(request, "state", ("in_force", "all"), "in_force")
+    hazard = request.query.get("hazard") or None
+    if hazard is not None:
+        hazard = _choice(request, "hazard", HAZARD_TYPES, "flood")
+    st = engine.state
+    features = []
+    for area_id, area in st.areas.items():
+        row = service.area_rows.get(area_id)
+        if row is None:
+            continue
+        in_force = area.is_active(st.alert_levels)
+        if (which == "in_force" and not in_force) or (exercise is not None and area.exercise != exercise):
+            continue
+        if hazard is not None and area.hazard != hazard:
+            continue
+        features.append(store.hazard_area_feature(row, in_force=in_force))
+    doc = {"type": "FeatureCollection", "hazard_version": st.version,
+           "changed_at": st.changed_at.isoformat().replace("+00:00", "Z"), "features": features}
+    return web.json_response(doc, content_type=GEOJSON, dumps=_dumps, headers={"Cache-Control": "no-cache"})
+
+
+@routes.get("/api/v1/network.geojson")
+async def network_geojson(request: web.Request) -> web.Response:
+    service, _ = _service(request)
+    nmap = service.map
+    assert nmap is not None
+    raw = request.query.get("bbox")
+    if raw:
+        try:
+            west, south, east, north = (float(p) for p in raw.split(","))
+        except ValueError:
+            raise _bad("bbox", "parameter 'bbox' must be west,south,east,north in degrees") from None
+        if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
+                -180 <= west < east <= 180 and -90 <= south < north <= 90):
+            raise _bad("bbox", "parameter 'bbox' must be west,south,east,north with west < east and south < north")
+    else:
+        west, south, east, north = nmap.bounds
+    if east - west > nmap.MAX_SPAN_DEG or north - south > nmap.MAX_SPAN_DEG:
+        raise _bad("bbox", f"parameter 'bbox' may span at most {nmap.MAX_SPAN_DEG:g} degree a side: zoom in")
+    key = nmap.grid_key(west, south, east, north)
+    plain, gz = await asyncio.get_running_loop().run_in_executor(None, nmap.geojson, key)
+    etag = '"' + hashlib.sha1(plain).hexdigest()[:20] + '"'
+    headers = {"Cache-Control": "public, max-age=3600", "ETag": etag, "Vary": "Accept-Encoding"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=gz, content_type=GEOJSON, headers=headers)
+    return web.Response(body=plain, content_type=GEOJSON, headers=headers)

@@ -1,0 +1,239 @@
+"""An event hub per API process: LISTEN on a PostgreSQL channel and fan changes out to live clients.
+
+Generic on purpose: a hub has a channel and a *loader* that turns "something changed" into events by
+reading the database after the last id it delivered (NOTIFY only says "look"; the payload is not
+trusted to carry everything, and nothing is lost if notifications are merged or a reconnect happens).
+Alerts use it today (``sonae_alerts`` → ``alert_events``); route-safety events can use another hub.
+
+* one dedicated connection per hub (held from the pool), re-established with backoff when lost; after a
+  reconnect the loader catches up from the last delivered id;
+* each subscriber has a bounded queue; a client too slow to keep up is dropped (its queue is not
+  allowed to grow), and it can resume with ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from api.context import POOL
+
+log = logging.getLogger("sonae.api.events")
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    data: str  # JSON text
+    meta: dict[str, Any] = field(default_factory=dict)  # for filtering (exercise, municipality, audience…)
+
+    def encode(self) -> bytes:
+        # id 0: a transient event (route safety) that is not replayed, so it carries no id
+        lines = ([f"id: {self.id}"] if self.id else []) + [f"event: {self.type}"]
+        lines += [f"data: {part}" for part in self.data.splitlines() or [""]]
+        return ("\n".join(lines) + "\n\n").encode()
+
+
+Loader = Callable[[asyncpg.Connection, int], Awaitable[list[Event]]]
+
+
+class Subscription:
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=size)
+        self.dropped = False
+        self.woken = asyncio.Event()
+
+    def close(self) -> None:
+        """End the subscription now: a waiting reader wakes up and sees ``dropped``."""
+        self.dropped = True
+        self.woken.set()
+        with contextlib.suppress(asyncio.QueueEmpty):
+            if self.queue.full():
+                self.queue.get_nowait()
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(Event(0, "closed", "{}"))
+
+    def offer(self, event: Event) -> None:
+        if self.dropped:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped = True
+        self.woken.set()
+
+
+class EventHub:
+    """LISTEN on ``channel``; on each notification load events after the last id and fan them out."""
+
+    def __init__(self, pool: asyncpg.Pool, channel: str, loader: Loader, *,
+                 queue_size: int = 256, reconnect_max_s: float = 5.0) -> None:
+        self.pool = pool
+        self.channel = channel
+        self.loader = loader
+        self.queue_size = queue_size
+        self.reconnect_max_s = reconnect_max_s
+        self.last_id = 0
+        self.changes = 0  # grows with every delivered event: readers' caches key on it
+        self.connected = asyncio.Event()
+        self._subs: set[Subscription] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self, start_id: int | None = None) -> None:
+        if start_id is not None:
+            self.last_id = start_id
+        self._task = asyncio.create_task(self._run(), name=f"event-hub-{self.channel}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for sub in list(self._subs):
+            sub.close()
+
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self.queue_size)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def publish_local(self, event: Event) -> None:
+        """Offer a transient event (id 0) to this process's subscribers."""
+        for sub in list(self._subs):
+            sub.offer(event)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            try:
+                async with self.pool.acquire() as conn:
+                    lost = asyncio.Event()
+
+                    def on_notify(*_: Any) -> None:
+                        self._wake.set()
+
+                    def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
+                        lost.set()
+                        self._wake.set()
+
+                    conn.add_termination_listener(on_lost)
+                    await conn.add_listener(self.channel, on_notify)
+                    self.connected.set()
+                    delay = 0.1
+                    self._wake.set()  # catch up on anything missed while disconnected
+                    try:
+                        while not self._stopping and not lost.is_set():
+                            await self._wake.wait()
+                            self._wake.clear()
+                            if lost.is_set() or self._stopping:
+                                break
+                            await self._deliver(conn)
+                    finally:
+                        self.connected.clear()
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(self.channel, on_notify)
+                    if lost.is_set():
+                        raise ConnectionError("listen connection lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event hub connection lost; reconnecting",
+                            extra={"channel": self.channel, "error": str(exc), "retry_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_s)
+
+    async def _deliver(self, conn: asyncpg.Connection) -> None:
+        while True:
+            events = await self.loader(conn, self.last_id)
+            self.changes += len(events)
+            for event in events:
+                self.last_id = max(self.last_id, event.id)
+                for sub in list(self._subs):
+                    sub.offer(event)
+            if len(events) < 500:
+                return
+
+
+# -- alerts --------------------------------------------------------------------------------------
+ALERT_HUB = web.AppKey("alert_hub", EventHub)
+
+
+async def load_alert_events(conn: asyncpg.Connection, last_id: int, *, limit: int = 500) -> list[Event]:
+    import json
+
+    from alerting import store
+
+    rows = await store.events_after(conn, last_id, limit=limit)
+    return [Event(r["event_id"], "alert", json.dumps(store.event_json(r), ensure_ascii=False,
+                                                     separators=(",", ":")),
+                  {"exercise": r["exercise"], "municipality_code": r["municipality_code"],
+                   "audience": r["audience"]}) for r in rows]
+
+
+async def start_alert_hub(app: web.Application) -> None:
+    pool = app[POOL]
+    async with pool.acquire() as conn:
+        start = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM alert_events"))
+    hub = EventHub(pool, "sonae_alerts", load_alert_events)
+    await hub.start(start)
+    app[ALERT_HUB] = hub
+
+
+async def stop_alert_hub(app: web.Application) -> None:
+    hub = app.get(ALERT_HUB)
+    if hub is not None:
+        await hub.stop()
+
+
+# -- route safety ----------------------------------------------------------------------------------
+HAZARD_FORWARDER = web.AppKey("hazard_forwarder", asyncio.Task)
+
+
+async def start_hazard_forwarder(app: web.Application) -> None:
+    """Pass this process's hazard-state changes (the evacuation engine swapped in new routes) to its SSE
+    clients as ``event: hazard_state``: a page then asks for its route again."""
+    from api.evac_service import EVAC
+
+    service = app.get(EVAC)
+    hub = app.get(ALERT_HUB)
+    if service is None or hub is None:
+        return
+    queue = service.subscribe(maxsize=256)
+
+    async def forward() -> None:
+        try:
+            while True:
+                change = await queue.get()
+                hub.publish_local(Event(0, "hazard_state", json.dumps(change, ensure_ascii=False, default=str)))
+        finally:
+            service.unsubscribe(queue)
+
+    app[HAZARD_FORWARDER] = asyncio.create_task(forward(), name="hazard-forwarder")
+
+
+async def stop_hazard_forwarder(app: web.Application) -> None:
+    task = app.get(HAZARD_FORWARDER)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,127 @@
+"""The current 警戒レベル for a point or a municipality, and what it means to do now:
+``GET /api/v1/level``.
+
+The level is the highest among the public alerts in force there: river-gauge alerts (警戒レベル相当,
+2–4 and 5 for overflow) of the municipality, and evacuation orders (3 高齢者等避難, 4 避難指示,
+5 緊急安全確保) of the municipality — an order with an area counts only for points inside it.
+
+Municipal boundaries are not in Sonae's data yet, so a point's municipality is that of the nearest
+registered shelter or station within 20 km (GSI shelter data cover every municipality of the
+prefecture). The position serves this answer only; it is never logged or stored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+from shapely.geometry import Point, shape
+
+from alerting.store import list_active
+from alerting.texts import text_for
+from api.context import POOL
+from api.problems import Problem
+
+routes = web.RouteTableDef()
+
+LANGS = {"ja": "ja-JP", "en": "en-US", "ja-easy": "ja-JP-x-easy"}
+NEAREST_KM = 20.0
+
+#: what to do at each level, when no alert text applies (level 1-2 have no order)
+CALM = {
+    "ja-JP": ("警戒レベルの発表はありません", "最新の気象・河川情報に注意してください。"),
+    "en-US": ("No alert level in force", "Keep following the latest weather and river information."),
+    "ja-JP-x-easy": ("いま けいかいレベルは ありません", "てんきと かわの じょうほうに ちゅういして ください。"),
+}
+
+
+def _lang(request: web.Request) -> str:
+    raw = request.query.get("lang")
+    if raw:
+        if raw not in LANGS:
+            raise Problem(400, "Bad Request", "lang must be ja, en or ja-easy", parameter="lang")
+        return LANGS[raw]
+    for part in request.headers.get("Accept-Language", "").split(",")[:20]:
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("en"):
+            return "en-US"
+        if tag.startswith("ja"):
+            return "ja-JP"
+    return "ja-JP"
+
+
+def _coordinate(request: web.Request, name: str, limit: float) -> float | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Problem(400, "Bad Request", f"{name} is not a number", parameter=name) from None
+    if not math.isfinite(value) or abs(value) > limit:
+        raise Problem(400, "Bad Request", f"{name} is out of range", parameter=name)
+    return value
+
+
+_NEAREST = """
+SELECT municipality_code FROM (
+    SELECT municipality_code, lat, lon FROM shelters WHERE municipality_code IS NOT NULL
+    UNION ALL
+    SELECT municipality_code, lat, lon FROM stations WHERE municipality_code IS NOT NULL AND lat IS NOT NULL
+) places
+WHERE abs(lat - $1) < $3 AND abs(lon - $2) < $3 * 1.5
+ORDER BY (lat - $1) ^ 2 + ((lon - $2) * cos(radians($1))) ^ 2
+LIMIT 1
+"""
+
+
+@routes.get("/api/v1/level")
+async def current_level(request: web.Request) -> web.Response:
+    language = _lang(request)
+    lat = _coordinate(request, "lat", 90)
+    lon = _coordinate(request, "lon", 180)
+    municipality = request.query.get("municipality") or None
+    if (lat is None) != (lon is None):
+        raise Problem(400, "Bad Request", "give both lat and lon, or a municipality", parameter="lat,lon")
+    if municipality is not None and not (municipality.isascii() and municipality.isdigit()
+                                         and len(municipality) in (5, 6)):
+        raise Problem(400, "Bad Request", "municipality must be a 5- or 6-digit 団体コード", parameter="municipality")
+    if lat is None and municipality is None:
+        raise Problem(400, "Bad Request", "give lat and lon, or a municipality", parameter="lat,lon")
+    point = Point(lon, lat) if lat is not None and lon is not None else None
+    async with request.app[POOL].acquire() as conn:
+        if municipality is None and point is not None:
+            row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
+            municipality = row["municipality_code"] if row else None
+        alerts = await list_active(conn, municipality=municipality, audience="public") if municipality else []
+    in_force = []
+    for alert in alerts:
+        area = alert.get("area")
+        if area and point is not None:
+            geometry = shape(json.loads(area) if isinstance(area, str) else area)
+            if not geometry.covers(point):
+                continue
+        in_force.append(alert)
+    # Real alerts always decide; drill alerts speak only where no real one is in force, marked as drills.
+    real = [a for a in in_force if not a["exercise"]]
+    considered = real or in_force
+    top = max(considered, key=lambda a: (a["level"] or 0, a["condition"] == "evacuation_order"), default=None)
+    if top is None or not top["level"]:
+        headline, instruction = CALM[language]
+        body: dict[str, Any] = {"level": None, "headline": headline, "instruction": instruction}
+    else:
+        text = text_for(top["condition"], top["level"], language)
+        place = top.get("station_name") or top.get("river") or ""
+        body = {"level": top["level"], "condition": top["condition"], "event": text.event,
+                "headline": text.headline.format(place=place), "instruction": text.instruction}
+    body.update({
+        "municipality_code": municipality,
+        "language": language,
+        "exercise": top is not None and bool(top["exercise"]),
+        "exercise_in_progress": any(a["exercise"] for a in in_force),
+        "alerts": [{"id": a["id"], "condition": a["condition"], "level": a["level"], "exercise": a["exercise"],
+                    "station_id": a["station_id"], "order_id": a["order_id"]} for a in in_force],
+    })
+    return web.json_response(body, headers={"Cache-Control": "no-store"})

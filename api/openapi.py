@@ -1,0 +1,286 @@
+"""The OpenAPI 3.1 description of ``/api/v1``, served at ``/api/v1/openapi.json``.
+
+One table, :data:`OPERATIONS`, documents every operation; ``tests/api/test_api_openapi.py`` checks that
+it lists exactly the routes the application registers (so the document matches the code) and runs
+generated requests against a live app to find any 5xx or schema violation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
+
+HAZARDS = ["flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding", "volcano"]
+PROFILES = ["walk", "reduced_mobility", "car"]
+LANGS = ["ja", "en", "ja-easy"]
+
+
+def q(name: str, schema: dict[str, Any], *, required: bool = False, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def p(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+
+
+LAT = q("lat", {"type": "number", "minimum": -90, "maximum": 90}, required=True, description="latitude (WGS 84)")
+LON = q("lon", {"type": "number", "minimum": -180, "maximum": 180}, required=True, description="longitude (WGS 84)")
+HAZARD = q("hazard", {"type": "string", "enum": HAZARDS, "default": "flood"})
+PROFILE = q("profile", {"type": "string", "enum": PROFILES, "default": "walk"})
+LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Language")
+MUNICIPALITY = q("municipality", {"type": "string", "pattern": "^[0-9]{5,6}$"}, description="団体コード")
+TIME = {"type": "string", "format": "date-time"}
+EXERCISE = q("exercise", {"type": "string", "enum": ["true", "false"]}, description="drill data")
+
+OBJ: dict[str, Any] = {"type": "object"}
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def ok(schema: dict[str, Any] | None = None, media: str = "application/json", code: str = "200",
+       description: str = "OK") -> dict[str, Any]:
+    return {code: {"description": description, "content": {media: {"schema": schema or OBJ}}}}
+
+
+def ok_formats(schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """200 with the open-data formats chosen by ``format``: JSON, GeoJSON or CSV."""
+    return {"200": {"description": "OK", "content": {"application/json": {"schema": schema or OBJ},
+                                                      "application/geo+json": {"schema": OBJ},
+                                                      "text/csv": {"schema": {"type": "string"}}}}}
+
+
+GEOJSON = {"200": {"description": "GeoJSON", "content": {"application/geo+json": {"schema": OBJ},
+                                                          "application/json": {"schema": OBJ}}}}
+
+
+def errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Bad request", 401: "Not logged in, or the token expired", 403: "Wrong role or municipality",
+            404: "Not found", 409: "Conflict", 415: "Unsupported media type", 422: "Outside the service area",
+            429: "Rate limited", 503: "Not ready"}
+    return {str(c): {"description": text[c], "content": {"application/problem+json": {"schema": PROBLEM}}}
+            for c in codes}
+
+
+def body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+STAFF: list[dict[str, list[str]]] = [{"bearer": []}]
+STATION_ID = p("station_id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
+INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    # -- operations --------------------------------------------------------------------------
+    ("get", "/healthz"): {"summary": "Liveness", "tags": ["operations"], "responses": ok()},
+    ("get", "/readyz"): {"summary": "Readiness (database, graph…)", "tags": ["operations"],
+                         "responses": {**ok(), **{"503": {"description": "Not ready",
+                                                          "content": {"application/json": {"schema": OBJ}}}}}},
+    ("get", "/metrics"): {"summary": "Prometheus metrics", "tags": ["operations"],
+                          "responses": ok({"type": "string"}, "text/plain")},
+    ("get", "/api/v1/openapi.json"): {"summary": "This document", "tags": ["operations"], "responses": ok()},
+    # -- stations (open data) -----------------------------------------------------------------
+    ("get", "/api/v1/stations"): {
+        "summary": "Stations with their latest level and thresholds", "tags": ["open data"],
+        "parameters": [q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}), MUNICIPALITY],
+        "responses": {**ok_formats(), **errors(400, 429)}},
+    ("get", "/api/v1/stations/{station_id}"): {
+        "summary": "One station", "tags": ["open data"], "parameters": [STATION_ID],
+        "responses": {**ok({"$ref": "#/components/schemas/Station"}), **errors(400, 404, 429)}},
+    ("get", "/api/v1/stations/{station_id}/readings"): {
+        "summary": "A station's readings, raw or as rollups", "tags": ["open data"],
+        "parameters": [STATION_ID, q("from", TIME), q("to", TIME),
+                       q("kind", {"type": "string", "enum": ["level", "rain", "battery_pct", "battery_v", "rssi_dbm",
+                                                            "temperature_c", "status"]}),
+                       q("bucket", {"type": "string", "enum": ["10m", "1h", "1d"]})],
+        "responses": {**ok({"type": "object", "required": ["station_id", "readings"]}), **errors(400, 404, 429)}},
+    # -- alerts (public) ----------------------------------------------------------------------
+    ("get", "/api/v1/alerts"): {
+        "summary": "Active alerts and evacuation orders", "tags": ["alerts"],
+        "parameters": [MUNICIPALITY, q("exercise", {"type": "string", "enum": ["true", "false"]}),
+                       q("audience", {"type": "string", "enum": ["public", "staff", "all"]}), LANG],
+        "responses": {**ok(), **errors(400, 429)}},
+    ("get", "/api/v1/alerts/history"): {
+        "summary": "Alert history", "tags": ["alerts"],
+        "parameters": [MUNICIPALITY, q("station", {"type": "string"}), q("limit", {"type": "integer"}),
+                       q("exercise", {"type": "string", "enum": ["true", "false"]}),
+                       q("audience", {"type": "string", "enum": ["public", "staff", "all"]})],
+        "responses": {**ok(), **errors(400, 429)}},
+    ("get", "/api/v1/alerts/feed.atom"): {
+        "summary": "Atom feed of active alerts, each linking its CAP 1.2 message", "tags": ["alerts"],
+        "parameters": [MUNICIPALITY, q("exercise", {"type": "string", "enum": ["true", "false"]})],
+        "responses": {**ok({"type": "string"}, "application/atom+xml"), **errors(400, 429)}},
+    ("get", "/api/v1/alerts/{alert_id}.cap"): {
+        "summary": "An alert as OASIS CAP 1.2 (ja, en, やさしい日本語)", "tags": ["alerts"],
+        "parameters": [p("alert_id", INT_ID)],
+        "responses": {**ok({"type": "string"}, "application/cap+xml"), **errors(404, 429)}},
+    ("get", "/api/v1/alerts/{alert_id}"): {
+        "summary": "One alert with its history", "tags": ["alerts"], "parameters": [p("alert_id", INT_ID)],
+        "responses": {**ok(), **errors(404, 429)}},
+    ("get", "/api/v1/events"): {
+        "summary": "Server-Sent Events: alert changes and hazard-state (route safety) changes",
+        "tags": ["alerts"], "parameters": [q("last_event_id", {"type": "string"})],
+        "responses": {"200": {"description": "text/event-stream",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      **errors(400, 503)}},
+    # -- evacuation (residents) ---------------------------------------------------------------
+    ("get", "/api/v1/route"): {
+        "summary": "Evacuation route from a point to the nearest suitable open shelter", "tags": ["residents"],
+        "description": "The position is used for this answer only: never logged or stored.",
+        "parameters": [LAT, LON, HAZARD, PROFILE, LANG, EXERCISE],
+        "responses": {**ok({"type": "object", "required": ["type", "properties"]}), **errors(400, 422, 429, 503)}},
+    ("get", "/api/v1/shelters/nearest"): {
+        "summary": "The k nearest suitable shelters with travel times", "tags": ["residents"],
+        "parameters": [LAT, LON, HAZARD, PROFILE, q("k", {"type": "integer", "minimum": 1, "maximum": 10}), LANG,
+                       EXERCISE],
+        "responses": {**ok(), **errors(400, 422, 429, 503)}},
+    ("get", "/api/v1/level"): {
+        "summary": "Current 警戒レベル and what to do, for a point or a municipality", "tags": ["residents"],
+        "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
+                       q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
+        "responses": {**ok(), **errors(400, 422, 429, 503)}},
+    ("get", "/api/v1/shelters"): {
+        "summary": "Shelters with status (open data)", "tags": ["open data"],
+        "parameters": [MUNICIPALITY, q("hazard", {"type": "string", "enum": HAZARDS}),
+                       q("format", {"type": "string", "enum": ["json", "geojson", "csv"]})],
+        "responses": {**ok_formats(), **errors(400, 429)}},
+    ("get", "/api/v1/hazards"): {
+        "summary": "Hazard areas in force (GeoJSON)", "tags": ["open data"],
+        "parameters": [q("hazard", {"type": "string", "enum": HAZARDS}), EXERCISE,
+                       q("state", {"type": "string", "enum": ["in_force", "all"]})],
+        "responses": {**GEOJSON, **errors(400, 429)}},
+    ("get", "/api/v1/network.geojson"): {
+        "summary": "The road network as GeoJSON lines, for drawing a map without tiles", "tags": ["residents"],
+        "parameters": [q("bbox", {"type": "string", "description": "west,south,east,north"})],
+        "responses": {**GEOJSON, "304": {"description": "Not modified"}, **errors(400, 429, 503)}},
+    # -- staff ---------------------------------------------------------------------------------
+    ("post", "/api/v1/auth/token"): {
+        "summary": "Log in: a bearer token for staff, operators and admins", "tags": ["staff"],
+        "requestBody": body({"type": "object", "required": ["username", "password"],
+                             "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}),
+        "responses": {**ok(code="201"), **errors(400, 401, 415, 429)}},
+    ("delete", "/api/v1/auth/token"): {"summary": "Log out (revoke this token)", "tags": ["staff"], "security": STAFF,
+                                       "responses": {"204": {"description": "Revoked"}, **errors(401)}},
+    ("get", "/api/v1/auth/me"): {"summary": "The logged-in account", "tags": ["staff"], "security": STAFF,
+                                 "responses": {**ok(), **errors(401)}},
+    ("get", "/api/v1/accounts"): {"summary": "Accounts (admin)", "tags": ["admin"], "security": STAFF,
+                                  "responses": {**ok(), **errors(401, 403)}},
+    ("post", "/api/v1/accounts"): {
+        "summary": "Create an account (admin)", "tags": ["admin"], "security": STAFF,
+        "requestBody": body({"type": "object", "required": ["username", "password", "role"], "properties": {
+            "username": {"type": "string"}, "password": {"type": "string", "minLength": 10},
+            "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
+            "municipality_code": {"type": "string"}, "display_name": {"type": "string"}}}),
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
+    ("post", "/api/v1/alerts/{alert_id}/acknowledge"): {
+        "summary": "Acknowledge an alert", "tags": ["staff"], "security": STAFF,
+        "parameters": [p("alert_id", INT_ID)],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"note": {"type": "string"}}}}}},
+        "responses": {**ok(), **errors(400, 401, 403, 404, 409, 415)}},
+    ("post", "/api/v1/orders"): {
+        "summary": "Issue an evacuation order (level 3 高齢者等避難, 4 避難指示, 5 緊急安全確保)", "tags": ["staff"],
+        "security": STAFF,
+        "requestBody": body({"type": "object", "required": ["level"], "properties": {
+            "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": {"type": "string"},
+            "area": {"type": "object", "description": "GeoJSON Polygon or MultiPolygon"},
+            "area_desc": {"type": "string"}, "note": {"type": "string"}, "exercise": {"type": "boolean"}}}),
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
+    ("post", "/api/v1/orders/{order_id}/cancel"): {
+        "summary": "Cancel (解除) an evacuation order", "tags": ["staff"], "security": STAFF,
+        "parameters": [p("order_id", INT_ID)],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"note": {"type": "string"}}}}}},
+        "responses": {**ok(), **errors(400, 401, 403, 404, 409, 415)}},
+    ("patch", "/api/v1/shelters/{shelter_id}"): {
+        "summary": "Open/close a shelter, set occupancy or capacity", "tags": ["staff"], "security": STAFF,
+        "parameters": [p("shelter_id")],
+        "requestBody": body({"type": "object", "properties": {
+            "occupancy": {"type": "integer", "minimum": 0}, "capacity": {"type": "integer", "minimum": 0},
+            "is_open": {"type": "boolean"}}}),
+        "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
+    ("post", "/api/v1/hazards"): {
+        "summary": "Draw a hazard area (flooded road, landslide, closure)", "tags": ["staff"], "security": STAFF,
+        "requestBody": body({"type": "object", "required": ["geometry"], "properties": {
+            "geometry": {"type": "object"}, "hazard": {"type": "string", "enum": HAZARDS},
+            "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number"},
+            "label": {"type": "string"}, "exercise": {"type": "boolean"}, "municipality_code": {"type": "string"}}}),
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
+    ("delete", "/api/v1/hazards/{area_id}"): {
+        "summary": "Remove a hazard area", "tags": ["staff"], "security": STAFF, "parameters": [p("area_id")],
+        "responses": {"204": {"description": "Removed"}, **errors(401, 403, 404)}},
+    ("get", "/api/v1/sensors/health"): {
+        "summary": "Sensor health: silent gauges, batteries, faults", "tags": ["staff"], "security": STAFF,
+        "responses": {**ok(), **errors(401, 403)}},
+    ("get", "/api/v1/audit"): {
+        "summary": "The audit log (admin)", "tags": ["admin"], "security": STAFF,
+        "parameters": [q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+        "responses": {**ok(), **errors(400, 401, 403)}},
+    ("get", "/api/v1/simulations"): {
+        "summary": "The running simulation (operators)", "tags": ["operators"], "security": STAFF,
+        "responses": {**ok(), **errors(401, 403)}},
+    ("post", "/api/v1/simulations"): {
+        "summary": "Start a simulator scenario or drill (operators)", "tags": ["operators"], "security": STAFF,
+        "requestBody": body({"type": "object", "required": ["scenario"], "properties": {
+            "scenario": {"oneOf": [{"type": "string"}, {"type": "object"}]}, "exercise": {"type": "boolean"},
+            "accel": {"type": "number"}, "duration_s": {"type": "number"}}}),
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 503)}},
+    ("delete", "/api/v1/simulations/current"): {
+        "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
+        "responses": {**ok(), **errors(401, 403, 404)}},
+}
+
+COMPONENTS: dict[str, Any] = {
+    "schemas": {
+        "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"}}},
+        "Station": {"type": "object", "required": ["id", "name", "thresholds", "latest"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "thresholds": {"type": "object"},
+            "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
+    },
+    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                   "description": "POST /api/v1/auth/token returns the token"}},
+}
+
+
+def document(app: web.Application | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (only operations the app serves, when ``app`` is given)."""
+    served = registered_operations(app) if app is not None else set(OPERATIONS)
+    paths: dict[str, dict[str, Any]] = {}
+    for (method, path), operation in sorted(OPERATIONS.items(), key=lambda kv: kv[0][1]):
+        if (method, path) in served:
+            paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sonae API", "version": "1",
+                 "description": "River sensors → alerts → evacuation guidance (備え). Residents' endpoints need "
+                                "no account and never store positions; staff endpoints need a bearer token."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": COMPONENTS,
+    }
+
+
+OPERATIONS_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def registered_operations(app: web.Application) -> set[tuple[str, str]]:
+    """(method, path) of every API and operations route the application serves (HEAD left out)."""
+    out = set()
+    for route in app.router.routes():
+        if route.method in ("HEAD", "*") or route.resource is None:
+            continue
+        info = route.resource.get_info()
+        path = info.get("path") or info.get("formatter")
+        if path is None or not (path.startswith("/api/") or path in OPERATIONS_PATHS):
+            continue  # pages and static files are not part of the API
+        # aiohttp keeps regex parts in the formatter: "{alert_id}" stays as is
+        out.add((route.method.lower(), path))
+    return out
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document(request.app))

@@ -1,0 +1,540 @@
+/* Sonae resident page: level for where you are, the route to the nearest safe open shelter, live.
+ * The position stays in this page's memory: it is sent only with the route query, never stored,
+ * never put in the address bar, never sent anywhere else. */
+"use strict";
+(function () {
+  const S = window.Sonae;
+  const $ = (id) => document.getElementById(id);
+  const LANGS = ["ja", "en", "ja-easy"];
+  const NEARBY_GAUGE_M = 5000;
+  const POLL_MS = 8000;
+
+  const T = {
+    ja: {
+      skip: "本文へ移動", title: "Sonae 避難ナビ", drill: "訓練中です。これは訓練の情報です。",
+      levelHeading: "いまの警戒レベル", levelUnknown: "場所を選んでください", whereHeading: "いる場所",
+      locate: "現在地を使う", landmarkLabel: "近くの目印から選ぶ", landmarkPick: "選んでください",
+      tapHint: "地図をタップして場所を指定することもできます。", hazardLabel: "災害の種類", profileLabel: "移動の方法",
+      routeHeading: "避難先と経路", routeNone: "場所を指定すると、いちばん近い安全な避難所への経路を表示します。",
+      shelterName: "避難所", shelterAddress: "住所", shelterHazards: "対応する災害", distance: "距離", duration: "所要時間",
+      stepsHeading: "道順", print: "経路を印刷", mapHeading: "地図",
+      mapHelp: "地図を選んで、矢印キーで移動、＋と－で拡大・縮小、Enterで中心の場所を指定できます。",
+      zoomIn: "拡大", zoomOut: "縮小", zoomFit: "経路全体", legendMe: "いる場所", legendRoute: "避難経路",
+      legendShelter: "避難所", legendHazard: "危険な区域", legendOrder: "避難情報の対象地域",
+      privacy: "位置はこの画面で経路と警戒レベルを調べるためだけに使い、保存も記録もしません。",
+      shelters: "避難所", stations: "水位観測所", locating: "現在地を調べています…",
+      locateFailed: "現在地を取得できませんでした。地図をタップするか、目印を選んでください。",
+      posGps: "現在地（端末の位置情報）", posMap: "地図で選んだ場所", posLandmark: "目印：{name}",
+      outside: "この場所はこのサービスの区域の外です。市町村の情報に従ってください。",
+      routeError: "経路を調べられませんでした。しばらくしてからもう一度お試しください。",
+      loading: "経路を調べています…", levelChanged: "警戒レベルが変わりました：{level}",
+      routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
+      fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
+      fromGauge: "{station}の水位による警戒レベル{level}相当です。", noAlert: "この場所に出ている避難情報はありません。",
+      levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
+      mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
+      shelterFull: "（満員）", unknownArea: "この場所",
+    },
+    en: {
+      skip: "Skip to content", title: "Sonae evacuation guide", drill: "EXERCISE: this is a drill, not a real emergency.",
+      levelHeading: "Alert level where you are", levelUnknown: "Choose where you are", whereHeading: "Where you are",
+      locate: "Use my location", landmarkLabel: "Or pick a nearby landmark", landmarkPick: "Choose…",
+      tapHint: "You can also tap the map to set where you are.", hazardLabel: "Hazard", profileLabel: "How you travel",
+      routeHeading: "Shelter and route", routeNone: "Set where you are to see the route to the nearest safe shelter.",
+      shelterName: "Shelter", shelterAddress: "Address", shelterHazards: "Rated for", distance: "Distance", duration: "Time",
+      stepsHeading: "Directions", print: "Print the route", mapHeading: "Map",
+      mapHelp: "Focus the map, then use the arrow keys to move, + and − to zoom, and Enter to choose the centre.",
+      zoomIn: "Zoom in", zoomOut: "Zoom out", zoomFit: "Whole route", legendMe: "You", legendRoute: "Evacuation route",
+      legendShelter: "Shelter", legendHazard: "Danger area", legendOrder: "Area under an evacuation order",
+      privacy: "Your position is used only on this page to find your route and alert level. It is never stored or recorded.",
+      shelters: "Shelters", stations: "River gauges", locating: "Finding your location…",
+      locateFailed: "Your location is not available. Tap the map or pick a landmark.",
+      posGps: "Your location (device)", posMap: "The place you chose on the map", posLandmark: "Landmark: {name}",
+      outside: "This place is outside this service's area. Follow your municipality's instructions.",
+      routeError: "The route could not be found just now. Please try again shortly.",
+      loading: "Finding your route…", levelChanged: "The alert level has changed: {level}",
+      routeChanged: "The situation changed, so your route has changed. Follow the new route.",
+      fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
+      fromGauge: "River level at {station}: equivalent to alert level {level}.", noAlert: "No evacuation information is in force here.",
+      levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
+      mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
+      shelterFull: " (full)", unknownArea: "this area",
+    },
+    "ja-easy": {
+      skip: "ほんぶんへ", title: "Sonae ひなん ナビ", drill: "くんれん です。ほんとうの さいがいでは ありません。",
+      levelHeading: "いまの けいかいレベル", levelUnknown: "いる ばしょを えらんで ください", whereHeading: "いる ばしょ",
+      locate: "いまいる ばしょを つかう", landmarkLabel: "ちかくの めじるしから えらぶ", landmarkPick: "えらんで ください",
+      tapHint: "ちずを さわって ばしょを えらぶ ことも できます。", hazardLabel: "さいがいの しゅるい", profileLabel: "にげかた",
+      routeHeading: "にげる ばしょと みち", routeNone: "ばしょを えらぶと、ちかくの あんぜんな ひなんじょへの みちが でます。",
+      shelterName: "ひなんじょ", shelterAddress: "じゅうしょ", shelterHazards: "にげて いい さいがい", distance: "きょり", duration: "じかん",
+      stepsHeading: "みちじゅん", print: "みちを いんさつ する", mapHeading: "ちず",
+      mapHelp: "ちずを えらんで、やじるしキーで うごかす、＋と－で おおきく ちいさく、Enterで まんなかの ばしょを えらびます。",
+      zoomIn: "おおきく", zoomOut: "ちいさく", zoomFit: "みち ぜんぶ", legendMe: "いる ばしょ", legendRoute: "にげる みち",
+      legendShelter: "ひなんじょ", legendHazard: "あぶない ところ", legendOrder: "ひなんの じょうほうが でて いる ところ",
+      privacy: "いる ばしょは みちを しらべる ためだけに つかいます。ほぞん しません。",
+      shelters: "ひなんじょ", stations: "かわの みずの たかさを はかる ところ", locating: "いる ばしょを しらべて います…",
+      locateFailed: "いる ばしょが わかりません。ちずを さわるか、めじるしを えらんで ください。",
+      posGps: "いま いる ばしょ", posMap: "ちずで えらんだ ばしょ", posLandmark: "めじるし：{name}",
+      outside: "この ばしょは この サービスの そとです。しやくしょの じょうほうを みて ください。",
+      routeError: "みちが わかりませんでした。すこし まって、もう いちど ためして ください。",
+      loading: "みちを しらべて います…", levelChanged: "けいかいレベルが かわりました：{level}",
+      routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
+      fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
+      fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", noAlert: "ここには ひなんの じょうほうは でて いません。",
+      levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
+      mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
+      shelterFull: "（いっぱい）", unknownArea: "この ちいき",
+    },
+  };
+  const LEVEL = {
+    ja: {
+      0: ["発表なし", "いまは避難の必要はありません。最新の情報に注意してください。"],
+      1: ["早期注意情報", "災害への心構えを高めてください。"],
+      2: ["注意報", "避難に備え、ハザードマップなどで避難先と経路を確認してください。"],
+      3: ["高齢者等避難", "危険な場所から高齢者など避難に時間のかかる人は避難してください。ほかの人も避難の準備をしてください。"],
+      4: ["避難指示", "危険な場所から全員避難してください。"],
+      5: ["緊急安全確保", "命の危険があります。直ちに身の安全を確保してください。"],
+    },
+    en: {
+      0: ["No alert", "You do not need to evacuate now. Keep checking for updates."],
+      1: ["Early warning", "Stay alert for a possible disaster."],
+      2: ["Advisory", "Check your shelter and route on the hazard map so you are ready."],
+      3: ["Evacuate if elderly", "Older people and anyone who needs time or help: leave danger areas now. Everyone else: get ready."],
+      4: ["Evacuation order", "Everyone in a danger area: evacuate now."],
+      5: ["Emergency safety", "Your life is in danger. Secure your safety immediately."],
+    },
+    "ja-easy": {
+      0: ["でて いません", "いまは にげなくて だいじょうぶ です。じょうほうに きを つけて ください。"],
+      1: ["ちゅうい", "さいがいに きを つけて ください。"],
+      2: ["ちゅういほう", "にげる ばしょと みちを たしかめて ください。"],
+      3: ["おとしよりは にげる", "おとしよりや からだの ふじゆうな ひとは にげて ください。ほかの ひとは にげる じゅんびを して ください。"],
+      4: ["みんな にげる", "あぶない ところに いる ひとは みんな にげて ください。"],
+      5: ["いのちを まもる", "いのちが あぶないです。すぐに あんぜんな ところへ いって ください。"],
+    },
+  };
+  const HAZ = {
+    flood: ["洪水", "Flood", "こうずい"], landslide: ["土砂災害", "Landslide", "どしゃさいがい"],
+    storm_surge: ["高潮", "Storm surge", "たかしお"], earthquake: ["地震", "Earthquake", "じしん"],
+    tsunami: ["津波", "Tsunami", "つなみ"], large_fire: ["大規模な火事", "Large fire", "おおきな かじ"],
+    inland_flooding: ["内水氾濫", "Inland flooding", "まちの なかの こうずい"], volcano: ["火山", "Volcano", "かざん"],
+  };
+  const PROFILES = {
+    walk: ["徒歩", "On foot", "あるいて"], reduced_mobility: ["ゆっくり（車いす・介助など）", "Reduced mobility", "ゆっくり"],
+    car: ["車", "By car", "くるまで"],
+  };
+  const li = (lang) => LANGS.indexOf(lang);
+
+  const state = {
+    lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", profile: "walk",
+    info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
+    level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "",
+  };
+  window.sonaeResident = state; // for tests and debugging: nothing here leaves the page
+
+  function t(key, vars) {
+    let s = (T[state.lang] && T[state.lang][key]) || T.ja[key] || key;
+    for (const k in vars || {}) s = s.split("{" + k + "}").join(vars[k]);
+    return s;
+  }
+
+  function fmtTime(iso) {
+    const d = iso ? new Date(iso) : new Date();
+    return d.toLocaleTimeString(state.lang === "en" ? "en-GB" : "ja-JP", { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function fmtDistance(m) {
+    if (m == null) return "";
+    const v = m < 1000 ? Math.round(m / 10) * 10 : (m / 1000).toFixed(1);
+    const unit = m < 1000 ? { ja: "m", en: " m", "ja-easy": "メートル" } : { ja: "km", en: " km", "ja-easy": "キロメートル" };
+    return v + unit[state.lang];
+  }
+
+  async function getJSON(url) {
+    const r = await fetch(url, { headers: { Accept: "application/json, application/geo+json" } });
+    if (!r.ok) {
+      const err = new Error("HTTP " + r.status);
+      err.status = r.status;
+      throw err;
+    }
+    return r.json();
+  }
+
+  // -- texts ----------------------------------------------------------------------------------------
+  function applyTexts() {
+    document.documentElement.lang = state.lang === "en" ? "en" : "ja";
+    document.title = t("title");
+    for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.getAttribute("data-t"));
+    for (const b of document.querySelectorAll(".langs button")) {
+      b.setAttribute("aria-pressed", String(b.getAttribute("data-lang") === state.lang));
+    }
+    $("map").setAttribute("aria-label", t("mapAria"));
+    fillSelect($("hazard"), (state.info && state.info.hazards) || Object.keys(HAZ), HAZ, state.hazard);
+    fillSelect($("profile"), Object.keys(PROFILES), PROFILES, state.profile);
+    fillLandmarks();
+  }
+
+  function fillSelect(sel, keys, names, value) {
+    sel.textContent = "";
+    for (const k of keys) {
+      const o = document.createElement("option");
+      o.value = k;
+      o.textContent = (names[k] || [k])[li(state.lang)] || k;
+      sel.appendChild(o);
+    }
+    sel.value = value;
+  }
+
+  function inService(p) {
+    const a = state.info && state.info.service_area;
+    return !a || (p.lon >= a[0] && p.lon <= a[2] && p.lat >= a[1] && p.lat <= a[3]);
+  }
+
+  function fillLandmarks() {
+    const sel = $("landmark");
+    const keep = sel.value;
+    sel.textContent = "";
+    const first = document.createElement("option");
+    first.value = "";
+    first.textContent = t("landmarkPick");
+    sel.appendChild(first);
+    const groups = [[t("shelters"), state.shelters.map((s) => ({ id: "s:" + s.id, name: s.name, lat: s.lat, lon: s.lon }))],
+      [t("stations"), state.stations.filter((s) => s.location && inService(s.location))
+        .map((s) => ({ id: "g:" + s.id, name: state.lang === "en" && s.name_en ? s.name_en : s.name,
+          lat: s.location.lat, lon: s.location.lon }))]];
+    for (const [label, items] of groups) {
+      if (!items.length) continue;
+      const g = document.createElement("optgroup");
+      g.label = label;
+      items.sort((a, b) => a.name.localeCompare(b.name, "ja", { numeric: true }));
+      for (const it of items) {
+        const o = document.createElement("option");
+        o.value = it.id;
+        o.textContent = it.name;
+        o._place = it;
+        g.appendChild(o);
+      }
+      sel.appendChild(g);
+    }
+    sel.value = keep;
+  }
+
+  // -- level for where you are ------------------------------------------------------------------------
+  function nearestShelter(p) {
+    let best = null, bd = Infinity;
+    for (const s of state.shelters) {
+      const d = S.distanceM(p, s);
+      if (d < bd) { bd = d; best = s; }
+    }
+    return best;
+  }
+
+  /* The alerts that concern the position: orders whose area contains it (or, without an area, orders for
+   * its municipality), and public gauge alerts from gauges nearby or in the same municipality.
+   * The municipality of a position is taken from its nearest shelter (no boundaries are served yet). */
+  function applicable(p) {
+    const near = nearestShelter(p);
+    const muni = near ? near.municipality_code : null;
+    return state.alerts.filter((a) => {
+      if (!a.active || a.level < 1) return false;
+      if (a.condition === "evacuation_order") {
+        return a.area ? S.inGeometry(p.lon, p.lat, a.area) : a.municipality_code === muni;
+      }
+      if (a.location) return S.distanceM(p, a.location) <= NEARBY_GAUGE_M;
+      return muni != null && a.municipality_code === muni;
+    });
+  }
+
+  function computeLevel() {
+    if (!state.pos) return;
+    const list = applicable(state.pos);
+    list.sort((a, b) => b.level - a.level || (b.condition === "evacuation_order") - (a.condition === "evacuation_order"));
+    const top = list[0] || null;
+    const level = top ? top.level : 0;
+    const old = state.level;
+    state.level = level;
+    state.levelAlert = top;
+    state.drill = list.some((a) => a.exercise) || !!(state.route && state.route.properties.exercise);
+    renderLevel();
+    if (old !== null && old !== level) notice(t("levelChanged", { level: levelTitle(level, top) }));
+  }
+
+  function levelTitle(level, a) {
+    const name = LEVEL[state.lang][level][0];
+    if (!level) return name;
+    const eq = a && a.condition !== "evacuation_order" ? (state.lang === "en" ? " (" + t("equivalent") + ")" : t("equivalent")) : "";
+    return t("levelLabel", { level }) + eq + " " + name;
+  }
+
+  function renderLevel() {
+    const box = $("level");
+    if (state.level === null) return;
+    const a = state.levelAlert;
+    box.setAttribute("data-level", String(state.level));
+    $("level-num").textContent = state.level ? String(state.level) : "–";
+    $("level-name").textContent = levelTitle(state.level, a);
+    $("level-action").textContent = LEVEL[state.lang][state.level][1];
+    let src = t("noAlert");
+    if (a) {
+      const orderName = LEVEL[state.lang][a.level][0];
+      const place = (state.lang === "en" ? a.municipality_name_en : a.municipality_name) || a.municipality_code || t("unknownArea");
+      if (a.condition === "evacuation_order") {
+        src = t(a.area ? "fromOrderArea" : "fromOrder", { name: orderName, place, time: fmtTime(a.raised_at) });
+      } else {
+        src = t("fromGauge", { station: a.station_name || a.station_id || "", level: a.level });
+      }
+    }
+    $("level-source").textContent = src;
+    $("drill").hidden = !state.drill;
+  }
+
+  // -- the route ----------------------------------------------------------------------------------------
+  function routeSig(f) {
+    const p = f.properties;
+    const c = f.geometry ? f.geometry.coordinates : [];
+    return [p.status, p.shelter ? p.shelter.id : "", c.length, c.length ? c[Math.floor(c.length / 2)].join(",") : ""].join("|");
+  }
+
+  async function loadRoute(reason) {
+    if (!state.pos) return;
+    const seq = ++state.seq;
+    if (!state.route) $("guidance").textContent = t("loading");
+    const q = new URLSearchParams({
+      lat: state.pos.lat.toFixed(6), lon: state.pos.lon.toFixed(6), hazard: state.hazard, profile: state.profile,
+      lang: state.lang, exercise: String(state.drill),
+    });
+    let f;
+    try {
+      f = await getJSON("/api/v1/route?" + q.toString());
+    } catch (err) {
+      if (seq !== state.seq) return;
+      state.route = null;
+      state.routeSig = "";
+      renderRoute(err.status === 422 ? t("outside") : t("routeError"));
+      return;
+    }
+    if (seq !== state.seq) return;
+    const sig = routeSig(f);
+    const changed = state.routeSig && sig !== state.routeSig;
+    state.route = f;
+    state.routeSig = sig;
+    if (f.properties.hazard_version != null) state.hazardVersion = f.properties.hazard_version;
+    if (f.properties.exercise && !state.drill) { state.drill = true; $("drill").hidden = false; }
+    renderRoute();
+    if (changed && reason === "live") notice(t("routeChanged"));
+    $("updated").textContent = t("updated", { time: fmtTime() });
+  }
+
+  function renderRoute(error) {
+    const g = $("guidance");
+    const f = state.route;
+    const details = $("route-details");
+    if (!f) {
+      g.textContent = error || t("routeNone");
+      g.classList.toggle("bad", !!error);
+      details.hidden = true;
+      drawMap(false);
+      return;
+    }
+    const p = f.properties;
+    g.textContent = p.guidance || "";
+    g.classList.toggle("bad", p.status !== "ok");
+    if (p.status === "ok" && p.shelter) {
+      const s = p.shelter;
+      details.hidden = false;
+      $("shelter-name").textContent = s.name + (s.is_full ? t("shelterFull") : "");
+      $("shelter-address").textContent = s.address || "";
+      $("shelter-hazards").textContent = (s.hazards || []).map((h) => (HAZ[h] || [h])[li(state.lang)]).join("、");
+      $("route-distance").textContent = fmtDistance(p.distance_m);
+      $("route-duration").textContent = t("minutes", { m: Math.max(1, Math.ceil((p.duration_s || 0) / 60)) });
+      const ol = $("steps");
+      ol.textContent = "";
+      for (const st of p.steps || []) {
+        const item = document.createElement("li");
+        item.textContent = st.text;
+        ol.appendChild(item);
+      }
+    } else {
+      details.hidden = true;
+    }
+    drawMap(true);
+  }
+
+  // -- the map ----------------------------------------------------------------------------------------
+  let map = null;
+
+  function drawMap(fit) {
+    if (!map) return;
+    const f = state.route;
+    const target = f && f.properties.shelter ? f.properties.shelter.id : null;
+    const areas = state.hazards.filter((h) => state.drill || !h.properties.exercise)
+      .map((h) => ({ geometry: h.geometry, cls: "hazard", title: h.properties.label || h.properties.hazard }));
+    for (const a of state.alerts) {
+      if (a.active && a.area && a.condition === "evacuation_order" && (state.drill || !a.exercise)) {
+        areas.push({ geometry: a.area, cls: "order-area", title: LEVEL[state.lang][a.level][0] });
+      }
+    }
+    map.setLayer("areas", areas);
+    map.setLayer("route", f && f.geometry ? [
+      { geometry: f.geometry, cls: "route-casing" },
+      { geometry: f.geometry, cls: "route", id: "route-line" },
+    ] : []);
+    map.setLayer("points", state.shelters.map((s) => ({
+      point: [s.lon, s.lat], r: s.id === target ? 11 : 6, id: s.id,
+      cls: s.id === target ? "shelter-target" : s.is_open ? "shelter" : "shelter-closed",
+      title: s.name, label: s.id === target ? s.name : "",
+    })));
+    map.setLayer("me", state.pos ? [{ point: [state.pos.lon, state.pos.lat], shape: "pin", cls: "me", title: t("legendMe") }] : []);
+    $("map-desc").textContent = target ? t("mapTitle", { shelter: f.properties.shelter.name }) : t("mapTitleNone");
+    if (fit) fitView();
+  }
+
+  function fitView() {
+    if (!map) return;
+    const f = state.route;
+    const pts = [];
+    if (state.pos) pts.push([state.pos.lon, state.pos.lat]);
+    if (f && f.geometry) pts.push(...f.geometry.coordinates);
+    if (f && f.properties.shelter) pts.push([f.properties.shelter.lon, f.properties.shelter.lat]);
+    if (pts.length) map.setView(S.boundsOf(pts), 0.12);
+    else if (state.info && state.info.service_area) map.setView(state.info.service_area, 0);
+  }
+
+  // -- position -----------------------------------------------------------------------------------------
+  function setPos(p, source, name) {
+    state.pos = { lat: p.lat, lon: p.lon };
+    state.posSource = source;
+    state.routeSig = "";
+    state.route = null;
+    $("where-status").textContent = source === "gps" ? t("posGps") : source === "landmark" ? t("posLandmark", { name }) : t("posMap");
+    if (source !== "landmark") $("landmark").value = "";
+    if (!inService(state.pos)) {
+      renderRoute(t("outside"));
+      computeLevel();
+      return;
+    }
+    computeLevel();
+    drawMap(false);
+    loadRoute("user");
+  }
+
+  function locate() {
+    if (!navigator.geolocation) { $("where-status").textContent = t("locateFailed"); return; }
+    $("where-status").textContent = t("locating");
+    navigator.geolocation.getCurrentPosition(
+      (pos) => setPos({ lat: pos.coords.latitude, lon: pos.coords.longitude }, "gps"),
+      () => { $("where-status").textContent = t("locateFailed"); },
+      { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 });
+  }
+
+  function notice(text) {
+    const n = $("notice");
+    n.textContent = text;
+    state.lastNotice = text;
+  }
+
+  // -- live ---------------------------------------------------------------------------------------------
+  async function loadAlerts() {
+    try {
+      state.alerts = (await getJSON("/api/v1/alerts")).alerts || [];
+    } catch (err) { /* keep what we had */ }
+  }
+
+  async function loadHazards() {
+    try {
+      const d = await getJSON("/api/v1/hazards");
+      state.hazards = d.features || [];
+      return d.hazard_version;
+    } catch (err) { return null; }
+  }
+
+  let pending = null;
+  function refreshSoon(what) {
+    if (pending) return;
+    pending = setTimeout(async () => {
+      pending = null;
+      await Promise.all([loadAlerts(), loadHazards()]);
+      computeLevel();
+      if (state.pos && inService(state.pos)) await loadRoute("live");
+      else drawMap(false);
+    }, 250);
+  }
+
+  function connect() {
+    if (!window.EventSource) return;
+    const es = new EventSource("/api/v1/events");
+    es.addEventListener("alert", () => refreshSoon({ alerts: true }));
+    es.addEventListener("hazard_state", () => refreshSoon({ alerts: false }));
+    es.addEventListener("route", () => refreshSoon({ alerts: false }));
+  }
+
+  async function poll() {
+    const version = await loadHazards();
+    if (version != null && state.hazardVersion !== null && version !== state.hazardVersion) {
+      state.hazardVersion = version;
+      refreshSoon({ alerts: true });
+    }
+  }
+
+  // -- start --------------------------------------------------------------------------------------------
+  async function start() {
+    const asked = new URLSearchParams(location.search).get("lang");
+    state.lang = LANGS.includes(asked) ? asked : (navigator.language || "ja").toLowerCase().startsWith("en") ? "en" : "ja";
+    applyTexts();
+    map = new S.SvgMap($("map-svg"), {
+      aspect: 0.75, roads: S.roadCells(0.01, 16), onTap: (p) => setPos(p, "map"),
+    });
+    S.keyboard($("map"), map, (p) => setPos(p, "map"));
+    for (const b of document.querySelectorAll(".langs button")) {
+      b.addEventListener("click", () => {
+        state.lang = b.getAttribute("data-lang");
+        const u = new URL(location.href);
+        u.searchParams.set("lang", state.lang);
+        history.replaceState(null, "", u.pathname + u.search);
+        applyTexts();
+        renderLevel();
+        if (state.route) renderRoute();
+        loadRoute("lang");
+      });
+    }
+    $("locate").addEventListener("click", locate);
+    $("landmark").addEventListener("change", (ev) => {
+      const o = ev.target.selectedOptions[0];
+      if (o && o._place) setPos(o._place, "landmark", o._place.name);
+    });
+    $("hazard").addEventListener("change", (ev) => { state.hazard = ev.target.value; loadRoute("user"); });
+    $("profile").addEventListener("change", (ev) => { state.profile = ev.target.value; loadRoute("user"); });
+    $("zoom-in").addEventListener("click", () => map.zoom(1.5));
+    $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));
+    $("zoom-fit").addEventListener("click", fitView);
+    $("print").addEventListener("click", () => { $("print-time").textContent = t("printed", { time: new Date().toLocaleString() }); window.print(); });
+
+    const [shelters, stations] = await Promise.all([
+      getJSON("/api/v1/shelters").catch(() => ({ features: [] })),
+      getJSON("/api/v1/stations").catch(() => ({ stations: [] })),
+      loadAlerts(), loadHazards().then((v) => { if (v != null) state.hazardVersion = v; }),
+    ]);
+    state.shelters = shelters.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
+    state.info = {};
+    if (!state.info.service_area && state.shelters.length) {
+      // no service description: the shelters' extent (the route query answers 422 outside the real area)
+      const b = S.boundsOf(state.shelters.map((s) => [s.lon, s.lat]));
+      state.info.service_area = [b[0] - 0.01, b[1] - 0.01, b[2] + 0.01, b[3] + 0.01];
+    }
+    state.stations = stations.stations || [];
+    applyTexts();
+    fitView();
+    drawMap(false);
+    connect();
+    setInterval(poll, POLL_MS);
+    document.body.setAttribute("data-ready", "true");
+    if (navigator.permissions && navigator.geolocation) {
+      try {
+        const perm = await navigator.permissions.query({ name: "geolocation" });
+        if (perm.state === "granted" && !state.pos) locate();
+      } catch (err) { /* not supported: the button is there */ }
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

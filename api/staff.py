@@ -1,0 +1,206 @@
+"""What staff do, authenticated and scoped to their municipality, every action audited.
+
+* ``POST /api/v1/alerts/{id}/acknowledge`` — acknowledge an alert
+* ``POST /api/v1/orders`` / ``POST /api/v1/orders/{id}/cancel`` — issue or cancel an evacuation order
+* ``PATCH /api/v1/shelters/{id}`` — open or close a shelter, update its occupancy or capacity
+* ``POST /api/v1/hazards`` / ``DELETE /api/v1/hazards/{id}`` — draw or remove a hazard area
+* ``GET /api/v1/sensors/health`` — silent gauges, batteries, device faults
+* ``GET /api/v1/audit`` — the audit log (admins)
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
+from alerting.store import _audit as audit
+from api.auth import authenticate, require_scope
+from api.bodies import field, json_object, municipality_code
+from api.context import POOL
+from api.problems import Problem
+from evac.hazards import HAZARD_TYPES
+from evac.store import StoreError, add_hazard_area, hazard_area, remove_hazard_area, set_shelter_state
+
+routes = web.RouteTableDef()
+
+
+def _int_id(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Problem(400, "Bad Request", f"{name} must be a positive integer")
+    return int(raw)
+
+
+@routes.post("/api/v1/alerts/{alert_id}/acknowledge")
+async def acknowledge(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    alert_id = _int_id(request, "alert_id")
+    body = await json_object(request) if request.can_read_body else {}
+    note = field(body, "note", str, default=None)
+    async with request.app[POOL].acquire() as conn:
+        alert = await get_alert(conn, alert_id)
+        if alert is None:
+            raise Problem(404, "Not Found", f"no alert {alert_id}")
+        require_scope(account, alert.get("municipality_code"))
+        try:
+            event_id = await acknowledge_alert(conn, alert_id, user=account.username, note=note)
+        except AlertError as exc:
+            raise Problem(409, "Conflict", str(exc)) from None
+    return web.json_response({"alert_id": alert_id, "event_id": event_id, "acknowledged_by": account.username})
+
+
+@routes.post("/api/v1/orders")
+async def post_order(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    body = await json_object(request)
+    municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
+    if municipality is None:
+        raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
+    require_scope(account, municipality)
+    level = field(body, "level", int)
+    async with request.app[POOL].acquire() as conn:
+        try:
+            order_id, change = await issue_order(
+                conn, municipality_code=municipality, level=level, issued_by=account.username,
+                area=field(body, "area", dict, default=None), area_desc=field(body, "area_desc", str, default=None),
+                note=field(body, "note", str, default=None), exercise=field(body, "exercise", bool, default=False))
+        except AlertError as exc:
+            raise Problem(400, "Bad Request", str(exc)) from None
+    return web.json_response({"order_id": order_id, "alert_id": change.alert_id}, status=201)
+
+
+@routes.post("/api/v1/orders/{order_id}/cancel")
+async def post_cancel_order(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    order_id = _int_id(request, "order_id")
+    body = await json_object(request) if request.can_read_body else {}
+    async with request.app[POOL].acquire() as conn:
+        municipality = await conn.fetchval("SELECT municipality_code FROM evacuation_orders WHERE id = $1", order_id)
+        if municipality is None:
+            raise Problem(404, "Not Found", f"no evacuation order {order_id}")
+        require_scope(account, municipality)
+        try:
+            change = await cancel_order(conn, order_id, cancelled_by=account.username,
+                                        note=field(body, "note", str, default=None))
+        except AlertError as exc:
+            raise Problem(409, "Conflict", str(exc)) from None
+    return web.json_response({"order_id": order_id, "alert_id": change.alert_id, "state": "cancelled"})
+
+
+@routes.patch("/api/v1/shelters/{shelter_id}")
+async def patch_shelter(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    shelter_id = request.match_info["shelter_id"][:128]
+    body = await json_object(request)
+    changes: dict[str, Any] = {
+        "occupancy": field(body, "occupancy", int, default=None),
+        "is_open": field(body, "is_open", bool, default=None),
+        "capacity": field(body, "capacity", int, default=None),
+    }
+    async with request.app[POOL].acquire() as conn:
+        municipality = await conn.fetchval("SELECT municipality_code FROM shelters WHERE id = $1", shelter_id)
+        if municipality is None and not await conn.fetchval("SELECT 1 FROM shelters WHERE id = $1", shelter_id):
+            raise Problem(404, "Not Found", "no such shelter")
+        require_scope(account, municipality)
+        async with conn.transaction():
+            try:
+                row = await set_shelter_state(conn, shelter_id, actor=account.username, **changes)
+            except StoreError as exc:
+                raise Problem(400, "Bad Request", str(exc)) from None
+            await audit(conn, account.username, "shelter.updated", "shelter", shelter_id,
+                        {k: v for k, v in changes.items() if v is not None})
+    return web.json_response({"id": shelter_id, "occupancy": row["occupancy"], "is_open": row["is_open"],
+                              "capacity": row["capacity"]})
+
+
+@routes.post("/api/v1/hazards")
+async def post_hazard(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    body = await json_object(request)
+    municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
+    require_scope(account, municipality)
+    hazard = field(body, "hazard", str, default="flood")
+    if hazard not in HAZARD_TYPES:
+        raise Problem(400, "Bad Request", f"hazard must be one of {', '.join(HAZARD_TYPES)}", field="hazard")
+    try:
+        area = hazard_area(
+            hazard=hazard, geometry=field(body, "geometry", dict), severity=field(body, "severity", str, default="blocked"),
+            penalty_factor=field(body, "penalty_factor", (int, float), default=1.0), source="staff",
+            exercise=field(body, "exercise", bool, default=False), label=field(body, "label", str, default=""))
+    except StoreError as exc:
+        raise Problem(400, "Bad Request", str(exc), field="geometry") from None
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        area_id = await add_hazard_area(conn, area, actor=account.username, municipality_code=municipality)
+        await audit(conn, account.username, "hazard_area.added", "hazard_area", area_id,
+                    {"hazard": hazard, "severity": area.severity, "municipality_code": municipality,
+                     "exercise": area.exercise, "label": area.label})
+    return web.json_response({"id": area_id}, status=201)
+
+
+@routes.delete("/api/v1/hazards/{area_id}")
+async def delete_hazard(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    area_id = request.match_info["area_id"][:128]
+    async with request.app[POOL].acquire() as conn:
+        row = await conn.fetchrow("SELECT municipality_code FROM hazard_areas WHERE id = $1 AND removed_at IS NULL",
+                                  area_id)
+        if row is None:
+            raise Problem(404, "Not Found", "no such hazard area")
+        require_scope(account, row["municipality_code"])
+        async with conn.transaction():
+            await remove_hazard_area(conn, area_id, actor=account.username)
+            await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {})
+    return web.Response(status=204)
+
+
+_HEALTH = """
+SELECT s.id, s.name, s.municipality_code, s.expected_interval_s, s.exercise,
+       (SELECT max(ts) FROM readings r WHERE r.station_id = s.id AND r.kind IN ('level', 'rain')) AS last_reading,
+       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'battery_pct' ORDER BY ts DESC LIMIT 1) AS battery_pct,
+       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'rssi_dbm' ORDER BY ts DESC LIMIT 1) AS rssi_dbm,
+       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'status' ORDER BY ts DESC LIMIT 1) AS status
+FROM stations s
+WHERE ($1::text IS NULL OR s.municipality_code = $1)
+ORDER BY s.id
+"""
+_STATUS = {0: "ok", 1: "low_battery", 2: "fault", 3: "maintenance"}
+
+
+@routes.get("/api/v1/sensors/health")
+async def sensor_health(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff", "operator")
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch(_HEALTH, account.municipality_code)
+    now = datetime.now(UTC)
+    out = []
+    for r in rows:
+        age = (now - r["last_reading"]).total_seconds() if r["last_reading"] else None
+        silent = age is None or age > 3 * r["expected_interval_s"]
+        status = _STATUS.get(int(r["status"])) if r["status"] is not None else None
+        problems = [p for p, bad in (("silent", silent), ("low_battery", r["battery_pct"] is not None and r["battery_pct"] < 20),
+                                     ("fault", status == "fault")) if bad]
+        out.append({"station_id": r["id"], "name": r["name"], "municipality_code": r["municipality_code"],
+                    "exercise": r["exercise"],
+                    "last_reading": r["last_reading"].isoformat().replace("+00:00", "Z") if r["last_reading"] else None,
+                    "seconds_since_last_reading": None if age is None else round(age),
+                    "expected_interval_s": r["expected_interval_s"], "battery_pct": r["battery_pct"],
+                    "rssi_dbm": r["rssi_dbm"], "status": status, "problems": problems})
+    return web.json_response({"stations": out})
+
+
+@routes.get("/api/v1/audit")
+async def audit_log(request: web.Request) -> web.Response:
+    await authenticate(request, "admin")
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+    except ValueError:
+        raise Problem(400, "Bad Request", "limit must be a whole number", parameter="limit") from None
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch("SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
+                                "ORDER BY id DESC LIMIT $1", limit)
+    return web.json_response({"entries": [{**dict(r), "at": r["at"].isoformat(), "detail": json.loads(r["detail"])}
+                                          for r in rows]})

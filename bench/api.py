@@ -1,0 +1,215 @@
+"""API benchmark: req/s and p99 of the route and active-alerts endpoints against a bare aiohttp
+endpoint measured in the same run (the framework's ceiling), and alert fan-out to many SSE clients.
+
+    .venv/bin/python bench/api.py [--duration 10] [--connections 64] [--sse-clients 5000]
+
+Needs ``wrk`` (Debian package ``wrk``) and a PostgreSQL (``SONAE_BENCH_DATABASE_URL``, default the
+local server on 127.0.0.1:5432; a fresh database is created and dropped). The Sonae API runs as a real
+``sonae api`` process with the drill town's road network; its per-client rate limit is turned off for
+the run (every request comes from one address). Targets on this 2-core machine: route ≥ 0.5 × and
+active alerts ≥ 0.7 × the ceiling; 5,000 SSE clients all receive a new alert within 1 s.
+Results are printed and written to ``.state/bench/api.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+
+from sonae.embedded import free_port  # noqa: E402
+
+CEILING_APP = """
+from aiohttp import web
+async def hello(request):
+    return web.json_response({"status": "ok"})
+app = web.Application()
+app.router.add_get("/", hello)
+web.run_app(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), access_log=None, print=None)
+"""
+
+
+def wrk(url: str, *, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99_match = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99_match, out
+    value, unit = float(p99_match.group(1)), p99_match.group(2)
+    p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": round(rps), "p99_ms": round(p99_ms, 2), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready")
+
+
+async def sse_fanout(base: str, token: str, clients: int) -> dict[str, float]:
+    """Connect ``clients`` SSE streams, issue an order, time until every client has seen it."""
+    received: list[float] = []
+    connected = 0
+    all_connected = asyncio.Event()
+    got_all = asyncio.Event()
+    marker = f"bench-{uuid.uuid4().hex[:6]}"
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal connected
+        async with session.get(base + "/api/v1/events") as resp:
+            connected += 1
+            if connected == clients:
+                all_connected.set()
+            async for line in resp.content:
+                if marker.encode() in line or b"evacuation_order" in line and got_marker.is_set():
+                    received.append(time.perf_counter())
+                    if len(received) == clients:
+                        got_all.set()
+                    return
+
+    got_marker = asyncio.Event()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks = []
+        for i in range(clients):
+            tasks.append(asyncio.create_task(client(session)))
+            if i % 200 == 199:
+                await asyncio.sleep(0.05)  # pace the connection storm
+        await asyncio.wait_for(all_connected.wait(), 120)
+        await asyncio.sleep(1.0)  # let the server register the last subscribers
+        got_marker.set()
+        started = time.perf_counter()
+        async with session.post(base + "/api/v1/orders", headers={"Authorization": f"Bearer {token}"},
+                                json={"level": 3, "municipality_code": "072036", "note": marker,
+                                      "exercise": True}) as resp:
+            assert resp.status == 201, await resp.text()
+        try:
+            await asyncio.wait_for(got_all.wait(), 30)
+        except TimeoutError:
+            pass
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    delays = sorted(r - started for r in received)
+    return {"clients": clients, "received": len(delays),
+            "p50_ms": round(delays[len(delays) // 2] * 1000, 1) if delays else None,
+            "max_ms": round(delays[-1] * 1000, 1) if delays else None}
+
+
+async def prepare_db(server: str) -> str:
+    name = f"sonae_bench_api_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(server)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_db(server: str, db: str) -> None:
+    conn = await asyncpg.connect(server)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{db.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await conn.close()
+
+
+def main(args: argparse.Namespace) -> dict[str, object]:
+    if shutil.which("wrk") is None:
+        sys.exit("bench/api needs wrk: apt-get install wrk")
+    server = os.environ.get("SONAE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    db = asyncio.run(prepare_db(server))
+    state = Path(tempfile.mkdtemp(prefix="sonae-bench-api-"))
+    results: dict[str, object] = {"duration_s": args.duration, "connections": args.connections}
+    ceiling_port, api_port = free_port(), free_port()
+    env = {**os.environ, "SONAE_DATABASE_URL": db, "SONAE_STATE_DIR": str(state), "SONAE_API_PORT": str(api_port),
+           "SONAE_EVAC_NETWORK": "drilltown", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0", "SONAE_LOG_LEVEL": "warning",
+           "SONAE_NEW_PASSWORD": "bench-password-1"}
+    env = {k: v for k, v in env.items() if not k.startswith("SONAE_") or k in (
+        "SONAE_DATABASE_URL", "SONAE_STATE_DIR", "SONAE_API_PORT", "SONAE_EVAC_NETWORK",
+        "SONAE_API_RATE_LIMIT_PER_MINUTE", "SONAE_LOG_LEVEL", "SONAE_NEW_PASSWORD")}
+    subprocess.run([sys.executable, "-m", "sonae.cli", "users", "add", "bench", "--role", "staff", "--municipality",
+                    "072036", "--password-from-env"], env=env, check=True, capture_output=True)
+    ceiling = subprocess.Popen([sys.executable, "-c", CEILING_APP, str(ceiling_port)], stderr=subprocess.PIPE)
+    api = subprocess.Popen([sys.executable, "-m", "sonae.cli", "api"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_http(f"http://127.0.0.1:{ceiling_port}/", ceiling)
+        wait_http(base + "/readyz", api)
+        import urllib.request
+
+        # a point inside the drill town (its first shelter), so routes are real answers
+        with urllib.request.urlopen(base + "/api/v1/shelters?format=geojson", timeout=10) as resp:
+            first = json.loads(resp.read())["features"][0]["geometry"]["coordinates"]
+        lon, lat = first[0] + 0.004, first[1] + 0.003
+        route_url = f"{base}/api/v1/route?lat={lat:.5f}&lon={lon:.5f}&hazard=flood&lang=ja"
+        with urllib.request.urlopen(route_url, timeout=10) as resp:
+            results["route_status"] = json.loads(resp.read())["properties"]["status"]
+        results["ceiling"] = wrk(f"http://127.0.0.1:{ceiling_port}/", duration=args.duration,
+                                 connections=args.connections)
+        print(f"ceiling (bare aiohttp) : {results['ceiling']}", flush=True)
+        results["route"] = wrk(route_url, duration=args.duration, connections=args.connections)
+        print(f"GET /api/v1/route      : {results['route']}", flush=True)
+        results["alerts"] = wrk(base + "/api/v1/alerts", duration=args.duration, connections=args.connections)
+        print(f"GET /api/v1/alerts     : {results['alerts']}", flush=True)
+        ceiling_rps = results["ceiling"]["rps"]  # type: ignore[index]
+        results["route_ratio"] = round(results["route"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
+        results["alerts_ratio"] = round(results["alerts"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
+        if args.sse_clients:
+            req = urllib.request.Request(base + "/api/v1/auth/token", method="POST",
+                                         data=json.dumps({"username": "bench", "password": "bench-password-1"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                token = json.loads(resp.read())["access_token"]
+            results["sse"] = asyncio.run(sse_fanout(base, token, args.sse_clients))
+            print(f"SSE fan-out            : {results['sse']}", flush=True)
+    finally:
+        for proc in (api, ceiling):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        asyncio.run(drop_db(server, db))
+        shutil.rmtree(state, ignore_errors=True)
+    print(f"route/ceiling = {results['route_ratio']} (target ≥ 0.5)   alerts/ceiling = {results['alerts_ratio']} "
+          f"(target ≥ 0.7)")
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--sse-clients", type=int, default=5000)
+    out = main(parser.parse_args())
+    target = ROOT / ".state" / "bench"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "api.json").write_text(json.dumps(out, indent=2))

@@ -1,0 +1,342 @@
+"""Shelters and hazard areas in the database (tables in ``evac/migrations``).
+
+The database is the source of truth; every API process holds an engine built from these rows. Each
+change runs in a transaction that ends with ``pg_notify('sonae_evac', {"kind": ..., "id": ...})``, so
+every process reloads when (and only when) the change commits.
+
+Every change takes ``actor`` (who made it), recorded in the row. Who may make which change (staff
+roles, municipality scoping) is decided by the API before calling these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import shapely
+from shapely.geometry import mapping, shape
+
+from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
+from evac.shelters import Shelter, load_shelters
+
+NOTIFY_CHANNEL = "sonae_evac"
+
+#: Columns of a shelter row, in the order :func:`shelters_csv_header` writes them.
+SHELTER_COLUMNS = ("id", "name", "address", "lat", "lon", "municipality_code", "hazards", "capacity", "occupancy",
+                   "is_open", "source", "updated_at")
+
+
+class StoreError(ValueError):
+    """A change that cannot be made (unknown id, invalid geometry, bad value); the message says why."""
+
+
+async def notify(conn: asyncpg.Connection, kind: str, object_id: str | None, **extra: Any) -> None:
+    """Tell every process that something changed (delivered when the transaction commits)."""
+    await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL,
+                       json.dumps({"kind": kind, "id": object_id, **extra}, ensure_ascii=False))
+
+
+def _actor(actor: str) -> str:
+    if not actor or not actor.strip():
+        raise StoreError("a change needs the name of who makes it (actor)")
+    return actor.strip()
+
+
+# -- shelters ------------------------------------------------------------------------------------
+def _check_shelter(s: Shelter) -> None:
+    if not s.id:
+        raise StoreError("a shelter needs an id")
+    if not (-90 <= s.lat <= 90 and -180 <= s.lon <= 180) or not (math.isfinite(s.lat) and math.isfinite(s.lon)):
+        raise StoreError(f"shelter {s.id}: position out of range")
+    bad = set(s.hazards) - set(HAZARD_TYPES)
+    if bad:
+        raise StoreError(f"shelter {s.id}: unknown hazard(s) {', '.join(sorted(bad))}")
+    if s.capacity is not None and s.capacity < 0:
+        raise StoreError(f"shelter {s.id}: capacity must be 0 or more")
+    if s.occupancy < 0:
+        raise StoreError(f"shelter {s.id}: occupancy must be 0 or more")
+
+
+async def import_shelters(
+    conn: asyncpg.Connection, shelters: Iterable[Shelter], *, actor: str, source: str = "import"
+) -> int:
+    """Insert or update shelters by id; returns how many were written.
+
+    A re-import updates what the file knows (name, address, position, municipality, hazards, and the
+    capacity when the file has one) but keeps the live state staff set: occupancy and open/closed.
+    """
+    who = _actor(actor)
+    rows = []
+    for s in shelters:
+        _check_shelter(s)
+        rows.append((s.id, s.name, s.address, float(s.lat), float(s.lon), s.municipality_code,
+                     sorted(s.hazards), s.capacity, int(s.occupancy), bool(s.is_open), source, who))
+    if not rows:
+        return 0
+    async with conn.transaction():
+        await conn.executemany(
+            """INSERT INTO shelters (id, name, address, lat, lon, municipality_code, hazards, capacity, occupancy,
+                                     is_open, source, updated_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               ON CONFLICT (id) DO UPDATE SET
+                   name = EXCLUDED.name, address = EXCLUDED.address, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
+                   municipality_code = EXCLUDED.municipality_code, hazards = EXCLUDED.hazards,
+                   capacity = coalesce(EXCLUDED.capacity, shelters.capacity), source = EXCLUDED.source,
+                   updated_by = EXCLUDED.updated_by, updated_at = now()""", rows)
+        await notify(conn, "shelters", None, count=len(rows))
+    return len(rows)
+
+
+async def import_shelters_file(
+    conn: asyncpg.Connection, path: Path | str, *, actor: str, source: str = "import",
+    default_hazards: Iterable[str] = (),
+) -> int:
+    """Import a GSI/generic GeoJSON or CSV file of shelters (see :func:`evac.shelters.load_shelters`)."""
+    try:
+        shelters = load_shelters(path, default_hazards=default_hazards)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"{Path(path).name}: {exc}") from None
+    return await import_shelters(conn, shelters, actor=actor, source=source)
+
+
+async def set_shelter_state(
+    conn: asyncpg.Connection, shelter_id: str, *, actor: str, occupancy: int | None = None,
+    is_open: bool | None = None, capacity: int | None = None,
+) -> dict[str, Any]:
+    """Change a shelter's live state (occupancy, open/closed, capacity); returns the row."""
+    who = _actor(actor)
+    if occupancy is None and is_open is None and capacity is None:
+        raise StoreError("nothing to change: give occupancy, is_open or capacity")
+    if occupancy is not None and occupancy < 0:
+        raise StoreError("occupancy must be 0 or more")
+    if capacity is not None and capacity < 0:
+        raise StoreError("capacity must be 0 or more")
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE shelters SET occupancy = coalesce($2, occupancy), is_open = coalesce($3, is_open),
+                   capacity = coalesce($4, capacity), updated_by = $5, updated_at = now()
+               WHERE id = $1 RETURNING *""", shelter_id, occupancy, is_open, capacity, who)
+        if row is None:
+            raise StoreError(f"no shelter {shelter_id!r}")
+        await notify(conn, "shelter", shelter_id)
+    return dict(row)
+
+
+async def count_shelters(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM shelters"))
+
+
+async def shelter_rows(
+    conn: asyncpg.Connection, *, municipality: str | None = None, hazard: str | None = None
+) -> list[dict[str, Any]]:
+    """Shelter rows, optionally of one municipality and rated for one hazard, ordered by id."""
+    rows = await conn.fetch(
+        """SELECT * FROM shelters
+           WHERE ($1::text IS NULL OR municipality_code = $1) AND ($2::text IS NULL OR $2 = ANY (hazards))
+           ORDER BY id""", municipality, hazard)
+    return [dict(r) for r in rows]
+
+
+def shelter_from_row(row: Mapping[str, Any]) -> Shelter:
+    return Shelter(id=row["id"], name=row["name"], address=row["address"], lat=float(row["lat"]),
+                   lon=float(row["lon"]), hazards=frozenset(row["hazards"] or ()),
+                   municipality_code=row["municipality_code"], capacity=row["capacity"],
+                   occupancy=int(row["occupancy"]), is_open=bool(row["is_open"]))
+
+
+async def list_shelters(conn: asyncpg.Connection) -> list[Shelter]:
+    return [shelter_from_row(r) for r in await shelter_rows(conn)]
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat().replace("+00:00", "Z") if ts else None
+
+
+def shelter_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A shelter row as open-data JSON (the resident-facing fields plus source and update time)."""
+    d = shelter_from_row(row).to_dict()
+    d.update({"source": row["source"], "updated_at": _iso(row["updated_at"])})
+    return d
+
+
+def shelter_feature(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A shelter row as an open-data GeoJSON Feature."""
+    props = shelter_json(row)
+    lat, lon = props.pop("lat"), props.pop("lon")
+    return {"type": "Feature", "id": row["id"], "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": props}
+
+
+def shelter_csv_row(row: Mapping[str, Any]) -> list[Any]:
+    """A shelter row as CSV cells (columns :data:`SHELTER_COLUMNS`; hazards joined with ``;``).
+
+    The CSV can be imported again with :func:`import_shelters_file`.
+    """
+    cells: list[Any] = []
+    for col in SHELTER_COLUMNS:
+        v = row[col]
+        if col == "hazards":
+            v = ";".join(sorted(v or ()))
+        elif col == "updated_at":
+            v = _iso(v)
+        elif col == "is_open":
+            v = "true" if v else "false"
+        cells.append("" if v is None else v)
+    return cells
+
+
+# -- hazard areas -----------------------------------------------------------------------------------
+def _check_area(area: HazardArea) -> None:
+    g = area.geometry
+    if not shapely.is_valid(g):
+        raise StoreError(f"hazard area {area.id}: invalid polygon ({shapely.is_valid_reason(g)})")
+    xmin, ymin, xmax, ymax = g.bounds
+    if not (-180 <= xmin <= xmax <= 180 and -90 <= ymin <= ymax <= 90):
+        raise StoreError(f"hazard area {area.id}: coordinates must be [lon, lat] in degrees")
+
+
+def hazard_area(
+    *, hazard: str, geometry: Mapping[str, Any] | shapely.Geometry, id: str | None = None,
+    severity: str = "blocked", penalty_factor: float = 1.0, source: str = "staff", station_id: str | None = None,
+    activation_level: int | None = None, active: bool = True, exercise: bool = False, label: str = "",
+) -> HazardArea:
+    """Build (and validate) a :class:`HazardArea` from API-style values; raises :class:`StoreError`."""
+    try:
+        geom = geometry if isinstance(geometry, shapely.Geometry) else shape(geometry)
+        area = HazardArea(id=id or f"{source}-{uuid.uuid4().hex[:12]}", hazard=hazard, geometry=geom,
+                          severity=severity,  # type: ignore[arg-type]
+                          penalty_factor=float(penalty_factor), source=source,  # type: ignore[arg-type]
+                          station_id=station_id, activation_level=activation_level, active=active,
+                          exercise=exercise, label=label)
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+        raise StoreError(str(exc)) from None
+    if source not in ("gauge", "staff", "import"):
+        raise StoreError("source must be gauge, staff or import")
+    _check_area(area)
+    return area
+
+
+_AREA_UPSERT = """
+    INSERT INTO hazard_areas (id, hazard, geometry, severity, penalty_factor, source, station_id, activation_level,
+                              active, exercise, label, municipality_code, created_by, updated_by)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+    ON CONFLICT (id) DO UPDATE SET
+        hazard = EXCLUDED.hazard, geometry = EXCLUDED.geometry, severity = EXCLUDED.severity,
+        penalty_factor = EXCLUDED.penalty_factor, source = EXCLUDED.source, station_id = EXCLUDED.station_id,
+        activation_level = EXCLUDED.activation_level, active = EXCLUDED.active, exercise = EXCLUDED.exercise,
+        label = EXCLUDED.label, municipality_code = EXCLUDED.municipality_code,
+        updated_by = EXCLUDED.updated_by, updated_at = now(), removed_by = NULL, removed_at = NULL
+"""
+
+
+def _area_args(area: HazardArea, who: str, municipality_code: str | None) -> tuple[Any, ...]:
+    return (area.id, area.hazard, json.dumps(mapping(area.geometry)), area.severity, float(area.penalty_factor),
+            area.source, area.station_id, area.activation_level, bool(area.active), bool(area.exercise),
+            area.label, municipality_code, who)
+
+
+async def add_hazard_area(
+    conn: asyncpg.Connection, area: HazardArea, *, actor: str, municipality_code: str | None = None
+) -> str:
+    """Add a hazard area (or replace the one with its id, bringing it back if removed); returns the id."""
+    who = _actor(actor)
+    _check_area(area)
+    async with conn.transaction():
+        await conn.execute(_AREA_UPSERT, *_area_args(area, who, municipality_code))
+        await notify(conn, "hazard_area", area.id)
+    return area.id
+
+
+async def import_hazard_areas(
+    conn: asyncpg.Connection, areas: Iterable[HazardArea], *, actor: str, municipality_code: str | None = None
+) -> int:
+    """Add or replace many hazard areas in one transaction and one notification."""
+    who = _actor(actor)
+    args = []
+    for a in areas:
+        _check_area(a)
+        args.append(_area_args(a, who, municipality_code))
+    if not args:
+        return 0
+    async with conn.transaction():
+        await conn.executemany(_AREA_UPSERT, args)
+        await notify(conn, "hazard_areas", None, count=len(args))
+    return len(args)
+
+
+async def import_hazard_file(
+    conn: asyncpg.Connection, path: Path | str, *, actor: str, hazard: str | None = None, exercise: bool = False,
+    municipality_code: str | None = None,
+) -> int:
+    """Import a GeoJSON file of hazard areas (see :func:`evac.hazards.load_hazard_geojson`)."""
+    try:
+        areas = load_hazard_geojson(path, hazard=hazard, exercise=exercise, id_prefix=Path(path).stem)
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+        raise StoreError(f"{Path(path).name}: {exc}") from None
+    return await import_hazard_areas(conn, areas, actor=actor, municipality_code=municipality_code)
+
+
+async def set_hazard_area_active(conn: asyncpg.Connection, area_id: str, active: bool, *, actor: str) -> None:
+    """Put a staff/import area in or out of force (arm or disarm a gauge area)."""
+    who = _actor(actor)
+    async with conn.transaction():
+        done = await conn.fetchval(
+            """UPDATE hazard_areas SET active = $2, updated_by = $3, updated_at = now()
+               WHERE id = $1 AND removed_at IS NULL RETURNING id""", area_id, active, who)
+        if done is None:
+            raise StoreError(f"no hazard area {area_id!r}")
+        await notify(conn, "hazard_area", area_id)
+
+
+async def remove_hazard_area(conn: asyncpg.Connection, area_id: str, *, actor: str) -> bool:
+    """Remove a hazard area (kept with ``removed_at`` for the record); False if there was none."""
+    who = _actor(actor)
+    async with conn.transaction():
+        done = await conn.fetchval(
+            """UPDATE hazard_areas SET removed_by = $2, removed_at = now(), updated_at = now()
+               WHERE id = $1 AND removed_at IS NULL RETURNING id""", area_id, who)
+        if done is None:
+            return False
+        await notify(conn, "hazard_area", area_id)
+    return True
+
+
+async def hazard_area_rows(conn: asyncpg.Connection, *, include_removed: bool = False) -> list[dict[str, Any]]:
+    """Hazard area rows (geometry parsed), current ones only unless ``include_removed``."""
+    rows = await conn.fetch(
+        "SELECT * FROM hazard_areas WHERE $1 OR removed_at IS NULL ORDER BY id", include_removed)
+    out = []
+    for r in rows:
+        d = dict(r)
+        if isinstance(d["geometry"], str):
+            d["geometry"] = json.loads(d["geometry"])
+        out.append(d)
+    return out
+
+
+def area_from_row(row: Mapping[str, Any]) -> HazardArea:
+    return HazardArea(id=row["id"], hazard=row["hazard"], geometry=shape(row["geometry"]), severity=row["severity"],
+                      penalty_factor=float(row["penalty_factor"]), source=row["source"],
+                      station_id=row["station_id"], activation_level=row["activation_level"],
+                      active=bool(row["active"]), exercise=bool(row["exercise"]), label=row["label"])
+
+
+async def list_hazard_areas(conn: asyncpg.Connection) -> list[HazardArea]:
+    return [area_from_row(r) for r in await hazard_area_rows(conn)]
+
+
+def hazard_area_feature(row: Mapping[str, Any], *, in_force: bool | None = None) -> dict[str, Any]:
+    """A hazard area row as a GeoJSON Feature (who drew it is left out: that is for staff views)."""
+    props = {k: row[k] for k in ("id", "hazard", "severity", "penalty_factor", "source", "station_id",
+                                 "activation_level", "active", "exercise", "label", "municipality_code")}
+    props["created_at"] = _iso(row["created_at"])
+    props["updated_at"] = _iso(row["updated_at"])
+    if in_force is not None:
+        props["in_force"] = in_force
+    return {"type": "Feature", "id": row["id"], "geometry": row["geometry"], "properties": props}

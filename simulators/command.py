@@ -1,0 +1,174 @@
+"""``sonae simulate``: options and the run itself (the CLI in :mod:`sonae.cli` only wires them in).
+
+Examples::
+
+    sonae simulate                                   # the small demo river (as `sonae run --simulate`)
+    sonae simulate --scenario docs/scenarios/abukuma-flood.toml --register-stations
+    sonae simulate --replay jiseiji --accel 60 --from 2023-06-30T06:00+09:00 --to 2023-07-01T18:00+09:00
+    sonae simulate --replay mlit path/to/mlit_rows.csv.gz --station 0700000003 --accel 600
+    sonae simulate --scenario docs/scenarios/load-5000.toml --accel max --no-progress
+
+Everything is an exercise unless ``--real`` is given (a scenario file's ``exercise = false`` alone is
+not enough: a real-looking flood must be asked for on the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from simulators.fleet import Fleet
+from simulators.manager import register_stations
+from simulators.progress import ProgressDisplay, summary
+from simulators.scenario import (
+    REPLAY_FORMATS,
+    ReplaySpec,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    parse_duration,
+)
+from simulators.transport import make_publisher
+
+log = logging.getLogger("sonae.simulators.command")
+
+SHARED_RIVER_LEVELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "river_levels"
+DEFAULT_REPLAY_FILES = {
+    "jiseiji": "yamaguchi_kotogawa_jiseiji_level_and_kotogawa_dam_2023-06_to_2023-08_10min.csv.gz",
+    "mlit": "mlit_kriver_fukushima_gauges_over_threshold_2025-09_to_2026-08.csv.gz",
+    "area_info": "mlit_kriver_area_info_snapshot_2025-11-01T03JST_all_japan.json.gz",
+}
+
+
+def _accel(raw: str) -> float:
+    if raw == "max":
+        return math.inf
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number or 'max'") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError("accel must be a positive number or 'max'")
+    return value
+
+
+def _time(raw: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{raw!r} needs a UTC offset, e.g. 2023-06-30T06:00+09:00")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--scenario", metavar="FILE", help="scenario file (TOML; see docs/scenarios/)")
+    src.add_argument("--replay", nargs="+", metavar=("FORMAT", "FILE"),
+                     help=f"replay real readings: FORMAT is one of {', '.join(REPLAY_FORMATS)}; FILE defaults "
+                          "to the shared data set")
+    p.add_argument("--from", dest="replay_from", type=_time, metavar="TIME", help="replay from this time")
+    p.add_argument("--to", dest="replay_to", type=_time, metavar="TIME", help="replay up to this time")
+    p.add_argument("--station", action="append", default=[], metavar="ID",
+                   help="replay only this station (id or name; repeatable)")
+    p.add_argument("--accel", type=_accel, metavar="N|max",
+                   help="time acceleration (60 = an hour per minute; 'max' = as fast as possible)")
+    p.add_argument("--duration", metavar="DURATION", help="scenario time to run, e.g. 6h (default: all of it)")
+    p.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--real", action="store_true", help="mark readings as real, not as an exercise")
+    mode.add_argument("--exercise", action="store_true", help="mark readings as an exercise (the default)")
+    p.add_argument("--register-stations", action="store_true",
+                   help="add the simulated stations to the registry first (existing stations are left alone)")
+    p.add_argument("--transport", choices=("fast", "paho"), default="fast",
+                   help="MQTT publisher: the lean built-in one (default) or Sonae's paho client")
+    p.add_argument("--max-outstanding", type=int, default=20000, help="QoS 1 messages awaiting PUBACK at most")
+    p.add_argument("--no-progress", action="store_true", help="no live display, just the summary")
+
+
+def wants_fleet(args: argparse.Namespace) -> bool:
+    """False when no scenario or replay was named: then the small demo river runs, as before."""
+    return bool(getattr(args, "scenario", None) or getattr(args, "replay", None))
+
+
+def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None]:
+    """The scenario to run and a limit on its span (from ``--duration``)."""
+    if args.scenario:
+        scenario = load_scenario(args.scenario)
+        if args.replay_from or args.replay_to or args.station:
+            if scenario.replay is None:
+                raise ScenarioError("--from/--to/--station apply to replays; the scenario has no [replay]")
+            r = scenario.replay
+            scenario = scenario.with_overrides(replay=ReplaySpec(
+                format=r.format, path=r.path, start=args.replay_from or r.start, end=args.replay_to or r.end,
+                stations=tuple(args.station) or r.stations, limit=r.limit))
+    else:
+        fmt, *rest = args.replay
+        if fmt not in REPLAY_FORMATS or len(rest) > 1:
+            raise ScenarioError(f"--replay: expected FORMAT [FILE] with FORMAT one of {', '.join(REPLAY_FORMATS)}")
+        path = Path(rest[0]) if rest else SHARED_RIVER_LEVELS / DEFAULT_REPLAY_FILES[fmt]
+        scenario = Scenario(name=f"replay-{fmt}", accel=60.0,
+                            replay=ReplaySpec(format=fmt, path=path, start=args.replay_from, end=args.replay_to,
+                                              stations=tuple(args.station)))
+    if not args.real and not scenario.exercise:
+        log.warning("the scenario says exercise = false, but a real run needs --real: running as an exercise")
+    scenario = scenario.with_overrides(exercise=not args.real, accel=args.accel, seed=args.seed)
+    limit = parse_duration(args.duration, "--duration") if args.duration else None
+    if limit is not None and scenario.replay is None:
+        scenario = scenario.with_overrides(duration_s=limit)
+        limit = None
+    return scenario, limit
+
+
+def check(args: argparse.Namespace) -> tuple[Scenario, float | None] | None:
+    """Validate the options and scenario before any service starts; prints the error and returns
+    None when they are wrong."""
+    try:
+        scenario, limit = scenario_from_args(args)
+        Fleet(scenario, max_span_s=limit)  # reads replay files, checks the registry records
+    except (ScenarioError, ValueError) as exc:
+        print(f"sonae simulate: {exc}", file=sys.stderr)
+        return None
+    return scenario, limit
+
+
+async def run(settings: Any, args: argparse.Namespace, stop: asyncio.Event, scenario: Scenario,
+              limit: float | None = None) -> None:
+    """Run the fleet until it ends or ``stop``, with the live display; print the summary."""
+    fleet = Fleet(scenario, prefix=settings["mqtt.topic_prefix"], max_future_s=settings["ingest.max_future_s"],
+                  max_span_s=limit)
+    if args.register_stations:
+        from sonae.runtime import open_pool
+
+        pool = await open_pool(settings, migrate_schema=True)
+        try:
+            written = await register_stations(pool, fleet.stations)
+        finally:
+            await pool.close()
+        print(f"registered {written} of {len(fleet.stations)} simulated stations "
+              f"({len(fleet.stations) - written} were already there)", file=sys.stderr)
+    publisher = make_publisher(settings["mqtt.url"], client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",
+                               transport=args.transport, protocol=settings["mqtt.protocol"],
+                               max_outstanding=args.max_outstanding)
+    await publisher.connect()
+    done = asyncio.Event()
+    display = None if args.no_progress else ProgressDisplay(fleet.stats)
+    shown = asyncio.create_task(display.run(done)) if display else None
+    try:
+        await fleet.run(publisher, stop=stop)
+    finally:
+        done.set()
+        if shown is not None:
+            await shown
+        await publisher.close()
+        if display is not None:
+            display.draw()
+        print(summary(fleet.stats))

@@ -1,0 +1,135 @@
+"""Start, stop and watch a simulation from inside a running service (the API's operator endpoints).
+
+The manager owns at most one run at a time, in a task on the caller's event loop; ``status()`` is a
+JSON-ready dict. It never decides who may call it: the API's auth layer does (operator role).
+Exercise mode is the default; a real-mode run must be asked for explicitly (``exercise=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ingest.registry import Station
+from simulators.fleet import Fleet, Stats
+from simulators.scenario import Scenario, load_scenario, parse_scenario
+from simulators.transport import make_publisher
+
+log = logging.getLogger("sonae.simulators.manager")
+
+
+class SimulationBusy(RuntimeError):
+    """A simulation is already running."""
+
+
+async def register_stations(pool: Any, stations: Sequence[Station], *, overwrite: bool = False) -> int:
+    """Put the fleet's stations in the registry so ingest does not quarantine their readings.
+
+    Stations already in the registry are left alone unless ``overwrite``: a drill must never
+    rewrite a real gauge's thresholds. Returns how many were written.
+    """
+    from ingest.registry import known_station_ids, upsert_stations
+
+    async with pool.acquire() as conn:
+        if not overwrite:
+            known = await known_station_ids(conn, [s.id for s in stations])
+            stations = [s for s in stations if s.id not in known]
+        return await upsert_stations(conn, stations) if stations else 0
+
+
+class SimulationManager:
+    def __init__(self, *, mqtt_url: str, prefix: str, pool: Any = None, transport: str = "fast",
+                 protocol: str = "3.1.1", max_outstanding: int = 20000, max_future_s: float = 300.0) -> None:
+        self.mqtt_url = mqtt_url
+        self.prefix = prefix
+        self.pool = pool
+        self.transport = transport
+        self.protocol = protocol
+        self.max_outstanding = max_outstanding
+        self.max_future_s = max_future_s
+        self.run_id: str | None = None
+        self.fleet: Fleet | None = None
+        self._task: asyncio.Task[Stats] | None = None
+        self._stop = asyncio.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Any, pool: Any = None) -> SimulationManager:
+        return cls(mqtt_url=settings["mqtt.url"], prefix=settings["mqtt.topic_prefix"], pool=pool,
+                   max_future_s=settings["ingest.max_future_s"])
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self, scenario: Scenario | dict[str, Any] | str | Path, *, exercise: bool | None = None,
+                    accel: float | None = None, duration_s: float | None = None,
+                    register: bool = True) -> dict[str, Any]:
+        """Start a run; ``scenario`` is a :class:`Scenario`, a parsed TOML document or a file path.
+
+        Raises :class:`SimulationBusy` while another run is active and
+        :class:`~simulators.scenario.ScenarioError` for an invalid scenario.
+        """
+        if self.running:
+            raise SimulationBusy(f"simulation {self.run_id} is running; stop it first")
+        if isinstance(scenario, dict):
+            scenario = parse_scenario(scenario)
+        elif isinstance(scenario, str | Path):
+            scenario = load_scenario(scenario)
+        scenario = scenario.with_overrides(exercise=exercise, accel=accel, duration_s=duration_s)
+        fleet = Fleet(scenario, prefix=self.prefix, max_future_s=self.max_future_s)
+        if register and self.pool is not None:
+            await register_stations(self.pool, fleet.stations)
+        publisher = make_publisher(self.mqtt_url, client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",
+                                   transport=self.transport, protocol=self.protocol,
+                                   max_outstanding=self.max_outstanding)
+        await publisher.connect()
+        self._stop = asyncio.Event()
+        self.fleet = fleet
+        self.run_id = uuid.uuid4().hex[:12]
+        log.info("simulation started", extra={"run": self.run_id, "scenario": scenario.name,
+                                              "exercise": scenario.exercise})
+
+        async def body() -> Stats:
+            try:
+                return await fleet.run(publisher, stop=self._stop)
+            finally:
+                await publisher.close()
+                log.info("simulation ended", extra={"run": self.run_id, "state": fleet.stats.state,
+                                                    "published": fleet.stats.published})
+
+        fleet.stats.state = "running"  # from now on, even before the task's first step
+        self._task = asyncio.get_running_loop().create_task(body())
+        return self.status()
+
+    async def stop(self, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Stop the run (published messages are flushed first) and return its final status."""
+        if self._task is not None and not self._task.done():
+            self._stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+            except Exception:
+                pass  # the state and error are in the stats
+        return self.status()
+
+    async def wait(self) -> dict[str, Any]:
+        """Wait for the current run to end by itself."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        if self.fleet is None:
+            return {"run": None, "state": "idle"}
+        stats = self.fleet.stats
+        stats.update_rate()
+        return {"run": self.run_id, **stats.as_dict()}

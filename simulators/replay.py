@@ -1,0 +1,249 @@
+"""Replaying real gauge series: the 持世寺 10-minute CSV, MLIT 川の水位情報 rows and snapshots.
+
+Formats (see ``shared/data/PROVENANCE.md``):
+
+* **持世寺** (厚東川, Yamaguchi; a real flood peaking at 7.47 m on 2023-07-01 04:40 JST): UTF-8 CSV with a
+  BOM, ``時刻`` in JST as ``YYYY/MM/DD HH:MM``, the stage in ``水位_水位``. A 0.0 stage is a missing value
+  (the gauge never reads exactly zero in this record) and is not published.
+* **MLIT rows**: one row per (station, observation time) from the hourly ``area_info`` feed, with the
+  危機管理型 thresholds ``start_level_m``/``warn_level_m``/``flood_level_m``.
+* **MLIT area_info snapshot**: the raw JSON ``{generatedAt, …, items[]}``.
+
+Files may be gzipped (``.gz``). Series come back as ``(datetime UTC, value)`` in time order; the fleet
+replays them with the scenario's acceleration (see :mod:`simulators.fleet` for the time mapping).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from ingest.registry import Station
+
+JST = timezone(timedelta(hours=9), "JST")
+JISEIJI_ID = "yamaguchi-kotogawa-jiseiji"
+JISEIJI_MUNICIPALITY = "352021"  # 宇部市
+#: 持世寺 thresholds as stated by dobocreate/kotogawa-monitor-streamlit (gauge_thresholds_…csv)
+JISEIJI_THRESHOLDS = {"th_standby": 3.80, "th_caution": 5.00, "th_evacuation": 5.10, "th_danger": 5.50}
+_LABELS = {"水防団待機水位": "th_standby", "氾濫注意水位": "th_caution", "避難判断水位": "th_evacuation",
+           "氾濫危険水位": "th_danger"}
+
+
+class ReplayError(ValueError):
+    """A replay file that cannot be read; the message names the file and line."""
+
+
+def _open_text(path: Path) -> TextIO:
+    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    return io.StringIO(raw.decode("utf-8-sig"))
+
+
+@dataclass(frozen=True)
+class Series:
+    """One station's readings to replay."""
+
+    station: Station
+    points: list[tuple[datetime, float]]
+
+    def window(self, start: datetime | None, end: datetime | None) -> Series:
+        pts = [(t, v) for t, v in self.points if (start is None or t >= start) and (end is None or t <= end)]
+        return Series(self.station, pts)
+
+
+# -- 持世寺 ---------------------------------------------------------------------------------------------
+def read_jiseiji(path: str | Path) -> list[tuple[datetime, float]]:
+    """(UTC time, stage m) of the 持世寺 10-minute CSV, missing (0.0 or empty) values left out."""
+    path = Path(path)
+    out = []
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "時刻" not in reader.fieldnames or "水位_水位" not in reader.fieldnames:
+            raise ReplayError(f"{path.name}: expected columns 時刻 and 水位_水位, got {reader.fieldnames}")
+        for i, row in enumerate(reader, start=2):
+            raw = (row["水位_水位"] or "").strip()
+            if not raw:
+                continue
+            try:
+                ts = datetime.strptime(row["時刻"].strip(), "%Y/%m/%d %H:%M").replace(tzinfo=JST)
+                value = float(raw)
+            except ValueError:
+                raise ReplayError(f"{path.name} line {i}: bad time or stage {row['時刻']!r}, {raw!r}") from None
+            if value == 0.0:
+                continue  # missing, not a dry river
+            out.append((ts.astimezone(UTC), value))
+    out.sort()
+    return out
+
+
+def jiseiji_thresholds(path: str | Path | None) -> dict[str, float]:
+    """The 持世寺 thresholds from ``gauge_thresholds_as_stated_by_sources.csv`` (or the stated defaults)."""
+    if path is None or not Path(path).exists():
+        return dict(JISEIJI_THRESHOLDS)
+    found: dict[str, float] = {}
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("station") == "持世寺" and row.get("threshold_label_as_stated") in _LABELS:
+                found[_LABELS[row["threshold_label_as_stated"]]] = float(row["value_m"])
+    return found or dict(JISEIJI_THRESHOLDS)
+
+
+def jiseiji_station(thresholds: dict[str, float] | None = None, *, exercise: bool = False) -> Station:
+    return Station(id=JISEIJI_ID, name="持世寺", name_en="Jiseiji", kana="じせいじ", river="厚東川",
+                   municipality_code=JISEIJI_MUNICIPALITY, lat=34.02, lon=131.23, gauge_type="flood_forecast",
+                   expected_interval_s=600, datum="gauge zero", exercise=exercise,
+                   source="replay: Yamaguchi 土木防災情報システム via dobocreate/kotogawa-data",
+                   **cast("dict[str, Any]", thresholds or JISEIJI_THRESHOLDS)).validate()
+
+
+def jiseiji_series(path: str | Path, *, exercise: bool = False) -> Series:
+    path = Path(path)
+    thresholds = jiseiji_thresholds(path.parent / "gauge_thresholds_as_stated_by_sources.csv")
+    return Series(jiseiji_station(thresholds, exercise=exercise), read_jiseiji(path))
+
+
+# -- MLIT 川の水位情報 -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MlitRow:
+    obs_time: datetime  # UTC
+    station_code: str
+    station_name: str
+    kana: str
+    city: str
+    town_code: str
+    lat: float | None
+    lon: float | None
+    level_m: float
+    start_level_m: float | None
+    warn_level_m: float | None
+    flood_level_m: float | None
+
+
+def _opt_float(raw: Any) -> float | None:
+    if raw is None or raw == "":
+        return None
+    return float(raw)
+
+
+def read_mlit_rows(path: str | Path) -> list[MlitRow]:
+    """Rows of ``mlit_kriver_fukushima_gauges_over_threshold_…csv(.gz)``, in file order."""
+    path = Path(path)
+    out = []
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        for i, row in enumerate(reader, start=2):
+            try:
+                level = _opt_float(row["level_m"])
+                if level is None:
+                    continue
+                out.append(MlitRow(
+                    obs_time=datetime.fromisoformat(row["obs_time_jst"]).astimezone(UTC),
+                    station_code=row["station_code"], station_name=row["station_name"], kana=row.get("kana") or "",
+                    city=row.get("city") or "", town_code=row.get("town_code") or "",
+                    lat=_opt_float(row.get("latitude")), lon=_opt_float(row.get("longitude")), level_m=level,
+                    start_level_m=_opt_float(row.get("start_level_m")),
+                    warn_level_m=_opt_float(row.get("warn_level_m")),
+                    flood_level_m=_opt_float(row.get("flood_level_m")),
+                ))
+            except (KeyError, ValueError) as exc:
+                raise ReplayError(f"{path.name} line {i}: {exc}") from None
+    return out
+
+
+def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[MlitRow]:
+    """Items of an MLIT ``area_info`` JSON snapshot as :class:`MlitRow` (optionally one prefecture)."""
+    path = Path(path)
+    with _open_text(path) as fh:
+        doc = json.load(fh)
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise ReplayError(f"{path.name}: not an area_info snapshot (no items[])")
+    out = []
+    for i, item in enumerate(doc["items"]):
+        if pref_code and item.get("prefCode") != pref_code:
+            continue
+        if item.get("level") is None:
+            continue
+        try:
+            town = str(item.get("townCode") or "")
+            out.append(MlitRow(
+                obs_time=datetime.fromisoformat(item["obsTime"]).astimezone(UTC), station_code=str(item["code"]),
+                station_name=str(item.get("name") or item["code"]), kana=str(item.get("kana") or ""),
+                city=str(item.get("placeCity") or ""), town_code=town, lat=_opt_float(item.get("latitude")),
+                lon=_opt_float(item.get("longitude")), level_m=float(item["level"]),
+                start_level_m=_opt_float(item.get("startLevel")), warn_level_m=_opt_float(item.get("warnLevel")),
+                flood_level_m=_opt_float(item.get("fladLevel")),
+            ))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ReplayError(f"{path.name} item {i}: {exc}") from None
+    return out
+
+
+def _rising(values: list[float | None]) -> list[float | None]:
+    """Drop thresholds that would break 観測開始 ≤ 危険 ≤ 氾濫開始 (keep the lower ones)."""
+    out: list[float | None] = []
+    last = None
+    for v in values:
+        if v is not None and last is not None and v < last:
+            out.append(None)
+            continue
+        out.append(v)
+        if v is not None:
+            last = v
+    return out
+
+
+def mlit_station(row: MlitRow, *, exercise: bool = False) -> Station:
+    """A 危機管理型 gauge of the registry from an MLIT row (thresholds in the gauge's own datum)."""
+    obs_start, crisis, overflow = _rising([row.start_level_m, row.warn_level_m, row.flood_level_m])
+    return Station(id=row.station_code, name=row.station_name, kana=row.kana or None,
+                   municipality_code=row.town_code or None, lat=row.lat, lon=row.lon, gauge_type="crisis",
+                   expected_interval_s=600, datum="as published by MLIT (elevation or gauge zero)",
+                   th_obs_start=obs_start, th_crisis=crisis, th_overflow=overflow, exercise=exercise,
+                   source="replay: MLIT 川の水位情報 via yuiseki/crisis-watcher-river-jp").validate()
+
+
+def mlit_series(rows: Iterable[MlitRow], *, exercise: bool = False) -> list[Series]:
+    """One :class:`Series` per station, points in time order (a repeated time keeps the first row)."""
+    by_station: dict[str, list[MlitRow]] = defaultdict(list)
+    for row in rows:
+        by_station[row.station_code].append(row)
+    out = []
+    for code in sorted(by_station):
+        rows_ = by_station[code]
+        seen: dict[datetime, float] = {}
+        for r in rows_:
+            seen.setdefault(r.obs_time, r.level_m)
+        out.append(Series(mlit_station(rows_[0], exercise=exercise), sorted(seen.items())))
+    return out
+
+
+def load_replay(fmt: str, path: str | Path, *, exercise: bool = False, start: datetime | None = None,
+                end: datetime | None = None, stations: Iterable[str] = (), limit: int = 0) -> list[Series]:
+    """The series a replay run publishes, windowed and filtered."""
+    path = Path(path)
+    if not path.exists():
+        raise ReplayError(f"replay file {path} does not exist")
+    if fmt == "jiseiji":
+        series = [jiseiji_series(path, exercise=exercise)]
+    elif fmt == "mlit":
+        series = mlit_series(read_mlit_rows(path), exercise=exercise)
+    elif fmt == "area_info":
+        series = mlit_series(read_area_info(path), exercise=exercise)
+    else:
+        raise ReplayError(f"unknown replay format {fmt!r} (jiseiji, mlit, area_info)")
+    wanted = set(stations)
+    if wanted:
+        series = [s for s in series if s.station.id in wanted or s.station.name in wanted]
+    series = [w for s in series if (w := s.window(start, end)).points]
+    if limit:
+        series = sorted(series, key=lambda s: -len(s.points))[:limit]
+    if not series:
+        raise ReplayError(f"{path.name}: nothing to replay in the chosen window/stations")
+    return series

@@ -1,0 +1,630 @@
+"""MQTT credentials and topic permissions for devices and for Sonae's own services.
+
+``sonae devices add`` writes both halves of what a broker needs to let a client in and keep it in
+its lane:
+
+* a **password file** entry in Mosquitto 2's format, ``username:$7$<iterations>$<salt>$<hash>``
+  (PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte hash, standard base64) — the same lines
+  ``mosquitto_passwd`` writes, computed here so no broker binary is needed;
+* an **ACL file** block for that username, ``user <id>`` followed by ``topic <access> <filter>``
+  lines, delimited by ``# >>> sonae <id>`` / ``# <<< sonae <id>`` markers so that re-adding a
+  device replaces its block and hand-written parts of the file are left as they are.
+
+Roles (what each may do; the broker denies everything else):
+
+============  =====================================================================================
+``device``    publish ``{prefix}/{municipality}/{station}/+`` for each of its stations (default: the
+              station named like the device); reads nothing
+``ingest``    read ``{prefix}/#`` (ingestors subscribe ``$share/<group>/{prefix}/#``; Mosquitto 2
+              checks a shared subscription against the topic without ``$share/<group>/``)
+``alerts``    read and publish ``{alerts}/#`` (the service that publishes retained alerts)
+``viewer``    read ``{alerts}/{municipality}/#`` for each ``--municipality`` (all alerts when none):
+              partners, sirens, signage
+``simulator`` publish anywhere under ``{prefix}/#`` (drills and load tests; never give it to a device)
+============  =====================================================================================
+
+Generated passwords are 32 random URL-safe characters (192 bits), so PBKDF2's iteration count adds
+nothing to their strength; it stays at Mosquitto's default (101) to keep reconnect storms of many
+devices cheap for the broker. A chosen password (``--password-stdin``) can ask for more.
+
+Other brokers: :func:`emqx_requests` gives the bodies of EMQX 5's REST calls for the same user and
+rules; ``deploy/README.md`` covers VerneMQ and HiveMQ.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: usernames (device ids): what the station registry allows; never MQTT wildcards, ``/``, ``:`` or spaces
+USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+ROLES = ("device", "ingest", "alerts", "viewer", "simulator")
+ACCESS = ("read", "write", "readwrite")
+DEFAULT_DIR = Path("/etc/mosquitto/sonae")
+DEFAULT_ITERATIONS = 101
+_MARK_BEGIN = "# >>> sonae "
+_MARK_END = "# <<< sonae "
+
+
+class ProvisioningError(ValueError):
+    """A request that cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One permission: ``access`` (read, write, readwrite) on an MQTT topic filter."""
+
+    access: str
+    topic: str
+
+    def __post_init__(self) -> None:
+        if self.access not in ACCESS:
+            raise ProvisioningError(f"access {self.access!r}: expected one of {', '.join(ACCESS)}")
+        _check_filter(self.topic)
+
+    @classmethod
+    def parse(cls, text: str) -> Grant:
+        """``read:sonae/cmd/dev1/#`` → Grant("read", "sonae/cmd/dev1/#")."""
+        access, sep, topic = text.partition(":")
+        if not sep:
+            raise ProvisioningError(f"grant {text!r}: expected ACCESS:TOPIC, e.g. read:sonae/cmd/dev1/#")
+        return cls(access, topic)
+
+
+@dataclass(frozen=True)
+class Client:
+    """A broker account: username, role and the permissions the ACL gives it."""
+
+    username: str
+    role: str
+    grants: tuple[Grant, ...]
+    note: str = ""
+
+
+@dataclass
+class Provisioned:
+    client: Client
+    password: str | None = field(repr=False)
+    generated: bool = False
+
+
+def _check_filter(topic: str) -> None:
+    if not topic or len(topic) > 512 or any(c in topic for c in "\x00\n\r"):
+        raise ProvisioningError(f"topic filter {topic!r} is empty, too long or has control characters")
+    if topic.startswith("$share/"):
+        raise ProvisioningError("grant the underlying topic; brokers check $share/<group>/<topic> against <topic>")
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ProvisioningError(f"topic filter {topic!r}: '#' must be a whole, last level")
+        if "+" in level and level != "+":
+            raise ProvisioningError(f"topic filter {topic!r}: '+' must be a whole level")
+
+
+def _check_segment(what: str, value: str) -> str:
+    if not SEGMENT.match(value):
+        raise ProvisioningError(f"{what} {value!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
+    return value
+
+
+def grants_for(
+    role: str,
+    username: str,
+    *,
+    municipalities: Sequence[str] = (),
+    stations: Sequence[str] = (),
+    prefix: str = "sonae/v1",
+    alerts_prefix: str = "sonae/alerts",
+    extra: Sequence[Grant] = (),
+) -> tuple[Grant, ...]:
+    """The permissions of a client with ``role`` (see the module docstring)."""
+    if role not in ROLES:
+        raise ProvisioningError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    for m in municipalities:
+        _check_segment("municipality", m)
+    for s in stations:
+        _check_segment("station", s)
+    grants: list[Grant] = []
+    if role == "device":
+        if len(municipalities) != 1:
+            raise ProvisioningError("a device needs exactly one --municipality (its 団体コード)")
+        grants += [Grant("write", f"{prefix}/{municipalities[0]}/{s}/+") for s in (stations or [username])]
+    elif role == "ingest":
+        grants.append(Grant("read", f"{prefix}/#"))
+    elif role == "alerts":
+        grants.append(Grant("readwrite", f"{alerts_prefix}/#"))
+    elif role == "viewer":
+        grants += ([Grant("read", f"{alerts_prefix}/{m}/#") for m in municipalities]
+                   or [Grant("read", f"{alerts_prefix}/#")])
+    elif role == "simulator":
+        grants.append(Grant("write", f"{prefix}/#"))
+    for g in extra:
+        if g not in grants:
+            grants.append(g)
+    return tuple(grants)
+
+
+# -- Mosquitto password hashes ---------------------------------------------------------------------
+def mosquitto_hash(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
+    """The ``$7$`` hash Mosquitto 2 keeps in its password file (PBKDF2-HMAC-SHA512)."""
+    if not password:
+        raise ProvisioningError("the password is empty")
+    if iterations < 1:
+        raise ProvisioningError("iterations must be 1 or more")
+    salt = secrets.token_bytes(12) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, 64)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_mosquitto_hash(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a ``$7$`` (PBKDF2-SHA512) or ``$6$`` (salted SHA-512) hash."""
+    parts = hashed.split("$")
+    try:
+        if len(parts) == 5 and parts[1] == "7":
+            iterations, salt, digest = int(parts[2]), base64.b64decode(parts[3]), base64.b64decode(parts[4])
+            computed = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, len(digest))
+            return hmac.compare_digest(computed, digest)
+        if len(parts) == 4 and parts[1] == "6":
+            salt, digest = base64.b64decode(parts[2]), base64.b64decode(parts[3])
+            return hmac.compare_digest(hashlib.sha512(password.encode("utf-8") + salt).digest(), digest)
+    except ValueError:
+        return False
+    return False
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+# -- files -------------------------------------------------------------------------------------------
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` keeping its mode and owner (new files: 0640), never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        st: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        st = None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, (st.st_mode & 0o7777) if st else 0o640)
+        if st is not None and os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One writer at a time for a broker's files (two operators adding devices at once)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".sonae-devices.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class PasswordFile:
+    """A Mosquitto password file: ``username:hash`` lines (comments and blank lines are kept)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+    def users(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in self.lines:
+            if line and not line.startswith("#") and ":" in line:
+                user, _, hashed = line.partition(":")
+                out[user] = hashed
+        return out
+
+    def set(self, username: str, hashed: str) -> None:
+        self.remove(username)
+        self.lines.append(f"{username}:{hashed}")
+
+    def remove(self, username: str) -> bool:
+        before = len(self.lines)
+        self.lines = [ln for ln in self.lines if ln.partition(":")[0] != username or ln.startswith("#")]
+        return len(self.lines) != before
+
+    def save(self) -> None:
+        _write_atomically(self.path, "\n".join(self.lines) + ("\n" if self.lines else ""))
+
+
+class AclFile:
+    """A Mosquitto ACL file whose per-client blocks Sonae manages between markers."""
+
+    HEADER = (
+        "# Mosquitto ACL for Sonae. Blocks between '# >>> sonae <user>' and '# <<< sonae <user>' are\n"
+        "# written by `sonae devices add/remove`; edit the rest by hand. Anything not granted is denied.\n"
+        "# Lines before the first 'user' line would apply to anonymous clients: keep none.\n"
+    )
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+    def _block(self, username: str) -> tuple[int, int] | None:
+        begin = f"{_MARK_BEGIN}{username}"
+        for i, line in enumerate(self.lines):
+            if line.split(" [")[0].rstrip() == begin:
+                for j in range(i + 1, len(self.lines)):
+                    if self.lines[j].strip() == f"{_MARK_END}{username}":
+                        return i, j
+                raise ProvisioningError(f"{self.path}: the block of {username!r} has no end marker")
+        return None
+
+    def _unmanaged_user(self, username: str) -> bool:
+        managed: set[int] = set()
+        for name in self.clients():
+            span = self._block(name)
+            assert span is not None
+            managed.update(range(span[0], span[1] + 1))
+        return any(i not in managed and line.strip() == f"user {username}" for i, line in enumerate(self.lines))
+
+    def clients(self) -> list[str]:
+        return [ln[len(_MARK_BEGIN):].split(" [")[0].strip() for ln in self.lines if ln.startswith(_MARK_BEGIN)]
+
+    def grants(self, username: str) -> tuple[str, tuple[Grant, ...]]:
+        span = self._block(username)
+        if span is None:
+            raise ProvisioningError(f"{username!r} is not in {self.path}")
+        head = self.lines[span[0]]
+        role = head.split(" [", 1)[1].split("]", 1)[0] if " [" in head else ""
+        grants = []
+        for line in self.lines[span[0] + 1:span[1]]:
+            words = line.split(None, 2)
+            if len(words) == 3 and words[0] == "topic":
+                grants.append(Grant(words[1], words[2]))
+        return role, tuple(grants)
+
+    def set(self, client: Client) -> None:
+        if self._unmanaged_user(client.username):
+            raise ProvisioningError(f"{self.path} has a hand-written 'user {client.username}' block; "
+                                    "remove it first or choose another username")
+        block = [f"{_MARK_BEGIN}{client.username} [{client.role}]"]
+        if client.note:
+            block.append(f"# {client.note}")
+        block.append(f"user {client.username}")
+        block += [f"topic {g.access} {g.topic}" for g in client.grants]
+        block.append(f"{_MARK_END}{client.username}")
+        span = self._block(client.username)
+        if span is not None:
+            self.lines[span[0]:span[1] + 1] = block
+            return
+        if not self.lines:
+            self.lines = self.HEADER.rstrip("\n").split("\n")
+        if self.lines and self.lines[-1].strip():
+            self.lines.append("")
+        self.lines += block
+
+    def remove(self, username: str) -> bool:
+        span = self._block(username)
+        if span is None:
+            return False
+        start, end = span
+        if end + 1 < len(self.lines) and not self.lines[end + 1].strip():
+            end += 1
+        del self.lines[start:end + 1]
+        return True
+
+    def save(self) -> None:
+        _write_atomically(self.path, "\n".join(self.lines) + "\n")
+
+
+# -- operations ----------------------------------------------------------------------------------------
+def add_client(
+    username: str,
+    *,
+    role: str = "device",
+    municipalities: Sequence[str] = (),
+    stations: Sequence[str] = (),
+    extra: Sequence[Grant] = (),
+    password: str | None = None,
+    passwd_file: Path = DEFAULT_DIR / "passwd",
+    acl_file: Path = DEFAULT_DIR / "acl",
+    prefix: str = "sonae/v1",
+    alerts_prefix: str = "sonae/alerts",
+    iterations: int = DEFAULT_ITERATIONS,
+    replace: bool = False,
+    note: str = "",
+) -> Provisioned:
+    """Create (or with ``replace`` re-create) a client's password and ACL entries.
+
+    The broker reads both files again on SIGHUP (``systemctl reload mosquitto``,
+    ``docker compose kill -s HUP mosquitto``); nothing changes for connected clients until then.
+    """
+    if not USERNAME.match(username):
+        raise ProvisioningError(f"username {username!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
+    grants = grants_for(role, username, municipalities=municipalities, stations=stations, prefix=prefix,
+                        alerts_prefix=alerts_prefix, extra=extra)
+    generated = password is None
+    secret = generate_password() if password is None else password
+    client = Client(username, role, grants, note)
+    with _locked(passwd_file.parent):
+        pw = PasswordFile(passwd_file)
+        acl = AclFile(acl_file)
+        if not replace and (username in pw.users() or username in acl.clients()):
+            raise ProvisioningError(f"{username!r} already exists; use --replace to give it a new password "
+                                    "and permissions")
+        acl.set(client)
+        pw.set(username, mosquitto_hash(secret, iterations=iterations))
+        acl.save()  # ACL first: a user in the password file without ACL entries may do nothing
+        pw.save()
+    return Provisioned(client, secret, generated)
+
+
+def remove_client(username: str, *, passwd_file: Path = DEFAULT_DIR / "passwd",
+                  acl_file: Path = DEFAULT_DIR / "acl") -> bool:
+    """Remove a client's password and ACL block; True when anything was removed."""
+    with _locked(passwd_file.parent):
+        pw = PasswordFile(passwd_file)
+        acl = AclFile(acl_file)
+        removed_pw = pw.remove(username)
+        removed_acl = acl.remove(username)
+        if removed_pw:
+            pw.save()  # password first: without it the client cannot connect at all
+        if removed_acl:
+            acl.save()
+    return removed_pw or removed_acl
+
+
+def list_clients(*, passwd_file: Path = DEFAULT_DIR / "passwd",
+                 acl_file: Path = DEFAULT_DIR / "acl") -> list[dict[str, Any]]:
+    """Every client of the password file, with the role and grants of its managed ACL block."""
+    users = PasswordFile(passwd_file).users()
+    acl = AclFile(acl_file)
+    managed = set(acl.clients())
+    out = []
+    for name in sorted(set(users) | managed):
+        role, grants = acl.grants(name) if name in managed else ("", ())
+        out.append({"username": name, "role": role, "has_password": name in users,
+                    "grants": [f"{g.access} {g.topic}" for g in grants]})
+    return out
+
+
+# -- other brokers ------------------------------------------------------------------------------------
+_EMQX_ACTION = {"read": "subscribe", "write": "publish", "readwrite": "all"}
+
+
+def emqx_requests(client: Client, password: str) -> list[dict[str, Any]]:
+    """EMQX 5 REST calls creating the same user (built-in database) and its authorization rules.
+
+    EMQX must be configured with ``authorization.no_match = deny`` for the rules to be a whitelist.
+    """
+    return [
+        {"method": "POST", "path": "/api/v5/authentication/password_based:built_in_database/users",
+         "body": {"user_id": client.username, "password": password, "is_superuser": False}},
+        {"method": "POST", "path": "/api/v5/authorization/sources/built_in_database/rules/users",
+         "body": [{"username": client.username,
+                   "rules": [{"action": _EMQX_ACTION[g.access], "permission": "allow", "topic": g.topic}
+                             for g in client.grants]}]},
+    ]
+
+
+def mosquitto_acl_lines(client: Client) -> list[str]:
+    return [f"user {client.username}"] + [f"topic {g.access} {g.topic}" for g in client.grants]
+
+
+def parse_grants(items: Iterable[str]) -> list[Grant]:
+    return [Grant.parse(i) for i in items]
+
+
+# -- running a deployment's Mosquitto configuration elsewhere (tests, rehearsals) ------------------------
+_LISTENER_OPTIONS = {"protocol", "certfile", "keyfile", "cafile", "capath", "tls_version", "ciphers",
+                     "require_certificate", "use_identity_as_username", "use_subject_as_username",
+                     "socket_domain", "bind_interface", "max_connections", "mount_point"}
+
+
+def adapt_mosquitto_config(
+    text: str,
+    *,
+    ports: Sequence[int],
+    passwd_file: Path,
+    acl_file: Path,
+    persistence_dir: Path | None,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    log_file: Path | None = None,
+) -> str:
+    """A deployment's ``mosquitto.conf`` with only its machine-specific parts changed.
+
+    The n-th ``listener`` gets ``ports[n]`` on 127.0.0.1 (listeners beyond ``ports`` are dropped with
+    their options), files point at the given paths, and everything else — authentication, ACLs,
+    queue tuning — is kept as written, so what is tested is what is deployed.
+    """
+    out: list[str] = []
+    listener = -1
+    dropping = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        key = line.split(None, 1)[0] if line and not line.startswith("#") else ""
+        if key == "listener":
+            listener += 1
+            dropping = listener >= len(ports)
+            if not dropping:
+                out.append(f"listener {ports[listener]} 127.0.0.1")
+            continue
+        if dropping and key in _LISTENER_OPTIONS | {""}:
+            continue
+        dropping = False
+        if key == "pid_file":
+            continue
+        if key == "password_file":
+            out.append(f"password_file {passwd_file}")
+        elif key == "acl_file":
+            out.append(f"acl_file {acl_file}")
+        elif key == "persistence_location":
+            out.append(f"persistence_location {persistence_dir}/" if persistence_dir else "")
+        elif key == "persistence" and persistence_dir is None:
+            out.append("persistence false")
+        elif key == "autosave_interval" and persistence_dir is None:
+            continue
+        elif key == "certfile":
+            out.append(f"certfile {certfile}")
+        elif key == "keyfile":
+            out.append(f"keyfile {keyfile}")
+        elif key == "log_dest":
+            if not any(o.startswith("log_dest") for o in out):
+                out.append(f"log_dest file {log_file}" if log_file else "log_dest stderr")
+        else:
+            out.append(raw)
+    if listener + 1 < len(ports):
+        raise ProvisioningError(f"the configuration has {listener + 1} listener(s), {len(ports)} port(s) given")
+    if os.geteuid() == 0:
+        out.append("user root")  # as root mosquitto would switch to 'mosquitto', who cannot read tmp dirs
+    return "\n".join(out) + "\n"
+
+
+# -- `sonae devices` ------------------------------------------------------------------------------------
+def _paths(args: Any) -> dict[str, Path]:
+    base = Path(args.dir)
+    return {"passwd_file": Path(args.passwd_file) if args.passwd_file else base / "passwd",
+            "acl_file": Path(args.acl_file) if args.acl_file else base / "acl"}
+
+
+def _cmd_add(args: Any) -> int:
+    import json
+    import sys
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    made = add_client(
+        args.username, role=args.role, municipalities=args.municipality or [], stations=args.station or [],
+        extra=parse_grants(args.grant or []), password=password, prefix=args.topic_prefix,
+        alerts_prefix=args.alerts_prefix, iterations=args.iterations, replace=args.replace, note=args.note or "",
+        **_paths(args))
+    secret = made.password or ""
+    if args.format == "json":
+        print(json.dumps({"username": made.client.username, "role": made.client.role,
+                          "password": secret if made.generated else None,
+                          "grants": [{"access": g.access, "topic": g.topic} for g in made.client.grants]},
+                         ensure_ascii=False))
+    elif args.format == "emqx":
+        print(json.dumps(emqx_requests(made.client, secret), indent=2, ensure_ascii=False))
+    else:
+        files = _paths(args)
+        print(f"{made.client.username} ({made.client.role}) written to {files['passwd_file']} and {files['acl_file']}")
+        for line in mosquitto_acl_lines(made.client)[1:]:
+            print(f"  {line}")
+        if made.generated:
+            print(f"password (shown once; give it to the device): {secret}")
+        print("reload the broker to apply: systemctl reload mosquitto | docker compose kill -s HUP mosquitto",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_remove(args: Any) -> int:
+    import sys
+
+    if remove_client(args.username, **_paths(args)):
+        print(f"{args.username} removed; reload the broker to apply")
+        return 0
+    print(f"sonae: {args.username!r} is not provisioned", file=sys.stderr)
+    return 1
+
+
+def _cmd_list(args: Any) -> int:
+    import json
+
+    clients = list_clients(**_paths(args))
+    if args.format == "json":
+        print(json.dumps(clients, ensure_ascii=False, indent=2))
+        return 0
+    for c in clients:
+        grants = "; ".join(c["grants"]) or ("(no managed ACL block)" if c["has_password"] else "")
+        flag = "" if c["has_password"] else " [no password]"
+        print(f"{c['username']:<32} {c['role'] or '-':<10}{flag} {grants}")
+    return 0
+
+
+def _cmd_hash(args: Any) -> int:
+    import sys
+
+    print(mosquitto_hash(sys.stdin.readline().rstrip("\r\n"), iterations=args.iterations))
+    return 0
+
+
+def _guarded(fn: Any) -> Any:
+    def run(args: Any) -> int:
+        import sys
+
+        try:
+            return int(fn(args))
+        except (ProvisioningError, OSError) as exc:
+            print(f"sonae devices: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def add_devices_command(sub: Any) -> None:
+    """Register ``sonae devices add|remove|list|hash`` on the CLI's subparsers."""
+    devices = sub.add_parser(
+        "devices", help="MQTT credentials and ACL entries for devices and services (Mosquitto).",
+        description="Create and remove MQTT users: a Mosquitto password-file entry ($7$ PBKDF2-SHA512) and an "
+                    "ACL block limiting the user to its own topics. The broker applies changes on SIGHUP.")
+    actions = devices.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
+
+    def files(p: Any) -> None:
+        p.add_argument("--dir", default=str(DEFAULT_DIR),
+                       help=f"directory holding 'passwd' and 'acl' (default {DEFAULT_DIR})")
+        p.add_argument("--passwd-file", help="password file (default DIR/passwd)")
+        p.add_argument("--acl-file", help="ACL file (default DIR/acl)")
+        p.add_argument("--format", choices=("text", "json", "emqx"), default="text",
+                       help="output; emqx prints the EMQX 5 REST calls for the same user (add only)")
+
+    p = actions.add_parser("add", help="Create a user: password and ACL block.",
+                           description="Create a user (a device by default). A device may publish only "
+                                       "{prefix}/{municipality}/{station}/+ for its stations and read nothing.")
+    p.add_argument("username", help="device id or service account (A-Z a-z 0-9 _ . -)")
+    p.add_argument("--role", choices=ROLES, default="device", help="what the user may do (default device)")
+    p.add_argument("--municipality", action="append", help="団体コード (a device: exactly one; a viewer: any)")
+    p.add_argument("--station", action="append", help="station id the device reports for (repeatable; "
+                                                      "default: the username)")
+    p.add_argument("--grant", action="append", metavar="ACCESS:TOPIC",
+                   help="an extra permission, e.g. read:sonae/cmd/gauge-1/# (repeatable)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of "
+                                                                 "generating one")
+    p.add_argument("--replace", action="store_true", help="replace an existing user's password and permissions")
+    p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="PBKDF2 iterations")
+    p.add_argument("--topic-prefix", default="sonae/v1", help="root of device topics (mqtt.topic_prefix)")
+    p.add_argument("--alerts-prefix", default="sonae/alerts", help="root of alert topics")
+    p.add_argument("--note", help="a comment kept in the ACL block (e.g. location, owner)")
+    files(p)
+    p.set_defaults(func=_guarded(_cmd_add))
+
+    p = actions.add_parser("remove", help="Remove a user's password and ACL block.")
+    p.add_argument("username")
+    files(p)
+    p.set_defaults(func=_guarded(_cmd_remove))
+
+    p = actions.add_parser("list", help="List users with their roles and permissions.")
+    files(p)
+    p.set_defaults(func=_guarded(_cmd_list))
+
+    p = actions.add_parser("hash", help="Print the $7$ hash of a password read from stdin.")
+    p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="PBKDF2 iterations")
+    p.set_defaults(func=_guarded(_cmd_hash))

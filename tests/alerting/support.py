@@ -1,0 +1,39 @@
+"""Helpers for the alerting tests: a running rules worker, and waiting on the alert tables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from alerting.worker import RulesWorker
+
+
+@contextlib.asynccontextmanager
+async def running_worker(pool: asyncpg.Pool, **kwargs: Any) -> AsyncIterator[RulesWorker]:
+    kwargs.setdefault("silent_check_s", 3600.0)
+    worker = RulesWorker(pool, **kwargs)
+    task = asyncio.create_task(worker.run())
+    leader = asyncio.create_task(worker.is_leader.wait())
+    done, _ = await asyncio.wait([task, leader], timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    assert leader in done, "the rules worker did not become leader"
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        leader.cancel()
+        await asyncio.wait_for(task, 20)
+
+
+async def events_of(pool: asyncpg.Pool, station_id: str, *, exercise: bool | None = None,
+                    condition: str = "river_level") -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return list(await conn.fetch(
+            """SELECT e.*, a.condition FROM alert_events e JOIN alerts a ON a.id = e.alert_id
+               WHERE a.station_id = $1 AND a.condition = $2 AND ($3::bool IS NULL OR a.exercise = $3)
+               ORDER BY e.id""", station_id, condition, exercise))

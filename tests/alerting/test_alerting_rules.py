@@ -1,0 +1,219 @@
+"""The pure rules: ladders for both gauge kinds, spike rejection, dwell, hysteresis, rate of rise, and
+replays of real gauge data (MLIT 川の水位情報 for Fukushima; the 2023 flood at 持世寺)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from alerting.levels import LEVEL3, LEVEL4, LEVEL5, STANDBY, ladder, level_for, trend_target
+from alerting.rules import RIVER, Reading, RuleConfig, StationRules, Transition, reconcile, slope
+from tests.alerting.replay_data import JST, jiseiji_series, jiseiji_thresholds, mlit_rows, mlit_thresholds
+
+FF = {"th_standby": 3.80, "th_caution": 5.00, "th_evacuation": 5.10, "th_danger": 5.50}
+
+
+def feed(machine: StationRules, values: list[float], *, start: float = 1_700_000_000.0,
+         step: float = 600.0) -> list[Transition]:
+    return machine.feed_all(Reading("level", start + i * step, v) for i, v in enumerate(values))
+
+
+def test_ladders_for_both_gauge_kinds() -> None:
+    ff = ladder("flood_forecast", FF)
+    assert [(s.level, s.threshold) for s in ff] == [(1, 3.8), (2, 5.0), (3, 5.1), (4, 5.5)]
+    crisis = ladder("crisis", {"th_obs_start": 488.63, "th_crisis": 489.13, "th_overflow": 492.03})
+    assert [(s.level, s.label_ja) for s in crisis] == [(STANDBY, "観測開始水位"), (LEVEL4, "危険水位"),
+                                                       (LEVEL5, "氾濫開始水位")]
+    assert level_for(crisis, 489.13) == LEVEL4 and level_for(crisis, 489.12) == STANDBY
+    # 危険水位 missing: no level-4 step, and the trend aims at 氾濫開始水位
+    partial = ladder("crisis", {"th_obs_start": 1.0, "th_overflow": 2.0})
+    assert [s.level for s in partial] == [STANDBY, LEVEL5]
+    trend = trend_target(partial)
+    assert trend is not None and trend.level == LEVEL5
+    assert ladder("none", FF) == ()
+
+
+def test_single_sample_spike_raises_nothing() -> None:
+    m = StationRules(ladder("flood_forecast", FF))
+    out = feed(m, [2.0, 2.0, 2.01, 7.5, 2.02, 2.0, 2.01])
+    assert out == []
+    assert m.state.level is None
+    # the spike never entered the trend buffer
+    assert all(v < 3 for _, v in m.state.buffer)
+
+
+def test_modest_single_sample_breaking_the_trend_needs_the_dwell() -> None:
+    m = StationRules(ladder("flood_forecast", FF))
+    out = feed(m, [5.2, 5.2, 5.2, 5.2, 5.6, 5.2, 5.2])  # one bad sample above 氾濫危険水位
+    assert [t.new_level for t in out if t.new_level == LEVEL4] == []
+
+
+def test_fast_real_rise_is_confirmed_by_the_next_reading() -> None:
+    m = StationRules(ladder("flood_forecast", FF))
+    out = feed(m, [2.0, 2.0, 2.0, 5.6, 5.7, 5.8])  # a 3.6 m jump in 10 minutes, then it stays
+    assert [t.new_level for t in out][-1] == LEVEL4
+    assert out[-1].ts == 1_700_000_000.0 + 4 * 600  # raised at the confirming reading
+
+
+def test_dwell_up_with_no_trend_to_corroborate() -> None:
+    m = StationRules(ladder("flood_forecast", FF), RuleConfig(dwell_up_samples=3))
+    out = feed(m, [5.2, 5.2, 5.2, 5.2, 5.6, 5.6, 5.6])
+    assert [(t.old_level, t.new_level) for t in out] == [(None, LEVEL3), (LEVEL3, LEVEL4)]
+    assert out[-1].ts == 1_700_000_000.0 + 6 * 600
+
+
+def test_hysteresis_and_dwell_on_the_way_down() -> None:
+    cfg = RuleConfig(hysteresis_m=0.1, dwell_down_samples=3, dwell_down_s=1200)
+    m = StationRules(ladder("flood_forecast", FF), cfg)
+    rise = [4.9, 5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6]
+    feed(m, rise)
+    assert m.state.level == LEVEL4
+    # in the band 5.4..5.5: held however long
+    out = feed(m, [5.45, 5.42, 5.41, 5.45, 5.42], start=1_700_000_000.0 + 8 * 600)
+    assert out == [] and m.state.level == LEVEL4
+    # one bad low sample does not lower it
+    out = feed(m, [5.30, 5.45], start=1_700_000_000.0 + 13 * 600)
+    assert out == [] and m.state.level == LEVEL4
+    out = feed(m, [5.3, 5.3, 5.3], start=1_700_000_000.0 + 15 * 600)
+    assert [(t.old_level, t.new_level) for t in out] == [(LEVEL4, LEVEL3)]
+    assert out[0].ts == 1_700_000_000.0 + 17 * 600
+
+
+def test_rate_of_rise_raises_level_3_early() -> None:
+    cfg = RuleConfig(trend_horizon_s=3600)
+    m = StationRules(ladder("flood_forecast", FF), cfg)
+    # 0.15 m per 10 minutes from 4.0 m: reaches 5.5 m 100 minutes after 4.0
+    out = feed(m, [4.0 + 0.15 * i for i in range(8)])
+    trend = [t for t in out if t.reason == "trend"]
+    assert trend and trend[0].new_level == LEVEL3
+    assert trend[0].value < 5.0  # below even 氾濫注意水位: "forecast to reach"
+    assert trend[0].threshold == 5.5
+
+
+def test_missing_zeros_are_ignored() -> None:
+    m = StationRules(ladder("flood_forecast", FF))
+    feed(m, [5.2, 5.3, 5.4, 5.5, 5.6])
+    assert m.state.level == LEVEL4
+    out = feed(m, [0.0, 0.0, 0.0, 0.0, 5.6], start=1_700_000_000.0 + 5 * 600)
+    assert out == [] and m.state.level == LEVEL4
+    assert all(v > 0 for _, v in m.state.buffer)
+    # without the rule, four zeros confirm each other and clear the alert: the rule matters
+    m2 = StationRules(ladder("flood_forecast", FF), RuleConfig(missing_at_or_below=None, dwell_down_s=0))
+    feed(m2, [5.2, 5.3, 5.4, 5.5, 5.6])
+    out2 = feed(m2, [0.0, 0.0, 0.0, 0.0], start=1_700_000_000.0 + 5 * 600)
+    assert out2 and out2[-1].new_level is None
+
+
+def test_state_round_trips_through_json() -> None:
+    steps = ladder("flood_forecast", FF)
+    a = StationRules(steps)
+    feed(a, [4.0, 4.5, 5.0, 5.3, 5.6])
+    a.feed(Reading("battery_pct", 1_700_003_000.0, 10.0))
+    b = StationRules(steps, state=json.loads(json.dumps(a.to_json())))
+    tail = [5.7, 5.2, 5.2, 5.0, 4.9, 4.8, 4.8, 4.7]
+    assert feed(a, tail, start=1_700_003_600.0) == feed(b, tail, start=1_700_003_600.0)
+    assert a.to_json() == b.to_json()
+
+
+def test_device_health_needs_two_reports() -> None:
+    m = StationRules(ladder("flood_forecast", FF))
+    assert m.feed(Reading("battery_pct", 1.0e9, 12.0)) == []
+    assert m.feed(Reading("status", 1.0e9, 1.0)) == []  # same telemetry message: counts once
+    out = m.feed(Reading("battery_pct", 1.0e9 + 600, 11.0))
+    assert [(t.condition, t.kind) for t in out] == [("low_battery", "raised")]
+    assert m.feed(Reading("status", 1.0e9 + 1200, 2.0)) == []
+    out = m.feed(Reading("status", 1.0e9 + 1800, 2.0))
+    assert [(t.condition, t.kind) for t in out] == [("fault", "raised")]
+    out = m.feed_all([Reading("status", 1.0e9 + 2400, 0.0), Reading("status", 1.0e9 + 3000, 0.0)])
+    assert sorted((t.condition, t.kind) for t in out) == [("fault", "cleared"), ("low_battery", "cleared")]
+
+
+def test_reconcile_gives_net_changes() -> None:
+    out = reconcile({RIVER: 4, "fault": 0}, {RIVER: 3}, ts=5.0)
+    assert [(t.condition, t.old_level, t.new_level) for t in out] == [("fault", 0, None), (RIVER, 4, 3)]
+
+
+def test_slope() -> None:
+    fit = slope([(0, 1.0), (600, 1.1), (1200, 1.2)])
+    assert fit is not None and fit[0] == pytest.approx(0.1 / 600)
+
+
+# -- real data ------------------------------------------------------------------------------------
+def jiseiji_transitions(config: RuleConfig | None = None) -> list[tuple[str, str, int | None, int | None]]:
+    m = StationRules(ladder("flood_forecast", jiseiji_thresholds()), config)
+    out = []
+    for ts, value in jiseiji_series():
+        for t in m.feed(Reading("level", ts.timestamp(), value)):
+            out.append((datetime.fromtimestamp(t.ts, JST).strftime("%m/%d %H:%M"), t.reason, t.old_level,
+                        t.new_level))
+    return out
+
+
+def test_jiseiji_2023_flood_sequence_and_times() -> None:
+    """The real 2023-06-30/07-01 flood at 持世寺 (厚東川): levels raised and cleared, with times."""
+    series = jiseiji_series()
+    th = jiseiji_thresholds()
+    first_danger = next(ts for ts, v in series if v >= th["th_danger"])
+    assert first_danger.strftime("%m/%d %H:%M") == "07/01 01:20"
+    got = jiseiji_transitions()
+    flood = [t for t in got if "06/30" <= t[0] <= "07/02"]
+    assert flood == [
+        ("06/30 18:10", "threshold", None, 1),  # first reading ≥ 3.80 (3.81)
+        ("07/01 01:00", "trend", 1, 3),         # 5.02 m rising 0.23 m/10 min: 5.50 forecast within the hour
+        ("07/01 01:20", "threshold", 3, 4),     # the first reading ≥ 氾濫危険水位 (5.51)
+        ("07/01 11:00", "threshold", 4, 3),     # below 5.40 (5.50 − 0.10) since 10:30, for 30 minutes
+        ("07/01 11:50", "threshold", 3, 2),     # below 5.00 since 11:20
+        ("07/01 12:30", "threshold", 2, 1),     # below 4.90 since 11:30... and 30 minutes
+        ("07/01 23:00", "threshold", 1, None),  # below 3.70 since 22:30
+    ]
+    # level 4 held for as long as the stage stayed above 5.40
+    above = [ts for ts, v in series if v >= th["th_danger"] - 0.10 and "07/01" in ts.strftime("%m/%d")]
+    assert max(above).strftime("%H:%M") == "10:20"
+    # the 0.0 m missing values of 07/03 10:10-10:40 change nothing
+    assert not [t for t in got if t[0].startswith("07/03")]
+    # the later, smaller events raise standby only
+    assert {t[3] for t in got if t[0] >= "07/02"} <= {STANDBY, None}
+
+
+def test_mlit_crisis_gauges_agree_with_the_source_flags() -> None:
+    """Replay every Fukushima crisis gauge: level ≥ 4 ⇔ is_warning (危険水位), level 5 ⇔ is_flood
+    (氾濫開始水位), allowing for the dwell (one reading) and hysteresis that the flags do not have."""
+    config = RuleConfig().for_interval(3600)  # the crawl saw each gauge about hourly
+    stations = mlit_rows()
+    assert len(stations) == 226
+    false_raises, raised_episodes, long_missed = [], 0, []
+    single_hit = single = 0
+    for code, rows in stations.items():
+        machine, key = None, None
+        run, hit = 0, False
+        for row in rows:
+            th = mlit_thresholds(row)
+            if tuple(th.values()) != key:  # one station's thresholds were changed during the year
+                machine, key = StationRules(ladder("crisis", th), config), tuple(th.values())
+            assert machine is not None
+            ts = datetime.fromisoformat(row["obs_time_jst"]).timestamp()
+            for t in machine.feed(Reading("level", ts, float(row["level_m"]))):
+                if t.new_level is not None and (t.old_level is None or t.new_level > t.old_level):
+                    if t.new_level >= LEVEL4 and row["is_warning"] != "1":
+                        false_raises.append((code, row["obs_time_jst"], t))
+                    if t.new_level == LEVEL5 and row["is_flood"] != "1":
+                        false_raises.append((code, row["obs_time_jst"], t))
+            level = machine.state.level or 0
+            if row["is_warning"] == "1":
+                run += 1
+                hit = hit or level >= LEVEL4
+                if run == 2 and not hit:
+                    long_missed.append((code, row["obs_time_jst"]))
+            else:
+                if run == 1:
+                    single += 1
+                    single_hit += hit
+                elif run >= 2:
+                    raised_episodes += hit
+                run, hit = 0, False
+    assert false_raises == []          # never a level the source does not show
+    assert long_missed == []           # every warning lasting two readings raised level ≥ 4 by the second
+    assert raised_episodes >= 250
+    assert single_hit >= 100 and single >= single_hit  # lone readings: raised when they continue the trend

@@ -1,0 +1,55 @@
+"""The current 警戒レベル for a point or a municipality."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from alerting.store import cancel_order, issue_order
+from evac.shelters import Shelter
+from evac.store import import_shelters
+from sonae.config import Settings
+from tests.api.test_api_staff import FUKUSHIMA, KORIYAMA, SQUARE, make_client
+
+INSIDE = {"lat": "37.395", "lon": "140.365"}  # inside SQUARE, near the Koriyama shelter
+OUTSIDE = {"lat": "37.42", "lon": "140.40"}  # Koriyama, outside SQUARE
+
+
+async def _seed(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await import_shelters(conn, [
+            Shelter(id="k1", name="K1", lat=37.395, lon=140.365, hazards=frozenset({"flood"}), municipality_code=KORIYAMA),
+            Shelter(id="k2", name="K2", lat=37.42, lon=140.40, hazards=frozenset({"flood"}), municipality_code=KORIYAMA),
+            Shelter(id="f1", name="F1", lat=37.75, lon=140.47, hazards=frozenset({"flood"}), municipality_code=FUKUSHIMA),
+        ], actor="test")
+
+
+async def test_level_follows_orders_and_areas(pool: asyncpg.Pool, settings: Settings) -> None:
+    await _seed(pool)
+    client: TestClient = await make_client(pool, settings)
+    try:
+        calm = await (await client.get("/api/v1/level", params={**INSIDE, "lang": "en"})).json()
+        assert calm["level"] is None and calm["municipality_code"] == KORIYAMA and "No alert" in calm["headline"]
+        async with pool.acquire() as conn:
+            whole, _ = await issue_order(conn, municipality_code=KORIYAMA, level=3, issued_by="t")
+            area, _ = await issue_order(conn, municipality_code=KORIYAMA, level=4, issued_by="t", area=SQUARE)
+        inside = await (await client.get("/api/v1/level", params=INSIDE)).json()
+        outside = await (await client.get("/api/v1/level", params=OUTSIDE)).json()
+        assert (inside["level"], outside["level"]) == (4, 3)
+        assert "避難指示" in inside["event"] and not inside["exercise"]
+        easy = await (await client.get("/api/v1/level", params={**INSIDE, "lang": "ja-easy"})).json()
+        assert easy["headline"] != inside["headline"]
+        fuku = await (await client.get("/api/v1/level", params={"municipality": FUKUSHIMA})).json()
+        assert fuku["level"] is None
+        async with pool.acquire() as conn:
+            await cancel_order(conn, area, cancelled_by="t")
+            await cancel_order(conn, whole, cancelled_by="t")
+            await issue_order(conn, municipality_code=FUKUSHIMA, level=5, issued_by="t", exercise=True)
+        drill = await (await client.get("/api/v1/level", params={"municipality": FUKUSHIMA})).json()
+        assert drill["level"] == 5 and drill["exercise"] is True
+        assert (await (await client.get("/api/v1/level", params=INSIDE)).json())["level"] is None
+        for bad in ({"lat": "91", "lon": "140"}, {"lat": "37"}, {}, {"municipality": "abc"}, {**INSIDE, "lang": "fr"}):
+            resp = await client.get("/api/v1/level", params=bad)
+            assert resp.status == 400 and resp.content_type == "application/problem+json"
+    finally:
+        await client.close()

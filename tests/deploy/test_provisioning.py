@@ -1,0 +1,133 @@
+"""`sonae devices`: password hashes Mosquitto accepts, ACL blocks that can be replaced and removed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sonae.provisioning import (
+    AclFile,
+    Grant,
+    ProvisioningError,
+    adapt_mosquitto_config,
+    add_client,
+    emqx_requests,
+    grants_for,
+    list_clients,
+    mosquitto_hash,
+    remove_client,
+    verify_mosquitto_hash,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_hash_has_mosquitto_format_and_verifies() -> None:
+    h = mosquitto_hash("s3cret", salt=b"0123456789ab", iterations=101)
+    assert h.startswith("$7$101$MDEyMzQ1Njc4OWFi$")
+    assert verify_mosquitto_hash("s3cret", h)
+    assert not verify_mosquitto_hash("s3creT", h)
+    assert not verify_mosquitto_hash("x", "$7$garbage")
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
+def test_reads_what_mosquitto_passwd_writes(tmp_path: Path) -> None:
+    f = tmp_path / "pw"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(f), "alice", "wonder land"], check=True)
+    hashed = f.read_text().strip().split(":", 1)[1]
+    assert verify_mosquitto_hash("wonder land", hashed)
+    assert not verify_mosquitto_hash("wonderland", hashed)
+
+
+def test_grants_by_role() -> None:
+    assert grants_for("device", "g1", municipalities=["072036"]) == (Grant("write", "sonae/v1/072036/g1/+"),)
+    assert grants_for("device", "g1", municipalities=["072036"], stations=["a", "b"]) == (
+        Grant("write", "sonae/v1/072036/a/+"), Grant("write", "sonae/v1/072036/b/+"))
+    assert grants_for("ingest", "i") == (Grant("read", "sonae/v1/#"),)
+    assert grants_for("viewer", "v") == (Grant("read", "sonae/alerts/#"),)
+    assert grants_for("viewer", "v", municipalities=["072036", "072044"]) == (
+        Grant("read", "sonae/alerts/072036/#"), Grant("read", "sonae/alerts/072044/#"))
+    with pytest.raises(ProvisioningError, match="exactly one --municipality"):
+        grants_for("device", "g1")
+    with pytest.raises(ProvisioningError):
+        grants_for("device", "g1", municipalities=["0720+6"])  # wildcards never reach an ACL
+    with pytest.raises(ProvisioningError):
+        grants_for("device", "g1", municipalities=["072036"], stations=["a/#"])
+    with pytest.raises(ProvisioningError):
+        Grant.parse("read:sonae/#/x")
+    with pytest.raises(ProvisioningError):
+        Grant.parse("read:$share/g/sonae/v1/#")
+
+
+def test_add_replace_remove_keep_hand_written_parts(tmp_path: Path) -> None:
+    passwd, acl = tmp_path / "passwd", tmp_path / "acl"
+    acl.write_text("# site notes\n\nuser monitoring\ntopic read $SYS/#\n")
+    files = {"passwd_file": passwd, "acl_file": acl}
+    first = add_client("g1", municipalities=["072036"], **files)  # type: ignore[arg-type]
+    assert first.generated and first.password and len(first.password) >= 32
+    add_client("g2", municipalities=["072036"], stations=["s2"], **files)  # type: ignore[arg-type]
+    with pytest.raises(ProvisioningError, match="already exists"):
+        add_client("g1", municipalities=["072036"], **files)  # type: ignore[arg-type]
+    with pytest.raises(ProvisioningError, match="hand-written"):
+        add_client("monitoring", role="viewer", **files)  # type: ignore[arg-type]
+    again = add_client("g1", municipalities=["072044"], password="chosen", replace=True, **files)  # type: ignore[arg-type]
+    assert not again.generated
+    text = acl.read_text()
+    assert text.startswith("# site notes\n\nuser monitoring\ntopic read $SYS/#\n")
+    assert text.count("user g1\n") == 1 and "sonae/v1/072044/g1/+" in text and "072036/g1" not in text
+    users = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
+    assert set(users) == {"g1", "g2"} and verify_mosquitto_hash("chosen", users["g1"])
+    listed = {c["username"]: c for c in list_clients(**files)}  # type: ignore[arg-type]
+    assert listed["g2"]["grants"] == ["write sonae/v1/072036/s2/+"] and listed["g2"]["role"] == "device"
+    assert remove_client("g1", **files)  # type: ignore[arg-type]
+    assert not remove_client("g1", **files)  # type: ignore[arg-type]
+    assert "g1" not in passwd.read_text() and "user g1" not in acl.read_text()
+    assert AclFile(acl).clients() == ["g2"]
+    assert oct(passwd.stat().st_mode & 0o777) == "0o640"
+
+
+def test_emqx_rules_mirror_the_acl() -> None:
+    from sonae.provisioning import Client
+
+    client = Client("g1", "device", grants_for("device", "g1", municipalities=["072036"]))
+    users, rules = emqx_requests(client, "pw")
+    assert users["body"] == {"user_id": "g1", "password": "pw", "is_superuser": False}
+    assert rules["body"][0]["rules"] == [{"action": "publish", "permission": "allow",
+                                          "topic": "sonae/v1/072036/g1/+"}]
+
+
+def test_cli(tmp_path: Path) -> None:
+    def sonae(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sonae.cli", "devices", *args, "--dir", str(tmp_path)],
+                              input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    out = sonae("add", "gauge-7", "--municipality", "072036", "--station", "akutsu-01", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    made = json.loads(out.stdout)
+    assert made["grants"] == [{"access": "write", "topic": "sonae/v1/072036/akutsu-01/+"}]
+    assert verify_mosquitto_hash(made["password"], (tmp_path / "passwd").read_text().split(":", 1)[1].strip())
+    out = sonae("add", "gauge-7", "--municipality", "072036")
+    assert out.returncode == 2 and "already exists" in out.stderr
+    out = sonae("add", "partner", "--role", "viewer", "--password-stdin", stdin="pw\n")
+    assert out.returncode == 0 and "pw" not in out.stdout
+    out = sonae("list")
+    assert "gauge-7" in out.stdout and "partner" in out.stdout
+    assert sonae("remove", "gauge-7").returncode == 0
+    assert sonae("remove", "gauge-7").returncode == 1
+
+
+def test_adapting_a_config_keeps_everything_but_ports_and_paths(tmp_path: Path) -> None:
+    text = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    adapted = adapt_mosquitto_config(text, ports=[1234], passwd_file=tmp_path / "p", acl_file=tmp_path / "a",
+                                     persistence_dir=tmp_path)
+    lines = [ln for ln in adapted.splitlines() if ln and not ln.startswith("#")]
+    assert "listener 1234 127.0.0.1" in lines and sum(ln.startswith("listener") for ln in lines) == 1
+    assert not any(ln.startswith(("certfile", "keyfile", "pid_file")) for ln in lines)
+    for kept in ("allow_anonymous false", "max_inflight_messages 0", "max_queued_messages 1000000",
+                 "per_listener_settings false"):
+        assert kept in lines

@@ -1,0 +1,62 @@
+"""Scenario files: the documented examples load, and mistakes are named by their key."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from simulators.fleet import Fleet
+from simulators.scenario import ScenarioError, load_scenario, loads_scenario, parse_duration
+from tests.simulators.support import SCENARIOS, jiseiji_file, mlit_file
+
+RIVER = """
+[[rivers]]
+id = "r"
+  [[rivers.reaches]]
+  station = "s1"
+"""
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SCENARIOS.glob("*.toml")))
+def test_documented_examples_load_and_build(name: str) -> None:
+    if "jiseiji" in name:
+        jiseiji_file()
+    if "mlit" in name:
+        mlit_file()
+    scenario = load_scenario(SCENARIOS / name)
+    assert scenario.exercise
+    fleet = Fleet(scenario)
+    assert fleet.stations and fleet.stats.devices >= len(fleet.stations) - 0
+    assert next(iter(fleet.deliveries()), None) is not None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[scenario]\nduration = '3x'\n" + RIVER, r"scenario\.duration: '3x' is not a duration"),
+    ("[scenario]\naccel = -1\n" + RIVER, r"scenario\.accel: expected a positive number"),
+    ("[scenario]\nspeed = 2\n" + RIVER, r"scenario\.speed: unknown key"),
+    ("[[rivers]]\nid = 'r'\n  [[rivers.reaches]]\n  station = 'bad id!'\n", r"rivers\[0\]\.reaches\[0\]\.station"),
+    ("[[rivers]]\nid = 'r'\n  [[rivers.reaches]]\n  station = 's'\n  thresholds = {standby = 3, caution = 2}\n",
+     r"rivers\[0\]\.reaches\[0\]\.thresholds: thresholds must rise"),
+    ("[[rivers]]\nid = 'r'\n  [[rivers.reaches]]\n  station = 's'\n  reporting = 'exception'\n",
+     r"rivers\[0\]\.reaches\[0\]\.reporting: 'exception'.*obs_start"),
+    (RIVER + "[[faults]]\ntype = 'gremlins'\n", r"faults\[0\]\.type: 'gremlins' is not one of"),
+    (RIVER + "[[faults]]\ntype = 'late'\nstart = '2h'\nend = '1h'\n", r"faults\[0\]\.end: must be after start"),
+    (RIVER + "[[faults]]\ntype = 'malformed'\nvariant = 'xml'\n", r"faults\[0\]\.variant"),
+    (RIVER + "[[rain_gauges]]\nstation = 'rg'\nriver = 'nile'\n", r"rain_gauges\[0\]\.river: no river 'nile'"),
+    (RIVER + "[[load]]\ncount = 0\n", r"load\[0\]\.count: 0 is below 1"),
+    (RIVER + RIVER.replace('id = "r"', 'id = "r2"'), r"station 's1' appears twice"),
+    ("[scenario]\nname = 'x'\n", r"needs rivers, rain_gauges or a replay"),
+    ("[replay]\nformat = 'csv'\npath = 'x'\n", r"replay\.format: 'csv' is not one of"),
+    ("[scenario\n", r"not valid TOML"),
+])
+def test_errors_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        loads_scenario(text)
+
+
+def test_defaults_and_durations() -> None:
+    sc = loads_scenario("[scenario]\naccel = 'max'\nduration = '1h30m'\n" + RIVER)
+    assert math.isinf(sc.accel) and sc.duration_s == 5400 and sc.exercise is True and sc.seed == 1
+    assert [parse_duration(x, "k") for x in (90, "90s", "10m", "6h", "2d", "250ms")] == [
+        90, 90, 600, 21600, 172800, 0.25]
