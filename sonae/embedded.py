@@ -270,7 +270,7 @@ class EmbeddedBroker:
                 f"port {self.port} is taken by another program; set SONAE_EMBEDDED_MQTT_PORT to a free port "
                 "or SONAE_MQTT_URL to use that broker"
             )
-        mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
         with open(self.logfile, "ab") as logfh:
             if mosquitto and self.prefer in ("auto", "mosquitto"):
                 conf = self.root / "mosquitto.conf"

@@ -73,3 +73,13 @@ def test_config_command_masks_and_every_command_has_help() -> None:
         out = subprocess.run([sys.executable, "-m", "sonae.cli", *cmd, "--help"], capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == 0 and "usage: sonae" in out.stdout and len(out.stdout) > 80
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from sonae.config import SCHEMA
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [s.env for s in SCHEMA if s.env not in readme]
+    assert not missing, f"README's configuration table lacks {missing}"
