@@ -35,6 +35,11 @@ from sonae.mqtt import Message, MqttClient
 
 log = logging.getLogger("sonae.ingest")
 
+#: messages parsed between two yields to the event loop
+DRAIN_CHUNK = 10
+#: batches written through the staging table after one held a duplicate (redeliveries come in runs)
+STAGED_AFTER_CONFLICT = 20
+
 _TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
               asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
               asyncpg.AdminShutdownError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
@@ -79,6 +84,7 @@ class Ingestor:
         self.ready = asyncio.Event()
         self._known: set[str] = set()
         self._checked_unknown: dict[str, float] = {}
+        self._staged_batches_left = 0
         self._gateways: set[str] = set()
         self._gateways_loaded = -1e9
         self._stopping = False
@@ -124,11 +130,16 @@ class Ingestor:
                     deadline = loop.time() + self.batch_age
                     closed_by_age = False
                     while not self._stopping:
-                        fresh = client.drain(self.batch_size - len(batch))
+                        # parse in small chunks and yield in between, so the commit in flight gets
+                        # its turn on the loop and a batch stops at batch_size readings, not messages
+                        fresh = client.drain(min(self.batch_size - len(batch), DRAIN_CHUNK))
                         batch.extend(fresh)
                         self._parse_into(parsed, fresh)
                         if len(batch) >= self.batch_size or len(parsed.pairs) >= self.batch_size:
                             break
+                        await asyncio.sleep(0)
+                        if client.waiting:
+                            continue
                         remaining = deadline - loop.time()
                         if remaining <= 0:
                             closed_by_age = True
@@ -326,7 +337,8 @@ class Ingestor:
 
         async def attempt() -> WriteResult:
             async with self.pool.acquire() as conn:
-                return await write_batch(conn, readings, quarantine=quarantine, dead_letters=dead)
+                return await write_batch(conn, readings, quarantine=quarantine, dead_letters=dead,
+                                         try_direct=self._staged_batches_left == 0)
 
         try:
             result: WriteResult = await self._retrying(attempt)
@@ -335,6 +347,10 @@ class Ingestor:
             log.error("batch rejected by the database; writing readings one by one", extra={"error": str(exc)})
             result = await self._write_one_by_one(readings, quarantine, dead)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        if result.duplicates:
+            self._staged_batches_left = STAGED_AFTER_CONFLICT
+        elif self._staged_batches_left:
+            self._staged_batches_left -= 1
         return result
 
     async def _write_one_by_one(self, readings: list[Reading], quarantine: list[tuple[Reading, str]],

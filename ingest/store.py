@@ -1,9 +1,11 @@
 """Writing readings, dead letters and quarantined readings: one transaction per batch.
 
-Readings are COPYed (binary protocol) into a per-connection temporary staging table, then moved with
-``INSERT … SELECT … ON CONFLICT DO NOTHING``: COPY-class speed (about 1.4× an ``unnest`` insert here),
-and a redelivered message is skipped by the primary key (station, kind, exercise, ts) instead of stored
-twice. The staging table empties itself at commit.
+Readings are COPYed (binary protocol) straight into ``readings`` inside a savepoint. When the batch
+holds a reading already stored (a redelivered message), the primary key (station, kind, exercise, ts)
+stops the COPY; the savepoint is rolled back and the batch is COPYed into a per-connection temporary
+staging table and moved with ``INSERT … SELECT … ON CONFLICT DO NOTHING``, so the duplicate is skipped
+instead of stored twice. The ingestor stays on the staged path for a while after a conflict, since
+redeliveries come in runs (after a restart).
 """
 
 from __future__ import annotations
@@ -76,16 +78,28 @@ async def write_batch(
     quarantine: Sequence[tuple[Reading, str]] = (),
     dead_letters: Sequence[DeadLetter] = (),
     notify: bool = True,
+    try_direct: bool = True,
 ) -> WriteResult:
     """Store one batch atomically and tell listeners which stations got new readings."""
     inserted = 0
     async with conn.transaction():
         if readings:
-            await conn.execute(_STAGE)
-            await conn.copy_records_to_table(
-                "readings_stage", columns=_STAGE_COLUMNS,
-                records=[(r.station_id, r.kind, r.ts, r.value, r.exercise, r.seq) for r in readings])
-            inserted = _count(await conn.execute(_MOVE_STAGED))
+            records = [(r.station_id, r.kind, r.ts, r.value, r.exercise, r.seq) for r in readings]
+            direct = False
+            if try_direct:
+                # The common case has no duplicate: COPY straight into the table (about 1.9x the
+                # staged path here). A duplicate aborts it; the savepoint rolls back and the batch
+                # goes through the staging table instead.
+                try:
+                    async with conn.transaction():
+                        await conn.copy_records_to_table("readings", columns=_STAGE_COLUMNS, records=records)
+                    inserted, direct = len(records), True
+                except asyncpg.UniqueViolationError:
+                    pass
+            if not direct:
+                await conn.execute(_STAGE)
+                await conn.copy_records_to_table("readings_stage", columns=_STAGE_COLUMNS, records=records)
+                inserted = _count(await conn.execute(_MOVE_STAGED))
         if quarantine:
             rows = [r for r, _ in quarantine]
             await conn.execute(_INSERT_QUARANTINE, *_columns(rows), [t for _, t in quarantine])

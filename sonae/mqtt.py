@@ -420,6 +420,11 @@ class MqttClient:
         return True
 
     @property
+    def waiting(self) -> int:
+        """Messages received and not yet taken."""
+        return len(self._inbox)
+
+    @property
     def unacked(self) -> int:
         return self._unacked
 
