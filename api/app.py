@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -22,6 +23,10 @@ LATENCY = Histogram("sonae_api_request_seconds", "HTTP request latency", ["route
                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 
+_COUNTERS: dict[tuple[str, str, int], Any] = {}
+_TIMERS: dict[str, Any] = {}
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     started = time.perf_counter()
@@ -36,8 +41,15 @@ async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-
         status = exc.status
         raise
     finally:
-        REQUESTS.labels(route, request.method, str(status)).inc()
-        LATENCY.labels(route).observe(time.perf_counter() - started)
+        # label lookups cost more than the increments: keep the children
+        counter = _COUNTERS.get((route, request.method, status))
+        if counter is None:
+            counter = _COUNTERS[(route, request.method, status)] = REQUESTS.labels(route, request.method, str(status))
+        timer = _TIMERS.get(route)
+        if timer is None:
+            timer = _TIMERS[route] = LATENCY.labels(route)
+        counter.inc()
+        timer.observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -93,4 +105,9 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
 
     app.router.add_routes(pages.routes)
     # -- end pages --
+    # -- notify (issue #10): Web Push subscriptions, webhooks, the on-call roster --
+    from notify import http as notify_http
+
+    notify_http.setup(app)
+    # -- end notify --
     return app
