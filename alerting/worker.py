@@ -61,6 +61,9 @@ from sonae.mqtt import MqttClient, default_client_id
 
 log = logging.getLogger("sonae.alerting")
 
+#: seconds of received readings every pass reads again (see ``step``)
+OVERLAP_S = 2.0
+
 RULES_LOCK = 0x534E_414C  # "SNAL"
 KINDS = ("level", *HEALTH_KINDS)
 
@@ -239,9 +242,12 @@ class RulesWorker:
                 """SELECT station_id, kind, exercise, ts, value, received_at FROM readings
                    WHERE received_at >= $1 AND kind = ANY($2::text[])
                    ORDER BY station_id, exercise, ts""", watermark, list(KINDS))
-        horizon = snap["now"]
+        # The horizon also stays OVERLAP_S behind the clock: a writer whose transaction started just
+        # before this snapshot may not show in pg_stat_activity yet (seen with fast COPY batches);
+        # re-reading that short window costs little, since rows already evaluated are in ``_seen``.
+        horizon = snap["now"] - timedelta(seconds=OVERLAP_S)
         if snap["oldest"] is not None:
-            horizon = max(min(horizon, snap["oldest"]), horizon - timedelta(seconds=self.max_lag_s))
+            horizon = max(min(horizon, snap["oldest"]), snap["now"] - timedelta(seconds=self.max_lag_s))
         fresh: dict[tuple[str, bool], list[asyncpg.Record]] = defaultdict(list)
         for r in rows:
             key = (r["station_id"], r["kind"], r["exercise"], r["ts"])

@@ -22,6 +22,8 @@ from alerting.cap import render_atom, render_cap
 from api.auth import authenticate, require_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
+from api.params import flag
+from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.stations import parse_time_param
 
@@ -29,24 +31,6 @@ routes = web.RouteTableDef()
 
 HEARTBEAT_S = 15.0
 REPLAY_LIMIT = 5000
-
-
-def _bool(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.lower() in ("1", "true", "yes"):
-        return True
-    if raw.lower() in ("0", "false", "no"):
-        return False
-    raise Problem(400, "Bad Request", f"parameter {name!r} must be true or false", parameter=name)
-
-
-def _municipality(request: web.Request) -> str | None:
-    raw = request.query.get("municipality") or None
-    if raw is not None and not (raw.isdigit() and len(raw) in (5, 6)):
-        raise Problem(400, "Bad Request", "municipality must be a 5- or 6-digit code", parameter="municipality")
-    return raw
 
 
 async def _audience(request: web.Request, municipality: str | None) -> tuple[str | None, str | None]:
@@ -74,8 +58,8 @@ ACTIVE_CACHE = web.AppKey("active_alerts_cache", dict)
 
 @routes.get("/api/v1/alerts")
 async def active_alerts(request: web.Request) -> web.Response:
-    exercise = _bool(request, "exercise")
-    audience, municipality = await _audience(request, _municipality(request))
+    exercise = flag(request, "exercise")
+    audience, municipality = await _audience(request, municipality_filter(request))
     # The answer only changes with an alert event, which this process's hub sees: serve it from memory
     # until then (never while the hub is disconnected and might miss a change).
     hub = request.app.get(ALERT_HUB)
@@ -95,8 +79,8 @@ async def active_alerts(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/alerts/history")
 async def alert_history(request: web.Request) -> web.Response:
-    exercise = _bool(request, "exercise")
-    audience, municipality = await _audience(request, _municipality(request))
+    exercise = flag(request, "exercise")
+    audience, municipality = await _audience(request, municipality_filter(request))
     until = parse_time_param(request, "to", datetime.now(UTC))
     since = parse_time_param(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
     try:
@@ -127,7 +111,7 @@ def _base_url(request: web.Request) -> str:
 
 @routes.get("/api/v1/alerts/feed.atom")
 async def atom_feed(request: web.Request) -> web.Response:
-    municipality, exercise = _municipality(request), _bool(request, "exercise")
+    municipality, exercise = municipality_filter(request), flag(request, "exercise")
     async with request.app[POOL].acquire() as conn:
         rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience="public")
     body = render_atom(rows, base_url=_base_url(request))
@@ -176,8 +160,8 @@ def _matches(event: Event, *, exercise: bool | None, municipality: str | None, a
 async def event_stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``event: alert`` per change; resume with ``Last-Event-ID``."""
     hub = request.app[ALERT_HUB]
-    exercise = _bool(request, "exercise")
-    audience, municipality = await _audience(request, _municipality(request))
+    exercise = flag(request, "exercise")
+    audience, municipality = await _audience(request, municipality_filter(request))
     raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last: int | None = None
     if raw_last:

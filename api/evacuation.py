@@ -29,11 +29,12 @@ from aiohttp import web
 
 from api.context import POOL
 from api.evac_service import EVAC, EvacService
+from api.params import bad, choice, flag, language, number
 from api.problems import Problem
 from evac import store
 from evac.engine import Engine
 from evac.graph import PROFILE_NAMES
-from evac.guidance import LANGS, status_text
+from evac.guidance import status_text
 from evac.hazards import HAZARD_TYPES
 
 routes = web.RouteTableDef()
@@ -42,71 +43,8 @@ GEOJSON = "application/geo+json"
 MAX_K = 10
 
 
-def _bad(name: str, detail: str) -> Problem:
-    return Problem(400, "Bad Request", detail, parameter=name)
-
-
 def _dumps(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _number(request: web.Request, name: str, lo: float, hi: float) -> float:
-    raw = request.query.get(name)
-    if raw is None or raw.strip() == "":
-        raise _bad(name, f"parameter {name!r} is required")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise _bad(name, f"parameter {name!r} must be a number") from None
-    if not (math.isfinite(value) and lo <= value <= hi):
-        raise _bad(name, f"parameter {name!r} must be a number between {lo:g} and {hi:g}")
-    return value
-
-
-def _choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw not in choices:
-        raise _bad(name, f"parameter {name!r} must be one of {', '.join(choices)}")
-    return raw
-
-
-def _flag(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.lower() in ("1", "true", "yes"):
-        return True
-    if raw.lower() in ("0", "false", "no"):
-        return False
-    raise _bad(name, f"parameter {name!r} must be true or false")
-
-
-def pick_lang(request: web.Request) -> str:
-    """``lang`` when given (ja, en, ja-easy), else the best of Accept-Language, else ja."""
-    if request.query.get("lang"):
-        return _choice(request, "lang", LANGS, "ja")
-    ranked: list[tuple[float, int, str]] = []
-    for i, part in enumerate(request.headers.get("Accept-Language", "").split(",")[:20]):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        ranked.append((-q, i, tag.strip().lower()))
-    for neg_q, _, tag in sorted(ranked):
-        if neg_q >= 0:
-            continue
-        if tag in ("ja-easy", "ja-x-easy", "ja-x-yasashii"):
-            return "ja-easy"
-        if tag == "ja" or tag.startswith("ja-"):
-            return "ja"
-        if tag == "en" or tag.startswith("en-"):
-            return "en"
-    return "ja"
 
 
 def _service(request: web.Request) -> tuple[EvacService, Engine]:
@@ -115,7 +53,7 @@ def _service(request: web.Request) -> tuple[EvacService, Engine]:
 
 
 def _position(request: web.Request) -> tuple[float, float]:
-    return _number(request, "lat", -90.0, 90.0), _number(request, "lon", -180.0, 180.0)
+    return number(request, "lat", -90.0, 90.0), number(request, "lon", -180.0, 180.0)
 
 
 def _in_area(service: EvacService, lat: float, lon: float) -> None:
@@ -125,9 +63,9 @@ def _in_area(service: EvacService, lat: float, lon: float) -> None:
 
 
 def _query(request: web.Request) -> tuple[str, str, bool]:
-    hazard = _choice(request, "hazard", HAZARD_TYPES, "flood")
-    profile = _choice(request, "profile", PROFILE_NAMES, "walk")
-    exercise = bool(_flag(request, "exercise"))
+    hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
+    profile = choice(request, "profile", PROFILE_NAMES, "walk")
+    exercise = bool(flag(request, "exercise"))
     return hazard, profile, exercise
 
 
@@ -143,7 +81,7 @@ _ROUTE_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept-Language"}
 @routes.get("/api/v1/route")
 async def route(request: web.Request) -> web.Response:
     hazard, profile, exercise = _query(request)
-    lang = pick_lang(request)
+    lang = language(request)
     lat, lon = _position(request)
     lat, lon = round(lat, POSITION_DECIMALS), round(lon, POSITION_DECIMALS)
     service, engine = _service(request)
@@ -173,10 +111,10 @@ def _nearest(engine: Engine, lat: float, lon: float, *, k: int, profile: str, ha
 @routes.get("/api/v1/shelters/nearest")
 async def nearest_shelters(request: web.Request) -> web.Response:
     hazard, profile, exercise = _query(request)
-    lang = pick_lang(request)
+    lang = language(request)
     raw_k = request.query.get("k", "3")
     if not (raw_k.isdigit() and 1 <= int(raw_k) <= MAX_K):
-        raise _bad("k", f"parameter 'k' must be a whole number from 1 to {MAX_K}")
+        raise bad("k", f"parameter 'k' must be a whole number from 1 to {MAX_K}")
     lat, lon = _position(request)
     service, engine = _service(request)
     _in_area(service, lat, lon)
@@ -195,7 +133,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
 def _municipality(request: web.Request) -> str | None:
     raw = request.query.get("municipality") or None
     if raw is not None and not (raw.isdigit() and len(raw) in (5, 6)):
-        raise _bad("municipality", "parameter 'municipality' must be a 5- or 6-digit code")
+        raise bad("municipality", "parameter 'municipality' must be a 5- or 6-digit code")
     return raw
 
 
@@ -204,8 +142,8 @@ async def list_shelters(request: web.Request) -> web.Response:
     municipality = _municipality(request)
     hazard = request.query.get("hazard") or None
     if hazard is not None:
-        hazard = _choice(request, "hazard", HAZARD_TYPES, "flood")
-    fmt = _choice(request, "format", ("geojson", "json", "csv"), "geojson")
+        hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
+    fmt = choice(request, "format", ("geojson", "json", "csv"), "geojson")
     async with request.app[POOL].acquire() as conn:
         rows = await store.shelter_rows(conn, municipality=municipality, hazard=hazard)
     headers = {"Cache-Control": "public, max-age=60"}
@@ -225,11 +163,11 @@ async def list_shelters(request: web.Request) -> web.Response:
 @routes.get("/api/v1/hazards")
 async def hazards(request: web.Request) -> web.Response:
     service, engine = _service(request)
-    exercise = _flag(request, "exercise")
-    which = _choice(request, "state", ("in_force", "all"), "in_force")
+    exercise = flag(request, "exercise")
+    which = choice(request, "state", ("in_force", "all"), "in_force")
     hazard = request.query.get("hazard") or None
     if hazard is not None:
-        hazard = _choice(request, "hazard", HAZARD_TYPES, "flood")
+        hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
     st = engine.state
     features = []
     for area_id, area in st.areas.items():
@@ -257,14 +195,14 @@ async def network_geojson(request: web.Request) -> web.Response:
         try:
             west, south, east, north = (float(p) for p in raw.split(","))
         except ValueError:
-            raise _bad("bbox", "parameter 'bbox' must be west,south,east,north in degrees") from None
+            raise bad("bbox", "parameter 'bbox' must be west,south,east,north in degrees") from None
         if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
                 -180 <= west < east <= 180 and -90 <= south < north <= 90):
-            raise _bad("bbox", "parameter 'bbox' must be west,south,east,north with west < east and south < north")
+            raise bad("bbox", "parameter 'bbox' must be west,south,east,north with west < east and south < north")
     else:
         west, south, east, north = nmap.bounds
     if east - west > nmap.MAX_SPAN_DEG or north - south > nmap.MAX_SPAN_DEG:
-        raise _bad("bbox", f"parameter 'bbox' may span at most {nmap.MAX_SPAN_DEG:g} degree a side: zoom in")
+        raise bad("bbox", f"parameter 'bbox' may span at most {nmap.MAX_SPAN_DEG:g} degree a side: zoom in")
     key = nmap.grid_key(west, south, east, north)
     plain, gz = await asyncio.get_running_loop().run_in_executor(None, nmap.geojson, key)
     etag = '"' + hashlib.sha1(plain).hexdigest()[:20] + '"'

@@ -21,6 +21,7 @@ from shapely.geometry import Point, shape
 
 from alerting.store import list_active
 from alerting.texts import text_for
+from api import params
 from api.context import POOL
 from api.problems import Problem
 
@@ -35,21 +36,6 @@ CALM = {
     "en-US": ("No alert level in force", "Keep following the latest weather and river information."),
     "ja-JP-x-easy": ("いま けいかいレベルは ありません", "てんきと かわの じょうほうに ちゅういして ください。"),
 }
-
-
-def _lang(request: web.Request) -> str:
-    raw = request.query.get("lang")
-    if raw:
-        if raw not in LANGS:
-            raise Problem(400, "Bad Request", "lang must be ja, en or ja-easy", parameter="lang")
-        return LANGS[raw]
-    for part in request.headers.get("Accept-Language", "").split(",")[:20]:
-        tag = part.split(";")[0].strip().lower()
-        if tag.startswith("en"):
-            return "en-US"
-        if tag.startswith("ja"):
-            return "ja-JP"
-    return "ja-JP"
 
 
 def _coordinate(request: web.Request, name: str, limit: float) -> float | None:
@@ -79,15 +65,12 @@ LIMIT 1
 
 @routes.get("/api/v1/level")
 async def current_level(request: web.Request) -> web.Response:
-    language = _lang(request)
+    language = LANGS[params.language(request)]
     lat = _coordinate(request, "lat", 90)
     lon = _coordinate(request, "lon", 180)
-    municipality = request.query.get("municipality") or None
+    municipality = params.municipality(request)
     if (lat is None) != (lon is None):
         raise Problem(400, "Bad Request", "give both lat and lon, or a municipality", parameter="lat,lon")
-    if municipality is not None and not (municipality.isascii() and municipality.isdigit()
-                                         and len(municipality) in (5, 6)):
-        raise Problem(400, "Bad Request", "municipality must be a 5- or 6-digit 団体コード", parameter="municipality")
     if lat is None and municipality is None:
         raise Problem(400, "Bad Request", "give lat and lon, or a municipality", parameter="lat,lon")
     point = Point(lon, lat) if lat is not None and lon is not None else None

@@ -1,0 +1,82 @@
+"""Query parameters of the public API, parsed one way everywhere: a bad one is a 400 problem that
+names it (and never echoes a value that could be a position)."""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from api.problems import Problem
+from evac.guidance import LANGS
+
+
+def bad(name: str, detail: str) -> Problem:
+    return Problem(400, "Bad Request", detail, parameter=name)
+
+
+def number(request: web.Request, name: str, lo: float, hi: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw.strip() == "":
+        raise bad(name, f"parameter {name!r} is required")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad(name, f"parameter {name!r} must be a number") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise bad(name, f"parameter {name!r} must be a number between {lo:g} and {hi:g}")
+    return value
+
+
+def choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise bad(name, f"parameter {name!r} must be one of {', '.join(choices)}")
+    return raw
+
+
+def flag(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise bad(name, f"parameter {name!r} must be true or false")
+
+
+def language(request: web.Request) -> str:
+    """``lang`` when given (ja, en, ja-easy), else the best of Accept-Language, else ja."""
+    if request.query.get("lang"):
+        return choice(request, "lang", LANGS, "ja")
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate(request.headers.get("Accept-Language", "").split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        ranked.append((-q, i, tag.strip().lower()))
+    for neg_q, _, tag in sorted(ranked):
+        if neg_q >= 0:
+            continue
+        if tag in ("ja-easy", "ja-x-easy", "ja-x-yasashii"):
+            return "ja-easy"
+        if tag == "ja" or tag.startswith("ja-"):
+            return "ja"
+        if tag == "en" or tag.startswith("en-"):
+            return "en"
+    return "ja"
+
+
+def municipality(request: web.Request, name: str = "municipality") -> str | None:
+    """A 団体コード filter (5 or 6 digits), or None."""
+    raw = request.query.get(name) or None
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) in (5, 6)):
+        raise bad(name, f"parameter {name!r} must be a 5- or 6-digit 団体コード")
+    return raw
