@@ -105,4 +105,9 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
 
     app.router.add_routes(pages.routes)
     # -- end pages --
+    # -- notify (issue #10): Web Push subscriptions, webhooks, the on-call roster --
+    from notify import http as notify_http
+
+    notify_http.setup(app)
+    # -- end notify --
     return app

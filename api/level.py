@@ -2,8 +2,9 @@
 ``GET /api/v1/level``.
 
 The level is the highest among the public alerts in force there: river-gauge alerts (警戒レベル相当,
-2–4 and 5 for overflow) of the municipality, and evacuation orders (3 高齢者等避難, 4 避難指示,
-5 緊急安全確保) of the municipality — an order with an area counts only for points inside it.
+2–4 and 5 for overflow) of the municipality, evacuation orders (3 高齢者等避難, 4 避難指示,
+5 緊急安全確保) of the municipality without an area, and orders of any municipality whose area covers
+the point (for a municipality query, orders with an area count for their own municipality).
 
 Municipal boundaries are not in Sonae's data yet, so a point's municipality is that of the nearest
 registered shelter or station within 20 km (GSI shelter data cover every municipality of the
@@ -78,15 +79,18 @@ async def current_level(request: web.Request) -> web.Response:
         if municipality is None and point is not None:
             row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
             municipality = row["municipality_code"] if row else None
-        alerts = await list_active(conn, municipality=municipality, audience="public") if municipality else []
+        alerts = await list_active(conn, audience="public")
+    # A river and its floods cross town lines: an order whose area covers the point counts whatever
+    # municipality issued it; alerts without an area count for their own municipality.
     in_force = []
     for alert in alerts:
         area = alert.get("area")
         if area and point is not None:
             geometry = shape(json.loads(area) if isinstance(area, str) else area)
-            if not geometry.covers(point):
-                continue
-        in_force.append(alert)
+            if geometry.covers(point):
+                in_force.append(alert)
+        elif alert["municipality_code"] == municipality:
+            in_force.append(alert)
     # Real alerts always decide; drill alerts speak only where no real one is in force, marked as drills.
     real = [a for a in in_force if not a["exercise"]]
     considered = real or in_force

@@ -95,6 +95,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                                             "temperature_c", "status"]}),
                        q("bucket", {"type": "string", "enum": ["10m", "1h", "1d"]})],
         "responses": {**ok({"type": "object", "required": ["station_id", "readings"]}), **errors(400, 404, 429)}},
+    ("get", "/api/v1/municipalities"): {
+        "summary": "Municipality codes (団体コード) and names", "tags": ["open data"],
+        "responses": {**ok(), **errors(429)}},
     # -- alerts (public) ----------------------------------------------------------------------
     ("get", "/api/v1/alerts"): {
         "summary": "Active alerts and evacuation orders", "tags": ["alerts"],
@@ -229,6 +232,78 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
         "responses": {**ok(), **errors(401, 403, 404)}},
+    # -- notify (issue #10): Web Push, webhooks, the on-call roster -----------------------------------
+    ("get", "/api/v1/push/vapid-public-key"): {
+        "summary": "The VAPID public key browsers subscribe with (applicationServerKey)", "tags": ["residents"],
+        "responses": {**ok({"type": "object", "required": ["public_key"],
+                            "properties": {"public_key": {"type": "string"}}}), **errors(429)}},
+    ("post", "/api/v1/push/subscriptions"): {
+        "summary": "Receive alerts by Web Push for chosen areas (no account)", "tags": ["residents"],
+        "description": "Stores only the push endpoint and keys, the areas, the language and the drills opt-in. "
+                       "A circle's centre is stored rounded to 0.001° (~100 m) and never logged.",
+        "requestBody": body({"type": "object", "required": ["subscription", "areas"], "properties": {
+            "subscription": {"type": "object", "required": ["endpoint", "keys"], "properties": {
+                "endpoint": {"type": "string"}, "keys": {"type": "object", "required": ["p256dh", "auth"],
+                                                         "properties": {"p256dh": {"type": "string"},
+                                                                        "auth": {"type": "string"}}}}},
+            "areas": {"type": "array", "minItems": 1, "maxItems": 10, "items": {"oneOf": [
+                {"type": "object", "required": ["municipality_code"],
+                 "properties": {"municipality_code": {"type": "string", "pattern": "^[0-9]{5,6}$"}}},
+                {"type": "object", "required": ["lat", "lon", "radius_m"], "properties": {
+                    "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                    "lon": {"type": "number", "minimum": -180, "maximum": 180},
+                    "radius_m": {"type": "number", "minimum": 100, "maximum": 20000}}}]}},
+            "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
+            "drills": {"type": "boolean", "description": "also receive exercise (訓練) alerts"}}}),
+        "responses": {**ok({"type": "object", "required": ["id", "unsubscribe_token"]}, code="201"),
+                      **errors(400, 415, 429)}},
+    ("delete", "/api/v1/push/subscriptions/{subscription_id}"): {
+        "summary": "Unsubscribe (with the token returned on subscribing)", "tags": ["residents"],
+        "parameters": [p("subscription_id", INT_ID),
+                       {"name": "X-Unsubscribe-Token", "in": "header", "required": True, "schema": {"type": "string"}}],
+        "responses": {"204": {"description": "Removed"}, **errors(400, 404, 429)}},
+    ("post", "/api/v1/webhooks"): {
+        "summary": "Register a webhook for a partner system (admin); the HMAC secret is returned once",
+        "tags": ["admin"], "security": STAFF,
+        "description": "Deliveries are POSTed with X-Sonae-Signature: sha256=<hex HMAC-SHA256 of the body>, "
+                       "X-Sonae-Event-Id and X-Sonae-Delivery; retried with exponential backoff, then dead-lettered.",
+        "requestBody": body({"type": "object", "required": ["url"], "properties": {
+            "url": {"type": "string"}, "description": {"type": "string"},
+            "format": {"type": "string", "enum": ["json", "cap"]}, "municipality_code": {"type": "string"},
+            "min_level": {"type": "integer", "minimum": 0, "maximum": 5},
+            "conditions": {"type": "array", "items": {"type": "string", "enum": [
+                "river_level", "evacuation_order", "low_battery", "fault", "silent"]}},
+            "include_staff": {"type": "boolean"}, "drills": {"type": "boolean"}}}),
+        "responses": {**ok({"type": "object", "required": ["id", "secret"]}, code="201"),
+                      **errors(400, 401, 403, 415)}},
+    ("get", "/api/v1/webhooks"): {
+        "summary": "Webhooks (staff see their municipality's)", "tags": ["staff"], "security": STAFF,
+        "responses": {**ok(), **errors(401, 403)}},
+    ("delete", "/api/v1/webhooks/{webhook_id}"): {
+        "summary": "Delete a webhook (admin)", "tags": ["admin"], "security": STAFF,
+        "parameters": [p("webhook_id", INT_ID)],
+        "responses": {"204": {"description": "Deleted"}, **errors(400, 401, 403, 404)}},
+    ("get", "/api/v1/webhooks/{webhook_id}/deliveries"): {
+        "summary": "A webhook's delivery log with every attempt; state=dead is the dead-letter list",
+        "tags": ["staff"], "security": STAFF,
+        "parameters": [p("webhook_id", INT_ID), q("state", {"type": "string", "enum": ["queued", "sent", "dead", "gone"]}),
+                       q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+        "responses": {**ok(), **errors(400, 401, 403, 404)}},
+    ("get", "/api/v1/roster"): {
+        "summary": "The on-call roster for staff email (staff see their municipality's)", "tags": ["staff"],
+        "security": STAFF, "responses": {**ok(), **errors(401, 403)}},
+    ("put", "/api/v1/roster/{username}"): {
+        "summary": "Put an account on the roster: email, on call or not (admin, or staff for themselves)",
+        "tags": ["staff"], "security": STAFF, "parameters": [p("username")],
+        "requestBody": body({"type": "object", "required": ["email"], "properties": {
+            "email": {"type": "string"}, "on_call": {"type": "boolean"}, "municipality_code": {"type": "string"},
+            "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
+            "drills": {"type": "boolean"}}}),
+        "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
+    ("delete", "/api/v1/roster/{username}"): {
+        "summary": "Take an account off the roster (admin)", "tags": ["admin"], "security": STAFF,
+        "parameters": [p("username")],
+        "responses": {"204": {"description": "Removed"}, **errors(401, 403, 404)}},
 }
 
 COMPONENTS: dict[str, Any] = {

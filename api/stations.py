@@ -131,3 +131,11 @@ async def get_readings(request: web.Request) -> web.Response:
             data = [{"ts": _iso(r["ts"]), "value": r["value"], "exercise": r["exercise"]} for r in rows]
     return web.json_response({"station_id": station_id, "kind": kind, "from": _iso(start), "to": _iso(end),
                               "bucket": bucket, "readings": data})
+
+
+@routes.get("/api/v1/municipalities")
+async def list_municipalities(request: web.Request) -> web.Response:
+    """Municipality codes and names (open data)."""
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch("SELECT code, name_ja, name_en, prefecture FROM municipalities ORDER BY code")
+    return web.json_response({"municipalities": [dict(r) for r in rows]})

@@ -64,6 +64,11 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
 
     rules = asyncio.create_task(run_rules_worker(settings, pool, stop))
     # -- end alerting --
+    # -- notify: a delivery worker (Web Push, webhooks, email); every process shares the queue --
+    from notify.worker import run_delivery_worker
+
+    deliver = asyncio.create_task(run_delivery_worker(settings, pool, stop))
+    # -- end notify --
     from ingest.health import serving_health
 
     try:
@@ -75,7 +80,8 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
         ingestor.stop()
         house.cancel()
         rules.cancel()  # alerting
-        await asyncio.gather(run, house, rules, return_exceptions=True)
+        deliver.cancel()  # notify
+        await asyncio.gather(run, house, rules, deliver, return_exceptions=True)
 
 
 async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise: bool) -> None:
@@ -297,6 +303,119 @@ def cmd_users(args: argparse.Namespace) -> int:
     return _with_services(args, body, need_broker=False)
 
 
+# -- notify: VAPID keys and webhooks (notify/) --
+def cmd_vapid(args: argparse.Namespace) -> int:
+    from notify.webpush import Vapid, generate_private_pem, load_private_key
+
+    if args.vapid_command == "generate":
+        pem = generate_private_pem()
+        print(pem, end="")
+        print(f"# public key (applicationServerKey): {Vapid(load_private_key(pem), '').public_key}", file=sys.stderr)
+        return 0
+
+    async def body(settings: Settings) -> None:
+        from notify.worker import vapid_private_pem
+        from sonae.runtime import open_pool
+
+        pool = await open_pool(settings, migrate_schema=True)
+        try:
+            async with pool.acquire() as conn:
+                pem = await vapid_private_pem(conn, settings["notify.vapid_private_key"])
+        finally:
+            await pool.close()
+        print(Vapid(load_private_key(pem), "").public_key)
+
+    return _with_services(args, body, need_broker=False)
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    import getpass
+
+    from notify import store
+
+    async def body(settings: Settings) -> None:
+        from sonae.runtime import open_pool
+
+        pool = await open_pool(settings, migrate_schema=True)
+        try:
+            async with pool.acquire() as conn:
+                if args.webhooks_command == "add":
+                    hook = await store.add_webhook(
+                        conn, url=args.url, created_by=f"cli:{getpass.getuser()}", description=args.description or "",
+                        fmt=args.format, municipality_code=args.municipality, min_level=args.min_level,
+                        conditions=args.conditions.split(",") if args.conditions else None,
+                        include_staff=args.include_staff, drills=args.drills)
+                    print(f"webhook {hook['id']} created; its signing secret (shown once): {hook['secret']}")
+                elif args.webhooks_command == "remove":
+                    if not await store.delete_webhook(conn, args.id):
+                        raise ConfigError(f"no webhook {args.id}")
+                    print(f"webhook {args.id} removed")
+                else:
+                    for h in await store.list_webhooks(conn):
+                        print(f"{h['id']:>5} {h['format']:<4} {h['municipality_code'] or 'prefecture':<10} "
+                              f"level>={h['min_level']} drills={h['drills']} {h['url']}")
+        finally:
+            await pool.close()
+
+    return _with_services(args, body, need_broker=False)
+
+
+def _add_notify_commands(sub: Any) -> None:
+    va = sub.add_parser("vapid", help="Web Push VAPID keys.", description="Web Push VAPID keys (RFC 8292).")
+    va_sub = va.add_subparsers(dest="vapid_command", required=True, metavar="ACTION")
+    p = va_sub.add_parser("generate", help="Print a new private key (PEM) for SONAE_NOTIFY_VAPID_PRIVATE_KEY.",
+                          description="Print a new P-256 private key (PEM); its public key goes to stderr.")
+    p.set_defaults(func=cmd_vapid)
+    p = va_sub.add_parser("show", help="Print the public key in use.", description="Print the public key in use.")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_vapid)
+    wh = sub.add_parser("webhooks", help="Webhooks for partner systems.",
+                        description="Webhooks for partner systems (signed with HMAC-SHA256).")
+    wh_sub = wh.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
+    p = wh_sub.add_parser("add", help="Register a webhook.", description="Register a webhook; prints its secret.")
+    p.add_argument("url")
+    p.add_argument("--format", choices=("json", "cap"), default="json")
+    p.add_argument("--municipality", help="団体コード: only this municipality's alerts")
+    p.add_argument("--min-level", type=int, default=0)
+    p.add_argument("--conditions", help="comma-separated: river_level,evacuation_order,…")
+    p.add_argument("--include-staff", action="store_true", help="also staff-only alerts")
+    p.add_argument("--drills", action="store_true", help="also exercise alerts (marked as drills)")
+    p.add_argument("--description")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_webhooks)
+    p = wh_sub.add_parser("remove", help="Remove a webhook.", description="Remove a webhook.")
+    p.add_argument("id", type=int)
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_webhooks)
+    p = wh_sub.add_parser("list", help="List webhooks.", description="List webhooks.")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_webhooks)
+# -- end notify --
+
+
+def cmd_municipalities_import(args: argparse.Namespace) -> int:
+    from ingest.registry import RegistryError, load_municipalities
+
+    try:
+        municipalities = load_municipalities(args.file)
+    except (OSError, RegistryError) as exc:
+        raise ConfigError(str(exc)) from None
+
+    async def body(settings: Settings) -> None:
+        from ingest.registry import upsert_municipalities
+        from sonae.runtime import open_pool
+
+        pool = await open_pool(settings, migrate_schema=True)
+        try:
+            async with pool.acquire() as conn:
+                count = await upsert_municipalities(conn, municipalities)
+        finally:
+            await pool.close()
+        print(f"imported {count} municipalities from {args.file}")
+
+    return _with_services(args, body, need_broker=False)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.schema:
         print(describe_schema())
@@ -362,6 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evac_commands(sub)  # evac: `sonae shelters import`, `sonae hazards import`
 
+    mu = sub.add_parser("municipalities", help="Municipality codes and names.",
+                        description="Municipality codes (団体コード) and names: data, imported, not code.")
+    mu_sub = mu.add_subparsers(dest="municipalities_command", required=True, metavar="ACTION")
+    p = mu_sub.add_parser("import", help="Import municipalities from CSV (code,name_ja,name_en,prefecture).",
+                          description="Import municipalities from a CSV with columns code, name_ja, name_en, prefecture.")
+    p.add_argument("file")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_municipalities_import)
+
     us = sub.add_parser("users", help="Staff, operator and admin accounts.",
                         description="Staff, operator and admin accounts (passwords hashed with argon2id).")
     us_sub = us.add_subparsers(dest="users_command", required=True, metavar="ACTION")
@@ -390,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", action="store_true", help="list every setting with its default")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_config)
+
+    _add_notify_commands(sub)  # notify: `sonae vapid …`, `sonae webhooks …`
 
     # -- devices: MQTT credentials and ACL entries (sonae/provisioning.py) --
     from sonae.provisioning import add_devices_command

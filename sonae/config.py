@@ -138,6 +138,35 @@ SCHEMA: tuple[Setting, ...] = (
             check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
     # -- end evac --
+    # -- notify: Web Push, webhooks and email (notify/worker.py) --
+    Setting("notify.enabled", bool, True,
+            "Run a delivery worker in `sonae run`/`sonae ingest` (several processes share the queue)."),
+    Setting("notify.vapid_private_key", str, None,
+            "VAPID private key (PEM or base64url P-256 scalar; `sonae vapid generate`). Unset: one is made "
+            "once and kept in the database.", secret=True),
+    Setting("notify.vapid_subject", str, "mailto:sonae@example.jp",
+            "VAPID contact push services may use (mailto: or https: URL).",
+            check=lambda v: None if str(v).startswith(("mailto:", "https:")) else "expected a mailto: or https: URL"),
+    Setting("notify.smtp_url", str, None,
+            "SMTP server for on-call staff email: smtp://user:password@host:port (?starttls=true) or smtps://. "
+            "Unset: no email.", secret=True,
+            check=lambda v: None if v is None or urlsplit(str(v)).scheme in ("smtp", "smtps")
+            and urlsplit(str(v)).hostname else "expected smtp://user:password@host:port or smtps://…"),
+    Setting("notify.smtp_from", str, "sonae@localhost", "From address of staff email."),
+    Setting("notify.concurrency", int, 64, "Most deliveries in flight at once per process.", check=_positive),
+    Setting("notify.max_attempts", int, 8, "Tries of a webhook or email before it is dead-lettered.",
+            check=_positive),
+    Setting("notify.retry_base_ms", int, 2000, "First retry delay; it doubles with every try.", check=_positive),
+    Setting("notify.retry_max_s", int, 3600, "Longest delay between two tries.", check=_positive),
+    Setting("notify.push_rate_per_s", int, 500, "Most push messages a second to one push service.",
+            check=_positive),
+    Setting("notify.webhook_rate_per_s", int, 5, "Most requests a second to one webhook.", check=_positive),
+    Setting("notify.push_allow_http", bool, False,
+            "Accept http:// push endpoints on loopback hosts (tests and development only); else https only."),
+    Setting("notify.push_ttl_s", int, 21600, "How long a push service keeps an undelivered alert message.",
+            check=_positive),
+    Setting("notify.timeout_s", int, 10, "Timeout of one delivery request.", check=_positive),
+    # -- end notify --
 )
 
 _BY_NAME = {s.name: s for s in SCHEMA}

@@ -109,3 +109,25 @@ async def test_open_data_formats(client: TestClient, pool: asyncpg.Pool) -> None
     lines = text.strip().splitlines()
     assert lines[0].startswith("id,name,") and len(lines) == 3 and any(line.startswith("akutsu,阿久津") for line in lines)
     assert (await client.get("/api/v1/stations", params={"format": "xml"})).status == 400
+
+
+async def test_municipalities_are_imported_data(client: TestClient, pool: asyncpg.Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import subprocess
+    import sys
+
+    csv_file = tmp_path / "m.csv"
+    csv_file.write_text("code,name_ja,name_en,prefecture\n072036,郡山市,Koriyama,福島県\n072010,福島市,Fukushima,福島県\n",
+                        encoding="utf-8")
+    from ingest.registry import load_municipalities, upsert_municipalities
+
+    async with pool.acquire() as conn:
+        assert await upsert_municipalities(conn, load_municipalities(csv_file)) == 2
+    body = await (await client.get("/api/v1/municipalities")).json()
+    assert [m["code"] for m in body["municipalities"]] == ["072010", "072036"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,name_ja\nKORI,郡山市\n", encoding="utf-8")
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "sonae.cli", "municipalities", "import", str(bad)],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and "line 2" in proc.stderr

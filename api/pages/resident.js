@@ -34,6 +34,13 @@
       levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
       mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
       shelterFull: "（満員）", unknownArea: "この場所",
+      pushHeading: "避難情報を通知で受け取る", pushIntro: "この場所の避難情報が変わったとき、画面を開いていなくても通知します。登録はいりません。",
+      pushAreaLabel: "対象", pushAreaMuni: "この場所の市町村全体", pushArea1: "この場所から1km以内", pushArea3: "この場所から3km以内",
+      pushDrills: "訓練の通知も受け取る", pushOn: "通知を受け取る", pushOff: "通知をやめる",
+      pushPrivacy: "保存するのは通知の宛先と、選んだ地域（約100mに丸めた中心）と言語だけです。",
+      pushNeedPlace: "先に「いる場所」で場所を選んでください。", pushUnsupported: "このブラウザは通知に対応していません。",
+      pushDenied: "通知が許可されませんでした。ブラウザの設定で許可してください。", pushFailed: "登録できませんでした。もう一度お試しください。",
+      pushDone: "通知を受け取ります。", pushStopped: "通知を止めました。", pushWorking: "登録しています…",
     },
     en: {
       skip: "Skip to content", title: "Sonae evacuation guide", drill: "EXERCISE: this is a drill, not a real emergency.",
@@ -59,6 +66,13 @@
       levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
       mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
       shelterFull: " (full)", unknownArea: "this area",
+      pushHeading: "Get alerts as notifications", pushIntro: "We notify you when evacuation information for this place changes, even when this page is closed. No account needed.",
+      pushAreaLabel: "Area", pushAreaMuni: "The whole municipality of this place", pushArea1: "Within 1 km of this place", pushArea3: "Within 3 km of this place",
+      pushDrills: "Also notify me of drills", pushOn: "Notify me", pushOff: "Stop notifications",
+      pushPrivacy: "Only the notification address, the chosen area (its centre rounded to about 100 m) and the language are stored.",
+      pushNeedPlace: "First choose a place under “Where you are”.", pushUnsupported: "This browser cannot receive notifications.",
+      pushDenied: "Notifications were not allowed. Allow them in the browser settings.", pushFailed: "Could not sign up. Please try again.",
+      pushDone: "You will be notified.", pushStopped: "Notifications stopped.", pushWorking: "Signing up…",
     },
     "ja-easy": {
       skip: "ほんぶんへ", title: "Sonae ひなん ナビ", drill: "くんれん です。ほんとうの さいがいでは ありません。",
@@ -84,6 +98,13 @@
       levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
       mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
       shelterFull: "（いっぱい）", unknownArea: "この ちいき",
+      pushHeading: "ひなんの じょうほうを つうちで うけとる", pushIntro: "この ばしょの ひなんの じょうほうが かわったら、がめんを ひらいて いなくても しらせます。",
+      pushAreaLabel: "ばしょ", pushAreaMuni: "この ばしょの まち ぜんぶ", pushArea1: "この ばしょから 1キロメートル いない", pushArea3: "この ばしょから 3キロメートル いない",
+      pushDrills: "くんれんの つうちも うけとる", pushOn: "つうちを うけとる", pushOff: "つうちを やめる",
+      pushPrivacy: "ほぞん するのは つうちの あてさきと、えらんだ ばしょ（だいたい 100メートル）と ことばだけ です。",
+      pushNeedPlace: "さきに「いる ばしょ」を えらんで ください。", pushUnsupported: "この ブラウザは つうちが つかえません。",
+      pushDenied: "つうちが ゆるされて いません。ブラウザの せっていを みて ください。", pushFailed: "できませんでした。もう いちど ためして ください。",
+      pushDone: "つうちを うけとります。", pushStopped: "つうちを やめました。", pushWorking: "とうろく して います…",
     },
   };
   const LEVEL = {
@@ -475,6 +496,93 @@
     }
   }
 
+  // -- notifications (Web Push): only the push address, the chosen area and the language leave the page ----
+  const PUSH_LANG = { ja: "ja-JP", en: "en-US", "ja-easy": "ja-JP-x-easy" };
+  const PUSH_KEY = "sonae.push";
+
+  function pushSupported() {
+    return "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+  }
+
+  function pushShow(on) {
+    $("push-on").hidden = !!on;
+    $("push-off").hidden = !on;
+  }
+
+  function b64uBytes(text) {
+    const s = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4));
+    return Uint8Array.from(s, (c) => c.charCodeAt(0));
+  }
+
+  /* The worker's scope is /static/, not this page's, so navigator.serviceWorker.ready would never
+   * resolve here: wait for the registration's own worker to be active. */
+  function activated(reg) {
+    return new Promise((resolve) => {
+      const w = reg.installing || reg.waiting;
+      if (reg.active || !w) { resolve(reg); return; }
+      w.addEventListener("statechange", () => { if (w.state === "activated") resolve(reg); });
+    });
+  }
+
+  async function pushOn() {
+    const status = $("push-status");
+    if (!pushSupported()) { status.textContent = t("pushUnsupported"); return; }
+    if (!state.pos) { status.textContent = t("pushNeedPlace"); return; }
+    const choice = $("push-area").value;
+    let area;
+    if (choice === "municipality") {
+      const near = nearestShelter(state.pos);
+      if (!near || !near.municipality_code) { status.textContent = t("pushNeedPlace"); return; }
+      area = { municipality_code: near.municipality_code };
+    } else {
+      // rounded here already: the server keeps no more than ~100 m either
+      area = { lat: Math.round(state.pos.lat * 1000) / 1000, lon: Math.round(state.pos.lon * 1000) / 1000, radius_m: Number(choice) };
+    }
+    status.textContent = t("pushWorking");
+    try {
+      if ((await Notification.requestPermission()) !== "granted") { status.textContent = t("pushDenied"); return; }
+      const reg = await activated(await navigator.serviceWorker.register("/static/sw.js"));
+      const key = (await getJSON("/api/v1/push/vapid-public-key")).public_key;
+      let sub = await reg.pushManager.getSubscription();
+      if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uBytes(key) });
+      const r = await fetch("/api/v1/push/subscriptions", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ subscription: sub.toJSON(), areas: [area], lang: PUSH_LANG[state.lang], drills: $("push-drills").checked }),
+      });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const made = await r.json();
+      localStorage.setItem(PUSH_KEY, JSON.stringify({ id: made.id, token: made.unsubscribe_token }));
+      status.textContent = t("pushDone");
+      pushShow(true);
+    } catch (err) {
+      status.textContent = t("pushFailed");
+    }
+  }
+
+  async function pushOff() {
+    const saved = JSON.parse(localStorage.getItem(PUSH_KEY) || "null");
+    try {
+      if (saved) {
+        await fetch("/api/v1/push/subscriptions/" + saved.id, { method: "DELETE", headers: { "X-Unsubscribe-Token": saved.token } });
+      }
+      const reg = pushSupported() ? await navigator.serviceWorker.getRegistration("/static/") : null;
+      const sub = reg ? await reg.pushManager.getSubscription() : null;
+      if (sub) await sub.unsubscribe();
+    } catch (err) { /* the server forgets expired subscriptions by itself */ }
+    localStorage.removeItem(PUSH_KEY);
+    $("push-status").textContent = t("pushStopped");
+    pushShow(false);
+  }
+
+  function pushStart() {
+    $("push-on").addEventListener("click", pushOn);
+    $("push-off").addEventListener("click", pushOff);
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem(PUSH_KEY) || "null"); } catch (err) { saved = null; }
+    pushShow(!!saved);
+    if (!pushSupported()) $("push-status").textContent = t("pushUnsupported");
+  }
+
   // -- start --------------------------------------------------------------------------------------------
   async function start() {
     const asked = new URLSearchParams(location.search).get("lang");
@@ -506,6 +614,7 @@
     $("zoom-in").addEventListener("click", () => map.zoom(1.5));
     $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));
     $("zoom-fit").addEventListener("click", fitView);
+    pushStart();
     $("print").addEventListener("click", () => { $("print-time").textContent = t("printed", { time: new Date().toLocaleString() }); window.print(); });
 
     const [shelters, stations] = await Promise.all([

@@ -53,3 +53,16 @@ async def test_level_follows_orders_and_areas(pool: asyncpg.Pool, settings: Sett
             assert resp.status == 400 and resp.content_type == "application/problem+json"
     finally:
         await client.close()
+
+
+async def test_an_order_area_counts_across_municipal_lines(pool: asyncpg.Pool, settings: Settings) -> None:
+    await _seed(pool)
+    client: TestClient = await make_client(pool, settings)
+    try:
+        async with pool.acquire() as conn:  # Fukushima city orders an area that reaches into Koriyama
+            await issue_order(conn, municipality_code=FUKUSHIMA, level=4, issued_by="t", area=SQUARE)
+        inside = await (await client.get("/api/v1/level", params=INSIDE)).json()
+        assert inside["municipality_code"] == KORIYAMA and inside["level"] == 4
+        assert (await (await client.get("/api/v1/level", params=OUTSIDE)).json())["level"] is None
+    finally:
+        await client.close()

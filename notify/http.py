@@ -1,0 +1,303 @@
+"""Notification endpoints.
+
+Residents (no account):
+
+* ``GET /api/v1/push/vapid-public-key`` — the key a browser subscribes with (``applicationServerKey``)
+* ``POST /api/v1/push/subscriptions`` — subscribe: the browser's push subscription, 1–10 areas (a
+  municipality, or a circle whose centre is stored rounded to ~100 m), a language and a drills opt-in;
+  returns the id and a secret unsubscribe token (only its hash is kept)
+* ``DELETE /api/v1/push/subscriptions/{id}`` — unsubscribe, with ``X-Unsubscribe-Token``
+
+Partners and staff (bearer token):
+
+* ``POST /api/v1/webhooks`` (admin) — register a webhook; the HMAC secret is returned once
+* ``GET /api/v1/webhooks`` (staff, their municipality) / ``DELETE /api/v1/webhooks/{id}`` (admin)
+* ``GET /api/v1/webhooks/{id}/deliveries`` (staff, their municipality) — the delivery log and the
+  dead-letter list (``?state=dead``)
+* ``GET /api/v1/roster`` (staff) / ``PUT``/``DELETE /api/v1/roster/{username}`` (admin, or staff for
+  their own entry) — who is on call for email
+
+Nothing a resident sends is logged; subscriptions are not audited (they carry no identity), staff
+actions are.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from alerting.store import _audit as audit
+from api.auth import authenticate, require_scope
+from api.bodies import field, json_object, municipality_code
+from api.context import POOL, SETTINGS
+from api.problems import Problem
+from notify import store
+from notify.webpush import Vapid, WebPushError, b64u_decode, check_keys, load_private_key
+from notify.worker import vapid_private_pem
+
+routes = web.RouteTableDef()
+
+LANGS = {"ja-JP": "ja-JP", "en-US": "en-US", "ja-JP-x-easy": "ja-JP-x-easy", "ja": "ja-JP", "en": "en-US",
+         "ja-easy": "ja-JP-x-easy"}
+CONDITIONS = ("river_level", "evacuation_order", "low_battery", "fault", "silent")
+STATES = ("queued", "sent", "dead", "gone")
+VAPID_KEY = web.AppKey("notify_vapid_public", dict)
+
+
+def _dumps(value: Any) -> str:
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat().replace("+00:00", "Z")
+        raise TypeError(type(o).__name__)
+
+    return json.dumps(value, ensure_ascii=False, default=default)
+
+
+def _id(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Problem(400, "Bad Request", f"{name} must be a positive integer")
+    return int(raw)
+
+
+# -- residents -----------------------------------------------------------------------------------------
+@routes.get("/api/v1/push/vapid-public-key")
+async def vapid_public_key(request: web.Request) -> web.Response:
+    cache = request.app[VAPID_KEY]
+    if "key" not in cache:
+        async with request.app[POOL].acquire() as conn:
+            pem = await vapid_private_pem(conn, request.app[SETTINGS]["notify.vapid_private_key"])
+        cache["key"] = Vapid(load_private_key(pem), "").public_key
+    return web.json_response({"public_key": cache["key"]}, headers={"Cache-Control": "public, max-age=3600"})
+
+
+def _endpoint(value: str, *, allow_http: bool) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise Problem(400, "Bad Request", "subscription.endpoint has a bad port", field="subscription") from None
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and allow_http and parts.hostname:
+        host = parts.hostname
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return value
+    raise Problem(400, "Bad Request", "subscription.endpoint must be the push service's https:// URL",
+                  field="subscription")
+
+
+def _number(area: dict[str, Any], name: str, low: float, high: float) -> float:
+    value = area.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise Problem(400, "Bad Request", f"areas[].{name} must be a number from {low} to {high}", field="areas")
+    return float(value)
+
+
+def _areas(raw: Any) -> list[store.Area]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= store.MAX_AREAS:
+        raise Problem(400, "Bad Request", f"areas must be a list of 1 to {store.MAX_AREAS} areas", field="areas")
+    out = []
+    for area in raw:
+        if not isinstance(area, dict):
+            raise Problem(400, "Bad Request", "each area is an object", field="areas")
+        if "municipality_code" in area:
+            code = area["municipality_code"]
+            if not isinstance(code, str):
+                raise Problem(400, "Bad Request", "areas[].municipality_code must be a string", field="areas")
+            out.append(store.Area(municipality_code=municipality_code(code, name="areas[].municipality_code")))
+        else:
+            lat = _number(area, "lat", -90, 90)
+            lon = _number(area, "lon", -180, 180)
+            radius = _number(area, "radius_m", 100, 20000)
+            out.append(store.Area(lat=lat, lon=lon, radius_m=int(round(radius))))
+    return out
+
+
+def _area_json(a: store.Area) -> dict[str, Any]:
+    if a.municipality_code is not None:
+        return {"municipality_code": a.municipality_code}
+    return {"lat": a.lat, "lon": a.lon, "radius_m": a.radius_m}
+
+
+@routes.post("/api/v1/push/subscriptions")
+async def post_subscription(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    sub = field(body, "subscription", dict)
+    endpoint = _endpoint(field(sub, "endpoint", str), allow_http=request.app[SETTINGS]["notify.push_allow_http"])
+    keys = field(sub, "keys", dict)
+    try:
+        p256dh = b64u_decode(field(keys, "p256dh", str))
+        auth = b64u_decode(field(keys, "auth", str))
+        check_keys(p256dh, auth)
+    except (ValueError, WebPushError) as exc:
+        detail = str(exc) if isinstance(exc, WebPushError) else "subscription.keys must be base64url"
+        raise Problem(400, "Bad Request", detail, field="subscription") from None
+    lang = LANGS.get(field(body, "lang", str, default="ja-JP"))
+    if lang is None:
+        raise Problem(400, "Bad Request", "lang must be ja-JP, en-US or ja-JP-x-easy", field="lang")
+    areas = _areas(body.get("areas"))
+    drills = field(body, "drills", bool, default=False)
+    async with request.app[POOL].acquire() as conn:
+        sub_id, token = await store.add_subscription(conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang,
+                                                     drills=drills, areas=areas)
+    return web.json_response(
+        {"id": sub_id, "unsubscribe_token": token, "lang": lang, "drills": drills,
+         "areas": [_area_json(a.rounded()) for a in areas]},
+        status=201, headers={"Cache-Control": "no-store"})
+
+
+@routes.delete("/api/v1/push/subscriptions/{subscription_id}")
+async def delete_subscription(request: web.Request) -> web.Response:
+    sub_id = _id(request, "subscription_id")
+    token = request.headers.get("X-Unsubscribe-Token", "")
+    if not token or len(token) > 200:
+        raise Problem(400, "Bad Request", "send the unsubscribe token in X-Unsubscribe-Token")
+    async with request.app[POOL].acquire() as conn:
+        removed = await store.remove_subscription(conn, sub_id, token)
+    if not removed:
+        raise Problem(404, "Not Found", "no such subscription, or the token does not match")
+    return web.Response(status=204)
+
+
+# -- webhooks ------------------------------------------------------------------------------------------
+@routes.post("/api/v1/webhooks")
+async def post_webhook(request: web.Request) -> web.Response:
+    admin = await authenticate(request, "admin")
+    body = await json_object(request)
+    url = field(body, "url", str)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise Problem(400, "Bad Request", "url is not a valid URL", field="url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Problem(400, "Bad Request", "url must be an http:// or https:// URL", field="url")
+    fmt = field(body, "format", str, default="json")
+    if fmt not in ("json", "cap"):
+        raise Problem(400, "Bad Request", "format must be json or cap", field="format")
+    min_level = field(body, "min_level", int, default=0)
+    if not 0 <= min_level <= 5:
+        raise Problem(400, "Bad Request", "min_level must be 0 to 5", field="min_level")
+    conditions = field(body, "conditions", list, default=None)
+    if conditions is not None and (not conditions or any(c not in CONDITIONS for c in conditions)):
+        raise Problem(400, "Bad Request", f"conditions must be a non-empty list of {', '.join(CONDITIONS)}",
+                      field="conditions")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        hook = await store.add_webhook(
+            conn, url=url, created_by=admin.username, description=field(body, "description", str, default=""),
+            fmt=fmt, municipality_code=municipality_code(field(body, "municipality_code", str, default=None)),
+            min_level=min_level, conditions=conditions,
+            include_staff=field(body, "include_staff", bool, default=False),
+            drills=field(body, "drills", bool, default=False))
+        await audit(conn, admin.username, "webhook.created", "webhook", hook["id"],
+                    {k: v for k, v in hook.items() if k not in ("secret", "created_at")})
+    return web.json_response(hook, status=201, dumps=_dumps, headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/api/v1/webhooks")
+async def get_webhooks(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    async with request.app[POOL].acquire() as conn:
+        hooks = await store.list_webhooks(conn, municipality=account.municipality_code)
+    return web.json_response({"webhooks": hooks}, dumps=_dumps)
+
+
+@routes.delete("/api/v1/webhooks/{webhook_id}")
+async def delete_webhook(request: web.Request) -> web.Response:
+    admin = await authenticate(request, "admin")
+    webhook_id = _id(request, "webhook_id")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        if not await store.delete_webhook(conn, webhook_id):
+            raise Problem(404, "Not Found", f"no webhook {webhook_id}")
+        await audit(conn, admin.username, "webhook.deleted", "webhook", webhook_id, {})
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/webhooks/{webhook_id}/deliveries")
+async def get_deliveries(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    webhook_id = _id(request, "webhook_id")
+    state = request.query.get("state")
+    if state is not None and state not in STATES:
+        raise Problem(400, "Bad Request", f"state must be one of {', '.join(STATES)}")
+    raw_limit = request.query.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise Problem(400, "Bad Request", "limit must be 1 to 1000")
+    async with request.app[POOL].acquire() as conn:
+        hook = await store.get_webhook(conn, webhook_id)
+        if hook is None:
+            raise Problem(404, "Not Found", f"no webhook {webhook_id}")
+        require_scope(account, hook["municipality_code"])
+        rows = await store.deliveries(conn, "webhook", webhook_id, state=state, limit=int(raw_limit))
+    return web.json_response({"webhook_id": webhook_id, "deliveries": rows}, dumps=_dumps)
+
+
+# -- the on-call roster --------------------------------------------------------------------------------
+@routes.get("/api/v1/roster")
+async def get_roster(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    async with request.app[POOL].acquire() as conn:
+        rows = await store.roster(conn, municipality=account.municipality_code)
+    return web.json_response({"roster": rows}, dumps=_dumps)
+
+
+def _username(request: web.Request) -> str:
+    name = request.match_info["username"]
+    if not 3 <= len(name) <= 64:
+        raise Problem(404, "Not Found", "no such account")
+    return name
+
+
+@routes.put("/api/v1/roster/{username}")
+async def put_roster(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    username = _username(request)
+    if account.role != "admin" and account.username != username:
+        raise Problem(403, "Forbidden", "staff may change only their own roster entry")
+    body = await json_object(request)
+    municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
+    if municipality is None:
+        raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
+    require_scope(account, municipality)
+    lang = LANGS.get(field(body, "lang", str, default="ja-JP"))
+    if lang is None:
+        raise Problem(400, "Bad Request", "lang must be ja-JP, en-US or ja-JP-x-easy", field="lang")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        try:
+            entry = await store.set_roster(
+                conn, username=username, municipality_code=municipality, email=field(body, "email", str),
+                lang=lang, on_call=field(body, "on_call", bool, default=False),
+                drills=field(body, "drills", bool, default=True), updated_by=account.username)
+        except store.NotifyError as exc:
+            raise Problem(404 if "no account" in str(exc) else 400, "Bad Request" if "email" in str(exc)
+                          else "Not Found", str(exc)) from None
+        await audit(conn, account.username, "roster.updated", "account", username,
+                    {"municipality_code": municipality, "on_call": entry["on_call"], "drills": entry["drills"]})
+    return web.json_response(entry, dumps=_dumps)
+
+
+@routes.delete("/api/v1/roster/{username}")
+async def delete_roster(request: web.Request) -> web.Response:
+    admin = await authenticate(request, "admin")
+    username = _username(request)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        removed = await store.remove_roster(conn, username)
+        if removed is None:
+            raise Problem(404, "Not Found", f"{username} is not on the roster")
+        await audit(conn, admin.username, "roster.removed", "account", username, removed)
+    return web.Response(status=204)
+
+
+def setup(app: web.Application) -> None:
+    app[VAPID_KEY] = {}
+    app.router.add_routes(routes)

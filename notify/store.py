@@ -1,0 +1,387 @@
+"""Notification tables: push subscriptions, webhooks, the on-call roster, and the delivery queue.
+
+Fan-out (:func:`fan_out`) turns each committed alert event into queue rows, one ``INSERT … SELECT``
+per channel and event; the unique key (kind, target, event) makes a repeated pass harmless.
+
+**Area matching (an approximation, on purpose).** No GIS extension is needed:
+
+* a *municipality* area matches alerts of that municipality (団体コード equality);
+* a *circle* matches an alert with a place: the gauge's position (with the 2 km of a CAP gauge
+  circle, :data:`alerting.cap.GAUGE_RADIUS_KM`) or an order polygon's **bounding box**. The test is
+  "distance from the circle's centre to the nearest point of that box ≤ radius + margin", with an
+  equirectangular distance (111,320 m × cos(lat) per degree of longitude, 110,574 m per degree of
+  latitude): within a few metres at these distances, and an order's bounding box can be larger than
+  its polygon, so a circle near a concave order area may be told too — never too few;
+* a whole-municipality order (no polygon) reaches circles whose centre's nearest shelter is in that
+  municipality (``near_municipality``, computed at subscription time; Sonae has no boundaries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from alerting import store as alerts
+from alerting.cap import GAUGE_RADIUS_KM
+from notify import messages
+
+NOTIFY_CHANNEL = "sonae_notify"
+#: a circle's centre is kept to this many decimals of a degree (0.001° ≈ 110 m)
+CENTRE_DECIMALS = 3
+MAX_AREAS = 10
+#: events older than this are no longer looked for below the fan-out floor
+FLOOR_LAG = "5 minutes"
+
+
+class NotifyError(ValueError):
+    """A request that cannot be done; the message says why."""
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+# -- push subscriptions --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Area:
+    municipality_code: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    radius_m: int | None = None
+
+    def rounded(self) -> Area:
+        if self.lat is None or self.lon is None:
+            return self
+        return Area(None, round(self.lat, CENTRE_DECIMALS), round(self.lon, CENTRE_DECIMALS), self.radius_m)
+
+
+async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: bytes, auth: bytes, lang: str,
+                           drills: bool, areas: list[Area]) -> tuple[int, str]:
+    """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token)."""
+    if not areas or len(areas) > MAX_AREAS:
+        raise NotifyError(f"choose 1 to {MAX_AREAS} areas")
+    token = secrets.token_urlsafe(24)
+    async with conn.transaction():
+        sub_id = await conn.fetchval(
+            """INSERT INTO push_subscriptions (endpoint, p256dh, auth, lang, drills, token_hash)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (endpoint) DO UPDATE SET p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth,
+                   lang = EXCLUDED.lang, drills = EXCLUDED.drills, token_hash = EXCLUDED.token_hash,
+                   created_at = now()
+               RETURNING id""", endpoint, p256dh, auth, lang, drills, _digest(token))
+        await conn.execute("DELETE FROM push_areas WHERE subscription_id = $1", sub_id)
+        rows = [a.rounded() for a in areas]
+        await conn.executemany(
+            """INSERT INTO push_areas (subscription_id, municipality_code, lat, lon, radius_m, near_municipality)
+               SELECT $1, $2::text, $3::float8, $4::float8, $5::int,
+                      CASE WHEN $3::float8 IS NULL THEN NULL ELSE (
+                          SELECT nullif(municipality_code, '') FROM shelters
+                          ORDER BY power(lat - $3::float8, 2) + power((lon - $4::float8) * cos(radians($3::float8)), 2)
+                          LIMIT 1) END""",
+            [(sub_id, a.municipality_code, a.lat, a.lon, a.radius_m) for a in rows])
+    return int(sub_id), token
+
+
+async def remove_subscription(conn: asyncpg.Connection, sub_id: int, token: str) -> bool:
+    """Delete a subscription when the token is its unsubscribe token."""
+    status = await conn.execute("DELETE FROM push_subscriptions WHERE id = $1 AND token_hash = $2",
+                                sub_id, _digest(token))
+    if status.endswith(" 0"):
+        return False
+    await conn.execute("UPDATE notify_queue SET state = 'gone' WHERE kind = 'push' AND target_id = $1 "
+                       "AND state = 'queued'", sub_id)
+    return True
+
+
+# -- webhooks ------------------------------------------------------------------------------------------
+_WEBHOOK_COLUMNS = ("id, url, description, format, municipality_code, min_level, conditions, include_staff, "
+                    "drills, created_by, created_at")
+
+
+async def add_webhook(conn: asyncpg.Connection, *, url: str, created_by: str, description: str = "",
+                      fmt: str = "json", municipality_code: str | None = None, min_level: int = 0,
+                      conditions: list[str] | None = None, include_staff: bool = False,
+                      drills: bool = False) -> dict[str, Any]:
+    """Register a webhook; the returned dict has its ``secret`` (shown once)."""
+    secret = secrets.token_urlsafe(32)
+    row = await conn.fetchrow(
+        f"""INSERT INTO webhooks (url, description, secret, format, municipality_code, min_level, conditions,
+                                  include_staff, drills, created_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_WEBHOOK_COLUMNS}""",
+        url, description, secret, fmt, municipality_code, min_level, conditions, include_staff, drills, created_by)
+    return {**dict(row), "secret": secret}
+
+
+async def list_webhooks(conn: asyncpg.Connection, *, municipality: str | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"""SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL
+            AND ($1::text IS NULL OR municipality_code = $1) ORDER BY id""", municipality)
+    return [dict(r) for r in rows]
+
+
+async def get_webhook(conn: asyncpg.Connection, webhook_id: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND deleted_at IS NULL",
+                              webhook_id)
+    return dict(row) if row else None
+
+
+async def delete_webhook(conn: asyncpg.Connection, webhook_id: int) -> bool:
+    status = await conn.execute("UPDATE webhooks SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+                                webhook_id)
+    if status.endswith(" 0"):
+        return False
+    await conn.execute("UPDATE notify_queue SET state = 'gone' WHERE kind = 'webhook' AND target_id = $1 "
+                       "AND state = 'queued'", webhook_id)
+    return True
+
+
+async def deliveries(conn: asyncpg.Connection, kind: str, target_id: int, *, state: str | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+    """The delivery log of one target: each queued message with its attempts, newest first."""
+    rows = await conn.fetch(
+        """SELECT q.id, q.alert_event_id, q.alert_id, q.exercise, q.state, q.attempts, q.next_attempt_at,
+                  q.event_at, q.created_at, q.sent_at, q.last_status, q.last_error,
+                  coalesce((SELECT json_agg(json_build_object('attempt', a.attempt, 'at', a.at, 'status', a.status,
+                                                             'error', a.error, 'duration_ms', a.duration_ms)
+                                            ORDER BY a.id)
+                            FROM notify_attempts a WHERE a.queue_id = q.id), '[]') AS log
+           FROM notify_queue q WHERE q.kind = $1 AND q.target_id = $2 AND ($3::text IS NULL OR q.state = $3)
+           ORDER BY q.id DESC LIMIT $4""", kind, target_id, state, limit)
+    return [{**dict(r), "log": json.loads(r["log"])} for r in rows]
+
+
+# -- roster --------------------------------------------------------------------------------------------
+async def set_roster(conn: asyncpg.Connection, *, username: str, municipality_code: str, email: str, lang: str,
+                     on_call: bool, drills: bool, updated_by: str) -> dict[str, Any]:
+    try:
+        row = await conn.fetchrow(
+            """INSERT INTO notify_roster (account_id, municipality_code, email, lang, on_call, drills, updated_by)
+               SELECT id, $2, $3, $4, $5, $6, $7 FROM accounts WHERE username = $1
+               ON CONFLICT (account_id) DO UPDATE SET municipality_code = EXCLUDED.municipality_code,
+                   email = EXCLUDED.email, lang = EXCLUDED.lang, on_call = EXCLUDED.on_call,
+                   drills = EXCLUDED.drills, updated_by = EXCLUDED.updated_by, updated_at = now()
+               RETURNING account_id""", username, municipality_code, email, lang, on_call, drills, updated_by)
+    except asyncpg.CheckViolationError:
+        raise NotifyError("email must be an address like name@example.jp") from None
+    if row is None:
+        raise NotifyError(f"no account {username!r}")
+    entries = await roster(conn, username=username)
+    return entries[0]
+
+
+async def roster(conn: asyncpg.Connection, *, municipality: str | None = None,
+                 username: str | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT a.username, r.municipality_code, r.email, r.lang, r.on_call, r.drills, r.updated_by, r.updated_at
+           FROM notify_roster r JOIN accounts a ON a.id = r.account_id
+           WHERE ($1::text IS NULL OR r.municipality_code = $1) AND ($2::text IS NULL OR a.username = $2)
+           ORDER BY r.municipality_code, a.username""", municipality, username)
+    return [dict(r) for r in rows]
+
+
+async def remove_roster(conn: asyncpg.Connection, username: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        """DELETE FROM notify_roster r USING accounts a WHERE a.id = r.account_id AND a.username = $1
+           RETURNING r.municipality_code""", username)
+    return dict(row) if row else None
+
+
+# -- fan-out -------------------------------------------------------------------------------------------
+def place_box(alert: dict[str, Any]) -> tuple[tuple[float, float, float, float] | None, float]:
+    """(min lon, min lat, max lon, max lat) of the alert's place, and the margin in metres around it."""
+    geo = alert.get("area")
+    if geo:
+        polygons = [geo["coordinates"]] if geo["type"] == "Polygon" else geo["coordinates"]
+        lons = [float(p[0]) for poly in polygons for p in poly[0]]
+        lats = [float(p[1]) for poly in polygons for p in poly[0]]
+        return (min(lons), min(lats), max(lons), max(lats)), 0.0
+    if alert.get("lat") is not None and alert.get("lon") is not None:
+        lat, lon = float(alert["lat"]), float(alert["lon"])
+        return (lon, lat, lon, lat), GAUGE_RADIUS_KM * 1000
+    return None, 0.0
+
+
+_CIRCLE_HITS = """
+    sqrt(power((greatest($5::float8, least($7::float8, a.lon)) - a.lon) * cos(radians(a.lat)) * 111320, 2)
+         + power((greatest($6::float8, least($8::float8, a.lat)) - a.lat) * 110574, 2)) <= a.radius_m + $9::float8
+"""
+
+_PUSH_FANOUT = f"""
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
+SELECT 'push', s.id, $1, $2, $3,
+       CASE s.lang WHEN 'en-US' THEN $11::jsonb WHEN 'ja-JP-x-easy' THEN $12::jsonb ELSE $10::jsonb END, $13
+FROM push_subscriptions s
+WHERE (NOT $3::bool OR s.drills)
+  AND s.id IN (SELECT a.subscription_id FROM push_areas a WHERE
+                  ($4::text IS NOT NULL AND a.municipality_code = $4::text)
+               OR ($5::float8 IS NULL AND $4::text IS NOT NULL AND a.near_municipality = $4::text)
+               OR ($5::float8 IS NOT NULL AND a.lat IS NOT NULL
+                   AND a.lat BETWEEN $6::float8 - 0.25 AND $8::float8 + 0.25 AND {_CIRCLE_HITS}))
+ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
+"""
+
+_WEBHOOK_FANOUT = """
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
+SELECT 'webhook', w.id, $1, $2, $3, CASE w.format WHEN 'cap' THEN $9::jsonb ELSE $8::jsonb END, $10
+FROM webhooks w
+WHERE w.deleted_at IS NULL AND (NOT $3::bool OR w.drills)
+  AND (w.municipality_code IS NULL OR w.municipality_code = $4::text)
+  AND $5::int >= w.min_level
+  AND (w.conditions IS NULL OR $6::text = ANY (w.conditions))
+  AND ($7::text = 'public' OR w.include_staff)
+ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
+"""
+
+_EMAIL_FANOUT = """
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
+SELECT 'email', r.account_id, $1, $2, $3,
+       CASE r.lang WHEN 'en-US' THEN $6::jsonb WHEN 'ja-JP-x-easy' THEN $7::jsonb ELSE $5::jsonb END, $8
+FROM notify_roster r JOIN accounts a ON a.id = r.account_id
+WHERE r.on_call AND NOT a.disabled AND r.municipality_code = $4::text AND (NOT $3::bool OR r.drills)
+ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
+"""
+
+EMAIL_MIN_LEVEL = 3
+PUSH_MIN_LEVEL = 2
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: dict[str, Any], *,
+                        base_url: str, email: bool = True) -> dict[str, int]:
+    """Queue the messages of one alert event for every matching target. Returns the count per kind."""
+    counts = {"push": 0, "webhook": 0, "email": 0}
+    if event["kind"] not in messages.NOTIFIED_KINDS:
+        return counts
+    args = (event["id"], alert["id"], alert["exercise"], alert["municipality_code"])
+    top = max(event["level"] or 0, event["old_level"] or 0)
+    event_at: datetime = event["recorded_at"]
+    public = alert["audience"] == "public" and alert["condition"] in ("river_level", "evacuation_order")
+    if public and top >= PUSH_MIN_LEVEL:
+        box, margin = place_box(alert)
+        payloads = [_j(messages.push_payload(alert, event, lang, base_url))
+                    for lang in ("ja-JP", "en-US", "ja-JP-x-easy")]
+        status = await conn.execute(_PUSH_FANOUT, *args, *(box or (None, None, None, None)), margin,
+                                    *payloads, event_at)
+        counts["push"] = int(status.split()[-1])
+    has_hooks = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM webhooks WHERE deleted_at IS NULL)")
+    if has_hooks:
+        body = _j(messages.webhook_json(alert, event, base_url))
+        cap = _j({"cap": messages.webhook_cap(alert, await alerts.messages_of(conn, alert["id"]))})
+        status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body, cap,
+                                    event_at)
+        counts["webhook"] = int(status.split()[-1])
+    if email and top >= EMAIL_MIN_LEVEL and alert["municipality_code"]:
+        payloads = [_j(messages.email_payload(alert, event, lang, base_url))
+                    for lang in ("ja-JP", "en-US", "ja-JP-x-easy")]
+        status = await conn.execute(_EMAIL_FANOUT, *args, *payloads, event_at)
+        counts["email"] = int(status.split()[-1])
+    return counts
+
+
+async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True, limit: int = 200) -> dict[str, int]:
+    """Fan out every committed alert event not done yet (in one transaction per call).
+
+    Passes are serialised across processes by the ``notify_cursor`` row lock. Events above the floor
+    that have no ``notify_fanout`` row are the work; the floor then rises over events fanned out more
+    than :data:`FLOOR_LAG` ago, so the table stays small while an event whose transaction committed
+    late (with a lower id than one already done) is still found.
+    """
+    totals = {"push": 0, "webhook": 0, "email": 0, "events": 0}
+    async with conn.transaction():
+        floor = await conn.fetchval("SELECT floor FROM notify_cursor FOR UPDATE")
+        if floor is None:
+            return totals
+        ids = [r["id"] for r in await conn.fetch(
+            """SELECT e.id FROM alert_events e WHERE e.id > $1
+               AND NOT EXISTS (SELECT 1 FROM notify_fanout f WHERE f.event_id = e.id) ORDER BY e.id LIMIT $2""",
+            floor, limit)]
+        for event_id in ids:
+            event = dict(await conn.fetchrow("SELECT * FROM alert_events WHERE id = $1", event_id))
+            alert = await alerts.get_alert(conn, event["alert_id"])
+            if alert is not None:
+                for kind, n in (await fan_out_event(conn, event, alert, base_url=base_url, email=email)).items():
+                    totals[kind] += n
+            totals["events"] += 1
+        if ids:
+            await conn.executemany("INSERT INTO notify_fanout (event_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                                   [(i,) for i in ids])
+        new_floor = await conn.fetchval(
+            f"""SELECT max(event_id) FROM notify_fanout WHERE at < now() - interval '{FLOOR_LAG}'""")
+        if new_floor is not None and new_floor > floor:
+            await conn.execute("UPDATE notify_cursor SET floor = $1", new_floor)
+            await conn.execute("DELETE FROM notify_fanout WHERE event_id <= $1", new_floor)
+        if totals["push"] or totals["webhook"] or totals["email"]:
+            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return totals
+
+
+# -- the queue -----------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What happened to one claimed message."""
+
+    id: int
+    state: str                    # sent | queued (retry) | dead | gone
+    status: int | None = None
+    error: str | None = None
+    retry_in_s: float = 0.0
+    duration_ms: int | None = None
+    attempt: int = 0
+    log: bool = False             # also write a notify_attempts row
+    remove_subscription: int | None = None
+
+
+async def record(conn: asyncpg.Connection, outcomes: list[Outcome]) -> None:
+    """Write a batch of outcomes (one statement each for the queue and the attempt log)."""
+    if not outcomes:
+        return
+    async with conn.transaction():
+        await conn.execute(
+            """UPDATE notify_queue q SET state = u.state, last_status = u.status, last_error = u.error,
+                   sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE q.sent_at END,
+                   next_attempt_at = CASE WHEN u.state = 'queued' THEN now() + make_interval(secs => u.retry)
+                                          ELSE q.next_attempt_at END
+               FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::float8[])
+                   AS u(id, state, status, error, retry)
+               WHERE q.id = u.id""",
+            [o.id for o in outcomes], [o.state for o in outcomes], [o.status for o in outcomes],
+            [o.error for o in outcomes], [o.retry_in_s for o in outcomes])
+        logged = [o for o in outcomes if o.log]
+        if logged:
+            await conn.execute(
+                """INSERT INTO notify_attempts (queue_id, attempt, status, error, duration_ms)
+                   SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[], $5::int[])""",
+                [o.id for o in logged], [o.attempt for o in logged], [o.status for o in logged],
+                [o.error for o in logged], [o.duration_ms for o in logged])
+        gone = sorted({o.remove_subscription for o in outcomes if o.remove_subscription is not None})
+        if gone:
+            await conn.execute("DELETE FROM push_subscriptions WHERE id = ANY($1::bigint[])", gone)
+            await conn.execute("UPDATE notify_queue SET state = 'gone' WHERE kind = 'push' "
+                               "AND target_id = ANY($1::bigint[]) AND state = 'queued'", gone)
+        sent_push = [o.id for o in outcomes if o.state == "sent"]
+        if sent_push:
+            await conn.execute(
+                """UPDATE push_subscriptions s SET last_sent_at = now() FROM notify_queue q
+                   WHERE q.id = ANY($1::bigint[]) AND q.kind = 'push' AND s.id = q.target_id""", sent_push)
+
+
+async def queue_stats(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT kind || ':' || state AS k, count(*) AS n FROM notify_queue GROUP BY 1")
+    return {r["k"]: int(r["n"]) for r in rows}
+
+
+async def housekeeping(conn: asyncpg.Connection, *, keep_push_days: int = 2, keep_days: int = 30) -> None:
+    """Forget delivered push messages after a couple of days, and everything else after a month."""
+    await conn.execute(
+        """DELETE FROM notify_queue WHERE state <> 'queued' AND (
+               (kind = 'push' AND created_at < now() - make_interval(days => $1))
+            OR created_at < now() - make_interval(days => $2))""", keep_push_days, keep_days)
