@@ -3,8 +3,9 @@
 
 The level is the highest among the public alerts in force there: river-gauge alerts (警戒レベル相当,
 2–4 and 5 for overflow) of the municipality, evacuation orders (3 高齢者等避難, 4 避難指示,
-5 緊急安全確保) of the municipality without an area, and orders of any municipality whose area covers
-the point (for a municipality query, orders with an area count for their own municipality).
+5 緊急安全確保) of the municipality without an area, orders of any municipality whose area covers the
+point (for a municipality query, orders with an area count for their own municipality), and gauge
+alerts of gauges within 5 km of the point. The resident page applies the same rule.
 
 Municipal boundaries are not in Sonae's data yet, so a point's municipality is that of the nearest
 registered shelter or station within 20 km (GSI shelter data cover every municipality of the
@@ -30,6 +31,14 @@ routes = web.RouteTableDef()
 
 LANGS = {"ja": "ja-JP", "en": "en-US", "ja-easy": "ja-JP-x-easy"}
 NEAREST_KM = 20.0
+#: a gauge alert counts for points this close to the gauge, whatever the municipality (as on the page)
+NEARBY_GAUGE_M = 5000.0
+
+
+def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Equirectangular distance: exact enough at a few kilometres."""
+    x = math.radians(lon2 - lon1) * math.cos(math.radians((lat1 + lat2) / 2))
+    return 6_371_000.0 * math.hypot(x, math.radians(lat2 - lat1))
 
 #: what to do at each level, when no alert text applies (level 1-2 have no order)
 CALM = {
@@ -91,6 +100,9 @@ async def current_level(request: web.Request) -> web.Response:
                 in_force.append(alert)
         elif alert["municipality_code"] == municipality:
             in_force.append(alert)
+        elif point is not None and alert.get("lat") is not None and _distance_m(
+                lat, lon, alert["lat"], alert["lon"]) <= NEARBY_GAUGE_M:  # type: ignore[arg-type]
+            in_force.append(alert)  # a gauge just across the municipal line
     # Real alerts always decide; drill alerts speak only where no real one is in force, marked as drills.
     real = [a for a in in_force if not a["exercise"]]
     considered = real or in_force

@@ -66,3 +66,29 @@ async def test_an_order_area_counts_across_municipal_lines(pool: asyncpg.Pool, s
         assert (await (await client.get("/api/v1/level", params=OUTSIDE)).json())["level"] is None
     finally:
         await client.close()
+
+
+async def test_a_gauge_just_across_the_line_counts_nearby_only(pool: asyncpg.Pool, settings: Settings) -> None:
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    await _seed(pool)
+    async with pool.acquire() as conn:
+        # a Fukushima-city gauge 2 km from INSIDE, which is in Koriyama
+        await upsert_stations(conn, [Station(id="border", name="境", municipality_code=FUKUSHIMA,
+                                             lat=37.395, lon=140.3875, th_danger=5.5)])
+        async with conn.transaction():
+            await apply_transition(conn, station_id="border", municipality_code=FUKUSHIMA, exercise=False,
+                                   t=Transition("river_level", None, 4, datetime.now(UTC).timestamp(), 5.6, 5.5,
+                                                "threshold"))
+    client: TestClient = await make_client(pool, settings)
+    try:
+        near = await (await client.get("/api/v1/level", params=INSIDE)).json()
+        assert near["level"] == 4 and near["condition"] == "river_level" and near["municipality_code"] == KORIYAMA
+        far = await (await client.get("/api/v1/level", params={"lat": "37.42", "lon": "140.45"})).json()
+        assert far["level"] is None  # 5.5 km away, other municipality
+    finally:
+        await client.close()
