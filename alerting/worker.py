@@ -411,15 +411,10 @@ async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, An
 
 async def run_rules_worker(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     """Run a rules worker until ``stop`` is set (for ``sonae run`` / ``sonae ingest``)."""
+    from sonae.runtime import run_until_stopped
+
     worker = RulesWorker.from_settings(settings, pool)
-    task = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-    finally:
-        worker.stop()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until_stopped(worker.run(), stop, worker.stop)
 
 
 def now_utc() -> datetime:

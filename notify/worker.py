@@ -478,12 +478,7 @@ async def run_delivery_worker(settings: Settings, pool: asyncpg.Pool, stop: asyn
     """Run a delivery worker until ``stop`` is set (for ``sonae run`` / ``sonae ingest``)."""
     if not settings["notify.enabled"]:
         return
+    from sonae.runtime import run_until_stopped
+
     worker = DeliveryWorker.from_settings(settings, pool)
-    task = asyncio.create_task(worker.run(), name="notify-worker")
-    try:
-        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-    finally:
-        worker.stop()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until_stopped(worker.run(), stop, worker.stop)

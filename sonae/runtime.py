@@ -132,3 +132,18 @@ async def supervise(tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]], s
         await asyncio.gather(*running, stopper, return_exceptions=True)
     if failure is not None:
         raise failure
+
+
+async def run_until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event,
+                            on_stop: Callable[[], None]) -> None:
+    """Run ``work`` until it ends (its error raised) or ``stop`` is set; then ``on_stop()`` and wait."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+    finally:
+        on_stop()
+        stopper.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
