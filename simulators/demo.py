@@ -1,17 +1,23 @@
 """A small demo basin: river gauges along one river, publishing a slow flood wave.
 
-Used by ``sonae run --simulate`` so that a fresh install shows live stations at once. The readings are
-marked as an exercise unless asked otherwise, so a demo never looks like a real flood.
+Used by ``sonae run --simulate`` so that a fresh install shows live stations at once. With the drill
+town as road network, the gauges are the drill town's own (:func:`drilltown_stations`): their rising
+levels raise exercise alerts, which arm the town's gauge-linked flood areas, which re-route residents —
+the whole loop on one machine. The readings are marked as an exercise unless asked otherwise, so a
+demo never looks like a real flood.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ingest.contract import encode_reading, topic_for
 from ingest.registry import Station
@@ -34,6 +40,28 @@ DEMO_STATIONS: tuple[Station, ...] = (
 )
 
 
+DRILLTOWN_MUNICIPALITY = "079999"
+
+
+def drilltown_stations(town_dir: Path) -> tuple[Station, ...]:
+    """Stations for the drill town's gauges (``gauges.json`` of :func:`evac.drilltown.generate`).
+
+    The town gives the water level at which each gauge's flood areas come into force (levels 3 and
+    4); they become the gauge's 避難判断水位 and 氾濫危険水位, with 水防団待機 and 氾濫注意 below them.
+    """
+    gauges = json.loads((town_dir / "gauges.json").read_text(encoding="utf-8"))
+    out = []
+    for g in gauges:
+        levels = {int(k): float(v) for k, v in g["levels_m"].items()}
+        evacuation, danger = levels.get(3, 4.0), levels.get(4, 5.5)
+        out.append(Station(id=g["station_id"], name=g["name"], name_en=g["station_id"], river="訓練川",
+                           municipality_code=DRILLTOWN_MUNICIPALITY, lat=g["lat"], lon=g["lon"],
+                           expected_interval_s=60, th_standby=round(evacuation * 0.5, 2),
+                           th_caution=round(evacuation * 0.75, 2), th_evacuation=evacuation, th_danger=danger,
+                           exercise=True, source="drilltown"))
+    return tuple(out)
+
+
 @dataclass
 class DemoRiver:
     """A flood wave travelling downstream: each gauge sees it later and flatter."""
@@ -54,9 +82,9 @@ class DemoRiver:
 
 async def run_demo(
     mqtt: MqttClient, *, prefix: str, interval_s: float = 2.0, exercise: bool = True,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None, stations: Sequence[Station] = DEMO_STATIONS,
 ) -> None:
-    """Publish one level reading per demo station every ``interval_s`` until ``stop`` is set."""
+    """Publish one level reading per station every ``interval_s`` until ``stop`` is set."""
     river = DemoRiver()
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -65,7 +93,7 @@ async def run_demo(
     while not stop.is_set():
         now = datetime.now(UTC)
         elapsed = (loop.time() - start) * 30  # 30x: a wave every hour of demo time passes in 2 minutes
-        for index, station in enumerate(DEMO_STATIONS):
+        for index, station in enumerate(stations):
             value = river.level(index, station, elapsed)
             topic = topic_for(prefix, station.municipality_code or MUNICIPALITY, station.id, "level")
             await mqtt.publish(topic, encode_reading(value=value, ts=now, seq=seq, exercise=exercise), qos=1)

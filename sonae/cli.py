@@ -86,14 +86,20 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
 
 async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise: bool) -> None:
     from ingest.registry import upsert_stations
-    from simulators.demo import DEMO_STATIONS, run_demo
+    from simulators.demo import DEMO_STATIONS, drilltown_stations, run_demo
     from sonae.mqtt import MqttClient, default_client_id
 
+    stations = DEMO_STATIONS
+    if settings["evac.network"] == "drilltown":  # the drill town's own gauges close the loop to routes
+        from api.evac_service import ensure_drilltown
+
+        town = await asyncio.get_running_loop().run_in_executor(None, ensure_drilltown, settings.state_dir)
+        stations = drilltown_stations(town)
     async with pool.acquire() as conn:
-        await upsert_stations(conn, DEMO_STATIONS)
+        await upsert_stations(conn, stations)
     async with MqttClient(settings["mqtt.url"], client_id=default_client_id("sim"),
                           protocol=settings["mqtt.protocol"]) as mqtt:
-        await run_demo(mqtt, prefix=settings["mqtt.topic_prefix"], exercise=exercise, stop=stop)
+        await run_demo(mqtt, prefix=settings["mqtt.topic_prefix"], exercise=exercise, stop=stop, stations=stations)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

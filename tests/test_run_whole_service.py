@@ -115,3 +115,20 @@ def test_run_embedded_defaults_survive_a_restart(tmp_path: Path) -> None:
         assert any(r["ts"] <= first[station] for r in series), "data of the first run is still there"
     finally:
         _interrupt(proc)
+
+
+def test_demo_gauges_of_the_drill_town(tmp_path: Path) -> None:
+    """`run --simulate` uses the drill town's own gauges, so their alerts arm the town's flood areas."""
+    from evac.drilltown import generate
+    from simulators.demo import DRILLTOWN_MUNICIPALITY, drilltown_stations
+
+    town = tmp_path / "town"
+    generate(town, rows=12, cols=12, seed=3)
+    stations = drilltown_stations(town)
+    gauges = json.loads((town / "gauges.json").read_text(encoding="utf-8"))
+    assert [s.id for s in stations] == [g["station_id"] for g in gauges]
+    for s, g in zip(stations, gauges, strict=True):
+        assert s.exercise and s.municipality_code == DRILLTOWN_MUNICIPALITY
+        assert s.th_evacuation == float(g["levels_m"]["3"]) and s.th_danger == float(g["levels_m"]["4"])
+        assert s.th_standby is not None and s.th_caution is not None
+        assert s.th_standby < s.th_caution < s.th_evacuation < s.th_danger
