@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from alerting import store
 from alerting.levels import ladder
@@ -71,6 +71,8 @@ PASSES = Histogram("sonae_alert_rules_pass_seconds", "Time of one rules pass",
                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 CHANGES = Counter("sonae_alert_changes_total", "Alert changes made by the rules worker", ["kind"])
 LATE = Counter("sonae_alert_late_reevaluations_total", "Stations re-evaluated for late readings")
+ACTIVE_ALERTS = Gauge("sonae_alerts_active", "Active alerts by 警戒レベル (set by the rules leader)", ["level", "exercise"])
+SILENT_GAUGES = Gauge("sonae_alerts_silent_gauges", "Gauges with an open silent-gauge alert (set by the rules leader)")
 
 
 def alert_topic_root(device_prefix: str) -> str:
@@ -189,6 +191,7 @@ class RulesWorker:
                     await self.step(conn)
                     if time.monotonic() >= next_silent:
                         await self.check_silent(conn)
+                        await self.update_gauges(conn)
                         next_silent = time.monotonic() + self.silent_check_s
                     await self._publish(conn)
             finally:
@@ -227,6 +230,18 @@ class RulesWorker:
             stored = await conn.fetchval("SELECT received_at FROM rule_watermark")
             self._watermark = stored or (await conn.fetchval("SELECT now()") - self.initial_lookback)
         return self._watermark
+
+    async def update_gauges(self, conn: asyncpg.Connection) -> None:
+        """Refresh the active-alert and silent-gauge metrics from the alerts table."""
+        rows = await conn.fetch("""SELECT coalesce(level, 0) AS level, exercise, count(*) AS n FROM alerts
+                                   WHERE cleared_at IS NULL AND condition <> 'silent' GROUP BY 1, 2""")
+        for level in range(0, 6):
+            for exercise in (False, True):
+                ACTIVE_ALERTS.labels(str(level), str(exercise).lower()).set(0)
+        for r in rows:
+            ACTIVE_ALERTS.labels(str(r["level"]), str(r["exercise"]).lower()).set(r["n"])
+        SILENT_GAUGES.set(await conn.fetchval(
+            "SELECT count(*) FROM alerts WHERE cleared_at IS NULL AND condition = 'silent' AND NOT exercise"))
 
     async def step(self, conn: asyncpg.Connection) -> int:
         """Evaluate every committed reading past the watermark. Returns the number of alert changes."""

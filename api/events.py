@@ -23,10 +23,13 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import Gauge
 
 from api.context import POOL
 
 log = logging.getLogger("sonae.api.events")
+
+SSE_CLIENTS = Gauge("sonae_sse_clients", "Connected Server-Sent Events clients of this process")
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,13 @@ class EventHub:
     def subscribe(self) -> Subscription:
         sub = Subscription(self.queue_size)
         self._subs.add(sub)
+        SSE_CLIENTS.inc()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        if sub in self._subs:
+            self._subs.discard(sub)
+            SSE_CLIENTS.dec()
 
     def publish_local(self, event: Event) -> None:
         """Offer a transient event (id 0) to this process's subscribers."""
