@@ -113,7 +113,7 @@ async def current_level(request: web.Request) -> web.Response:
     else:
         text = text_for(top["condition"], top["level"], language)
         place = top.get("station_name") or top.get("river") or ""
-        body = {"level": top["level"], "condition": top["condition"], "event": text.event,
+        body = {"level": top["level"], "condition": top["condition"], "alert_id": top["id"], "event": text.event,
                 "headline": text.headline.format(place=place), "instruction": text.instruction}
     body.update({
         "municipality_code": municipality,

@@ -6,7 +6,6 @@
   const S = window.Sonae;
   const $ = (id) => document.getElementById(id);
   const LANGS = ["ja", "en", "ja-easy"];
-  const NEARBY_GAUGE_M = 5000;
   const POLL_MS = 8000;
 
   const T = {
@@ -249,32 +248,24 @@
     return best;
   }
 
-  /* The alerts that concern the position: orders whose area contains it (or, without an area, orders for
-   * its municipality), and public gauge alerts from gauges nearby or in the same municipality.
-   * The municipality of a position is taken from its nearest shelter (no boundaries are served yet). */
-  function applicable(p) {
-    const near = nearestShelter(p);
-    const muni = near ? near.municipality_code : null;
-    return state.alerts.filter((a) => {
-      if (!a.active || a.level < 1) return false;
-      if (a.condition === "evacuation_order") {
-        return a.area ? S.inGeometry(p.lon, p.lat, a.area) : a.municipality_code === muni;
-      }
-      if (a.location) return S.distanceM(p, a.location) <= NEARBY_GAUGE_M;
-      return muni != null && a.municipality_code === muni;
-    });
-  }
-
-  function computeLevel() {
+  /* The level for the position comes from the server (/api/v1/level), so the rule lives in one place:
+   * orders whose area covers the point, orders and gauge alerts of its municipality, gauges within 5 km.
+   * The position is rounded to about 10 m, as for routes, and is not stored or logged there. */
+  let levelSeq = 0;
+  async function computeLevel() {
     if (!state.pos) return;
-    const list = applicable(state.pos);
-    list.sort((a, b) => b.level - a.level || (b.condition === "evacuation_order") - (a.condition === "evacuation_order"));
-    const top = list[0] || null;
-    const level = top ? top.level : 0;
+    const seq = ++levelSeq;
+    let body;
+    try {
+      body = await getJSON("/api/v1/level?lat=" + state.pos.lat.toFixed(4) + "&lon=" + state.pos.lon.toFixed(4));
+    } catch (err) { return; }
+    if (seq !== levelSeq) return; // a newer position or change has asked since
+    const top = body.alert_id ? state.alerts.find((a) => a.id === body.alert_id) || null : null;
+    const level = body.level || 0;
     const old = state.level;
     state.level = level;
     state.levelAlert = top;
-    state.drill = list.some((a) => a.exercise) || !!(state.route && state.route.properties.exercise);
+    state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
     if (old !== null && old !== level) notice(t("levelChanged", { level: levelTitle(level, top) }));
   }

@@ -220,7 +220,7 @@ def test_resident_page_shows_a_level_and_draws_a_route_ending_at_a_shelter(resid
     assert d.startswith("M") and d.count("L") >= 1
     page.wait_for_function("() => document.querySelectorAll('.layer-roads path').length > 20")
     assert page.locator(f'.layer-points [data-id="{shelter["id"]}"]').get_attribute("class") == "shelter-target"
-    # privacy: the position is not in the address bar; only the route query carries it; the map's roads
+    # privacy: the position is not in the address bar; only the route and level queries carry it; the map's roads
     # come in fixed 0.01° cells (a cell, like a map tile, never the position); nothing goes elsewhere
     assert "lat" not in page.url and "140.36" not in page.url
     origin = sonae.url + "/"
@@ -230,7 +230,7 @@ def test_resident_page_shows_a_level_and_draws_a_route_ending_at_a_shelter(resid
         if path == "/api/v1/network.geojson":
             cell = [float(v) for v in query.removeprefix("bbox=").split(",")]
             assert all(abs(v * 100 - round(v * 100)) < 1e-6 for v in cell), u
-        elif path != "/api/v1/route":
+        elif path not in ("/api/v1/route", "/api/v1/level"):
             assert "lat=" not in query and "lon=" not in query and "37.4" not in query, u
     assert not resident.errors, resident.errors
     shot(page, "resident-route-ja")
