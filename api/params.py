@@ -80,3 +80,11 @@ def municipality(request: web.Request, name: str = "municipality") -> str | None
     if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) in (5, 6)):
         raise bad(name, f"parameter {name!r} must be a 5- or 6-digit 団体コード")
     return raw
+
+
+def path_int(request: web.Request, name: str) -> int:
+    """A positive integer id from the path (at most 18 digits, so it fits a bigint)."""
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Problem(400, "Bad Request", f"{name} must be a positive integer")
+    return int(raw)

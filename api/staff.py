@@ -21,6 +21,7 @@ from alerting.store import _audit as audit
 from api.auth import authenticate, require_scope
 from api.bodies import field, json_object, municipality_code
 from api.context import POOL
+from api.params import path_int
 from api.problems import Problem
 from evac.hazards import HAZARD_TYPES
 from evac.store import StoreError, add_hazard_area, hazard_area, remove_hazard_area, set_shelter_state
@@ -28,17 +29,10 @@ from evac.store import StoreError, add_hazard_area, hazard_area, remove_hazard_a
 routes = web.RouteTableDef()
 
 
-def _int_id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
-        raise Problem(400, "Bad Request", f"{name} must be a positive integer")
-    return int(raw)
-
-
 @routes.post("/api/v1/alerts/{alert_id}/acknowledge")
 async def acknowledge(request: web.Request) -> web.Response:
     account = await authenticate(request, "staff")
-    alert_id = _int_id(request, "alert_id")
+    alert_id = path_int(request, "alert_id")
     body = await json_object(request) if request.can_read_body else {}
     note = field(body, "note", str, default=None)
     async with request.app[POOL].acquire() as conn:
@@ -76,7 +70,7 @@ async def post_order(request: web.Request) -> web.Response:
 @routes.post("/api/v1/orders/{order_id}/cancel")
 async def post_cancel_order(request: web.Request) -> web.Response:
     account = await authenticate(request, "staff")
-    order_id = _int_id(request, "order_id")
+    order_id = path_int(request, "order_id")
     body = await json_object(request) if request.can_read_body else {}
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM evacuation_orders WHERE id = $1", order_id)

@@ -35,6 +35,7 @@ from alerting.store import _audit as audit
 from api.auth import authenticate, require_scope
 from api.bodies import field, json_object, municipality_code
 from api.context import POOL, SETTINGS
+from api.params import path_int
 from api.problems import Problem
 from notify import store
 from notify.webpush import Vapid, WebPushError, b64u_decode, check_keys, load_private_key
@@ -56,13 +57,6 @@ def _dumps(value: Any) -> str:
         raise TypeError(type(o).__name__)
 
     return json.dumps(value, ensure_ascii=False, default=default)
-
-
-def _id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
-        raise Problem(400, "Bad Request", f"{name} must be a positive integer")
-    return int(raw)
 
 
 # -- residents -----------------------------------------------------------------------------------------
@@ -158,7 +152,7 @@ async def post_subscription(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/push/subscriptions/{subscription_id}")
 async def delete_subscription(request: web.Request) -> web.Response:
-    sub_id = _id(request, "subscription_id")
+    sub_id = path_int(request, "subscription_id")
     token = request.headers.get("X-Unsubscribe-Token", "")
     if not token or len(token) > 200:
         raise Problem(400, "Bad Request", "send the unsubscribe token in X-Unsubscribe-Token")
@@ -215,7 +209,7 @@ async def get_webhooks(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/webhooks/{webhook_id}")
 async def delete_webhook(request: web.Request) -> web.Response:
     admin = await authenticate(request, "admin")
-    webhook_id = _id(request, "webhook_id")
+    webhook_id = path_int(request, "webhook_id")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         if not await store.delete_webhook(conn, webhook_id):
             raise Problem(404, "Not Found", f"no webhook {webhook_id}")
@@ -226,7 +220,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
 @routes.get("/api/v1/webhooks/{webhook_id}/deliveries")
 async def get_deliveries(request: web.Request) -> web.Response:
     account = await authenticate(request, "staff")
-    webhook_id = _id(request, "webhook_id")
+    webhook_id = path_int(request, "webhook_id")
     state = request.query.get("state")
     if state is not None and state not in STATES:
         raise Problem(400, "Bad Request", f"state must be one of {', '.join(STATES)}")
