@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
@@ -43,6 +43,23 @@ def _with_services(
     finally:
         services.stop()
     return 0
+
+
+def _on_database(args: argparse.Namespace, action: Callable[[Any], Awaitable[str]]) -> int:
+    """Run ``action(connection)`` on the (migrated) database and print the line it returns."""
+
+    async def body(settings: Settings) -> None:
+        from sonae.runtime import open_pool
+
+        pool = await open_pool(settings, migrate_schema=True)
+        try:
+            async with pool.acquire() as conn:
+                message = await action(conn)
+        finally:
+            await pool.close()
+        print(message)
+
+    return _with_services(args, body, need_broker=False)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -196,19 +213,12 @@ def cmd_stations_import(args: argparse.Namespace) -> int:
 
     stations = load_stations(args.file)
 
-    async def body(settings: Settings) -> None:
+    async def action(conn: Any) -> str:
         from ingest.registry import upsert_stations
-        from sonae.runtime import open_pool
 
-        pool = await open_pool(settings, migrate_schema=True)
-        try:
-            async with pool.acquire() as conn:
-                count = await upsert_stations(conn, stations)
-        finally:
-            await pool.close()
-        print(f"imported {count} stations from {args.file}")
+        return f"imported {await upsert_stations(conn, stations)} stations from {args.file}"
 
-    return _with_services(args, body, need_broker=False)
+    return _on_database(args, action)
 
 
 # -- evac: shelters and hazard areas (evac/store.py) --
@@ -219,24 +229,17 @@ def cmd_evac_import(args: argparse.Namespace) -> int:
 
     actor = args.actor or f"cli:{getpass.getuser()}"
 
-    async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool
-
-        pool = await open_pool(settings, migrate_schema=True)
-        try:
-            async with pool.acquire() as conn:
-                if args.evac_what == "shelters":
-                    hazards = [h for h in (args.default_hazards or "").split(",") if h]
-                    count = await store.import_shelters_file(conn, args.file, actor=actor, default_hazards=hazards)
-                else:
-                    count = await store.import_hazard_file(conn, args.file, actor=actor, hazard=args.hazard,
-                                                           exercise=args.exercise)
-        finally:
-            await pool.close()
-        print(f"imported {count} {args.evac_what.replace('hazards', 'hazard areas')} from {args.file}")
+    async def action(conn: Any) -> str:
+        if args.evac_what == "shelters":
+            hazards = [h for h in (args.default_hazards or "").split(",") if h]
+            count = await store.import_shelters_file(conn, args.file, actor=actor, default_hazards=hazards)
+        else:
+            count = await store.import_hazard_file(conn, args.file, actor=actor, hazard=args.hazard,
+                                                   exercise=args.exercise)
+        return f"imported {count} {args.evac_what.replace('hazards', 'hazard areas')} from {args.file}"
 
     try:
-        return _with_services(args, body, need_broker=False)
+        return _on_database(args, action)
     except store.StoreError as exc:
         print(f"sonae: {exc}", file=sys.stderr)
         return 2
@@ -407,19 +410,12 @@ def cmd_municipalities_import(args: argparse.Namespace) -> int:
     except (OSError, RegistryError) as exc:
         raise ConfigError(str(exc)) from None
 
-    async def body(settings: Settings) -> None:
+    async def action(conn: Any) -> str:
         from ingest.registry import upsert_municipalities
-        from sonae.runtime import open_pool
 
-        pool = await open_pool(settings, migrate_schema=True)
-        try:
-            async with pool.acquire() as conn:
-                count = await upsert_municipalities(conn, municipalities)
-        finally:
-            await pool.close()
-        print(f"imported {count} municipalities from {args.file}")
+        return f"imported {await upsert_municipalities(conn, municipalities)} municipalities from {args.file}"
 
-    return _with_services(args, body, need_broker=False)
+    return _on_database(args, action)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
