@@ -29,7 +29,7 @@ async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> 
     await site.start()
     url = f"http://{settings['api.host']}:{settings['api.port']}/"
     log.info("api listening", extra={"url": url})
-    print(f"Sonae is up: open {url}api/v1/stations", flush=True)
+    print(f"Sonae is up: residents {url}  staff {url}staff  API {url}api/v1/openapi.json", flush=True)
     try:
         await stop.wait()
     finally:
