@@ -16,14 +16,14 @@ from sonae.config import Settings
 
 log = logging.getLogger("sonae.api")
 
-#: keyword arguments for AppRunner/TestServer.start_server: never log query strings
-RUNNER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "handle_signals": False}
+#: how every server of the API is run (AppRunner, TestServer.start_server): never log query strings
+SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger}
 
 
 async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
     app = create_app(pool=pool, settings=settings)
-    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    runner = web.AppRunner(app, handle_signals=False, **SERVER_OPTIONS)
     await runner.setup()
     site = web.TCPSite(runner, settings["api.host"], settings["api.port"], reuse_address=True)
     await site.start()

@@ -7,23 +7,24 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from api.app import create_app
-from api.server import RUNNER_OPTIONS
 from ingest.contract import Reading
 from ingest.registry import Station, upsert_stations
 from ingest.store import write_batch
 from sonae.config import Settings
+from tests.api_support import start_client
 
 
 @pytest.fixture
 async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
     app = create_app(pool=pool, settings=settings)
-    server = TestServer(app)
-    await server.start_server(**{k: v for k, v in RUNNER_OPTIONS.items() if k != "handle_signals"})
-    async with TestClient(server) as c:
+    c = await start_client(app)
+    try:
         yield c
+    finally:
+        await c.close()
 
 
 async def _seed(pool: asyncpg.Pool) -> datetime:

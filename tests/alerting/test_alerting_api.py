@@ -10,17 +10,17 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from lxml import etree
 
 from alerting import store
 from alerting.rules import Transition
 from api.app import create_app
 from api.auth import create_account, login
-from api.server import RUNNER_OPTIONS
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
 from tests.alerting.cap_support import assert_valid_cap
+from tests.api_support import start_client
 
 RING = [[140.35, 37.39], [140.40, 37.39], [140.40, 37.42], [140.35, 37.42], [140.35, 37.39]]
 
@@ -28,10 +28,11 @@ RING = [[140.35, 37.39], [140.40, 37.39], [140.40, 37.42], [140.35, 37.42], [140
 @pytest.fixture
 async def client(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TestClient]:
     app = create_app(pool=pool, settings=settings)
-    server = TestServer(app)
-    await server.start_server(**{k: v for k, v in RUNNER_OPTIONS.items() if k != "handle_signals"})
-    async with TestClient(server) as c:
+    c = await start_client(app)
+    try:
         yield c
+    finally:
+        await c.close()
 
 
 async def _raise(pool: asyncpg.Pool, station: str, level: int | None, old: int | None, *, exercise: bool = False,

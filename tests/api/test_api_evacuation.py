@@ -20,19 +20,18 @@ from typing import Any
 import asyncpg
 import pytest
 import shapely
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from shapely.geometry import LineString, Point, shape
 
 import api.evac_service as evac_service
 from api.app import create_app
 from api.evac_service import EVAC, EvacService
-from api.server import RUNNER_OPTIONS
 from evac import store
 from evac.drilltown import DrillTown, generate
 from evac.shelters import load_shelters_csv
 from sonae.config import Settings
+from tests.api_support import start_client
 
-START_OPTIONS = {k: v for k, v in RUNNER_OPTIONS.items() if k != "handle_signals"}
 WAIT_S = 60.0
 
 
@@ -45,14 +44,6 @@ def town(tmp_path_factory: pytest.TempPathFactory) -> DrillTown:
 def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One state directory for the module, so the network is built once and then read from its cache."""
     return tmp_path_factory.mktemp("evac-state")
-
-
-async def _start(app: Any) -> TestClient:
-    server = TestServer(app)
-    await server.start_server(**START_OPTIONS)
-    client = TestClient(server)
-    await client.start_server()
-    return client
 
 
 async def _ready(client: TestClient) -> EvacService:
@@ -73,7 +64,7 @@ async def seeded(pool: asyncpg.Pool, town: DrillTown) -> asyncpg.Pool:
 async def client(seeded: asyncpg.Pool, settings: Settings, town: DrillTown,
                  shared_state: Path) -> AsyncIterator[TestClient]:
     s = settings.replace(evac__network=str(town.osm), state__dir=str(shared_state))
-    c = await _start(create_app(pool=seeded, settings=s))
+    c = await start_client(create_app(pool=seeded, settings=s))
     try:
         await _ready(c)
         yield c
@@ -116,7 +107,7 @@ async def test_drilltown_by_default_and_readiness_after_load(
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(evac_service, "load_network", gated_load)
-    c = await _start(create_app(pool=pool, settings=settings.replace(evac__network="drilltown")))
+    c = await start_client(create_app(pool=pool, settings=settings.replace(evac__network="drilltown")))
     try:
         resp = await c.get("/readyz")
         assert resp.status == 503
@@ -145,7 +136,7 @@ async def test_drilltown_by_default_and_readiness_after_load(
 
 
 async def test_no_network_configured_answers_503_and_stays_ready(pool: asyncpg.Pool, settings: Settings) -> None:
-    c = await _start(create_app(pool=pool, settings=settings))  # evac.network unset
+    c = await start_client(create_app(pool=pool, settings=settings))  # evac.network unset
     try:
         resp = await c.get("/api/v1/route", params={"lat": "37.4", "lon": "140.36"})
         assert resp.status == 503

@@ -10,15 +10,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from alerting.store import issue_order
 from api.app import create_app
 from api.auth import create_account, login
-from api.server import RUNNER_OPTIONS
 from evac.shelters import Shelter
 from evac.store import import_shelters
 from sonae.config import Settings
+from tests.api_support import start_client
 
 KORIYAMA, FUKUSHIMA = "072036", "072010"
 PASSWORD = "correct horse battery"
@@ -27,11 +27,7 @@ SQUARE = {"type": "Polygon", "coordinates": [[[140.36, 37.39], [140.37, 37.39], 
 
 
 async def make_client(pool: asyncpg.Pool, settings: Settings) -> TestClient:
-    server = TestServer(create_app(pool=pool, settings=settings))
-    await server.start_server(**{k: v for k, v in RUNNER_OPTIONS.items() if k != "handle_signals"})
-    client = TestClient(server)
-    await client.start_server()
-    return client
+    return await start_client(create_app(pool=pool, settings=settings))
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from api.server import RUNNER_OPTIONS
+from api.server import SERVER_OPTIONS
 
 
 def b64u(data: bytes) -> str:
@@ -90,7 +90,7 @@ class _Server:
         self.server = TestServer(app, host="127.0.0.1")
 
     async def start(self) -> None:
-        await self.server.start_server(**{k: v for k, v in RUNNER_OPTIONS.items() if k != "handle_signals"})
+        await self.server.start_server(**SERVER_OPTIONS)
 
     async def close(self) -> None:
         await self.server.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from prometheus_client import REGISTRY
@@ -25,13 +25,13 @@ from alerting import store as alerts
 from alerting.rules import Transition
 from api.app import create_app
 from api.auth import create_account, login
-from api.server import RUNNER_OPTIONS
 from ingest.registry import Station, upsert_stations
 from notify import store
 from notify.webpush import encrypt
 from notify.worker import DeliveryWorker, _claim
 from sonae.config import Settings, load_settings
 from sonae.embedded import free_port
+from tests.api_support import start_client
 from tests.notify.support import MailSink, PushService, WebhookReceiver, b64u, rfc8291_decrypt, unb64u
 
 KORIYAMA, FUKUSHIMA = "072036", "072010"
@@ -49,10 +49,11 @@ def nsettings(database_url: str) -> Settings:
 @pytest.fixture
 async def client(pool: asyncpg.Pool, nsettings: Settings) -> AsyncIterator[TestClient]:
     app = create_app(pool=pool, settings=nsettings)
-    server = TestServer(app)
-    await server.start_server(**{k: v for k, v in RUNNER_OPTIONS.items() if k != "handle_signals"})
-    async with TestClient(server) as c:
+    c = await start_client(app)
+    try:
         yield c
+    finally:
+        await c.close()
 
 
 @pytest.fixture
