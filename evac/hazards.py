@@ -19,6 +19,7 @@ for in exercise mode, and answers say they are an exercise.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,3 +197,43 @@ def load_hazard_geojson(
             label=str(props.get("label", "")),
         ))
     return out
+
+
+class AreaLines:
+    """Line tests against the areas in force, in the network's projected metres.
+
+    :meth:`factor` gives ``inf`` for a line touching a blocked area, else the largest penalty factor of
+    the penalty areas it touches (1 when none): the same rule as :func:`edge_multipliers` for whole
+    edges, applied to parts of edges and to the straight legs between a position and its road.
+    """
+
+    def __init__(self, blocked: list[shapely.Geometry], penalties: list[tuple[shapely.Geometry, float]]) -> None:
+        self.blocked = blocked
+        self.penalties = penalties
+        for g in blocked + [p for p, _ in penalties]:
+            shapely.prepare(g)
+        self._btree = shapely.STRtree(blocked)
+        self._ptree = shapely.STRtree([p for p, _ in penalties])
+
+    def __bool__(self) -> bool:
+        return bool(self.blocked or self.penalties)
+
+    def factor(self, xy: np.ndarray) -> float:
+        """Factor for a projected polyline ``(K, 2)`` (a single point is tested as a point)."""
+        if not self:
+            return 1.0
+        geom = shapely.linestrings(xy) if len(xy) > 1 else shapely.points(xy[0])
+        if self.blocked and len(self._btree.query(geom, predicate="intersects")):
+            return math.inf
+        if self.penalties:
+            hit = self._ptree.query(geom, predicate="intersects")
+            if len(hit):
+                return max(self.penalties[int(i)][1] for i in hit)
+        return 1.0
+
+    def blocked_many(self, lines: np.ndarray) -> np.ndarray:
+        """Bool per shapely geometry in ``lines``: touches a blocked area."""
+        out = np.zeros(len(lines), bool)
+        if self.blocked and len(lines):
+            out[self._btree.query(lines, predicate="intersects")[0]] = True
+        return out

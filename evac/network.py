@@ -11,10 +11,15 @@ Directed edges and parallel edges
     current weights, so blocking one of two parallel roads keeps the other usable.
 
 Disconnected parts
-    Origins and shelters snap only to nodes of the profile's largest strongly connected component
+    Origins and shelters attach only to edges of the profile's largest strongly connected component
     (for the walking profiles, whose graphs are symmetric, that is the largest connected part). An
     island of a few nodes (a car park, a private road) can therefore never swallow a route; the
-    snapping distance is reported so that a far-off point is answered as ``off_network``.
+    attaching distance is reported so that a far-off point is answered as ``off_network``.
+
+Edges, not nodes
+    :attr:`ProfileGraph.index` (:class:`evac.snapping.EdgeIndex`) finds the nearest points on the
+    profile's usable edges, self-loops included (a loop road with one junction is a self-loop after
+    simplification: useless for through routes, so it has no place in the CSR, but people live on it).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from evac.graph import PROFILE_NAMES, PROFILES, Progress, _say, graph_from_file, names_of
+from evac.snapping import EdgeIndex
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
 CACHE_FORMAT = 3
@@ -67,6 +73,8 @@ class RoadNetwork:
     _profiles: dict[str, ProfileGraph] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _strtree: shapely.STRtree | None = field(default=None, repr=False)
+    _xy: np.ndarray | None = field(default=None, repr=False)
+    _plen: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -102,6 +110,29 @@ class RoadNetwork:
             lines = shapely.linestrings(np.column_stack([x, y]), indices=idx)
             self._strtree = shapely.STRtree(lines)
         return self._strtree
+
+    @property
+    def coords_xy(self) -> np.ndarray:
+        """``coords`` projected into the network's metric CRS, ``(M, 2)`` metres (computed once)."""
+        if self._xy is None:
+            x, y = self.project(self.coords[:, 0], self.coords[:, 1])
+            self._xy = np.column_stack([x, y])
+        return self._xy
+
+    @property
+    def edge_plen(self) -> np.ndarray:
+        """Projected length of each base edge's geometry, metres (computed once)."""
+        if self._plen is None:
+            xy = self.coords_xy
+            step = np.hypot(*(xy[1:] - xy[:-1]).T) if len(xy) > 1 else np.zeros(0)
+            cum = np.concatenate([[0.0], np.cumsum(step)])
+            off = self.coord_offsets
+            self._plen = cum[off[1:] - 1] - cum[off[:-1]] if len(off) > 1 else np.zeros(0)
+        return self._plen
+
+    def edge_xy(self, e: int) -> np.ndarray:
+        """Projected geometry of base edge ``e``, ``(K, 2)`` metres."""
+        return self.coords_xy[self.coord_offsets[e]:self.coord_offsets[e + 1]]
 
     def edge_coords(self, e: int, *, reverse: bool = False) -> np.ndarray:
         c = self.coords[self.coord_offsets[e]:self.coord_offsets[e + 1]]
@@ -257,6 +288,8 @@ class ProfileGraph:
     snap_nodes: np.ndarray
     snap_tree: cKDTree
     in_main: np.ndarray  # bool per node: in the largest strongly connected component
+    usable: np.ndarray  # bool per base edge: usable by the profile and in the main component
+    index: EdgeIndex  # nearest points on usable edges
 
     @classmethod
     def build(cls, net: RoadNetwork, name: str) -> ProfileGraph:
@@ -295,8 +328,10 @@ class ProfileGraph:
         snap_nodes = np.flatnonzero(in_main).astype(np.int32)
         x, y = net.project(net.node_lon[snap_nodes], net.node_lat[snap_nodes])
         tree = cKDTree(np.column_stack([x, y]) if len(snap_nodes) else np.zeros((1, 2)))
+        usable = (np.isfinite(fwd) | np.isfinite(bwd)) & in_main[net.edge_u] & in_main[net.edge_v]
+        index = EdgeIndex.build(net.coord_offsets, net.coords_xy, usable)
         return cls(name, n, base, rev, tail, head, time, pair_start, pair_tail, pair_head, fwd_indptr, rev_perm,
-                   rev_indptr, rev_indices, snap_nodes, tree, in_main)
+                   rev_indptr, rev_indices, snap_nodes, tree, in_main, usable, index)
 
     def pair_weights(self, de_weight: np.ndarray) -> np.ndarray:
         """Minimum weight of each pair's parallel edges."""
