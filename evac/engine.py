@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -97,6 +97,15 @@ class Sources:
         return int(self.shelter.shape[0])
 
 
+class Stop(NamedTuple):
+    """A shelter attached to a point of an edge: ``along`` projected metres, then the egress leg."""
+
+    shelter: int  # index into Field.shelters
+    along: float
+    egress_s: float
+    egress_m: float
+
+
 @dataclass(eq=False)
 class Field:
     """Nearest qualifying shelter, time and next hop for every node, for one key at one state.
@@ -116,7 +125,7 @@ class Field:
     source: np.ndarray  # source row reached from each node (-1 when unreachable)
     shelters: list[Shelter]  # qualifying shelters attached to the graph (hazards not applied)
     sources: Sources
-    edge_sources: Mapping[int, list[int]]  # base edge -> source rows on it (for routes along one edge)
+    edge_stops: Mapping[int, list[Stop]]  # base edge -> shelters attached to it (for routes along one edge)
     mult: np.ndarray  # hazard multiplier per base edge (1, a penalty factor, or inf)
     de_weight: np.ndarray  # current weight of each directed edge of the profile graph
     pair_weight: np.ndarray
@@ -310,7 +319,7 @@ class Engine:
             lines = self._area_lines(active)
             prof = PROFILES[profile]
             speed = prof.speed_mps if prof.walking else ACCESS_SPEED_MPS
-            shelters, sources = self._sources(snap.state, profile, hazard, mult, lines, speed)
+            shelters, sources, on_edge = self._sources(snap.state, profile, hazard, mult, lines, speed)
             n = net.n_nodes
             k = len(sources)
             if k:
@@ -326,10 +335,6 @@ class Engine:
                 src = np.where(src[:n] < 0, -1, src[:n] - n).astype(np.int32)
             else:
                 dist, pred, src = np.full(n, np.inf), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
-            on_edge: dict[int, list[int]] = {}
-            for row, e in enumerate(sources.edge.tolist()):
-                if np.isfinite(sources.offset[row]):
-                    on_edge.setdefault(int(e), []).append(row)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                       pred, src, shelters, sources, on_edge, mult, de_w, pair_w, blocked, lines, speed)
             snap.fields[key] = f
@@ -366,13 +371,15 @@ class Engine:
         return hit
 
     def _sources(self, st: HazardState, profile: str, hazard: str, mult: np.ndarray, lines: AreaLines,
-                 speed: float) -> tuple[list[Shelter], Sources]:
-        """Qualifying shelters attached to the graph, and their source rows (hazards applied)."""
+                 speed: float) -> tuple[list[Shelter], Sources, dict[int, list[Stop]]]:
+        """Qualifying shelters attached to the graph, their source rows and their stops per edge (hazards
+        applied: a shelter in a blocked area, a blocked egress leg or a blocked partial edge gives no row)."""
         net = self.network
         cands = sorted((s for s in st.shelters.values() if s.is_open and hazard in s.hazards and not s.is_full),
                        key=lambda s: s.id)
         shelters: list[Shelter] = []
         rows: list[tuple[int, int, int, float, float, float, float, float, float]] = []
+        stops: dict[int, list[Stop]] = {}
         tr = _TRANSFORMERS.get(net.epsg)
         for s in cands:
             d0, pts = self.attach(s.lon, s.lat, profile=profile)
@@ -389,6 +396,7 @@ class Engine:
                 if leg == math.inf:
                     continue
                 egress_s = dist / speed * leg
+                stops.setdefault(e, []).append(Stop(j, along, egress_s, dist))
                 plen = net_edge_plen(net, e)
                 for end, end_along in ((int(net.edge_u[e]), 0.0), (int(net.edge_v[e]), plen)):
                     ps, pm = partial_cost(net, profile, mult, lines, e, end_along, along, plen)
@@ -404,7 +412,7 @@ class Engine:
             z = np.zeros(0)
             zi = np.zeros(0, np.int32)
             src = Sources(zi, zi, zi, z, z, z, z, z, z, z)
-        return shelters, src
+        return shelters, src, stops
 
     # -- queries ------------------------------------------------------------------------------------
     def route_result(
@@ -446,23 +454,23 @@ class Engine:
         best = min((o for o in options if o is not None), key=lambda o: o[0], default=None)
         if best is None:
             return RouteResult("no_safe_route", [], math.inf, None, d_near, f, st)
-        total, d, access_s, first, end, row = best
-        path = f.path(end) if end >= 0 else []
-        if end >= 0:
-            row = int(f.next_node[path[-1]]) - net.n_nodes
+        total, d, access_s, first, end, stop = best
+        if stop is not None:  # straight along the resident's own edge to the shelter
+            return RouteResult("ok", [], total, f.shelters[stop.shelter], d, f, st, (), (float(lon), float(lat)),
+                               access_s, first, None, stop.egress_m, stop.egress_s)
+        path = f.path(end)
+        row = int(f.next_node[path[-1]]) - net.n_nodes
         src = f.sources
-        last = None
-        if end >= 0:
-            last = Partial(int(src.edge[row]), float(src.end_along[row]), float(src.along[row]),
-                           float(src.partial_s[row]), float(src.partial_m[row]))
+        last = Partial(int(src.edge[row]), float(src.end_along[row]), float(src.along[row]),
+                       float(src.partial_s[row]), float(src.partial_m[row]))
         shelter = f.shelters[int(src.shelter[row])]
         return RouteResult("ok", path, total, shelter, d, f, st, (), (float(lon), float(lat)), access_s, first,
                            last, float(src.egress_m[row]), float(src.egress_s[row]))
 
     def _best_from(self, f: Field, x: float, y: float, e: int, along: float, dist: float, qx: float,
-                   qy: float) -> tuple[float, float, float, Partial, int, int] | None:
+                   qy: float) -> tuple[float, float, float, Partial, int, Stop | None] | None:
         """Least total time leaving from point ``along`` of edge ``e``: (total, access m, access s, first
-        partial, end node or -1 for a shelter on the same edge, source row for that case)."""
+        partial, end node or -1 for a shelter on the same edge, that shelter's stop)."""
         net = self.network
         lines = f.lines
         leg = lines.factor(np.array([[x, y], [qx, qy]])) if lines else 1.0
@@ -470,7 +478,7 @@ class Engine:
             return None
         access_s = dist / f.access_speed * leg
         plen = net_edge_plen(net, e)
-        best: tuple[float, float, float, Partial, int, int] | None = None
+        best: tuple[float, float, float, Partial, int, Stop | None] | None = None
         for end, end_along in ((int(net.edge_u[e]), 0.0), (int(net.edge_v[e]), plen)):
             d_end = float(f.dist[end])
             if not d_end < UNREACHABLE_S:
@@ -478,13 +486,12 @@ class Engine:
             ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, end_along, plen)
             total = access_s + ps + d_end
             if math.isfinite(total) and (best is None or total < best[0]):
-                best = (total, dist, access_s, Partial(e, along, end_along, ps, pm), end, -1)
-        for row in f.edge_sources.get(e, ()):
-            b = float(f.sources.along[row])
-            ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, b, plen)
-            total = access_s + ps + float(f.sources.egress_s[row])
+                best = (total, dist, access_s, Partial(e, along, end_along, ps, pm), end, None)
+        for stop in f.edge_stops.get(e, ()):
+            ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, stop.along, plen)
+            total = access_s + ps + stop.egress_s
             if math.isfinite(total) and (best is None or total < best[0]):
-                best = (total, dist, access_s, Partial(e, along, b, ps, pm), -1, row)
+                best = (total, dist, access_s, Partial(e, along, stop.along, ps, pm), -1, stop)
         return best
 
     def in_area(self, lat: float, lon: float) -> bool:
@@ -537,8 +544,7 @@ class Engine:
                 for row in np.flatnonzero(tot < UNREACHABLE_S).tolist():
                     j = int(src.shelter[row])
                     best[j] = min(best.get(j, math.inf), float(tot[row]))
-        for row, tot in direct:
-            j = int(src.shelter[row])
+        for j, tot in direct:
             best[j] = min(best.get(j, math.inf), tot)
         ranked = sorted((t, f.shelters[j].id, j) for j, t in best.items())[:k]
         return [{"duration_s": round(t, 1), "shelter": f.shelters[j].to_dict(), "hazard_version": r.field.version}
@@ -546,7 +552,7 @@ class Engine:
 
     def starts(self, r: RouteResult, f: Field | None = None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """Where an ``ok`` answer's walk joins the graph: ``(node, seconds to it)`` for each end of its first
-        edge that is safe to walk to, and ``(source row, total seconds)`` for shelters on that same edge."""
+        edge that is safe to walk to, and ``(shelter index, total seconds)`` for shelters on that same edge."""
         f = f or r.field
         assert r.first is not None
         net = self.network
@@ -558,10 +564,10 @@ class Engine:
             if math.isfinite(ps):
                 out.append((end, r.access_s + ps))
         direct: list[tuple[int, float]] = []
-        for row in f.edge_sources.get(e, ()):
-            ps, _ = partial_cost(net, f.profile, f.mult, f.lines, e, r.first.a, float(f.sources.along[row]), plen)
+        for stop in f.edge_stops.get(e, ()):
+            ps, _ = partial_cost(net, f.profile, f.mult, f.lines, e, r.first.a, stop.along, plen)
             if math.isfinite(ps):
-                direct.append((row, r.access_s + ps + float(f.sources.egress_s[row])))
+                direct.append((stop.shelter, r.access_s + ps + stop.egress_s))
         return out, direct
 
     def source_graph(self, f: Field) -> csr_matrix:

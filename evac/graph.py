@@ -194,7 +194,9 @@ def prepare_graph(G: nx.MultiDiGraph, *, progress: Progress | None = None) -> nx
         raise ValueError("the graph has no highway ways: check that the OSM data covers streets")
     if not G.graph.get("simplified"):
         _say(progress, f"simplifying {len(G):,} nodes")
-        G = ox.simplify_graph(G, edge_attrs_differ=list(SIMPLIFY_DIFFER))
+        # remove_rings=False: a closed way with no junction (a ring lane, a park path) is road people
+        # live on; osmnx would drop it. Loops with one junction stay as self-loop edges.
+        G = ox.simplify_graph(G, edge_attrs_differ=list(SIMPLIFY_DIFFER), remove_rings=False)
     _say(progress, f"road graph ready: {len(G):,} nodes, {G.number_of_edges():,} edges")
     return G
 

@@ -11,8 +11,9 @@ Directed edges and parallel edges
     current weights, so blocking one of two parallel roads keeps the other usable.
 
 Disconnected parts
-    Origins and shelters attach only to edges of the profile's largest strongly connected component
-    (for the walking profiles, whose graphs are symmetric, that is the largest connected part). An
+    Origins and shelters attach only to edges of the profile's largest strongly connected component,
+    by road length (for the walking profiles, whose graphs are symmetric, that is the largest connected
+    part). An
     island of a few nodes (a car park, a private road) can therefore never swallow a route; the
     attaching distance is reported so that a far-off point is answered as ``off_network``.
 
@@ -44,7 +45,7 @@ from evac.graph import PROFILE_NAMES, PROFILES, Progress, _say, graph_from_file,
 from evac.snapping import EdgeIndex
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -323,8 +324,16 @@ class ProfileGraph:
             _, labels = connected_components(adj, directed=True, connection="strong")
             has_edge = np.zeros(n, bool)
             has_edge[pair_tail] = True
-            counts = np.bincount(labels[has_edge])
-            in_main = (labels == int(np.argmax(counts))) & has_edge
+            # the largest part by road length (node counts change with simplification, lengths do not);
+            # self-loops (loop lanes, rings) count with their node
+            loops = np.flatnonzero((net.edge_u == net.edge_v) & (np.isfinite(fwd) | np.isfinite(bwd)))
+            has_edge[net.edge_u[loops]] = True
+            same = labels[tail] == labels[head]
+            road = np.bincount(np.concatenate([labels[tail[same]], labels[net.edge_u[loops]]]),
+                               weights=np.concatenate([net.edge_length[base[same]], net.edge_length[loops]]),
+                               minlength=int(labels.max()) + 1)
+            main = int(np.argmax(road)) if road.max() > 0 else int(np.argmax(np.bincount(labels[has_edge])))
+            in_main = (labels == main) & has_edge
         snap_nodes = np.flatnonzero(in_main).astype(np.int32)
         x, y = net.project(net.node_lon[snap_nodes], net.node_lat[snap_nodes])
         tree = cKDTree(np.column_stack([x, y]) if len(snap_nodes) else np.zeros((1, 2)))

@@ -98,18 +98,17 @@ def plan_evacuation(
     n = engine.network.n_nodes
     src = f.sources
     cost = np.full((len(shelters), len(idx)), np.inf)
-    if len(idx) and len(src):
+    if len(idx) and shelters:
         graph = engine.source_graph(f)
         starts = [engine.starts(answers[i]) for i in idx.tolist()]
         for j in range(len(shelters)):
             rows = np.flatnonzero(src.shelter == j)
-            if not len(rows):
-                continue
-            d = dijkstra(graph, directed=True, indices=n + rows, min_only=True, limit=UNREACHABLE_S)
+            d = (dijkstra(graph, directed=True, indices=n + rows, min_only=True, limit=UNREACHABLE_S)
+                 if len(rows) else np.full(n, np.inf))
             for col, (ends, direct) in enumerate(starts):
                 best = min((off + d[node] for node, off in ends), default=np.inf)
-                for row, tot in direct:
-                    if int(src.shelter[row]) == j:
+                for sj, tot in direct:
+                    if sj == j:
                         best = min(best, tot)
                 cost[j, col] = best if best < UNREACHABLE_S else np.inf
     si, pj = np.nonzero(np.isfinite(cost))

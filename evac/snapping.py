@@ -26,7 +26,7 @@ PIECE_M = 25.0
 
 @dataclass(frozen=True)
 class EdgePoints:
-    """Nearest points of edges near a position, one per edge, nearest first.
+    """Nearest points of edges near a position, one per geometry segment, nearest first.
 
     ``edge`` base edge ids; ``along`` projected metres from the edge's first point; ``dist`` metres from
     the position; ``x``/``y`` the point in projected metres.
@@ -47,6 +47,7 @@ class EdgeIndex:
     """Nearest-point queries over a subset of a network's edges (projected coordinates, metres)."""
 
     edge: np.ndarray
+    seg: np.ndarray  # the geometry segment (index of its first point in the network's coords) of each piece
     x0: np.ndarray
     y0: np.ndarray
     dx: np.ndarray
@@ -90,7 +91,7 @@ class EdgeIndex:
         along0 = seg_along[rep] + seg_len[rep] * t0
         plen = np.hypot(dxy[:, 0], dxy[:, 1])
         tree = cKDTree((p0 + p1) / 2) if len(rep) else None
-        return cls(seg_edge[rep].astype(np.int32), p0[:, 0].copy(), p0[:, 1].copy(), dxy[:, 0].copy(),
+        return cls(seg_edge[rep].astype(np.int32), i0[rep].astype(np.int64), p0[:, 0].copy(), p0[:, 1].copy(), dxy[:, 0].copy(),
                    dxy[:, 1].copy(), plen**2, along0, float(plen.max() / 2) if len(plen) else 0.0, tree)
 
     def nearest_distance(self, x: float, y: float) -> float:
@@ -102,7 +103,8 @@ class EdgeIndex:
         return float(pts.dist[0]) if len(pts) else float(dmid)
 
     def within(self, x: float, y: float, radius: float) -> EdgePoints:
-        """The nearest point of every indexed edge within ``radius`` metres, nearest first."""
+        """The nearest point of every geometry segment of the indexed edges within ``radius`` metres,
+        nearest first (a road that passes twice within reach offers both of its near points)."""
         if self.tree is None:
             return _EMPTY
         idx = np.asarray(self.tree.query_ball_point((x, y), radius + self.half), dtype=np.int64)
@@ -121,12 +123,12 @@ class EdgeIndex:
             return _EMPTY
         idx, t, qx, qy, dist = idx[ok], t[ok], qx[ok], qy[ok], dist[ok]
         along = self.along0[idx] + t * np.sqrt(self.len2[idx])
-        edge = self.edge[idx]
-        # one point per edge: its nearest; ties keep the smaller along (stable sort)
-        order = np.lexsort((along, dist, edge))
-        edge, dist = edge[order], dist[order]
-        first = np.ones(len(edge), bool)
-        first[1:] = edge[1:] != edge[:-1]
+        seg = self.seg[idx]
+        # one point per segment: its nearest; ties keep the smaller along
+        order = np.lexsort((along, dist, seg))
+        seg, dist = seg[order], dist[order]
+        first = np.ones(len(seg), bool)
+        first[1:] = seg[1:] != seg[:-1]
         sel = order[first]
         by = np.argsort(dist[first], kind="stable")
         sel = sel[by]

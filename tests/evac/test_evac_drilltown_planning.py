@@ -96,8 +96,8 @@ def _reference_plan(eng: Engine, places: list[tuple[float, float, int]], caps: d
                     sid = f.shelters[int(src.shelter[k])].id
                     t = off + lengths.get(end, 0.0) + float(src.offset[k])
                     best[sid] = min(best.get(sid, np.inf), t)
-        for k, t in direct:
-            sid = f.shelters[int(src.shelter[k])].id
+        for j, t in direct:
+            sid = f.shelters[j].id
             best[sid] = min(best.get(sid, np.inf), t)
         for sid, t in best.items():
             F.add_edge(("p", i), ("s", sid), weight=int(round(t * 100)))

@@ -151,8 +151,8 @@ def test_nearest_shelters_match_networkx(state_dir: str) -> None:
                 if int(src.end[k]) in lengths:
                     j = int(src.shelter[k])
                     best[j] = min(best.get(j, np.inf), off + lengths[int(src.end[k])] + float(src.offset[k]))
-        for k, tot in direct:
-            best[int(src.shelter[k])] = min(best.get(int(src.shelter[k]), np.inf), tot)
+        for j, tot in direct:
+            best[j] = min(best.get(j, np.inf), tot)
         want = sorted(best.values())[:4]
         assert [g["duration_s"] for g in got] == pytest.approx([round(w, 1) for w in want], abs=0.11)
         assert all("earthquake" in g["shelter"]["hazards"] for g in got)
