@@ -376,7 +376,21 @@ def network_cache_path(source: Path | str, *, state_dir: Path | str) -> Path:
 def load_network(
     source: Path | str, *, state_dir: Path | str = ".state", progress: Progress | None = None, rebuild: bool = False
 ) -> RoadNetwork:
-    """Road network from an ``.osm(.bz2)`` or ``.graphml`` file, through the cache in ``state_dir``."""
+    """Road network from a file: the ``.npz`` arrays ``sonae graph import`` writes, or an ``.osm(.bz2)``,
+    ``.osm.pbf`` or ``.graphml`` file (through the cache in ``state_dir``).
+
+    Raises ``FileNotFoundError``/``ValueError`` with one line saying what is wrong and what to do.
+    """
+    if str(source).lower().endswith(".npz"):
+        if not Path(source).exists():
+            raise FileNotFoundError(f"road network {source} does not exist: make it with `sonae graph import`")
+        try:
+            net = RoadNetwork.load(source)
+        except (KeyError, OSError, EOFError, ValueError) as exc:
+            raise ValueError(f"{source} is not a road network Sonae can read ({exc}): make it again with "
+                             "`sonae graph import`") from None
+        _say(progress, f"loaded network {Path(source).name}")
+        return net
     cache = network_cache_path(source, state_dir=state_dir)
     if cache.exists() and not rebuild:
         try:
@@ -390,3 +404,27 @@ def load_network(
     net.save(cache)
     _say(progress, f"cached network as {cache}")
     return net
+
+
+def network_report(net: RoadNetwork, shelters: list[Any], *, max_snap_m: float = 500.0) -> dict[str, Any]:
+    """What a network covers: nodes, edges, road km, area (km², convex hull of its nodes), and per hazard
+    how many of ``shelters`` (:class:`evac.shelters.Shelter`) lie on it (within ``max_snap_m`` of a
+    walkable road)."""
+    x, y = net.project(net.node_lon, net.node_lat)
+    hull = shapely.MultiPoint(np.column_stack([x, y])).convex_hull if net.n_nodes >= 3 else shapely.Point()
+    idx = net.profile("walk").index
+    inside: dict[str, int] = {}
+    on = 0
+    for s in shelters:
+        sx, sy = _TRANSFORMERS.get(net.epsg).transform(s.lon, s.lat)
+        if idx.nearest_distance(float(sx), float(sy)) <= max_snap_m:
+            on += 1
+            for h in s.hazards:
+                inside[h] = inside.get(h, 0) + 1
+    fwd, bwd = net.times["walk"]
+    walk_m = float((net.edge_length * np.where(np.isfinite(fwd), np.where(np.isfinite(bwd), 1.0, 0.5), 0.0)).sum())
+    return {"nodes": net.n_nodes, "edges": net.n_edges, "walkable_km": round(walk_m / 1000, 1),
+            "area_km2": round(float(hull.area) / 1e6, 2), "epsg": net.epsg,
+            "bounds": [float(net.node_lon.min()), float(net.node_lat.min()), float(net.node_lon.max()),
+                       float(net.node_lat.max())] if net.n_nodes else None,
+            "shelters": len(shelters), "shelters_on_network": on, "shelters_by_hazard": dict(sorted(inside.items()))}
