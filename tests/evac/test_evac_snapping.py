@@ -183,3 +183,28 @@ def test_random_towns_match_the_oracle(tmp_path: Path, case) -> None:
         parts = route_parts(net, r)
         line = shapely.LineString(np.vstack([p[2] for p in parts]))
         assert not any(net.project_geometry(line).intersects(b) for b in blocked)
+
+
+@pytest.mark.parametrize("tags", [{"highway": "steps"}, {"highway": "footway", "wheelchair": "no"},
+                                  {"highway": "footway", "smoothness": "horrible"},
+                                  {"highway": "footway", "smoothness": "very_horrible"},
+                                  {"highway": "footway", "smoothness": "impassable"}])
+def test_reduced_mobility_avoids_steps_wheelchair_no_and_rough_surfaces(tmp_path: Path, tags: dict[str, str]) -> None:
+    """A 100 m shortcut (steps / wheelchair=no / rough) against a 300 m smooth detour to the same shelter."""
+    nodes = {1: (0.0, 0.0), 2: (100.0, 0.0), 3: (0.0, 100.0), 4: (100.0, 100.0), 5: (50.0, 0.0)}
+    ways = [([1, 5, 2], tags), ([1, 3, 4, 2], {"highway": "residential", "name": "Detour"})]
+    net = _net(write_osm(tmp_path / "town.osm", nodes, ways))
+    eng = Engine(net, shelters=[_shelter("S", 100, 0)])
+    lon, lat = lonlat(0, -2)
+    walk = eng.route_result(lat, lon, profile="walk")
+    rm = eng.route_result(lat, lon, profile="reduced_mobility")
+    factor = 2.0 if tags["highway"] == "steps" else 1.0
+    assert walk.status == "ok" and walk.duration_s == pytest.approx(2 + 100 * factor, abs=1)
+    assert rm.status == "ok" and rm.duration_s == pytest.approx((2 + 300) / 0.5, abs=2)
+    feat = eng.route(lat, lon, profile="reduced_mobility", lang="en")
+    assert all(s["name"] in ("Detour", "S") for s in feat["properties"]["steps"])
+    # standing right on the shortcut, the reduced-mobility route still starts from the usable road
+    lon_m, lat_m = lonlat(50, 1)
+    mid = eng.route_result(lat_m, lon_m, profile="reduced_mobility")
+    assert mid.status == "ok" and mid.first is not None
+    assert net.names[int(net.edge_highway[mid.first.edge])] == "residential"
