@@ -97,6 +97,22 @@ class Sources:
         return int(self.shelter.shape[0])
 
 
+@dataclass(frozen=True)
+class _Attachment:
+    """A shelter's road points (``pts``) and the rows from their edge ends, before hazards: row ``k``
+    joins point ``point[k]`` from node ``end[k]`` (``end_along[k]`` along the edge) in ``partial_s[k]``
+    seconds over ``partial_m[k]`` metres."""
+
+    sx: float
+    sy: float
+    pts: EdgePoints
+    point: np.ndarray
+    end: np.ndarray
+    end_along: np.ndarray
+    partial_s: np.ndarray
+    partial_m: np.ndarray
+
+
 class Stop(NamedTuple):
     """A shelter attached to a point of an edge: ``along`` projected metres, then the egress leg."""
 
@@ -229,6 +245,7 @@ class Engine:
         self._attach_cache: dict[tuple[str, float, float], tuple[float, EdgePoints]] = {}
         self._hit_cache: dict[str, tuple[HazardArea, np.ndarray]] = {}
         self._proj_cache: dict[str, tuple[HazardArea, Any]] = {}
+        self._shelter_cache: dict[tuple[str, float, float], _Attachment | None] = {}
         lon, lat = network.node_lon, network.node_lat
         if len(lon):
             mid = math.radians(float(lat.min() + lat.max()) / 2)
@@ -370,48 +387,96 @@ class Engine:
             self._attach_cache[key] = hit
         return hit
 
+    def _attachment(self, s: Shelter, profile: str) -> _Attachment | None:
+        """Where a shelter meets a profile's roads, before hazards (cached by position)."""
+        key = (profile, s.lon, s.lat)
+        hit = self._shelter_cache.get(key)
+        if hit is not None or key in self._shelter_cache:
+            return hit
+        d0, pts = self.attach(s.lon, s.lat, profile=profile)
+        att = None
+        if d0 <= self.max_snap_m:
+            net = self.network
+            sx, sy = _TRANSFORMERS.get(net.epsg).transform(s.lon, s.lat)
+            e = pts.edge.astype(np.int64)
+            plen = net.edge_plen[e]
+            frac = np.divide(pts.along, plen, out=np.zeros(len(e)), where=plen > 0).clip(0.0, 1.0)
+            fwd, bwd = net.times[profile]
+            # rows: from end u (walking along the edge to the point), from end v (against it)
+            with np.errstate(invalid="ignore"):
+                t_u = np.where(frac > 0, fwd[e] * frac, 0.0)
+                t_v = np.where(frac < 1, bwd[e] * (1 - frac), 0.0)
+            point = np.concatenate([np.arange(len(e)), np.arange(len(e))])
+            end = np.concatenate([net.edge_u[e], net.edge_v[e]]).astype(np.int32)
+            end_along = np.concatenate([np.zeros(len(e)), plen])
+            ps = np.concatenate([t_u, t_v])
+            pm = np.concatenate([net.edge_length[e] * frac, net.edge_length[e] * (1 - frac)])
+            ok = np.isfinite(ps)
+            att = _Attachment(float(sx), float(sy), pts, point[ok], end[ok], end_along[ok], ps[ok], pm[ok])
+        if len(self._shelter_cache) > 100_000:
+            self._shelter_cache.clear()
+        self._shelter_cache[key] = att
+        return att
+
     def _sources(self, st: HazardState, profile: str, hazard: str, mult: np.ndarray, lines: AreaLines,
                  speed: float) -> tuple[list[Shelter], Sources, dict[int, list[Stop]]]:
         """Qualifying shelters attached to the graph, their source rows and their stops per edge (hazards
-        applied: a shelter in a blocked area, a blocked egress leg or a blocked partial edge gives no row)."""
+        applied: a shelter in a blocked area, a blocked egress leg or a blocked partial edge gives no row).
+
+        The attachments are cached per position; only rows near an area in force are tested with shapely.
+        """
         net = self.network
         cands = sorted((s for s in st.shelters.values() if s.is_open and hazard in s.hazards and not s.is_full),
                        key=lambda s: s.id)
         shelters: list[Shelter] = []
-        rows: list[tuple[int, int, int, float, float, float, float, float, float]] = []
-        stops: dict[int, list[Stop]] = {}
-        tr = _TRANSFORMERS.get(net.epsg)
+        atts: list[_Attachment] = []
         for s in cands:
-            d0, pts = self.attach(s.lon, s.lat, profile=profile)
-            if not d0 <= self.max_snap_m:
-                continue
-            j = len(shelters)
-            shelters.append(s)
-            sx, sy = tr.transform(s.lon, s.lat)
-            if lines.blocked and lines.factor(np.array([[sx, sy]])) == math.inf:
-                continue  # inside a blocked area: not a safe destination
-            for e, along, dist, qx, qy in zip(pts.edge.tolist(), pts.along.tolist(), pts.dist.tolist(),
-                                              pts.x.tolist(), pts.y.tolist(), strict=True):
-                leg = lines.factor(np.array([[sx, sy], [qx, qy]])) if lines else 1.0
-                if leg == math.inf:
-                    continue
-                egress_s = dist / speed * leg
-                stops.setdefault(e, []).append(Stop(j, along, egress_s, dist))
-                plen = net_edge_plen(net, e)
-                for end, end_along in ((int(net.edge_u[e]), 0.0), (int(net.edge_v[e]), plen)):
-                    ps, pm = partial_cost(net, profile, mult, lines, e, end_along, along, plen)
-                    if math.isfinite(ps):
-                        rows.append((j, end, e, along, end_along, ps, pm, egress_s, dist))
-        if rows:
-            cols = list(zip(*rows, strict=True))
-            arr = [np.asarray(c) for c in cols]
-            offset = arr[5] + arr[7]
-            src = Sources(arr[0].astype(np.int32), arr[1].astype(np.int32), arr[2].astype(np.int32), arr[3],
-                          arr[4], arr[5], arr[6], arr[7], arr[8], offset)
-        else:
-            z = np.zeros(0)
-            zi = np.zeros(0, np.int32)
-            src = Sources(zi, zi, zi, z, z, z, z, z, z, z)
+            att = self._attachment(s, profile)
+            if att is not None:
+                shelters.append(s)
+                atts.append(att)
+        stops: dict[int, list[Stop]] = {}
+        if not atts:
+            z, zi = np.zeros(0), np.zeros(0, np.int32)
+            return shelters, Sources(zi, zi, zi, z, z, z, z, z, z, z), stops
+        # points: one per (shelter, road point)
+        n_pts = np.array([len(a.pts) for a in atts])
+        p_shelter = np.repeat(np.arange(len(atts)), n_pts)
+        p_edge = np.concatenate([a.pts.edge for a in atts]).astype(np.int32)
+        p_along = np.concatenate([a.pts.along for a in atts])
+        p_dist = np.concatenate([a.pts.dist for a in atts])
+        p_qx = np.concatenate([a.pts.x for a in atts])
+        p_qy = np.concatenate([a.pts.y for a in atts])
+        sx = np.array([a.sx for a in atts])
+        sy = np.array([a.sy for a in atts])
+        leg = np.ones(len(p_edge))
+        if lines:
+            inside = lines.contains_xy(sx, sy)
+            leg[inside[p_shelter]] = np.inf
+            near = np.flatnonzero(~inside[p_shelter] & lines.may_touch(sx[p_shelter], sy[p_shelter], p_qx, p_qy))
+            for k in near.tolist():
+                leg[k] = lines.factor(np.array([[sx[p_shelter[k]], sy[p_shelter[k]]], [p_qx[k], p_qy[k]]]))
+        egress_s = np.where(np.isfinite(leg), p_dist / speed * np.where(np.isfinite(leg), leg, 1.0), np.inf)
+        # rows: one per (point, end) whose partial edge is allowed
+        base = np.concatenate([[0], np.cumsum(n_pts)[:-1]])
+        r_point = np.concatenate([a.point + base[i] for i, a in enumerate(atts)])
+        r_end = np.concatenate([a.end for a in atts])
+        r_end_along = np.concatenate([a.end_along for a in atts])
+        r_ps = np.concatenate([a.partial_s for a in atts]).copy()
+        r_pm = np.concatenate([a.partial_m for a in atts])
+        r_edge = p_edge[r_point]
+        touched = np.flatnonzero(mult[r_edge] != 1.0)
+        for k in touched.tolist():
+            e = int(r_edge[k])
+            if r_ps[k] > 0:
+                r_ps[k] *= lines.factor(sub_line(net.edge_xy(e), float(r_end_along[k]), float(p_along[r_point[k]])))
+        keep = np.isfinite(r_ps) & np.isfinite(egress_s[r_point])
+        r_point, r_end, r_end_along, r_ps, r_pm = r_point[keep], r_end[keep], r_end_along[keep], r_ps[keep], r_pm[keep]
+        src = Sources(p_shelter[r_point].astype(np.int32), r_end.astype(np.int32), p_edge[r_point], p_along[r_point],
+                      r_end_along, r_ps, r_pm, egress_s[r_point], p_dist[r_point], r_ps + egress_s[r_point])
+        for k in np.flatnonzero(np.isfinite(egress_s)).tolist():
+            stops.setdefault(int(p_edge[k]), []).append(
+                Stop(int(p_shelter[k]), float(p_along[k]), float(egress_s[k]), float(p_dist[k])))
         return shelters, src, stops
 
     # -- queries ------------------------------------------------------------------------------------
@@ -445,12 +510,16 @@ class Engine:
                                    float(pts.x[i]), float(pts.y[i])) for i in np.flatnonzero(band).tolist()]
         if options[0] is None:  # the nearest road gives no safe way: look further, up to SEARCH_M
             wide = idx.within(x, y, max(SEARCH_M, d_near + TIE_M))
-            options = [self._best_from(f, x, y, int(wide.edge[i]), float(wide.along[i]), float(wide.dist[i]),
-                                       float(wide.x[i]), float(wide.y[i])) for i in range(len(wide))]
-            valid = [o for o in options if o is not None]
-            if valid:
-                d_valid = min(o[1] for o in valid)
-                options = [o for o in valid if o[1] <= d_valid + TIE_M]
+            options = []
+            d_valid = math.inf
+            for i in range(len(wide)):  # nearest first: stop TIE_M beyond the first road with a safe way
+                if wide.dist[i] > d_valid + TIE_M:
+                    break
+                o = self._best_from(f, x, y, int(wide.edge[i]), float(wide.along[i]), float(wide.dist[i]),
+                                    float(wide.x[i]), float(wide.y[i]))
+                if o is not None:
+                    d_valid = min(d_valid, o[1])
+                    options.append(o)
         best = min((o for o in options if o is not None), key=lambda o: o[0], default=None)
         if best is None:
             return RouteResult("no_safe_route", [], math.inf, None, d_near, f, st)

@@ -214,14 +214,45 @@ class AreaLines:
             shapely.prepare(g)
         self._btree = shapely.STRtree(blocked)
         self._ptree = shapely.STRtree([p for p, _ in penalties])
+        geoms = blocked + [p for p, _ in penalties]
+        self._bounds = shapely.bounds(np.array(geoms, dtype=object)) if geoms else np.zeros((0, 4))
+        self._bounds_list = [tuple(r) for r in self._bounds.tolist()]
+        self._blocked_geom = shapely.union_all(blocked) if blocked else None
+        if self._blocked_geom is not None:
+            shapely.prepare(self._blocked_geom)
 
     def __bool__(self) -> bool:
         return bool(self.blocked or self.penalties)
+
+    def may_touch(self, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
+        """Bool per segment: its bounding box meets an area's (a cheap filter before :meth:`factor`)."""
+        b = self._bounds
+        if not len(b):
+            return np.zeros(np.shape(x0), bool)
+        lo_x, hi_x = np.minimum(x0, x1)[:, None], np.maximum(x0, x1)[:, None]
+        lo_y, hi_y = np.minimum(y0, y1)[:, None], np.maximum(y0, y1)[:, None]
+        return ((lo_x <= b[:, 2]) & (hi_x >= b[:, 0]) & (lo_y <= b[:, 3]) & (hi_y >= b[:, 1])).any(axis=1)
+
+    def contains_xy(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Bool per projected point: inside (or on) a blocked area."""
+        if self._blocked_geom is None:
+            return np.zeros(np.shape(x), bool)
+        return np.asarray(shapely.intersects_xy(self._blocked_geom, x, y))
 
     def factor(self, xy: np.ndarray) -> float:
         """Factor for a projected polyline ``(K, 2)`` (a single point is tested as a point)."""
         if not self:
             return 1.0
+        if len(xy) == 2:  # a leg: plain Python is faster than numpy for a few boxes
+            (ax, ay), (bx, by) = xy.tolist()
+            lx, hx, ly, hy = min(ax, bx), max(ax, bx), min(ay, by), max(ay, by)
+            if not any(lx <= b2 and hx >= b0 and ly <= b3 and hy >= b1 for b0, b1, b2, b3 in self._bounds_list):
+                return 1.0
+        else:
+            b = self._bounds
+            lo, hi = xy.min(axis=0), xy.max(axis=0)
+            if not ((lo[0] <= b[:, 2]) & (hi[0] >= b[:, 0]) & (lo[1] <= b[:, 3]) & (hi[1] >= b[:, 1])).any():
+                return 1.0
         geom = shapely.linestrings(xy) if len(xy) > 1 else shapely.points(xy[0])
         if self.blocked and len(self._btree.query(geom, predicate="intersects")):
             return math.inf
