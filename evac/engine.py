@@ -113,6 +113,23 @@ class _Attachment:
     partial_m: np.ndarray
 
 
+@dataclass(frozen=True)
+class Stops:
+    """Shelter road points sorted by base edge (egress leg safe): :meth:`on` lists one edge's."""
+
+    edge: np.ndarray
+    shelter: np.ndarray
+    along: np.ndarray
+    egress_s: np.ndarray
+    egress_m: np.ndarray
+
+    def on(self, e: int) -> list[Stop]:
+        lo = int(np.searchsorted(self.edge, e, side="left"))
+        hi = int(np.searchsorted(self.edge, e, side="right"))
+        return [Stop(int(self.shelter[k]), float(self.along[k]), float(self.egress_s[k]), float(self.egress_m[k]))
+                for k in range(lo, hi)]
+
+
 class Stop(NamedTuple):
     """A shelter attached to a point of an edge: ``along`` projected metres, then the egress leg."""
 
@@ -141,7 +158,7 @@ class Field:
     source: np.ndarray  # source row reached from each node (-1 when unreachable)
     shelters: list[Shelter]  # qualifying shelters attached to the graph (hazards not applied)
     sources: Sources
-    edge_stops: Mapping[int, list[Stop]]  # base edge -> shelters attached to it (for routes along one edge)
+    stops: Stops  # shelters attached to edge points (for routes along one edge)
     mult: np.ndarray  # hazard multiplier per base edge (1, a penalty factor, or inf)
     de_weight: np.ndarray  # current weight of each directed edge of the profile graph
     pair_weight: np.ndarray
@@ -246,6 +263,7 @@ class Engine:
         self._hit_cache: dict[str, tuple[HazardArea, np.ndarray]] = {}
         self._proj_cache: dict[str, tuple[HazardArea, Any]] = {}
         self._shelter_cache: dict[tuple[str, float, float], _Attachment | None] = {}
+        self._concat_cache: dict[str, tuple[tuple[int, ...], tuple[np.ndarray, ...], list[_Attachment]]] = {}
         lon, lat = network.node_lon, network.node_lat
         if len(lon):
             mid = math.radians(float(lat.min() + lat.max()) / 2)
@@ -419,7 +437,7 @@ class Engine:
         return att
 
     def _sources(self, st: HazardState, profile: str, hazard: str, mult: np.ndarray, lines: AreaLines,
-                 speed: float) -> tuple[list[Shelter], Sources, dict[int, list[Stop]]]:
+                 speed: float) -> tuple[list[Shelter], Sources, Stops]:
         """Qualifying shelters attached to the graph, their source rows and their stops per edge (hazards
         applied: a shelter in a blocked area, a blocked egress leg or a blocked partial edge gives no row).
 
@@ -435,20 +453,11 @@ class Engine:
             if att is not None:
                 shelters.append(s)
                 atts.append(att)
-        stops: dict[int, list[Stop]] = {}
         if not atts:
             z, zi = np.zeros(0), np.zeros(0, np.int32)
-            return shelters, Sources(zi, zi, zi, z, z, z, z, z, z, z), stops
-        # points: one per (shelter, road point)
-        n_pts = np.array([len(a.pts) for a in atts])
-        p_shelter = np.repeat(np.arange(len(atts)), n_pts)
-        p_edge = np.concatenate([a.pts.edge for a in atts]).astype(np.int32)
-        p_along = np.concatenate([a.pts.along for a in atts])
-        p_dist = np.concatenate([a.pts.dist for a in atts])
-        p_qx = np.concatenate([a.pts.x for a in atts])
-        p_qy = np.concatenate([a.pts.y for a in atts])
-        sx = np.array([a.sx for a in atts])
-        sy = np.array([a.sy for a in atts])
+            return shelters, Sources(zi, zi, zi, z, z, z, z, z, z, z), Stops(zi, zi, z, z, z)
+        (p_shelter, p_edge, p_along, p_dist, p_qx, p_qy, sx, sy, r_point, r_end, r_end_along, r_ps0,
+         r_pm) = self._concat(profile, atts)
         leg = np.ones(len(p_edge))
         if lines:
             inside = lines.contains_xy(sx, sy)
@@ -457,13 +466,7 @@ class Engine:
             for k in near.tolist():
                 leg[k] = lines.factor(np.array([[sx[p_shelter[k]], sy[p_shelter[k]]], [p_qx[k], p_qy[k]]]))
         egress_s = np.where(np.isfinite(leg), p_dist / speed * np.where(np.isfinite(leg), leg, 1.0), np.inf)
-        # rows: one per (point, end) whose partial edge is allowed
-        base = np.concatenate([[0], np.cumsum(n_pts)[:-1]])
-        r_point = np.concatenate([a.point + base[i] for i, a in enumerate(atts)])
-        r_end = np.concatenate([a.end for a in atts])
-        r_end_along = np.concatenate([a.end_along for a in atts])
-        r_ps = np.concatenate([a.partial_s for a in atts]).copy()
-        r_pm = np.concatenate([a.partial_m for a in atts])
+        r_ps = r_ps0.copy()
         r_edge = p_edge[r_point]
         touched = np.flatnonzero(mult[r_edge] != 1.0)
         for k in touched.tolist():
@@ -474,10 +477,36 @@ class Engine:
         r_point, r_end, r_end_along, r_ps, r_pm = r_point[keep], r_end[keep], r_end_along[keep], r_ps[keep], r_pm[keep]
         src = Sources(p_shelter[r_point].astype(np.int32), r_end.astype(np.int32), p_edge[r_point], p_along[r_point],
                       r_end_along, r_ps, r_pm, egress_s[r_point], p_dist[r_point], r_ps + egress_s[r_point])
-        for k in np.flatnonzero(np.isfinite(egress_s)).tolist():
-            stops.setdefault(int(p_edge[k]), []).append(
-                Stop(int(p_shelter[k]), float(p_along[k]), float(egress_s[k]), float(p_dist[k])))
+        ok = np.isfinite(egress_s)
+        order = np.flatnonzero(ok)[np.argsort(p_edge[ok], kind="stable")]
+        stops = Stops(p_edge[order], p_shelter[order].astype(np.int32), p_along[order], egress_s[order], p_dist[order])
         return shelters, src, stops
+
+    def _concat(self, profile: str, atts: list[_Attachment]) -> tuple[np.ndarray, ...]:
+        """The attachments of a set of shelters as flat arrays (kept while the set stays the same)."""
+        key = tuple(id(a) for a in atts)
+        hit = self._concat_cache.get(profile)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        n_pts = np.array([len(a.pts) for a in atts])
+        base = np.concatenate([[0], np.cumsum(n_pts)[:-1]]).astype(np.int64)
+        arrays = (
+            np.repeat(np.arange(len(atts)), n_pts),
+            np.concatenate([a.pts.edge for a in atts]).astype(np.int32),
+            np.concatenate([a.pts.along for a in atts]),
+            np.concatenate([a.pts.dist for a in atts]),
+            np.concatenate([a.pts.x for a in atts]),
+            np.concatenate([a.pts.y for a in atts]),
+            np.array([a.sx for a in atts]),
+            np.array([a.sy for a in atts]),
+            np.concatenate([a.point + base[i] for i, a in enumerate(atts)]),
+            np.concatenate([a.end for a in atts]),
+            np.concatenate([a.end_along for a in atts]),
+            np.concatenate([a.partial_s for a in atts]),
+            np.concatenate([a.partial_m for a in atts]),
+        )
+        self._concat_cache[profile] = (key, arrays, atts)  # atts keep the ids in the key alive
+        return arrays
 
     # -- queries ------------------------------------------------------------------------------------
     def route_result(
@@ -556,7 +585,7 @@ class Engine:
             total = access_s + ps + d_end
             if math.isfinite(total) and (best is None or total < best[0]):
                 best = (total, dist, access_s, Partial(e, along, end_along, ps, pm), end, None)
-        for stop in f.edge_stops.get(e, ()):
+        for stop in f.stops.on(e):
             ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, stop.along, plen)
             total = access_s + ps + stop.egress_s
             if math.isfinite(total) and (best is None or total < best[0]):
@@ -633,7 +662,7 @@ class Engine:
             if math.isfinite(ps):
                 out.append((end, r.access_s + ps))
         direct: list[tuple[int, float]] = []
-        for stop in f.edge_stops.get(e, ()):
+        for stop in f.stops.on(e):
             ps, _ = partial_cost(net, f.profile, f.mult, f.lines, e, r.first.a, stop.along, plen)
             if math.isfinite(ps):
                 direct.append((stop.shelter, r.access_s + ps + stop.egress_s))
