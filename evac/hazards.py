@@ -217,9 +217,6 @@ class AreaLines:
         geoms = blocked + [p for p, _ in penalties]
         self._bounds = shapely.bounds(np.array(geoms, dtype=object)) if geoms else np.zeros((0, 4))
         self._bounds_list = [tuple(r) for r in self._bounds.tolist()]
-        self._blocked_geom = shapely.union_all(blocked) if blocked else None
-        if self._blocked_geom is not None:
-            shapely.prepare(self._blocked_geom)
 
     def __bool__(self) -> bool:
         return bool(self.blocked or self.penalties)
@@ -235,9 +232,10 @@ class AreaLines:
 
     def contains_xy(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Bool per projected point: inside (or on) a blocked area."""
-        if self._blocked_geom is None:
-            return np.zeros(np.shape(x), bool)
-        return np.asarray(shapely.intersects_xy(self._blocked_geom, x, y))
+        out = np.zeros(np.shape(x), bool)
+        if self.blocked and out.size:
+            out[self._btree.query(shapely.points(x, y), predicate="intersects")[0]] = True
+        return out
 
     def factor(self, xy: np.ndarray) -> float:
         """Factor for a projected polyline ``(K, 2)`` (a single point is tested as a point)."""
@@ -253,7 +251,7 @@ class AreaLines:
             lo, hi = xy.min(axis=0), xy.max(axis=0)
             if not ((lo[0] <= b[:, 2]) & (hi[0] >= b[:, 0]) & (lo[1] <= b[:, 3]) & (hi[1] >= b[:, 1])).any():
                 return 1.0
-        geom = shapely.linestrings(xy) if len(xy) > 1 else shapely.points(xy[0])
+        geom = shapely.LineString(xy) if len(xy) > 1 else shapely.Point(xy[0])
         if self.blocked and len(self._btree.query(geom, predicate="intersects")):
             return math.inf
         if self.penalties:
