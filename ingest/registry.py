@@ -82,7 +82,20 @@ _FIELDS = {f.name: f for f in fields(Station)}
 _FLOATS = {"lat", "lon", *THRESHOLD_FIELDS}
 
 
+def _shown(value: Any) -> str:
+    """A value for an error message: short, and never raising (``repr`` of a 5,000-digit int does)."""
+    if isinstance(value, str | float | bool) or value is None:
+        return repr(value)[:60]
+    if isinstance(value, int):
+        return repr(value) if -10**20 < value < 10**20 else f"(an integer of {value.bit_length()} bits)"
+    return f"(a {type(value).__name__})"
+
+
 def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
+    """A validated :class:`Station` from one CSV row or GeoJSON properties; :class:`RegistryError` names
+    the record and field of anything else (lists, objects, numbers beyond a float, NaN, huge integers)."""
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: expected an object of station fields, got {_shown(raw)}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in _FIELDS:
@@ -90,18 +103,22 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
         if value == "" or value is None:
             continue
         try:
+            if isinstance(value, list | dict):
+                raise TypeError("a list or an object")
             if key in _FLOATS:
                 value = float(value)
                 if not math.isfinite(value):
                     raise ValueError("not finite")
             elif key == "expected_interval_s":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError("not a whole number")
                 value = int(value)
             elif key == "exercise":
                 value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
             else:
                 value = str(value)
-        except ValueError:
-            raise RegistryError(f"{where}: field {key!r} has a bad value {value!r}") from None
+        except (ValueError, TypeError, OverflowError):  # OverflowError: int(1e309), float(10**400)
+            raise RegistryError(f"{where}: field {key!r} has a bad value {_shown(value)}") from None
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")
@@ -115,16 +132,30 @@ def load_stations(path: str | Path) -> list[Station]:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             return [station_from_mapping(row, where=f"{path.name} line {i + 2}")
                     for i, row in enumerate(csv.DictReader(fh))]
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, integers beyond 4,300 digits
+        raise RegistryError(f"{path.name}: not a GeoJSON file ({str(exc)[:200]})") from None
     features = doc.get("features", []) if isinstance(doc, dict) else []
+    if not isinstance(features, list):
+        raise RegistryError(f"{path.name}: 'features' is not a list")
     out = []
     for i, feature in enumerate(features):
-        props = dict(feature.get("properties") or {})
+        where = f"{path.name} feature {i}"
+        if not isinstance(feature, dict):
+            raise RegistryError(f"{where}: not a GeoJSON feature object")
+        props = feature.get("properties") or {}
         geometry = feature.get("geometry") or {}
+        if not isinstance(props, dict) or not isinstance(geometry, dict):
+            raise RegistryError(f"{where}: properties and geometry must be objects")
+        props = dict(props)
         if geometry.get("type") == "Point":
-            props.setdefault("lon", geometry["coordinates"][0])
-            props.setdefault("lat", geometry["coordinates"][1])
-        out.append(station_from_mapping(props, where=f"{path.name} feature {i}"))
+            coords = geometry.get("coordinates")
+            if not isinstance(coords, list) or len(coords) < 2:
+                raise RegistryError(f"{where}: a Point needs coordinates [lon, lat]")
+            props.setdefault("lon", coords[0])
+            props.setdefault("lat", coords[1])
+        out.append(station_from_mapping(props, where=where))
     return out
 
 
