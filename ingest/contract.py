@@ -442,50 +442,73 @@ class Parser:
         readings: list[Reading] = []
         problems: list[PayloadError] = []
         base = _SenmlBase()
+        bn, bt, bv, exercise, broken = base.bn, base.bt, base.bv, base.exercise, False  # hot-loop copies
         now_s = now.timestamp()
         latest = now_s + self.max_future.total_seconds()
-        valid_stations: set[str] = set()  # a pack names few stations: check each once
+        # resolved name → (station, kind, units, default unit): a pack repeats few names, check each once
+        names: dict[str, tuple[str, str, dict[str, float], str]] = {}
         for index, rec in enumerate(doc):
             try:
                 if type(rec) is not dict:
                     raise PayloadError("bad_senml", f"record {index} is {_preview(rec)}, not an object")
-                if not _SENML_PLAIN_KEYS.issuperset(rec):  # base fields or extensions: the full path
+                plain = _SENML_PLAIN_KEYS.issuperset(rec)
+                if not plain:  # base fields or extensions: the full path
                     base.update(rec, index)
+                    bn, bt, bv, exercise, broken = base.bn, base.bt, base.bv, base.exercise, bool(base.broken)
                     unknown = [k for k in rec if k.endswith("_") and k not in _SENML_FIELDS]
                     if unknown:  # RFC 8428 §4.4: a must-understand field we do not know is an error
                         raise PayloadError("bad_senml", f"record {index}: must-understand field "
                                                         f"{unknown[0][:40]!r} is not supported")
-                base.check(index)
+                if broken:
+                    base.check(index)
                 n = rec.get("n", "")
-                if not isinstance(n, str):
+                if type(n) is not str:
                     raise PayloadError("bad_senml", f"record {index}: n {_preview(n)} is not a string")
-                name = base.bn + n
-                if not name:
-                    raise PayloadError("bad_senml", f"record {index} has no name")
-                station, _, kind = name.rpartition("/")
-                station = station or t.station
-                if station not in valid_stations:
-                    if not STATION_ID.match(station):
-                        raise PayloadError("bad_senml", f"record {index}: station {station[:64]!r} is not a valid id")
-                    valid_stations.add(station)
-                units = _SENML_UNITS.get(kind)
-                if units is None:
-                    raise PayloadError("bad_senml", f"record {index}: unknown measurement {kind[:40]!r}")
-                value = self._senml_value(rec, index, kind, units, base)
+                name = bn + n
+                known = names.get(name)
+                if known is None:
+                    known = names[name] = self._senml_name(name, index, t)
+                station, kind, units, default_unit = known
+                v = rec.get("v")
+                unit = rec["u"] if "u" in rec else base.bu if base.bu is not None else default_unit
+                factor = units.get(unit) if type(unit) is str else None
+                if (plain and (type(v) is float or type(v) is int) and factor is not None and "vs" not in rec
+                        and kind != "status"):
+                    # the common record (n, v, u, t): resolved inline; anything else takes the checked path
+                    value = (bv + v) * factor
+                    low, high = PLAUSIBLE[kind]
+                    if not low <= value <= high:  # NaN and inf fail too
+                        value = _plausible(kind, value)
+                else:
+                    value = self._senml_value(rec, index, kind, units, base)
                 t_rel = rec.get("t", 0)
-                when = base.bt + (t_rel if type(t_rel) is int or type(t_rel) is float else _number(t_rel, "t"))
+                when = bt + (t_rel if type(t_rel) is int or type(t_rel) is float else _number(t_rel, "t"))
                 if when < SENML_RELATIVE_BELOW:  # RFC 8428 §4.5.3: relative to now (negative: in the past)
                     when = now_s + when
                 if not _EPOCH_MIN_S <= when <= latest:  # 2000-01-01 .. now + max_future (NaN and inf fail too)
                     ts = parse_time(when, now=now, max_future=self.max_future)  # raises the precise error
                 else:
                     ts = datetime.fromtimestamp(when, tz=UTC)
-                readings.append(Reading(station, kind, ts, value, base.exercise, None))
+                readings.append(Reading(station, kind, ts, value, exercise, None))
             except PayloadError as exc:
                 problems.append(exc)
         if not readings:
             raise problems[0]
         return Parsed(readings, problems)
+
+    @staticmethod
+    def _senml_name(name: str, index: int, t: Topic) -> tuple[str, str, dict[str, float], str]:
+        """Station, measurement, accepted units and default unit of a resolved SenML name."""
+        if not name:
+            raise PayloadError("bad_senml", f"record {index} has no name")
+        station, _, kind = name.rpartition("/")
+        station = station or t.station
+        if not STATION_ID.match(station):
+            raise PayloadError("bad_senml", f"record {index}: station {station[:64]!r} is not a valid id")
+        units = _SENML_UNITS.get(kind)
+        if units is None:
+            raise PayloadError("bad_senml", f"record {index}: unknown measurement {kind[:40]!r}")
+        return station, kind, units, next(iter(units))
 
     @staticmethod
     def _senml_value(rec: dict[str, Any], index: int, kind: str, units: dict[str, float], base: _SenmlBase) -> float:
