@@ -6,7 +6,12 @@ At-least-once end to end, and idempotent storage, give "exactly once" in the tab
   ingestor is down wait in the broker;
 * manual acks sent after the commit of the batch holding the message, so a crash (``kill -9``)
   before the commit makes the broker deliver the message again;
-* the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries.
+* the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries,
+  and a dead letter is unique per message and reason (:mod:`ingest.store`).
+
+One message never stops the service: what the parser refuses is a dead letter with its reason; an
+unexpected exception while parsing one message makes it a dead letter ``internal_error``; a reading the
+database refuses makes its message a dead letter ``db_rejected`` while the rest of the batch is stored.
 
 Memory stays bounded: at most ``ingest.max_inflight`` messages are unacknowledged (MQTT 5 Receive
 Maximum; the socket is not read beyond it), and while the database is down the batch in hand is
