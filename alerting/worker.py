@@ -26,6 +26,11 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
   alerts publish their last state once and then remove the retained message). The topic root is the
   device prefix's parent (``sonae/v1`` → ``sonae/alerts``), outside the tree ingestors subscribe to.
+  Unconfirmed alerts (a reading beyond the gauge's plausible rate) are never published there: they are
+  for staff (API, console) until the next reading confirms them.
+* **Per-gauge rules**: the registry's ``max_rate_m_per_h`` overrides the plausible rate; an exercise
+  stream of a station with ``exercise_time_scale`` > 1 runs the rules on the scenario's faster clock
+  (:meth:`~alerting.rules.RuleConfig.scaled`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from alerting.levels import ladder
 from alerting.rules import (
     HEALTH_KINDS,
     SILENT,
+    UNCONFIRMED,
     Reading,
     RuleConfig,
     StationRules,
@@ -87,6 +93,8 @@ class _Station:
     expected_interval_s: int
     exercise: bool
     steps: tuple[Any, ...]
+    max_rate_m_per_h: float | None = None
+    exercise_time_scale: float = 1.0
 
 
 class RulesWorker:
@@ -127,7 +135,7 @@ class RulesWorker:
         self._seen: dict[tuple[str, str, bool, datetime], datetime] = {}
         self._mqtt: MqttClient | None = None
         self._to_publish: set[int] = set()
-        self._configs: dict[int, RuleConfig] = {}
+        self._configs: dict[tuple[int, float | None, float], RuleConfig] = {}
         self.passes = 0
 
     @classmethod
@@ -284,15 +292,22 @@ class RulesWorker:
 
     async def _stations(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, _Station]:
         rows = await conn.fetch(
-            f"""SELECT id, municipality_code, expected_interval_s, exercise, gauge_type, {', '.join(THRESHOLD_FIELDS)}
+            f"""SELECT id, municipality_code, expected_interval_s, exercise, gauge_type, max_rate_m_per_h,
+                       exercise_time_scale, {', '.join(THRESHOLD_FIELDS)}
                 FROM stations WHERE id = ANY($1::text[])""", ids)
         return {r["id"]: _Station(r["id"], r["municipality_code"], r["expected_interval_s"], r["exercise"],
-                                  ladder(r["gauge_type"], dict(r))) for r in rows}
+                                  ladder(r["gauge_type"], dict(r)), r["max_rate_m_per_h"],
+                                  r["exercise_time_scale"]) for r in rows}
 
-    def _machine(self, st: _Station, state: dict[str, Any] | None) -> StationRules:
-        config = self._configs.get(st.expected_interval_s)
+    def _machine(self, st: _Station, exercise: bool, state: dict[str, Any] | None) -> StationRules:
+        """The station's rules: its interval and plausible rate; an exercise stream on the scenario's clock
+        (real streams always run on real time, whatever the station says)."""
+        scale = st.exercise_time_scale if exercise else 1.0
+        key = (st.expected_interval_s, st.max_rate_m_per_h, scale)
+        config = self._configs.get(key)
         if config is None:
-            config = self._configs[st.expected_interval_s] = self.config.for_interval(st.expected_interval_s)
+            config = self._configs[key] = (self.config.for_interval(st.expected_interval_s)
+                                           .for_gauge(max_rate_m_per_h=st.max_rate_m_per_h).scaled(scale))
         return StationRules(st.steps, config, state)
 
     async def _evaluate(self, conn: asyncpg.Connection,
@@ -310,7 +325,7 @@ class RulesWorker:
             for key in keys:
                 st = stations[key[0]]
                 stored = states.get(key) or {}
-                machine = self._machine(st, stored.get("machine"))
+                machine = self._machine(st, key[1], stored.get("machine"))
                 readings = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
                 readings.sort(key=lambda r: r.ts)
                 late = [r for r in readings if machine.is_late(r)]
@@ -355,10 +370,10 @@ class RulesWorker:
             """SELECT ts, state FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts < $3
                ORDER BY ts DESC LIMIT 1""", st.id, exercise, store.to_dt(since))
         if cp is not None:
-            machine = self._machine(st, json.loads(cp["state"]))
+            machine = self._machine(st, exercise, json.loads(cp["state"]))
             start = cp["ts"]
         else:
-            machine = self._machine(st, None)
+            machine = self._machine(st, exercise, None)
             start = store.to_dt(since) - timedelta(seconds=machine.config.buffer_s)
         rows = await conn.fetch(
             """SELECT kind, ts, value FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
@@ -406,7 +421,7 @@ class RulesWorker:
         ids, self._to_publish = sorted(self._to_publish), set()
         for alert_id in ids:
             alert = await store.get_alert(conn, alert_id)
-            if alert is not None:
+            if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
                 await publish_alert(self._mqtt, self.topic_root, alert)
 
 
