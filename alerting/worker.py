@@ -140,6 +140,7 @@ class RulesWorker:
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> RulesWorker:
+        overrides.setdefault("config", RuleConfig(max_rate_m_per_h=settings["alerting.max_rate_m_per_h"]))
         return cls(pool, mqtt_url=settings["mqtt.url"], mqtt_protocol=settings["mqtt.protocol"],
                    topic_root=alert_topic_root(settings["mqtt.topic_prefix"]), **overrides)
 
