@@ -79,6 +79,8 @@ CHANGES = Counter("sonae_alert_changes_total", "Alert changes made by the rules 
 LATE = Counter("sonae_alert_late_reevaluations_total", "Stations re-evaluated for late readings")
 ACTIVE_ALERTS = Gauge("sonae_alerts_active", "Active alerts by 警戒レベル (set by the rules leader)", ["level", "exercise"])
 SILENT_GAUGES = Gauge("sonae_alerts_silent_gauges", "Gauges with an open silent-gauge alert (set by the rules leader)")
+UNCONFIRMED_ALERTS = Gauge("sonae_alerts_unconfirmed",
+                           "Open unconfirmed river-level alerts: readings beyond the gauge's plausible rate (rules leader)")
 
 
 def alert_topic_root(device_prefix: str) -> str:
@@ -243,7 +245,8 @@ class RulesWorker:
     async def update_gauges(self, conn: asyncpg.Connection) -> None:
         """Refresh the active-alert and silent-gauge metrics from the alerts table."""
         rows = await conn.fetch("""SELECT coalesce(level, 0) AS level, exercise, count(*) AS n FROM alerts
-                                   WHERE cleared_at IS NULL AND condition <> 'silent' GROUP BY 1, 2""")
+                                   WHERE cleared_at IS NULL AND condition NOT IN ('silent', $1) GROUP BY 1, 2""",
+                                UNCONFIRMED)
         for level in range(0, 6):
             for exercise in (False, True):
                 ACTIVE_ALERTS.labels(str(level), str(exercise).lower()).set(0)
@@ -251,6 +254,8 @@ class RulesWorker:
             ACTIVE_ALERTS.labels(str(r["level"]), str(r["exercise"]).lower()).set(r["n"])
         SILENT_GAUGES.set(await conn.fetchval(
             "SELECT count(*) FROM alerts WHERE cleared_at IS NULL AND condition = 'silent' AND NOT exercise"))
+        UNCONFIRMED_ALERTS.set(await conn.fetchval(
+            "SELECT count(*) FROM alerts WHERE cleared_at IS NULL AND condition = $1 AND NOT exercise", UNCONFIRMED))
 
     async def step(self, conn: asyncpg.Connection) -> int:
         """Evaluate every committed reading past the watermark. Returns the number of alert changes."""
