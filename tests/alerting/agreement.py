@@ -157,14 +157,15 @@ class Result:
 
     def row(self, name: str) -> str:
         return (f"| {name} | {self.gauges} | {self.readings:,} | {100 * self.agreement:.1f} % | "
-                f"{100 * self.agreement_outside_hold:.1f} % | {self.l4_missed} / {self.l4_readings:,} | "
+                f"{100 * self.agreement_outside_hold:.1f} % | {self.hold:,} | {self.l4_missed} / {self.l4_readings:,} | "
                 f"{self.l4_never} / {self.l4_episodes} | {self.l5_never} / {self.l5_episodes} | "
                 f"{self.crossings_late} / {self.crossings} | {self.unconfirmed_readings} |")
 
 
-HEADER = ("| slice (JST) | gauges | readings | agreement | agreement outside the hold | ≥ L4 readings missed | "
+HEADER = ("| slice (JST) | gauges | readings | agreement | agreement outside the hold | readings in the hold | "
+          "≥ L4 readings missed | "
           "L4 episodes never raised | L5 episodes never raised | crossings raised late | readings with an "
-          "unconfirmed alert |\n|---|---|---|---|---|---|---|---|---|---|")
+          "unconfirmed alert |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _in_hold(config: RuleConfig, steps: Any, readings: list[SourceReading], i: int, level: int) -> bool:
