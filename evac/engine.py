@@ -50,6 +50,8 @@ UNREACHABLE_S = 1e8
 TIE_M = 10.0
 #: When every candidate near the nearest road is cut by a blocked area, roads up to this far are tried.
 SEARCH_M = 150.0
+#: Radius of the first look for roads around a position (metres); further roads take a second search.
+FIRST_LOOK_M = 40.0
 #: Speed on the straight legs to and from the road for the car profile (people walk to the car).
 ACCESS_SPEED_MPS = 1.0
 #: Positions further than this outside the network's bounding box are ``outside_area``.
@@ -122,8 +124,11 @@ class Stops:
     along: np.ndarray
     egress_s: np.ndarray
     egress_m: np.ndarray
+    has: np.ndarray  # bool per base edge: some stop lies on it
 
     def on(self, e: int) -> list[Stop]:
+        if not self.has[e]:
+            return []
         lo = int(np.searchsorted(self.edge, e, side="left"))
         hi = int(np.searchsorted(self.edge, e, side="right"))
         return [Stop(int(self.shelter[k]), float(self.along[k]), float(self.egress_s[k]), float(self.egress_m[k]))
@@ -455,7 +460,8 @@ class Engine:
                 atts.append(att)
         if not atts:
             z, zi = np.zeros(0), np.zeros(0, np.int32)
-            return shelters, Sources(zi, zi, zi, z, z, z, z, z, z, z), Stops(zi, zi, z, z, z)
+            return shelters, Sources(zi, zi, zi, z, z, z, z, z, z, z), Stops(zi, zi, z, z, z,
+                                                                             np.zeros(net.n_edges, bool))
         (p_shelter, p_edge, p_along, p_dist, p_qx, p_qy, sx, sy, r_point, r_end, r_end_along, r_ps0,
          r_pm) = self._concat(profile, atts)
         leg = np.ones(len(p_edge))
@@ -479,7 +485,10 @@ class Engine:
                       r_end_along, r_ps, r_pm, egress_s[r_point], p_dist[r_point], r_ps + egress_s[r_point])
         ok = np.isfinite(egress_s)
         order = np.flatnonzero(ok)[np.argsort(p_edge[ok], kind="stable")]
-        stops = Stops(p_edge[order], p_shelter[order].astype(np.int32), p_along[order], egress_s[order], p_dist[order])
+        has = np.zeros(net.n_edges, bool)
+        has[p_edge[order]] = True
+        stops = Stops(p_edge[order], p_shelter[order].astype(np.int32), p_along[order], egress_s[order], p_dist[order],
+                      has)
         return shelters, src, stops
 
     def _concat(self, profile: str, atts: list[_Attachment]) -> tuple[np.ndarray, ...]:
@@ -527,9 +536,14 @@ class Engine:
         idx = net.profile(profile).index
         if idx.tree is None:
             return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
-        dmid = float(idx.tree.query((x, y))[0])
-        pts = idx.within(x, y, dmid + TIE_M)
-        d_near = float(pts.dist[0]) if len(pts) else dmid
+        # most positions are near a road: one ball query of FIRST_LOOK_M covers the nearest and its band
+        pts = idx.within(x, y, FIRST_LOOK_M)
+        if not len(pts) or float(pts.dist[0]) + TIE_M > FIRST_LOOK_M:
+            dmid = float(idx.tree.query((x, y))[0])
+            pts = idx.within(x, y, dmid + TIE_M)
+            if not len(pts):
+                return RouteResult("off_network", [], math.inf, None, dmid, f, st)
+        d_near = float(pts.dist[0])
         if d_near > self.max_snap_m:
             return RouteResult("off_network", [], math.inf, None, d_near, f, st)
         if not f.shelters:

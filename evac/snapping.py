@@ -113,26 +113,21 @@ class EdgeIndex:
         px, py = self.x0[idx], self.y0[idx]
         dx, dy = self.dx[idx], self.dy[idx]
         l2 = self.len2[idx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.where(l2 > 0, ((x - px) * dx + (y - py) * dy) / l2, 0.0)
-        t = np.clip(t, 0.0, 1.0)
+        t = ((x - px) * dx + (y - py) * dy) / np.maximum(l2, 1e-12)
+        np.clip(t, 0.0, 1.0, out=t)
         qx, qy = px + t * dx, py + t * dy
         dist = np.hypot(qx - x, qy - y)
-        ok = dist <= radius
-        if not ok.any():
+        ok = np.flatnonzero(dist <= radius)
+        if ok.size == 0:
             return _EMPTY
         idx, t, qx, qy, dist = idx[ok], t[ok], qx[ok], qy[ok], dist[ok]
         along = self.along0[idx] + t * np.sqrt(self.len2[idx])
-        seg = self.seg[idx]
-        # one point per segment: its nearest; ties keep the smaller along
-        order = np.lexsort((along, dist, seg))
-        seg, dist = seg[order], dist[order]
-        first = np.ones(len(seg), bool)
-        first[1:] = seg[1:] != seg[:-1]
-        sel = order[first]
-        by = np.argsort(dist[first], kind="stable")
-        sel = sel[by]
-        return EdgePoints(self.edge[idx[sel]], along[sel], np.hypot(qx[sel] - x, qy[sel] - y), qx[sel], qy[sel])
+        # one point per segment (its nearest; ties keep the smaller along), nearest first
+        order = np.lexsort((along, dist))
+        seg = self.seg[idx[order]]
+        _, first = np.unique(seg, return_index=True)
+        sel = order[np.sort(first)]
+        return EdgePoints(self.edge[idx[sel]], along[sel], dist[sel], qx[sel], qy[sel])
 
 
 _EMPTY = EdgePoints(np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
