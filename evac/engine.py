@@ -30,11 +30,20 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
+import shapely
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from evac.graph import PROFILES
-from evac.hazards import AreaLines, BlockedAreas, HazardArea, active_areas, check_hazard, edge_multipliers
+from evac.hazards import (
+    AreaLines,
+    BlockedAreas,
+    HazardArea,
+    active_areas,
+    check_hazard,
+    edge_hits,
+    edge_multipliers,
+)
 from evac.network import _TRANSFORMERS, RoadNetwork
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
@@ -268,6 +277,8 @@ class Engine:
         self._hit_cache: dict[str, tuple[HazardArea, np.ndarray]] = {}
         self._proj_cache: dict[str, tuple[HazardArea, Any]] = {}
         self._shelter_cache: dict[tuple[str, float, float], _Attachment | None] = {}
+        self._effect_cache: dict[tuple[str, str], tuple[HazardArea, np.ndarray,
+                                                        tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self._concat_cache: dict[str, tuple[tuple[int, ...], tuple[np.ndarray, ...], list[_Attachment]]] = {}
         lon, lat = network.node_lon, network.node_lat
         if len(lon):
@@ -359,7 +370,7 @@ class Engine:
             lines = self._area_lines(active)
             prof = PROFILES[profile]
             speed = prof.speed_mps if prof.walking else ACCESS_SPEED_MPS
-            shelters, sources, on_edge = self._sources(snap.state, profile, hazard, mult, lines, speed)
+            shelters, sources, on_edge = self._sources(snap.state, profile, hazard, active, speed)
             n = net.n_nodes
             k = len(sources)
             if k:
@@ -380,17 +391,48 @@ class Engine:
             snap.fields[key] = f
             return f
 
-    def _area_lines(self, active: list[HazardArea]) -> AreaLines:
+    def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
+        """Each area in force with its geometry in the network's projected metres (cached per area)."""
         cache = self._proj_cache
-        geoms = []
+        out = []
         for a in active:
             hit = cache.get(a.id)
             if hit is None or hit[0] is not a:
                 hit = (a, self.network.project_geometry(a.geometry))
+                shapely.prepare(hit[1])
                 cache[a.id] = hit
-            geoms.append((a, hit[1]))
+            out.append((a, hit[1]))
+        return out
+
+    def _area_lines(self, active: list[HazardArea]) -> AreaLines:
+        geoms = self._area_geoms(active)
         return AreaLines([g for a, g in geoms if a.severity == "blocked"],
                          [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"])
+
+    def _area_effect(self, profile: str, area: HazardArea, geom: Any,
+                     arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shelters inside ``area``, egress legs and partial edges (source rows) touching it."""
+        p_shelter, p_edge, p_along, p_qx, p_qy, sx, sy, r_point, r_end_along = arrays
+        key = (profile, area.id)
+        hit = self._effect_cache.get(key)
+        if hit is not None and hit[0] is area and hit[1] is p_edge:
+            return hit[2]
+        net = self.network
+        pts_in = np.flatnonzero(shapely.intersects_xy(geom, sx, sy))
+        legs = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
+                                             np.column_stack([p_qx, p_qy])], axis=1))
+        legs_hit = np.flatnonzero(shapely.intersects(legs, geom))
+        cached = self._hit_cache.get(area.id)
+        edges = cached[1] if cached is not None and cached[0] is area else edge_hits(net, area)
+        rows = np.flatnonzero(np.isin(p_edge[r_point], edges))
+        parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
+                                             float(p_along[r_point[k]]))) for k in rows.tolist()]
+        rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)] if parts else rows
+        effect = (pts_in, legs_hit, rows_hit)
+        if len(self._effect_cache) > 10_000:
+            self._effect_cache.clear()
+        self._effect_cache[key] = (area, p_edge, effect)
+        return effect
 
     def attach(self, lon: float, lat: float, *, profile: str) -> tuple[float, EdgePoints]:
         """Distance to the nearest usable edge and the edge points within :data:`TIE_M` of it.
@@ -441,8 +483,7 @@ class Engine:
         self._shelter_cache[key] = att
         return att
 
-    def _sources(self, st: HazardState, profile: str, hazard: str, mult: np.ndarray, lines: AreaLines,
-                 speed: float) -> tuple[list[Shelter], Sources, Stops]:
+    def _sources(self, st: HazardState, profile: str, hazard: str, active: list[HazardArea], speed: float) -> tuple[list[Shelter], Sources, Stops]:
         """Qualifying shelters attached to the graph, their source rows and their stops per edge (hazards
         applied: a shelter in a blocked area, a blocked egress leg or a blocked partial edge gives no row).
 
@@ -464,21 +505,25 @@ class Engine:
                                                                              np.zeros(net.n_edges, bool))
         (p_shelter, p_edge, p_along, p_dist, p_qx, p_qy, sx, sy, r_point, r_end, r_end_along, r_ps0,
          r_pm) = self._concat(profile, atts)
+        # hazards: per area (cached while the area and the shelter set stay the same), which shelters it
+        # covers, which egress legs and which partial edges it touches; blocked wins, else the largest penalty
         leg = np.ones(len(p_edge))
-        if lines:
-            inside = lines.contains_xy(sx, sy)
-            leg[inside[p_shelter]] = np.inf
-            near = np.flatnonzero(~inside[p_shelter] & lines.may_touch(sx[p_shelter], sy[p_shelter], p_qx, p_qy))
-            for k in near.tolist():
-                leg[k] = lines.factor(np.array([[sx[p_shelter[k]], sy[p_shelter[k]]], [p_qx[k], p_qy[k]]]))
+        r_fac = np.ones(len(r_point))
+        inside = np.zeros(len(sx), bool)
+        arrays = (p_shelter, p_edge, p_along, p_qx, p_qy, sx, sy, r_point, r_end_along)
+        for area, geom in self._area_geoms(active):
+            pts_in, legs_hit, rows_hit = self._area_effect(profile, area, geom, arrays)
+            if area.severity == "blocked":
+                inside[pts_in] = True
+                leg[legs_hit] = np.inf
+                r_fac[rows_hit] = np.inf
+            else:
+                leg[legs_hit] = np.maximum(leg[legs_hit], area.penalty_factor)
+                r_fac[rows_hit] = np.maximum(r_fac[rows_hit], area.penalty_factor)
+        leg[inside[p_shelter]] = np.inf
         egress_s = np.where(np.isfinite(leg), p_dist / speed * np.where(np.isfinite(leg), leg, 1.0), np.inf)
-        r_ps = r_ps0.copy()
-        r_edge = p_edge[r_point]
-        touched = np.flatnonzero(mult[r_edge] != 1.0)
-        for k in touched.tolist():
-            e = int(r_edge[k])
-            if r_ps[k] > 0:
-                r_ps[k] *= lines.factor(sub_line(net.edge_xy(e), float(r_end_along[k]), float(p_along[r_point[k]])))
+        with np.errstate(invalid="ignore"):  # 0 s (a point at the node) times inf: no partial edge to block
+            r_ps = np.where(r_ps0 > 0, r_ps0 * r_fac, r_ps0)
         keep = np.isfinite(r_ps) & np.isfinite(egress_s[r_point])
         r_point, r_end, r_end_along, r_ps, r_pm = r_point[keep], r_end[keep], r_end_along[keep], r_ps[keep], r_pm[keep]
         src = Sources(p_shelter[r_point].astype(np.int32), r_end.astype(np.int32), p_edge[r_point], p_along[r_point],
