@@ -279,6 +279,7 @@ class Engine:
         self._shelter_cache: dict[tuple[str, float, float], _Attachment | None] = {}
         self._effect_cache: dict[tuple[str, str], tuple[HazardArea, np.ndarray,
                                                         tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._leg_trees: dict[str, tuple[np.ndarray, shapely.STRtree, shapely.STRtree]] = {}
         self._concat_cache: dict[str, tuple[tuple[int, ...], tuple[np.ndarray, ...], list[_Attachment]]] = {}
         lon, lat = network.node_lon, network.node_lat
         if len(lon):
@@ -418,10 +419,14 @@ class Engine:
         if hit is not None and hit[0] is area and hit[1] is p_edge:
             return hit[2]
         net = self.network
-        pts_in = np.flatnonzero(shapely.intersects_xy(geom, sx, sy))
-        legs = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
-                                             np.column_stack([p_qx, p_qy])], axis=1))
-        legs_hit = np.flatnonzero(shapely.intersects(legs, geom))
+        trees = self._leg_trees.get(profile)
+        if trees is None or trees[0] is not p_edge:
+            legs = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
+                                                 np.column_stack([p_qx, p_qy])], axis=1))
+            trees = (p_edge, shapely.STRtree(shapely.points(sx, sy)), shapely.STRtree(legs))
+            self._leg_trees[profile] = trees
+        pts_in = np.sort(trees[1].query(geom, predicate="intersects"))
+        legs_hit = np.sort(trees[2].query(geom, predicate="intersects"))
         cached = self._hit_cache.get(area.id)
         edges = cached[1] if cached is not None and cached[0] is area else edge_hits(net, area)
         rows = np.flatnonzero(np.isin(p_edge[r_point], edges))
