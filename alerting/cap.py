@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from alerting.texts import LANGUAGES, cleared_text, text_for
+from sonae.xmltext import to_xml_bytes
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -201,7 +202,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: d
             gc = _sub(area, "geocode")
             _sub(gc, "valueName", "JIS X 0402")
             _sub(gc, "value", str(alert["municipality_code"]))
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)
+    return to_xml_bytes(root, default_namespace=CAP_NS)
 
 
 def render_atom(alerts: list[dict[str, Any]], *, base_url: str, updated: datetime | None = None) -> bytes:
@@ -233,4 +234,4 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, updated: datetim
         urgency, severity, certainty = grading(x)
         a(entry, "summary", f"{'EXERCISE ' if x['exercise'] else ''}{x['condition']} level {x['level']} "
                             f"({severity}, {urgency}, {certainty})")
-    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return to_xml_bytes(feed)
