@@ -158,7 +158,12 @@ def _matches(event: Event, *, exercise: bool | None, municipality: str | None, a
 
 @routes.get("/api/v1/events")
 async def event_stream(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: ``event: alert`` per change; resume with ``Last-Event-ID``."""
+    """Server-Sent Events: ``event: alert`` per change; resume with ``Last-Event-ID``.
+
+    Event ids are commit positions (``alert_events.pos``, see :mod:`api.events`): the replay after
+    ``Last-Event-ID`` and the live stream follow the same order, so a reconnecting client gets every
+    event it has not seen, including one whose transaction committed after a newer-numbered one.
+    """
     hub = request.app[ALERT_HUB]
     exercise = flag(request, "exercise")
     audience, municipality = await _audience(request, municipality_filter(request))
@@ -170,12 +175,13 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         except ValueError:
             raise Problem(400, "Bad Request", "Last-Event-ID must be an event id") from None
     sub = hub.subscribe()
+    # read before any await: events the hub hands this subscription from now on are after ``sent``
+    sent = hub.last_id
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
-        sent = hub.last_id
         if last is not None:
             from api.events import load_alert_events
 
