@@ -30,7 +30,7 @@ _ALERT_COLUMNS = """
     a.version, a.acknowledged_by, a.acknowledged_at, a.created_at, a.updated_at,
     s.name AS station_name, s.name_en AS station_name_en, s.river, s.lat, s.lon, s.gauge_type,
     m.name_ja AS municipality_name, m.name_en AS municipality_name_en,
-    o.area, o.area_desc, o.note AS order_note, o.issued_by, o.cancelled_by
+    o.area, o.area_desc, o.note AS order_note, o.cancel_note AS order_cancel_note, o.issued_by, o.cancelled_by
 """
 _ALERT_FROM = """
     FROM alerts a
@@ -254,6 +254,22 @@ async def list_active(conn: asyncpg.Connection, *, municipality: str | None = No
             WHERE a.cleared_at IS NULL AND ($1::text IS NULL OR a.municipality_code = $1)
               AND ($2::bool IS NULL OR a.exercise = $2) AND ($3::text IS NULL OR a.audience = $3)
             ORDER BY a.level DESC, a.changed_at DESC, a.id""", municipality, exercise, audience)
+    return [_row(r) for r in rows]
+
+
+async def list_feed(conn: asyncpg.Connection, *, municipality: str | None = None, exercise: bool | None = None,
+                    keep_hours: int = 24) -> list[dict[str, Any]]:
+    """Public alerts for the Atom feed: the active ones, and the cleared ones whose Cancel message (sent
+    when the ``cleared`` event was recorded) has not expired — ``keep_hours`` is ``cap.expires_hours``."""
+    rows = await conn.fetch(
+        f"""SELECT {_ALERT_COLUMNS} {_ALERT_FROM}
+            WHERE a.audience = 'public' AND ($1::text IS NULL OR a.municipality_code = $1)
+              AND ($2::bool IS NULL OR a.exercise = $2)
+              AND (a.cleared_at IS NULL OR EXISTS (
+                   SELECT 1 FROM alert_events e WHERE e.alert_id = a.id AND e.kind = 'cleared'
+                   AND e.version = a.version AND e.recorded_at > now() - make_interval(hours => $3)))
+            ORDER BY a.cleared_at IS NOT NULL, a.level DESC, a.changed_at DESC, a.id""",
+        municipality, exercise, keep_hours)
     return [_row(r) for r in rows]
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from alerting import store
 from alerting.cap import render_atom, render_cap
+from alerting.cap_identity import profile_from_settings
 from api.auth import authenticate, require_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
@@ -113,8 +114,10 @@ def _base_url(request: web.Request) -> str:
 async def atom_feed(request: web.Request) -> web.Response:
     municipality, exercise = municipality_filter(request), flag(request, "exercise")
     async with request.app[POOL].acquire() as conn:
-        rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience="public")
-    body = render_atom(rows, base_url=_base_url(request))
+        profile = await profile_from_settings(conn, request.app[SETTINGS])
+        rows = await store.list_feed(conn, municipality=municipality, exercise=exercise,
+                                     keep_hours=profile.expires_hours)
+    body = render_atom(rows, base_url=_base_url(request), profile=profile)
     return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
 
 
@@ -135,7 +138,9 @@ async def alert_cap(request: web.Request) -> web.Response:
         require_scope(account, alert["municipality_code"])
     async with request.app[POOL].acquire() as conn:
         previous = await store.messages_of(conn, alert["id"])
-    return web.Response(body=render_cap(alert, previous), content_type="application/cap+xml", charset="utf-8")
+        profile = await profile_from_settings(conn, request.app[SETTINGS])
+    return web.Response(body=render_cap(alert, previous, profile=profile), content_type="application/cap+xml",
+                        charset="utf-8")
 
 
 @routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}")

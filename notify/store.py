@@ -29,6 +29,7 @@ import asyncpg
 
 from alerting import store as alerts
 from alerting.cap import GAUGE_RADIUS_KM
+from alerting.cap_identity import CapProfile, load_profile
 from notify import messages
 
 NOTIFY_CHANNEL = "sonae_notify"
@@ -254,8 +255,9 @@ def _j(value: Any) -> str:
 
 
 async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: dict[str, Any], *,
-                        base_url: str, email: bool = True) -> dict[str, int]:
-    """Queue the messages of one alert event for every matching target. Returns the count per kind."""
+                        base_url: str, profile: CapProfile, email: bool = True) -> dict[str, int]:
+    """Queue the messages of one alert event for every matching target. Returns the count per kind.
+    ``profile``: the installation's CAP sender and identifiers, for webhooks that take CAP."""
     counts = {"push": 0, "webhook": 0, "email": 0}
     if event["kind"] not in messages.NOTIFIED_KINDS:
         return counts
@@ -273,7 +275,7 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
     has_hooks = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM webhooks WHERE deleted_at IS NULL)")
     if has_hooks:
         body = _j(messages.webhook_json(alert, event, base_url))
-        cap = _j({"cap": messages.webhook_cap(alert, await alerts.messages_of(conn, alert["id"]))})
+        cap = _j({"cap": messages.webhook_cap(alert, await alerts.messages_of(conn, alert["id"]), profile)})
         status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body, cap,
                                     event_at)
         counts["webhook"] = int(status.split()[-1])
@@ -285,8 +287,12 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
     return counts
 
 
-async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True, limit: int = 200) -> dict[str, int]:
+async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True, limit: int = 200,
+                  profile: CapProfile | None = None) -> dict[str, int]:
     """Fan out every committed alert event not done yet (in one transaction per call).
+
+    ``profile``: the CAP sender and identifiers (default: the database's installation id and a sender
+    derived from ``base_url``, as :func:`alerting.cap_identity.load_profile` does).
 
     Passes are serialised across processes by the ``notify_cursor`` row lock. The cursor is a commit
     position (``alert_events.pos``, see :func:`alerting.store.events_after`): positions are given at
@@ -296,6 +302,8 @@ async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True
     the floor when this one took over; they are skipped once and forgotten as the floor passes them.
     """
     totals = {"push": 0, "webhook": 0, "email": 0, "events": 0}
+    if profile is None:
+        profile = await load_profile(conn, public_url=base_url)
     async with conn.transaction():
         floor = await conn.fetchval("SELECT floor FROM notify_cursor FOR UPDATE")
         if floor is None:
@@ -310,7 +318,8 @@ async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True
             event = dict(await conn.fetchrow("SELECT * FROM alert_events WHERE id = $1", r["id"]))
             alert = await alerts.get_alert(conn, event["alert_id"])
             if alert is not None:
-                for kind, n in (await fan_out_event(conn, event, alert, base_url=base_url, email=email)).items():
+                for kind, n in (await fan_out_event(conn, event, alert, base_url=base_url, profile=profile,
+                                                       email=email)).items():
                     totals[kind] += n
         if rows:
             new_floor = rows[-1]["pos"]

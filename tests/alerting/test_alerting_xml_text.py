@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from alerting import store
-from alerting.cap import CAP_NS
+from alerting.cap_identity import load_profile
 from alerting.rules import Transition
 from api.app import create_app
 from api.auth import create_account, login
@@ -32,7 +32,7 @@ from tests.api_support import start_client
 
 VT = "\u000b"
 RING = [[140.35, 37.39], [140.40, 37.39], [140.40, 37.42], [140.35, 37.42], [140.35, 37.39]]
-NS = {"c": CAP_NS, "a": "http://www.w3.org/2005/Atom"}
+NS = {"a": "http://www.w3.org/2005/Atom"}
 
 
 def test_the_listed_characters_are_replaced() -> None:
@@ -121,7 +121,8 @@ async def test_vertical_tab_in_notes_areas_and_names_keeps_cap_and_feed_valid(
         for alert_id in (gauge.alert_id, order["alert_id"], whole["alert_id"]):
             alert = await store.get_alert(conn, alert_id)
             assert alert is not None
-            assert_valid_cap(webhook_cap(alert, await store.messages_of(conn, alert_id)).encode())
+            assert_valid_cap(webhook_cap(alert, await store.messages_of(conn, alert_id),
+                                         await load_profile(conn)).encode())
 
 
 def test_no_xml_writer_bypasses_the_sanitiser() -> None:
