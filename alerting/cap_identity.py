@@ -7,7 +7,9 @@ two municipalities each running Sonae, or one database rebuilt from scratch, cou
 
 * **installation id**: ``cap.installation_id``, else a random id made once by migration
   ``alerting/005_installation`` and kept in ``sonae_installation``; it is in every ``identifier``
-  (``sonae-{installation}-alert-{id}-v{version}``), ``incidents`` value and Atom entry id.
+  (``sonae-{installation}-alert-{id}-v{version}``), ``incidents`` value and Atom entry id. A
+  configured id must change when the database is rebuilt (alert ids start again from 1); the
+  generated one does by itself.
 * **sender**: ``cap.sender`` (a municipality's own domain, e.g. ``bousai@city.koriyama.lg.jp``;
   ``{municipality}`` in it becomes the alert's 団体コード), else ``sonae@<host of api.public_url>``,
   else ``sonae@<installation id>.invalid`` — the reserved ``.invalid`` TLD (RFC 2606) says "set
