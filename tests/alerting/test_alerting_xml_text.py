@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from alerting import store
-from alerting.cap_identity import load_profile
+from alerting.cap import render_atom, render_cap
+from alerting.cap_identity import CapProfile, load_profile
 from alerting.rules import Transition
 from api.app import create_app
 from api.auth import create_account, login
@@ -28,6 +29,7 @@ from notify.messages import webhook_cap
 from sonae.config import Settings
 from sonae.xmltext import REPLACEMENT, is_xml_text, to_xml_bytes, xml_text
 from tests.alerting.cap_support import assert_valid_cap
+from tests.alerting.test_alerting_cap import PREVIOUS, alert
 from tests.api_support import start_client
 
 VT = "\u000b"
@@ -140,3 +142,22 @@ def test_no_xml_writer_bypasses_the_sanitiser() -> None:
                 assert "sonae.xmltext" in source, f"{path} writes XML without sonae.xmltext"
     assert "alerting/cap.py" not in writers  # it goes through to_xml_bytes only
     assert "evac/drilltown.py" in writers
+
+
+_ANY_TEXT = st.text(alphabet=st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=40)
+
+
+@settings(max_examples=30, deadline=None)
+@given(note=_ANY_TEXT, area_desc=_ANY_TEXT, station=_ANY_TEXT, municipality=_ANY_TEXT)
+def test_any_entered_text_still_gives_schema_valid_cap(note: str, area_desc: str, station: str,
+                                                       municipality: str) -> None:
+    """Whatever staff or an import put in a note, an area description or a name: valid CAP and Atom."""
+    profile = CapProfile("prop", "sonae@sonae.test")
+    order = alert(condition="evacuation_order", station_id=None, order_id=3, level=4, version=1, lat=None, lon=None,
+                  area={"type": "Polygon", "coordinates": [RING]}, area_desc=area_desc, order_note=note,
+                  municipality_name=municipality, reason="order")
+    gauge = alert(station_name=station, station_name_en=station, river=station, municipality_name=municipality)
+    for a in (order, gauge, {**order, "area_desc": None, "state": "cleared", "cleared_at": order["changed_at"],
+                             "order_cancel_note": note}):
+        assert_valid_cap(render_cap(a, PREVIOUS, profile=profile))
+    etree.fromstring(render_atom([order, gauge], base_url="https://sonae.test", profile=profile))
