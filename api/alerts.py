@@ -32,7 +32,8 @@ from api.stations import parse_time_param
 routes = web.RouteTableDef()
 
 HEARTBEAT_S = 15.0
-REPLAY_LIMIT = 5000
+REPLAY_LIMIT = 5000  # events replayed on one connection; then it ends and the client resumes from there
+REPLAY_BATCH = 500
 
 
 async def _audience(request: web.Request, municipality: str | None) -> tuple[str | None, str | None]:
@@ -194,18 +195,20 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         if last is not None:
             from api.events import load_alert_events
 
-            sent = last
             async with request.app[POOL].acquire() as conn:
-                replayed = 0
-                while replayed < REPLAY_LIMIT:
-                    batch = await load_alert_events(conn, sent)
+                # an id beyond every position (from a rebuilt database) must not hide what comes next
+                sent = min(last, await store.last_position(conn))
+                replayed, more = 0, True
+                while more and replayed < REPLAY_LIMIT:
+                    batch = await load_alert_events(conn, sent, limit=REPLAY_BATCH)
                     for event in batch:
                         if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
                             await response.write(event.encode())
                         sent = event.id
                     replayed += len(batch)
-                    if len(batch) < 500:
-                        break
+                    more = len(batch) >= REPLAY_BATCH
+            if more:  # not caught up: end here, the client resumes from the last id it got (no gap)
+                sub.close()
         while not sub.dropped:
             try:
                 event = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)

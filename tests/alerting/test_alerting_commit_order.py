@@ -9,6 +9,7 @@ the held transaction is the synchronisation.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -155,3 +156,40 @@ async def test_positions_follow_commit_order_not_insert_order(pool: asyncpg.Pool
     assert gone.event_id not in rows
     assert rows[second.event_id] < rows[first.event_id]
     assert all(p is not None for p in rows.values())
+
+
+async def test_a_last_event_id_beyond_every_position_does_not_hide_new_events(
+        client: TestClient, pool: asyncpg.Pool) -> None:
+    """A client that last listened to a database since rebuilt sends an id no event has yet."""
+    async with pool.acquire() as conn:
+        await _order(conn, "before")
+    resp = await client.get("/api/v1/events", headers={"Last-Event-ID": str(10**12)})
+    async with pool.acquire() as conn:
+        change = await _order(conn, "after")
+    assert json.loads((await read_event(resp))["data"])["event_id"] == change.event_id
+    resp.close()
+
+
+async def test_a_replay_longer_than_the_limit_ends_so_the_client_resumes_without_a_gap(
+        client: TestClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import alerts as alerts_api
+
+    monkeypatch.setattr(alerts_api, "REPLAY_LIMIT", 1)  # the limit is per connection; any size shows it
+    monkeypatch.setattr(alerts_api, "REPLAY_BATCH", 1)
+    async with pool.acquire() as conn:
+        for i in range(3):
+            await _order(conn, f"order {i}")
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM alert_events ORDER BY pos")]
+    got: list[int] = []
+    last = "0"
+    for _ in range(10):
+        resp = await client.get("/api/v1/events", headers={"Last-Event-ID": last})
+        body = (await asyncio.wait_for(resp.read(), 20)).decode()  # the stream ends after the limit
+        for block in filter(None, body.split("\n\n")):
+            fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+            if "data" in fields:
+                got.append(json.loads(fields["data"])["event_id"])
+                last = fields["id"]
+        if len(got) >= len(ids):
+            break
+    assert got == ids
