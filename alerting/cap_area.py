@@ -11,6 +11,9 @@ a cut and opens into the outline of the strips on both sides of it; no strip can
 strips together cover the polygon exactly (``shapely.clip_by_rect`` on the polygon's bounds). The
 count grows by about one polygon per hole. Positions are [lon, lat] (GeoJSON) in and out.
 
+An invalid polygon with holes (self-crossing, a hole outside its shell) is first made valid with
+``shapely.make_valid``; one without holes is published as drawn, as before.
+
 Errors: :class:`ValueError` for a geometry that is not a Polygon or MultiPolygon.
 """
 
@@ -44,12 +47,13 @@ def _strips(poly: Polygon, *, axis: int, depth: int) -> list[Polygon]:
 def hole_free_polygons(geometry: dict[str, Any]) -> list[Polygon]:
     """A GeoJSON Polygon/MultiPolygon as polygons without holes whose union equals it (see the module)."""
     geom = shape(geometry)
-    if isinstance(geom, Polygon):
-        polygons = [geom]
-    elif isinstance(geom, MultiPolygon):
-        polygons = list(geom.geoms)
-    else:
+    if not isinstance(geom, Polygon | MultiPolygon):
         raise ValueError(f"an order area is a Polygon or MultiPolygon, not {geom.geom_type}")
+    if not geom.is_valid and any(p.interiors for p in getattr(geom, "geoms", [geom])):
+        # a self-crossing ring or a hole outside its shell (staff draw them): cut the area GEOS makes
+        # valid (shapely.make_valid), never fail — one bad order must not break the feed for everyone
+        geom = shapely.make_valid(geom)
+    polygons = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, Polygon) and not g.is_empty]
     out: list[Polygon] = []
     for poly in polygons:
         out.extend(_strips(poly, axis=0, depth=0))

@@ -136,6 +136,15 @@ def test_an_order_with_holes_is_published_as_hole_free_polygons() -> None:
     assert len(parts) >= 4  # before: the outer rings only, covering the holes
 
 
+def test_an_invalid_area_with_a_hole_still_gives_valid_cap() -> None:
+    bow_tie = [[140.30, 37.30], [140.50, 37.50], [140.50, 37.30], [140.30, 37.50], [140.30, 37.30]]
+    a = alert(condition="evacuation_order", station_id=None, order_id=3, level=4, version=1, lat=None, lon=None,
+              area={"type": "Polygon", "coordinates": [bow_tie, HOLE]}, area_desc="x", reason="order")
+    xml = render_cap(a, PREVIOUS[:1], profile=CapProfile("t", "sonae@sonae.test"))
+    assert_valid_cap(xml)
+    assert all(not p.interiors for p in _cap_polygons(xml))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.05, 0.85), st.floats(0.05, 0.85), st.floats(0.01, 0.1), st.floats(0.01, 0.1)),
                 min_size=1, max_size=5))
