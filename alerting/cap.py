@@ -113,10 +113,6 @@ def sent_at(alert: dict[str, Any], previous: list[dict[str, Any]]) -> datetime:
     return found or datetime.now(UTC)
 
 
-def expires_at(alert: dict[str, Any], previous: list[dict[str, Any]], profile: CapProfile) -> datetime:
-    return sent_at(alert, previous) + timedelta(hours=profile.expires_hours)
-
-
 def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile: CapProfile,
                sent: datetime | None = None) -> bytes:
     """The CAP 1.2 message of an alert's current version.

@@ -12,7 +12,7 @@ following ``id > last`` would skip the later-committed lower id for good. The SS
 event (and so ``Last-Event-ID``) is that position.
 
 * one dedicated connection per hub (held from the pool), re-established with backoff when lost; after a
-  reconnect the loader catches up from the last delivered id;
+  reconnect the loader catches up from the last delivered position;
 * each subscriber has a bounded queue; a client too slow to keep up is dropped (its queue is not
   allowed to grow), and it can resume with ``Last-Event-ID``.
 """
