@@ -112,6 +112,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(400, 429)}},
     ("get", "/api/v1/alerts/feed.atom"): {
         "summary": "Atom feed of active alerts, each linking its CAP 1.2 message", "tags": ["alerts"],
+        "description": "Active public alerts, and ended ones as their Cancel until that message expires.",
         "parameters": [MUNICIPALITY, q("exercise", {"type": "string", "enum": ["true", "false"]})],
         "responses": {**ok({"type": "string"}, "application/atom+xml"), **errors(400, 429)}},
     ("get", "/api/v1/alerts/{alert_id}.cap"): {
@@ -123,6 +124,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(404, 429)}},
     ("get", "/api/v1/events"): {
         "summary": "Server-Sent Events: alert changes and hazard-state (route safety) changes",
+        "description": "Alert event ids are commit positions: resume with the Last-Event-ID header (or "
+                       "last_event_id) to get every alert event committed after the last one received.",
         "tags": ["alerts"], "parameters": [q("last_event_id", {"type": "string"})],
         "responses": {"200": {"description": "text/event-stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
