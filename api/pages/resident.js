@@ -405,6 +405,7 @@
     const changed = state.routeSig && sig !== state.routeSig;
     state.route = f;
     state.routeSig = sig;
+    state.routeLang = q.get("lang");
     if (f.properties.hazard_version != null) state.hazardVersion = f.properties.hazard_version;
     if (f.properties.exercise && !state.drill) { state.drill = true; $("drill").hidden = false; }
     renderRoute();
@@ -671,6 +672,7 @@
       aspect: 0.75, roads: S.roadCells(0.01, 16), onTap: (p) => setPos(p, "map"), onView: sheltersForView,
     });
     S.keyboard($("map"), map, (p) => setPos(p, "map"));
+    window.sonaeMap = map; // for tests
     for (const b of document.querySelectorAll(".langs button")) {
       b.addEventListener("click", () => {
         state.lang = b.getAttribute("data-lang");
