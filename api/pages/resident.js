@@ -456,7 +456,11 @@
     const f = state.route;
     const target = f && f.properties.shelter ? f.properties.shelter.id : null;
     const areas = state.hazards.filter((h) => state.drill || !h.properties.exercise)
-      .map((h) => ({ geometry: h.geometry, cls: "hazard", title: h.properties.label || h.properties.hazard }));
+      .map((h) => {
+        // the area's own label is the municipality's Japanese text: in English, the hazard's name instead
+        const kind = (HAZ[h.properties.hazard] || [h.properties.hazard, h.properties.hazard, h.properties.hazard])[li(state.lang)];
+        return { geometry: h.geometry, cls: "hazard", title: state.lang === "en" ? kind : h.properties.label || kind };
+      });
     for (const a of state.alerts) {
       if (a.active && a.area && a.condition === "evacuation_order" && (state.drill || !a.exercise)) {
         areas.push({ geometry: a.area, cls: "order-area", title: LEVEL[state.lang][a.level][0] });
@@ -682,6 +686,7 @@
         applyTexts();
         renderLevel();
         if (state.route) renderRoute();
+        else drawMap(false);
         loadRoute("lang");
       });
     }
