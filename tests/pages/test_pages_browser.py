@@ -32,7 +32,7 @@ import asyncpg
 import pytest
 
 from sonae.embedded import free_port
-from tests.conftest import with_database
+from tests.conftest import shared_data, with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -495,6 +495,8 @@ def test_resident_page_fits_phones_in_every_language(browser: Browser, sonae: So
                 page.wait_for_function("(w) => document.documentElement.clientWidth === w", arg=width)
                 _fits(page, width, f"resident {lang}")
                 shot(page, f"phone-resident-{lang}-{width}")
+                for part in ("level-card", "route-card"):
+                    page.locator(f"#{part}").screenshot(path=str(SHOTS / f"phone-resident-{part}-{lang}-{width}.png"))
         # the map: the target shelter's label inside the map, the route line starting at the pin
         label = page.evaluate("""() => {
             const svg = document.getElementById('map-svg').getBoundingClientRect();
@@ -631,5 +633,64 @@ def test_each_language_uses_only_its_own_words(browser: Browser, sonae: Sonae) -
         page.wait_for_function("() => window.sonaeResident.lang === 'en'")
         hazards = page.inner_text("#shelter-hazards")
         assert "、" not in hazards
+    finally:
+        ctx.close()
+
+
+def _real_gauges() -> list[dict[str, Any]]:
+    """The real MLIT 危機管理型 gauges of Fukushima (one per station code, with its name and position)."""
+    import csv
+    import gzip
+
+    path = shared_data("river_levels", "mlit_kriver_fukushima_gauges_over_threshold_2025-09_to_2026-08.csv.gz")
+    gauges: dict[str, dict[str, Any]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            gauges.setdefault(row["station_code"], {"name": row["station_name"], "lat": float(row["latitude"]),
+                                                    "lon": float(row["longitude"])})
+    return list(gauges.values())
+
+
+def test_map_labels_of_the_real_gauges_never_overlap_and_thin_out_by_zoom(browser: Browser, sonae: Sonae) -> None:
+    """map.js's label placement with every real gauge of the prefecture on a phone-sized map."""
+    gauges = _real_gauges()
+    assert len(gauges) > 200
+    ctx = _context(browser, geolocation=False, viewport={"width": 360, "height": 800})
+    try:
+        page = ctx.new_page()
+        page.goto(sonae.url + "/staff")
+        page.wait_for_function("() => document.body.dataset.ready")
+        measure = """() => {
+            const svg = document.getElementById('test-map'), box = svg.getBoundingClientRect();
+            const labels = [...svg.querySelectorAll('text.map-label')].map(t => {
+                const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; });
+            return {labels, points: svg.querySelectorAll('rect').length,
+                    inside: labels.every(r => r[0] >= box.left - 1 && r[2] <= box.right + 1 && r[1] >= box.top - 1 && r[3] <= box.bottom + 1)};
+        }"""
+        page.evaluate("""(gauges) => {
+            const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+            svg.id = 'test-map';
+            svg.style.width = '330px';
+            document.body.prepend(svg);
+            const map = new window.Sonae.SvgMap(svg, {aspect: 0.75});
+            window.testMap = map;
+            map.setView(window.Sonae.boundsOf(gauges.map(g => [g.lon, g.lat])), 0.02);
+            map.setLayer('points', gauges.map((g, i) => ({point: [g.lon, g.lat], shape: 'square', r: 6, cls: 'station st-0',
+                                                        label: g.name, labelPriority: i % 7 === 0 ? 3 : 0})));
+        }""", gauges)
+        whole = page.evaluate(measure)
+        page.evaluate("() => { window.testMap.zoom(4); }")
+        zoomed = page.evaluate(measure)
+        for got in (whole, zoomed):
+            assert got["inside"], "every label inside the map"
+            boxes = got["labels"]
+            for i, a in enumerate(boxes):
+                for b in boxes[i + 1:]:
+                    assert not (a[0] < b[2] - 0.5 and a[2] > b[0] + 0.5 and a[1] < b[3] - 0.5 and a[3] > b[1] + 0.5), (a, b)
+        assert whole["points"] == len(gauges) and 0 < len(whole["labels"]) < len(gauges) / 4, whole["points"]
+        # zoomed in: fewer gauges in view, a larger share of them labelled
+        assert zoomed["points"] < whole["points"]
+        assert len(zoomed["labels"]) / zoomed["points"] > len(whole["labels"]) / whole["points"]
+        page.locator("#test-map").screenshot(path=str(SHOTS / "map-real-gauges-360.png"))
     finally:
         ctx.close()
