@@ -196,6 +196,7 @@
     fillSelect($("profile"), Object.keys(PROFILES), PROFILES, state.profile);
     renderWhere();
     renderPicks();
+    renderNotice();
   }
 
   /* the line under "where you are", in the current language (re-rendered when the language changes) */
@@ -341,7 +342,7 @@
     state.levelAlert = top;
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
-    if (old !== null && old !== level) notice(t("levelChanged", { level: levelTitle(level, top) }));
+    if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
   }
 
   function levelTitle(level, a) {
@@ -409,7 +410,7 @@
     if (f.properties.hazard_version != null) state.hazardVersion = f.properties.hazard_version;
     if (f.properties.exercise && !state.drill) { state.drill = true; $("drill").hidden = false; }
     renderRoute();
-    if (changed && reason === "live") notice(t("routeChanged"));
+    if (changed && reason === "live") notice(() => t("routeChanged"));
     $("updated").textContent = t("updated", { time: fmtTime() });
   }
 
@@ -531,10 +532,18 @@
       { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 });
   }
 
+  /* text(): the notice in the current language, kept so that a change of language rewrites it too */
+  let noticeText = null;
   function notice(text) {
-    const n = $("notice");
-    n.textContent = text;
-    state.lastNotice = text;
+    noticeText = text;
+    renderNotice();
+  }
+
+  function renderNotice() {
+    if (!noticeText) return;
+    const s = noticeText();
+    $("notice").textContent = s;
+    state.lastNotice = s;
   }
 
   // -- live ---------------------------------------------------------------------------------------------
