@@ -16,7 +16,7 @@ Topics
 Payloads (JSON, UTF-8)
 ----------------------
 ``level`` / ``rain``: ``{"ts": "2026-11-29T01:20:00Z", "value": 3.42, "unit": "m", "seq": 17}``;
-``ts`` is ISO 8601 with an offset or epoch seconds; ``unit`` is optional (``m``/``cm``/``mm`` for
+``ts`` is ISO 8601 (without an offset: Japan time, JST) or epoch seconds; ``unit`` is optional (``m``/``cm``/``mm`` for
 level, ``mm`` for rain); ``seq`` is an optional sequence number. A JSON array of such objects is a batch.
 
 ``telemetry``: ``{"ts": ..., "battery_pct": 87, "battery_v": 3.61, "rssi_dbm": -71,
@@ -38,6 +38,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sonae.japantime import parse_iso_time
 
 STATION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MUNICIPALITY = re.compile(r"^[0-9]{5,6}$|^[A-Za-z0-9_\-]{1,32}$")
@@ -162,13 +164,10 @@ def parse_time(raw: Any, *, now: datetime, max_future: timedelta) -> datetime:
         except (OverflowError, OSError, ValueError):
             raise PayloadError("bad_timestamp", f"timestamp {raw!r} is out of range") from None
     elif isinstance(raw, str):
-        try:
-            ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
+        try:  # without an offset the time is Japan time (sonae.japantime: one rule for ingest and API)
+            ts = parse_iso_time(raw)
+        except (ValueError, OverflowError):
             raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} is not ISO 8601") from None
-        if ts.tzinfo is None:
-            raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} has no UTC offset")
-        ts = ts.astimezone(UTC)
     else:
         raise PayloadError("bad_timestamp", f"timestamp of type {type(raw).__name__} is not a time")
     if ts > now + max_future:
