@@ -96,6 +96,7 @@ async def choose_backend(conn: asyncpg.Connection) -> str:
         When ``CREATE EXTENSION`` closed the connection (nothing else can run on it).
     """
     if await uses_timescale(conn):
+        await _warn_if_unsafe_version(conn)
         return "timescale"
     if not await timescale_available(conn):
         return "plain"
@@ -113,7 +114,21 @@ async def choose_backend(conn: asyncpg.Connection) -> str:
         log.warning("TimescaleDB is available but cannot be created; using plain PostgreSQL",
                     extra={"error": str(exc)})
         return "plain"
+    await _warn_if_unsafe_version(conn)
     return "timescale"
+
+
+#: TimescaleDB releases before this lose rows on ON CONFLICT DO NOTHING into compressed chunks.
+SAFE_TIMESCALE = (2, 18, 1)
+
+
+async def _warn_if_unsafe_version(conn: asyncpg.Connection) -> None:
+    version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'") or ""
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+    if parts and parts < SAFE_TIMESCALE:
+        log.warning("TimescaleDB %s loses readings (ON CONFLICT DO NOTHING into a compressed chunk stores neither "
+                    "a duplicate nor the new rows beside it; fixed in 2.18.1): upgrade the extension "
+                    "(ALTER EXTENSION timescaledb UPDATE)", version)
 
 
 def _label(m: Migration) -> str:

@@ -180,11 +180,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory, backend: str,
-                  request: pytest.FixtureRequest) -> Iterator[str]:
-    if backend == "timescale":
-        yield request.getfixturevalue("timescale_server_url")
-        return
+def plain_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A plain PostgreSQL server: ``SONAE_TEST_DATABASE_URL``, the local one, or an embedded one."""
     configured = os.environ.get("SONAE_TEST_DATABASE_URL")
     if configured:
         yield configured
@@ -199,6 +196,13 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory, backend: str,
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The server of this session's backend (each test makes its own database on it)."""
+    name = "timescale_server_url" if backend == "timescale" else "plain_server_url"
+    return str(request.getfixturevalue(name))
 
 
 def with_database(url: str, name: str) -> str:
