@@ -73,8 +73,8 @@ SET min = EXCLUDED.min, max = EXCLUDED.max, avg = EXCLUDED.avg, sum = EXCLUDED.s
 """
 
 
-_SNAPSHOT = """
-SELECT now() AS now,
+_OPEN_WRITERS = """
+SELECT clock_timestamp() AS at,
        (SELECT min(xact_start) FROM pg_stat_activity
         WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
           AND datname = current_database() AND backend_type = 'client backend') AS oldest
@@ -98,16 +98,19 @@ async def refresh_rollups(conn: asyncpg.Connection, *, retention_days: int = 0,
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK):
         return False
     try:
+        # Open transactions are read *before* the snapshot: a writer missing from this list had either
+        # committed (so the snapshot sees its rows) or had not started (so its rows are newer than
+        # ``open["at"]``). The watermark never passes ``open["at"]`` or the oldest open transaction.
+        open_ = await conn.fetchrow(_OPEN_WRITERS)
         async with conn.transaction(isolation="repeatable_read"):
-            snap = await conn.fetchrow(_SNAPSHOT)
-            now: datetime = snap["now"]
+            now: datetime = await conn.fetchval("SELECT now()")
             since = await conn.fetchval("SELECT refreshed_to FROM rollup_watermark")
             since = (since - overlap) if since else datetime.fromtimestamp(0, tz=now.tzinfo)
             keep_from = await horizon(conn, days=retention_days)
             for table, width in BUCKETS.values():
                 await conn.execute(_refresh_sql(table, width), since, now, keep_from)
             # Never past a transaction that is still open: its rows carry its start time.
-            mark = min(now, snap["oldest"]) if snap["oldest"] is not None else now
+            mark = min(now, open_["at"], open_["oldest"] or open_["at"])
             await conn.execute(
                 "INSERT INTO rollup_watermark (id, refreshed_to) VALUES (true, $1) "
                 "ON CONFLICT (id) DO UPDATE SET refreshed_to = greatest(rollup_watermark.refreshed_to, "
