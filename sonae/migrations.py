@@ -77,9 +77,12 @@ async def timescale_available(conn: asyncpg.Connection) -> bool:
 
 
 async def timescale_preloaded(conn: asyncpg.Connection) -> bool:
-    """True when ``shared_preload_libraries`` names timescaledb (TimescaleDB refuses to load otherwise)."""
-    libs = await conn.fetchval("SELECT current_setting('shared_preload_libraries', true)") or ""
-    return any(lib.strip().strip('"').split("-")[0] == "timescaledb" for lib in libs.split(","))
+    """True when the server preloads TimescaleDB (``shared_preload_libraries``; it refuses to load otherwise).
+
+    Read from the settings its loader defines (``timescaledb.disable_load``), which any user may see;
+    ``shared_preload_libraries`` itself needs superuser or ``pg_read_all_settings``.
+    """
+    return bool(await conn.fetchval("SELECT count(*) FROM pg_settings WHERE name = 'timescaledb.disable_load'"))
 
 
 async def uses_timescale(conn: asyncpg.Connection) -> bool:
