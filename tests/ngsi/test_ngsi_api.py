@@ -1,0 +1,282 @@
+"""The NGSI-LD view on a real database: every entity validates against its Smart Data Model offline and
+expands as JSON-LD (pyld, local contexts only); a gauge matches /api/v1/stations and its readings; near
+queries against a haversine oracle; an alert raised through the real rules worker appears as an Alert."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from api.app import create_app
+from api.auth import create_account, login
+from evac.shelters import Shelter
+from evac.store import import_shelters
+from ingest.contract import Reading
+from ingest.registry import Station, upsert_stations
+from ingest.rollups import refresh_rollups
+from ingest.store import write_batch
+from ngsi import context as ctx
+from sonae.config import Settings
+from tests.alerting.support import running_worker
+from tests.api_support import start_client
+from tests.conftest import shared_data
+from tests.ingest_support import wait_until
+
+CENTRE = (37.40, 140.38)  # lat, lon
+THRESHOLDS = {"th_standby": 4.0, "th_caution": 5.5, "th_evacuation": 5.7, "th_danger": 6.8}
+
+
+def _offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float, float]:
+    return lat + north_m / 111_320.0, lon + east_m / (111_320.0 * math.cos(math.radians(lat)))
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance on a sphere of the WGS 84 mean radius (the test's own oracle)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(a))
+
+
+@pytest.fixture
+def sdm() -> Any:
+    folder = shared_data("sdm")
+    sys.path.insert(0, str(folder))
+    try:
+        import validate  # the shared offline validator (../shared/data/sdm/validate.py)
+    finally:
+        sys.path.remove(str(folder))
+    return validate
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
+    c = await start_client(create_app(pool=pool, settings=settings))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def _seed(pool: asyncpg.Pool) -> datetime:
+    now = datetime.now(UTC).replace(microsecond=0)
+    lat, lon = CENTRE
+    places = [(500, 0), (0, 1500), (-1900, 300), (2300, 0), (0, -3000), (-1200, -1200), (1450, 1450)]
+    stations = [Station(id=f"g{i}", name=f"観測所{i}", river="阿武隈川", municipality_code="072036",
+                        lat=_offset(lat, lon, n, e)[0], lon=_offset(lat, lon, n, e)[1], **THRESHOLDS)
+                for i, (n, e) in enumerate(places[:4])]
+    stations.append(Station(id="nowhere", name="位置なし", municipality_code="072036"))
+    shelters = [Shelter(id=f"s{i}", name=f"避難所{i}", lat=_offset(lat, lon, n, e)[0], lon=_offset(lat, lon, n, e)[1],
+                        hazards=frozenset({"flood", "earthquake"}), address="福島県郡山市", municipality_code="072036",
+                        capacity=None if i % 2 else 100 + i, occupancy=i, is_open=i != 3)
+                for i, (n, e) in enumerate(places)]
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO municipalities (code, name_ja, name_en) VALUES ('072036', '郡山市', 'Koriyama')"
+                           " ON CONFLICT DO NOTHING")
+        await upsert_stations(conn, stations)
+        await import_shelters(conn, shelters, actor="test")
+        await write_batch(conn, [Reading(s.id, "level", now - timedelta(minutes=10 * k), 1.0 + k / 100 + j / 10)
+                                 for j, s in enumerate(stations[:4]) for k in range(18)]
+                          + [Reading("g0", "battery_pct", now, 87.0), Reading("g0", "rssi_dbm", now, -71.0),
+                             Reading("g0", "status", now, 0.0)])
+    return now
+
+
+def _loader(base: str) -> Any:
+    """A pyld document loader that serves only local files: the SDM and core contexts, and Sonae's own."""
+    folder = shared_data("sdm")
+    table = {url: folder / path for url, path in json.loads((folder / "contexts.json").read_text()).items()}
+    own = {ctx.context_url(base): ctx.context_document(base)}
+
+    def load(url: str, options: Any = None) -> dict[str, Any]:
+        if url in own:
+            document = own[url]
+        elif url in table:
+            document = json.loads(Path(table[url]).read_text())
+        else:
+            raise AssertionError(f"the context {url} would have to be fetched")
+        return {"contentType": "application/ld+json", "contextUrl": None, "documentUrl": url, "document": document}
+
+    return load
+
+
+async def test_every_entity_validates_and_expands(client: TestClient, pool: asyncpg.Pool, sdm: Any) -> None:
+    from pyld import jsonld
+
+    await _seed(pool)
+    resp = await client.get("/ngsi-ld/v1/entities", params={
+        "type": "WaterObserved,PointOfInterest,Alert,MunicipalityWarningLevel", "options": "keyValues",
+        "limit": "1000"}, headers={"Accept": "application/ld+json"})
+    assert resp.status == 200 and resp.content_type == "application/ld+json"
+    entities = await resp.json()
+    types = [e["type"] for e in entities]
+    assert types.count("WaterObserved") == 4  # the gauge without a position is left out
+    assert types.count("PointOfInterest") == 7 and types.count("MunicipalityWarningLevel") == 1
+    base = f"http://{client.host}:{client.port}"
+    loader = _loader(base)
+    for e in entities:
+        assert e["@context"] == ctx.context_url(base)
+        if e["type"] != "MunicipalityWarningLevel":  # Sonae's own type: no SDM model
+            assert sdm.errors(e["type"], e) == [], e
+        expanded = jsonld.expand(e, {"documentLoader": loader})
+        node = expanded[0]
+        assert node["@id"] == e["id"]
+        for term in e:
+            if term in ("@context", "id", "type"):
+                continue
+            # every term maps to an absolute IRI: none dropped, none left relative
+            assert any(k.endswith("/" + term) or k.endswith("#" + term) or k.endswith(":" + term)
+                       or k.startswith("https://") for k in node), (term, list(node))
+        assert len([k for k in node if not k.startswith("@")]) == len([k for k in e if k not in (
+            "@context", "id", "type")]), (e, node)
+    # application/json: no @context in the body, a Link header instead
+    resp = await client.get("/ngsi-ld/v1/entities", params={"type": "PointOfInterest", "limit": "2"})
+    assert resp.content_type == "application/json"
+    assert resp.headers["Link"] == ctx.link_header(base)
+    body = await resp.json()
+    assert len(body) == 2 and all("@context" not in e for e in body)
+    assert body[0]["occupancy"] == {"type": "Property", "value": 0}  # normalized by default
+    assert body[0]["location"]["type"] == "GeoProperty"
+
+
+async def test_gauge_and_temporal_match_the_stations_api(client: TestClient, pool: asyncpg.Pool) -> None:
+    now = await _seed(pool)
+    station = await (await client.get("/api/v1/stations/g1")).json()
+    resp = await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:WaterObserved:g1", params={"options": "keyValues"})
+    assert resp.status == 200
+    e = await resp.json()
+    assert e["waterLevel"] == e["riverLevel"] == station["latest"]["value"]
+    assert e["dateObserved"] == station["latest"]["ts"]
+    assert e["location"]["coordinates"] == [station["location"]["lon"], station["location"]["lat"]]
+    assert {k: e[t] for k, t in (("standby", "standbyWaterLevel"), ("caution", "cautionWaterLevel"),
+                                 ("evacuation", "evacuationWaterLevel"), ("danger", "dangerWaterLevel"))} \
+        == station["thresholds"]
+    start, end = now - timedelta(hours=3), now + timedelta(minutes=1)
+    readings = (await (await client.get("/api/v1/stations/g1/readings", params={
+        "from": start.isoformat(), "to": end.isoformat()})).json())["readings"]
+    resp = await client.get("/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:WaterObserved:g1", params={
+        "timerel": "between", "timeAt": start.isoformat(), "endTimeAt": end.isoformat(),
+        "options": "temporalValues"})
+    assert resp.status == 200
+    values = (await resp.json())["riverLevel"]["values"]
+    assert values == [[r["value"], r["ts"]] for r in readings] and len(values) == 18
+    resp = await client.get("/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:WaterObserved:g1", params={"lastN": "3"})
+    assert [v["value"] for v in (await resp.json())["riverLevel"]] == [r["value"] for r in readings[-3:]]
+    # aggregated: the rollups the stations API reads with bucket=1h, recomputed from raw rows as well
+    async with pool.acquire() as conn:
+        await refresh_rollups(conn)  # what housekeeping does (plain PostgreSQL and TimescaleDB)
+    rolled = (await (await client.get("/api/v1/stations/g1/readings", params={
+        "from": start.isoformat(), "to": end.isoformat(), "bucket": "1h"})).json())["readings"]
+    resp = await client.get("/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:WaterObserved:g1", params={
+        "timerel": "between", "timeAt": start.isoformat(), "endTimeAt": end.isoformat(),
+        "aggrMethods": "max,min,totalCount", "aggrPeriodDuration": "PT1H"})
+    assert resp.status == 200
+    agg = (await resp.json())["riverLevel"]
+    assert [m[0] for m in agg["max"]] == [r["max"] for r in rolled]
+    assert [m[1] for m in agg["min"]] == [r["bucket"] for r in rolled]
+    raw_by_hour: dict[str, list[float]] = {}
+    for r in readings:
+        hour = datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).replace(minute=0, second=0)
+        if hour >= start:  # a rollup bucket counts when it starts inside the window (as bucket= does)
+            raw_by_hour.setdefault(hour.isoformat().replace("+00:00", "Z"), []).append(r["value"])
+    assert {m[1]: m[0] for m in agg["totalCount"]} == {h: len(v) for h, v in raw_by_hour.items()}
+
+
+async def test_near_and_within_match_a_haversine_oracle(client: TestClient, pool: asyncpg.Pool) -> None:
+    await _seed(pool)
+    lat, lon = CENTRE
+    resp = await client.get("/ngsi-ld/v1/entities", params={
+        "type": "WaterObserved,PointOfInterest", "georel": "near;maxDistance==2000", "geometry": "Point",
+        "coordinates": json.dumps([lon, lat]), "options": "keyValues", "limit": "1000", "count": "true"})
+    assert resp.status == 200
+    got = {e["id"] for e in await resp.json()}
+    everything = await (await client.get("/ngsi-ld/v1/entities", params={
+        "type": "WaterObserved,PointOfInterest", "options": "keyValues", "limit": "1000"})).json()
+    distances = {e["id"]: haversine_m(lat, lon, e["location"]["coordinates"][1], e["location"]["coordinates"][0])
+                 for e in everything}
+    assert all(abs(d - 2000) > 20 for d in distances.values()), "a place too close to the edge for the oracle"
+    assert got == {i for i, d in distances.items() if d <= 2000}
+    assert resp.headers["NGSILD-Results-Count"] == str(len(got)) and 0 < len(got) < len(everything)
+    box = [[[lon - 0.01, lat - 0.01], [lon + 0.01, lat - 0.01], [lon + 0.01, lat + 0.01], [lon - 0.01, lat + 0.01],
+            [lon - 0.01, lat - 0.01]]]
+    inside = await (await client.get("/ngsi-ld/v1/entities", params={
+        "type": "PointOfInterest", "georel": "within", "geometry": "Polygon", "coordinates": json.dumps(box),
+        "options": "keyValues"})).json()
+    assert {e["id"] for e in inside} == {e["id"] for e in everything if e["type"] == "PointOfInterest"
+                                         and abs(e["location"]["coordinates"][0] - lon) <= 0.01
+                                         and abs(e["location"]["coordinates"][1] - lat) <= 0.01}
+
+
+async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool, sdm: Any) -> None:
+    await _seed(pool)
+    resp = await client.get("/ngsi-ld/v1/entities", params={
+        "type": "PointOfInterest", "q": 'shelterStatus=="open";occupancy>=2', "options": "keyValues"})
+    assert sorted(e["id"] for e in await resp.json()) == [f"urn:ngsi-ld:PointOfInterest:s{i}" for i in (2, 4, 5, 6)]
+    resp = await client.get("/ngsi-ld/v1/entities", params={"type": "PointOfInterest", "q": "!capacity|occupancy==0",
+                                                            "options": "keyValues"})
+    assert sorted(e["id"] for e in await resp.json()) == [f"urn:ngsi-ld:PointOfInterest:s{i}" for i in (0, 1, 3, 5)]
+    page = await (await client.get("/ngsi-ld/v1/entities", params={"type": "PointOfInterest", "limit": "3",
+                                                                   "offset": "5"})).json()
+    assert [e["id"] for e in page] == ["urn:ngsi-ld:PointOfInterest:s5", "urn:ngsi-ld:PointOfInterest:s6"]
+    for params in ({"type": "WaterObserved", "q": "location.coordinates==1"}, {"q": "a==("},
+                   {"type": "WaterObserved", "georel": "equals", "geometry": "Point", "coordinates": "[140,37]"}, {}):
+        resp = await client.get("/ngsi-ld/v1/entities", params=params)
+        assert resp.status == 400, params
+        assert (await resp.json())["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    resp = await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:WaterObserved:absent")
+    assert resp.status == 404
+    assert (await resp.json())["type"] == "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound"
+    assert (await client.get("/ngsi-ld/v1/entities", params={"type": "Device"})).status == 401
+    assert (await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:g0")).status == 401
+    assert (await client.get("/ngsi-ld/v1/entities", params={"type": "PointOfInterest"},
+                             headers={"Accept": "text/html"})).status == 406
+    async with pool.acquire() as conn:
+        await create_account(conn, username="kawa", password="kawa-password-1", role="staff",
+                             municipality_code="072036")
+        token, _, _ = await login(conn, "kawa", "kawa-password-1")  # type: ignore[misc]
+    resp = await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:g0", params={"options": "keyValues"},
+                            headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200
+    device = await resp.json()
+    assert sdm.errors("Device", device) == []
+    assert (device["batteryLevel"], device["rssi"], device["deviceState"]) == (0.87, -71.0, "ok")
+
+
+async def test_alert_from_the_rules_worker_is_an_alert_entity(client: TestClient, pool: asyncpg.Pool,
+                                                              sdm: Any) -> None:
+    now = await _seed(pool)
+    async with running_worker(pool):
+        async with pool.acquire() as conn:
+            # a gauge rising at a plausible rate (5.4 m/h < 6 m/h) through every threshold past 氾濫危険水位
+            await write_batch(conn, [Reading("g2", "level", now + timedelta(minutes=1 + 10 * k), 2.2 + 0.9 * k)
+                                     for k in range(7)])
+
+        async def raised() -> Any:  # the database is the synchronisation point (the API is rate limited)
+            async with pool.acquire() as conn:
+                return await conn.fetchval("SELECT count(*) FROM alerts WHERE station_id = 'g2' AND "
+                                           "audience = 'public' AND cleared_at IS NULL AND level = 4")
+
+        await wait_until(raised, timeout=30, what="a public level-4 alert for g2")
+    resp = await client.get("/ngsi-ld/v1/entities", params={"type": "Alert", "options": "keyValues"})
+    assert resp.status == 200
+    alerts = [e for e in await resp.json() if e.get("alertSource") == "urn:ngsi-ld:WaterObserved:g2"]
+    assert len(alerts) == 1
+    a = alerts[0]
+    assert sdm.errors("Alert", a) == []
+    assert a["warningLevel"] == 4 and a["severity"] == "high" and a["subCategory"] == "flood"
+    cap = await client.get(a["capDocument"].replace(f"http://{client.host}:{client.port}", ""))
+    assert cap.status == 200 and a["capIdentifier"].encode() in await cap.read()
+    assert "acknowledged_by" not in json.dumps(a) and "issued_by" not in json.dumps(a)
+    gauge = await (await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:WaterObserved:g2",
+                                    params={"options": "keyValues"})).json()
+    assert gauge["warningLevel"] == 4
+    town = await (await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:MunicipalityWarningLevel:072036",
+                                    params={"options": "keyValues"})).json()
+    assert town["warningLevel"] == 4
