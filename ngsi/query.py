@@ -3,7 +3,8 @@ key-values entities in memory.
 
 ``q`` supported: terms ``attr``, ``!attr`` (existence), ``attr OP value`` with ``==``, ``!=``, ``>``, ``>=``,
 ``<``, ``<=``, ``~=`` and ``!~=`` (regular expression); values: numbers, ``"strings"``, ``true``/``false``,
-ISO 8601 date-times (quoted or not), ranges ``a..b`` and lists ``a,b,c`` (with ``==``/``!=``); ``;`` (and,
+ISO 8601 date-times (quoted or not), ranges ``a..b`` and lists ``a,b,"c"`` (with ``==``/``!=``); strings are quoted
+(``name=="x"``), as the grammar says; ``;`` (and,
 binding tighter) and ``|`` (or), parentheses. An array-valued attribute matches when any member does.
 Not supported (→ :class:`QueryError`, answered 400): attribute paths (``a.b``, ``a[b]``), ``@``-
 qualified terms and anything else outside this grammar.
@@ -124,7 +125,6 @@ def parse_q(text: str) -> Any:
     if len(text) > MAX_Q:
         raise QueryError(f"q: at most {MAX_Q} characters")
     toks = _tokens(text)
-    # values may contain characters the tokenizer splits on (commas are fine; ranges and lists join back)
     pos = 0
 
     def peek() -> tuple[str, str] | None:
@@ -178,6 +178,8 @@ def parse_q(text: str) -> Any:
         kind, raw = take()
         if kind not in ("word", "str"):
             raise QueryError(f"q: expected a value after {op}")
+        while (nxt := peek()) is not None and nxt[0] in ("word", "str"):  # "a","b" lists: join the pieces
+            raw += take()[1]
         return Term(text_, op, _value(raw, op))
 
     tree = disjunction(0)

@@ -280,3 +280,22 @@ async def test_alert_from_the_rules_worker_is_an_alert_entity(client: TestClient
     town = await (await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:MunicipalityWarningLevel:072036",
                                     params={"options": "keyValues"})).json()
     assert town["warningLevel"] == 4
+
+
+async def test_an_unconfirmed_spike_never_becomes_an_entity(client: TestClient, pool: asyncpg.Pool) -> None:
+    now = await _seed(pool)
+    async with running_worker(pool):
+        async with pool.acquire() as conn:  # +6 m in ten minutes: beyond the plausible rate
+            await write_batch(conn, [Reading("g3", "level", now + timedelta(minutes=1), 7.5)])
+
+        async def unconfirmed() -> Any:
+            async with pool.acquire() as conn:
+                return await conn.fetchval("SELECT count(*) FROM alerts WHERE station_id = 'g3' AND "
+                                           "condition = 'river_level_unconfirmed' AND cleared_at IS NULL")
+
+        await wait_until(unconfirmed, timeout=30, what="an unconfirmed alert for g3")
+    body = await (await client.get("/ngsi-ld/v1/entities", params={
+        "type": "Alert,WaterObserved,MunicipalityWarningLevel", "options": "keyValues", "limit": "1000"})).json()
+    assert [e for e in body if e["type"] == "Alert"] == []
+    assert all("warningLevel" not in e for e in body)
+    assert "river_level_unconfirmed" not in json.dumps(body)
