@@ -149,12 +149,14 @@ def alert(a: Mapping[str, Any], *, base: str, description: str) -> dict[str, Any
               else entity_id(MUNICIPALITY, a.get("municipality_code") or "unknown"))
     e: dict[str, Any] = {
         "id": entity_id(ALERT, f"sonae-alert-{a['id']}"), "type": ALERT, "category": "naturalDisaster",
-        "subCategory": "flood" if a["condition"] == RIVER else "evacuationOrder",
         "dateIssued": iso(a["raised_at"]), "validFrom": iso(a["raised_at"]), "alertSource": source,
         "description": description, "alertCondition": a["condition"],
         "capIdentifier": cap_identifier(a["id"], a["version"]),
         "capDocument": f"{base.rstrip('/')}/api/v1/alerts/{a['id']}.cap", "exercise": bool(a["exercise"]),
     }
+    if a["condition"] == RIVER:
+        # SDM's subCategory is an enum with no evacuation order; an order says so in alertCondition
+        e["subCategory"] = "flood"
     if level in SEVERITY:
         e["severity"] = SEVERITY[level]
         e["warningLevel"] = level

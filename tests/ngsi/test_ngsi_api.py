@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from alerting.store import issue_order
 from api.app import create_app
 from api.auth import create_account, login
 from evac.shelters import Shelter
@@ -111,6 +112,11 @@ async def test_every_entity_validates_and_expands(client: TestClient, pool: asyn
     from pyld import jsonld
 
     await _seed(pool)
+    lat, lon = CENTRE
+    area = {"type": "Polygon", "coordinates": [[[lon - 0.02, lat - 0.02], [lon + 0.02, lat - 0.02],
+                                                [lon + 0.02, lat + 0.02], [lon - 0.02, lat - 0.02]]]}
+    async with pool.acquire() as conn:  # an evacuation order (避難指示) over an area: an Alert with a Polygon
+        await issue_order(conn, municipality_code="072036", level=4, issued_by="kawa", area=area, note="内部メモ")
     resp = await client.get("/ngsi-ld/v1/entities", params={
         "type": "WaterObserved,PointOfInterest,Alert,MunicipalityWarningLevel", "options": "keyValues",
         "limit": "1000"}, headers={"Accept": "application/ld+json"})
@@ -119,6 +125,9 @@ async def test_every_entity_validates_and_expands(client: TestClient, pool: asyn
     types = [e["type"] for e in entities]
     assert types.count("WaterObserved") == 4  # the gauge without a position is left out
     assert types.count("PointOfInterest") == 7 and types.count("MunicipalityWarningLevel") == 1
+    (order,) = [e for e in entities if e["type"] == "Alert"]
+    assert order["location"] == area and order["warningLevel"] == 4 and order["alertCondition"] == "evacuation_order"
+    assert "kawa" not in json.dumps(entities, ensure_ascii=False) and "内部メモ" not in json.dumps(entities)
     base = f"http://{client.host}:{client.port}"
     loader = _loader(base)
     for e in entities:

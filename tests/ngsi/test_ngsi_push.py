@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from alerting.store import cancel_order, issue_order
 from ingest.contract import Reading
 from ingest.store import write_batch
 from ngsi import context as ctx
@@ -167,3 +168,36 @@ async def test_failing_broker_dead_letters(pool: asyncpg.Pool, broker: tuple[Stu
         rows = await conn.fetch("SELECT attempts, last_status, last_error FROM ngsi_push_queue")
     assert {r["attempts"] for r in rows} == {tries} and {r["last_status"] for r in rows} == {fail[0]}
     assert all(json.dumps(r["last_error"]).startswith(f'"HTTP {fail[0]}') for r in rows)
+
+
+async def test_a_cancelled_order_is_deleted_from_the_broker(pool: asyncpg.Pool,
+                                                           broker: tuple[StubBroker, str]) -> None:
+    stub, url = broker
+    await _seed(pool)
+    worker = PushWorker(pool, broker_url=url, base=BASE, retry_base_s=0.05, retry_max_s=0.2, debounce_s=0.05)
+    task = await _running(worker)
+    try:
+        async def town_sent() -> bool:
+            row = await _state(pool, "urn:ngsi-ld:MunicipalityWarningLevel:072036")
+            return row is not None and row["state"] == "sent"
+
+        await wait_until(town_sent, timeout=30, what="the first push")
+        async with pool.acquire() as conn:
+            order_id, change = await issue_order(conn, municipality_code="072036", level=3, issued_by="kawa")
+        eid = f"urn:ngsi-ld:Alert:sonae-alert-{change.alert_id}"
+
+        async def state_is(op: str) -> bool:
+            row = await _state(pool, eid)
+            return row is not None and row["op"] == op and row["state"] == "sent"
+
+        await wait_until(lambda: state_is("upsert"), timeout=30, what="the order pushed")
+        async with pool.acquire() as conn:
+            await cancel_order(conn, order_id, cancelled_by="kawa")
+        await wait_until(lambda: state_is("delete"), timeout=30, what="the cancelled order deleted")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+    assert stub.problems == [] and stub.deletes == [[eid]]
+    town = stub.upserted("urn:ngsi-ld:MunicipalityWarningLevel:072036")
+    assert [t.get("warningLevel", {}).get("value") for t in town] == [None, 3, None]  # before, during, after
+    assert "kawa" not in json.dumps(stub.requests, ensure_ascii=False)
