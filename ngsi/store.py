@@ -16,9 +16,10 @@ from evac.store import shelter_rows
 from ingest import queries
 from ngsi import entities as E
 
+#: as the staff sensor-health view reads them (api/staff.py); the last reading is of a measurement
 _DEVICES = """
 SELECT s.id, s.name, s.kind, s.lat, s.lon, s.municipality_code, s.exercise,
-       (SELECT max(ts) FROM readings r WHERE r.station_id = s.id) AS last_reading,
+       (SELECT max(ts) FROM readings r WHERE r.station_id = s.id AND r.kind IN ('level', 'rain')) AS last_reading,
        (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'battery_pct' ORDER BY ts DESC LIMIT 1) AS battery_pct,
        (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'rssi_dbm' ORDER BY ts DESC LIMIT 1) AS rssi_dbm,
        (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'status' ORDER BY ts DESC LIMIT 1) AS status

@@ -224,7 +224,7 @@ async def test_near_and_within_match_a_haversine_oracle(client: TestClient, pool
 
 
 async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool, sdm: Any) -> None:
-    await _seed(pool)
+    now = await _seed(pool)
     resp = await client.get("/ngsi-ld/v1/entities", params={
         "type": "PointOfInterest", "q": 'shelterStatus=="open";occupancy>=2', "options": "keyValues"})
     assert sorted(e["id"] for e in await resp.json()) == [f"urn:ngsi-ld:PointOfInterest:s{i}" for i in (2, 4, 5, 6)]
@@ -256,6 +256,17 @@ async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool
     device = await resp.json()
     assert sdm.errors("Device", device) == []
     assert (device["batteryLevel"], device["rssi"], device["deviceState"]) == (0.87, -71.0, "ok")
+    assert device["dateLastValueReported"] == now.isoformat().replace("+00:00", "Z")
+    # staff of another municipality do not see the device at all (as if it did not exist)
+    async with pool.acquire() as conn:
+        await create_account(conn, username="yama", password="yama-password-1", role="staff",
+                             municipality_code="072010")
+        other, _, _ = await login(conn, "yama", "yama-password-1")  # type: ignore[misc]
+    resp = await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:g0", headers={"Authorization": f"Bearer {other}"})
+    assert resp.status == 404
+    listed = await (await client.get("/ngsi-ld/v1/entities", params={"type": "Device"},
+                                     headers={"Authorization": f"Bearer {other}"})).json()
+    assert listed == []
 
 
 async def test_alert_from_the_rules_worker_is_an_alert_entity(client: TestClient, pool: asyncpg.Pool,
