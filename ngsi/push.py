@@ -56,10 +56,10 @@ def base_url(settings: Any) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{settings['api.port']}"
 
 
-def backoff(attempts: int, *, base_s: float, max_s: float) -> float:
-    """Delay before try ``attempts + 1``: ``base_s`` doubling per try, at most ``max_s``, plus up to 25% jitter."""
-    delay = min(base_s * (2 ** max(attempts - 1, 0)), max_s)
-    return delay * (1 + random.random() / 4)
+def backoff(attempts: int, *, base_s: float, max_s: float, jitter: float = 0.0) -> float:
+    """Delay before try ``attempts + 1``: ``base_s`` doubling per try, at most ``max_s``, times ``1 + jitter``
+    (the worker draws one jitter in [0, 0.25) per batch, so a batch's rows stay due together)."""
+    return min(base_s * (2 ** max(attempts - 1, 0)), max_s) * (1 + jitter)
 
 
 class PushWorker:
@@ -168,6 +168,7 @@ class PushWorker:
                 tried += len(due)
                 ok, failed, status, error = await self._send(session, op, due)
                 now = datetime.now(UTC)
+                jitter = random.random() / 4
                 for row in due:
                     eid = row["entity_id"]
                     if eid in ok:
@@ -180,7 +181,7 @@ class PushWorker:
                     attempts = row["attempts"] + 1
                     dead = permanent or attempts >= self.max_attempts
                     next_at = now + timedelta(seconds=backoff(attempts, base_s=self.retry_base_s,
-                                                              max_s=self.retry_max_s))
+                                                              max_s=self.retry_max_s, jitter=jitter))
                     await conn.execute(
                         """UPDATE ngsi_push_queue SET state = $2, attempts = $3, next_attempt_at = $4,
                                   last_status = $5, last_error = $6 WHERE entity_id = $1""",

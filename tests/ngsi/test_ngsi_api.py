@@ -6,37 +6,21 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from aiohttp.test_utils import TestClient
 
 from alerting.store import issue_order
-from api.app import create_app
 from api.auth import create_account, login
-from evac.shelters import Shelter
-from evac.store import import_shelters
 from ingest.contract import Reading
-from ingest.registry import Station, upsert_stations
 from ingest.rollups import refresh_rollups
 from ingest.store import write_batch
 from ngsi import context as ctx
-from sonae.config import Settings
 from tests.alerting.support import running_worker
-from tests.api_support import start_client
-from tests.conftest import shared_data
 from tests.ingest_support import wait_until
-
-CENTRE = (37.40, 140.38)  # lat, lon
-THRESHOLDS = {"th_standby": 4.0, "th_caution": 5.5, "th_evacuation": 5.7, "th_danger": 6.8}
-
-
-def _offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float, float]:
-    return lat + north_m / 111_320.0, lon + east_m / (111_320.0 * math.cos(math.radians(lat)))
+from tests.ngsi.support import CENTRE, offline_loader, seed
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -46,72 +30,10 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6_371_008.8 * math.asin(math.sqrt(a))
 
 
-@pytest.fixture
-def sdm() -> Any:
-    folder = shared_data("sdm")
-    sys.path.insert(0, str(folder))
-    try:
-        import validate  # the shared offline validator (../shared/data/sdm/validate.py)
-    finally:
-        sys.path.remove(str(folder))
-    return validate
-
-
-@pytest.fixture
-async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
-    c = await start_client(create_app(pool=pool, settings=settings))
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def _seed(pool: asyncpg.Pool) -> datetime:
-    now = datetime.now(UTC).replace(microsecond=0)
-    lat, lon = CENTRE
-    places = [(500, 0), (0, 1500), (-1900, 300), (2300, 0), (0, -3000), (-1200, -1200), (1450, 1450)]
-    stations = [Station(id=f"g{i}", name=f"観測所{i}", river="阿武隈川", municipality_code="072036",
-                        lat=_offset(lat, lon, n, e)[0], lon=_offset(lat, lon, n, e)[1], **THRESHOLDS)
-                for i, (n, e) in enumerate(places[:4])]
-    stations.append(Station(id="nowhere", name="位置なし", municipality_code="072036"))
-    shelters = [Shelter(id=f"s{i}", name=f"避難所{i}", lat=_offset(lat, lon, n, e)[0], lon=_offset(lat, lon, n, e)[1],
-                        hazards=frozenset({"flood", "earthquake"}), address="福島県郡山市", municipality_code="072036",
-                        capacity=None if i % 2 else 100 + i, occupancy=i, is_open=i != 3)
-                for i, (n, e) in enumerate(places)]
-    async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO municipalities (code, name_ja, name_en) VALUES ('072036', '郡山市', 'Koriyama')"
-                           " ON CONFLICT DO NOTHING")
-        await upsert_stations(conn, stations)
-        await import_shelters(conn, shelters, actor="test")
-        await write_batch(conn, [Reading(s.id, "level", now - timedelta(minutes=10 * k), 1.0 + k / 100 + j / 10)
-                                 for j, s in enumerate(stations[:4]) for k in range(18)]
-                          + [Reading("g0", "battery_pct", now, 87.0), Reading("g0", "rssi_dbm", now, -71.0),
-                             Reading("g0", "status", now, 0.0)])
-    return now
-
-
-def _loader(base: str) -> Any:
-    """A pyld document loader that serves only local files: the SDM and core contexts, and Sonae's own."""
-    folder = shared_data("sdm")
-    table = {url: folder / path for url, path in json.loads((folder / "contexts.json").read_text()).items()}
-    own = {ctx.context_url(base): ctx.context_document(base)}
-
-    def load(url: str, options: Any = None) -> dict[str, Any]:
-        if url in own:
-            document = own[url]
-        elif url in table:
-            document = json.loads(Path(table[url]).read_text())
-        else:
-            raise AssertionError(f"the context {url} would have to be fetched")
-        return {"contentType": "application/ld+json", "contextUrl": None, "documentUrl": url, "document": document}
-
-    return load
-
-
 async def test_every_entity_validates_and_expands(client: TestClient, pool: asyncpg.Pool, sdm: Any) -> None:
     from pyld import jsonld
 
-    await _seed(pool)
+    await seed(pool)
     lat, lon = CENTRE
     area = {"type": "Polygon", "coordinates": [[[lon - 0.02, lat - 0.02], [lon + 0.02, lat - 0.02],
                                                 [lon + 0.02, lat + 0.02], [lon - 0.02, lat - 0.02]]]}
@@ -129,7 +51,7 @@ async def test_every_entity_validates_and_expands(client: TestClient, pool: asyn
     assert order["location"] == area and order["warningLevel"] == 4 and order["alertCondition"] == "evacuation_order"
     assert "kawa" not in json.dumps(entities, ensure_ascii=False) and "内部メモ" not in json.dumps(entities)
     base = f"http://{client.host}:{client.port}"
-    loader = _loader(base)
+    loader = offline_loader(base)
     for e in entities:
         assert e["@context"] == ctx.context_url(base)
         if e["type"] != "MunicipalityWarningLevel":  # Sonae's own type: no SDM model
@@ -156,7 +78,7 @@ async def test_every_entity_validates_and_expands(client: TestClient, pool: asyn
 
 
 async def test_gauge_and_temporal_match_the_stations_api(client: TestClient, pool: asyncpg.Pool) -> None:
-    now = await _seed(pool)
+    now = await seed(pool)
     station = await (await client.get("/api/v1/stations/g1")).json()
     resp = await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:WaterObserved:g1", params={"options": "keyValues"})
     assert resp.status == 200
@@ -199,7 +121,7 @@ async def test_gauge_and_temporal_match_the_stations_api(client: TestClient, poo
 
 
 async def test_near_and_within_match_a_haversine_oracle(client: TestClient, pool: asyncpg.Pool) -> None:
-    await _seed(pool)
+    await seed(pool)
     lat, lon = CENTRE
     resp = await client.get("/ngsi-ld/v1/entities", params={
         "type": "WaterObserved,PointOfInterest", "georel": "near;maxDistance==2000", "geometry": "Point",
@@ -224,7 +146,7 @@ async def test_near_and_within_match_a_haversine_oracle(client: TestClient, pool
 
 
 async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool, sdm: Any) -> None:
-    now = await _seed(pool)
+    now = await seed(pool)
     resp = await client.get("/ngsi-ld/v1/entities", params={
         "type": "PointOfInterest", "q": 'shelterStatus=="open";occupancy>=2', "options": "keyValues"})
     assert sorted(e["id"] for e in await resp.json()) == [f"urn:ngsi-ld:PointOfInterest:s{i}" for i in (2, 4, 5, 6)]
@@ -271,7 +193,7 @@ async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool
 
 async def test_alert_from_the_rules_worker_is_an_alert_entity(client: TestClient, pool: asyncpg.Pool,
                                                               sdm: Any) -> None:
-    now = await _seed(pool)
+    now = await seed(pool)
     async with running_worker(pool):
         async with pool.acquire() as conn:
             # a gauge rising at a plausible rate (5.4 m/h < 6 m/h) through every threshold past 氾濫危険水位
@@ -303,7 +225,7 @@ async def test_alert_from_the_rules_worker_is_an_alert_entity(client: TestClient
 
 
 async def test_an_unconfirmed_spike_never_becomes_an_entity(client: TestClient, pool: asyncpg.Pool) -> None:
-    now = await _seed(pool)
+    now = await seed(pool)
     async with running_worker(pool):
         async with pool.acquire() as conn:  # +6 m in ten minutes: beyond the plausible rate
             await write_batch(conn, [Reading("g3", "level", now + timedelta(minutes=1), 7.5)])

@@ -18,10 +18,10 @@ from alerting.store import cancel_order, issue_order
 from ingest.contract import Reading
 from ingest.store import write_batch
 from ngsi import context as ctx
-from ngsi.push import PushWorker
+from ngsi.push import PushWorker, backoff
 from tests.alerting.support import running_worker
 from tests.ingest_support import wait_until
-from tests.ngsi.test_ngsi_api import _seed
+from tests.ngsi.support import seed
 
 BASE = "http://sonae.test"
 KINDS = {"Property", "GeoProperty", "Relationship"}
@@ -96,7 +96,7 @@ async def _state(pool: asyncpg.Pool, eid: str) -> asyncpg.Record | None:
 async def test_alert_from_the_rules_worker_is_pushed_once(pool: asyncpg.Pool, broker: tuple[StubBroker, str]) -> None:
     stub, url = broker
     stub.fail = [503]  # the broker is busy at first: the batch is retried
-    now = await _seed(pool)
+    now = await seed(pool)
     async with running_worker(pool):
         async with pool.acquire() as conn:
             await write_batch(conn, [Reading("g2", "level", now + timedelta(minutes=1 + 10 * k), 2.2 + 0.9 * k)
@@ -149,7 +149,7 @@ async def test_failing_broker_dead_letters(pool: asyncpg.Pool, broker: tuple[Stu
                                            fail: list[int], tries: int) -> None:
     stub, url = broker
     stub.fail = list(fail)
-    await _seed(pool)
+    await seed(pool)
     worker = PushWorker(pool, broker_url=url, base=BASE, max_attempts=3, retry_base_s=0.02, retry_max_s=0.1,
                         debounce_s=0.02, batch=1000)
     task = await _running(worker)
@@ -163,7 +163,7 @@ async def test_failing_broker_dead_letters(pool: asyncpg.Pool, broker: tuple[Stu
     finally:
         worker.stop()
         await asyncio.wait_for(task, 20)
-    assert len(stub.requests) == tries and stub.problems == []
+    assert [len(r) for r in stub.requests] == [12] * tries and stub.problems == []
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT attempts, last_status, last_error FROM ngsi_push_queue")
     assert {r["attempts"] for r in rows} == {tries} and {r["last_status"] for r in rows} == {fail[0]}
@@ -173,7 +173,7 @@ async def test_failing_broker_dead_letters(pool: asyncpg.Pool, broker: tuple[Stu
 async def test_a_cancelled_order_is_deleted_from_the_broker(pool: asyncpg.Pool,
                                                            broker: tuple[StubBroker, str]) -> None:
     stub, url = broker
-    await _seed(pool)
+    await seed(pool)
     worker = PushWorker(pool, broker_url=url, base=BASE, retry_base_s=0.05, retry_max_s=0.2, debounce_s=0.05)
     task = await _running(worker)
     try:
@@ -201,3 +201,9 @@ async def test_a_cancelled_order_is_deleted_from_the_broker(pool: asyncpg.Pool,
     town = stub.upserted("urn:ngsi-ld:MunicipalityWarningLevel:072036")
     assert [t.get("warningLevel", {}).get("value") for t in town] == [None, 3, None]  # before, during, after
     assert "kawa" not in json.dumps(stub.requests, ensure_ascii=False)
+
+
+def test_backoff_doubles_to_its_ceiling() -> None:
+    delays = [backoff(n, base_s=2.0, max_s=600.0) for n in range(1, 11)]
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 600.0]
+    assert backoff(3, base_s=2.0, max_s=600.0, jitter=0.25) == 10.0
