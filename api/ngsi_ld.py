@@ -20,7 +20,6 @@ Entity mapping: :mod:`ngsi.entities`; the q-language subset: :mod:`ngsi.query`.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +32,7 @@ from ingest import queries
 from ngsi import context as ctx
 from ngsi import entities as E
 from ngsi import store
-from ngsi.query import QueryError, geo_matches, matches, parse_geo, parse_q
+from ngsi.query import QueryError, compile_pattern, geo_matches, matches, parse_geo, parse_q
 
 routes = web.RouteTableDef()
 
@@ -169,11 +168,9 @@ async def query_entities(request: web.Request) -> web.Response:
         tree = parse_q(q_text) if q_text else None
         geo = parse_geo(georel, request.query.get("geometry"), request.query.get("coordinates"),
                         request.query.get("geoproperty")) if georel else None
-        pattern = re.compile(id_pattern) if id_pattern else None
+        pattern = compile_pattern(id_pattern, name="idPattern") if id_pattern else None
     except QueryError as exc:
         raise bad_request(str(exc)) from None
-    except re.error:
-        raise bad_request("idPattern is not a valid regular expression") from None
     limit = _int(request, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT)
     offset = _int(request, "offset", 0, 0, 10**9)
     count = request.query.get("count", "false")
