@@ -156,6 +156,9 @@ async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool
     page = await (await client.get("/ngsi-ld/v1/entities", params={"type": "PointOfInterest", "limit": "3",
                                                                    "offset": "5"})).json()
     assert [e["id"] for e in page] == ["urn:ngsi-ld:PointOfInterest:s5", "urn:ngsi-ld:PointOfInterest:s6"]
+    resp = await client.get("/ngsi-ld/v1/entities", params={
+        "id": "urn:ngsi-ld:WaterObserved:g1,urn:ngsi-ld:PointOfInterest:s1,urn:ngsi-ld:Device:g0"})
+    assert [e["id"] for e in await resp.json()] == ["urn:ngsi-ld:WaterObserved:g1", "urn:ngsi-ld:PointOfInterest:s1"]
     resp = await client.get("/ngsi-ld/v1/entities", params={"type": "PointOfInterest", "idPattern": r"s[0-2]$"})
     assert [e["id"] for e in await resp.json()] == [f"urn:ngsi-ld:PointOfInterest:s{i}" for i in (0, 1, 2)]
     for params in ({"type": "WaterObserved", "q": "location.coordinates==1"}, {"q": "a==("},
