@@ -18,7 +18,8 @@ from alerting.store import cancel_order, issue_order
 from ingest.contract import Reading
 from ingest.store import write_batch
 from ngsi import context as ctx
-from ngsi.push import PushWorker, backoff
+from ngsi.push import PushWorker, backoff, run_push_worker
+from sonae.config import load_settings
 from tests.alerting.support import running_worker
 from tests.ingest_support import wait_until
 from tests.ngsi.support import seed
@@ -207,3 +208,21 @@ def test_backoff_doubles_to_its_ceiling() -> None:
     delays = [backoff(n, base_s=2.0, max_s=600.0) for n in range(1, 11)]
     assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 600.0]
     assert backoff(3, base_s=2.0, max_s=600.0, jitter=0.25) == 10.0
+
+
+async def test_run_push_worker_follows_its_settings(pool: asyncpg.Pool, database_url: str,
+                                                    broker: tuple[StubBroker, str]) -> None:
+    stub, url = broker
+    await seed(pool)
+    stop = asyncio.Event()
+    off = load_settings(environ={"SONAE_DATABASE_URL": database_url})
+    await asyncio.wait_for(run_push_worker(off, pool, stop), 5)  # no broker configured: returns at once
+    on = load_settings(environ={"SONAE_DATABASE_URL": database_url, "SONAE_NGSI_BROKER_URL": url,
+                                "SONAE_API_PUBLIC_URL": BASE})
+    task = asyncio.create_task(run_push_worker(on, pool, stop))
+    try:
+        await wait_until(lambda: asyncio.sleep(0, result=bool(stub.requests)), timeout=30, what="a push")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    assert stub.problems == [] and len(stub.requests[0]) == 12
