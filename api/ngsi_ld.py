@@ -11,7 +11,8 @@
 
 Content negotiation (§6.3.6): ``Accept: application/ld+json`` puts ``@context`` in the body;
 ``application/json`` (or none, or ``*/*``) answers with a ``Link`` header naming the context instead; other
-media types → 406. Errors are RFC 9457 documents with NGSI-LD problem types
+media types → 406. A request's ``Link`` context must be Sonae's, the core or an included SDM context (else 503
+LdContextNotAvailable: Sonae fetches no context). Errors are RFC 9457 documents with NGSI-LD problem types
 (``https://uri.etsi.org/ngsi-ld/errors/…``). Gauges, shelters, active public alerts and municipality levels
 are public; devices need a staff or operator login (staff bound to a municipality see its devices only).
 Entity mapping: :mod:`ngsi.entities`; the q-language subset: :mod:`ngsi.query`.
@@ -20,6 +21,7 @@ Entity mapping: :mod:`ngsi.entities`; the q-language subset: :mod:`ngsi.query`.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -102,6 +104,29 @@ def _respond(request: web.Request, body: Any, *, headers: dict[str, str] | None 
     return web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type=media, headers=headers)
 
 
+_LINK = re.compile(r'<([^>]*)>\s*;(.*)')
+
+
+def _check_link(request: web.Request) -> None:
+    """A request's ``Link`` context must be one whose terms Sonae's context already defines the same way:
+    Sonae's own, the NGSI-LD core or one of the SDM contexts it includes. Sonae fetches no other context
+    (it never goes out to the network for a request): 503 LdContextNotAvailable names what to send."""
+    header = request.headers.get("Link")
+    if not header:
+        return
+    base = _base(request)
+    known = {ctx.context_url(base), ctx.CORE_CONTEXT, "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+             *ctx.SDM_CONTEXTS, *(u.replace("https://raw.githubusercontent.com/smart-data-models/", "https://"
+                                            "smart-data-models.github.io/").replace("/master/", "/")
+                                  for u in ctx.SDM_CONTEXTS)}
+    for part in header.split(",")[:10]:
+        m = _LINK.match(part.strip())
+        if m and ctx.LINK_REL in m.group(2) and m.group(1) not in known:
+            raise Problem(503, "Service Unavailable", "Sonae resolves terms with its own @context only: send "
+                          f"Link: <{ctx.context_url(base)}> (or the NGSI-LD core or a Smart Data Models context "
+                          "it includes), or no Link", type=ERRORS + "LdContextNotAvailable")
+
+
 async def _viewer(request: web.Request, types: set[str]) -> Account | None:
     """The staff account when the request needs one (any non-public type) or brings a token."""
     if types - E.PUBLIC_TYPES or bearer_token(request) is not None:
@@ -177,6 +202,7 @@ async def query_entities(request: web.Request) -> web.Response:
         raise bad_request("limit=0 is only allowed with count=true")
     key_values = _key_values(request)
     _wants_ld(request)  # 406 before any work
+    _check_link(request)
     if not types:
         # without a type, staff-only types are included only for a logged-in viewer
         wanted = set(E.PUBLIC_TYPES) | ({E.DEVICE} if bearer_token(request) else set())
@@ -218,6 +244,7 @@ async def retrieve_entity(request: web.Request) -> web.Response:
     attrs = _csv(request, "attrs")
     key_values = _key_values(request)
     _wants_ld(request)
+    _check_link(request)
     entity = await _entity(request)
     return _respond(request, _shape(entity, key_values, attrs))
 
@@ -276,6 +303,7 @@ async def temporal_entity(request: web.Request) -> web.Response:
         bucket = PERIODS[period]
     start, end = _window(request, last_n=last_n)
     _wants_ld(request)
+    _check_link(request)
     entity = await _entity(request)
     served = TEMPORAL.get(entity["type"], {})
     names = [a for a in (attrs or list(served)) if a in served]

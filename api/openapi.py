@@ -331,11 +331,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        q("limit", {"type": "integer", "minimum": 0, "maximum": 1000}),
                        q("offset", {"type": "integer", "minimum": 0}),
                        q("count", {"type": "string", "enum": ["true", "false"]}), NGSI_OPTIONS, NGSI_FORMAT],
-        "responses": {**ngsi_ok({"type": "array", "items": NGSI_ENTITY}), **errors(400, 401, 403, 406, 429)}},
+        "responses": {**ngsi_ok({"type": "array", "items": NGSI_ENTITY}), **errors(400, 401, 403, 406, 429, 503)}},
     ("get", "/ngsi-ld/v1/entities/{entity_id}"): {
         "summary": "One NGSI-LD entity", "tags": ["NGSI-LD"],
         "parameters": [p("entity_id"), q("attrs", {"type": "string"}), NGSI_OPTIONS, NGSI_FORMAT],
-        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429)}},
+        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429, 503)}},
     ("get", "/ngsi-ld/v1/temporal/entities/{entity_id}"): {
         "summary": "An entity's history from readings or the 10m/1h/1d rollups", "tags": ["NGSI-LD"],
         "parameters": [p("entity_id"), q("attrs", {"type": "string"}),
@@ -345,7 +345,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        q("aggrMethods", {"type": "string"}),
                        q("aggrPeriodDuration", {"type": "string", "enum": ["PT10M", "PT1H", "PT60M", "P1D", "PT24H"]}),
                        q("options", {"type": "string"})],
-        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429)}},
+        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429, 503)}},
     ("get", "/ngsi-ld/v1/contexts/sonae.jsonld"): {
         "summary": "Sonae's JSON-LD @context (NGSI-LD core, Smart Data Models, Sonae's terms)", "tags": ["NGSI-LD"],
         "responses": {**ok(media="application/ld+json"), **errors(429)}},

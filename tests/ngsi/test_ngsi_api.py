@@ -167,6 +167,14 @@ async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool
         resp = await client.get("/ngsi-ld/v1/entities", params=params)
         assert resp.status == 400, params
         assert (await resp.json())["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    base = f"http://{client.host}:{client.port}"
+    for context, status in ((ctx.context_url(base), 200), (ctx.SDM_CONTEXTS[3], 200),
+                            ("https://smart-data-models.github.io/dataModel.PointOfInterest/context.jsonld", 200),
+                            ("https://example.org/my-context.jsonld", 503)):
+        resp = await client.get("/ngsi-ld/v1/entities", params={"type": "PointOfInterest"}, headers={
+            "Link": f'<{context}>; rel="{ctx.LINK_REL}"; type="application/ld+json"'})
+        assert resp.status == status, context
+    assert (await resp.json())["type"] == "https://uri.etsi.org/ngsi-ld/errors/LdContextNotAvailable"
     resp = await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:WaterObserved:absent")
     assert resp.status == 404
     assert (await resp.json())["type"] == "https://uri.etsi.org/ngsi-ld/errors/ResourceNotFound"
