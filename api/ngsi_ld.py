@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from alerting.cap_identity import profile_from_settings
 from api.auth import Account, authenticate, bearer_token
 from api.context import POOL, SETTINGS
 from api.problems import Problem
@@ -210,7 +211,8 @@ async def query_entities(request: web.Request) -> web.Response:
             wanted &= {parsed[0] for parsed in map(E.local_id, ids) if parsed is not None}
     account = await _viewer(request, wanted)
     async with request.app[POOL].acquire() as conn:
-        found = await store.load(conn, types=wanted, base=_base(request),
+        profile = await profile_from_settings(conn, request.app[SETTINGS]) if E.ALERT in wanted else None
+        found = await store.load(conn, types=wanted, base=_base(request), profile=profile,
                                  device_municipality=account.municipality_code if account else None)
     selected = [e for e in found
                 if (ids is None or e["id"] in ids) and (pattern is None or pattern.search(e["id"]))
@@ -231,7 +233,8 @@ async def _entity(request: web.Request) -> dict[str, Any]:
     else:
         account = None
     async with request.app[POOL].acquire() as conn:
-        entity = await store.load_one(conn, eid, base=_base(request)) if parsed else None
+        profile = await profile_from_settings(conn, request.app[SETTINGS]) if parsed and parsed[0] == E.ALERT else None
+        entity = await store.load_one(conn, eid, base=_base(request), profile=profile) if parsed else None
     if entity is not None and account is not None and not account.may_act_in(entity.get("municipalityCode")):
         entity = None
     if entity is None:

@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from alerting.cap import identifier as cap_identifier
 from alerting.rules import ORDER, RIVER
 
 WATER = "WaterObserved"
@@ -141,17 +140,19 @@ def is_public_alert(alert: Mapping[str, Any]) -> bool:
             and alert.get("cleared_at") is None)
 
 
-def alert(a: Mapping[str, Any], *, base: str, description: str) -> dict[str, Any]:
-    """An active public alert (a row of :func:`alerting.store.list_active`) as Alert. ``description`` is
-    its Japanese headline; ``base`` the public URL the CAP document is served under."""
+def alert(a: Mapping[str, Any], *, base: str, description: str, incident: str, cap_identifier: str) -> dict[str, Any]:
+    """An active public alert (a row of :func:`alerting.store.list_active`) as Alert, its id made of the
+    alert's CAP ``incidents`` value (unique across installations). ``description`` is its Japanese headline,
+    ``cap_identifier`` the identifier of its current CAP message, ``base`` the public URL the CAP document
+    is served under (the installation's :class:`alerting.cap_identity.CapProfile` gives the two ids)."""
     level = int(a["level"] or 0)
     source = (entity_id(WATER, a["station_id"]) if a.get("station_id")
               else entity_id(MUNICIPALITY, a.get("municipality_code") or "unknown"))
     e: dict[str, Any] = {
-        "id": entity_id(ALERT, f"sonae-alert-{a['id']}"), "type": ALERT, "category": "naturalDisaster",
+        "id": entity_id(ALERT, incident), "type": ALERT, "category": "naturalDisaster",
         "dateIssued": iso(a["raised_at"]), "validFrom": iso(a["raised_at"]), "alertSource": source,
         "description": description, "alertCondition": a["condition"],
-        "capIdentifier": cap_identifier(a["id"], a["version"]),
+        "capIdentifier": cap_identifier,
         "capDocument": f"{base.rstrip('/')}/api/v1/alerts/{a['id']}.cap", "exercise": bool(a["exercise"]),
     }
     if a["condition"] == RIVER:

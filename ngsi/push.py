@@ -29,6 +29,7 @@ import aiohttp
 import asyncpg
 from prometheus_client import Counter, Gauge
 
+from alerting.cap_identity import profile_from_settings
 from ngsi import context as ctx
 from ngsi import entities as E
 from ngsi import store
@@ -67,7 +68,7 @@ class PushWorker:
 
     def __init__(self, pool: asyncpg.Pool, *, broker_url: str, base: str, max_attempts: int = 8,
                  retry_base_s: float = 2.0, retry_max_s: float = 600.0, batch: int = 100, timeout_s: float = 10.0,
-                 sweep_s: float = 60.0, debounce_s: float = 0.5) -> None:
+                 sweep_s: float = 60.0, debounce_s: float = 0.5, settings: Any = None) -> None:
         self.pool = pool
         self.broker = broker_url.rstrip("/")
         self.base = base
@@ -78,6 +79,7 @@ class PushWorker:
         self.timeout_s = timeout_s
         self.sweep_s = sweep_s
         self.debounce_s = debounce_s
+        self.settings = settings  # for the CAP profile (cap.*); None: from the database and ``base``
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -86,7 +88,7 @@ class PushWorker:
         options: dict[str, Any] = {"broker_url": settings["ngsi.broker_url"], "base": base_url(settings),
                                    "max_attempts": settings["ngsi.max_attempts"],
                                    "retry_base_s": settings["ngsi.retry_base_ms"] / 1000.0,
-                                   "retry_max_s": float(settings["ngsi.retry_max_s"])}
+                                   "retry_max_s": float(settings["ngsi.retry_max_s"]), "settings": settings}
         options.update(overrides)
         return cls(pool, **options)
 
@@ -132,7 +134,8 @@ class PushWorker:
     async def sync(self) -> int:
         """Queue the public entities that changed, and deletions of those that vanished; returns how many."""
         async with self.pool.acquire() as conn:
-            current = await store.load(conn, types=E.PUBLIC_TYPES, base=self.base)
+            profile = await profile_from_settings(conn, self.settings) if self.settings is not None else None
+            current = await store.load(conn, types=E.PUBLIC_TYPES, base=self.base, profile=profile)
             rows = [(e["id"], e["type"], json.dumps(n := E.normalized(e), ensure_ascii=False), digest(n))
                     for e in current]
             async with conn.transaction():

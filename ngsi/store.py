@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from alerting import store as alerts_store
+from alerting.cap_identity import CapProfile, load_profile
 from alerting.texts import text_for
 from evac.store import shelter_rows
 from ingest import queries
@@ -35,10 +36,11 @@ def alert_description(a: dict[str, Any]) -> str:
     return text.headline.format(place=a.get("station_name") or a.get("river") or a.get("municipality_name") or "")
 
 
-async def load(conn: asyncpg.Connection, *, types: Iterable[str], base: str,
+async def load(conn: asyncpg.Connection, *, types: Iterable[str], base: str, profile: CapProfile | None = None,
                device_municipality: str | None = None, station_id: str | None = None) -> list[dict[str, Any]]:
-    """Every entity of ``types`` (key-values), ordered by type then id. ``device_municipality`` limits
-    devices to one municipality (staff bound to it); ``station_id`` limits gauges and devices to one."""
+    """Every entity of ``types`` (key-values), ordered by type then id. ``profile``: the installation's CAP
+    profile (alert ids and CAP identifiers; default: from the database and ``base``). ``device_municipality``
+    limits devices to one municipality (staff bound to it); ``station_id`` limits gauges and devices to one."""
     wanted = set(types)
     out: list[dict[str, Any]] = []
     active: list[dict[str, Any]] | None = None
@@ -55,8 +57,10 @@ async def load(conn: asyncpg.Connection, *, types: Iterable[str], base: str,
     if E.DEVICE in wanted:
         for row in await conn.fetch(_DEVICES, station_id, device_municipality):
             out.append(E.device(dict(row)))
-    if E.ALERT in wanted:
-        out.extend(E.alert(a, base=base, description=alert_description(a)) for a in active or [])
+    if E.ALERT in wanted and active:
+        profile = profile or await load_profile(conn, public_url=base)
+        out.extend(E.alert(a, base=base, description=alert_description(a), incident=profile.incident(a["id"]),
+                           cap_identifier=profile.identifier(a["id"], a["version"])) for a in active)
     if E.POI in wanted:
         out.extend(E.shelter(r) for r in await shelter_rows(conn))
     if E.MUNICIPALITY in wanted:
@@ -67,14 +71,15 @@ async def load(conn: asyncpg.Connection, *, types: Iterable[str], base: str,
     return out
 
 
-async def load_one(conn: asyncpg.Connection, eid: str, *, base: str) -> dict[str, Any] | None:
+async def load_one(conn: asyncpg.Connection, eid: str, *, base: str,
+                   profile: CapProfile | None = None) -> dict[str, Any] | None:
     """One entity by id (any type), or None."""
     parsed = E.local_id(eid)
     if parsed is None:
         return None
     kind, local = parsed
     station = local if kind in (E.WATER, E.DEVICE) else None
-    for e in await load(conn, types=[kind], base=base, station_id=station):
+    for e in await load(conn, types=[kind], base=base, profile=profile, station_id=station):
         if e["id"] == eid:
             return e
     return None

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alerting.cap_identity import CapProfile
 from ngsi import entities as E
 from ngsi.query import QueryError, matches, parse_geo, parse_q
 
@@ -115,9 +116,13 @@ def test_only_public_gauge_alerts_and_orders_become_entities() -> None:
     assert not E.is_public_alert(_alert(level=1, audience="staff"))
     assert not E.is_public_alert(_alert(condition="low_battery", audience="staff"))
     assert E.river_levels([_alert(), _alert(id=8, level=5, exercise=True)]) == {"s1": 3}  # real before drill
-    e = E.alert(_alert(), base="https://sonae.example", description="見出し")
+    profile = CapProfile("inst1", "sonae@sonae.example")
+    e = E.alert(_alert(), base="https://sonae.example", description="見出し", incident=profile.incident(7),
+                cap_identifier=profile.identifier(7, 2))
     assert "kawa" not in repr(e)
-    assert e["capIdentifier"] == "sonae-alert-7-v2" and e["capDocument"] == "https://sonae.example/api/v1/alerts/7.cap"
+    assert e["id"] == "urn:ngsi-ld:Alert:sonae-inst1-alert-7"
+    assert e["capIdentifier"] == "sonae-inst1-alert-7-v2"
+    assert e["capDocument"] == "https://sonae.example/api/v1/alerts/7.cap"
     levels = E.municipality_levels([{"code": "072036", "name_ja": "郡山市"}, {"code": "072010", "name_ja": "福島市"}],
                                    [_alert(), _alert(id=9, condition="evacuation_order", station_id=None, level=4,
                                                      exercise=True)])

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from alerting.cap_identity import installation_id
 from alerting.store import cancel_order, issue_order
 from ingest.contract import Reading
 from ingest.store import write_batch
@@ -89,6 +90,12 @@ async def _running(worker: PushWorker) -> asyncio.Task[None]:
     return asyncio.create_task(worker.run())
 
 
+async def _alert_entity_id(pool: asyncpg.Pool, alert_id: int) -> str:
+    """An alert's entity id: its CAP incident, which names this installation."""
+    async with pool.acquire() as conn:
+        return f"urn:ngsi-ld:Alert:sonae-{await installation_id(conn)}-alert-{alert_id}"
+
+
 async def _state(pool: asyncpg.Pool, eid: str) -> asyncpg.Record | None:
     async with pool.acquire() as conn:
         return await conn.fetchrow("SELECT state, attempts, op FROM ngsi_push_queue WHERE entity_id = $1", eid)
@@ -110,7 +117,7 @@ async def test_alert_from_the_rules_worker_is_pushed_once(pool: asyncpg.Pool, br
 
         await wait_until(level_4, timeout=30, what="a public level-4 alert for g2")
         alert_id = await level_4()
-        eid = f"urn:ngsi-ld:Alert:sonae-alert-{alert_id}"
+        eid = await _alert_entity_id(pool, alert_id)
         worker = PushWorker(pool, broker_url=url, base=BASE, retry_base_s=0.05, retry_max_s=0.2, debounce_s=0.05)
         task = await _running(worker)
         try:
@@ -185,7 +192,7 @@ async def test_a_cancelled_order_is_deleted_from_the_broker(pool: asyncpg.Pool,
         await wait_until(town_sent, timeout=30, what="the first push")
         async with pool.acquire() as conn:
             order_id, change = await issue_order(conn, municipality_code="072036", level=3, issued_by="kawa")
-        eid = f"urn:ngsi-ld:Alert:sonae-alert-{change.alert_id}"
+        eid = await _alert_entity_id(pool, change.alert_id)
 
         async def state_is(op: str) -> bool:
             row = await _state(pool, eid)
