@@ -95,6 +95,11 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
 
     deliver = asyncio.create_task(run_delivery_worker(settings, pool, stop))
     # -- end notify --
+    # -- ngsi: upserts of changed public entities to a context broker (only with ngsi.broker_url) --
+    from ngsi.push import run_push_worker
+
+    push = asyncio.create_task(run_push_worker(settings, pool, stop))
+    # -- end ngsi --
     from ingest.health import serving_health
 
     try:
@@ -107,7 +112,8 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
         house.cancel()
         rules.cancel()  # alerting
         deliver.cancel()  # notify
-        await asyncio.gather(run, house, rules, deliver, return_exceptions=True)
+        push.cancel()  # ngsi
+        await asyncio.gather(run, house, rules, deliver, push, return_exceptions=True)
 
 
 async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise: bool) -> None:
