@@ -32,7 +32,8 @@ HAZARD = q("hazard", {"type": "string", "enum": HAZARDS, "default": "flood"})
 PROFILE = q("profile", {"type": "string", "enum": PROFILES, "default": "walk"})
 LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Language")
 MUNICIPALITY = q("municipality", {"type": "string", "pattern": "^[0-9]{5,6}$"}, description="団体コード")
-TIME = {"type": "string", "format": "date-time"}
+TIME = {"type": "string", "format": "date-time",
+        "description": "ISO 8601; a time without an offset is Japan time (JST, UTC+9)"}
 EXERCISE = q("exercise", {"type": "string", "enum": ["true", "false"]}, description="drill data")
 
 OBJ: dict[str, Any] = {"type": "object"}

@@ -101,7 +101,8 @@ SCHEMA: tuple[Setting, ...] = (
             secret=True, check=_postgres_url),
     Setting("database.pool_size", int, 10, "Connections per process.", check=_positive),
     Setting("database.retention_days", int, 0,
-            "Drop raw readings older than this many days (0 keeps everything). Rollups are kept.",
+            "Drop raw readings older than this many days (0 keeps everything), from 00:00 JST of that day. "
+            "Rollups are kept.",
             check=lambda v: None if v >= 0 else "expected 0 or more days"),
     Setting("mqtt.url", str, None,
             "MQTT broker URL (mqtt://user:password@host:port). Unset: Sonae starts an embedded broker.",
