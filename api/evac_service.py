@@ -57,6 +57,7 @@ from evac.engine import Engine, FieldKey
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
 from evac.network import RoadNetwork, load_network
+from evac.search import ProcessSearch, search_in_process
 from evac.shelters import Shelter, load_shelters
 from sonae.config import ConfigError, Settings
 
@@ -215,6 +216,7 @@ class EvacService:
         self.settings = settings
         self.source: str = (settings["evac.network"] or "").strip()
         self.warm = parse_warm(settings["evac.warm"])
+        self.search: ProcessSearch | None = ProcessSearch() if settings["evac.search_worker"] else None
         self.reconnect_max_s = reconnect_max_s
         self.engine: Engine | None = None
         self.network: RoadNetwork | None = None
@@ -259,6 +261,8 @@ class EvacService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.search is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.search.close)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -277,7 +281,8 @@ class EvacService:
             shelters, areas = await self._read_evac()
             levels = await self._read_levels() if self._has_alerts else {}
             engine = await loop.run_in_executor(None, partial(
-                Engine, net, shelters=shelters, areas=areas, alert_levels=levels, warm=self.warm))
+                Engine, net, shelters=shelters, areas=areas, alert_levels=levels, warm=self.warm,
+                search=self.search or search_in_process))
             nmap = await loop.run_in_executor(None, NetworkMap, net)
         except asyncio.CancelledError:
             raise

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ from evac.hazards import (
     edge_multipliers,
 )
 from evac.network import _TRANSFORMERS, RoadNetwork
+from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
 
@@ -262,14 +264,20 @@ class Engine:
         Points (and shelters) further than this from the profile's network are off the network.
     warm
         Keys ``(profile, hazard, exercise)`` always recomputed on update, besides those already in use.
+    search
+        Runs the nearest-shelter search (:mod:`evac.search`): in this process by default, or
+        :class:`evac.search.ProcessSearch` to keep a server's interpreter free while it runs.
     """
 
     def __init__(
         self, network: RoadNetwork, *, shelters: Iterable[Shelter] = (), areas: Iterable[HazardArea] = (),
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
-        warm: Iterable[FieldKey] = (),
+        warm: Iterable[FieldKey] = (), search: Search = search_in_process,
     ) -> None:
         self.network = network
+        self.search = search
+        #: Searches run per field key (a field reused unchanged after an update is not counted).
+        self.recomputes: Counter[FieldKey] = Counter()
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
         self._update_lock = threading.Lock()
@@ -375,16 +383,11 @@ class Engine:
             n = net.n_nodes
             k = len(sources)
             if k:
-                rev = pg.reverse_csr(pair_w)
-                indptr = np.concatenate([rev.indptr, rev.indptr[-1] + np.arange(1, k + 1)])
-                graph = csr_matrix((np.concatenate([rev.data, np.maximum(sources.offset, 1e-9)]),
-                                    np.concatenate([rev.indices, sources.end]).astype(np.int32), indptr),
-                                   shape=(n + k, n + k))
-                dist, pred, src = dijkstra(graph, directed=True, indices=np.arange(n, n + k),
-                                           return_predecessors=True, min_only=True, limit=UNREACHABLE_S)
-                dist = dist[:n]
-                pred = np.where(pred[:n] < 0, -1, pred[:n]).astype(np.int32)
-                src = np.where(src[:n] < 0, -1, src[:n] - n).astype(np.int32)
+                indptr = np.concatenate([pg.rev_indptr, pg.rev_indptr[-1] + np.arange(1, k + 1)])
+                data = np.concatenate([pair_w[pg.rev_perm], np.maximum(sources.offset, 1e-9)])
+                indices = np.concatenate([pg.rev_indices, sources.end]).astype(np.int32)
+                dist, pred, src = self.search(data, indices, indptr, n, k, UNREACHABLE_S)
+                self.recomputes[key] += 1
             else:
                 dist, pred, src = np.full(n, np.inf), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
