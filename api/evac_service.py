@@ -229,7 +229,6 @@ class EvacService:
         self.area_rows: dict[str, dict[str, Any]] = {}  # rows of the engine's areas, for the hazards endpoint
         self._pending_rows: dict[str, dict[str, Any]] = {}
         self._areas: dict[str, HazardArea] = {}  # as given to the engine (objects reused while unchanged)
-        self._warmed: set[FieldKey] = set(self.warm)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._wake = asyncio.Event()
         self._dirty_evac = False
@@ -282,6 +281,7 @@ class EvacService:
             levels = await self._read_levels() if self._has_alerts else {}
             engine = await loop.run_in_executor(None, partial(
                 Engine, net, shelters=shelters, areas=areas, alert_levels=levels, warm=self.warm,
+                max_fields=self.settings["evac.max_fields"],
                 search=self.search or search_in_process))
             nmap = await loop.run_in_executor(None, NetworkMap, net)
         except asyncio.CancelledError:
@@ -480,12 +480,14 @@ class EvacService:
         return a is not None and a[0] <= lon <= a[2] and a[1] <= lat <= a[3]
 
     async def ensure_field(self, key: FieldKey) -> None:
-        """Compute a field off the event loop the first time it is asked for (it stays warm after)."""
-        if key in self._warmed:
-            return
+        """Compute a field off the event loop when it is not computed at the current state.
+
+        Configured fields (``evac.warm``) always are; up to ``evac.max_fields`` others are kept while used.
+        """
         engine = self.require()
+        if engine.has_field(*key):
+            return
         await asyncio.get_running_loop().run_in_executor(None, partial(engine.field, *key))
-        self._warmed.add(key)
 
 
 EVAC = web.AppKey("evac", EvacService)

@@ -12,15 +12,19 @@ arrays).
 from __future__ import annotations
 
 import atexit
+import logging
 import multiprocessing as mp
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol
 
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
+
+log = logging.getLogger("sonae.evac.search")
 
 
 class Search(Protocol):
@@ -99,15 +103,28 @@ class ProcessSearch:
         shm = SharedMemory(create=True, size=size)
         try:
             v = _views(shm.buf, layout)
-            v["data"][:], v["indices"][:], v["indptr"][:] = data, indices, indptr
-            self._executor().submit(_worker_search, shm.name, len(data), len(indptr), n, k, limit).result()
-            self.searches += 1
-            out = (v["dist"].copy(), v["pred"].copy(), v["src"].copy())
-            del v
-            return out
+            try:
+                v["data"][:], v["indices"][:], v["indptr"][:] = data, indices, indptr
+                try:
+                    self._executor().submit(_worker_search, shm.name, len(data), len(indptr), n, k, limit).result()
+                except BrokenProcessPool:  # the worker died (killed, out of memory): answer anyway, respawn next time
+                    log.warning("the search worker process died; searching in this process, a new worker starts "
+                                "with the next search")
+                    self._reset()
+                    return search_in_process(data, indices, indptr, n, k, limit)
+                self.searches += 1
+                return v["dist"].copy(), v["pred"].copy(), v["src"].copy()
+            finally:
+                del v  # the views must go before the block can close
         finally:
             shm.close()
             shm.unlink()
+
+    def _reset(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         with self._lock:
