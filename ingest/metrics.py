@@ -13,6 +13,8 @@ INFLIGHT = Gauge("sonae_ingest_unacked_messages", "Messages received but not yet
 INFLIGHT_PEAK = Gauge("sonae_ingest_unacked_messages_max",
                       "Most messages held unacknowledged at once since start (bounded by ingest.max_inflight)")
 INBOX = Gauge("sonae_ingest_inbox_messages", "Messages received and waiting to be parsed")
+MQTT_CONNECTIONS = Gauge("sonae_ingest_mqtt_connections",
+                         "Connections (CONNACKs) since start: 1 when the connection never dropped")
 REDELIVERIES_DROPPED = Gauge("sonae_ingest_redeliveries_dropped",
                              "Broker redeliveries of messages still held, not queued a second time (since start)")
 BATCH_SIZE = Histogram("sonae_ingest_batch_messages", "Messages per committed batch",

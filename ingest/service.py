@@ -78,11 +78,13 @@ class Ingestor:
         unknown_stations: str = "quarantine",
         max_future_s: int = 300,
         max_payload_bytes: int = 262144,
+        keepalive_s: int = 30,
     ) -> None:
         self.pool = pool
         self.parser = Parser(prefix=prefix, max_future_s=max_future_s, max_payload_bytes=max_payload_bytes)
         self.client = MqttClient(mqtt_url, client_id=client_id, protocol=protocol, persistent=True,
-                                 manual_ack=True, max_inflight=max_inflight)
+                                 manual_ack=True, max_inflight=max_inflight, keepalive=keepalive_s,
+                                 target="mqtt-ingest")
         self.prefix = prefix
         self.partition = Partition.parse(partition)
         if self.partition is not None and shared_group:
@@ -94,6 +96,7 @@ class Ingestor:
         metrics.INBOX.set_function(lambda: self.client.waiting)
         metrics.INFLIGHT_PEAK.set_function(lambda: self.client.peak_unacked)
         metrics.REDELIVERIES_DROPPED.set_function(lambda: self.client.redeliveries_dropped)
+        metrics.MQTT_CONNECTIONS.set_function(lambda: self.client.connections)
         self.batch_size = batch_size
         self.batch_age = batch_age_ms / 1000
         self.unknown_stations = unknown_stations
@@ -119,6 +122,7 @@ class Ingestor:
             batch_size=settings["ingest.batch_size"], batch_age_ms=settings["ingest.batch_age_ms"],
             max_inflight=settings["ingest.max_inflight"], unknown_stations=settings["ingest.unknown_stations"],
             max_future_s=settings["ingest.max_future_s"], max_payload_bytes=settings["ingest.max_payload_bytes"],
+            keepalive_s=settings["mqtt.keepalive_s"],
         )
 
     def stop(self) -> None:

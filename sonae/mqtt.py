@@ -7,11 +7,12 @@ TCP connect itself.
 
 Backpressure, not unbounded queues:
 
-* receiving: with MQTT 5 the client announces ``Receive Maximum`` = ``max_inflight``, so the broker
-  never has more unacknowledged QoS 1 messages out to us, and the socket is always read (PINGRESP is
-  seen, the keep-alive never lapses however long the consumer holds its messages). With MQTT 3.1.1
-  (no such property) the client stops reading its socket while ``max_inflight`` messages are
-  unacknowledged, so TCP pushes back, and keeps the connection alive with its own PINGREQs meanwhile.
+* receiving: with MQTT 5 the client announces ``Receive Maximum`` = ``max_inflight``, so a compliant
+  broker never has more unacknowledged QoS 1 messages out to us. The client does not rely on it
+  (MQTT 3.1.1 has no such property, and Mosquitto 2.0.11 overshoots it after acks): while
+  ``max_inflight`` messages are unacknowledged it stops reading its socket, so TCP pushes back, and
+  keeps the connection alive with its own PINGREQs meanwhile, so a consumer may hold its messages for
+  as long as it needs (a database outage) without the keep-alive dropping the connection.
 * redeliveries never double the inbox: a message is held (counted in :attr:`MqttClient.unacked`)
   from receipt to :meth:`MqttClient.ack`; when the broker sends a held packet id again after a
   reconnect (DUP), the copy is dropped and the held one is acknowledged on the resumed session.
@@ -24,8 +25,9 @@ has forgotten them; storage is idempotent anyway).
 
 Connecting retries from the first attempt (:mod:`sonae.retry`): a broker that is down at start-up is
 waited for like one that goes away later, and every failed attempt is counted in
-``sonae_connect_failures_total{target="mqtt"}``. Reconnecting never unsubscribes: a persistent
-session keeps its subscriptions and queue in the broker, and only a lost session is subscribed anew.
+``sonae_connect_failures_total{target="mqtt"}``. Reconnecting never unsubscribes a plain
+subscription: a persistent session keeps its subscriptions and queue in the broker, and only a lost
+session is subscribed anew.
 """
 
 from __future__ import annotations
@@ -324,12 +326,19 @@ class MqttClient:
         self._connected_event.set()
         if self._connected and not self._connected.done():
             self._connected.set_result(None)
-        elif self._subscriptions and (not self.session_present or not self.persistent):
-            # The session (and its subscriptions) is gone: subscribe anew. A resumed session keeps its
-            # subscriptions and its queue in the broker, so nothing is sent then, and never an
-            # UNSUBSCRIBE, which would open a window where messages find no subscriber (PUBACK 0x10).
+        elif self._subscriptions:
+            # A resumed session keeps its subscriptions and its queue in the broker: nothing is sent,
+            # and never an UNSUBSCRIBE, which would open a window where messages find no subscriber
+            # (PUBACK 0x10). A lost session is subscribed anew. The one exception is the opt-in shared
+            # subscription: Mosquitto 2.0 restores it from its persistence file after a restart without
+            # ever delivering to it again, and only UNSUBSCRIBE + SUBSCRIBE revives it (with the window
+            # that makes shared subscriptions lossy; see ingest/partition.py).
             for topic, qos in self._subscriptions.items():
-                self._client.subscribe(topic, qos)
+                if not self.session_present or not self.persistent:
+                    self._client.subscribe(topic, qos)
+                elif topic.startswith("$share/"):
+                    self._client.unsubscribe(topic)
+                    self._client.subscribe(topic, qos)
         log.info("mqtt connected", extra={"broker": f"{self.address.host}:{self.address.port}",
                                           "session_present": self.session_present,
                                           "unacked": len(self._held)})
@@ -375,7 +384,10 @@ class MqttClient:
             self._held[msg.mid] = message
             self.peak_unacked = max(self.peak_unacked, len(self._held))
         self._inbox.append(message)
-        if held and len(self._held) >= self.max_inflight and self.protocol != "5":
+        if held and len(self._held) >= self.max_inflight:
+            # MQTT 5's Receive Maximum should have stopped the broker already, but Mosquitto 2.0.11
+            # sends up to Receive Maximum more messages for *each* PUBACK (measured: 5 acks with a
+            # window of 10 brought 50 more): so the bound is enforced here too, for every protocol.
             self._pause_reading()
         self._inbox_event.set()
 
@@ -442,9 +454,9 @@ class MqttClient:
         pinged = 0.0
         while not self._closing:
             if self._sock is not None and not self._reading and self.is_connected:
-                # MQTT 3.1.1 backpressure: the socket is not read, so paho would miss PINGRESP and
-                # drop the connection. Keep it alive with our own PINGREQ (the PINGRESPs wait in the
-                # socket buffer and are read when reading resumes).
+                # Backpressure: the socket is not read, so paho would miss PINGRESP and drop the
+                # connection. Keep it alive with our own PINGREQ (the PINGRESPs wait in the socket
+                # buffer and are read when reading resumes).
                 now = time.monotonic()  # paho's clock
                 if now - pinged >= self.keepalive / 2:
                     pinged = now
