@@ -226,6 +226,7 @@ class Trial:
     max_inflight: int = 0
     connections: list[float] = field(default_factory=list)
     seconds: float = 0
+    rss_mb: list[float] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -239,7 +240,24 @@ class Trial:
         return {"trial": self.name, "published": self.published, "stored": self.stored, "lost": self.lost,
                 "duplicates": self.duplicates, "pubacks": self.pubacks, "peak_unacked": self.peak_unacked,
                 "peak_inbox": self.peak_inbox, "max_inflight": self.max_inflight,
-                "ingest_connections": self.connections, "seconds": round(self.seconds, 1)}
+                "ingest_connections": self.connections, "seconds": round(self.seconds, 1),
+                "rss_mb": _rss_summary(self.rss_mb)}
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def _rss_summary(samples: list[float]) -> dict[str, float]:
+    """First, median and last quarter's peak of the sampled resident memory (flat = bounded)."""
+    if not samples:
+        return {}
+    q = max(1, len(samples) // 4)
+    return {"first": round(samples[0], 1), "median": round(sorted(samples)[len(samples) // 2], 1),
+            "peak_first_quarter": round(max(samples[:q]), 1), "peak_last_quarter": round(max(samples[-q:]), 1),
+            "peak": round(max(samples), 1)}
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
@@ -271,6 +289,7 @@ class Rig:
         self._samples: list[asyncio.Task[None]] = []
         self.peak_unacked = 0.0
         self.peak_inbox = 0.0
+        self.rss_mb: list[float] = []  # resident memory of the ingestors, sampled (MB)
 
     async def __aenter__(self) -> Rig:
         self.broker.start()
@@ -335,6 +354,8 @@ class Rig:
                     self.peak_unacked = max(self.peak_unacked, m.get("sonae_ingest_unacked_messages_max", 0),
                                             m.get("sonae_ingest_unacked_messages", 0))
                     self.peak_inbox = max(self.peak_inbox, m.get("sonae_ingest_inbox_messages", 0))
+                with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+                    self.rss_mb.append(_rss_mb(ing.proc.pid))
             await asyncio.sleep(0.25)
 
     async def __aexit__(self, *exc: object) -> None:
@@ -412,7 +433,7 @@ class Rig:
         return Trial(name=name, published=readings, stored=stored, distinct=distinct,
                      pubacks={f"0x{k:02x}": v for k, v in sorted(codes.items())},
                      peak_unacked=self.peak_unacked, peak_inbox=self.peak_inbox, max_inflight=self.max_inflight,
-                     connections=connections, seconds=time.monotonic() - started)
+                     connections=connections, seconds=time.monotonic() - started, rss_mb=list(self.rss_mb))
 
 
 async def at(progress: Callable[[], float], fraction: float) -> None:
