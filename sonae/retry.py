@@ -50,17 +50,16 @@ class Backoff:
     def __init__(self, *, base: float = 0.2, cap: float = 10.0) -> None:
         self.base = base
         self.cap = cap
-        self._next = base
+        self._attempt = 0
 
     def next_delay(self) -> float:
         """The delay before the next attempt (and double the one after)."""
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        return delay * random.uniform(0.8, 1.2)
+        self._attempt += 1
+        return backoff_delay(self._attempt, base=self.base, cap=self.cap)
 
     def reset(self) -> None:
         """Start again from ``base`` (after a success)."""
-        self._next = self.base
+        self._attempt = 0
 
 
 async def connect_with_retry(
@@ -111,3 +110,40 @@ async def connect_with_retry(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
     return None
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """The delay before retry number ``attempt`` (1 = after the first failure): ``base`` doubling up to
+    ``cap`` seconds, ±20 % jitter. Used where the attempt count is stored (the delivery queue)."""
+    return min(cap, base * 2 ** max(0, attempt - 1)) * random.uniform(0.8, 1.2)
+
+
+async def keep_connected(
+    session: Callable[[Callable[[], None]], Awaitable[None]],
+    *,
+    target: str,
+    stopped: Callable[[], bool],
+    base: float = 0.1,
+    cap: float = 5.0,
+) -> None:
+    """Run ``session`` again and again until ``stopped()``: a long-lived connection (a LISTEN).
+
+    ``session(connected)`` opens the connection, calls ``connected()`` once it is established (which
+    resets the backoff), and returns or raises when the connection is lost. Each failure — to open,
+    or a loss — is counted in ``sonae_connect_failures_total{target}`` and followed by a growing
+    delay, from the very first attempt.
+    """
+    backoff = Backoff(base=base, cap=cap)
+    while not stopped():
+        try:
+            await session(backoff.reset)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if stopped():
+                return
+            count_failure(target)
+            delay = backoff.next_delay()
+            log.warning("%s connection lost or refused; reconnecting", target,
+                        extra={"target": target, "error": str(exc)[:300], "retry_s": round(delay, 2)})
+            await asyncio.sleep(delay)
