@@ -1,7 +1,8 @@
 """Broker and network faults at full size (issue #23): 20,000 readings per trial, real processes.
 
     .venv/bin/python bench/broker_faults.py [--readings 20000] [--rate 250] [--db-outage-s 150]
-        [--arrangements shared,default,partitions] [--trials restarts,down,cuts,db] [--json out.json]
+        [--arrangements before,shared,default,partitions] [--before-code ../../main]
+        [--trials restarts,down,cuts,db] [--json out.json]
 
 Each trial publishes ``--readings`` readings at ``--rate``/s from an independent paho MQTT 5 publisher
 (recording every PUBACK reason code) while a fault happens, against real ``sonae ingest`` processes
@@ -11,8 +12,10 @@ and a Mosquitto configured by Sonae's own configuration (see ``tests/fault_harne
 * ``cuts``: 20 cuts of the ingestors' broker connections (a TCP proxy aborts them);
 * ``db``: the database taken away for ``--db-outage-s`` (TCP proxy) with ``ingest.max_inflight`` 2,000.
 
-Arrangements, measured in the same run: ``shared`` — the old default, one ingestor on
-``$share/…`` (the baseline); ``default`` — one ingestor, plain persistent subscription;
+Arrangements, measured in the same run: ``before`` — the ``sonae ingest`` of another checkout
+(``--before-code``, e.g. the main branch before this change) with its own defaults, the baseline;
+``shared`` — this code with the opt-in ``$share/…`` subscription; ``default`` — one ingestor,
+plain persistent subscription;
 ``partitions`` — two ingestors with ``ingest.partition`` 0/2 and 1/2. For each trial it prints
 published, stored, lost, duplicates, PUBACK reason codes (0x10 = "no matching subscribers"), the
 peak unacknowledged and inbox counts against the limit, the ingestors' connection counts and resident
@@ -51,7 +54,10 @@ from tests.fault_harness import (  # noqa: E402
     fault_database_down,
 )
 
-ARRANGEMENTS = {"shared": {"shared_group": "sonae-ingest"}, "default": {}, "partitions": {"ingestors": 2}}
+ARRANGEMENTS: dict[str, dict[str, object]] = {
+    "before": {"shared_group": None}, "shared": {"shared_group": "sonae-ingest"}, "default": {},
+    "partitions": {"ingestors": 2}}
+BASELINES = ("before", "shared")
 
 
 def _with_db(url: str, name: str) -> str:
@@ -70,6 +76,8 @@ async def _trial(args: argparse.Namespace, server: str, arrangement: str, trial:
         await migrate(conn)
         await conn.close()
         options: dict[str, object] = dict(ARRANGEMENTS[arrangement])
+        if arrangement == "before":
+            options["code_root"] = args.before_code
         faults = {"restarts": fault_broker_restarts, "down": partial(fault_broker_down, seconds=15),
                   "cuts": partial(fault_connection_cuts, cuts=20),
                   "db": partial(fault_database_down, seconds=args.db_outage_s)}[trial]
@@ -99,7 +107,7 @@ async def main(args: argparse.Namespace) -> tuple[int, list[Trial]]:
                   f"dup {t.duplicates}  pubacks {r['pubacks']}  peak unacked {t.peak_unacked:.0f}/{t.max_inflight}  "
                   f"peak inbox {t.peak_inbox:.0f}  connections {t.connections}  rss {r['rss_mb']}  "
                   f"{t.seconds:.0f} s", flush=True)
-            if arrangement != "shared":
+            if arrangement not in BASELINES:
                 ok &= (t.lost == 0 and t.duplicates == 0 and "0x10" not in t.pubacks
                        and t.peak_unacked <= t.max_inflight and t.peak_inbox <= t.max_inflight)
     print("every trial lossless" if ok else "LOSS OR UNBOUNDED MEMORY in a trial above")
@@ -111,7 +119,9 @@ if __name__ == "__main__":
     parser.add_argument("--readings", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=250)
     parser.add_argument("--db-outage-s", type=float, default=150)
-    parser.add_argument("--arrangements", default="shared,default,partitions")
+    parser.add_argument("--arrangements", default="before,default,partitions")
+    parser.add_argument("--before-code", type=lambda p: Path(p).resolve(), default=ROOT.parent.parent / "main",
+                        help="checkout whose `sonae ingest` is the baseline (default: ../../main)")
     parser.add_argument("--trials", default="restarts,down,cuts,db")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--json")

@@ -272,14 +272,16 @@ class Rig:
     """Broker, proxies, ingestors and database of one trial."""
 
     def __init__(self, *, workdir: Path, database_url: str, ingestors: int = 1, max_inflight: int = 20000,
-                 keepalive_s: int = 30, via_db_proxy: bool = False, shared_group: str = "") -> None:
+                 keepalive_s: int = 30, via_db_proxy: bool = False, shared_group: str | None = "",
+                 code_root: Path | None = None) -> None:
         self.workdir = workdir
         self.database_url = database_url
         self.n_ingestors = ingestors
         self.max_inflight = max_inflight
         self.keepalive_s = keepalive_s
         self.via_db_proxy = via_db_proxy
-        self.shared_group = shared_group
+        self.shared_group = shared_group  # None: leave the variable unset (the code's own default)
+        self.code_root = code_root  # run another checkout's `sonae ingest` (the before of a comparison)
         self.prefix = f"f{uuid.uuid4().hex[:8]}/v1"
         self.broker = EmbeddedBroker(workdir / "broker", port=free_port())
         self.mqtt_proxies: list[TcpProxy] = []
@@ -325,24 +327,28 @@ class Rig:
             "SONAE_MQTT_PROTOCOL": "5",
             "SONAE_MQTT_TOPIC_PREFIX": self.prefix,
             "SONAE_MQTT_CLIENT_ID": f"fault-ingest-{self.prefix[:9]}-{i}",
-            "SONAE_MQTT_KEEPALIVE_S": str(self.keepalive_s),
             "SONAE_INGEST_MAX_INFLIGHT": str(self.max_inflight),
             "SONAE_INGEST_BATCH_SIZE": str(min(500, self.max_inflight)),
             "SONAE_INGEST_METRICS_PORT": str(port),
-            # the default (plain) subscription, said out loud: an empty variable really means empty;
-            # a group only for the before/after comparison of bench/broker_faults.py
-            "SONAE_INGEST_SHARED_GROUP": self.shared_group,
-            "SONAE_INGEST_PARTITION": f"{i}/{self.n_ingestors}" if self.n_ingestors > 1 and not self.shared_group
-            else "",
             "SONAE_NOTIFY_ENABLED": "false",
             "SONAE_STATE_DIR": str(self.workdir / f"state{i}"),
             "SONAE_LOG_FORMAT": "text",
             "SONAE_LOG_LEVEL": "warning",
         }
+        if self.keepalive_s != 30:
+            env["SONAE_MQTT_KEEPALIVE_S"] = str(self.keepalive_s)
+        if self.shared_group is not None:
+            # the default (plain) subscription, said out loud: an empty variable really means empty;
+            # a group only for the before/after comparison of bench/broker_faults.py
+            env["SONAE_INGEST_SHARED_GROUP"] = self.shared_group
+        if self.n_ingestors > 1 and not self.shared_group:
+            env["SONAE_INGEST_PARTITION"] = f"{i}/{self.n_ingestors}"
+        if self.code_root is not None:
+            env["PYTHONPATH"] = str(self.code_root)
         log = self.workdir / f"ingest{i}.log"
         with open(log, "wb") as err:
             proc = subprocess.Popen([sys.executable, "-m", "sonae.cli", "ingest", "--instance", str(i)], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=err)
+                                    stdout=subprocess.DEVNULL, stderr=err, cwd=self.code_root)
         return Ingestor(proc, port, log)
 
     async def _sample(self) -> None:
