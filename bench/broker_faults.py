@@ -34,6 +34,7 @@ import json
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +47,7 @@ import asyncpg  # noqa: E402
 
 from sonae.migrations import migrate  # noqa: E402
 from tests.fault_harness import (  # noqa: E402
+    Publisher,
     Rig,
     Trial,
     fault_broker_down,
@@ -58,6 +60,7 @@ ARRANGEMENTS: dict[str, dict[str, object]] = {
     "before": {"shared_group": None}, "shared": {"shared_group": "sonae-ingest"}, "default": {},
     "partitions": {"ingestors": 2}}
 BASELINES = ("before", "shared")
+Fault = Callable[[Rig, Publisher, Callable[[], float]], Awaitable[None]]
 
 
 def _with_db(url: str, name: str) -> str:
@@ -78,7 +81,7 @@ async def _trial(args: argparse.Namespace, server: str, arrangement: str, trial:
         options: dict[str, object] = dict(ARRANGEMENTS[arrangement])
         if arrangement == "before":
             options["code_root"] = args.before_code
-        faults = {"restarts": fault_broker_restarts, "down": partial(fault_broker_down, seconds=15),
+        faults: Fault = {"restarts": fault_broker_restarts, "down": partial(fault_broker_down, seconds=15),
                   "cuts": partial(fault_connection_cuts, cuts=20),
                   "db": partial(fault_database_down, seconds=args.db_outage_s)}[trial]
         if trial == "db":
