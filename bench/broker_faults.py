@@ -81,9 +81,11 @@ async def _trial(args: argparse.Namespace, server: str, arrangement: str, trial:
         options: dict[str, object] = dict(ARRANGEMENTS[arrangement])
         if arrangement == "before":
             options["code_root"] = args.before_code
-        faults: Fault = {"restarts": fault_broker_restarts, "down": partial(fault_broker_down, seconds=15),
-                  "cuts": partial(fault_connection_cuts, cuts=20),
-                  "db": partial(fault_database_down, seconds=args.db_outage_s)}[trial]
+        all_faults: dict[str, Fault] = {
+            "restarts": fault_broker_restarts, "down": partial(fault_broker_down, seconds=15),
+            "cuts": partial(fault_connection_cuts, cuts=20),
+            "db": partial(fault_database_down, seconds=args.db_outage_s)}
+        faults = all_faults[trial]
         if trial == "db":
             options.update(max_inflight=2000, via_db_proxy=True)
         with tempfile.TemporaryDirectory() as tmp:
