@@ -110,7 +110,8 @@ async def main(args: argparse.Namespace) -> tuple[int, list[Trial]]:
             r = t.result()
             print(f"{r['trial']:<24} published {t.published:>6}  stored {t.stored:>6}  lost {t.lost:>5}  "
                   f"dup {t.duplicates}  pubacks {r['pubacks']}  peak unacked {t.peak_unacked:.0f}/{t.max_inflight}  "
-                  f"peak inbox {t.peak_inbox:.0f}  connections {t.connections}  rss {r['rss_mb']}  "
+                  f"peak inbox {t.peak_inbox:.0f}  connections {t.connections}  "
+                  f"redeliveries dropped {t.redeliveries_dropped:.0f}  rss {r['rss_mb']}  "
                   f"{t.seconds:.0f} s", flush=True)
             if arrangement not in BASELINES:
                 ok &= (t.lost == 0 and t.duplicates == 0 and "0x10" not in t.pubacks

@@ -227,6 +227,7 @@ class Trial:
     connections: list[float] = field(default_factory=list)
     seconds: float = 0
     rss_mb: list[float] = field(default_factory=list)
+    redeliveries_dropped: float = 0
 
     @property
     def lost(self) -> int:
@@ -240,7 +241,8 @@ class Trial:
         return {"trial": self.name, "published": self.published, "stored": self.stored, "lost": self.lost,
                 "duplicates": self.duplicates, "pubacks": self.pubacks, "peak_unacked": self.peak_unacked,
                 "peak_inbox": self.peak_inbox, "max_inflight": self.max_inflight,
-                "ingest_connections": self.connections, "seconds": round(self.seconds, 1),
+                "ingest_connections": self.connections, "redeliveries_dropped": self.redeliveries_dropped,
+                "seconds": round(self.seconds, 1),
                 "rss_mb": _rss_summary(self.rss_mb)}
 
 
@@ -430,16 +432,20 @@ class Rig:
             await asyncio.sleep(0)
             stored, distinct = await self.stored()
             connections = []
+            dropped = 0.0
             for ing in self.ingestors:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                    connections.append((await ing.metrics()).get("sonae_ingest_mqtt_connections", 0))
+                    m = await ing.metrics()
+                    connections.append(m.get("sonae_ingest_mqtt_connections", 0))
+                    dropped += m.get("sonae_ingest_redeliveries_dropped", 0)
         finally:
             pub.stop()
         codes = pub.outcome()
         return Trial(name=name, published=readings, stored=stored, distinct=distinct,
                      pubacks={f"0x{k:02x}": v for k, v in sorted(codes.items())},
                      peak_unacked=self.peak_unacked, peak_inbox=self.peak_inbox, max_inflight=self.max_inflight,
-                     connections=connections, seconds=time.monotonic() - started, rss_mb=list(self.rss_mb))
+                     connections=connections, seconds=time.monotonic() - started, rss_mb=list(self.rss_mb),
+                     redeliveries_dropped=dropped)
 
 
 async def at(progress: Callable[[], float], fraction: float) -> None:
