@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -90,6 +92,27 @@ def test_run_with_configured_services_starts_nothing_embedded(tmp_path: Path, da
     assert not (tmp_path / "state" / "postgres").exists()
     assert not (tmp_path / "state" / "mqtt").exists()
     assert "embedded" not in out
+    # the demo console is reachable: a drill staff account whose one-time password was printed
+    match = re.search(r"Staff console login: user drill, password (\S+) ", out)
+    assert match, out
+    asyncio.run(_drill_login_works(database_url, match[1]))
+
+
+async def _drill_login_works(database_url: str, password: str) -> None:
+    import asyncpg
+
+    from api.auth import login
+    from simulators.demo import DRILLTOWN_MUNICIPALITY
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await login(conn, "drill", "wrong-password") is None
+        done = await login(conn, "drill", password)
+        assert done is not None
+        account = done[2]
+        assert account.role == "staff" and account.municipality_code == DRILLTOWN_MUNICIPALITY
+    finally:
+        await conn.close()
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and not Path("/usr/sbin/useradd").exists(), reason="needs useradd as root")
