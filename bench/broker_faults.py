@@ -88,6 +88,8 @@ async def _trial(args: argparse.Namespace, server: str, arrangement: str, trial:
         faults = all_faults[trial]
         if trial == "db":
             options.update(max_inflight=2000, via_db_proxy=True)
+        if trial == "cuts":
+            options.update(mqtt_via_proxy=True)
         with tempfile.TemporaryDirectory() as tmp:
             async with Rig(workdir=Path(tmp), database_url=url, **options) as rig:  # type: ignore[arg-type]
                 return await rig.run(f"{arrangement}: {trial}", readings=args.readings, rate=args.rate,

@@ -7,8 +7,9 @@ Parts, all real:
   persistence on, no in-flight cap, deep queue) on a free port, restarted or stopped by the trial;
 * one or two real ``sonae ingest`` subprocesses with the default settings (or ``ingest.partition``
   ``0/2`` and ``1/2``), their own ``/metrics`` read for the inbox and unacknowledged counts;
-* :class:`TcpProxy`, a small TCP relay between an ingestor and the broker (or the database) that a
-  trial cuts (every connection aborted) or takes down (new connections refused) and up again;
+* :class:`TcpProxy`, a small TCP relay between an ingestor and the broker (only in the cut trial) or
+  the database, that a trial cuts (every connection aborted) or takes down (new connections refused)
+  and up again;
 * :class:`Publisher`, an independent QoS 1 publisher (paho directly, MQTT 5, not Sonae's client)
   with a unique timestamp per reading that records the PUBACK reason code of every message.
 
@@ -275,7 +276,7 @@ class Rig:
 
     def __init__(self, *, workdir: Path, database_url: str, ingestors: int = 1, max_inflight: int = 20000,
                  keepalive_s: int = 30, via_db_proxy: bool = False, shared_group: str | None = "",
-                 code_root: Path | None = None) -> None:
+                 code_root: Path | None = None, mqtt_via_proxy: bool = False) -> None:
         self.workdir = workdir
         self.database_url = database_url
         self.n_ingestors = ingestors
@@ -284,6 +285,10 @@ class Rig:
         self.via_db_proxy = via_db_proxy
         self.shared_group = shared_group  # None: leave the variable unset (the code's own default)
         self.code_root = code_root  # run another checkout's `sonae ingest` (the before of a comparison)
+        # Only the connection-cut trial puts the proxy between ingestor and broker: behind it a
+        # reconnect attempt while the broker is down "succeeds" at TCP level, which would hide the
+        # ingestor's real reconnect delay from the broker-restart trials.
+        self.mqtt_via_proxy = mqtt_via_proxy
         self.prefix = f"f{uuid.uuid4().hex[:8]}/v1"
         self.broker = EmbeddedBroker(workdir / "broker", port=free_port())
         self.mqtt_proxies: list[TcpProxy] = []
@@ -311,9 +316,11 @@ class Rig:
             self.db_proxy = TcpProxy(parts.hostname, parts.port or 5432)
             db_url = _tcp_url(db_url, await self.db_proxy.start())
         for i in range(self.n_ingestors):
-            proxy = TcpProxy("127.0.0.1", self.broker.port)
-            self.mqtt_proxies.append(proxy)
-            mqtt_url = f"mqtt://127.0.0.1:{await proxy.start()}"
+            mqtt_url = self.broker.url
+            if self.mqtt_via_proxy:
+                proxy = TcpProxy("127.0.0.1", self.broker.port)
+                self.mqtt_proxies.append(proxy)
+                mqtt_url = f"mqtt://127.0.0.1:{await proxy.start()}"
             self.ingestors.append(self._spawn(i, db_url, mqtt_url))
         for ing in self.ingestors:
             await wait_for(ing.ready, timeout=60, what="ingest ready")

@@ -53,7 +53,7 @@ async def test_broker_down_15_s(database_url: str, pool: object, tmp_path: Path)
 
 
 async def test_twenty_connection_cuts(database_url: str, pool: object, tmp_path: Path) -> None:
-    async with Rig(workdir=tmp_path, database_url=database_url) as rig:
+    async with Rig(workdir=tmp_path, database_url=database_url, mqtt_via_proxy=True) as rig:
         trial = await rig.run("20 connection cuts", readings=3000, rate=300,
                               faults=partial(fault_connection_cuts, cuts=20))
     assert rig.mqtt_proxies[0].cuts == 20
@@ -63,14 +63,14 @@ async def test_twenty_connection_cuts(database_url: str, pool: object, tmp_path:
 
 async def test_database_outage_keeps_memory_bounded_and_the_connection_up(database_url: str, pool: object,
                                                                          tmp_path: Path) -> None:
-    """A 25 s database outage, five times the keep-alive, with the unacknowledged limit at 200: the
+    """A 20 s database outage, four times the keep-alive, with the unacknowledged limit at 200: the
     ingestor keeps its broker connection (keep-alive answered), never holds more than 200 messages,
     and stores everything once the database is back."""
     try:
         rig = Rig(workdir=tmp_path, database_url=database_url, max_inflight=200, keepalive_s=5, via_db_proxy=True)
         async with rig:
-            trial = await rig.run("database down 25 s, limit 200", readings=2000, rate=100,
-                                  faults=partial(fault_database_down, seconds=25))
+            trial = await rig.run("database down 20 s, limit 200", readings=1500, rate=100,
+                                  faults=partial(fault_database_down, seconds=20))
     except RuntimeError as exc:
         pytest.skip(str(exc))
     _assert_nothing_lost(trial)
