@@ -54,6 +54,8 @@ class Station:
     th_overflow: float | None = None  # 氾濫開始水位 (危機管理型)
     exercise: bool = False
     source: str | None = None
+    max_rate_m_per_h: float | None = None  # plausible rate of change (None: alerting's default)
+    exercise_time_scale: float = 1.0  # exercise scenario's clock speed (exercise stations only)
 
     def validate(self) -> Station:
         where = f"station {self.id!r}"
@@ -71,6 +73,13 @@ class Station:
             raise RegistryError(f"{where}: lon {self.lon} out of range")
         if self.expected_interval_s <= 0:
             raise RegistryError(f"{where}: expected_interval_s must be positive")
+        if self.max_rate_m_per_h is not None and not self.max_rate_m_per_h > 0:
+            raise RegistryError(f"{where}: max_rate_m_per_h must be positive (m/h), or empty for the default")
+        if not self.exercise_time_scale >= 1:
+            raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
+        if self.exercise_time_scale != 1 and not self.exercise:
+            raise RegistryError(f"{where}: exercise_time_scale is for exercise stations only; "
+                                "set exercise=true or leave it at 1")
         ordered = [getattr(self, f) for f in ("th_standby", "th_caution", "th_evacuation", "th_danger")]
         present = [v for v in ordered if v is not None]
         if present != sorted(present):
@@ -82,7 +91,7 @@ class Station:
 
 
 _FIELDS = {f.name: f for f in fields(Station)}
-_FLOATS = {"lat", "lon", *THRESHOLD_FIELDS}
+_FLOATS = {"lat", "lon", "max_rate_m_per_h", "exercise_time_scale", *THRESHOLD_FIELDS}
 
 
 def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
