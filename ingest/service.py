@@ -11,10 +11,11 @@ At-least-once end to end, and idempotent storage, give "exactly once" in the tab
 * the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries.
 
 Memory stays bounded for any database outage: at most ``ingest.max_inflight`` messages are
-unacknowledged (MQTT 5 Receive Maximum, so the broker stops sending; the socket is still read, so
-keep-alive holds and the connection is never dropped for it), redeliveries of held messages are not
-queued twice (:mod:`sonae.mqtt`), and while the database is down the batch in hand is retried with
-exponential backoff, so nothing more is taken from the inbox.
+unacknowledged (MQTT 5 Receive Maximum asks the broker to stop sending, and the client stops reading
+its socket at the limit in any case while keeping the connection alive with its own PINGREQs, so the
+keep-alive never drops it), redeliveries of held messages are not queued twice (:mod:`sonae.mqtt`),
+and while the database is down the batch in hand is retried with exponential backoff, so nothing
+more is taken from the inbox; the rest waits in the broker.
 """
 
 from __future__ import annotations
