@@ -38,6 +38,7 @@ from ingest.registry import gateway_ids, known_station_ids, release_quarantine
 from ingest.store import DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient
+from sonae.retry import Backoff, count_failure
 
 log = logging.getLogger("sonae.ingest")
 
@@ -374,15 +375,16 @@ class Ingestor:
         self._known |= set(ids)
 
     async def _retrying(self, fn, *args):  # type: ignore[no-untyped-def]
-        delay = 0.1
+        backoff = Backoff(base=0.1, cap=10.0)
         while True:
             try:
                 return await fn(*args)
             except _TRANSIENT as exc:
                 metrics.DB_ERRORS.inc()
+                count_failure("postgres")
+                delay = backoff.next_delay()
                 log.warning("database unavailable; retrying", extra={"error": str(exc)[:200], "retry_s": delay})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _write(self, readings: list[Reading], quarantine: list[tuple[Reading, str]],
                      dead: list[DeadLetter]) -> WriteResult:

@@ -28,7 +28,8 @@ T = TypeVar("T")
 CONNECT_FAILURES = Counter(
     "sonae_connect_failures_total",
     "Failed attempts to connect to (or use) an outside service, retried with backoff; by target "
-    "(mqtt, mqtt-alerts, postgres-listen, smtp, webhook, push)", ["target"])
+    "(mqtt, mqtt-ingest, mqtt-alerts, mqtt-simulator, postgres, postgres-listen, smtp, webhook, push)",
+    ["target"])
 
 
 def count_failure(target: str) -> None:
