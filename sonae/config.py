@@ -101,6 +101,19 @@ def _not_empty(value: Any) -> str | None:
     return None if str(value).strip("/") else "expected a topic root such as sonae/v1"
 
 
+def _cap_token(value: Any) -> str | None:
+    """CAP 1.2 forbids spaces, commas, '<' and '&' in sender and identifier."""
+    return ("must not contain spaces, commas, '<' or '&' (CAP 1.2 sender/identifier rules)"
+            if any(c in str(value) for c in " \t\n,<&") else None)
+
+
+def _installation_id(value: Any) -> str | None:
+    text = str(value)
+    if text and not (len(text) <= 64 and all(c.isascii() and (c.isalnum() or c in "._-") for c in text)):
+        return "expected up to 64 letters, digits, '.', '_' or '-' (empty: generated once and kept in the database)"
+    return None
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else "expected a port number between 0 and 65535"
 
@@ -111,7 +124,8 @@ SCHEMA: tuple[Setting, ...] = (
             secret=True, check=_postgres_url),
     Setting("database.pool_size", int, 10, "Connections per process.", check=_positive),
     Setting("database.retention_days", int, 0,
-            "Drop raw readings older than this many days (0 keeps everything). Rollups are kept.",
+            "Drop raw readings older than this many days (0 keeps everything), from 00:00 JST of that day. "
+            "Rollups are kept.",
             check=lambda v: None if v >= 0 else "expected 0 or more days"),
     Setting("mqtt.url", str, None,
             "MQTT broker URL (mqtt://user:password@host:port). Unset: Sonae starts an embedded broker.",
@@ -161,6 +175,16 @@ SCHEMA: tuple[Setting, ...] = (
             "Take the client address from X-Forwarded-For (only behind your own reverse proxy)."),
     Setting("api.cors_origins", str, "", "Comma-separated origins allowed by CORS ('*' for any); empty: none."),
     Setting("api.token_ttl_hours", int, 12, "Lifetime of a staff login token.", check=_positive),
+    # -- cap (issue #15 item 6) --
+    Setting("cap.sender", str, "",
+            "CAP sender, e.g. bousai@city.koriyama.lg.jp ({municipality} becomes the 団体コード); empty: "
+            "sonae@<host of api.public_url>, or sonae@<installation id>.invalid without one.", check=_cap_token),
+    Setting("cap.installation_id", str, "",
+            "This installation's id in every CAP identifier and Atom id; empty: generated once and kept "
+            "in the database.", check=_installation_id),
+    Setting("cap.expires_hours", int, 24,
+            "Each CAP message expires this long after it is sent; Cancel messages stay in the Atom feed "
+            "until then.", check=_positive),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
     Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
@@ -179,6 +203,16 @@ SCHEMA: tuple[Setting, ...] = (
             check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
     # -- end evac --
+    # -- ngsi: upserting Sonae's NGSI-LD entities to a context broker (ngsi/push.py) --
+    Setting("ngsi.broker_url", str, "",
+            "NGSI-LD context broker to upsert changed public entities to (its base URL, e.g. http://broker:1026); "
+            "empty: no push."),
+    Setting("ngsi.max_attempts", int, 8, "Tries of one upsert before the entity goes to the dead-letter list.",
+            check=_positive),
+    Setting("ngsi.retry_base_ms", int, 2000, "First retry delay of a push; it doubles with every try.",
+            check=_positive),
+    Setting("ngsi.retry_max_s", int, 600, "Longest delay between two tries of a push.", check=_positive),
+    # -- end ngsi --
     # -- notify: Web Push, webhooks and email (notify/worker.py) --
     Setting("notify.enabled", bool, True,
             "Run a delivery worker in `sonae run`/`sonae ingest` (several processes share the queue)."),
