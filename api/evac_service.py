@@ -38,7 +38,7 @@ import math
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -59,6 +59,7 @@ from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
 from evac.network import RoadNetwork, load_network
 from evac.shelters import Shelter, load_shelters
 from sonae.config import ConfigError, Settings
+from sonae.retry import keep_connected
 
 log = logging.getLogger("sonae.api.evac")
 
@@ -359,38 +360,33 @@ class EvacService:
         self._wake.set()
 
     async def _listen(self) -> None:
-        delay = 0.1
-        while not self._stopping:
+        await keep_connected(self._listen_once, target="postgres-listen", stopped=lambda: self._stopping,
+                             cap=self.reconnect_max_s)
+
+    async def _listen_once(self, connected: Callable[[], None]) -> None:
+        async with self.pool.acquire() as conn:
+            lost = asyncio.Event()
+
+            def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
+                lost.set()
+
+            conn.add_termination_listener(on_lost)
+            channels = [store.NOTIFY_CHANNEL] + ([ALERTS_CHANNEL] if self._has_alerts else [])
+            for ch in channels:
+                await conn.add_listener(ch, self._on_notify)
+            if self.listening.is_set():  # a reconnect: changes may have been missed
+                self._dirty_evac = self._dirty_alerts = True
+                self._wake.set()
+            self.listen_pid = conn.get_server_pid()
+            self.listening.set()
+            connected()
             try:
-                async with self.pool.acquire() as conn:
-                    lost = asyncio.Event()
-
-                    def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
-                        lost.set()
-
-                    conn.add_termination_listener(on_lost)
-                    channels = [store.NOTIFY_CHANNEL] + ([ALERTS_CHANNEL] if self._has_alerts else [])
-                    for ch in channels:
-                        await conn.add_listener(ch, self._on_notify)
-                    if self.listening.is_set():  # a reconnect: changes may have been missed
-                        self._dirty_evac = self._dirty_alerts = True
-                        self._wake.set()
-                    self.listen_pid = conn.get_server_pid()
-                    self.listening.set()
-                    delay = 0.1
-                    try:
-                        await lost.wait()
-                    finally:
-                        for ch in channels:
-                            with contextlib.suppress(Exception):
-                                await conn.remove_listener(ch, self._on_notify)
-                    raise ConnectionError("listen connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("evac listen connection lost; reconnecting", extra={"error": str(exc), "retry_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_s)
+                await lost.wait()
+            finally:
+                for ch in channels:
+                    with contextlib.suppress(Exception):
+                        await conn.remove_listener(ch, self._on_notify)
+            raise ConnectionError("evac listen connection lost")
 
     async def _apply_loop(self) -> None:
         while not self._stopping:

@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from api.context import POOL
+from sonae.retry import keep_connected
 
 log = logging.getLogger("sonae.api.events")
 
@@ -135,44 +136,38 @@ class EventHub:
         return len(self._subs)
 
     async def _run(self) -> None:
-        delay = 0.1
-        while not self._stopping:
+        await keep_connected(self._listen_once, target="postgres-listen", stopped=lambda: self._stopping,
+                             cap=self.reconnect_max_s)
+
+    async def _listen_once(self, connected: Callable[[], None]) -> None:
+        async with self.pool.acquire() as conn:
+            lost = asyncio.Event()
+
+            def on_notify(*_: Any) -> None:
+                self._wake.set()
+
+            def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
+                lost.set()
+                self._wake.set()
+
+            conn.add_termination_listener(on_lost)
+            await conn.add_listener(self.channel, on_notify)
+            self.connected.set()
+            connected()
+            self._wake.set()  # catch up on anything missed while disconnected
             try:
-                async with self.pool.acquire() as conn:
-                    lost = asyncio.Event()
-
-                    def on_notify(*_: Any) -> None:
-                        self._wake.set()
-
-                    def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
-                        lost.set()
-                        self._wake.set()
-
-                    conn.add_termination_listener(on_lost)
-                    await conn.add_listener(self.channel, on_notify)
-                    self.connected.set()
-                    delay = 0.1
-                    self._wake.set()  # catch up on anything missed while disconnected
-                    try:
-                        while not self._stopping and not lost.is_set():
-                            await self._wake.wait()
-                            self._wake.clear()
-                            if lost.is_set() or self._stopping:
-                                break
-                            await self._deliver(conn)
-                    finally:
-                        self.connected.clear()
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(self.channel, on_notify)
-                    if lost.is_set():
-                        raise ConnectionError("listen connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("event hub connection lost; reconnecting",
-                            extra={"channel": self.channel, "error": str(exc), "retry_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_s)
+                while not self._stopping and not lost.is_set():
+                    await self._wake.wait()
+                    self._wake.clear()
+                    if lost.is_set() or self._stopping:
+                        break
+                    await self._deliver(conn)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(self.channel, on_notify)
+            if lost.is_set():
+                raise ConnectionError(f"listen connection of {self.channel} lost")
 
     async def _deliver(self, conn: asyncpg.Connection) -> None:
         while True:

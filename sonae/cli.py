@@ -773,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="API port (overrides SONAE_API_PORT)")
 
     p = add("ingest", cmd_ingest, "Run an ingestor: MQTT readings into the database, acknowledged after commit. "
-            "Several share the stream through an MQTT shared subscription.")
+            "Several share the stream by municipality: SONAE_INGEST_PARTITION=0/2, 1/2 (plain persistent subscriptions).")
     p.add_argument("--instance", default="0", help="instance name, part of the persistent MQTT client id")
 
     p = add("api", cmd_api, "Run the HTTP API.")
