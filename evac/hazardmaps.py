@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,6 +255,8 @@ def _features(path: Path) -> tuple[list[dict[str, Any]], str]:
                 break
             except (UnicodeDecodeError, LookupError):
                 continue
+            except (struct.error, EOFError, IndexError) as exc:  # a truncated or foreign file
+                raise HazardMapError(f"not a readable shapefile ({exc})") from None
             except shapefile.ShapefileException as exc:
                 if "decode" in str(exc):  # pyshp >= 3 wraps a wrong encoding like this
                     continue

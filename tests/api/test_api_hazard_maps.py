@@ -137,3 +137,40 @@ async def test_linked_map_blocks_deep_water_while_the_level_is_in_force(
 
     await _alert(pool, service, None)  # the alert clears: the original route comes back
     assert (await _route(client, lat, lon))["geometry"]["coordinates"] == line
+
+
+async def test_staff_list_link_and_unlink_maps(client: TestClient, pool: asyncpg.Pool) -> None:
+    from api.auth import create_account, login
+    from tests.conftest import shared_data
+
+    path = shared_data("hazard_plateau", "numazu_plateau2021_lsld_523856.geojson")
+    async with pool.acquire() as conn:
+        row = await store.import_hazard_map(conn, path, actor="test", municipality_code="222038")
+        for name, muni in (("numazu-staff", "222038"), ("other-staff", "072036")):
+            await create_account(conn, username=name, password="correct horse battery", role="staff",
+                                 municipality_code=muni)
+        tokens = {n: (await login(conn, n, "correct horse battery"))[0]  # type: ignore[index]
+                  for n in ("numazu-staff", "other-staff")}
+    mine = {"Authorization": f"Bearer {tokens['numazu-staff']}"}
+    other = {"Authorization": f"Bearer {tokens['other-staff']}"}
+    assert (await client.get("/api/v1/hazard-maps")).status == 401
+    listed = await (await client.get("/api/v1/hazard-maps", headers=mine)).json()
+    assert [(m["id"], m["areas"], m["link"]) for m in listed["maps"]] == [(row["id"], 234, None)]
+    assert "PLATEAU" in listed["maps"][0]["attribution"]
+    assert (await (await client.get("/api/v1/hazard-maps", headers=other)).json())["maps"] == []
+    link = {"kind": "jma_area", "ref": "2220300", "at_level": 4, "phenomenon": "landslide"}
+    url = f"/api/v1/hazard-maps/{row['id']}/link"
+    assert (await client.put(url, json=link, headers=other)).status == 403
+    bad = await client.put(url, json={**link, "at_level": 9}, headers=mine)
+    assert bad.status == 400 and bad.content_type == "application/problem+json"
+    assert (await client.put("/api/v1/hazard-maps/nope/link", json=link, headers=mine)).status == 404
+    done = await client.put(url, json=link, headers=mine)
+    assert done.status == 200 and (await done.json())["link"] == link
+    async with pool.acquire() as conn:
+        keys = {r["station_id"] for r in await conn.fetch("SELECT station_id FROM hazard_areas WHERE map_id = $1",
+                                                          row["id"])}
+        audit = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'hazard_map.linked'")
+    assert keys == {"jma_area:2220300:landslide"} and audit == 1
+    assert (await client.delete(url, headers=mine)).status == 204
+    listed = await (await client.get("/api/v1/hazard-maps", headers=mine)).json()
+    assert listed["maps"][0]["link"] is None
