@@ -158,7 +158,7 @@ async def test_staff_list_link_and_unlink_maps(client: TestClient, pool: asyncpg
     assert [(m["id"], m["areas"], m["link"]) for m in listed["maps"]] == [(row["id"], 234, None)]
     assert "PLATEAU" in listed["maps"][0]["attribution"]
     assert (await (await client.get("/api/v1/hazard-maps", headers=other)).json())["maps"] == []
-    link = {"kind": "jma_area", "ref": "2220300", "at_level": 4, "phenomenon": "landslide"}
+    link = {"kind": "jma_area", "ref": "222038", "at_level": 4, "phenomenon": "landslide"}
     url = f"/api/v1/hazard-maps/{row['id']}/link"
     assert (await client.put(url, json=link, headers=other)).status == 403
     bad = await client.put(url, json={**link, "at_level": 9}, headers=mine)
@@ -170,7 +170,7 @@ async def test_staff_list_link_and_unlink_maps(client: TestClient, pool: asyncpg
         keys = {r["station_id"] for r in await conn.fetch("SELECT station_id FROM hazard_areas WHERE map_id = $1",
                                                           row["id"])}
         audit = await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'hazard_map.linked'")
-    assert keys == {"jma_area:2220300:landslide"} and audit == 1
+    assert keys == {"jma_area:222038:landslide"} and audit == 1
     assert (await client.delete(url, headers=mine)).status == 204
     listed = await (await client.get("/api/v1/hazard-maps", headers=mine)).json()
     assert listed["maps"][0]["link"] is None

@@ -112,9 +112,9 @@ async def test_link_relink_unlink_and_reimport_keeps_the_link(pool: asyncpg.Pool
         assert {a["station_id"] for a in await _areas(pool, row["id"])} == {"river:狩野川"}
         again = await store.import_hazard_map(conn, path, actor="test")  # same file: link kept, areas replaced
         assert (again["link_kind"], again["at_level"], again["areas"]) == ("river", 3, len(_raw(FLD)))
-        jma = store.MapLink.parse("jma_area:2220300", at_level=4, phenomenon="flood")
+        jma = store.MapLink.parse("jma_area:222038", at_level=4, phenomenon="flood")
         await store.link_hazard_map(conn, row["id"], jma, actor="test")
-        assert {a["station_id"] for a in await _areas(pool, row["id"])} == {"jma_area:2220300:flood"}
+        assert {a["station_id"] for a in await _areas(pool, row["id"])} == {"jma_area:222038:flood"}
         await store.link_hazard_map(conn, row["id"], None, actor="test")
         assert {(a["source"], a["active"]) for a in await _areas(pool, row["id"])} == {("import", False)}
         with pytest.raises(store.StoreError, match="no hazard map"):
