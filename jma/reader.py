@@ -99,7 +99,9 @@ class FeedReader:
             try:
                 async with session.get(url, headers=headers or {}) as response:
                     if response.status in (200, 304):
-                        return response.status, await response.read(), dict(response.headers)
+                        validators = {k: v for k in ("ETag", "Last-Modified")
+                                      if (v := response.headers.get(k)) is not None}
+                        return response.status, await response.read(), validators
                     reason = f"http_{response.status}"
                     if response.status < 500 and response.status != 429:
                         raise FeedError(reason)
