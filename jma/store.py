@@ -50,6 +50,13 @@ async def store_telegram(conn: asyncpg.Connection, *, link: str, data: bytes) ->
         ``duplicate`` (link already stored: nothing changes), ``applied``, ``stale``, ``ignored_test``
         or ``failed:<reason>`` (kept with its reason).
     """
+    try:
+        return await _store(conn, link=link, data=data)
+    except asyncpg.UniqueViolationError:
+        return "duplicate"  # another process stored the same link at the same moment
+
+
+async def _store(conn: asyncpg.Connection, *, link: str, data: bytes) -> str:
     sha = hashlib.sha256(data).hexdigest()
     async with conn.transaction():
         if await conn.fetchval("SELECT 1 FROM jma_telegrams WHERE link = $1", link):

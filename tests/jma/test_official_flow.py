@@ -169,3 +169,30 @@ async def test_cancellation_retracts_the_event(pool: asyncpg.Pool) -> None:
         # an older serial arriving late changes nothing
         assert await store_telegram(conn, link="c", data=data) == "stale"
         assert await conn.fetchval("SELECT count(*) FROM jma_official_info") == 0
+
+
+async def test_readyz_says_when_a_configured_feed_is_unreachable(pool: asyncpg.Pool, database_url: str,
+                                                                 mqtt_url: str, tmp_path) -> None:
+    import socket
+
+    from sonae.config import load_settings
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = load_settings(environ={
+        "SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_STATE_DIR": str(tmp_path),
+        "SONAE_JMA_FEEDS": f"http://127.0.0.1:{port}/feed.xml", "SONAE_JMA_POLL_INTERVAL_S": "0.1"})
+    client = await make_client(pool, settings)
+    try:
+        async def not_ready() -> dict[str, Any] | None:
+            response = await client.get("/readyz")
+            body = await response.json()
+            return body if response.status == 503 else None
+
+        body = await until(not_ready, within_s=30, what="/readyz not ready")
+        assert body["checks"]["jma feed"] == "not ready" and body["checks"]["database"] == "ok"
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT error FROM jma_feeds") == "unreachable"
+    finally:
+        await client.close()
