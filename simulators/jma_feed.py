@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from email.utils import formatdate
 from pathlib import Path
@@ -71,3 +73,23 @@ class JmaFeed:
         app.router.add_get("/feed.xml", self.feed)
         app.router.add_get("/data/{n}.xml", self.telegram)
         return app
+
+
+async def serve(folder: Path, *, port: int, interval_s: float, stop: asyncio.Event,
+                host: str = "127.0.0.1") -> None:
+    """Serve ``folder`` as a feed, publishing one more telegram every ``interval_s`` until ``stop``."""
+    feed = JmaFeed.from_directory(folder)
+    runner = web.AppRunner(feed.app())
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"JMA feed: http://{host}:{port}/feed.xml ({len(feed.telegrams)} telegrams, one every {interval_s:g} s)",
+          flush=True)
+    try:
+        while feed.publish_next():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set():
+                break
+        await stop.wait()
+    finally:
+        await runner.cleanup()

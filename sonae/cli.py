@@ -211,6 +211,20 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators import command
 
+    if getattr(args, "jma", None) is not None:
+        from simulators.jma_feed import serve
+
+        if not args.jma.is_dir() or not any(args.jma.glob("*.xml")):
+            print(f"sonae simulate: --jma {args.jma} is not a directory of *.xml telegrams", file=sys.stderr)
+            return 2
+        from sonae.runtime import stop_event_on_signals
+
+        async def feed() -> None:
+            await serve(args.jma, port=args.jma_port, interval_s=args.jma_interval_s, stop=stop_event_on_signals())
+
+        asyncio.run(feed())
+        return 0
+
     planned = command.check(args) if command.wants_fleet(args) else None
     if command.wants_fleet(args) and planned is None:
         return 2

@@ -196,3 +196,35 @@ async def test_readyz_says_when_a_configured_feed_is_unreachable(pool: asyncpg.P
             assert await conn.fetchval("SELECT error FROM jma_feeds") == "unreachable"
     finally:
         await client.close()
+
+
+async def test_sonae_simulate_jma_serves_a_directory_the_reader_stores(pool: asyncpg.Pool, tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    for n, name in enumerate(LANDSLIDE):
+        (tmp_path / f"{n:02d}.xml").write_bytes(koriyama(name))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sonae.cli", "simulate", "--jma", str(tmp_path), "--jma-port", str(port),
+        "--jma-interval-s", "0.2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "SONAE_LOG_FORMAT": "text"})
+    try:
+        reader = FeedReader(pool, feeds=[f"http://127.0.0.1:{port}/feed.xml"], retry_base_s=0.1, attempts=30)
+
+        async def all_stored() -> bool:
+            await reader.poll_once()
+            return await _stored(pool, len(LANDSLIDE))
+
+        await until(all_stored, within_s=60, what="every telegram of the directory stored")
+        async with pool.acquire() as conn:
+            outcomes = [r["outcome"] for r in await conn.fetch("SELECT outcome FROM jma_telegrams ORDER BY id")]
+            in_force = await conn.fetchval("SELECT count(*) FROM jma_official_info")
+        assert outcomes == ["applied"] * len(LANDSLIDE) and in_force == 0  # the last one is the 解除
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
