@@ -151,10 +151,20 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "tags": ["residents"], "parameters": [MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 429)}},
     ("get", "/api/v1/shelters"): {
-        "summary": "Shelters with status (open data)", "tags": ["open data"],
+        "summary": "Shelters with status (open data): all, in a box, or by name", "tags": ["open data"],
         "parameters": [MUNICIPALITY, q("hazard", {"type": "string", "enum": HAZARDS}),
-                       q("format", {"type": "string", "enum": ["json", "geojson", "csv"]})],
+                       q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}),
+                       q("bbox", {"type": "string"}, description="west,south,east,north in degrees: shelters inside; "
+                         "with limit, those nearest the box's centre"),
+                       q("q", {"type": "string", "maxLength": 100},
+                         description="words the name or address contains (names starting with them first)"),
+                       q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, description="at most this many")],
         "responses": {**ok_formats(), **errors(400, 429)}},
+    ("get", "/api/v1/service"): {
+        "summary": "The area routes are answered for and the hazard types", "tags": ["residents"],
+        "responses": {**ok({"type": "object", "required": ["service_area", "hazards"], "properties": {
+            "service_area": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+            "hazards": {"type": "array", "items": {"type": "string", "enum": HAZARDS}}}}), **errors(429)}},
     ("get", "/api/v1/hazards"): {
         "summary": "Hazard areas in force (GeoJSON)", "tags": ["open data"],
         "parameters": [q("hazard", {"type": "string", "enum": HAZARDS}), EXERCISE,
