@@ -16,6 +16,7 @@ from alerting.level import official_source
 from api import params
 from api.context import POOL, SETTINGS
 from api.ops import READINESS_CHECKS
+from jma.areas import municipality_names
 from jma.reader import FeedReader
 from jma.store import in_force
 
@@ -34,6 +35,7 @@ async def official(request: web.Request) -> web.Response:
     for row in rows:
         item = official_source(row).as_json(language)
         item["municipality_code"] = row["municipality_code"]
+        item["municipality_name"] = municipality_names().get(row["municipality_code"], "")
         items.append(item)
     return web.json_response({"official": items}, headers={"Cache-Control": "no-store"})
 

@@ -60,16 +60,18 @@ def entry_links(feed: bytes) -> list[str]:
     return list(reversed(links))
 
 
-async def read_files(pool: asyncpg.Pool, paths: Iterable[Path]) -> list[str]:
-    """Store telegrams from files (a directory: its ``*.xml`` in name order); the link is ``file:<sha256>``."""
+async def read_files(conn: asyncpg.Connection, paths: Iterable[Path]) -> list[str]:
+    """Store telegrams from files (a directory: its ``*.xml`` in name order); the link is ``file:<sha256>``.
+
+    Returns the outcome of each file (see :func:`jma.store.store_telegram`); raises ``OSError`` for a
+    file that cannot be read.
+    """
     outcomes = []
     for path in paths:
         files = sorted(path.glob("*.xml")) if path.is_dir() else [path]
         for file in files:
             data = file.read_bytes()
-            async with pool.acquire() as conn:
-                outcomes.append(await store_telegram(conn, link=f"file:{hashlib.sha256(data).hexdigest()}",
-                                                     data=data))
+            outcomes.append(await store_telegram(conn, link=f"file:{hashlib.sha256(data).hexdigest()}", data=data))
     return outcomes
 
 

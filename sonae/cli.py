@@ -336,6 +336,43 @@ def _add_evac_commands(sub: Any) -> None:
 # -- end evac --
 
 
+# -- jma: official information from files (jma/reader.py) --
+def cmd_jma_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jma.reader import read_files
+
+    paths = [Path(p) for p in args.paths]
+    for path in paths:
+        if not path.exists():
+            raise CommandError(f"{path}: no such file or directory")
+
+    async def action(conn: Any) -> str:
+        try:
+            outcomes = await read_files(conn, paths)
+        except OSError as exc:
+            raise CommandError(f"{exc.filename}: {exc.strerror}") from None
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return "telegrams: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+
+    return _on_database(args, action)
+
+
+def _add_jma_commands(sub: Any) -> None:
+    text = "Official information (気象庁防災情報XML telegrams)."
+    grp = sub.add_parser("jma", help=text, description=text)
+    grp_sub = grp.add_subparsers(dest="jma_command", required=True, metavar="ACTION")
+    p = grp_sub.add_parser("import", help="Read telegrams from files or directories (*.xml), as the feed reader does.",
+                           description="Read telegrams from files or directories (*.xml, in name order) through the "
+                           "feed reader's path: each kept once, unreadable ones kept with their reason.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_jma_import)
+# -- end jma --
+
+
 def _new_password(args: argparse.Namespace) -> str:
     import getpass
     import os
@@ -655,6 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stations_import)
 
     _add_evac_commands(sub)  # evac: `sonae shelters import`, `sonae hazards import`
+    _add_jma_commands(sub)  # jma: `sonae jma import`
 
     mu = sub.add_parser("municipalities", help="Municipality codes and names.",
                         description="Municipality codes (団体コード) and names: data, imported, not code.")

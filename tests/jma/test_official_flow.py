@@ -146,9 +146,10 @@ async def test_drill_telegram_never_shows_as_real(pool: asyncpg.Pool, settings: 
 async def test_test_telegrams_are_ignored_and_counted(pool: asyncpg.Pool, tmp_path) -> None:
     (tmp_path / "a.xml").write_bytes(koriyama(LANDSLIDE[0], status="試験"))
     (tmp_path / "b.xml").write_bytes(b"<not a telegram")
-    outcomes = await read_files(pool, [tmp_path])
-    assert outcomes == ["ignored_test", "failed:not_xml"]
-    assert await read_files(pool, [tmp_path]) == ["duplicate", "duplicate"]
+    async with pool.acquire() as conn:
+        outcomes = await read_files(conn, [tmp_path])
+        assert outcomes == ["ignored_test", "failed:not_xml"]
+        assert await read_files(conn, [tmp_path]) == ["duplicate", "duplicate"]
     async with pool.acquire() as conn:
         kept = await conn.fetch("SELECT outcome, error_reason, length(raw) AS n FROM jma_telegrams ORDER BY id")
         in_force = await conn.fetchval("SELECT count(*) FROM jma_official_info")
