@@ -107,6 +107,8 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
 
     app.router.add_routes(official.routes)
     official.setup(app)
+    app.on_startup.append(events.start_official_forwarder)
+    app.on_shutdown.append(events.stop_official_forwarder)
     # -- end jma --
     # -- pages (issue #8): the resident page (/), the staff console (/staff) and their static files --
     from api import web as pages

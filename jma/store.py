@@ -94,6 +94,7 @@ async def _store(conn: asyncpg.Connection, *, link: str, data: bytes) -> str:
             return outcome
         if outcome == "applied":
             await _apply(conn, telegram, key, telegram_id)
+            await conn.execute("SELECT pg_notify('sonae_official', $1)", str(telegram_id))
         stored_at = await conn.fetchval("SELECT received_at FROM jma_telegrams WHERE id = $1", telegram_id)
         LAG.observe(max(0.0, (stored_at - telegram.date_time).total_seconds()))
         return outcome
@@ -142,3 +143,19 @@ async def in_force(conn: asyncpg.Connection, *, municipality: str | None = None)
              AND (valid_until IS NULL OR valid_until > now())
            ORDER BY level DESC, valid_from DESC""", municipality)
     return [dict(r) for r in rows]
+
+
+async def last_telegram_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM jma_telegrams"))
+
+
+async def applied_after(conn: asyncpg.Connection, last_id: int, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Applied telegrams after ``last_id``: id, type, title, InfoType, exercise, event and the
+    municipalities where their information is in force (empty for a 解除 or 取消)."""
+    rows = await conn.fetch(
+        """SELECT t.id, t.type, t.title, t.info_type, t.status = '訓練' AS exercise, t.event_key,
+                  coalesce((SELECT array_agg(DISTINCT o.municipality_code) FROM jma_official_info o
+                            WHERE o.telegram_id = t.id), '{}') AS municipalities
+           FROM jma_telegrams t WHERE t.id > $1 AND t.outcome = 'applied' ORDER BY t.id LIMIT $2""",
+        last_id, limit)
+    return [{**dict(r), "municipalities": list(r["municipalities"])} for r in rows]

@@ -604,6 +604,7 @@
     const es = new EventSource("/api/v1/events");
     es.addEventListener("alert", () => refreshSoon({ alerts: true }));
     es.addEventListener("hazard_state", () => refreshSoon({ alerts: false }));
+    es.addEventListener("official", () => refreshSoon({ alerts: false }));
     es.addEventListener("route", () => refreshSoon({ alerts: false }));
   }
 

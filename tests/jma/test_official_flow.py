@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from jma.reader import FeedReader, read_files
 from jma.store import store_telegram
+from jma.telegram import parse
 from simulators.jma_feed import JmaFeed
 from sonae.config import Settings
 from tests.api.test_api_staff import KORIYAMA, make_client
@@ -229,3 +230,28 @@ async def test_sonae_simulate_jma_serves_a_directory_the_reader_stores(pool: asy
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_sse_tells_clients_when_official_information_changes(pool: asyncpg.Pool, settings: Settings) -> None:
+    import json
+
+    client = await make_client(pool, settings)
+    try:
+        response = await client.get("/api/v1/events")
+        assert response.status == 200
+        async with pool.acquire() as conn:
+            assert await store_telegram(conn, link="sse-1", data=koriyama(LANDSLIDE[0])) == "applied"
+
+        async def official_event() -> dict[str, Any] | None:
+            line = await asyncio.wait_for(response.content.readline(), 10)
+            if line.startswith(b"event: official"):
+                data = await response.content.readline()
+                return json.loads(data.decode().removeprefix("data: "))
+            return None
+
+        event = await until(official_event, within_s=20, what="event: official")
+        assert event["municipalities"] == [KORIYAMA] and event["exercise"] is False
+        assert event["title"] == parse(koriyama(LANDSLIDE[0])).title
+        response.close()
+    finally:
+        await client.close()
