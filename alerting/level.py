@@ -33,8 +33,10 @@ from jma.store import in_force as official_in_force
 #: a gauge alert counts for points this close to the gauge, whatever the municipality (as on the page)
 NEARBY_GAUGE_M = 5000.0
 
-#: official phenomenon → evacuation-engine hazard (evac.hazards.HAZARD_TYPES) the route must avoid
-HAZARD_OF = {"土砂災害": "landslide", "津波": "tsunami", "洪水": "flood", "大雨": "landslide", "高潮": "storm_surge"}
+#: official phenomenon → evacuation-engine hazard (evac.hazards.HAZARD_TYPES) the route must avoid.
+#: 大雨 names none: in H27 telegrams it covers 土砂災害 and 浸水害 alike, in R06 only 浸水害 (土砂災害 has
+#: its own telegram, VPWW56), so the route keeps the resident's own choice.
+HAZARD_OF = {"土砂災害": "landslide", "津波": "tsunami", "洪水": "flood", "高潮": "storm_surge"}
 _PHENOMENON = {
     "土砂災害": ("landslide", "どしゃさいがい"), "洪水": ("flood", "こうずい"), "大雨": ("heavy rain", "おおあめ"),
     "高潮": ("storm surge", "たかしお"), "津波": ("tsunami", "つなみ"),

@@ -19,6 +19,7 @@ import logging
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -145,7 +146,14 @@ class FeedReader:
         if status == 304:
             counts["not_modified"] = counts.get("not_modified", 0) + 1
         else:
+            origin = urlsplit(url)[:2]
             for link in entry_links(body):
+                if urlsplit(link)[:2] != origin:
+                    # a feed names telegrams on its own host; anything else is not fetched (counted, logged)
+                    FEED_ERRORS.labels("foreign_link").inc()
+                    counts["foreign_link"] = counts.get("foreign_link", 0) + 1
+                    log.warning("JMA feed entry on another host not fetched", extra={"url": url, "link": link})
+                    continue
                 async with self.pool.acquire() as conn:
                     if await conn.fetchval("SELECT 1 FROM jma_telegrams WHERE link = $1", link):
                         continue

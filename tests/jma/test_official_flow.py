@@ -255,3 +255,25 @@ async def test_sse_tells_clients_when_official_information_changes(pool: asyncpg
         response.close()
     finally:
         await client.close()
+
+
+async def test_feed_entries_on_another_host_are_not_fetched(pool: asyncpg.Pool) -> None:
+    from aiohttp import web
+
+    feed = ('<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><entry><id>x</id>'
+            '<link href="http://192.0.2.1/data/x.xml"/></entry></feed>')
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=feed, content_type="application/atom+xml")
+
+    app = web.Application()
+    app.router.add_get("/feed.xml", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        counts = await FeedReader(pool, feeds=[str(server.make_url("/feed.xml"))]).poll_once()
+        assert counts == {"foreign_link": 1}
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM jma_telegrams") == 0
+    finally:
+        await server.close()
