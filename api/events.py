@@ -246,3 +246,56 @@ async def stop_hazard_forwarder(app: web.Application) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# -- official information (jma) ---------------------------------------------------------------------
+OFFICIAL_HUB = web.AppKey("official_hub", EventHub)
+OFFICIAL_FORWARDER = web.AppKey("official_forwarder", asyncio.Task)
+
+
+async def load_official_events(conn: asyncpg.Connection, last_id: int, *, limit: int = 500) -> list[Event]:
+    """Telegrams applied after ``last_id`` (``jma_telegrams.id``), as ``event: official`` payloads."""
+    from jma.store import applied_after
+
+    return [Event(row["id"], "official", json.dumps(row, ensure_ascii=False, default=str, separators=(",", ":")))
+            for row in await applied_after(conn, last_id, limit=limit)]
+
+
+async def start_official_forwarder(app: web.Application) -> None:
+    """Pass applied JMA telegrams (NOTIFY ``sonae_official``) to SSE clients as transient
+    ``event: official`` events (no id: they are not alert positions); a page then asks for its level again."""
+    from jma.store import last_telegram_id
+
+    hub = app.get(ALERT_HUB)
+    if hub is None:
+        return
+    pool = app[POOL]
+    async with pool.acquire() as conn:
+        start = await last_telegram_id(conn)
+    official = EventHub(pool, "sonae_official", load_official_events)
+    await official.start(start)
+    app[OFFICIAL_HUB] = official
+    sub = official.subscribe()
+
+    async def forward() -> None:
+        try:
+            while True:
+                event = await sub.queue.get()
+                if event.type == "closed":
+                    return
+                hub.publish_local(Event(0, "official", event.data))
+        finally:
+            official.unsubscribe(sub)
+
+    app[OFFICIAL_FORWARDER] = asyncio.create_task(forward(), name="official-forwarder")
+
+
+async def stop_official_forwarder(app: web.Application) -> None:
+    task = app.get(OFFICIAL_FORWARDER)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    official = app.get(OFFICIAL_HUB)
+    if official is not None:
+        await official.stop()

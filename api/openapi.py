@@ -160,6 +160,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
+    ("get", "/api/v1/official"): {
+        "summary": "Official information in force (気象庁防災情報XML) per municipality, with the suggested order",
+        "tags": ["residents"], "parameters": [MUNICIPALITY, LANG],
+        "responses": {**ok(), **errors(400, 429)}},
     ("get", "/api/v1/shelters"): {
         "summary": "Shelters with status (open data): all, in a box, or by name", "tags": ["open data"],
         "parameters": [MUNICIPALITY, q("hazard", {"type": "string", "enum": HAZARDS}),

@@ -220,6 +220,20 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators import command
 
+    if getattr(args, "jma", None) is not None:
+        from simulators.jma_feed import serve
+
+        if not args.jma.is_dir() or not any(args.jma.glob("*.xml")):
+            print(f"sonae simulate: --jma {args.jma} is not a directory of *.xml telegrams", file=sys.stderr)
+            return 2
+        from sonae.runtime import stop_event_on_signals
+
+        async def feed() -> None:
+            await serve(args.jma, port=args.jma_port, interval_s=args.jma_interval_s, stop=stop_event_on_signals())
+
+        asyncio.run(feed())
+        return 0
+
     planned = command.check(args) if command.wants_fleet(args) else None
     if command.wants_fleet(args) and planned is None:
         return 2
@@ -586,6 +600,43 @@ def _add_graph_commands(sub: Any) -> None:
 # -- end evac --
 
 
+# -- jma: official information from files (jma/reader.py) --
+def cmd_jma_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jma.reader import read_files
+
+    paths = [Path(p) for p in args.paths]
+    for path in paths:
+        if not path.exists():
+            raise CommandError(f"{path}: no such file or directory")
+
+    async def action(conn: Any) -> str:
+        try:
+            outcomes = await read_files(conn, paths)
+        except OSError as exc:
+            raise CommandError(f"{exc.filename}: {exc.strerror}") from None
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return "telegrams: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+
+    return _on_database(args, action)
+
+
+def _add_jma_commands(sub: Any) -> None:
+    text = "Official information (気象庁防災情報XML telegrams)."
+    grp = sub.add_parser("jma", help=text, description=text)
+    grp_sub = grp.add_subparsers(dest="jma_command", required=True, metavar="ACTION")
+    p = grp_sub.add_parser("import", help="Read telegrams from files or directories (*.xml), as the feed reader does.",
+                           description="Read telegrams from files or directories (*.xml, in name order) through the "
+                           "feed reader's path: each kept once, unreadable ones kept with their reason.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_jma_import)
+# -- end jma --
+
+
 def _new_password(args: argparse.Namespace) -> str:
     import getpass
     import os
@@ -906,6 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evac_commands(sub)  # evac: `sonae shelters import`, `sonae hazards import`
     _add_graph_commands(sub)  # evac: `sonae graph import|fetch`
+    _add_jma_commands(sub)  # jma: `sonae jma import`
 
     mu = sub.add_parser("municipalities", help="Municipality codes and names.",
                         description="Municipality codes (団体コード) and names: data, imported, not code.")

@@ -229,6 +229,16 @@ SCHEMA: tuple[Setting, ...] = (
             check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
     # -- end evac --
+    # -- jma: official information, 気象庁防災情報XML PULL feeds (jma/reader.py) --
+    Setting("jma.feeds", str, "",
+            "Comma-separated JMA PULL Atom feed URLs to poll (regular.xml, extra.xml, eqvol.xml and the *_l.xml "
+            "long feeds for catching up). Empty: the reader is off (an offline machine).",
+            check=lambda v: None if all(u.strip().startswith(("http://", "https://"))
+                                        for u in str(v).split(",") if u.strip()) else "expected http(s) URLs"),
+    Setting("jma.poll_interval_s", float, 60.0,
+            "Seconds between polls of the JMA feeds (JMA updates the high-frequency feeds every minute).",
+            check=_positive),
+    # -- end jma --
     # -- ngsi: upserting Sonae's NGSI-LD entities to a context broker (ngsi/push.py) --
     Setting("ngsi.broker_url", str, "",
             "NGSI-LD context broker to upsert changed public entities to (its base URL, e.g. http://broker:1026); "
