@@ -7,9 +7,10 @@ The level is the highest among the public alerts in force there: river-gauge ale
 point (for a municipality query, orders with an area count for their own municipality), and gauge
 alerts of gauges within 5 km of the point. The resident page applies the same rule.
 
-Municipal boundaries are not in Sonae's data yet, so a point's municipality is that of the nearest
-registered shelter or station within 20 km (GSI shelter data cover every municipality of the
-prefecture). The position serves this answer only; it is never logged or stored.
+A point's municipality is the one whose boundary (国土数値情報 N03, :mod:`ingest.boundaries`) covers it;
+a point outside every loaded boundary has none. Only when no boundaries are loaded at all does Sonae
+fall back to the municipality of the nearest registered shelter or station within 20 km. The position
+serves this answer only; it is never logged or stored.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shapely.geometry import Point, shape
 from alerting.store import list_active
 from alerting.texts import text_for
 from api import params
+from api.boundaries import index as boundary_index
 from api.context import POOL
 from api.problems import Problem
 
@@ -85,9 +87,13 @@ async def current_level(request: web.Request) -> web.Response:
         raise Problem(400, "Bad Request", "give lat and lon, or a municipality", parameter="lat,lon")
     point = Point(lon, lat) if lat is not None and lon is not None else None
     async with request.app[POOL].acquire() as conn:
-        if municipality is None and point is not None:
-            row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
-            municipality = row["municipality_code"] if row else None
+        if municipality is None and lat is not None and lon is not None:
+            boundaries = await boundary_index(request.app, conn)
+            if len(boundaries):
+                municipality = boundaries.municipality_at(lat, lon)
+            else:
+                row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
+                municipality = row["municipality_code"] if row else None
         alerts = await list_active(conn, audience="public")
     # A river and its floods cross town lines: an order whose area covers the point counts whatever
     # municipality issued it; alerts without an area count for their own municipality.

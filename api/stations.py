@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api import params
 from api.context import POOL
 from api.problems import Problem
 from ingest import queries
@@ -62,7 +63,7 @@ async def list_stations(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "geojson", "csv"):
         raise Problem(400, "Bad Request", "format must be json, geojson or csv", parameter="format")
-    municipality = request.query.get("municipality")
+    municipality = params.municipality(request)
     async with request.app[POOL].acquire() as conn:
         rows = await queries.stations_with_latest(conn)
     if municipality:
