@@ -265,6 +265,7 @@
     const old = state.level;
     state.level = level;
     state.levelAlert = top;
+    state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
     if (old !== null && old !== level) notice(t("levelChanged", { level: levelTitle(level, top) }));
@@ -523,8 +524,9 @@
     let area;
     if (choice === "municipality") {
       const near = nearestShelter(state.pos);
-      if (!near || !near.municipality_code) { status.textContent = t("pushNeedPlace"); return; }
-      area = { municipality_code: near.municipality_code };
+      const code = state.municipality || (near && near.municipality_code);
+      if (!code) { status.textContent = t("pushNeedPlace"); return; }
+      area = { municipality_code: code };
     } else {
       // rounded here already: the server keeps no more than ~100 m either
       area = { lat: Math.round(state.pos.lat * 1000) / 1000, lon: Math.round(state.pos.lon * 1000) / 1000, radius_m: Number(choice) };
