@@ -138,5 +138,5 @@ async def get_readings(request: web.Request) -> web.Response:
 async def list_municipalities(request: web.Request) -> web.Response:
     """Municipality codes and names (open data)."""
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch("SELECT code, name_ja, name_en, prefecture FROM municipalities ORDER BY code")
+        rows = await conn.fetch("SELECT code, name_ja, name_kana, name_en, prefecture FROM municipalities ORDER BY code")
     return web.json_response({"municipalities": [dict(r) for r in rows]})

@@ -6,8 +6,14 @@
 ALTER TABLE push_areas ADD COLUMN IF NOT EXISTS near_municipalities text[];
 UPDATE push_areas SET municipality_code = sonae_municipality_code(municipality_code)
     WHERE municipality_code ~ '^[0-9]{5}$' OR municipality_code = '079999';
-UPDATE push_areas SET near_municipalities = ARRAY[sonae_municipality_code(near_municipality)]
-    WHERE near_municipality IS NOT NULL AND near_municipalities IS NULL;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = 'push_areas' AND column_name = 'near_municipality') THEN
+        UPDATE push_areas SET near_municipalities = ARRAY[sonae_municipality_code(near_municipality)]
+            WHERE near_municipality IS NOT NULL AND near_municipalities IS NULL;
+    END IF;
+END $$;
 DROP INDEX IF EXISTS push_areas_near;
 ALTER TABLE push_areas DROP COLUMN IF EXISTS near_municipality;
 CREATE INDEX IF NOT EXISTS push_areas_near_municipalities ON push_areas USING gin (near_municipalities)
