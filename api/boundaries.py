@@ -9,6 +9,8 @@ sources whose licences ask to be credited (the 国土数値情報 利用約款 f
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import asyncpg
@@ -22,15 +24,42 @@ from api.problems import Problem
 from ingest.boundaries import ATTRIBUTION, ATTRIBUTION_EN, BoundaryCache, BoundaryIndex
 
 routes = web.RouteTableDef()
+log = logging.getLogger("sonae.api")
 
 BOUNDARIES = web.AppKey("boundaries", BoundaryCache)
+#: the warm-up task, referenced until it ends
+_WARMING: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("boundaries_warming")
 #: how far a staff-drawn area may reach past its municipality's border (metres)
 BORDER_SLACK_M = 50.0
 
 
 def setup(app: web.Application) -> None:
     app[BOUNDARIES] = BoundaryCache()
+    app[_WARMING] = set()
     app.router.add_routes(routes)
+    app.on_startup.append(_warm)
+    app.on_cleanup.append(_stop_warming)
+
+
+async def _warm(app: web.Application) -> None:
+    """Load the boundaries in the background at start, so the first resident does not wait for them."""
+    async def load() -> None:
+        try:
+            async with app[POOL].acquire() as conn:
+                await index(app, conn)
+        except Exception as exc:  # only a warm-up: the first request loads them again
+            log.warning("municipal boundaries not loaded yet", extra={"error": str(exc)[:200]})
+
+    task = asyncio.create_task(load(), name="boundaries-warm")
+    warming: set[asyncio.Task[None]] = app[_WARMING]
+    warming.add(task)
+    task.add_done_callback(warming.discard)
+
+
+async def _stop_warming(app: web.Application) -> None:
+    warming: set[asyncio.Task[None]] = app[_WARMING]
+    for task in list(warming):
+        task.cancel()
 
 
 async def index(app: web.Application, conn: asyncpg.Connection) -> BoundaryIndex:

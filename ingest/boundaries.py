@@ -18,6 +18,7 @@ by :class:`BoundaryCache` when the table changes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import json
 import lzma
@@ -283,9 +284,14 @@ async def seed_if_empty(conn: asyncpg.Connection) -> int:
     return await store_boundaries(conn, packaged_boundaries(), source=f"package:{PACKAGED}")
 
 
-async def load_index(conn: asyncpg.Connection) -> BoundaryIndex:
-    rows = await conn.fetch("SELECT code, name, geometry::text AS geometry FROM municipality_boundaries")
+def _index_of(rows: Sequence[Any]) -> BoundaryIndex:
     return BoundaryIndex(Boundary(r["code"], r["name"], shapely.from_geojson(r["geometry"])) for r in rows)
+
+
+async def load_index(conn: asyncpg.Connection) -> BoundaryIndex:
+    """The boundary index of the table; parsing and indexing (~0.5 s for Fukushima) run in a thread."""
+    rows = await conn.fetch("SELECT code, name, geometry::text AS geometry FROM municipality_boundaries")
+    return await asyncio.to_thread(_index_of, rows)
 
 
 _VERSION = "SELECT count(*), max(updated_at) FROM municipality_boundaries"
@@ -299,15 +305,19 @@ class BoundaryCache:
         self._index: BoundaryIndex | None = None
         self._version: tuple[Any, ...] | None = None
         self._checked = -math.inf
+        self._lock = asyncio.Lock()  # one load at a time; the others wait for it
 
     async def get(self, conn: asyncpg.Connection) -> BoundaryIndex:
-        now = time.monotonic()
-        if self._index is None or now - self._checked >= self.check_s:
-            version = tuple(await conn.fetchrow(_VERSION))
-            self._checked = now
-            if self._index is None or version != self._version:
-                self._index = await load_index(conn)
-                self._version = version
+        if self._index is not None and time.monotonic() - self._checked < self.check_s:
+            return self._index
+        async with self._lock:
+            if self._index is None or time.monotonic() - self._checked >= self.check_s:
+                version = tuple(await conn.fetchrow(_VERSION))
+                if self._index is None or version != self._version:
+                    self._index = await load_index(conn)
+                    self._version = version
+                self._checked = time.monotonic()
+        assert self._index is not None
         return self._index
 
 
