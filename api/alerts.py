@@ -19,6 +19,7 @@ from aiohttp import web
 
 from alerting import store
 from alerting.cap import render_atom, render_cap
+from alerting.rules import UNCONFIRMED
 from api.auth import authenticate, require_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
@@ -130,6 +131,9 @@ async def _alert(request: web.Request) -> dict[str, Any]:
 @routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}.cap")
 async def alert_cap(request: web.Request) -> web.Response:
     alert = await _alert(request)
+    if alert["condition"] == UNCONFIRMED:
+        raise Problem(404, "Not Found", f"alert {alert['id']} is an unconfirmed reading (beyond the gauge's "
+                      "plausible rate): it has no CAP message until the next reading confirms it")
     if alert["audience"] != "public":
         account = await authenticate(request, "staff", "operator")
         require_scope(account, alert["municipality_code"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -13,13 +14,42 @@ from sonae.municipality_code import MunicipalityCodeError, normalise
 _MISSING = object()
 
 
+class _NumberError(ValueError):
+    """A number in a body that Sonae does not take (non-finite, or an integer beyond int64)."""
+
+
+def _int(literal: str) -> int:
+    # int() of more than 4,300 digits raises ValueError, and float() of a huge int OverflowError later
+    if len(literal.lstrip("-")) > 19:
+        raise _NumberError(f"an integer of {len(literal)} characters is out of range")
+    return int(literal)
+
+
+def _float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e309 reads as inf
+        raise _NumberError(f"{literal[:24]} is beyond the range of a number")
+    return value
+
+
+def _constant(name: str) -> float:
+    raise _NumberError(f"{name} is not a number JSON allows")
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` with finite numbers only: NaN, Infinity, 1e309 and integers beyond int64 are refused."""
+    return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object (``client_max_size`` already bounds its size)."""
     if request.content_type not in ("application/json", ""):
         raise Problem(415, "Unsupported Media Type", "send the body as application/json")
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = await request.json(loads=loads)
+    except _NumberError as exc:
+        raise Problem(400, "Bad Request", f"the body has a number Sonae cannot take: {exc}") from None
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting beyond the stack
         raise Problem(400, "Bad Request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "the body must be a JSON object")

@@ -19,6 +19,7 @@ import csv
 import gzip
 import io
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,9 +42,26 @@ class ReplayError(ValueError):
     """A replay file that cannot be read; the message names the file and line."""
 
 
+def _finite(raw: Any) -> float:
+    """A stage or threshold as a finite float; ``ValueError`` for NaN, infinities, numbers beyond a float
+    (``OverflowError`` of a huge integer) and anything that is not a number (lists, objects)."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError(f"{type(raw).__name__} is not a number")
+    try:
+        value = float(raw)
+    except OverflowError:
+        raise ValueError("number beyond the range of a float") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{str(raw)[:40]!r} is not a finite number")
+    return value
+
+
 def _open_text(path: Path) -> TextIO:
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    return io.StringIO(raw.decode("utf-8-sig"))
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        return io.StringIO(raw.decode("utf-8-sig"))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # BadGzipFile is an OSError
+        raise ReplayError(f"{path.name}: cannot be read as UTF-8 text ({str(exc)[:200]})") from None
 
 
 @dataclass(frozen=True)
@@ -72,13 +90,13 @@ def read_jiseiji(path: str | Path) -> list[tuple[datetime, float]]:
             if not raw:
                 continue
             try:
-                ts = datetime.strptime(row["時刻"].strip(), "%Y/%m/%d %H:%M").replace(tzinfo=JST)
-                value = float(raw)
-            except ValueError:
+                ts = datetime.strptime(row["時刻"].strip(), "%Y/%m/%d %H:%M").replace(tzinfo=JST).astimezone(UTC)
+                value = _finite(raw)
+            except (ValueError, OverflowError, AttributeError):  # OverflowError: 0001/01/01 in UTC
                 raise ReplayError(f"{path.name} line {i}: bad time or stage {row['時刻']!r}, {raw!r}") from None
             if value == 0.0:
                 continue  # missing, not a dry river
-            out.append((ts.astimezone(UTC), value))
+            out.append((ts, value))
     out.sort()
     return out
 
@@ -129,7 +147,7 @@ class MlitRow:
 def _opt_float(raw: Any) -> float | None:
     if raw is None or raw == "":
         return None
-    return float(raw)
+    return _finite(raw)
 
 
 def read_mlit_rows(path: str | Path) -> list[MlitRow]:
@@ -152,20 +170,25 @@ def read_mlit_rows(path: str | Path) -> list[MlitRow]:
                     warn_level_m=_opt_float(row.get("warn_level_m")),
                     flood_level_m=_opt_float(row.get("flood_level_m")),
                 ))
-            except (KeyError, ValueError) as exc:
-                raise ReplayError(f"{path.name} line {i}: {exc}") from None
+            except (KeyError, ValueError, TypeError, OverflowError, AttributeError) as exc:
+                raise ReplayError(f"{path.name} line {i}: {str(exc)[:200]}") from None
     return out
 
 
 def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[MlitRow]:
     """Items of an MLIT ``area_info`` JSON snapshot as :class:`MlitRow` (optionally one prefecture)."""
     path = Path(path)
-    with _open_text(path) as fh:
-        doc = json.load(fh)
+    try:
+        with _open_text(path) as fh:
+            doc = json.load(fh)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, integers beyond 4,300 digits
+        raise ReplayError(f"{path.name}: not a JSON area_info snapshot ({str(exc)[:200]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise ReplayError(f"{path.name}: not an area_info snapshot (no items[])")
     out = []
     for i, item in enumerate(doc["items"]):
+        if not isinstance(item, dict):
+            raise ReplayError(f"{path.name} item {i}: not an object")
         if pref_code and item.get("prefCode") != pref_code:
             continue
         if item.get("level") is None:
@@ -176,12 +199,12 @@ def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[Ml
                 obs_time=datetime.fromisoformat(item["obsTime"]).astimezone(UTC), station_code=str(item["code"]),
                 station_name=str(item.get("name") or item["code"]), kana=str(item.get("kana") or ""),
                 city=str(item.get("placeCity") or ""), town_code=town, lat=_opt_float(item.get("latitude")),
-                lon=_opt_float(item.get("longitude")), level_m=float(item["level"]),
+                lon=_opt_float(item.get("longitude")), level_m=_finite(item["level"]),
                 start_level_m=_opt_float(item.get("startLevel")), warn_level_m=_opt_float(item.get("warnLevel")),
                 flood_level_m=_opt_float(item.get("fladLevel")),
             ))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ReplayError(f"{path.name} item {i}: {exc}") from None
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise ReplayError(f"{path.name} item {i}: {str(exc)[:200]}") from None
     return out
 
 
