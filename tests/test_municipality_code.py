@@ -107,3 +107,29 @@ def test_shipped_list_covers_japan_with_kana_and_romaji() -> None:
                                                                              "福島県")
     fukushima = [m for m in shipped.values() if m.code.startswith("07")]
     assert len(fukushima) == 59 and all(m.name_kana and m.name_en for m in fukushima)
+
+
+def test_cli_arguments_take_either_form_and_name_the_right_code(capsys: pytest.CaptureFixture[str]) -> None:
+    from sonae.cli import build_parser
+
+    args = build_parser().parse_args(["users", "add", "kori", "--role", "staff", "--municipality", "07203"])
+    assert args.municipality == "072036"
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["users", "add", "kori", "--role", "staff", "--municipality", "072037"])
+    assert info.value.code == 2 and "072036" in capsys.readouterr().err
+
+
+def test_imported_shelters_and_device_acls_use_the_six_digit_code() -> None:
+    from evac.shelters import shelter_from_properties
+    from sonae.provisioning import ProvisioningError, grants_for
+
+    shelter = shelter_from_properties({"id": "a", "municipality_code": "07203"}, lon=140.36, lat=37.4, fallback_id="x")
+    assert shelter.municipality_code == "072036"
+    legacy = shelter_from_properties({"id": "b", "municipality_code": "079999"}, lon=140.36, lat=37.4, fallback_id="x")
+    assert legacy.municipality_code == DRILL_TOWN_CODE
+    with pytest.raises(ValueError, match="072036"):
+        shelter_from_properties({"id": "c", "municipality_code": "072037"}, lon=140.36, lat=37.4, fallback_id="x")
+    (grant,) = grants_for("device", "gauge-1", municipalities=["07203"])
+    assert grant.topic == "sonae/v1/072036/gauge-1/+"
+    with pytest.raises(ProvisioningError, match="072036"):
+        grants_for("device", "gauge-1", municipalities=["072037"])

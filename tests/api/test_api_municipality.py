@@ -247,3 +247,44 @@ async def test_an_empty_database_gets_the_shipped_list_and_boundaries(settings: 
             await client.close()
     finally:
         await pool.close()
+
+
+async def test_cli_imports_n03_boundaries_and_name_lists(pool: asyncpg.Pool, database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`sonae municipalities import` takes an N03 GeoJSON (5-digit N03_007) and a CSV with 5-digit codes."""
+    import asyncio
+    import gzip
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import shared_data
+
+    full = json.loads(shared_data("boundaries", "fukushima_n03_2022_full.geojson").read_text(encoding="utf-8"))
+    n03 = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": f["geometry"],
+         "properties": {"N03_001": "福島県", "N03_003": f["properties"]["gun"] or None,
+                        "N03_004": f["properties"]["name"], "N03_007": f["properties"]["N03_007"]}}
+        for f in full["features"] if f["properties"]["N03_007"] in ("07207", "07342")]}
+    path = tmp_path / "N03-22_07_test.geojson.gz"
+    path.write_bytes(gzip.compress(json.dumps(n03, ensure_ascii=False).encode()))
+    names = tmp_path / "names.csv"
+    names.write_text("code,name_ja,name_kana\n07207,須賀川市,すかがわし\n", encoding="utf-8")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SONAE_DATABASE_URL": database_url,
+           "SONAE_LOG_FORMAT": "text", "SONAE_STATE_DIR": str(tmp_path / "state")}
+    for file in (path, names):
+        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sonae.cli", "municipalities", "import",
+                                                        str(file)], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT code, name FROM municipality_boundaries WHERE source = $1 ORDER BY code",
+                                str(path))
+        assert [(r["code"], r["name"]) for r in rows] == [("072079", "須賀川市"), ("073423", "岩瀬郡鏡石町")]
+        # the import ran on a migrated database, which got the shipped boundaries first
+        assert await conn.fetchval("SELECT count(*) FROM municipality_boundaries") == 59
+        assert await conn.fetchval("SELECT name_kana FROM municipalities WHERE code = '072079'") == "すかがわし"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,name_ja\n072037,郡山市\n", encoding="utf-8")
+    proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sonae.cli", "municipalities", "import",
+                                                    str(bad)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and "072036" in proc.stderr and "line 2" in proc.stderr
