@@ -174,12 +174,19 @@ def simplify(parts: Sequence[tuple[str, str, BaseGeometry]], *, tolerance_m: flo
     grouped: dict[str, list[BaseGeometry]] = {}
     names: dict[str, str] = {}
     for (code, name, _), geometry in zip(parts, back, strict=True):
-        polys = [g for g in getattr(geometry, "geoms", [geometry]) if isinstance(g, Polygon) and not g.is_empty]
+        polys = [g for g in _polygons(geometry) if not g.is_empty]
         grouped.setdefault(code, []).extend(polys)
         names.setdefault(code, name)
     boundaries = [Boundary(code, names[code], polys[0] if len(polys) == 1 else MultiPolygon(polys))
                   for code, polys in grouped.items() if polys]
     return boundaries, report
+
+
+def _polygons(geometry: BaseGeometry) -> list[Polygon]:
+    """The polygons in a geometry, however nested (make_valid may return a collection)."""
+    if isinstance(geometry, Polygon):
+        return [geometry]
+    return [p for part in getattr(geometry, "geoms", []) for p in _polygons(part)]
 
 
 _DECIMALS = re.compile(r"(-?\d+\.\d{6})\d+")
