@@ -24,10 +24,9 @@ from alerting.rules import UNCONFIRMED
 from api.auth import authenticate, require_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
-from api.params import flag
+from api.params import flag, instant
 from api.params import municipality as municipality_filter
 from api.problems import Problem
-from api.stations import parse_time_param
 
 routes = web.RouteTableDef()
 
@@ -84,8 +83,8 @@ async def active_alerts(request: web.Request) -> web.Response:
 async def alert_history(request: web.Request) -> web.Response:
     exercise = flag(request, "exercise")
     audience, municipality = await _audience(request, municipality_filter(request))
-    until = parse_time_param(request, "to", datetime.now(UTC))
-    since = parse_time_param(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
+    until = instant(request, "to", datetime.now(UTC))
+    since = instant(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
     try:
         limit = min(max(int(request.query.get("limit", "500")), 1), 5000)
     except ValueError:

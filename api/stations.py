@@ -11,6 +11,7 @@ from aiohttp import web
 
 from api import params
 from api.context import POOL
+from api.params import instant
 from api.problems import Problem
 from ingest import queries
 from ingest.contract import STATION_ID
@@ -23,17 +24,6 @@ MAX_RANGE = timedelta(days=366)
 
 def _iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
-
-
-def parse_time_param(request: web.Request, name: str, default: datetime) -> datetime:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Problem(400, "Bad Request", f"parameter {name!r} is not an ISO 8601 time", parameter=name) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def station_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +97,8 @@ async def get_station(request: web.Request) -> web.Response:
 async def get_readings(request: web.Request) -> web.Response:
     station_id = _station_id(request)
     now = datetime.now(UTC)
-    end = parse_time_param(request, "to", now + timedelta(minutes=5))
-    start = parse_time_param(request, "from", end - timedelta(hours=24))
+    end = instant(request, "to", now + timedelta(minutes=5))
+    start = instant(request, "from", end - timedelta(hours=24))
     if start >= end:
         raise Problem(400, "Bad Request", "'from' must be before 'to'")
     if end - start > MAX_RANGE:
@@ -126,7 +116,7 @@ async def get_readings(request: web.Request) -> web.Response:
                 raise Problem(400, "Bad Request", "bucket must be 10m, 1h or 1d", parameter="bucket")
             rows = await queries.rollup(conn, station_id, bucket=bucket, kind=kind, start=start, end=end)
             data = [{"bucket": _iso(r["bucket"]), "min": r["min"], "max": r["max"], "avg": r["avg"],
-                     "last": r["last"], "n": r["n"], "exercise": r["exercise"]} for r in rows]
+                     "sum": r["sum"], "last": r["last"], "n": r["n"], "exercise": r["exercise"]} for r in rows]
         else:
             rows = await queries.series(conn, station_id, kind=kind, start=start, end=end)
             data = [{"ts": _iso(r["ts"]), "value": r["value"], "exercise": r["exercise"]} for r in rows]

@@ -13,6 +13,7 @@ from typing import Any
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.logs import setup_logging
+from sonae.migrations import MigrationError
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 log = logging.getLogger("sonae.cli")
@@ -103,6 +104,11 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
 
     deliver = asyncio.create_task(run_delivery_worker(settings, pool, stop))
     # -- end notify --
+    # -- ngsi: upserts of changed public entities to a context broker (only with ngsi.broker_url) --
+    from ngsi.push import run_push_worker
+
+    push = asyncio.create_task(run_push_worker(settings, pool, stop))
+    # -- end ngsi --
     from ingest.health import serving_health
 
     try:
@@ -115,7 +121,8 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
         house.cancel()
         rules.cancel()  # alerting
         deliver.cancel()  # notify
-        await asyncio.gather(run, house, rules, deliver, return_exceptions=True)
+        push.cancel()  # ngsi
+        await asyncio.gather(run, house, rules, deliver, push, return_exceptions=True)
 
 
 async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise: bool) -> None:
@@ -243,11 +250,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool
+        from sonae.runtime import open_pool, prepare_schema
 
-        pool = await open_pool(settings, migrate_schema=True)
-        await pool.close()
-        print("schema is up to date")
+        pool = await open_pool(settings)
+        try:
+            applied = await prepare_schema(pool, settings)
+        finally:
+            await pool.close()
+        if applied:
+            print(f"applied {len(applied)} migration(s): " + ", ".join(applied))
+        else:
+            print("schema is up to date")
 
     return _with_services(args, body, need_broker=False)
 
@@ -749,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sonae: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (EmbeddedError, ConnectionError) as exc:
+    except (EmbeddedError, ConnectionError, MigrationError) as exc:
         print(f"sonae: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

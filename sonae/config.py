@@ -101,7 +101,8 @@ SCHEMA: tuple[Setting, ...] = (
             secret=True, check=_postgres_url),
     Setting("database.pool_size", int, 10, "Connections per process.", check=_positive),
     Setting("database.retention_days", int, 0,
-            "Drop raw readings older than this many days (0 keeps everything). Rollups are kept.",
+            "Drop raw readings older than this many days (0 keeps everything), from 00:00 JST of that day. "
+            "Rollups are kept.",
             check=lambda v: None if v >= 0 else "expected 0 or more days"),
     Setting("mqtt.url", str, None,
             "MQTT broker URL (mqtt://user:password@host:port). Unset: Sonae starts an embedded broker.",
@@ -171,6 +172,16 @@ SCHEMA: tuple[Setting, ...] = (
             check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
     # -- end evac --
+    # -- ngsi: upserting Sonae's NGSI-LD entities to a context broker (ngsi/push.py) --
+    Setting("ngsi.broker_url", str, "",
+            "NGSI-LD context broker to upsert changed public entities to (its base URL, e.g. http://broker:1026); "
+            "empty: no push."),
+    Setting("ngsi.max_attempts", int, 8, "Tries of one upsert before the entity goes to the dead-letter list.",
+            check=_positive),
+    Setting("ngsi.retry_base_ms", int, 2000, "First retry delay of a push; it doubles with every try.",
+            check=_positive),
+    Setting("ngsi.retry_max_s", int, 600, "Longest delay between two tries of a push.", check=_positive),
+    # -- end ngsi --
     # -- notify: Web Push, webhooks and email (notify/worker.py) --
     Setting("notify.enabled", bool, True,
             "Run a delivery worker in `sonae run`/`sonae ingest` (several processes share the queue)."),

@@ -122,21 +122,31 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0, migrate_schema:
             delay = min(delay * 2, 2.0)
     assert pool is not None
     if migrate_schema:
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
-            from ingest.retention import apply_retention_policy
-
-            await apply_retention_policy(conn, days=settings["database.retention_days"])
-            from ingest.boundaries import seed_if_empty as seed_boundaries
-            from ingest.municipalities import seed_if_empty as seed_municipalities
-
-            # an empty database gets the shipped municipality list and boundaries (issue #14)
-            seeded = {"municipalities": await seed_municipalities(conn), "boundaries": await seed_boundaries(conn)}
-            if any(seeded.values()):
-                log.info("municipality data loaded from the package", extra=seeded)
-        if applied:
-            log.info("schema migrated", extra={"applied": len(applied)})
+        try:
+            await prepare_schema(pool, settings)
+        except BaseException:
+            await pool.close()
+            raise
     return pool
+
+
+async def prepare_schema(pool: asyncpg.Pool, settings: Settings) -> list[str]:
+    """Apply pending migrations and the retention setting; returns the migrations applied."""
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+        from ingest.retention import apply_retention_policy
+
+        await apply_retention_policy(conn, days=settings["database.retention_days"])
+        from ingest.boundaries import seed_if_empty as seed_boundaries
+        from ingest.municipalities import seed_if_empty as seed_municipalities
+
+        # an empty database gets the shipped municipality list and boundaries (issue #14)
+        seeded = {"municipalities": await seed_municipalities(conn), "boundaries": await seed_boundaries(conn)}
+    if any(seeded.values()):
+        log.info("municipality data loaded from the package", extra=seeded)
+    if applied:
+        log.info("schema migrated", extra={"applied": len(applied)})
+    return applied
 
 
 def stop_event_on_signals() -> asyncio.Event:
