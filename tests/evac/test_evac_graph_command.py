@@ -150,3 +150,12 @@ def test_a_damaged_network_past_the_quick_check_stops_startup_with_one_line(
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-800:])
     assert "Sonae is up" not in done.stdout
     assert len(lines) == 1 and "SONAE_EVAC_NETWORK" in lines[0] and path.name in lines[0], done.stderr
+
+
+def test_an_empty_osm_file_says_so_not_server_response(tmp_path: Path) -> None:
+    """An ``.osm`` file without elements is a file fault, not osmnx's "No data elements in server response"."""
+    empty = tmp_path / "empty.osm"
+    empty.write_text('<?xml version="1.0"?><osm version="0.6"></osm>', encoding="utf-8")
+    with pytest.raises(ValueError, match="empty.osm holds no OpenStreetMap") as info:
+        graph_from_file(empty, state_dir=tmp_path)
+    assert "server" not in str(info.value)
