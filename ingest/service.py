@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ingest.contract import Parser, PayloadError, Reading, subscription
 from ingest.registry import gateway_ids, known_station_ids, release_quarantine
 from ingest.store import DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
-from sonae.mqtt import Message, MqttClient
+from sonae.mqtt import Message, MqttClient, bound_client_id
 
 log = logging.getLogger("sonae.ingest")
 
@@ -95,7 +94,7 @@ class Ingestor:
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, *, instance: str = "0") -> Ingestor:
-        client_id = settings["mqtt.client_id"] or f"sonae-ingest-{socket.gethostname()}-{instance}"
+        client_id = settings["mqtt.client_id"] or bound_client_id("ingest", settings["mqtt.url"], instance)
         return cls(
             pool=pool, mqtt_url=settings["mqtt.url"], client_id=client_id, protocol=settings["mqtt.protocol"],
             prefix=settings["mqtt.topic_prefix"], shared_group=settings["ingest.shared_group"],

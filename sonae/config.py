@@ -96,7 +96,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("mqtt.protocol", str, "5", "MQTT protocol version: 5 or 3.1.1.", check=_one_of("5", "3.1.1")),
     Setting("mqtt.topic_prefix", str, "sonae/v1", "Root of every Sonae topic."),
     Setting("mqtt.client_id", str, "",
-            "Client id of this process; empty derives one from the host name and role."),
+            "Client id of this process; empty derives one bound to the broker password (unguessable)."),
     Setting("ingest.shared_group", str, "sonae-ingest",
             "MQTT shared-subscription group ($share/<group>/...); empty subscribes plainly."),
     Setting("ingest.batch_size", int, 5000, "Most readings written in one batch.", check=_positive),
