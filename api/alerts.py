@@ -19,10 +19,11 @@ from aiohttp import web
 
 from alerting import store
 from alerting.cap import render_atom, render_cap
-from api.auth import authenticate, require_scope
+from api.auth import authenticate
+from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
-from api.params import flag
+from api.params import ascii_digits, flag, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.stations import parse_time_param
@@ -43,10 +44,15 @@ async def _audience(request: web.Request, municipality: str | None) -> tuple[str
         return raw, municipality
     account = await authenticate(request, "staff", "operator")
     if not account.prefecture_wide:
-        if municipality is not None and municipality != account.municipality_code:
-            raise Problem(403, "Forbidden", "staff alerts of another municipality are not yours to see")
+        require_target_scope(account, municipality if municipality is not None else account.municipality_code)
         municipality = account.municipality_code
     return (None if raw == "all" else raw), municipality
+
+
+def _staff_view(request: web.Request) -> bool:
+    """Whether the request was authenticated for the staff view (``audience=staff|all``): only then are
+    staff identities and notes shown."""
+    return request.get(ACCOUNT_KEY) is not None
 
 
 def _dumps(body: Any) -> str:
@@ -64,14 +70,16 @@ async def active_alerts(request: web.Request) -> web.Response:
     # until then (never while the hub is disconnected and might miss a change).
     hub = request.app.get(ALERT_HUB)
     cache = request.app[ACTIVE_CACHE]
-    key = (municipality, exercise, audience, hub.changes if hub is not None else None)
+    staff = _staff_view(request)
+    key = (municipality, exercise, audience, staff, hub.changes if hub is not None else None)
     body = cache.get(key) if hub is not None and hub.connected.is_set() else None
     if body is None:
         async with request.app[POOL].acquire() as conn:
             rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience=audience)
-        body = _dumps({"alerts": [store.alert_json(r) for r in rows]}).encode()
+        alerts = [store.alert_json(r) for r in rows]
+        body = _dumps({"alerts": alerts if staff else [public_view(a) for a in alerts]}).encode()
         if hub is not None:
-            if len(cache) > 1000 or any(k[3] != key[3] for k in cache):
+            if len(cache) > 1000 or any(k[-1] != key[-1] for k in cache):
                 cache.clear()
             cache[key] = body
     return web.Response(body=body, content_type="application/json")
@@ -83,10 +91,7 @@ async def alert_history(request: web.Request) -> web.Response:
     audience, municipality = await _audience(request, municipality_filter(request))
     until = parse_time_param(request, "to", datetime.now(UTC))
     since = parse_time_param(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
-    try:
-        limit = min(max(int(request.query.get("limit", "500")), 1), 5000)
-    except ValueError:
-        raise Problem(400, "Bad Request", "limit must be a number", parameter="limit") from None
+    limit = query_int(request, "limit", default=500, lo=1, hi=5000)
     station = request.query.get("station") or None
     async with request.app[POOL].acquire() as conn:
         rows = await store.list_history(conn, municipality=municipality, exercise=exercise, audience=audience,
@@ -97,6 +102,8 @@ async def alert_history(request: web.Request) -> web.Response:
                "value": r["value"], "reason": r["reason"], "actor": r["actor"], "note": r["note"],
                "exercise": r["exercise"], "municipality_code": r["municipality_code"],
                "recorded_at": _iso(r["recorded_at"])} for r in rows]
+    if not _staff_view(request):
+        events = [public_view(e) for e in events]
     return web.json_response({"events": events}, dumps=_dumps)
 
 
@@ -119,20 +126,24 @@ async def atom_feed(request: web.Request) -> web.Response:
 
 
 async def _alert(request: web.Request) -> dict[str, Any]:
+    """The alert of the path. A staff-only alert is answered 404 to anyone who may not see it
+    (anonymous, or another municipality's staff), like an alert that does not exist."""
     alert_id = int(request.match_info["alert_id"])
     async with request.app[POOL].acquire() as conn:
         alert = await store.get_alert(conn, alert_id)
     if alert is None:
         raise Problem(404, "Not Found", f"no alert {alert_id}")
+    if alert["audience"] != "public":
+        if "Authorization" not in request.headers:
+            raise Problem(404, "Not Found", f"no alert {alert_id}")
+        account = await authenticate(request, "staff", "operator")
+        require_object_scope(account, alert["municipality_code"], what=f"alert {alert_id}")
     return alert
 
 
 @routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}.cap")
 async def alert_cap(request: web.Request) -> web.Response:
     alert = await _alert(request)
-    if alert["audience"] != "public":
-        account = await authenticate(request, "staff", "operator")
-        require_scope(account, alert["municipality_code"])
     async with request.app[POOL].acquire() as conn:
         previous = await store.messages_of(conn, alert["id"])
     return web.Response(body=render_cap(alert, previous), content_type="application/cap+xml", charset="utf-8")
@@ -141,10 +152,8 @@ async def alert_cap(request: web.Request) -> web.Response:
 @routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}")
 async def get_alert(request: web.Request) -> web.Response:
     alert = await _alert(request)
-    if alert["audience"] != "public":
-        account = await authenticate(request, "staff", "operator")
-        require_scope(account, alert["municipality_code"])
-    return web.json_response(store.alert_json(alert), dumps=_dumps)
+    body = store.alert_json(alert)
+    return web.json_response(body if _staff_view(request) else public_view(body), dumps=_dumps)
 
 
 def _matches(event: Event, *, exercise: bool | None, municipality: str | None, audience: str | None) -> bool:
@@ -162,13 +171,13 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     hub = request.app[ALERT_HUB]
     exercise = flag(request, "exercise")
     audience, municipality = await _audience(request, municipality_filter(request))
+    staff = _staff_view(request)
     raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last: int | None = None
     if raw_last:
-        try:
-            last = int(raw_last)
-        except ValueError:
-            raise Problem(400, "Bad Request", "Last-Event-ID must be an event id") from None
+        if not ascii_digits(raw_last.strip()):
+            raise Problem(400, "Bad Request", "Last-Event-ID must be an event id (a whole number)")
+        last = int(raw_last.strip())
     sub = hub.subscribe()
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -186,7 +195,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                     batch = await load_alert_events(conn, sent)
                     for event in batch:
                         if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
-                            await response.write(event.encode())
+                            await response.write(event.encode(staff=staff))
                         sent = event.id
                     replayed += len(batch)
                     if len(batch) < 500:
@@ -204,7 +213,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                     continue
                 sent = event.id
             if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
-                await response.write(event.encode())
+                await response.write(event.encode(staff=staff))
     except ConnectionResetError:
         return response  # the client went away
     finally:

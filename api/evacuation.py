@@ -29,7 +29,7 @@ from aiohttp import web
 
 from api.context import POOL
 from api.evac_service import EVAC, EvacService
-from api.params import bad, choice, flag, language, number
+from api.params import ascii_digits, bad, choice, flag, language, number
 from api.problems import Problem
 from evac import store
 from evac.engine import Engine
@@ -113,7 +113,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     hazard, profile, exercise = _query(request)
     lang = language(request)
     raw_k = request.query.get("k", "3")
-    if not (raw_k.isdigit() and 1 <= int(raw_k) <= MAX_K):
+    if not (ascii_digits(raw_k, max_digits=2) and 1 <= int(raw_k) <= MAX_K):
         raise bad("k", f"parameter 'k' must be a whole number from 1 to {MAX_K}")
     lat, lon = _position(request)
     service, engine = _service(request)
@@ -132,7 +132,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
 
 def _municipality(request: web.Request) -> str | None:
     raw = request.query.get("municipality") or None
-    if raw is not None and not (raw.isdigit() and len(raw) in (5, 6)):
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) in (5, 6)):
         raise bad("municipality", "parameter 'municipality' must be a 5- or 6-digit code")
     return raw
 

@@ -82,9 +82,29 @@ def municipality(request: web.Request, name: str = "municipality") -> str | None
     return raw
 
 
+def ascii_digits(raw: str, *, max_digits: int = 18) -> bool:
+    """True for 1 to ``max_digits`` ASCII digits. :meth:`str.isdigit` alone also accepts superscripts
+    and other Unicode digits (``"²"``) that :func:`int` then refuses."""
+    return 0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit()
+
+
 def path_int(request: web.Request, name: str) -> int:
     """A positive integer id from the path (at most 18 digits, so it fits a bigint)."""
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+    if not ascii_digits(raw):
         raise Problem(400, "Bad Request", f"{name} must be a positive integer")
     return int(raw)
+
+
+def query_int(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter from ``lo`` to ``hi`` (``default`` when absent); 400 otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    text = raw[1:] if raw.startswith("-") else raw
+    if not ascii_digits(text):
+        raise bad(name, f"parameter {name!r} must be a whole number from {lo} to {hi}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise bad(name, f"parameter {name!r} must be a whole number from {lo} to {hi}")
+    return value

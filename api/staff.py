@@ -18,10 +18,11 @@ from aiohttp import web
 
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from alerting.store import _audit as audit
-from api.auth import authenticate, require_scope
+from api.auth import authenticate
+from api.authorization import require_object_scope, require_target_scope, scope_filter
 from api.bodies import field, json_object, municipality_code
 from api.context import POOL
-from api.params import path_int
+from api.params import path_int, query_int
 from api.problems import Problem
 from evac.hazards import HAZARD_TYPES
 from evac.store import StoreError, add_hazard_area, hazard_area, remove_hazard_area, set_shelter_state
@@ -31,7 +32,7 @@ routes = web.RouteTableDef()
 
 @routes.post("/api/v1/alerts/{alert_id}/acknowledge")
 async def acknowledge(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     alert_id = path_int(request, "alert_id")
     body = await json_object(request) if request.can_read_body else {}
     note = field(body, "note", str, default=None)
@@ -39,7 +40,7 @@ async def acknowledge(request: web.Request) -> web.Response:
         alert = await get_alert(conn, alert_id)
         if alert is None:
             raise Problem(404, "Not Found", f"no alert {alert_id}")
-        require_scope(account, alert.get("municipality_code"))
+        require_object_scope(account, alert.get("municipality_code"), what=f"alert {alert_id}")
         try:
             event_id = await acknowledge_alert(conn, alert_id, user=account.username, note=note)
         except AlertError as exc:
@@ -49,12 +50,12 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/orders")
 async def post_order(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
     if municipality is None:
         raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
-    require_scope(account, municipality)
+    require_target_scope(account, municipality)
     level = field(body, "level", int)
     async with request.app[POOL].acquire() as conn:
         try:
@@ -69,14 +70,14 @@ async def post_order(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/orders/{order_id}/cancel")
 async def post_cancel_order(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     order_id = path_int(request, "order_id")
     body = await json_object(request) if request.can_read_body else {}
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM evacuation_orders WHERE id = $1", order_id)
         if municipality is None:
             raise Problem(404, "Not Found", f"no evacuation order {order_id}")
-        require_scope(account, municipality)
+        require_object_scope(account, municipality, what=f"evacuation order {order_id}")
         try:
             change = await cancel_order(conn, order_id, cancelled_by=account.username,
                                         note=field(body, "note", str, default=None))
@@ -87,7 +88,7 @@ async def post_cancel_order(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/shelters/{shelter_id}")
 async def patch_shelter(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     shelter_id = request.match_info["shelter_id"][:128]
     body = await json_object(request)
     changes: dict[str, Any] = {
@@ -99,7 +100,7 @@ async def patch_shelter(request: web.Request) -> web.Response:
         municipality = await conn.fetchval("SELECT municipality_code FROM shelters WHERE id = $1", shelter_id)
         if municipality is None and not await conn.fetchval("SELECT 1 FROM shelters WHERE id = $1", shelter_id):
             raise Problem(404, "Not Found", "no such shelter")
-        require_scope(account, municipality)
+        require_object_scope(account, municipality, what="such shelter")
         async with conn.transaction():
             try:
                 row = await set_shelter_state(conn, shelter_id, actor=account.username, **changes)
@@ -113,10 +114,10 @@ async def patch_shelter(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/hazards")
 async def post_hazard(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
-    require_scope(account, municipality)
+    require_target_scope(account, municipality)
     hazard = field(body, "hazard", str, default="flood")
     if hazard not in HAZARD_TYPES:
         raise Problem(400, "Bad Request", f"hazard must be one of {', '.join(HAZARD_TYPES)}", field="hazard")
@@ -137,14 +138,14 @@ async def post_hazard(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/hazards/{area_id}")
 async def delete_hazard(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     area_id = request.match_info["area_id"][:128]
     async with request.app[POOL].acquire() as conn:
         row = await conn.fetchrow("SELECT municipality_code FROM hazard_areas WHERE id = $1 AND removed_at IS NULL",
                                   area_id)
         if row is None:
             raise Problem(404, "Not Found", "no such hazard area")
-        require_scope(account, row["municipality_code"])
+        require_object_scope(account, row["municipality_code"], what="such hazard area")
         async with conn.transaction():
             await remove_hazard_area(conn, area_id, actor=account.username)
             await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {})
@@ -166,9 +167,9 @@ _STATUS = {0: "ok", 1: "low_battery", 2: "fault", 3: "maintenance"}
 
 @routes.get("/api/v1/sensors/health")
 async def sensor_health(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff", "operator")
+    account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(_HEALTH, account.municipality_code)
+        rows = await conn.fetch(_HEALTH, scope_filter(account))
     now = datetime.now(UTC)
     out = []
     for r in rows:
@@ -188,13 +189,13 @@ async def sensor_health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/audit")
 async def audit_log(request: web.Request) -> web.Response:
-    await authenticate(request, "admin")
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError:
-        raise Problem(400, "Bad Request", "limit must be a whole number", parameter="limit") from None
+    """The audit log; a municipal admin sees the entries whose actor is an account of its municipality."""
+    account = await authenticate(request)
+    limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch("SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
-                                "ORDER BY id DESC LIMIT $1", limit)
+        rows = await conn.fetch(
+            "SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
+            "WHERE $2::text IS NULL OR actor IN (SELECT username FROM accounts WHERE municipality_code = $2) "
+            "ORDER BY id DESC LIMIT $1", limit, scope_filter(account))
     return web.json_response({"entries": [{**dict(r), "at": r["at"].isoformat(), "detail": json.loads(r["detail"])}
                                           for r in rows]})

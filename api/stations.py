@@ -18,6 +18,9 @@ from ingest.registry import THRESHOLD_FIELDS
 routes = web.RouteTableDef()
 
 MAX_RANGE = timedelta(days=366)
+#: times the API accepts in parameters (PostgreSQL and Python both handle them, with room for offsets)
+TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -30,9 +33,14 @@ def parse_time_param(request: web.Request, name: str, default: datetime) -> date
         return default
     try:
         ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Problem(400, "Bad Request", f"parameter {name!r} is not an ISO 8601 time", parameter=name) from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        ts = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 with +09:00, year 9999 with -09:00
+        raise Problem(400, "Bad Request", f"parameter {name!r} is not an ISO 8601 time from "
+                      f"{TIME_MIN.year} to {TIME_MAX.year - 1}", parameter=name) from None
+    if not TIME_MIN <= ts < TIME_MAX:
+        raise Problem(400, "Bad Request", f"parameter {name!r} must be from {TIME_MIN.year} to {TIME_MAX.year - 1}",
+                      parameter=name)
+    return ts
 
 
 def station_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -168,7 +168,10 @@ def parse_time(raw: Any, *, now: datetime, max_future: timedelta) -> datetime:
             raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} is not ISO 8601") from None
         if ts.tzinfo is None:
             raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} has no UTC offset")
-        ts = ts.astimezone(UTC)
+        try:
+            ts = ts.astimezone(UTC)
+        except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+            raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} is out of range") from None
     else:
         raise PayloadError("bad_timestamp", f"timestamp of type {type(raw).__name__} is not a time")
     if ts > now + max_future:

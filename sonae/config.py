@@ -126,6 +126,9 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("api.token_ttl_hours", int, 12, "Lifetime of a staff login token.", check=_positive),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
+    Setting("simulators.data_dir", str, "",
+            "Directory of replay files; scenarios name a file in it ([replay] file = NAME), never a path. "
+            "Empty: ../shared/data/river_levels beside the checkout."),
     Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: json (one object a line) or text.",
             check=_one_of("json", "text")),
