@@ -10,6 +10,7 @@ values must require it. Acknowledging alerts and issuing orders are store functi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 from datetime import UTC, datetime
@@ -26,12 +27,16 @@ from api.events import ALERT_HUB, Event
 from api.params import ascii_digits, flag, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
+from api.ratelimit import client_address
 from api.stations import parse_time_param
 
 routes = web.RouteTableDef()
 
 HEARTBEAT_S = 15.0
 REPLAY_LIMIT = 5000
+#: open event streams one client address may hold (a browser tab needs one; a NAT'd office a few)
+SSE_PER_CLIENT = 16
+SSE_OPEN = web.AppKey("sse_open_per_client", collections.Counter)
 
 
 async def _audience(request: web.Request, municipality: str | None) -> tuple[str | None, str | None]:
@@ -172,6 +177,11 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     exercise = flag(request, "exercise")
     audience, municipality = await _audience(request, municipality_filter(request))
     staff = _staff_view(request)
+    client = client_address(request, trust_forwarded_for=request.app[SETTINGS]["api.trust_forwarded_for"])
+    open_streams = request.app[SSE_OPEN]
+    if open_streams[client] >= SSE_PER_CLIENT:
+        raise Problem(429, "Too Many Requests", f"at most {SSE_PER_CLIENT} open event streams per client; "
+                      "close one first", headers={"Retry-After": "30"})
     raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last: int | None = None
     if raw_last:
@@ -179,6 +189,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             raise Problem(400, "Bad Request", "Last-Event-ID must be an event id (a whole number)")
         last = int(raw_last.strip())
     sub = hub.subscribe()
+    open_streams[client] += 1
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
@@ -218,6 +229,9 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         return response  # the client went away
     finally:
         hub.unsubscribe(sub)
+        open_streams[client] -= 1
+        if open_streams[client] <= 0:
+            del open_streams[client]
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()  # dropped as too slow: it may resume with Last-Event-ID
     return response

@@ -93,6 +93,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     from api import alerts, events
 
     app.router.add_routes(alerts.routes)
+    app[alerts.SSE_OPEN] = collections.Counter()
     app.on_startup.append(events.start_alert_hub)
     # on shutdown, before aiohttp waits for handlers: ends open SSE streams at once
     app.on_shutdown.append(events.stop_alert_hub)

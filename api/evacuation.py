@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import csv
 import hashlib
-import io
 import json
 import math
 from functools import partial
@@ -28,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from api.context import POOL
+from api.csvexport import csv_text
 from api.evac_service import EVAC, EvacService
 from api.params import ascii_digits, bad, choice, flag, language, number
 from api.problems import Problem
@@ -148,12 +147,9 @@ async def list_shelters(request: web.Request) -> web.Response:
         rows = await store.shelter_rows(conn, municipality=municipality, hazard=hazard)
     headers = {"Cache-Control": "public, max-age=60"}
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\r\n")
-        writer.writerow(store.SHELTER_COLUMNS)
-        writer.writerows(store.shelter_csv_row(r) for r in rows)
+        text = csv_text(store.SHELTER_COLUMNS, (store.shelter_csv_row(r) for r in rows))
         headers["Content-Disposition"] = 'attachment; filename="shelters.csv"'
-        return web.Response(text=buf.getvalue(), content_type="text/csv", charset="utf-8", headers=headers)
+        return web.Response(text=text, content_type="text/csv", charset="utf-8", headers=headers)
     if fmt == "json":
         return web.json_response({"shelters": [store.shelter_json(r) for r in rows]}, dumps=_dumps, headers=headers)
     doc = {"type": "FeatureCollection", "features": [store.shelter_feature(r) for r in rows]}

@@ -126,7 +126,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "tags": ["alerts"], "parameters": [q("last_event_id", {"type": "string"})],
         "responses": {"200": {"description": "text/event-stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                      **errors(400, 503)}},
+                      **errors(400, 429, 503)}},
     # -- evacuation (residents) ---------------------------------------------------------------
     ("get", "/api/v1/route"): {
         "summary": "Evacuation route from a point to the nearest suitable open shelter", "tags": ["residents"],
@@ -200,14 +200,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Open/close a shelter, set occupancy or capacity", "tags": ["staff"], "security": STAFF,
         "parameters": [p("shelter_id")],
         "requestBody": body({"type": "object", "properties": {
-            "occupancy": {"type": "integer", "minimum": 0}, "capacity": {"type": "integer", "minimum": 0},
+            "occupancy": {"type": "integer", "minimum": 0, "maximum": 1000000},
+            "capacity": {"type": "integer", "minimum": 0, "maximum": 1000000},
             "is_open": {"type": "boolean"}}}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
     ("post", "/api/v1/hazards"): {
         "summary": "Draw a hazard area (flooded road, landslide, closure)", "tags": ["staff"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["geometry"], "properties": {
             "geometry": {"type": "object"}, "hazard": {"type": "string", "enum": HAZARDS},
-            "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number"},
+            "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number", "minimum": 1, "maximum": 1000},
             "label": {"type": "string"}, "exercise": {"type": "boolean"}, "municipality_code": {"type": "string"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
     ("delete", "/api/v1/hazards/{area_id}"): {

@@ -20,7 +20,7 @@ from alerting.store import AlertError, acknowledge_alert, cancel_order, get_aler
 from alerting.store import _audit as audit
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
-from api.bodies import field, json_object, municipality_code
+from api.bodies import field, int_field, json_object, municipality_code, number_field
 from api.context import POOL
 from api.params import path_int, query_int
 from api.problems import Problem
@@ -28,6 +28,8 @@ from evac.hazards import HAZARD_TYPES
 from evac.store import StoreError, add_hazard_area, hazard_area, remove_hazard_area, set_shelter_state
 
 routes = web.RouteTableDef()
+MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)
+MAX_PENALTY = 1000.0  # travel-time factor of a penalty area; beyond it the area is as good as blocked
 
 
 @routes.post("/api/v1/alerts/{alert_id}/acknowledge")
@@ -56,7 +58,7 @@ async def post_order(request: web.Request) -> web.Response:
     if municipality is None:
         raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
     require_target_scope(account, municipality)
-    level = field(body, "level", int)
+    level = int_field(body, "level", lo=3, hi=5)
     async with request.app[POOL].acquire() as conn:
         try:
             order_id, change = await issue_order(
@@ -92,9 +94,9 @@ async def patch_shelter(request: web.Request) -> web.Response:
     shelter_id = request.match_info["shelter_id"][:128]
     body = await json_object(request)
     changes: dict[str, Any] = {
-        "occupancy": field(body, "occupancy", int, default=None),
+        "occupancy": int_field(body, "occupancy", lo=0, hi=MAX_PEOPLE, default=None),
         "is_open": field(body, "is_open", bool, default=None),
-        "capacity": field(body, "capacity", int, default=None),
+        "capacity": int_field(body, "capacity", lo=0, hi=MAX_PEOPLE, default=None),
     }
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM shelters WHERE id = $1", shelter_id)
@@ -124,7 +126,7 @@ async def post_hazard(request: web.Request) -> web.Response:
     try:
         area = hazard_area(
             hazard=hazard, geometry=field(body, "geometry", dict), severity=field(body, "severity", str, default="blocked"),
-            penalty_factor=field(body, "penalty_factor", (int, float), default=1.0), source="staff",
+            penalty_factor=number_field(body, "penalty_factor", lo=1.0, hi=MAX_PENALTY, default=1.0), source="staff",
             exercise=field(body, "exercise", bool, default=False), label=field(body, "label", str, default=""))
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
