@@ -27,14 +27,14 @@ async def create_token(request: web.Request) -> web.Response:
     username = field(body, "username", str)
     password = field(body, "password", str)
     limits = request.app[LOGIN_LIMITS]
-    wait = limits.admit(address=client_address(request, trust_forwarded_for=settings["api.trust_forwarded_for"]),
-                        username=username)
+    address = client_address(request, trust_forwarded_for=settings["api.trust_forwarded_for"])
+    wait = limits.admit(address=address, username=username)
     if wait > 0:
         raise Problem(429, "Too Many Requests", "too many login attempts; retry after the given time",
                       headers={"Retry-After": retry_after(wait)})
     async with request.app[POOL].acquire() as conn:
         result = await login(conn, username, password, ttl=timedelta(hours=settings["api.token_ttl_hours"]))
-        limits.record(username=username, success=result is not None)
+        limits.record(username=username, success=result is not None, address=address)
         if result is not None:
             from alerting.store import _audit as audit
 

@@ -8,7 +8,10 @@
   still checked (from any address), the others get 429 with ``Retry-After``. An attacker can therefore
   not lock a member of staff out — the right password gets through within seconds — and cannot try
   more than about 720 passwords a day against one account (argon2id hashes, at least 10 characters).
-  A successful login clears the account's failures.
+  A successful login clears the account's failures, and the address it came from is remembered for the
+  account (the last ``TRUSTED_PER_ACCOUNT``): from there the account limit does not apply, so an
+  attacker hammering the account from elsewhere cannot keep its owner out (the OWASP "device cookie"
+  idea, keyed by address because the API has no cookies).
 
 State is per process and in memory (bounded; oldest entries dropped first); several API processes each
 apply their own limits. Addresses and usernames are never logged here.
@@ -27,6 +30,7 @@ ACCOUNT_FAILURE_BURST = 10
 ACCOUNT_FAILURES_PER_MINUTE = 2
 SLOW_INTERVAL_S = 5.0
 MAX_ACCOUNTS = 100_000
+TRUSTED_PER_ACCOUNT = 8
 
 
 class LoginLimits:
@@ -41,6 +45,8 @@ class LoginLimits:
         self.slow_interval_s = slow_interval_s
         # username → (failure tokens left, time of that count, earliest next attempt when slowed)
         self._accounts: OrderedDict[str, tuple[float, float, float]] = OrderedDict()
+        # username → addresses it last logged in from successfully (oldest first)
+        self._trusted: OrderedDict[str, list[str]] = OrderedDict()
 
     def _tokens(self, username: str, now: float) -> tuple[float, float]:
         tokens, stamp, next_slot = self._accounts.get(username, (self.failure_burst, now, 0.0))
@@ -53,6 +59,8 @@ class LoginLimits:
         if wait > 0:
             return wait
         key = username[:64]
+        if address in self._trusted.get(key, ()):
+            return 0.0
         tokens, next_slot = self._tokens(key, now)
         if tokens >= 1.0:
             return 0.0
@@ -62,12 +70,17 @@ class LoginLimits:
         self._accounts.move_to_end(key)
         return 0.0
 
-    def record(self, *, username: str, success: bool, now: float | None = None) -> None:
-        """Count a failed attempt against the account; a success clears its failures."""
+    def record(self, *, username: str, success: bool, address: str | None = None, now: float | None = None) -> None:
+        """Count a failed attempt against the account; a success clears its failures and trusts ``address``."""
         now = time.monotonic() if now is None else now
         key = username[:64]
         if success:
             self._accounts.pop(key, None)
+            if address is not None:
+                known = [a for a in self._trusted.pop(key, []) if a != address] + [address]
+                self._trusted[key] = known[-TRUSTED_PER_ACCOUNT:]
+                while len(self._trusted) > MAX_ACCOUNTS:
+                    self._trusted.popitem(last=False)
             return
         tokens, next_slot = self._tokens(key, now)
         self._accounts[key] = (max(0.0, tokens - 1.0), now, next_slot)

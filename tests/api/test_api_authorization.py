@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from alerting.store import issue_order
 from api.app import create_app
