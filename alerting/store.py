@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from alerting.levels import is_public
-from alerting.rules import ORDER, RIVER, Transition
+from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
 
 NOTIFY_CHANNEL = "sonae_alerts"
 
@@ -55,6 +55,8 @@ def to_dt(ts: float) -> datetime:
 
 
 def audience_for(condition: str, level: int | None) -> str:
+    """``public`` for river levels and orders at 警戒レベル 2–5; staff for everything else — including
+    unconfirmed river levels (:data:`~alerting.rules.UNCONFIRMED`), whatever their level."""
     if condition in (RIVER, ORDER) and level is not None and is_public(level):
         return "public"
     return "staff"
@@ -127,7 +129,8 @@ async def apply_transition(
     old = None if open_alert is None else open_alert["level"]
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
                             reason=t.reason, actor=actor)
-    await _audit(conn, actor, f"alert.{kind}", "alert", alert["id"], detail)
+    withdrawn = t.condition == UNCONFIRMED and kind == "cleared" and t.reason == SPIKE
+    await _audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
 
@@ -297,7 +300,7 @@ def alert_json(a: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": a["id"], "condition": a["condition"], "level": a["level"], "max_level": a["max_level"],
         "state": a["state"], "active": a["cleared_at"] is None, "exercise": a["exercise"],
-        "audience": a["audience"], "reason": a["reason"], "station_id": a["station_id"],
+        "audience": a["audience"], "unconfirmed": a["condition"] == UNCONFIRMED, "reason": a["reason"], "station_id": a["station_id"],
         "station_name": a.get("station_name"), "river": a.get("river"), "order_id": a["order_id"],
         "municipality_code": a["municipality_code"], "value": a["value"], "threshold": a["threshold"],
         "raised_at": _iso(a["raised_at"]), "changed_at": _iso(a["changed_at"]),

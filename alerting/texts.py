@@ -96,6 +96,15 @@ _ORDER: dict[int, dict[str, Text]] = {
 }
 
 _STAFF: dict[str, dict[str, Text]] = {
+    "river_level_unconfirmed": {
+        "ja-JP": Text("水位急変（未確認）", "{place}の水位計が川ではありえない速さの変化を示しています",
+                      "次の観測で確認されるまで住民には伝えません。機器と現地を確認してください。"),
+        "en-US": Text("Stage jump (unconfirmed)", "The gauge at {place} shows a change faster than its river can change",
+                      "Not told to residents until the next reading confirms it. Check the device and the site."),
+        "ja-JP-x-easy": Text("すいいが きゅうに かわりました（まだ たしかでは ありません）",
+                             "{place}の すいいけいの すうじが とても はやく かわりました",
+                             "しょくいんは きかいと かわを しらべて ください。"),
+    },
     "silent": {
         "ja-JP": Text("水位計の通信途絶", "{place}の水位計からデータが届いていません", "機器と通信を点検してください。"),
         "en-US": Text("Gauge silent", "No data from the gauge at {place}", "Check the device and its link."),

@@ -26,6 +26,11 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
   alerts publish their last state once and then remove the retained message). The topic root is the
   device prefix's parent (``sonae/v1`` → ``sonae/alerts``), outside the tree ingestors subscribe to.
+  Unconfirmed alerts (a reading beyond the gauge's plausible rate) are never published there: they are
+  for staff (API, console) until the next reading confirms them.
+* **Per-gauge rules**: the registry's ``max_rate_m_per_h`` overrides the plausible rate; an exercise
+  stream of a station with ``exercise_time_scale`` > 1 runs the rules on the scenario's faster clock
+  (:meth:`~alerting.rules.RuleConfig.scaled`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from alerting.levels import ladder
 from alerting.rules import (
     HEALTH_KINDS,
     SILENT,
+    UNCONFIRMED,
     Reading,
     RuleConfig,
     StationRules,
@@ -73,6 +79,8 @@ CHANGES = Counter("sonae_alert_changes_total", "Alert changes made by the rules 
 LATE = Counter("sonae_alert_late_reevaluations_total", "Stations re-evaluated for late readings")
 ACTIVE_ALERTS = Gauge("sonae_alerts_active", "Active alerts by 警戒レベル (set by the rules leader)", ["level", "exercise"])
 SILENT_GAUGES = Gauge("sonae_alerts_silent_gauges", "Gauges with an open silent-gauge alert (set by the rules leader)")
+UNCONFIRMED_ALERTS = Gauge("sonae_alerts_unconfirmed",
+                           "Open unconfirmed river-level alerts: readings beyond the gauge's plausible rate (rules leader)")
 
 
 def alert_topic_root(device_prefix: str) -> str:
@@ -87,6 +95,8 @@ class _Station:
     expected_interval_s: int
     exercise: bool
     steps: tuple[Any, ...]
+    max_rate_m_per_h: float | None = None
+    exercise_time_scale: float = 1.0
 
 
 class RulesWorker:
@@ -127,11 +137,12 @@ class RulesWorker:
         self._seen: dict[tuple[str, str, bool, datetime], datetime] = {}
         self._mqtt: MqttClient | None = None
         self._to_publish: set[int] = set()
-        self._configs: dict[int, RuleConfig] = {}
+        self._configs: dict[tuple[int, float | None, float], RuleConfig] = {}
         self.passes = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> RulesWorker:
+        overrides.setdefault("config", RuleConfig(max_rate_m_per_h=settings["alerting.max_rate_m_per_h"]))
         return cls(pool, mqtt_url=settings["mqtt.url"], mqtt_protocol=settings["mqtt.protocol"],
                    topic_root=alert_topic_root(settings["mqtt.topic_prefix"]), **overrides)
 
@@ -234,7 +245,8 @@ class RulesWorker:
     async def update_gauges(self, conn: asyncpg.Connection) -> None:
         """Refresh the active-alert and silent-gauge metrics from the alerts table."""
         rows = await conn.fetch("""SELECT coalesce(level, 0) AS level, exercise, count(*) AS n FROM alerts
-                                   WHERE cleared_at IS NULL AND condition <> 'silent' GROUP BY 1, 2""")
+                                   WHERE cleared_at IS NULL AND condition NOT IN ('silent', $1) GROUP BY 1, 2""",
+                                UNCONFIRMED)
         for level in range(0, 6):
             for exercise in (False, True):
                 ACTIVE_ALERTS.labels(str(level), str(exercise).lower()).set(0)
@@ -242,6 +254,8 @@ class RulesWorker:
             ACTIVE_ALERTS.labels(str(r["level"]), str(r["exercise"]).lower()).set(r["n"])
         SILENT_GAUGES.set(await conn.fetchval(
             "SELECT count(*) FROM alerts WHERE cleared_at IS NULL AND condition = 'silent' AND NOT exercise"))
+        UNCONFIRMED_ALERTS.set(await conn.fetchval(
+            "SELECT count(*) FROM alerts WHERE cleared_at IS NULL AND condition = $1 AND NOT exercise", UNCONFIRMED))
 
     async def step(self, conn: asyncpg.Connection) -> int:
         """Evaluate every committed reading past the watermark. Returns the number of alert changes."""
@@ -284,15 +298,22 @@ class RulesWorker:
 
     async def _stations(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, _Station]:
         rows = await conn.fetch(
-            f"""SELECT id, municipality_code, expected_interval_s, exercise, gauge_type, {', '.join(THRESHOLD_FIELDS)}
+            f"""SELECT id, municipality_code, expected_interval_s, exercise, gauge_type, max_rate_m_per_h,
+                       exercise_time_scale, {', '.join(THRESHOLD_FIELDS)}
                 FROM stations WHERE id = ANY($1::text[])""", ids)
         return {r["id"]: _Station(r["id"], r["municipality_code"], r["expected_interval_s"], r["exercise"],
-                                  ladder(r["gauge_type"], dict(r))) for r in rows}
+                                  ladder(r["gauge_type"], dict(r)), r["max_rate_m_per_h"],
+                                  r["exercise_time_scale"]) for r in rows}
 
-    def _machine(self, st: _Station, state: dict[str, Any] | None) -> StationRules:
-        config = self._configs.get(st.expected_interval_s)
+    def _machine(self, st: _Station, exercise: bool, state: dict[str, Any] | None) -> StationRules:
+        """The station's rules: its interval and plausible rate; an exercise stream on the scenario's clock
+        (real streams always run on real time, whatever the station says)."""
+        scale = st.exercise_time_scale if exercise else 1.0
+        key = (st.expected_interval_s, st.max_rate_m_per_h, scale)
+        config = self._configs.get(key)
         if config is None:
-            config = self._configs[st.expected_interval_s] = self.config.for_interval(st.expected_interval_s)
+            config = self._configs[key] = (self.config.for_interval(st.expected_interval_s)
+                                           .for_gauge(max_rate_m_per_h=st.max_rate_m_per_h).scaled(scale))
         return StationRules(st.steps, config, state)
 
     async def _evaluate(self, conn: asyncpg.Connection,
@@ -310,7 +331,7 @@ class RulesWorker:
             for key in keys:
                 st = stations[key[0]]
                 stored = states.get(key) or {}
-                machine = self._machine(st, stored.get("machine"))
+                machine = self._machine(st, key[1], stored.get("machine"))
                 readings = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
                 readings.sort(key=lambda r: r.ts)
                 late = [r for r in readings if machine.is_late(r)]
@@ -355,10 +376,10 @@ class RulesWorker:
             """SELECT ts, state FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts < $3
                ORDER BY ts DESC LIMIT 1""", st.id, exercise, store.to_dt(since))
         if cp is not None:
-            machine = self._machine(st, json.loads(cp["state"]))
+            machine = self._machine(st, exercise, json.loads(cp["state"]))
             start = cp["ts"]
         else:
-            machine = self._machine(st, None)
+            machine = self._machine(st, exercise, None)
             start = store.to_dt(since) - timedelta(seconds=machine.config.buffer_s)
         rows = await conn.fetch(
             """SELECT kind, ts, value FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
@@ -406,7 +427,7 @@ class RulesWorker:
         ids, self._to_publish = sorted(self._to_publish), set()
         for alert_id in ids:
             alert = await store.get_alert(conn, alert_id)
-            if alert is not None:
+            if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
                 await publish_alert(self._mqtt, self.topic_root, alert)
 
 

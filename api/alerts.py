@@ -20,6 +20,7 @@ from aiohttp import web
 
 from alerting import store
 from alerting.cap import render_atom, render_cap
+from alerting.rules import UNCONFIRMED
 from api.auth import authenticate
 from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
@@ -149,6 +150,9 @@ async def _alert(request: web.Request) -> dict[str, Any]:
 @routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}.cap")
 async def alert_cap(request: web.Request) -> web.Response:
     alert = await _alert(request)
+    if alert["condition"] == UNCONFIRMED:
+        raise Problem(404, "Not Found", f"alert {alert['id']} is an unconfirmed reading (beyond the gauge's "
+                      "plausible rate): it has no CAP message until the next reading confirms it")
     async with request.app[POOL].acquire() as conn:
         previous = await store.messages_of(conn, alert["id"])
     return web.Response(body=render_cap(alert, previous), content_type="application/cap+xml", charset="utf-8")

@@ -8,8 +8,11 @@ station was registered wait in quarantine and are released into ``readings`` on 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -51,6 +54,8 @@ class Station:
     th_overflow: float | None = None  # 氾濫開始水位 (危機管理型)
     exercise: bool = False
     source: str | None = None
+    max_rate_m_per_h: float | None = None  # plausible rate of change (None: alerting's default)
+    exercise_time_scale: float = 1.0  # exercise scenario's clock speed (exercise stations only)
 
     def validate(self) -> Station:
         where = f"station {self.id!r}"
@@ -68,6 +73,13 @@ class Station:
             raise RegistryError(f"{where}: lon {self.lon} out of range")
         if self.expected_interval_s <= 0:
             raise RegistryError(f"{where}: expected_interval_s must be positive")
+        if self.max_rate_m_per_h is not None and not self.max_rate_m_per_h > 0:
+            raise RegistryError(f"{where}: max_rate_m_per_h must be positive (m/h), or empty for the default")
+        if not self.exercise_time_scale >= 1:
+            raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
+        if self.exercise_time_scale != 1 and not self.exercise:
+            raise RegistryError(f"{where}: exercise_time_scale is for exercise stations only; "
+                                "set exercise=true or leave it at 1")
         ordered = [getattr(self, f) for f in ("th_standby", "th_caution", "th_evacuation", "th_danger")]
         present = [v for v in ordered if v is not None]
         if present != sorted(present):
@@ -79,7 +91,7 @@ class Station:
 
 
 _FIELDS = {f.name: f for f in fields(Station)}
-_FLOATS = {"lat", "lon", *THRESHOLD_FIELDS}
+_FLOATS = {"lat", "lon", "max_rate_m_per_h", "exercise_time_scale", *THRESHOLD_FIELDS}
 
 
 def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
@@ -100,7 +112,7 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
                 value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
             else:
                 value = str(value)
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):
             raise RegistryError(f"{where}: field {key!r} has a bad value {value!r}") from None
         values[key] = value
     if "id" not in values or "name" not in values:
@@ -108,23 +120,86 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
     return Station(**values).validate()
 
 
-def load_stations(path: str | Path) -> list[Station]:
-    """Read stations from a ``.csv`` or ``.geojson``/``.json`` file."""
+def read_text_file(path: str | Path) -> str:
+    """The text of a UTF-8 file, gzip-compressed or not (``.gz`` is recognised by its magic bytes).
+
+    Raises
+    ------
+    RegistryError
+        The file is missing, a folder, unreadable, or not UTF-8 text; the message says what to do.
+    """
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            return [station_from_mapping(row, where=f"{path.name} line {i + 2}")
-                    for i, row in enumerate(csv.DictReader(fh))]
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    features = doc.get("features", []) if isinstance(doc, dict) else []
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RegistryError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise RegistryError(f"{path}: a damaged gzip file ({exc})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RegistryError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8, "
+            f"e.g. `iconv -f CP932 -t UTF-8` for a Shift_JIS file from Excel") from None
+
+
+def load_stations(path: str | Path) -> list[Station]:
+    """Read stations from a ``.csv`` or ``.geojson``/``.json`` file (optionally gzip-compressed).
+
+    CSV: a header row of :class:`Station` field names (``id`` and ``name`` required; every other column
+    must be a known field, so a misspelt threshold column cannot be dropped silently). GeoJSON: Point
+    features whose properties are those fields (other properties are ignored).
+
+    Raises
+    ------
+    RegistryError
+        Naming the file, the line (CSV) or feature (GeoJSON), and the column or field at fault.
+    """
+    path = Path(path)
+    text = read_text_file(path)
+    stem = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    if stem.lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        for column in ("id", "name"):
+            if column not in header:
+                raise RegistryError(f"{path.name} line 1: missing column {column!r} (columns: {', '.join(_FIELDS)})")
+        for column in header:
+            if column not in _FIELDS:
+                raise RegistryError(f"{path.name} line 1: unknown column {column!r} (known: {', '.join(_FIELDS)})")
+        return [station_from_mapping(row, where=f"{path.name} line {i + 2}") for i, row in enumerate(reader)]
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{path.name} line {exc.lineno}: not JSON ({exc.msg}); expected a .csv or a GeoJSON "
+                            f"FeatureCollection") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("features"), list):
+        raise RegistryError(f"{path.name}: not a GeoJSON FeatureCollection (no \"features\" list)")
     out = []
-    for i, feature in enumerate(features):
-        props = dict(feature.get("properties") or {})
+    for i, feature in enumerate(doc["features"]):
+        where = f"{path.name} feature {i}"
+        if not isinstance(feature, dict):
+            raise RegistryError(f"{where}: not a GeoJSON Feature")
+        props = feature.get("properties")
+        props = {} if props is None else props
+        if not isinstance(props, dict):
+            raise RegistryError(f"{where}: properties must be an object")
+        props = dict(props)
         geometry = feature.get("geometry") or {}
-        if geometry.get("type") == "Point":
-            props.setdefault("lon", geometry["coordinates"][0])
-            props.setdefault("lat", geometry["coordinates"][1])
-        out.append(station_from_mapping(props, where=f"{path.name} feature {i}"))
+        if isinstance(geometry, dict) and geometry.get("type") == "Point":
+            coords = geometry.get("coordinates")
+            if not (isinstance(coords, list) and len(coords) >= 2):
+                raise RegistryError(f"{where}: a Point needs [lon, lat] coordinates")
+            props.setdefault("lon", coords[0])
+            props.setdefault("lat", coords[1])
+        out.append(station_from_mapping(props, where=where))
     return out
 
 

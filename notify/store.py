@@ -29,6 +29,7 @@ import asyncpg
 
 from alerting import store as alerts
 from alerting.cap import GAUGE_RADIUS_KM
+from alerting.rules import UNCONFIRMED
 from notify import messages
 
 NOTIFY_CHANNEL = "sonae_notify"
@@ -261,6 +262,8 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
     counts = {"push": 0, "webhook": 0, "email": 0}
     if event["kind"] not in messages.NOTIFIED_KINDS:
         return counts
+    if alert["condition"] == UNCONFIRMED:
+        return counts  # beyond the gauge's plausible rate: staff see it in the console until confirmed
     args = (event["id"], alert["id"], alert["exercise"], alert["municipality_code"])
     top = max(event["level"] or 0, event["old_level"] or 0)
     event_at: datetime = event["recorded_at"]

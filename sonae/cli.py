@@ -17,6 +17,10 @@ from sonae.logs import setup_logging
 log = logging.getLogger("sonae.cli")
 
 
+class CommandError(Exception):
+    """Bad input to a command (a file, an argument, the terminal): printed as one line, exit status 2."""
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(config_file=args.config)
     overrides: dict[str, Any] = {}
@@ -28,15 +32,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _with_services(
-    args: argparse.Namespace, body: Callable[[Settings], Coroutine[Any, Any, None]], *, need_broker: bool = True
+    args: argparse.Namespace, body: Callable[[Settings], Coroutine[Any, Any, None]], *, need_broker: bool = True,
+    create: bool = True,
 ) -> int:
+    """Run ``body`` with the backing services; ``create=False`` never creates a new embedded database."""
     from sonae.runtime import BackingServices
 
     settings = _settings(args)
     setup_logging(level=settings["log.level"], fmt=settings["log.format"])
     services = BackingServices(settings)
     try:
-        effective = services.start(need_broker=need_broker)
+        effective = services.start(need_broker=need_broker, create=create)
         asyncio.run(body(effective))
     except KeyboardInterrupt:
         pass
@@ -51,7 +57,7 @@ def _on_database(args: argparse.Namespace, action: Callable[[Any], Awaitable[str
     async def body(settings: Settings) -> None:
         from sonae.runtime import open_pool
 
-        pool = await open_pool(settings, migrate_schema=True)
+        pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
             async with pool.acquire() as conn:
                 message = await action(conn)
@@ -59,7 +65,7 @@ def _on_database(args: argparse.Namespace, action: Callable[[Any], Awaitable[str
             await pool.close()
         print(message)
 
-    return _with_services(args, body, need_broker=False)
+    return _with_services(args, body, need_broker=False, create=False)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -119,6 +125,31 @@ async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise:
         await run_demo(mqtt, prefix=settings["mqtt.topic_prefix"], exercise=exercise, stop=stop, stations=stations)
 
 
+async def _ensure_drill_account(settings: Settings, pool: Any) -> None:
+    """The demo's staff account ``drill``: scoped to the simulated municipality; its password is random
+    and printed once, when the account is made (``sonae users passwd drill`` sets another)."""
+    import secrets
+
+    from api.auth import AccountError, create_account
+    from simulators.demo import DRILLTOWN_MUNICIPALITY, MUNICIPALITY
+
+    code = DRILLTOWN_MUNICIPALITY if settings["evac.network"] == "drilltown" else MUNICIPALITY
+    password = secrets.token_urlsafe(12)
+    async with pool.acquire() as conn:
+        if await conn.fetchval("SELECT count(*) FROM accounts WHERE username = 'drill'"):
+            print("Staff console login: user drill (its password was printed at the first --simulate start; "
+                  "`sonae users passwd drill` sets a new one)", flush=True)
+            return
+        try:
+            await create_account(conn, username="drill", password=password, role="staff", municipality_code=code,
+                                 display_name="訓練 職員 (demo)")
+        except AccountError as exc:  # another process made it in the meantime
+            log.info("drill account not created", extra={"reason": str(exc)})
+            return
+    print(f"Staff console login: user drill, password {password} (shown once; staff of the simulated "
+          f"municipality {code} only)", flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
         from sonae.runtime import open_pool, stop_event_on_signals, supervise
@@ -129,6 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = settings.replace(evac__network="drilltown")
         # -- end evac --
         pool = await open_pool(settings, migrate_schema=True)
+        if args.simulate:
+            await _ensure_drill_account(settings, pool)
         tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             "ingest": lambda: _ingest(settings, pool, stop),
             "api": lambda: _serve_api(settings, pool, stop),
@@ -208,10 +241,37 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return _with_services(args, body, need_broker=False)
 
 
+def _mlit_stations(path: str) -> list[Any]:
+    """One registry station per gauge of an MLIT 川の水位情報 CSV (the newest row's thresholds)."""
+    from simulators.replay import ReplayError, mlit_station, read_mlit_rows
+
+    try:
+        rows = read_mlit_rows(path)
+    except ReplayError as exc:
+        raise CommandError(str(exc)) from None
+    newest: dict[str, Any] = {}
+    for row in rows:
+        if row.station_code not in newest or row.obs_time >= newest[row.station_code].obs_time:
+            newest[row.station_code] = row
+    stations = []
+    for row in newest.values():
+        station = mlit_station(row)
+        stations.append(station.__class__(**{**station.__dict__, "source": "MLIT 川の水位情報 (import)"}))
+    return stations
+
+
+def _stations_format(path: str) -> str:
+    from ingest.registry import read_text_file
+
+    first_line = read_text_file(path).split("\n", 1)[0]
+    return "mlit" if first_line.startswith("obs_time_jst,") else "sonae"
+
+
 def cmd_stations_import(args: argparse.Namespace) -> int:
     from ingest.registry import load_stations
 
-    stations = load_stations(args.file)
+    fmt = args.format if args.format != "auto" else _stations_format(args.file)
+    stations = _mlit_stations(args.file) if fmt == "mlit" else load_stations(args.file)
 
     async def action(conn: Any) -> str:
         from ingest.registry import upsert_stations
@@ -238,11 +298,7 @@ def cmd_evac_import(args: argparse.Namespace) -> int:
                                                    exercise=args.exercise)
         return f"imported {count} {args.evac_what.replace('hazards', 'hazard areas')} from {args.file}"
 
-    try:
-        return _on_database(args, action)
-    except store.StoreError as exc:
-        print(f"sonae: {exc}", file=sys.stderr)
-        return 2
+    return _on_database(args, action)
 
 
 def _add_evac_commands(sub: Any) -> None:
@@ -268,11 +324,19 @@ def _new_password(args: argparse.Namespace) -> str:
     import getpass
     import os
 
-    password = os.environ.get("SONAE_NEW_PASSWORD") if args.password_from_env else None
-    if password is None:
+    if args.password_from_env:
+        password = os.environ.get("SONAE_NEW_PASSWORD")
+        if not password:
+            raise CommandError("--password-from-env: SONAE_NEW_PASSWORD is not set")
+        return password
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for the password: set SONAE_NEW_PASSWORD and pass --password-from-env")
+    try:
         password = getpass.getpass("password (10 characters or more): ")
         if getpass.getpass("again: ") != password:
-            raise ConfigError("the two passwords differ")
+            raise CommandError("the two passwords differ")
+    except EOFError:
+        raise CommandError("no password given (end of input)") from None
     return password
 
 
@@ -284,7 +348,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
         from sonae.runtime import open_pool
 
-        pool = await open_pool(settings, migrate_schema=True)
+        pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
             async with pool.acquire() as conn:
                 if args.users_command == "add":
@@ -305,11 +369,11 @@ def cmd_users(args: argparse.Namespace) -> int:
                         state = " (disabled)" if a["disabled"] else ""
                         print(f"{a['username']:<24} {a['role']:<9} {a['municipality_code'] or 'prefecture'}{state}")
         except AccountError as exc:
-            raise ConfigError(str(exc)) from None
+            raise CommandError(str(exc)) from None
         finally:
             await pool.close()
 
-    return _with_services(args, body, need_broker=False)
+    return _with_services(args, body, need_broker=False, create=False)
 
 
 # -- notify: VAPID keys and webhooks (notify/) --
@@ -326,7 +390,7 @@ def cmd_vapid(args: argparse.Namespace) -> int:
         from notify.worker import vapid_private_pem
         from sonae.runtime import open_pool
 
-        pool = await open_pool(settings, migrate_schema=True)
+        pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
             async with pool.acquire() as conn:
                 pem = await vapid_private_pem(conn, settings["notify.vapid_private_key"])
@@ -334,7 +398,7 @@ def cmd_vapid(args: argparse.Namespace) -> int:
             await pool.close()
         print(Vapid(load_private_key(pem), "").public_key)
 
-    return _with_services(args, body, need_broker=False)
+    return _with_services(args, body, need_broker=False, create=False)
 
 
 def cmd_webhooks(args: argparse.Namespace) -> int:
@@ -345,7 +409,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
         from sonae.runtime import open_pool
 
-        pool = await open_pool(settings, migrate_schema=True)
+        pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
             async with pool.acquire() as conn:
                 if args.webhooks_command == "add":
@@ -357,7 +421,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
                     print(f"webhook {hook['id']} created; its signing secret (shown once): {hook['secret']}")
                 elif args.webhooks_command == "remove":
                     if not await store.delete_webhook(conn, args.id):
-                        raise ConfigError(f"no webhook {args.id}")
+                        raise CommandError(f"no webhook {args.id}")
                     print(f"webhook {args.id} removed")
                 else:
                     for h in await store.list_webhooks(conn):
@@ -366,7 +430,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
         finally:
             await pool.close()
 
-    return _with_services(args, body, need_broker=False)
+    return _with_services(args, body, need_broker=False, create=False)
 
 
 def _add_notify_commands(sub: Any) -> None:
@@ -416,6 +480,95 @@ def cmd_municipalities_import(args: argparse.Namespace) -> int:
         return f"imported {await upsert_municipalities(conn, municipalities)} municipalities from {args.file}"
 
     return _on_database(args, action)
+
+
+def _tcp_answers(url: str, *, default_port: int) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _http_status(url: str) -> int | None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Which state directory, database and broker a command run here would use, and what they hold.
+
+    Creates nothing: an embedded database that does not exist yet is reported, not made.
+    """
+    import os
+
+    from sonae.embedded import EmbeddedPostgres
+
+    settings = _settings(args)
+    masked = settings.masked()
+    state = settings.state_dir
+    config_file = args.config or os.environ.get("SONAE_CONFIG") or "none"
+    print(f"configuration file: {config_file}")
+    print(f"state directory:    {state} (from {settings.origin('state.dir')}"
+          f"{'' if state.is_dir() else '; does not exist'})")
+    embedded = settings["database.url"] is None
+    if embedded:
+        found = EmbeddedPostgres(state).initialised
+        print(f"database:           embedded PostgreSQL in {state / 'postgres'}"
+              f"{'' if found else ' (not created yet: `sonae run` or `sonae db migrate` creates it)'}")
+    else:
+        found = True
+        print(f"database:           {masked['database.url']} (from {settings.origin('database.url')})")
+    if settings["mqtt.url"] is None:
+        port = settings["embedded.mqtt_port"]
+        running = _tcp_answers(f"mqtt://127.0.0.1:{port}", default_port=1883)
+        print(f"broker:             embedded, port {port} ({'running' if running else 'not running'})")
+    else:
+        answers = _tcp_answers(settings["mqtt.url"], default_port=1883)
+        print(f"broker:             {masked['mqtt.url']} ({'answers' if answers else 'does not answer'})")
+    ready = _http_status(f"http://{settings['api.host']}:{settings['api.port']}/readyz")
+    print(f"API:                http://{settings['api.host']}:{settings['api.port']}/ "
+          + ("(not running)" if ready is None else f"(readyz {ready})"))
+    if not found:
+        return 1
+
+    async def body(effective: Settings) -> None:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(effective["database.url"], timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ConnectionError(f"database: not reachable ({exc})") from None
+        try:
+            if not await conn.fetchval("SELECT to_regclass('sonae_migrations') IS NOT NULL"):
+                print("schema:             none (an empty database: `sonae db migrate` creates the schema)")
+                return
+            migrations = await conn.fetchval("SELECT count(*) FROM sonae_migrations")
+            timescale = await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+            print(f"schema:             {migrations} migrations applied; "
+                  f"{'TimescaleDB' if timescale else 'plain PostgreSQL'}")
+            counts = []
+            for table, label in (("stations", "stations"), ("shelters", "shelters"), ("accounts", "accounts"),
+                                 ("municipalities", "municipalities")):
+                if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                    counts.append(f"{await conn.fetchval(f'SELECT count(*) FROM {table}')} {label}")
+            print(f"holds:              {', '.join(counts)}")
+        finally:
+            await conn.close()
+
+    return _with_services(args, body, need_broker=False, create=False)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -475,9 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stations", help="Station registry.", description="Station registry.")
     st_sub = st.add_subparsers(dest="stations_command", required=True, metavar="ACTION")
-    p = st_sub.add_parser("import", help="Import stations from CSV or GeoJSON (upsert).",
-                          description="Import stations from CSV or GeoJSON (upsert); releases quarantined readings.")
+    p = st_sub.add_parser("import", help="Import stations from CSV, GeoJSON or an MLIT gauge file (upsert).",
+                          description="Import stations (upsert); releases quarantined readings. Formats: Sonae's "
+                                      "CSV/GeoJSON (columns = registry fields, see the README) or MLIT "
+                                      "川の水位情報 CSV (one station per gauge); .gz is read as is.")
     p.add_argument("file")
+    p.add_argument("--format", choices=("auto", "sonae", "mlit"), default="auto",
+                   help="file format (default: recognised from the header)")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_stations_import)
 
@@ -514,6 +671,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.add_argument("--password-from-env", action="store_true", help="read the password from SONAE_NEW_PASSWORD")
 
+    p = sub.add_parser("status", help="Say which state directory, database and broker this command would use.",
+                       description="Say which configuration file, state directory, database, broker and API a "
+                                   "command run here would use, and what the database holds. Creates nothing.")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("config", help="Print the effective configuration (secrets masked).",
                        description="Print the effective configuration, with where each value came from; "
                                    "secrets are masked.")
@@ -531,7 +694,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe bad input in their message (printed as one line, exit status 2)."""
+    from api.auth import AccountError
+    from evac.store import StoreError
+    from ingest.registry import RegistryError
+
+    return (CommandError, RegistryError, StoreError, AccountError, FileNotFoundError, IsADirectoryError,
+            PermissionError, UnicodeError, json.JSONDecodeError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``sonae`` command: every failure ends in one line on stderr, never a traceback.
+
+    Exit status: 0 done; 1 a service or server could not be reached or started, or an unexpected
+    error (its traceback is logged at debug level: ``SONAE_LOG_LEVEL=debug``); 2 bad input or
+    configuration (argparse's own usage errors are 2 as well).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -541,6 +720,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (EmbeddedError, ConnectionError) as exc:
         print(f"sonae: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if isinstance(exc, _input_error_types()):
+            print(f"sonae: {exc}", file=sys.stderr)
+            return 2
+        log.debug("unexpected error", exc_info=True)
+        print(f"sonae: unexpected error ({type(exc).__name__}: {exc}); SONAE_LOG_LEVEL=debug shows where",
+              file=sys.stderr)
         return 1
 
 

@@ -132,6 +132,10 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: json (one object a line) or text.",
             check=_one_of("json", "text")),
+    Setting("alerting.max_rate_m_per_h", float, 6.0,
+            "Fastest plausible change of a river stage, m/h (stations' max_rate_m_per_h overrides it); a faster "
+            "jump raises only a staff-only unconfirmed alert until the next reading. 6.0 = 1.5 x the fastest "
+            "genuine rise in the real MLIT and 持世寺 records (see alerting/rules.py).", check=_positive),
     # -- evac: the residents' evacuation routes (api/evac_service.py) --
     Setting("evac.network", str, "",
             "Road network for evacuation routes: an .osm, .osm.bz2 or .graphml file, or 'drilltown' for the "
@@ -185,6 +189,16 @@ def _coerce(setting: Setting, raw: Any, origin: str) -> Any:
             return int(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{origin}: expected a whole number, got {raw!r}") from None
+    if setting.kind is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{origin}: expected a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{origin}: expected a number, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{origin}: expected a finite number, got {raw!r}")
+        return value
     if setting.kind is bool:
         if isinstance(raw, bool):
             return raw

@@ -103,6 +103,11 @@ class EmbeddedPostgres:
     def url(self, database: str | None = None) -> str:
         return f"postgresql://postgres@/{database or self.database}?host={self.socket_dir}&port=5432"
 
+    @property
+    def initialised(self) -> bool:
+        """True when this state directory already holds a PostgreSQL cluster (made by an earlier start)."""
+        return (self.data / "PG_VERSION").exists()
+
     def _prepare_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from sonae.config import Settings
+from sonae.config import ConfigError, Settings
 from sonae.embedded import EmbeddedBroker, EmbeddedPostgres
 from sonae.migrations import migrate
 
@@ -28,12 +28,29 @@ class BackingServices:
         self.postgres: EmbeddedPostgres | None = None
         self.broker: EmbeddedBroker | None = None
 
-    def start(self, *, need_broker: bool = True) -> Settings:
-        """Start what is not configured; returns the settings with every URL filled in."""
+    def start(self, *, need_broker: bool = True, create: bool = True) -> Settings:
+        """Start what is not configured; returns the settings with every URL filled in.
+
+        With ``create=False`` (administrative commands) an embedded PostgreSQL is only started when the
+        state directory already holds one: a command run from the wrong folder must not create a new,
+        empty deployment beside the real one.
+
+        Raises
+        ------
+        ConfigError
+            ``create=False`` and the state directory holds no database; the message names the folder
+            and how to point at the right one.
+        """
         settings = self.settings
         state = settings.state_dir
         changes: dict[str, object] = {}
         if settings["database.url"] is None:
+            if not create and not EmbeddedPostgres(state).initialised:
+                raise ConfigError(
+                    f"no Sonae database in the state directory {state} (from {settings.origin('state.dir')}); "
+                    "run this command where the service runs, or pass --state-dir / set SONAE_STATE_DIR or "
+                    "SONAE_DATABASE_URL to the deployment's; `sonae status` shows what a command would use, "
+                    "and `sonae db migrate` creates a new database on purpose")
             state.mkdir(parents=True, exist_ok=True)
             self.postgres = EmbeddedPostgres(state)
             changes["database__url"] = self.postgres.start()
@@ -53,8 +70,14 @@ class BackingServices:
             self.postgres.stop()
 
 
-async def ensure_database(url: str) -> None:
-    """Create the database named in ``url`` when the server lacks it."""
+async def ensure_database(url: str, *, create: bool = True) -> None:
+    """Create the database named in ``url`` when the server lacks it (``create=False``: refuse instead).
+
+    Raises
+    ------
+    ConfigError
+        The database is missing and ``create`` is false.
+    """
     parts = urlsplit(url)
     name = parts.path.lstrip("/") or "postgres"
     try:
@@ -62,7 +85,10 @@ async def ensure_database(url: str) -> None:
         await conn.close()
         return
     except asyncpg.InvalidCatalogNameError:
-        pass
+        if not create:
+            raise ConfigError(
+                f"the database {name!r} does not exist on the configured server; check SONAE_DATABASE_URL, "
+                "or create it on purpose with `sonae db migrate`") from None
     admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment))
     conn = await asyncpg.connect(admin)
     try:
@@ -74,14 +100,19 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
-async def open_pool(settings: Settings, *, wait_s: float = 30.0, migrate_schema: bool = False) -> asyncpg.Pool:
-    """Connect (waiting up to ``wait_s`` for the server), optionally applying migrations first."""
+async def open_pool(settings: Settings, *, wait_s: float = 30.0, migrate_schema: bool = False,
+                    create: bool = True) -> asyncpg.Pool:
+    """Connect (waiting up to ``wait_s`` for the server), optionally applying migrations first.
+
+    ``create=False`` refuses to create a missing database (administrative commands); see
+    :func:`ensure_database`.
+    """
     url = settings["database.url"]
     deadline = asyncio.get_running_loop().time() + wait_s
     delay = 0.2
     while True:
         try:
-            await ensure_database(url)
+            await ensure_database(url, create=create)
             pool = await asyncpg.create_pool(url, min_size=1, max_size=settings["database.pool_size"])
             break
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -90,6 +92,27 @@ def test_run_with_configured_services_starts_nothing_embedded(tmp_path: Path, da
     assert not (tmp_path / "state" / "postgres").exists()
     assert not (tmp_path / "state" / "mqtt").exists()
     assert "embedded" not in out
+    # the demo console is reachable: a drill staff account whose one-time password was printed
+    match = re.search(r"Staff console login: user drill, password (\S+) ", out)
+    assert match, out
+    asyncio.run(_drill_login_works(database_url, match[1]))
+
+
+async def _drill_login_works(database_url: str, password: str) -> None:
+    import asyncpg
+
+    from api.auth import login
+    from simulators.demo import DRILLTOWN_MUNICIPALITY
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await login(conn, "drill", "wrong-password") is None
+        done = await login(conn, "drill", password)
+        assert done is not None
+        account = done[2]
+        assert account.role == "staff" and account.municipality_code == DRILLTOWN_MUNICIPALITY
+    finally:
+        await conn.close()
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and not Path("/usr/sbin/useradd").exists(), reason="needs useradd as root")
@@ -132,3 +155,42 @@ def test_demo_gauges_of_the_drill_town(tmp_path: Path) -> None:
         assert s.th_evacuation == float(g["levels_m"]["3"]) and s.th_danger == float(g["levels_m"]["4"])
         assert s.th_standby is not None and s.th_caution is not None
         assert s.th_standby < s.th_caution < s.th_evacuation < s.th_danger
+
+
+def test_simulate_shows_a_gauge_going_to_level_4_and_back_to_cleared(tmp_path: Path, database_url: str,
+                                                                      mqtt_url: str, mqtt_protocol: str) -> None:
+    """The demo's whole cycle within five minutes of start: up to level 4, then stepped down and cleared
+    (the demo river and its exercise rules run on the scenario's clock; see simulators.demo)."""
+    port = free_port()
+    started = time.monotonic()
+    proc = _start({"SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url,
+                   "SONAE_MQTT_PROTOCOL": mqtt_protocol, "SONAE_MQTT_TOPIC_PREFIX": f"cycle{port}/v1",
+                   "SONAE_INGEST_SHARED_GROUP": ""}, port, tmp_path / "state")
+    try:
+        deadline = started + 300
+        cycle: dict[str, list[tuple[str, int | None]]] = {}
+        done = None
+        while done is None:
+            assert time.monotonic() < deadline, f"no gauge went to level 4 and back to cleared in 5 minutes: {cycle}"
+            if proc.poll() is not None:
+                raise AssertionError(f"sonae run exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+            try:
+                events = _get(f"http://127.0.0.1:{port}/api/v1/alerts/history?exercise=true")["events"]
+            except OSError:
+                time.sleep(0.5)
+                continue
+            cycle = {}
+            for e in sorted(events, key=lambda e: e["event_id"]):
+                if e["condition"] == "river_level" and e["station_id"]:
+                    cycle.setdefault(e["station_id"], []).append((e["kind"], e["level"]))
+            for station, seen in cycle.items():
+                kinds = [k for k, _ in seen]
+                top = max((lv or 0 for _, lv in seen), default=0)
+                if top >= 4 and "cleared" in kinds and kinds.index("cleared") > [lv for _, lv in seen].index(top):
+                    done = station
+            time.sleep(1.0)
+        steps = [lv for _, lv in cycle[done]]
+        assert steps[-1] is None and max(lv or 0 for lv in steps) >= 4
+        assert all(e[0] in ("raised", "escalated", "de-escalated", "cleared") for e in cycle[done])
+    finally:
+        _interrupt(proc)

@@ -117,8 +117,21 @@
 
   function stationLevel(id) {
     let lv = 0;
-    for (const a of state.alerts) if (a.station_id === id && a.level > lv) lv = a.level;
+    for (const a of state.alerts) if (a.station_id === id && !a.unconfirmed && a.level > lv) lv = a.level;
     return lv;
+  }
+
+  /** Why a station's level differs from what its latest value alone would say: a level held on falling
+   * water (hysteresis and dwell, alerting/rules.py), or an unconfirmed jump awaiting the next reading. */
+  function stationNote(s) {
+    const notes = [];
+    const river = state.alerts.find((a) => a.station_id === s.id && a.condition === "river_level");
+    if (river && s.latest && river.threshold != null && s.latest.value < river.threshold) {
+      notes.push(`${river.threshold} m を下回りました。低下の確認まで保持中 / below ${river.threshold} m: held until the fall is confirmed`);
+    }
+    const jump = state.alerts.find((a) => a.station_id === s.id && a.unconfirmed);
+    if (jump) notes.push(`未確認 レベル${jump.level}（${jump.value} m、ありえない速さの変化。次の観測で確認）/ unconfirmed level ${jump.level}: faster than the river can change, awaiting the next reading`);
+    return notes.length ? "（" + notes.join("；") + "）" : "";
   }
 
   function renderAlerts() {
@@ -135,6 +148,7 @@
         : (a.station_name || a.station_id || a.condition) + " " + a.condition + (a.value != null ? " " + a.value + " m" : "");
       const tdw = el("td", {}, what + " ");
       if (a.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, "訓練 EXERCISE"));
+      if (a.unconfirmed) tdw.appendChild(el("span", { class: "tag-unconfirmed" }, "未確認 UNCONFIRMED"));
       if (a.audience === "staff") tdw.appendChild(el("span", { class: "muted" }, " 職員のみ staff only"));
       tr.appendChild(tdw);
       tr.appendChild(el("td", {}, a.municipality_name || a.municipality_code || ""));
@@ -277,7 +291,7 @@
       if (!s.location) continue;
       const lv = stationLevel(s.id);
       pts.push({ point: [s.location.lon, s.location.lat], shape: "square", r: 10, cls: "station st-" + lv, id: s.id,
-        title: `${s.name} ${s.latest ? s.latest.value + " m" : ""} レベル${lv}`, label: s.name, onClick: () => selectStation(s.id) });
+        title: `${s.name} ${s.latest ? s.latest.value + " m" : ""} レベル${lv}${stationNote(s)}`, label: s.name, onClick: () => selectStation(s.id) });
     }
     map.setLayer("points", pts);
     drawDraft();
@@ -364,7 +378,7 @@
     const s = state.stations.find((x) => x.id === state.station);
     if (!s) return;
     const lv = stationLevel(s.id);
-    $("station-now").textContent = `${s.name}（${s.river || ""}）: ${s.latest ? s.latest.value + " m @ " + fmt(s.latest.ts) : "データなし / no data"}・レベル ${lv}`;
+    $("station-now").textContent = `${s.name}（${s.river || ""}）: ${s.latest ? s.latest.value + " m @ " + fmt(s.latest.ts) : "データなし / no data"}・レベル ${lv}${stationNote(s)}`;
   }
 
   async function chart(svg, id, bucket, from, to) {

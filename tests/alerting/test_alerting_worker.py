@@ -13,6 +13,7 @@ from lxml import etree
 
 from alerting import store
 from alerting.cap import CAP_NS, render_cap
+from alerting.rules import UNCONFIRMED
 from alerting.worker import alert_topic_root
 from ingest.contract import Reading as IngestReading
 from ingest.contract import encode_reading
@@ -114,24 +115,29 @@ async def _state_ts(pool: asyncpg.Pool, station: str) -> float | None:
 
 
 async def test_late_readings_re_evaluate_without_flapping(pool: asyncpg.Pool) -> None:
-    await register(pool, Station(id="late", name="Late", municipality_code="072036", **FF))
+    # a slow river: 0.5 m/h is the fastest plausible change of this gauge
+    await register(pool, Station(id="late", name="Late", municipality_code="072036", max_rate_m_per_h=0.5, **FF))
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=4)
     async with running_worker(pool):
         await _write(pool, "late", t0, [(i, 5.2) for i in range(4)])
         await wait_until(lambda: _is(pool, "late", 3), what="level 3")
-        await _write(pool, "late", t0, [(8, 5.7)])  # one reading above 氾濫危険水位 off the trend: held
+        await _write(pool, "late", t0, [(8, 5.7)])  # +0.5 m in 50 minutes: beyond this gauge's rate
 
         async def seen_t8() -> bool:
             return await _state_ts(pool, "late") == (t0 + timedelta(minutes=80)).timestamp()
 
         await wait_until(seen_t8, what="t8 evaluated")
         assert [e["level"] for e in await events_of(pool, "late")] == [3]
+        assert [(e["kind"], e["level"]) for e in await events_of(pool, "late", condition=UNCONFIRMED)] == [
+            ("raised", 4)]
         # the readings between arrive late: in reading time the river rose steadily to 5.7
         await _write(pool, "late", t0, [(4, 5.3), (5, 5.4), (6, 5.5), (7, 5.6)])
         await wait_until(lambda: _is(pool, "late", 4), what="level 4 after re-evaluation")
         events = await events_of(pool, "late")
         assert [(e["kind"], e["level"], e["reason"]) for e in events] == [
             ("raised", 3, "threshold"), ("escalated", 4, "re-evaluated")]
+        assert [(e["kind"], e["level"]) for e in await events_of(pool, "late", condition=UNCONFIRMED)] == [
+            ("raised", 4), ("cleared", None)]
         # a late duplicate-free reading that changes nothing makes no event
         await _write(pool, "late", t0, [(9, 5.7)])
         await wait_until(lambda: _state_is(pool, "late", (t0 + timedelta(minutes=90)).timestamp()), what="t9")

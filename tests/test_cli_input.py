@@ -1,0 +1,146 @@
+"""Every CLI command answers bad input with one line on stderr and exit status 2, never a traceback;
+administrative commands never create a deployment by accident (issue #18)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.conftest import shared_data, with_database
+
+MLIT = ("river_levels", "mlit_kriver_fukushima_gauges_over_threshold_2025-09_to_2026-08.csv.gz")
+STATIONS_CSV = (
+    "id,name,municipality_code,lat,lon,th_standby,th_caution,th_evacuation,th_danger\n"
+    "abukuma-01,阿武隈川 本宮,072036,37.51,140.39,2.0,3.0,3.5,4.0\n"
+    "abukuma-02,阿武隈川 阿久津,072036,37.41,140.38,2.5,3.2,3.8,4.4\n"
+)
+
+
+def sonae(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sonae.cli", *args], env=env, input=stdin if stdin is not None
+                          else "", capture_output=True, text=True, timeout=180)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *, code: int = 2) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sonae: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+            "SONAE_DATABASE_URL": database_url, "SONAE_STATE_DIR": str(tmp_path / "state"),
+            "SONAE_LOG_FORMAT": "text", "SONAE_LOG_LEVEL": "warning"}
+
+
+async def station_ids(database_url: str) -> list[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('stations') IS NOT NULL"):
+            return []  # the command stopped before it opened the database
+        return [r["id"] for r in await conn.fetch("SELECT id FROM stations ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def test_station_files_plain_compressed_and_mlit(env: dict[str, str], database_url: str,
+                                                       tmp_path: Path) -> None:
+    packed = tmp_path / "stations.csv.gz"
+    packed.write_bytes(gzip.compress(STATIONS_CSV.encode()))
+    done = sonae("stations", "import", str(packed), env=env)
+    assert done.returncode == 0 and "imported 2 stations" in done.stdout, done.stderr
+    assert await station_ids(database_url) == ["abukuma-01", "abukuma-02"]
+
+    mlit = shared_data(*MLIT)
+    with gzip.open(mlit, "rt", encoding="utf-8") as fh:
+        expected = {row["station_code"] for row in csv.DictReader(fh) if row["level_m"]}
+    done = sonae("stations", "import", str(mlit), env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"imported {len(expected)} stations" in done.stdout
+    assert set(await station_ids(database_url)) == expected | {"abukuma-01", "abukuma-02"}
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "no such file"),
+    (STATIONS_CSV.replace("th_danger", "th_dangr"), "line 1: unknown column 'th_dangr'"),
+    (STATIONS_CSV.replace("id,name", "code,name"), "line 1: missing column 'id'"),
+    (STATIONS_CSV.replace("2.5,3.2", "2.5,high"), "line 3: field 'th_caution' has a bad value 'high'"),
+    (STATIONS_CSV.encode("cp932"), "not UTF-8 text"),
+    ("{not json", "line 1: not JSON"),
+    ('{"type": "FeatureCollection", "features": [{"properties": []}]}', "feature 0: properties must be an object"),
+], ids=["missing", "misspelt-column", "no-id-column", "bad-value", "shift-jis", "broken-json", "bad-feature"])
+async def test_bad_station_files_are_one_line(env: dict[str, str], database_url: str, tmp_path: Path,
+                                              content: str | bytes | None, expected: str) -> None:
+    path = tmp_path / ("stations.geojson" if isinstance(content, str) and content.startswith("{") else "stations.csv")
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    assert expected in one_line_error(sonae("stations", "import", str(path), env=env))
+    assert await station_ids(database_url) == []
+
+
+def test_folders_and_other_bad_files_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    assert "folder" in one_line_error(sonae("stations", "import", str(tmp_path), env=env))
+    one_line_error(sonae("shelters", "import", str(tmp_path / "none.geojson"), env=env))
+    bad = tmp_path / "areas.geojson"
+    bad.write_text("{oops", encoding="utf-8")
+    one_line_error(sonae("hazards", "import", str(bad), "--hazard", "flood", env=env))
+
+
+def test_passwords_without_a_terminal_or_too_short(env: dict[str, str]) -> None:
+    piped = one_line_error(sonae("users", "add", "hana", "--role", "staff", env=env, stdin="x\n"))
+    assert "--password-from-env" in piped
+    unset = one_line_error(sonae("users", "add", "hana", "--role", "staff", "--password-from-env", env=env))
+    assert "SONAE_NEW_PASSWORD" in unset
+    short = one_line_error(sonae("users", "add", "hana", "--role", "staff", "--password-from-env",
+                                 env={**env, "SONAE_NEW_PASSWORD": "short"}))
+    assert "configuration error" not in short and "10" in short
+
+
+def test_a_command_in_the_wrong_folder_creates_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "elsewhere"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+           "SONAE_STATE_DIR": str(empty), "SONAE_LOG_LEVEL": "warning"}
+    for args in (("users", "list"), ("stations", "import", "x.csv"), ("webhooks", "list"), ("vapid", "show")):
+        if args[0] == "stations":
+            (tmp_path / "x.csv").write_text(STATIONS_CSV, encoding="utf-8")
+            args = ("stations", "import", str(tmp_path / "x.csv"))
+        message = one_line_error(sonae(*args, env=env))
+        assert "no Sonae database" in message and str(empty) in message
+    assert not (empty / "postgres").exists()
+    status = sonae("status", env=env)
+    assert status.returncode == 1 and "not created yet" in status.stdout and str(empty) in status.stdout
+    assert not (empty / "postgres").exists()
+
+
+async def test_a_configured_server_without_the_database_is_not_created(pg_server_url: str, tmp_path: Path) -> None:
+    name = f"sonae_absent_{os.getpid()}"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+           "SONAE_DATABASE_URL": with_database(pg_server_url, name), "SONAE_STATE_DIR": str(tmp_path)}
+    message = one_line_error(sonae("users", "list", env=env))
+    assert name in message
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        assert not await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name)
+    finally:
+        await admin.close()
+
+
+def test_status_names_the_deployment(env: dict[str, str], database_url: str) -> None:
+    sonae("users", "list", env=env)  # migrates the (existing, empty) configured database
+    status = sonae("status", env=env)
+    assert status.returncode == 0, status.stderr
+    out = io.StringIO(status.stdout).read()
+    assert env["SONAE_STATE_DIR"] in out and "migrations applied" in out and "0 accounts" in out
+    assert database_url.rsplit("/", 1)[-1] in out
