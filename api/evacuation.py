@@ -29,6 +29,7 @@ from api.context import POOL
 from api.csvexport import csv_text
 from api.evac_service import EVAC, EvacService
 from api.params import ascii_digits, bad, choice, flag, language, number
+from api.params import municipality as municipality_param
 from api.problems import Problem
 from evac import store
 from evac.engine import Engine
@@ -130,10 +131,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
 
 
 def _municipality(request: web.Request) -> str | None:
-    raw = request.query.get("municipality") or None
-    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) in (5, 6)):
-        raise bad("municipality", "parameter 'municipality' must be a 5- or 6-digit code")
-    return raw
+    return municipality_param(request)
 
 
 @routes.get("/api/v1/shelters")

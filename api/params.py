@@ -15,6 +15,14 @@ def bad(name: str, detail: str) -> Problem:
     return Problem(400, "Bad Request", detail, parameter=name)
 
 
+def one(request: web.Request, name: str) -> str | None:
+    """The parameter's single value (None when absent); given twice it is a 400, not the first one."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise bad(name, f"parameter {name!r} is given more than once")
+    return values[0] if values else None
+
+
 def number(request: web.Request, name: str, lo: float, hi: float) -> float:
     raw = request.query.get(name)
     if raw is None or raw.strip() == "":
@@ -38,12 +46,12 @@ def choice(request: web.Request, name: str, choices: tuple[str, ...], default: s
 
 
 def flag(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = one(request, name)
+    if raw is None:
         return None
-    if raw.lower() in ("1", "true", "yes"):
+    if raw == "true":
         return True
-    if raw.lower() in ("0", "false", "no"):
+    if raw == "false":
         return False
     raise bad(name, f"parameter {name!r} must be true or false")
 
@@ -76,7 +84,7 @@ def language(request: web.Request) -> str:
 
 def municipality(request: web.Request, name: str = "municipality") -> str | None:
     """A 団体コード filter (5 or 6 digits), or None."""
-    raw = request.query.get(name) or None
+    raw = one(request, name)
     if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) in (5, 6)):
         raise bad(name, f"parameter {name!r} must be a 5- or 6-digit 団体コード")
     return raw
@@ -98,8 +106,8 @@ def path_int(request: web.Request, name: str) -> int:
 
 def query_int(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
     """An integer query parameter from ``lo`` to ``hi`` (``default`` when absent); 400 otherwise."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = one(request, name)
+    if raw is None:
         return default
     text = raw[1:] if raw.startswith("-") else raw
     if not ascii_digits(text):

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api.context import POOL
 from api.csvexport import csv_text
+from api.params import municipality as municipality_param
 from api.problems import Problem
 from ingest import queries
 from ingest.contract import STATION_ID
@@ -17,7 +18,7 @@ from ingest.registry import THRESHOLD_FIELDS
 routes = web.RouteTableDef()
 
 MAX_RANGE = timedelta(days=366)
-#: times the API accepts in parameters (PostgreSQL and Python both handle them, with room for offsets)
+#: query times are clamped to this range (PostgreSQL and Python both handle it, with room for offsets)
 TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 TIME_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 
@@ -31,15 +32,15 @@ def parse_time_param(request: web.Request, name: str, default: datetime) -> date
     if raw is None or raw == "":
         return default
     try:
-        ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        ts = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: year 1 with +09:00, year 9999 with -09:00
-        raise Problem(400, "Bad Request", f"parameter {name!r} is not an ISO 8601 time from "
-                      f"{TIME_MIN.year} to {TIME_MAX.year - 1}", parameter=name) from None
-    if not TIME_MIN <= ts < TIME_MAX:
-        raise Problem(400, "Bad Request", f"parameter {name!r} must be from {TIME_MIN.year} to {TIME_MAX.year - 1}",
-                      parameter=name)
-    return ts
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Problem(400, "Bad Request", f"parameter {name!r} is not an ISO 8601 time", parameter=name) from None
+    try:
+        ts = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # year 1 with +09:00 or year 9999 with -09:00: before or after anything stored
+        return TIME_MIN if parsed.year < 2000 else TIME_MAX
+    # a time far outside any data is as good as the nearest bound (and stays in PostgreSQL's range)
+    return min(max(ts, TIME_MIN), TIME_MAX)
 
 
 def station_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +70,7 @@ async def list_stations(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "geojson", "csv"):
         raise Problem(400, "Bad Request", "format must be json, geojson or csv", parameter="format")
-    municipality = request.query.get("municipality")
+    municipality = municipality_param(request)
     async with request.app[POOL].acquire() as conn:
         rows = await queries.stations_with_latest(conn)
     if municipality:
