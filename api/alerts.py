@@ -25,7 +25,7 @@ from api.auth import authenticate
 from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
-from api.params import ascii_digits, flag, query_int
+from api.params import ascii_digits, choice, flag, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.ratelimit import client_address
@@ -71,6 +71,7 @@ ACTIVE_CACHE = web.AppKey("active_alerts_cache", dict)
 @routes.get("/api/v1/alerts")
 async def active_alerts(request: web.Request) -> web.Response:
     exercise = flag(request, "exercise")
+    choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
     audience, municipality = await _audience(request, municipality_filter(request))
     # The answer only changes with an alert event, which this process's hub sees: serve it from memory
     # until then (never while the hub is disconnected and might miss a change).

@@ -28,7 +28,7 @@ from aiohttp import web
 from api.context import POOL
 from api.csvexport import csv_text
 from api.evac_service import EVAC, EvacService
-from api.params import ascii_digits, bad, choice, flag, language, number
+from api.params import ascii_digits, bad, choice, flag, language, number, one
 from api.params import municipality as municipality_param
 from api.problems import Problem
 from evac import store
@@ -137,7 +137,7 @@ def _municipality(request: web.Request) -> str | None:
 @routes.get("/api/v1/shelters")
 async def list_shelters(request: web.Request) -> web.Response:
     municipality = _municipality(request)
-    hazard = request.query.get("hazard") or None
+    hazard = one(request, "hazard")
     if hazard is not None:
         hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
     fmt = choice(request, "format", ("geojson", "json", "csv"), "geojson")
@@ -159,7 +159,7 @@ async def hazards(request: web.Request) -> web.Response:
     service, engine = _service(request)
     exercise = flag(request, "exercise")
     which = choice(request, "state", ("in_force", "all"), "in_force")
-    hazard = request.query.get("hazard") or None
+    hazard = one(request, "hazard")
     if hazard is not None:
         hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
     st = engine.state

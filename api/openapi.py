@@ -7,6 +7,7 @@ generated requests against a live app to find any 5xx or schema violation.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,8 @@ routes = web.RouteTableDef()
 HAZARDS = ["flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding", "volcano"]
 PROFILES = ["walk", "reduced_mobility", "car"]
 LANGS = ["ja", "en", "ja-easy"]
+#: the named scenarios of /api/v1/simulations (docs/scenarios/*.toml)
+SCENARIOS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "docs" / "scenarios").glob("*.toml"))
 
 
 def q(name: str, schema: dict[str, Any], *, required: bool = False, description: str = "") -> dict[str, Any]:
@@ -174,7 +177,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/accounts"): {
         "summary": "Create an account (admin)", "tags": ["admin"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["username", "password", "role"], "properties": {
-            "username": {"type": "string"}, "password": {"type": "string", "minLength": 10},
+            "username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{3,64}$"},
+            "password": {"type": "string", "minLength": 10, "maxLength": 2000},
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
             "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
@@ -189,7 +193,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "security": STAFF,
         "requestBody": body({"type": "object", "required": ["level"], "properties": {
             "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": MUNI_CODE,
-            "area": {"type": "object", "description": "GeoJSON Polygon or MultiPolygon"},
+            "area": {"type": ["object", "null"], "description": "GeoJSON Polygon or MultiPolygon"},
             "area_desc": {"type": "string"}, "note": {"type": "string"}, "exercise": {"type": "boolean"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
     ("post", "/api/v1/orders/{order_id}/cancel"): {
@@ -209,7 +213,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/hazards"): {
         "summary": "Draw a hazard area (flooded road, landslide, closure)", "tags": ["staff"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["geometry"], "properties": {
-            "geometry": {"type": "object"}, "hazard": {"type": "string", "enum": HAZARDS},
+            "geometry": {"type": "object", "required": ["type", "coordinates"], "properties": {
+                "type": {"type": "string", "enum": ["Polygon", "MultiPolygon", "LineString", "Point"]},
+                "coordinates": {"type": "array"}}},
+            "hazard": {"type": "string", "enum": HAZARDS},
             "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number", "minimum": 1, "maximum": 1000},
             "label": {"type": "string"}, "exercise": {"type": "boolean"}, "municipality_code": MUNI_CODE}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
@@ -229,7 +236,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/simulations"): {
         "summary": "Start a simulator scenario or drill (operators)", "tags": ["operators"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["scenario"], "properties": {
-            "scenario": {"oneOf": [{"type": "string"}, {"type": "object"}]}, "exercise": {"type": "boolean"},
+            "scenario": {"oneOf": [{"type": "string", "enum": SCENARIOS}, {"type": "object"}]},
+            "exercise": {"type": "boolean"},
             "accel": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000000},
             "duration_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000000}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 503)}},
@@ -273,7 +281,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Deliveries are POSTed with X-Sonae-Signature: sha256=<hex HMAC-SHA256 of the body>, "
                        "X-Sonae-Event-Id and X-Sonae-Delivery; retried with exponential backoff, then dead-lettered.",
         "requestBody": body({"type": "object", "required": ["url"], "properties": {
-            "url": {"type": "string"}, "description": {"type": "string"},
+            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:[1-9][0-9]{0,3})?(/[^\\s]*)?$"},
+            "description": {"type": "string"},
             "format": {"type": "string", "enum": ["json", "cap"]}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": 0, "maximum": 5},
             "conditions": {"type": "array", "items": {"type": "string", "enum": [

@@ -37,8 +37,8 @@ def number(request: web.Request, name: str, lo: float, hi: float) -> float:
 
 
 def choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = one(request, name)
+    if raw is None:
         return default
     if raw not in choices:
         raise bad(name, f"parameter {name!r} must be one of {', '.join(choices)}")
@@ -58,7 +58,7 @@ def flag(request: web.Request, name: str) -> bool | None:
 
 def language(request: web.Request) -> str:
     """``lang`` when given (ja, en, ja-easy), else the best of Accept-Language, else ja."""
-    if request.query.get("lang"):
+    if one(request, "lang") is not None:
         return choice(request, "lang", LANGS, "ja")
     ranked: list[tuple[float, int, str]] = []
     for i, part in enumerate(request.headers.get("Accept-Language", "").split(",")[:20]):
