@@ -238,8 +238,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": body({"type": "object", "required": ["scenario"], "properties": {
             "scenario": {"oneOf": [{"type": "string", "enum": SCENARIOS}, {"type": "object"}]},
             "exercise": {"type": "boolean"},
-            "accel": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000000},
-            "duration_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000000}}}),
+            "accel": {"type": "number", "minimum": 0.01, "maximum": 10000000},
+            "duration_s": {"type": "number", "minimum": 1, "maximum": 10000000}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 503)}},
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,

@@ -30,6 +30,8 @@ routes = web.RouteTableDef()
 #: holds this process's SimulationManager under "manager", created on first use
 MANAGER = web.AppKey("simulation_manager", dict)
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "docs" / "scenarios"
+#: slowest time-lapse a run may ask for (100 × slower than real time); below it time scales overflow
+ACCEL_MIN = 0.01
 
 
 def _manager(request: web.Request) -> SimulationManager:
@@ -71,9 +73,9 @@ async def start_simulation(request: web.Request) -> web.Response:
     exercise = field(body, "exercise", bool, default=True)
     accel = field(body, "accel", (int, float), default=None)
     duration_s = field(body, "duration_s", (int, float), default=None)
-    for name, value in (("accel", accel), ("duration_s", duration_s)):
-        if value is not None and not 0 < value <= 1e7:
-            raise Problem(400, "Bad Request", f"{name} must be a number above 0 and at most 10000000", field=name)
+    for name, value, low in (("accel", accel, ACCEL_MIN), ("duration_s", duration_s, 1.0)):
+        if value is not None and not low <= value <= 1e7:
+            raise Problem(400, "Bad Request", f"{name} must be a number from {low:g} to 10000000", field=name)
     replay_dir = request.app[SETTINGS]["simulators.data_dir"] or None
     try:
         if isinstance(raw, str):
