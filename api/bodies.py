@@ -81,7 +81,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
                                               "at once", headers={"Connection": "close"}) from None
     except _BadNumber as exc:
         raise Problem(400, "Bad Request", f"the body is not accepted: {exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
         raise Problem(400, "Bad Request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "the body must be a JSON object")

@@ -23,8 +23,13 @@ level, ``mm`` for rain); ``seq`` is an optional sequence number. A JSON array of
 "temperature_c": 12.5, "status": "ok"}`` (any subset; or nested under ``"values"``).
 
 ``senml``: ``[{"bn": "akutsu/", "bt": 1764379200, "n": "level", "u": "m", "v": 3.42},
-{"n": "level", "t": 600, "v": 3.51}]``. The resolved name (``bn`` + ``n``) is ``kind`` (station from
-the topic) or ``station/kind``. Times below 2**28 are relative to now (RFC 8428 §4.5.3).
+{"n": "level", "t": 600, "v": 3.51}]``, resolved per RFC 8428 §4.6: name ``bn`` + ``n``, time
+``bt`` + ``t``, unit ``u`` else ``bu``, value ``bv`` + ``v``, sum ``bs`` + ``s``; a base field holds
+for its record and the ones after it until replaced. The resolved name is ``kind`` (station from the
+topic) or ``station/kind``. Resolved times below 2**28 are relative to now (§4.5.3). A pack whose
+``bver`` is above 10 (the version this parser implements, §4.4) is refused whole; an unknown field
+ending in ``_`` (must-understand, §4.4) refuses its record. ``status`` is carried in ``vs``; a record
+with only a sum (``s``) is refused, since Sonae stores values, not running totals.
 
 Every payload may carry ``"exercise": true`` (SenML: ``"exercise_": true`` on a record, which applies
 to it and the records after it): the readings belong to a drill and never raise a real alert.
@@ -39,8 +44,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-STATION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-MUNICIPALITY = re.compile(r"^[0-9]{5,6}$|^[A-Za-z0-9_\-]{1,32}$")
+# \Z, not $: "$" also matches before a final newline, which would let "abc\n" through as a station id
+STATION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
+MUNICIPALITY = re.compile(r"^(?:[0-9]{5,6}|[A-Za-z0-9_\-]{1,32})\Z")
 
 #: kind → (lowest, highest) plausible value after unit conversion
 PLAUSIBLE: dict[str, tuple[float, float]] = {
@@ -67,13 +73,39 @@ _SENML_UNITS = {
     "status": {"": 1.0},
 }
 _EPOCH_MIN = datetime(2000, 1, 1, tzinfo=UTC)
-_SENML_PLAIN_KEYS = frozenset({"n", "v", "vs", "u", "t"})  # records without base fields
+_EPOCH_MIN_S = _EPOCH_MIN.timestamp()
+#: RFC 8428 §4.5.3: resolved SenML times below 2**28 are seconds relative to "now"
+SENML_RELATIVE_BELOW = 2**28
+#: RFC 8428 §4.4: the SenML version this parser implements (also the default of ``bver``)
+SENML_VERSION = 10
+_SENML_PLAIN_KEYS = frozenset({"n", "v", "vs", "u", "t"})  # records without base fields: the fast path
+_SENML_FIELDS = frozenset({"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut",
+                           "exercise_"})
+#: longest integer literal kept exact: int64 with its sign. Longer ones are read as floats (see decode_json).
+_INT_CHARS = 20
+
+
+def storable_text(text: str, limit: int = 2000) -> str:
+    """``text`` cut to ``limit`` characters, with what PostgreSQL ``text`` cannot hold escaped.
+
+    JSON strings may carry NUL and lone surrogates (``"\\u0000"``, ``"\\ud800"``); PostgreSQL refuses the
+    first and UTF-8 cannot encode the second, so both are written as backslash escapes.
+    """
+    text = text[:limit]
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class PayloadError(ValueError):
     """A message that cannot be stored; ``reason`` is a short code used as a metric label."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        detail = storable_text(detail)
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -120,60 +152,100 @@ def subscription(prefix: str, shared_group: str = "") -> str:
 
 def parse_topic(topic: str, prefix: str) -> Topic:
     if not topic.startswith(prefix + "/"):
-        raise PayloadError("bad_topic", f"topic {topic!r} is not under {prefix!r}")
+        raise PayloadError("bad_topic", f"topic {topic[:200]!r} is not under {prefix!r}")
     parts = topic[len(prefix) + 1:].split("/")
     if len(parts) != 3:
-        raise PayloadError("bad_topic", f"topic {topic!r} is not {prefix}/<municipality>/<station>/<kind>")
+        raise PayloadError("bad_topic", f"topic {topic[:200]!r} is not {prefix}/<municipality>/<station>/<kind>")
     municipality, station, kind = parts
     if not MUNICIPALITY.match(municipality):
-        raise PayloadError("bad_topic", f"municipality {municipality!r} is not a 団体コード")
+        raise PayloadError("bad_topic", f"municipality {municipality[:40]!r} is not a 団体コード")
     if not STATION_ID.match(station):
-        raise PayloadError("bad_topic", f"station id {station!r} is not [A-Za-z0-9_.-]{{1,64}}")
+        raise PayloadError("bad_topic", f"station id {station[:80]!r} is not [A-Za-z0-9_.-]{{1,64}}")
     if kind not in TOPIC_KINDS:
-        raise PayloadError("bad_topic", f"kind {kind!r} is not one of {', '.join(TOPIC_KINDS)}")
+        raise PayloadError("bad_topic", f"kind {kind[:40]!r} is not one of {', '.join(TOPIC_KINDS)}")
     return Topic(municipality, station, kind)
+
+
+def _preview(raw: Any) -> str:
+    """A short description of a decoded JSON value for an error detail (never the whole value).
+
+    ``str()`` of a device's value is not safe here: a deeply nested list overflows the stack and an
+    integer of more than 4,300 digits raises ``ValueError``.
+    """
+    if isinstance(raw, str):
+        return repr(raw[:40])
+    if raw is None or isinstance(raw, bool):
+        return json.dumps(raw)
+    if isinstance(raw, float):
+        return repr(raw)
+    if isinstance(raw, int):
+        return repr(raw) if -10**20 < raw < 10**20 else f"(an integer of {raw.bit_length()} bits)"
+    if isinstance(raw, list):
+        return f"(a list, length {len(raw)})"
+    if isinstance(raw, dict):
+        return f"(an object, {len(raw)} fields)"
+    return f"(a {type(raw).__name__})"
 
 
 def _reject_constant(name: str) -> float:
     raise PayloadError("not_finite", f"{name} is not a finite number")
 
 
+def _json_int(literal: str) -> int | float:
+    """An integer literal of a payload: exact up to int64, else a float.
+
+    Python refuses ``int()`` of more than 4,300 digits (``ValueError``, ``sys.int_info``) and
+    ``float()`` of an int above 1.8e308 (``OverflowError``). No reading needs more than int64, so a
+    longer literal is read as the float it denotes: ``1`` and 300 zeros is 1e300 (then refused as
+    implausible), ``1`` and 309 zeros is ``inf`` (then refused as not finite).
+    """
+    return int(literal) if len(literal) <= _INT_CHARS else float(literal)
+
+
 def decode_json(payload: bytes) -> Any:
+    """The JSON document of a payload, or :class:`PayloadError` (``not_utf8``, ``bad_json``, ``not_finite``)."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError("not_utf8", f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_int=_json_int, parse_constant=_reject_constant)
     except PayloadError:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise PayloadError("bad_json", f"payload is not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; RecursionError: deep nesting
+        raise PayloadError("bad_json", f"payload is not JSON ({str(exc)[:200]})") from None
 
 
 def parse_time(raw: Any, *, now: datetime, max_future: timedelta) -> datetime:
+    """A reading time: ISO 8601 with an offset, or epoch seconds; in UTC, after 2000, not in the future."""
     if isinstance(raw, bool) or raw is None:
-        raise PayloadError("bad_timestamp", f"timestamp {raw!r} is missing or not a time")
+        raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is missing or not a time")
     if isinstance(raw, int | float):
-        if not math.isfinite(raw):
+        try:
+            seconds = float(raw)
+        except OverflowError:
+            raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is out of range") from None
+        if not math.isfinite(seconds):
             raise PayloadError("bad_timestamp", "timestamp is not finite")
         try:
-            ts = datetime.fromtimestamp(raw, tz=UTC)
+            ts = datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            raise PayloadError("bad_timestamp", f"timestamp {raw!r} is out of range") from None
+            raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is out of range") from None
     elif isinstance(raw, str):
+        if len(raw) > 64:
+            raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is not ISO 8601 (too long)")
         try:
             ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} is not ISO 8601") from None
+            raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is not ISO 8601") from None
         if ts.tzinfo is None:
-            raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} has no UTC offset")
+            raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} has no UTC offset")
         try:
             ts = ts.astimezone(UTC)
-        except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
-            raise PayloadError("bad_timestamp", f"timestamp {raw[:40]!r} is out of range") from None
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
+            raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is out of range") from None
     else:
-        raise PayloadError("bad_timestamp", f"timestamp of type {type(raw).__name__} is not a time")
+        raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is not a time")
     if ts > now + max_future:
         raise PayloadError("future_timestamp", f"timestamp {ts.isoformat()} is in the future")
     if ts < _EPOCH_MIN:
@@ -183,25 +255,45 @@ def parse_time(raw: Any, *, now: datetime, max_future: timedelta) -> datetime:
 
 def _number(raw: Any, what: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise PayloadError("bad_value", f"{what} {str(raw)[:40]!r} is not a number")
-    value = float(raw)
+        raise PayloadError("bad_value", f"{what} {_preview(raw)} is not a number")
+    try:
+        value = float(raw)
+    except OverflowError:
+        raise PayloadError("not_finite", f"{what} {_preview(raw)} is beyond the range of a float") from None
     if not math.isfinite(value):
         raise PayloadError("not_finite", f"{what} is not a finite number")
     return value
 
 
 def _plausible(kind: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise PayloadError("not_finite", f"{kind} is not a finite number")
     low, high = PLAUSIBLE[kind]
     if not low <= value <= high:
         raise PayloadError("implausible_value", f"{kind} {value} is outside {low}..{high}")
     return value
 
 
+def _factor(raw: Any, units: dict[str, float], what: str) -> float:
+    """The factor of a unit to the stored unit; a unit that is not a known string is ``bad_unit``."""
+    factor = units.get(raw) if isinstance(raw, str) else None
+    if factor is None:
+        accepted = ", ".join(repr(u) for u in units)
+        raise PayloadError("bad_unit", f"{what} {_preview(raw)} is not one of {accepted}")
+    return factor
+
+
+def _status(raw: Any, what: str) -> float:
+    if not isinstance(raw, str) or raw not in STATUS_CODES:
+        raise PayloadError("bad_value", f"{what} {_preview(raw)} is not one of {', '.join(STATUS_CODES)}")
+    return float(STATUS_CODES[raw])
+
+
 def _seq(raw: Any) -> int | None:
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw < 2**63:
-        raise PayloadError("bad_value", f"seq {str(raw)[:40]!r} is not a non-negative integer")
+        raise PayloadError("bad_value", f"seq {_preview(raw)} is not a non-negative integer")
     return raw
 
 
@@ -209,12 +301,74 @@ def _exercise(raw: Any) -> bool:
     if raw is None:
         return False
     if not isinstance(raw, bool):
-        raise PayloadError("bad_value", f"exercise {str(raw)[:20]!r} is not true/false")
+        raise PayloadError("bad_value", f"exercise {_preview(raw)} is not true/false")
     return raw
 
 
+def _senml_version(doc: list[Any]) -> None:
+    """Refuse a pack whose ``bver`` this parser does not implement (RFC 8428 §4.4: MUST NOT use it)."""
+    for index, rec in enumerate(doc):
+        if type(rec) is not dict or "bver" not in rec:
+            continue
+        raw = rec["bver"]
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not (
+                math.isfinite(raw) and raw == int(raw) and raw >= 1):
+            raise PayloadError("bad_senml", f"record {index}: bver {_preview(raw)} is not a positive integer")
+        if raw > SENML_VERSION:
+            raise PayloadError("unsupported_senml_version",
+                               f"record {index}: bver {int(raw)} is newer than SenML version {SENML_VERSION} "
+                               f"that Sonae implements (RFC 8428); send version {SENML_VERSION} or leave bver out")
+
+
+class _SenmlBase:
+    """The base fields in force while a pack is read (RFC 8428 §4.1, §4.6).
+
+    A base field holds for its record and every record after it until replaced. A base field with a
+    bad value is remembered as broken: the records after it fail too (naming it) until it is replaced,
+    rather than silently resolving against the previous base (another station, time or offset).
+    """
+
+    __slots__ = ("bn", "bt", "bu", "bv", "bs", "exercise", "broken")
+
+    def __init__(self) -> None:
+        self.bn = ""
+        self.bt = 0.0
+        self.bu: str | None = None
+        self.bv = 0.0
+        self.bs = 0.0
+        self.exercise = False
+        self.broken: dict[str, PayloadError] = {}
+
+    def update(self, rec: dict[str, Any], index: int) -> None:
+        for key in ("bn", "bt", "bu", "bv", "bs", "exercise_"):
+            if key not in rec:
+                continue
+            raw = rec[key]
+            try:
+                if key in ("bn", "bu"):
+                    if not isinstance(raw, str):
+                        raise PayloadError("bad_senml", f"{key} {_preview(raw)} is not a string")
+                    setattr(self, key, raw)
+                elif key == "exercise_":
+                    self.exercise = _exercise(raw)
+                else:
+                    setattr(self, key, _number(raw, key))
+                self.broken.pop(key, None)
+            except PayloadError as exc:
+                self.broken[key] = PayloadError(exc.reason, f"base field of record {index}: {exc.detail}")
+
+    def check(self, index: int) -> None:
+        if self.broken:
+            key, exc = next(iter(self.broken.items()))
+            raise PayloadError(exc.reason, f"record {index} resolves against a bad {key} ({exc.detail})")
+
+
 class Parser:
-    """Turns MQTT messages into readings, applying the contract above."""
+    """Turns MQTT messages into readings, applying the contract above.
+
+    Total: for any bytes on any topic :meth:`parse` returns readings or raises :class:`PayloadError`
+    (tests/test_contract_property.py holds it to that).
+    """
 
     def __init__(self, *, prefix: str = "sonae/v1", max_future_s: int = 300, max_payload_bytes: int = 262144) -> None:
         self.prefix = prefix
@@ -238,7 +392,7 @@ class Parser:
         for item in items:
             try:
                 if not isinstance(item, dict):
-                    raise PayloadError("bad_shape", f"expected a JSON object, got {type(item).__name__}")
+                    raise PayloadError("bad_shape", f"expected a JSON object, got {_preview(item)}")
                 if t.kind == "telemetry":
                     readings.extend(self._telemetry(t, item, now))
                 else:
@@ -253,13 +407,10 @@ class Parser:
         if "value" not in item:
             raise PayloadError("bad_shape", "field 'value' is missing")
         value = _number(item["value"], "value")
-        unit = item.get("unit", "m" if t.kind == "level" else "mm")
         if t.kind == "level":
-            if unit not in _LEVEL_UNITS:
-                raise PayloadError("bad_unit", f"unit {str(unit)[:20]!r} is not m, cm or mm")
-            value *= _LEVEL_UNITS[unit]
-        elif unit != "mm":
-            raise PayloadError("bad_unit", f"rainfall unit {str(unit)[:20]!r} is not mm")
+            value *= _factor(item.get("unit", "m"), _LEVEL_UNITS, "unit")
+        else:
+            _factor(item.get("unit", "mm"), {"mm": 1.0}, "rainfall unit")
         ts = parse_time(item.get("ts"), now=now, max_future=self.max_future)
         return Reading(t.station, t.kind, ts, _plausible(t.kind, value), _exercise(item.get("exercise")),
                        _seq(item.get("seq")))
@@ -276,9 +427,7 @@ class Parser:
                 continue
             raw = values[name]
             if name == "status":
-                if raw not in STATUS_CODES:
-                    raise PayloadError("bad_value", f"status {str(raw)[:20]!r} is not one of {', '.join(STATUS_CODES)}")
-                value = float(STATUS_CODES[raw])
+                value = _status(raw, "status")
             else:
                 value = _plausible(name, _number(raw, name))
             out.append(Reading(t.station, name, ts, value, exercise, seq))
@@ -289,59 +438,54 @@ class Parser:
     def _senml(self, t: Topic, doc: Any, now: datetime) -> Parsed:
         if not isinstance(doc, list) or not doc:
             raise PayloadError("bad_senml", "a SenML pack is a non-empty JSON array")
+        _senml_version(doc)
         readings: list[Reading] = []
         problems: list[PayloadError] = []
-        bn, bt, bu, exercise = "", 0.0, None, False
+        base = _SenmlBase()
+        bn, bt, bv, exercise, broken = base.bn, base.bt, base.bv, base.exercise, False  # hot-loop copies
         now_s = now.timestamp()
         latest = now_s + self.max_future.total_seconds()
-        valid_stations: set[str] = set()  # a pack names few stations: check each once
+        # resolved name → (station, kind, units, default unit): a pack repeats few names, check each once
+        names: dict[str, tuple[str, str, dict[str, float], str]] = {}
         for index, rec in enumerate(doc):
             try:
                 if type(rec) is not dict:
-                    raise PayloadError("bad_senml", f"record {index} is not an object")
-                if not _SENML_PLAIN_KEYS.issuperset(rec):  # base fields or extensions: the full path
-                    if "bn" in rec:
-                        if not isinstance(rec["bn"], str):
-                            raise PayloadError("bad_senml", f"record {index}: bn is not a string")
-                        bn = rec["bn"]
-                    if "bt" in rec:
-                        bt = _number(rec["bt"], "bt")
-                    if "bu" in rec:
-                        bu = rec["bu"]
-                    if "exercise_" in rec:
-                        exercise = _exercise(rec["exercise_"])
-                    if "n" not in rec and not bn:
-                        raise PayloadError("bad_senml", f"record {index} has no name")
-                name = bn + str(rec.get("n", ""))
-                station, _, kind = name.rpartition("/")
-                station = station or t.station
-                if station not in valid_stations:
-                    if not STATION_ID.match(station):
-                        raise PayloadError("bad_senml", f"record {index}: station {station[:64]!r} is not a valid id")
-                    valid_stations.add(station)
-                units = _SENML_UNITS.get(kind)
-                if units is None:
-                    raise PayloadError("bad_senml", f"record {index}: unknown measurement {kind[:40]!r}")
-                unit = rec.get("u", bu if bu is not None else next(iter(units)))
-                if kind == "status":
-                    raw = rec.get("vs")
-                    if raw not in STATUS_CODES:
-                        raise PayloadError("bad_value", f"record {index}: status {str(raw)[:20]!r} is unknown")
-                    value = float(STATUS_CODES[raw])
+                    raise PayloadError("bad_senml", f"record {index} is {_preview(rec)}, not an object")
+                plain = _SENML_PLAIN_KEYS.issuperset(rec)
+                if not plain:  # base fields or extensions: the full path
+                    base.update(rec, index)
+                    bn, bt, bv, exercise, broken = base.bn, base.bt, base.bv, base.exercise, bool(base.broken)
+                    unknown = [k for k in rec if k.endswith("_") and k not in _SENML_FIELDS]
+                    if unknown:  # RFC 8428 §4.4: a must-understand field we do not know is an error
+                        raise PayloadError("bad_senml", f"record {index}: must-understand field "
+                                                        f"{unknown[0][:40]!r} is not supported")
+                if broken:
+                    base.check(index)
+                n = rec.get("n", "")
+                if type(n) is not str:
+                    raise PayloadError("bad_senml", f"record {index}: n {_preview(n)} is not a string")
+                name = bn + n
+                known = names.get(name)
+                if known is None:
+                    known = names[name] = self._senml_name(name, index, t)
+                station, kind, units, default_unit = known
+                v = rec.get("v")
+                unit = rec["u"] if "u" in rec else base.bu if base.bu is not None else default_unit
+                factor = units.get(unit) if type(unit) is str else None
+                if (plain and (type(v) is float or type(v) is int) and factor is not None and "vs" not in rec
+                        and kind != "status"):
+                    # the common record (n, v, u, t): resolved inline; anything else takes the checked path
+                    value = (bv + v) * factor
+                    low, high = PLAUSIBLE[kind]
+                    if not low <= value <= high:  # NaN and inf fail too
+                        value = _plausible(kind, value)
                 else:
-                    if "v" not in rec:
-                        raise PayloadError("bad_senml", f"record {index} has no numeric value 'v'")
-                    factor = units.get(unit) if isinstance(unit, str) else None
-                    if factor is None:
-                        raise PayloadError("bad_unit", f"record {index}: unit {str(unit)[:20]!r} not accepted for {kind}")
-                    value = _plausible(kind, _number(rec["v"], "v") * factor)
+                    value = self._senml_value(rec, index, kind, units, base)
                 t_rel = rec.get("t", 0)
-                if type(t_rel) is not float and type(t_rel) is not int:
-                    t_rel = _number(t_rel, "t")
-                when = bt + t_rel
-                if when < 2**28:  # relative to now
+                when = bt + (t_rel if type(t_rel) is int or type(t_rel) is float else _number(t_rel, "t"))
+                if when < SENML_RELATIVE_BELOW:  # RFC 8428 §4.5.3: relative to now (negative: in the past)
                     when = now_s + when
-                if not 946684800.0 <= when <= latest:  # 2000-01-01 .. now + max_future (NaN fails too)
+                if not _EPOCH_MIN_S <= when <= latest:  # 2000-01-01 .. now + max_future (NaN and inf fail too)
                     ts = parse_time(when, now=now, max_future=self.max_future)  # raises the precise error
                 else:
                     ts = datetime.fromtimestamp(when, tz=UTC)
@@ -351,6 +495,43 @@ class Parser:
         if not readings:
             raise problems[0]
         return Parsed(readings, problems)
+
+    @staticmethod
+    def _senml_name(name: str, index: int, t: Topic) -> tuple[str, str, dict[str, float], str]:
+        """Station, measurement, accepted units and default unit of a resolved SenML name."""
+        if not name:
+            raise PayloadError("bad_senml", f"record {index} has no name")
+        station, _, kind = name.rpartition("/")
+        station = station or t.station
+        if not STATION_ID.match(station):
+            raise PayloadError("bad_senml", f"record {index}: station {station[:64]!r} is not a valid id")
+        units = _SENML_UNITS.get(kind)
+        if units is None:
+            raise PayloadError("bad_senml", f"record {index}: unknown measurement {kind[:40]!r}")
+        return station, kind, units, next(iter(units))
+
+    @staticmethod
+    def _senml_value(rec: dict[str, Any], index: int, kind: str, units: dict[str, float], base: _SenmlBase) -> float:
+        """The resolved value of one record in Sonae's unit: ``(bv + v)`` in ``u`` (else ``bu``)."""
+        if kind == "status":
+            if "v" in rec or "s" in rec:
+                raise PayloadError("bad_senml", f"record {index}: status is a string value 'vs', not 'v'/'s'")
+            return _status(rec.get("vs"), f"record {index}: status")
+        for other in ("vs", "vb", "vd"):
+            if other in rec:
+                raise PayloadError("bad_senml", f"record {index}: {kind} takes a numeric value 'v', not {other!r}")
+        if "s" in rec:  # resolve and check the sum even though Sonae does not store it
+            total = base.bs + _number(rec["s"], f"record {index}: s")
+            if not math.isfinite(total):
+                raise PayloadError("not_finite", f"record {index}: bs + s is not a finite number")
+        if "v" not in rec:
+            if "s" in rec:
+                raise PayloadError("bad_senml", f"record {index} carries only a sum 's'; Sonae stores values 'v' "
+                                                f"(rain as millimetres per report), not running totals")
+            raise PayloadError("bad_senml", f"record {index} has no numeric value 'v'")
+        unit = rec["u"] if "u" in rec else base.bu if base.bu is not None else next(iter(units))
+        factor = _factor(unit, units, f"record {index}: unit for {kind}")
+        return _plausible(kind, (base.bv + _number(rec["v"], f"record {index}: v")) * factor)
 
 
 def encode_reading(*, value: float, ts: datetime | float, unit: str = "m", seq: int | None = None,

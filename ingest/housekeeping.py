@@ -1,4 +1,4 @@
-"""Periodic work beside the ingest stream: plain-PostgreSQL rollups and retention."""
+"""Periodic work beside the ingest stream: plain-PostgreSQL rollups, retention of readings and dead letters."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ import logging
 
 import asyncpg
 
-from ingest.retention import delete_expired
+from ingest.retention import delete_expired, delete_expired_dead_letters
 from ingest.rollups import refresh_rollups
 
 log = logging.getLogger("sonae.ingest.housekeeping")
 
 
-async def housekeeping_loop(pool: asyncpg.Pool, *, retention_days: int, every_s: float = 10.0) -> None:
-    """Refresh rollups every ``every_s`` seconds and delete expired readings; errors are logged, not fatal."""
+async def housekeeping_loop(pool: asyncpg.Pool, *, retention_days: int, dead_letter_retention_days: int = 0,
+                            every_s: float = 10.0) -> None:
+    """Every ``every_s`` seconds refresh rollups, delete expired readings and expired dead letters.
+
+    Errors are logged, not fatal; a failing rollup does not hold up dead-letter retention.
+    """
     while True:
         try:
             async with pool.acquire() as conn:
@@ -22,4 +26,9 @@ async def housekeeping_loop(pool: asyncpg.Pool, *, retention_days: int, every_s:
                 await delete_expired(conn, days=retention_days)
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("housekeeping failed; will retry", extra={"error": str(exc)[:200]})
+        try:
+            async with pool.acquire() as conn:
+                await delete_expired_dead_letters(conn, days=dead_letter_retention_days)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("dead-letter retention failed; will retry", extra={"error": str(exc)[:200]})
         await asyncio.sleep(every_s)

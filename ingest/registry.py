@@ -94,7 +94,20 @@ _FIELDS = {f.name: f for f in fields(Station)}
 _FLOATS = {"lat", "lon", "max_rate_m_per_h", "exercise_time_scale", *THRESHOLD_FIELDS}
 
 
+def _shown(value: Any) -> str:
+    """A value for an error message: short, and never raising (``repr`` of a 5,000-digit int does)."""
+    if isinstance(value, str | float | bool) or value is None:
+        return repr(value)[:60]
+    if isinstance(value, int):
+        return repr(value) if -10**20 < value < 10**20 else f"(an integer of {value.bit_length()} bits)"
+    return f"(a {type(value).__name__})"
+
+
 def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
+    """A validated :class:`Station` from one CSV row or GeoJSON properties; :class:`RegistryError` names
+    the record and field of anything else (lists, objects, numbers beyond a float, NaN, huge integers)."""
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where}: expected an object of station fields, got {_shown(raw)}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in _FIELDS:
@@ -102,18 +115,22 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
         if value == "" or value is None:
             continue
         try:
+            if isinstance(value, list | dict):
+                raise TypeError("a list or an object")
             if key in _FLOATS:
                 value = float(value)
                 if not math.isfinite(value):
                     raise ValueError("not finite")
             elif key == "expected_interval_s":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError("not a whole number")
                 value = int(value)
             elif key == "exercise":
                 value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
             else:
                 value = str(value)
-        except (ValueError, TypeError, OverflowError):
-            raise RegistryError(f"{where}: field {key!r} has a bad value {value!r}") from None
+        except (ValueError, TypeError, OverflowError):  # OverflowError: int(1e309), float(10**400)
+            raise RegistryError(f"{where}: field {key!r} has a bad value {_shown(value)}") from None
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")
@@ -180,6 +197,8 @@ def load_stations(path: str | Path) -> list[Station]:
     except json.JSONDecodeError as exc:
         raise RegistryError(f"{path.name} line {exc.lineno}: not JSON ({exc.msg}); expected a .csv or a GeoJSON "
                             f"FeatureCollection") from None
+    except (ValueError, RecursionError) as exc:  # an integer beyond 4,300 digits; nesting deeper than Python's stack
+        raise RegistryError(f"{path.name}: not a GeoJSON FeatureCollection ({str(exc)[:120]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("features"), list):
         raise RegistryError(f"{path.name}: not a GeoJSON FeatureCollection (no \"features\" list)")
     out = []

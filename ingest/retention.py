@@ -1,7 +1,9 @@
-"""Retention of raw readings (``database.retention_days``; 0 keeps everything).
+"""Retention of raw readings (``database.retention_days``) and of dead letters
+(``ingest.dead_letter_retention_days``); 0 keeps everything.
 
-TimescaleDB drops whole chunks through a retention policy; plain PostgreSQL deletes old rows in the
-housekeeping loop. Rollups are kept either way.
+TimescaleDB drops whole chunks of readings through a retention policy; plain PostgreSQL deletes old
+rows in the housekeeping loop. Rollups are kept either way. Dead letters are deleted by the
+housekeeping loop on both.
 """
 
 from __future__ import annotations
@@ -28,5 +30,21 @@ async def delete_expired(conn: asyncpg.Connection, *, days: int, batch: int = 50
     status = await conn.execute(
         """DELETE FROM readings WHERE ctid = ANY (ARRAY(
                SELECT ctid FROM readings WHERE ts < now() - make_interval(days => $1::int) LIMIT $2))""",
+        days, batch)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def delete_expired_dead_letters(conn: asyncpg.Connection, *, days: int, batch: int = 10000) -> int:
+    """Delete dead letters last received more than ``days`` ago (``ingest.dead_letter_retention_days``).
+
+    Plain PostgreSQL and TimescaleDB alike (``dead_letters`` is an ordinary table in both); a bounded
+    batch per call, so the housekeeping loop never holds a long transaction. 0 keeps everything.
+    """
+    if days <= 0:
+        return 0
+    status = await conn.execute(
+        """DELETE FROM dead_letters WHERE id = ANY (ARRAY(
+               SELECT id FROM dead_letters WHERE last_received_at < now() - make_interval(days => $1::int)
+               LIMIT $2))""",
         days, batch)
     return int(status.rsplit(" ", 1)[-1])

@@ -6,7 +6,12 @@ At-least-once end to end, and idempotent storage, give "exactly once" in the tab
   ingestor is down wait in the broker;
 * manual acks sent after the commit of the batch holding the message, so a crash (``kill -9``)
   before the commit makes the broker deliver the message again;
-* the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries.
+* the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries,
+  and a dead letter is unique per message and reason (:mod:`ingest.store`).
+
+One message never stops the service: what the parser refuses is a dead letter with its reason; an
+unexpected exception while parsing one message makes it a dead letter ``internal_error``; a reading the
+database refuses makes its message a dead letter ``db_rejected`` while the rest of the batch is stored.
 
 Memory stays bounded: at most ``ingest.max_inflight`` messages are unacknowledged (MQTT 5 Receive
 Maximum; the socket is not read beyond it), and while the database is down the batch in hand is
@@ -28,7 +33,7 @@ import asyncpg
 from ingest import metrics
 from ingest.contract import Parser, PayloadError, Reading, subscription
 from ingest.registry import gateway_ids, known_station_ids, release_quarantine
-from ingest.store import DeadLetter, WriteResult, write_batch
+from ingest.store import DEAD_LETTER_BYTES, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient, bound_client_id
 
@@ -71,6 +76,7 @@ class Ingestor:
         unknown_stations: str = "quarantine",
         max_future_s: int = 300,
         max_payload_bytes: int = 262144,
+        dead_letter_max_bytes: int = DEAD_LETTER_BYTES,
     ) -> None:
         self.pool = pool
         self.parser = Parser(prefix=prefix, max_future_s=max_future_s, max_payload_bytes=max_payload_bytes)
@@ -80,6 +86,7 @@ class Ingestor:
         self.batch_size = batch_size
         self.batch_age = batch_age_ms / 1000
         self.unknown_stations = unknown_stations
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.ready = asyncio.Event()
         self._known: set[str] = set()
         self._checked_unknown: dict[str, float] = {}
@@ -101,6 +108,7 @@ class Ingestor:
             batch_size=settings["ingest.batch_size"], batch_age_ms=settings["ingest.batch_age_ms"],
             max_inflight=settings["ingest.max_inflight"], unknown_stations=settings["ingest.unknown_stations"],
             max_future_s=settings["ingest.max_future_s"], max_payload_bytes=settings["ingest.max_payload_bytes"],
+            dead_letter_max_bytes=settings["ingest.dead_letter_max_bytes"],
         )
 
     def stop(self) -> None:
@@ -229,6 +237,9 @@ class Ingestor:
             except PayloadError as exc:
                 dead.append(DeadLetter(msg.topic, msg.payload, exc.reason, exc.detail))
                 continue
+            except Exception as exc:  # a bug the parser's tests missed costs one message, not the service
+                dead.append(_internal_error(msg, exc, "parsing"))
+                continue
             pairs.extend((r, msg) for r in result.readings)
             if result.problems:
                 first = result.problems[0]
@@ -243,6 +254,7 @@ class Ingestor:
         pairs, dead = parsed.pairs, list(parsed.dead)
         pairs = await self._refuse_foreign(pairs, dead)
         readings: list[Reading] = []
+        sources: list[Message] = []  # the message of each reading, for a dead letter if it cannot be written
         quarantine: list[tuple[Reading, str]] = []
         unknown = await self._retrying(self._classify_stations, {r.station_id for r, _ in pairs}) if pairs else set()
         if unknown and self.unknown_stations == "accept":
@@ -252,6 +264,7 @@ class Ingestor:
         for reading, msg in pairs:
             if reading.station_id not in unknown:
                 readings.append(reading)
+                sources.append(msg)
             elif self.unknown_stations == "quarantine":
                 quarantine.append((reading, msg.topic))
             elif id(msg) not in rejected_msgs:
@@ -259,7 +272,7 @@ class Ingestor:
                 dead.append(DeadLetter(msg.topic, msg.payload, "unknown_station",
                                        f"station {reading.station_id!r} is not in the registry"))
 
-        result = await self._write(readings, quarantine, dead)
+        result = await self._write(readings, sources, quarantine, dead)
         metrics.LAST_COMMIT.set(time.time())
         committed = datetime.now(UTC)
         for r in readings[:: max(1, len(readings) // 200)]:  # sample: lag is a distribution, not a sum
@@ -330,21 +343,24 @@ class Ingestor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _write(self, readings: list[Reading], quarantine: list[tuple[Reading, str]],
+    async def _write(self, readings: list[Reading], sources: list[Message], quarantine: list[tuple[Reading, str]],
                      dead: list[DeadLetter]) -> WriteResult:
         started = time.perf_counter()
 
         async def attempt() -> WriteResult:
             async with self.pool.acquire() as conn:
                 return await write_batch(conn, readings, quarantine=quarantine, dead_letters=dead,
-                                         try_direct=self._staged_batches_left == 0)
+                                         try_direct=self._staged_batches_left == 0,
+                                         dead_letter_bytes=self.dead_letter_max_bytes)
 
         try:
             result: WriteResult = await self._retrying(attempt)
-        except asyncpg.DataError as exc:
-            # A value PostgreSQL rejects despite validation: store what it accepts, keep the rest.
-            log.error("batch rejected by the database; writing readings one by one", extra={"error": str(exc)})
-            result = await self._write_one_by_one(readings, quarantine, dead)
+        except Exception as exc:  # not transient (those are retried above)
+            # A value PostgreSQL rejects despite validation, or a bug: store what it accepts, reading by
+            # reading, and keep the message of each reading it refuses as a dead letter.
+            log.error("batch rejected by the database; writing readings one by one",
+                      extra={"error": _describe(exc)})
+            result = await self._write_one_by_one(readings, sources, quarantine, dead)
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         if result.duplicates:
             self._staged_batches_left = STAGED_AFTER_CONFLICT
@@ -352,18 +368,51 @@ class Ingestor:
             self._staged_batches_left -= 1
         return result
 
-    async def _write_one_by_one(self, readings: list[Reading], quarantine: list[tuple[Reading, str]],
-                                dead: list[DeadLetter]) -> WriteResult:
+    async def _write_one_by_one(self, readings: list[Reading], sources: list[Message],
+                                quarantine: list[tuple[Reading, str]], dead: list[DeadLetter]) -> WriteResult:
+        """The batch again, one reading a transaction; a reading refused makes its message a dead letter.
+
+        The quarantine and dead letters go last, together; if even they cannot be written the error
+        propagates and nothing of the batch is acknowledged, so the broker delivers it again.
+        """
         inserted = duplicates = 0
         extra_dead: list[DeadLetter] = []
-        for r in readings:
+        refused: set[int] = set()
+        for r, msg in zip(readings, sources, strict=True):
             try:
-                async with self.pool.acquire() as conn:
-                    res = await write_batch(conn, [r])
+                res = await self._retrying(self._write_readings, [r])
                 inserted += res.inserted
                 duplicates += res.duplicates
-            except asyncpg.DataError as exc:
-                extra_dead.append(DeadLetter(f"(reading of {r.station_id})", repr(r).encode(), "db_rejected", str(exc)))
-        async with self.pool.acquire() as conn:
-            res = await write_batch(conn, [], quarantine=quarantine, dead_letters=[*dead, *extra_dead])
+            except Exception as exc:  # not transient: this reading, not the database, is the problem
+                if id(msg) not in refused:
+                    refused.add(id(msg))
+                    extra_dead.append(DeadLetter(msg.topic, msg.payload, "db_rejected",
+                                                 f"{r.kind} at {r.ts.isoformat()}: {_describe(exc)}"))
+
+        async def rest() -> WriteResult:
+            async with self.pool.acquire() as conn:
+                return await write_batch(conn, [], quarantine=quarantine, dead_letters=[*dead, *extra_dead],
+                                         dead_letter_bytes=self.dead_letter_max_bytes)
+
+        res = await self._retrying(rest)
         return WriteResult(inserted, duplicates, res.quarantined, res.dead_letters)
+
+    async def _write_readings(self, readings: list[Reading]) -> WriteResult:
+        async with self.pool.acquire() as conn:
+            return await write_batch(conn, readings)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, never raising itself (a message may be a device's text)."""
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__
+        text = "(no message)"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _internal_error(msg: Message, exc: Exception, stage: str) -> DeadLetter:
+    """The dead letter of a message whose handling raised unexpectedly (a bug in Sonae, not the device)."""
+    log.error("unexpected error while %s a message; kept as a dead letter", stage,
+              exc_info=exc, extra={"topic": msg.topic[:200], "payload_bytes": len(msg.payload)})
+    return DeadLetter(msg.topic, msg.payload, "internal_error", f"{stage}: {_describe(exc)}")

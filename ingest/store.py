@@ -6,18 +6,27 @@ stops the COPY; the savepoint is rolled back and the batch is COPYed into a per-
 staging table and moved with ``INSERT … SELECT … ON CONFLICT DO NOTHING``, so the duplicate is skipped
 instead of stored twice. The ingestor stays on the staged path for a while after a conflict, since
 redeliveries come in runs (after a restart).
+
+Dead letters keep the first ``dead_letter_bytes`` of the raw payload (``ingest.dead_letter_max_bytes``)
+with its full length and SHA-256, so a device sending megabyte payloads cannot fill the disk, and the
+payload can still be matched against the device's own log. A dead letter is stored once however often
+the broker delivers its message: ``message_key`` (SHA-256 of topic, a NUL and the payload) with the
+reason is unique, and a redelivery adds to ``deliveries`` (migration 005).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
-from ingest.contract import Reading
+from ingest.contract import Reading, storable_text
 
 NOTIFY_CHANNEL = "sonae_readings"
 
@@ -38,17 +47,45 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5
 ON CONFLICT DO NOTHING
 """
 _INSERT_DEAD = """
-INSERT INTO dead_letters (topic, payload, reason, detail)
-SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
+INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::int[], $4::bytea[], $5::bytea[], $6::text[], $7::text[], $8::int[])
+ON CONFLICT (message_key, reason) DO UPDATE
+SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()
 """
+#: default of ``ingest.dead_letter_max_bytes``: raw bytes kept of a dead letter's payload
+DEAD_LETTER_BYTES = 4096
+#: longest topic kept (MQTT allows 65,535 bytes; Sonae's are under 100)
+_TOPIC_CHARS = 1024
 
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """A message (or part of one) that could not be stored, with the whole raw payload and why."""
+
     topic: str
     payload: bytes
     reason: str
     detail: str
+
+    @property
+    def message_key(self) -> bytes:
+        """SHA-256 of topic, NUL, payload: the same for every delivery of one message (MQTT topics hold no NUL)."""
+        return hashlib.sha256(self.topic.encode("utf-8", "surrogatepass") + b"\x00" + self.payload).digest()
+
+
+def _dead_letter_columns(dead_letters: Sequence[DeadLetter], keep_bytes: int) -> tuple[list[Any], ...]:
+    """The unnest() columns of :data:`_INSERT_DEAD`: one row per (message, reason), deliveries counted."""
+    first: dict[tuple[bytes, str], DeadLetter] = {}
+    deliveries: Counter[tuple[bytes, str]] = Counter()
+    for d in dead_letters:  # the same message twice in one batch: ON CONFLICT may touch a row only once
+        key = (d.message_key, storable_text(d.reason, 100))
+        first.setdefault(key, d)
+        deliveries[key] += 1
+    items = sorted(first.items(), key=lambda item: item[0])  # one lock order across ingestors
+    return ([storable_text(d.topic, _TOPIC_CHARS) for _, d in items], [d.payload[:keep_bytes] for _, d in items],
+            [len(d.payload) for _, d in items], [hashlib.sha256(d.payload).digest() for _, d in items],
+            [k for (k, _), _ in items], [r for (_, r), _ in items], [storable_text(d.detail) for _, d in items],
+            [deliveries[key] for key, _ in items])
 
 
 @dataclass(frozen=True)
@@ -79,8 +116,13 @@ async def write_batch(
     dead_letters: Sequence[DeadLetter] = (),
     notify: bool = True,
     try_direct: bool = True,
+    dead_letter_bytes: int = DEAD_LETTER_BYTES,
 ) -> WriteResult:
-    """Store one batch atomically and tell listeners which stations got new readings."""
+    """Store one batch atomically and tell listeners which stations got new readings.
+
+    ``dead_letter_bytes``: raw bytes kept of each dead letter's payload (its length and SHA-256 are
+    kept whole). ``WriteResult.dead_letters`` counts the dead letters handed in, new or redelivered.
+    """
     inserted = 0
     async with conn.transaction():
         if readings:
@@ -104,10 +146,7 @@ async def write_batch(
             rows = [r for r, _ in quarantine]
             await conn.execute(_INSERT_QUARANTINE, *_columns(rows), [t for _, t in quarantine])
         if dead_letters:
-            await conn.execute(
-                _INSERT_DEAD, [d.topic for d in dead_letters], [d.payload for d in dead_letters],
-                [d.reason for d in dead_letters], [d.detail[:2000] for d in dead_letters],
-            )
+            await conn.execute(_INSERT_DEAD, *_dead_letter_columns(dead_letters, dead_letter_bytes))
         if notify and inserted:
             stations = sorted({r.station_id for r in readings})
             body = json.dumps({"stations": stations}, separators=(",", ":"))

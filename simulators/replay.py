@@ -19,6 +19,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -69,9 +70,26 @@ def replay_file(name: str, *, data_dir: str | Path | None = None) -> Path:
     return path
 
 
+def _finite(raw: Any) -> float:
+    """A stage or threshold as a finite float; ``ValueError`` for NaN, infinities, numbers beyond a float
+    (``OverflowError`` of a huge integer) and anything that is not a number (lists, objects)."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ValueError(f"{type(raw).__name__} is not a number")
+    try:
+        value = float(raw)
+    except OverflowError:
+        raise ValueError("number beyond the range of a float") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{str(raw)[:40]!r} is not a finite number")
+    return value
+
+
 def _open_text(path: Path) -> TextIO:
-    raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    return io.StringIO(raw.decode("utf-8-sig"))
+    try:
+        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        return io.StringIO(raw.decode("utf-8-sig"))
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # BadGzipFile is an OSError
+        raise ReplayError(f"{path.name}: cannot be read as UTF-8 text ({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -100,13 +118,14 @@ def read_jiseiji(path: str | Path) -> list[tuple[datetime, float]]:
             if not raw:
                 continue
             try:
-                ts = datetime.strptime(row["時刻"].strip(), "%Y/%m/%d %H:%M").replace(tzinfo=JST)
-                value = float(raw)
-            except ValueError:
+                ts = datetime.strptime(row["時刻"].strip(), "%Y/%m/%d %H:%M").replace(tzinfo=JST).astimezone(UTC)
+                value = _finite(raw)
+            except (ValueError, OverflowError, AttributeError):  # OverflowError: 0001/01/01 in UTC
+                # never the values: an error must not quote the file (it may be any file the caller named)
                 raise ReplayError(f"{path.name} line {i}: bad time or stage") from None
             if value == 0.0:
                 continue  # missing, not a dry river
-            out.append((ts.astimezone(UTC), value))
+            out.append((ts, value))
     out.sort()
     return out
 
@@ -157,7 +176,7 @@ class MlitRow:
 def _opt_float(raw: Any) -> float | None:
     if raw is None or raw == "":
         return None
-    return float(raw)
+    return _finite(raw)
 
 
 def read_mlit_rows(path: str | Path) -> list[MlitRow]:
@@ -182,20 +201,26 @@ def read_mlit_rows(path: str | Path) -> list[MlitRow]:
                 ))
             except KeyError as exc:
                 raise ReplayError(f"{path.name} line {i}: no column {exc}") from None
-            except ValueError:
-                raise ReplayError(f"{path.name} line {i}: a time or number cannot be read") from None
+            except (ValueError, TypeError, OverflowError, AttributeError) as exc:
+                raise ReplayError(f"{path.name} line {i}: a time or number cannot be read "
+                                  f"({type(exc).__name__})") from None
     return out
 
 
 def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[MlitRow]:
     """Items of an MLIT ``area_info`` JSON snapshot as :class:`MlitRow` (optionally one prefecture)."""
     path = Path(path)
-    with _open_text(path) as fh:
-        doc = json.load(fh)
+    try:
+        with _open_text(path) as fh:
+            doc = json.load(fh)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, integers beyond 4,300 digits
+        raise ReplayError(f"{path.name}: not a JSON area_info snapshot ({str(exc)[:200]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
         raise ReplayError(f"{path.name}: not an area_info snapshot (no items[])")
     out = []
     for i, item in enumerate(doc["items"]):
+        if not isinstance(item, dict):
+            raise ReplayError(f"{path.name} item {i}: not an object")
         if pref_code and item.get("prefCode") != pref_code:
             continue
         if item.get("level") is None:
@@ -206,13 +231,13 @@ def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[Ml
                 obs_time=datetime.fromisoformat(item["obsTime"]).astimezone(UTC), station_code=str(item["code"]),
                 station_name=str(item.get("name") or item["code"]), kana=str(item.get("kana") or ""),
                 city=str(item.get("placeCity") or ""), town_code=town, lat=_opt_float(item.get("latitude")),
-                lon=_opt_float(item.get("longitude")), level_m=float(item["level"]),
+                lon=_opt_float(item.get("longitude")), level_m=_finite(item["level"]),
                 start_level_m=_opt_float(item.get("startLevel")), warn_level_m=_opt_float(item.get("warnLevel")),
                 flood_level_m=_opt_float(item.get("fladLevel")),
             ))
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise ReplayError(f"{path.name} item {i}: a field is missing or cannot be read "
-                          f"({type(exc).__name__})") from None
+                              f"({type(exc).__name__})") from None
     return out
 
 

@@ -80,7 +80,9 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
     from ingest.service import Ingestor
 
     ingestor = Ingestor.from_settings(settings, pool, instance=instance)
-    house = asyncio.create_task(housekeeping_loop(pool, retention_days=settings["database.retention_days"]))
+    house = asyncio.create_task(housekeeping_loop(
+        pool, retention_days=settings["database.retention_days"],
+        dead_letter_retention_days=settings["ingest.dead_letter_retention_days"]))
     run = asyncio.create_task(ingestor.run())
     # -- alerting: the rules worker (one leader across all processes, elected by advisory lock) --
     from alerting.worker import run_rules_worker

@@ -70,6 +70,33 @@ MALFORMED = [
     ("sonae/v1/072036/a/senml", b'{"n": "level"}', "bad_senml"),
     ("sonae/v1/072036/a/telemetry", b'{"ts": "2026-11-29T02:50:00Z", "status": "on fire"}', "bad_value"),
     (T, b"[" * 5000 + b"]" * 5000, "bad_json"),
+    # issue #15 item 1: numbers Python cannot hold as a float or an int, and containers where a string goes
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": 1' + b"0" * 309 + b"}", "not_finite"),
+    (T, b'{"ts": 1' + b"0" * 309 + b', "value": 1.0}', "bad_timestamp"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": 1' + b"0" * 300 + b"}", "implausible_value"),
+    (T, b'{"ts": 1' + b"0" * 300 + b', "value": 1.0}', "bad_timestamp"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": ' + b"7" * 5000 + b"}", "not_finite"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": 1.0, "seq": ' + b"7" * 5000 + b"}", "bad_value"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": 1e309}', "not_finite"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": -1e999}', "not_finite"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": 1.0, "unit": ["m"]}', "bad_unit"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": 1.0, "unit": {"m": 1}}', "bad_unit"),
+    ("sonae/v1/072036/akutsu/rain", b'{"ts": "2026-11-29T02:50:00Z", "value": 1.0, "unit": ["mm"]}', "bad_unit"),
+    (T, b'{"ts": "2026-11-29T02:50:00Z", "value": [[[[1.0]]]]}', "bad_value"),
+    (T, b'{"ts": ["2026-11-29T02:50:00Z"], "value": 1.0}', "bad_timestamp"),
+    (T, b'{"ts": "0001-01-01T00:00:00+01:00", "value": 1.0}', "bad_timestamp"),
+    (T, b'{"ts": "\\ud800", "value": "\\u0000"}', "bad_value"),
+    ("sonae/v1/072036/akutsu/telemetry", b'{"ts": "2026-11-29T02:50:00Z", "status": ["ok"]}', "bad_value"),
+    ("sonae/v1/072036/akutsu/telemetry", b'{"ts": "2026-11-29T02:50:00Z", "status": {"ok": 1}}', "bad_value"),
+    ("sonae/v1/072036/a/senml", b'[{"n": "status", "vs": ["ok"]}]', "bad_value"),
+    ("sonae/v1/072036/a/senml", b'[{"n": "status", "vs": {"ok": 1}}]', "bad_value"),
+    ("sonae/v1/072036/a/senml", b'[{"n": "level", "v": 1' + b"0" * 309 + b"}]", "not_finite"),
+    ("sonae/v1/072036/a/senml", b'[{"bt": 1' + b"0" * 309 + b', "n": "level", "v": 1.0}]', "not_finite"),
+    ("sonae/v1/072036/a/senml", b'[{"n": "level", "t": 1' + b"0" * 309 + b', "v": 1.0}]', "bad_timestamp"),
+    ("sonae/v1/072036/a/senml", b'[{"n": "level", "u": ["m"], "v": 1.0}]', "bad_unit"),
+    ("sonae/v1/072036/a/senml", b'[{"n": ["level"], "v": 1.0}]', "bad_senml"),
+    ("sonae/v1/072036/a/senml", b'[{"bn": "a\\n/", "n": "level", "v": 1.0}]', "bad_senml"),
+    ("sonae/v1/072036/a/senml", b'[{"bver": 11, "n": "level", "v": 1.0}]', "unsupported_senml_version"),
 ]
 
 
@@ -92,3 +119,26 @@ def test_senml_base_name_on_a_short_record_is_not_skipped() -> None:
     pack = [{"bn": "a/", "bt": NOW.timestamp(), "n": "level", "v": 1.0}, {"bn": "b/", "n": "level", "v": 2.0}]
     parsed = P.parse("sonae/v1/072036/gw/senml", json.dumps(pack).encode(), now=NOW)
     assert [(r.station_id, r.value) for r in parsed.readings] == [("a", 1.0), ("b", 2.0)]
+
+
+def test_a_newline_never_passes_as_an_id() -> None:
+    # "$" matches before a final newline: "g1\n" would reach the registry's CHECK and fail the batch
+    with pytest.raises(PayloadError) as info:
+        P.parse("sonae/v1/072036/g1\n/level", b'{"ts": 1795000000, "value": 1.0}', now=NOW)
+    assert info.value.reason == "bad_topic"
+    with pytest.raises(PayloadError) as info:
+        P.parse("sonae/v1/07203\n/g1/level", b'{"ts": 1795000000, "value": 1.0}', now=NOW)
+    assert info.value.reason == "bad_topic"
+
+
+def test_details_are_storable_text() -> None:
+    """A detail quoting a device's string never carries NUL or a lone surrogate (PostgreSQL refuses both)."""
+    with pytest.raises(PayloadError) as info:
+        P.parse(T, b'{"ts": "2026-11-29T02:50:00Z", "value": "\\u0000\\udfff"}', now=NOW)
+    assert "\x00" not in info.value.detail
+    info.value.detail.encode("utf-8")
+
+
+def test_a_big_but_exact_seq_is_kept() -> None:
+    (r,) = P.parse(T, b'{"ts": "2026-11-29T02:50:00Z", "value": 1.0, "seq": 9223372036854775807}', now=NOW).readings
+    assert r.seq == 2**63 - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -68,11 +69,14 @@ async def test_malformed_messages_become_dead_letters(settings: Settings, pool: 
                          what="all dead letters")
         await wait_until(lambda: count(pool, "SELECT count(*) = 10 FROM readings"), what="good readings")
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT topic, payload, reason, detail FROM dead_letters ORDER BY id")
+        rows = await conn.fetch("SELECT topic, payload, payload_length, payload_sha256, reason, detail "
+                                "FROM dead_letters ORDER BY id")
     got, want = sorted(r["reason"] for r in rows), sorted(reason for _, _, reason in bad)
     assert got == want, ",".join(got) + " != " + ",".join(want)
-    stored = {(r["topic"], bytes(r["payload"])) for r in rows}
-    assert all((topic, payload) in stored for topic, payload, _ in bad), "raw bytes and topic are kept"
+    # the first 4 KiB of the raw bytes are kept, with the whole payload's length and SHA-256
+    stored = {(r["topic"], bytes(r["payload"]), r["payload_length"], bytes(r["payload_sha256"])) for r in rows}
+    kept = {(topic, payload[:4096], len(payload), hashlib.sha256(payload).digest()) for topic, payload, _ in bad}
+    assert kept <= stored, "topic, raw bytes, length and hash are kept"
     assert all(r["detail"] for r in rows)
 
 
