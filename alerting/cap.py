@@ -2,8 +2,10 @@
 
 Choices, per field:
 
-* ``identifier``: ``sonae-alert-{id}-v{version}`` — one per message; each state change of an alert is
-  a new version. ``references`` lists every earlier message of the same alert (``sender,identifier,sent``).
+* ``sender`` and ``identifier``: from the installation's :class:`~alerting.cap_identity.CapProfile` —
+  ``sonae-{installation}-alert-{id}-v{version}``, one per message, unique across installations; each
+  state change of an alert is a new version. ``references`` lists every earlier message of the same
+  alert (``sender,identifier,sent``).
 * ``msgType``: ``Alert`` when raised, ``Update`` when escalated or de-escalated, ``Cancel`` when
   cleared or an order is cancelled (with ``responseType`` AllClear in its infos).
 * ``status``: ``Exercise`` for every drill alert, ``Actual`` otherwise — drills never look real.
@@ -17,9 +19,14 @@ Choices, per field:
   standby Future/Minor, staff conditions Unknown/Minor, cleared Past/Minor.
 * one ``info`` per language: ``ja-JP``, ``en-US`` and ``ja-JP-x-easy`` (やさしい日本語, a private-use
   subtag, valid as xs:language).
-* ``area``: ``areaDesc``; a ``polygon`` (lat,lon pairs, closed ring) for orders given as a polygon; a
-  ``circle`` of ``gauge_radius_km`` around a gauge; a ``geocode`` "JIS X 0402" with the municipality's
-  code (団体コード).
+* ``expires``: ``sent`` + ``cap.expires_hours`` on every message; the Atom feed keeps a Cancel until
+  it expires, so feed readers see it.
+* ``description``: the order's note while it is in force; a Cancel carries the cancellation note.
+* ``area``: ``areaDesc``; ``polygon`` elements (lat,lon pairs, closed rings) for orders given as a
+  polygon — CAP has no holes, so an area with holes is published as hole-free polygons whose union is
+  the area (:mod:`alerting.cap_area`); a ``circle`` of ``gauge_radius_km`` around a gauge; a
+  ``geocode`` "JIS X 0402" with the municipality's code (団体コード).
+* all text goes through :mod:`sonae.xmltext`, so characters XML cannot carry never break a message.
 * ``sent`` and the other times are Japan time with an explicit +09:00 offset and no fractions, as the
   schema's pattern requires.
 """
@@ -30,7 +37,10 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from alerting.cap_area import cap_rings
+from alerting.cap_identity import CapProfile
 from alerting.texts import LANGUAGES, cleared_text, text_for
+from sonae.xmltext import to_xml_bytes
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -40,14 +50,6 @@ GAUGE_RADIUS_KM = 2.0
 
 def cap_time(ts: datetime) -> str:
     return ts.astimezone(JST).replace(microsecond=0).isoformat()
-
-
-def identifier(alert_id: int, version: int) -> str:
-    return f"sonae-alert-{alert_id}-v{version}"
-
-
-def sender_for(municipality_code: str | None, domain: str = "sonae.example.jp") -> str:
-    return f"sonae@{municipality_code or 'pref-fukushima'}.{domain}"
 
 
 def _place(alert: dict[str, Any]) -> str:
@@ -104,19 +106,28 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
     return el
 
 
-def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: datetime | None = None,
-               domain: str = "sonae.example.jp") -> bytes:
+def sent_at(alert: dict[str, Any], previous: list[dict[str, Any]]) -> datetime:
+    """When the alert's current version was sent: its event's time, else the alert's last update."""
+    times = {int(p["version"]): p["recorded_at"] for p in previous}
+    found: datetime | None = times.get(int(alert["version"])) or alert.get("updated_at")
+    return found or datetime.now(UTC)
+
+
+def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile: CapProfile,
+               sent: datetime | None = None) -> bytes:
     """The CAP 1.2 message of an alert's current version.
 
     ``previous``: earlier messages of the alert as dicts with ``version`` and ``recorded_at`` (from
-    :func:`alerting.store.messages_of`); ``sent`` defaults to the current version's time.
+    :func:`alerting.store.messages_of`); ``sent`` defaults to the current version's time; ``profile``:
+    the installation's sender, identifiers and validity (:mod:`alerting.cap_identity`).
     """
-    sender = sender_for(alert.get("municipality_code"), domain)
+    sender = profile.sender_for(alert.get("municipality_code"))
     version = int(alert["version"])
     times = {int(p["version"]): p["recorded_at"] for p in previous}
-    sent = sent or times.get(version) or alert.get("updated_at") or datetime.now(UTC)
+    sent = sent or sent_at(alert, previous)
+    expires = sent + timedelta(hours=profile.expires_hours)
     root = ET.Element(f"{{{CAP_NS}}}alert")
-    _sub(root, "identifier", identifier(alert["id"], version))
+    _sub(root, "identifier", profile.identifier(alert["id"], version))
     _sub(root, "sender", sender)
     _sub(root, "sent", cap_time(sent))
     _sub(root, "status", "Exercise" if alert["exercise"] else "Actual")
@@ -128,10 +139,11 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: d
         _sub(root, "restriction", "Municipal disaster-management staff only")
     if alert["exercise"]:
         _sub(root, "note", "訓練 / EXERCISE — this is a drill, not a real alert")
-    refs = [f"{sender},{identifier(alert['id'], v)},{cap_time(t)}" for v, t in sorted(times.items()) if v < version]
+    refs = [f"{sender},{profile.identifier(alert['id'], v)},{cap_time(t)}"
+            for v, t in sorted(times.items()) if v < version]
     if refs:
         _sub(root, "references", " ".join(refs))
-    _sub(root, "incidents", f"sonae-alert-{alert['id']}")
+    _sub(root, "incidents", profile.incident(alert["id"]))
     urgency, severity, certainty = grading(alert)
     cleared = alert.get("cleared_at") is not None
     level = int(alert["level"])
@@ -164,6 +176,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: d
         _sub(code, "valueName", "警戒レベル" if lang != "en-US" else "JP alert level")
         _sub(code, "value", str(level))
         _sub(info, "effective", cap_time(alert["changed_at"]))
+        _sub(info, "expires", cap_time(expires))
         _sub(info, "senderName", "Sonae" if lang == "en-US" else "Sonae（備え）")
         headline = t.headline.format(place=place) if not cleared else t.headline
         if alert["exercise"]:
@@ -178,8 +191,9 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: d
         if alert.get("reason") == "trend":
             desc.append("forecast to reach the flood danger stage" if lang == "en-US"
                         else "氾濫危険水位への到達が見込まれます")
-        if alert.get("order_note"):
-            desc.append(str(alert["order_note"]))
+        note = alert.get("order_cancel_note") if cleared else alert.get("order_note")
+        if note:
+            desc.append(str(note))
         if desc:
             _sub(info, "description", " / ".join(desc))
         _sub(info, "instruction", t.instruction)
@@ -192,8 +206,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: d
         _sub(area, "areaDesc", place)
         geo = alert.get("area")
         if geo:
-            rings = [geo["coordinates"][0]] if geo["type"] == "Polygon" else [p[0] for p in geo["coordinates"]]
-            for ring in rings:
+            for ring in cap_rings(geo):
                 _sub(area, "polygon", polygon_text(ring))
         if alert.get("lat") is not None and alert.get("lon") is not None:
             _sub(area, "circle", f"{alert['lat']:.6f},{alert['lon']:.6f} {GAUGE_RADIUS_KM}")
@@ -201,11 +214,17 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, sent: d
             gc = _sub(area, "geocode")
             _sub(gc, "valueName", "JIS X 0402")
             _sub(gc, "value", str(alert["municipality_code"]))
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True, default_namespace=CAP_NS)
+    return to_xml_bytes(root, default_namespace=CAP_NS)
 
 
-def render_atom(alerts: list[dict[str, Any]], *, base_url: str, updated: datetime | None = None) -> bytes:
-    """An Atom feed (RFC 4287) of alerts, each entry linking to its CAP message."""
+def render_atom(alerts: list[dict[str, Any]], *, base_url: str, profile: CapProfile,
+                updated: datetime | None = None) -> bytes:
+    """An Atom feed (RFC 4287) of alerts, each entry linking to its CAP message.
+
+    ``alerts``: the active alerts and the cleared ones whose Cancel has not expired yet (see
+    :func:`alerting.store.list_feed`); a cleared one's entry is its Cancel (title "解除", summary
+    ``Cancel``), so feed readers learn that it ended.
+    """
     def a(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
         el = ET.SubElement(parent, tag, attrs)  # unprefixed: the root declares the Atom namespace
         if text is not None:
@@ -223,14 +242,18 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, updated: datetim
     a(feed, "link", rel="self", href=f"{base}/api/v1/alerts/feed.atom", type="application/atom+xml")
     for x in alerts:
         entry = a(feed, "entry")
-        a(entry, "id", f"urn:sonae:alert:{x['id']}:v{x['version']}")
-        title = text_for(x["condition"], int(x["level"]), "ja-JP").headline.format(place=_place(x))
+        a(entry, "id", profile.atom_id(x["id"], x["version"]))
+        level = int(x["level"])
+        if x.get("cleared_at") is not None:
+            title = cleared_text(x["condition"], level, "ja-JP", _place(x)).headline
+        else:
+            title = text_for(x["condition"], level, "ja-JP").headline.format(place=_place(x))
         if x["exercise"]:
             title = "【訓練】" + title
         a(entry, "title", title)
         a(entry, "updated", cap_time(x["updated_at"]))
         a(entry, "link", rel="alternate", type="application/cap+xml", href=f"{base}/api/v1/alerts/{x['id']}.cap")
         urgency, severity, certainty = grading(x)
-        a(entry, "summary", f"{'EXERCISE ' if x['exercise'] else ''}{x['condition']} level {x['level']} "
+        a(entry, "summary", f"{'EXERCISE ' if x['exercise'] else ''}{msg_type(x)}: {x['condition']} level {x['level']} "
                             f"({severity}, {urgency}, {certainty})")
-    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return to_xml_bytes(feed)

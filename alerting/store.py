@@ -21,6 +21,8 @@ from alerting.levels import is_public
 from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
 
 NOTIFY_CHANNEL = "sonae_alerts"
+#: the advisory lock the commit-order trigger of ``alert_events`` takes (migration 004; "SNOO")
+COMMIT_ORDER_LOCK = 0x534E_4F4F
 
 _ALERT_COLUMNS = """
     a.id, a.station_id, a.order_id, a.condition, a.exercise, a.audience, a.municipality_code, a.level,
@@ -28,7 +30,7 @@ _ALERT_COLUMNS = """
     a.version, a.acknowledged_by, a.acknowledged_at, a.created_at, a.updated_at,
     s.name AS station_name, s.name_en AS station_name_en, s.river, s.lat, s.lon, s.gauge_type,
     m.name_ja AS municipality_name, m.name_en AS municipality_name_en,
-    o.area, o.area_desc, o.note AS order_note, o.issued_by, o.cancelled_by
+    o.area, o.area_desc, o.note AS order_note, o.cancel_note AS order_cancel_note, o.issued_by, o.cancelled_by
 """
 _ALERT_FROM = """
     FROM alerts a
@@ -60,6 +62,11 @@ def audience_for(condition: str, level: int | None) -> str:
     if condition in (RIVER, ORDER) and level is not None and is_public(level):
         return "public"
     return "staff"
+
+
+async def last_position(conn: asyncpg.Connection) -> int:
+    """The commit position of the newest committed alert event (0 when there is none)."""
+    return int(await conn.fetchval("SELECT coalesce(max(pos), 0) FROM alert_events"))
 
 
 async def _notify(conn: asyncpg.Connection, alert_id: int, event_id: int) -> None:
@@ -253,6 +260,22 @@ async def list_active(conn: asyncpg.Connection, *, municipality: str | None = No
     return [_row(r) for r in rows]
 
 
+async def list_feed(conn: asyncpg.Connection, *, municipality: str | None = None, exercise: bool | None = None,
+                    keep_hours: int = 24) -> list[dict[str, Any]]:
+    """Public alerts for the Atom feed: the active ones, and the cleared ones whose Cancel message (sent
+    when the ``cleared`` event was recorded) has not expired — ``keep_hours`` is ``cap.expires_hours``."""
+    rows = await conn.fetch(
+        f"""SELECT {_ALERT_COLUMNS} {_ALERT_FROM}
+            WHERE a.audience = 'public' AND ($1::text IS NULL OR a.municipality_code = $1)
+              AND ($2::bool IS NULL OR a.exercise = $2)
+              AND (a.cleared_at IS NULL OR EXISTS (
+                   SELECT 1 FROM alert_events e WHERE e.alert_id = a.id AND e.kind = 'cleared'
+                   AND e.version = a.version AND e.recorded_at > now() - make_interval(hours => $3)))
+            ORDER BY a.cleared_at IS NOT NULL, a.level DESC, a.changed_at DESC, a.id""",
+        municipality, exercise, keep_hours)
+    return [_row(r) for r in rows]
+
+
 async def list_history(conn: asyncpg.Connection, *, municipality: str | None = None, exercise: bool | None = None,
                        audience: str | None = "public", station_id: str | None = None,
                        since: datetime | None = None, until: datetime | None = None,
@@ -268,17 +291,24 @@ async def list_history(conn: asyncpg.Connection, *, municipality: str | None = N
     return [dict(r) for r in rows]
 
 
-async def events_after(conn: asyncpg.Connection, last_id: int, *, limit: int = 1000) -> list[dict[str, Any]]:
-    """Events after ``last_id`` (for SSE resume and fan-out), with their alert's current state."""
+async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+    """Events committed after position ``last_pos``, in commit order, with their alert's current state.
+
+    ``pos`` (not ``id``) is the order: it is given at commit time under a lock (migration 004), so
+    every event at or below a position a reader has seen is already visible, and ``pos > last`` never
+    skips an event whose transaction committed late. Used by the SSE hub, Last-Event-ID replay and the
+    notification fan-out.
+    """
     rows = await conn.fetch(
-        f"""SELECT e.id AS event_id, e.kind AS event_kind, e.version AS event_version, e.level AS event_level,
+        f"""SELECT e.pos AS event_pos, e.id AS event_id, e.kind AS event_kind, e.version AS event_version,
+                   e.level AS event_level,
                    e.old_level AS event_old_level, e.reading_ts AS event_reading_ts, e.actor AS event_actor,
                    e.note AS event_note, e.recorded_at AS event_recorded_at, {_ALERT_COLUMNS}
             FROM alert_events e JOIN alerts a ON a.id = e.alert_id
             LEFT JOIN stations s ON s.id = a.station_id
             LEFT JOIN municipalities m ON m.code = a.municipality_code
             LEFT JOIN evacuation_orders o ON o.id = a.order_id
-            WHERE e.id > $1 ORDER BY e.id LIMIT $2""", last_id, limit)
+            WHERE e.pos > $1 ORDER BY e.pos LIMIT $2""", last_pos, limit)
     return [_row(r) for r in rows]
 
 

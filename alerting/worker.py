@@ -10,9 +10,13 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   committed batch) and reads the committed readings whose ``received_at`` is past its watermark. A
   sweep every ``sweep_s`` only covers a lost notification.
 * **The watermark is safe against slow commits.** ``received_at`` is the writing transaction's start
-  time, so a batch can commit *after* a later-started one. The watermark therefore advances only to the
-  start of the oldest transaction still open in the database (``pg_stat_activity``), never past rows
-  that may still appear; rows read twice are skipped (in memory, and by the rule state itself).
+  time (``now()``), so a batch can commit *after* a later-started one. The watermark therefore advances
+  only to the start of the oldest transaction still open in the database (``pg_stat_activity``), never
+  past rows that may still appear — however long that transaction stays open (a long one costs
+  re-reading, reported by ``sonae_alert_rules_watermark_lag_seconds`` and a warning after
+  ``max_lag_s``, but never a skipped reading). The horizon is read *before* the snapshot the readings
+  are read from, so a writer that commits in between is either seen open (horizon held) or its rows are
+  in the snapshot. Rows read twice are skipped (in memory, and by the rule state itself).
 * **State in the database.** Each (station, exercise) stream's :class:`~alerting.rules.StationRules`
   state is stored as JSON in ``rule_state`` with the alert changes, in one transaction, so a new leader
   continues exactly where the old one stopped.
@@ -78,6 +82,8 @@ PASSES = Histogram("sonae_alert_rules_pass_seconds", "Time of one rules pass",
 CHANGES = Counter("sonae_alert_changes_total", "Alert changes made by the rules worker", ["kind"])
 LATE = Counter("sonae_alert_late_reevaluations_total", "Stations re-evaluated for late readings")
 ACTIVE_ALERTS = Gauge("sonae_alerts_active", "Active alerts by 警戒レベル (set by the rules leader)", ["level", "exercise"])
+WATERMARK_LAG = Gauge("sonae_alert_rules_watermark_lag_seconds",
+                      "How far the rules worker's reading watermark is behind the clock (held by open transactions)")
 SILENT_GAUGES = Gauge("sonae_alerts_silent_gauges", "Gauges with an open silent-gauge alert (set by the rules leader)")
 UNCONFIRMED_ALERTS = Gauge("sonae_alerts_unconfirmed",
                            "Open unconfirmed river-level alerts: readings beyond the gauge's plausible rate (rules leader)")
@@ -134,6 +140,7 @@ class RulesWorker:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._watermark: datetime | None = None
+        self._lag_warned = float("-inf")
         self._seen: dict[tuple[str, str, bool, datetime], datetime] = {}
         self._mqtt: MqttClient | None = None
         self._to_publish: set[int] = set()
@@ -261,22 +268,32 @@ class RulesWorker:
         """Evaluate every committed reading past the watermark. Returns the number of alert changes."""
         started = time.perf_counter()
         watermark = await self._load_watermark(conn)
+        # The horizon first, in its own statement: every row with received_at below it belongs to a
+        # transaction that had ended by then, so the snapshot taken afterwards holds all of them. (Read
+        # after the snapshot, a writer committing in between would be neither open nor visible.)
+        snap = await conn.fetchrow(
+            """SELECT clock_timestamp() AS now,
+                      (SELECT min(xact_start) FROM pg_stat_activity
+                       WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
+                         AND datname = current_database() AND backend_type = 'client backend') AS oldest""")
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snap = await conn.fetchrow(
-                """SELECT clock_timestamp() AS now,
-                          (SELECT min(xact_start) FROM pg_stat_activity
-                           WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
-                             AND datname = current_database() AND backend_type = 'client backend') AS oldest""")
             rows = await conn.fetch(
                 """SELECT station_id, kind, exercise, ts, value, received_at FROM readings
                    WHERE received_at >= $1 AND kind = ANY($2::text[])
                    ORDER BY station_id, exercise, ts""", watermark, list(KINDS))
-        # The horizon also stays OVERLAP_S behind the clock: a writer whose transaction started just
-        # before this snapshot may not show in pg_stat_activity yet (seen with fast COPY batches);
-        # re-reading that short window costs little, since rows already evaluated are in ``_seen``.
+        # The horizon also stays OVERLAP_S behind the clock: a writer's now() is the time its first
+        # statement arrived, a moment before it shows in pg_stat_activity; re-reading that short window
+        # costs little, since rows already evaluated are in ``_seen``. An open transaction holds the
+        # horizon for as long as it stays open: its rows may still appear with that start time.
         horizon = snap["now"] - timedelta(seconds=OVERLAP_S)
         if snap["oldest"] is not None:
-            horizon = max(min(horizon, snap["oldest"]), snap["now"] - timedelta(seconds=self.max_lag_s))
+            horizon = min(horizon, snap["oldest"])
+        lag = (snap["now"] - horizon).total_seconds()
+        WATERMARK_LAG.set(lag)
+        if lag > self.max_lag_s and time.monotonic() >= self._lag_warned + 60:
+            self._lag_warned = time.monotonic()
+            log.warning("an open transaction holds the rules watermark back; readings since then are read again "
+                        "every pass until it ends", extra={"lag_s": round(lag, 1), "since": horizon.isoformat()})
         fresh: dict[tuple[str, bool], list[asyncpg.Record]] = defaultdict(list)
         for r in rows:
             key = (r["station_id"], r["kind"], r["exercise"], r["ts"])

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from alerting import store
 from alerting.cap import render_atom, render_cap
+from alerting.cap_identity import profile_from_settings
 from alerting.rules import UNCONFIRMED
 from api.auth import authenticate
 from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
@@ -34,7 +35,8 @@ from api.stations import parse_time_param
 routes = web.RouteTableDef()
 
 HEARTBEAT_S = 15.0
-REPLAY_LIMIT = 5000
+REPLAY_LIMIT = 5000  # events replayed on one connection; then it ends and the client resumes from there
+REPLAY_BATCH = 500
 #: open event streams one client address may hold (a browser tab needs one; a NAT'd office a few)
 SSE_PER_CLIENT = 16
 SSE_OPEN = web.AppKey("sse_open_per_client", collections.Counter)
@@ -127,8 +129,10 @@ def _base_url(request: web.Request) -> str:
 async def atom_feed(request: web.Request) -> web.Response:
     municipality, exercise = municipality_filter(request), flag(request, "exercise")
     async with request.app[POOL].acquire() as conn:
-        rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience="public")
-    body = render_atom(rows, base_url=_base_url(request))
+        profile = await profile_from_settings(conn, request.app[SETTINGS])
+        rows = await store.list_feed(conn, municipality=municipality, exercise=exercise,
+                                     keep_hours=profile.expires_hours)
+    body = render_atom(rows, base_url=_base_url(request), profile=profile)
     return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
 
 
@@ -156,7 +160,9 @@ async def alert_cap(request: web.Request) -> web.Response:
                       "plausible rate): it has no CAP message until the next reading confirms it")
     async with request.app[POOL].acquire() as conn:
         previous = await store.messages_of(conn, alert["id"])
-    return web.Response(body=render_cap(alert, previous), content_type="application/cap+xml", charset="utf-8")
+        profile = await profile_from_settings(conn, request.app[SETTINGS])
+    return web.Response(body=render_cap(alert, previous, profile=profile), content_type="application/cap+xml",
+                        charset="utf-8")
 
 
 @routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}")
@@ -177,7 +183,12 @@ def _matches(event: Event, *, exercise: bool | None, municipality: str | None, a
 
 @routes.get("/api/v1/events")
 async def event_stream(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: ``event: alert`` per change; resume with ``Last-Event-ID``."""
+    """Server-Sent Events: ``event: alert`` per change; resume with ``Last-Event-ID``.
+
+    Event ids are commit positions (``alert_events.pos``, see :mod:`api.events`): the replay after
+    ``Last-Event-ID`` and the live stream follow the same order, so a reconnecting client gets every
+    event it has not seen, including one whose transaction committed after a newer-numbered one.
+    """
     hub = request.app[ALERT_HUB]
     exercise = flag(request, "exercise")
     audience, municipality = await _audience(request, municipality_filter(request))
@@ -195,27 +206,30 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         last = int(raw_last.strip())
     sub = hub.subscribe()
     open_streams[client] += 1
+    # read before any await: events the hub hands this subscription from now on are after ``sent``
+    sent = hub.last_id
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
-        sent = hub.last_id
         if last is not None:
             from api.events import load_alert_events
 
-            sent = last
             async with request.app[POOL].acquire() as conn:
-                replayed = 0
-                while replayed < REPLAY_LIMIT:
-                    batch = await load_alert_events(conn, sent)
+                # an id beyond every position (from a rebuilt database) must not hide what comes next
+                sent = min(last, await store.last_position(conn))
+                replayed, more = 0, True
+                while more and replayed < REPLAY_LIMIT:
+                    batch = await load_alert_events(conn, sent, limit=REPLAY_BATCH)
                     for event in batch:
                         if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
                             await response.write(event.encode(staff=staff))
                         sent = event.id
                     replayed += len(batch)
-                    if len(batch) < 500:
-                        break
+                    more = len(batch) >= REPLAY_BATCH
+            if more:  # not caught up: end here, the client resumes from the last id it got (no gap)
+                sub.close()
         while not sub.dropped:
             try:
                 event = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)

@@ -12,6 +12,7 @@ from prometheus_client import Counter, Histogram
 
 from api import accounts, level, openapi, ops, simulations, staff, stations
 from api.alerts import ACTIVE_CACHE as alerts_cache
+from api.compression import compression_middleware
 from api.context import POOL, SETTINGS
 from api.evacuation import ROUTE_CACHE as evacuation_cache
 from api.problems import problem_middleware
@@ -63,7 +64,8 @@ async def security_headers(request: web.Request, handler):  # type: ignore[no-un
 
 def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     """Build the API application over an open connection pool."""
-    middlewares = [metrics_middleware, problem_middleware, security_headers]
+    # compression outermost but metrics: it sees the final answer, problems included
+    middlewares = [metrics_middleware, compression_middleware, problem_middleware, security_headers]
     if settings["api.cors_origins"]:
         middlewares.append(cors_middleware(settings["api.cors_origins"]))
     if settings["api.rate_limit_per_minute"] > 0:

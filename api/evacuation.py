@@ -3,7 +3,10 @@
 * ``GET /api/v1/route?lat=&lon=&hazard=flood&profile=walk&lang=ja``: the route to the nearest safe
   shelter as a GeoJSON Feature (``status`` ok | no_safe_route | inside_hazard | off_network);
 * ``GET /api/v1/shelters/nearest?lat=&lon=&hazard=&profile=&k=3``: the k nearest safe shelters;
-* ``GET /api/v1/shelters?municipality=&hazard=&format=geojson|csv``: every shelter (open data);
+* ``GET /api/v1/shelters?municipality=&hazard=&bbox=&q=&limit=&format=geojson|json|csv``: shelters (open
+  data): all of them, or those in a box (``bbox``, the resident page's map view widened to a grid) or whose
+  name contains some words (``q``, the resident page's landmark search), at most ``limit``;
+* ``GET /api/v1/service``: the area routes are answered for and the hazards known;
 * ``GET /api/v1/hazards``: hazard areas in force (drill areas flagged ``exercise``);
 * ``GET /api/v1/network.geojson?bbox=west,south,east,north``: road lines, to draw a map without tiles
   (without ``bbox``: the whole network, whose ``bbox`` is the area routes are answered for).
@@ -19,7 +22,6 @@ import asyncio
 import collections
 import hashlib
 import json
-import math
 from functools import partial
 from typing import Any
 
@@ -28,7 +30,7 @@ from aiohttp import web
 from api.context import POOL
 from api.csvexport import csv_text
 from api.evac_service import EVAC, EvacService
-from api.params import ascii_digits, bad, choice, flag, language, number, one
+from api.params import ascii_digits, bad, bbox, choice, flag, integer, language, number, one
 from api.params import municipality as municipality_param
 from api.problems import Problem
 from evac import store
@@ -41,6 +43,9 @@ routes = web.RouteTableDef()
 
 GEOJSON = "application/geo+json"
 MAX_K = 10
+#: most shelters one answer may be limited to, and the longest name search (characters)
+MAX_LIMIT = 10000
+MAX_QUERY_CHARS = 100
 
 
 def _dumps(body: Any) -> str:
@@ -141,8 +146,14 @@ async def list_shelters(request: web.Request) -> web.Response:
     if hazard is not None:
         hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
     fmt = choice(request, "format", ("geojson", "json", "csv"), "geojson")
+    box = bbox(request)
+    limit = integer(request, "limit", 1, MAX_LIMIT)
+    words = request.query.get("q", "").strip() or None
+    if words is not None and (len(words) > MAX_QUERY_CHARS or not words.isprintable()):
+        raise bad("q", f"parameter 'q' must be printable text of at most {MAX_QUERY_CHARS} characters")
     async with request.app[POOL].acquire() as conn:
-        rows = await store.shelter_rows(conn, municipality=municipality, hazard=hazard)
+        rows = await store.shelter_rows(conn, municipality=municipality, hazard=hazard, bbox=box, name=words,
+                                        limit=limit)
     headers = {"Cache-Control": "public, max-age=60"}
     if fmt == "csv":
         text = csv_text(store.SHELTER_COLUMNS, (store.shelter_csv_row(r) for r in rows))
@@ -152,6 +163,17 @@ async def list_shelters(request: web.Request) -> web.Response:
         return web.json_response({"shelters": [store.shelter_json(r) for r in rows]}, dumps=_dumps, headers=headers)
     doc = {"type": "FeatureCollection", "features": [store.shelter_feature(r) for r in rows]}
     return web.json_response(doc, content_type=GEOJSON, dumps=_dumps, headers=headers)
+
+
+@routes.get("/api/v1/service")
+async def service_description(request: web.Request) -> web.Response:
+    """What a page needs before it knows where the resident is: the area routes are answered for
+    (``service_area``, west/south/east/north, the road network's extent; null until it is loaded) and the
+    hazard types shelters are rated for."""
+    service = request.app[EVAC]
+    area = service.service_area
+    body = {"service_area": [round(v, 6) for v in area] if area else None, "hazards": list(HAZARD_TYPES)}
+    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "public, max-age=60"})
 
 
 @routes.get("/api/v1/hazards")
@@ -184,17 +206,7 @@ async def network_geojson(request: web.Request) -> web.Response:
     service, _ = _service(request)
     nmap = service.map
     assert nmap is not None
-    raw = request.query.get("bbox")
-    if raw:
-        try:
-            west, south, east, north = (float(p) for p in raw.split(","))
-        except ValueError:
-            raise bad("bbox", "parameter 'bbox' must be west,south,east,north in degrees") from None
-        if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
-                -180 <= west < east <= 180 and -90 <= south < north <= 90):
-            raise bad("bbox", "parameter 'bbox' must be west,south,east,north with west < east and south < north")
-    else:
-        west, south, east, north = nmap.bounds
+    west, south, east, north = bbox(request) or nmap.bounds
     if east - west > nmap.MAX_SPAN_DEG or north - south > nmap.MAX_SPAN_DEG:
         raise bad("bbox", f"parameter 'bbox' may span at most {nmap.MAX_SPAN_DEG:g} degree a side: zoom in")
     key = nmap.grid_key(west, south, east, north)

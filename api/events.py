@@ -1,12 +1,18 @@
 """An event hub per API process: LISTEN on a PostgreSQL channel and fan changes out to live clients.
 
 Generic on purpose: a hub has a channel and a *loader* that turns "something changed" into events by
-reading the database after the last id it delivered (NOTIFY only says "look"; the payload is not
+reading the database after the last position it delivered (NOTIFY only says "look"; the payload is not
 trusted to carry everything, and nothing is lost if notifications are merged or a reconnect happens).
 Alerts use it today (``sonae_alerts`` → ``alert_events``); route-safety events can use another hub.
 
+A loader must read in an order in which nothing can appear *behind* a position already delivered:
+for alerts that is ``alert_events.pos``, given at commit time (see :func:`alerting.store.events_after`),
+not the insert-time ``id`` — two transactions can commit their ids out of order, and a reader
+following ``id > last`` would skip the later-committed lower id for good. The SSE ``id:`` of an alert
+event (and so ``Last-Event-ID``) is that position.
+
 * one dedicated connection per hub (held from the pool), re-established with backoff when lost; after a
-  reconnect the loader catches up from the last delivered id;
+  reconnect the loader catches up from the last delivered position;
 * each subscriber has a bounded queue; a client too slow to keep up is dropped (its queue is not
   allowed to grow), and it can resume with ``Last-Event-ID``.
 """
@@ -199,7 +205,7 @@ async def load_alert_events(conn: asyncpg.Connection, last_id: int, *, limit: in
     out = []
     for r in rows:
         full = store.event_json(r)
-        out.append(Event(r["event_id"], "alert", dumps(public_view(full)),
+        out.append(Event(r["event_pos"], "alert", dumps(public_view(full)),
                          {"exercise": r["exercise"], "municipality_code": r["municipality_code"],
                           "audience": r["audience"]}, staff_data=dumps(full)))
     return out
@@ -207,8 +213,10 @@ async def load_alert_events(conn: asyncpg.Connection, last_id: int, *, limit: in
 
 async def start_alert_hub(app: web.Application) -> None:
     pool = app[POOL]
+    from alerting import store
+
     async with pool.acquire() as conn:
-        start = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM alert_events"))
+        start = await store.last_position(conn)
     hub = EventHub(pool, "sonae_alerts", load_alert_events)
     await hub.start(start)
     app[ALERT_HUB] = hub

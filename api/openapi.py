@@ -117,6 +117,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(400, 401, 403, 429)}},
     ("get", "/api/v1/alerts/feed.atom"): {
         "summary": "Atom feed of active alerts, each linking its CAP 1.2 message", "tags": ["alerts"],
+        "description": "Active public alerts, and ended ones as their Cancel until that message expires.",
         "parameters": [MUNICIPALITY, q("exercise", {"type": "string", "enum": ["true", "false"]})],
         "responses": {**ok({"type": "string"}, "application/atom+xml"), **errors(400, 429)}},
     ("get", "/api/v1/alerts/{alert_id}.cap"): {
@@ -128,6 +129,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(401, 404, 429)}},
     ("get", "/api/v1/events"): {
         "summary": "Server-Sent Events: alert changes and hazard-state (route safety) changes",
+        "description": "Alert event ids are commit positions: resume with the Last-Event-ID header (or "
+                       "last_event_id) to get every alert event committed after the last one received.",
         "tags": ["alerts"], "parameters": [q("last_event_id", {"type": "string"})],
         "responses": {"200": {"description": "text/event-stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
@@ -149,10 +152,20 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
     ("get", "/api/v1/shelters"): {
-        "summary": "Shelters with status (open data)", "tags": ["open data"],
+        "summary": "Shelters with status (open data): all, in a box, or by name", "tags": ["open data"],
         "parameters": [MUNICIPALITY, q("hazard", {"type": "string", "enum": HAZARDS}),
-                       q("format", {"type": "string", "enum": ["json", "geojson", "csv"]})],
+                       q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}),
+                       q("bbox", {"type": "string"}, description="west,south,east,north in degrees: shelters inside; "
+                         "with limit, those nearest the box's centre"),
+                       q("q", {"type": "string", "maxLength": 100},
+                         description="words the name or address contains (names starting with them first)"),
+                       q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, description="at most this many")],
         "responses": {**ok_formats(), **errors(400, 429)}},
+    ("get", "/api/v1/service"): {
+        "summary": "The area routes are answered for and the hazard types", "tags": ["residents"],
+        "responses": {**ok({"type": "object", "required": ["service_area", "hazards"], "properties": {
+            "service_area": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+            "hazards": {"type": "array", "items": {"type": "string", "enum": HAZARDS}}}}), **errors(429)}},
     ("get", "/api/v1/hazards"): {
         "summary": "Hazard areas in force (GeoJSON)", "tags": ["open data"],
         "parameters": [q("hazard", {"type": "string", "enum": HAZARDS}), EXERCISE,

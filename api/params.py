@@ -82,6 +82,31 @@ def language(request: web.Request) -> str:
     return "ja"
 
 
+def bbox(request: web.Request, name: str = "bbox") -> tuple[float, float, float, float] | None:
+    """``west,south,east,north`` in degrees (WGS 84), west < east and south < north; None when absent."""
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        west, south, east, north = (float(p) for p in raw.split(","))
+    except ValueError:
+        raise bad(name, f"parameter {name!r} must be west,south,east,north in degrees") from None
+    if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
+            -180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise bad(name, f"parameter {name!r} must be west,south,east,north with west < east and south < north")
+    return west, south, east, north
+
+
+def integer(request: web.Request, name: str, lo: int, hi: int) -> int | None:
+    """A whole number from ``lo`` to ``hi``, or None when absent."""
+    raw = one(request, name)
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and lo <= int(raw) <= hi):
+        raise bad(name, f"parameter {name!r} must be a whole number from {lo} to {hi}")
+    return int(raw)
+
+
 def municipality(request: web.Request, name: str = "municipality") -> str | None:
     """A 団体コード filter (5 or 6 digits), or None."""
     raw = one(request, name)

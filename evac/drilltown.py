@@ -26,6 +26,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from evac.hazards import GSI_FLAGS
+from sonae.xmltext import xml_text
 
 _M_PER_DEG_LAT = 111_320.0
 
@@ -224,7 +225,7 @@ def generate(
 
 
 def _tags(tags: dict[str, str] | None) -> str:
-    return "".join(f"    <tag k={quoteattr(k)} v={quoteattr(v)}/>\n" for k, v in (tags or {}).items())
+    return "".join(f"    <tag k={quoteattr(xml_text(k))} v={quoteattr(xml_text(v))}/>\n" for k, v in (tags or {}).items())
 
 
 def _node(nid: int, lat: float, lon: float, tags: dict[str, str] | None) -> str:

@@ -133,13 +133,41 @@ async def count_shelters(conn: asyncpg.Connection) -> int:
 
 
 async def shelter_rows(
-    conn: asyncpg.Connection, *, municipality: str | None = None, hazard: str | None = None
+    conn: asyncpg.Connection, *, municipality: str | None = None, hazard: str | None = None,
+    bbox: tuple[float, float, float, float] | None = None, name: str | None = None, limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Shelter rows, optionally of one municipality and rated for one hazard, ordered by id."""
+    """Shelter rows, optionally filtered; ordered by id, or as below when ``limit`` is given.
+
+    Parameters
+    ----------
+    municipality, hazard
+        Only shelters of this 団体コード / rated for this hazard.
+    bbox
+        ``(west, south, east, north)`` in degrees: only shelters inside (edges included). With ``limit``,
+        the ones nearest the box's centre come first (distance on an equirectangular projection).
+    name
+        Only shelters whose name or address contains these words (case-insensitive, ``%``/``_`` literal);
+        names starting with them come first, then shorter names.
+    limit
+        At most this many rows.
+    """
+    west, south, east, north = bbox if bbox is not None else (None, None, None, None)
+    pattern = None
+    if name:
+        pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if limit is not None and name:
+        order = "(name ILIKE substr($7, 2)) DESC, length(name), id"
+    elif limit is not None and bbox is not None:
+        order = ("power(lat - ($4 + $6) / 2, 2) + power((lon - ($3 + $5) / 2) * cos(radians(($4 + $6) / 2)), 2), id")
+    else:
+        order = "id"
     rows = await conn.fetch(
-        """SELECT * FROM shelters
+        f"""SELECT * FROM shelters
            WHERE ($1::text IS NULL OR municipality_code = $1) AND ($2::text IS NULL OR $2 = ANY (hazards))
-           ORDER BY id""", municipality, hazard)
+             AND ($3::float8 IS NULL OR lon BETWEEN $3 AND $5) AND ($4::float8 IS NULL OR lat BETWEEN $4 AND $6)
+             AND ($7::text IS NULL OR name ILIKE $7 OR address ILIKE $7)
+           ORDER BY {order} LIMIT $8""",
+        municipality, hazard, west, south, east, north, pattern, limit)
     return [dict(r) for r in rows]
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerting.cap import _place, _place_en, render_cap
+from alerting.cap_identity import CapProfile
 from alerting.store import alert_json
 from alerting.texts import LANGUAGES, Text, cleared_text, text_for
 
@@ -77,8 +78,8 @@ def webhook_json(alert: dict[str, Any], event: dict[str, Any], base_url: str) ->
     }
 
 
-def webhook_cap(alert: dict[str, Any], previous: list[dict[str, Any]]) -> str:
-    return render_cap(alert, previous).decode()
+def webhook_cap(alert: dict[str, Any], previous: list[dict[str, Any]], profile: CapProfile) -> str:
+    return render_cap(alert, previous, profile=profile).decode()
 
 
 def email_payload(alert: dict[str, Any], event: dict[str, Any], lang: str, base_url: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import asyncpg
 
 from alerting import store as alerts
 from alerting.cap import GAUGE_RADIUS_KM
+from alerting.cap_identity import CapProfile, load_profile
 from alerting.rules import UNCONFIRMED
 from notify import messages
 
@@ -36,8 +37,6 @@ NOTIFY_CHANNEL = "sonae_notify"
 #: a circle's centre is kept to this many decimals of a degree (0.001° ≈ 110 m)
 CENTRE_DECIMALS = 3
 MAX_AREAS = 10
-#: events older than this are no longer looked for below the fan-out floor
-FLOOR_LAG = "5 minutes"
 
 
 class NotifyError(ValueError):
@@ -257,8 +256,9 @@ def _j(value: Any) -> str:
 
 
 async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: dict[str, Any], *,
-                        base_url: str, email: bool = True) -> dict[str, int]:
-    """Queue the messages of one alert event for every matching target. Returns the count per kind."""
+                        base_url: str, profile: CapProfile, email: bool = True) -> dict[str, int]:
+    """Queue the messages of one alert event for every matching target. Returns the count per kind.
+    ``profile``: the installation's CAP sender and identifiers, for webhooks that take CAP."""
     counts = {"push": 0, "webhook": 0, "email": 0}
     if event["kind"] not in messages.NOTIFIED_KINDS:
         return counts
@@ -278,7 +278,7 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
     has_hooks = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM webhooks WHERE deleted_at IS NULL)")
     if has_hooks:
         body = _j(messages.webhook_json(alert, event, base_url))
-        cap = _j({"cap": messages.webhook_cap(alert, await alerts.messages_of(conn, alert["id"]))})
+        cap = _j({"cap": messages.webhook_cap(alert, await alerts.messages_of(conn, alert["id"]), profile)})
         status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body, cap,
                                     event_at)
         counts["webhook"] = int(status.split()[-1])
@@ -290,38 +290,45 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
     return counts
 
 
-async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True, limit: int = 200) -> dict[str, int]:
+async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True, limit: int = 200,
+                  profile: CapProfile | None = None) -> dict[str, int]:
     """Fan out every committed alert event not done yet (in one transaction per call).
 
-    Passes are serialised across processes by the ``notify_cursor`` row lock. Events above the floor
-    that have no ``notify_fanout`` row are the work; the floor then rises over events fanned out more
-    than :data:`FLOOR_LAG` ago, so the table stays small while an event whose transaction committed
-    late (with a lower id than one already done) is still found.
+    ``profile``: the CAP sender and identifiers (default: the database's installation id and a sender
+    derived from ``base_url``, as :func:`alerting.cap_identity.load_profile` does).
+
+    Passes are serialised across processes by the ``notify_cursor`` row lock. The cursor is a commit
+    position (``alert_events.pos``, see :func:`alerting.store.events_after`): positions are given at
+    commit under a lock, so no event can become visible at or below the cursor later, and following
+    ``pos > floor`` never skips an event whose transaction committed after a newer-numbered one.
+    ``notify_fanout`` only remembers events that the earlier lag-based scheme had already done above
+    the floor when this one took over; they are skipped once and forgotten as the floor passes them.
     """
     totals = {"push": 0, "webhook": 0, "email": 0, "events": 0}
+    if profile is None:
+        profile = await load_profile(conn, public_url=base_url)
     async with conn.transaction():
         floor = await conn.fetchval("SELECT floor FROM notify_cursor FOR UPDATE")
         if floor is None:
             return totals
-        ids = [r["id"] for r in await conn.fetch(
-            """SELECT e.id FROM alert_events e WHERE e.id > $1
-               AND NOT EXISTS (SELECT 1 FROM notify_fanout f WHERE f.event_id = e.id) ORDER BY e.id LIMIT $2""",
-            floor, limit)]
-        for event_id in ids:
-            event = dict(await conn.fetchrow("SELECT * FROM alert_events WHERE id = $1", event_id))
+        rows = await conn.fetch(
+            """SELECT e.id, e.pos, EXISTS (SELECT 1 FROM notify_fanout f WHERE f.event_id = e.id) AS done
+               FROM alert_events e WHERE e.pos > $1 ORDER BY e.pos LIMIT $2""", floor, limit)
+        for r in rows:
+            totals["events"] += 1
+            if r["done"]:
+                continue
+            event = dict(await conn.fetchrow("SELECT * FROM alert_events WHERE id = $1", r["id"]))
             alert = await alerts.get_alert(conn, event["alert_id"])
             if alert is not None:
-                for kind, n in (await fan_out_event(conn, event, alert, base_url=base_url, email=email)).items():
+                for kind, n in (await fan_out_event(conn, event, alert, base_url=base_url, profile=profile,
+                                                       email=email)).items():
                     totals[kind] += n
-            totals["events"] += 1
-        if ids:
-            await conn.executemany("INSERT INTO notify_fanout (event_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                                   [(i,) for i in ids])
-        new_floor = await conn.fetchval(
-            f"""SELECT max(event_id) FROM notify_fanout WHERE at < now() - interval '{FLOOR_LAG}'""")
-        if new_floor is not None and new_floor > floor:
+        if rows:
+            new_floor = rows[-1]["pos"]
             await conn.execute("UPDATE notify_cursor SET floor = $1", new_floor)
-            await conn.execute("DELETE FROM notify_fanout WHERE event_id <= $1", new_floor)
+            await conn.execute("DELETE FROM notify_fanout WHERE event_id IN (SELECT id FROM alert_events "
+                               "WHERE pos <= $1)", new_floor)
         if totals["push"] or totals["webhook"] or totals["email"]:
             await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return totals

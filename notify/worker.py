@@ -39,6 +39,7 @@ import aiohttp
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
+from alerting.cap_identity import CapProfile, load_profile
 from alerting.store import NOTIFY_CHANNEL as ALERTS_CHANNEL
 from api.ratelimit import TokenBuckets
 from notify import store
@@ -100,6 +101,9 @@ class DeliveryWorker:
         timeout_s: float = 10.0,
         lease_s: float = 60.0,
         sweep_s: float = 5.0,
+        cap_sender: str = "",
+        cap_installation_id: str = "",
+        cap_expires_hours: int = 24,
     ) -> None:
         self.pool = pool
         self.base_url = base_url
@@ -116,6 +120,10 @@ class DeliveryWorker:
         self.timeout_s = timeout_s
         self.lease_s = lease_s
         self.sweep_s = sweep_s
+        self.cap_sender = cap_sender
+        self.cap_installation_id = cap_installation_id
+        self.cap_expires_hours = cap_expires_hours
+        self._cap_profile: CapProfile | None = None
         self._push_buckets = TokenBuckets(per_minute=push_rate_per_s * 60, burst=max(1, push_rate_per_s))
         self._hook_buckets = TokenBuckets(per_minute=webhook_rate_per_s * 60, burst=max(1, webhook_rate_per_s))
         self._sem = asyncio.Semaphore(concurrency)
@@ -137,7 +145,8 @@ class DeliveryWorker:
             max_attempts=settings["notify.max_attempts"], retry_base_s=settings["notify.retry_base_ms"] / 1000,
             retry_max_s=float(settings["notify.retry_max_s"]), push_rate_per_s=settings["notify.push_rate_per_s"],
             webhook_rate_per_s=settings["notify.webhook_rate_per_s"], push_ttl_s=settings["notify.push_ttl_s"],
-            timeout_s=float(settings["notify.timeout_s"]))
+            timeout_s=float(settings["notify.timeout_s"]), cap_sender=settings["cap.sender"],
+            cap_installation_id=settings["cap.installation_id"], cap_expires_hours=settings["cap.expires_hours"])
         kwargs.update(overrides)
         return cls(pool, **kwargs)
 
@@ -232,7 +241,12 @@ class DeliveryWorker:
         totals = {"push": 0, "webhook": 0, "email": 0, "events": 0}
         while True:
             async with self.pool.acquire() as conn:
-                done = await store.fan_out(conn, base_url=self.base_url, email=bool(self.smtp_url))
+                if self._cap_profile is None:
+                    self._cap_profile = await load_profile(
+                        conn, sender=self.cap_sender, installation=self.cap_installation_id,
+                        public_url=self.base_url, expires_hours=self.cap_expires_hours)
+                done = await store.fan_out(conn, base_url=self.base_url, email=bool(self.smtp_url),
+                                           profile=self._cap_profile)
             for kind, n in done.items():
                 totals[kind] += n
                 if kind != "events" and n:

@@ -78,6 +78,19 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "expected a number greater than 0"
 
 
+def _cap_token(value: Any) -> str | None:
+    """CAP 1.2 forbids spaces, commas, '<' and '&' in sender and identifier."""
+    return ("must not contain spaces, commas, '<' or '&' (CAP 1.2 sender/identifier rules)"
+            if any(c in str(value) for c in " \t\n,<&") else None)
+
+
+def _installation_id(value: Any) -> str | None:
+    text = str(value)
+    if text and not (len(text) <= 64 and all(c.isascii() and (c.isalnum() or c in "._-") for c in text)):
+        return "expected up to 64 letters, digits, '.', '_' or '-' (empty: generated once and kept in the database)"
+    return None
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else "expected a port number between 0 and 65535"
 
@@ -130,6 +143,16 @@ SCHEMA: tuple[Setting, ...] = (
             "Take the client address from X-Forwarded-For (only behind your own reverse proxy)."),
     Setting("api.cors_origins", str, "", "Comma-separated origins allowed by CORS ('*' for any); empty: none."),
     Setting("api.token_ttl_hours", int, 12, "Lifetime of a staff login token.", check=_positive),
+    # -- cap (issue #15 item 6) --
+    Setting("cap.sender", str, "",
+            "CAP sender, e.g. bousai@city.koriyama.lg.jp ({municipality} becomes the 団体コード); empty: "
+            "sonae@<host of api.public_url>, or sonae@<installation id>.invalid without one.", check=_cap_token),
+    Setting("cap.installation_id", str, "",
+            "This installation's id in every CAP identifier and Atom id; empty: generated once and kept "
+            "in the database.", check=_installation_id),
+    Setting("cap.expires_hours", int, 24,
+            "Each CAP message expires this long after it is sent; Cancel messages stay in the Atom feed "
+            "until then.", check=_positive),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
     Setting("simulators.data_dir", str, "",

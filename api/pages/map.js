@@ -14,7 +14,8 @@
 
   class SvgMap {
     /* svg: an <svg> element; opts.roads(bounds) -> Promise<FeatureCollection|null> gives road lines;
-     * opts.onTap({lon, lat}) is called when the map is clicked (not dragged). */
+     * opts.onTap({lon, lat}) is called when the map is clicked (not dragged); opts.onView(bounds) after
+     * each change of view. */
     constructor(svg, opts) {
       this.svg = svg;
       this.opts = opts || {};
@@ -119,17 +120,51 @@
     /* Layers are described by the page (lists of {geometry, cls, title, ...}); redraw projects them again. */
     setLayer(name, items) {
       this.layers[name]._items = items;
-      this.drawLayer(name);
+      // labels of every layer share one collision list, so a redraw of one layer redraws them all
+      if (items.some((it) => it.label) || this.layers[name].querySelector("text")) this.redraw();
+      else this.drawLayer(name);
+    }
+
+    /* SVG units per CSS pixel: labels are sized for the screen (about 15 px), not for the viewBox */
+    unitsPerPx() {
+      const w = this.svg.getBoundingClientRect().width;
+      return w > 0 ? W / w : 1;
     }
 
     drawLayer(name) {
       const g = this.layers[name];
       g.textContent = "";
       if (!this.view) return;
-      for (const it of g._items || []) {
+      const items = g._items || [];
+      const k = this.unitsPerPx();
+      const font = 15 * k, margin = 30 * k;
+      // Labels never overlap and never leave the map: higher labelPriority first, then in order; a label
+      // that would cross the right edge goes to the left of its point; one that fits nowhere is left out
+      // (the point keeps its <title>). Points outside the view are not drawn at all.
+      const placed = this.labelBoxes || [];
+      const order = items.map((it, i) => i).filter((i) => items[i].label)
+        .sort((a, b) => (items[b].labelPriority || 0) - (items[a].labelPriority || 0) || a - b);
+      const labelAt = new Map();
+      for (const i of order) {
+        const it = items[i];
+        const [x, y] = this.project(it.point[0], it.point[1]);
+        const w = textWidth(it.label) * font, h = font * 1.2;
+        const gap = 0.8 * font;
+        for (const side of [1, -1]) {
+          const x0 = side > 0 ? x + gap : x - gap - w;
+          const box = [x0, y - h / 2, x0 + w, y + h / 2];
+          if (box[0] < 2 || box[2] > W - 2 || box[1] < 2 || box[3] > this.H - 2) continue;
+          if (placed.some((b) => box[0] < b[2] && box[2] > b[0] && box[1] < b[3] && box[3] > b[1])) continue;
+          placed.push(box);
+          labelAt.set(i, { x: side > 0 ? x + gap : x - gap, y: y + font * 0.35, anchor: side > 0 ? "start" : "end" });
+          break;
+        }
+      }
+      items.forEach((it, i) => {
         let node;
         if (it.point) {
           const [x, y] = this.project(it.point[0], it.point[1]);
+          if (x < -margin || x > W + margin || y < -margin || y > this.H + margin) return;
           if (it.shape === "square") {
             const r = it.r || 9;
             node = el("rect", { x: x - r, y: y - r, width: 2 * r, height: 2 * r, class: it.cls || "" }, g);
@@ -138,8 +173,10 @@
           } else {
             node = el("circle", { cx: x, cy: y, r: it.r || 8, class: it.cls || "" }, g);
           }
-          if (it.label) {
-            const t = el("text", { x: x + 12, y: y + 5, class: "map-label " + (it.labelCls || "") }, g);
+          const at = labelAt.get(i);
+          if (at) {
+            const t = el("text", { x: at.x, y: at.y, "text-anchor": at.anchor, "font-size": font.toFixed(1),
+              class: "map-label " + (it.labelCls || "") }, g);
             t.textContent = it.label;
           }
         } else {
@@ -152,12 +189,14 @@
           node.addEventListener("click", (ev) => { ev.stopPropagation(); it.onClick(ev); });
           node.classList.add("clickable");
         }
-      }
+      });
     }
 
     redraw() {
+      this.labelBoxes = [];
       for (const name in this.layers) this.drawLayer(name);
       this.loadRoads();
+      if (this.opts.onView && this.view) this.opts.onView(this.bounds());
     }
 
     async loadRoads() {
@@ -178,6 +217,28 @@
         this.roadKey = "";
       }
     }
+  }
+
+  /* the width of a label in font sizes: CJK and full-width characters 1, others about 0.6 */
+  function textWidth(s) {
+    let w = 0;
+    for (const ch of s) w += /[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6]/.test(ch) ? 1 : 0.62;
+    return w;
+  }
+
+  /* Alert conditions (alerting/rules.py CONDITIONS) in ja, en and やさしい日本語: never show the raw key */
+  const CONDITIONS = {
+    river_level: ["水位", "River level", "かわの みずの たかさ"],
+    river_level_unconfirmed: ["水位（未確認）", "River level (unconfirmed)", "かわの みずの たかさ（まだ たしかでは ない）"],
+    low_battery: ["電池残量低下", "Low battery", "でんちが すくない"],
+    fault: ["機器の故障", "Device fault", "きかいの こしょう"],
+    silent: ["観測途絶", "Gauge silent", "はかる きかいから じょうほうが こない"],
+    evacuation_order: ["避難情報", "Evacuation order", "ひなんの じょうほう"],
+  };
+  const LANG_INDEX = { ja: 0, en: 1, "ja-easy": 2 };
+  function conditionName(cond, lang) {
+    const names = CONDITIONS[cond];
+    return names ? names[LANG_INDEX[lang] || 0] : lang === "en" ? "Other alert" : lang === "ja-easy" ? "ほかの けいほう" : "その他の警報";
   }
 
   /* Road lines through a cache of coarse grid cells (0.01°): a request names a cell, never a position. */
@@ -251,5 +312,5 @@
     });
   }
 
-  global.Sonae = { SvgMap, roadCells, inGeometry, distanceM, boundsOf, keyboard };
+  global.Sonae = { SvgMap, roadCells, textWidth, CONDITIONS, conditionName, inGeometry, distanceM, boundsOf, keyboard };
 })(window);

@@ -12,7 +12,8 @@
     ja: {
       skip: "本文へ移動", title: "Sonae 避難ナビ", drill: "訓練中です。これは訓練の情報です。",
       levelHeading: "いまの警戒レベル", levelUnknown: "場所を選んでください", whereHeading: "いる場所",
-      locate: "現在地を使う", landmarkLabel: "近くの目印から選ぶ", landmarkPick: "選んでください",
+      locate: "現在地を使う", landmarkLabel: "目印の名前で探す（避難所・水位観測所）", landmarkPick: "選んでください",
+      landmarkNone: "見つかりませんでした。別の名前で探してください。", landmarkFound: "{n}件見つかりました。", landmarkShort: "2文字以上入力してください。",
       tapHint: "地図をタップして場所を指定することもできます。", hazardLabel: "災害の種類", profileLabel: "移動の方法",
       routeHeading: "避難先と経路", routeNone: "場所を指定すると、いちばん近い安全な避難所への経路を表示します。",
       shelterName: "避難所", shelterAddress: "住所", shelterHazards: "対応する災害", distance: "距離", duration: "所要時間",
@@ -29,7 +30,7 @@
       loading: "経路を調べています…", levelChanged: "警戒レベルが変わりました：{level}",
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
-      fromGauge: "{station}の水位による警戒レベル{level}相当です。", noAlert: "この場所に出ている避難情報はありません。",
+      fromGauge: "{station}の水位による警戒レベル{level}相当です。", fromOther: "{station}：{condition}", noAlert: "この場所に出ている避難情報はありません。",
       levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
       mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
       shelterFull: "（満員）", unknownArea: "この場所",
@@ -44,7 +45,8 @@
     en: {
       skip: "Skip to content", title: "Sonae evacuation guide", drill: "EXERCISE: this is a drill, not a real emergency.",
       levelHeading: "Alert level where you are", levelUnknown: "Choose where you are", whereHeading: "Where you are",
-      locate: "Use my location", landmarkLabel: "Or pick a nearby landmark", landmarkPick: "Choose…",
+      locate: "Use my location", landmarkLabel: "Or search a landmark by name (shelter, river gauge)", landmarkPick: "Choose…",
+      landmarkNone: "Nothing found. Try another name.", landmarkFound: "{n} found.", landmarkShort: "Type at least 2 characters.",
       tapHint: "You can also tap the map to set where you are.", hazardLabel: "Hazard", profileLabel: "How you travel",
       routeHeading: "Shelter and route", routeNone: "Set where you are to see the route to the nearest safe shelter.",
       shelterName: "Shelter", shelterAddress: "Address", shelterHazards: "Rated for", distance: "Distance", duration: "Time",
@@ -61,7 +63,7 @@
       loading: "Finding your route…", levelChanged: "The alert level has changed: {level}",
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
-      fromGauge: "River level at {station}: equivalent to alert level {level}.", noAlert: "No evacuation information is in force here.",
+      fromGauge: "River level at {station}: equivalent to alert level {level}.", fromOther: "{station}: {condition}", noAlert: "No evacuation information is in force here.",
       levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
       mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
       shelterFull: " (full)", unknownArea: "this area",
@@ -76,7 +78,8 @@
     "ja-easy": {
       skip: "ほんぶんへ", title: "Sonae ひなん ナビ", drill: "くんれん です。ほんとうの さいがいでは ありません。",
       levelHeading: "いまの けいかいレベル", levelUnknown: "いる ばしょを えらんで ください", whereHeading: "いる ばしょ",
-      locate: "いまいる ばしょを つかう", landmarkLabel: "ちかくの めじるしから えらぶ", landmarkPick: "えらんで ください",
+      locate: "いまいる ばしょを つかう", landmarkLabel: "めじるしの なまえで さがす（ひなんじょ など）", landmarkPick: "えらんで ください",
+      landmarkNone: "みつかりませんでした。ほかの なまえで さがして ください。", landmarkFound: "{n}こ みつかりました。", landmarkShort: "2もじ いじょう いれて ください。",
       tapHint: "ちずを さわって ばしょを えらぶ ことも できます。", hazardLabel: "さいがいの しゅるい", profileLabel: "にげかた",
       routeHeading: "にげる ばしょと みち", routeNone: "ばしょを えらぶと、ちかくの あんぜんな ひなんじょへの みちが でます。",
       shelterName: "ひなんじょ", shelterAddress: "じゅうしょ", shelterHazards: "にげて いい さいがい", distance: "きょり", duration: "じかん",
@@ -93,7 +96,7 @@
       loading: "みちを しらべて います…", levelChanged: "けいかいレベルが かわりました：{level}",
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
-      fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", noAlert: "ここには ひなんの じょうほうは でて いません。",
+      fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", fromOther: "{station}：{condition}", noAlert: "ここには ひなんの じょうほうは でて いません。",
       levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
       mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
       shelterFull: "（いっぱい）", unknownArea: "この ちいき",
@@ -143,11 +146,12 @@
     car: ["車", "By car", "くるまで"],
   };
   const li = (lang) => LANGS.indexOf(lang);
+  const listJoin = (items) => items.join(state.lang === "en" ? ", " : "、");
 
   const state = {
     lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", profile: "walk",
     info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
-    level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "",
+    level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "", picks: [], pickQuery: "",
   };
   window.sonaeResident = state; // for tests and debugging: nothing here leaves the page
 
@@ -190,7 +194,17 @@
     $("map").setAttribute("aria-label", t("mapAria"));
     fillSelect($("hazard"), (state.info && state.info.hazards) || Object.keys(HAZ), HAZ, state.hazard);
     fillSelect($("profile"), Object.keys(PROFILES), PROFILES, state.profile);
-    fillLandmarks();
+    renderWhere();
+    renderPicks();
+    renderNotice();
+  }
+
+  /* the line under "where you are", in the current language (re-rendered when the language changes) */
+  function renderWhere() {
+    const w = $("where-status");
+    if (state.posSource === "gps") w.textContent = t("posGps");
+    else if (state.posSource === "landmark") w.textContent = t("posLandmark", { name: state.posName });
+    else if (state.posSource === "map") w.textContent = t("posMap");
   }
 
   function fillSelect(sel, keys, names, value) {
@@ -209,33 +223,94 @@
     return !a || (p.lon >= a[0] && p.lon <= a[2] && p.lat >= a[1] && p.lat <= a[3]);
   }
 
-  function fillLandmarks() {
-    const sel = $("landmark");
-    const keep = sel.value;
-    sel.textContent = "";
-    const first = document.createElement("option");
-    first.value = "";
-    first.textContent = t("landmarkPick");
-    sel.appendChild(first);
-    const groups = [[t("shelters"), state.shelters.map((s) => ({ id: "s:" + s.id, name: s.name, lat: s.lat, lon: s.lon }))],
-      [t("stations"), state.stations.filter((s) => s.location && inService(s.location))
-        .map((s) => ({ id: "g:" + s.id, name: state.lang === "en" && s.name_en ? s.name_en : s.name,
-          lat: s.location.lat, lon: s.location.lon }))]];
-    for (const [label, items] of groups) {
-      if (!items.length) continue;
-      const g = document.createElement("optgroup");
-      g.label = label;
-      items.sort((a, b) => a.name.localeCompare(b.name, "ja", { numeric: true }));
-      for (const it of items) {
-        const o = document.createElement("option");
-        o.value = it.id;
-        o.textContent = it.name;
-        o._place = it;
-        g.appendChild(o);
+  /* The landmark search: shelters by name from the server (GET /api/v1/shelters?q=&limit=), river gauges
+   * (a few hundred, already loaded) by name here. Only the typed words are sent, never a position. */
+  const PICK_LIMIT = 8;
+  let pickSeq = 0, pickTimer = null;
+  function searchLandmarks() {
+    clearTimeout(pickTimer);
+    pickTimer = setTimeout(runSearch, 200);
+  }
+
+  async function runSearch() {
+    const text = $("landmark").value.trim();
+    const seq = ++pickSeq;
+    state.pickQuery = text;
+    if ([...text].length < 2) { state.picks = []; renderPicks(); return; }
+    let shelters = [];
+    try {
+      const q = new URLSearchParams({ q: text, limit: String(PICK_LIMIT), format: "json" });
+      shelters = (await getJSON("/api/v1/shelters?" + q.toString())).shelters || [];
+    } catch (err) { shelters = []; }
+    if (seq !== pickSeq) return;
+    const low = text.toLowerCase();
+    const gauges = state.stations.filter((s) => s.location && inService(s.location) &&
+        [s.name, s.name_en, s.kana].some((n) => n && n.toLowerCase().includes(low)))
+      .slice(0, PICK_LIMIT)
+      .map((s) => ({ kind: "g", id: s.id, name: s.name, name_en: s.name_en, sub: s.river || "", lat: s.location.lat, lon: s.location.lon }));
+    state.picks = shelters.map((s) => ({ kind: "s", id: s.id, name: s.name, sub: s.address || "", lat: s.lat, lon: s.lon }))
+      .concat(gauges);
+    renderPicks();
+  }
+
+  function renderPicks() {
+    const ul = $("landmark-results");
+    if (!ul) return;
+    ul.textContent = "";
+    const status = $("landmark-status");
+    if (!state.pickQuery) { status.textContent = ""; return; }
+    if ([...state.pickQuery].length < 2) { status.textContent = t("landmarkShort"); return; }
+    status.textContent = state.picks.length ? t("landmarkFound", { n: state.picks.length }) : t("landmarkNone");
+    for (const it of state.picks) {
+      const name = state.lang === "en" && it.name_en ? it.name_en : it.name;
+      const item = document.createElement("li");
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "secondary";
+      b.setAttribute("data-pick", it.kind + ":" + it.id);
+      b.textContent = name;
+      if (it.sub) {
+        const sub = document.createElement("span");
+        sub.className = "sub muted";
+        sub.textContent = it.sub;
+        b.appendChild(sub);
       }
-      sel.appendChild(g);
+      b.addEventListener("click", () => {
+        state.picks = [];
+        state.pickQuery = "";
+        $("landmark").value = name;
+        renderPicks();
+        setPos({ lat: it.lat, lon: it.lon }, "landmark", name);
+      });
+      item.appendChild(b);
+      ul.appendChild(item);
     }
-    sel.value = keep;
+  }
+
+  /* Shelters of the map's view, fetched by area: the view's bounds widened to a 0.05° grid (so a request
+   * names grid cells, never a position), at most SHELTER_LIMIT of them (nearest the view's centre first). */
+  const SHELTER_GRID = 0.05, SHELTER_LIMIT = 400;
+  let shelterKey = "", shelterTimer = null;
+  function sheltersForView(b) {
+    clearTimeout(shelterTimer);
+    shelterTimer = setTimeout(() => loadShelters(b), 150);
+  }
+
+  async function loadShelters(b) {
+    const g = SHELTER_GRID;
+    const cell = [Math.floor(b[0] / g) * g, Math.floor(b[1] / g) * g, Math.ceil(b[2] / g) * g, Math.ceil(b[3] / g) * g]
+      .map((v) => v.toFixed(2));
+    if (cell[0] === cell[2]) cell[2] = (Number(cell[2]) + g).toFixed(2);
+    if (cell[1] === cell[3]) cell[3] = (Number(cell[3]) + g).toFixed(2);
+    const key = cell.join(",");
+    if (key === shelterKey) return;
+    shelterKey = key;
+    try {
+      const d = await getJSON("/api/v1/shelters?" + new URLSearchParams({ bbox: key, limit: String(SHELTER_LIMIT) }).toString());
+      if (key !== shelterKey) return;
+      state.shelters = d.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
+      drawMap(false);
+    } catch (err) { shelterKey = ""; }
   }
 
   // -- level for where you are ------------------------------------------------------------------------
@@ -267,7 +342,7 @@
     state.levelAlert = top;
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
-    if (old !== null && old !== level) notice(t("levelChanged", { level: levelTitle(level, top) }));
+    if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
   }
 
   function levelTitle(level, a) {
@@ -291,8 +366,10 @@
       const place = (state.lang === "en" ? a.municipality_name_en : a.municipality_name) || a.municipality_code || t("unknownArea");
       if (a.condition === "evacuation_order") {
         src = t(a.area ? "fromOrderArea" : "fromOrder", { name: orderName, place, time: fmtTime(a.raised_at) });
-      } else {
+      } else if (a.condition === "river_level") {
         src = t("fromGauge", { station: a.station_name || a.station_id || "", level: a.level });
+      } else {
+        src = t("fromOther", { station: a.station_name || a.station_id || "", condition: S.conditionName(a.condition, state.lang) });
       }
     }
     $("level-source").textContent = src;
@@ -329,10 +406,11 @@
     const changed = state.routeSig && sig !== state.routeSig;
     state.route = f;
     state.routeSig = sig;
+    state.routeLang = q.get("lang");
     if (f.properties.hazard_version != null) state.hazardVersion = f.properties.hazard_version;
     if (f.properties.exercise && !state.drill) { state.drill = true; $("drill").hidden = false; }
     renderRoute();
-    if (changed && reason === "live") notice(t("routeChanged"));
+    if (changed && reason === "live") notice(() => t("routeChanged"));
     $("updated").textContent = t("updated", { time: fmtTime() });
   }
 
@@ -355,7 +433,7 @@
       details.hidden = false;
       $("shelter-name").textContent = s.name + (s.is_full ? t("shelterFull") : "");
       $("shelter-address").textContent = s.address || "";
-      $("shelter-hazards").textContent = (s.hazards || []).map((h) => (HAZ[h] || [h])[li(state.lang)]).join("、");
+      $("shelter-hazards").textContent = listJoin((s.hazards || []).map((h) => (HAZ[h] || [h])[li(state.lang)]));
       $("route-distance").textContent = fmtDistance(p.distance_m);
       $("route-duration").textContent = t("minutes", { m: Math.max(1, Math.ceil((p.duration_s || 0) / 60)) });
       const ol = $("steps");
@@ -379,22 +457,37 @@
     const f = state.route;
     const target = f && f.properties.shelter ? f.properties.shelter.id : null;
     const areas = state.hazards.filter((h) => state.drill || !h.properties.exercise)
-      .map((h) => ({ geometry: h.geometry, cls: "hazard", title: h.properties.label || h.properties.hazard }));
+      .map((h) => {
+        // the area's own label is the municipality's Japanese text: in English, the hazard's name instead
+        const kind = (HAZ[h.properties.hazard] || [h.properties.hazard, h.properties.hazard, h.properties.hazard])[li(state.lang)];
+        return { geometry: h.geometry, cls: "hazard", title: state.lang === "en" ? kind : h.properties.label || kind };
+      });
     for (const a of state.alerts) {
       if (a.active && a.area && a.condition === "evacuation_order" && (state.drill || !a.exercise)) {
         areas.push({ geometry: a.area, cls: "order-area", title: LEVEL[state.lang][a.level][0] });
       }
     }
     map.setLayer("areas", areas);
-    map.setLayer("route", f && f.geometry ? [
-      { geometry: f.geometry, cls: "route-casing" },
-      { geometry: f.geometry, cls: "route", id: "route-line" },
-    ] : []);
-    map.setLayer("points", state.shelters.map((s) => ({
-      point: [s.lon, s.lat], r: s.id === target ? 11 : 6, id: s.id,
-      cls: s.id === target ? "shelter-target" : s.is_open ? "shelter" : "shelter-closed",
-      title: s.name, label: s.id === target ? s.name : "",
-    })));
+    const route = [];
+    if (f && f.geometry && f.geometry.coordinates.length) {
+      route.push({ geometry: f.geometry, cls: "route-casing" }, { geometry: f.geometry, cls: "route", id: "route-line" });
+      // the route starts at the road the position snapped to: a dotted line joins it to the pin (drawn here
+      // only, from the position this page already has)
+      if (state.pos) {
+        route.push({ geometry: { type: "LineString", coordinates: [[state.pos.lon, state.pos.lat], f.geometry.coordinates[0]] },
+          cls: "route-access", id: "route-access" });
+      }
+    }
+    map.setLayer("route", route);
+    const shown = state.shelters.filter((s) => s.id !== target);
+    const points = shown.map((s) => ({
+      point: [s.lon, s.lat], r: 6, id: s.id, cls: s.is_open ? "shelter" : "shelter-closed", title: s.name,
+    }));
+    if (target) {
+      const s = f.properties.shelter;
+      points.push({ point: [s.lon, s.lat], r: 11, id: s.id, cls: "shelter-target", title: s.name, label: s.name, labelPriority: 10 });
+    }
+    map.setLayer("points", points);
     map.setLayer("me", state.pos ? [{ point: [state.pos.lon, state.pos.lat], shape: "pin", cls: "me", title: t("legendMe") }] : []);
     $("map-desc").textContent = target ? t("mapTitle", { shelter: f.properties.shelter.name }) : t("mapTitleNone");
     if (fit) fitView();
@@ -415,9 +508,10 @@
   function setPos(p, source, name) {
     state.pos = { lat: p.lat, lon: p.lon };
     state.posSource = source;
+    state.posName = name || "";
     state.routeSig = "";
     state.route = null;
-    $("where-status").textContent = source === "gps" ? t("posGps") : source === "landmark" ? t("posLandmark", { name }) : t("posMap");
+    renderWhere();
     if (source !== "landmark") $("landmark").value = "";
     if (!inService(state.pos)) {
       renderRoute(t("outside"));
@@ -438,10 +532,18 @@
       { enableHighAccuracy: true, timeout: 15000, maximumAge: 60000 });
   }
 
+  /* text(): the notice in the current language, kept so that a change of language rewrites it too */
+  let noticeText = null;
   function notice(text) {
-    const n = $("notice");
-    n.textContent = text;
-    state.lastNotice = text;
+    noticeText = text;
+    renderNotice();
+  }
+
+  function renderNotice() {
+    if (!noticeText) return;
+    const s = noticeText();
+    $("notice").textContent = s;
+    state.lastNotice = s;
   }
 
   // -- live ---------------------------------------------------------------------------------------------
@@ -580,9 +682,10 @@
     state.lang = LANGS.includes(asked) ? asked : (navigator.language || "ja").toLowerCase().startsWith("en") ? "en" : "ja";
     applyTexts();
     map = new S.SvgMap($("map-svg"), {
-      aspect: 0.75, roads: S.roadCells(0.01, 16), onTap: (p) => setPos(p, "map"),
+      aspect: 0.75, roads: S.roadCells(0.01, 16), onTap: (p) => setPos(p, "map"), onView: sheltersForView,
     });
     S.keyboard($("map"), map, (p) => setPos(p, "map"));
+    window.sonaeMap = map; // for tests
     for (const b of document.querySelectorAll(".langs button")) {
       b.addEventListener("click", () => {
         state.lang = b.getAttribute("data-lang");
@@ -592,13 +695,14 @@
         applyTexts();
         renderLevel();
         if (state.route) renderRoute();
+        else drawMap(false);
         loadRoute("lang");
       });
     }
     $("locate").addEventListener("click", locate);
-    $("landmark").addEventListener("change", (ev) => {
-      const o = ev.target.selectedOptions[0];
-      if (o && o._place) setPos(o._place, "landmark", o._place.name);
+    $("landmark").addEventListener("input", searchLandmarks);
+    $("landmark").addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter") { ev.preventDefault(); clearTimeout(pickTimer); runSearch(); }
     });
     $("hazard").addEventListener("change", (ev) => { state.hazard = ev.target.value; loadRoute("user"); });
     $("profile").addEventListener("change", (ev) => { state.profile = ev.target.value; loadRoute("user"); });
@@ -608,18 +712,13 @@
     pushStart();
     $("print").addEventListener("click", () => { $("print-time").textContent = t("printed", { time: new Date().toLocaleString() }); window.print(); });
 
-    const [shelters, stations] = await Promise.all([
-      getJSON("/api/v1/shelters").catch(() => ({ features: [] })),
+    const [info, stations] = await Promise.all([
+      getJSON("/api/v1/service").catch(() => ({})),
       getJSON("/api/v1/stations").catch(() => ({ stations: [] })),
       loadAlerts(), loadHazards().then((v) => { if (v != null) state.hazardVersion = v; }),
     ]);
-    state.shelters = shelters.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
-    state.info = {};
-    if (!state.info.service_area && state.shelters.length) {
-      // no service description: the shelters' extent (the route query answers 422 outside the real area)
-      const b = S.boundsOf(state.shelters.map((s) => [s.lon, s.lat]));
-      state.info.service_area = [b[0] - 0.01, b[1] - 0.01, b[2] + 0.01, b[3] + 0.01];
-    }
+    // the area routes are answered for (the road network's extent); outside it the route query answers 422
+    state.info = info || {};
     state.stations = stations.stations || [];
     applyTexts();
     fitView();

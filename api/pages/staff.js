@@ -93,7 +93,9 @@
     try {
       const [alerts, hazards, shelters, stations] = await Promise.all([
         api("GET", "/api/v1/alerts?audience=all"), api("GET", "/api/v1/hazards?state=all"),
-        api("GET", "/api/v1/shelters"), api("GET", "/api/v1/stations")]);
+        api("GET", "/api/v1/shelters" + (state.account && state.account.municipality_code
+          ? "?municipality=" + encodeURIComponent(state.account.municipality_code) : "")),
+        api("GET", "/api/v1/stations")]);
       state.alerts = alerts.alerts || [];
       state.hazards = hazards.features || [];
       state.shelters = shelters.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
@@ -134,26 +136,31 @@
     return notes.length ? "（" + notes.join("；") + "）" : "";
   }
 
+  /** An alert condition in Japanese and English (the table in map.js has all three languages). */
+  function condition(c) {
+    return S.conditionName(c, "ja") + " / " + S.conditionName(c, "en");
+  }
+
   function renderAlerts() {
     const tb = $("alerts");
     tb.textContent = "";
     $("alerts-empty").hidden = state.alerts.length > 0;
     for (const a of state.alerts) {
       const tr = el("tr", { "data-alert-id": a.id });
-      const td0 = el("td");
+      const td0 = el("td", { class: "cell-level", "data-label": "レベル / Level" });
       td0.appendChild(el("span", { class: "badge", "data-level": String(a.level) }, String(a.level)));
       tr.appendChild(td0);
       const what = a.condition === "evacuation_order"
         ? "避難情報 " + (LEVEL_NAMES[a.level] || "") + (a.area ? "（区域指定）" : "（全域）")
-        : (a.station_name || a.station_id || a.condition) + " " + a.condition + (a.value != null ? " " + a.value + " m" : "");
-      const tdw = el("td", {}, what + " ");
+        : (a.station_name || a.station_id || "") + " " + condition(a.condition) + (a.value != null ? " " + a.value + " m" : "");
+      const tdw = el("td", { "data-label": "内容 / What" }, what + " ");
       if (a.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, "訓練 EXERCISE"));
       if (a.unconfirmed) tdw.appendChild(el("span", { class: "tag-unconfirmed" }, "未確認 UNCONFIRMED"));
       if (a.audience === "staff") tdw.appendChild(el("span", { class: "muted" }, " 職員のみ staff only"));
       tr.appendChild(tdw);
-      tr.appendChild(el("td", {}, a.municipality_name || a.municipality_code || ""));
-      tr.appendChild(el("td", {}, fmt(a.raised_at)));
-      const td = el("td");
+      tr.appendChild(el("td", { "data-label": "地域 / Where" }, a.municipality_name || a.municipality_code || ""));
+      tr.appendChild(el("td", { "data-label": "時刻 / Since" }, fmt(a.raised_at)));
+      const td = el("td", { "data-label": "確認 / Ack" });
       if (a.acknowledged_by) {
         td.textContent = "確認済 " + a.acknowledged_by;
       } else {
@@ -239,15 +246,15 @@
     tb.textContent = "";
     for (const s of state.shelters) {
       const tr = el("tr", { "data-shelter-id": s.id });
-      tr.appendChild(el("td", {}, s.name));
+      tr.appendChild(el("td", { "data-label": "名前 / Name" }, s.name));
       const open = el("input", { type: "checkbox", "aria-label": s.name + " 開設 / open" });
       open.checked = !!s.is_open;
-      const tdo = el("td");
+      const tdo = el("td", { "data-label": "開設 / Open" });
       tdo.appendChild(open);
       tr.appendChild(tdo);
       const occ = el("input", { type: "number", min: "0", inputmode: "numeric", size: "5", "aria-label": s.name + " 収容人数 / occupancy" });
       occ.value = s.occupancy || 0;
-      const tdc = el("td");
+      const tdc = el("td", { "data-label": "収容 / Occupancy" });
       tdc.appendChild(occ);
       tdc.appendChild(document.createTextNode(" / " + (s.capacity == null ? "?" : s.capacity)));
       tr.appendChild(tdc);
@@ -259,7 +266,7 @@
           await loadAll();
         } catch (err) { notice("更新できません / Could not update: " + err.message); }
       });
-      const tdb = el("td");
+      const tdb = el("td", { "data-label": "更新 / Update" });
       tdb.appendChild(b);
       tr.appendChild(tdb);
       tb.appendChild(tr);
@@ -291,7 +298,8 @@
       if (!s.location) continue;
       const lv = stationLevel(s.id);
       pts.push({ point: [s.location.lon, s.location.lat], shape: "square", r: 10, cls: "station st-" + lv, id: s.id,
-        title: `${s.name} ${s.latest ? s.latest.value + " m" : ""} レベル${lv}${stationNote(s)}`, label: s.name, onClick: () => selectStation(s.id) });
+        title: `${s.name} ${s.latest ? s.latest.value + " m" : ""} レベル${lv}${stationNote(s)}`, label: s.name, labelPriority: lv,
+        onClick: () => selectStation(s.id) });
     }
     map.setLayer("points", pts);
     drawDraft();

@@ -92,7 +92,7 @@ async def test_active_history_one_cap_and_feed(client: TestClient, pool: asyncpg
     assert r.status == 200 and r.content_type == "application/cap+xml"
     xml = await r.read()
     assert_valid_cap(xml)
-    assert b"sonae-alert-%d-v1" % change.alert_id in xml  # references the first message
+    assert b"-alert-%d-v1," % change.alert_id in xml  # references the first message
     r = await client.get("/api/v1/alerts/history", params={"exercise": "false"})
     events = (await r.json())["events"]
     assert [(e["kind"], e["level"]) for e in events] == [("escalated", 4), ("raised", 3)]

@@ -10,11 +10,13 @@ import xmlschema
 from lxml import etree
 
 from alerting.cap import CAP_NS, polygon_text, render_atom, render_cap
+from alerting.cap_identity import CapProfile
 from tests.alerting.cap_support import assert_valid_cap, cap_schema
 from tests.conftest import shared_data
 
 NS = {"c": CAP_NS}
 T0 = datetime(2023, 6, 30, 16, 20, tzinfo=UTC)
+PROFILE = CapProfile("test-inst", "sonae@sonae.test")
 
 
 def alert(**over: Any) -> dict[str, Any]:
@@ -51,15 +53,15 @@ def test_the_validator_rejects_what_it_should() -> None:
 def test_river_alerts_are_valid_cap(level: int, exercise: bool) -> None:
     a = alert(level=level, exercise=exercise, audience="public" if level >= 2 else "staff",
               reason="trend" if level == 3 else "threshold")
-    xml = render_cap(a, PREVIOUS)
+    xml = render_cap(a, PREVIOUS, profile=PROFILE)
     assert_valid_cap(xml)
     doc = parse(xml)
     assert doc.findtext("c:status", namespaces=NS) == ("Exercise" if exercise else "Actual")
     assert doc.findtext("c:msgType", namespaces=NS) == "Update"
-    assert doc.findtext("c:identifier", namespaces=NS) == "sonae-alert-7-v3"
+    assert doc.findtext("c:identifier", namespaces=NS) == "sonae-test-inst-alert-7-v3"
     assert doc.findtext("c:sent", namespaces=NS).endswith("+09:00")
     refs = doc.findtext("c:references", namespaces=NS).split()
-    assert [r.split(",")[1] for r in refs] == ["sonae-alert-7-v1", "sonae-alert-7-v2"]
+    assert [r.split(",")[1] for r in refs] == ["sonae-test-inst-alert-7-v1", "sonae-test-inst-alert-7-v2"]
     infos = doc.findall("c:info", NS)
     assert [i.findtext("c:language", namespaces=NS) for i in infos] == ["ja-JP", "en-US", "ja-JP-x-easy"]
     assert doc.findtext("c:scope", namespaces=NS) == ("Public" if level >= 2 else "Restricted")
@@ -73,10 +75,10 @@ def test_river_alerts_are_valid_cap(level: int, exercise: bool) -> None:
 
 
 def test_first_message_is_alert_and_clearing_is_cancel() -> None:
-    first = parse(render_cap(alert(version=1, state="raised"), PREVIOUS[:1]))
+    first = parse(render_cap(alert(version=1, state="raised"), PREVIOUS[:1], profile=PROFILE))
     assert first.findtext("c:msgType", namespaces=NS) == "Alert"
     assert first.find("c:references", NS) is None
-    xml = render_cap(alert(version=4, state="cleared", cleared_at=T0 + timedelta(hours=9)), PREVIOUS)
+    xml = render_cap(alert(version=4, state="cleared", cleared_at=T0 + timedelta(hours=9)), PREVIOUS, profile=PROFILE)
     assert_valid_cap(xml)
     doc = parse(xml)
     assert doc.findtext("c:msgType", namespaces=NS) == "Cancel"
@@ -87,7 +89,7 @@ def test_first_message_is_alert_and_clearing_is_cancel() -> None:
 
 @pytest.mark.parametrize("condition", ["silent", "low_battery", "fault"])
 def test_staff_conditions_are_restricted(condition: str) -> None:
-    xml = render_cap(alert(condition=condition, level=0, audience="staff", version=1), PREVIOUS[:1])
+    xml = render_cap(alert(condition=condition, level=0, audience="staff", version=1), PREVIOUS[:1], profile=PROFILE)
     assert_valid_cap(xml)
     doc = parse(xml)
     assert doc.findtext("c:scope", namespaces=NS) == "Restricted"
@@ -99,7 +101,7 @@ def test_order_with_polygon() -> None:
     a = alert(condition="evacuation_order", station_id=None, order_id=3, level=4, version=1, lat=None, lon=None,
               area={"type": "Polygon", "coordinates": [ring]}, area_desc="郡山市 阿久津地区", reason="order",
               exercise=True)
-    xml = render_cap(a, PREVIOUS[:1])
+    xml = render_cap(a, PREVIOUS[:1], profile=PROFILE)
     assert_valid_cap(xml)
     doc = parse(xml)
     poly = doc.findtext("c:info/c:area/c:polygon", namespaces=NS)
@@ -111,7 +113,7 @@ def test_order_with_polygon() -> None:
 
 
 def test_atom_feed() -> None:
-    feed = render_atom([alert(), alert(id=8, exercise=True)], base_url="https://sonae.example.jp")
+    feed = render_atom([alert(), alert(id=8, exercise=True)], base_url="https://sonae.example.jp", profile=PROFILE)
     doc = etree.fromstring(feed)
     atom = {"a": "http://www.w3.org/2005/Atom"}
     entries = doc.findall("a:entry", atom)

@@ -13,6 +13,7 @@ from lxml import etree
 
 from alerting import store
 from alerting.cap import CAP_NS, render_cap
+from alerting.cap_identity import CapProfile
 from alerting.rules import UNCONFIRMED
 from alerting.worker import alert_topic_root
 from ingest.contract import Reading as IngestReading
@@ -26,6 +27,7 @@ from tests.alerting.replay_data import JST, jiseiji_series, jiseiji_thresholds
 from tests.alerting.support import events_of, running_worker
 from tests.ingest_support import publish_all, running_ingestor, wait_until
 
+PROFILE = CapProfile("worker-test", "sonae@sonae.test")
 FF = {"th_standby": 3.80, "th_caution": 5.00, "th_evacuation": 5.10, "th_danger": 5.50}
 
 
@@ -69,7 +71,7 @@ async def test_real_flood_through_ingest_raises_and_clears_in_reading_time(
         audit = await conn.fetchval("SELECT count(*) FROM audit_log WHERE object_type = 'alert'")
     assert alert is not None and alert["max_level"] == 4 and alert["version"] == 7 and not alert["exercise"]
     assert audit == 7
-    xml = render_cap(alert, previous)
+    xml = render_cap(alert, previous, profile=PROFILE)
     assert_valid_cap(xml)
     doc = etree.fromstring(xml)
     assert doc.findtext(f"{{{CAP_NS}}}status") == "Actual"
@@ -96,7 +98,7 @@ async def test_exercise_readings_make_exercise_alerts_only(pool: asyncpg.Pool, s
         for r in rows:
             alert = await store.get_alert(conn, r["id"])
             assert alert is not None
-            xml = render_cap(alert, await store.messages_of(conn, r["id"]))
+            xml = render_cap(alert, await store.messages_of(conn, r["id"]), profile=PROFILE)
             assert_valid_cap(xml)
             assert etree.fromstring(xml).findtext(f"{{{CAP_NS}}}status") == "Exercise"
         assert await store.list_active(conn, exercise=False) == []
@@ -234,7 +236,7 @@ async def test_orders_acknowledgements_audit_and_mqtt(pool: asyncpg.Pool, settin
     assert [(a["user_name"], a["note"]) for a in acks] == [("sato", "確認")]
     assert kinds == ["raised", "acknowledged", "cleared"]
     assert alert is not None and alert["acknowledged_by"] == "sato" and alert["cleared_at"] is not None
-    xml = render_cap(alert, [])
+    xml = render_cap(alert, [], profile=PROFILE)
     assert_valid_cap(xml)
 
 

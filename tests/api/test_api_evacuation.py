@@ -351,6 +351,13 @@ async def _area_rows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         ("/api/v1/shelters?format=xlsx", 400, "format"),
         ("/api/v1/shelters?municipality=abc", 400, "municipality"),
         ("/api/v1/shelters?hazard=meteor", 400, "hazard"),
+        ("/api/v1/shelters?bbox=140.4,37.3,140.3,37.5", 400, "bbox"),
+        ("/api/v1/shelters?bbox=140.3,37.3,nan,37.5", 400, "bbox"),
+        ("/api/v1/shelters?bbox=1,2,3", 400, "bbox"),
+        ("/api/v1/shelters?limit=0", 400, "limit"),
+        ("/api/v1/shelters?limit=ten", 400, "limit"),
+        ("/api/v1/shelters?limit=99999999999999999999", 400, "limit"),
+        ("/api/v1/shelters?q=" + "x" * 101, 400, "q"),
         ("/api/v1/hazards?exercise=perhaps", 400, "exercise"),
         ("/api/v1/network.geojson?bbox=1,2,3", 400, "bbox"),
         ("/api/v1/network.geojson?bbox=140.4,37.3,140.3,37.5", 400, "bbox"),
@@ -430,6 +437,72 @@ async def test_shelters_geojson_and_csv(client: TestClient, pool: asyncpg.Pool, 
         s = again[r["id"]]
         assert (s.name, s.lat, s.lon, s.hazards, s.capacity) == (
             r["name"], r["lat"], r["lon"], frozenset(r["hazards"]), r["capacity"])
+
+
+async def test_shelters_by_area_and_by_name_match_the_rows(client: TestClient, pool: asyncpg.Pool) -> None:
+    """bbox, limit and q against the same rows filtered here (the oracle), never against fixed answers."""
+    import math
+
+    async with pool.acquire() as conn:
+        rows = await store.shelter_rows(conn)
+    lats = sorted(r["lat"] for r in rows)
+    lons = sorted(r["lon"] for r in rows)
+    box = (lons[len(lons) // 4], lats[len(lats) // 4], lons[3 * len(lons) // 4], lats[3 * len(lats) // 4])
+    inside = sorted(r["id"] for r in rows if box[0] <= r["lon"] <= box[2] and box[1] <= r["lat"] <= box[3])
+    assert 0 < len(inside) < len(rows)
+    doc = await (await client.get("/api/v1/shelters", params={"bbox": ",".join(map(str, box))})).json(content_type=None)
+    assert sorted(f["id"] for f in doc["features"]) == inside
+    # with a limit: the ones nearest the box's centre
+    cy, cx = (box[1] + box[3]) / 2, (box[0] + box[2]) / 2
+    k = math.cos(math.radians(cy))
+
+    def dist(r: dict[str, Any]) -> float:
+        return (r["lat"] - cy) ** 2 + ((r["lon"] - cx) * k) ** 2
+
+    near = sorted((r for r in rows if r["id"] in set(inside)), key=lambda r: (dist(r), r["id"]))[:3]
+    got = await (await client.get("/api/v1/shelters", params={"bbox": ",".join(map(str, box)), "limit": "3"})
+                 ).json(content_type=None)
+    assert [f["id"] for f in got["features"]] == [r["id"] for r in near]
+    # by name: a word of some names (the rarest word shared by several), prefix matches first, literal % and _
+    word = rows[0]["name"][:2]
+    named = [r for r in rows if word.lower() in r["name"].lower() or word.lower() in r["address"].lower()]
+    found = await (await client.get("/api/v1/shelters", params={"q": word, "format": "json", "limit": "50"})).json()
+    assert sorted(x["id"] for x in found["shelters"]) == sorted(r["id"] for r in named)[:50] or len(named) > 50
+    assert {x["id"] for x in found["shelters"]} <= {r["id"] for r in named}
+    starts = [x["name"].lower().startswith(word.lower()) for x in found["shelters"]]
+    assert starts == sorted(starts, reverse=True), "names starting with the words come first"
+    for literal in ("%", "_", "\\"):
+        none = await (await client.get("/api/v1/shelters", params={"q": literal, "format": "json"})).json()
+        assert [x["id"] for x in none["shelters"]] == sorted(
+            r["id"] for r in rows if literal in r["name"] or literal in r["address"])
+
+
+async def test_service_area_and_compressed_answers(client: TestClient) -> None:
+    import gzip
+
+    service = client.app[EVAC]
+    body = await (await client.get("/api/v1/service")).json()
+    assert body["service_area"] == [round(v, 6) for v in service.service_area]  # type: ignore[union-attr]
+    assert "flood" in body["hazards"]
+    # JSON answers are gzip-compressed when asked for, and say they vary by it; small ones are not
+    plain = await client.get("/api/v1/shelters", headers={"Accept-Encoding": "identity"})
+    raw = await plain.read()
+    assert "Content-Encoding" not in plain.headers and len(raw) > 1024
+    packed = await client.get("/api/v1/shelters", headers={"Accept-Encoding": "gzip, deflate, br"},
+                              auto_decompress=False)
+    assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+    zipped = await packed.read()
+    assert gzip.decompress(zipped) == raw and len(zipped) < len(raw) / 3
+    refused = await client.get("/api/v1/shelters", headers={"Accept-Encoding": "gzip;q=0, identity"},
+                               auto_decompress=False)
+    assert "Content-Encoding" not in refused.headers
+    small = await client.get("/healthz", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert "Content-Encoding" not in small.headers
+    # the event stream is never compressed: its first bytes arrive at once, as plain text
+    async with client.get("/api/v1/events", headers={"Accept-Encoding": "gzip"}, auto_decompress=False) as events:
+        assert events.status == 200 and "Content-Encoding" not in events.headers
+        first = await asyncio.wait_for(events.content.readany(), WAIT_S)
+        assert first.decode("utf-8")
 
 
 async def test_network_geojson_bbox_bounded_and_cached(client: TestClient) -> None:

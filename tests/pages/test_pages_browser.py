@@ -13,12 +13,14 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ import asyncpg
 import pytest
 
 from sonae.embedded import free_port
-from tests.conftest import with_database
+from tests.conftest import shared_data, with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -148,10 +150,11 @@ def browser() -> Iterator[Browser]:
             b.close()
 
 
-def _context(browser: Browser, *, geolocation: bool = True, **extra: Any) -> BrowserContext:
+def _context(browser: Browser, *, geolocation: bool | dict[str, float] = True, **extra: Any) -> BrowserContext:
+    """A browser context; ``geolocation`` True gives HOME, a dict gives that position, False none."""
     options: dict[str, Any] = {"viewport": {"width": 412, "height": 915}, "locale": "ja-JP", "device_scale_factor": 1}
     if geolocation:
-        options.update(geolocation=HOME, permissions=["geolocation"])
+        options.update(geolocation=HOME if geolocation is True else geolocation, permissions=["geolocation"])
     options.update(extra)
     return browser.new_context(**options)
 
@@ -230,11 +233,15 @@ def test_resident_page_shows_a_level_and_draws_a_route_ending_at_a_shelter(resid
         if path == "/api/v1/network.geojson":
             cell = [float(v) for v in query.removeprefix("bbox=").split(",")]
             assert all(abs(v * 100 - round(v * 100)) < 1e-6 for v in cell), u
+        elif path == "/api/v1/shelters":
+            # shelters by area: the map view widened to a 0.05° grid, never the position itself
+            params = urllib.parse.parse_qs(query)
+            assert set(params) <= {"bbox", "limit"}, u
+            cell = [float(v) for v in params["bbox"][0].split(",")]
+            assert all(abs(v * 20 - round(v * 20)) < 1e-6 for v in cell), u
         elif path in ("/api/v1/route", "/api/v1/level"):
             # the page sends what the server uses: 4 decimals (~10 m), never the device's full precision
-            from urllib.parse import parse_qs
-
-            sent = parse_qs(query)
+            sent = urllib.parse.parse_qs(query)
             assert all(len(sent[k][0].partition(".")[2]) <= 4 for k in ("lat", "lon")), u
         else:
             assert "lat=" not in query and "lon=" not in query and "37.4" not in query, u
@@ -410,13 +417,298 @@ def test_resident_page_is_light_keyboard_usable_and_printable(browser: Browser, 
         page.keyboard.press("Enter")
         _wait_route(page)
         assert page.locator("#steps li").count() >= 2
-        # a landmark works the same way
-        page.select_option("#landmark", index=3)
+        # a landmark works the same way: typed words find shelters (server-side) and gauges by name
+        shelters = sonae.api("GET", "/api/v1/shelters?format=json")["shelters"]
+        word = shelters[3]["name"][:3]
+        page.fill("#landmark", word)
+        page.wait_for_selector("#landmark-results button[data-pick]")
+        names = page.locator("#landmark-results button[data-pick]").all_inner_texts()
+        assert names and all(word in n for n in names), names
+        assert len(names) <= 16
+        page.locator("#landmark-results button[data-pick]").first.click()
         page.wait_for_function("() => document.getElementById('where-status').textContent.includes('目印')")
         _wait_route(page)
         page.emulate_media(media="print")
         assert not page.is_visible("#locate") and page.is_visible("#steps")
         shot(page, "resident-print")
         page.pdf(path=str(SHOTS / "resident-print.pdf")) if hasattr(page, "pdf") else None
+    finally:
+        ctx.close()
+
+
+# -- phones: nothing wider than the screen, nothing cut; each language in its own words ---------------------
+@pytest.fixture(scope="module")
+def safe_home(sonae: Sonae) -> dict[str, float]:
+    """A position in the service area as far as possible from every hazard area (armed or not), so its route
+    does not depend on where the simulated flood is at the moment."""
+    from shapely.geometry import Point, shape
+    from shapely.ops import unary_union
+
+    west, south, east, north = sonae.api("GET", "/api/v1/service")["service_area"]
+    areas = unary_union([shape(f["geometry"]) for f in sonae.api("GET", "/api/v1/hazards?state=all")["features"]])
+    best = max(((south + (north - south) * (i + 0.5) / 12, west + (east - west) * (j + 0.5) / 12)
+                for i in range(1, 11) for j in range(1, 11)),
+               key=lambda p: areas.distance(Point(p[1], p[0])) if not areas.is_empty else 0.0)
+    return {"latitude": round(best[0], 4), "longitude": round(best[1], 4)}
+
+
+
+WIDTHS = (320, 360, 390)
+LANGS = ("ja", "en", "ja-easy")
+
+#: Elements whose right edge passes the viewport (or a clipping ancestor) by more than half a pixel, and the
+#: document's own width. SVG content is the map's business (clipped on purpose); the skip link waits off-screen.
+_CUT = """() => {
+    const vw = document.documentElement.clientWidth, out = [];
+    // the "visually hidden" pattern (.sr-only, a phone's table header): a 1 px clipped box, read by screen readers
+    const hiddenForScreenReaders = (e) => {
+        for (let a = e; a && a !== document.body; a = a.parentElement) {
+            const r = a.getBoundingClientRect();
+            if (getComputedStyle(a).position === 'absolute' && r.width <= 1 && r.height <= 1) return true;
+        }
+        return false;
+    };
+    for (const e of document.body.querySelectorAll('*')) {
+        if (e.closest('svg') || e.classList.contains('skip') || hiddenForScreenReaders(e)) continue;
+        const r = e.getBoundingClientRect();
+        if (!r.width || !r.height) continue;
+        const st = getComputedStyle(e);
+        if (st.visibility === 'hidden' || st.display === 'none') continue;
+        if (r.right > vw + 0.5 || r.left < -0.5) out.push([e.id || e.className || e.tagName, Math.round(r.left), Math.round(r.right)]);
+        // text cut by its own box (overflow hidden/clip): more content than room
+        if (/(hidden|clip)/.test(st.overflowX) && e.scrollWidth > e.clientWidth + 1 && !e.classList.contains('map'))
+            out.push([e.id || e.className || e.tagName, 'scrollWidth', e.scrollWidth, e.clientWidth]);
+    }
+    for (const id of ['level-name', 'level-num']) {  // the level box's text stays inside the box
+        const t = document.getElementById(id), box = document.getElementById('level');
+        if (t && box && t.getBoundingClientRect().right > box.getBoundingClientRect().right - 2) out.push([id, 'outside #level']);
+    }
+    return {width: document.documentElement.scrollWidth, bodyWidth: document.body.scrollWidth, vw, cut: out.slice(0, 10)};
+}"""
+
+
+def _fits(page: Page, width: int, what: str) -> None:
+    got = page.evaluate(_CUT)
+    assert got["vw"] == width, got
+    assert got["width"] <= width and got["bodyWidth"] <= width, f"{what}: page {got['width']} px wide at {width} px"
+    assert not got["cut"], f"{what}: cut at {width} px: {got['cut']}"
+
+
+def test_resident_page_fits_phones_in_every_language(browser: Browser, sonae: Sonae,
+        safe_home: dict[str, float]) -> None:
+    """320, 360 and 390 px wide, ja / en / やさしい日本語, with a route and its details shown."""
+    ctx = _context(browser, viewport={"width": 390, "height": 844}, geolocation=safe_home)
+    try:
+        page = ctx.new_page()
+        page.goto(sonae.url + "/")
+        _wait_route(page)
+        page.wait_for_selector("#route-details:not([hidden])")
+        for lang in LANGS:
+            page.click(f"button[data-lang={lang}]")
+            page.wait_for_function("(l) => window.sonaeResident.routeLang === l && window.sonaeResident.route"
+                                   " && document.documentElement.lang === (l === 'en' ? 'en' : 'ja')", arg=lang)
+            _wait_route(page)
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 844})
+                page.wait_for_function("(w) => document.documentElement.clientWidth === w", arg=width)
+                _fits(page, width, f"resident {lang}")
+                shot(page, f"phone-resident-{lang}-{width}")
+                for part in ("level-card", "route-card"):
+                    page.locator(f"#{part}").screenshot(path=str(SHOTS / f"phone-resident-{part}-{lang}-{width}.png"))
+        # the map: the target shelter's label inside the map, the route line starting at the pin
+        label = page.evaluate("""() => {
+            const svg = document.getElementById('map-svg').getBoundingClientRect();
+            const t = document.querySelector('.layer-points text.map-label');
+            if (!t) return null;
+            const r = t.getBoundingClientRect();
+            return {inside: r.left >= svg.left - 1 && r.right <= svg.right + 1 && r.top >= svg.top - 1 && r.bottom <= svg.bottom + 1};
+        }""")
+        assert label and label["inside"], label
+        access = page.get_attribute(".layer-route [data-id=route-access]", "d") or ""
+        first = page.evaluate("window.sonaeResident.route.geometry.coordinates[0]")
+        pos = page.evaluate("window.sonaeResident.pos")
+        m = re.fullmatch(r"M([-\d.]+) ([-\d.]+)L([-\d.]+) ([-\d.]+)", access)
+        assert m, access
+        pin = page.get_attribute(".layer-me path", "d") or ""
+        tip = re.match(r"M([-\d.]+) ([-\d.]+)", pin)
+        assert tip, pin
+        assert abs(float(tip.group(1)) - float(m.group(1))) < 0.2 and abs(float(tip.group(2)) - float(m.group(2))) < 0.2, \
+            "the dotted line starts at the pin's tip"
+        end = page.evaluate("(c) => window.sonaeMap.project(c[0], c[1])", first)
+        assert abs(end[0] - float(m.group(3))) < 0.2 and abs(end[1] - float(m.group(4))) < 0.2, "…and ends where the route starts"
+        assert pos is not None
+    finally:
+        ctx.close()
+
+
+def test_staff_console_fits_phones_and_hides_what_needs_a_login(browser: Browser, sonae: Sonae) -> None:
+    token = sonae.token()
+    muni = sonae.api("GET", "/api/v1/shelters?format=json&limit=1")["shelters"][0]["municipality_code"]
+    order = sonae.api("POST", "/api/v1/orders", {"level": 3, "municipality_code": muni, "exercise": True,
+                                                  "note": "test: phone layout"}, token=token)
+    ctx = _context(browser, geolocation=False, viewport={"width": 390, "height": 844})
+    try:
+        page = ctx.new_page()
+        page.goto(sonae.url + "/staff")
+        page.wait_for_function("() => document.body.dataset.ready")
+        # before logging in: no "Log out", no console parts
+        assert not page.is_visible("#logout") and not page.is_visible("#who-box")
+        assert not page.is_visible("#alerts-card")
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 844})
+            _fits(page, width, "staff login")
+            shot(page, f"phone-staff-login-{width}")
+        page.fill("#username", "drillstaff")
+        page.fill("#password", PASSWORD)
+        page.click("#login button[type=submit]")
+        page.wait_for_function("() => document.body.dataset.loaded")
+        page.wait_for_selector("#alerts button.ack")
+        assert page.is_visible("#logout")
+        rows = page.locator("#alerts tr").all_inner_texts()
+        assert rows and not any(re.search(r"\b(river_level|evacuation_order|low_battery|silent|fault)\b", r) for r in rows), rows
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 844})
+            page.wait_for_function("(w) => document.documentElement.clientWidth === w", arg=width)
+            _fits(page, width, "staff console")
+            shot(page, f"phone-staff-console-{width}")
+            for part in ("alerts-card", "map-card"):
+                page.locator(f"#{part}").screenshot(path=str(SHOTS / f"phone-staff-{part}-{width}.png"))
+        # the level header on one line, the exercise tag whole (one line box each)
+        page.set_viewport_size({"width": 1280, "height": 900})
+        heights = page.evaluate("""() => [...document.querySelectorAll('#alerts-card th:first-child, #alerts .tag-ex')]
+            .map(e => e.getClientRects().length)""")
+        assert heights and all(n == 1 for n in heights), heights
+        # station labels on the map never overlap
+        boxes = page.evaluate("""() => [...document.querySelectorAll('#map-svg text.map-label')].map(t => {
+            const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })""")
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not (a[0] < b[2] - 1 and a[2] > b[0] + 1 and a[1] < b[3] - 1 and a[3] > b[1] + 1), (a, b)
+    finally:
+        ctx.close()
+        sonae.api("POST", f"/api/v1/orders/{order['order_id']}/cancel", {}, token=token)
+
+
+#: Japanese script and punctuation (kana, kanji, CJK and full-width punctuation): none in English text
+_JAPANESE = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+#: Latin words allowed in Japanese text: the product's name, a key's name and units
+_LATIN_OK = {"Sonae", "Enter", "m", "km"}
+
+
+def test_each_language_uses_only_its_own_words(browser: Browser, sonae: Sonae,
+        safe_home: dict[str, float]) -> None:
+    """The page's own words are in the chosen language.
+
+    Rule: the visible text (innerText) of the page, less text inside an element that declares another
+    language (``lang``, as the language buttons do) and less the proper names that come from data
+    (shelter names and addresses, station, river, municipality and road names: they are names, written as
+    their owners write them), must contain no Japanese script or punctuation in English, and no Latin words
+    in Japanese or やさしい日本語 beyond ``Sonae``, ``Enter`` and units.
+    """
+    ctx = _context(browser, viewport={"width": 390, "height": 844}, geolocation=safe_home)
+    try:
+        page = ctx.new_page()
+        page.goto(sonae.url + "/")
+        _wait_route(page)
+        page.wait_for_selector("#route-details:not([hidden])")
+        page.wait_for_function("() => document.getElementById('level-source').textContent")
+        for lang in LANGS:
+            page.click(f"button[data-lang={lang}]")
+            page.wait_for_function("(l) => window.sonaeResident.routeLang === l && window.sonaeResident.route", arg=lang)
+            page.wait_for_function("() => document.getElementById('where-status').textContent")
+            text = page.evaluate("""() => {
+                const clone = document.body.cloneNode(true);
+                const live = [...document.body.querySelectorAll('*')];
+                const copy = [...clone.querySelectorAll('*')];
+                const root = document.documentElement.lang;
+                copy.forEach((e, i) => {
+                    const st = getComputedStyle(live[i]);
+                    if (st.display === 'none' || live[i].closest('[hidden]') || (e.lang && e.lang !== root)) e.remove();
+                });
+                return clone.textContent;
+            }""")
+            names = page.evaluate("""() => {
+                const s = window.sonaeResident, out = [];
+                const r = s.route && s.route.properties;
+                if (r && r.shelter) out.push(r.shelter.name, r.shelter.address || '');
+                for (const st of (r && r.steps) || []) out.push(st.name || st.road || '');
+                for (const x of s.stations) out.push(x.name, x.name_en || '', x.river || '');
+                for (const a of s.alerts) out.push(a.municipality_name || '', a.municipality_name_en || '', a.station_name || '');
+                return out.filter(Boolean).sort((a, b) => b.length - a.length);
+            }""")
+            for name in names:
+                text = text.replace(name, " ")
+            where = page.inner_text("#where-status")
+            if lang == "en":
+                found = sorted(set(_JAPANESE.findall(text)))
+                assert not found, f"Japanese in English: {found} in {text[:2000]!r}"
+                assert where == "Your location (device)"
+            else:
+                words = set(re.findall(r"[A-Za-z]+", text)) - _LATIN_OK
+                assert not words, f"English in {lang}: {sorted(words)}"
+        # the lists follow the language: 、 in Japanese, ", " in English
+        page.click("button[data-lang=en]")
+        page.wait_for_function("() => window.sonaeResident.lang === 'en'")
+        hazards = page.inner_text("#shelter-hazards")
+        assert "、" not in hazards
+    finally:
+        ctx.close()
+
+
+def _real_gauges() -> list[dict[str, Any]]:
+    """The real MLIT 危機管理型 gauges of Fukushima (one per station code, with its name and position)."""
+    import csv
+    import gzip
+
+    path = shared_data("river_levels", "mlit_kriver_fukushima_gauges_over_threshold_2025-09_to_2026-08.csv.gz")
+    gauges: dict[str, dict[str, Any]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            gauges.setdefault(row["station_code"], {"name": row["station_name"], "lat": float(row["latitude"]),
+                                                    "lon": float(row["longitude"])})
+    return list(gauges.values())
+
+
+def test_map_labels_of_the_real_gauges_never_overlap_and_thin_out_by_zoom(browser: Browser, sonae: Sonae) -> None:
+    """map.js's label placement with every real gauge of the prefecture on a phone-sized map."""
+    gauges = _real_gauges()
+    assert len(gauges) > 200
+    ctx = _context(browser, geolocation=False, viewport={"width": 360, "height": 800})
+    try:
+        page = ctx.new_page()
+        page.goto(sonae.url + "/staff")
+        page.wait_for_function("() => document.body.dataset.ready")
+        measure = """() => {
+            const svg = document.getElementById('test-map'), box = svg.getBoundingClientRect();
+            const labels = [...svg.querySelectorAll('text.map-label')].map(t => {
+                const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; });
+            return {labels, points: svg.querySelectorAll('rect').length,
+                    inside: labels.every(r => r[0] >= box.left - 1 && r[2] <= box.right + 1 && r[1] >= box.top - 1 && r[3] <= box.bottom + 1)};
+        }"""
+        page.evaluate("""(gauges) => {
+            const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+            svg.id = 'test-map';
+            svg.style.width = '330px';
+            document.body.prepend(svg);
+            const map = new window.Sonae.SvgMap(svg, {aspect: 0.75});
+            window.testMap = map;
+            map.setView(window.Sonae.boundsOf(gauges.map(g => [g.lon, g.lat])), 0.02);
+            map.setLayer('points', gauges.map((g, i) => ({point: [g.lon, g.lat], shape: 'square', r: 6, cls: 'station st-0',
+                                                        label: g.name, labelPriority: i % 7 === 0 ? 3 : 0})));
+        }""", gauges)
+        whole = page.evaluate(measure)
+        page.evaluate("() => { window.testMap.zoom(4); }")
+        zoomed = page.evaluate(measure)
+        for got in (whole, zoomed):
+            assert got["inside"], "every label inside the map"
+            boxes = got["labels"]
+            for i, a in enumerate(boxes):
+                for b in boxes[i + 1:]:
+                    assert not (a[0] < b[2] - 0.5 and a[2] > b[0] + 0.5 and a[1] < b[3] - 0.5 and a[3] > b[1] + 0.5), (a, b)
+        assert whole["points"] == len(gauges) and 0 < len(whole["labels"]) < len(gauges) / 4, whole["points"]
+        # zoomed in: fewer gauges in view, a larger share of them labelled
+        assert zoomed["points"] < whole["points"]
+        assert len(zoomed["labels"]) / zoomed["points"] > len(whole["labels"]) / whole["points"]
+        page.locator("#test-map").screenshot(path=str(SHOTS / "map-real-gauges-360.png"))
     finally:
         ctx.close()

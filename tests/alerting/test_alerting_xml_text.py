@@ -1,0 +1,163 @@
+"""Text XML cannot carry (issue #15 item 3): every XML writer goes through sonae.xmltext.
+
+The listed input is U+000B (Excel's in-cell line break) in an order note, an area description and a
+station name; before the fix it made the alert's ``.cap`` and the whole ``feed.atom`` unparseable.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from alerting import store
+from alerting.cap import render_atom, render_cap
+from alerting.cap_identity import CapProfile, load_profile
+from alerting.rules import Transition
+from api.app import create_app
+from api.auth import create_account, login
+from evac.drilltown import _tags
+from ingest.registry import Municipality, Station, upsert_municipalities, upsert_stations
+from notify.messages import webhook_cap
+from sonae.config import Settings
+from sonae.xmltext import REPLACEMENT, is_xml_text, to_xml_bytes, xml_text
+from tests.alerting.cap_support import assert_valid_cap
+from tests.alerting.test_alerting_cap import PREVIOUS, alert
+from tests.api_support import start_client
+
+VT = "\u000b"
+RING = [[140.35, 37.39], [140.40, 37.39], [140.40, 37.42], [140.35, 37.42], [140.35, 37.39]]
+NS = {"a": "http://www.w3.org/2005/Atom"}
+
+
+def test_the_listed_characters_are_replaced() -> None:
+    assert xml_text(f"一行目{VT}二行目") == "一行目\n二行目"  # Excel's line break stays a line break
+    assert xml_text("a\fb") == "a\nb"
+    for bad in ("\x01", "\x1f", "\ufffe", "\uffff", "\ud800", "\udfff"):
+        assert xml_text(f"x{bad}y") == f"x{REPLACEMENT}y", repr(bad)
+    keep = "tab\tLF\nCR\r 日本語 \U0001f30a \ue000 \ufffd"
+    assert xml_text(keep) is keep  # nothing to do: the same object
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=60))
+def test_any_text_becomes_parseable_xml(text: str) -> None:
+    """Any Python string (controls, non-characters, lone surrogates) in text and attributes parses."""
+    root = ET.Element("r", {"a": text})
+    ET.SubElement(root, "c").text = text
+    doc = etree.fromstring(to_xml_bytes(root))
+    clean = xml_text(text)
+    assert is_xml_text(clean) and len(clean) == len(text)
+    assert doc.get("a") == clean  # attributes escape tab, LF and CR
+    assert (doc[0].text or "") == clean.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def test_drill_town_osm_tags_are_sanitised() -> None:
+    line = _tags({"name": f"訓練{VT}通り"})
+    etree.fromstring(f"<node>{line}</node>".encode())
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
+    c = await start_client(create_app(pool=pool, settings=settings))
+    yield c
+    await c.close()
+
+
+async def _staff_token(pool: asyncpg.Pool) -> str:
+    async with pool.acquire() as conn:
+        await create_account(conn, username="kori", password="correct horse battery", role="staff",
+                             municipality_code="072036")
+        result = await login(conn, "kori", "correct horse battery")
+    assert result is not None
+    return result[0]
+
+
+async def test_vertical_tab_in_notes_areas_and_names_keeps_cap_and_feed_valid(
+        client: TestClient, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await upsert_municipalities(conn, [Municipality("072036", f"郡山{VT}市", f"Kori{VT}yama", "福島県")])
+        await upsert_stations(conn, [Station(id="akutsu", name=f"阿久津{VT}観測所", name_en=f"Akutsu{VT}",
+                                             river=f"阿武隈{VT}川", municipality_code="072036", lat=37.41, lon=140.38,
+                                             th_standby=4.0, th_caution=5.5, th_evacuation=5.7, th_danger=6.8)])
+        async with conn.transaction():
+            gauge = await store.apply_transition(
+                conn, station_id="akutsu", municipality_code="072036", exercise=False,
+                t=Transition("river_level", None, 4, datetime.now(UTC).timestamp(), 5.8, 5.7, "threshold"))
+    assert gauge is not None
+    headers = {"Authorization": f"Bearer {await _staff_token(pool)}"}
+    r = await client.post("/api/v1/orders", json={"level": 4, "note": f"川沿いの方は{VT}直ちに避難",
+                                                  "area_desc": f"阿久津{VT}地区",
+                                                  "area": {"type": "Polygon", "coordinates": [RING]}},
+                          headers=headers)
+    assert r.status == 201, await r.text()
+    order = await r.json()
+    r = await client.post("/api/v1/orders", json={"level": 3, "note": f"全域{VT}"}, headers=headers)  # no area_desc
+    assert r.status == 201, await r.text()
+    whole = await r.json()
+
+    feed = await client.get("/api/v1/alerts/feed.atom")
+    assert feed.status == 200
+    doc = etree.fromstring(await feed.read())
+    hrefs = [link.get("href") for link in doc.iterfind("a:entry/a:link", NS)]
+    assert len(hrefs) == 3
+    texts = []
+    for href in hrefs:
+        cap = await client.get("/api/v1/alerts/" + href.rsplit("/", 1)[1])
+        xml = await cap.read()
+        assert_valid_cap(xml)
+        texts.append(xml.decode())
+    joined = "\n".join(texts)
+    assert "川沿いの方は\n直ちに避難" in joined and "阿久津\n地区" in joined and "阿久津\n観測所" in joined
+    assert "郡山\n市" in joined and VT not in joined
+
+    # webhook CAP bodies (notify) are the same writer
+    async with pool.acquire() as conn:
+        for alert_id in (gauge.alert_id, order["alert_id"], whole["alert_id"]):
+            alert = await store.get_alert(conn, alert_id)
+            assert alert is not None
+            assert_valid_cap(webhook_cap(alert, await store.messages_of(conn, alert_id),
+                                         await load_profile(conn)).encode())
+
+
+def test_no_xml_writer_bypasses_the_sanitiser() -> None:
+    """Every module that serialises XML does it through sonae.xmltext (a grep, so a new writer is seen)."""
+    root = Path(__file__).resolve().parents[2]
+    writers = []
+    for package in ("sonae", "ingest", "alerting", "evac", "notify", "api", "simulators"):
+        for path in (root / package).rglob("*.py"):
+            source = path.read_text(encoding="utf-8")
+            if path.name == "xmltext.py":
+                continue
+            if "ET.tostring" in source or ".tostring(" in source or "quoteattr(" in source \
+                    or "<?xml" in source:
+                writers.append(path.relative_to(root).as_posix())
+                assert "sonae.xmltext" in source, f"{path} writes XML without sonae.xmltext"
+    assert "alerting/cap.py" not in writers  # it goes through to_xml_bytes only
+    assert "evac/drilltown.py" in writers
+
+
+_ANY_TEXT = st.text(alphabet=st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=40)
+
+
+@settings(max_examples=30, deadline=None)
+@given(note=_ANY_TEXT, area_desc=_ANY_TEXT, station=_ANY_TEXT, municipality=_ANY_TEXT)
+def test_any_entered_text_still_gives_schema_valid_cap(note: str, area_desc: str, station: str,
+                                                       municipality: str) -> None:
+    """Whatever staff or an import put in a note, an area description or a name: valid CAP and Atom."""
+    profile = CapProfile("prop", "sonae@sonae.test")
+    order = alert(condition="evacuation_order", station_id=None, order_id=3, level=4, version=1, lat=None, lon=None,
+                  area={"type": "Polygon", "coordinates": [RING]}, area_desc=area_desc, order_note=note,
+                  municipality_name=municipality, reason="order")
+    gauge = alert(station_name=station, station_name_en=station, river=station, municipality_name=municipality)
+    for a in (order, gauge, {**order, "area_desc": None, "state": "cleared", "cleared_at": order["changed_at"],
+                             "order_cancel_note": note}):
+        assert_valid_cap(render_cap(a, PREVIOUS, profile=profile))
+    etree.fromstring(render_atom([order, gauge], base_url="https://sonae.test", profile=profile))
