@@ -26,11 +26,10 @@ from api.auth import authenticate
 from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
-from api.params import ascii_digits, choice, flag, query_int
+from api.params import ascii_digits, choice, flag, instant, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.ratelimit import client_address
-from api.stations import parse_time_param
 
 routes = web.RouteTableDef()
 
@@ -98,8 +97,8 @@ async def active_alerts(request: web.Request) -> web.Response:
 async def alert_history(request: web.Request) -> web.Response:
     exercise = flag(request, "exercise")
     audience, municipality = await _audience(request, municipality_filter(request))
-    until = parse_time_param(request, "to", datetime.now(UTC))
-    since = parse_time_param(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
+    until = instant(request, "to", datetime.now(UTC))
+    since = instant(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
     limit = query_int(request, "limit", default=500, lo=1, hi=5000)
     station = request.query.get("station") or None
     async with request.app[POOL].acquire() as conn:

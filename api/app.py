@@ -118,4 +118,9 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
 
     notify_http.setup(app)
     # -- end notify --
+    # -- ngsi (issue #22): the read-only NGSI-LD view under /ngsi-ld/v1/ --
+    from api import ngsi_ld
+
+    app.router.add_routes(ngsi_ld.routes)
+    # -- end ngsi --
     return app

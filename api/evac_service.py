@@ -3,8 +3,8 @@
 Startup (a background task started from the application's cleanup context, so the API answers at
 once and ``/readyz`` reports ``evac graph: not ready`` until the engine is built):
 
-1. the road network comes from the setting ``evac.network``: a file (``.osm``, ``.osm.bz2``,
-   ``.graphml``), or ``drilltown``: the deterministic drill town is generated once into
+1. the road network comes from the setting ``evac.network``: a file (``.npz`` from ``sonae graph
+   import``, ``.osm``, ``.osm.bz2``, ``.osm.pbf``, ``.graphml``), or ``drilltown``: the deterministic drill town is generated once into
    ``<state>/evac/drilltown`` and, while the ``shelters`` table is empty, its shelters and its
    gauge-linked exercise flood areas are imported (so ``sonae run --simulate`` routes out of the box);
    an empty setting disables routing (a fictional town must never answer real residents);
@@ -283,7 +283,9 @@ class EvacService:
             raise
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
-            log.exception("evacuation engine failed to load", extra={"source": self.source})
+            # one readable line (the setting's check already stopped start-up for a missing file)
+            log.error("the road network could not be loaded: routes answer 503 until evac.network is fixed",
+                      extra={"source": self.source, "error": self.failed})
             return
         self.network, self.map, self.area_rows = net, nmap, self._pending_rows
         w, s, e, n = nmap.bounds

@@ -35,7 +35,8 @@ HAZARD = q("hazard", {"type": "string", "enum": HAZARDS, "default": "flood"})
 PROFILE = q("profile", {"type": "string", "enum": PROFILES, "default": "walk"})
 LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Language")
 MUNICIPALITY = q("municipality", {"type": "string", "pattern": "^[0-9]{5,6}$"}, description="団体コード")
-TIME = {"type": "string", "format": "date-time"}
+TIME = {"type": "string", "format": "date-time",
+        "description": "ISO 8601; a time without an offset is Japan time (JST, UTC+9)"}
 EXERCISE = q("exercise", {"type": "string", "enum": ["true", "false"]}, description="drill data")
 
 OBJ: dict[str, Any] = {"type": "object"}
@@ -61,6 +62,7 @@ GEOJSON = {"200": {"description": "GeoJSON", "content": {"application/geo+json":
 def errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "Not logged in, or the token expired", 403: "Wrong role or municipality",
             404: "Not found", 409: "Conflict", 415: "Unsupported media type", 422: "Outside the service area",
+            406: "Not acceptable (NGSI-LD answers application/json or application/ld+json)",
             429: "Rate limited", 503: "Not ready"}
     return {str(c): {"description": text[c], "content": {"application/problem+json": {"schema": PROBLEM}}}
             for c in codes}
@@ -74,6 +76,18 @@ STAFF: list[dict[str, list[str]]] = [{"bearer": []}]
 STATION_ID = p("station_id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
 INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
 MUNI_CODE = {"type": "string", "pattern": "^[0-9]{5,6}$"}
+
+NGSI_ENTITY: dict[str, Any] = {"type": "object", "required": ["id", "type"],
+                               "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}
+NGSI_OPTIONS = q("options", {"type": "string"}, description="keyValues (simplified) or normalized")
+NGSI_FORMAT = q("format", {"type": "string", "enum": ["normalized", "keyValues", "simplified"]})
+
+
+def ngsi_ok(schema: dict[str, Any]) -> dict[str, Any]:
+    """200 as application/json (with a Link header) or application/ld+json (with @context)."""
+    return {"200": {"description": "OK", "content": {"application/json": {"schema": schema},
+                                                      "application/ld+json": {"schema": schema}}}}
+
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # -- operations --------------------------------------------------------------------------
@@ -331,6 +345,41 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Take an account off the roster (admin)", "tags": ["admin"], "security": STAFF,
         "parameters": [p("username")],
         "responses": {"204": {"description": "Removed"}, **errors(401, 403, 404)}},
+    # -- NGSI-LD (issue #22): a read-only view for a 都市OS / FIWARE context broker --------------
+    ("get", "/ngsi-ld/v1/entities"): {
+        "summary": "NGSI-LD entities: gauges (WaterObserved), shelters (PointOfInterest), active public alerts "
+                   "(Alert), municipality levels; devices (Device) for staff", "tags": ["NGSI-LD"],
+        "description": "ETSI GS CIM 009 query subset; Accept application/ld+json puts @context in the body, "
+                       "application/json answers with a Link header. Errors use NGSI-LD problem types.",
+        "parameters": [q("type", {"type": "string"}), q("id", {"type": "string"}), q("idPattern", {"type": "string"}),
+                       q("q", {"type": "string"}), q("attrs", {"type": "string"}),
+                       q("georel", {"type": "string"}), q("geometry", {"type": "string",
+                                                                      "enum": ["Point", "Polygon", "MultiPolygon"]}),
+                       q("coordinates", {"type": "string"}), q("geoproperty", {"type": "string"}),
+                       q("limit", {"type": "integer", "minimum": 0, "maximum": 1000}),
+                       q("offset", {"type": "integer", "minimum": 0}),
+                       q("count", {"type": "string", "enum": ["true", "false"]}), NGSI_OPTIONS, NGSI_FORMAT],
+        "responses": {**ngsi_ok({"type": "array", "items": NGSI_ENTITY}), **errors(400, 401, 403, 406, 429, 503)}},
+    ("get", "/ngsi-ld/v1/entities/{entity_id}"): {
+        "summary": "One NGSI-LD entity", "tags": ["NGSI-LD"],
+        "parameters": [p("entity_id"), q("attrs", {"type": "string"}), NGSI_OPTIONS, NGSI_FORMAT],
+        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429, 503)}},
+    ("get", "/ngsi-ld/v1/temporal/entities/{entity_id}"): {
+        "summary": "An entity's history from readings or the 10m/1h/1d rollups", "tags": ["NGSI-LD"],
+        "parameters": [p("entity_id"), q("attrs", {"type": "string"}),
+                       q("timerel", {"type": "string", "enum": ["before", "after", "between"]}),
+                       q("timeAt", TIME), q("endTimeAt", TIME),
+                       q("lastN", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                       q("aggrMethods", {"type": "string"}),
+                       q("aggrPeriodDuration", {"type": "string", "enum": ["PT10M", "PT1H", "PT60M", "P1D", "PT24H"]}),
+                       q("options", {"type": "string"})],
+        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429, 503)}},
+    ("get", "/ngsi-ld/v1/contexts/sonae.jsonld"): {
+        "summary": "Sonae's JSON-LD @context (NGSI-LD core, Smart Data Models, Sonae's terms)", "tags": ["NGSI-LD"],
+        "responses": {**ok(media="application/ld+json"), **errors(429)}},
+    ("get", "/ngsi-ld/v1/vocab"): {
+        "summary": "Sonae's NGSI-LD vocabulary (its own terms, in Japanese and English)", "tags": ["NGSI-LD"],
+        "responses": {**ok(media="application/ld+json"), **errors(429)}},
 }
 
 COMPONENTS: dict[str, Any] = {
@@ -376,7 +425,7 @@ def registered_operations(app: web.Application) -> set[tuple[str, str]]:
             continue
         info = route.resource.get_info()
         path = info.get("path") or info.get("formatter")
-        if path is None or not (path.startswith("/api/") or path in OPERATIONS_PATHS):
+        if path is None or not (path.startswith(("/api/", "/ngsi-ld/")) or path in OPERATIONS_PATHS):
             continue  # pages and static files are not part of the API
         # aiohttp keeps regex parts in the formatter: "{alert_id}" stays as is
         out.add((route.method.lower(), path))

@@ -4,11 +4,13 @@ names it (and never echoes a value that could be a position)."""
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from aiohttp import web
 
 from api.problems import Problem
 from evac.guidance import LANGS
+from sonae.japantime import parse_iso_time
 
 
 def bad(name: str, detail: str) -> Problem:
@@ -141,3 +143,19 @@ def query_int(request: web.Request, name: str, *, default: int, lo: int, hi: int
     if not lo <= value <= hi:
         raise bad(name, f"parameter {name!r} must be a whole number from {lo} to {hi}")
     return value
+
+
+def instant(request: web.Request, name: str, default: datetime) -> datetime:
+    """An ISO 8601 time parameter as an aware UTC ``datetime`` (``default`` when absent or empty).
+
+    Without an offset the time is Japan time (JST), the same rule as ingest (:mod:`sonae.japantime`);
+    ``2026-07-12`` is 00:00 JST that day.
+    """
+    raw = request.query.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse_iso_time(raw)
+    except (ValueError, OverflowError):
+        raise bad(name, f"parameter {name!r} is not an ISO 8601 time (without an offset it is read as "
+                        "Japan time, e.g. 2026-07-12T09:00 or 2026-07-12T00:00Z)") from None

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from api.context import POOL
 from api.csvexport import csv_text
+from api.params import instant
 from api.params import municipality as municipality_param
 from api.problems import Problem
 from ingest import queries
@@ -18,29 +19,10 @@ from ingest.registry import THRESHOLD_FIELDS
 routes = web.RouteTableDef()
 
 MAX_RANGE = timedelta(days=366)
-#: query times are clamped to this range (PostgreSQL and Python both handle it, with room for offsets)
-TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
-TIME_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def _iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z") if ts else None
-
-
-def parse_time_param(request: web.Request, name: str, default: datetime) -> datetime:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Problem(400, "Bad Request", f"parameter {name!r} is not an ISO 8601 time", parameter=name) from None
-    try:
-        ts = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError:  # year 1 with +09:00 or year 9999 with -09:00: before or after anything stored
-        return TIME_MIN if parsed.year < 2000 else TIME_MAX
-    # a time far outside any data is as good as the nearest bound (and stays in PostgreSQL's range)
-    return min(max(ts, TIME_MIN), TIME_MAX)
 
 
 def station_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +93,8 @@ async def get_station(request: web.Request) -> web.Response:
 async def get_readings(request: web.Request) -> web.Response:
     station_id = _station_id(request)
     now = datetime.now(UTC)
-    end = parse_time_param(request, "to", now + timedelta(minutes=5))
-    start = parse_time_param(request, "from", end - timedelta(hours=24))
+    end = instant(request, "to", now + timedelta(minutes=5))
+    start = instant(request, "from", end - timedelta(hours=24))
     if start >= end:
         raise Problem(400, "Bad Request", "'from' must be before 'to'")
     if end - start > MAX_RANGE:
@@ -130,7 +112,7 @@ async def get_readings(request: web.Request) -> web.Response:
                 raise Problem(400, "Bad Request", "bucket must be 10m, 1h or 1d", parameter="bucket")
             rows = await queries.rollup(conn, station_id, bucket=bucket, kind=kind, start=start, end=end)
             data = [{"bucket": _iso(r["bucket"]), "min": r["min"], "max": r["max"], "avg": r["avg"],
-                     "last": r["last"], "n": r["n"], "exercise": r["exercise"]} for r in rows]
+                     "sum": r["sum"], "last": r["last"], "n": r["n"], "exercise": r["exercise"]} for r in rows]
         else:
             rows = await queries.series(conn, station_id, kind=kind, start=start, end=end)
             data = [{"ts": _iso(r["ts"]), "value": r["value"], "exercise": r["exercise"]} for r in rows]

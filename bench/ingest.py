@@ -1,6 +1,7 @@
 """Ingest benchmark: committed readings per second, against the ceilings measured in the same run.
 
     .venv/bin/python bench/ingest.py [--messages 50000] [--naive-messages 10000] [--senml-messages 2000]
+                                     [--timescale-url URL | --timescale-url none]
 
 Each consumer drains the same backlog: a separate publisher process first publishes the QoS 1 stream
 to a persistent session on Sonae's own Mosquitto (started here with Sonae's configuration), then the
@@ -11,7 +12,14 @@ makes the table complete). The consumers:
 (b) ``mosquitto_sub`` draining the same volume (the broker's ceiling),
 (c) a naive ingestor: one INSERT and one ack per message,
 (d) Sonae's ingestor (batches, ack after commit), and
-(e) Sonae's ingestor with SenML packs of 100 readings per message.
+(e) Sonae's ingestor with SenML packs of 100 readings per message,
+(f), (g) (d) and (e) again with TimescaleDB as the database (a hypertable with compression), reported
+beside plain PostgreSQL as the ratios f/d and g/e. The TimescaleDB server is ``--timescale-url`` (or
+``SONAE_BENCH_TIMESCALE_URL``), else one started with ``shared/timescaledb/timescaledb-server`` in
+``.state/bench-timescaledb``; without either, (f) and (g) are skipped and say why.
+
+A consumer that stops receiving for ``--stall-s`` seconds is stopped and its loss reported (stored
+count and how many are missing) instead of waiting for ever.
 
 Targets on a 2-core machine: (d) ≥ 0.7 × (a), (d) ≥ 5 × (c), zero loss, and (e) ≥ 100,000 readings/s.
 Results are printed and written to ``.state/bench/ingest.json``.
@@ -23,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,7 +107,7 @@ def make_session(url: str, client_id: str, topic: str) -> None:
     c.loop_stop()
 
 
-def paho_counter(url: str, client_id: str, expected: int) -> float:
+def paho_counter(url: str, client_id: str, expected: int, stall_s: float) -> float:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -119,11 +129,16 @@ def paho_counter(url: str, client_id: str, expected: int) -> float:
     started = time.perf_counter()
     c.connect(host, int(port), clean_start=False, properties=props)
     c.loop_start()
-    assert done.wait(600), f"paho counter got {count}/{expected}"
+    seen = -1
+    while not done.wait(stall_s):
+        if count == seen:
+            print(f"    paho counter stalled: received {count}/{expected} ({expected - count} lost)", flush=True)
+            break
+        seen = count
     elapsed = time.perf_counter() - started
     c.disconnect()
     c.loop_stop()
-    return expected / elapsed
+    return count / elapsed
 
 
 def mosquitto_sub(url: str, client_id: str, topic: str, expected: int) -> float | None:
@@ -137,13 +152,19 @@ def mosquitto_sub(url: str, client_id: str, topic: str, expected: int) -> float 
     return expected / (time.perf_counter() - started)
 
 
-async def naive_ingestor(url: str, db: str, client_id: str, expected: int) -> float:
+async def naive_ingestor(url: str, db: str, client_id: str, expected: int, stall_s: float) -> float:
     conn = await asyncpg.connect(db)
     started = time.perf_counter()
     client = MqttClient(url, client_id=client_id, persistent=True, manual_ack=True, max_inflight=1000)
     await client.connect()
     n = 0
-    async for msg in client.messages():
+    stream = aiter(client.messages())
+    while True:
+        try:
+            msg = await asyncio.wait_for(anext(stream), stall_s)
+        except (TimeoutError, StopAsyncIteration):
+            print(f"    naive ingestor stalled: stored {n}/{expected} ({expected - n} lost)", flush=True)
+            break
         body = json.loads(msg.payload)
         station = msg.topic.split("/")[3]
         await conn.execute(
@@ -156,20 +177,32 @@ async def naive_ingestor(url: str, db: str, client_id: str, expected: int) -> fl
     elapsed = time.perf_counter() - started
     await client.close()
     await conn.close()
-    return expected / elapsed
+    return n / elapsed
 
 
-async def sonae_ingestor(url: str, pool: asyncpg.Pool, client_id: str, expected_rows: int,
-                         batch_size: int = 5000) -> tuple[float, int]:
+async def sonae_ingestor(url: str, pool: asyncpg.Pool, client_id: str, expected_rows: int, *,
+                         stall_s: float, batch_size: int = 5000) -> tuple[float, int]:
+    """Rate (readings/s) until every reading is committed, or until nothing was committed for
+    ``stall_s`` seconds (then the rate of what arrived; the caller reports the loss)."""
     ingestor = Ingestor(pool=pool, mqtt_url=url, client_id=client_id, prefix=PREFIX, shared_group="",
                         max_inflight=20000, max_future_s=300, batch_size=batch_size)
     started = time.perf_counter()
     task = asyncio.create_task(ingestor.run())
-    while ingestor.totals["inserted"] + ingestor.totals["duplicates"] < expected_rows:
+    progress, last_change = -1, time.perf_counter()
+    while (done := ingestor.totals["inserted"] + ingestor.totals["duplicates"]) < expected_rows:
         if task.done():
             task.result()
+        if done != progress:
+            progress, last_change = done, time.perf_counter()
+        elif time.perf_counter() - last_change > stall_s:
+            print(f"    Sonae ingestor stalled: committed {done}/{expected_rows} ({expected_rows - done} lost)",
+                  flush=True)
+            break
         await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
+    else:
+        last_change = time.perf_counter()
+    elapsed = last_change - started
+    expected_rows = done
     ingestor.stop()
     await task
     async with pool.acquire() as conn:
@@ -196,8 +229,35 @@ async def drop_database(server: str, db: str) -> None:
     await conn.close()
 
 
+def timescale_server(choice: str | None) -> tuple[str | None, str, Callable[[], None]]:
+    """(URL or None, why not, stop): the given server, or one started with the shared script."""
+    if choice and choice != "none":
+        return choice, "", lambda: None
+    if choice == "none":
+        return None, "--timescale-url none", lambda: None
+    script = next((p / "shared" / "timescaledb" / "timescaledb-server" for p in ROOT.parents
+                   if (p / "shared" / "timescaledb" / "timescaledb-server").is_file()), None)
+    if script is None:
+        return None, "no TimescaleDB: give --timescale-url (shared/timescaledb/timescaledb-server not found)", lambda: None
+    folder = ROOT / ".state" / "bench-timescaledb"
+    conf = folder / "data" / "postgresql.conf"
+    ports = re.findall(r"^port = (\d+)", conf.read_text(), re.M) if conf.exists() else []
+    port = ports[-1] if ports else str(free_port())
+    if subprocess.run([str(script), "status", str(folder)], capture_output=True).returncode == 0:
+        return f"postgresql://postgres@127.0.0.1:{port}/postgres", "", lambda: None  # already running
+    done = subprocess.run([str(script), "start", str(folder), port], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None, f"timescaledb-server failed: {done.stderr.strip()[-300:]}", lambda: None
+
+    def stop() -> None:
+        subprocess.run([str(script), "stop", str(folder)], capture_output=True, check=False)
+
+    return done.stdout.strip().splitlines()[-1], "", stop
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     server = os.environ.get("SONAE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    timescale, timescale_reason, stop_timescale = timescale_server(args.timescale_url)
     workdir = Path(tempfile.mkdtemp(prefix="sonae-bench-"))
     broker = EmbeddedBroker(workdir, port=free_port())
     broker.start()
@@ -211,7 +271,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
         rate = backlog("a-paho", args.messages)
         results["publisher_msgs_per_s"] = round(rate)
-        results["a_paho_counter_msgs_per_s"] = round(paho_counter(url, "a-paho", args.messages))
+        results["a_paho_counter_msgs_per_s"] = round(paho_counter(url, "a-paho", args.messages, args.stall_s))
         print(f"(a) paho counting subscriber : {results['a_paho_counter_msgs_per_s']:>9,} msg/s", flush=True)
 
         backlog("b-mosq", args.messages)
@@ -221,44 +281,58 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
         db = await fresh_database(server)
         backlog("c-naive", args.naive_messages)
-        c = await naive_ingestor(url, db, "c-naive", args.naive_messages)
+        c = await naive_ingestor(url, db, "c-naive", args.naive_messages, args.stall_s)
         results["c_naive_insert_per_msg_per_s"] = round(c)
         print(f"(c) naive ingestor           : {round(c):>9,} msg/s", flush=True)
         await drop_database(server, db)
 
-        db = await fresh_database(server)
-        pool = await asyncpg.create_pool(db, min_size=2, max_size=4)
-        backlog("d-sonae", args.messages)
-        d, rows = await sonae_ingestor(url, pool, "d-sonae", args.messages)
-        results["d_sonae_readings_per_s"] = round(d)
-        results["d_rows_stored"] = rows
-        results["d_lost"] = args.messages - rows
-        print(f"(d) Sonae ingestor           : {round(d):>9,} readings/s, stored {rows}/{args.messages}", flush=True)
-        await pool.close()
-        await drop_database(server, db)
-
-        db = await fresh_database(server)
-        pool = await asyncpg.create_pool(db, min_size=2, max_size=4)
-        backlog("e-senml", args.senml_messages, senml=100)
-        e, rows = await sonae_ingestor(url, pool, "e-senml", args.senml_messages * 100,
-                                       batch_size=args.senml_batch_size)
-        results["e_sonae_senml100_readings_per_s"] = round(e)
-        results["e_rows_stored"] = rows
-        results["e_batch_size"] = args.senml_batch_size
-        print(f"(e) Sonae, SenML 100/message : {round(e):>9,} readings/s, stored {rows}/{args.senml_messages * 100}",
-              flush=True)
-        await pool.close()
-        await drop_database(server, db)
+        await sonae_runs(server, url, "plain PostgreSQL", "d", "e", backlog, args, results)
+        if timescale is None:
+            print(f"(f), (g) skipped: {timescale_reason}", flush=True)
+            results["timescale"] = f"skipped: {timescale_reason}"
+        else:
+            await sonae_runs(timescale, url, "TimescaleDB", "f", "g", backlog, args, results)
     finally:
         broker.stop()
+        stop_timescale()
         shutil.rmtree(workdir, ignore_errors=True)
 
     a = results["a_paho_counter_msgs_per_s"]
-    results["ratio_d_over_a"] = round(results["d_sonae_readings_per_s"] / a, 2)  # type: ignore[operator]
-    results["ratio_d_over_c"] = round(results["d_sonae_readings_per_s"] / results["c_naive_insert_per_msg_per_s"], 1)  # type: ignore[operator]
+    results["ratio_d_over_a"] = round(results["d_readings_per_s"] / a, 2)  # type: ignore[operator]
+    results["ratio_d_over_c"] = round(results["d_readings_per_s"] / results["c_naive_insert_per_msg_per_s"], 1)  # type: ignore[operator]
     print(f"d/a = {results['ratio_d_over_a']} (target ≥ 0.7)   d/c = {results['ratio_d_over_c']} (target ≥ 5)   "
-          f"e = {results['e_sonae_senml100_readings_per_s']:,} readings/s (target ≥ 100,000)")
+          f"e = {results['e_readings_per_s']:,} readings/s (target ≥ 100,000)")
+    if "f_readings_per_s" in results:
+        results["ratio_timescale_over_plain_single"] = round(results["f_readings_per_s"] / results["d_readings_per_s"], 2)  # type: ignore[operator]
+        results["ratio_timescale_over_plain_senml"] = round(results["g_readings_per_s"] / results["e_readings_per_s"], 2)  # type: ignore[operator]
+        print(f"TimescaleDB / plain PostgreSQL: f/d = {results['ratio_timescale_over_plain_single']} (one reading "
+              f"per message)   g/e = {results['ratio_timescale_over_plain_senml']} (SenML 100/message)")
+    lost = {k: v for k, v in results.items() if k.endswith("_lost") and v}
+    if lost:
+        print(f"LOSS: {lost}")
     return results
+
+
+async def sonae_runs(server: str, mqtt_url: str, label: str, single: str, senml: str,
+                     backlog: Callable[..., float], args: argparse.Namespace, results: dict[str, object]) -> None:
+    """Sonae's ingestor on one database server: one reading per message, then SenML 100/message."""
+    for key, messages, per_message, batch in ((single, args.messages, 0, 5000),
+                                              (senml, args.senml_messages, 100, args.senml_batch_size)):
+        db = await fresh_database(server)
+        pool = await asyncpg.create_pool(db, min_size=2, max_size=4)
+        backlog(f"{key}-sonae", messages, senml=per_message)
+        expected = messages * max(per_message, 1)
+        rate, rows = await sonae_ingestor(mqtt_url, pool, f"{key}-sonae", expected, stall_s=args.stall_s,
+                                          batch_size=batch)
+        what = "SenML 100/message" if per_message else "one reading/message"
+        results[f"{key}_database"] = label
+        results[f"{key}_readings_per_s"] = round(rate)
+        results[f"{key}_rows_stored"] = rows
+        results[f"{key}_lost"] = expected - rows
+        print(f"({key}) Sonae, {label}, {what:<20}: {round(rate):>9,} readings/s, stored {rows}/{expected}",
+              flush=True)
+        await pool.close()
+        await drop_database(server, db)
 
 
 if __name__ == "__main__":
@@ -271,6 +345,11 @@ if __name__ == "__main__":
     parser.add_argument("--senml-messages", type=int, default=2000)
     parser.add_argument("--senml-batch-size", type=int, default=20000,
                         help="ingest.batch_size for the SenML run (readings per committed batch)")
+    parser.add_argument("--timescale-url", default=os.environ.get("SONAE_BENCH_TIMESCALE_URL"),
+                        help="TimescaleDB server URL for (f)/(g); 'none' skips them (default: start the shared "
+                             "timescaledb-server in .state/bench-timescaledb)")
+    parser.add_argument("--stall-s", type=float, default=30.0,
+                        help="stop a consumer and report its loss after this long without a message")
     out = asyncio.run(main(parser.parse_args()))
     target = ROOT / ".state" / "bench"
     target.mkdir(parents=True, exist_ok=True)

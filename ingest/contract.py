@@ -16,7 +16,7 @@ Topics
 Payloads (JSON, UTF-8)
 ----------------------
 ``level`` / ``rain``: ``{"ts": "2026-11-29T01:20:00Z", "value": 3.42, "unit": "m", "seq": 17}``;
-``ts`` is ISO 8601 with an offset or epoch seconds; ``unit`` is optional (``m``/``cm``/``mm`` for
+``ts`` is ISO 8601 (without an offset: Japan time, JST) or epoch seconds; ``unit`` is optional (``m``/``cm``/``mm`` for
 level, ``mm`` for rain); ``seq`` is an optional sequence number. A JSON array of such objects is a batch.
 
 ``telemetry``: ``{"ts": ..., "battery_pct": 87, "battery_v": 3.61, "rssi_dbm": -71,
@@ -43,6 +43,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sonae.japantime import parse_iso_time
 
 # \Z, not $: "$" also matches before a final newline, which would let "abc\n" through as a station id
 STATION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
@@ -217,7 +219,7 @@ def decode_json(payload: bytes) -> Any:
 
 
 def parse_time(raw: Any, *, now: datetime, max_future: timedelta) -> datetime:
-    """A reading time: ISO 8601 with an offset, or epoch seconds; in UTC, after 2000, not in the future."""
+    """A reading time: ISO 8601 (no offset: Japan time) or epoch seconds; in UTC, after 2000, not in the future."""
     if isinstance(raw, bool) or raw is None:
         raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is missing or not a time")
     if isinstance(raw, int | float):
@@ -234,14 +236,10 @@ def parse_time(raw: Any, *, now: datetime, max_future: timedelta) -> datetime:
     elif isinstance(raw, str):
         if len(raw) > 64:
             raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is not ISO 8601 (too long)")
-        try:
-            ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        try:  # without an offset the time is Japan time (sonae.japantime: one rule for ingest and API)
+            ts = parse_iso_time(raw)
         except ValueError:
             raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is not ISO 8601") from None
-        if ts.tzinfo is None:
-            raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} has no UTC offset")
-        try:
-            ts = ts.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00
             raise PayloadError("bad_timestamp", f"timestamp {_preview(raw)} is out of range") from None
     else:

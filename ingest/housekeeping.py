@@ -1,4 +1,4 @@
-"""Periodic work beside the ingest stream: plain-PostgreSQL rollups, retention of readings and dead letters."""
+"""Periodic work beside the ingest stream: rollups, then retention of readings (both backends) and of dead letters."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ log = logging.getLogger("sonae.ingest.housekeeping")
 
 async def housekeeping_loop(pool: asyncpg.Pool, *, retention_days: int, dead_letter_retention_days: int = 0,
                             every_s: float = 10.0) -> None:
-    """Every ``every_s`` seconds refresh rollups, delete expired readings and expired dead letters.
+    """Every ``every_s`` seconds refresh rollups, then remove raw readings past retention (in that order,
+    so readings are rolled up before they go), and delete expired dead letters.
 
     Errors are logged, not fatal; a failing rollup does not hold up dead-letter retention.
     """
     while True:
         try:
             async with pool.acquire() as conn:
-                await refresh_rollups(conn)
+                await refresh_rollups(conn, retention_days=retention_days)
                 await delete_expired(conn, days=retention_days)
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("housekeeping failed; will retry", extra={"error": str(exc)[:200]})

@@ -44,10 +44,11 @@ async def rollup(
     conn: asyncpg.Connection, station_id: str, *, bucket: str, kind: str = "level", start: datetime,
     end: datetime, exercise: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Rollup rows (bucket, min, max, avg, last, n) from the 10m/1h/1d aggregates."""
+    """Rollup rows (bucket, min, max, avg, sum, last, n) from the 10m/1h/1d rollups (buckets aligned to
+    Japan time: a ``1d`` bucket is a Japanese day, see :mod:`ingest.rollups`)."""
     table, _ = BUCKETS[bucket]
     rows = await conn.fetch(
-        f"""SELECT bucket, min, max, avg, last, n, exercise FROM {table}
+        f"""SELECT bucket, min, max, avg, sum, last, n, exercise FROM {table}
             WHERE station_id = $1 AND kind = $2 AND bucket >= $3 AND bucket < $4
               AND ($5::bool IS NULL OR exercise = $5)
             ORDER BY bucket""",

@@ -13,6 +13,7 @@ from typing import Any
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.logs import setup_logging
+from sonae.migrations import MigrationError
 
 log = logging.getLogger("sonae.cli")
 
@@ -63,7 +64,8 @@ def _on_database(args: argparse.Namespace, action: Callable[[Any], Awaitable[str
                 message = await action(conn)
         finally:
             await pool.close()
-        print(message)
+        if message:
+            print(message)
 
     return _with_services(args, body, need_broker=False, create=False)
 
@@ -94,6 +96,11 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
 
     deliver = asyncio.create_task(run_delivery_worker(settings, pool, stop))
     # -- end notify --
+    # -- ngsi: upserts of changed public entities to a context broker (only with ngsi.broker_url) --
+    from ngsi.push import run_push_worker
+
+    push = asyncio.create_task(run_push_worker(settings, pool, stop))
+    # -- end ngsi --
     from ingest.health import serving_health
 
     try:
@@ -106,7 +113,8 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
         house.cancel()
         rules.cancel()  # alerting
         deliver.cancel()  # notify
-        await asyncio.gather(run, house, rules, deliver, return_exceptions=True)
+        push.cancel()  # ngsi
+        await asyncio.gather(run, house, rules, deliver, push, return_exceptions=True)
 
 
 async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise: bool) -> None:
@@ -234,11 +242,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool
+        from sonae.runtime import open_pool, prepare_schema
 
-        pool = await open_pool(settings, migrate_schema=True)
-        await pool.close()
-        print("schema is up to date")
+        pool = await open_pool(settings)
+        try:
+            applied = await prepare_schema(pool, settings)
+        finally:
+            await pool.close()
+        if applied:
+            print(f"applied {len(applied)} migration(s): " + ", ".join(applied))
+        else:
+            print("schema is up to date")
 
     return _with_services(args, body, need_broker=False)
 
@@ -319,6 +333,158 @@ def _add_evac_commands(sub: Any) -> None:
             p.add_argument("--hazard", help="hazard of features without a 'hazard' property")
             p.add_argument("--exercise", action="store_true", help="mark the areas as drill areas")
         p.set_defaults(func=cmd_evac_import, evac_what=what)
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """``sonae graph import FILE`` / ``sonae graph fetch``: build the engine's arrays and say what they cover."""
+    from pathlib import Path
+
+    import shapely
+
+    from evac.graph import graph_from_bbox, graph_from_file, graph_from_place
+    from evac.network import RoadNetwork, network_report
+    from evac.shelters import load_shelters
+
+    settings = _settings(args)
+    setup_logging(level="warning", fmt=settings["log.format"])
+    state = settings.state_dir
+
+    def say(message: str) -> None:
+        print(f"  .. {message}", file=sys.stderr, flush=True)
+
+    bbox = _bbox(args.bbox) if args.bbox else None
+    clip = None
+    if getattr(args, "polygon", None):
+        from shapely.geometry import shape
+
+        try:
+            doc = json.loads(Path(args.polygon).read_text(encoding="utf-8"))
+            feats = doc.get("features") or [doc]
+            clip = shapely.union_all([shape(f.get("geometry", f)) for f in feats])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            print(f"sonae: --polygon {args.polygon}: not a GeoJSON polygon ({exc})", file=sys.stderr)
+            return 2
+    elif bbox is not None and args.graph_command == "import":
+        clip = shapely.box(*bbox)
+    try:
+        if args.graph_command == "import":
+            G = graph_from_file(args.file, state_dir=state, progress=say, clip=clip)
+            stem = Path(args.file).name.split(".")[0]
+        else:
+            place = args.place
+            if args.municipality:
+                place = _municipality_place(args, args.municipality)
+            if place:
+                G = graph_from_place(place, state_dir=state, progress=say)
+                stem = args.municipality or "place"
+            elif bbox is not None:
+                G = graph_from_bbox(*bbox, state_dir=state, progress=say)
+                stem = "bbox"
+            else:
+                print("sonae: graph fetch needs --place, --bbox or --municipality", file=sys.stderr)
+                return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"sonae: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # downloads: no network, the server refused
+        print(f"sonae: could not download the streets ({exc}); use `sonae graph import FILE` with a Geofabrik "
+              "extract when this machine is offline", file=sys.stderr)
+        return 1
+    net = RoadNetwork.from_graph(G, progress=say)
+    out = Path(args.out) if args.out else state / "evac" / f"{stem}.npz"
+    net.save(out)
+    if args.shelters:
+        try:
+            shelters = load_shelters(args.shelters)
+        except (OSError, ValueError) as exc:
+            print(f"sonae: --shelters {args.shelters}: {exc}", file=sys.stderr)
+            return 2
+        origin = str(args.shelters)
+    else:
+        shelters, origin = _imported_shelters(args)
+    report = network_report(net, shelters)
+    print(f"wrote {out}")
+    print(f"nodes {report['nodes']:,}  edges {report['edges']:,}  walkable roads {report['walkable_km']} km  "
+          f"area {report['area_km2']} km²")
+    by = ", ".join(f"{h} {n}" for h, n in report["shelters_by_hazard"].items()) or "none"
+    print(f"shelters on this network ({origin}): {report['shelters_on_network']} of {report['shelters']} "
+          f"(by hazard: {by})")
+    if report["shelters_on_network"] == 0:
+        print("warning: no shelter lies on this network: routes would answer no_shelter_in_area. Import the "
+              "municipality's shelters (`sonae shelters import`) or check that the area is the right one.",
+              file=sys.stderr)
+    print(f"use it: SONAE_EVAC_NETWORK={out}  (or [evac] network = \"{out}\" in the config file)")
+    return 0
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--bbox {text!r}: expected west,south,east,north in degrees") from None
+    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+        raise ConfigError(f"--bbox {text!r}: expected west < east and south < north, in degrees")
+    return w, s, e, n
+
+
+def _imported_shelters(args: argparse.Namespace) -> tuple[list[Any], str]:
+    """The shelters in the database (none, with a note, when it cannot be reached)."""
+    from evac import store
+
+    found: list[Any] = []
+
+    async def action(conn: Any) -> str:
+        found.extend(store.shelter_from_row(r) for r in await store.shelter_rows(conn))
+        return ""
+
+    try:
+        _on_database(args, action)
+    except (EmbeddedError, ConnectionError, OSError) as exc:
+        print(f"note: could not read the imported shelters ({exc}); give --shelters FILE to count them",
+              file=sys.stderr)
+        return [], "database unreachable"
+    return found, "imported shelters"
+
+
+def _municipality_place(args: argparse.Namespace, code: str) -> str:
+    """A place query for osmnx from the municipality table (``sonae municipalities import``)."""
+    names: list[tuple[str, str]] = []
+
+    async def action(conn: Any) -> str:
+        row = await conn.fetchrow("SELECT name_ja, prefecture FROM municipalities WHERE code = $1", code)
+        if row is not None:
+            names.append((row["name_ja"], row["prefecture"] or ""))
+        return ""
+
+    _on_database(args, action)
+    if not names:
+        raise ValueError(f"municipality {code} is not in the database: import the list with "
+                         "`sonae municipalities import FILE`, or use --place \"郡山市, 福島県\"")
+    name, pref = names[0]
+    return ", ".join(p for p in (name, pref, "日本") if p)
+
+
+def _add_graph_commands(sub: Any) -> None:
+    grp = sub.add_parser("graph", help="Road networks for evacuation routes.",
+                         description="Road networks for evacuation routes: build the engine's arrays from an "
+                         "OpenStreetMap file or download, and report what they cover.")
+    grp_sub = grp.add_subparsers(dest="graph_command", required=True, metavar="ACTION")
+    p = grp_sub.add_parser("import", help="Build a network from an .osm, .osm.bz2, .osm.pbf or .graphml file.",
+                           description="Build a network from a local OpenStreetMap file (offline), e.g. "
+                           "Geofabrik's japan/tohoku-latest.osm.pbf clipped to a municipality.")
+    p.add_argument("file")
+    p.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
+    for q in (p, grp_sub.add_parser("fetch", help="Download a network through osmnx (online; cached).",
+                                    description="Download the streets through osmnx (Overpass API; cached in "
+                                    "the state directory).")):
+        q.add_argument("--bbox", help="west,south,east,north in degrees (import: clip to it)")
+        q.add_argument("--out", help="where to write the network (.npz; default <state>/evac/<name>.npz)")
+        q.add_argument("--shelters", help="count these shelters (GeoJSON/CSV) instead of the imported ones")
+        q.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+        q.set_defaults(func=cmd_graph)
+        if q is not p:
+            q.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
+            q.add_argument("--municipality", help="6-digit 団体コード from the municipalities table, e.g. 072036")
 # -- end evac --
 
 
@@ -641,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stations_import)
 
     _add_evac_commands(sub)  # evac: `sonae shelters import`, `sonae hazards import`
+    _add_graph_commands(sub)  # evac: `sonae graph import|fetch`
 
     mu = sub.add_parser("municipalities", help="Municipality codes and names.",
                         description="Municipality codes (団体コード) and names: data, imported, not code.")
@@ -720,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sonae: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (EmbeddedError, ConnectionError) as exc:
+    except (EmbeddedError, ConnectionError, MigrationError) as exc:
         print(f"sonae: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

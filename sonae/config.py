@@ -74,6 +74,30 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _road_network(value: Any) -> str | None:
+    """A road network file that exists and looks like what its name says (read fully only at start-up)."""
+    text = str(value).strip()
+    if text in ("", "drilltown"):
+        return None
+    path = Path(text).expanduser()
+    name = path.name.lower()
+    kinds = {".npz": (b"PK",), ".osm.pbf": (b"\x00\x00",), ".pbf": (b"\x00\x00",), ".osm.bz2": (b"BZh",),
+             ".xml.bz2": (b"BZh",), ".osm": (b"<",), ".xml": (b"<",), ".graphml": (b"<",)}
+    magic = next((m for suffix, m in kinds.items() if name.endswith(suffix)), None)
+    if magic is None:
+        return "expected an .osm, .osm.bz2, .osm.pbf, .graphml or .npz file (`sonae graph import`), or drilltown"
+    if not path.is_file():
+        return "no such file: make one with `sonae graph import FILE` or `sonae graph fetch`"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not any(head.startswith(m) for m in magic):
+        return "the file does not look like its name says (damaged or not OpenStreetMap data)"
+    return None
+
+
 def _positive(value: Any) -> str | None:
     return None if value > 0 else "expected a number greater than 0"
 
@@ -101,7 +125,8 @@ SCHEMA: tuple[Setting, ...] = (
             secret=True, check=_postgres_url),
     Setting("database.pool_size", int, 10, "Connections per process.", check=_positive),
     Setting("database.retention_days", int, 0,
-            "Drop raw readings older than this many days (0 keeps everything). Rollups are kept.",
+            "Drop raw readings older than this many days (0 keeps everything), from 00:00 JST of that day. "
+            "Rollups are kept.",
             check=lambda v: None if v >= 0 else "expected 0 or more days"),
     Setting("mqtt.url", str, None,
             "MQTT broker URL (mqtt://user:password@host:port). Unset: Sonae starts an embedded broker.",
@@ -167,13 +192,25 @@ SCHEMA: tuple[Setting, ...] = (
             "genuine rise in the real MLIT and 持世寺 records (see alerting/rules.py).", check=_positive),
     # -- evac: the residents' evacuation routes (api/evac_service.py) --
     Setting("evac.network", str, "",
-            "Road network for evacuation routes: an .osm, .osm.bz2 or .graphml file, or 'drilltown' for the "
-            "generated drill town (the default of `sonae run --simulate`). Empty: no route endpoints."),
+            "Road network for evacuation routes: a network made by `sonae graph import` (.npz), an .osm, "
+            ".osm.bz2, .osm.pbf or .graphml file, or 'drilltown' for the generated drill town (the default of "
+            "`sonae run --simulate`). Empty: no route endpoints. A missing or unreadable file stops start-up.",
+            check=_road_network),
     Setting("evac.warm", str, "walk:flood",
             "Route fields kept computed at every hazard change, as profile:hazard[:exercise], comma-separated.",
             check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
     # -- end evac --
+    # -- ngsi: upserting Sonae's NGSI-LD entities to a context broker (ngsi/push.py) --
+    Setting("ngsi.broker_url", str, "",
+            "NGSI-LD context broker to upsert changed public entities to (its base URL, e.g. http://broker:1026); "
+            "empty: no push."),
+    Setting("ngsi.max_attempts", int, 8, "Tries of one upsert before the entity goes to the dead-letter list.",
+            check=_positive),
+    Setting("ngsi.retry_base_ms", int, 2000, "First retry delay of a push; it doubles with every try.",
+            check=_positive),
+    Setting("ngsi.retry_max_s", int, 600, "Longest delay between two tries of a push.", check=_positive),
+    # -- end ngsi --
     # -- notify: Web Push, webhooks and email (notify/worker.py) --
     Setting("notify.enabled", bool, True,
             "Run a delivery worker in `sonae run`/`sonae ingest` (several processes share the queue)."),

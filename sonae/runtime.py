@@ -122,14 +122,24 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0, migrate_schema:
             delay = min(delay * 2, 2.0)
     assert pool is not None
     if migrate_schema:
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
-            from ingest.retention import apply_retention_policy
-
-            await apply_retention_policy(conn, days=settings["database.retention_days"])
-        if applied:
-            log.info("schema migrated", extra={"applied": len(applied)})
+        try:
+            await prepare_schema(pool, settings)
+        except BaseException:
+            await pool.close()
+            raise
     return pool
+
+
+async def prepare_schema(pool: asyncpg.Pool, settings: Settings) -> list[str]:
+    """Apply pending migrations and the retention setting; returns the migrations applied."""
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+        from ingest.retention import apply_retention_policy
+
+        await apply_retention_policy(conn, days=settings["database.retention_days"])
+    if applied:
+        log.info("schema migrated", extra={"applied": len(applied)})
+    return applied
 
 
 def stop_event_on_signals() -> asyncio.Event:

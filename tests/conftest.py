@@ -3,6 +3,13 @@
 * PostgreSQL: ``SONAE_TEST_DATABASE_URL`` when set (a server URL; each test gets its own fresh database
   on it), else the server on 127.0.0.1:5432 when one answers, else an embedded PostgreSQL that the
   test session starts in a temporary directory.
+* TimescaleDB: with ``--backend=timescale`` (or ``SONAE_TEST_BACKEND=timescale``) every test that
+  uses a database (``database_url``, ``pool``, ``settings``; they are marked ``storage``) runs on a
+  TimescaleDB server instead: ``SONAE_TEST_TIMESCALE_URL`` when set, else a private one started with
+  ``shared/timescaledb/timescaledb-server`` (looked for beside the project or its parent folders) in
+  ``.state/test-timescaledb`` (kept between sessions; needs PostgreSQL 15 binaries and root or the
+  postgres user). Without one, those tests skip and say why. ``./manage test`` runs the suite on
+  plain PostgreSQL, then ``-m storage`` on TimescaleDB.
 * MQTT: ``SONAE_TEST_MQTT_URL`` when set, else a broker the session starts with Sonae's own
   configuration (mosquitto when installed, amqtt otherwise) on a free port: ack-after-commit needs
   settings that a default broker lacks. Each test publishes under its own topic prefix.
@@ -12,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import re
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +35,29 @@ from sonae.config import Settings, load_settings
 from sonae.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sonae.migrations import migrate
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BACKENDS = ("plain", "timescale")
+PG15 = Path("/usr/lib/postgresql/15/bin/postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", choices=BACKENDS, default=os.environ.get("SONAE_TEST_BACKEND") or "plain",
+                     help="database backend for tests that use one (default: $SONAE_TEST_BACKEND or plain)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "storage: uses a database (runs on both backends under ./manage test)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.storage)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"sonae database backend: {config.getoption('--backend')}"
 
 
 def shared_data(*parts: str) -> Path:
@@ -48,8 +80,108 @@ def _pg_answers(url: str) -> bool:
     return asyncio.run(probe())
 
 
+def timescale_script() -> Path | None:
+    """``shared/timescaledb/timescaledb-server`` beside the project or one of its parent folders."""
+    for folder in ROOT.parents:
+        script = folder / "shared" / "timescaledb" / "timescaledb-server"
+        if script.is_file():
+            return script
+    return None
+
+
+def _timescale_unavailable() -> str | None:
+    if timescale_script() is None:
+        return "no TimescaleDB: shared/timescaledb/timescaledb-server not found (or set SONAE_TEST_TIMESCALE_URL)"
+    if not PG15.exists():
+        return f"no TimescaleDB: PostgreSQL 15 binaries are not installed ({PG15.parent})"
+    if os.geteuid() != 0 and pwd.getpwuid(os.geteuid()).pw_name != "postgres":
+        return "no TimescaleDB: timescaledb-server needs root or the postgres user"
+    return None
+
+
+class TimescaleServer:
+    """A private TimescaleDB cluster in ``folder`` (kept between sessions), run by timescaledb-server."""
+
+    def __init__(self, folder: Path, *, preload: bool = True) -> None:
+        self.folder = folder
+        self.preload = preload
+        self.script = timescale_script()
+        self.started = False
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.script is not None
+        return subprocess.run([str(self.script), *args], capture_output=True, text=True, timeout=180)
+
+    def _port(self) -> int | None:
+        conf = self.folder / "data" / "postgresql.conf"
+        found = re.findall(r"^port = (\d+)", conf.read_text(), re.M) if conf.exists() else []
+        return int(found[-1]) if found else None
+
+    def start(self) -> str:
+        port = self._port() or free_port()
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        if self._run("status", str(self.folder)).returncode == 0 and _pg_answers(url):
+            return url  # another session of this checkout runs it: share it, leave it running
+        done = self._run("start", str(self.folder), str(port))
+        if done.returncode != 0:
+            raise RuntimeError(f"timescaledb-server start failed: {done.stderr.strip()[-500:]}")
+        self.started = True
+        conf = self.folder / "data" / "postgresql.conf"
+        if not self.preload and "\nshared_preload_libraries = 'timescaledb'" in conf.read_text():
+            # the extension stays installed, but the server no longer loads it at start
+            self._run("stop", str(self.folder))
+            conf.write_text(conf.read_text().replace("\nshared_preload_libraries = 'timescaledb'", "\n"))
+            done = self._run("start", str(self.folder), str(port))
+            if done.returncode != 0:
+                raise RuntimeError(f"timescaledb-server start failed: {done.stderr.strip()[-500:]}")
+        return done.stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        if self.started:
+            self._run("stop", str(self.folder))
+
+
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def timescale_server_url() -> Iterator[str]:
+    """A TimescaleDB server URL (the extension preloaded), or the test skips saying why."""
+    configured = os.environ.get("SONAE_TEST_TIMESCALE_URL")
+    if configured:
+        yield configured
+        return
+    reason = _timescale_unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = TimescaleServer(ROOT / ".state" / "test-timescaledb")
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def timescale_unpreloaded_url() -> Iterator[str]:
+    """A server with the TimescaleDB extension installed but not in ``shared_preload_libraries``."""
+    reason = _timescale_unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = TimescaleServer(ROOT / ".state" / "test-timescaledb-unpreloaded", preload=False)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this session: ``plain`` or ``timescale``."""
+    return str(request.config.getoption("--backend"))
+
+
+@pytest.fixture(scope="session")
+def plain_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A plain PostgreSQL server: ``SONAE_TEST_DATABASE_URL``, the local one, or an embedded one."""
     configured = os.environ.get("SONAE_TEST_DATABASE_URL")
     if configured:
         yield configured
@@ -64,6 +196,13 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The server of this session's backend (each test makes its own database on it)."""
+    name = "timescale_server_url" if backend == "timescale" else "plain_server_url"
+    return str(request.getfixturevalue(name))
 
 
 def with_database(url: str, name: str) -> str:

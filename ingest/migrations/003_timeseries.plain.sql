@@ -1,6 +1,5 @@
--- Plain PostgreSQL: BRIN indexes on the append-mostly time columns, and rollup tables that the
--- service refreshes (ingest.rollups.refresh_rollups) under the same names and columns as the
--- TimescaleDB continuous aggregates.
+-- Plain PostgreSQL: BRIN indexes on the append-mostly time columns, and the rollup tables that the
+-- service refreshes (ingest.rollups.refresh_rollups), the same on TimescaleDB.
 CREATE INDEX IF NOT EXISTS readings_ts_brin ON readings USING brin (ts);
 CREATE INDEX IF NOT EXISTS readings_received_brin ON readings USING brin (received_at);
 

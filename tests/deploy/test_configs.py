@@ -40,6 +40,10 @@ def test_compose_stack_has_every_part() -> None:
     services = _compose()["services"]
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:") and \
         re.search(r"-pg1[56]$", services["timescaledb"]["image"])
+    version = re.search(r":(\d+)\.(\d+)\.(\d+)-", services["timescaledb"]["image"])
+    assert version, "pin an exact TimescaleDB version"
+    # 2.17.x stores neither row of an ON CONFLICT DO NOTHING batch into a compressed chunk (fixed 2.18.1)
+    assert tuple(int(v) for v in version.groups()) >= (2, 18, 1)
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
     ingestors = [n for n in services if n.startswith("ingest-")]
     assert len(ingestors) >= 2
