@@ -85,6 +85,10 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("get", "/api/v1/push/vapid-public-key"): PUBLIC, ("post", "/api/v1/push/subscriptions"): PUBLIC,
     ("delete", "/api/v1/push/subscriptions/{subscription_id}"): PUBLIC,
     ("post", "/api/v1/auth/token"): PUBLIC,
+    # NGSI-LD: public entities only (staff-only alerts and staff names never become entities)
+    ("get", "/ngsi-ld/v1/entities"): PUBLIC, ("get", "/ngsi-ld/v1/entities/{entity_id}"): PUBLIC,
+    ("get", "/ngsi-ld/v1/temporal/entities/{entity_id}"): PUBLIC, ("get", "/ngsi-ld/v1/vocab"): PUBLIC,
+    ("get", "/ngsi-ld/v1/contexts/sonae.jsonld"): PUBLIC,
     ("delete", "/api/v1/auth/token"): ANY, ("get", "/api/v1/auth/me"): ANY,
     # staff work, in the account's municipality
     ("post", "/api/v1/alerts/{alert_id}/acknowledge"): Rule(_S, "object"),
@@ -145,7 +149,7 @@ def authorization_middleware(lookup: Callable[[web.Request], Awaitable[Any]]) ->
         path = request.path
         rule = rule_for(request)
         if rule is None:
-            if path.startswith("/api/") and request.match_info.http_exception is None:
+            if path.startswith(("/api/", "/ngsi-ld/")) and request.match_info.http_exception is None:
                 # a route of the API without a rule: refuse rather than guess (the tests keep this empty)
                 raise Problem(403, "Forbidden", "this operation has no authorisation rule")
             return await handler(request)

@@ -178,6 +178,7 @@ async def test_the_authorisation_table_over_every_operation(world: Any) -> None:
                 if resp.status in (401, 403):
                     failures.append("allowed but refused: " + where)
                 elif first_allowed and (method, template) not in CONSUMING and resp.status >= 400 \
+                        and not template.startswith("/ngsi-ld/") \
                         and template not in ("/api/v1/stations/{station_id}", "/api/v1/stations/{station_id}/readings",
                                              "/api/v1/push/subscriptions", "/api/v1/push/subscriptions/{subscription_id}",
                                              "/api/v1/route", "/api/v1/shelters/nearest", "/api/v1/level",
