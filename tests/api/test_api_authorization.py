@@ -119,7 +119,7 @@ async def world(pool: asyncpg.Pool, database_url: str, mqtt_url: str, mqtt_proto
     assert (hazard.status, hook.status, roster.status) == (201, 201, 200), await hook.text()
     ids = {"alert_id": change.alert_id, "order_id": order_id, "shelter_id": "s-kori",
            "area_id": (await hazard.json())["id"], "webhook_id": (await hook.json())["id"], "username": "kori-staff",
-           "station_id": "nope", "subscription_id": "1"}
+           "station_id": "nope", "subscription_id": "1", "map_id": "no-such-map"}
     try:
         yield client, tokens, ids
     finally:
