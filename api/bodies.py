@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import Problem
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 _MISSING = object()
 MAX_DEPTH = 32
@@ -125,7 +126,10 @@ def number_field(body: dict[str, Any], name: str, *, lo: float, hi: float, defau
 
 
 def municipality_code(value: str | None, *, name: str = "municipality_code") -> str | None:
-    """A 団体コード (5 or 6 digits) or None."""
-    if value is not None and not (value.isascii() and value.isdigit() and len(value) in (5, 6)):
-        raise Problem(400, "Bad Request", f"field {name!r} must be a 5- or 6-digit 団体コード", field=name)
-    return value
+    """A 団体コード in the 6-digit form (5 digits get their check digit), or None; else a 400 problem."""
+    if value is None:
+        return None
+    try:
+        return normalise(value)
+    except MunicipalityCodeError as exc:
+        raise Problem(400, "Bad Request", f"field {name!r}: {exc}", field=name) from None

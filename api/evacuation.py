@@ -139,13 +139,9 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store", "Vary": "Accept-Language"})
 
 
-def _municipality(request: web.Request) -> str | None:
-    return municipality_param(request)
-
-
 @routes.get("/api/v1/shelters")
 async def list_shelters(request: web.Request) -> web.Response:
-    municipality = _municipality(request)
+    municipality = municipality_param(request)
     hazard = one(request, "hazard")
     if hazard is not None:
         hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
