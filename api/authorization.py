@@ -82,7 +82,7 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("get", "/api/v1/route"): PUBLIC, ("get", "/api/v1/shelters/nearest"): PUBLIC, ("get", "/api/v1/level"): PUBLIC,
     ("get", "/api/v1/shelters"): PUBLIC, ("get", "/api/v1/hazards"): PUBLIC,
     ("get", "/api/v1/network.geojson"): PUBLIC, ("get", "/api/v1/service"): PUBLIC,
-    ("get", "/api/v1/official"): PUBLIC,
+    ("get", "/api/v1/official"): PUBLIC, ("get", "/api/v1/attribution"): PUBLIC,
     ("get", "/api/v1/push/vapid-public-key"): PUBLIC, ("post", "/api/v1/push/subscriptions"): PUBLIC,
     ("delete", "/api/v1/push/subscriptions/{subscription_id}"): PUBLIC,
     ("post", "/api/v1/auth/token"): PUBLIC,
