@@ -98,3 +98,16 @@ def test_bad_mlit_rows_are_replay_errors(tmp_path: Path, obs: str, level: str) -
     path.write_bytes(gzip.compress(f"obs_time_jst,station_code,station_name,level_m\n{obs},1,S,{level}\n".encode()))
     with pytest.raises(ReplayError, match="line 2"):
         read_mlit_rows(path)
+
+
+def test_replay_times_without_an_offset_are_japan_time(tmp_path: Path) -> None:
+    """The one rule of sonae.japantime: a naive obsTime / obs_time_jst is JST, whatever the machine's zone."""
+    csv_path = tmp_path / "mlit.csv.gz"
+    csv_path.write_bytes(gzip.compress(b"obs_time_jst,station_code,station_name,level_m\n"
+                                       b"2023-07-01T04:40:00,1,S,1.5\n"))
+    json_path = tmp_path / "area_info.json"
+    json_path.write_text('{"items": [{"code": "1", "obsTime": "2023-07-01T04:40:00", "level": 1.5}]}',
+                         encoding="utf-8")
+    expected = "2023-06-30T19:40:00+00:00"
+    assert [r.obs_time.isoformat() for r in read_mlit_rows(csv_path)] == [expected]
+    assert [r.obs_time.isoformat() for r in read_area_info(json_path)] == [expected]
