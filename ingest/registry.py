@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from ingest.contract import STATION_ID
+from sonae.pgtext import unstorable
 
 THRESHOLD_FIELDS = ("th_standby", "th_caution", "th_evacuation", "th_danger",
                     "th_obs_start", "th_crisis", "th_overflow")
@@ -131,6 +132,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
                 value = str(value)
         except (ValueError, TypeError, OverflowError):  # OverflowError: int(1e309), float(10**400)
             raise RegistryError(f"{where}: field {key!r} has a bad value {_shown(value)}") from None
+        problem = unstorable(value) if isinstance(value, str) else None
+        if problem:
+            raise RegistryError(f"{where}: field {key!r} contains {problem}; remove it from the file")
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")
@@ -295,6 +299,11 @@ def load_municipalities(path: str | Path) -> list[Municipality]:
             name = (row.get("name_ja") or "").strip()
             if not (code.isascii() and code.isdigit() and len(code) in (5, 6)) or not name:
                 raise RegistryError(f"{Path(path).name} line {i + 2}: needs a 5- or 6-digit code and name_ja")
+            for key in ("name_ja", "name_en", "prefecture"):
+                problem = unstorable(row.get(key) or "")
+                if problem:
+                    raise RegistryError(f"{Path(path).name} line {i + 2}: {key} contains {problem}; "
+                                        "remove it from the file")
             out.append(Municipality(code, name, (row.get("name_en") or "").strip() or None,
                                     (row.get("prefecture") or "").strip() or None))
     return out

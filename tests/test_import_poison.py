@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.registry import RegistryError, load_stations
+from ingest.registry import RegistryError, load_municipalities, load_stations
 from simulators.replay import ReplayError, read_area_info, read_jiseiji, read_mlit_rows
 
 HUGE = "1" + "0" * 309
@@ -111,3 +111,20 @@ def test_replay_times_without_an_offset_are_japan_time(tmp_path: Path) -> None:
     expected = "2023-06-30T19:40:00+00:00"
     assert [r.obs_time.isoformat() for r in read_mlit_rows(csv_path)] == [expected]
     assert [r.obs_time.isoformat() for r in read_area_info(json_path)] == [expected]
+
+
+@pytest.mark.parametrize("text", ["阿久津\\ud800観測所", "川\\u0000"])
+def test_station_text_postgresql_cannot_store_is_a_registry_error(tmp_path: Path, text: str) -> None:
+    """NUL and a lone surrogate (from a JSON escape) would fail the upsert with a raw DataError."""
+    path = tmp_path / "stations.geojson"
+    path.write_text('{"features": [{"properties": {"id": "g1", "name": "G", "river": "' + text + '"}}]}',
+                    encoding="utf-8")
+    with pytest.raises(RegistryError, match="'river'"):
+        load_stations(path)
+
+
+def test_municipality_text_postgresql_cannot_store_is_a_registry_error(tmp_path: Path) -> None:
+    path = tmp_path / "municipalities.csv"
+    path.write_text("code,name_ja,name_en,prefecture\n072036,郡山\x00市,Koriyama,福島県\n", encoding="utf-8")
+    with pytest.raises(RegistryError, match="line 2"):
+        load_municipalities(path)
