@@ -83,3 +83,14 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     missing = [s.env for s in SCHEMA if s.env not in readme]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    # spans that took a date beyond year 9999 (OverflowError): every message, CAP or login failed
+    ("SONAE_INGEST_MAX_FUTURE_S", "1000000000000"), ("SONAE_CAP_EXPIRES_HOURS", "1000000000"),
+    ("SONAE_DATABASE_RETENTION_DAYS", "100000000"), ("SONAE_INGEST_DEAD_LETTER_RETENTION_DAYS", "100000000"),
+    ("SONAE_API_TOKEN_TTL_HOURS", "1000000000"),
+])
+def test_time_spans_beyond_any_date_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(environ={name: value})
