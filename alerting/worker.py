@@ -68,6 +68,7 @@ from ingest.registry import THRESHOLD_FIELDS
 from ingest.store import NOTIFY_CHANNEL as READINGS_CHANNEL
 from sonae.config import Settings
 from sonae.mqtt import MqttClient, default_client_id
+from sonae.retry import count_failure
 
 log = logging.getLogger("sonae.alerting")
 
@@ -75,6 +76,8 @@ log = logging.getLogger("sonae.alerting")
 OVERLAP_S = 2.0
 
 RULES_LOCK = 0x534E_414C  # "SNAL"
+#: how far back cleared alerts are cleared again on MQTT when the publisher (re)connects
+REPUBLISH_CLEARED = timedelta(days=7)
 KINDS = ("level", *HEALTH_KINDS)
 
 PASSES = Histogram("sonae_alert_rules_pass_seconds", "Time of one rules pass",
@@ -143,6 +146,8 @@ class RulesWorker:
         self._lag_warned = float("-inf")
         self._seen: dict[tuple[str, str, bool, datetime], datetime] = {}
         self._mqtt: MqttClient | None = None
+        self._mqtt_connecting: asyncio.Task[None] | None = None
+        self._published_connection = 0  # the publisher connection the full alert state was sent on
         self._to_publish: set[int] = set()
         self._configs: dict[tuple[int, float | None, float], RuleConfig] = {}
         self.passes = 0
@@ -164,6 +169,7 @@ class RulesWorker:
             try:
                 await self._lead()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                count_failure("postgres-listen")
                 log.warning("rules worker lost its database connection; re-electing", extra={"error": str(exc)})
                 self.is_leader.clear()
                 with contextlib.suppress(TimeoutError):
@@ -225,21 +231,37 @@ class RulesWorker:
                 raise OSError("rules worker connection lost")
 
     async def _open_mqtt(self) -> None:
+        """Start connecting the alert publisher; it retries with backoff from the first attempt
+        (:mod:`sonae.retry`), so a broker that is down at election is used as soon as it is up."""
         if not self.mqtt_url:
             return
-        client = MqttClient(self.mqtt_url, client_id=default_client_id("alerts"), protocol=self.mqtt_protocol)
-        try:
-            await client.__aenter__()
-            self._mqtt = client
-        except Exception as exc:  # the database is the source of truth; MQTT is a courtesy copy
-            log.warning("rules worker cannot reach MQTT; alerts are not published there", extra={"error": str(exc)})
+        client = MqttClient(self.mqtt_url, client_id=default_client_id("alerts"), protocol=self.mqtt_protocol,
+                            target="mqtt-alerts")
+        self._mqtt = client
+        self._published_connection = 0
+
+        async def connect() -> None:
+            try:
+                await client.connect()
+            except Exception as exc:  # a refusal (credentials): the database stays the source of truth
+                log.error("rules worker cannot publish alerts on MQTT", extra={"error": str(exc)})
+                return
+            self._wake.set()  # publish the whole state now
+
+        self._mqtt_connecting = asyncio.create_task(connect())
 
     async def _close_mqtt(self) -> None:
+        if self._mqtt_connecting is not None:
+            self._mqtt_connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._mqtt_connecting
+            self._mqtt_connecting = None
         if self._mqtt is not None:
+            if self._mqtt.is_connected:
+                with contextlib.suppress(Exception):
+                    await self._mqtt.flush(timeout=5)
             with contextlib.suppress(Exception):
-                await self._mqtt.flush(timeout=5)
-            with contextlib.suppress(Exception):
-                await self._mqtt.__aexit__(None, None, None)
+                await self._mqtt.close()
             self._mqtt = None
 
     # -- one pass --------------------------------------------------------------------------------
@@ -437,15 +459,28 @@ class RulesWorker:
 
     # -- MQTT ------------------------------------------------------------------------------------
     async def _publish(self, conn: asyncpg.Connection) -> None:
-        """Publish the current state of every alert changed since the last time (from NOTIFY)."""
-        if self._mqtt is None or not self._to_publish:
+        """Publish the current state of every alert changed since the last time (from NOTIFY); on each
+        new publisher connection (the first, after the broker was down at election, or a reconnect)
+        the whole state instead: every active alert, and the clearing of every alert cleared in the
+        last :data:`REPUBLISH_CLEARED` (so retained topics from before are updated or removed)."""
+        client = self._mqtt
+        if client is None:
             self._to_publish.clear()
+            return
+        if not client.is_connected:
+            return  # keep the changed ids; they are sent once connected
+        if client.connections != self._published_connection:
+            rows = await conn.fetch("SELECT id FROM alerts WHERE cleared_at IS NULL OR cleared_at > now() - $1::interval",
+                                    REPUBLISH_CLEARED)
+            self._to_publish |= {int(r["id"]) for r in rows}
+            self._published_connection = client.connections
+        if not self._to_publish:
             return
         ids, self._to_publish = sorted(self._to_publish), set()
         for alert_id in ids:
             alert = await store.get_alert(conn, alert_id)
             if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
-                await publish_alert(self._mqtt, self.topic_root, alert)
+                await publish_alert(client, self.topic_root, alert)
 
 
 async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any]) -> None:

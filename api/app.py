@@ -102,6 +102,14 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app.on_startup.append(events.start_hazard_forwarder)
     app.on_cleanup.insert(0, events.stop_hazard_forwarder)
     # -- end evac --
+    # -- jma (issue #19): official information in force, and the feed reader of this process --
+    from api import official
+
+    app.router.add_routes(official.routes)
+    official.setup(app)
+    app.on_startup.append(events.start_official_forwarder)
+    app.on_shutdown.append(events.stop_official_forwarder)
+    # -- end jma --
     # -- pages (issue #8): the resident page (/), the staff console (/staff) and their static files --
     from api import web as pages
 

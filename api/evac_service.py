@@ -3,8 +3,8 @@
 Startup (a background task started from the application's cleanup context, so the API answers at
 once and ``/readyz`` reports ``evac graph: not ready`` until the engine is built):
 
-1. the road network comes from the setting ``evac.network``: a file (``.osm``, ``.osm.bz2``,
-   ``.graphml``), or ``drilltown``: the deterministic drill town is generated once into
+1. the road network comes from the setting ``evac.network``: a file (``.npz`` from ``sonae graph
+   import``, ``.osm``, ``.osm.bz2``, ``.osm.pbf``, ``.graphml``), or ``drilltown``: the deterministic drill town is generated once into
    ``<state>/evac/drilltown`` and, while the ``shelters`` table is empty, its shelters and its
    gauge-linked exercise flood areas are imported (so ``sonae run --simulate`` routes out of the box);
    an empty setting disables routing (a fictional town must never answer real residents);
@@ -38,7 +38,7 @@ import math
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -59,6 +59,7 @@ from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
 from evac.network import RoadNetwork, load_network
 from evac.shelters import Shelter, load_shelters
 from sonae.config import ConfigError, Settings
+from sonae.retry import keep_connected
 
 log = logging.getLogger("sonae.api.evac")
 
@@ -283,7 +284,9 @@ class EvacService:
             raise
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
-            log.exception("evacuation engine failed to load", extra={"source": self.source})
+            # one readable line (the setting's check already stopped start-up for a missing file)
+            log.error("the road network could not be loaded: routes answer 503 until evac.network is fixed",
+                      extra={"source": self.source, "error": self.failed})
             return
         self.network, self.map, self.area_rows = net, nmap, self._pending_rows
         w, s, e, n = nmap.bounds
@@ -336,11 +339,21 @@ class EvacService:
     async def _read_levels(self) -> dict[str, int]:
         async with self.pool.acquire() as conn:
             recs = await conn.fetch(
-                """SELECT station_id, exercise, max(level) AS level FROM alerts
-                   WHERE cleared_at IS NULL AND condition = 'river_level' AND station_id IS NOT NULL
-                   GROUP BY station_id, exercise""")
+                """SELECT a.station_id, a.exercise, max(a.level) AS level, s.river FROM alerts a
+                   LEFT JOIN stations s ON s.id = a.station_id
+                   WHERE a.cleared_at IS NULL AND a.condition = 'river_level' AND a.station_id IS NOT NULL
+                   GROUP BY a.station_id, a.exercise, s.river""")
         linked = {a.station_id for a in self._areas.values() if a.source == "gauge"}
-        levels = {(EXERCISE_PREFIX if r["exercise"] else "") + r["station_id"]: int(r["level"]) for r in recs}
+        levels: dict[str, int] = {}
+        for r in recs:
+            prefix = EXERCISE_PREFIX if r["exercise"] else ""
+            keys = [prefix + r["station_id"]]
+            if r["river"]:  # a hazard map linked to a river is in force at the highest level of its gauges
+                keys.append(f"{prefix}river:{r['river']}")
+            for key in keys:
+                levels[key] = max(levels.get(key, 0), int(r["level"]))
+        # 'jma_area:<code>:<phenomenon>' keys (maps linked to official warnings) get their level from the
+        # level-in-force module once JMA warnings are ingested; until then such maps are never in force.
         return {k: v for k, v in levels.items() if k in linked}  # other gauges change no route
 
     # -- listening and applying -------------------------------------------------------------------
@@ -357,38 +370,33 @@ class EvacService:
         self._wake.set()
 
     async def _listen(self) -> None:
-        delay = 0.1
-        while not self._stopping:
+        await keep_connected(self._listen_once, target="postgres-listen", stopped=lambda: self._stopping,
+                             cap=self.reconnect_max_s)
+
+    async def _listen_once(self, connected: Callable[[], None]) -> None:
+        async with self.pool.acquire() as conn:
+            lost = asyncio.Event()
+
+            def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
+                lost.set()
+
+            conn.add_termination_listener(on_lost)
+            channels = [store.NOTIFY_CHANNEL] + ([ALERTS_CHANNEL] if self._has_alerts else [])
+            for ch in channels:
+                await conn.add_listener(ch, self._on_notify)
+            if self.listening.is_set():  # a reconnect: changes may have been missed
+                self._dirty_evac = self._dirty_alerts = True
+                self._wake.set()
+            self.listen_pid = conn.get_server_pid()
+            self.listening.set()
+            connected()
             try:
-                async with self.pool.acquire() as conn:
-                    lost = asyncio.Event()
-
-                    def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
-                        lost.set()
-
-                    conn.add_termination_listener(on_lost)
-                    channels = [store.NOTIFY_CHANNEL] + ([ALERTS_CHANNEL] if self._has_alerts else [])
-                    for ch in channels:
-                        await conn.add_listener(ch, self._on_notify)
-                    if self.listening.is_set():  # a reconnect: changes may have been missed
-                        self._dirty_evac = self._dirty_alerts = True
-                        self._wake.set()
-                    self.listen_pid = conn.get_server_pid()
-                    self.listening.set()
-                    delay = 0.1
-                    try:
-                        await lost.wait()
-                    finally:
-                        for ch in channels:
-                            with contextlib.suppress(Exception):
-                                await conn.remove_listener(ch, self._on_notify)
-                    raise ConnectionError("listen connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("evac listen connection lost; reconnecting", extra={"error": str(exc), "retry_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_s)
+                await lost.wait()
+            finally:
+                for ch in channels:
+                    with contextlib.suppress(Exception):
+                        await conn.remove_listener(ch, self._on_notify)
+            raise ConnectionError("evac listen connection lost")
 
     async def _apply_loop(self) -> None:
         while not self._stopping:

@@ -1,7 +1,8 @@
 """Evacuation for residents, without an account.
 
 * ``GET /api/v1/route?lat=&lon=&hazard=flood&profile=walk&lang=ja``: the route to the nearest safe
-  shelter as a GeoJSON Feature (``status`` ok | no_safe_route | inside_hazard | off_network);
+  shelter as a GeoJSON Feature (``status`` ok | no_safe_route | no_shelter_in_area | inside_hazard |
+  off_network; outside the network's area a 422 problem with ``status_code`` outside_area and guidance);
 * ``GET /api/v1/shelters/nearest?lat=&lon=&hazard=&profile=&k=3``: the k nearest safe shelters;
 * ``GET /api/v1/shelters?municipality=&hazard=&bbox=&q=&limit=&format=geojson|json|csv``: shelters (open
   data): all of them, or those in a box (``bbox``, the resident page's map view widened to a grid) or whose
@@ -12,8 +13,9 @@
   (without ``bbox``: the whole network, whose ``bbox`` is the area routes are answered for).
 
 A resident's position is never logged, stored or echoed: the access log has no query strings, error
-details name the parameter but never its value, answers start at the road node the position snapped
-to, and route answers are ``Cache-Control: no-store``. Nothing here may pass ``lat``/``lon`` to a logger.
+details name the parameter but never its value, positions are rounded to ~10 m before routing (a route
+line starts at that rounded position and walks to the nearest road), and route answers are
+``Cache-Control: no-store``. Nothing here may pass ``lat``/``lon`` to a logger.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from api.problems import Problem
 from evac import store
 from evac.engine import Engine
 from evac.graph import PROFILE_NAMES
-from evac.guidance import status_text
+from evac.guidance import status_text, status_texts
 from evac.hazards import HAZARD_TYPES
 
 routes = web.RouteTableDef()
@@ -63,8 +65,10 @@ def _position(request: web.Request) -> tuple[float, float]:
 
 def _in_area(service: EvacService, lat: float, lon: float) -> None:
     if not service.in_service_area(lat, lon):
+        # the same words a resident gets for status outside_area, in every language
         raise Problem(422, "Unprocessable Content", "the position is outside the service area of this server's "
-                      "road network", parameter="lat,lon")
+                      "road network", parameter="lat,lon", status_code="outside_area",
+                      guidance=status_texts("outside_area", hazard="flood"))
 
 
 def _query(request: web.Request) -> tuple[str, str, bool]:

@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from api.context import POOL
+from sonae.retry import keep_connected
 
 log = logging.getLogger("sonae.api.events")
 
@@ -135,44 +136,38 @@ class EventHub:
         return len(self._subs)
 
     async def _run(self) -> None:
-        delay = 0.1
-        while not self._stopping:
+        await keep_connected(self._listen_once, target="postgres-listen", stopped=lambda: self._stopping,
+                             cap=self.reconnect_max_s)
+
+    async def _listen_once(self, connected: Callable[[], None]) -> None:
+        async with self.pool.acquire() as conn:
+            lost = asyncio.Event()
+
+            def on_notify(*_: Any) -> None:
+                self._wake.set()
+
+            def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
+                lost.set()
+                self._wake.set()
+
+            conn.add_termination_listener(on_lost)
+            await conn.add_listener(self.channel, on_notify)
+            self.connected.set()
+            connected()
+            self._wake.set()  # catch up on anything missed while disconnected
             try:
-                async with self.pool.acquire() as conn:
-                    lost = asyncio.Event()
-
-                    def on_notify(*_: Any) -> None:
-                        self._wake.set()
-
-                    def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
-                        lost.set()
-                        self._wake.set()
-
-                    conn.add_termination_listener(on_lost)
-                    await conn.add_listener(self.channel, on_notify)
-                    self.connected.set()
-                    delay = 0.1
-                    self._wake.set()  # catch up on anything missed while disconnected
-                    try:
-                        while not self._stopping and not lost.is_set():
-                            await self._wake.wait()
-                            self._wake.clear()
-                            if lost.is_set() or self._stopping:
-                                break
-                            await self._deliver(conn)
-                    finally:
-                        self.connected.clear()
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(self.channel, on_notify)
-                    if lost.is_set():
-                        raise ConnectionError("listen connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("event hub connection lost; reconnecting",
-                            extra={"channel": self.channel, "error": str(exc), "retry_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_s)
+                while not self._stopping and not lost.is_set():
+                    await self._wake.wait()
+                    self._wake.clear()
+                    if lost.is_set() or self._stopping:
+                        break
+                    await self._deliver(conn)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(self.channel, on_notify)
+            if lost.is_set():
+                raise ConnectionError(f"listen connection of {self.channel} lost")
 
     async def _deliver(self, conn: asyncpg.Connection) -> None:
         while True:
@@ -251,3 +246,56 @@ async def stop_hazard_forwarder(app: web.Application) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# -- official information (jma) ---------------------------------------------------------------------
+OFFICIAL_HUB = web.AppKey("official_hub", EventHub)
+OFFICIAL_FORWARDER = web.AppKey("official_forwarder", asyncio.Task)
+
+
+async def load_official_events(conn: asyncpg.Connection, last_id: int, *, limit: int = 500) -> list[Event]:
+    """Telegrams applied after ``last_id`` (``jma_telegrams.id``), as ``event: official`` payloads."""
+    from jma.store import applied_after
+
+    return [Event(row["id"], "official", json.dumps(row, ensure_ascii=False, default=str, separators=(",", ":")))
+            for row in await applied_after(conn, last_id, limit=limit)]
+
+
+async def start_official_forwarder(app: web.Application) -> None:
+    """Pass applied JMA telegrams (NOTIFY ``sonae_official``) to SSE clients as transient
+    ``event: official`` events (no id: they are not alert positions); a page then asks for its level again."""
+    from jma.store import last_telegram_id
+
+    hub = app.get(ALERT_HUB)
+    if hub is None:
+        return
+    pool = app[POOL]
+    async with pool.acquire() as conn:
+        start = await last_telegram_id(conn)
+    official = EventHub(pool, "sonae_official", load_official_events)
+    await official.start(start)
+    app[OFFICIAL_HUB] = official
+    sub = official.subscribe()
+
+    async def forward() -> None:
+        try:
+            while True:
+                event = await sub.queue.get()
+                if event.type == "closed":
+                    return
+                hub.publish_local(Event(0, "official", event.data))
+        finally:
+            official.unsubscribe(sub)
+
+    app[OFFICIAL_FORWARDER] = asyncio.create_task(forward(), name="official-forwarder")
+
+
+async def stop_official_forwarder(app: web.Application) -> None:
+    task = app.get(OFFICIAL_FORWARDER)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    official = app.get(OFFICIAL_HUB)
+    if official is not None:
+        await official.stop()

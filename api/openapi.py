@@ -160,6 +160,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
+    ("get", "/api/v1/official"): {
+        "summary": "Official information in force (気象庁防災情報XML) per municipality, with the suggested order",
+        "tags": ["residents"], "parameters": [MUNICIPALITY, LANG],
+        "responses": {**ok(), **errors(400, 429)}},
     ("get", "/api/v1/shelters"): {
         "summary": "Shelters with status (open data): all, in a box, or by name", "tags": ["open data"],
         "parameters": [MUNICIPALITY, q("hazard", {"type": "string", "enum": HAZARDS}),
@@ -240,6 +244,19 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("delete", "/api/v1/hazards/{area_id}"): {
         "summary": "Remove a hazard area", "tags": ["staff"], "security": STAFF, "parameters": [p("area_id")],
         "responses": {"204": {"description": "Removed"}, **errors(401, 403, 404)}},
+    ("get", "/api/v1/hazard-maps"): {
+        "summary": "Imported hazard maps (PLATEAU, 国土数値情報) and their links", "tags": ["staff"],
+        "security": STAFF, "responses": {**ok({"type": "object", "required": ["maps"]}), **errors(401, 403)}},
+    ("put", "/api/v1/hazard-maps/{map_id}/link"): {
+        "summary": "Put a hazard map in force while a gauge, river or JMA warning area is at a 警戒レベル",
+        "tags": ["staff"], "security": STAFF, "parameters": [p("map_id")],
+        "requestBody": body({"type": "object", "required": ["kind", "ref", "at_level"], "properties": {
+            "kind": {"type": "string", "enum": ["gauge", "river", "jma_area"]}, "ref": {"type": "string"},
+            "at_level": {"type": "integer", "minimum": 1, "maximum": 5}, "phenomenon": {"type": "string"}}}),
+        "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
+    ("delete", "/api/v1/hazard-maps/{map_id}/link"): {
+        "summary": "Unlink a hazard map (it is then never in force)", "tags": ["staff"], "security": STAFF,
+        "parameters": [p("map_id")], "responses": {"204": {"description": "Unlinked"}, **errors(401, 403, 404)}},
     ("get", "/api/v1/sensors/health"): {
         "summary": "Sensor health: silent gauges, batteries, faults", "tags": ["staff"], "security": STAFF,
         "responses": {**ok(), **errors(401, 403)}},

@@ -4,6 +4,8 @@
 * ``POST /api/v1/orders`` / ``POST /api/v1/orders/{id}/cancel`` — issue or cancel an evacuation order
 * ``PATCH /api/v1/shelters/{id}`` — open or close a shelter, update its occupancy or capacity
 * ``POST /api/v1/hazards`` / ``DELETE /api/v1/hazards/{id}`` — draw or remove a hazard area
+* ``GET /api/v1/hazard-maps`` / ``PUT|DELETE /api/v1/hazard-maps/{id}/link`` — imported hazard maps
+  (PLATEAU, 国土数値情報) and what puts them in force (a gauge, a river, a JMA warning area)
 * ``GET /api/v1/sensors/health`` — silent gauges, batteries, device faults
 * ``GET /api/v1/audit`` — the audit log (admins)
 """
@@ -24,7 +26,18 @@ from api.context import POOL
 from api.params import path_int
 from api.problems import Problem
 from evac.hazards import HAZARD_TYPES
-from evac.store import StoreError, add_hazard_area, hazard_area, remove_hazard_area, set_shelter_state
+from evac.store import (
+    LINK_KINDS,
+    MapLink,
+    StoreError,
+    add_hazard_area,
+    hazard_area,
+    hazard_map_json,
+    hazard_map_rows,
+    link_hazard_map,
+    remove_hazard_area,
+    set_shelter_state,
+)
 
 routes = web.RouteTableDef()
 
@@ -148,6 +161,60 @@ async def delete_hazard(request: web.Request) -> web.Response:
         async with conn.transaction():
             await remove_hazard_area(conn, area_id, actor=account.username)
             await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {})
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/hazard-maps")
+async def get_hazard_maps(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    async with request.app[POOL].acquire() as conn:
+        rows = await hazard_map_rows(conn)
+    maps = [hazard_map_json(r) for r in rows
+            if r["municipality_code"] is None or account.may_act_in(r["municipality_code"])]
+    return web.json_response({"maps": maps}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def _map_in_scope(request: web.Request, conn: Any, account: Any) -> str:
+    map_id = request.match_info["map_id"][:200]
+    row = await conn.fetchrow("SELECT municipality_code FROM hazard_maps WHERE id = $1", map_id)
+    if row is None:
+        raise Problem(404, "Not Found", f"no hazard map {map_id!r}: GET /api/v1/hazard-maps lists them")
+    if row["municipality_code"] is not None:
+        require_scope(account, row["municipality_code"])
+    return map_id
+
+
+@routes.put("/api/v1/hazard-maps/{map_id}/link")
+async def put_hazard_map_link(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    body = await json_object(request)
+    kind = field(body, "kind", str)
+    if kind not in LINK_KINDS:
+        raise Problem(400, "Bad Request", f"kind must be one of {', '.join(LINK_KINDS)}", field="kind")
+    try:
+        link = MapLink(kind=kind, ref=field(body, "ref", str), at_level=field(body, "at_level", int),
+                       phenomenon=field(body, "phenomenon", str, default=None))
+    except StoreError as exc:
+        raise Problem(400, "Bad Request", str(exc)) from None
+    async with request.app[POOL].acquire() as conn:
+        map_id = await _map_in_scope(request, conn, account)
+        async with conn.transaction():
+            await link_hazard_map(conn, map_id, link, actor=account.username)
+            await audit(conn, account.username, "hazard_map.linked", "hazard_map", map_id,
+                        {"kind": link.kind, "ref": link.ref, "at_level": link.at_level,
+                         "phenomenon": link.phenomenon})
+        row = next(r for r in await hazard_map_rows(conn) if r["id"] == map_id)
+    return web.json_response(hazard_map_json(row), dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+@routes.delete("/api/v1/hazard-maps/{map_id}/link")
+async def delete_hazard_map_link(request: web.Request) -> web.Response:
+    account = await authenticate(request, "staff")
+    async with request.app[POOL].acquire() as conn:
+        map_id = await _map_in_scope(request, conn, account)
+        async with conn.transaction():
+            await link_hazard_map(conn, map_id, None, actor=account.username)
+            await audit(conn, account.username, "hazard_map.unlinked", "hazard_map", map_id, {})
     return web.Response(status=204)
 
 

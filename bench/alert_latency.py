@@ -88,7 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     settings = load_settings(environ={
         "SONAE_DATABASE_URL": db_url, "SONAE_MQTT_URL": broker.url, "SONAE_MQTT_PROTOCOL": broker.protocol,
         "SONAE_MQTT_TOPIC_PREFIX": prefix, "SONAE_MQTT_CLIENT_ID": f"bench-ingest-{uuid.uuid4().hex[:6]}",
-        "SONAE_INGEST_SHARED_GROUP": "" if broker.protocol != "5" else "bench",
+        "SONAE_INGEST_SHARED_GROUP": "",  # plain persistent subscription (the default)
         "SONAE_INGEST_BATCH_AGE_MS": str(args.batch_age_ms), "SONAE_API_PORT": str(api_port), "SONAE_STATE_DIR": tmp, "SONAE_LOG_LEVEL": "warning",
     })
     pool = await asyncpg.create_pool(db_url, min_size=2, max_size=10)

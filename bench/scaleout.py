@@ -9,7 +9,9 @@ What runs (all on 127.0.0.1, all started and stopped here):
   as itself and may publish only its own station's topics;
 * a fresh database on the local PostgreSQL (``--database-url``, default
   ``postgresql://postgres@127.0.0.1:5432/postgres``; dropped at the end);
-* ``sonae ingest --instance a`` and ``--instance b`` sharing ``$share/sonae-ingest/sonae/v1/#``;
+* ``sonae ingest --instance a`` and ``--instance b`` with ``ingest.partition`` ``0/2`` and ``1/2``:
+  devices alternate between two municipalities whose codes fall to the two partitions, and each
+  ingestor subscribes plainly to its municipality (no shared subscription, see ingest/partition.py);
 * ``sonae api`` twice, behind nginx configured with ``deploy/nginx/sonae-http.conf`` and
   ``deploy/nginx/sonae-locations.conf`` (TLS with a throwaway certificate when openssl exists).
 
@@ -69,6 +71,13 @@ from sonae.embedded import free_port, port_open  # noqa: E402
 from sonae.provisioning import adapt_mosquitto_config, add_client  # noqa: E402
 
 MUNICIPALITY = "072036"
+#: devices alternate between these; 072010 falls to partition 0/2 and 072036 to 1/2 (ingest/partition.py)
+DEVICE_MUNICIPALITIES = ("072010", "072036")
+PARTITION = {"a": "0/2", "b": "1/2"}
+
+
+def municipality_of(index: int) -> str:
+    return DEVICE_MUNICIPALITIES[index % len(DEVICE_MUNICIPALITIES)]
 INGEST_METRICS_WRAPPER = (
     "import sys; from prometheus_client import start_http_server; "
     "start_http_server(int(sys.argv[1]), addr='127.0.0.1'); "
@@ -217,8 +226,8 @@ class Rehearsal:
         passwd, acl = root / "passwd", root / "acl"
         files = {"passwd_file": passwd, "acl_file": acl}
         self.passwords["sonae-ingest"] = add_client("sonae-ingest", role="ingest", **files).password or ""  # type: ignore[arg-type]
-        for d in self.devices:
-            made = add_client(d, municipalities=[MUNICIPALITY], stations=[self.stations[d]], **files)  # type: ignore[arg-type]
+        for i, d in enumerate(self.devices):
+            made = add_client(d, municipalities=[municipality_of(i)], stations=[self.stations[d]], **files)  # type: ignore[arg-type]
             self.passwords[d] = made.password or ""
         conf = root / "mosquitto.conf"
         conf.write_text(adapt_mosquitto_config(
@@ -263,8 +272,9 @@ class Rehearsal:
 
         conn = await asyncpg.connect(self.db_url)
         try:
-            await upsert_stations(conn, [Station(id=s, name=f"Rehearsal {s}", municipality_code=MUNICIPALITY)
-                                         for s in self.stations.values()])
+            await upsert_stations(conn, [Station(id=self.stations[d], name=f"Rehearsal {self.stations[d]}",
+                                                 municipality_code=municipality_of(i))
+                                         for i, d in enumerate(self.devices)])
         finally:
             await conn.close()
         log(f"schema migrated, {len(self.stations)} stations registered")
@@ -273,10 +283,11 @@ class Rehearsal:
         port = self.ingest_metrics[instance]
         if _has_setting("ingest.metrics_port"):
             cmd = _sonae_cmd() + ["ingest", "--instance", instance]
-            env = self._env(f"ingest-{instance}", {"SONAE_INGEST_METRICS_PORT": str(port)})
+            env = self._env(f"ingest-{instance}", {"SONAE_INGEST_METRICS_PORT": str(port),
+                                                   "SONAE_INGEST_PARTITION": PARTITION[instance]})
         else:
             cmd = [sys.executable, "-c", INGEST_METRICS_WRAPPER, str(port), "ingest", "--instance", instance]
-            env = self._env(f"ingest-{instance}")
+            env = self._env(f"ingest-{instance}", {"SONAE_INGEST_PARTITION": PARTITION[instance]})
         name = f"ingest-{instance}"
         p = self.procs.get(name) or Proc(name, cmd, env, self.work / f"{name}.log")
         self.procs[name] = p
@@ -404,7 +415,7 @@ http {{
 
         async def device(i: int, client: Any) -> None:
             station = self.stations[self.devices[i]]
-            topic = topic_for("sonae/v1", MUNICIPALITY, station, "level")
+            topic = topic_for("sonae/v1", municipality_of(i), station, "level")
             start = time.monotonic() + i * interval / len(self.devices)
             for seq in range(per_device):
                 await asyncio.sleep(max(0.0, start + seq * interval - time.monotonic()))
@@ -509,7 +520,7 @@ http {{
         await self.migrate_and_register()
         for instance in ("a", "b"):
             self.start_ingestor(instance)
-        log("ingestors a and b subscribed to $share/sonae-ingest/sonae/v1/#")
+        log("ingestors a (partition 0/2) and b (1/2) subscribed plainly to their municipalities")
         for i in (0, 1):
             self.start_api(i)
         log(f"API processes ready on :{self.api_ports[0]} and :{self.api_ports[1]}")

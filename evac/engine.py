@@ -27,19 +27,44 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import shapely
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from evac.hazards import BlockedAreas, HazardArea, active_areas, check_hazard, edge_multipliers
-from evac.network import RoadNetwork
+from evac.graph import PROFILES
+from evac.hazards import (
+    AreaLines,
+    BlockedAreas,
+    HazardArea,
+    active_areas,
+    check_hazard,
+    edge_hits,
+    edge_multipliers,
+)
+from evac.network import _TRANSFORMERS, RoadNetwork
 from evac.shelters import Shelter
+from evac.snapping import EdgePoints, sub_line
 
 #: Weight given to a blocked edge (seconds); far above any real route.
 BLOCKED_WEIGHT = 1e9
 #: Distances at or above this (seconds) mean "no safe route"; the search stops there.
 UNREACHABLE_S = 1e8
+
+#: Edges whose nearest point is at most this much further than the nearest road's are candidates too
+#: (the same road seen through two edges at a junction, or two roads at about the same distance); the
+#: route takes the one with the least total time.
+TIE_M = 10.0
+#: When every candidate near the nearest road is cut by a blocked area, roads up to this far are tried.
+SEARCH_M = 150.0
+#: Radius of the first look for roads around a position (metres); further roads take a second search.
+FIRST_LOOK_M = 40.0
+#: Speed on the straight legs to and from the road for the car profile (people walk to the car).
+ACCESS_SPEED_MPS = 1.0
+#: Positions further than this outside the network's bounding box are ``outside_area``.
+AREA_MARGIN_M = 1000.0
 
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
 
@@ -58,9 +83,83 @@ class HazardState:
         return active_areas(self.areas.values(), self.alert_levels, exercise=exercise)
 
 
+@dataclass(frozen=True)
+class Sources:
+    """Where qualifying shelters join the road graph: one row per (shelter, edge point, edge end).
+
+    Row ``k`` is a virtual node ``n + k`` of the search: shelter ``shelters[shelter[k]]`` stands
+    ``egress_m[k]`` metres (``egress_s[k]`` seconds) from the point ``along[k]`` projected metres along
+    base edge ``edge[k]``; from node ``end[k]`` (``end_along[k]`` along the same edge) to that point is
+    ``partial_s[k]`` seconds and ``partial_m[k]`` metres; ``offset[k]`` is their sum with the egress.
+    """
+
+    shelter: np.ndarray
+    end: np.ndarray
+    edge: np.ndarray
+    along: np.ndarray
+    end_along: np.ndarray
+    partial_s: np.ndarray
+    partial_m: np.ndarray
+    egress_s: np.ndarray
+    egress_m: np.ndarray
+    offset: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.shelter.shape[0])
+
+
+@dataclass(frozen=True)
+class _Attachment:
+    """A shelter's road points (``pts``) and the rows from their edge ends, before hazards: row ``k``
+    joins point ``point[k]`` from node ``end[k]`` (``end_along[k]`` along the edge) in ``partial_s[k]``
+    seconds over ``partial_m[k]`` metres."""
+
+    sx: float
+    sy: float
+    pts: EdgePoints
+    point: np.ndarray
+    end: np.ndarray
+    end_along: np.ndarray
+    partial_s: np.ndarray
+    partial_m: np.ndarray
+
+
+@dataclass(frozen=True)
+class Stops:
+    """Shelter road points sorted by base edge (egress leg safe): :meth:`on` lists one edge's."""
+
+    edge: np.ndarray
+    shelter: np.ndarray
+    along: np.ndarray
+    egress_s: np.ndarray
+    egress_m: np.ndarray
+    has: np.ndarray  # bool per base edge: some stop lies on it
+
+    def on(self, e: int) -> list[Stop]:
+        if not self.has[e]:
+            return []
+        lo = int(np.searchsorted(self.edge, e, side="left"))
+        hi = int(np.searchsorted(self.edge, e, side="right"))
+        return [Stop(int(self.shelter[k]), float(self.along[k]), float(self.egress_s[k]), float(self.egress_m[k]))
+                for k in range(lo, hi)]
+
+
+class Stop(NamedTuple):
+    """A shelter attached to a point of an edge: ``along`` projected metres, then the egress leg."""
+
+    shelter: int  # index into Field.shelters
+    along: float
+    egress_s: float
+    egress_m: float
+
+
 @dataclass(eq=False)
 class Field:
-    """Nearest qualifying shelter, time and next hop for every node, for one key at one state."""
+    """Nearest qualifying shelter, time and next hop for every node, for one key at one state.
+
+    ``next_node[i] >= n_nodes`` means that from node ``i`` the route leaves the graph for source row
+    ``next_node[i] - n_nodes`` (see :class:`Sources`): the last partial edge and the egress leg.
+    """
 
     profile: str
     hazard: str
@@ -69,29 +168,60 @@ class Field:
     computed_at: datetime
     compute_s: float
     dist: np.ndarray  # seconds to the nearest qualifying shelter (inf = none reachable)
-    next_node: np.ndarray  # next node towards it (-1 at a shelter or when unreachable)
-    source: np.ndarray  # node of that shelter (-1 when unreachable)
-    shelter_at: Mapping[int, Shelter]  # source node -> shelter
+    next_node: np.ndarray  # next node towards it (>= n: the source row n + k; -1 when unreachable)
+    source: np.ndarray  # source row reached from each node (-1 when unreachable)
+    shelters: list[Shelter]  # qualifying shelters attached to the graph (hazards not applied)
+    sources: Sources
+    stops: Stops  # shelters attached to edge points (for routes along one edge)
+    mult: np.ndarray  # hazard multiplier per base edge (1, a penalty factor, or inf)
     de_weight: np.ndarray  # current weight of each directed edge of the profile graph
     pair_weight: np.ndarray
     blocked: BlockedAreas  # blocked areas in force, for point tests
+    lines: AreaLines  # the areas in force, projected, for partial edges and legs
+    access_speed: float  # metres per second on the straight legs to and from the road
+
+    @property
+    def shelter_at(self) -> dict[int, Shelter]:
+        """Node -> shelter reached when a route ends through that node (for inspection and tests)."""
+        n = len(self.dist)
+        out: dict[int, Shelter] = {}
+        for i in np.flatnonzero(self.next_node >= n).tolist():
+            out[i] = self.shelters[int(self.sources.shelter[int(self.next_node[i]) - n])]
+        return out
 
     def path(self, node: int) -> list[int]:
-        """Nodes from ``node`` to its shelter (empty when unreachable)."""
+        """Nodes from ``node`` to where its route leaves the graph (empty when unreachable)."""
         if node < 0 or not self.dist[node] < UNREACHABLE_S:
             return []
         nxt = self.next_node
+        n = len(nxt)
         out = [node]
-        while (node := int(nxt[node])) >= 0:
+        while 0 <= (node := int(nxt[node])) < n:
             out.append(node)
         return out
 
 
 @dataclass(frozen=True)
-class RouteResult:
-    """The core answer: status, node path, time and shelter (formatted by :mod:`evac.routes`)."""
+class Partial:
+    """Part of base edge ``edge`` from ``a`` to ``b`` projected metres along it (against it if ``b < a``)."""
 
-    status: str  # ok | no_safe_route | inside_hazard | off_network
+    edge: int
+    a: float
+    b: float
+    seconds: float
+    metres: float
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """The core answer: status, legs, time and shelter (formatted by :mod:`evac.routes`).
+
+    A route is: the access leg (straight, from the position to ``first``'s start), ``first`` (the part
+    of the resident's edge to a node, or straight to the shelter's point on the same edge), the node
+    ``path``, ``last`` (from the last node along the shelter's edge) and the egress leg to the shelter.
+    """
+
+    status: str  # ok | no_safe_route | no_shelter_in_area | inside_hazard | off_network | outside_area
     path: list[int]
     duration_s: float
     shelter: Shelter | None
@@ -99,6 +229,12 @@ class RouteResult:
     field: Field
     state: HazardState
     hazards_here: tuple[HazardArea, ...] = ()
+    origin: tuple[float, float] | None = None  # lon, lat of the position (as given)
+    access_s: float = 0.0
+    first: Partial | None = None
+    last: Partial | None = None
+    egress_m: float = 0.0
+    egress_s: float = 0.0
 
 
 @dataclass(eq=False)
@@ -137,8 +273,23 @@ class Engine:
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
         self._update_lock = threading.Lock()
-        self._snap_cache: dict[tuple[str, float, float], tuple[int, float]] = {}
+        self._attach_cache: dict[tuple[str, float, float], tuple[float, EdgePoints]] = {}
         self._hit_cache: dict[str, tuple[HazardArea, np.ndarray]] = {}
+        self._proj_cache: dict[str, tuple[HazardArea, Any]] = {}
+        self._shelter_cache: dict[tuple[str, float, float], _Attachment | None] = {}
+        self._effect_cache: dict[tuple[str, str], tuple[HazardArea, np.ndarray,
+                                                        tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._leg_trees: dict[str, tuple[np.ndarray, shapely.STRtree, shapely.STRtree]] = {}
+        self._concat_cache: dict[str, tuple[tuple[int, ...], tuple[np.ndarray, ...], list[_Attachment]]] = {}
+        lon, lat = network.node_lon, network.node_lat
+        if len(lon):
+            mid = math.radians(float(lat.min() + lat.max()) / 2)
+            dlat = AREA_MARGIN_M / 111_320.0
+            dlon = dlat / max(math.cos(mid), 0.01)
+            self._bounds = (float(lon.min()) - dlon, float(lat.min()) - dlat, float(lon.max()) + dlon,
+                            float(lat.max()) + dlat)
+        else:
+            self._bounds = (math.inf, math.inf, -math.inf, -math.inf)
         state = HazardState(1, _now(), {s.id: s for s in shelters}, {a.id: a for a in areas},
                             dict(alert_levels or {}))
         self._snap = _Snapshot(state)
@@ -202,7 +353,8 @@ class Engine:
     def _compute(self, snap: _Snapshot, key: FieldKey) -> Field:
         profile, hazard, exercise = key
         check_hazard(hazard)
-        pg = self.network.profile(profile)
+        net = self.network
+        pg = net.profile(profile)
         with snap.lock:
             if key in snap.fields:
                 return snap.fields[key]
@@ -210,71 +362,216 @@ class Engine:
             active = snap.state.active(exercise=exercise)
             mult = snap.mults.get(exercise)
             if mult is None:
-                mult = edge_multipliers(self.network, active, cache=self._hit_cache)
+                mult = edge_multipliers(net, active, cache=self._hit_cache)
                 snap.mults[exercise] = mult
             de_w = pg.de_time * mult[pg.de_base]
             de_w[~np.isfinite(de_w)] = BLOCKED_WEIGHT
             pair_w = pg.pair_weights(de_w)
             blocked = BlockedAreas(active)
-            shelter_at = self._qualifying(snap.state, profile, hazard, blocked)
-            n = self.network.n_nodes
-            if shelter_at:
-                sources = np.fromiter(shelter_at, dtype=np.int64)
-                dist, pred, src = dijkstra(pg.reverse_csr(pair_w), directed=True, indices=sources,
+            lines = self._area_lines(active)
+            prof = PROFILES[profile]
+            speed = prof.speed_mps if prof.walking else ACCESS_SPEED_MPS
+            shelters, sources, on_edge = self._sources(snap.state, profile, hazard, active, speed)
+            n = net.n_nodes
+            k = len(sources)
+            if k:
+                rev = pg.reverse_csr(pair_w)
+                indptr = np.concatenate([rev.indptr, rev.indptr[-1] + np.arange(1, k + 1)])
+                graph = csr_matrix((np.concatenate([rev.data, np.maximum(sources.offset, 1e-9)]),
+                                    np.concatenate([rev.indices, sources.end]).astype(np.int32), indptr),
+                                   shape=(n + k, n + k))
+                dist, pred, src = dijkstra(graph, directed=True, indices=np.arange(n, n + k),
                                            return_predecessors=True, min_only=True, limit=UNREACHABLE_S)
-                pred = np.where(pred < 0, -1, pred).astype(np.int32)
-                src = np.where(src < 0, -1, src).astype(np.int32)
+                dist = dist[:n]
+                pred = np.where(pred[:n] < 0, -1, pred[:n]).astype(np.int32)
+                src = np.where(src[:n] < 0, -1, src[:n] - n).astype(np.int32)
             else:
                 dist, pred, src = np.full(n, np.inf), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
-                      pred, src, shelter_at, de_w, pair_w, blocked)
+                      pred, src, shelters, sources, on_edge, mult, de_w, pair_w, blocked, lines, speed)
             snap.fields[key] = f
             return f
 
-    def _snap_shelter(self, s: Shelter, profile: str) -> tuple[int, float]:
-        nodes, dists = self._snap_shelters([s], profile)
-        return int(nodes[0]), float(dists[0])
-
-    def _snap_shelters(self, shelters: list[Shelter], profile: str) -> tuple[np.ndarray, np.ndarray]:
-        """Snapped node and distance per shelter (cached by position, misses snapped in one call)."""
-        cache = self._snap_cache
-        keys = [(profile, s.lon, s.lat) for s in shelters]
-        missing = [k for k in keys if k not in cache]
-        if missing:
-            nodes, dists = self.network.snap_many([k[1] for k in missing], [k[2] for k in missing], profile=profile)
-            for k, n, d in zip(missing, nodes.tolist(), dists.tolist(), strict=True):
-                cache[k] = (int(n), float(d))
-        hits = [cache[k] for k in keys]
-        return np.array([h[0] for h in hits], dtype=np.int64), np.array([h[1] for h in hits], dtype=float)
-
-    def _qualifying(self, st: HazardState, profile: str, hazard: str, blocked: BlockedAreas) -> dict[int, Shelter]:
-        """Source node -> shelter, for open, non-full shelters rated for ``hazard`` outside blocked areas."""
-        shelters = [s for s in st.shelters.values() if s.is_open and hazard in s.hazards and not s.is_full]
-        if not shelters:
-            return {}
-        nodes, dists = self._snap_shelters(shelters, profile)
-        ok = (nodes >= 0) & (dists <= self.max_snap_m)
-        if blocked and ok.any():
-            net = self.network
-            idx = np.flatnonzero(ok)
-            lon = np.array([shelters[i].lon for i in idx])
-            lat = np.array([shelters[i].lat for i in idx])
-            inside = blocked.contains_many(lon, lat)
-            inside |= blocked.contains_many(net.node_lon[nodes[idx]], net.node_lat[nodes[idx]])
-            ok[idx[inside]] = False
-        out: dict[int, Shelter] = {}
-        for i in np.flatnonzero(ok).tolist():
-            s, node = shelters[i], int(nodes[i])
-            prev = out.get(node)
-            if prev is None or _room(s) > _room(prev):
-                out[node] = s
+    def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
+        """Each area in force with its geometry in the network's projected metres (cached per area)."""
+        cache = self._proj_cache
+        out = []
+        for a in active:
+            hit = cache.get(a.id)
+            if hit is None or hit[0] is not a:
+                hit = (a, self.network.project_geometry(a.geometry))
+                shapely.prepare(hit[1])
+                cache[a.id] = hit
+            out.append((a, hit[1]))
         return out
+
+    def _area_lines(self, active: list[HazardArea]) -> AreaLines:
+        geoms = self._area_geoms(active)
+        return AreaLines([g for a, g in geoms if a.severity == "blocked"],
+                         [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"])
+
+    def _area_effect(self, profile: str, area: HazardArea, geom: Any,
+                     arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shelters inside ``area``, egress legs and partial edges (source rows) touching it."""
+        p_shelter, p_edge, p_along, p_qx, p_qy, sx, sy, r_point, r_end_along = arrays
+        key = (profile, area.id)
+        hit = self._effect_cache.get(key)
+        if hit is not None and hit[0] is area and hit[1] is p_edge:
+            return hit[2]
+        net = self.network
+        trees = self._leg_trees.get(profile)
+        if trees is None or trees[0] is not p_edge:
+            legs = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
+                                                 np.column_stack([p_qx, p_qy])], axis=1))
+            trees = (p_edge, shapely.STRtree(shapely.points(sx, sy)), shapely.STRtree(legs))
+            self._leg_trees[profile] = trees
+        pts_in = np.sort(trees[1].query(geom, predicate="intersects"))
+        legs_hit = np.sort(trees[2].query(geom, predicate="intersects"))
+        cached = self._hit_cache.get(area.id)
+        edges = cached[1] if cached is not None and cached[0] is area else edge_hits(net, area)
+        rows = np.flatnonzero(np.isin(p_edge[r_point], edges))
+        parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
+                                             float(p_along[r_point[k]]))) for k in rows.tolist()]
+        rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)] if parts else rows
+        effect = (pts_in, legs_hit, rows_hit)
+        if len(self._effect_cache) > 10_000:
+            self._effect_cache.clear()
+        self._effect_cache[key] = (area, p_edge, effect)
+        return effect
+
+    def attach(self, lon: float, lat: float, *, profile: str) -> tuple[float, EdgePoints]:
+        """Distance to the nearest usable edge and the edge points within :data:`TIE_M` of it.
+
+        Raises nothing; an empty graph gives ``(inf, empty)``.
+        """
+        key = (profile, lon, lat)
+        hit = self._attach_cache.get(key)
+        if hit is None:
+            x, y = _TRANSFORMERS.get(self.network.epsg).transform(float(lon), float(lat))
+            idx = self.network.profile(profile).index
+            d0 = idx.nearest_distance(x, y)
+            pts = idx.within(x, y, d0 + TIE_M) if np.isfinite(d0) else idx.within(x, y, 0.0)
+            hit = (d0, pts)
+            if len(self._attach_cache) > 200_000:
+                self._attach_cache.clear()
+            self._attach_cache[key] = hit
+        return hit
+
+    def _attachment(self, s: Shelter, profile: str) -> _Attachment | None:
+        """Where a shelter meets a profile's roads, before hazards (cached by position)."""
+        key = (profile, s.lon, s.lat)
+        hit = self._shelter_cache.get(key)
+        if hit is not None or key in self._shelter_cache:
+            return hit
+        d0, pts = self.attach(s.lon, s.lat, profile=profile)
+        att = None
+        if d0 <= self.max_snap_m:
+            net = self.network
+            sx, sy = _TRANSFORMERS.get(net.epsg).transform(s.lon, s.lat)
+            e = pts.edge.astype(np.int64)
+            plen = net.edge_plen[e]
+            frac = np.divide(pts.along, plen, out=np.zeros(len(e)), where=plen > 0).clip(0.0, 1.0)
+            fwd, bwd = net.times[profile]
+            # rows: from end u (walking along the edge to the point), from end v (against it)
+            with np.errstate(invalid="ignore"):
+                t_u = np.where(frac > 0, fwd[e] * frac, 0.0)
+                t_v = np.where(frac < 1, bwd[e] * (1 - frac), 0.0)
+            point = np.concatenate([np.arange(len(e)), np.arange(len(e))])
+            end = np.concatenate([net.edge_u[e], net.edge_v[e]]).astype(np.int32)
+            end_along = np.concatenate([np.zeros(len(e)), plen])
+            ps = np.concatenate([t_u, t_v])
+            pm = np.concatenate([net.edge_length[e] * frac, net.edge_length[e] * (1 - frac)])
+            ok = np.isfinite(ps)
+            att = _Attachment(float(sx), float(sy), pts, point[ok], end[ok], end_along[ok], ps[ok], pm[ok])
+        if len(self._shelter_cache) > 100_000:
+            self._shelter_cache.clear()
+        self._shelter_cache[key] = att
+        return att
+
+    def _sources(self, st: HazardState, profile: str, hazard: str, active: list[HazardArea], speed: float) -> tuple[list[Shelter], Sources, Stops]:
+        """Qualifying shelters attached to the graph, their source rows and their stops per edge (hazards
+        applied: a shelter in a blocked area, a blocked egress leg or a blocked partial edge gives no row).
+
+        The attachments are cached per position; only rows near an area in force are tested with shapely.
+        """
+        net = self.network
+        cands = sorted((s for s in st.shelters.values() if s.is_open and hazard in s.hazards and not s.is_full),
+                       key=lambda s: s.id)
+        shelters: list[Shelter] = []
+        atts: list[_Attachment] = []
+        for s in cands:
+            att = self._attachment(s, profile)
+            if att is not None:
+                shelters.append(s)
+                atts.append(att)
+        if not atts:
+            z, zi = np.zeros(0), np.zeros(0, np.int32)
+            return shelters, Sources(zi, zi, zi, z, z, z, z, z, z, z), Stops(zi, zi, z, z, z,
+                                                                             np.zeros(net.n_edges, bool))
+        (p_shelter, p_edge, p_along, p_dist, p_qx, p_qy, sx, sy, r_point, r_end, r_end_along, r_ps0,
+         r_pm) = self._concat(profile, atts)
+        # hazards: per area (cached while the area and the shelter set stay the same), which shelters it
+        # covers, which egress legs and which partial edges it touches; blocked wins, else the largest penalty
+        leg = np.ones(len(p_edge))
+        r_fac = np.ones(len(r_point))
+        inside = np.zeros(len(sx), bool)
+        arrays = (p_shelter, p_edge, p_along, p_qx, p_qy, sx, sy, r_point, r_end_along)
+        for area, geom in self._area_geoms(active):
+            pts_in, legs_hit, rows_hit = self._area_effect(profile, area, geom, arrays)
+            if area.severity == "blocked":
+                inside[pts_in] = True
+                leg[legs_hit] = np.inf
+                r_fac[rows_hit] = np.inf
+            else:
+                leg[legs_hit] = np.maximum(leg[legs_hit], area.penalty_factor)
+                r_fac[rows_hit] = np.maximum(r_fac[rows_hit], area.penalty_factor)
+        leg[inside[p_shelter]] = np.inf
+        egress_s = np.where(np.isfinite(leg), p_dist / speed * np.where(np.isfinite(leg), leg, 1.0), np.inf)
+        with np.errstate(invalid="ignore"):  # 0 s (a point at the node) times inf: no partial edge to block
+            r_ps = np.where(r_ps0 > 0, r_ps0 * r_fac, r_ps0)
+        keep = np.isfinite(r_ps) & np.isfinite(egress_s[r_point])
+        r_point, r_end, r_end_along, r_ps, r_pm = r_point[keep], r_end[keep], r_end_along[keep], r_ps[keep], r_pm[keep]
+        src = Sources(p_shelter[r_point].astype(np.int32), r_end.astype(np.int32), p_edge[r_point], p_along[r_point],
+                      r_end_along, r_ps, r_pm, egress_s[r_point], p_dist[r_point], r_ps + egress_s[r_point])
+        ok = np.isfinite(egress_s)
+        order = np.flatnonzero(ok)[np.argsort(p_edge[ok], kind="stable")]
+        has = np.zeros(net.n_edges, bool)
+        has[p_edge[order]] = True
+        stops = Stops(p_edge[order], p_shelter[order].astype(np.int32), p_along[order], egress_s[order], p_dist[order],
+                      has)
+        return shelters, src, stops
+
+    def _concat(self, profile: str, atts: list[_Attachment]) -> tuple[np.ndarray, ...]:
+        """The attachments of a set of shelters as flat arrays (kept while the set stays the same)."""
+        key = tuple(id(a) for a in atts)
+        hit = self._concat_cache.get(profile)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        n_pts = np.array([len(a.pts) for a in atts])
+        base = np.concatenate([[0], np.cumsum(n_pts)[:-1]]).astype(np.int64)
+        arrays = (
+            np.repeat(np.arange(len(atts)), n_pts),
+            np.concatenate([a.pts.edge for a in atts]).astype(np.int32),
+            np.concatenate([a.pts.along for a in atts]),
+            np.concatenate([a.pts.dist for a in atts]),
+            np.concatenate([a.pts.x for a in atts]),
+            np.concatenate([a.pts.y for a in atts]),
+            np.array([a.sx for a in atts]),
+            np.array([a.sy for a in atts]),
+            np.concatenate([a.point + base[i] for i, a in enumerate(atts)]),
+            np.concatenate([a.end for a in atts]),
+            np.concatenate([a.end_along for a in atts]),
+            np.concatenate([a.partial_s for a in atts]),
+            np.concatenate([a.partial_m for a in atts]),
+        )
+        self._concat_cache[profile] = (key, arrays, atts)  # atts keep the ids in the key alive
+        return arrays
 
     # -- queries ------------------------------------------------------------------------------------
     def route_result(
         self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False
     ) -> RouteResult:
-        """The nearest safe shelter and the node path to it (the core query, no formatting)."""
+        """The nearest safe shelter by total walk, from the nearest usable road (the core query)."""
         snap = self._snap
         key = (profile, hazard, exercise)
         f = snap.fields.get(key) or self._compute(snap, key)
@@ -282,13 +579,87 @@ class Engine:
         here = tuple(f.blocked.at(lon, lat))
         if here:
             return RouteResult("inside_hazard", [], math.inf, None, math.nan, f, st, here)
-        node, d = self.network.snap(lon, lat, profile=profile)
-        if node < 0 or d > self.max_snap_m:
-            return RouteResult("off_network", [], math.inf, None, d, f, st)
-        path = f.path(node)
-        if not path:
-            return RouteResult("no_safe_route", [], math.inf, None, d, f, st)
-        return RouteResult("ok", path, float(f.dist[node]), f.shelter_at[path[-1]], d, f, st)
+        if not self.in_area(lat, lon):
+            return RouteResult("outside_area", [], math.inf, None, math.nan, f, st)
+        net = self.network
+        x, y = _TRANSFORMERS.get(net.epsg).transform(float(lon), float(lat))
+        idx = net.profile(profile).index
+        if idx.tree is None:
+            return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
+        # most positions are near a road: one ball query of FIRST_LOOK_M covers the nearest and its band
+        pts = idx.within(x, y, FIRST_LOOK_M)
+        if not len(pts) or float(pts.dist[0]) + TIE_M > FIRST_LOOK_M:
+            dmid = float(idx.tree.query((x, y))[0])
+            pts = idx.within(x, y, dmid + TIE_M)
+            if not len(pts):
+                return RouteResult("off_network", [], math.inf, None, dmid, f, st)
+        d_near = float(pts.dist[0])
+        if d_near > self.max_snap_m:
+            return RouteResult("off_network", [], math.inf, None, d_near, f, st)
+        if not f.shelters:
+            return RouteResult("no_shelter_in_area", [], math.inf, None, d_near, f, st)
+        band = pts.dist <= d_near + TIE_M
+        options = [self._best_from(f, x, y, int(pts.edge[i]), float(pts.along[i]), float(pts.dist[i]),
+                                   float(pts.x[i]), float(pts.y[i])) for i in np.flatnonzero(band).tolist()]
+        if options[0] is None:  # the nearest road gives no safe way: look further, up to SEARCH_M
+            wide = idx.within(x, y, max(SEARCH_M, d_near + TIE_M))
+            options = []
+            d_valid = math.inf
+            for i in range(len(wide)):  # nearest first: stop TIE_M beyond the first road with a safe way
+                if wide.dist[i] > d_valid + TIE_M:
+                    break
+                o = self._best_from(f, x, y, int(wide.edge[i]), float(wide.along[i]), float(wide.dist[i]),
+                                    float(wide.x[i]), float(wide.y[i]))
+                if o is not None:
+                    d_valid = min(d_valid, o[1])
+                    options.append(o)
+        best = min((o for o in options if o is not None), key=lambda o: o[0], default=None)
+        if best is None:
+            return RouteResult("no_safe_route", [], math.inf, None, d_near, f, st)
+        total, d, access_s, first, end, stop = best
+        if stop is not None:  # straight along the resident's own edge to the shelter
+            return RouteResult("ok", [], total, f.shelters[stop.shelter], d, f, st, (), (float(lon), float(lat)),
+                               access_s, first, None, stop.egress_m, stop.egress_s)
+        path = f.path(end)
+        row = int(f.next_node[path[-1]]) - net.n_nodes
+        src = f.sources
+        last = Partial(int(src.edge[row]), float(src.end_along[row]), float(src.along[row]),
+                       float(src.partial_s[row]), float(src.partial_m[row]))
+        shelter = f.shelters[int(src.shelter[row])]
+        return RouteResult("ok", path, total, shelter, d, f, st, (), (float(lon), float(lat)), access_s, first,
+                           last, float(src.egress_m[row]), float(src.egress_s[row]))
+
+    def _best_from(self, f: Field, x: float, y: float, e: int, along: float, dist: float, qx: float,
+                   qy: float) -> tuple[float, float, float, Partial, int, Stop | None] | None:
+        """Least total time leaving from point ``along`` of edge ``e``: (total, access m, access s, first
+        partial, end node or -1 for a shelter on the same edge, that shelter's stop)."""
+        net = self.network
+        lines = f.lines
+        leg = lines.factor(np.array([[x, y], [qx, qy]])) if lines else 1.0
+        if leg == math.inf:
+            return None
+        access_s = dist / f.access_speed * leg
+        plen = net_edge_plen(net, e)
+        best: tuple[float, float, float, Partial, int, Stop | None] | None = None
+        for end, end_along in ((int(net.edge_u[e]), 0.0), (int(net.edge_v[e]), plen)):
+            d_end = float(f.dist[end])
+            if not d_end < UNREACHABLE_S:
+                continue
+            ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, end_along, plen)
+            total = access_s + ps + d_end
+            if math.isfinite(total) and (best is None or total < best[0]):
+                best = (total, dist, access_s, Partial(e, along, end_along, ps, pm), end, None)
+        for stop in f.stops.on(e):
+            ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, stop.along, plen)
+            total = access_s + ps + stop.egress_s
+            if math.isfinite(total) and (best is None or total < best[0]):
+                best = (total, dist, access_s, Partial(e, along, stop.along, ps, pm), -1, stop)
+        return best
+
+    def in_area(self, lat: float, lon: float) -> bool:
+        """Whether a position lies within the network's bounding box widened by :data:`AREA_MARGIN_M`."""
+        b = self._bounds
+        return b[0] <= lon <= b[2] and b[1] <= lat <= b[3]
 
     def route(
         self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", lang: str | None = None,
@@ -304,41 +675,96 @@ class Engine:
         self, lat: float, lon: float, *, k: int = 3, profile: str = "walk", hazard: str = "flood",
         exercise: bool = False, include_full: bool = False,
     ) -> list[dict[str, Any]]:
-        """The ``k`` nearest qualifying shelters with travel times (full ones skipped unless asked)."""
-        snap = self._snap
-        key = (profile, hazard, exercise)
-        f = snap.fields.get(key) or self._compute(snap, key)
-        if f.blocked.contains(lon, lat):
+        """The ``k`` nearest qualifying shelters with travel times (full ones skipped unless asked).
+
+        Times run from the same road point as :meth:`route_result` (access leg included) to each shelter
+        (its last partial edge and egress leg included).
+        """
+        r = self.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+        if r.status != "ok" or r.first is None:
             return []
-        node, d = self.network.snap(lon, lat, profile=profile)
-        if node < 0 or d > self.max_snap_m:
-            return []
-        candidates = dict(f.shelter_at)
+        f = r.field
+        st = r.state
+        net = self.network
         if include_full:
-            blocked = f.blocked
-            for s in snap.state.shelters.values():
-                if s.is_full and s.is_open and s.rated_for(hazard):
-                    sn, sd = self._snap_shelter(s, profile)
-                    if sn >= 0 and sd <= self.max_snap_m and not blocked.contains(s.lon, s.lat):
-                        candidates.setdefault(sn, s)
-        times = self._times_from(node, f, k, list(candidates), float(f.dist[node]))
-        ranked = sorted((t, n) for n, t in times.items() if t < UNREACHABLE_S)[:k]
-        return [{"duration_s": round(t, 1), "shelter": candidates[n].to_dict(),
-                 "hazard_version": f.version} for t, n in ranked]
+            full = [s for s in st.shelters.values() if s.is_full and s.is_open and s.rated_for(hazard)]
+            if full:
+                f = self._compute(_Snapshot(HazardState(st.version, st.changed_at, {
+                    s.id: replace(s, occupancy=0) if s.is_full else s for s in st.shelters.values()},
+                    st.areas, st.alert_levels)), (profile, hazard, exercise))
+                f = replace(f, version=r.field.version)
+        src = f.sources
+        if not len(src):
+            return []
+        starts, direct = self.starts(r, f)
+        best: dict[int, float] = {}
+        if starts:
+            csr = net.profile(profile).forward_csr(f.pair_weight)
+            dist = np.atleast_2d(dijkstra(csr, directed=True, indices=[s for s, _ in starts], limit=UNREACHABLE_S))
+            for i, (_, off) in enumerate(starts):
+                tot = off + dist[i][src.end] + src.offset
+                for row in np.flatnonzero(tot < UNREACHABLE_S).tolist():
+                    j = int(src.shelter[row])
+                    best[j] = min(best.get(j, math.inf), float(tot[row]))
+        for j, tot in direct:
+            best[j] = min(best.get(j, math.inf), tot)
+        ranked = sorted((t, f.shelters[j].id, j) for j, t in best.items())[:k]
+        return [{"duration_s": round(t, 1), "shelter": f.shelters[j].to_dict(), "hazard_version": r.field.version}
+                for t, _, j in ranked]
 
-    def _times_from(self, node: int, f: Field, k: int, targets: list[int], nearest: float) -> dict[int, float]:
-        if not targets:
-            return {}
-        csr = self.network.profile(f.profile).forward_csr(f.pair_weight)
-        tg = np.asarray(targets)
-        limit = min(UNREACHABLE_S, 3.0 * nearest + 900.0) if math.isfinite(nearest) else UNREACHABLE_S
-        while True:
-            dist = dijkstra(csr, directed=True, indices=node, limit=limit)
-            found = np.isfinite(dist[tg]).sum()
-            if found >= min(k, len(tg)) or limit >= UNREACHABLE_S:
-                return {int(n): float(dist[n]) for n in tg}
-            limit = UNREACHABLE_S
+    def starts(self, r: RouteResult, f: Field | None = None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """Where an ``ok`` answer's walk joins the graph: ``(node, seconds to it)`` for each end of its first
+        edge that is safe to walk to, and ``(shelter index, total seconds)`` for shelters on that same edge."""
+        f = f or r.field
+        assert r.first is not None
+        net = self.network
+        e = r.first.edge
+        plen = net_edge_plen(net, e)
+        out: list[tuple[int, float]] = []
+        for end, end_along in ((int(net.edge_u[e]), 0.0), (int(net.edge_v[e]), plen)):
+            ps, _ = partial_cost(net, f.profile, f.mult, f.lines, e, r.first.a, end_along, plen)
+            if math.isfinite(ps):
+                out.append((end, r.access_s + ps))
+        direct: list[tuple[int, float]] = []
+        for stop in f.stops.on(e):
+            ps, _ = partial_cost(net, f.profile, f.mult, f.lines, e, r.first.a, stop.along, plen)
+            if math.isfinite(ps):
+                direct.append((stop.shelter, r.access_s + ps + stop.egress_s))
+        return out, direct
+
+    def source_graph(self, f: Field) -> csr_matrix:
+        """The reversed graph of ``f`` with one virtual node ``n + k`` per source row ``k`` (see :class:`Sources`)."""
+        n = self.network.n_nodes
+        k = len(f.sources)
+        rev = self.network.profile(f.profile).reverse_csr(f.pair_weight)
+        indptr = np.concatenate([rev.indptr, rev.indptr[-1] + np.arange(1, k + 1)])
+        return csr_matrix((np.concatenate([rev.data, np.maximum(f.sources.offset, 1e-9)]),
+                           np.concatenate([rev.indices, f.sources.end]).astype(np.int32), indptr),
+                          shape=(n + k, n + k))
 
 
-def _room(s: Shelter) -> float:
-    return math.inf if s.capacity is None else s.capacity - s.occupancy
+def net_edge_plen(net: RoadNetwork, e: int) -> float:
+    """Projected length of base edge ``e`` (metres in the network's CRS)."""
+    return float(net.edge_plen[e])
+
+
+def partial_cost(net: RoadNetwork, profile: str, mult: np.ndarray | None, lines: AreaLines, e: int, a: float,
+                 b: float, plen: float) -> tuple[float, float]:
+    """Seconds and metres from ``a`` to ``b`` projected metres along base edge ``e``.
+
+    Along the edge when ``b > a`` (its forward time), against it otherwise: that fraction of the edge's
+    time and length. ``mult`` holds the hazard multipliers per base edge (``None``: no areas in force).
+    On an edge the areas touch, the part itself is tested against them, so the dry part of a flooded
+    street stays usable.
+    """
+    span = abs(b - a)
+    if span <= 1e-9:
+        return 0.0, 0.0
+    frac = min(1.0, span / plen) if plen > 0 else 0.0
+    t = float(net.times[profile][0 if b > a else 1][e])
+    if not math.isfinite(t):
+        return math.inf, math.inf
+    factor = 1.0
+    if mult is not None and mult[e] != 1.0:
+        factor = lines.factor(sub_line(net.edge_xy(e), a, b))
+    return t * frac * factor, float(net.edge_length[e]) * frac

@@ -1,7 +1,9 @@
 """Road graphs from OpenStreetMap via osmnx, and travel profiles.
 
 Graphs come from a place name, a point or a bounding box (online, through osmnx's cache in the state
-directory), from ``.osm`` / ``.osm.bz2`` files and from GraphML. Every graph goes through
+directory), from ``.osm`` / ``.osm.bz2`` / ``.osm.pbf`` files (PBF through pyosmium, the Python binding
+of libosmium, which reads Geofabrik's extracts) and from GraphML; any of them can be clipped to a
+bounding box or a polygon. Every graph goes through
 :func:`prepare_graph`: only ways tagged ``highway`` are kept (``graph_from_xml`` also turns buildings,
 land use and rivers into edges), and the graph is simplified without merging ways whose profile-relevant
 tags differ (so a flight of steps stays its own edge).
@@ -192,20 +194,61 @@ def prepare_graph(G: nx.MultiDiGraph, *, progress: Progress | None = None) -> nx
     G.remove_nodes_from([n for n, deg in list(G.degree()) if deg == 0])
     if len(G) == 0:
         raise ValueError("the graph has no highway ways: check that the OSM data covers streets")
-    if not G.graph.get("simplified"):
+    if len(G) and not G.graph.get("simplified"):
         _say(progress, f"simplifying {len(G):,} nodes")
-        G = ox.simplify_graph(G, edge_attrs_differ=list(SIMPLIFY_DIFFER))
+        # remove_rings=False: a closed way with no junction (a ring lane, a park path) is road people
+        # live on; osmnx would drop it. Loops with one junction stay as self-loop edges.
+        G = ox.simplify_graph(G, edge_attrs_differ=list(SIMPLIFY_DIFFER), remove_rings=False)
     _say(progress, f"road graph ready: {len(G):,} nodes, {G.number_of_edges():,} edges")
     return G
 
 
+#: File endings :func:`graph_from_file` reads.
+ROAD_FILE_SUFFIXES = (".osm", ".osm.bz2", ".xml", ".xml.bz2", ".osm.pbf", ".pbf", ".graphml")
+
+
+def pbf_to_osm_xml(path: Path | str, out: Path | str) -> Path:
+    """Write the ``highway`` ways of an OSM PBF file, and the nodes they use, as OSM XML (pyosmium).
+
+    Two passes over the file: the first collects the node ids of highway ways, the second writes those
+    nodes and ways. Raises ``ValueError`` for a file pyosmium cannot read.
+    """
+    import osmium
+
+    out = Path(out)
+    out.unlink(missing_ok=True)
+    try:
+        used: set[int] = set()
+        for way in osmium.FileProcessor(str(path), osmium.osm.WAY).with_filter(osmium.filter.KeyFilter("highway")):
+            if isinstance(way, osmium.osm.Way):
+                used.update(n.ref for n in way.nodes)
+        with osmium.SimpleWriter(str(out)) as writer:
+            for obj in osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY):
+                if isinstance(obj, osmium.osm.Node):
+                    if obj.id in used:
+                        writer.add_node(obj)
+                elif isinstance(obj, osmium.osm.Way) and "highway" in obj.tags:
+                    writer.add_way(obj)
+    except RuntimeError as exc:
+        raise ValueError(f"cannot read {Path(path).name} as OSM PBF ({exc}): is it a complete .osm.pbf file?") from None
+    return out
+
+
 def graph_from_file(
-    path: Path | str, *, state_dir: Path | str = ".state", progress: Progress | None = None
+    path: Path | str, *, state_dir: Path | str = ".state", progress: Progress | None = None,
+    clip: Any = None,
 ) -> nx.MultiDiGraph:
-    """Load ``.osm``, ``.osm.bz2``, ``.xml`` or ``.graphml`` into a prepared osmnx graph."""
+    """Load ``.osm``, ``.osm.bz2``, ``.osm.pbf``, ``.xml`` or ``.graphml`` into a prepared osmnx graph.
+
+    ``clip`` (a shapely Polygon/MultiPolygon in lon/lat) keeps only the roads inside it (before
+    simplification). Raises ``FileNotFoundError`` or ``ValueError`` with what to do.
+    """
+    import tempfile
+
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"road data {path} does not exist: give the path of an .osm(.bz2) or .graphml")
+        raise FileNotFoundError(f"road data {path} does not exist: give the path of an .osm(.bz2), .osm.pbf or "
+                                ".graphml file")
     configure_osmnx(state_dir=state_dir)
     name = path.name.lower()
     if name.endswith(".graphml"):
@@ -213,10 +256,26 @@ def graph_from_file(
         G = ox.load_graphml(path)
     elif name.endswith((".osm", ".osm.bz2", ".xml", ".xml.bz2")):
         _say(progress, f"parsing OSM XML {path.name}")
-        G = ox.graph_from_xml(path, bidirectional=False, simplify=False, retain_all=True)
+        G = _from_xml(path)
+    elif name.endswith(".pbf"):
+        _say(progress, f"reading OSM PBF {path.name} (pyosmium)")
+        with tempfile.TemporaryDirectory(dir=Path(state_dir)) as tmp:
+            G = _from_xml(pbf_to_osm_xml(path, Path(tmp) / "roads.osm"))
     else:
-        raise ValueError(f"cannot read {path.name}: use .osm, .osm.bz2, .xml or .graphml (convert .pbf to .osm)")
+        raise ValueError(f"cannot read {path.name}: use .osm, .osm.bz2, .osm.pbf or .graphml")
+    if clip is not None:
+        _say(progress, "clipping to the given area")
+        G = ox.truncate.truncate_graph_polygon(G, clip, truncate_by_edge=True)
     return prepare_graph(G, progress=progress)
+
+
+def _from_xml(path: Path) -> nx.MultiDiGraph:
+    import xml.etree.ElementTree as ET
+
+    try:
+        return ox.graph_from_xml(path, bidirectional=False, simplify=False, retain_all=True)
+    except (ET.ParseError, EOFError, OSError) as exc:
+        raise ValueError(f"cannot parse {path.name} as OSM XML ({exc}): is the file complete?") from None
 
 
 def graph_from_place(

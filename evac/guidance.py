@@ -49,10 +49,24 @@ _STATUS = {
         "ja-easy": "あんぜんな みちが ありません。ちかくの じょうぶな たてものの うえの かいに にげて ください。",
     },
     "off_network": {
-        "ja": "現在地の近くに道路の情報がないため、経路を案内できません。市町村の情報に従って避難してください。",
-        "en": "Your position is too far from the mapped roads to give a route. Follow your municipality's "
-              "instructions.",
-        "ja-easy": "ちかくに みちの じょうほうが ありません。しやくしょの じょうほうを みて ください。",
+        "ja": "現在地から最も近い道路まで{distance}あり、経路を案内できません。市町村の情報に従って避難してください。",
+        "en": "Your position is too far from the mapped roads to give a route (the nearest is {distance} away). "
+              "Follow your municipality's instructions.",
+        "ja-easy": "ちかくに みちの じょうほうが ありません（{distance}）。しやくしょの じょうほうを みて ください。",
+    },
+    "no_shelter_in_area": {
+        "ja": "この地域の地図には、{hazard}に対応した開設中の避難場所がありません。市町村の指示する避難場所へ"
+              "避難するか、頑丈な建物の高い階へ避難してください。",
+        "en": "No open shelter for {hazard} is known in this map area. Go to the shelter your municipality "
+              "names, or to an upper floor of a sturdy building.",
+        "ja-easy": "この ちかくに {hazard} の ひなんじょが ありません。しやくしょの じょうほうを みて ください。"
+                   "じょうぶな たてものの うえの かいに にげて ください。",
+    },
+    "outside_area": {
+        "ja": "現在地はこのサービスの地図の範囲外です。お住まいの市町村の情報に従って避難してください。",
+        "en": "Your position is outside the area this service has maps for. Follow the instructions of the "
+              "municipality you are in.",
+        "ja-easy": "いま いる ところの ちずが ありません。その まちの しやくしょの じょうほうを みて ください。",
     },
 }
 _TURN = {
@@ -90,6 +104,8 @@ def status_text(
     """One message for a route answer's status, in ``lang``."""
     check_lang(lang)
     minutes = max(1, math.ceil(duration_s / 60)) if math.isfinite(duration_s) else 0
+    if status == "off_network" and not math.isfinite(distance_m):
+        distance_m = 0.0
     text = _STATUS[status][lang].format(
         shelter=shelter, minutes=minutes, hazard=HAZARD_NAMES[hazard][lang], mode=_MODE[profile][lang],
         distance=format_distance(distance_m, lang=lang) if math.isfinite(distance_m) else "",

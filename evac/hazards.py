@@ -19,6 +19,7 @@ for in exercise mode, and answers say they are an exercise.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,3 +197,72 @@ def load_hazard_geojson(
             label=str(props.get("label", "")),
         ))
     return out
+
+
+class AreaLines:
+    """Line tests against the areas in force, in the network's projected metres.
+
+    :meth:`factor` gives ``inf`` for a line touching a blocked area, else the largest penalty factor of
+    the penalty areas it touches (1 when none): the same rule as :func:`edge_multipliers` for whole
+    edges, applied to parts of edges and to the straight legs between a position and its road.
+    """
+
+    def __init__(self, blocked: list[shapely.Geometry], penalties: list[tuple[shapely.Geometry, float]]) -> None:
+        self.blocked = blocked
+        self.penalties = penalties
+        for g in blocked + [p for p, _ in penalties]:
+            shapely.prepare(g)
+        self._btree = shapely.STRtree(blocked)
+        self._ptree = shapely.STRtree([p for p, _ in penalties])
+        geoms = blocked + [p for p, _ in penalties]
+        self._bounds = shapely.bounds(np.array(geoms, dtype=object)) if geoms else np.zeros((0, 4))
+        self._bounds_list = [tuple(r) for r in self._bounds.tolist()]
+
+    def __bool__(self) -> bool:
+        return bool(self.blocked or self.penalties)
+
+    def may_touch(self, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
+        """Bool per segment: its bounding box meets an area's (a cheap filter before :meth:`factor`)."""
+        b = self._bounds
+        if not len(b):
+            return np.zeros(np.shape(x0), bool)
+        lo_x, hi_x = np.minimum(x0, x1)[:, None], np.maximum(x0, x1)[:, None]
+        lo_y, hi_y = np.minimum(y0, y1)[:, None], np.maximum(y0, y1)[:, None]
+        return ((lo_x <= b[:, 2]) & (hi_x >= b[:, 0]) & (lo_y <= b[:, 3]) & (hi_y >= b[:, 1])).any(axis=1)
+
+    def contains_xy(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Bool per projected point: inside (or on) a blocked area."""
+        out = np.zeros(np.shape(x), bool)
+        if self.blocked and out.size:
+            out[self._btree.query(shapely.points(x, y), predicate="intersects")[0]] = True
+        return out
+
+    def factor(self, xy: np.ndarray) -> float:
+        """Factor for a projected polyline ``(K, 2)`` (a single point is tested as a point)."""
+        if not self:
+            return 1.0
+        if len(xy) == 2:  # a leg: plain Python is faster than numpy for a few boxes
+            (ax, ay), (bx, by) = xy.tolist()
+            lx, hx, ly, hy = min(ax, bx), max(ax, bx), min(ay, by), max(ay, by)
+            if not any(lx <= b2 and hx >= b0 and ly <= b3 and hy >= b1 for b0, b1, b2, b3 in self._bounds_list):
+                return 1.0
+        else:
+            b = self._bounds
+            lo, hi = xy.min(axis=0), xy.max(axis=0)
+            if not ((lo[0] <= b[:, 2]) & (hi[0] >= b[:, 0]) & (lo[1] <= b[:, 3]) & (hi[1] >= b[:, 1])).any():
+                return 1.0
+        geom = shapely.LineString(xy) if len(xy) > 1 else shapely.Point(xy[0])
+        if self.blocked and len(self._btree.query(geom, predicate="intersects")):
+            return math.inf
+        if self.penalties:
+            hit = self._ptree.query(geom, predicate="intersects")
+            if len(hit):
+                return max(self.penalties[int(i)][1] for i in hit)
+        return 1.0
+
+    def blocked_many(self, lines: np.ndarray) -> np.ndarray:
+        """Bool per shapely geometry in ``lines``: touches a blocked area."""
+        out = np.zeros(len(lines), bool)
+        if self.blocked and len(lines):
+            out[self._btree.query(lines, predicate="intersects")[0]] = True
+        return out

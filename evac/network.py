@@ -11,10 +11,16 @@ Directed edges and parallel edges
     current weights, so blocking one of two parallel roads keeps the other usable.
 
 Disconnected parts
-    Origins and shelters snap only to nodes of the profile's largest strongly connected component
-    (for the walking profiles, whose graphs are symmetric, that is the largest connected part). An
+    Origins and shelters attach only to edges of the profile's largest strongly connected component,
+    by road length (for the walking profiles, whose graphs are symmetric, that is the largest connected
+    part). An
     island of a few nodes (a car park, a private road) can therefore never swallow a route; the
-    snapping distance is reported so that a far-off point is answered as ``off_network``.
+    attaching distance is reported so that a far-off point is answered as ``off_network``.
+
+Edges, not nodes
+    :attr:`ProfileGraph.index` (:class:`evac.snapping.EdgeIndex`) finds the nearest points on the
+    profile's usable edges, self-loops included (a loop road with one junction is a self-loop after
+    simplification: useless for through routes, so it has no place in the CSR, but people live on it).
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from evac.graph import PROFILE_NAMES, PROFILES, Progress, _say, graph_from_file, names_of
+from evac.snapping import EdgeIndex
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -67,6 +74,8 @@ class RoadNetwork:
     _profiles: dict[str, ProfileGraph] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _strtree: shapely.STRtree | None = field(default=None, repr=False)
+    _xy: np.ndarray | None = field(default=None, repr=False)
+    _plen: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -102,6 +111,29 @@ class RoadNetwork:
             lines = shapely.linestrings(np.column_stack([x, y]), indices=idx)
             self._strtree = shapely.STRtree(lines)
         return self._strtree
+
+    @property
+    def coords_xy(self) -> np.ndarray:
+        """``coords`` projected into the network's metric CRS, ``(M, 2)`` metres (computed once)."""
+        if self._xy is None:
+            x, y = self.project(self.coords[:, 0], self.coords[:, 1])
+            self._xy = np.column_stack([x, y])
+        return self._xy
+
+    @property
+    def edge_plen(self) -> np.ndarray:
+        """Projected length of each base edge's geometry, metres (computed once)."""
+        if self._plen is None:
+            xy = self.coords_xy
+            step = np.hypot(*(xy[1:] - xy[:-1]).T) if len(xy) > 1 else np.zeros(0)
+            cum = np.concatenate([[0.0], np.cumsum(step)])
+            off = self.coord_offsets
+            self._plen = cum[off[1:] - 1] - cum[off[:-1]] if len(off) > 1 else np.zeros(0)
+        return self._plen
+
+    def edge_xy(self, e: int) -> np.ndarray:
+        """Projected geometry of base edge ``e``, ``(K, 2)`` metres."""
+        return self.coords_xy[self.coord_offsets[e]:self.coord_offsets[e + 1]]
 
     def edge_coords(self, e: int, *, reverse: bool = False) -> np.ndarray:
         c = self.coords[self.coord_offsets[e]:self.coord_offsets[e + 1]]
@@ -257,6 +289,8 @@ class ProfileGraph:
     snap_nodes: np.ndarray
     snap_tree: cKDTree
     in_main: np.ndarray  # bool per node: in the largest strongly connected component
+    usable: np.ndarray  # bool per base edge: usable by the profile and in the main component
+    index: EdgeIndex  # nearest points on usable edges
 
     @classmethod
     def build(cls, net: RoadNetwork, name: str) -> ProfileGraph:
@@ -290,13 +324,23 @@ class ProfileGraph:
             _, labels = connected_components(adj, directed=True, connection="strong")
             has_edge = np.zeros(n, bool)
             has_edge[pair_tail] = True
-            counts = np.bincount(labels[has_edge])
-            in_main = (labels == int(np.argmax(counts))) & has_edge
+            # the largest part by road length (node counts change with simplification, lengths do not);
+            # self-loops (loop lanes, rings) count with their node
+            loops = np.flatnonzero((net.edge_u == net.edge_v) & (np.isfinite(fwd) | np.isfinite(bwd)))
+            has_edge[net.edge_u[loops]] = True
+            same = labels[tail] == labels[head]
+            road = np.bincount(np.concatenate([labels[tail[same]], labels[net.edge_u[loops]]]),
+                               weights=np.concatenate([net.edge_length[base[same]], net.edge_length[loops]]),
+                               minlength=int(labels.max()) + 1)
+            main = int(np.argmax(road)) if road.max() > 0 else int(np.argmax(np.bincount(labels[has_edge])))
+            in_main = (labels == main) & has_edge
         snap_nodes = np.flatnonzero(in_main).astype(np.int32)
         x, y = net.project(net.node_lon[snap_nodes], net.node_lat[snap_nodes])
         tree = cKDTree(np.column_stack([x, y]) if len(snap_nodes) else np.zeros((1, 2)))
+        usable = (np.isfinite(fwd) | np.isfinite(bwd)) & in_main[net.edge_u] & in_main[net.edge_v]
+        index = EdgeIndex.build(net.coord_offsets, net.coords_xy, usable)
         return cls(name, n, base, rev, tail, head, time, pair_start, pair_tail, pair_head, fwd_indptr, rev_perm,
-                   rev_indptr, rev_indices, snap_nodes, tree, in_main)
+                   rev_indptr, rev_indices, snap_nodes, tree, in_main, usable, index)
 
     def pair_weights(self, de_weight: np.ndarray) -> np.ndarray:
         """Minimum weight of each pair's parallel edges."""
@@ -332,7 +376,21 @@ def network_cache_path(source: Path | str, *, state_dir: Path | str) -> Path:
 def load_network(
     source: Path | str, *, state_dir: Path | str = ".state", progress: Progress | None = None, rebuild: bool = False
 ) -> RoadNetwork:
-    """Road network from an ``.osm(.bz2)`` or ``.graphml`` file, through the cache in ``state_dir``."""
+    """Road network from a file: the ``.npz`` arrays ``sonae graph import`` writes, or an ``.osm(.bz2)``,
+    ``.osm.pbf`` or ``.graphml`` file (through the cache in ``state_dir``).
+
+    Raises ``FileNotFoundError``/``ValueError`` with one line saying what is wrong and what to do.
+    """
+    if str(source).lower().endswith(".npz"):
+        if not Path(source).exists():
+            raise FileNotFoundError(f"road network {source} does not exist: make it with `sonae graph import`")
+        try:
+            net = RoadNetwork.load(source)
+        except (KeyError, OSError, EOFError, ValueError) as exc:
+            raise ValueError(f"{source} is not a road network Sonae can read ({exc}): make it again with "
+                             "`sonae graph import`") from None
+        _say(progress, f"loaded network {Path(source).name}")
+        return net
     cache = network_cache_path(source, state_dir=state_dir)
     if cache.exists() and not rebuild:
         try:
@@ -346,3 +404,27 @@ def load_network(
     net.save(cache)
     _say(progress, f"cached network as {cache}")
     return net
+
+
+def network_report(net: RoadNetwork, shelters: list[Any], *, max_snap_m: float = 500.0) -> dict[str, Any]:
+    """What a network covers: nodes, edges, road km, area (km², convex hull of its nodes), and per hazard
+    how many of ``shelters`` (:class:`evac.shelters.Shelter`) lie on it (within ``max_snap_m`` of a
+    walkable road)."""
+    x, y = net.project(net.node_lon, net.node_lat)
+    hull = shapely.MultiPoint(np.column_stack([x, y])).convex_hull if net.n_nodes >= 3 else shapely.Point()
+    idx = net.profile("walk").index
+    inside: dict[str, int] = {}
+    on = 0
+    for s in shelters:
+        sx, sy = _TRANSFORMERS.get(net.epsg).transform(s.lon, s.lat)
+        if idx.nearest_distance(float(sx), float(sy)) <= max_snap_m:
+            on += 1
+            for h in s.hazards:
+                inside[h] = inside.get(h, 0) + 1
+    fwd, bwd = net.times["walk"]
+    walk_m = float((net.edge_length * np.where(np.isfinite(fwd), np.where(np.isfinite(bwd), 1.0, 0.5), 0.0)).sum())
+    return {"nodes": net.n_nodes, "edges": net.n_edges, "walkable_km": round(walk_m / 1000, 1),
+            "area_km2": round(float(hull.area) / 1e6, 2), "epsg": net.epsg,
+            "bounds": [float(net.node_lon.min()), float(net.node_lat.min()), float(net.node_lon.max()),
+                       float(net.node_lat.max())] if net.n_nodes else None,
+            "shelters": len(shelters), "shelters_on_network": on, "shelters_by_hazard": dict(sorted(inside.items()))}

@@ -62,32 +62,29 @@ def plan_evacuation(
     Parameters
     ----------
     places
-        ``(lat, lon, people)`` per area (its centroid) or per building; snapped to the road network.
+        ``(lat, lon, people)`` per area (its centroid) or per building; each walks from its nearest safe
+        road point, as a resident's route does (:meth:`evac.engine.Engine.route_result`).
     unknown_capacity
         Capacity assumed for shelters whose capacity is unknown; ``None`` = unlimited.
     """
     f = engine.field(profile, hazard, exercise)
-    net = engine.network
     pl = list(places)
-    lat = np.array([p[0] for p in pl], float)
-    lon = np.array([p[1] for p in pl], float)
     people = np.array([int(p[2]) for p in pl], np.int64)
     if (people < 0).any():
         raise ValueError("people per place must not be negative")
     warnings: list[str] = []
-    inside = np.zeros(len(pl), bool)
-    if len(pl):
-        inside = f.blocked.contains_many(lon, lat)
-    nodes, snap_d = net.snap_many(lon, lat, profile=profile) if len(pl) else (np.zeros(0, int), np.zeros(0))
-    reachable = ~inside & (snap_d <= engine.max_snap_m) & (people > 0)
-    reachable[reachable] &= f.dist[nodes[reachable]] < UNREACHABLE_S
+    answers = [engine.route_result(float(p[0]), float(p[1]), profile=profile, hazard=hazard, exercise=exercise)
+               for p in pl]
+    f = answers[0].field if answers else f
+    inside = np.array([r.status == "inside_hazard" for r in answers], bool)
+    reachable = np.array([r.status == "ok" for r in answers], bool) & (people > 0)
     unreachable = int(people[~inside & ~reachable].sum())
     if unreachable:
         warnings.append(f"{unreachable} people have no safe route to any qualifying shelter")
     if inside.any():
         warnings.append(f"{int(people[inside].sum())} people are inside a blocked hazard area: vertical evacuation")
-    shelter_nodes = np.fromiter(f.shelter_at, dtype=np.int64)
-    shelters = [f.shelter_at[int(n)] for n in shelter_nodes]
+    # every qualifying shelter is its own destination, even when several share a road point
+    shelters = list(f.shelters)
     caps = []
     for s in shelters:
         cap = s.capacity if s.capacity is not None else unknown_capacity
@@ -97,13 +94,23 @@ def plan_evacuation(
         warnings.append(f"{len(unknown)} shelters have unknown capacity (treated as "
                         f"{'unlimited' if unknown_capacity is None else unknown_capacity}): {', '.join(unknown[:10])}")
     idx = np.flatnonzero(reachable)
-    # travel time place -> shelter: one search per shelter on the reversed graph, in chunks
-    pg = net.profile(profile)
-    rev = pg.reverse_csr(f.pair_weight)
+    # travel time place -> shelter: one search per shelter from its own source rows on the reversed graph
+    n = engine.network.n_nodes
+    src = f.sources
     cost = np.full((len(shelters), len(idx)), np.inf)
-    for lo in range(0, len(shelters), 64):
-        d = dijkstra(rev, directed=True, indices=shelter_nodes[lo:lo + 64], limit=UNREACHABLE_S)
-        cost[lo:lo + 64] = np.atleast_2d(d)[:, nodes[idx]]
+    if len(idx) and shelters:
+        graph = engine.source_graph(f)
+        starts = [engine.starts(answers[i]) for i in idx.tolist()]
+        for j in range(len(shelters)):
+            rows = np.flatnonzero(src.shelter == j)
+            d = (dijkstra(graph, directed=True, indices=n + rows, min_only=True, limit=UNREACHABLE_S)
+                 if len(rows) else np.full(n, np.inf))
+            for col, (ends, direct) in enumerate(starts):
+                best = min((off + d[node] for node, off in ends), default=np.inf)
+                for sj, tot in direct:
+                    if sj == j:
+                        best = min(best, tot)
+                cost[j, col] = best if best < UNREACHABLE_S else np.inf
     si, pj = np.nonzero(np.isfinite(cost))
     n_arcs = len(si)
     n_p = len(idx)

@@ -2,8 +2,10 @@
 
 At-least-once end to end, and idempotent storage, give "exactly once" in the table:
 
-* QoS 1 on a persistent session (stable client id, clean start off), so messages published while the
-  ingestor is down wait in the broker;
+* QoS 1 on a persistent session (stable client id, clean start off, session expiry set) with a *plain*
+  subscription, so messages published while the ingestor is down, or while it reconnects after a
+  broker restart, wait in the broker (a shared subscription is not queued for by Mosquitto or EMQX
+  while its members are offline: see :mod:`ingest.partition` for scale-out without it);
 * manual acks sent after the commit of the batch holding the message, so a crash (``kill -9``)
   before the commit makes the broker deliver the message again;
 * the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries,
@@ -13,9 +15,12 @@ One message never stops the service: what the parser refuses is a dead letter wi
 unexpected exception while parsing one message makes it a dead letter ``internal_error``; a reading the
 database refuses makes its message a dead letter ``db_rejected`` while the rest of the batch is stored.
 
-Memory stays bounded: at most ``ingest.max_inflight`` messages are unacknowledged (MQTT 5 Receive
-Maximum; the socket is not read beyond it), and while the database is down the batch in hand is
-retried with exponential backoff, so nothing more is taken.
+Memory stays bounded for any database outage: at most ``ingest.max_inflight`` messages are
+unacknowledged (MQTT 5 Receive Maximum asks the broker to stop sending, and the client stops reading
+its socket at the limit in any case while keeping the connection alive with its own PINGREQs, so the
+keep-alive never drops it), redeliveries of held messages are not queued twice (:mod:`sonae.mqtt`),
+and while the database is down the batch in hand is retried with exponential backoff, so nothing
+more is taken from the inbox; the rest waits in the broker.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ import asyncpg
 
 from ingest import metrics
 from ingest.contract import Parser, PayloadError, Reading, subscription
+from ingest.partition import REFRESH_S, Partition, registered_municipalities
 from ingest.registry import gateway_ids, known_station_ids, release_quarantine
 from ingest.store import DEAD_LETTER_BYTES, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient
+from sonae.retry import Backoff, count_failure
 
 log = logging.getLogger("sonae.ingest")
 
@@ -60,7 +67,7 @@ class _Parsed:
 
 
 class Ingestor:
-    """One ingest process. Run several with the same ``shared_group`` to share the stream."""
+    """One ingest process. Run several with ``partition`` ``"0/n"`` … ``"n-1/n"`` to share the stream."""
 
     def __init__(
         self,
@@ -70,20 +77,34 @@ class Ingestor:
         client_id: str,
         protocol: str = "5",
         prefix: str = "sonae/v1",
-        shared_group: str = "sonae-ingest",
+        shared_group: str = "",
+        partition: str = "",
         batch_size: int = 5000,
         batch_age_ms: int = 200,
         max_inflight: int = 20000,
         unknown_stations: str = "quarantine",
         max_future_s: int = 300,
         max_payload_bytes: int = 262144,
+        keepalive_s: int = 30,
         dead_letter_max_bytes: int = DEAD_LETTER_BYTES,
     ) -> None:
         self.pool = pool
         self.parser = Parser(prefix=prefix, max_future_s=max_future_s, max_payload_bytes=max_payload_bytes)
         self.client = MqttClient(mqtt_url, client_id=client_id, protocol=protocol, persistent=True,
-                                 manual_ack=True, max_inflight=max_inflight)
+                                 manual_ack=True, max_inflight=max_inflight, keepalive=keepalive_s,
+                                 target="mqtt-ingest")
+        self.prefix = prefix
+        self.partition = Partition.parse(partition)
+        if self.partition is not None and shared_group:
+            raise ValueError("a partitioned ingestor subscribes plainly: leave shared_group empty")
+        #: the whole tree, or (partitioned) this partition's municipalities once read from the registry
         self.topic_filter = subscription(prefix, shared_group)
+        self.topic_filters: list[str] = [] if self.partition else [self.topic_filter]
+        metrics.INFLIGHT.set_function(lambda: self.client.unacked)
+        metrics.INBOX.set_function(lambda: self.client.waiting)
+        metrics.INFLIGHT_PEAK.set_function(lambda: self.client.peak_unacked)
+        metrics.REDELIVERIES_DROPPED.set_function(lambda: self.client.redeliveries_dropped)
+        metrics.MQTT_CONNECTIONS.set_function(lambda: self.client.connections)
         self.batch_size = batch_size
         self.batch_age = batch_age_ms / 1000
         self.unknown_stations = unknown_stations
@@ -106,9 +127,11 @@ class Ingestor:
         return cls(
             pool=pool, mqtt_url=settings["mqtt.url"], client_id=client_id, protocol=settings["mqtt.protocol"],
             prefix=settings["mqtt.topic_prefix"], shared_group=settings["ingest.shared_group"],
+            partition=settings["ingest.partition"],
             batch_size=settings["ingest.batch_size"], batch_age_ms=settings["ingest.batch_age_ms"],
             max_inflight=settings["ingest.max_inflight"], unknown_stations=settings["ingest.unknown_stations"],
             max_future_s=settings["ingest.max_future_s"], max_payload_bytes=settings["ingest.max_payload_bytes"],
+            keepalive_s=settings["mqtt.keepalive_s"],
             dead_letter_max_bytes=settings["ingest.dead_letter_max_bytes"],
         )
 
@@ -122,7 +145,7 @@ class Ingestor:
         async with self.client as client:
             # A persistent session starts delivering its backlog at once, and the SUBACK may queue
             # behind it: consume while subscribing, or both sides would wait for each other.
-            subscribing = asyncio.create_task(client.subscribe(self.topic_filter, qos=1, timeout=600))
+            subscribing = asyncio.create_task(self._subscribe_all())
             subscribing.add_done_callback(self._subscribed)
             maintenance = asyncio.create_task(self._maintenance())
             try:
@@ -130,7 +153,7 @@ class Ingestor:
                 # core), the next is drained and parsed here. Commits, and so acks, stay in order.
                 committing: asyncio.Task[WriteResult] | None = None
                 while not self._stopping:
-                    if subscribing.done() and subscribing.exception() is not None:
+                    if subscribing.done() and not subscribing.cancelled() and subscribing.exception() is not None:
                         raise subscribing.exception()  # type: ignore[misc]
                     await client.wait_message()
                     batch: list[Message] = []
@@ -171,11 +194,44 @@ class Ingestor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await maintenance
 
-    def _subscribed(self, task: asyncio.Task[list[int]]) -> None:
+    async def _subscribe_all(self) -> None:
+        """Subscribe to the whole tree, or (partitioned) to this partition's municipalities, and then
+        follow the registry for new ones (subscriptions are only ever added)."""
+        if self.partition is None:
+            await self.client.subscribe(self.topic_filter, qos=1, timeout=600)
+            return
+        first = True
+        while True:
+            async def read() -> set[str]:
+                async with self.pool.acquire() as conn:
+                    return await registered_municipalities(conn)
+            wanted = self.partition.filters(self.prefix, await self._retrying(read))
+            for topic in wanted:
+                if topic not in self.topic_filters:
+                    await self.client.subscribe(topic, qos=1, timeout=600)
+                    self.topic_filters.append(topic)
+                    if not first:
+                        log.info("ingest partition follows a new municipality", extra={"filter": topic})
+            if first:
+                first = False
+                if not wanted:
+                    log.warning("ingest partition %s has no registered municipality yet: it receives nothing "
+                                "until one is registered", self.partition)
+                self._subscribed_now()
+            await asyncio.sleep(REFRESH_S)
+
+    def _subscribed(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is not None:
             self.client.interrupt()
             return
-        log.info("ingest subscribed", extra={"filter": self.topic_filter, "client_id": self.client.client_id,
+        self._subscribed_now()
+
+    def _subscribed_now(self) -> None:
+        if self.ready.is_set():
+            return
+        log.info("ingest subscribed", extra={"filters": self.topic_filters[:20], "n_filters": len(self.topic_filters),
+                                             "partition": str(self.partition or ""),
+                                             "client_id": self.client.client_id,
                                              "session_present": self.client.session_present})
         self.ready.set()
 
@@ -251,7 +307,6 @@ class Ingestor:
     async def _commit(self, batch: Sequence[Message], parsed: _Parsed) -> WriteResult:
         """Store a parsed batch and acknowledge its messages."""
         metrics.MESSAGES_RECEIVED.inc(len(batch))
-        metrics.INFLIGHT.set(self.client.unacked)
         pairs, dead = parsed.pairs, list(parsed.dead)
         pairs = await self._refuse_foreign(pairs, dead)
         readings: list[Reading] = []
@@ -280,7 +335,6 @@ class Ingestor:
             metrics.LAG_SECONDS.observe(max(0.0, (committed - r.ts).total_seconds()))
         acked = sum(1 for msg in batch if self.client.ack(msg))
         metrics.MESSAGES_ACKED.inc(acked)
-        metrics.INFLIGHT.set(self.client.unacked)
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.ROWS_WRITTEN.inc(result.inserted)
         metrics.DUPLICATES.inc(result.duplicates)
@@ -334,15 +388,16 @@ class Ingestor:
         self._known |= set(ids)
 
     async def _retrying(self, fn, *args):  # type: ignore[no-untyped-def]
-        delay = 0.1
+        backoff = Backoff(base=0.1, cap=10.0)
         while True:
             try:
                 return await fn(*args)
             except _TRANSIENT as exc:
                 metrics.DB_ERRORS.inc()
+                count_failure("postgres")
+                delay = backoff.next_delay()
                 log.warning("database unavailable; retrying", extra={"error": str(exc)[:200], "retry_s": delay})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _write(self, readings: list[Reading], sources: list[Message], quarantine: list[tuple[Reading, str]],
                      dead: list[DeadLetter]) -> WriteResult:

@@ -27,9 +27,9 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import smtplib
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -45,6 +45,7 @@ from api.ratelimit import TokenBuckets
 from notify import store
 from notify.webpush import Vapid, encrypt, generate_private_pem, load_private_key, origin_of
 from sonae.config import Settings
+from sonae.retry import backoff_delay, count_failure, keep_connected
 
 log = logging.getLogger("sonae.notify")
 
@@ -184,46 +185,42 @@ class DeliveryWorker:
             await self._session.close()
 
     async def _listen(self) -> None:
-        """A dedicated connection LISTENing for alert changes and newly queued messages (reconnects)."""
-        delay = 0.1
-        while not self._stop.is_set():
+        """A dedicated connection LISTENing for alert changes and newly queued messages (reconnects with
+        backoff from the first attempt, :func:`sonae.retry.keep_connected`)."""
+        await keep_connected(self._listen_once, target="postgres-listen", stopped=self._stop.is_set)
+
+    async def _listen_once(self, connected: Callable[[], None]) -> None:
+        async with self.pool.acquire() as conn:
+            lost = asyncio.Event()
+
+            def on_alert(*_: Any) -> None:
+                self._fan_wake.set()
+
+            def on_queued(*_: Any) -> None:
+                self._wake.set()
+
+            def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
+                lost.set()
+
+            conn.add_termination_listener(on_lost)
+            await conn.add_listener(ALERTS_CHANNEL, on_alert)
+            await conn.add_listener(store.NOTIFY_CHANNEL, on_queued)
+            self.ready.set()
+            connected()
+            self._fan_wake.set()  # catch up on anything missed while not listening
             try:
-                async with self.pool.acquire() as conn:
-                    lost = asyncio.Event()
-
-                    def on_alert(*_: Any) -> None:
-                        self._fan_wake.set()
-
-                    def on_queued(*_: Any) -> None:
-                        self._wake.set()
-
-                    def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:
-                        lost.set()
-
-                    conn.add_termination_listener(on_lost)
-                    await conn.add_listener(ALERTS_CHANNEL, on_alert)
-                    await conn.add_listener(store.NOTIFY_CHANNEL, on_queued)
-                    self.ready.set()
-                    self._fan_wake.set()  # catch up on anything missed while not listening
-                    delay = 0.1
-                    try:
-                        stop = asyncio.create_task(self._stop.wait())
-                        gone = asyncio.create_task(lost.wait())
-                        await asyncio.wait([stop, gone], return_when=asyncio.FIRST_COMPLETED)
-                        stop.cancel()
-                        gone.cancel()
-                    finally:
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(ALERTS_CHANNEL, on_alert)
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(store.NOTIFY_CHANNEL, on_queued)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("notify listener lost its connection; reconnecting", extra={"error": str(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-            delay = min(delay * 2, 5.0)
+                stop = asyncio.create_task(self._stop.wait())
+                gone = asyncio.create_task(lost.wait())
+                await asyncio.wait([stop, gone], return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                gone.cancel()
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(ALERTS_CHANNEL, on_alert)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.NOTIFY_CHANNEL, on_queued)
+        if lost.is_set() and not self._stop.is_set():
+            raise ConnectionError("notify listen connection lost")
 
     async def _fan_loop(self) -> None:
         while not self._stop.is_set():
@@ -342,7 +339,7 @@ class DeliveryWorker:
         if attempts >= self.max_attempts:
             return store.Outcome(row["id"], "dead", status, error[:500], duration_ms=duration_ms, attempt=attempts,
                                  log=log_it)
-        delay = min(self.retry_max_s, self.retry_base_s * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+        delay = backoff_delay(attempts, base=self.retry_base_s, cap=self.retry_max_s)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_max_s))
         return store.Outcome(row["id"], "queued", status, error[:500], retry_in_s=delay, duration_ms=duration_ms,
@@ -375,6 +372,7 @@ class DeliveryWorker:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            count_failure("push")
             return self._retry(row, None, f"{type(exc).__name__}: {exc}")
         ms = int((time.perf_counter() - started) * 1000)
         if 200 <= status < 300:
@@ -412,6 +410,7 @@ class DeliveryWorker:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 await resp.content.read(4096)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            count_failure("webhook")
             ms = int((time.perf_counter() - started) * 1000)
             return self._retry(row, None, f"{type(exc).__name__}: {exc}" [:300], duration_ms=ms)
         ms = int((time.perf_counter() - started) * 1000)
@@ -434,6 +433,7 @@ class DeliveryWorker:
             return store.Outcome(row["id"], "dead", None, f"recipient refused: {exc}"[:500],
                                  attempt=row["attempts"], log=True)
         except (smtplib.SMTPException, OSError) as exc:
+            count_failure("smtp")
             ms = int((time.perf_counter() - started) * 1000)
             return self._retry(row, None, f"{type(exc).__name__}: {exc}", duration_ms=ms)
         ms = int((time.perf_counter() - started) * 1000)

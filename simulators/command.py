@@ -90,6 +90,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="MQTT publisher: the lean built-in one (default) or Sonae's paho client")
     p.add_argument("--max-outstanding", type=int, default=20000, help="QoS 1 messages awaiting PUBACK at most")
     p.add_argument("--no-progress", action="store_true", help="no live display, just the summary")
+    p.add_argument("--jma", metavar="DIR", type=Path,
+                   help="serve DIR's JMA telegrams (*.xml, in name order) as a local PULL Atom feed, one more "
+                        "every --jma-interval-s; point SONAE_JMA_FEEDS at the printed URL")
+    p.add_argument("--jma-port", type=int, default=18840, metavar="PORT", help="port of the JMA feed (18840)")
+    p.add_argument("--jma-interval-s", type=float, default=30.0, metavar="S",
+                   help="seconds between telegrams of the JMA feed (30)")
 
 
 def wants_fleet(args: argparse.Namespace) -> bool:

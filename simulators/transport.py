@@ -28,8 +28,13 @@ import struct
 from typing import Protocol
 
 from sonae.mqtt import BrokerAddress, MqttClient, MqttError
+from sonae.retry import Backoff, connect_with_retry, count_failure
 
 log = logging.getLogger("sonae.simulators.transport")
+
+
+class _NoBroker(MqttError):
+    """Nothing listens at the broker's address (yet): worth another attempt."""
 
 _CONNACK_REASONS = {
     1: "unacceptable protocol version", 2: "client identifier rejected", 3: "server unavailable",
@@ -184,7 +189,10 @@ class FastPublisher:
         return len(self._pending)
 
     async def __aenter__(self) -> FastPublisher:
-        await self.connect()
+        if self.reconnect:  # retried from the first attempt, like every connection (sonae.retry)
+            await connect_with_retry(self.connect, target="mqtt-simulator", retry_on=(_NoBroker,))
+        else:
+            await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -197,7 +205,7 @@ class FastPublisher:
             _, wire = await asyncio.wait_for(
                 loop.create_connection(lambda: _Wire(self), self.address.host, self.address.port, ssl=ctx), timeout)
         except (OSError, TimeoutError) as exc:
-            raise MqttError(f"cannot reach MQTT broker {self.address.host}:{self.address.port}: {exc}") from exc
+            raise _NoBroker(f"cannot reach MQTT broker {self.address.host}:{self.address.port}: {exc}") from exc
         self._wire = wire
         self._connack = loop.create_future()
         assert wire.transport is not None
@@ -328,16 +336,16 @@ class FastPublisher:
             self._connected.set()  # wake waiters so they see the error
 
     async def _reconnect(self) -> None:
-        delay = 0.2
+        backoff = Backoff(base=0.2, cap=10.0)
         while not self._closing:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next_delay())
             try:
                 await self.connect()
                 self.reconnects += 1
                 return
             except MqttError as exc:
-                log.warning("simulator reconnect failed", extra={"error": str(exc), "retry_s": delay})
-                delay = min(delay * 2, 10.0)
+                count_failure("mqtt-simulator")
+                log.warning("simulator reconnect failed", extra={"error": str(exc)})
 
     async def _pinger(self) -> None:
         while not self._closing:

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
@@ -64,7 +65,8 @@ def _on_database(args: argparse.Namespace, action: Callable[[Any], Awaitable[str
                 message = await action(conn)
         finally:
             await pool.close()
-        print(message)
+        if message:
+            print(message)
 
     return _with_services(args, body, need_broker=False, create=False)
 
@@ -218,6 +220,20 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators import command
 
+    if getattr(args, "jma", None) is not None:
+        from simulators.jma_feed import serve
+
+        if not args.jma.is_dir() or not any(args.jma.glob("*.xml")):
+            print(f"sonae simulate: --jma {args.jma} is not a directory of *.xml telegrams", file=sys.stderr)
+            return 2
+        from sonae.runtime import stop_event_on_signals
+
+        async def feed() -> None:
+            await serve(args.jma, port=args.jma_port, interval_s=args.jma_interval_s, stop=stop_event_on_signals())
+
+        asyncio.run(feed())
+        return 0
+
     planned = command.check(args) if command.wants_fleet(args) else None
     if command.wants_fleet(args) and planned is None:
         return 2
@@ -309,11 +325,92 @@ def cmd_evac_import(args: argparse.Namespace) -> int:
             hazards = [h for h in (args.default_hazards or "").split(",") if h]
             count = await store.import_shelters_file(conn, args.file, actor=actor, default_hazards=hazards)
         else:
+            link = _map_link(args)
+            if link is not None or Path(args.file).suffix.lower() == ".shp" or store.is_national_file(Path(args.file)):
+                result = await store.import_hazard_map(conn, args.file, actor=actor, hazard=args.hazard,
+                                                       title=args.title, link=link, progress=_progress(args.file))
+                return _map_summary(result)
             count = await store.import_hazard_file(conn, args.file, actor=actor, hazard=args.hazard,
                                                    exercise=args.exercise)
         return f"imported {count} {args.evac_what.replace('hazards', 'hazard areas')} from {args.file}"
 
     return _on_database(args, action)
+
+
+def _map_link(args: argparse.Namespace) -> Any:
+    """The ``--link KIND:REF --at-level N [--phenomenon P]`` of a hazards command, or None."""
+    from evac.store import MapLink, StoreError
+
+    if getattr(args, "link", None) is None:
+        if getattr(args, "at_level", None) is not None:
+            raise StoreError("--at-level needs --link gauge:ID, river:NAME or jma_area:CODE")
+        return None
+    if args.at_level is None:
+        raise StoreError("--link needs --at-level N: the 警戒レベル (1-5) from which the map is in force, "
+                         "e.g. 4 for 氾濫危険")
+    return MapLink.parse(args.link, at_level=args.at_level, phenomenon=args.phenomenon)
+
+
+def _progress(name: str) -> Callable[[int, int], None]:
+    """Progress of a long import on stderr (every ~10 %), so a big map does not look stuck."""
+    shown = [0]
+
+    def report(done: int, total: int) -> None:
+        if total >= 1000 and (done * 10 // total > shown[0] or done == total):
+            shown[0] = done * 10 // total
+            print(f"{name}: {done}/{total} areas", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _map_summary(row: dict[str, Any]) -> str:
+    link = (f"; in force while {row['link_kind']} {row['link_ref']} is at level {row['at_level']} or higher"
+            if row.get("link_kind") else "; not linked, so never in force (link it: sonae hazards link)")
+    fixed = f", {row['repaired']} invalid polygons made valid" if row.get("repaired") else ""
+    return (f"imported hazard map {row['id']} ({row['hazard']}, {row['format']}: {row['title']}): "
+            f"{row['areas']} areas{fixed}{link}. {row['attribution']}")
+
+
+def cmd_hazards_link(args: argparse.Namespace) -> int:
+    import getpass
+
+    from evac import store
+
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    link = None if args.unlink else _map_link(args)
+    if link is None and not args.unlink:
+        raise store.StoreError("give --link KIND:REF --at-level N, or --unlink")
+
+    async def action(conn: Any) -> str:
+        row = await store.link_hazard_map(conn, args.map_id, link, actor=actor)
+        if link is None:
+            return f"hazard map {row['id']} unlinked: never in force"
+        return f"hazard map {row['id']} in force while {link.kind} {link.ref} is at level {link.at_level} or higher"
+
+    return _on_database(args, action)
+
+
+def cmd_hazards_maps(args: argparse.Namespace) -> int:
+    from evac import store
+
+    async def action(conn: Any) -> str:
+        lines = []
+        for r in await store.hazard_map_rows(conn):
+            j = store.hazard_map_json(r)
+            lk = j["link"]
+            where = f"{lk['kind']}:{lk['ref']} at level {lk['at_level']}" if lk else "not linked"
+            lines.append(f"{j['id']}\t{j['hazard']}\t{j['areas']} areas\t{where}\t{j['title']}")
+        return "\n".join(lines) if lines else "no hazard maps"
+
+    return _on_database(args, action)
+
+
+def _add_link_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--link", metavar="KIND:REF", help="what puts the map in force: gauge:STATION_ID, river:NAME "
+                   "(any of its gauges) or jma_area:MUNICIPALITY_CODE (official JMA warnings)")
+    p.add_argument("--at-level", type=int, choices=range(1, 6), metavar="N",
+                   help="警戒レベル (1-5) of the link from which the map is in force, e.g. 4 (氾濫危険)")
+    p.add_argument("--phenomenon", help="for jma_area links: which warning (flood, landslide, tsunami, ...)")
 
 
 def _add_evac_commands(sub: Any) -> None:
@@ -329,10 +426,215 @@ def _add_evac_commands(sub: Any) -> None:
             p.add_argument("--default-hazards", help="hazards (comma-separated) for rows without hazard data, e.g. "
                            "GSI 指定避難所 files")
         else:
-            p.add_argument("--hazard", help="hazard of features without a 'hazard' property")
+            p.add_argument("--hazard", help="hazard of features without a 'hazard' property (or of a national "
+                           "map whose type the file does not tell)")
             p.add_argument("--exercise", action="store_true", help="mark the areas as drill areas")
+            p.add_argument("--title", help="title of a national hazard map when the file has none")
+            _add_link_options(p)
         p.set_defaults(func=cmd_evac_import, evac_what=what)
+        if what == "hazards":
+            lp = grp_sub.add_parser("link", help="Link an imported hazard map to a gauge, river or warning area.",
+                                    description="Put a hazard map in force while a gauge, river or JMA warning "
+                                    "area is at a 警戒レベル (or --unlink it).")
+            lp.add_argument("map_id", help="map id (see `sonae hazards maps`)")
+            _add_link_options(lp)
+            lp.add_argument("--unlink", action="store_true", help="remove the link: the map is never in force")
+            lp.add_argument("--actor", help="who links (recorded; default cli:<user>)")
+            lp.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+            lp.set_defaults(func=cmd_hazards_link)
+            mp = grp_sub.add_parser("maps", help="List imported hazard maps and their links.")
+            mp.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+            mp.set_defaults(func=cmd_hazards_maps)
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """``sonae graph import FILE`` / ``sonae graph fetch``: build the engine's arrays and say what they cover."""
+    from pathlib import Path
+
+    import shapely
+
+    from evac.graph import graph_from_bbox, graph_from_file, graph_from_place
+    from evac.network import RoadNetwork, network_report
+    from evac.shelters import load_shelters
+
+    settings = _settings(args)
+    setup_logging(level="warning", fmt=settings["log.format"])
+    state = settings.state_dir
+
+    def say(message: str) -> None:
+        print(f"  .. {message}", file=sys.stderr, flush=True)
+
+    bbox = _bbox(args.bbox) if args.bbox else None
+    clip = None
+    if getattr(args, "polygon", None):
+        from shapely.geometry import shape
+
+        try:
+            doc = json.loads(Path(args.polygon).read_text(encoding="utf-8"))
+            feats = doc.get("features") or [doc]
+            clip = shapely.union_all([shape(f.get("geometry", f)) for f in feats])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            print(f"sonae: --polygon {args.polygon}: not a GeoJSON polygon ({exc})", file=sys.stderr)
+            return 2
+    elif bbox is not None and args.graph_command == "import":
+        clip = shapely.box(*bbox)
+    try:
+        if args.graph_command == "import":
+            G = graph_from_file(args.file, state_dir=state, progress=say, clip=clip)
+            stem = Path(args.file).name.split(".")[0]
+        else:
+            place = args.place
+            if args.municipality:
+                place = _municipality_place(args, args.municipality)
+            if place:
+                G = graph_from_place(place, state_dir=state, progress=say)
+                stem = args.municipality or "place"
+            elif bbox is not None:
+                G = graph_from_bbox(*bbox, state_dir=state, progress=say)
+                stem = "bbox"
+            else:
+                print("sonae: graph fetch needs --place, --bbox or --municipality", file=sys.stderr)
+                return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"sonae: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # downloads: no network, the server refused
+        print(f"sonae: could not download the streets ({exc}); use `sonae graph import FILE` with a Geofabrik "
+              "extract when this machine is offline", file=sys.stderr)
+        return 1
+    net = RoadNetwork.from_graph(G, progress=say)
+    out = Path(args.out) if args.out else state / "evac" / f"{stem}.npz"
+    net.save(out)
+    if args.shelters:
+        try:
+            shelters = load_shelters(args.shelters)
+        except (OSError, ValueError) as exc:
+            print(f"sonae: --shelters {args.shelters}: {exc}", file=sys.stderr)
+            return 2
+        origin = str(args.shelters)
+    else:
+        shelters, origin = _imported_shelters(args)
+    report = network_report(net, shelters)
+    print(f"wrote {out}")
+    print(f"nodes {report['nodes']:,}  edges {report['edges']:,}  walkable roads {report['walkable_km']} km  "
+          f"area {report['area_km2']} km²")
+    by = ", ".join(f"{h} {n}" for h, n in report["shelters_by_hazard"].items()) or "none"
+    print(f"shelters on this network ({origin}): {report['shelters_on_network']} of {report['shelters']} "
+          f"(by hazard: {by})")
+    if report["shelters_on_network"] == 0:
+        print("warning: no shelter lies on this network: routes would answer no_shelter_in_area. Import the "
+              "municipality's shelters (`sonae shelters import`) or check that the area is the right one.",
+              file=sys.stderr)
+    print(f"use it: SONAE_EVAC_NETWORK={out}  (or [evac] network = \"{out}\" in the config file)")
+    return 0
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        w, s, e, n = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--bbox {text!r}: expected west,south,east,north in degrees") from None
+    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+        raise ConfigError(f"--bbox {text!r}: expected west < east and south < north, in degrees")
+    return w, s, e, n
+
+
+def _imported_shelters(args: argparse.Namespace) -> tuple[list[Any], str]:
+    """The shelters in the database (none, with a note, when it cannot be reached)."""
+    from evac import store
+
+    found: list[Any] = []
+
+    async def action(conn: Any) -> str:
+        found.extend(store.shelter_from_row(r) for r in await store.shelter_rows(conn))
+        return ""
+
+    try:
+        _on_database(args, action)
+    except (EmbeddedError, ConnectionError, OSError) as exc:
+        print(f"note: could not read the imported shelters ({exc}); give --shelters FILE to count them",
+              file=sys.stderr)
+        return [], "database unreachable"
+    return found, "imported shelters"
+
+
+def _municipality_place(args: argparse.Namespace, code: str) -> str:
+    """A place query for osmnx from the municipality table (``sonae municipalities import``)."""
+    names: list[tuple[str, str]] = []
+
+    async def action(conn: Any) -> str:
+        row = await conn.fetchrow("SELECT name_ja, prefecture FROM municipalities WHERE code = $1", code)
+        if row is not None:
+            names.append((row["name_ja"], row["prefecture"] or ""))
+        return ""
+
+    _on_database(args, action)
+    if not names:
+        raise ValueError(f"municipality {code} is not in the database: import the list with "
+                         "`sonae municipalities import FILE`, or use --place \"郡山市, 福島県\"")
+    name, pref = names[0]
+    return ", ".join(p for p in (name, pref, "日本") if p)
+
+
+def _add_graph_commands(sub: Any) -> None:
+    grp = sub.add_parser("graph", help="Road networks for evacuation routes.",
+                         description="Road networks for evacuation routes: build the engine's arrays from an "
+                         "OpenStreetMap file or download, and report what they cover.")
+    grp_sub = grp.add_subparsers(dest="graph_command", required=True, metavar="ACTION")
+    p = grp_sub.add_parser("import", help="Build a network from an .osm, .osm.bz2, .osm.pbf or .graphml file.",
+                           description="Build a network from a local OpenStreetMap file (offline), e.g. "
+                           "Geofabrik's japan/tohoku-latest.osm.pbf clipped to a municipality.")
+    p.add_argument("file")
+    p.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
+    for q in (p, grp_sub.add_parser("fetch", help="Download a network through osmnx (online; cached).",
+                                    description="Download the streets through osmnx (Overpass API; cached in "
+                                    "the state directory).")):
+        q.add_argument("--bbox", help="west,south,east,north in degrees (import: clip to it)")
+        q.add_argument("--out", help="where to write the network (.npz; default <state>/evac/<name>.npz)")
+        q.add_argument("--shelters", help="count these shelters (GeoJSON/CSV) instead of the imported ones")
+        q.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+        q.set_defaults(func=cmd_graph)
+        if q is not p:
+            q.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
+            q.add_argument("--municipality", help="6-digit 団体コード from the municipalities table, e.g. 072036")
 # -- end evac --
+
+
+# -- jma: official information from files (jma/reader.py) --
+def cmd_jma_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jma.reader import read_files
+
+    paths = [Path(p) for p in args.paths]
+    for path in paths:
+        if not path.exists():
+            raise CommandError(f"{path}: no such file or directory")
+
+    async def action(conn: Any) -> str:
+        try:
+            outcomes = await read_files(conn, paths)
+        except OSError as exc:
+            raise CommandError(f"{exc.filename}: {exc.strerror}") from None
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return "telegrams: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+
+    return _on_database(args, action)
+
+
+def _add_jma_commands(sub: Any) -> None:
+    text = "Official information (気象庁防災情報XML telegrams)."
+    grp = sub.add_parser("jma", help=text, description=text)
+    grp_sub = grp.add_subparsers(dest="jma_command", required=True, metavar="ACTION")
+    p = grp_sub.add_parser("import", help="Read telegrams from files or directories (*.xml), as the feed reader does.",
+                           description="Read telegrams from files or directories (*.xml, in name order) through the "
+                           "feed reader's path: each kept once, unreadable ones kept with their reason.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_jma_import)
+# -- end jma --
 
 
 def _new_password(args: argparse.Namespace) -> str:
@@ -620,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="API port (overrides SONAE_API_PORT)")
 
     p = add("ingest", cmd_ingest, "Run an ingestor: MQTT readings into the database, acknowledged after commit. "
-            "Several share the stream through an MQTT shared subscription.")
+            "Several share the stream by municipality: SONAE_INGEST_PARTITION=0/2, 1/2 (plain persistent subscriptions).")
     p.add_argument("--instance", default="0", help="instance name, part of the persistent MQTT client id")
 
     p = add("api", cmd_api, "Run the HTTP API.")
@@ -654,6 +956,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stations_import)
 
     _add_evac_commands(sub)  # evac: `sonae shelters import`, `sonae hazards import`
+    _add_graph_commands(sub)  # evac: `sonae graph import|fetch`
+    _add_jma_commands(sub)  # jma: `sonae jma import`
 
     mu = sub.add_parser("municipalities", help="Municipality codes and names.",
                         description="Municipality codes (団体コード) and names: data, imported, not code.")

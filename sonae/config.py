@@ -2,7 +2,10 @@
 
 Every setting has a dotted name ``section.key``. It is read, in order of precedence, from
 
-1. the environment variable ``SONAE_<SECTION>_<KEY>`` (upper case, e.g. ``SONAE_DATABASE_URL``);
+1. the environment variable ``SONAE_<SECTION>_<KEY>`` (upper case, e.g. ``SONAE_DATABASE_URL``); set
+   but empty, it means the empty string for a text setting whose empty value means something
+   (``SONAE_INGEST_SHARED_GROUP=`` subscribes plainly) and "not set here" for the others (numbers,
+   switches, URLs whose absence starts an embedded service);
 2. the TOML file named by ``--config`` or ``SONAE_CONFIG`` (``[database] url = "..."``);
 3. the default in :data:`SCHEMA`.
 
@@ -40,6 +43,12 @@ class Setting:
     def env(self) -> str:
         return "SONAE_" + self.name.replace(".", "_").upper()
 
+    @property
+    def empty_is_value(self) -> bool:
+        """Whether an empty environment variable sets this setting to ``""`` (text settings with a
+        non-null default; ``check`` still applies) rather than leaving it to the file or default."""
+        return self.kind is str and self.default is not None
+
 
 def _mqtt_url(value: Any) -> str | None:
     if value is None:
@@ -74,6 +83,30 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _road_network(value: Any) -> str | None:
+    """A road network file that exists and looks like what its name says (read fully only at start-up)."""
+    text = str(value).strip()
+    if text in ("", "drilltown"):
+        return None
+    path = Path(text).expanduser()
+    name = path.name.lower()
+    kinds = {".npz": (b"PK",), ".osm.pbf": (b"\x00\x00",), ".pbf": (b"\x00\x00",), ".osm.bz2": (b"BZh",),
+             ".xml.bz2": (b"BZh",), ".osm": (b"<",), ".xml": (b"<",), ".graphml": (b"<",)}
+    magic = next((m for suffix, m in kinds.items() if name.endswith(suffix)), None)
+    if magic is None:
+        return "expected an .osm, .osm.bz2, .osm.pbf, .graphml or .npz file (`sonae graph import`), or drilltown"
+    if not path.is_file():
+        return "no such file: make one with `sonae graph import FILE` or `sonae graph fetch`"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not any(head.startswith(m) for m in magic):
+        return "the file does not look like its name says (damaged or not OpenStreetMap data)"
+    return None
+
+
 def _positive(value: Any) -> str | None:
     return None if value > 0 else "expected a number greater than 0"
 
@@ -85,6 +118,20 @@ def _span(*, low: int, high: int, unit: str) -> Callable[[Any], str | None]:
         return None if low <= value <= high else f"expected {low} to {high:,} {unit}"
 
     return check
+
+
+def _partition(value: Any) -> str | None:
+    """``i/n`` with 0 <= i < n, or empty (see ingest/partition.py)."""
+    if value == "":
+        return None
+    parts = str(value).split("/")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts) and 0 <= int(parts[0]) < int(parts[1]):
+        return None
+    return "expected i/n with 0 <= i < n (e.g. 0/2 for the first of two ingestors), or empty for one ingestor"
+
+
+def _not_empty(value: Any) -> str | None:
+    return None if str(value).strip("/") else "expected a topic root such as sonae/v1"
 
 
 def _cap_token(value: Any) -> str | None:
@@ -117,11 +164,19 @@ SCHEMA: tuple[Setting, ...] = (
             "MQTT broker URL (mqtt://user:password@host:port). Unset: Sonae starts an embedded broker.",
             secret=True, check=_mqtt_url),
     Setting("mqtt.protocol", str, "5", "MQTT protocol version: 5 or 3.1.1.", check=_one_of("5", "3.1.1")),
-    Setting("mqtt.topic_prefix", str, "sonae/v1", "Root of every Sonae topic."),
+    Setting("mqtt.topic_prefix", str, "sonae/v1", "Root of every Sonae topic.", check=_not_empty),
+    Setting("mqtt.keepalive_s", int, 30,
+            "MQTT keep-alive in seconds: a silent connection is detected dead after 1.5 times this.",
+            check=lambda v: None if 5 <= v <= 65535 else "expected 5 to 65535 seconds"),
     Setting("mqtt.client_id", str, "",
             "Client id of this process; empty derives one from the host name and role."),
-    Setting("ingest.shared_group", str, "sonae-ingest",
-            "MQTT shared-subscription group ($share/<group>/...); empty subscribes plainly."),
+    Setting("ingest.shared_group", str, "",
+            "MQTT shared-subscription group ($share/<group>/...); empty (the default) subscribes plainly. "
+            "Not safe with Mosquitto or EMQX: they do not queue for offline shared subscribers, so readings "
+            "sent while the ingestors reconnect are lost. Scale out with ingest.partition instead."),
+    Setting("ingest.partition", str, "",
+            "This ingestor's share of the municipalities, i/n (0/2 and 1/2 for two ingestors), each on a plain "
+            "persistent subscription; empty: one ingestor takes the whole topic tree.", check=_partition),
     Setting("ingest.batch_size", int, 5000, "Most readings written in one batch.", check=_positive),
     Setting("ingest.batch_age_ms", int, 200, "Longest a reading waits before its batch is written.",
             check=_positive),
@@ -175,13 +230,25 @@ SCHEMA: tuple[Setting, ...] = (
             "genuine rise in the real MLIT and 持世寺 records (see alerting/rules.py).", check=_positive),
     # -- evac: the residents' evacuation routes (api/evac_service.py) --
     Setting("evac.network", str, "",
-            "Road network for evacuation routes: an .osm, .osm.bz2 or .graphml file, or 'drilltown' for the "
-            "generated drill town (the default of `sonae run --simulate`). Empty: no route endpoints."),
+            "Road network for evacuation routes: a network made by `sonae graph import` (.npz), an .osm, "
+            ".osm.bz2, .osm.pbf or .graphml file, or 'drilltown' for the generated drill town (the default of "
+            "`sonae run --simulate`). Empty: no route endpoints. A missing or unreadable file stops start-up.",
+            check=_road_network),
     Setting("evac.warm", str, "walk:flood",
             "Route fields kept computed at every hazard change, as profile:hazard[:exercise], comma-separated.",
             check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
     # -- end evac --
+    # -- jma: official information, 気象庁防災情報XML PULL feeds (jma/reader.py) --
+    Setting("jma.feeds", str, "",
+            "Comma-separated JMA PULL Atom feed URLs to poll (regular.xml, extra.xml, eqvol.xml and the *_l.xml "
+            "long feeds for catching up). Empty: the reader is off (an offline machine).",
+            check=lambda v: None if all(u.strip().startswith(("http://", "https://"))
+                                        for u in str(v).split(",") if u.strip()) else "expected http(s) URLs"),
+    Setting("jma.poll_interval_s", float, 60.0,
+            "Seconds between polls of the JMA feeds (JMA updates the high-frequency feeds every minute).",
+            check=_positive),
+    # -- end jma --
     # -- ngsi: upserting Sonae's NGSI-LD entities to a context broker (ngsi/push.py) --
     Setting("ngsi.broker_url", str, "",
             "NGSI-LD context broker to upsert changed public entities to (its base URL, e.g. http://broker:1026); "
@@ -361,7 +428,7 @@ def load_settings(
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for setting in SCHEMA:
-        if setting.env in env and env[setting.env] != "":
+        if setting.env in env and (env[setting.env] != "" or setting.empty_is_value):
             raw, origin, where = env[setting.env], "env", setting.env
         elif setting.name in from_file:
             raw, origin, where = from_file[setting.name], "file", f"{path}: {setting.name}"
@@ -375,6 +442,9 @@ def load_settings(
                 raise ConfigError(f"{where}={shown!r}: {problem}")
         values[setting.name] = value
         origins[setting.name] = origin
+    if values["ingest.partition"] and values["ingest.shared_group"]:
+        raise ConfigError("ingest.partition and ingest.shared_group are two ways to share the stream: set only "
+                          "one (ingest.partition is the one that loses nothing across broker restarts)")
     return Settings(values, origins)
 
 

@@ -34,7 +34,7 @@ import asyncpg
 log = logging.getLogger("sonae.migrations")
 
 #: Packages in the order their tables depend on each other.
-COMPONENTS: tuple[str, ...] = ("ingest", "alerting", "api", "notify", "evac", "ngsi")  # notify: #10, ngsi: #22
+COMPONENTS: tuple[str, ...] = ("ingest", "alerting", "api", "notify", "evac", "ngsi", "jma")  # notify: #10, ngsi: #22, jma: #19
 
 _LOCK_KEY = 0x50_4E_41_45  # "SNAE"
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|plain))?\.sql$")

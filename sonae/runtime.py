@@ -16,6 +16,7 @@ import asyncpg
 from sonae.config import ConfigError, Settings
 from sonae.embedded import EmbeddedBroker, EmbeddedPostgres
 from sonae.migrations import migrate
+from sonae.retry import Backoff, count_failure
 
 log = logging.getLogger("sonae.runtime")
 
@@ -109,17 +110,17 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0, migrate_schema:
     """
     url = settings["database.url"]
     deadline = asyncio.get_running_loop().time() + wait_s
-    delay = 0.2
+    backoff = Backoff(base=0.2, cap=2.0)
     while True:
         try:
             await ensure_database(url, create=create)
             pool = await asyncpg.create_pool(url, min_size=1, max_size=settings["database.pool_size"])
             break
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+            count_failure("postgres")
             if asyncio.get_running_loop().time() > deadline:
                 raise ConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(backoff.next_delay())
     assert pool is not None
     if migrate_schema:
         try:

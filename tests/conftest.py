@@ -275,7 +275,7 @@ def settings(database_url: str, mqtt_url: str, mqtt_protocol: str, topic_prefix:
         "SONAE_MQTT_PROTOCOL": mqtt_protocol,
         "SONAE_MQTT_TOPIC_PREFIX": topic_prefix,
         "SONAE_MQTT_CLIENT_ID": f"test-ingest-{uuid.uuid4().hex[:8]}",
-        "SONAE_INGEST_SHARED_GROUP": "" if mqtt_protocol != "5" else f"g{uuid.uuid4().hex[:6]}",
+        "SONAE_INGEST_SHARED_GROUP": "",  # the default: a plain persistent subscription
         "SONAE_STATE_DIR": str(tmp_path / "state"),
         "SONAE_LOG_FORMAT": "text",
     }

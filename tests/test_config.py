@@ -94,3 +94,39 @@ def test_readme_documents_every_setting() -> None:
 def test_time_spans_beyond_any_date_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(environ={name: value})
+
+
+def test_empty_variable_means_empty_where_empty_means_something(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SONAE_INGEST_SHARED_GROUP= overrides the file (issue #23: it used to fall back to a shared group)."""
+    conf = tmp_path / "sonae.toml"
+    conf.write_text('[ingest]\nshared_group = "from-file"\nbatch_size = 7\n', encoding="utf-8")
+    s = load_settings(config_file=conf, environ={"SONAE_INGEST_SHARED_GROUP": "", "SONAE_INGEST_BATCH_SIZE": ""})
+    assert s["ingest.shared_group"] == "" and s.origin("ingest.shared_group") == "env"
+    assert s["ingest.batch_size"] == 7 and s.origin("ingest.batch_size") == "file"  # empty number: not set here
+    assert load_settings(environ={"SONAE_DATABASE_URL": ""})["database.url"] is None
+    assert load_settings(environ={})["ingest.shared_group"] == "", "the default subscribes plainly"
+    with pytest.raises(ConfigError, match="SONAE_MQTT_TOPIC_PREFIX"):
+        load_settings(environ={"SONAE_MQTT_TOPIC_PREFIX": ""})
+
+
+def test_config_command_shows_an_empty_variable() -> None:
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")} | {"SONAE_INGEST_SHARED_GROUP": ""}
+    out = subprocess.run([sys.executable, "-m", "sonae.cli", "config"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    shown = json.loads(out)["ingest.shared_group"]
+    assert shown == {"value": "", "from": "env"}
+
+
+@pytest.mark.parametrize("value", ["2/2", "1", "a/b", "-1/2", "1/0"])
+def test_partition_must_be_i_of_n(value: str) -> None:
+    with pytest.raises(ConfigError, match="SONAE_INGEST_PARTITION"):
+        load_settings(environ={"SONAE_INGEST_PARTITION": value})
+
+
+def test_partition_and_shared_group_exclude_each_other() -> None:
+    assert load_settings(environ={"SONAE_INGEST_PARTITION": "1/3"})["ingest.partition"] == "1/3"
+    with pytest.raises(ConfigError, match="only one"):
+        load_settings(environ={"SONAE_INGEST_PARTITION": "0/2", "SONAE_INGEST_SHARED_GROUP": "g"})

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from ingest.contract import topic_for
+from ingest.partition import Partition
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
 from tests.ingest_support import (
@@ -114,21 +115,23 @@ async def test_senml_gateway_pack(settings: Settings, pool: asyncpg.Pool) -> Non
     assert abs(top - 2.99) < 1e-9 and reason == "foreign_station" and s2 == 0
 
 
-async def test_two_ingestors_share_the_stream_exactly_once(settings: Settings, pool: asyncpg.Pool,
-                                                           mqtt_protocol: str) -> None:
-    if mqtt_protocol != "5" or not settings["ingest.shared_group"]:
-        import pytest
-
-        pytest.skip("shared subscriptions need an MQTT 5 broker (mosquitto)")
-    await register(pool, "sh1", "sh2", "sh3")
-    msgs = [(s, "level", p) for s in ("sh1", "sh2", "sh3") for _, p in readings_for(s, 400)]
-    second = settings.replace(mqtt__client_id=settings["mqtt.client_id"] + "-b")
-    async with running_ingestor(settings, pool) as a, running_ingestor(second, pool) as b:
-        await publish_all(settings, msgs)
+async def test_two_partitioned_ingestors_share_the_stream_exactly_once(settings: Settings, pool: asyncpg.Pool) -> None:
+    """ingest.partition 0/2 and 1/2: each municipality's readings reach exactly one ingestor, on plain
+    subscriptions (the registry's codes 072010 and 072036 hash to partitions 0 and 1)."""
+    where = {"pa1": "072010", "pa2": "072010", "pb1": "072036"}
+    assert Partition(0, 2).owns("072010") and Partition(1, 2).owns("072036")
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id=s, name=s, municipality_code=m) for s, m in where.items()])
+    prefix = settings["mqtt.topic_prefix"]
+    msgs = [(topic_for(prefix, where[s], s, "level"), p) for s in where for _, p in readings_for(s, 400)]
+    first = settings.replace(ingest__partition="0/2")
+    second = settings.replace(ingest__partition="1/2", mqtt__client_id=settings["mqtt.client_id"] + "-b")
+    async with running_ingestor(first, pool) as a, running_ingestor(second, pool) as b:
+        assert a.topic_filters == [f"{prefix}/072010/#"] and b.topic_filters == [f"{prefix}/072036/#"]
+        await publish_raw(settings, msgs)
         await wait_until(lambda: count(pool, "SELECT count(*) = 1200 FROM readings"), what="1200 rows")
         await wait_until(lambda: _sum(a, b, 1200), what="both ingestors done")
-        assert a.totals["inserted"] > 0 and b.totals["inserted"] > 0, "the stream was split"
-        assert a.totals["inserted"] + b.totals["inserted"] == 1200
+        assert a.totals["inserted"] == 800 and b.totals["inserted"] == 400, "split by municipality"
         assert a.totals["duplicates"] + b.totals["duplicates"] == 0
     assert await count(pool, "SELECT count(*) FROM readings") == 1200
 

@@ -31,6 +31,7 @@
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
       fromGauge: "{station}の水位による警戒レベル{level}相当です。", fromOther: "{station}：{condition}", noAlert: "この場所に出ている避難情報はありません。",
+      sources: "情報源: {names}", routeAvoids: "この経路は{hazard}の危険を避けています。",
       levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
       mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
       shelterFull: "（満員）", unknownArea: "この場所",
@@ -64,6 +65,7 @@
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
       fromGauge: "River level at {station}: equivalent to alert level {level}.", fromOther: "{station}: {condition}", noAlert: "No evacuation information is in force here.",
+      sources: "Sources: {names}", routeAvoids: "This route avoids {hazard} danger.",
       levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
       mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
       shelterFull: " (full)", unknownArea: "this area",
@@ -97,6 +99,7 @@
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
       fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", fromOther: "{station}：{condition}", noAlert: "ここには ひなんの じょうほうは でて いません。",
+      sources: "じょうほうの でどころ: {names}", routeAvoids: "この みちは {hazard}の きけんを さけて います。",
       levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
       mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
       shelterFull: "（いっぱい）", unknownArea: "この ちいき",
@@ -335,11 +338,20 @@
       body = await getJSON("/api/v1/level?lat=" + state.pos.lat.toFixed(4) + "&lon=" + state.pos.lon.toFixed(4));
     } catch (err) { return; }
     if (seq !== levelSeq) return; // a newer position or change has asked since
-    const top = body.alert_id ? state.alerts.find((a) => a.id === body.alert_id) || null : null;
+    const top = body.alert_id ? state.alerts.find((a) => a.id === body.alert_id) || null
+      : (body.condition === "official_information" ? { condition: "official_information", level: body.level } : null);
     const level = body.level || 0;
     const old = state.level;
     state.level = level;
     state.levelAlert = top;
+    state.levelSources = body.sources || [];
+    // official information names the hazard routes must avoid (土砂災害 → landslide-rated sites …),
+    // unless the resident picked a hazard themselves
+    if (body.hazard && !state.hazardChosen && body.hazard !== state.hazard) {
+      state.hazard = body.hazard;
+      if ($("hazard")) $("hazard").value = body.hazard;
+      loadRoute("live");
+    }
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
     if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
@@ -361,7 +373,7 @@
     $("level-name").textContent = levelTitle(state.level, a);
     $("level-action").textContent = LEVEL[state.lang][state.level][1];
     let src = t("noAlert");
-    if (a) {
+    if (a && a.condition !== "official_information") {
       const orderName = LEVEL[state.lang][a.level][0];
       const place = (state.lang === "en" ? a.municipality_name_en : a.municipality_name) || a.municipality_code || t("unknownArea");
       if (a.condition === "evacuation_order") {
@@ -371,6 +383,14 @@
       } else {
         src = t("fromOther", { station: a.station_name || a.station_id || "", condition: S.conditionName(a.condition, state.lang) });
       }
+    }
+    const sources = state.levelSources || [];
+    // each source named in the page's language (names: ja-JP, en-US, ja-JP-x-easy, as HAZ)
+    const own = a && a.condition !== "official_information";
+    if (sources.length) {
+      src = (own ? src + " " : "") + t("sources", {
+        names: sources.map((x) => (x.names ? Object.values(x.names)[li(state.lang)] : x.name) || x.name).join(" / "),
+      });
     }
     $("level-source").textContent = src;
     $("drill").hidden = !state.drill;
@@ -427,6 +447,12 @@
     }
     const p = f.properties;
     g.textContent = p.guidance || "";
+    const avoids = $("route-avoids");
+    if (avoids) {
+      const hz = p.hazard || state.hazard;
+      avoids.hidden = !(p.status === "ok" && hz);
+      avoids.textContent = hz ? t("routeAvoids", { hazard: (HAZ[hz] || [hz])[li(state.lang)] }) : "";
+    }
     g.classList.toggle("bad", p.status !== "ok");
     if (p.status === "ok" && p.shelter) {
       const s = p.shelter;
@@ -578,6 +604,7 @@
     const es = new EventSource("/api/v1/events");
     es.addEventListener("alert", () => refreshSoon({ alerts: true }));
     es.addEventListener("hazard_state", () => refreshSoon({ alerts: false }));
+    es.addEventListener("official", () => refreshSoon({ alerts: false }));
     es.addEventListener("route", () => refreshSoon({ alerts: false }));
   }
 
@@ -704,7 +731,7 @@
     $("landmark").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter") { ev.preventDefault(); clearTimeout(pickTimer); runSearch(); }
     });
-    $("hazard").addEventListener("change", (ev) => { state.hazard = ev.target.value; loadRoute("user"); });
+    $("hazard").addEventListener("change", (ev) => { state.hazard = ev.target.value; state.hazardChosen = true; loadRoute("user"); });
     $("profile").addEventListener("change", (ev) => { state.profile = ev.target.value; loadRoute("user"); });
     $("zoom-in").addEventListener("click", () => map.zoom(1.5));
     $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));

@@ -141,6 +141,10 @@ def test_k8s_workloads_probes_and_autoscaler() -> None:
     # ingestors keep their MQTT identity across restarts
     env = {e["name"]: e for e in ingest["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SONAE_MQTT_CLIENT_ID"]["value"] == "$(POD_NAME)"
+    # ... and each takes its own partition of the municipalities: ordinal / replicas (issue #23)
+    assert env["SONAE_INGEST_PARTITION"]["value"] == f"$(POD_INDEX)/{ingest['spec']['replicas']}"
+    assert "pod-index" in env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert "SONAE_INGEST_SHARED_GROUP" not in config["data"], "shared subscriptions lose readings"
 
 
 # -- systemd --------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""What Mosquitto does with a shared subscriber that is away — the deployment relies on it.
+"""What Mosquitto does with a shared subscriber that is away, for operators who opt in to
+``ingest.shared_group`` (the deployment itself uses plain subscriptions partitioned by municipality
+since issue #23: see ingest/partition.py and tests/test_broker_faults.py).
 
 A persistent session that disconnects keeps receiving its share of ``$share/<group>/...`` (queued
-until it returns): an ingestor must come back under the same client id (fixed instance names:
-Compose services, a StatefulSet, systemd instances), and one that is retired must unsubscribe first.
+until it returns) while another member is connected; when *all* members are away (a broker restart)
+readings are answered 0x10 and lost, which is why shared subscriptions are no longer the default.
 """
 
 from __future__ import annotations

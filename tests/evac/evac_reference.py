@@ -107,3 +107,21 @@ def random_polygons(net: RoadNetwork, rng: np.random.Generator, n: int, *, radiu
         poly = shapely.Polygon(ring)
         polys.append(poly if poly.is_valid else poly.convex_hull)
     return polys
+
+
+def reference_field(D: nx.DiGraph, sources) -> np.ndarray:
+    """Seconds from every node to its nearest shelter through the engine's source rows (``Field.sources``):
+    each row is a virtual node joined to its road end with the row's offset (last partial edge + egress),
+    searched by networkx from all of them at once."""
+    R = D.reverse(copy=True)
+    virtual = []
+    for k, (end, off) in enumerate(zip(sources.end.tolist(), sources.offset.tolist(), strict=True)):
+        if math.isfinite(off):
+            R.add_edge(("row", k), int(end), w=float(off))
+            virtual.append(("row", k))
+    out = np.full(D.number_of_nodes(), np.inf)
+    if virtual:
+        for n, d in nx.multi_source_dijkstra_path_length(R, set(virtual), weight="w").items():
+            if not isinstance(n, tuple):
+                out[n] = d
+    return out

@@ -64,48 +64,103 @@ def test_gauge_levels_activate_areas_and_drills_stay_in_exercise_mode(town) -> N
     assert eng.route(c.y, c.x, exercise=True)["properties"]["status"] == "ok"
 
 
-def test_plan_respects_capacities_and_matches_networkx_min_cost_flow(town) -> None:
-    t, net = town
-    shelters = load_shelters(t.shelters)
-    # small known capacities so that capacity binds
-    shelters = [s.__class__(**{**s.__dict__, "capacity": 40 + 10 * (i % 4)}) for i, s in enumerate(shelters)]
-    eng = Engine(net, shelters=shelters)
-    rng = np.random.default_rng(0)
-    nodes = rng.choice(net.profile("walk").snap_nodes, size=60, replace=False)
-    people = {int(n): int(rng.integers(1, 30)) for n in nodes}
-    plan = plan_evacuation(eng, places_from_nodes(eng, people), hazard="flood")
+def _reference_plan(eng: Engine, places: list[tuple[float, float, int]], caps: dict[str, int]) -> tuple[int, float]:
+    """Overflow and person-seconds of a networkx min-cost flow: place -> shelter arcs whose costs come from
+    networkx Dijkstra over the profile's edges (from the place's road point to each shelter's own rows)."""
     f = eng.field("walk", "flood")
-    caps = {s.id: s.capacity for s in f.shelter_at.values()}
+    pg = eng.network.profile("walk")
+    ok = f.de_weight < 1e8
+    D = nx.DiGraph()
+    for a, b, w in zip(pg.de_tail[ok].tolist(), pg.de_head[ok].tolist(), f.de_weight[ok].tolist(), strict=True):
+        if not D.has_edge(a, b) or D[a][b]["w"] > w:
+            D.add_edge(a, b, w=w)
+    src = f.sources
+    F = nx.DiGraph()
+    total = sum(p for *_, p in places)
+    F.add_node("sink", demand=total)
+    F.add_edge("overflow", "sink", weight=0)
+    for i, (lat, lon, people) in enumerate(places):
+        F.add_node(("p", i), demand=-people)
+        F.add_edge(("p", i), "overflow", weight=10**9)
+        r = eng.route_result(lat, lon)
+        if r.status != "ok":
+            F.add_edge(("p", i), "sink", weight=10**10)  # unreachable: leaves through its own arc
+            continue
+        starts, direct = eng.starts(r)
+        best: dict[str, float] = {}
+        for start, off in starts:
+            lengths = nx.single_source_dijkstra_path_length(D, start, weight="w") if start in D else {start: 0.0}
+            for k in range(len(src)):
+                end = int(src.end[k])
+                if end in lengths or end == start:
+                    sid = f.shelters[int(src.shelter[k])].id
+                    t = off + lengths.get(end, 0.0) + float(src.offset[k])
+                    best[sid] = min(best.get(sid, np.inf), t)
+        for j, t in direct:
+            sid = f.shelters[j].id
+            best[sid] = min(best.get(sid, np.inf), t)
+        for sid, t in best.items():
+            F.add_edge(("p", i), ("s", sid), weight=int(round(t * 100)))
+    for sid, cap in caps.items():
+        F.add_edge(("s", sid), "sink", capacity=cap, weight=0)
+    flow = nx.min_cost_flow(F)
+    cost = sum(flow[u][v] * F[u][v]["weight"] for u in flow for v in flow[u]
+               if u != "overflow" and v not in ("overflow", "sink")) / 100
+    return flow["overflow"]["sink"], cost
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_plan_respects_capacities_and_matches_networkx_min_cost_flow(town, seed: int) -> None:
+    t, net = town
+    rng = np.random.default_rng(seed)
+    base = load_shelters(t.shelters)
+    # small known capacities so that capacity binds; every other shelter gets a twin at the very same point
+    # (a gym and a school building at one site): each must keep its own capacity
+    shelters = []
+    for i, s in enumerate(base):
+        shelters.append(s.__class__(**{**s.__dict__, "capacity": int(rng.integers(5, 60))}))
+        if i % 2 == 0:
+            shelters.append(s.__class__(**{**s.__dict__, "id": f"{s.id}-twin", "name": f"{s.name} 体育館",
+                                           "capacity": int(rng.integers(5, 60))}))
+    eng = Engine(net, shelters=shelters)
+    nodes = rng.choice(net.profile("walk").snap_nodes, size=50, replace=False)
+    people = {int(n): int(rng.integers(1, 30)) for n in nodes}
+    places = places_from_nodes(eng, people)
+    plan = plan_evacuation(eng, places, hazard="flood")
+    f = eng.field("walk", "flood")
+    caps = {s.id: int(s.capacity or 0) for s in f.shelters}
+    assert any(sid.endswith("-twin") for sid in caps), "twins are planned with"
     for sid, n in plan.arrivals.items():
         assert n <= caps[sid]
     assert sum(plan.arrivals.values()) + plan.overflow_people + plan.unreachable_people == sum(people.values())
-    # exact optimum: networkx min-cost flow on place -> shelter arcs with the same travel times (integers
-    # in centiseconds) and an overflow arc
-    pg = net.profile("walk")
-    from scipy.sparse.csgraph import dijkstra
-
-    fwd = pg.forward_csr(f.pair_weight)
-    F = nx.DiGraph()
-    total = sum(people.values())
-    F.add_node("sink", demand=total)
-    for n, p in people.items():
-        F.add_node(("p", n), demand=-p)
-        d = dijkstra(fwd, indices=n)
-        F.add_edge(("p", n), "overflow", weight=10**9)
-        for node, s in f.shelter_at.items():
-            if np.isfinite(d[node]):
-                F.add_edge(("p", n), ("s", s.id), weight=int(round(d[node] * 100)))
-    for s in f.shelter_at.values():
-        F.add_edge(("s", s.id), "sink", capacity=caps[s.id], weight=0)
-    F.add_edge("overflow", "sink", weight=0)
-    flow = nx.min_cost_flow(F)
-    ref_overflow = flow["overflow"]["sink"]
-    ref_cost = sum(flow[u][v] * F[u][v]["weight"] for u in flow for v in flow[u]
-                   if u != "overflow" and v not in ("overflow", "sink")) / 100
+    ref_overflow, ref_cost = _reference_plan(eng, places, caps)
     assert plan.overflow_people == ref_overflow
     assert plan.total_person_seconds == pytest.approx(ref_cost, rel=1e-4)
     full = [w for w in plan.warnings if "will be full" in w]
     assert full, "capacities this small must fill some shelters"
+
+
+def test_two_shelters_at_one_point_both_count(tmp_path: Path) -> None:
+    """Issue 13: a three-node line, "gym" and "school" at the same point with 5 places each, 8 people."""
+    from small_towns import lonlat, write_osm
+
+    from evac.graph import graph_from_file
+    from evac.network import RoadNetwork
+    from evac.shelters import Shelter
+
+    osm = write_osm(tmp_path / "line.osm", {1: (0.0, 0.0), 2: (100.0, 0.0), 3: (200.0, 0.0)},
+                    [([1, 2, 3], {"highway": "residential"}), ([2, 3], {"highway": "footway"})])
+    net = RoadNetwork.from_graph(graph_from_file(osm, state_dir=tmp_path))
+    lon, lat = lonlat(200.0, 5.0)
+    shelters = [Shelter(id=i, name=i, lat=lat, lon=lon, hazards=frozenset({"flood"}), capacity=5)
+                for i in ("gym", "school")]
+    eng = Engine(net, shelters=shelters)
+    plon, plat = lonlat(0.0, 2.0)
+    plan = plan_evacuation(eng, [(plat, plon, 8)])
+    assert plan.overflow_people == 0 and sum(plan.arrivals.values()) == 8
+    assert set(plan.arrivals) == {"gym", "school"} and max(plan.arrivals.values()) <= 5
+    near = eng.nearest_shelters(plat, plon, k=5)
+    assert {n["shelter"]["id"] for n in near} == {"gym", "school"}
 
 
 def test_plan_population_file_with_gauge_flood(town) -> None:

@@ -59,8 +59,13 @@ def test_travel_time_attributes_and_errors(state_dir: str) -> None:
         get_profile("bicycle")
     with pytest.raises(FileNotFoundError, match="give the path"):
         graph_from_file("/nonexistent/town.osm", state_dir=state_dir)
-    with pytest.raises(ValueError, match="convert .pbf"):
-        graph_from_file("/work/shared/data/osm/osmnx_aguascalientes.osm.pbf", state_dir=state_dir)
+    # PBF (Geofabrik's format) is read through pyosmium; an unknown kind of file is refused by name
+    pbf = graph_from_file("/work/shared/data/osm/osmnx_aguascalientes.osm.pbf", state_dir=state_dir)
+    assert len(pbf) > 500 and all("highway" in d for _, _, d in pbf.edges(data=True))
+    shp = Path(state_dir) / "roads.shp"
+    shp.write_text("not OSM", encoding="utf-8")
+    with pytest.raises(ValueError, match="use .osm, .osm.bz2, .osm.pbf or .graphml"):
+        graph_from_file(shp, state_dir=state_dir)
 
 
 def test_snapping_uses_largest_strong_component(state_dir: str) -> None:

@@ -34,7 +34,11 @@ def test_feature_shape_geometry_and_steps(engine: Engine) -> None:
         if p["status"] != "ok":
             continue
         assert feat["type"] == "Feature" and feat["geometry"]["type"] == "LineString"
-        assert f"{lat:.6f}" not in text and f"{lon:.6f}" not in text, "the resident's own position is not echoed"
+        # the line starts where the resident stands (the API has rounded it to ~10 m before) and walks the
+        # access leg to the road; it ends at the shelter itself
+        assert feat["geometry"]["coordinates"][0] == pytest.approx([lon, lat], abs=1e-7)
+        assert feat["geometry"]["coordinates"][-1] == pytest.approx([p["shelter"]["lon"], p["shelter"]["lat"]], abs=1e-7)
+        assert p["access_m"] >= 0 and p["egress_m"] >= 0 and text
         line = shapely.geometry.shape(feat["geometry"])
         proj = net.project_geometry(line)
         assert proj.length == pytest.approx(p["distance_m"], rel=0.03, abs=2)
@@ -65,7 +69,12 @@ def test_single_language_and_bad_language(engine: Engine) -> None:
 def test_no_safe_route_and_off_network(engine: Engine) -> None:
     net = engine.network
     far = engine.route(35.0, 135.0, lang="en")["properties"]
-    assert far["status"] == "off_network" and "too far" in far["guidance"]
+    assert far["status"] == "outside_area" and "outside the area" in far["guidance"]
+    # inside the network's area but 600 m from any road: off the network, with the distance
+    lon0, lat0 = float(net.node_lon.min()), float(net.node_lat.min())
+    off = engine.route(lat0 - 0.0054, lon0 - 0.0072, lang="en")["properties"]
+    assert off["status"] == "off_network" and "too far" in off["guidance"], off
+    assert off["snap_distance_m"] > engine.max_snap_m and f"{off['snap_distance_m'] / 1000:.1f} km" in off["guidance"]
     # surround a node with a ring of blocked area: the node itself is outside, every way out is blocked
     node = int(net.profile("walk").snap_nodes[10])
     c = shapely.Point(float(net.node_lon[node]), float(net.node_lat[node]))
@@ -73,9 +82,7 @@ def test_no_safe_route_and_off_network(engine: Engine) -> None:
     state = engine.update(add_areas=[HazardArea(id="ring", hazard="flood", geometry=ring)])
     try:
         p = engine.route(c.y, c.x, hazard="earthquake", lang=None)["properties"]
-        if engine.field("walk", "earthquake").shelter_at.keys() & set(
-                net.snap_many(net.node_lon, net.node_lat)[0][c.buffer(0.0001).contains(
-                    shapely.points(net.node_lon, net.node_lat))].tolist()):
+        if any(c.buffer(0.0001).contains(shapely.Point(s.lon, s.lat)) for s in engine.state.shelters.values()):
             pytest.skip("a shelter lies inside the ring")
         assert p["status"] == "no_safe_route" and p["hazard_version"] == state.version
         assert "垂直避難" in p["guidance"]["ja"] and p["steps"] == [] and p["duration_s"] is None

@@ -378,12 +378,16 @@ async def test_a_receiver_that_is_down_gets_retries_with_backoff_then_a_dead_let
         ids[name] = (await r.json())["id"]
         hooks.secrets[name] = (await r.json())["secret"]
     hooks.fail_first["flaky"] = 2  # answers 503 twice, then works
+    from sonae.retry import CONNECT_FAILURES
 
+    refused_before = CONNECT_FAILURES.labels("webhook")._value.get()
     async with running(pool, retry_base_s=0.1, max_attempts=4):
         c = await change(pool, "akutsu", None, 3)
         rows = await settled(pool, c.event_id, expect=2)
     states = {r["target_id"]: (r["state"], r["attempts"]) for r in rows}
     assert states == {ids["down"]: ("dead", 4), ids["flaky"]: ("sent", 3)}
+    # every refused connection counted (the 503s are answers, not connection failures)
+    assert CONNECT_FAILURES.labels("webhook")._value.get() - refused_before == 4
     assert hooks.seen["flaky"] == 3 and len(hooks.of("flaky")) == 1 and hooks.of("flaky")[0].signature_ok
 
     r = await client.get(f"/api/v1/webhooks/{ids['down']}/deliveries", params={"state": "dead"}, headers=admin)

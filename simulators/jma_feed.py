@@ -1,0 +1,95 @@
+"""A local JMA PULL feed: serves a sequence of telegrams as an Atom feed, for drills and tests.
+
+``sonae simulate --jma DIR`` serves DIR's ``*.xml`` in name order; :meth:`JmaFeed.publish_next` (or the
+``--jma-interval-s`` clock) appends the next telegram to the feed. The feed answers conditional GETs
+(ETag, Last-Modified → 304) as JMA's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from email.utils import formatdate
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+
+class JmaFeed:
+    """Telegrams ``telegrams`` (bytes, in order) served at ``/feed.xml`` and ``/data/<n>.xml``."""
+
+    def __init__(self, telegrams: list[bytes]) -> None:
+        self.telegrams = telegrams
+        self.published = 0
+        self.requests = 0
+        self.not_modified = 0
+        self._modified = formatdate(usegmt=True)
+
+    @classmethod
+    def from_directory(cls, folder: Path) -> JmaFeed:
+        return cls([p.read_bytes() for p in sorted(folder.glob("*.xml"))])
+
+    def publish_next(self) -> bool:
+        """Append the next telegram; False when all are published."""
+        if self.published >= len(self.telegrams):
+            return False
+        self.published += 1
+        self._modified = formatdate(usegmt=True)
+        return True
+
+    def _etag(self) -> str:
+        return '"' + hashlib.sha256(str(self.published).encode()).hexdigest()[:16] + '"'
+
+    async def feed(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        etag = self._etag()
+        if request.headers.get("If-None-Match") == etag:
+            self.not_modified += 1
+            return web.Response(status=304, headers={"ETag": etag, "Last-Modified": self._modified})
+        base = f"{request.scheme}://{request.host}"
+        entries = "".join(
+            f"<entry><id>urn:sonae:jma-sim:{n}</id><title>telegram {n}</title><updated>2026-01-01T00:00:00Z</updated>"
+            f"<link type=\"application/xml\" href=\"{escape(base)}/data/{n}.xml\"/></entry>"
+            for n in reversed(range(self.published)))
+        body = ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+                '<title>Sonae JMA simulator</title><id>urn:sonae:jma-sim</id>'
+                f'<updated>2026-01-01T00:00:00Z</updated>{entries}</feed>')
+        return web.Response(body=body.encode(), content_type="application/atom+xml",
+                            headers={"ETag": etag, "Last-Modified": self._modified})
+
+    async def telegram(self, request: web.Request) -> web.Response:
+        try:
+            n = int(request.match_info["n"])
+        except ValueError:
+            raise web.HTTPNotFound() from None
+        if not 0 <= n < self.published:
+            raise web.HTTPNotFound()
+        return web.Response(body=self.telegrams[n], content_type="application/xml")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/feed.xml", self.feed)
+        app.router.add_get("/data/{n}.xml", self.telegram)
+        return app
+
+
+async def serve(folder: Path, *, port: int, interval_s: float, stop: asyncio.Event,
+                host: str = "127.0.0.1") -> None:
+    """Serve ``folder`` as a feed, publishing one more telegram every ``interval_s`` until ``stop``."""
+    feed = JmaFeed.from_directory(folder)
+    runner = web.AppRunner(feed.app())
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"JMA feed: http://{host}:{port}/feed.xml ({len(feed.telegrams)} telegrams, one every {interval_s:g} s)",
+          flush=True)
+    try:
+        while feed.publish_next():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set():
+                break
+        await stop.wait()
+    finally:
+        await runner.cleanup()
