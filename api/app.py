@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from api import accounts, level, openapi, ops, simulations, staff, stations
+from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations
 from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.compression import compression_middleware
 from api.context import POOL, SETTINGS
@@ -85,6 +85,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app.router.add_routes(simulations.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(level.routes)
+    boundaries.setup(app)  # municipal boundaries (issue #14): point → municipality, attribution
     app.on_cleanup.append(simulations.stop_simulations)
     # -- alerting (issue #4): public alert endpoints, SSE, and the per-process alert event hub --
     from api import alerts, events

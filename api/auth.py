@@ -28,6 +28,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from api.problems import Problem
+from sonae.municipality_code import MunicipalityCodeError, normalise_optional
 
 ROLES = ("staff", "operator", "admin")
 TOKEN_TTL = timedelta(hours=12)
@@ -73,6 +74,10 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                          municipality_code: str | None = None, display_name: str | None = None) -> Account:
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    try:
+        municipality_code = normalise_optional(municipality_code)
+    except MunicipalityCodeError as exc:
+        raise AccountError(str(exc)) from None
     try:
         row = await conn.fetchrow(
             """INSERT INTO accounts (username, display_name, password_hash, role, municipality_code)

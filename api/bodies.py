@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import Problem
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 _MISSING = object()
 #: a lone surrogate, which only a ``\\ud800``-style JSON escape can produce: UTF-8 (and so PostgreSQL) cannot hold it
@@ -100,7 +101,10 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
 
 
 def municipality_code(value: str | None, *, name: str = "municipality_code") -> str | None:
-    """A 団体コード (5 or 6 digits) or None."""
-    if value is not None and not (value.isascii() and value.isdigit() and len(value) in (5, 6)):
-        raise Problem(400, "Bad Request", f"field {name!r} must be a 5- or 6-digit 団体コード", field=name)
-    return value
+    """A 団体コード in the 6-digit form (5 digits get their check digit), or None; else a 400 problem."""
+    if value is None:
+        return None
+    try:
+        return normalise(value)
+    except MunicipalityCodeError as exc:
+        raise Problem(400, "Bad Request", f"field {name!r}: {exc}", field=name) from None

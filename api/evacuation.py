@@ -34,6 +34,7 @@ from aiohttp import web
 from api.context import POOL
 from api.evac_service import EVAC, EvacService
 from api.params import bad, bbox, choice, flag, integer, language, number
+from api.params import municipality as municipality_param
 from api.problems import Problem
 from evac import store
 from evac.engine import Engine
@@ -139,16 +140,9 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store", "Vary": "Accept-Language"})
 
 
-def _municipality(request: web.Request) -> str | None:
-    raw = request.query.get("municipality") or None
-    if raw is not None and not (raw.isdigit() and len(raw) in (5, 6)):
-        raise bad("municipality", "parameter 'municipality' must be a 5- or 6-digit code")
-    return raw
-
-
 @routes.get("/api/v1/shelters")
 async def list_shelters(request: web.Request) -> web.Response:
-    municipality = _municipality(request)
+    municipality = municipality_param(request)
     hazard = request.query.get("hazard") or None
     if hazard is not None:
         hazard = choice(request, "hazard", HAZARD_TYPES, "flood")

@@ -6,9 +6,10 @@ alerting domain, ``alerting.level``; this module only parses the request, finds 
 municipality and serialises the answer (``sources``: each source with its name in the request's
 language, ``hazard``: the hazard a route should avoid).
 
-Municipal boundaries are not in Sonae's data yet, so a point's municipality is that of the nearest
-registered shelter or station within 20 km (GSI shelter data cover every municipality of the
-prefecture). The position serves this answer only; it is never logged or stored.
+A point's municipality is the one whose boundary (国土数値情報 N03, :mod:`ingest.boundaries`) covers it;
+a point outside every loaded boundary has none. Only when no boundaries are loaded at all does Sonae
+fall back to the municipality of the nearest registered shelter or station within 20 km. The position
+serves this answer only; it is never logged or stored.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from alerting.level import OFFICIAL_INSTRUCTION, level_in_force
 from alerting.texts import text_for
 from api import params
+from api.boundaries import index as boundary_index
 from api.context import POOL
 from api.problems import Problem
 
@@ -73,9 +75,13 @@ async def current_level(request: web.Request) -> web.Response:
     if lat is None and municipality is None:
         raise Problem(400, "Bad Request", "give lat and lon, or a municipality", parameter="lat,lon")
     async with request.app[POOL].acquire() as conn:
-        if municipality is None and lat is not None:
-            row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
-            municipality = row["municipality_code"] if row else None
+        if municipality is None and lat is not None and lon is not None:
+            boundaries = await boundary_index(request.app, conn)
+            if len(boundaries):
+                municipality = boundaries.municipality_at(lat, lon)
+            else:
+                row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
+                municipality = row["municipality_code"] if row else None
         answer = await level_in_force(conn, municipality=municipality, lat=lat, lon=lon)
     top = answer.top
     if top is None:

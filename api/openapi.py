@@ -31,7 +31,8 @@ LON = q("lon", {"type": "number", "minimum": -180, "maximum": 180}, required=Tru
 HAZARD = q("hazard", {"type": "string", "enum": HAZARDS, "default": "flood"})
 PROFILE = q("profile", {"type": "string", "enum": PROFILES, "default": "walk"})
 LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Language")
-MUNICIPALITY = q("municipality", {"type": "string", "pattern": "^[0-9]{5,6}$"}, description="団体コード")
+MUNICIPALITY = q("municipality", {"type": "string", "pattern": "^[0-9]{5,6}$"},
+                 description="団体コード: 6 digits with the JIS X 0402 check digit (072036) or the 5-digit form (07203)")
 TIME = {"type": "string", "format": "date-time",
         "description": "ISO 8601; a time without an offset is Japan time (JST, UTC+9)"}
 EXERCISE = q("exercise", {"type": "string", "enum": ["true", "false"]}, description="drill data")
@@ -110,7 +111,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        q("bucket", {"type": "string", "enum": ["10m", "1h", "1d"]})],
         "responses": {**ok({"type": "object", "required": ["station_id", "readings"]}), **errors(400, 404, 429)}},
     ("get", "/api/v1/municipalities"): {
-        "summary": "Municipality codes (団体コード) and names", "tags": ["open data"],
+        "summary": "Municipality codes (団体コード) and names (kanji, kana, romaji)", "tags": ["open data"],
+        "responses": {**ok(), **errors(429)}},
+    ("get", "/api/v1/attribution"): {
+        "summary": "Sources of the shipped data and the credit their licences ask for", "tags": ["open data"],
         "responses": {**ok(), **errors(429)}},
     # -- alerts (public) ----------------------------------------------------------------------
     ("get", "/api/v1/alerts"): {

@@ -11,6 +11,7 @@ from aiohttp import web
 from api.problems import Problem
 from evac.guidance import LANGS
 from sonae.japantime import parse_iso_time
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 
 def bad(name: str, detail: str) -> Problem:
@@ -102,11 +103,18 @@ def integer(request: web.Request, name: str, lo: int, hi: int) -> int | None:
 
 
 def municipality(request: web.Request, name: str = "municipality") -> str | None:
-    """A 団体コード filter (5 or 6 digits), or None."""
+    """A 団体コード filter in the 6-digit form (``07203`` and ``072036`` are the same), or None.
+
+    A code that is not 5 or 6 digits, or has a wrong check digit, is a 400 problem saying which code
+    was meant (:mod:`sonae.municipality_code`).
+    """
     raw = request.query.get(name) or None
-    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) in (5, 6)):
-        raise bad(name, f"parameter {name!r} must be a 5- or 6-digit 団体コード")
-    return raw
+    if raw is None:
+        return None
+    try:
+        return normalise(raw)
+    except MunicipalityCodeError as exc:
+        raise bad(name, f"parameter {name!r}: {exc}") from None
 
 
 def path_int(request: web.Request, name: str) -> int:

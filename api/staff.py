@@ -22,6 +22,7 @@ from alerting.store import AlertError, acknowledge_alert, cancel_order, get_aler
 from alerting.store import _audit as audit
 from api.auth import authenticate, require_scope
 from api.bodies import field, json_object, municipality_code
+from api.boundaries import area_municipality
 from api.context import POOL
 from api.params import path_int
 from api.problems import Problem
@@ -69,11 +70,14 @@ async def post_order(request: web.Request) -> web.Response:
         raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
     require_scope(account, municipality)
     level = field(body, "level", int)
+    area = field(body, "area", dict, default=None)
     async with request.app[POOL].acquire() as conn:
+        if area is not None:
+            await area_municipality(request, conn, account, municipality, area, name="area")
         try:
             order_id, change = await issue_order(
                 conn, municipality_code=municipality, level=level, issued_by=account.username,
-                area=field(body, "area", dict, default=None), area_desc=field(body, "area_desc", str, default=None),
+                area=area, area_desc=field(body, "area_desc", str, default=None),
                 note=field(body, "note", str, default=None), exercise=field(body, "exercise", bool, default=False))
         except AlertError as exc:
             raise Problem(400, "Bad Request", str(exc)) from None
@@ -130,17 +134,19 @@ async def post_hazard(request: web.Request) -> web.Response:
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
     require_scope(account, municipality)
+    geometry = field(body, "geometry", dict)
     hazard = field(body, "hazard", str, default="flood")
     if hazard not in HAZARD_TYPES:
         raise Problem(400, "Bad Request", f"hazard must be one of {', '.join(HAZARD_TYPES)}", field="hazard")
     try:
         area = hazard_area(
-            hazard=hazard, geometry=field(body, "geometry", dict), severity=field(body, "severity", str, default="blocked"),
+            hazard=hazard, geometry=geometry, severity=field(body, "severity", str, default="blocked"),
             penalty_factor=field(body, "penalty_factor", (int, float), default=1.0), source="staff",
             exercise=field(body, "exercise", bool, default=False), label=field(body, "label", str, default=""))
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry")
         area_id = await add_hazard_area(conn, area, actor=account.username, municipality_code=municipality)
         await audit(conn, account.username, "hazard_area.added", "hazard_area", area_id,
                     {"hazard": hazard, "severity": area.severity, "municipality_code": municipality,

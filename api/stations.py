@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api import params
 from api.context import POOL
 from api.params import instant
 from api.problems import Problem
@@ -52,7 +53,7 @@ async def list_stations(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "geojson", "csv"):
         raise Problem(400, "Bad Request", "format must be json, geojson or csv", parameter="format")
-    municipality = request.query.get("municipality")
+    municipality = params.municipality(request)
     async with request.app[POOL].acquire() as conn:
         rows = await queries.stations_with_latest(conn)
     if municipality:
@@ -127,5 +128,5 @@ async def get_readings(request: web.Request) -> web.Response:
 async def list_municipalities(request: web.Request) -> web.Response:
     """Municipality codes and names (open data)."""
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch("SELECT code, name_ja, name_en, prefecture FROM municipalities ORDER BY code")
+        rows = await conn.fetch("SELECT code, name_ja, name_kana, name_en, prefecture FROM municipalities ORDER BY code")
     return web.json_response({"municipalities": [dict(r) for r in rows]})

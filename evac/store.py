@@ -26,6 +26,7 @@ from shapely.geometry import mapping, shape
 from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters
+from sonae.municipality_code import MunicipalityCodeError, normalise_optional
 
 NOTIFY_CHANNEL = "sonae_evac"
 
@@ -265,7 +266,15 @@ _AREA_UPSERT = """
 """
 
 
+def _code(municipality_code: str | None) -> str | None:
+    try:
+        return normalise_optional(municipality_code)
+    except MunicipalityCodeError as exc:
+        raise StoreError(str(exc)) from None
+
+
 def _area_args(area: HazardArea, who: str, municipality_code: str | None) -> tuple[Any, ...]:
+    municipality_code = _code(municipality_code)
     return (area.id, area.hazard, json.dumps(mapping(area.geometry)), area.severity, float(area.penalty_factor),
             area.source, area.station_id, area.activation_level, bool(area.active), bool(area.exercise),
             area.label, municipality_code, who)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ from aiohttp import web
 from alerting.store import _audit as audit
 from api.auth import authenticate, require_scope
 from api.bodies import field, json_object, municipality_code
+from api.boundaries import index as boundary_index
 from api.context import POOL, SETTINGS
 from api.params import path_int
 from api.problems import Problem
@@ -120,7 +122,10 @@ def _areas(raw: Any) -> list[store.Area]:
 def _area_json(a: store.Area) -> dict[str, Any]:
     if a.municipality_code is not None:
         return {"municipality_code": a.municipality_code}
-    return {"lat": a.lat, "lon": a.lon, "radius_m": a.radius_m}
+    out: dict[str, Any] = {"lat": a.lat, "lon": a.lon, "radius_m": a.radius_m}
+    if a.near_municipalities is not None:
+        out["municipalities"] = list(a.near_municipalities)
+    return out
 
 
 @routes.post("/api/v1/push/subscriptions")
@@ -142,6 +147,11 @@ async def post_subscription(request: web.Request) -> web.Response:
     areas = _areas(body.get("areas"))
     drills = field(body, "drills", bool, default=False)
     async with request.app[POOL].acquire() as conn:
+        boundaries = await boundary_index(request.app, conn)
+        if len(boundaries):  # a circle's municipalities: those it touches (else the nearest shelter's)
+            areas = [a if a.lat is None or a.lon is None or a.radius_m is None else replace(
+                a, near_municipalities=tuple(boundaries.touching_circle(a.lat, a.lon, a.radius_m)))
+                for a in (a.rounded() for a in areas)]
         sub_id, token = await store.add_subscription(conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang,
                                                      drills=drills, areas=areas)
     return web.json_response(

@@ -32,9 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.contract import MUNICIPALITY, STATION_ID
+from ingest.contract import STATION_ID
 from simulators.hydrology import Rating, Reach, Storm
 from sonae.japantime import JST, parse_iso_time
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 FAULT_TYPES = ("dropout", "stuck", "spike", "duplicate", "out_of_order", "late", "clock_skew", "malformed",
                "flood")
@@ -170,10 +171,12 @@ def _station_id(t: _Table, name: str = "station") -> str:
 
 
 def _municipality(t: _Table, default: str) -> str:
+    """The table's 団体コード in the 6-digit form (5 digits get their check digit)."""
     value = t.text("municipality", default)
-    if not MUNICIPALITY.match(value):
-        raise ScenarioError(f"{t.key('municipality')}: {value!r} is not a 団体コード")
-    return value
+    try:
+        return normalise(value)
+    except MunicipalityCodeError as exc:
+        raise ScenarioError(f"{t.key('municipality')}: {exc}") from None
 
 
 THRESHOLD_KEYS = {"standby": "th_standby", "caution": "th_caution", "evacuation": "th_evacuation",

@@ -15,8 +15,17 @@ from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.logs import setup_logging
 from sonae.migrations import MigrationError
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 log = logging.getLogger("sonae.cli")
+
+
+def municipality_argument(value: str) -> str:
+    """An argparse type: a 団体コード in the 6-digit form (5 digits get their check digit)."""
+    try:
+        return normalise(value)
+    except MunicipalityCodeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class CommandError(Exception):
@@ -765,7 +774,7 @@ def _add_notify_commands(sub: Any) -> None:
     p = wh_sub.add_parser("add", help="Register a webhook.", description="Register a webhook; prints its secret.")
     p.add_argument("url")
     p.add_argument("--format", choices=("json", "cap"), default="json")
-    p.add_argument("--municipality", help="団体コード: only this municipality's alerts")
+    p.add_argument("--municipality", type=municipality_argument, help="団体コード: only this municipality's alerts")
     p.add_argument("--min-level", type=int, default=0)
     p.add_argument("--conditions", help="comma-separated: river_level,evacuation_order,…")
     p.add_argument("--include-staff", action="store_true", help="also staff-only alerts")
@@ -784,16 +793,31 @@ def _add_notify_commands(sub: Any) -> None:
 
 
 def cmd_municipalities_import(args: argparse.Namespace) -> int:
-    from ingest.registry import RegistryError, load_municipalities
+    """A municipality list (CSV) or municipal boundaries (N03 GeoJSON, simplified as the shipped ones)."""
+    if args.file.lower().endswith((".geojson", ".json", ".geojson.gz", ".json.gz", ".geojson.xz", ".json.xz")):
+        from ingest.boundaries import BoundaryError, read_n03, simplify, store_boundaries
+
+        try:
+            parts = read_n03(args.file)
+        except (OSError, BoundaryError) as exc:
+            raise CommandError(str(exc)) from None
+        log.info("simplifying boundaries", extra={"parts": len(parts), "file": args.file})
+        boundaries, _ = simplify(parts)
+
+        async def store(conn: Any) -> str:
+            count = await store_boundaries(conn, boundaries, source=args.file)
+            return f"imported the boundaries of {count} municipalities from {args.file}"
+
+        return _on_database(args, store)
+
+    from ingest.municipalities import MunicipalityListError, load_municipalities, upsert_municipalities
 
     try:
         municipalities = load_municipalities(args.file)
-    except (OSError, RegistryError) as exc:
-        raise ConfigError(str(exc)) from None
+    except (OSError, MunicipalityListError) as exc:
+        raise CommandError(str(exc)) from None
 
     async def action(conn: Any) -> str:
-        from ingest.registry import upsert_municipalities
-
         return f"imported {await upsert_municipalities(conn, municipalities)} municipalities from {args.file}"
 
     return _on_database(args, action)
@@ -962,8 +986,12 @@ def build_parser() -> argparse.ArgumentParser:
     mu = sub.add_parser("municipalities", help="Municipality codes and names.",
                         description="Municipality codes (団体コード) and names: data, imported, not code.")
     mu_sub = mu.add_subparsers(dest="municipalities_command", required=True, metavar="ACTION")
-    p = mu_sub.add_parser("import", help="Import municipalities from CSV (code,name_ja,name_en,prefecture).",
-                          description="Import municipalities from a CSV with columns code, name_ja, name_en, prefecture.")
+    p = mu_sub.add_parser("import", help="Import municipality names (CSV) or boundaries (N03 GeoJSON).",
+                          description="Import municipalities from a CSV with columns code, name_ja, name_kana, "
+                                      "name_en, prefecture (5-digit codes get their check digit), or municipal "
+                                      "boundaries from a 国土数値情報 N03 GeoJSON (.geojson/.json, also .gz/.xz), "
+                                      "simplified as the shipped ones. An empty database gets Japan's list and "
+                                      "Fukushima's boundaries from the package.")
     p.add_argument("file")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_municipalities_import)
@@ -974,7 +1002,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = us_sub.add_parser("add", help="Create an account.", description="Create an account; asks for the password.")
     p.add_argument("username")
     p.add_argument("--role", required=True, choices=("staff", "operator", "admin"))
-    p.add_argument("--municipality", help="団体コード of the account's municipality; omit for prefecture-wide")
+    p.add_argument("--municipality", type=municipality_argument,
+                   help="団体コード of the account's municipality (072036 or 07203); omit for prefecture-wide")
     p.add_argument("--name", help="display name")
     for action, text in (("passwd", "Set a new password (revokes the account's tokens)."),
                          ("disable", "Disable an account (revokes its tokens)."), ("enable", "Enable an account.")):

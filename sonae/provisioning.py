@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sonae.municipality_code import MunicipalityCodeError, normalise
+
 #: usernames (device ids): what the station registry allows; never MQTT wildcards, ``/``, ``:`` or spaces
 USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -132,8 +134,10 @@ def grants_for(
     """The permissions of a client with ``role`` (see the module docstring)."""
     if role not in ROLES:
         raise ProvisioningError(f"role {role!r}: expected one of {', '.join(ROLES)}")
-    for m in municipalities:
-        _check_segment("municipality", m)
+    try:  # ACLs name the 6-digit code, the form every topic is normalised to (ingest.contract)
+        municipalities = [normalise(m) for m in municipalities]
+    except MunicipalityCodeError as exc:
+        raise ProvisioningError(f"--municipality: {exc}") from None
     for s in stations:
         _check_segment("station", s)
     grants: list[Grant] = []

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.registry import RegistryError, load_municipalities, load_stations
+from ingest.municipalities import MunicipalityListError, load_municipalities
+from ingest.registry import RegistryError, load_stations
 from simulators.replay import ReplayError, read_area_info, read_jiseiji, read_mlit_rows
 
 HUGE = "1" + "0" * 309
@@ -126,5 +127,5 @@ def test_station_text_postgresql_cannot_store_is_a_registry_error(tmp_path: Path
 def test_municipality_text_postgresql_cannot_store_is_a_registry_error(tmp_path: Path) -> None:
     path = tmp_path / "municipalities.csv"
     path.write_text("code,name_ja,name_en,prefecture\n072036,郡山\x00市,Koriyama,福島県\n", encoding="utf-8")
-    with pytest.raises(RegistryError, match="line 2"):
+    with pytest.raises(MunicipalityListError, match="line 2: contains a NUL"):
         load_municipalities(path)

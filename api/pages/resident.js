@@ -22,6 +22,7 @@
       zoomIn: "拡大", zoomOut: "縮小", zoomFit: "経路全体", legendMe: "いる場所", legendRoute: "避難経路",
       legendShelter: "避難所", legendHazard: "危険な区域", legendOrder: "避難情報の対象地域",
       privacy: "位置はこの画面で経路と警戒レベルを調べるためだけに使い、保存も記録もしません。",
+      boundariesCredit: "市町村界", sources: "出典",
       shelters: "避難所", stations: "水位観測所", locating: "現在地を調べています…",
       locateFailed: "現在地を取得できませんでした。地図をタップするか、目印を選んでください。",
       posGps: "現在地（端末の位置情報）", posMap: "地図で選んだ場所", posLandmark: "目印：{name}",
@@ -56,6 +57,7 @@
       zoomIn: "Zoom in", zoomOut: "Zoom out", zoomFit: "Whole route", legendMe: "You", legendRoute: "Evacuation route",
       legendShelter: "Shelter", legendHazard: "Danger area", legendOrder: "Area under an evacuation order",
       privacy: "Your position is used only on this page to find your route and alert level. It is never stored or recorded.",
+      boundariesCredit: "Municipal boundaries", sources: "Sources",
       shelters: "Shelters", stations: "River gauges", locating: "Finding your location…",
       locateFailed: "Your location is not available. Tap the map or pick a landmark.",
       posGps: "Your location (device)", posMap: "The place you chose on the map", posLandmark: "Landmark: {name}",
@@ -90,6 +92,7 @@
       zoomIn: "おおきく", zoomOut: "ちいさく", zoomFit: "みち ぜんぶ", legendMe: "いる ばしょ", legendRoute: "にげる みち",
       legendShelter: "ひなんじょ", legendHazard: "あぶない ところ", legendOrder: "ひなんの じょうほうが でて いる ところ",
       privacy: "いる ばしょは みちを しらべる ためだけに つかいます。ほぞん しません。",
+      boundariesCredit: "しちょうそんの さかい", sources: "でどころ",
       shelters: "ひなんじょ", stations: "かわの みずの たかさを はかる ところ", locating: "いる ばしょを しらべて います…",
       locateFailed: "いる ばしょが わかりません。ちずを さわるか、めじるしを えらんで ください。",
       posGps: "いま いる ばしょ", posMap: "ちずで えらんだ ばしょ", posLandmark: "めじるし：{name}",
@@ -352,6 +355,7 @@
       if ($("hazard")) $("hazard").value = body.hazard;
       loadRoute("live");
     }
+    state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
     if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
@@ -652,8 +656,9 @@
     let area;
     if (choice === "municipality") {
       const near = nearestShelter(state.pos);
-      if (!near || !near.municipality_code) { status.textContent = t("pushNeedPlace"); return; }
-      area = { municipality_code: near.municipality_code };
+      const code = state.municipality || (near && near.municipality_code);
+      if (!code) { status.textContent = t("pushNeedPlace"); return; }
+      area = { municipality_code: code };
     } else {
       // rounded here already: the server keeps no more than ~100 m either
       area = { lat: Math.round(state.pos.lat * 1000) / 1000, lon: Math.round(state.pos.lon * 1000) / 1000, radius_m: Number(choice) };
