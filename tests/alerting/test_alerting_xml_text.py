@@ -24,7 +24,8 @@ from alerting.rules import Transition
 from api.app import create_app
 from api.auth import create_account, login
 from evac.drilltown import _tags
-from ingest.registry import Municipality, Station, upsert_municipalities, upsert_stations
+from ingest.municipalities import Municipality, upsert_municipalities
+from ingest.registry import Station, upsert_stations
 from notify.messages import webhook_cap
 from simulators.jma_feed import JmaFeed
 from sonae.config import Settings
