@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,8 @@ MAX_DEPTH = 32
 #: a request body (at most ``client_max_size``, 1 MiB) must arrive within this many seconds
 BODY_TIMEOUT_S = 15.0
 MAX_INT_DIGITS = 18  # fits a PostgreSQL bigint
+#: a lone surrogate, which only a ``\\ud800``-style JSON escape can produce: UTF-8 (and so PostgreSQL) cannot hold it
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _BadNumber(ValueError):
@@ -86,7 +89,28 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise Problem(400, "Bad Request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "the body must be a JSON object")
+    where = _lone_surrogate(body)
+    if where is not None:
+        raise Problem(400, "Bad Request", f"field {where!r} contains a lone surrogate (a \\ud800-\\udfff escape "
+                                          "that is not half of a pair); send the text as UTF-8", field=where)
     return body
+
+
+def _lone_surrogate(body: dict[str, Any]) -> str | None:
+    """The top-level field of ``body`` in which a key or string holds a lone surrogate, or None."""
+    for name, value in body.items():
+        stack: list[Any] = [name, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    return name if _SURROGATE.search(name) is None else repr(name)[1:-1]
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
 
 
 def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, default: Any = _MISSING) -> Any:

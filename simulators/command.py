@@ -36,6 +36,7 @@ from simulators.scenario import (
     parse_duration,
 )
 from simulators.transport import make_publisher
+from sonae.japantime import parse_iso_time
 
 log = logging.getLogger("sonae.simulators.command")
 
@@ -60,13 +61,10 @@ def _accel(raw: str) -> float:
 
 
 def _time(raw: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
+    try:  # without an offset: Japan time (sonae.japantime)
+        return parse_iso_time(raw)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"{raw!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{raw!r} needs a UTC offset, e.g. 2023-06-30T06:00+09:00")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from ingest.registry import Station
+from sonae.japantime import parse_iso_time
 
 JST = timezone(timedelta(hours=9), "JST")
 JISEIJI_ID = "yamaguchi-kotogawa-jiseiji"
@@ -191,7 +192,7 @@ def read_mlit_rows(path: str | Path) -> list[MlitRow]:
                 if level is None:
                     continue
                 out.append(MlitRow(
-                    obs_time=datetime.fromisoformat(row["obs_time_jst"]).astimezone(UTC),
+                    obs_time=parse_iso_time(row["obs_time_jst"]),
                     station_code=row["station_code"], station_name=row["station_name"], kana=row.get("kana") or "",
                     city=row.get("city") or "", town_code=row.get("town_code") or "",
                     lat=_opt_float(row.get("latitude")), lon=_opt_float(row.get("longitude")), level_m=level,
@@ -228,7 +229,7 @@ def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[Ml
         try:
             town = str(item.get("townCode") or "")
             out.append(MlitRow(
-                obs_time=datetime.fromisoformat(item["obsTime"]).astimezone(UTC), station_code=str(item["code"]),
+                obs_time=parse_iso_time(str(item["obsTime"])), station_code=str(item["code"]),
                 station_name=str(item.get("name") or item["code"]), kana=str(item.get("kana") or ""),
                 city=str(item.get("placeCity") or ""), town_code=town, lat=_opt_float(item.get("latitude")),
                 lon=_opt_float(item.get("longitude")), level_m=_finite(item["level"]),

@@ -35,6 +35,7 @@ from typing import Any
 from ingest.contract import STATION_ID
 from simulators.hydrology import Rating, Reach, Storm
 from simulators.replay import ReplayError, replay_file
+from sonae.japantime import JST, parse_iso_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 FAULT_TYPES = ("dropout", "stuck", "spike", "duplicate", "out_of_order", "late", "clock_skew", "malformed",
@@ -315,22 +316,15 @@ def _time(t: _Table, name: str) -> datetime | None:
     raw = t.get(name)
     if raw is None:
         return None
-    if isinstance(raw, datetime):
-        value = raw
-    elif isinstance(raw, str):
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ScenarioError(f"{t.key(name)}: {raw!r} is not an ISO 8601 time") from None
-    else:
-        raise ScenarioError(f"{t.key(name)}: expected a time, got {raw!r}")
-    if value.tzinfo is None:
-        raise ScenarioError(f"{t.key(name)}: {raw!r} needs a UTC offset (e.g. +09:00)")
+    # without an offset (a string or a TOML local date-time) the time is Japan time (sonae.japantime)
     try:
-        value.astimezone(UTC)
-    except OverflowError:
-        raise ScenarioError(f"{t.key(name)}: {raw!r} is out of range (years 1-9999 in UTC)") from None
-    return value
+        if isinstance(raw, datetime):
+            return (raw if raw.tzinfo else raw.replace(tzinfo=JST)).astimezone(UTC)
+        if isinstance(raw, str):
+            return parse_iso_time(raw)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01 in UTC
+        raise ScenarioError(f"{t.key(name)}: {raw!r} is not an ISO 8601 time in range") from None
+    raise ScenarioError(f"{t.key(name)}: expected a time, got {raw!r}")
 
 
 def _gauge(t: _Table, municipality: str, prev: str | None) -> GaugeSpec:
