@@ -34,6 +34,7 @@ from typing import Any
 
 from ingest.contract import STATION_ID
 from simulators.hydrology import Rating, Reach, Storm
+from simulators.replay import ReplayError, replay_file
 from sonae.japantime import JST, parse_iso_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
@@ -388,8 +389,15 @@ def _fault(t: _Table, index: int) -> FaultSpec:
     return spec
 
 
-def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source: str = "") -> Scenario:
-    """Validate a parsed TOML document into a :class:`Scenario`."""
+def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source: str = "",
+                   replay_dir: str | Path | None = None, allow_paths: bool = True) -> Scenario:
+    """Validate a parsed TOML document into a :class:`Scenario`.
+
+    ``[replay] file = NAME`` names a file of the replay data directory ``replay_dir``
+    (``simulators.data_dir``; see :func:`simulators.replay.replay_file`). ``[replay] path`` (a path,
+    relative to ``base_dir``) is accepted only with ``allow_paths`` — for scenario files on the
+    operator's own disk, never for documents received over the network.
+    """
     root = _Table(doc, "")
     head = root.table("scenario")
     municipality = _municipality(head, DEFAULT_MUNICIPALITY)
@@ -477,9 +485,18 @@ def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source:
     replay = None
     if root.has("replay"):
         pt = root.table("replay")
-        path = Path(pt.text("path", required=True))
-        if not path.is_absolute() and base_dir is not None:
-            path = (base_dir / path).resolve()
+        if pt.has("file") or not allow_paths:
+            if pt.has("path"):
+                raise ScenarioError(f"{pt.key('path')}: name the replay file with 'file = NAME' (a file of the "
+                                    "replay data directory), not a path")
+            try:
+                path = replay_file(pt.text("file", required=True), data_dir=replay_dir)
+            except ReplayError as exc:
+                raise ScenarioError(f"{pt.key('file')}: {exc}") from None
+        else:
+            path = Path(pt.text("path", required=True))
+            if not path.is_absolute() and base_dir is not None:
+                path = (base_dir / path).resolve()
         replay = ReplaySpec(format=pt.text("format", required=True, choices=REPLAY_FORMATS), path=path,
                             start=_time(pt, "start"), end=_time(pt, "end"),
                             stations=tuple(pt.strings("stations")), limit=pt.integer("limit", 0, low=0))
@@ -495,8 +512,8 @@ def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source:
                     faults=faults, source=source)
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file."""
+def load_scenario(path: str | Path, *, replay_dir: str | Path | None = None) -> Scenario:
+    """Read and validate a scenario file (a file of the operator's: ``[replay] path`` is allowed)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -505,7 +522,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path.name}: not valid TOML ({exc})") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_scenario(doc, base_dir=path.parent, source=str(path))
+    return parse_scenario(doc, base_dir=path.parent, source=str(path), replay_dir=replay_dir)
 
 
 def loads_scenario(text: str, *, base_dir: Path | None = None) -> Scenario:

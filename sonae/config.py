@@ -169,7 +169,7 @@ SCHEMA: tuple[Setting, ...] = (
             "MQTT keep-alive in seconds: a silent connection is detected dead after 1.5 times this.",
             check=lambda v: None if 5 <= v <= 65535 else "expected 5 to 65535 seconds"),
     Setting("mqtt.client_id", str, "",
-            "Client id of this process; empty derives one from the host name and role."),
+            "Client id of this process; empty derives one bound to the broker password (unguessable)."),
     Setting("ingest.shared_group", str, "",
             "MQTT shared-subscription group ($share/<group>/...); empty (the default) subscribes plainly. "
             "Not safe with Mosquitto or EMQX: they do not queue for offline shared subscribers, so readings "
@@ -221,6 +221,9 @@ SCHEMA: tuple[Setting, ...] = (
             "until then.", check=_span(low=1, high=87600, unit="hours")),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
+    Setting("simulators.data_dir", str, "",
+            "Directory of replay files; scenarios name a file in it ([replay] file = NAME), never a path. "
+            "Empty: ../shared/data/river_levels beside the checkout."),
     Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: json (one object a line) or text.",
             check=_one_of("json", "text")),
