@@ -19,6 +19,7 @@ import asyncpg
 
 from alerting.levels import is_public
 from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 NOTIFY_CHANNEL = "sonae_alerts"
 #: the advisory lock the commit-order trigger of ``alert_events`` takes (migration 004; "SNOO")
@@ -192,6 +193,10 @@ async def issue_order(
         raise AlertError("an evacuation order is level 3, 4 or 5")
     if not issued_by:
         raise AlertError("an order needs the name of who issues it")
+    try:
+        municipality_code = normalise(municipality_code)
+    except MunicipalityCodeError as exc:
+        raise AlertError(str(exc)) from None
     _check_area(area)
     async with conn.transaction():
         order = await conn.fetchrow(

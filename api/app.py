@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from api import accounts, level, openapi, ops, simulations, staff, stations
+from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations
 from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.compression import compression_middleware
 from api.context import POOL, SETTINGS
@@ -71,6 +71,10 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     if settings["api.rate_limit_per_minute"] > 0:
         middlewares.append(rate_limit_middleware(per_minute=settings["api.rate_limit_per_minute"],
                                                  trust_forwarded_for=settings["api.trust_forwarded_for"]))
+    from api.auth import account_of_request
+    from api.authorization import authorization_middleware
+
+    middlewares.append(authorization_middleware(account_of_request))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app[POOL] = pool
     app[SETTINGS] = settings
@@ -78,6 +82,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app[evacuation_cache] = collections.OrderedDict()
     app[alerts_cache] = {}
     app[simulations.MANAGER] = {}
+    app[accounts.LOGIN_LIMITS] = accounts.LoginLimits()
     app.router.add_routes(ops.routes)
     app.router.add_routes(stations.routes)
     app.router.add_routes(accounts.routes)
@@ -85,11 +90,13 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app.router.add_routes(simulations.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(level.routes)
+    boundaries.setup(app)  # municipal boundaries (issue #14): point → municipality, attribution
     app.on_cleanup.append(simulations.stop_simulations)
     # -- alerting (issue #4): public alert endpoints, SSE, and the per-process alert event hub --
     from api import alerts, events
 
     app.router.add_routes(alerts.routes)
+    app[alerts.SSE_OPEN] = collections.Counter()
     app.on_startup.append(events.start_alert_hub)
     # on shutdown, before aiohttp waits for handlers: ends open SSE streams at once
     app.on_shutdown.append(events.stop_alert_hub)
@@ -102,6 +109,14 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app.on_startup.append(events.start_hazard_forwarder)
     app.on_cleanup.insert(0, events.stop_hazard_forwarder)
     # -- end evac --
+    # -- jma (issue #19): official information in force, and the feed reader of this process --
+    from api import official
+
+    app.router.add_routes(official.routes)
+    official.setup(app)
+    app.on_startup.append(events.start_official_forwarder)
+    app.on_shutdown.append(events.stop_official_forwarder)
+    # -- end jma --
     # -- pages (issue #8): the resident page (/), the staff console (/staff) and their static files --
     from api import web as pages
 

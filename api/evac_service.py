@@ -348,11 +348,21 @@ class EvacService:
     async def _read_levels(self) -> dict[str, int]:
         async with self.pool.acquire() as conn:
             recs = await conn.fetch(
-                """SELECT station_id, exercise, max(level) AS level FROM alerts
-                   WHERE cleared_at IS NULL AND condition = 'river_level' AND station_id IS NOT NULL
-                   GROUP BY station_id, exercise""")
+                """SELECT a.station_id, a.exercise, max(a.level) AS level, s.river FROM alerts a
+                   LEFT JOIN stations s ON s.id = a.station_id
+                   WHERE a.cleared_at IS NULL AND a.condition = 'river_level' AND a.station_id IS NOT NULL
+                   GROUP BY a.station_id, a.exercise, s.river""")
         linked = {a.station_id for a in self._areas.values() if a.source == "gauge"}
-        levels = {(EXERCISE_PREFIX if r["exercise"] else "") + r["station_id"]: int(r["level"]) for r in recs}
+        levels: dict[str, int] = {}
+        for r in recs:
+            prefix = EXERCISE_PREFIX if r["exercise"] else ""
+            keys = [prefix + r["station_id"]]
+            if r["river"]:  # a hazard map linked to a river is in force at the highest level of its gauges
+                keys.append(f"{prefix}river:{r['river']}")
+            for key in keys:
+                levels[key] = max(levels.get(key, 0), int(r["level"]))
+        # 'jma_area:<code>:<phenomenon>' keys (maps linked to official warnings) get their level from the
+        # level-in-force module once JMA warnings are ingested; until then such maps are never in force.
         return {k: v for k, v in levels.items() if k in linked}  # other gauges change no route
 
     # -- listening and applying -------------------------------------------------------------------

@@ -1,29 +1,28 @@
 """The current 警戒レベル for a point or a municipality, and what it means to do now:
 ``GET /api/v1/level``.
 
-The level is the highest among the public alerts in force there: river-gauge alerts (警戒レベル相当,
-2–4 and 5 for overflow) of the municipality, evacuation orders (3 高齢者等避難, 4 避難指示,
-5 緊急安全確保) of the municipality without an area, orders of any municipality whose area covers the
-point (for a municipality query, orders with an area count for their own municipality), and gauge
-alerts of gauges within 5 km of the point. The resident page applies the same rule.
+The rule (official information, gauges and staff orders, each named as a source) lives in the
+alerting domain, ``alerting.level``; this module only parses the request, finds the point's
+municipality and serialises the answer (``sources``: each source with its name in the request's
+language, ``hazard``: the hazard a route should avoid).
 
-Municipal boundaries are not in Sonae's data yet, so a point's municipality is that of the nearest
-registered shelter or station within 20 km (GSI shelter data cover every municipality of the
-prefecture). The position serves this answer only; it is never logged or stored.
+A point's municipality is the one whose boundary (国土数値情報 N03, :mod:`ingest.boundaries`) covers it;
+a point outside every loaded boundary has none. Only when no boundaries are loaded at all does Sonae
+fall back to the municipality of the nearest registered shelter or station within 20 km. The position
+serves this answer only; it is never logged or stored.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from aiohttp import web
-from shapely.geometry import Point, shape
 
-from alerting.store import list_active
+from alerting.level import OFFICIAL_INSTRUCTION, level_in_force
 from alerting.texts import text_for
 from api import params
+from api.boundaries import index as boundary_index
 from api.context import POOL
 from api.problems import Problem
 
@@ -31,14 +30,6 @@ routes = web.RouteTableDef()
 
 LANGS = {"ja": "ja-JP", "en": "en-US", "ja-easy": "ja-JP-x-easy"}
 NEAREST_KM = 20.0
-#: a gauge alert counts for points this close to the gauge, whatever the municipality (as on the page)
-NEARBY_GAUGE_M = 5000.0
-
-
-def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Equirectangular distance: exact enough at a few kilometres."""
-    x = math.radians(lon2 - lon1) * math.cos(math.radians((lat1 + lat2) / 2))
-    return 6_371_000.0 * math.hypot(x, math.radians(lat2 - lat1))
 
 #: what to do at each level, when no alert text applies (level 1-2 have no order)
 CALM = {
@@ -83,44 +74,37 @@ async def current_level(request: web.Request) -> web.Response:
         raise Problem(400, "Bad Request", "give both lat and lon, or a municipality", parameter="lat,lon")
     if lat is None and municipality is None:
         raise Problem(400, "Bad Request", "give lat and lon, or a municipality", parameter="lat,lon")
-    point = Point(lon, lat) if lat is not None and lon is not None else None
     async with request.app[POOL].acquire() as conn:
-        if municipality is None and point is not None:
-            row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
-            municipality = row["municipality_code"] if row else None
-        alerts = await list_active(conn, audience="public")
-    # A river and its floods cross town lines: an order whose area covers the point counts whatever
-    # municipality issued it; alerts without an area count for their own municipality.
-    in_force = []
-    for alert in alerts:
-        area = alert.get("area")
-        if area and point is not None:
-            geometry = shape(json.loads(area) if isinstance(area, str) else area)
-            if geometry.covers(point):
-                in_force.append(alert)
-        elif alert["municipality_code"] == municipality:
-            in_force.append(alert)
-        elif point is not None and alert.get("lat") is not None and _distance_m(
-                lat, lon, alert["lat"], alert["lon"]) <= NEARBY_GAUGE_M:  # type: ignore[arg-type]
-            in_force.append(alert)  # a gauge just across the municipal line
-    # Real alerts always decide; drill alerts speak only where no real one is in force, marked as drills.
-    real = [a for a in in_force if not a["exercise"]]
-    considered = real or in_force
-    top = max(considered, key=lambda a: (a["level"] or 0, a["condition"] == "evacuation_order"), default=None)
-    if top is None or not top["level"]:
+        if municipality is None and lat is not None and lon is not None:
+            boundaries = await boundary_index(request.app, conn)
+            if len(boundaries):
+                municipality = boundaries.municipality_at(lat, lon)
+            else:
+                row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
+                municipality = row["municipality_code"] if row else None
+        answer = await level_in_force(conn, municipality=municipality, lat=lat, lon=lon)
+    top = answer.top
+    if top is None:
         headline, instruction = CALM[language]
         body: dict[str, Any] = {"level": None, "headline": headline, "instruction": instruction}
+    elif top.kind == "official":
+        body = {"level": top.level, "condition": "official_information", "alert_id": None,
+                "event": top.name[language], "headline": top.name[language],
+                "instruction": OFFICIAL_INSTRUCTION.get(top.level, {}).get(language, CALM[language][1])}
     else:
-        text = text_for(top["condition"], top["level"], language)
-        place = top.get("station_name") or top.get("river") or ""
-        body = {"level": top["level"], "condition": top["condition"], "alert_id": top["id"], "event": text.event,
+        alert = top.alert or {}
+        text = text_for(alert["condition"], top.level, language)
+        place = alert.get("station_name") or alert.get("river") or ""
+        body = {"level": top.level, "condition": alert["condition"], "alert_id": alert["id"], "event": text.event,
                 "headline": text.headline.format(place=place), "instruction": text.instruction}
     body.update({
         "municipality_code": municipality,
         "language": language,
-        "exercise": top is not None and bool(top["exercise"]),
-        "exercise_in_progress": any(a["exercise"] for a in in_force),
+        "exercise": top is not None and top.exercise,
+        "exercise_in_progress": answer.exercise_in_progress,
+        "hazard": answer.hazard,
+        "sources": [s.as_json(language) for s in answer.sources],
         "alerts": [{"id": a["id"], "condition": a["condition"], "level": a["level"], "exercise": a["exercise"],
-                    "station_id": a["station_id"], "order_id": a["order_id"]} for a in in_force],
+                    "station_id": a["station_id"], "order_id": a["order_id"]} for a in answer.alerts],
     })
     return web.json_response(body, headers={"Cache-Control": "no-store"})

@@ -4,6 +4,8 @@
 * ``POST /api/v1/orders`` / ``POST /api/v1/orders/{id}/cancel`` — issue or cancel an evacuation order
 * ``PATCH /api/v1/shelters/{id}`` — open or close a shelter, update its occupancy or capacity
 * ``POST /api/v1/hazards`` / ``DELETE /api/v1/hazards/{id}`` — draw or remove a hazard area
+* ``GET /api/v1/hazard-maps`` / ``PUT|DELETE /api/v1/hazard-maps/{id}/link`` — imported hazard maps
+  (PLATEAU, 国土数値情報) and what puts them in force (a gauge, a river, a JMA warning area)
 * ``GET /api/v1/sensors/health`` — silent gauges, batteries, device faults
 * ``GET /api/v1/audit`` — the audit log (admins)
 """
@@ -18,20 +20,35 @@ from aiohttp import web
 
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from alerting.store import _audit as audit
-from api.auth import authenticate, require_scope
-from api.bodies import field, json_object, municipality_code
+from api.auth import authenticate
+from api.authorization import require_object_scope, require_target_scope, scope_filter
+from api.bodies import field, int_field, json_object, municipality_code, number_field
+from api.boundaries import area_municipality
 from api.context import POOL
-from api.params import path_int
+from api.params import path_int, query_int
 from api.problems import Problem
 from evac.hazards import HAZARD_TYPES
-from evac.store import StoreError, add_hazard_area, hazard_area, remove_hazard_area, set_shelter_state
+from evac.store import (
+    LINK_KINDS,
+    MapLink,
+    StoreError,
+    add_hazard_area,
+    hazard_area,
+    hazard_map_json,
+    hazard_map_rows,
+    link_hazard_map,
+    remove_hazard_area,
+    set_shelter_state,
+)
 
 routes = web.RouteTableDef()
+MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)
+MAX_PENALTY = 1000.0  # travel-time factor of a penalty area; beyond it the area is as good as blocked
 
 
 @routes.post("/api/v1/alerts/{alert_id}/acknowledge")
 async def acknowledge(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     alert_id = path_int(request, "alert_id")
     body = await json_object(request) if request.can_read_body else {}
     note = field(body, "note", str, default=None)
@@ -39,7 +56,7 @@ async def acknowledge(request: web.Request) -> web.Response:
         alert = await get_alert(conn, alert_id)
         if alert is None:
             raise Problem(404, "Not Found", f"no alert {alert_id}")
-        require_scope(account, alert.get("municipality_code"))
+        require_object_scope(account, alert.get("municipality_code"), what=f"alert {alert_id}")
         try:
             event_id = await acknowledge_alert(conn, alert_id, user=account.username, note=note)
         except AlertError as exc:
@@ -49,18 +66,21 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/orders")
 async def post_order(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
     if municipality is None:
         raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
-    require_scope(account, municipality)
-    level = field(body, "level", int)
+    require_target_scope(account, municipality)
+    level = int_field(body, "level", lo=3, hi=5)
+    area = field(body, "area", dict, default=None)
     async with request.app[POOL].acquire() as conn:
+        if area is not None:
+            await area_municipality(request, conn, account, municipality, area, name="area")
         try:
             order_id, change = await issue_order(
                 conn, municipality_code=municipality, level=level, issued_by=account.username,
-                area=field(body, "area", dict, default=None), area_desc=field(body, "area_desc", str, default=None),
+                area=area, area_desc=field(body, "area_desc", str, default=None),
                 note=field(body, "note", str, default=None), exercise=field(body, "exercise", bool, default=False))
         except AlertError as exc:
             raise Problem(400, "Bad Request", str(exc)) from None
@@ -69,14 +89,14 @@ async def post_order(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/orders/{order_id}/cancel")
 async def post_cancel_order(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     order_id = path_int(request, "order_id")
     body = await json_object(request) if request.can_read_body else {}
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM evacuation_orders WHERE id = $1", order_id)
         if municipality is None:
             raise Problem(404, "Not Found", f"no evacuation order {order_id}")
-        require_scope(account, municipality)
+        require_object_scope(account, municipality, what=f"evacuation order {order_id}")
         try:
             change = await cancel_order(conn, order_id, cancelled_by=account.username,
                                         note=field(body, "note", str, default=None))
@@ -87,19 +107,19 @@ async def post_cancel_order(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/shelters/{shelter_id}")
 async def patch_shelter(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     shelter_id = request.match_info["shelter_id"][:128]
     body = await json_object(request)
     changes: dict[str, Any] = {
-        "occupancy": field(body, "occupancy", int, default=None),
+        "occupancy": int_field(body, "occupancy", lo=0, hi=MAX_PEOPLE, default=None),
         "is_open": field(body, "is_open", bool, default=None),
-        "capacity": field(body, "capacity", int, default=None),
+        "capacity": int_field(body, "capacity", lo=0, hi=MAX_PEOPLE, default=None),
     }
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM shelters WHERE id = $1", shelter_id)
         if municipality is None and not await conn.fetchval("SELECT 1 FROM shelters WHERE id = $1", shelter_id):
             raise Problem(404, "Not Found", "no such shelter")
-        require_scope(account, municipality)
+        require_object_scope(account, municipality, what="such shelter")
         async with conn.transaction():
             try:
                 row = await set_shelter_state(conn, shelter_id, actor=account.username, **changes)
@@ -113,21 +133,23 @@ async def patch_shelter(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/hazards")
 async def post_hazard(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
-    require_scope(account, municipality)
+    require_target_scope(account, municipality)
+    geometry = field(body, "geometry", dict)
     hazard = field(body, "hazard", str, default="flood")
     if hazard not in HAZARD_TYPES:
         raise Problem(400, "Bad Request", f"hazard must be one of {', '.join(HAZARD_TYPES)}", field="hazard")
     try:
         area = hazard_area(
-            hazard=hazard, geometry=field(body, "geometry", dict), severity=field(body, "severity", str, default="blocked"),
-            penalty_factor=field(body, "penalty_factor", (int, float), default=1.0), source="staff",
+            hazard=hazard, geometry=geometry, severity=field(body, "severity", str, default="blocked"),
+            penalty_factor=number_field(body, "penalty_factor", lo=1.0, hi=MAX_PENALTY, default=1.0), source="staff",
             exercise=field(body, "exercise", bool, default=False), label=field(body, "label", str, default=""))
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry")
         area_id = await add_hazard_area(conn, area, actor=account.username, municipality_code=municipality)
         await audit(conn, account.username, "hazard_area.added", "hazard_area", area_id,
                     {"hazard": hazard, "severity": area.severity, "municipality_code": municipality,
@@ -137,17 +159,71 @@ async def post_hazard(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/hazards/{area_id}")
 async def delete_hazard(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     area_id = request.match_info["area_id"][:128]
     async with request.app[POOL].acquire() as conn:
         row = await conn.fetchrow("SELECT municipality_code FROM hazard_areas WHERE id = $1 AND removed_at IS NULL",
                                   area_id)
         if row is None:
             raise Problem(404, "Not Found", "no such hazard area")
-        require_scope(account, row["municipality_code"])
+        require_object_scope(account, row["municipality_code"], what="such hazard area")
         async with conn.transaction():
             await remove_hazard_area(conn, area_id, actor=account.username)
             await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {})
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/hazard-maps")
+async def get_hazard_maps(request: web.Request) -> web.Response:
+    account = await authenticate(request)
+    async with request.app[POOL].acquire() as conn:
+        rows = await hazard_map_rows(conn)
+    maps = [hazard_map_json(r) for r in rows
+            if r["municipality_code"] is None or account.may_act_in(r["municipality_code"])]
+    return web.json_response({"maps": maps}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def _map_in_scope(request: web.Request, conn: Any, account: Any) -> str:
+    map_id = request.match_info["map_id"][:200]
+    row = await conn.fetchrow("SELECT municipality_code FROM hazard_maps WHERE id = $1", map_id)
+    if row is None:
+        raise Problem(404, "Not Found", f"no hazard map {map_id!r}: GET /api/v1/hazard-maps lists them")
+    if row["municipality_code"] is not None:  # another municipality's map: as if missing
+        require_object_scope(account, row["municipality_code"], what=f"hazard map {map_id!r}")
+    return map_id
+
+
+@routes.put("/api/v1/hazard-maps/{map_id}/link")
+async def put_hazard_map_link(request: web.Request) -> web.Response:
+    account = await authenticate(request)
+    body = await json_object(request)
+    kind = field(body, "kind", str)
+    if kind not in LINK_KINDS:
+        raise Problem(400, "Bad Request", f"kind must be one of {', '.join(LINK_KINDS)}", field="kind")
+    try:
+        link = MapLink(kind=kind, ref=field(body, "ref", str), at_level=field(body, "at_level", int),
+                       phenomenon=field(body, "phenomenon", str, default=None))
+    except StoreError as exc:
+        raise Problem(400, "Bad Request", str(exc)) from None
+    async with request.app[POOL].acquire() as conn:
+        map_id = await _map_in_scope(request, conn, account)
+        async with conn.transaction():
+            await link_hazard_map(conn, map_id, link, actor=account.username)
+            await audit(conn, account.username, "hazard_map.linked", "hazard_map", map_id,
+                        {"kind": link.kind, "ref": link.ref, "at_level": link.at_level,
+                         "phenomenon": link.phenomenon})
+        row = next(r for r in await hazard_map_rows(conn) if r["id"] == map_id)
+    return web.json_response(hazard_map_json(row), dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+@routes.delete("/api/v1/hazard-maps/{map_id}/link")
+async def delete_hazard_map_link(request: web.Request) -> web.Response:
+    account = await authenticate(request)
+    async with request.app[POOL].acquire() as conn:
+        map_id = await _map_in_scope(request, conn, account)
+        async with conn.transaction():
+            await link_hazard_map(conn, map_id, None, actor=account.username)
+            await audit(conn, account.username, "hazard_map.unlinked", "hazard_map", map_id, {})
     return web.Response(status=204)
 
 
@@ -166,9 +242,9 @@ _STATUS = {0: "ok", 1: "low_battery", 2: "fault", 3: "maintenance"}
 
 @routes.get("/api/v1/sensors/health")
 async def sensor_health(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff", "operator")
+    account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(_HEALTH, account.municipality_code)
+        rows = await conn.fetch(_HEALTH, scope_filter(account))
     now = datetime.now(UTC)
     out = []
     for r in rows:
@@ -188,13 +264,13 @@ async def sensor_health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/audit")
 async def audit_log(request: web.Request) -> web.Response:
-    await authenticate(request, "admin")
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError:
-        raise Problem(400, "Bad Request", "limit must be a whole number", parameter="limit") from None
+    """The audit log; a municipal admin sees the entries whose actor is an account of its municipality."""
+    account = await authenticate(request)
+    limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch("SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
-                                "ORDER BY id DESC LIMIT $1", limit)
+        rows = await conn.fetch(
+            "SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
+            "WHERE $2::text IS NULL OR actor IN (SELECT username FROM accounts WHERE municipality_code = $2) "
+            "ORDER BY id DESC LIMIT $1", limit, scope_filter(account))
     return web.json_response({"entries": [{**dict(r), "at": r["at"].isoformat(), "detail": json.loads(r["detail"])}
                                           for r in rows]})

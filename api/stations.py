@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from api import params
 from api.context import POOL
+from api.csvexport import csv_text
 from api.params import instant
 from api.problems import Problem
 from ingest import queries
@@ -52,19 +52,16 @@ async def list_stations(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "geojson", "csv"):
         raise Problem(400, "Bad Request", "format must be json, geojson or csv", parameter="format")
-    municipality = request.query.get("municipality")
+    municipality = params.municipality(request)
     async with request.app[POOL].acquire() as conn:
         rows = await queries.stations_with_latest(conn)
     if municipality:
         rows = [r for r in rows if r.get("municipality_code") == municipality]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for r in rows:
-            writer.writerow([r.get(c) for c in CSV_COLUMNS[:15]]
-                            + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")])
-        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+        text = csv_text(CSV_COLUMNS, ([r.get(c) for c in CSV_COLUMNS[:15]]
+                                      + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")]
+                                      for r in rows))
+        return web.Response(text=text, content_type="text/csv", charset="utf-8",
                             headers={"Content-Disposition": 'inline; filename="stations.csv"'})
     if fmt == "geojson":
         features = [{"type": "Feature", "id": r["id"],
@@ -127,5 +124,5 @@ async def get_readings(request: web.Request) -> web.Response:
 async def list_municipalities(request: web.Request) -> web.Response:
     """Municipality codes and names (open data)."""
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch("SELECT code, name_ja, name_en, prefecture FROM municipalities ORDER BY code")
+        rows = await conn.fetch("SELECT code, name_ja, name_kana, name_en, prefecture FROM municipalities ORDER BY code")
     return web.json_response({"municipalities": [dict(r) for r in rows]})

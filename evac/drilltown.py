@@ -30,6 +30,14 @@ from sonae.xmltext import xml_text
 
 _M_PER_DEG_LAT = 111_320.0
 
+#: The drill town's 団体コード: 079995 = 07999 with its JIS X 0402 check digit (5), so it passes every
+#: check a real code passes, and it cannot be a real municipality's: the municipal part 999 lies outside
+#: every range JIS X 0402 assigns to municipalities (100–199 designated cities and their wards, 201–299
+#: cities, 301–7xx towns and villages grouped by 郡; the highest in use anywhere is 694, in Hokkaido) and
+#: is in neither the 総務省 list nor the J-LIS list (a test checks the shipped list). Until issue #14 it
+#: was 079999, which fails the check digit; the migrations rewrite stored 079999 rows to this code.
+DRILL_TOWN_CODE = "079995"
+
 
 @dataclass(frozen=True)
 class DrillTown:
@@ -171,7 +179,7 @@ def generate(
                 "施設・場所名": f"訓練町第{sid}避難所", "住所": f"訓練町{rr + 1}条{cc + 1}丁目",
             }
             props.update({GSI_FLAGS[h]: "1" if ok else "" for h, ok in hazards.items()})
-            props.update({"municipality_code": "079999",
+            props.update({"municipality_code": DRILL_TOWN_CODE,
                           "capacity": None if rnd.random() < 0.1 else rnd.randrange(50, 801, 10),
                           "occupancy": 0, "is_open": True})
             shelters.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(lo, 7), round(la, 7)]},

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evac.drilltown import DRILL_TOWN_CODE
 from evac.hazards import GSI_FLAGS, HAZARD_TYPES
+from sonae.municipality_code import normalise
+from sonae.pgtext import unstorable
 
 _GSI_BY_FLAG = {v: k for k, v in GSI_FLAGS.items()}
 # the GSI flag for landslides is written with different punctuation in different releases
@@ -86,6 +89,18 @@ def _bool(value: Any, default: bool = True) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "open", "開設")
 
 
+#: the drill town's code before issue #14 (it failed the check digit); files written then still load
+LEGACY_DRILL_TOWN_CODE = "079999"
+
+
+def municipality_code(raw: Any) -> str:
+    """A shelter's 団体コード in the 6-digit form ("" when unknown); raises ValueError for a bad code."""
+    text = "" if raw is None else str(raw).strip()
+    if text == LEGACY_DRILL_TOWN_CODE:
+        return DRILL_TOWN_CODE
+    return normalise(text) if text else ""
+
+
 def shelter_from_properties(
     props: Mapping[str, Any], *, lon: float, lat: float, fallback_id: str,
     default_hazards: Iterable[str] = (),
@@ -96,13 +111,19 @@ def shelter_from_properties(
     指定避難所 file has no flags: those are places to stay, the flags are on 指定緊急避難場所).
     """
     has_info = "hazards" in props or any(flag in props for flag in _GSI_BY_FLAG)
-    sid = props.get("id") or props.get("共通ID") or props.get("NO") or fallback_id
+    sid = str(props.get("id") or props.get("共通ID") or props.get("NO") or fallback_id)
+    texts = {"id": sid, "name": str(props.get("name") or props.get("施設・場所名") or ""),
+             "address": str(props.get("address") or props.get("住所") or "")}
+    for key, text in texts.items():
+        problem = unstorable(text)
+        if problem:
+            raise ValueError(f"shelter {sid!r}: field {key!r} contains {problem}; remove it from the file")
     return Shelter(
-        id=str(sid),
-        name=str(props.get("name") or props.get("施設・場所名") or ""),
-        address=str(props.get("address") or props.get("住所") or ""),
+        id=sid,
+        name=texts["name"],
+        address=texts["address"],
         lat=float(lat), lon=float(lon),
-        municipality_code=str(props.get("municipality_code") or ""),
+        municipality_code=municipality_code(props.get("municipality_code")),
         hazards=_hazards_from(props) if has_info else frozenset(default_hazards),
         capacity=_int_or_none(props.get("capacity")),
         occupancy=_int_or_none(props.get("occupancy")) or 0,

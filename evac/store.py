@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ import asyncpg
 import shapely
 from shapely.geometry import mapping, shape
 
-from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
+from evac.hazardmaps import read_hazard_map, routing_severity
+from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters
+from sonae.municipality_code import MunicipalityCodeError, normalise_optional
 
 NOTIFY_CHANNEL = "sonae_evac"
 
@@ -242,7 +245,8 @@ def hazard_area(
                           penalty_factor=float(penalty_factor), source=source,  # type: ignore[arg-type]
                           station_id=station_id, activation_level=activation_level, active=active,
                           exercise=exercise, label=label)
-    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as exc:
+        # ShapelyError: also GeometryTypeError ({"type": "AAA"}), which is no ValueError
         raise StoreError(str(exc)) from None
     if source not in ("gauge", "staff", "import"):
         raise StoreError("source must be gauge, staff or import")
@@ -263,7 +267,15 @@ _AREA_UPSERT = """
 """
 
 
+def _code(municipality_code: str | None) -> str | None:
+    try:
+        return normalise_optional(municipality_code)
+    except MunicipalityCodeError as exc:
+        raise StoreError(str(exc)) from None
+
+
 def _area_args(area: HazardArea, who: str, municipality_code: str | None) -> tuple[Any, ...]:
+    municipality_code = _code(municipality_code)
     return (area.id, area.hazard, json.dumps(mapping(area.geometry)), area.severity, float(area.penalty_factor),
             area.source, area.station_id, area.activation_level, bool(area.active), bool(area.exercise),
             area.label, municipality_code, who)
@@ -300,14 +312,205 @@ async def import_hazard_areas(
 
 async def import_hazard_file(
     conn: asyncpg.Connection, path: Path | str, *, actor: str, hazard: str | None = None, exercise: bool = False,
-    municipality_code: str | None = None,
+    municipality_code: str | None = None, title: str | None = None, link: MapLink | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Import a GeoJSON file of hazard areas (see :func:`evac.hazards.load_hazard_geojson`)."""
+    """Import a hazard-area file; returns how many areas were written.
+
+    A PLATEAU or 国土数値情報 hazard map (GeoJSON or ``.shp``, see :mod:`evac.hazardmaps`) becomes a
+    :func:`hazard map <import_hazard_map>` whose areas are in force only while its ``link`` is; any other
+    GeoJSON is Sonae's own format (:func:`evac.hazards.load_hazard_geojson`), in force as it says.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".shp" or is_national_file(p):
+        result = await import_hazard_map(conn, p, actor=actor, hazard=hazard, title=title, link=link,
+                                         municipality_code=municipality_code, progress=progress)
+        return int(result["areas"])
+    if link is not None:
+        raise StoreError(f"{p.name}: only hazard maps in the national formats (PLATEAU, 国土数値情報) can be "
+                         "linked; Sonae's own GeoJSON gives station_id/activation_level per feature")
     try:
-        areas = load_hazard_geojson(path, hazard=hazard, exercise=exercise, id_prefix=Path(path).stem)
+        areas = load_hazard_geojson(p, hazard=hazard, exercise=exercise, id_prefix=p.stem)
     except (OSError, KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
-        raise StoreError(f"{Path(path).name}: {exc}") from None
+        raise StoreError(f"{p.name}: {exc}") from None
     return await import_hazard_areas(conn, areas, actor=actor, municipality_code=municipality_code)
+
+
+# -- hazard maps (national formats) and their links ---------------------------------------------------
+LINK_KINDS = ("gauge", "river", "jma_area")
+
+
+@dataclass(frozen=True)
+class MapLink:
+    """What puts a hazard map in force: a gauge, a river (any of its gauges) or a JMA warning area.
+
+    ``kind`` gauge | river | jma_area; ``ref`` the station id, river name or municipality code (団体コード);
+    ``at_level`` the 警戒レベル (1–5) from which the map is in force; ``phenomenon`` for jma_area (e.g.
+    ``flood``, ``landslide``: which official warning).
+    """
+
+    kind: str
+    ref: str
+    at_level: int
+    phenomenon: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in LINK_KINDS:
+            raise StoreError(f"link kind {self.kind!r}: use gauge:ID, river:NAME or jma_area:CODE")
+        if not self.ref.strip():
+            raise StoreError(f"link {self.kind}: needs what it links to, e.g. {self.kind}:ID")
+        if not 1 <= int(self.at_level) <= 5:
+            raise StoreError("the level a map comes into force at must be a 警戒レベル from 1 to 5")
+
+    @classmethod
+    def parse(cls, text: str, *, at_level: int, phenomenon: str | None = None) -> MapLink:
+        """``"gauge:ID"`` / ``"river:NAME"`` / ``"jma_area:CODE"`` -> a link."""
+        kind, sep, ref = text.partition(":")
+        if not sep:
+            raise StoreError(f"link {text!r}: write KIND:REF, e.g. gauge:ID, river:NAME or jma_area:CODE")
+        return cls(kind=kind.strip(), ref=ref.strip(), at_level=at_level, phenomenon=phenomenon)
+
+    @property
+    def level_key(self) -> str:
+        """The key the evac service looks the link's current level up by (see the migration)."""
+        if self.kind == "gauge":
+            return self.ref
+        if self.kind == "river":
+            return f"river:{self.ref}"
+        return f"jma_area:{self.ref}:{self.phenomenon or ''}"
+
+
+def is_national_file(path: Path) -> bool:
+    """Whether a GeoJSON file's first feature has PLATEAU / 国土数値情報 attributes (cheap peek)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(65536).decode("utf-8", errors="ignore")
+    except OSError:
+        return False
+    return any(k in head for k in ('"浸水ランク"', '"区域区分"', '"現象の種類"', '"A31_', '"A33_', '"A40_',
+                                   '"A49_', '"A51_'))
+
+
+async def import_hazard_map(
+    conn: asyncpg.Connection, path: Path | str, *, actor: str, hazard: str | None = None, title: str | None = None,
+    link: MapLink | None = None, municipality_code: str | None = None,
+    progress: Callable[[int, int], None] | None = None, batch: int = 200,
+) -> dict[str, Any]:
+    """Import a PLATEAU / 国土数値情報 hazard map as one map (id: the file's stem) and its areas.
+
+    Re-importing the same file replaces its areas and keeps its link. ``progress(done, total)`` is called
+    after each batch of areas. Returns the map row plus ``areas`` and ``repaired`` (invalid polygons
+    made valid, never simplified). Raises :class:`StoreError` for an unreadable file.
+    """
+    who = _actor(actor)
+    p = Path(path)
+    try:
+        info, areas = read_hazard_map(p, hazard=hazard, title=title)
+        check_hazard(info.hazard)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{p.name}: {exc}") from None
+    map_id = p.name.split(".")[0]
+    written = repaired = 0
+    async with conn.transaction():
+        old = await conn.fetchrow("SELECT * FROM hazard_maps WHERE id = $1", map_id)
+        if link is None and old is not None and old["link_kind"] is not None:
+            link = MapLink(old["link_kind"], old["link_ref"], old["at_level"], old["link_phenomenon"])
+        await conn.execute(
+            """INSERT INTO hazard_maps (id, title, hazard, format, source_file, attribution, features, link_kind,
+                                        link_ref, link_phenomenon, at_level, municipality_code, created_by,
+                                        updated_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+               ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title, hazard = EXCLUDED.hazard,
+                   format = EXCLUDED.format, source_file = EXCLUDED.source_file, attribution = EXCLUDED.attribution,
+                   features = EXCLUDED.features, link_kind = EXCLUDED.link_kind, link_ref = EXCLUDED.link_ref,
+                   link_phenomenon = EXCLUDED.link_phenomenon, at_level = EXCLUDED.at_level,
+                   municipality_code = EXCLUDED.municipality_code, updated_by = EXCLUDED.updated_by,
+                   updated_at = now()""",
+            map_id, info.title, info.hazard, info.format, p.name, info.attribution, info.features,
+            link.kind if link else None, link.ref if link else None, link.phenomenon if link else None,
+            link.at_level if link else None, municipality_code, who)
+        await conn.execute("DELETE FROM hazard_areas WHERE map_id = $1", map_id)
+        rows: list[tuple[Any, ...]] = []
+
+        async def flush() -> None:
+            nonlocal written
+            await conn.executemany(_MAP_AREA_INSERT, rows)
+            written += len(rows)
+            rows.clear()
+            if progress is not None:
+                progress(written, info.features)
+
+        try:
+            for i, a in enumerate(areas):
+                severity, factor = routing_severity(info.hazard, a)
+                repaired += a.repaired
+                rows.append((f"{map_id}-{i}", info.hazard, json.dumps(mapping(a.geometry)), severity, factor,
+                             "gauge" if link else "import", link.level_key if link else None,
+                             link.at_level if link else None, link is not None, a.label, municipality_code, who,
+                             map_id, a.depth_rank, a.depth_min_m, a.depth_max_m, a.zone_class, a.phenomenon,
+                             json.dumps(a.attributes, ensure_ascii=False)))
+                if len(rows) >= batch:
+                    await flush()
+        except ValueError as exc:
+            raise StoreError(f"{p.name}: {exc}") from None
+        if rows:
+            await flush()
+        await notify(conn, "hazard_map", map_id, count=written)
+    return {**dict(await conn.fetchrow("SELECT * FROM hazard_maps WHERE id = $1", map_id)),
+            "areas": written, "repaired": repaired}
+
+
+_MAP_AREA_INSERT = """
+    INSERT INTO hazard_areas (id, hazard, geometry, severity, penalty_factor, source, station_id, activation_level,
+                              active, label, municipality_code, created_by, updated_by, map_id, depth_rank,
+                              depth_min_m, depth_max_m, zone_class, phenomenon, attributes)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16, $17, $18, $19)
+"""
+
+
+async def link_hazard_map(
+    conn: asyncpg.Connection, map_id: str, link: MapLink | None, *, actor: str
+) -> dict[str, Any]:
+    """Link a map to a gauge / river / warning area (``None``: unlink, the map is then never in force).
+
+    The map's areas take the gauge mechanism: in force while the link's level is at least ``at_level``.
+    Returns the map row; raises :class:`StoreError` for an unknown map.
+    """
+    who = _actor(actor)
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE hazard_maps SET link_kind = $2, link_ref = $3, link_phenomenon = $4, at_level = $5,
+                   updated_by = $6, updated_at = now() WHERE id = $1 RETURNING *""",
+            map_id, link.kind if link else None, link.ref if link else None, link.phenomenon if link else None,
+            link.at_level if link else None, who)
+        if row is None:
+            raise StoreError(f"no hazard map {map_id!r}: see `sonae hazards maps`")
+        await conn.execute(
+            """UPDATE hazard_areas SET source = $2, station_id = $3, activation_level = $4, active = $5,
+                   updated_by = $6, updated_at = now() WHERE map_id = $1""",
+            map_id, "gauge" if link else "import", link.level_key if link else None,
+            link.at_level if link else None, link is not None, who)
+        await notify(conn, "hazard_map", map_id)
+    return dict(row)
+
+
+async def hazard_map_rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Hazard maps with their link and how many areas each has, by id."""
+    rows = await conn.fetch(
+        """SELECT m.*, (SELECT count(*) FROM hazard_areas a WHERE a.map_id = m.id AND a.removed_at IS NULL)
+                  AS areas FROM hazard_maps m ORDER BY m.id""")
+    return [dict(r) for r in rows]
+
+
+def hazard_map_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A hazard map row as JSON for staff (link as ``{"kind", "ref", "at_level", "phenomenon"}`` or null)."""
+    link = None if row["link_kind"] is None else {
+        "kind": row["link_kind"], "ref": row["link_ref"], "at_level": row["at_level"],
+        "phenomenon": row["link_phenomenon"]}
+    return {"id": row["id"], "title": row["title"], "hazard": row["hazard"], "format": row["format"],
+            "source_file": row["source_file"], "attribution": row["attribution"], "features": row["features"],
+            "areas": int(row.get("areas") or 0), "link": link, "municipality_code": row["municipality_code"],
+            "updated_by": row["updated_by"], "updated_at": _iso(row["updated_at"])}
 
 
 async def set_hazard_area_active(conn: asyncpg.Connection, area_id: str, active: bool, *, actor: str) -> None:
@@ -363,6 +566,9 @@ def hazard_area_feature(row: Mapping[str, Any], *, in_force: bool | None = None)
     """A hazard area row as a GeoJSON Feature (who drew it is left out: that is for staff views)."""
     props = {k: row[k] for k in ("id", "hazard", "severity", "penalty_factor", "source", "station_id",
                                  "activation_level", "active", "exercise", "label", "municipality_code")}
+    for k in ("map_id", "depth_rank", "depth_min_m", "depth_max_m", "zone_class", "phenomenon"):
+        if row.get(k) is not None:
+            props[k] = row[k]
     props["created_at"] = _iso(row["created_at"])
     props["updated_at"] = _iso(row["updated_at"])
     if in_force is not None:

@@ -3,7 +3,9 @@
 Topics
 ------
 ``{prefix}/{municipality}/{station}/{kind}``, with ``prefix`` = ``sonae/v1`` by default,
-``municipality`` the 6-digit 団体コード (e.g. ``072036`` for Koriyama), ``station`` the registry id
+``municipality`` the 団体コード (6 digits with check digit, e.g. ``072036`` for Koriyama; the 5-digit
+JIS X 0402 form ``07203`` is the same municipality, and a 6-digit code with a wrong check digit is
+dead-lettered as ``bad_municipality_code``), ``station`` the registry id
 (``[A-Za-z0-9_.-]{1,64}``) and ``kind`` one of
 
 * ``level``     — river water level (stage), stored in metres;
@@ -45,10 +47,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sonae.japantime import parse_iso_time
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 # \Z, not $: "$" also matches before a final newline, which would let "abc\n" through as a station id
 STATION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
-MUNICIPALITY = re.compile(r"^(?:[0-9]{5,6}|[A-Za-z0-9_\-]{1,32})\Z")
 
 #: kind → (lowest, highest) plausible value after unit conversion
 PLAUSIBLE: dict[str, tuple[float, float]] = {
@@ -115,7 +117,7 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    municipality: str
+    municipality: str  # always the 6-digit 団体コード
     station: str
     kind: str
 
@@ -158,9 +160,13 @@ def parse_topic(topic: str, prefix: str) -> Topic:
     parts = topic[len(prefix) + 1:].split("/")
     if len(parts) != 3:
         raise PayloadError("bad_topic", f"topic {topic[:200]!r} is not {prefix}/<municipality>/<station>/<kind>")
-    municipality, station, kind = parts
-    if not MUNICIPALITY.match(municipality):
-        raise PayloadError("bad_topic", f"municipality {municipality[:40]!r} is not a 団体コード")
+    segment, station, kind = parts
+    if not (segment.isascii() and segment.isdigit() and len(segment) in (5, 6)):
+        raise PayloadError("bad_topic", f"municipality {segment[:20]!r} is not a 5- or 6-digit 団体コード")
+    try:
+        municipality = normalise(segment)
+    except MunicipalityCodeError as exc:
+        raise PayloadError("bad_municipality_code", str(exc)) from None
     if not STATION_ID.match(station):
         raise PayloadError("bad_topic", f"station id {station[:80]!r} is not [A-Za-z0-9_.-]{{1,64}}")
     if kind not in TOPIC_KINDS:

@@ -14,13 +14,15 @@ import json
 import math
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from ingest.contract import STATION_ID
+from sonae.municipality_code import MunicipalityCodeError, normalise_optional
+from sonae.pgtext import unstorable
 
 THRESHOLD_FIELDS = ("th_standby", "th_caution", "th_evacuation", "th_danger",
                     "th_obs_start", "th_crisis", "th_overflow")
@@ -58,6 +60,7 @@ class Station:
     exercise_time_scale: float = 1.0  # exercise scenario's clock speed (exercise stations only)
 
     def validate(self) -> Station:
+        """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`."""
         where = f"station {self.id!r}"
         if not STATION_ID.match(self.id):
             raise RegistryError(f"{where}: id must match [A-Za-z0-9_.-]{{1,64}}")
@@ -87,7 +90,11 @@ class Station:
         crisis = [v for v in (self.th_obs_start, self.th_crisis, self.th_overflow) if v is not None]
         if crisis != sorted(crisis):
             raise RegistryError(f"{where}: thresholds must rise 観測開始 ≤ 危険 ≤ 氾濫開始")
-        return self
+        try:
+            code = normalise_optional(self.municipality_code)
+        except MunicipalityCodeError as exc:
+            raise RegistryError(f"{where}: municipality_code: {exc}") from None
+        return self if code == self.municipality_code else replace(self, municipality_code=code)
 
 
 _FIELDS = {f.name: f for f in fields(Station)}
@@ -131,6 +138,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
                 value = str(value)
         except (ValueError, TypeError, OverflowError):  # OverflowError: int(1e309), float(10**400)
             raise RegistryError(f"{where}: field {key!r} has a bad value {_shown(value)}") from None
+        problem = unstorable(value) if isinstance(value, str) else None
+        if problem:
+            raise RegistryError(f"{where}: field {key!r} contains {problem}; remove it from the file")
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")
@@ -274,36 +284,3 @@ async def get_station(conn: asyncpg.Connection, station_id: str) -> Station | No
 async def list_stations(conn: asyncpg.Connection) -> list[Station]:
     rows = await conn.fetch(f"SELECT {', '.join(_COLUMNS)} FROM stations ORDER BY id")
     return [Station(**dict(r)) for r in rows]
-
-
-@dataclass(frozen=True)
-class Municipality:
-    """A municipality (市区町村) by its 6-digit 団体コード; boundaries and codes are data, not code."""
-
-    code: str
-    name_ja: str
-    name_en: str | None = None
-    prefecture: str | None = None
-
-
-def load_municipalities(path: str | Path) -> list[Municipality]:
-    """Read ``code,name_ja[,name_en][,prefecture]`` rows from a CSV file (UTF-8, header row)."""
-    out = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        for i, row in enumerate(csv.DictReader(fh)):
-            code = (row.get("code") or "").strip()
-            name = (row.get("name_ja") or "").strip()
-            if not (code.isascii() and code.isdigit() and len(code) in (5, 6)) or not name:
-                raise RegistryError(f"{Path(path).name} line {i + 2}: needs a 5- or 6-digit code and name_ja")
-            out.append(Municipality(code, name, (row.get("name_en") or "").strip() or None,
-                                    (row.get("prefecture") or "").strip() or None))
-    return out
-
-
-async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterable[Municipality]) -> int:
-    rows = [(m.code, m.name_ja, m.name_en, m.prefecture) for m in municipalities]
-    await conn.executemany(
-        """INSERT INTO municipalities (code, name_ja, name_en, prefecture) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (code) DO UPDATE SET name_ja = EXCLUDED.name_ja, name_en = EXCLUDED.name_en,
-               prefecture = EXCLUDED.prefecture""", rows)
-    return len(rows)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,12 +36,12 @@ from datetime import UTC, datetime
 import asyncpg
 
 from ingest import metrics
-from ingest.contract import Parser, PayloadError, Reading, subscription
+from ingest.contract import Parser, PayloadError, Reading, parse_topic, subscription
 from ingest.partition import REFRESH_S, Partition, registered_municipalities
 from ingest.registry import gateway_ids, known_station_ids, release_quarantine
 from ingest.store import DEAD_LETTER_BYTES, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
-from sonae.mqtt import Message, MqttClient
+from sonae.mqtt import Message, MqttClient, bound_client_id
 from sonae.retry import Backoff, count_failure
 
 log = logging.getLogger("sonae.ingest")
@@ -123,7 +122,7 @@ class Ingestor:
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, *, instance: str = "0") -> Ingestor:
-        client_id = settings["mqtt.client_id"] or f"sonae-ingest-{socket.gethostname()}-{instance}"
+        client_id = settings["mqtt.client_id"] or bound_client_id("ingest", settings["mqtt.url"], instance)
         return cls(
             pool=pool, mqtt_url=settings["mqtt.url"], client_id=client_id, protocol=settings["mqtt.protocol"],
             prefix=settings["mqtt.topic_prefix"], shared_group=settings["ingest.shared_group"],
@@ -314,7 +313,11 @@ class Ingestor:
         quarantine: list[tuple[Reading, str]] = []
         unknown = await self._retrying(self._classify_stations, {r.station_id for r, _ in pairs}) if pairs else set()
         if unknown and self.unknown_stations == "accept":
-            await self._retrying(self._register_minimal, sorted(unknown))
+            where: dict[str, str] = {}  # station → the 6-digit code of the first topic naming it
+            for reading, msg in pairs:
+                if reading.station_id in unknown and reading.station_id not in where:
+                    where[reading.station_id] = parse_topic(msg.topic, self.parser.prefix).municipality
+            await self._retrying(self._register_minimal, where)
             unknown = set()
         rejected_msgs: set[int] = set()
         for reading, msg in pairs:
@@ -380,12 +383,14 @@ class Ingestor:
                                        f"not for {r.station_id!r}"))
         return kept
 
-    async def _register_minimal(self, ids: list[str]) -> None:
+    async def _register_minimal(self, municipality_of: dict[str, str]) -> None:
+        """Register unknown stations by id, in the municipality of their topic (6-digit code)."""
         async with self.pool.acquire() as conn:
             await conn.executemany(
-                "INSERT INTO stations (id, name, source) VALUES ($1, $1, 'auto-registered by ingest') "
-                "ON CONFLICT (id) DO NOTHING", [(i,) for i in ids])
-        self._known |= set(ids)
+                "INSERT INTO stations (id, name, municipality_code, source) "
+                "VALUES ($1, $1, $2, 'auto-registered by ingest') ON CONFLICT (id) DO NOTHING",
+                sorted(municipality_of.items()))
+        self._known |= set(municipality_of)
 
     async def _retrying(self, fn, *args):  # type: ignore[no-untyped-def]
         backoff = Backoff(base=0.1, cap=10.0)

@@ -12,8 +12,10 @@ per channel and event; the unique key (kind, target, event) makes a repeated pas
   equirectangular distance (111,320 m × cos(lat) per degree of longitude, 110,574 m per degree of
   latitude): within a few metres at these distances, and an order's bounding box can be larger than
   its polygon, so a circle near a concave order area may be told too — never too few;
-* a whole-municipality order (no polygon) reaches circles whose centre's nearest shelter is in that
-  municipality (``near_municipality``, computed at subscription time; Sonae has no boundaries).
+* a whole-municipality order (no polygon) reaches circles that touch that municipality
+  (``near_municipalities``, computed at subscription time from the municipal boundaries,
+  :meth:`ingest.boundaries.BoundaryIndex.touching_circle`; where no boundaries are loaded, the
+  municipality of the shelter nearest the centre).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from alerting.cap import GAUGE_RADIUS_KM
 from alerting.cap_identity import CapProfile, load_profile
 from alerting.rules import UNCONFIRMED
 from notify import messages
+from sonae.municipality_code import MunicipalityCodeError, normalise_optional
 
 NOTIFY_CHANNEL = "sonae_notify"
 #: a circle's centre is kept to this many decimals of a degree (0.001° ≈ 110 m)
@@ -41,6 +44,14 @@ MAX_AREAS = 10
 
 class NotifyError(ValueError):
     """A request that cannot be done; the message says why."""
+
+
+def _code(value: str | None) -> str | None:
+    """A 団体コード in the 6-digit form (None stays None); raises :class:`NotifyError`."""
+    try:
+        return normalise_optional(value)
+    except MunicipalityCodeError as exc:
+        raise NotifyError(str(exc)) from None
 
 
 def _digest(token: str) -> bytes:
@@ -54,11 +65,14 @@ class Area:
     lat: float | None = None
     lon: float | None = None
     radius_m: int | None = None
+    #: a circle's municipalities (those it touches); None: to be found from the nearest shelter
+    near_municipalities: tuple[str, ...] | None = None
 
     def rounded(self) -> Area:
         if self.lat is None or self.lon is None:
             return self
-        return Area(None, round(self.lat, CENTRE_DECIMALS), round(self.lon, CENTRE_DECIMALS), self.radius_m)
+        return Area(None, round(self.lat, CENTRE_DECIMALS), round(self.lon, CENTRE_DECIMALS), self.radius_m,
+                    self.near_municipalities)
 
 
 async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: bytes, auth: bytes, lang: str,
@@ -78,13 +92,14 @@ async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: b
         await conn.execute("DELETE FROM push_areas WHERE subscription_id = $1", sub_id)
         rows = [a.rounded() for a in areas]
         await conn.executemany(
-            """INSERT INTO push_areas (subscription_id, municipality_code, lat, lon, radius_m, near_municipality)
+            """INSERT INTO push_areas (subscription_id, municipality_code, lat, lon, radius_m, near_municipalities)
                SELECT $1, $2::text, $3::float8, $4::float8, $5::int,
-                      CASE WHEN $3::float8 IS NULL THEN NULL ELSE (
-                          SELECT nullif(municipality_code, '') FROM shelters
+                      CASE WHEN $3::float8 IS NULL THEN NULL WHEN $6::text[] IS NOT NULL THEN $6::text[] ELSE (
+                          SELECT array_remove(ARRAY[nullif(municipality_code, '')], NULL) FROM shelters
                           ORDER BY power(lat - $3::float8, 2) + power((lon - $4::float8) * cos(radians($3::float8)), 2)
                           LIMIT 1) END""",
-            [(sub_id, a.municipality_code, a.lat, a.lon, a.radius_m) for a in rows])
+            [(sub_id, _code(a.municipality_code), a.lat, a.lon, a.radius_m,
+              None if a.near_municipalities is None else list(a.near_municipalities)) for a in rows])
     return int(sub_id), token
 
 
@@ -109,6 +124,7 @@ async def add_webhook(conn: asyncpg.Connection, *, url: str, created_by: str, de
                       conditions: list[str] | None = None, include_staff: bool = False,
                       drills: bool = False) -> dict[str, Any]:
     """Register a webhook; the returned dict has its ``secret`` (shown once)."""
+    municipality_code = _code(municipality_code)
     secret = secrets.token_urlsafe(32)
     row = await conn.fetchrow(
         f"""INSERT INTO webhooks (url, description, secret, format, municipality_code, min_level, conditions,
@@ -159,6 +175,10 @@ async def deliveries(conn: asyncpg.Connection, kind: str, target_id: int, *, sta
 # -- roster --------------------------------------------------------------------------------------------
 async def set_roster(conn: asyncpg.Connection, *, username: str, municipality_code: str, email: str, lang: str,
                      on_call: bool, drills: bool, updated_by: str) -> dict[str, Any]:
+    code = _code(municipality_code)
+    if code is None:
+        raise NotifyError("a roster entry needs a municipality code")
+    municipality_code = code
     try:
         row = await conn.fetchrow(
             """INSERT INTO notify_roster (account_id, municipality_code, email, lang, on_call, drills, updated_by)
@@ -220,7 +240,7 @@ FROM push_subscriptions s
 WHERE (NOT $3::bool OR s.drills)
   AND s.id IN (SELECT a.subscription_id FROM push_areas a WHERE
                   ($4::text IS NOT NULL AND a.municipality_code = $4::text)
-               OR ($5::float8 IS NULL AND $4::text IS NOT NULL AND a.near_municipality = $4::text)
+               OR ($5::float8 IS NULL AND $4::text IS NOT NULL AND $4::text = ANY (a.near_municipalities))
                OR ($5::float8 IS NOT NULL AND a.lat IS NOT NULL
                    AND a.lat BETWEEN $6::float8 - 0.25 AND $8::float8 + 0.25 AND {_CIRCLE_HITS}))
 ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from evac.drilltown import DRILL_TOWN_CODE
 from ingest.contract import encode_reading, topic_for
 from ingest.registry import Station
 from sonae.mqtt import MqttClient
@@ -53,7 +54,7 @@ DEMO_STATIONS: tuple[Station, ...] = (
 )
 
 
-DRILLTOWN_MUNICIPALITY = "079999"
+DRILLTOWN_MUNICIPALITY = DRILL_TOWN_CODE  # 079995: see evac/drilltown.py
 
 
 def drilltown_stations(town_dir: Path) -> tuple[Station, ...]:

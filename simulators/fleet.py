@@ -173,7 +173,9 @@ def _telemetry_device(station: str, municipality: str, spec: TelemetrySpec, msgs
 
 def _replay_device(series: Series, t0: datetime, span: float) -> Iterator[Sample]:
     station = series.station
-    municipality = station.municipality_code or "000000"
+    if not station.municipality_code:  # a topic names the municipality (ingest.contract)
+        raise ValueError(f"station {station.id!r} has no municipality_code: its readings need one in their topic")
+    municipality = station.municipality_code
     interval = float(station.expected_interval_s)
     for seq, (ts, value) in enumerate(series.points):
         t = (ts - t0).total_seconds()

@@ -8,14 +8,24 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.logs import setup_logging
 from sonae.migrations import MigrationError
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 log = logging.getLogger("sonae.cli")
+
+
+def municipality_argument(value: str) -> str:
+    """An argparse type: a 団体コード in the 6-digit form (5 digits get their check digit)."""
+    try:
+        return normalise(value)
+    except MunicipalityCodeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class CommandError(Exception):
@@ -219,6 +229,20 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulators import command
 
+    if getattr(args, "jma", None) is not None:
+        from simulators.jma_feed import serve
+
+        if not args.jma.is_dir() or not any(args.jma.glob("*.xml")):
+            print(f"sonae simulate: --jma {args.jma} is not a directory of *.xml telegrams", file=sys.stderr)
+            return 2
+        from sonae.runtime import stop_event_on_signals
+
+        async def feed() -> None:
+            await serve(args.jma, port=args.jma_port, interval_s=args.jma_interval_s, stop=stop_event_on_signals())
+
+        asyncio.run(feed())
+        return 0
+
     planned = command.check(args) if command.wants_fleet(args) else None
     if command.wants_fleet(args) and planned is None:
         return 2
@@ -310,11 +334,92 @@ def cmd_evac_import(args: argparse.Namespace) -> int:
             hazards = [h for h in (args.default_hazards or "").split(",") if h]
             count = await store.import_shelters_file(conn, args.file, actor=actor, default_hazards=hazards)
         else:
+            link = _map_link(args)
+            if link is not None or Path(args.file).suffix.lower() == ".shp" or store.is_national_file(Path(args.file)):
+                result = await store.import_hazard_map(conn, args.file, actor=actor, hazard=args.hazard,
+                                                       title=args.title, link=link, progress=_progress(args.file))
+                return _map_summary(result)
             count = await store.import_hazard_file(conn, args.file, actor=actor, hazard=args.hazard,
                                                    exercise=args.exercise)
         return f"imported {count} {args.evac_what.replace('hazards', 'hazard areas')} from {args.file}"
 
     return _on_database(args, action)
+
+
+def _map_link(args: argparse.Namespace) -> Any:
+    """The ``--link KIND:REF --at-level N [--phenomenon P]`` of a hazards command, or None."""
+    from evac.store import MapLink, StoreError
+
+    if getattr(args, "link", None) is None:
+        if getattr(args, "at_level", None) is not None:
+            raise StoreError("--at-level needs --link gauge:ID, river:NAME or jma_area:CODE")
+        return None
+    if args.at_level is None:
+        raise StoreError("--link needs --at-level N: the 警戒レベル (1-5) from which the map is in force, "
+                         "e.g. 4 for 氾濫危険")
+    return MapLink.parse(args.link, at_level=args.at_level, phenomenon=args.phenomenon)
+
+
+def _progress(name: str) -> Callable[[int, int], None]:
+    """Progress of a long import on stderr (every ~10 %), so a big map does not look stuck."""
+    shown = [0]
+
+    def report(done: int, total: int) -> None:
+        if total >= 1000 and (done * 10 // total > shown[0] or done == total):
+            shown[0] = done * 10 // total
+            print(f"{name}: {done}/{total} areas", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _map_summary(row: dict[str, Any]) -> str:
+    link = (f"; in force while {row['link_kind']} {row['link_ref']} is at level {row['at_level']} or higher"
+            if row.get("link_kind") else "; not linked, so never in force (link it: sonae hazards link)")
+    fixed = f", {row['repaired']} invalid polygons made valid" if row.get("repaired") else ""
+    return (f"imported hazard map {row['id']} ({row['hazard']}, {row['format']}: {row['title']}): "
+            f"{row['areas']} areas{fixed}{link}. {row['attribution']}")
+
+
+def cmd_hazards_link(args: argparse.Namespace) -> int:
+    import getpass
+
+    from evac import store
+
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    link = None if args.unlink else _map_link(args)
+    if link is None and not args.unlink:
+        raise store.StoreError("give --link KIND:REF --at-level N, or --unlink")
+
+    async def action(conn: Any) -> str:
+        row = await store.link_hazard_map(conn, args.map_id, link, actor=actor)
+        if link is None:
+            return f"hazard map {row['id']} unlinked: never in force"
+        return f"hazard map {row['id']} in force while {link.kind} {link.ref} is at level {link.at_level} or higher"
+
+    return _on_database(args, action)
+
+
+def cmd_hazards_maps(args: argparse.Namespace) -> int:
+    from evac import store
+
+    async def action(conn: Any) -> str:
+        lines = []
+        for r in await store.hazard_map_rows(conn):
+            j = store.hazard_map_json(r)
+            lk = j["link"]
+            where = f"{lk['kind']}:{lk['ref']} at level {lk['at_level']}" if lk else "not linked"
+            lines.append(f"{j['id']}\t{j['hazard']}\t{j['areas']} areas\t{where}\t{j['title']}")
+        return "\n".join(lines) if lines else "no hazard maps"
+
+    return _on_database(args, action)
+
+
+def _add_link_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--link", metavar="KIND:REF", help="what puts the map in force: gauge:STATION_ID, river:NAME "
+                   "(any of its gauges) or jma_area:MUNICIPALITY_CODE (official JMA warnings)")
+    p.add_argument("--at-level", type=int, choices=range(1, 6), metavar="N",
+                   help="警戒レベル (1-5) of the link from which the map is in force, e.g. 4 (氾濫危険)")
+    p.add_argument("--phenomenon", help="for jma_area links: which warning (flood, landslide, tsunami, ...)")
 
 
 def _add_evac_commands(sub: Any) -> None:
@@ -330,9 +435,25 @@ def _add_evac_commands(sub: Any) -> None:
             p.add_argument("--default-hazards", help="hazards (comma-separated) for rows without hazard data, e.g. "
                            "GSI 指定避難所 files")
         else:
-            p.add_argument("--hazard", help="hazard of features without a 'hazard' property")
+            p.add_argument("--hazard", help="hazard of features without a 'hazard' property (or of a national "
+                           "map whose type the file does not tell)")
             p.add_argument("--exercise", action="store_true", help="mark the areas as drill areas")
+            p.add_argument("--title", help="title of a national hazard map when the file has none")
+            _add_link_options(p)
         p.set_defaults(func=cmd_evac_import, evac_what=what)
+        if what == "hazards":
+            lp = grp_sub.add_parser("link", help="Link an imported hazard map to a gauge, river or warning area.",
+                                    description="Put a hazard map in force while a gauge, river or JMA warning "
+                                    "area is at a 警戒レベル (or --unlink it).")
+            lp.add_argument("map_id", help="map id (see `sonae hazards maps`)")
+            _add_link_options(lp)
+            lp.add_argument("--unlink", action="store_true", help="remove the link: the map is never in force")
+            lp.add_argument("--actor", help="who links (recorded; default cli:<user>)")
+            lp.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+            lp.set_defaults(func=cmd_hazards_link)
+            mp = grp_sub.add_parser("maps", help="List imported hazard maps and their links.")
+            mp.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+            mp.set_defaults(func=cmd_hazards_maps)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -488,6 +609,43 @@ def _add_graph_commands(sub: Any) -> None:
 # -- end evac --
 
 
+# -- jma: official information from files (jma/reader.py) --
+def cmd_jma_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jma.reader import read_files
+
+    paths = [Path(p) for p in args.paths]
+    for path in paths:
+        if not path.exists():
+            raise CommandError(f"{path}: no such file or directory")
+
+    async def action(conn: Any) -> str:
+        try:
+            outcomes = await read_files(conn, paths)
+        except OSError as exc:
+            raise CommandError(f"{exc.filename}: {exc.strerror}") from None
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return "telegrams: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+
+    return _on_database(args, action)
+
+
+def _add_jma_commands(sub: Any) -> None:
+    text = "Official information (気象庁防災情報XML telegrams)."
+    grp = sub.add_parser("jma", help=text, description=text)
+    grp_sub = grp.add_subparsers(dest="jma_command", required=True, metavar="ACTION")
+    p = grp_sub.add_parser("import", help="Read telegrams from files or directories (*.xml), as the feed reader does.",
+                           description="Read telegrams from files or directories (*.xml, in name order) through the "
+                           "feed reader's path: each kept once, unreadable ones kept with their reason.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
+    p.set_defaults(func=cmd_jma_import)
+# -- end jma --
+
+
 def _new_password(args: argparse.Namespace) -> str:
     import getpass
     import os
@@ -616,7 +774,7 @@ def _add_notify_commands(sub: Any) -> None:
     p = wh_sub.add_parser("add", help="Register a webhook.", description="Register a webhook; prints its secret.")
     p.add_argument("url")
     p.add_argument("--format", choices=("json", "cap"), default="json")
-    p.add_argument("--municipality", help="団体コード: only this municipality's alerts")
+    p.add_argument("--municipality", type=municipality_argument, help="団体コード: only this municipality's alerts")
     p.add_argument("--min-level", type=int, default=0)
     p.add_argument("--conditions", help="comma-separated: river_level,evacuation_order,…")
     p.add_argument("--include-staff", action="store_true", help="also staff-only alerts")
@@ -635,16 +793,31 @@ def _add_notify_commands(sub: Any) -> None:
 
 
 def cmd_municipalities_import(args: argparse.Namespace) -> int:
-    from ingest.registry import RegistryError, load_municipalities
+    """A municipality list (CSV) or municipal boundaries (N03 GeoJSON, simplified as the shipped ones)."""
+    if args.file.lower().endswith((".geojson", ".json", ".geojson.gz", ".json.gz", ".geojson.xz", ".json.xz")):
+        from ingest.boundaries import BoundaryError, read_n03, simplify, store_boundaries
+
+        try:
+            parts = read_n03(args.file)
+        except (OSError, BoundaryError) as exc:
+            raise CommandError(str(exc)) from None
+        log.info("simplifying boundaries", extra={"parts": len(parts), "file": args.file})
+        boundaries, _ = simplify(parts)
+
+        async def store(conn: Any) -> str:
+            count = await store_boundaries(conn, boundaries, source=args.file)
+            return f"imported the boundaries of {count} municipalities from {args.file}"
+
+        return _on_database(args, store)
+
+    from ingest.municipalities import MunicipalityListError, load_municipalities, upsert_municipalities
 
     try:
         municipalities = load_municipalities(args.file)
-    except (OSError, RegistryError) as exc:
-        raise ConfigError(str(exc)) from None
+    except (OSError, MunicipalityListError) as exc:
+        raise CommandError(str(exc)) from None
 
     async def action(conn: Any) -> str:
-        from ingest.registry import upsert_municipalities
-
         return f"imported {await upsert_municipalities(conn, municipalities)} municipalities from {args.file}"
 
     return _on_database(args, action)
@@ -808,12 +981,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evac_commands(sub)  # evac: `sonae shelters import`, `sonae hazards import`
     _add_graph_commands(sub)  # evac: `sonae graph import|fetch`
+    _add_jma_commands(sub)  # jma: `sonae jma import`
 
     mu = sub.add_parser("municipalities", help="Municipality codes and names.",
                         description="Municipality codes (団体コード) and names: data, imported, not code.")
     mu_sub = mu.add_subparsers(dest="municipalities_command", required=True, metavar="ACTION")
-    p = mu_sub.add_parser("import", help="Import municipalities from CSV (code,name_ja,name_en,prefecture).",
-                          description="Import municipalities from a CSV with columns code, name_ja, name_en, prefecture.")
+    p = mu_sub.add_parser("import", help="Import municipality names (CSV) or boundaries (N03 GeoJSON).",
+                          description="Import municipalities from a CSV with columns code, name_ja, name_kana, "
+                                      "name_en, prefecture (5-digit codes get their check digit), or municipal "
+                                      "boundaries from a 国土数値情報 N03 GeoJSON (.geojson/.json, also .gz/.xz), "
+                                      "simplified as the shipped ones. An empty database gets Japan's list and "
+                                      "Fukushima's boundaries from the package.")
     p.add_argument("file")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_municipalities_import)
@@ -824,7 +1002,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = us_sub.add_parser("add", help="Create an account.", description="Create an account; asks for the password.")
     p.add_argument("username")
     p.add_argument("--role", required=True, choices=("staff", "operator", "admin"))
-    p.add_argument("--municipality", help="団体コード of the account's municipality; omit for prefecture-wide")
+    p.add_argument("--municipality", type=municipality_argument,
+                   help="団体コード of the account's municipality (072036 or 07203); omit for prefecture-wide")
     p.add_argument("--name", help="display name")
     for action, text in (("passwd", "Set a new password (revokes the account's tokens)."),
                          ("disable", "Disable an account (revokes its tokens)."), ("enable", "Enable an account.")):

@@ -138,6 +138,13 @@ async def prepare_schema(pool: asyncpg.Pool, settings: Settings) -> list[str]:
         from ingest.retention import apply_retention_policy
 
         await apply_retention_policy(conn, days=settings["database.retention_days"])
+        from ingest.boundaries import seed_if_empty as seed_boundaries
+        from ingest.municipalities import seed_if_empty as seed_municipalities
+
+        # an empty database gets the shipped municipality list and boundaries (issue #14)
+        seeded = {"municipalities": await seed_municipalities(conn), "boundaries": await seed_boundaries(conn)}
+    if any(seeded.values()):
+        log.info("municipality data loaded from the package", extra=seeded)
     if applied:
         log.info("schema migrated", extra={"applied": len(applied)})
     return applied

@@ -120,7 +120,7 @@ async def test_municipalities_are_imported_data(client: TestClient, pool: asyncp
     csv_file = tmp_path / "m.csv"
     csv_file.write_text("code,name_ja,name_en,prefecture\n072036,郡山市,Koriyama,福島県\n072010,福島市,Fukushima,福島県\n",
                         encoding="utf-8")
-    from ingest.registry import load_municipalities, upsert_municipalities
+    from ingest.municipalities import load_municipalities, upsert_municipalities
 
     async with pool.acquire() as conn:
         assert await upsert_municipalities(conn, load_municipalities(csv_file)) == 2

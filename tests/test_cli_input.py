@@ -144,3 +144,33 @@ def test_status_names_the_deployment(env: dict[str, str], database_url: str) -> 
     out = io.StringIO(status.stdout).read()
     assert env["SONAE_STATE_DIR"] in out and "migrations applied" in out and "0 accounts" in out
     assert database_url.rsplit("/", 1)[-1] in out
+
+
+def test_hazard_maps_import_link_and_bad_input(env: dict[str, str], tmp_path: Path) -> None:
+    """National hazard maps through the CLI: the real 沼津市 PLATEAU files, links, and bad input."""
+    import json
+
+    fld = shared_data("hazard_plateau", "numazu_plateau2021_fld_kanogawa_L2_52385628.geojson")
+    n = len(json.loads(fld.read_text(encoding="utf-8"))["features"])
+    done = sonae("hazards", "import", str(fld), "--link", "gauge:kano-01", "--at-level", "4", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"{n} areas" in done.stdout and "gauge kano-01 is at level 4" in done.stdout
+    assert "PLATEAU" in done.stdout  # the attribution the source asks for
+    listed = sonae("hazards", "maps", env=env)
+    assert listed.returncode == 0 and "gauge:kano-01 at level 4" in listed.stdout
+    map_id = fld.name.split(".")[0]
+    unlinked = sonae("hazards", "link", map_id, "--unlink", env=env)
+    assert unlinked.returncode == 0 and "unlinked" in unlinked.stdout
+    assert "--at-level" in one_line_error(sonae("hazards", "import", str(fld), "--link", "gauge:x", env=env))
+    assert "KIND:REF" in one_line_error(sonae("hazards", "link", map_id, "--link", "gauge", "--at-level", "4",
+                                              env=env))
+    assert "no hazard map" in one_line_error(sonae("hazards", "link", "nope", "--link", "river:x",
+                                                   "--at-level", "4", env=env))
+    shp = tmp_path / "broken.shp"
+    shp.write_bytes(b"not a shapefile")
+    assert "shapefile" in one_line_error(sonae("hazards", "import", str(shp), env=env))
+    odd = tmp_path / "rank_only.geojson"
+    odd.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+                   '{"浸水ランク": "1"}, "geometry": {"type": "Polygon", "coordinates": '
+                   '[[[0,0],[1,0],[1,1],[0,0]]]}}]}', encoding="utf-8")
+    assert "--hazard" in one_line_error(sonae("hazards", "import", str(odd), env=env))

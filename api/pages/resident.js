@@ -22,6 +22,7 @@
       zoomIn: "拡大", zoomOut: "縮小", zoomFit: "経路全体", legendMe: "いる場所", legendRoute: "避難経路",
       legendShelter: "避難所", legendHazard: "危険な区域", legendOrder: "避難情報の対象地域",
       privacy: "位置はこの画面で経路と警戒レベルを調べるためだけに使い、保存も記録もしません。",
+      boundariesCredit: "市町村界", sources: "出典",
       shelters: "避難所", stations: "水位観測所", locating: "現在地を調べています…",
       locateFailed: "現在地を取得できませんでした。地図をタップするか、目印を選んでください。",
       posGps: "現在地（端末の位置情報）", posMap: "地図で選んだ場所", posLandmark: "目印：{name}",
@@ -31,6 +32,7 @@
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
       fromGauge: "{station}の水位による警戒レベル{level}相当です。", fromOther: "{station}：{condition}", noAlert: "この場所に出ている避難情報はありません。",
+      sources: "情報源: {names}", routeAvoids: "この経路は{hazard}の危険を避けています。",
       levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
       mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
       shelterFull: "（満員）", unknownArea: "この場所",
@@ -55,6 +57,7 @@
       zoomIn: "Zoom in", zoomOut: "Zoom out", zoomFit: "Whole route", legendMe: "You", legendRoute: "Evacuation route",
       legendShelter: "Shelter", legendHazard: "Danger area", legendOrder: "Area under an evacuation order",
       privacy: "Your position is used only on this page to find your route and alert level. It is never stored or recorded.",
+      boundariesCredit: "Municipal boundaries", sources: "Sources",
       shelters: "Shelters", stations: "River gauges", locating: "Finding your location…",
       locateFailed: "Your location is not available. Tap the map or pick a landmark.",
       posGps: "Your location (device)", posMap: "The place you chose on the map", posLandmark: "Landmark: {name}",
@@ -64,6 +67,7 @@
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
       fromGauge: "River level at {station}: equivalent to alert level {level}.", fromOther: "{station}: {condition}", noAlert: "No evacuation information is in force here.",
+      sources: "Sources: {names}", routeAvoids: "This route avoids {hazard} danger.",
       levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
       mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
       shelterFull: " (full)", unknownArea: "this area",
@@ -88,6 +92,7 @@
       zoomIn: "おおきく", zoomOut: "ちいさく", zoomFit: "みち ぜんぶ", legendMe: "いる ばしょ", legendRoute: "にげる みち",
       legendShelter: "ひなんじょ", legendHazard: "あぶない ところ", legendOrder: "ひなんの じょうほうが でて いる ところ",
       privacy: "いる ばしょは みちを しらべる ためだけに つかいます。ほぞん しません。",
+      boundariesCredit: "しちょうそんの さかい", sources: "でどころ",
       shelters: "ひなんじょ", stations: "かわの みずの たかさを はかる ところ", locating: "いる ばしょを しらべて います…",
       locateFailed: "いる ばしょが わかりません。ちずを さわるか、めじるしを えらんで ください。",
       posGps: "いま いる ばしょ", posMap: "ちずで えらんだ ばしょ", posLandmark: "めじるし：{name}",
@@ -97,6 +102,7 @@
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
       fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", fromOther: "{station}：{condition}", noAlert: "ここには ひなんの じょうほうは でて いません。",
+      sources: "じょうほうの でどころ: {names}", routeAvoids: "この みちは {hazard}の きけんを さけて います。",
       levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
       mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
       shelterFull: "（いっぱい）", unknownArea: "この ちいき",
@@ -335,11 +341,21 @@
       body = await getJSON("/api/v1/level?lat=" + state.pos.lat.toFixed(4) + "&lon=" + state.pos.lon.toFixed(4));
     } catch (err) { return; }
     if (seq !== levelSeq) return; // a newer position or change has asked since
-    const top = body.alert_id ? state.alerts.find((a) => a.id === body.alert_id) || null : null;
+    const top = body.alert_id ? state.alerts.find((a) => a.id === body.alert_id) || null
+      : (body.condition === "official_information" ? { condition: "official_information", level: body.level } : null);
     const level = body.level || 0;
     const old = state.level;
     state.level = level;
     state.levelAlert = top;
+    state.levelSources = body.sources || [];
+    // official information names the hazard routes must avoid (土砂災害 → landslide-rated sites …),
+    // unless the resident picked a hazard themselves
+    if (body.hazard && !state.hazardChosen && body.hazard !== state.hazard) {
+      state.hazard = body.hazard;
+      if ($("hazard")) $("hazard").value = body.hazard;
+      loadRoute("live");
+    }
+    state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
     if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
@@ -361,7 +377,7 @@
     $("level-name").textContent = levelTitle(state.level, a);
     $("level-action").textContent = LEVEL[state.lang][state.level][1];
     let src = t("noAlert");
-    if (a) {
+    if (a && a.condition !== "official_information") {
       const orderName = LEVEL[state.lang][a.level][0];
       const place = (state.lang === "en" ? a.municipality_name_en : a.municipality_name) || a.municipality_code || t("unknownArea");
       if (a.condition === "evacuation_order") {
@@ -371,6 +387,14 @@
       } else {
         src = t("fromOther", { station: a.station_name || a.station_id || "", condition: S.conditionName(a.condition, state.lang) });
       }
+    }
+    const sources = state.levelSources || [];
+    // each source named in the page's language (names: ja-JP, en-US, ja-JP-x-easy, as HAZ)
+    const own = a && a.condition !== "official_information";
+    if (sources.length) {
+      src = (own ? src + " " : "") + t("sources", {
+        names: sources.map((x) => (x.names ? Object.values(x.names)[li(state.lang)] : x.name) || x.name).join(" / "),
+      });
     }
     $("level-source").textContent = src;
     $("drill").hidden = !state.drill;
@@ -388,7 +412,7 @@
     const seq = ++state.seq;
     if (!state.route) $("guidance").textContent = t("loading");
     const q = new URLSearchParams({
-      lat: state.pos.lat.toFixed(6), lon: state.pos.lon.toFixed(6), hazard: state.hazard, profile: state.profile,
+      lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: state.hazard, profile: state.profile,
       lang: state.lang, exercise: String(state.drill),
     });
     let f;
@@ -427,6 +451,12 @@
     }
     const p = f.properties;
     g.textContent = p.guidance || "";
+    const avoids = $("route-avoids");
+    if (avoids) {
+      const hz = p.hazard || state.hazard;
+      avoids.hidden = !(p.status === "ok" && hz);
+      avoids.textContent = hz ? t("routeAvoids", { hazard: (HAZ[hz] || [hz])[li(state.lang)] }) : "";
+    }
     g.classList.toggle("bad", p.status !== "ok");
     if (p.status === "ok" && p.shelter) {
       const s = p.shelter;
@@ -578,6 +608,7 @@
     const es = new EventSource("/api/v1/events");
     es.addEventListener("alert", () => refreshSoon({ alerts: true }));
     es.addEventListener("hazard_state", () => refreshSoon({ alerts: false }));
+    es.addEventListener("official", () => refreshSoon({ alerts: false }));
     es.addEventListener("route", () => refreshSoon({ alerts: false }));
   }
 
@@ -625,8 +656,9 @@
     let area;
     if (choice === "municipality") {
       const near = nearestShelter(state.pos);
-      if (!near || !near.municipality_code) { status.textContent = t("pushNeedPlace"); return; }
-      area = { municipality_code: near.municipality_code };
+      const code = state.municipality || (near && near.municipality_code);
+      if (!code) { status.textContent = t("pushNeedPlace"); return; }
+      area = { municipality_code: code };
     } else {
       // rounded here already: the server keeps no more than ~100 m either
       area = { lat: Math.round(state.pos.lat * 1000) / 1000, lon: Math.round(state.pos.lon * 1000) / 1000, radius_m: Number(choice) };
@@ -704,7 +736,7 @@
     $("landmark").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter") { ev.preventDefault(); clearTimeout(pickTimer); runSearch(); }
     });
-    $("hazard").addEventListener("change", (ev) => { state.hazard = ev.target.value; loadRoute("user"); });
+    $("hazard").addEventListener("change", (ev) => { state.hazard = ev.target.value; state.hazardChosen = true; loadRoute("user"); });
     $("profile").addEventListener("change", (ev) => { state.profile = ev.target.value; loadRoute("user"); });
     $("zoom-in").addEventListener("click", () => map.zoom(1.5));
     $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));

@@ -80,7 +80,7 @@
 
   function showConsole(on) {
     $("login-card").hidden = on;
-    for (const id of ["alerts-card", "map-card", "side", "station-card", "shelters-card", "who-box"]) $(id).hidden = !on;
+    for (const id of ["alerts-card", "official-card", "map-card", "side", "station-card", "shelters-card", "who-box"]) $(id).hidden = !on;
     if (on) {
       const a = state.account;
       $("who").textContent = (a.display_name || a.username) + "（" + a.role + "・" + (a.municipality_code || "県全域 prefecture") + "）";
@@ -91,12 +91,15 @@
   // -- data ----------------------------------------------------------------------------------------------
   async function loadAll() {
     try {
-      const [alerts, hazards, shelters, stations] = await Promise.all([
+      const muni = state.account && state.account.municipality_code
+        ? "?municipality=" + encodeURIComponent(state.account.municipality_code) : "";
+      const [alerts, hazards, shelters, stations, official] = await Promise.all([
         api("GET", "/api/v1/alerts?audience=all"), api("GET", "/api/v1/hazards?state=all"),
         api("GET", "/api/v1/shelters" + (state.account && state.account.municipality_code
           ? "?municipality=" + encodeURIComponent(state.account.municipality_code) : "")),
-        api("GET", "/api/v1/stations")]);
+        api("GET", "/api/v1/stations"), api("GET", "/api/v1/official" + muni)]);
       state.alerts = alerts.alerts || [];
+      state.official = official.official || [];
       state.hazards = hazards.features || [];
       state.shelters = shelters.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
       state.stations = stations.stations || [];
@@ -108,6 +111,7 @@
 
   function render() {
     renderAlerts();
+    renderOfficial();
     renderOrders();
     renderHazards();
     renderShelters();
@@ -167,6 +171,46 @@
         const b = el("button", { type: "button", class: "ack", "data-alert-id": a.id }, "確認 / Acknowledge");
         b.setAttribute("aria-label", "確認 / Acknowledge: " + what);
         b.addEventListener("click", () => acknowledge(a, b));
+        td.appendChild(b);
+      }
+      tr.appendChild(td);
+      tb.appendChild(tr);
+    }
+  }
+
+  /** JMA's information in force, beside the order it suggests (避難情報に関するガイドライン): one click
+   * issues that order through the ordinary orders endpoint; JMA's information itself is never re-issued. */
+  function renderOfficial() {
+    const tb = $("official");
+    tb.textContent = "";
+    const items = state.official || [];
+    $("official-empty").hidden = items.length > 0;
+    for (const o of items) {
+      const tr = el("tr", { "data-municipality": o.municipality_code });
+      const td0 = el("td", { class: "cell-level", "data-label": "レベル / Level" });
+      td0.appendChild(el("span", { class: "badge", "data-level": String(o.level) }, String(o.level)));
+      tr.appendChild(td0);
+      const tdw = el("td", { "data-label": "内容 / What" }, o.names["ja-JP"] + " / " + o.names["en-US"] + " ");
+      if (o.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, "訓練 EXERCISE"));
+      tr.appendChild(tdw);
+      tr.appendChild(el("td", { "data-label": "地域 / Where" }, (o.municipality_name || "") + " " + o.municipality_code));
+      tr.appendChild(el("td", { "data-label": "発表 / Since" }, fmt(o.valid_from)));
+      const td = el("td", { "data-label": "検討 / Consider" });
+      if (o.suggested_order) {
+        const label = `${o.suggested_order}（レベル${o.level}）を発令 / Issue level ${o.level}`;
+        const b = el("button", { type: "button", class: "danger issue-suggested" }, label);
+        b.setAttribute("aria-label", label + ": " + o.names["ja-JP"] + " " + o.municipality_code);
+        b.addEventListener("click", async () => {
+          if (!window.confirm(`${o.municipality_name || o.municipality_code}に${o.suggested_order}を発令しますか？ / Issue this order?`)) return;
+          b.disabled = true;
+          try {
+            const r = await api("POST", "/api/v1/orders", { level: o.level, municipality_code: o.municipality_code,
+              note: o.names["ja-JP"], exercise: !!o.exercise });
+            notice(`避難情報を発令しました / Order issued: #${r.order_id}`);
+            await loadAll();
+          } catch (err) { b.disabled = false; notice("発令できません / Could not issue: " + err.message); }
+        });
+        td.appendChild(el("span", {}, "検討: " + o.suggested_order + " / consider " + o.suggested_order + " "));
         td.appendChild(b);
       }
       tr.appendChild(td);

@@ -233,7 +233,7 @@ async def test_hazard_area_added_across_the_route_is_avoided(client: TestClient,
     try:
         async with pool.acquire() as conn:
             area = store.hazard_area(hazard="flood", geometry=box, label="冠水した道路", source="staff")
-            await store.add_hazard_area(conn, area, actor="staff:test", municipality_code="079999")
+            await store.add_hazard_area(conn, area, actor="staff:test", municipality_code="079995")
         event = await asyncio.wait_for(events.get(), WAIT_S)
         assert event["type"] == "hazard_state"
         pushed = await asyncio.wait_for(sse_hazard_event(), WAIT_S)
@@ -296,7 +296,7 @@ async def test_drill_gauge_alert_activates_its_areas_only_for_exercise_routes(
     l3 = shape(rows["DT-G01-L3"]["geometry"])
     inside = l3.representative_point()
     async with pool.acquire() as conn:
-        await upsert_stations(conn, [Station(id="DT-G01", name="訓練川 第1水位観測所", municipality_code="079999",
+        await upsert_stations(conn, [Station(id="DT-G01", name="訓練川 第1水位観測所", municipality_code="079995",
                                              lat=inside.y, lon=inside.x, exercise=True)])
     real = await _route(client, inside.y, inside.x, exercise="true")
     assert real["properties"]["status"] != "inside_hazard"
@@ -306,7 +306,7 @@ async def test_drill_gauge_alert_activates_its_areas_only_for_exercise_routes(
             await conn.execute(
                 """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
                                        state, raised_at, changed_at)
-                   VALUES ('DT-G01', 'river_level', true, 'public', '079999', 3, 3, 'raised', now(), now())""")
+                   VALUES ('DT-G01', 'river_level', true, 'public', '079995', 3, 3, 'raised', now(), now())""")
             await conn.execute("SELECT pg_notify('sonae_alerts', '{}')")
         await asyncio.wait_for(events.get(), WAIT_S)
     finally:
@@ -411,7 +411,7 @@ async def test_shelters_geojson_and_csv(client: TestClient, pool: asyncpg.Pool, 
     assert f0["properties"]["name"] == rows[0]["name"]
 
     flood = await (await client.get("/api/v1/shelters", params={"hazard": "flood",
-                                                               "municipality": "079999"})).json(content_type=None)
+                                                               "municipality": "079995"})).json(content_type=None)
     expected = sorted(r["id"] for r in rows if "flood" in r["hazards"])
     assert sorted(f["id"] for f in flood["features"]) == expected and 0 < len(expected) < len(rows)
     none = await (await client.get("/api/v1/shelters", params={"municipality": "072036"})).json(content_type=None)

@@ -39,7 +39,7 @@ def test_drilltown_is_deterministic_and_imports_through_osmnx(town, tmp_path: Pa
     names = set(net.names)
     assert "steps" in names and any(n.endswith("大橋") for n in names) and "訓練川" not in names
     shelters = load_shelters(t.shelters)
-    assert shelters and all(s.municipality_code == "079999" for s in shelters)
+    assert shelters and all(s.municipality_code == "079995" for s in shelters)
     assert any(s.capacity is None for s in shelters) or all(s.capacity for s in shelters)
     areas = load_hazard_geojson(t.hazards)
     assert areas and all(a.source == "gauge" and a.exercise for a in areas)

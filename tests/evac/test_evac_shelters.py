@@ -63,3 +63,12 @@ def test_bad_input_messages(tmp_path: Path) -> None:
                               "inland_flooding", "volcano"}
     s = Shelter(id="x", name="x", lat=0, lon=0, hazards=frozenset(), capacity=0)
     assert s.is_full
+
+
+@pytest.mark.parametrize("name", ["避難所\\udfff", "避難所\\u0000"])
+def test_shelter_text_postgresql_cannot_store_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "s.geojson"
+    path.write_text('{"features": [{"properties": {"id": "s1", "name": "' + name + '"}, '
+                    '"geometry": {"type": "Point", "coordinates": [140.38, 37.42]}}]}', encoding="utf-8")
+    with pytest.raises(ValueError, match="shelter 's1': field 'name'"):
+        load_shelters(path)

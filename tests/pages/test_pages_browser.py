@@ -64,6 +64,7 @@ class Sonae:
     url: str
     proc: subprocess.Popen[str]
     log: Path
+    env: dict[str, str]
 
     def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
         req = urllib.request.Request(self.url + path, method=method,
@@ -115,7 +116,7 @@ def sonae(pg_server_url: str, mqtt_url: str, mqtt_protocol: str, tmp_path_factor
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sonae.cli", "run", "--simulate"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
-    server = Sonae(f"http://127.0.0.1:{port}", proc, log)
+    server = Sonae(f"http://127.0.0.1:{port}", proc, log, env)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -239,7 +240,11 @@ def test_resident_page_shows_a_level_and_draws_a_route_ending_at_a_shelter(resid
             assert set(params) <= {"bbox", "limit"}, u
             cell = [float(v) for v in params["bbox"][0].split(",")]
             assert all(abs(v * 20 - round(v * 20)) < 1e-6 for v in cell), u
-        elif path not in ("/api/v1/route", "/api/v1/level"):
+        elif path in ("/api/v1/route", "/api/v1/level"):
+            # the page sends what the server uses: 4 decimals (~10 m), never the device's full precision
+            sent = urllib.parse.parse_qs(query)
+            assert all(len(sent[k][0].partition(".")[2]) <= 4 for k in ("lat", "lon")), u
+        else:
             assert "lat=" not in query and "lon=" not in query and "37.4" not in query, u
     assert not resident.errors, resident.errors
     shot(page, "resident-route-ja")
@@ -351,6 +356,47 @@ def test_staff_console_logs_in_acknowledges_an_alert_and_issues_an_order_the_res
         page.locator("#orders li[data-order-id] button.cancel-order").first.click()
         rp.wait_for_function("() => !window.sonaeResident.levelAlert || window.sonaeResident.levelAlert.condition"
                              " !== 'evacuation_order'", timeout=30_000)
+    finally:
+        ctx.close()
+
+
+def test_staff_console_shows_official_information_beside_the_order_it_suggests(
+        browser: Browser, sonae: Sonae, tmp_path: Path) -> None:
+    """A drill 土砂災害警戒情報 for 郡山市 read with `sonae jma import`: the console lists it as JMA's (not an
+    order), suggests 避難指示 (レベル4), and one click issues that order through the orders endpoint."""
+    from tests.jma.support import LANDSLIDE
+    from tests.jma.test_official_flow import koriyama
+
+    telegram = tmp_path / "landslide.xml"
+    telegram.write_bytes(koriyama(LANDSLIDE[0], status="訓練"))
+    done = subprocess.run([sys.executable, "-m", "sonae.cli", "jma", "import", str(telegram)], env=sonae.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "applied 1" in done.stdout, done.stdout + done.stderr
+    ctx = _context(browser, geolocation=False, viewport={"width": 1280, "height": 1000})
+    try:
+        staff = Watched(ctx.new_page())
+        page = staff.page
+        page.goto(sonae.url + "/staff")
+        page.fill("#username", "drillstaff")
+        page.fill("#password", PASSWORD)
+        page.click("#login button[type=submit]")
+        row = page.locator("#official tr[data-municipality='072036']")
+        row.wait_for()
+        text = row.inner_text()
+        assert "気象庁: 土砂災害警戒情報" in text and "避難指示" in text and "訓練" in text
+        shot(page, "staff-official-information")
+        page.once("dialog", lambda d: d.accept())
+        row.locator("button.issue-suggested").click()
+        page.wait_for_function("() => [...document.querySelectorAll('#orders li[data-order-id]')]"
+                               ".some(li => li.textContent.includes('072036') || li.textContent.includes('郡山市'))")
+        level = sonae.api("GET", "/api/v1/level?municipality=072036")
+        kinds = {(s["kind"], s["level"]) for s in level["sources"]}
+        assert level["level"] == 4 and level["exercise"] is True
+        assert {("official", 4), ("order", 4)} <= kinds
+        assert "郡山市: 避難指示" in [s["name"] for s in level["sources"]]
+        assert not staff.errors, staff.errors
+        order = next(a for a in sonae.api("GET", "/api/v1/alerts?municipality=072036")["alerts"] if a.get("order_id"))
+        sonae.api("POST", f"/api/v1/orders/{order['order_id']}/cancel", {}, token=sonae.token())
     finally:
         ctx.close()
 

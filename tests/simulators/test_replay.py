@@ -55,7 +55,7 @@ def test_mlit_rows_and_stations() -> None:
     assert sum(len(s.points) for s in series) == 31710  # one row per (station, time) already
     first = next(s for s in series if s.station.id == "0700000003")
     st = first.station
-    assert st.gauge_type == "crisis" and st.municipality_code == "07362"
+    assert st.gauge_type == "crisis" and st.municipality_code == "073628"  # the 6-digit code of town_code 07362 (下郷町)
     assert (st.th_obs_start, st.th_crisis, st.th_overflow) == (488.63, 489.13, 492.03)
     assert first.points[0] == (datetime(2025, 9, 13, 22, 50, tzinfo=JST), 491.6)
     warnings = sum(1 for r in rows if r.warn_level_m is not None and r.level_m >= r.warn_level_m)

@@ -1,0 +1,170 @@
+"""The 警戒レベル in force for a municipality or a point, with every source that sets it.
+
+One rule, used by ``GET /api/v1/level``, the resident page, the staff console and SSE consumers:
+the level is the highest of
+
+- official information in force (気象庁防災情報XML, ``jma.store.in_force``: 土砂災害警戒情報 → 4,
+  指定河川洪水予報 2–5, warnings 2–5, tsunami; mapped to municipalities by ``jma.areas``),
+- Sonae's public gauge alerts (警戒レベル相当; *unconfirmed* alerts are staff-only and never count),
+- staff evacuation orders (3 高齢者等避難, 4 避難指示, 5 緊急安全確保).
+
+Which alerts count where (from the former ``api/level.py``): an alert or order with an area counts
+where the area covers the point whatever municipality issued it; alerts without an area count for
+their own municipality; gauge alerts count within ``NEARBY_GAUGE_M`` of the point too. Real
+information always decides; drill (exercise) information speaks only where nothing real is in force,
+and is marked as a drill. Official information is shown as its source says; it is never re-issued
+as the municipality's own alert (no CAP, no order is made from it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from shapely.geometry import Point, shape
+
+from alerting.store import list_active
+from jma.areas import municipality_names
+from jma.store import in_force as official_in_force
+
+#: a gauge alert counts for points this close to the gauge, whatever the municipality (as on the page)
+NEARBY_GAUGE_M = 5000.0
+
+#: official phenomenon → evacuation-engine hazard (evac.hazards.HAZARD_TYPES) the route must avoid.
+#: 大雨 names none: in H27 telegrams it covers 土砂災害 and 浸水害 alike, in R06 only 浸水害 (土砂災害 has
+#: its own telegram, VPWW56), so the route keeps the resident's own choice.
+HAZARD_OF = {"土砂災害": "landslide", "津波": "tsunami", "洪水": "flood", "高潮": "storm_surge"}
+_PHENOMENON = {
+    "土砂災害": ("landslide", "どしゃさいがい"), "洪水": ("flood", "こうずい"), "大雨": ("heavy rain", "おおあめ"),
+    "高潮": ("storm surge", "たかしお"), "津波": ("tsunami", "つなみ"),
+}
+_ORDER = {3: ("高齢者等避難", "Evacuation of older people and others", "おとしより などは にげて"),
+          4: ("避難指示", "Evacuation order", "みんな にげて"),
+          5: ("緊急安全確保", "Emergency safety measures", "いのちを まもって")}
+#: what staff should consider when official information is in force (避難情報に関するガイドライン)
+SUGGESTED_ORDER = {3: "高齢者等避難", 4: "避難指示", 5: "緊急安全確保"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of a level: ``kind`` official | gauge | order; ``name`` per language (ja-JP, en-US,
+    ja-JP-x-easy); ``hazard`` the evacuation hazard it asks routes to avoid (None: not known)."""
+
+    kind: str
+    level: int
+    exercise: bool
+    name: dict[str, str]
+    hazard: str | None = None
+    alert: dict[str, Any] | None = None
+    official: dict[str, Any] | None = None
+
+    def as_json(self, language: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": self.kind, "level": self.level, "exercise": self.exercise,
+                                "name": self.name[language], "names": self.name, "hazard": self.hazard}
+        if self.alert is not None:
+            body.update(alert_id=self.alert["id"], station_id=self.alert.get("station_id"),
+                        order_id=self.alert.get("order_id"))
+        if self.official is not None:
+            body.update(phenomenon=self.official["phenomenon"], official_kind=self.official["kind"],
+                        status=self.official["status"], title=self.official["title"],
+                        headline=self.official["headline"], office=self.official["editorial_office"],
+                        valid_from=self.official["valid_from"].isoformat(),
+                        suggested_order=SUGGESTED_ORDER.get(self.level))
+        return body
+
+
+@dataclass(frozen=True)
+class LevelInForce:
+    """The answer: ``top`` decides (None: nothing in force); ``sources`` every source counted, highest first."""
+
+    municipality: str | None
+    top: Source | None
+    sources: list[Source] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    exercise_in_progress: bool = False
+
+    @property
+    def level(self) -> int | None:
+        return self.top.level if self.top else None
+
+    @property
+    def hazard(self) -> str | None:
+        """The hazard routes should avoid: that of the highest source that names one."""
+        return next((s.hazard for s in self.sources if s.hazard), None)
+
+
+def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Equirectangular distance: exact enough at a few kilometres."""
+    x = math.radians(lon2 - lon1) * math.cos(math.radians((lat1 + lat2) / 2))
+    return 6_371_000.0 * math.hypot(x, math.radians(lat2 - lat1))
+
+
+def official_source(row: dict[str, Any]) -> Source:
+    kind = row["kind"]
+    en, easy = _PHENOMENON.get(row["phenomenon"], (row["phenomenon"], row["phenomenon"]))
+    return Source("official", row["level"], row["exercise"], {
+        "ja-JP": f"気象庁: {kind}",
+        "en-US": f"JMA: {kind} ({en}, alert level {row['level']} equivalent)",
+        "ja-JP-x-easy": f"きしょうちょう: {easy}の じょうほう（レベル{row['level']}）",
+    }, HAZARD_OF.get(row["phenomenon"]), official=row)
+
+
+def alert_source(alert: dict[str, Any]) -> Source:
+    level = alert["level"] or 0
+    if alert["condition"] == "evacuation_order":
+        town = municipality_names().get(alert["municipality_code"] or "", alert["municipality_code"] or "")
+        ja, en, easy = _ORDER.get(level, ("避難情報", "Evacuation information", "ひなん じょうほう"))
+        return Source("order", level, alert["exercise"], {
+            "ja-JP": f"{town}: {ja}", "en-US": f"{town}: {en}", "ja-JP-x-easy": f"{town}: {easy}"},
+            alert.get("hazard") if isinstance(alert.get("hazard"), str) else None, alert=alert)
+    place = alert.get("station_name") or alert.get("river") or alert.get("station_id") or ""
+    return Source("gauge", level, alert["exercise"], {
+        "ja-JP": f"Sonae 水位計 {place}", "en-US": f"Sonae gauge {place}",
+        "ja-JP-x-easy": f"Sonae の かわの みずの けいき {place}"}, "flood", alert=alert)
+
+
+async def level_in_force(conn: asyncpg.Connection, *, municipality: str | None,
+                         lat: float | None = None, lon: float | None = None) -> LevelInForce:
+    """The level in force for a municipality (and a point in it, when given); see the module rule."""
+    point = Point(lon, lat) if lat is not None and lon is not None else None
+    alerts = await list_active(conn, audience="public")
+    counted = []
+    for alert in alerts:
+        area = alert.get("area")
+        if area and point is not None:
+            if shape(json.loads(area) if isinstance(area, str) else area).covers(point):
+                counted.append(alert)
+        elif alert["municipality_code"] == municipality:
+            counted.append(alert)
+        elif point is not None and alert.get("lat") is not None and _distance_m(
+                lat, lon, alert["lat"], alert["lon"]) <= NEARBY_GAUGE_M:  # type: ignore[arg-type]
+            counted.append(alert)  # a gauge just across the municipal line
+    sources = [alert_source(a) for a in counted if a["level"]]
+    if municipality is not None:
+        sources += [official_source(r) for r in await official_in_force(conn, municipality=municipality)]
+    real = [s for s in sources if not s.exercise]
+    considered = real or sources
+    considered.sort(key=lambda s: (s.level, s.kind == "order", s.kind == "official"), reverse=True)
+    top = considered[0] if considered else None
+    return LevelInForce(municipality, top, considered, counted, any(s.exercise for s in sources))
+
+
+#: what official information at each level asks residents to do (避難情報に関するガイドライン, 令和3年)
+OFFICIAL_INSTRUCTION = {
+    2: {"ja-JP": "ハザードマップで避難先と避難経路を確認してください。",
+        "en-US": "Check your hazard map, your evacuation site and how to get there.",
+        "ja-JP-x-easy": "にげる ばしょと みちを たしかめて ください。"},
+    3: {"ja-JP": "危険な場所にいる高齢者等は避難してください。市町村の避難情報を確認してください。",
+        "en-US": "Older people and others who need time, in dangerous places: evacuate now. "
+                 "Check your municipality's evacuation information.",
+        "ja-JP-x-easy": "おとしよりや からだの ふじゆうな ひとは にげて ください。"},
+    4: {"ja-JP": "危険な場所から全員避難してください。市町村の避難情報を確認してください。",
+        "en-US": "Everyone in a dangerous place: evacuate now. Check your municipality's evacuation information.",
+        "ja-JP-x-easy": "あぶない ばしょに いる ひとは みんな にげて ください。"},
+    5: {"ja-JP": "命の危険があります。直ちに身の安全を確保してください。",
+        "en-US": "Your life is in danger. Take the safest action you can right now.",
+        "ja-JP-x-easy": "いのちが あぶないです。すぐに いのちを まもって ください。"},
+}

@@ -1,0 +1,124 @@
+"""The municipality list: every 市区町村 by its 6-digit 団体コード, with names in kanji, kana and romaji.
+
+Sonae ships the list of all of Japan (1,741 municipalities and 175 designated-city wards) as package
+data, ``ingest/data/municipalities.csv.gz``, loaded into an empty database by ``sonae run`` and
+``sonae db migrate`` (:func:`seed_if_empty`); ``sonae municipalities import FILE`` updates it. Sources and
+licences: ``ingest/data/ATTRIBUTION.md`` (総務省「全国地方公共団体コード」, J-LIS via Code for FUKUI
+localgovjp (CC0), romaji from 国土地理院「地名集日本」).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+
+from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.pgtext import unstorable
+
+#: the shipped list (package data)
+PACKAGED = "data/municipalities.csv.gz"
+
+#: accepted column names, first match wins: Sonae's own, then the shared-data/J-LIS style
+_CODE = ("code", "lgcode6", "lgcode", "code5", "N03_007")
+_NAME = ("name_ja", "name", "city", "municipality")
+_KANA = ("name_kana", "citykana", "municipality_kana")
+_ROMAJI = ("name_en", "romaji_gsi", "name_romaji")
+_PREF = ("prefecture", "pref")
+
+
+class MunicipalityListError(ValueError):
+    """A municipality list that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Municipality:
+    """A municipality (市区町村) by its 6-digit 団体コード (JIS X 0402 + check digit)."""
+
+    code: str
+    name_ja: str
+    name_en: str | None = None
+    prefecture: str | None = None
+    name_kana: str | None = None
+
+
+def _first(row: dict[str, str | None], names: tuple[str, ...]) -> str:
+    for name in names:
+        value = row.get(name)
+        if value is not None and value.strip():
+            return value.strip()
+    return ""
+
+
+def parse_municipalities(text: str, *, source: str) -> list[Municipality]:
+    """Municipalities from CSV text (header row): ``code, name_ja[, name_kana][, name_en][, prefecture]``.
+
+    5-digit codes get their check digit; the J-LIS/shared-data column names (``lgcode6``, ``name``,
+    ``romaji_gsi``, ``pref``) are accepted too.
+
+    Raises
+    ------
+    MunicipalityListError
+        On a row without a name, or whose code is not a municipality code (wrong check digit included).
+    """
+    out = []
+    for i, row in enumerate(csv.DictReader(io.StringIO(text))):
+        where = f"{source} line {i + 2}"
+        raw, name = _first(row, _CODE), _first(row, _NAME)
+        if not name:
+            raise MunicipalityListError(f"{where}: needs a code and a name (columns code, name_ja)")
+        try:
+            code = normalise(raw)
+        except MunicipalityCodeError as exc:
+            raise MunicipalityListError(f"{where}: {exc}") from None
+        for value in row.values():
+            problem = unstorable(value) if isinstance(value, str) else None
+            if problem:  # PostgreSQL cannot store it: the upsert would fail with a raw DataError
+                raise MunicipalityListError(f"{where}: contains {problem}; remove it from the file")
+        out.append(Municipality(code, name, _first(row, _ROMAJI) or None, _first(row, _PREF) or None,
+                                _first(row, _KANA) or None))
+    return out
+
+
+def load_municipalities(path: str | Path) -> list[Municipality]:
+    """Read a municipality list CSV (UTF-8, optionally gzip-compressed); see :func:`parse_municipalities`."""
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise MunicipalityListError(f"{path.name}: not UTF-8 text") from None
+    return parse_municipalities(text, source=path.name)
+
+
+def packaged_municipalities() -> list[Municipality]:
+    """The list shipped with Sonae (all of Japan)."""
+    data = (resources.files("ingest") / PACKAGED).read_bytes()
+    return parse_municipalities(gzip.decompress(data).decode("utf-8"), source=PACKAGED)
+
+
+async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterable[Municipality]) -> int:
+    """Insert or update municipalities by code; returns how many rows were given."""
+    rows = [(m.code, m.name_ja, m.name_en, m.prefecture, m.name_kana) for m in municipalities]
+    await conn.executemany(
+        """INSERT INTO municipalities (code, name_ja, name_en, prefecture, name_kana) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (code) DO UPDATE SET name_ja = EXCLUDED.name_ja,
+               name_en = coalesce(EXCLUDED.name_en, municipalities.name_en),
+               prefecture = coalesce(EXCLUDED.prefecture, municipalities.prefecture),
+               name_kana = coalesce(EXCLUDED.name_kana, municipalities.name_kana)""", rows)
+    return len(rows)
+
+
+async def seed_if_empty(conn: asyncpg.Connection) -> int:
+    """Load the shipped list when the ``municipalities`` table is empty; returns the rows loaded (0: none)."""
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM municipalities)"):
+        return 0
+    return await upsert_municipalities(conn, packaged_municipalities())
