@@ -223,6 +223,9 @@ class EvacService:
         self.service_area: tuple[float, float, float, float] | None = None
         self.failed: str | None = None
         self.loaded = asyncio.Event()
+        #: set once the first load has ended, loaded or not; ``file_fault`` then says the file was bad
+        self.settled = asyncio.Event()
+        self.file_fault: str | None = None
         self.listening = asyncio.Event()
         self.listen_pid: int | None = None  # server pid of the LISTEN connection
         self.area_rows: dict[str, dict[str, Any]] = {}  # rows of the engine's areas, for the hazards endpoint
@@ -269,7 +272,11 @@ class EvacService:
             if self.source == DRILLTOWN:
                 await self._seed_drilltown(path.parent)
             log.info("loading road network", extra={"source": str(path)})
-            net = await loop.run_in_executor(None, partial(load_network, path, state_dir=state_dir))
+            try:
+                net = await loop.run_in_executor(None, partial(load_network, path, state_dir=state_dir))
+            except (ValueError, OSError) as exc:  # the file itself: damaged, truncated, the wrong arrays
+                self.file_fault = str(exc)
+                raise
             async with self.pool.acquire() as conn:
                 self._has_alerts = bool(await conn.fetchval("SELECT to_regclass('alerts') IS NOT NULL"))
             self._tasks.append(asyncio.create_task(self._listen(), name="evac-listen"))
@@ -288,6 +295,8 @@ class EvacService:
             log.error("the road network could not be loaded: routes answer 503 until evac.network is fixed",
                       extra={"source": self.source, "error": self.failed})
             return
+        finally:
+            self.settled.set()
         self.network, self.map, self.area_rows = net, nmap, self._pending_rows
         w, s, e, n = nmap.bounds
         mid = math.radians((s + n) / 2)
