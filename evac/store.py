@@ -26,7 +26,7 @@ from shapely.geometry import mapping, shape
 from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters
-from sonae.municipality_code import MunicipalityCodeError, normalise_optional
+from sonae.municipality_code import MunicipalityCodeError, normalise, normalise_optional
 
 NOTIFY_CHANNEL = "sonae_evac"
 
@@ -360,6 +360,11 @@ class MapLink:
             raise StoreError(f"link {self.kind}: needs what it links to, e.g. {self.kind}:ID")
         if not 1 <= int(self.at_level) <= 5:
             raise StoreError("the level a map comes into force at must be a 警戒レベル from 1 to 5")
+        if self.kind == "jma_area":  # keyed by the 6-digit code, as official information is stored
+            try:
+                object.__setattr__(self, "ref", normalise(self.ref))
+            except MunicipalityCodeError as exc:
+                raise StoreError(f"jma_area link: {exc}") from None
 
     @classmethod
     def parse(cls, text: str, *, at_level: int, phenomenon: str | None = None) -> MapLink:
@@ -368,6 +373,13 @@ class MapLink:
         if not sep:
             raise StoreError(f"link {text!r}: write KIND:REF, e.g. gauge:ID, river:NAME or jma_area:CODE")
         return cls(kind=kind.strip(), ref=ref.strip(), at_level=at_level, phenomenon=phenomenon)
+
+    def for_map(self, hazard: str) -> MapLink:
+        """This link for a map of ``hazard``: a ``jma_area`` link without a phenomenon takes the map's
+        hazard, so two maps of one municipality (flood, landslide) never share a level key."""
+        if self.kind == "jma_area" and not (self.phenomenon or "").strip():
+            return MapLink(self.kind, self.ref, self.at_level, hazard)
+        return self
 
     @property
     def level_key(self) -> str:
@@ -414,6 +426,8 @@ async def import_hazard_map(
         old = await conn.fetchrow("SELECT * FROM hazard_maps WHERE id = $1", map_id)
         if link is None and old is not None and old["link_kind"] is not None:
             link = MapLink(old["link_kind"], old["link_ref"], old["at_level"], old["link_phenomenon"])
+        if link is not None:
+            link = link.for_map(info.hazard)
         await conn.execute(
             """INSERT INTO hazard_maps (id, title, hazard, format, source_file, attribution, features, link_kind,
                                         link_ref, link_phenomenon, at_level, municipality_code, created_by,
@@ -477,6 +491,9 @@ async def link_hazard_map(
     """
     who = _actor(actor)
     async with conn.transaction():
+        hazard = await conn.fetchval("SELECT hazard FROM hazard_maps WHERE id = $1", map_id)
+        if link is not None and hazard is not None:
+            link = link.for_map(hazard)
         row = await conn.fetchrow(
             """UPDATE hazard_maps SET link_kind = $2, link_ref = $3, link_phenomenon = $4, at_level = $5,
                    updated_by = $6, updated_at = now() WHERE id = $1 RETURNING *""",
