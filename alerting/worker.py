@@ -486,7 +486,9 @@ class RulesWorker:
 async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any]) -> None:
     """Retained current state of an active alert; a cleared one is sent once and its retained copy removed."""
     topic = f"{topic_root}/{alert['municipality_code'] or 'none'}/{alert['id']}"
-    body = json.dumps(store.alert_json(alert), ensure_ascii=False, separators=(",", ":"))
+    # the retained topics are read by partners' devices (viewers): no staff identity on them
+    public = {k: v for k, v in store.alert_json(alert).items() if k != "acknowledged_by"}
+    body = json.dumps(public, ensure_ascii=False, separators=(",", ":"))
     try:
         if alert["cleared_at"] is None:
             await client.publish(topic, body, qos=1, retain=True)

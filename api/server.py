@@ -16,8 +16,14 @@ from sonae.config import Settings
 
 log = logging.getLogger("sonae.api")
 
-#: how every server of the API is run (AppRunner, TestServer.start_server): never log query strings
-SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger}
+#: a connection must send a complete request head within this many seconds of opening (or of its
+#: previous response): slow-header (slowloris) clients are closed. aiohttp arms its keep-alive timer
+#: when a connection is made and closes the connection when it fires while no request is being handled.
+HEADER_TIMEOUT_S = 10.0
+
+#: how every server of the API is run (AppRunner, TestServer.start_server): never log query strings;
+#: close connections that send their request head too slowly (bodies: ``api.bodies.BODY_TIMEOUT_S``)
+SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "keepalive_timeout": HEADER_TIMEOUT_S}
 
 
 async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:

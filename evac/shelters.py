@@ -20,6 +20,7 @@ from typing import Any
 from evac.drilltown import DRILL_TOWN_CODE
 from evac.hazards import GSI_FLAGS, HAZARD_TYPES
 from sonae.municipality_code import normalise
+from sonae.pgtext import unstorable
 
 _GSI_BY_FLAG = {v: k for k, v in GSI_FLAGS.items()}
 # the GSI flag for landslides is written with different punctuation in different releases
@@ -163,11 +164,17 @@ def shelter_from_properties(
         designations.add(EMERGENCY_SITE)
     if "指定緊急避難場所との住所同一" in props:  # a column only GSI's 指定避難所 file has
         designations.add(STAY_SHELTER)
-    sid = props.get("id") or props.get("共通ID") or props.get("NO") or fallback_id
+    sid = str(props.get("id") or props.get("共通ID") or props.get("NO") or fallback_id)
+    texts = {"id": sid, "name": str(props.get("name") or props.get("施設・場所名") or ""),
+             "address": str(props.get("address") or props.get("住所") or "")}
+    for key, text in texts.items():
+        problem = unstorable(text)
+        if problem:
+            raise ValueError(f"shelter {sid!r}: field {key!r} contains {problem}; remove it from the file")
     return Shelter(
-        id=str(sid),
-        name=str(props.get("name") or props.get("施設・場所名") or ""),
-        address=str(props.get("address") or props.get("住所") or ""),
+        id=sid,
+        name=texts["name"],
+        address=texts["address"],
         lat=float(lat), lon=float(lon),
         municipality_code=municipality_code(props.get("municipality_code")),
         hazards=_hazards_from(props) if has_info else frozenset(default_hazards),

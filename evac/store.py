@@ -263,7 +263,8 @@ def hazard_area(
                           penalty_factor=float(penalty_factor), source=source,  # type: ignore[arg-type]
                           station_id=station_id, activation_level=activation_level, active=active,
                           exercise=exercise, label=label)
-    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as exc:
+        # ShapelyError: also GeometryTypeError ({"type": "AAA"}), which is no ValueError
         raise StoreError(str(exc)) from None
     if source not in ("gauge", "staff", "import"):
         raise StoreError("source must be gauge, staff or import")

@@ -101,3 +101,12 @@ def test_merge_is_by_id_or_name_within_the_distance() -> None:
     merged = merge_sites([a], [near, far, same_id])
     assert [s.id for s in merged] == ["A", "C"]
     assert merged[0].hazards == {"flood", "earthquake"} and merged[0].capacity == 50
+
+
+@pytest.mark.parametrize("name", ["避難所\\udfff", "避難所\\u0000"])
+def test_shelter_text_postgresql_cannot_store_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "s.geojson"
+    path.write_text('{"features": [{"properties": {"id": "s1", "name": "' + name + '"}, '
+                    '"geometry": {"type": "Point", "coordinates": [140.38, 37.42]}}]}', encoding="utf-8")
+    with pytest.raises(ValueError, match="shelter 's1': field 'name'"):
+        load_shelters(path)
