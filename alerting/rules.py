@@ -28,6 +28,17 @@ River level (condition ``river_level``, one open alert that moves up and down th
 * **Hysteresis and dwell on the way down.** A level is held while the stage stays at or above its
   threshold minus ``hysteresis_m``; it is lowered (or cleared) only after ``dwell_down_samples``
   consecutive readings *and* ``dwell_down_s`` seconds below that.
+* **Step-down by time when readings stop.** Report-by-exception gauges (危機管理型水位計) may send one
+  or two readings below the line and then nothing for months (0700000235 川田橋 falls back to standby
+  at 02:50 and 03:30 JST on 2025-11-01 and next reports 9.5 months later); silence while the last value
+  is below the line is no evidence the water is still high. So when the latest reading is below the
+  threshold minus ``hysteresis_m``, ``dwell_down_s`` has passed since the first reading below, and no
+  reading has come for ``dwell_down_grace_s`` after that (one reporting interval, see
+  :meth:`RuleConfig.for_interval`: the next reading of a regular gauge is overdue), the level is lowered
+  as after the dwell, however few readings came. The moment is reading time
+  ``max(down_since + dwell_down_s, last reading) + dwell_down_grace_s``; it is applied by
+  :meth:`StationRules.tick` (the worker calls it periodically with the wall clock) and, before a newer
+  reading is evaluated, by the reading itself, so a replay of the same readings reaches the same levels.
 
 Device health (staff only): ``low_battery`` (battery_pct below ``low_battery_pct`` or status
 low_battery) and ``fault`` (status fault), each raised after ``health_dwell_samples`` consecutive bad
@@ -89,6 +100,7 @@ class RuleConfig:
     hysteresis_m: float = 0.10
     dwell_down_samples: int = 3
     dwell_down_s: float = 1800.0
+    dwell_down_grace_s: float = 600.0  # silence after the dwell before a time step-down (one interval)
     max_rate_m_per_h: float = MAX_RATE_M_PER_H
     min_step_m: float = 0.30
     missing_at_or_below: float | None = 0.0
@@ -108,6 +120,7 @@ class RuleConfig:
             self,
             trend_window_s=max(self.trend_window_s, (self.trend_min_samples + 0.5) * interval_s),
             buffer_s=max(self.buffer_s, 12 * interval_s),
+            dwell_down_grace_s=max(self.dwell_down_grace_s, float(interval_s)),
         )
 
     def for_gauge(self, *, max_rate_m_per_h: float | None) -> RuleConfig:
@@ -126,7 +139,8 @@ class RuleConfig:
         if time_scale == 1:
             return self
         k = float(time_scale)
-        return replace(self, dwell_down_s=self.dwell_down_s / k, max_rate_m_per_h=self.max_rate_m_per_h * k,
+        return replace(self, dwell_down_s=self.dwell_down_s / k, dwell_down_grace_s=self.dwell_down_grace_s / k,
+                       max_rate_m_per_h=self.max_rate_m_per_h * k,
                        trend_window_s=self.trend_window_s / k, trend_horizon_s=self.trend_horizon_s / k,
                        trend_min_rise_m_per_h=self.trend_min_rise_m_per_h * k, buffer_s=self.buffer_s / k)
 
@@ -199,6 +213,7 @@ class State:
     down_run: int = 0
     down_since: float | None = None
     down_max: int = 0
+    ticked_to: float | None = None  # the latest time :meth:`StationRules.tick` was applied at
     health: dict[str, _HealthState] = field(default_factory=dict)
 
 
@@ -220,7 +235,7 @@ class StationRules:
             "pending": list(s.pending) if s.pending else None,
             "unconfirmed": s.unconfirmed,
             "buffer": [[t, v] for t, v in s.buffer], "down_run": s.down_run,
-            "down_since": s.down_since, "down_max": s.down_max,
+            "down_since": s.down_since, "down_max": s.down_max, "ticked_to": s.ticked_to,
             "health": {k: {"active": h.active, "bad_run": h.bad_run, "good_run": h.good_run,
                            "last_ts": None if h.last_ts == -math.inf else h.last_ts}
                        for k, h in s.health.items()},
@@ -239,6 +254,7 @@ class StationRules:
         s.down_run = int(data.get("down_run", 0))
         s.down_since = data.get("down_since")
         s.down_max = int(data.get("down_max", 0))
+        s.ticked_to = data.get("ticked_to")
         for name, h in (data.get("health") or {}).items():
             s.health[name] = _HealthState(bool(h.get("active")), int(h.get("bad_run", 0)),
                                           int(h.get("good_run", 0)),
@@ -278,6 +294,15 @@ class StationRules:
             return self._health(r)
         return []
 
+    def tick(self, now: float) -> list[Transition]:
+        """Apply the step-down by time at reading time ``now`` (epoch s; the worker passes the wall clock).
+
+        Returns the river-level transition, if the level was lowered. Idempotent; never raises a level.
+        """
+        s = self.state
+        s.ticked_to = now if s.ticked_to is None else max(s.ticked_to, now)
+        return self._step_down_by_time(now)
+
     def feed_all(self, readings: Iterable[Reading]) -> list[Transition]:
         out: list[Transition] = []
         for r in readings:
@@ -290,10 +315,17 @@ class StationRules:
         return abs(value - prev[1]) <= max(self.config.min_step_m, self.config.max_rate_m_per_h * dt_h)
 
     def _level(self, r: Reading) -> list[Transition]:
-        s, c = self.state, self.config
+        s = self.state
         if s.last_ts is not None and r.ts <= s.last_ts:
             return []  # duplicates and late readings: the worker re-evaluates from a checkpoint
         s.last_ts = r.ts
+        stepped = self._step_down_by_time(r.ts)
+        if stepped:
+            return [*stepped, *self._level_reading(r)]
+        return self._level_reading(r)
+
+    def _level_reading(self, r: Reading) -> list[Transition]:
+        s, c = self.state, self.config
         if c.missing_at_or_below is not None and r.value <= c.missing_at_or_below:
             return []
         point = (r.ts, r.value)
@@ -398,6 +430,22 @@ class StationRules:
             s.down_run, s.down_since, s.down_max = 0, None, 0
             out.append(self._change(new_level, ts, value, reason if new_level else "threshold"))
         return out
+
+    def _time_due(self) -> float | None:
+        """Reading time at which a started step-down completes by time (see the module docstring)."""
+        s, c = self.state, self.config
+        if s.level is None or s.down_since is None or s.pending is not None or s.last_valid is None:
+            return None
+        return max(s.down_since + c.dwell_down_s, s.last_valid[0]) + c.dwell_down_grace_s
+
+    def _step_down_by_time(self, now: float) -> list[Transition]:
+        s = self.state
+        due = self._time_due()
+        if due is None or now < due or s.last_valid is None:
+            return []
+        new_level = s.down_max
+        s.down_run, s.down_since, s.down_max = 0, None, 0
+        return [self._change(new_level, due, s.last_valid[1], "threshold")]
 
     def _change(self, new: int, ts: float, value: float, reason: str) -> Transition:
         s = self.state

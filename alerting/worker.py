@@ -24,6 +24,11 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   makes the worker take the newest checkpoint (``rule_checkpoints``, one per ``checkpoint_every_s`` of
   reading time) before it, replay the stored readings from there in time order, and apply only the *net*
   difference to the open alerts.
+* **Step-down by time.** Every ``silent_check_s`` (with the silent-gauge check) each stream with an open
+  river-level alert is ticked at the wall clock (:meth:`~alerting.rules.StationRules.tick`), so a
+  report-by-exception gauge that stops sending while its last value is below the line is lowered after
+  the dwell instead of holding its level until its next reading. A replay after a late reading ticks to
+  the same time, so it does not undo the step-down.
 * **Silent gauges** are checked every ``silent_check_s`` against the wall clock: no reading for
   ``silent_factor`` × the station's ``expected_interval_s`` raises a staff alert; data clears it.
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
@@ -56,6 +61,7 @@ from alerting import store
 from alerting.levels import ladder
 from alerting.rules import (
     HEALTH_KINDS,
+    RIVER,
     SILENT,
     UNCONFIRMED,
     Reading,
@@ -215,6 +221,7 @@ class RulesWorker:
                     await self.step(conn)
                     if time.monotonic() >= next_silent:
                         await self.check_silent(conn)
+                        await self.tick(conn)
                         await self.update_gauges(conn)
                         next_silent = time.monotonic() + self.silent_check_s
                     await self._publish(conn)
@@ -424,6 +431,8 @@ class RulesWorker:
             """SELECT kind, ts, value FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
         machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
+        if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
+            machine.tick(current.state.ticked_to)
         await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts >= $3",
                            st.id, exercise, store.to_dt(since))
         last = rows[-1]["ts"].timestamp() if rows else since
@@ -431,6 +440,47 @@ class RulesWorker:
         log.info("late reading: station re-evaluated", extra={"station": st.id, "exercise": exercise,
                                                                "changes": len(net)})
         return machine, net
+
+    # -- step-down by time -----------------------------------------------------------------------
+    async def tick(self, conn: asyncpg.Connection, *, now: datetime | None = None) -> int:
+        """Tick every stream with an open river-level alert at ``now`` (default: the database clock).
+
+        Applies the step-down by time of :mod:`alerting.rules` to gauges that stopped reporting below the
+        line. Returns the number of alert changes.
+        """
+        async with conn.transaction():
+            rows = await conn.fetch(
+                """SELECT rs.station_id, rs.exercise, rs.state, now() AS now FROM rule_state rs
+                   WHERE EXISTS (SELECT 1 FROM alerts a WHERE a.station_id = rs.station_id
+                                 AND a.exercise = rs.exercise AND a.condition = $1 AND a.cleared_at IS NULL)
+                   FOR UPDATE OF rs""", RIVER)
+            if not rows:
+                return 0
+            stations = await self._stations(conn, sorted({r["station_id"] for r in rows}))
+            changes: list[store.AlertChange] = []
+            for r in rows:
+                st = stations.get(r["station_id"])
+                if st is None:
+                    continue
+                stored = json.loads(r["state"])
+                machine = self._machine(st, r["exercise"], stored.get("machine"))
+                transitions = machine.tick((now or r["now"]).timestamp())
+                for t in transitions:
+                    change = await store.apply_transition(conn, station_id=st.id, municipality_code=st.municipality_code,
+                                                          exercise=r["exercise"], t=t)
+                    if change is not None:
+                        changes.append(change)
+                        CHANGES.labels(change.kind).inc()
+                if not transitions:
+                    continue
+                stored["machine"] = machine.to_json()
+                await conn.execute(
+                    """UPDATE rule_state SET state = $3::jsonb, updated_at = now()
+                       WHERE station_id = $1 AND exercise = $2""", st.id, r["exercise"], json.dumps(stored))
+        if changes:
+            log.info("river levels lowered after the dwell without further readings",
+                     extra={"changes": len(changes)})
+        return len(changes)
 
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:
@@ -486,7 +536,9 @@ class RulesWorker:
 async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any]) -> None:
     """Retained current state of an active alert; a cleared one is sent once and its retained copy removed."""
     topic = f"{topic_root}/{alert['municipality_code'] or 'none'}/{alert['id']}"
-    body = json.dumps(store.alert_json(alert), ensure_ascii=False, separators=(",", ":"))
+    # the retained topics are read by partners' devices (viewers): no staff identity on them
+    public = {k: v for k, v in store.alert_json(alert).items() if k != "acknowledged_by"}
+    body = json.dumps(public, ensure_ascii=False, separators=(",", ":"))
     try:
         if alert["cleared_at"] is None:
             await client.publish(topic, body, qos=1, retain=True)

@@ -7,27 +7,34 @@ from datetime import timedelta
 from aiohttp import web
 
 from api.auth import AccountError, authenticate, bearer_token, create_account, list_accounts, login, revoke
+from api.authorization import require_may_create_account, scope_filter
 from api.bodies import field, json_object, municipality_code
 from api.context import POOL, SETTINGS
+from api.loginlimit import LoginLimits, retry_after
 from api.problems import Problem
-from api.ratelimit import TokenBuckets, client_address
+from api.ratelimit import client_address
 
 routes = web.RouteTableDef()
 
-# Password guessing: at most 10 attempts a minute per client address, whatever the global limit.
-_LOGIN_BUCKETS = TokenBuckets(per_minute=10, burst=10)
+#: password guessing: per client address and per account (api/loginlimit.py), whatever the global limit
+LOGIN_LIMITS = web.AppKey("login_limits", LoginLimits)
 
 
 @routes.post("/api/v1/auth/token")
 async def create_token(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if _LOGIN_BUCKETS.take(client_address(request, trust_forwarded_for=settings["api.trust_forwarded_for"])) > 0:
-        raise Problem(429, "Too Many Requests", "too many login attempts; wait a minute", headers={"Retry-After": "60"})
     body = await json_object(request)
     username = field(body, "username", str)
     password = field(body, "password", str)
+    limits = request.app[LOGIN_LIMITS]
+    address = client_address(request, trust_forwarded_for=settings["api.trust_forwarded_for"])
+    wait = limits.admit(address=address, username=username)
+    if wait > 0:
+        raise Problem(429, "Too Many Requests", "too many login attempts; retry after the given time",
+                      headers={"Retry-After": retry_after(wait)})
     async with request.app[POOL].acquire() as conn:
         result = await login(conn, username, password, ttl=timedelta(hours=settings["api.token_ttl_hours"]))
+        limits.record(username=username, success=result is not None, address=address)
         if result is not None:
             from alerting.store import _audit as audit
 
@@ -58,22 +65,23 @@ async def me(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/accounts")
 async def get_accounts(request: web.Request) -> web.Response:
-    await authenticate(request, "admin")
+    admin = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
-        rows = await list_accounts(conn)
+        rows = await list_accounts(conn, municipality=scope_filter(admin))
     return web.json_response({"accounts": [{**r, "created_at": r["created_at"].isoformat()} for r in rows]})
 
 
 @routes.post("/api/v1/accounts")
 async def post_account(request: web.Request) -> web.Response:
-    admin = await authenticate(request, "admin")
+    admin = await authenticate(request)
     body = await json_object(request)
+    municipality = municipality_code(field(body, "municipality_code", str, default=None))
+    require_may_create_account(admin, municipality_code=municipality)
     async with request.app[POOL].acquire() as conn:
         try:
             account = await create_account(
                 conn, username=field(body, "username", str), password=field(body, "password", str),
-                role=field(body, "role", str),
-                municipality_code=municipality_code(field(body, "municipality_code", str, default=None)),
+                role=field(body, "role", str), municipality_code=municipality,
                 display_name=field(body, "display_name", str, default=None))
         except AccountError as exc:
             raise Problem(400, "Bad Request", str(exc)) from None

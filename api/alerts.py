@@ -10,6 +10,7 @@ values must require it. Acknowledging alerts and issuing orders are store functi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 from datetime import UTC, datetime
@@ -21,18 +22,23 @@ from alerting import store
 from alerting.cap import render_atom, render_cap
 from alerting.cap_identity import profile_from_settings
 from alerting.rules import UNCONFIRMED
-from api.auth import authenticate, require_scope
+from api.auth import authenticate
+from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
-from api.params import flag, instant
+from api.params import ascii_digits, choice, flag, instant, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
+from api.ratelimit import client_address
 
 routes = web.RouteTableDef()
 
 HEARTBEAT_S = 15.0
 REPLAY_LIMIT = 5000  # events replayed on one connection; then it ends and the client resumes from there
 REPLAY_BATCH = 500
+#: open event streams one client address may hold (a browser tab needs one; a NAT'd office a few)
+SSE_PER_CLIENT = 16
+SSE_OPEN = web.AppKey("sse_open_per_client", collections.Counter)
 
 
 async def _audience(request: web.Request, municipality: str | None) -> tuple[str | None, str | None]:
@@ -45,10 +51,15 @@ async def _audience(request: web.Request, municipality: str | None) -> tuple[str
         return raw, municipality
     account = await authenticate(request, "staff", "operator")
     if not account.prefecture_wide:
-        if municipality is not None and municipality != account.municipality_code:
-            raise Problem(403, "Forbidden", "staff alerts of another municipality are not yours to see")
+        require_target_scope(account, municipality if municipality is not None else account.municipality_code)
         municipality = account.municipality_code
     return (None if raw == "all" else raw), municipality
+
+
+def _staff_view(request: web.Request) -> bool:
+    """Whether the request was authenticated for the staff view (``audience=staff|all``): only then are
+    staff identities and notes shown."""
+    return request.get(ACCOUNT_KEY) is not None
 
 
 def _dumps(body: Any) -> str:
@@ -61,19 +72,22 @@ ACTIVE_CACHE = web.AppKey("active_alerts_cache", dict)
 @routes.get("/api/v1/alerts")
 async def active_alerts(request: web.Request) -> web.Response:
     exercise = flag(request, "exercise")
+    choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
     audience, municipality = await _audience(request, municipality_filter(request))
     # The answer only changes with an alert event, which this process's hub sees: serve it from memory
     # until then (never while the hub is disconnected and might miss a change).
     hub = request.app.get(ALERT_HUB)
     cache = request.app[ACTIVE_CACHE]
-    key = (municipality, exercise, audience, hub.changes if hub is not None else None)
+    staff = _staff_view(request)
+    key = (municipality, exercise, audience, staff, hub.changes if hub is not None else None)
     body = cache.get(key) if hub is not None and hub.connected.is_set() else None
     if body is None:
         async with request.app[POOL].acquire() as conn:
             rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience=audience)
-        body = _dumps({"alerts": [store.alert_json(r) for r in rows]}).encode()
+        alerts = [store.alert_json(r) for r in rows]
+        body = _dumps({"alerts": alerts if staff else [public_view(a) for a in alerts]}).encode()
         if hub is not None:
-            if len(cache) > 1000 or any(k[3] != key[3] for k in cache):
+            if len(cache) > 1000 or any(k[-1] != key[-1] for k in cache):
                 cache.clear()
             cache[key] = body
     return web.Response(body=body, content_type="application/json")
@@ -85,10 +99,7 @@ async def alert_history(request: web.Request) -> web.Response:
     audience, municipality = await _audience(request, municipality_filter(request))
     until = instant(request, "to", datetime.now(UTC))
     since = instant(request, "from", datetime(2000, 1, 1, tzinfo=UTC))
-    try:
-        limit = min(max(int(request.query.get("limit", "500")), 1), 5000)
-    except ValueError:
-        raise Problem(400, "Bad Request", "limit must be a number", parameter="limit") from None
+    limit = query_int(request, "limit", default=500, lo=1, hi=5000)
     station = request.query.get("station") or None
     async with request.app[POOL].acquire() as conn:
         rows = await store.list_history(conn, municipality=municipality, exercise=exercise, audience=audience,
@@ -99,6 +110,8 @@ async def alert_history(request: web.Request) -> web.Response:
                "value": r["value"], "reason": r["reason"], "actor": r["actor"], "note": r["note"],
                "exercise": r["exercise"], "municipality_code": r["municipality_code"],
                "recorded_at": _iso(r["recorded_at"])} for r in rows]
+    if not _staff_view(request):
+        events = [public_view(e) for e in events]
     return web.json_response({"events": events}, dumps=_dumps)
 
 
@@ -123,11 +136,18 @@ async def atom_feed(request: web.Request) -> web.Response:
 
 
 async def _alert(request: web.Request) -> dict[str, Any]:
+    """The alert of the path. A staff-only alert is answered 404 to anyone who may not see it
+    (anonymous, or another municipality's staff), like an alert that does not exist."""
     alert_id = int(request.match_info["alert_id"])
     async with request.app[POOL].acquire() as conn:
         alert = await store.get_alert(conn, alert_id)
     if alert is None:
         raise Problem(404, "Not Found", f"no alert {alert_id}")
+    if alert["audience"] != "public":
+        if "Authorization" not in request.headers:
+            raise Problem(404, "Not Found", f"no alert {alert_id}")
+        account = await authenticate(request, "staff", "operator")
+        require_object_scope(account, alert["municipality_code"], what=f"alert {alert_id}")
     return alert
 
 
@@ -137,9 +157,6 @@ async def alert_cap(request: web.Request) -> web.Response:
     if alert["condition"] == UNCONFIRMED:
         raise Problem(404, "Not Found", f"alert {alert['id']} is an unconfirmed reading (beyond the gauge's "
                       "plausible rate): it has no CAP message until the next reading confirms it")
-    if alert["audience"] != "public":
-        account = await authenticate(request, "staff", "operator")
-        require_scope(account, alert["municipality_code"])
     async with request.app[POOL].acquire() as conn:
         previous = await store.messages_of(conn, alert["id"])
         profile = await profile_from_settings(conn, request.app[SETTINGS])
@@ -150,10 +167,8 @@ async def alert_cap(request: web.Request) -> web.Response:
 @routes.get(r"/api/v1/alerts/{alert_id:\d{1,18}}")
 async def get_alert(request: web.Request) -> web.Response:
     alert = await _alert(request)
-    if alert["audience"] != "public":
-        account = await authenticate(request, "staff", "operator")
-        require_scope(account, alert["municipality_code"])
-    return web.json_response(store.alert_json(alert), dumps=_dumps)
+    body = store.alert_json(alert)
+    return web.json_response(body if _staff_view(request) else public_view(body), dumps=_dumps)
 
 
 def _matches(event: Event, *, exercise: bool | None, municipality: str | None, audience: str | None) -> bool:
@@ -176,14 +191,20 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     hub = request.app[ALERT_HUB]
     exercise = flag(request, "exercise")
     audience, municipality = await _audience(request, municipality_filter(request))
+    staff = _staff_view(request)
+    client = client_address(request, trust_forwarded_for=request.app[SETTINGS]["api.trust_forwarded_for"])
+    open_streams = request.app[SSE_OPEN]
+    if open_streams[client] >= SSE_PER_CLIENT:
+        raise Problem(429, "Too Many Requests", f"at most {SSE_PER_CLIENT} open event streams per client; "
+                      "close one first", headers={"Retry-After": "30"})
     raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last: int | None = None
     if raw_last:
-        try:
-            last = int(raw_last)
-        except ValueError:
-            raise Problem(400, "Bad Request", "Last-Event-ID must be an event id") from None
+        if not ascii_digits(raw_last.strip()):
+            raise Problem(400, "Bad Request", "Last-Event-ID must be an event id (a whole number)")
+        last = int(raw_last.strip())
     sub = hub.subscribe()
+    open_streams[client] += 1
     # read before any await: events the hub hands this subscription from now on are after ``sent``
     sent = hub.last_id
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
@@ -202,7 +223,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                     batch = await load_alert_events(conn, sent, limit=REPLAY_BATCH)
                     for event in batch:
                         if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
-                            await response.write(event.encode())
+                            await response.write(event.encode(staff=staff))
                         sent = event.id
                     replayed += len(batch)
                     more = len(batch) >= REPLAY_BATCH
@@ -221,11 +242,14 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
                     continue
                 sent = event.id
             if _matches(event, exercise=exercise, municipality=municipality, audience=audience):
-                await response.write(event.encode())
+                await response.write(event.encode(staff=staff))
     except ConnectionResetError:
         return response  # the client went away
     finally:
         hub.unsubscribe(sub)
+        open_streams[client] -= 1
+        if open_streams[client] <= 0:
+            del open_streams[client]
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()  # dropped as too slow: it may resume with Last-Event-ID
     return response

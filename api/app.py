@@ -71,6 +71,10 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     if settings["api.rate_limit_per_minute"] > 0:
         middlewares.append(rate_limit_middleware(per_minute=settings["api.rate_limit_per_minute"],
                                                  trust_forwarded_for=settings["api.trust_forwarded_for"]))
+    from api.auth import account_of_request
+    from api.authorization import authorization_middleware
+
+    middlewares.append(authorization_middleware(account_of_request))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app[POOL] = pool
     app[SETTINGS] = settings
@@ -78,6 +82,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app[evacuation_cache] = collections.OrderedDict()
     app[alerts_cache] = {}
     app[simulations.MANAGER] = {}
+    app[accounts.LOGIN_LIMITS] = accounts.LoginLimits()
     app.router.add_routes(ops.routes)
     app.router.add_routes(stations.routes)
     app.router.add_routes(accounts.routes)
@@ -91,6 +96,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     from api import alerts, events
 
     app.router.add_routes(alerts.routes)
+    app[alerts.SSE_OPEN] = collections.Counter()
     app.on_startup.append(events.start_alert_hub)
     # on shutdown, before aiohttp waits for handlers: ends open SSE streams at once
     app.on_shutdown.append(events.stop_alert_hub)

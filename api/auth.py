@@ -15,9 +15,11 @@ SHA-256 is stored, with an expiry, and can be revoked.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +39,32 @@ _hasher = PasswordHasher()  # argon2id, 64 MiB, t=3 (argon2-cffi's RFC 9106 low-
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 ACCOUNT = web.AppKey("account", object)
+def _lower_priority() -> None:
+    """Run this hashing thread (and the lanes libargon2 starts from it, which inherit it) at the lowest CPU
+    priority: on a busy machine the event loop's thread wins, so health checks and SSE heartbeats stay
+    prompt while logins wait a little. Linux applies nice values per thread."""
+    import contextlib
+    import os
+    import threading
+
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+#: argon2id needs 64 MiB and tens of ms of CPU per hash (4 lanes): never on the event loop (SSE heartbeats
+#: and health checks would stall). argon2-cffi releases the GIL while hashing; 2 workers bound memory.
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sonae-argon2", initializer=_lower_priority)
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, fn, *args)
+
+
+def _verify(hashed: str, password: str) -> bool:
+    try:
+        return bool(_hasher.verify(hashed, password))
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 class AccountError(ValueError):
@@ -74,6 +102,7 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                          municipality_code: str | None = None, display_name: str | None = None) -> Account:
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    password_hash = await _off_loop(hash_password, password)
     try:
         municipality_code = normalise_optional(municipality_code)
     except MunicipalityCodeError as exc:
@@ -82,7 +111,7 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
         row = await conn.fetchrow(
             """INSERT INTO accounts (username, display_name, password_hash, role, municipality_code)
                VALUES ($1, $2, $3, $4, $5) RETURNING id""",
-            username, display_name, hash_password(password), role, municipality_code)
+            username, display_name, password_hash, role, municipality_code)
     except asyncpg.UniqueViolationError:
         raise AccountError(f"account {username!r} exists already") from None
     except asyncpg.CheckViolationError:
@@ -93,7 +122,7 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
 async def set_password(conn: asyncpg.Connection, username: str, password: str) -> None:
     status = await conn.execute(
         "UPDATE accounts SET password_hash = $2, updated_at = now() WHERE username = $1",
-        username, hash_password(password))
+        username, await _off_loop(hash_password, password))
     if status.endswith(" 0"):
         raise AccountError(f"no account {username!r}")
     await conn.execute(
@@ -112,9 +141,11 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) 
             "(SELECT id FROM accounts WHERE username = $1)", username)
 
 
-async def list_accounts(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+async def list_accounts(conn: asyncpg.Connection, *, municipality: str | None = None) -> list[dict[str, Any]]:
+    """All accounts, or (``municipality``) those of one municipality."""
     rows = await conn.fetch("SELECT username, role, municipality_code, display_name, disabled, created_at "
-                            "FROM accounts ORDER BY username")
+                            "FROM accounts WHERE $1::text IS NULL OR municipality_code = $1 ORDER BY username",
+                            municipality)
     return [dict(r) for r in rows]
 
 
@@ -124,14 +155,13 @@ async def login(conn: asyncpg.Connection, username: str, password: str, *,
     row = await conn.fetchrow(
         "SELECT id, username, password_hash, role, municipality_code, display_name, disabled "
         "FROM accounts WHERE username = $1", username)
-    try:
-        _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
+    if not await _off_loop(_verify, row["password_hash"] if row else _DUMMY_HASH, password):
         return None
     if row is None or row["disabled"]:
         return None
     if _hasher.check_needs_rehash(row["password_hash"]):
-        await conn.execute("UPDATE accounts SET password_hash = $2 WHERE id = $1", row["id"], _hasher.hash(password))
+        await conn.execute("UPDATE accounts SET password_hash = $2 WHERE id = $1", row["id"],
+                           await _off_loop(_hasher.hash, password))
     token = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + ttl
     await conn.execute("INSERT INTO access_tokens (token_hash, account_id, expires_at) VALUES ($1, $2, $3)",
@@ -165,9 +195,8 @@ def bearer_token(request: web.Request) -> str | None:
     return None
 
 
-async def authenticate(request: web.Request, *roles: str) -> Account:
-    """The account behind the request's bearer token, which must hold one of ``roles`` (admin always
-    passes). Raises 401 without a valid token and 403 with the wrong role."""
+async def account_of_request(request: web.Request) -> Account:
+    """The account behind the request's bearer token; 401 without a valid one."""
     from api.context import POOL
 
     token = bearer_token(request)
@@ -179,15 +208,31 @@ async def authenticate(request: web.Request, *roles: str) -> Account:
     if account is None:
         raise Problem(401, "Unauthorized", "the token is unknown, expired or revoked; log in again",
                       headers={"WWW-Authenticate": 'Bearer realm="sonae", error="invalid_token"'})
-    if roles and account.role not in roles and account.role != "admin":
-        raise Problem(403, "Forbidden", f"this action needs the role {' or '.join(roles)}")
     return account
 
 
+async def authenticate(request: web.Request, *roles: str) -> Account:
+    """The account of the request. For operations with a rule in :data:`api.authorization.POLICY` the
+    middleware has already checked token and role; ``roles`` (admin always passes) serve public
+    operations with an optional staff view (e.g. ``audience=staff``). 401 without a valid token, 403
+    with the wrong role."""
+    from api.authorization import ACCOUNT_KEY, check_role
+
+    account = request.get(ACCOUNT_KEY)
+    if account is None:
+        account = await account_of_request(request)
+        request[ACCOUNT_KEY] = account
+    if roles:
+        check_role(account, (*roles, "admin"))
+    return account  # type: ignore[no-any-return]
+
+
 def require_scope(account: Account, municipality_code: str | None) -> None:
-    """Refuse (403) an action on something outside the account's municipality."""
-    if not account.may_act_in(municipality_code):
-        raise Problem(403, "Forbidden", "this belongs to another municipality than your account's")
+    """Refuse (403) an action naming a municipality outside the account's scope
+    (:func:`api.authorization.require_target_scope`)."""
+    from api.authorization import require_target_scope
+
+    require_target_scope(account, municipality_code)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

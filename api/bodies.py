@@ -1,9 +1,16 @@
-"""Reading and checking JSON request bodies: a bad body is a 400 problem naming the field."""
+"""Reading and checking JSON request bodies: a bad body is a 400 problem naming the field.
+
+Every body is parsed one way (:func:`json_object`): strict JSON (no ``NaN``/``Infinity`` literals, no
+number that overflows to infinity such as ``1e400``), nested at most :data:`MAX_DEPTH` levels, integers
+of at most :data:`MAX_INT_DIGITS` digits. Field-specific bounds come on top (:func:`int_field`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -12,33 +19,58 @@ from api.problems import Problem
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 _MISSING = object()
+MAX_DEPTH = 32
+#: a request body (at most ``client_max_size``, 1 MiB) must arrive within this many seconds
+BODY_TIMEOUT_S = 15.0
+MAX_INT_DIGITS = 18  # fits a PostgreSQL bigint
+#: a lone surrogate, which only a ``\\ud800``-style JSON escape can produce: UTF-8 (and so PostgreSQL) cannot hold it
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class _NumberError(ValueError):
-    """A number in a body that Sonae does not take (non-finite, or an integer beyond int64)."""
+class _BadNumber(ValueError):
+    pass
 
 
-def _int(literal: str) -> int:
-    # int() of more than 4,300 digits raises ValueError, and float() of a huge int OverflowError later
-    if len(literal.lstrip("-")) > 19:
-        raise _NumberError(f"an integer of {len(literal)} characters is out of range")
-    return int(literal)
+def _constant(name: str) -> Any:
+    raise _BadNumber(f"{name} is not a JSON number")
 
 
-def _float(literal: str) -> float:
-    value = float(literal)
-    if not math.isfinite(value):  # 1e309 reads as inf
-        raise _NumberError(f"{literal[:24]} is beyond the range of a number")
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber("a number is too large")
     return value
 
 
-def _constant(name: str) -> float:
-    raise _NumberError(f"{name} is not a number JSON allows")
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _BadNumber(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(text)
 
 
-def loads(text: str) -> Any:
-    """``json.loads`` with finite numbers only: NaN, Infinity, 1e309 and integers beyond int64 are refused."""
-    return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def loads(text: str | bytes) -> Any:
+    """Strict JSON: raises ValueError for NaN/Infinity, overflowing numbers, over-long integers and
+    nesting deeper than :data:`MAX_DEPTH` (json's own recursion limit would be a RecursionError)."""
+    try:
+        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except RecursionError:
+        raise _BadNumber(f"the JSON is nested more than {MAX_DEPTH} levels deep") from None
+    if _depth(value) > MAX_DEPTH:
+        raise _BadNumber(f"the JSON is nested more than {MAX_DEPTH} levels deep")
+    return value
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -46,14 +78,39 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if request.content_type not in ("application/json", ""):
         raise Problem(415, "Unsupported Media Type", "send the body as application/json")
     try:
-        body = await request.json(loads=loads)
-    except _NumberError as exc:
-        raise Problem(400, "Bad Request", f"the body has a number Sonae cannot take: {exc}") from None
-    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting beyond the stack
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            body = await request.json(loads=loads)
+    except TimeoutError:
+        raise Problem(408, "Request Timeout", f"the body did not arrive within {BODY_TIMEOUT_S:g} s; send it "
+                                              "at once", headers={"Connection": "close"}) from None
+    except _BadNumber as exc:
+        raise Problem(400, "Bad Request", f"the body is not accepted: {exc}") from None
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
         raise Problem(400, "Bad Request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "the body must be a JSON object")
+    where = _lone_surrogate(body)
+    if where is not None:
+        raise Problem(400, "Bad Request", f"field {where!r} contains a lone surrogate (a \\ud800-\\udfff escape "
+                                          "that is not half of a pair); send the text as UTF-8", field=where)
     return body
+
+
+def _lone_surrogate(body: dict[str, Any]) -> str | None:
+    """The top-level field of ``body`` in which a key or string holds a lone surrogate, or None."""
+    for name, value in body.items():
+        stack: list[Any] = [name, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    return name if _SURROGATE.search(name) is None else repr(name)[1:-1]
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
 
 
 def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, default: Any = _MISSING) -> Any:
@@ -73,6 +130,22 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
             raise Problem(400, "Bad Request", f"field {name!r} is too long", field=name)
         if "\x00" in value:
             raise Problem(400, "Bad Request", f"field {name!r} contains a NUL character", field=name)
+    return value
+
+
+def int_field(body: dict[str, Any], name: str, *, lo: int, hi: int, default: Any = _MISSING) -> Any:
+    """An integer field from ``lo`` to ``hi`` (400 naming the bounds otherwise)."""
+    value = field(body, name, int, default=default)
+    if value is not None and value is not default and not lo <= value <= hi:
+        raise Problem(400, "Bad Request", f"field {name!r} must be a whole number from {lo} to {hi}", field=name)
+    return value
+
+
+def number_field(body: dict[str, Any], name: str, *, lo: float, hi: float, default: Any = _MISSING) -> Any:
+    """A finite number field from ``lo`` to ``hi`` (400 naming the bounds otherwise)."""
+    value = field(body, name, (int, float), default=default)
+    if value is not None and value is not default and not (math.isfinite(value) and lo <= value <= hi):
+        raise Problem(400, "Bad Request", f"field {name!r} must be a number from {lo:g} to {hi:g}", field=name)
     return value
 
 

@@ -10,8 +10,9 @@ once and ``/readyz`` reports ``evac graph: not ready`` until the engine is built
    an empty setting disables routing (a fictional town must never answer real residents);
 2. the network is loaded (through the ``.npz`` cache in the state directory) in an executor;
 3. a dedicated connection LISTENs on ``sonae_evac`` (shelters and hazard areas changed) and, when the
-   alerting tables exist, ``sonae_alerts`` (gauge alert levels changed); it reconnects with backoff and
-   reloads everything after a reconnect;
+   alerting tables exist, ``sonae_alerts`` (gauge alert levels changed), and when the JMA tables exist,
+   ``sonae_official`` (official information applied); it reconnects with backoff and reloads everything
+   after a reconnect;
 4. shelters, hazard areas and current gauge levels are read and the engine is built in an executor.
 
 Afterwards every notification marks the state dirty; one loop re-reads the database (notifications
@@ -22,6 +23,14 @@ subscribers (:meth:`EvacService.subscribe`) and with ``pg_notify('sonae_evac', .
 Gauge areas and drills: the engine keys alert levels by station id. A drill (``exercise``) area is
 keyed ``exercise:<station>`` and follows the station's *exercise* alerts; a real area follows its real
 alerts. A drill therefore never puts a real area in force, and real routes never see drill areas.
+
+Maps linked to official warnings (key ``jma_area:<6-digit code>:<phenomenon>``) take the highest level
+of the official information in force for that municipality (``jma.store.in_force``, the source of
+``alerting.level``) whose phenomenon names the same route hazard (``alerting.level.HAZARD_OF``: 土砂災害 →
+landslide, 洪水 (氾濫) → flood, 津波 → tsunami, 高潮 → storm_surge); the link's phenomenon may be given
+as that hazard (``landslide``) or as JMA names it (``土砂災害``, ``氾濫``); without one, the map's own
+hazard is used. Real telegrams arm real maps, 訓練 telegrams arm drill maps only. 大雨 names no hazard and
+arms nothing (see ``alerting.level``).
 
 ``hazard_version`` in answers is this process's engine version: it grows with every change this
 process applied; processes count independently.
@@ -49,6 +58,7 @@ import numpy as np
 import shapely
 from aiohttp import web
 
+from alerting.level import HAZARD_OF
 from api.context import POOL, SETTINGS
 from api.ops import READINESS_CHECKS
 from api.problems import Problem
@@ -59,6 +69,7 @@ from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
 from evac.network import RoadNetwork, load_network
 from evac.search import ProcessSearch, search_in_process
 from evac.shelters import Shelter, load_shelters
+from jma.store import in_force as official_in_force
 from sonae.config import ConfigError, Settings
 from sonae.retry import keep_connected
 
@@ -69,6 +80,8 @@ DRILLTOWN = "drilltown"
 DRILLTOWN_SIZE = 50
 DRILLTOWN_SEED = 7
 ALERTS_CHANNEL = "sonae_alerts"
+OFFICIAL_CHANNEL = "sonae_official"
+JMA_AREA_PREFIX = "jma_area:"
 EXERCISE_PREFIX = "exercise:"
 #: How far beyond the outermost road node a position still counts as inside the service area.
 SERVICE_MARGIN_M = 1000.0
@@ -118,6 +131,44 @@ def network_path(source: str, state_dir: Path) -> Path:
     if source == DRILLTOWN:
         return ensure_drilltown(state_dir) / "town.osm"
     return Path(source).expanduser()
+
+
+def link_hazard(phenomenon: str, *, map_hazard: str) -> str | None:
+    """The route hazard a ``jma_area`` link's phenomenon names (None: none, the link never arms).
+
+    ``landslide`` / ``土砂災害`` → landslide, ``flood`` / ``洪水`` / ``氾濫`` → flood, ...; empty → ``map_hazard``.
+    """
+    p = phenomenon.strip()
+    if not p:
+        return map_hazard
+    if p in HAZARD_TYPES:
+        return p
+    return HAZARD_OF.get("洪水" if p == "氾濫" else p)
+
+
+def official_levels(rows: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, int]:
+    """Levels of ``jma_area`` keys from official information in force.
+
+    ``rows`` as :func:`jma.store.in_force`; ``keys`` maps each key (``[exercise:]jma_area:CODE:PHENOMENON``)
+    to the hazard of the map using it. A key's level is the highest of the rows of its municipality whose
+    phenomenon names the key's hazard, real rows for real keys and 訓練 rows for drill keys; keys with
+    nothing in force are left out.
+    """
+    best: dict[tuple[str, str, bool], int] = {}
+    for r in rows:
+        hazard = HAZARD_OF.get(r["phenomenon"])
+        if hazard is not None:
+            k = (r["municipality_code"], hazard, bool(r["exercise"]))
+            best[k] = max(best.get(k, 0), int(r["level"]))
+    out: dict[str, int] = {}
+    for key, map_hazard in keys.items():
+        exercise = key.startswith(EXERCISE_PREFIX)
+        code, _, phenomenon = key.removeprefix(EXERCISE_PREFIX).removeprefix(JMA_AREA_PREFIX).partition(":")
+        hazard = link_hazard(phenomenon, map_hazard=map_hazard)
+        level = best.get((code, hazard, exercise), 0) if hazard else 0
+        if level:
+            out[key] = level
+    return out
 
 
 def _area_for_engine(area: HazardArea) -> HazardArea:
@@ -225,6 +276,9 @@ class EvacService:
         self.service_area: tuple[float, float, float, float] | None = None
         self.failed: str | None = None
         self.loaded = asyncio.Event()
+        #: set once the first load has ended, loaded or not; ``file_fault`` then says the file was bad
+        self.settled = asyncio.Event()
+        self.file_fault: str | None = None
         self.listening = asyncio.Event()
         self.listen_pid: int | None = None  # server pid of the LISTEN connection
         self.area_rows: dict[str, dict[str, Any]] = {}  # rows of the engine's areas, for the hazards endpoint
@@ -235,6 +289,7 @@ class EvacService:
         self._dirty_evac = False
         self._dirty_alerts = False
         self._has_alerts = False
+        self._has_official = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -272,14 +327,20 @@ class EvacService:
             if self.source == DRILLTOWN:
                 await self._seed_drilltown(path.parent)
             log.info("loading road network", extra={"source": str(path)})
-            net = await loop.run_in_executor(None, partial(load_network, path, state_dir=state_dir))
+            try:
+                net = await loop.run_in_executor(None, partial(load_network, path, state_dir=state_dir))
+            except (ValueError, OSError) as exc:  # the file itself: damaged, truncated, the wrong arrays
+                self.file_fault = str(exc)
+                raise
             async with self.pool.acquire() as conn:
                 self._has_alerts = bool(await conn.fetchval("SELECT to_regclass('alerts') IS NOT NULL"))
+                self._has_official = bool(await conn.fetchval(
+                    "SELECT to_regclass('jma_official_info') IS NOT NULL"))
             self._tasks.append(asyncio.create_task(self._listen(), name="evac-listen"))
             await self.listening.wait()  # changes from here on are seen, so the read below is not stale
             self._dirty_evac = self._dirty_alerts = False
             shelters, areas = await self._read_evac()
-            levels = await self._read_levels() if self._has_alerts else {}
+            levels = await self._read_levels()
             engine = await loop.run_in_executor(None, partial(
                 Engine, net, shelters=shelters, areas=areas, alert_levels=levels, warm=self.warm,
                 max_fields=self.settings["evac.max_fields"],
@@ -293,6 +354,8 @@ class EvacService:
             log.error("the road network could not be loaded: routes answer 503 until evac.network is fixed",
                       extra={"source": self.source, "error": self.failed})
             return
+        finally:
+            self.settled.set()
         self.network, self.map, self.area_rows = net, nmap, self._pending_rows
         w, s, e, n = nmap.bounds
         mid = math.radians((s + n) / 2)
@@ -342,12 +405,19 @@ class EvacService:
         return shelters, list(areas.values())
 
     async def _read_levels(self) -> dict[str, int]:
+        """Current levels of the keys linked areas use: gauges, rivers and official warning areas."""
+        if not (self._has_alerts or self._has_official):
+            return {}
+        official = {a.station_id: a.hazard for a in self._areas.values()
+                    if a.source == "gauge" and a.station_id
+                    and a.station_id.removeprefix(EXERCISE_PREFIX).startswith(JMA_AREA_PREFIX)}
         async with self.pool.acquire() as conn:
-            recs = await conn.fetch(
+            recs = [] if not self._has_alerts else await conn.fetch(
                 """SELECT a.station_id, a.exercise, max(a.level) AS level, s.river FROM alerts a
                    LEFT JOIN stations s ON s.id = a.station_id
                    WHERE a.cleared_at IS NULL AND a.condition = 'river_level' AND a.station_id IS NOT NULL
                    GROUP BY a.station_id, a.exercise, s.river""")
+            rows = await official_in_force(conn) if official and self._has_official else []
         linked = {a.station_id for a in self._areas.values() if a.source == "gauge"}
         levels: dict[str, int] = {}
         for r in recs:
@@ -357,9 +427,8 @@ class EvacService:
                 keys.append(f"{prefix}river:{r['river']}")
             for key in keys:
                 levels[key] = max(levels.get(key, 0), int(r["level"]))
-        # 'jma_area:<code>:<phenomenon>' keys (maps linked to official warnings) get their level from the
-        # level-in-force module once JMA warnings are ingested; until then such maps are never in force.
-        return {k: v for k, v in levels.items() if k in linked}  # other gauges change no route
+        levels = {k: v for k, v in levels.items() if k in linked}  # other gauges change no route
+        return levels | official_levels(rows, official)
 
     # -- listening and applying -------------------------------------------------------------------
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
@@ -386,7 +455,8 @@ class EvacService:
                 lost.set()
 
             conn.add_termination_listener(on_lost)
-            channels = [store.NOTIFY_CHANNEL] + ([ALERTS_CHANNEL] if self._has_alerts else [])
+            channels = ([store.NOTIFY_CHANNEL] + ([ALERTS_CHANNEL] if self._has_alerts else [])
+                        + ([OFFICIAL_CHANNEL] if self._has_official else []))
             for ch in channels:
                 await conn.add_listener(ch, self._on_notify)
             if self.listening.is_set():  # a reconnect: changes may have been missed
@@ -433,7 +503,7 @@ class EvacService:
                 changes["shelters"] = shelters
             if {a.id: a for a in areas} != dict(st.areas):
                 changes["areas"] = areas
-        if (alerts or evac) and self._has_alerts:  # new gauge areas need their station's level too
+        if (alerts or evac) and (self._has_alerts or self._has_official):  # new linked areas need their level
             levels = await self._read_levels()
             full = {k: 0 for k in st.alert_levels} | levels  # a cleared alert puts its areas out of force
             if {k: v for k, v in full.items() if v} != {k: v for k, v in st.alert_levels.items() if v}:

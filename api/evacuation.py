@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import csv
 import hashlib
-import io
 import json
 from functools import partial
 from typing import Any
@@ -32,8 +30,9 @@ from typing import Any
 from aiohttp import web
 
 from api.context import POOL
+from api.csvexport import csv_text
 from api.evac_service import EVAC, EvacService
-from api.params import bad, bbox, choice, flag, integer, language, number
+from api.params import ascii_digits, bad, bbox, choice, flag, integer, language, number, one
 from api.params import municipality as municipality_param
 from api.problems import Problem
 from evac import store
@@ -123,7 +122,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     hazard, profile, exercise = _query(request)
     lang = language(request)
     raw_k = request.query.get("k", "3")
-    if not (raw_k.isdigit() and 1 <= int(raw_k) <= MAX_K):
+    if not (ascii_digits(raw_k, max_digits=2) and 1 <= int(raw_k) <= MAX_K):
         raise bad("k", f"parameter 'k' must be a whole number from 1 to {MAX_K}")
     lat, lon = _position(request)
     service, engine = _service(request)
@@ -143,7 +142,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
 @routes.get("/api/v1/shelters")
 async def list_shelters(request: web.Request) -> web.Response:
     municipality = municipality_param(request)
-    hazard = request.query.get("hazard") or None
+    hazard = one(request, "hazard")
     if hazard is not None:
         hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
     fmt = choice(request, "format", ("geojson", "json", "csv"), "geojson")
@@ -157,12 +156,9 @@ async def list_shelters(request: web.Request) -> web.Response:
                                         limit=limit)
     headers = {"Cache-Control": "public, max-age=60"}
     if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\r\n")
-        writer.writerow(store.SHELTER_COLUMNS)
-        writer.writerows(store.shelter_csv_row(r) for r in rows)
+        text = csv_text(store.SHELTER_COLUMNS, (store.shelter_csv_row(r) for r in rows))
         headers["Content-Disposition"] = 'attachment; filename="shelters.csv"'
-        return web.Response(text=buf.getvalue(), content_type="text/csv", charset="utf-8", headers=headers)
+        return web.Response(text=text, content_type="text/csv", charset="utf-8", headers=headers)
     if fmt == "json":
         return web.json_response({"shelters": [store.shelter_json(r) for r in rows]}, dumps=_dumps, headers=headers)
     doc = {"type": "FeatureCollection", "features": [store.shelter_feature(r) for r in rows]}
@@ -185,7 +181,7 @@ async def hazards(request: web.Request) -> web.Response:
     service, engine = _service(request)
     exercise = flag(request, "exercise")
     which = choice(request, "state", ("in_force", "all"), "in_force")
-    hazard = request.query.get("hazard") or None
+    hazard = one(request, "hazard")
     if hazard is not None:
         hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
     st = engine.state

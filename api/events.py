@@ -43,13 +43,15 @@ SSE_CLIENTS = Gauge("sonae_sse_clients", "Connected Server-Sent Events clients o
 class Event:
     id: int
     type: str
-    data: str  # JSON text
+    data: str  # JSON text, as the public may see it
     meta: dict[str, Any] = field(default_factory=dict)  # for filtering (exercise, municipality, audience…)
+    staff_data: str | None = None  # JSON text with staff identities and notes, for logged-in staff only
 
-    def encode(self) -> bytes:
+    def encode(self, *, staff: bool = False) -> bytes:
         # id 0: a transient event (route safety) that is not replayed, so it carries no id
+        data = self.staff_data if staff and self.staff_data is not None else self.data
         lines = ([f"id: {self.id}"] if self.id else []) + [f"event: {self.type}"]
-        lines += [f"data: {part}" for part in self.data.splitlines() or [""]]
+        lines += [f"data: {part}" for part in data.splitlines() or [""]]
         return ("\n".join(lines) + "\n\n").encode()
 
 
@@ -189,12 +191,19 @@ async def load_alert_events(conn: asyncpg.Connection, last_id: int, *, limit: in
     import json
 
     from alerting import store
+    from api.authorization import public_view
+
+    def dumps(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     rows = await store.events_after(conn, last_id, limit=limit)
-    return [Event(r["event_pos"], "alert", json.dumps(store.event_json(r), ensure_ascii=False,
-                                                     separators=(",", ":")),
-                  {"exercise": r["exercise"], "municipality_code": r["municipality_code"],
-                   "audience": r["audience"]}) for r in rows]
+    out = []
+    for r in rows:
+        full = store.event_json(r)
+        out.append(Event(r["event_pos"], "alert", dumps(public_view(full)),
+                         {"exercise": r["exercise"], "municipality_code": r["municipality_code"],
+                          "audience": r["audience"]}, staff_data=dumps(full)))
+    return out
 
 
 async def start_alert_hub(app: web.Application) -> None:

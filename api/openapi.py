@@ -7,6 +7,7 @@ generated requests against a live app to find any 5xx or schema violation.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,8 @@ routes = web.RouteTableDef()
 HAZARDS = ["flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding", "volcano"]
 PROFILES = ["walk", "reduced_mobility", "car"]
 LANGS = ["ja", "en", "ja-easy"]
+#: the named scenarios of /api/v1/simulations (docs/scenarios/*.toml)
+SCENARIOS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "docs" / "scenarios").glob("*.toml"))
 
 
 def q(name: str, schema: dict[str, Any], *, required: bool = False, description: str = "") -> dict[str, Any]:
@@ -73,6 +76,7 @@ def body(schema: dict[str, Any]) -> dict[str, Any]:
 STAFF: list[dict[str, list[str]]] = [{"bearer": []}]
 STATION_ID = p("station_id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
 INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+MUNI_CODE = {"type": "string", "pattern": "^[0-9]{5,6}$"}
 
 NGSI_ENTITY: dict[str, Any] = {"type": "object", "required": ["id", "type"],
                                "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}
@@ -121,13 +125,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Active alerts and evacuation orders", "tags": ["alerts"],
         "parameters": [MUNICIPALITY, q("exercise", {"type": "string", "enum": ["true", "false"]}),
                        q("audience", {"type": "string", "enum": ["public", "staff", "all"]}), LANG],
-        "responses": {**ok(), **errors(400, 429)}},
+        "responses": {**ok(), **errors(400, 401, 403, 429)}},
     ("get", "/api/v1/alerts/history"): {
         "summary": "Alert history", "tags": ["alerts"],
-        "parameters": [MUNICIPALITY, q("station", {"type": "string"}), q("limit", {"type": "integer"}),
+        "parameters": [MUNICIPALITY, q("station", {"type": "string"}),
+                       q("limit", {"type": "integer", "minimum": 1, "maximum": 5000}),
                        q("exercise", {"type": "string", "enum": ["true", "false"]}),
                        q("audience", {"type": "string", "enum": ["public", "staff", "all"]})],
-        "responses": {**ok(), **errors(400, 429)}},
+        "responses": {**ok(), **errors(400, 401, 403, 429)}},
     ("get", "/api/v1/alerts/feed.atom"): {
         "summary": "Atom feed of active alerts, each linking its CAP 1.2 message", "tags": ["alerts"],
         "description": "Active public alerts, and ended ones as their Cancel until that message expires.",
@@ -136,10 +141,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/api/v1/alerts/{alert_id}.cap"): {
         "summary": "An alert as OASIS CAP 1.2 (ja, en, やさしい日本語)", "tags": ["alerts"],
         "parameters": [p("alert_id", INT_ID)],
-        "responses": {**ok({"type": "string"}, "application/cap+xml"), **errors(404, 429)}},
+        "responses": {**ok({"type": "string"}, "application/cap+xml"), **errors(401, 404, 429)}},
     ("get", "/api/v1/alerts/{alert_id}"): {
         "summary": "One alert with its history", "tags": ["alerts"], "parameters": [p("alert_id", INT_ID)],
-        "responses": {**ok(), **errors(404, 429)}},
+        "responses": {**ok(), **errors(401, 404, 429)}},
     ("get", "/api/v1/events"): {
         "summary": "Server-Sent Events: alert changes and hazard-state (route safety) changes",
         "description": "Alert event ids are commit positions: resume with the Last-Event-ID header (or "
@@ -147,7 +152,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "tags": ["alerts"], "parameters": [q("last_event_id", {"type": "string"})],
         "responses": {"200": {"description": "text/event-stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                      **errors(400, 503)}},
+                      **errors(400, 401, 403, 429, 503)}},
     # -- evacuation (residents) ---------------------------------------------------------------
     ("get", "/api/v1/route"): {
         "summary": "Evacuation route from a point to the nearest suitable open shelter", "tags": ["residents"],
@@ -207,9 +212,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/accounts"): {
         "summary": "Create an account (admin)", "tags": ["admin"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["username", "password", "role"], "properties": {
-            "username": {"type": "string"}, "password": {"type": "string", "minLength": 10},
+            "username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{3,64}$"},
+            "password": {"type": "string", "minLength": 10, "maxLength": 2000},
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
-            "municipality_code": {"type": "string"}, "display_name": {"type": "string"}}}),
+            "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
     ("post", "/api/v1/alerts/{alert_id}/acknowledge"): {
         "summary": "Acknowledge an alert", "tags": ["staff"], "security": STAFF,
@@ -221,8 +227,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Issue an evacuation order (level 3 高齢者等避難, 4 避難指示, 5 緊急安全確保)", "tags": ["staff"],
         "security": STAFF,
         "requestBody": body({"type": "object", "required": ["level"], "properties": {
-            "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": {"type": "string"},
-            "area": {"type": "object", "description": "GeoJSON Polygon or MultiPolygon"},
+            "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": MUNI_CODE,
+            "area": {"type": ["object", "null"], "description": "GeoJSON Polygon or MultiPolygon"},
             "area_desc": {"type": "string"}, "note": {"type": "string"}, "exercise": {"type": "boolean"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
     ("post", "/api/v1/orders/{order_id}/cancel"): {
@@ -235,15 +241,19 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Open/close a shelter, set occupancy or capacity", "tags": ["staff"], "security": STAFF,
         "parameters": [p("shelter_id")],
         "requestBody": body({"type": "object", "properties": {
-            "occupancy": {"type": "integer", "minimum": 0}, "capacity": {"type": "integer", "minimum": 0},
+            "occupancy": {"type": "integer", "minimum": 0, "maximum": 1000000},
+            "capacity": {"type": "integer", "minimum": 0, "maximum": 1000000},
             "is_open": {"type": "boolean"}}}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
     ("post", "/api/v1/hazards"): {
         "summary": "Draw a hazard area (flooded road, landslide, closure)", "tags": ["staff"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["geometry"], "properties": {
-            "geometry": {"type": "object"}, "hazard": {"type": "string", "enum": HAZARDS},
-            "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number"},
-            "label": {"type": "string"}, "exercise": {"type": "boolean"}, "municipality_code": {"type": "string"}}}),
+            "geometry": {"type": "object", "required": ["type", "coordinates"], "properties": {
+                "type": {"type": "string", "enum": ["Polygon", "MultiPolygon", "LineString", "Point"]},
+                "coordinates": {"type": "array"}}},
+            "hazard": {"type": "string", "enum": HAZARDS},
+            "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number", "minimum": 1, "maximum": 1000},
+            "label": {"type": "string"}, "exercise": {"type": "boolean"}, "municipality_code": MUNI_CODE}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
     ("delete", "/api/v1/hazards/{area_id}"): {
         "summary": "Remove a hazard area", "tags": ["staff"], "security": STAFF, "parameters": [p("area_id")],
@@ -274,8 +284,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/simulations"): {
         "summary": "Start a simulator scenario or drill (operators)", "tags": ["operators"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["scenario"], "properties": {
-            "scenario": {"oneOf": [{"type": "string"}, {"type": "object"}]}, "exercise": {"type": "boolean"},
-            "accel": {"type": "number"}, "duration_s": {"type": "number"}}}),
+            "scenario": {"oneOf": [{"type": "string", "enum": SCENARIOS}, {"type": "object"}]},
+            "exercise": {"type": "boolean"},
+            "accel": {"type": "number", "minimum": 0.01, "maximum": 10000000},
+            "duration_s": {"type": "number", "minimum": 1, "maximum": 10000000}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 503)}},
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
@@ -308,7 +320,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("delete", "/api/v1/push/subscriptions/{subscription_id}"): {
         "summary": "Unsubscribe (with the token returned on subscribing)", "tags": ["residents"],
         "parameters": [p("subscription_id", INT_ID),
-                       {"name": "X-Unsubscribe-Token", "in": "header", "required": True, "schema": {"type": "string"}}],
+                       {"name": "X-Unsubscribe-Token", "in": "header", "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
         "responses": {"204": {"description": "Removed"}, **errors(400, 404, 429)}},
     ("post", "/api/v1/webhooks"): {
         "summary": "Register a webhook for a partner system (admin); the HMAC secret is returned once",
@@ -316,8 +329,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Deliveries are POSTed with X-Sonae-Signature: sha256=<hex HMAC-SHA256 of the body>, "
                        "X-Sonae-Event-Id and X-Sonae-Delivery; retried with exponential backoff, then dead-lettered.",
         "requestBody": body({"type": "object", "required": ["url"], "properties": {
-            "url": {"type": "string"}, "description": {"type": "string"},
-            "format": {"type": "string", "enum": ["json", "cap"]}, "municipality_code": {"type": "string"},
+            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:[1-9][0-9]{0,3})?(/[^\\s]*)?$"},
+            "description": {"type": "string"},
+            "format": {"type": "string", "enum": ["json", "cap"]}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": 0, "maximum": 5},
             "conditions": {"type": "array", "items": {"type": "string", "enum": [
                 "river_level", "evacuation_order", "low_battery", "fault", "silent"]}},
@@ -344,7 +358,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Put an account on the roster: email, on call or not (admin, or staff for themselves)",
         "tags": ["staff"], "security": STAFF, "parameters": [p("username")],
         "requestBody": body({"type": "object", "required": ["email"], "properties": {
-            "email": {"type": "string"}, "on_call": {"type": "boolean"}, "municipality_code": {"type": "string"},
+            "email": {"type": "string"}, "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE,
             "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
             "drills": {"type": "boolean"}}}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},

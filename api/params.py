@@ -18,6 +18,14 @@ def bad(name: str, detail: str) -> Problem:
     return Problem(400, "Bad Request", detail, parameter=name)
 
 
+def one(request: web.Request, name: str) -> str | None:
+    """The parameter's single value (None when absent); given twice it is a 400, not the first one."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise bad(name, f"parameter {name!r} is given more than once")
+    return values[0] if values else None
+
+
 def number(request: web.Request, name: str, lo: float, hi: float) -> float:
     raw = request.query.get(name)
     if raw is None or raw.strip() == "":
@@ -32,8 +40,8 @@ def number(request: web.Request, name: str, lo: float, hi: float) -> float:
 
 
 def choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = one(request, name)
+    if raw is None:
         return default
     if raw not in choices:
         raise bad(name, f"parameter {name!r} must be one of {', '.join(choices)}")
@@ -41,19 +49,19 @@ def choice(request: web.Request, name: str, choices: tuple[str, ...], default: s
 
 
 def flag(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
+    raw = one(request, name)
+    if raw is None:
         return None
-    if raw.lower() in ("1", "true", "yes"):
+    if raw == "true":
         return True
-    if raw.lower() in ("0", "false", "no"):
+    if raw == "false":
         return False
     raise bad(name, f"parameter {name!r} must be true or false")
 
 
 def language(request: web.Request) -> str:
     """``lang`` when given (ja, en, ja-easy), else the best of Accept-Language, else ja."""
-    if request.query.get("lang"):
+    if one(request, "lang") is not None:
         return choice(request, "lang", LANGS, "ja")
     ranked: list[tuple[float, int, str]] = []
     for i, part in enumerate(request.headers.get("Accept-Language", "").split(",")[:20]):
@@ -94,7 +102,7 @@ def bbox(request: web.Request, name: str = "bbox") -> tuple[float, float, float,
 
 def integer(request: web.Request, name: str, lo: int, hi: int) -> int | None:
     """A whole number from ``lo`` to ``hi``, or None when absent."""
-    raw = request.query.get(name)
+    raw = one(request, name)
     if raw is None or raw == "":
         return None
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and lo <= int(raw) <= hi):
@@ -108,7 +116,7 @@ def municipality(request: web.Request, name: str = "municipality") -> str | None
     A code that is not 5 or 6 digits, or has a wrong check digit, is a 400 problem saying which code
     was meant (:mod:`sonae.municipality_code`).
     """
-    raw = request.query.get(name) or None
+    raw = one(request, name)
     if raw is None:
         return None
     try:
@@ -117,12 +125,32 @@ def municipality(request: web.Request, name: str = "municipality") -> str | None
         raise bad(name, f"parameter {name!r}: {exc}") from None
 
 
+def ascii_digits(raw: str, *, max_digits: int = 18) -> bool:
+    """True for 1 to ``max_digits`` ASCII digits. :meth:`str.isdigit` alone also accepts superscripts
+    and other Unicode digits (``"²"``) that :func:`int` then refuses."""
+    return 0 < len(raw) <= max_digits and raw.isascii() and raw.isdigit()
+
+
 def path_int(request: web.Request, name: str) -> int:
     """A positive integer id from the path (at most 18 digits, so it fits a bigint)."""
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+    if not ascii_digits(raw):
         raise Problem(400, "Bad Request", f"{name} must be a positive integer")
     return int(raw)
+
+
+def query_int(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
+    """An integer query parameter from ``lo`` to ``hi`` (``default`` when absent); 400 otherwise."""
+    raw = one(request, name)
+    if raw is None:
+        return default
+    text = raw[1:] if raw.startswith("-") else raw
+    if not ascii_digits(text):
+        raise bad(name, f"parameter {name!r} must be a whole number from {lo} to {hi}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise bad(name, f"parameter {name!r} must be a whole number from {lo} to {hi}")
+    return value
 
 
 def instant(request: web.Request, name: str, default: datetime) -> datetime:

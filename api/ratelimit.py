@@ -2,7 +2,8 @@
 
 The client address is the TCP peer, or the first X-Forwarded-For hop when ``api.trust_forwarded_for``
 is on (only behind Sonae's own reverse proxy). Addresses are kept in memory only, for at most a few
-minutes, and never logged. Server-Sent Events and operations endpoints are not limited.
+minutes, and never logged. Operations endpoints are not limited; Server-Sent Events are not limited
+per request but per open stream (``api.alerts.SSE_PER_CLIENT``).
 """
 
 from __future__ import annotations
@@ -52,18 +53,60 @@ def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
     return request.remote or "unknown"
 
 
+class ValidTokens:
+    """Which bearer tokens are valid, remembered for ``ttl`` seconds so that a logged-in client over its
+    limit costs one database lookup a half-minute, not one a request. Lookups of unknown tokens are
+    themselves limited per client (``lookups_per_minute``): garbage tokens cannot buy anything."""
+
+    def __init__(self, *, ttl: float = 30.0, lookups_per_minute: int = 30, max_tokens: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_tokens = max_tokens
+        self._valid: OrderedDict[bytes, float] = OrderedDict()
+        self._lookups = TokenBuckets(per_minute=lookups_per_minute, burst=lookups_per_minute)
+
+    async def valid(self, request: web.Request, token: str, client: str) -> bool:
+        import hashlib
+
+        from api.auth import account_for_token
+        from api.context import POOL
+
+        digest = hashlib.sha256(token.encode()).digest()
+        now = time.monotonic()
+        until = self._valid.get(digest)
+        if until is not None and until > now:
+            return True
+        if self._lookups.take(client) > 0:
+            return False
+        async with request.app[POOL].acquire() as conn:
+            ok = await account_for_token(conn, token) is not None
+        if ok:
+            self._valid[digest] = now + self.ttl
+            self._valid.move_to_end(digest)
+            while len(self._valid) > self.max_tokens:
+                self._valid.popitem(last=False)
+        return ok
+
+
 def rate_limit_middleware(*, per_minute: int, trust_forwarded_for: bool) -> Any:
+    """Every client gets ``per_minute`` requests; beyond that only requests with a *valid* bearer token
+    pass (staff consoles behind a busy address). Any other ``Authorization`` header counts like none."""
+    from api.auth import bearer_token
+
     buckets = TokenBuckets(per_minute=per_minute)
+    tokens = ValidTokens()
 
     @web.middleware
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.path.startswith(EXEMPT_PREFIXES) or "Authorization" in request.headers:
+        if request.path.startswith(EXEMPT_PREFIXES):
             return await handler(request)
-        wait = buckets.take(client_address(request, trust_forwarded_for=trust_forwarded_for))
+        client = client_address(request, trust_forwarded_for=trust_forwarded_for)
+        wait = buckets.take(client)
         if wait > 0:
-            return problem_response(429, "Too Many Requests", "slow down and retry after the given time",
-                                    headers={"Retry-After": str(max(1, round(wait)))})
+            token = bearer_token(request)
+            if token is None or len(token) > 200 or not await tokens.valid(request, token, client):
+                return problem_response(429, "Too Many Requests", "slow down and retry after the given time",
+                                        headers={"Retry-After": str(max(1, round(wait)))})
         return await handler(request)
 
     return middleware

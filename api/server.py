@@ -12,12 +12,18 @@ from aiohttp import web
 
 from api.accesslog import PathOnlyAccessLogger
 from api.app import create_app
-from sonae.config import Settings
+from sonae.config import ConfigError, Settings
 
 log = logging.getLogger("sonae.api")
 
-#: how every server of the API is run (AppRunner, TestServer.start_server): never log query strings
-SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger}
+#: a connection must send a complete request head within this many seconds of opening (or of its
+#: previous response): slow-header (slowloris) clients are closed. aiohttp arms its keep-alive timer
+#: when a connection is made and closes the connection when it fires while no request is being handled.
+HEADER_TIMEOUT_S = 10.0
+
+#: how every server of the API is run (AppRunner, TestServer.start_server): never log query strings;
+#: close connections that send their request head too slowly (bodies: ``api.bodies.BODY_TIMEOUT_S``)
+SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "keepalive_timeout": HEADER_TIMEOUT_S}
 
 
 async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
@@ -29,8 +35,34 @@ async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> 
     await site.start()
     url = f"http://{settings['api.host']}:{settings['api.port']}/"
     log.info("api listening", extra={"url": url})
-    print(f"Sonae is up: residents {url}  staff {url}staff  API {url}api/v1/openapi.json", flush=True)
     try:
+        await _network_checked(app, stop)
+        print(f"Sonae is up: residents {url}  staff {url}staff  API {url}api/v1/openapi.json", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def _network_checked(app: web.Application, stop: asyncio.Event) -> None:
+    """Wait for the first load of ``evac.network`` (health and readiness answer meanwhile); a file that
+    passed the setting's quick look but cannot be read (truncated, damaged, the wrong arrays) stops
+    start-up like every other bad setting.
+
+    Raises
+    ------
+    ConfigError
+        ``SONAE_EVAC_NETWORK='…': <what is wrong>``, for the CLI's one line (exit 2).
+    """
+    from api.evac_service import EVAC
+
+    service = app.get(EVAC)
+    if service is None or not service.enabled:
+        return
+    settled, stopping = asyncio.ensure_future(service.settled.wait()), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({settled, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (settled, stopping):
+            task.cancel()
+    if service.file_fault is not None:
+        raise ConfigError(f"SONAE_EVAC_NETWORK={service.source!r}: {service.file_fault}")

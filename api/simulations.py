@@ -1,7 +1,11 @@
 """Operators start and stop simulator scenarios and drills: ``/api/v1/simulations``.
 
 A run belongs to the API process that started it (one at a time per process); behind a load balancer,
-send operator requests to one API instance. Runs are exercises unless ``"exercise": false`` is given.
+send operator requests to one API instance. Runs are exercises unless ``"exercise": false`` is given,
+which only an admin may (``api.authorization.require_may_simulate``); every station of a run must be in
+the caller's municipality. A scenario is named (a file of ``docs/scenarios``) or sent inline; an inline
+replay names its file in the replay data directory (``[replay] file = NAME``), never a path, and errors
+never quote a file's content.
 """
 
 from __future__ import annotations
@@ -12,17 +16,22 @@ from aiohttp import web
 
 from alerting.store import _audit as audit
 from api.auth import authenticate
+from api.authorization import in_scope, require_may_simulate
 from api.bodies import field, json_object
 from api.context import POOL, SETTINGS
 from api.problems import Problem
+from ingest.registry import Station
 from simulators.manager import SimulationBusy, SimulationManager
-from simulators.scenario import ScenarioError
+from simulators.replay import ReplayError
+from simulators.scenario import ScenarioError, load_scenario, parse_scenario
 
 routes = web.RouteTableDef()
 
 #: holds this process's SimulationManager under "manager", created on first use
 MANAGER = web.AppKey("simulation_manager", dict)
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "docs" / "scenarios"
+#: slowest time-lapse a run may ask for (100 × slower than real time); below it time scales overflow
+ACCEL_MIN = 0.01
 
 
 def _manager(request: web.Request) -> SimulationManager:
@@ -50,7 +59,7 @@ def scenario_names() -> list[str]:
 
 @routes.get("/api/v1/simulations")
 async def get_simulation(request: web.Request) -> web.Response:
-    await authenticate(request, "operator")
+    await authenticate(request)
     manager = request.app[MANAGER].get("manager")
     status = manager.status() if manager is not None else {"run": None, "state": "idle"}
     return web.json_response({**status, "scenarios": scenario_names()})
@@ -58,24 +67,45 @@ async def get_simulation(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/simulations")
 async def start_simulation(request: web.Request) -> web.Response:
-    account = await authenticate(request, "operator")
+    account = await authenticate(request)
     body = await json_object(request)
-    scenario = field(body, "scenario", (str, dict))
-    if isinstance(scenario, str):
-        if scenario not in scenario_names():
-            raise Problem(400, "Bad Request", f"unknown scenario; choose one of {', '.join(scenario_names())} "
-                          "or send the scenario document itself", field="scenario")
-        scenario = SCENARIO_DIR / f"{scenario}.toml"
+    raw = field(body, "scenario", (str, dict))
     exercise = field(body, "exercise", bool, default=True)
+    accel = field(body, "accel", (int, float), default=None)
+    duration_s = field(body, "duration_s", (int, float), default=None)
+    for name, value, low in (("accel", accel, ACCEL_MIN), ("duration_s", duration_s, 1.0)):
+        if value is not None and not low <= value <= 1e7:
+            raise Problem(400, "Bad Request", f"{name} must be a number from {low:g} to 10000000", field=name)
+    replay_dir = request.app[SETTINGS]["simulators.data_dir"] or None
+    try:
+        if isinstance(raw, str):
+            if raw not in scenario_names():
+                raise Problem(400, "Bad Request", f"unknown scenario; choose one of {', '.join(scenario_names())} "
+                              "or send the scenario document itself", field="scenario")
+            scenario = load_scenario(SCENARIO_DIR / f"{raw}.toml", replay_dir=replay_dir)
+        else:
+            scenario = parse_scenario(raw, replay_dir=replay_dir, allow_paths=False)
+    except (ScenarioError, ReplayError) as exc:
+        raise Problem(400, "Bad Request", str(exc)[:500], field="scenario") from None
+
+    async def authorize(stations: list[Station]) -> None:
+        async with request.app[POOL].acquire() as conn:
+            registered = {r["id"]: r["municipality_code"] for r in await conn.fetch(
+                "SELECT id, municipality_code FROM stations WHERE id = ANY($1::text[])", [s.id for s in stations])}
+        # the municipality the scenario gives a station, and the one the registry has for it: both count
+        places: dict[str, str | None] = {s.id: s.municipality_code for s in stations}
+        places.update({f"{sid} (registered)": m for sid, m in registered.items()})
+        require_may_simulate(account, exercise=exercise, station_municipalities=places)
+
     manager = _manager(request)
     try:
-        status = await manager.start(scenario, exercise=exercise,
-                                     accel=field(body, "accel", (int, float), default=None),
-                                     duration_s=field(body, "duration_s", (int, float), default=None))
+        status = await manager.start(scenario, exercise=exercise, accel=accel, duration_s=duration_s,
+                                     authorize=authorize)
     except SimulationBusy as exc:
         raise Problem(409, "Conflict", str(exc)) from None
-    except (ScenarioError, ValueError, TypeError) as exc:
+    except (ScenarioError, ValueError, TypeError) as exc:  # ReplayError messages never quote a file
         raise Problem(400, "Bad Request", str(exc)[:500], field="scenario") from None
+    manager.started_by, manager.scope = account.username, account.municipality_code
     async with request.app[POOL].acquire() as conn:
         await audit(conn, account.username, "simulation.started", "simulation", status.get("run"),
                     {"scenario": str(body["scenario"])[:200] if isinstance(body["scenario"], str) else "inline",
@@ -85,10 +115,13 @@ async def start_simulation(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/simulations/current")
 async def stop_simulation(request: web.Request) -> web.Response:
-    account = await authenticate(request, "operator")
+    account = await authenticate(request)
     manager = request.app[MANAGER].get("manager")
     if manager is None or not manager.running:
         raise Problem(404, "Not Found", "no simulation is running")
+    owner = manager.started_by
+    if owner is not None and owner != account.username and not in_scope(account, manager.scope):
+        raise Problem(404, "Not Found", "no simulation is running")  # another municipality's run
     status = await manager.stop()
     async with request.app[POOL].acquire() as conn:
         await audit(conn, account.username, "simulation.stopped", "simulation", status.get("run"), {})

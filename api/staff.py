@@ -20,11 +20,12 @@ from aiohttp import web
 
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from alerting.store import _audit as audit
-from api.auth import authenticate, require_scope
-from api.bodies import field, json_object, municipality_code
+from api.auth import authenticate
+from api.authorization import require_object_scope, require_target_scope, scope_filter
+from api.bodies import field, int_field, json_object, municipality_code, number_field
 from api.boundaries import area_municipality
 from api.context import POOL
-from api.params import path_int
+from api.params import path_int, query_int
 from api.problems import Problem
 from evac.hazards import HAZARD_TYPES
 from evac.store import (
@@ -41,11 +42,13 @@ from evac.store import (
 )
 
 routes = web.RouteTableDef()
+MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)
+MAX_PENALTY = 1000.0  # travel-time factor of a penalty area; beyond it the area is as good as blocked
 
 
 @routes.post("/api/v1/alerts/{alert_id}/acknowledge")
 async def acknowledge(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     alert_id = path_int(request, "alert_id")
     body = await json_object(request) if request.can_read_body else {}
     note = field(body, "note", str, default=None)
@@ -53,7 +56,7 @@ async def acknowledge(request: web.Request) -> web.Response:
         alert = await get_alert(conn, alert_id)
         if alert is None:
             raise Problem(404, "Not Found", f"no alert {alert_id}")
-        require_scope(account, alert.get("municipality_code"))
+        require_object_scope(account, alert.get("municipality_code"), what=f"alert {alert_id}")
         try:
             event_id = await acknowledge_alert(conn, alert_id, user=account.username, note=note)
         except AlertError as exc:
@@ -63,13 +66,13 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/orders")
 async def post_order(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
     if municipality is None:
         raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
-    require_scope(account, municipality)
-    level = field(body, "level", int)
+    require_target_scope(account, municipality)
+    level = int_field(body, "level", lo=3, hi=5)
     area = field(body, "area", dict, default=None)
     async with request.app[POOL].acquire() as conn:
         if area is not None:
@@ -86,14 +89,14 @@ async def post_order(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/orders/{order_id}/cancel")
 async def post_cancel_order(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     order_id = path_int(request, "order_id")
     body = await json_object(request) if request.can_read_body else {}
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM evacuation_orders WHERE id = $1", order_id)
         if municipality is None:
             raise Problem(404, "Not Found", f"no evacuation order {order_id}")
-        require_scope(account, municipality)
+        require_object_scope(account, municipality, what=f"evacuation order {order_id}")
         try:
             change = await cancel_order(conn, order_id, cancelled_by=account.username,
                                         note=field(body, "note", str, default=None))
@@ -104,19 +107,19 @@ async def post_cancel_order(request: web.Request) -> web.Response:
 
 @routes.patch("/api/v1/shelters/{shelter_id}")
 async def patch_shelter(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     shelter_id = request.match_info["shelter_id"][:128]
     body = await json_object(request)
     changes: dict[str, Any] = {
-        "occupancy": field(body, "occupancy", int, default=None),
+        "occupancy": int_field(body, "occupancy", lo=0, hi=MAX_PEOPLE, default=None),
         "is_open": field(body, "is_open", bool, default=None),
-        "capacity": field(body, "capacity", int, default=None),
+        "capacity": int_field(body, "capacity", lo=0, hi=MAX_PEOPLE, default=None),
     }
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM shelters WHERE id = $1", shelter_id)
         if municipality is None and not await conn.fetchval("SELECT 1 FROM shelters WHERE id = $1", shelter_id):
             raise Problem(404, "Not Found", "no such shelter")
-        require_scope(account, municipality)
+        require_object_scope(account, municipality, what="such shelter")
         async with conn.transaction():
             try:
                 row = await set_shelter_state(conn, shelter_id, actor=account.username, **changes)
@@ -130,10 +133,10 @@ async def patch_shelter(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/hazards")
 async def post_hazard(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
-    require_scope(account, municipality)
+    require_target_scope(account, municipality)
     geometry = field(body, "geometry", dict)
     hazard = field(body, "hazard", str, default="flood")
     if hazard not in HAZARD_TYPES:
@@ -141,7 +144,7 @@ async def post_hazard(request: web.Request) -> web.Response:
     try:
         area = hazard_area(
             hazard=hazard, geometry=geometry, severity=field(body, "severity", str, default="blocked"),
-            penalty_factor=field(body, "penalty_factor", (int, float), default=1.0), source="staff",
+            penalty_factor=number_field(body, "penalty_factor", lo=1.0, hi=MAX_PENALTY, default=1.0), source="staff",
             exercise=field(body, "exercise", bool, default=False), label=field(body, "label", str, default=""))
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
@@ -156,14 +159,14 @@ async def post_hazard(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/hazards/{area_id}")
 async def delete_hazard(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     area_id = request.match_info["area_id"][:128]
     async with request.app[POOL].acquire() as conn:
         row = await conn.fetchrow("SELECT municipality_code FROM hazard_areas WHERE id = $1 AND removed_at IS NULL",
                                   area_id)
         if row is None:
             raise Problem(404, "Not Found", "no such hazard area")
-        require_scope(account, row["municipality_code"])
+        require_object_scope(account, row["municipality_code"], what="such hazard area")
         async with conn.transaction():
             await remove_hazard_area(conn, area_id, actor=account.username)
             await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {})
@@ -172,7 +175,7 @@ async def delete_hazard(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/hazard-maps")
 async def get_hazard_maps(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
         rows = await hazard_map_rows(conn)
     maps = [hazard_map_json(r) for r in rows
@@ -185,14 +188,14 @@ async def _map_in_scope(request: web.Request, conn: Any, account: Any) -> str:
     row = await conn.fetchrow("SELECT municipality_code FROM hazard_maps WHERE id = $1", map_id)
     if row is None:
         raise Problem(404, "Not Found", f"no hazard map {map_id!r}: GET /api/v1/hazard-maps lists them")
-    if row["municipality_code"] is not None:
-        require_scope(account, row["municipality_code"])
+    if row["municipality_code"] is not None:  # another municipality's map: as if missing
+        require_object_scope(account, row["municipality_code"], what=f"hazard map {map_id!r}")
     return map_id
 
 
 @routes.put("/api/v1/hazard-maps/{map_id}/link")
 async def put_hazard_map_link(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     body = await json_object(request)
     kind = field(body, "kind", str)
     if kind not in LINK_KINDS:
@@ -215,7 +218,7 @@ async def put_hazard_map_link(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/hazard-maps/{map_id}/link")
 async def delete_hazard_map_link(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
         map_id = await _map_in_scope(request, conn, account)
         async with conn.transaction():
@@ -239,9 +242,9 @@ _STATUS = {0: "ok", 1: "low_battery", 2: "fault", 3: "maintenance"}
 
 @routes.get("/api/v1/sensors/health")
 async def sensor_health(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff", "operator")
+    account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(_HEALTH, account.municipality_code)
+        rows = await conn.fetch(_HEALTH, scope_filter(account))
     now = datetime.now(UTC)
     out = []
     for r in rows:
@@ -261,13 +264,13 @@ async def sensor_health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/audit")
 async def audit_log(request: web.Request) -> web.Response:
-    await authenticate(request, "admin")
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError:
-        raise Problem(400, "Bad Request", "limit must be a whole number", parameter="limit") from None
+    """The audit log; a municipal admin sees the entries whose actor is an account of its municipality."""
+    account = await authenticate(request)
+    limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch("SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
-                                "ORDER BY id DESC LIMIT $1", limit)
+        rows = await conn.fetch(
+            "SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
+            "WHERE $2::text IS NULL OR actor IN (SELECT username FROM accounts WHERE municipality_code = $2) "
+            "ORDER BY id DESC LIMIT $1", limit, scope_filter(account))
     return web.json_response({"entries": [{**dict(r), "at": r["at"].isoformat(), "detail": json.loads(r["detail"])}
                                           for r in rows]})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +9,7 @@ from aiohttp import web
 
 from api import params
 from api.context import POOL
+from api.csvexport import csv_text
 from api.params import instant
 from api.problems import Problem
 from ingest import queries
@@ -59,13 +58,10 @@ async def list_stations(request: web.Request) -> web.Response:
     if municipality:
         rows = [r for r in rows if r.get("municipality_code") == municipality]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for r in rows:
-            writer.writerow([r.get(c) for c in CSV_COLUMNS[:15]]
-                            + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")])
-        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+        text = csv_text(CSV_COLUMNS, ([r.get(c) for c in CSV_COLUMNS[:15]]
+                                      + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")]
+                                      for r in rows))
+        return web.Response(text=text, content_type="text/csv", charset="utf-8",
                             headers={"Content-Disposition": 'inline; filename="stations.csv"'})
     if fmt == "geojson":
         features = [{"type": "Feature", "id": r["id"],

@@ -276,6 +276,9 @@ def _from_xml(path: Path) -> nx.MultiDiGraph:
         return ox.graph_from_xml(path, bidirectional=False, simplify=False, retain_all=True)
     except (ET.ParseError, EOFError, OSError) as exc:
         raise ValueError(f"cannot parse {path.name} as OSM XML ({exc}): is the file complete?") from None
+    except ox._errors.InsufficientResponseError:  # osmnx speaks of a "server response" even for a file
+        raise ValueError(f"{path.name} holds no OpenStreetMap nodes or ways: check that the extract covers "
+                         "the area") from None
 
 
 def graph_from_place(

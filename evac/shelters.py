@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from evac.drilltown import DRILL_TOWN_CODE
 from evac.hazards import GSI_FLAGS, HAZARD_TYPES
 from sonae.municipality_code import normalise
+from sonae.pgtext import unstorable
 
 _GSI_BY_FLAG = {v: k for k, v in GSI_FLAGS.items()}
 # the GSI flag for landslides is written with different punctuation in different releases
@@ -39,6 +41,7 @@ class Shelter:
     capacity: int | None = None
     occupancy: int = 0
     is_open: bool = True
+    designations: frozenset[str] = frozenset()
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -55,6 +58,7 @@ class Shelter:
             "municipality_code": self.municipality_code, "hazards": sorted(str(h) for h in self.hazards),
             "capacity": self.capacity, "capacity_known": self.capacity is not None,
             "occupancy": self.occupancy, "is_open": self.is_open, "is_full": self.is_full,
+            "designations": sorted(self.designations),
         }
 
 
@@ -88,6 +92,50 @@ def _bool(value: Any, default: bool = True) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "open", "開設")
 
 
+#: GSI designations (災害対策基本法 第49条の4 / 第49条の7)
+EMERGENCY_SITE = "指定緊急避難場所"
+STAY_SHELTER = "指定避難所"
+#: two records are one site when they share an id, or a name and municipality within this distance; GSI
+#: gives the two designations separate ids, and in the Fukushima files 963 指定避難所 share a name with a
+#: 指定緊急避難場所 of their municipality, at a median 3.6 m (../shared/data/shelters; measured)
+SAME_SITE_M = 30.0
+
+
+def _distance_m(a: Shelter, b: Shelter) -> float:
+    x = math.radians(b.lon - a.lon) * math.cos(math.radians((a.lat + b.lat) / 2))
+    return 6_371_000.0 * math.hypot(x, math.radians(b.lat - a.lat))
+
+
+def merge_sites(*files: Iterable[Shelter], within_m: float = SAME_SITE_M) -> list[Shelter]:
+    """One shelter per site from several files (e.g. GSI 指定緊急避難場所 and 指定避難所).
+
+    A record joins an earlier one with the same id, or with the same name and municipality within
+    ``within_m`` metres (the first record's id, position and name stay). The merged site has the union of
+    the hazards, the designations, and the first known capacity.
+    """
+    out: list[Shelter] = []
+    by_id: dict[str, int] = {}
+    by_name: dict[tuple[str, str], list[int]] = {}
+    for shelters in files:
+        for s in shelters:
+            i = by_id.get(s.id)
+            if i is None and s.name:
+                i = next((j for j in by_name.get((s.municipality_code, s.name), [])
+                          if _distance_m(out[j], s) <= within_m), None)
+            if i is None:
+                by_id[s.id] = len(out)
+                if s.name:
+                    by_name.setdefault((s.municipality_code, s.name), []).append(len(out))
+                out.append(s)
+                continue
+            first = out[i]
+            out[i] = Shelter(**{**first.__dict__, "hazards": first.hazards | s.hazards,
+                                "designations": first.designations | s.designations,
+                                "capacity": first.capacity if first.capacity is not None else s.capacity,
+                                "address": first.address or s.address})
+    return out
+
+
 #: the drill town's code before issue #14 (it failed the check digit); files written then still load
 LEGACY_DRILL_TOWN_CODE = "079999"
 
@@ -110,17 +158,30 @@ def shelter_from_properties(
     指定避難所 file has no flags: those are places to stay, the flags are on 指定緊急避難場所).
     """
     has_info = "hazards" in props or any(flag in props for flag in _GSI_BY_FLAG)
-    sid = props.get("id") or props.get("共通ID") or props.get("NO") or fallback_id
+    designations = {d for part in str(props.get("designations") or "").replace(",", ";").split(";")
+                    if (d := part.strip())}
+    if any(flag in props for flag in _GSI_BY_FLAG) and "共通ID" in props:
+        designations.add(EMERGENCY_SITE)
+    if "指定緊急避難場所との住所同一" in props:  # a column only GSI's 指定避難所 file has
+        designations.add(STAY_SHELTER)
+    sid = str(props.get("id") or props.get("共通ID") or props.get("NO") or fallback_id)
+    texts = {"id": sid, "name": str(props.get("name") or props.get("施設・場所名") or ""),
+             "address": str(props.get("address") or props.get("住所") or "")}
+    for key, text in texts.items():
+        problem = unstorable(text)
+        if problem:
+            raise ValueError(f"shelter {sid!r}: field {key!r} contains {problem}; remove it from the file")
     return Shelter(
-        id=str(sid),
-        name=str(props.get("name") or props.get("施設・場所名") or ""),
-        address=str(props.get("address") or props.get("住所") or ""),
+        id=sid,
+        name=texts["name"],
+        address=texts["address"],
         lat=float(lat), lon=float(lon),
         municipality_code=municipality_code(props.get("municipality_code")),
         hazards=_hazards_from(props) if has_info else frozenset(default_hazards),
         capacity=_int_or_none(props.get("capacity")),
         occupancy=_int_or_none(props.get("occupancy")) or 0,
         is_open=_bool(props.get("is_open")),
+        designations=frozenset(designations),
     )
 
 

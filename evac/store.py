@@ -25,8 +25,8 @@ from shapely.geometry import mapping, shape
 
 from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
-from evac.shelters import Shelter, load_shelters
-from sonae.municipality_code import MunicipalityCodeError, normalise_optional
+from evac.shelters import Shelter, load_shelters, merge_sites
+from sonae.municipality_code import MunicipalityCodeError, normalise, normalise_optional
 
 NOTIFY_CHANNEL = "sonae_evac"
 
@@ -79,18 +79,20 @@ async def import_shelters(
     for s in shelters:
         _check_shelter(s)
         rows.append((s.id, s.name, s.address, float(s.lat), float(s.lon), s.municipality_code,
-                     sorted(s.hazards), s.capacity, int(s.occupancy), bool(s.is_open), source, who))
+                     sorted(s.hazards), s.capacity, int(s.occupancy), bool(s.is_open), source, who,
+                     sorted(s.designations)))
     if not rows:
         return 0
     async with conn.transaction():
         await conn.executemany(
             """INSERT INTO shelters (id, name, address, lat, lon, municipality_code, hazards, capacity, occupancy,
-                                     is_open, source, updated_by)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                     is_open, source, updated_by, designations)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                ON CONFLICT (id) DO UPDATE SET
                    name = EXCLUDED.name, address = EXCLUDED.address, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
                    municipality_code = EXCLUDED.municipality_code, hazards = EXCLUDED.hazards,
                    capacity = coalesce(EXCLUDED.capacity, shelters.capacity), source = EXCLUDED.source,
+                   designations = EXCLUDED.designations,
                    updated_by = EXCLUDED.updated_by, updated_at = now()""", rows)
         await notify(conn, "shelters", None, count=len(rows))
     return len(rows)
@@ -101,11 +103,26 @@ async def import_shelters_file(
     default_hazards: Iterable[str] = (),
 ) -> int:
     """Import a GSI/generic GeoJSON or CSV file of shelters (see :func:`evac.shelters.load_shelters`)."""
-    try:
-        shelters = load_shelters(path, default_hazards=default_hazards)
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise StoreError(f"{Path(path).name}: {exc}") from None
-    return await import_shelters(conn, shelters, actor=actor, source=source)
+    return len(await import_shelter_files(conn, [path], actor=actor, source=source,
+                                          default_hazards=default_hazards))
+
+
+async def import_shelter_files(
+    conn: asyncpg.Connection, paths: Iterable[Path | str], *, actor: str, source: str = "import",
+    default_hazards: Iterable[str] = (),
+) -> list[Shelter]:
+    """Import several shelter files as one set of sites (:func:`evac.shelters.merge_sites`): a site in
+    GSI's 指定緊急避難場所 and 指定避難所 files becomes one shelter with the hazard flags of the first and
+    both designations. Returns the shelters written; raises :class:`StoreError` naming a bad file."""
+    files = []
+    for path in paths:
+        try:
+            files.append(load_shelters(path, default_hazards=default_hazards))
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{Path(path).name}: {exc}") from None
+    shelters = merge_sites(*files)
+    await import_shelters(conn, shelters, actor=actor, source=source)
+    return shelters
 
 
 async def set_shelter_state(
@@ -178,7 +195,8 @@ def shelter_from_row(row: Mapping[str, Any]) -> Shelter:
     return Shelter(id=row["id"], name=row["name"], address=row["address"], lat=float(row["lat"]),
                    lon=float(row["lon"]), hazards=frozenset(row["hazards"] or ()),
                    municipality_code=row["municipality_code"], capacity=row["capacity"],
-                   occupancy=int(row["occupancy"]), is_open=bool(row["is_open"]))
+                   occupancy=int(row["occupancy"]), is_open=bool(row["is_open"]),
+                   designations=frozenset(row.get("designations") or ()))
 
 
 async def list_shelters(conn: asyncpg.Connection) -> list[Shelter]:
@@ -245,7 +263,8 @@ def hazard_area(
                           penalty_factor=float(penalty_factor), source=source,  # type: ignore[arg-type]
                           station_id=station_id, activation_level=activation_level, active=active,
                           exercise=exercise, label=label)
-    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as exc:
+        # ShapelyError: also GeometryTypeError ({"type": "AAA"}), which is no ValueError
         raise StoreError(str(exc)) from None
     if source not in ("gauge", "staff", "import"):
         raise StoreError("source must be gauge, staff or import")
@@ -360,6 +379,11 @@ class MapLink:
             raise StoreError(f"link {self.kind}: needs what it links to, e.g. {self.kind}:ID")
         if not 1 <= int(self.at_level) <= 5:
             raise StoreError("the level a map comes into force at must be a 警戒レベル from 1 to 5")
+        if self.kind == "jma_area":  # keyed by the 6-digit code, as official information is stored
+            try:
+                object.__setattr__(self, "ref", normalise(self.ref))
+            except MunicipalityCodeError as exc:
+                raise StoreError(f"jma_area link: {exc}") from None
 
     @classmethod
     def parse(cls, text: str, *, at_level: int, phenomenon: str | None = None) -> MapLink:
@@ -368,6 +392,13 @@ class MapLink:
         if not sep:
             raise StoreError(f"link {text!r}: write KIND:REF, e.g. gauge:ID, river:NAME or jma_area:CODE")
         return cls(kind=kind.strip(), ref=ref.strip(), at_level=at_level, phenomenon=phenomenon)
+
+    def for_map(self, hazard: str) -> MapLink:
+        """This link for a map of ``hazard``: a ``jma_area`` link without a phenomenon takes the map's
+        hazard, so two maps of one municipality (flood, landslide) never share a level key."""
+        if self.kind == "jma_area" and not (self.phenomenon or "").strip():
+            return MapLink(self.kind, self.ref, self.at_level, hazard)
+        return self
 
     @property
     def level_key(self) -> str:
@@ -414,6 +445,8 @@ async def import_hazard_map(
         old = await conn.fetchrow("SELECT * FROM hazard_maps WHERE id = $1", map_id)
         if link is None and old is not None and old["link_kind"] is not None:
             link = MapLink(old["link_kind"], old["link_ref"], old["at_level"], old["link_phenomenon"])
+        if link is not None:
+            link = link.for_map(info.hazard)
         await conn.execute(
             """INSERT INTO hazard_maps (id, title, hazard, format, source_file, attribution, features, link_kind,
                                         link_ref, link_phenomenon, at_level, municipality_code, created_by,
@@ -477,6 +510,9 @@ async def link_hazard_map(
     """
     who = _actor(actor)
     async with conn.transaction():
+        hazard = await conn.fetchval("SELECT hazard FROM hazard_maps WHERE id = $1", map_id)
+        if link is not None and hazard is not None:
+            link = link.for_map(hazard)
         row = await conn.fetchrow(
             """UPDATE hazard_maps SET link_kind = $2, link_ref = $3, link_phenomenon = $4, at_level = $5,
                    updated_by = $6, updated_at = now() WHERE id = $1 RETURNING *""",

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.pgtext import unstorable
 
 #: the shipped list (package data)
 PACKAGED = "data/municipalities.csv.gz"
@@ -76,6 +77,10 @@ def parse_municipalities(text: str, *, source: str) -> list[Municipality]:
             code = normalise(raw)
         except MunicipalityCodeError as exc:
             raise MunicipalityListError(f"{where}: {exc}") from None
+        for value in row.values():
+            problem = unstorable(value) if isinstance(value, str) else None
+            if problem:  # PostgreSQL cannot store it: the upsert would fail with a raw DataError
+                raise MunicipalityListError(f"{where}: contains {problem}; remove it from the file")
         out.append(Municipality(code, name, _first(row, _ROMAJI) or None, _first(row, _PREF) or None,
                                 _first(row, _KANA) or None))
     return out

@@ -22,6 +22,7 @@ import asyncpg
 
 from ingest.contract import STATION_ID
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional
+from sonae.pgtext import unstorable
 
 THRESHOLD_FIELDS = ("th_standby", "th_caution", "th_evacuation", "th_danger",
                     "th_obs_start", "th_crisis", "th_overflow")
@@ -137,6 +138,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
                 value = str(value)
         except (ValueError, TypeError, OverflowError):  # OverflowError: int(1e309), float(10**400)
             raise RegistryError(f"{where}: field {key!r} has a bad value {_shown(value)}") from None
+        problem = unstorable(value) if isinstance(value, str) else None
+        if problem:
+            raise RegistryError(f"{where}: field {key!r} contains {problem}; remove it from the file")
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from ingest.partition import REFRESH_S, Partition, registered_municipalities
 from ingest.registry import gateway_ids, known_station_ids, release_quarantine
 from ingest.store import DEAD_LETTER_BYTES, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
-from sonae.mqtt import Message, MqttClient
+from sonae.mqtt import Message, MqttClient, bound_client_id
 from sonae.retry import Backoff, count_failure
 
 log = logging.getLogger("sonae.ingest")
@@ -123,7 +122,7 @@ class Ingestor:
 
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, *, instance: str = "0") -> Ingestor:
-        client_id = settings["mqtt.client_id"] or f"sonae-ingest-{socket.gethostname()}-{instance}"
+        client_id = settings["mqtt.client_id"] or bound_client_id("ingest", settings["mqtt.url"], instance)
         return cls(
             pool=pool, mqtt_url=settings["mqtt.url"], client_id=client_id, protocol=settings["mqtt.protocol"],
             prefix=settings["mqtt.topic_prefix"], shared_group=settings["ingest.shared_group"],

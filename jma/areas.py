@@ -3,7 +3,8 @@
 Rules (tables and how they were derived: ``jma/data/README.md``):
 
 - 市町村等 (7 digits, warnings and 土砂災害警戒情報): the first 5 digits are the 団体コード; the municipality is
-  the shipped one with that ``code5`` (its 6-digit code carries the JIS X 0402 check digit).
+  the shipped one with that ``code5`` (its 6-digit code carries the JIS X 0402 check digit,
+  :mod:`sonae.municipality_code`).
 - 津波予報区 (3 digits, VTSE41): the shipped coastal table (福島県 = 250 → 10 municipalities).
 - 河川 (VXKO/VXSU): the statement's own municipalities (CityCode of 浸水想定地区), mapped as 市町村等.
 
@@ -18,17 +19,7 @@ from functools import cache
 from importlib import resources
 
 from jma.telegram import Statement
-
-
-def check_digit(code5: str) -> str:
-    """6-digit 団体コード of a 5-digit one (JIS X 0402 check digit: weights 6..2, mod 11).
-
-    Raises ``ValueError`` for anything but 5 ASCII digits.
-    """
-    if len(code5) != 5 or not code5.isascii() or not code5.isdigit():
-        raise ValueError(f"{code5!r} is not a 5-digit 団体コード")
-    total = sum(int(d) * w for d, w in zip(code5, (6, 5, 4, 3, 2), strict=True))
-    return code5 + str((11 - total % 11) % 10)
+from sonae.municipality_code import normalise
 
 
 def _rows(name: str) -> list[dict[str, str]]:
@@ -38,8 +29,11 @@ def _rows(name: str) -> list[dict[str, str]]:
 
 @cache
 def municipalities() -> dict[str, str]:
-    """code5 → lgcode6 of the shipped 福島県 municipalities."""
-    return {r["code5"]: r["lgcode6"] for r in _rows("fukushima_municipalities.csv")}
+    """code5 → lgcode6 of the shipped 福島県 municipalities (the 6-digit code by :func:`sonae.municipality_code.normalise`).
+
+    Raises ``MunicipalityCodeError`` if the table's 6-digit code disagrees with the check-digit rule.
+    """
+    return {r["code5"]: normalise(r["lgcode6"]) for r in _rows("fukushima_municipalities.csv")}
 
 
 @cache

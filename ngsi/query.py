@@ -28,6 +28,8 @@ from pyproj import Geod
 from shapely.geometry import Point, shape
 from shapely.ops import nearest_points
 
+from sonae.japantime import parse_iso_time
+
 _GEOD = Geod(ellps="WGS84")
 MAX_Q = 2000
 
@@ -119,11 +121,10 @@ def _scalar(raw: str) -> Any:
 def _as_time(text: str) -> datetime | None:
     if not _DATETIME.match(text):
         return None
-    try:
-        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    try:  # no offset: Japan time, the one rule of ingest and the API (sonae.japantime)
+        return parse_iso_time(text)
+    except (ValueError, OverflowError):
         return None
-    return ts if ts.tzinfo else None
 
 
 def _value(raw: str, op: str) -> Any:

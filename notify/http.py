@@ -33,11 +33,12 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from alerting.store import _audit as audit
-from api.auth import authenticate, require_scope
+from api.auth import authenticate
+from api.authorization import require_object_scope, require_target_scope, scope_filter
 from api.bodies import field, json_object, municipality_code
 from api.boundaries import index as boundary_index
 from api.context import POOL, SETTINGS
-from api.params import path_int
+from api.params import path_int, query_int
 from api.problems import Problem
 from notify import store
 from notify.webpush import Vapid, WebPushError, b64u_decode, check_keys, load_private_key
@@ -176,7 +177,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 # -- webhooks ------------------------------------------------------------------------------------------
 @routes.post("/api/v1/webhooks")
 async def post_webhook(request: web.Request) -> web.Response:
-    admin = await authenticate(request, "admin")
+    admin = await authenticate(request)
     body = await json_object(request)
     url = field(body, "url", str)
     try:
@@ -196,10 +197,12 @@ async def post_webhook(request: web.Request) -> web.Response:
     if conditions is not None and (not conditions or any(c not in CONDITIONS for c in conditions)):
         raise Problem(400, "Bad Request", f"conditions must be a non-empty list of {', '.join(CONDITIONS)}",
                       field="conditions")
+    municipality = municipality_code(field(body, "municipality_code", str, default=admin.municipality_code))
+    require_target_scope(admin, municipality)  # a municipal admin: its own municipality's alerts only
     async with request.app[POOL].acquire() as conn, conn.transaction():
         hook = await store.add_webhook(
             conn, url=url, created_by=admin.username, description=field(body, "description", str, default=""),
-            fmt=fmt, municipality_code=municipality_code(field(body, "municipality_code", str, default=None)),
+            fmt=fmt, municipality_code=municipality,
             min_level=min_level, conditions=conditions,
             include_staff=field(body, "include_staff", bool, default=False),
             drills=field(body, "drills", bool, default=False))
@@ -210,17 +213,21 @@ async def post_webhook(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks")
 async def get_webhooks(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
-        hooks = await store.list_webhooks(conn, municipality=account.municipality_code)
+        hooks = await store.list_webhooks(conn, municipality=scope_filter(account))
     return web.json_response({"webhooks": hooks}, dumps=_dumps)
 
 
 @routes.delete("/api/v1/webhooks/{webhook_id}")
 async def delete_webhook(request: web.Request) -> web.Response:
-    admin = await authenticate(request, "admin")
+    admin = await authenticate(request)
     webhook_id = path_int(request, "webhook_id")
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        hook = await store.get_webhook(conn, webhook_id)
+        if hook is None:
+            raise Problem(404, "Not Found", f"no webhook {webhook_id}")
+        require_object_scope(admin, hook["municipality_code"], what=f"webhook {webhook_id}")
         if not await store.delete_webhook(conn, webhook_id):
             raise Problem(404, "Not Found", f"no webhook {webhook_id}")
         await audit(conn, admin.username, "webhook.deleted", "webhook", webhook_id, {})
@@ -229,29 +236,27 @@ async def delete_webhook(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks/{webhook_id}/deliveries")
 async def get_deliveries(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     webhook_id = path_int(request, "webhook_id")
     state = request.query.get("state")
     if state is not None and state not in STATES:
         raise Problem(400, "Bad Request", f"state must be one of {', '.join(STATES)}")
-    raw_limit = request.query.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        raise Problem(400, "Bad Request", "limit must be 1 to 1000")
+    limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     async with request.app[POOL].acquire() as conn:
         hook = await store.get_webhook(conn, webhook_id)
         if hook is None:
             raise Problem(404, "Not Found", f"no webhook {webhook_id}")
-        require_scope(account, hook["municipality_code"])
-        rows = await store.deliveries(conn, "webhook", webhook_id, state=state, limit=int(raw_limit))
+        require_object_scope(account, hook["municipality_code"], what=f"webhook {webhook_id}")
+        rows = await store.deliveries(conn, "webhook", webhook_id, state=state, limit=limit)
     return web.json_response({"webhook_id": webhook_id, "deliveries": rows}, dumps=_dumps)
 
 
 # -- the on-call roster --------------------------------------------------------------------------------
 @routes.get("/api/v1/roster")
 async def get_roster(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
-        rows = await store.roster(conn, municipality=account.municipality_code)
+        rows = await store.roster(conn, municipality=scope_filter(account))
     return web.json_response({"roster": rows}, dumps=_dumps)
 
 
@@ -264,7 +269,7 @@ def _username(request: web.Request) -> str:
 
 @routes.put("/api/v1/roster/{username}")
 async def put_roster(request: web.Request) -> web.Response:
-    account = await authenticate(request, "staff")
+    account = await authenticate(request)
     username = _username(request)
     if account.role != "admin" and account.username != username:
         raise Problem(403, "Forbidden", "staff may change only their own roster entry")
@@ -272,11 +277,16 @@ async def put_roster(request: web.Request) -> web.Response:
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
     if municipality is None:
         raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
-    require_scope(account, municipality)
+    require_target_scope(account, municipality)
     lang = LANGS.get(field(body, "lang", str, default="ja-JP"))
     if lang is None:
         raise Problem(400, "Bad Request", "lang must be ja-JP, en-US or ja-JP-x-easy", field="lang")
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        if account.username != username:  # an admin: the account must be in the admin's scope
+            found = await conn.fetchrow("SELECT municipality_code FROM accounts WHERE username = $1", username)
+            if found is None:
+                raise Problem(404, "Not Found", f"no account {username}")
+            require_object_scope(account, found["municipality_code"], what=f"account {username}")
         try:
             entry = await store.set_roster(
                 conn, username=username, municipality_code=municipality, email=field(body, "email", str),
@@ -292,9 +302,13 @@ async def put_roster(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/roster/{username}")
 async def delete_roster(request: web.Request) -> web.Response:
-    admin = await authenticate(request, "admin")
+    admin = await authenticate(request)
     username = _username(request)
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        entries = await store.roster(conn, username=username)
+        if not entries:
+            raise Problem(404, "Not Found", f"{username} is not on the roster")
+        require_object_scope(admin, entries[0]["municipality_code"], what=f"roster entry {username}")
         removed = await store.remove_roster(conn, username)
         if removed is None:
             raise Problem(404, "Not Found", f"{username} is not on the roster")

@@ -461,7 +461,7 @@ async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[a
 
 
 def _retry_after(value: str | None) -> float | None:
-    if value and value.strip().isdigit():
+    if value and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 9:
         return float(value.strip())
     return None
 

@@ -36,6 +36,7 @@ from simulators.scenario import (
     parse_duration,
 )
 from simulators.transport import make_publisher
+from sonae.japantime import parse_iso_time
 
 log = logging.getLogger("sonae.simulators.command")
 
@@ -60,13 +61,10 @@ def _accel(raw: str) -> float:
 
 
 def _time(raw: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
+    try:  # without an offset: Japan time (sonae.japantime)
+        return parse_iso_time(raw)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"{raw!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{raw!r} needs a UTC offset, e.g. 2023-06-30T06:00+09:00")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,10 +103,21 @@ def wants_fleet(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "scenario", None) or getattr(args, "replay", None))
 
 
+def _replay_dir(args: argparse.Namespace) -> str | None:
+    """``simulators.data_dir`` of the configuration the command runs with (None: the default)."""
+    from sonae.config import ConfigError, load_settings
+
+    try:
+        return load_settings(config_file=getattr(args, "config", None))["simulators.data_dir"] or None
+    except ConfigError:
+        return None  # the service start reports the configuration error itself
+
+
 def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None]:
     """The scenario to run and a limit on its span (from ``--duration``)."""
+    replay_dir = _replay_dir(args)
     if args.scenario:
-        scenario = load_scenario(args.scenario)
+        scenario = load_scenario(args.scenario, replay_dir=replay_dir)
         if args.replay_from or args.replay_to or args.station:
             if scenario.replay is None:
                 raise ScenarioError("--from/--to/--station apply to replays; the scenario has no [replay]")
@@ -120,7 +129,7 @@ def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None
         fmt, *rest = args.replay
         if fmt not in REPLAY_FORMATS or len(rest) > 1:
             raise ScenarioError(f"--replay: expected FORMAT [FILE] with FORMAT one of {', '.join(REPLAY_FORMATS)}")
-        path = Path(rest[0]) if rest else SHARED_RIVER_LEVELS / DEFAULT_REPLAY_FILES[fmt]
+        path = Path(rest[0]) if rest else Path(replay_dir or SHARED_RIVER_LEVELS) / DEFAULT_REPLAY_FILES[fmt]
         scenario = Scenario(name=f"replay-{fmt}", accel=60.0,
                             replay=ReplaySpec(format=fmt, path=path, start=args.replay_from, end=args.replay_to,
                                               stations=tuple(args.station)))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import xml.etree.ElementTree as ET
 from email.utils import formatdate
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from aiohttp import web
+
+from sonae.xmltext import to_xml_bytes
 
 
 class JmaFeed:
@@ -48,15 +50,19 @@ class JmaFeed:
         if request.headers.get("If-None-Match") == etag:
             self.not_modified += 1
             return web.Response(status=304, headers={"ETag": etag, "Last-Modified": self._modified})
-        base = f"{request.scheme}://{request.host}"
-        entries = "".join(
-            f"<entry><id>urn:sonae:jma-sim:{n}</id><title>telegram {n}</title><updated>2026-01-01T00:00:00Z</updated>"
-            f"<link type=\"application/xml\" href=\"{escape(base)}/data/{n}.xml\"/></entry>"
-            for n in reversed(range(self.published)))
-        body = ('<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
-                '<title>Sonae JMA simulator</title><id>urn:sonae:jma-sim</id>'
-                f'<updated>2026-01-01T00:00:00Z</updated>{entries}</feed>')
-        return web.Response(body=body.encode(), content_type="application/atom+xml",
+        base = f"{request.scheme}://{request.host}"  # the client's Host header: text from outside
+        feed = ET.Element("feed", {"xmlns": "http://www.w3.org/2005/Atom"})
+        ET.SubElement(feed, "title").text = "Sonae JMA simulator"
+        ET.SubElement(feed, "id").text = "urn:sonae:jma-sim"
+        ET.SubElement(feed, "updated").text = "2026-01-01T00:00:00Z"
+        for n in reversed(range(self.published)):
+            entry = ET.SubElement(feed, "entry")
+            ET.SubElement(entry, "id").text = f"urn:sonae:jma-sim:{n}"
+            ET.SubElement(entry, "title").text = f"telegram {n}"
+            ET.SubElement(entry, "updated").text = "2026-01-01T00:00:00Z"
+            ET.SubElement(entry, "link", {"type": "application/xml", "href": f"{base}/data/{n}.xml"})
+        body = to_xml_bytes(feed)  # sonae.xmltext: escaped and sanitised like every XML writer
+        return web.Response(body=body, content_type="application/atom+xml",
                             headers={"ETag": etag, "Last-Modified": self._modified})
 
     async def telegram(self, request: web.Request) -> web.Response:

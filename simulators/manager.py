@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class SimulationManager:
         self.max_outstanding = max_outstanding
         self.max_future_s = max_future_s
         self.run_id: str | None = None
+        #: who started the current run and in which municipality (set by the caller; None: unknown)
+        self.started_by: str | None = None
+        self.scope: str | None = None
         self.fleet: Fleet | None = None
         self._task: asyncio.Task[Stats] | None = None
         self._stop = asyncio.Event()
@@ -68,8 +71,12 @@ class SimulationManager:
 
     async def start(self, scenario: Scenario | dict[str, Any] | str | Path, *, exercise: bool | None = None,
                     accel: float | None = None, duration_s: float | None = None,
-                    register: bool = True) -> dict[str, Any]:
+                    register: bool = True,
+                    authorize: Callable[[list[Station]], Awaitable[None]] | None = None) -> dict[str, Any]:
         """Start a run; ``scenario`` is a :class:`Scenario`, a parsed TOML document or a file path.
+
+        ``authorize`` is awaited with every station the run would publish for, before any station is
+        registered or any message sent; whatever it raises stops the start.
 
         Raises :class:`SimulationBusy` while another run is active and
         :class:`~simulators.scenario.ScenarioError` for an invalid scenario.
@@ -82,6 +89,8 @@ class SimulationManager:
             scenario = load_scenario(scenario)
         scenario = scenario.with_overrides(exercise=exercise, accel=accel, duration_s=duration_s)
         fleet = Fleet(scenario, prefix=self.prefix, max_future_s=self.max_future_s)
+        if authorize is not None:
+            await authorize(list(fleet.stations))
         if register and self.pool is not None:
             await register_stations(self.pool, fleet.stations)
         publisher = make_publisher(self.mqtt_url, client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",

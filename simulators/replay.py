@@ -20,6 +20,7 @@ import gzip
 import io
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from ingest.registry import Station
+from sonae.japantime import parse_iso_time
 
 JST = timezone(timedelta(hours=9), "JST")
 JISEIJI_ID = "yamaguchi-kotogawa-jiseiji"
@@ -39,7 +41,34 @@ _LABELS = {"水防団待機水位": "th_standby", "氾濫注意水位": "th_caut
 
 
 class ReplayError(ValueError):
-    """A replay file that cannot be read; the message names the file and line."""
+    """A replay file that cannot be read; the message names the file and line, never its content
+    (a file's text in an error would leak whatever file was named, to whoever asked)."""
+
+
+#: where replay files are looked up by name when ``simulators.data_dir`` is empty
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "river_levels"
+REPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def replay_file(name: str, *, data_dir: str | Path | None = None) -> Path:
+    """The replay file called ``name`` in the data directory (``simulators.data_dir``).
+
+    Only a plain file name is accepted — no directories, no ``..``, no absolute paths — and the file
+    must be a regular file directly inside the directory (a symbolic link leading elsewhere is refused).
+
+    Raises
+    ------
+    ReplayError
+        For anything but the name of a regular file of the directory.
+    """
+    if not isinstance(name, str) or not REPLAY_NAME.fullmatch(name):
+        raise ReplayError("a replay file is named by its file name in the replay data directory "
+                          "(letters, digits, '.', '_', '-'), never by a path")
+    base = Path(data_dir or DEFAULT_DATA_DIR).resolve()
+    path = (base / name).resolve()
+    if path.parent != base or not path.is_file():
+        raise ReplayError(f"no replay file {name!r} in the replay data directory (SONAE_SIMULATORS_DATA_DIR)")
+    return path
 
 
 def _finite(raw: Any) -> float:
@@ -61,7 +90,7 @@ def _open_text(path: Path) -> TextIO:
         raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
         return io.StringIO(raw.decode("utf-8-sig"))
     except (OSError, EOFError, UnicodeDecodeError) as exc:  # BadGzipFile is an OSError
-        raise ReplayError(f"{path.name}: cannot be read as UTF-8 text ({str(exc)[:200]})") from None
+        raise ReplayError(f"{path.name}: cannot be read as UTF-8 text ({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -84,7 +113,7 @@ def read_jiseiji(path: str | Path) -> list[tuple[datetime, float]]:
     with _open_text(path) as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or "時刻" not in reader.fieldnames or "水位_水位" not in reader.fieldnames:
-            raise ReplayError(f"{path.name}: expected columns 時刻 and 水位_水位, got {reader.fieldnames}")
+            raise ReplayError(f"{path.name}: expected columns 時刻 and 水位_水位 (not a 持世寺 series)")
         for i, row in enumerate(reader, start=2):
             raw = (row["水位_水位"] or "").strip()
             if not raw:
@@ -93,7 +122,8 @@ def read_jiseiji(path: str | Path) -> list[tuple[datetime, float]]:
                 ts = datetime.strptime(row["時刻"].strip(), "%Y/%m/%d %H:%M").replace(tzinfo=JST).astimezone(UTC)
                 value = _finite(raw)
             except (ValueError, OverflowError, AttributeError):  # OverflowError: 0001/01/01 in UTC
-                raise ReplayError(f"{path.name} line {i}: bad time or stage {row['時刻']!r}, {raw!r}") from None
+                # never the values: an error must not quote the file (it may be any file the caller named)
+                raise ReplayError(f"{path.name} line {i}: bad time or stage") from None
             if value == 0.0:
                 continue  # missing, not a dry river
             out.append((ts, value))
@@ -162,7 +192,7 @@ def read_mlit_rows(path: str | Path) -> list[MlitRow]:
                 if level is None:
                     continue
                 out.append(MlitRow(
-                    obs_time=datetime.fromisoformat(row["obs_time_jst"]).astimezone(UTC),
+                    obs_time=parse_iso_time(row["obs_time_jst"]),
                     station_code=row["station_code"], station_name=row["station_name"], kana=row.get("kana") or "",
                     city=row.get("city") or "", town_code=row.get("town_code") or "",
                     lat=_opt_float(row.get("latitude")), lon=_opt_float(row.get("longitude")), level_m=level,
@@ -170,8 +200,11 @@ def read_mlit_rows(path: str | Path) -> list[MlitRow]:
                     warn_level_m=_opt_float(row.get("warn_level_m")),
                     flood_level_m=_opt_float(row.get("flood_level_m")),
                 ))
-            except (KeyError, ValueError, TypeError, OverflowError, AttributeError) as exc:
-                raise ReplayError(f"{path.name} line {i}: {str(exc)[:200]}") from None
+            except KeyError as exc:
+                raise ReplayError(f"{path.name} line {i}: no column {exc}") from None
+            except (ValueError, TypeError, OverflowError, AttributeError) as exc:
+                raise ReplayError(f"{path.name} line {i}: a time or number cannot be read "
+                                  f"({type(exc).__name__})") from None
     return out
 
 
@@ -196,7 +229,7 @@ def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[Ml
         try:
             town = str(item.get("townCode") or "")
             out.append(MlitRow(
-                obs_time=datetime.fromisoformat(item["obsTime"]).astimezone(UTC), station_code=str(item["code"]),
+                obs_time=parse_iso_time(str(item["obsTime"])), station_code=str(item["code"]),
                 station_name=str(item.get("name") or item["code"]), kana=str(item.get("kana") or ""),
                 city=str(item.get("placeCity") or ""), town_code=town, lat=_opt_float(item.get("latitude")),
                 lon=_opt_float(item.get("longitude")), level_m=_finite(item["level"]),
@@ -204,7 +237,8 @@ def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[Ml
                 flood_level_m=_opt_float(item.get("fladLevel")),
             ))
         except (KeyError, ValueError, TypeError, OverflowError) as exc:
-            raise ReplayError(f"{path.name} item {i}: {str(exc)[:200]}") from None
+            raise ReplayError(f"{path.name} item {i}: a field is missing or cannot be read "
+                              f"({type(exc).__name__})") from None
     return out
 
 
@@ -251,16 +285,22 @@ def load_replay(fmt: str, path: str | Path, *, exercise: bool = False, start: da
                 end: datetime | None = None, stations: Iterable[str] = (), limit: int = 0) -> list[Series]:
     """The series a replay run publishes, windowed and filtered."""
     path = Path(path)
-    if not path.exists():
-        raise ReplayError(f"replay file {path} does not exist")
-    if fmt == "jiseiji":
-        series = [jiseiji_series(path, exercise=exercise)]
-    elif fmt == "mlit":
-        series = mlit_series(read_mlit_rows(path), exercise=exercise)
-    elif fmt == "area_info":
-        series = mlit_series(read_area_info(path), exercise=exercise)
-    else:
+    if not path.is_file():
+        raise ReplayError(f"replay file {path.name} does not exist or is not a regular file")
+    if fmt not in ("jiseiji", "mlit", "area_info"):
         raise ReplayError(f"unknown replay format {fmt!r} (jiseiji, mlit, area_info)")
+    try:
+        if fmt == "jiseiji":
+            series = [jiseiji_series(path, exercise=exercise)]
+        elif fmt == "mlit":
+            series = mlit_series(read_mlit_rows(path), exercise=exercise)
+        else:
+            series = mlit_series(read_area_info(path), exercise=exercise)
+    except ReplayError:
+        raise
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError, OverflowError) as exc:
+        # never the exception's text: it can quote the file (a CSV field, a JSON fragment)
+        raise ReplayError(f"{path.name} cannot be read as a {fmt} replay ({type(exc).__name__})") from None
     wanted = set(stations)
     if wanted:
         series = [s for s in series if s.station.id in wanted or s.station.name in wanted]

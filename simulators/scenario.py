@@ -28,12 +28,14 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ingest.contract import STATION_ID
 from simulators.hydrology import Rating, Reach, Storm
+from simulators.replay import ReplayError, replay_file
+from sonae.japantime import JST, parse_iso_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 FAULT_TYPES = ("dropout", "stuck", "spike", "duplicate", "out_of_order", "late", "clock_skew", "malformed",
@@ -314,18 +316,15 @@ def _time(t: _Table, name: str) -> datetime | None:
     raw = t.get(name)
     if raw is None:
         return None
-    if isinstance(raw, datetime):
-        value = raw
-    elif isinstance(raw, str):
-        try:
-            value = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ScenarioError(f"{t.key(name)}: {raw!r} is not an ISO 8601 time") from None
-    else:
-        raise ScenarioError(f"{t.key(name)}: expected a time, got {raw!r}")
-    if value.tzinfo is None:
-        raise ScenarioError(f"{t.key(name)}: {raw!r} needs a UTC offset (e.g. +09:00)")
-    return value
+    # without an offset (a string or a TOML local date-time) the time is Japan time (sonae.japantime)
+    try:
+        if isinstance(raw, datetime):
+            return (raw if raw.tzinfo else raw.replace(tzinfo=JST)).astimezone(UTC)
+        if isinstance(raw, str):
+            return parse_iso_time(raw)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01 in UTC
+        raise ScenarioError(f"{t.key(name)}: {raw!r} is not an ISO 8601 time in range") from None
+    raise ScenarioError(f"{t.key(name)}: expected a time, got {raw!r}")
 
 
 def _gauge(t: _Table, municipality: str, prev: str | None) -> GaugeSpec:
@@ -390,8 +389,15 @@ def _fault(t: _Table, index: int) -> FaultSpec:
     return spec
 
 
-def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source: str = "") -> Scenario:
-    """Validate a parsed TOML document into a :class:`Scenario`."""
+def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source: str = "",
+                   replay_dir: str | Path | None = None, allow_paths: bool = True) -> Scenario:
+    """Validate a parsed TOML document into a :class:`Scenario`.
+
+    ``[replay] file = NAME`` names a file of the replay data directory ``replay_dir``
+    (``simulators.data_dir``; see :func:`simulators.replay.replay_file`). ``[replay] path`` (a path,
+    relative to ``base_dir``) is accepted only with ``allow_paths`` — for scenario files on the
+    operator's own disk, never for documents received over the network.
+    """
     root = _Table(doc, "")
     head = root.table("scenario")
     municipality = _municipality(head, DEFAULT_MUNICIPALITY)
@@ -479,9 +485,18 @@ def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source:
     replay = None
     if root.has("replay"):
         pt = root.table("replay")
-        path = Path(pt.text("path", required=True))
-        if not path.is_absolute() and base_dir is not None:
-            path = (base_dir / path).resolve()
+        if pt.has("file") or not allow_paths:
+            if pt.has("path"):
+                raise ScenarioError(f"{pt.key('path')}: name the replay file with 'file = NAME' (a file of the "
+                                    "replay data directory), not a path")
+            try:
+                path = replay_file(pt.text("file", required=True), data_dir=replay_dir)
+            except ReplayError as exc:
+                raise ScenarioError(f"{pt.key('file')}: {exc}") from None
+        else:
+            path = Path(pt.text("path", required=True))
+            if not path.is_absolute() and base_dir is not None:
+                path = (base_dir / path).resolve()
         replay = ReplaySpec(format=pt.text("format", required=True, choices=REPLAY_FORMATS), path=path,
                             start=_time(pt, "start"), end=_time(pt, "end"),
                             stations=tuple(pt.strings("stations")), limit=pt.integer("limit", 0, low=0))
@@ -497,8 +512,8 @@ def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source:
                     faults=faults, source=source)
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file."""
+def load_scenario(path: str | Path, *, replay_dir: str | Path | None = None) -> Scenario:
+    """Read and validate a scenario file (a file of the operator's: ``[replay] path`` is allowed)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -507,7 +522,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path.name}: not valid TOML ({exc})") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_scenario(doc, base_dir=path.parent, source=str(path))
+    return parse_scenario(doc, base_dir=path.parent, source=str(path), replay_dir=replay_dir)
 
 
 def loads_scenario(text: str, *, base_dir: Path | None = None) -> Scenario:

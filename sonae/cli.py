@@ -332,7 +332,8 @@ def cmd_evac_import(args: argparse.Namespace) -> int:
     async def action(conn: Any) -> str:
         if args.evac_what == "shelters":
             hazards = [h for h in (args.default_hazards or "").split(",") if h]
-            count = await store.import_shelters_file(conn, args.file, actor=actor, default_hazards=hazards)
+            return _shelter_summary(await store.import_shelter_files(conn, args.file, actor=actor,
+                                                                     default_hazards=hazards))
         else:
             link = _map_link(args)
             if link is not None or Path(args.file).suffix.lower() == ".shp" or store.is_national_file(Path(args.file)):
@@ -344,6 +345,25 @@ def cmd_evac_import(args: argparse.Namespace) -> int:
         return f"imported {count} {args.evac_what.replace('hazards', 'hazard areas')} from {args.file}"
 
     return _on_database(args, action)
+
+
+def _shelter_summary(shelters: list[Any]) -> str:
+    """What a shelter import did: sites, designations, sites per hazard, and the unrated ones."""
+    from collections import Counter
+
+    from evac.hazards import HAZARD_TYPES
+
+    per_hazard = Counter(h for s in shelters for h in s.hazards)
+    designations = Counter(d for s in shelters for d in s.designations)
+    both = sum(1 for s in shelters if len(s.designations) > 1)
+    unrated = sum(1 for s in shelters if not s.hazards)
+    lines = [f"imported {len(shelters)} sites ({', '.join(f'{d} {n}' for d, n in sorted(designations.items()))}"
+             f"{'; ' if designations else ''}{both} in both)",
+             "sites rated per hazard: " + ", ".join(f"{h} {per_hazard[h]}" for h in HAZARD_TYPES)]
+    if unrated:
+        lines.append(f"{unrated} sites have no hazard rating: routes never send anyone there (a route asks "
+                     "for a site rated for its hazard); rate them with --default-hazards or a file with flags")
+    return "\n".join(lines)
 
 
 def _map_link(args: argparse.Namespace) -> Any:
@@ -428,12 +448,17 @@ def _add_evac_commands(sub: Any) -> None:
         grp_sub = grp.add_subparsers(dest=f"{what}_command", required=True, metavar="ACTION")
         p = grp_sub.add_parser("import", help=f"Import {what} from a file (upsert by id).",
                                description=f"Import {what} (upsert by id); every API process reloads them.")
-        p.add_argument("file", help="GSI or generic GeoJSON" + (" or CSV" if what == "shelters" else ""))
+        if what == "shelters":
+            p.add_argument("file", nargs="+", help="GSI or generic GeoJSON or CSV; several files are merged per "
+                           "site (same id, or same name within 30 m), e.g. GSI 指定緊急避難場所 + 指定避難所")
+        else:
+            p.add_argument("file", help="Sonae GeoJSON, or a national hazard map")
         p.add_argument("--actor", help="who imports (recorded in each row; default cli:<user>)")
         p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
         if what == "shelters":
             p.add_argument("--default-hazards", help="hazards (comma-separated) for rows without hazard data, e.g. "
-                           "GSI 指定避難所 files")
+                           "GSI 指定避難所 that are no 指定緊急避難場所 (only if the municipality says they are safe "
+                           "for those hazards)")
         else:
             p.add_argument("--hazard", help="hazard of features without a 'hazard' property (or of a national "
                            "map whose type the file does not tell)")

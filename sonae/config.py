@@ -111,6 +111,15 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "expected a number greater than 0"
 
 
+def _span(*, low: int, high: int, unit: str) -> Callable[[Any], str | None]:
+    """A time span from ``low`` to ``high`` ``unit``: an absurd one would put dates past year 9999
+    (``OverflowError`` on every message, CAP message or login) or before the calendar PostgreSQL keeps."""
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"expected {low} to {high:,} {unit}"
+
+    return check
+
+
 def _partition(value: Any) -> str | None:
     """``i/n`` with 0 <= i < n, or empty (see ingest/partition.py)."""
     if value == "":
@@ -150,7 +159,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("database.retention_days", int, 0,
             "Drop raw readings older than this many days (0 keeps everything), from 00:00 JST of that day. "
             "Rollups are kept.",
-            check=lambda v: None if v >= 0 else "expected 0 or more days"),
+            check=_span(low=0, high=36500, unit="days")),
     Setting("mqtt.url", str, None,
             "MQTT broker URL (mqtt://user:password@host:port). Unset: Sonae starts an embedded broker.",
             secret=True, check=_mqtt_url),
@@ -160,7 +169,7 @@ SCHEMA: tuple[Setting, ...] = (
             "MQTT keep-alive in seconds: a silent connection is detected dead after 1.5 times this.",
             check=lambda v: None if 5 <= v <= 65535 else "expected 5 to 65535 seconds"),
     Setting("mqtt.client_id", str, "",
-            "Client id of this process; empty derives one from the host name and role."),
+            "Client id of this process; empty derives one bound to the broker password (unguessable)."),
     Setting("ingest.shared_group", str, "",
             "MQTT shared-subscription group ($share/<group>/...); empty (the default) subscribes plainly. "
             "Not safe with Mosquitto or EMQX: they do not queue for offline shared subscribers, so readings "
@@ -178,14 +187,14 @@ SCHEMA: tuple[Setting, ...] = (
             "What to do with readings for stations not in the registry.",
             check=_one_of("quarantine", "accept", "reject")),
     Setting("ingest.max_future_s", int, 300, "Readings further than this in the future are dead-lettered.",
-            check=_positive),
+            check=_span(low=1, high=366 * 86400, unit="seconds")),
     Setting("ingest.max_payload_bytes", int, 262144, "Larger payloads are dead-lettered.", check=_positive),
     Setting("ingest.dead_letter_max_bytes", int, 4096,
             "Raw bytes kept of a dead letter's payload (its full length and SHA-256 are always kept).",
             check=lambda v: None if v >= 0 else "expected 0 or more bytes"),
     Setting("ingest.dead_letter_retention_days", int, 30,
             "Delete dead letters last received longer ago than this many days (0 keeps them).",
-            check=lambda v: None if v >= 0 else "expected 0 or more days"),
+            check=_span(low=0, high=36500, unit="days")),
     Setting("ingest.metrics_port", int, 0,
             "Port of an ingestor's own /metrics, /healthz and /readyz (0: none; `sonae run` serves them on the API).",
             check=_port),
@@ -198,7 +207,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("api.trust_forwarded_for", bool, False,
             "Take the client address from X-Forwarded-For (only behind your own reverse proxy)."),
     Setting("api.cors_origins", str, "", "Comma-separated origins allowed by CORS ('*' for any); empty: none."),
-    Setting("api.token_ttl_hours", int, 12, "Lifetime of a staff login token.", check=_positive),
+    Setting("api.token_ttl_hours", int, 12, "Lifetime of a staff login token.",
+            check=_span(low=1, high=8784, unit="hours")),
     # -- cap (issue #15 item 6) --
     Setting("cap.sender", str, "",
             "CAP sender, e.g. bousai@city.koriyama.lg.jp ({municipality} becomes the 団体コード); empty: "
@@ -208,9 +218,12 @@ SCHEMA: tuple[Setting, ...] = (
             "in the database.", check=_installation_id),
     Setting("cap.expires_hours", int, 24,
             "Each CAP message expires this long after it is sent; Cancel messages stay in the Atom feed "
-            "until then.", check=_positive),
+            "until then.", check=_span(low=1, high=87600, unit="hours")),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
+    Setting("simulators.data_dir", str, "",
+            "Directory of replay files; scenarios name a file in it ([replay] file = NAME), never a path. "
+            "Empty: ../shared/data/river_levels beside the checkout."),
     Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: json (one object a line) or text.",
             check=_one_of("json", "text")),

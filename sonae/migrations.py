@@ -111,7 +111,7 @@ async def choose_backend(conn: asyncpg.Connection) -> str:
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        if conn.is_closed():
+        if _closed(conn):
             raise MigrationError(f"CREATE EXTENSION timescaledb ended the connection ({exc}); remove the "
                                  "extension from the server or preload it, then migrate again") from exc
         log.warning("TimescaleDB is available but cannot be created; using plain PostgreSQL",
@@ -148,6 +148,12 @@ async def migrate(conn: asyncpg.Connection, *, components: tuple[str, ...] = COM
         migration to its timescale variant failed (the database is left as it was).
     """
     applied_now: list[str] = []
+    if await uses_timescale(conn) and not await timescale_preloaded(conn):
+        # Any DDL now fires TimescaleDB's event triggers and the server ends the connection; the
+        # database cannot run as plain either (readings is a hypertable).
+        raise MigrationError("this database uses TimescaleDB, but the server does not preload it: add "
+                             "timescaledb to shared_preload_libraries in postgresql.conf, restart PostgreSQL "
+                             "and start Sonae again")
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await conn.execute(
@@ -193,6 +199,15 @@ async def migrate(conn: asyncpg.Connection, *, components: tuple[str, ...] = COM
                 log.info("migration applied", extra={"component": component, "version": m.version,
                                                      "migration": m.name, "variant": m.variant})
     finally:
-        if not conn.is_closed():
+        if not _closed(conn):
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+def _closed(conn: asyncpg.Connection) -> bool:
+    """``conn.is_closed()``, also for a pool's connection that the server ended (asyncpg then refuses
+    every call on it with InterfaceError, which would hide the error that ended it)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True

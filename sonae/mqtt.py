@@ -104,7 +104,30 @@ class _Unreachable(MqttError):
 
 
 def default_client_id(role: str) -> str:
-    return f"sonae-{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    """A fresh client id for a connection without a persistent session: 128 random bits, so no other
+    client can guess it and take the connection over (MQTT brokers drop the older of two connections
+    with the same client id)."""
+    return f"sonae-{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def bound_client_id(role: str, url: str | None, instance: str) -> str:
+    """A stable client id for a persistent session, bound to the connection's credentials.
+
+    ``sonae-<role>-<instance>-<tag>`` where ``tag`` is the first 96 bits of
+    HMAC-SHA256(password, "<role>|<username>|<host>|<instance>"): the same after every restart (the
+    session and its queued messages survive), and unguessable for any client that does not hold the
+    service's password, so a device cannot connect with it and take the session over (MQTT 5 §3.1.3.1:
+    a server should check that a client is authorised to use its client id; Mosquitto does not). Without
+    a password (the embedded, local-only broker) the tag is derived from the host name alone.
+    """
+    import hashlib
+    import hmac
+
+    parts = urlsplit(url or "")
+    secret = unquote(parts.password or "")
+    message = f"{role}|{unquote(parts.username or '')}|{socket.gethostname()}|{instance}"
+    tag = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()[:24]
+    return f"sonae-{role}-{instance}-{tag}"
 
 
 class MqttClient:

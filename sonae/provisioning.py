@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sonae.config_values import ConfigValueError, config_value
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 #: usernames (device ids): what the station registry allows; never MQTT wildcards, ``/``, ``:`` or spaces
@@ -56,12 +57,22 @@ ROLES = ("device", "ingest", "alerts", "viewer", "simulator")
 ACCESS = ("read", "write", "readwrite")
 DEFAULT_DIR = Path("/etc/mosquitto/sonae")
 DEFAULT_ITERATIONS = 101
+_HASH = re.compile(r"\$[67]\$[0-9]*\$?[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
 _MARK_BEGIN = "# >>> sonae "
 _MARK_END = "# <<< sonae "
 
 
 class ProvisioningError(ValueError):
     """A request that cannot be carried out; the message says why."""
+
+
+def _checked(what: str, value: str, **kw: Any) -> str:
+    """:func:`sonae.config_values.config_value`, raising :class:`ProvisioningError`: every value this
+    module writes into a password file, an ACL or an EMQX call passes through here."""
+    try:
+        return config_value(what, value, **kw)
+    except ConfigValueError as exc:
+        raise ProvisioningError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,11 @@ class Client:
     grants: tuple[Grant, ...]
     note: str = ""
 
+    def __post_init__(self) -> None:
+        _checked("username", self.username, pattern=USERNAME, max_length=64)
+        _checked("role", self.role, pattern=re.compile("|".join(ROLES)))
+        _checked("note", self.note, max_length=200, allow_empty=True)
+
 
 @dataclass
 class Provisioned:
@@ -103,8 +119,9 @@ class Provisioned:
 
 
 def _check_filter(topic: str) -> None:
-    if not topic or len(topic) > 512 or any(c in topic for c in "\x00\n\r"):
-        raise ProvisioningError(f"topic filter {topic!r} is empty, too long or has control characters")
+    _checked("topic filter", topic, max_length=512)
+    if " " in topic:
+        raise ProvisioningError(f"topic filter {topic!r}: no spaces (an ACL line is 'topic ACCESS FILTER')")
     if topic.startswith("$share/"):
         raise ProvisioningError("grant the underlying topic; brokers check $share/<group>/<topic> against <topic>")
     levels = topic.split("/")
@@ -116,9 +133,7 @@ def _check_filter(topic: str) -> None:
 
 
 def _check_segment(what: str, value: str) -> str:
-    if not SEGMENT.match(value):
-        raise ProvisioningError(f"{what} {value!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
-    return value
+    return _checked(what, value, pattern=SEGMENT, max_length=64)
 
 
 def grants_for(
@@ -165,6 +180,7 @@ def mosquitto_hash(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt:
     """The ``$7$`` hash Mosquitto 2 keeps in its password file (PBKDF2-HMAC-SHA512)."""
     if not password:
         raise ProvisioningError("the password is empty")
+    _checked("password", password, max_length=1024)  # a line break would end the line it is read from
     if iterations < 1:
         raise ProvisioningError("iterations must be 1 or more")
     salt = secrets.token_bytes(12) if salt is None else salt
@@ -244,6 +260,8 @@ class PasswordFile:
         return out
 
     def set(self, username: str, hashed: str) -> None:
+        _checked("username", username, pattern=USERNAME, max_length=64)
+        _checked("password hash", hashed, pattern=_HASH)
         self.remove(username)
         self.lines.append(f"{username}:{hashed}")
 
@@ -359,8 +377,8 @@ def add_client(
     The broker reads both files again on SIGHUP (``systemctl reload mosquitto``,
     ``docker compose kill -s HUP mosquitto``); nothing changes for connected clients until then.
     """
-    if not USERNAME.match(username):
-        raise ProvisioningError(f"username {username!r}: expected 1-64 of A-Z a-z 0-9 _ . -")
+    _checked("username", username, pattern=USERNAME, max_length=64)
+    _checked("note", note, max_length=200, allow_empty=True)
     grants = grants_for(role, username, municipalities=municipalities, stations=stations, prefix=prefix,
                         alerts_prefix=alerts_prefix, extra=extra)
     generated = password is None
@@ -417,6 +435,10 @@ def emqx_requests(client: Client, password: str) -> list[dict[str, Any]]:
 
     EMQX must be configured with ``authorization.no_match = deny`` for the rules to be a whitelist.
     """
+    _checked("username", client.username, pattern=USERNAME, max_length=64)
+    _checked("password", password, max_length=1024)
+    for g in client.grants:
+        _check_filter(g.topic)
     return [
         {"method": "POST", "path": "/api/v5/authentication/password_based:built_in_database/users",
          "body": {"user_id": client.username, "password": password, "is_superuser": False}},
@@ -438,7 +460,8 @@ def parse_grants(items: Iterable[str]) -> list[Grant]:
 # -- running a deployment's Mosquitto configuration elsewhere (tests, rehearsals) ------------------------
 _LISTENER_OPTIONS = {"protocol", "certfile", "keyfile", "cafile", "capath", "tls_version", "ciphers",
                      "require_certificate", "use_identity_as_username", "use_subject_as_username",
-                     "socket_domain", "bind_interface", "max_connections", "mount_point"}
+                     "socket_domain", "bind_interface", "max_connections", "mount_point",
+                     "use_username_as_clientid"}
 
 
 def adapt_mosquitto_config(
@@ -458,6 +481,10 @@ def adapt_mosquitto_config(
     their options), files point at the given paths, and everything else — authentication, ACLs,
     queue tuning — is kept as written, so what is tested is what is deployed.
     """
+    for name, path in (("passwd_file", passwd_file), ("acl_file", acl_file), ("persistence_dir", persistence_dir),
+                       ("certfile", certfile), ("keyfile", keyfile), ("log_file", log_file)):
+        if path is not None:
+            _checked(name, str(path), max_length=4096)
     out: list[str] = []
     listener = -1
     dropping = False
@@ -577,7 +604,7 @@ def _guarded(fn: Any) -> Any:
 
         try:
             return int(fn(args))
-        except (ProvisioningError, OSError) as exc:
+        except (ProvisioningError, ConfigValueError, OSError) as exc:
             print(f"sonae devices: {exc}", file=sys.stderr)
             return 2
 

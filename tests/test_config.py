@@ -85,6 +85,17 @@ def test_readme_documents_every_setting() -> None:
     assert not missing, f"README's configuration table lacks {missing}"
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    # spans that took a date beyond year 9999 (OverflowError): every message, CAP or login failed
+    ("SONAE_INGEST_MAX_FUTURE_S", "1000000000000"), ("SONAE_CAP_EXPIRES_HOURS", "1000000000"),
+    ("SONAE_DATABASE_RETENTION_DAYS", "100000000"), ("SONAE_INGEST_DEAD_LETTER_RETENTION_DAYS", "100000000"),
+    ("SONAE_API_TOKEN_TTL_HOURS", "1000000000"),
+])
+def test_time_spans_beyond_any_date_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(environ={name: value})
+
+
 def test_empty_variable_means_empty_where_empty_means_something(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """SONAE_INGEST_SHARED_GROUP= overrides the file (issue #23: it used to fall back to a shared group)."""
     conf = tmp_path / "sonae.toml"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.municipalities import MunicipalityListError, load_municipalities
 from ingest.registry import RegistryError, load_stations
 from simulators.replay import ReplayError, read_area_info, read_jiseiji, read_mlit_rows
 
@@ -98,3 +99,33 @@ def test_bad_mlit_rows_are_replay_errors(tmp_path: Path, obs: str, level: str) -
     path.write_bytes(gzip.compress(f"obs_time_jst,station_code,station_name,level_m\n{obs},1,S,{level}\n".encode()))
     with pytest.raises(ReplayError, match="line 2"):
         read_mlit_rows(path)
+
+
+def test_replay_times_without_an_offset_are_japan_time(tmp_path: Path) -> None:
+    """The one rule of sonae.japantime: a naive obsTime / obs_time_jst is JST, whatever the machine's zone."""
+    csv_path = tmp_path / "mlit.csv.gz"
+    csv_path.write_bytes(gzip.compress(b"obs_time_jst,station_code,station_name,level_m\n"
+                                       b"2023-07-01T04:40:00,1,S,1.5\n"))
+    json_path = tmp_path / "area_info.json"
+    json_path.write_text('{"items": [{"code": "1", "obsTime": "2023-07-01T04:40:00", "level": 1.5}]}',
+                         encoding="utf-8")
+    expected = "2023-06-30T19:40:00+00:00"
+    assert [r.obs_time.isoformat() for r in read_mlit_rows(csv_path)] == [expected]
+    assert [r.obs_time.isoformat() for r in read_area_info(json_path)] == [expected]
+
+
+@pytest.mark.parametrize("text", ["阿久津\\ud800観測所", "川\\u0000"])
+def test_station_text_postgresql_cannot_store_is_a_registry_error(tmp_path: Path, text: str) -> None:
+    """NUL and a lone surrogate (from a JSON escape) would fail the upsert with a raw DataError."""
+    path = tmp_path / "stations.geojson"
+    path.write_text('{"features": [{"properties": {"id": "g1", "name": "G", "river": "' + text + '"}}]}',
+                    encoding="utf-8")
+    with pytest.raises(RegistryError, match="'river'"):
+        load_stations(path)
+
+
+def test_municipality_text_postgresql_cannot_store_is_a_registry_error(tmp_path: Path) -> None:
+    path = tmp_path / "municipalities.csv"
+    path.write_text("code,name_ja,name_en,prefecture\n072036,郡山\x00市,Koriyama,福島県\n", encoding="utf-8")
+    with pytest.raises(MunicipalityListError, match="line 2: contains a NUL"):
+        load_municipalities(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -20,8 +21,8 @@ from ingest.retention import apply_retention_policy, delete_expired
 from ingest.rollups import BUCKETS, refresh_rollups
 from ingest.store import write_batch
 from sonae.cli import main
-from sonae.migrations import migrate, timescale_available
-from tests.conftest import with_database
+from sonae.migrations import MigrationError, migrate, timescale_available
+from tests.conftest import ROOT, TimescaleServer, _timescale_unavailable, with_database
 from tests.test_ingest_rollups import WIDTHS, assert_same, recompute, stored_rollups
 
 
@@ -228,3 +229,37 @@ async def test_continuous_aggregates_of_earlier_versions_become_rollup_tables(ti
             await _rollups_equal_raw(conn, history)
         finally:
             await conn.close()
+
+
+async def test_a_timescaledb_database_on_a_server_that_no_longer_preloads_it_is_refused_clearly() -> None:
+    """A database with the extension, on a server whose shared_preload_libraries lost it (a restore onto
+    another server, a config change): any DDL fires TimescaleDB's event trigger, the server ends the
+    connection, and migrate used to fail with InterfaceError ("released back to the pool"). It cannot
+    run as plain (readings is a hypertable): it must stop with a MigrationError saying what to do."""
+    reason = _timescale_unavailable()
+    if reason:
+        pytest.skip(reason)
+    folder = ROOT / ".state" / f"test-timescaledb-preload-lost-{uuid.uuid4().hex[:8]}"  # its own: preload toggles
+    server = TimescaleServer(folder)
+    url = await asyncio.to_thread(server.start)
+    try:
+        async with fresh_database(url) as db_url:
+            conn = await asyncpg.connect(db_url)
+            try:
+                assert "ingest/003_timeseries.timescale" in await migrate(conn)
+            finally:
+                await conn.close()
+            await asyncio.to_thread(server.stop)
+            unloaded = TimescaleServer(folder, preload=False)
+            await asyncio.to_thread(unloaded.start)
+            server = unloaded
+            pool = await asyncpg.create_pool(db_url, min_size=1, max_size=1)
+            try:
+                async with pool.acquire() as pooled:  # sonae runs migrate on a pool's connection
+                    with pytest.raises(MigrationError, match="shared_preload_libraries"):
+                        await migrate(pooled)
+            finally:
+                pool.terminate()
+    finally:
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(shutil.rmtree, folder, True)

@@ -412,7 +412,7 @@
     const seq = ++state.seq;
     if (!state.route) $("guidance").textContent = t("loading");
     const q = new URLSearchParams({
-      lat: state.pos.lat.toFixed(6), lon: state.pos.lon.toFixed(6), hazard: state.hazard, profile: state.profile,
+      lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: state.hazard, profile: state.profile,
       lang: state.lang, exercise: String(state.drill),
     });
     let f;

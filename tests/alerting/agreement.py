@@ -170,7 +170,8 @@ HEADER = ("| slice (JST) | gauges | readings | agreement | agreement outside the
 
 def _in_hold(config: RuleConfig, steps: Any, readings: list[SourceReading], i: int, level: int) -> bool:
     """The documented hold (alerting.rules): ``level`` stays while the stage is at or above its threshold
-    minus ``hysteresis_m``, and until ``dwell_down_samples`` readings *and* ``dwell_down_s`` below it."""
+    minus ``hysteresis_m``, and until ``dwell_down_samples`` readings *and* ``dwell_down_s`` below it, or
+    until the step-down by time (``dwell_down_s`` below, then ``dwell_down_grace_s`` without a reading)."""
     th = threshold_of(steps, level)
     if th is None:
         return False
@@ -182,8 +183,17 @@ def _in_hold(config: RuleConfig, steps: Any, readings: list[SourceReading], i: i
         run_start -= 1
     run = i - run_start + 1
     span = (readings[i].ts - readings[run_start].ts).total_seconds()
+    if i > run_start:  # the step-down by time, due before this reading came
+        due = max(span_to(readings, run_start, i - 1), config.dwell_down_s) + config.dwell_down_grace_s
+        if span >= due:
+            return False
     # the reading that completes the dwell is the one where the level comes down
     return run < config.dwell_down_samples or span < config.dwell_down_s
+
+
+def span_to(readings: list[SourceReading], start: int, end: int) -> float:
+    """Seconds from reading ``start`` to reading ``end``."""
+    return (readings[end].ts - readings[start].ts).total_seconds()
 
 
 def compare(sl: Slice, levels: dict[str, list[tuple[int, int]]], *, config: RuleConfig | None = None) -> Result:
@@ -198,7 +208,8 @@ def compare(sl: Slice, levels: dict[str, list[tuple[int, int]]], *, config: Rule
         for i, (r, (sonae, unconfirmed)) in enumerate(zip(rs, levels[code], strict=True)):
             res.readings += 1
             res.unconfirmed_readings += unconfirmed > 0
-            hold = sonae > r.level and _in_hold(config, steps, rs, i, sonae)
+            station_config = config.for_interval(sl.stations[code].expected_interval_s)
+            hold = sonae > r.level and _in_hold(station_config, steps, rs, i, sonae)
             res.hold += hold
             res.agree += sonae == r.level
             res.agree_outside_hold += (sonae == r.level) and not hold

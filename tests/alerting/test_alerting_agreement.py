@@ -4,7 +4,8 @@ reading with the source's own flags (``over``: 観測開始 → standby, 危険�
 Issue #14's criteria: no ≥ L4 and no L5 episode of the source left unraised; every crossing raised at
 the reading that crosses (or, when that reading is beyond the gauge's plausible rate, an unconfirmed
 alert from that reading on); agreement per reading ≥ 99 % outside the documented hold on falling water
-(``alerting.rules``: hysteresis, then 3 readings and 30 minutes below). ``bench/level_agreement.py``
+(``alerting.rules``: hysteresis, then 3 readings and 30 minutes below, or 30 minutes below and then one
+reporting interval without a reading). ``bench/level_agreement.py``
 prints the same comparison as the issue's table.
 """
 

@@ -262,3 +262,62 @@ def test_mlit_crisis_gauges_raise_at_the_crossing_reading() -> None:
     assert false_raises == []  # never a level the source does not show
     assert late == []          # every warning and flood reading at its level, 0 readings late
     assert unconfirmed == []   # no real reading of the year is beyond the default plausible rate
+
+
+def test_report_by_exception_gauge_steps_down_by_time_when_readings_stop() -> None:
+    """0700000235 川田橋 (危機管理型): level 4 at 01:50, back to standby in the source (``over`` = 1) at
+    02:50 and 03:30 JST on 2025-11-01, then silent for 9.5 months. Fewer readings below the line than
+    the sample dwell asks for, then silence: the level is lowered by time, not held for months."""
+    rows = mlit_rows()["0700000235"]
+    steps = ladder("crisis", mlit_thresholds(rows[0]))
+    config = RuleConfig()
+    ts = [datetime.fromisoformat(r["obs_time_jst"]).timestamp() for r in rows]
+    assert [r["over"] for r in rows[1:]] == ["1", "1", "1"]  # the source's own flag: standby again
+    standby = level_for(steps, float(rows[1]["level_m"]))
+    assert standby == STANDBY
+    # two readings below after level 4, then silence; the tick in reading time lowers the level
+    machine = StationRules(steps, config)
+    t0, t1 = ts[0], ts[1]
+    out = machine.feed_all([Reading("level", t0, float(rows[0]["level_m"])),
+                            Reading("level", t1, float(rows[1]["level_m"])),
+                            Reading("level", t1 + 600, float(rows[2]["level_m"]))])
+    assert [(t.old_level, t.new_level) for t in out] == [(None, LEVEL4)]
+    assert machine.state.level == LEVEL4  # two readings below: the sample dwell is not met
+    due = t1 + config.dwell_down_s + config.dwell_down_grace_s  # 30 min below, then one interval silent
+    assert machine.tick(t1 + config.dwell_down_s - 1) == [] and machine.tick(due - 1) == []
+    assert machine.state.level == LEVEL4
+    stepped = machine.tick(due + 3600)
+    assert [(t.condition, t.old_level, t.new_level, t.ts, t.value) for t in stepped] == [
+        (RIVER, LEVEL4, STANDBY, due, float(rows[2]["level_m"]))]
+    assert machine.state.level == STANDBY and machine.tick(due + 7200) == []  # once only
+    # state survives serialisation mid-dwell
+    mid = StationRules(steps, config)
+    mid.feed_all(Reading("level", t, float(r["level_m"])) for t, r in zip(ts[:2], rows[:2], strict=True))
+    restored = StationRules(steps, config, json.loads(json.dumps(mid.to_json())))
+    assert restored.tick(due - 1) == [] and [t.new_level for t in restored.tick(due)] == [STANDBY]
+    # the real series, replayed without ticks: the 03:30 reading comes after the dwell (30 min from
+    # 02:50) and one interval of silence, so the level is lowered at that moment; nothing in 2026-08
+    replay = StationRules(steps, config)
+    again = replay.feed_all(Reading("level", t, float(r["level_m"])) for t, r in zip(ts, rows, strict=True))
+    assert [(t.new_level, t.ts) for t in again] == [(LEVEL4, ts[0]), (STANDBY, ts[1] + 1800 + 600)]
+    assert ts[2] == ts[1] + 2400 and replay.state.level == STANDBY
+
+
+def test_tick_does_not_lower_while_the_water_is_above_the_line_or_a_reading_is_suspect() -> None:
+    steps = ladder("flood_forecast", FF)
+    t0 = 1_700_000_000.0
+    held = StationRules(steps)
+    feed(held, [5.6, 5.45, 5.45], start=t0)  # within hysteresis of 5.50: held, no step-down started
+    assert held.state.level == LEVEL4 and held.tick(t0 + 30 * 86400) == []
+    # a regular gauge still steps down by its readings, at the same time as before
+    regular = StationRules(steps)
+    out = feed(regular, [5.6, 5.2, 5.2, 5.2, 5.2], start=t0)
+    assert [(t.new_level, t.ts) for t in out] == [(LEVEL4, t0), (LEVEL3, t0 + 4 * 600)]
+    # silent below the line, but the last reading is a suspect fall: wait for the next one
+    suspect = StationRules(steps)
+    feed(suspect, [5.6, 5.3, 1.0], start=t0)
+    assert suspect.state.pending is not None and suspect.tick(t0 + 86400) == []
+    # an exercise on a 60× clock steps down 60× sooner
+    fast = StationRules(steps, RuleConfig().scaled(60))
+    feed(fast, [5.6, 5.2], start=t0, step=10.0)
+    assert fast.tick(t0 + 10 + 30 + 9) == [] and [t.new_level for t in fast.tick(t0 + 10 + 30 + 10)] == [LEVEL3]

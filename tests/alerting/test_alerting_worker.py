@@ -23,7 +23,7 @@ from ingest.store import write_batch
 from sonae.config import Settings
 from sonae.mqtt import MqttClient
 from tests.alerting.cap_support import assert_valid_cap
-from tests.alerting.replay_data import JST, jiseiji_series, jiseiji_thresholds
+from tests.alerting.replay_data import JST, jiseiji_series, jiseiji_thresholds, mlit_rows, mlit_thresholds
 from tests.alerting.support import events_of, running_worker
 from tests.ingest_support import publish_all, running_ingestor, wait_until
 
@@ -104,7 +104,7 @@ async def test_exercise_readings_make_exercise_alerts_only(pool: asyncpg.Pool, s
         assert await store.list_active(conn, exercise=False) == []
 
 
-async def _write(pool: asyncpg.Pool, station: str, t0: datetime, pairs: list[tuple[int, float]],
+async def _write(pool: asyncpg.Pool, station: str, t0: datetime, pairs: list[tuple[float, float]],
                  kind: str = "level") -> None:
     async with pool.acquire() as conn:
         await write_batch(conn, [IngestReading(station, kind, t0 + timedelta(minutes=10 * i), v) for i, v in pairs])
@@ -273,3 +273,33 @@ async def test_one_leader_and_failover(pool: asyncpg.Pool) -> None:
     finally:
         second.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_silent_report_by_exception_gauge_steps_down_on_the_tick(pool: asyncpg.Pool) -> None:
+    """川田橋 (0700000235, 危機管理型) on 2025-11-01, moved to today: level 4, two readings back at
+    standby, then silence. The worker's tick (driven here with an explicit 'now') lowers the level once
+    the dwell has passed and the next reading is overdue; a late reading replays without flapping."""
+    rows = mlit_rows()["0700000235"]
+    await register(pool, Station(id="kawada", name="川田橋", municipality_code="072036", gauge_type="crisis",
+                                 expected_interval_s=600, **mlit_thresholds(rows[0])))
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+    levels = [float(r["level_m"]) for r in rows[:3]]  # 19.92 (≥ 危険水位 19.55), then 19.31 and 19.07
+    async with running_worker(pool) as worker:
+        await _write(pool, "kawada", t0, [(0, levels[0]), (6, levels[1]), (7, levels[2])])
+        await wait_until(lambda: _state_is(pool, "kawada", (t0 + timedelta(minutes=70)).timestamp()),
+                         what="the three readings evaluated")
+        assert await _is(pool, "kawada", 4)  # two readings below: held
+        due = t0 + timedelta(minutes=60 + 30 + 10)  # 30 min from the first reading below, then one interval
+        async with pool.acquire() as conn:
+            assert await worker.tick(conn, now=due - timedelta(seconds=1)) == 0
+            assert await _is(pool, "kawada", 4)
+            assert await worker.tick(conn, now=due) == 1
+            assert await worker.tick(conn, now=due + timedelta(minutes=5)) == 0  # once
+        assert await _is(pool, "kawada", 1)
+        # a late reading (between the two below the line) is replayed: the step-down stays
+        await _write(pool, "kawada", t0, [(6.5, 19.2)])
+        late = (t0 + timedelta(minutes=65)).timestamp()
+        await wait_until(lambda: _in_buffer(pool, "kawada", late), what="the late reading re-evaluated")
+        assert await _is(pool, "kawada", 1)
+    assert [(e["kind"], e["level"], e["reading_ts"]) for e in await events_of(pool, "kawada")] == [
+        ("raised", 4, t0), ("de-escalated", 1, due)]

@@ -24,8 +24,10 @@ from alerting.rules import Transition
 from api.app import create_app
 from api.auth import create_account, login
 from evac.drilltown import _tags
-from ingest.registry import Municipality, Station, upsert_municipalities, upsert_stations
+from ingest.municipalities import Municipality, upsert_municipalities
+from ingest.registry import Station, upsert_stations
 from notify.messages import webhook_cap
+from simulators.jma_feed import JmaFeed
 from sonae.config import Settings
 from sonae.xmltext import REPLACEMENT, is_xml_text, to_xml_bytes, xml_text
 from tests.alerting.cap_support import assert_valid_cap
@@ -131,7 +133,7 @@ def test_no_xml_writer_bypasses_the_sanitiser() -> None:
     """Every module that serialises XML does it through sonae.xmltext (a grep, so a new writer is seen)."""
     root = Path(__file__).resolve().parents[2]
     writers = []
-    for package in ("sonae", "ingest", "alerting", "evac", "notify", "api", "simulators"):
+    for package in ("sonae", "ingest", "alerting", "evac", "notify", "api", "simulators", "ngsi", "jma"):
         for path in (root / package).rglob("*.py"):
             source = path.read_text(encoding="utf-8")
             if path.name == "xmltext.py":
@@ -161,3 +163,19 @@ def test_any_entered_text_still_gives_schema_valid_cap(note: str, area_desc: str
                              "order_cancel_note": note}):
         assert_valid_cap(render_cap(a, PREVIOUS, profile=profile))
     etree.fromstring(render_atom([order, gauge], base_url="https://sonae.test", profile=profile))
+
+
+async def test_jma_simulator_feed_stays_valid_with_any_host_header() -> None:
+    """The drill JMA feed builds its links from the request's Host: a quote or '<' in it kept the feed
+    well-formed only by chance (saxutils.escape leaves '"'); it now goes through sonae.xmltext too."""
+    feed = JmaFeed([b"<Report/>", b"<Report/>"])
+    feed.publish_next()
+    feed.publish_next()
+    client = await start_client(feed.app())
+    try:
+        resp = await client.get("/feed.xml", headers={"Host": 'x"y<z&w'})
+        doc = etree.fromstring(await resp.read())
+        hrefs = [link.get("href") for link in doc.iterfind("a:entry/a:link", NS)]
+        assert hrefs == ['http://x"y<z&w/data/1.xml', 'http://x"y<z&w/data/0.xml']
+    finally:
+        await client.close()

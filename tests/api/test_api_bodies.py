@@ -18,11 +18,16 @@ BODIES = [
     b'{"municipality_code": "072036", "level": -Infinity}',
     b'{"municipality_code": "072036", "level": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     b'{"municipality_code": "072036", "level": 3, "note": "\\xff"}'.replace(b"\\xff", b"\xff"),
+    # a lone surrogate (a JSON escape UTF-8 cannot encode): PostgreSQL cannot store it, in any field
+    b'{"municipality_code": "072036", "level": 3, "note": "a\\ud800b"}',
+    b'{"municipality_code": "072036", "level": 3, "area_desc": "\\udfff"}',
+    b'{"municipality_code": "072036", "level": 3, "area": {"type": "Polygon\\udc00", "coordinates": []}}',
 ]
 
 
 @pytest.mark.parametrize("body", BODIES, ids=["309_zeros", "5000_digits", "1e309", "NaN", "-Infinity", "deep",
-                                              "not_utf8"])
+                                              "not_utf8", "surrogate_note", "surrogate_area_desc",
+                                              "surrogate_nested"])
 async def test_poison_bodies_are_400_problems(pool: asyncpg.Pool, settings: Settings, body: bytes) -> None:
     async with pool.acquire() as conn:
         await create_account(conn, username="kori", password="correct horse battery", role="staff",

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sonae.provisioning import (
     AclFile,
@@ -131,3 +133,51 @@ def test_adapting_a_config_keeps_everything_but_ports_and_paths(tmp_path: Path) 
     for kept in ("allow_anonymous false", "max_inflight_messages 0", "max_queued_messages 1000000",
                  "per_listener_settings false"):
         assert kept in lines
+
+
+def test_note_with_a_line_break_cannot_add_an_acl_line(tmp_path: Path) -> None:
+    """Issue #16 trial: ``sonae devices add dev-c --note $'x\\ntopic readwrite #'`` wrote a line giving the
+    previous user in the file read/write on every topic."""
+    run = subprocess.run([sys.executable, "-m", "sonae.cli", "devices", "add", "dev-b", "--municipality", "072036",
+                          "--dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 0, run.stderr
+    before = (tmp_path / "acl").read_text()
+    run = subprocess.run([sys.executable, "-m", "sonae.cli", "devices", "add", "dev-c", "--municipality", "072036",
+                          "--note", "x\ntopic readwrite #", "--dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 2 and "note" in run.stderr and "control character" in run.stderr
+    assert (tmp_path / "acl").read_text() == before
+    assert "dev-c" not in (tmp_path / "passwd").read_text()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_no_value_ever_adds_a_line_to_a_generated_file(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    """Whatever a note, username, station or grant holds, the files keep one line per entry: a value
+    is written whole or refused (ProvisioningError), and the files read back the same clients."""
+    d = tmp_path_factory.mktemp("fuzz")
+    files = {"passwd_file": d / "passwd", "acl_file": d / "acl"}
+    for call in (lambda: add_client("dev", municipalities=["072036"], note=text, **files),
+                 lambda: add_client(text, municipalities=["072036"], **files),
+                 lambda: add_client("dev2", municipalities=["072036"], stations=[text], **files),
+                 lambda: add_client("dev3", role="viewer", extra=[Grant("read", text)], **files),
+                 lambda: add_client("dev4", role="viewer", password=text, **files)):
+        try:
+            call()
+        except ProvisioningError:
+            continue
+    acl_lines = (d / "acl").read_text().splitlines() if (d / "acl").exists() else []
+    assert all(ln.startswith(("#", "user ", "topic ")) or not ln for ln in acl_lines)
+    assert [ln.split()[1] for ln in acl_lines if ln.startswith("user ")] == AclFile(d / "acl").clients()
+    for line in ((d / "passwd").read_text().splitlines() if (d / "passwd").exists() else []):
+        assert line.count(":") == 1 and line.split(":")[1].startswith("$7$")
+
+
+def test_emqx_calls_refuse_what_the_files_refuse() -> None:
+    from sonae.provisioning import Client
+
+    with pytest.raises(ProvisioningError):
+        Client("dev\nx", "device", ())
+    client = Client("dev", "device", (Grant("write", "sonae/v1/072036/dev/+"),))
+    with pytest.raises(ProvisioningError):
+        emqx_requests(client, "pass\nword")

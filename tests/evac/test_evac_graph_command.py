@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bz2
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +115,47 @@ def test_damaged_pbf_is_a_readable_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00\x00\x00\x0d" + b"\x01" * 40)
     with pytest.raises(ValueError, match="cannot read cut.osm.pbf as OSM PBF"):
         graph_from_file(bad, state_dir=tmp_path)
+
+
+def _cut(src: Path, dst: Path, keep: float) -> Path:
+    data = bz2.decompress(src.read_bytes()) if src.suffix == ".bz2" else src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["osm", "pbf", "npz"])
+def test_a_damaged_network_past_the_quick_check_stops_startup_with_one_line(
+        kind: str, krems_pbf: Path, database_url: str, tmp_path: Path) -> None:
+    """A truncated .osm or .osm.pbf, or an .npz that is a zip of the wrong arrays, passes the setting's
+    quick look at the first bytes; `sonae api` must still stop with one readable line (exit 2), not
+    say "Sonae is up" and answer 503 to every route (#13 item 6)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    if kind == "osm":
+        path = _cut(Path(EXTRACTS["monaco"]), tmp_path / "town.osm", 0.4)
+    elif kind == "pbf":
+        path = _cut(krems_pbf, tmp_path / "town.osm.pbf", 0.5)
+    else:
+        path = tmp_path / "town.npz"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("x.npy", b"not arrays")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
+    env.update(SONAE_DATABASE_URL=database_url, SONAE_EVAC_NETWORK=str(path), SONAE_API_PORT="0",
+               SONAE_LOG_LEVEL="error", SONAE_STATE_DIR=str(tmp_path / "state"))
+    done = subprocess.run([sys.executable, "-m", "sonae.cli", "api"], env=env, capture_output=True, text=True,
+                          timeout=90)
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-800:])
+    assert "Sonae is up" not in done.stdout
+    assert len(lines) == 1 and "SONAE_EVAC_NETWORK" in lines[0] and path.name in lines[0], done.stderr
+
+
+def test_an_empty_osm_file_says_so_not_server_response(tmp_path: Path) -> None:
+    """An ``.osm`` file without elements is a file fault, not osmnx's "No data elements in server response"."""
+    empty = tmp_path / "empty.osm"
+    empty.write_text('<?xml version="1.0"?><osm version="0.6"></osm>', encoding="utf-8")
+    with pytest.raises(ValueError, match="empty.osm holds no OpenStreetMap") as info:
+        graph_from_file(empty, state_dir=tmp_path)
+    assert "server" not in str(info.value)

@@ -63,3 +63,50 @@ def test_bad_input_messages(tmp_path: Path) -> None:
                               "inland_flooding", "volcano"}
     s = Shelter(id="x", name="x", lat=0, lon=0, hazards=frozenset(), capacity=0)
     assert s.is_full
+
+
+def test_gsi_files_merge_per_site_keeping_flags_and_both_designations() -> None:
+    """Oracle: a brute-force pairing of the two real files by name, municipality and distance."""
+    import math
+
+    from evac.shelters import EMERGENCY_SITE, SAME_SITE_M, STAY_SHELTER, merge_sites
+
+    emergency, stay = load_shelters(GSI), load_shelters(GSI_STAY)
+    merged = merge_sites(emergency, stay)
+
+    def metres(a: Shelter, b: Shelter) -> float:
+        x = math.radians(b.lon - a.lon) * math.cos(math.radians((a.lat + b.lat) / 2))
+        return 6_371_000.0 * math.hypot(x, math.radians(b.lat - a.lat))
+
+    joined = {s.id for s in stay if any(e.name == s.name and e.municipality_code == s.municipality_code
+                                        and metres(e, s) <= SAME_SITE_M for e in emergency)}
+    assert 500 < len(joined) < len(stay)
+    by_id = {s.id: s for s in merged}
+    assert not joined & set(by_id)  # a joined 指定避難所 is no separate site
+    flags = {e.id: e.hazards for e in emergency}
+    both = [s for s in merged if s.designations == {EMERGENCY_SITE, STAY_SHELTER}]
+    assert both and all(s.hazards == flags[s.id] for s in both)
+    assert all(s.designations == {STAY_SHELTER} and not s.hazards for s in merged if s.id not in flags)
+    assert all(EMERGENCY_SITE in by_id[e.id].designations for e in emergency if e.id in by_id)
+
+
+def test_merge_is_by_id_or_name_within_the_distance() -> None:
+    from evac.shelters import merge_sites
+
+    a = Shelter(id="A", name="公民館", lat=37.4, lon=140.36, hazards=frozenset({"flood"}), municipality_code="072036")
+    near = Shelter(id="B", name="公民館", lat=37.4001, lon=140.36, hazards=frozenset(), municipality_code="072036",
+                   capacity=50)
+    far = Shelter(id="C", name="公民館", lat=37.41, lon=140.36, hazards=frozenset(), municipality_code="072036")
+    same_id = Shelter(id="A", name="別名", lat=37.5, lon=140.5, hazards=frozenset({"earthquake"}))
+    merged = merge_sites([a], [near, far, same_id])
+    assert [s.id for s in merged] == ["A", "C"]
+    assert merged[0].hazards == {"flood", "earthquake"} and merged[0].capacity == 50
+
+
+@pytest.mark.parametrize("name", ["避難所\\udfff", "避難所\\u0000"])
+def test_shelter_text_postgresql_cannot_store_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "s.geojson"
+    path.write_text('{"features": [{"properties": {"id": "s1", "name": "' + name + '"}, '
+                    '"geometry": {"type": "Point", "coordinates": [140.38, 37.42]}}]}', encoding="utf-8")
+    with pytest.raises(ValueError, match="shelter 's1': field 'name'"):
+        load_shelters(path)

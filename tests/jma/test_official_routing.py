@@ -7,14 +7,19 @@ for that hazard ends at a site whose GSI flags (the database's own ``hazards``) 
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from shapely.geometry import LineString, Point, mapping
 
 from api.app import create_app
+from api.evac_service import EvacService, official_levels
 from evac import store
 from evac.drilltown import DrillTown
 from jma.store import store_telegram
@@ -64,3 +69,86 @@ async def test_landslide_information_routes_to_landslide_rated_sites(pool: async
         assert "landslide" in rated[props["shelter"]["id"]], props["shelter"]
     assert checked >= 3
     assert any("landslide" not in h for h in rated.values())  # the choice mattered: some sites are not rated
+
+
+def _landslide_map(path: Path, red: Any, yellow: Any) -> Path:
+    """A landslide map in PLATEAU's GeoJSON form (the property names of the real 沼津市 file)."""
+    feats = [{"type": "Feature", "geometry": mapping(g),
+              "properties": {"name": str(i), "区域区分": zone, "現象の種類": "1", "都道府県コード": "07",
+                             "区域番号": f"203-I-{i:04d}", "区域名": f"試験{i}", "所在地": "郡山市",
+                             "告示日": "2020-03-31", "特別警戒未指定フラグ": "0", "gml_id": f"lsid_{i}"}}
+             for i, (g, zone) in enumerate(((red, "2"), (yellow, "1")))]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}, ensure_ascii=False),
+                    encoding="utf-8")
+    return path
+
+
+async def _changed(service: EvacService, pool: asyncpg.Pool, link: str, data: bytes) -> str:
+    """Store a telegram and wait until this process's engine has recomputed."""
+    events = service.subscribe()
+    try:
+        async with pool.acquire() as conn:
+            outcome = await store_telegram(conn, link=link, data=data)
+        await asyncio.wait_for(events.get(), 60)
+    finally:
+        service.unsubscribe(events)
+    return outcome
+
+
+@pytest.mark.parametrize("phenomenon", ["landslide", "土砂災害", None])
+async def test_landslide_map_linked_to_the_warning_area_blocks_its_red_zone(
+    pool: asyncpg.Pool, client: TestClient, tmp_path: Path, phenomenon: str | None
+) -> None:
+    service = await _ready(client)
+    lat, lon = _origins(service)[7]
+    before = await _route(client, lat, lon, hazard="landslide")
+    assert before["properties"]["status"] == "ok"
+    line = before["geometry"]["coordinates"]
+    assert len(line) >= 5
+    red = Point(line[len(line) // 2]).buffer(0.00025, cap_style="square")  # 特別警戒区域 on the route
+    assert not red.contains(Point(line[0])) and not red.contains(Point(line[-1]))
+    w, s, _, _ = service.map.bounds  # type: ignore[union-attr]
+    yellow = Point(w + 0.0003, s + 0.0003).buffer(0.0002, cap_style="square")
+    events = service.subscribe()
+    try:
+        async with pool.acquire() as conn:
+            row = await store.import_hazard_map(
+                conn, _landslide_map(tmp_path / "koriyama_lsld.geojson", red, yellow), actor="test",
+                link=store.MapLink.parse("jma_area:07203", at_level=4, phenomenon=phenomenon))
+        await asyncio.wait_for(events.get(), 60)
+    finally:
+        service.unsubscribe(events)
+    async with pool.acquire() as conn:
+        keys = {r["station_id"] for r in await conn.fetch("SELECT station_id FROM hazard_areas WHERE map_id = $1",
+                                                          row["id"])}
+    assert keys == {f"jma_area:{KORIYAMA}:{phenomenon or 'landslide'}"}  # 6-digit code, never shared by hazards
+    assert (await _route(client, lat, lon, hazard="landslide"))["geometry"]["coordinates"] == line  # quiet
+
+    assert await _changed(service, pool, "issued", koriyama(LANDSLIDE[0])) == "applied"  # level 4 for 郡山市
+    during = await _route(client, lat, lon, hazard="landslide")
+    assert during["properties"]["status"] == "ok"
+    assert not LineString(during["geometry"]["coordinates"]).intersects(red)
+    hazards = await (await client.get("/api/v1/hazards")).json(content_type=None)
+    mine = {f["properties"]["zone_class"]: f["properties"] for f in hazards["features"]
+            if f["properties"].get("map_id") == row["id"]}
+    assert mine["特別警戒区域"]["severity"] == "blocked" and mine["特別警戒区域"]["in_force"]
+
+    assert await _changed(service, pool, "cleared", koriyama(LANDSLIDE[2])) == "applied"  # 解除
+    assert (await _route(client, lat, lon, hazard="landslide"))["geometry"]["coordinates"] == line
+
+
+def test_official_levels_match_municipality_hazard_and_drill() -> None:
+    """Pure rule: a key takes the level of its own municipality's real (or, for a drill key, 訓練)
+    information whose phenomenon names its hazard; 大雨 names none."""
+    def row(code: str, phenomenon: str, level: int, exercise: bool = False) -> dict[str, Any]:
+        return {"municipality_code": code, "phenomenon": phenomenon, "level": level, "exercise": exercise}
+
+    rows = [row(KORIYAMA, "土砂災害", 4), row(KORIYAMA, "洪水", 3), row(KORIYAMA, "洪水", 5, True),
+            row("072010", "土砂災害", 5), row(KORIYAMA, "大雨", 5)]
+    keys = {f"jma_area:{KORIYAMA}:landslide": "landslide", f"jma_area:{KORIYAMA}:土砂災害": "landslide",
+            f"jma_area:{KORIYAMA}:氾濫": "flood", f"jma_area:{KORIYAMA}:": "flood",
+            f"exercise:jma_area:{KORIYAMA}:flood": "flood", f"jma_area:{KORIYAMA}:tsunami": "tsunami",
+            f"jma_area:{KORIYAMA}:大雨": "flood", "jma_area:072044:landslide": "landslide"}
+    assert official_levels(rows, keys) == {
+        f"jma_area:{KORIYAMA}:landslide": 4, f"jma_area:{KORIYAMA}:土砂災害": 4, f"jma_area:{KORIYAMA}:氾濫": 3,
+        f"jma_area:{KORIYAMA}:": 3, f"exercise:jma_area:{KORIYAMA}:flood": 5}

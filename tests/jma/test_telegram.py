@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from jma.areas import check_digit, map_statement, municipalities
+from jma.areas import map_statement, municipalities
 from jma.telegram import Statement, TelegramError, kind_of, parse
+from sonae.municipality_code import normalise
 from tests.conftest import shared_data
 from tests.jma.support import REAL, SCHEMA, sample, samples
 
@@ -121,15 +122,18 @@ def test_real_2022_tonga_telegram_clears_fukushima() -> None:
     assert [(s.status, s.level) for s in fukushima] == [("解除", None)]
 
 
-def test_check_digit_agrees_with_the_municipality_list() -> None:
-    """Oracle: 総務省's 6-digit codes in the shared list, for all of Japan."""
+def test_fukushima_table_agrees_with_the_municipality_list() -> None:
+    """Oracle: 総務省's 6-digit codes in the shared list; jma's table uses the ground module's rule."""
     import csv
 
     with open(shared_data("municipalities", "japan_municipalities.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) > 1700
-    assert all(check_digit(r["code5"]) == r["lgcode6"] for r in rows)
-    assert len(municipalities()) == 59
+    official = {r["code5"]: r["lgcode6"] for r in rows}
+    assert all(normalise(r["code5"]) == r["lgcode6"] for r in rows)
+    table = municipalities()
+    assert len(table) == 59
+    assert all(official[code5] == lgcode6 for code5, lgcode6 in table.items())
 
 
 def test_placeholders_are_unknown_never_guessed() -> None:

@@ -66,6 +66,17 @@ def test_q_terms_on_an_entity(q: str, hit: bool | None) -> None:
     assert matches(parse_q(q), entity) is hit
 
 
+@pytest.mark.parametrize(("q", "hit"), [
+    # a time without an offset is Japan time (sonae.japantime), as in ingest and the API's from/to/timeAt:
+    # the entity's 2026-11-29T10:00Z is 19:00 JST
+    ("dateObserved>2026-11-29T18:59", True), ("dateObserved>2026-11-29T19:00:01", False),
+    ('dateObserved=="2026-11-29T19:00:00"', True), ("dateObserved==2026-11-29T18:00..2026-11-29T19:30", True),
+])
+def test_q_times_without_an_offset_are_japan_time(q: str, hit: bool) -> None:
+    entity = {"id": "urn:x", "type": "WaterObserved", "dateObserved": "2026-11-29T10:00:00Z"}
+    assert matches(parse_q(q), entity) is hit
+
+
 @pytest.mark.parametrize("q", ["location.coordinates==1", "a[b]==1", "@observedAt>1", "a==", "(a==1", "a==1)",
                                "a==nan", "a~=(", "a;;b", "x" * 3000, r"a~=(x)\1", "a~=(?=x)", "a~=" + "x" * 300])
 def test_q_outside_the_subset_is_refused(q: str) -> None:

@@ -240,7 +240,11 @@ def test_resident_page_shows_a_level_and_draws_a_route_ending_at_a_shelter(resid
             assert set(params) <= {"bbox", "limit"}, u
             cell = [float(v) for v in params["bbox"][0].split(",")]
             assert all(abs(v * 20 - round(v * 20)) < 1e-6 for v in cell), u
-        elif path not in ("/api/v1/route", "/api/v1/level"):
+        elif path in ("/api/v1/route", "/api/v1/level"):
+            # the page sends what the server uses: 4 decimals (~10 m), never the device's full precision
+            sent = urllib.parse.parse_qs(query)
+            assert all(len(sent[k][0].partition(".")[2]) <= 4 for k in ("lat", "lon")), u
+        else:
             assert "lat=" not in query and "lon=" not in query and "37.4" not in query, u
     assert not resident.errors, resident.errors
     shot(page, "resident-route-ja")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
@@ -60,3 +61,10 @@ def test_defaults_and_durations() -> None:
     assert math.isinf(sc.accel) and sc.duration_s == 5400 and sc.exercise is True and sc.seed == 1
     assert [parse_duration(x, "k") for x in (90, "90s", "10m", "6h", "2d", "250ms")] == [
         90, 90, 600, 21600, 172800, 0.25]
+
+
+@pytest.mark.parametrize("start", ["'2023-07-01T04:40:00'", "2023-07-01T04:40:00", "'2023-07-01T04:40:00+09:00'"])
+def test_replay_window_times_without_an_offset_are_japan_time(start: str) -> None:
+    """sonae.japantime's one rule: a string or TOML local date-time without an offset is JST."""
+    sc = loads_scenario(f"[replay]\nformat = 'jiseiji'\npath = 'x.csv'\nstart = {start}\n")
+    assert sc.replay is not None and sc.replay.start == datetime(2023, 6, 30, 19, 40, tzinfo=UTC)
