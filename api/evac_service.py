@@ -67,6 +67,7 @@ from evac.engine import Engine, FieldKey
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
 from evac.network import RoadNetwork, load_network
+from evac.search import ProcessSearch, search_in_process
 from evac.shelters import Shelter, load_shelters
 from jma.store import in_force as official_in_force
 from sonae.config import ConfigError, Settings
@@ -267,6 +268,7 @@ class EvacService:
         self.settings = settings
         self.source: str = (settings["evac.network"] or "").strip()
         self.warm = parse_warm(settings["evac.warm"])
+        self.search: ProcessSearch | None = ProcessSearch() if settings["evac.search_worker"] else None
         self.reconnect_max_s = reconnect_max_s
         self.engine: Engine | None = None
         self.network: RoadNetwork | None = None
@@ -282,7 +284,6 @@ class EvacService:
         self.area_rows: dict[str, dict[str, Any]] = {}  # rows of the engine's areas, for the hazards endpoint
         self._pending_rows: dict[str, dict[str, Any]] = {}
         self._areas: dict[str, HazardArea] = {}  # as given to the engine (objects reused while unchanged)
-        self._warmed: set[FieldKey] = set(self.warm)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._wake = asyncio.Event()
         self._dirty_evac = False
@@ -315,6 +316,8 @@ class EvacService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.search is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.search.close)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -339,7 +342,9 @@ class EvacService:
             shelters, areas = await self._read_evac()
             levels = await self._read_levels()
             engine = await loop.run_in_executor(None, partial(
-                Engine, net, shelters=shelters, areas=areas, alert_levels=levels, warm=self.warm))
+                Engine, net, shelters=shelters, areas=areas, alert_levels=levels, warm=self.warm,
+                max_fields=self.settings["evac.max_fields"],
+                search=self.search or search_in_process))
             nmap = await loop.run_in_executor(None, NetworkMap, net)
         except asyncio.CancelledError:
             raise
@@ -551,12 +556,14 @@ class EvacService:
         return a is not None and a[0] <= lon <= a[2] and a[1] <= lat <= a[3]
 
     async def ensure_field(self, key: FieldKey) -> None:
-        """Compute a field off the event loop the first time it is asked for (it stays warm after)."""
-        if key in self._warmed:
-            return
+        """Compute a field off the event loop when it is not computed at the current state.
+
+        Configured fields (``evac.warm``) always are; up to ``evac.max_fields`` others are kept while used.
+        """
         engine = self.require()
+        if engine.has_field(*key):
+            return
         await asyncio.get_running_loop().run_in_executor(None, partial(engine.field, *key))
-        self._warmed.add(key)
 
 
 EVAC = web.AppKey("evac", EvacService)

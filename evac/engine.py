@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ from evac.hazards import (
     edge_multipliers,
 )
 from evac.network import _TRANSFORMERS, RoadNetwork
+from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
 
@@ -262,14 +264,26 @@ class Engine:
         Points (and shelters) further than this from the profile's network are off the network.
     warm
         Keys ``(profile, hazard, exercise)`` always recomputed on update, besides those already in use.
+    max_fields
+        Fields kept besides ``warm``: keys asked for on demand, least recently used dropped first (so a
+        client cycling through every combination cannot grow memory or update work without bound).
+    search
+        Runs the nearest-shelter search (:mod:`evac.search`): in this process by default, or
+        :class:`evac.search.ProcessSearch` to keep a server's interpreter free while it runs.
     """
 
     def __init__(
         self, network: RoadNetwork, *, shelters: Iterable[Shelter] = (), areas: Iterable[HazardArea] = (),
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
-        warm: Iterable[FieldKey] = (),
+        warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
     ) -> None:
         self.network = network
+        self.max_fields = int(max_fields)
+        self._recent: OrderedDict[FieldKey, None] = OrderedDict()  # on-demand keys, least recent first
+        self._recent_lock = threading.Lock()
+        self.search = search
+        #: Searches run per field key (a field reused unchanged after an update is not counted).
+        self.recomputes: Counter[FieldKey] = Counter()
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
         self._update_lock = threading.Lock()
@@ -309,6 +323,10 @@ class Engine:
     ) -> HazardState:
         """Apply a change, recompute the fields in use, swap them in; returns the new state.
 
+        Fields in use are ``warm`` and the ``max_fields`` most recently asked for; one whose inputs (the
+        areas in force for its exercise mode, the shelters rated for its hazard) did not change is
+        carried over without a search.
+
         ``shelters``/``areas`` replace the whole set; ``add_areas`` adds or replaces areas by id;
         ``alert_levels`` merges gauge levels; ``occupancy``/``is_open`` change shelters by id.
         """
@@ -327,10 +345,44 @@ class Engine:
                 ar.pop(aid, None)
             levels = {**st.alert_levels, **{str(k): int(v) for k, v in (alert_levels or {}).items()}}
             new = _Snapshot(HazardState(st.version + 1, _now(), shel, ar, levels))
-            for key in set(old.fields) | self.warm:
-                self._compute(new, key)
+            with self._recent_lock:
+                keys = self.warm | set(self._recent)
+            for key in sorted(keys):
+                f = old.fields.get(key)
+                if f is not None and self._same_inputs(st, new.state, key):
+                    new.fields[key] = replace(f, version=new.state.version)
+                    if key[2] in old.mults:
+                        new.mults.setdefault(key[2], old.mults[key[2]])
+                else:
+                    self._compute(new, key)
             self._snap = new  # the atomic swap: one reference assignment
             return new.state
+
+    @staticmethod
+    def _same_inputs(old: HazardState, new: HazardState, key: FieldKey) -> bool:
+        """Whether a field of ``key`` is the same at both states: same areas in force, same shelters."""
+        _, hazard, exercise = key
+        if old.active(exercise=exercise) != new.active(exercise=exercise):
+            return False
+
+        def rated(st: HazardState) -> list[Shelter]:
+            return sorted((s for s in st.shelters.values() if s.rated_for(hazard)), key=lambda s: s.id)
+
+        return rated(old) == rated(new)
+
+    def _touch(self, key: FieldKey) -> None:
+        """Mark an on-demand key as just used (warm keys are always kept)."""
+        if key in self.warm:
+            return
+        with self._recent_lock:
+            self._recent[key] = None
+            self._recent.move_to_end(key)
+            while len(self._recent) > self.max_fields:
+                self._recent.popitem(last=False)
+
+    def has_field(self, profile: str, hazard: str, exercise: bool) -> bool:
+        """Whether the field of a key is computed at the current state (a query then does no search)."""
+        return (profile, hazard, exercise) in self._snap.fields
 
     @staticmethod
     def _shelter(shelters: Mapping[str, Shelter], sid: str) -> Shelter:
@@ -347,8 +399,12 @@ class Engine:
     def field(self, profile: str = "walk", hazard: str = "flood", exercise: bool = False) -> Field:
         """The field for a key at the current state (computed on first use)."""
         snap = self._snap
-        f = snap.fields.get((profile, hazard, exercise))
-        return f if f is not None else self._compute(snap, (profile, hazard, exercise))
+        key = (profile, hazard, exercise)
+        f = snap.fields.get(key)
+        if f is None:
+            f = self._compute(snap, key)
+        self._touch(key)
+        return f
 
     def _compute(self, snap: _Snapshot, key: FieldKey) -> Field:
         profile, hazard, exercise = key
@@ -375,21 +431,21 @@ class Engine:
             n = net.n_nodes
             k = len(sources)
             if k:
-                rev = pg.reverse_csr(pair_w)
-                indptr = np.concatenate([rev.indptr, rev.indptr[-1] + np.arange(1, k + 1)])
-                graph = csr_matrix((np.concatenate([rev.data, np.maximum(sources.offset, 1e-9)]),
-                                    np.concatenate([rev.indices, sources.end]).astype(np.int32), indptr),
-                                   shape=(n + k, n + k))
-                dist, pred, src = dijkstra(graph, directed=True, indices=np.arange(n, n + k),
-                                           return_predecessors=True, min_only=True, limit=UNREACHABLE_S)
-                dist = dist[:n]
-                pred = np.where(pred[:n] < 0, -1, pred[:n]).astype(np.int32)
-                src = np.where(src[:n] < 0, -1, src[:n] - n).astype(np.int32)
+                indptr = np.concatenate([pg.rev_indptr, pg.rev_indptr[-1] + np.arange(1, k + 1)])
+                data = np.concatenate([pair_w[pg.rev_perm], np.maximum(sources.offset, 1e-9)])
+                indices = np.concatenate([pg.rev_indices, sources.end]).astype(np.int32)
+                dist, pred, src = self.search(data, indices, indptr, n, k, UNREACHABLE_S)
+                self.recomputes[key] += 1
             else:
                 dist, pred, src = np.full(n, np.inf), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                       pred, src, shelters, sources, on_edge, mult, de_w, pair_w, blocked, lines, speed)
             snap.fields[key] = f
+            self._touch(key)
+            with self._recent_lock:
+                keep = self.warm | set(self._recent)
+            for old_key in [k2 for k2 in snap.fields if k2 not in keep]:  # dropped from the on-demand set
+                snap.fields.pop(old_key, None)
             return f
 
     def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
@@ -575,6 +631,7 @@ class Engine:
         snap = self._snap
         key = (profile, hazard, exercise)
         f = snap.fields.get(key) or self._compute(snap, key)
+        self._touch(key)
         st = snap.state
         here = tuple(f.blocked.at(lon, lat))
         if here:

@@ -241,6 +241,12 @@ SCHEMA: tuple[Setting, ...] = (
             "Route fields kept computed at every hazard change, as profile:hazard[:exercise], comma-separated.",
             check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
+    Setting("evac.search_worker", bool, True,
+            "Run route-field searches in a worker process (shared memory) so the API never stalls while "
+            "recomputing; off: in a thread of the API process."),
+    Setting("evac.max_fields", int, 8,
+            "Route fields kept besides evac.warm (asked for on demand, least recently used dropped first); "
+            "bounds memory and recompute work.", check=_positive),
     # -- end evac --
     # -- jma: official information, 気象庁防災情報XML PULL feeds (jma/reader.py) --
     Setting("jma.feeds", str, "",

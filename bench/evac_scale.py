@@ -1,0 +1,167 @@
+"""Prefecture-scale run of the evacuation engine: memory, recompute and event-loop lag (issue #21).
+
+Run from the repository root::
+
+    .venv/bin/python bench/evac_scale.py --nodes 100000 300000 1000000
+
+Per size, on a numpy-built drill-town-shaped grid (:mod:`evac.gridtown`), measured in one run:
+
+* engine RSS per node (process peak after building the engine with the configured fields, minus the
+  interpreter's RSS before the network was built);
+* recompute of one field after a local hazard change (``Engine.update``) against the bare scipy
+  floor (``csgraph.dijkstra(min_only=True)`` on the same arrays);
+* recompute of all configured fields (walk and reduced mobility x flood, real and exercise);
+* event-loop lag while ``Engine.update`` runs in an executor thread, as the API runs it: a task
+  sleeping 1 ms records the gap between its ticks; p99 and max of the gaps, with the search in this
+  process (the baseline: scipy holds the GIL) and in the worker process (:class:`evac.search.ProcessSearch`).
+
+Prints a table and writes JSON (``--json``, default ``.state/bench/evac_scale.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from scipy.sparse.csgraph import dijkstra
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from evac.engine import Engine  # noqa: E402
+from evac.gridtown import grid_network, grid_shelters  # noqa: E402
+from evac.hazards import HazardArea  # noqa: E402
+from evac.network import RoadNetwork  # noqa: E402
+from evac.search import ProcessSearch, search_in_process  # noqa: E402
+
+FIELDS = [("walk", "flood", False), ("reduced_mobility", "flood", False), ("walk", "flood", True),
+          ("reduced_mobility", "flood", True)]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def polygon(net: RoadNetwork, rng: np.random.Generator, radius_m: float) -> shapely.Polygon:
+    i = int(rng.integers(net.n_nodes))
+    dlat = radius_m / 111_320.0
+    dlon = dlat / np.cos(np.radians(net.node_lat[i]))
+    ang = np.linspace(0, 2 * np.pi, 9)[:-1]
+    return shapely.Polygon(np.column_stack([net.node_lon[i] + dlon * np.cos(ang),
+                                            net.node_lat[i] + dlat * np.sin(ang)]))
+
+
+async def lag_during(fn: Any) -> dict[str, float]:
+    """Run ``fn`` in the default executor while a 1 ms ticker records the gaps between its ticks (ms)."""
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    done = False
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append((now - last) * 1e3)
+            last = now
+
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    gaps.clear()
+    t0 = time.perf_counter()
+    await loop.run_in_executor(None, fn)
+    wall = time.perf_counter() - t0
+    done = True
+    await t
+    return {"p99_ms": float(np.percentile(gaps, 99)), "max_ms": max(gaps), "ticks": len(gaps), "wall_s": wall}
+
+
+def run_size(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    gc.collect()
+    rss0 = rss_mb()
+    net = grid_network(nodes, seed=seed)
+    shelters = grid_shelters(net, seed=seed)
+    rng = np.random.default_rng(seed)
+    worker = ProcessSearch()
+    eng = Engine(net, shelters=shelters, warm=[FIELDS[0]])
+    rss1 = rss_mb()
+    res: dict[str, Any] = {"nodes": net.n_nodes, "edges": net.n_edges, "shelters": len(shelters),
+                           "rss_mb_one_field": rss1 - rss0, "bytes_per_node_one_field": (rss1 - rss0) * 2**20 / net.n_nodes}
+    # one field: recompute vs floor
+    one, floor = [], []
+    for k in range(rounds):
+        eng.update(add_areas=[HazardArea(id=f"b{k}", hazard="flood", geometry=polygon(net, rng, 150.0))])
+        one.append(eng.field(*FIELDS[0]).compute_s * 1e3)
+        f = eng.field(*FIELDS[0])
+        graph = eng.source_graph(f)
+        t0 = time.perf_counter()
+        dijkstra(graph, directed=True, indices=net.n_nodes + np.arange(len(f.sources)), min_only=True,
+                 return_predecessors=True)
+        floor.append((time.perf_counter() - t0) * 1e3)
+    res["recompute_1_field_ms"] = statistics.median(one)
+    res["scipy_floor_ms"] = statistics.median(floor)
+    # all configured fields, in process and with the worker; event-loop lag during each
+    for name, search in (("in_process", search_in_process), ("worker", worker)):
+        eng.search = search
+        eng.warm = set(fields)
+        for key in fields:
+            eng.field(*key)
+        eng.search(np.zeros(0), np.zeros(0, np.int32), np.zeros(1, np.int32), 0, 0, 1.0)  # start the worker
+        walls, lags = [], []
+        for k in range(rounds):
+            area = HazardArea(id=f"{name}{k}", hazard="flood", geometry=polygon(net, rng, 150.0))
+            lag = asyncio.run(lag_during(lambda a=area: eng.update(add_areas=[a])))
+            walls.append(lag["wall_s"] * 1e3)
+            lags.append(lag)
+        res[f"recompute_all_ms_{name}"] = statistics.median(walls)
+        res[f"loop_lag_p99_ms_{name}"] = statistics.median([g["p99_ms"] for g in lags])
+        res[f"loop_lag_max_ms_{name}"] = max(g["max_ms"] for g in lags)
+    res["fields"] = len(fields)
+    res["rss_mb_all_fields"] = rss_mb() - rss0
+    worker.close()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nodes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fields", type=int, default=len(FIELDS), choices=range(1, len(FIELDS) + 1),
+                    help="configured fields recomputed per change (fewer to fit 3M nodes in memory)")
+    ap.add_argument("--json", type=Path, default=ROOT / ".state" / "bench" / "evac_scale.json")
+    args = ap.parse_args(argv)
+    results = []
+    for n in args.nodes:
+        print(f"  .. {n:,} nodes", file=sys.stderr, flush=True)
+        results.append(run_size(n, args.rounds, seed=7, fields=FIELDS[:args.fields]))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    hdr = (f"{'nodes':>9} {'B/node':>7} {'1 field ms':>10} {'floor ms':>8} {'all(thread) ms':>14} "
+           f"{'all(worker) ms':>14} {'lag p99/max thread':>19} {'lag p99/max worker':>19}")
+    print(hdr)
+    for r in results:
+        print(f"{r['nodes']:>9} {r['bytes_per_node_one_field']:>7.0f} {r['recompute_1_field_ms']:>10.1f} "
+              f"{r['scipy_floor_ms']:>8.1f} {r['recompute_all_ms_in_process']:>14.0f} {r['recompute_all_ms_worker']:>14.0f} "
+              f"{r['loop_lag_p99_ms_in_process']:>9.1f}/{r['loop_lag_max_ms_in_process']:<9.1f} "
+              f"{r['loop_lag_p99_ms_worker']:>9.1f}/{r['loop_lag_max_ms_worker']:<9.1f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "results": results}, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The nearest-shelter search, run in the calling process or in a worker process.
+
+scipy's ``csgraph.dijkstra`` holds the GIL for its whole run (about 0.5 s at a million nodes), so an
+API process that runs it in a thread stalls every request meanwhile. :class:`ProcessSearch` runs it in
+one worker process instead: the graph (CSR arrays) and the answer (distance, next hop and source per
+node) travel through one :class:`multiprocessing.shared_memory.SharedMemory` block per search — plain
+memory copies, nothing is pickled but the block's name and the array sizes — and the calling thread
+waits without the GIL. The answers are identical to :func:`search_in_process` (same function, same
+arrays).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing as mp
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.shared_memory import SharedMemory
+from typing import Protocol
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+log = logging.getLogger("sonae.evac.search")
+
+
+class Search(Protocol):
+    """Multi-source Dijkstra over a CSR graph from its last ``k`` nodes (the virtual source nodes).
+
+    Returns ``dist`` (float64), ``pred`` and ``src`` (int32, -1 for none) for the first ``n`` nodes, where
+    ``src`` counts source rows from 0 (node ``n + k`` is row ``k``).
+    """
+
+    def __call__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, k: int,
+                 limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def search_in_process(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, k: int,
+                      limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The search in this process (see :class:`Search`)."""
+    graph = csr_matrix((data, indices, indptr), shape=(n + k, n + k))
+    dist, pred, src = dijkstra(graph, directed=True, indices=np.arange(n, n + k), return_predecessors=True,
+                               min_only=True, limit=limit)
+    return (dist[:n], np.where(pred[:n] < 0, -1, pred[:n]).astype(np.int32),
+            np.where(src[:n] < 0, -1, src[:n] - n).astype(np.int32))
+
+
+def _layout(n_data: int, n_ptr: int, n: int) -> list[tuple[str, np.dtype, int, int]]:
+    """(name, dtype, offset, count) of each array in the shared block, 8-byte aligned."""
+    specs: list[tuple[str, np.dtype, int]] = [("data", np.dtype(np.float64), n_data), ("indices", np.dtype(np.int32), n_data),
+             ("indptr", np.dtype(np.int32), n_ptr), ("dist", np.dtype(np.float64), n),
+             ("pred", np.dtype(np.int32), n), ("src", np.dtype(np.int32), n)]
+    out, off = [], 0
+    for name, dt, count in specs:
+        out.append((name, dt, off, count))
+        off += (dt.itemsize * count + 7) // 8 * 8
+    return out
+
+
+def _views(buf: memoryview | None, layout: list[tuple[str, np.dtype, int, int]]) -> dict[str, np.ndarray]:
+    assert buf is not None
+    return {name: np.frombuffer(buf, dtype=dt, count=count, offset=off) for name, dt, off, count in layout}
+
+
+def _worker_search(shm_name: str, n_data: int, n_ptr: int, n: int, k: int, limit: float) -> None:
+    shm = SharedMemory(name=shm_name)
+    try:
+        v = _views(shm.buf, _layout(n_data, n_ptr, n))
+        v["dist"][:], v["pred"][:], v["src"][:] = search_in_process(v["data"], v["indices"], v["indptr"], n, k,
+                                                                     limit)
+        del v
+    finally:
+        shm.close()
+
+
+class ProcessSearch:
+    """The search in one worker process (``spawn``ed on first use, so no lock of this process is inherited).
+
+    Thread-safe; searches queue in the worker. :meth:`close` stops it (also at interpreter exit).
+    """
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.searches = 0  # how many searches ran in the worker (for metrics and tests)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+                atexit.register(self.close)
+            return self._pool
+
+    def __call__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, k: int,
+                 limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if indptr[-1] >= np.iinfo(np.int32).max:
+            return search_in_process(data, indices, indptr, n, k, limit)
+        layout = _layout(len(data), len(indptr), n)
+        size = max(8, layout[-1][2] + layout[-1][1].itemsize * n)
+        shm = SharedMemory(create=True, size=size)
+        try:
+            v = _views(shm.buf, layout)
+            try:
+                v["data"][:], v["indices"][:], v["indptr"][:] = data, indices, indptr
+                try:
+                    self._executor().submit(_worker_search, shm.name, len(data), len(indptr), n, k, limit).result()
+                except BrokenProcessPool:  # the worker died (killed, out of memory): answer anyway, respawn next time
+                    log.warning("the search worker process died; searching in this process, a new worker starts "
+                                "with the next search")
+                    self._reset()
+                    return search_in_process(data, indices, indptr, n, k, limit)
+                self.searches += 1
+                return v["dist"].copy(), v["pred"].copy(), v["src"].copy()
+            finally:
+                del v  # the views must go before the block can close
+        finally:
+            shm.close()
+            shm.unlink()
+
+    def _reset(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
