@@ -41,6 +41,20 @@ _PHENOMENON = {
     "土砂災害": ("landslide", "どしゃさいがい"), "洪水": ("flood", "こうずい"), "大雨": ("heavy rain", "おおあめ"),
     "高潮": ("storm surge", "たかしお"), "津波": ("tsunami", "つなみ"),
 }
+#: English names of the official information kinds residents meet most (気象庁 防災気象情報; the 2024
+#: review's level names first). Any other kind is named by its phenomenon, never by its Japanese title,
+#: so an English answer carries no Japanese text.
+_KIND_EN = {
+    "土砂災害警戒情報": "landslide alert information", "レベル４土砂災害危険警報": "level 4 landslide danger warning",
+    "レベル５土砂災害特別警報": "level 5 landslide emergency warning", "氾濫注意情報": "river flood advisory",
+    "氾濫警戒情報": "river flood warning", "氾濫危険情報": "river flood danger information",
+    "氾濫発生情報": "river flooding has occurred", "レベル２氾濫注意報": "level 2 river flood advisory",
+    "レベル３氾濫警報": "level 3 river flood warning", "レベル４氾濫危険警報": "level 4 river flood danger warning",
+    "レベル５氾濫特別警報": "level 5 river flooding emergency warning", "大雨警報": "heavy rain warning",
+    "大雨特別警報": "heavy rain emergency warning", "洪水警報": "flood warning", "高潮警報": "storm surge warning",
+    "高潮特別警報": "storm surge emergency warning", "津波警報": "tsunami warning", "大津波警報": "major tsunami warning",
+    "津波注意報": "tsunami advisory",
+}
 _ORDER = {3: ("高齢者等避難", "Evacuation of older people and others", "おとしより などは にげて"),
           4: ("避難指示", "Evacuation order", "みんな にげて"),
           5: ("緊急安全確保", "Emergency safety measures", "いのちを まもって")}
@@ -107,7 +121,7 @@ def official_source(row: dict[str, Any]) -> Source:
     en, easy = _PHENOMENON.get(row["phenomenon"], (row["phenomenon"], row["phenomenon"]))
     return Source("official", row["level"], row["exercise"], {
         "ja-JP": f"気象庁: {kind}",
-        "en-US": f"JMA: {kind} ({en}, alert level {row['level']} equivalent)",
+        "en-US": f"JMA: {_KIND_EN.get(kind, en + ' information')} (alert level {row['level']} equivalent)",
         "ja-JP-x-easy": f"きしょうちょう: {easy}の じょうほう（レベル{row['level']}）",
     }, HAZARD_OF.get(row["phenomenon"]), official=row)
 

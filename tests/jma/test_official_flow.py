@@ -9,6 +9,7 @@ synchronisation (conditions are polled with deadlines).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -70,7 +71,9 @@ async def test_landslide_warning_raises_names_routes_and_clears(pool: asyncpg.Po
         assert official[0]["suggested_order"] == "避難指示" and official[0]["hazard"] == "landslide"
         assert body["hazard"] == "landslide" and body["exercise"] is False
         english = await level("en")
-        assert english["sources"][0]["name"].startswith("JMA: 土砂災害警戒情報")
+        name_en = english["sources"][0]["name"]
+        assert name_en.startswith("JMA: landslide alert information")
+        assert not re.search(r"[\u3000-\u30ff\u4e00-\u9fff]", name_en), name_en  # English only
         # never re-issued as the municipality's own alert
         alerts = await (await client.get("/api/v1/alerts", params={"municipality": KORIYAMA})).json()
         assert not [a for a in (alerts if isinstance(alerts, list) else alerts.get("alerts", []))
