@@ -123,7 +123,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app.router.add_routes(pages.routes)
     # -- end pages --
     # -- notify (issue #10): Web Push subscriptions, webhooks, the on-call roster --
-    from notify import http as notify_http
+    from api import notifications as notify_http
 
     notify_http.setup(app)
     # -- end notify --
