@@ -52,6 +52,16 @@ def cap_time(ts: datetime) -> str:
     return ts.astimezone(JST).replace(microsecond=0).isoformat()
 
 
+def place_name(alert: dict[str, Any], *, lang: str = "ja-JP") -> str:
+    """The place an alert is about, as residents name it.
+
+    Gauges: ``<river> <station>`` (Japanese) or the station's English name; evacuation orders: the
+    order's area description, else the municipality's name. ``lang`` is a CAP language tag
+    (``en-US`` gives English; anything else Japanese). Never empty (falls back to ids or ``—``).
+    """
+    return _place_en(alert) if lang == "en-US" else _place(alert)
+
+
 def _place(alert: dict[str, Any]) -> str:
     if alert.get("condition") == "evacuation_order":
         return alert.get("area_desc") or alert.get("municipality_name") or alert.get("municipality_code") or "—"
@@ -148,7 +158,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
     cleared = alert.get("cleared_at") is not None
     level = int(alert["level"])
     for lang in LANGUAGES:
-        place = _place_en(alert) if lang == "en-US" else _place(alert)
+        place = place_name(alert, lang=lang)
         if cleared:
             t = cleared_text(alert["condition"], level, lang, place)
         else:

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from alerting.audit import record_audit
 from alerting.levels import is_public
 from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
 from sonae.municipality_code import MunicipalityCodeError, normalise
@@ -75,13 +76,6 @@ async def _notify(conn: asyncpg.Connection, alert_id: int, event_id: int) -> Non
                        json.dumps({"alert_id": alert_id, "event_id": event_id}))
 
 
-async def _audit(conn: asyncpg.Connection, actor: str, action: str, object_type: str, object_id: Any,
-                 detail: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (actor, action, object_type, object_id, detail) VALUES ($1, $2, $3, $4, $5)",
-        actor, action, object_type, str(object_id), json.dumps(detail, ensure_ascii=False, default=str))
-
-
 async def _event(conn: asyncpg.Connection, alert: asyncpg.Record | dict[str, Any], kind: str, *,
                  level: int | None, old_level: int | None, reading_ts: datetime | None,
                  value: float | None, reason: str | None, actor: str, note: str | None = None) -> int:
@@ -138,7 +132,7 @@ async def apply_transition(
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
                             reason=t.reason, actor=actor)
     withdrawn = t.condition == UNCONFIRMED and kind == "cleared" and t.reason == SPIKE
-    await _audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
+    await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
 
@@ -157,7 +151,7 @@ async def acknowledge_alert(conn: asyncpg.Connection, alert_id: int, *, user: st
                            alert_id, user, note)
         event_id = await _event(conn, alert, "acknowledged", level=alert["level"], old_level=alert["level"],
                                 reading_ts=None, value=None, reason=None, actor=user, note=note)
-        await _audit(conn, user, "alert.acknowledged", "alert", alert_id, {"note": note})
+        await record_audit(conn, user, "alert.acknowledged", "alert", alert_id, {"note": note})
         await _notify(conn, alert_id, event_id)
     return event_id
 
@@ -211,7 +205,7 @@ async def issue_order(
             order["id"], exercise, municipality_code, level, order["issued_at"])
         event_id = await _event(conn, alert, "raised", level=level, old_level=None, reading_ts=None, value=None,
                                 reason="order", actor=issued_by, note=note)
-        await _audit(conn, issued_by, "order.issued", "evacuation_order", order["id"],
+        await record_audit(conn, issued_by, "order.issued", "evacuation_order", order["id"],
                      {"municipality_code": municipality_code, "level": level, "area": area, "note": note,
                       "exercise": exercise, "alert_id": alert["id"]})
         await _notify(conn, alert["id"], event_id)
@@ -236,7 +230,7 @@ async def cancel_order(conn: asyncpg.Connection, order_id: int, *, cancelled_by:
         assert alert is not None
         event_id = await _event(conn, alert, "cleared", level=None, old_level=alert["level"], reading_ts=None,
                                 value=None, reason="order cancelled", actor=cancelled_by, note=note)
-        await _audit(conn, cancelled_by, "order.cancelled", "evacuation_order", order_id,
+        await record_audit(conn, cancelled_by, "order.cancelled", "evacuation_order", order_id,
                      {"note": note, "alert_id": alert["id"]})
         await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, "cleared", order["municipality_code"])

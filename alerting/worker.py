@@ -551,7 +551,7 @@ async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, An
 
 async def run_rules_worker(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
     """Run a rules worker until ``stop`` is set (for ``sonae run`` / ``sonae ingest``)."""
-    from sonae.runtime import run_until_stopped
+    from sonae.workers import run_until_stopped
 
     worker = RulesWorker.from_settings(settings, pool)
     await run_until_stopped(worker.run(), stop, worker.stop)

@@ -36,7 +36,7 @@ async def create_token(request: web.Request) -> web.Response:
         result = await login(conn, username, password, ttl=timedelta(hours=settings["api.token_ttl_hours"]))
         limits.record(username=username, success=result is not None, address=address)
         if result is not None:
-            from alerting.store import _audit as audit
+            from alerting.audit import record_audit as audit
 
             await audit(conn, result[2].username, "account.login", "account", result[2].username, {})
     if result is None:
@@ -85,7 +85,7 @@ async def post_account(request: web.Request) -> web.Response:
                 display_name=field(body, "display_name", str, default=None))
         except AccountError as exc:
             raise Problem(400, "Bad Request", str(exc)) from None
-        from alerting.store import _audit as audit
+        from alerting.audit import record_audit as audit
 
         await audit(conn, admin.username, "account.created", "account", account.username,
                     {"role": account.role, "municipality_code": account.municipality_code})

@@ -101,11 +101,11 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     # on shutdown, before aiohttp waits for handlers: ends open SSE streams at once
     app.on_shutdown.append(events.stop_alert_hub)
     # -- end alerting --
-    # -- evac: residents' routes and shelters; the per-process engine (api/evac_service.py) --
-    from api import evac_service, evacuation
+    # -- evac: residents' routes and shelters; the per-process engine (evac/service.py) --
+    from api import evacuation
 
     app.router.add_routes(evacuation.routes)
-    evac_service.setup(app)
+    evacuation.setup(app)
     app.on_startup.append(events.start_hazard_forwarder)
     app.on_cleanup.insert(0, events.stop_hazard_forwarder)
     # -- end evac --
@@ -123,7 +123,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app.router.add_routes(pages.routes)
     # -- end pages --
     # -- notify (issue #10): Web Push subscriptions, webhooks, the on-call roster --
-    from notify import http as notify_http
+    from api import notifications as notify_http
 
     notify_http.setup(app)
     # -- end notify --

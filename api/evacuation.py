@@ -24,14 +24,15 @@ import asyncio
 import collections
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 from aiohttp import web
 
-from api.context import POOL
+from api.context import POOL, SETTINGS
 from api.csvexport import csv_text
-from api.evac_service import EVAC, EvacService
+from api.ops import READINESS_CHECKS
 from api.params import ascii_digits, bad, bbox, choice, flag, integer, language, number, one
 from api.params import municipality as municipality_param
 from api.problems import Problem
@@ -40,6 +41,8 @@ from evac.engine import Engine
 from evac.graph import PROFILE_NAMES
 from evac.guidance import status_text, status_texts
 from evac.hazards import HAZARD_TYPES
+from evac.routes import route as route_for
+from evac.service import EngineUnavailable, EvacService
 
 routes = web.RouteTableDef()
 
@@ -54,9 +57,38 @@ def _dumps(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+EVAC = web.AppKey("evac", EvacService)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    service = app[EVAC]
+    await service.start()
+    yield
+    await service.stop()
+
+
+def setup(app: web.Application) -> EvacService:
+    """Host the evacuation service (:mod:`evac.service`) in this application: create it, start and stop it
+    with the application, and register its readiness check (``evac graph``)."""
+    service = EvacService(app[POOL], app[SETTINGS])
+    app[EVAC] = service
+    app.cleanup_ctx.append(_lifecycle)
+    if service.enabled:
+        checks = app.get(READINESS_CHECKS)
+        if checks is None:
+            checks = app[READINESS_CHECKS] = {}
+        checks["evac graph"] = service.is_ready
+    return service
+
+
 def _service(request: web.Request) -> tuple[EvacService, Engine]:
+    """The service and its engine, or a 503 problem saying why there is none."""
     service = request.app[EVAC]
-    return service, service.require()
+    try:
+        return service, service.require()
+    except EngineUnavailable as exc:
+        headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+        raise Problem(503, "Service Unavailable", exc.reason, headers=headers) from None
 
 
 def _position(request: web.Request) -> tuple[float, float]:
@@ -100,7 +132,7 @@ async def route(request: web.Request) -> web.Response:
     if body is None:
         _in_area(service, lat, lon)
         await service.ensure_field((profile, hazard, exercise))
-        feature = engine.route(lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
+        feature = route_for(engine, lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
         body = _dumps(feature).encode()
         cache[key] = body
         if len(cache) > ROUTE_CACHE_SIZE:

@@ -230,7 +230,7 @@ HAZARD_FORWARDER = web.AppKey("hazard_forwarder", asyncio.Task)
 async def start_hazard_forwarder(app: web.Application) -> None:
     """Pass this process's hazard-state changes (the evacuation engine swapped in new routes) to its SSE
     clients as ``event: hazard_state``: a page then asks for its route again."""
-    from api.evac_service import EVAC
+    from api.evacuation import EVAC
 
     service = app.get(EVAC)
     hub = app.get(ALERT_HUB)

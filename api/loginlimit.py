@@ -23,7 +23,7 @@ import math
 import time
 from collections import OrderedDict
 
-from api.ratelimit import TokenBuckets
+from sonae.ratelimit import TokenBuckets
 
 ADDRESS_PER_MINUTE = 10
 ACCOUNT_FAILURE_BURST = 10

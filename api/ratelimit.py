@@ -16,33 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import problem_response
+from sonae.ratelimit import TokenBuckets
 
 EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/events")
-
-
-class TokenBuckets:
-    """``rate`` requests a minute with bursts of ``burst``; at most ``max_clients`` tracked."""
-
-    def __init__(self, *, per_minute: int, burst: int | None = None, max_clients: int = 100_000) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst if burst is not None else max(10, per_minute // 6))
-        self.max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, client: str, now: float | None = None) -> float:
-        """Take one token; returns 0 when allowed, else the seconds until the next token."""
-        now = time.monotonic() if now is None else now
-        tokens, stamp = self._buckets.pop(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[client] = (tokens - 1.0, now)
-            wait = 0.0
-        else:
-            self._buckets[client] = (tokens, now)
-            wait = (1.0 - tokens) / self.rate
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return wait
 
 
 def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:

@@ -53,7 +53,7 @@ async def _network_checked(app: web.Application, stop: asyncio.Event) -> None:
     ConfigError
         ``SONAE_EVAC_NETWORK='…': <what is wrong>``, for the CLI's one line (exit 2).
     """
-    from api.evac_service import EVAC
+    from api.evacuation import EVAC
 
     service = app.get(EVAC)
     if service is None or not service.enabled:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from alerting.store import _audit as audit
+from alerting.audit import record_audit as audit
 from api.auth import authenticate
 from api.authorization import in_scope, require_may_simulate
 from api.bodies import field, json_object

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from alerting.audit import record_audit as audit
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
-from alerting.store import _audit as audit
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
 from api.bodies import field, int_field, json_object, municipality_code, number_field

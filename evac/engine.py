@@ -216,7 +216,7 @@ class Partial:
 
 @dataclass(frozen=True)
 class RouteResult:
-    """The core answer: status, legs, time and shelter (formatted by :mod:`evac.routes`).
+    """The core answer: status, legs, time and shelter (formatted by :func:`evac.routes.route_feature`).
 
     A route is: the access leg (straight, from the position to ``first``'s start), ``first`` (the part
     of the resident's edge to a node, or straight to the shelter's point on the same edge), the node
@@ -717,16 +717,6 @@ class Engine:
         """Whether a position lies within the network's bounding box widened by :data:`AREA_MARGIN_M`."""
         b = self._bounds
         return b[0] <= lon <= b[2] and b[1] <= lat <= b[3]
-
-    def route(
-        self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", lang: str | None = None,
-        exercise: bool = False,
-    ) -> dict[str, Any]:
-        """A GeoJSON Feature for a resident (see :func:`evac.routes.route_feature`)."""
-        from evac.routes import route_feature
-
-        return route_feature(self.network, self.route_result(lat, lon, profile=profile, hazard=hazard,
-                                                             exercise=exercise), lang=lang)
 
     def nearest_shelters(
         self, lat: float, lon: float, *, k: int = 3, profile: str = "walk", hazard: str = "flood",

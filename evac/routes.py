@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyproj
 
-from evac.engine import RouteResult
+from evac.engine import Engine, RouteResult
 from evac.guidance import LANGS, arrive_text, check_lang, status_text, step_text
 from evac.network import RoadNetwork
 from evac.snapping import sub_line
@@ -184,3 +184,17 @@ def _steps(net: RoadNetwork, parts: list[tuple[str, int, np.ndarray, float, floa
         texts = {lg: step_text(s["modifier"], s["name"], s["distance_m"], lang=lg) for lg in langs}
         s["text"] = texts if len(langs) > 1 else texts[langs[0]]
     return steps
+
+
+def route(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
+          lang: str | None = None, exercise: bool = False) -> dict[str, Any]:
+    """The route from (``lat``, ``lon``) (degrees, WGS 84) to the nearest safe shelter, as a GeoJSON
+    Feature for a resident: :meth:`Engine.route_result` formatted by :func:`route_feature`.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``profile``, ``hazard`` or ``lang``.
+    """
+    return route_feature(engine.network, engine.route_result(lat, lon, profile=profile, hazard=hazard,
+                                                             exercise=exercise), lang=lang)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from alerting.cap import _place, _place_en, render_cap
+from alerting.cap import place_name, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.store import alert_json
 from alerting.texts import LANGUAGES, Text, cleared_text, text_for
@@ -35,7 +35,7 @@ def is_ending(event: dict[str, Any]) -> bool:
 
 
 def text_of(alert: dict[str, Any], event: dict[str, Any], lang: str) -> Text:
-    place = _place_en(alert) if lang == "en-US" else _place(alert)
+    place = place_name(alert, lang=lang)
     level = int(event["level"] if event["level"] is not None else alert["level"])
     if is_ending(event):
         return cleared_text(alert["condition"], int(event["old_level"] or alert["level"] or 1), lang, place)

@@ -41,10 +41,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from alerting.cap_identity import CapProfile, load_profile
 from alerting.store import NOTIFY_CHANNEL as ALERTS_CHANNEL
-from api.ratelimit import TokenBuckets
 from notify import store
 from notify.webpush import Vapid, encrypt, generate_private_pem, load_private_key, origin_of
 from sonae.config import Settings
+from sonae.ratelimit import TokenBuckets
 from sonae.retry import backoff_delay, count_failure, keep_connected
 
 log = logging.getLogger("sonae.notify")
@@ -492,7 +492,7 @@ async def run_delivery_worker(settings: Settings, pool: asyncpg.Pool, stop: asyn
     """Run a delivery worker until ``stop`` is set (for ``sonae run`` / ``sonae ingest``)."""
     if not settings["notify.enabled"]:
         return
-    from sonae.runtime import run_until_stopped
+    from sonae.workers import run_until_stopped
 
     worker = DeliveryWorker.from_settings(settings, pool)
     await run_until_stopped(worker.run(), stop, worker.stop)

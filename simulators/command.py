@@ -161,9 +161,10 @@ async def run(settings: Any, args: argparse.Namespace, stop: asyncio.Event, scen
     fleet = Fleet(scenario, prefix=settings["mqtt.topic_prefix"], max_future_s=settings["ingest.max_future_s"],
                   max_span_s=limit)
     if args.register_stations:
-        from sonae.runtime import open_pool
+        from ingest.schema import prepare_schema
+        from sonae.db import open_pool
 
-        pool = await open_pool(settings, migrate_schema=True)
+        pool = await open_pool(settings, prepare=lambda pool: prepare_schema(pool, settings))
         try:
             written = await register_stations(pool, fleet.stations)
         finally:

@@ -134,7 +134,7 @@ async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise:
 
     stations = DEMO_STATIONS
     if settings["evac.network"] == "drilltown":  # the drill town's own gauges close the loop to routes
-        from api.evac_service import ensure_drilltown
+        from evac.service import ensure_drilltown
 
         town = await asyncio.get_running_loop().run_in_executor(None, ensure_drilltown, settings.state_dir)
         stations = drilltown_stations(town)

@@ -231,7 +231,7 @@ SCHEMA: tuple[Setting, ...] = (
             "Fastest plausible change of a river stage, m/h (stations' max_rate_m_per_h overrides it); a faster "
             "jump raises only a staff-only unconfirmed alert until the next reading. 6.0 = 1.5 x the fastest "
             "genuine rise in the real MLIT and 持世寺 records (see alerting/rules.py).", check=_positive),
-    # -- evac: the residents' evacuation routes (api/evac_service.py) --
+    # -- evac: the residents' evacuation routes (evac/service.py) --
     Setting("evac.network", str, "",
             "Road network for evacuation routes: a network made by `sonae graph import` (.npz), an .osm, "
             ".osm.bz2, .osm.pbf or .graphml file, or 'drilltown' for the generated drill town (the default of "

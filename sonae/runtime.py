@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from ingest.schema import prepare_schema
+from sonae import db
 from sonae.config import ConfigError, Settings
+from sonae.db import ensure_database
 from sonae.embedded import EmbeddedBroker, EmbeddedPostgres
-from sonae.migrations import migrate
-from sonae.retry import Backoff, count_failure
+from sonae.workers import run_until_stopped
+
+__all__ = ["BackingServices", "ensure_database", "open_pool", "prepare_schema", "run_until_stopped",
+           "stop_event_on_signals", "supervise"]
 
 log = logging.getLogger("sonae.runtime")
 
@@ -71,83 +76,11 @@ class BackingServices:
             self.postgres.stop()
 
 
-async def ensure_database(url: str, *, create: bool = True) -> None:
-    """Create the database named in ``url`` when the server lacks it (``create=False``: refuse instead).
-
-    Raises
-    ------
-    ConfigError
-        The database is missing and ``create`` is false.
-    """
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/") or "postgres"
-    try:
-        conn = await asyncpg.connect(url)
-        await conn.close()
-        return
-    except asyncpg.InvalidCatalogNameError:
-        if not create:
-            raise ConfigError(
-                f"the database {name!r} does not exist on the configured server; check SONAE_DATABASE_URL, "
-                "or create it on purpose with `sonae db migrate`") from None
-    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment))
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        log.info("database created", extra={"database": name})
-    except asyncpg.DuplicateDatabaseError:
-        pass
-    finally:
-        await conn.close()
-
-
 async def open_pool(settings: Settings, *, wait_s: float = 30.0, migrate_schema: bool = False,
                     create: bool = True) -> asyncpg.Pool:
-    """Connect (waiting up to ``wait_s`` for the server), optionally applying migrations first.
-
-    ``create=False`` refuses to create a missing database (administrative commands); see
-    :func:`ensure_database`.
-    """
-    url = settings["database.url"]
-    deadline = asyncio.get_running_loop().time() + wait_s
-    backoff = Backoff(base=0.2, cap=2.0)
-    while True:
-        try:
-            await ensure_database(url, create=create)
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=settings["database.pool_size"])
-            break
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
-            count_failure("postgres")
-            if asyncio.get_running_loop().time() > deadline:
-                raise ConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
-            await asyncio.sleep(backoff.next_delay())
-    assert pool is not None
-    if migrate_schema:
-        try:
-            await prepare_schema(pool, settings)
-        except BaseException:
-            await pool.close()
-            raise
-    return pool
-
-
-async def prepare_schema(pool: asyncpg.Pool, settings: Settings) -> list[str]:
-    """Apply pending migrations and the retention setting; returns the migrations applied."""
-    async with pool.acquire() as conn:
-        applied = await migrate(conn)
-        from ingest.retention import apply_retention_policy
-
-        await apply_retention_policy(conn, days=settings["database.retention_days"])
-        from ingest.boundaries import seed_if_empty as seed_boundaries
-        from ingest.municipalities import seed_if_empty as seed_municipalities
-
-        # an empty database gets the shipped municipality list and boundaries (issue #14)
-        seeded = {"municipalities": await seed_municipalities(conn), "boundaries": await seed_boundaries(conn)}
-    if any(seeded.values()):
-        log.info("municipality data loaded from the package", extra=seeded)
-    if applied:
-        log.info("schema migrated", extra={"applied": len(applied)})
-    return applied
+    """Connect (see :func:`sonae.db.open_pool`), applying migrations and seed data first if ``migrate_schema``."""
+    prepare = functools.partial(prepare_schema, settings=settings) if migrate_schema else None
+    return await db.open_pool(settings, wait_s=wait_s, create=create, prepare=prepare)
 
 
 def stop_event_on_signals() -> asyncio.Event:
@@ -181,18 +114,3 @@ async def supervise(tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]], s
         await asyncio.gather(*running, stopper, return_exceptions=True)
     if failure is not None:
         raise failure
-
-
-async def run_until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event,
-                            on_stop: Callable[[], None]) -> None:
-    """Run ``work`` until it ends (its error raised) or ``stop`` is set; then ``on_stop()`` and wait."""
-    task = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-    finally:
-        on_stop()
-        stopper.cancel()
-        await asyncio.gather(task, stopper, return_exceptions=True)

@@ -1,6 +1,6 @@
 """Residents' evacuation endpoints on a real database and a generated drill town.
 
-The engine runs inside the API process as in production (api/evac_service.py): loaded at startup,
+The engine runs inside the API process as in production (evac/service.py): loaded at startup,
 reloaded on pg_notify('sonae_evac') / ('sonae_alerts'). Tests synchronise on the service's own events
 (loaded, route-safety events), never on sleeps.
 """
@@ -23,11 +23,12 @@ import shapely
 from aiohttp.test_utils import TestClient
 from shapely.geometry import LineString, Point, shape
 
-import api.evac_service as evac_service
+import evac.service as evac_service
 from api.app import create_app
-from api.evac_service import EVAC, EvacService
+from api.evacuation import EVAC
 from evac import store
 from evac.drilltown import DrillTown, generate
+from evac.service import EvacService
 from evac.shelters import load_shelters_csv
 from sonae.config import Settings
 from tests.api_support import start_client

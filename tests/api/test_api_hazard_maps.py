@@ -1,5 +1,5 @@
 """A national-format flood map linked to a gauge (or its river) blocks routes through its deep areas
-exactly while the gauge is at the linked 警戒レベル, in the API process's engine (api/evac_service.py),
+exactly while the gauge is at the linked 警戒レベル, in the API process's engine (evac/service.py),
 and staff can list and link maps over the API."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from aiohttp.test_utils import TestClient
 from shapely.geometry import LineString, Point, mapping
 
 from api.app import create_app
-from api.evac_service import EVAC, EvacService
+from api.evacuation import EVAC
 from evac import store
 from evac.drilltown import DrillTown, generate
+from evac.service import EvacService
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
 from tests.api_support import start_client

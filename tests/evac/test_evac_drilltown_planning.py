@@ -15,6 +15,7 @@ from evac.engine import Engine
 from evac.hazards import load_hazard_geojson
 from evac.network import load_network
 from evac.planning import places_from_nodes, plan_evacuation
+from evac.routes import route
 from evac.shelters import load_shelters
 
 
@@ -52,16 +53,16 @@ def test_gauge_levels_activate_areas_and_drills_stay_in_exercise_mode(town) -> N
     eng = Engine(net, shelters=shelters, areas=areas)
     a3 = next(a for a in areas if a.activation_level == 3)
     c = a3.geometry.centroid
-    assert eng.route(c.y, c.x, exercise=True)["properties"]["status"] == "ok"
+    assert route(eng, c.y, c.x, exercise=True)["properties"]["status"] == "ok"
     station = a3.station_id
     assert station is not None
     eng.set_alert_level(station, 3)
-    drill = eng.route(c.y, c.x, exercise=True, lang="ja")
+    drill = route(eng, c.y, c.x, exercise=True, lang="ja")
     assert drill["properties"]["status"] == "inside_hazard" and drill["properties"]["guidance"].startswith("【訓練】")
-    real = eng.route(c.y, c.x, exercise=False)
+    real = route(eng, c.y, c.x, exercise=False)
     assert real["properties"]["status"] == "ok" and real["properties"]["exercise"] is False
     eng.set_alert_level(station, 2)
-    assert eng.route(c.y, c.x, exercise=True)["properties"]["status"] == "ok"
+    assert route(eng, c.y, c.x, exercise=True)["properties"]["status"] == "ok"
 
 
 def _reference_plan(eng: Engine, places: list[tuple[float, float, int]], caps: dict[str, int]) -> tuple[int, float]:

@@ -12,7 +12,7 @@ from evac_reference import load_extract, random_polygons, random_shelters, refer
 
 from evac.engine import UNREACHABLE_S, Engine
 from evac.hazards import HAZARD_TYPES, HazardArea
-from evac.routes import route_parts
+from evac.routes import route, route_parts
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_routes_avoid_hazards_and_end_at_rated_shelters(name: str, state_dir: st
             lon = float(net.node_lon[near] + rng.uniform(-spread, spread))
             lat = float(net.node_lat[near] + rng.uniform(-spread, spread) * 0.7)
             r = eng.route_result(lat, lon, hazard=hazard)
-            feat = eng.route(lat, lon, hazard=hazard)
+            feat = route(eng, lat, lon, hazard=hazard)
             json.dumps(feat, ensure_ascii=False)
             assert feat["properties"]["status"] == r.status
             statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -191,14 +191,14 @@ def test_shelter_inside_blocked_area_is_not_used_and_origin_inside_gets_vertical
     eng.update(add_areas=[area])
     f = eng.field("walk", "flood")
     assert s0.id not in {f.shelters[j].id for j in f.sources.shelter.tolist()}
-    feat = eng.route(s0.lat, s0.lon, lang=None)
+    feat = route(eng, s0.lat, s0.lon, lang=None)
     p = feat["properties"]
     assert p["status"] == "inside_hazard" and feat["geometry"] is None
     assert "垂直避難" in p["guidance"]["ja"] and "upper floor" in p["guidance"]["en"]
     assert "にげて" in p["guidance"]["ja-easy"]
     assert p["hazard_areas"][0]["id"] == "flooded"
     eng.update(remove_areas=["flooded"])
-    assert eng.route(s0.lat, s0.lon)["properties"]["status"] == "ok"
+    assert route(eng, s0.lat, s0.lon)["properties"]["status"] == "ok"
 
 
 def test_update_swaps_state_atomically_and_versions_answers(state_dir: str) -> None:
@@ -234,6 +234,6 @@ def test_update_swaps_state_atomically_and_versions_answers(state_dir: str) -> N
     assert not errors, errors[:3]
     assert versions == list(range(2, 22))
     assert np.array_equal(old.dist, old_dist), "an old field must never change"
-    feat = eng.route(node_lat, node_lon)
+    feat = route(eng, node_lat, node_lon)
     assert feat["properties"]["hazard_version"] == 21
     assert feat["properties"]["computed_at"].endswith("+00:00")

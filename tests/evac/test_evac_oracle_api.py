@@ -22,7 +22,7 @@ from evac_reference import EXTRACTS
 from osm_oracle import Option, WalkOracle
 
 from api.app import create_app
-from api.evac_service import EVAC
+from api.evacuation import EVAC
 from evac import store
 from evac.hazards import HazardArea
 from evac.shelters import Shelter

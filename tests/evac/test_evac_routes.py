@@ -13,6 +13,7 @@ from evac_reference import load_extract, random_shelters
 from evac.engine import Engine
 from evac.guidance import LANGS, status_text
 from evac.hazards import HazardArea, load_hazard_geojson
+from evac.routes import route
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_feature_shape_geometry_and_steps(engine: Engine) -> None:
     named = 0
     for node in rng.choice(net.profile("walk").snap_nodes, 25, replace=False).tolist():
         lat, lon = float(net.node_lat[node]) + 2.31e-5, float(net.node_lon[node]) + 1.73e-5
-        feat = engine.route(lat, lon, hazard="earthquake")
+        feat = route(engine, lat, lon, hazard="earthquake")
         text = json.dumps(feat, ensure_ascii=False)
         p = feat["properties"]
         if p["status"] != "ok":
@@ -58,21 +59,21 @@ def test_feature_shape_geometry_and_steps(engine: Engine) -> None:
 def test_single_language_and_bad_language(engine: Engine) -> None:
     net = engine.network
     node = int(net.profile("walk").snap_nodes[0])
-    feat = engine.route(float(net.node_lat[node]), float(net.node_lon[node]), lang="ja-easy")
+    feat = route(engine, float(net.node_lat[node]), float(net.node_lon[node]), lang="ja-easy")
     assert isinstance(feat["properties"]["guidance"], str)
     with pytest.raises(ValueError, match="use one of ja, en, ja-easy"):
-        engine.route(float(net.node_lat[node]), float(net.node_lon[node]), lang="fr")
+        route(engine, float(net.node_lat[node]), float(net.node_lon[node]), lang="fr")
     with pytest.raises(ValueError, match="unknown hazard"):
-        engine.route(float(net.node_lat[node]), float(net.node_lon[node]), hazard="zombies")
+        route(engine, float(net.node_lat[node]), float(net.node_lon[node]), hazard="zombies")
 
 
 def test_no_safe_route_and_off_network(engine: Engine) -> None:
     net = engine.network
-    far = engine.route(35.0, 135.0, lang="en")["properties"]
+    far = route(engine, 35.0, 135.0, lang="en")["properties"]
     assert far["status"] == "outside_area" and "outside the area" in far["guidance"]
     # inside the network's area but 600 m from any road: off the network, with the distance
     lon0, lat0 = float(net.node_lon.min()), float(net.node_lat.min())
-    off = engine.route(lat0 - 0.0054, lon0 - 0.0072, lang="en")["properties"]
+    off = route(engine, lat0 - 0.0054, lon0 - 0.0072, lang="en")["properties"]
     assert off["status"] == "off_network" and "too far" in off["guidance"], off
     assert off["snap_distance_m"] > engine.max_snap_m and f"{off['snap_distance_m'] / 1000:.1f} km" in off["guidance"]
     # surround a node with a ring of blocked area: the node itself is outside, every way out is blocked
@@ -81,7 +82,7 @@ def test_no_safe_route_and_off_network(engine: Engine) -> None:
     ring = c.buffer(0.0015).difference(c.buffer(0.0001))
     state = engine.update(add_areas=[HazardArea(id="ring", hazard="flood", geometry=ring)])
     try:
-        p = engine.route(c.y, c.x, hazard="earthquake", lang=None)["properties"]
+        p = route(engine, c.y, c.x, hazard="earthquake", lang=None)["properties"]
         if any(c.buffer(0.0001).contains(shapely.Point(s.lon, s.lat)) for s in engine.state.shelters.values()):
             pytest.skip("a shelter lies inside the ring")
         assert p["status"] == "no_safe_route" and p["hazard_version"] == state.version

@@ -19,7 +19,7 @@ from evac.engine import TIE_M, Engine
 from evac.graph import graph_from_file
 from evac.hazards import HazardArea
 from evac.network import RoadNetwork
-from evac.routes import route_parts
+from evac.routes import route, route_parts
 from evac.shelters import Shelter
 
 
@@ -53,7 +53,7 @@ def test_first_leg_respects_hazards(tmp_path: Path, flood_box: tuple[float, ...]
     # 3 m to the street and 360 m along it (or 10 m straight to the node at x = 50: the road points within
     # TIE_M of the nearest are all candidates)
     assert r.duration_s == pytest.approx(3 + 360, abs=3.5)
-    feat = eng.route(lat, lon, lang="en")
+    feat = route(eng, lat, lon, lang="en")
     assert not _crosses(net, feat, area)
     assert feat["properties"]["distance_m"] == pytest.approx(r.duration_s, abs=0.1)
     assert "360 m" in feat["properties"]["guidance"]
@@ -201,7 +201,7 @@ def test_reduced_mobility_avoids_steps_wheelchair_no_and_rough_surfaces(tmp_path
     factor = 2.0 if tags["highway"] == "steps" else 1.0
     assert walk.status == "ok" and walk.duration_s == pytest.approx(2 + 100 * factor, abs=1)
     assert rm.status == "ok" and rm.duration_s == pytest.approx((2 + 300) / 0.5, abs=2)
-    feat = eng.route(lat, lon, profile="reduced_mobility", lang="en")
+    feat = route(eng, lat, lon, profile="reduced_mobility", lang="en")
     assert all(s["name"] in ("Detour", "S") for s in feat["properties"]["steps"])
     # standing right on the shortcut, the reduced-mobility route still starts from the usable road
     lon_m, lat_m = lonlat(50, 1)

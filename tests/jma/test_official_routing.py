@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient
 from shapely.geometry import LineString, Point, mapping
 
 from api.app import create_app
-from api.evac_service import EvacService, official_levels
 from evac import store
 from evac.drilltown import DrillTown
+from evac.service import EvacService, official_levels
 from jma.store import store_telegram
 from sonae.config import Settings
 from tests.api.test_api_evacuation import _origins, _ready, _route, shared_state, town

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from alerting.store import _audit as audit
+from alerting.audit import record_audit as audit
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
 from api.bodies import field, json_object, municipality_code

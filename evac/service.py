@@ -1,4 +1,7 @@
-"""The evacuation engine inside one API process: load, keep current, publish changes.
+"""The evacuation engine's service in one process: load, keep current, publish changes.
+
+Hosted by the API process (``api.evacuation`` creates it, starts and stops it with the application and
+turns :class:`EngineUnavailable` into a 503 problem); it imports nothing from ``api``.
 
 Startup (a background task started from the application's cleanup context, so the API answers at
 once and ``/readyz`` reports ``evac graph: not ready`` until the engine is built):
@@ -47,7 +50,7 @@ import math
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -56,12 +59,8 @@ from typing import Any
 import asyncpg
 import numpy as np
 import shapely
-from aiohttp import web
 
 from alerting.level import HAZARD_OF
-from api.context import POOL, SETTINGS
-from api.ops import READINESS_CHECKS
-from api.problems import Problem
 from evac import store
 from evac.engine import Engine, FieldKey
 from evac.graph import PROFILE_NAMES
@@ -260,6 +259,15 @@ class NetworkMap:
 
 
 # -- the service ----------------------------------------------------------------------------------
+class EngineUnavailable(Exception):
+    """No engine to answer with; ``retry_after_s`` is set when waiting will help (still loading)."""
+
+    def __init__(self, reason: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
 class EvacService:
     """One process's engine, kept in step with the database."""
 
@@ -541,15 +549,20 @@ class EvacService:
 
     # -- for handlers ---------------------------------------------------------------------------------
     def require(self) -> Engine:
-        """The engine, or a 503 problem saying why there is none."""
+        """The engine.
+
+        Raises
+        ------
+        EngineUnavailable
+            There is none (routing not configured, the network failed to load, or still loading).
+        """
         if self.engine is not None:
             return self.engine
         if not self.enabled:
-            raise Problem(503, "Service Unavailable", "evacuation routing is not configured on this server")
+            raise EngineUnavailable("evacuation routing is not configured on this server")
         if self.failed:
-            raise Problem(503, "Service Unavailable", "the road network could not be loaded; operators see the log")
-        raise Problem(503, "Service Unavailable", "the road network is still loading; try again shortly",
-                      headers={"Retry-After": "5"})
+            raise EngineUnavailable("the road network could not be loaded; operators see the log")
+        raise EngineUnavailable("the road network is still loading; try again shortly", retry_after_s=5)
 
     def in_service_area(self, lat: float, lon: float) -> bool:
         a = self.service_area
@@ -564,26 +577,3 @@ class EvacService:
         if engine.has_field(*key):
             return
         await asyncio.get_running_loop().run_in_executor(None, partial(engine.field, *key))
-
-
-EVAC = web.AppKey("evac", EvacService)
-
-
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    service = app[EVAC]
-    await service.start()
-    yield
-    await service.stop()
-
-
-def setup(app: web.Application) -> EvacService:
-    """Create the service, start it with the application, and register its readiness check."""
-    service = EvacService(app[POOL], app[SETTINGS])
-    app[EVAC] = service
-    app.cleanup_ctx.append(_lifecycle)
-    if service.enabled:
-        checks = app.get(READINESS_CHECKS)
-        if checks is None:
-            checks = app[READINESS_CHECKS] = {}
-        checks["evac graph"] = service.is_ready
-    return service

@@ -1,0 +1,85 @@
+"""The database connection pool: create the database if asked, wait for the server, connect.
+
+Ground layer: imports only ``sonae`` core, never a domain package (the schema is applied by the
+caller's ``prepare`` step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from sonae.config import ConfigError, Settings
+from sonae.retry import Backoff, count_failure
+
+log = logging.getLogger("sonae.db")
+
+
+async def ensure_database(url: str, *, create: bool = True) -> None:
+    """Create the database named in ``url`` when the server lacks it (``create=False``: refuse instead).
+
+    Raises
+    ------
+    ConfigError
+        The database is missing and ``create`` is false.
+    """
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") or "postgres"
+    try:
+        conn = await asyncpg.connect(url)
+        await conn.close()
+        return
+    except asyncpg.InvalidCatalogNameError:
+        if not create:
+            raise ConfigError(
+                f"the database {name!r} does not exist on the configured server; check SONAE_DATABASE_URL, "
+                "or create it on purpose with `sonae db migrate`") from None
+    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, parts.fragment))
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        log.info("database created", extra={"database": name})
+    except asyncpg.DuplicateDatabaseError:
+        pass
+    finally:
+        await conn.close()
+
+
+async def open_pool(settings: Settings, *, wait_s: float = 30.0, create: bool = True,
+                    prepare: Callable[[asyncpg.Pool], Awaitable[object]] | None = None) -> asyncpg.Pool:
+    """Connect (waiting up to ``wait_s`` seconds for the server), then run ``prepare(pool)`` if given.
+
+    ``create=False`` refuses to create a missing database (administrative commands); see
+    :func:`ensure_database`. ``prepare`` is how callers apply the schema (e.g.
+    ``ingest.schema.prepare_schema``); if it fails the pool is closed and the error raised.
+
+    Raises
+    ------
+    ConnectionError
+        PostgreSQL stayed unreachable for ``wait_s`` seconds.
+    """
+    url = settings["database.url"]
+    deadline = asyncio.get_running_loop().time() + wait_s
+    backoff = Backoff(base=0.2, cap=2.0)
+    while True:
+        try:
+            await ensure_database(url, create=create)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=settings["database.pool_size"])
+            break
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+            count_failure("postgres")
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConnectionError(f"cannot reach PostgreSQL: {exc}") from exc
+            await asyncio.sleep(backoff.next_delay())
+    assert pool is not None
+    if prepare is not None:
+        try:
+            await prepare(pool)
+        except BaseException:
+            await pool.close()
+            raise
+    return pool
