@@ -126,11 +126,12 @@ class FeedReader:
                     await self._poll_feed(session, url, counts)
                     self.errors.pop(url, None)
                 except FeedError as exc:
-                    self.errors[url] = exc.reason
+                    # recorded first, then reported: whoever sees /readyz fail finds the reason stored
                     async with self.pool.acquire() as conn:
                         await conn.execute(
                             """INSERT INTO jma_feeds (url, checked_at, error) VALUES ($1, now(), $2)
                                ON CONFLICT (url) DO UPDATE SET checked_at = now(), error = $2""", url, exc.reason)
+                    self.errors[url] = exc.reason
                     log.warning("JMA feed not read", extra={"url": url, "reason": exc.reason})
         return counts
 
