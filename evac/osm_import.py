@@ -51,7 +51,16 @@ from typing import Any
 
 import numpy as np
 
-from evac.graph import EXTRA_WAY_TAGS, PROFILE_NAMES, PROFILES, SIMPLIFY_DIFFER, MIN_EDGE_TIME_S, Progress, _say, names_of
+from evac.graph import (
+    EXTRA_WAY_TAGS,
+    MIN_EDGE_TIME_S,
+    PROFILE_NAMES,
+    PROFILES,
+    SIMPLIFY_DIFFER,
+    Progress,
+    _say,
+    names_of,
+)
 
 #: Every way tag the profiles (:meth:`evac.graph.Profile.speeds`), labels and simplification read.
 WAY_KEYS: tuple[str, ...] = tuple(dict.fromkeys(
@@ -65,6 +74,10 @@ EARTH_RADIUS_M = 6_371_009
 
 #: File endings this module reads (libosmium detects the format from them).
 STREAM_SUFFIXES = (".osm", ".osm.bz2", ".xml", ".xml.bz2", ".osm.pbf", ".pbf")
+
+#: ``evac.network.load_network`` streams OSM files from this size on (smaller ones keep the osmnx path, whose
+#: graph the tests use as the oracle); ``sonae graph import`` streams every OSM file unless ``--via osmnx``.
+STREAM_FROM_BYTES = 16 * 1024 * 1024
 
 _PROGRESS_EVERY_S = 5.0
 
@@ -113,6 +126,8 @@ def _read_ways(path: Path, ticker: _Ticker) -> tuple[np.ndarray, np.ndarray, np.
     keys = frozenset(WAY_KEYS)
     reader = osmium.FileProcessor(str(path), osmium.osm.WAY).with_filter(osmium.filter.KeyFilter("highway"))
     for n, way in enumerate(reader):
+        if not isinstance(way, osmium.osm.Way):
+            continue
         prev = None
         for ref in (nd.ref for nd in way.nodes):
             if ref != prev:  # osmnx drops consecutive duplicates (graph._convert_path)
@@ -140,6 +155,8 @@ def _read_nodes(path: Path, wanted: np.ndarray, ticker: _Ticker) -> tuple[np.nda
     lat = array("d")
     reader = osmium.FileProcessor(str(path), osmium.osm.NODE).with_filter(osmium.filter.IdFilter(wanted.tolist()))
     for n, node in enumerate(reader):
+        if not isinstance(node, osmium.osm.Node):
+            continue
         loc = node.location
         if loc.valid():
             ids.append(node.id)
@@ -161,10 +178,11 @@ def _merged(sets: Iterable[dict[str, str]]) -> dict[str, Any]:
     return {k: vs[0] if len(set(vs)) == 1 else sorted(set(vs)) for k, vs in values.items()}
 
 
-def network_from_osm_file(
+def network_arrays(
     path: Path | str, *, clip: Any = None, progress: Progress | None = None,
-) -> Any:
-    """Build a :class:`evac.network.RoadNetwork` from ``.osm``, ``.osm.bz2`` or ``.osm.pbf`` by streaming.
+) -> dict[str, Any]:
+    """The arrays of a :class:`evac.network.RoadNetwork` from ``.osm``, ``.osm.bz2`` or ``.osm.pbf``, streamed
+    (:meth:`evac.network.RoadNetwork.from_osm_file` makes the network from them).
 
     Parameters
     ----------
@@ -177,8 +195,9 @@ def network_from_osm_file(
 
     Returns
     -------
-    RoadNetwork
-        The same nodes, edges, lengths, geometry, labels and profile times as the osmnx path.
+    dict
+        ``RoadNetwork`` fields by name except ``epsg``: the same nodes, edges, lengths, geometry, labels and
+        profile times as the osmnx path. Node ids, lon, lat: ``(N,)``; edges ``(E,)``; ``coords`` ``(M, 2)``.
 
     Raises
     ------
@@ -187,8 +206,6 @@ def network_from_osm_file(
     ValueError
         The file cannot be read, or holds no highway ways (inside ``clip``).
     """
-    from evac.network import RoadNetwork, utm_epsg
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"road data {path} does not exist: give the path of an .osm(.bz2) or .osm.pbf file")
@@ -206,12 +223,12 @@ def network_from_osm_file(
         raise ValueError(f"cannot read {path.name} as {kind} ({exc}): is the file complete?") from None
     del wanted
     return _build(refs, offsets, way_set, sets, node_id, node_lon, node_lat, clip=clip, progress=progress,
-                  name=path.name, network_cls=RoadNetwork, utm=utm_epsg)
+                  name=path.name)
 
 
 def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: list[dict[str, str]],
            node_id: np.ndarray, node_lon: np.ndarray, node_lat: np.ndarray, *, clip: Any,
-           progress: Progress | None, name: str, network_cls: Any, utm: Any) -> Any:
+           progress: Progress | None, name: str) -> dict[str, Any]:
     """Raw directed segments -> endpoints -> chains -> arrays (see the module docstring)."""
     n_nodes = node_id.size
     # -- raw directed segments, in osmnx's insertion order ---------------------------------------------
@@ -425,10 +442,10 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
                 v = sp[e_sig]
                 pair.append(np.where(v > 0, np.maximum(length / np.where(v > 0, v, 1.0), MIN_EDGE_TIME_S), math.inf))
             times[p] = (pair[0], pair[1])
-    epsg = utm(float(np.median(lon)), float(np.median(lat)))
     _say(progress, f"road graph ready: {osmids.size:,} nodes, {ne:,} edges")
-    return network_cls(osmids, lon, lat, eu32, ev32, length, sig_name[e_sig], sig_hw[e_sig], coord_offsets, coords,
-                       names, times, epsg)
+    return {"node_osmid": osmids, "node_lon": lon, "node_lat": lat, "edge_u": eu32, "edge_v": ev32,
+            "edge_length": length, "edge_name": sig_name[e_sig], "edge_highway": sig_hw[e_sig],
+            "coord_offsets": coord_offsets, "coords": coords, "names": names, "times": times}
 
 
 def _clip(clip: Any, tail: np.ndarray, head: np.ndarray, way: np.ndarray, lon: np.ndarray, lat: np.ndarray,
