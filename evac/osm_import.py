@@ -360,6 +360,13 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     in_chain[c_seg] = True
     keep = np.flatnonzero(~in_chain & ~interior[tail] & ~interior[head])
     del in_chain
+    if n_chains:  # a chain that stopped at a node another chain passes through goes with that node (osmnx)
+        lengths_c = np.diff(c_start)
+        keep_chain = ~interior[tail[c_seg[c_start[:-1]]]] & ~interior[head[c_seg[c_start[1:] - 1]]]
+        c_seg = c_seg[np.repeat(keep_chain, lengths_c)]
+        c_start = np.concatenate([[0], np.cumsum(lengths_c[keep_chain])])
+        n_chains = int(keep_chain.sum())
+        del lengths_c, keep_chain
 
     # -- edges: kept raw segments, then merged chains -----------------------------------------------------
     ne = keep.size + n_chains
