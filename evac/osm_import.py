@@ -2,15 +2,12 @@
 
 The osmnx path (:func:`evac.graph.graph_from_file` then :meth:`RoadNetwork.from_graph`) holds every node
 and edge as Python dicts: it peaks at about 9.4 GB for a 1M-node graph, and 3M nodes do not fit in 24 GB
-(issue #21). This module reads ``.osm``, ``.osm.bz2`` and ``.osm.pbf`` with pyosmium (libosmium) in two
-streamed passes and builds the same arrays with numpy:
-
-1. ways tagged ``highway`` (libosmium's ``KeyFilter``): their node ids and the few tags the profiles and
-   labels read (interned: each distinct tag combination is stored once);
-2. only the nodes those ways use (libosmium's ``IdFilter``): their locations.
-
-Memory is therefore proportional to the road nodes, not to the file (a file-backed location index for all
-of Japan's nodes is not needed), about 100 bytes per raw road node at its peak.
+(issue #21). This module reads ``.osm``, ``.osm.bz2`` and ``.osm.pbf`` with pyosmium (libosmium) in one
+streamed pass, in which libosmium (C++) keeps every node's location in its index and hands over only the ways
+tagged ``highway`` (``KeyFilter``): their node ids and locations and the few tags the profiles and labels
+read (interned: each distinct tag combination is stored once). Memory: libosmium's index (16 bytes per
+node of the file; ``node_index`` can put it in a file) plus about 100-400 bytes per road node while the
+arrays are built; numpy then builds the same arrays as the osmnx path.
 
 The graph is the osmnx path's graph, built the same way (osmnx 2.1 source: ``graph._add_paths``,
 ``distance.add_edge_lengths``, ``simplification.simplify_graph``):
@@ -113,26 +110,42 @@ def _great_circle(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np
     return np.asarray(dist, dtype=np.float64)
 
 
-def _read_ways(path: Path, ticker: _Ticker) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
-    """Pass 1: node ids of every ``highway`` way, concatenated (``refs``, int64), the ways' offsets into
-    them (``offsets``, int64, length W+1), each way's tag-set index (``tagset``, int32) and the tag sets."""
+def _read_ways(path: Path, ticker: _Ticker, node_index: str) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]], int]:
+    """One pass: every ``highway`` way's node ids and locations, concatenated (``refs`` int64, ``lon``/``lat``
+    float64), the ways' offsets into them (int64, W+1), each way's tag-set index (int32), the tag sets, and
+    how many references had no location. Node locations come from libosmium's ``node_index`` (C++)."""
     import osmium
 
     refs = array("q")
+    lons = array("d")
+    lats = array("d")
     offsets = array("q", [0])
     tagset = array("i")
     sets: list[dict[str, str]] = []
     set_ix: dict[tuple[tuple[str, str], ...], int] = {}
     keys = frozenset(WAY_KEYS)
-    reader = osmium.FileProcessor(str(path), osmium.osm.WAY).with_filter(osmium.filter.KeyFilter("highway"))
+    missing = 0
+    reader = (osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY).with_locations(node_index)
+              .with_filter(osmium.filter.EntityFilter(osmium.osm.WAY)).with_filter(osmium.filter.KeyFilter("highway")))
     for n, way in enumerate(reader):
         if not isinstance(way, osmium.osm.Way):
             continue
         prev = None
-        for ref in (nd.ref for nd in way.nodes):
-            if ref != prev:  # osmnx drops consecutive duplicates (graph._convert_path)
-                refs.append(ref)
-                prev = ref
+        for nd in way.nodes:
+            ref = nd.ref
+            if ref == prev:  # osmnx drops consecutive duplicates (graph._convert_path)
+                continue
+            prev = ref
+            loc = nd.location
+            if loc.valid():
+                lons.append(loc.lon)
+                lats.append(loc.lat)
+            else:
+                lons.append(math.nan)
+                lats.append(math.nan)
+                missing += 1
+            refs.append(ref)
         offsets.append(len(refs))
         tags = tuple(sorted((t.k, t.v) for t in way.tags if t.k in keys))
         ix = set_ix.get(tags)
@@ -142,31 +155,17 @@ def _read_ways(path: Path, ticker: _Ticker) -> tuple[np.ndarray, np.ndarray, np.
         tagset.append(ix)
         if n % 4096 == 0:
             ticker.tick(f"reading ways: {n:,} highway ways, {len(refs):,} node references")
-    return (np.frombuffer(refs, dtype=np.int64), np.frombuffer(offsets, dtype=np.int64),
-            np.frombuffer(tagset, dtype=np.int32), sets)
+    return (np.frombuffer(refs, dtype=np.int64), np.frombuffer(lons, dtype=np.float64),
+            np.frombuffer(lats, dtype=np.float64), np.frombuffer(offsets, dtype=np.int64),
+            np.frombuffer(tagset, dtype=np.int32), sets, missing)
 
 
-def _read_nodes(path: Path, wanted: np.ndarray, ticker: _Ticker) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 2: the locations of the nodes in ``wanted`` (sorted unique ids): ids, lon, lat sorted by id."""
-    import osmium
-
-    ids = array("q")
-    lon = array("d")
-    lat = array("d")
-    reader = osmium.FileProcessor(str(path), osmium.osm.NODE).with_filter(osmium.filter.IdFilter(wanted.tolist()))
-    for n, node in enumerate(reader):
-        if not isinstance(node, osmium.osm.Node):
-            continue
-        loc = node.location
-        if loc.valid():
-            ids.append(node.id)
-            lon.append(loc.lon)
-            lat.append(loc.lat)
-        if n % 65536 == 0:
-            ticker.tick(f"reading node locations: {n:,} of {wanted.size:,}")
-    a = np.frombuffer(ids, dtype=np.int64)
-    order = np.argsort(a, kind="stable")
-    return a[order], np.frombuffer(lon, dtype=np.float64)[order], np.frombuffer(lat, dtype=np.float64)[order]
+def _unique_sorted(a: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (numpy 2.4's hashing ``unique`` takes seconds per 10^5 structured ids)."""
+    s = np.sort(a)
+    if s.size:
+        s = s[np.concatenate([[True], s[1:] != s[:-1]])]
+    return s
 
 
 def _merged(sets: Iterable[dict[str, str]]) -> dict[str, Any]:
@@ -179,7 +178,7 @@ def _merged(sets: Iterable[dict[str, str]]) -> dict[str, Any]:
 
 
 def network_arrays(
-    path: Path | str, *, clip: Any = None, progress: Progress | None = None,
+    path: Path | str, *, clip: Any = None, progress: Progress | None = None, node_index: str = "sparse_mem_array",
 ) -> dict[str, Any]:
     """The arrays of a :class:`evac.network.RoadNetwork` from ``.osm``, ``.osm.bz2`` or ``.osm.pbf``, streamed
     (:meth:`evac.network.RoadNetwork.from_osm_file` makes the network from them).
@@ -191,7 +190,12 @@ def network_arrays(
     clip
         Optional shapely (Multi)Polygon in lon/lat: keep roads inside it (osmnx ``truncate_by_edge``).
     progress
-        Called with one line per step and every few seconds during the passes.
+        Called with one line per step and every few seconds while reading.
+    node_index
+        libosmium's node location index (``osmium.index.map_types()``): ``sparse_mem_array`` (default,
+        16 bytes per node of the file), or ``sparse_file_array,PATH`` to keep it in a file for very large
+        inputs. Not ``flex_mem``/``dense_*``: they are sized by the largest node id (OSM ids reach 1.3e10),
+        so an extract's scattered ids touch most pages of a 100 GB array.
 
     Returns
     -------
@@ -213,15 +217,21 @@ def network_arrays(
     kind = "OSM PBF" if path.name.lower().endswith(".pbf") else "OSM XML"
     _say(progress, f"reading highway ways of {path.name} ({kind}, streamed with pyosmium)")
     try:
-        refs, offsets, way_set, sets = _read_ways(path, ticker)
-        if refs.size == 0:
-            raise ValueError(f"{path.name} holds no highway ways: check that the extract covers streets")
-        wanted = np.unique(refs)
-        _say(progress, f"{offsets.size - 1:,} highway ways use {wanted.size:,} nodes; reading their locations")
-        node_id, node_lon, node_lat = _read_nodes(path, wanted, ticker)
+        refs, lon, lat, offsets, way_set, sets, missing = _read_ways(path, ticker, node_index)
     except RuntimeError as exc:
         raise ValueError(f"cannot read {path.name} as {kind} ({exc}): is the file complete?") from None
-    del wanted
+    if refs.size == 0:
+        raise ValueError(f"{path.name} holds no highway ways: check that the extract covers streets")
+    if missing:
+        _say(progress, f"{missing:,} node references are not in the file: their segments are left out")
+    # the nodes: sorted unique ids with their locations
+    order = np.argsort(refs, kind="stable")
+    sorted_refs = refs[order]
+    first = np.concatenate([[True], sorted_refs[1:] != sorted_refs[:-1]])
+    node_id = sorted_refs[first]
+    node_lon, node_lat = lon[order[first]], lat[order[first]]
+    del order, sorted_refs, first, lon, lat
+    _say(progress, f"{offsets.size - 1:,} highway ways use {node_id.size:,} nodes")
     return _build(refs, offsets, way_set, sets, node_id, node_lon, node_lat, clip=clip, progress=progress,
                   name=path.name)
 
@@ -236,11 +246,8 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     set_oneway = np.array([t.get("oneway") in _ONEWAY_VALUES or t.get("junction") == "roundabout"
                            for t in sets], dtype=bool)
     set_reversed = np.array([t.get("oneway") in _REVERSED_VALUES for t in sets], dtype=bool) & set_oneway
-    pos = np.searchsorted(node_id, refs)
-    pos[pos >= n_nodes] = 0
-    present = node_id[pos] == refs if n_nodes else np.zeros(refs.size, bool)
-    idx = pos.astype(np.int32)
-    del pos
+    idx = np.searchsorted(node_id, refs).astype(np.int32)
+    present = ~np.isnan(node_lon[idx])
     n_ways = offsets.size - 1
     seg_way = np.repeat(np.arange(n_ways, dtype=np.int32), np.diff(offsets))  # way of each ref
     last = np.zeros(refs.size, bool)
@@ -248,10 +255,7 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     seg = np.flatnonzero(~last)  # a segment runs from ref i to ref i+1 of the same way
     del last
     seg = seg[present[seg] & present[seg + 1]]
-    missing = int((~present).sum())
     del present
-    if missing:
-        _say(progress, f"{missing:,} node references are not in the file: their segments are left out")
     sw = seg_way[seg]
     one = set_oneway[way_set[sw]]
     rev = set_reversed[way_set[sw]]
@@ -275,7 +279,7 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     m = tail.size
     if m == 0:
         raise ValueError(f"{name} holds no highway segments" + (" inside the given area" if clip is not None else ""))
-    _say(progress, f"simplifying {np.unique(np.concatenate([tail, head])).size:,} nodes, {m:,} segments")
+    _say(progress, f"simplifying {m:,} directed segments")
     seg_len = _great_circle(node_lat[tail], node_lon[tail], node_lat[head], node_lon[head])
 
     # -- endpoints (osmnx simplification._is_endpoint) ----------------------------------------------------
@@ -284,7 +288,7 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     deg = indeg + outdeg
     self_loop = np.zeros(n_nodes, bool)
     self_loop[tail[tail == head]] = True
-    pair_key = np.unique(np.concatenate([tail.astype(np.int64) * n_nodes + head, head.astype(np.int64) * n_nodes + tail]))
+    pair_key = _unique_sorted(np.concatenate([tail.astype(np.int64) * n_nodes + head, head.astype(np.int64) * n_nodes + tail]))
     pk_node = (pair_key // n_nodes).astype(np.int32)
     n_nb = np.bincount(pk_node, minlength=n_nodes)
     first_nb = np.searchsorted(pk_node, np.arange(n_nodes, dtype=np.int32))  # start of each node's neighbours
@@ -296,7 +300,7 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     set_cls = np.array([cls_of.setdefault((bool(set_oneway[i]), *(sets[i].get(k) for k in diff_keys)), len(cls_of))
                         for i in range(n_sets)], dtype=np.int64)
     ecls = set_cls[way_set[way]]
-    nc = np.unique(np.concatenate([tail.astype(np.int64) * len(cls_of) + ecls, head.astype(np.int64) * len(cls_of) + ecls]))
+    nc = _unique_sorted(np.concatenate([tail.astype(np.int64) * len(cls_of) + ecls, head.astype(np.int64) * len(cls_of) + ecls]))
     n_cls = np.bincount((nc // len(cls_of)).astype(np.int64), minlength=n_nodes)
     del nc, ecls
     endpoint = ((indeg == 0) | (outdeg == 0) | ~((n_nb == 2) & ((deg == 2) | (deg == 4))) | self_loop | (n_cls > 1))
