@@ -262,7 +262,8 @@ def memory_size(nodes: int, trees: dict[str, Path], work: Path) -> dict[str, Any
 def memory_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="evac-mem-", dir=args.workdir) as tmp:
         work = Path(tmp)
-        trees = {"baseline": _source_tree(args.baseline, work / "baseline-src"), "this": ROOT}
+        trees = {"baseline": _source_tree(args.baseline, work / "baseline-src"),
+                 "this": _source_tree(args.this, work / "this-src") if args.this else ROOT}
         if args.no_baseline:
             trees.pop("baseline")
         results = []
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--memory", action="store_true", help="measure memory per process and per host instead")
     ap.add_argument("--baseline", default="main", help="git revision compared with this tree by --memory")
+    ap.add_argument("--this", default=None, help="git revision measured as this tree (default: the working tree)")
     ap.add_argument("--no-baseline", action="store_true", help="--memory for this tree only (3M nodes)")
     ap.add_argument("--workdir", type=Path, default=None, help="where --memory writes its networks")
     args = ap.parse_args(argv)
