@@ -201,6 +201,24 @@ def _smaps_rollup(pid: int) -> dict[str, int]:
     return out
 
 
+def _private_by_kind(pid: int) -> dict[str, int]:
+    """Private bytes (mapped by this process only) per kind of mapping: ``mapped`` (the network's
+    ``.npy`` files), ``anon`` (heap and anonymous memory), ``other`` (libraries, other files)."""
+    out = {"mapped": 0, "anon": 0, "other": 0}
+    kind = "other"
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            p = line.split()
+            if not p:
+                continue
+            if "-" in p[0] and len(p) >= 5 and not p[0].endswith(":"):  # a mapping's header line
+                path = p[5] if len(p) >= 6 else ""
+                kind = "mapped" if ".mapped/" in path else "anon" if not path or path.startswith("[") else "other"
+            elif p[0] in ("Private_Clean:", "Private_Dirty:"):
+                out[kind] += int(p[1]) * 1024
+    return out
+
+
 def _uss(r: dict[str, int]) -> int:
     return r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)
 
@@ -239,6 +257,7 @@ def memory_size(nodes: int, trees: dict[str, Path], work: Path) -> dict[str, Any
                     raise RuntimeError(f"{label}: process {k} ended early (out of memory?)")
                 ready.append(json.loads(line))
             now = [_smaps_rollup(p.pid) for p in procs]
+            kinds = [_private_by_kind(p.pid) for p in procs]
         finally:
             for p in procs:
                 if p.stdin:
@@ -252,6 +271,8 @@ def memory_size(nodes: int, trees: dict[str, Path], work: Path) -> dict[str, Any
             r[f"{name}_pss_B_per_node"] = (alive["Pss"] - me["before"]["Pss"]) / n
             r[f"{name}_uss_B_per_node"] = (_uss(alive) - _uss(me["before"])) / n
         r["B_adds_of_A_rss"] = r["B_uss_B_per_node"] / r["A_rss_B_per_node"]
+        for name, kb in zip("AB", kinds, strict=True):
+            r[f"{name}_private_B_per_node_by_kind"] = {k: v / n for k, v in kb.items()}
         res[label] = r
         print(json.dumps({label: r}), file=sys.stderr, flush=True)
         for f in sorted(d.rglob("*"), reverse=True):
