@@ -27,7 +27,10 @@ Edges, not nodes
 Shared memory
     :meth:`RoadNetwork.load` maps the arrays, the projected geometry, the grid and each profile's CSR
     arrays from a directory of ``.npy`` files beside the ``.npz`` (:mod:`evac.mapped`, written by the
-    first process that loads it): the API processes of one host share one copy of them.
+    first process that loads it): the API processes of one host share one copy of them. They share it
+    when they load the same ``.npz``: point ``evac.network`` at the file ``sonae graph import`` writes
+    (an ``.osm`` source is cached per state directory, so per API instance); where the directory beside
+    the file cannot be written, each process reads the arrays into its own memory (logged).
 """
 
 from __future__ import annotations

@@ -146,8 +146,9 @@ class SegmentGrid:
         return cls(xy, offsets, along, arrays["cell_ptr"], arrays["cell_seg"], x0, y0, cell, int(nx), int(ny))
 
     # -- queries ------------------------------------------------------------------------------------
-    def segments_in_box(self, xmin: float, ymin: float, xmax: float, ymax: float) -> np.ndarray:
-        """Segments (first-point indices, sorted, unique) whose bounding box may meet the box (metres)."""
+    def segments_in_box(self, xmin: float, ymin: float, xmax: float, ymax: float, *, unique: bool = True) -> np.ndarray:
+        """Segments (first-point indices; sorted and unique, else with repeats) whose bounding box may meet
+        the box (metres)."""
         c = self.cell
         ix0 = max(int((xmin - self.x0) // c), 0)
         ix1 = min(int((xmax - self.x0) // c), self.nx - 1)
@@ -166,19 +167,19 @@ class SegmentGrid:
             n = hi - lo
             idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
             segs = self.cell_seg[idx]
-        return np.unique(segs).astype(np.int64, copy=False)
+        return np.unique(segs).astype(np.int64, copy=False) if unique else segs.astype(np.int64)
 
     def segment_edges(self, segs: np.ndarray) -> np.ndarray:
         """Base edge of each segment ``(S,)`` int64."""
         return np.searchsorted(self.offsets, segs, side="right") - 1
 
     def edges_intersecting(self, geom: shapely.Geometry) -> np.ndarray:
-        """Base edges (sorted) whose geometry intersects ``geom`` (projected metres): grid candidates, then
-        shapely ``intersects`` on linestrings built for the candidates only."""
+        """Base edges (sorted) whose geometry intersects ``geom`` (projected metres; prepared here): grid
+        candidates, then shapely ``intersects`` on linestrings built for the candidates only."""
         if geom.is_empty:
             return np.zeros(0, np.int64)
         gx0, gy0, gx1, gy1 = shapely.bounds(geom).tolist()
-        segs = self.segments_in_box(gx0, gy0, gx1, gy1)
+        segs = self.segments_in_box(gx0, gy0, gx1, gy1, unique=False)
         if not len(segs):
             return np.zeros(0, np.int64)
         xy = self.xy
@@ -192,7 +193,8 @@ class SegmentGrid:
         n = hi - lo
         idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
         lines = shapely.linestrings(np.asarray(xy[idx]), indices=np.repeat(np.arange(len(edges)), n))
-        return edges[shapely.intersects(lines, geom)]
+        shapely.prepare(geom)  # as an STRtree query does: one prepared polygon against many lines
+        return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
 
 
 @dataclass(eq=False)
