@@ -281,7 +281,7 @@ class EmbeddedBroker:
         """MQTT version the broker speaks best."""
         return "5" if self.kind == "mosquitto" else "3.1.1"
 
-    def start(self, *, timeout: float = 20.0) -> str:
+    def start(self, *, timeout: float = 60.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         pidfile = self.root / "broker.json"
         if port_open("127.0.0.1", self.port):

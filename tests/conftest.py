@@ -71,7 +71,9 @@ def shared_data(*parts: str) -> Path:
 def _pg_answers(url: str) -> bool:
     async def probe() -> bool:
         try:
-            conn = await asyncpg.connect(url, timeout=3)
+            # refused at once when nothing listens; a busy server gets time to answer instead of
+            # being taken for absent (which would start an embedded one)
+            conn = await asyncpg.connect(url, timeout=30)
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
         await conn.close()

@@ -29,7 +29,7 @@ def test_document_lists_exactly_the_served_operations() -> None:
     assert sum(len(ops) for ops in doc["paths"].values()) == len(served)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
