@@ -70,7 +70,7 @@ async def test_sigkill_mid_stream_loses_nothing(settings: Settings, pool: asyncp
         await wait_until(lambda: count(pool, "SELECT count(*) > 1500 FROM readings WHERE station_id <> 'probe'"),
                          what="ingest under way")
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.wait(60)
         before = await count(pool, "SELECT count(*) FROM readings WHERE station_id <> 'probe'")
         assert before < 12000, "the kill happened mid-stream"
         await publisher  # the broker queues the rest for the persistent session
@@ -79,7 +79,7 @@ async def test_sigkill_mid_stream_loses_nothing(settings: Settings, pool: asyncp
                          timeout=90, what="all readings after restart")
     finally:
         proc.kill()
-        proc.wait(10)
+        proc.wait(60)
     assert await count(pool, "SELECT count(*) FROM readings WHERE station_id <> 'probe'") == 12000
     assert await count(pool, "SELECT count(*) FROM dead_letters") == 0
 

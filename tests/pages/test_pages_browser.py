@@ -75,7 +75,7 @@ class Sonae:
         req.add_header("Content-Type", "application/json")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
