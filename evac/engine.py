@@ -641,12 +641,12 @@ class Engine:
         net = self.network
         x, y = _TRANSFORMERS.get(net.epsg).transform(float(lon), float(lat))
         idx = net.profile(profile).index
-        if idx.tree is None:
+        if idx.empty:
             return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
         # most positions are near a road: one ball query of FIRST_LOOK_M covers the nearest and its band
         pts = idx.within(x, y, FIRST_LOOK_M)
         if not len(pts) or float(pts.dist[0]) + TIE_M > FIRST_LOOK_M:
-            dmid = float(idx.tree.query((x, y))[0])
+            dmid = idx.nearest_distance(x, y)
             pts = idx.within(x, y, dmid + TIE_M)
             if not len(pts):
                 return RouteResult("off_network", [], math.inf, None, dmid, f, st)

@@ -103,8 +103,8 @@ def active_areas(
 
 
 def edge_hits(net: RoadNetwork, area: HazardArea) -> np.ndarray:
-    """Base edges whose geometry intersects the area (STRtree over projected edge geometry)."""
-    return net.edge_tree.query(net.project_geometry(area.geometry), predicate="intersects")
+    """Base edges (sorted) whose geometry intersects the area (:meth:`RoadNetwork.edges_intersecting`)."""
+    return net.edges_intersecting(net.project_geometry(area.geometry))
 
 
 def edge_multipliers(
