@@ -284,7 +284,7 @@ class _HazardIndex:
 
 @dataclass(eq=False)
 class _SiteRows:
-    """Hazards applied to every road point of a :class:`_Sites`, for one :class:`_HazardIndex`.
+    """Hazards applied to every road point of a :class:`_Sites` (shared by hazard indexes that touch them alike).
 
     Per area the factors combine as for edges (blocked wins, else the largest penalty): ``leg`` ``(M,)``
     per egress leg, ``inside`` ``(S,)`` per shelter (in a blocked area), ``r_fac`` ``(R,)`` per partial edge.
@@ -292,7 +292,6 @@ class _SiteRows:
     blocked), ``partial_s`` ``(R,)`` seconds per row (inf: blocked), ``ok`` ``(R,)``: both finite.
     """
 
-    index: _HazardIndex  # kept so that the id() it is cached under stays its own
     leg: np.ndarray
     inside: np.ndarray
     r_fac: np.ndarray
@@ -317,7 +316,8 @@ class _Sites:
     row_edge: np.ndarray  # (R,) base edge of each row's point
     trees: tuple[shapely.STRtree, shapely.STRtree] | None = None  # shelter points, egress legs
     effects: dict[str, tuple[HazardArea, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
-    rows: OrderedDict[int, _SiteRows] = field(default_factory=OrderedDict)  # by id() of the hazard index
+    # by id() of the hazard index (kept with them); indexes whose areas touch the same rows share them
+    rows: OrderedDict[int, tuple[_HazardIndex, _SiteRows]] = field(default_factory=OrderedDict)
     sources: OrderedDict[tuple[int, bytes], tuple[_SiteRows, Sources, Stops]] = field(
         default_factory=OrderedDict)  # by (id() of the rows, candidate mask)
 
@@ -765,35 +765,45 @@ class Engine:
         """
         with self._cache_lock:
             hit = sites.rows.get(id(hz))
-            if hit is not None:
+            if hit is not None and hit[0] is hz:
                 sites.rows.move_to_end(id(hz))
-                return hit
+                return hit[1]
         p_shelter, p_edge, _, p_dist, _, _, sx, _, r_point, _, _, r_ps0, _ = sites.arrays
-        found = self._parent(hz.areas, hz.ids, lambda p: id(p) in sites.rows)
-        prev = None if found is None else sites.rows.get(id(found[0]))
-        if found is None or prev is None or prev.index is not found[0]:
-            leg, r_fac, inside = np.ones(len(p_edge)), np.ones(len(r_point)), np.zeros(len(sx), bool)
+
+        def kept(p: _HazardIndex) -> _SiteRows | None:
+            entry = sites.rows.get(id(p))
+            return entry[1] if entry is not None and entry[0] is p else None
+
+        found = self._parent(hz.areas, hz.ids, lambda p: kept(p) is not None)
+        prev = None if found is None else kept(found[0])
+        if found is None or prev is None:
             areas = list(hz.areas)
         else:
-            leg, r_fac, inside = prev.leg.copy(), prev.r_fac.copy(), prev.inside.copy()
             areas = found[1]
-        for area, geom in self._area_geoms(areas):
-            pts_in, legs_hit, rows_hit = self._area_effect(sites, area, geom)
-            if area.severity == "blocked":
-                inside[pts_in] = True
-                leg[legs_hit] = np.inf
-                r_fac[rows_hit] = np.inf
+        effects = [(area, self._area_effect(sites, area, geom)) for area, geom in self._area_geoms(areas)]
+        if prev is not None and not any(len(x) for _, eff in effects for x in eff):
+            rows = prev  # the new areas touch no shelter, leg or partial edge: the same rows (and source rows)
+        else:
+            if prev is None:
+                leg, r_fac, inside = np.ones(len(p_edge)), np.ones(len(r_point)), np.zeros(len(sx), bool)
             else:
-                leg[legs_hit] = np.maximum(leg[legs_hit], area.penalty_factor)
-                r_fac[rows_hit] = np.maximum(r_fac[rows_hit], area.penalty_factor)
-        eff = np.where(inside[p_shelter], np.inf, leg)
-        egress_s = np.where(np.isfinite(eff), p_dist / speed * np.where(np.isfinite(eff), eff, 1.0), np.inf)
-        with np.errstate(invalid="ignore"):  # 0 s (a point at the node) times inf: no partial edge to block
-            r_ps = np.where(r_ps0 > 0, r_ps0 * r_fac, r_ps0)
-        rows = _SiteRows(hz, _frozen(leg), _frozen(inside), _frozen(r_fac), _frozen(egress_s), _frozen(r_ps),
-                         _frozen(np.isfinite(r_ps) & np.isfinite(egress_s[r_point])))
+                leg, r_fac, inside = prev.leg.copy(), prev.r_fac.copy(), prev.inside.copy()
+            for area, (pts_in, legs_hit, rows_hit) in effects:
+                if area.severity == "blocked":
+                    inside[pts_in] = True
+                    leg[legs_hit] = np.inf
+                    r_fac[rows_hit] = np.inf
+                else:
+                    leg[legs_hit] = np.maximum(leg[legs_hit], area.penalty_factor)
+                    r_fac[rows_hit] = np.maximum(r_fac[rows_hit], area.penalty_factor)
+            eff = np.where(inside[p_shelter], np.inf, leg)
+            egress_s = np.where(np.isfinite(eff), p_dist / speed * np.where(np.isfinite(eff), eff, 1.0), np.inf)
+            with np.errstate(invalid="ignore"):  # 0 s (a point at the node) times inf: no partial edge to block
+                r_ps = np.where(r_ps0 > 0, r_ps0 * r_fac, r_ps0)
+            rows = _SiteRows(_frozen(leg), _frozen(inside), _frozen(r_fac), _frozen(egress_s), _frozen(r_ps),
+                             _frozen(np.isfinite(r_ps) & np.isfinite(egress_s[r_point])))
         with self._cache_lock:
-            _lru_put(sites.rows, id(hz), rows, HAZARD_INDEXES)
+            _lru_put(sites.rows, id(hz), (hz, rows), HAZARD_INDEXES)  # hz kept: its id() stays its own
         return rows
 
     def _struct(self, key: FieldKey, pg: ProfileGraph, sources: Sources) -> tuple[np.ndarray, np.ndarray]:
