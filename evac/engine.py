@@ -17,6 +17,15 @@ State and swapping
     a query reads that reference once and sees one consistent state. Fields nobody asked for are
     computed on first use and cached with their state. Updates are CPU work with no asyncio: run them in
     an executor (``loop.run_in_executor(None, engine.update, ...)``).
+
+Reuse between recomputes
+    A recompute rebuilds only what its inputs changed, each part keyed by exactly what it is built from:
+    the hazard index (edge factors, weights, line and point tests) by the areas in force (the very same
+    objects), the shelters' road points by the shelters' ids and positions, the areas' effect on those
+    by both, the source rows by those and which shelters qualify, the search by weights and source rows.
+    So a gauge level that activates nothing new, a shelter opening, closing or filling, or a drill area
+    (for the real fields) costs little more than the search, and a new area costs its own spatial tests.
+    Shared arrays are read-only.
 """
 
 from __future__ import annotations
