@@ -45,7 +45,8 @@ from evac.hazards import (
     edge_hits,
     edge_multipliers,
 )
-from evac.network import _TRANSFORMERS, RoadNetwork
+from evac.incremental import Seeds, rows_of, update_field
+from evac.network import _TRANSFORMERS, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
@@ -270,12 +271,16 @@ class Engine:
     search
         Runs the nearest-shelter search (:mod:`evac.search`): in this process by default, or
         :class:`evac.search.ProcessSearch` to keep a server's interpreter free while it runs.
+    incremental
+        Bring a field whose inputs changed up to date by an incremental update (:mod:`evac.incremental`)
+        instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes.
     """
 
     def __init__(
         self, network: RoadNetwork, *, shelters: Iterable[Shelter] = (), areas: Iterable[HazardArea] = (),
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
+        incremental: bool = True, incremental_fraction: float = 0.3,
     ) -> None:
         self.network = network
         self.max_fields = int(max_fields)
@@ -284,6 +289,11 @@ class Engine:
         self.search = search
         #: Searches run per field key (a field reused unchanged after an update is not counted).
         self.recomputes: Counter[FieldKey] = Counter()
+        #: Of those, the ones done by an incremental update.
+        self.incremental_updates: Counter[FieldKey] = Counter()
+        self.incremental = bool(incremental)
+        self.incremental_fraction = float(incremental_fraction)
+        self._base_des: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
         self._update_lock = threading.Lock()
@@ -354,7 +364,7 @@ class Engine:
                     if key[2] in old.mults:
                         new.mults.setdefault(key[2], old.mults[key[2]])
                 else:
-                    self._compute(new, key)
+                    self._compute(new, key, f if self.incremental else None)
             self._snap = new  # the atomic swap: one reference assignment
             return new.state
 
@@ -406,7 +416,9 @@ class Engine:
         self._touch(key)
         return f
 
-    def _compute(self, snap: _Snapshot, key: FieldKey) -> Field:
+    def _compute(self, snap: _Snapshot, key: FieldKey, prev: Field | None = None) -> Field:
+        """The field of ``key`` at ``snap`` (kept there); from ``prev``, the same key's field at an earlier
+        state, by an incremental update (:mod:`evac.incremental`) when the change is local."""
         profile, hazard, exercise = key
         check_hazard(hazard)
         net = self.network
@@ -420,9 +432,6 @@ class Engine:
             if mult is None:
                 mult = edge_multipliers(net, active, cache=self._hit_cache)
                 snap.mults[exercise] = mult
-            de_w = pg.de_time * mult[pg.de_base]
-            de_w[~np.isfinite(de_w)] = BLOCKED_WEIGHT
-            pair_w = pg.pair_weights(de_w)
             blocked = BlockedAreas(active)
             lines = self._area_lines(active)
             prof = PROFILES[profile]
@@ -430,14 +439,25 @@ class Engine:
             shelters, sources, on_edge = self._sources(snap.state, profile, hazard, active, speed)
             n = net.n_nodes
             k = len(sources)
-            if k:
-                indptr = np.concatenate([pg.rev_indptr, pg.rev_indptr[-1] + np.arange(1, k + 1)])
-                data = np.concatenate([pair_w[pg.rev_perm], np.maximum(sources.offset, 1e-9)])
-                indices = np.concatenate([pg.rev_indices, sources.end]).astype(np.int32)
-                dist, pred, src = self.search(data, indices, indptr, n, k, UNREACHABLE_S)
+            inc = self._incremental(pg, prev, mult, shelters, sources) if prev is not None and k else None
+            if inc is not None:
+                dist, pred, src, de_w, pair_w = inc
                 self.recomputes[key] += 1
+                self.incremental_updates[key] += 1
             else:
-                dist, pred, src = np.full(n, np.inf), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
+                de_w = pg.de_time * mult[pg.de_base]
+                de_w[~np.isfinite(de_w)] = BLOCKED_WEIGHT
+                pair_w = pg.pair_weights(de_w)
+                if k:
+                    indptr = np.concatenate([pg.rev_indptr, pg.rev_indptr[-1] + np.arange(1, k + 1)])
+                    data = np.concatenate([pair_w[pg.rev_perm], np.maximum(sources.offset, 1e-9)])
+                    indices = np.concatenate([pg.rev_indices, sources.end]).astype(np.int32)
+                    dist, pred, src = self.search(data, indices, indptr, n, k, UNREACHABLE_S)
+                    self.recomputes[key] += 1
+                else:
+                    dist, pred, src = np.full(n, np.inf), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
+                if self.incremental and pg.name not in self._base_des:  # ready for the next, local change
+                    self._index_base_des(pg)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                       pred, src, shelters, sources, on_edge, mult, de_w, pair_w, blocked, lines, speed)
             snap.fields[key] = f
@@ -447,6 +467,48 @@ class Engine:
             for old_key in [k2 for k2 in snap.fields if k2 not in keep]:  # dropped from the on-demand set
                 snap.fields.pop(old_key, None)
             return f
+
+    def _incremental(self, pg: ProfileGraph, prev: Field, mult: np.ndarray, shelters: list[Shelter],
+                     sources: Sources) -> tuple[np.ndarray, ...] | None:
+        """``(dist, pred, src, de_weight, pair_weight)`` updated from ``prev``, or ``None`` when the change
+        is not local (the caller then searches the whole graph)."""
+        n = self.network.n_nodes
+        if len(prev.dist) != n or prev.profile != pg.name:
+            return None
+        changed = np.zeros(0, np.int64) if mult is prev.mult else np.flatnonzero(mult != prev.mult)
+        order, indptr = self._base_des.get(pg.name) or self._index_base_des(pg)
+        pos, _ = rows_of(indptr, changed)
+        des = order[pos]
+        de_w = prev.de_weight.copy()
+        w = pg.de_time[des] * mult[pg.de_base[des]]
+        w[~np.isfinite(w)] = BLOCKED_WEIGHT
+        de_w[des] = w
+        pairs = np.unique(np.searchsorted(pg.pair_start, des, side="right") - 1)
+        pair_w = prev.pair_weight.copy()
+        if len(pairs):
+            ppos, _ = rows_of(pg.pair_start, pairs)
+            counts = pg.pair_start[pairs + 1] - pg.pair_start[pairs]
+            pair_w[pairs] = np.minimum.reduceat(de_w[ppos], np.cumsum(counts) - counts)
+        old, new = prev.sources, sources
+        rows_same = (len(old) == len(new) and np.array_equal(old.end, new.end)
+                     and np.array_equal(old.offset, new.offset) and np.array_equal(old.shelter, new.shelter)
+                     and [s.id for s in prev.shelters] == [s.id for s in shelters])
+        out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
+                           new_w=pair_w, changed=pairs, old_seeds=Seeds.of(old.end, old.offset), old_end=old.end,
+                           new_seeds=Seeds.of(new.end, new.offset), rows_same=rows_same, limit=UNREACHABLE_S,
+                           search=self.search, max_nodes=int(self.incremental_fraction * n))
+        if out is None:
+            return None
+        dist, pred, src, _ = out
+        return dist, pred, src, de_w, pair_w
+
+    def _index_base_des(self, pg: ProfileGraph) -> tuple[np.ndarray, np.ndarray]:
+        """The profile's directed edges grouped by base edge: ``order[indptr[e]:indptr[e + 1]]`` (once)."""
+        order = np.argsort(pg.de_base, kind="stable").astype(np.int64)
+        indptr = np.zeros(self.network.n_edges + 1, np.int64)
+        np.cumsum(np.bincount(pg.de_base, minlength=self.network.n_edges), out=indptr[1:])
+        self._base_des[pg.name] = (order, indptr)
+        return order, indptr
 
     def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
         """Each area in force with its geometry in the network's projected metres (cached per area)."""
