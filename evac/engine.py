@@ -291,6 +291,8 @@ class Engine:
         self.recomputes: Counter[FieldKey] = Counter()
         #: Of those, the ones done by an incremental update.
         self.incremental_updates: Counter[FieldKey] = Counter()
+        #: Their work: ``increased``/``decreased`` nodes re-solved, ``worker_searches`` sent to ``search``.
+        self.incremental_work: Counter[str] = Counter()
         self.incremental = bool(incremental)
         self.incremental_fraction = float(incremental_fraction)
         self._base_des: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -499,7 +501,9 @@ class Engine:
                            search=self.search, max_nodes=int(self.incremental_fraction * n))
         if out is None:
             return None
-        dist, pred, src, _ = out
+        dist, pred, src, stats = out
+        self.incremental_work.update(increased=stats.increased, decreased=stats.decreased,
+                                     worker_searches=stats.worker_solves)
         return dist, pred, src, de_w, pair_w
 
     def _index_base_des(self, pg: ProfileGraph) -> tuple[np.ndarray, np.ndarray]:

@@ -40,6 +40,8 @@ from evac.search import Search, search_in_process
 #: Regions up to this many nodes are solved in the calling process (a few milliseconds of scipy holding
 #: the GIL); larger ones go to the field's search (the worker process, when the server runs one).
 IN_PROCESS_NODES = 50_000
+#: The improving sweep gives up after this many visits per node it may improve.
+SWEEP_VISITS = 4
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,8 @@ def improved(
 ) -> np.ndarray | None:
     """Relax from candidate distances ``start_d`` at nodes ``start`` while distances improve; ``dist`` is
     lowered in place (to upper bounds). Returns the nodes improved (sorted), or ``None`` past ``max_nodes``
-    node visits."""
+    of them (or :data:`SWEEP_VISITS` times as many visits: the sweep goes by edges, not by distance, so a
+    node can improve more than once)."""
     parts: list[np.ndarray] = []
     total = 0
     t, d = start.astype(np.int64), start_d
@@ -197,13 +200,14 @@ def improved(
         np.minimum.at(dist, t, d)
         front = np.unique(t)
         total += len(front)
-        if total > max_nodes:
+        if total > SWEEP_VISITS * max_nodes:
             return None
         parts.append(front)
         pos, owner = rows_of(pg.rev_indptr, front)
         t = pg.rev_indices[pos].astype(np.int64)
         d = dist[front][owner] + w[pg.rev_perm[pos]]
-    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    out = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return None if len(out) > max_nodes else out
 
 
 def update_field(
