@@ -108,17 +108,20 @@ def _member(sorted_set: np.ndarray, x: np.ndarray) -> np.ndarray:
 def subtree(pg: ProfileGraph, pred: np.ndarray, roots: np.ndarray, *, max_nodes: int) -> np.ndarray | None:
     """The nodes whose next-hop chain passes through one of ``roots`` (roots included), sorted; ``None``
     when more than ``max_nodes``."""
-    parts = [roots]
-    front = roots
-    total = len(roots)
+    seen = np.zeros(len(pred), bool)  # a root below another root is walked once
+    parts: list[np.ndarray] = []
+    front = np.unique(roots)
+    total = 0
     while front.size:
-        pos, owner = rows_of(pg.rev_indptr, front)
-        tails = pg.rev_indices[pos]
-        front = tails[pred[tails] == front[owner]].astype(np.int64)
+        front = front[~seen[front]]
+        seen[front] = True
         total += len(front)
         if total > max_nodes:
             return None
         parts.append(front)
+        pos, owner = rows_of(pg.rev_indptr, front)
+        tails = pg.rev_indices[pos]
+        front = tails[pred[tails] == front[owner]].astype(np.int64)
     return np.unique(np.concatenate(parts))
 
 
@@ -151,6 +154,8 @@ def solve_region(
     fown, heads, via = fown[ok], heads[ok], via[ok]
     si = seeds.within(region)
     sw = seeds.weight[si] if seed_floor is None else np.maximum(seeds.weight[si], seed_floor[si])
+    finite = sw < limit
+    si, sw = si[finite], sw[finite]
     s_local = np.searchsorted(region, seeds.node[si])
     entry_node = np.concatenate([fown, s_local]).astype(np.int32)
     entry_w = np.concatenate([via, sw])
@@ -292,6 +297,6 @@ def update_field(
 
 
 def _old_seed_floor(new: Seeds, old: Seeds) -> np.ndarray:
-    """Per new seed, the old seed weight at its node (0 where none): phase 1 uses the larger one."""
-    w, _ = old.at(new.node)
-    return np.where(np.isfinite(w), w, 0.0)
+    """Per new seed, the old seed weight at its node (``inf`` where none: a new seed is a decrease, for
+    phase 2): phase 1 uses the larger one."""
+    return old.at(new.node)[0]
