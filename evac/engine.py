@@ -508,7 +508,7 @@ class Engine:
 
     def _index_base_des(self, pg: ProfileGraph) -> tuple[np.ndarray, np.ndarray]:
         """The profile's directed edges grouped by base edge: ``order[indptr[e]:indptr[e + 1]]`` (once)."""
-        order = np.argsort(pg.de_base, kind="stable").astype(np.int64)
+        order = np.argsort(pg.de_base, kind="stable").astype(np.int32)
         indptr = np.zeros(self.network.n_edges + 1, np.int64)
         np.cumsum(np.bincount(pg.de_base, minlength=self.network.n_edges), out=indptr[1:])
         self._base_des[pg.name] = (order, indptr)
