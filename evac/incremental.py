@@ -128,11 +128,13 @@ def subtree(pg: ProfileGraph, pred: np.ndarray, roots: np.ndarray, *, max_nodes:
 def solve_region(
     pg: ProfileGraph, region: np.ndarray, w: np.ndarray, seeds: Seeds, dist: np.ndarray, pred: np.ndarray,
     src: np.ndarray, *, seed_floor: np.ndarray | None, limit: float, search: Search,
+    patch: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> bool:
     """Solve the nodes of ``region`` (sorted) in place, all others being final. Returns whether the
     field's search (rather than one in this process) ran.
 
-    ``w`` is the pair weight in force; ``seed_floor`` (per seed, or ``None``) raises seed weights for the
+    ``w`` is the pair weight in force, except at the pairs ``patch[0]`` (sorted), which weigh ``patch[1]``;
+    ``seed_floor`` (per seed, or ``None``) raises seed weights for the
     increase phase (the old seed where it was dearer).
     """
     n = len(dist)
@@ -140,7 +142,7 @@ def solve_region(
     # internal edges of the reversed graph: a -> t for forward pairs t -> a, both in the region
     pos, owner = rows_of(pg.rev_indptr, region)
     tails = pg.rev_indices[pos]
-    wt = w[pg.rev_perm[pos]]
+    wt = _weights(w, pg.rev_perm[pos], patch)
     keep = _member(region, tails) & (wt < limit)
     owner, tails, wt = owner[keep], tails[keep], wt[keep]
     local = np.searchsorted(region, tails)
@@ -149,7 +151,7 @@ def solve_region(
     heads = pg.pair_head[fpos]
     out = ~_member(region, heads)
     fpos, fown, heads = fpos[out], fown[out], heads[out]
-    via = dist[heads] + w[fpos]
+    via = dist[heads] + _weights(w, fpos, patch)
     ok = via < limit
     fown, heads, via = fown[ok], heads[ok], via[ok]
     si = seeds.within(region)
@@ -184,6 +186,14 @@ def solve_region(
     s[reached] = entry_src[ss[reached]]
     src[region] = s
     return runner is not search_in_process
+
+
+def _weights(w: np.ndarray, pairs: np.ndarray, patch: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    out = w[pairs]
+    if patch is not None and len(patch[0]):
+        hit = _member(patch[0], pairs)
+        out[hit] = patch[1][np.searchsorted(patch[0], pairs[hit])]
+    return out
 
 
 def improved(
@@ -272,15 +282,9 @@ def update_field(
             return None
         increased = len(region)
         # the middle weights: max(old, new), i.e. the old weight on pairs that got cheaper
-        saved = new_w[down].copy()
-        mid_w = new_w
-        mid_w[down] = old_w[down]
-        try:
-            floor = _old_seed_floor(new_seeds, old_seeds)
-            worker += solve_region(pg, region, mid_w, new_seeds, dist, pred, src, seed_floor=floor, limit=limit,
-                                   search=search)
-        finally:
-            mid_w[down] = saved
+        floor = _old_seed_floor(new_seeds, old_seeds)
+        worker += solve_region(pg, region, new_w, new_seeds, dist, pred, src, seed_floor=floor, limit=limit,
+                               search=search, patch=(down, old_w[down]))
     # -- phase 2: decreases ------------------------------------------------------------------------------
     d_t = pg.pair_tail[down].astype(np.int64)
     d_d = dist[pg.pair_head[down]] + new_w[down]
