@@ -132,7 +132,8 @@ class DeliveryWorker:
         self._fan_wake = asyncio.Event()
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._outcomes: list[store.Outcome] = []
+        #: outcomes not recorded yet, each with its kind and the seconds from its alert change (metrics)
+        self._outcomes: list[tuple[store.Outcome, str, float]] = []
         self._session: aiohttp.ClientSession | None = None
         self.vapid: Vapid | None = None
         self.ready = asyncio.Event()
@@ -296,10 +297,17 @@ class DeliveryWorker:
         outcomes, self._outcomes = self._outcomes, []
         try:
             async with self.pool.acquire() as conn:
-                await store.record(conn, outcomes)
+                await store.record(conn, [outcome for outcome, _, _ in outcomes])
         except BaseException:
             self._outcomes = outcomes + self._outcomes
             raise
+        # counted once recorded: whoever sees a metric move finds the delivery log saying the same
+        for outcome, kind, latency_s in outcomes:
+            if outcome.state == "sent":
+                SENT.labels(kind).inc()
+                LATENCY.labels(kind).observe(latency_s)
+            else:
+                FAILED.labels(kind, "retry" if outcome.state == "queued" else outcome.state).inc()
 
     async def _housekeeping(self) -> None:
         async with self.pool.acquire() as conn:
@@ -324,12 +332,7 @@ class DeliveryWorker:
         except Exception as exc:  # a bug must not stop the others; the row is retried
             log.exception("notify delivery failed unexpectedly", extra={"queue_id": row["id"]})
             outcome = self._retry(row, None, f"internal error: {type(exc).__name__}")
-        if outcome.state == "sent":
-            SENT.labels(kind).inc()
-            LATENCY.labels(kind).observe(max(0.0, time.time() - row["event_at"].timestamp()))
-        else:
-            FAILED.labels(kind, "retry" if outcome.state == "queued" else outcome.state).inc()
-        self._outcomes.append(outcome)
+        self._outcomes.append((outcome, kind, max(0.0, time.time() - row["event_at"].timestamp())))
         self._wake.set()
 
     def _retry(self, row: asyncpg.Record, status: int | None, error: str, *, retry_after: float | None = None,

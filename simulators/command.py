@@ -93,7 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jma", metavar="DIR", type=Path,
                    help="serve DIR's JMA telegrams (*.xml, in name order) as a local PULL Atom feed, one more "
                         "every --jma-interval-s; point SONAE_JMA_FEEDS at the printed URL")
-    p.add_argument("--jma-port", type=int, default=18840, metavar="PORT", help="port of the JMA feed (18840)")
+    p.add_argument("--jma-port", type=int, default=18840, metavar="PORT",
+                   help="port of the JMA feed (18840; 0: any free port, named in the printed URL)")
     p.add_argument("--jma-interval-s", type=float, default=30.0, metavar="S",
                    help="seconds between telegrams of the JMA feed (30)")
 

@@ -83,11 +83,15 @@ class JmaFeed:
 
 async def serve(folder: Path, *, port: int, interval_s: float, stop: asyncio.Event,
                 host: str = "127.0.0.1") -> None:
-    """Serve ``folder`` as a feed, publishing one more telegram every ``interval_s`` until ``stop``."""
+    """Serve ``folder`` as a feed, publishing one more telegram every ``interval_s`` until ``stop``.
+
+    ``port`` 0 lets the system choose a free port; the first line printed names the URL actually served.
+    """
     feed = JmaFeed.from_directory(folder)
     runner = web.AppRunner(feed.app())
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    port = int(runner.addresses[0][1])  # the bound port (differs from ``port`` when that was 0)
     print(f"JMA feed: http://{host}:{port}/feed.xml ({len(feed.telegrams)} telegrams, one every {interval_s:g} s)",
           flush=True)
     try:

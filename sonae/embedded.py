@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,8 +56,32 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out on its own (Linux ``net.ipv4.ip_local_port_range``)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152  # IANA's dynamic range, used by the BSDs and macOS
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A TCP port on 127.0.0.1 that nothing is bound to now, for a server the caller starts next.
+
+    Chosen at random below the kernel's ephemeral range, not with ``bind(0)``: the kernel gives ports
+    of that range to every outgoing connection (to PostgreSQL, the broker, ...), so on a busy machine
+    one could take the port between this probe and the server's own bind. Only a program that picks
+    the same port explicitly can; with some 20,000 ports to choose from that is rare.
+    """
+    low = _ephemeral_low()
+    if low > 12000:
+        for port in random.SystemRandom().sample(range(10000, low), 50):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # no room below the ephemeral range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -256,7 +281,7 @@ class EmbeddedBroker:
         """MQTT version the broker speaks best."""
         return "5" if self.kind == "mosquitto" else "3.1.1"
 
-    def start(self, *, timeout: float = 20.0) -> str:
+    def start(self, *, timeout: float = 60.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         pidfile = self.root / "broker.json"
         if port_open("127.0.0.1", self.port):

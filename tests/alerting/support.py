@@ -18,7 +18,7 @@ async def running_worker(pool: asyncpg.Pool, **kwargs: Any) -> AsyncIterator[Rul
     worker = RulesWorker(pool, **kwargs)
     task = asyncio.create_task(worker.run())
     leader = asyncio.create_task(worker.is_leader.wait())
-    done, _ = await asyncio.wait([task, leader], timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait([task, leader], timeout=60, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
     assert leader in done, "the rules worker did not become leader"
@@ -27,7 +27,7 @@ async def running_worker(pool: asyncpg.Pool, **kwargs: Any) -> AsyncIterator[Rul
     finally:
         worker.stop()
         leader.cancel()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, 60)
 
 
 async def events_of(pool: asyncpg.Pool, station_id: str, *, exercise: bool | None = None,

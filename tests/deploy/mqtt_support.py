@@ -22,6 +22,10 @@ from sonae.provisioning import adapt_mosquitto_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NOT_AUTHORIZED = 0x87
+#: how long a probe waits for an answer or a message; waits end as soon as it comes (the machine may be busy)
+WAIT_S = 60.0
+#: what mosquitto logs when a SIGHUP makes it re-read its configuration, password and ACL files
+RELOADING = "Reloading config."
 
 
 def mosquitto_binary() -> str | None:
@@ -55,16 +59,33 @@ class DeployedBroker:
                 f.write_text("")
         self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=open(self.root / "stderr.log", "ab"), start_new_session=True)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_S
         while not port_open("127.0.0.1", self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"mosquitto did not start:\n{self.logs()}")
             time.sleep(0.05)
 
     def reload(self) -> None:
+        """SIGHUP, then wait until mosquitto logs that it re-reads its configuration.
+
+        It reloads on its one thread before it handles the next packet, so a client that connects after
+        the log line is judged by the new password and ACL files (no guess at how long a reload takes).
+        """
         assert self.proc is not None
+        before = self.log_text().count(RELOADING)
         self.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        self.wait_for_log(RELOADING, more_than=before)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_for_log(self, text: str, *, more_than: int = 0) -> None:
+        """Wait until ``text`` occurs in the broker's log more than ``more_than`` times."""
+        deadline = time.monotonic() + WAIT_S
+        while self.log_text().count(text) <= more_than:
+            assert self.proc is not None and self.proc.poll() is None, f"mosquitto exited:\n{self.logs()}"
+            assert time.monotonic() < deadline, f"mosquitto never logged {text!r}:\n{self.logs()}"
+            time.sleep(0.05)  # polling the log under a deadline
 
     def logs(self) -> str:
         text = ""
@@ -109,9 +130,13 @@ class Probe:
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
+        self._unsubacks: set[int] = set()
+        self.session_present: bool | None = None
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connack = reason_code
+        self.session_present = bool(flags.session_present)
         self._connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -129,6 +154,11 @@ class Probe:
             self._subacks[mid] = list(reason_codes)
             self._cond.notify_all()
 
+    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        with self._cond:
+            self._unsubacks.add(mid)
+            self._cond.notify_all()
+
     def connect(self, *, clean_start: bool = True, session_expiry: int = 0) -> Any:
         """Connect and return the CONNACK reason code (a failure when the broker refused us)."""
         kwargs: dict[str, Any] = {}
@@ -138,8 +168,8 @@ class Probe:
             kwargs = {"clean_start": clean_start, "properties": props}
         self.client.connect("127.0.0.1", self.port, keepalive=30, **kwargs)
         self.client.loop_start()
-        if not self._connected.wait(10):
-            raise AssertionError("no CONNACK within 10 s")
+        if not self._connected.wait(WAIT_S):
+            raise AssertionError(f"no CONNACK within {WAIT_S} s")
         return self.connack
 
     def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> Any:
@@ -147,21 +177,37 @@ class Probe:
         if qos == 0:
             return None
         with self._cond:
-            if not self._cond.wait_for(lambda: info.mid in self._pubacks, 10):
-                raise AssertionError(f"no PUBACK for {topic} within 10 s")
+            if not self._cond.wait_for(lambda: info.mid in self._pubacks, WAIT_S):
+                raise AssertionError(f"no PUBACK for {topic} within {WAIT_S} s")
             return self._pubacks.pop(info.mid)
 
     def subscribe(self, topic: str, qos: int = 1) -> list[Any]:
         _, mid = self.client.subscribe(topic, qos=qos)
         assert mid is not None, f"subscribe to {topic} was not sent"
         with self._cond:
-            if not self._cond.wait_for(lambda: mid in self._subacks, 10):
-                raise AssertionError(f"no SUBACK for {topic} within 10 s")
+            if not self._cond.wait_for(lambda: mid in self._subacks, WAIT_S):
+                raise AssertionError(f"no SUBACK for {topic} within {WAIT_S} s")
             return self._subacks.pop(mid)
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[paho.MQTTMessage]:
+    def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe and wait for the UNSUBACK: from then on the broker sends this client nothing new."""
+        _, mid = self.client.unsubscribe(topic)
+        assert mid is not None, f"unsubscribe from {topic} was not sent"
+        with self._cond:
+            if not self._cond.wait_for(lambda: mid in self._unsubacks, WAIT_S):
+                raise AssertionError(f"no UNSUBACK for {topic} within {WAIT_S} s")
+
+    def wait_for(self, count: int, timeout: float = WAIT_S) -> list[paho.MQTTMessage]:
+        """The messages once there are ``count`` (or all there are when ``timeout`` runs out)."""
         with self._cond:
             self._cond.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
+
+    def wait_for_payload(self, payload: bytes, timeout: float = WAIT_S) -> list[paho.MQTTMessage]:
+        """The messages up to and including the first with ``payload`` (a marker), which must come."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: any(m.payload == payload for m in self.messages), timeout):
+                raise AssertionError(f"the marker {payload!r} did not arrive within {timeout} s")
             return list(self.messages)
 
     def topics(self) -> list[str]:

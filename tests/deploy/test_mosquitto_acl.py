@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +26,8 @@ CONFIGS = {
     "compose": DEPLOY / "compose" / "mosquitto" / "mosquitto.conf",
 }
 KORIYAMA, IWAKI = "072036", "072044"
+#: a message sent after the ones under test: when it has arrived, any earlier message would have too
+MARKER = b'{"marker": true}'
 
 
 def _self_signed(root: Path) -> tuple[Path, Path] | None:
@@ -125,9 +127,12 @@ def test_device_publishes_under_its_own_topics_only(deployment: Deployment) -> N
     for topic in denied:
         rc = device.publish(topic, payload)
         assert rc.is_failure and rc.value == NOT_AUTHORIZED, f"{topic}: PUBACK {rc}, expected Not authorized"
-    ingest.wait_for(len(allowed), timeout=5)
-    time.sleep(0.5)  # denied messages would arrive by now
-    assert sorted(ingest.topics()) == sorted(allowed)
+    # a marker after the denied ones: the broker routes one client's messages in order, so once the
+    # marker is in, a denied message that got through would be in too
+    assert not device.publish(allowed[0], MARKER).is_failure
+    got = ingest.wait_for_payload(MARKER)
+    assert sorted(m.topic for m in got if m.payload != MARKER) == sorted(allowed)
+    assert [m.payload for m in got].index(MARKER) == len(got) - 1
 
 
 def test_gateway_with_several_stations(deployment: Deployment) -> None:
@@ -136,9 +141,10 @@ def test_gateway_with_several_stations(deployment: Deployment) -> None:
     for topic in ("sonae/v1/072036/abukuma-01/level", "sonae/v1/072036/abukuma-02/rain"):
         assert not gateway.publish(topic, b"{}").is_failure, topic
     assert gateway.publish("sonae/v1/072036/abukuma-03/level", b"{}").value == NOT_AUTHORIZED
-    ingest.wait_for(2)
-    time.sleep(0.3)
-    assert sorted(ingest.topics()) == ["sonae/v1/072036/abukuma-01/level", "sonae/v1/072036/abukuma-02/rain"]
+    assert not gateway.publish("sonae/v1/072036/abukuma-01/level", MARKER).is_failure  # after the refused one
+    got = ingest.wait_for_payload(MARKER)
+    assert sorted(m.topic for m in got if m.payload != MARKER) == ["sonae/v1/072036/abukuma-01/level",
+                                                                   "sonae/v1/072036/abukuma-02/rain"]
 
 
 def test_mqtt311_device_cannot_inject_either(deployment: Deployment) -> None:
@@ -147,9 +153,10 @@ def test_mqtt311_device_cannot_inject_either(deployment: Deployment) -> None:
     device = deployment.connected("gauge-akutsu", protocol="3.1.1")
     device.publish("sonae/v1/072036/abukuma-01/level", b'{"value": 99}')
     device.publish("sonae/v1/072036/akutsu-01/level", b'{"value": 1}')
-    ingest.wait_for(1)
-    time.sleep(0.5)
-    assert ingest.topics() == ["sonae/v1/072036/akutsu-01/level"]
+    device.publish("sonae/v1/072036/akutsu-01/level", MARKER)  # in order after the two above
+    got = ingest.wait_for_payload(MARKER)
+    assert [(m.topic, m.payload) for m in got] == [("sonae/v1/072036/akutsu-01/level", b'{"value": 1}'),
+                                                   ("sonae/v1/072036/akutsu-01/level", MARKER)]
 
 
 def test_devices_read_nothing(deployment: Deployment) -> None:
@@ -159,8 +166,10 @@ def test_devices_read_nothing(deployment: Deployment) -> None:
     for topic in ("sonae/alerts/#", "sonae/v1/#", "#", "$share/sonae-ingest/sonae/v1/#"):
         device.subscribe(topic)  # may be granted or refused; either way nothing may be delivered
     other = deployment.connected("gauge-abukuma")
-    other.publish("sonae/v1/072036/abukuma-01/level", b"{}")
-    time.sleep(0.8)
+    other.publish("sonae/v1/072036/abukuma-01/level", b"{}")  # routed (or not) before its PUBACK came back
+    # a round trip of the device's own after both: the broker answers it after anything it had queued
+    # for the device (the retained alert at SUBACK, the other gauge's reading), which would come first
+    assert not device.publish("sonae/v1/072036/akutsu-01/level", b"{}").is_failure
     assert device.topics() == [], f"a device received {device.topics()}"
 
 
@@ -176,10 +185,10 @@ def test_alerts_reach_only_the_municipalities_a_viewer_may_see(deployment: Deplo
         rc = alerts.publish(f"sonae/alerts/{muni}/{alert}", json.dumps({"id": alert}), retain=True)
         assert not rc.is_failure, rc
     viewer = deployment.connected("koriyama-signage")
-    viewer.subscribe("sonae/alerts/#")
-    viewer.wait_for(1)
-    time.sleep(0.5)
-    topics = viewer.topics()
+    viewer.subscribe("sonae/alerts/#")  # retained alerts are queued for it at the SUBACK
+    marker = f"sonae/alerts/{KORIYAMA}/marker-{uuid.uuid4().hex[:8]}"
+    assert not alerts.publish(marker, MARKER).is_failure  # after the SUBACK: comes after the retained ones
+    topics = [m.topic for m in viewer.wait_for_payload(MARKER) if m.payload != MARKER]
     assert f"sonae/alerts/{KORIYAMA}/a-koriyama" in topics
     assert not any(t.startswith(f"sonae/alerts/{IWAKI}/") for t in topics), topics
     assert all(t.startswith(f"sonae/alerts/{KORIYAMA}/") for t in topics), topics
@@ -195,7 +204,7 @@ def test_broker_lets_many_messages_wait_for_acks(deployment: Deployment) -> None
     device = deployment.connected("gauge-akutsu")
     for i in range(200):
         device.client.publish("sonae/v1/072036/akutsu-01/rain", str(i), qos=1)
-    got = ingest.wait_for(200, timeout=10)
+    got = ingest.wait_for(200)
     assert len(got) == 200, f"only {len(got)} of 200 messages delivered without acks: the in-flight cap is on"
 
 

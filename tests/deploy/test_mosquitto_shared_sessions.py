@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from sonae.provisioning import add_client
-from tests.deploy.mqtt_support import DEPLOY, DeployedBroker, Probe, mosquitto_binary
+from tests.deploy.mqtt_support import DEPLOY, WAIT_S, DeployedBroker, Probe, mosquitto_binary
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
@@ -31,6 +31,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DeployedB
 
 
 def _scenario(broker: tuple[DeployedBroker, dict[str, str]], group: str, *, unsubscribe: bool) -> tuple[int, int]:
+    """How the 100 readings a device publishes while one of two shared subscribers is away are split
+    between the one that stayed and the one that returns (each wait is on an event, not a pause)."""
     b, pw = broker
     topic_filter = f"$share/{group}/sonae/v1/#"
 
@@ -43,22 +45,28 @@ def _scenario(broker: tuple[DeployedBroker, dict[str, str]], group: str, *, unsu
     away.subscribe(topic_filter)
     staying.subscribe(topic_filter)
     if unsubscribe:
-        away.client.unsubscribe(topic_filter)
-        time.sleep(0.3)
+        away.unsubscribe(topic_filter)  # returns at the UNSUBACK
+    gone = b.log_text().count(f"Client {group}-a disconnected")
     away.close()
-    time.sleep(0.3)
+    b.wait_for_log(f"Client {group}-a disconnected", more_than=gone)  # the broker knows it is away
     device = Probe(b.port, "dev", pw["dev"])
     device.connect()
     for i in range(100):
-        device.publish("sonae/v1/072036/dev/level", str(i))
-    staying.wait_for(100, timeout=2)
+        device.publish("sonae/v1/072036/dev/level", str(i))  # each routed before its PUBACK
     back = ingestor(f"{group}-a")
-    back.wait_for(100 - len(staying.messages), timeout=3)
-    time.sleep(0.2)
-    got = len(staying.messages), len(back.messages)
+    with_all = time.monotonic() + WAIT_S
+    while len(staying.messages) + len(back.messages) < 100 and time.monotonic() < with_all:
+        staying.wait_for(100 - len(back.messages), timeout=0.1)
+    # one more, sent when all are in: what either has before it is all it will get of the 100
+    device.publish("sonae/v1/072036/dev/level", "marker")
+    ends = time.monotonic() + WAIT_S
+    while not any(m.payload == b"marker" for p in (staying, back) for m in p.messages):
+        assert time.monotonic() < ends, "the marker did not arrive"
+        staying.wait_for(len(staying.messages) + 1, timeout=0.1)
+    got = tuple(len([m for m in p.messages if m.payload != b"marker"]) for p in (staying, back))
     for p in (staying, device, back):
         p.close()
-    return got
+    return got[0], got[1]
 
 
 def test_an_absent_shared_subscriber_keeps_its_share_until_it_returns(broker) -> None:  # type: ignore[no-untyped-def]

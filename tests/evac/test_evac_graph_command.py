@@ -145,7 +145,7 @@ def test_a_damaged_network_past_the_quick_check_stops_startup_with_one_line(
     env.update(SONAE_DATABASE_URL=database_url, SONAE_EVAC_NETWORK=str(path), SONAE_API_PORT="0",
                SONAE_LOG_LEVEL="error", SONAE_STATE_DIR=str(tmp_path / "state"))
     done = subprocess.run([sys.executable, "-m", "sonae.cli", "api"], env=env, capture_output=True, text=True,
-                          timeout=90)
+                          timeout=280)
     lines = [line for line in done.stderr.splitlines() if not line.startswith("{")]
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-800:])
     assert "Sonae is up" not in done.stdout

@@ -1,9 +1,11 @@
 """A 土砂災害警戒情報 for 郡山市 through the local JMA feed, the reader, the store and the API.
 
 The 2025 神奈川県 sample sequence (発表 → 継続 → 解除) with 小田原市 (1420600) replaced by 郡山市
-(0720300 = 団体コード 07203 + 00): the level of 072036 becomes 4 within one poll interval, names its
+(0720300 = 団体コード 07203 + 00): the level of 072036 becomes 4 once the reader has polled, names its
 source, asks routes to avoid landslides, and clears on 解除. Real PostgreSQL; no sleeps as
-synchronisation (conditions are polled with deadlines).
+synchronisation (conditions are polled with deadlines) and no timed assertions: the deadlines are
+generous, since a poll returns as soon as its condition holds, and how fast a telegram goes through
+is for ``bench/``, not for a test on a loaded machine.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.api.test_api_staff import KORIYAMA, make_client
 from tests.jma.support import LANDSLIDE, sample, substitute
 
 INTERVAL_S = 0.3
+WAIT_S = 120  # a deadline for work that takes well under a second on an idle machine
 
 
 def koriyama(name: str, *, status: str | None = None) -> bytes:
@@ -63,9 +66,7 @@ async def test_landslide_warning_raises_names_routes_and_clears(pool: asyncpg.Po
 
         assert (await level())["level"] is None
         feed.publish_next()
-        published = time.monotonic()
-        body = await until(lambda: _at(level, 4), within_s=INTERVAL_S * 2 + 5, what="level 4 from 発表")
-        assert time.monotonic() - published < INTERVAL_S * 2 + 5
+        body = await until(lambda: _at(level, 4), within_s=WAIT_S, what="level 4 from 発表")
         official = [s for s in body["sources"] if s["kind"] == "official"]
         assert official and official[0]["name"] == "気象庁: 土砂災害警戒情報"
         assert official[0]["suggested_order"] == "避難指示" and official[0]["hazard"] == "landslide"
@@ -83,10 +84,10 @@ async def test_landslide_warning_raises_names_routes_and_clears(pool: asyncpg.Po
         assert (await other.json())["level"] is None
 
         feed.publish_next()  # 継続
-        await until(lambda: _stored(pool, 2), within_s=INTERVAL_S * 2 + 5, what="継続 stored")
+        await until(lambda: _stored(pool, 2), within_s=WAIT_S, what="継続 stored")
         assert (await level())["level"] == 4
         feed.publish_next()  # 解除
-        await until(lambda: _at(level, None), within_s=INTERVAL_S * 2 + 5, what="cleared by 解除")
+        await until(lambda: _at(level, None), within_s=WAIT_S, what="cleared by 解除")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -177,17 +178,13 @@ async def test_cancellation_retracts_the_event(pool: asyncpg.Pool) -> None:
 
 
 async def test_readyz_says_when_a_configured_feed_is_unreachable(pool: asyncpg.Pool, database_url: str,
-                                                                 mqtt_url: str, tmp_path) -> None:
-    import socket
-
+                                                                 mqtt_url: str, tmp_path,
+                                                                 refusing_port: int) -> None:
     from sonae.config import load_settings
 
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     settings = load_settings(environ={
         "SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_STATE_DIR": str(tmp_path),
-        "SONAE_JMA_FEEDS": f"http://127.0.0.1:{port}/feed.xml", "SONAE_JMA_POLL_INTERVAL_S": "0.1"})
+        "SONAE_JMA_FEEDS": f"http://127.0.0.1:{refusing_port}/feed.xml", "SONAE_JMA_POLL_INTERVAL_S": "0.1"})
     client = await make_client(pool, settings)
     try:
         async def not_ready() -> dict[str, Any] | None:
@@ -195,7 +192,7 @@ async def test_readyz_says_when_a_configured_feed_is_unreachable(pool: asyncpg.P
             body = await response.json()
             return body if response.status == 503 else None
 
-        body = await until(not_ready, within_s=30, what="/readyz not ready")
+        body = await until(not_ready, within_s=WAIT_S, what="/readyz not ready")
         assert body["checks"]["jma feed"] == "not ready" and body["checks"]["database"] == "ok"
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT error FROM jma_feeds") == "unreachable"
@@ -205,34 +202,36 @@ async def test_readyz_says_when_a_configured_feed_is_unreachable(pool: asyncpg.P
 
 async def test_sonae_simulate_jma_serves_a_directory_the_reader_stores(pool: asyncpg.Pool, tmp_path) -> None:
     import os
-    import socket
     import subprocess
     import sys
 
     for n, name in enumerate(LANDSLIDE):
         (tmp_path / f"{n:02d}.xml").write_bytes(koriyama(name))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # port 0: the simulator binds a port of the system's choosing and prints its URL (a port probed
+    # free here could be taken before the simulator binds it)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sonae.cli", "simulate", "--jma", str(tmp_path), "--jma-port", str(port),
-        "--jma-interval-s", "0.2", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        sys.executable, "-m", "sonae.cli", "simulate", "--jma", str(tmp_path), "--jma-port", "0",
+        "--jma-interval-s", "0.2", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env={**os.environ, "SONAE_LOG_FORMAT": "text"})
     try:
-        reader = FeedReader(pool, feeds=[f"http://127.0.0.1:{port}/feed.xml"], retry_base_s=0.1, attempts=30)
+        assert process.stdout is not None
+        first = (await asyncio.wait_for(process.stdout.readline(), WAIT_S)).decode()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/feed\.xml", first)
+        assert found and int(found[1]) > 0, first
+        reader = FeedReader(pool, feeds=[found[0]], retry_base_s=0.1, attempts=30)
 
         async def all_stored() -> bool:
             await reader.poll_once()
             return await _stored(pool, len(LANDSLIDE))
 
-        await until(all_stored, within_s=60, what="every telegram of the directory stored")
+        await until(all_stored, within_s=WAIT_S, what="every telegram of the directory stored")
         async with pool.acquire() as conn:
             outcomes = [r["outcome"] for r in await conn.fetch("SELECT outcome FROM jma_telegrams ORDER BY id")]
             in_force = await conn.fetchval("SELECT count(*) FROM jma_official_info")
         assert outcomes == ["applied"] * len(LANDSLIDE) and in_force == 0  # the last one is the 解除
     finally:
         process.terminate()
-        await asyncio.wait_for(process.wait(), 30)
+        await asyncio.wait_for(process.communicate(), WAIT_S)
 
 
 async def test_sse_tells_clients_when_official_information_changes(pool: asyncpg.Pool, settings: Settings) -> None:
@@ -246,13 +245,13 @@ async def test_sse_tells_clients_when_official_information_changes(pool: asyncpg
             assert await store_telegram(conn, link="sse-1", data=koriyama(LANDSLIDE[0])) == "applied"
 
         async def official_event() -> dict[str, Any] | None:
-            line = await asyncio.wait_for(response.content.readline(), 10)
+            line = await asyncio.wait_for(response.content.readline(), WAIT_S)
             if line.startswith(b"event: official"):
                 data = await response.content.readline()
                 return json.loads(data.decode().removeprefix("data: "))
             return None
 
-        event = await until(official_event, within_s=20, what="event: official")
+        event = await until(official_event, within_s=WAIT_S, what="event: official")
         assert event["municipalities"] == [KORIYAMA] and event["exercise"] is False
         assert event["title"] == parse(koriyama(LANDSLIDE[0])).title
         response.close()

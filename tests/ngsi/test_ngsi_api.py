@@ -219,7 +219,7 @@ async def test_alert_from_the_rules_worker_is_an_alert_entity(client: TestClient
                 return await conn.fetchval("SELECT count(*) FROM alerts WHERE station_id = 'g2' AND "
                                            "audience = 'public' AND cleared_at IS NULL AND level = 4")
 
-        await wait_until(raised, timeout=30, what="a public level-4 alert for g2")
+        await wait_until(raised, timeout=120, what="a public level-4 alert for g2")
     resp = await client.get("/ngsi-ld/v1/entities", params={"type": "Alert", "options": "keyValues"})
     assert resp.status == 200
     alerts = [e for e in await resp.json() if e.get("alertSource") == "urn:ngsi-ld:WaterObserved:g2"]
@@ -249,7 +249,7 @@ async def test_an_unconfirmed_spike_never_becomes_an_entity(client: TestClient, 
                 return await conn.fetchval("SELECT count(*) FROM alerts WHERE station_id = 'g3' AND "
                                            "condition = 'river_level_unconfirmed' AND cleared_at IS NULL")
 
-        await wait_until(unconfirmed, timeout=30, what="an unconfirmed alert for g3")
+        await wait_until(unconfirmed, timeout=120, what="an unconfirmed alert for g3")
     body = await (await client.get("/ngsi-ld/v1/entities", params={
         "type": "Alert,WaterObserved,MunicipalityWarningLevel", "options": "keyValues", "limit": "1000"})).json()
     assert [e for e in body if e["type"] == "Alert"] == []

@@ -115,7 +115,7 @@ async def test_alert_from_the_rules_worker_is_pushed_once(pool: asyncpg.Pool, br
                 return await conn.fetchval("SELECT id FROM alerts WHERE station_id = 'g2' AND audience = 'public' "
                                            "AND cleared_at IS NULL AND level = 4")
 
-        await wait_until(level_4, timeout=30, what="a public level-4 alert for g2")
+        await wait_until(level_4, timeout=120, what="a public level-4 alert for g2")
         alert_id = await level_4()
         eid = await _alert_entity_id(pool, alert_id)
         worker = PushWorker(pool, broker_url=url, base=BASE, retry_base_s=0.05, retry_max_s=0.2, debounce_s=0.05)
@@ -125,7 +125,7 @@ async def test_alert_from_the_rules_worker_is_pushed_once(pool: asyncpg.Pool, br
                 row = await _state(pool, eid)
                 return row is not None and row["state"] == "sent"
 
-            await wait_until(sent, timeout=30, what="the alert pushed")
+            await wait_until(sent, timeout=120, what="the alert pushed")
             # a later change elsewhere (a new reading of g0) is pushed too, and the alert is not sent again
             async with pool.acquire() as conn:
                 await write_batch(conn, [Reading("g0", "level", now + timedelta(minutes=2), 2.5)])
@@ -134,10 +134,10 @@ async def test_alert_from_the_rules_worker_is_pushed_once(pool: asyncpg.Pool, br
                 return any(e.get("riverLevel", {}).get("value") == 2.5
                            for e in stub.upserted("urn:ngsi-ld:WaterObserved:g0"))
 
-            await wait_until(g0_pushed, timeout=30, what="the new g0 reading pushed")
+            await wait_until(g0_pushed, timeout=120, what="the new g0 reading pushed")
         finally:
             worker.stop()
-            await asyncio.wait_for(task, 20)
+            await asyncio.wait_for(task, 60)
     assert stub.problems == []
     pushes = stub.upserted(eid)
     assert len(pushes) == 2  # the first try (answered 503) and its retry; then never again
@@ -167,10 +167,10 @@ async def test_failing_broker_dead_letters(pool: asyncpg.Pool, broker: tuple[Stu
                 states = {r["state"] for r in await conn.fetch("SELECT state FROM ngsi_push_queue")}
             return states == {"dead"}
 
-        await wait_until(all_dead, timeout=30, what="every entity dead-lettered")
+        await wait_until(all_dead, timeout=120, what="every entity dead-lettered")
     finally:
         worker.stop()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, 60)
     assert [len(r) for r in stub.requests] == [12] * tries and stub.problems == []
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT attempts, last_status, last_error FROM ngsi_push_queue")
@@ -189,7 +189,7 @@ async def test_a_cancelled_order_is_deleted_from_the_broker(pool: asyncpg.Pool,
             row = await _state(pool, "urn:ngsi-ld:MunicipalityWarningLevel:072036")
             return row is not None and row["state"] == "sent"
 
-        await wait_until(town_sent, timeout=30, what="the first push")
+        await wait_until(town_sent, timeout=120, what="the first push")
         async with pool.acquire() as conn:
             order_id, change = await issue_order(conn, municipality_code="072036", level=3, issued_by="kawa")
         eid = await _alert_entity_id(pool, change.alert_id)
@@ -198,13 +198,13 @@ async def test_a_cancelled_order_is_deleted_from_the_broker(pool: asyncpg.Pool,
             row = await _state(pool, eid)
             return row is not None and row["op"] == op and row["state"] == "sent"
 
-        await wait_until(lambda: state_is("upsert"), timeout=30, what="the order pushed")
+        await wait_until(lambda: state_is("upsert"), timeout=120, what="the order pushed")
         async with pool.acquire() as conn:
             await cancel_order(conn, order_id, cancelled_by="kawa")
-        await wait_until(lambda: state_is("delete"), timeout=30, what="the cancelled order deleted")
+        await wait_until(lambda: state_is("delete"), timeout=120, what="the cancelled order deleted")
     finally:
         worker.stop()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, 60)
     assert stub.problems == [] and stub.deletes == [[eid]]
     town = stub.upserted("urn:ngsi-ld:MunicipalityWarningLevel:072036")
     assert [t.get("warningLevel", {}).get("value") for t in town] == [None, 3, None]  # before, during, after
@@ -223,13 +223,13 @@ async def test_run_push_worker_follows_its_settings(pool: asyncpg.Pool, database
     await seed(pool)
     stop = asyncio.Event()
     off = load_settings(environ={"SONAE_DATABASE_URL": database_url})
-    await asyncio.wait_for(run_push_worker(off, pool, stop), 5)  # no broker configured: returns at once
+    await asyncio.wait_for(run_push_worker(off, pool, stop), 60)  # no broker configured: returns at once
     on = load_settings(environ={"SONAE_DATABASE_URL": database_url, "SONAE_NGSI_BROKER_URL": url,
                                 "SONAE_API_PUBLIC_URL": BASE})
     task = asyncio.create_task(run_push_worker(on, pool, stop))
     try:
-        await wait_until(lambda: asyncio.sleep(0, result=bool(stub.requests)), timeout=30, what="a push")
+        await wait_until(lambda: asyncio.sleep(0, result=bool(stub.requests)), timeout=120, what="a push")
     finally:
         stop.set()
-        await asyncio.wait_for(task, 20)
+        await asyncio.wait_for(task, 60)
     assert stub.problems == [] and len(stub.requests[0]) == 12

@@ -126,7 +126,6 @@ class PushService(_Server):
         self.in_flight = 0
         self.max_in_flight = 0
         self.errors: list[str] = []
-        self.arrival: list[float] = []
         self._changed = asyncio.Condition()
 
     def browser(self) -> Browser:
@@ -160,14 +159,13 @@ class PushService(_Server):
                 return web.Response(status=b.answer)
             b.received.append({**payload, "_vapid_k": claims["k"], "_urgency": request.headers["Urgency"],
                                "_topic": request.headers.get("Topic")})
-            self.arrival.append(time.monotonic())
             async with self._changed:
                 self._changed.notify_all()
             return web.Response(status=201, headers={"Location": f"{self.origin}/message/{secrets.token_hex(4)}"})
         finally:
             self.in_flight -= 1
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
         async def wait() -> None:
             async with self._changed:
                 await self._changed.wait_for(predicate)
@@ -213,7 +211,7 @@ class WebhookReceiver(_Server):
     def of(self, name: str) -> list[Delivery]:
         return [d for d in self.deliveries if d.name == name]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60) -> None:
         async def wait() -> None:
             async with self._changed:
                 await self._changed.wait_for(predicate)
@@ -238,14 +236,14 @@ class MailSink:
                 sink.loop.call_soon_threadsafe(sink._add, list(envelope.rcpt_tos), msg)
                 return "250 OK"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port, ready_timeout=60)
         self.url = f"smtp://127.0.0.1:{port}"
 
     def _add(self, rcpt: list[str], msg: Message) -> None:
         self.messages.append((rcpt, msg))
         self.arrived.set()
 
-    async def wait_for(self, count: int, timeout: float = 15) -> None:
+    async def wait_for(self, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while len(self.messages) < count:
             self.arrived.clear()

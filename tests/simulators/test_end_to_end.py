@@ -34,7 +34,7 @@ async def _drain(ingestor, published: int) -> None:  # type: ignore[no-untyped-d
     async def all_in() -> bool:
         return ingestor.totals["messages"] >= published
 
-    await wait_until(all_in, timeout=30, what=f"ingest of {published} messages")
+    await wait_until(all_in, timeout=120, what=f"ingest of {published} messages")
 
 
 async def test_fault_drill_effects_reach_the_database(settings: Settings, pool: asyncpg.Pool) -> None:
@@ -153,7 +153,7 @@ async def test_manager_start_status_stop(settings: Settings, pool: asyncpg.Pool)
     async def some_published() -> bool:
         return manager.status()["published"] > 20
 
-    await wait_until(some_published, timeout=20, what="messages published")
+    await wait_until(some_published, timeout=120, what="messages published")
     final = await manager.stop()
     assert final["state"] == "stopped" and 20 < final["published"] < 1798
     assert await count(pool, "SELECT count(*) FROM stations WHERE exercise") == 6
