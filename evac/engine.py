@@ -610,7 +610,7 @@ class Engine:
         """Base edges whose geometry meets ``area`` (``geom``: its projected geometry), cached per area."""
         hit = self._hit_cache.get(area.id)
         if hit is None or hit[0] is not area:
-            hit = (area, self.network.edge_tree.query(geom, predicate="intersects"))
+            hit = (area, self.network.edges_intersecting(geom))
             self._hit_cache[area.id] = hit
         return hit[1]
 
