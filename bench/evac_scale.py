@@ -15,6 +15,13 @@ Per size, on a numpy-built drill-town-shaped grid (:mod:`evac.gridtown`), measur
   sleeping 1 ms records the gap between its ticks; p99 and max of the gaps, with the search in this
   process (the baseline: scipy holds the GIL) and in the worker process (:class:`evac.search.ProcessSearch`).
 
+With ``--incremental``, per size, local changes applied to all configured fields, each timed twice on
+the same state: by incremental update (:mod:`evac.incremental`) and by full search (the baseline,
+``Engine.incremental = False``): a blocked polygon (radius ``--radius`` m, octagon; the roads it cuts
+are counted) added and then removed, and a shelter closed and then reopened. Reported: median and max
+wall time of ``Engine.update`` (all configured fields), incremental and full, and the nodes the
+incremental updates re-solved.
+
 Prints a table and writes JSON (``--json``, default ``.state/bench/evac_scale.json``).
 
 ``--memory`` measures instead how much memory the engine costs on a host (issue #21, item 4), for this
@@ -52,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from evac.engine import Engine  # noqa: E402
 from evac.gridtown import grid_network, grid_shelters  # noqa: E402
-from evac.hazards import HazardArea  # noqa: E402
+from evac.hazards import HazardArea, edge_hits  # noqa: E402
 from evac.network import RoadNetwork  # noqa: E402
 from evac.search import ProcessSearch, search_in_process  # noqa: E402
 
@@ -100,6 +107,61 @@ async def lag_during(fn: Any) -> dict[str, float]:
     done = True
     await t
     return {"p99_ms": float(np.percentile(gaps, 99)), "max_ms": max(gaps), "ticks": len(gaps), "wall_s": wall}
+
+
+def roads_cut(eng: Engine, area: HazardArea) -> int:
+    """Streets (one per pair of nodes, both directions counted once) the area cuts."""
+    net = eng.network
+    hit = edge_hits(net, area)
+    u, v = net.edge_u[hit], net.edge_v[hit]
+    return len({(min(a, b), max(a, b)) for a, b in zip(u.tolist(), v.tolist(), strict=True)})
+
+
+def timed_update(eng: Engine, **change: Any) -> float:
+    t0 = time.perf_counter()
+    eng.update(**change)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bool]],
+                    radius_m: float) -> dict[str, Any]:
+    """Local changes to all configured fields: incremental update against full search, same states."""
+    gc.collect()
+    net = grid_network(nodes, seed=seed)
+    shelters = grid_shelters(net, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    worker = ProcessSearch()
+    eng = Engine(net, shelters=shelters, warm=fields, search=worker)
+    eng.update(add_areas=[HazardArea(id="warmup", hazard="flood", geometry=polygon(net, rng, radius_m))])
+    eng.update(remove_areas=["warmup"])  # the edge index and the incremental tables are built
+    t: dict[str, list[float]] = {k: [] for k in ("add_inc", "add_full", "remove_inc", "remove_full",
+                                                 "close_inc", "close_full", "open_inc", "open_full")}
+    cut: list[int] = []
+    work0 = eng.incremental_work.copy()
+    inc0 = sum(eng.incremental_updates.values())
+    for k in range(rounds):
+        area = HazardArea(id=f"local{k}", hazard="flood", geometry=polygon(net, rng, radius_m))
+        cut.append(roads_cut(eng, area))
+        shelter = shelters[int(rng.integers(len(shelters)))].id
+        for mode in ("inc", "full"):
+            eng.incremental = mode == "inc"
+            t[f"add_{mode}"].append(timed_update(eng, add_areas=[area]))
+            t[f"remove_{mode}"].append(timed_update(eng, remove_areas=[area.id]))
+            t[f"close_{mode}"].append(timed_update(eng, is_open={shelter: False}))
+            t[f"open_{mode}"].append(timed_update(eng, is_open={shelter: True}))
+    eng.incremental = True
+    work = eng.incremental_work - work0
+    res: dict[str, Any] = {"nodes": net.n_nodes, "fields": len(fields), "rounds": rounds, "radius_m": radius_m,
+                           "roads_cut_median": statistics.median(cut), "roads_cut_max": max(cut),
+                           "incremental_updates": sum(eng.incremental_updates.values()) - inc0,
+                           "fallbacks": 4 * rounds * len(fields) - (sum(eng.incremental_updates.values()) - inc0),
+                           "resolved_nodes_per_update": (work["increased"] + work["decreased"]) / max(1, 4 * rounds * len(fields)),
+                           "worker_region_searches": work["worker_searches"]}
+    for name, vals in t.items():
+        res[f"{name}_ms_median"] = statistics.median(vals)
+        res[f"{name}_ms_max"] = max(vals)
+    worker.close()
+    return res
 
 
 def run_size(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bool]]) -> dict[str, Any]:
@@ -312,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fields", type=int, default=len(FIELDS), choices=range(1, len(FIELDS) + 1),
                     help="configured fields recomputed per change (fewer to fit 3M nodes in memory)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--incremental", action="store_true",
+                    help="measure local changes: incremental update against full search (see the module doc)")
+    ap.add_argument("--radius", type=float, default=120.0, help="radius of the local hazard polygon (m)")
     ap.add_argument("--memory", action="store_true", help="measure memory per process and per host instead")
     ap.add_argument("--baseline", default="main", help="git revision compared with this tree by --memory")
     ap.add_argument("--this", default=None, help="git revision measured as this tree (default: the working tree)")
@@ -322,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json = ROOT / ".state" / "bench" / ("evac_memory.json" if args.memory else "evac_scale.json")
     if args.memory:
         return memory_main(args)
+    if args.incremental:
+        return main_incremental(args)
     results = []
     for n in args.nodes:
         print(f"  .. {n:,} nodes", file=sys.stderr, flush=True)
@@ -339,6 +406,33 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                      "results": results}, indent=1))
     print(f"wrote {args.json}")
+    return 0
+
+
+def main_incremental(args: argparse.Namespace) -> int:
+    results = []
+    for n in args.nodes:
+        print(f"  .. {n:,} nodes", file=sys.stderr, flush=True)
+        results.append(run_incremental(n, args.rounds, seed=7, fields=FIELDS[:args.fields], radius_m=args.radius))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print(f"{'nodes':>9} {'fields':>6} {'roads cut':>9} | {'median / max ms, all fields: incremental vs full':<64} | "
+          f"{'re-solved':>9}")
+    print(f"{'':>9} {'':>6} {'med/max':>9} | {'area added':<20} {'area removed':<20} {'shelter closed':<20} "
+          f"{'shelter opened':<20} | {'nodes/upd':>9}")
+    for r in results:
+        cells = []
+        for op in ("add", "remove", "close", "open"):
+            cells.append(f"{r[f'{op}_inc_ms_median']:.0f}/{r[f'{op}_inc_ms_max']:.0f} vs "
+                         f"{r[f'{op}_full_ms_median']:.0f}/{r[f'{op}_full_ms_max']:.0f}")
+        print(f"{r['nodes']:>9} {r['fields']:>6} {r['roads_cut_median']:>4.0f}/{r['roads_cut_max']:<4} | "
+              + " ".join(f"{c:<20}" for c in cells) + f" | {r['resolved_nodes_per_update']:>9.0f}")
+        if r["fallbacks"]:
+            print(f"  ({r['fallbacks']} field updates fell back to the full search)")
+    path = args.json.with_name(args.json.stem + "_incremental.json") if args.json.name == "evac_scale.json" else args.json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results},
+                               indent=1))
+    print(f"wrote {path}")
     return 0
 
 

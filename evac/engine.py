@@ -53,6 +53,7 @@ from evac.hazards import (
     check_hazard,
     edge_multipliers,
 )
+from evac.incremental import Seeds, update_field
 from evac.network import _TRANSFORMERS, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
@@ -354,12 +355,16 @@ class Engine:
     search
         Runs the nearest-shelter search (:mod:`evac.search`): in this process by default, or
         :class:`evac.search.ProcessSearch` to keep a server's interpreter free while it runs.
+    incremental
+        Bring a field whose inputs changed up to date by an incremental update (:mod:`evac.incremental`)
+        instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes.
     """
 
     def __init__(
         self, network: RoadNetwork, *, shelters: Iterable[Shelter] = (), areas: Iterable[HazardArea] = (),
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
+        incremental: bool = True, incremental_fraction: float = 0.3,
     ) -> None:
         self.network = network
         self.max_fields = int(max_fields)
@@ -368,6 +373,12 @@ class Engine:
         self.search = search
         #: Searches run per field key (a field reused unchanged after an update is not counted).
         self.recomputes: Counter[FieldKey] = Counter()
+        #: Of those, the ones done by an incremental update.
+        self.incremental_updates: Counter[FieldKey] = Counter()
+        #: Their work: ``increased``/``decreased`` nodes re-solved, ``worker_searches`` sent to ``search``.
+        self.incremental_work: Counter[str] = Counter()
+        self.incremental = bool(incremental)
+        self.incremental_fraction = float(incremental_fraction)
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
         self._update_lock = threading.Lock()
@@ -507,7 +518,9 @@ class Engine:
         the weights (by hazard index and profile), the shelters' road points (by shelter positions),
         the hazards applied to them (by sites and hazard index), the source rows (by those and which
         shelters qualify), the search's CSR structure (by source rows). When ``prev`` (the key's field
-        at the previous state) has the very same weights and source rows, its search result is reused.
+        at the previous state) has the very same weights and source rows, its search result is reused;
+        otherwise, with ``incremental``, it is brought up to date by an incremental update
+        (:mod:`evac.incremental`) when the change is local.
         """
         profile, hazard, exercise = key
         check_hazard(hazard)
@@ -524,8 +537,14 @@ class Engine:
             shelters, sources, on_edge = self._sources(snap.state, profile, hazard, hz, speed)
             n = net.n_nodes
             k = len(sources)
+            inc = None
             if prev is not None and prev.sources is sources and prev.de_weight is de_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
+            elif k and prev is not None and self.incremental and (
+                    inc := self._incremental(pg, prev, pair_w, shelters, sources)) is not None:
+                dist, pred, src = (_frozen(a) for a in inc)
+                self.recomputes[key] += 1
+                self.incremental_updates[key] += 1
             elif k:
                 indptr, indices = self._struct(key, pg, sources)
                 nnz = len(pg.rev_indices)
@@ -548,6 +567,29 @@ class Engine:
             for old_key in [k2 for k2 in list(self._structs) if k2 not in keep]:
                 self._structs.pop(old_key, None)
             return f
+
+    def _incremental(self, pg: ProfileGraph, prev: Field, pair_w: np.ndarray, shelters: list[Shelter],
+                     sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(dist, pred, src)`` updated from ``prev`` to the weights ``pair_w`` and rows ``sources``, or
+        ``None`` when the change is not local (the caller then searches the whole graph)."""
+        n = self.network.n_nodes
+        if len(prev.dist) != n or prev.profile != pg.name:
+            return None
+        changed = np.zeros(0, np.int64) if pair_w is prev.pair_weight else np.flatnonzero(pair_w != prev.pair_weight)
+        old, new = prev.sources, sources
+        rows_same = old is new or (
+            len(old) == len(new) and np.array_equal(old.end, new.end) and np.array_equal(old.offset, new.offset)
+            and np.array_equal(old.shelter, new.shelter) and [s.id for s in prev.shelters] == [s.id for s in shelters])
+        out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
+                           new_w=pair_w, changed=changed, old_seeds=Seeds.of(old.end, old.offset), old_end=old.end,
+                           new_seeds=Seeds.of(new.end, new.offset), rows_same=rows_same, limit=UNREACHABLE_S,
+                           search=self.search, max_nodes=int(self.incremental_fraction * n))
+        if out is None:
+            return None
+        dist, pred, src, stats = out
+        self.incremental_work.update(increased=stats.increased, decreased=stats.decreased,
+                                     worker_searches=stats.worker_solves)
+        return dist, pred, src
 
     def _hazard_index(self, active: list[HazardArea]) -> _HazardIndex:
         """The hazard index of a set of areas in force (the last :data:`HAZARD_INDEXES` sets are kept).
@@ -610,7 +652,7 @@ class Engine:
         """Base edges whose geometry meets ``area`` (``geom``: its projected geometry), cached per area."""
         hit = self._hit_cache.get(area.id)
         if hit is None or hit[0] is not area:
-            hit = (area, self.network.edge_tree.query(geom, predicate="intersects"))
+            hit = (area, self.network.edges_intersecting(geom))
             self._hit_cache[area.id] = hit
         return hit[1]
 

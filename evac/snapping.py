@@ -285,7 +285,7 @@ def sub_line(xy: np.ndarray, a: float, b: float) -> np.ndarray:
 def _point_at(xy: np.ndarray, cum: np.ndarray, s: float) -> np.ndarray:
     if len(xy) == 1 or cum[-1] <= 0:
         return xy[:1].copy()
-    j = int(np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(xy) - 2))
+    j = min(max(int(cum.searchsorted(s, side="right")) - 1, 0), len(xy) - 2)  # (np.clip costs more on one value)
     seg = cum[j + 1] - cum[j]
     t = 0.0 if seg <= 0 else (s - cum[j]) / seg
     return (xy[j] + (xy[j + 1] - xy[j]) * t)[None, :]

@@ -1,5 +1,7 @@
 """A recompute reuses what did not change (hazard index, shelter road points, source rows, search) and
-gives exactly what a fresh engine gives (the oracle), also after a change is reverted (issue #13)."""
+gives exactly what a fresh engine gives (the oracle), also after a change is reverted (issue #13).
+The engines here search whole graphs (``incremental=False``), so next hops and routes equal the oracle's
+even where two ways tie; incremental updates: ``test_evac_incremental.py``."""
 
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def assert_same_as_fresh(eng: Engine) -> None:
 def test_changes_and_reverts_equal_a_fresh_engine(net: RoadNetwork) -> None:
     shelters = grid_shelters(net, per=100, seed=4)
     base = [HazardArea(id="h0", hazard="flood", geometry=_box(net, 100, 0.002))]
-    eng = Engine(net, shelters=shelters, areas=base, warm=KEYS)
+    eng = Engine(net, shelters=shelters, areas=base, warm=KEYS, incremental=False)  # exact next hops: full searches
     assert_same_as_fresh(eng)
     mult0 = eng.field(*REAL).mult
 
@@ -167,7 +169,7 @@ def test_random_changes_equal_a_fresh_engine(net: RoadNetwork, ops: list[tuple])
     shelters = grid_shelters(net, per=100, seed=8)
     gauge = HazardArea(id="g", hazard="flood", geometry=_box(net, 333, 0.002), source="gauge", station_id="st",
                        activation_level=3)
-    eng = Engine(net, shelters=shelters, areas=[gauge], warm=[REAL, CAR])
+    eng = Engine(net, shelters=shelters, areas=[gauge], warm=[REAL, CAR], incremental=False)
     made: dict[tuple[int, int, str], HazardArea] = {}
     for op in ops:
         if op[0] == "add":
