@@ -55,6 +55,7 @@ from scipy.spatial import cKDTree
 
 from evac import mapped
 from evac.graph import PROFILE_NAMES, PROFILES, Progress, _say, graph_from_file, names_of
+from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
 from evac.snapping import EdgeIndex, SegmentGrid, segment_arrays
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
@@ -263,6 +264,17 @@ class RoadNetwork:
         coords = np.concatenate(parts) if parts else np.empty((0, 2))
         epsg = utm_epsg(float(np.median(lon)), float(np.median(lat)))
         return cls(osmids, lon, lat, eu, ev, length, ename, ehw, offsets, coords, names, times, epsg)
+
+    @classmethod
+    def from_osm_file(cls, path: Path | str, *, clip: Any = None, progress: Progress | None = None) -> RoadNetwork:
+        """Build the arrays straight from ``.osm``, ``.osm.bz2`` or ``.osm.pbf`` in bounded memory, without
+        networkx (:mod:`evac.osm_import`; the same network as ``from_graph(graph_from_file(path))``).
+
+        Raises ``FileNotFoundError`` or ``ValueError`` (unreadable file, no highway ways).
+        """
+        arrays = network_arrays(path, clip=clip, progress=progress)
+        lon, lat = arrays["node_lon"], arrays["node_lat"]
+        return cls(**arrays, epsg=utm_epsg(float(np.median(lon)), float(np.median(lat))))
 
     def save(self, path: Path | str) -> None:
         """Write the arrays to one ``.npz`` file (atomically: written aside, then renamed)."""
@@ -513,8 +525,11 @@ def load_network(
             return net
         except (ValueError, KeyError, OSError):
             pass  # stale or damaged: rebuild below
-    G = graph_from_file(source, state_dir=state_dir, progress=progress)
-    net = RoadNetwork.from_graph(G, progress=progress)
+    if str(source).lower().endswith(STREAM_SUFFIXES) and Path(source).stat().st_size >= STREAM_FROM_BYTES:
+        net = RoadNetwork.from_osm_file(source, progress=progress)  # large files: bounded memory
+    else:
+        net = RoadNetwork.from_graph(graph_from_file(source, state_dir=state_dir, progress=progress),
+                                     progress=progress)
     net.save(cache)
     _say(progress, f"cached network as {cache}")
     return net
