@@ -1075,6 +1075,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_devices_command(sub)
     # -- end devices --
+    from sonae.service_secrets import add_secrets_command
+
+    add_secrets_command(sub)  # `sonae secrets …` for deploy/compose/init-secrets.sh
     return parser
 
 
@@ -1083,8 +1086,10 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
     from api.auth import AccountError
     from evac.store import StoreError
     from ingest.registry import RegistryError
+    from sonae.service_secrets import SecretsError
 
-    return (CommandError, RegistryError, StoreError, AccountError, FileNotFoundError, IsADirectoryError,
+    return (CommandError, RegistryError, StoreError, AccountError, SecretsError, FileExistsError,
+            FileNotFoundError, IsADirectoryError,
             PermissionError, UnicodeError, json.JSONDecodeError)
 
 

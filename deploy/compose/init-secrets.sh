@@ -14,7 +14,9 @@
 set -eu
 cd "$(dirname "$0")"
 SONAE=${SONAE:-../../manage}
-PUBLIC_HOST=${PUBLIC_HOST:-localhost}
+# every value written into a generated file passes sonae's one check (sonae/config_values.py):
+# control characters and line breaks are refused, and the script stops
+PUBLIC_HOST=$(printf '%s' "${PUBLIC_HOST:-localhost}" | $SONAE secrets check PUBLIC_HOST --kind host)
 S=secrets
 umask 077
 mkdir -p "$S/mosquitto" "$S/tls"
@@ -30,26 +32,19 @@ password_of() {  # password_of USER ROLE: create the broker user once, print its
 
 [ -f "$S/db_password" ] || random > "$S/db_password"
 [ -f "$S/grafana_admin_password" ] || random > "$S/grafana_admin_password"
-DB_PASSWORD=$(cat "$S/db_password")
+# a hand-placed db_password is checked too (it ends up in a TOML string inside a URL)
+DB_PASSWORD=$($SONAE secrets check db_password < "$S/db_password")
 INGEST_PASSWORD=$(password_of sonae-ingest ingest)
 ALERTS_PASSWORD=$(password_of sonae-alerts alerts)
 
-if [ ! -f "$S/sonae-ingest.toml" ]; then
-    cat > "$S/sonae-ingest.toml" <<TOML
-[database]
-url = "postgresql://sonae:${DB_PASSWORD}@timescaledb:5432/sonae"
-[mqtt]
-url = "mqtt://sonae-ingest:${INGEST_PASSWORD}@mosquitto:1883"
-TOML
-fi
-if [ ! -f "$S/sonae-api.toml" ]; then
-    cat > "$S/sonae-api.toml" <<TOML
-[database]
-url = "postgresql://sonae:${DB_PASSWORD}@timescaledb:5432/sonae"
-[mqtt]
-url = "mqtt://sonae-alerts:${ALERTS_PASSWORD}@mosquitto:1883"
-TOML
-fi
+service_toml() {  # service_toml FILE MQTT_USER MQTT_PASSWORD: checked, percent-encoded, TOML-escaped
+    [ -f "$1" ] && return 0
+    SONAE_SECRET_DB_PASSWORD=$DB_PASSWORD SONAE_SECRET_MQTT_PASSWORD=$3 \
+        $SONAE secrets service-toml --out "$1" --db-user sonae --db-host timescaledb --db-name sonae \
+            --mqtt-user "$2" --mqtt-host mosquitto
+}
+service_toml "$S/sonae-ingest.toml" sonae-ingest "$INGEST_PASSWORD"
+service_toml "$S/sonae-api.toml" sonae-alerts "$ALERTS_PASSWORD"
 if [ ! -f "$S/tls/server.crt" ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=${PUBLIC_HOST}" \
         -addext "subjectAltName=DNS:${PUBLIC_HOST}" \
