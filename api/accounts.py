@@ -6,8 +6,18 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from api.auth import AccountError, authenticate, bearer_token, create_account, list_accounts, login, revoke
-from api.authorization import require_may_create_account, scope_filter
+from api.auth import (
+    AccountError,
+    account_scope,
+    authenticate,
+    bearer_token,
+    create_account,
+    list_accounts,
+    login,
+    revoke,
+    set_real_injection,
+)
+from api.authorization import require_may_create_account, require_may_grant_real_injection, scope_filter
 from api.bodies import field, json_object, municipality_code
 from api.context import POOL, SETTINGS
 from api.loginlimit import LoginLimits, retry_after
@@ -84,9 +94,28 @@ async def post_account(request: web.Request) -> web.Response:
                 role=field(body, "role", str), municipality_code=municipality,
                 display_name=field(body, "display_name", str, default=None))
         except AccountError as exc:
-            raise Problem(400, "Bad Request", str(exc)) from None
+            conflict = "exists already" in str(exc)
+            raise Problem(409 if conflict else 400, "Conflict" if conflict else "Bad Request", str(exc)) from None
         from alerting.audit import record_audit as audit
 
         await audit(conn, admin.username, "account.created", "account", account.username,
                     {"role": account.role, "municipality_code": account.municipality_code})
     return web.json_response(account.as_json(), status=201)
+
+
+@routes.put("/api/v1/accounts/{username}/real-injection")
+async def put_real_injection(request: web.Request) -> web.Response:
+    """An admin allows (``{"allowed": true}``) or stops an operator of its scope injecting real readings."""
+    admin = await authenticate(request)
+    body = await json_object(request)
+    allowed = field(body, "allowed", bool)
+    username = request.match_info["username"]
+    from alerting.audit import record_audit as audit
+
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        require_may_grant_real_injection(admin, await account_scope(conn, username))
+        row = await set_real_injection(conn, username, allowed=allowed)
+        assert row is not None  # checked above, in the same transaction
+        await audit(conn, admin.username, "account.real_injection_" + ("granted" if allowed else "revoked"),
+                    "account", username, {"may_inject_real": allowed})
+    return web.json_response({"username": row["username"], "may_inject_real": row["may_inject_real"]})

@@ -78,6 +78,8 @@ class Account:
     role: str
     municipality_code: str | None
     display_name: str | None = None
+    #: an operator an admin allowed to inject real (non-exercise) readings (api.authorization)
+    may_inject_real: bool = False
 
     @property
     def prefecture_wide(self) -> bool:
@@ -143,7 +145,8 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) 
 
 async def list_accounts(conn: asyncpg.Connection, *, municipality: str | None = None) -> list[dict[str, Any]]:
     """All accounts, or (``municipality``) those of one municipality."""
-    rows = await conn.fetch("SELECT username, role, municipality_code, display_name, disabled, created_at "
+    rows = await conn.fetch("SELECT username, role, municipality_code, display_name, disabled, may_inject_real, "
+                            "created_at "
                             "FROM accounts WHERE $1::text IS NULL OR municipality_code = $1 ORDER BY username",
                             municipality)
     return [dict(r) for r in rows]
@@ -153,7 +156,7 @@ async def login(conn: asyncpg.Connection, username: str, password: str, *,
                 ttl: timedelta = TOKEN_TTL) -> tuple[str, datetime, Account] | None:
     """Check a password; on success return a new bearer token, its expiry and the account."""
     row = await conn.fetchrow(
-        "SELECT id, username, password_hash, role, municipality_code, display_name, disabled "
+        "SELECT id, username, password_hash, role, municipality_code, display_name, disabled, may_inject_real "
         "FROM accounts WHERE username = $1", username)
     if not await _off_loop(_verify, row["password_hash"] if row else _DUMMY_HASH, password):
         return None
@@ -167,7 +170,7 @@ async def login(conn: asyncpg.Connection, username: str, password: str, *,
     await conn.execute("INSERT INTO access_tokens (token_hash, account_id, expires_at) VALUES ($1, $2, $3)",
                        _digest(token), row["id"], expires)
     return token, expires, Account(row["id"], row["username"], row["role"], row["municipality_code"],
-                                   row["display_name"])
+                                   row["display_name"], row["may_inject_real"])
 
 
 async def revoke(conn: asyncpg.Connection, token: str) -> None:
@@ -176,11 +179,28 @@ async def revoke(conn: asyncpg.Connection, token: str) -> None:
 
 async def account_for_token(conn: asyncpg.Connection, token: str) -> Account | None:
     row = await conn.fetchrow(
-        """SELECT a.id, a.username, a.role, a.municipality_code, a.display_name
+        """SELECT a.id, a.username, a.role, a.municipality_code, a.display_name, a.may_inject_real
            FROM access_tokens t JOIN accounts a ON a.id = t.account_id
            WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND NOT a.disabled""",
         _digest(token))
-    return Account(row["id"], row["username"], row["role"], row["municipality_code"], row["display_name"]) if row else None
+    if row is None:
+        return None
+    return Account(row["id"], row["username"], row["role"], row["municipality_code"], row["display_name"],
+                   row["may_inject_real"])
+
+
+async def set_real_injection(conn: asyncpg.Connection, username: str, *, allowed: bool) -> dict[str, Any] | None:
+    """Allow (or stop) an account injecting real readings; the account's scope and role, or None when
+    there is no such account. The caller checks who may do this (:mod:`api.authorization`)."""
+    row = await conn.fetchrow("UPDATE accounts SET may_inject_real = $2, updated_at = now() WHERE username = $1 "
+                              "RETURNING username, role, municipality_code, may_inject_real", username, allowed)
+    return dict(row) if row is not None else None
+
+
+async def account_scope(conn: asyncpg.Connection, username: str) -> dict[str, Any] | None:
+    """An account's role and municipality (None when there is no such account)."""
+    row = await conn.fetchrow("SELECT username, role, municipality_code FROM accounts WHERE username = $1", username)
+    return dict(row) if row is not None else None
 
 
 def _digest(token: str) -> bytes:

@@ -24,8 +24,9 @@ Rules the handlers apply through the functions below:
 4. Accounts: an admin creates accounts only in its own scope; only a prefecture-wide admin creates
    prefecture-wide accounts (:func:`require_may_create_account`).
 5. Operators run simulations on stations of their scope only, and only as exercises: real
-   (non-exercise) readings may be injected by an admin only (:func:`require_may_simulate`), who then
-   acts within the admin's own scope.
+   (non-exercise) readings may be injected by an admin, or by an operator an admin of its scope has
+   allowed to (``PUT /api/v1/accounts/{username}/real-injection``, audited;
+   :func:`require_may_grant_real_injection`, :func:`require_may_simulate`); both act within their scope.
 6. Public endpoints never show staff identities or internal notes (:func:`public_alert_event`).
 """
 
@@ -112,6 +113,7 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("delete", "/api/v1/simulations/current"): Rule(_O, "object"),
     # admins, in their scope
     ("get", "/api/v1/accounts"): Rule(_A, "list"),
+    ("put", "/api/v1/accounts/{username}/real-injection"): Rule(_A, "object"),
     ("post", "/api/v1/accounts"): Rule(_A, "object"),
     ("get", "/api/v1/audit"): Rule(_A, "list"),
     ("post", "/api/v1/webhooks"): Rule(_A, "object"),
@@ -199,6 +201,22 @@ def require_may_create_account(admin: Any, *, municipality_code: str | None) -> 
     require_target_scope(admin, municipality_code)
 
 
+def may_inject_real(account: Any) -> bool:
+    """Admins, and operators an admin has allowed to, may inject real (non-exercise) readings."""
+    return account.role == ADMIN or (account.role == OPERATOR and bool(getattr(account, "may_inject_real", False)))
+
+
+def require_may_grant_real_injection(admin: Any, target: Mapping[str, Any] | None) -> None:
+    """An admin allows real injection to an operator of its own scope: another municipality's account is
+    answered 404 like a missing one; only operators take the grant (admins have it, staff never run
+    simulations), else 400. A municipal admin cannot grant it to a prefecture-wide operator."""
+    if target is None or not in_scope(admin, target["municipality_code"]):
+        raise Problem(404, "Not Found", "no such account")
+    if target["role"] != OPERATOR:
+        raise Problem(400, "Bad Request", f"only operators take this grant; {target['username']!r} is "
+                                          f"{target['role']}")
+
+
 def require_may_simulate(account: Any, *, exercise: bool, station_municipalities: Mapping[str, str | None]) -> None:
     """Operators run exercises on stations of their scope; real readings only an admin may inject.
 
@@ -206,9 +224,9 @@ def require_may_simulate(account: Any, *, exercise: bool, station_municipalities
     the scenario declares it and as the station registry records it (the stricter wins: either out of
     scope refuses the run).
     """
-    if not exercise and account.role != ADMIN:
-        raise Problem(403, "Forbidden", "real (non-exercise) readings may be injected by an admin only; "
-                                        "run it as an exercise or ask an admin")
+    if not exercise and not may_inject_real(account):
+        raise Problem(403, "Forbidden", "real (non-exercise) readings may be injected by an admin, or an operator "
+                                        "an admin has allowed to; run it as an exercise or ask an admin")
     outside = sorted(s for s, m in station_municipalities.items() if not in_scope(account, m))
     if outside:
         raise Problem(403, "Forbidden", f"{len(outside)} station(s) of the run are outside your municipality "

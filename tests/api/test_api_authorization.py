@@ -63,6 +63,7 @@ MAY: dict[tuple[str, str], set[str]] = {
     ("delete", "/api/v1/simulations/current"): {"kori-op", "kori-admin", "pref-admin"},
     ("get", "/api/v1/accounts"): {"kori-admin", "fuku-admin", "pref-admin"},
     ("post", "/api/v1/accounts"): ADMINS_OF_KORI,
+    ("put", "/api/v1/accounts/{username}/real-injection"): ADMINS_OF_KORI,  # of Koriyama's operator
     ("get", "/api/v1/audit"): {"kori-admin", "fuku-admin", "pref-admin"},
     ("post", "/api/v1/webhooks"): ADMINS_OF_KORI,
     ("delete", "/api/v1/webhooks/{webhook_id}"): ADMINS_OF_KORI,
@@ -127,6 +128,8 @@ async def world(pool: asyncpg.Pool, database_url: str, mqtt_url: str, mqtt_proto
 
 
 def _request(method: str, path: str, ids: dict[str, Any], n: int) -> tuple[str, dict[str, Any] | None]:
+    if path == "/api/v1/accounts/{username}/real-injection":  # the grant is for operators: Koriyama's
+        return "/api/v1/accounts/kori-op/real-injection", {"allowed": False}
     for name, value in ids.items():
         path = path.replace("{" + name + "}", str(value))
     body: dict[str, Any] | None = {
@@ -261,3 +264,54 @@ async def test_event_stream_is_scoped_and_public_streams_carry_no_staff_identity
         chunk += await public.content.readany()
     public.close()
     assert b"setup" not in chunk and b"actor" not in chunk
+
+
+#: (who grants, to whom) → the answer: admins grant real injection to operators of their own scope only
+GRANTS = [
+    ("kori-admin", "kori-op", 200), ("pref-admin", "kori-op", 200), ("fuku-admin", "kori-op", 404),
+    ("kori-staff", "kori-op", 403), ("kori-op", "kori-op", 403), ("anonymous", "kori-op", 401),
+    ("kori-admin", "kori-staff", 400), ("kori-admin", "fuku-op", 404), ("kori-admin", "pref-op", 404),
+    ("pref-admin", "pref-op", 200), ("fuku-admin", "fuku-op", 200), ("kori-admin", "nobody-here", 404),
+]
+
+
+async def test_real_injection_is_granted_per_operator_by_an_admin_of_its_scope(world: Any) -> None:
+    """Operators inject real (non-exercise) readings only once an admin of their scope allows it; the
+    grant and its withdrawal are audited, and the grant never widens the operator's municipality."""
+    client, tokens, _ = world
+    pool = client.server.app[__import__("api.context", fromlist=["POOL"]).POOL]
+    async with pool.acquire() as conn:
+        for name, muni in (("fuku-op", FUKU), ("pref-op", None)):
+            await create_account(conn, username=name, password=PASSWORD, role="operator", municipality_code=muni)
+    failures = []
+    for granter, target, expected in GRANTS:
+        headers = {} if granter == "anonymous" else _auth(tokens[granter])
+        resp = await client.put(f"/api/v1/accounts/{target}/real-injection", json={"allowed": True}, headers=headers)
+        if resp.status != expected:
+            failures.append(f"{granter} → {target}: {resp.status} (expected {expected}) {await resp.text()}")
+    assert not failures, "\n".join(failures)
+    async with pool.acquire() as conn:
+        granted = {r["username"] for r in await conn.fetch("SELECT username FROM accounts WHERE may_inject_real")}
+        audited = await conn.fetch("SELECT actor, object_id FROM audit_log WHERE action = "
+                                   "'account.real_injection_granted' ORDER BY id")
+    assert granted == {"kori-op", "pref-op", "fuku-op"}
+    assert [(r["actor"], r["object_id"]) for r in audited] == [
+        ("kori-admin", "kori-op"), ("pref-admin", "kori-op"), ("pref-admin", "pref-op"), ("fuku-admin", "fuku-op")]
+
+    # the granted operator runs real readings on its own stations, still never on another municipality's
+    op, admin = _auth(tokens["kori-op"]), _auth(tokens["kori-admin"])
+    own = {"scenario": SCENARIO, "duration_s": 60, "exercise": False}
+    started = await client.post("/api/v1/simulations", json=own, headers=op)
+    assert started.status == 201, await started.text()
+    assert (await client.delete("/api/v1/simulations/current", headers=op)).status in (200, 404)
+    other = {**own, "scenario": {**SCENARIO, "rivers": [{"id": "r", "name": "r", "reaches": [
+        {"station": "authz-fuku-1", "area_km2": 10}]}], "scenario": {**SCENARIO["scenario"], "municipality": FUKU}}}
+    assert (await client.post("/api/v1/simulations", json=other, headers=op)).status == 403
+    # withdrawn: refused again, and audited
+    revoked = await client.put("/api/v1/accounts/kori-op/real-injection", json={"allowed": False}, headers=admin)
+    assert (revoked.status, (await revoked.json())["may_inject_real"]) == (200, False)
+    refused = await client.post("/api/v1/simulations", json=own, headers=op)
+    assert refused.status == 403 and "admin" in (await refused.json())["detail"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'account.real_injection_revoked' "
+                                   "AND actor = 'kori-admin' AND object_id = 'kori-op'") == 1
