@@ -22,6 +22,7 @@ from alerting import store
 from alerting.cap import render_atom, render_cap
 from alerting.cap_identity import profile_from_settings
 from alerting.rules import UNCONFIRMED
+from api.answers import AnswerCache
 from api.auth import authenticate
 from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
@@ -66,7 +67,8 @@ def _dumps(body: Any) -> str:
     return json.dumps(body, ensure_ascii=False, default=str)
 
 
-ACTIVE_CACHE = web.AppKey("active_alerts_cache", dict)
+#: this process's answers of ``/api/v1/alerts``, per version of the alert state its event hub follows
+ACTIVE_CACHE = web.AppKey("active_alerts_cache", AnswerCache)
 
 
 @routes.get("/api/v1/alerts")
@@ -74,23 +76,21 @@ async def active_alerts(request: web.Request) -> web.Response:
     exercise = flag(request, "exercise")
     choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
     audience, municipality = await _audience(request, municipality_filter(request))
-    # The answer only changes with an alert event, which this process's hub sees: serve it from memory
-    # until then (never while the hub is disconnected and might miss a change).
+    # The answer only changes with an alert event, which this process's hub sees: it is made once per
+    # version of the hub's state (never kept while the hub is disconnected and might miss a change)
     hub = request.app.get(ALERT_HUB)
-    cache = request.app[ACTIVE_CACHE]
     staff = _staff_view(request)
-    key = (municipality, exercise, audience, staff, hub.changes if hub is not None else None)
-    body = cache.get(key) if hub is not None and hub.connected.is_set() else None
-    if body is None:
+
+    async def make() -> bytes:
         async with request.app[POOL].acquire() as conn:
             rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience=audience)
         alerts = [store.alert_json(r) for r in rows]
-        body = _dumps({"alerts": alerts if staff else [public_view(a) for a in alerts]}).encode()
-        if hub is not None:
-            if len(cache) > 1000 or any(k[-1] != key[-1] for k in cache):
-                cache.clear()
-            cache[key] = body
-    return web.Response(body=body, content_type="application/json")
+        return _dumps({"alerts": alerts if staff else [public_view(a) for a in alerts]}).encode()
+
+    answer = await request.app[ACTIVE_CACHE].answer((municipality, exercise, audience, staff),
+                                                    hub.version if hub is not None else None, make)
+    return answer.response(request, content_type="application/json",
+                           cache_control="private, no-cache" if staff else "no-cache")
 
 
 @routes.get("/api/v1/alerts/history")

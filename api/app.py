@@ -12,6 +12,7 @@ from prometheus_client import Counter, Histogram
 
 from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations
 from api.alerts import ACTIVE_CACHE as alerts_cache
+from api.answers import AnswerCache
 from api.compression import compression_middleware
 from api.context import POOL, SETTINGS
 from api.evacuation import ROUTE_CACHE as evacuation_cache
@@ -80,7 +81,7 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     # per-process memory the handlers fill (an app's state cannot be added once it runs)
     app[evacuation_cache] = collections.OrderedDict()
-    app[alerts_cache] = {}
+    app[alerts_cache] = AnswerCache()
     app[simulations.MANAGER] = {}
     app[accounts.LOGIN_LIMITS] = accounts.LoginLimits()
     app.router.add_routes(ops.routes)

@@ -22,7 +22,7 @@ COMPRESSIBLE = frozenset({"application/json", "application/geo+json", "applicati
 MIN_BYTES = 1024
 
 
-def _accepts_gzip(value: str) -> bool:
+def accepts_gzip(value: str) -> bool:
     """Whether an Accept-Encoding value (RFC 9110 §12.5.3) allows gzip: listed without ``q=0``."""
     for part in value.lower().split(","):
         coding, _, params = part.strip().partition(";")
@@ -45,6 +45,6 @@ async def compression_middleware(request: web.Request,
     vary = response.headers.get(hdrs.VARY, "")
     if "accept-encoding" not in vary.lower():
         response.headers[hdrs.VARY] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
-    if _accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")):
+    if accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")):
         response.enable_compression(ContentCoding.gzip)
     return response

@@ -95,7 +95,8 @@ class EventHub:
         self.queue_size = queue_size
         self.reconnect_max_s = reconnect_max_s
         self.last_id = 0
-        self.changes = 0  # grows with every delivered event: readers' caches key on it
+        self.changes = 0  # grows with every delivered event
+        self.connects = 0  # grows with every (re)connection: events may have been missed before it
         self.connected = asyncio.Event()
         self._subs: set[Subscription] = set()
         self._wake = asyncio.Event()
@@ -134,6 +135,13 @@ class EventHub:
             sub.offer(event)
 
     @property
+    def version(self) -> tuple[int, int] | None:
+        """The version of the state this hub follows, for readers' caches (:mod:`api.answers`): it changes
+        with every delivered event and every reconnection, so an answer read before a change is never
+        served after the hub has delivered it. None while disconnected (a change could go unseen)."""
+        return (self.connects, self.changes) if self.connected.is_set() else None
+
+    @property
     def subscribers(self) -> int:
         return len(self._subs)
 
@@ -154,6 +162,7 @@ class EventHub:
 
             conn.add_termination_listener(on_lost)
             await conn.add_listener(self.channel, on_notify)
+            self.connects += 1  # before connected: no reader keys on the old version once it is set
             self.connected.set()
             connected()
             self._wake.set()  # catch up on anything missed while disconnected

@@ -123,9 +123,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # -- alerts (public) ----------------------------------------------------------------------
     ("get", "/api/v1/alerts"): {
         "summary": "Active alerts and evacuation orders", "tags": ["alerts"],
+        "description": "Served with an ETag: a request whose If-None-Match holds it is answered 304.",
         "parameters": [MUNICIPALITY, q("exercise", {"type": "string", "enum": ["true", "false"]}),
                        q("audience", {"type": "string", "enum": ["public", "staff", "all"]}), LANG],
-        "responses": {**ok(), **errors(400, 401, 403, 429)}},
+        "responses": {**ok(), "304": {"description": "Not modified"}, **errors(400, 401, 403, 429)}},
     ("get", "/api/v1/alerts/history"): {
         "summary": "Alert history", "tags": ["alerts"],
         "parameters": [MUNICIPALITY, q("station", {"type": "string"}),

@@ -15,7 +15,23 @@ Per size, on a numpy-built drill-town-shaped grid (:mod:`evac.gridtown`), measur
   sleeping 1 ms records the gap between its ticks; p99 and max of the gaps, with the search in this
   process (the baseline: scipy holds the GIL) and in the worker process (:class:`evac.search.ProcessSearch`).
 
+With ``--incremental``, per size, local changes applied to all configured fields, each timed twice on
+the same state: by incremental update (:mod:`evac.incremental`) and by full search (the baseline,
+``Engine.incremental = False``): a blocked polygon (radius ``--radius`` m, octagon; the roads it cuts
+are counted) added and then removed, and a shelter closed and then reopened. Reported: median and max
+wall time of ``Engine.update`` (all configured fields), incremental and full, and the nodes the
+incremental updates re-solved.
+
 Prints a table and writes JSON (``--json``, default ``.state/bench/evac_scale.json``).
+
+``--memory`` measures instead how much memory the engine costs on a host (issue #21, item 4), for this
+tree and for a baseline revision (``--baseline``, default ``main``, extracted with ``git archive``) in
+the same run. Per size, the grid network is saved as ``.npz`` (as ``sonae graph import`` does); then
+process A loads it (:meth:`RoadNetwork.load`), builds the engine with one field, applies one hazard
+polygon and answers 200 routes at random positions; then process B does the same while A is still
+alive. Read from ``/proc/<pid>/smaps_rollup`` with both alive, minus each process's own figures before
+loading: RSS (A alone), and for each process PSS (shared pages split between them) and USS (private
+pages: what that process adds to the host). The processes hand over through pipes (no sleeps).
 """
 
 from __future__ import annotations
@@ -24,8 +40,12 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from evac.engine import Engine  # noqa: E402
 from evac.gridtown import grid_network, grid_shelters  # noqa: E402
-from evac.hazards import HazardArea  # noqa: E402
+from evac.hazards import HazardArea, edge_hits  # noqa: E402
 from evac.network import RoadNetwork  # noqa: E402
 from evac.search import ProcessSearch, search_in_process  # noqa: E402
 
@@ -89,6 +109,61 @@ async def lag_during(fn: Any) -> dict[str, float]:
     return {"p99_ms": float(np.percentile(gaps, 99)), "max_ms": max(gaps), "ticks": len(gaps), "wall_s": wall}
 
 
+def roads_cut(eng: Engine, area: HazardArea) -> int:
+    """Streets (one per pair of nodes, both directions counted once) the area cuts."""
+    net = eng.network
+    hit = edge_hits(net, area)
+    u, v = net.edge_u[hit], net.edge_v[hit]
+    return len({(min(a, b), max(a, b)) for a, b in zip(u.tolist(), v.tolist(), strict=True)})
+
+
+def timed_update(eng: Engine, **change: Any) -> float:
+    t0 = time.perf_counter()
+    eng.update(**change)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bool]],
+                    radius_m: float) -> dict[str, Any]:
+    """Local changes to all configured fields: incremental update against full search, same states."""
+    gc.collect()
+    net = grid_network(nodes, seed=seed)
+    shelters = grid_shelters(net, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    worker = ProcessSearch()
+    eng = Engine(net, shelters=shelters, warm=fields, search=worker)
+    eng.update(add_areas=[HazardArea(id="warmup", hazard="flood", geometry=polygon(net, rng, radius_m))])
+    eng.update(remove_areas=["warmup"])  # the edge index and the incremental tables are built
+    t: dict[str, list[float]] = {k: [] for k in ("add_inc", "add_full", "remove_inc", "remove_full",
+                                                 "close_inc", "close_full", "open_inc", "open_full")}
+    cut: list[int] = []
+    work0 = eng.incremental_work.copy()
+    inc0 = sum(eng.incremental_updates.values())
+    for k in range(rounds):
+        area = HazardArea(id=f"local{k}", hazard="flood", geometry=polygon(net, rng, radius_m))
+        cut.append(roads_cut(eng, area))
+        shelter = shelters[int(rng.integers(len(shelters)))].id
+        for mode in ("inc", "full"):
+            eng.incremental = mode == "inc"
+            t[f"add_{mode}"].append(timed_update(eng, add_areas=[area]))
+            t[f"remove_{mode}"].append(timed_update(eng, remove_areas=[area.id]))
+            t[f"close_{mode}"].append(timed_update(eng, is_open={shelter: False}))
+            t[f"open_{mode}"].append(timed_update(eng, is_open={shelter: True}))
+    eng.incremental = True
+    work = eng.incremental_work - work0
+    res: dict[str, Any] = {"nodes": net.n_nodes, "fields": len(fields), "rounds": rounds, "radius_m": radius_m,
+                           "roads_cut_median": statistics.median(cut), "roads_cut_max": max(cut),
+                           "incremental_updates": sum(eng.incremental_updates.values()) - inc0,
+                           "fallbacks": 4 * rounds * len(fields) - (sum(eng.incremental_updates.values()) - inc0),
+                           "resolved_nodes_per_update": (work["increased"] + work["decreased"]) / max(1, 4 * rounds * len(fields)),
+                           "worker_region_searches": work["worker_searches"]}
+    for name, vals in t.items():
+        res[f"{name}_ms_median"] = statistics.median(vals)
+        res[f"{name}_ms_max"] = max(vals)
+    worker.close()
+    return res
+
+
 def run_size(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bool]]) -> dict[str, Any]:
     gc.collect()
     rss0 = rss_mb()
@@ -135,14 +210,185 @@ def run_size(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bo
     return res
 
 
+_MEM_CHILD = r"""
+import json, sys
+
+# the source tree on PYTHONPATH, not the editable install of this checkout
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+import numpy as np, shapely
+
+
+def roll():
+    out = {}
+    for line in open("/proc/self/smaps_rollup"):
+        p = line.split()
+        if len(p) >= 3 and p[-1] == "kB":
+            out[p[0].rstrip(":")] = int(p[1]) * 1024
+    return out
+
+
+import evac
+from evac.engine import Engine
+from evac.gridtown import grid_shelters
+from evac.hazards import HazardArea
+from evac.network import RoadNetwork
+
+before = roll()
+net = RoadNetwork.load(sys.argv[1])
+eng = Engine(net, shelters=grid_shelters(net, seed=7), warm=[("walk", "flood", False)])
+rng = np.random.default_rng(int(sys.argv[2]))
+i = int(rng.integers(net.n_nodes))
+dlat = 150 / 111_320.0
+dlon = dlat / np.cos(np.radians(net.node_lat[i]))
+ang = np.linspace(0, 2 * np.pi, 9)[:-1]
+poly = shapely.Polygon(np.column_stack([net.node_lon[i] + dlon * np.cos(ang), net.node_lat[i] + dlat * np.sin(ang)]))
+eng.update(add_areas=[HazardArea(id="b", hazard="flood", geometry=poly)])
+ok = 0
+for i in rng.integers(net.n_nodes, size=200).tolist():
+    r = eng.route_result(float(net.node_lat[i]) + rng.uniform(-4e-4, 4e-4), float(net.node_lon[i]) + rng.uniform(-4e-4, 4e-4))
+    ok += r.status == "ok"
+print(json.dumps({"evac": evac.__file__, "nodes": net.n_nodes, "ok_routes": ok, "before": before, "after": roll()}),
+      flush=True)
+sys.stdin.read()  # stay alive (mapping what it mapped) until the parent closes stdin
+"""
+
+
+def _smaps_rollup(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            p = line.split()
+            if len(p) >= 3 and p[-1] == "kB":
+                out[p[0].rstrip(":")] = int(p[1]) * 1024
+    return out
+
+
+def _private_by_kind(pid: int) -> dict[str, int]:
+    """Private bytes (mapped by this process only) per kind of mapping: ``mapped`` (the network's
+    ``.npy`` files), ``anon`` (heap and anonymous memory), ``other`` (libraries, other files)."""
+    out = {"mapped": 0, "anon": 0, "other": 0}
+    kind = "other"
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            p = line.split()
+            if not p:
+                continue
+            if "-" in p[0] and len(p) >= 5 and not p[0].endswith(":"):  # a mapping's header line
+                path = p[5] if len(p) >= 6 else ""
+                kind = "mapped" if ".mapped/" in path else "anon" if not path or path.startswith("[") else "other"
+            elif p[0] in ("Private_Clean:", "Private_Dirty:"):
+                out[kind] += int(p[1]) * 1024
+    return out
+
+
+def _uss(r: dict[str, int]) -> int:
+    return r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)
+
+
+def _source_tree(rev: str, into: Path) -> Path:
+    """The repository at ``rev`` as plain files (``git archive``), for the baseline's processes."""
+    data = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True,
+                          capture_output=True).stdout
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        tf.extractall(into, filter="data")
+    return into
+
+
+def memory_size(nodes: int, trees: dict[str, Path], work: Path) -> dict[str, Any]:
+    """Memory of processes A and B (see the module docstring) per source tree, for one size."""
+    res: dict[str, Any] = {}
+    for label, tree in trees.items():
+        d = work / f"{label}-{nodes}"
+        d.mkdir(parents=True, exist_ok=True)
+        net = grid_network(nodes, seed=7)
+        n = net.n_nodes
+        net.save(d / "grid.npz")
+        del net
+        gc.collect()
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        procs, ready = [], []
+        try:
+            for k in range(2):  # A, then B while A is alive
+                p = subprocess.Popen([sys.executable, "-c", _MEM_CHILD, str(d / "grid.npz"), str(k)], env=env, cwd=d,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                procs.append(p)
+                line = p.stdout.readline() if p.stdout else ""
+                if not line:
+                    raise RuntimeError(f"{label}: process {k} ended early (out of memory?)")
+                ready.append(json.loads(line))
+            now = [_smaps_rollup(p.pid) for p in procs]
+            kinds = [_private_by_kind(p.pid) for p in procs]
+        finally:
+            for p in procs:
+                if p.stdin:
+                    p.stdin.close()
+                p.wait()
+        a, b = ready
+        assert Path(a["evac"]).resolve().is_relative_to(tree.resolve()), a["evac"]
+        r: dict[str, Any] = {"nodes": n, "ok_routes": [a["ok_routes"], b["ok_routes"]]}
+        r["A_rss_B_per_node"] = (a["after"]["Rss"] - a["before"]["Rss"]) / n
+        for name, me, alive in (("A", a, now[0]), ("B", b, now[1])):
+            r[f"{name}_pss_B_per_node"] = (alive["Pss"] - me["before"]["Pss"]) / n
+            r[f"{name}_uss_B_per_node"] = (_uss(alive) - _uss(me["before"])) / n
+        r["B_adds_of_A_rss"] = r["B_uss_B_per_node"] / r["A_rss_B_per_node"]
+        for name, kb in zip("AB", kinds, strict=True):
+            r[f"{name}_private_B_per_node_by_kind"] = {k: v / n for k, v in kb.items()}
+        res[label] = r
+        print(json.dumps({label: r}), file=sys.stderr, flush=True)
+        for f in sorted(d.rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+    return res
+
+
+def memory_main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="evac-mem-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        trees = {"baseline": _source_tree(args.baseline, work / "baseline-src"),
+                 "this": _source_tree(args.this, work / "this-src") if args.this else ROOT}
+        if args.no_baseline:
+            trees.pop("baseline")
+        results = []
+        for n in args.nodes:
+            print(f"  .. {n:,} nodes", file=sys.stderr, flush=True)
+            results.append(memory_size(n, trees, work))
+    print(f"{'nodes':>9} {'tree':>9} {'A RSS B/node':>12} {'A PSS':>7} {'A USS':>7} {'B PSS':>7} {'B USS':>7} "
+          f"{'B adds':>7}")
+    for res in results:
+        for label, r in res.items():
+            print(f"{r['nodes']:>9} {label:>9} {r['A_rss_B_per_node']:>12.0f} {r['A_pss_B_per_node']:>7.0f} "
+                  f"{r['A_uss_B_per_node']:>7.0f} {r['B_pss_B_per_node']:>7.0f} {r['B_uss_B_per_node']:>7.0f} "
+                  f"{r['B_adds_of_A_rss']:>7.1%}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "baseline": args.baseline, "memory": results}, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--fields", type=int, default=len(FIELDS), choices=range(1, len(FIELDS) + 1),
                     help="configured fields recomputed per change (fewer to fit 3M nodes in memory)")
-    ap.add_argument("--json", type=Path, default=ROOT / ".state" / "bench" / "evac_scale.json")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--incremental", action="store_true",
+                    help="measure local changes: incremental update against full search (see the module doc)")
+    ap.add_argument("--radius", type=float, default=120.0, help="radius of the local hazard polygon (m)")
+    ap.add_argument("--memory", action="store_true", help="measure memory per process and per host instead")
+    ap.add_argument("--baseline", default="main", help="git revision compared with this tree by --memory")
+    ap.add_argument("--this", default=None, help="git revision measured as this tree (default: the working tree)")
+    ap.add_argument("--no-baseline", action="store_true", help="--memory for this tree only (3M nodes)")
+    ap.add_argument("--workdir", type=Path, default=None, help="where --memory writes its networks")
     args = ap.parse_args(argv)
+    if args.json is None:
+        args.json = ROOT / ".state" / "bench" / ("evac_memory.json" if args.memory else "evac_scale.json")
+    if args.memory:
+        return memory_main(args)
+    if args.incremental:
+        return main_incremental(args)
     results = []
     for n in args.nodes:
         print(f"  .. {n:,} nodes", file=sys.stderr, flush=True)
@@ -160,6 +406,33 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                      "results": results}, indent=1))
     print(f"wrote {args.json}")
+    return 0
+
+
+def main_incremental(args: argparse.Namespace) -> int:
+    results = []
+    for n in args.nodes:
+        print(f"  .. {n:,} nodes", file=sys.stderr, flush=True)
+        results.append(run_incremental(n, args.rounds, seed=7, fields=FIELDS[:args.fields], radius_m=args.radius))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print(f"{'nodes':>9} {'fields':>6} {'roads cut':>9} | {'median / max ms, all fields: incremental vs full':<64} | "
+          f"{'re-solved':>9}")
+    print(f"{'':>9} {'':>6} {'med/max':>9} | {'area added':<20} {'area removed':<20} {'shelter closed':<20} "
+          f"{'shelter opened':<20} | {'nodes/upd':>9}")
+    for r in results:
+        cells = []
+        for op in ("add", "remove", "close", "open"):
+            cells.append(f"{r[f'{op}_inc_ms_median']:.0f}/{r[f'{op}_inc_ms_max']:.0f} vs "
+                         f"{r[f'{op}_full_ms_median']:.0f}/{r[f'{op}_full_ms_max']:.0f}")
+        print(f"{r['nodes']:>9} {r['fields']:>6} {r['roads_cut_median']:>4.0f}/{r['roads_cut_max']:<4} | "
+              + " ".join(f"{c:<20}" for c in cells) + f" | {r['resolved_nodes_per_update']:>9.0f}")
+        if r["fallbacks"]:
+            print(f"  ({r['fallbacks']} field updates fell back to the full search)")
+    path = args.json.with_name(args.json.stem + "_incremental.json") if args.json.name == "evac_scale.json" else args.json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results},
+                               indent=1))
+    print(f"wrote {path}")
     return 0
 
 

@@ -17,6 +17,15 @@ State and swapping
     a query reads that reference once and sees one consistent state. Fields nobody asked for are
     computed on first use and cached with their state. Updates are CPU work with no asyncio: run them in
     an executor (``loop.run_in_executor(None, engine.update, ...)``).
+
+Reuse between recomputes
+    A recompute rebuilds only what its inputs changed, each part keyed by exactly what it is built from:
+    the hazard index (edge factors, weights, line and point tests) by the areas in force (the very same
+    objects), the shelters' road points by the shelters' ids and positions, the areas' effect on those
+    by both, the source rows by those and which shelters qualify, the search by weights and source rows.
+    So a gauge level that activates nothing new, a shelter opening, closing or filling, or a drill area
+    (for the real fields) costs little more than the search, and a new area costs its own spatial tests.
+    Shared arrays are read-only.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import math
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -42,10 +51,10 @@ from evac.hazards import (
     HazardArea,
     active_areas,
     check_hazard,
-    edge_hits,
     edge_multipliers,
 )
-from evac.network import _TRANSFORMERS, RoadNetwork
+from evac.incremental import Seeds, update_field
+from evac.network import _TRANSFORMERS, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
@@ -67,6 +76,12 @@ FIRST_LOOK_M = 40.0
 ACCESS_SPEED_MPS = 1.0
 #: Positions further than this outside the network's bounding box are ``outside_area``.
 AREA_MARGIN_M = 1000.0
+#: Sets of areas in force whose hazard index (edge factors, weights, line tests) is kept: the current
+#: ones of both exercise modes and the one before each (the base for the next one, and an area drawn and
+#: then withdrawn again). Each holds an edge array and two directed-edge arrays per profile in use.
+HAZARD_INDEXES = 4
+#: Picks of qualifying shelters whose source rows are kept per set of shelter positions.
+SOURCE_SETS = 8
 
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
 
@@ -243,8 +258,78 @@ class RouteResult:
 class _Snapshot:
     state: HazardState
     fields: dict[FieldKey, Field] = field(default_factory=dict)
-    mults: dict[bool, np.ndarray] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only (it is shared between fields, states and caches)."""
+    a.setflags(write=False)
+    return a
+
+
+def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
+
+
+@dataclass(eq=False)
+class _HazardIndex:
+    """What fields take from one set of areas in force, built once per set.
+
+    Kept while the areas in force are the very same (immutable) objects, whatever else changes: an
+    alert level that activates or clears nothing, a shelter that opens, closes or fills, the other
+    exercise mode when no drill area is in force. ``weights`` holds per profile the directed-edge weights
+    ``(D,)`` and the pair weights ``(P,)`` in seconds (blocked: :data:`BLOCKED_WEIGHT`), filled on first use.
+    """
+
+    areas: tuple[HazardArea, ...]
+    ids: frozenset[int]  # id() of each area
+    mult: np.ndarray  # (E,) hazard factor per base edge: 1, a penalty factor or inf
+    blocked: BlockedAreas
+    lines: AreaLines
+    weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _SiteRows:
+    """Hazards applied to every road point of a :class:`_Sites` (shared by hazard indexes that touch them alike).
+
+    Per area the factors combine as for edges (blocked wins, else the largest penalty): ``leg`` ``(M,)``
+    per egress leg, ``inside`` ``(S,)`` per shelter (in a blocked area), ``r_fac`` ``(R,)`` per partial edge.
+    From them ``egress_s`` ``(M,)`` seconds per point (inf: shelter in a blocked area or egress leg
+    blocked), ``partial_s`` ``(R,)`` seconds per row (inf: blocked), ``ok`` ``(R,)``: both finite.
+    """
+
+    leg: np.ndarray
+    inside: np.ndarray
+    r_fac: np.ndarray
+    egress_s: np.ndarray
+    partial_s: np.ndarray
+    ok: np.ndarray
+
+
+@dataclass(eq=False)
+class _Sites:
+    """Every shelter's road points and rows for one profile, open or not and of any hazard, before hazards.
+
+    Built once per set of shelter positions ``key`` (ids and coordinates, sorted by id): opening,
+    closing or filling a shelter and hazard changes only select among these rows. ``attached`` ``(S,)``
+    indexes the shelters (sorted by id) that reach the graph; ``arrays`` are as :meth:`Engine._concat`,
+    with ``p_shelter`` indexing ``attached``. The caches below depend on the sites and are dropped with them.
+    """
+
+    key: tuple[tuple[str, float, float], ...]
+    attached: np.ndarray
+    arrays: tuple[np.ndarray, ...]
+    row_edge: np.ndarray  # (R,) base edge of each row's point
+    trees: tuple[shapely.STRtree, shapely.STRtree] | None = None  # shelter points, egress legs
+    effects: dict[str, tuple[HazardArea, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    # by id() of the hazard index (kept with them); indexes whose areas touch the same rows share them
+    rows: OrderedDict[int, tuple[_HazardIndex, _SiteRows]] = field(default_factory=OrderedDict)
+    sources: OrderedDict[tuple[int, bytes], tuple[_SiteRows, Sources, Stops]] = field(
+        default_factory=OrderedDict)  # by (id() of the rows, candidate mask)
 
 
 def _now() -> datetime:
@@ -270,12 +355,16 @@ class Engine:
     search
         Runs the nearest-shelter search (:mod:`evac.search`): in this process by default, or
         :class:`evac.search.ProcessSearch` to keep a server's interpreter free while it runs.
+    incremental
+        Bring a field whose inputs changed up to date by an incremental update (:mod:`evac.incremental`)
+        instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes.
     """
 
     def __init__(
         self, network: RoadNetwork, *, shelters: Iterable[Shelter] = (), areas: Iterable[HazardArea] = (),
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
+        incremental: bool = True, incremental_fraction: float = 0.3,
     ) -> None:
         self.network = network
         self.max_fields = int(max_fields)
@@ -284,6 +373,12 @@ class Engine:
         self.search = search
         #: Searches run per field key (a field reused unchanged after an update is not counted).
         self.recomputes: Counter[FieldKey] = Counter()
+        #: Of those, the ones done by an incremental update.
+        self.incremental_updates: Counter[FieldKey] = Counter()
+        #: Their work: ``increased``/``decreased`` nodes re-solved, ``worker_searches`` sent to ``search``.
+        self.incremental_work: Counter[str] = Counter()
+        self.incremental = bool(incremental)
+        self.incremental_fraction = float(incremental_fraction)
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
         self._update_lock = threading.Lock()
@@ -291,10 +386,14 @@ class Engine:
         self._hit_cache: dict[str, tuple[HazardArea, np.ndarray]] = {}
         self._proj_cache: dict[str, tuple[HazardArea, Any]] = {}
         self._shelter_cache: dict[tuple[str, float, float], _Attachment | None] = {}
-        self._effect_cache: dict[tuple[str, str], tuple[HazardArea, np.ndarray,
-                                                        tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        self._leg_trees: dict[str, tuple[np.ndarray, shapely.STRtree, shapely.STRtree]] = {}
-        self._concat_cache: dict[str, tuple[tuple[int, ...], tuple[np.ndarray, ...], list[_Attachment]]] = {}
+        # What a recompute can reuse (see _compute): per set of areas in force, per profile's shelter
+        # positions, per search structure; each keyed by exactly the inputs it is built from.
+        self._cache_lock = threading.Lock()
+        self._hazard_indexes: OrderedDict[tuple[int, ...], _HazardIndex] = OrderedDict()  # by id() of the areas
+        self._sites: dict[str, _Sites] = {}  # per profile: the latest shelter positions
+        # per (profile, hazard): the shelters mapping last seen, its sites, qualifying mask and shelters
+        self._picks: dict[tuple[str, str], tuple[Mapping[str, Shelter], _Sites, np.ndarray, list[Shelter]]] = {}
+        self._structs: dict[FieldKey, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # per key: ends, indptr, indices
         lon, lat = network.node_lon, network.node_lat
         if len(lon):
             mid = math.radians(float(lat.min() + lat.max()) / 2)
@@ -333,11 +432,16 @@ class Engine:
         with self._update_lock:
             old = self._snap
             st = old.state
-            shel = dict(st.shelters) if shelters is None else {s.id: s for s in shelters}
-            for sid, occ in (occupancy or {}).items():
-                shel[sid] = replace(self._shelter(shel, sid), occupancy=int(occ))
-            for sid, op in (is_open or {}).items():
-                shel[sid] = replace(self._shelter(shel, sid), is_open=bool(op))
+            # unchanged shelters keep their mapping (never changed in place): what is built from it is reused
+            shel: Mapping[str, Shelter] = (st.shelters if shelters is None and not occupancy and not is_open
+                                           else dict(st.shelters) if shelters is None
+                                           else {s.id: s for s in shelters})
+            if occupancy or is_open:
+                shel = dict(shel)
+                for sid, occ in (occupancy or {}).items():
+                    shel[sid] = replace(self._shelter(shel, sid), occupancy=int(occ))
+                for sid, op in (is_open or {}).items():
+                    shel[sid] = replace(self._shelter(shel, sid), is_open=bool(op))
             ar = dict(st.areas) if areas is None else {a.id: a for a in areas}
             for a in add_areas:
                 ar[a.id] = a
@@ -351,10 +455,8 @@ class Engine:
                 f = old.fields.get(key)
                 if f is not None and self._same_inputs(st, new.state, key):
                     new.fields[key] = replace(f, version=new.state.version)
-                    if key[2] in old.mults:
-                        new.mults.setdefault(key[2], old.mults[key[2]])
                 else:
-                    self._compute(new, key)
+                    self._compute(new, key, prev=f)
             self._snap = new  # the atomic swap: one reference assignment
             return new.state
 
@@ -364,6 +466,9 @@ class Engine:
         _, hazard, exercise = key
         if old.active(exercise=exercise) != new.active(exercise=exercise):
             return False
+
+        if old.shelters is new.shelters:
+            return True
 
         def rated(st: HazardState) -> list[Shelter]:
             return sorted((s for s in st.shelters.values() if s.rated_for(hazard)), key=lambda s: s.id)
@@ -406,7 +511,17 @@ class Engine:
         self._touch(key)
         return f
 
-    def _compute(self, snap: _Snapshot, key: FieldKey) -> Field:
+    def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None) -> Field:
+        """The field of ``key`` at ``snap``'s state (stored in ``snap``).
+
+        Reused, never rebuilt, when their inputs are the same: the hazard index (by the areas in force),
+        the weights (by hazard index and profile), the shelters' road points (by shelter positions),
+        the hazards applied to them (by sites and hazard index), the source rows (by those and which
+        shelters qualify), the search's CSR structure (by source rows). When ``prev`` (the key's field
+        at the previous state) has the very same weights and source rows, its search result is reused;
+        otherwise, with ``incremental``, it is brought up to date by an incremental update
+        (:mod:`evac.incremental`) when the change is local.
+        """
         profile, hazard, exercise = key
         check_hazard(hazard)
         net = self.network
@@ -415,38 +530,131 @@ class Engine:
             if key in snap.fields:
                 return snap.fields[key]
             t0 = time.perf_counter()
-            active = snap.state.active(exercise=exercise)
-            mult = snap.mults.get(exercise)
-            if mult is None:
-                mult = edge_multipliers(net, active, cache=self._hit_cache)
-                snap.mults[exercise] = mult
-            de_w = pg.de_time * mult[pg.de_base]
-            de_w[~np.isfinite(de_w)] = BLOCKED_WEIGHT
-            pair_w = pg.pair_weights(de_w)
-            blocked = BlockedAreas(active)
-            lines = self._area_lines(active)
+            hz = self._hazard_index(snap.state.active(exercise=exercise))
+            de_w, pair_w = self._weights(hz, pg)
             prof = PROFILES[profile]
             speed = prof.speed_mps if prof.walking else ACCESS_SPEED_MPS
-            shelters, sources, on_edge = self._sources(snap.state, profile, hazard, active, speed)
+            shelters, sources, on_edge = self._sources(snap.state, profile, hazard, hz, speed)
             n = net.n_nodes
             k = len(sources)
-            if k:
-                indptr = np.concatenate([pg.rev_indptr, pg.rev_indptr[-1] + np.arange(1, k + 1)])
-                data = np.concatenate([pair_w[pg.rev_perm], np.maximum(sources.offset, 1e-9)])
-                indices = np.concatenate([pg.rev_indices, sources.end]).astype(np.int32)
-                dist, pred, src = self.search(data, indices, indptr, n, k, UNREACHABLE_S)
+            inc = None
+            if prev is not None and prev.sources is sources and prev.de_weight is de_w:
+                dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
+            elif k and prev is not None and self.incremental and (
+                    inc := self._incremental(pg, prev, pair_w, shelters, sources)) is not None:
+                dist, pred, src = (_frozen(a) for a in inc)
+                self.recomputes[key] += 1
+                self.incremental_updates[key] += 1
+            elif k:
+                indptr, indices = self._struct(key, pg, sources)
+                nnz = len(pg.rev_indices)
+                data = np.empty(nnz + k)
+                np.take(pair_w, pg.rev_perm, out=data[:nnz], mode="clip")  # "raise" would buffer
+                np.maximum(sources.offset, 1e-9, out=data[nnz:])
+                dist, pred, src = (_frozen(a) for a in self.search(data, indices, indptr, n, k, UNREACHABLE_S))
                 self.recomputes[key] += 1
             else:
-                dist, pred, src = np.full(n, np.inf), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
+                dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
+                                   _frozen(np.full(n, -1, np.int32)))
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
-                      pred, src, shelters, sources, on_edge, mult, de_w, pair_w, blocked, lines, speed)
+                      pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed)
             snap.fields[key] = f
             self._touch(key)
             with self._recent_lock:
                 keep = self.warm | set(self._recent)
             for old_key in [k2 for k2 in snap.fields if k2 not in keep]:  # dropped from the on-demand set
                 snap.fields.pop(old_key, None)
+            for old_key in [k2 for k2 in list(self._structs) if k2 not in keep]:
+                self._structs.pop(old_key, None)
             return f
+
+    def _incremental(self, pg: ProfileGraph, prev: Field, pair_w: np.ndarray, shelters: list[Shelter],
+                     sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(dist, pred, src)`` updated from ``prev`` to the weights ``pair_w`` and rows ``sources``, or
+        ``None`` when the change is not local (the caller then searches the whole graph)."""
+        n = self.network.n_nodes
+        if len(prev.dist) != n or prev.profile != pg.name:
+            return None
+        changed = np.zeros(0, np.int64) if pair_w is prev.pair_weight else np.flatnonzero(pair_w != prev.pair_weight)
+        old, new = prev.sources, sources
+        rows_same = old is new or (
+            len(old) == len(new) and np.array_equal(old.end, new.end) and np.array_equal(old.offset, new.offset)
+            and np.array_equal(old.shelter, new.shelter) and [s.id for s in prev.shelters] == [s.id for s in shelters])
+        out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
+                           new_w=pair_w, changed=changed, old_seeds=Seeds.of(old.end, old.offset), old_end=old.end,
+                           new_seeds=Seeds.of(new.end, new.offset), rows_same=rows_same, limit=UNREACHABLE_S,
+                           search=self.search, max_nodes=int(self.incremental_fraction * n))
+        if out is None:
+            return None
+        dist, pred, src, stats = out
+        self.incremental_work.update(increased=stats.increased, decreased=stats.decreased,
+                                     worker_searches=stats.worker_solves)
+        return dist, pred, src
+
+    def _hazard_index(self, active: list[HazardArea]) -> _HazardIndex:
+        """The hazard index of a set of areas in force (the last :data:`HAZARD_INDEXES` sets are kept).
+
+        A new set that contains a kept one (an area added, a gauge area activated) starts from that
+        one's edge factors and applies only the areas it lacks.
+        """
+        key = tuple(id(a) for a in active)  # the index holds the areas: their ids stay theirs while it is kept
+        with self._cache_lock:
+            hit = self._hazard_indexes.get(key)
+            if hit is not None:
+                self._hazard_indexes.move_to_end(key)
+                return hit
+        geoms = self._area_geoms(active)
+        for a, g in geoms:  # the projected geometry is shared with the line tests below
+            self._edge_hits(a, g)
+        ids = frozenset(key)
+        found = self._parent(active, ids, lambda p: True)
+        net = self.network
+        if found is None:
+            mult = edge_multipliers(net, active, cache=self._hit_cache)
+        else:
+            mult = edge_multipliers(net, found[1], cache=self._hit_cache, base=found[0].mult)
+        idx = _HazardIndex(tuple(active), ids, _frozen(mult), BlockedAreas(active),
+                           AreaLines([g for a, g in geoms if a.severity == "blocked"],
+                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]))
+        with self._cache_lock:
+            _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
+        return idx
+
+    def _parent(self, areas: Sequence[HazardArea], ids: frozenset[int],
+                usable: Callable[[_HazardIndex], bool]) -> tuple[_HazardIndex, list[HazardArea]] | None:
+        """Of the kept hazard indexes whose areas are all among ``areas`` (``ids``: their id()s) and that
+        ``usable`` accepts, the one with the most areas, and the areas it lacks (None if there is none)."""
+        with self._cache_lock:
+            kept = list(self._hazard_indexes.values())
+        best: _HazardIndex | None = None
+        for p in kept:
+            if p.ids != ids and p.ids <= ids and usable(p) and (best is None or len(p.ids) > len(best.ids)):
+                best = p
+        if best is None:
+            return None
+        return best, [a for a in areas if id(a) not in best.ids]
+
+    @staticmethod
+    def _weights(hz: _HazardIndex, pg: ProfileGraph) -> tuple[np.ndarray, np.ndarray]:
+        """``(de_weight, pair_weight)`` of a profile's graph under ``hz`` (cached in it).
+
+        Whole arrays: a handful of numpy calls costs less than finding the few edges that changed.
+        """
+        hit = hz.weights.get(pg.name)
+        if hit is None:
+            de_w = pg.de_time * hz.mult[pg.de_base]
+            de_w[~np.isfinite(de_w)] = BLOCKED_WEIGHT
+            hit = (_frozen(de_w), _frozen(pg.pair_weights(de_w)))
+            hz.weights[pg.name] = hit
+        return hit
+
+    def _edge_hits(self, area: HazardArea, geom: Any) -> np.ndarray:
+        """Base edges whose geometry meets ``area`` (``geom``: its projected geometry), cached per area."""
+        hit = self._hit_cache.get(area.id)
+        if hit is None or hit[0] is not area:
+            hit = (area, self.network.edges_intersecting(geom))
+            self._hit_cache[area.id] = hit
+        return hit[1]
 
     def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
         """Each area in force with its geometry in the network's projected metres (cached per area)."""
@@ -461,38 +669,34 @@ class Engine:
             out.append((a, hit[1]))
         return out
 
-    def _area_lines(self, active: list[HazardArea]) -> AreaLines:
-        geoms = self._area_geoms(active)
-        return AreaLines([g for a, g in geoms if a.severity == "blocked"],
-                         [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"])
-
-    def _area_effect(self, profile: str, area: HazardArea, geom: Any,
-                     arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Shelters inside ``area``, egress legs and partial edges (source rows) touching it."""
-        p_shelter, p_edge, p_along, p_qx, p_qy, sx, sy, r_point, r_end_along = arrays
-        key = (profile, area.id)
-        hit = self._effect_cache.get(key)
-        if hit is not None and hit[0] is area and hit[1] is p_edge:
-            return hit[2]
+    def _area_effect(self, sites: _Sites, area: HazardArea, geom: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shelters inside ``area``, egress legs and rows (partial edges) touching it, over all of ``sites``
+        (cached with the sites while the area is the same object)."""
+        hit = sites.effects.get(area.id)
+        if hit is not None and hit[0] is area:
+            return hit[1]
+        p_shelter, p_edge, p_along, _, p_qx, p_qy, sx, sy, r_point, _, r_end_along, _, _ = sites.arrays
         net = self.network
-        trees = self._leg_trees.get(profile)
-        if trees is None or trees[0] is not p_edge:
+        trees = sites.trees
+        if trees is None:
             legs = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
                                                  np.column_stack([p_qx, p_qy])], axis=1))
-            trees = (p_edge, shapely.STRtree(shapely.points(sx, sy)), shapely.STRtree(legs))
-            self._leg_trees[profile] = trees
-        pts_in = np.sort(trees[1].query(geom, predicate="intersects"))
-        legs_hit = np.sort(trees[2].query(geom, predicate="intersects"))
-        cached = self._hit_cache.get(area.id)
-        edges = cached[1] if cached is not None and cached[0] is area else edge_hits(net, area)
-        rows = np.flatnonzero(np.isin(p_edge[r_point], edges))
+            trees = sites.trees = (shapely.STRtree(shapely.points(sx, sy)), shapely.STRtree(legs))
+        pts_in = np.sort(trees[0].query(geom, predicate="intersects"))
+        legs_hit = np.sort(trees[1].query(geom, predicate="intersects"))
+        edges = np.sort(self._edge_hits(area, geom))
+        if len(edges):
+            at = np.searchsorted(edges, sites.row_edge).clip(0, len(edges) - 1)
+            rows = np.flatnonzero(edges[at] == sites.row_edge)
+        else:
+            rows = np.zeros(0, np.int64)
         parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
                                              float(p_along[r_point[k]]))) for k in rows.tolist()]
         rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)] if parts else rows
         effect = (pts_in, legs_hit, rows_hit)
-        if len(self._effect_cache) > 10_000:
-            self._effect_cache.clear()
-        self._effect_cache[key] = (area, p_edge, effect)
+        if len(sites.effects) > 10_000:
+            sites.effects.clear()
+        sites.effects[area.id] = (area, effect)
         return effect
 
     def attach(self, lon: float, lat: float, *, profile: str) -> tuple[float, EdgePoints]:
@@ -544,65 +748,141 @@ class Engine:
         self._shelter_cache[key] = att
         return att
 
-    def _sources(self, st: HazardState, profile: str, hazard: str, active: list[HazardArea], speed: float) -> tuple[list[Shelter], Sources, Stops]:
+    def _sources(self, st: HazardState, profile: str, hazard: str, hz: _HazardIndex,
+                 speed: float) -> tuple[list[Shelter], Sources, Stops]:
         """Qualifying shelters attached to the graph, their source rows and their stops per edge (hazards
         applied: a shelter in a blocked area, a blocked egress leg or a blocked partial edge gives no row).
 
-        The attachments are cached per position; only rows near an area in force are tested with shapely.
+        Built from the profile's :class:`_Sites` (all shelters' road points) and the hazard index's
+        effect on them, both cached; here only the qualifying shelters are picked (open, rated for
+        ``hazard``, not full), and that pick is cached too.
         """
-        net = self.network
-        cands = sorted((s for s in st.shelters.values() if s.is_open and hazard in s.hazards and not s.is_full),
-                       key=lambda s: s.id)
-        shelters: list[Shelter] = []
-        atts: list[_Attachment] = []
-        for s in cands:
-            att = self._attachment(s, profile)
-            if att is not None:
-                shelters.append(s)
-                atts.append(att)
-        if not atts:
-            z, zi = np.zeros(0), np.zeros(0, np.int32)
-            return shelters, Sources(zi, zi, zi, z, z, z, z, z, z, z), Stops(zi, zi, z, z, z,
-                                                                             np.zeros(net.n_edges, bool))
-        (p_shelter, p_edge, p_along, p_dist, p_qx, p_qy, sx, sy, r_point, r_end, r_end_along, r_ps0,
-         r_pm) = self._concat(profile, atts)
-        # hazards: per area (cached while the area and the shelter set stay the same), which shelters it
-        # covers, which egress legs and which partial edges it touches; blocked wins, else the largest penalty
-        leg = np.ones(len(p_edge))
-        r_fac = np.ones(len(r_point))
-        inside = np.zeros(len(sx), bool)
-        arrays = (p_shelter, p_edge, p_along, p_qx, p_qy, sx, sy, r_point, r_end_along)
-        for area, geom in self._area_geoms(active):
-            pts_in, legs_hit, rows_hit = self._area_effect(profile, area, geom, arrays)
-            if area.severity == "blocked":
-                inside[pts_in] = True
-                leg[legs_hit] = np.inf
-                r_fac[rows_hit] = np.inf
-            else:
-                leg[legs_hit] = np.maximum(leg[legs_hit], area.penalty_factor)
-                r_fac[rows_hit] = np.maximum(r_fac[rows_hit], area.penalty_factor)
-        leg[inside[p_shelter]] = np.inf
-        egress_s = np.where(np.isfinite(leg), p_dist / speed * np.where(np.isfinite(leg), leg, 1.0), np.inf)
-        with np.errstate(invalid="ignore"):  # 0 s (a point at the node) times inf: no partial edge to block
-            r_ps = np.where(r_ps0 > 0, r_ps0 * r_fac, r_ps0)
-        keep = np.isfinite(r_ps) & np.isfinite(egress_s[r_point])
-        r_point, r_end, r_end_along, r_ps, r_pm = r_point[keep], r_end[keep], r_end_along[keep], r_ps[keep], r_pm[keep]
-        src = Sources(p_shelter[r_point].astype(np.int32), r_end.astype(np.int32), p_edge[r_point], p_along[r_point],
-                      r_end_along, r_ps, r_pm, egress_s[r_point], p_dist[r_point], r_ps + egress_s[r_point])
-        ok = np.isfinite(egress_s)
+        pick = self._picks.get((profile, hazard))
+        if pick is not None and pick[0] is st.shelters and pick[1] is self._sites.get(profile):
+            _, sites, cand, shelters = pick
+        else:
+            ordered = sorted(st.shelters.values(), key=lambda s: s.id)
+            sites = self._sites_for(profile, ordered)
+            cand = np.fromiter((s.is_open and hazard in s.hazards and not s.is_full
+                                for s in (ordered[i] for i in sites.attached.tolist())), bool, len(sites.attached))
+            shelters = [ordered[i] for i in sites.attached[cand].tolist()]
+            self._picks[(profile, hazard)] = (st.shelters, sites, cand, shelters)
+        shelters = list(shelters)
+        rows = self._site_rows(sites, hz, speed)
+        skey = (id(rows), cand.tobytes())
+        with self._cache_lock:
+            hit = sites.sources.get(skey)
+            if hit is not None:
+                sites.sources.move_to_end(skey)
+                return shelters, hit[1], hit[2]
+        p_shelter, p_edge, p_along, p_dist, _, _, _, _, r_point, r_end, r_end_along, _, r_pm = sites.arrays
+        field_index = (np.cumsum(cand) - 1).astype(np.int32)  # attached shelter -> index in ``shelters``
+        pt_cand = cand[p_shelter]
+        r = np.flatnonzero(rows.ok & pt_cand[r_point])
+        rp = r_point[r]
+        ps, egress = rows.partial_s[r], rows.egress_s[rp]
+        src = Sources(field_index[p_shelter[rp]], r_end[r], p_edge[rp], p_along[rp], r_end_along[r], ps, r_pm[r],
+                      egress, p_dist[rp], ps + egress)
+        ok = pt_cand & np.isfinite(rows.egress_s)
         order = np.flatnonzero(ok)[np.argsort(p_edge[ok], kind="stable")]
-        has = np.zeros(net.n_edges, bool)
+        has = np.zeros(self.network.n_edges, bool)
         has[p_edge[order]] = True
-        stops = Stops(p_edge[order], p_shelter[order].astype(np.int32), p_along[order], egress_s[order], p_dist[order],
-                      has)
+        stops = Stops(p_edge[order], field_index[p_shelter[order]], p_along[order], rows.egress_s[order],
+                      p_dist[order], has)
+        with self._cache_lock:
+            _lru_put(sites.sources, skey, (rows, src, stops), SOURCE_SETS)
         return shelters, src, stops
 
-    def _concat(self, profile: str, atts: list[_Attachment]) -> tuple[np.ndarray, ...]:
-        """The attachments of a set of shelters as flat arrays (kept while the set stays the same)."""
-        key = tuple(id(a) for a in atts)
-        hit = self._concat_cache.get(profile)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+    def _sites_for(self, profile: str, ordered: list[Shelter]) -> _Sites:
+        """The road points of every shelter in ``ordered`` (sorted by id) for a profile, kept while the
+        shelters' ids and positions stay the same."""
+        key = tuple((s.id, s.lon, s.lat) for s in ordered)
+        sites = self._sites.get(profile)
+        if sites is not None and sites.key == key:
+            return sites
+        atts = [self._attachment(s, profile) for s in ordered]
+        attached = np.array([i for i, a in enumerate(atts) if a is not None], np.int64)
+        arrays = self._concat([a for a in atts if a is not None])
+        sites = _Sites(key, attached, arrays, arrays[1][arrays[8]])
+        self._sites[profile] = sites
+        return sites
+
+    def _site_rows(self, sites: _Sites, hz: _HazardIndex, speed: float) -> _SiteRows:
+        """The areas of ``hz`` applied to every point and row of ``sites`` (cached with the sites).
+
+        Per area (its effect cached while the area and the sites stay the same): which shelters it
+        covers, which egress legs and which partial edges it touches; blocked wins, else the largest
+        penalty. From the rows of a kept index with fewer areas when there are some.
+        """
+        with self._cache_lock:
+            hit = sites.rows.get(id(hz))
+            if hit is not None and hit[0] is hz:
+                sites.rows.move_to_end(id(hz))
+                return hit[1]
+        p_shelter, p_edge, _, p_dist, _, _, sx, _, r_point, _, _, r_ps0, _ = sites.arrays
+
+        def kept(p: _HazardIndex) -> _SiteRows | None:
+            entry = sites.rows.get(id(p))
+            return entry[1] if entry is not None and entry[0] is p else None
+
+        found = self._parent(hz.areas, hz.ids, lambda p: kept(p) is not None)
+        prev = None if found is None else kept(found[0])
+        if found is None or prev is None:
+            areas = list(hz.areas)
+        else:
+            areas = found[1]
+        effects = [(area, self._area_effect(sites, area, geom)) for area, geom in self._area_geoms(areas)]
+        if prev is not None and not any(len(x) for _, eff in effects for x in eff):
+            rows = prev  # the new areas touch no shelter, leg or partial edge: the same rows (and source rows)
+        else:
+            if prev is None:
+                leg, r_fac, inside = np.ones(len(p_edge)), np.ones(len(r_point)), np.zeros(len(sx), bool)
+            else:
+                leg, r_fac, inside = prev.leg.copy(), prev.r_fac.copy(), prev.inside.copy()
+            for area, (pts_in, legs_hit, rows_hit) in effects:
+                if area.severity == "blocked":
+                    inside[pts_in] = True
+                    leg[legs_hit] = np.inf
+                    r_fac[rows_hit] = np.inf
+                else:
+                    leg[legs_hit] = np.maximum(leg[legs_hit], area.penalty_factor)
+                    r_fac[rows_hit] = np.maximum(r_fac[rows_hit], area.penalty_factor)
+            eff = np.where(inside[p_shelter], np.inf, leg)
+            egress_s = np.where(np.isfinite(eff), p_dist / speed * np.where(np.isfinite(eff), eff, 1.0), np.inf)
+            with np.errstate(invalid="ignore"):  # 0 s (a point at the node) times inf: no partial edge to block
+                r_ps = np.where(r_ps0 > 0, r_ps0 * r_fac, r_ps0)
+            rows = _SiteRows(_frozen(leg), _frozen(inside), _frozen(r_fac), _frozen(egress_s), _frozen(r_ps),
+                             _frozen(np.isfinite(r_ps) & np.isfinite(egress_s[r_point])))
+        with self._cache_lock:
+            _lru_put(sites.rows, id(hz), (hz, rows), HAZARD_INDEXES)  # hz kept: its id() stays its own
+        return rows
+
+    def _struct(self, key: FieldKey, pg: ProfileGraph, sources: Sources) -> tuple[np.ndarray, np.ndarray]:
+        """``(indptr, indices)`` of the search's CSR for a key: the reversed graph plus one virtual node per
+        source row (kept while the source rows are the same object)."""
+        hit = self._structs.get(key)
+        if hit is not None and (hit[0] is sources.end or np.array_equal(hit[0], sources.end)):
+            return hit[1], hit[2]
+        k = len(sources)
+        rev = pg.rev_indptr
+        small = rev[-1] + k < np.iinfo(np.int32).max  # int32 when it fits: scipy would convert it anyway
+        dt = np.int32 if small else np.int64
+        indptr = np.concatenate([rev, rev[-1] + np.arange(1, k + 1)]).astype(dt)
+        indices = np.concatenate([pg.rev_indices, sources.end]).astype(np.int32)
+        self._structs[key] = (sources.end, _frozen(indptr), _frozen(indices))
+        return indptr, indices
+
+    @staticmethod
+    def _concat(atts: list[_Attachment]) -> tuple[np.ndarray, ...]:
+        """The attachments of a set of shelters as flat arrays.
+
+        Returns ``p_shelter, p_edge, p_along, p_dist, p_qx, p_qy`` per road point ``(M,)`` (``p_shelter``
+        indexes ``atts``), ``sx, sy`` per shelter ``(S,)`` and ``r_point, r_end, r_end_along, r_ps, r_pm``
+        per row ``(R,)`` (see :class:`_Attachment`).
+        """
+        if not atts:
+            z, zi = np.zeros(0), np.zeros(0, np.int32)
+            return (zi, zi, z, z, z, z, z, z, zi, zi, z, z, z)
         n_pts = np.array([len(a.pts) for a in atts])
         base = np.concatenate([[0], np.cumsum(n_pts)[:-1]]).astype(np.int64)
         arrays = (
@@ -615,13 +895,12 @@ class Engine:
             np.array([a.sx for a in atts]),
             np.array([a.sy for a in atts]),
             np.concatenate([a.point + base[i] for i, a in enumerate(atts)]),
-            np.concatenate([a.end for a in atts]),
+            np.concatenate([a.end for a in atts]).astype(np.int32),
             np.concatenate([a.end_along for a in atts]),
             np.concatenate([a.partial_s for a in atts]),
             np.concatenate([a.partial_m for a in atts]),
         )
-        self._concat_cache[profile] = (key, arrays, atts)  # atts keep the ids in the key alive
-        return arrays
+        return tuple(_frozen(a) for a in arrays)
 
     # -- queries ------------------------------------------------------------------------------------
     def route_result(
@@ -641,12 +920,12 @@ class Engine:
         net = self.network
         x, y = _TRANSFORMERS.get(net.epsg).transform(float(lon), float(lat))
         idx = net.profile(profile).index
-        if idx.tree is None:
+        if idx.empty:
             return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
         # most positions are near a road: one ball query of FIRST_LOOK_M covers the nearest and its band
         pts = idx.within(x, y, FIRST_LOOK_M)
         if not len(pts) or float(pts.dist[0]) + TIE_M > FIRST_LOOK_M:
-            dmid = float(idx.tree.query((x, y))[0])
+            dmid = idx.nearest_distance(x, y)
             pts = idx.within(x, y, dmid + TIE_M)
             if not len(pts):
                 return RouteResult("off_network", [], math.inf, None, dmid, f, st)

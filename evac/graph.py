@@ -75,44 +75,56 @@ class Profile:
     def times(self, data: dict[str, Any]) -> tuple[float, float]:
         """Seconds along and against an edge's direction (``inf`` where not allowed)."""
         length = float(data.get("length", 0.0) or 0.0)
+        fwd, bwd = self.speeds(data)
+        return _seconds(length, fwd), _seconds(length, bwd)
+
+    def speeds(self, data: dict[str, Any]) -> tuple[float, float]:
+        """Effective speeds along and against an edge's direction, m/s (0.0 where not allowed).
+
+        ``times`` is ``max(length / speed, MIN_EDGE_TIME_S)``; the streamed importer
+        (:mod:`evac.osm_import`) applies the same speeds to whole arrays of lengths.
+        """
         highways = _values(data.get("highway"))
         if not highways:
-            return math.inf, math.inf
+            return 0.0, 0.0
         if self.walking:
-            return self._walk_times(data, highways, length)
-        return self._car_times(data, highways, length)
+            return self._walk_speeds(data, highways)
+        return self._car_speeds(data, highways)
 
-    def _walk_times(self, data: dict[str, Any], highways: list[str], length: float) -> tuple[float, float]:
+    def _walk_speeds(self, data: dict[str, Any], highways: list[str]) -> tuple[float, float]:
         foot = set(_values(data.get("foot")))
         if foot & _NO or (set(highways) & _NOT_WALKABLE and not foot & _YES):
-            return math.inf, math.inf
+            return 0.0, 0.0
         access = set(_values(data.get("access")))
         if access & _NO and not foot & _YES:
-            return math.inf, math.inf
-        factor = 1.0
+            return 0.0, 0.0
+        speed = self.speed_mps
         if "steps" in highways:
             if self.name == "reduced_mobility":
-                return math.inf, math.inf
-            factor = 2.0
+                return 0.0, 0.0
+            speed = speed / 2.0  # steps take twice as long (exact: a power of two)
         if self.name == "reduced_mobility":
             if "no" in _values(data.get("wheelchair")) or set(_values(data.get("smoothness"))) & _ROUGH:
-                return math.inf, math.inf
+                return 0.0, 0.0
             if any(s not in ("", "hiking") for s in _values(data.get("sac_scale"))):
-                return math.inf, math.inf
-        t = max(length / self.speed_mps * factor, MIN_EDGE_TIME_S)
-        backward = t if "yes" not in _values(data.get("oneway:foot")) else math.inf
-        return t, (backward if data.get("oneway") else math.inf)
+                return 0.0, 0.0
+        backward = speed if "yes" not in _values(data.get("oneway:foot")) else 0.0
+        return speed, (backward if data.get("oneway") else 0.0)
 
-    def _car_times(self, data: dict[str, Any], highways: list[str], length: float) -> tuple[float, float]:
+    def _car_speeds(self, data: dict[str, Any], highways: list[str]) -> tuple[float, float]:
         classes = [h for h in highways if h in _DRIVABLE_KMH]
         if not classes:
-            return math.inf, math.inf
+            return 0.0, 0.0
         motor = set(_values(data.get("motor_vehicle"))) | set(_values(data.get("motorcar")))
         access = set(_values(data.get("access")))
         if motor & _NO or (access & _NO and not motor & _YES):
-            return math.inf, math.inf
+            return 0.0, 0.0
         kmh = _maxspeed_kmh(data.get("maxspeed")) or min(_DRIVABLE_KMH[h] for h in classes)
-        return max(length / (kmh / 3.6), MIN_EDGE_TIME_S), math.inf
+        return kmh / 3.6, 0.0
+
+
+def _seconds(length: float, speed: float) -> float:
+    return max(length / speed, MIN_EDGE_TIME_S) if speed > 0 else math.inf
 
 
 #: Zero-length OSM segments still cost a little so that every edge has a positive weight.

@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,19 +104,22 @@ def active_areas(
 
 
 def edge_hits(net: RoadNetwork, area: HazardArea) -> np.ndarray:
-    """Base edges whose geometry intersects the area (STRtree over projected edge geometry)."""
-    return net.edge_tree.query(net.project_geometry(area.geometry), predicate="intersects")
+    """Base edges (sorted) whose geometry intersects the area (:meth:`RoadNetwork.edges_intersecting`)."""
+    return net.edges_intersecting(net.project_geometry(area.geometry))
 
 
 def edge_multipliers(
-    net: RoadNetwork, areas: Iterable[HazardArea], *, cache: dict[str, tuple[HazardArea, np.ndarray]] | None = None
+    net: RoadNetwork, areas: Iterable[HazardArea], *, cache: dict[str, tuple[HazardArea, np.ndarray]] | None = None,
+    base: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Travel-time factor per base edge: 1, a penalty factor, or ``inf`` (blocked).
+    """Travel-time factor per base edge ``(E,)``: 1, a penalty factor, or ``inf`` (blocked).
 
     ``cache`` (area id -> (area, hits)) avoids repeating the spatial query for areas seen before; an
-    entry is used only for the very same (immutable) area object.
+    entry is used only for the very same (immutable) area object. ``base`` (not changed) holds the
+    factors of other areas to add these to: the rule (blocked wins, else the largest penalty) does not
+    depend on the order in which areas are applied.
     """
-    mult = np.ones(net.n_edges)
+    mult = np.ones(net.n_edges) if base is None else base.copy()
     for area in areas:
         hit_entry = cache.get(area.id) if cache is not None else None
         if hit_entry is not None and hit_entry[0] is area:
@@ -131,16 +135,30 @@ def edge_multipliers(
     return mult
 
 
+def _prepared(geoms: list[shapely.Geometry]) -> np.ndarray:
+    """``geoms`` as an object array, each prepared (one call: preparing a prepared geometry is a no-op)."""
+    arr = np.empty(len(geoms), dtype=object)
+    arr[:] = geoms
+    if len(arr):
+        shapely.prepare(arr)
+    return arr
+
+
 class BlockedAreas:
-    """Point-in-area tests against the blocked areas in force (lon/lat), through an STRtree."""
+    """Point-in-area tests against the blocked areas in force (lon/lat), through an STRtree.
+
+    Built on every recompute whose areas changed: the tree is built on first use of :meth:`contains_many`.
+    """
 
     def __init__(self, areas: Iterable[HazardArea]) -> None:
         self.areas = [a for a in areas if a.severity == "blocked"]
-        geoms = [a.geometry for a in self.areas]
-        for g in geoms:
-            shapely.prepare(g)
-        self._tree = shapely.STRtree(geoms)
-        self._bounds = shapely.bounds(np.array(geoms, dtype=object)) if geoms else np.zeros((0, 4))
+        geoms = _prepared([a.geometry for a in self.areas])
+        self._geoms = geoms
+        self._bounds = shapely.bounds(geoms) if len(geoms) else np.zeros((0, 4))
+
+    @cached_property
+    def _tree(self) -> shapely.STRtree:
+        return shapely.STRtree(self._geoms)
 
     def __bool__(self) -> bool:
         return bool(self.areas)
@@ -210,13 +228,18 @@ class AreaLines:
     def __init__(self, blocked: list[shapely.Geometry], penalties: list[tuple[shapely.Geometry, float]]) -> None:
         self.blocked = blocked
         self.penalties = penalties
-        for g in blocked + [p for p, _ in penalties]:
-            shapely.prepare(g)
-        self._btree = shapely.STRtree(blocked)
-        self._ptree = shapely.STRtree([p for p, _ in penalties])
-        geoms = blocked + [p for p, _ in penalties]
-        self._bounds = shapely.bounds(np.array(geoms, dtype=object)) if geoms else np.zeros((0, 4))
+        geoms = _prepared(blocked + [p for p, _ in penalties])
+        self._bounds = shapely.bounds(geoms) if len(geoms) else np.zeros((0, 4))
         self._bounds_list = [tuple(r) for r in self._bounds.tolist()]
+
+    # the trees are built on first use: most recomputes are followed by few line tests near an area
+    @cached_property
+    def _btree(self) -> shapely.STRtree:
+        return shapely.STRtree(self.blocked)
+
+    @cached_property
+    def _ptree(self) -> shapely.STRtree:
+        return shapely.STRtree([p for p, _ in self.penalties])
 
     def __bool__(self) -> bool:
         return bool(self.blocked or self.penalties)

@@ -21,15 +21,27 @@ Edges, not nodes
     :attr:`ProfileGraph.index` (:class:`evac.snapping.EdgeIndex`) finds the nearest points on the
     profile's usable edges, self-loops included (a loop road with one junction is a self-loop after
     simplification: useless for through routes, so it has no place in the CSR, but people live on it).
+    One :class:`evac.snapping.SegmentGrid` (:attr:`RoadNetwork.segment_grid`) serves every profile and
+    the hazard polygons (:meth:`RoadNetwork.edges_intersecting`).
+
+Shared memory
+    :meth:`RoadNetwork.load` maps the arrays, the projected geometry, the grid and each profile's CSR
+    arrays from a directory of ``.npy`` files beside the ``.npz`` (:mod:`evac.mapped`, written by the
+    first process that loads it): the API processes of one host share one copy of them. They share it
+    when they load the same ``.npz``: point ``evac.network`` at the file ``sonae graph import`` writes
+    (an ``.osm`` source is cached per state directory, so per API instance); where the directory beside
+    the file cannot be written, each process reads the arrays into its own memory (logged).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +53,20 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from evac import mapped
 from evac.graph import PROFILE_NAMES, PROFILES, Progress, _say, graph_from_file, names_of
-from evac.snapping import EdgeIndex
+from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
+from evac.snapping import EdgeIndex, SegmentGrid, segment_arrays
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
 CACHE_FORMAT = 4
+#: Bump when the mapped directory's derived arrays (geometry, grid, profile CSR) change.
+MAPPED_FORMAT = 1
+
+log = logging.getLogger("sonae.evac.network")
+
+_BASE_ARRAYS = ("node_osmid", "node_lon", "node_lat", "edge_u", "edge_v", "edge_length", "edge_name", "edge_highway",
+                "coord_offsets", "coords")
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -73,9 +94,13 @@ class RoadNetwork:
     epsg: int
     _profiles: dict[str, ProfileGraph] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _strtree: shapely.STRtree | None = field(default=None, repr=False)
     _xy: np.ndarray | None = field(default=None, repr=False)
+    _along: np.ndarray | None = field(default=None, repr=False)
     _plen: np.ndarray | None = field(default=None, repr=False)
+    _grid: SegmentGrid | None = field(default=None, repr=False)
+    #: The mapped directory the arrays come from (profiles are mapped from and written to it), and its key.
+    mapped_dir: Path | None = field(default=None, repr=False)
+    mapped_key: str = field(default="", repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -103,14 +128,17 @@ class RoadNetwork:
         return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
     @property
-    def edge_tree(self) -> shapely.STRtree:
-        """STRtree over projected edge geometries (built on first use)."""
-        if self._strtree is None:
-            x, y = self.project(self.coords[:, 0], self.coords[:, 1])
-            idx = np.repeat(np.arange(self.n_edges), np.diff(self.coord_offsets))
-            lines = shapely.linestrings(np.column_stack([x, y]), indices=idx)
-            self._strtree = shapely.STRtree(lines)
-        return self._strtree
+    def segment_grid(self) -> SegmentGrid:
+        """The grid over every edge's projected geometry segments (built once, or mapped)."""
+        if self._grid is None:
+            with self._lock:
+                if self._grid is None:
+                    self._grid = SegmentGrid.build(self.coord_offsets, self.coords_xy, self.coord_along)
+        return self._grid
+
+    def edges_intersecting(self, geom_xy: shapely.Geometry) -> np.ndarray:
+        """Base edges (sorted) whose projected geometry intersects ``geom_xy`` (projected metres)."""
+        return self.segment_grid.edges_intersecting(geom_xy)
 
     @property
     def coords_xy(self) -> np.ndarray:
@@ -121,14 +149,18 @@ class RoadNetwork:
         return self._xy
 
     @property
+    def coord_along(self) -> np.ndarray:
+        """Projected metres from each coordinate's edge start ``(M,)`` (computed once)."""
+        if self._along is None:
+            self._along = segment_arrays(self.coord_offsets, self.coords_xy)[1]
+        return self._along
+
+    @property
     def edge_plen(self) -> np.ndarray:
         """Projected length of each base edge's geometry, metres (computed once)."""
         if self._plen is None:
-            xy = self.coords_xy
-            step = np.hypot(*(xy[1:] - xy[:-1]).T) if len(xy) > 1 else np.zeros(0)
-            cum = np.concatenate([[0.0], np.cumsum(step)])
-            off = self.coord_offsets
-            self._plen = cum[off[1:] - 1] - cum[off[:-1]] if len(off) > 1 else np.zeros(0)
+            off = np.asarray(self.coord_offsets)
+            self._plen = self.coord_along[np.maximum(off[1:] - 1, off[:-1])] if len(off) > 1 else np.zeros(0)
         return self._plen
 
     def edge_xy(self, e: int) -> np.ndarray:
@@ -148,10 +180,26 @@ class RoadNetwork:
         if pg is None:
             with self._lock:
                 pg = self._profiles.get(name)
-                if pg is None:
-                    pg = ProfileGraph.build(self, name)
-                    self._profiles[name] = pg
+            if pg is None:
+                pg = self._mapped_profile(name) or ProfileGraph.build(self, name)
+                with self._lock:
+                    pg = self._profiles.setdefault(name, pg)
         return pg
+
+    def _mapped_profile(self, name: str) -> ProfileGraph | None:
+        """The profile's arrays from the mapped directory (written there first when missing)."""
+        if self.mapped_dir is None:
+            return None
+        where = self.mapped_dir / f"profile-{name}"
+        got = mapped.read(where, key=self.mapped_key)
+        if got is None:
+            try:
+                mapped.write(where, ProfileGraph.build(self, name).arrays(), key=self.mapped_key)
+            except OSError as exc:
+                log.warning("cannot write %s (%s): profile %s stays in this process's memory", where, exc, name)
+                return None
+            got = mapped.read(where, key=self.mapped_key)
+        return None if got is None else ProfileGraph.from_arrays(self, name, got[0])
 
     def snap(self, lon: float, lat: float, *, profile: str = "walk") -> tuple[int, float]:
         """Nearest node of the profile's main component and its distance in metres (-1 if none)."""
@@ -217,6 +265,17 @@ class RoadNetwork:
         epsg = utm_epsg(float(np.median(lon)), float(np.median(lat)))
         return cls(osmids, lon, lat, eu, ev, length, ename, ehw, offsets, coords, names, times, epsg)
 
+    @classmethod
+    def from_osm_file(cls, path: Path | str, *, clip: Any = None, progress: Progress | None = None) -> RoadNetwork:
+        """Build the arrays straight from ``.osm``, ``.osm.bz2`` or ``.osm.pbf`` in bounded memory, without
+        networkx (:mod:`evac.osm_import`; the same network as ``from_graph(graph_from_file(path))``).
+
+        Raises ``FileNotFoundError`` or ``ValueError`` (unreadable file, no highway ways).
+        """
+        arrays = network_arrays(path, clip=clip, progress=progress)
+        lon, lat = arrays["node_lon"], arrays["node_lat"]
+        return cls(**arrays, epsg=utm_epsg(float(np.median(lon)), float(np.median(lat))))
+
     def save(self, path: Path | str) -> None:
         """Write the arrays to one ``.npz`` file (atomically: written aside, then renamed)."""
         path = Path(path)
@@ -235,8 +294,54 @@ class RoadNetwork:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path | str) -> RoadNetwork:
-        """Read a file written by :meth:`save`; raises ``ValueError`` for an older format."""
+    def load(cls, path: Path | str, *, shared: bool = True) -> RoadNetwork:
+        """Read a file written by :meth:`save`; raises ``ValueError`` for an older format.
+
+        ``shared``: map the arrays (and the derived geometry, grid and profile arrays) from the directory
+        ``<path>.mapped`` beside the file, writing it first when it is missing or older than the file
+        (see :mod:`evac.mapped`); when it cannot be written the arrays are read into this process.
+        """
+        path = Path(path)
+        if shared:
+            st = path.stat()
+            key = f"{CACHE_FORMAT}.{MAPPED_FORMAT}|{st.st_size}|{st.st_mtime_ns}"
+            where = path.with_name(path.name + ".mapped")
+            got = mapped.read(where / "network", key=key)
+            if got is None:
+                net = cls._read_npz(path)
+                try:
+                    mapped.write(where / "network", net._arrays(), key=key,
+                                 extra={"epsg": net.epsg, "profiles": list(net.times)})
+                except OSError as exc:
+                    log.warning("cannot write %s (%s): the network stays in this process's memory", where, exc)
+                    return net
+                got = mapped.read(where / "network", key=key)
+            if got is not None:
+                return cls._from_mapped(got[0], got[1], where, key)
+        return cls._read_npz(path)
+
+    def _arrays(self) -> dict[str, Any]:
+        """Every array to map: the saved ones, the projected geometry and the grid."""
+        arrays: dict[str, Any] = {k: getattr(self, k) for k in _BASE_ARRAYS}
+        for p, (fwd, bwd) in self.times.items():
+            arrays[f"times_{p}_fwd"], arrays[f"times_{p}_bwd"] = fwd, bwd
+        arrays["names"] = np.array(self.names, dtype=str)
+        arrays.update(coords_xy=self.coords_xy, coord_along=self.coord_along, edge_plen=self.edge_plen,
+                      **self.segment_grid.arrays())
+        return arrays
+
+    @classmethod
+    def _from_mapped(cls, a: dict[str, np.ndarray], extra: dict[str, Any], where: Path, key: str) -> RoadNetwork:
+        times = {p: (a[f"times_{p}_fwd"], a[f"times_{p}_bwd"]) for p in extra["profiles"]}
+        net = cls(a["node_osmid"], a["node_lon"], a["node_lat"], a["edge_u"], a["edge_v"], a["edge_length"],
+                  a["edge_name"], a["edge_highway"], a["coord_offsets"], a["coords"], [str(s) for s in a["names"]],
+                  times, int(extra["epsg"]), mapped_dir=where, mapped_key=key)
+        net._xy, net._along, net._plen = a["coords_xy"], a["coord_along"], a["edge_plen"]
+        net._grid = SegmentGrid.from_arrays(net.coord_offsets, net._xy, net._along, a)
+        return net
+
+    @classmethod
+    def _read_npz(cls, path: Path) -> RoadNetwork:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != CACHE_FORMAT:
@@ -287,10 +392,29 @@ class ProfileGraph:
     rev_indptr: np.ndarray
     rev_indices: np.ndarray
     snap_nodes: np.ndarray
-    snap_tree: cKDTree
     in_main: np.ndarray  # bool per node: in the largest strongly connected component
     usable: np.ndarray  # bool per base edge: usable by the profile and in the main component
     index: EdgeIndex  # nearest points on usable edges
+    _net: RoadNetwork | None = field(default=None, repr=False)  # for snap_tree
+
+    @cached_property
+    def snap_tree(self) -> cKDTree:
+        """k-d tree over :attr:`snap_nodes` (projected; built on first use: only node snapping needs it)."""
+        net = self._net
+        if net is None or len(self.snap_nodes) == 0:
+            return cKDTree(np.zeros((1, 2)))
+        return cKDTree(np.column_stack(net.project(net.node_lon[self.snap_nodes], net.node_lat[self.snap_nodes])))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays :meth:`from_arrays` needs (for :mod:`evac.mapped`)."""
+        return {k: getattr(self, k) for k in _PROFILE_ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, net: RoadNetwork, name: str, a: dict[str, np.ndarray]) -> ProfileGraph:
+        return cls(name, net.n_nodes, a["de_base"], a["de_rev"], a["de_tail"], a["de_head"], a["de_time"],
+                   a["pair_start"], a["pair_tail"], a["pair_head"], a["fwd_indptr"], a["rev_perm"], a["rev_indptr"],
+                   a["rev_indices"], a["snap_nodes"], a["in_main"], a["usable"], EdgeIndex(net.segment_grid, a["usable"]),
+                   net)
 
     @classmethod
     def build(cls, net: RoadNetwork, name: str) -> ProfileGraph:
@@ -335,12 +459,10 @@ class ProfileGraph:
             main = int(np.argmax(road)) if road.max() > 0 else int(np.argmax(np.bincount(labels[has_edge])))
             in_main = (labels == main) & has_edge
         snap_nodes = np.flatnonzero(in_main).astype(np.int32)
-        x, y = net.project(net.node_lon[snap_nodes], net.node_lat[snap_nodes])
-        tree = cKDTree(np.column_stack([x, y]) if len(snap_nodes) else np.zeros((1, 2)))
         usable = (np.isfinite(fwd) | np.isfinite(bwd)) & in_main[net.edge_u] & in_main[net.edge_v]
-        index = EdgeIndex.build(net.coord_offsets, net.coords_xy, usable)
+        index = EdgeIndex(net.segment_grid, usable)
         return cls(name, n, base, rev, tail, head, time, pair_start, pair_tail, pair_head, fwd_indptr, rev_perm,
-                   rev_indptr, rev_indices, snap_nodes, tree, in_main, usable, index)
+                   rev_indptr, rev_indices, snap_nodes, in_main, usable, index, net)
 
     def pair_weights(self, de_weight: np.ndarray) -> np.ndarray:
         """Minimum weight of each pair's parallel edges."""
@@ -363,6 +485,10 @@ class ProfileGraph:
             return -1
         a, b = int(self.pair_start[j]), int(self.pair_start[j + 1])
         return a if b - a == 1 else a + int(np.argmin(de_weight[a:b]))
+
+
+_PROFILE_ARRAYS = ("de_base", "de_rev", "de_tail", "de_head", "de_time", "pair_start", "pair_tail", "pair_head",
+                   "fwd_indptr", "rev_perm", "rev_indptr", "rev_indices", "snap_nodes", "in_main", "usable")
 
 
 def network_cache_path(source: Path | str, *, state_dir: Path | str) -> Path:
@@ -399,8 +525,11 @@ def load_network(
             return net
         except (ValueError, KeyError, OSError):
             pass  # stale or damaged: rebuild below
-    G = graph_from_file(source, state_dir=state_dir, progress=progress)
-    net = RoadNetwork.from_graph(G, progress=progress)
+    if str(source).lower().endswith(STREAM_SUFFIXES) and Path(source).stat().st_size >= STREAM_FROM_BYTES:
+        net = RoadNetwork.from_osm_file(source, progress=progress)  # large files: bounded memory
+    else:
+        net = RoadNetwork.from_graph(graph_from_file(source, state_dir=state_dir, progress=progress),
+                                     progress=progress)
     net.save(cache)
     _say(progress, f"cached network as {cache}")
     return net

@@ -8,6 +8,7 @@ shelter itself; distance, time and steps include both straight legs. Nothing her
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from evac.network import RoadNetwork
 from evac.snapping import sub_line
 
 
-def _bearing(a: np.ndarray, b: np.ndarray) -> float:
+def _bearing(a: Sequence[float], b: Sequence[float]) -> float:
     dx = (b[0] - a[0]) * math.cos(math.radians((a[1] + b[1]) / 2))
     dy = b[1] - a[1]
     return math.degrees(math.atan2(dx, dy)) % 360.0
@@ -143,7 +144,8 @@ def _steps(net: RoadNetwork, parts: list[tuple[str, int, np.ndarray, float, floa
     steps: list[dict[str, Any]] = []
     prev_name: str | None = None
     prev_end_bearing = None
-    for kind, e, coords, metres, secs in parts:
+    for kind, e, array, metres, secs in parts:
+        coords = array.tolist()  # plain floats: the same values, without numpy's cost per element
         if kind == "road":
             name_ix = int(net.edge_name[e])
             name = net.names[name_ix] if name_ix >= 0 else ""
@@ -155,7 +157,7 @@ def _steps(net: RoadNetwork, parts: list[tuple[str, int, np.ndarray, float, floa
                 steps[-1]["distance_m"] += metres
                 steps[-1]["duration_s"] += secs
                 continue
-        if len(coords) < 2 or (coords[0] == coords[-1]).all():
+        if len(coords) < 2 or coords[0] == coords[-1]:
             if steps:
                 steps[-1]["distance_m"] += metres
                 steps[-1]["duration_s"] += secs
@@ -176,7 +178,7 @@ def _steps(net: RoadNetwork, parts: list[tuple[str, int, np.ndarray, float, floa
             steps.append({"type": "depart" if not steps else "turn", "modifier": modifier, "name": name,
                           "highway": highway, "distance_m": metres, "duration_s": secs})
         prev_name = name
-        if len(coords) >= 2 and not (coords[-2] == coords[-1]).all():
+        if len(coords) >= 2 and coords[-2] != coords[-1]:
             prev_end_bearing = _bearing(coords[-2], coords[-1])
     for s in steps:
         s["distance_m"] = round(s["distance_m"], 1)

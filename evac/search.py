@@ -12,6 +12,7 @@ arrays).
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import multiprocessing as mp
 import threading
@@ -38,14 +39,50 @@ class Search(Protocol):
                  limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
+_GRAPHS: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, csr_matrix]] = {}
+_GRAPHS_LOCK = threading.Lock()
+
+
+def _graph(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, size: int) -> csr_matrix:
+    """A CSR matrix over ``data`` with the structure ``indices``/``indptr``.
+
+    Searches after a hazard change reuse the structure (the engine keeps those arrays while its source
+    rows join the same nodes), so the matrix is built and checked by scipy once per structure and later
+    ones share its checked index arrays with the new ``data`` (a shallow copy: nothing is changed in place,
+    so concurrent searches stay independent).
+    """
+    key = (id(indices), id(indptr), size)
+    with _GRAPHS_LOCK:
+        hit = _GRAPHS.get(key)
+    if (hit is None or hit[0] is not indices or hit[1] is not indptr or data.dtype != np.float64
+            or len(data) != len(hit[2].data)):
+        graph = csr_matrix((data, indices, indptr), shape=(size, size))
+        with _GRAPHS_LOCK:
+            if len(_GRAPHS) >= 4:
+                _GRAPHS.clear()
+            _GRAPHS[key] = (indices, indptr, graph)  # the arrays keep their ids while kept here
+        return graph
+    graph = copy.copy(hit[2])
+    graph.data = data
+    return graph
+
+
 def search_in_process(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n: int, k: int,
                       limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The search in this process (see :class:`Search`)."""
-    graph = csr_matrix((data, indices, indptr), shape=(n + k, n + k))
+    return _search(_graph(data, indices, indptr, n + k), n, k, limit)
+
+
+def _search(graph: csr_matrix, n: int, k: int, limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dijkstra from the last ``k`` nodes of ``graph``; the first ``n`` nodes' answers (see :class:`Search`)."""
     dist, pred, src = dijkstra(graph, directed=True, indices=np.arange(n, n + k), return_predecessors=True,
                                min_only=True, limit=limit)
-    return (dist[:n], np.where(pred[:n] < 0, -1, pred[:n]).astype(np.int32),
-            np.where(src[:n] < 0, -1, src[:n] - n).astype(np.int32))
+    pred, src = pred[:n], src[:n]  # int32, fresh from dijkstra: changed in place
+    pred[pred < 0] = -1
+    none = src < 0
+    src -= n
+    src[none] = -1
+    return dist[:n], pred, src
 
 
 def _layout(n_data: int, n_ptr: int, n: int) -> list[tuple[str, np.dtype, int, int]]:
@@ -69,8 +106,10 @@ def _worker_search(shm_name: str, n_data: int, n_ptr: int, n: int, k: int, limit
     shm = SharedMemory(name=shm_name)
     try:
         v = _views(shm.buf, _layout(n_data, n_ptr, n))
-        v["dist"][:], v["pred"][:], v["src"][:] = search_in_process(v["data"], v["indices"], v["indptr"], n, k,
-                                                                     limit)
+        # a new matrix each time: a kept one would hold views of the block, which then cannot close
+        graph = csr_matrix((v["data"], v["indices"], v["indptr"]), shape=(n + k, n + k))
+        v["dist"][:], v["pred"][:], v["src"][:] = _search(graph, n, k, limit)
+        del graph
         del v
     finally:
         shm.close()

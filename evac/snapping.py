@@ -1,27 +1,37 @@
-"""Nearest points on roads: a spatial index over a profile's usable edge geometries.
+"""Nearest points on roads and roads under a polygon: a uniform grid over the network's geometry segments.
 
 Positions (residents, shelters) attach to the nearest point of the nearest usable *edge* of a profile's
 graph, not to the nearest node: a road passing 20 m away is reached in 20 m even when its nodes are
 300 m apart, and loop roads (closed ways with one junction, kept as self-loop edges) are reachable.
+Hazard polygons cut the edges whose geometry they intersect.
 
-Layout (all numpy, no per-edge Python objects)
-    Every edge geometry is projected once into the network's UTM zone and cut into *pieces* of at most
-    :data:`PIECE_M` metres: piece ``k`` starts at ``(x0[k], y0[k])``, runs ``(dx[k], dy[k])``, belongs to
-    base edge ``edge[k]`` and starts ``along0[k]`` projected metres from the edge's first point. A
-    ``cKDTree`` over piece midpoints finds the pieces near a position; the exact nearest point of each
-    is a clamped projection. A piece's exact distance is at least its midpoint distance minus
-    ``half`` (half the longest piece), which bounds every search below.
+Layout (flat numpy arrays, no per-edge Python or GEOS objects; issue #21)
+    Edge ``e``'s projected geometry is ``xy[offsets[e]:offsets[e+1]]`` (metres in the network's UTM
+    zone); segment ``s`` joins points ``s`` and ``s + 1`` of the same edge, and ``along[s]`` is the
+    projected metres from the edge's first point to point ``s``. :class:`SegmentGrid` lays square cells
+    of ``cell`` metres over the network's extent; ``cell_seg[cell_ptr[c]:cell_ptr[c+1]]`` lists every
+    segment whose bounding box meets cell ``c`` (cells numbered row by row, so a row of cells is one
+    slice). The arrays can live in memory-mapped files (:mod:`evac.mapped`) shared by every process of
+    a host, and one grid serves every profile: :class:`EdgeIndex` adds a profile's usable edges.
+
+Exactness
+    A box query returns every segment whose bounding box meets the box, so a nearest point within
+    ``radius`` is never missed; distances are exact point-segment projections. Polygon queries test
+    shapely ``intersects`` on the candidate edges' linestrings: the same predicate an ``STRtree`` query
+    applies (``tests/evac/edge_oracle.py`` keeps that implementation as the oracle).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
+import shapely
 
-#: Longest piece of an edge in the index (metres); shorter pieces mean tighter searches.
-PIECE_M = 25.0
+#: Bounds of the grid's cell size (metres); within them the size gives about two segments per cell.
+MIN_CELL_M = 20.0
+MAX_CELL_M = 2000.0
 
 
 @dataclass(frozen=True)
@@ -42,92 +52,212 @@ class EdgePoints:
         return int(self.edge.shape[0])
 
 
-@dataclass(eq=False)
-class EdgeIndex:
-    """Nearest-point queries over a subset of a network's edges (projected coordinates, metres)."""
+def segment_arrays(offsets: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First-point index of every geometry segment ``(S,)`` int64, and ``along`` ``(M,)`` metres from each
+    point's edge start (see the module docstring)."""
+    m = len(xy)
+    starts = np.ones(m, bool)
+    if len(offsets) > 1:
+        starts[offsets[1:] - 1] = False  # an edge's last point starts no segment
+        starts[offsets[:-1][np.diff(offsets) == 1]] = False  # an edge of one point has none
+    along = np.zeros(m)
+    if m > 1:
+        step = np.hypot(xy[1:, 0] - xy[:-1, 0], xy[1:, 1] - xy[:-1, 1])
+        step[~starts[:-1]] = 0.0
+        along[1:] = np.cumsum(step)
+        # back to 0 at each edge's first point
+        first = np.asarray(offsets[:-1])
+        n_pts = np.diff(offsets)
+        along -= np.repeat(along[first], n_pts)
+    return np.flatnonzero(starts), along
 
-    edge: np.ndarray
-    seg: np.ndarray  # the geometry segment (index of its first point in the network's coords) of each piece
-    x0: np.ndarray
-    y0: np.ndarray
-    dx: np.ndarray
-    dy: np.ndarray
-    len2: np.ndarray
-    along0: np.ndarray
-    half: float
-    tree: cKDTree | None
+
+@dataclass(frozen=True, eq=False)
+class SegmentGrid:
+    """Cells of ``cell`` metres from ``(x0, y0)``, ``nx`` by ``ny``, listing the segments that meet them.
+
+    ``xy`` ``(M, 2)``, ``offsets`` ``(E+1,)`` and ``along`` ``(M,)`` describe the geometry (module
+    docstring); ``cell_ptr`` ``(nx*ny+1,)`` int64 and ``cell_seg`` (segment first-point indices) are the
+    CSR lists. Any of them may be a read-only memory map.
+    """
+
+    xy: np.ndarray
+    offsets: np.ndarray
+    along: np.ndarray
+    cell_ptr: np.ndarray
+    cell_seg: np.ndarray
+    x0: float
+    y0: float
+    cell: float
+    nx: int
+    ny: int
 
     @classmethod
-    def build(cls, coord_offsets: np.ndarray, xy: np.ndarray, usable: np.ndarray, *,
-              piece_m: float = PIECE_M) -> EdgeIndex:
-        """Index the edges ``usable`` (bool per base edge) whose geometry is ``xy[coord_offsets[e]:...]``."""
-        n_edges = len(coord_offsets) - 1
-        counts = np.diff(coord_offsets)
-        seg_edge = np.repeat(np.arange(n_edges), np.maximum(counts - 1, 0))
-        # segment s joins point i and i+1 of the same edge
-        starts = np.ones(len(xy), bool)
-        starts[coord_offsets[1:] - 1] = False  # the last point of an edge starts no segment
-        i0 = np.flatnonzero(starts[:len(xy)])
-        keep = usable[seg_edge]
-        seg_edge, i0 = seg_edge[keep], i0[keep]
-        a, b = xy[i0], xy[i0 + 1]
-        seg_len = np.hypot(*(b - a).T)
-        # projected metres from the edge start to each segment start
-        cum = np.zeros(len(xy))
-        if len(xy) > 1:
-            step = np.hypot(*(xy[1:] - xy[:-1]).T)
-            step[~starts[:-1]] = 0.0
-            cum[1:] = np.cumsum(step)
-        seg_along = cum[i0] - cum[coord_offsets[seg_edge]]
-        n_sub = np.maximum(1, np.ceil(seg_len / piece_m)).astype(np.int64)
-        rep = np.repeat(np.arange(len(i0)), n_sub)
-        k = np.arange(len(rep)) - np.repeat(np.cumsum(n_sub) - n_sub, n_sub)
-        t0 = k / n_sub[rep]
-        t1 = (k + 1) / n_sub[rep]
-        d = b[rep] - a[rep]
-        p0 = a[rep] + d * t0[:, None]
-        p1 = a[rep] + d * t1[:, None]
-        dxy = p1 - p0
-        along0 = seg_along[rep] + seg_len[rep] * t0
-        plen = np.hypot(dxy[:, 0], dxy[:, 1])
-        tree = cKDTree((p0 + p1) / 2) if len(rep) else None
-        return cls(seg_edge[rep].astype(np.int32), i0[rep].astype(np.int64), p0[:, 0].copy(), p0[:, 1].copy(), dxy[:, 0].copy(),
-                   dxy[:, 1].copy(), plen**2, along0, float(plen.max() / 2) if len(plen) else 0.0, tree)
+    def build(cls, offsets: np.ndarray, xy: np.ndarray, along: np.ndarray | None = None, *,
+              cell: float | None = None) -> SegmentGrid:
+        """Grid over every segment of the edges ``xy[offsets[e]:offsets[e+1]]`` (projected metres).
+
+        ``cell`` defaults to about two segments per cell on average, within :data:`MIN_CELL_M`–
+        :data:`MAX_CELL_M`.
+        """
+        seg, along_ = segment_arrays(offsets, xy)
+        if along is None:
+            along = along_
+        if len(seg) == 0:
+            return cls(xy, offsets, along, np.zeros(2, np.int64), np.zeros(0, np.int64), 0.0, 0.0, MIN_CELL_M, 1, 1)
+        ax, ay, bx, by = xy[seg, 0], xy[seg, 1], xy[seg + 1, 0], xy[seg + 1, 1]
+        lo_x, hi_x = np.minimum(ax, bx), np.maximum(ax, bx)
+        lo_y, hi_y = np.minimum(ay, by), np.maximum(ay, by)
+        x0, y0 = float(lo_x.min()), float(lo_y.min())
+        w, h = float(hi_x.max()) - x0, float(hi_y.max()) - y0
+        if cell is None:
+            cell = min(max(2.0 * math.sqrt(max(w * h, 1.0) / len(seg)), MIN_CELL_M), MAX_CELL_M)
+            while (w / cell + 1) * (h / cell + 1) > 4 * len(seg) + 16:  # never far more cells than segments
+                cell *= 2
+        nx, ny = int(w // cell) + 1, int(h // cell) + 1
+        ix0 = ((lo_x - x0) // cell).astype(np.int64)
+        ix1 = np.minimum(((hi_x - x0) // cell).astype(np.int64), nx - 1)
+        iy0 = ((lo_y - y0) // cell).astype(np.int64)
+        iy1 = np.minimum(((hi_y - y0) // cell).astype(np.int64), ny - 1)
+        del ax, ay, bx, by, lo_x, hi_x, lo_y, hi_y
+        wid = ix1 - ix0 + 1
+        count = wid * (iy1 - iy0 + 1)
+        rep = np.repeat(np.arange(len(seg)), count)
+        k = np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count)
+        cell_id = (iy0[rep] + k // wid[rep]) * nx + ix0[rep] + k % wid[rep]
+        del k
+        order = np.argsort(cell_id, kind="stable")
+        dtype = np.int32 if len(xy) < 2**31 else np.int64
+        cell_seg = seg[rep[order]].astype(dtype)
+        cell_ptr = np.zeros(nx * ny + 1, np.int64)
+        np.cumsum(np.bincount(cell_id, minlength=nx * ny), out=cell_ptr[1:])
+        return cls(xy, offsets, along, cell_ptr, cell_seg, x0, y0, float(cell), nx, ny)
+
+    # -- storage ------------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The grid's own arrays (for :mod:`evac.mapped`); ``xy``, ``offsets`` and ``along`` belong to the network."""
+        return {"cell_ptr": self.cell_ptr, "cell_seg": self.cell_seg,
+                "grid_meta": np.array([self.x0, self.y0, self.cell, self.nx, self.ny], float)}
+
+    @classmethod
+    def from_arrays(cls, offsets: np.ndarray, xy: np.ndarray, along: np.ndarray,
+                    arrays: dict[str, np.ndarray]) -> SegmentGrid:
+        x0, y0, cell, nx, ny = (float(v) for v in arrays["grid_meta"])
+        return cls(xy, offsets, along, arrays["cell_ptr"], arrays["cell_seg"], x0, y0, cell, int(nx), int(ny))
+
+    # -- queries ------------------------------------------------------------------------------------
+    def segments_in_box(self, xmin: float, ymin: float, xmax: float, ymax: float, *, unique: bool = True) -> np.ndarray:
+        """Segments (first-point indices; sorted and unique, else with repeats) whose bounding box may meet
+        the box (metres)."""
+        c = self.cell
+        ix0 = max(int((xmin - self.x0) // c), 0)
+        ix1 = min(int((xmax - self.x0) // c), self.nx - 1)
+        iy0 = max(int((ymin - self.y0) // c), 0)
+        iy1 = min(int((ymax - self.y0) // c), self.ny - 1)
+        if ix0 > ix1 or iy0 > iy1:
+            return np.zeros(0, np.int64)
+        ptr = self.cell_ptr
+        nx = self.nx
+        if iy1 - iy0 < 64:
+            parts = [self.cell_seg[ptr[r * nx + ix0]:ptr[r * nx + ix1 + 1]] for r in range(iy0, iy1 + 1)]
+            segs = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        else:  # many rows: gather the row slices in one go
+            rows = np.arange(iy0, iy1 + 1) * nx
+            lo, hi = ptr[rows + ix0], ptr[rows + ix1 + 1]
+            n = hi - lo
+            idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
+            segs = self.cell_seg[idx]
+        return np.unique(segs).astype(np.int64, copy=False) if unique else segs.astype(np.int64)
+
+    def segment_edges(self, segs: np.ndarray) -> np.ndarray:
+        """Base edge of each segment ``(S,)`` int64."""
+        return np.searchsorted(self.offsets, segs, side="right") - 1
+
+    def edges_intersecting(self, geom: shapely.Geometry) -> np.ndarray:
+        """Base edges (sorted) whose geometry intersects ``geom`` (projected metres; prepared here): grid
+        candidates, then shapely ``intersects`` on linestrings built for the candidates only."""
+        if geom.is_empty:
+            return np.zeros(0, np.int64)
+        gx0, gy0, gx1, gy1 = shapely.bounds(geom).tolist()
+        segs = self.segments_in_box(gx0, gy0, gx1, gy1, unique=False)
+        if not len(segs):
+            return np.zeros(0, np.int64)
+        xy = self.xy
+        a, b = xy[segs], xy[segs + 1]
+        meets = ((np.minimum(a[:, 0], b[:, 0]) <= gx1) & (np.maximum(a[:, 0], b[:, 0]) >= gx0)
+                 & (np.minimum(a[:, 1], b[:, 1]) <= gy1) & (np.maximum(a[:, 1], b[:, 1]) >= gy0))
+        edges = np.unique(self.segment_edges(segs[meets]))
+        if not len(edges):
+            return edges
+        lo, hi = np.asarray(self.offsets[edges]), np.asarray(self.offsets[edges + 1])
+        n = hi - lo
+        idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
+        lines = shapely.linestrings(np.asarray(xy[idx]), indices=np.repeat(np.arange(len(edges)), n))
+        shapely.prepare(geom)  # as an STRtree query does: one prepared polygon against many lines
+        return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
+
+
+@dataclass(eq=False)
+class EdgeIndex:
+    """Nearest-point queries over a profile's usable edges (``usable``: bool per base edge) of a grid."""
+
+    grid: SegmentGrid
+    usable: np.ndarray
+    empty: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.empty = not bool(np.any(self.usable)) or not len(self.grid.cell_seg)
+
+    def _candidates(self, x: float, y: float, r: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+        """Usable segments whose box meets the square of half-side ``r``: segment, edge, metres along the
+        segment to its nearest point, and that point's ``x``, ``y``."""
+        g = self.grid
+        segs = g.segments_in_box(x - r, y - r, x + r, y + r)
+        edges = g.segment_edges(segs)
+        ok = self.usable[edges]
+        segs, edges = segs[ok], edges[ok]
+        a, b = g.xy[segs], g.xy[segs + 1]
+        dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+        l2 = dx * dx + dy * dy
+        t = ((x - a[:, 0]) * dx + (y - a[:, 1]) * dy) / np.maximum(l2, 1e-12)
+        np.clip(t, 0.0, 1.0, out=t)
+        qx, qy = a[:, 0] + t * dx, a[:, 1] + t * dy
+        return segs, edges, t * np.sqrt(l2), qx, qy
 
     def nearest_distance(self, x: float, y: float) -> float:
-        """Metres to the nearest point of any indexed edge (``inf`` when the index is empty)."""
-        if self.tree is None:
-            return float("inf")
-        dmid, _ = self.tree.query((x, y))
-        pts = self.within(x, y, float(dmid))
-        return float(pts.dist[0]) if len(pts) else float(dmid)
+        """Metres to the nearest point of any usable edge (``inf`` when there is none)."""
+        if self.empty:
+            return math.inf
+        g = self.grid
+        # start at the grid's edge when the position lies outside it
+        out = math.hypot(max(g.x0 - x, 0.0, x - (g.x0 + g.nx * g.cell)), max(g.y0 - y, 0.0, y - (g.y0 + g.ny * g.cell)))
+        r = out + g.cell
+        span = math.hypot(g.nx * g.cell, g.ny * g.cell) + out + g.cell
+        while True:
+            _, _, _, qx, qy = self._candidates(x, y, r)
+            if len(qx):
+                d = float(np.min(np.hypot(qx - x, qy - y)))
+                if d <= r:  # every segment within r meets the square: this is the nearest
+                    return d
+            if r > span:
+                return math.inf
+            r *= 2
 
     def within(self, x: float, y: float, radius: float) -> EdgePoints:
-        """The nearest point of every geometry segment of the indexed edges within ``radius`` metres,
-        nearest first (a road that passes twice within reach offers both of its near points)."""
-        if self.tree is None:
+        """The nearest point of every geometry segment of the usable edges within ``radius`` metres, nearest
+        first, ties by ``along`` (a road that passes twice within reach offers both of its near points)."""
+        if self.empty or not radius >= 0:
             return _EMPTY
-        idx = np.asarray(self.tree.query_ball_point((x, y), radius + self.half), dtype=np.int64)
-        if idx.size == 0:
-            return _EMPTY
-        px, py = self.x0[idx], self.y0[idx]
-        dx, dy = self.dx[idx], self.dy[idx]
-        l2 = self.len2[idx]
-        t = ((x - px) * dx + (y - py) * dy) / np.maximum(l2, 1e-12)
-        np.clip(t, 0.0, 1.0, out=t)
-        qx, qy = px + t * dx, py + t * dy
+        segs, edges, along_seg, qx, qy = self._candidates(x, y, radius)
         dist = np.hypot(qx - x, qy - y)
         ok = np.flatnonzero(dist <= radius)
         if ok.size == 0:
             return _EMPTY
-        idx, t, qx, qy, dist = idx[ok], t[ok], qx[ok], qy[ok], dist[ok]
-        along = self.along0[idx] + t * np.sqrt(self.len2[idx])
-        # one point per segment (its nearest; ties keep the smaller along), nearest first
+        along = self.grid.along[segs[ok]] + along_seg[ok]
+        dist, qx, qy = dist[ok], qx[ok], qy[ok]
         order = np.lexsort((along, dist))
-        seg = self.seg[idx[order]]
-        _, first = np.unique(seg, return_index=True)
-        sel = order[np.sort(first)]
-        return EdgePoints(self.edge[idx[sel]], along[sel], dist[sel], qx[sel], qy[sel])
+        return EdgePoints(edges[ok][order].astype(np.int32), along[order], dist[order], qx[order], qy[order])
 
 
 _EMPTY = EdgePoints(np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
@@ -155,7 +285,7 @@ def sub_line(xy: np.ndarray, a: float, b: float) -> np.ndarray:
 def _point_at(xy: np.ndarray, cum: np.ndarray, s: float) -> np.ndarray:
     if len(xy) == 1 or cum[-1] <= 0:
         return xy[:1].copy()
-    j = int(np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(xy) - 2))
+    j = min(max(int(cum.searchsorted(s, side="right")) - 1, 0), len(xy) - 2)  # (np.clip costs more on one value)
     seg = cum[j + 1] - cum[j]
     t = 0.0 if seg <= 0 else (s - cum[j]) / seg
     return (xy[j] + (xy[j + 1] - xy[j]) * t)[None, :]

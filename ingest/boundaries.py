@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import lzma
 import math
@@ -27,7 +26,6 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from shapely.geometry import MultiPolygon, Point, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.textfile import TextFileError, read_packaged_text, read_text_file
 
 #: the shipped boundaries (package data)
 PACKAGED = "data/n03_fukushima_2022.geojson.xz"
@@ -67,13 +66,9 @@ class Boundary:
 
 # -- reading N03 -------------------------------------------------------------------------------------
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    elif data[:6] == b"\xfd7zXZ\x00":
-        data = lzma.decompress(data)
-    return data.decode("utf-8-sig")
+#: largest N03 GeoJSON read, bytes (after decompression): a bound against decompression bombs, well
+#: above a prefecture's full-resolution file (Fukushima's, the third largest prefecture: 13 MB)
+MAX_N03_BYTES = 1024 * 1024 * 1024
 
 
 def parse_n03(doc: Any, *, source: str) -> list[tuple[str, str, BaseGeometry]]:
@@ -115,12 +110,20 @@ def parse_n03(doc: Any, *, source: str) -> list[tuple[str, str, BaseGeometry]]:
 
 
 def read_n03(path: str | Path) -> list[tuple[str, str, BaseGeometry]]:
-    """:func:`parse_n03` of a file (plain, gzip or xz)."""
+    """:func:`parse_n03` of a file (plain, gzip or xz; read by :func:`sonae.textfile.read_text_file`).
+
+    Raises
+    ------
+    BoundaryError
+        Naming the file: unreadable, not text, not JSON, or not N03 polygons.
+    """
     path = Path(path)
     try:
-        doc = json.loads(_read_text(path))
-    except (UnicodeDecodeError, json.JSONDecodeError, lzma.LZMAError, OSError) as exc:
-        raise BoundaryError(f"{path.name}: not readable GeoJSON ({exc})") from None
+        doc = json.loads(read_text_file(path, max_bytes=MAX_N03_BYTES))
+    except TextFileError as exc:
+        raise BoundaryError(str(exc)) from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise BoundaryError(f"{path.name}: not readable GeoJSON ({str(exc)[:120]})") from None
     return parse_n03(doc, source=path.name)
 
 
@@ -203,8 +206,7 @@ def to_geojson(boundaries: Iterable[Boundary]) -> str:
 
 def packaged_boundaries() -> list[Boundary]:
     """The shipped boundaries (already simplified)."""
-    data = lzma.decompress((resources.files("ingest") / PACKAGED).read_bytes())
-    parts = parse_n03(json.loads(data), source=PACKAGED)
+    parts = parse_n03(json.loads(read_packaged_text("ingest", PACKAGED, max_bytes=MAX_N03_BYTES)), source=PACKAGED)
     grouped: dict[str, list[BaseGeometry]] = {}
     names: dict[str, str] = {}
     for code, name, part in parts:

@@ -10,17 +10,16 @@ localgovjp (CC0), romaji from 国土地理院「地名集日本」).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import asyncpg
 
 from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.pgtext import unstorable
+from sonae.textfile import TextFileError, read_packaged_text, read_text_file
 
 #: the shipped list (package data)
 PACKAGED = "data/municipalities.csv.gz"
@@ -65,10 +64,19 @@ def parse_municipalities(text: str, *, source: str) -> list[Municipality]:
     Raises
     ------
     MunicipalityListError
-        On a row without a name, or whose code is not a municipality code (wrong check digit included).
+        On a row without a name, or whose code is not a municipality code (wrong check digit included),
+        or text that is not CSV (a field past the csv module's size limit, a bad quote).
     """
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _parsed(reader, source=source)
+    except csv.Error as exc:
+        raise MunicipalityListError(f"{source} line {reader.line_num}: not CSV ({exc})") from None
+
+
+def _parsed(reader: csv.DictReader[str], *, source: str) -> list[Municipality]:
     out = []
-    for i, row in enumerate(csv.DictReader(io.StringIO(text))):
+    for i, row in enumerate(reader):
         where = f"{source} line {i + 2}"
         raw, name = _first(row, _CODE), _first(row, _NAME)
         if not name:
@@ -87,22 +95,25 @@ def parse_municipalities(text: str, *, source: str) -> list[Municipality]:
 
 
 def load_municipalities(path: str | Path) -> list[Municipality]:
-    """Read a municipality list CSV (UTF-8, optionally gzip-compressed); see :func:`parse_municipalities`."""
+    """Read a municipality list CSV (read by :func:`sonae.textfile.read_text_file`: UTF-8 or UTF-16/32 with
+    a BOM, optionally gzip- or xz-compressed); see :func:`parse_municipalities`.
+
+    Raises
+    ------
+    MunicipalityListError
+        Naming the file (and line): unreadable, not text, or a bad row.
+    """
     path = Path(path)
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise MunicipalityListError(f"{path.name}: not UTF-8 text") from None
+        text = read_text_file(path)
+    except TextFileError as exc:
+        raise MunicipalityListError(str(exc)) from None
     return parse_municipalities(text, source=path.name)
 
 
 def packaged_municipalities() -> list[Municipality]:
     """The list shipped with Sonae (all of Japan)."""
-    data = (resources.files("ingest") / PACKAGED).read_bytes()
-    return parse_municipalities(gzip.decompress(data).decode("utf-8"), source=PACKAGED)
+    return parse_municipalities(read_packaged_text("ingest", PACKAGED), source=PACKAGED)
 
 
 async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterable[Municipality]) -> int:

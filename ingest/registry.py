@@ -8,11 +8,9 @@ station was registered wait in quarantine and are released into ``readings`` on 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import math
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -21,8 +19,10 @@ from typing import Any
 import asyncpg
 
 from ingest.contract import STATION_ID
+from sonae import textfile
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional
 from sonae.pgtext import unstorable
+from sonae.textfile import TextFileError
 
 THRESHOLD_FIELDS = ("th_standby", "th_caution", "th_evacuation", "th_danger",
                     "th_obs_start", "th_crisis", "th_overflow")
@@ -148,37 +148,16 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
 
 
 def read_text_file(path: str | Path) -> str:
-    """The text of a UTF-8 file, gzip-compressed or not (``.gz`` is recognised by its magic bytes).
-
-    Raises
-    ------
-    RegistryError
-        The file is missing, a folder, unreadable, or not UTF-8 text; the message says what to do.
-    """
-    path = Path(path)
+    """:func:`sonae.textfile.read_text_file` of a station file, its errors as :class:`RegistryError`."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RegistryError(f"{path}: is a folder, not a file") from None
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise RegistryError(f"{path}: a damaged gzip file ({exc})") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RegistryError(
-            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8, "
-            f"e.g. `iconv -f CP932 -t UTF-8` for a Shift_JIS file from Excel") from None
+        return textfile.read_text_file(path)
+    except TextFileError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def load_stations(path: str | Path) -> list[Station]:
-    """Read stations from a ``.csv`` or ``.geojson``/``.json`` file (optionally gzip-compressed).
+    """Read stations from a ``.csv`` or ``.geojson``/``.json`` file (optionally compressed; read by
+    :func:`sonae.textfile.read_text_file`: UTF-8 or UTF-16/32 with a BOM, gzip or xz).
 
     CSV: a header row of :class:`Station` field names (``id`` and ``name`` required; every other column
     must be a known field, so a misspelt threshold column cannot be dropped silently). GeoJSON: Point
@@ -194,14 +173,20 @@ def load_stations(path: str | Path) -> list[Station]:
     stem = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
     if stem.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise RegistryError(f"{path.name} line 1: not CSV ({exc})") from None
         for column in ("id", "name"):
             if column not in header:
                 raise RegistryError(f"{path.name} line 1: missing column {column!r} (columns: {', '.join(_FIELDS)})")
         for column in header:
             if column not in _FIELDS:
                 raise RegistryError(f"{path.name} line 1: unknown column {column!r} (known: {', '.join(_FIELDS)})")
-        return [station_from_mapping(row, where=f"{path.name} line {i + 2}") for i, row in enumerate(reader)]
+        try:
+            return [station_from_mapping(row, where=f"{path.name} line {i + 2}") for i, row in enumerate(reader)]
+        except csv.Error as exc:  # a field past the csv module's size limit, a NUL, a bad quote
+            raise RegistryError(f"{path.name} line {reader.line_num}: not CSV ({exc})") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -489,6 +489,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     from evac.graph import graph_from_bbox, graph_from_file, graph_from_place
     from evac.network import RoadNetwork, network_report
+    from evac.osm_import import STREAM_SUFFIXES
     from evac.shelters import load_shelters
 
     settings = _settings(args)
@@ -512,10 +513,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
             return 2
     elif bbox is not None and args.graph_command == "import":
         clip = shapely.box(*bbox)
+    net = None
     try:
         if args.graph_command == "import":
-            G = graph_from_file(args.file, state_dir=state, progress=say, clip=clip)
             stem = Path(args.file).name.split(".")[0]
+            if args.via == "stream" and Path(args.file).name.lower().endswith(STREAM_SUFFIXES):
+                # bounded memory, no networkx; the same graph as the osmnx path (tests/evac/test_evac_osm_import.py)
+                net = RoadNetwork.from_osm_file(args.file, clip=clip, progress=say)
+            else:
+                G = graph_from_file(args.file, state_dir=state, progress=say, clip=clip)
         else:
             place = args.place
             if args.municipality:
@@ -536,7 +542,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
         print(f"sonae: could not download the streets ({exc}); use `sonae graph import FILE` with a Geofabrik "
               "extract when this machine is offline", file=sys.stderr)
         return 1
-    net = RoadNetwork.from_graph(G, progress=say)
+    if net is None:
+        net = RoadNetwork.from_graph(G, progress=say)
     out = Path(args.out) if args.out else state / "evac" / f"{stem}.npz"
     net.save(out)
     if args.shelters:
@@ -620,6 +627,10 @@ def _add_graph_commands(sub: Any) -> None:
                            "Geofabrik's japan/tohoku-latest.osm.pbf clipped to a municipality.")
     p.add_argument("file")
     p.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
+    p.add_argument("--via", choices=("stream", "osmnx"), default="stream",
+                   help="stream: read .osm/.osm.bz2/.osm.pbf with pyosmium into arrays in bounded memory "
+                   "(default); osmnx: build a networkx graph through osmnx first (the old path, for comparison; "
+                   "needs ~10 GB per million nodes)")
     for q in (p, grp_sub.add_parser("fetch", help="Download a network through osmnx (online; cached).",
                                     description="Download the streets through osmnx (Overpass API; cached in "
                                     "the state directory).")):

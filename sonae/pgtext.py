@@ -17,9 +17,15 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def unstorable(text: str) -> str | None:
     """What PostgreSQL cannot store in ``text`` (``"a NUL character"``, ``"a lone surrogate …"``), or None."""
+    found = unstorable_at(text)
+    return None if found is None else found[1]
+
+
+def unstorable_at(text: str) -> tuple[int, str] | None:
+    """(index, description) of the first character PostgreSQL cannot store in ``text``, or None."""
     m = _UNSTORABLE.search(text)
     if m is None:
         return None
     if m.group() == "\x00":
-        return "a NUL character"
-    return f"a lone surrogate (U+{ord(m.group()):04X}, from a JSON \\u escape that is not half of a pair)"
+        return m.start(), "a NUL character"
+    return m.start(), f"a lone surrogate (U+{ord(m.group()):04X}, from a JSON \\u escape that is not half of a pair)"

@@ -11,7 +11,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.compression import _accepts_gzip
+from api.compression import accepts_gzip
 from api.params import bbox, integer
 from api.problems import Problem
 
@@ -66,4 +66,4 @@ def test_accept_encoding_gzip_unless_refused(codings: list[tuple[str, str | None
         if c.lower() in ("gzip", "x-gzip", "*"):
             expected = q is None or float(q) > 0
             break
-    assert _accepts_gzip(value) is expected
+    assert accepts_gzip(value) is expected

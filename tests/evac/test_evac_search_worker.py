@@ -31,9 +31,9 @@ def test_worker_fields_equal_in_process_fields(worker: ProcessSearch) -> None:
     net = grid_network(2500, seed=3)
     shelters = grid_shelters(net, per=200, seed=3)
     keys = [("walk", "flood", False), ("car", "flood", False)]
-    local = Engine(net, shelters=shelters, warm=keys)
+    local = Engine(net, shelters=shelters, warm=keys, incremental=False)
     before = worker.searches
-    remote = Engine(net, shelters=shelters, warm=keys, search=worker)
+    remote = Engine(net, shelters=shelters, warm=keys, search=worker, incremental=False)
     rng = np.random.default_rng(5)
     for k in range(3):
         area = HazardArea(id=f"a{k}", hazard="flood", geometry=_square(net, int(rng.integers(net.n_nodes)), 0.002))
@@ -45,5 +45,5 @@ def test_worker_fields_equal_in_process_fields(worker: ProcessSearch) -> None:
             assert np.array_equal(a.next_node, b.next_node)
             assert np.array_equal(a.source, b.source)
             assert np.isfinite(a.dist).sum() > net.n_nodes // 2  # the comparison is not between empty fields
-    # every search of the remote engine ran in the worker
+    # every search of the remote engine ran in the worker (incremental updates: tests/evac/test_evac_incremental.py)
     assert worker.searches - before == sum(remote.recomputes.values()) == 2 + 3 * 2

@@ -1,0 +1,214 @@
+"""The packed edge grid gives the same answers as the shapely/cKDTree implementation it replaced, and the
+mapped network arrays are shared between processes (issue #21, item 4).
+
+Oracles: shapely brute force (distance to every usable edge), the former piece index
+(``edge_oracle.PieceIndex``) for the set of near road points, and an ``STRtree`` over one ``LineString``
+per edge for hazard polygons.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+from edge_oracle import PieceIndex, edge_strtree, strtree_edge_hits
+from evac_reference import EXTRACTS
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evac.drilltown import generate
+from evac.engine import TIE_M, Engine
+from evac.gridtown import grid_network, grid_shelters
+from evac.hazards import HazardArea, edge_hits
+from evac.network import RoadNetwork, load_network
+from evac.snapping import SegmentGrid
+
+ROOT = Path(__file__).resolve().parents[2]
+_CASES: dict[str, tuple[RoadNetwork, dict[str, object]]] = {}
+
+
+def _case(name: str, tmp: Path) -> tuple[RoadNetwork, dict[str, object]]:
+    """A real network with its oracles (built once per session)."""
+    if name not in _CASES:
+        if name == "drilltown":
+            t = generate(tmp / "town", rows=24, cols=24, seed=3)
+            net = load_network(t.osm, state_dir=tmp / "state")
+        else:
+            net = load_network(EXTRACTS[name], state_dir=tmp / "state")
+        usable = net.profile("walk").usable
+        xy = np.asarray(net.coords_xy)
+        lines = shapely.linestrings(xy, indices=np.repeat(np.arange(net.n_edges), np.diff(net.coord_offsets)))
+        _CASES[name] = (net, {
+            "pieces": PieceIndex.build(net.coord_offsets, xy, usable),
+            "tree": edge_strtree(net),
+            "usable_lines": lines[usable],
+            "lo": xy.min(axis=0), "hi": xy.max(axis=0),
+        })
+    return _CASES[name]
+
+
+@pytest.fixture(scope="module")
+def tmp_nets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("edge_grid")
+
+
+_frac = st.floats(-0.05, 1.05, allow_nan=False)
+
+
+@pytest.mark.parametrize("name", ["drilltown", "bayreuth"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fx=_frac, fy=_frac, extra=st.sampled_from([0.0, TIE_M, 40.0, 150.0]))
+def test_snapping_matches_brute_force_and_the_piece_index(name: str, tmp_nets: Path, fx: float, fy: float,
+                                                          extra: float) -> None:
+    net, o = _case(name, tmp_nets)
+    lo, hi = o["lo"], o["hi"]
+    x, y = float(lo[0] + fx * (hi[0] - lo[0])), float(lo[1] + fy * (hi[1] - lo[1]))
+    idx = net.profile("walk").index
+    d = idx.nearest_distance(x, y)
+    brute = float(shapely.distance(o["usable_lines"], shapely.Point(x, y)).min())
+    assert d == pytest.approx(brute, abs=1e-6)
+    reach = d + extra
+    got = idx.within(x, y, reach)
+    assert len(got) >= 1 and got.dist[0] == pytest.approx(d, abs=1e-6)
+    assert np.all(np.diff(got.dist) >= 0)  # nearest first
+    assert np.allclose(np.hypot(got.x - x, got.y - y), got.dist)
+    # the same road points as the former index: one per geometry segment within reach (a point at the
+    # very reach may fall on either side of it by rounding: compared up to 1 mm inside it)
+    want = o["pieces"].within(x, y, reach + 1.0)
+
+    def points(p):
+        keep = p.dist < reach - 1e-3
+        order = np.lexsort((p.dist[keep], p.along[keep], p.edge[keep]))
+        return p.edge[keep][order], p.along[keep][order], p.dist[keep][order]
+
+    (ge, ga, gd), (we, wa, wd) = points(got), points(want)
+    assert np.array_equal(ge, we)
+    assert np.allclose(ga, wa, atol=1e-6) and np.allclose(gd, wd, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["drilltown", "bayreuth"])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fx=_frac, fy=_frac, radius=st.floats(1.0, 2500.0), k=st.integers(3, 9), seed=st.integers(0, 2**16),
+       hole=st.booleans())
+def test_polygon_edges_equal_the_strtree(name: str, tmp_nets: Path, fx: float, fy: float, radius: float, k: int,
+                                         seed: int, hole: bool) -> None:
+    net, o = _case(name, tmp_nets)
+    lo, hi = o["lo"], o["hi"]
+    x, y = float(lo[0] + fx * (hi[0] - lo[0])), float(lo[1] + fy * (hi[1] - lo[1]))
+    rng = np.random.default_rng(seed)
+    ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+    rad = radius * rng.uniform(0.3, 1.0, k)
+    poly = shapely.Polygon(np.column_stack([x + rad * np.cos(ang), y + rad * np.sin(ang)]))
+    poly = poly if poly.is_valid else poly.convex_hull
+    if hole and poly.area > 1:
+        poly = poly.difference(shapely.Point(x, y).buffer(radius * 0.2))
+    got = net.edges_intersecting(poly)
+    assert np.array_equal(got, strtree_edge_hits(net, poly, o["tree"]))
+    # and through the hazard layer, in lon/lat
+    if not poly.is_empty and isinstance(poly, shapely.Polygon):
+        inv = net.transformer(inverse=True)
+        ll = shapely.transform(poly, lambda xy: np.column_stack(inv.transform(xy[:, 0], xy[:, 1])))
+        area = HazardArea(id="p", hazard="flood", geometry=ll)
+        assert np.array_equal(edge_hits(net, area), strtree_edge_hits(net, net.project_geometry(ll), o["tree"]))
+
+
+def test_grid_edge_cases() -> None:
+    """Long diagonal segments, one-point queries far away, an empty network, and tiny cells."""
+    xy = np.array([[0.0, 0.0], [5000.0, 3000.0], [10.0, 10.0], [10.0, 20.0], [30.0, 20.0]])
+    off = np.array([0, 2, 5])
+    for cell in (None, 7.0, 5000.0):
+        g = SegmentGrid.build(off, xy, cell=cell)
+        near = g.segments_in_box(2400, 1400, 2600, 1600).tolist()
+        assert near == [0] if cell == 7.0 else 0 in near  # candidates: a superset, exact with small cells
+        assert g.segment_edges(np.array([0, 2, 3])).tolist() == [0, 1, 1]
+        assert g.along.tolist() == pytest.approx([0, math.hypot(5000, 3000), 0, 10, 30])
+        from evac.snapping import EdgeIndex
+
+        idx = EdgeIndex(g, np.array([True, True]))
+        assert idx.nearest_distance(-3000.0, 0.0) == pytest.approx(3000.0)
+        assert idx.nearest_distance(10.0, 25.0) == pytest.approx(5.0)
+        pts = idx.within(10.0, 25.0, 5.0)
+        assert pts.edge.tolist() == [1, 1] and pts.along.tolist() == pytest.approx([10.0, 10.0])
+        assert EdgeIndex(g, np.array([False, False])).nearest_distance(0.0, 0.0) == math.inf
+        line = shapely.LineString([(2500, 1400), (2500, 1600)])
+        assert g.edges_intersecting(line).tolist() == [0]
+    empty = SegmentGrid.build(np.array([0]), np.zeros((0, 2)))
+    assert EdgeIndex(empty, np.zeros(0, bool)).within(0.0, 0.0, 100.0).edge.size == 0
+    assert empty.edges_intersecting(shapely.box(-1, -1, 1, 1)).size == 0
+
+
+def test_mapped_network_equals_the_npz_and_answers_the_same(tmp_path: Path) -> None:
+    net = grid_network(3000, seed=5)
+    path = tmp_path / "grid.npz"
+    net.save(path)
+    plain = RoadNetwork.load(path, shared=False)
+    first = RoadNetwork.load(path)  # writes grid.npz.mapped/
+    assert (tmp_path / "grid.npz.mapped" / "network" / "meta.json").exists()
+    again = RoadNetwork.load(path)  # maps what the first wrote
+    for m in (first, again):
+        assert m.mapped_dir is not None and isinstance(m.coords, np.memmap)
+        for attr in ("node_osmid", "node_lon", "edge_u", "edge_v", "edge_length", "coord_offsets", "coords"):
+            assert np.array_equal(getattr(m, attr), getattr(plain, attr))
+        assert np.array_equal(m.coords_xy, plain.coords_xy) and np.array_equal(m.edge_plen, plain.edge_plen)
+        with pytest.raises(ValueError):
+            m.coords[0, 0] = 0.0  # read-only: a process cannot change what others map
+    pa, pm = plain.profile("walk"), again.profile("walk")
+    assert (tmp_path / "grid.npz.mapped" / "profile-walk" / "meta.json").exists()
+    assert isinstance(RoadNetwork.load(path).profile("walk").rev_indptr, np.memmap)
+    for k in ("pair_head", "fwd_indptr", "rev_indices", "rev_perm", "usable", "snap_nodes"):
+        assert np.array_equal(getattr(pa, k), getattr(pm, k))
+    shelters = grid_shelters(net, per=100, seed=5)
+    area = HazardArea(id="a", hazard="flood", geometry=shapely.Point(float(net.node_lon[1500]),
+                                                                   float(net.node_lat[1500])).buffer(0.002))
+    e1, e2 = Engine(plain, shelters=shelters, areas=[area]), Engine(again, shelters=shelters, areas=[area])
+    f1, f2 = e1.field(), e2.field()
+    assert np.array_equal(f1.dist, f2.dist) and np.array_equal(f1.next_node, f2.next_node)
+    assert np.isfinite(f1.dist).sum() > net.n_nodes // 2
+    rng = np.random.default_rng(2)
+    for i in rng.choice(net.n_nodes, 30, replace=False).tolist():
+        lat, lon = float(net.node_lat[i]) + 2e-4, float(net.node_lon[i]) - 1e-4
+        r1, r2 = e1.route_result(lat, lon), e2.route_result(lat, lon)
+        assert (r1.status, r1.path, r1.duration_s) == (r2.status, r2.path, r2.duration_s)
+    # a stale directory (the .npz changed) is written again
+    grid_network(2000, seed=6).save(path)
+    assert RoadNetwork.load(path).n_nodes == RoadNetwork.load(path, shared=False).n_nodes != net.n_nodes
+
+
+_CHILD = """
+import json, sys
+from evac.network import RoadNetwork
+from evac.engine import Engine
+from evac.gridtown import grid_shelters
+net = RoadNetwork.load(sys.argv[1])
+eng = Engine(net, shelters=grid_shelters(net, per=100, seed=5))
+pts = [(float(net.node_lat[i]) + 2e-4, float(net.node_lon[i]) - 1e-4) for i in range(0, net.n_nodes, 97)]
+routes = [[r.status, r.path, r.duration_s] for r in (eng.route_result(lat, lon) for lat, lon in pts)]
+files = {}
+for line in open("/proc/self/maps"):
+    parts = line.split()
+    if len(parts) >= 6 and ".mapped/" in parts[5]:
+        files[parts[5]] = parts[4]  # inode
+print(json.dumps({"routes": routes, "files": files}))
+"""
+
+
+def test_two_processes_map_the_same_files(tmp_path: Path) -> None:
+    """Two processes loading one network map the same files (same inodes) and answer alike."""
+    grid_network(3000, seed=5).save(tmp_path / "grid.npz")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    outs = [json.loads(subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "grid.npz")], env=env,
+                                      check=True, capture_output=True, text=True, timeout=300).stdout)
+            for _ in range(2)]
+    a, b = outs
+    assert a["routes"] == b["routes"] and sum(r[0] == "ok" for r in a["routes"]) > 10
+    shared = set(a["files"]) & set(b["files"])
+    assert any("/network/coords_xy.npy" in f for f in shared)
+    assert any("/profile-walk/rev_indptr.npy" in f for f in shared)
+    assert all(a["files"][f] == b["files"][f] for f in shared)  # the very same files, not copies
