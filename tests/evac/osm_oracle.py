@@ -139,7 +139,11 @@ class WalkOracle:
 
         G = nx.Graph()
         for i in np.flatnonzero(~cut).tolist():
-            G.add_edge(int(self.a[i]), int(self.b[i]), w=float(self.secs[i]))
+            # parallel segments (a road and steps between the same two nodes): a simple graph keeps one
+            # edge per node pair, so keep the quickest; ``add_edge`` alone would let the last one win
+            u, v, w = int(self.a[i]), int(self.b[i]), float(self.secs[i])
+            if not G.has_edge(u, v) or w < G[u][v]["w"]:
+                G.add_edge(u, v, w=w)
         # shelters join at their nearest segment points (within TIE_M of the nearest), by clear legs
         same_seg: dict[int, list[tuple[float, float, str]]] = {}
         for sid, lon, lat in shelters:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import shapely
 from evac_reference import EXTRACTS
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
 from osm_oracle import Option, WalkOracle
 from small_towns import box, lonlat, loop_town, street_town, write_osm
@@ -143,6 +143,34 @@ def small_town(draw: st.DrawFn):
 @given(small_town())
 def test_random_towns_match_the_oracle(tmp_path: Path, case) -> None:
     note(repr(case))
+    _check_town(tmp_path, case)
+
+
+def test_steps_beside_a_road_do_not_slow_the_oracle(tmp_path: Path) -> None:
+    """Shrunk from the random towns: a road 6(30, 0)–1(0, 240) and steps over the same two nodes. The
+    resident at (3, 17) reaches the dead-end lane 9–1 at x = 0 and walks 223 m north to 1, back down the
+    road (241.6 m, not the steps at twice the time) to 6 and 20 m west to the shelter at node 4: 487 s.
+    The oracle once kept only the last segment per node pair (the steps) and said 729 s."""
+    nodes = {1: (0.0, 240.0), 4: (10.0, 0.0), 6: (30.0, 0.0), 9: (0.0, 10.0)}
+    ways = [([4, 6, 1], {"highway": "residential"}), ([1, 9], {"highway": "residential"}),
+            ([1, 6], {"highway": "steps"})]
+    path = write_osm(tmp_path / "steps.osm", nodes, ways)
+    net = _net(path)
+    oracle = WalkOracle(path, epsg=net.epsg)
+    shelter = _shelter("s0", 10, 0)
+    lon, lat = lonlat(3, 17)
+    (ref,) = oracle.solve([(lon, lat)], [(shelter.id, shelter.lon, shelter.lat)], [])
+    assert isinstance(ref, Option) and ref.seconds == pytest.approx(3 + 230 - 7 + 241.6 + 20, abs=1.5)
+    _check_town(tmp_path, (nodes, ways, [(10.0, 0.0)], [], [(3.0, 17.0), (3.0, 7.0), (28.0, 100.0)]))
+
+
+def _event(text: str) -> None:
+    if currently_in_test_context():  # statistics of the hypothesis run; the regression test runs outside it
+        event(text)
+
+
+def _check_town(tmp_path: Path, case) -> None:
+    """Engine against the oracle for one town: nodes, ways, shelter points, hazard boxes (x, y, side), origins."""
     nodes, ways, shelter_xy, boxes, origins = case
     # drop degenerate ways (a node repeated in a row) as OSM editors do
     ways = [([r for i, r in enumerate(refs) if i == 0 or r != refs[i - 1]], tags) for refs, tags in ways]
@@ -158,7 +186,7 @@ def test_random_towns_match_the_oracle(tmp_path: Path, case) -> None:
         return
     oracle = WalkOracle(path, epsg=net.epsg)
     if oracle.main_tied:
-        event("two largest parts of one size: skipped")
+        _event("two largest parts of one size: skipped")
         return
     shelters = [_shelter(f"s{i}", x, y) for i, (x, y) in enumerate(shelter_xy)]
     areas = [HazardArea(id=f"a{i}", hazard="flood", geometry=box(x, y, x + w, y + w)) for i, (x, y, w) in enumerate(boxes)]
@@ -168,7 +196,7 @@ def test_random_towns_match_the_oracle(tmp_path: Path, case) -> None:
     want = oracle.solve(pos, [(s.id, s.lon, s.lat) for s in shelters], blocked)
     for (lon, lat), ref in zip(pos, want, strict=True):
         r = eng.route_result(lat, lon)
-        event(f"oracle: {ref if isinstance(ref, str) or ref is None else 'ok'}")
+        _event(f"oracle: {ref if isinstance(ref, str) or ref is None else 'ok'}")
         if isinstance(ref, str):
             assert r.status == ref
             continue
