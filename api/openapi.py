@@ -218,6 +218,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
             "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
+    ("put", "/api/v1/accounts/{username}/real-injection"): {
+        "summary": "Allow an operator of your scope to inject real (non-exercise) readings, or stop it (admin)",
+        "tags": ["admin"], "security": STAFF, "parameters": [p("username")],
+        "requestBody": body({"type": "object", "required": ["allowed"], "properties": {"allowed": {"type": "boolean"}}}),
+        "responses": {**ok({"type": "object", "required": ["username", "may_inject_real"]}),
+                      **errors(400, 401, 403, 404, 409, 415)}},
     ("post", "/api/v1/alerts/{alert_id}/acknowledge"): {
         "summary": "Acknowledge an alert", "tags": ["staff"], "security": STAFF,
         "parameters": [p("alert_id", INT_ID)],
