@@ -217,7 +217,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "password": {"type": "string", "minLength": 10, "maxLength": 2000},
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
             "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
-        "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415)}},
     ("put", "/api/v1/accounts/{username}/real-injection"): {
         "summary": "Allow an operator of your scope to inject real (non-exercise) readings, or stop it (admin)",
         "tags": ["admin"], "security": STAFF, "parameters": [p("username")],

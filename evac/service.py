@@ -326,6 +326,10 @@ class EvacService:
         self._tasks.clear()
         if self.search is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.search.close)
+        # let go of the network's mapped arrays (each holds a file descriptor) even where something still
+        # holds this service (aiohttp caches a stopped application's middleware chain)
+        self.engine, self.network, self.map = None, None, None
+        self.area_rows, self._areas = {}, {}
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
