@@ -333,3 +333,22 @@ def names_of(values: Iterable[Any]) -> str:
             if item and item not in seen:
                 seen.append(item)
     return " / ".join(seen)
+
+
+class LabelTable:
+    """Distinct labels (street names, highway values) numbered in order of first use; 0 is ``""``.
+
+    The name table of a network's arrays: ``labels[i]`` is the text of number ``i``.
+    """
+
+    def __init__(self) -> None:
+        self.labels: list[str] = [""]
+        self._index: dict[str, int] = {"": 0}
+
+    def index(self, label: str) -> int:
+        """The number of ``label``, appended to :attr:`labels` on first use."""
+        ix = self._index.get(label)
+        if ix is None:
+            ix = self._index[label] = len(self.labels)
+            self.labels.append(label)
+        return ix

@@ -54,7 +54,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from evac import mapped
-from evac.graph import PROFILE_NAMES, PROFILES, Progress, _say, graph_from_file, names_of
+from evac.graph import PROFILE_NAMES, PROFILES, LabelTable, Progress, _say, graph_from_file, names_of
 from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
 from evac.snapping import EdgeIndex, SegmentGrid, segment_arrays
 
@@ -228,14 +228,8 @@ class RoadNetwork:
         index = {n: i for i, n in enumerate(osmids.tolist())}
         lon = np.array([G.nodes[n]["x"] for n in osmids.tolist()], dtype=float)
         lat = np.array([G.nodes[n]["y"] for n in osmids.tolist()], dtype=float)
-        names: list[str] = [""]
-        name_ix: dict[str, int] = {"": 0}
-
-        def intern(s: str) -> int:
-            if s not in name_ix:
-                name_ix[s] = len(names)
-                names.append(s)
-            return name_ix[s]
+        labels = LabelTable()
+        names, intern = labels.labels, labels.index
 
         m = G.number_of_edges()
         eu = np.empty(m, np.int32)

@@ -54,6 +54,7 @@ from evac.graph import (
     PROFILE_NAMES,
     PROFILES,
     SIMPLIFY_DIFFER,
+    LabelTable,
     Progress,
     _say,
     names_of,
@@ -426,14 +427,8 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     ev32 = new_ix[ev].astype(np.int32)
 
     # -- labels and profile times, once per tag signature -------------------------------------------------
-    names: list[str] = [""]
-    name_ix: dict[str, int] = {"": 0}
-
-    def intern(s: str) -> int:
-        if s not in name_ix:
-            name_ix[s] = len(names)
-            names.append(s)
-        return name_ix[s]
+    labels = LabelTable()
+    names, intern = labels.labels, labels.index
 
     n_sig = len(sig_data)
     sig_name = np.empty(n_sig, np.int32)
