@@ -350,9 +350,11 @@ class _Tail:
     (each part's after its first), ``metres`` per part, the first part, the shelter, and per state of
     the steps after the first part (:meth:`_Steps.key`) what the rest does (``entries``)."""
 
-    __slots__ = ("coords", "metres", "first", "shelter", "shelter_json", "egress_m", "entries", "arrive")
+    __slots__ = ("coords", "metres", "first", "shelter", "shelter_json", "egress_m", "entries", "arrive", "parts")
 
-    def __init__(self, coords: str, metres: list[float], first: _Part, shelter: Shelter, egress_m: float) -> None:
+    def __init__(self, coords: str, metres: list[float], first: _Part, shelter: Shelter, egress_m: float,
+                 parts: list[_Part] | None) -> None:
+        self.parts = parts  # the parts after the first, until the first entry is made from them
         self.coords = coords
         self.metres = metres
         self.first = first
@@ -390,8 +392,9 @@ def _tail(engine: Engine, f: Field, node: int) -> _Tail:
     if tail is None:
         parts, shelter, egress_m = _tail_parts(engine, f, node)
         coords = np.round(np.concatenate([p[2][1:] for p in parts]), 7).tolist()
-        tail = _Tail(dumps(coords)[1:-1], [p[3] for p in parts], _part(engine.network, *parts[0]), shelter,
-                     egress_m)
+        net = engine.network
+        tail = _Tail(dumps(coords)[1:-1], [p[3] for p in parts], _part(net, *parts[0]), shelter, egress_m,
+                     [_part(net, *p) for p in parts[1:]])
         tails = f.tails
         tails[node] = tail
         while len(tails) > TAIL_CACHE_NODES:  # the oldest first (the props entry, key None, counts too)
@@ -410,8 +413,11 @@ def _rest(engine: Engine, f: Field, node: int, tail: _Tail, key: tuple[str | Non
     opens: list[tuple[bool, _Part]] = []
     net = engine.network
     started = False
-    for part in _tail_parts(engine, f, node)[0][1:]:
-        p = _part(net, *part)
+    parts = tail.parts
+    tail.parts = None  # kept only for the first entry: most walks are entered one way
+    if parts is None:
+        parts = [_part(net, *p) for p in _tail_parts(engine, f, node)[0][1:]]
+    for p in parts:
         action = walker.add(p)
         if action == _NEW:
             started = True
@@ -471,6 +477,11 @@ def _sub_line_lonlat(net: RoadNetwork, e: int, a: float, b: float) -> list[list[
     if tr is None:
         tr = _INVERSE[net.epsg] = net.transformer(inverse=True)
     return [list(tr.transform(x, y)) for x, y in pts]
+
+
+def _number(v: float) -> str:
+    """``dumps(v)`` for a float: its ``repr`` when finite, as the json module writes it."""
+    return float.__repr__(v) if math.isfinite(v) else dumps(v)
 
 
 def _props_head(f: Field, st: HazardState) -> str:
@@ -535,11 +546,10 @@ def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk",
     texts = {lg: status_text("ok", lang=lg, hazard=f.hazard, profile=f.profile, shelter=shelter.name,
                              duration_s=duration, distance_m=distance, exercise=f.exercise) for lg in langs}
     props = _props_head(f, st)
-    figures = dumps({
-        "snap_distance_m": round(start.snap_distance_m, 1), "access_m": round(start.snap_distance_m, 1),
-        "egress_m": round(tail.egress_m, 1),
-        "distance_m": round(distance, 1) if math.isfinite(distance) else None,
-        "duration_s": round(duration, 1) if math.isfinite(duration) else None})[1:-1]
+    snap = _number(round(start.snap_distance_m, 1))
+    figures = (f'"snap_distance_m":{snap},"access_m":{snap},"egress_m":{_number(round(tail.egress_m, 1))},'
+               f'"distance_m":{_number(round(distance, 1)) if math.isfinite(distance) else "null"},'
+               f'"duration_s":{_number(round(duration, 1)) if math.isfinite(duration) else "null"}')
     steps = dumps(_finish_steps(walker.steps, lang))[1:-1]
     return "".join((
         '{"type":"Feature","geometry":{"type":"LineString","coordinates":[', dumps(head_coords)[1:-1], ",",
