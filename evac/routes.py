@@ -350,19 +350,28 @@ class _Tail:
     (each part's after its first), ``metres`` per part, the first part, the shelter, and per state of
     the steps after the first part (:meth:`_Steps.key`) what the rest does (``entries``)."""
 
-    __slots__ = ("coords", "metres", "first", "shelter", "shelter_json", "egress_m", "entries", "arrive", "parts")
+    __slots__ = ("coords", "metres", "first", "shelter", "shelter_json", "egress_m", "entries", "arrive", "parts",
+                 "next")
 
-    def __init__(self, coords: str, metres: list[float], first: _Part, shelter: Shelter, egress_m: float,
-                 parts: list[_Part] | None) -> None:
+    def __init__(self, coords: str, metres: list[float], first: _Part, shelter: Shelter, egress_m: float, *,
+                 parts: list[_Part] | None = None, after: tuple[int, _Tail] | None = None) -> None:
+        """A walk whose first part leaves the graph (``parts``: those after the first), or one leg
+        followed by the walk of the next node (``after``: that node and its walk, whose shelter texts
+        this one shares)."""
         self.parts = parts  # the parts after the first, until the first entry is made from them
+        self.next = None if after is None else after[0]  # the next node (None: the first part leaves the graph)
         self.coords = coords
         self.metres = metres
         self.first = first
         self.shelter = shelter
-        self.shelter_json = dumps(shelter.to_dict())
         self.egress_m = egress_m
         self.entries: dict[tuple[str | None, float | None, bool], _Rest] = {}
-        self.arrive: dict[str | None, dict[str, Any]] = {}
+        if after is None:
+            self.shelter_json = dumps(shelter.to_dict())
+            self.arrive: dict[str | None, dict[str, Any]] = {}
+        else:
+            self.shelter_json = after[1].shelter_json
+            self.arrive = after[1].arrive
 
 
 def _tail_parts(engine: Engine, f: Field, node: int) -> tuple[list[tuple[str, int, np.ndarray, float, float]],
@@ -387,29 +396,99 @@ def _tail_parts(engine: Engine, f: Field, node: int) -> tuple[list[tuple[str, in
     return out, shelter, egress_m
 
 
+def _keep(f: Field, node: int, tail: _Tail) -> None:
+    tails = f.tails
+    tails[node] = tail
+    while len(tails) > TAIL_CACHE_NODES:  # the oldest first (the props entry, key None, counts too)
+        del tails[next(iter(tails))]
+
+
 def _tail(engine: Engine, f: Field, node: int) -> _Tail:
+    """The formatted walk from ``node`` (reachable), kept on ``f``. A new one is built from the walk of
+    the next node when that is kept (one leg in front of it), else the walk to the first kept node (or
+    to where it leaves the graph) is built, and kept, node by node from its far end."""
     tail = f.tails.get(node)
-    if tail is None:
-        parts, shelter, egress_m = _tail_parts(engine, f, node)
-        coords = np.round(np.concatenate([p[2][1:] for p in parts]), 7).tolist()
-        net = engine.network
-        tail = _Tail(dumps(coords)[1:-1], [p[3] for p in parts], _part(net, *parts[0]), shelter, egress_m,
-                     [_part(net, *p) for p in parts[1:]])
-        tails = f.tails
-        tails[node] = tail
-        while len(tails) > TAIL_CACHE_NODES:  # the oldest first (the props entry, key None, counts too)
-            del tails[next(iter(tails))]
+    if tail is not None:
+        return tail
+    net = engine.network
+    n = net.n_nodes
+    nxt = f.next_node
+    chain = [node]
+    while True:
+        w = int(nxt[chain[-1]])
+        if not 0 <= w < n:  # the last node of the walk: its parts leave the graph
+            parts, shelter, egress_m = _tail_parts(engine, f, chain[-1])
+            coords = np.round(np.concatenate([p[2][1:] for p in parts]), 7).tolist()
+            tail = _Tail(dumps(coords)[1:-1], [p[3] for p in parts], _part(net, *parts[0]), shelter, egress_m,
+                         parts=[_part(net, *p) for p in parts[1:]])
+            _keep(f, chain.pop(), tail)
+            break
+        got = f.tails.get(w)
+        if got is not None:
+            tail = got
+            break
+        chain.append(w)
+    pg = net.profile(f.profile)
+    weight = f.de_weight
+    for u in reversed(chain):  # each node's walk: its leg to the next node, then that node's walk
+        w = int(nxt[u])
+        d = pg.best_edge(u, w, weight)
+        e = int(pg.de_base[d])
+        coords_e = net.edge_coords(e, reverse=bool(pg.de_rev[d]))
+        metres = float(net.edge_length[e])
+        leg = dumps(np.round(coords_e[1:], 7).tolist())[1:-1]
+        tail = _Tail(f"{leg},{tail.coords}" if leg else tail.coords, [metres, *tail.metres],
+                     _part(net, "road", e, coords_e, metres, float(weight[d])), tail.shelter, tail.egress_m,
+                     after=(w, tail))
+        _keep(f, u, tail)
     return tail
 
 
-def _rest(engine: Engine, f: Field, node: int, tail: _Tail, key: tuple[str | None, float | None, bool]) -> _Rest:
-    """What the walk's parts after its first do when entered in state ``key``."""
-    rest = tail.entries.get(key)
-    if rest is not None:
-        return rest
+def _probe(key: tuple[str | None, float | None, bool]) -> _Steps:
+    """A walker in state ``key`` whose open step only records what happens to it."""
     prev_name, prev_end_bearing, blank = key
     probe = {"name": "" if blank else "-", "highway": "" if blank else "-", "distance_m": 0.0, "duration_s": 0.0}
-    walker = _Steps([probe], prev_name, prev_end_bearing)
+    return _Steps([probe], prev_name, prev_end_bearing)
+
+
+def _rest(engine: Engine, f: Field, node: int, tail: _Tail, key: tuple[str | None, float | None, bool]) -> _Rest:
+    """What the walk's parts after its first do when entered in state ``key``: for a walk that is one
+    leg in front of the next node's, that walk's first part taken in ``key``, then its own rest (the
+    walks along the way are followed until one has an entry for its state, or the last)."""
+    stack: list[tuple[_Tail, tuple[str | None, float | None, bool], int, _Part, dict[str, Any]]] = []
+    while True:
+        rest = tail.entries.get(key)
+        if rest is not None:
+            break
+        if tail.next is None:
+            rest = _last_rest(engine, f, node, tail, key)
+            break
+        w = tail.next
+        tw = f.tails.get(w) or _tail(engine, f, w)  # dropped meanwhile: built again
+        walker = _probe(key)
+        action = walker.add(tw.first)
+        stack.append((tail, key, action, tw.first, walker.steps[-1]))
+        node, tail, key = w, tw, walker.key()
+    for tail, key, action, part, step in reversed(stack):
+        if action == _NEW:  # the next walk's first part starts a step; its rest's opening parts count in it
+            step = dict(step)
+            for rename, p in rest.opens:
+                if rename:
+                    step.update(name=p.name, highway=p.highway)
+                step["distance_m"] += p.metres
+                step["duration_s"] += p.secs
+            rest = _Rest([], [step, *rest.closed])
+        else:
+            rest = _Rest([(action == _RENAME, part), *rest.opens], rest.closed)
+        if len(tail.entries) < _ENTRIES_PER_TAIL:
+            tail.entries[key] = rest
+    return rest
+
+
+def _last_rest(engine: Engine, f: Field, node: int, tail: _Tail,
+               key: tuple[str | None, float | None, bool]) -> _Rest:
+    """:func:`_rest` of a walk whose first part leaves the graph, from its parts."""
+    walker = _probe(key)
     opens: list[tuple[bool, _Part]] = []
     net = engine.network
     started = False
