@@ -23,6 +23,7 @@ import pwd
 import re
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -182,7 +183,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def plain_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def plain_server_url() -> Iterator[str]:
     """A plain PostgreSQL server: ``SONAE_TEST_DATABASE_URL``, the local one, or an embedded one."""
     configured = os.environ.get("SONAE_TEST_DATABASE_URL")
     if configured:
@@ -192,12 +193,24 @@ def plain_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _pg_answers(local):
         yield local
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), database="postgres")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="sonae-test-pg-") as where:  # see private_tmp
+        server = EmbeddedPostgres(Path(where), database="postgres")
+        url = server.start()
+        try:
+            yield url
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def private_tmp() -> Iterator[Path]:
+    """A temporary folder outside pytest's own root, for servers that run as another user.
+
+    As root, PostgreSQL runs as an unprivileged user and Sonae opens the folders above its data for
+    traversal (o+x); pytest sets its root (``/tmp/pytest-of-root``) back to 0700 whenever another pytest
+    session starts on the machine, which would shut such a server out of its data mid-test."""
+    with tempfile.TemporaryDirectory(prefix="sonae-test-") as where:
+        yield Path(where)
 
 
 @pytest.fixture(scope="session")

@@ -85,9 +85,9 @@ async def test_sigkill_mid_stream_loses_nothing(settings: Settings, pool: asyncp
 
 
 @pytest.fixture
-async def own_postgres(tmp_path: Path):  # type: ignore[no-untyped-def]
-    server = EmbeddedPostgres(tmp_path / "pg", database="postgres")
-    (tmp_path / "pg").mkdir()
+async def own_postgres(private_tmp: Path):  # type: ignore[no-untyped-def]
+    server = EmbeddedPostgres(private_tmp / "pg", database="postgres")
+    (private_tmp / "pg").mkdir()
     server.start()
     yield server
     server.stop()

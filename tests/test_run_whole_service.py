@@ -123,10 +123,10 @@ async def _drill_login_works(database_url: str, password: str) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and not Path("/usr/sbin/useradd").exists(), reason="needs useradd as root")
-def test_run_embedded_defaults_survive_a_restart(tmp_path: Path) -> None:
+def test_run_embedded_defaults_survive_a_restart(private_tmp: Path) -> None:
     port = free_port()
     env = {"SONAE_EMBEDDED_MQTT_PORT": str(free_port())}
-    state = tmp_path / "state"
+    state = private_tmp / "state"
     proc = _start(env, port, state)
     try:
         first = _wait_for_advancing_readings(proc, port)
