@@ -41,7 +41,7 @@ from evac.engine import Engine
 from evac.graph import PROFILE_NAMES
 from evac.guidance import status_text, status_texts
 from evac.hazards import HAZARD_TYPES
-from evac.routes import route as route_for
+from evac.routes import route_body
 from evac.service import EngineUnavailable, EvacService
 
 routes = web.RouteTableDef()
@@ -132,8 +132,7 @@ async def route(request: web.Request) -> web.Response:
     if body is None:
         _in_area(service, lat, lon)
         await service.ensure_field((profile, hazard, exercise))
-        feature = route_for(engine, lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
-        body = _dumps(feature).encode()
+        body = route_body(engine, lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
         cache[key] = body
         if len(cache) > ROUTE_CACHE_SIZE:
             cache.popitem(last=False)

@@ -13,7 +13,10 @@ Needs ``wrk`` (Debian package ``wrk``) and a PostgreSQL (``SONAE_BENCH_DATABASE_
 local server on 127.0.0.1:5432; a fresh database is created and dropped). The Sonae API runs as a real
 ``sonae api`` process with the drill town's road network; its per-client rate limit is turned off for
 the run (every request comes from one address). Targets on this 2-core machine: route ≥ 0.5 × and
-active alerts ≥ 0.7 × the ceiling; 5,000 SSE clients all receive a new alert within 1 s.
+active alerts ≥ 0.7 × the ceiling; 5,000 SSE clients all receive a new alert within 1 s. Besides
+requests/s, each server's requests per CPU second of its process tree are measured over the same wrk
+run (``*_cpu_ratio``: the endpoint's over the ceiling's): on a machine others load too, that is the
+figure their load disturbs least.
 Results are printed and written to ``.state/bench/api.json``.
 """
 
@@ -53,16 +56,56 @@ web.run_app(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), access_l
 """
 
 
-def wrk(url: str, *, duration: int, connections: int, extra: list[str] | None = None) -> dict[str, float]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants, plus the
+    children they have reaped (``/proc/<pid>/stat`` fields 14-17)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(v) for v in fields[11:15]) / _TICK
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+def wrk(url: str, *, duration: int, connections: int, extra: list[str] | None = None,
+        server_pid: int | None = None) -> dict[str, float]:
+    """wrk's requests/s, p99 and non-2xx count; with ``server_pid`` also the requests served per CPU
+    second of that server's process tree (``rps_per_cpu_s``: what the load of others on the machine
+    disturbs least)."""
+    cpu0 = tree_cpu_s(server_pid) if server_pid else 0.0
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", *(extra or []), url],
                          capture_output=True, text=True, check=True).stdout
+    cpu = tree_cpu_s(server_pid) - cpu0 if server_pid else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p99_match = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     assert p99_match, out
     value, unit = float(p99_match.group(1)), p99_match.group(2)
     p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": round(rps), "p99_ms": round(p99_ms, 2), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    result = {"rps": round(rps), "p99_ms": round(p99_ms, 2), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    if server_pid:
+        result["cpu_s"] = round(cpu, 2)
+        result["rps_per_cpu_s"] = round(requests / cpu) if cpu > 0 else None
+    return result
 
 
 # each wrk thread draws its own positions: with one seed for all, the threads asked the same positions
@@ -79,12 +122,14 @@ end
 """
 
 
-def wrk_script(base: str, script: str, *, duration: int, connections: int) -> dict[str, float]:
+def wrk_script(base: str, script: str, *, duration: int, connections: int,
+               server_pid: int | None = None) -> dict[str, float]:
     """:func:`wrk` with a Lua script making each request (written to a temporary file)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
     try:
-        return wrk(base + "/", duration=duration, connections=connections, extra=["-s", fh.name])
+        return wrk(base + "/", duration=duration, connections=connections, extra=["-s", fh.name],
+                   server_pid=server_pid)
     finally:
         os.unlink(fh.name)
 
@@ -238,9 +283,9 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         with urllib.request.urlopen(route_url, timeout=10) as resp:
             results["route_status"] = json.loads(resp.read())["properties"]["status"]
         results["ceiling"] = wrk(f"http://127.0.0.1:{ceiling_port}/", duration=args.duration,
-                                 connections=args.connections)
+                                 connections=args.connections, server_pid=ceiling.pid)
         print(f"ceiling (bare aiohttp) : {results['ceiling']}", flush=True)
-        results["route"] = wrk(route_url, duration=args.duration, connections=args.connections)
+        results["route"] = wrk(route_url, duration=args.duration, connections=args.connections, server_pid=api.pid)
         print(f"GET /api/v1/route (one cached URL)     : {results['route']}", flush=True)
         with urllib.request.urlopen(base + "/api/v1/shelters?format=geojson", timeout=10) as resp:
             pts = [f["geometry"]["coordinates"] for f in json.loads(resp.read())["features"]]
@@ -248,10 +293,12 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         south, north = min(p[1] for p in pts), max(p[1] for p in pts)
         script = RANDOM_ROUTE_LUA % {"seed": 42, "south": south, "dlat": north - south, "west": west,
                                      "dlon": east - west}
-        results["route_random"] = wrk_script(base, script, duration=args.duration, connections=args.connections)
+        results["route_random"] = wrk_script(base, script, duration=args.duration, connections=args.connections,
+                                             server_pid=api.pid)
         print(f"GET /api/v1/route (random positions)   : {results['route_random']}", flush=True)
         results["active_alerts"] = asyncio.run(seed_alerts(db))
-        results["alerts"] = wrk(base + "/api/v1/alerts", duration=args.duration, connections=args.connections)
+        results["alerts"] = wrk(base + "/api/v1/alerts", duration=args.duration, connections=args.connections,
+                                server_pid=api.pid)
         print(f"GET /api/v1/alerts ({results['active_alerts']} active)   : {results['alerts']}", flush=True)
         # the first request on a field nobody asked for yet, then the same request warm
         cold_url = f"{base}/api/v1/route?lat={lat:.5f}&lon={lon:.5f}&hazard=landslide&profile=reduced_mobility&lang=ja"
@@ -263,12 +310,16 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         print(f"cold field first request: {results['cold_field']}", flush=True)
         # the machine's load drifts: measure the ceiling again after, and compare with the mean
         results["ceiling_after"] = wrk(f"http://127.0.0.1:{ceiling_port}/", duration=args.duration,
-                                       connections=args.connections)
+                                       connections=args.connections, server_pid=ceiling.pid)
         print(f"ceiling again          : {results['ceiling_after']}", flush=True)
         ceiling_rps = (results["ceiling"]["rps"] + results["ceiling_after"]["rps"]) / 2  # type: ignore[index]
         results["route_ratio"] = round(results["route"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
         results["route_random_ratio"] = round(results["route_random"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
         results["alerts_ratio"] = round(results["alerts"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
+        # per CPU second of the server's process tree: the ratio others' load on the machine disturbs least
+        ceiling_cpu = (results["ceiling"]["rps_per_cpu_s"] + results["ceiling_after"]["rps_per_cpu_s"]) / 2  # type: ignore[index]
+        for name in ("route", "route_random", "alerts"):
+            results[f"{name}_cpu_ratio"] = round(results[name]["rps_per_cpu_s"] / ceiling_cpu, 2)  # type: ignore[index]
         if args.sse_clients:
             req = urllib.request.Request(base + "/api/v1/auth/token", method="POST",
                                          data=json.dumps({"username": "bench", "password": "bench-password-1"}).encode(),
@@ -289,6 +340,8 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     print(f"route(random)/ceiling = {results['route_random_ratio']} (target ≥ 0.5)   route(cached)/ceiling = "
           f"{results['route_ratio']}   alerts/ceiling = {results['alerts_ratio']} "
           f"(target ≥ 0.7)")
+    print(f"per CPU second of the server: route(random)/ceiling = {results['route_random_cpu_ratio']}   "
+          f"route(cached)/ceiling = {results['route_cpu_ratio']}   alerts/ceiling = {results['alerts_cpu_ratio']}")
     return results
 
 

@@ -196,6 +196,11 @@ class Field:
     blocked: BlockedAreas  # blocked areas in force, for point tests
     lines: AreaLines  # the areas in force, projected, for partial edges and legs
     access_speed: float  # metres per second on the straight legs to and from the road
+    #: formatted walks from nodes to the shelter, filled by :mod:`evac.routes` (by node, never by position).
+    #: They depend on nothing but the network and this field's next hops, directed-edge weights, source
+    #: rows and shelters, so a field with the very same of those (carried over to a new version, or
+    #: recomputed to the same search and shelters) shares them; any other field starts empty.
+    tails: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def shelter_at(self) -> dict[int, Shelter]:
@@ -252,6 +257,22 @@ class RouteResult:
     last: Partial | None = None
     egress_m: float = 0.0
     egress_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RouteStart:
+    """An ``ok`` answer up to node ``end``, where the walk joins ``field``'s next hops (see
+    :meth:`Engine.route_start`): the total seconds to the shelter, the access leg (metres, seconds) and
+    the ``first`` partial edge to ``end``."""
+
+    duration_s: float
+    snap_distance_m: float
+    field: Field
+    state: HazardState
+    origin: tuple[float, float]  # lon, lat of the position (as given)
+    access_s: float
+    first: Partial
+    end: int
 
 
 @dataclass(eq=False)
@@ -538,8 +559,11 @@ class Engine:
             n = net.n_nodes
             k = len(sources)
             inc = None
+            tails: dict[Any, Any] = {}
             if prev is not None and prev.sources is sources and prev.de_weight is de_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
+                if prev.shelters == shelters:  # and the same shelters: the same walks
+                    tails = prev.tails
             elif k and prev is not None and self.incremental and (
                     inc := self._incremental(pg, prev, pair_w, shelters, sources)) is not None:
                 dist, pred, src = (_frozen(a) for a in inc)
@@ -557,7 +581,8 @@ class Engine:
                 dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
                                    _frozen(np.full(n, -1, np.int32)))
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
-                      pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed)
+                      pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
+                      tails)
             snap.fields[key] = f
             self._touch(key)
             with self._recent_lock:
@@ -907,6 +932,34 @@ class Engine:
         self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False
     ) -> RouteResult:
         """The nearest safe shelter by total walk, from the nearest usable road (the core query)."""
+        start = self.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+        if isinstance(start, RouteResult):
+            return start
+        f = start.field
+        path = f.path(start.end)
+        last, shelter, egress_m, egress_s = self.route_exit(f, path[-1])
+        return RouteResult("ok", path, start.duration_s, shelter, start.snap_distance_m, f, start.state, (),
+                           start.origin, start.access_s, start.first, last, egress_m, egress_s)
+
+    def route_exit(self, f: Field, node: int) -> tuple[Partial, Shelter, float, float]:
+        """Where a walk along ``f``'s next hops leaves the graph at ``node`` (the last node of a
+        :meth:`Field.path`): the partial edge from it to the shelter's road point, the shelter, and the
+        egress leg's metres and seconds."""
+        row = int(f.next_node[node]) - self.network.n_nodes
+        src = f.sources
+        last = Partial(int(src.edge[row]), float(src.end_along[row]), float(src.along[row]),
+                       float(src.partial_s[row]), float(src.partial_m[row]))
+        return last, f.shelters[int(src.shelter[row])], float(src.egress_m[row]), float(src.egress_s[row])
+
+    def route_start(
+        self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False
+    ) -> RouteResult | RouteStart:
+        """:meth:`route_result` up to the node where the walk joins the field's next hops.
+
+        Returns the complete :class:`RouteResult` when there is no such node (every status but ``ok``,
+        and ``ok`` straight along the resident's own edge to a shelter on it), else a :class:`RouteStart`
+        (the walk from its ``end`` node on is the field's: the same for every position that joins there).
+        """
         snap = self._snap
         key = (profile, hazard, exercise)
         f = snap.fields.get(key) or self._compute(snap, key)
@@ -956,14 +1009,7 @@ class Engine:
         if stop is not None:  # straight along the resident's own edge to the shelter
             return RouteResult("ok", [], total, f.shelters[stop.shelter], d, f, st, (), (float(lon), float(lat)),
                                access_s, first, None, stop.egress_m, stop.egress_s)
-        path = f.path(end)
-        row = int(f.next_node[path[-1]]) - net.n_nodes
-        src = f.sources
-        last = Partial(int(src.edge[row]), float(src.end_along[row]), float(src.along[row]),
-                       float(src.partial_s[row]), float(src.partial_m[row]))
-        shelter = f.shelters[int(src.shelter[row])]
-        return RouteResult("ok", path, total, shelter, d, f, st, (), (float(lon), float(lat)), access_s, first,
-                           last, float(src.egress_m[row]), float(src.egress_s[row]))
+        return RouteStart(total, d, f, st, (float(lon), float(lat)), access_s, first, end)
 
     def _best_from(self, f: Field, x: float, y: float, e: int, along: float, dist: float, qx: float,
                    qy: float) -> tuple[float, float, float, Partial, int, Stop | None] | None:

@@ -65,7 +65,9 @@ def read(path: Path, *, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]
         for name in meta["arrays"]:
             f = Path(path) / f"{name}.npy"
             try:
-                out[name] = np.load(f, mmap_mode="r", allow_pickle=False)
+                # a plain ndarray over the mapping (its base keeps the map): np.memmap's Python-level
+                # __getitem__ and __array_finalize__ cost a few microseconds on every index of a query
+                out[name] = np.load(f, mmap_mode="r", allow_pickle=False).view(np.ndarray)
             except ValueError:  # an empty array cannot be mapped
                 out[name] = np.load(f, allow_pickle=False)
     except (OSError, ValueError, KeyError) as exc:

@@ -7,17 +7,21 @@ shelter itself; distance, time and steps include both straight legs. Nothing her
 
 from __future__ import annotations
 
+import bisect
+import json
 import math
+import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyproj
 
-from evac.engine import Engine, RouteResult
+from evac.engine import Engine, Field, HazardState, RouteResult
 from evac.guidance import LANGS, arrive_text, check_lang, status_text, step_text
 from evac.network import RoadNetwork
-from evac.snapping import sub_line
+from evac.shelters import Shelter
+from evac.snapping import cumulative_lengths, sub_line
 
 
 def _bearing(a: Sequence[float], b: Sequence[float]) -> float:
@@ -200,3 +204,433 @@ def route(engine: Engine, lat: float, lon: float, *, profile: str = "walk", haza
     """
     return route_feature(engine.network, engine.route_result(lat, lon, profile=profile, hazard=hazard,
                                                              exercise=exercise), lang=lang)
+
+
+# -- the same answer as JSON text, from walks kept per node ------------------------------------------
+#
+# Every position whose walk joins the field at node ``v`` shares the rest of its route: the legs along
+# the next hops, the partial edge to the shelter's road point, the egress leg and the shelter. That
+# "tail" is formatted once per (field, node) and kept on the field (:attr:`Field.tails`); an answer is
+# then the head (access leg and the partial edge to ``v``, formatted per request) joined to it as text.
+# Keys are nodes, never positions.
+
+#: Walks kept per field (by node); the oldest is dropped past this. Each is a few kilobytes of text.
+TAIL_CACHE_NODES = 20_000
+#: Distinct ways into a walk (see :class:`_Tail`) whose steps are kept per walk.
+_ENTRIES_PER_TAIL = 4
+_STRAIGHTISH = ("straight", "slight left", "slight right")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def dumps(body: Any) -> str:
+    """The API's JSON text: UTF-8 characters as they are, no spaces, ``str`` for anything else
+    (``json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)``, one encoder kept)."""
+    return _ENCODER.encode(body)
+
+
+class _Part(NamedTuple):
+    """What the steps read of one piece of a route (see :func:`route_parts`): ``flat`` when it has fewer
+    than two points or ends where it starts; ``end_bearing`` ``None`` when its last two points coincide."""
+
+    kind: str
+    name: str
+    highway: str
+    flat: bool
+    start_bearing: float
+    end_bearing: float | None
+    metres: float
+    secs: float
+
+
+def _part(net: RoadNetwork, kind: str, e: int, array: np.ndarray | list[list[float]], metres: float,
+          secs: float) -> _Part:
+    coords = array.tolist() if isinstance(array, np.ndarray) else array
+    name = highway = ""
+    if kind == "road":
+        name_ix = int(net.edge_name[e])
+        name = net.names[name_ix] if name_ix >= 0 else ""
+        highway = net.names[int(net.edge_highway[e])]
+    flat = len(coords) < 2 or coords[0] == coords[-1]
+    end = _bearing(coords[-2], coords[-1]) if len(coords) >= 2 and coords[-2] != coords[-1] else None
+    return _Part(kind, name, highway, flat, 0.0 if flat else _bearing(coords[0], coords[1]), end, metres, secs)
+
+
+_ADD, _RENAME, _NEW = 0, 1, 2
+
+
+class _Steps:
+    """:func:`_steps` one part at a time: the same decisions, on :class:`_Part` s."""
+
+    __slots__ = ("steps", "prev_name", "prev_end_bearing")
+
+    def __init__(self, steps: list[dict[str, Any]], prev_name: str | None, prev_end_bearing: float | None) -> None:
+        self.steps = steps
+        self.prev_name = prev_name
+        self.prev_end_bearing = prev_end_bearing
+
+    def key(self) -> tuple[str | None, float | None, bool]:
+        """All that the next parts' decisions depend on (besides the parts)."""
+        last = self.steps[-1]
+        return self.prev_name, self.prev_end_bearing, last["highway"] == "" and last["name"] == ""
+
+    def add(self, p: _Part) -> int:
+        """Take part ``p``: :data:`_ADD` (counted in the last step), :data:`_RENAME` (the last step, the
+        access leg, named after the road it leads onto, and counted in it) or :data:`_NEW` (a new step)."""
+        steps = self.steps
+        if p.kind == "egress" and steps:
+            steps[-1]["distance_m"] += p.metres
+            steps[-1]["duration_s"] += p.secs
+            return _ADD
+        prev_end = self.prev_end_bearing
+        if p.flat:
+            if steps:
+                steps[-1]["distance_m"] += p.metres
+                steps[-1]["duration_s"] += p.secs
+                return _ADD
+            start_bearing = prev_end or 0.0
+        else:
+            start_bearing = p.start_bearing
+        modifier = "depart" if prev_end is None else _modifier(start_bearing - prev_end)
+        name = p.name
+        action = _ADD
+        if p.kind == "road" and steps and steps[-1]["highway"] == "" and steps[-1]["name"] == "":
+            steps[-1].update(name=name, highway=p.highway)
+            steps[-1]["distance_m"] += p.metres
+            steps[-1]["duration_s"] += p.secs
+            action = _RENAME
+        elif steps and name == self.prev_name and (name or modifier in _STRAIGHTISH):
+            steps[-1]["distance_m"] += p.metres
+            steps[-1]["duration_s"] += p.secs
+        else:
+            steps.append({"type": "depart" if not steps else "turn", "modifier": modifier, "name": name,
+                          "highway": p.highway, "distance_m": p.metres, "duration_s": p.secs})
+            action = _NEW
+        self.prev_name = name
+        if p.end_bearing is not None:
+            self.prev_end_bearing = p.end_bearing
+        return action
+
+
+def _finish_steps(steps: list[dict[str, Any]], lang: str | None) -> list[dict[str, Any]]:
+    """Rounded steps with their texts (``lang`` ``None``: every language), as :func:`_steps` ends."""
+    langs = LANGS if lang is None else (lang,)
+    out = []
+    for s in steps:
+        s = dict(s, distance_m=round(s["distance_m"], 1), duration_s=round(s["duration_s"], 1))
+        texts = {lg: step_text(s["modifier"], s["name"], s["distance_m"], lang=lg) for lg in langs}
+        s["text"] = texts if len(langs) > 1 else texts[langs[0]]
+        out.append(s)
+    return out
+
+
+class _Rest:
+    """A walk's parts after its first, entered in one state (:meth:`_Steps.key`): the changes they make
+    to the step open then (``opens``: rename or not, part), and the steps they start (``closed``, not
+    rounded), with those as JSON text per language (``None``: all) once asked."""
+
+    __slots__ = ("opens", "closed", "texts")
+
+    def __init__(self, opens: list[tuple[bool, _Part]], closed: list[dict[str, Any]]) -> None:
+        self.opens = opens
+        self.closed = closed
+        self.texts: dict[str | None, str] = {}
+
+    def text(self, lang: str | None, arrive: dict[str, Any]) -> str:
+        """``,``-joined JSON of the steps started here and the arrival step."""
+        out = self.texts.get(lang)
+        if out is None:
+            out = self.texts[lang] = dumps([*_finish_steps(self.closed, lang), arrive])[1:-1]
+        return out
+
+
+class _Tail:
+    """The walk from one node to the shelter, formatted: ``coords`` the JSON text of its rounded points
+    (each part's after its first), ``metres`` per part, the first part, the shelter, and per state of
+    the steps after the first part (:meth:`_Steps.key`) what the rest does (``entries``)."""
+
+    __slots__ = ("coords", "metres", "first", "shelter", "shelter_json", "egress_m", "entries", "arrive", "parts",
+                 "next")
+
+    def __init__(self, coords: str, metres: list[float], first: _Part, shelter: Shelter, egress_m: float, *,
+                 parts: list[_Part] | None = None, after: tuple[int, _Tail] | None = None) -> None:
+        """A walk whose first part leaves the graph (``parts``: those after the first), or one leg
+        followed by the walk of the next node (``after``: that node and its walk, whose shelter texts
+        this one shares)."""
+        self.parts = parts  # the parts after the first, until the first entry is made from them
+        self.next = None if after is None else after[0]  # the next node (None: the first part leaves the graph)
+        self.coords = coords
+        self.metres = metres
+        self.first = first
+        self.shelter = shelter
+        self.egress_m = egress_m
+        self.entries: dict[tuple[str | None, float | None, bool], _Rest] = {}
+        if after is None:
+            self.shelter_json = dumps(shelter.to_dict())
+            self.arrive: dict[str | None, dict[str, Any]] = {}
+        else:
+            self.shelter_json = after[1].shelter_json
+            self.arrive = after[1].arrive
+
+
+def _tail_parts(engine: Engine, f: Field, node: int) -> tuple[list[tuple[str, int, np.ndarray, float, float]],
+                                                                Shelter, float]:
+    """The parts of the walk from ``node`` (as :func:`route_parts` gives them after the head), its
+    shelter and egress metres."""
+    net = engine.network
+    path = f.path(node)
+    last, shelter, egress_m, egress_s = engine.route_exit(f, path[-1])
+    pg = net.profile(f.profile)
+    w = f.de_weight
+    out: list[tuple[str, int, np.ndarray, float, float]] = []
+    for a, b in zip(path, path[1:], strict=False):
+        d = pg.best_edge(a, b, w)
+        e = int(pg.de_base[d])
+        out.append(("road", e, net.edge_coords(e, reverse=bool(pg.de_rev[d])), float(net.edge_length[e]),
+                    float(w[d])))
+    la = _to_lonlat(net, sub_line(net.edge_xy(last.edge), last.a, last.b))
+    if last.metres > 0:
+        out.append(("road", last.edge, la, last.metres, last.seconds))
+    out.append(("egress", -1, np.array([la[-1], [shelter.lon, shelter.lat]]), egress_m, egress_s))
+    return out, shelter, egress_m
+
+
+def _keep(f: Field, node: int, tail: _Tail) -> None:
+    tails = f.tails
+    tails[node] = tail
+    while len(tails) > TAIL_CACHE_NODES:  # the oldest first (the props entry, key None, counts too)
+        del tails[next(iter(tails))]
+
+
+def _tail(engine: Engine, f: Field, node: int) -> _Tail:
+    """The formatted walk from ``node`` (reachable), kept on ``f``. A new one is built from the walk of
+    the next node when that is kept (one leg in front of it), else the walk to the first kept node (or
+    to where it leaves the graph) is built, and kept, node by node from its far end."""
+    tail = f.tails.get(node)
+    if tail is not None:
+        return tail
+    net = engine.network
+    n = net.n_nodes
+    nxt = f.next_node
+    chain = [node]
+    while True:
+        w = int(nxt[chain[-1]])
+        if not 0 <= w < n:  # the last node of the walk: its parts leave the graph
+            parts, shelter, egress_m = _tail_parts(engine, f, chain[-1])
+            coords = np.round(np.concatenate([p[2][1:] for p in parts]), 7).tolist()
+            tail = _Tail(dumps(coords)[1:-1], [p[3] for p in parts], _part(net, *parts[0]), shelter, egress_m,
+                         parts=[_part(net, *p) for p in parts[1:]])
+            _keep(f, chain.pop(), tail)
+            break
+        got = f.tails.get(w)
+        if got is not None:
+            tail = got
+            break
+        chain.append(w)
+    pg = net.profile(f.profile)
+    weight = f.de_weight
+    for u in reversed(chain):  # each node's walk: its leg to the next node, then that node's walk
+        w = int(nxt[u])
+        d = pg.best_edge(u, w, weight)
+        e = int(pg.de_base[d])
+        coords_e = net.edge_coords(e, reverse=bool(pg.de_rev[d]))
+        metres = float(net.edge_length[e])
+        leg = dumps(np.round(coords_e[1:], 7).tolist())[1:-1]
+        tail = _Tail(f"{leg},{tail.coords}" if leg else tail.coords, [metres, *tail.metres],
+                     _part(net, "road", e, coords_e, metres, float(weight[d])), tail.shelter, tail.egress_m,
+                     after=(w, tail))
+        _keep(f, u, tail)
+    return tail
+
+
+def _probe(key: tuple[str | None, float | None, bool]) -> _Steps:
+    """A walker in state ``key`` whose open step only records what happens to it."""
+    prev_name, prev_end_bearing, blank = key
+    probe = {"name": "" if blank else "-", "highway": "" if blank else "-", "distance_m": 0.0, "duration_s": 0.0}
+    return _Steps([probe], prev_name, prev_end_bearing)
+
+
+def _rest(engine: Engine, f: Field, node: int, tail: _Tail, key: tuple[str | None, float | None, bool]) -> _Rest:
+    """What the walk's parts after its first do when entered in state ``key``: for a walk that is one
+    leg in front of the next node's, that walk's first part taken in ``key``, then its own rest (the
+    walks along the way are followed until one has an entry for its state, or the last)."""
+    stack: list[tuple[_Tail, tuple[str | None, float | None, bool], int, _Part, dict[str, Any]]] = []
+    while True:
+        rest = tail.entries.get(key)
+        if rest is not None:
+            break
+        if tail.next is None:
+            rest = _last_rest(engine, f, node, tail, key)
+            break
+        w = tail.next
+        tw = f.tails.get(w) or _tail(engine, f, w)  # dropped meanwhile: built again
+        walker = _probe(key)
+        action = walker.add(tw.first)
+        stack.append((tail, key, action, tw.first, walker.steps[-1]))
+        node, tail, key = w, tw, walker.key()
+    for tail, key, action, part, step in reversed(stack):
+        if action == _NEW:  # the next walk's first part starts a step; its rest's opening parts count in it
+            step = dict(step)
+            for rename, p in rest.opens:
+                if rename:
+                    step.update(name=p.name, highway=p.highway)
+                step["distance_m"] += p.metres
+                step["duration_s"] += p.secs
+            rest = _Rest([], [step, *rest.closed])
+        else:
+            rest = _Rest([(action == _RENAME, part), *rest.opens], rest.closed)
+        if len(tail.entries) < _ENTRIES_PER_TAIL:
+            tail.entries[key] = rest
+    return rest
+
+
+def _last_rest(engine: Engine, f: Field, node: int, tail: _Tail,
+               key: tuple[str | None, float | None, bool]) -> _Rest:
+    """:func:`_rest` of a walk whose first part leaves the graph, from its parts."""
+    walker = _probe(key)
+    opens: list[tuple[bool, _Part]] = []
+    net = engine.network
+    started = False
+    parts = tail.parts
+    tail.parts = None  # kept only for the first entry: most walks are entered one way
+    if parts is None:
+        parts = [_part(net, *p) for p in _tail_parts(engine, f, node)[0][1:]]
+    for p in parts:
+        action = walker.add(p)
+        if action == _NEW:
+            started = True
+        elif not started:
+            opens.append((action == _RENAME, p))
+    rest = _Rest(opens, walker.steps[1:])
+    if len(tail.entries) < _ENTRIES_PER_TAIL:
+        tail.entries[key] = rest
+    return rest
+
+
+#: Edges whose geometry is kept as lists for the first partial edge of answers (per network).
+EDGE_CACHE = 50_000
+_EDGES: weakref.WeakKeyDictionary[RoadNetwork, dict[int, tuple[list[list[float]], list[float]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _edge_lists(net: RoadNetwork, e: int) -> tuple[list[list[float]], list[float]]:
+    """Edge ``e``'s projected points and :func:`~evac.snapping.cumulative_lengths`, as lists."""
+    edges = _EDGES.get(net)
+    if edges is None:
+        edges = _EDGES.setdefault(net, {})
+    got = edges.get(e)
+    if got is None:
+        xy = net.edge_xy(e)
+        got = edges[e] = (np.asarray(xy).tolist(), cumulative_lengths(xy).tolist())
+        while len(edges) > EDGE_CACHE:
+            del edges[next(iter(edges))]
+    return got
+
+
+def _point_at_list(xy: list[list[float]], cum: list[float], s: float) -> list[float]:
+    """:func:`evac.snapping._point_at` on lists: the same arithmetic, one float at a time."""
+    if len(xy) == 1 or cum[-1] <= 0:
+        return list(xy[0])
+    j = min(max(bisect.bisect_right(cum, s) - 1, 0), len(xy) - 2)
+    seg = cum[j + 1] - cum[j]
+    t = 0.0 if seg <= 0 else (s - cum[j]) / seg
+    (x0, y0), (x1, y1) = xy[j], xy[j + 1]
+    return [x0 + (x1 - x0) * t, y0 + (y1 - y0) * t]
+
+
+def _sub_line_lonlat(net: RoadNetwork, e: int, a: float, b: float) -> list[list[float]]:
+    """``_to_lonlat(net, sub_line(net.edge_xy(e), a, b)).tolist()`` without numpy on a few points: the
+    same points, projected back one by one (pyproj's path for one point gives the very same numbers as
+    for an array, and costs a fraction of it)."""
+    xy, cum = _edge_lists(net, e)
+    lo, hi = (a, b) if a <= b else (b, a)
+    total = cum[-1] if cum else 0.0
+    lo, hi = min(max(lo, 0.0), total), min(max(hi, 0.0), total)
+    pts = [_point_at_list(xy, cum, lo)]
+    pts.extend(p for p, c in zip(xy, cum, strict=True) if lo < c < hi)
+    pts.append(_point_at_list(xy, cum, hi))
+    if a > b:
+        pts.reverse()
+    tr = _INVERSE.get(net.epsg)
+    if tr is None:
+        tr = _INVERSE[net.epsg] = net.transformer(inverse=True)
+    return [list(tr.transform(x, y)) for x, y in pts]
+
+
+def _number(v: float) -> str:
+    """``dumps(v)`` for a float: its ``repr`` when finite, as the json module writes it."""
+    return float.__repr__(v) if math.isfinite(v) else dumps(v)
+
+
+def _props_head(f: Field, st: HazardState) -> str:
+    """The first properties of every answer on ``f`` at ``st`` as JSON text, without the closing brace
+    (kept on the field for the last state asked)."""
+    got = f.tails.get(None)  # fields sharing walks take turns here: keyed by both
+    if got is None or got[0] is not st or got[1] is not f:
+        got = f.tails[None] = (st, f, dumps({
+            "status": "ok", "profile": f.profile, "hazard": f.hazard, "exercise": f.exercise,
+            "hazard_version": st.version, "hazard_changed_at": st.changed_at.isoformat(),
+            "computed_at": f.computed_at.isoformat()})[:-1])
+    return got[2]
+
+
+def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
+               lang: str | None = None, exercise: bool = False) -> bytes:
+    """:func:`route` as the API sends it (:func:`dumps`, UTF-8), byte for byte, but with the walk from
+    the node where the route joins the field formatted once per field and node (:class:`_Tail`).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``profile``, ``hazard`` or ``lang``.
+    """
+    if lang is not None:
+        check_lang(lang)
+    start = engine.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+    if isinstance(start, RouteResult):  # no walk along the field: nothing to share
+        return dumps(route_feature(engine.network, start, lang=lang)).encode()
+    net = engine.network
+    f = start.field
+    tail = _tail(engine, f, start.end)
+    first = start.first
+    road0 = _sub_line_lonlat(net, first.edge, first.a, first.b)
+    head: list[tuple[str, int, list[list[float]], float, float]] = [
+        ("access", -1, [list(start.origin), road0[0]], start.snap_distance_m, start.access_s)]
+    if first.metres > 0:
+        head.append(("road", first.edge, road0, first.metres, first.seconds))
+    head_coords = np.round(np.array(head[0][2] + road0[1:] if first.metres > 0 else head[0][2]), 7).tolist()
+    walker = _Steps([], None, None)
+    for part in head:
+        walker.add(_part(net, *part))
+    walker.add(tail.first)
+    rest = _rest(engine, f, start.end, tail, walker.key())
+    open_step = walker.steps[-1]
+    for rename, p in rest.opens:
+        if rename:
+            open_step.update(name=p.name, highway=p.highway)
+        open_step["distance_m"] += p.metres
+        open_step["duration_s"] += p.secs
+    shelter = tail.shelter
+    arrive = tail.arrive.get(lang)
+    if arrive is None:
+        langs = LANGS if lang is None else (lang,)
+        arrive = tail.arrive[lang] = {
+            "type": "arrive", "name": shelter.name, "distance_m": 0.0, "duration_s": 0.0,
+            "text": _pick({lg: arrive_text(shelter.name, lang=lg) for lg in langs}, lang)}
+    distance = float(sum([p[3] for p in head] + tail.metres))
+    duration = start.duration_s
+    st = start.state
+    langs = LANGS if lang is None else (lang,)
+    texts = {lg: status_text("ok", lang=lg, hazard=f.hazard, profile=f.profile, shelter=shelter.name,
+                             duration_s=duration, distance_m=distance, exercise=f.exercise) for lg in langs}
+    props = _props_head(f, st)
+    snap = _number(round(start.snap_distance_m, 1))
+    figures = (f'"snap_distance_m":{snap},"access_m":{snap},"egress_m":{_number(round(tail.egress_m, 1))},'
+               f'"distance_m":{_number(round(distance, 1)) if math.isfinite(distance) else "null"},'
+               f'"duration_s":{_number(round(duration, 1)) if math.isfinite(duration) else "null"}')
+    steps = dumps(_finish_steps(walker.steps, lang))[1:-1]
+    return "".join((
+        '{"type":"Feature","geometry":{"type":"LineString","coordinates":[', dumps(head_coords)[1:-1], ",",
+        tail.coords, ']},"properties":', props, ',"shelter":', tail.shelter_json, ",", figures, ',"steps":[',
+        steps, ",", rest.text(lang, arrive), '],"guidance":', dumps(_pick(texts, lang)), "}}")).encode()
