@@ -170,6 +170,17 @@ class Stop(NamedTuple):
     egress_m: float
 
 
+class Walks(dict[Any, Any]):
+    """Formatted walks kept by :mod:`evac.routes` on a field (by node, never by position), oldest first;
+    ``nbytes`` is about the text they hold, so that the module can bound them by memory as well as count."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+
+
 @dataclass(eq=False)
 class Field:
     """Nearest qualifying shelter, time and next hop for every node, for one key at one state.
@@ -200,7 +211,7 @@ class Field:
     #: They depend on nothing but the network and this field's next hops, directed-edge weights, source
     #: rows and shelters, so a field with the very same of those (carried over to a new version, or
     #: recomputed to the same search and shelters) shares them; any other field starts empty.
-    tails: dict[Any, Any] = field(default_factory=dict, repr=False)
+    tails: Walks = field(default_factory=lambda: Walks(), repr=False)
 
     @property
     def shelter_at(self) -> dict[int, Shelter]:
@@ -559,7 +570,7 @@ class Engine:
             n = net.n_nodes
             k = len(sources)
             inc = None
-            tails: dict[Any, Any] = {}
+            tails = Walks()
             if prev is not None and prev.sources is sources and prev.de_weight is de_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
                 if prev.shelters == shelters:  # and the same shelters: the same walks

@@ -214,8 +214,10 @@ def route(engine: Engine, lat: float, lon: float, *, profile: str = "walk", haza
 # then the head (access leg and the partial edge to ``v``, formatted per request) joined to it as text.
 # Keys are nodes, never positions.
 
-#: Walks kept per field (by node); the oldest is dropped past this. Each is a few kilobytes of text.
+#: Walks kept per field (by node); the oldest is dropped past this many, or past ``TAIL_CACHE_BYTES`` of
+#: their text (a walk is its route's coordinates as text: a few kilobytes, more on a prefecture's graph).
 TAIL_CACHE_NODES = 20_000
+TAIL_CACHE_BYTES = 16 * 2**20
 #: Distinct ways into a walk (see :class:`_Tail`) whose steps are kept per walk.
 _ENTRIES_PER_TAIL = 4
 _STRAIGHTISH = ("straight", "slight left", "slight right")
@@ -396,11 +398,22 @@ def _tail_parts(engine: Engine, f: Field, node: int) -> tuple[list[tuple[str, in
     return out, shelter, egress_m
 
 
+def _size(tail: _Tail) -> int:
+    """About the bytes a kept walk holds: its coordinate text and a little per part."""
+    return len(tail.coords) + 64 * len(tail.metres) + 512
+
+
 def _keep(f: Field, node: int, tail: _Tail) -> None:
     tails = f.tails
+    old = tails.pop(node, None)
+    if isinstance(old, _Tail):
+        tails.nbytes -= _size(old)
     tails[node] = tail
-    while len(tails) > TAIL_CACHE_NODES:  # the oldest first (the props entry, key None, counts too)
-        del tails[next(iter(tails))]
+    tails.nbytes += _size(tail)
+    while len(tails) > TAIL_CACHE_NODES or (tails.nbytes > TAIL_CACHE_BYTES and len(tails) > 1):
+        gone = tails.pop(next(iter(tails)))  # the oldest first (the props entry, key None, counts too)
+        if isinstance(gone, _Tail):
+            tails.nbytes -= _size(gone)
 
 
 def _tail(engine: Engine, f: Field, node: int) -> _Tail:

@@ -204,3 +204,21 @@ def test_kept_walks_are_bounded(tmp_nets: Path, monkeypatch: pytest.MonkeyPatch)
         _same(engine, lat, lon, lang="ja", hazard=hazard)
     assert 0 < len([k for k in f.tails if k is not None]) <= 5
     assert math.isfinite(float(f.dist[next(k for k in f.tails if k is not None)]))
+
+
+def test_kept_walks_are_bounded_by_their_text(tmp_nets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``TAIL_CACHE_BYTES`` the oldest walks go; the count kept matches the walks' own text."""
+    from evac import routes
+
+    monkeypatch.setattr(routes, "TAIL_CACHE_BYTES", 6000)
+    engine = _engine("drilltown", tmp_nets)
+    hazard = _free_hazard(engine)
+    f = engine.field(hazard=hazard)
+    rng = np.random.default_rng(5)
+    for fx, fy in rng.uniform(0.0, 1.0, (40, 2)):
+        lat, lon = _position(engine, float(fx), float(fy))
+        _same(engine, lat, lon, lang="ja", hazard=hazard)
+        kept = [t for k, t in f.tails.items() if k is not None]
+        assert f.tails.nbytes == sum(len(t.coords) + 64 * len(t.metres) + 512 for t in kept)
+        assert f.tails.nbytes <= 6000 or len(f.tails) == 1
+    assert kept
