@@ -121,6 +121,8 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
             raise Problem(400, "Bad Request", f"field {name!r} is required", field=name)
         return default
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if int in kinds and float not in kinds and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 62026.0 is the integer 62026 (JSON Schema agrees)
     if isinstance(value, bool) and bool not in kinds:
         raise Problem(400, "Bad Request", f"field {name!r} has the wrong type", field=name)
     if not isinstance(value, kinds):
