@@ -349,6 +349,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "subscription": {"type": "object", "required": ["endpoint", "keys"], "properties": {
                 "endpoint": {"type": "string", "pattern": PUSH_ENDPOINT,
                              "description": "the push service's https:// URL"},
+                # PushSubscription.toJSON() sends it (null, or when the subscription ends, in ms since 1970)
+                "expirationTime": {"type": ["number", "null"]},
                 "keys": {"type": "object", "required": ["p256dh", "auth"],
                          "properties": {"p256dh": {"type": "string", "format": "p256-public-key"},
                                         "auth": {"type": "string", "format": "push-auth-secret"}}}}},

@@ -172,6 +172,9 @@ async def test_a_violation_names_the_field_and_the_rule(served: Any) -> None:
     body = await _problem(await client.put("/api/v1/roster/staff-kori", json={"email": "no-at-sign"},
                                            headers=tokens["admin-all"]))
     assert (body["field"], body["rule"]) == ("email", "pattern")
+    body = await _problem(await client.post("/api/v1/orders", json={"level": 4, "nte": "typo"},
+                                            headers=tokens["staff-kori"]))
+    assert (body["field"], body["rule"]) == ("nte", "additionalProperties")
     body = await _problem(await client.get("/api/v1/shelters/nearest?lat=91&lon=140"))
     assert (body["parameter"], body["rule"]) == ("lat", "maximum")
     assert "91" not in body["detail"]  # a position is never echoed
@@ -199,8 +202,9 @@ async def test_push_keys_padded_or_not(served: Any, padded: bool) -> None:
         text = base64.urlsafe_b64encode(data).decode()
         return text if padded else text.rstrip("=")
 
+    # as a browser's PushSubscription.toJSON() gives it, expirationTime included
     resp = await client.post("/api/v1/push/subscriptions", json={
-        "subscription": {"endpoint": "https://push.example/send/1",
+        "subscription": {"endpoint": "https://push.example/send/1", "expirationTime": None,
                          "keys": {"p256dh": b64(_point(7)), "auth": b64(bytes(range(16)))}},
         "areas": [{"municipality_code": KORI}]})
     assert resp.status == 201, await resp.text()
