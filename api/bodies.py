@@ -73,8 +73,14 @@ def loads(text: str | bytes) -> Any:
     return value
 
 
+#: the parsed body, kept on the request: the validation middleware reads it before the handler does
+_PARSED = "sonae.json_object"
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object (``client_max_size`` already bounds its size)."""
+    """The body as a JSON object (``client_max_size`` already bounds its size); parsed once per request."""
+    if _PARSED in request:
+        return dict(request[_PARSED])
     if request.content_type not in ("application/json", ""):
         raise Problem(415, "Unsupported Media Type", "send the body as application/json")
     try:
@@ -93,7 +99,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if where is not None:
         raise Problem(400, "Bad Request", f"field {where!r} contains a lone surrogate (a \\ud800-\\udfff escape "
                                           "that is not half of a pair); send the text as UTF-8", field=where)
-    return body
+    request[_PARSED] = body
+    return dict(body)
 
 
 def _lone_surrogate(body: dict[str, Any]) -> str | None:

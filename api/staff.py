@@ -50,7 +50,7 @@ MAX_PENALTY = 1000.0  # travel-time factor of a penalty area; beyond it the area
 async def acknowledge(request: web.Request) -> web.Response:
     account = await authenticate(request)
     alert_id = path_int(request, "alert_id")
-    body = await json_object(request) if request.can_read_body else {}
+    body = await json_object(request) if request.body_exists else {}
     note = field(body, "note", str, default=None)
     async with request.app[POOL].acquire() as conn:
         alert = await get_alert(conn, alert_id)
@@ -92,7 +92,7 @@ async def post_order(request: web.Request) -> web.Response:
 async def post_cancel_order(request: web.Request) -> web.Response:
     account = await authenticate(request)
     order_id = path_int(request, "order_id")
-    body = await json_object(request) if request.can_read_body else {}
+    body = await json_object(request) if request.body_exists else {}
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM evacuation_orders WHERE id = $1", order_id)
         if municipality is None:

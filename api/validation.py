@@ -350,7 +350,7 @@ async def check_request(request: web.Request, key: tuple[str, str]) -> None:
     _check_parameters(request, operation)
     if operation.body is None:
         return
-    if not request.can_read_body:
+    if not request.body_exists:  # (can_read_body turns False once the body is read)
         if operation.body_required:
             raise Problem(400, "Bad Request", "send a JSON object as the body", field="", rule="required")
         return
