@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from datetime import date
 
 import schemathesis
 from hypothesis import strategies as st
@@ -67,8 +68,7 @@ def areas(draw: st.DrawFn) -> dict[str, object]:
 
 @st.composite
 def times(draw: st.DrawFn) -> str:
-    day = draw(st.dates(min_value=__import__("datetime").date(2020, 1, 1),
-                        max_value=__import__("datetime").date(2030, 12, 31)))
+    day = draw(st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 12, 31)))
     offset = draw(st.sampled_from(["", "Z", "+09:00", "-05:00"]))
     return f"{day.isoformat()}T{draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}:00{offset}"
 
