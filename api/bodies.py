@@ -74,7 +74,7 @@ def loads(text: str | bytes) -> Any:
 
 
 #: the parsed body, kept on the request: the validation middleware reads it before the handler does
-_PARSED = "sonae.json_object"
+_PARSED: Any = web.RequestKey("json_object", dict)
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
