@@ -73,12 +73,16 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
         middlewares.append(rate_limit_middleware(per_minute=settings["api.rate_limit_per_minute"],
                                                  trust_forwarded_for=settings["api.trust_forwarded_for"]))
     from api.auth import account_of_request
-    from api.authorization import authorization_middleware
+    from api.authorization import authorization_middleware, operation_key
+    from api.validation import COMPILED, validation_middleware
 
     middlewares.append(authorization_middleware(account_of_request))
+    # after the login check (no body is read for a caller that may not call the operation)
+    middlewares.append(validation_middleware(operation_key))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     app[POOL] = pool
     app[SETTINGS] = settings
+    app[COMPILED] = {}
     # per-process memory the handlers fill (an app's state cannot be added once it runs)
     app[evacuation_cache] = collections.OrderedDict()
     app[alerts_cache] = AnswerCache()

@@ -125,8 +125,9 @@ POLICY: dict[tuple[str, str], Rule] = {
 ACCOUNT_KEY: Any = web.RequestKey("account", object) if hasattr(web, "RequestKey") else "sonae.account"
 
 
-def rule_for(request: web.Request) -> Rule | None:
-    """The rule of the operation ``request`` is routed to; None for routes outside the API (pages)."""
+def operation_key(request: web.Request) -> tuple[str, str] | None:
+    """(method, path) of the route ``request`` is routed to, as the OpenAPI document names operations
+    (HEAD is GET); None when it matched no route."""
     resource = request.match_info.route.resource
     if resource is None:
         return None
@@ -135,7 +136,13 @@ def rule_for(request: web.Request) -> Rule | None:
     method = request.method.lower()
     if method == "head":
         method = "get"
-    return POLICY.get((method, path)) if path is not None else None
+    return (method, path) if path is not None else None
+
+
+def rule_for(request: web.Request) -> Rule | None:
+    """The rule of the operation ``request`` is routed to; None for routes outside the API (pages)."""
+    key = operation_key(request)
+    return POLICY.get(key) if key is not None else None
 
 
 def check_role(account: Any, roles: Iterable[str]) -> None:
@@ -213,7 +220,7 @@ def require_may_grant_real_injection(admin: Any, target: Mapping[str, Any] | Non
     if target is None or not in_scope(admin, target["municipality_code"]):
         raise Problem(404, "Not Found", "no such account")
     if target["role"] != OPERATOR:
-        raise Problem(400, "Bad Request", f"only operators take this grant; {target['username']!r} is "
+        raise Problem(409, "Conflict", f"only operators take this grant; {target['username']!r} is "
                                           f"{target['role']}")
 
 

@@ -73,8 +73,14 @@ def loads(text: str | bytes) -> Any:
     return value
 
 
+#: the parsed body, kept on the request: the validation middleware reads it before the handler does
+_PARSED: Any = web.RequestKey("json_object", dict)
+
+
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object (``client_max_size`` already bounds its size)."""
+    """The body as a JSON object (``client_max_size`` already bounds its size); parsed once per request."""
+    if _PARSED in request:
+        return dict(request[_PARSED])
     if request.content_type not in ("application/json", ""):
         raise Problem(415, "Unsupported Media Type", "send the body as application/json")
     try:
@@ -93,7 +99,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     if where is not None:
         raise Problem(400, "Bad Request", f"field {where!r} contains a lone surrogate (a \\ud800-\\udfff escape "
                                           "that is not half of a pair); send the text as UTF-8", field=where)
-    return body
+    request[_PARSED] = body
+    return dict(body)
 
 
 def _lone_surrogate(body: dict[str, Any]) -> str | None:
@@ -121,6 +128,8 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
             raise Problem(400, "Bad Request", f"field {name!r} is required", field=name)
         return default
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if int in kinds and float not in kinds and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 62026.0 is the integer 62026 (JSON Schema agrees)
     if isinstance(value, bool) and bool not in kinds:
         raise Problem(400, "Bad Request", f"field {name!r} has the wrong type", field=name)
     if not isinstance(value, kinds):

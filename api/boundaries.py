@@ -78,26 +78,32 @@ async def area_municipality(request: web.Request, conn: asyncpg.Connection, acco
                             municipality: str | None, area: dict[str, Any], *, name: str) -> str | None:
     """The municipality a staff-drawn area belongs to, checked against the boundaries.
 
+    Call it outside a transaction (it may load the boundary index and measure the area in a thread).
     ``municipality`` is the one given (or the account's); without one, the municipality holding the
     largest part of the area. Raises a 403 problem when a municipal account draws beyond its own
-    municipality, a 400 problem when the area lies beyond the given municipality; both allow
+    municipality, a 422 problem (area and municipality each valid, not together) when the area lies
+    beyond the given municipality; both allow
     :data:`BORDER_SLACK_M`. Where Sonae has no boundary for the municipality, the area is not checked.
     """
     boundaries = await index(request.app, conn)
     if not len(boundaries):
         return municipality
     geometry = _geometry(area, name)
-    if municipality is None:
-        municipality = boundaries.largest_share(geometry)
+
+    def measure(code: str | None) -> tuple[str | None, float | None]:
+        code = boundaries.largest_share(geometry) if code is None else code
+        return code, (None if code is None else boundaries.beyond_m(code, geometry))
+
+    # shapely work of up to a second for a large area: off the event loop
+    municipality, beyond = await asyncio.to_thread(measure, municipality)
     if municipality is None:
         return None
-    beyond = boundaries.beyond_m(municipality, geometry)
     if beyond is not None and beyond > BORDER_SLACK_M:
         where = f"{beyond:.0f} m beyond the border of municipality {municipality}"
         if account.municipality_code is not None:
             raise Problem(403, "Forbidden", f"the area reaches {where}: draw inside your municipality "
                           f"(up to {BORDER_SLACK_M:.0f} m across its border)", field=name)
-        raise Problem(400, "Bad Request", f"the area reaches {where}: give the municipality it lies in, or "
+        raise Problem(422, "Unprocessable Content", f"the area reaches {where}: give the municipality it lies in, or "
                       "draw one area per municipality", field=name)
     return municipality
 

@@ -71,9 +71,9 @@ async def current_level(request: web.Request) -> web.Response:
     lon = _coordinate(request, "lon", 180)
     municipality = params.municipality(request)
     if (lat is None) != (lon is None):
-        raise Problem(400, "Bad Request", "give both lat and lon, or a municipality", parameter="lat,lon")
+        raise Problem(422, "Unprocessable Content", "give both lat and lon, or a municipality", parameter="lat,lon")
     if lat is None and municipality is None:
-        raise Problem(400, "Bad Request", "give lat and lon, or a municipality", parameter="lat,lon")
+        raise Problem(422, "Unprocessable Content", "give lat and lon, or a municipality", parameter="lat,lon")
     async with request.app[POOL].acquire() as conn:
         if municipality is None and lat is not None and lon is not None:
             boundaries = await boundary_index(request.app, conn)

@@ -57,6 +57,12 @@ def bad_request(detail: str, *, kind: str = "BadRequestData") -> Problem:
     return Problem(400, "Bad Request", detail, type=ERRORS + kind)
 
 
+def bad_combination(detail: str, *, kind: str = "BadRequestData") -> Problem:
+    """Parameters each valid per the OpenAPI document (api/validation.py checked them one by one) that
+    together ask nothing answerable: 422, with the NGSI-LD error type."""
+    return Problem(422, "Unprocessable Content", detail, type=ERRORS + kind)
+
+
 def _base(request: web.Request) -> str:
     configured = request.app[SETTINGS]["api.public_url"]
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
@@ -130,9 +136,16 @@ def _check_link(request: web.Request) -> None:
 
 
 async def _viewer(request: web.Request, types: set[str]) -> Account | None:
-    """The staff account when the request needs one (any non-public type) or brings a token."""
-    if types - E.PUBLIC_TYPES or bearer_token(request) is not None:
+    """The staff account when the request needs one (any non-public type) or brings a token; for public
+    types only, a token that is not valid gives the public view (as every public operation does)."""
+    if types - E.PUBLIC_TYPES:
         return await authenticate(request, "staff", "operator")
+    if bearer_token(request) is not None:
+        try:
+            return await authenticate(request, "staff", "operator")
+        except Problem as exc:
+            if exc.status != 401:
+                raise
     return None
 
 
@@ -150,7 +163,7 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 9 or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not lo <= int(raw) <= hi:
         raise bad_request(f"{name} must be an integer from {lo} to {hi}")
     return int(raw)
 
@@ -184,33 +197,37 @@ async def query_entities(request: web.Request) -> web.Response:
     q_text = request.query.get("q") or None
     georel = request.query.get("georel") or None
     id_pattern = request.query.get("idPattern") or None
-    if not (types or ids or attrs or q_text or georel or id_pattern):
-        raise bad_request("give at least one of type, id, idPattern, attrs, q or georel")
+    # no filter at all: every entity this caller may see, a page at a time (limit bounds the answer)
     # an unknown type is not an error: it has no entities
     wanted = {t for t in (types or E.TYPES) if t in E.TYPES}
     try:
         tree = parse_q(q_text) if q_text else None
-        geo = parse_geo(georel, request.query.get("geometry"), request.query.get("coordinates"),
-                        request.query.get("geoproperty")) if georel else None
         pattern = compile_pattern(id_pattern, name="idPattern") if id_pattern else None
     except QueryError as exc:
         raise bad_request(str(exc)) from None
+    try:  # each of georel, geometry and coordinates is checked alone by the document's formats
+        geo = parse_geo(georel, request.query.get("geometry"), request.query.get("coordinates"),
+                        request.query.get("geoproperty")) if georel else None
+    except QueryError as exc:
+        raise bad_combination(str(exc)) from None
     limit = _int(request, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT)
     offset = _int(request, "offset", 0, 0, 10**9)
     count = request.query.get("count", "false")
     if count not in ("true", "false"):
         raise bad_request("count must be true or false")
     if limit == 0 and count != "true":
-        raise bad_request("limit=0 is only allowed with count=true")
+        raise bad_combination("limit=0 is only allowed with count=true")
     key_values = _key_values(request)
     _wants_ld(request)  # 406 before any work
     _check_link(request)
     if not types:
         # without a type, staff-only types are included only for a logged-in viewer
-        wanted = set(E.PUBLIC_TYPES) | ({E.DEVICE} if bearer_token(request) else set())
+        account = await _viewer(request, set(E.PUBLIC_TYPES))
+        wanted = set(E.PUBLIC_TYPES) | ({E.DEVICE} if account is not None else set())
         if ids:  # ids name their types: read only those
             wanted &= {parsed[0] for parsed in map(E.local_id, ids) if parsed is not None}
-    account = await _viewer(request, wanted)
+    else:
+        account = await _viewer(request, wanted)
     async with request.app[POOL].acquire() as conn:
         profile = await profile_from_settings(conn, request.app[SETTINGS]) if E.ALERT in wanted else None
         found = await store.load(conn, types=wanted, base=_base(request), profile=profile,
@@ -256,7 +273,7 @@ async def retrieve_entity(request: web.Request) -> web.Response:
 def _time(request: web.Request, name: str) -> datetime:
     raw = request.query.get(name)
     if not raw:
-        raise bad_request(f"{name} is required with this timerel")
+        raise bad_combination(f"{name} is required with this timerel")
     try:  # without an offset: Japan time, the rule of every Sonae time parameter (sonae.japantime)
         return parse_iso_time(raw)
     except (ValueError, OverflowError):
@@ -278,9 +295,9 @@ def _window(request: web.Request, *, last_n: int | None) -> tuple[datetime, date
     if timerel == "between":
         start, end = _time(request, "timeAt"), _time(request, "endTimeAt")
         if start >= end:
-            raise bad_request("timeAt must be before endTimeAt")
+            raise bad_combination("timeAt must be before endTimeAt")
         if end - start > MAX_RANGE:
-            raise bad_request("the time range may span at most 366 days")
+            raise bad_combination("the time range may span at most 366 days")
         return start, end
     raise bad_request("timerel must be before, after or between")
 
@@ -297,11 +314,11 @@ async def temporal_entity(request: web.Request) -> web.Response:
     if methods is not None and set(methods) - set(AGGR_METHODS):
         raise bad_request(f"aggrMethods may be {', '.join(AGGR_METHODS)}", kind="OperationNotSupported")
     if (period or "aggregatedValues" in options) and methods is None:
-        raise bad_request("aggregated values need aggrMethods")
+        raise bad_combination("aggregated values need aggrMethods")
     bucket = None
     if methods is not None:
         if period not in PERIODS:
-            raise bad_request("aggrPeriodDuration must be PT10M, PT1H or P1D (Sonae's rollups)",
+            raise bad_combination("aggrPeriodDuration must be PT10M, PT1H or P1D (Sonae's rollups)",
                               kind="OperationNotSupported")
         bucket = PERIODS[period]
     start, end = _window(request, last_n=last_n)

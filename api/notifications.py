@@ -276,7 +276,9 @@ async def put_roster(request: web.Request) -> web.Response:
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
     if municipality is None:
-        raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
+        # valid alone, but an account without a municipality must name one: 422
+        raise Problem(422, "Unprocessable Content", "field 'municipality_code' is required for an account "
+                      "without a municipality", field="municipality_code")
     require_target_scope(account, municipality)
     lang = LANGS.get(field(body, "lang", str, default="ja-JP"))
     if lang is None:

@@ -7,10 +7,13 @@ generated requests against a live app to find any 5xx or schema violation.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from api.context import SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -34,7 +37,7 @@ LON = q("lon", {"type": "number", "minimum": -180, "maximum": 180}, required=Tru
 HAZARD = q("hazard", {"type": "string", "enum": HAZARDS, "default": "flood"})
 PROFILE = q("profile", {"type": "string", "enum": PROFILES, "default": "walk"})
 LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Language")
-MUNICIPALITY = q("municipality", {"type": "string", "pattern": "^[0-9]{5,6}$"},
+MUNICIPALITY = q("municipality", {"type": "string", "format": "municipality-code"},
                  description="団体コード: 6 digits with the JIS X 0402 check digit (072036) or the 5-digit form (07203)")
 TIME = {"type": "string", "format": "date-time",
         "description": "ISO 8601; a time without an offset is Japan time (JST, UTC+9)"}
@@ -76,11 +79,31 @@ def body(schema: dict[str, Any]) -> dict[str, Any]:
 STAFF: list[dict[str, list[str]]] = [{"bearer": []}]
 STATION_ID = p("station_id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
 INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
-MUNI_CODE = {"type": "string", "pattern": "^[0-9]{5,6}$"}
+#: a TCP port, 1 to 65535
+PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+BBOX = {"type": "string", "format": "bbox"}
+_URL_TAIL = "(:" + PORT + ")?(/[^\\s]*)?$"
+PUSH_ENDPOINT = "^https://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL
+#: with notify.push_allow_http (tests, a local push service): also http:// to this machine
+PUSH_ENDPOINT_LOCAL = "^(https://[A-Za-z0-9.-]*[A-Za-z0-9]|http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\]))" + _URL_TAIL
+ENTITY_ID = {"type": "string", "format": "ngsi-ld-id"}
+#: a format alone (no pattern beside it): schemathesis generates values of a lone format from its strategy
+MUNI_CODE = {"type": "string", "format": "municipality-code"}
+
+def _map_link(kinds: list[str], ref: dict[str, Any]) -> dict[str, Any]:
+    """The body of PUT /api/v1/hazard-maps/{map_id}/link for these kinds: a jma_area names a municipality."""
+    return {"type": "object", "required": ["kind", "ref", "at_level"], "properties": {
+        "kind": {"type": "string", "enum": kinds}, "ref": ref,
+        "at_level": {"type": "integer", "minimum": 1, "maximum": 5}, "phenomenon": {"type": "string"}}}
+
 
 NGSI_ENTITY: dict[str, Any] = {"type": "object", "required": ["id", "type"],
                                "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}
-NGSI_OPTIONS = q("options", {"type": "string"}, description="keyValues (simplified) or normalized")
+NGSI_OPTIONS = q("options", {"type": "string", "pattern": "^(keyValues|simplified|normalized|sysAttrs)"
+                                                          "(,(keyValues|simplified|normalized|sysAttrs))*$"},
+                 description="keyValues (simplified) or normalized")
+#: near;maxDistance==N, near;minDistance==N (metres), within, intersects or disjoint
+GEOREL = "^(near;(maxDistance|minDistance)==[0-9]{1,9}(\\.[0-9]{1,6})?|within|intersects|disjoint)$"
 NGSI_FORMAT = q("format", {"type": "string", "enum": ["normalized", "keyValues", "simplified"]})
 
 
@@ -109,11 +132,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok({"$ref": "#/components/schemas/Station"}), **errors(400, 404, 429)}},
     ("get", "/api/v1/stations/{station_id}/readings"): {
         "summary": "A station's readings, raw or as rollups", "tags": ["open data"],
+        "description": "from (default: 24 h before to) must be before to (default: now + 5 min), at most 366 days "
+                       "apart: otherwise 422.",
         "parameters": [STATION_ID, q("from", TIME), q("to", TIME),
                        q("kind", {"type": "string", "enum": ["level", "rain", "battery_pct", "battery_v", "rssi_dbm",
                                                             "temperature_c", "status"]}),
                        q("bucket", {"type": "string", "enum": ["10m", "1h", "1d"]})],
-        "responses": {**ok({"type": "object", "required": ["station_id", "readings"]}), **errors(400, 404, 429)}},
+        "responses": {**ok({"type": "object", "required": ["station_id", "readings"]}),
+                      **errors(400, 404, 422, 429)}},
     ("get", "/api/v1/municipalities"): {
         "summary": "Municipality codes (団体コード) and names (kanji, kana, romaji)", "tags": ["open data"],
         "responses": {**ok(), **errors(429)}},
@@ -150,7 +176,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Server-Sent Events: alert changes and hazard-state (route safety) changes",
         "description": "Alert event ids are commit positions: resume with the Last-Event-ID header (or "
                        "last_event_id) to get every alert event committed after the last one received.",
-        "tags": ["alerts"], "parameters": [q("last_event_id", {"type": "string"})],
+        "tags": ["alerts"], "parameters": [q("last_event_id", {"type": "string"}), MUNICIPALITY, EXERCISE,
+                                           q("audience", {"type": "string", "enum": ["public", "staff", "all"]})],
         "responses": {"200": {"description": "text/event-stream",
                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       **errors(400, 401, 403, 429, 503)}},
@@ -167,6 +194,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
     ("get", "/api/v1/level"): {
         "summary": "Current 警戒レベル and what to do, for a point or a municipality", "tags": ["residents"],
+        "description": "Give lat and lon together, or a municipality: otherwise 422.",
         "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
@@ -178,9 +206,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Shelters with status (open data): all, in a box, or by name", "tags": ["open data"],
         "parameters": [MUNICIPALITY, q("hazard", {"type": "string", "enum": HAZARDS}),
                        q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}),
-                       q("bbox", {"type": "string"}, description="west,south,east,north in degrees: shelters inside; "
+                       q("bbox", BBOX, description="west,south,east,north in degrees: shelters inside; "
                          "with limit, those nearest the box's centre"),
-                       q("q", {"type": "string", "maxLength": 100},
+                       q("q", {"type": "string", "maxLength": 100, "format": "printable"},
                          description="words the name or address contains (names starting with them first)"),
                        q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, description="at most this many")],
         "responses": {**ok_formats(), **errors(400, 429)}},
@@ -196,7 +224,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**GEOJSON, **errors(400, 429)}},
     ("get", "/api/v1/network.geojson"): {
         "summary": "The road network as GeoJSON lines, for drawing a map without tiles", "tags": ["residents"],
-        "parameters": [q("bbox", {"type": "string", "description": "west,south,east,north"})],
+        "parameters": [q("bbox", BBOX, description="west,south,east,north in degrees")],
         "responses": {**GEOJSON, "304": {"description": "Not modified"}, **errors(400, 429, 503)}},
     # -- staff ---------------------------------------------------------------------------------
     ("post", "/api/v1/auth/token"): {
@@ -235,9 +263,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "security": STAFF,
         "requestBody": body({"type": "object", "required": ["level"], "properties": {
             "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": MUNI_CODE,
-            "area": {"type": ["object", "null"], "description": "GeoJSON Polygon or MultiPolygon"},
+            "area": {"type": ["object", "null"], "format": "geojson-area",
+                     "description": "GeoJSON Polygon or MultiPolygon in WGS 84, without self-crossings"},
             "area_desc": {"type": "string"}, "note": {"type": "string"}, "exercise": {"type": "boolean"}}}),
-        "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
+        "description": "422: the area reaches beyond the municipality, or an account without a municipality "
+                       "names none.",
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 415, 422)}},
     ("post", "/api/v1/orders/{order_id}/cancel"): {
         "summary": "Cancel (解除) an evacuation order", "tags": ["staff"], "security": STAFF,
         "parameters": [p("order_id", INT_ID)],
@@ -255,13 +286,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/hazards"): {
         "summary": "Draw a hazard area (flooded road, landslide, closure)", "tags": ["staff"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["geometry"], "properties": {
-            "geometry": {"type": "object", "required": ["type", "coordinates"], "properties": {
+            "geometry": {"type": "object", "required": ["type", "coordinates"], "format": "geojson-geometry",
+                         "description": "GeoJSON in WGS 84; a polygon without self-crossings", "properties": {
                 "type": {"type": "string", "enum": ["Polygon", "MultiPolygon", "LineString", "Point"]},
                 "coordinates": {"type": "array"}}},
             "hazard": {"type": "string", "enum": HAZARDS},
             "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number", "minimum": 1, "maximum": 1000},
             "label": {"type": "string"}, "exercise": {"type": "boolean"}, "municipality_code": MUNI_CODE}}),
-        "responses": {**ok(code="201"), **errors(400, 401, 403, 415)}},
+        "description": "422: the area reaches beyond the municipality given.",
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 415, 422)}},
     ("delete", "/api/v1/hazards/{area_id}"): {
         "summary": "Remove a hazard area", "tags": ["staff"], "security": STAFF, "parameters": [p("area_id")],
         "responses": {"204": {"description": "Removed"}, **errors(401, 403, 404)}},
@@ -271,9 +304,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/v1/hazard-maps/{map_id}/link"): {
         "summary": "Put a hazard map in force while a gauge, river or JMA warning area is at a 警戒レベル",
         "tags": ["staff"], "security": STAFF, "parameters": [p("map_id")],
-        "requestBody": body({"type": "object", "required": ["kind", "ref", "at_level"], "properties": {
-            "kind": {"type": "string", "enum": ["gauge", "river", "jma_area"]}, "ref": {"type": "string"},
-            "at_level": {"type": "integer", "minimum": 1, "maximum": 5}, "phenomenon": {"type": "string"}}}),
+        "requestBody": body({"oneOf": [_map_link(["gauge", "river"], {"type": "string", "pattern": "\\S",
+                                                                      "description": "the station id or river name"}),
+                                        _map_link(["jma_area"], MUNI_CODE)]}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
     ("delete", "/api/v1/hazard-maps/{map_id}/link"): {
         "summary": "Unlink a hazard map (it is then never in force)", "tags": ["staff"], "security": STAFF,
@@ -291,7 +324,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/simulations"): {
         "summary": "Start a simulator scenario or drill (operators)", "tags": ["operators"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["scenario"], "properties": {
-            "scenario": {"oneOf": [{"type": "string", "enum": SCENARIOS}, {"type": "object"}]},
+            "scenario": {"oneOf": [{"type": "string", "enum": SCENARIOS}, {
+                "type": "object", "required": ["scenario"],
+                "description": "the scenario document itself: a docs/scenarios/*.toml file as JSON, with rivers, "
+                               "rain_gauges or a replay (by file name); checked by simulators.scenario, whose "
+                               "400 names the key"}]},
             "exercise": {"type": "boolean"},
             "accel": {"type": "number", "minimum": 0.01, "maximum": 10000000},
             "duration_s": {"type": "number", "minimum": 1, "maximum": 10000000}}}),
@@ -310,12 +347,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "A circle's centre is stored rounded to 0.001° (~100 m) and never logged.",
         "requestBody": body({"type": "object", "required": ["subscription", "areas"], "properties": {
             "subscription": {"type": "object", "required": ["endpoint", "keys"], "properties": {
-                "endpoint": {"type": "string"}, "keys": {"type": "object", "required": ["p256dh", "auth"],
-                                                         "properties": {"p256dh": {"type": "string"},
-                                                                        "auth": {"type": "string"}}}}},
+                "endpoint": {"type": "string", "pattern": PUSH_ENDPOINT,
+                             "description": "the push service's https:// URL"},
+                # PushSubscription.toJSON() sends it (null, or when the subscription ends, in ms since 1970)
+                "expirationTime": {"type": ["number", "null"]},
+                "keys": {"type": "object", "required": ["p256dh", "auth"],
+                         "properties": {"p256dh": {"type": "string", "format": "p256-public-key"},
+                                        "auth": {"type": "string", "format": "push-auth-secret"}}}}},
             "areas": {"type": "array", "minItems": 1, "maxItems": 10, "items": {"oneOf": [
                 {"type": "object", "required": ["municipality_code"],
-                 "properties": {"municipality_code": {"type": "string", "pattern": "^[0-9]{5,6}$"}}},
+                 "properties": {"municipality_code": MUNI_CODE}},
                 {"type": "object", "required": ["lat", "lon", "radius_m"], "properties": {
                     "lat": {"type": "number", "minimum": -90, "maximum": 90},
                     "lon": {"type": "number", "minimum": -180, "maximum": 180},
@@ -336,11 +377,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Deliveries are POSTed with X-Sonae-Signature: sha256=<hex HMAC-SHA256 of the body>, "
                        "X-Sonae-Event-Id and X-Sonae-Delivery; retried with exponential backoff, then dead-lettered.",
         "requestBody": body({"type": "object", "required": ["url"], "properties": {
-            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:[1-9][0-9]{0,3})?(/[^\\s]*)?$"},
+            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:" + PORT + ")?(/[^\\s]*)?$"},
             "description": {"type": "string"},
             "format": {"type": "string", "enum": ["json", "cap"]}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": 0, "maximum": 5},
-            "conditions": {"type": "array", "items": {"type": "string", "enum": [
+            "conditions": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
                 "river_level", "evacuation_order", "low_battery", "fault", "silent"]}},
             "include_staff": {"type": "boolean"}, "drills": {"type": "boolean"}}}),
         "responses": {**ok({"type": "object", "required": ["id", "secret"]}, code="201"),
@@ -365,10 +406,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Put an account on the roster: email, on call or not (admin, or staff for themselves)",
         "tags": ["staff"], "security": STAFF, "parameters": [p("username")],
         "requestBody": body({"type": "object", "required": ["email"], "properties": {
-            "email": {"type": "string"}, "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE,
+            "email": {"type": "string", "maxLength": 254, "pattern": "^[^@\\s]+@[^@\\s]+$"}, "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE,
             "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
             "drills": {"type": "boolean"}}}),
-        "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
+        "description": "422: an account without a municipality names none.",
+        "responses": {**ok(), **errors(400, 401, 403, 404, 415, 422)}},
     ("delete", "/api/v1/roster/{username}"): {
         "summary": "Take an account off the roster (admin)", "tags": ["admin"], "security": STAFF,
         "parameters": [p("username")],
@@ -379,29 +421,35 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                    "(Alert), municipality levels; devices (Device) for staff", "tags": ["NGSI-LD"],
         "description": "ETSI GS CIM 009 query subset; Accept application/ld+json puts @context in the body, "
                        "application/json answers with a Link header. Errors use NGSI-LD problem types.",
-        "parameters": [q("type", {"type": "string"}), q("id", {"type": "string"}), q("idPattern", {"type": "string"}),
-                       q("q", {"type": "string"}), q("attrs", {"type": "string"}),
-                       q("georel", {"type": "string"}), q("geometry", {"type": "string",
-                                                                      "enum": ["Point", "Polygon", "MultiPolygon"]}),
-                       q("coordinates", {"type": "string"}), q("geoproperty", {"type": "string"}),
+        "parameters": [q("type", {"type": "string"}), q("id", {"type": "string"}),
+                       q("idPattern", {"type": "string", "format": "ngsi-ld-pattern"}),
+                       q("q", {"type": "string", "format": "ngsi-ld-q"}), q("attrs", {"type": "string"}),
+                       q("georel", {"type": "string", "pattern": GEOREL}),
+                       q("geometry", {"type": "string", "enum": ["Point", "Polygon", "MultiPolygon"]}),
+                       q("coordinates", {"type": "string", "format": "ngsi-ld-coordinates"}),
+                       q("geoproperty", {"type": "string", "enum": ["location"]}),
                        q("limit", {"type": "integer", "minimum": 0, "maximum": 1000}),
-                       q("offset", {"type": "integer", "minimum": 0}),
+                       q("offset", {"type": "integer", "minimum": 0, "maximum": 1000000000}),
                        q("count", {"type": "string", "enum": ["true", "false"]}), NGSI_OPTIONS, NGSI_FORMAT],
-        "responses": {**ngsi_ok({"type": "array", "items": NGSI_ENTITY}), **errors(400, 401, 403, 406, 429, 503)}},
+        "responses": {**ngsi_ok({"type": "array", "items": NGSI_ENTITY}),
+                      **errors(400, 401, 403, 406, 422, 429, 503)}},
     ("get", "/ngsi-ld/v1/entities/{entity_id}"): {
         "summary": "One NGSI-LD entity", "tags": ["NGSI-LD"],
-        "parameters": [p("entity_id"), q("attrs", {"type": "string"}), NGSI_OPTIONS, NGSI_FORMAT],
+        "parameters": [p("entity_id", ENTITY_ID), q("attrs", {"type": "string"}), NGSI_OPTIONS, NGSI_FORMAT],
         "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429, 503)}},
     ("get", "/ngsi-ld/v1/temporal/entities/{entity_id}"): {
         "summary": "An entity's history from readings or the 10m/1h/1d rollups", "tags": ["NGSI-LD"],
-        "parameters": [p("entity_id"), q("attrs", {"type": "string"}),
+        "parameters": [p("entity_id", ENTITY_ID), q("attrs", {"type": "string"}),
                        q("timerel", {"type": "string", "enum": ["before", "after", "between"]}),
                        q("timeAt", TIME), q("endTimeAt", TIME),
                        q("lastN", {"type": "integer", "minimum": 1, "maximum": 10000}),
-                       q("aggrMethods", {"type": "string"}),
+                       q("aggrMethods", {"type": "string", "pattern": "^(min|max|avg|sum|totalCount)"
+                                                                      "(,(min|max|avg|sum|totalCount))*$"}),
                        q("aggrPeriodDuration", {"type": "string", "enum": ["PT10M", "PT1H", "PT60M", "P1D", "PT24H"]}),
-                       q("options", {"type": "string"})],
-        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429, 503)}},
+                       q("options", {"type": "string", "pattern": "^(temporalValues|aggregatedValues|normalized|"
+                                                                  "sysAttrs)(,(temporalValues|aggregatedValues|"
+                                                                  "normalized|sysAttrs))*$"})],
+        "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 422, 429, 503)}},
     ("get", "/ngsi-ld/v1/contexts/sonae.jsonld"): {
         "summary": "Sonae's JSON-LD @context (NGSI-LD core, Smart Data Models, Sonae's terms)", "tags": ["NGSI-LD"],
         "responses": {**ok(media="application/ld+json"), **errors(429)}},
@@ -409,6 +457,67 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Sonae's NGSI-LD vocabulary (its own terms, in Japanese and English)", "tags": ["NGSI-LD"],
         "responses": {**ok(media="application/ld+json"), **errors(429)}},
 }
+
+#: the named formats (checked by api/validation.py, which says the rules in full)
+FORMATS = {
+    "municipality-code": "a 団体コード: 6 digits whose last is the JIS X 0402 check digit, or the 5-digit form",
+    "p256-public-key": "an uncompressed P-256 point (65 bytes, 0x04 first, on the curve) in base64url, "
+                       "padded or not (RFC 8291)",
+    "push-auth-secret": "16 bytes in base64url, padded or not (RFC 8291)",
+    "bbox": "west,south,east,north in degrees (WGS 84) with west < east and south < north",
+    "geojson-area": "a GeoJSON Polygon or MultiPolygon, positions [lon, lat] in WGS 84, valid (no self-crossing)",
+    "geojson-geometry": "a GeoJSON geometry, positions [lon, lat] in WGS 84; polygons valid (no self-crossing)",
+    "date-time": "ISO 8601; without an offset the time is Japan time (JST, UTC+9)",
+    "printable": "text without control, format or separator characters other than the space",
+    "ngsi-ld-id": "an absolute URI of at most 512 printable characters (urn:ngsi-ld:<type>:<id>)",
+    "ngsi-ld-q": "an NGSI-LD query (ETSI GS CIM 009 §4.9), e.g. waterLevel>2.5;municipalityCode==\"072036\"",
+    "ngsi-ld-pattern": "a regular expression (RE2 syntax, matched in linear time)",
+    "ngsi-ld-coordinates": "a JSON array of [longitude, latitude] positions as GeoJSON nests them, e.g. "
+                           "[140.47,37.75]",
+}
+#: the longest text field of a request body (api/bodies.py)
+MAX_TEXT = 2000
+#: no NUL character in any text: PostgreSQL cannot store it
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _closed(schema: Any) -> None:
+    """Request-body objects that list their properties take no others (a misspelt field is a 400, not
+    silently ignored); objects with a format (GeoJSON) or without properties (a scenario) stay open."""
+    if isinstance(schema, list):
+        for item in schema:
+            _closed(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "object" and "properties" in schema and "format" not in schema:
+        schema.setdefault("additionalProperties", False)
+    for key, value in schema.items():
+        if key != "properties":
+            _closed(value)
+    for value in schema.get("properties", {}).values():
+        _closed(value)
+
+
+def _text_rules(schema: Any, *, body: bool) -> None:
+    """Say in the document what every text of a request holds: no NUL and, in bodies, at most
+    :data:`MAX_TEXT` characters (strings with an enum, a pattern or a format already say more)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _text_rules(item, body=body)
+        return
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    if (kind == "string" or (isinstance(kind, list) and "string" in kind)) and "format" not in schema:
+        if "enum" not in schema and "pattern" not in schema:
+            schema["pattern"] = NO_NUL
+        if body and "enum" not in schema:
+            schema["maxLength"] = min(schema.get("maxLength", MAX_TEXT), MAX_TEXT)
+    for value in schema.values():
+        if isinstance(value, dict | list):
+            _text_rules(value, body=body)
+
 
 COMPONENTS: dict[str, Any] = {
     "schemas": {
@@ -424,18 +533,36 @@ COMPONENTS: dict[str, Any] = {
 }
 
 
+for _operation in OPERATIONS.values():
+    for _parameter in _operation.get("parameters", ()):
+        _text_rules(_parameter["schema"], body=False)
+    for _media in _operation.get("requestBody", {}).get("content", {}).values():
+        _text_rules(_media["schema"], body=True)
+        _closed(_media["schema"])
+
+
 def document(app: web.Application | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.1 document (only operations the app serves, when ``app`` is given)."""
+    """The OpenAPI 3.1 document (only operations the app serves, when ``app`` is given, with the rules of
+    its settings: ``notify.push_allow_http`` lets push endpoints be http:// on this machine)."""
     served = registered_operations(app) if app is not None else set(OPERATIONS)
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), operation in sorted(OPERATIONS.items(), key=lambda kv: kv[0][1]):
         if (method, path) in served:
             paths.setdefault(path, {})[method] = operation
+    if app is not None and SETTINGS in app and app[SETTINGS]["notify.push_allow_http"] and (
+            "post" in paths.get("/api/v1/push/subscriptions", {})):
+        operation = copy.deepcopy(paths["/api/v1/push/subscriptions"]["post"])
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        schema["properties"]["subscription"]["properties"]["endpoint"]["pattern"] = PUSH_ENDPOINT_LOCAL
+        paths["/api/v1/push/subscriptions"]["post"] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Sonae API", "version": "1",
                  "description": "River sensors → alerts → evacuation guidance (備え). Residents' endpoints need "
-                                "no account and never store positions; staff endpoints need a bearer token."},
+                                "no account and never store positions; staff endpoints need a bearer token. "
+                                "Every request is checked against this document: a violation is a 400 problem "
+                                "naming the field or parameter and the rule (x-formats explains the formats).",
+                 "x-formats": FORMATS},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": COMPONENTS,

@@ -50,7 +50,7 @@ MAX_PENALTY = 1000.0  # travel-time factor of a penalty area; beyond it the area
 async def acknowledge(request: web.Request) -> web.Response:
     account = await authenticate(request)
     alert_id = path_int(request, "alert_id")
-    body = await json_object(request) if request.can_read_body else {}
+    body = await json_object(request) if request.body_exists else {}
     note = field(body, "note", str, default=None)
     async with request.app[POOL].acquire() as conn:
         alert = await get_alert(conn, alert_id)
@@ -70,7 +70,8 @@ async def post_order(request: web.Request) -> web.Response:
     body = await json_object(request)
     municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
     if municipality is None:
-        raise Problem(400, "Bad Request", "field 'municipality_code' is required", field="municipality_code")
+        raise Problem(422, "Unprocessable Content", "field 'municipality_code' is required for an account "
+                      "without a municipality", field="municipality_code")
     require_target_scope(account, municipality)
     level = int_field(body, "level", lo=3, hi=5)
     area = field(body, "area", dict, default=None)
@@ -91,7 +92,7 @@ async def post_order(request: web.Request) -> web.Response:
 async def post_cancel_order(request: web.Request) -> web.Response:
     account = await authenticate(request)
     order_id = path_int(request, "order_id")
-    body = await json_object(request) if request.can_read_body else {}
+    body = await json_object(request) if request.body_exists else {}
     async with request.app[POOL].acquire() as conn:
         municipality = await conn.fetchval("SELECT municipality_code FROM evacuation_orders WHERE id = $1", order_id)
         if municipality is None:
@@ -148,12 +149,14 @@ async def post_hazard(request: web.Request) -> web.Response:
             exercise=field(body, "exercise", bool, default=False), label=field(body, "label", str, default=""))
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
-    async with request.app[POOL].acquire() as conn, conn.transaction():
+    async with request.app[POOL].acquire() as conn:
+        # outside the transaction: loading the boundaries and measuring the area take a while
         municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry")
-        area_id = await add_hazard_area(conn, area, actor=account.username, municipality_code=municipality)
-        await audit(conn, account.username, "hazard_area.added", "hazard_area", area_id,
-                    {"hazard": hazard, "severity": area.severity, "municipality_code": municipality,
-                     "exercise": area.exercise, "label": area.label})
+        async with conn.transaction():
+            area_id = await add_hazard_area(conn, area, actor=account.username, municipality_code=municipality)
+            await audit(conn, account.username, "hazard_area.added", "hazard_area", area_id,
+                        {"hazard": hazard, "severity": area.severity, "municipality_code": municipality,
+                         "exercise": area.exercise, "label": area.label})
     return web.json_response({"id": area_id}, status=201)
 
 

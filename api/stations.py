@@ -96,9 +96,10 @@ async def get_readings(request: web.Request) -> web.Response:
     end = instant(request, "to", now + timedelta(minutes=5))
     start = instant(request, "from", end - timedelta(hours=24))
     if start >= end:
-        raise Problem(400, "Bad Request", "'from' must be before 'to'")
+        # each parameter is valid, together they are not: 422 (the document says so)
+        raise Problem(422, "Unprocessable Content", "'from' must be before 'to'", parameter="from,to")
     if end - start > MAX_RANGE:
-        raise Problem(400, "Bad Request", "the time range may span at most 366 days")
+        raise Problem(422, "Unprocessable Content", "the time range may span at most 366 days", parameter="from,to")
     kind = request.query.get("kind", "level")
     if kind not in ("level", "rain", "battery_pct", "battery_v", "rssi_dbm", "temperature_c", "status"):
         raise Problem(400, "Bad Request", f"unknown kind {kind[:30]!r}", parameter="kind")

@@ -217,6 +217,11 @@ def packaged_boundaries() -> list[Boundary]:
 
 # -- the in-memory index -----------------------------------------------------------------------------
 
+#: most points :meth:`BoundaryIndex.beyond_m` samples (a continent-wide area would otherwise be sampled
+#: every 5 m: minutes of work and gigabytes)
+MAX_SAMPLES = 20_000
+
+
 class BoundaryIndex:
     """Point-in-polygon over municipal boundaries (an STRtree of prepared polygons)."""
 
@@ -250,7 +255,9 @@ class BoundaryIndex:
     def beyond_m(self, code: str, geometry: BaseGeometry) -> float | None:
         """How far (metres) a lon/lat geometry reaches outside municipality ``code``: 0 when inside;
         None when Sonae has no boundary for ``code``. Measured at the outside part's outline, sampled
-        every 5 m (equirectangular metres at the geometry's latitude)."""
+        every 5 m (equirectangular metres at the geometry's latitude), or at :data:`MAX_SAMPLES` points
+        when the outline is longer than that allows (the answer is then low by at most half a step:
+        such an area lies kilometres beyond the border either way)."""
         boundary = self.boundaries.get(code)
         if boundary is None:
             return None
@@ -259,7 +266,8 @@ class BoundaryIndex:
             return 0.0
         kx = _M_PER_DEG_LON_EQ * math.cos(math.radians(geometry.centroid.y))
         municipality = _scale(boundary.geometry, kx, _M_PER_DEG_LAT)
-        samples = shapely.segmentize(_scale(outside.boundary if outside.area else outside, kx, _M_PER_DEG_LAT), 5.0)
+        outline = _scale(outside.boundary if outside.area else outside, kx, _M_PER_DEG_LAT)
+        samples = shapely.segmentize(outline, max(5.0, outline.length / MAX_SAMPLES))
         points = shapely.points(shapely.get_coordinates(samples))
         return float(shapely.distance(points, municipality).max())
 

@@ -270,7 +270,7 @@ async def test_event_stream_is_scoped_and_public_streams_carry_no_staff_identity
 GRANTS = [
     ("kori-admin", "kori-op", 200), ("pref-admin", "kori-op", 200), ("fuku-admin", "kori-op", 404),
     ("kori-staff", "kori-op", 403), ("kori-op", "kori-op", 403), ("anonymous", "kori-op", 401),
-    ("kori-admin", "kori-staff", 400), ("kori-admin", "fuku-op", 404), ("kori-admin", "pref-op", 404),
+    ("kori-admin", "kori-staff", 409), ("kori-admin", "fuku-op", 404), ("kori-admin", "pref-op", 404),
     ("pref-admin", "pref-op", 200), ("fuku-admin", "fuku-op", 200), ("kori-admin", "nobody-here", 404),
 ]
 

@@ -48,9 +48,12 @@ async def test_level_follows_orders_and_areas(pool: asyncpg.Pool, settings: Sett
         drill = await (await client.get("/api/v1/level", params={"municipality": FUKUSHIMA})).json()
         assert drill["level"] == 5 and drill["exercise"] is True
         assert (await (await client.get("/api/v1/level", params=INSIDE)).json())["level"] is None
-        for bad in ({"lat": "91", "lon": "140"}, {"lat": "37"}, {}, {"municipality": "abc"}, {**INSIDE, "lang": "fr"}):
+        for bad in ({"lat": "91", "lon": "140"}, {"municipality": "abc"}, {**INSIDE, "lang": "fr"}):
             resp = await client.get("/api/v1/level", params=bad)
             assert resp.status == 400 and resp.content_type == "application/problem+json"
+        for alone in ({"lat": "37"}, {}):  # each parameter valid, but no place named: 422 (the document says so)
+            resp = await client.get("/api/v1/level", params=alone)
+            assert resp.status == 422 and resp.content_type == "application/problem+json"
     finally:
         await client.close()
 

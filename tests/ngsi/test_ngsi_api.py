@@ -163,10 +163,21 @@ async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool
     assert [e["id"] for e in await resp.json()] == [f"urn:ngsi-ld:PointOfInterest:s{i}" for i in (0, 1, 2)]
     for params in ({"type": "WaterObserved", "q": "location.coordinates==1"}, {"q": "a==("},
                    {"type": "PointOfInterest", "idPattern": r"(s)\1"},
-                   {"type": "WaterObserved", "georel": "equals", "geometry": "Point", "coordinates": "[140,37]"}, {}):
+                   {"type": "WaterObserved", "georel": "equals", "geometry": "Point", "coordinates": "[140,37]"}):
         resp = await client.get("/ngsi-ld/v1/entities", params=params)
         assert resp.status == 400, params
         assert (await resp.json())["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    # georel=near with a polygon: each parameter valid, together not (422, still BadRequestData)
+    resp = await client.get("/ngsi-ld/v1/entities", params={
+        "georel": "near;maxDistance==10", "geometry": "Polygon",
+        "coordinates": "[[[140.4,37.7],[140.5,37.7],[140.5,37.8],[140.4,37.7]]]"})
+    assert resp.status == 422 and (await resp.json())["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    # no filter at all: every public entity, a page at a time
+    every = await (await client.get("/ngsi-ld/v1/entities", params={"limit": "1000"})).json()
+    first = await (await client.get("/ngsi-ld/v1/entities")).json()
+    assert {e["type"] for e in every} >= {"WaterObserved", "PointOfInterest"} and "Device" not in {
+        e["type"] for e in every}
+    assert [e["id"] for e in first] == [e["id"] for e in every][:len(first)] and len(first) == min(20, len(every))
     base = f"http://{client.host}:{client.port}"
     for context, status in ((ctx.context_url(base), 200), (ctx.SDM_CONTEXTS[3], 200),
                             ("https://smart-data-models.github.io/dataModel.PointOfInterest/context.jsonld", 200),

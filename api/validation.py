@@ -1,0 +1,384 @@
+"""Requests checked against the OpenAPI document (:mod:`api.openapi`), in one place.
+
+:func:`validation_middleware` checks every request routed to a documented operation before its handler
+runs, with ``jsonschema`` (Draft 2020-12, the dialect of OpenAPI 3.1):
+
+* path, query and header parameters against their schemas. Query values are text: an ``integer``
+  parameter must be ASCII digits (an optional ``-``, at most 18 digits), a ``number`` a finite decimal;
+  a parameter given twice is refused (which one was meant is unknown);
+* a JSON request body against the operation's ``requestBody`` schema (parsed the one strict way of
+  :func:`api.bodies.json_object`: no NaN, depth ≤ 32, no lone surrogates).
+
+A violation is a 400 ``application/problem+json`` that names the field (``field``, dotted with ``[i]``
+for list items, e.g. ``subscription.keys.p256dh``) or the parameter (``parameter``) and the rule
+(``rule``: the JSON Schema keyword, or ``format:<name>``), and says what is expected.
+
+Rules JSON Schema cannot state are named formats, registered here (:data:`FORMATS`) and described in the
+document (``info.x-formats``): ``municipality-code`` (JIS X 0402 check digit), ``p256-public-key`` and
+``push-auth-secret`` (Web Push keys, RFC 8291: base64url, padded or not), ``bbox`` (west < east, south <
+north, in degrees), ``geojson-area`` / ``geojson-geometry`` (a GeoJSON geometry that shapely reads, with
+WGS 84 coordinates, polygons without self-crossings), ``date-time`` (ISO 8601 as
+:func:`sonae.japantime.parse_iso_time` reads it: without an offset it is Japan time), ``printable``,
+``ngsi-ld-id`` (an absolute URI, ETSI GS CIM 009 §4.5.2), ``ngsi-ld-q`` and ``ngsi-ld-pattern`` (checked
+by the parsers of :mod:`ngsi.query`) and ``ngsi-ld-coordinates``.
+
+Query parameters the operation does not document are refused (rule ``unknown``), and request-body
+objects are closed (``additionalProperties: false`` in the document): a misspelt name is an error, not
+silently ignored. Parameters each valid but not together (``lat`` without ``lon``, ``from`` after
+``to``) are the handlers' to refuse, with 422 as the document says.
+
+An inline simulation scenario (an object) is checked by the simulator's parser in its handler: its
+grammar (docs/scenarios) is not spelt in the document.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import shapely
+from aiohttp import web
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError, best_match
+from shapely.geometry import shape
+from shapely.validation import explain_validity
+
+from api.bodies import json_object
+from api.openapi import COMPONENTS, document
+from api.problems import Problem
+from ngsi.query import QueryError, compile_pattern, parse_q
+from sonae.japantime import parse_iso_time
+from sonae.municipality_code import MunicipalityCodeError, normalise
+
+NGSI_BAD_REQUEST = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+
+# -- the named formats ------------------------------------------------------------------------------
+FORMATS = FormatChecker(formats=())
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+
+
+def _b64url(text: str) -> bytes:
+    """base64url with or without ``=`` padding (browsers send it unpadded, some libraries padded)."""
+    if not _B64URL.match(text) or len(text.rstrip("=")) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+
+
+@FORMATS.checks("municipality-code", raises=MunicipalityCodeError)
+def _municipality_code(value: object) -> bool:
+    if isinstance(value, str):
+        normalise(value)
+    return True
+
+
+@FORMATS.checks("p256-public-key", raises=ValueError)
+def _p256(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    point = _b64url(value)
+    if len(point) != 65 or point[0] != 4:
+        raise ValueError("an uncompressed P-256 point is 65 bytes starting 0x04, in base64url")
+    ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)  # ValueError: not on the curve
+    return True
+
+
+@FORMATS.checks("push-auth-secret", raises=ValueError)
+def _auth_secret(value: object) -> bool:
+    if isinstance(value, str) and len(_b64url(value)) != 16:
+        raise ValueError("the auth secret is 16 bytes, in base64url")
+    return True
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``west,south,east,north`` in degrees: raises ValueError unless west < east and south < north."""
+    parts = text.split(",")
+    if len(parts) != 4 or not all(_DECIMAL.match(p.strip()) for p in parts):
+        raise ValueError("four numbers: west,south,east,north")
+    west, south, east, north = (float(p) for p in parts)
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise ValueError("west < east within ±180 and south < north within ±90")
+    return west, south, east, north
+
+
+@FORMATS.checks("bbox", raises=ValueError)
+def _bbox(value: object) -> bool:
+    if isinstance(value, str):
+        parse_bbox(value)
+    return True
+
+
+def check_geometry(value: object, *, areas_only: bool) -> None:
+    """Raises ValueError saying why ``value`` is not a GeoJSON geometry Sonae can use: shapely must read
+    it, every position is ``[lon, lat]`` in WGS 84 degrees, and a polygon is valid (closed rings, no
+    self-crossing: the OGC simple-features rule, :func:`shapely.is_valid`). ``areas_only``: Polygon or
+    MultiPolygon."""
+    if not isinstance(value, dict):
+        return
+    try:
+        geometry = shape(value)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
+        raise ValueError(f"not a GeoJSON geometry ({str(exc)[:120] or type(exc).__name__})") from None
+    if areas_only and geometry.geom_type not in ("Polygon", "MultiPolygon"):
+        raise ValueError("a Polygon or MultiPolygon")
+    if geometry.is_empty:
+        raise ValueError("the geometry is empty")
+    coords = shapely.get_coordinates(geometry)
+    if not (bool((abs(coords[:, 0]) <= 180).all()) and bool((abs(coords[:, 1]) <= 90).all())):
+        raise ValueError("positions are [longitude, latitude] in degrees (WGS 84)")
+    if not geometry.is_valid:
+        raise ValueError(f"the geometry is not valid: {explain_validity(geometry)}")
+
+
+@FORMATS.checks("geojson-area", raises=ValueError)
+def _geojson_area(value: object) -> bool:
+    check_geometry(value, areas_only=True)
+    return True
+
+
+@FORMATS.checks("geojson-geometry", raises=ValueError)
+def _geojson_geometry(value: object) -> bool:
+    check_geometry(value, areas_only=False)
+    return True
+
+
+@FORMATS.checks("date-time", raises=(ValueError, OverflowError))
+def _date_time(value: object) -> bool:
+    if isinstance(value, str):
+        parse_iso_time(value)
+    return True
+
+
+@FORMATS.checks("printable", raises=ValueError)
+def _printable(value: object) -> bool:
+    if isinstance(value, str) and not value.isprintable():
+        raise ValueError("printable text (no control characters)")
+    return True
+
+
+@FORMATS.checks("ngsi-ld-id", raises=ValueError)
+def _ngsi_ld_id(value: object) -> bool:
+    if isinstance(value, str) and not (len(value) <= 512 and value.isprintable()
+                                       and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:\S", value)):
+        raise ValueError("an absolute URI such as urn:ngsi-ld:WaterObserved:…")
+    return True
+
+
+@FORMATS.checks("ngsi-ld-q", raises=QueryError)
+def _ngsi_q(value: object) -> bool:
+    if isinstance(value, str):
+        parse_q(value)
+    return True
+
+
+@FORMATS.checks("ngsi-ld-pattern", raises=QueryError)
+def _ngsi_pattern(value: object) -> bool:
+    if isinstance(value, str):
+        compile_pattern(value, name="idPattern")
+    return True
+
+
+def _positions(value: Any) -> bool:
+    """GeoJSON nesting of [lon, lat] positions: finite numbers at the leaves, at most 4 levels deep."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > 4 or not isinstance(item, list) or not item:
+            return False
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in item):
+            if len(item) not in (2, 3) or not all(math.isfinite(v) for v in item):
+                return False
+        else:
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+@FORMATS.checks("ngsi-ld-coordinates", raises=ValueError)
+def _ngsi_coordinates(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value, parse_constant=lambda name: math.nan)
+        except (ValueError, RecursionError):
+            raise ValueError("not JSON") from None
+        if not _positions(parsed):
+            raise ValueError("a JSON array of [longitude, latitude] positions")
+    return True
+
+
+# -- parameters ---------------------------------------------------------------------------------------
+_DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?$")
+_INTEGER = re.compile(r"^-?[0-9]{1,18}$")
+
+
+def _coerce(raw: str, schema: dict[str, Any]) -> Any:
+    """A query/path/header value as the type its schema names; ValueError when it is not one."""
+    kind = schema.get("type")
+    if kind == "integer":
+        if not (raw.isascii() and _INTEGER.match(raw)):
+            raise ValueError("a whole number")
+        return int(raw)
+    if kind == "number":
+        if not (raw.isascii() and _DECIMAL.match(raw)) or not math.isfinite(float(raw)):
+            raise ValueError("a number")
+        return float(raw)
+    if kind == "boolean":
+        if raw not in ("true", "false"):
+            raise ValueError("true or false")
+        return raw == "true"
+    return raw
+
+
+@dataclass(frozen=True)
+class _Parameter:
+    name: str
+    where: str  # query, path, header
+    required: bool
+    schema: dict[str, Any]
+    validator: Draft202012Validator
+
+
+@dataclass(frozen=True)
+class _Operation:
+    parameters: tuple[_Parameter, ...]
+    body: Draft202012Validator | None
+    body_required: bool
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    return Draft202012Validator({**schema, "components": COMPONENTS}, format_checker=FORMATS)
+
+
+def _compile(operation: dict[str, Any]) -> _Operation:
+    parameters = tuple(_Parameter(p["name"], p["in"], bool(p.get("required")), p["schema"], _validator(p["schema"]))
+                       for p in operation.get("parameters", ()))
+    body = operation.get("requestBody")
+    schema = body["content"].get("application/json", {}).get("schema") if body else None
+    return _Operation(parameters, _validator(schema) if schema is not None else None,
+                      bool(body and body.get("required")))
+
+
+#: each application's compiled operations, from its own document (settings change a few rules)
+COMPILED: web.AppKey[dict[tuple[str, str], _Operation]] = web.AppKey("validation", dict)
+
+
+def compiled(app: web.Application) -> dict[tuple[str, str], _Operation]:
+    """The operations of ``app``'s document, compiled once (filled on the first request)."""
+    table = app[COMPILED]
+    if not table:
+        for path, methods in document(app)["paths"].items():
+            for method, operation in methods.items():
+                table[(method, path)] = _compile(operation)
+    return table
+
+
+def _rule(error: ValidationError) -> str:
+    return f"format:{error.validator_value}" if error.validator == "format" else str(error.validator)
+
+
+def _explain(error: ValidationError) -> str:
+    """What the rule asks, in words (the cause of a format error says why)."""
+    if error.validator == "format":
+        why = f": {error.cause}" if error.cause is not None and str(error.cause) else ""
+        return f"must be a {error.validator_value}{why}"
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "type",
+                           "pattern", "minLength", "maxLength", "minItems", "maxItems", "const"):
+        return f"{error.validator} {error.validator_value!r} is not met"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return "takes no field " + ", ".join(repr(k[:40]) for k in extra[:5])
+    if error.validator in ("oneOf", "anyOf"):
+        return "matches none of the allowed forms"
+    return f"the rule {error.validator!r} is not met"  # never the message: it quotes the value
+
+
+def _where(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _check_parameters(request: web.Request, operation: _Operation) -> None:
+    known = {p.name for p in operation.parameters if p.where == "query"}
+    for name in request.query:
+        if name not in known:  # a misspelt parameter would otherwise be ignored without a word
+            shown = name[:40] if name.isprintable() else repr(name[:40])
+            raise Problem(400, "Bad Request", f"parameter {shown!r} is not one of this operation's"
+                          + (f" ({', '.join(sorted(known))})" if known else " (it takes none)"),
+                          parameter=name[:40], rule="unknown")
+    for param in operation.parameters:
+        if param.where == "query":
+            values = request.query.getall(param.name, [])
+            if len(values) > 1:
+                raise Problem(400, "Bad Request", f"parameter {param.name!r} is given more than once",
+                              parameter=param.name, rule="repeated")
+            raw = values[0] if values else None
+        elif param.where == "path":
+            raw = request.match_info.get(param.name)
+        else:
+            raw = request.headers.get(param.name)
+        if raw is None:
+            if param.required:
+                raise Problem(400, "Bad Request", f"parameter {param.name!r} is required", parameter=param.name,
+                              rule="required")
+            continue
+        try:
+            value = _coerce(raw, param.schema)
+        except ValueError as exc:
+            raise Problem(400, "Bad Request", f"parameter {param.name!r} must be {exc}", parameter=param.name,
+                          rule="type") from None
+        error = best_match(param.validator.iter_errors(value))
+        if error is not None:
+            # never echo the value: it could be a resident's position
+            raise Problem(400, "Bad Request", f"parameter {param.name!r}: {_explain(error)}", parameter=param.name,
+                          rule=_rule(error))
+
+
+async def check_request(request: web.Request, key: tuple[str, str]) -> None:
+    """Raise a 400 problem when ``request`` does not follow operation ``key`` of the document."""
+    operation = compiled(request.app).get(key)
+    if operation is None:
+        return
+    _check_parameters(request, operation)
+    if operation.body is None:
+        return
+    if not request.body_exists:  # (can_read_body turns False once the body is read)
+        if operation.body_required:
+            raise Problem(400, "Bad Request", "send a JSON object as the body", field="", rule="required")
+        return
+    body = await json_object(request)
+    error = best_match(operation.body.iter_errors(body))
+    if error is not None:
+        where = _where(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            where = _where([*error.absolute_path, extra[0][:40]]) if extra else where
+        name = f"field {where!r}" if where else "the body"
+        raise Problem(400, "Bad Request", f"{name}: {_explain(error)}", field=where, rule=_rule(error))
+
+
+def validation_middleware(operation_of: Callable[[web.Request], tuple[str, str] | None]) -> Any:
+    """Check each request against its operation (``operation_of`` gives its (method, path) key)."""
+
+    @web.middleware
+    async def middleware(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        key = operation_of(request)
+        if key is not None:
+            try:
+                await check_request(request, key)
+            except Problem as exc:
+                if request.path.startswith("/ngsi-ld/") and exc.status == 400:
+                    exc.extra["type"] = NGSI_BAD_REQUEST  # NGSI-LD names its error types (GS CIM 009 §5.5.2)
+                raise
+        return await handler(request)
+
+    return middleware
