@@ -40,7 +40,7 @@ LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Lan
 MUNICIPALITY = q("municipality", {"type": "string", "format": "municipality-code"},
                  description="団体コード: 6 digits with the JIS X 0402 check digit (072036) or the 5-digit form (07203)")
 TIME = {"type": "string", "format": "date-time",
-        "description": "ISO 8601; a time without an offset is Japan time (JST, UTC+9)"}
+        "description": "ISO 8601, from 1900 to 2199; a time without an offset is Japan time (JST, UTC+9)"}
 EXERCISE = q("exercise", {"type": "string", "enum": ["true", "false"]}, description="drill data")
 
 OBJ: dict[str, Any] = {"type": "object"}
@@ -467,7 +467,7 @@ FORMATS = {
     "bbox": "west,south,east,north in degrees (WGS 84) with west < east and south < north",
     "geojson-area": "a GeoJSON Polygon or MultiPolygon, positions [lon, lat] in WGS 84, valid (no self-crossing)",
     "geojson-geometry": "a GeoJSON geometry, positions [lon, lat] in WGS 84; polygons valid (no self-crossing)",
-    "date-time": "ISO 8601; without an offset the time is Japan time (JST, UTC+9)",
+    "date-time": "ISO 8601 from 1900-01-01 to 2199 (UTC); without an offset the time is Japan time (JST, UTC+9)",
     "printable": "text without control, format or separator characters other than the space",
     "ngsi-ld-id": "an absolute URI of at most 512 printable characters (urn:ngsi-ld:<type>:<id>)",
     "ngsi-ld-q": "an NGSI-LD query (ETSI GS CIM 009 §4.9), e.g. waterLevel>2.5;municipalityCode==\"072036\"",
