@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,9 +52,8 @@ from evac.hazards import (
     HazardArea,
     active_areas,
     check_hazard,
-    edge_multipliers,
 )
-from evac.incremental import Seeds, update_field
+from evac.incremental import Seeds, pairs_of_edges, patch_weights, update_field
 from evac.network import _TRANSFORMERS, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
@@ -82,6 +82,11 @@ AREA_MARGIN_M = 1000.0
 HAZARD_INDEXES = 4
 #: Picks of qualifying shelters whose source rows are kept per set of shelter positions.
 SOURCE_SETS = 8
+#: Per hazard index, the other indexes whose difference from it (the base edges changed) is remembered.
+EDITS_KEPT = 8
+#: A new hazard index patches its parent's weights when it changes at most this fraction of the base
+#: edges; a larger change (a whole hazard map replaced) rebuilds them whole, which is then cheaper.
+PATCH_FRACTION = 0.125
 
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
 
@@ -286,10 +291,23 @@ class _HazardIndex:
 
     areas: tuple[HazardArea, ...]
     ids: frozenset[int]  # id() of each area
+    hits: tuple[np.ndarray, ...]  # per area, the base edges it touches
     mult: np.ndarray  # (E,) hazard factor per base edge: 1, a penalty factor or inf
     blocked: BlockedAreas
     lines: AreaLines
     weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: (another index's ``mult``, held weakly; the base edges, sorted, outside which both are equal): an
+    #: incremental update between fields of the two finds its changed pairs from these edges alone.
+    edits: list[tuple[weakref.ref[np.ndarray], np.ndarray]] = field(default_factory=list)
+
+    def edges_changed_from(self, mult: np.ndarray) -> np.ndarray | None:
+        """Base edges (sorted) outside which ``mult`` equals this index's factors, when known."""
+        if mult is self.mult:
+            return np.zeros(0, np.int64)
+        for ref, edges in self.edits:
+            if ref() is mult:
+                return edges
+        return None
 
 
 @dataclass(eq=False)
@@ -334,6 +352,43 @@ class _Sites:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _apply_area(mult: np.ndarray, area: HazardArea, edges: np.ndarray) -> None:
+    """Apply ``area`` to the factors of base ``edges`` in place: blocked wins, else the largest penalty
+    (the rule of :func:`evac.hazards.edge_multipliers`, which does not depend on the order of areas)."""
+    if area.severity == "blocked":
+        mult[edges] = np.inf
+    else:
+        mult[edges] = np.maximum(mult[edges], area.penalty_factor)
+
+
+def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea],
+                  hits: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Edge factors ``(E,)`` of the areas ``active`` (``hits``: the base edges each touches, sorted) from
+    those of ``parent``, and the base edges (sorted) outside which the two are equal.
+
+    Where an area of the parent's was removed the factor is reset to 1 and the areas kept are applied
+    again on those edges; then the added areas are applied. By the order-free rule the result is the
+    factors built from nothing.
+    """
+    mult = parent.mult.copy()
+    new_ids = {id(a) for a in active}
+    removed = [h for a, h in zip(parent.areas, parent.hits, strict=True) if id(a) not in new_ids]
+    parts: list[np.ndarray] = []
+    if removed:
+        touched = np.unique(np.concatenate(removed))
+        mult[touched] = 1.0
+        for a, h in zip(active, hits, strict=True):
+            if id(a) in parent.ids and len(h):
+                _apply_area(mult, a, h[np.isin(h, touched, assume_unique=True)])
+        parts.append(touched)
+    for a, h in zip(active, hits, strict=True):
+        if id(a) not in parent.ids:
+            _apply_area(mult, a, h)
+            parts.append(h)
+    changed = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+    return mult, changed
 
 
 class Engine:
@@ -541,7 +596,7 @@ class Engine:
             if prev is not None and prev.sources is sources and prev.de_weight is de_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
             elif k and prev is not None and self.incremental and (
-                    inc := self._incremental(pg, prev, pair_w, shelters, sources)) is not None:
+                    inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
                 dist, pred, src = (_frozen(a) for a in inc)
                 self.recomputes[key] += 1
                 self.incremental_updates[key] += 1
@@ -568,14 +623,25 @@ class Engine:
                 self._structs.pop(old_key, None)
             return f
 
-    def _incremental(self, pg: ProfileGraph, prev: Field, pair_w: np.ndarray, shelters: list[Shelter],
-                     sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(dist, pred, src)`` updated from ``prev`` to the weights ``pair_w`` and rows ``sources``, or
-        ``None`` when the change is not local (the caller then searches the whole graph)."""
-        n = self.network.n_nodes
+    def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: np.ndarray,
+                     shelters: list[Shelter], sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(dist, pred, src)`` updated from ``prev`` to the weights ``pair_w`` (of ``hz``) and rows
+        ``sources``, or ``None`` when the change is not local (the caller then searches the whole graph).
+
+        The pairs that may have changed come from the base edges ``hz`` knows to differ from the
+        previous field's factors (:meth:`_HazardIndex.edges_changed_from`); otherwise from comparing
+        the whole weight arrays."""
+        net = self.network
+        n = net.n_nodes
         if len(prev.dist) != n or prev.profile != pg.name:
             return None
-        changed = np.zeros(0, np.int64) if pair_w is prev.pair_weight else np.flatnonzero(pair_w != prev.pair_weight)
+        edges = None if pair_w is prev.pair_weight else hz.edges_changed_from(prev.mult)
+        if pair_w is prev.pair_weight:
+            changed = np.zeros(0, np.int64)
+        elif edges is not None:
+            changed = pairs_of_edges(pg, net.edge_u, net.edge_v, edges)
+        else:
+            changed = np.flatnonzero(pair_w != prev.pair_weight)
         old, new = prev.sources, sources
         rows_same = old is new or (
             len(old) == len(new) and np.array_equal(old.end, new.end) and np.array_equal(old.offset, new.offset)
@@ -594,8 +660,11 @@ class Engine:
     def _hazard_index(self, active: list[HazardArea]) -> _HazardIndex:
         """The hazard index of a set of areas in force (the last :data:`HAZARD_INDEXES` sets are kept).
 
-        A new set that contains a kept one (an area added, a gauge area activated) starts from that
-        one's edge factors and applies only the areas it lacks.
+        A new set starts from the kept index nearest to it (fewest areas added or removed): its edge
+        factors are patched on the edges of those areas only (:func:`_patched_mult`), and so are the
+        weights of each profile that index has (:func:`evac.incremental.patch_weights`): one copy of each
+        array, then work in proportion to the edges the change touches. The result equals a rebuild from
+        scratch (``tests/evac/test_evac_weight_patch.py`` holds it to that).
         """
         key = tuple(id(a) for a in active)  # the index holds the areas: their ids stay theirs while it is kept
         with self._cache_lock:
@@ -603,19 +672,35 @@ class Engine:
             if hit is not None:
                 self._hazard_indexes.move_to_end(key)
                 return hit
-        geoms = self._area_geoms(active)
-        for a, g in geoms:  # the projected geometry is shared with the line tests below
-            self._edge_hits(a, g)
+            kept = list(self._hazard_indexes.values())
+        geoms = self._area_geoms(active)  # the projected geometry is shared with the line tests below
+        hits = tuple(self._edge_hits(a, g) for a, g in geoms)
         ids = frozenset(key)
-        found = self._parent(active, ids, lambda p: True)
         net = self.network
-        if found is None:
-            mult = edge_multipliers(net, active, cache=self._hit_cache)
+        # the nearest kept set (the most recent of equals): usually the one just before this change
+        parent = min(reversed(kept), key=lambda p: len(p.ids ^ ids), default=None)
+        changed: np.ndarray | None = None
+        if parent is None:
+            mult = np.ones(net.n_edges)
+            for a, h in zip(active, hits, strict=True):
+                _apply_area(mult, a, h)
         else:
-            mult = edge_multipliers(net, found[1], cache=self._hit_cache, base=found[0].mult)
-        idx = _HazardIndex(tuple(active), ids, _frozen(mult), BlockedAreas(active),
+            mult, changed = _patched_mult(parent, active, hits)
+        idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
                                      [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]))
+        if parent is not None and changed is not None:
+            with self._cache_lock:
+                for one, other in ((idx, parent), (parent, idx)):
+                    one.edits = [(r, e) for r, e in one.edits if r() is not None][-(EDITS_KEPT - 1):]
+                    one.edits.append((weakref.ref(other.mult), changed))
+                parent_weights = list(parent.weights.items())
+            if len(changed) <= net.n_edges * PATCH_FRACTION:
+                for name, (de_w, pair_w) in parent_weights:
+                    pg = net.profile(name)
+                    pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, changed)
+                    d2, p2 = patch_weights(pg, de_w, pair_w, idx.mult, pairs, blocked=BLOCKED_WEIGHT)
+                    idx.weights[name] = (_frozen(d2), _frozen(p2))
         with self._cache_lock:
             _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
         return idx

@@ -98,6 +98,46 @@ def rows_of(indptr: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pos, owner
 
 
+def pairs_of_edges(pg: ProfileGraph, edge_u: np.ndarray, edge_v: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The pairs (sorted, unique) that hold a directed edge of one of the base ``edges``.
+
+    ``edge_u``/``edge_v`` are the network's base edge ends (``(E,)``). A base edge ``u -> v`` gives at most
+    the directed edges ``u -> v`` and ``v -> u``; their pairs are found in the forward CSR rows of ``u`` and
+    ``v`` (a few entries each), so the cost is that of the edges asked for, not of the graph. A pair found
+    may also hold parallel edges of other base edges: recomputing those gives their current weight again.
+    """
+    if not len(edges):
+        return np.zeros(0, np.int64)
+    e = np.asarray(edges, np.int64)
+    u, v = np.asarray(edge_u[e], np.int64), np.asarray(edge_v[e], np.int64)
+    tails, heads = np.concatenate([u, v]), np.concatenate([v, u])
+    pos, owner = rows_of(pg.fwd_indptr, tails)
+    return np.unique(pos[pg.pair_head[pos] == heads[owner]])
+
+
+def patch_weights(
+    pg: ProfileGraph, de_w: np.ndarray, pair_w: np.ndarray, mult: np.ndarray, pairs: np.ndarray, *, blocked: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directed-edge and pair weights for new hazard factors ``mult`` (per base edge), from the weights
+    ``de_w`` ``(D,)`` / ``pair_w`` ``(P,)`` of factors that differ from ``mult`` only on base edges whose
+    pairs are among ``pairs`` (sorted, from :func:`pairs_of_edges`).
+
+    Returns fresh arrays (one copy each; the inputs are not modified) equal, bit for bit, to the whole-array
+    rebuild ``w = de_time * mult[de_base]`` (non-finite: ``blocked`` seconds) and ``pair_w = min`` over each
+    pair's edges: the same products and minima, computed for the directed edges of ``pairs`` only.
+    """
+    de2 = de_w.copy()
+    pw2 = pair_w.copy()
+    if len(pairs):
+        d, _ = rows_of(pg.pair_start, pairs)  # pair_start is the CSR pointer of pairs over directed edges
+        w = pg.de_time[d] * mult[pg.de_base[d]]
+        w[~np.isfinite(w)] = blocked
+        de2[d] = w
+        counts = pg.pair_start[pairs + 1] - pg.pair_start[pairs]
+        pw2[pairs] = np.minimum.reduceat(w, np.cumsum(counts) - counts)
+    return de2, pw2
+
+
 def _member(sorted_set: np.ndarray, x: np.ndarray) -> np.ndarray:
     if not len(sorted_set):
         return np.zeros(len(x), bool)
