@@ -38,6 +38,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -53,8 +54,8 @@ from evac.hazards import (
     active_areas,
     check_hazard,
 )
-from evac.incremental import Seeds, pairs_of_edges, patch_weights, update_field
-from evac.network import _TRANSFORMERS, ProfileGraph, RoadNetwork
+from evac.incremental import Seeds, pair_weights, pairs_of_edges, patch_weights, update_field
+from evac.network import _TRANSFORMERS, DirectedWeights, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
@@ -129,6 +130,11 @@ class Sources:
     def __len__(self) -> int:
         return int(self.shelter.shape[0])
 
+    @cached_property
+    def seeds(self) -> Seeds:
+        """The cheapest row at each end node (for incremental updates; built once per set of rows)."""
+        return Seeds.of(self.end, self.offset)
+
 
 @dataclass(frozen=True)
 class _Attachment:
@@ -196,7 +202,7 @@ class Field:
     sources: Sources
     stops: Stops  # shelters attached to edge points (for routes along one edge)
     mult: np.ndarray  # hazard multiplier per base edge (1, a penalty factor, or inf)
-    de_weight: np.ndarray  # current weight of each directed edge of the profile graph
+    de_weight: DirectedWeights  # current weight of each directed edge of the profile graph (read lazily)
     pair_weight: np.ndarray
     blocked: BlockedAreas  # blocked areas in force, for point tests
     lines: AreaLines  # the areas in force, projected, for partial edges and legs
@@ -286,7 +292,8 @@ class _HazardIndex:
     Kept while the areas in force are the very same (immutable) objects, whatever else changes: an
     alert level that activates or clears nothing, a shelter that opens, closes or fills, the other
     exercise mode when no drill area is in force. ``weights`` holds per profile the directed-edge weights
-    ``(D,)`` and the pair weights ``(P,)`` in seconds (blocked: :data:`BLOCKED_WEIGHT`), filled on first use.
+    (:class:`evac.network.DirectedWeights`, computed when read) and the pair weights ``(P,)`` in seconds
+    (blocked: :data:`BLOCKED_WEIGHT`), patched from the parent index's or built on first use.
     """
 
     areas: tuple[HazardArea, ...]
@@ -295,7 +302,7 @@ class _HazardIndex:
     mult: np.ndarray  # (E,) hazard factor per base edge: 1, a penalty factor or inf
     blocked: BlockedAreas
     lines: AreaLines
-    weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    weights: dict[str, tuple[DirectedWeights, np.ndarray]] = field(default_factory=dict)
     #: (another index's ``mult``, held weakly; the base edges, sorted, outside which both are equal): an
     #: incremental update between fields of the two finds its changed pairs from these edges alone.
     edits: list[tuple[weakref.ref[np.ndarray], np.ndarray]] = field(default_factory=list)
@@ -593,7 +600,7 @@ class Engine:
             n = net.n_nodes
             k = len(sources)
             inc = None
-            if prev is not None and prev.sources is sources and prev.de_weight is de_w:
+            if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
             elif k and prev is not None and self.incremental and (
                     inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
@@ -647,8 +654,8 @@ class Engine:
             len(old) == len(new) and np.array_equal(old.end, new.end) and np.array_equal(old.offset, new.offset)
             and np.array_equal(old.shelter, new.shelter) and [s.id for s in prev.shelters] == [s.id for s in shelters])
         out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
-                           new_w=pair_w, changed=changed, old_seeds=Seeds.of(old.end, old.offset), old_end=old.end,
-                           new_seeds=Seeds.of(new.end, new.offset), rows_same=rows_same, limit=UNREACHABLE_S,
+                           new_w=pair_w, changed=changed, old_seeds=old.seeds, old_end=old.end,
+                           new_seeds=new.seeds, rows_same=rows_same, limit=UNREACHABLE_S,
                            search=self.search, max_nodes=int(self.incremental_fraction * n))
         if out is None:
             return None
@@ -696,11 +703,12 @@ class Engine:
                     one.edits.append((weakref.ref(other.mult), changed))
                 parent_weights = list(parent.weights.items())
             if len(changed) <= net.n_edges * PATCH_FRACTION:
-                for name, (de_w, pair_w) in parent_weights:
+                for name, (_, pair_w) in parent_weights:
                     pg = net.profile(name)
                     pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, changed)
-                    d2, p2 = patch_weights(pg, de_w, pair_w, idx.mult, pairs, blocked=BLOCKED_WEIGHT)
-                    idx.weights[name] = (_frozen(d2), _frozen(p2))
+                    p2 = patch_weights(pg, pair_w, idx.mult, pairs, blocked=BLOCKED_WEIGHT)
+                    idx.weights[name] = (DirectedWeights(pg.de_time, pg.de_base, idx.mult, BLOCKED_WEIGHT),
+                                         _frozen(p2))
         with self._cache_lock:
             _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
         return idx
@@ -720,16 +728,16 @@ class Engine:
         return best, [a for a in areas if id(a) not in best.ids]
 
     @staticmethod
-    def _weights(hz: _HazardIndex, pg: ProfileGraph) -> tuple[np.ndarray, np.ndarray]:
+    def _weights(hz: _HazardIndex, pg: ProfileGraph) -> tuple[DirectedWeights, np.ndarray]:
         """``(de_weight, pair_weight)`` of a profile's graph under ``hz`` (cached in it).
 
-        Whole arrays: a handful of numpy calls costs less than finding the few edges that changed.
+        Built whole here when ``hz`` has none for the profile; an index built from a kept one has them
+        patched already (:meth:`_hazard_index`).
         """
         hit = hz.weights.get(pg.name)
         if hit is None:
-            de_w = pg.de_time * hz.mult[pg.de_base]
-            de_w[~np.isfinite(de_w)] = BLOCKED_WEIGHT
-            hit = (_frozen(de_w), _frozen(pg.pair_weights(de_w)))
+            hit = (DirectedWeights(pg.de_time, pg.de_base, hz.mult, BLOCKED_WEIGHT),
+                   _frozen(pair_weights(pg, hz.mult, blocked=BLOCKED_WEIGHT)))
             hz.weights[pg.name] = hit
         return hit
 

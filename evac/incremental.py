@@ -115,27 +115,35 @@ def pairs_of_edges(pg: ProfileGraph, edge_u: np.ndarray, edge_v: np.ndarray, edg
     return np.unique(pos[pg.pair_head[pos] == heads[owner]])
 
 
-def patch_weights(
-    pg: ProfileGraph, de_w: np.ndarray, pair_w: np.ndarray, mult: np.ndarray, pairs: np.ndarray, *, blocked: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Directed-edge and pair weights for new hazard factors ``mult`` (per base edge), from the weights
-    ``de_w`` ``(D,)`` / ``pair_w`` ``(P,)`` of factors that differ from ``mult`` only on base edges whose
-    pairs are among ``pairs`` (sorted, from :func:`pairs_of_edges`).
+def pair_weights(pg: ProfileGraph, mult: np.ndarray, *, blocked: float) -> np.ndarray:
+    """Pair weights ``(P,)`` seconds for the hazard factors ``mult`` (per base edge), built whole: each
+    directed edge weighs ``de_time * mult[de_base]`` (non-finite: ``blocked``), a pair its least edge."""
+    with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
+        w = pg.de_time * mult[pg.de_base]
+    w[~np.isfinite(w)] = blocked
+    return pg.pair_weights(w)
 
-    Returns fresh arrays (one copy each; the inputs are not modified) equal, bit for bit, to the whole-array
-    rebuild ``w = de_time * mult[de_base]`` (non-finite: ``blocked`` seconds) and ``pair_w = min`` over each
-    pair's edges: the same products and minima, computed for the directed edges of ``pairs`` only.
+
+def patch_weights(
+    pg: ProfileGraph, pair_w: np.ndarray, mult: np.ndarray, pairs: np.ndarray, *, blocked: float,
+) -> np.ndarray:
+    """Pair weights for new hazard factors ``mult`` (per base edge), from the pair weights ``pair_w``
+    ``(P,)`` of factors that differ from ``mult`` only on base edges whose pairs are among ``pairs``
+    (sorted, from :func:`pairs_of_edges`).
+
+    Returns a fresh array (one copy; ``pair_w`` is not modified) equal, bit for bit, to the whole-array
+    rebuild :func:`pair_weights`: the same products and minima, computed for the directed edges of
+    ``pairs`` only.
     """
-    de2 = de_w.copy()
     pw2 = pair_w.copy()
     if len(pairs):
         d, _ = rows_of(pg.pair_start, pairs)  # pair_start is the CSR pointer of pairs over directed edges
-        w = pg.de_time[d] * mult[pg.de_base[d]]
+        with np.errstate(invalid="ignore"):
+            w = pg.de_time[d] * mult[pg.de_base[d]]
         w[~np.isfinite(w)] = blocked
-        de2[d] = w
         counts = pg.pair_start[pairs + 1] - pg.pair_start[pairs]
         pw2[pairs] = np.minimum.reduceat(w, np.cumsum(counts) - counts)
-    return de2, pw2
+    return pw2
 
 
 def _member(sorted_set: np.ndarray, x: np.ndarray) -> np.ndarray:

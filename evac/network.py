@@ -471,7 +471,7 @@ class ProfileGraph:
         return csr_matrix((pair_w[self.rev_perm], self.rev_indices, self.rev_indptr),
                           shape=(self.n_nodes, self.n_nodes))
 
-    def best_edge(self, tail: int, head: int, de_weight: np.ndarray) -> int:
+    def best_edge(self, tail: int, head: int, de_weight: np.ndarray | DirectedWeights) -> int:
         """The directed edge with the least current weight from ``tail`` to ``head`` (-1 if none)."""
         lo, hi = int(self.fwd_indptr[tail]), int(self.fwd_indptr[tail + 1])
         j = lo + int(np.searchsorted(self.pair_head[lo:hi], head))
@@ -479,6 +479,40 @@ class ProfileGraph:
             return -1
         a, b = int(self.pair_start[j]), int(self.pair_start[j + 1])
         return a if b - a == 1 else a + int(np.argmin(de_weight[a:b]))
+
+
+@dataclass(frozen=True, eq=False)
+class DirectedWeights:
+    """The current weight of each directed edge of a profile graph, computed when read.
+
+    Directed edge ``d`` weighs ``de_time[d] * mult[de_base[d]]`` seconds (``mult``: the hazard factor per
+    base edge), or ``blocked`` where that is not finite (a blocked edge). Pair weights (what searches
+    use) are kept as arrays; these are read only for a route's few edges (:meth:`ProfileGraph.best_edge`),
+    so a hazard change does not build and hold another array as long as the directed edges.
+    ``w[d]`` takes an index (a float back), a slice or an index array (a fresh array back);
+    ``np.asarray(w)`` gives the whole array ``(D,)``.
+    """
+
+    de_time: np.ndarray
+    de_base: np.ndarray
+    mult: np.ndarray
+    blocked: float
+
+    def __len__(self) -> int:
+        return int(self.de_time.shape[0])
+
+    def __getitem__(self, d: Any) -> Any:
+        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
+            w = self.de_time[d] * self.mult[self.de_base[d]]
+        if np.ndim(w) == 0:
+            return float(w) if math.isfinite(w) else self.blocked
+        w = np.array(w, dtype=float)
+        w[~np.isfinite(w)] = self.blocked
+        return w
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        w = self[:]
+        return w if dtype is None else w.astype(dtype)
 
 
 _PROFILE_ARRAYS = ("de_base", "de_rev", "de_tail", "de_head", "de_time", "pair_start", "pair_tail", "pair_head",
