@@ -54,8 +54,8 @@ from evac.hazards import (
     active_areas,
     check_hazard,
 )
-from evac.incremental import Seeds, pair_weights, pairs_of_edges, patch_weights, update_field
-from evac.network import _TRANSFORMERS, DirectedWeights, ProfileGraph, RoadNetwork
+from evac.incremental import ArrayPool, Copy, Seeds, pairs_of_edges, update_field
+from evac.network import _TRANSFORMERS, DirectedWeights, PairWeights, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
@@ -85,10 +85,6 @@ HAZARD_INDEXES = 4
 SOURCE_SETS = 8
 #: Per hazard index, the other indexes whose difference from it (the base edges changed) is remembered.
 EDITS_KEPT = 8
-#: A new hazard index patches its parent's weights when it changes at most this fraction of the base
-#: edges; a larger change (a whole hazard map replaced) rebuilds them whole, which is then cheaper.
-PATCH_FRACTION = 0.125
-
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
 
 
@@ -203,7 +199,7 @@ class Field:
     stops: Stops  # shelters attached to edge points (for routes along one edge)
     mult: np.ndarray  # hazard multiplier per base edge (1, a penalty factor, or inf)
     de_weight: DirectedWeights  # current weight of each directed edge of the profile graph (read lazily)
-    pair_weight: np.ndarray
+    pair_weight: PairWeights  # current weight of each pair (read lazily on large graphs)
     blocked: BlockedAreas  # blocked areas in force, for point tests
     lines: AreaLines  # the areas in force, projected, for partial edges and legs
     access_speed: float  # metres per second on the straight legs to and from the road
@@ -292,8 +288,8 @@ class _HazardIndex:
     Kept while the areas in force are the very same (immutable) objects, whatever else changes: an
     alert level that activates or clears nothing, a shelter that opens, closes or fills, the other
     exercise mode when no drill area is in force. ``weights`` holds per profile the directed-edge weights
-    (:class:`evac.network.DirectedWeights`, computed when read) and the pair weights ``(P,)`` in seconds
-    (blocked: :data:`BLOCKED_WEIGHT`), patched from the parent index's or built on first use.
+    (:class:`evac.network.DirectedWeights`) and the pair weights (:class:`evac.network.PairWeights`) in
+    seconds (blocked: :data:`BLOCKED_WEIGHT`), both read from ``mult`` (on large graphs, when read).
     """
 
     areas: tuple[HazardArea, ...]
@@ -302,7 +298,7 @@ class _HazardIndex:
     mult: np.ndarray  # (E,) hazard factor per base edge: 1, a penalty factor or inf
     blocked: BlockedAreas
     lines: AreaLines
-    weights: dict[str, tuple[DirectedWeights, np.ndarray]] = field(default_factory=dict)
+    weights: dict[str, tuple[DirectedWeights, PairWeights]] = field(default_factory=dict)
     #: (another index's ``mult``, held weakly; the base edges, sorted, outside which both are equal): an
     #: incremental update between fields of the two finds its changed pairs from these edges alone.
     edits: list[tuple[weakref.ref[np.ndarray], np.ndarray]] = field(default_factory=list)
@@ -370,8 +366,8 @@ def _apply_area(mult: np.ndarray, area: HazardArea, edges: np.ndarray) -> None:
         mult[edges] = np.maximum(mult[edges], area.penalty_factor)
 
 
-def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea],
-                  hits: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequence[np.ndarray],
+                  copy: Copy = np.copy) -> tuple[np.ndarray, np.ndarray]:
     """Edge factors ``(E,)`` of the areas ``active`` (``hits``: the base edges each touches, sorted) from
     those of ``parent``, and the base edges (sorted) outside which the two are equal.
 
@@ -379,7 +375,7 @@ def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea],
     again on those edges; then the added areas are applied. By the order-free rule the result is the
     factors built from nothing.
     """
-    mult = parent.mult.copy()
+    mult = copy(parent.mult)
     new_ids = {id(a) for a in active}
     removed = [h for a, h in zip(parent.areas, parent.hits, strict=True) if id(a) not in new_ids]
     parts: list[np.ndarray] = []
@@ -451,6 +447,8 @@ class Engine:
         # What a recompute can reuse (see _compute): per set of areas in force, per profile's shelter
         # positions, per search structure; each keyed by exactly the inputs it is built from.
         self._cache_lock = threading.Lock()
+        # copies made per change (edge factors, pair weights, fields) reuse arrays nothing refers to any more
+        self._pool = ArrayPool()
         self._hazard_indexes: OrderedDict[tuple[int, ...], _HazardIndex] = OrderedDict()  # by id() of the areas
         self._sites: dict[str, _Sites] = {}  # per profile: the latest shelter positions
         # per (profile, hazard): the shelters mapping last seen, its sites, qualifying mask and shelters
@@ -611,7 +609,7 @@ class Engine:
                 indptr, indices = self._struct(key, pg, sources)
                 nnz = len(pg.rev_indices)
                 data = np.empty(nnz + k)
-                np.take(pair_w, pg.rev_perm, out=data[:nnz], mode="clip")  # "raise" would buffer
+                np.take(pair_w.whole(), pg.rev_perm, out=data[:nnz], mode="clip")  # "raise" would buffer
                 np.maximum(sources.offset, 1e-9, out=data[nnz:])
                 dist, pred, src = (_frozen(a) for a in self.search(data, indices, indptr, n, k, UNREACHABLE_S))
                 self.recomputes[key] += 1
@@ -630,7 +628,7 @@ class Engine:
                 self._structs.pop(old_key, None)
             return f
 
-    def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: np.ndarray,
+    def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: PairWeights,
                      shelters: list[Shelter], sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``(dist, pred, src)`` updated from ``prev`` to the weights ``pair_w`` (of ``hz``) and rows
         ``sources``, or ``None`` when the change is not local (the caller then searches the whole graph).
@@ -648,7 +646,7 @@ class Engine:
         elif edges is not None:
             changed = pairs_of_edges(pg, net.edge_u, net.edge_v, edges)
         else:
-            changed = np.flatnonzero(pair_w != prev.pair_weight)
+            changed = np.flatnonzero(pair_w.whole() != prev.pair_weight.whole())
         old, new = prev.sources, sources
         rows_same = old is new or (
             len(old) == len(new) and np.array_equal(old.end, new.end) and np.array_equal(old.offset, new.offset)
@@ -656,7 +654,7 @@ class Engine:
         out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
                            new_w=pair_w, changed=changed, old_seeds=old.seeds, old_end=old.end,
                            new_seeds=new.seeds, rows_same=rows_same, limit=UNREACHABLE_S,
-                           search=self.search, max_nodes=int(self.incremental_fraction * n))
+                           search=self.search, max_nodes=int(self.incremental_fraction * n), copy=self._pool.copy)
         if out is None:
             return None
         dist, pred, src, stats = out
@@ -668,10 +666,11 @@ class Engine:
         """The hazard index of a set of areas in force (the last :data:`HAZARD_INDEXES` sets are kept).
 
         A new set starts from the kept index nearest to it (fewest areas added or removed): its edge
-        factors are patched on the edges of those areas only (:func:`_patched_mult`), and so are the
-        weights of each profile that index has (:func:`evac.incremental.patch_weights`): one copy of each
-        array, then work in proportion to the edges the change touches. The result equals a rebuild from
-        scratch (``tests/evac/test_evac_weight_patch.py`` holds it to that).
+        factors are patched on the edges of those areas only (:func:`_patched_mult`: one copy of the
+        array, then work in proportion to the edges the change touches). The weights are read from the
+        factors (:meth:`_weights`), and the edges changed are remembered for the incremental update of
+        the fields (:meth:`_HazardIndex.edges_changed_from`). The factors and weights equal a rebuild
+        from nothing (``tests/evac/test_evac_weight_patch.py`` holds them to that).
         """
         key = tuple(id(a) for a in active)  # the index holds the areas: their ids stay theirs while it is kept
         with self._cache_lock:
@@ -686,13 +685,17 @@ class Engine:
         net = self.network
         # the nearest kept set (the most recent of equals): usually the one just before this change
         parent = min(reversed(kept), key=lambda p: len(p.ids ^ ids), default=None)
+        with self._cache_lock:  # make room first: the pool can then write the new factors into the oldest's
+            for old_key in list(self._hazard_indexes)[:max(0, len(self._hazard_indexes) - HAZARD_INDEXES + 1)]:
+                if self._hazard_indexes[old_key] is not parent:
+                    del self._hazard_indexes[old_key]
         changed: np.ndarray | None = None
         if parent is None:
-            mult = np.ones(net.n_edges)
+            mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
             for a, h in zip(active, hits, strict=True):
                 _apply_area(mult, a, h)
         else:
-            mult, changed = _patched_mult(parent, active, hits)
+            mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
                                      [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]))
@@ -701,14 +704,6 @@ class Engine:
                 for one, other in ((idx, parent), (parent, idx)):
                     one.edits = [(r, e) for r, e in one.edits if r() is not None][-(EDITS_KEPT - 1):]
                     one.edits.append((weakref.ref(other.mult), changed))
-                parent_weights = list(parent.weights.items())
-            if len(changed) <= net.n_edges * PATCH_FRACTION:
-                for name, (_, pair_w) in parent_weights:
-                    pg = net.profile(name)
-                    pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, changed)
-                    p2 = patch_weights(pg, pair_w, idx.mult, pairs, blocked=BLOCKED_WEIGHT)
-                    idx.weights[name] = (DirectedWeights(pg.de_time, pg.de_base, idx.mult, BLOCKED_WEIGHT),
-                                         _frozen(p2))
         with self._cache_lock:
             _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
         return idx
@@ -728,16 +723,13 @@ class Engine:
         return best, [a for a in areas if id(a) not in best.ids]
 
     @staticmethod
-    def _weights(hz: _HazardIndex, pg: ProfileGraph) -> tuple[DirectedWeights, np.ndarray]:
-        """``(de_weight, pair_weight)`` of a profile's graph under ``hz`` (cached in it).
-
-        Built whole here when ``hz`` has none for the profile; an index built from a kept one has them
-        patched already (:meth:`_hazard_index`).
-        """
+    def _weights(hz: _HazardIndex, pg: ProfileGraph) -> tuple[DirectedWeights, PairWeights]:
+        """``(de_weight, pair_weight)`` of a profile's graph under ``hz`` (cached in it): both read from
+        ``hz.mult``, so they cost nothing per change on a large graph (:class:`evac.network.PairWeights`)."""
         hit = hz.weights.get(pg.name)
         if hit is None:
             hit = (DirectedWeights(pg.de_time, pg.de_base, hz.mult, BLOCKED_WEIGHT),
-                   _frozen(pair_weights(pg, hz.mult, blocked=BLOCKED_WEIGHT)))
+                   PairWeights(pg, hz.mult, BLOCKED_WEIGHT))
             hz.weights[pg.name] = hit
         return hit
 

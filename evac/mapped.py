@@ -2,7 +2,7 @@
 
 A *mapped directory* holds one ``.npy`` file per array and ``meta.json`` (a key naming what the arrays
 were made from, their names, and small extra values). :func:`read` maps the files read-only
-(``np.load(mmap_mode="r")``): every process that maps the same directory shares the same page-cache
+(``np.load(mmap_mode="r")``, handed out as plain ndarray views of the maps): every process that maps the same directory shares the same page-cache
 pages, so N API processes on one host hold one copy of the road network, not N, and a page nobody
 touches is never read from disk. :func:`write` builds the directory aside and renames it into place, so
 a reader sees a whole directory or none; when two processes write the same one, the first rename wins
@@ -65,7 +65,11 @@ def read(path: Path, *, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]
         for name in meta["arrays"]:
             f = Path(path) / f"{name}.npy"
             try:
-                out[name] = np.load(f, mmap_mode="r", allow_pickle=False)
+                # a plain ndarray view of the map (it keeps the map alive through ``.base``): the
+                # np.memmap subclass runs Python code on every indexing and result (__getitem__,
+                # __array_finalize__), microseconds each, which a recompute of a few hundred microseconds
+                # does hundreds of times
+                out[name] = np.asarray(np.load(f, mmap_mode="r", allow_pickle=False))
             except ValueError:  # an empty array cannot be mapped
                 out[name] = np.load(f, allow_pickle=False)
     except (OSError, ValueError, KeyError) as exc:

@@ -20,13 +20,17 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import evac.network
 from evac.drilltown import generate
 from evac.engine import BLOCKED_WEIGHT, Engine, FieldKey
 from evac.gridtown import grid_network, grid_shelters
 from evac.hazards import HazardArea, edge_multipliers, load_hazard_geojson
-from evac.incremental import pair_weights, pairs_of_edges, patch_weights
-from evac.network import RoadNetwork, load_network
+from evac.incremental import pairs_of_edges
+from evac.network import PairWeights, RoadNetwork, load_network
 from evac.shelters import Shelter, load_shelters
+from tests.evac.test_evac_incremental import Town as IncrementalTown
+from tests.evac.test_evac_incremental import _run as run_incremental
+from tests.evac.test_evac_incremental import step as incremental_step
 
 KEYS: list[FieldKey] = [("walk", "flood", False), ("car", "flood", False), ("reduced_mobility", "flood", True)]
 Town = tuple[RoadNetwork, list[Shelter], list[HazardArea]]
@@ -115,7 +119,8 @@ def _run(town: Town, ops: list[tuple[Any, ...]]) -> int:
             assert np.array_equal(f.mult, mult), f"edge factors differ: {where}"
             assert np.array_equal(f.de_weight, de_w), f"directed-edge weights differ: {where}"
             assert np.array_equal(f.pair_weight, pair_w), f"pair weights differ: {where}"
-            assert not f.pair_weight.flags.writeable
+            some = np.arange(0, len(pair_w), 7)
+            assert np.array_equal(f.pair_weight[some], pair_w[some])
             assert f.de_weight[len(de_w) // 2] == de_w[len(de_w) // 2]  # one edge, as routes read it
             assert np.array_equal(f.de_weight[3:40], de_w[3:40])
     return sum(1 for hz in eng._hazard_indexes.values() if hz.edits)
@@ -162,24 +167,57 @@ def test_a_removed_area_is_patched_from_the_larger_set(gridtown: Town) -> None:
         np.setdiff1d(np.arange(net.n_edges), changed)])
 
 
-def test_patch_weights_recomputes_only_the_pairs_given(gridtown: Town) -> None:
-    """The pure functions: the patch equals the rebuild on the pairs of the changed edges, the rest is
-    copied (so a pair left out keeps its old weight), and the input is untouched."""
-    net = gridtown[0]
-    pg = net.profile("walk")
-    area = HazardArea(id="a", hazard="flood", geometry=_polygon(net, 0.5, 120.0, 0.2))
-    _, _, pw0 = rebuilt(net, [], "walk")
-    mult, _, pw1 = rebuilt(net, [area], "walk")
-    assert np.array_equal(pair_weights(pg, mult, blocked=BLOCKED_WEIGHT), pw1)
-    edges = np.flatnonzero(mult != 1.0)
-    assert len(edges)
-    pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, edges)
-    p2 = patch_weights(pg, pw0, mult, pairs, blocked=BLOCKED_WEIGHT)
-    assert np.array_equal(p2, pw1)
-    assert np.array_equal(pw0, rebuilt(net, [], "walk")[2])  # not modified
-    p3 = patch_weights(pg, pw0, mult, pairs[1:], blocked=BLOCKED_WEIGHT)
-    assert p3[pairs[0]] == pw0[pairs[0]] and not np.array_equal(p3, pw1)
-    # every directed edge of a changed base edge lies in a pair found
-    d_changed = np.flatnonzero(np.isin(pg.de_base, edges))
-    pair_of = np.searchsorted(pg.pair_start, d_changed, side="right") - 1
-    assert np.all(np.isin(pair_of, pairs))
+@pytest.mark.parametrize("mode", ["eager", "lazy", "lazy-general"])
+def test_pair_weights_read_as_the_rebuild(gridtown: Town, drilltown: Town, mode: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """:class:`PairWeights` (one array, or computed when read on a large graph): single pairs, index
+    arrays, masks, slices and the whole array equal the rebuild. ``lazy-general`` takes the path of
+    graphs with parallel edges (least edge per pair) on these graphs, whose pairs have one edge each."""
+    if mode != "eager":
+        monkeypatch.setattr(evac.network, "EAGER_PAIRS", 0)
+    for net, profile in ((gridtown[0], "walk"), (drilltown[0], "car"), (drilltown[0], "reduced_mobility")):
+        pg = net.profile(profile)
+        area = HazardArea(id="a", hazard="flood", geometry=_polygon(net, 0.5, 150.0, 0.2))
+        pen = HazardArea(id="p", hazard="flood", geometry=_polygon(net, 0.3, 200.0, 0.7), severity="penalty",
+                         penalty_factor=2.5)
+        mult, _, pw = rebuilt(net, [area, pen], profile)
+        w = PairWeights(pg, mult, BLOCKED_WEIGHT)
+        assert (w._whole is not None) == (mode == "eager")
+        if mode == "lazy-general":
+            w._single = False
+        rng = np.random.default_rng(3)
+        pairs = rng.integers(len(pw), size=200)
+        assert np.array_equal(w[pairs], pw[pairs])
+        assert np.array_equal(w[pairs.reshape(10, 20)], pw[pairs].reshape(10, 20))
+        assert w[int(pairs[0])] == pw[pairs[0]] and np.array_equal(w[5:50], pw[5:50])
+        assert np.array_equal(w[pw > 1e8], pw[pw > 1e8]) and (pw >= BLOCKED_WEIGHT).any()
+        assert np.array_equal(np.asarray(w), pw) and len(w) == len(pw)
+        assert w[np.zeros(0, np.int64)].shape == (0,)
+
+
+def test_pairs_of_edges_holds_every_directed_edge_of_the_edges(gridtown: Town, drilltown: Town) -> None:
+    for net, profile in ((gridtown[0], "walk"), (drilltown[0], "car")):
+        pg = net.profile(profile)
+        area = HazardArea(id="a", hazard="flood", geometry=_polygon(net, 0.5, 120.0, 0.2))
+        edges = np.flatnonzero(edge_multipliers(net, [area]) != 1.0)
+        assert len(edges)
+        pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, edges)
+        d_changed = np.flatnonzero(np.isin(pg.de_base, edges))
+        pair_of = np.searchsorted(pg.pair_start, d_changed, side="right") - 1
+        assert len(d_changed) and np.all(np.isin(pair_of, pairs))
+        # and no pair without such an edge or a parallel of one
+        tails, heads = pg.pair_tail[pairs], pg.pair_head[pairs]
+        ends = {(int(a), int(b)) for a, b in zip(net.edge_u[edges].tolist(), net.edge_v[edges].tolist(), strict=True)}
+        assert all((a, b) in ends or (b, a) in ends for a, b in zip(tails.tolist(), heads.tolist(), strict=True))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(incremental_step, min_size=1, max_size=8))
+def test_fields_with_weights_read_lazily_equal_the_full_search(gridtown: Town, ops: list[tuple[Any, ...]]) -> None:
+    """The incremental oracle test (``test_evac_incremental``) with every graph's pair weights computed
+    when read, as on a prefecture-scale graph."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evac.network, "EAGER_PAIRS", 0)
+        net, shelters, areas = gridtown
+        assert not net.profile("walk").pair_tail.shape[0] <= evac.network.EAGER_PAIRS
+        run_incremental(IncrementalTown(net, shelters, areas), ops)
