@@ -375,8 +375,8 @@ def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequ
     those of ``parent``, and the base edges (sorted) outside which the two are equal.
 
     Where an area of the parent's was removed the factor is reset to 1 and the areas kept are applied
-    again on those edges; then the added areas are applied. By the order-free rule the result is the
-    factors built from nothing.
+    again (on all their edges: elsewhere the factor already holds theirs, and the rule is idempotent);
+    then the added areas are applied. By the order-free rule the result is the factors built from nothing.
     """
     mult = copy(parent.mult)
     new_ids = {id(a) for a in active}
@@ -387,7 +387,7 @@ def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequ
         mult[touched] = 1.0
         for a, h in zip(active, hits, strict=True):
             if id(a) in parent.ids and len(h):
-                _apply_area(mult, a, h[np.isin(h, touched, assume_unique=True)])
+                _apply_area(mult, a, h)
         parts.append(touched)
     for a, h in zip(active, hits, strict=True):
         if id(a) not in parent.ids:
