@@ -23,6 +23,9 @@ from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 NOTIFY_CHANNEL = "sonae_alerts"
+#: the payload on ``NOTIFY_CHANNEL`` when a name alerts are shown with changes (station, river,
+#: municipality, order area: migration 025), with no alert event
+NAMES_CHANGED = "names"
 #: the advisory lock the commit-order trigger of ``alert_events`` takes (migration 004; "SNOO")
 COMMIT_ORDER_LOCK = 0x534E_4F4F
 

@@ -31,6 +31,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Gauge
 
+from alerting.store import NAMES_CHANGED
 from api.context import POOL
 from sonae.retry import keep_connected
 
@@ -82,6 +83,12 @@ class Subscription:
         except asyncio.QueueFull:
             self.dropped = True
         self.woken.set()
+
+
+#: a notification payload meaning "the state readers see changed, but there is no event to deliver": the
+#: names an alert is shown with changed (``alerting/migrations/025_names_changed.sql``); it changes
+#: :attr:`EventHub.version` so that cached answers are made again
+STATE_ONLY = NAMES_CHANGED
 
 
 class EventHub:
@@ -137,7 +144,7 @@ class EventHub:
     @property
     def version(self) -> tuple[int, int] | None:
         """The version of the state this hub follows, for readers' caches (:mod:`api.answers`): it changes
-        with every delivered event and every reconnection, so an answer read before a change is never
+        with every delivered event, every change of the names alerts are shown with, and every reconnection, so an answer read before a change is never
         served after the hub has delivered it. None while disconnected (a change could go unseen)."""
         return (self.connects, self.changes) if self.connected.is_set() else None
 
@@ -153,7 +160,9 @@ class EventHub:
         async with self.pool.acquire() as conn:
             lost = asyncio.Event()
 
-            def on_notify(*_: Any) -> None:
+            def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+                if payload == STATE_ONLY:  # the state changed without an event (see STATE_ONLY)
+                    self.changes += 1
                 self._wake.set()
 
             def on_lost(*_: Any, lost: asyncio.Event = lost) -> None:

@@ -119,12 +119,13 @@ def packaged_municipalities() -> list[Municipality]:
 async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterable[Municipality]) -> int:
     """Insert or update municipalities by code; returns how many rows were given."""
     rows = [(m.code, m.name_ja, m.name_en, m.prefecture, m.name_kana) for m in municipalities]
-    await conn.executemany(
-        """INSERT INTO municipalities (code, name_ja, name_en, prefecture, name_kana) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (code) DO UPDATE SET name_ja = EXCLUDED.name_ja,
-               name_en = coalesce(EXCLUDED.name_en, municipalities.name_en),
-               prefecture = coalesce(EXCLUDED.prefecture, municipalities.prefecture),
-               name_kana = coalesce(EXCLUDED.name_kana, municipalities.name_kana)""", rows)
+    async with conn.transaction():  # all or none, and one notification to the readers of names (alerting 025)
+        await conn.executemany(
+            """INSERT INTO municipalities (code, name_ja, name_en, prefecture, name_kana) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (code) DO UPDATE SET name_ja = EXCLUDED.name_ja,
+                   name_en = coalesce(EXCLUDED.name_en, municipalities.name_en),
+                   prefecture = coalesce(EXCLUDED.prefecture, municipalities.prefecture),
+                   name_kana = coalesce(EXCLUDED.name_kana, municipalities.name_kana)""", rows)
     return len(rows)
 
 

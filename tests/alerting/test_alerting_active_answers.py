@@ -169,3 +169,34 @@ async def test_a_change_the_hub_may_have_missed_is_not_hidden(client: TestClient
 
     await wait_until(reconnected, what="the alert hub to reconnect")
     assert [a[1] for a in await _answer(client)] == [4]
+
+
+async def test_a_station_renamed_or_moved_makes_a_new_answer(client: TestClient, pool: asyncpg.Pool) -> None:
+    """The answer shows the gauge's name, river and place, which live in ``stations``: changing them writes
+    no alert event, but the next answer shows them (alerting migration 025 announces the change)."""
+    hub, sub = _hub(client), _hub(client).subscribe()
+    await _transition(pool, 3, None)
+    await _delivered(sub)
+
+    async def shown() -> tuple[str, str, dict[str, float]]:
+        resp = await client.get("/api/v1/alerts")
+        (alert,) = (await resp.json())["alerts"]
+        return alert["station_name"], alert["river"], alert["location"]
+
+    async def stored() -> tuple[str, str, dict[str, float]]:
+        async with pool.acquire() as conn:
+            r = await conn.fetchrow("SELECT name, river, lat, lon FROM stations WHERE id = 'akutsu'")
+        return r["name"], r["river"], {"lat": r["lat"], "lon": r["lon"]}
+
+    assert await shown() == await stored() == ("阿久津", "阿武隈川", {"lat": 37.41, "lon": 140.38})
+    for name, river, lat in (("阿久津橋", "阿武隈川", 37.41), ("阿久津橋", "逢瀬川", 37.42)):
+        before = hub.version
+        async with pool.acquire() as conn:
+            await upsert_stations(conn, [Station(id="akutsu", name=name, river=river, municipality_code="072036",
+                                                 lat=lat, lon=140.38, th_caution=5.5, th_danger=6.8)])
+
+        async def noticed(before: tuple[int, int] | None = before) -> bool:
+            return hub.version is not None and hub.version != before
+
+        await wait_until(noticed, what="the alert hub to notice the changed station")
+        assert await shown() == await stored() == (name, river, {"lat": lat, "lon": 140.38})
