@@ -25,6 +25,10 @@ Reuse between recomputes
     by both, the source rows by those and which shelters qualify, the search by weights and source rows.
     So a gauge level that activates nothing new, a shelter opening, closing or filling, or a drill area
     (for the real fields) costs little more than the search, and a new area costs its own spatial tests.
+    A new set of areas patches the edge factors of the nearest kept set on the edges of the areas added
+    or removed; pair weights are read from the factors (whole on small graphs, when read on large ones:
+    :class:`evac.network.PairWeights`), so a local change touches no array as long as the graph except
+    one copy of the factors and of each field (:class:`evac.incremental.ArrayPool`).
     Shared arrays are read-only.
 """
 
