@@ -715,6 +715,12 @@ class Engine:
                 for one, other in ((idx, parent), (parent, idx)):
                     one.edits = [(r, e) for r, e in one.edits if r() is not None][-(EDITS_KEPT - 1):]
                     one.edits.append((weakref.ref(other.mult), changed))
+                held = [(name, pw) for name, (_, pw) in parent.weights.items() if pw.held]
+            for name, pw in held:  # a small graph's weights: the parent's array with the changed pairs patched
+                pg = net.profile(name)
+                pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, changed)
+                idx.weights[name] = (DirectedWeights(pg.de_time, pg.de_base, idx.mult, BLOCKED_WEIGHT),
+                                     PairWeights.patched(pw, idx.mult, pairs))
         with self._cache_lock:
             _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
         return idx

@@ -572,24 +572,46 @@ class PairWeights:
         w = self.whole()
         return w if dtype is None else w.astype(dtype)
 
+    @property
+    def held(self) -> bool:
+        """Whether the weights are held as one array (a small graph) rather than computed when read."""
+        return self._whole is not None
+
+    @classmethod
+    def patched(cls, old: PairWeights, mult: np.ndarray, pairs: np.ndarray) -> PairWeights:
+        """The weights for factors ``mult`` that differ from ``old.mult`` only on base edges whose pairs are
+        among ``pairs`` (sorted; :func:`evac.incremental.pairs_of_edges`): when ``old`` holds an array,
+        a copy of it with those pairs computed again (equal to building it whole)."""
+        new = cls.__new__(cls)
+        new.pg, new.mult, new.blocked, new._single = old.pg, mult, old.blocked, old._single
+        new._whole = None
+        if old._whole is not None:
+            w = old._whole.copy()
+            if len(pairs):
+                w[pairs] = new._read(np.asarray(pairs, np.int64))
+            w.setflags(write=False)
+            new._whole = w
+        return new
+
+    def _read(self, flat: np.ndarray) -> np.ndarray:
+        """Weights of the pairs ``flat`` (1-d int64), computed from the factors."""
+        pg = self.pg
+        d = flat if self._single else rows_of(pg.pair_start, flat)[0]
+        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
+            w = np.array(pg.de_time[d] * self.mult[pg.de_base[d]], dtype=float)
+        w[~np.isfinite(w)] = self.blocked
+        if not self._single and len(flat):
+            counts = pg.pair_start[flat + 1] - pg.pair_start[flat]
+            w = np.minimum.reduceat(w, np.cumsum(counts) - counts)
+        return w
+
     def __getitem__(self, pairs: Any) -> Any:
         if self._whole is not None:
             return self._whole[pairs]
         p = np.arange(len(self))[pairs] if isinstance(pairs, slice) else np.asarray(pairs)
         if p.dtype == bool:
             p = np.flatnonzero(p)
-        pg = self.pg
-        flat = p.reshape(-1).astype(np.int64, copy=False)
-        if self._single:
-            d = flat
-        else:
-            d, _ = rows_of(pg.pair_start, flat)
-        with np.errstate(invalid="ignore"):
-            w = np.array(pg.de_time[d] * self.mult[pg.de_base[d]], dtype=float)
-        w[~np.isfinite(w)] = self.blocked
-        if not self._single and len(flat):
-            counts = pg.pair_start[flat + 1] - pg.pair_start[flat]
-            w = np.minimum.reduceat(w, np.cumsum(counts) - counts)
+        w = self._read(p.reshape(-1).astype(np.int64, copy=False))
         return float(w[0]) if p.ndim == 0 else w.reshape(p.shape)
 
 
