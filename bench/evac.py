@@ -80,10 +80,11 @@ def baseline_graph(eng: Engine, profile: str, hazard: str) -> nx.MultiDiGraph:
     """The profile's directed edges with their current weights, blocked ones removed (for osmnx routing)."""
     f = eng.field(profile, hazard)
     pg = eng.network.profile(profile)
-    ok = f.de_weight < BLOCKED_WEIGHT
+    de_w = np.asarray(f.de_weight)
+    ok = de_w < BLOCKED_WEIGHT
     G = nx.MultiDiGraph()
     G.add_nodes_from(range(eng.network.n_nodes))
-    G.add_weighted_edges_from(zip(pg.de_tail[ok].tolist(), pg.de_head[ok].tolist(), f.de_weight[ok].tolist(),
+    G.add_weighted_edges_from(zip(pg.de_tail[ok].tolist(), pg.de_head[ok].tolist(), de_w[ok].tolist(),
                                   strict=True), weight="travel_time")
     return G
 

@@ -25,6 +25,10 @@ Reuse between recomputes
     by both, the source rows by those and which shelters qualify, the search by weights and source rows.
     So a gauge level that activates nothing new, a shelter opening, closing or filling, or a drill area
     (for the real fields) costs little more than the search, and a new area costs its own spatial tests.
+    A new set of areas patches the edge factors of the nearest kept set on the edges of the areas added
+    or removed; pair weights are read from the factors (whole on small graphs, when read on large ones:
+    :class:`evac.network.PairWeights`), so a local change touches no array as long as the graph except
+    one copy of the factors and of each field (:class:`evac.incremental.ArrayPool`).
     Shared arrays are read-only.
 """
 
@@ -33,10 +37,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -51,10 +57,9 @@ from evac.hazards import (
     HazardArea,
     active_areas,
     check_hazard,
-    edge_multipliers,
 )
-from evac.incremental import Seeds, update_field
-from evac.network import _TRANSFORMERS, ProfileGraph, RoadNetwork
+from evac.incremental import ArrayPool, Copy, Seeds, pairs_of_edges, update_field
+from evac.network import _TRANSFORMERS, DirectedWeights, PairWeights, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
@@ -82,7 +87,11 @@ AREA_MARGIN_M = 1000.0
 HAZARD_INDEXES = 4
 #: Picks of qualifying shelters whose source rows are kept per set of shelter positions.
 SOURCE_SETS = 8
-
+#: Graphs with fewer nodes are searched whole after a change (measured on the Bayreuth extract, 2.6k
+#: nodes: an incremental update cost 1.5-3x the full search; at 100k nodes it costs a tenth of it).
+INCREMENTAL_MIN_NODES = 20_000
+#: Per hazard index, the other indexes whose difference from it (the base edges changed) is remembered.
+EDITS_KEPT = 8
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
 
 
@@ -123,6 +132,11 @@ class Sources:
 
     def __len__(self) -> int:
         return int(self.shelter.shape[0])
+
+    @cached_property
+    def seeds(self) -> Seeds:
+        """The cheapest row at each end node (for incremental updates; built once per set of rows)."""
+        return Seeds.of(self.end, self.offset)
 
 
 @dataclass(frozen=True)
@@ -202,8 +216,8 @@ class Field:
     sources: Sources
     stops: Stops  # shelters attached to edge points (for routes along one edge)
     mult: np.ndarray  # hazard multiplier per base edge (1, a penalty factor, or inf)
-    de_weight: np.ndarray  # current weight of each directed edge of the profile graph
-    pair_weight: np.ndarray
+    de_weight: DirectedWeights  # current weight of each directed edge of the profile graph (read lazily)
+    pair_weight: PairWeights  # current weight of each pair (read lazily on large graphs)
     blocked: BlockedAreas  # blocked areas in force, for point tests
     lines: AreaLines  # the areas in force, projected, for partial edges and legs
     access_speed: float  # metres per second on the straight legs to and from the road
@@ -313,15 +327,29 @@ class _HazardIndex:
     Kept while the areas in force are the very same (immutable) objects, whatever else changes: an
     alert level that activates or clears nothing, a shelter that opens, closes or fills, the other
     exercise mode when no drill area is in force. ``weights`` holds per profile the directed-edge weights
-    ``(D,)`` and the pair weights ``(P,)`` in seconds (blocked: :data:`BLOCKED_WEIGHT`), filled on first use.
+    (:class:`evac.network.DirectedWeights`) and the pair weights (:class:`evac.network.PairWeights`) in
+    seconds (blocked: :data:`BLOCKED_WEIGHT`), both read from ``mult`` (on large graphs, when read).
     """
 
     areas: tuple[HazardArea, ...]
     ids: frozenset[int]  # id() of each area
+    hits: tuple[np.ndarray, ...]  # per area, the base edges it touches
     mult: np.ndarray  # (E,) hazard factor per base edge: 1, a penalty factor or inf
     blocked: BlockedAreas
     lines: AreaLines
-    weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    weights: dict[str, tuple[DirectedWeights, PairWeights]] = field(default_factory=dict)
+    #: (another index's ``mult``, held weakly; the base edges, sorted, outside which both are equal): an
+    #: incremental update between fields of the two finds its changed pairs from these edges alone.
+    edits: list[tuple[weakref.ref[np.ndarray], np.ndarray]] = field(default_factory=list)
+
+    def edges_changed_from(self, mult: np.ndarray) -> np.ndarray | None:
+        """Base edges (sorted) outside which ``mult`` equals this index's factors, when known."""
+        if mult is self.mult:
+            return np.zeros(0, np.int64)
+        for ref, edges in self.edits:
+            if ref() is mult:
+                return edges
+        return None
 
 
 @dataclass(eq=False)
@@ -356,7 +384,7 @@ class _Sites:
     attached: np.ndarray
     arrays: tuple[np.ndarray, ...]
     row_edge: np.ndarray  # (R,) base edge of each row's point
-    trees: tuple[shapely.STRtree, shapely.STRtree] | None = None  # shelter points, egress legs
+    legs: tuple[np.ndarray, np.ndarray] | None = None  # egress legs (LineStrings) and their bounds (M, 4)
     effects: dict[str, tuple[HazardArea, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     # by id() of the hazard index (kept with them); indexes whose areas touch the same rows share them
     rows: OrderedDict[int, tuple[_HazardIndex, _SiteRows]] = field(default_factory=OrderedDict)
@@ -366,6 +394,43 @@ class _Sites:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _apply_area(mult: np.ndarray, area: HazardArea, edges: np.ndarray) -> None:
+    """Apply ``area`` to the factors of base ``edges`` in place: blocked wins, else the largest penalty
+    (the rule of :func:`evac.hazards.edge_multipliers`, which does not depend on the order of areas)."""
+    if area.severity == "blocked":
+        mult[edges] = np.inf
+    else:
+        mult[edges] = np.maximum(mult[edges], area.penalty_factor)
+
+
+def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequence[np.ndarray],
+                  copy: Copy = np.copy) -> tuple[np.ndarray, np.ndarray]:
+    """Edge factors ``(E,)`` of the areas ``active`` (``hits``: the base edges each touches, sorted) from
+    those of ``parent``, and the base edges (sorted) outside which the two are equal.
+
+    Where an area of the parent's was removed the factor is reset to 1 and the areas kept are applied
+    again (on all their edges: elsewhere the factor already holds theirs, and the rule is idempotent);
+    then the added areas are applied. By the order-free rule the result is the factors built from nothing.
+    """
+    mult = copy(parent.mult)
+    new_ids = {id(a) for a in active}
+    removed = [h for a, h in zip(parent.areas, parent.hits, strict=True) if id(a) not in new_ids]
+    parts: list[np.ndarray] = []
+    if removed:
+        touched = np.unique(np.concatenate(removed))
+        mult[touched] = 1.0
+        for a, h in zip(active, hits, strict=True):
+            if id(a) in parent.ids and len(h):
+                _apply_area(mult, a, h)
+        parts.append(touched)
+    for a, h in zip(active, hits, strict=True):
+        if id(a) not in parent.ids:
+            _apply_area(mult, a, h)
+            parts.append(h)
+    changed = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+    return mult, changed
 
 
 class Engine:
@@ -389,7 +454,9 @@ class Engine:
         :class:`evac.search.ProcessSearch` to keep a server's interpreter free while it runs.
     incremental
         Bring a field whose inputs changed up to date by an incremental update (:mod:`evac.incremental`)
-        instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes.
+        instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes
+        and the graph has at least ``incremental_min_nodes`` nodes (on a town of a few thousand nodes a
+        full search takes a few hundred microseconds, less than the bookkeeping of an update).
     """
 
     def __init__(
@@ -397,6 +464,7 @@ class Engine:
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
         incremental: bool = True, incremental_fraction: float = 0.3,
+        incremental_min_nodes: int = INCREMENTAL_MIN_NODES,
     ) -> None:
         self.network = network
         self.max_fields = int(max_fields)
@@ -411,6 +479,7 @@ class Engine:
         self.incremental_work: Counter[str] = Counter()
         self.incremental = bool(incremental)
         self.incremental_fraction = float(incremental_fraction)
+        self.incremental_min_nodes = int(incremental_min_nodes)
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
         self._update_lock = threading.Lock()
@@ -421,6 +490,8 @@ class Engine:
         # What a recompute can reuse (see _compute): per set of areas in force, per profile's shelter
         # positions, per search structure; each keyed by exactly the inputs it is built from.
         self._cache_lock = threading.Lock()
+        # copies made per change (edge factors, pair weights, fields) reuse arrays nothing refers to any more
+        self._pool = ArrayPool()
         self._hazard_indexes: OrderedDict[tuple[int, ...], _HazardIndex] = OrderedDict()  # by id() of the areas
         self._sites: dict[str, _Sites] = {}  # per profile: the latest shelter positions
         # per (profile, hazard): the shelters mapping last seen, its sites, qualifying mask and shelters
@@ -571,12 +642,12 @@ class Engine:
             k = len(sources)
             inc = None
             tails = Walks()
-            if prev is not None and prev.sources is sources and prev.de_weight is de_w:
+            if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
-                if prev.shelters == shelters:  # and the same shelters: the same walks
+                if prev.shelters == shelters and prev.de_weight is de_w:  # and the same shelters: the same walks
                     tails = prev.tails
-            elif k and prev is not None and self.incremental and (
-                    inc := self._incremental(pg, prev, pair_w, shelters, sources)) is not None:
+            elif k and prev is not None and self.incremental and n >= self.incremental_min_nodes and (
+                    inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
                 dist, pred, src = (_frozen(a) for a in inc)
                 self.recomputes[key] += 1
                 self.incremental_updates[key] += 1
@@ -584,7 +655,7 @@ class Engine:
                 indptr, indices = self._struct(key, pg, sources)
                 nnz = len(pg.rev_indices)
                 data = np.empty(nnz + k)
-                np.take(pair_w, pg.rev_perm, out=data[:nnz], mode="clip")  # "raise" would buffer
+                np.take(pair_w.whole(), pg.rev_perm, out=data[:nnz], mode="clip")  # "raise" would buffer
                 np.maximum(sources.offset, 1e-9, out=data[nnz:])
                 dist, pred, src = (_frozen(a) for a in self.search(data, indices, indptr, n, k, UNREACHABLE_S))
                 self.recomputes[key] += 1
@@ -604,22 +675,33 @@ class Engine:
                 self._structs.pop(old_key, None)
             return f
 
-    def _incremental(self, pg: ProfileGraph, prev: Field, pair_w: np.ndarray, shelters: list[Shelter],
-                     sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(dist, pred, src)`` updated from ``prev`` to the weights ``pair_w`` and rows ``sources``, or
-        ``None`` when the change is not local (the caller then searches the whole graph)."""
-        n = self.network.n_nodes
+    def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: PairWeights,
+                     shelters: list[Shelter], sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(dist, pred, src)`` updated from ``prev`` to the weights ``pair_w`` (of ``hz``) and rows
+        ``sources``, or ``None`` when the change is not local (the caller then searches the whole graph).
+
+        The pairs that may have changed come from the base edges ``hz`` knows to differ from the
+        previous field's factors (:meth:`_HazardIndex.edges_changed_from`); otherwise from comparing
+        the whole weight arrays."""
+        net = self.network
+        n = net.n_nodes
         if len(prev.dist) != n or prev.profile != pg.name:
             return None
-        changed = np.zeros(0, np.int64) if pair_w is prev.pair_weight else np.flatnonzero(pair_w != prev.pair_weight)
+        edges = None if pair_w is prev.pair_weight else hz.edges_changed_from(prev.mult)
+        if pair_w is prev.pair_weight:
+            changed = np.zeros(0, np.int64)
+        elif edges is not None:
+            changed = pairs_of_edges(pg, net.edge_u, net.edge_v, edges)
+        else:
+            changed = np.flatnonzero(pair_w.whole() != prev.pair_weight.whole())
         old, new = prev.sources, sources
         rows_same = old is new or (
             len(old) == len(new) and np.array_equal(old.end, new.end) and np.array_equal(old.offset, new.offset)
             and np.array_equal(old.shelter, new.shelter) and [s.id for s in prev.shelters] == [s.id for s in shelters])
         out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
-                           new_w=pair_w, changed=changed, old_seeds=Seeds.of(old.end, old.offset), old_end=old.end,
-                           new_seeds=Seeds.of(new.end, new.offset), rows_same=rows_same, limit=UNREACHABLE_S,
-                           search=self.search, max_nodes=int(self.incremental_fraction * n))
+                           new_w=pair_w, changed=changed, old_seeds=old.seeds, old_end=old.end,
+                           new_seeds=new.seeds, rows_same=rows_same, limit=UNREACHABLE_S,
+                           search=self.search, max_nodes=int(self.incremental_fraction * n), copy=self._pool.copy)
         if out is None:
             return None
         dist, pred, src, stats = out
@@ -630,8 +712,12 @@ class Engine:
     def _hazard_index(self, active: list[HazardArea]) -> _HazardIndex:
         """The hazard index of a set of areas in force (the last :data:`HAZARD_INDEXES` sets are kept).
 
-        A new set that contains a kept one (an area added, a gauge area activated) starts from that
-        one's edge factors and applies only the areas it lacks.
+        A new set starts from the kept index nearest to it (fewest areas added or removed): its edge
+        factors are patched on the edges of those areas only (:func:`_patched_mult`: one copy of the
+        array, then work in proportion to the edges the change touches). The weights are read from the
+        factors (:meth:`_weights`), and the edges changed are remembered for the incremental update of
+        the fields (:meth:`_HazardIndex.edges_changed_from`). The factors and weights equal a rebuild
+        from nothing (``tests/evac/test_evac_weight_patch.py`` holds them to that).
         """
         key = tuple(id(a) for a in active)  # the index holds the areas: their ids stay theirs while it is kept
         with self._cache_lock:
@@ -639,19 +725,38 @@ class Engine:
             if hit is not None:
                 self._hazard_indexes.move_to_end(key)
                 return hit
-        geoms = self._area_geoms(active)
-        for a, g in geoms:  # the projected geometry is shared with the line tests below
-            self._edge_hits(a, g)
+            kept = list(self._hazard_indexes.values())
+        geoms = self._area_geoms(active)  # the projected geometry is shared with the line tests below
+        hits = tuple(self._edge_hits(a, g) for a, g in geoms)
         ids = frozenset(key)
-        found = self._parent(active, ids, lambda p: True)
         net = self.network
-        if found is None:
-            mult = edge_multipliers(net, active, cache=self._hit_cache)
+        # the nearest kept set (the most recent of equals): usually the one just before this change
+        parent = min(reversed(kept), key=lambda p: len(p.ids ^ ids), default=None)
+        with self._cache_lock:  # make room first: the pool can then write the new factors into the oldest's
+            for old_key in list(self._hazard_indexes)[:max(0, len(self._hazard_indexes) - HAZARD_INDEXES + 1)]:
+                if self._hazard_indexes[old_key] is not parent:
+                    del self._hazard_indexes[old_key]
+        changed: np.ndarray | None = None
+        if parent is None:
+            mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
+            for a, h in zip(active, hits, strict=True):
+                _apply_area(mult, a, h)
         else:
-            mult = edge_multipliers(net, found[1], cache=self._hit_cache, base=found[0].mult)
-        idx = _HazardIndex(tuple(active), ids, _frozen(mult), BlockedAreas(active),
+            mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
+        idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
                                      [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]))
+        if parent is not None and changed is not None:
+            with self._cache_lock:
+                for one, other in ((idx, parent), (parent, idx)):
+                    one.edits = [(r, e) for r, e in one.edits if r() is not None][-(EDITS_KEPT - 1):]
+                    one.edits.append((weakref.ref(other.mult), changed))
+                held = [(name, pw) for name, (_, pw) in parent.weights.items() if pw.held]
+            for name, pw in held:  # a small graph's weights: the parent's array with the changed pairs patched
+                pg = net.profile(name)
+                pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, changed)
+                idx.weights[name] = (DirectedWeights(pg.de_time, pg.de_base, idx.mult, BLOCKED_WEIGHT),
+                                     PairWeights.patched(pw, idx.mult, pairs))
         with self._cache_lock:
             _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
         return idx
@@ -671,16 +776,13 @@ class Engine:
         return best, [a for a in areas if id(a) not in best.ids]
 
     @staticmethod
-    def _weights(hz: _HazardIndex, pg: ProfileGraph) -> tuple[np.ndarray, np.ndarray]:
-        """``(de_weight, pair_weight)`` of a profile's graph under ``hz`` (cached in it).
-
-        Whole arrays: a handful of numpy calls costs less than finding the few edges that changed.
-        """
+    def _weights(hz: _HazardIndex, pg: ProfileGraph) -> tuple[DirectedWeights, PairWeights]:
+        """``(de_weight, pair_weight)`` of a profile's graph under ``hz`` (cached in it): both read from
+        ``hz.mult``, so they cost nothing per change on a large graph (:class:`evac.network.PairWeights`)."""
         hit = hz.weights.get(pg.name)
         if hit is None:
-            de_w = pg.de_time * hz.mult[pg.de_base]
-            de_w[~np.isfinite(de_w)] = BLOCKED_WEIGHT
-            hit = (_frozen(de_w), _frozen(pg.pair_weights(de_w)))
+            hit = (DirectedWeights(pg.de_time, pg.de_base, hz.mult, BLOCKED_WEIGHT),
+                   PairWeights(pg, hz.mult, BLOCKED_WEIGHT))
             hz.weights[pg.name] = hit
         return hit
 
@@ -713,13 +815,19 @@ class Engine:
             return hit[1]
         p_shelter, p_edge, p_along, _, p_qx, p_qy, sx, sy, r_point, _, r_end_along, _, _ = sites.arrays
         net = self.network
-        trees = sites.trees
-        if trees is None:
-            legs = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
-                                                 np.column_stack([p_qx, p_qy])], axis=1))
-            trees = sites.trees = (shapely.STRtree(shapely.points(sx, sy)), shapely.STRtree(legs))
-        pts_in = np.sort(trees[0].query(geom, predicate="intersects"))
-        legs_hit = np.sort(trees[1].query(geom, predicate="intersects"))
+        legs = sites.legs
+        if legs is None:
+            lines = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
+                                                  np.column_stack([p_qx, p_qy])], axis=1))
+            legs = sites.legs = (lines, shapely.bounds(lines).reshape(-1, 4))
+        # boxes first (numpy over every shelter and leg), the exact test on the few in the area's box
+        # (an STRtree query per area cost more than both on a town's few hundred shelters)
+        gx0, gy0, gx1, gy1 = shapely.bounds(geom).tolist()
+        near = np.flatnonzero((sx >= gx0) & (sx <= gx1) & (sy >= gy0) & (sy <= gy1))
+        pts_in = near[shapely.intersects_xy(geom, sx[near], sy[near])] if len(near) else near
+        lb = legs[1]
+        near = np.flatnonzero((lb[:, 0] <= gx1) & (lb[:, 2] >= gx0) & (lb[:, 1] <= gy1) & (lb[:, 3] >= gy0))
+        legs_hit = near[shapely.intersects(geom, legs[0][near])] if len(near) else near
         edges = np.sort(self._edge_hits(area, geom))
         if len(edges):
             at = np.searchsorted(edges, sites.row_edge).clip(0, len(edges) - 1)

@@ -30,11 +30,14 @@ then recomputes the whole field. The full recompute stays the oracle (``tests/ev
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from evac.network import ProfileGraph
+from evac.network import PairWeights, ProfileGraph, rows_of
 from evac.search import Search, search_in_process
 
 #: Regions up to this many nodes are solved in the calling process (a few milliseconds of scipy holding
@@ -42,6 +45,72 @@ from evac.search import Search, search_in_process
 IN_PROCESS_NODES = 50_000
 #: The improving sweep gives up after this many visits per node it may improve.
 SWEEP_VISITS = 4
+
+Copy = Callable[[np.ndarray], np.ndarray]
+#: Pair weights: an array, or computed when read (:class:`evac.network.PairWeights`).
+Weights = np.ndarray | PairWeights
+
+
+class ArrayPool:
+    """Copies of large arrays, written into arrays handed out before that nothing refers to any more.
+
+    Every hazard change copies the edge factors ``(E,)``, each profile's pair weights ``(P,)`` and three
+    ``(n,)`` arrays per field, and changes only a few entries of each. A fresh array of tens of
+    megabytes costs a page fault per page when first written: measured on the 2-core VM in a process
+    that has churned through gigabytes, 1-3 ms per MB, ten times the copy itself (260 ms for one
+    pair-weight array at 3M nodes). Copying into an array that has been written before costs only the copy.
+
+    An array handed out is free again when only the pool refers to it: CPython's reference count,
+    compared with that of a sentinel array only the pool holds (a field, a cached index, a view or a
+    computation running in another thread holds a reference, so an array is never overwritten while
+    anything can read it). Up to ``spare`` free arrays per shape and dtype are kept (memory that would
+    otherwise be returned); arrays under ``min_bytes`` are plain copies. Thread-safe.
+    """
+
+    def __init__(self, *, spare: int = 4, min_bytes: int = 1 << 20) -> None:
+        self.spare = int(spare)
+        self.min_bytes = int(min_bytes)
+        self._arrays: list[np.ndarray] = [np.zeros(1)]  # [0]: the sentinel, never handed out
+        self._lock = threading.Lock()
+        #: Copies made into a recycled array, and into a fresh one.
+        self.reused = 0
+        self.fresh = 0
+
+    def copy(self, a: np.ndarray) -> np.ndarray:
+        """A writable copy of ``a`` (a plain ndarray; ``a`` is not modified)."""
+        if a.nbytes < self.min_bytes:
+            return np.array(a, copy=True, subok=False)
+        with self._lock:
+            got: np.ndarray | None = None
+            kept: list[np.ndarray] = []
+            spare: dict[tuple[tuple[int, ...], str], int] = {}
+            base = -1
+            for b in self._arrays:
+                refs = sys.getrefcount(b)
+                if base < 0:  # the sentinel: what "only the pool" looks like from here
+                    base = refs
+                    kept.append(b)
+                    continue
+                free = refs <= base
+                if free and got is None and b.shape == a.shape and b.dtype == a.dtype:
+                    got = b
+                elif free:
+                    k = (b.shape, b.dtype.str)
+                    spare[k] = spare.get(k, 0) + 1
+                    if spare[k] > self.spare:
+                        continue  # let go
+                kept.append(b)
+            if got is None:
+                got = np.array(a, copy=True, subok=False)
+                kept.append(got)
+                self.fresh += 1
+            else:
+                got.setflags(write=True)
+                np.copyto(got, a)
+                self.reused += 1
+            self._arrays = kept
+            return got
+
 
 
 @dataclass(frozen=True)
@@ -87,15 +156,21 @@ class Stats:
     worker_solves: int
 
 
-def rows_of(indptr: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the CSR entries of rows ``nodes`` and, for each, its index in ``nodes``."""
-    starts = indptr[nodes]
-    counts = indptr[nodes + 1] - starts
-    total = int(counts.sum())
-    owner = np.repeat(np.arange(len(nodes)), counts)
-    first = np.cumsum(counts) - counts
-    pos = np.arange(total, dtype=np.int64) + np.repeat(starts - first, counts)
-    return pos, owner
+def pairs_of_edges(pg: ProfileGraph, edge_u: np.ndarray, edge_v: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The pairs (sorted, unique) that hold a directed edge of one of the base ``edges``.
+
+    ``edge_u``/``edge_v`` are the network's base edge ends (``(E,)``). A base edge ``u -> v`` gives at most
+    the directed edges ``u -> v`` and ``v -> u``; their pairs are found in the forward CSR rows of ``u`` and
+    ``v`` (a few entries each), so the cost is that of the edges asked for, not of the graph. A pair found
+    may also hold parallel edges of other base edges: recomputing those gives their current weight again.
+    """
+    if not len(edges):
+        return np.zeros(0, np.int64)
+    e = np.asarray(edges, np.int64)
+    u, v = np.asarray(edge_u[e], np.int64), np.asarray(edge_v[e], np.int64)
+    tails, heads = np.concatenate([u, v]), np.concatenate([v, u])
+    pos, owner = rows_of(pg.fwd_indptr, tails)
+    return np.unique(pos[pg.pair_head[pos] == heads[owner]])
 
 
 def _member(sorted_set: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -126,7 +201,7 @@ def subtree(pg: ProfileGraph, pred: np.ndarray, roots: np.ndarray, *, max_nodes:
 
 
 def solve_region(
-    pg: ProfileGraph, region: np.ndarray, w: np.ndarray, seeds: Seeds, dist: np.ndarray, pred: np.ndarray,
+    pg: ProfileGraph, region: np.ndarray, w: Weights, seeds: Seeds, dist: np.ndarray, pred: np.ndarray,
     src: np.ndarray, *, seed_floor: np.ndarray | None, limit: float, search: Search,
     patch: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> bool:
@@ -188,7 +263,7 @@ def solve_region(
     return runner is not search_in_process
 
 
-def _weights(w: np.ndarray, pairs: np.ndarray, patch: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def _weights(w: Weights, pairs: np.ndarray, patch: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     out = w[pairs]
     if patch is not None and len(patch[0]):
         hit = _member(patch[0], pairs)
@@ -197,7 +272,7 @@ def _weights(w: np.ndarray, pairs: np.ndarray, patch: tuple[np.ndarray, np.ndarr
 
 
 def improved(
-    pg: ProfileGraph, w: np.ndarray, dist: np.ndarray, start: np.ndarray, start_d: np.ndarray, *, limit: float,
+    pg: ProfileGraph, w: Weights, dist: np.ndarray, start: np.ndarray, start_d: np.ndarray, *, limit: float,
     max_nodes: int,
 ) -> np.ndarray | None:
     """Relax from candidate distances ``start_d`` at nodes ``start`` while distances improve; ``dist`` is
@@ -226,9 +301,9 @@ def improved(
 
 
 def update_field(
-    pg: ProfileGraph, *, dist: np.ndarray, pred: np.ndarray, src: np.ndarray, old_w: np.ndarray,
-    new_w: np.ndarray, changed: np.ndarray, old_seeds: Seeds, old_end: np.ndarray,
-    new_seeds: Seeds, rows_same: bool, limit: float, search: Search, max_nodes: int,
+    pg: ProfileGraph, *, dist: np.ndarray, pred: np.ndarray, src: np.ndarray, old_w: Weights,
+    new_w: Weights, changed: np.ndarray, old_seeds: Seeds, old_end: np.ndarray,
+    new_seeds: Seeds, rows_same: bool, limit: float, search: Search, max_nodes: int, copy: Copy = np.copy,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Stats] | None:
     """The field for new pair weights and source rows, from the exact field for the old ones.
 
@@ -249,17 +324,19 @@ def update_field(
         Runs the searches of large regions (the engine's :class:`evac.search.Search`).
     max_nodes
         Give up (``None``) when a phase would touch more nodes than this.
+    copy
+        Makes the writable copies of the old field (e.g. :meth:`ArrayPool.copy`).
 
     Returns
     -------
     New ``dist``, ``pred``, ``src`` (fresh arrays) and what the update touched, or ``None``.
     """
     n = len(dist)
-    dist = dist.copy()
-    pred = pred.copy()
+    dist = copy(dist)
+    pred = copy(pred)
     dearer = np.zeros(0, np.int64)
     if rows_same:
-        src = src.copy()
+        src = copy(src)
     else:
         # rows are renumbered when the source set changes: a node keeps its route's end node and takes the
         # cheapest new row there; a root whose new row is dearer (or gone) starts the increase phase

@@ -464,14 +464,14 @@ class ProfileGraph:
             return de_weight
         return np.minimum.reduceat(de_weight, self.pair_start[:-1])
 
-    def forward_csr(self, pair_w: np.ndarray) -> csr_matrix:
-        return csr_matrix((pair_w, self.pair_head, self.fwd_indptr), shape=(self.n_nodes, self.n_nodes))
+    def forward_csr(self, pair_w: np.ndarray | PairWeights) -> csr_matrix:
+        return csr_matrix((np.asarray(pair_w), self.pair_head, self.fwd_indptr), shape=(self.n_nodes, self.n_nodes))
 
-    def reverse_csr(self, pair_w: np.ndarray) -> csr_matrix:
-        return csr_matrix((pair_w[self.rev_perm], self.rev_indices, self.rev_indptr),
+    def reverse_csr(self, pair_w: np.ndarray | PairWeights) -> csr_matrix:
+        return csr_matrix((np.asarray(pair_w)[self.rev_perm], self.rev_indices, self.rev_indptr),
                           shape=(self.n_nodes, self.n_nodes))
 
-    def best_edge(self, tail: int, head: int, de_weight: np.ndarray) -> int:
+    def best_edge(self, tail: int, head: int, de_weight: np.ndarray | DirectedWeights) -> int:
         """The directed edge with the least current weight from ``tail`` to ``head`` (-1 if none)."""
         lo, hi = int(self.fwd_indptr[tail]), int(self.fwd_indptr[tail + 1])
         j = lo + int(np.searchsorted(self.pair_head[lo:hi], head))
@@ -479,6 +479,140 @@ class ProfileGraph:
             return -1
         a, b = int(self.pair_start[j]), int(self.pair_start[j + 1])
         return a if b - a == 1 else a + int(np.argmin(de_weight[a:b]))
+
+
+@dataclass(frozen=True, eq=False)
+class DirectedWeights:
+    """The current weight of each directed edge of a profile graph, computed when read.
+
+    Directed edge ``d`` weighs ``de_time[d] * mult[de_base[d]]`` seconds (``mult``: the hazard factor per
+    base edge), or ``blocked`` where that is not finite (a blocked edge). Pair weights (what searches
+    use) are kept as arrays; these are read only for a route's few edges (:meth:`ProfileGraph.best_edge`),
+    so a hazard change does not build and hold another array as long as the directed edges.
+    ``w[d]`` takes an index (a float back), a slice or an index array (a fresh array back);
+    ``np.asarray(w)`` gives the whole array ``(D,)``.
+    """
+
+    de_time: np.ndarray
+    de_base: np.ndarray
+    mult: np.ndarray
+    blocked: float
+
+    def __len__(self) -> int:
+        return int(self.de_time.shape[0])
+
+    def __getitem__(self, d: Any) -> Any:
+        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
+            w = self.de_time[d] * self.mult[self.de_base[d]]
+        if np.ndim(w) == 0:
+            return float(w) if math.isfinite(w) else self.blocked
+        w = np.array(w, dtype=float)
+        w[~np.isfinite(w)] = self.blocked
+        return w
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        w = self[:]
+        return w if dtype is None else w.astype(dtype)
+
+
+def rows_of(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the CSR entries of ``rows`` (``indptr``: the CSR pointer) and, for each, its index in
+    ``rows``."""
+    starts = indptr[rows]
+    counts = indptr[rows + 1] - starts
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(rows)), counts)
+    first = np.cumsum(counts) - counts
+    pos = np.arange(total, dtype=np.int64) + np.repeat(starts - first, counts)
+    return pos, owner
+
+
+#: Profile graphs with at most this many pairs hold their pair weights as one array (cheaper to read
+#: than to compute on each read, and cheap to build); larger ones compute them when read.
+EAGER_PAIRS = 1 << 18
+
+
+class PairWeights:
+    """The weight of each pair of a profile graph under hazard factors ``mult`` (per base edge): the least
+    of its directed edges' weights (:class:`DirectedWeights`), seconds, ``blocked`` for a blocked pair.
+
+    A graph of at most :data:`EAGER_PAIRS` pairs holds them as one read-only array. A larger one computes
+    them when read: ``w[pairs]`` for the pairs an incremental update looks at, or the whole array
+    (``np.asarray(w)``, :meth:`whole`) for a full search. So a hazard change, which patches ``mult`` on the
+    edges it touches, builds no array as long as the graph per profile: at 3M nodes that is 90 MB per
+    profile and, in a process that has churned through gigabytes, 100-300 ms of page faults to first write
+    it. Reads are bit for bit the whole-array rebuild (same products, same minimum).
+    """
+
+    def __init__(self, pg: ProfileGraph, mult: np.ndarray, blocked: float) -> None:
+        self.pg = pg
+        self.mult = mult
+        self.blocked = float(blocked)
+        self._single = len(pg.de_time) == len(pg.pair_tail)  # every pair is one directed edge
+        self._whole: np.ndarray | None = None
+        if len(pg.pair_tail) <= EAGER_PAIRS:
+            self._whole = self.whole()
+
+    def __len__(self) -> int:
+        return int(self.pg.pair_tail.shape[0])
+
+    def whole(self) -> np.ndarray:
+        """All pair weights ``(P,)`` (read-only; built when the graph is large)."""
+        if self._whole is not None:
+            return self._whole
+        pg = self.pg
+        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
+            w = pg.de_time * self.mult[pg.de_base]
+        w[~np.isfinite(w)] = self.blocked
+        out = w if self._single else pg.pair_weights(w)
+        out.setflags(write=False)
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        w = self.whole()
+        return w if dtype is None else w.astype(dtype)
+
+    @property
+    def held(self) -> bool:
+        """Whether the weights are held as one array (a small graph) rather than computed when read."""
+        return self._whole is not None
+
+    @classmethod
+    def patched(cls, old: PairWeights, mult: np.ndarray, pairs: np.ndarray) -> PairWeights:
+        """The weights for factors ``mult`` that differ from ``old.mult`` only on base edges whose pairs are
+        among ``pairs`` (sorted; :func:`evac.incremental.pairs_of_edges`): when ``old`` holds an array,
+        a copy of it with those pairs computed again (equal to building it whole)."""
+        new = cls.__new__(cls)
+        new.pg, new.mult, new.blocked, new._single = old.pg, mult, old.blocked, old._single
+        new._whole = None
+        if old._whole is not None:
+            w = old._whole.copy()
+            if len(pairs):
+                w[pairs] = new._read(np.asarray(pairs, np.int64))
+            w.setflags(write=False)
+            new._whole = w
+        return new
+
+    def _read(self, flat: np.ndarray) -> np.ndarray:
+        """Weights of the pairs ``flat`` (1-d int64), computed from the factors."""
+        pg = self.pg
+        d = flat if self._single else rows_of(pg.pair_start, flat)[0]
+        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
+            w = np.array(pg.de_time[d] * self.mult[pg.de_base[d]], dtype=float)
+        w[~np.isfinite(w)] = self.blocked
+        if not self._single and len(flat):
+            counts = pg.pair_start[flat + 1] - pg.pair_start[flat]
+            w = np.minimum.reduceat(w, np.cumsum(counts) - counts)
+        return w
+
+    def __getitem__(self, pairs: Any) -> Any:
+        if self._whole is not None:
+            return self._whole[pairs]
+        p = np.arange(len(self))[pairs] if isinstance(pairs, slice) else np.asarray(pairs)
+        if p.dtype == bool:
+            p = np.flatnonzero(p)
+        w = self._read(p.reshape(-1).astype(np.int64, copy=False))
+        return float(w[0]) if p.ndim == 0 else w.reshape(p.shape)
 
 
 _PROFILE_ARRAYS = ("de_base", "de_rev", "de_tail", "de_head", "de_time", "pair_start", "pair_tail", "pair_head",

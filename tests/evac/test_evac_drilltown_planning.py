@@ -70,9 +70,10 @@ def _reference_plan(eng: Engine, places: list[tuple[float, float, int]], caps: d
     networkx Dijkstra over the profile's edges (from the place's road point to each shelter's own rows)."""
     f = eng.field("walk", "flood")
     pg = eng.network.profile("walk")
-    ok = f.de_weight < 1e8
+    de_w = np.asarray(f.de_weight)
+    ok = de_w < 1e8
     D = nx.DiGraph()
-    for a, b, w in zip(pg.de_tail[ok].tolist(), pg.de_head[ok].tolist(), f.de_weight[ok].tolist(), strict=True):
+    for a, b, w in zip(pg.de_tail[ok].tolist(), pg.de_head[ok].tolist(), de_w[ok].tolist(), strict=True):
         if not D.has_edge(a, b) or D[a][b]["w"] > w:
             D.add_edge(a, b, w=w)
     src = f.sources

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,11 +146,13 @@ def test_grid_edge_cases() -> None:
     assert empty.edges_intersecting(shapely.box(-1, -1, 1, 1)).size == 0
 
 
-def _mapped(a: np.ndarray) -> bool:
-    """Whether ``a`` lies in a memory-mapped file (a plain ndarray over a ``np.memmap``, see evac/mapped.py)."""
-    while a is not None and not isinstance(a, np.memmap):
-        a = a.base if isinstance(a, np.ndarray) else None
-    return a is not None
+def is_mapped(a: Any) -> bool:
+    """Whether array ``a`` is (a view of) a memory map of a file."""
+    while a is not None:
+        if isinstance(a, np.memmap | mmap.mmap):
+            return True
+        a = getattr(a, "base", None)
+    return False
 
 
 def test_mapped_network_equals_the_npz_and_answers_the_same(tmp_path: Path) -> None:
@@ -160,7 +164,7 @@ def test_mapped_network_equals_the_npz_and_answers_the_same(tmp_path: Path) -> N
     assert (tmp_path / "grid.npz.mapped" / "network" / "meta.json").exists()
     again = RoadNetwork.load(path)  # maps what the first wrote
     for m in (first, again):
-        assert m.mapped_dir is not None and _mapped(m.coords)
+        assert m.mapped_dir is not None and is_mapped(m.coords)
         for attr in ("node_osmid", "node_lon", "edge_u", "edge_v", "edge_length", "coord_offsets", "coords"):
             assert np.array_equal(getattr(m, attr), getattr(plain, attr))
         assert np.array_equal(m.coords_xy, plain.coords_xy) and np.array_equal(m.edge_plen, plain.edge_plen)
@@ -168,7 +172,7 @@ def test_mapped_network_equals_the_npz_and_answers_the_same(tmp_path: Path) -> N
             m.coords[0, 0] = 0.0  # read-only: a process cannot change what others map
     pa, pm = plain.profile("walk"), again.profile("walk")
     assert (tmp_path / "grid.npz.mapped" / "profile-walk" / "meta.json").exists()
-    assert _mapped(RoadNetwork.load(path).profile("walk").rev_indptr)
+    assert is_mapped(RoadNetwork.load(path).profile("walk").rev_indptr)
     for k in ("pair_head", "fwd_indptr", "rev_indices", "rev_perm", "usable", "snap_nodes"):
         assert np.array_equal(getattr(pa, k), getattr(pm, k))
     shelters = grid_shelters(net, per=100, seed=5)

@@ -115,7 +115,7 @@ def _apply(eng: Engine, town: Town, op: tuple[Any, ...], k: int) -> None:
 
 
 def _run(town: Town, ops: list[tuple[Any, ...]]) -> Engine:
-    eng = Engine(town.net, shelters=town.shelters, areas=town.areas, warm=KEYS, incremental_fraction=1.0)
+    eng = Engine(town.net, shelters=town.shelters, areas=town.areas, warm=KEYS, incremental_fraction=1.0, incremental_min_nodes=0)
     for k, op in enumerate(ops):
         before, inc_before = eng.recomputes.copy(), eng.incremental_updates.copy()
         _apply(eng, town, op, k)
@@ -165,7 +165,8 @@ def test_a_long_sequence_stays_exact(drilltown: Town) -> None:
 
 def test_a_large_change_falls_back_to_the_full_search(gridtown: Town) -> None:
     key = KEYS[0]
-    eng = Engine(gridtown.net, shelters=gridtown.shelters, warm=[key])  # default: give up past 30 % of nodes
+    eng = Engine(gridtown.net, shelters=gridtown.shelters, warm=[key],  # default: give up past 30 % of nodes
+                 incremental_min_nodes=0)
     net = gridtown.net
     whole = shapely.box(float(net.node_lon.min()), float(net.node_lat.min()), float(net.node_lon.mean()),
                         float(net.node_lat.max()))
@@ -191,8 +192,9 @@ def test_large_regions_are_solved_in_the_worker(gridtown: Town, worker: ProcessS
     """Regions above ``IN_PROCESS_NODES`` go to the field's search (here: every region, to the worker)."""
     monkeypatch.setattr(evac.incremental, "IN_PROCESS_NODES", 0)
     net = gridtown.net
-    local = Engine(net, shelters=gridtown.shelters, warm=KEYS[:2], incremental_fraction=1.0)
-    remote = Engine(net, shelters=gridtown.shelters, warm=KEYS[:2], incremental_fraction=1.0, search=worker)
+    local = Engine(net, shelters=gridtown.shelters, warm=KEYS[:2], incremental_fraction=1.0, incremental_min_nodes=0)
+    remote = Engine(net, shelters=gridtown.shelters, warm=KEYS[:2], incremental_fraction=1.0, search=worker,
+                    incremental_min_nodes=0)
     full_before = worker.searches  # after the two first full searches
     changes: list[dict[str, Any]] = [
         {"add_areas": [HazardArea(id="a", hazard="flood", geometry=_box(net, 0.3, 120.0))]},
