@@ -5,6 +5,7 @@ unknown charset."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ async def test_a_charset_in_the_content_type_is_ignored(served: Any, content_typ
     client, token = served
     headers = [(b"Content-Type", content_type.encode("latin-1"))]
     assert await _raw(client, "POST", "/api/v1/auth/token", headers, b"{}") == 400  # username is required
-    body = '{"username": "admin-all", "password": "%s"}' % PASSWORD
+    body = json.dumps({"username": "admin-all", "password": PASSWORD})
     assert await _raw(client, "POST", "/api/v1/auth/token", headers, body.encode()) == 201
     auth = [(b"Authorization", b"Bearer " + token.encode()), *headers]
     assert await _raw(client, "POST", "/api/v1/webhooks", auth, '{"url": "https://p.example/h", "description": "日本"}'
