@@ -146,3 +146,52 @@ def test_the_edges_of_the_query_range() -> None:
     for text in ("1900-01-01T08:59:59", "2200-01-01T00:00Z", "0001-01-01T00:00+14:00", "2026-02-30"):
         with pytest.raises(ValueError):
             parse_query_time(text)
+
+
+# -- patterns mean the same to the document's readers and to the server ---------------------------------
+def _patterns() -> list[str]:
+    from api.openapi import document
+
+    found: set[str] = set()
+    stack: list[Any] = [document()]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("pattern"), str):
+                found.add(item["pattern"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return sorted(found)
+
+
+def test_no_pattern_uses_a_class_whose_meaning_depends_on_the_dialect() -> None:
+    r"""JSON Schema patterns are ECMA-262; the server checks them with Python's ``re``. ``\s`` is U+0085 and
+    U+001C-U+001F to Python but not to ECMA-262 (U+FEFF the other way round), ``\d``/``\w`` are Unicode to
+    Python: schemathesis with an admin token found an email with U+0085 that the document allows refused."""
+    import re
+
+    for pattern in _patterns():
+        assert not re.search(r"(?<!\\)(?:\\\\)*\\[sSdDwWbB]", pattern), pattern
+
+
+SAMPLES = [f"{head}{c}{tail}" for c in ("\x1c", "\x1f", "\x85", "\ufeff", "\xa0", " ", "\t", "\u2028", "\u3000",
+                                        "\u0661", "\u00b2", "x")
+           for head, tail in (("a", "b@c.example"), ("a@b", ""), ("https://x.example/p", "q"), ("", ""),
+                              ("https://x.example:443/", ""), ("near;maxDistance==1", ""))]
+
+
+@pytest.mark.skipif(__import__("shutil").which("node") is None, reason="node (an ECMA-262 engine) is not installed")
+def test_every_pattern_agrees_with_an_ecma262_engine() -> None:
+    """Oracle: node's RegExp (the dialect JSON Schema names) on the characters where the dialects differ."""
+    import re
+    import subprocess
+
+    patterns = _patterns()
+    script = (f"const p = {json.dumps(patterns)}, s = {json.dumps(SAMPLES)}; "
+              "console.log(JSON.stringify(p.flatMap((x) => s.map((y) => new RegExp(x, 'u').test(y)))));")
+    ecma = json.loads(subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True,
+                                     timeout=60).stdout)
+    python = [re.search(p, s) is not None for p in patterns for s in SAMPLES]
+    pairs = [(p, s) for p in patterns for s in SAMPLES]
+    assert [pair for pair, a, b in zip(pairs, ecma, python, strict=True) if a != b] == []
