@@ -144,7 +144,10 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")
-    return Station(**values).validate()
+    try:
+        return Station(**values).validate()
+    except RegistryError as exc:  # the station's own rules (id, code, thresholds): say where, too
+        raise RegistryError(f"{where}: {exc}") from None
 
 
 def read_text_file(path: str | Path) -> str:

@@ -17,7 +17,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ingest.boundaries import BoundaryError, read_n03
@@ -141,6 +141,7 @@ def test_every_importer_refuses_an_unreadable_file_with_its_own_error(tmp_path: 
 
 @PROPERTY
 @given(raw=HOSTILE)
+@example(raw=b"\xe0\xa0\x80\xe0\xa0\x80,\x01")  # a station id of U+0800: the station's own rule named no file
 def test_importers_meet_hostile_bytes_with_their_own_error(tmp_path_factory: pytest.TempPathFactory,
                                                           raw: bytes) -> None:
     where = tmp_path_factory.mktemp("hostile")
