@@ -204,7 +204,10 @@ async def account_scope(conn: asyncpg.Connection, username: str) -> dict[str, An
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    """SHA-256 of the token's bytes as sent. aiohttp reads header bytes that are not UTF-8 as lone
+    surrogates (surrogateescape); they are hashed as the bytes they were (such a token matches none),
+    where a strict encode raised UnicodeEncodeError, a 500."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -36,7 +36,7 @@ from ngsi import context as ctx
 from ngsi import entities as E
 from ngsi import store
 from ngsi.query import QueryError, compile_pattern, geo_matches, matches, parse_geo, parse_q
-from sonae.japantime import parse_iso_time
+from sonae.japantime import parse_query_time
 
 routes = web.RouteTableDef()
 
@@ -275,9 +275,9 @@ def _time(request: web.Request, name: str) -> datetime:
     if not raw:
         raise bad_combination(f"{name} is required with this timerel")
     try:  # without an offset: Japan time, the rule of every Sonae time parameter (sonae.japantime)
-        return parse_iso_time(raw)
-    except (ValueError, OverflowError):
-        raise bad_request(f"{name} must be an ISO 8601 date-time") from None
+        return parse_query_time(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an ISO 8601 date-time from 1900 to 2199") from None
 
 
 def _window(request: web.Request, *, last_n: int | None) -> tuple[datetime, datetime]:

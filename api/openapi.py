@@ -40,7 +40,7 @@ LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Lan
 MUNICIPALITY = q("municipality", {"type": "string", "format": "municipality-code"},
                  description="団体コード: 6 digits with the JIS X 0402 check digit (072036) or the 5-digit form (07203)")
 TIME = {"type": "string", "format": "date-time",
-        "description": "ISO 8601; a time without an offset is Japan time (JST, UTC+9)"}
+        "description": "ISO 8601, from 1900 to 2199; a time without an offset is Japan time (JST, UTC+9)"}
 EXERCISE = q("exercise", {"type": "string", "enum": ["true", "false"]}, description="drill data")
 
 OBJ: dict[str, Any] = {"type": "object"}
@@ -82,7 +82,11 @@ INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
 #: a TCP port, 1 to 65535
 PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 BBOX = {"type": "string", "format": "bbox"}
-_URL_TAIL = "(:" + PORT + ")?(/[^\\s]*)?$"
+#: control characters and white space, spelt out: ``\\s`` means different sets in JSON Schema's ECMA-262
+#: regular expressions (no U+001C-U+001F or U+0085, but U+FEFF) and in Python's ``re`` that checks requests,
+#: so a value one side accepts the other refused (schemathesis: "schema-valid request rejected")
+SPACE = "\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+_URL_TAIL = "(:" + PORT + ")?(/[^" + SPACE + "]*)?$"
 PUSH_ENDPOINT = "^https://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL
 #: with notify.push_allow_http (tests, a local push service): also http:// to this machine
 PUSH_ENDPOINT_LOCAL = "^(https://[A-Za-z0-9.-]*[A-Za-z0-9]|http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\]))" + _URL_TAIL
@@ -304,7 +308,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/v1/hazard-maps/{map_id}/link"): {
         "summary": "Put a hazard map in force while a gauge, river or JMA warning area is at a 警戒レベル",
         "tags": ["staff"], "security": STAFF, "parameters": [p("map_id")],
-        "requestBody": body({"oneOf": [_map_link(["gauge", "river"], {"type": "string", "pattern": "\\S",
+        "requestBody": body({"oneOf": [_map_link(["gauge", "river"], {"type": "string", "pattern": "[^" + SPACE + "]",
                                                                       "description": "the station id or river name"}),
                                         _map_link(["jma_area"], MUNI_CODE)]}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
@@ -377,7 +381,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Deliveries are POSTed with X-Sonae-Signature: sha256=<hex HMAC-SHA256 of the body>, "
                        "X-Sonae-Event-Id and X-Sonae-Delivery; retried with exponential backoff, then dead-lettered.",
         "requestBody": body({"type": "object", "required": ["url"], "properties": {
-            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9](:" + PORT + ")?(/[^\\s]*)?$"},
+            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL},
             "description": {"type": "string"},
             "format": {"type": "string", "enum": ["json", "cap"]}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": 0, "maximum": 5},
@@ -406,7 +410,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Put an account on the roster: email, on call or not (admin, or staff for themselves)",
         "tags": ["staff"], "security": STAFF, "parameters": [p("username")],
         "requestBody": body({"type": "object", "required": ["email"], "properties": {
-            "email": {"type": "string", "maxLength": 254, "pattern": "^[^@\\s]+@[^@\\s]+$"}, "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE,
+            "email": {"type": "string", "maxLength": 254, "pattern": "^[^@" + SPACE + "]+@[^@" + SPACE + "]+$"}, "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE,
             "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
             "drills": {"type": "boolean"}}}),
         "description": "422: an account without a municipality names none.",
@@ -467,7 +471,7 @@ FORMATS = {
     "bbox": "west,south,east,north in degrees (WGS 84) with west < east and south < north",
     "geojson-area": "a GeoJSON Polygon or MultiPolygon, positions [lon, lat] in WGS 84, valid (no self-crossing)",
     "geojson-geometry": "a GeoJSON geometry, positions [lon, lat] in WGS 84; polygons valid (no self-crossing)",
-    "date-time": "ISO 8601; without an offset the time is Japan time (JST, UTC+9)",
+    "date-time": "ISO 8601 from 1900-01-01 to 2199 (UTC); without an offset the time is Japan time (JST, UTC+9)",
     "printable": "text without control, format or separator characters other than the space",
     "ngsi-ld-id": "an absolute URI of at most 512 printable characters (urn:ngsi-ld:<type>:<id>)",
     "ngsi-ld-q": "an NGSI-LD query (ETSI GS CIM 009 §4.9), e.g. waterLevel>2.5;municipalityCode==\"072036\"",

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from api.problems import Problem
 from evac.guidance import LANGS
-from sonae.japantime import parse_iso_time
+from sonae.japantime import parse_query_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 
@@ -157,13 +157,13 @@ def instant(request: web.Request, name: str, default: datetime) -> datetime:
     """An ISO 8601 time parameter as an aware UTC ``datetime`` (``default`` when absent or empty).
 
     Without an offset the time is Japan time (JST), the same rule as ingest (:mod:`sonae.japantime`);
-    ``2026-07-12`` is 00:00 JST that day.
+    ``2026-07-12`` is 00:00 JST that day. Years 1900 to 2199 only (:func:`sonae.japantime.parse_query_time`).
     """
     raw = request.query.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return parse_iso_time(raw)
-    except (ValueError, OverflowError):
-        raise bad(name, f"parameter {name!r} is not an ISO 8601 time (without an offset it is read as "
-                        "Japan time, e.g. 2026-07-12T09:00 or 2026-07-12T00:00Z)") from None
+        return parse_query_time(raw)
+    except ValueError:
+        raise bad(name, f"parameter {name!r} is not an ISO 8601 time from 1900 to 2199 (without an offset it "
+                        "is read as Japan time, e.g. 2026-07-12T09:00 or 2026-07-12T00:00Z)") from None

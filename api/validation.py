@@ -18,7 +18,7 @@ document (``info.x-formats``): ``municipality-code`` (JIS X 0402 check digit), `
 ``push-auth-secret`` (Web Push keys, RFC 8291: base64url, padded or not), ``bbox`` (west < east, south <
 north, in degrees), ``geojson-area`` / ``geojson-geometry`` (a GeoJSON geometry that shapely reads, with
 WGS 84 coordinates, polygons without self-crossings), ``date-time`` (ISO 8601 as
-:func:`sonae.japantime.parse_iso_time` reads it: without an offset it is Japan time), ``printable``,
+:func:`sonae.japantime.parse_query_time` reads it: without an offset it is Japan time; years 1900 to 2199), ``printable``,
 ``ngsi-ld-id`` (an absolute URI, ETSI GS CIM 009 §4.5.2), ``ngsi-ld-q`` and ``ngsi-ld-pattern`` (checked
 by the parsers of :mod:`ngsi.query`) and ``ngsi-ld-coordinates``.
 
@@ -52,7 +52,7 @@ from api.bodies import json_object
 from api.openapi import COMPONENTS, document
 from api.problems import Problem
 from ngsi.query import QueryError, compile_pattern, parse_q
-from sonae.japantime import parse_iso_time
+from sonae.japantime import parse_query_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 NGSI_BAD_REQUEST = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
@@ -148,10 +148,10 @@ def _geojson_geometry(value: object) -> bool:
     return True
 
 
-@FORMATS.checks("date-time", raises=(ValueError, OverflowError))
+@FORMATS.checks("date-time", raises=ValueError)
 def _date_time(value: object) -> bool:
     if isinstance(value, str):
-        parse_iso_time(value)
+        parse_query_time(value)
     return True
 
 
