@@ -3,11 +3,14 @@
 * **Per address** — 10 attempts a minute (bursts of 10), whatever the outcome, as before: one client
   cannot try many passwords fast. Behind a shared office NAT everyone shares this budget; the account
   limit below is what protects an account from guessing spread over many addresses.
-* **Per account** — only *failed* attempts count: 10 in a burst, then one more every 30 s (120 an hour).
-  Past that the account is **slowed, not locked**: one attempt every ``SLOW_INTERVAL_S`` seconds is
-  still checked (from any address), the others get 429 with ``Retry-After``. An attacker can therefore
-  not lock a member of staff out — the right password gets through within seconds — and cannot try
-  more than about 720 passwords a day against one account (argon2id hashes, at least 10 characters).
+* **Per account** — only *failed* attempts count: 10 in a burst, then one more every 2 minutes (30 an
+  hour, refilled). Past that the account is **slowed, not locked**: beside the refills, one attempt
+  every ``SLOW_INTERVAL_S`` (120 s) is still checked, from any address; the others get 429 with
+  ``Retry-After``. So an attacker spreading guesses over any number of addresses gets at most
+  ``ACCOUNT_FAILURE_BURST`` + 2 × 86,400 / 120 ≈ 1,450 passwords checked a day against one account
+  (argon2id hashes, passwords of at least 10 characters; ``tests/api/test_api_abuse.py`` counts a day of
+  it), and cannot lock a member of staff out: the owner's attempt waits for the next slot (at most
+  ``SLOW_INTERVAL_S``, more only while an attacker takes every slot first).
   A successful login clears the account's failures, and the address it came from is remembered for the
   account (the last ``TRUSTED_PER_ACCOUNT``): from there the account limit does not apply, so an
   attacker hammering the account from elsewhere cannot keep its owner out (the OWASP "device cookie"
@@ -27,8 +30,8 @@ from sonae.ratelimit import TokenBuckets
 
 ADDRESS_PER_MINUTE = 10
 ACCOUNT_FAILURE_BURST = 10
-ACCOUNT_FAILURES_PER_MINUTE = 2
-SLOW_INTERVAL_S = 5.0
+ACCOUNT_FAILURES_PER_MINUTE = 0.5
+SLOW_INTERVAL_S = 120.0
 MAX_ACCOUNTS = 100_000
 TRUSTED_PER_ACCOUNT = 8
 

@@ -183,6 +183,25 @@ def test_login_limit_slows_an_account_under_attack_but_never_locks_it() -> None:
     assert limits.admit(address="office", username="victim", now=t + 7.5) == 0
 
 
+def test_login_limit_checks_at_most_the_documented_guesses_a_day() -> None:
+    """The break16 review counted 17,288 guesses a day through the slowed slot against a documented 720:
+    an attacker trying every second from a new address each time gets no more than the docstring says."""
+    from api import loginlimit
+
+    limits = LoginLimits()
+    t, checked = 5000.0, 0
+    for second in range(86_400):
+        if limits.admit(address=f"203.0.{second // 250 % 250}.{second % 250}", username="victim", now=t + second) == 0:
+            checked += 1
+            limits.record(username="victim", success=False, now=t + second)
+    bound = loginlimit.ACCOUNT_FAILURE_BURST + 2 * 86_400 / loginlimit.SLOW_INTERVAL_S
+    assert loginlimit.ACCOUNT_FAILURES_PER_MINUTE * 60 * 24 <= 86_400 / loginlimit.SLOW_INTERVAL_S  # refills
+    assert 0.9 * bound <= checked <= bound + 1  # the bound is what an attacker reaches, not a loose ceiling
+    # the owner, from a new address while the attack goes on, is checked at the next slot
+    waits = [limits.admit(address="198.51.100.7", username="victim", now=t + 86_400 + dt) for dt in range(0, 121)]
+    assert 0 in waits
+
+
 async def test_password_hashing_runs_off_the_event_loop(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Trial 8: argon2id on the event loop stalled /healthz to 501 ms under ten logins."""
     client, _, _ = served
