@@ -21,7 +21,9 @@ Choices, per field:
   subtag, valid as xs:language).
 * ``expires``: ``sent`` + ``cap.expires_hours`` on every message; the Atom feed keeps a Cancel until
   it expires, so feed readers see it.
-* ``description``: the order's note while it is in force; a Cancel carries the cancellation note.
+* ``description``: the measured value, threshold and trend. Never an order's note or cancellation note:
+  those are staff memos (the console's メモ), and a CAP message is public (issue #16: public reads show
+  no internal note); the public words of an order are its ``area_desc``.
 * ``area``: ``areaDesc``; ``polygon`` elements (lat,lon pairs, closed rings) for orders given as a
   polygon — CAP has no holes, so an area with holes is published as hole-free polygons whose union is
   the area (:mod:`alerting.cap_area`); a ``circle`` of ``gauge_radius_km`` around a gauge; a
@@ -201,9 +203,6 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
         if alert.get("reason") == "trend":
             desc.append("forecast to reach the flood danger stage" if lang == "en-US"
                         else "氾濫危険水位への到達が見込まれます")
-        note = alert.get("order_cancel_note") if cleared else alert.get("order_note")
-        if note:
-            desc.append(str(note))
         if desc:
             _sub(info, "description", " / ".join(desc))
         _sub(info, "instruction", t.instruction)

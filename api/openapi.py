@@ -78,6 +78,9 @@ def body(schema: dict[str, Any]) -> dict[str, Any]:
 
 STAFF: list[dict[str, list[str]]] = [{"bearer": []}]
 STATION_ID = p("station_id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
+#: a note written by staff: a memo for staff only, never in public reads, CAP messages, feeds or notifications
+STAFF_NOTE: dict[str, Any] = {"type": "string", "description": "a staff memo: shown to staff only, never in "
+                              "public reads, CAP messages, feeds or notifications"}
 INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
 #: a TCP port, 1 to 65535
 PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -260,7 +263,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Acknowledge an alert", "tags": ["staff"], "security": STAFF,
         "parameters": [p("alert_id", INT_ID)],
         "requestBody": {"required": False, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"note": {"type": "string"}}}}}},
+            "type": "object", "properties": {"note": STAFF_NOTE}}}}},
         "responses": {**ok(), **errors(400, 401, 403, 404, 409, 415)}},
     ("post", "/api/v1/orders"): {
         "summary": "Issue an evacuation order (level 3 高齢者等避難, 4 避難指示, 5 緊急安全確保)", "tags": ["staff"],
@@ -269,7 +272,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": MUNI_CODE,
             "area": {"type": ["object", "null"], "format": "geojson-area",
                      "description": "GeoJSON Polygon or MultiPolygon in WGS 84, without self-crossings"},
-            "area_desc": {"type": "string"}, "note": {"type": "string"}, "exercise": {"type": "boolean"}}}),
+            "area_desc": {"type": "string"}, "note": STAFF_NOTE, "exercise": {"type": "boolean"}}}),
         "description": "422: the area reaches beyond the municipality, or an account without a municipality "
                        "names none.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415, 422)}},
@@ -277,7 +280,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Cancel (解除) an evacuation order", "tags": ["staff"], "security": STAFF,
         "parameters": [p("order_id", INT_ID)],
         "requestBody": {"required": False, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"note": {"type": "string"}}}}}},
+            "type": "object", "properties": {"note": STAFF_NOTE}}}}},
         "responses": {**ok(), **errors(400, 401, 403, 404, 409, 415)}},
     ("patch", "/api/v1/shelters/{shelter_id}"): {
         "summary": "Open/close a shelter, set occupancy or capacity", "tags": ["staff"], "security": STAFF,

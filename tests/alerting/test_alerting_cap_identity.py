@@ -186,7 +186,7 @@ async def client(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TestCl
         await c.close()
 
 
-async def test_cancelled_order_stays_in_the_feed_as_cancel_with_its_note(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_cancelled_order_stays_in_the_feed_as_cancel_without_staff_notes(client: TestClient, pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await create_account(conn, username="duty", password="correct horse battery", role="staff",
                              municipality_code=KORIYAMA)
@@ -208,8 +208,9 @@ async def test_cancelled_order_stays_in_the_feed_as_cancel_with_its_note(client:
     assert_valid_cap(xml)
     doc = etree.fromstring(xml)
     assert doc.findtext("c:msgType", namespaces=NS) == "Cancel"
-    descriptions = doc.xpath("c:info/c:description/text()", namespaces=NS)
-    assert descriptions and all("水位が下がったため解除します" in d and "直ちに避難" not in d for d in descriptions)
+    # the notes are staff memos (the console's メモ; hidden from public JSON reads, issue #16): a CAP
+    # message is public, so neither the order's note nor its cancellation note is in it
+    assert "水位が下がったため解除します" not in xml.decode() and "直ちに避難" not in xml.decode()
     assert doc.xpath("c:info/c:expires/text()", namespaces=NS)
     # once the Cancel has expired, it leaves the feed
     async with pool.acquire() as conn:
