@@ -298,6 +298,17 @@ def settings(database_url: str, mqtt_url: str, mqtt_protocol: str, topic_prefix:
 
 
 @pytest.fixture
+def unlimited_settings(database_url: str, mqtt_url: str, mqtt_protocol: str, topic_prefix: str,
+                       tmp_path: Path) -> Settings:
+    """Settings of an API for tests that send many requests from one address: as :func:`settings`, with
+    the public rate limit off (it is tested on its own, ``tests/api/test_api_abuse.py``)."""
+    return load_settings(environ={
+        "SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_MQTT_PROTOCOL": mqtt_protocol,
+        "SONAE_MQTT_TOPIC_PREFIX": topic_prefix, "SONAE_STATE_DIR": str(tmp_path / "state"),
+        "SONAE_LOG_FORMAT": "text", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0"})
+
+
+@pytest.fixture
 def refusing_port() -> Iterator[int]:
     """A port on 127.0.0.1 that refuses connections for the whole test.
 

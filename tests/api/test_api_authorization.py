@@ -11,7 +11,6 @@ nothing answers 5xx.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,7 +23,7 @@ from api.authorization import POLICY
 from api.openapi import OPERATIONS
 from evac.shelters import Shelter
 from evac.store import import_shelters
-from sonae.config import load_settings
+from sonae.config import Settings
 from tests.api_support import start_client
 
 KORI, FUKU = "072036", "072010"
@@ -93,14 +92,8 @@ def _auth(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def world(pool: asyncpg.Pool, database_url: str, mqtt_url: str, mqtt_protocol: str, topic_prefix: str,
-                tmp_path: Path) -> Any:
-    # the public rate limit is tested on its own (tests/api/test_api_abuse.py); here it would only get in the way
-    settings = load_settings(environ={
-        "SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_MQTT_PROTOCOL": mqtt_protocol,
-        "SONAE_MQTT_TOPIC_PREFIX": topic_prefix, "SONAE_STATE_DIR": str(tmp_path / "state"),
-        "SONAE_API_RATE_LIMIT_PER_MINUTE": "0", "SONAE_LOG_FORMAT": "text"})
-    client = await start_client(create_app(pool=pool, settings=settings))
+async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
+    client = await start_client(create_app(pool=pool, settings=unlimited_settings))
     tokens: dict[str, str] = {}
     async with pool.acquire() as conn:
         for name, (role, muni) in ACCOUNTS.items():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.auth import create_account, login
-from sonae.config import load_settings
+from sonae.config import Settings
 from sonae.japantime import EARLIEST_QUERY_TIME, LATEST_QUERY_TIME, parse_query_time
 from tests.api_support import start_client
 
@@ -43,13 +42,8 @@ def test_a_query_time_leaves_room_for_any_window(moment: datetime, offset: str) 
 
 
 @pytest.fixture
-async def served(pool: asyncpg.Pool, database_url: str, mqtt_url: str, mqtt_protocol: str, topic_prefix: str,
-                 tmp_path: Path) -> Any:
-    settings_ = load_settings(environ={
-        "SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_MQTT_PROTOCOL": mqtt_protocol,
-        "SONAE_MQTT_TOPIC_PREFIX": topic_prefix, "SONAE_STATE_DIR": str(tmp_path / "state"),
-        "SONAE_LOG_FORMAT": "text", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0"})
-    client = await start_client(create_app(pool=pool, settings=settings_))
+async def served(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
+    client = await start_client(create_app(pool=pool, settings=unlimited_settings))
     async with pool.acquire() as conn:
         await create_account(conn, username="admin-all", password=PASSWORD, role="admin", municipality_code=None)
         result = await login(conn, "admin-all", PASSWORD)

@@ -5,7 +5,6 @@ as a plain test."""
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,7 +20,7 @@ from api.auth import create_account, login
 from api.openapi import PORT, document
 from api.validation import FORMATS, check_geometry, parse_bbox
 from ingest.boundaries import MAX_SAMPLES, Boundary, BoundaryIndex
-from sonae.config import load_settings
+from sonae.config import Settings
 from sonae.municipality_code import MunicipalityCodeError, normalise
 from tests.api_support import start_client
 
@@ -137,13 +136,8 @@ def test_boundary_measure_is_bounded_for_huge_areas() -> None:
 
 # -- served: the problem names the field and the rule ----------------------------------------------------
 @pytest.fixture
-async def served(pool: asyncpg.Pool, database_url: str, mqtt_url: str, mqtt_protocol: str, topic_prefix: str,
-                 tmp_path: Path) -> Any:
-    settings_ = load_settings(environ={
-        "SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_MQTT_PROTOCOL": mqtt_protocol,
-        "SONAE_MQTT_TOPIC_PREFIX": topic_prefix, "SONAE_STATE_DIR": str(tmp_path / "state"),
-        "SONAE_LOG_FORMAT": "text", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0"})
-    client = await start_client(create_app(pool=pool, settings=settings_))
+async def served(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
+    client = await start_client(create_app(pool=pool, settings=unlimited_settings))
     tokens = {}
     async with pool.acquire() as conn:
         for name, role, muni in (("admin-all", "admin", None), ("staff-kori", "staff", KORI),
