@@ -4,6 +4,7 @@ names it (and never echoes a value that could be a position)."""
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 
 from aiohttp import web
@@ -85,19 +86,30 @@ def language(request: web.Request) -> str:
     return "ja"
 
 
+#: a decimal number as query text: optional sign, digits with an optional point, an optional short exponent
+DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?$")
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``west,south,east,north`` in degrees: raises ValueError unless west < east and south < north."""
+    parts = text.split(",")
+    if len(parts) != 4 or not all(DECIMAL.match(p.strip()) for p in parts):
+        raise ValueError("four numbers: west,south,east,north")
+    west, south, east, north = (float(p) for p in parts)
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise ValueError("west < east within ±180 and south < north within ±90")
+    return west, south, east, north
+
+
 def bbox(request: web.Request, name: str = "bbox") -> tuple[float, float, float, float] | None:
-    """``west,south,east,north`` in degrees (WGS 84), west < east and south < north; None when absent."""
+    """``west,south,east,north`` in degrees (WGS 84, :func:`parse_bbox`); None when absent."""
     raw = request.query.get(name)
     if not raw:
         return None
     try:
-        west, south, east, north = (float(p) for p in raw.split(","))
-    except ValueError:
-        raise bad(name, f"parameter {name!r} must be west,south,east,north in degrees") from None
-    if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
-            -180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise bad(name, f"parameter {name!r} must be west,south,east,north with west < east and south < north")
-    return west, south, east, north
+        return parse_bbox(raw)
+    except ValueError as exc:
+        raise bad(name, f"parameter {name!r} must be {exc}") from None
 
 
 def integer(request: web.Request, name: str, lo: int, hi: int) -> int | None:

@@ -33,7 +33,6 @@ grammar (docs/scenarios) is not spelt in the document.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -50,8 +49,10 @@ from shapely.validation import explain_validity
 
 from api.bodies import json_object
 from api.openapi import COMPONENTS, document
+from api.params import DECIMAL, parse_bbox
 from api.problems import Problem
 from ngsi.query import QueryError, compile_pattern, parse_q
+from notify.webpush import b64u_decode, check_auth, check_p256dh
 from sonae.japantime import parse_query_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
@@ -59,16 +60,6 @@ NGSI_BAD_REQUEST = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
 
 # -- the named formats ------------------------------------------------------------------------------
 FORMATS = FormatChecker(formats=())
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
-
-
-def _b64url(text: str) -> bytes:
-    """base64url with or without ``=`` padding (browsers send it unpadded, some libraries padded)."""
-    if not _B64URL.match(text) or len(text.rstrip("=")) % 4 == 1:
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
-
-
 @FORMATS.checks("municipality-code", raises=MunicipalityCodeError)
 def _municipality_code(value: object) -> bool:
     if isinstance(value, str):
@@ -78,33 +69,16 @@ def _municipality_code(value: object) -> bool:
 
 @FORMATS.checks("p256-public-key", raises=ValueError)
 def _p256(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    point = _b64url(value)
-    if len(point) != 65 or point[0] != 4:
-        raise ValueError("an uncompressed P-256 point is 65 bytes starting 0x04, in base64url")
-    ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)  # ValueError: not on the curve
+    if isinstance(value, str):
+        check_p256dh(b64u_decode(value))  # ValueError (WebPushError is one) says why
     return True
 
 
 @FORMATS.checks("push-auth-secret", raises=ValueError)
 def _auth_secret(value: object) -> bool:
-    if isinstance(value, str) and len(_b64url(value)) != 16:
-        raise ValueError("the auth secret is 16 bytes, in base64url")
+    if isinstance(value, str):
+        check_auth(b64u_decode(value))
     return True
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """``west,south,east,north`` in degrees: raises ValueError unless west < east and south < north."""
-    parts = text.split(",")
-    if len(parts) != 4 or not all(_DECIMAL.match(p.strip()) for p in parts):
-        raise ValueError("four numbers: west,south,east,north")
-    west, south, east, north = (float(p) for p in parts)
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise ValueError("west < east within ±180 and south < north within ±90")
-    return west, south, east, north
 
 
 @FORMATS.checks("bbox", raises=ValueError)
@@ -212,7 +186,6 @@ def _ngsi_coordinates(value: object) -> bool:
 
 
 # -- parameters ---------------------------------------------------------------------------------------
-_DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?$")
 _INTEGER = re.compile(r"^-?[0-9]{1,18}$")
 
 
@@ -224,7 +197,7 @@ def _coerce(raw: str, schema: dict[str, Any]) -> Any:
             raise ValueError("a whole number")
         return int(raw)
     if kind == "number":
-        if not (raw.isascii() and _DECIMAL.match(raw)) or not math.isfinite(float(raw)):
+        if not (raw.isascii() and DECIMAL.match(raw)) or not math.isfinite(float(raw)):
             raise ValueError("a number")
         return float(raw)
     if kind == "boolean":

@@ -18,6 +18,7 @@ import base64
 import functools
 import json
 import os
+import re
 import struct
 import time
 from dataclasses import dataclass, field
@@ -42,9 +43,16 @@ def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+
+
 def b64u_decode(text: str) -> bytes:
-    text = text.strip()
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """base64url with or without ``=`` padding (browsers send it unpadded, some libraries padded);
+    ValueError for any other character or a length no encoding has."""
+    bare = text.rstrip("=")
+    if not _B64URL.match(text) or len(bare) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
 
 
 def _public_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
@@ -66,8 +74,18 @@ def _hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
 
 def check_keys(p256dh: bytes, auth: bytes) -> None:
     """Refuse keys that cannot work (so a bad subscription fails at subscribe time, not at delivery)."""
+    check_auth(auth)
+    check_p256dh(p256dh)
+
+
+def check_auth(auth: bytes) -> None:
+    """WebPushError unless ``auth`` is the 16-byte secret of RFC 8291 §3.2."""
     if len(auth) != 16:
         raise WebPushError("keys.auth must be 16 bytes (base64url)")
+
+
+def check_p256dh(p256dh: bytes) -> None:
+    """WebPushError unless ``p256dh`` is an uncompressed point on P-256 (RFC 8291 §3.1)."""
     if len(p256dh) != 65 or p256dh[0] != 4:
         raise WebPushError("keys.p256dh must be an uncompressed P-256 point (65 bytes, base64url)")
     try:
@@ -109,7 +127,10 @@ def load_private_key(text: str) -> ec.EllipticCurvePrivateKey:
     if text.startswith("-----BEGIN"):
         key = serialization.load_pem_private_key(text.encode(), password=None)
     else:
-        raw = b64u_decode(text)
+        try:
+            raw = b64u_decode(text)
+        except ValueError:
+            raw = b""
         if len(raw) != 32:
             raise WebPushError("a VAPID private key is PEM or a base64url 32-byte P-256 scalar")
         key = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
