@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from api.auth import create_account, login
 from api.server import SERVER_OPTIONS
 
 
@@ -15,3 +19,16 @@ async def start_client(app: web.Application, *, host: str = "127.0.0.1") -> Test
     client = TestClient(server)
     await client.start_server()
     return client
+
+
+async def signed_in(conn: asyncpg.Connection, accounts: Iterable[tuple[str, str, str | None]],
+                    password: str) -> dict[str, str]:
+    """Create each ``(username, role, municipality code or None)`` account with ``password`` and log it
+    in: ``{username: bearer token}``."""
+    tokens = {}
+    for name, role, muni in accounts:
+        await create_account(conn, username=name, password=password, role=role, municipality_code=muni)
+        result = await login(conn, name, password)
+        assert result is not None
+        tokens[name] = result[0]
+    return tokens

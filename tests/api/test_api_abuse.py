@@ -19,14 +19,13 @@ from hypothesis import strategies as st
 
 from api import auth as auth_module
 from api.app import create_app
-from api.auth import create_account, login
 from api.bodies import MAX_DEPTH, loads
 from api.csvexport import csv_text
 from api.loginlimit import LoginLimits
 from api.server import HEADER_TIMEOUT_S
 from ingest.registry import Station, upsert_stations
 from sonae.config import load_settings
-from tests.api_support import start_client
+from tests.api_support import signed_in, start_client
 
 KORI, FUKU = "072036", "072010"
 PASSWORD = "correct horse battery"
@@ -49,14 +48,9 @@ async def served(pool: asyncpg.Pool, database_url: str, mqtt_url: str, mqtt_prot
     settings = _settings(database_url, mqtt_url, mqtt_protocol, topic_prefix, tmp_path,
                          SONAE_API_RATE_LIMIT_PER_MINUTE="60", SONAE_API_TRUST_FORWARDED_FOR="true")
     client = await start_client(create_app(pool=pool, settings=settings))
-    tokens = {}
     async with pool.acquire() as conn:
-        for name, role, muni in (("op-kori", "operator", KORI), ("admin-kori", "admin", KORI),
-                                 ("staff-kori", "staff", KORI)):
-            await create_account(conn, username=name, password=PASSWORD, role=role, municipality_code=muni)
-            result = await login(conn, name, PASSWORD)
-            assert result is not None
-            tokens[name] = result[0]
+        tokens = await signed_in(conn, (("op-kori", "operator", KORI), ("admin-kori", "admin", KORI),
+                                        ("staff-kori", "staff", KORI)), PASSWORD)
         await upsert_stations(conn, [Station(id="fuku-gauge", name="Fuku gauge", municipality_code=FUKU,
                                              th_standby=1, th_caution=2, th_evacuation=2.5, th_danger=2.8)])
     try:

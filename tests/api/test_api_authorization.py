@@ -24,7 +24,7 @@ from api.openapi import OPERATIONS
 from evac.shelters import Shelter
 from evac.store import import_shelters
 from sonae.config import Settings
-from tests.api_support import start_client
+from tests.api_support import signed_in, start_client
 
 KORI, FUKU = "072036", "072010"
 PASSWORD = "correct horse battery"
@@ -94,13 +94,8 @@ def _auth(token: str) -> dict[str, str]:
 @pytest.fixture
 async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
     client = await start_client(create_app(pool=pool, settings=unlimited_settings))
-    tokens: dict[str, str] = {}
     async with pool.acquire() as conn:
-        for name, (role, muni) in ACCOUNTS.items():
-            await create_account(conn, username=name, password=PASSWORD, role=role, municipality_code=muni)
-            result = await login(conn, name, PASSWORD)
-            assert result is not None
-            tokens[name] = result[0]
+        tokens = await signed_in(conn, ((name, role, muni) for name, (role, muni) in ACCOUNTS.items()), PASSWORD)
         await import_shelters(conn, [Shelter(id="s-kori", name="Kori School", lat=37.395, lon=140.365,
                                              hazards=frozenset({"flood"}), municipality_code=KORI)], actor="test")
         order_id, change = await issue_order(conn, municipality_code=KORI, level=3, issued_by="setup")

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient
 
 from alerting.store import issue_order
 from api.app import create_app
-from api.auth import create_account, login
+from api.auth import login
 from evac.shelters import Shelter
 from evac.store import import_shelters
 from sonae.config import Settings
-from tests.api_support import start_client
+from tests.api_support import signed_in, start_client
 
 KORIYAMA, FUKUSHIMA = "072036", "072010"
 PASSWORD = "correct horse battery"
@@ -42,13 +42,9 @@ async def tokens(pool: asyncpg.Pool) -> dict[str, str]:
     """Bearer tokens: Koriyama staff, Fukushima staff, prefecture staff, an operator, an admin, an expired one."""
     out = {}
     async with pool.acquire() as conn:
-        for name, role, muni in (("kori-staff", "staff", KORIYAMA), ("fuku-staff", "staff", FUKUSHIMA),
-                                 ("pref-staff", "staff", None), ("operator1", "operator", KORIYAMA),
-                                 ("admin1", "admin", None)):
-            await create_account(conn, username=name, password=PASSWORD, role=role, municipality_code=muni)
-            result = await login(conn, name, PASSWORD)
-            assert result is not None
-            out[name] = result[0]
+        out.update(await signed_in(conn, (("kori-staff", "staff", KORIYAMA), ("fuku-staff", "staff", FUKUSHIMA),
+                                          ("pref-staff", "staff", None), ("operator1", "operator", KORIYAMA),
+                                          ("admin1", "admin", None)), PASSWORD))
         expired = await login(conn, "kori-staff", PASSWORD, ttl=timedelta(seconds=-1))
         assert expired is not None
         out["expired"] = expired[0]

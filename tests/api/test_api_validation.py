@@ -16,13 +16,12 @@ from hypothesis import strategies as st
 from shapely.geometry import Polygon, box
 
 from api.app import create_app
-from api.auth import create_account, login
 from api.openapi import PORT, document
 from api.validation import FORMATS, check_geometry, parse_bbox
 from ingest.boundaries import MAX_SAMPLES, Boundary, BoundaryIndex
 from sonae.config import Settings
 from sonae.municipality_code import MunicipalityCodeError, normalise
-from tests.api_support import start_client
+from tests.api_support import signed_in, start_client
 
 KORI = "072036"
 PASSWORD = "correct horse battery"
@@ -138,14 +137,10 @@ def test_boundary_measure_is_bounded_for_huge_areas() -> None:
 @pytest.fixture
 async def served(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
     client = await start_client(create_app(pool=pool, settings=unlimited_settings))
-    tokens = {}
     async with pool.acquire() as conn:
-        for name, role, muni in (("admin-all", "admin", None), ("staff-kori", "staff", KORI),
-                                 ("op-kori", "operator", KORI)):
-            await create_account(conn, username=name, password=PASSWORD, role=role, municipality_code=muni)
-            result = await login(conn, name, PASSWORD)
-            assert result is not None
-            tokens[name] = {"Authorization": f"Bearer {result[0]}"}
+        signed = await signed_in(conn, (("admin-all", "admin", None), ("staff-kori", "staff", KORI),
+                                        ("op-kori", "operator", KORI)), PASSWORD)
+    tokens = {name: {"Authorization": f"Bearer {token}"} for name, token in signed.items()}
     try:
         yield client, tokens
     finally:
