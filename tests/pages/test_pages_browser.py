@@ -185,16 +185,19 @@ def shot(page: Page, name: str, *, full_page: bool = True) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
-def _wait_route(page: Page, timeout: float = WAIT_MS) -> None:
+def _wait_answer(page: Page, timeout: float = WAIT_MS) -> None:
     try:
+        # the route and the level come from two requests: wait for both to be shown (the level box keeps
+        # its placeholder until the level answer is in)
         page.wait_for_function("() => { const s = window.sonaeResident; return s && s.route && s.route.geometry"
-                               " && document.querySelector('.layer-route [data-id=route-line]') }", timeout=timeout)
+                               " && document.querySelector('.layer-route [data-id=route-line]') && s.level !== null"
+                               " && document.getElementById('level-action').textContent.trim() }", timeout=timeout)
     except Exception as exc:
         shot(page, "failed-no-route")
         state = page.evaluate("JSON.stringify({where: document.getElementById('where-status').textContent,"
                               " guidance: document.getElementById('guidance').textContent,"
                               " pos: window.sonaeResident && window.sonaeResident.pos})")
-        raise AssertionError(f"no route drawn: {state}") from exc
+        raise AssertionError(f"no route and level shown: {state}") from exc
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +206,7 @@ def resident(browser: Browser, sonae: Sonae) -> Iterator[Watched]:
     ctx = _context(browser)
     w = Watched(ctx.new_page())
     w.page.goto(sonae.url + "/")
-    _wait_route(w.page)
+    _wait_answer(w.page)
     w.page.evaluate("window.__notReloaded = true")
     try:
         yield w
@@ -427,7 +430,7 @@ def test_pages_pass_an_automated_accessibility_check(browser: Browser, sonae: So
     try:
         page = ctx.new_page()
         page.goto(sonae.url + "/")
-        _wait_route(page)
+        _wait_answer(page)
         problems = {"resident ja": _axe(page)}
         page.click("button[data-lang=en]")
         # the page in English, whatever level the earlier tests of this module left in force
@@ -468,7 +471,7 @@ def test_resident_page_is_light_keyboard_usable_and_printable(browser: Browser, 
         page.focus("#map")
         page.keyboard.press("ArrowLeft")
         page.keyboard.press("Enter")
-        _wait_route(page)
+        _wait_answer(page)
         assert page.locator("#steps li").count() >= 2
         # a landmark works the same way: typed words find shelters (server-side) and gauges by name
         shelters = sonae.api("GET", "/api/v1/shelters?format=json")["shelters"]
@@ -480,7 +483,7 @@ def test_resident_page_is_light_keyboard_usable_and_printable(browser: Browser, 
         assert len(names) <= 16
         page.locator("#landmark-results button[data-pick]").first.click()
         page.wait_for_function("() => document.getElementById('where-status').textContent.includes('目印')")
-        _wait_route(page)
+        _wait_answer(page)
         page.emulate_media(media="print")
         assert not page.is_visible("#locate") and page.is_visible("#steps")
         shot(page, "resident-print")
@@ -554,13 +557,13 @@ def test_resident_page_fits_phones_in_every_language(browser: Browser, sonae: So
     try:
         page = ctx.new_page()
         page.goto(sonae.url + "/")
-        _wait_route(page)
+        _wait_answer(page)
         page.wait_for_selector("#route-details:not([hidden])")
         for lang in LANGS:
             page.click(f"button[data-lang={lang}]")
             page.wait_for_function("(l) => window.sonaeResident.routeLang === l && window.sonaeResident.route"
                                    " && document.documentElement.lang === (l === 'en' ? 'en' : 'ja')", arg=lang)
-            _wait_route(page)
+            _wait_answer(page)
             for width in WIDTHS:
                 page.set_viewport_size({"width": width, "height": 844})
                 page.wait_for_function("(w) => document.documentElement.clientWidth === w", arg=width)
@@ -662,7 +665,7 @@ def test_each_language_uses_only_its_own_words(browser: Browser, sonae: Sonae,
     try:
         page = ctx.new_page()
         page.goto(sonae.url + "/")
-        _wait_route(page)
+        _wait_answer(page)
         page.wait_for_selector("#route-details:not([hidden])")
         page.wait_for_function("() => document.getElementById('level-source').textContent")
         for lang in LANGS:
