@@ -34,6 +34,21 @@ MIN_CELL_M = 20.0
 MAX_CELL_M = 2000.0
 
 
+def ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The positions ``lo[i]:hi[i]`` of every range, one range after the other ``(sum(hi - lo),)`` int64."""
+    lo = np.asarray(lo, np.int64)
+    n = np.asarray(hi, np.int64) - lo
+    first = np.cumsum(n) - n  # where each range starts in the output
+    return np.arange(int(n.sum()), dtype=np.int64) + np.repeat(lo - first, n)
+
+
+def rows_of(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the CSR entries of ``rows`` (``indptr``: the CSR pointer, :func:`ranges` of the rows)
+    and, for each, its index in ``rows``."""
+    lo, hi = np.asarray(indptr[rows]), np.asarray(indptr[rows + 1])
+    return ranges(lo, hi), np.repeat(np.arange(len(rows)), hi - lo)
+
+
 @dataclass(frozen=True)
 class EdgePoints:
     """Nearest points of edges near a position, one per geometry segment, nearest first.
@@ -163,10 +178,7 @@ class SegmentGrid:
             segs = np.concatenate(parts) if len(parts) > 1 else parts[0]
         else:  # many rows: gather the row slices in one go
             rows = np.arange(iy0, iy1 + 1) * nx
-            lo, hi = ptr[rows + ix0], ptr[rows + ix1 + 1]
-            n = hi - lo
-            idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
-            segs = self.cell_seg[idx]
+            segs = self.cell_seg[ranges(ptr[rows + ix0], ptr[rows + ix1 + 1])]
         return np.unique(segs).astype(np.int64, copy=False) if unique else segs.astype(np.int64)
 
     def segment_edges(self, segs: np.ndarray) -> np.ndarray:
@@ -189,10 +201,8 @@ class SegmentGrid:
         edges = np.unique(self.segment_edges(segs[meets]))
         if not len(edges):
             return edges
-        lo, hi = np.asarray(self.offsets[edges]), np.asarray(self.offsets[edges + 1])
-        n = hi - lo
-        idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
-        lines = shapely.linestrings(np.asarray(xy[idx]), indices=np.repeat(np.arange(len(edges)), n))
+        idx, owner = rows_of(self.offsets, edges)
+        lines = shapely.linestrings(np.asarray(xy[idx]), indices=owner)
         shapely.prepare(geom)  # as an STRtree query does: one prepared polygon against many lines
         return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
 
