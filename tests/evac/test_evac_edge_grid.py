@@ -223,3 +223,18 @@ def test_two_processes_map_the_same_files(tmp_path: Path) -> None:
     assert any("/network/coords_xy.npy" in f for f in shared)
     assert any("/profile-walk/rev_indptr.npy" in f for f in shared)
     assert all(a["files"][f] == b["files"][f] for f in shared)  # the very same files, not copies
+
+
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=30), st.data())
+def test_ranges_and_rows_of_gather_what_slices_do(counts: list[int], data: st.DataObject) -> None:
+    """``ranges``/``rows_of`` (the one CSR gather of the grid, the edges' lines and the graph) give the
+    positions a loop of slices gives, in order, and each one's row."""
+    from evac.snapping import ranges, rows_of
+
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(counts) - 1), max_size=20)), np.int64)
+    pos, owner = rows_of(indptr, rows)
+    want = [(p, i) for i, r in enumerate(rows.tolist()) for p in range(indptr[r], indptr[r + 1])]
+    assert pos.tolist() == [p for p, _ in want] and owner.tolist() == [i for _, i in want]
+    lo, hi = indptr[rows], indptr[rows + 1]
+    assert ranges(lo, hi).tolist() == [p for p, _ in want]
