@@ -50,6 +50,7 @@ import shapely
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from evac.fieldstore import FieldStore, digest
 from evac.graph import PROFILES
 from evac.hazards import (
     AreaLines,
@@ -338,6 +339,8 @@ class _HazardIndex:
     blocked: BlockedAreas
     lines: AreaLines
     weights: dict[str, tuple[DirectedWeights, PairWeights]] = field(default_factory=dict)
+    #: What ``mult`` is computed from (for the field store: :meth:`Engine._share`), or "" without a store.
+    digest: str = ""
     #: (another index's ``mult``, held weakly; the base edges, sorted, outside which both are equal): an
     #: incremental update between fields of the two finds its changed pairs from these edges alone.
     edits: list[tuple[weakref.ref[np.ndarray], np.ndarray]] = field(default_factory=list)
@@ -457,6 +460,12 @@ class Engine:
         instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes
         and the graph has at least ``incremental_min_nodes`` nodes (on a town of a few thousand nodes a
         full search takes a few hundred microseconds, less than the bookkeeping of an update).
+    shared_fields
+        Keep the fields' search results and the edge factors in the host-wide field store beside the
+        mapped network (:mod:`evac.fieldstore`; only for a network loaded with
+        :meth:`RoadNetwork.load`): a field another process of the host has computed for the same state
+        is mapped instead of searched, and one computed here is published and mapped, so N processes
+        hold one copy. Off, or for a network built in memory, each process holds its own.
     """
 
     def __init__(
@@ -464,9 +473,14 @@ class Engine:
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
         incremental: bool = True, incremental_fraction: float = 0.3,
-        incremental_min_nodes: int = INCREMENTAL_MIN_NODES,
+        incremental_min_nodes: int = INCREMENTAL_MIN_NODES, shared_fields: bool = True,
     ) -> None:
         self.network = network
+        #: The host-wide store of fields and edge factors (None: every array is this process's own).
+        self.store: FieldStore | None = None
+        if shared_fields and network.mapped_dir is not None:
+            self.store = FieldStore(network.mapped_dir / "fields", network.mapped_key)
+            self.store.clean()
         self.max_fields = int(max_fields)
         self._recent: OrderedDict[FieldKey, None] = OrderedDict()  # on-demand keys, least recent first
         self._recent_lock = threading.Lock()
@@ -642,10 +656,18 @@ class Engine:
             k = len(sources)
             inc = None
             tails = Walks()
+            shared = None if self.store is None else (
+                f"{profile}-{hazard}-{'exercise' if exercise else 'real'}",
+                digest(profile, hz.digest, sources.end, sources.offset, UNREACHABLE_S))
+            got = None
             if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
                 if prev.shelters == shelters and prev.de_weight is de_w:  # and the same shelters: the same walks
                     tails = prev.tails
+                shared = None
+            elif shared is not None and self.store is not None and (got := self.store.get(*shared)) is not None:
+                dist, pred, src = got["dist"], got["next_node"], got["source"]  # another process's search
+                shared = None
             elif k and prev is not None and self.incremental and n >= self.incremental_min_nodes and (
                     inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
                 dist, pred, src = (_frozen(a) for a in inc)
@@ -662,6 +684,8 @@ class Engine:
             else:
                 dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
                                    _frozen(np.full(n, -1, np.int32)))
+            if shared is not None:  # computed here: publish it, and keep the mapped copy, not this one
+                dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                       pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
                       tails)
@@ -674,6 +698,19 @@ class Engine:
             for old_key in [k2 for k2 in list(self._structs) if k2 not in keep]:
                 self._structs.pop(old_key, None)
             return f
+
+    def _copy(self, a: np.ndarray) -> np.ndarray:
+        """A writable private copy of ``a`` (a read-only, possibly mapped array) for a change to work on:
+        from the pool without a store; with one, a plain copy, freed once the result is published (a
+        pool would keep it as a spare: private memory in every process)."""
+        return self._pool.copy(a) if self.store is None else np.array(a, copy=True, subok=False)
+
+    def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``arrays`` (computed here) as the field store's entry ``name``/``dig``, mapped read-only (the
+        entry another process published first, when there is one), in the order given."""
+        assert self.store is not None
+        got = self.store.get(name, dig) or self.store.put(name, dig, arrays)
+        return tuple(_frozen(got[k]) for k in arrays)
 
     def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: PairWeights,
                      shelters: list[Shelter], sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -701,7 +738,8 @@ class Engine:
         out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
                            new_w=pair_w, changed=changed, old_seeds=old.seeds, old_end=old.end,
                            new_seeds=new.seeds, rows_same=rows_same, limit=UNREACHABLE_S,
-                           search=self.search, max_nodes=int(self.incremental_fraction * n), copy=self._pool.copy)
+                           search=self.search, max_nodes=int(self.incremental_fraction * n),
+                           copy=self._copy)
         if out is None:
             return None
         dist, pred, src, stats = out
@@ -738,14 +776,22 @@ class Engine:
                     del self._hazard_indexes[old_key]
         changed: np.ndarray | None = None
         if parent is None:
-            mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
+            mult = self._copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
             for a, h in zip(active, hits, strict=True):
                 _apply_area(mult, a, h)
         else:
-            mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
+            mult, changed = _patched_mult(parent, active, hits, self._copy)
+        dig = ""
+        if self.store is not None:  # the factors follow from each area's edges, severity and penalty
+            parts: list[Any] = []
+            for a, h in sorted(zip(active, hits, strict=True), key=lambda ah: ah[0].id):
+                parts += [a.id, a.severity, float(a.penalty_factor), np.asarray(h, np.int64)]
+            dig = digest("mult", net.n_edges, *parts)
+            mult = self._share("mult", dig, mult=mult)[0]
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
-                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]))
+                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]),
+                           digest=dig)
         if parent is not None and changed is not None:
             with self._cache_lock:
                 for one, other in ((idx, parent), (parent, idx)):
