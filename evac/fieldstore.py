@@ -113,6 +113,7 @@ class FieldStore:
                     return None
                 if int(np.prod(shape)) == 0:
                     a = np.load(f, allow_pickle=False)  # an empty array cannot be mapped
+                    a.setflags(write=False)
                 else:
                     a = np.load(f, mmap_mode="r", allow_pickle=False).view(np.ndarray)
                 if a.shape != shape or a.dtype != dtype:
