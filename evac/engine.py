@@ -30,11 +30,20 @@ Reuse between recomputes
     :class:`evac.network.PairWeights`), so a local change touches no array as long as the graph except
     one copy of the factors and of each field (:class:`evac.incremental.ArrayPool`).
     Shared arrays are read-only.
+
+Shared between processes
+    On a network loaded from a file (:meth:`RoadNetwork.load`), the edge factors and each field's search
+    result live in the host-wide field store (:mod:`evac.fieldstore`), named by a digest of what they are
+    computed from (the areas' edges, severities and penalties; the profile and the source rows): an
+    engine maps an entry another process published instead of computing it, and publishes what it
+    computes, keeping the mapped copy, not its own. Mapped arrays are read-only: a change copies them
+    first (into memory of its own, freed once the result is published).
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 import time
 import weakref
@@ -700,10 +709,20 @@ class Engine:
             return f
 
     def _copy(self, a: np.ndarray) -> np.ndarray:
-        """A writable private copy of ``a`` (a read-only, possibly mapped array) for a change to work on:
-        from the pool without a store; with one, a plain copy, freed once the result is published (a
-        pool would keep it as a spare: private memory in every process)."""
-        return self._pool.copy(a) if self.store is None else np.array(a, copy=True, subok=False)
+        """A writable private copy of ``a`` (a read-only, possibly mapped array) for a change to work on.
+
+        From the pool without a store. With one, the copy lives only until its result is published, so
+        it is made in anonymous memory of its own (``mmap``), returned to the system when dropped: the
+        pool would keep it as a spare, and malloc may keep a freed block of that size in its heap, as
+        private memory of every process that computes.
+        """
+        if self.store is None:
+            return self._pool.copy(a)
+        if not a.nbytes:
+            return np.array(a, copy=True, subok=False)
+        out = np.frombuffer(mmap.mmap(-1, a.nbytes), dtype=a.dtype, count=a.size).reshape(a.shape)
+        np.copyto(out, a)
+        return out
 
     def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """``arrays`` (computed here) as the field store's entry ``name``/``dig``, mapped read-only (the
