@@ -667,7 +667,7 @@ class Engine:
             tails = Walks()
             shared = None if self.store is None else (
                 f"{profile}-{hazard}-{'exercise' if exercise else 'real'}",
-                digest(profile, hz.digest, sources.end, sources.offset, UNREACHABLE_S))
+                digest(profile, hz.digest, sources.end, sources.offset, UNREACHABLE_S, BLOCKED_WEIGHT))
             got = None
             if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search

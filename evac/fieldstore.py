@@ -15,8 +15,8 @@ network and the same hazard state, yet each process used to compute and hold its
 * :meth:`FieldStore.get` maps an entry read-only after checking it: the network key and digest in
   ``meta.json``, each file's size, dtype and shape, and a CRC-32 of its bytes. A damaged entry is
   removed and ``None`` returned (the caller computes and publishes again): nothing unchecked is trusted;
-* entries are bounded: after each publish only the :attr:`FieldStore.keep` newest entries of that name
-  stay (processes that still map an older one keep their pages: a removed file lives on while mapped),
+* entries are bounded: after each publish only the :attr:`FieldStore.keep` most recently published or
+  mapped entries of that name stay (processes that still map an older one keep their pages: a removed file lives on while mapped),
   and :meth:`FieldStore.clean` (run when an engine starts) prunes every name the same way and removes
   half-written directories whose writer has exited.
 
@@ -129,6 +129,10 @@ class FieldStore:
             self._damaged(where, str(exc))
             return None
         self.hits += 1
+        try:
+            os.utime(where)  # used now: pruning keeps the most recently used entries
+        except OSError:
+            pass
         return out
 
     def _damaged(self, where: Path, why: str) -> None:
@@ -176,7 +180,7 @@ class FieldStore:
 
     # -- bounds --------------------------------------------------------------------------------------
     def _prune(self, folder: Path, *, keep_also: str | None = None) -> None:
-        """Remove all but the :attr:`keep` newest entries of ``folder`` (``keep_also`` is never removed)."""
+        """Remove all but the :attr:`keep` most recently used entries of ``folder`` (``keep_also`` never)."""
         try:
             entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
             entries.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
