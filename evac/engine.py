@@ -37,13 +37,12 @@ Shared between processes
     computed from (the areas' edges, severities and penalties; the profile and the source rows): an
     engine maps an entry another process published instead of computing it, and publishes what it
     computes, keeping the mapped copy, not its own. Mapped arrays are read-only: a change copies them
-    first (into memory of its own, freed once the result is published).
+    first (:class:`evac.incremental.ArrayPool`), and the copy is free for the next change once published.
 """
 
 from __future__ import annotations
 
 import math
-import mmap
 import threading
 import time
 import weakref
@@ -445,6 +444,16 @@ def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequ
     return mult, changed
 
 
+def _edges_between(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequence[np.ndarray]) -> np.ndarray:
+    """The base edges (sorted) outside which the factors of ``active`` (``hits``: each one's edges) equal
+    ``parent``'s: those of the areas one of them has and the other has not (the edges
+    :func:`_patched_mult` reports, without building the factors)."""
+    new_ids = {id(a) for a in active}
+    parts = [h for a, h in zip(parent.areas, parent.hits, strict=True) if id(a) not in new_ids]
+    parts += [h for a, h in zip(active, hits, strict=True) if id(a) not in parent.ids]
+    return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 class Engine:
     """Hazard-aware routing to shelters over one :class:`~evac.network.RoadNetwork`.
 
@@ -584,6 +593,8 @@ class Engine:
                 else:
                     self._compute(new, key, prev=f)
             self._snap = new  # the atomic swap: one reference assignment
+            if self.store is not None:
+                self.store.prune()  # old entries go once the new state is in use
             return new.state
 
     @staticmethod
@@ -634,6 +645,8 @@ class Engine:
         f = snap.fields.get(key)
         if f is None:
             f = self._compute(snap, key)
+            if self.store is not None:
+                self.store.prune()
         self._touch(key)
         return f
 
@@ -708,22 +721,6 @@ class Engine:
                 self._structs.pop(old_key, None)
             return f
 
-    def _copy(self, a: np.ndarray) -> np.ndarray:
-        """A writable private copy of ``a`` (a read-only, possibly mapped array) for a change to work on.
-
-        From the pool without a store. With one, the copy lives only until its result is published, so
-        it is made in anonymous memory of its own (``mmap``), returned to the system when dropped: the
-        pool would keep it as a spare, and malloc may keep a freed block of that size in its heap, as
-        private memory of every process that computes.
-        """
-        if self.store is None:
-            return self._pool.copy(a)
-        if not a.nbytes:
-            return np.array(a, copy=True, subok=False)
-        out = np.frombuffer(mmap.mmap(-1, a.nbytes), dtype=a.dtype, count=a.size).reshape(a.shape)
-        np.copyto(out, a)
-        return out
-
     def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """``arrays`` (computed here) as the field store's entry ``name``/``dig``, mapped read-only (the
         entry another process published first, when there is one), in the order given."""
@@ -757,8 +754,7 @@ class Engine:
         out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
                            new_w=pair_w, changed=changed, old_seeds=old.seeds, old_end=old.end,
                            new_seeds=new.seeds, rows_same=rows_same, limit=UNREACHABLE_S,
-                           search=self.search, max_nodes=int(self.incremental_fraction * n),
-                           copy=self._copy)
+                           search=self.search, max_nodes=int(self.incremental_fraction * n), copy=self._pool.copy)
         if out is None:
             return None
         dist, pred, src, stats = out
@@ -794,19 +790,25 @@ class Engine:
                 if self._hazard_indexes[old_key] is not parent:
                     del self._hazard_indexes[old_key]
         changed: np.ndarray | None = None
-        if parent is None:
-            mult = self._copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
-            for a, h in zip(active, hits, strict=True):
-                _apply_area(mult, a, h)
-        else:
-            mult, changed = _patched_mult(parent, active, hits, self._copy)
         dig = ""
+        stored = None
         if self.store is not None:  # the factors follow from each area's edges, severity and penalty
             parts: list[Any] = []
             for a, h in sorted(zip(active, hits, strict=True), key=lambda ah: ah[0].id):
                 parts += [a.id, a.severity, float(a.penalty_factor), np.asarray(h, np.int64)]
             dig = digest("mult", net.n_edges, *parts)
-            mult = self._share("mult", dig, mult=mult)[0]
+            stored = self.store.get("mult", dig)
+        if stored is not None:  # published by another process: mapped, not built
+            mult = stored["mult"]
+            changed = None if parent is None else _edges_between(parent, active, hits)
+        elif parent is None:
+            mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
+            for a, h in zip(active, hits, strict=True):
+                _apply_area(mult, a, h)
+        else:
+            mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
+        if self.store is not None and stored is None:
+            mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
                                      [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]),
@@ -1146,7 +1148,11 @@ class Engine:
         """
         snap = self._snap
         key = (profile, hazard, exercise)
-        f = snap.fields.get(key) or self._compute(snap, key)
+        f = snap.fields.get(key)
+        if f is None:
+            f = self._compute(snap, key)
+            if self.store is not None:
+                self.store.prune()
         self._touch(key)
         st = snap.state
         here = tuple(f.blocked.at(lon, lat))

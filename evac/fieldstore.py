@@ -15,8 +15,8 @@ network and the same hazard state, yet each process used to compute and hold its
 * :meth:`FieldStore.get` maps an entry read-only after checking it: the network key and digest in
   ``meta.json``, each file's size, dtype and shape, and a CRC-32 of its bytes. A damaged entry is
   removed and ``None`` returned (the caller computes and publishes again): nothing unchecked is trusted;
-* entries are bounded: after each publish only the :attr:`FieldStore.keep` most recently published or
-  mapped entries of that name stay (processes that still map an older one keep their pages: a removed file lives on while mapped),
+* entries are bounded: :meth:`FieldStore.prune` (after a publish) keeps the :attr:`FieldStore.keep` most
+  recently published or mapped entries of each name (processes that still map an older one keep their pages: a removed file lives on while mapped),
   and :meth:`FieldStore.clean` (run when an engine starts) prunes every name the same way and removes
   half-written directories whose writer has exited.
 
@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -79,17 +80,20 @@ class FieldStore:
         self.hits = 0
         self.writes = 0
         self.damaged = 0
+        self._lock = threading.Lock()
+        self._published: dict[str, str] = {}  # name -> digest last published, until :meth:`prune`
 
     def path(self, name: str, dig: str) -> Path:
         """The directory of entry ``name``/``dig``."""
         return self.root / name / dig
 
     # -- reading -------------------------------------------------------------------------------------
-    def get(self, name: str, dig: str) -> dict[str, np.ndarray] | None:
+    def get(self, name: str, dig: str, *, check: bool = True) -> dict[str, np.ndarray] | None:
         """The arrays of entry ``name``/``dig`` mapped read-only, or ``None`` when there is none.
 
         A damaged entry (wrong key or digest, a file missing, truncated, of another shape or dtype, or
         whose bytes fail the CRC-32 in ``meta.json``) is logged, removed and reported as ``None``.
+        ``check=False`` skips the CRC (for the entry this process has just written).
         """
         where = self.path(name, dig)
         try:
@@ -119,7 +123,7 @@ class FieldStore:
                 if a.shape != shape or a.dtype != dtype:
                     self._damaged(where, f"{f.name} holds {a.dtype}{a.shape}, not {dtype}{shape}")
                     return None
-                if _crc(a) != int(spec["crc32"]):
+                if check and _crc(a) != int(spec["crc32"]):
                     self._damaged(where, f"{f.name} fails its CRC-32")
                     return None
                 out[aname] = a
@@ -128,7 +132,7 @@ class FieldStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._damaged(where, str(exc))
             return None
-        self.hits += 1
+        self.hits += check
         try:
             os.utime(where)  # used now: pruning keeps the most recently used entries
         except OSError:
@@ -174,11 +178,21 @@ class FieldStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        self._prune(where.parent, keep_also=dig)
-        got = self.get(name, dig)  # checked as any reader would (and every page mapped here, as there)
+        with self._lock:
+            self._published[name] = dig
+        got = self.get(name, dig, check=False)  # just written from the arrays the CRC was taken of
         return arrays if got is None else got
 
     # -- bounds --------------------------------------------------------------------------------------
+    def prune(self) -> None:
+        """Bound the names published to since the last call to :attr:`keep` entries each (the entry just
+        published stays). Separate from :meth:`put` so that a caller can do it once the new state is in
+        use: deleting the files of old entries takes as long as writing new ones."""
+        with self._lock:
+            published, self._published = self._published, {}
+        for name, dig in published.items():
+            self._prune(self.root / name, keep_also=dig)
+
     def _prune(self, folder: Path, *, keep_also: str | None = None) -> None:
         """Remove all but the :attr:`keep` most recently used entries of ``folder`` (``keep_also`` never)."""
         try:

@@ -224,3 +224,26 @@ def test_an_unwritable_store_leaves_the_engine_its_own_copy(npz: Path, tmp_path:
 def oracle_field(npz: Path) -> Any:
     net = RoadNetwork.load(npz, shared=False)
     return Engine(net, shelters=grid_shelters(net, per=100, seed=5)).field()
+
+
+def test_factors_mapped_from_the_store_still_drive_an_incremental_update(npz: Path, tmp_path: Path) -> None:
+    """An engine that maps another's edge factors (not building them) updates its own field incrementally
+    from the edges the change touched, and gets the full search's distances."""
+    path = tmp_path / "grid.npz"
+    path.write_bytes(npz.read_bytes())
+    net = RoadNetwork.load(path)
+    shelters = grid_shelters(net, per=100, seed=5)
+    area = HazardArea(id="x", hazard="flood", geometry=shapely.Point(*spot(npz, 3)).buffer(0.003))
+    first = Engine(net, shelters=shelters, incremental_min_nodes=0)
+    first.field("walk")
+    first.update(add_areas=[area])
+    first.field("walk")  # publishes the factors with the area
+    assert first.store is not None and first.store.writes >= 2
+    second = Engine(net, shelters=shelters, incremental_min_nodes=0, warm=[("reduced_mobility", "flood", False)])
+    assert second.store is not None and second.store.hits == 1  # the factors without areas, mapped
+    second.update(add_areas=[area])
+    assert second.store.hits == 2 and second.incremental_updates[("reduced_mobility", "flood", False)] == 1
+    plain = Engine(RoadNetwork.load(path, shared=False), shelters=shelters, areas=[area])
+    f, want = second.field("reduced_mobility"), plain.field("reduced_mobility")
+    assert np.array_equal(f.dist, want.dist) and np.isfinite(f.dist).sum() > net.n_nodes // 2
+    assert np.array_equal(f.mult, want.mult) and not np.array_equal(f.mult, np.ones_like(f.mult))
