@@ -678,7 +678,7 @@ class Engine:
             k = len(sources)
             inc = None
             tails = Walks()
-            shared = None if self.store is None else (
+            shared = None if self.store is None or not hz.digest else (  # (no digest: built before the store)
                 f"{profile}-{hazard}-{'exercise' if exercise else 'real'}",
                 digest(profile, hz.digest, sources.end, sources.offset, UNREACHABLE_S, BLOCKED_WEIGHT))
             got = None
