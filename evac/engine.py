@@ -586,15 +586,22 @@ class Engine:
             new = _Snapshot(HazardState(st.version + 1, _now(), shel, ar, levels))
             with self._recent_lock:
                 keys = self.warm | set(self._recent)
+            unpublished: list[tuple[Field, str, str]] = []
             for key in sorted(keys):
                 f = old.fields.get(key)
                 if f is not None and self._same_inputs(st, new.state, key):
                     new.fields[key] = replace(f, version=new.state.version)
                 else:
-                    self._compute(new, key, prev=f)
+                    self._compute(new, key, prev=f, unpublished=unpublished)
             self._snap = new  # the atomic swap: one reference assignment
             if self.store is not None:
-                self.store.prune()  # old entries go once the new state is in use
+                # published once the new state is in use (writing the files takes about as long as an
+                # incremental update): each field then drops its own arrays for the mapped ones, which
+                # hold the same values, so a query reading either answers the same
+                for f, name, dig in unpublished:
+                    f.dist, f.next_node, f.source = self._share(name, dig, dist=f.dist, next_node=f.next_node,
+                                                                source=f.source)
+                self.store.prune()  # old entries go too
             return new.state
 
     @staticmethod
@@ -650,7 +657,8 @@ class Engine:
         self._touch(key)
         return f
 
-    def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None) -> Field:
+    def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None,
+                 unpublished: list[tuple[Field, str, str]] | None = None) -> Field:
         """The field of ``key`` at ``snap``'s state (stored in ``snap``).
 
         Reused, never rebuilt, when their inputs are the same: the hazard index (by the areas in force),
@@ -659,7 +667,9 @@ class Engine:
         shelters qualify), the search's CSR structure (by source rows). When ``prev`` (the key's field
         at the previous state) has the very same weights and source rows, its search result is reused;
         otherwise, with ``incremental``, it is brought up to date by an incremental update
-        (:mod:`evac.incremental`) when the change is local.
+        (:mod:`evac.incremental`) when the change is local. With a field store, the search result is
+        looked up there first; one computed here is published and mapped, or, when ``unpublished`` is
+        given, left to the caller ((field, entry name, digest) appended to it).
         """
         profile, hazard, exercise = key
         check_hazard(hazard)
@@ -706,11 +716,13 @@ class Engine:
             else:
                 dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
                                    _frozen(np.full(n, -1, np.int32)))
-            if shared is not None:  # computed here: publish it, and keep the mapped copy, not this one
+            if shared is not None and unpublished is None:  # computed here: publish it, keep the mapped copy
                 dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                       pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
                       tails)
+            if shared is not None and unpublished is not None:
+                unpublished.append((f, *shared))  # the caller publishes it once the state is swapped in
             snap.fields[key] = f
             self._touch(key)
             with self._recent_lock:
