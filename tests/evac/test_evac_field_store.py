@@ -150,6 +150,7 @@ def test_two_processes_map_one_copy_and_move_together(npz: Path) -> None:
         assert want["dist"] != first_a["dist"]
         for got in (new_a, new_b):
             assert got["routes"] == want["routes"] and got["dist"] == want["dist"]
+            assert got["writable"] == [False] * 4  # A's own copies, published after the swap, are dropped
         assert new_a["digest"] == new_b["digest"]  # one field: next hops and source rows too
         assert new_a["recomputes"] == 2 and new_b["recomputes"] == 0
         for k in ("dist", "next_node", "source", "mult"):
