@@ -385,7 +385,7 @@ class _Sites:
     arrays: tuple[np.ndarray, ...]
     row_sort: np.ndarray  # (R,) rows in the order of their point's base edge (stable)
     row_sorted_edge: np.ndarray  # (R,) that base edge, in that order (sorted)
-    legs: tuple[np.ndarray, np.ndarray] | None = None  # egress legs (LineStrings) and their bounds (M, 4)
+    legs: shapely.STRtree | None = None  # over the egress legs (LineStrings, one per road point)
     effects: dict[str, tuple[HazardArea, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     # by id() of the hazard index (kept with them); indexes whose areas touch the same rows share them
     rows: OrderedDict[int, tuple[_HazardIndex, _SiteRows]] = field(default_factory=OrderedDict)
@@ -835,21 +835,17 @@ class Engine:
         net = self.network
         legs = sites.legs
         if legs is None:
-            lines = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
-                                                  np.column_stack([p_qx, p_qy])], axis=1))
-            legs = sites.legs = (lines, shapely.bounds(lines).reshape(-1, 4))
-        # boxes first (numpy over every leg), the exact test on the few in the area's box (an STRtree query
-        # per area cost more on a town's few hundred shelters). A leg starts at its shelter, so a shelter
-        # in the area's box has its legs' boxes meet it: the shelters to test are those of the legs found.
-        box = shapely.bounds(geom)
-        lb = legs[1]
-        near = np.flatnonzero(((lb[:, :2] <= box[2:]) & (lb[:, 2:] >= box[:2])).all(axis=1))
-        if len(near):
-            legs_hit = near[shapely.intersects(geom, legs[0][near])]
-            near = np.unique(p_shelter[near])
+            legs = sites.legs = shapely.STRtree(shapely.linestrings(np.stack(
+                [np.column_stack([sx[p_shelter], sy[p_shelter]]), np.column_stack([p_qx, p_qy])], axis=1)))
+        # one GEOS query for the legs (after a search the caches are cold: one call costs less than numpy
+        # box tests and the exact test of the few found). A leg starts at its shelter, so a shelter in the
+        # area has every leg touching it: the shelters to test are those of the legs found.
+        legs_hit = np.sort(legs.query(geom, predicate="intersects"))
+        if len(legs_hit):
+            near = np.unique(p_shelter[legs_hit])
             pts_in = near[shapely.intersects_xy(geom, sx[near], sy[near])]
         else:
-            legs_hit = pts_in = near
+            pts_in = legs_hit
         # rows whose partial edge lies on an edge the area meets
         edges = self._edge_hits(area, geom)
         at = np.searchsorted(sites.row_sorted_edge, edges, side="left")
