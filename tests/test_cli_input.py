@@ -25,7 +25,7 @@ STATIONS_CSV = (
 
 
 def sonae(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sonae.cli", *args], env=env, input=stdin if stdin is not None
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin if stdin is not None
                           else "", capture_output=True, text=True, timeout=180)
 
 
