@@ -30,6 +30,14 @@ Reuse between recomputes
     :class:`evac.network.PairWeights`), so a local change touches no array as long as the graph except
     one copy of the factors and of each field (:class:`evac.incremental.ArrayPool`).
     Shared arrays are read-only.
+
+Shared between processes
+    On a network loaded from a file (:meth:`RoadNetwork.load`), the edge factors and each field's search
+    result live in the host-wide field store (:mod:`evac.fieldstore`), named by a digest of what they are
+    computed from (the areas' edges, severities and penalties; the profile and the source rows): an
+    engine maps an entry another process published instead of computing it, and publishes what it
+    computes, keeping the mapped copy, not its own. Mapped arrays are read-only: a change copies them
+    first (:class:`evac.incremental.ArrayPool`), and the copy is free for the next change once published.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import shapely
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from evac.fieldstore import FieldStore, digest
 from evac.graph import PROFILES
 from evac.hazards import (
     AreaLines,
@@ -338,6 +347,8 @@ class _HazardIndex:
     blocked: BlockedAreas
     lines: AreaLines
     weights: dict[str, tuple[DirectedWeights, PairWeights]] = field(default_factory=dict)
+    #: What ``mult`` is computed from (for the field store: :meth:`Engine._share`), or "" without a store.
+    digest: str = ""
     #: (another index's ``mult``, held weakly; the base edges, sorted, outside which both are equal): an
     #: incremental update between fields of the two finds its changed pairs from these edges alone.
     edits: list[tuple[weakref.ref[np.ndarray], np.ndarray]] = field(default_factory=list)
@@ -443,6 +454,16 @@ def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequ
     return mult, changed
 
 
+def _edges_between(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequence[np.ndarray]) -> np.ndarray:
+    """The base edges (sorted) outside which the factors of ``active`` (``hits``: each one's edges) equal
+    ``parent``'s: those of the areas one of them has and the other has not (the edges
+    :func:`_patched_mult` reports, without building the factors)."""
+    new_ids = {id(a) for a in active}
+    parts = [h for a, h in zip(parent.areas, parent.hits, strict=True) if id(a) not in new_ids]
+    parts += [h for a, h in zip(active, hits, strict=True) if id(a) not in parent.ids]
+    return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 class Engine:
     """Hazard-aware routing to shelters over one :class:`~evac.network.RoadNetwork`.
 
@@ -467,6 +488,12 @@ class Engine:
         instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes
         and the graph has at least ``incremental_min_nodes`` nodes (on a town of a few thousand nodes a
         full search takes a few hundred microseconds, less than the bookkeeping of an update).
+    shared_fields
+        Keep the fields' search results and the edge factors in the host-wide field store beside the
+        mapped network (:mod:`evac.fieldstore`; only for a network loaded with
+        :meth:`RoadNetwork.load`): a field another process of the host has computed for the same state
+        is mapped instead of searched, and one computed here is published and mapped, so N processes
+        hold one copy. Off, or for a network built in memory, each process holds its own.
     """
 
     def __init__(
@@ -474,9 +501,14 @@ class Engine:
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
         incremental: bool = True, incremental_fraction: float = 0.3,
-        incremental_min_nodes: int = INCREMENTAL_MIN_NODES,
+        incremental_min_nodes: int = INCREMENTAL_MIN_NODES, shared_fields: bool = True,
     ) -> None:
         self.network = network
+        #: The host-wide store of fields and edge factors (None: every array is this process's own).
+        self.store: FieldStore | None = None
+        if shared_fields and network.mapped_dir is not None:
+            self.store = FieldStore(network.mapped_dir / "fields", network.mapped_key)
+            self.store.clean()
         self.max_fields = int(max_fields)
         self._recent: OrderedDict[FieldKey, None] = OrderedDict()  # on-demand keys, least recent first
         self._recent_lock = threading.Lock()
@@ -564,13 +596,22 @@ class Engine:
             new = _Snapshot(HazardState(st.version + 1, _now(), shel, ar, levels))
             with self._recent_lock:
                 keys = self.warm | set(self._recent)
+            unpublished: list[tuple[Field, str, str]] = []
             for key in sorted(keys):
                 f = old.fields.get(key)
                 if f is not None and self._same_inputs(st, new.state, key):
                     new.fields[key] = replace(f, version=new.state.version)
                 else:
-                    self._compute(new, key, prev=f)
+                    self._compute(new, key, prev=f, unpublished=unpublished)
             self._snap = new  # the atomic swap: one reference assignment
+            if self.store is not None:
+                # published once the new state is in use (writing the files takes about as long as an
+                # incremental update): each field then drops its own arrays for the mapped ones, which
+                # hold the same values, so a query reading either answers the same
+                for f, name, dig in unpublished:
+                    f.dist, f.next_node, f.source = self._share(name, dig, dist=f.dist, next_node=f.next_node,
+                                                                source=f.source)
+                self.store.prune()  # old entries go too
             return new.state
 
     @staticmethod
@@ -621,10 +662,13 @@ class Engine:
         f = snap.fields.get(key)
         if f is None:
             f = self._compute(snap, key)
+            if self.store is not None:
+                self.store.prune()
         self._touch(key)
         return f
 
-    def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None) -> Field:
+    def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None,
+                 unpublished: list[tuple[Field, str, str]] | None = None) -> Field:
         """The field of ``key`` at ``snap``'s state (stored in ``snap``).
 
         Reused, never rebuilt, when their inputs are the same: the hazard index (by the areas in force),
@@ -633,7 +677,9 @@ class Engine:
         shelters qualify), the search's CSR structure (by source rows). When ``prev`` (the key's field
         at the previous state) has the very same weights and source rows, its search result is reused;
         otherwise, with ``incremental``, it is brought up to date by an incremental update
-        (:mod:`evac.incremental`) when the change is local.
+        (:mod:`evac.incremental`) when the change is local. With a field store, the search result is
+        looked up there first; one computed here is published and mapped, or, when ``unpublished`` is
+        given, left to the caller ((field, entry name, digest) appended to it).
         """
         profile, hazard, exercise = key
         check_hazard(hazard)
@@ -652,10 +698,18 @@ class Engine:
             k = len(sources)
             inc = None
             tails = Walks()
+            shared = None if self.store is None or not hz.digest else (  # (no digest: built before the store)
+                f"{profile}-{hazard}-{'exercise' if exercise else 'real'}",
+                digest(profile, hz.digest, sources.end, sources.offset, UNREACHABLE_S, BLOCKED_WEIGHT))
+            got = None
             if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
                 if prev.shelters == shelters and prev.de_weight is de_w:  # and the same shelters: the same walks
                     tails = prev.tails
+                shared = None
+            elif shared is not None and self.store is not None and (got := self.store.get(*shared)) is not None:
+                dist, pred, src = got["dist"], got["next_node"], got["source"]  # another process's search
+                shared = None
             elif k and prev is not None and self.incremental and n >= self.incremental_min_nodes and (
                     inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
                 dist, pred, src = (_frozen(a) for a in inc)
@@ -672,9 +726,13 @@ class Engine:
             else:
                 dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
                                    _frozen(np.full(n, -1, np.int32)))
+            if shared is not None and unpublished is None:  # computed here: publish it, keep the mapped copy
+                dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                       pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
                       tails)
+            if shared is not None and unpublished is not None:
+                unpublished.append((f, *shared))  # the caller publishes it once the state is swapped in
             snap.fields[key] = f
             self._touch(key)
             with self._recent_lock:
@@ -684,6 +742,13 @@ class Engine:
             for old_key in [k2 for k2 in list(self._structs) if k2 not in keep]:
                 self._structs.pop(old_key, None)
             return f
+
+    def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``arrays`` (computed here) as the field store's entry ``name``/``dig``, mapped read-only (the
+        entry another process published first, when there is one), in the order given."""
+        assert self.store is not None
+        got = self.store.get(name, dig) or self.store.put(name, dig, arrays)
+        return tuple(_frozen(got[k]) for k in arrays)
 
     def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: PairWeights,
                      shelters: list[Shelter], sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -747,15 +812,29 @@ class Engine:
                 if self._hazard_indexes[old_key] is not parent:
                     del self._hazard_indexes[old_key]
         changed: np.ndarray | None = None
-        if parent is None:
+        dig = ""
+        stored = None
+        if self.store is not None:  # the factors follow from each area's edges, severity and penalty
+            parts: list[Any] = []
+            for a, h in sorted(zip(active, hits, strict=True), key=lambda ah: ah[0].id):
+                parts += [a.id, a.severity, float(a.penalty_factor), np.asarray(h, np.int64)]
+            dig = digest("mult", net.n_edges, *parts)
+            stored = self.store.get("mult", dig)
+        if stored is not None:  # published by another process: mapped, not built
+            mult = stored["mult"]
+            changed = None if parent is None else _edges_between(parent, active, hits)
+        elif parent is None:
             mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
             for a, h in zip(active, hits, strict=True):
                 _apply_area(mult, a, h)
         else:
             mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
+        if self.store is not None and stored is None:
+            mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
-                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]))
+                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]),
+                           digest=dig)
         if parent is not None and changed is not None:
             with self._cache_lock:
                 for one, other in ((idx, parent), (parent, idx)):
@@ -1103,7 +1182,11 @@ class Engine:
         """
         snap = self._snap
         key = (profile, hazard, exercise)
-        f = snap.fields.get(key) or self._compute(snap, key)
+        f = snap.fields.get(key)
+        if f is None:
+            f = self._compute(snap, key)
+            if self.store is not None:
+                self.store.prune()
         self._touch(key)
         st = snap.state
         here = tuple(f.blocked.at(lon, lat))
