@@ -64,9 +64,6 @@ ORDER = "evacuation_order"
 CONDITIONS = (RIVER, UNCONFIRMED, LOW_BATTERY, FAULT, SILENT, ORDER)
 HEALTH_KINDS = ("battery_pct", "status")
 STATUS_OK, STATUS_LOW_BATTERY, STATUS_FAULT, STATUS_MAINTENANCE = 0, 1, 2, 3
-#: a device's ``status`` reading (the ingest contract's codes) by name
-STATUS_NAMES = {STATUS_OK: "ok", STATUS_LOW_BATTERY: "low_battery", STATUS_FAULT: "fault",
-                STATUS_MAINTENANCE: "maintenance"}
 #: a gauge is silent after this many of its expected reading intervals without data (the rules worker's)
 SILENT_FACTOR = 3.0
 
@@ -510,7 +507,7 @@ def device_problems(*, seconds_since_data: float | None, expected_interval_s: fl
         Seconds since its last reading (None: never reported); beyond ``silent_factor`` ×
         ``expected_interval_s`` it is ``silent``.
     battery_pct, status
-        Its latest ``battery_pct`` (percent) and ``status`` code (:data:`STATUS_NAMES`), or None.
+        Its latest ``battery_pct`` (percent) and ``status`` code (``ingest.contract.STATUS_CODES``), or None.
 
     Returns
     -------

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from alerting.audit import record_audit as audit
-from alerting.rules import STATUS_NAMES, device_problems
+from alerting.rules import device_problems
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
@@ -41,6 +41,7 @@ from evac.store import (
     remove_hazard_area,
     set_shelter_state,
 )
+from ingest.contract import STATUS_NAMES
 
 routes = web.RouteTableDef()
 MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)

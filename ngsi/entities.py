@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerting.rules import ORDER, RIVER
+from ingest.contract import STATUS_NAMES
 
 WATER = "WaterObserved"
 DEVICE = "Device"
@@ -45,7 +46,7 @@ THRESHOLD_TERMS = {
     "th_overflow": "overflowWaterLevel",
 }
 #: the ``status`` reading's codes (SenML ``status``; as in the staff sensor-health view)
-DEVICE_STATES = {0: "ok", 1: "low_battery", 2: "fault", 3: "maintenance"}
+DEVICE_STATES = STATUS_NAMES  # the ingest contract's status codes
 #: 警戒レベル → CAP-like severity of SDM Alert (informational, low, medium, high, critical)
 SEVERITY = {2: "low", 3: "medium", 4: "high", 5: "critical"}
 #: attributes that are Relationships in the normalized form

@@ -16,7 +16,10 @@ from alerting.rules import (
     FAULT,
     LOW_BATTERY,
     SILENT,
-    STATUS_NAMES,
+    STATUS_FAULT,
+    STATUS_LOW_BATTERY,
+    STATUS_MAINTENANCE,
+    STATUS_OK,
     Reading,
     RuleConfig,
     StationRules,
@@ -24,6 +27,7 @@ from alerting.rules import (
 )
 from alerting.worker import RulesWorker
 from api.app import create_app
+from ingest.contract import STATUS_CODES, STATUS_NAMES
 from sonae.config import Settings
 from tests.api_support import signed_in, start_client
 
@@ -40,6 +44,11 @@ def _raised(reading: Reading) -> set[str]:
 def test_battery_level_alone_agrees_with_the_rules(battery: float) -> None:
     snapshot = device_problems(seconds_since_data=0, expected_interval_s=600, battery_pct=battery, status=None)
     assert set(snapshot) == _raised(Reading("battery_pct", 1.0, battery))
+
+
+def test_the_rules_read_the_status_codes_of_the_contract() -> None:
+    assert (STATUS_OK, STATUS_LOW_BATTERY, STATUS_FAULT, STATUS_MAINTENANCE) == tuple(
+        STATUS_CODES[n] for n in ("ok", "low_battery", "fault", "maintenance"))
 
 
 @given(status=st.sampled_from(sorted(STATUS_NAMES)))
