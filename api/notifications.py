@@ -114,7 +114,7 @@ def _areas(raw: Any) -> list[store.Area]:
         else:
             lat = _number(area, "lat", -90, 90)
             lon = _number(area, "lon", -180, 180)
-            radius = _number(area, "radius_m", 100, 20000)
+            radius = _number(area, "radius_m", *store.RADIUS_M)
             out.append(store.Area(lat=lat, lon=lon, radius_m=int(round(radius))))
     return out
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from api.context import SETTINGS
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES
-from notify.store import WEBHOOK_CONDITIONS, WEBHOOK_FORMATS, WEBHOOK_LEVELS
+from notify.store import MAX_AREAS, RADIUS_M, WEBHOOK_CONDITIONS, WEBHOOK_FORMATS, WEBHOOK_LEVELS
 
 routes = web.RouteTableDef()
 
@@ -365,13 +365,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "keys": {"type": "object", "required": ["p256dh", "auth"],
                          "properties": {"p256dh": {"type": "string", "format": "p256-public-key"},
                                         "auth": {"type": "string", "format": "push-auth-secret"}}}}},
-            "areas": {"type": "array", "minItems": 1, "maxItems": 10, "items": {"oneOf": [
+            "areas": {"type": "array", "minItems": 1, "maxItems": MAX_AREAS, "items": {"oneOf": [
                 {"type": "object", "required": ["municipality_code"],
                  "properties": {"municipality_code": MUNI_CODE}},
                 {"type": "object", "required": ["lat", "lon", "radius_m"], "properties": {
                     "lat": {"type": "number", "minimum": -90, "maximum": 90},
                     "lon": {"type": "number", "minimum": -180, "maximum": 180},
-                    "radius_m": {"type": "number", "minimum": 100, "maximum": 20000}}}]}},
+                    "radius_m": {"type": "number", "minimum": RADIUS_M[0], "maximum": RADIUS_M[1]}}}]}},
             "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
             "drills": {"type": "boolean", "description": "also receive exercise (訓練) alerts"}}}),
         "responses": {**ok({"type": "object", "required": ["id", "unsubscribe_token"]}, code="201"),

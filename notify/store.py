@@ -42,6 +42,8 @@ NOTIFY_CHANNEL = "sonae_notify"
 #: a circle's centre is kept to this many decimals of a degree (0.001° ≈ 110 m)
 CENTRE_DECIMALS = 3
 MAX_AREAS = 10
+#: the radius a subscribed circle may have, metres (a neighbourhood to a river basin's reach)
+RADIUS_M = (100, 20000)
 
 
 class NotifyError(ValueError):
@@ -85,6 +87,9 @@ async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: b
     """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token)."""
     if not areas or len(areas) > MAX_AREAS:
         raise NotifyError(f"choose 1 to {MAX_AREAS} areas")
+    if any(a.lat is not None and not (a.radius_m is not None and RADIUS_M[0] <= a.radius_m <= RADIUS_M[1])
+           for a in areas):
+        raise NotifyError(f"a circle's radius_m is {RADIUS_M[0]} to {RADIUS_M[1]} metres")
     token = secrets.token_urlsafe(24)
     async with conn.transaction():
         sub_id = await conn.fetchval(
