@@ -383,13 +383,20 @@ class _Sites:
     key: tuple[tuple[str, float, float], ...]
     attached: np.ndarray
     arrays: tuple[np.ndarray, ...]
-    row_edge: np.ndarray  # (R,) base edge of each row's point
-    legs: tuple[np.ndarray, np.ndarray] | None = None  # egress legs (LineStrings) and their bounds (M, 4)
+    row_sort: np.ndarray  # (R,) rows in the order of their point's base edge (stable)
+    row_sorted_edge: np.ndarray  # (R,) that base edge, in that order (sorted)
+    legs: shapely.STRtree | None = None  # over the egress legs (LineStrings, one per road point)
     effects: dict[str, tuple[HazardArea, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     # by id() of the hazard index (kept with them); indexes whose areas touch the same rows share them
     rows: OrderedDict[int, tuple[_HazardIndex, _SiteRows]] = field(default_factory=OrderedDict)
     sources: OrderedDict[tuple[int, bytes], tuple[_SiteRows, Sources, Stops]] = field(
         default_factory=OrderedDict)  # by (id() of the rows, candidate mask)
+
+
+def _same_geometry(a: HazardArea, b: HazardArea) -> bool:
+    """Whether two areas have the same geometry: the same object, or equal coordinates in the same order
+    (an area given again: withdrawn and drawn again, changed in its other fields, or read again)."""
+    return a.geometry is b.geometry or bool(shapely.equals_exact(a.geometry, b.geometry, 0.0))
 
 
 def _now() -> datetime:
@@ -429,7 +436,10 @@ def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequ
         if id(a) not in parent.ids:
             _apply_area(mult, a, h)
             parts.append(h)
-    changed = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+    if len(parts) == 1:  # one area added (the usual change): its edges are already sorted and unique
+        changed = np.asarray(parts[0], np.int64)
+    else:
+        changed = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
     return mult, changed
 
 
@@ -754,9 +764,8 @@ class Engine:
                 held = [(name, pw) for name, (_, pw) in parent.weights.items() if pw.held]
             for name, pw in held:  # a small graph's weights: the parent's array with the changed pairs patched
                 pg = net.profile(name)
-                pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, changed)
                 idx.weights[name] = (DirectedWeights(pg.de_time, pg.de_base, idx.mult, BLOCKED_WEIGHT),
-                                     PairWeights.patched(pw, idx.mult, pairs))
+                                     PairWeights.patched(pw, idx.mult, changed))
         with self._cache_lock:
             _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
         return idx
@@ -787,56 +796,67 @@ class Engine:
         return hit
 
     def _edge_hits(self, area: HazardArea, geom: Any) -> np.ndarray:
-        """Base edges whose geometry meets ``area`` (``geom``: its projected geometry), cached per area."""
+        """Base edges (sorted) whose geometry meets ``area`` (``geom``: its projected geometry), cached per
+        area id while the area's geometry stays the same (:func:`_same_geometry`)."""
         hit = self._hit_cache.get(area.id)
         if hit is None or hit[0] is not area:
-            hit = (area, self.network.edges_intersecting(geom))
+            hit = (area, hit[1] if hit is not None and _same_geometry(hit[0], area)
+                   else _frozen(self.network.edges_intersecting(geom)))
             self._hit_cache[area.id] = hit
         return hit[1]
 
     def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
-        """Each area in force with its geometry in the network's projected metres (cached per area)."""
+        """Each area in force with its geometry in the network's projected metres (prepared), cached per
+        area id while the area's geometry stays the same (:func:`_same_geometry`)."""
         cache = self._proj_cache
         out = []
         for a in active:
             hit = cache.get(a.id)
             if hit is None or hit[0] is not a:
-                hit = (a, self.network.project_geometry(a.geometry))
-                shapely.prepare(hit[1])
+                if hit is not None and _same_geometry(hit[0], a):
+                    hit = (a, hit[1])
+                else:
+                    hit = (a, self.network.project_geometry(a.geometry))
+                    shapely.prepare(hit[1])
                 cache[a.id] = hit
             out.append((a, hit[1]))
         return out
 
     def _area_effect(self, sites: _Sites, area: HazardArea, geom: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shelters inside ``area``, egress legs and rows (partial edges) touching it, over all of ``sites``
-        (cached with the sites while the area is the same object)."""
+        (cached with the sites per area id while the area's geometry stays the same)."""
         hit = sites.effects.get(area.id)
         if hit is not None and hit[0] is area:
+            return hit[1]
+        if hit is not None and _same_geometry(hit[0], area):
+            sites.effects[area.id] = (area, hit[1])
             return hit[1]
         p_shelter, p_edge, p_along, _, p_qx, p_qy, sx, sy, r_point, _, r_end_along, _, _ = sites.arrays
         net = self.network
         legs = sites.legs
         if legs is None:
-            lines = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
-                                                  np.column_stack([p_qx, p_qy])], axis=1))
-            legs = sites.legs = (lines, shapely.bounds(lines).reshape(-1, 4))
-        # boxes first (numpy over every shelter and leg), the exact test on the few in the area's box
-        # (an STRtree query per area cost more than both on a town's few hundred shelters)
-        gx0, gy0, gx1, gy1 = shapely.bounds(geom).tolist()
-        near = np.flatnonzero((sx >= gx0) & (sx <= gx1) & (sy >= gy0) & (sy <= gy1))
-        pts_in = near[shapely.intersects_xy(geom, sx[near], sy[near])] if len(near) else near
-        lb = legs[1]
-        near = np.flatnonzero((lb[:, 0] <= gx1) & (lb[:, 2] >= gx0) & (lb[:, 1] <= gy1) & (lb[:, 3] >= gy0))
-        legs_hit = near[shapely.intersects(geom, legs[0][near])] if len(near) else near
-        edges = np.sort(self._edge_hits(area, geom))
-        if len(edges):
-            at = np.searchsorted(edges, sites.row_edge).clip(0, len(edges) - 1)
-            rows = np.flatnonzero(edges[at] == sites.row_edge)
+            legs = sites.legs = shapely.STRtree(shapely.linestrings(np.stack(
+                [np.column_stack([sx[p_shelter], sy[p_shelter]]), np.column_stack([p_qx, p_qy])], axis=1)))
+        # one GEOS query for the legs (after a search the caches are cold: one call costs less than numpy
+        # box tests and the exact test of the few found). A leg starts at its shelter, so a shelter in the
+        # area has every leg touching it: the shelters to test are those of the legs found.
+        legs_hit = np.sort(legs.query(geom, predicate="intersects"))
+        if len(legs_hit):
+            near = np.unique(p_shelter[legs_hit])
+            pts_in = near[shapely.intersects_xy(geom, sx[near], sy[near])]
         else:
-            rows = np.zeros(0, np.int64)
-        parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
-                                             float(p_along[r_point[k]]))) for k in rows.tolist()]
-        rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)] if parts else rows
+            pts_in = legs_hit
+        # rows whose partial edge lies on an edge the area meets
+        edges = self._edge_hits(area, geom)
+        at = np.searchsorted(sites.row_sorted_edge, edges, side="left")
+        span = np.searchsorted(sites.row_sorted_edge, edges, side="right") - at
+        if span.any():
+            rows = np.sort(sites.row_sort[np.repeat(at - (np.cumsum(span) - span), span) + np.arange(span.sum())])
+            parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
+                                                 float(p_along[r_point[k]]))) for k in rows.tolist()]
+            rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)]
+        else:
+            rows_hit = np.zeros(0, np.int64)
         effect = (pts_in, legs_hit, rows_hit)
         if len(sites.effects) > 10_000:
             sites.effects.clear()
@@ -947,7 +967,9 @@ class Engine:
         atts = [self._attachment(s, profile) for s in ordered]
         attached = np.array([i for i, a in enumerate(atts) if a is not None], np.int64)
         arrays = self._concat([a for a in atts if a is not None])
-        sites = _Sites(key, attached, arrays, arrays[1][arrays[8]])
+        row_edge = arrays[1][arrays[8]]
+        order = np.argsort(row_edge, kind="stable")
+        sites = _Sites(key, attached, arrays, _frozen(order), _frozen(row_edge[order]))
         self._sites[profile] = sites
         return sites
 
