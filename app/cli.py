@@ -1090,8 +1090,9 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
     from app.service_secrets import SecretsError
     from evac.store import StoreError
     from ingest.registry import RegistryError
+    from notify.store import NotifyError
 
-    return (CommandError, RegistryError, StoreError, AccountError, SecretsError, FileExistsError,
+    return (CommandError, RegistryError, StoreError, AccountError, SecretsError, NotifyError, FileExistsError,
             FileNotFoundError, IsADirectoryError,
             PermissionError, UnicodeError, json.JSONDecodeError)
 
