@@ -20,6 +20,7 @@ import asyncpg
 from alerting.audit import record_audit
 from alerting.levels import is_public
 from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
+from sonae.geojson import GeometryError, read_geometry
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 NOTIFY_CHANNEL = "sonae_alerts"
@@ -162,21 +163,10 @@ async def acknowledge_alert(conn: asyncpg.Connection, alert_id: int, *, user: st
 def _check_area(area: dict[str, Any] | None) -> None:
     if area is None:
         return
-    if not isinstance(area, dict) or area.get("type") not in ("Polygon", "MultiPolygon"):
-        raise AlertError("area must be a GeoJSON Polygon or MultiPolygon")
-    polygons = [area.get("coordinates")] if area["type"] == "Polygon" else area.get("coordinates")
-    if not isinstance(polygons, list) or not polygons:
-        raise AlertError("area has no coordinates")
-    for polygon in polygons:
-        if not isinstance(polygon, list) or not polygon:
-            raise AlertError("area polygon has no rings")
-        ring = polygon[0]
-        if not isinstance(ring, list) or len(ring) < 4 or ring[0] != ring[-1]:
-            raise AlertError("area polygon rings must be closed with at least 4 positions")
-        for pos in ring:
-            if (not isinstance(pos, list | tuple) or len(pos) < 2
-                    or not -180 <= float(pos[0]) <= 180 or not -90 <= float(pos[1]) <= 90):
-                raise AlertError("area positions must be [lon, lat]")
+    try:
+        read_geometry(area, areas_only=True)
+    except GeometryError as exc:
+        raise AlertError(f"area: {exc}") from None
 
 
 async def issue_order(

@@ -183,8 +183,13 @@ def add_travel_times(G: nx.MultiDiGraph) -> nx.MultiDiGraph:
     return G
 
 
-def configure_osmnx(*, state_dir: Path | str) -> None:
-    """Point osmnx's HTTP cache at the state directory and keep the tags the profiles read."""
+def configure_osmnx(*, state_dir: Path | str, overpass_url: str | None = None) -> None:
+    """Point osmnx's HTTP cache at the state directory and keep the tags the profiles read.
+
+    ``overpass_url``: the Overpass API to download from (``evac.overpass_url``); ``None`` keeps osmnx's.
+    """
+    if overpass_url:
+        ox.settings.overpass_url = overpass_url.rstrip("/")
     cache = Path(state_dir) / "osmnx-cache"
     cache.mkdir(parents=True, exist_ok=True)
     ox.settings.use_cache = True
@@ -294,10 +299,11 @@ def _from_xml(path: Path) -> nx.MultiDiGraph:
 
 
 def graph_from_place(
-    query: str, *, state_dir: Path | str = ".state", progress: Progress | None = None
+    query: str, *, state_dir: Path | str = ".state", progress: Progress | None = None,
+    overpass_url: str | None = None,
 ) -> nx.MultiDiGraph:
     """Download the streets of a named place (needs internet unless osmnx's cache has it)."""
-    configure_osmnx(state_dir=state_dir)
+    configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
     _say(progress, f"downloading streets of {query}")
     G = ox.graph_from_place(query, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
@@ -305,10 +311,10 @@ def graph_from_place(
 
 def graph_from_point(
     lat: float, lon: float, *, dist_m: float = 3000.0, state_dir: Path | str = ".state",
-    progress: Progress | None = None,
+    progress: Progress | None = None, overpass_url: str | None = None,
 ) -> nx.MultiDiGraph:
     """Download the streets within ``dist_m`` of a point (needs internet unless cached)."""
-    configure_osmnx(state_dir=state_dir)
+    configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
     _say(progress, f"downloading streets within {dist_m:.0f} m")
     G = ox.graph_from_point((lat, lon), dist=dist_m, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
@@ -316,10 +322,11 @@ def graph_from_point(
 
 def graph_from_bbox(
     west: float, south: float, east: float, north: float, *, state_dir: Path | str = ".state",
-    progress: Progress | None = None,
+    progress: Progress | None = None, overpass_url: str | None = None,
 ) -> nx.MultiDiGraph:
-    """Download the streets in a bounding box (needs internet unless cached)."""
-    configure_osmnx(state_dir=state_dir)
+    """Download the streets in a bounding box (needs internet unless cached), from ``overpass_url``
+    (default: osmnx's, the public overpass-api.de)."""
+    configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
     _say(progress, "downloading streets in bounding box")
     G = ox.graph_from_bbox((west, south, east, north), network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)

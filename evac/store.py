@@ -26,6 +26,7 @@ from shapely.geometry import mapping, shape
 from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters, merge_sites
+from sonae.geojson import GeometryError, check_shape
 from sonae.municipality_code import MunicipalityCodeError, normalise, normalise_optional
 
 NOTIFY_CHANNEL = "sonae_evac"
@@ -242,12 +243,10 @@ def shelter_csv_row(row: Mapping[str, Any]) -> list[Any]:
 
 # -- hazard areas -----------------------------------------------------------------------------------
 def _check_area(area: HazardArea) -> None:
-    g = area.geometry
-    if not shapely.is_valid(g):
-        raise StoreError(f"hazard area {area.id}: invalid polygon ({shapely.is_valid_reason(g)})")
-    xmin, ymin, xmax, ymax = g.bounds
-    if not (-180 <= xmin <= xmax <= 180 and -90 <= ymin <= ymax <= 90):
-        raise StoreError(f"hazard area {area.id}: coordinates must be [lon, lat] in degrees")
+    try:
+        check_shape(area.geometry, areas_only=True)
+    except GeometryError as exc:
+        raise StoreError(f"hazard area {area.id}: {exc}") from None
 
 
 def hazard_area(

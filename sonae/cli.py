@@ -524,13 +524,14 @@ def cmd_graph(args: argparse.Namespace) -> int:
                 G = graph_from_file(args.file, state_dir=state, progress=say, clip=clip)
         else:
             place = args.place
+            overpass = args.overpass_url or settings["evac.overpass_url"]
             if args.municipality:
                 place = _municipality_place(args, args.municipality)
             if place:
-                G = graph_from_place(place, state_dir=state, progress=say)
+                G = graph_from_place(place, state_dir=state, progress=say, overpass_url=overpass)
                 stem = args.municipality or "place"
             elif bbox is not None:
-                G = graph_from_bbox(*bbox, state_dir=state, progress=say)
+                G = graph_from_bbox(*bbox, state_dir=state, progress=say, overpass_url=overpass)
                 stem = "bbox"
             else:
                 print("sonae: graph fetch needs --place, --bbox or --municipality", file=sys.stderr)
@@ -642,6 +643,8 @@ def _add_graph_commands(sub: Any) -> None:
         if q is not p:
             q.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
             q.add_argument("--municipality", help="6-digit 団体コード from the municipalities table, e.g. 072036")
+            q.add_argument("--overpass-url", help="Overpass API to download from (default: evac.overpass_url, "
+                           "https://overpass-api.de/api)")
 # -- end evac --
 
 

@@ -247,6 +247,10 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("evac.max_fields", int, 8,
             "Route fields kept besides evac.warm (asked for on demand, least recently used dropped first); "
             "bounds memory and recompute work.", check=_positive),
+    Setting("evac.overpass_url", str, "https://overpass-api.de/api",
+            "Overpass API that `sonae graph fetch` downloads streets from (osmnx; answers are cached in the "
+            "state directory). A prefecture may run its own Overpass server or use a mirror.",
+            check=lambda v: None if str(v).startswith(("http://", "https://")) else "expected an http(s) URL"),
     # -- end evac --
     # -- jma: official information, 気象庁防災情報XML PULL feeds (jma/reader.py) --
     Setting("jma.feeds", str, "",

@@ -189,3 +189,23 @@ def test_every_pattern_agrees_with_an_ecma262_engine() -> None:
     python = [re.search(p, s) is not None for p in patterns for s in SAMPLES]
     pairs = [(p, s) for p in patterns for s in SAMPLES]
     assert [pair for pair, a, b in zip(pairs, ecma, python, strict=True) if a != b] == []
+
+
+SHARED_LINK_QUERIES = ["fbclid=IwAR0abc", "utm_source=line&utm_medium=social&utm_campaign=typhoon",
+                       "gclid=x&lang=ja", "%E3%81%82=%E3%81%84", "a=1&a=2&b", "x=" + "y" * 2000]
+
+
+@pytest.mark.parametrize("query", SHARED_LINK_QUERIES)
+async def test_a_shared_link_opens_the_pages_and_the_api_still_names_unknown_parameters(
+        served: Any, query: str) -> None:
+    """Links to the pages are shared through LINE, X and mail, and those add ``fbclid`` / ``utm_*`` /
+    ``gclid``: the resident and staff pages open with any query. The API is called by the pages and by
+    programs, not by shared links: an unknown parameter there is a mistake to name (400), not to drop."""
+    client, _ = served
+    for page in ("/", "/staff"):
+        resp = await client.get(f"{page}?{query}")
+        assert resp.status == 200, (page, query)
+        assert resp.headers["Content-Type"].startswith("text/html")
+    resp = await client.get(f"/api/v1/alerts?{query}")
+    assert resp.status == 400
+    assert "parameter" in (await resp.text()).lower()

@@ -17,7 +17,7 @@ from shapely.geometry import Polygon, box
 
 from api.app import create_app
 from api.openapi import PORT, document
-from api.validation import FORMATS, check_geometry, parse_bbox
+from api.validation import FORMATS, parse_bbox
 from ingest.boundaries import MAX_SAMPLES, Boundary, BoundaryIndex
 from sonae.config import Settings
 from sonae.municipality_code import MunicipalityCodeError, normalise
@@ -85,19 +85,6 @@ def test_bbox_order() -> None:
         with pytest.raises(ValueError):
             parse_bbox(text)
         assert not FORMATS.conforms(text, "bbox")
-
-
-def test_geometry_rules_say_why() -> None:
-    check_geometry(SQUARE, areas_only=True)
-    with pytest.raises(ValueError, match="Self-intersection"):
-        check_geometry(BOW_TIE, areas_only=True)
-    with pytest.raises(ValueError, match="Polygon or MultiPolygon"):
-        check_geometry({"type": "Point", "coordinates": [140.36, 37.39]}, areas_only=True)
-    check_geometry({"type": "Point", "coordinates": [140.36, 37.39]}, areas_only=False)
-    with pytest.raises(ValueError, match="WGS 84"):
-        check_geometry({"type": "Point", "coordinates": [37.39, 1400.36]}, areas_only=False)
-    with pytest.raises(ValueError, match="not a GeoJSON geometry"):
-        check_geometry({"type": "Polygon", "coordinates": [[[0, 0]]]}, areas_only=True)
 
 
 @pytest.mark.parametrize("port", ["1", "80", "8080", "10000", "65535"])
