@@ -64,6 +64,8 @@ ORDER = "evacuation_order"
 CONDITIONS = (RIVER, UNCONFIRMED, LOW_BATTERY, FAULT, SILENT, ORDER)
 HEALTH_KINDS = ("battery_pct", "status")
 STATUS_OK, STATUS_LOW_BATTERY, STATUS_FAULT, STATUS_MAINTENANCE = 0, 1, 2, 3
+#: a gauge is silent after this many of its expected reading intervals without data (the rules worker's)
+SILENT_FACTOR = 3.0
 
 #: reasons of the unconfirmed alert's life
 IMPLAUSIBLE = "beyond plausible rate"
@@ -492,6 +494,31 @@ class StationRules:
                     h.active = False
                     out.append(Transition(name, 0, None, r.ts, r.value, None, r.kind))
         return out
+
+
+def device_problems(*, seconds_since_data: float | None, expected_interval_s: float, battery_pct: float | None,
+                    status: int | None, config: RuleConfig | None = None,
+                    silent_factor: float = SILENT_FACTOR) -> list[str]:
+    """A device's problems now, by the rules that raise its staff alerts (a snapshot: no dwell, no hysteresis).
+
+    Parameters
+    ----------
+    seconds_since_data
+        Seconds since its last reading (None: never reported); beyond ``silent_factor`` ×
+        ``expected_interval_s`` it is ``silent``.
+    battery_pct, status
+        Its latest ``battery_pct`` (percent) and ``status`` code (``ingest.contract.STATUS_CODES``), or None.
+
+    Returns
+    -------
+    list of str
+        Some of ``silent``, ``low_battery`` (below ``config.low_battery_pct``, or the device says so),
+        ``fault``, in that order.
+    """
+    c = config or RuleConfig()
+    silent = seconds_since_data is None or seconds_since_data > silent_factor * expected_interval_s
+    low = (battery_pct is not None and battery_pct < c.low_battery_pct) or status == STATUS_LOW_BATTERY
+    return [name for name, bad in ((SILENT, silent), (LOW_BATTERY, low), (FAULT, status == STATUS_FAULT)) if bad]
 
 
 def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float) -> list[Transition]:

@@ -44,9 +44,6 @@ ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 MAX_RANGE = timedelta(days=366)
-#: temporal attributes per entity type: NGSI-LD name → (readings kind, scale)
-TEMPORAL = {E.WATER: {"riverLevel": ("level", 1.0)},
-            E.DEVICE: {"batteryLevel": ("battery_pct", 0.01), "rssi": ("rssi_dbm", 1.0)}}
 #: aggrPeriodDuration → rollup bucket
 PERIODS = {"PT10M": "10m", "PT1H": "1h", "PT60M": "1h", "P1D": "1d", "PT24H": "1d"}
 BUCKET_LENGTH = {"10m": timedelta(minutes=10), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
@@ -325,24 +322,24 @@ async def temporal_entity(request: web.Request) -> web.Response:
     _wants_ld(request)
     _check_link(request)
     entity = await _entity(request)
-    served = TEMPORAL.get(entity["type"], {})
+    served = E.TEMPORAL.get(entity["type"], {})
     names = [a for a in (attrs or list(served)) if a in served]
     station_id = E.local_id(entity["id"])[1]  # type: ignore[index]
     out: dict[str, Any] = {"id": entity["id"], "type": entity["type"]}
     async with request.app[POOL].acquire() as conn:
         for name in names:
-            kind, scale = served[name]
+            kind, divisor = served[name]
             if bucket is not None:
                 rows = await queries.rollup(conn, station_id, bucket=bucket, kind=kind, start=start, end=end)
                 if last_n:
                     rows = rows[-last_n:]
-                out[name] = {"type": "Property", **_aggregated(rows, methods or [], scale, bucket)}
+                out[name] = {"type": "Property", **_aggregated(rows, methods or [], divisor, bucket)}
                 continue
             rows = await _series(conn, station_id, kind=kind, start=start, end=end, last_n=last_n)
             if "temporalValues" in options:
-                out[name] = {"type": "Property", "values": [[r["value"] * scale, E.iso(r["ts"])] for r in rows]}
+                out[name] = {"type": "Property", "values": [[r["value"] / divisor, E.iso(r["ts"])] for r in rows]}
             else:
-                out[name] = [{"type": "Property", "value": r["value"] * scale, "observedAt": E.iso(r["ts"])}
+                out[name] = [{"type": "Property", "value": r["value"] / divisor, "observedAt": E.iso(r["ts"])}
                              for r in rows]
     return _respond(request, out)
 
@@ -358,7 +355,7 @@ async def _series(conn: Any, station_id: str, *, kind: str, start: datetime, end
     return rows[-last_n:] if last_n else rows
 
 
-def _aggregated(rows: list[dict[str, Any]], methods: list[str], scale: float, bucket: str) -> dict[str, Any]:
+def _aggregated(rows: list[dict[str, Any]], methods: list[str], divisor: float, bucket: str) -> dict[str, Any]:
     length = BUCKET_LENGTH[bucket]
     out: dict[str, list[list[Any]]] = {m: [] for m in methods}
     for r in rows:
@@ -367,9 +364,9 @@ def _aggregated(rows: list[dict[str, Any]], methods: list[str], scale: float, bu
             if m == "totalCount":
                 value: Any = int(r["n"])
             elif m == "sum":
-                value = (r["sum"] if r.get("sum") is not None else r["avg"] * r["n"]) * scale
+                value = (r["sum"] if r.get("sum") is not None else r["avg"] * r["n"]) / divisor
             else:
-                value = r[m] * scale
+                value = r[m] / divisor
             out[m].append([value, *span])
     return out
 

@@ -48,7 +48,6 @@ routes = web.RouteTableDef()
 
 LANGS = {"ja-JP": "ja-JP", "en-US": "en-US", "ja-JP-x-easy": "ja-JP-x-easy", "ja": "ja-JP", "en": "en-US",
          "ja-easy": "ja-JP-x-easy"}
-CONDITIONS = ("river_level", "evacuation_order", "low_battery", "fault", "silent")
 STATES = ("queued", "sent", "dead", "gone")
 VAPID_KEY = web.AppKey("notify_vapid_public", dict)
 
@@ -115,7 +114,7 @@ def _areas(raw: Any) -> list[store.Area]:
         else:
             lat = _number(area, "lat", -90, 90)
             lon = _number(area, "lon", -180, 180)
-            radius = _number(area, "radius_m", 100, 20000)
+            radius = _number(area, "radius_m", *store.RADIUS_M)
             out.append(store.Area(lat=lat, lon=lon, radius_m=int(round(radius))))
     return out
 
@@ -180,23 +179,13 @@ async def post_webhook(request: web.Request) -> web.Response:
     admin = await authenticate(request)
     body = await json_object(request)
     url = field(body, "url", str)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise Problem(400, "Bad Request", "url is not a valid URL", field="url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Problem(400, "Bad Request", "url must be an http:// or https:// URL", field="url")
     fmt = field(body, "format", str, default="json")
-    if fmt not in ("json", "cap"):
-        raise Problem(400, "Bad Request", "format must be json or cap", field="format")
     min_level = field(body, "min_level", int, default=0)
-    if not 0 <= min_level <= 5:
-        raise Problem(400, "Bad Request", "min_level must be 0 to 5", field="min_level")
     conditions = field(body, "conditions", list, default=None)
-    if conditions is not None and (not conditions or any(c not in CONDITIONS for c in conditions)):
-        raise Problem(400, "Bad Request", f"conditions must be a non-empty list of {', '.join(CONDITIONS)}",
-                      field="conditions")
+    try:  # the rules are the domain's (notify.store), the same for `sonae webhooks add`
+        store.check_webhook(url=url, fmt=fmt, min_level=min_level, conditions=conditions)
+    except store.WebhookError as exc:
+        raise Problem(400, "Bad Request", str(exc), field=exc.field) from None
     municipality = municipality_code(field(body, "municipality_code", str, default=admin.municipality_code))
     require_target_scope(admin, municipality)  # a municipal admin: its own municipality's alerts only
     async with request.app[POOL].acquire() as conn, conn.transaction():

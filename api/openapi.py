@@ -14,11 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from api.context import SETTINGS
+from evac.graph import PROFILE_NAMES
+from evac.hazards import HAZARD_TYPES
+from notify.store import MAX_AREAS, RADIUS_M, WEBHOOK_CONDITIONS, WEBHOOK_FORMATS, WEBHOOK_LEVELS
 
 routes = web.RouteTableDef()
 
-HAZARDS = ["flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding", "volcano"]
-PROFILES = ["walk", "reduced_mobility", "car"]
+#: the domain's own lists, so that the document (which the validation middleware enforces) cannot drift
+HAZARDS = list(HAZARD_TYPES)
+PROFILES = list(PROFILE_NAMES)
 LANGS = ["ja", "en", "ja-easy"]
 #: the named scenarios of /api/v1/simulations (docs/scenarios/*.toml)
 SCENARIOS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "docs" / "scenarios").glob("*.toml"))
@@ -361,13 +365,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "keys": {"type": "object", "required": ["p256dh", "auth"],
                          "properties": {"p256dh": {"type": "string", "format": "p256-public-key"},
                                         "auth": {"type": "string", "format": "push-auth-secret"}}}}},
-            "areas": {"type": "array", "minItems": 1, "maxItems": 10, "items": {"oneOf": [
+            "areas": {"type": "array", "minItems": 1, "maxItems": MAX_AREAS, "items": {"oneOf": [
                 {"type": "object", "required": ["municipality_code"],
                  "properties": {"municipality_code": MUNI_CODE}},
                 {"type": "object", "required": ["lat", "lon", "radius_m"], "properties": {
                     "lat": {"type": "number", "minimum": -90, "maximum": 90},
                     "lon": {"type": "number", "minimum": -180, "maximum": 180},
-                    "radius_m": {"type": "number", "minimum": 100, "maximum": 20000}}}]}},
+                    "radius_m": {"type": "number", "minimum": RADIUS_M[0], "maximum": RADIUS_M[1]}}}]}},
             "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
             "drills": {"type": "boolean", "description": "also receive exercise (訓練) alerts"}}}),
         "responses": {**ok({"type": "object", "required": ["id", "unsubscribe_token"]}, code="201"),
@@ -386,10 +390,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": body({"type": "object", "required": ["url"], "properties": {
             "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL},
             "description": {"type": "string"},
-            "format": {"type": "string", "enum": ["json", "cap"]}, "municipality_code": MUNI_CODE,
-            "min_level": {"type": "integer", "minimum": 0, "maximum": 5},
-            "conditions": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
-                "river_level", "evacuation_order", "low_battery", "fault", "silent"]}},
+            "format": {"type": "string", "enum": list(WEBHOOK_FORMATS)}, "municipality_code": MUNI_CODE,
+            "min_level": {"type": "integer", "minimum": WEBHOOK_LEVELS[0], "maximum": WEBHOOK_LEVELS[1]},
+            "conditions": {"type": "array", "minItems": 1, "items": {"type": "string",
+                                                                     "enum": list(WEBHOOK_CONDITIONS)}},
             "include_staff": {"type": "boolean"}, "drills": {"type": "boolean"}}}),
         "responses": {**ok({"type": "object", "required": ["id", "secret"]}, code="201"),
                       **errors(400, 401, 403, 415)}},

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from alerting.audit import record_audit as audit
+from alerting.rules import device_problems
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
@@ -40,6 +41,7 @@ from evac.store import (
     remove_hazard_area,
     set_shelter_state,
 )
+from ingest.contract import STATUS_NAMES
 
 routes = web.RouteTableDef()
 MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)
@@ -240,7 +242,6 @@ FROM stations s
 WHERE ($1::text IS NULL OR s.municipality_code = $1)
 ORDER BY s.id
 """
-_STATUS = {0: "ok", 1: "low_battery", 2: "fault", 3: "maintenance"}
 
 
 @routes.get("/api/v1/sensors/health")
@@ -252,10 +253,11 @@ async def sensor_health(request: web.Request) -> web.Response:
     out = []
     for r in rows:
         age = (now - r["last_reading"]).total_seconds() if r["last_reading"] else None
-        silent = age is None or age > 3 * r["expected_interval_s"]
-        status = _STATUS.get(int(r["status"])) if r["status"] is not None else None
-        problems = [p for p, bad in (("silent", silent), ("low_battery", r["battery_pct"] is not None and r["battery_pct"] < 20),
-                                     ("fault", status == "fault")) if bad]
+        code = int(r["status"]) if r["status"] is not None else None
+        status = STATUS_NAMES.get(code) if code is not None else None
+        # the rules of the device-health alerts (alerting.rules), as a snapshot
+        problems = device_problems(seconds_since_data=age, expected_interval_s=r["expected_interval_s"],
+                                   battery_pct=r["battery_pct"], status=code)
         out.append({"station_id": r["id"], "name": r["name"], "municipality_code": r["municipality_code"],
                     "exercise": r["exercise"],
                     "last_reading": r["last_reading"].isoformat().replace("+00:00", "Z") if r["last_reading"] else None,

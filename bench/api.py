@@ -264,10 +264,10 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     env = {k: v for k, v in env.items() if not k.startswith("SONAE_") or k in (
         "SONAE_DATABASE_URL", "SONAE_STATE_DIR", "SONAE_API_PORT", "SONAE_EVAC_NETWORK",
         "SONAE_API_RATE_LIMIT_PER_MINUTE", "SONAE_LOG_LEVEL", "SONAE_NEW_PASSWORD")}
-    subprocess.run([sys.executable, "-m", "sonae.cli", "users", "add", "bench", "--role", "staff", "--municipality",
+    subprocess.run([sys.executable, "-m", "app.cli", "users", "add", "bench", "--role", "staff", "--municipality",
                     "072036", "--password-from-env"], env=env, check=True, capture_output=True)
     ceiling = subprocess.Popen([sys.executable, "-c", CEILING_APP, str(ceiling_port)], stderr=subprocess.PIPE)
-    api = subprocess.Popen([sys.executable, "-m", "sonae.cli", "api"], env=env, stdout=subprocess.DEVNULL,
+    api = subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{api_port}"
     try:

@@ -29,9 +29,11 @@ tree and for a baseline revision (``--baseline``, default ``main``, extracted wi
 the same run. Per size, the grid network is saved as ``.npz`` (as ``sonae graph import`` does); then
 process A loads it (:meth:`RoadNetwork.load`), builds the engine with one field, applies one hazard
 polygon and answers 200 routes at random positions; then process B does the same while A is still
-alive. Read from ``/proc/<pid>/smaps_rollup`` with both alive, minus each process's own figures before
-loading: RSS (A alone), and for each process PSS (shared pages split between them) and USS (private
-pages: what that process adds to the host). The processes hand over through pipes (no sleeps).
+alive (the same polygon: the API processes of one host follow one database, so they have one hazard
+state; its own random positions). Read from ``/proc/<pid>/smaps_rollup`` with both alive, minus each
+process's own figures before loading: RSS (A alone), and for each process PSS (shared pages split
+between them) and USS (private pages: what that process adds to the host). The processes hand over
+through pipes (no sleeps).
 """
 
 from __future__ import annotations
@@ -236,7 +238,7 @@ from evac.network import RoadNetwork
 before = roll()
 net = RoadNetwork.load(sys.argv[1])
 eng = Engine(net, shelters=grid_shelters(net, seed=7), warm=[("walk", "flood", False)])
-rng = np.random.default_rng(int(sys.argv[2]))
+rng = np.random.default_rng(0)  # the same hazard polygon in both processes: one host, one hazard state
 i = int(rng.integers(net.n_nodes))
 dlat = 150 / 111_320.0
 dlon = dlat / np.cos(np.radians(net.node_lat[i]))
@@ -244,6 +246,7 @@ ang = np.linspace(0, 2 * np.pi, 9)[:-1]
 poly = shapely.Polygon(np.column_stack([net.node_lon[i] + dlon * np.cos(ang), net.node_lat[i] + dlat * np.sin(ang)]))
 eng.update(add_areas=[HazardArea(id="b", hazard="flood", geometry=poly)])
 ok = 0
+rng = np.random.default_rng(int(sys.argv[2]) + 1)  # each process its own random positions
 for i in rng.integers(net.n_nodes, size=200).tolist():
     r = eng.route_result(float(net.node_lat[i]) + rng.uniform(-4e-4, 4e-4), float(net.node_lon[i]) + rng.uniform(-4e-4, 4e-4))
     ok += r.status == "ok"
@@ -265,8 +268,9 @@ def _smaps_rollup(pid: int) -> dict[str, int]:
 
 def _private_by_kind(pid: int) -> dict[str, int]:
     """Private bytes (mapped by this process only) per kind of mapping: ``mapped`` (the network's
-    ``.npy`` files), ``anon`` (heap and anonymous memory), ``other`` (libraries, other files)."""
-    out = {"mapped": 0, "anon": 0, "other": 0}
+    ``.npy`` files), ``fields`` (the field store's files, :mod:`evac.fieldstore`), ``anon`` (heap and
+    anonymous memory), ``other`` (libraries, other files)."""
+    out = {"mapped": 0, "fields": 0, "anon": 0, "other": 0}
     kind = "other"
     with open(f"/proc/{pid}/smaps") as fh:
         for line in fh:
@@ -275,7 +279,7 @@ def _private_by_kind(pid: int) -> dict[str, int]:
                 continue
             if "-" in p[0] and len(p) >= 5 and not p[0].endswith(":"):  # a mapping's header line
                 path = p[5] if len(p) >= 6 else ""
-                kind = "mapped" if ".mapped/" in path else "anon" if not path or path.startswith("[") else "other"
+                kind = "fields" if ".mapped/fields/" in path else "mapped" if ".mapped/" in path else "anon" if not path or path.startswith("[") else "other"
             elif p[0] in ("Private_Clean:", "Private_Dirty:"):
                 out[kind] += int(p[1]) * 1024
     return out

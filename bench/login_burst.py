@@ -100,9 +100,9 @@ def main(args: argparse.Namespace) -> dict[str, object]:
     env.update({"SONAE_DATABASE_URL": db, "SONAE_STATE_DIR": str(state), "SONAE_API_PORT": str(port),
                 "SONAE_API_RATE_LIMIT_PER_MINUTE": "0", "SONAE_API_TRUST_FORWARDED_FOR": "true",
                 "SONAE_LOG_LEVEL": "warning", "SONAE_NEW_PASSWORD": PASSWORD, "SONAE_NOTIFY_ENABLED": "false"})
-    subprocess.run([sys.executable, "-m", "sonae.cli", "users", "add", "bench", "--role", "staff", "--municipality",
+    subprocess.run([sys.executable, "-m", "app.cli", "users", "add", "bench", "--role", "staff", "--municipality",
                     "072036", "--password-from-env"], env=env, check=True, capture_output=True)
-    api = subprocess.Popen([sys.executable, "-m", "sonae.cli", "api"], env=env, stdout=subprocess.DEVNULL,
+    api = subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

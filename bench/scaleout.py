@@ -5,7 +5,7 @@
 What runs (all on 127.0.0.1, all started and stopped here):
 
 * Mosquitto with ``deploy/mosquitto/mosquitto.conf`` (ports and paths swapped, nothing else), users
-  made by ``sonae.provisioning`` as ``sonae devices add`` makes them: every simulated device logs in
+  made by ``app.provisioning`` as ``sonae devices add`` makes them: every simulated device logs in
   as itself and may publish only its own station's topics;
 * a fresh database on the local PostgreSQL (``--database-url``, default
   ``postgresql://postgres@127.0.0.1:5432/postgres``; dropped at the end);
@@ -67,8 +67,8 @@ if str(ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
+from app.provisioning import adapt_mosquitto_config, add_client  # noqa: E402
 from sonae.embedded import free_port, port_open  # noqa: E402
-from sonae.provisioning import adapt_mosquitto_config, add_client  # noqa: E402
 
 MUNICIPALITY = "072036"
 #: devices alternate between these; 072010 falls to partition 0/2 and 072036 to 1/2 (ingest/partition.py)
@@ -81,7 +81,7 @@ def municipality_of(index: int) -> str:
 INGEST_METRICS_WRAPPER = (
     "import sys; from prometheus_client import start_http_server; "
     "start_http_server(int(sys.argv[1]), addr='127.0.0.1'); "
-    "from sonae.cli import main; sys.exit(main(sys.argv[2:]))"
+    "from app.cli import main; sys.exit(main(sys.argv[2:]))"
 )
 
 
@@ -152,7 +152,7 @@ class Results:
 
 def _sonae_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "sonae"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "sonae.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "app.cli"]
 
 
 def _has_setting(name: str) -> bool:

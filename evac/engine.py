@@ -30,6 +30,14 @@ Reuse between recomputes
     :class:`evac.network.PairWeights`), so a local change touches no array as long as the graph except
     one copy of the factors and of each field (:class:`evac.incremental.ArrayPool`).
     Shared arrays are read-only.
+
+Shared between processes
+    On a network loaded from a file (:meth:`RoadNetwork.load`), the edge factors and each field's search
+    result live in the host-wide field store (:mod:`evac.fieldstore`), named by a digest of what they are
+    computed from (the areas' edges, severities and penalties; the profile and the source rows): an
+    engine maps an entry another process published instead of computing it, and publishes what it
+    computes, keeping the mapped copy, not its own. Mapped arrays are read-only: a change copies them
+    first (:class:`evac.incremental.ArrayPool`), and the copy is free for the next change once published.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import shapely
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from evac.fieldstore import FieldStore, digest
 from evac.graph import PROFILES
 from evac.hazards import (
     AreaLines,
@@ -338,6 +347,8 @@ class _HazardIndex:
     blocked: BlockedAreas
     lines: AreaLines
     weights: dict[str, tuple[DirectedWeights, PairWeights]] = field(default_factory=dict)
+    #: What ``mult`` is computed from (for the field store: :meth:`Engine._share`), or "" without a store.
+    digest: str = ""
     #: (another index's ``mult``, held weakly; the base edges, sorted, outside which both are equal): an
     #: incremental update between fields of the two finds its changed pairs from these edges alone.
     edits: list[tuple[weakref.ref[np.ndarray], np.ndarray]] = field(default_factory=list)
@@ -383,13 +394,20 @@ class _Sites:
     key: tuple[tuple[str, float, float], ...]
     attached: np.ndarray
     arrays: tuple[np.ndarray, ...]
-    row_edge: np.ndarray  # (R,) base edge of each row's point
-    legs: tuple[np.ndarray, np.ndarray] | None = None  # egress legs (LineStrings) and their bounds (M, 4)
+    row_sort: np.ndarray  # (R,) rows in the order of their point's base edge (stable)
+    row_sorted_edge: np.ndarray  # (R,) that base edge, in that order (sorted)
+    legs: shapely.STRtree | None = None  # over the egress legs (LineStrings, one per road point)
     effects: dict[str, tuple[HazardArea, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     # by id() of the hazard index (kept with them); indexes whose areas touch the same rows share them
     rows: OrderedDict[int, tuple[_HazardIndex, _SiteRows]] = field(default_factory=OrderedDict)
     sources: OrderedDict[tuple[int, bytes], tuple[_SiteRows, Sources, Stops]] = field(
         default_factory=OrderedDict)  # by (id() of the rows, candidate mask)
+
+
+def _same_geometry(a: HazardArea, b: HazardArea) -> bool:
+    """Whether two areas have the same geometry: the same object, or equal coordinates in the same order
+    (an area given again: withdrawn and drawn again, changed in its other fields, or read again)."""
+    return a.geometry is b.geometry or bool(shapely.equals_exact(a.geometry, b.geometry, 0.0))
 
 
 def _now() -> datetime:
@@ -429,8 +447,21 @@ def _patched_mult(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequ
         if id(a) not in parent.ids:
             _apply_area(mult, a, h)
             parts.append(h)
-    changed = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+    if len(parts) == 1:  # one area added (the usual change): its edges are already sorted and unique
+        changed = np.asarray(parts[0], np.int64)
+    else:
+        changed = np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
     return mult, changed
+
+
+def _edges_between(parent: _HazardIndex, active: Sequence[HazardArea], hits: Sequence[np.ndarray]) -> np.ndarray:
+    """The base edges (sorted) outside which the factors of ``active`` (``hits``: each one's edges) equal
+    ``parent``'s: those of the areas one of them has and the other has not (the edges
+    :func:`_patched_mult` reports, without building the factors)."""
+    new_ids = {id(a) for a in active}
+    parts = [h for a, h in zip(parent.areas, parent.hits, strict=True) if id(a) not in new_ids]
+    parts += [h for a, h in zip(active, hits, strict=True) if id(a) not in parent.ids]
+    return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 class Engine:
@@ -457,6 +488,12 @@ class Engine:
         instead of a full search, when the change touches at most ``incremental_fraction`` of the nodes
         and the graph has at least ``incremental_min_nodes`` nodes (on a town of a few thousand nodes a
         full search takes a few hundred microseconds, less than the bookkeeping of an update).
+    shared_fields
+        Keep the fields' search results and the edge factors in the host-wide field store beside the
+        mapped network (:mod:`evac.fieldstore`; only for a network loaded with
+        :meth:`RoadNetwork.load`): a field another process of the host has computed for the same state
+        is mapped instead of searched, and one computed here is published and mapped, so N processes
+        hold one copy. Off, or for a network built in memory, each process holds its own.
     """
 
     def __init__(
@@ -464,9 +501,14 @@ class Engine:
         alert_levels: Mapping[str, int] | None = None, max_snap_m: float = 500.0,
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
         incremental: bool = True, incremental_fraction: float = 0.3,
-        incremental_min_nodes: int = INCREMENTAL_MIN_NODES,
+        incremental_min_nodes: int = INCREMENTAL_MIN_NODES, shared_fields: bool = True,
     ) -> None:
         self.network = network
+        #: The host-wide store of fields and edge factors (None: every array is this process's own).
+        self.store: FieldStore | None = None
+        if shared_fields and network.mapped_dir is not None:
+            self.store = FieldStore(network.mapped_dir / "fields", network.mapped_key)
+            self.store.clean()
         self.max_fields = int(max_fields)
         self._recent: OrderedDict[FieldKey, None] = OrderedDict()  # on-demand keys, least recent first
         self._recent_lock = threading.Lock()
@@ -554,13 +596,22 @@ class Engine:
             new = _Snapshot(HazardState(st.version + 1, _now(), shel, ar, levels))
             with self._recent_lock:
                 keys = self.warm | set(self._recent)
+            unpublished: list[tuple[Field, str, str]] = []
             for key in sorted(keys):
                 f = old.fields.get(key)
                 if f is not None and self._same_inputs(st, new.state, key):
                     new.fields[key] = replace(f, version=new.state.version)
                 else:
-                    self._compute(new, key, prev=f)
+                    self._compute(new, key, prev=f, unpublished=unpublished)
             self._snap = new  # the atomic swap: one reference assignment
+            if self.store is not None:
+                # published once the new state is in use (writing the files takes about as long as an
+                # incremental update): each field then drops its own arrays for the mapped ones, which
+                # hold the same values, so a query reading either answers the same
+                for f, name, dig in unpublished:
+                    f.dist, f.next_node, f.source = self._share(name, dig, dist=f.dist, next_node=f.next_node,
+                                                                source=f.source)
+                self.store.prune()  # old entries go too
             return new.state
 
     @staticmethod
@@ -611,10 +662,13 @@ class Engine:
         f = snap.fields.get(key)
         if f is None:
             f = self._compute(snap, key)
+            if self.store is not None:
+                self.store.prune()
         self._touch(key)
         return f
 
-    def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None) -> Field:
+    def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None,
+                 unpublished: list[tuple[Field, str, str]] | None = None) -> Field:
         """The field of ``key`` at ``snap``'s state (stored in ``snap``).
 
         Reused, never rebuilt, when their inputs are the same: the hazard index (by the areas in force),
@@ -623,7 +677,9 @@ class Engine:
         shelters qualify), the search's CSR structure (by source rows). When ``prev`` (the key's field
         at the previous state) has the very same weights and source rows, its search result is reused;
         otherwise, with ``incremental``, it is brought up to date by an incremental update
-        (:mod:`evac.incremental`) when the change is local.
+        (:mod:`evac.incremental`) when the change is local. With a field store, the search result is
+        looked up there first; one computed here is published and mapped, or, when ``unpublished`` is
+        given, left to the caller ((field, entry name, digest) appended to it).
         """
         profile, hazard, exercise = key
         check_hazard(hazard)
@@ -642,10 +698,18 @@ class Engine:
             k = len(sources)
             inc = None
             tails = Walks()
+            shared = None if self.store is None or not hz.digest else (  # (no digest: built before the store)
+                f"{profile}-{hazard}-{'exercise' if exercise else 'real'}",
+                digest(profile, hz.digest, sources.end, sources.offset, UNREACHABLE_S, BLOCKED_WEIGHT))
+            got = None
             if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
                 dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
                 if prev.shelters == shelters and prev.de_weight is de_w:  # and the same shelters: the same walks
                     tails = prev.tails
+                shared = None
+            elif shared is not None and self.store is not None and (got := self.store.get(*shared)) is not None:
+                dist, pred, src = got["dist"], got["next_node"], got["source"]  # another process's search
+                shared = None
             elif k and prev is not None and self.incremental and n >= self.incremental_min_nodes and (
                     inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
                 dist, pred, src = (_frozen(a) for a in inc)
@@ -662,9 +726,13 @@ class Engine:
             else:
                 dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
                                    _frozen(np.full(n, -1, np.int32)))
+            if shared is not None and unpublished is None:  # computed here: publish it, keep the mapped copy
+                dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src)
             f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                       pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
                       tails)
+            if shared is not None and unpublished is not None:
+                unpublished.append((f, *shared))  # the caller publishes it once the state is swapped in
             snap.fields[key] = f
             self._touch(key)
             with self._recent_lock:
@@ -674,6 +742,13 @@ class Engine:
             for old_key in [k2 for k2 in list(self._structs) if k2 not in keep]:
                 self._structs.pop(old_key, None)
             return f
+
+    def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``arrays`` (computed here) as the field store's entry ``name``/``dig``, mapped read-only (the
+        entry another process published first, when there is one), in the order given."""
+        assert self.store is not None
+        got = self.store.get(name, dig) or self.store.put(name, dig, arrays)
+        return tuple(_frozen(got[k]) for k in arrays)
 
     def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: PairWeights,
                      shelters: list[Shelter], sources: Sources) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -737,15 +812,29 @@ class Engine:
                 if self._hazard_indexes[old_key] is not parent:
                     del self._hazard_indexes[old_key]
         changed: np.ndarray | None = None
-        if parent is None:
+        dig = ""
+        stored = None
+        if self.store is not None:  # the factors follow from each area's edges, severity and penalty
+            parts: list[Any] = []
+            for a, h in sorted(zip(active, hits, strict=True), key=lambda ah: ah[0].id):
+                parts += [a.id, a.severity, float(a.penalty_factor), np.asarray(h, np.int64)]
+            dig = digest("mult", net.n_edges, *parts)
+            stored = self.store.get("mult", dig)
+        if stored is not None:  # published by another process: mapped, not built
+            mult = stored["mult"]
+            changed = None if parent is None else _edges_between(parent, active, hits)
+        elif parent is None:
             mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
             for a, h in zip(active, hits, strict=True):
                 _apply_area(mult, a, h)
         else:
             mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
+        if self.store is not None and stored is None:
+            mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
-                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]))
+                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]),
+                           digest=dig)
         if parent is not None and changed is not None:
             with self._cache_lock:
                 for one, other in ((idx, parent), (parent, idx)):
@@ -754,9 +843,8 @@ class Engine:
                 held = [(name, pw) for name, (_, pw) in parent.weights.items() if pw.held]
             for name, pw in held:  # a small graph's weights: the parent's array with the changed pairs patched
                 pg = net.profile(name)
-                pairs = pairs_of_edges(pg, net.edge_u, net.edge_v, changed)
                 idx.weights[name] = (DirectedWeights(pg.de_time, pg.de_base, idx.mult, BLOCKED_WEIGHT),
-                                     PairWeights.patched(pw, idx.mult, pairs))
+                                     PairWeights.patched(pw, idx.mult, changed))
         with self._cache_lock:
             _lru_put(self._hazard_indexes, key, idx, HAZARD_INDEXES)
         return idx
@@ -787,56 +875,67 @@ class Engine:
         return hit
 
     def _edge_hits(self, area: HazardArea, geom: Any) -> np.ndarray:
-        """Base edges whose geometry meets ``area`` (``geom``: its projected geometry), cached per area."""
+        """Base edges (sorted) whose geometry meets ``area`` (``geom``: its projected geometry), cached per
+        area id while the area's geometry stays the same (:func:`_same_geometry`)."""
         hit = self._hit_cache.get(area.id)
         if hit is None or hit[0] is not area:
-            hit = (area, self.network.edges_intersecting(geom))
+            hit = (area, hit[1] if hit is not None and _same_geometry(hit[0], area)
+                   else _frozen(self.network.edges_intersecting(geom)))
             self._hit_cache[area.id] = hit
         return hit[1]
 
     def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
-        """Each area in force with its geometry in the network's projected metres (cached per area)."""
+        """Each area in force with its geometry in the network's projected metres (prepared), cached per
+        area id while the area's geometry stays the same (:func:`_same_geometry`)."""
         cache = self._proj_cache
         out = []
         for a in active:
             hit = cache.get(a.id)
             if hit is None or hit[0] is not a:
-                hit = (a, self.network.project_geometry(a.geometry))
-                shapely.prepare(hit[1])
+                if hit is not None and _same_geometry(hit[0], a):
+                    hit = (a, hit[1])
+                else:
+                    hit = (a, self.network.project_geometry(a.geometry))
+                    shapely.prepare(hit[1])
                 cache[a.id] = hit
             out.append((a, hit[1]))
         return out
 
     def _area_effect(self, sites: _Sites, area: HazardArea, geom: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shelters inside ``area``, egress legs and rows (partial edges) touching it, over all of ``sites``
-        (cached with the sites while the area is the same object)."""
+        (cached with the sites per area id while the area's geometry stays the same)."""
         hit = sites.effects.get(area.id)
         if hit is not None and hit[0] is area:
+            return hit[1]
+        if hit is not None and _same_geometry(hit[0], area):
+            sites.effects[area.id] = (area, hit[1])
             return hit[1]
         p_shelter, p_edge, p_along, _, p_qx, p_qy, sx, sy, r_point, _, r_end_along, _, _ = sites.arrays
         net = self.network
         legs = sites.legs
         if legs is None:
-            lines = shapely.linestrings(np.stack([np.column_stack([sx[p_shelter], sy[p_shelter]]),
-                                                  np.column_stack([p_qx, p_qy])], axis=1))
-            legs = sites.legs = (lines, shapely.bounds(lines).reshape(-1, 4))
-        # boxes first (numpy over every shelter and leg), the exact test on the few in the area's box
-        # (an STRtree query per area cost more than both on a town's few hundred shelters)
-        gx0, gy0, gx1, gy1 = shapely.bounds(geom).tolist()
-        near = np.flatnonzero((sx >= gx0) & (sx <= gx1) & (sy >= gy0) & (sy <= gy1))
-        pts_in = near[shapely.intersects_xy(geom, sx[near], sy[near])] if len(near) else near
-        lb = legs[1]
-        near = np.flatnonzero((lb[:, 0] <= gx1) & (lb[:, 2] >= gx0) & (lb[:, 1] <= gy1) & (lb[:, 3] >= gy0))
-        legs_hit = near[shapely.intersects(geom, legs[0][near])] if len(near) else near
-        edges = np.sort(self._edge_hits(area, geom))
-        if len(edges):
-            at = np.searchsorted(edges, sites.row_edge).clip(0, len(edges) - 1)
-            rows = np.flatnonzero(edges[at] == sites.row_edge)
+            legs = sites.legs = shapely.STRtree(shapely.linestrings(np.stack(
+                [np.column_stack([sx[p_shelter], sy[p_shelter]]), np.column_stack([p_qx, p_qy])], axis=1)))
+        # one GEOS query for the legs (after a search the caches are cold: one call costs less than numpy
+        # box tests and the exact test of the few found). A leg starts at its shelter, so a shelter in the
+        # area has every leg touching it: the shelters to test are those of the legs found.
+        legs_hit = np.sort(legs.query(geom, predicate="intersects"))
+        if len(legs_hit):
+            near = np.unique(p_shelter[legs_hit])
+            pts_in = near[shapely.intersects_xy(geom, sx[near], sy[near])]
         else:
-            rows = np.zeros(0, np.int64)
-        parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
-                                             float(p_along[r_point[k]]))) for k in rows.tolist()]
-        rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)] if parts else rows
+            pts_in = legs_hit
+        # rows whose partial edge lies on an edge the area meets
+        edges = self._edge_hits(area, geom)
+        at = np.searchsorted(sites.row_sorted_edge, edges, side="left")
+        span = np.searchsorted(sites.row_sorted_edge, edges, side="right") - at
+        if span.any():
+            rows = np.sort(sites.row_sort[np.repeat(at - (np.cumsum(span) - span), span) + np.arange(span.sum())])
+            parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
+                                                 float(p_along[r_point[k]]))) for k in rows.tolist()]
+            rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)]
+        else:
+            rows_hit = np.zeros(0, np.int64)
         effect = (pts_in, legs_hit, rows_hit)
         if len(sites.effects) > 10_000:
             sites.effects.clear()
@@ -947,7 +1046,9 @@ class Engine:
         atts = [self._attachment(s, profile) for s in ordered]
         attached = np.array([i for i, a in enumerate(atts) if a is not None], np.int64)
         arrays = self._concat([a for a in atts if a is not None])
-        sites = _Sites(key, attached, arrays, arrays[1][arrays[8]])
+        row_edge = arrays[1][arrays[8]]
+        order = np.argsort(row_edge, kind="stable")
+        sites = _Sites(key, attached, arrays, _frozen(order), _frozen(row_edge[order]))
         self._sites[profile] = sites
         return sites
 
@@ -1081,7 +1182,11 @@ class Engine:
         """
         snap = self._snap
         key = (profile, hazard, exercise)
-        f = snap.fields.get(key) or self._compute(snap, key)
+        f = snap.fields.get(key)
+        if f is None:
+            f = self._compute(snap, key)
+            if self.store is not None:
+                self.store.prune()
         self._touch(key)
         st = snap.state
         here = tuple(f.blocked.at(lon, lat))

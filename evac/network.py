@@ -22,7 +22,11 @@ Edges, not nodes
     profile's usable edges, self-loops included (a loop road with one junction is a self-loop after
     simplification: useless for through routes, so it has no place in the CSR, but people live on it).
     One :class:`evac.snapping.SegmentGrid` (:attr:`RoadNetwork.segment_grid`) serves every profile and
-    the hazard polygons (:meth:`RoadNetwork.edges_intersecting`).
+    the hazard polygons (:meth:`RoadNetwork.edges_intersecting`). A network of at most
+    :data:`TREE_MAX_EDGES` edges also keeps an ``STRtree`` of its edges' linestrings (about 400 bytes an
+    edge, in each process) for the polygons: after a search has run, one GEOS query over it costs a
+    third of the grid's candidates, linestrings and tests (cold in the caches), and it is the same
+    predicate; larger networks keep to the grid (the tree of a few million edges is gigabytes).
 
 Shared memory
     :meth:`RoadNetwork.load` maps the arrays, the projected geometry, the grid and each profile's CSR
@@ -65,6 +69,10 @@ MAPPED_FORMAT = 1
 
 log = logging.getLogger("sonae.evac.network")
 
+#: Networks with at most this many edges answer polygon queries through an STRtree of their edges (see
+#: the module docstring): about 20 MB and 50 ms to build at the limit, on first use.
+TREE_MAX_EDGES = 50_000
+
 _BASE_ARRAYS = ("node_osmid", "node_lon", "node_lat", "edge_u", "edge_v", "edge_length", "edge_name", "edge_highway",
                 "coord_offsets", "coords")
 
@@ -98,6 +106,8 @@ class RoadNetwork:
     _along: np.ndarray | None = field(default=None, repr=False)
     _plen: np.ndarray | None = field(default=None, repr=False)
     _grid: SegmentGrid | None = field(default=None, repr=False)
+    _edge_tree: shapely.STRtree | None = field(default=None, repr=False)
+    _tree_edges: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # tree item -> edge
     #: The mapped directory the arrays come from (profiles are mapped from and written to it), and its key.
     mapped_dir: Path | None = field(default=None, repr=False)
     mapped_key: str = field(default="", repr=False)
@@ -124,8 +134,7 @@ class RoadNetwork:
 
     def project_geometry(self, geom: shapely.Geometry) -> shapely.Geometry:
         """Project a lon/lat shapely geometry into the network's metric CRS."""
-        tr = _TRANSFORMERS.get(self.epsg)
-        return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        return shapely.transform(geom, _TRANSFORMERS.get(self.epsg).transform, interleaved=False)
 
     @property
     def segment_grid(self) -> SegmentGrid:
@@ -137,8 +146,23 @@ class RoadNetwork:
         return self._grid
 
     def edges_intersecting(self, geom_xy: shapely.Geometry) -> np.ndarray:
-        """Base edges (sorted) whose projected geometry intersects ``geom_xy`` (projected metres)."""
-        return self.segment_grid.edges_intersecting(geom_xy)
+        """Base edges (sorted) whose projected geometry intersects ``geom_xy`` (projected metres; prepared
+        here): shapely ``intersects`` on each edge's linestring, through the edge tree on a network of
+        at most :data:`TREE_MAX_EDGES` edges, else through the grid (:meth:`SegmentGrid.edges_intersecting`)."""
+        if self.n_edges > TREE_MAX_EDGES:
+            return self.segment_grid.edges_intersecting(geom_xy)
+        if self._edge_tree is None:
+            with self._lock:
+                if self._edge_tree is None:
+                    # edges of one point have no segment: the grid never gives them, nor does the tree
+                    n = np.diff(np.asarray(self.coord_offsets))
+                    lined = np.flatnonzero(n >= 2)
+                    idx, _ = rows_of(np.asarray(self.coord_offsets), lined)
+                    lines = shapely.linestrings(np.asarray(self.coords_xy)[idx],
+                                                indices=np.repeat(np.arange(len(lined)), n[lined]))
+                    self._edge_tree, self._tree_edges = shapely.STRtree(lines), lined.astype(np.int64)
+        shapely.prepare(geom_xy)  # one prepared polygon against the lines the tree finds
+        return self._tree_edges[np.sort(self._edge_tree.query(geom_xy, predicate="intersects"))]
 
     @property
     def coords_xy(self) -> np.ndarray:
@@ -471,6 +495,17 @@ class ProfileGraph:
         return csr_matrix((np.asarray(pair_w)[self.rev_perm], self.rev_indices, self.rev_indptr),
                           shape=(self.n_nodes, self.n_nodes))
 
+    @cached_property
+    def edge_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each base edge's weight goes (built on first use; :meth:`PairWeights.patched` reads it):
+        the directed edges of each base edge ``(E, 2)`` (along it, against it; -1: none), the pair of
+        each directed edge ``(D,)``, and whether a pair holds parallel directed edges ``(P,)``."""
+        n_edges = self._net.n_edges if self._net is not None else int(self.de_base.max(initial=-1)) + 1
+        directed = np.full((n_edges, 2), -1, np.int64)
+        directed[self.de_base, self.de_rev.astype(np.int64)] = np.arange(len(self.de_base))
+        sizes = np.diff(self.pair_start)
+        return directed, np.repeat(np.arange(len(sizes)), sizes), sizes > 1
+
     def best_edge(self, tail: int, head: int, de_weight: np.ndarray | DirectedWeights) -> int:
         """The directed edge with the least current weight from ``tail`` to ``head`` (-1 if none)."""
         lo, hi = int(self.fwd_indptr[tail]), int(self.fwd_indptr[tail + 1])
@@ -481,12 +516,29 @@ class ProfileGraph:
         return a if b - a == 1 else a + int(np.argmin(de_weight[a:b]))
 
 
+def edge_weights(de_time: np.ndarray, de_base: np.ndarray, mult: np.ndarray, blocked: float, d: Any = slice(None)) -> Any:
+    """The current weight of directed edges ``d`` (an index, a slice or an index array; all by default):
+    ``de_time[d] * mult[de_base[d]]`` seconds (``mult``: the hazard factor per base edge), ``blocked``
+    where that is not finite (a blocked edge: 0 s times inf included).
+
+    The one formula of :class:`DirectedWeights` and :class:`PairWeights`. Returns a float for an index,
+    else a fresh float array of ``d``'s shape.
+    """
+    with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
+        w = de_time[d] * mult[de_base[d]]
+    if np.ndim(w) == 0:
+        return float(w) if math.isfinite(w) else blocked
+    w = np.asarray(w, dtype=float)
+    w[~np.isfinite(w)] = blocked
+    return w
+
+
 @dataclass(frozen=True, eq=False)
 class DirectedWeights:
     """The current weight of each directed edge of a profile graph, computed when read.
 
     Directed edge ``d`` weighs ``de_time[d] * mult[de_base[d]]`` seconds (``mult``: the hazard factor per
-    base edge), or ``blocked`` where that is not finite (a blocked edge). Pair weights (what searches
+    base edge), or ``blocked`` where that is not finite (a blocked edge): :func:`edge_weights`. Pair weights (what searches
     use) are kept as arrays; these are read only for a route's few edges (:meth:`ProfileGraph.best_edge`),
     so a hazard change does not build and hold another array as long as the directed edges.
     ``w[d]`` takes an index (a float back), a slice or an index array (a fresh array back);
@@ -502,13 +554,7 @@ class DirectedWeights:
         return int(self.de_time.shape[0])
 
     def __getitem__(self, d: Any) -> Any:
-        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
-            w = self.de_time[d] * self.mult[self.de_base[d]]
-        if np.ndim(w) == 0:
-            return float(w) if math.isfinite(w) else self.blocked
-        w = np.array(w, dtype=float)
-        w[~np.isfinite(w)] = self.blocked
-        return w
+        return edge_weights(self.de_time, self.de_base, self.mult, self.blocked, d)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         w = self[:]
@@ -561,9 +607,7 @@ class PairWeights:
         if self._whole is not None:
             return self._whole
         pg = self.pg
-        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
-            w = pg.de_time * self.mult[pg.de_base]
-        w[~np.isfinite(w)] = self.blocked
+        w = edge_weights(pg.de_time, pg.de_base, self.mult, self.blocked)
         out = w if self._single else pg.pair_weights(w)
         out.setflags(write=False)
         return out
@@ -578,17 +622,26 @@ class PairWeights:
         return self._whole is not None
 
     @classmethod
-    def patched(cls, old: PairWeights, mult: np.ndarray, pairs: np.ndarray) -> PairWeights:
-        """The weights for factors ``mult`` that differ from ``old.mult`` only on base edges whose pairs are
-        among ``pairs`` (sorted; :func:`evac.incremental.pairs_of_edges`): when ``old`` holds an array,
-        a copy of it with those pairs computed again (equal to building it whole)."""
+    def patched(cls, old: PairWeights, mult: np.ndarray, edges: np.ndarray) -> PairWeights:
+        """The weights for factors ``mult`` that differ from ``old.mult`` only on base ``edges``: when ``old``
+        holds an array, a copy of it with the pairs of those edges' directed edges computed again (equal
+        to building it whole: a pair of one directed edge weighs that edge, others are read again)."""
         new = cls.__new__(cls)
-        new.pg, new.mult, new.blocked, new._single = old.pg, mult, old.blocked, old._single
+        pg = old.pg
+        new.pg, new.mult, new.blocked, new._single = pg, mult, old.blocked, old._single
         new._whole = None
         if old._whole is not None:
             w = old._whole.copy()
-            if len(pairs):
-                w[pairs] = new._read(np.asarray(pairs, np.int64))
+            if len(edges):
+                directed, pair, multiple = pg.edge_pairs
+                d = directed[edges].ravel()
+                d = d[d >= 0]
+                p = pair[d]
+                w[p] = edge_weights(pg.de_time, pg.de_base, mult, new.blocked, d)
+                p = p[multiple[p]]
+                if len(p):
+                    p = np.unique(p)
+                    w[p] = new._read(p)
             w.setflags(write=False)
             new._whole = w
         return new
@@ -597,9 +650,7 @@ class PairWeights:
         """Weights of the pairs ``flat`` (1-d int64), computed from the factors."""
         pg = self.pg
         d = flat if self._single else rows_of(pg.pair_start, flat)[0]
-        with np.errstate(invalid="ignore"):  # 0 s times inf: not finite, so blocked
-            w = np.array(pg.de_time[d] * self.mult[pg.de_base[d]], dtype=float)
-        w[~np.isfinite(w)] = self.blocked
+        w = edge_weights(pg.de_time, pg.de_base, self.mult, self.blocked, d)
         if not self._single and len(flat):
             counts = pg.pair_start[flat + 1] - pg.pair_start[flat]
             w = np.minimum.reduceat(w, np.cumsum(counts) - counts)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerting.rules import ORDER, RIVER
+from ingest.contract import STATUS_NAMES
 
 WATER = "WaterObserved"
 DEVICE = "Device"
@@ -45,7 +46,7 @@ THRESHOLD_TERMS = {
     "th_overflow": "overflowWaterLevel",
 }
 #: the ``status`` reading's codes (SenML ``status``; as in the staff sensor-health view)
-DEVICE_STATES = {0: "ok", 1: "low_battery", 2: "fault", 3: "maintenance"}
+DEVICE_STATES = STATUS_NAMES  # the ingest contract's status codes
 #: 警戒レベル → CAP-like severity of SDM Alert (informational, low, medium, high, critical)
 SEVERITY = {2: "low", 3: "medium", 4: "high", 5: "critical"}
 #: attributes that are Relationships in the normalized form
@@ -110,6 +111,19 @@ def gauge(row: Mapping[str, Any], *, level: int | None = None) -> dict[str, Any]
     return e
 
 
+#: the temporal attributes of each entity type: NGSI-LD name → (``readings`` kind, divisor from the stored unit),
+#: so that a value in the history is the value the entity showed (``batteryLevel`` is 0–1 from battery_pct)
+TEMPORAL: dict[str, dict[str, tuple[str, float]]] = {
+    WATER: {"riverLevel": ("level", 1.0)},
+    DEVICE: {"batteryLevel": ("battery_pct", 100.0), "rssi": ("rssi_dbm", 1.0)},
+}
+
+
+def battery_level(battery_pct: float) -> float:
+    """``batteryLevel`` (0–1) of a ``battery_pct`` reading (percent; the ingest contract keeps it in 0–100)."""
+    return min(max(battery_pct / TEMPORAL[DEVICE]["batteryLevel"][1], 0.0), 1.0)
+
+
 def device(row: Mapping[str, Any]) -> dict[str, Any]:
     """A station's device (row: ``stations`` columns plus ``last_reading``, ``battery_pct``, ``rssi_dbm``,
     ``status``) as Device. ``controlledProperty`` follows the station kind."""
@@ -121,7 +135,7 @@ def device(row: Mapping[str, Any]) -> dict[str, Any]:
         e["location"] = location
     battery = _finite(row.get("battery_pct"))
     if battery is not None:
-        e["batteryLevel"] = min(max(battery / 100.0, 0.0), 1.0)
+        e["batteryLevel"] = battery_level(battery)
     rssi = _finite(row.get("rssi_dbm"))
     if rssi is not None:
         e["rssi"] = rssi

@@ -23,16 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from alerting import store as alerts
 from alerting.cap import GAUGE_RADIUS_KM
 from alerting.cap_identity import CapProfile, load_profile
-from alerting.rules import UNCONFIRMED
+from alerting.rules import CONDITIONS, UNCONFIRMED
 from notify import messages
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional
 
@@ -40,6 +42,8 @@ NOTIFY_CHANNEL = "sonae_notify"
 #: a circle's centre is kept to this many decimals of a degree (0.001° ≈ 110 m)
 CENTRE_DECIMALS = 3
 MAX_AREAS = 10
+#: the radius a subscribed circle may have, metres (a neighbourhood to a river basin's reach)
+RADIUS_M = (100, 20000)
 
 
 class NotifyError(ValueError):
@@ -83,6 +87,9 @@ async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: b
     """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token)."""
     if not areas or len(areas) > MAX_AREAS:
         raise NotifyError(f"choose 1 to {MAX_AREAS} areas")
+    if any(a.lat is not None and not (a.radius_m is not None and RADIUS_M[0] <= a.radius_m <= RADIUS_M[1])
+           for a in areas):
+        raise NotifyError(f"a circle's radius_m is {RADIUS_M[0]} to {RADIUS_M[1]} metres")
     token = secrets.token_urlsafe(24)
     async with conn.transaction():
         sub_id = await conn.fetchval(
@@ -118,6 +125,50 @@ async def remove_subscription(conn: asyncpg.Connection, sub_id: int, token: str)
 
 
 # -- webhooks ------------------------------------------------------------------------------------------
+#: the alert conditions a webhook may be limited to: every condition that is delivered (an unconfirmed
+#: reading is not, see :func:`fan_out_event`)
+WEBHOOK_CONDITIONS: tuple[str, ...] = tuple(c for c in CONDITIONS if c != UNCONFIRMED)
+WEBHOOK_FORMATS = ("json", "cap")
+#: the 警戒レベル a webhook may ask for at least (0: every alert, staff alerts have no level)
+WEBHOOK_LEVELS = (0, 5)
+
+
+class WebhookError(NotifyError):
+    """A webhook that cannot be registered; ``field`` names the part that is wrong."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_webhook(*, url: str, fmt: str = "json", min_level: int = 0,
+                  conditions: Sequence[str] | None = None) -> None:
+    """The rules of a webhook, whoever registers it (the API, ``sonae webhooks add``).
+
+    Raises
+    ------
+    WebhookError
+        The URL is not an http(s) URL with a host, ``fmt`` is not one of :data:`WEBHOOK_FORMATS`,
+        ``min_level`` is outside :data:`WEBHOOK_LEVELS`, or ``conditions`` is empty or names a condition
+        not in :data:`WEBHOOK_CONDITIONS` (such a webhook would never be called).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise WebhookError("url is not a valid URL", field="url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookError("url must be an http:// or https:// URL", field="url")
+    if fmt not in WEBHOOK_FORMATS:
+        raise WebhookError(f"format must be {' or '.join(WEBHOOK_FORMATS)}", field="format")
+    low, high = WEBHOOK_LEVELS
+    if isinstance(min_level, bool) or not isinstance(min_level, int) or not low <= min_level <= high:
+        raise WebhookError(f"min_level must be {low} to {high}", field="min_level")
+    if conditions is not None and (not conditions or any(c not in WEBHOOK_CONDITIONS for c in conditions)):
+        raise WebhookError(f"conditions must be a non-empty list of {', '.join(WEBHOOK_CONDITIONS)}",
+                           field="conditions")
+
+
 _WEBHOOK_COLUMNS = ("id, url, description, format, municipality_code, min_level, conditions, include_staff, "
                     "drills, created_by, created_at")
 
@@ -126,7 +177,16 @@ async def add_webhook(conn: asyncpg.Connection, *, url: str, created_by: str, de
                       fmt: str = "json", municipality_code: str | None = None, min_level: int = 0,
                       conditions: list[str] | None = None, include_staff: bool = False,
                       drills: bool = False) -> dict[str, Any]:
-    """Register a webhook; the returned dict has its ``secret`` (shown once)."""
+    """Register a webhook; the returned dict has its ``secret`` (shown once).
+
+    Raises
+    ------
+    WebhookError
+        The webhook breaks a rule of :func:`check_webhook`.
+    NotifyError
+        ``municipality_code`` is not a 団体コード.
+    """
+    check_webhook(url=url, fmt=fmt, min_level=min_level, conditions=conditions)
     municipality_code = _code(municipality_code)
     secret = secrets.token_urlsafe(32)
     row = await conn.fetchrow(

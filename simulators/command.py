@@ -1,4 +1,4 @@
-"""``sonae simulate``: options and the run itself (the CLI in :mod:`sonae.cli` only wires them in).
+"""``sonae simulate``: options and the run itself (the CLI in :mod:`app.cli` only wires them in).
 
 Examples::
 

@@ -363,7 +363,7 @@ class PahoPublisher:
 
     @property
     def outstanding(self) -> int:
-        return len(self.client._outstanding)
+        return self.client.outstanding
 
     async def connect(self) -> None:
         await self.client.connect()

@@ -312,6 +312,11 @@ class MqttClient:
         return self._generation
 
     @property
+    def outstanding(self) -> int:
+        """QoS 1 publishes sent and not yet acknowledged by the broker (at most ``max_outstanding``)."""
+        return len(self._outstanding)
+
+    @property
     def is_connected(self) -> bool:
         return self._connected_event.is_set()
 

@@ -356,7 +356,7 @@ class Rig:
             env["PYTHONPATH"] = str(self.code_root)
         log = self.workdir / f"ingest{i}.log"
         with open(log, "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "sonae.cli", "ingest", "--instance", str(i)], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ingest", "--instance", str(i)], env=env,
                                     stdout=subprocess.DEVNULL, stderr=err, cwd=self.code_root)
         return Ingestor(proc, port, log)
 

@@ -130,6 +130,6 @@ async def test_municipalities_are_imported_data(client: TestClient, pool: asyncp
     bad = tmp_path / "bad.csv"
     bad.write_text("code,name_ja\nKORI,郡山市\n", encoding="utf-8")
     proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "sonae.cli", "municipalities", "import", str(bad)],
+        subprocess.run, [sys.executable, "-m", "app.cli", "municipalities", "import", str(bad)],
         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2 and "line 2" in proc.stderr

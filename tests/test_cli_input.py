@@ -25,7 +25,7 @@ STATIONS_CSV = (
 
 
 def sonae(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sonae.cli", *args], env=env, input=stdin if stdin is not None
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin if stdin is not None
                           else "", capture_output=True, text=True, timeout=180)
 
 
@@ -174,3 +174,22 @@ def test_hazard_maps_import_link_and_bad_input(env: dict[str, str], tmp_path: Pa
                    '{"浸水ランク": "1"}, "geometry": {"type": "Polygon", "coordinates": '
                    '[[[0,0],[1,0],[1,1],[0,0]]]}}]}', encoding="utf-8")
     assert "--hazard" in one_line_error(sonae("hazards", "import", str(odd), env=env))
+
+
+async def test_a_webhook_that_would_never_be_called_is_refused(env: dict[str, str], database_url: str) -> None:
+    """The webhook rules are notify's (``notify.store.check_webhook``), so the command keeps them as the API
+    does: an unconfirmed reading is never delivered, there is no level 6, an ftp URL cannot be POSTed to."""
+    for args, named in ((("https://partner.example/h", "--conditions", "river_level,river_level_unconfirmed"),
+                         "conditions"),
+                        (("https://partner.example/h", "--conditions", "river-level"), "conditions"),
+                        (("https://partner.example/h", "--min-level", "6"), "min_level"),
+                        (("ftp://partner.example/h",), "url")):
+        assert named in one_line_error(sonae("webhooks", "add", *args, env=env))
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM webhooks") == 0
+    finally:
+        await conn.close()
+    done = sonae("webhooks", "add", "https://partner.example/h", "--conditions", "river_level,silent",
+                 "--min-level", "5", env=env)
+    assert done.returncode == 0 and "created" in done.stdout, done.stderr

@@ -56,7 +56,7 @@ def test_secrets_are_masked() -> None:
 
 def test_cli_reports_bad_config_in_one_line() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "sonae.cli", "run"], env={"SONAE_MQTT_URL": "nonsense", "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-m", "app.cli", "run"], env={"SONAE_MQTT_URL": "nonsense", "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2
@@ -65,12 +65,12 @@ def test_cli_reports_bad_config_in_one_line() -> None:
 
 
 def test_config_command_masks_and_every_command_has_help() -> None:
-    proc = subprocess.run([sys.executable, "-m", "sonae.cli", "config"],
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "config"],
                           env={"SONAE_DATABASE_URL": "postgresql://a:hunter2@h/db", "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "hunter2" not in proc.stdout and "***" in proc.stdout
     for cmd in (["run"], ["ingest"], ["api"], ["simulate"], ["db", "migrate"], ["config"]):
-        out = subprocess.run([sys.executable, "-m", "sonae.cli", *cmd, "--help"], capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "app.cli", *cmd, "--help"], capture_output=True,
                              text=True, timeout=60)
         assert out.returncode == 0 and "usage: sonae" in out.stdout and len(out.stdout) > 80
 
@@ -114,7 +114,7 @@ def test_config_command_shows_an_empty_variable() -> None:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")} | {"SONAE_INGEST_SHARED_GROUP": ""}
-    out = subprocess.run([sys.executable, "-m", "sonae.cli", "config"], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "app.cli", "config"], env=env, capture_output=True, text=True,
                          check=True).stdout
     shown = json.loads(out)["ingest.shared_group"]
     assert shown == {"value": "", "from": "env"}

@@ -33,7 +33,7 @@ def _ingest_process(settings: Settings, client_id: str, metrics_port: int = 0) -
         "SONAE_INGEST_METRICS_PORT": str(metrics_port),
         "SONAE_STATE_DIR": settings["state.dir"],
     }
-    return subprocess.Popen([sys.executable, "-m", "sonae.cli", "ingest"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "ingest"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -138,7 +138,7 @@ def _rss_mb(pid: int) -> float:
 def _start_ingest(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``sonae ingest`` as its own process, its log in a file (a pipe nobody reads could stall it)."""
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "sonae.cli", "ingest"], env=env,
+        return subprocess.Popen([sys.executable, "-m", "app.cli", "ingest"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=out)
 
 

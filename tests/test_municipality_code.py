@@ -110,7 +110,7 @@ def test_shipped_list_covers_japan_with_kana_and_romaji() -> None:
 
 
 def test_cli_arguments_take_either_form_and_name_the_right_code(capsys: pytest.CaptureFixture[str]) -> None:
-    from sonae.cli import build_parser
+    from app.cli import build_parser
 
     args = build_parser().parse_args(["users", "add", "kori", "--role", "staff", "--municipality", "07203"])
     assert args.municipality == "072036"
@@ -120,8 +120,8 @@ def test_cli_arguments_take_either_form_and_name_the_right_code(capsys: pytest.C
 
 
 def test_imported_shelters_and_device_acls_use_the_six_digit_code() -> None:
+    from app.provisioning import ProvisioningError, grants_for
     from evac.shelters import shelter_from_properties
-    from sonae.provisioning import ProvisioningError, grants_for
 
     shelter = shelter_from_properties({"id": "a", "municipality_code": "07203"}, lon=140.36, lat=37.4, fallback_id="x")
     assert shelter.municipality_code == "072036"

@@ -28,7 +28,7 @@ def _get(url: str) -> dict:  # type: ignore[type-arg]
 def _start(env: dict[str, str], port: int, state: Path) -> subprocess.Popen[str]:
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
             "SONAE_STATE_DIR": str(state), "SONAE_API_PORT": str(port), **env}
-    return subprocess.Popen([sys.executable, "-m", "sonae.cli", "run", "--simulate"], env=full,
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--simulate"], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from app.cli import main
 from ingest.contract import Reading
 from ingest.retention import apply_retention_policy, delete_expired
 from ingest.rollups import BUCKETS, refresh_rollups
 from ingest.store import write_batch
-from sonae.cli import main
 from sonae.migrations import MigrationError, migrate, timescale_available
 from tests.conftest import ROOT, TimescaleServer, _timescale_unavailable, with_database
 from tests.test_ingest_rollups import WIDTHS, assert_same, recompute, stored_rollups

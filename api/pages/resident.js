@@ -330,7 +330,8 @@
   }
 
   /* The level for the position comes from the server (/api/v1/level), so the rule lives in one place:
-   * orders whose area covers the point, orders and gauge alerts of its municipality, gauges within 5 km.
+   * official warnings (JMA) in force there, orders whose area covers the point, orders and gauge alerts of
+   * its municipality, gauges within 5 km (alerting/level.py).
    * The position is rounded to about 10 m, as for routes, and is not stored or logged there. */
   let levelSeq = 0;
   async function computeLevel() {

@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from alerting import store as alerts
 from alerting.rules import Transition
 from api.auth import create_account, login
+from app.runtime import open_pool
 from ingest.boundaries import packaged_boundaries, store_boundaries
 from ingest.contract import encode_reading
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings, load_settings
 from sonae.migrations import migrate
-from sonae.runtime import open_pool
 from tests.api.test_api_staff import PASSWORD, auth, make_client
 from tests.ingest_support import count, publish_raw, running_ingestor, wait_until
 
@@ -273,7 +273,7 @@ async def test_cli_imports_n03_boundaries_and_name_lists(pool: asyncpg.Pool, dat
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SONAE_DATABASE_URL": database_url,
            "SONAE_LOG_FORMAT": "text", "SONAE_STATE_DIR": str(tmp_path / "state")}
     for file in (path, names):
-        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sonae.cli", "municipalities", "import",
+        proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "app.cli", "municipalities", "import",
                                                         str(file)], capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr
     async with pool.acquire() as conn:
@@ -285,6 +285,6 @@ async def test_cli_imports_n03_boundaries_and_name_lists(pool: asyncpg.Pool, dat
         assert await conn.fetchval("SELECT name_kana FROM municipalities WHERE code = '072079'") == "すかがわし"
     bad = tmp_path / "bad.csv"
     bad.write_text("code,name_ja\n072037,郡山市\n", encoding="utf-8")
-    proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sonae.cli", "municipalities", "import",
+    proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "app.cli", "municipalities", "import",
                                                     str(bad)], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2 and "072036" in proc.stderr and "line 2" in proc.stderr

@@ -73,10 +73,10 @@ def test_schemathesis_finds_no_server_error(database_url: str, mqtt_url: str, mq
            "SONAE_NEW_PASSWORD": "schemathesis-password", "SONAE_MQTT_URL": mqtt_url,
            "SONAE_MQTT_PROTOCOL": mqtt_protocol, "SONAE_MQTT_TOPIC_PREFIX": f"fuzz{port}/v1"}
     for name, (role, municipality) in ROLES.items():
-        subprocess.run([sys.executable, "-m", "sonae.cli", "users", "add", f"fuzz-{name}", "--role", role,
+        subprocess.run([sys.executable, "-m", "app.cli", "users", "add", f"fuzz-{name}", "--role", role,
                         *(["--municipality", municipality] if municipality else []), "--password-from-env"],
                        env=env, check=True, capture_output=True, timeout=120)
-    proc = subprocess.Popen([sys.executable, "-m", "sonae.cli", "api"], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -177,14 +177,14 @@ async def test_public_endpoints_are_rate_limited(pool: asyncpg.Pool, settings: S
 def test_users_command_creates_an_account_that_can_log_in(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SONAE_DATABASE_URL": database_url,
            "SONAE_STATE_DIR": str(tmp_path), "SONAE_NEW_PASSWORD": PASSWORD}
-    add = subprocess.run([sys.executable, "-m", "sonae.cli", "users", "add", "hana", "--role", "staff",
+    add = subprocess.run([sys.executable, "-m", "app.cli", "users", "add", "hana", "--role", "staff",
                           "--municipality", KORIYAMA, "--password-from-env"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert add.returncode == 0, add.stderr
-    listed = subprocess.run([sys.executable, "-m", "sonae.cli", "users", "list"], env=env, capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "app.cli", "users", "list"], env=env, capture_output=True,
                             text=True, timeout=120)
     assert "hana" in listed.stdout and KORIYAMA in listed.stdout
-    again = subprocess.run([sys.executable, "-m", "sonae.cli", "users", "add", "hana", "--role", "staff",
+    again = subprocess.run([sys.executable, "-m", "app.cli", "users", "add", "hana", "--role", "staff",
                             "--password-from-env"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "exists already" in again.stderr
 

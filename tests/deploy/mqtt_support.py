@@ -17,8 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from app.provisioning import adapt_mosquitto_config
 from sonae.embedded import free_port, port_open
-from sonae.provisioning import adapt_mosquitto_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NOT_AUTHORIZED = 0x87

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,15 @@ def test_compose_mounts_exist() -> None:
     dockerfile = DEPLOY / "docker" / "Dockerfile"
     text = dockerfile.read_text()
     assert "USER 10001" in text and "HEALTHCHECK" in text
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    """The Dockerfile copies each package pyproject installs (a missing one fails only at run time)."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = set(re.findall(r"^COPY (\w+) /src/\1$", (DEPLOY / "docker" / "Dockerfile").read_text(), re.M))
+    assert packages - copied == set(), f"deploy/docker/Dockerfile does not COPY {sorted(packages - copied)}"
+    assert all((ROOT / package / "__init__.py").is_file() for package in packages)
 
 
 def test_docker_compose_config(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sonae.service_secrets import SecretsError, service_toml
+from app.service_secrets import SecretsError, service_toml
 
 ROOT = Path(__file__).resolve().parents[2]
-SONAE = f"{sys.executable} -m sonae.cli"
+SONAE = f"{sys.executable} -m app.cli"
 
 
 def _toml(**over: str) -> str:

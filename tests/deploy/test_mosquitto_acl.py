@@ -1,7 +1,7 @@
 """The deployment's Mosquitto configuration, run for real: who may connect, publish and read what.
 
 Each configuration file that ships (bare metal and Compose) is started with its listeners moved to free
-ports and its files to a temporary directory; users come from ``sonae.provisioning`` exactly as
+ports and its files to a temporary directory; users come from ``app.provisioning`` exactly as
 ``sonae devices add`` writes them.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sonae.provisioning import add_client, remove_client
+from app.provisioning import add_client, remove_client
 from tests.deploy.mqtt_support import DEPLOY, NOT_AUTHORIZED, DeployedBroker, Probe, mosquitto_binary
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")

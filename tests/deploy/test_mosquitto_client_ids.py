@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from app.provisioning import add_client
 from sonae.mqtt import bound_client_id
-from sonae.provisioning import add_client
 from tests.deploy.mqtt_support import DEPLOY, DeployedBroker, Probe, mosquitto_binary
 from tests.deploy.test_mosquitto_acl import CONFIGS, _self_signed
 

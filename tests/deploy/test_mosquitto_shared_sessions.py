@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sonae.provisioning import add_client
+from app.provisioning import add_client
 from tests.deploy.mqtt_support import DEPLOY, WAIT_S, DeployedBroker, Probe, mosquitto_binary
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")

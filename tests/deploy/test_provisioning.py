@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sonae.provisioning import (
+from app.provisioning import (
     AclFile,
     Grant,
     ProvisioningError,
@@ -94,7 +94,7 @@ def test_add_replace_remove_keep_hand_written_parts(tmp_path: Path) -> None:
 
 
 def test_emqx_rules_mirror_the_acl() -> None:
-    from sonae.provisioning import Client
+    from app.provisioning import Client
 
     client = Client("g1", "device", grants_for("device", "g1", municipalities=["072036"]))
     users, rules = emqx_requests(client, "pw")
@@ -105,7 +105,7 @@ def test_emqx_rules_mirror_the_acl() -> None:
 
 def test_cli(tmp_path: Path) -> None:
     def sonae(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "sonae.cli", "devices", *args, "--dir", str(tmp_path)],
+        return subprocess.run([sys.executable, "-m", "app.cli", "devices", *args, "--dir", str(tmp_path)],
                               input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
 
     out = sonae("add", "gauge-7", "--municipality", "072036", "--station", "akutsu-01", "--format", "json")
@@ -138,11 +138,11 @@ def test_adapting_a_config_keeps_everything_but_ports_and_paths(tmp_path: Path) 
 def test_note_with_a_line_break_cannot_add_an_acl_line(tmp_path: Path) -> None:
     """Issue #16 trial: ``sonae devices add dev-c --note $'x\\ntopic readwrite #'`` wrote a line giving the
     previous user in the file read/write on every topic."""
-    run = subprocess.run([sys.executable, "-m", "sonae.cli", "devices", "add", "dev-b", "--municipality", "072036",
+    run = subprocess.run([sys.executable, "-m", "app.cli", "devices", "add", "dev-b", "--municipality", "072036",
                           "--dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.returncode == 0, run.stderr
     before = (tmp_path / "acl").read_text()
-    run = subprocess.run([sys.executable, "-m", "sonae.cli", "devices", "add", "dev-c", "--municipality", "072036",
+    run = subprocess.run([sys.executable, "-m", "app.cli", "devices", "add", "dev-c", "--municipality", "072036",
                           "--note", "x\ntopic readwrite #", "--dir", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.returncode == 2 and "note" in run.stderr and "control character" in run.stderr
@@ -174,7 +174,7 @@ def test_no_value_ever_adds_a_line_to_a_generated_file(tmp_path_factory: pytest.
 
 
 def test_emqx_calls_refuse_what_the_files_refuse() -> None:
-    from sonae.provisioning import Client
+    from app.provisioning import Client
 
     with pytest.raises(ProvisioningError):
         Client("dev\nx", "device", ())

@@ -25,6 +25,7 @@ from evac_reference import EXTRACTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import evac.network
 from evac.drilltown import generate
 from evac.engine import TIE_M, Engine
 from evac.gridtown import grid_network, grid_shelters
@@ -111,14 +112,64 @@ def test_polygon_edges_equal_the_strtree(name: str, tmp_nets: Path, fx: float, f
     poly = poly if poly.is_valid else poly.convex_hull
     if hole and poly.area > 1:
         poly = poly.difference(shapely.Point(x, y).buffer(radius * 0.2))
-    got = net.edges_intersecting(poly)
-    assert np.array_equal(got, strtree_edge_hits(net, poly, o["tree"]))
+    got = net.edges_intersecting(poly)  # through the network's edge tree (a small network)
+    assert net.n_edges <= evac.network.TREE_MAX_EDGES
+    want = strtree_edge_hits(net, poly, o["tree"])
+    assert np.array_equal(got, want) and got.dtype == np.int64
+    assert np.array_equal(net.segment_grid.edges_intersecting(poly), want)  # and through the grid (large ones)
     # and through the hazard layer, in lon/lat
     if not poly.is_empty and isinstance(poly, shapely.Polygon):
         inv = net.transformer(inverse=True)
         ll = shapely.transform(poly, lambda xy: np.column_stack(inv.transform(xy[:, 0], xy[:, 1])))
         area = HazardArea(id="p", hazard="flood", geometry=ll)
         assert np.array_equal(edge_hits(net, area), strtree_edge_hits(net, net.project_geometry(ll), o["tree"]))
+
+
+def _drawn_network(xy: np.ndarray, offsets: np.ndarray) -> RoadNetwork:
+    """A network whose edges' projected geometry is exactly ``xy[offsets[e]:offsets[e+1]]`` (metres; only
+    the geometry is meaningful: what polygon queries read)."""
+    m = len(offsets) - 1
+    net = RoadNetwork(np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(m, np.int32), np.zeros(m, np.int32),
+                      np.ones(m), np.full(m, -1, np.int32), np.zeros(m, np.int32), offsets.astype(np.int64),
+                      np.zeros((len(xy), 2)), [""], {"walk": (np.ones(m), np.ones(m))}, 32654)
+    net._xy = xy
+    return net
+
+
+@st.composite
+def _edges_and_polygon(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, shapely.Geometry]:
+    """Edges on a coarse lattice (so that they touch, cross and run along each other and the polygon),
+    one-point edges and repeated points included, and a polygon with holes whose vertices are lattice
+    points and often edge points."""
+    lattice = st.tuples(st.integers(0, 12), st.integers(0, 12))
+    edges = draw(st.lists(st.lists(lattice, min_size=1, max_size=5), min_size=1, max_size=40))
+    pts = np.array([p for e in edges for p in e], float) * 25.0
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in edges])])
+    shell = draw(st.lists(lattice, min_size=3, max_size=8, unique=True))
+    poly = shapely.Polygon(np.array(shell, float) * 25.0)
+    if not poly.is_valid or poly.area == 0:
+        poly = shapely.MultiPoint(np.array(shell, float) * 25.0).convex_hull.buffer(draw(st.sampled_from([0.0, 12.5])))
+    for hole in draw(st.lists(st.tuples(lattice, st.integers(1, 3)), max_size=2)):
+        (hx, hy), r = hole
+        poly = poly.difference(shapely.box(hx * 25.0, hy * 25.0, (hx + r) * 25.0, (hy + r) * 25.0))
+    return pts, offsets, poly
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_edges_and_polygon())
+def test_polygon_edges_equal_plain_shapely_on_drawn_edges(case: tuple[np.ndarray, np.ndarray, shapely.Geometry]) -> None:
+    """Through the edge tree and through the grid, the edges cut by a polygon (holes, touching, along an
+    edge, through a vertex) are those whose linestring shapely ``intersects`` one by one; one-point edges
+    (no segment) never."""
+    xy, offsets, poly = case
+    net = _drawn_network(xy, offsets)
+    want = [e for e in range(net.n_edges) if offsets[e + 1] - offsets[e] >= 2
+            and shapely.LineString(xy[offsets[e]:offsets[e + 1]]).intersects(poly)]
+    for cell in (None, 10.0):
+        grid = SegmentGrid.build(offsets, net.coords_xy, cell=cell)
+        assert grid.edges_intersecting(poly).tolist() == want
+    net._edge_tree = None
+    assert net.edges_intersecting(poly).tolist() == want
 
 
 def test_grid_edge_cases() -> None:

@@ -12,11 +12,11 @@ import osmium
 import pytest
 from evac_reference import EXTRACTS
 
+from app.cli import main
 from evac.engine import Engine
 from evac.graph import graph_from_file
 from evac.network import RoadNetwork, load_network
 from evac.shelters import load_shelters
-from sonae.cli import main
 from sonae.config import ConfigError, load_settings
 
 
@@ -144,7 +144,7 @@ def test_a_damaged_network_past_the_quick_check_stops_startup_with_one_line(
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
     env.update(SONAE_DATABASE_URL=database_url, SONAE_EVAC_NETWORK=str(path), SONAE_API_PORT="0",
                SONAE_LOG_LEVEL="error", SONAE_STATE_DIR=str(tmp_path / "state"))
-    done = subprocess.run([sys.executable, "-m", "sonae.cli", "api"], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "app.cli", "api"], env=env, capture_output=True, text=True,
                           timeout=280)
     lines = [line for line in done.stderr.splitlines() if not line.startswith("{")]
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-800:])

@@ -16,8 +16,8 @@ import pytest
 from evac_reference import EXTRACTS
 from overpass_standin import Extract, overpass_standin
 
+from app.cli import main
 from evac.network import load_network
-from sonae.cli import main
 
 WEST, SOUTH, EAST, NORTH = 15.59, 48.39, 15.63, 48.42
 BBOX = f"{WEST},{SOUTH},{EAST},{NORTH}"

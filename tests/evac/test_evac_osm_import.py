@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.sparse.csgraph import dijkstra
 
+from app.cli import main
 from evac.graph import get_profile, graph_from_file
 from evac.network import RoadNetwork
-from sonae.cli import main
 
 OSM = Path(EXTRACTS["monaco"]).parent
 SHARED = {

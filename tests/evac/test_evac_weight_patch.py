@@ -49,6 +49,33 @@ def gridtown() -> Town:
     return net, grid_shelters(net, per=60, seed=13), []
 
 
+def with_parallel_edges(net: RoadNetwork, share: float, seed: int) -> RoadNetwork:
+    """``net`` plus a second, bent and slower road beside ``share`` of its edges (same ends), so that
+    pairs hold parallel directed edges (the towns above have none; real extracts have some)."""
+    rng = np.random.default_rng(seed)
+    dup = np.sort(rng.choice(net.n_edges, int(share * net.n_edges), replace=False))
+    off = net.coord_offsets
+    mid = (net.coords[off[dup]] + net.coords[off[dup + 1] - 1]) / 2 + rng.uniform(-2e-4, 2e-4, (len(dup), 2))
+    bent = np.stack([net.coords[off[dup]], mid, net.coords[off[dup + 1] - 1]], axis=1).reshape(-1, 2)
+    slower = rng.uniform(0.8, 3.0, len(dup))  # some faster than the first road: either can be a pair's least
+    times = {p: (np.concatenate([f, f[dup] * slower]), np.concatenate([b, b[dup] * slower]))
+             for p, (f, b) in net.times.items()}
+    return RoadNetwork(net.node_osmid, net.node_lon, net.node_lat, np.concatenate([net.edge_u, net.edge_u[dup]]),
+                       np.concatenate([net.edge_v, net.edge_v[dup]]), np.concatenate([net.edge_length,
+                                                                                      net.edge_length[dup] * slower]),
+                       np.concatenate([net.edge_name, net.edge_name[dup]]),
+                       np.concatenate([net.edge_highway, net.edge_highway[dup]]),
+                       np.concatenate([off, off[-1] + 3 * np.arange(1, len(dup) + 1)]),
+                       np.concatenate([net.coords, bent]), net.names, times, net.epsg)
+
+
+@pytest.fixture(scope="module")
+def paralleltown() -> Town:
+    net = with_parallel_edges(grid_network(900, seed=17), 0.3, seed=17)
+    assert all(net.profile(p).edge_pairs[2].any() for p in ("walk", "car"))  # parallel pairs there are
+    return net, grid_shelters(net, per=60, seed=17), []
+
+
 def _polygon(net: RoadNetwork, at: float, half_m: float, turn: float) -> shapely.Polygon:
     """A box of half-width ``half_m`` metres around node ``at * n``, turned by ``turn`` radians."""
     i = min(int(at * net.n_nodes), net.n_nodes - 1)
@@ -77,6 +104,7 @@ step = st.one_of(
     st.tuples(st.just("reseverity"), unit, st.sampled_from(["blocked", "penalty"]), st.floats(1.0, 6.0)),
     st.tuples(st.just("move"), unit, unit, st.floats(10.0, 300.0)),
     st.tuples(st.just("level"), unit, st.integers(0, 5)),
+    st.tuples(st.just("redraw"), unit, st.sampled_from(["blocked", "penalty"]), st.floats(1.0, 6.0)),
 )
 
 
@@ -96,6 +124,10 @@ def _apply(eng: Engine, town: Town, op: tuple[Any, ...], k: int) -> None:
     elif kind == "reseverity" and own:
         a = areas[own[int(op[1] * len(own))]]
         eng.update(add_areas=[replace(a, severity=op[2], penalty_factor=op[3])])
+    elif kind == "redraw" and own:  # the same coordinates as a new object (an area read again), other severity
+        a = areas[own[int(op[1] * len(own))]]
+        eng.update(add_areas=[replace(a, geometry=shapely.from_wkb(shapely.to_wkb(a.geometry)), severity=op[2],
+                                      penalty_factor=op[3])])
     elif kind == "move" and own:
         a = areas[own[int(op[1] * len(own))]]
         eng.update(add_areas=[replace(a, geometry=_polygon(net, op[2], op[3], 0.3))])
@@ -138,6 +170,35 @@ def test_patched_weights_equal_the_rebuild_on_drilltown(drilltown: Town, ops: li
 def test_patched_weights_equal_the_rebuild_on_gridtown(gridtown: Town, ops: list[tuple[Any, ...]]) -> None:
     patched = _run(gridtown, ops)
     assert patched or not any(op[0] == "add" for op in ops)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(step, min_size=1, max_size=10))
+def test_patched_weights_equal_the_rebuild_with_parallel_edges(paralleltown: Town, ops: list[tuple[Any, ...]]) -> None:
+    patched = _run(paralleltown, ops)
+    assert patched or not any(op[0] == "add" for op in ops)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**16), steps=st.integers(1, 6))
+def test_pair_weights_patched_on_base_edges_equal_the_rebuild(paralleltown: Town, seed: int, steps: int) -> None:
+    """:meth:`PairWeights.patched` from random factor changes (parallel edges among them) equals building
+    the weights whole, bit for bit, profile by profile."""
+    net = paralleltown[0]
+    rng = np.random.default_rng(seed)
+    for profile in ("walk", "car", "reduced_mobility"):
+        pg = net.profile(profile)
+        parallel = np.unique(pg.de_base[np.repeat(pg.edge_pairs[2], np.diff(pg.pair_start))])
+        mult = np.ones(net.n_edges)
+        w = PairWeights(pg, mult, BLOCKED_WEIGHT)
+        for _ in range(steps):
+            edges = np.unique(np.concatenate([rng.integers(net.n_edges, size=int(rng.integers(0, 40))),
+                                              rng.choice(parallel, int(rng.integers(0, 6)))]))
+            new = mult.copy()
+            new[edges] = rng.choice([1.0, 1.5, 4.0, np.inf], len(edges))
+            w = PairWeights.patched(w, new, edges)
+            mult = new
+            assert w.held and np.array_equal(w.whole(), PairWeights(pg, mult, BLOCKED_WEIGHT).whole())
 
 
 def test_a_removed_area_is_patched_from_the_larger_set(gridtown: Town) -> None:

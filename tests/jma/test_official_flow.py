@@ -210,7 +210,7 @@ async def test_sonae_simulate_jma_serves_a_directory_the_reader_stores(pool: asy
     # port 0: the simulator binds a port of the system's choosing and prints its URL (a port probed
     # free here could be taken before the simulator binds it)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sonae.cli", "simulate", "--jma", str(tmp_path), "--jma-port", "0",
+        sys.executable, "-m", "app.cli", "simulate", "--jma", str(tmp_path), "--jma-port", "0",
         "--jma-interval-s", "0.2", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env={**os.environ, "SONAE_LOG_FORMAT": "text"})
     try:

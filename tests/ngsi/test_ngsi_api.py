@@ -204,6 +204,14 @@ async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool
     assert sdm.errors("Device", device) == []
     assert (device["batteryLevel"], device["rssi"], device["deviceState"]) == (0.87, -71.0, "ok")
     assert device["dateLastValueReported"] == now.isoformat().replace("+00:00", "Z")
+    # its history shows the values the entity shows (57 % is 0.57, not 57 × 0.01 = 0.5700000000000001)
+    async with pool.acquire() as conn:
+        await write_batch(conn, [Reading("g0", "battery_pct", now + timedelta(seconds=1), 57.0)])
+    shown = (await (await client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Device:g0", params={"options": "keyValues"},
+                                     headers={"Authorization": f"Bearer {token}"})).json())["batteryLevel"]
+    history = (await (await client.get("/ngsi-ld/v1/temporal/entities/urn:ngsi-ld:Device:g0", params={
+        "lastN": "2", "attrs": "batteryLevel"}, headers={"Authorization": f"Bearer {token}"})).json())["batteryLevel"]
+    assert shown == 0.57 and [v["value"] for v in history] == [0.87, shown]
     # staff of another municipality do not see the device at all (as if it did not exist)
     async with pool.acquire() as conn:
         await create_account(conn, username="yama", password="yama-password-1", role="staff",

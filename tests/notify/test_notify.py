@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from prometheus_client import REGISTRY
 
+from alerting import rules as alerts_rules
 from alerting import store as alerts
 from alerting.rules import Transition
 from api.app import create_app
@@ -289,6 +290,28 @@ async def test_subscriptions_are_checked(client: TestClient, push: PushService) 
         assert r.status == 400, (body, await r.text())
     key = (await (await client.get("/api/v1/push/vapid-public-key")).json())["public_key"]
     assert len(unb64u(key)) == 65
+
+
+async def test_the_store_keeps_the_rules_of_areas_and_webhooks_whoever_calls_it(pool: asyncpg.Pool) -> None:
+    """The rules are notify's, not the HTTP layer's: the store refuses what the API refuses (issue #20)."""
+    keys = {"endpoint": "https://push.example/x", "p256dh": b"\x04" + b"1" * 64, "auth": b"a" * 16, "lang": "ja-JP",
+            "drills": False}
+    async with pool.acquire() as conn:
+        for radius in (store.RADIUS_M[0] - 1, store.RADIUS_M[1] + 1, None):
+            with pytest.raises(store.NotifyError, match="radius_m"):
+                await store.add_subscription(conn, **keys, areas=[store.Area(lat=37.4, lon=140.3, radius_m=radius)])
+        for wrong, named in (({"conditions": [alerts_rules.UNCONFIRMED]}, "conditions"), ({"conditions": []}, "conditions"),
+                             ({"min_level": 6}, "min_level"), ({"fmt": "xml"}, "format"),
+                             ({"url": "https://partner.example:99999/h"}, "url")):
+            with pytest.raises(store.WebhookError) as refused:
+                await store.add_webhook(conn, **{"url": "https://partner.example/h", "created_by": "test", **wrong})
+            assert refused.value.field == named
+        assert await conn.fetchval("SELECT count(*) FROM push_subscriptions") == 0
+        assert await conn.fetchval("SELECT count(*) FROM webhooks") == 0
+        # every condition that is delivered may be asked for: all of the rules' but the unconfirmed reading
+        hook = await store.add_webhook(conn, url="https://partner.example/h", created_by="test",
+                                       conditions=list(store.WEBHOOK_CONDITIONS))
+        assert set(hook["conditions"]) == set(alerts_rules.CONDITIONS) - {alerts_rules.UNCONFIRMED}
 
 
 async def test_exercise_alerts_go_only_to_those_who_opted_into_drills_and_are_marked(

@@ -111,13 +111,13 @@ def sonae(pg_server_url: str, mqtt_url: str, mqtt_protocol: str, tmp_path_factor
            "SONAE_MQTT_PROTOCOL": mqtt_protocol, "SONAE_MQTT_TOPIC_PREFIX": f"pages{port}/v1",
            "SONAE_INGEST_SHARED_GROUP": "", "SONAE_EVAC_NETWORK": "drilltown", "SONAE_STATE_DIR": str(tmp / "state"),
            "SONAE_API_PORT": str(port), "SONAE_LOG_FORMAT": "text"}
-    added = subprocess.run([sys.executable, "-m", "sonae.cli", "users", "add", "drillstaff", "--role", "staff",
+    added = subprocess.run([sys.executable, "-m", "app.cli", "users", "add", "drillstaff", "--role", "staff",
                             "--name", "訓練 職員", "--password-from-env"], env={**env, "SONAE_NEW_PASSWORD": PASSWORD},
                            capture_output=True, text=True, timeout=120)
     assert added.returncode == 0, added.stdout + added.stderr
     log = tmp / "sonae.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sonae.cli", "run", "--simulate"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--simulate"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     server = Sonae(f"http://127.0.0.1:{port}", proc, log, env)
     try:
@@ -380,7 +380,7 @@ def test_staff_console_shows_official_information_beside_the_order_it_suggests(
 
     telegram = tmp_path / "landslide.xml"
     telegram.write_bytes(koriyama(LANDSLIDE[0], status="訓練"))
-    done = subprocess.run([sys.executable, "-m", "sonae.cli", "jma", "import", str(telegram)], env=sonae.env,
+    done = subprocess.run([sys.executable, "-m", "app.cli", "jma", "import", str(telegram)], env=sonae.env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "applied 1" in done.stdout, done.stdout + done.stderr
     ctx = _context(browser, geolocation=False, viewport={"width": 1280, "height": 1000})

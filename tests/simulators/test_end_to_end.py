@@ -163,7 +163,7 @@ def test_cli_simulate_runs_a_scenario(settings: Settings, tmp_path: Path) -> Non
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
            "SONAE_DATABASE_URL": settings["database.url"], "SONAE_MQTT_URL": settings["mqtt.url"],
            "SONAE_MQTT_TOPIC_PREFIX": settings["mqtt.topic_prefix"], "SONAE_STATE_DIR": str(tmp_path / "state")}
-    cmd = [sys.executable, "-m", "sonae.cli", "simulate", "--scenario", str(SCENARIOS / "faults-drill.toml"),
+    cmd = [sys.executable, "-m", "app.cli", "simulate", "--scenario", str(SCENARIOS / "faults-drill.toml"),
            "--accel", "max", "--no-progress", "--register-stations"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -47,7 +47,7 @@ def _with_services(
     create: bool = True,
 ) -> int:
     """Run ``body`` with the backing services; ``create=False`` never creates a new embedded database."""
-    from sonae.runtime import BackingServices
+    from app.runtime import BackingServices
 
     settings = _settings(args)
     setup_logging(level=settings["log.level"], fmt=settings["log.format"])
@@ -66,7 +66,7 @@ def _on_database(args: argparse.Namespace, action: Callable[[Any], Awaitable[str
     """Run ``action(connection)`` on the (migrated) database and print the line it returns."""
 
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool
+        from app.runtime import open_pool
 
         pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
@@ -172,7 +172,7 @@ async def _ensure_drill_account(settings: Settings, pool: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool, stop_event_on_signals, supervise
+        from app.runtime import open_pool, stop_event_on_signals, supervise
 
         stop = stop_event_on_signals()
         # -- evac: with --simulate, routes run in the generated drill town unless a road network is set --
@@ -199,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool, stop_event_on_signals
+        from app.runtime import open_pool, stop_event_on_signals
 
         stop = stop_event_on_signals()
         pool = await open_pool(settings, migrate_schema=True)
@@ -213,7 +213,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool, stop_event_on_signals
+        from app.runtime import open_pool, stop_event_on_signals
 
         stop = stop_event_on_signals()
         pool = await open_pool(settings, migrate_schema=True)
@@ -235,7 +235,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not args.jma.is_dir() or not any(args.jma.glob("*.xml")):
             print(f"sonae simulate: --jma {args.jma} is not a directory of *.xml telegrams", file=sys.stderr)
             return 2
-        from sonae.runtime import stop_event_on_signals
+        from app.runtime import stop_event_on_signals
 
         async def feed() -> None:
             await serve(args.jma, port=args.jma_port, interval_s=args.jma_interval_s, stop=stop_event_on_signals())
@@ -248,7 +248,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 2
 
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool, stop_event_on_signals
+        from app.runtime import open_pool, stop_event_on_signals
 
         stop = stop_event_on_signals()
         if planned is not None:
@@ -266,7 +266,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool, prepare_schema
+        from app.runtime import open_pool, prepare_schema
 
         pool = await open_pool(settings)
         try:
@@ -711,7 +711,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     password = _new_password(args) if args.users_command in ("add", "passwd") else None
 
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool
+        from app.runtime import open_pool
 
         pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
@@ -752,8 +752,8 @@ def cmd_vapid(args: argparse.Namespace) -> int:
         return 0
 
     async def body(settings: Settings) -> None:
+        from app.runtime import open_pool
         from notify.worker import vapid_private_pem
-        from sonae.runtime import open_pool
 
         pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
@@ -772,7 +772,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     from notify import store
 
     async def body(settings: Settings) -> None:
-        from sonae.runtime import open_pool
+        from app.runtime import open_pool
 
         pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
@@ -1073,12 +1073,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_notify_commands(sub)  # notify: `sonae vapid …`, `sonae webhooks …`
 
-    # -- devices: MQTT credentials and ACL entries (sonae/provisioning.py) --
-    from sonae.provisioning import add_devices_command
+    # -- devices: MQTT credentials and ACL entries (app/provisioning.py) --
+    from app.provisioning import add_devices_command
 
     add_devices_command(sub)
     # -- end devices --
-    from sonae.service_secrets import add_secrets_command
+    from app.service_secrets import add_secrets_command
 
     add_secrets_command(sub)  # `sonae secrets …` for deploy/compose/init-secrets.sh
     return parser
@@ -1087,11 +1087,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _input_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that describe bad input in their message (printed as one line, exit status 2)."""
     from api.auth import AccountError
+    from app.service_secrets import SecretsError
     from evac.store import StoreError
     from ingest.registry import RegistryError
-    from sonae.service_secrets import SecretsError
+    from notify.store import NotifyError
 
-    return (CommandError, RegistryError, StoreError, AccountError, SecretsError, FileExistsError,
+    return (CommandError, RegistryError, StoreError, AccountError, SecretsError, NotifyError, FileExistsError,
             FileNotFoundError, IsADirectoryError,
             PermissionError, UnicodeError, json.JSONDecodeError)
 
