@@ -174,7 +174,7 @@ def _ngsi_coordinates(value: object) -> bool:
 _INTEGER = re.compile(r"^-?[0-9]{1,18}$")
 
 
-def _coerce(raw: str, schema: dict[str, Any]) -> Any:
+def coerce(raw: str, schema: dict[str, Any]) -> Any:
     """A query/path/header value as the type its schema names; ValueError when it is not one."""
     kind = schema.get("type")
     if kind == "integer":
@@ -199,7 +199,7 @@ class _Parameter:
     required: bool
     schema: dict[str, Any]
     validator: Draft202012Validator
-    #: True only for raw text the full check (:func:`_coerce`, then ``validator``) accepts; None: no shortcut
+    #: True only for raw text the full check (:func:`coerce`, then ``validator``) accepts; None: no shortcut
     accepts: Callable[[str], bool] | None
 
 
@@ -210,7 +210,8 @@ class _Operation:
     body_required: bool
 
 
-def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+def validator_of(schema: dict[str, Any]) -> Draft202012Validator:
+    """The jsonschema validator of one parameter or body schema (the document's components, the named formats)."""
     return Draft202012Validator({**schema, "components": COMPONENTS}, format_checker=FORMATS)
 
 
@@ -223,10 +224,10 @@ _SHORTCUT_KEYWORDS = {"string": frozenset({"type", "enum", "pattern", "format", 
 
 
 def shortcut(schema: dict[str, Any]) -> Callable[[str], bool] | None:
-    """A check of a parameter's raw text that makes the decision of :func:`_coerce` and jsonschema without
+    """A check of a parameter's raw text that makes the decision of :func:`coerce` and jsonschema without
     jsonschema's cost (about 2.5 µs a parameter): True only when the full check would accept the text.
 
-    The same :func:`_coerce`, then each keyword as jsonschema (4.x) applies it to the coerced value: ``enum``
+    The same :func:`coerce`, then each keyword as jsonschema (4.x) applies it to the coerced value: ``enum``
     (equality: a set of its strings), ``pattern`` (:func:`re.search`, compiled once), ``format`` (the
     :data:`FORMATS` check), ``minLength``/``maxLength`` (code points), ``minimum``/``maximum``. None for a
     schema with any other keyword (``$ref``, ``oneOf``, ``exclusiveMinimum``…): jsonschema alone checks it.
@@ -264,7 +265,7 @@ def shortcut(schema: dict[str, Any]) -> Callable[[str], bool] | None:
 
     def accepts(raw: str) -> bool:
         try:
-            value = _coerce(raw, schema)
+            value = coerce(raw, schema)
         except ValueError:
             return False
         return all(check(value) for check in checks)
@@ -273,12 +274,12 @@ def shortcut(schema: dict[str, Any]) -> Callable[[str], bool] | None:
 
 
 def _compile(operation: dict[str, Any]) -> _Operation:
-    parameters = tuple(_Parameter(p["name"], p["in"], bool(p.get("required")), p["schema"], _validator(p["schema"]),
+    parameters = tuple(_Parameter(p["name"], p["in"], bool(p.get("required")), p["schema"], validator_of(p["schema"]),
                                   shortcut(p["schema"]))
                        for p in operation.get("parameters", ()))
     body = operation.get("requestBody")
     schema = body["content"].get("application/json", {}).get("schema") if body else None
-    return _Operation(parameters, _validator(schema) if schema is not None else None,
+    return _Operation(parameters, validator_of(schema) if schema is not None else None,
                       bool(body and body.get("required")))
 
 
@@ -321,7 +322,7 @@ def _plan(operation: _Operation) -> _Plan:
 
 
 def _parameters_accepted(request: web.Request, plan: _Plan) -> bool:
-    """True when every parameter of ``request`` is one :func:`_check_parameters` accepts, decided by the
+    """True when every parameter of ``request`` is one :func:`check_parameters` accepts, decided by the
     shortcuts alone; False when that is not certain (an unknown or repeated parameter, a missing one, a
     value a shortcut does not accept, a parameter without shortcut): then the full check decides."""
     if request.query_string:
@@ -375,7 +376,9 @@ def _where(path: Iterable[Any]) -> str:
     return out
 
 
-def _check_parameters(request: web.Request, operation: _Operation) -> None:
+def check_parameters(request: web.Request, operation: _Operation) -> None:
+    """The full check of ``request``'s parameters (jsonschema): raises the 400 problem of the first violation,
+    an unknown query parameter first, then each documented parameter in the document's order."""
     known = {p.name for p in operation.parameters if p.where == "query"}
     for name in request.query:
         if name not in known:  # a misspelt parameter would otherwise be ignored without a word
@@ -400,7 +403,7 @@ def _check_parameters(request: web.Request, operation: _Operation) -> None:
                               rule="required")
             continue
         try:
-            value = _coerce(raw, param.schema)
+            value = coerce(raw, param.schema)
         except ValueError as exc:
             raise Problem(400, "Bad Request", f"parameter {param.name!r} must be {exc}", parameter=param.name,
                           rule="type") from None
@@ -423,7 +426,7 @@ async def _check(request: web.Request, plan: _Plan) -> None:
     not certain (it alone refuses, and says why)."""
     operation = plan.operation
     if not _parameters_accepted(request, plan):
-        _check_parameters(request, operation)
+        check_parameters(request, operation)
     if operation.body is None:
         return
     if not request.body_exists:  # (can_read_body turns False once the body is read)

@@ -1,8 +1,8 @@
 """The validation shortcuts (issue #20: the middleware cost ~40 µs a request, most of it jsonschema) decide
 exactly as the full check: a parameter's raw text is accepted by :func:`api.validation.shortcut` if and
-only if :func:`api.validation._coerce` and jsonschema (the oracle) accept it, on arbitrary text, exotic
+only if :func:`api.validation.coerce` and jsonschema (the oracle) accept it, on arbitrary text, exotic
 numerals and near misses included; and a whole request is refused by the middleware, with the same
-problem, exactly when the full parameter check (:func:`api.validation._check_parameters`) refuses it.
+problem, exactly when the full parameter check (:func:`api.validation.check_parameters`) refuses it.
 
 Pure logic: requests are made up (``make_mocked_request``) and routed by the application's own router."""
 
@@ -26,7 +26,7 @@ from api.app import create_app
 from api.authorization import operation_key
 from api.openapi import document
 from api.problems import Problem
-from api.validation import _check_parameters, _coerce, _validator, compiled, shortcut, validation_middleware
+from api.validation import check_parameters, coerce, compiled, shortcut, validation_middleware, validator_of
 from sonae.config import load_settings
 
 #: text a lenient number or enum parser takes and the document's rules do not (or do: the oracle says)
@@ -58,10 +58,10 @@ SCHEMAS = _schemas()
 def _full(schema: dict[str, Any], raw: str) -> bool:
     """The oracle: the text's coercion, then jsonschema's verdict on the value."""
     try:
-        value = _coerce(raw, schema)
+        value = coerce(raw, schema)
     except ValueError:
         return False
-    return best_match(_validator(schema).iter_errors(value)) is None
+    return best_match(validator_of(schema).iter_errors(value)) is None
 
 
 def _numerals() -> st.SearchStrategy[str]:
@@ -213,7 +213,7 @@ async def test_the_middleware_refuses_what_the_full_check_refuses(app: web.Appli
     text = "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in items)
     url = filled.replace("{}", quote(segment, safe=":")) + ("?" + text if items else "")
     request = await _routed(app, method, url, headers)
-    expected = _outcome(lambda: _check_parameters(request, operation))
+    expected = _outcome(lambda: check_parameters(request, operation))
     if request.path.startswith("/ngsi-ld/") and expected is not None:
         expected[3]["type"] = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
     event("refused" if expected is not None else "accepted")
