@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from shapely.geometry import Point, shape
 
 from alerting.store import list_active
+from alerting.texts import text_for
 from jma.areas import municipality_names
 from jma.store import in_force as official_in_force
 
@@ -182,3 +183,72 @@ OFFICIAL_INSTRUCTION = {
         "en-US": "Your life is in danger. Take the safest action you can right now.",
         "ja-JP-x-easy": "いのちが あぶないです。すぐに いのちを まもって ください。"},
 }
+
+
+# -- a point's municipality ------------------------------------------------------------------------
+#: without loaded boundaries, a point belongs to the municipality of the nearest registered shelter or
+#: station this close (a municipality is rarely wider than 20 km from its own places)
+NEAREST_KM = 20.0
+
+_NEAREST = """
+SELECT municipality_code FROM (
+    SELECT municipality_code, lat, lon FROM shelters WHERE municipality_code IS NOT NULL
+    UNION ALL
+    SELECT municipality_code, lat, lon FROM stations WHERE municipality_code IS NOT NULL AND lat IS NOT NULL
+) places
+WHERE abs(lat - $1) < $3 AND abs(lon - $2) < $3 * 1.5
+ORDER BY (lat - $1) ^ 2 + ((lon - $2) * cos(radians($1))) ^ 2
+LIMIT 1
+"""
+
+
+class Boundaries(Protocol):
+    """Municipal boundaries (``ingest.boundaries.BoundaryIndex``, 国土数値情報 N03)."""
+
+    def __len__(self) -> int: ...
+
+    def municipality_at(self, lat: float, lon: float) -> str | None: ...
+
+
+async def municipality_at(conn: asyncpg.Connection, lat: float, lon: float, *,
+                          boundaries: Boundaries | None) -> str | None:
+    """The 団体コード of the municipality a point (degrees, WGS 84) lies in.
+
+    The one whose boundary covers it; a point outside every loaded boundary has none. Only when no
+    boundaries are loaded at all: the municipality of the nearest registered shelter or station within
+    :data:`NEAREST_KM`. The position is used for this answer only; it is never logged or stored.
+    """
+    if boundaries is not None and len(boundaries):
+        return boundaries.municipality_at(lat, lon)
+    row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
+    return row["municipality_code"] if row else None
+
+
+# -- what residents read -----------------------------------------------------------------------------
+#: what to do when nothing is in force (levels 1-2 have no order), per language
+CALM = {
+    "ja-JP": ("警戒レベルの発表はありません", "最新の気象・河川情報に注意してください。"),
+    "en-US": ("No alert level in force", "Keep following the latest weather and river information."),
+    "ja-JP-x-easy": ("いま けいかいレベルは ありません", "てんきと かわの じょうほうに ちゅういして ください。"),
+}
+
+
+def guidance(answer: LevelInForce, language: str) -> dict[str, Any]:
+    """The headline residents read for ``answer`` in ``language`` (ja-JP, en-US, ja-JP-x-easy):
+    ``{"level", "headline", "instruction"}``, plus ``condition``, ``alert_id`` and ``event`` when a
+    source is in force. The deciding source speaks: an official warning with the guideline's instruction
+    for its level (:data:`OFFICIAL_INSTRUCTION`), a gauge alert or an order with its own CAP texts
+    (:func:`alerting.texts.text_for`); nothing in force: :data:`CALM`."""
+    top = answer.top
+    if top is None:
+        headline, instruction = CALM[language]
+        return {"level": None, "headline": headline, "instruction": instruction}
+    if top.kind == "official":
+        return {"level": top.level, "condition": "official_information", "alert_id": None,
+                "event": top.name[language], "headline": top.name[language],
+                "instruction": OFFICIAL_INSTRUCTION.get(top.level, {}).get(language, CALM[language][1])}
+    alert = top.alert or {}
+    text = text_for(alert["condition"], top.level, language)
+    place = alert.get("station_name") or alert.get("river") or ""
+    return {"level": top.level, "condition": alert["condition"], "alert_id": alert["id"], "event": text.event,
+            "headline": text.headline.format(place=place), "instruction": text.instruction}

@@ -73,9 +73,12 @@ ACTIVE_CACHE = web.AppKey("active_alerts_cache", AnswerCache)
 
 @routes.get("/api/v1/alerts")
 async def active_alerts(request: web.Request) -> web.Response:
-    exercise = flag(request, "exercise")
-    choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
-    audience, municipality = await _audience(request, municipality_filter(request))
+    if request.query_string:
+        exercise = flag(request, "exercise")
+        choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
+        audience, municipality = await _audience(request, municipality_filter(request))
+    else:  # what the parsers above give for no parameter, without asking for each (the page's request)
+        exercise, audience, municipality = None, "public", None
     # The answer only changes with an alert event, which this process's hub sees: it is made once per
     # version of the hub's state (never kept while the hub is disconnected and might miss a change)
     hub = request.app.get(ALERT_HUB)

@@ -45,17 +45,17 @@ class Answer:
         """The answer for ``request``: 304 when its If-None-Match holds this answer's ETag, gzip when accepted."""
         gzipped = self.gz is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
         etag = self.etag + "-gz" if gzipped else self.etag  # the two encodings are different bytes
-        headers = {hdrs.CACHE_CONTROL: cache_control, hdrs.VARY: "Accept-Encoding"}
-        wanted = request.if_none_match
+        # the headers written out (ETag quoted as response.etag would), Content-Type among them: no parsing
+        headers = {hdrs.CACHE_CONTROL: cache_control, hdrs.VARY: "Accept-Encoding", hdrs.ETAG: f'"{etag}"'}
+        # (most requests hold no If-None-Match: its parse only when one is there)
+        wanted = request.if_none_match if hdrs.IF_NONE_MATCH in request.headers else None
         if wanted and any(t.value in (etag, "*") for t in wanted):  # weak comparison (RFC 9110 §13.1.2)
-            response = web.Response(status=304, headers=headers)
-        elif gzipped:
+            return web.Response(status=304, headers=headers)
+        headers[hdrs.CONTENT_TYPE] = content_type
+        if gzipped:
             headers[hdrs.CONTENT_ENCODING] = "gzip"
-            response = web.Response(body=self.gz, content_type=content_type, headers=headers)
-        else:
-            response = web.Response(body=self.body, content_type=content_type, headers=headers)
-        response.etag = etag
-        return response
+            return web.Response(body=self.gz, headers=headers)
+        return web.Response(body=self.body, headers=headers)
 
 
 class AnswerCache:

@@ -156,11 +156,21 @@ def authorization_middleware(lookup: Callable[[web.Request], Awaitable[Any]]) ->
     """Enforce :data:`POLICY` for every request; ``lookup`` turns the request's bearer token into an
     account (401 when missing or invalid). The account is kept on the request for the handler."""
 
+    # the rule of each (route, method), found once: operation_key depends on nothing else (the routes are
+    # few, but a method is any token a client sends: bounded)
+    rules: dict[tuple[Any, str], Rule | None] = {}
+
     @web.middleware
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         path = request.path
-        rule = rule_for(request)
+        pair = (request.match_info.route.resource, request.method)
+        try:
+            rule = rules[pair]
+        except KeyError:
+            rule = rule_for(request)
+            if len(rules) < 4096:
+                rules[pair] = rule
         if rule is None:
             if path.startswith(("/api/", "/ngsi-ld/")) and request.match_info.http_exception is None:
                 # a route of the API without a rule: refuse rather than guess (the tests keep this empty)

@@ -2,8 +2,8 @@
 
 Each API process keeps the boundary index of :mod:`ingest.boundaries` (reloaded when the table changes).
 Staff-drawn areas (hazard areas, order areas) must lie in the municipality they are drawn for, with
-:data:`BORDER_SLACK_M` of slack along the border (a river on the municipal line floods both banks);
-an account bound to a municipality may only draw inside its own. ``GET /api/v1/attribution`` names the
+``ingest.boundaries.BORDER_SLACK_M`` of slack along the border (the rule:
+``BoundaryIndex.place_area``); an account bound to a municipality may only draw inside its own. ``GET /api/v1/attribution`` names the
 sources whose licences ask to be credited (the 国土数値情報 利用約款 for the boundaries).
 """
 
@@ -21,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from api.auth import Account
 from api.context import POOL
 from api.problems import Problem
-from ingest.boundaries import ATTRIBUTION, ATTRIBUTION_EN, BoundaryCache, BoundaryIndex
+from ingest.boundaries import ATTRIBUTION, ATTRIBUTION_EN, BORDER_SLACK_M, BoundaryCache, BoundaryIndex
 
 routes = web.RouteTableDef()
 log = logging.getLogger("sonae.api")
@@ -29,8 +29,6 @@ log = logging.getLogger("sonae.api")
 BOUNDARIES = web.AppKey("boundaries", BoundaryCache)
 #: the warm-up task, referenced until it ends
 _WARMING: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("boundaries_warming")
-#: how far a staff-drawn area may reach past its municipality's border (metres)
-BORDER_SLACK_M = 50.0
 
 
 def setup(app: web.Application) -> None:
@@ -90,22 +88,19 @@ async def area_municipality(request: web.Request, conn: asyncpg.Connection, acco
         return municipality
     geometry = _geometry(area, name)
 
-    def measure(code: str | None) -> tuple[str | None, float | None]:
-        code = boundaries.largest_share(geometry) if code is None else code
-        return code, (None if code is None else boundaries.beyond_m(code, geometry))
-
     # shapely work of up to a second for a large area: off the event loop
-    municipality, beyond = await asyncio.to_thread(measure, municipality)
-    if municipality is None:
+    placed = await asyncio.to_thread(boundaries.place_area, geometry, municipality)
+    if placed.municipality is None:
         return None
-    if beyond is not None and beyond > BORDER_SLACK_M:
+    if not placed.fits:
+        municipality, beyond = placed.municipality, placed.beyond_m
         where = f"{beyond:.0f} m beyond the border of municipality {municipality}"
         if account.municipality_code is not None:
             raise Problem(403, "Forbidden", f"the area reaches {where}: draw inside your municipality "
                           f"(up to {BORDER_SLACK_M:.0f} m across its border)", field=name)
         raise Problem(422, "Unprocessable Content", f"the area reaches {where}: give the municipality it lies in, or "
                       "draw one area per municipality", field=name)
-    return municipality
+    return placed.municipality
 
 
 @routes.get("/api/v1/attribution")

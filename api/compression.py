@@ -24,6 +24,8 @@ MIN_BYTES = 1024
 
 def accepts_gzip(value: str) -> bool:
     """Whether an Accept-Encoding value (RFC 9110 §12.5.3) allows gzip: listed without ``q=0``."""
+    if not value:  # (no header: most API clients)
+        return False
     for part in value.lower().split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip() in ("gzip", "x-gzip", "*"):

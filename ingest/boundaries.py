@@ -220,6 +220,23 @@ def packaged_boundaries() -> list[Boundary]:
 #: most points :meth:`BoundaryIndex.beyond_m` samples (a continent-wide area would otherwise be sampled
 #: every 5 m: minutes of work and gigabytes)
 MAX_SAMPLES = 20_000
+#: how far a staff-drawn area may reach past its municipality's border (metres): a river on the
+#: municipal line floods both banks
+BORDER_SLACK_M = 50.0
+
+
+@dataclass(frozen=True)
+class AreaPlacement:
+    """Where a drawn area belongs: ``municipality`` (None: outside every boundary), ``beyond_m`` how far
+    it reaches past that municipality's border (None: no boundary for it, not checked)."""
+
+    municipality: str | None
+    beyond_m: float | None
+
+    @property
+    def fits(self) -> bool:
+        """Within the municipality, :data:`BORDER_SLACK_M` across its border allowed (or not checkable)."""
+        return self.beyond_m is None or self.beyond_m <= BORDER_SLACK_M
 
 
 class BoundaryIndex:
@@ -270,6 +287,14 @@ class BoundaryIndex:
         samples = shapely.segmentize(outline, max(5.0, outline.length / MAX_SAMPLES))
         points = shapely.points(shapely.get_coordinates(samples))
         return float(shapely.distance(points, municipality).max())
+
+    def place_area(self, geometry: BaseGeometry, municipality: str | None) -> AreaPlacement:
+        """Where a staff-drawn lon/lat area belongs: the ``municipality`` given, or without one the
+        municipality holding its largest part (:meth:`largest_share`), with how far it reaches past that
+        border (:meth:`beyond_m`; :attr:`AreaPlacement.fits` applies :data:`BORDER_SLACK_M`). Shapely
+        work of up to a second for a large area: call it off an event loop."""
+        code = self.largest_share(geometry) if municipality is None else municipality
+        return AreaPlacement(code, None if code is None else self.beyond_m(code, geometry))
 
     def largest_share(self, geometry: BaseGeometry) -> str | None:
         """The municipality holding the largest part of a lon/lat area (None outside every boundary)."""

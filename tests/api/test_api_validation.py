@@ -5,6 +5,7 @@ as a plain test."""
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 
 import asyncpg
@@ -273,3 +274,26 @@ async def test_what_schemathesis_found(served: Any, pool: asyncpg.Pool) -> None:
         if resp.status != status or (rule is not None and got_rule != rule):
             wrong.append(f"{method} {path} {body!r}: {resp.status} {text[:300]}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_a_drawn_area_is_placed_by_the_boundary_rule() -> None:
+    """``BoundaryIndex.place_area`` (moved out of the API, issue #20): the municipality given, else the
+    one holding the largest part; it fits up to BORDER_SLACK_M past the border (metres measured as
+    in ``beyond_m``; oracle: the box's own offset)."""
+    from ingest.boundaries import _M_PER_DEG_LON_EQ, BORDER_SLACK_M
+
+    kori = Boundary("072036", "Kori", box(140.50, 37.80, 140.60, 37.90))
+    east = Boundary("072010", "East", box(140.60, 37.80, 140.70, 37.90))
+    index = BoundaryIndex([kori, east])
+    m_per_deg = _M_PER_DEG_LON_EQ * math.cos(math.radians(37.85))
+    for reach_m, fits in ((0.0, True), (BORDER_SLACK_M * 0.8, True), (BORDER_SLACK_M * 1.5, False)):
+        area = box(140.55, 37.84, 140.60 + reach_m / m_per_deg, 37.86)
+        placed = index.place_area(area, "072036")
+        assert placed.municipality == "072036"
+        assert placed.beyond_m == pytest.approx(reach_m, abs=0.5)
+        assert placed.fits is fits
+        assert index.place_area(area, None).municipality == "072036"  # the largest part is Kori's
+    assert index.place_area(box(140.58, 37.84, 140.69, 37.86), None).municipality == "072010"
+    assert index.place_area(box(141.0, 37.0, 141.1, 37.1), None).municipality is None  # outside both
+    unknown = index.place_area(box(140.55, 37.84, 140.56, 37.85), "079999")
+    assert unknown.beyond_m is None and unknown.fits  # no boundary for it: not checked
