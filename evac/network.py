@@ -60,7 +60,7 @@ from scipy.spatial import cKDTree
 from evac import mapped
 from evac.graph import PROFILE_NAMES, PROFILES, LabelTable, Progress, _say, graph_from_file, names_of
 from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
-from evac.snapping import EdgeIndex, SegmentGrid, segment_arrays
+from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
 CACHE_FORMAT = 4
@@ -559,18 +559,6 @@ class DirectedWeights:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         w = self[:]
         return w if dtype is None else w.astype(dtype)
-
-
-def rows_of(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the CSR entries of ``rows`` (``indptr``: the CSR pointer) and, for each, its index in
-    ``rows``."""
-    starts = indptr[rows]
-    counts = indptr[rows + 1] - starts
-    total = int(counts.sum())
-    owner = np.repeat(np.arange(len(rows)), counts)
-    first = np.cumsum(counts) - counts
-    pos = np.arange(total, dtype=np.int64) + np.repeat(starts - first, counts)
-    return pos, owner
 
 
 #: Profile graphs with at most this many pairs hold their pair weights as one array (cheaper to read

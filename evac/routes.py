@@ -348,22 +348,28 @@ class _Rest:
 
 
 class _Tail:
-    """The walk from one node to the shelter, formatted: ``coords`` the JSON text of its rounded points
-    (each part's after its first), ``metres`` per part, the first part, the shelter, and per state of
-    the steps after the first part (:meth:`_Steps.key`) what the rest does (``entries``)."""
+    """The walk from one node to the shelter, formatted: :attr:`coords` the JSON text of its rounded
+    points (each part's after its first), :attr:`metres` per part, the first part, the shelter, and per
+    state of the steps after the first part (:meth:`_Steps.key`) what the rest does (``entries``).
 
-    __slots__ = ("coords", "metres", "first", "shelter", "shelter_json", "egress_m", "entries", "arrive", "parts",
-                 "next")
+    The walks of the nodes along one walk are suffixes of each other: they share one text and one list of
+    metres (``text``/``metres_all``), each from its own offset (``at``/``m_at``), so that building the
+    walks of ``k`` nodes costs the length of the longest, not ``k`` times it."""
 
-    def __init__(self, coords: str, metres: list[float], first: _Part, shelter: Shelter, egress_m: float, *,
-                 parts: list[_Part] | None = None, after: tuple[int, _Tail] | None = None) -> None:
+    __slots__ = ("text", "at", "metres_all", "m_at", "first", "shelter", "shelter_json", "egress_m", "entries",
+                 "arrive", "parts", "next")
+
+    def __init__(self, text: str, at: int, metres: list[float], m_at: int, first: _Part, shelter: Shelter,
+                 egress_m: float, *, parts: list[_Part] | None = None, after: tuple[int, _Tail] | None = None) -> None:
         """A walk whose first part leaves the graph (``parts``: those after the first), or one leg
         followed by the walk of the next node (``after``: that node and its walk, whose shelter texts
-        this one shares)."""
+        this one shares). Its points are ``text[at:]`` and its metres ``metres[m_at:]``."""
         self.parts = parts  # the parts after the first, until the first entry is made from them
         self.next = None if after is None else after[0]  # the next node (None: the first part leaves the graph)
-        self.coords = coords
-        self.metres = metres
+        self.text = text
+        self.at = at
+        self.metres_all = metres
+        self.m_at = m_at
         self.first = first
         self.shelter = shelter
         self.egress_m = egress_m
@@ -374,6 +380,16 @@ class _Tail:
         else:
             self.shelter_json = after[1].shelter_json
             self.arrive = after[1].arrive
+
+    @property
+    def coords(self) -> str:
+        """The JSON text of the walk's points, without brackets."""
+        return self.text[self.at:] if self.at else self.text
+
+    @property
+    def metres(self) -> list[float]:
+        """Metres of each part of the walk."""
+        return self.metres_all[self.m_at:]
 
 
 def _tail_parts(engine: Engine, f: Field, node: int) -> tuple[list[tuple[str, int, np.ndarray, float, float]],
@@ -399,8 +415,9 @@ def _tail_parts(engine: Engine, f: Field, node: int) -> tuple[list[tuple[str, in
 
 
 def _size(tail: _Tail) -> int:
-    """About the bytes a kept walk holds: its coordinate text and a little per part."""
-    return len(tail.coords) + 64 * len(tail.metres) + 512
+    """About the bytes a kept walk holds: its coordinate text and a little per part (counted as if it
+    held them alone: the walks of a chain share them)."""
+    return len(tail.text) - tail.at + 64 * (len(tail.metres_all) - tail.m_at) + 512
 
 
 def _keep(f: Field, node: int, tail: _Tail) -> None:
@@ -432,8 +449,8 @@ def _tail(engine: Engine, f: Field, node: int) -> _Tail:
         if not 0 <= w < n:  # the last node of the walk: its parts leave the graph
             parts, shelter, egress_m = _tail_parts(engine, f, chain[-1])
             coords = np.round(np.concatenate([p[2][1:] for p in parts]), 7).tolist()
-            tail = _Tail(dumps(coords)[1:-1], [p[3] for p in parts], _part(net, *parts[0]), shelter, egress_m,
-                         parts=[_part(net, *p) for p in parts[1:]])
+            tail = _Tail(dumps(coords)[1:-1], 0, [p[3] for p in parts], 0, _part(net, *parts[0]), shelter,
+                         egress_m, parts=[_part(net, *p) for p in parts[1:]])
             _keep(f, chain.pop(), tail)
             break
         got = f.tails.get(w)
@@ -441,19 +458,31 @@ def _tail(engine: Engine, f: Field, node: int) -> _Tail:
             tail = got
             break
         chain.append(w)
+    if not chain:
+        return tail
     pg = net.profile(f.profile)
     weight = f.de_weight
-    for u in reversed(chain):  # each node's walk: its leg to the next node, then that node's walk
-        w = int(nxt[u])
-        d = pg.best_edge(u, w, weight)
+    legs = []  # each node's leg to the next node, from the first node on
+    for u in chain:
+        d = pg.best_edge(u, int(nxt[u]), weight)
         e = int(pg.de_base[d])
         coords_e = net.edge_coords(e, reverse=bool(pg.de_rev[d]))
         metres = float(net.edge_length[e])
-        leg = dumps(np.round(coords_e[1:], 7).tolist())[1:-1]
-        tail = _Tail(f"{leg},{tail.coords}" if leg else tail.coords, [metres, *tail.metres],
-                     _part(net, "road", e, coords_e, metres, float(weight[d])), tail.shelter, tail.egress_m,
-                     after=(w, tail))
-        _keep(f, u, tail)
+        legs.append((dumps(np.round(coords_e[1:], 7).tolist())[1:-1],
+                     _part(net, "road", e, coords_e, metres, float(weight[d])), metres))
+    # one text and one list of metres for the whole chain, each node's walk a suffix of them
+    # (as each leg's text joined with "," in front of the next node's walk: an empty leg adds nothing)
+    texts = [leg for leg, _, _ in legs if leg]
+    text = ",".join([*texts, tail.coords])
+    metres_all = [m for _, _, m in legs] + tail.metres
+    at = len(text) - len(tail.coords)
+    for i in range(len(chain) - 1, -1, -1):  # from the far end: each node's walk names the next one's
+        leg, part, _ = legs[i]
+        if leg:
+            at -= len(leg) + 1
+        w = int(nxt[chain[i]])
+        tail = _Tail(text, at, metres_all, i, part, tail.shelter, tail.egress_m, after=(w, tail))
+        _keep(f, chain[i], tail)
     return tail
 
 

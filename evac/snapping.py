@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import shapely
@@ -32,6 +33,21 @@ import shapely
 #: Bounds of the grid's cell size (metres); within them the size gives about two segments per cell.
 MIN_CELL_M = 20.0
 MAX_CELL_M = 2000.0
+
+
+def ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The positions ``lo[i]:hi[i]`` of every range, one range after the other ``(sum(hi - lo),)`` int64."""
+    lo = np.asarray(lo, np.int64)
+    n = np.asarray(hi, np.int64) - lo
+    first = np.cumsum(n) - n  # where each range starts in the output
+    return np.arange(int(n.sum()), dtype=np.int64) + np.repeat(lo - first, n)
+
+
+def rows_of(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the CSR entries of ``rows`` (``indptr``: the CSR pointer, :func:`ranges` of the rows)
+    and, for each, its index in ``rows``."""
+    lo, hi = np.asarray(indptr[rows]), np.asarray(indptr[rows + 1])
+    return ranges(lo, hi), np.repeat(np.arange(len(rows)), hi - lo)
 
 
 @dataclass(frozen=True)
@@ -163,10 +179,7 @@ class SegmentGrid:
             segs = np.concatenate(parts) if len(parts) > 1 else parts[0]
         else:  # many rows: gather the row slices in one go
             rows = np.arange(iy0, iy1 + 1) * nx
-            lo, hi = ptr[rows + ix0], ptr[rows + ix1 + 1]
-            n = hi - lo
-            idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
-            segs = self.cell_seg[idx]
+            segs = self.cell_seg[ranges(ptr[rows + ix0], ptr[rows + ix1 + 1])]
         return np.unique(segs).astype(np.int64, copy=False) if unique else segs.astype(np.int64)
 
     def segment_edges(self, segs: np.ndarray) -> np.ndarray:
@@ -189,41 +202,84 @@ class SegmentGrid:
         edges = np.unique(self.segment_edges(segs[meets]))
         if not len(edges):
             return edges
-        lo, hi = np.asarray(self.offsets[edges]), np.asarray(self.offsets[edges + 1])
-        n = hi - lo
-        idx = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
-        lines = shapely.linestrings(np.asarray(xy[idx]), indices=np.repeat(np.arange(len(edges)), n))
+        idx, owner = rows_of(self.offsets, edges)
+        lines = shapely.linestrings(np.asarray(xy[idx]), indices=owner)
         shapely.prepare(geom)  # as an STRtree query does: one prepared polygon against many lines
         return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
 
 
+#: Boxes of at most this many grid cells have their candidate segments kept per :class:`EdgeIndex` (the
+#: first look around a resident spans 2 x 2 to 3 x 3 cells), and at most this many boxes.
+BOX_CELLS = 16
+BOX_CACHE = 4096
+
+
+class _Box(NamedTuple):
+    """The usable segments of a box of cells and what the nearest-point arithmetic needs of them, each
+    ``(K,)``: segment, edge, first point ``ax``/``ay``, direction ``dx``/``dy``, ``l2m`` the squared
+    length (at least 1e-12), ``length`` its square root, ``base`` metres along the edge to the first point."""
+
+    segs: np.ndarray
+    edges: np.ndarray
+    ax: np.ndarray
+    ay: np.ndarray
+    dx: np.ndarray
+    dy: np.ndarray
+    l2m: np.ndarray
+    length: np.ndarray
+    base: np.ndarray
+
+
 @dataclass(eq=False)
 class EdgeIndex:
-    """Nearest-point queries over a profile's usable edges (``usable``: bool per base edge) of a grid."""
+    """Nearest-point queries over a profile's usable edges (``usable``: bool per base edge) of a grid.
+
+    The candidates of small boxes (:data:`BOX_CELLS`) are kept (:data:`BOX_CACHE`): nearby residents ask
+    the same few cells, and gathering them is most of a query's cost.
+    """
 
     grid: SegmentGrid
     usable: np.ndarray
     empty: bool = field(init=False)
+    _boxes: dict[tuple[int, int, int, int], _Box] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.empty = not bool(np.any(self.usable)) or not len(self.grid.cell_seg)
+        self._boxes = {}
 
-    def _candidates(self, x: float, y: float, r: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                                  np.ndarray]:
-        """Usable segments whose box meets the square of half-side ``r``: segment, edge, metres along the
-        segment to its nearest point, and that point's ``x``, ``y``."""
+    def _box(self, x: float, y: float, r: float) -> _Box:
+        """The usable segments whose box meets the square of half-side ``r`` around (``x``, ``y``)."""
         g = self.grid
-        segs = g.segments_in_box(x - r, y - r, x + r, y + r)
+        c = g.cell
+        xmin, ymin, xmax, ymax = x - r, y - r, x + r, y + r
+        key = (max(int((xmin - g.x0) // c), 0), min(int((xmax - g.x0) // c), g.nx - 1),
+               max(int((ymin - g.y0) // c), 0), min(int((ymax - g.y0) // c), g.ny - 1))  # as segments_in_box
+        box = self._boxes.get(key)
+        if box is not None:
+            return box
+        segs = g.segments_in_box(xmin, ymin, xmax, ymax)
         edges = g.segment_edges(segs)
         ok = self.usable[edges]
         segs, edges = segs[ok], edges[ok]
         a, b = g.xy[segs], g.xy[segs + 1]
         dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
         l2 = dx * dx + dy * dy
-        t = ((x - a[:, 0]) * dx + (y - a[:, 1]) * dy) / np.maximum(l2, 1e-12)
+        box = _Box(segs, edges, a[:, 0], a[:, 1], dx, dy, np.maximum(l2, 1e-12), np.sqrt(l2), g.along[segs])
+        if (key[1] - key[0] + 1) * (key[3] - key[2] + 1) <= BOX_CELLS:
+            if len(self._boxes) >= BOX_CACHE:
+                self._boxes.clear()
+            self._boxes[key] = box
+        return box
+
+    def _candidates(self, x: float, y: float, r: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+        """Usable segments whose box meets the square of half-side ``r``: segment, edge, metres along the
+        segment to its nearest point, and that point's ``x``, ``y``."""
+        box = self._box(x, y, r)
+        t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
         np.clip(t, 0.0, 1.0, out=t)
-        qx, qy = a[:, 0] + t * dx, a[:, 1] + t * dy
-        return segs, edges, t * np.sqrt(l2), qx, qy
+        qx, qy = box.ax + t * box.dx, box.ay + t * box.dy
+        return box.segs, box.edges, t * box.length, qx, qy
 
     def nearest_distance(self, x: float, y: float) -> float:
         """Metres to the nearest point of any usable edge (``inf`` when there is none)."""
@@ -249,15 +305,18 @@ class EdgeIndex:
         first, ties by ``along`` (a road that passes twice within reach offers both of its near points)."""
         if self.empty or not radius >= 0:
             return _EMPTY
-        segs, edges, along_seg, qx, qy = self._candidates(x, y, radius)
+        box = self._box(x, y, radius)
+        t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
+        np.clip(t, 0.0, 1.0, out=t)
+        qx, qy = box.ax + t * box.dx, box.ay + t * box.dy
         dist = np.hypot(qx - x, qy - y)
         ok = np.flatnonzero(dist <= radius)
         if ok.size == 0:
             return _EMPTY
-        along = self.grid.along[segs[ok]] + along_seg[ok]
+        along = box.base[ok] + t[ok] * box.length[ok]
         dist, qx, qy = dist[ok], qx[ok], qy[ok]
         order = np.lexsort((along, dist))
-        return EdgePoints(edges[ok][order].astype(np.int32), along[order], dist[order], qx[order], qy[order])
+        return EdgePoints(box.edges[ok][order].astype(np.int32), along[order], dist[order], qx[order], qy[order])
 
 
 _EMPTY = EdgePoints(np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))

@@ -274,3 +274,83 @@ def test_two_processes_map_the_same_files(tmp_path: Path) -> None:
     assert any("/network/coords_xy.npy" in f for f in shared)
     assert any("/profile-walk/rev_indptr.npy" in f for f in shared)
     assert all(a["files"][f] == b["files"][f] for f in shared)  # the very same files, not copies
+
+
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=30), st.data())
+def test_ranges_and_rows_of_gather_what_slices_do(counts: list[int], data: st.DataObject) -> None:
+    """``ranges``/``rows_of`` (the one CSR gather of the grid, the edges' lines and the graph) give the
+    positions a loop of slices gives, in order, and each one's row."""
+    from evac.snapping import ranges, rows_of
+
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(counts) - 1), max_size=20)), np.int64)
+    pos, owner = rows_of(indptr, rows)
+    want = [(p, i) for i, r in enumerate(rows.tolist()) for p in range(indptr[r], indptr[r + 1])]
+    assert pos.tolist() == [p for p, _ in want] and owner.tolist() == [i for _, i in want]
+    lo, hi = indptr[rows], indptr[rows + 1]
+    assert ranges(lo, hi).tolist() == [p for p, _ in want]
+
+
+def _uncached_within(idx: Any, x: float, y: float, radius: float) -> Any:
+    """``EdgeIndex.within`` as it was before boxes were kept: every array gathered for the query (oracle)."""
+    from evac.snapping import _EMPTY, EdgePoints
+
+    if idx.empty or not radius >= 0:
+        return _EMPTY
+    g = idx.grid
+    segs = g.segments_in_box(x - radius, y - radius, x + radius, y + radius)
+    edges = g.segment_edges(segs)
+    ok = idx.usable[edges]
+    segs, edges = segs[ok], edges[ok]
+    a, b = g.xy[segs], g.xy[segs + 1]
+    dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    l2 = dx * dx + dy * dy
+    t = ((x - a[:, 0]) * dx + (y - a[:, 1]) * dy) / np.maximum(l2, 1e-12)
+    np.clip(t, 0.0, 1.0, out=t)
+    qx, qy = a[:, 0] + t * dx, a[:, 1] + t * dy
+    along_seg = t * np.sqrt(l2)
+    dist = np.hypot(qx - x, qy - y)
+    keep = np.flatnonzero(dist <= radius)
+    if keep.size == 0:
+        return _EMPTY
+    along = g.along[segs[keep]] + along_seg[keep]
+    dist, qx, qy = dist[keep], qx[keep], qy[keep]
+    order = np.lexsort((along, dist))
+    return EdgePoints(edges[keep][order].astype(np.int32), along[order], dist[order], qx[order], qy[order])
+
+
+def _uncached_nearest(idx: Any, x: float, y: float) -> float:
+    """``EdgeIndex.nearest_distance`` as it was before boxes were kept (oracle)."""
+    if idx.empty:
+        return math.inf
+    g = idx.grid
+    out = math.hypot(max(g.x0 - x, 0.0, x - (g.x0 + g.nx * g.cell)), max(g.y0 - y, 0.0, y - (g.y0 + g.ny * g.cell)))
+    r = out + g.cell
+    span = math.hypot(g.nx * g.cell, g.ny * g.cell) + out + g.cell
+    while True:
+        p = _uncached_within(idx, x, y, r)
+        if len(p) and float(p.dist[0]) <= r:
+            return float(p.dist[0])
+        if r > span:
+            return math.inf
+        r *= 2
+
+
+@pytest.mark.parametrize("name", ["drilltown", "bayreuth"])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fx=_frac, fy=_frac, radius=st.sampled_from([0.0, TIE_M, 40.0, 150.0, 900.0]),
+       near=st.lists(st.floats(-30.0, 30.0), min_size=2, max_size=6))
+def test_kept_boxes_give_the_very_same_points(name: str, tmp_nets: Path, fx: float, fy: float, radius: float,
+                                              near: list[float]) -> None:
+    """``within`` and ``nearest_distance`` with candidate boxes kept (and reused by nearby positions) give
+    bit for bit what gathering every array per query gave (:func:`_uncached_within`, the former code)."""
+    net, o = _case(name, tmp_nets)
+    lo, hi = o["lo"], o["hi"]
+    idx = net.profile("walk").index
+    x0, y0 = float(lo[0] + fx * (hi[0] - lo[0])), float(lo[1] + fy * (hi[1] - lo[1]))
+    for x, y in [(x0, y0), *zip([x0 + d for d in near], [y0 - d for d in reversed(near)], strict=True), (x0, y0)]:
+        got, want = idx.within(x, y, radius), _uncached_within(idx, x, y, radius)
+        for field in ("edge", "along", "dist", "x", "y"):
+            g, w = getattr(got, field), getattr(want, field)
+            assert g.dtype == w.dtype and np.array_equal(g, w), field
+        assert idx.nearest_distance(x, y) == _uncached_nearest(idx, x, y)

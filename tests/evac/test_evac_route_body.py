@@ -222,3 +222,32 @@ def test_kept_walks_are_bounded_by_their_text(tmp_nets: Path, monkeypatch: pytes
         assert f.tails.nbytes == sum(len(t.coords) + 64 * len(t.metres) + 512 for t in kept)
         assert f.tails.nbytes <= 6000 or len(f.tails) == 1
     assert kept
+
+
+def test_walks_of_a_chain_share_their_text(tmp_nets: Path) -> None:
+    """The walks built along one chain are suffixes of one text and one list of metres (built in time
+    linear in the chain, not quadratic), and each is its leg's points before the next node's walk: the
+    text the former code built by joining ``leg + "," + next walk`` node by node."""
+    from evac import routes
+
+    engine = _engine("drilltown", tmp_nets)
+    hazard = _free_hazard(engine)
+    f = engine.field(hazard=hazard)
+    net = engine.network
+    pg = net.profile(f.profile)
+    f.tails.clear()  # walks kept by earlier tests would end the chain early
+    f.tails.nbytes = 0
+    far = int(np.argmax(np.where(f.dist < 1e9, f.dist, -1.0)))  # the longest walk of the field
+    tail = routes._tail(engine, f, far)
+    chain = 0
+    while tail.next is not None:
+        nxt = f.tails[tail.next]
+        if nxt.next is not None:  # the last walk (its parts leave the graph) has its own text
+            assert tail.text is nxt.text and tail.metres_all is nxt.metres_all
+        d = pg.best_edge(far, tail.next, f.de_weight)
+        e = int(pg.de_base[d])
+        leg = dumps(np.round(net.edge_coords(e, reverse=bool(pg.de_rev[d]))[1:], 7).tolist())[1:-1]
+        assert tail.coords == (f"{leg},{nxt.coords}" if leg else nxt.coords)
+        assert tail.metres == [float(net.edge_length[e]), *nxt.metres]
+        far, tail, chain = tail.next, nxt, chain + 1
+    assert chain >= 3  # a walk of several legs was checked
