@@ -28,13 +28,28 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
+from importlib.metadata import entry_points
 
 import asyncpg
 
 log = logging.getLogger("sonae.migrations")
 
-#: Packages in the order their tables depend on each other.
-COMPONENTS: tuple[str, ...] = ("ingest", "alerting", "api", "notify", "evac", "ngsi", "jma")  # notify: #10, ngsi: #22, jma: #19
+#: the entry-point group packages that own tables register in (``pyproject.toml``)
+GROUP = "sonae.migrations"
+
+
+def registered_components() -> tuple[str, ...]:
+    """The packages whose migrations Sonae applies, in the order their tables depend on each other.
+
+    They register as entry points of :data:`GROUP` in ``pyproject.toml`` (name: its position, value:
+    the package), so the ground names no package above it. Raises :class:`MigrationError` when none
+    are registered: Sonae is not installed (``./manage`` or ``pip install -e .`` installs it).
+    """
+    found = sorted(entry_points(group=GROUP), key=lambda e: e.name)
+    if not found:
+        raise MigrationError(f"no package registers migrations ({GROUP} entry points): install Sonae with "
+                             "./manage (or pip install -e .) rather than running it from the source tree")
+    return tuple(e.value for e in found)
 
 _LOCK_KEY = 0x50_4E_41_45  # "SNAE"
 _NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|plain))?\.sql$")
@@ -138,8 +153,9 @@ def _label(m: Migration) -> str:
     return f"{m.component}/{m.version:03d}_{m.name}" + (f".{m.variant}" if m.variant else "")
 
 
-async def migrate(conn: asyncpg.Connection, *, components: tuple[str, ...] = COMPONENTS) -> list[str]:
-    """Apply every pending migration; returns the names applied (empty when up to date).
+async def migrate(conn: asyncpg.Connection, *, components: tuple[str, ...] | None = None) -> list[str]:
+    """Apply every pending migration of ``components`` (default: :func:`registered_components`);
+    returns the names applied (empty when up to date).
 
     Raises
     ------
@@ -148,6 +164,8 @@ async def migrate(conn: asyncpg.Connection, *, components: tuple[str, ...] = COM
         migration to its timescale variant failed (the database is left as it was).
     """
     applied_now: list[str] = []
+    if components is None:
+        components = registered_components()
     if await uses_timescale(conn) and not await timescale_preloaded(conn):
         # Any DDL now fires TimescaleDB's event triggers and the server ends the connection; the
         # database cannot run as plain either (readings is a hypertable).
