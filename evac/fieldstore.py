@@ -107,6 +107,9 @@ class FieldStore:
         except (OSError, ValueError) as exc:
             self._damaged(where, f"meta.json unreadable: {exc}")
             return None
+        if not isinstance(meta, dict) or not isinstance(meta.get("arrays"), dict):
+            self._damaged(where, "meta.json is not an object with the arrays' specs")
+            return None
         try:
             if meta.get("key") != self.key or meta.get("digest") != dig:
                 self._damaged(where, "written for another network or state")
@@ -133,8 +136,8 @@ class FieldStore:
                 out[aname] = a
         except FileNotFoundError:
             return None  # removed meanwhile (pruned by another process): compute it again
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            self._damaged(where, str(exc))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # any field of another kind
+            self._damaged(where, f"{type(exc).__name__}: {exc}")
             return None
         self.hits += check
         try:

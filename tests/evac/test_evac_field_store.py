@@ -165,7 +165,7 @@ def test_two_processes_map_one_copy_and_move_together(npz: Path) -> None:
         b.close()
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "meta"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "meta", "meta-list", "arrays-list"])
 def test_a_damaged_entry_is_detected_and_computed_again(npz: Path, damage: str) -> None:
     a = Proc(npz)
     a.close()
@@ -176,8 +176,13 @@ def test_a_damaged_entry_is_detected_and_computed_again(npz: Path, damage: str) 
         path.write_bytes(raw[:pos] + bytes([raw[pos] ^ 0x40]) + raw[pos + 1:])
     elif damage == "truncate":
         path.write_bytes(raw[:len(raw) // 2])
-    else:
+    elif damage == "meta":
         (path.parent / "meta.json").write_text("{")
+    elif damage == "meta-list":  # valid JSON, not an object: used to stop the engine (AttributeError)
+        (path.parent / "meta.json").write_text("[]")
+    else:
+        meta = json.loads((path.parent / "meta.json").read_text())
+        (path.parent / "meta.json").write_text(json.dumps({**meta, "arrays": list(meta["arrays"])}))
     b = Proc(npz)
     b.close()
     got = b.first
