@@ -136,6 +136,9 @@ async def test_answers_follow_a_sequence_of_changes(name: str, pool: asyncpg.Poo
         r = float(rng.uniform(30, 150))
         g = _holed(lon, lat, r) if i % 2 else _circle(lon, lat, r)
         areas[f"H{i}"] = HazardArea(id=f"H{i}", hazard="flood", geometry=g)
+    # two sites at one point (a school and its gym): closing one leaves the other
+    shelters.append(Shelter(id="S7-gym", name="避難所7 体育館", lat=shelters[7].lat, lon=shelters[7].lon,
+                            hazards=frozenset({"flood"})))
     wet = shelters[1]
     areas["H-shelter"] = HazardArea(id="H-shelter", hazard="flood", geometry=_circle(wet.lon, wet.lat, 40.0))
     async with pool.acquire() as conn:
@@ -188,11 +191,11 @@ async def test_answers_follow_a_sequence_of_changes(name: str, pool: asyncpg.Poo
             assert await store.remove_hazard_area(conn, "H0", actor="test")
         areas.pop("H0")
         await step("remove H0 (twin stays)")
-        for sid in ("S2", "S3", "S4"):
+        for sid in ("S2", "S3", "S4", "S7"):
             async with pool.acquire() as conn:
                 await store.set_shelter_state(conn, sid, actor="test", is_open=False)
             closed.add(sid)
-        await step("close S2-S4")
+        await step("close S2-S4, S7 (its gym stays)")
         async with pool.acquire() as conn:
             await store.set_shelter_state(conn, "S3", actor="test", is_open=True)
         closed.discard("S3")

@@ -136,3 +136,49 @@ def test_loops_with_floods_and_residents_inside_and_outside(tmp_path: Path, town
         eng.update(areas=areas)
         _check(net, eng, oracle, shelters, areas, origins)
         _check(net, Engine(net, shelters=shelters, areas=areas), oracle, shelters, areas, origins)
+
+
+# -- random towns through random sequences of area changes, on one engine (incremental path forced) ----------
+from hypothesis import HealthCheck, given, note, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from test_evac_snapping import small_town  # noqa: E402
+
+
+@settings(max_examples=int(__import__("os").environ.get("SONAE_SEQ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(small_town(), st.lists(st.lists(st.integers(0, 3), max_size=4, unique=True), min_size=2, max_size=6),
+       st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(1, 12)), min_size=4, max_size=4))
+def test_random_towns_after_random_area_sequences(tmp_path: Path, case, seq, boxes) -> None:
+    """Each state of one updated engine (incremental searches, patched weights, kept indexes) gives the
+    answers of an engine built for that state alone, and both agree with the oracle."""
+    nodes, ways, shelter_xy, _, origins = case
+    note(repr((case, seq, boxes)))
+    ways = [([r for i, r in enumerate(refs) if i == 0 or r != refs[i - 1]], tags) for refs, tags in ways]
+    ways = [(refs, tags) for refs, tags in ways if len(set(refs)) >= 2]
+    if not ways:
+        return
+    path = write_osm(tmp_path / f"seq-{abs(hash(str(case)))}.osm", nodes, ways)
+    try:
+        net = RoadNetwork.from_graph(graph_from_file(path, state_dir=tmp_path))
+    except ValueError:
+        return
+    if not net.profile("walk").usable.any():
+        return
+    oracle = WalkOracle(path, epsg=net.epsg)
+    if oracle.main_tied:
+        return
+    shelters = [_shelter(f"s{i}", x, y) for i, (x, y) in enumerate(shelter_xy)]
+    # boxes on the 10 m lattice shifted 0.3 m (a boundary through a node is decided by rounding)
+    pool = [HazardArea(id=f"a{i}", hazard="flood", geometry=box(x * 10 + 0.3, y * 10 + 0.3, x * 10 + 0.3 + w * 10,
+                                                               y * 10 + 0.3 + w * 10)) for i, (x, y, w) in enumerate(boxes)]
+    eng = Engine(net, shelters=shelters, incremental_min_nodes=0)
+    for chosen in seq:
+        areas = [pool[i] for i in chosen]
+        eng.update(areas=areas)
+        fresh = Engine(net, shelters=shelters, areas=areas)
+        for x, y in origins:
+            lon, lat = lonlat(x, y)
+            a, b = eng.route_result(lat, lon), fresh.route_result(lat, lon)
+            assert (a.status, a.shelter and a.shelter.id) == (b.status, b.shelter and b.shelter.id) or \
+                abs(a.duration_s - b.duration_s) < 1e-6, ((x, y), chosen, a.status, b.status)
+            assert a.status != "ok" or abs(a.duration_s - b.duration_s) < 1e-6, ((x, y), chosen, a.duration_s, b.duration_s)
+        _check(net, eng, oracle, shelters, areas, origins)
