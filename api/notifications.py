@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -147,11 +146,7 @@ async def post_subscription(request: web.Request) -> web.Response:
     areas = _areas(body.get("areas"))
     drills = field(body, "drills", bool, default=False)
     async with request.app[POOL].acquire() as conn:
-        boundaries = await boundary_index(request.app, conn)
-        if len(boundaries):  # a circle's municipalities: those it touches (else the nearest shelter's)
-            areas = [a if a.lat is None or a.lon is None or a.radius_m is None else replace(
-                a, near_municipalities=tuple(boundaries.touching_circle(a.lat, a.lon, a.radius_m)))
-                for a in (a.rounded() for a in areas)]
+        areas = store.placed(areas, await boundary_index(request.app, conn))
         sub_id, token = await store.add_subscription(conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang,
                                                      drills=drills, areas=areas)
     return web.json_response(

@@ -24,9 +24,9 @@ import hashlib
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -82,9 +82,29 @@ class Area:
                     self.near_municipalities)
 
 
+class Boundaries(Protocol):
+    """Municipal boundaries (``ingest.boundaries.BoundaryIndex``, 国土数値情報 N03)."""
+
+    def __len__(self) -> int: ...
+
+    def touching_circle(self, lat: float, lon: float, radius_m: float) -> list[str]: ...
+
+
+def placed(areas: Sequence[Area], boundaries: Boundaries | None) -> list[Area]:
+    """The areas rounded as stored, each circle with the municipalities whose alerts reach it: those
+    the circle touches when ``boundaries`` are loaded. Without boundaries :func:`add_subscription`
+    takes the municipality of the shelter nearest the circle's centre."""
+    rows = [a.rounded() for a in areas]
+    if boundaries is None or not len(boundaries):
+        return rows
+    return [a if a.lat is None or a.lon is None or a.radius_m is None else replace(
+        a, near_municipalities=tuple(boundaries.touching_circle(a.lat, a.lon, a.radius_m))) for a in rows]
+
+
 async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: bytes, auth: bytes, lang: str,
                            drills: bool, areas: list[Area]) -> tuple[int, str]:
-    """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token)."""
+    """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token).
+    Circles without municipalities (see :func:`placed`) get the nearest shelter's."""
     if not areas or len(areas) > MAX_AREAS:
         raise NotifyError(f"choose 1 to {MAX_AREAS} areas")
     if any(a.lat is not None and not (a.radius_m is not None and RADIUS_M[0] <= a.radius_m <= RADIUS_M[1])

@@ -545,3 +545,24 @@ async def test_on_call_staff_get_level_3_and_above_by_email(pool: asyncpg.Pool, 
     assert "警戒レベル3" in MailSink.subject(msg1) and "阿久津" in MailSink.text(msg1)
     assert rcpt2 == ["fks1@city.fukushima.example"] and "[EXERCISE]" in MailSink.subject(msg2)
     assert "Alert level 4" in MailSink.subject(msg2)
+
+
+def test_a_circle_reaches_the_municipalities_it_touches() -> None:
+    """``store.placed`` (the rule moved out of the API, issue #20): with boundaries, a circle's
+    municipalities are those its rounded circle touches; without, they are left for the store's
+    nearest-shelter rule."""
+    from shapely.geometry import box
+
+    from ingest.boundaries import Boundary, BoundaryIndex
+
+    index = BoundaryIndex([Boundary("072036", "West", box(140.30, 37.30, 140.40, 37.50)),
+                           Boundary("072010", "East", box(140.40, 37.30, 140.50, 37.50))])
+    across = store.Area(lat=37.40004, lon=140.39504, radius_m=1000)  # ~440 m west of the line
+    inside = store.Area(lat=37.4, lon=140.35, radius_m=1000)
+    town = store.Area(municipality_code="072036")
+    placed = store.placed([across, inside, town], index)
+    assert placed[0].near_municipalities == ("072010", "072036")
+    assert (placed[0].lat, placed[0].lon) == (37.4, 140.395)  # rounded as stored
+    assert placed[1].near_municipalities == ("072036",)
+    assert placed[2] == town.rounded()
+    assert [a.near_municipalities for a in store.placed([across, inside], None)] == [None, None]
