@@ -486,6 +486,12 @@ class EvacService:
             raise ConnectionError("evac listen connection lost")
 
     async def _apply_loop(self) -> None:
+        """Apply changes as notifications arrive. A failed reload is tried again by itself, after
+        ``retry_s`` doubling from 1 s up to ``reconnect_max_s`` (and at once on the next notification or
+        reconnect): a failure that is not the database's (a damaged file, a bug) must not leave this
+        process on an old hazard state until something else happens to change."""
+        retry_s = 1.0
+        retry: asyncio.TimerHandle | None = None
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
@@ -493,14 +499,21 @@ class EvacService:
             self._dirty_evac = self._dirty_alerts = False
             if not (evac or alerts):
                 continue
+            if retry is not None:
+                retry.cancel()
+                retry = None
             try:
                 await self.refresh(evac=evac, alerts=alerts)
+                retry_s = 1.0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database went away: the listener's reconnect wakes us again
+            except Exception as exc:
                 self._dirty_evac |= evac
                 self._dirty_alerts |= alerts
-                log.warning("evac reload failed; will retry after reconnect", extra={"error": str(exc)})
+                log.warning("evac reload failed; trying again", extra={
+                    "error": f"{type(exc).__name__}: {str(exc)[:300]}", "retry_s": retry_s})
+                retry = asyncio.get_running_loop().call_later(retry_s, self._wake.set)
+                retry_s = min(retry_s * 2, max(1.0, self.reconnect_max_s))
 
     async def refresh(self, *, evac: bool = True, alerts: bool = True) -> bool:
         """Re-read the database and recompute if anything changed; True when the state changed."""

@@ -550,3 +550,36 @@ async def test_listen_connection_lost_reconnects_and_catches_up(client: TestClie
     assert event["version"] == version + 1
     assert service.listen_pid != old_pid
     assert service.engine is not None and not next(iter(service.engine.state.shelters.values())).is_open
+
+
+async def test_a_failed_update_is_tried_again_without_another_change(client: TestClient, pool: asyncpg.Pool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload that fails for a reason other than the database (a damaged store file, a bug in an
+    update) used to wait for the next NOTIFY or a reconnect: the process kept an old hazard state while
+    its neighbours moved on. Now it tries again by itself (fault injected: the engine's next update
+    raises once)."""
+    service = client.app[EVAC]
+    engine = service.engine
+    assert engine is not None
+    version = engine.state.version
+    real_update = engine.update
+    calls: list[int] = []
+
+    def fails_once(**changes: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected: the update failed once")
+        return real_update(**changes)
+
+    monkeypatch.setattr(engine, "update", fails_once)
+    events = service.subscribe()
+    try:
+        first = min(engine.state.shelters)
+        async with pool.acquire() as conn:  # one change, one NOTIFY
+            await store.set_shelter_state(conn, first, actor="test", is_open=False)
+        event = await asyncio.wait_for(events.get(), WAIT_S)  # no other change or reconnect happens
+    finally:
+        service.unsubscribe(events)
+    assert len(calls) == 2
+    assert event["version"] == version + 1
+    assert not service.engine.state.shelters[first].is_open
