@@ -99,6 +99,10 @@ SOURCE_SETS = 8
 #: Graphs with fewer nodes are searched whole after a change (measured on the Bayreuth extract, 2.6k
 #: nodes: an incremental update cost 1.5-3x the full search; at 100k nodes it costs a tenth of it).
 INCREMENTAL_MIN_NODES = 20_000
+#: Graphs with fewer nodes keep their fields to themselves (no field store): a field is then under
+#: ~5 MB a process and its search a few milliseconds, less than publishing it (measured on Bayreuth,
+#: 2.6k nodes: a new area's recompute 0.6 ms without the store, 2.5 ms with it; bench/evac.py).
+FIELD_STORE_MIN_NODES = 50_000
 #: Per hazard index, the other indexes whose difference from it (the base edges changed) is remembered.
 EDITS_KEPT = 8
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
@@ -493,7 +497,8 @@ class Engine:
         mapped network (:mod:`evac.fieldstore`; only for a network loaded with
         :meth:`RoadNetwork.load`): a field another process of the host has computed for the same state
         is mapped instead of searched, and one computed here is published and mapped, so N processes
-        hold one copy. Off, or for a network built in memory, each process holds its own.
+        hold one copy. Off, for a network built in memory, or for one of fewer than
+        ``field_store_min_nodes`` nodes (:data:`FIELD_STORE_MIN_NODES`), each process holds its own.
     """
 
     def __init__(
@@ -502,11 +507,12 @@ class Engine:
         warm: Iterable[FieldKey] = (), max_fields: int = 8, search: Search = search_in_process,
         incremental: bool = True, incremental_fraction: float = 0.3,
         incremental_min_nodes: int = INCREMENTAL_MIN_NODES, shared_fields: bool = True,
+        field_store_min_nodes: int = FIELD_STORE_MIN_NODES,
     ) -> None:
         self.network = network
         #: The host-wide store of fields and edge factors (None: every array is this process's own).
         self.store: FieldStore | None = None
-        if shared_fields and network.mapped_dir is not None:
+        if shared_fields and network.mapped_dir is not None and network.n_nodes >= field_store_min_nodes:
             self.store = FieldStore(network.mapped_dir / "fields", network.mapped_key)
             self.store.clean()
         self.max_fields = int(max_fields)

@@ -38,7 +38,7 @@ from evac.hazards import HazardArea
 from evac.network import RoadNetwork
 
 net = RoadNetwork.load(sys.argv[1])
-eng = Engine(net, shelters=grid_shelters(net, per=100, seed=5), warm=[("walk", "flood", False)],
+eng = Engine(net, field_store_min_nodes=0, shelters=grid_shelters(net, per=100, seed=5), warm=[("walk", "flood", False)],
              incremental_min_nodes=0)
 pts = [(float(net.node_lat[i]) + 2e-4, float(net.node_lon[i]) - 1e-4) for i in range(0, net.n_nodes, 61)]
 
@@ -111,7 +111,7 @@ def npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def oracle(npz: Path, areas: list[HazardArea]) -> dict[str, Any]:
     """The same answer from an engine that maps nothing (the network read into this process, no store)."""
     net = RoadNetwork.load(npz, shared=False)
-    eng = Engine(net, shelters=grid_shelters(net, per=100, seed=5), areas=areas)
+    eng = Engine(net, field_store_min_nodes=0, shelters=grid_shelters(net, per=100, seed=5), areas=areas)
     assert eng.store is None
     f = eng.field()
     pts = [(float(net.node_lat[i]) + 2e-4, float(net.node_lon[i]) - 1e-4) for i in range(0, net.n_nodes, 61)]
@@ -219,7 +219,7 @@ def test_store_round_trip_bounds_and_cleaning(tmp_path: Path) -> None:
 
 def test_an_unwritable_store_leaves_the_engine_its_own_copy(npz: Path, tmp_path: Path) -> None:
     net = RoadNetwork.load(npz)
-    eng = Engine(net, shelters=grid_shelters(net, per=100, seed=5))
+    eng = Engine(net, field_store_min_nodes=0, shelters=grid_shelters(net, per=100, seed=5))
     assert eng.store is not None
     (tmp_path / "file").write_text("")
     eng.store = FieldStore(tmp_path / "file" / "fields", net.mapped_key)  # a path that cannot be a directory
@@ -229,7 +229,7 @@ def test_an_unwritable_store_leaves_the_engine_its_own_copy(npz: Path, tmp_path:
 
 def oracle_field(npz: Path) -> Any:
     net = RoadNetwork.load(npz, shared=False)
-    return Engine(net, shelters=grid_shelters(net, per=100, seed=5)).field()
+    return Engine(net, field_store_min_nodes=0, shelters=grid_shelters(net, per=100, seed=5)).field()
 
 
 def test_factors_mapped_from_the_store_still_drive_an_incremental_update(npz: Path, tmp_path: Path) -> None:
@@ -240,16 +240,16 @@ def test_factors_mapped_from_the_store_still_drive_an_incremental_update(npz: Pa
     net = RoadNetwork.load(path)
     shelters = grid_shelters(net, per=100, seed=5)
     area = HazardArea(id="x", hazard="flood", geometry=shapely.Point(*spot(npz, 3)).buffer(0.003))
-    first = Engine(net, shelters=shelters, incremental_min_nodes=0)
+    first = Engine(net, field_store_min_nodes=0, shelters=shelters, incremental_min_nodes=0)
     first.field("walk")
     first.update(add_areas=[area])
     first.field("walk")  # publishes the factors with the area
     assert first.store is not None and first.store.writes >= 2
-    second = Engine(net, shelters=shelters, incremental_min_nodes=0, warm=[("reduced_mobility", "flood", False)])
+    second = Engine(net, field_store_min_nodes=0, shelters=shelters, incremental_min_nodes=0, warm=[("reduced_mobility", "flood", False)])
     assert second.store is not None and second.store.hits == 1  # the factors without areas, mapped
     second.update(add_areas=[area])
     assert second.store.hits == 2 and second.incremental_updates[("reduced_mobility", "flood", False)] == 1
-    plain = Engine(RoadNetwork.load(path, shared=False), shelters=shelters, areas=[area])
+    plain = Engine(RoadNetwork.load(path, shared=False), field_store_min_nodes=0, shelters=shelters, areas=[area])
     f, want = second.field("reduced_mobility"), plain.field("reduced_mobility")
     assert np.array_equal(f.dist, want.dist) and np.isfinite(f.dist).sum() > net.n_nodes // 2
     assert np.array_equal(f.mult, want.mult) and not np.array_equal(f.mult, np.ones_like(f.mult))

@@ -36,7 +36,7 @@ from evac.shelters import Shelter
 cfg = json.loads(sys.argv[2])
 net = RoadNetwork.load(sys.argv[1])
 shelters = [Shelter(id=s, name=s, lon=lon, lat=lat, hazards=frozenset({"flood"})) for s, lon, lat in cfg["shelters"]]
-eng = Engine(net, shelters=shelters, warm=[("walk", "flood", False)], incremental_min_nodes=cfg["min_nodes"])
+eng = Engine(net, field_store_min_nodes=0, shelters=shelters, warm=[("walk", "flood", False)], incremental_min_nodes=cfg["min_nodes"])
 assert eng.store is not None
 
 
