@@ -16,6 +16,7 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -215,3 +216,53 @@ class WalkOracle:
             found = [o for _, o in opts if o is not None]
             out.append(min(found, key=lambda o: o.seconds) if found else None)
         return out
+
+
+def answer_faults(o: WalkOracle, feat: dict[str, Any], ref: Option | str | None, *, lon: float, lat: float,
+                  shelters: dict[str, tuple[float, float]], blocked: list[shapely.Geometry],
+                  closed: frozenset[str] = frozenset(), start: tuple[float, float] | None = None,
+                  where: str = "") -> list[tuple[Any, ...]]:
+    """What is wrong with one route answer (a GeoJSON feature) against the oracle's ``ref`` for the
+    position (``lon``, ``lat``): empty when it holds to issue #13's checks.
+
+    ``ref``: the oracle's :class:`Option`, a status it expects, or None (no safe route). ``shelters``:
+    id → (lon, lat); ``blocked``: the blocked areas in the oracle's metres; ``closed``: shelters that must
+    not be named; ``start``: where the line must begin (lon, lat), when the position was sent exactly.
+    """
+    p = feat["properties"]
+    if isinstance(ref, str):
+        return [] if p["status"] == ref else [(where, p["status"], ref)]
+    if ref is None:
+        return [] if p["status"] == "no_safe_route" else [
+            (where, p["status"], "oracle: none", p.get("duration_s"), p.get("shelter"))]
+    if p["status"] != "ok":
+        return [(where, p["status"], ref)]
+    faults: list[tuple[Any, ...]] = []
+    tol = 0.01 * ref.seconds + 25.0
+    if abs(p["duration_s"] - ref.seconds) > tol:
+        faults.append((where, "duration", p["duration_s"], ref, p["shelter"]["id"]))
+    sid = p["shelter"]["id"]
+    if sid in closed:
+        faults.append((where, "closed shelter", sid))
+    elif sid != ref.shelter:  # another shelter is fine only if it is about as near
+        alt = o.solve([(lon, lat)], [(sid, *shelters[sid])], blocked)[0]
+        if not (isinstance(alt, Option) and abs(alt.seconds - ref.seconds) <= tol):
+            faults.append((where, "shelter", sid, ref, alt))
+    coords = np.asarray(feat["geometry"]["coordinates"])
+    ex, ey = o.xy(*coords[-1])
+    sx, sy = o.xy(*shelters[sid])
+    if math.hypot(ex - sx, ey - sy) > 15.0:
+        faults.append((where, "end", math.hypot(ex - sx, ey - sy)))
+    if start is not None and not np.allclose(coords[0], start, rtol=0, atol=1e-7):
+        faults.append((where, "start", coords[0].tolist(), start))
+    x, y = o.proj.transform(coords[:, 0], coords[:, 1])
+    line = shapely.LineString(np.column_stack([x, y]))
+    crossed = [i for i, g in enumerate(blocked) if line.intersects(g)]
+    if crossed:
+        faults.append((where, "crosses a blocked area", crossed))
+    if abs(line.length - p["distance_m"]) > max(0.01 * p["distance_m"], 2.0):
+        faults.append((where, "distance_m", line.length, p["distance_m"]))
+    steps = sum(st["distance_m"] for st in p["steps"])
+    if abs(steps - p["distance_m"]) > 0.1 * len(p["steps"]) + 0.1:
+        faults.append((where, "steps", steps, p["distance_m"]))
+    return faults
