@@ -70,10 +70,11 @@ def read(path: Path, *, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]
                 out[name] = np.load(f, mmap_mode="r", allow_pickle=False).view(np.ndarray)
             except ValueError:  # an empty array cannot be mapped
                 out[name] = np.load(f, allow_pickle=False)
-    except (OSError, ValueError, KeyError) as exc:
+        extra = dict(meta.get("extra") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # TypeError: arrays or extra of another shape
         log.warning("mapped arrays in %s are unreadable (%s): they will be written again", path, exc)
         return None
-    return out, dict(meta.get("extra") or {})
+    return out, extra
 
 
 def _meta(path: Path) -> dict[str, Any]:

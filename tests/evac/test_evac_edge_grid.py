@@ -354,3 +354,16 @@ def test_kept_boxes_give_the_very_same_points(name: str, tmp_nets: Path, fx: flo
             g, w = getattr(got, field), getattr(want, field)
             assert g.dtype == w.dtype and np.array_equal(g, w), field
         assert idx.nearest_distance(x, y) == _uncached_nearest(idx, x, y)
+
+
+@pytest.mark.parametrize("meta", ['{"key": "K", "arrays": 5}', '{"key": "K", "arrays": [], "extra": 5}',
+                                  '{"key": "K", "arrays": [], "extra": "ab"}', '{"key": "K", "arrays": [7]}'])
+def test_mapped_meta_of_another_shape_is_damage_not_a_crash(tmp_path: Path, meta: str) -> None:
+    """The same kind of fault break21 found in the field store: a meta.json that is JSON of another shape
+    raised TypeError out of the network load; it is damage, written again."""
+    from evac import mapped
+
+    mapped.write(tmp_path / "m", {"a": np.arange(3)}, key="K")
+    assert mapped.read(tmp_path / "m", key="K") is not None
+    (tmp_path / "m" / "meta.json").write_text(meta)
+    assert mapped.read(tmp_path / "m", key="K") is None
