@@ -6,10 +6,12 @@ host's clock with the default factor). Both are checked against a recomputation 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+import alerting
 from alerting.worker import RulesWorker
 from api.app import create_app
 from ingest.registry import Station, upsert_stations
@@ -112,3 +114,30 @@ async def test_console_and_worker_name_the_same_stations_silent(pool: asyncpg.Po
         await worker.check_silent(conn)
         assert await _worker_alerts(conn) == await _oracle(conn, used) == expected - {("rain-old", False)}
     assert await _console(settings, pool, token) == expected - {("rain-old", False)}
+
+
+async def test_upgrade_fills_the_newest_reading_of_every_stream_once(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Migration 041 gives stations the worker never recorded (rain gauges, telemetry, before it ran) their
+    newest reading, so an upgrade raises no silent alert for a station that reports."""
+    sql = (Path(alerting.__file__).parent / "migrations" / "041_rule_state_any_reading.sql").read_text()
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, _stations())
+        await conn.execute("UPDATE stations SET created_at = now() - interval '1 day'")
+        now = await conn.fetchval("SELECT now()")
+        await conn.executemany(
+            "INSERT INTO readings (station_id, kind, ts, value, exercise) VALUES ($1, $2, $3, $4, $5)",
+            _readings(now, 3 * INTERVAL))
+        newer = now + timedelta(seconds=5)  # a row the worker wrote is never moved back
+        await conn.execute("INSERT INTO rule_state (station_id, exercise, state, last_ts) VALUES ('recent', false, "
+                           "'{}', $1)", newer)
+        await conn.execute(sql)
+        filled = {(r["station_id"], r["exercise"]): r["last_ts"] for r in await conn.fetch(
+            "SELECT station_id, exercise, last_ts FROM rule_state")}
+        newest = {(r["station_id"], r["exercise"]): r["ts"] for r in await conn.fetch(
+            """SELECT r.station_id, r.exercise, max(r.ts) AS ts FROM readings r
+               JOIN stations s ON s.id = r.station_id AND s.exercise = r.exercise GROUP BY 1, 2""")}
+        await RulesWorker.from_settings(settings, pool).check_silent(conn)
+        silent = await _worker_alerts(conn)
+        expected = await _oracle(conn, 3.0)
+    assert filled == {**newest, ("recent", False): newer}
+    assert silent == expected and ("rain-recent", False) not in silent and ("telemetry-only", False) not in silent
