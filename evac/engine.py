@@ -1295,14 +1295,16 @@ class Engine:
 
     def nearest_shelters(
         self, lat: float, lon: float, *, k: int = 3, profile: str = "walk", hazard: str = "flood",
-        exercise: bool = False, include_full: bool = False,
+        exercise: bool = False, include_full: bool = False, route: RouteResult | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` nearest qualifying shelters with travel times (full ones skipped unless asked).
 
         Times run from the same road point as :meth:`route_result` (access leg included) to each shelter
-        (its last partial edge and egress leg included).
+        (its last partial edge and egress leg included). ``route``: that :meth:`route_result`, when the
+        caller has it already (it must be for the same position, profile, hazard and exercise flag).
         """
-        r = self.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+        r = route if route is not None else self.route_result(lat, lon, profile=profile, hazard=hazard,
+                                                                exercise=exercise)
         if r.status != "ok" or r.first is None:
             return []
         f = r.field
