@@ -12,6 +12,7 @@ import json
 import math
 import weakref
 from collections.abc import Sequence
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -224,12 +225,25 @@ _STRAIGHTISH = ("straight", "slight left", "slight right")
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+#: The C encoder that ``_ENCODER.encode`` builds anew on every call (``json.encoder.c_make_encoder`` with
+#: the same options), built once: markers ``None`` (no check for circular references: answers are trees).
+#: The json module builds one per call and that is most of the cost of encoding a small answer part.
+_C_ENCODE = (None if c_make_encoder is None else
+             c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True))
 
 
 def dumps(body: Any) -> str:
     """The API's JSON text: UTF-8 characters as they are, no spaces, ``str`` for anything else
-    (``json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)``, one encoder kept)."""
-    return _ENCODER.encode(body)
+    (``json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)``, one C encoder kept).
+
+    Text as the json module writes it, through the very encoder it would use: strings by
+    ``encode_basestring``, floats by ``float.__repr__`` (``NaN``/``Infinity`` when not finite).
+    """
+    if _C_ENCODE is None:  # no C accelerator: the json module's own path
+        return _ENCODER.encode(body)
+    if isinstance(body, str):  # as JSONEncoder.encode does
+        return encode_basestring(body)
+    return "".join(_C_ENCODE(body, 0))
 
 
 class _Part(NamedTuple):
@@ -605,6 +619,23 @@ def _number(v: float) -> str:
     return float.__repr__(v) if math.isfinite(v) else dumps(v)
 
 
+def _round7(v: float) -> float:
+    """``np.round(v, 7)`` for one float, without numpy: numpy multiplies by 1e7, rounds half to even
+    (``rint``) and divides by 1e7, each an IEEE operation that Python's float arithmetic does the same way
+    (``round`` of a float rounds half to even too); the sign of a zero result is ``rint``'s (that of
+    ``v * 1e7``). Not finite (or too large for ``round``): numpy's own."""
+    y = v * 1e7
+    if not -4.5e15 < y < 4.5e15:  # beyond 2**52 every float is whole, and inf/nan: numpy's own
+        return float(np.round(v, 7))
+    r = round(y)
+    return r / 1e7 if r else math.copysign(0.0, y)
+
+
+def _points_text(points: list[list[float]]) -> str:
+    """``dumps(np.round(np.array(points), 7).tolist())[1:-1]`` for a few ``[lon, lat]`` points (floats)."""
+    return ",".join([f"[{_number(_round7(a))},{_number(_round7(b))}]" for a, b in points])
+
+
 def _props_head(f: Field, st: HazardState) -> str:
     """The first properties of every answer on ``f`` at ``st`` as JSON text, without the closing brace
     (kept on the field for the last state asked)."""
@@ -641,7 +672,7 @@ def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk",
         ("access", -1, [list(start.origin), road0[0]], start.snap_distance_m, start.access_s)]
     if first.metres > 0:
         head.append(("road", first.edge, road0, first.metres, first.seconds))
-    head_coords = np.round(np.array(head[0][2] + road0[1:] if first.metres > 0 else head[0][2]), 7).tolist()
+    head_text = _points_text(head[0][2] + road0[1:] if first.metres > 0 else head[0][2])
     walker = _Steps([], None, None)
     for part in head:
         walker.add(_part(net, *part))
@@ -673,6 +704,6 @@ def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk",
                f'"duration_s":{_number(round(duration, 1)) if math.isfinite(duration) else "null"}')
     steps = dumps(_finish_steps(walker.steps, lang))[1:-1]
     return "".join((
-        '{"type":"Feature","geometry":{"type":"LineString","coordinates":[', dumps(head_coords)[1:-1], ",",
+        '{"type":"Feature","geometry":{"type":"LineString","coordinates":[', head_text, ",",
         tail.coords, ']},"properties":', props, ',"shelter":', tail.shelter_json, ",", figures, ',"steps":[',
         steps, ",", rest.text(lang, arrive), '],"guidance":', dumps(_pick(texts, lang)), "}}")).encode()
