@@ -318,6 +318,25 @@ class EdgeIndex:
         order = np.lexsort((along, dist))
         return EdgePoints(box.edges[ok][order].astype(np.int32), along[order], dist[order], qx[order], qy[order])
 
+    def near(self, x: float, y: float, radius: float) -> list[tuple[float, float, int, int, float, float]]:
+        """:meth:`within` as a list, for a resident's query: ``(dist, along, k, edge, x, y)`` per point,
+        nearest first, ties by ``along``, then by ``k`` (the point's place in the box, which is the order
+        ``within``'s stable sort keeps). The same numbers by the same numpy operations; the few points that
+        pass are sorted in Python rather than by numpy calls that each cost more than the sort."""
+        if self.empty or not radius >= 0:
+            return []
+        box = self._box(x, y, radius)
+        t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
+        np.clip(t, 0.0, 1.0, out=t)
+        qx, qy = box.ax + t * box.dx, box.ay + t * box.dy
+        dist = np.hypot(qx - x, qy - y)
+        ok = np.flatnonzero(dist <= radius)
+        if ok.size == 0:
+            return []
+        along = box.base[ok] + t[ok] * box.length[ok]
+        return sorted(zip(dist[ok].tolist(), along.tolist(), ok.tolist(), box.edges[ok].tolist(), qx[ok].tolist(),
+                          qy[ok].tolist(), strict=True))
+
 
 _EMPTY = EdgePoints(np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
 
