@@ -42,8 +42,8 @@ River level (condition ``river_level``, one open alert that moves up and down th
 
 Device health (staff only): ``low_battery`` (battery_pct below ``low_battery_pct`` or status
 low_battery) and ``fault`` (status fault), each raised after ``health_dwell_samples`` consecutive bad
-reports and cleared after as many good ones. A silent gauge is a wall-clock condition and is checked
-by the worker, not here.
+reports and cleared after as many good ones. A silent station is a wall-clock condition: its rule is
+:func:`is_silent`, applied by the worker (and shown by the staff console), not by :class:`StationRules`.
 """
 
 from __future__ import annotations
@@ -64,8 +64,11 @@ ORDER = "evacuation_order"
 CONDITIONS = (RIVER, UNCONFIRMED, LOW_BATTERY, FAULT, SILENT, ORDER)
 HEALTH_KINDS = ("battery_pct", "status")
 STATUS_OK, STATUS_LOW_BATTERY, STATUS_FAULT, STATUS_MAINTENANCE = 0, 1, 2, 3
-#: a gauge is silent after this many of its expected reading intervals without data (the rules worker's)
+#: a station is silent after this many of its expected reading intervals without data (the default of the
+#: ``alerting.silent_factor`` setting; see :func:`is_silent`)
 SILENT_FACTOR = 3.0
+#: the station kinds expected to send readings of their own (a gateway may only relay other stations')
+REPORTING_KINDS = ("river_level", "rainfall", "device")
 
 #: reasons of the unconfirmed alert's life
 IMPLAUSIBLE = "beyond plausible rate"
@@ -496,16 +499,60 @@ class StationRules:
         return out
 
 
-def device_problems(*, seconds_since_data: float | None, expected_interval_s: float, battery_pct: float | None,
-                    status: int | None, config: RuleConfig | None = None,
-                    silent_factor: float = SILENT_FACTOR) -> list[str]:
+def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_since_registered: float,
+              expected_interval_s: float, factor: float = SILENT_FACTOR) -> bool:
+    """Is a station silent now? The one rule of the rules worker's ``silent`` alert and the staff console.
+
+    A station is silent when more than ``factor`` × ``expected_interval_s`` seconds have passed since its
+    newest reading or, if it never reported, since its registration.
+
+    * **Watched:** every station expected to send readings of its own (:data:`REPORTING_KINDS`:
+      river-level and rain gauges and devices alike). Not a ``gateway``: its SenML packs may carry only
+      other stations' readings, and those stations fall silent themselves when it fails.
+    * **Data:** a reading of *any* kind — level, rain or telemetry (battery, signal, status). The alert
+      says "no data from the device: check the device and its link" (:mod:`alerting.texts`), and a
+      report-by-exception gauge (危機管理型水位計) that sends levels only while the water rises can show
+      it is alive by its telemetry.
+    * **Never reported:** silent once the same time has passed since registration: the grace of a gauge
+      that just reported (a newly imported gauge is not a fault yet), but not unwatched for ever.
+      Readings from before registration, released from quarantine, count as data like any other.
+    * **Streams:** exercise and real readings are separate; the caller passes the station's own stream.
+
+    Parameters
+    ----------
+    station_kind
+        The registry's ``stations.kind``.
+    seconds_since_data
+        Seconds from the station's newest reading to now (None: it never reported). Negative (a reading
+        slightly in the future) is data just now.
+    seconds_since_registered
+        Seconds from the station's registration (``stations.created_at``) to now.
+    expected_interval_s
+        The station's expected reporting interval, seconds.
+    factor
+        How many intervals may pass without data (setting ``alerting.silent_factor``, default
+        :data:`SILENT_FACTOR` = 3: silent once three intervals have passed without a reading).
+
+    Returns
+    -------
+    bool
+        True when silent. Both sides pass times measured on one clock (the database's ``now()``,
+        :func:`alerting.silence.station_silence`).
+    """
+    if station_kind not in REPORTING_KINDS:
+        return False
+    quiet_for = seconds_since_registered if seconds_since_data is None else seconds_since_data
+    return quiet_for > factor * expected_interval_s
+
+
+def device_problems(*, silent: bool, battery_pct: float | None, status: int | None,
+                    config: RuleConfig | None = None) -> list[str]:
     """A device's problems now, by the rules that raise its staff alerts (a snapshot: no dwell, no hysteresis).
 
     Parameters
     ----------
-    seconds_since_data
-        Seconds since its last reading (None: never reported); beyond ``silent_factor`` ×
-        ``expected_interval_s`` it is ``silent``.
+    silent
+        The verdict of :func:`is_silent` (the rules worker's ``silent`` alert).
     battery_pct, status
         Its latest ``battery_pct`` (percent) and ``status`` code (``ingest.contract.STATUS_CODES``), or None.
 
@@ -516,7 +563,6 @@ def device_problems(*, seconds_since_data: float | None, expected_interval_s: fl
         ``fault``, in that order.
     """
     c = config or RuleConfig()
-    silent = seconds_since_data is None or seconds_since_data > silent_factor * expected_interval_s
     low = (battery_pct is not None and battery_pct < c.low_battery_pct) or status == STATUS_LOW_BATTERY
     return [name for name, bad in ((SILENT, silent), (LOW_BATTERY, low), (FAULT, status == STATUS_FAULT)) if bad]
 
@@ -532,4 +578,4 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float) -> li
 
 
 __all__ = ["RIVER", "UNCONFIRMED", "CONFIRMED", "IMPLAUSIBLE", "SPIKE", "MAX_RATE_M_PER_H", "LOW_BATTERY", "FAULT", "SILENT", "ORDER", "LEVEL4", "Reading", "RuleConfig",
-           "StationRules", "Transition", "reconcile", "slope"]
+           "StationRules", "Transition", "device_problems", "is_silent", "reconcile", "slope"]

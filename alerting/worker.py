@@ -29,8 +29,12 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   report-by-exception gauge that stops sending while its last value is below the line is lowered after
   the dwell instead of holding its level until its next reading. A replay after a late reading ticks to
   the same time, so it does not undo the step-down.
-* **Silent gauges** are checked every ``silent_check_s`` against the wall clock: no reading for
-  ``silent_factor`` × the station's ``expected_interval_s`` raises a staff alert; data clears it.
+* **Silent stations** are checked every ``silent_check_s`` by :func:`alerting.silence.station_silence`,
+  the query the staff console shows too: a registered station without a reading of any kind for
+  ``silent_factor`` (setting ``alerting.silent_factor``) × its ``expected_interval_s`` — counted from
+  registration if it never reported — raises a staff alert; data clears it (rule:
+  :func:`alerting.rules.is_silent`). Every pass therefore reads readings of all kinds: the rules are fed
+  the kinds they judge, and ``rule_state.last_ts`` keeps the newest reading of any kind per stream.
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
   alerts publish their last state once and then remove the retained message). The topic root is the
@@ -71,6 +75,7 @@ from alerting.rules import (
     Transition,
     reconcile,
 )
+from alerting.silence import station_silence
 from ingest.registry import THRESHOLD_FIELDS
 from ingest.store import NOTIFY_CHANNEL as READINGS_CHANNEL
 from sonae.config import Settings
@@ -85,6 +90,7 @@ OVERLAP_S = 2.0
 RULES_LOCK = 0x534E_414C  # "SNAL"
 #: how far back cleared alerts are cleared again on MQTT when the publisher (re)connects
 REPUBLISH_CLEARED = timedelta(days=7)
+#: the reading kinds the rules judge (every kind is read: any reading is a sign of life, see ``check_silent``)
 KINDS = ("level", *HEALTH_KINDS)
 
 PASSES = Histogram("sonae_alert_rules_pass_seconds", "Time of one rules pass",
@@ -162,6 +168,7 @@ class RulesWorker:
     @classmethod
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> RulesWorker:
         overrides.setdefault("config", RuleConfig(max_rate_m_per_h=settings["alerting.max_rate_m_per_h"]))
+        overrides.setdefault("silent_factor", settings["alerting.silent_factor"])
         return cls(pool, mqtt_url=settings["mqtt.url"], mqtt_protocol=settings["mqtt.protocol"],
                    topic_root=alert_topic_root(settings["mqtt.topic_prefix"]), **overrides)
 
@@ -309,8 +316,7 @@ class RulesWorker:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             rows = await conn.fetch(
                 """SELECT station_id, kind, exercise, ts, value, received_at FROM readings
-                   WHERE received_at >= $1 AND kind = ANY($2::text[])
-                   ORDER BY station_id, exercise, ts""", watermark, list(KINDS))
+                   WHERE received_at >= $1 ORDER BY station_id, exercise, ts""", watermark)
         # The horizon also stays OVERLAP_S behind the clock: a writer's now() is the time its first
         # statement arrived, a moment before it shows in pg_stat_activity; re-reading that short window
         # costs little, since rows already evaluated are in ``_seen``. An open transaction holds the
@@ -379,8 +385,8 @@ class RulesWorker:
                 st = stations[key[0]]
                 stored = states.get(key) or {}
                 machine = self._machine(st, key[1], stored.get("machine"))
-                readings = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
-                readings.sort(key=lambda r: r.ts)
+                every = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
+                readings = sorted((r for r in every if r.kind in KINDS), key=lambda r: r.ts)
                 late = [r for r in readings if machine.is_late(r)]
                 prev_ts = machine.state.last_ts
                 cp_ts = stored.get("cp_ts")
@@ -391,7 +397,8 @@ class RulesWorker:
                     machine, transitions = await self._reevaluate(conn, st, key[1], machine, min(r.ts for r in late))
                 else:
                     transitions = machine.feed_all(r for r in readings if not machine.is_duplicate(r))
-                last_ts = max([r.ts for r in readings] + [stored.get("last_any_ts") or 0.0])
+                # the newest reading of any kind: the silent-station check's input (alerting.silence)
+                last_ts = max([r.ts for r in every] + [stored.get("last_any_ts") or 0.0])
                 for t in transitions:
                     change = await store.apply_transition(conn, station_id=key[0], municipality_code=st.municipality_code,
                                                           exercise=key[1], t=t)
@@ -411,7 +418,7 @@ class RulesWorker:
                        SELECT s, e, st, ts, now() FROM unnest($1::text[], $2::bool[], $3::jsonb[], $4::timestamptz[])
                            AS u(s, e, st, ts)
                        ON CONFLICT (station_id, exercise) DO UPDATE SET state = EXCLUDED.state,
-                           last_ts = EXCLUDED.last_ts, updated_at = now()""",
+                           last_ts = greatest(rule_state.last_ts, EXCLUDED.last_ts), updated_at = now()""",
                     *map(list, zip(*state_rows, strict=True)))
         return changes
 
@@ -485,24 +492,21 @@ class RulesWorker:
 
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:
-        rows = await conn.fetch(
-            """SELECT s.id, s.municipality_code, s.expected_interval_s, s.exercise, rs.last_ts,
-                      a.id AS alert_id, now() AS now
-               FROM stations s
-               JOIN rule_state rs ON rs.station_id = s.id AND rs.exercise = s.exercise
-               LEFT JOIN alerts a ON a.station_id = s.id AND a.condition = 'silent' AND a.exercise = s.exercise
-                                 AND a.cleared_at IS NULL
-               WHERE s.kind = 'river_level'""")
+        """Raise and clear ``silent`` alerts by :func:`alerting.silence.station_silence` (the staff console's
+        rows too). Returns the number of alert changes."""
+        stations = await station_silence(conn, factor=self.silent_factor)
+        open_alerts = {(r["station_id"], r["exercise"]) for r in await conn.fetch(
+            "SELECT station_id, exercise FROM alerts WHERE condition = $1 AND cleared_at IS NULL", SILENT)}
         changes: list[store.AlertChange] = []
         async with conn.transaction():
-            for r in rows:
-                silent = (r["now"] - r["last_ts"]).total_seconds() > self.silent_factor * r["expected_interval_s"]
-                if silent == (r["alert_id"] is not None):
+            for st in stations:
+                if st.silent == ((st.station_id, st.exercise) in open_alerts):
                     continue
-                t = Transition(SILENT, None if silent else 0, 0 if silent else None, r["now"].timestamp(),
-                               None, None, f"no data since {r['last_ts'].isoformat()}" if silent else "data again")
-                change = await store.apply_transition(conn, station_id=r["id"], municipality_code=r["municipality_code"],
-                                                      exercise=r["exercise"], t=t)
+                t = Transition(SILENT, None if st.silent else 0, 0 if st.silent else None, st.now.timestamp(),
+                               None, None, st.reason if st.silent else "data again")
+                change = await store.apply_transition(conn, station_id=st.station_id,
+                                                      municipality_code=st.municipality_code,
+                                                      exercise=st.exercise, t=t)
                 if change is not None:
                     changes.append(change)
             await conn.execute("DELETE FROM rule_checkpoints WHERE ts < now() - interval '3 days'")

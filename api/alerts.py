@@ -83,15 +83,18 @@ async def active_alerts(request: web.Request) -> web.Response:
     # version of the hub's state (never kept while the hub is disconnected and might miss a change)
     hub = request.app.get(ALERT_HUB)
     staff = _staff_view(request)
+    key, version = (municipality, exercise, audience, staff), hub.version if hub is not None else None
+    cache = request.app[ACTIVE_CACHE]
+    answer = cache.kept(key, version)
+    if answer is None:
 
-    async def make() -> bytes:
-        async with request.app[POOL].acquire() as conn:
-            rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience=audience)
-        alerts = [store.alert_json(r) for r in rows]
-        return _dumps({"alerts": alerts if staff else [public_view(a) for a in alerts]}).encode()
+        async def make() -> bytes:
+            async with request.app[POOL].acquire() as conn:
+                rows = await store.list_active(conn, municipality=municipality, exercise=exercise, audience=audience)
+            alerts = [store.alert_json(r) for r in rows]
+            return _dumps({"alerts": alerts if staff else [public_view(a) for a in alerts]}).encode()
 
-    answer = await request.app[ACTIVE_CACHE].answer((municipality, exercise, audience, staff),
-                                                    hub.version if hub is not None else None, make)
+        answer = await cache.answer(key, version, make)
     return answer.response(request, content_type="application/json",
                            cache_control="private, no-cache" if staff else "no-cache")
 

@@ -20,9 +20,10 @@ import asyncio
 import gzip
 import hashlib
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from api.compression import MIN_BYTES, accepts_gzip
 
@@ -34,6 +35,9 @@ class Answer:
     body: bytes
     gz: bytes | None
     etag: str
+    #: the headers of each form of the answer, by (gzipped, content type, Cache-Control), built once
+    _headers: dict[tuple[bool, str, str], CIMultiDictProxy[str]] = field(default_factory=dict, compare=False,
+                                                                          repr=False)
 
     @classmethod
     def of(cls, body: bytes) -> Answer:
@@ -41,21 +45,33 @@ class Answer:
         return cls(body, gz if gz is not None and len(gz) < len(body) else None,
                    hashlib.blake2b(body, digest_size=12).hexdigest())
 
+    def headers(self, *, gzipped: bool, content_type: str, cache_control: str) -> CIMultiDictProxy[str]:
+        """The headers sent with the answer (``Content-Type`` and ``Content-Encoding`` included; a 304
+        sends the others), the ETag quoted as ``response.etag`` would write it."""
+        key = (gzipped, content_type, cache_control)
+        got = self._headers.get(key)
+        if got is None:
+            etag = self.etag + "-gz" if gzipped else self.etag  # the two encodings are different bytes
+            headers = CIMultiDict({hdrs.CACHE_CONTROL: cache_control, hdrs.VARY: "Accept-Encoding",
+                                   hdrs.ETAG: f'"{etag}"', hdrs.CONTENT_TYPE: content_type})
+            if gzipped:
+                headers[hdrs.CONTENT_ENCODING] = "gzip"
+            got = self._headers[key] = CIMultiDictProxy(headers)
+        return got
+
     def response(self, request: web.Request, *, content_type: str, cache_control: str) -> web.Response:
         """The answer for ``request``: 304 when its If-None-Match holds this answer's ETag, gzip when accepted."""
         gzipped = self.gz is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
-        etag = self.etag + "-gz" if gzipped else self.etag  # the two encodings are different bytes
-        # the headers written out (ETag quoted as response.etag would), Content-Type among them: no parsing
-        headers = {hdrs.CACHE_CONTROL: cache_control, hdrs.VARY: "Accept-Encoding", hdrs.ETAG: f'"{etag}"'}
+        headers = self.headers(gzipped=gzipped, content_type=content_type, cache_control=cache_control)
         # (most requests hold no If-None-Match: its parse only when one is there)
-        wanted = request.if_none_match if hdrs.IF_NONE_MATCH in request.headers else None
-        if wanted and any(t.value in (etag, "*") for t in wanted):  # weak comparison (RFC 9110 §13.1.2)
-            return web.Response(status=304, headers=headers)
-        headers[hdrs.CONTENT_TYPE] = content_type
-        if gzipped:
-            headers[hdrs.CONTENT_ENCODING] = "gzip"
-            return web.Response(body=self.gz, headers=headers)
-        return web.Response(body=self.body, headers=headers)
+        if hdrs.IF_NONE_MATCH in request.headers:
+            etag = self.etag + "-gz" if gzipped else self.etag
+            wanted = request.if_none_match
+            if wanted and any(t.value in (etag, "*") for t in wanted):  # weak comparison (RFC 9110 §13.1.2)
+                return web.Response(status=304, headers={k: v for k, v in headers.items()
+                                                         if k not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_ENCODING)})
+        # (web.Response copies the headers it is given)
+        return web.Response(body=self.gz if gzipped else self.body, headers=headers)
 
 
 class AnswerCache:
@@ -71,6 +87,12 @@ class AnswerCache:
         self.made = 0  # answers made (a measure for tests and benchmarks)
         self._answers: dict[Hashable, Answer] = {}
         self._making: dict[Hashable, asyncio.Task[Answer]] = {}
+
+    def kept(self, key: Hashable, version: Hashable | None) -> Answer | None:
+        """The answer already made for ``key`` at ``version``, without waiting (None: :meth:`answer` makes it)."""
+        if version is None or version != self.version:
+            return None
+        return self._answers.get(key)
 
     async def answer(self, key: Hashable, version: Hashable | None, make: Callable[[], Awaitable[bytes]]) -> Answer:
         """The answer for ``key`` at ``version``, made by ``make`` (the body's bytes) unless made already.

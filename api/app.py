@@ -3,70 +3,24 @@
 from __future__ import annotations
 
 import collections
-import time
-from typing import Any
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import Counter, Histogram
 
 from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations
 from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.answers import AnswerCache
-from api.compression import compression_middleware
 from api.context import POOL, SETTINGS
+from api.edge import edge_middleware
 from api.evacuation import ROUTE_CACHE as evacuation_cache
-from api.problems import problem_middleware
 from api.ratelimit import cors_middleware, rate_limit_middleware
 from sonae.config import Settings
-
-REQUESTS = Counter("sonae_api_requests_total", "HTTP requests", ["route", "method", "status"])
-LATENCY = Histogram("sonae_api_request_seconds", "HTTP request latency", ["route"],
-                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-
-
-_COUNTERS: dict[tuple[str, str, int], Any] = {}
-_TIMERS: dict[str, Any] = {}
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        # label lookups cost more than the increments: keep the children
-        counter = _COUNTERS.get((route, request.method, status))
-        if counter is None:
-            counter = _COUNTERS[(route, request.method, status)] = REQUESTS.labels(route, request.method, str(status))
-        timer = _TIMERS.get(route)
-        if timer is None:
-            timer = _TIMERS[route] = LATENCY.labels(route)
-        counter.inc()
-        timer.observe(time.perf_counter() - started)
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    response = await handler(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
 
 
 def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     """Build the API application over an open connection pool."""
-    # compression outermost but metrics: it sees the final answer, problems included
-    middlewares = [metrics_middleware, compression_middleware, problem_middleware, security_headers]
+    # problems, security headers, compression and metrics in one pass (api/edge.py), outermost
+    middlewares = [edge_middleware]
     if settings["api.cors_origins"]:
         middlewares.append(cors_middleware(settings["api.cors_origins"]))
     if settings["api.rate_limit_per_minute"] > 0:

@@ -144,7 +144,7 @@ def _nearest(engine: Engine, lat: float, lon: float, *, k: int, profile: str, ha
     r = engine.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
     found = []
     if r.status == "ok":
-        found = engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard, exercise=exercise)
+        found = engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard, exercise=exercise, route=r)
     return r.status, r.state.version, found
 
 

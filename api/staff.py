@@ -13,19 +13,19 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from alerting.audit import record_audit as audit
 from alerting.rules import device_problems
+from alerting.silence import station_silence
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
 from api.bodies import field, int_field, json_object, municipality_code, number_field
 from api.boundaries import area_municipality
-from api.context import POOL
+from api.context import POOL, SETTINGS
 from api.params import path_int, query_int
 from api.problems import Problem
 from evac.hazards import HAZARD_TYPES
@@ -232,37 +232,43 @@ async def delete_hazard_map_link(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# the station's own stream (exercise readings for an exercise station), as the rules worker's alerts
 _HEALTH = """
-SELECT s.id, s.name, s.municipality_code, s.expected_interval_s, s.exercise,
-       (SELECT max(ts) FROM readings r WHERE r.station_id = s.id AND r.kind IN ('level', 'rain')) AS last_reading,
-       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'battery_pct' ORDER BY ts DESC LIMIT 1) AS battery_pct,
-       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'rssi_dbm' ORDER BY ts DESC LIMIT 1) AS rssi_dbm,
-       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'status' ORDER BY ts DESC LIMIT 1) AS status
+SELECT s.id, s.name,
+       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'battery_pct' AND r.exercise = s.exercise
+        ORDER BY ts DESC LIMIT 1) AS battery_pct,
+       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'rssi_dbm' AND r.exercise = s.exercise
+        ORDER BY ts DESC LIMIT 1) AS rssi_dbm,
+       (SELECT value FROM readings r WHERE r.station_id = s.id AND r.kind = 'status' AND r.exercise = s.exercise
+        ORDER BY ts DESC LIMIT 1) AS status
 FROM stations s
 WHERE ($1::text IS NULL OR s.municipality_code = $1)
-ORDER BY s.id
 """
 
 
 @routes.get("/api/v1/sensors/health")
 async def sensor_health(request: web.Request) -> web.Response:
+    """Every station in scope with its problems now. ``silent`` is the rules worker's verdict, from the same
+    query, clock and factor (:func:`alerting.silence.station_silence`, setting ``alerting.silent_factor``);
+    ``last_reading`` is the newest reading of any kind, the time that verdict counts from."""
     account = await authenticate(request)
-    async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(_HEALTH, scope_filter(account))
-    now = datetime.now(UTC)
+    factor = request.app[SETTINGS]["alerting.silent_factor"]
+    async with request.app[POOL].acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        silence = await station_silence(conn, factor=factor, municipality_code=scope_filter(account))
+        devices = {r["id"]: r for r in await conn.fetch(_HEALTH, scope_filter(account))}
     out = []
-    for r in rows:
-        age = (now - r["last_reading"]).total_seconds() if r["last_reading"] else None
+    for s in silence:
+        r = devices[s.station_id]
+        age = s.seconds_since_data
         code = int(r["status"]) if r["status"] is not None else None
         status = STATUS_NAMES.get(code) if code is not None else None
         # the rules of the device-health alerts (alerting.rules), as a snapshot
-        problems = device_problems(seconds_since_data=age, expected_interval_s=r["expected_interval_s"],
-                                   battery_pct=r["battery_pct"], status=code)
-        out.append({"station_id": r["id"], "name": r["name"], "municipality_code": r["municipality_code"],
-                    "exercise": r["exercise"],
-                    "last_reading": r["last_reading"].isoformat().replace("+00:00", "Z") if r["last_reading"] else None,
+        problems = device_problems(silent=s.silent, battery_pct=r["battery_pct"], status=code)
+        out.append({"station_id": s.station_id, "name": r["name"], "municipality_code": s.municipality_code,
+                    "exercise": s.exercise,
+                    "last_reading": s.last_data.isoformat().replace("+00:00", "Z") if s.last_data else None,
                     "seconds_since_last_reading": None if age is None else round(age),
-                    "expected_interval_s": r["expected_interval_s"], "battery_pct": r["battery_pct"],
+                    "expected_interval_s": s.expected_interval_s, "battery_pct": r["battery_pct"],
                     "rssi_dbm": r["rssi_dbm"], "status": status, "problems": problems})
     return web.json_response({"stations": out})
 

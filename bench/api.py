@@ -7,7 +7,7 @@ case); the alerts endpoint with a realistic set of active alerts (one open river
 drill, per gauge of the drill town, levels 2-5) rather than an empty list; and the first request on a
 cold field (a profile/hazard nobody asked for yet) against the same request once warm.
 
-    .venv/bin/python bench/api.py [--duration 10] [--connections 64] [--sse-clients 5000]
+    .venv/bin/python bench/api.py [--duration 10] [--rounds 3] [--connections 64] [--sse-clients 5000]
 
 Needs ``wrk`` (Debian package ``wrk``) and a PostgreSQL (``SONAE_BENCH_DATABASE_URL``, default the
 local server on 127.0.0.1:5432; a fresh database is created and dropped). The Sonae API runs as a real
@@ -16,7 +16,9 @@ the run (every request comes from one address). Targets on this 2-core machine: 
 active alerts ≥ 0.7 × the ceiling; 5,000 SSE clients all receive a new alert within 1 s. Besides
 requests/s, each server's requests per CPU second of its process tree are measured over the same wrk
 run (``*_cpu_ratio``: the endpoint's over the ceiling's): on a machine others load too, that is the
-figure their load disturbs least.
+figure their load disturbs least. Each endpoint is measured in ``--rounds`` short runs, each right after a run
+of the ceiling, and its ratios are the median over rounds (the load of a shared machine drifts within
+minutes: a ceiling measured once before and once after all endpoints moved the ratios by ±0.1).
 Results are printed and written to ``.state/bench/api.json``.
 """
 
@@ -35,7 +37,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -106,6 +110,40 @@ def wrk(url: str, *, duration: int, connections: int, extra: list[str] | None = 
         result["cpu_s"] = round(cpu, 2)
         result["rps_per_cpu_s"] = round(requests / cpu) if cpu > 0 else None
     return result
+
+
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several :func:`wrk` runs of one endpoint as one: mean requests/s, worst p99, summed non-2xx and CPU,
+    and requests per CPU second over all of them."""
+    out: dict[str, Any] = {"rps": round(statistics.mean(r["rps"] for r in runs)),
+                             "p99_ms": max(r["p99_ms"] for r in runs), "non_2xx": sum(r["non_2xx"] for r in runs)}
+    if all("cpu_s" in r for r in runs):
+        cpu = sum(r["cpu_s"] for r in runs)
+        out["cpu_s"] = round(cpu, 2)
+        out["rps_per_cpu_s"] = round(sum(r["rps_per_cpu_s"] * r["cpu_s"] for r in runs) / cpu) if cpu > 0 else 0
+    return out
+
+
+def paired(name: str, measure: Callable[[int, int], dict[str, float]], ceiling: Callable[[int], dict[str, float]],
+           *, rounds: int, duration: int, results: dict[str, object]) -> None:
+    """Measure an endpoint in ``rounds`` short runs, each right after a run of the ceiling, and keep in
+    ``results``: the endpoint's and the ceiling's runs combined (``name``, ``ceiling_<name>``), each round's
+    ratios, and their medians (``<name>_ratio``, ``<name>_cpu_ratio``). A ratio of adjacent runs follows the
+    machine's load as it drifts; the median of rounds is what one disturbed round moves least.
+    ``measure(round, seconds)`` runs the endpoint (a new round must not ask what an earlier one asked)."""
+    seconds = max(2, round(duration / rounds))
+    ends, ceils = [], []
+    for i in range(rounds):
+        ceils.append(ceiling(seconds))
+        ends.append(measure(i, seconds))
+    results[name], results[f"ceiling_{name}"] = combined(ends), combined(ceils)
+    ratios = [e["rps"] / c["rps"] for e, c in zip(ends, ceils, strict=True)]
+    cpu_ratios = [e["rps_per_cpu_s"] / c["rps_per_cpu_s"] for e, c in zip(ends, ceils, strict=True)]
+    results[f"{name}_ratio"] = round(statistics.median(ratios), 2)
+    results[f"{name}_cpu_ratio"] = round(statistics.median(cpu_ratios), 2)
+    results[f"{name}_cpu_ratio_rounds"] = [round(r, 2) for r in cpu_ratios]
+    print(f"{name:13}: {results[name]}; per CPU second / ceiling by round {results[f'{name}_cpu_ratio_rounds']}",
+          flush=True)
 
 
 # each wrk thread draws its own positions: with one seed for all, the threads asked the same positions
@@ -282,24 +320,28 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         route_url = f"{base}/api/v1/route?lat={lat:.5f}&lon={lon:.5f}&hazard=flood&lang=ja"
         with urllib.request.urlopen(route_url, timeout=10) as resp:
             results["route_status"] = json.loads(resp.read())["properties"]["status"]
-        results["ceiling"] = wrk(f"http://127.0.0.1:{ceiling_port}/", duration=args.duration,
-                                 connections=args.connections, server_pid=ceiling.pid)
-        print(f"ceiling (bare aiohttp) : {results['ceiling']}", flush=True)
-        results["route"] = wrk(route_url, duration=args.duration, connections=args.connections, server_pid=api.pid)
-        print(f"GET /api/v1/route (one cached URL)     : {results['route']}", flush=True)
+        ceiling_url = f"http://127.0.0.1:{ceiling_port}/"
+
+        def ceiling_run(seconds: int) -> dict[str, float]:
+            return wrk(ceiling_url, duration=seconds, connections=args.connections, server_pid=ceiling.pid)
+
+        common = {"rounds": args.rounds, "duration": args.duration, "results": results}
+        paired("route", lambda i, sec: wrk(route_url, duration=sec, connections=args.connections, server_pid=api.pid),
+               ceiling_run, **common)  # type: ignore[arg-type]
         with urllib.request.urlopen(base + "/api/v1/shelters?format=geojson", timeout=10) as resp:
             pts = [f["geometry"]["coordinates"] for f in json.loads(resp.read())["features"]]
         west, east = min(p[0] for p in pts), max(p[0] for p in pts)
         south, north = min(p[1] for p in pts), max(p[1] for p in pts)
-        script = RANDOM_ROUTE_LUA % {"seed": 42, "south": south, "dlat": north - south, "west": west,
-                                     "dlon": east - west}
-        results["route_random"] = wrk_script(base, script, duration=args.duration, connections=args.connections,
-                                             server_pid=api.pid)
-        print(f"GET /api/v1/route (random positions)   : {results['route_random']}", flush=True)
+
+        def random_run(i: int, seconds: int) -> dict[str, float]:  # each round its own positions: no cache hits
+            script = RANDOM_ROUTE_LUA % {"seed": 42 + 7919 * i, "south": south, "dlat": north - south, "west": west,
+                                         "dlon": east - west}
+            return wrk_script(base, script, duration=seconds, connections=args.connections, server_pid=api.pid)
+
+        paired("route_random", random_run, ceiling_run, **common)  # type: ignore[arg-type]
         results["active_alerts"] = asyncio.run(seed_alerts(db))
-        results["alerts"] = wrk(base + "/api/v1/alerts", duration=args.duration, connections=args.connections,
-                                server_pid=api.pid)
-        print(f"GET /api/v1/alerts ({results['active_alerts']} active)   : {results['alerts']}", flush=True)
+        paired("alerts", lambda i, sec: wrk(base + "/api/v1/alerts", duration=sec, connections=args.connections,
+                                            server_pid=api.pid), ceiling_run, **common)  # type: ignore[arg-type]
         # the first request on a field nobody asked for yet, then the same request warm
         cold_url = f"{base}/api/v1/route?lat={lat:.5f}&lon={lon:.5f}&hazard=landslide&profile=reduced_mobility&lang=ja"
         cold = timed_get(cold_url)
@@ -308,18 +350,6 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         results["cold_field"] = {"first_ms": round(cold, 1), "warm_median_ms": round(warm, 2),
                                  "ratio": round(cold / warm, 1)}
         print(f"cold field first request: {results['cold_field']}", flush=True)
-        # the machine's load drifts: measure the ceiling again after, and compare with the mean
-        results["ceiling_after"] = wrk(f"http://127.0.0.1:{ceiling_port}/", duration=args.duration,
-                                       connections=args.connections, server_pid=ceiling.pid)
-        print(f"ceiling again          : {results['ceiling_after']}", flush=True)
-        ceiling_rps = (results["ceiling"]["rps"] + results["ceiling_after"]["rps"]) / 2  # type: ignore[index]
-        results["route_ratio"] = round(results["route"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
-        results["route_random_ratio"] = round(results["route_random"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
-        results["alerts_ratio"] = round(results["alerts"]["rps"] / ceiling_rps, 2)  # type: ignore[index]
-        # per CPU second of the server's process tree: the ratio others' load on the machine disturbs least
-        ceiling_cpu = (results["ceiling"]["rps_per_cpu_s"] + results["ceiling_after"]["rps_per_cpu_s"]) / 2  # type: ignore[index]
-        for name in ("route", "route_random", "alerts"):
-            results[f"{name}_cpu_ratio"] = round(results[name]["rps_per_cpu_s"] / ceiling_cpu, 2)  # type: ignore[index]
         if args.sse_clients:
             req = urllib.request.Request(base + "/api/v1/auth/token", method="POST",
                                          data=json.dumps({"username": "bench", "password": "bench-password-1"}).encode(),
@@ -347,7 +377,8 @@ def main(args: argparse.Namespace) -> dict[str, object]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each endpoint (and of the ceiling beside it)")
+    parser.add_argument("--rounds", type=int, default=3, help="short runs per endpoint, each after a ceiling run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sse-clients", type=int, default=5000)
     out = main(parser.parse_args())

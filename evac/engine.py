@@ -34,9 +34,11 @@ Reuse between recomputes
 Shared between processes
     On a network loaded from a file (:meth:`RoadNetwork.load`), the edge factors and each field's search
     result live in the host-wide field store (:mod:`evac.fieldstore`), named by a digest of what they are
-    computed from (the areas' edges, severities and penalties; the profile and the source rows): an
-    engine maps an entry another process published instead of computing it, and publishes what it
-    computes, keeping the mapped copy, not its own. Mapped arrays are read-only: a change copies them
+    computed from (the store format, the network file, the areas' edges, severities and penalties; the
+    profile and the source rows): an engine maps an entry another process published instead of computing
+    it, and publishes what it computes, keeping the mapped copy, not its own. Two engines that need one entry at once compute it
+    once: the first holds the entry's lock until it has published, the other waits (bounded) and maps it
+    (:meth:`evac.fieldstore.FieldStore.claim`). Mapped arrays are read-only: a change copies them
     first (:class:`evac.incremental.ArrayPool`), and the copy is free for the next change once published.
 """
 
@@ -58,7 +60,7 @@ import shapely
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from evac.fieldstore import FieldStore, digest
+from evac.fieldstore import Claim, FieldStore
 from evac.graph import PROFILES
 from evac.hazards import (
     AreaLines,
@@ -605,22 +607,28 @@ class Engine:
             new = _Snapshot(HazardState(st.version + 1, _now(), shel, ar, levels))
             with self._recent_lock:
                 keys = self.warm | set(self._recent)
-            unpublished: list[tuple[Field, str, str]] = []
-            for key in sorted(keys):
-                f = old.fields.get(key)
-                if f is not None and self._same_inputs(st, new.state, key):
-                    new.fields[key] = replace(f, version=new.state.version)
-                else:
-                    self._compute(new, key, prev=f, unpublished=unpublished)
-            self._snap = new  # the atomic swap: one reference assignment
-            if self.store is not None:
-                # published once the new state is in use (writing the files takes about as long as an
-                # incremental update): each field then drops its own arrays for the mapped ones, which
-                # hold the same values, so a query reading either answers the same
-                for f, name, dig in unpublished:
-                    f.dist, f.next_node, f.source = self._share(name, dig, dist=f.dist, next_node=f.next_node,
-                                                                source=f.source)
-                self.store.prune()  # old entries go too
+            unpublished: list[tuple[Field, str, str, Claim]] = []
+            try:
+                for key in sorted(keys):  # (one order in every process: their entry locks cannot cross)
+                    f = old.fields.get(key)
+                    if f is not None and self._same_inputs(st, new.state, key):
+                        new.fields[key] = replace(f, version=new.state.version)
+                    else:
+                        self._compute(new, key, prev=f, unpublished=unpublished)
+                self._snap = new  # the atomic swap: one reference assignment
+                if self.store is not None:
+                    # published once the new state is in use (writing the files takes about as long as an
+                    # incremental update): each field then drops its own arrays for the mapped ones, which
+                    # hold the same values, so a query reading either answers the same; another process
+                    # that needs the entry meanwhile waits for it (the claim's lock) and then maps it
+                    for f, name, dig, claim in unpublished:
+                        f.dist, f.next_node, f.source = self._share(name, dig, dist=f.dist, next_node=f.next_node,
+                                                                    source=f.source)
+                        claim.release()
+                    self.store.prune()  # old entries go too
+            finally:
+                for *_, claim in unpublished:
+                    claim.release()
             return new.state
 
     @staticmethod
@@ -677,7 +685,7 @@ class Engine:
         return f
 
     def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None,
-                 unpublished: list[tuple[Field, str, str]] | None = None) -> Field:
+                 unpublished: list[tuple[Field, str, str, Claim]] | None = None) -> Field:
         """The field of ``key`` at ``snap``'s state (stored in ``snap``).
 
         Reused, never rebuilt, when their inputs are the same: the hazard index (by the areas in force),
@@ -687,8 +695,10 @@ class Engine:
         at the previous state) has the very same weights and source rows, its search result is reused;
         otherwise, with ``incremental``, it is brought up to date by an incremental update
         (:mod:`evac.incremental`) when the change is local. With a field store, the search result is
-        looked up there first; one computed here is published and mapped, or, when ``unpublished`` is
-        given, left to the caller ((field, entry name, digest) appended to it).
+        claimed there first (:meth:`FieldStore.claim`: mapped when published, waited for while another
+        process computes it); one computed here is published and mapped, or, when ``unpublished`` is
+        given, left to the caller ((field, entry name, digest, claim) appended to it: it releases the
+        claim once published).
         """
         profile, hazard, exercise = key
         check_hazard(hazard)
@@ -707,50 +717,59 @@ class Engine:
             k = len(sources)
             inc = None
             tails = Walks()
+            # what the search result follows from, besides the network (in the store's key): a change to
+            # how it is computed from these must bump evac.fieldstore.STORE_FORMAT
             shared = None if self.store is None or not hz.digest else (  # (no digest: built before the store)
                 f"{profile}-{hazard}-{'exercise' if exercise else 'real'}",
-                digest(profile, hz.digest, sources.end, sources.offset, UNREACHABLE_S, BLOCKED_WEIGHT))
-            got = None
-            if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
-                dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
-                if prev.shelters == shelters and prev.de_weight is de_w:  # and the same shelters: the same walks
-                    tails = prev.tails
-                shared = None
-            elif shared is not None and self.store is not None and (got := self.store.get(*shared)) is not None:
-                dist, pred, src = got["dist"], got["next_node"], got["source"]  # another process's search
-                shared = None
-            elif k and prev is not None and self.incremental and n >= self.incremental_min_nodes and (
-                    inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
-                dist, pred, src = (_frozen(a) for a in inc)
-                self.recomputes[key] += 1
-                self.incremental_updates[key] += 1
-            elif k:
-                indptr, indices = self._struct(key, pg, sources)
-                nnz = len(pg.rev_indices)
-                data = np.empty(nnz + k)
-                np.take(pair_w.whole(), pg.rev_perm, out=data[:nnz], mode="clip")  # "raise" would buffer
-                np.maximum(sources.offset, 1e-9, out=data[nnz:])
-                dist, pred, src = (_frozen(a) for a in self.search(data, indices, indptr, n, k, UNREACHABLE_S))
-                self.recomputes[key] += 1
-            else:
-                dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
-                                   _frozen(np.full(n, -1, np.int32)))
-            if shared is not None and unpublished is None:  # computed here: publish it, keep the mapped copy
-                dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src)
-            f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
-                      pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
-                      tails)
-            if shared is not None and unpublished is not None:
-                unpublished.append((f, *shared))  # the caller publishes it once the state is swapped in
-            snap.fields[key] = f
-            self._touch(key)
-            with self._recent_lock:
-                keep = self.warm | set(self._recent)
-            for old_key in [k2 for k2 in snap.fields if k2 not in keep]:  # dropped from the on-demand set
-                snap.fields.pop(old_key, None)
-            for old_key in [k2 for k2 in list(self._structs) if k2 not in keep]:
-                self._structs.pop(old_key, None)
-            return f
+                self.store.digest(prof, ACCESS_SPEED_MPS, hz.digest, sources.end, sources.offset, UNREACHABLE_S,
+                                  BLOCKED_WEIGHT))
+            claim = Claim()  # the entry's lock while this process computes it
+            try:
+                got = None
+                if prev is not None and prev.sources is sources and prev.pair_weight is pair_w:
+                    dist, pred, src = prev.dist, prev.next_node, prev.source  # the same search
+                    if prev.shelters == shelters and prev.de_weight is de_w:  # and the same shelters: the same walks
+                        tails = prev.tails
+                    shared = None
+                elif shared is not None and self.store is not None and (
+                        got := (claim := self.store.claim(*shared)).arrays) is not None:
+                    dist, pred, src = got["dist"], got["next_node"], got["source"]  # another process's search
+                    shared = None
+                elif k and prev is not None and self.incremental and n >= self.incremental_min_nodes and (
+                        inc := self._incremental(pg, prev, hz, pair_w, shelters, sources)) is not None:
+                    dist, pred, src = (_frozen(a) for a in inc)
+                    self.recomputes[key] += 1
+                    self.incremental_updates[key] += 1
+                elif k:
+                    indptr, indices = self._struct(key, pg, sources)
+                    nnz = len(pg.rev_indices)
+                    data = np.empty(nnz + k)
+                    np.take(pair_w.whole(), pg.rev_perm, out=data[:nnz], mode="clip")  # "raise" would buffer
+                    np.maximum(sources.offset, 1e-9, out=data[nnz:])
+                    dist, pred, src = (_frozen(a) for a in self.search(data, indices, indptr, n, k, UNREACHABLE_S))
+                    self.recomputes[key] += 1
+                else:
+                    dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
+                                       _frozen(np.full(n, -1, np.int32)))
+                if shared is not None and unpublished is None:  # computed here: publish it, keep the mapped copy
+                    dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src)
+                f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
+                          pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
+                          tails)
+                if shared is not None and unpublished is not None:
+                    unpublished.append((f, *shared, claim))  # the caller publishes it once the state is swapped in
+                snap.fields[key] = f
+                self._touch(key)
+                with self._recent_lock:
+                    keep = self.warm | set(self._recent)
+                for old_key in [k2 for k2 in snap.fields if k2 not in keep]:  # dropped from the on-demand set
+                    snap.fields.pop(old_key, None)
+                for old_key in [k2 for k2 in list(self._structs) if k2 not in keep]:
+                    self._structs.pop(old_key, None)
+                return f
+            finally:
+                if not (unpublished and unpublished[-1][3] is claim):
+                    claim.release()  # published (or failed): others may take it
 
     def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """``arrays`` (computed here) as the field store's entry ``name``/``dig``, mapped read-only (the
@@ -822,24 +841,25 @@ class Engine:
                     del self._hazard_indexes[old_key]
         changed: np.ndarray | None = None
         dig = ""
-        stored = None
+        claim = Claim()
         if self.store is not None:  # the factors follow from each area's edges, severity and penalty
-            parts: list[Any] = []
+            parts: list[Any] = []  # (a change to how they are computed from these must bump STORE_FORMAT)
             for a, h in sorted(zip(active, hits, strict=True), key=lambda ah: ah[0].id):
                 parts += [a.id, a.severity, float(a.penalty_factor), np.asarray(h, np.int64)]
-            dig = digest("mult", net.n_edges, *parts)
-            stored = self.store.get("mult", dig)
-        if stored is not None:  # published by another process: mapped, not built
-            mult = stored["mult"]
-            changed = None if parent is None else _edges_between(parent, active, hits)
-        elif parent is None:
-            mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
-            for a, h in zip(active, hits, strict=True):
-                _apply_area(mult, a, h)
-        else:
-            mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
-        if self.store is not None and stored is None:
-            mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
+            dig = self.store.digest("mult", net.n_edges, *parts)
+            claim = self.store.claim("mult", dig)  # mapped, or ours to build (others wait meanwhile)
+        with claim:
+            if claim.arrays is not None:  # published by another process: mapped, not built
+                mult = claim.arrays["mult"]
+                changed = None if parent is None else _edges_between(parent, active, hits)
+            elif parent is None:
+                mult = self._pool.copy(np.broadcast_to(np.float64(1.0), (net.n_edges,)))
+                for a, h in zip(active, hits, strict=True):
+                    _apply_area(mult, a, h)
+            else:
+                mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
+            if self.store is not None and claim.arrays is None:
+                mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines([g for a, g in geoms if a.severity == "blocked"],
                                      [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]),
@@ -1307,14 +1327,16 @@ class Engine:
 
     def nearest_shelters(
         self, lat: float, lon: float, *, k: int = 3, profile: str = "walk", hazard: str = "flood",
-        exercise: bool = False, include_full: bool = False,
+        exercise: bool = False, include_full: bool = False, route: RouteResult | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` nearest qualifying shelters with travel times (full ones skipped unless asked).
 
         Times run from the same road point as :meth:`route_result` (access leg included) to each shelter
-        (its last partial edge and egress leg included).
+        (its last partial edge and egress leg included). ``route``: that :meth:`route_result`, when the
+        caller has it already (it must be for the same position, profile, hazard and exercise flag).
         """
-        r = self.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+        r = route if route is not None else self.route_result(lat, lon, profile=profile, hazard=hazard,
+                                                                exercise=exercise)
         if r.status != "ok" or r.first is None:
             return []
         f = r.field

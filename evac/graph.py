@@ -198,7 +198,9 @@ def configure_osmnx(*, state_dir: Path | str, overpass_url: str | None = None) -
     ox.settings.useful_tags_way = tags + [t for t in EXTRA_WAY_TAGS if t not in tags]
 
 
-def _say(progress: Progress | None, message: str) -> None:
+def report_progress(progress: Progress | None, message: str) -> None:
+    """Log ``message`` (INFO, logger ``sonae.evac.graph``) and pass it to ``progress`` when one is given: how
+    graph building and imports show their progress (a CLI prints it, a service logs it)."""
     log.info(message)
     if progress is not None:
         progress(message)
@@ -212,11 +214,11 @@ def prepare_graph(G: nx.MultiDiGraph, *, progress: Progress | None = None) -> nx
     if len(G) == 0:
         raise ValueError("the graph has no highway ways: check that the OSM data covers streets")
     if len(G) and not G.graph.get("simplified"):
-        _say(progress, f"simplifying {len(G):,} nodes")
+        report_progress(progress, f"simplifying {len(G):,} nodes")
         # remove_rings=False: a closed way with no junction (a ring lane, a park path) is road people
         # live on; osmnx would drop it. Loops with one junction stay as self-loop edges.
         G = ox.simplify_graph(G, edge_attrs_differ=list(SIMPLIFY_DIFFER), remove_rings=False)
-    _say(progress, f"road graph ready: {len(G):,} nodes, {G.number_of_edges():,} edges")
+    report_progress(progress, f"road graph ready: {len(G):,} nodes, {G.number_of_edges():,} edges")
     return G
 
 
@@ -269,19 +271,19 @@ def graph_from_file(
     configure_osmnx(state_dir=state_dir)
     name = path.name.lower()
     if name.endswith(".graphml"):
-        _say(progress, f"reading GraphML {path.name}")
+        report_progress(progress, f"reading GraphML {path.name}")
         G = ox.load_graphml(path)
     elif name.endswith((".osm", ".osm.bz2", ".xml", ".xml.bz2")):
-        _say(progress, f"parsing OSM XML {path.name}")
+        report_progress(progress, f"parsing OSM XML {path.name}")
         G = _from_xml(path)
     elif name.endswith(".pbf"):
-        _say(progress, f"reading OSM PBF {path.name} (pyosmium)")
+        report_progress(progress, f"reading OSM PBF {path.name} (pyosmium)")
         with tempfile.TemporaryDirectory(dir=Path(state_dir)) as tmp:
             G = _from_xml(pbf_to_osm_xml(path, Path(tmp) / "roads.osm"))
     else:
         raise ValueError(f"cannot read {path.name}: use .osm, .osm.bz2, .osm.pbf or .graphml")
     if clip is not None:
-        _say(progress, "clipping to the given area")
+        report_progress(progress, "clipping to the given area")
         G = ox.truncate.truncate_graph_polygon(G, clip, truncate_by_edge=True)
     return prepare_graph(G, progress=progress)
 
@@ -304,7 +306,7 @@ def graph_from_place(
 ) -> nx.MultiDiGraph:
     """Download the streets of a named place (needs internet unless osmnx's cache has it)."""
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
-    _say(progress, f"downloading streets of {query}")
+    report_progress(progress, f"downloading streets of {query}")
     G = ox.graph_from_place(query, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
 
@@ -315,7 +317,7 @@ def graph_from_point(
 ) -> nx.MultiDiGraph:
     """Download the streets within ``dist_m`` of a point (needs internet unless cached)."""
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
-    _say(progress, f"downloading streets within {dist_m:.0f} m")
+    report_progress(progress, f"downloading streets within {dist_m:.0f} m")
     G = ox.graph_from_point((lat, lon), dist=dist_m, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
 
@@ -327,7 +329,7 @@ def graph_from_bbox(
     """Download the streets in a bounding box (needs internet unless cached), from ``overpass_url``
     (default: osmnx's, the public overpass-api.de)."""
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
-    _say(progress, "downloading streets in bounding box")
+    report_progress(progress, "downloading streets in bounding box")
     G = ox.graph_from_bbox((west, south, east, north), network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
 

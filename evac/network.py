@@ -58,7 +58,15 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from evac import mapped
-from evac.graph import PROFILE_NAMES, PROFILES, LabelTable, Progress, _say, graph_from_file, names_of
+from evac.graph import (
+    PROFILE_NAMES,
+    PROFILES,
+    LabelTable,
+    Progress,
+    graph_from_file,
+    names_of,
+    report_progress,
+)
 from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
 from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays
 
@@ -247,7 +255,7 @@ class RoadNetwork:
     @classmethod
     def from_graph(cls, G: nx.MultiDiGraph, *, progress: Progress | None = None) -> RoadNetwork:
         """Build the arrays from a prepared osmnx graph (see :func:`evac.graph.prepare_graph`)."""
-        _say(progress, f"building arrays for {len(G):,} nodes")
+        report_progress(progress, f"building arrays for {len(G):,} nodes")
         osmids = np.fromiter(G.nodes, dtype=np.int64, count=len(G))
         index = {n: i for i, n in enumerate(osmids.tolist())}
         lon = np.array([G.nodes[n]["x"] for n in osmids.tolist()], dtype=float)
@@ -682,13 +690,13 @@ def load_network(
         except (KeyError, OSError, EOFError, ValueError) as exc:
             raise ValueError(f"{source} is not a road network Sonae can read ({exc}): make it again with "
                              "`sonae graph import`") from None
-        _say(progress, f"loaded network {Path(source).name}")
+        report_progress(progress, f"loaded network {Path(source).name}")
         return net
     cache = network_cache_path(source, state_dir=state_dir)
     if cache.exists() and not rebuild:
         try:
             net = RoadNetwork.load(cache)
-            _say(progress, f"loaded cached network {cache.name}")
+            report_progress(progress, f"loaded cached network {cache.name}")
             return net
         except (ValueError, KeyError, OSError):
             pass  # stale or damaged: rebuild below
@@ -698,7 +706,7 @@ def load_network(
         net = RoadNetwork.from_graph(graph_from_file(source, state_dir=state_dir, progress=progress),
                                      progress=progress)
     net.save(cache)
-    _say(progress, f"cached network as {cache}")
+    report_progress(progress, f"cached network as {cache}")
     return net
 
 

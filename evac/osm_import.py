@@ -56,8 +56,8 @@ from evac.graph import (
     SIMPLIFY_DIFFER,
     LabelTable,
     Progress,
-    _say,
     names_of,
+    report_progress,
 )
 
 #: Every way tag the profiles (:meth:`evac.graph.Profile.speeds`), labels and simplification read.
@@ -92,7 +92,7 @@ class _Ticker:
         now = time.monotonic()
         if now - self.last >= _PROGRESS_EVERY_S:
             self.last = now
-            _say(self.progress, message)
+            report_progress(self.progress, message)
 
 
 def _great_circle(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
@@ -216,7 +216,7 @@ def network_arrays(
         raise FileNotFoundError(f"road data {path} does not exist: give the path of an .osm(.bz2) or .osm.pbf file")
     ticker = _Ticker(progress)
     kind = "OSM PBF" if path.name.lower().endswith(".pbf") else "OSM XML"
-    _say(progress, f"reading highway ways of {path.name} ({kind}, streamed with pyosmium)")
+    report_progress(progress, f"reading highway ways of {path.name} ({kind}, streamed with pyosmium)")
     try:
         refs, lon, lat, offsets, way_set, sets, missing = _read_ways(path, ticker, node_index)
     except RuntimeError as exc:
@@ -224,7 +224,7 @@ def network_arrays(
     if refs.size == 0:
         raise ValueError(f"{path.name} holds no highway ways: check that the extract covers streets")
     if missing:
-        _say(progress, f"{missing:,} node references are not in the file: their segments are left out")
+        report_progress(progress, f"{missing:,} node references are not in the file: their segments are left out")
     # the nodes: sorted unique ids with their locations
     order = np.argsort(refs, kind="stable")
     sorted_refs = refs[order]
@@ -232,7 +232,7 @@ def network_arrays(
     node_id = sorted_refs[first]
     node_lon, node_lat = lon[order[first]], lat[order[first]]
     del order, sorted_refs, first, lon, lat
-    _say(progress, f"{offsets.size - 1:,} highway ways use {node_id.size:,} nodes")
+    report_progress(progress, f"{offsets.size - 1:,} highway ways use {node_id.size:,} nodes")
     return _build(refs, offsets, way_set, sets, node_id, node_lon, node_lat, clip=clip, progress=progress,
                   name=path.name)
 
@@ -280,7 +280,7 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
     m = tail.size
     if m == 0:
         raise ValueError(f"{name} holds no highway segments" + (" inside the given area" if clip is not None else ""))
-    _say(progress, f"simplifying {m:,} directed segments")
+    report_progress(progress, f"simplifying {m:,} directed segments")
     seg_len = _great_circle(node_lat[tail], node_lon[tail], node_lat[head], node_lon[head])
 
     # -- endpoints (osmnx simplification._is_endpoint) ----------------------------------------------------
@@ -448,7 +448,7 @@ def _build(refs: np.ndarray, offsets: np.ndarray, way_set: np.ndarray, sets: lis
                 v = sp[e_sig]
                 pair.append(np.where(v > 0, np.maximum(length / np.where(v > 0, v, 1.0), MIN_EDGE_TIME_S), math.inf))
             times[p] = (pair[0], pair[1])
-    _say(progress, f"road graph ready: {osmids.size:,} nodes, {ne:,} edges")
+    report_progress(progress, f"road graph ready: {osmids.size:,} nodes, {ne:,} edges")
     return {"node_osmid": osmids, "node_lon": lon, "node_lat": lat, "edge_u": eu32, "edge_v": ev32,
             "edge_length": length, "edge_name": sig_name[e_sig], "edge_highway": sig_hw[e_sig],
             "coord_offsets": coord_offsets, "coords": coords, "names": names, "times": times}

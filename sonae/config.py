@@ -231,6 +231,10 @@ SCHEMA: tuple[Setting, ...] = (
             "Fastest plausible change of a river stage, m/h (stations' max_rate_m_per_h overrides it); a faster "
             "jump raises only a staff-only unconfirmed alert until the next reading. 6.0 = 1.5 x the fastest "
             "genuine rise in the real MLIT and 持世寺 records (see alerting/rules.py).", check=_positive),
+    Setting("alerting.silent_factor", float, 3.0,
+            "A station is silent (staff alert, and so in the staff console) after this many of its expected "
+            "reporting intervals without a reading of any kind, counted from registration if it never reported "
+            "(alerting.rules.is_silent).", check=_positive),
     # -- evac: the residents' evacuation routes (evac/service.py) --
     Setting("evac.network", str, "",
             "Road network for evacuation routes: a network made by `sonae graph import` (.npz), an .osm, "

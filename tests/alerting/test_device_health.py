@@ -16,6 +16,7 @@ from alerting.rules import (
     FAULT,
     LOW_BATTERY,
     SILENT,
+    SILENT_FACTOR,
     STATUS_FAULT,
     STATUS_LOW_BATTERY,
     STATUS_MAINTENANCE,
@@ -24,6 +25,7 @@ from alerting.rules import (
     RuleConfig,
     StationRules,
     device_problems,
+    is_silent,
 )
 from alerting.worker import RulesWorker
 from api.app import create_app
@@ -42,7 +44,7 @@ def _raised(reading: Reading) -> set[str]:
 
 @given(battery=st.floats(0, 100, allow_nan=False))
 def test_battery_level_alone_agrees_with_the_rules(battery: float) -> None:
-    snapshot = device_problems(seconds_since_data=0, expected_interval_s=600, battery_pct=battery, status=None)
+    snapshot = device_problems(silent=False, battery_pct=battery, status=None)
     assert set(snapshot) == _raised(Reading("battery_pct", 1.0, battery))
 
 
@@ -53,16 +55,28 @@ def test_the_rules_read_the_status_codes_of_the_contract() -> None:
 
 @given(status=st.sampled_from(sorted(STATUS_NAMES)))
 def test_device_status_alone_agrees_with_the_rules(status: int) -> None:
-    snapshot = device_problems(seconds_since_data=0, expected_interval_s=600, battery_pct=None, status=status)
+    snapshot = device_problems(silent=False, battery_pct=None, status=status)
     assert set(snapshot) == _raised(Reading("status", 1.0, float(status)))
 
 
-@given(interval=st.integers(1, 86400), age=st.one_of(st.none(), st.floats(0, 10**6, allow_nan=False)))
-def test_silent_as_the_rules_worker_counts_it(interval: int, age: float | None) -> None:
-    worker_factor = RulesWorker.__init__.__kwdefaults__["silent_factor"]  # type: ignore[index]
-    silent = age is None or age > worker_factor * interval
-    problems = device_problems(seconds_since_data=age, expected_interval_s=interval, battery_pct=None, status=None)
-    assert (SILENT in problems) == silent
+@given(interval=st.integers(1, 86400), age=st.one_of(st.none(), st.floats(-60, 10**6, allow_nan=False)),
+       registered=st.floats(0, 10**6, allow_nan=False), factor=st.floats(1, 10, allow_nan=False))
+def test_silent_after_factor_intervals_since_data_or_registration(interval: int, age: float | None,
+                                                                   registered: float, factor: float) -> None:
+    quiet_for = registered if age is None else age
+    assert is_silent(station_kind="river_level", seconds_since_data=age, seconds_since_registered=registered, expected_interval_s=interval,
+                     factor=factor) == (quiet_for > factor * interval)
+    assert not is_silent(station_kind="gateway", seconds_since_data=age, seconds_since_registered=registered,
+                         expected_interval_s=interval, factor=factor)  # may relay only others' readings
+    problems = device_problems(silent=True, battery_pct=None, status=None)
+    assert problems == [SILENT] and device_problems(silent=False, battery_pct=None, status=None) == []
+
+
+def test_the_worker_and_the_console_read_one_configured_factor(settings: Settings) -> None:
+    assert RulesWorker.__init__.__kwdefaults__["silent_factor"] == SILENT_FACTOR  # type: ignore[index]
+    assert settings["alerting.silent_factor"] == SILENT_FACTOR
+    other = settings.replace(alerting__silent_factor=5.0)
+    assert RulesWorker.from_settings(other, None).silent_factor == 5.0  # type: ignore[arg-type]
 
 
 async def test_the_console_lists_a_device_that_says_its_battery_is_low(pool: asyncpg.Pool,
@@ -78,6 +92,7 @@ async def test_the_console_lists_a_device_that_says_its_battery_is_low(pool: asy
                 ("quiet", "level", now - timedelta(seconds=3 * 600 + 60), 1.0)]
         await conn.executemany("INSERT INTO readings (station_id, kind, ts, value) VALUES ($1, $2, $3, $4)", rows)
         tokens = await signed_in(conn, (("health-staff", "staff", "072036"),), "correct horse battery")
+        await RulesWorker(pool).step(conn)  # the console shows what the rules worker has read
     client = await start_client(create_app(pool=pool, settings=settings))
     try:
         r = await client.get("/api/v1/sensors/health", headers={"Authorization": f"Bearer {tokens['health-staff']}"})

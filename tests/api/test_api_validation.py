@@ -224,7 +224,7 @@ FOUND: list[tuple[str | None, str, str, Any, int, str | None]] = [
     ("admin-all", "POST", "/api/v1/orders", {"level": 3}, 422, None),
     # invalid requests, refused with the field or parameter and the rule
     (None, "GET", "/api/v1/alerts/feed.atom?municipality=433982", None, 400, "format:municipality-code"),
-    (None, "GET", "/api/v1/alerts/history?limit=233&station=%03%00", None, 400, None),  # NUL (problem_middleware)
+    (None, "GET", "/api/v1/alerts/history?limit=233&station=%03%00", None, 400, None),  # NUL (api.edge)
     (None, "GET", "/api/v1/network.geojson?bbox=%F1%93%A4%9DA%C3%B0", None, 400, "format:bbox"),
     (None, "GET", "/api/v1/shelters?bbox=140.5,37.3,140.3,37.5", None, 400, "format:bbox"),
     (None, "GET", "/api/v1/shelters?q=%C3%B2%01%1F", None, 400, "format:printable"),

@@ -140,6 +140,8 @@ def test_nearest_shelters_match_networkx(state_dir: str) -> None:
         lat, lon = float(net.node_lat[node]) + 1e-4, float(net.node_lon[node])
         got = eng.nearest_shelters(lat, lon, k=4, hazard="earthquake")
         r = eng.route_result(lat, lon, hazard="earthquake")
+        # the API hands over the route it computed already: the same answer as asking afresh
+        assert eng.nearest_shelters(lat, lon, k=4, hazard="earthquake", route=r) == got
         if r.status != "ok":
             continue
         assert got[0]["duration_s"] == pytest.approx(round(r.duration_s, 1), abs=0.11)

@@ -1,0 +1,111 @@
+"""The API's outermost middleware (api/edge.py): problems, security headers, compression and the request
+metrics, checked through a real server and against counts recomputed from the requests made."""
+
+from __future__ import annotations
+
+import gzip
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import create_app
+from api.edge import LATENCY_BUCKETS, RequestStats
+from sonae.config import Settings
+from tests.api_support import start_client
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
+    c = await start_client(create_app(pool=pool, settings=settings))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = await (await client.get("/metrics")).text()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("sonae_api_requests", "sonae_api_request_seconds"):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_metrics_count_each_answer_by_route_method_status(client: TestClient) -> None:
+    before = await _samples(client)
+    asked = [("/healthz", "GET", 200, "/healthz")] * 3 + [
+        ("/api/v1/nothing-here", "GET", 404, "unmatched"),
+        ("/api/v1/stations?limit=%00", "GET", 400, "/api/v1/stations"),
+        ("/healthz", "DELETE", 405, "unmatched"),
+    ]
+    for path, method, status, _ in asked:
+        resp = await client.request(method, path)
+        assert resp.status == status, path
+    after = await _samples(client)
+    expected: dict[tuple[str, str, int], int] = {}
+    for _, method, status, route in asked:
+        expected[(route, method, status)] = expected.get((route, method, status), 0) + 1
+    for (route, method, status), n in expected.items():
+        key = ("sonae_api_requests_total", (("method", method), ("route", route), ("status", str(status))))
+        assert after[key] - before.get(key, 0.0) == n, (route, method, status)
+    per_route: dict[str, int] = {}
+    for (route, _, _), n in expected.items():
+        per_route[route] = per_route.get(route, 0) + n
+    for route, n in per_route.items():
+        count = ("sonae_api_request_seconds_count", (("route", route),))
+        assert after[count] - before.get(count, 0.0) == n, route
+        inf = ("sonae_api_request_seconds_bucket", (("le", "+Inf"), ("route", route)))
+        assert after[inf] == after[count]
+        bounds = [after[("sonae_api_request_seconds_bucket", (("le", repr(float(b))), ("route", route)))]
+                  for b in LATENCY_BUCKETS]
+        assert bounds == sorted(bounds) and bounds[-1] <= after[inf]
+        assert after[("sonae_api_request_seconds_sum", (("route", route),))] > 0
+
+
+async def test_security_headers_on_answers_and_problems(client: TestClient) -> None:
+    for path, status in (("/healthz", 200), ("/api/v1/nothing-here", 404), ("/api/v1/stations?limit=%00", 400)):
+        resp = await client.get(path)
+        assert resp.status == status
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        if status >= 400:
+            assert resp.content_type == "application/problem+json"
+            assert (await resp.json())["status"] == status
+
+
+async def test_large_json_is_gzipped_only_when_accepted(client: TestClient) -> None:
+    plain = await client.get("/api/v1/openapi.json", headers={"Accept-Encoding": "identity"})
+    body = await plain.read()
+    assert plain.status == 200 and len(body) >= 1024
+    assert "Content-Encoding" not in plain.headers and "Accept-Encoding" in plain.headers["Vary"]
+    zipped = await client.get("/api/v1/openapi.json", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await zipped.read()) == body
+
+
+@given(st.lists(st.tuples(st.sampled_from(["/a", "/b"]), st.sampled_from([200, 404]),
+                          st.one_of(st.floats(0, 5), st.sampled_from(LATENCY_BUCKETS))), max_size=60))
+def test_request_stats_buckets_equal_a_recount(observed: list[tuple[str, int, float]]) -> None:
+    stats = RequestStats()
+    for route, status, seconds in observed:
+        stats.observe(route, "GET", status, seconds)
+    families = {f.name: f for f in stats.collect()}
+    for route in {r for r, _, _ in observed}:
+        times = [s for r, _, s in observed if r == route]
+        samples = {(s.name, s.labels.get("le")): s.value for s in families["sonae_api_request_seconds"].samples
+                   if s.labels["route"] == route}
+        for bound in LATENCY_BUCKETS:  # "le": at most the bound (the Prometheus convention)
+            assert samples[("sonae_api_request_seconds_bucket", repr(float(bound)))] == sum(t <= bound for t in times)
+        assert samples[("sonae_api_request_seconds_bucket", "+Inf")] == len(times)
+        assert samples[("sonae_api_request_seconds_count", None)] == len(times)
+        assert samples[("sonae_api_request_seconds_sum", None)] == pytest.approx(sum(times))
+    counts = {(s.labels["route"], s.labels["status"]): s.value for s in families["sonae_api_requests"].samples}
+    for route, status, _ in observed:
+        assert counts[(route, str(status))] == sum(1 for r, c, _ in observed if (r, c) == (route, status))
