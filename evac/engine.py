@@ -107,8 +107,9 @@ INCREMENTAL_MIN_NODES = 20_000
 FIELD_STORE_MIN_NODES = 50_000
 #: Per hazard index, the other indexes whose difference from it (the base edges changed) is remembered.
 EDITS_KEPT = 8
-#: Base edges (per profile) whose nodes, lengths and times are kept as Python numbers for queries.
-EDGE_INFO_CACHE = 200_000
+#: Base edges (per profile) whose nodes, lengths and times are kept as Python numbers for queries (about
+#: 400 bytes each; the candidates near the residents asking, emptied when full).
+EDGE_INFO_CACHE = 20_000
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
 
 
