@@ -335,13 +335,16 @@ def graph_from_bbox(
 
 
 def names_of(values: Iterable[Any]) -> str:
-    """One display name from an OSM ``name`` attribute that simplification may have made a list."""
-    seen: list[str] = []
+    """One display name from an OSM ``name`` attribute that simplification may have made a list: its
+    distinct names in sorted order, joined by ``" / "``.
+
+    Sorted because osmnx merges a simplified edge's values through a ``set``, whose order follows
+    Python's per-process string hashing: in their own order, two processes building the same network
+    named the same street differently (and answered the same position with different bytes)."""
+    seen: set[str] = set()
     for v in values:
-        for item in _values(v):
-            if item and item not in seen:
-                seen.append(item)
-    return " / ".join(seen)
+        seen.update(item for item in _values(v) if item)
+    return " / ".join(sorted(seen))
 
 
 class LabelTable:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -9,8 +13,10 @@ import numpy as np
 import osmnx as ox
 import pytest
 from evac_reference import EXTRACTS, load_extract
+from hypothesis import given
+from hypothesis import strategies as st
 
-from evac.graph import add_travel_times, get_profile, graph_from_file
+from evac.graph import add_travel_times, get_profile, graph_from_file, names_of
 from evac.network import RoadNetwork, load_network, network_cache_path
 
 
@@ -104,3 +110,41 @@ def test_npz_cache_and_graphml_round_trip(tmp_path: Path) -> None:
     assert from_graphml.n_nodes == net.n_nodes and from_graphml.n_edges == net.n_edges
     assert np.nansum(np.where(np.isfinite(from_graphml.times["car"][0]), from_graphml.times["car"][0], 0)) == \
         pytest.approx(np.nansum(np.where(np.isfinite(net.times["car"][0]), net.times["car"][0], 0)))
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=6), st.lists(st.text(max_size=6), max_size=3)), max_size=6),
+       st.randoms(use_true_random=False))
+def test_a_merged_name_does_not_depend_on_the_order_of_its_parts(values: list, rnd: random.Random) -> None:
+    # osmnx merges a simplified edge's names through a set: their order follows the process's hash seed
+    shuffled = [list(v) if isinstance(v, list) else v for v in values]
+    rnd.shuffle(shuffled)
+    for v in shuffled:
+        if isinstance(v, list):
+            rnd.shuffle(v)
+    assert names_of(shuffled) == names_of(values)
+    parts = {p for v in values for p in (v if isinstance(v, list) else [v]) if p}
+    assert set(filter(None, names_of(values).split(" / "))) <= {q for p in parts for q in p.split(" / ")} | parts
+
+
+_NAMES_OF_TOWN = """
+import sys
+from pathlib import Path
+from evac.drilltown import generate
+from evac.network import load_network
+town = generate(Path(sys.argv[1]) / "town", rows=50, cols=50, seed=5)
+net = load_network(town.osm, state_dir=Path(sys.argv[1]) / "state")
+print("\\n".join(sorted(n for n in net.names if " / " in n)))
+"""
+
+
+def test_two_processes_name_the_same_merged_streets_alike(tmp_path: Path) -> None:
+    """Built from the same OSM file under two hash seeds, a network names its merged streets alike."""
+    outs = []
+    for seed in ("1", "2"):
+        (tmp_path / seed).mkdir()
+        done = subprocess.run([sys.executable, "-c", _NAMES_OF_TOWN, str(tmp_path / seed)], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONHASHSEED": seed}, cwd=Path(__file__).parents[2],
+                              check=True)
+        outs.append(done.stdout)
+    assert outs[0].strip(), "the drill town has streets whose merged edges carry two names"
+    assert outs[0] == outs[1]
