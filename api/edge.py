@@ -97,6 +97,22 @@ def _problem(exc: BaseException, request: web.Request) -> web.Response | None:
     return problem_response(500, "Internal Server Error", "the error was logged")
 
 
+def _abort(exc: BaseException, request: web.Request) -> web.Response:
+    """Log a handler's failure after its answer began and close the connection; the 500 it counts as.
+
+    No problem answer can follow a head already sent: written into the stream it would be read as body
+    (chunked framing broken, an SSE client's parser fed an HTTP status line). Closing the connection ends
+    the stream without its last chunk, which every client reads as an interrupted answer (an SSE client
+    reconnects with ``Last-Event-ID``). The answer returned is never sent: aiohttp finds the connection
+    closed, takes it for a client gone and logs nothing more.
+    """
+    log.error("unhandled error after the answer began: connection closed", exc_info=exc,
+              extra={"path": request.path})
+    if request.transport is not None:
+        request.transport.close()
+    return problem_response(500, "Internal Server Error", "the error was logged")
+
+
 @web.middleware
 async def edge_middleware(request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -109,11 +125,14 @@ async def edge_middleware(request: web.Request,
                 raise Problem(400, "Bad Request", "the request contains a NUL character")
             response = await handler(request)
         except Exception as exc:
-            answer = _problem(exc, request)
-            if answer is None:
-                status = exc.status  # type: ignore[attr-defined]  # (an HTTPException under 400)
-                raise
-            response = answer
+            if request.writer.output_size:  # (aiohttp's own test) a stream failed after its head went out
+                response = _abort(exc, request)
+            else:
+                answer = _problem(exc, request)
+                if answer is None:
+                    status = exc.status  # type: ignore[attr-defined]  # (an HTTPException under 400)
+                    raise
+                response = answer
         status = response.status
         if response.prepared:  # a stream (SSE) or an answer already sent: nothing more to add
             return response

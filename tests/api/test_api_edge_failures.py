@@ -53,3 +53,32 @@ async def test_unparsable_requests_never_log_the_query(client: TestClient, caplo
     text = "\n".join(f"{plain.format(r)} {r.__dict__}" for r in caplog.records)
     assert LAT not in text and LON not in text
     assert "unparsable request" in text, "the fault is still logged"
+
+
+async def _fails_mid_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(b"data: first\n\n")
+    raise RuntimeError("the stream's source failed")
+
+
+async def test_a_stream_that_fails_after_its_head_is_cut_not_followed_by_a_problem(
+        pool: asyncpg.Pool, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """A problem answer written after a sent head was read as the stream's next chunk (the client saw a
+    broken chunked framing: "HTTP/1.1 500 ..." where a chunk size belongs). The connection is closed
+    instead, the failure logged once, and counted as a 500."""
+    caplog.set_level(logging.DEBUG)
+    app = create_app(pool=pool, settings=settings)
+    app.router.add_get("/test/fails-mid-stream", _fails_mid_stream)
+    client = await start_client(app)
+    try:
+        answer = await _raw(client, b"GET /test/fails-mid-stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        metrics = await (await client.get("/metrics")).text()
+    finally:
+        await client.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
+    assert body.startswith(b"d\r\ndata: first\n\n\r\n") and b"HTTP/1.1" not in body, body
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].name == "sonae.api", [r.getMessage() for r in errors]
+    assert 'sonae_api_requests_total{method="GET",route="/test/fails-mid-stream",status="500"} 1.0' in metrics
