@@ -41,6 +41,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 _SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
                      ("X-Frame-Options", "DENY"))
 
+#: headers of an aiohttp HTTPException that describe its plain-text body, not the problem answer's
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+
 
 class RequestStats(Collector):
     """This process's request counts and latencies, exposed as Prometheus metrics when scraped.
@@ -92,7 +95,11 @@ def _problem(exc: BaseException, request: web.Request) -> web.Response | None:
     if isinstance(exc, Problem):
         return problem_response(exc.status, exc.title, exc.detail, headers=exc.headers, **exc.extra)
     if isinstance(exc, web.HTTPException):
-        return None if exc.status_code < 400 else problem_response(exc.status_code, exc.reason)
+        if exc.status_code < 400:
+            return None
+        # its own headers (a 405's Allow, RFC 9110 §15.5.6; a 401's WWW-Authenticate), not its body's
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+        return problem_response(exc.status_code, exc.reason, headers=kept)
     log.error("unhandled error", exc_info=exc, extra={"path": request.path})
     return problem_response(500, "Internal Server Error", "the error was logged")
 

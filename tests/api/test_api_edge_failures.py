@@ -92,3 +92,11 @@ async def test_gzip_answer_follows_accept_encoding(client: TestClient, value: st
     await r.read()
     assert r.status == 200 and ("Accept-Encoding" in r.headers["Vary"])
     assert (r.headers.get("Content-Encoding") == "gzip") == gzip, value
+
+
+async def test_method_not_allowed_problem_says_which_are(client: TestClient) -> None:
+    """RFC 9110 §15.5.6: a 405 answer MUST carry Allow; the problem answer dropped the exception's headers."""
+    r = await client.delete("/healthz?lat=" + LAT)
+    assert r.status == 405 and r.content_type == "application/problem+json"
+    assert {m.strip() for m in r.headers["Allow"].split(",")} >= {"GET"}
+    assert (await r.json())["status"] == 405
