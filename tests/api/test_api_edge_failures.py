@@ -100,3 +100,21 @@ async def test_method_not_allowed_problem_says_which_are(client: TestClient) -> 
     assert r.status == 405 and r.content_type == "application/problem+json"
     assert {m.strip() for m in r.headers["Allow"].split(",")} >= {"GET"}
     assert (await r.json())["status"] == 405
+
+
+async def test_head_of_the_event_stream_is_a_head(client: TestClient) -> None:
+    """HEAD /api/v1/events answered with the stream itself: its first event (``retry: 2000``) went out
+    after a bodiless head, where the client reads the next answer, and the connection stayed held. Now the
+    head alone, and the connection goes on to the next request."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(b"HEAD /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # the server closes after the second answer
+    finally:
+        writer.close()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:80]
+    assert rest.endswith(b'{"status": "ok"}')
