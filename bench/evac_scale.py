@@ -20,7 +20,8 @@ the same state: by incremental update (:mod:`evac.incremental`) and by full sear
 ``Engine.incremental = False``): a blocked polygon (radius ``--radius`` m, octagon; the roads it cuts
 are counted) added and then removed, and a shelter closed and then reopened. Reported: median and max
 wall time of ``Engine.update`` (all configured fields), incremental and full, and the nodes the
-incremental updates re-solved.
+incremental updates re-solved. ``--store`` loads the network mapped from ``.npz`` (as served after ``sonae
+graph import``), so that the updates include the host-wide field store's claims and publishing.
 
 Prints a table and writes JSON (``--json``, default ``.state/bench/evac_scale.json``).
 
@@ -126,10 +127,20 @@ def timed_update(eng: Engine, **change: Any) -> float:
 
 
 def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bool]],
-                    radius_m: float) -> dict[str, Any]:
-    """Local changes to all configured fields: incremental update against full search, same states."""
+                    radius_m: float, store_dir: Path | None = None) -> dict[str, Any]:
+    """Local changes to all configured fields: incremental update against full search, same states.
+
+    With ``store_dir``, the network is saved there as ``.npz`` and loaded mapped, as ``sonae graph
+    import`` networks are served: the engine then keeps its fields in the host-wide field store
+    (:mod:`evac.fieldstore`, for networks of ``FIELD_STORE_MIN_NODES`` and more), and each update's time
+    includes claiming and publishing them."""
     gc.collect()
     net = grid_network(nodes, seed=seed)
+    if store_dir is not None:
+        net.save(store_dir / f"grid{nodes}.npz")
+        del net
+        gc.collect()
+        net = RoadNetwork.load(store_dir / f"grid{nodes}.npz")
     shelters = grid_shelters(net, seed=seed)
     rng = np.random.default_rng(seed + 1)
     worker = ProcessSearch()
@@ -154,6 +165,7 @@ def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, 
     eng.incremental = True
     work = eng.incremental_work - work0
     res: dict[str, Any] = {"nodes": net.n_nodes, "fields": len(fields), "rounds": rounds, "radius_m": radius_m,
+                           "field_store": eng.store is not None,
                            "roads_cut_median": statistics.median(cut), "roads_cut_max": max(cut),
                            "incremental_updates": sum(eng.incremental_updates.values()) - inc0,
                            "fallbacks": 4 * rounds * len(fields) - (sum(eng.incremental_updates.values()) - inc0),
@@ -381,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--incremental", action="store_true",
                     help="measure local changes: incremental update against full search (see the module doc)")
     ap.add_argument("--radius", type=float, default=120.0, help="radius of the local hazard polygon (m)")
+    ap.add_argument("--store", action="store_true",
+                    help="with --incremental: the network loaded mapped from .npz, fields in the field store")
     ap.add_argument("--memory", action="store_true", help="measure memory per process and per host instead")
     ap.add_argument("--baseline", default="main", help="git revision compared with this tree by --memory")
     ap.add_argument("--this", default=None, help="git revision measured as this tree (default: the working tree)")
@@ -417,7 +431,12 @@ def main_incremental(args: argparse.Namespace) -> int:
     results = []
     for n in args.nodes:
         print(f"  .. {n:,} nodes", file=sys.stderr, flush=True)
-        results.append(run_incremental(n, args.rounds, seed=7, fields=FIELDS[:args.fields], radius_m=args.radius))
+        if args.store:
+            with tempfile.TemporaryDirectory(prefix="sonae-scale-store-", dir=args.workdir) as tmp:
+                results.append(run_incremental(n, args.rounds, seed=7, fields=FIELDS[:args.fields],
+                                               radius_m=args.radius, store_dir=Path(tmp)))
+        else:
+            results.append(run_incremental(n, args.rounds, seed=7, fields=FIELDS[:args.fields], radius_m=args.radius))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(f"{'nodes':>9} {'fields':>6} {'roads cut':>9} | {'median / max ms, all fields: incremental vs full':<64} | "
           f"{'re-solved':>9}")
@@ -430,7 +449,10 @@ def main_incremental(args: argparse.Namespace) -> int:
                          f"{r[f'{op}_full_ms_median']:.0f}/{r[f'{op}_full_ms_max']:.0f}")
         print(f"{r['nodes']:>9} {r['fields']:>6} {r['roads_cut_median']:>4.0f}/{r['roads_cut_max']:<4} | "
               + " ".join(f"{c:<20}" for c in cells) + f" | {r['resolved_nodes_per_update']:>9.0f}")
-        if r["fallbacks"]:
+        if r["field_store"]:
+            print("  (fields kept in the host-wide field store: each update claims and publishes them; the full\n"
+                  "   search runs second on each state and maps the incremental pass's entries instead of searching)")
+        elif r["fallbacks"]:
             print(f"  ({r['fallbacks']} field updates fell back to the full search)")
     path = args.json.with_name(args.json.stem + "_incremental.json") if args.json.name == "evac_scale.json" else args.json
     path.parent.mkdir(parents=True, exist_ok=True)

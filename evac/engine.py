@@ -107,6 +107,9 @@ INCREMENTAL_MIN_NODES = 20_000
 FIELD_STORE_MIN_NODES = 50_000
 #: Per hazard index, the other indexes whose difference from it (the base edges changed) is remembered.
 EDITS_KEPT = 8
+#: Base edges (per profile) whose nodes, lengths and times are kept as Python numbers for queries (about
+#: 400 bytes each; the candidates near the residents asking, emptied when full).
+EDGE_INFO_CACHE = 20_000
 FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
 
 
@@ -520,6 +523,7 @@ class Engine:
         self.max_fields = int(max_fields)
         self._recent: OrderedDict[FieldKey, None] = OrderedDict()  # on-demand keys, least recent first
         self._recent_lock = threading.Lock()
+        self._edge_info: dict[tuple[str, int], tuple[int, int, float, float, float, float]] = {}
         self.search = search
         #: Searches run per field key (a field reused unchanged after an update is not counted).
         self.recomputes: Counter[FieldKey] = Counter()
@@ -1226,66 +1230,95 @@ class Engine:
         if idx.empty:
             return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
         # most positions are near a road: one ball query of FIRST_LOOK_M covers the nearest and its band
-        pts = idx.within(x, y, FIRST_LOOK_M)
-        if not len(pts) or float(pts.dist[0]) + TIE_M > FIRST_LOOK_M:
+        pts = idx.near(x, y, FIRST_LOOK_M)
+        if not pts or pts[0][0] + TIE_M > FIRST_LOOK_M:
             dmid = idx.nearest_distance(x, y)
-            pts = idx.within(x, y, dmid + TIE_M)
-            if not len(pts):
+            pts = idx.near(x, y, dmid + TIE_M)
+            if not pts:
                 return RouteResult("off_network", [], math.inf, None, dmid, f, st)
-        d_near = float(pts.dist[0])
+        d_near = pts[0][0]
         if d_near > self.max_snap_m:
             return RouteResult("off_network", [], math.inf, None, d_near, f, st)
         if not f.shelters:
             return RouteResult("no_shelter_in_area", [], math.inf, None, d_near, f, st)
-        band = pts.dist <= d_near + TIE_M
-        options = [self._best_from(f, x, y, int(pts.edge[i]), float(pts.along[i]), float(pts.dist[i]),
-                                   float(pts.x[i]), float(pts.y[i])) for i in np.flatnonzero(band).tolist()]
+        band = d_near + TIE_M
+        options = [self._best_from(f, x, y, e, along, d, qx, qy) for d, along, _, e, qx, qy in pts if d <= band]
         if options[0] is None:  # the nearest road gives no safe way: look further, up to SEARCH_M
-            wide = idx.within(x, y, max(SEARCH_M, d_near + TIE_M))
+            wide = idx.near(x, y, max(SEARCH_M, d_near + TIE_M))
             options = []
             d_valid = math.inf
-            for i in range(len(wide)):  # nearest first: stop TIE_M beyond the first road with a safe way
-                if wide.dist[i] > d_valid + TIE_M:
+            for d, along, _, e, qx, qy in wide:  # nearest first: stop TIE_M beyond the first road with a safe way
+                if d > d_valid + TIE_M:
                     break
-                o = self._best_from(f, x, y, int(wide.edge[i]), float(wide.along[i]), float(wide.dist[i]),
-                                    float(wide.x[i]), float(wide.y[i]))
+                o = self._best_from(f, x, y, e, along, d, qx, qy)
                 if o is not None:
                     d_valid = min(d_valid, o[1])
                     options.append(o)
         best = min((o for o in options if o is not None), key=lambda o: o[0], default=None)
         if best is None:
             return RouteResult("no_safe_route", [], math.inf, None, d_near, f, st)
-        total, d, access_s, first, end, stop = best
+        total, d, access_s, (e, a, b, ps, pm), end, stop = best
+        first = Partial(e, a, b, ps, pm)
         if stop is not None:  # straight along the resident's own edge to the shelter
             return RouteResult("ok", [], total, f.shelters[stop.shelter], d, f, st, (), (float(lon), float(lat)),
                                access_s, first, None, stop.egress_m, stop.egress_s)
         return RouteStart(total, d, f, st, (float(lon), float(lat)), access_s, first, end)
 
+    def _edge(self, profile: str, e: int) -> tuple[int, int, float, float, float, float]:
+        """Base edge ``e`` as plain numbers for a query: its nodes ``u``, ``v``, projected length, the
+        profile's seconds along and against it, and its metres (kept: :data:`EDGE_INFO_CACHE`)."""
+        key = (profile, e)
+        got = self._edge_info.get(key)
+        if got is None:
+            net = self.network
+            fwd, bwd = net.times[profile]
+            got = (int(net.edge_u[e]), int(net.edge_v[e]), net_edge_plen(net, e), float(fwd[e]), float(bwd[e]),
+                   float(net.edge_length[e]))
+            if len(self._edge_info) >= EDGE_INFO_CACHE:
+                self._edge_info.clear()
+            self._edge_info[key] = got
+        return got
+
     def _best_from(self, f: Field, x: float, y: float, e: int, along: float, dist: float, qx: float,
-                   qy: float) -> tuple[float, float, float, Partial, int, Stop | None] | None:
+                   qy: float) -> tuple[float, float, float, tuple[int, float, float, float, float], int,
+                                       Stop | None] | None:
         """Least total time leaving from point ``along`` of edge ``e``: (total, access m, access s, first
-        partial, end node or -1 for a shelter on the same edge, that shelter's stop)."""
-        net = self.network
+        partial as ``(edge, a, b, seconds, metres)``, end node or -1 for a shelter on the same edge, that
+        shelter's stop). The arithmetic of :func:`partial_cost`, on the edge's numbers kept as floats."""
         lines = f.lines
-        leg = lines.factor(np.array([[x, y], [qx, qy]])) if lines else 1.0
+        leg = lines.leg_factor(x, y, qx, qy) if lines else 1.0
         if leg == math.inf:
             return None
         access_s = dist / f.access_speed * leg
-        plen = net_edge_plen(net, e)
-        best: tuple[float, float, float, Partial, int, Stop | None] | None = None
-        for end, end_along in ((int(net.edge_u[e]), 0.0), (int(net.edge_v[e]), plen)):
-            d_end = float(f.dist[end])
+        u, v, plen, t_fwd, t_bwd, length = self._edge(f.profile, e)
+        mult = f.mult
+        # on an edge the areas touch, the part itself is tested (partial_cost); else its factor is 1
+        touched = bool(lines) and mult is not None and mult[e] != 1.0
+        dist_to = f.dist
+        best: tuple[float, float, float, tuple[int, float, float, float, float], int, Stop | None] | None = None
+        for end, end_along in ((u, 0.0), (v, plen)):
+            d_end = float(dist_to[end])
             if not d_end < UNREACHABLE_S:
                 continue
-            ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, end_along, plen)
+            span = abs(end_along - along)
+            if span <= 1e-9:
+                ps = pm = 0.0
+            else:
+                frac = min(1.0, span / plen) if plen > 0 else 0.0
+                t = t_fwd if end_along > along else t_bwd
+                if not math.isfinite(t):
+                    ps = pm = math.inf
+                else:
+                    factor = lines.factor(sub_line(self.network.edge_xy(e), along, end_along)) if touched else 1.0
+                    ps, pm = t * frac * factor, length * frac
             total = access_s + ps + d_end
             if math.isfinite(total) and (best is None or total < best[0]):
-                best = (total, dist, access_s, Partial(e, along, end_along, ps, pm), end, None)
+                best = (total, dist, access_s, (e, along, end_along, ps, pm), end, None)
         for stop in f.stops.on(e):
-            ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, stop.along, plen)
+            ps, pm = partial_cost(self.network, f.profile, mult, lines, e, along, stop.along, plen)
             total = access_s + ps + stop.egress_s
             if math.isfinite(total) and (best is None or total < best[0]):
-                best = (total, dist, access_s, Partial(e, along, stop.along, ps, pm), -1, stop)
+                best = (total, dist, access_s, (e, along, stop.along, ps, pm), -1, stop)
         return best
 
     def in_area(self, lat: float, lon: float) -> bool:

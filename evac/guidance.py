@@ -89,12 +89,15 @@ def check_lang(lang: str) -> str:
     return lang
 
 
+_METRES = {"ja": "m", "en": " m", "ja-easy": "メートル"}
+_KILOMETRES = {"ja": "km", "en": " km", "ja-easy": "キロメートル"}
+
+
 def format_distance(metres: float, *, lang: str) -> str:
+    """Metres to the nearest 10 under 1 km, else km to one decimal, in ``lang`` (``KeyError`` for another)."""
     if metres < 1000:
-        value = f"{round(metres / 10) * 10:.0f}"
-        return {"ja": f"{value}m", "en": f"{value} m", "ja-easy": f"{value}メートル"}[lang]
-    value = f"{metres / 1000:.1f}"
-    return {"ja": f"{value}km", "en": f"{value} km", "ja-easy": f"{value}キロメートル"}[lang]
+        return f"{round(metres / 10) * 10:.0f}" + _METRES[lang]
+    return f"{metres / 1000:.1f}" + _KILOMETRES[lang]
 
 
 def status_text(

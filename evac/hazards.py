@@ -260,6 +260,16 @@ class AreaLines:
             out[self._btree.query(shapely.points(x, y), predicate="intersects")[0]] = True
         return out
 
+    def leg_factor(self, ax: float, ay: float, bx: float, by: float) -> float:
+        """:meth:`factor` of the straight leg from (``ax``, ``ay``) to (``bx``, ``by``), without an array
+        for the legs whose box meets no area's (most of them)."""
+        if not self:
+            return 1.0
+        lx, hx, ly, hy = min(ax, bx), max(ax, bx), min(ay, by), max(ay, by)
+        if not any(lx <= b2 and hx >= b0 and ly <= b3 and hy >= b1 for b0, b1, b2, b3 in self._bounds_list):
+            return 1.0
+        return self.factor(np.array([[ax, ay], [bx, by]]))
+
     def factor(self, xy: np.ndarray) -> float:
         """Factor for a projected polyline ``(K, 2)`` (a single point is tested as a point)."""
         if not self:

@@ -12,6 +12,8 @@ import json
 import math
 import weakref
 from collections.abc import Sequence
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from math import isfinite
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -224,12 +226,25 @@ _STRAIGHTISH = ("straight", "slight left", "slight right")
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+#: The C encoder that ``_ENCODER.encode`` builds anew on every call (``json.encoder.c_make_encoder`` with
+#: the same options), built once: markers ``None`` (no check for circular references: answers are trees).
+#: The json module builds one per call and that is most of the cost of encoding a small answer part.
+_C_ENCODE = (None if c_make_encoder is None else
+             c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True))
 
 
 def dumps(body: Any) -> str:
     """The API's JSON text: UTF-8 characters as they are, no spaces, ``str`` for anything else
-    (``json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)``, one encoder kept)."""
-    return _ENCODER.encode(body)
+    (``json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)``, one C encoder kept).
+
+    Text as the json module writes it, through the very encoder it would use: strings by
+    ``encode_basestring``, floats by ``float.__repr__`` (``NaN``/``Infinity`` when not finite).
+    """
+    if _C_ENCODE is None:  # no C accelerator: the json module's own path
+        return _ENCODER.encode(body)
+    if isinstance(body, str):  # as JSONEncoder.encode does
+        return encode_basestring(body)
+    return "".join(_C_ENCODE(body, 0))
 
 
 class _Part(NamedTuple):
@@ -251,9 +266,18 @@ def _part(net: RoadNetwork, kind: str, e: int, array: np.ndarray | list[list[flo
     coords = array.tolist() if isinstance(array, np.ndarray) else array
     name = highway = ""
     if kind == "road":
-        name_ix = int(net.edge_name[e])
-        name = net.names[name_ix] if name_ix >= 0 else ""
-        highway = net.names[int(net.edge_highway[e])]
+        name, highway = _edge_names(net, e)
+    return _part_of(kind, name, highway, coords, metres, secs)
+
+
+def _edge_names(net: RoadNetwork, e: int) -> tuple[str, str]:
+    """Edge ``e``'s name ("" when it has none) and highway class."""
+    name_ix = int(net.edge_name[e])
+    return net.names[name_ix] if name_ix >= 0 else "", net.names[int(net.edge_highway[e])]
+
+
+def _part_of(kind: str, name: str, highway: str, coords: list[list[float]], metres: float, secs: float) -> _Part:
+    """:func:`_part` of a piece whose road name and highway class are known."""
     flat = len(coords) < 2 or coords[0] == coords[-1]
     end = _bearing(coords[-2], coords[-1]) if len(coords) >= 2 and coords[-2] != coords[-1] else None
     return _Part(kind, name, highway, flat, 0.0 if flat else _bearing(coords[0], coords[1]), end, metres, secs)
@@ -552,19 +576,20 @@ def _last_rest(engine: Engine, f: Field, node: int, tail: _Tail,
 
 #: Edges whose geometry is kept as lists for the first partial edge of answers (per network).
 EDGE_CACHE = 50_000
-_EDGES: weakref.WeakKeyDictionary[RoadNetwork, dict[int, tuple[list[list[float]], list[float]]]] = (
+_EDGES: weakref.WeakKeyDictionary[RoadNetwork, dict[int, tuple[list[list[float]], list[float], str, str]]] = (
     weakref.WeakKeyDictionary())
 
 
-def _edge_lists(net: RoadNetwork, e: int) -> tuple[list[list[float]], list[float]]:
-    """Edge ``e``'s projected points and :func:`~evac.snapping.cumulative_lengths`, as lists."""
+def _edge_lists(net: RoadNetwork, e: int) -> tuple[list[list[float]], list[float], str, str]:
+    """Edge ``e``'s projected points and :func:`~evac.snapping.cumulative_lengths`, as lists, and its
+    name and highway class (:func:`_edge_names`)."""
     edges = _EDGES.get(net)
     if edges is None:
         edges = _EDGES.setdefault(net, {})
     got = edges.get(e)
     if got is None:
         xy = net.edge_xy(e)
-        got = edges[e] = (np.asarray(xy).tolist(), cumulative_lengths(xy).tolist())
+        got = edges[e] = (np.asarray(xy).tolist(), cumulative_lengths(xy).tolist(), *_edge_names(net, e))
         while len(edges) > EDGE_CACHE:
             del edges[next(iter(edges))]
     return got
@@ -585,7 +610,7 @@ def _sub_line_lonlat(net: RoadNetwork, e: int, a: float, b: float) -> list[list[
     """``_to_lonlat(net, sub_line(net.edge_xy(e), a, b)).tolist()`` without numpy on a few points: the
     same points, projected back one by one (pyproj's path for one point gives the very same numbers as
     for an array, and costs a fraction of it)."""
-    xy, cum = _edge_lists(net, e)
+    xy, cum, _, _ = _edge_lists(net, e)
     lo, hi = (a, b) if a <= b else (b, a)
     total = cum[-1] if cum else 0.0
     lo, hi = min(max(lo, 0.0), total), min(max(hi, 0.0), total)
@@ -603,6 +628,27 @@ def _sub_line_lonlat(net: RoadNetwork, e: int, a: float, b: float) -> list[list[
 def _number(v: float) -> str:
     """``dumps(v)`` for a float: its ``repr`` when finite, as the json module writes it."""
     return float.__repr__(v) if math.isfinite(v) else dumps(v)
+
+
+def _round7(v: float) -> float:
+    """``np.round(v, 7)`` for one float, without numpy: numpy multiplies by 1e7, rounds half to even
+    (``rint``) and divides by 1e7, each an IEEE operation that Python's float arithmetic does the same way
+    (``round`` of a float rounds half to even too); the sign of a zero result is ``rint``'s (that of
+    ``v * 1e7``). Not finite (or too large for ``round``): numpy's own."""
+    y = v * 1e7
+    if not -4.5e15 < y < 4.5e15:  # beyond 2**52 every float is whole, and inf/nan: numpy's own
+        return float(np.round(v, 7))
+    r = round(y)
+    return r / 1e7 if r else math.copysign(0.0, y)
+
+
+def _points_text(points: list[list[float]]) -> str:
+    """``dumps(np.round(np.array(points), 7).tolist())[1:-1]`` for a few ``[lon, lat]`` points (floats)."""
+    out = []
+    for a, b in points:
+        a, b = _round7(a), _round7(b)
+        out.append(f"[{a!r},{b!r}]" if isfinite(a) and isfinite(b) else f"[{_number(a)},{_number(b)}]")
+    return ",".join(out)
 
 
 def _props_head(f: Field, st: HazardState) -> str:
@@ -637,14 +683,17 @@ def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk",
     tail = _tail(engine, f, start.end)
     first = start.first
     road0 = _sub_line_lonlat(net, first.edge, first.a, first.b)
-    head: list[tuple[str, int, list[list[float]], float, float]] = [
-        ("access", -1, [list(start.origin), road0[0]], start.snap_distance_m, start.access_s)]
-    if first.metres > 0:
-        head.append(("road", first.edge, road0, first.metres, first.seconds))
-    head_coords = np.round(np.array(head[0][2] + road0[1:] if first.metres > 0 else head[0][2]), 7).tolist()
+    access = [list(start.origin), road0[0]]
     walker = _Steps([], None, None)
-    for part in head:
-        walker.add(_part(net, *part))
+    walker.add(_part_of("access", "", "", access, start.snap_distance_m, start.access_s))
+    if first.metres > 0:
+        _, _, name, highway = _edge_lists(net, first.edge)
+        walker.add(_part_of("road", name, highway, road0, first.metres, first.seconds))
+        head_text = _points_text(access + road0[1:])
+        head_metres = [start.snap_distance_m, first.metres]
+    else:
+        head_text = _points_text(access)
+        head_metres = [start.snap_distance_m]
     walker.add(tail.first)
     rest = _rest(engine, f, start.end, tail, walker.key())
     open_step = walker.steps[-1]
@@ -660,7 +709,7 @@ def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk",
         arrive = tail.arrive[lang] = {
             "type": "arrive", "name": shelter.name, "distance_m": 0.0, "duration_s": 0.0,
             "text": _pick({lg: arrive_text(shelter.name, lang=lg) for lg in langs}, lang)}
-    distance = float(sum([p[3] for p in head] + tail.metres))
+    distance = float(sum(head_metres + tail.metres))
     duration = start.duration_s
     st = start.state
     langs = LANGS if lang is None else (lang,)
@@ -673,6 +722,6 @@ def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk",
                f'"duration_s":{_number(round(duration, 1)) if math.isfinite(duration) else "null"}')
     steps = dumps(_finish_steps(walker.steps, lang))[1:-1]
     return "".join((
-        '{"type":"Feature","geometry":{"type":"LineString","coordinates":[', dumps(head_coords)[1:-1], ",",
+        '{"type":"Feature","geometry":{"type":"LineString","coordinates":[', head_text, ",",
         tail.coords, ']},"properties":', props, ',"shelter":', tail.shelter_json, ",", figures, ',"steps":[',
         steps, ",", rest.text(lang, arrive), '],"guidance":', dumps(_pick(texts, lang)), "}}")).encode()

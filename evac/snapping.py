@@ -165,11 +165,18 @@ class SegmentGrid:
     def segments_in_box(self, xmin: float, ymin: float, xmax: float, ymax: float, *, unique: bool = True) -> np.ndarray:
         """Segments (first-point indices; sorted and unique, else with repeats) whose bounding box may meet
         the box (metres)."""
+        return self.segments_in_cells(*self.cells_of(xmin, ymin, xmax, ymax), unique=unique)
+
+    def cells_of(self, xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[int, int, int, int]:
+        """The columns ``ix0..ix1`` and rows ``iy0..iy1`` of the cells a box (metres) meets, clamped to the
+        grid (empty when ``ix0 > ix1`` or ``iy0 > iy1``)."""
         c = self.cell
-        ix0 = max(int((xmin - self.x0) // c), 0)
-        ix1 = min(int((xmax - self.x0) // c), self.nx - 1)
-        iy0 = max(int((ymin - self.y0) // c), 0)
-        iy1 = min(int((ymax - self.y0) // c), self.ny - 1)
+        return (max(int((xmin - self.x0) // c), 0), min(int((xmax - self.x0) // c), self.nx - 1),
+                max(int((ymin - self.y0) // c), 0), min(int((ymax - self.y0) // c), self.ny - 1))
+
+    def segments_in_cells(self, ix0: int, ix1: int, iy0: int, iy1: int, *, unique: bool = True) -> np.ndarray:
+        """Segments (first-point indices; sorted and unique, else with repeats) listed in the cells of
+        columns ``ix0..ix1`` and rows ``iy0..iy1`` (within the grid)."""
         if ix0 > ix1 or iy0 > iy1:
             return np.zeros(0, np.int64)
         ptr = self.cell_ptr
@@ -208,9 +215,15 @@ class SegmentGrid:
         return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
 
 
-#: Boxes of at most this many grid cells have their candidate segments kept per :class:`EdgeIndex` (the
-#: first look around a resident spans 2 x 2 to 3 x 3 cells), and at most this many boxes.
-BOX_CELLS = 16
+#: Boxes of at most this many grid cells have their candidate segments kept per :class:`EdgeIndex`, and at
+#: most this many boxes. A look of radius ``r`` around a position takes the box of the cells within
+#: ``ceil(r / cell)`` of the position's own cell when that has at most ``BOX_CELLS`` cells (3 x 3 for the
+#: first look on cells of 40 m or more, 5 x 5 on smaller ones): one box per cell, which random positions
+#: share (on the 50 x 50 drill town about 3,000 boxes against 7,400 for the exact range of cells the
+#: square meets, so that they fit the cache; issue #21). A box holding more segments than the square
+#: needs changes nothing but the work: points further than ``r`` are dropped, and a box lists its
+#: segments in the order of their ids whatever its size, so ties keep their order.
+BOX_CELLS = 25
 BOX_CACHE = 4096
 
 
@@ -251,13 +264,17 @@ class EdgeIndex:
         """The usable segments whose box meets the square of half-side ``r`` around (``x``, ``y``)."""
         g = self.grid
         c = g.cell
-        xmin, ymin, xmax, ymax = x - r, y - r, x + r, y + r
-        key = (max(int((xmin - g.x0) // c), 0), min(int((xmax - g.x0) // c), g.nx - 1),
-               max(int((ymin - g.y0) // c), 0), min(int((ymax - g.y0) // c), g.ny - 1))  # as segments_in_box
+        key = ix0, ix1, iy0, iy1 = g.cells_of(x - r, y - r, x + r, y + r)  # the square's cells
+        k = math.ceil(r / c)
+        if ix0 <= ix1 and iy0 <= iy1 and (2 * k + 1) ** 2 <= BOX_CELLS:  # the box of the position's cell
+            cx, cy = int((x - g.x0) // c), int((y - g.y0) // c)
+            around = (max(cx - k, 0), min(cx + k, g.nx - 1), max(cy - k, 0), min(cy + k, g.ny - 1))
+            if around[0] <= ix0 and ix1 <= around[1] and around[2] <= iy0 and iy1 <= around[3]:  # it covers them
+                key = around
         box = self._boxes.get(key)
         if box is not None:
             return box
-        segs = g.segments_in_box(xmin, ymin, xmax, ymax)
+        segs = g.segments_in_cells(*key)
         edges = g.segment_edges(segs)
         ok = self.usable[edges]
         segs, edges = segs[ok], edges[ok]
@@ -317,6 +334,25 @@ class EdgeIndex:
         dist, qx, qy = dist[ok], qx[ok], qy[ok]
         order = np.lexsort((along, dist))
         return EdgePoints(box.edges[ok][order].astype(np.int32), along[order], dist[order], qx[order], qy[order])
+
+    def near(self, x: float, y: float, radius: float) -> list[tuple[float, float, int, int, float, float]]:
+        """:meth:`within` as a list, for a resident's query: ``(dist, along, k, edge, x, y)`` per point,
+        nearest first, ties by ``along``, then by ``k`` (the point's place in the box, which is the order
+        ``within``'s stable sort keeps). The same numbers by the same numpy operations; the few points that
+        pass are sorted in Python rather than by numpy calls that each cost more than the sort."""
+        if self.empty or not radius >= 0:
+            return []
+        box = self._box(x, y, radius)
+        t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
+        np.clip(t, 0.0, 1.0, out=t)
+        qx, qy = box.ax + t * box.dx, box.ay + t * box.dy
+        dist = np.hypot(qx - x, qy - y)
+        ok = np.flatnonzero(dist <= radius)
+        if ok.size == 0:
+            return []
+        along = box.base[ok] + t[ok] * box.length[ok]
+        return sorted(zip(dist[ok].tolist(), along.tolist(), ok.tolist(), box.edges[ok].tolist(), qx[ok].tolist(),
+                          qy[ok].tolist(), strict=True))
 
 
 _EMPTY = EdgePoints(np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))

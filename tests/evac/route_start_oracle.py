@@ -1,0 +1,103 @@
+"""The resident's core query as it was before issue #21's shortcuts (numpy per candidate, ``EdgeIndex.within``
+and ``partial_cost`` for every end, a ``Partial`` per candidate): the oracle that
+``Engine.route_start`` must equal number for number."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from evac.engine import (
+    FIRST_LOOK_M,
+    SEARCH_M,
+    TIE_M,
+    UNREACHABLE_S,
+    Engine,
+    Field,
+    Partial,
+    RouteResult,
+    RouteStart,
+    Stop,
+    net_edge_plen,
+    partial_cost,
+)
+from evac.network import _TRANSFORMERS
+
+
+def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
+                exercise: bool = False) -> RouteResult | RouteStart:
+    """``Engine.route_start`` as it was (the field must be computed: ``engine.field(...)`` first)."""
+    snap = engine._snap
+    f = snap.fields[(profile, hazard, exercise)]
+    st = snap.state
+    here = tuple(f.blocked.at(lon, lat))
+    if here:
+        return RouteResult("inside_hazard", [], math.inf, None, math.nan, f, st, here)
+    if not engine.in_area(lat, lon):
+        return RouteResult("outside_area", [], math.inf, None, math.nan, f, st)
+    net = engine.network
+    x, y = _TRANSFORMERS.get(net.epsg).transform(float(lon), float(lat))
+    idx = net.profile(profile).index
+    if idx.empty:
+        return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
+    pts = idx.within(x, y, FIRST_LOOK_M)
+    if not len(pts) or float(pts.dist[0]) + TIE_M > FIRST_LOOK_M:
+        dmid = idx.nearest_distance(x, y)
+        pts = idx.within(x, y, dmid + TIE_M)
+        if not len(pts):
+            return RouteResult("off_network", [], math.inf, None, dmid, f, st)
+    d_near = float(pts.dist[0])
+    if d_near > engine.max_snap_m:
+        return RouteResult("off_network", [], math.inf, None, d_near, f, st)
+    if not f.shelters:
+        return RouteResult("no_shelter_in_area", [], math.inf, None, d_near, f, st)
+    band = pts.dist <= d_near + TIE_M
+    options = [_best_from(engine, f, x, y, int(pts.edge[i]), float(pts.along[i]), float(pts.dist[i]),
+                          float(pts.x[i]), float(pts.y[i])) for i in np.flatnonzero(band).tolist()]
+    if options[0] is None:
+        wide = idx.within(x, y, max(SEARCH_M, d_near + TIE_M))
+        options = []
+        d_valid = math.inf
+        for i in range(len(wide)):
+            if wide.dist[i] > d_valid + TIE_M:
+                break
+            o = _best_from(engine, f, x, y, int(wide.edge[i]), float(wide.along[i]), float(wide.dist[i]),
+                           float(wide.x[i]), float(wide.y[i]))
+            if o is not None:
+                d_valid = min(d_valid, o[1])
+                options.append(o)
+    best = min((o for o in options if o is not None), key=lambda o: o[0], default=None)
+    if best is None:
+        return RouteResult("no_safe_route", [], math.inf, None, d_near, f, st)
+    total, d, access_s, first, end, stop = best
+    if stop is not None:
+        return RouteResult("ok", [], total, f.shelters[stop.shelter], d, f, st, (), (float(lon), float(lat)),
+                           access_s, first, None, stop.egress_m, stop.egress_s)
+    return RouteStart(total, d, f, st, (float(lon), float(lat)), access_s, first, end)
+
+
+def _best_from(engine: Engine, f: Field, x: float, y: float, e: int, along: float, dist: float, qx: float,
+               qy: float) -> tuple[float, float, float, Partial, int, Stop | None] | None:
+    net = engine.network
+    lines = f.lines
+    leg = lines.factor(np.array([[x, y], [qx, qy]])) if lines else 1.0
+    if leg == math.inf:
+        return None
+    access_s = dist / f.access_speed * leg
+    plen = net_edge_plen(net, e)
+    best: tuple[float, float, float, Partial, int, Stop | None] | None = None
+    for end, end_along in ((int(net.edge_u[e]), 0.0), (int(net.edge_v[e]), plen)):
+        d_end = float(f.dist[end])
+        if not d_end < UNREACHABLE_S:
+            continue
+        ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, end_along, plen)
+        total = access_s + ps + d_end
+        if math.isfinite(total) and (best is None or total < best[0]):
+            best = (total, dist, access_s, Partial(e, along, end_along, ps, pm), end, None)
+    for stop in f.stops.on(e):
+        ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, stop.along, plen)
+        total = access_s + ps + stop.egress_s
+        if math.isfinite(total) and (best is None or total < best[0]):
+            best = (total, dist, access_s, Partial(e, along, stop.along, ps, pm), -1, stop)
+    return best
