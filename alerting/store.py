@@ -93,13 +93,23 @@ async def _event(conn: asyncpg.Connection, alert: asyncpg.Record | dict[str, Any
 
 async def apply_transition(
     conn: asyncpg.Connection, *, station_id: str, municipality_code: str | None, exercise: bool,
-    t: Transition, actor: str = "rules",
+    t: Transition, actor: str = "rules", alert_id: int | None = None,
 ) -> AlertChange | None:
-    """Apply one rule transition to the (station, condition, exercise) alert. Call in a transaction."""
+    """Apply one rule transition to the (station, condition, exercise) alert. Call in a transaction.
+
+    ``alert_id`` names the open alert instead (to clear one whose station was deleted: its ``station_id``
+    is NULL then, ``ON DELETE SET NULL``)."""
     at = to_dt(t.ts)
-    open_alert = await conn.fetchrow(
-        """SELECT * FROM alerts WHERE station_id = $1 AND condition = $2 AND exercise = $3
-           AND cleared_at IS NULL FOR UPDATE""", station_id, t.condition, exercise)
+    if alert_id is None:
+        open_alert = await conn.fetchrow(
+            """SELECT * FROM alerts WHERE station_id = $1 AND condition = $2 AND exercise = $3
+               AND cleared_at IS NULL FOR UPDATE""", station_id, t.condition, exercise)
+    else:
+        open_alert = await conn.fetchrow(
+            "SELECT * FROM alerts WHERE id = $1 AND condition = $2 AND cleared_at IS NULL FOR UPDATE",
+            alert_id, t.condition)
+    if alert_id is not None and open_alert is not None:
+        station_id = open_alert["station_id"]
     detail = {"station_id": station_id, "condition": t.condition, "exercise": exercise,
               "old_level": t.old_level, "new_level": t.new_level, "reading_ts": at.isoformat(),
               "value": t.value, "reason": t.reason}

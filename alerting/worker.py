@@ -493,14 +493,42 @@ class RulesWorker:
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:
         """Raise and clear ``silent`` alerts by :func:`alerting.silence.station_silence` (the staff console's
-        rows too). Returns the number of alert changes."""
+        rows too). Returns the number of alert changes.
+
+        The open alerts follow the registry, so that the console and the alerts never disagree: an alert of
+        a stream the station no longer has (its exercise flag changed) or of a deleted station is cleared,
+        and one of a station moved to another municipality is cleared there and raised again in the new
+        one (the console's scope) while the station is still silent."""
         stations = await station_silence(conn, factor=self.silent_factor)
-        open_alerts = {(r["station_id"], r["exercise"]) for r in await conn.fetch(
-            "SELECT station_id, exercise FROM alerts WHERE condition = $1 AND cleared_at IS NULL", SILENT)}
+        watched = {(st.station_id, st.exercise): st for st in stations}
+        open_alerts: dict[tuple[str, bool], str | None] = {}
+        gone: list[int] = []
+        for r in await conn.fetch("SELECT id, station_id, exercise, municipality_code FROM alerts "
+                                  "WHERE condition = $1 AND cleared_at IS NULL", SILENT):
+            if (r["station_id"], r["exercise"]) in watched:
+                open_alerts[(r["station_id"], r["exercise"])] = r["municipality_code"]
+            else:
+                gone.append(r["id"])
         changes: list[store.AlertChange] = []
         async with conn.transaction():
+            now = stations[0].now if stations else await conn.fetchval("SELECT now()")
+            for alert_id in gone:
+                t = Transition(SILENT, 0, None, now.timestamp(), None, None, "no longer registered in this stream")
+                change = await store.apply_transition(conn, station_id="", municipality_code=None, exercise=False,
+                                                      t=t, alert_id=alert_id)
+                if change is not None:
+                    changes.append(change)
             for st in stations:
-                if st.silent == ((st.station_id, st.exercise) in open_alerts):
+                is_open = (st.station_id, st.exercise) in open_alerts
+                if is_open and open_alerts[(st.station_id, st.exercise)] != st.municipality_code:
+                    t = Transition(SILENT, 0, None, st.now.timestamp(), None, None,
+                                   f"station moved to municipality {st.municipality_code}")
+                    change = await store.apply_transition(conn, station_id=st.station_id, municipality_code=None,
+                                                          exercise=st.exercise, t=t)
+                    if change is not None:
+                        changes.append(change)
+                    is_open = False
+                if st.silent == is_open:
                     continue
                 t = Transition(SILENT, None if st.silent else 0, 0 if st.silent else None, st.now.timestamp(),
                                None, None, st.reason if st.silent else "data again")

@@ -16,7 +16,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from alerting import store
 from alerting.cap import render_atom, render_cap
@@ -209,12 +209,17 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         if not ascii_digits(raw_last.strip()):
             raise Problem(400, "Bad Request", "Last-Event-ID must be an event id (a whole number)")
         last = int(raw_last.strip())
+    headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if request.method == hdrs.METH_HEAD:
+        # the stream's head only (RFC 9110 §9.3.2): aiohttp writes whatever a prepared stream is given, so a
+        # HEAD answered with the stream sent events as bytes after a bodiless head, read by the client as
+        # its next answer, and held the connection and a stream slot of the client
+        return web.StreamResponse(headers=headers)
     sub = hub.subscribe()
     open_streams[client] += 1
     # read before any await: events the hub hands this subscription from now on are after ``sent``
     sent = hub.last_id
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                           "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(headers=headers)
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")

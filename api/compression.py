@@ -19,12 +19,33 @@ MIN_BYTES = 1024
 
 
 def accepts_gzip(value: str) -> bool:
-    """Whether an Accept-Encoding value (RFC 9110 §12.5.3) allows gzip: listed without ``q=0``."""
-    if not value:  # (no header: most API clients)
+    """Whether an Accept-Encoding value (RFC 9110 §12.5.3) allows gzip.
+
+    ``gzip`` (or its alias ``x-gzip``) listed with a weight above 0 allows it and listed only with ``q=0``
+    refuses it, wherever it stands; ``*`` decides only for a value that names neither (the more specific
+    entry wins: ``*;q=0, gzip`` allows gzip, ``gzip;q=0, *`` refuses it). A weight that is not a number
+    counts as above 0. No header: no gzip (most API clients).
+    """
+    if not value:
         return False
+    named: list[bool] = []
+    star: list[bool] = []
     for part in value.lower().split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip() in ("gzip", "x-gzip", "*"):
-            q = params.strip()
-            return not (q.startswith("q=") and q[2:].strip().rstrip("0").rstrip(".") in ("0", ""))
-    return False
+        coding, *params = part.split(";")
+        coding = coding.strip()
+        if coding in ("gzip", "x-gzip"):
+            named.append(_weight_above_zero(params))
+        elif coding == "*":
+            star.append(_weight_above_zero(params))
+    return any(named) if named else any(star)
+
+
+def _weight_above_zero(params: list[str]) -> bool:
+    for param in params:
+        name, _, raw = param.partition("=")
+        if name.strip() == "q":
+            try:
+                return float(raw.strip()) != 0.0
+            except ValueError:
+                return True
+    return True

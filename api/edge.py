@@ -41,6 +41,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 _SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
                      ("X-Frame-Options", "DENY"))
 
+#: headers of an aiohttp HTTPException that describe its plain-text body, not the problem answer's
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+
 
 class RequestStats(Collector):
     """This process's request counts and latencies, exposed as Prometheus metrics when scraped.
@@ -92,8 +95,28 @@ def _problem(exc: BaseException, request: web.Request) -> web.Response | None:
     if isinstance(exc, Problem):
         return problem_response(exc.status, exc.title, exc.detail, headers=exc.headers, **exc.extra)
     if isinstance(exc, web.HTTPException):
-        return None if exc.status_code < 400 else problem_response(exc.status_code, exc.reason)
+        if exc.status_code < 400:
+            return None
+        # its own headers (a 405's Allow, RFC 9110 §15.5.6; a 401's WWW-Authenticate), not its body's
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+        return problem_response(exc.status_code, exc.reason, headers=kept)
     log.error("unhandled error", exc_info=exc, extra={"path": request.path})
+    return problem_response(500, "Internal Server Error", "the error was logged")
+
+
+def _abort(exc: BaseException, request: web.Request) -> web.Response:
+    """Log a handler's failure after its answer began and close the connection; the 500 it counts as.
+
+    No problem answer can follow a head already sent: written into the stream it would be read as body
+    (chunked framing broken, an SSE client's parser fed an HTTP status line). Closing the connection ends
+    the stream without its last chunk, which every client reads as an interrupted answer (an SSE client
+    reconnects with ``Last-Event-ID``). The answer returned is never sent: aiohttp finds the connection
+    closed, takes it for a client gone and logs nothing more.
+    """
+    log.error("unhandled error after the answer began: connection closed", exc_info=exc,
+              extra={"path": request.path})
+    if request.transport is not None:
+        request.transport.close()
     return problem_response(500, "Internal Server Error", "the error was logged")
 
 
@@ -109,11 +132,14 @@ async def edge_middleware(request: web.Request,
                 raise Problem(400, "Bad Request", "the request contains a NUL character")
             response = await handler(request)
         except Exception as exc:
-            answer = _problem(exc, request)
-            if answer is None:
-                status = exc.status  # type: ignore[attr-defined]  # (an HTTPException under 400)
-                raise
-            response = answer
+            if request.writer.output_size:  # (aiohttp's own test) a stream failed after its head went out
+                response = _abort(exc, request)
+            else:
+                answer = _problem(exc, request)
+                if answer is None:
+                    status = exc.status  # type: ignore[attr-defined]  # (an HTTPException under 400)
+                    raise
+                response = answer
         status = response.status
         if response.prepared:  # a stream (SSE) or an answer already sent: nothing more to add
             return response

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from api.accesslog import PathOnlyAccessLogger
 from api.app import create_app
@@ -21,9 +22,32 @@ log = logging.getLogger("sonae.api")
 #: when a connection is made and closes the connection when it fires while no request is being handled.
 HEADER_TIMEOUT_S = 10.0
 
-#: how every server of the API is run (AppRunner, TestServer.start_server): never log query strings;
-#: close connections that send their request head too slowly (bodies: ``api.bodies.BODY_TIMEOUT_S``)
-SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "keepalive_timeout": HEADER_TIMEOUT_S}
+
+
+class _NoRequestLine(logging.Filter):
+    """Keeps a request that aiohttp could not parse out of the logs but for its kind and status.
+
+    aiohttp logs such a request ("Error handling request", ERROR) with its parse error, whose text quotes
+    the raw request line, query included: a resident's position (``lat``/``lon``) would reach the logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "unparsable request: %s (%s)", (type(exc).__name__, exc.code)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+#: aiohttp's server logger for this API (its parse errors without the request line)
+SERVER_LOG = logging.getLogger("sonae.api.server")
+SERVER_LOG.addFilter(_NoRequestLine())
+
+#: how every server of the API is run (AppRunner, TestServer.start_server): never log query strings
+#: (the access log and aiohttp's own errors); close connections that send their request head too
+#: slowly (bodies: ``api.bodies.BODY_TIMEOUT_S``)
+SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "keepalive_timeout": HEADER_TIMEOUT_S,
+                                  "logger": SERVER_LOG}
 
 
 async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
