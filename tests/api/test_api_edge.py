@@ -3,17 +3,19 @@ metrics, checked through a real server and against counts recomputed from the re
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from api.edge import LATENCY_BUCKETS, RequestStats
+from api.edge import CLIENT_CLOSED_REQUEST, LATENCY_BUCKETS, STATS, RequestStats, edge_middleware
 from sonae.config import Settings
 from tests.api_support import start_client
 
@@ -109,3 +111,15 @@ def test_request_stats_buckets_equal_a_recount(observed: list[tuple[str, int, fl
     counts = {(s.labels["route"], s.labels["status"]): s.value for s in families["sonae_api_requests"].samples}
     for route, status, _ in observed:
         assert counts[(route, str(status))] == sum(1 for r, c, _ in observed if (r, c) == (route, status))
+
+
+async def test_a_request_whose_client_left_counts_as_499_not_as_a_server_error() -> None:
+    async def gone(request: web.Request) -> web.StreamResponse:
+        raise asyncio.CancelledError  # what aiohttp raises in a handler when its client disconnects
+
+    request = make_mocked_request("GET", "/api/v1/events")
+    before = dict(STATS.counts)
+    with pytest.raises(asyncio.CancelledError):
+        await edge_middleware(request, gone)
+    grew = {k: n - before.get(k, 0) for k, n in STATS.counts.items() if n != before.get(k, 0)}
+    assert [(method, status, n) for (_, method, status), n in grew.items()] == [("GET", CLIENT_CLOSED_REQUEST, 1)]
