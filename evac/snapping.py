@@ -292,11 +292,28 @@ class EdgeIndex:
                                                                   np.ndarray]:
         """Usable segments whose box meets the square of half-side ``r``: segment, edge, metres along the
         segment to its nearest point, and that point's ``x``, ``y``."""
+        box, t, qx, qy = self._nearest_points(x, y, r)
+        return box.segs, box.edges, t * box.length, qx, qy
+
+    def _nearest_points(self, x: float, y: float, r: float) -> tuple[_Box, np.ndarray, np.ndarray, np.ndarray]:
+        """The box of the square of half-side ``r`` and, per segment in it, the fraction ``t`` (0-1) of the
+        segment at its point nearest ``(x, y)``, and that point's ``x``, ``y``."""
         box = self._box(x, y, r)
         t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
         np.clip(t, 0.0, 1.0, out=t)
-        qx, qy = box.ax + t * box.dx, box.ay + t * box.dy
-        return box.segs, box.edges, t * box.length, qx, qy
+        return box, t, box.ax + t * box.dx, box.ay + t * box.dy
+
+    def _reached(self, x: float, y: float, radius: float) -> tuple[_Box, np.ndarray, np.ndarray, np.ndarray,
+                                                                   np.ndarray, np.ndarray] | None:
+        """:meth:`_nearest_points` within ``radius``: the box, the indices ``ok`` of its segments whose
+        nearest point lies within ``radius``, and of those the distance, metres along the edge, ``x``, ``y``
+        (None when no segment is within ``radius``)."""
+        box, t, qx, qy = self._nearest_points(x, y, radius)
+        dist = np.hypot(qx - x, qy - y)
+        ok = np.flatnonzero(dist <= radius)
+        if ok.size == 0:
+            return None
+        return box, ok, dist[ok], box.base[ok] + t[ok] * box.length[ok], qx[ok], qy[ok]
 
     def nearest_distance(self, x: float, y: float) -> float:
         """Metres to the nearest point of any usable edge (``inf`` when there is none)."""
@@ -322,16 +339,10 @@ class EdgeIndex:
         first, ties by ``along`` (a road that passes twice within reach offers both of its near points)."""
         if self.empty or not radius >= 0:
             return _EMPTY
-        box = self._box(x, y, radius)
-        t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
-        np.clip(t, 0.0, 1.0, out=t)
-        qx, qy = box.ax + t * box.dx, box.ay + t * box.dy
-        dist = np.hypot(qx - x, qy - y)
-        ok = np.flatnonzero(dist <= radius)
-        if ok.size == 0:
+        reached = self._reached(x, y, radius)
+        if reached is None:
             return _EMPTY
-        along = box.base[ok] + t[ok] * box.length[ok]
-        dist, qx, qy = dist[ok], qx[ok], qy[ok]
+        box, ok, dist, along, qx, qy = reached
         order = np.lexsort((along, dist))
         return EdgePoints(box.edges[ok][order].astype(np.int32), along[order], dist[order], qx[order], qy[order])
 
@@ -342,17 +353,12 @@ class EdgeIndex:
         pass are sorted in Python rather than by numpy calls that each cost more than the sort."""
         if self.empty or not radius >= 0:
             return []
-        box = self._box(x, y, radius)
-        t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
-        np.clip(t, 0.0, 1.0, out=t)
-        qx, qy = box.ax + t * box.dx, box.ay + t * box.dy
-        dist = np.hypot(qx - x, qy - y)
-        ok = np.flatnonzero(dist <= radius)
-        if ok.size == 0:
+        reached = self._reached(x, y, radius)
+        if reached is None:
             return []
-        along = box.base[ok] + t[ok] * box.length[ok]
-        return sorted(zip(dist[ok].tolist(), along.tolist(), ok.tolist(), box.edges[ok].tolist(), qx[ok].tolist(),
-                          qy[ok].tolist(), strict=True))
+        box, ok, dist, along, qx, qy = reached
+        return sorted(zip(dist.tolist(), along.tolist(), ok.tolist(), box.edges[ok].tolist(), qx.tolist(),
+                          qy.tolist(), strict=True))
 
 
 _EMPTY = EdgePoints(np.zeros(0, np.int32), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
