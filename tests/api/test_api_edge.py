@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
@@ -14,19 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
 from api.edge import CLIENT_CLOSED_REQUEST, LATENCY_BUCKETS, STATS, RequestStats, edge_middleware
-from sonae.config import Settings
-from tests.api_support import start_client
-
-
-@pytest.fixture
-async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
-    c = await start_client(create_app(pool=pool, settings=settings))
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -19,15 +19,6 @@ from tests.api_support import start_client
 LAT, LON = "37.4123456", "140.3876543"  # a resident's position: never in a log
 
 
-@pytest.fixture
-async def client(pool: asyncpg.Pool, settings: Settings):  # type: ignore[no-untyped-def]
-    c = await start_client(create_app(pool=pool, settings=settings))
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def _raw(client: TestClient, request: bytes) -> bytes:
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     try:
