@@ -1,0 +1,144 @@
+"""CPU per request through the API application in this process, against a bare aiohttp application
+through the same path, measured in one run (issue #21: what Sonae adds to aiohttp per request).
+
+    .venv/bin/python bench/api_path.py [--requests 20000] [--rounds 5]
+
+``bench/api.py`` measures whole servers over sockets with ``wrk``; on a shared 2-core machine its ratios
+move by ±0.1 between runs. This bench takes the sockets, the HTTP parser and the response's writing out
+(they are aiohttp's, the same for both) and times what is left: the router, the middlewares and the
+handler, called as aiohttp calls them (``Application._handle``) on requests made ahead
+(``aiohttp.test_utils.make_mocked_request``), in rounds alternating with the bare application. Reported
+per endpoint: µs of CPU per request (``time.process_time``, median of rounds) for Sonae and for the bare
+``web.json_response({"status": "ok"})`` handler, and their difference.
+
+Endpoints: ``/api/v1/alerts`` with 48 active alerts (kept answer), ``/api/v1/route`` at one position (the
+cached answer) and at fresh positions of the drill town (every request a new ~10 m cell), ``/healthz``.
+Needs a PostgreSQL (``SONAE_BENCH_DATABASE_URL``, default the local server on 127.0.0.1:5432; a fresh
+database is created and dropped). Results go to ``.state/bench/api_path.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # first: bench/api.py beside this file must not stand for the api package
+
+import asyncpg  # noqa: E402
+from aiohttp import web  # noqa: E402
+from aiohttp.test_utils import make_mocked_request  # noqa: E402
+
+from api.app import create_app  # noqa: E402
+from sonae.config import load_settings  # noqa: E402
+from sonae.migrations import migrate  # noqa: E402
+
+
+async def _bare(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _bare_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/", _bare)
+    return app
+
+
+async def cpu_us(app: web.Application, paths: Callable[[int], str], n: int) -> float:
+    """µs of CPU per request of ``app._handle`` over ``n`` requests made ahead (``paths(i)``)."""
+    requests = [make_mocked_request("GET", paths(i), app=app, headers={"Host": "127.0.0.1"}) for i in range(n)]
+    t0 = time.process_time()
+    for req in requests:
+        resp = await app._handle(req)
+        assert resp.status < 400, (resp.status, req.path_qs[:40])
+    return (time.process_time() - t0) / n * 1e6
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    server = os.environ.get("SONAE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"sonae_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    db = server.rsplit("/", 1)[0] + "/" + name
+    state = tempfile.mkdtemp(prefix="sonae-bench-path-")
+    pool = await asyncpg.create_pool(db, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        # bench/api.py's realistic alert set (loaded by path: its name is the api package's)
+        spec = importlib.util.spec_from_file_location("bench_api", ROOT / "bench" / "api.py")
+        assert spec is not None and spec.loader is not None
+        bench_api = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench_api)
+        active = await bench_api.seed_alerts(db)
+        settings = load_settings(environ={"SONAE_DATABASE_URL": db, "SONAE_STATE_DIR": state,
+                                          "SONAE_EVAC_NETWORK": "drilltown", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0",
+                                          "SONAE_LOG_LEVEL": "warning"})
+        app = create_app(pool=pool, settings=settings)
+        runner = web.AppRunner(app)
+        await runner.setup()  # the application's startup: event hubs, the evacuation engine
+        bare = _bare_app()
+        bare_runner = web.AppRunner(bare)
+        await bare_runner.setup()
+        try:
+            from api.evacuation import EVAC
+
+            service = app[EVAC]
+            await asyncio.wait_for(service.loaded.wait(), 600)  # the engine is built in the background at startup
+            shelters = service.require().state.shelters.values()
+            lats, lons = [s.lat for s in shelters], [s.lon for s in shelters]
+            south, north, west, east = min(lats), max(lats), min(lons), max(lons)
+            rnd = random.Random(7)
+
+            def fresh(i: int) -> str:
+                return (f"/api/v1/route?lat={rnd.uniform(south, north):.6f}&lon={rnd.uniform(west, east):.6f}"
+                        "&hazard=flood&lang=ja")
+
+            one = f"/api/v1/route?lat={south + 0.003:.5f}&lon={west + 0.004:.5f}&hazard=flood&lang=ja"
+            endpoints: dict[str, Callable[[int], str]] = {
+                "healthz": lambda i: "/healthz", "alerts": lambda i: "/api/v1/alerts",
+                "route_cached": lambda i: one, "route_random": fresh}
+            for paths in endpoints.values():  # warm: kept answers made, fields computed
+                await cpu_us(app, paths, 50)
+            results: dict[str, object] = {"active_alerts": active, "requests": args.requests, "rounds": args.rounds}
+            for ep, paths in endpoints.items():
+                n = args.requests if ep != "route_random" else max(1000, args.requests // 4)
+                ours, base = [], []
+                for _ in range(args.rounds):
+                    base.append(await cpu_us(bare, lambda i: "/", n))
+                    ours.append(await cpu_us(app, paths, n))
+                o, b = statistics.median(ours), statistics.median(base)
+                results[ep] = {"sonae_us": round(o, 1), "bare_us": round(b, 1), "added_us": round(o - b, 1)}
+                print(f"{ep:13} Sonae {o:7.1f} µs   bare aiohttp {b:5.1f} µs   added {o - b:7.1f} µs per request",
+                      flush=True)
+            return results
+        finally:
+            await runner.cleanup()
+            await bare_runner.cleanup()
+    finally:
+        await pool.close()
+        admin = await asyncpg.connect(server)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    out = asyncio.run(run(parser.parse_args()))
+    target = ROOT / ".state" / "bench"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "api_path.json").write_text(json.dumps(out, indent=2))
