@@ -4,8 +4,10 @@ endpoint measured in the same run (the framework's ceiling), and alert fan-out t
 What residents get (issue #21): the route endpoint is measured at random positions all over the service
 area (every request a different URL, as residents ask) and, separately, at one fixed URL (the cached
 case); the alerts endpoint with a realistic set of active alerts (one open river-level alert, real and
-drill, per gauge of the drill town, levels 2-5) rather than an empty list; and the first request on a
-cold field (a profile/hazard nobody asked for yet) against the same request once warm.
+drill, per gauge of the drill town, levels 2-5) rather than an empty list, both as ``wrk`` asks (no
+``Accept-Encoding``: the answer's 24 KB) and as the resident page's browser asks (``Accept-Encoding: gzip``:
+the answer's gzip form, kept with it); and the first request on a cold field (a profile/hazard nobody asked
+for yet) against the same request once warm.
 
     .venv/bin/python bench/api.py [--duration 10] [--rounds 3] [--connections 64] [--sse-clients 5000]
 
@@ -342,6 +344,15 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         results["active_alerts"] = asyncio.run(seed_alerts(db))
         paired("alerts", lambda i, sec: wrk(base + "/api/v1/alerts", duration=sec, connections=args.connections,
                                             server_pid=api.pid), ceiling_run, **common)  # type: ignore[arg-type]
+        # as the resident page's browser asks (Accept-Encoding: gzip): the kept answer's gzip form
+        paired("alerts_gzip", lambda i, sec: wrk(base + "/api/v1/alerts", duration=sec, connections=args.connections,
+                                                 extra=["-H", "Accept-Encoding: gzip"], server_pid=api.pid),
+               ceiling_run, **common)  # type: ignore[arg-type]
+        with urllib.request.urlopen(base + "/api/v1/alerts", timeout=10) as resp:
+            results["alerts_bytes"] = len(resp.read())
+        gz_req = urllib.request.Request(base + "/api/v1/alerts", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(gz_req, timeout=10) as resp:
+            results["alerts_gzip_bytes"] = len(resp.read())
         # the first request on a field nobody asked for yet, then the same request warm
         cold_url = f"{base}/api/v1/route?lat={lat:.5f}&lon={lon:.5f}&hazard=landslide&profile=reduced_mobility&lang=ja"
         cold = timed_get(cold_url)
@@ -371,7 +382,9 @@ def main(args: argparse.Namespace) -> dict[str, object]:
           f"{results['route_ratio']}   alerts/ceiling = {results['alerts_ratio']} "
           f"(target ≥ 0.7)")
     print(f"per CPU second of the server: route(random)/ceiling = {results['route_random_cpu_ratio']}   "
-          f"route(cached)/ceiling = {results['route_cpu_ratio']}   alerts/ceiling = {results['alerts_cpu_ratio']}")
+          f"route(cached)/ceiling = {results['route_cpu_ratio']}   alerts/ceiling = {results['alerts_cpu_ratio']} "
+          f"({results['alerts_bytes']:,} bytes; with gzip {results['alerts_gzip_cpu_ratio']}, "
+          f"{results['alerts_gzip_bytes']:,} bytes; the ceiling's answer is 16 bytes)")
     return results
 
 
