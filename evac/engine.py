@@ -70,7 +70,7 @@ from evac.hazards import (
     check_hazard,
 )
 from evac.incremental import ArrayPool, Copy, Seeds, pairs_of_edges, update_field
-from evac.network import _TRANSFORMERS, DirectedWeights, PairWeights, ProfileGraph, RoadNetwork
+from evac.network import DirectedWeights, PairWeights, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
 from evac.snapping import EdgePoints, sub_line
@@ -980,7 +980,7 @@ class Engine:
         key = (profile, lon, lat)
         hit = self._attach_cache.get(key)
         if hit is None:
-            x, y = _TRANSFORMERS.get(self.network.epsg).transform(float(lon), float(lat))
+            x, y = self.network.project_point(lon, lat)
             idx = self.network.profile(profile).index
             d0 = idx.nearest_distance(x, y)
             pts = idx.within(x, y, d0 + TIE_M) if np.isfinite(d0) else idx.within(x, y, 0.0)
@@ -1000,7 +1000,7 @@ class Engine:
         att = None
         if d0 <= self.max_snap_m:
             net = self.network
-            sx, sy = _TRANSFORMERS.get(net.epsg).transform(s.lon, s.lat)
+            sx, sy = net.project_point(s.lon, s.lat)
             e = pts.edge.astype(np.int64)
             plen = net.edge_plen[e]
             frac = np.divide(pts.along, plen, out=np.zeros(len(e)), where=plen > 0).clip(0.0, 1.0)
@@ -1225,7 +1225,7 @@ class Engine:
         if not self.in_area(lat, lon):
             return RouteResult("outside_area", [], math.inf, None, math.nan, f, st)
         net = self.network
-        x, y = _TRANSFORMERS.get(net.epsg).transform(float(lon), float(lat))
+        x, y = net.project_point(lon, lat)
         idx = net.profile(profile).index
         if idx.empty:
             return RouteResult("off_network", [], math.inf, None, math.inf, f, st)

@@ -22,7 +22,6 @@ from evac.engine import (
     net_edge_plen,
     partial_cost,
 )
-from evac.network import _TRANSFORMERS
 
 
 def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
@@ -37,7 +36,7 @@ def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk"
     if not engine.in_area(lat, lon):
         return RouteResult("outside_area", [], math.inf, None, math.nan, f, st)
     net = engine.network
-    x, y = _TRANSFORMERS.get(net.epsg).transform(float(lon), float(lat))
+    x, y = net.project_point(lon, lat)
     idx = net.profile(profile).index
     if idx.empty:
         return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
