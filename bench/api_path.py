@@ -29,9 +29,9 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # first: bench/api.py beside this file must not stand for the api package
@@ -65,23 +65,25 @@ async def cpu_us(app: web.Application, paths: Callable[[int], str], n: int) -> f
     return (time.process_time() - t0) / n * 1e6
 
 
+def _bench_api() -> Any:
+    """bench/api.py, loaded by path (its name is the api package's): its database set-up and its realistic
+    alert set."""
+    spec = importlib.util.spec_from_file_location("bench_api", ROOT / "bench" / "api.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     server = os.environ.get("SONAE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"sonae_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    db = server.rsplit("/", 1)[0] + "/" + name
+    bench_api = _bench_api()
+    db = await bench_api.prepare_db(server)
     state = tempfile.mkdtemp(prefix="sonae-bench-path-")
     pool = await asyncpg.create_pool(db, min_size=1, max_size=4)
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        # bench/api.py's realistic alert set (loaded by path: its name is the api package's)
-        spec = importlib.util.spec_from_file_location("bench_api", ROOT / "bench" / "api.py")
-        assert spec is not None and spec.loader is not None
-        bench_api = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench_api)
         active = await bench_api.seed_alerts(db)
         settings = load_settings(environ={"SONAE_DATABASE_URL": db, "SONAE_STATE_DIR": state,
                                           "SONAE_EVAC_NETWORK": "drilltown", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0",
@@ -129,9 +131,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await bare_runner.cleanup()
     finally:
         await pool.close()
-        admin = await asyncpg.connect(server)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await bench_api.drop_db(server, db)
 
 
 if __name__ == "__main__":
