@@ -13,10 +13,10 @@ import pytest
 
 import alerting
 from alerting.worker import RulesWorker
-from api.app import create_app
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
-from tests.api_support import signed_in, start_client
+from tests.alerting.silence_support import console_silent
+from tests.api_support import signed_in
 
 MUNI = "072036"
 INTERVAL = 600  # s
@@ -67,16 +67,6 @@ async def _oracle(conn: asyncpg.Connection, factor: float) -> set[tuple[str, boo
     return out
 
 
-async def _console(settings: Settings, pool: asyncpg.Pool, token: str) -> set[tuple[str, bool]]:
-    client = await start_client(create_app(pool=pool, settings=settings))
-    try:
-        r = await client.get("/api/v1/sensors/health", headers={"Authorization": f"Bearer {token}"})
-        assert r.status == 200, await r.text()
-        return {(s["station_id"], s["exercise"]) for s in (await r.json())["stations"] if "silent" in s["problems"]}
-    finally:
-        await client.close()
-
-
 async def _worker_alerts(conn: asyncpg.Connection) -> set[tuple[str, bool]]:
     return {(r["station_id"], r["exercise"]) for r in await conn.fetch(
         "SELECT station_id, exercise FROM alerts WHERE condition = 'silent' AND cleared_at IS NULL")}
@@ -101,7 +91,7 @@ async def test_console_and_worker_name_the_same_stations_silent(pool: asyncpg.Po
         await worker.check_silent(conn)
         by_worker = await _worker_alerts(conn)
         expected = await _oracle(conn, used)
-    by_console = await _console(settings, pool, token)
+    by_console = await console_silent(settings, pool, token)
     assert expected == {("just-over", False), ("never-old", False), ("rain-old", False), ("real-with-drill", False),
                         ("drill-old", True), ("device-old", False)} | ({("between-factors", False)} if used < 3.5 else set())
     assert (by_worker, by_console) == (expected, expected), (
@@ -113,7 +103,7 @@ async def test_console_and_worker_name_the_same_stations_silent(pool: asyncpg.Po
         await worker.step(conn)
         await worker.check_silent(conn)
         assert await _worker_alerts(conn) == await _oracle(conn, used) == expected - {("rain-old", False)}
-    assert await _console(settings, pool, token) == expected - {("rain-old", False)}
+    assert await console_silent(settings, pool, token) == expected - {("rain-old", False)}
 
 
 async def test_upgrade_fills_the_newest_reading_of_every_stream_once(pool: asyncpg.Pool, settings: Settings) -> None:

@@ -10,23 +10,13 @@ from dataclasses import replace
 import asyncpg
 
 from alerting.worker import RulesWorker
-from api.app import create_app
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
-from tests.api_support import signed_in, start_client
+from tests.alerting.silence_support import console_silent
+from tests.api_support import signed_in
 
 OLD, NEW = "072036", "072044"  # two municipalities of the same prefecture
 INTERVAL = 600  # s
-
-
-async def _console(settings: Settings, pool: asyncpg.Pool, token: str) -> set[tuple[str, bool]]:
-    client = await start_client(create_app(pool=pool, settings=settings))
-    try:
-        r = await client.get("/api/v1/sensors/health", headers={"Authorization": f"Bearer {token}"})
-        assert r.status == 200, await r.text()
-        return {(s["station_id"], s["exercise"]) for s in (await r.json())["stations"] if "silent" in s["problems"]}
-    finally:
-        await client.close()
 
 
 async def _open(conn: asyncpg.Connection, municipality: str) -> set[tuple[str | None, bool]]:
@@ -54,7 +44,7 @@ async def test_silent_alerts_follow_stream_municipality_and_deletion(pool: async
         await worker.step(conn)
         await worker.check_silent(conn)
         alerts_old, alerts_new = await _open(conn, OLD), await _open(conn, NEW)
-    console_old = await _console(settings, pool, tokens["old-staff"])
-    console_new = await _console(settings, pool, tokens["new-staff"])
+    console_old = await console_silent(settings, pool, tokens["old-staff"])
+    console_new = await console_silent(settings, pool, tokens["new-staff"])
     assert console_old == {("toggled", True), ("kept", False)} and console_new == {("moved", False)}
     assert (alerts_old, alerts_new) == (console_old, console_new)
