@@ -1284,7 +1284,7 @@ class Engine:
                                        Stop | None] | None:
         """Least total time leaving from point ``along`` of edge ``e``: (total, access m, access s, first
         partial as ``(edge, a, b, seconds, metres)``, end node or -1 for a shelter on the same edge, that
-        shelter's stop). The arithmetic of :func:`partial_cost`, on the edge's numbers kept as floats."""
+        shelter's stop). :func:`part_cost` on the edge's numbers kept as floats."""
         lines = f.lines
         leg = lines.leg_factor(x, y, qx, qy) if lines else 1.0
         if leg == math.inf:
@@ -1294,28 +1294,23 @@ class Engine:
         mult = f.mult
         # on an edge the areas touch, the part itself is tested (partial_cost); else its factor is 1
         touched = bool(lines) and mult is not None and mult[e] != 1.0
+        net = self.network
+
+        def factor_to(b: float) -> Callable[[], float] | None:
+            return (lambda: lines.factor(sub_line(net.edge_xy(e), along, b))) if touched else None
+
         dist_to = f.dist
         best: tuple[float, float, float, tuple[int, float, float, float, float], int, Stop | None] | None = None
         for end, end_along in ((u, 0.0), (v, plen)):
             d_end = float(dist_to[end])
             if not d_end < UNREACHABLE_S:
                 continue
-            span = abs(end_along - along)
-            if span <= 1e-9:
-                ps = pm = 0.0
-            else:
-                frac = min(1.0, span / plen) if plen > 0 else 0.0
-                t = t_fwd if end_along > along else t_bwd
-                if not math.isfinite(t):
-                    ps = pm = math.inf
-                else:
-                    factor = lines.factor(sub_line(self.network.edge_xy(e), along, end_along)) if touched else 1.0
-                    ps, pm = t * frac * factor, length * frac
+            ps, pm = part_cost(along, end_along, plen, t_fwd, t_bwd, length, factor_to(end_along))
             total = access_s + ps + d_end
             if math.isfinite(total) and (best is None or total < best[0]):
                 best = (total, dist, access_s, (e, along, end_along, ps, pm), end, None)
         for stop in f.stops.on(e):
-            ps, pm = partial_cost(self.network, f.profile, mult, lines, e, along, stop.along, plen)
+            ps, pm = part_cost(along, stop.along, plen, t_fwd, t_bwd, length, factor_to(stop.along))
             total = access_s + ps + stop.egress_s
             if math.isfinite(total) and (best is None or total < best[0]):
                 best = (total, dist, access_s, (e, along, stop.along, ps, pm), -1, stop)
@@ -1414,14 +1409,23 @@ def partial_cost(net: RoadNetwork, profile: str, mult: np.ndarray | None, lines:
     On an edge the areas touch, the part itself is tested against them, so the dry part of a flooded
     street stays usable.
     """
+    fwd, bwd = net.times[profile]
+    touched = mult is not None and mult[e] != 1.0
+    return part_cost(a, b, plen, float(fwd[e]), float(bwd[e]), float(net.edge_length[e]),
+                     (lambda: lines.factor(sub_line(net.edge_xy(e), a, b))) if touched else None)
+
+
+def part_cost(a: float, b: float, plen: float, t_fwd: float, t_bwd: float, length: float,
+              factor: Callable[[], float] | None) -> tuple[float, float]:
+    """:func:`partial_cost` on an edge's numbers: seconds and metres from ``a`` to ``b`` projected metres
+    along an edge of projected length ``plen``, whole-edge seconds ``t_fwd`` along and ``t_bwd`` against
+    it, and ``length`` metres; ``factor`` gives the hazard factor of that part (None: 1, the areas do not
+    touch the edge), asked only when the part is walkable."""
     span = abs(b - a)
     if span <= 1e-9:
         return 0.0, 0.0
     frac = min(1.0, span / plen) if plen > 0 else 0.0
-    t = float(net.times[profile][0 if b > a else 1][e])
+    t = t_fwd if b > a else t_bwd
     if not math.isfinite(t):
         return math.inf, math.inf
-    factor = 1.0
-    if mult is not None and mult[e] != 1.0:
-        factor = lines.factor(sub_line(net.edge_xy(e), a, b))
-    return t * frac * factor, float(net.edge_length[e]) * frac
+    return t * frac * (factor() if factor is not None else 1.0), length * frac
