@@ -45,15 +45,18 @@ class Answer:
         return cls(body, gz if gz is not None and len(gz) < len(body) else None,
                    hashlib.blake2b(body, digest_size=12).hexdigest())
 
+    def tag(self, gzipped: bool) -> str:
+        """The entity tag of one form (unquoted): the two encodings are different bytes."""
+        return self.etag + "-gz" if gzipped else self.etag
+
     def headers(self, *, gzipped: bool, content_type: str, cache_control: str) -> CIMultiDictProxy[str]:
         """The headers sent with the answer (``Content-Type`` and ``Content-Encoding`` included; a 304
         sends the others), the ETag quoted as ``response.etag`` would write it."""
         key = (gzipped, content_type, cache_control)
         got = self._headers.get(key)
         if got is None:
-            etag = self.etag + "-gz" if gzipped else self.etag  # the two encodings are different bytes
             headers = CIMultiDict({hdrs.CACHE_CONTROL: cache_control, hdrs.VARY: "Accept-Encoding",
-                                   hdrs.ETAG: f'"{etag}"', hdrs.CONTENT_TYPE: content_type})
+                                   hdrs.ETAG: f'"{self.tag(gzipped)}"', hdrs.CONTENT_TYPE: content_type})
             if gzipped:
                 headers[hdrs.CONTENT_ENCODING] = "gzip"
             got = self._headers[key] = CIMultiDictProxy(headers)
@@ -65,7 +68,7 @@ class Answer:
         headers = self.headers(gzipped=gzipped, content_type=content_type, cache_control=cache_control)
         # (most requests hold no If-None-Match: its parse only when one is there)
         if hdrs.IF_NONE_MATCH in request.headers:
-            etag = self.etag + "-gz" if gzipped else self.etag
+            etag = self.tag(gzipped)
             wanted = request.if_none_match
             if wanted and any(t.value in (etag, "*") for t in wanted):  # weak comparison (RFC 9110 §13.1.2)
                 return web.Response(status=304, headers={k: v for k, v in headers.items()
