@@ -405,6 +405,7 @@ class _Sites:
     arrays: tuple[np.ndarray, ...]
     row_sort: np.ndarray  # (R,) rows in the order of their point's base edge (stable)
     row_sorted_edge: np.ndarray  # (R,) that base edge, in that order (sorted)
+    lonlat: np.ndarray  # (S, 2) each attached shelter's lon, lat (degrees, as given)
     legs: shapely.STRtree | None = None  # over the egress legs (LineStrings, one per road point)
     effects: dict[str, tuple[HazardArea, tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     # by id() of the hazard index (kept with them); indexes whose areas touch the same rows share them
@@ -831,7 +832,7 @@ class Engine:
                 return hit
             kept = list(self._hazard_indexes.values())
         geoms = self._area_geoms(active)  # the projected geometry is shared with the line tests below
-        hits = tuple(self._edge_hits(a, g) for a, g in geoms)
+        hits = tuple(self._edge_hits(a) for a, _ in geoms)
         ids = frozenset(key)
         net = self.network
         # the nearest kept set (the most recent of equals): usually the one just before this change
@@ -904,13 +905,14 @@ class Engine:
             hz.weights[pg.name] = hit
         return hit
 
-    def _edge_hits(self, area: HazardArea, geom: Any) -> np.ndarray:
-        """Base edges (sorted) whose geometry meets ``area`` (``geom``: its projected geometry), cached per
-        area id while the area's geometry stays the same (:func:`_same_geometry`)."""
+    def _edge_hits(self, area: HazardArea) -> np.ndarray:
+        """Base edges (sorted) whose geometry meets ``area``, judged in lon/lat
+        (:meth:`RoadNetwork.edges_intersecting`), cached per area id while the area's geometry stays the
+        same (:func:`_same_geometry`)."""
         hit = self._hit_cache.get(area.id)
         if hit is None or hit[0] is not area:
             hit = (area, hit[1] if hit is not None and _same_geometry(hit[0], area)
-                   else _frozen(self.network.edges_intersecting(geom)))
+                   else _frozen(self.network.edges_intersecting(area.geometry)))
             self._hit_cache[area.id] = hit
         return hit[1]
 
@@ -933,7 +935,12 @@ class Engine:
 
     def _area_effect(self, sites: _Sites, area: HazardArea, geom: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shelters inside ``area``, egress legs and rows (partial edges) touching it, over all of ``sites``
-        (cached with the sites per area id while the area's geometry stays the same)."""
+        (cached with the sites per area id while the area's geometry stays the same).
+
+        ``geom`` is the area's projected geometry, for the egress legs (built in metres);
+        whether a shelter is inside and whether a partial edge touches the area are decided in lon/lat
+        against the area as given (:data:`evac.network.BOUNDARY_RULE`; the partial edge by
+        :meth:`RoadNetwork.part_lonlat`), as whole edges are."""
         hit = sites.effects.get(area.id)
         if hit is not None and hit[0] is area:
             return hit[1]
@@ -947,23 +954,24 @@ class Engine:
             legs = sites.legs = shapely.STRtree(shapely.linestrings(np.stack(
                 [np.column_stack([sx[p_shelter], sy[p_shelter]]), np.column_stack([p_qx, p_qy])], axis=1)))
         # one GEOS query for the legs (after a search the caches are cold: one call costs less than numpy
-        # box tests and the exact test of the few found). A leg starts at its shelter, so a shelter in the
-        # area has every leg touching it: the shelters to test are those of the legs found.
+        # box tests and the exact test of the few found)
         legs_hit = np.sort(legs.query(geom, predicate="intersects"))
-        if len(legs_hit):
-            near = np.unique(p_shelter[legs_hit])
-            pts_in = near[shapely.intersects_xy(geom, sx[near], sy[near])]
-        else:
-            pts_in = legs_hit
+        # shelters in lon/lat: a box test, then the exact one (a shelter on a side of the area is inside,
+        # which its projected point against the projected area may not be)
+        lon, lat = sites.lonlat[:, 0], sites.lonlat[:, 1]
+        b0, b1, b2, b3 = shapely.bounds(area.geometry).tolist()
+        near = np.flatnonzero((b0 <= lon) & (lon <= b2) & (b1 <= lat) & (lat <= b3))
+        pts_in = near[shapely.intersects_xy(area.geometry, lon[near], lat[near])] if len(near) else near
         # rows whose partial edge lies on an edge the area meets
-        edges = self._edge_hits(area, geom)
+        edges = self._edge_hits(area)
         at = np.searchsorted(sites.row_sorted_edge, edges, side="left")
         span = np.searchsorted(sites.row_sorted_edge, edges, side="right") - at
         if span.any():
             rows = np.sort(sites.row_sort[np.repeat(at - (np.cumsum(span) - span), span) + np.arange(span.sum())])
-            parts = [shapely.LineString(sub_line(net.edge_xy(int(p_edge[r_point[k]])), float(r_end_along[k]),
-                                                 float(p_along[r_point[k]]))) for k in rows.tolist()]
-            rows_hit = rows[shapely.intersects(np.array(parts, dtype=object), geom)]
+            parts = [shapely.LineString(net.part_lonlat(int(p_edge[r_point[k]]), float(r_end_along[k]),
+                                                        float(p_along[r_point[k]]))) for k in rows.tolist()]
+            meets = shapely.intersects(np.array(parts, dtype=object), area.geometry)
+            rows_hit = rows[meets]
         else:
             rows_hit = np.zeros(0, np.int64)
         effect = (pts_in, legs_hit, rows_hit)
@@ -1078,7 +1086,8 @@ class Engine:
         arrays = self._concat([a for a in atts if a is not None])
         row_edge = arrays[1][arrays[8]]
         order = np.argsort(row_edge, kind="stable")
-        sites = _Sites(key, attached, arrays, _frozen(order), _frozen(row_edge[order]))
+        lonlat = np.array([key[i][1:] for i in attached.tolist()], float).reshape(-1, 2)
+        sites = _Sites(key, attached, arrays, _frozen(order), _frozen(row_edge[order]), _frozen(lonlat))
         self._sites[profile] = sites
         return sites
 

@@ -104,8 +104,8 @@ def active_areas(
 
 
 def edge_hits(net: RoadNetwork, area: HazardArea) -> np.ndarray:
-    """Base edges (sorted) whose geometry intersects the area (:meth:`RoadNetwork.edges_intersecting`)."""
-    return net.edges_intersecting(net.project_geometry(area.geometry))
+    """Base edges (sorted) whose geometry intersects the area, in lon/lat (:meth:`RoadNetwork.edges_intersecting`)."""
+    return net.edges_intersecting(area.geometry)
 
 
 def edge_multipliers(

@@ -68,7 +68,7 @@ from evac.graph import (
     report_progress,
 )
 from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
-from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays
+from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays, sub_line
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
 CACHE_FORMAT = 4
@@ -77,6 +77,17 @@ MAPPED_FORMAT = 1
 
 log = logging.getLogger("sonae.evac.network")
 
+#: The one rule for "is this in a hazard area": shapely ``intersects`` (touching the boundary counts as
+#: inside, the safe side for an evacuation) of the area as given in lon/lat degrees (WGS 84, straight
+#: sides in degrees) with the thing's own lon/lat: a shelter's or a resident's position, a road edge's
+#: geometry. Deciding it in projected metres instead let a point on a side fall either way: the projected
+#: polygon joins its projected corners by straight lines, which a side's other points miss by rounding
+#: (and by the curvature of a straight line in degrees once projected).
+BOUNDARY_RULE = "intersects, in lon/lat degrees"
+#: Metres by which the projected box of an area is widened for the grid's candidate edges: covers the
+#: gap between a road segment straight in degrees and the same segment straight in metres (about 2 m
+#: for segments up to 10 km: length² / 8 R with R, a parallel's radius of curvature, over 6000 km).
+BOX_PAD_M = 10.0
 #: Networks with at most this many edges answer polygon queries through an STRtree of their edges (see
 #: the module docstring): about 20 MB and 50 ms to build at the limit, on first use.
 TREE_MAX_EDGES = 50_000
@@ -153,12 +164,25 @@ class RoadNetwork:
                     self._grid = SegmentGrid.build(self.coord_offsets, self.coords_xy, self.coord_along)
         return self._grid
 
-    def edges_intersecting(self, geom_xy: shapely.Geometry) -> np.ndarray:
-        """Base edges (sorted) whose projected geometry intersects ``geom_xy`` (projected metres; prepared
-        here): shapely ``intersects`` on each edge's linestring, through the edge tree on a network of
-        at most :data:`TREE_MAX_EDGES` edges, else through the grid (:meth:`SegmentGrid.edges_intersecting`)."""
+    def edges_intersecting(self, geom: shapely.Geometry) -> np.ndarray:
+        """Base edges (sorted) whose geometry intersects ``geom``, both in lon/lat degrees as given (the
+        boundary counts: shapely ``intersects``, prepared here; see :data:`BOUNDARY_RULE`).
+
+        On a network of at most :data:`TREE_MAX_EDGES` edges through a tree of the edges' lon/lat
+        linestrings; on larger ones the projected grid gives candidates (:meth:`SegmentGrid.edges_in_box`,
+        the area's projected box widened by :data:`BOX_PAD_M`) and the test is made on their lon/lat lines.
+        """
+        if geom.is_empty:
+            return np.zeros(0, np.int64)
+        shapely.prepare(geom)  # one prepared polygon against the lines the tree or the grid finds
         if self.n_edges > TREE_MAX_EDGES:
-            return self.segment_grid.edges_intersecting(geom_xy)
+            x0, y0, x1, y1 = self.projected_bounds(geom)
+            edges = self.segment_grid.edges_in_box(x0 - BOX_PAD_M, y0 - BOX_PAD_M, x1 + BOX_PAD_M, y1 + BOX_PAD_M)
+            if not len(edges):
+                return edges
+            idx, owner = rows_of(np.asarray(self.coord_offsets), edges)
+            lines = shapely.linestrings(np.asarray(self.coords)[idx], indices=owner)
+            return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
         if self._edge_tree is None:
             with self._lock:
                 if self._edge_tree is None:
@@ -166,11 +190,44 @@ class RoadNetwork:
                     n = np.diff(np.asarray(self.coord_offsets))
                     lined = np.flatnonzero(n >= 2)
                     idx, _ = rows_of(np.asarray(self.coord_offsets), lined)
-                    lines = shapely.linestrings(np.asarray(self.coords_xy)[idx],
+                    lines = shapely.linestrings(np.asarray(self.coords)[idx],
                                                 indices=np.repeat(np.arange(len(lined)), n[lined]))
                     self._edge_tree, self._tree_edges = shapely.STRtree(lines), lined.astype(np.int64)
-        shapely.prepare(geom_xy)  # one prepared polygon against the lines the tree finds
-        return self._tree_edges[np.sort(self._edge_tree.query(geom_xy, predicate="intersects"))]
+        return self._tree_edges[np.sort(self._edge_tree.query(geom, predicate="intersects"))]
+
+    @cached_property
+    def _unproject(self) -> pyproj.Transformer:
+        return self.transformer(inverse=True)
+
+    def part_lonlat(self, e: int, a: float, b: float) -> np.ndarray:
+        """The part of base edge ``e`` from ``a`` to ``b`` projected metres along it (reversed if ``b < a``)
+        in lon/lat ``(K, 2)``: the edge's own points as given, and where an end falls between two of them,
+        that point of the projected segment brought back to lon/lat (what hazard tests of parts of edges
+        read: :data:`BOUNDARY_RULE`)."""
+        o0, o1 = int(self.coord_offsets[e]), int(self.coord_offsets[e + 1])
+        ll, along = np.asarray(self.coords[o0:o1], float), np.asarray(self.coord_along[o0:o1])
+        lo, hi = (a, b) if a <= b else (b, a)
+        total = float(along[-1]) if len(along) else 0.0
+        lo, hi = min(max(lo, 0.0), total), min(max(hi, 0.0), total)
+
+        def cut(s: float) -> np.ndarray:
+            same = np.flatnonzero(along == s)
+            if len(same) or len(ll) == 1:
+                return ll[same[0] if len(same) else 0][None, :]
+            x, y = self._unproject.transform(*sub_line(self.edge_xy(e), s, s)[0].tolist())
+            return np.array([[x, y]])
+
+        pts = np.vstack([cut(lo), ll[(along > lo) & (along < hi)], cut(hi)])
+        return pts if a <= b else pts[::-1]
+
+    def projected_bounds(self, geom: shapely.Geometry) -> tuple[float, float, float, float]:
+        """Bounds in projected metres ``(xmin, ymin, xmax, ymax)`` of a lon/lat geometry's box: the box's
+        sides (straight in degrees, curved once projected) are cut every 0.001 degree before projecting,
+        so the result falls short of the true bounds by well under a millimetre."""
+        ring = shapely.segmentize(shapely.box(*shapely.bounds(geom).tolist()), 1e-3)
+        xy = shapely.get_coordinates(ring)
+        x, y = self.project(xy[:, 0], xy[:, 1])
+        return float(x.min()), float(y.min()), float(x.max()), float(y.max())
 
     @property
     def coords_xy(self) -> np.ndarray:

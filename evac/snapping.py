@@ -195,10 +195,20 @@ class SegmentGrid:
 
     def edges_intersecting(self, geom: shapely.Geometry) -> np.ndarray:
         """Base edges (sorted) whose geometry intersects ``geom`` (projected metres; prepared here): grid
-        candidates, then shapely ``intersects`` on linestrings built for the candidates only."""
+        candidates (:meth:`edges_in_box`), then shapely ``intersects`` on linestrings built for the
+        candidates only."""
         if geom.is_empty:
             return np.zeros(0, np.int64)
-        gx0, gy0, gx1, gy1 = shapely.bounds(geom).tolist()
+        edges = self.edges_in_box(*shapely.bounds(geom).tolist())
+        if not len(edges):
+            return edges
+        idx, owner = rows_of(self.offsets, edges)
+        lines = shapely.linestrings(np.asarray(self.xy[idx]), indices=owner)
+        shapely.prepare(geom)  # as an STRtree query does: one prepared polygon against many lines
+        return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
+
+    def edges_in_box(self, gx0: float, gy0: float, gx1: float, gy1: float) -> np.ndarray:
+        """Base edges (sorted, unique) with a segment whose bounding box meets the box (projected metres)."""
         segs = self.segments_in_box(gx0, gy0, gx1, gy1, unique=False)
         if not len(segs):
             return np.zeros(0, np.int64)
@@ -206,13 +216,7 @@ class SegmentGrid:
         a, b = xy[segs], xy[segs + 1]
         meets = ((np.minimum(a[:, 0], b[:, 0]) <= gx1) & (np.maximum(a[:, 0], b[:, 0]) >= gx0)
                  & (np.minimum(a[:, 1], b[:, 1]) <= gy1) & (np.maximum(a[:, 1], b[:, 1]) >= gy0))
-        edges = np.unique(self.segment_edges(segs[meets]))
-        if not len(edges):
-            return edges
-        idx, owner = rows_of(self.offsets, edges)
-        lines = shapely.linestrings(np.asarray(xy[idx]), indices=owner)
-        shapely.prepare(geom)  # as an STRtree query does: one prepared polygon against many lines
-        return edges[shapely.intersects(geom, lines)]  # the prepared geometry goes first
+        return np.unique(self.segment_edges(segs[meets]))
 
 
 #: Boxes of at most this many grid cells have their candidate segments kept per :class:`EdgeIndex`, and at

@@ -25,6 +25,14 @@ def strtree_edge_hits(net: RoadNetwork, geom_xy: shapely.Geometry, tree: shapely
     return np.sort(tree.query(geom_xy, predicate="intersects"))
 
 
+def lonlat_edge_hits(net: RoadNetwork, geom_ll: shapely.Geometry) -> np.ndarray:
+    """Base edges (of two points or more) whose lon/lat line intersects ``geom_ll`` (lon/lat), sorted: one
+    shapely test per edge, the rule of ``evac.network.BOUNDARY_RULE``."""
+    off = np.asarray(net.coord_offsets)
+    return np.array([e for e in range(net.n_edges) if off[e + 1] - off[e] >= 2
+                     and shapely.LineString(net.coords[off[e]:off[e + 1]]).intersects(geom_ll)], np.int64)
+
+
 def edge_strtree(net: RoadNetwork) -> shapely.STRtree:
     xy = np.asarray(net.coords_xy)
     idx = np.repeat(np.arange(net.n_edges), np.diff(net.coord_offsets))

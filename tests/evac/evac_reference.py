@@ -6,7 +6,6 @@ import math
 
 import networkx as nx
 import numpy as np
-import pyproj
 import shapely
 
 from evac.graph import get_profile
@@ -15,16 +14,11 @@ from evac.network import RoadNetwork
 
 def reference_digraph(G: nx.MultiDiGraph, net: RoadNetwork, profile: str, blocked: list[shapely.Geometry],
                       penalties: list[tuple[shapely.Geometry, float]] = ()) -> nx.DiGraph:  # type: ignore[assignment]
-    """A networkx DiGraph of node indices with the profile's times, blocked edges removed (brute force)."""
+    """A networkx DiGraph of node indices with the profile's times, blocked edges removed (brute force).
+
+    An edge is in an area when its lon/lat line ``intersects`` the area's lon/lat polygon (the boundary
+    counts), as the engine decides it (``evac.network.BOUNDARY_RULE``); ``net`` gives only node indices."""
     prof = get_profile(profile)
-    proj = pyproj.Transformer.from_crs("EPSG:4326", f"EPSG:{net.epsg}", always_xy=True)
-
-    def transform(_: object, g: shapely.Geometry) -> shapely.Geometry:
-        return shapely.transform(g, lambda xy: np.column_stack(proj.transform(xy[:, 0], xy[:, 1])))
-
-    tr = None
-    blocked_p = [transform(tr, g) for g in blocked]
-    penal_p = [(transform(tr, g), f) for g, f in penalties]
     index = {int(o): i for i, o in enumerate(net.node_osmid)}
     D = nx.DiGraph()
     D.add_nodes_from(range(net.n_nodes))
@@ -33,10 +27,9 @@ def reference_digraph(G: nx.MultiDiGraph, net: RoadNetwork, profile: str, blocke
             continue
         geom = data.get("geometry") or shapely.LineString(
             [(G.nodes[u]["x"], G.nodes[u]["y"]), (G.nodes[v]["x"], G.nodes[v]["y"])])
-        gp = transform(tr, geom)
-        if any(gp.intersects(b) for b in blocked_p):
+        if any(geom.intersects(b) for b in blocked):
             continue
-        factor = max([f for b, f in penal_p if gp.intersects(b)], default=1.0)
+        factor = max([f for b, f in penalties if geom.intersects(b)], default=1.0)
         fwd, bwd = prof.times(data)
         for a, b, t in ((u, v, fwd), (v, u, bwd)):
             if math.isfinite(t):

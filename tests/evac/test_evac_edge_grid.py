@@ -16,11 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
 import shapely
-from edge_oracle import PieceIndex, edge_strtree, strtree_edge_hits
+from edge_oracle import PieceIndex, edge_strtree, lonlat_edge_hits, strtree_edge_hits
 from evac_reference import EXTRACTS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -112,17 +113,19 @@ def test_polygon_edges_equal_the_strtree(name: str, tmp_nets: Path, fx: float, f
     poly = poly if poly.is_valid else poly.convex_hull
     if hole and poly.area > 1:
         poly = poly.difference(shapely.Point(x, y).buffer(radius * 0.2))
-    got = net.edges_intersecting(poly)  # through the network's edge tree (a small network)
-    assert net.n_edges <= evac.network.TREE_MAX_EDGES
     want = strtree_edge_hits(net, poly, o["tree"])
-    assert np.array_equal(got, want) and got.dtype == np.int64
-    assert np.array_equal(net.segment_grid.edges_intersecting(poly), want)  # and through the grid (large ones)
-    # and through the hazard layer, in lon/lat
+    assert np.array_equal(net.segment_grid.edges_intersecting(poly), want)  # the grid, in projected metres
+    # the network and the hazard layer, in lon/lat (evac.network.BOUNDARY_RULE): through the network's
+    # edge tree (a small network) and through the grid's candidates (large ones)
     if not poly.is_empty and isinstance(poly, shapely.Polygon):
         inv = net.transformer(inverse=True)
         ll = shapely.transform(poly, lambda xy: np.column_stack(inv.transform(xy[:, 0], xy[:, 1])))
-        area = HazardArea(id="p", hazard="flood", geometry=ll)
-        assert np.array_equal(edge_hits(net, area), strtree_edge_hits(net, net.project_geometry(ll), o["tree"]))
+        want_ll = lonlat_edge_hits(net, ll)
+        assert net.n_edges <= evac.network.TREE_MAX_EDGES
+        got = edge_hits(net, HazardArea(id="p", hazard="flood", geometry=ll))
+        assert np.array_equal(got, want_ll) and got.dtype == np.int64
+        with mock.patch.object(evac.network, "TREE_MAX_EDGES", -1):
+            assert np.array_equal(net.edges_intersecting(ll), want_ll)
 
 
 def _drawn_network(xy: np.ndarray, offsets: np.ndarray) -> RoadNetwork:
@@ -134,6 +137,21 @@ def _drawn_network(xy: np.ndarray, offsets: np.ndarray) -> RoadNetwork:
                       np.zeros((len(xy), 2)), [""], {"walk": (np.ones(m), np.ones(m))}, 32654)
     net._xy = xy
     return net
+
+
+#: Lattice of :func:`_lattice_network`: its step (degrees) and its origin (lon, lat).
+LATTICE_DEG = 1e-4
+LATTICE_ORIGIN = np.array([140.36, 37.40])
+
+
+def _lattice_network(steps: np.ndarray, offsets: np.ndarray) -> RoadNetwork:
+    """A network whose edges' lon/lat geometry is ``steps`` (lattice steps, ``(M, 2)``) on the
+    :data:`LATTICE_DEG` lattice from :data:`LATTICE_ORIGIN`, projected as usual (only the geometry is
+    meaningful)."""
+    m = len(offsets) - 1
+    return RoadNetwork(np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(m, np.int32), np.zeros(m, np.int32),
+                       np.ones(m), np.full(m, -1, np.int32), np.zeros(m, np.int32), offsets.astype(np.int64),
+                       steps * LATTICE_DEG + LATTICE_ORIGIN, [""], {"walk": (np.ones(m), np.ones(m))}, 32654)
 
 
 @st.composite
@@ -168,8 +186,15 @@ def test_polygon_edges_equal_plain_shapely_on_drawn_edges(case: tuple[np.ndarray
     for cell in (None, 10.0):
         grid = SegmentGrid.build(offsets, net.coords_xy, cell=cell)
         assert grid.edges_intersecting(poly).tolist() == want
-    net._edge_tree = None
-    assert net.edges_intersecting(poly).tolist() == want
+    # the network decides in lon/lat: the same drawing on a 1e-4 degree lattice, through its edge tree
+    # and through the grid's candidates
+    ll = _lattice_network(xy / 25.0, offsets)
+    poly_ll = shapely.transform(poly, lambda p: p / 25.0 * LATTICE_DEG + LATTICE_ORIGIN)
+    want_ll = [e for e in range(ll.n_edges) if offsets[e + 1] - offsets[e] >= 2
+               and shapely.LineString(ll.coords[offsets[e]:offsets[e + 1]]).intersects(poly_ll)]
+    assert ll.edges_intersecting(poly_ll).tolist() == want_ll
+    with mock.patch.object(evac.network, "TREE_MAX_EDGES", -1):
+        assert ll.edges_intersecting(poly_ll).tolist() == want_ll
 
 
 def test_grid_edge_cases() -> None:

@@ -6,7 +6,7 @@ import networkx as nx
 import numpy as np
 import shapely
 from evac_reference import reference_digraph, reference_field
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from evac.engine import UNREACHABLE_S, Engine
@@ -52,6 +52,22 @@ def town(draw: st.DrawFn) -> tuple[nx.MultiDiGraph, list[Shelter], list[HazardAr
     return G, shelters, areas
 
 
+def _shelter_on_a_blocked_side() -> tuple[nx.MultiDiGraph, list[Shelter], list[HazardArea]]:
+    """The example a run of 5000 found (shrunk by hypothesis): a shelter at (140.36, 37.4001), exactly on
+    the west side of a blocked box, which the engine judged outside in projected metres and used."""
+    G = nx.MultiDiGraph(crs="epsg:4326")
+    G.add_node(100, x=140.36, y=37.40 + 1 * 1e-4)
+    G.add_node(101, x=140.36, y=37.40)
+    data = {"highway": "residential", "length": 1.0, "oneway": False, "name": "road0-1", "wheelchair": "no"}
+    G.add_edge(100, 101, **data)
+    G.add_edge(101, 100, **data)
+    shelters = [Shelter(id="s0", name="s0", lat=37.40 + 1 * 1e-4, lon=140.36, hazards=frozenset({"flood"}))]
+    x0, y0 = 140.36, 37.40
+    areas = [HazardArea(id="a0", hazard="flood", geometry=shapely.box(x0, y0, x0 + 1e-4, y0 + 2e-4))]
+    return G, shelters, areas
+
+
+@example(_shelter_on_a_blocked_side(), "walk", "flood")
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(town(), st.sampled_from(["walk", "reduced_mobility", "car"]), st.sampled_from(["flood", "earthquake"]))
 def test_field_matches_networkx(case, profile: str, hazard: str) -> None:
