@@ -58,7 +58,7 @@ SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "kee
 #: what a problem answer says of a request aiohttp could not parse, by the class of aiohttp's parse error
 #: (aiohttp.http_exceptions; the most specific class first): a fixed text, never the error's own message,
 #: which quotes the request line or header (a resident's position may be in the query)
-_FAULTS: tuple[tuple[type[HttpProcessingError], str], ...] = (
+FAULTS: tuple[tuple[type[HttpProcessingError], str], ...] = (
     (hx.BadHttpMethod, "the request line's method is not a valid HTTP method"),
     (hx.BadStatusLine, "the request line is malformed (expected: METHOD target HTTP/1.x)"),
     (hx.InvalidURLError, "the request target is not a valid URL"),
@@ -71,16 +71,16 @@ _FAULTS: tuple[tuple[type[HttpProcessingError], str], ...] = (
 )
 #: what it says of any other parse error (llhttp reports most faults of headers and framing as a
 #: plain BadHttpMessage: a bad chunk size, a bad Content-Length, a header byte, a missing Host)
-_FAULT_OTHER = "the request could not be parsed as HTTP/1.1 (its request line, a header or the body's framing)"
+FAULT_OTHER = "the request could not be parsed as HTTP/1.1 (its request line, a header or the body's framing)"
 
 
 def unparsable_detail(exc: BaseException) -> str:
-    """The problem detail for aiohttp's parse error ``exc``: its kind in words (:data:`_FAULTS`), never
+    """The problem detail for aiohttp's parse error ``exc``: its kind in words (:data:`FAULTS`), never
     its message (which quotes the request)."""
-    for cls, text in _FAULTS:
+    for cls, text in FAULTS:
         if isinstance(exc, cls):
             return text
-    return _FAULT_OTHER
+    return FAULT_OTHER
 
 
 class ProblemRequestHandler(RequestHandler):

@@ -8,13 +8,17 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
+import asyncpg
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.edge import UNPARSABLE
-from api.server import _FAULT_OTHER, _FAULTS
+from api.edge import STATS, UNPARSABLE
+from api.server import FAULT_OTHER, FAULTS, serve
+from sonae.config import Settings
+from sonae.embedded import free_port
 
 #: a resident's position, as a route query carries it: no answer may quote it
 SECRET = "lat=35.681236&lon=139.767125"
@@ -38,7 +42,7 @@ MALFORMED: dict[str, bytes] = {
     "bad Content-Length": f"POST {TARGET} HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n{{}}".encode(),
 }
 
-_DETAILS = {text for _, text in _FAULTS} | {_FAULT_OTHER}
+_DETAILS = {text for _, text in FAULTS} | {FAULT_OTHER}
 
 
 async def _unparsable_counts(client: TestClient) -> dict[int, float]:
@@ -123,3 +127,33 @@ async def test_request_lines_with_bad_bytes_are_counted_problems(
     after = await _unparsable_counts(client)
     assert {s: after[s] - before.get(s, 0.0) for s in after if after[s] != before.get(s)} == {
         s: float(n) for s, n in seen.items()}
+
+
+async def test_the_server_of_sonae_api_answers_and_counts_them_too(pool: asyncpg.Pool, settings: Settings) -> None:
+    """``api.server.serve`` (what ``sonae api`` runs) uses the same handler as the test servers."""
+    port = free_port()
+    stop = asyncio.Event()
+    served = asyncio.create_task(serve(settings.replace(**{"api.host": "127.0.0.1", "api.port": port}), pool, stop))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # until it listens (each try a connection refused at once, or its answer)
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        assert resp.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.wait({served}, timeout=0.05)
+                    assert not served.done(), served
+            before = STATS.counts.get((UNPARSABLE, "UNKNOWN", 400), 0)
+            raw = MALFORMED["invalid method"]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw)
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split(b" ", 2)[1] == b"400" and b"application/problem+json" in head
+            assert SECRET.encode() not in body and json.loads(body)["detail"] in _DETAILS
+            assert STATS.counts.get((UNPARSABLE, "UNKNOWN", 400), 0) == before + 1
+    finally:
+        stop.set()
+        await served
