@@ -40,7 +40,8 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   its open alerts of every condition along (event ``moved``), a deleted station's are cleared.
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
-  alerts publish their last state once and then remove the retained message). The topic root is the
+  alerts publish their last state once and then remove the retained message; an alert moved to another
+  municipality has its retained message under the old one removed). The topic root is the
   device prefix's parent (``sonae/v1`` → ``sonae/alerts``), outside the tree ingestors subscribe to.
   Unconfirmed alerts (a reading beyond the gauge's plausible rate) are never published there: they are
   for staff (API, console) until the next reading confirms them.
@@ -57,6 +58,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -617,19 +619,33 @@ class RulesWorker:
         if not self._to_publish:
             return
         ids, self._to_publish = sorted(self._to_publish), set()
+        # the municipalities alerts moved out of (event "moved"): their retained copies there are removed
+        left = {r["alert_id"]: r["codes"] for r in await conn.fetch(
+            """SELECT alert_id, array_agg(DISTINCT old_municipality_code) AS codes FROM alert_events
+               WHERE kind = 'moved' AND alert_id = ANY($1::bigint[]) GROUP BY alert_id""", ids)}
         for alert_id in ids:
             alert = await store.get_alert(conn, alert_id)
             if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
-                await publish_alert(client, self.topic_root, alert)
+                await publish_alert(client, self.topic_root, alert, left=left.get(alert_id, ()))
 
 
-async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any]) -> None:
-    """Retained current state of an active alert; a cleared one is sent once and its retained copy removed."""
-    topic = f"{topic_root}/{alert['municipality_code'] or 'none'}/{alert['id']}"
+def _alert_topic(topic_root: str, municipality_code: str | None, alert_id: int) -> str:
+    return f"{topic_root}/{municipality_code or 'none'}/{alert_id}"
+
+
+async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any],
+                        left: Iterable[str | None] = ()) -> None:
+    """Retained current state of an active alert; a cleared one is sent once and its retained copy removed.
+
+    ``left``: municipalities the alert moved out of (:func:`alerting.store.move_alert`); the retained copy
+    under each of their topics is removed, so that a viewer of the old municipality no longer shows it."""
+    topic = _alert_topic(topic_root, alert["municipality_code"], alert["id"])
     # the retained topics are read by partners' devices (viewers): no staff identity on them
     public = {k: v for k, v in store.alert_json(alert).items() if k != "acknowledged_by"}
     body = json.dumps(public, ensure_ascii=False, separators=(",", ":"))
     try:
+        for code in set(left) - {alert["municipality_code"]}:
+            await client.publish(_alert_topic(topic_root, code, alert["id"]), b"", qos=1, retain=True)
         if alert["cleared_at"] is None:
             await client.publish(topic, body, qos=1, retain=True)
         else:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,13 +29,14 @@ from alerting import store
 from alerting.cap import CAP_NS, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.rules import RIVER, SILENT, UNCONFIRMED, Transition
-from alerting.worker import RulesWorker
+from alerting.worker import RulesWorker, alert_topic_root
 from api.app import create_app
 from ingest.contract import Reading
 from ingest.registry import Station, upsert_stations
 from ingest.store import write_batch
 from notify import store as notify_store
 from sonae.config import Settings
+from sonae.mqtt import Message, MqttClient
 from tests.alerting.support import running_worker
 from tests.api_support import signed_in, start_client
 from tests.ingest_support import wait_until
@@ -227,25 +230,50 @@ async def test_open_alerts_of_every_condition_follow_a_moved_station(pool: async
     assert queued == {e["id"] for e in moves if e["alert_id"] != after[("spiky", UNCONFIRMED, False)]["id"]}
 
 
+async def _next(messages: AsyncIterator[Message], topic: str) -> Message:
+    """The next message on ``topic`` (others are skipped)."""
+    async with asyncio.timeout(60):
+        while True:
+            message = await messages.__anext__()
+            if message.topic == topic:
+                return message
+
+
 async def test_the_worker_follows_a_registry_change_when_it_is_announced(pool: asyncpg.Pool,
                                                                          settings: Settings) -> None:
+    """The move reaches the retained MQTT alert topics too: the copy under the old municipality is removed."""
+    root = alert_topic_root(settings["mqtt.topic_prefix"])
     async with pool.acquire() as conn:
         await _seed(conn)
-    async with running_worker(pool):  # the silent check (and its follow_registry) every hour only
+    async with MqttClient(settings["mqtt.url"], client_id=f"sub-{uuid.uuid4().hex[:6]}",
+                          protocol=settings["mqtt.protocol"]) as sub:
+        await sub.subscribe(f"{root}/#")
+        messages = sub.messages()
+        # the silent check (and its follow_registry) every hour only: the move must come from the notification
+        async with running_worker(pool, mqtt_url=settings["mqtt.url"], mqtt_protocol=settings["mqtt.protocol"],
+                                  topic_root=root):
 
-        async def raised() -> bool:
+            async def raised() -> bool:
+                async with pool.acquire() as conn:
+                    return ("gauge", RIVER, False) in await _open(conn)
+
+            await wait_until(raised, what="the river-level alert")
             async with pool.acquire() as conn:
-                return ("gauge", RIVER, False) in await _open(conn)
-
-        await wait_until(raised, what="the river-level alert")
-        async with pool.acquire() as conn:
-            await upsert_stations(conn, [replace(_stations(OLD)[0], municipality_code=NEW)])
-
-        async def moved() -> bool:
+                alert_id = (await _open(conn))[("gauge", RIVER, False)]["id"]
+            first = await _next(messages, f"{root}/{OLD}/{alert_id}")
+            assert first.payload and json.loads(first.payload)["municipality_code"] == OLD
             async with pool.acquire() as conn:
-                return (await _open(conn))[("gauge", RIVER, False)]["municipality_code"] == NEW
+                await upsert_stations(conn, [replace(_stations(OLD)[0], municipality_code=NEW)])
 
-        await wait_until(moved, what="the alert to follow the station")
+            async def moved() -> bool:
+                async with pool.acquire() as conn:
+                    return (await _open(conn))[("gauge", RIVER, False)]["municipality_code"] == NEW
+
+            await wait_until(moved, what="the alert to follow the station")
+            removed = await _next(messages, f"{root}/{OLD}/{alert_id}")
+            assert removed.payload == b""  # the retained copy removed (a live subscriber sees retain=False)
+            now_there = await _next(messages, f"{root}/{NEW}/{alert_id}")
+            assert json.loads(now_there.payload)["municipality_code"] == NEW
 
 
 async def test_deleted_station_alerts_clear_and_a_toggled_flag_leaves_river_alerts(
