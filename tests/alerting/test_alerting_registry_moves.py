@@ -42,15 +42,15 @@ from tests.api_support import signed_in, start_client
 from tests.ingest_support import wait_until
 
 OLD, NEW = "072036", "072044"  # two municipalities of the same prefecture
-FF = {"th_standby": 3.80, "th_caution": 5.00, "th_evacuation": 5.10, "th_danger": 5.50}
 RISING = [4.90, 5.00, 5.05, 5.20, 5.25]  # m every 10 min: 警戒レベル4 (past 避難判断), plausible
 Key = tuple[str, str, bool]  # (station, condition, exercise)
 
 
 def _stations(municipality: str) -> list[Station]:
-    return [Station(id="gauge", name="Gauge", river="厚東川", municipality_code=municipality, lat=34.02, lon=131.22,
-                    **FF),
-            Station(id="spiky", name="Spiky", municipality_code=municipality, max_rate_m_per_h=0.5, **FF),
+    ff = Station(id="ff", name="ff", municipality_code=municipality, th_standby=3.80, th_caution=5.00,
+                 th_evacuation=5.10, th_danger=5.50)  # a flood-forecast gauge's thresholds, m
+    return [replace(ff, id="gauge", name="Gauge", river="厚東川", lat=34.02, lon=131.22),
+            replace(ff, id="spiky", name="Spiky", max_rate_m_per_h=0.5),
             Station(id="dev", name="Device", municipality_code=municipality),
             Station(id="quiet", name="Quiet", municipality_code=municipality)]
 
