@@ -239,10 +239,10 @@ class RulesWorker:
                     self._wake.clear()
                     if self._stop.is_set() or lost.is_set():
                         break
-                    await self.step(conn)
-                    if self._registry_changed:
+                    if self._registry_changed:  # before the readings: their changes go to the moved alerts
                         self._registry_changed = False
                         await self.follow_registry(conn)
+                    await self.step(conn)
                     if time.monotonic() >= next_silent:
                         await self.follow_registry(conn)  # also after a lost notification
                         await self.check_silent(conn)
