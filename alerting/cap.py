@@ -6,7 +6,9 @@ Choices, per field:
   ``sonae-{installation}-alert-{id}-v{version}``, one per message, unique across installations; each
   state change of an alert is a new version. ``references`` lists every earlier message of the same
   alert (``sender,identifier,sent``).
-* ``msgType``: ``Alert`` when raised, ``Update`` when escalated or de-escalated, ``Cancel`` when
+* ``msgType``: ``Alert`` when raised, ``Update`` when escalated, de-escalated or moved with its station
+  to another municipality (the area's geocode changes; earlier messages are referenced by the sender
+  they were sent with), ``Cancel`` when
   cleared or an order is cancelled (with ``responseType`` AllClear in its infos).
 * ``status``: ``Exercise`` for every drill alert, ``Actual`` otherwise — drills never look real.
 * ``scope``: ``Public`` for alerts residents are told about; ``Restricted`` (restriction "staff") for
@@ -129,8 +131,9 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
                sent: datetime | None = None) -> bytes:
     """The CAP 1.2 message of an alert's current version.
 
-    ``previous``: earlier messages of the alert as dicts with ``version`` and ``recorded_at`` (from
-    :func:`alerting.store.messages_of`); ``sent`` defaults to the current version's time; ``profile``:
+    ``previous``: earlier messages of the alert as dicts with ``version``, ``recorded_at`` and optionally
+    ``municipality_code``, the one each was sent for (from :func:`alerting.store.messages_of`; default the
+    alert's); ``sent`` defaults to the current version's time; ``profile``:
     the installation's sender, identifiers and validity (:mod:`alerting.cap_identity`).
     """
     sender = profile.sender_for(alert.get("municipality_code"))
@@ -151,7 +154,11 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
         _sub(root, "restriction", "Municipal disaster-management staff only")
     if alert["exercise"]:
         _sub(root, "note", "訓練 / EXERCISE — this is a drill, not a real alert")
-    refs = [f"{sender},{profile.identifier(alert['id'], v)},{cap_time(t)}"
+    # each earlier message by its own sender: an alert moved to another municipality (event "moved") was
+    # sent for the old one before, and a sender may name the municipality (cap.sender "{municipality}")
+    senders = {int(p["version"]): profile.sender_for(p.get("municipality_code", alert.get("municipality_code")))
+               for p in previous}
+    refs = [f"{senders[v]},{profile.identifier(alert['id'], v)},{cap_time(t)}"
             for v, t in sorted(times.items()) if v < version]
     if refs:
         _sub(root, "references", " ".join(refs))

@@ -82,13 +82,14 @@ async def _notify(conn: asyncpg.Connection, alert_id: int, event_id: int) -> Non
 
 async def _event(conn: asyncpg.Connection, alert: asyncpg.Record | dict[str, Any], kind: str, *,
                  level: int | None, old_level: int | None, reading_ts: datetime | None,
-                 value: float | None, reason: str | None, actor: str, note: str | None = None) -> int:
+                 value: float | None, reason: str | None, actor: str, note: str | None = None,
+                 old_municipality_code: str | None = None) -> int:
     return int(await conn.fetchval(
         """INSERT INTO alert_events (alert_id, kind, version, level, old_level, reading_ts, value, reason, actor,
-                                     note, exercise, municipality_code)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id""",
+                                     note, exercise, municipality_code, old_municipality_code)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id""",
         alert["id"], kind, alert["version"], level, old_level, reading_ts, value, reason, actor, note,
-        alert["exercise"], alert["municipality_code"]))
+        alert["exercise"], alert["municipality_code"], old_municipality_code))
 
 
 async def apply_transition(
@@ -149,6 +150,36 @@ async def apply_transition(
     await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
+
+
+async def move_alert(conn: asyncpg.Connection, alert_id: int, *, municipality_code: str | None, at: datetime,
+                     actor: str = "rules") -> AlertChange | None:
+    """Move the open alert ``alert_id`` to ``municipality_code`` (its station's code in the registry now):
+    one new version (a CAP ``Update`` whose area carries the new 団体コード), an event of kind ``moved``
+    recording both codes (``municipality_code`` the new one, ``old_municipality_code`` the one it left),
+    the audit entry ``alert.moved`` and the alerts notification, so readers of either municipality (staff
+    scope, ``?municipality=`` lists, feeds, event streams, caches per event) follow. Call in a transaction.
+
+    ``at`` is when the move was seen (the database clock); the alert's reading times are left as they
+    are. Returns None, changing nothing, for a cleared or unknown alert or one already there: cleared
+    alerts keep the municipality they had (migration ``043_alert_moved``)."""
+    before = await conn.fetchrow("SELECT municipality_code FROM alerts WHERE id = $1 AND cleared_at IS NULL FOR UPDATE",
+                                 alert_id)
+    if before is None or before["municipality_code"] == municipality_code:
+        return None
+    old = before["municipality_code"]
+    alert = await conn.fetchrow(
+        """UPDATE alerts SET municipality_code = $2, version = version + 1, updated_at = now()
+           WHERE id = $1 RETURNING *""", alert_id, municipality_code)
+    reason = f"station moved from municipality {old or '-'} to {municipality_code or '-'}"
+    event_id = await _event(conn, alert, "moved", level=alert["level"], old_level=alert["level"], reading_ts=None,
+                            value=None, reason=reason, actor=actor, old_municipality_code=old)
+    await record_audit(conn, actor, "alert.moved", "alert", alert_id,
+                       {"station_id": alert["station_id"], "condition": alert["condition"],
+                        "exercise": alert["exercise"], "from": old, "to": municipality_code,
+                        "at": at.isoformat()})
+    await _notify(conn, alert_id, event_id)
+    return AlertChange(alert_id, event_id, "moved", municipality_code)
 
 
 async def acknowledge_alert(conn: asyncpg.Connection, alert_id: int, *, user: str, note: str | None = None) -> int:
@@ -282,10 +313,13 @@ async def list_history(conn: asyncpg.Connection, *, municipality: str | None = N
                        audience: str | None = "public", station_id: str | None = None,
                        since: datetime | None = None, until: datetime | None = None,
                        limit: int = 500) -> list[dict[str, Any]]:
+    """Alert events, newest first; ``municipality`` matches an event of that municipality, and a ``moved``
+    event of an alert that left it (``old_municipality_code``)."""
     rows = await conn.fetch(
         """SELECT e.*, a.condition, a.station_id, a.audience, a.order_id FROM alert_events e
            JOIN alerts a ON a.id = e.alert_id
-           WHERE ($1::text IS NULL OR e.municipality_code = $1) AND ($2::bool IS NULL OR e.exercise = $2)
+           WHERE ($1::text IS NULL OR e.municipality_code = $1 OR e.old_municipality_code = $1)
+             AND ($2::bool IS NULL OR e.exercise = $2)
              AND ($3::text IS NULL OR a.audience = $3) AND ($4::text IS NULL OR a.station_id = $4)
              AND ($5::timestamptz IS NULL OR e.recorded_at >= $5)
              AND ($6::timestamptz IS NULL OR e.recorded_at < $6)
@@ -305,7 +339,8 @@ async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 
         f"""SELECT e.pos AS event_pos, e.id AS event_id, e.kind AS event_kind, e.version AS event_version,
                    e.level AS event_level,
                    e.old_level AS event_old_level, e.reading_ts AS event_reading_ts, e.actor AS event_actor,
-                   e.note AS event_note, e.recorded_at AS event_recorded_at, {_ALERT_COLUMNS}
+                   e.note AS event_note, e.recorded_at AS event_recorded_at,
+                   e.old_municipality_code AS event_old_municipality_code, {_ALERT_COLUMNS}
             FROM alert_events e JOIN alerts a ON a.id = e.alert_id
             LEFT JOIN stations s ON s.id = a.station_id
             LEFT JOIN municipalities m ON m.code = a.municipality_code
@@ -315,10 +350,12 @@ async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 
 
 
 async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str, Any]]:
-    """The CAP messages of an alert so far: one per version, with the time it was sent."""
+    """The CAP messages of an alert so far: one per version, with the time it was sent and the municipality
+    it was sent for (its ``sender`` may name it: :meth:`alerting.cap_identity.CapProfile.sender_for`)."""
     rows = await conn.fetch(
-        """SELECT DISTINCT ON (version) version, kind, recorded_at FROM alert_events
-           WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated')
+        """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code FROM alert_events
+           WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated',
+                                            'moved')
            ORDER BY version, id""", alert_id)
     return [dict(r) for r in rows]
 
@@ -345,5 +382,6 @@ def alert_json(a: dict[str, Any]) -> dict[str, Any]:
 def event_json(e: dict[str, Any]) -> dict[str, Any]:
     return {"event_id": e["event_id"], "kind": e["event_kind"], "version": e["event_version"],
             "level": e["event_level"], "old_level": e["event_old_level"],
+            "old_municipality_code": e.get("event_old_municipality_code"),
             "reading_ts": _iso(e["event_reading_ts"]), "actor": e["event_actor"], "note": e["event_note"],
             "recorded_at": _iso(e["event_recorded_at"]), "alert": alert_json(e)}

@@ -35,9 +35,13 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   registration if it never reported — raises a staff alert; data clears it (rule:
   :func:`alerting.rules.is_silent`). Every pass therefore reads readings of all kinds: the rules are fed
   the kinds they judge, and ``rule_state.last_ts`` keeps the newest reading of any kind per stream.
+* **Open alerts follow the registry** (:meth:`~RulesWorker.follow_registry`), at once when the ``stations``
+  trigger announces a change and with every silent check: a station moved to another municipality takes
+  its open alerts of every condition along (event ``moved``), a deleted station's are cleared.
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
-  alerts publish their last state once and then remove the retained message). The topic root is the
+  alerts publish their last state once and then remove the retained message; an alert moved to another
+  municipality has its retained message under the old one removed). The topic root is the
   device prefix's parent (``sonae/v1`` → ``sonae/alerts``), outside the tree ingestors subscribe to.
   Unconfirmed alerts (a reading beyond the gauge's plausible rate) are never published there: they are
   for staff (API, console) until the next reading confirms them.
@@ -54,6 +58,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -163,6 +168,7 @@ class RulesWorker:
         self._published_connection = 0  # the publisher connection the full alert state was sent on
         self._to_publish: set[int] = set()
         self._configs: dict[tuple[int, float | None, float], RuleConfig] = {}
+        self._registry_changed = False  # a registry change was announced (NOTIFY 'names'): follow_registry
         self.passes = 0
 
     @classmethod
@@ -202,6 +208,12 @@ class RulesWorker:
                 self._wake.set()
 
             def on_alert(_c: Any, _pid: int, _channel: str, payload: str) -> None:
+                if payload == store.NAMES_CHANGED:  # the registry changed: open alerts may have to follow
+                    self._registry_changed = True
+                    self._wake.set()
+                    return
+                if not self.mqtt_url:
+                    return
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     self._to_publish.add(int(json.loads(payload)["alert_id"]))
                     self._wake.set()
@@ -212,13 +224,14 @@ class RulesWorker:
 
             conn.add_termination_listener(on_lost)
             await conn.add_listener(READINGS_CHANNEL, on_notify)
-            if self.mqtt_url:  # every alert change (rules, orders, acks) is published from here
-                await conn.add_listener(store.NOTIFY_CHANNEL, on_alert)
+            # every alert change (rules, orders, acks) is published from here; registry changes are followed
+            await conn.add_listener(store.NOTIFY_CHANNEL, on_alert)
             log.info("rules worker is the leader")
             await self._open_mqtt()
             self.is_leader.set()
             try:
                 next_silent = 0.0
+                self._registry_changed = True  # changes while no worker led
                 self._wake.set()
                 while not self._stop.is_set() and not lost.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -226,8 +239,12 @@ class RulesWorker:
                     self._wake.clear()
                     if self._stop.is_set() or lost.is_set():
                         break
+                    if self._registry_changed:  # before the readings: their changes go to the moved alerts
+                        self._registry_changed = False
+                        await self.follow_registry(conn)
                     await self.step(conn)
                     if time.monotonic() >= next_silent:
+                        await self.follow_registry(conn)  # also after a lost notification
                         await self.check_silent(conn)
                         await self.tick(conn)
                         await self.update_gauges(conn)
@@ -490,6 +507,50 @@ class RulesWorker:
                      extra={"changes": len(changes)})
         return len(changes)
 
+    # -- registry changes ------------------------------------------------------------------------
+    async def follow_registry(self, conn: asyncpg.Connection) -> int:
+        """Make the open alerts of stations agree with the station registry. Returns the number of changes.
+
+        Run when the registry announces a change (the ``stations`` trigger's NOTIFY ``names``, migration
+        ``025_names_changed``) and with every silent-station check (a notification can be lost):
+
+        * an open alert whose station is now registered in another municipality (staff edited its
+          ``municipality_code``, or a registry import changed it) — any condition: river level,
+          unconfirmed level, battery, fault, silence — moves there (:func:`alerting.store.move_alert`:
+          event ``moved``, new version), so the new municipality's staff, lists, feeds and event streams
+          have it and the old one's no longer do. Cleared alerts keep their municipality.
+        * an open alert of a station deleted from the registry (``station_id`` set NULL by the foreign key)
+          is cleared: no reading can ever clear it again, and it would hold its municipality's level and
+          public feeds for ever. The reason says why; the alert's reading times stay as they were.
+
+        A station's exercise flag says which stream the silent check watches (:meth:`check_silent`); the
+        river-level and device rules judge every stream by its readings' own flag (a real gauge's drill
+        readings raise exercise alerts), so a toggled flag leaves their alerts to their readings."""
+        changes: list[store.AlertChange] = []
+        async with conn.transaction():
+            rows = await conn.fetch(
+                """SELECT a.id, a.condition, a.level, a.station_id, a.exercise, s.municipality_code,
+                          s.id IS NULL AS deleted, now() AS now
+                   FROM alerts a LEFT JOIN stations s ON s.id = a.station_id
+                   WHERE a.cleared_at IS NULL AND a.order_id IS NULL
+                     AND (a.station_id IS NULL OR a.municipality_code IS DISTINCT FROM s.municipality_code)
+                   ORDER BY a.id FOR UPDATE OF a""")
+            for r in rows:
+                if r["deleted"]:
+                    t = Transition(r["condition"], r["level"], None, r["now"].timestamp(), None, None,
+                                   "station removed from the registry")
+                    change = await store.apply_transition(conn, station_id="", municipality_code=None,
+                                                          exercise=r["exercise"], t=t, alert_id=r["id"])
+                else:
+                    change = await store.move_alert(conn, r["id"], municipality_code=r["municipality_code"],
+                                                    at=r["now"])
+                if change is not None:
+                    changes.append(change)
+                    CHANGES.labels(change.kind).inc()
+        if changes:
+            log.info("open alerts follow the station registry", extra={"changes": len(changes)})
+        return len(changes)
+
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:
         """Raise and clear ``silent`` alerts by :func:`alerting.silence.station_silence` (the staff console's
@@ -497,16 +558,16 @@ class RulesWorker:
 
         The open alerts follow the registry, so that the console and the alerts never disagree: an alert of
         a stream the station no longer has (its exercise flag changed) or of a deleted station is cleared,
-        and one of a station moved to another municipality is cleared there and raised again in the new
-        one (the console's scope) while the station is still silent."""
+        and one of a station moved to another municipality is moved with it (:func:`alerting.store.move_alert`,
+        as :meth:`follow_registry` moves every condition's)."""
         stations = await station_silence(conn, factor=self.silent_factor)
         watched = {(st.station_id, st.exercise): st for st in stations}
-        open_alerts: dict[tuple[str, bool], str | None] = {}
+        open_alerts: dict[tuple[str, bool], tuple[int, str | None]] = {}
         gone: list[int] = []
         for r in await conn.fetch("SELECT id, station_id, exercise, municipality_code FROM alerts "
                                   "WHERE condition = $1 AND cleared_at IS NULL", SILENT):
             if (r["station_id"], r["exercise"]) in watched:
-                open_alerts[(r["station_id"], r["exercise"])] = r["municipality_code"]
+                open_alerts[(r["station_id"], r["exercise"])] = (r["id"], r["municipality_code"])
             else:
                 gone.append(r["id"])
         changes: list[store.AlertChange] = []
@@ -520,14 +581,12 @@ class RulesWorker:
                     changes.append(change)
             for st in stations:
                 is_open = (st.station_id, st.exercise) in open_alerts
-                if is_open and open_alerts[(st.station_id, st.exercise)] != st.municipality_code:
-                    t = Transition(SILENT, 0, None, st.now.timestamp(), None, None,
-                                   f"station moved to municipality {st.municipality_code}")
-                    change = await store.apply_transition(conn, station_id=st.station_id, municipality_code=None,
-                                                          exercise=st.exercise, t=t)
+                if is_open and open_alerts[(st.station_id, st.exercise)][1] != st.municipality_code:
+                    # moved like every open alert of the station (follow_registry), should this pass come first
+                    change = await store.move_alert(conn, open_alerts[(st.station_id, st.exercise)][0],
+                                                    municipality_code=st.municipality_code, at=st.now)
                     if change is not None:
                         changes.append(change)
-                    is_open = False
                 if st.silent == is_open:
                     continue
                 t = Transition(SILENT, None if st.silent else 0, 0 if st.silent else None, st.now.timestamp(),
@@ -560,19 +619,33 @@ class RulesWorker:
         if not self._to_publish:
             return
         ids, self._to_publish = sorted(self._to_publish), set()
+        # the municipalities alerts moved out of (event "moved"): their retained copies there are removed
+        left = {r["alert_id"]: r["codes"] for r in await conn.fetch(
+            """SELECT alert_id, array_agg(DISTINCT old_municipality_code) AS codes FROM alert_events
+               WHERE kind = 'moved' AND alert_id = ANY($1::bigint[]) GROUP BY alert_id""", ids)}
         for alert_id in ids:
             alert = await store.get_alert(conn, alert_id)
             if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
-                await publish_alert(client, self.topic_root, alert)
+                await publish_alert(client, self.topic_root, alert, left=left.get(alert_id, ()))
 
 
-async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any]) -> None:
-    """Retained current state of an active alert; a cleared one is sent once and its retained copy removed."""
-    topic = f"{topic_root}/{alert['municipality_code'] or 'none'}/{alert['id']}"
+def _alert_topic(topic_root: str, municipality_code: str | None, alert_id: int) -> str:
+    return f"{topic_root}/{municipality_code or 'none'}/{alert_id}"
+
+
+async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, Any],
+                        left: Iterable[str | None] = ()) -> None:
+    """Retained current state of an active alert; a cleared one is sent once and its retained copy removed.
+
+    ``left``: municipalities the alert moved out of (:func:`alerting.store.move_alert`); the retained copy
+    under each of their topics is removed, so that a viewer of the old municipality no longer shows it."""
+    topic = _alert_topic(topic_root, alert["municipality_code"], alert["id"])
     # the retained topics are read by partners' devices (viewers): no staff identity on them
     public = {k: v for k, v in store.alert_json(alert).items() if k != "acknowledged_by"}
     body = json.dumps(public, ensure_ascii=False, separators=(",", ":"))
     try:
+        for code in set(left) - {alert["municipality_code"]}:
+            await client.publish(_alert_topic(topic_root, code, alert["id"]), b"", qos=1, retain=True)
         if alert["cleared_at"] is None:
             await client.publish(topic, body, qos=1, retain=True)
         else:

@@ -116,6 +116,7 @@ async def alert_history(request: web.Request) -> web.Response:
                "level": r["level"], "old_level": r["old_level"], "reading_ts": _iso(r["reading_ts"]),
                "value": r["value"], "reason": r["reason"], "actor": r["actor"], "note": r["note"],
                "exercise": r["exercise"], "municipality_code": r["municipality_code"],
+               "old_municipality_code": r["old_municipality_code"],
                "recorded_at": _iso(r["recorded_at"])} for r in rows]
     if not _staff_view(request):
         events = [public_view(e) for e in events]
@@ -183,7 +184,8 @@ def _matches(event: Event, *, exercise: bool | None, municipality: str | None, a
         return True  # transient route-safety events concern everyone
     m = event.meta
     return ((exercise is None or m.get("exercise") == exercise)
-            and (municipality is None or m.get("municipality_code") == municipality)
+            # a "moved" event also reaches the municipality the alert left, so its readers drop the alert
+            and (municipality is None or municipality in (m.get("municipality_code"), m.get("old_municipality_code")))
             and (audience is None or m.get("audience") == audience))
 
 

@@ -220,6 +220,7 @@ async def load_alert_events(conn: asyncpg.Connection, last_id: int, *, limit: in
         full = store.event_json(r)
         out.append(Event(r["event_pos"], "alert", dumps(public_view(full)),
                          {"exercise": r["exercise"], "municipality_code": r["municipality_code"],
+                          "old_municipality_code": r["event_old_municipality_code"],
                           "audience": r["audience"]}, staff_data=dumps(full)))
     return out
 

@@ -19,8 +19,10 @@ from alerting.texts import LANGUAGES, Text, cleared_text, text_for
 
 #: the resident page's own language codes
 PAGE_LANG = {"ja-JP": "ja", "en-US": "en", "ja-JP-x-easy": "ja-easy"}
-#: event kinds that are notified (acknowledgements are staff bookkeeping, not news)
-NOTIFIED_KINDS = ("raised", "escalated", "de-escalated", "cleared")
+#: event kinds that are notified (acknowledgements are staff bookkeeping, not news); ``moved`` (the alert's
+#: station now lies in another municipality: alerting.store.move_alert) reaches the targets of the new one,
+#: whose webhooks, on-call staff and residents' areas had not been told of the alert
+NOTIFIED_KINDS = ("raised", "escalated", "de-escalated", "cleared", "moved")
 _DRILL = {"ja-JP": "【訓練】", "en-US": "[EXERCISE] ", "ja-JP-x-easy": "【くんれん】"}
 _LEVEL_WORD = {"ja-JP": "警戒レベル{n}", "en-US": "Alert level {n}", "ja-JP-x-easy": "けいかいレベル{n}"}
 
