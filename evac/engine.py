@@ -940,7 +940,7 @@ class Engine:
         ``geom`` is the area's projected geometry, for the egress legs (built in metres);
         whether a shelter is inside and whether a partial edge touches the area are decided in lon/lat
         against the area as given (:data:`evac.network.BOUNDARY_RULE`; the partial edge by
-        :meth:`RoadNetwork.part_lonlat`), as whole edges are."""
+        :meth:`RoadNetwork.part_meets`, on the line whole edges are tested on)."""
         hit = sites.effects.get(area.id)
         if hit is not None and hit[0] is area:
             return hit[1]
@@ -968,10 +968,9 @@ class Engine:
         span = np.searchsorted(sites.row_sorted_edge, edges, side="right") - at
         if span.any():
             rows = np.sort(sites.row_sort[np.repeat(at - (np.cumsum(span) - span), span) + np.arange(span.sum())])
-            parts = [shapely.LineString(net.part_lonlat(int(p_edge[r_point[k]]), float(r_end_along[k]),
-                                                        float(p_along[r_point[k]]))) for k in rows.tolist()]
-            meets = shapely.intersects(np.array(parts, dtype=object), area.geometry)
-            rows_hit = rows[meets]
+            meets = [net.part_meets(int(p_edge[r_point[k]]), float(r_end_along[k]), float(p_along[r_point[k]]),
+                                    area.geometry) for k in rows.tolist()]
+            rows_hit = rows[np.array(meets, bool)]
         else:
             rows_hit = np.zeros(0, np.int64)
         effect = (pts_in, legs_hit, rows_hit)

@@ -68,7 +68,7 @@ from evac.graph import (
     report_progress,
 )
 from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
-from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays, sub_line
+from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
 CACHE_FORMAT = 4
@@ -195,15 +195,12 @@ class RoadNetwork:
                     self._edge_tree, self._tree_edges = shapely.STRtree(lines), lined.astype(np.int64)
         return self._tree_edges[np.sort(self._edge_tree.query(geom, predicate="intersects"))]
 
-    @cached_property
-    def _unproject(self) -> pyproj.Transformer:
-        return self.transformer(inverse=True)
-
     def part_lonlat(self, e: int, a: float, b: float) -> np.ndarray:
         """The part of base edge ``e`` from ``a`` to ``b`` projected metres along it (reversed if ``b < a``)
         in lon/lat ``(K, 2)``: the edge's own points as given, and where an end falls between two of them,
-        that point of the projected segment brought back to lon/lat (what hazard tests of parts of edges
-        read: :data:`BOUNDARY_RULE`)."""
+        the point at the same fraction of that segment's lon/lat line (so the part lies on the edge's
+        lon/lat line: the line :meth:`edges_intersecting` tests). For a hazard test of a part use
+        :meth:`part_meets`, which does not depend on the rounding of the cut points."""
         o0, o1 = int(self.coord_offsets[e]), int(self.coord_offsets[e + 1])
         ll, along = np.asarray(self.coords[o0:o1], float), np.asarray(self.coord_along[o0:o1])
         lo, hi = (a, b) if a <= b else (b, a)
@@ -214,11 +211,45 @@ class RoadNetwork:
             same = np.flatnonzero(along == s)
             if len(same) or len(ll) == 1:
                 return ll[same[0] if len(same) else 0][None, :]
-            x, y = self._unproject.transform(*sub_line(self.edge_xy(e), s, s)[0].tolist())
-            return np.array([[x, y]])
+            k = min(max(int(np.searchsorted(along, s, side="right")) - 1, 0), len(ll) - 2)
+            t = (s - along[k]) / (along[k + 1] - along[k])
+            return (ll[k] + (ll[k + 1] - ll[k]) * t)[None, :]
 
         pts = np.vstack([cut(lo), ll[(along > lo) & (along < hi)], cut(hi)])
         return pts if a <= b else pts[::-1]
+
+    def part_meets(self, e: int, a: float, b: float, geom: shapely.Geometry) -> bool:
+        """Whether the part of base edge ``e`` between ``a`` and ``b`` projected metres along it meets
+        ``geom`` (lon/lat) by :data:`BOUNDARY_RULE`, on the very line :meth:`edges_intersecting` tests.
+
+        The whole segments of the part (between the edge's own points) are tested as given. A segment the
+        part covers only a fraction ``[s0, s1]`` of (an end of the part falls inside it, at the fraction
+        it has of the projected segment) is hit when ``geom`` meets that segment's lon/lat line at a
+        fraction within ``[s0, s1]`` widened by :data:`PART_END_TOL` (toward the safe side): so a corner
+        of an area exactly on the edge's line counts for every part that covers it, which a cut point
+        rounded or brought back from metres (a hair off the line) can miss.
+        """
+        o0, o1 = int(self.coord_offsets[e]), int(self.coord_offsets[e + 1])
+        ll, along = np.asarray(self.coords[o0:o1], float), np.asarray(self.coord_along[o0:o1], float)
+        if len(ll) == 0:
+            return False
+        if len(ll) == 1:
+            return bool(shapely.intersects_xy(geom, float(ll[0, 0]), float(ll[0, 1])))
+        lo, hi = (a, b) if a <= b else (b, a)
+        total = float(along[-1])
+        lo, hi = min(max(lo, 0.0), total), min(max(hi, 0.0), total)
+        inner = np.flatnonzero((along >= lo) & (along <= hi))
+        if len(inner) >= 2 and shapely.intersects(geom, shapely.LineString(ll[inner[0]:inner[-1] + 1])):
+            return True
+        cut = sorted({k for s in (lo, hi) for k in np.flatnonzero((along[:-1] < s) & (s < along[1:])).tolist()})
+        if len(inner) == 1 and not cut:  # the part is one of the edge's own points
+            return bool(shapely.intersects_xy(geom, float(ll[inner[0], 0]), float(ll[inner[0], 1])))
+        for k in cut:
+            span = along[k + 1] - along[k]
+            s0, s1 = max((lo - along[k]) / span, 0.0), min((hi - along[k]) / span, 1.0)
+            if _segment_meets(geom, ll[k], ll[k + 1], s0, s1):
+                return True
+        return False
 
     def projected_bounds(self, geom: shapely.Geometry) -> tuple[float, float, float, float]:
         """Bounds in projected metres ``(xmin, ymin, xmax, ymax)`` of a lon/lat geometry's box: the box's
@@ -795,3 +826,31 @@ def network_report(net: RoadNetwork, shelters: list[Any], *, max_snap_m: float =
             "bounds": [float(net.node_lon.min()), float(net.node_lat.min()), float(net.node_lon.max()),
                        float(net.node_lat.max())] if net.n_nodes else None,
             "shelters": len(shelters), "shelters_on_network": on, "shelters_by_hazard": dict(sorted(inside.items()))}
+
+
+#: Fraction of a segment by which the cut ends of a part of an edge are widened when the part is tested
+#: against a hazard area (:meth:`RoadNetwork.part_meets`): a nanometre on a segment of a kilometre, toward
+#: the safe side, for the rounding of the cut's position.
+PART_END_TOL = 1e-9
+
+
+def _segment_meets(geom: shapely.Geometry, a: np.ndarray, b: np.ndarray, s0: float, s1: float) -> bool:
+    """Whether ``geom`` meets the segment from ``a`` to ``b`` (lon/lat ``(2,)`` each) at a fraction of it
+    within ``[s0 - PART_END_TOL, s1 + PART_END_TOL]``: where ``geom`` meets the whole segment
+    (shapely ``intersects``, as for whole edges), the fractions of the pieces of their intersection."""
+    seg = shapely.LineString([a, b])
+    if not shapely.intersects(geom, seg):
+        return False
+    inter = shapely.intersection(geom, seg)
+    pieces = [p for p in shapely.get_parts(shapely.get_parts(inter)) if not p.is_empty]
+    if not pieces:  # the predicate and the overlay disagree (a touch at rounding level): the safe side
+        return True
+    d = b - a
+    dd = float(d @ d)
+    if dd <= 0.0:
+        return True  # a segment of no length: the point meets geom
+    for p in pieces:
+        t = (shapely.get_coordinates(p) - a) @ d / dd
+        if float(t.min()) <= s1 + PART_END_TOL and float(t.max()) >= s0 - PART_END_TOL:
+            return True
+    return False
