@@ -92,6 +92,9 @@ FIRST_LOOK_M = 40.0
 ACCESS_SPEED_MPS = 1.0
 #: Positions further than this outside the network's bounding box are ``outside_area``.
 AREA_MARGIN_M = 1000.0
+#: Degrees beyond the network's box past which an area is cut off before it is projected to metres
+#: (:meth:`Engine._reach_box`): transverse Mercator stays usable some 20 degrees from its zone.
+REACH_MAX_DEG = 10.0
 #: Sets of areas in force whose hazard index (edge factors, weights, line tests) is kept: the current
 #: ones of both exercise modes and the one before each (the base for the next one, and an area drawn and
 #: then withdrawn again). Each holds an edge array and two directed-edge arrays per profile in use.
@@ -561,6 +564,7 @@ class Engine:
                             float(lat.max()) + dlat)
         else:
             self._bounds = (math.inf, math.inf, -math.inf, -math.inf)
+        self._reach = self._reach_box()
         state = HazardState(1, _now(), {s.id: s for s in shelters}, {a.id: a for a in areas},
                             dict(alert_levels or {}))
         self._snap = _Snapshot(state)
@@ -916,9 +920,30 @@ class Engine:
             self._hit_cache[area.id] = hit
         return hit[1]
 
+    def _reach_box(self) -> shapely.Geometry | None:
+        """The lon/lat box any line the engine tests in projected metres lies in (None: no network): the
+        network's box widened by the furthest a position (:data:`AREA_MARGIN_M`) or an attached shelter
+        (``max_snap_m``) may lie from it, and 1 km, at most :data:`REACH_MAX_DEG`."""
+        n0, n1, n2, n3 = self.network.lonlat_bounds
+        if not n0 <= n2:
+            return None
+        dlat = min((max(AREA_MARGIN_M, self.max_snap_m) + 1000.0) / 111_320.0, REACH_MAX_DEG)
+        dlon = min(dlat / max(math.cos(math.radians((n1 + n3) / 2)), 0.01), REACH_MAX_DEG)
+        return shapely.box(max(n0 - dlon, -180.0), max(n1 - dlat, -90.0), min(n2 + dlon, 180.0), min(n3 + dlat, 90.0))
+
+    def _projected(self, geom: shapely.Geometry) -> shapely.Geometry:
+        """An area's lon/lat geometry in the network's projected metres, cut to :meth:`_reach_box` first
+        when it reaches beyond: far from the projection's zone projected coordinates are distorted past
+        use or infinite, and an area across half the globe became a polygon over the town in metres."""
+        reach = self._reach
+        if reach is not None and not shapely.contains(reach, geom):
+            geom = shapely.intersection(geom, reach)
+        return self.network.project_geometry(geom)
+
     def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
-        """Each area in force with its geometry in the network's projected metres (prepared), cached per
-        area id while the area's geometry stays the same (:func:`_same_geometry`)."""
+        """Each area in force with its geometry in the network's projected metres (prepared; only its part
+        in :meth:`_reach_box`), cached per area id while the area's geometry stays the same
+        (:func:`_same_geometry`)."""
         cache = self._proj_cache
         out = []
         for a in active:
@@ -927,7 +952,7 @@ class Engine:
                 if hit is not None and _same_geometry(hit[0], a):
                     hit = (a, hit[1])
                 else:
-                    hit = (a, self.network.project_geometry(a.geometry))
+                    hit = (a, self._projected(a.geometry))
                     shapely.prepare(hit[1])
                 cache[a.id] = hit
             out.append((a, hit[1]))

@@ -84,10 +84,14 @@ log = logging.getLogger("sonae.evac.network")
 #: polygon joins its projected corners by straight lines, which a side's other points miss by rounding
 #: (and by the curvature of a straight line in degrees once projected).
 BOUNDARY_RULE = "intersects, in lon/lat degrees"
-#: Metres by which the projected box of an area is widened for the grid's candidate edges: covers the
-#: gap between a road segment straight in degrees and the same segment straight in metres (about 2 m
-#: for segments up to 10 km: length² / 8 R with R, a parallel's radius of curvature, over 6000 km).
+#: Metres by which the projected box of an area is widened for the grid's candidate edges, besides the
+#: network's own measure of how far its longest segments, straight in degrees, bow away from the same
+#: segments straight in metres (:attr:`RoadNetwork.curve_pad_m`: about length² / 8 R, R over 6000 km,
+#: so 2 m at 10 km but 20 m at 30 km, a ferry line or a long straight road).
 BOX_PAD_M = 10.0
+#: Segments at least this long (projected metres) are measured for :attr:`RoadNetwork.curve_pad_m`;
+#: shorter ones bow by under 0.1 m, well inside :data:`BOX_PAD_M`.
+CURVE_MIN_M = 2_000.0
 #: Networks with at most this many edges answer polygon queries through an STRtree of their edges (see
 #: the module docstring): about 20 MB and 50 ms to build at the limit, on first use.
 TREE_MAX_EDGES = 50_000
@@ -169,15 +173,24 @@ class RoadNetwork:
         boundary counts: shapely ``intersects``, prepared here; see :data:`BOUNDARY_RULE`).
 
         On a network of at most :data:`TREE_MAX_EDGES` edges through a tree of the edges' lon/lat
-        linestrings; on larger ones the projected grid gives candidates (:meth:`SegmentGrid.edges_in_box`,
-        the area's projected box widened by :data:`BOX_PAD_M`) and the test is made on their lon/lat lines.
+        linestrings; on larger ones the projected grid gives candidates (:meth:`SegmentGrid.edges_in_box`:
+        the box of the area's lon/lat box and the network's, projected and widened by :data:`BOX_PAD_M`
+        and :attr:`curve_pad_m`) and the test is made on their lon/lat lines. Only the part of the area's
+        box over the network is projected: far from the projection's zone (an area reaching across the
+        globe) projected coordinates are distorted past use, or infinite.
         """
         if geom.is_empty:
             return np.zeros(0, np.int64)
         shapely.prepare(geom)  # one prepared polygon against the lines the tree or the grid finds
         if self.n_edges > TREE_MAX_EDGES:
-            x0, y0, x1, y1 = self.projected_bounds(geom)
-            edges = self.segment_grid.edges_in_box(x0 - BOX_PAD_M, y0 - BOX_PAD_M, x1 + BOX_PAD_M, y1 + BOX_PAD_M)
+            g0, g1, g2, g3 = shapely.bounds(geom).tolist()
+            n0, n1, n2, n3 = self.lonlat_bounds
+            box = (max(g0, n0), max(g1, n1), min(g2, n2), min(g3, n3))
+            if not (box[0] <= box[2] and box[1] <= box[3]):
+                return np.zeros(0, np.int64)
+            x0, y0, x1, y1 = self.projected_bounds(shapely.box(*box))
+            pad = BOX_PAD_M + self.curve_pad_m
+            edges = self.segment_grid.edges_in_box(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
             if not len(edges):
                 return edges
             idx, owner = rows_of(np.asarray(self.coord_offsets), edges)
@@ -251,13 +264,53 @@ class RoadNetwork:
                 return True
         return False
 
+    @cached_property
+    def lonlat_bounds(self) -> tuple[float, float, float, float]:
+        """``(lon_min, lat_min, lon_max, lat_max)`` of every edge's geometry (degrees); an empty box
+        (``inf, inf, -inf, -inf``) for a network without geometry."""
+        c = np.asarray(self.coords)
+        if not len(c):
+            return math.inf, math.inf, -math.inf, -math.inf
+        lo, hi = c.min(axis=0), c.max(axis=0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    @cached_property
+    def curve_pad_m(self) -> float:
+        """Metres by which a segment straight in degrees may leave the box of the same segment straight in
+        metres (its projected ends), over the network's segments of at least :data:`CURVE_MIN_M`: twice the
+        largest distance of a point at 1/4, 1/2 or 3/4 of such a segment (projected) from its chord (the
+        bow of a short arc peaks at its middle; twice covers uneven curvature). 0 without such segments."""
+        xy, ll = np.asarray(self.coords_xy), np.asarray(self.coords)
+        seg, _ = segment_arrays(np.asarray(self.coord_offsets), xy)
+        if not len(seg):
+            return 0.0
+        d = xy[seg + 1] - xy[seg]
+        length = np.hypot(d[:, 0], d[:, 1])
+        long = length >= CURVE_MIN_M
+        if not long.any():
+            return 0.0
+        seg, d, length = seg[long], d[long], length[long]
+        worst = 0.0
+        for t in (0.25, 0.5, 0.75):
+            p = ll[seg] + (ll[seg + 1] - ll[seg]) * t
+            x, y = self.project(p[:, 0], p[:, 1])
+            off = np.abs((x - xy[seg, 0]) * d[:, 1] - (y - xy[seg, 1]) * d[:, 0]) / length
+            worst = max(worst, float(off.max()))
+        return 2.0 * worst
+
     def projected_bounds(self, geom: shapely.Geometry) -> tuple[float, float, float, float]:
         """Bounds in projected metres ``(xmin, ymin, xmax, ymax)`` of a lon/lat geometry's box: the box's
-        sides (straight in degrees, curved once projected) are cut every 0.001 degree before projecting,
-        so the result falls short of the true bounds by well under a millimetre."""
-        ring = shapely.segmentize(shapely.box(*shapely.bounds(geom).tolist()), 1e-3)
-        xy = shapely.get_coordinates(ring)
-        x, y = self.project(xy[:, 0], xy[:, 1])
+        sides (straight in degrees, curved once projected) are cut every 0.001 degree or finer before
+        projecting, so the result falls short of the true bounds by well under a millimetre. The box may
+        be a line or a point. Far from the projection's zone the result is meaningless or infinite: cut
+        the geometry to the region first (as :meth:`edges_intersecting` does)."""
+        x0, y0, x1, y1 = shapely.bounds(geom).tolist()
+        kx = max(2, math.ceil((x1 - x0) / 1e-3) + 1)
+        ky = max(2, math.ceil((y1 - y0) / 1e-3) + 1)
+        xs, ys = np.linspace(x0, x1, kx), np.linspace(y0, y1, ky)
+        lon = np.concatenate([xs, xs, np.full(ky, x0), np.full(ky, x1)])
+        lat = np.concatenate([np.full(kx, y0), np.full(kx, y1), ys, ys])
+        x, y = self.project(lon, lat)
         return float(x.min()), float(y.min()), float(x.max()), float(y.max())
 
     @property

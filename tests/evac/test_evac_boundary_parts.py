@@ -14,14 +14,18 @@ segment too), and networkx Dijkstra on the reference graph for the field.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import networkx as nx
 import numpy as np
 import pytest
 import shapely
+from edge_oracle import lonlat_edge_hits
 from evac_reference import reference_digraph, reference_field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import evac.network
 from evac.engine import UNREACHABLE_S, Engine
 from evac.hazards import HazardArea
 from evac.network import RoadNetwork
@@ -145,3 +149,131 @@ def test_part_meets_equals_shapely_on_the_lonlat_part(case: tuple[nx.MultiDiGrap
     # and a part always within a whole edge the area misses misses it too
     if not poly.intersects(shapely.LineString(net.coords[net.coord_offsets[e]:net.coord_offsets[e + 1]])):
         assert not net.part_meets(e, a, b, poly)
+
+
+# -- the grid path (networks over TREE_MAX_EDGES) against the tree path and shapely ------------------------
+
+def _lines_network(lines: list[np.ndarray]) -> RoadNetwork:
+    """A network whose edges' lon/lat geometry is ``lines`` (only the geometry is meaningful)."""
+    offsets = np.cumsum([0] + [len(c) for c in lines]).astype(np.int64)
+    m = len(lines)
+    return RoadNetwork(np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(m, np.int32), np.zeros(m, np.int32),
+                       np.ones(m), np.full(m, -1, np.int32), np.zeros(m, np.int32), offsets,
+                       np.vstack(lines).astype(float), [""], {"walk": (np.ones(m), np.ones(m))}, 32654)
+
+
+def _both_paths(net: RoadNetwork, poly: shapely.Geometry) -> tuple[list[int], list[int]]:
+    """Edges ``poly`` meets through the network's edge tree and through the grid (the limit lowered)."""
+    tree = net.edges_intersecting(poly).tolist()
+    with mock.patch.object(evac.network, "TREE_MAX_EDGES", -1):
+        grid = _lines_network([net.coords[net.coord_offsets[e]:net.coord_offsets[e + 1]]
+                               for e in range(net.n_edges)]).edges_intersecting(poly).tolist()
+    return tree, grid
+
+
+@pytest.mark.parametrize("length_deg", [0.3, 0.6, 1.0])
+@pytest.mark.parametrize("below", [True, False])
+def test_grid_finds_a_long_segment_bowing_into_an_area(length_deg: float, below: bool) -> None:
+    """An east-west segment of ``length_deg`` degrees (27-88 km: a ferry line, a long straight road)
+    across zone 54's central meridian, and a thin box touching its middle from the south or the north:
+    straight in degrees the segment runs along the parallel, straight in metres it is a chord that passes
+    tens of metres from it, beyond the grid's old 10 m pad (before the fix the grid missed the south
+    box for all three lengths)."""
+    lat = 37.4
+    line = np.array([[141.0 - length_deg / 2, lat], [141.0 + length_deg / 2, lat]])
+    net = _lines_network([line, line + [0.0, 0.5]])
+    poly = (shapely.box(141.0 - 1e-4, lat - 1e-3, 141.0 + 1e-4, lat) if below
+            else shapely.box(141.0 - 1e-4, lat, 141.0 + 1e-4, lat + 1e-3))
+    tree, grid = _both_paths(net, poly)
+    assert tree == grid == lonlat_edge_hits(net, poly).tolist() == [0]
+
+
+#: Areas a staff drawing or an import may give (valid by ``sonae.geojson.check_shape``) that reach far
+#: beyond the network: around the globe, to a pole, to the equator 90 degrees west of the zone (where
+#: projected coordinates are infinite), and across half the globe while missing the network.
+FAR_AREAS = {
+    "the globe": shapely.box(-180, -90, 180, 90),
+    "to the pole": shapely.box(140, 37, 141, 90),
+    "to the equator far west": shapely.box(50, -1, 141, 38),
+    "half the globe, west of the town": shapely.box(0, -80, 140.3, 80),
+    "the globe but the town": shapely.box(-180, -90, 180, 90).difference(shapely.box(140.35, 37.39, 140.38, 37.42)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAR_AREAS))
+def test_grid_answers_areas_reaching_far_beyond_the_network(name: str) -> None:
+    """The grid path gives the tree path's edges for areas reaching across the globe (before the fix:
+    no edge for the globe, whose projected box missed the town, and ValueError "cannot convert float NaN
+    to integer" for the box to the equator)."""
+    line = np.array([[140.36, 37.40], [140.37, 37.40]])
+    net = _lines_network([line, line + [0.0, 0.01]])
+    poly = FAR_AREAS[name]
+    tree, grid = _both_paths(net, poly)
+    assert tree == grid == lonlat_edge_hits(net, poly).tolist()
+
+
+@pytest.mark.parametrize("name", sorted(FAR_AREAS))
+@pytest.mark.parametrize("grid", [False, True])
+def test_engine_with_an_area_reaching_far_beyond_the_network(name: str, grid: bool) -> None:
+    """The field and a resident's answer under an area reaching far beyond the town equal the reference
+    (networkx, lon/lat intersects): a town inside the area has no shelter and its residents are
+    ``inside_hazard``; a town outside it routes as without it (before the fix, half the globe west of the
+    town, projected to metres, covered the town's shelter legs: no source and ``no_safe_route``; and
+    the grid path raised for the box to the equator)."""
+    G = nx.MultiDiGraph(crs="epsg:4326")
+    corners = {1: (0, 0), 2: (100, 0), 3: (100, 100), 4: (0, 100)}
+    for n, (i, j) in corners.items():
+        x, y = at(i, j)
+        G.add_node(n, x=x, y=y)
+    for u, v in ((1, 2), (2, 3), (3, 4), (4, 1)):
+        for a, b in ((u, v), (v, u)):
+            G.add_edge(a, b, highway="residential", length=900.0, oneway=False, name=f"road{u}-{v}")
+    lon, lat = at(50, -3)
+    shelters = [Shelter(id="s", name="s", lat=lat, lon=lon, hazards=frozenset({"flood"}))]
+    area = HazardArea(id="a", hazard="flood", geometry=FAR_AREAS[name])
+    covered = area.geometry.intersects(shapely.Point(lon, lat))
+    with mock.patch.object(evac.network, "TREE_MAX_EDGES", -1 if grid else evac.network.TREE_MAX_EDGES):
+        net = RoadNetwork.from_graph(G)
+        eng = Engine(net, shelters=shelters, areas=[area])
+        f = eng.field("walk", "flood")
+        r = eng.route_result(*at(50, 50)[::-1], profile="walk", hazard="flood")
+    assert bool(len(f.sources)) is not covered
+    ref = reference_field(reference_digraph(G, net, "walk", [area.geometry]), f.sources)
+    ours = np.where(f.dist < UNREACHABLE_S, f.dist, np.inf)
+    assert np.array_equal(np.isfinite(ours), np.isfinite(ref))
+    plain = Engine(net, shelters=shelters).field("walk", "flood")
+    if not covered:
+        np.testing.assert_allclose(f.dist, plain.dist)
+    assert r.status == ("inside_hazard" if area.geometry.intersects(shapely.Point(*at(50, 50))) else "ok")
+
+
+@st.composite
+def _long_lines_and_polygon(draw: st.DrawFn) -> tuple[list[np.ndarray], shapely.Geometry]:
+    """Up to 6 polylines of 2-4 points anywhere within 1.5 degrees of (141, 37.5) (segments up to
+    about 250 km), and a box, triangle or thin sliver there, at times reaching far beyond."""
+    coord = st.tuples(st.floats(139.5, 142.5), st.floats(36.0, 39.0))
+    lines = [np.array(draw(st.lists(coord, min_size=2, max_size=4))) for _ in range(draw(st.integers(1, 6)))]
+    (x0, y0), (x1, y1) = draw(coord), draw(coord)
+    kind = draw(st.sampled_from(["box", "triangle", "sliver", "far"]))
+    if kind == "box":
+        poly = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1) + 1e-4, max(y0, y1) + 1e-4)
+    elif kind == "triangle":
+        poly = shapely.Polygon([(x0, y0), (x1, y1), (x0, y1 + 1e-3)])
+    elif kind == "sliver":
+        poly = shapely.box(x0, y0, x0 + draw(st.floats(1e-6, 1e-3)), y0 + draw(st.floats(0.1, 2.0)))
+    else:
+        poly = shapely.box(x0 - draw(st.floats(0, 170)), -80, x0, 80)
+    if not poly.is_valid or poly.is_empty:
+        poly = poly.convex_hull.buffer(1e-4)
+    return lines, poly
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_long_lines_and_polygon())
+def test_grid_equals_tree_and_shapely_on_long_segments(case: tuple[list[np.ndarray], shapely.Geometry]) -> None:
+    """Both paths of ``edges_intersecting`` give the edges whose lon/lat line shapely finds meeting the
+    area, for segments up to hundreds of kilometres and areas up to half the globe."""
+    lines, poly = case
+    net = _lines_network(lines)
+    tree, grid = _both_paths(net, poly)
+    assert tree == grid == lonlat_edge_hits(net, poly).tolist()
