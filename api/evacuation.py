@@ -129,8 +129,8 @@ async def route(request: web.Request) -> web.Response:
     if service.in_service_area(raw_lat, raw_lon):
         await service.ensure_field((profile, hazard, exercise))
         if _boundary_cell(engine, raw_lat, raw_lon, lat, lon, (profile, hazard, exercise)):
-            body = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
-            return web.Response(body=body, content_type=GEOJSON, headers=_ROUTE_HEADERS)
+            own = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
+            return web.Response(body=own, content_type=GEOJSON, headers=_ROUTE_HEADERS)
     cache = request.app[ROUTE_CACHE]
     key = (lat, lon, profile, hazard, exercise, lang, engine.state.version, id(engine))
     body = cache.get(key)
