@@ -64,7 +64,8 @@ def _staff_view(request: web.Request) -> bool:
 
 
 def _dumps(body: Any) -> str:
-    return json.dumps(body, ensure_ascii=False, default=str)
+    """JSON as every answer of the API writes it: UTF-8 characters as they are, no spaces."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 #: this process's answers of ``/api/v1/alerts``, per version of the alert state its event hub follows
