@@ -155,3 +155,49 @@ def test_shelter_in_a_hole_is_used_and_one_on_the_hole_ring_is_not() -> None:
     f = eng.field("walk", "flood")
     assert {s.id for s in f.shelter_at.values()} == {"hole"}
     _check(eng, G, [area])
+
+
+def _grid_town(k: int = 8, step: int = 10) -> tuple[nx.MultiDiGraph, list[Shelter]]:
+    """A ``k`` x ``k`` lattice of nodes ``step`` lattice steps apart with two-way roads, shelters at four nodes."""
+    G = nx.MultiDiGraph(crs="epsg:4326")
+    for i in range(k):
+        for j in range(k):
+            x, y = at(i * step, j * step)
+            G.add_node(i * k + j, x=x, y=y)
+    for i in range(k):
+        for j in range(k):
+            for di, dj in ((1, 0), (0, 1)):
+                if i + di < k and j + dj < k:
+                    u, v = i * k + j, (i + di) * k + j + dj
+                    for a, b in ((u, v), (v, u)):
+                        G.add_edge(a, b, highway="residential", length=88.0, oneway=False, name=f"r{u}-{v}")
+    shelters = [Shelter(id=f"s{n}", name=f"s{n}", lon=G.nodes[n]["x"], lat=G.nodes[n]["y"],
+                        hazards=frozenset({"flood"})) for n in (0, k * k - 1, 3 * k + 4, 5 * k + 2)]
+    return G, shelters
+
+
+@given(st.lists(st.tuples(st.integers(0, 70), st.integers(0, 70), st.integers(1, 30), st.integers(1, 30),
+                          st.booleans()), min_size=1, max_size=3))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_incremental_update_with_boundary_areas_equals_a_full_computation(boxes: list[tuple[int, int, int, int, bool]]) -> None:
+    """Blocked boxes (some with a hole) whose sides run through road nodes and shelters, added to and
+    then removed from a field by incremental updates: each result equals a full computation and the
+    reference."""
+    G, shelters = _grid_town()
+    areas = []
+    for k, (i, j, w, h, holed) in enumerate(boxes):
+        outer = shapely.box(*at(i, j), *at(i + w, j + h))
+        geom = outer.difference(shapely.box(*at(i + 1, j + 1), *at(i + w - 1, j + h - 1))) \
+            if holed and w > 2 and h > 2 else outer
+        areas.append(HazardArea(id=f"a{k}", hazard="flood", geometry=geom))
+    net = RoadNetwork.from_graph(G)
+    eng = Engine(net, shelters=shelters, incremental_min_nodes=0, incremental_fraction=1.0)
+    eng.field("walk", "flood")
+    for now in (areas[:1], areas, areas[1:], []):
+        eng.update(areas=now)
+        f = eng.field("walk", "flood")
+        full = Engine(net, shelters=shelters, areas=now).field("walk", "flood")
+        np.testing.assert_allclose(np.where(f.dist < UNREACHABLE_S, f.dist, np.inf),
+                                   np.where(full.dist < UNREACHABLE_S, full.dist, np.inf), rtol=1e-9, atol=1e-6)
+        _check(eng, G, now)
+    assert eng.incremental_updates[("walk", "flood", False)] >= 1
