@@ -16,6 +16,8 @@ against a bare aiohttp endpoint, and each layer of coroutines costs every reques
    by this process's event loop and read by Prometheus through :class:`RequestStats` (a collector), so
    a request pays a dict lookup and two additions rather than three locked metric updates. A request
    whose client left before its answer counts as :data:`CLIENT_CLOSED_REQUEST` (499), not as a 500.
+   A request aiohttp could not parse never reaches this middleware: :class:`api.server.ProblemRequestHandler`
+   answers it (a problem, with :func:`secured`'s headers) and counts it under route :data:`UNPARSABLE`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ CLIENT_CLOSED_REQUEST = 499
 _SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
                      ("X-Frame-Options", "DENY"))
 
+#: the route label of a request that aiohttp could not parse (no route was ever matched; its method label is
+#: aiohttp's "UNKNOWN"): counted by :class:`api.server.ProblemRequestHandler`
+UNPARSABLE = "unparsable"
+
 #: headers of an aiohttp HTTPException that describe its plain-text body, not the problem answer's
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
@@ -68,13 +74,18 @@ class RequestStats(Collector):
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answer of ``status`` to ``method`` on ``route`` that took ``seconds``."""
-        key = (route, method, status)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        self.count(route, method, status)
         row = self.latency.get(route)
         if row is None:
             row = self.latency[route] = [0] * (len(LATENCY_BUCKETS) + 2)
         row[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         row[-1] += seconds
+
+    def count(self, route: str, method: str, status: int) -> None:
+        """Count one answer of ``status`` to ``method`` on ``route`` in the request counts only: for an
+        answer whose time is not known (a request aiohttp could not parse: :data:`UNPARSABLE`)."""
+        key = (route, method, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("sonae_api_requests", "HTTP requests", labels=["route", "method", "status"])
@@ -95,6 +106,16 @@ class RequestStats(Collector):
 #: the one collector of this process (registered once, whatever number of applications it builds)
 STATS = RequestStats()
 REGISTRY.register(STATS)
+
+
+def secured(response: web.StreamResponse) -> web.StreamResponse:
+    """``response`` (not yet prepared) with the security headers of every answer (see the module's text)
+    that it does not set itself."""
+    headers = response.headers
+    for name, value in _SECURITY_HEADERS:
+        if name not in headers:
+            headers[name] = value
+    return response
 
 
 def _problem(exc: BaseException, request: web.Request) -> web.Response | None:
@@ -153,10 +174,7 @@ async def edge_middleware(request: web.Request,
         status = response.status
         if response.prepared:  # a stream (SSE) or an answer already sent: nothing more to add
             return response
-        headers = response.headers
-        for name, value in _SECURITY_HEADERS:
-            if name not in headers:
-                headers[name] = value
+        headers = secured(response).headers
         if (status == 200 and isinstance(response, web.Response) and hdrs.CONTENT_ENCODING not in headers
                 and isinstance(body := response.body, bytes | bytearray) and len(body) >= MIN_BYTES
                 and response.content_type in COMPRESSIBLE):

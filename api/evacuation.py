@@ -32,6 +32,7 @@ from aiohttp import web
 
 from api.context import POOL, SETTINGS
 from api.csvexport import csv_text
+from api.evacmetrics import FIELD_STORES
 from api.ops import READINESS_CHECKS
 from api.params import ascii_digits, bad, bbox, choice, flag, integer, language, number, one
 from api.params import municipality as municipality_param
@@ -72,6 +73,7 @@ def setup(app: web.Application) -> EvacService:
     with the application, and register its readiness check (``evac graph``)."""
     service = EvacService(app[POOL], app[SETTINGS])
     app[EVAC] = service
+    FIELD_STORES.follow(service)  # its engine's field store in /metrics (api/evacmetrics.py)
     app.cleanup_ctx.append(_lifecycle)
     if service.enabled:
         checks = app.get(READINESS_CHECKS)

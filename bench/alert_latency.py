@@ -36,7 +36,7 @@ from aiohttp import web
 
 from alerting.worker import RulesWorker
 from api.app import create_app
-from api.server import SERVER_OPTIONS
+from api.server import SERVER_OPTIONS, ApiRunner
 from ingest.contract import Reading, encode_reading, topic_for
 from ingest.registry import Station, upsert_stations
 from ingest.service import Ingestor
@@ -104,7 +104,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         ingestor = Ingestor.from_settings(settings, pool)
         worker = RulesWorker.from_settings(settings, pool, silent_check_s=3600)
         app = create_app(pool=pool, settings=settings)
-        runner = web.AppRunner(app, handle_signals=False, **SERVER_OPTIONS)
+        runner = ApiRunner(app, handle_signals=False, **SERVER_OPTIONS)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", api_port).start()
         tasks = [asyncio.create_task(ingestor.run()), asyncio.create_task(worker.run())]

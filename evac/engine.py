@@ -70,10 +70,10 @@ from evac.hazards import (
     check_hazard,
 )
 from evac.incremental import ArrayPool, Copy, Seeds, pairs_of_edges, update_field
-from evac.network import DirectedWeights, PairWeights, ProfileGraph, RoadNetwork
+from evac.network import BOX_PAD_M, DirectedWeights, PairWeights, ProfileGraph, RoadNetwork
 from evac.search import Search, search_in_process
 from evac.shelters import Shelter
-from evac.snapping import EdgePoints, sub_line
+from evac.snapping import EdgePoints
 
 #: Weight given to a blocked edge (seconds); far above any real route.
 BLOCKED_WEIGHT = 1e9
@@ -92,8 +92,8 @@ FIRST_LOOK_M = 40.0
 ACCESS_SPEED_MPS = 1.0
 #: Positions further than this outside the network's bounding box are ``outside_area``.
 AREA_MARGIN_M = 1000.0
-#: Degrees beyond the network's box past which an area is cut off before it is projected to metres
-#: (:meth:`Engine._reach_box`): transverse Mercator stays usable some 20 degrees from its zone.
+#: Degrees beyond the network's box past which an area's box is cut off before it is projected to metres
+#: (:meth:`Engine._projected_box`): transverse Mercator stays usable some 20 degrees from its zone.
 REACH_MAX_DEG = 10.0
 #: Sets of areas in force whose hazard index (edge factors, weights, line tests) is kept: the current
 #: ones of both exercise modes and the one before each (the base for the next one, and an area drawn and
@@ -240,7 +240,7 @@ class Field:
     de_weight: DirectedWeights  # current weight of each directed edge of the profile graph (read lazily)
     pair_weight: PairWeights  # current weight of each pair (read lazily on large graphs)
     blocked: BlockedAreas  # blocked areas in force, for point tests
-    lines: AreaLines  # the areas in force, projected, for partial edges and legs
+    lines: AreaLines  # the areas in force, for partial edges and legs (lon/lat, boxes in metres)
     access_speed: float  # metres per second on the straight legs to and from the road
     #: formatted walks from nodes to the shelter, filled by :mod:`evac.routes` (by node, never by position).
     #: They depend on nothing but the network and this field's next hops, directed-edge weights, source
@@ -543,7 +543,7 @@ class Engine:
         self._update_lock = threading.Lock()
         self._attach_cache: dict[tuple[str, float, float], tuple[float, EdgePoints]] = {}
         self._hit_cache: dict[str, tuple[HazardArea, np.ndarray]] = {}
-        self._proj_cache: dict[str, tuple[HazardArea, Any]] = {}
+        self._box_cache: dict[str, tuple[HazardArea, tuple[float, float, float, float]]] = {}
         self._shelter_cache: dict[tuple[str, float, float], _Attachment | None] = {}
         # What a recompute can reuse (see _compute): per set of areas in force, per profile's shelter
         # positions, per search structure; each keyed by exactly the inputs it is built from.
@@ -835,7 +835,7 @@ class Engine:
                 self._hazard_indexes.move_to_end(key)
                 return hit
             kept = list(self._hazard_indexes.values())
-        geoms = self._area_geoms(active)  # the projected geometry is shared with the line tests below
+        geoms = self._area_boxes(active)  # the projected boxes, for the line tests' cheap filter
         hits = tuple(self._edge_hits(a) for a, _ in geoms)
         ids = frozenset(key)
         net = self.network
@@ -867,8 +867,8 @@ class Engine:
             if self.store is not None and claim.arrays is None:
                 mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
-                           AreaLines([g for a, g in geoms if a.severity == "blocked"],
-                                     [(g, a.penalty_factor) for a, g in geoms if a.severity == "penalty"]),
+                           AreaLines(net, [(a.geometry, b) for a, b in geoms if a.severity == "blocked"],
+                                     [(a.geometry, b, a.penalty_factor) for a, b in geoms if a.severity == "penalty"]),
                            digest=dig)
         if parent is not None and changed is not None:
             with self._cache_lock:
@@ -920,31 +920,37 @@ class Engine:
             self._hit_cache[area.id] = hit
         return hit[1]
 
-    def _reach_box(self) -> shapely.Geometry | None:
-        """The lon/lat box any line the engine tests in projected metres lies in (None: no network): the
-        network's box widened by the furthest a position (:data:`AREA_MARGIN_M`) or an attached shelter
-        (``max_snap_m``) may lie from it, and 1 km, at most :data:`REACH_MAX_DEG`."""
+    def _reach_box(self) -> tuple[float, float, float, float] | None:
+        """The lon/lat box ``(west, south, east, north)`` every line the engine tests against an area lies
+        in (None: no network): the network's box widened by the furthest a position
+        (:data:`AREA_MARGIN_M`) or an attached shelter (``max_snap_m``) may lie from it, and 1 km, at most
+        :data:`REACH_MAX_DEG`."""
         n0, n1, n2, n3 = self.network.lonlat_bounds
         if not n0 <= n2:
             return None
         dlat = min((max(AREA_MARGIN_M, self.max_snap_m) + 1000.0) / 111_320.0, REACH_MAX_DEG)
         dlon = min(dlat / max(math.cos(math.radians((n1 + n3) / 2)), 0.01), REACH_MAX_DEG)
-        return shapely.box(max(n0 - dlon, -180.0), max(n1 - dlat, -90.0), min(n2 + dlon, 180.0), min(n3 + dlat, 90.0))
+        return max(n0 - dlon, -180.0), max(n1 - dlat, -90.0), min(n2 + dlon, 180.0), min(n3 + dlat, 90.0)
 
-    def _projected(self, geom: shapely.Geometry) -> shapely.Geometry:
-        """An area's lon/lat geometry in the network's projected metres, cut to :meth:`_reach_box` first
-        when it reaches beyond: far from the projection's zone projected coordinates are distorted past
-        use or infinite, and an area across half the globe became a polygon over the town in metres."""
+    def _projected_box(self, geom: shapely.Geometry) -> tuple[float, float, float, float]:
+        """The projected box (metres) of the part of a lon/lat geometry's box within :meth:`_reach_box`
+        (:meth:`RoadNetwork.projected_bounds`); an empty box ``(inf, inf, -inf, -inf)`` when they do not
+        meet. Far from the projection's zone projected coordinates are distorted past use or infinite: the
+        box of an area across half the globe missed the town, or was NaN."""
+        g0, g1, g2, g3 = shapely.bounds(geom).tolist()
         reach = self._reach
-        if reach is not None and not shapely.contains(reach, geom):
-            geom = shapely.intersection(geom, reach)
-        return self.network.project_geometry(geom)
+        if reach is not None:
+            g0, g1, g2, g3 = max(g0, reach[0]), max(g1, reach[1]), min(g2, reach[2]), min(g3, reach[3])
+        if not (g0 <= g2 and g1 <= g3):
+            return math.inf, math.inf, -math.inf, -math.inf
+        return self.network.projected_bounds(shapely.box(g0, g1, g2, g3))
 
-    def _area_geoms(self, active: list[HazardArea]) -> list[tuple[HazardArea, Any]]:
-        """Each area in force with its geometry in the network's projected metres (prepared; only its part
-        in :meth:`_reach_box`), cached per area id while the area's geometry stays the same
-        (:func:`_same_geometry`)."""
-        cache = self._proj_cache
+    def _area_boxes(self, active: list[HazardArea]) -> list[tuple[HazardArea, tuple[float, float, float, float]]]:
+        """Each area in force with its box in the network's projected metres ``(xmin, ymin, xmax, ymax)``
+        (:meth:`_projected_box`, widened by :data:`evac.network.BOX_PAD_M` on each side: it
+        holds every line straight in metres whose lon/lat form meets the area), cached per area id while
+        the area's geometry stays the same (:func:`_same_geometry`)."""
+        cache = self._box_cache
         out = []
         for a in active:
             hit = cache.get(a.id)
@@ -952,20 +958,23 @@ class Engine:
                 if hit is not None and _same_geometry(hit[0], a):
                     hit = (a, hit[1])
                 else:
-                    hit = (a, self._projected(a.geometry))
-                    shapely.prepare(hit[1])
+                    x0, y0, x1, y1 = self._projected_box(a.geometry)
+                    hit = (a, (x0 - BOX_PAD_M, y0 - BOX_PAD_M, x1 + BOX_PAD_M, y1 + BOX_PAD_M))
                 cache[a.id] = hit
             out.append((a, hit[1]))
         return out
 
-    def _area_effect(self, sites: _Sites, area: HazardArea, geom: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _area_effect(self, sites: _Sites, area: HazardArea,
+                     box: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shelters inside ``area``, egress legs and rows (partial edges) touching it, over all of ``sites``
         (cached with the sites per area id while the area's geometry stays the same).
 
-        ``geom`` is the area's projected geometry, for the egress legs (built in metres);
-        whether a shelter is inside and whether a partial edge touches the area are decided in lon/lat
-        against the area as given (:data:`evac.network.BOUNDARY_RULE`; the partial edge by
-        :meth:`RoadNetwork.part_meets`, on the line whole edges are tested on)."""
+        All three are decided in lon/lat against the area as given (:data:`evac.network.BOUNDARY_RULE`), as
+        whole edges are: a shelter by its position, an egress leg from the shelter's position to its road
+        point (:meth:`RoadNetwork.point_lonlat`), a partial edge by :meth:`RoadNetwork.part_meets` (on the
+        edge's own lon/lat line, as whole edges). The
+        legs to test are those of the tree of projected legs whose box meets ``box`` (the area's projected
+        box, widened: :meth:`_area_boxes`)."""
         hit = sites.effects.get(area.id)
         if hit is not None and hit[0] is area:
             return hit[1]
@@ -978,9 +987,17 @@ class Engine:
         if legs is None:
             legs = sites.legs = shapely.STRtree(shapely.linestrings(np.stack(
                 [np.column_stack([sx[p_shelter], sy[p_shelter]]), np.column_stack([p_qx, p_qy])], axis=1)))
-        # one GEOS query for the legs (after a search the caches are cold: one call costs less than numpy
-        # box tests and the exact test of the few found)
-        legs_hit = np.sort(legs.query(geom, predicate="intersects"))
+        # one GEOS query for the legs near the area (after a search the caches are cold: one call costs less
+        # than numpy box tests), then the exact test of the few found, in lon/lat
+        cand = np.sort(legs.query(shapely.box(*box)))
+        if len(cand):
+            leg_ll = [shapely.LineString([sites.lonlat[int(p_shelter[k])],
+                                          net.point_lonlat(int(p_edge[k]), float(p_along[k]),
+                                                           (float(p_qx[k]), float(p_qy[k])))])
+                      for k in cand.tolist()]
+            legs_hit = cand[shapely.intersects(area.geometry, np.array(leg_ll, dtype=object))]
+        else:
+            legs_hit = cand
         # shelters in lon/lat: a box test, then the exact one (a shelter on a side of the area is inside,
         # which its projected point against the projected area may not be)
         lon, lat = sites.lonlat[:, 0], sites.lonlat[:, 1]
@@ -1139,7 +1156,7 @@ class Engine:
             areas = list(hz.areas)
         else:
             areas = found[1]
-        effects = [(area, self._area_effect(sites, area, geom)) for area, geom in self._area_geoms(areas)]
+        effects = [(area, self._area_effect(sites, area, box)) for area, box in self._area_boxes(areas)]
         if prev is not None and not any(len(x) for _, eff in effects for x in eff):
             rows = prev  # the new areas touch no shelter, leg or partial edge: the same rows (and source rows)
         else:
@@ -1275,7 +1292,8 @@ class Engine:
         if not f.shelters:
             return RouteResult("no_shelter_in_area", [], math.inf, None, d_near, f, st)
         band = d_near + TIE_M
-        options = [self._best_from(f, x, y, e, along, d, qx, qy) for d, along, _, e, qx, qy in pts if d <= band]
+        options = [self._best_from(f, lon, lat, x, y, e, along, d, qx, qy) for d, along, _, e, qx, qy in pts
+                   if d <= band]
         if options[0] is None:  # the nearest road gives no safe way: look further, up to SEARCH_M
             wide = idx.near(x, y, max(SEARCH_M, d_near + TIE_M))
             options = []
@@ -1283,7 +1301,7 @@ class Engine:
             for d, along, _, e, qx, qy in wide:  # nearest first: stop TIE_M beyond the first road with a safe way
                 if d > d_valid + TIE_M:
                     break
-                o = self._best_from(f, x, y, e, along, d, qx, qy)
+                o = self._best_from(f, lon, lat, x, y, e, along, d, qx, qy)
                 if o is not None:
                     d_valid = min(d_valid, o[1])
                     options.append(o)
@@ -1312,14 +1330,17 @@ class Engine:
             self._edge_info[key] = got
         return got
 
-    def _best_from(self, f: Field, x: float, y: float, e: int, along: float, dist: float, qx: float,
-                   qy: float) -> tuple[float, float, float, tuple[int, float, float, float, float], int,
-                                       Stop | None] | None:
-        """Least total time leaving from point ``along`` of edge ``e``: (total, access m, access s, first
-        partial as ``(edge, a, b, seconds, metres)``, end node or -1 for a shelter on the same edge, that
-        shelter's stop). :func:`part_cost` on the edge's numbers kept as floats."""
+    def _best_from(self, f: Field, lon: float, lat: float, x: float, y: float, e: int, along: float, dist: float,
+                   qx: float, qy: float) -> tuple[float, float, float, tuple[int, float, float, float, float], int,
+                                                  Stop | None] | None:
+        """Least total time from the position (``lon``, ``lat``; projected ``x``, ``y``) leaving from point
+        ``along`` of edge ``e`` (projected ``qx``, ``qy``, ``dist`` metres away): (total, access m,
+        access s, first partial as ``(edge, a, b, seconds, metres)``, end node or -1 for a shelter on the
+        same edge, that shelter's stop). :func:`part_cost` on the edge's numbers kept as floats; the access
+        leg and the partial edge are tested against the areas in lon/lat (:class:`AreaLines`), only when
+        an area is near."""
         lines = f.lines
-        leg = lines.leg_factor(x, y, qx, qy) if lines else 1.0
+        leg = lines.leg_factor(x, y, qx, qy, lon, lat, e, along) if lines else 1.0
         if leg == math.inf:
             return None
         access_s = dist / f.access_speed * leg
@@ -1327,10 +1348,9 @@ class Engine:
         mult = f.mult
         # on an edge the areas touch, the part itself is tested (partial_cost); else its factor is 1
         touched = bool(lines) and mult is not None and mult[e] != 1.0
-        net = self.network
 
         def factor_to(b: float) -> Callable[[], float] | None:
-            return (lambda: lines.factor(sub_line(net.edge_xy(e), along, b))) if touched else None
+            return (lambda: lines.part_factor(e, along, b)) if touched else None
 
         dist_to = f.dist
         best: tuple[float, float, float, tuple[int, float, float, float, float], int, Stop | None] | None = None
@@ -1439,13 +1459,13 @@ def partial_cost(net: RoadNetwork, profile: str, mult: np.ndarray | None, lines:
 
     Along the edge when ``b > a`` (its forward time), against it otherwise: that fraction of the edge's
     time and length. ``mult`` holds the hazard multipliers per base edge (``None``: no areas in force).
-    On an edge the areas touch, the part itself is tested against them, so the dry part of a flooded
-    street stays usable.
+    On an edge the areas touch, the part itself is tested against them (:meth:`AreaLines.part_factor`, in
+    lon/lat), so the dry part of a flooded street stays usable.
     """
     fwd, bwd = net.times[profile]
     touched = mult is not None and mult[e] != 1.0
     return part_cost(a, b, plen, float(fwd[e]), float(bwd[e]), float(net.edge_length[e]),
-                     (lambda: lines.factor(sub_line(net.edge_xy(e), a, b))) if touched else None)
+                     (lambda: lines.part_factor(e, a, b)) if touched else None)
 
 
 def part_cost(a: float, b: float, plen: float, t_fwd: float, t_bwd: float, length: float,

@@ -150,16 +150,25 @@ class FieldStore:
         self.keep = max(1, int(keep))
         self.wait_s = float(wait_s)
         self._clock = clock
-        #: Entries mapped by :meth:`get`, written by :meth:`put`, and found damaged; claims that waited for
-        #: another process, and of those the ones that gave up after ``wait_s``; writes that failed, and
-        #: results kept private while publishing paused (for metrics and tests).
+        # Counts since this store was made (plain integers, only ever increased, under ``_lock``; read by
+        # the API's metrics, api/evacmetrics.py, and by tests; an entry is one directory <name>/<digest>):
+        #: entries mapped by :meth:`get` and checked (published by another process, or earlier by this one)
         self.hits = 0
+        #: entries this process published (:meth:`put` whose rename won)
         self.writes = 0
+        #: entries found damaged by :meth:`get`, removed (then computed again)
         self.damaged = 0
+        #: claims that found the entry's lock held by another process and waited for it
         self.waits = 0
+        #: of those, the ones that gave up after ``wait_s`` and computed the entry here too
         self.wait_timeouts = 0
+        #: :meth:`put` calls whose write failed (publishing then pauses)
         self.write_failures = 0
+        #: :meth:`put` calls skipped while publishing paused (the result kept private)
         self.skipped = 0
+        #: entries this process removed to bound the store (:meth:`prune`, :meth:`clean`: beyond ``keep``
+        #: per name, or written under another store key)
+        self.pruned = 0
         self._lock = threading.Lock()
         self._failing = 0  # failed writes in a row (0: publishing)
         self._retry_at = 0.0  # ``clock`` time from which a write is tried again
@@ -443,18 +452,25 @@ class FieldStore:
         entries.sort(reverse=True)
         for _, p in entries[self.keep:]:
             if p.name != keep_also:
-                self._remove(p)
+                self._count_pruned(self._remove(p))
                 self._remove_lock(folder / f".{p.name}.lock")
 
+    def _count_pruned(self, removed: bool) -> None:
+        if removed:
+            with self._lock:
+                self.pruned += 1
+
     @staticmethod
-    def _remove(where: Path) -> None:
-        """Take ``where`` away by rename first (readers find a whole entry or none), then delete it."""
+    def _remove(where: Path) -> bool:
+        """Take ``where`` away by rename first (readers find a whole entry or none), then delete it; whether
+        this call took it (False: it was gone already, e.g. removed meanwhile by another process)."""
         old = where.with_name(f".{where.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             os.rename(where, old)
         except OSError:
-            return
+            return False
         shutil.rmtree(old, ignore_errors=True)
+        return True
 
     def clean(self) -> None:
         """Remove directories left by writers that exited, lock files of entries that are gone, and entries
@@ -473,7 +489,7 @@ class FieldStore:
             for p in items:
                 if not p.name.startswith("."):
                     if self._stale(p):
-                        self._remove(p)
+                        self._count_pruned(self._remove(p))
                 elif p.name.endswith(".lock"):
                     if not (folder / p.name[1:-len(".lock")]).exists():
                         self._remove_lock(p)

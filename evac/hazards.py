@@ -218,19 +218,26 @@ def load_hazard_geojson(
 
 
 class AreaLines:
-    """Line tests against the areas in force, in the network's projected metres.
+    """Line tests against the areas in force, by the one boundary rule (:data:`evac.network.BOUNDARY_RULE`):
+    shapely ``intersects`` in lon/lat degrees against the areas as given, touching counts.
 
-    :meth:`factor` gives ``inf`` for a line touching a blocked area, else the largest penalty factor of
-    the penalty areas it touches (1 when none): the same rule as :func:`edge_multipliers` for whole
-    edges, applied to parts of edges and to the straight legs between a position and its road.
+    :meth:`leg_factor` and :meth:`part_factor` give ``inf`` for a line touching a blocked area, else the
+    largest penalty factor of the penalty areas it touches (1 when none): the rule of
+    :func:`edge_multipliers` for whole edges, applied to the straight legs between a position and its road
+    and to parts of edges. ``boxes`` are the areas' bounds in the network's projected metres, widened so
+    that they hold the areas' lon/lat outline once projected (the engine widens by
+    :data:`evac.network.BOX_PAD_M`): a leg given in metres whose box meets none of them touches no area,
+    and needs no lon/lat work (no pyproj call).
     """
 
-    def __init__(self, blocked: list[shapely.Geometry], penalties: list[tuple[shapely.Geometry, float]]) -> None:
-        self.blocked = blocked
-        self.penalties = penalties
-        geoms = _prepared(blocked + [p for p, _ in penalties])
-        self._bounds = shapely.bounds(geoms) if len(geoms) else np.zeros((0, 4))
-        self._bounds_list = [tuple(r) for r in self._bounds.tolist()]
+    def __init__(self, net: RoadNetwork, blocked: list[tuple[shapely.Geometry, tuple[float, float, float, float]]],
+                 penalties: list[tuple[shapely.Geometry, tuple[float, float, float, float], float]]) -> None:
+        self.net = net
+        self.blocked = [g for g, _ in blocked]
+        self.penalties = [(g, f) for g, _, f in penalties]
+        geoms = _prepared(self.blocked + [g for g, _ in self.penalties])
+        self._ll_bounds = shapely.bounds(geoms) if len(geoms) else np.zeros((0, 4))
+        self._bounds_list = [tuple(map(float, b)) for _, b in blocked] + [tuple(map(float, b)) for _, b, _ in penalties]
 
     # the trees are built on first use: most recomputes are followed by few line tests near an area
     @cached_property
@@ -244,47 +251,35 @@ class AreaLines:
     def __bool__(self) -> bool:
         return bool(self.blocked or self.penalties)
 
-    def may_touch(self, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> np.ndarray:
-        """Bool per segment: its bounding box meets an area's (a cheap filter before :meth:`factor`)."""
-        b = self._bounds
-        if not len(b):
-            return np.zeros(np.shape(x0), bool)
-        lo_x, hi_x = np.minimum(x0, x1)[:, None], np.maximum(x0, x1)[:, None]
-        lo_y, hi_y = np.minimum(y0, y1)[:, None], np.maximum(y0, y1)[:, None]
-        return ((lo_x <= b[:, 2]) & (hi_x >= b[:, 0]) & (lo_y <= b[:, 3]) & (hi_y >= b[:, 1])).any(axis=1)
-
-    def contains_xy(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Bool per projected point: inside (or on) a blocked area."""
-        out = np.zeros(np.shape(x), bool)
-        if self.blocked and out.size:
-            out[self._btree.query(shapely.points(x, y), predicate="intersects")[0]] = True
-        return out
-
-    def leg_factor(self, ax: float, ay: float, bx: float, by: float) -> float:
-        """:meth:`factor` of the straight leg from (``ax``, ``ay``) to (``bx``, ``by``), without an array
-        for the legs whose box meets no area's (most of them)."""
+    def leg_factor(self, ax: float, ay: float, bx: float, by: float, lon: float, lat: float, e: int,
+                   along: float) -> float:
+        """Factor of the straight leg from a position (``lon``, ``lat`` as given; ``ax``, ``ay`` projected)
+        to its road point ``along`` metres along base edge ``e`` (``bx``, ``by`` projected): judged in
+        lon/lat on the leg from the position to :meth:`RoadNetwork.point_lonlat`, only when the leg's
+        projected box meets an area's (most legs: 1, in plain Python)."""
         if not self:
             return 1.0
         lx, hx, ly, hy = min(ax, bx), max(ax, bx), min(ay, by), max(ay, by)
         if not any(lx <= b2 and hx >= b0 and ly <= b3 and hy >= b1 for b0, b1, b2, b3 in self._bounds_list):
             return 1.0
-        return self.factor(np.array([[ax, ay], [bx, by]]))
+        return self.factor_lonlat(np.array([[lon, lat], self.net.point_lonlat(e, along, (bx, by))]))
 
-    def factor(self, xy: np.ndarray) -> float:
-        """Factor for a projected polyline ``(K, 2)`` (a single point is tested as a point)."""
+    def part_factor(self, e: int, a: float, b: float) -> float:
+        """Factor of the part of base edge ``e`` from ``a`` to ``b`` projected metres along it, judged on
+        :meth:`RoadNetwork.part_lonlat`."""
         if not self:
             return 1.0
-        if len(xy) == 2:  # a leg: plain Python is faster than numpy for a few boxes
-            (ax, ay), (bx, by) = xy.tolist()
-            lx, hx, ly, hy = min(ax, bx), max(ax, bx), min(ay, by), max(ay, by)
-            if not any(lx <= b2 and hx >= b0 and ly <= b3 and hy >= b1 for b0, b1, b2, b3 in self._bounds_list):
-                return 1.0
-        else:
-            b = self._bounds
-            lo, hi = xy.min(axis=0), xy.max(axis=0)
-            if not ((lo[0] <= b[:, 2]) & (hi[0] >= b[:, 0]) & (lo[1] <= b[:, 3]) & (hi[1] >= b[:, 1])).any():
-                return 1.0
-        geom = shapely.LineString(xy) if len(xy) > 1 else shapely.Point(xy[0])
+        return self.factor_lonlat(self.net.part_lonlat(e, a, b))
+
+    def factor_lonlat(self, ll: np.ndarray) -> float:
+        """Factor of a lon/lat polyline ``(K, 2)`` (a single point, or all points equal: tested as a point)."""
+        if not self:
+            return 1.0
+        b = self._ll_bounds
+        lo, hi = ll.min(axis=0), ll.max(axis=0)
+        if not ((lo[0] <= b[:, 2]) & (hi[0] >= b[:, 0]) & (lo[1] <= b[:, 3]) & (hi[1] >= b[:, 1])).any():
+            return 1.0
+        geom = shapely.Point(ll[0]) if len(ll) == 1 or (lo == hi).all() else shapely.LineString(ll)
         if self.blocked and len(self._btree.query(geom, predicate="intersects")):
             return math.inf
         if self.penalties:
@@ -292,10 +287,3 @@ class AreaLines:
             if len(hit):
                 return max(self.penalties[int(i)][1] for i in hit)
         return 1.0
-
-    def blocked_many(self, lines: np.ndarray) -> np.ndarray:
-        """Bool per shapely geometry in ``lines``: touches a blocked area."""
-        out = np.zeros(len(lines), bool)
-        if self.blocked and len(lines):
-            out[self._btree.query(lines, predicate="intersects")[0]] = True
-        return out

@@ -68,7 +68,7 @@ from evac.graph import (
     report_progress,
 )
 from evac.osm_import import STREAM_FROM_BYTES, STREAM_SUFFIXES, network_arrays
-from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays
+from evac.snapping import EdgeIndex, SegmentGrid, rows_of, segment_arrays, sub_line
 
 #: Bump when the array layout or the profiles change; old cache files are then rebuilt.
 CACHE_FORMAT = 4
@@ -92,6 +92,10 @@ BOX_PAD_M = 10.0
 #: Segments at least this long (projected metres) are measured for :attr:`RoadNetwork.curve_pad_m`;
 #: shorter ones bow by under 0.1 m, well inside :data:`BOX_PAD_M`.
 CURVE_MIN_M = 2_000.0
+#: A road point within this many metres (along its edge) of one of the edge's own points is that point, in
+#: lon/lat as given (:meth:`RoadNetwork.point_lonlat`): a snap to a road end or bend gives its ``along``
+#: as a sum of segment lengths, which may differ from the point's own by rounding.
+VERTEX_SNAP_M = 1e-6
 #: Networks with at most this many edges answer polygon queries through an STRtree of their edges (see
 #: the module docstring): about 20 MB and 50 ms to build at the limit, on first use.
 TREE_MAX_EDGES = 50_000
@@ -208,27 +212,40 @@ class RoadNetwork:
                     self._edge_tree, self._tree_edges = shapely.STRtree(lines), lined.astype(np.int64)
         return self._tree_edges[np.sort(self._edge_tree.query(geom, predicate="intersects"))]
 
+    @cached_property
+    def _unproject(self) -> pyproj.Transformer:
+        return self.transformer(inverse=True)
+
+    def point_lonlat(self, e: int, s: float, xy: tuple[float, float] | None = None) -> tuple[float, float]:
+        """The road point ``s`` projected metres along base edge ``e`` in lon/lat: the edge's own point as
+        given when ``s`` is within :data:`VERTEX_SNAP_M` of one (a road end or a bend), else the projected
+        point (``xy`` when the caller has it, else interpolated on the projected edge) brought back to
+        lon/lat. The one definition of where a leg meets its road and a part of an edge ends, for the hazard
+        tests (:data:`BOUNDARY_RULE`)."""
+        o0, o1 = int(self.coord_offsets[e]), int(self.coord_offsets[e + 1])
+        along = np.asarray(self.coord_along[o0:o1])
+        if o1 - o0 == 1:
+            return float(self.coords[o0][0]), float(self.coords[o0][1])
+        k = int(np.searchsorted(along, s))
+        for j in (k - 1, k):
+            if 0 <= j < o1 - o0 and abs(float(along[j]) - s) <= VERTEX_SNAP_M:
+                return float(self.coords[o0 + j][0]), float(self.coords[o0 + j][1])
+        if xy is None:
+            xy = tuple(sub_line(self.edge_xy(e), s, s)[0].tolist())
+        lon, lat = self._unproject.transform(float(xy[0]), float(xy[1]))
+        return float(lon), float(lat)
+
     def part_lonlat(self, e: int, a: float, b: float) -> np.ndarray:
         """The part of base edge ``e`` from ``a`` to ``b`` projected metres along it (reversed if ``b < a``)
-        in lon/lat ``(K, 2)``: the edge's own points as given, and where an end falls between two of them,
-        the point at the same fraction of that segment's lon/lat line (so the part lies on the edge's
-        lon/lat line: the line :meth:`edges_intersecting` tests). For a hazard test of a part use
-        :meth:`part_meets`, which does not depend on the rounding of the cut points."""
+        in lon/lat ``(K, 2)``: its ends by :meth:`point_lonlat`, and the edge's own points strictly between
+        them, as given (what hazard tests of parts of edges read: :data:`BOUNDARY_RULE`)."""
         o0, o1 = int(self.coord_offsets[e]), int(self.coord_offsets[e + 1])
         ll, along = np.asarray(self.coords[o0:o1], float), np.asarray(self.coord_along[o0:o1])
         lo, hi = (a, b) if a <= b else (b, a)
         total = float(along[-1]) if len(along) else 0.0
         lo, hi = min(max(lo, 0.0), total), min(max(hi, 0.0), total)
-
-        def cut(s: float) -> np.ndarray:
-            same = np.flatnonzero(along == s)
-            if len(same) or len(ll) == 1:
-                return ll[same[0] if len(same) else 0][None, :]
-            k = min(max(int(np.searchsorted(along, s, side="right")) - 1, 0), len(ll) - 2)
-            t = (s - along[k]) / (along[k + 1] - along[k])
-            return (ll[k] + (ll[k + 1] - ll[k]) * t)[None, :]
-
-        pts = np.vstack([cut(lo), ll[(along > lo) & (along < hi)], cut(hi)])
+        inner = ll[(along > lo + VERTEX_SNAP_M) & (along < hi - VERTEX_SNAP_M)]
+        pts = np.vstack([self.point_lonlat(e, lo), inner, self.point_lonlat(e, hi)])
         return pts if a <= b else pts[::-1]
 
     def part_meets(self, e: int, a: float, b: float, geom: shapely.Geometry) -> bool:

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.auth import create_account, login
-from api.server import SERVER_OPTIONS
+from api.server import SERVER_OPTIONS, ApiRunner
+
+
+class ApiTestServer(TestServer):
+    """aiohttp's test server run as production runs the API (:class:`api.server.ApiRunner`: requests aiohttp
+    cannot parse answered as problems and counted); start it with ``start_server(**SERVER_OPTIONS)``."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return ApiRunner(self.app, **kwargs)
 
 
 async def start_client(app: web.Application, *, host: str = "127.0.0.1") -> TestClient:
     """Serve ``app`` on a free local port and return a started client (close it when done)."""
-    server = TestServer(app, host=host)
+    server = ApiTestServer(app, host=host)
     await server.start_server(**SERVER_OPTIONS)
     client = TestClient(server)
     await client.start_server()

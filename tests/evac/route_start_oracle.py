@@ -1,12 +1,18 @@
 """The resident's core query as it was before issue #21's shortcuts (numpy per candidate, ``EdgeIndex.within``
 and ``partial_cost`` for every end, a ``Partial`` per candidate): the oracle that
-``Engine.route_start`` must equal number for number."""
+``Engine.route_start`` must equal number for number.
+
+Legs and partial edges are judged by the one boundary rule (``evac.network.BOUNDARY_RULE``), written out
+here without the engine's filters: every area in force, shapely ``intersects`` on the lon/lat line (the
+access leg from the position as given to ``RoadNetwork.point_lonlat``; a partial edge by
+``RoadNetwork.part_lonlat``)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import shapely
 
 from evac.engine import (
     FIRST_LOOK_M,
@@ -20,7 +26,6 @@ from evac.engine import (
     RouteStart,
     Stop,
     net_edge_plen,
-    partial_cost,
 )
 
 
@@ -52,7 +57,7 @@ def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk"
     if not f.shelters:
         return RouteResult("no_shelter_in_area", [], math.inf, None, d_near, f, st)
     band = pts.dist <= d_near + TIE_M
-    options = [_best_from(engine, f, x, y, int(pts.edge[i]), float(pts.along[i]), float(pts.dist[i]),
+    options = [_best_from(engine, f, lon, lat, x, y, int(pts.edge[i]), float(pts.along[i]), float(pts.dist[i]),
                           float(pts.x[i]), float(pts.y[i])) for i in np.flatnonzero(band).tolist()]
     if options[0] is None:
         wide = idx.within(x, y, max(SEARCH_M, d_near + TIE_M))
@@ -61,7 +66,7 @@ def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk"
         for i in range(len(wide)):
             if wide.dist[i] > d_valid + TIE_M:
                 break
-            o = _best_from(engine, f, x, y, int(wide.edge[i]), float(wide.along[i]), float(wide.dist[i]),
+            o = _best_from(engine, f, lon, lat, x, y, int(wide.edge[i]), float(wide.along[i]), float(wide.dist[i]),
                            float(wide.x[i]), float(wide.y[i]))
             if o is not None:
                 d_valid = min(d_valid, o[1])
@@ -76,11 +81,38 @@ def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk"
     return RouteStart(total, d, f, st, (float(lon), float(lat)), access_s, first, end)
 
 
-def _best_from(engine: Engine, f: Field, x: float, y: float, e: int, along: float, dist: float, qx: float,
-               qy: float) -> tuple[float, float, float, Partial, int, Stop | None] | None:
+def _factor(f: Field, line: shapely.Geometry) -> float:
+    """inf if ``line`` (lon/lat) intersects a blocked area in force, else the largest factor of the
+    penalty areas it intersects (1 when none): every area tested, no boxes first."""
+    if any(line.intersects(g) for g in f.lines.blocked):
+        return math.inf
+    return max([p for g, p in f.lines.penalties if line.intersects(g)], default=1.0)
+
+
+def _partial(engine: Engine, f: Field, e: int, a: float, b: float, plen: float) -> tuple[float, float]:
+    """Seconds and metres from ``a`` to ``b`` projected metres along base edge ``e`` (``plen`` long): that
+    fraction of the edge's time (along it or against it) and length; on an edge the areas touch, times the
+    factor of the part itself (:func:`_factor` on ``RoadNetwork.part_lonlat``)."""
     net = engine.network
-    lines = f.lines
-    leg = lines.factor(np.array([[x, y], [qx, qy]])) if lines else 1.0
+    span = abs(b - a)
+    if span <= 1e-9:
+        return 0.0, 0.0
+    fwd, bwd = net.times[f.profile]
+    frac = min(1.0, span / plen) if plen > 0 else 0.0
+    t = float(fwd[e]) if b > a else float(bwd[e])
+    if not math.isfinite(t):
+        return math.inf, math.inf
+    touched = f.mult is not None and f.mult[e] != 1.0
+    part = net.part_lonlat(e, a, b)
+    fac = _factor(f, shapely.LineString(part)) if touched else 1.0
+    return t * frac * fac, float(net.edge_length[e]) * frac
+
+
+def _best_from(engine: Engine, f: Field, lon: float, lat: float, x: float, y: float, e: int, along: float,
+               dist: float, qx: float, qy: float) -> tuple[float, float, float, Partial, int, Stop | None] | None:
+    net = engine.network
+    road = net.point_lonlat(e, along, (qx, qy))
+    leg = _factor(f, shapely.LineString([(lon, lat), road]) if road != (lon, lat) else shapely.Point(lon, lat))
     if leg == math.inf:
         return None
     access_s = dist / f.access_speed * leg
@@ -90,12 +122,12 @@ def _best_from(engine: Engine, f: Field, x: float, y: float, e: int, along: floa
         d_end = float(f.dist[end])
         if not d_end < UNREACHABLE_S:
             continue
-        ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, end_along, plen)
+        ps, pm = _partial(engine, f, e, along, end_along, plen)
         total = access_s + ps + d_end
         if math.isfinite(total) and (best is None or total < best[0]):
             best = (total, dist, access_s, Partial(e, along, end_along, ps, pm), end, None)
     for stop in f.stops.on(e):
-        ps, pm = partial_cost(net, f.profile, f.mult, lines, e, along, stop.along, plen)
+        ps, pm = _partial(engine, f, e, along, stop.along, plen)
         total = access_s + ps + stop.egress_s
         if math.isfinite(total) and (best is None or total < best[0]):
             best = (total, dist, access_s, Partial(e, along, stop.along, ps, pm), -1, stop)

@@ -1,10 +1,11 @@
-"""Hazard-area boundaries: one rule everywhere (``evac.network.BOUNDARY_RULE``): a shelter, a resident or
-a road edge touching a blocked area's boundary is inside it, judged in lon/lat degrees as the areas are
+"""Hazard-area boundaries: one rule everywhere (``evac.network.BOUNDARY_RULE``): a shelter, a resident, a
+road edge, a straight leg to or from the road or a part of an edge touching a blocked area's boundary is
+inside it, judged in lon/lat degrees as the areas are
 given. Coordinates lie on a 1e-4 degree lattice (as in ``test_evac_property``), so points fall exactly on
 box sides and corners; projected to metres many of them fell just outside the projected box.
 
 Oracles: shapely ``intersects`` in lon/lat for the membership, and networkx Dijkstra over the brute-force
-reference graph (``evac_reference``) for the field.
+reference graph (``evac_reference``) for the field; for the resident's query, ``route_start_oracle``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 import shapely
 from evac_reference import reference_digraph, reference_field
+from route_start_oracle import route_start as oracle_route_start
 
-from evac.engine import UNREACHABLE_S, Engine
+from evac.engine import UNREACHABLE_S, Engine, RouteResult
 from evac.hazards import HazardArea, edge_hits
 from evac.network import RoadNetwork
 from evac.shelters import Shelter
@@ -137,3 +139,134 @@ def test_penalty_area_touching_a_road_end_counts() -> None:
     f = eng.field("walk", "flood")
     plain = Engine(eng.network, shelters=list(eng.state.shelters.values()), max_snap_m=1e6).field("walk", "flood")
     assert f.dist[far] == pytest.approx(2.5 * plain.dist[far])
+
+
+# -- legs and the resident's own partial edge (AreaLines) ------------------------------------------
+# A road A (10, 10) – B (40, 0) and a point P (10, 20) due north of A: P's nearest road point is A itself
+# (the road leaves A away from P), so the straight leg P–A runs along the meridian of A. These boxes have
+# a side on that meridian along part of the leg (west or east of it), or lie one step off it.
+LEG_BOXES = {"east side on the leg": (5, 13, 5, 4), "west side on the leg": (10, 13, 5, 4),
+             "corner on the leg": (10, 15, 4, 2), "other corner on the leg": (6, 13, 4, 2)}
+LEG_CLEAR = {"one step west": (4, 13, 5, 4), "one step east": (11, 13, 5, 4)}
+SHIFTS = [(0, 0), (17, 3), (29, 28), (3, 41), (61, 12)]
+
+
+def _leg_town(di: int, dj: int) -> nx.MultiDiGraph:
+    return town({1: (10 + di, 10 + dj), 2: (40 + di, 0 + dj)}, [(1, 2)])
+
+
+@pytest.mark.parametrize("where", sorted(LEG_BOXES) + sorted(LEG_CLEAR))
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_access_leg_touching_a_blocked_area_is_blocked(where: str, shift: tuple[int, int]) -> None:
+    """A resident whose straight leg to the road touches a blocked box (a side or a corner on the leg) has
+    no safe route (the road offers no other point within reach); with the box one step off the leg the
+    resident walks the leg and the road to the shelter at B."""
+    di, dj = shift
+    i0, j0, w, h = LEG_BOXES.get(where) or LEG_CLEAR[where]
+    area = HazardArea(id="a", hazard="flood", geometry=box(i0 + di, j0 + dj, w, h))
+    lon, lat = at(10 + di, 20 + dj)
+    leg = shapely.LineString([(lon, lat), at(10 + di, 10 + dj)])
+    touches = where in LEG_BOXES
+    assert leg.intersects(area.geometry) == touches
+    assert not area.geometry.intersects(shapely.Point(lon, lat))
+    G = _leg_town(di, dj)
+    net = RoadNetwork.from_graph(G)
+    assert not len(edge_hits(net, area))  # the road itself is dry
+    sx, sy = at(40 + di, 0 + dj)
+    eng = Engine(net, shelters=[Shelter(id="s", name="s", lat=sy, lon=sx, hazards=frozenset({"flood"}))],
+                 areas=[area], max_snap_m=1e6)
+    r = eng.route_result(lat, lon, profile="walk", hazard="flood")
+    assert r.status == ("no_safe_route" if touches else "ok"), (where, shift, r.status)
+    if not touches:
+        assert r.shelter is not None and r.shelter.id == "s"
+    assert r.status == _oracle_status(eng, lat, lon)
+
+
+@pytest.mark.parametrize("where", sorted(LEG_BOXES) + sorted(LEG_CLEAR))
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_egress_leg_touching_a_blocked_area_is_blocked(where: str, shift: tuple[int, int]) -> None:
+    """A shelter at P whose straight leg to its road point A touches a blocked box is no source (its only
+    road point cannot be reached safely); with the box one step off the leg it is reached from B."""
+    di, dj = shift
+    i0, j0, w, h = LEG_BOXES.get(where) or LEG_CLEAR[where]
+    area = HazardArea(id="a", hazard="flood", geometry=box(i0 + di, j0 + dj, w, h))
+    lon, lat = at(10 + di, 20 + dj)
+    touches = where in LEG_BOXES
+    assert shapely.LineString([(lon, lat), at(10 + di, 10 + dj)]).intersects(area.geometry) == touches
+    G = _leg_town(di, dj)
+    net = RoadNetwork.from_graph(G)
+    assert not len(edge_hits(net, area))
+    eng = Engine(net, shelters=[Shelter(id="s", name="s", lat=lat, lon=lon, hazards=frozenset({"flood"}))],
+                 areas=[area], max_snap_m=1e6)
+    f = eng.field("walk", "flood")
+    far = int(np.flatnonzero(net.node_osmid == 2)[0])
+    assert (f.dist[far] < UNREACHABLE_S) == (not touches), (where, shift)
+    assert {s.id for s in f.shelter_at.values()} == (set() if touches else {"s"})
+    bx, by = at(40 + di, 0 + dj)
+    assert eng.route_result(by, bx, profile="walk", hazard="flood").status == ("no_safe_route" if touches else "ok")
+
+
+# A road from A bending at V (5, 5) to B (20, 20) (one edge, V a point of its geometry), roads on from A
+# to C (20 steps further) and from B to D (80, 20), and a resident R (9, 8) beside the edge's V–B part
+# (its road point near (8.5, 8.5)). A is (0, 10) with the box below V, or (10, 0) with the box left of V;
+# V lies on the box's side (top or east) or is one of its corners: the edge touches the box at V alone,
+# so the part of R's edge toward A (through V) touches it and the part toward B does not. The shelter at C
+# is the nearer by A; the one at D is reached by B.
+PART_BOXES = {"top side": ((0, 10), (2, 0, 6, 5)), "top-left corner": ((0, 10), (5, 0, 3, 5)),
+              "top-right corner": ((0, 10), (1, 1, 4, 4)), "east side": ((10, 0), (0, 2, 5, 6)),
+              "bottom-right corner": ((10, 0), (0, 5, 5, 3)), "top-right corner, from below": ((10, 0), (0, 1, 5, 4))}
+
+
+MIRRORS = [(1, 1), (-1, 1), (1, -1), (-1, -1)]
+
+
+def _bent_town(a: tuple[int, int], m: tuple[int, int], di: int,
+               dj: int) -> tuple[nx.MultiDiGraph, dict[int, tuple[int, int]]]:
+    """The town of the bent road (nodes 1 = A, 2 = B, 3 = C, 4 = D), mirrored about V by ``m`` and shifted."""
+    c = (a[0] - 20, a[1]) if a[1] else (a[0], a[1] - 20)
+    pts = {n: _place(p, m, di, dj) for n, p in ((1, a), (2, (20, 20)), (3, c), (4, (80, 20)))}
+    G = town(pts, [(1, 3), (2, 4)])
+    bent = shapely.LineString([at(*pts[1]), at(*_place((5, 5), m, di, dj)), at(*pts[2])])
+    for u, v, line in ((1, 2, bent), (2, 1, bent.reverse())):
+        G.add_edge(u, v, highway="residential", length=100.0, oneway=False, name="bent", geometry=line)
+    return G, pts
+
+
+def _place(p: tuple[int, int], m: tuple[int, int], di: int, dj: int) -> tuple[int, int]:
+    """Lattice point ``p`` mirrored about V (5, 5) by ``m`` (1 or -1 per axis), then shifted."""
+    return 5 + m[0] * (p[0] - 5) + di, 5 + m[1] * (p[1] - 5) + dj
+
+
+@pytest.mark.parametrize("where", sorted(PART_BOXES))
+@pytest.mark.parametrize("mirror", MIRRORS)
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_own_partial_edge_touching_a_box_at_a_bend_is_blocked(where: str, mirror: tuple[int, int],
+                                                              shift: tuple[int, int]) -> None:
+    """A resident on an edge whose part toward one end touches a blocked box (a side or a corner, at the
+    edge's bend) leaves by the other end: the shelter at D, not the nearer one at C."""
+    di, dj = shift
+    a, (i0, j0, w, h) = PART_BOXES[where]
+    (x0, y0), (x1, y1) = _place((i0, j0), mirror, di, dj), _place((i0 + w, j0 + h), mirror, di, dj)
+    area = HazardArea(id="a", hazard="flood", geometry=shapely.box(*at(min(x0, x1), min(y0, y1)),
+                                                                   *at(max(x0, x1), max(y0, y1))))
+    G, pts = _bent_town(a, mirror, di, dj)
+    net = RoadNetwork.from_graph(G)
+    hit = edge_hits(net, area)
+    ends = set(net.edge_u[hit].tolist()) | set(net.edge_v[hit].tolist())
+    assert sorted(int(net.node_osmid[n]) for n in ends) == [1, 2]  # only the bent edge is hit
+    shelters = [Shelter(id=n, name=n, lat=lat, lon=lon, hazards=frozenset({"flood"}))
+                for n, (lon, lat) in (("C", at(*pts[3])), ("D", at(*pts[4])))]
+    lon, lat = at(*_place((9, 8), mirror, di, dj))
+    dry = Engine(net, shelters=shelters, max_snap_m=1e6).route_result(lat, lon, profile="walk", hazard="flood")
+    assert dry.status == "ok" and dry.shelter is not None and dry.shelter.id == "C"
+    eng = Engine(net, shelters=shelters, areas=[area], max_snap_m=1e6)
+    r = eng.route_result(lat, lon, profile="walk", hazard="flood")
+    assert r.status == "ok" and r.shelter is not None and r.shelter.id == "D", (where, shift, r.status, r.shelter)
+    start = oracle_route_start(eng, lat, lon, profile="walk", hazard="flood")
+    assert start.duration_s == r.duration_s
+
+
+def _oracle_status(eng: Engine, lat: float, lon: float) -> str:
+    eng.field("walk", "flood")
+    got = oracle_route_start(eng, lat, lon, profile="walk", hazard="flood")
+    return got.status if isinstance(got, RouteResult) else "ok"

@@ -44,8 +44,8 @@ def two_loops_town(path: Path) -> Path:
 
 def _check(net: RoadNetwork, eng: Engine, oracle: WalkOracle, shelters: list[Shelter], areas: list[HazardArea],
            origins: list[tuple[float, float]]) -> None:
-    blocked = [net.project_geometry(a.geometry) for a in areas]
-    every = shapely.union_all(blocked) if blocked else shapely.Point()
+    blocked = [net.project_geometry(a.geometry) for a in areas]  # the oracle works in metres
+    every = shapely.union_all([a.geometry for a in areas]) if areas else shapely.Point()  # lon/lat
     by_id = {s.id: s for s in shelters}
     pos = [lonlat(x, y) for x, y in origins]
     want = oracle.solve(pos, [(s.id, s.lon, s.lat) for s in shelters], blocked)
@@ -67,7 +67,7 @@ def _check(net: RoadNetwork, eng: Engine, oracle: WalkOracle, shelters: list[She
             assert isinstance(alt, Option) and abs(alt.seconds - ref.seconds) <= tol, (where, r.shelter.id, ref, alt)
         feat = route(eng, lat, lon, lang="en")
         coords = np.asarray(feat["geometry"]["coordinates"])
-        line = net.project_geometry(shapely.LineString(coords))
+        line = shapely.LineString(coords)  # in lon/lat, the engine's rule (evac.network.BOUNDARY_RULE)
         assert not line.intersects(every), (where, "crosses a blocked area")
         s = by_id[feat["properties"]["shelter"]["id"]]
         end = net.project_geometry(shapely.Point(coords[-1]))

@@ -27,7 +27,6 @@ from email.message import Message
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from api.server import SERVER_OPTIONS
+from tests.api_support import ApiTestServer
 
 
 def b64u(data: bytes) -> str:
@@ -87,7 +87,7 @@ def verify_vapid(authorization: str, origin: str) -> dict[str, Any]:
 
 class _Server:
     def __init__(self, app: web.Application) -> None:
-        self.server = TestServer(app, host="127.0.0.1")
+        self.server = ApiTestServer(app, host="127.0.0.1")
 
     async def start(self) -> None:
         await self.server.start_server(**SERVER_OPTIONS)

@@ -1,0 +1,91 @@
+"""Prometheus metrics of the evacuation field store (:mod:`evac.fieldstore`), read from its plain counters.
+
+``evac`` is a domain package and does not know Prometheus (pyproject.toml [tool.importlinter]); its
+:class:`~evac.fieldstore.FieldStore` counts in integer attributes, and :class:`FieldStoreStats` (a
+collector, like :class:`api.edge.RequestStats`) exports their sums over every store this process has
+used when scraped. Counters, per process (a store is per engine: one per process in production):
+
+* ``sonae_evac_field_store_mapped_total``: entries mapped from the store and checked (``hits``);
+* ``sonae_evac_field_store_published_total``: entries this process published (``writes``);
+* ``sonae_evac_field_store_waits_total``: claims that waited for another process computing the entry;
+* ``sonae_evac_field_store_wait_timeouts_total``: of those, the ones that computed the entry here after
+  the wait timed out (``wait_timeouts``);
+* ``sonae_evac_field_store_write_failures_total``: failed writes (publishing pauses after one);
+* ``sonae_evac_field_store_skipped_total``: results kept private while publishing was paused;
+* ``sonae_evac_field_store_damaged_total``: damaged entries found and removed;
+* ``sonae_evac_field_store_pruned_total``: entries removed to bound the store (``pruned``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from evac.fieldstore import FieldStore
+from evac.service import EvacService
+
+#: (metric name without ``_total``, help, the FieldStore counter it sums)
+COUNTERS = (
+    ("sonae_evac_field_store_mapped", "Field store entries mapped and checked (computed by another process, "
+                                      "or earlier by this one)", "hits"),
+    ("sonae_evac_field_store_published", "Field store entries this process computed and published", "writes"),
+    ("sonae_evac_field_store_waits", "Field store claims that waited for another process computing the entry",
+     "waits"),
+    ("sonae_evac_field_store_wait_timeouts", "Field store waits that timed out: the entry computed here too",
+     "wait_timeouts"),
+    ("sonae_evac_field_store_write_failures", "Field store writes that failed (publishing pauses)",
+     "write_failures"),
+    ("sonae_evac_field_store_skipped", "Field store results kept private while publishing was paused", "skipped"),
+    ("sonae_evac_field_store_damaged", "Damaged field store entries found and removed", "damaged"),
+    ("sonae_evac_field_store_pruned", "Field store entries removed to bound the store", "pruned"),
+)
+
+
+class FieldStoreStats(Collector):
+    """The sums of the counters of the field stores this process used, as Prometheus counters.
+
+    Stores come from :meth:`watch` or from the engines of the services given to :meth:`follow` (held
+    weakly: looked up at each scrape, so an engine loaded after start-up is found). A store once seen is
+    held to the end of the process, so that its counts never leave the sums (a counter must not go down);
+    a store is a few hundred bytes (its arrays are the engine's), and a process has one per engine it built.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._services: weakref.WeakSet[EvacService] = weakref.WeakSet()
+        self._stores: list[FieldStore] = []
+
+    def watch(self, store: FieldStore) -> None:
+        """Count ``store`` in the sums from now on (once, however often it is given)."""
+        with self._lock:
+            if not any(s is store for s in self._stores):
+                self._stores.append(store)
+
+    def follow(self, service: EvacService) -> None:
+        """Count the field store of ``service``'s engine, whenever it has one."""
+        with self._lock:
+            self._services.add(service)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            services = list(self._services)
+        for service in services:
+            engine = service.engine
+            if engine is not None and engine.store is not None:
+                self.watch(engine.store)
+        with self._lock:
+            stores = list(self._stores)
+        for name, text, attr in COUNTERS:
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], sum(getattr(s, attr) for s in stores))
+            yield family
+
+
+#: the one collector of this process (registered once, whatever number of applications it builds)
+FIELD_STORES = FieldStoreStats()
+REGISTRY.register(FIELD_STORES)

@@ -1,0 +1,159 @@
+"""Requests aiohttp cannot parse (api/server.py ``ProblemRequestHandler``): answered as RFC 9457 problems that
+never quote the request, and counted in ``sonae_api_requests_total{route="unparsable"}``, checked with raw
+bytes over real sockets to the API served as production serves it (``ApiRunner``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.edge import STATS, UNPARSABLE
+from api.server import FAULT_OTHER, FAULTS, serve
+from sonae.config import Settings
+from sonae.embedded import free_port
+
+#: a resident's position, as a route query carries it: no answer may quote it
+SECRET = "lat=35.681236&lon=139.767125"
+TARGET = f"/api/v1/evacuation/route?{SECRET}"
+
+#: one malformed request of each kind (all in one write: aiohttp sees the fault before answering)
+MALFORMED: dict[str, bytes] = {
+    "garbage version": f"GET {TARGET} HTTQ/1.1\r\nHost: x\r\n\r\n".encode(),
+    "bad version": f"GET {TARGET} HTTP/9.Z\r\nHost: x\r\n\r\n".encode(),
+    "invalid method": f"G@T {TARGET} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "TLS on the HTTP port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + SECRET.encode(),
+    "control byte in the target": f"GET {TARGET}\x01 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "header name with a space": f"GET {TARGET} HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n".encode(),
+    "header value with a NUL": f"GET {TARGET} HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n".encode(),
+    "request line too long": f"GET {TARGET}&pad={'9' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "header line too long": f"GET {TARGET} HTTP/1.1\r\nHost: x\r\nX-Long: {'a' * 9000}\r\n\r\n".encode(),
+    "bad chunk size": (f"POST {TARGET} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n").encode(),
+    "chunked and Content-Length": (f"POST {TARGET} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                   "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode(),
+    "bad Content-Length": f"POST {TARGET} HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n{{}}".encode(),
+}
+
+_DETAILS = {text for _, text in FAULTS} | {FAULT_OTHER}
+
+
+async def _unparsable_counts(client: TestClient) -> dict[int, float]:
+    """``sonae_api_requests_total{route="unparsable",method="UNKNOWN"}`` by status, from ``/metrics``."""
+    text = await (await client.get("/metrics")).text()
+    out: dict[int, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "sonae_api_requests":
+            for s in family.samples:
+                if s.name == "sonae_api_requests_total" and s.labels["route"] == UNPARSABLE:
+                    assert s.labels["method"] == "UNKNOWN"
+                    out[int(s.labels["status"])] = s.value
+    return out
+
+
+async def _exchange(client: TestClient, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a new connection; the answer's status, headers (lower-case names) and body, read to
+    the end of the connection (aiohttp closes it after a parse error)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert len(body) == int(headers["content-length"]), answer
+    return int(status_line.split()[1]), headers, body
+
+
+def _check_problem(status: int, headers: dict[str, str], body: bytes, sent: bytes) -> dict[str, Any]:
+    assert status in (400, 413, 431), (status, body)
+    assert headers["content-type"].startswith("application/problem+json")
+    assert headers["x-content-type-options"] == "nosniff"
+    problem = json.loads(body)
+    assert problem["status"] == status and problem["type"] == "about:blank"
+    assert problem["detail"] in _DETAILS
+    first_line = sent.split(b"\r\n", 1)[0]
+    for secret in (SECRET.encode(), first_line, first_line[:40]):
+        assert secret not in body
+    assert b"lat=" not in body and b"139.76" not in body
+    return problem
+
+
+async def test_each_kind_of_unparsable_request_is_a_counted_problem(client: TestClient) -> None:
+    before = await _unparsable_counts(client)
+    seen: dict[int, int] = {}
+    details = set()
+    for kind, raw in MALFORMED.items():
+        status, headers, body = await _exchange(client, raw)
+        try:
+            details.add(_check_problem(status, headers, body, raw)["detail"])
+        except AssertionError as exc:
+            raise AssertionError(f"{kind}: {exc}") from exc
+        seen[status] = seen.get(status, 0) + 1
+    after = await _unparsable_counts(client)
+    assert {s: after[s] - before.get(s, 0.0) for s in after} == {s: float(n) for s, n in seen.items()}
+    assert len(details) >= 5, details  # the kinds are told apart, not one text for all
+    # a well-formed request is still answered by the application and counted under its route
+    assert (await client.get("/healthz")).status == 200
+    assert await _unparsable_counts(client) == after
+
+
+_BAD_BYTES = st.sampled_from([bytes([b]) for b in (*range(0x00, 0x09), *range(0x0b, 0x0d), *range(0x0e, 0x20), 0x7f)])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(_BAD_BYTES, st.integers(0, len(TARGET)), st.sampled_from(["GET", "POST", "HEAD"])),
+                min_size=1, max_size=4))
+async def test_request_lines_with_bad_bytes_are_counted_problems(
+        client: TestClient, lines: list[tuple[bytes, int, str]]) -> None:
+    before = await _unparsable_counts(client)
+    seen: dict[int, int] = {}
+    for bad, at, method in lines:
+        target = TARGET.encode()
+        raw = method.encode() + b" " + target[:at] + bad + target[at:] + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        status, headers, body = await _exchange(client, raw)
+        _check_problem(status, headers, body, raw)
+        seen[status] = seen.get(status, 0) + 1
+    after = await _unparsable_counts(client)
+    assert {s: after[s] - before.get(s, 0.0) for s in after if after[s] != before.get(s)} == {
+        s: float(n) for s, n in seen.items()}
+
+
+async def test_the_server_of_sonae_api_answers_and_counts_them_too(pool: asyncpg.Pool, settings: Settings) -> None:
+    """``api.server.serve`` (what ``sonae api`` runs) uses the same handler as the test servers."""
+    port = free_port()
+    stop = asyncio.Event()
+    served = asyncio.create_task(serve(settings.replace(**{"api.host": "127.0.0.1", "api.port": port}), pool, stop))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # until it listens (each try a connection refused at once, or its answer)
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        assert resp.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.wait({served}, timeout=0.05)
+                    assert not served.done(), served
+            before = STATS.counts.get((UNPARSABLE, "UNKNOWN", 400), 0)
+            raw = MALFORMED["invalid method"]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(raw)
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split(b" ", 2)[1] == b"400" and b"application/problem+json" in head
+            assert SECRET.encode() not in body and json.loads(body)["detail"] in _DETAILS
+            assert STATS.counts.get((UNPARSABLE, "UNKNOWN", 400), 0) == before + 1
+    finally:
+        stop.set()
+        await served
