@@ -277,3 +277,32 @@ def test_grid_equals_tree_and_shapely_on_long_segments(case: tuple[list[np.ndarr
     net = _lines_network(lines)
     tree, grid = _both_paths(net, poly)
     assert tree == grid == lonlat_edge_hits(net, poly).tolist()
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_egress_leg_across_a_finger_of_an_area_reaching_round_the_globe(grid: bool) -> None:
+    """A blocked area covering the globe but the town, with a thin finger reaching into the town between a
+    shelter and its road: the shelter's egress leg crosses the finger, so the shelter is no source (the
+    oracle: shapely on the lon/lat leg). Before the fix the area's projected box, the legs' cheap filter,
+    was computed from the whole globe and missed the town, so the leg was never tested and the shelter
+    was used."""
+    G = nx.MultiDiGraph(crs="epsg:4326")
+    for n, (i, j) in {1: (0, 0), 2: (100, 0)}.items():
+        x, y = at(i, j)
+        G.add_node(n, x=x, y=y)
+    for a, b in ((1, 2), (2, 1)):
+        G.add_edge(a, b, highway="residential", length=900.0, oneway=False, name="road")
+    lon, lat = at(50, -20)
+    town = shapely.box(*at(-50, -60), *at(150, 60))
+    finger = shapely.box(*at(40, -12), *at(60, -8))
+    area = HazardArea(id="a", hazard="flood",
+                      geometry=shapely.box(-180, -90, 180, 90).difference(town).union(finger))
+    leg = shapely.LineString([(lon, lat), at(50, 0)])
+    assert area.geometry.intersects(leg) and not area.geometry.intersects(shapely.Point(lon, lat))
+    assert not area.geometry.intersects(shapely.LineString([at(0, 0), at(100, 0)]))
+    with mock.patch.object(evac.network, "TREE_MAX_EDGES", -1 if grid else evac.network.TREE_MAX_EDGES):
+        net = RoadNetwork.from_graph(G)
+        eng = Engine(net, shelters=[Shelter(id="s", name="s", lat=lat, lon=lon, hazards=frozenset({"flood"}))],
+                     areas=[area])
+        f = eng.field("walk", "flood")
+    assert not len(f.sources), "the shelter's egress leg crosses the blocked finger"
