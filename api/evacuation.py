@@ -125,9 +125,14 @@ _ROUTE_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept-Language"}
 async def route(request: web.Request) -> web.Response:
     hazard, profile, exercise = _query(request)
     lang = language(request)
-    lat, lon = _position(request)
-    lat, lon = round(lat, POSITION_DECIMALS), round(lon, POSITION_DECIMALS)
+    raw_lat, raw_lon = _position(request)
+    lat, lon = round(raw_lat, POSITION_DECIMALS), round(raw_lon, POSITION_DECIMALS)
     service, engine = _service(request)
+    if service.in_service_area(raw_lat, raw_lon):
+        await service.ensure_field((profile, hazard, exercise))
+        if _boundary_cell(engine, raw_lat, raw_lon, lat, lon, (profile, hazard, exercise)):
+            own = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
+            return web.Response(body=own, content_type=GEOJSON, headers=_ROUTE_HEADERS)
     cache = request.app[ROUTE_CACHE]
     key = (lat, lon, profile, hazard, exercise, lang, engine.state.version, id(engine))
     body = cache.get(key)
@@ -139,6 +144,18 @@ async def route(request: web.Request) -> web.Response:
         if len(cache) > ROUTE_CACHE_SIZE:
             cache.popitem(last=False)
     return web.Response(body=body, content_type=GEOJSON, headers=_ROUTE_HEADERS)
+
+
+def _boundary_cell(engine: Engine, raw_lat: float, raw_lon: float, lat: float, lon: float,
+                   key: tuple[str, str, bool]) -> bool:
+    """Whether the position (``raw_lat``, ``raw_lon``) or its cell's rounded one (``lat``, ``lon``) lies in
+    or on a blocked area in force for ``key`` (profile, hazard, exercise): a blocked area's boundary may
+    then run through the cell, and rounding would move the resident across it (out of the area, or into
+    it). Such a position is answered for itself, by the one boundary rule (``evac.network.BOUNDARY_RULE``)
+    as ``/api/v1/shelters/nearest`` answers it, and not kept in the cells' cache (which holds cells, not
+    positions). The field for ``key`` is expected computed (:meth:`EvacService.ensure_field`)."""
+    blocked = engine.field(*key).blocked
+    return bool(blocked) and (blocked.contains(raw_lon, raw_lat) or blocked.contains(lon, lat))
 
 
 def _nearest(engine: Engine, lat: float, lon: float, *, k: int, profile: str, hazard: str,

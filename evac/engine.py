@@ -92,6 +92,9 @@ FIRST_LOOK_M = 40.0
 ACCESS_SPEED_MPS = 1.0
 #: Positions further than this outside the network's bounding box are ``outside_area``.
 AREA_MARGIN_M = 1000.0
+#: Degrees beyond the network's box past which an area's box is cut off before it is projected to metres
+#: (:meth:`Engine._projected_box`): transverse Mercator stays usable some 20 degrees from its zone.
+REACH_MAX_DEG = 10.0
 #: Sets of areas in force whose hazard index (edge factors, weights, line tests) is kept: the current
 #: ones of both exercise modes and the one before each (the base for the next one, and an area drawn and
 #: then withdrawn again). Each holds an edge array and two directed-edge arrays per profile in use.
@@ -561,6 +564,7 @@ class Engine:
                             float(lat.max()) + dlat)
         else:
             self._bounds = (math.inf, math.inf, -math.inf, -math.inf)
+        self._reach = self._reach_box()
         state = HazardState(1, _now(), {s.id: s for s in shelters}, {a.id: a for a in areas},
                             dict(alert_levels or {}))
         self._snap = _Snapshot(state)
@@ -916,9 +920,34 @@ class Engine:
             self._hit_cache[area.id] = hit
         return hit[1]
 
+    def _reach_box(self) -> tuple[float, float, float, float] | None:
+        """The lon/lat box ``(west, south, east, north)`` every line the engine tests against an area lies
+        in (None: no network): the network's box widened by the furthest a position
+        (:data:`AREA_MARGIN_M`) or an attached shelter (``max_snap_m``) may lie from it, and 1 km, at most
+        :data:`REACH_MAX_DEG`."""
+        n0, n1, n2, n3 = self.network.lonlat_bounds
+        if not n0 <= n2:
+            return None
+        dlat = min((max(AREA_MARGIN_M, self.max_snap_m) + 1000.0) / 111_320.0, REACH_MAX_DEG)
+        dlon = min(dlat / max(math.cos(math.radians((n1 + n3) / 2)), 0.01), REACH_MAX_DEG)
+        return max(n0 - dlon, -180.0), max(n1 - dlat, -90.0), min(n2 + dlon, 180.0), min(n3 + dlat, 90.0)
+
+    def _projected_box(self, geom: shapely.Geometry) -> tuple[float, float, float, float]:
+        """The projected box (metres) of the part of a lon/lat geometry's box within :meth:`_reach_box`
+        (:meth:`RoadNetwork.projected_bounds`); an empty box ``(inf, inf, -inf, -inf)`` when they do not
+        meet. Far from the projection's zone projected coordinates are distorted past use or infinite: the
+        box of an area across half the globe missed the town, or was NaN."""
+        g0, g1, g2, g3 = shapely.bounds(geom).tolist()
+        reach = self._reach
+        if reach is not None:
+            g0, g1, g2, g3 = max(g0, reach[0]), max(g1, reach[1]), min(g2, reach[2]), min(g3, reach[3])
+        if not (g0 <= g2 and g1 <= g3):
+            return math.inf, math.inf, -math.inf, -math.inf
+        return self.network.projected_bounds(shapely.box(g0, g1, g2, g3))
+
     def _area_boxes(self, active: list[HazardArea]) -> list[tuple[HazardArea, tuple[float, float, float, float]]]:
         """Each area in force with its box in the network's projected metres ``(xmin, ymin, xmax, ymax)``
-        (:meth:`RoadNetwork.projected_bounds`, widened by :data:`evac.network.BOX_PAD_M` on each side: it
+        (:meth:`_projected_box`, widened by :data:`evac.network.BOX_PAD_M` on each side: it
         holds every line straight in metres whose lon/lat form meets the area), cached per area id while
         the area's geometry stays the same (:func:`_same_geometry`)."""
         cache = self._box_cache
@@ -929,7 +958,7 @@ class Engine:
                 if hit is not None and _same_geometry(hit[0], a):
                     hit = (a, hit[1])
                 else:
-                    x0, y0, x1, y1 = self.network.projected_bounds(a.geometry)
+                    x0, y0, x1, y1 = self._projected_box(a.geometry)
                     hit = (a, (x0 - BOX_PAD_M, y0 - BOX_PAD_M, x1 + BOX_PAD_M, y1 + BOX_PAD_M))
                 cache[a.id] = hit
             out.append((a, hit[1]))
@@ -942,7 +971,8 @@ class Engine:
 
         All three are decided in lon/lat against the area as given (:data:`evac.network.BOUNDARY_RULE`), as
         whole edges are: a shelter by its position, an egress leg from the shelter's position to its road
-        point (:meth:`RoadNetwork.point_lonlat`), a partial edge by :meth:`RoadNetwork.part_lonlat`. The
+        point (:meth:`RoadNetwork.point_lonlat`), a partial edge by :meth:`RoadNetwork.part_meets` (on the
+        edge's own lon/lat line, as whole edges). The
         legs to test are those of the tree of projected legs whose box meets ``box`` (the area's projected
         box, widened: :meth:`_area_boxes`)."""
         hit = sites.effects.get(area.id)
@@ -980,10 +1010,9 @@ class Engine:
         span = np.searchsorted(sites.row_sorted_edge, edges, side="right") - at
         if span.any():
             rows = np.sort(sites.row_sort[np.repeat(at - (np.cumsum(span) - span), span) + np.arange(span.sum())])
-            parts = [shapely.LineString(net.part_lonlat(int(p_edge[r_point[k]]), float(r_end_along[k]),
-                                                        float(p_along[r_point[k]]))) for k in rows.tolist()]
-            meets = shapely.intersects(np.array(parts, dtype=object), area.geometry)
-            rows_hit = rows[meets]
+            meets = [net.part_meets(int(p_edge[r_point[k]]), float(r_end_along[k]), float(p_along[r_point[k]]),
+                                    area.geometry) for k in rows.tolist()]
+            rows_hit = rows[np.array(meets, bool)]
         else:
             rows_hit = np.zeros(0, np.int64)
         effect = (pts_in, legs_hit, rows_hit)

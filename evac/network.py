@@ -84,10 +84,14 @@ log = logging.getLogger("sonae.evac.network")
 #: polygon joins its projected corners by straight lines, which a side's other points miss by rounding
 #: (and by the curvature of a straight line in degrees once projected).
 BOUNDARY_RULE = "intersects, in lon/lat degrees"
-#: Metres by which the projected box of an area is widened for the grid's candidate edges: covers the
-#: gap between a road segment straight in degrees and the same segment straight in metres (about 2 m
-#: for segments up to 10 km: length² / 8 R with R, a parallel's radius of curvature, over 6000 km).
+#: Metres by which the projected box of an area is widened for the grid's candidate edges, besides the
+#: network's own measure of how far its longest segments, straight in degrees, bow away from the same
+#: segments straight in metres (:attr:`RoadNetwork.curve_pad_m`: about length² / 8 R, R over 6000 km,
+#: so 2 m at 10 km but 20 m at 30 km, a ferry line or a long straight road).
 BOX_PAD_M = 10.0
+#: Segments at least this long (projected metres) are measured for :attr:`RoadNetwork.curve_pad_m`;
+#: shorter ones bow by under 0.1 m, well inside :data:`BOX_PAD_M`.
+CURVE_MIN_M = 2_000.0
 #: A road point within this many metres (along its edge) of one of the edge's own points is that point, in
 #: lon/lat as given (:meth:`RoadNetwork.point_lonlat`): a snap to a road end or bend gives its ``along``
 #: as a sum of segment lengths, which may differ from the point's own by rounding.
@@ -173,15 +177,24 @@ class RoadNetwork:
         boundary counts: shapely ``intersects``, prepared here; see :data:`BOUNDARY_RULE`).
 
         On a network of at most :data:`TREE_MAX_EDGES` edges through a tree of the edges' lon/lat
-        linestrings; on larger ones the projected grid gives candidates (:meth:`SegmentGrid.edges_in_box`,
-        the area's projected box widened by :data:`BOX_PAD_M`) and the test is made on their lon/lat lines.
+        linestrings; on larger ones the projected grid gives candidates (:meth:`SegmentGrid.edges_in_box`:
+        the box of the area's lon/lat box and the network's, projected and widened by :data:`BOX_PAD_M`
+        and :attr:`curve_pad_m`) and the test is made on their lon/lat lines. Only the part of the area's
+        box over the network is projected: far from the projection's zone (an area reaching across the
+        globe) projected coordinates are distorted past use, or infinite.
         """
         if geom.is_empty:
             return np.zeros(0, np.int64)
         shapely.prepare(geom)  # one prepared polygon against the lines the tree or the grid finds
         if self.n_edges > TREE_MAX_EDGES:
-            x0, y0, x1, y1 = self.projected_bounds(geom)
-            edges = self.segment_grid.edges_in_box(x0 - BOX_PAD_M, y0 - BOX_PAD_M, x1 + BOX_PAD_M, y1 + BOX_PAD_M)
+            g0, g1, g2, g3 = shapely.bounds(geom).tolist()
+            n0, n1, n2, n3 = self.lonlat_bounds
+            box = (max(g0, n0), max(g1, n1), min(g2, n2), min(g3, n3))
+            if not (box[0] <= box[2] and box[1] <= box[3]):
+                return np.zeros(0, np.int64)
+            x0, y0, x1, y1 = self.projected_bounds(shapely.box(*box))
+            pad = BOX_PAD_M + self.curve_pad_m
+            edges = self.segment_grid.edges_in_box(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
             if not len(edges):
                 return edges
             idx, owner = rows_of(np.asarray(self.coord_offsets), edges)
@@ -235,13 +248,86 @@ class RoadNetwork:
         pts = np.vstack([self.point_lonlat(e, lo), inner, self.point_lonlat(e, hi)])
         return pts if a <= b else pts[::-1]
 
+    def part_meets(self, e: int, a: float, b: float, geom: shapely.Geometry) -> bool:
+        """Whether the part of base edge ``e`` between ``a`` and ``b`` projected metres along it meets
+        ``geom`` (lon/lat) by :data:`BOUNDARY_RULE`, on the very line :meth:`edges_intersecting` tests.
+
+        The whole segments of the part (between the edge's own points) are tested as given. A segment the
+        part covers only a fraction ``[s0, s1]`` of (an end of the part falls inside it, at the fraction
+        it has of the projected segment) is hit when ``geom`` meets that segment's lon/lat line at a
+        fraction within ``[s0, s1]`` widened by :data:`PART_END_TOL` (toward the safe side): so a corner
+        of an area exactly on the edge's line counts for every part that covers it, which a cut point
+        rounded or brought back from metres (a hair off the line) can miss.
+        """
+        o0, o1 = int(self.coord_offsets[e]), int(self.coord_offsets[e + 1])
+        ll, along = np.asarray(self.coords[o0:o1], float), np.asarray(self.coord_along[o0:o1], float)
+        if len(ll) == 0:
+            return False
+        if len(ll) == 1:
+            return bool(shapely.intersects_xy(geom, float(ll[0, 0]), float(ll[0, 1])))
+        lo, hi = (a, b) if a <= b else (b, a)
+        total = float(along[-1])
+        lo, hi = min(max(lo, 0.0), total), min(max(hi, 0.0), total)
+        inner = np.flatnonzero((along >= lo) & (along <= hi))
+        if len(inner) >= 2 and shapely.intersects(geom, shapely.LineString(ll[inner[0]:inner[-1] + 1])):
+            return True
+        cut = sorted({k for s in (lo, hi) for k in np.flatnonzero((along[:-1] < s) & (s < along[1:])).tolist()})
+        if len(inner) == 1 and not cut:  # the part is one of the edge's own points
+            return bool(shapely.intersects_xy(geom, float(ll[inner[0], 0]), float(ll[inner[0], 1])))
+        for k in cut:
+            span = along[k + 1] - along[k]
+            s0, s1 = max((lo - along[k]) / span, 0.0), min((hi - along[k]) / span, 1.0)
+            if _segment_meets(geom, ll[k], ll[k + 1], s0, s1):
+                return True
+        return False
+
+    @cached_property
+    def lonlat_bounds(self) -> tuple[float, float, float, float]:
+        """``(lon_min, lat_min, lon_max, lat_max)`` of every edge's geometry (degrees); an empty box
+        (``inf, inf, -inf, -inf``) for a network without geometry."""
+        c = np.asarray(self.coords)
+        if not len(c):
+            return math.inf, math.inf, -math.inf, -math.inf
+        lo, hi = c.min(axis=0), c.max(axis=0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    @cached_property
+    def curve_pad_m(self) -> float:
+        """Metres by which a segment straight in degrees may leave the box of the same segment straight in
+        metres (its projected ends), over the network's segments of at least :data:`CURVE_MIN_M`: twice the
+        largest distance of a point at 1/4, 1/2 or 3/4 of such a segment (projected) from its chord (the
+        bow of a short arc peaks at its middle; twice covers uneven curvature). 0 without such segments."""
+        xy, ll = np.asarray(self.coords_xy), np.asarray(self.coords)
+        seg, _ = segment_arrays(np.asarray(self.coord_offsets), xy)
+        if not len(seg):
+            return 0.0
+        d = xy[seg + 1] - xy[seg]
+        length = np.hypot(d[:, 0], d[:, 1])
+        long = length >= CURVE_MIN_M
+        if not long.any():
+            return 0.0
+        seg, d, length = seg[long], d[long], length[long]
+        worst = 0.0
+        for t in (0.25, 0.5, 0.75):
+            p = ll[seg] + (ll[seg + 1] - ll[seg]) * t
+            x, y = self.project(p[:, 0], p[:, 1])
+            off = np.abs((x - xy[seg, 0]) * d[:, 1] - (y - xy[seg, 1]) * d[:, 0]) / length
+            worst = max(worst, float(off.max()))
+        return 2.0 * worst
+
     def projected_bounds(self, geom: shapely.Geometry) -> tuple[float, float, float, float]:
         """Bounds in projected metres ``(xmin, ymin, xmax, ymax)`` of a lon/lat geometry's box: the box's
-        sides (straight in degrees, curved once projected) are cut every 0.001 degree before projecting,
-        so the result falls short of the true bounds by well under a millimetre."""
-        ring = shapely.segmentize(shapely.box(*shapely.bounds(geom).tolist()), 1e-3)
-        xy = shapely.get_coordinates(ring)
-        x, y = self.project(xy[:, 0], xy[:, 1])
+        sides (straight in degrees, curved once projected) are cut every 0.001 degree or finer before
+        projecting, so the result falls short of the true bounds by well under a millimetre. The box may
+        be a line or a point. Far from the projection's zone the result is meaningless or infinite: cut
+        the geometry to the region first (as :meth:`edges_intersecting` does)."""
+        x0, y0, x1, y1 = shapely.bounds(geom).tolist()
+        kx = max(2, math.ceil((x1 - x0) / 1e-3) + 1)
+        ky = max(2, math.ceil((y1 - y0) / 1e-3) + 1)
+        xs, ys = np.linspace(x0, x1, kx), np.linspace(y0, y1, ky)
+        lon = np.concatenate([xs, xs, np.full(ky, x0), np.full(ky, x1)])
+        lat = np.concatenate([np.full(kx, y0), np.full(kx, y1), ys, ys])
+        x, y = self.project(lon, lat)
         return float(x.min()), float(y.min()), float(x.max()), float(y.max())
 
     @property
@@ -810,3 +896,31 @@ def network_report(net: RoadNetwork, shelters: list[Any], *, max_snap_m: float =
             "bounds": [float(net.node_lon.min()), float(net.node_lat.min()), float(net.node_lon.max()),
                        float(net.node_lat.max())] if net.n_nodes else None,
             "shelters": len(shelters), "shelters_on_network": on, "shelters_by_hazard": dict(sorted(inside.items()))}
+
+
+#: Fraction of a segment by which the cut ends of a part of an edge are widened when the part is tested
+#: against a hazard area (:meth:`RoadNetwork.part_meets`): a nanometre on a segment of a kilometre, toward
+#: the safe side, for the rounding of the cut's position.
+PART_END_TOL = 1e-9
+
+
+def _segment_meets(geom: shapely.Geometry, a: np.ndarray, b: np.ndarray, s0: float, s1: float) -> bool:
+    """Whether ``geom`` meets the segment from ``a`` to ``b`` (lon/lat ``(2,)`` each) at a fraction of it
+    within ``[s0 - PART_END_TOL, s1 + PART_END_TOL]``: where ``geom`` meets the whole segment
+    (shapely ``intersects``, as for whole edges), the fractions of the pieces of their intersection."""
+    seg = shapely.LineString([a, b])
+    if not shapely.intersects(geom, seg):
+        return False
+    inter = shapely.intersection(geom, seg)
+    pieces = [p for p in shapely.get_parts(shapely.get_parts(inter)) if not p.is_empty]
+    if not pieces:  # the predicate and the overlay disagree (a touch at rounding level): the safe side
+        return True
+    d = b - a
+    dd = float(d @ d)
+    if dd <= 0.0:
+        return True  # a segment of no length: the point meets geom
+    for p in pieces:
+        t = (shapely.get_coordinates(p) - a) @ d / dd
+        if float(t.min()) <= s1 + PART_END_TOL and float(t.max()) >= s0 - PART_END_TOL:
+            return True
+    return False

@@ -428,8 +428,10 @@ async def import_hazard_map(
     """Import a PLATEAU / 国土数値情報 hazard map as one map (id: the file's stem) and its areas.
 
     Re-importing the same file replaces its areas and keeps its link. ``progress(done, total)`` is called
-    after each batch of areas. Returns the map row plus ``areas`` and ``repaired`` (invalid polygons
-    made valid, never simplified). Raises :class:`StoreError` for an unreadable file.
+    after each batch of areas. Returns the map row plus ``areas``, ``repaired`` (invalid polygons made
+    valid, never simplified) and ``dropped`` (polygons with no area left once made valid, such as a ring
+    whose points lie on one line: not stored, as the engine could not use them). Raises
+    :class:`StoreError` for an unreadable file.
     """
     who = _actor(actor)
     p = Path(path)
@@ -439,7 +441,7 @@ async def import_hazard_map(
     except (OSError, ValueError) as exc:
         raise StoreError(f"{p.name}: {exc}") from None
     map_id = p.name.split(".")[0]
-    written = repaired = 0
+    written = repaired = dropped = 0
     async with conn.transaction():
         old = await conn.fetchrow("SELECT * FROM hazard_maps WHERE id = $1", map_id)
         if link is None and old is not None and old["link_kind"] is not None:
@@ -473,6 +475,9 @@ async def import_hazard_map(
 
         try:
             for i, a in enumerate(areas):
+                if a.geometry.is_empty:
+                    dropped += 1
+                    continue
                 severity, factor = routing_severity(info.hazard, a)
                 repaired += a.repaired
                 rows.append((f"{map_id}-{i}", info.hazard, json.dumps(mapping(a.geometry)), severity, factor,
@@ -488,7 +493,7 @@ async def import_hazard_map(
             await flush()
         await notify(conn, "hazard_map", map_id, count=written)
     return {**dict(await conn.fetchrow("SELECT * FROM hazard_maps WHERE id = $1", map_id)),
-            "areas": written, "repaired": repaired}
+            "areas": written, "repaired": repaired, "dropped": dropped}
 
 
 _MAP_AREA_INSERT = """

@@ -27,7 +27,9 @@ def check_shape(geometry: shapely.Geometry, *, areas_only: bool) -> shapely.Geom
 
     The rules: not empty; every position is ``[lon, lat]`` in WGS 84 degrees (|lon| ≤ 180, |lat| ≤ 90,
     finite); valid under the OGC simple-features rule (closed rings, no self-crossing:
-    :func:`shapely.is_valid`). ``areas_only``: only Polygon or MultiPolygon.
+    :func:`shapely.is_valid`). ``areas_only``: only Polygon or MultiPolygon. One repair is made before
+    this, by shapely as it reads GeoJSON: a ring whose last position is not its first (RFC 7946 asks for
+    it) is closed by repeating the first, the one ring it can mean; the geometry is stored closed.
     """
     if areas_only and geometry.geom_type not in AREA_TYPES:
         raise GeometryError("a Polygon or MultiPolygon is needed")

@@ -189,3 +189,31 @@ def test_depth_text_ranges(lo: Any, hi: Any) -> None:
 def test_reader_detects_every_shared_file() -> None:
     kinds = {name: read_hazard_map(shared_data("hazard_plateau", name))[0].hazard for name in (FLD, LSLD, TNM)}
     assert kinds == {FLD: "flood", LSLD: "landslide", TNM: "tsunami"}
+
+
+async def test_polygons_made_valid_are_kept_and_collapsed_ones_dropped(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """A map with a bow tie (made valid: two triangles), a ring whose points lie on one line (no area left)
+    and a plain square: the bow tie and the square are stored, the collapsed ring is dropped and counted;
+    every stored area is one the engine reads (before: the collapsed ring was stored as an empty polygon,
+    which the engine skipped with a warning on every reload and the hazards list showed)."""
+    x, y = 140.36, 37.39
+    feats = [
+        {"type": "Feature", "properties": {"浸水ランク": 2}, "geometry": {"type": "Polygon", "coordinates": [
+            [[x, y], [x + 0.01, y + 0.01], [x + 0.01, y], [x, y + 0.01], [x, y]]]}},
+        {"type": "Feature", "properties": {"浸水ランク": 2}, "geometry": {"type": "Polygon", "coordinates": [
+            [[140.36, 37.39], [140.37, 37.40], [140.38, 37.41], [140.36, 37.39]]]}},  # on one line
+        {"type": "Feature", "properties": {"浸水ランク": 3}, "geometry": mapping(box(x, y, x + 0.01, y + 0.01))},
+    ]
+    path = tmp_path / "collapsed_fld.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}), encoding="utf-8")
+    async with pool.acquire() as conn:
+        row = await store.import_hazard_map(conn, path, actor="test", hazard="flood")
+    areas = await _areas(pool, row["id"])
+    assert sorted(a["id"] for a in areas) == [f"{row['id']}-0", f"{row['id']}-2"]
+    assert (row["areas"], row["repaired"], row.get("dropped")) == (2, 1, 1)
+    for a in areas:
+        area = store.area_from_row(a)  # raises for a geometry the engine cannot use
+        assert area.geometry.is_valid and area.geometry.area > 0
+    bow = shape(next(a for a in areas if a["id"].endswith("-0"))["geometry"])
+    lobe = 0.01 * 0.005 / 2  # each triangle of the bow tie: base 0.01 degree, height 0.005 (no vertex dropped)
+    assert bow.geom_type == "MultiPolygon" and len(bow.geoms) == 2 and bow.area == pytest.approx(2 * lobe, rel=1e-9)
