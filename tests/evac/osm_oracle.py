@@ -67,6 +67,7 @@ class WalkOracle:
     def __init__(self, path: Path | str, *, epsg: int) -> None:
         nodes, ways = parse_osm(path)
         self.proj = pyproj.Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+        self.unproj = pyproj.Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
         prof = get_profile("walk")
         a_ids, b_ids, secs_per_m = [], [], []
         self.raw_walkable_m = 0.0
@@ -104,10 +105,21 @@ class WalkOracle:
         self.a, self.b = a[keep], b[keep]
         self.length = length[keep]
         self.secs = np.maximum(self.length * np.array(secs_per_m)[keep], 0.01)
-        self.lines = shapely.linestrings(np.stack([np.column_stack([self.x[self.a], self.y[self.a]]),
-                                                   np.column_stack([self.x[self.b], self.y[self.b]])], axis=1))
+        # in lon/lat as given: what hazard areas are tested against (evac.network.BOUNDARY_RULE)
+        self.lines_ll = shapely.linestrings(np.stack([np.column_stack([self.lon[self.a], self.lat[self.a]]),
+                                                      np.column_stack([self.lon[self.b], self.lat[self.b]])], axis=1))
 
     # -- geometry ---------------------------------------------------------------------------------
+    def lonlat(self, x: float, y: float) -> tuple[float, float]:
+        """A projected point in lon/lat: a node's own coordinates when it is one (within 1e-6 m), else
+        the point brought back from metres."""
+        d = np.hypot(self.x - x, self.y - y)
+        i = int(np.argmin(d))
+        if d[i] <= 1e-6:
+            return float(self.lon[i]), float(self.lat[i])
+        lon, lat = self.unproj.transform(x, y)
+        return float(lon), float(lat)
+
     def xy(self, lon: float, lat: float) -> tuple[float, float]:
         x, y = self.proj.transform(lon, lat)
         return float(x), float(y)
@@ -126,16 +138,18 @@ class WalkOracle:
               blocked: list[shapely.Geometry]) -> list[Option | None | str]:
         """Best option per origin (lon, lat): ``Option``, ``None`` (no safe walk), or a status string
         (``inside_hazard``, ``off_network``). ``shelters`` are (id, lon, lat) of qualifying shelters;
-        ``blocked`` are projected polygons."""
+        ``blocked`` are the blocked polygons in lon/lat, as given: every point, leg and piece of road is
+        tested against them in lon/lat, touching counting as inside (``evac.network.BOUNDARY_RULE``)."""
         bl = shapely.union_all(blocked) if blocked else None
         if bl is not None:
             shapely.prepare(bl)
-        cut = shapely.intersects(self.lines, bl) if bl is not None else np.zeros(len(self.a), bool)
+        cut = shapely.intersects(self.lines_ll, bl) if bl is not None else np.zeros(len(self.a), bool)
 
         def clear(x0: float, y0: float, x1: float, y1: float) -> bool:
             if bl is None:
                 return True
-            g = shapely.LineString([(x0, y0), (x1, y1)]) if (x0, y0) != (x1, y1) else shapely.Point(x0, y0)
+            p0, p1 = self.lonlat(x0, y0), self.lonlat(x1, y1)
+            g = shapely.LineString([p0, p1]) if p0 != p1 else shapely.Point(p0)
             return not bl.intersects(g)
 
         G = nx.Graph()
@@ -149,7 +163,7 @@ class WalkOracle:
         same_seg: dict[int, list[tuple[float, float, str]]] = {}
         for sid, lon, lat in shelters:
             sx, sy = self.xy(lon, lat)
-            if bl is not None and bl.intersects(shapely.Point(sx, sy)):
+            if bl is not None and bl.intersects(shapely.Point(lon, lat)):
                 continue
             d, t, px, py = self.points(sx, sy)
             if d.min() > MAX_SNAP_M:
@@ -175,7 +189,7 @@ class WalkOracle:
         out: list[Option | None | str] = []
         for lon, lat in origins:
             x, y = self.xy(lon, lat)
-            if bl is not None and bl.intersects(shapely.Point(x, y)):
+            if bl is not None and bl.intersects(shapely.Point(lon, lat)):
                 out.append("inside_hazard")
                 continue
             d, t, px, py = self.points(x, y)
@@ -226,7 +240,7 @@ def answer_faults(o: WalkOracle, feat: dict[str, Any], ref: Option | str | None,
     position (``lon``, ``lat``): empty when it holds to issue #13's checks.
 
     ``ref``: the oracle's :class:`Option`, a status it expects, or None (no safe route). ``shelters``:
-    id → (lon, lat); ``blocked``: the blocked areas in the oracle's metres; ``closed``: shelters that must
+    id → (lon, lat); ``blocked``: the blocked areas in lon/lat; ``closed``: shelters that must
     not be named; ``start``: where the line must begin (lon, lat), when the position was sent exactly.
     """
     p = feat["properties"]
@@ -255,9 +269,9 @@ def answer_faults(o: WalkOracle, feat: dict[str, Any], ref: Option | str | None,
         faults.append((where, "end", math.hypot(ex - sx, ey - sy)))
     if start is not None and not np.allclose(coords[0], start, rtol=0, atol=1e-7):
         faults.append((where, "start", coords[0].tolist(), start))
+    crossed = [i for i, g in enumerate(blocked) if shapely.LineString(coords).intersects(g)]  # in lon/lat
     x, y = o.proj.transform(coords[:, 0], coords[:, 1])
     line = shapely.LineString(np.column_stack([x, y]))
-    crossed = [i for i, g in enumerate(blocked) if line.intersects(g)]
     if crossed:
         faults.append((where, "crosses a blocked area", crossed))
     if abs(line.length - p["distance_m"]) > max(0.01 * p["distance_m"], 2.0):
