@@ -217,6 +217,12 @@ def load_hazard_geojson(
     return out
 
 
+#: Degrees by which a part of an edge's box is widened before the areas whose box meets it are tested
+#: (:meth:`AreaLines.part_factor`): covers the part's cut points brought back from metres, a hair (well
+#: under a micrometre) off the edge's line.
+PART_BOX_PAD_DEG = 1e-9
+
+
 class AreaLines:
     """Line tests against the areas in force, by the one boundary rule (:data:`evac.network.BOUNDARY_RULE`):
     shapely ``intersects`` in lon/lat degrees against the areas as given, touching counts.
@@ -266,10 +272,26 @@ class AreaLines:
 
     def part_factor(self, e: int, a: float, b: float) -> float:
         """Factor of the part of base edge ``e`` from ``a`` to ``b`` projected metres along it, judged on
-        :meth:`RoadNetwork.part_lonlat`."""
+        the edge's own lon/lat line (:meth:`RoadNetwork.part_meets`, as shelters' parts of edges are): a
+        corner of an area exactly on the road counts for the part that covers it, which the part's cut
+        points brought back from metres (:meth:`RoadNetwork.part_lonlat`, a hair off the line) can miss.
+        The areas tested are those whose box meets the part's (widened by :data:`PART_BOX_PAD_DEG`)."""
         if not self:
             return 1.0
-        return self.factor_lonlat(self.net.part_lonlat(e, a, b))
+        ll = self.net.part_lonlat(e, a, b)
+        lo, hi = ll.min(axis=0) - PART_BOX_PAD_DEG, ll.max(axis=0) + PART_BOX_PAD_DEG
+        bx = self._ll_bounds
+        near = np.flatnonzero((lo[0] <= bx[:, 2]) & (hi[0] >= bx[:, 0]) & (lo[1] <= bx[:, 3]) & (hi[1] >= bx[:, 1]))
+        n_blocked = len(self.blocked)
+        factor = 1.0
+        for i in near.tolist():
+            if i < n_blocked:
+                if self.net.part_meets(e, a, b, self.blocked[i]):
+                    return math.inf
+            elif self.penalties[i - n_blocked][1] > factor and self.net.part_meets(e, a, b,
+                                                                                  self.penalties[i - n_blocked][0]):
+                factor = self.penalties[i - n_blocked][1]
+        return factor
 
     def factor_lonlat(self, ll: np.ndarray) -> float:
         """Factor of a lon/lat polyline ``(K, 2)`` (a single point, or all points equal: tested as a point)."""

@@ -306,3 +306,31 @@ def test_egress_leg_across_a_finger_of_an_area_reaching_round_the_globe(grid: bo
                      areas=[area])
         f = eng.field("walk", "flood")
     assert not len(f.sources), "the shelter's egress leg crosses the blocked finger"
+
+
+@pytest.mark.parametrize("side", [1, -1])
+@pytest.mark.parametrize("length", [40, 400])
+def test_a_residents_own_part_through_a_blocked_corner_on_the_road_is_cut(length: int, side: int) -> None:
+    """A road 1 (0, 0) - 2 (L, 0) - 3 (L, 30), the shelter at 3, and a blocked diamond whose corner lies
+    exactly on the road at (L/2, 0), north or south of it. A resident beside the road at (L/4, -1) joins
+    it west of the corner: the part of their own edge toward node 2 covers the corner, so it is cut
+    (:meth:`AreaLines.part_factor` on the edge's lon/lat line), and with node 1 a dead end there is no
+    safe route, whichever side the diamond is on. The part's cut point brought back from metres missed
+    the corner on one side and routed the resident through it (found by trying to break the rule)."""
+    G = nx.MultiDiGraph(crs="epsg:4326")
+    for n, (i, j) in {1: (0, 0), 2: (length, 0), 3: (length, 30)}.items():
+        G.add_node(n, x=at(i, j)[0], y=at(i, j)[1])
+    for u, v in ((1, 2), (2, 3)):
+        for a, b in ((u, v), (v, u)):
+            G.add_edge(a, b, highway="residential", length=100.0, oneway=False)
+    net = RoadNetwork.from_graph(G)
+    shelter = Shelter(id="s", name="s", lon=at(length, 30)[0], lat=at(length, 30)[1], hazards=frozenset({"flood"}))
+    area = HazardArea(id="a", hazard="flood", geometry=diamond(length // 2, 0, side))
+    eng = Engine(net, shelters=[shelter], areas=[area], max_snap_m=1e6)
+    lon, lat = at(length // 4, -1)
+    r = eng.route_result(lat, lon, profile="walk", hazard="flood")
+    assert r.status == "no_safe_route", (r.status, r.duration_s)
+    # without the area the same resident walks east along the road to the shelter
+    free = Engine(net, shelters=[shelter], areas=[], max_snap_m=1e6).route_result(lat, lon, profile="walk",
+                                                                                   hazard="flood")
+    assert free.status == "ok" and free.shelter is not None and free.shelter.id == "s"
