@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from aiohttp import ClientResponse
 
 from alerting.worker import RulesWorker
 
@@ -37,3 +38,19 @@ async def events_of(pool: asyncpg.Pool, station_id: str, *, exercise: bool | Non
             """SELECT e.*, a.condition FROM alert_events e JOIN alerts a ON a.id = e.alert_id
                WHERE a.station_id = $1 AND a.condition = $2 AND ($3::bool IS NULL OR a.exercise = $3)
                ORDER BY e.id""", station_id, condition, exercise))
+
+
+async def read_event(resp: ClientResponse, timeout: float = 60) -> dict[str, str]:
+    """The next server-sent event of a stream (its fields by name; comments such as keep-alives skipped),
+    failing when a line takes more than ``timeout`` s."""
+    fields: dict[str, str] = {}
+    while True:
+        line = (await asyncio.wait_for(resp.content.readline(), timeout)).decode().rstrip("\n")
+        if not line:
+            if "data" in fields:
+                return fields
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(": ")
+        fields[name] = value

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from lxml import etree
 
@@ -20,6 +18,7 @@ from api.auth import create_account, login
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
 from tests.alerting.cap_support import assert_valid_cap
+from tests.alerting.support import read_event
 from tests.api_support import start_client
 
 RING = [[140.35, 37.39], [140.40, 37.39], [140.40, 37.42], [140.35, 37.42], [140.35, 37.39]]
@@ -48,20 +47,6 @@ async def _seed(pool: asyncpg.Pool) -> None:
         await upsert_stations(conn, [Station(id="akutsu", name="阿久津", river="阿武隈川", municipality_code="072036",
                                              lat=37.41, lon=140.38, th_standby=4.0, th_caution=5.5,
                                              th_evacuation=5.7, th_danger=6.8)])
-
-
-async def read_event(resp: ClientResponse, timeout: float = 60) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    while True:
-        line = (await asyncio.wait_for(resp.content.readline(), timeout)).decode().rstrip("\n")
-        if not line:
-            if "data" in fields:
-                return fields
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(": ")
-        fields[name] = value
 
 
 async def test_active_history_one_cap_and_feed(client: TestClient, pool: asyncpg.Pool) -> None:

@@ -26,7 +26,7 @@ from ingest.registry import Station, upsert_stations
 from ingest.store import write_batch
 from notify import store as notify_store
 from sonae.config import Settings
-from tests.alerting.test_alerting_api import read_event
+from tests.alerting.support import read_event
 from tests.api_support import start_client
 
 KORIYAMA = "072036"

@@ -37,7 +37,7 @@ from ingest.store import write_batch
 from notify import store as notify_store
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient
-from tests.alerting.support import running_worker
+from tests.alerting.support import read_event, running_worker
 from tests.api_support import signed_in, start_client
 from tests.ingest_support import wait_until
 
@@ -81,19 +81,6 @@ async def _seed(conn: asyncpg.Connection) -> datetime:
 async def _open(conn: asyncpg.Connection) -> dict[Key, asyncpg.Record]:
     return {(r["station_id"], r["condition"], r["exercise"]): r for r in await conn.fetch(
         "SELECT * FROM alerts WHERE cleared_at IS NULL AND station_id IS NOT NULL")}
-
-
-async def read_event(resp: ClientResponse, timeout: float = 60) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    while True:
-        line = (await asyncio.wait_for(resp.content.readline(), timeout)).decode().rstrip("\n")
-        if not line:
-            if "data" in fields:
-                return fields
-            continue
-        if not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            fields[name] = value
 
 
 async def _moved_events(resp: ClientResponse, n: int, timeout: float = 30) -> list[dict[str, Any]]:
