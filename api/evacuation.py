@@ -15,7 +15,10 @@
 A resident's position is never logged, stored or echoed: the access log has no query strings, error
 details name the parameter but never its value, positions are rounded to ~10 m before routing (a route
 line starts at that rounded position and walks to the nearest road), and route answers are
-``Cache-Control: no-store``. Nothing here may pass ``lat``/``lon`` to a logger.
+``Cache-Control: no-store``. One exception to the rounding: a position whose cell a blocked area's
+boundary crosses (the position or its rounded one in or on the area) is answered for the position itself,
+so that rounding cannot move a resident out of a flooded area or into it; that answer is sent to the
+requester only, never kept in the cells' cache. Nothing here may pass ``lat``/``lon`` to a logger.
 """
 
 from __future__ import annotations
