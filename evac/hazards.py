@@ -217,12 +217,6 @@ def load_hazard_geojson(
     return out
 
 
-#: Degrees by which a part of an edge's box is widened before the areas whose box meets it are tested
-#: (:meth:`AreaLines.part_factor`): covers the part's cut points brought back from metres, a hair (well
-#: under a micrometre) off the edge's line.
-PART_BOX_PAD_DEG = 1e-9
-
-
 class AreaLines:
     """Line tests against the areas in force, by the one boundary rule (:data:`evac.network.BOUNDARY_RULE`):
     shapely ``intersects`` in lon/lat degrees against the areas as given, touching counts.
@@ -273,13 +267,13 @@ class AreaLines:
     def part_factor(self, e: int, a: float, b: float) -> float:
         """Factor of the part of base edge ``e`` from ``a`` to ``b`` projected metres along it, judged on
         the edge's own lon/lat line (:meth:`RoadNetwork.part_meets`, as shelters' parts of edges are): a
-        corner of an area exactly on the road counts for the part that covers it, which the part's cut
-        points brought back from metres (:meth:`RoadNetwork.part_lonlat`, a hair off the line) can miss.
-        The areas tested are those whose box meets the part's (widened by :data:`PART_BOX_PAD_DEG`)."""
+        corner of an area exactly on the road counts for the part that covers it, which cut points brought
+        back from metres (a hair off the line) can miss. The areas tested are those whose box meets the
+        edge's (the part lies on the edge's line, within its box)."""
         if not self:
             return 1.0
-        ll = self.net.part_lonlat(e, a, b)
-        lo, hi = ll.min(axis=0) - PART_BOX_PAD_DEG, ll.max(axis=0) + PART_BOX_PAD_DEG
+        ll = self.net.edge_coords(e)
+        lo, hi = ll.min(axis=0), ll.max(axis=0)
         bx = self._ll_bounds
         near = np.flatnonzero((lo[0] <= bx[:, 2]) & (hi[0] >= bx[:, 0]) & (lo[1] <= bx[:, 3]) & (hi[1] >= bx[:, 1]))
         n_blocked = len(self.blocked)

@@ -235,19 +235,6 @@ class RoadNetwork:
         lon, lat = self._unproject.transform(float(xy[0]), float(xy[1]))
         return float(lon), float(lat)
 
-    def part_lonlat(self, e: int, a: float, b: float) -> np.ndarray:
-        """The part of base edge ``e`` from ``a`` to ``b`` projected metres along it (reversed if ``b < a``)
-        in lon/lat ``(K, 2)``: its ends by :meth:`point_lonlat`, and the edge's own points strictly between
-        them, as given (what hazard tests of parts of edges read: :data:`BOUNDARY_RULE`)."""
-        o0, o1 = int(self.coord_offsets[e]), int(self.coord_offsets[e + 1])
-        ll, along = np.asarray(self.coords[o0:o1], float), np.asarray(self.coord_along[o0:o1])
-        lo, hi = (a, b) if a <= b else (b, a)
-        total = float(along[-1]) if len(along) else 0.0
-        lo, hi = min(max(lo, 0.0), total), min(max(hi, 0.0), total)
-        inner = ll[(along > lo + VERTEX_SNAP_M) & (along < hi - VERTEX_SNAP_M)]
-        pts = np.vstack([self.point_lonlat(e, lo), inner, self.point_lonlat(e, hi)])
-        return pts if a <= b else pts[::-1]
-
     def part_meets(self, e: int, a: float, b: float, geom: shapely.Geometry) -> bool:
         """Whether the part of base edge ``e`` between ``a`` and ``b`` projected metres along it meets
         ``geom`` (lon/lat) by :data:`BOUNDARY_RULE`, on the very line :meth:`edges_intersecting` tests.

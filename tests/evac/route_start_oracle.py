@@ -5,7 +5,7 @@ and ``partial_cost`` for every end, a ``Partial`` per candidate): the oracle tha
 Legs and partial edges are judged by the one boundary rule (``evac.network.BOUNDARY_RULE``), written out
 here without the engine's filters: every area in force, shapely ``intersects`` on the lon/lat line (the
 access leg from the position as given to ``RoadNetwork.point_lonlat``; a partial edge by
-``RoadNetwork.part_lonlat``)."""
+``RoadNetwork.part_meets``, on the edge's own lon/lat line)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from evac.engine import (
     Stop,
     net_edge_plen,
 )
+from evac.network import RoadNetwork
 
 
 def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
@@ -89,10 +90,17 @@ def _factor(f: Field, line: shapely.Geometry) -> float:
     return max([p for g, p in f.lines.penalties if line.intersects(g)], default=1.0)
 
 
+def _part_factor(f: Field, net: RoadNetwork, e: int, a: float, b: float) -> float:
+    """:func:`_factor` of the part of edge ``e`` from ``a`` to ``b``, each area tested on the edge's own line."""
+    if any(net.part_meets(e, a, b, g) for g in f.lines.blocked):
+        return math.inf
+    return max([p for g, p in f.lines.penalties if net.part_meets(e, a, b, g)], default=1.0)
+
+
 def _partial(engine: Engine, f: Field, e: int, a: float, b: float, plen: float) -> tuple[float, float]:
     """Seconds and metres from ``a`` to ``b`` projected metres along base edge ``e`` (``plen`` long): that
     fraction of the edge's time (along it or against it) and length; on an edge the areas touch, times the
-    factor of the part itself (:func:`_factor` on ``RoadNetwork.part_lonlat``)."""
+    factor of the part itself (:func:`_factor` on ``RoadNetwork.part_meets``, on the edge's own lon/lat line)."""
     net = engine.network
     span = abs(b - a)
     if span <= 1e-9:
@@ -103,8 +111,7 @@ def _partial(engine: Engine, f: Field, e: int, a: float, b: float, plen: float) 
     if not math.isfinite(t):
         return math.inf, math.inf
     touched = f.mult is not None and f.mult[e] != 1.0
-    part = net.part_lonlat(e, a, b)
-    fac = _factor(f, shapely.LineString(part)) if touched else 1.0
+    fac = _part_factor(f, net, e, a, b) if touched else 1.0
     return t * frac * fac, float(net.edge_length[e]) * frac
 
 
