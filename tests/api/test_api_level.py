@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient
 from alerting.store import cancel_order, issue_order
 from evac.shelters import Shelter
 from evac.store import import_shelters
+from ingest.municipalities import seed_if_empty as seed_municipalities
 from sonae.config import Settings
 from tests.api.test_api_staff import FUKUSHIMA, KORIYAMA, SQUARE, make_client
 
@@ -54,6 +55,29 @@ async def test_level_follows_orders_and_areas(pool: asyncpg.Pool, settings: Sett
         for alone in ({"lat": "37"}, {}):  # each parameter valid, but no place named: 422 (the document says so)
             resp = await client.get("/api/v1/level", params=alone)
             assert resp.status == 422 and resp.content_type == "application/problem+json"
+    finally:
+        await client.close()
+
+
+async def test_the_headline_names_the_place_of_an_order_in_every_language(pool: asyncpg.Pool, settings: Settings) -> None:
+    """An order's headline names its area (the staff's area description), else its municipality, as its CAP
+    message does: before, /api/v1/level said "に避難指示を発令しました" / "Evacuation order issued for "."""
+    await _seed(pool)
+    client: TestClient = await make_client(pool, settings)
+    try:
+        async with pool.acquire() as conn:
+            await seed_municipalities(conn)  # the shipped names, as on a service's first start
+            await issue_order(conn, municipality_code=KORIYAMA, level=3, issued_by="t")
+        town = {"ja": "郡山市に高齢者等避難", "en": "issued for Koriyama Shi", "ja-easy": "郡山市の おとしより"}
+        for lang, said in town.items():
+            body = await (await client.get("/api/v1/level", params={**OUTSIDE, "lang": lang})).json()
+            assert body["level"] == 3 and said in body["headline"], body["headline"]
+        async with pool.acquire() as conn:
+            await issue_order(conn, municipality_code=KORIYAMA, level=4, issued_by="t", area=SQUARE,
+                              area_desc="安積町荒井")
+        for lang in town:
+            body = await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+            assert body["level"] == 4 and "安積町荒井" in body["headline"], body["headline"]
     finally:
         await client.close()
 
