@@ -119,3 +119,38 @@ async def test_a_gauge_just_across_the_line_counts_nearby_only(pool: asyncpg.Poo
         assert far["level"] is None  # 5.5 km away, other municipality
     finally:
         await client.close()
+
+
+async def test_a_level_raised_by_the_trend_says_forecast_not_reached(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A gauge at 2.0 m whose rise forecasts 氾濫危険水位 gets level 3 early (reason ``trend``): its headline,
+    CAP and feed say the river is rising towards the danger stage. Before, they said it had reached 避難判断水位
+    (4.0 m here), which it had not (found in the demo: "…で避難判断水位に達しました" at 2.0 m)."""
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    await _seed(pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="rising", name="荒井", river="阿武隈川", municipality_code=KORIYAMA,
+                                             lat=37.395, lon=140.366, th_evacuation=4.0, th_danger=5.5)])
+        async with conn.transaction():
+            change = await apply_transition(
+                conn, station_id="rising", municipality_code=KORIYAMA, exercise=False,
+                t=Transition("river_level", None, 3, datetime.now(UTC).timestamp(), 2.0, 5.5, "trend"))
+    client: TestClient = await make_client(pool, settings)
+    try:
+        said = {lang: await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+                for lang in ("ja", "en", "ja-easy")}
+        assert {body["level"] for body in said.values()} == {3}
+        assert "氾濫危険水位に達する見込み" in said["ja"]["headline"] and "達しました" not in said["ja"]["headline"]
+        assert "forecast to reach" in said["en"]["headline"] and "reached" not in said["en"]["headline"]
+        assert "ふえて います" in said["ja-easy"]["headline"]
+        cap = await (await client.get(f"/api/v1/alerts/{change.alert_id}.cap")).text()
+        assert "避難判断水位に達しました" not in cap and "reached the evacuation-judgement" not in cap
+        assert cap.count("氾濫危険水位に達する見込み") == 1 and "forecast to reach the flood danger stage (" in cap
+        feed = await (await client.get("/api/v1/alerts/feed.atom")).text()
+        assert "阿武隈川 荒井の水位が上昇を続け" in feed
+    finally:
+        await client.close()
