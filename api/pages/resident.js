@@ -174,7 +174,8 @@
 
   function fmtDistance(m) {
     if (m == null) return "";
-    const v = m < 1000 ? Math.round(m / 10) * 10 : (m / 1000).toFixed(1);
+    // the rule of evac/guidance.py format_distance, so the details say what the guidance says
+    const v = m < 1000 ? Math.round(m / 10) * 10 : (Math.round(m / 100) / 10).toFixed(1);
     const unit = m < 1000 ? { ja: "m", en: " m", "ja-easy": "メートル" } : { ja: "km", en: " km", "ja-easy": "キロメートル" };
     return v + unit[state.lang];
   }
