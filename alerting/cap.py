@@ -172,7 +172,8 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
         if cleared:
             t = cleared_text(alert["condition"], level, lang, place)
         else:
-            t = text_for(alert["condition"], level, lang, reason=alert.get("reason"))
+            t = text_for(alert["condition"], level, lang, reason=alert.get("reason"),
+                         falling=alert.get("state") == "de-escalated")
         info = _sub(root, "info")
         _sub(info, "language", lang)
         _sub(info, "category", "Infra" if alert["condition"] in ("silent", "low_battery", "fault") else "Met")
@@ -264,7 +265,8 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, profile: CapProf
         if x.get("cleared_at") is not None:
             title = cleared_text(x["condition"], level, "ja-JP", _place(x)).headline
         else:
-            title = text_for(x["condition"], level, "ja-JP", reason=x.get("reason")).headline.format(place=_place(x))
+            title = text_for(x["condition"], level, "ja-JP", reason=x.get("reason"),
+                             falling=x.get("state") == "de-escalated").headline.format(place=_place(x))
         if x["exercise"]:
             title = "【訓練】" + title
         a(entry, "title", title)

@@ -81,6 +81,14 @@ _RIVER_TREND: dict[str, Text] = {
                          _RIVER[3]["ja-JP-x-easy"].instruction),
 }
 
+#: a gauge's level 2-4 kept after the river began to fall (de-escalated: alerting/rules.py lowers a level one
+#: step at a time, after hysteresis and a dwell), so the headline never says the stage was just reached
+_RIVER_FALLING = {
+    "ja-JP": Text("警戒レベル{level}相当（水位低下中）", "{place}の水位は下がり始めましたが、警戒レベル{level}相当が続いています", ""),
+    "en-US": Text("", "The river at {place} has begun to fall; alert level {level} equivalent continues", ""),
+    "ja-JP-x-easy": Text("", "{place}の かわの みずは へりはじめました。でも まだ あぶないです（レベル{level}）", ""),
+}
+
 _ORDER: dict[int, dict[str, Text]] = {
     3: {
         "ja-JP": Text("高齢者等避難（警戒レベル3）", "{place}に高齢者等避難を発令しました",
@@ -146,11 +154,16 @@ _CLEARED = {
 }
 
 
-def text_for(condition: str, level: int, language: str, *, reason: str | None = None) -> Text:
+def text_for(condition: str, level: int, language: str, *, reason: str | None = None, falling: bool = False) -> Text:
     """The texts of an alert of ``condition`` at ``level`` in ``language`` (one of :data:`LANGUAGES`;
     ``KeyError`` for another). ``reason`` is the alert's (or its event's) ``reason``: a gauge's level 3 of
-    reason ``trend`` is forecast, not reached (:data:`_RIVER_TREND`)."""
+    reason ``trend`` is forecast, not reached (:data:`_RIVER_TREND`). ``falling``: the alert's state (or its
+    event's kind) is ``de-escalated``, so a gauge's level 2-4 continues as the river falls (:data:`_RIVER_FALLING`)."""
     if condition == "river_level":
+        if falling and 2 <= level <= 4:
+            base, t = _RIVER[level][language], _RIVER_FALLING[language]
+            return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
+                        base.instruction)
         if reason == "trend" and level == 3:
             return _RIVER_TREND[language]
         return _RIVER[max(1, min(5, level))][language]

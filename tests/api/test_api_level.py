@@ -154,3 +154,38 @@ async def test_a_level_raised_by_the_trend_says_forecast_not_reached(pool: async
         assert "阿武隈川 荒井の水位が上昇を続け" in feed
     finally:
         await client.close()
+
+
+async def test_a_level_kept_as_the_river_falls_never_says_reached(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A gauge lowered from level 4 to 3 (one step after the dwell) while it reads 1.2 m: the level and CAP say
+    the river has begun to fall and level 3 continues. Before, they said "…で避難判断水位に達しました" (4.0 m) as
+    the demo's river fell back to 1.2 m (found by enduser)."""
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    await _seed(pool)
+    now = datetime.now(UTC).timestamp()
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="falling", name="荒井", river="阿武隈川", municipality_code=KORIYAMA,
+                                             lat=37.395, lon=140.366, th_evacuation=4.0, th_danger=5.5)])
+        for old, new, value, threshold, at in ((None, 4, 5.6, 5.5, now - 60), (4, 3, 1.2, 4.0, now)):
+            async with conn.transaction():
+                change = await apply_transition(
+                    conn, station_id="falling", municipality_code=KORIYAMA, exercise=False,
+                    t=Transition("river_level", old, new, at, value, threshold, "threshold"))
+    client: TestClient = await make_client(pool, settings)
+    try:
+        said = {lang: await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+                for lang in ("ja", "en", "ja-easy")}
+        assert {body["level"] for body in said.values()} == {3}
+        assert "下がり始めましたが、警戒レベル3相当が続いています" in said["ja"]["headline"]
+        assert "到達" not in said["ja"]["event"] and "達しました" not in said["ja"]["headline"]
+        assert "begun to fall" in said["en"]["headline"] and "reached" not in said["en"]["headline"]
+        assert "へりはじめました" in said["ja-easy"]["headline"]
+        cap = await (await client.get(f"/api/v1/alerts/{change.alert_id}.cap")).text()
+        assert "達しました" not in cap and "reached" not in cap and "has begun to fall" in cap
+    finally:
+        await client.close()
