@@ -62,10 +62,6 @@ SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "kee
 __all__ = ["FAULTS", "FAULT_OTHER", "HEADER_TIMEOUT_S", "SERVER_OPTIONS", "ApiRunner", "ProblemRequestHandler",
            "ProblemServer", "serve", "unparsable_detail"]
 
-#: the longest first line looked at to tell the HTTP version a connection's first request names
-_FIRST_LINE_MAX = 8190
-
-
 class ProblemRequestHandler(RequestHandler):
     """aiohttp's connection handler, with every request it could not parse answered like every other error
     of the API and counted, and a body whose framing breaks after its head failed at once.
@@ -98,8 +94,11 @@ class ProblemRequestHandler(RequestHandler):
 
     def __init__(self, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        #: the first bytes of the connection (at most _FIRST_LINE_MAX), until a request of it is parsed
-        self._opening = b""
+        #: the last bytes of the connection's first line while it is incomplete (the version ends it; the
+        #: target, which may hold a resident's position, is not kept), None once it ended
+        self._opening: bytes | None = b""
+        #: the connection's first line ended in " HTTP/1.0"
+        self._spoke_10 = False
         #: the last request parsed on this connection, and its payload (its body may still be arriving)
         self._parsed: tuple[RawRequestMessage, StreamReader] | None = None
         #: the parser stopped inside a body: the rest of the connection's bytes are no request
@@ -117,15 +116,19 @@ class ProblemRequestHandler(RequestHandler):
         version: HttpVersion = HttpVersion11
         if self._parsed is not None:
             version = self._parsed[0].version
-        elif self._opening.split(b"\n", 1)[0].rstrip(b"\r").endswith(b" HTTP/1.0"):
+        elif self._spoke_10:
             version = HttpVersion10
         return ERROR._replace(version=version)
 
     def data_received(self, data: bytes) -> None:
         if self._body_broken:
             return
-        if self._parsed is None and len(self._opening) < _FIRST_LINE_MAX:
-            self._opening += data[:_FIRST_LINE_MAX - len(self._opening)]
+        if self._opening is not None:
+            line, lf, _ = (self._opening + data).partition(b"\n")
+            if lf:
+                self._spoke_10, self._opening = line.rstrip(b"\r").endswith(b" HTTP/1.0"), None
+            else:
+                self._opening = line[-len(b" HTTP/1.0\r"):]
         before, queued = self._parsed, len(self._messages)
         super().data_received(data)
         new = list(itertools.islice(self._messages, queued, None))  # (start() pops only between reads)
