@@ -36,8 +36,11 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   :func:`alerting.rules.is_silent`). Every pass therefore reads readings of all kinds: the rules are fed
   the kinds they judge, and ``rule_state.last_ts`` keeps the newest reading of any kind per stream.
 * **Open alerts follow the registry** (:meth:`~RulesWorker.follow_registry`), at once when the ``stations``
-  trigger announces a change and with every silent check: a station moved to another municipality takes
-  its open alerts of every condition along (event ``moved``), a deleted station's are cleared.
+  trigger announces a change and with every silent check: a stream that stopped existing (a station
+  switched to or from exercise, or deleted) has its open alerts cleared and its state dropped, a station
+  moved to another municipality takes its open alerts of every condition along (event ``moved``), and a
+  stream whose thresholds changed has its level judged again. An exercise station's real readings are
+  not judged: it has no real stream.
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
   alerts publish their last state once and then remove the retained message; an alert moved to another
@@ -67,7 +70,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from alerting import store
-from alerting.levels import ladder
+from alerting.levels import ladder, threshold_of
 from alerting.rules import (
     HEALTH_KINDS,
     RIVER,
@@ -93,6 +96,11 @@ log = logging.getLogger("sonae.alerting")
 OVERLAP_S = 2.0
 
 RULES_LOCK = 0x534E_414C  # "SNAL"
+#: reasons of alerts cleared or changed by a registry change (:meth:`RulesWorker.follow_registry`)
+REMOVED = "station removed from the registry"
+ENDED_EXERCISE = "station registered as an exercise station: its real alerts end (its readings are drills)"
+ENDED_REAL = "station registered as a real station: the drill alerts of its exercise registration end"
+REJUDGED = "thresholds changed: level re-evaluated"
 #: how far back cleared alerts are cleared again on MQTT when the publisher (re)connects
 REPUBLISH_CLEARED = timedelta(days=7)
 #: the reading kinds the rules judge (every kind is read: any reading is a sign of life, see ``check_silent``)
@@ -389,7 +397,13 @@ class RulesWorker:
     async def _evaluate(self, conn: asyncpg.Connection,
                         fresh: dict[tuple[str, bool], list[asyncpg.Record]]) -> list[store.AlertChange]:
         stations = await self._stations(conn, sorted({s for s, _ in fresh}))
-        keys = [k for k in fresh if k[0] in stations]
+        # an exercise station has no real stream: its real readings are drills and never raise a real alert
+        # (follow_registry ends what a real stream left open when the station became one)
+        drills = sorted(k[0] for k in fresh if k[0] in stations and not k[1] and stations[k[0]].exercise)
+        if drills:
+            log.warning("real readings of exercise stations are not judged: mark them exercise, or register "
+                        "the station as a real one", extra={"stations": drills})
+        keys = [k for k in fresh if k[0] in stations and (k[1] or not stations[k[0]].exercise)]
         states = {(r["station_id"], r["exercise"]): json.loads(r["state"]) for r in await conn.fetch(
             """SELECT station_id, exercise, state FROM rule_state
                WHERE (station_id, exercise) IN (SELECT * FROM unnest($1::text[], $2::bool[]))""",
@@ -422,8 +436,11 @@ class RulesWorker:
                     if change is not None:
                         changes.append(change)
                         CHANGES.labels(change.kind).inc()
+                # the registry it was judged with: kept until follow_registry has followed a change
+                registry = stored.get("registry") or _registry_stamp(st.exercise, st.steps)
                 state_rows.append((key[0], key[1], json.dumps({"machine": machine.to_json(), "cp_ts": cp_ts,
-                                                               "last_any_ts": last_ts}), store.to_dt(last_ts)))
+                                                               "last_any_ts": last_ts, "registry": registry}),
+                                   store.to_dt(last_ts)))
             if checkpoints:
                 await conn.execute(
                     """INSERT INTO rule_checkpoints (station_id, exercise, ts, state)
@@ -509,47 +526,164 @@ class RulesWorker:
 
     # -- registry changes ------------------------------------------------------------------------
     async def follow_registry(self, conn: asyncpg.Connection) -> int:
-        """Make the open alerts of stations agree with the station registry. Returns the number of changes.
+        """Make the open alerts and rule states of stations agree with the station registry. Returns the
+        number of alert changes.
 
         Run when the registry announces a change (the ``stations`` trigger's NOTIFY ``names``, migration
-        ``025_names_changed``) and with every silent-station check (a notification can be lost):
+        ``025_names_changed``) and with every silent-station check (a notification can be lost). Every
+        change comes through here, whoever made it (a registry import, ``PATCH /api/v1/stations/{id}``,
+        SQL). In this order:
 
-        * an open alert whose station is now registered in another municipality (staff edited its
-          ``municipality_code``, or a registry import changed it) — any condition: river level,
-          unconfirmed level, battery, fault, silence — moves there (:func:`alerting.store.move_alert`:
-          event ``moved``, new version), so the new municipality's staff, lists, feeds and event streams
-          have it and the old one's no longer do. Cleared alerts keep their municipality.
-        * an open alert of a station deleted from the registry (``station_id`` set NULL by the foreign key)
-          is cleared: no reading can ever clear it again, and it would hold its municipality's level and
-          public feeds for ever. The reason says why; the alert's reading times stay as they were.
+        1. **A stream that stopped existing is ended.** A (station, exercise) stream exists while the
+           station is registered and, for the real stream, while the station is not an exercise station
+           (``stations.exercise``: its readings are drills). So its open alerts of every condition are
+           cleared (:func:`alerting.store.apply_transition` with the alert's id: a new version, the CAP
+           ``Cancel``, event ``cleared``, audit ``alert.cleared``, the alerts notification that drives
+           MQTT, push and webhooks), with a reason saying why, and its rule state and checkpoints are
+           dropped, so that a stream that exists again later starts afresh (a state still holding the old
+           level would never raise it again):
 
-        A station's exercise flag says which stream the silent check watches (:meth:`check_silent`); the
-        river-level and device rules judge every stream by its readings' own flag (a real gauge's drill
-        readings raise exercise alerts), so a toggled flag leaves their alerts to their readings."""
+           * **switched to exercise** (:data:`ENDED_EXERCISE`): the real alerts (``exercise`` false) of an
+             exercise station, whenever they are found — residents must never keep a real alert no
+             reading can clear (:meth:`step` no longer judges an exercise station's real readings);
+           * **switched to real** (:data:`ENDED_REAL`): the exercise alerts of a stream evaluated while
+             its station was an exercise station (the registry as the worker last saw it is kept in the
+             stream's ``rule_state``); a later drill on the real gauge starts a new exercise stream;
+           * **deleted** (:data:`REMOVED`): the open alerts of a station deleted from the registry
+             (``station_id`` set NULL by the foreign key), and the rule states of unregistered stations.
+
+           The registry has no other flag that ends a stream (no retired or disabled station: a station
+           leaves service by being deleted). Alerts are cleared in the municipality they are in, so the
+           ``Cancel`` reaches those who were told, even when the station moved at the same time.
+        2. **An open alert follows its station to another municipality** (staff edited its
+           ``municipality_code``, or a registry import changed it) — any condition: river level,
+           unconfirmed level, battery, fault, silence — (:func:`alerting.store.move_alert`: event
+           ``moved``, new version), so the new municipality's staff, lists, feeds and event streams have
+           it and the old one's no longer do.
+
+           **Which municipality an alert change is recorded in** is the station's municipality in the
+           registry when the worker applies the change — the rule for every condition. Cleared alerts keep
+           theirs: an alert raised and cleared in a pass before the move (its readings taken, judged and
+           told while the station was registered there) stays recorded in the old municipality, with its
+           CAP ``Alert``/``Cancel`` sent for that municipality's area; moving it would rewrite to whom it
+           was sent. The registry keeps no history of when a station moved, so a change is never
+           attributed by its readings' time: readings evaluated after the move announced (the worker
+           follows an announced change before the pass's readings) are recorded in the new one.
+        3. **Changed thresholds re-evaluate the level** (:meth:`_rejudge`): a stream whose station's
+           ladder (the four 洪水予報 thresholds or the 危機管理型 three, or its ``gauge_type``) differs from
+           the one it was last judged with gets its river level and unconfirmed level judged again
+           under the new ladder, from its stored level readings (reason :data:`REJUDGED`), at once: a
+           report-by-exception gauge that no longer reports must not hold a level set by old thresholds.
+        """
         changes: list[store.AlertChange] = []
+
+        async def record(change: store.AlertChange | None) -> None:
+            if change is not None:
+                changes.append(change)
+                CHANGES.labels(change.kind).inc()
+
         async with conn.transaction():
-            rows = await conn.fetch(
-                """SELECT a.id, a.condition, a.level, a.station_id, a.exercise, s.municipality_code,
-                          s.id IS NULL AS deleted, now() AS now
-                   FROM alerts a LEFT JOIN stations s ON s.id = a.station_id
+            now: datetime = await conn.fetchval("SELECT now()")
+            ended = await conn.fetch(
+                """SELECT a.id, a.condition, a.level, a.exercise, s.id IS NULL AS deleted FROM alerts a
+                   LEFT JOIN stations s ON s.id = a.station_id
+                   LEFT JOIN rule_state rs ON rs.station_id = a.station_id AND rs.exercise = a.exercise
                    WHERE a.cleared_at IS NULL AND a.order_id IS NULL
-                     AND (a.station_id IS NULL OR a.municipality_code IS DISTINCT FROM s.municipality_code)
+                     AND (s.id IS NULL OR (NOT a.exercise AND s.exercise)
+                          OR (a.exercise AND NOT s.exercise AND (rs.state->'registry'->>'exercise')::boolean))
                    ORDER BY a.id FOR UPDATE OF a""")
-            for r in rows:
-                if r["deleted"]:
-                    t = Transition(r["condition"], r["level"], None, r["now"].timestamp(), None, None,
-                                   "station removed from the registry")
-                    change = await store.apply_transition(conn, station_id="", municipality_code=None,
-                                                          exercise=r["exercise"], t=t, alert_id=r["id"])
-                else:
-                    change = await store.move_alert(conn, r["id"], municipality_code=r["municipality_code"],
-                                                    at=r["now"])
-                if change is not None:
-                    changes.append(change)
-                    CHANGES.labels(change.kind).inc()
+            for r in ended:
+                reason = REMOVED if r["deleted"] else ENDED_REAL if r["exercise"] else ENDED_EXERCISE
+                t = Transition(r["condition"], r["level"], None, now.timestamp(), None, None, reason)
+                await record(await store.apply_transition(conn, station_id="", municipality_code=None,
+                                                          exercise=r["exercise"], t=t, alert_id=r["id"]))
+            gone = await conn.fetch(
+                """DELETE FROM rule_state rs WHERE NOT EXISTS (
+                       SELECT 1 FROM stations s WHERE s.id = rs.station_id
+                       AND (rs.exercise = s.exercise
+                            OR (rs.exercise AND NOT coalesce((rs.state->'registry'->>'exercise')::boolean, false))))
+                   RETURNING station_id, exercise""")
+            if gone:
+                await conn.execute(
+                    """DELETE FROM rule_checkpoints c USING unnest($1::text[], $2::bool[]) AS g(s, e)
+                       WHERE c.station_id = g.s AND c.exercise = g.e""",
+                    [g["station_id"] for g in gone], [g["exercise"] for g in gone])
+            moved = await conn.fetch(
+                """SELECT a.id, s.municipality_code FROM alerts a JOIN stations s ON s.id = a.station_id
+                   WHERE a.cleared_at IS NULL AND a.order_id IS NULL
+                     AND a.municipality_code IS DISTINCT FROM s.municipality_code
+                   ORDER BY a.id FOR UPDATE OF a""")
+            for r in moved:
+                await record(await store.move_alert(conn, r["id"], municipality_code=r["municipality_code"], at=now))
+            for change in await self._follow_ladders(conn, now):
+                await record(change)
         if changes:
             log.info("open alerts follow the station registry", extra={"changes": len(changes)})
         return len(changes)
+
+    async def _follow_ladders(self, conn: asyncpg.Connection, now: datetime) -> list[store.AlertChange | None]:
+        """Stamp every stream with its station's registry; re-judge those whose ladder changed (step 3 of
+        :meth:`follow_registry`). Call in its transaction."""
+        rows = await conn.fetch(
+            f"""SELECT rs.station_id, rs.exercise, rs.state->'registry' AS registry, s.exercise AS station_exercise,
+                       s.gauge_type, {', '.join('s.' + f for f in THRESHOLD_FIELDS)}
+                FROM rule_state rs JOIN stations s ON s.id = rs.station_id ORDER BY rs.station_id, rs.exercise""")
+        stale = [r for r in rows if (json.loads(r["registry"]) if r["registry"] else None)
+                 != _registry_stamp(r["station_exercise"], ladder(r["gauge_type"], dict(r)))]
+        if not stale:
+            return []
+        stations = await self._stations(conn, sorted({r["station_id"] for r in stale}))
+        out: list[store.AlertChange | None] = []
+        for r in stale:
+            st, exercise = stations[r["station_id"]], r["exercise"]
+            stored = json.loads(await conn.fetchval(
+                "SELECT state FROM rule_state WHERE station_id = $1 AND exercise = $2 FOR UPDATE", st.id, exercise))
+            old = stored.get("registry")
+            if old is not None and old["steps"] != _steps_json(st.steps) and stored.get("machine"):
+                machine, transitions = await self._rejudge(conn, st, exercise, stored["machine"], now)
+                for t in transitions:
+                    out.append(await store.apply_transition(conn, station_id=st.id, municipality_code=st.municipality_code,
+                                                            exercise=exercise, t=t))
+                stored["machine"] = machine.to_json()
+                stored.pop("cp_ts", None)
+                await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2",
+                                   st.id, exercise)
+            stored["registry"] = _registry_stamp(st.exercise, st.steps)
+            await conn.execute("UPDATE rule_state SET state = $3::jsonb, updated_at = now() "
+                               "WHERE station_id = $1 AND exercise = $2", st.id, exercise, json.dumps(stored))
+        return out
+
+    async def _rejudge(self, conn: asyncpg.Connection, st: _Station, exercise: bool, state: dict[str, Any],
+                       now: datetime) -> tuple[StationRules, list[Transition]]:
+        """The stream's river level judged again under the station's current ladder ``st.steps``.
+
+        A fresh machine is fed the stream's stored level readings of its last ``buffer_s`` (3 h, or 12
+        reporting intervals) up to its newest one, and ticked as far as the live state was; its river
+        level and unconfirmed level replace the live ones (device health is kept as it is). Returns the
+        new machine and the net transitions, dated ``now`` (the registry change) with reason
+        :data:`REJUDGED`, the level's threshold under the new ladder and the newest accepted stage (m)."""
+        current = self._machine(st, exercise, state)
+        last = current.state.last_ts
+        if last is None:
+            return current, []
+        fresh = self._machine(st, exercise, None)
+        rows = await conn.fetch(
+            """SELECT ts, value FROM readings WHERE station_id = $1 AND exercise = $2 AND kind = 'level'
+               AND ts > $3 AND ts <= $4 ORDER BY ts""",
+            st.id, exercise, store.to_dt(last - fresh.config.buffer_s), store.to_dt(last))
+        fresh.feed_all(Reading("level", r["ts"].timestamp(), r["value"]) for r in rows)
+        if current.state.ticked_to is not None:
+            fresh.tick(current.state.ticked_to)
+        fresh.state.health = current.state.health
+        before, after = current.open_conditions(), fresh.open_conditions()
+        value = fresh.state.last_valid[1] if fresh.state.last_valid else None
+        transitions = [Transition(name, before.get(name), after.get(name), now.timestamp(), value,
+                                  threshold_of(st.steps, after[name]) if name in after else None, REJUDGED)
+                       for name in (RIVER, UNCONFIRMED) if before.get(name) != after.get(name)]
+        if transitions:
+            log.info("thresholds changed: station re-evaluated", extra={"station": st.id, "exercise": exercise,
+                                                                       "changes": len(transitions)})
+        return fresh, transitions
 
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:
@@ -627,6 +761,17 @@ class RulesWorker:
             alert = await store.get_alert(conn, alert_id)
             if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
                 await publish_alert(client, self.topic_root, alert, left=left.get(alert_id, ()))
+
+
+def _steps_json(steps: tuple[Any, ...]) -> list[list[float]]:
+    return [[step.level, step.threshold] for step in steps]
+
+
+def _registry_stamp(exercise: bool, steps: tuple[Any, ...]) -> dict[str, Any]:
+    """What a stream was last judged with (``rule_state.state['registry']``): its station's exercise flag
+    and ladder as ``[[level, threshold m], …]``; :meth:`RulesWorker.follow_registry` compares it with the
+    registry."""
+    return {"exercise": exercise, "steps": _steps_json(steps)}
 
 
 def _alert_topic(topic_root: str, municipality_code: str | None, alert_id: int) -> str:

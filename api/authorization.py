@@ -97,6 +97,7 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("post", "/api/v1/orders"): Rule(_S, "object"),
     ("post", "/api/v1/orders/{order_id}/cancel"): Rule(_S, "object"),
     ("patch", "/api/v1/shelters/{shelter_id}"): Rule(_S, "object"),
+    ("patch", "/api/v1/stations/{station_id}"): Rule(_S, "object"),
     ("post", "/api/v1/hazards"): Rule(_S, "object"),
     ("delete", "/api/v1/hazards/{area_id}"): Rule(_S, "object"),
     ("get", "/api/v1/hazard-maps"): Rule(_S, "list"),

@@ -294,6 +294,22 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "capacity": {"type": "integer", "minimum": 0, "maximum": 1000000},
             "is_open": {"type": "boolean"}}}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
+    ("patch", "/api/v1/stations/{station_id}"): {
+        "summary": "Edit a station: name, municipality, exercise flag, 洪水予報 thresholds", "tags": ["staff"],
+        "security": STAFF, "parameters": [STATION_ID],
+        "description": "A registry change, followed by the rules worker as an import is: a move takes the "
+                       "station's open alerts to the new municipality, an exercise switch ends the alerts of the "
+                       "stream the station no longer has, new thresholds judge its level again. Thresholds in m "
+                       "on the station's datum; null removes one. 422: the thresholds present after the change "
+                       "do not rise strictly 水防団待機 < 氾濫注意 < 避難判断 < 氾濫危険, or the gauge's ladder is "
+                       "another (危機管理型). 403: a municipality outside the account's.",
+        "requestBody": body({"type": "object", "minProperties": 1, "properties": {
+            "name": {"type": "string", "maxLength": 200,
+                     "pattern": "^[^\\u0000]*[^" + SPACE + "][^\\u0000]*$"},
+            "municipality_code": MUNI_CODE, "exercise": {"type": "boolean"},
+            **{name: {"type": ["number", "null"], "minimum": -100, "maximum": 10000}
+               for name in ("th_standby", "th_caution", "th_evacuation", "th_danger")}}}),
+        "responses": {**ok({"$ref": "#/components/schemas/Station"}), **errors(400, 401, 403, 404, 415, 422)}},
     ("post", "/api/v1/hazards"): {
         "summary": "Draw a hazard area (flooded road, landslide, closure)", "tags": ["staff"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["geometry"], "properties": {

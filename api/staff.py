@@ -3,6 +3,7 @@
 * ``POST /api/v1/alerts/{id}/acknowledge`` — acknowledge an alert
 * ``POST /api/v1/orders`` / ``POST /api/v1/orders/{id}/cancel`` — issue or cancel an evacuation order
 * ``PATCH /api/v1/shelters/{id}`` — open or close a shelter, update its occupancy or capacity
+* ``PATCH /api/v1/stations/{id}`` — edit a gauge: its name, municipality, exercise flag, 洪水予報 thresholds
 * ``POST /api/v1/hazards`` / ``DELETE /api/v1/hazards/{id}`` — draw or remove a hazard area
 * ``GET /api/v1/hazard-maps`` / ``PUT|DELETE /api/v1/hazard-maps/{id}/link`` — imported hazard maps
   (PLATEAU, 国土数値情報) and what puts them in force (a gauge, a river, a JMA warning area)
@@ -28,6 +29,7 @@ from api.boundaries import area_municipality
 from api.context import POOL, SETTINGS
 from api.params import path_int, query_int
 from api.problems import Problem
+from api.stations import station_json
 from evac.hazards import HAZARD_TYPES
 from evac.store import (
     LINK_KINDS,
@@ -41,10 +43,16 @@ from evac.store import (
     remove_hazard_area,
     set_shelter_state,
 )
-from ingest.contract import STATUS_NAMES
+from ingest.contract import STATION_ID, STATUS_NAMES
+from ingest.queries import stations_with_latest
+from ingest.registry import EDITABLE, FLOOD_THRESHOLDS, RegistryError, edit_station
 
 routes = web.RouteTableDef()
 MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)
+#: a station's name, characters (the longest 水位観測所 names are a few dozen)
+MAX_STATION_NAME = 200
+#: the range of a threshold, m on the gauge's datum (gauge zero, or T.P. elevations up to a few hundred m)
+THRESHOLD_M = (-100.0, 10000.0)
 MAX_PENALTY = 1000.0  # travel-time factor of a penalty area; beyond it the area is as good as blocked
 
 
@@ -132,6 +140,67 @@ async def patch_shelter(request: web.Request) -> web.Response:
                         {k: v for k, v in changes.items() if v is not None})
     return web.json_response({"id": shelter_id, "occupancy": row["occupancy"], "is_open": row["is_open"],
                               "capacity": row["capacity"]})
+
+
+@routes.patch("/api/v1/stations/{station_id}")
+async def patch_station(request: web.Request) -> web.Response:
+    """Edit a registered station (staff and admins of its municipality, audited ``station.updated``).
+
+    Body: any of ``name`` (text, not blank, at most :data:`MAX_STATION_NAME` characters),
+    ``municipality_code`` (団体コード: 6 digits with the check digit, or the 5-digit form), ``exercise``
+    (bool) and the 洪水予報 thresholds ``th_standby``, ``th_caution``, ``th_evacuation``, ``th_danger`` (m on
+    the station's datum, :data:`THRESHOLD_M`; null removes one). The change is a registry change: the rules
+    worker follows it (``alerting.worker.RulesWorker.follow_registry``): a move takes the station's open
+    alerts to the new municipality, an exercise switch ends the alerts of the stream the station no longer
+    has, new thresholds judge its level again. Answers the station as ``GET /api/v1/stations/{id}`` does.
+
+    Errors: 400 a field of the wrong type or range, or nothing to change; 401/403 not logged in or not staff;
+    403 a new municipality outside the account's; 404 no such station (or one outside the account's
+    municipality); 422 thresholds that would not rise strictly in the order above, or thresholds of a
+    gauge whose ladder is another (危機管理型)."""
+    account = await authenticate(request)
+    station_id = request.match_info["station_id"]
+    if not STATION_ID.match(station_id):
+        raise Problem(400, "Bad Request", "station id must match [A-Za-z0-9_.-]{1,64}")
+    body = await json_object(request)
+    for name in ("name", "municipality_code", "exercise"):
+        if name in body and body[name] is None:
+            raise Problem(400, "Bad Request", f"field {name!r} cannot be null: leave it out to keep it", field=name)
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = field(body, "name", str).strip()
+        if not changes["name"] or len(changes["name"]) > MAX_STATION_NAME:
+            raise Problem(400, "Bad Request", f"field 'name' must be 1 to {MAX_STATION_NAME} characters, "
+                                              "not only spaces", field="name")
+    if "municipality_code" in body:
+        changes["municipality_code"] = municipality_code(field(body, "municipality_code", str))
+    if "exercise" in body:
+        changes["exercise"] = field(body, "exercise", bool)
+    for name in FLOOD_THRESHOLDS:
+        if name in body:
+            value = number_field(body, name, lo=THRESHOLD_M[0], hi=THRESHOLD_M[1], default=None)
+            changes[name] = None if value is None else float(value)
+    if not changes:
+        raise Problem(400, "Bad Request", f"nothing to change: give one or more of {', '.join(EDITABLE)}")
+    async with request.app[POOL].acquire() as conn:
+        found = await conn.fetchrow("SELECT municipality_code FROM stations WHERE id = $1", station_id)
+        if found is None:
+            raise Problem(404, "Not Found", f"no station {station_id!r}")
+        require_object_scope(account, found["municipality_code"], what=f"station {station_id!r}")
+        if "municipality_code" in changes:
+            require_target_scope(account, changes["municipality_code"])
+        async with conn.transaction():
+            try:
+                result = await edit_station(conn, station_id, changes)
+            except RegistryError as exc:
+                raise Problem(422, "Unprocessable Content", str(exc)) from None
+            if result is None:
+                raise Problem(404, "Not Found", f"no station {station_id!r}")
+            before, after = result
+            await audit(conn, account.username, "station.updated", "station", station_id,
+                        {"from": before, "to": after})
+        row = [r for r in await stations_with_latest(conn) if r["id"] == station_id][0]
+    return web.json_response(station_json(row))
 
 
 @routes.post("/api/v1/hazards")

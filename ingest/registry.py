@@ -272,3 +272,58 @@ async def get_station(conn: asyncpg.Connection, station_id: str) -> Station | No
 async def list_stations(conn: asyncpg.Connection) -> list[Station]:
     rows = await conn.fetch(f"SELECT {', '.join(_COLUMNS)} FROM stations ORDER BY id")
     return [Station(**dict(r)) for r in rows]
+
+
+#: the 洪水予報 thresholds in rising order (水防団待機, 氾濫注意, 避難判断, 氾濫危険 水位), m
+FLOOD_THRESHOLDS = ("th_standby", "th_caution", "th_evacuation", "th_danger")
+#: what staff may edit on a registered station (:func:`edit_station`)
+EDITABLE = ("name", "municipality_code", "exercise", *FLOOD_THRESHOLDS)
+
+
+async def edit_station(conn: asyncpg.Connection, station_id: str,
+                       changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Change some :data:`EDITABLE` fields of one registered station, as a registry import would.
+
+    ``changes`` maps field names to new values, already checked one by one (a name, a 6-digit 団体コード,
+    a bool, thresholds in metres on the station's datum; a threshold None removes it). The station is
+    updated in one statement, so the ``stations`` trigger announces it (NOTIFY ``names``, migration
+    ``025_names_changed``) and the rules worker follows it as it follows an import
+    (``alerting.worker.RulesWorker.follow_registry``). A station switched to real gets
+    ``exercise_time_scale`` 1 (the scenario clock is an exercise station's only; column constraint).
+
+    Returns ``(before, after)``: the fields that changed, old and new values (both empty when nothing
+    changed); None when no station has the id. Call in a transaction.
+
+    Raises
+    ------
+    RegistryError
+        The station's 洪水予報 thresholds would not rise strictly 水防団待機 < 氾濫注意 < 避難判断 < 氾濫危険
+        (those present, after the change), or thresholds are given for a gauge whose ladder is another
+        (``gauge_type`` crisis or none).
+    """
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise RegistryError(f"station {station_id!r}: {', '.join(sorted(unknown))} cannot be edited here")
+    row = await conn.fetchrow("SELECT * FROM stations WHERE id = $1 FOR UPDATE", station_id)
+    if row is None:
+        return None
+    where = f"station {station_id!r}"
+    given = [f for f in FLOOD_THRESHOLDS if f in changes]
+    if given and row["gauge_type"] != "flood_forecast":
+        raise RegistryError(f"{where} is a gauge_type {row['gauge_type']} gauge: its ladder is not the four 洪水予報 "
+                            "thresholds; change its thresholds by a registry import")
+    merged = {f: changes[f] if f in changes else row[f] for f in FLOOD_THRESHOLDS}
+    present = [(f, float(merged[f])) for f in FLOOD_THRESHOLDS if merged[f] is not None]
+    for (low_name, low), (high_name, high) in zip(present, present[1:], strict=False):
+        if not low < high:
+            raise RegistryError(f"{where}: {high_name} ({high:g} m) must be above {low_name} ({low:g} m): the "
+                                "thresholds rise strictly 水防団待機 < 氾濫注意 < 避難判断 < 氾濫危険")
+    updates = dict(changes)
+    if changes.get("exercise") is False and row["exercise_time_scale"] != 1:
+        updates["exercise_time_scale"] = 1.0
+    changed = {k: v for k, v in updates.items() if row[k] != v}
+    if changed:
+        columns = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(changed))  # names from EDITABLE only
+        await conn.execute(f"UPDATE stations SET {columns}, updated_at = now() WHERE id = $1",
+                           station_id, *changed.values())
+    return {k: row[k] for k in changed}, changed

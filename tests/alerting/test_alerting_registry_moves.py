@@ -6,8 +6,9 @@ Expected (what staff and residents rely on): an open alert belongs to the munici
 now. After a move the new municipality's staff see and acknowledge it and the old one's do not
 (``api.authorization.in_scope``), ``?municipality=`` lists, the Atom feed, CAP and the event stream carry
 the new code (answers cached per event version included), the history records the move (event ``moved``),
-and cleared alerts keep the municipality they had. A deleted station's open alerts are cleared; a toggled
-exercise flag leaves river-level alerts to their readings' stream.
+and cleared alerts keep the municipality they had. A deleted station's open alerts are cleared; a gauge
+switched to exercise has its real alerts cleared (its real stream ended; more in
+``test_alerting_registry_streams``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from alerting import store
 from alerting.cap import CAP_NS, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.rules import RIVER, SILENT, UNCONFIRMED, Transition
-from alerting.worker import RulesWorker, alert_topic_root
+from alerting.worker import ENDED_EXERCISE, RulesWorker, alert_topic_root
 from api.app import create_app
 from ingest.contract import Reading
 from ingest.registry import Station, upsert_stations
@@ -263,7 +264,7 @@ async def test_the_worker_follows_a_registry_change_when_it_is_announced(pool: a
             assert json.loads(now_there.payload)["municipality_code"] == NEW
 
 
-async def test_deleted_station_alerts_clear_and_a_toggled_flag_leaves_river_alerts(
+async def test_deleted_station_alerts_clear_and_a_toggled_flag_ends_the_real_stream(
         pool: asyncpg.Pool, settings: Settings) -> None:
     worker = RulesWorker.from_settings(settings, pool)
     async with pool.acquire() as conn:
@@ -280,13 +281,14 @@ async def test_deleted_station_alerts_clear_and_a_toggled_flag_leaves_river_aler
         after = await _open(conn)
         gone = await conn.fetch("SELECT * FROM alerts WHERE id = ANY($1::bigint[]) ORDER BY id",
                                 [before[k]["id"] for k in before if k[0] in ("spiky", "dev")])
-        level = await conn.fetchval("SELECT max(level) FROM alerts WHERE cleared_at IS NULL AND municipality_code = $1",
-                                    OLD)
-    assert changes == 3
+        real = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", before[("gauge", RIVER, False)]["id"])
+        level = await conn.fetchval("SELECT max(level) FROM alerts WHERE cleared_at IS NULL AND municipality_code = $1 "
+                                    "AND NOT exercise AND condition = $2", OLD, RIVER)
+    assert changes == 4
     assert [(a["state"], a["cleared_at"] is not None, a["reason"]) for a in gone] == \
            [("cleared", True, "station removed from the registry")] * 3
-    # river-level alerts are judged per readings' stream: the real one stays until real readings clear it
+    # the real stream of a drill station ended: its real alert is cleared; the drill stream goes on
+    assert (real["state"], real["reason"]) == ("cleared", ENDED_EXERCISE)
     assert {k: a["version"] for k, a in after.items()} == {k: before[k]["version"] for k in
-                                                           (("gauge", RIVER, False), ("gauge", RIVER, True),
-                                                            ("quiet", SILENT, False))}
-    assert level == before[("gauge", RIVER, False)]["level"]
+                                                           (("gauge", RIVER, True), ("quiet", SILENT, False))}
+    assert level is None

@@ -23,6 +23,7 @@ from api.authorization import POLICY
 from api.openapi import OPERATIONS
 from evac.shelters import Shelter
 from evac.store import import_shelters
+from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
 from tests.api_support import signed_in, start_client
 
@@ -46,6 +47,7 @@ MAY: dict[tuple[str, str], set[str]] = {
     ("post", "/api/v1/orders"): STAFF_OF_KORI,
     ("post", "/api/v1/orders/{order_id}/cancel"): STAFF_OF_KORI,
     ("patch", "/api/v1/shelters/{shelter_id}"): STAFF_OF_KORI,
+    ("patch", "/api/v1/stations/{station_id}"): STAFF_OF_KORI,
     ("post", "/api/v1/hazards"): STAFF_OF_KORI,
     ("delete", "/api/v1/hazards/{area_id}"): STAFF_OF_KORI,
     # hazard maps: none exists in this world, so the link operations can only show who is refused
@@ -99,6 +101,7 @@ async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
         await import_shelters(conn, [Shelter(id="s-kori", name="Kori School", lat=37.395, lon=140.365,
                                              hazards=frozenset({"flood"}), municipality_code=KORI)], actor="test")
         order_id, change = await issue_order(conn, municipality_code=KORI, level=3, issued_by="setup")
+        await upsert_stations(conn, [Station(id="st-kori", name="Kori gauge", municipality_code=KORI)])
     admin = _auth(tokens["pref-admin"])
     hazard = await client.post("/api/v1/hazards", json={"geometry": SQUARE, "municipality_code": KORI}, headers=admin)
     hook = await client.post("/api/v1/webhooks", json={"url": "https://partner.example/hook", "municipality_code": KORI,
@@ -108,7 +111,7 @@ async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
     assert (hazard.status, hook.status, roster.status) == (201, 201, 200), await hook.text()
     ids = {"alert_id": change.alert_id, "order_id": order_id, "shelter_id": "s-kori",
            "area_id": (await hazard.json())["id"], "webhook_id": (await hook.json())["id"], "username": "kori-staff",
-           "station_id": "nope", "subscription_id": "1", "map_id": "no-such-map"}
+           "station_id": "st-kori", "subscription_id": "1", "map_id": "no-such-map"}
     try:
         yield client, tokens, ids
     finally:
@@ -123,6 +126,7 @@ def _request(method: str, path: str, ids: dict[str, Any], n: int) -> tuple[str, 
     body: dict[str, Any] | None = {
         ("post", "/api/v1/orders"): {"municipality_code": KORI, "level": 3, "exercise": True},
         ("patch", "/api/v1/shelters/s-kori"): {"occupancy": 3},
+        ("patch", "/api/v1/stations/st-kori"): {"name": "Kori gauge"},
         ("post", "/api/v1/hazards"): {"geometry": SQUARE, "municipality_code": KORI, "exercise": True},
         ("put", "/api/v1/roster/kori-staff"): {"email": "kori@example.jp", "municipality_code": KORI},
         ("post", "/api/v1/simulations"): {**{"scenario": SCENARIO}, "duration_s": 60},

@@ -1,0 +1,178 @@
+"""``PATCH /api/v1/stations/{station_id}``: staff edit a gauge (before, moves and threshold changes came only
+from registry imports or SQL). Roles and scope as every staff action, bad input a readable problem, an
+audit entry, and the change followed by the real rules worker exactly as a registry change is: new
+thresholds judge the level again, a move takes the open alerts along, an exercise switch ends the real
+alerts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from alerting.rules import RIVER
+from alerting.worker import ENDED_EXERCISE, REJUDGED
+from ingest.contract import Reading
+from ingest.registry import Station, upsert_stations
+from ingest.store import write_batch
+from tests.alerting.support import running_worker
+from tests.api_support import signed_in
+from tests.ingest_support import wait_until
+
+KORI, FUKU = "072036", "072010"
+PASSWORD = "correct horse battery"
+GAUGE = Station(id="gauge", name="Gauge", river="阿武隈川", municipality_code=KORI, th_standby=3.80,
+                th_caution=5.00, th_evacuation=5.10, th_danger=5.50)  # a flood-forecast gauge, m
+CRISIS = Station(id="crisis", name="Crisis", municipality_code=KORI, gauge_type="crisis", th_obs_start=1.0,
+                 th_crisis=2.0, th_overflow=3.0)
+
+
+@pytest.fixture
+async def tokens(pool: asyncpg.Pool) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE, CRISIS])
+        return await signed_in(conn, (("kori-staff", "staff", KORI), ("fuku-staff", "staff", FUKU),
+                                      ("pref-staff", "staff", None), ("kori-op", "operator", KORI),
+                                      ("kori-admin", "admin", KORI)), PASSWORD)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _patch(client: TestClient, body: Any, token: str | None, station: str = "gauge") -> tuple[int, Any]:
+    r = await client.patch(f"/api/v1/stations/{station}", json=body,
+                           headers=auth(token) if token else {})
+    if r.status >= 400:
+        assert r.content_type == "application/problem+json", await r.text()
+    return r.status, await r.json()
+
+
+async def _stored(pool: asyncpg.Pool) -> dict[str, Any]:
+    return dict(await pool.fetchrow("SELECT * FROM stations WHERE id = 'gauge'"))
+
+
+async def test_only_staff_of_the_stations_municipality_may_edit_it(client: TestClient, pool: asyncpg.Pool,
+                                                                   tokens: dict[str, str]) -> None:
+    before = await _stored(pool)
+    body = {"th_danger": 5.40}
+    assert (await _patch(client, body, None))[0] == 401
+    assert (await _patch(client, body, "garbage-token"))[0] == 401
+    assert (await _patch(client, body, tokens["kori-op"]))[0] == 403  # operators run drills, not the registry
+    assert (await _patch(client, body, tokens["fuku-staff"]))[0] == 404  # another municipality's: not revealed
+    status, problem = await _patch(client, {"municipality_code": FUKU}, tokens["kori-staff"])
+    assert status == 403 and FUKU not in problem["detail"] and "own municipality" in problem["detail"]
+    assert await _stored(pool) == before
+    for who in ("kori-staff", "pref-staff", "kori-admin"):
+        status, station = await _patch(client, {"name": f"Gauge ({who})"}, tokens[who])
+        assert status == 200 and station["name"] == f"Gauge ({who})"
+
+
+async def test_bad_input_is_a_readable_problem_and_changes_nothing(client: TestClient, pool: asyncpg.Pool,
+                                                                   tokens: dict[str, str]) -> None:
+    staff = tokens["kori-staff"]
+    before = await _stored(pool)
+    cases: list[tuple[Any, int, str]] = [
+        ({}, 400, ""),  # nothing to change
+        ({"th_danger": 5.05}, 422, "th_danger (5.05 m) must be above th_evacuation (5.1 m)"),  # with the stored ones
+        ({"th_caution": 5.10}, 422, "th_evacuation (5.1 m) must be above th_caution (5.1 m)"),  # equal: not rising
+        ({"th_standby": 6.0, "th_danger": None}, 422, "th_caution (5 m) must be above th_standby (6 m)"),
+        ({"th_danger": "high"}, 400, "th_danger"),
+        ({"th_danger": True}, 400, "th_danger"),
+        ({"th_danger": 1e9}, 400, "th_danger"),
+        ({"municipality_code": "072037"}, 400, "municipality_code"),  # wrong check digit
+        ({"municipality_code": None}, 400, "municipality_code"),
+        ({"exercise": "yes"}, 400, "exercise"),
+        ({"name": "   "}, 400, "name"),
+        ({"name": "x" * 201}, 400, "name"),
+        ({"kind": "rainfall"}, 400, "kind"),  # not editable here
+        ({"th_obs_start": 1.0}, 400, "th_obs_start"),
+    ]
+    for body, expected, words in cases:
+        status, problem = await _patch(client, body, staff)
+        assert (status, words in problem.get("detail", "") + str(problem)) == (expected, True), (body, problem)
+    status, problem = await _patch(client, {"th_crisis": 2.5}, staff, station="crisis")
+    assert status == 400  # not a field of this operation
+    status, problem = await _patch(client, {"th_danger": 2.5}, staff, station="crisis")
+    assert status == 422 and "crisis" in problem["detail"]
+    assert (await _patch(client, {"name": "x"}, staff, station="no-such-gauge"))[0] == 404
+    assert (await _patch(client, {"name": "x"}, staff, station="bad id!"))[0] in (400, 404)
+    r = await client.patch("/api/v1/stations/gauge", data=b"{", headers={**auth(staff),
+                                                                          "Content-Type": "application/json"})
+    assert r.status == 400 and r.content_type == "application/problem+json"
+    assert await _stored(pool) == before
+
+
+async def test_an_edit_is_stored_audited_and_answered(client: TestClient, pool: asyncpg.Pool,
+                                                      tokens: dict[str, str]) -> None:
+    status, station = await _patch(client, {"th_danger": 5.45, "th_standby": None, "municipality_code": "07201",
+                                            "name": " 本宮 ", "exercise": True}, tokens["pref-staff"])
+    assert status == 200, station
+    assert (station["name"], station["municipality_code"], station["exercise"], station["thresholds"]) == \
+           ("本宮", FUKU, True, {"caution": 5.00, "evacuation": 5.10, "danger": 5.45})
+    stored = await _stored(pool)
+    assert (stored["name"], stored["municipality_code"], stored["th_standby"], stored["th_danger"],
+            stored["exercise"]) == ("本宮", FUKU, None, 5.45, True)
+    [entry] = await pool.fetch("SELECT * FROM audit_log WHERE action = 'station.updated'")
+    assert (entry["actor"], entry["object_type"], entry["object_id"]) == ("pref-staff", "station", "gauge")
+    detail = json.loads(entry["detail"])
+    assert detail == {"from": {"name": "Gauge", "municipality_code": KORI, "exercise": False, "th_standby": 3.8,
+                               "th_danger": 5.5},
+                      "to": {"name": "本宮", "municipality_code": FUKU, "exercise": True, "th_standby": None,
+                             "th_danger": 5.45}}
+    # the same again changes nothing, and says so in its audit entry
+    assert (await _patch(client, {"th_danger": 5.45}, tokens["pref-staff"]))[0] == 200
+    last = await pool.fetchval("SELECT detail FROM audit_log WHERE action = 'station.updated' ORDER BY id DESC LIMIT 1")
+    assert json.loads(last) == {"from": {}, "to": {}}
+
+
+async def _open_real(pool: asyncpg.Pool) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT * FROM alerts WHERE station_id = 'gauge' AND condition = $1 "
+                               "AND NOT exercise AND cleared_at IS NULL", RIVER)
+
+
+async def test_edits_reach_the_alerts_through_the_rules_worker(client: TestClient, pool: asyncpg.Pool,
+                                                               tokens: dict[str, str]) -> None:
+    staff = tokens["pref-staff"]
+    now: datetime = await pool.fetchval("SELECT now()")
+    async with pool.acquire() as conn:  # the gauge's last readings: 5.20 … 5.25 m, 警戒レベル3
+        await write_batch(conn, [Reading("gauge", "level", now - timedelta(minutes=30 - 10 * i), v)
+                                 for i, v in enumerate([5.20, 5.22, 5.25])])
+    async with running_worker(pool):  # follows registry changes only when announced (silent check hourly)
+
+        async def level_is(level: int) -> bool:
+            alert = await _open_real(pool)
+            return alert is not None and alert["level"] == level
+
+        await wait_until(lambda: level_is(3), what="the level-3 alert")
+        alert_id = (await _open_real(pool))["id"]
+
+        # 氾濫危険水位 lowered below the stage: level 4 at once, no reading needed
+        assert (await _patch(client, {"th_danger": 5.20}, staff))[0] == 200
+        await wait_until(lambda: level_is(4), what="the level to be judged again under the new thresholds")
+
+        # moved to Fukushima city: the open alert goes along
+        assert (await _patch(client, {"municipality_code": FUKU}, staff))[0] == 200
+
+        async def moved() -> bool:
+            alert = await _open_real(pool)
+            return alert is not None and alert["municipality_code"] == FUKU
+
+        await wait_until(moved, what="the alert to follow the station")
+
+        # an exercise station now: the real alert ends (its readings stopped above the line)
+        assert (await _patch(client, {"exercise": True}, staff))[0] == 200
+
+        async def ended() -> bool:
+            return await _open_real(pool) is None
+
+        await wait_until(ended, what="the real alert to end")
+    events = await pool.fetch("SELECT kind, reason, municipality_code FROM alert_events WHERE alert_id = $1 "
+                              "ORDER BY id", alert_id)
+    assert [(e["kind"], e["reason"]) for e in events][-3:] == [("escalated", REJUDGED), ("moved", events[-2]["reason"]),
+                                                             ("cleared", ENDED_EXERCISE)]
+    assert events[-1]["municipality_code"] == FUKU
