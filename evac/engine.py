@@ -580,7 +580,7 @@ class Engine:
         self, *, shelters: Iterable[Shelter] | None = None, areas: Iterable[HazardArea] | None = None,
         add_areas: Iterable[HazardArea] = (), remove_areas: Iterable[str] = (),
         alert_levels: Mapping[str, int] | None = None, occupancy: Mapping[str, int] | None = None,
-        is_open: Mapping[str, bool] | None = None,
+        is_open: Mapping[str, bool] | None = None, on_swap: Callable[[HazardState], None] | None = None,
     ) -> HazardState:
         """Apply a change, recompute the fields in use, swap them in; returns the new state.
 
@@ -590,6 +590,11 @@ class Engine:
 
         ``shelters``/``areas`` replace the whole set; ``add_areas`` adds or replaces areas by id;
         ``alert_levels`` merges gauge levels; ``occupancy``/``is_open`` change shelters by id.
+
+        ``on_swap(state)`` is called in this thread right after the swap, before the fields are published
+        to the field store: queries in this process already answer from ``state``, other processes map
+        the new entries only once this returns (``bench/evac_scale.py`` times both). It holds the update
+        lock: keep it short, and do not call :meth:`update` from it.
         """
         with self._update_lock:
             old = self._snap
@@ -622,6 +627,8 @@ class Engine:
                     else:
                         self._compute(new, key, prev=f, unpublished=unpublished)
                 self._snap = new  # the atomic swap: one reference assignment
+                if on_swap is not None:
+                    on_swap(new.state)
                 if self.store is not None:
                     # published once the new state is in use (writing the files takes about as long as an
                     # incremental update): each field then drops its own arrays for the mapped ones, which
