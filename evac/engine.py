@@ -618,7 +618,7 @@ class Engine:
             new = _Snapshot(HazardState(st.version + 1, _now(), shel, ar, levels))
             with self._recent_lock:
                 keys = self.warm | set(self._recent)
-            unpublished: list[tuple[Field, str, str, Claim, Field | None]] = []
+            unpublished: list[tuple[Field, str, str, Claim]] = []
             try:
                 for key in sorted(keys):  # (one order in every process: their entry locks cannot cross)
                     f = old.fields.get(key)
@@ -634,15 +634,13 @@ class Engine:
                     # incremental update): each field then drops its own arrays for the mapped ones, which
                     # hold the same values, so a query reading either answers the same; another process
                     # that needs the entry meanwhile waits for it (the claim's lock) and then maps it
-                    for f, name, dig, claim, prev in unpublished:
-                        like = None if prev is None else {"dist": prev.dist, "next_node": prev.next_node,
-                                                          "source": prev.source}
+                    for f, name, dig, claim in unpublished:
                         f.dist, f.next_node, f.source = self._share(name, dig, dist=f.dist, next_node=f.next_node,
-                                                                    source=f.source, like=like)
+                                                                    source=f.source)
                         claim.release()
                     self.store.prune()  # old entries go too
             finally:
-                for _, _, _, claim, _ in unpublished:
+                for *_, claim in unpublished:
                     claim.release()
             return new.state
 
@@ -700,7 +698,7 @@ class Engine:
         return f
 
     def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None,
-                 unpublished: list[tuple[Field, str, str, Claim, Field | None]] | None = None) -> Field:
+                 unpublished: list[tuple[Field, str, str, Claim]] | None = None) -> Field:
         """The field of ``key`` at ``snap``'s state (stored in ``snap``).
 
         Reused, never rebuilt, when their inputs are the same: the hazard index (by the areas in force),
@@ -712,8 +710,8 @@ class Engine:
         (:mod:`evac.incremental`) when the change is local. With a field store, the search result is
         claimed there first (:meth:`FieldStore.claim`: mapped when published, waited for while another
         process computes it); one computed here is published and mapped, or, when ``unpublished`` is
-        given, left to the caller ((field, entry name, digest, claim, ``prev``) appended to it: it publishes
-        the field as a patched copy of ``prev``'s entry and releases the claim).
+        given, left to the caller ((field, entry name, digest, claim) appended to it: it releases the
+        claim once published).
         """
         profile, hazard, exercise = key
         check_hazard(hazard)
@@ -767,13 +765,12 @@ class Engine:
                     dist, pred, src = (_frozen(np.full(n, np.inf)), _frozen(np.full(n, -1, np.int32)),
                                        _frozen(np.full(n, -1, np.int32)))
                 if shared is not None and unpublished is None:  # computed here: publish it, keep the mapped copy
-                    like = None if prev is None else {"dist": prev.dist, "next_node": prev.next_node, "source": prev.source}
-                    dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src, like=like)
+                    dist, pred, src = self._share(*shared, dist=dist, next_node=pred, source=src)
                 f = Field(profile, hazard, exercise, snap.state.version, _now(), time.perf_counter() - t0, dist,
                           pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
                           tails)
                 if shared is not None and unpublished is not None:
-                    unpublished.append((f, *shared, claim, prev))  # the caller publishes it once the state is swapped in
+                    unpublished.append((f, *shared, claim))  # the caller publishes it once the state is swapped in
                 snap.fields[key] = f
                 self._touch(key)
                 with self._recent_lock:
@@ -787,14 +784,11 @@ class Engine:
                 if not (unpublished and unpublished[-1][3] is claim):
                     claim.release()  # published (or failed): others may take it
 
-    def _share(self, name: str, dig: str, *, like: Mapping[str, np.ndarray] | None = None,
-               **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """``arrays`` (computed here) as the field store's entry ``name``/``dig``, mapped read-only (the
-        entry another process published first, when there is one), in the order given. ``like``: the
-        arrays they were updated from (mapped from another entry: the new one is written as a patched
-        copy of it, :meth:`FieldStore.put`)."""
+        entry another process published first, when there is one), in the order given."""
         assert self.store is not None
-        got = self.store.get(name, dig) or self.store.put(name, dig, arrays, like=like)
+        got = self.store.get(name, dig) or self.store.put(name, dig, arrays)
         return tuple(_frozen(got[k]) for k in arrays)
 
     def _incremental(self, pg: ProfileGraph, prev: Field, hz: _HazardIndex, pair_w: PairWeights,
@@ -877,8 +871,8 @@ class Engine:
                     _apply_area(mult, a, h)
             else:
                 mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
-            if self.store is not None and claim.arrays is None:  # published; the private copy is dropped
-                mult = self._share("mult", dig, mult=mult, like=None if parent is None else {"mult": parent.mult})[0]
+            if self.store is not None and claim.arrays is None:
+                mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines(net, [(a.geometry, b) for a, b in geoms if a.severity == "blocked"],
                                      [(a.geometry, b, a.penalty_factor) for a, b in geoms if a.severity == "penalty"]),

@@ -41,7 +41,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -63,14 +62,8 @@ log = logging.getLogger("sonae.evac.fieldstore")
 #: changes, and whenever the code that computes a stored array changes what it computes (the search and
 #: its tie-breaking, the incremental update, the hazard factors, the source rows' offsets, the blocked or
 #: unreachable weights): entries of another format are then never read, and :meth:`FieldStore.clean` removes
-#: them. 2: the network's mapped key and the profile's definition joined the digests; locks. 3: a CRC-32 per
-#: :data:`BLOCK_BYTES` of each array (entries written by patching a similar one's copy).
-STORE_FORMAT = 3
-#: Bytes of an array's data per CRC-32 in ``meta.json``. An entry that differs from one already published
-#: in a few places (an incremental update changes a few hundred of millions of nodes) is written as a copy
-#: of that one's file with only the blocks that differ rewritten, and keeps its CRC-32s of the others
-#: (:meth:`FieldStore.put`, ``like``). 1 MiB: a local change touches a few blocks of a 24 MB array.
-BLOCK_BYTES = 1 << 20
+#: them. 2: the network's mapped key and the profile's definition joined the digests; locks.
+STORE_FORMAT = 2
 #: Entries kept per name (per field key, and for edge factors): the current state of each process and a
 #: few before it (a process a little behind the others still finds its state).
 KEEP = 4
@@ -96,36 +89,9 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()[:24]
 
 
-def _data(a: np.ndarray) -> memoryview:
-    """``a``'s bytes (C order)."""
-    return np.ascontiguousarray(a).reshape(-1).data.cast("B")
-
-
-def _crcs(a: np.ndarray, block: int | None = None) -> list[int]:
-    """The CRC-32 of each ``block`` bytes (default :data:`BLOCK_BYTES`) of ``a``'s data (the last block
-    shorter; none when empty)."""
-    block = BLOCK_BYTES if block is None else block
-    b = _data(a)
-    return [zlib.crc32(b[i:i + block]) for i in range(0, len(b), block)]
-
-
-def _array_header(a: np.ndarray) -> bytes:
-    """The ``.npy`` header :func:`numpy.save` writes before ``a``'s data."""
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(a))
-    return buf.getvalue()
-
-
-def _mapped_from(a: np.ndarray) -> Path | None:
-    """The file ``a`` is a mapping of (None: not mapped, or only a part of the file's array)."""
-    full = a
-    while isinstance(full, np.ndarray):
-        if isinstance(full, np.memmap):
-            name = getattr(full, "filename", None)
-            same = full.shape == a.shape and full.dtype == a.dtype and full.ctypes.data == a.ctypes.data
-            return Path(name) if name and same else None
-        full = full.base  # type: ignore[assignment]
-    return None
+def _crc(a: np.ndarray) -> int:
+    a = np.ascontiguousarray(a)
+    return zlib.crc32(a.data.cast("B")) if a.size else 0
 
 
 class Claim:
@@ -200,8 +166,6 @@ class FieldStore:
         self.write_failures = 0
         #: :meth:`put` calls skipped while publishing paused (the result kept private)
         self.skipped = 0
-        #: arrays :meth:`put` wrote as a patched copy of another entry's (``like``), not whole
-        self.patched = 0
         #: bytes of the files of the entries this process wrote (the ``.npy`` files, headers included;
         #: written, whether or not its rename then won)
         self.written_bytes = 0
@@ -273,8 +237,8 @@ class FieldStore:
                 if a.shape != shape or a.dtype != dtype:
                     self._damaged(where, f"{f.name} holds {a.dtype}{a.shape}, not {dtype}{shape}")
                     return None
-                if check and _crcs(a, int(spec["block_bytes"])) != [int(c) for c in spec["crc32"]]:
-                    self._damaged(where, f"{f.name} fails its CRC-32s")
+                if check and _crc(a) != int(spec["crc32"]):
+                    self._damaged(where, f"{f.name} fails its CRC-32")
                     return None
                 out[aname] = a
         except FileNotFoundError:
@@ -384,18 +348,8 @@ class FieldStore:
             os.close(fd)
 
     # -- writing -------------------------------------------------------------------------------------
-    def put(self, name: str, dig: str, arrays: dict[str, np.ndarray], *,
-            like: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def put(self, name: str, dig: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Publish ``arrays`` as entry ``name``/``dig`` and return them mapped read-only from it.
-
-        ``like``: arrays (by name) mapped from another entry of this store that ``arrays`` mostly equal
-        (the previous state's field, brought up to date by an incremental update). Such an array's file
-        is written as a copy of that entry's (``copy_file_range``: in the kernel) whose blocks of
-        :data:`BLOCK_BYTES` that differ from ``arrays`` are then rewritten: the file holds exactly
-        ``arrays`` (compared after the copy), and keeps the other entry's CRC-32s of the blocks it did not
-        rewrite (should that entry's bytes be damaged, the new entry fails its check when read: it is
-        computed again, never trusted). Otherwise, or when the copy fails or most blocks differ, the file
-        is written whole.
 
         When another process published the entry first, its (checked) arrays are returned. When the
         directory cannot be written (disk full, removed, read-only), a warning is logged, ``arrays`` are
@@ -417,27 +371,16 @@ class FieldStore:
             # container's namespace says nothing)
             fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            specs: dict[str, dict[str, Any]] = {}
-            written = 0
+            specs = {}
             for aname, a in arrays.items():
                 a = np.ascontiguousarray(a)
-                path = tmp / f"{aname}.npy"
-                base = None if like is None else like.get(aname)
-                patched = None if base is None else self._write_like(path, aname, a, base)
-                if patched is None:
-                    np.save(path, a, allow_pickle=False)
-                    crcs, wrote = _crcs(a), path.stat().st_size
-                else:
-                    crcs, wrote = patched
-                    with self._lock:
-                        self.patched += 1
-                specs[aname] = {"shape": list(a.shape), "dtype": a.dtype.str, "crc32": crcs,
-                                "block_bytes": BLOCK_BYTES, "file_bytes": path.stat().st_size}
-                written += wrote
+                np.save(tmp / f"{aname}.npy", a, allow_pickle=False)
+                specs[aname] = {"shape": list(a.shape), "dtype": a.dtype.str, "crc32": _crc(a),
+                                "file_bytes": (tmp / f"{aname}.npy").stat().st_size}
             (tmp / "meta.json").write_text(json.dumps({"key": self.key, "digest": dig, "arrays": specs}))
             theirs = self._place(tmp, where, name, dig)
             with self._lock:
-                self.written_bytes += written
+                self.written_bytes += sum(int(sp["file_bytes"]) for sp in specs.values())
                 self.write_s += time.perf_counter() - t0
         except OSError as exc:
             self._write_failed(where, exc)
@@ -455,78 +398,6 @@ class FieldStore:
             self._published[name] = dig
         got = self.get(name, dig, check=False)  # just written from the arrays the CRC was taken of
         return arrays if got is None else got
-
-    def _write_like(self, path: Path, aname: str, a: np.ndarray, base: np.ndarray) -> tuple[list[int], int] | None:
-        """Write ``a`` to ``path`` as a copy of the file ``base`` is mapped from (an entry of this store,
-        read through one directory descriptor: its ``meta.json`` and file are of one entry) with the
-        blocks that differ from ``a`` rewritten; returns the CRC-32s per block and the bytes written by
-        this process (the header and the rewritten blocks; the copy is the kernel's), or ``None`` when
-        that does not apply: ``base`` not mapped from this store, of another shape or dtype, its entry gone
-        or of another block size, the copy refused, or more than half the blocks differing. Errors writing
-        ``path`` other than the copy's raise ``OSError``."""
-        src = _mapped_from(base)
-        if (src is None or base.shape != a.shape or base.dtype != a.dtype or not a.nbytes
-                or a.dtype.itemsize not in (1, 2, 4, 8)):
-            return None
-        try:
-            if src.resolve().parents[2] != self.root.resolve():
-                return None
-        except (OSError, IndexError):
-            return None
-        header = _array_header(a)
-        n_blocks = -(-a.nbytes // BLOCK_BYTES)
-        try:
-            dfd = os.open(src.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            with open(os.open("meta.json", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd), "rb") as fh:
-                spec = json.loads(fh.read())["arrays"][aname]
-            old_crcs = [int(c) for c in spec["crc32"]]
-            if int(spec["block_bytes"]) != BLOCK_BYTES or len(old_crcs) != n_blocks:
-                return None
-            sfd = os.open(src.name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.debug("field store: the entry to copy is gone or unreadable: writing whole",
-                      extra={"entry": str(src.parent), "error": str(exc)})
-            os.close(dfd)
-            return None
-        os.close(dfd)
-        size = len(header) + a.nbytes
-        try:
-            with open(path, "xb") as out:
-                dst = out.fileno()
-                try:
-                    if os.fstat(sfd).st_size != size or os.pread(sfd, len(header), 0) != header:
-                        return None
-                    done = 0
-                    while done < size:
-                        step = os.copy_file_range(sfd, dst, size - done, done, done)
-                        if step <= 0:
-                            return None
-                        done += step
-                except OSError as exc:  # (a file system without it, or the copy failing: written whole)
-                    log.debug("field store: copying an entry failed: writing whole",
-                              extra={"entry": str(src), "error": str(exc)})
-                    return None
-                # what the copy holds, against a: the blocks that differ are rewritten from a
-                kind = np.dtype(f"u{a.dtype.itemsize}")
-                copied = np.memmap(path, dtype=kind, mode="r", offset=len(header), shape=(a.size,))
-                differ = np.unique(np.flatnonzero(copied != a.reshape(-1).view(kind)) // (BLOCK_BYTES // a.dtype.itemsize))
-                del copied  # (unmapped)
-                if 2 * len(differ) > n_blocks:
-                    return None
-                data = _data(a)
-                crcs, wrote = old_crcs, len(header)
-                for b in differ.tolist():
-                    chunk = data[b * BLOCK_BYTES:(b + 1) * BLOCK_BYTES]
-                    if os.pwrite(dst, chunk, len(header) + b * BLOCK_BYTES) != len(chunk):
-                        raise OSError(errno.EIO, f"short write to {path}")
-                    crcs[b] = zlib.crc32(chunk)
-                    wrote += len(chunk)
-            return crcs, wrote
-        finally:
-            os.close(sfd)
 
     def _place(self, tmp: Path, where: Path, name: str, dig: str) -> dict[str, np.ndarray] | None:
         """Rename ``tmp`` to ``where``: ``None`` when ours is in place, else the entry another process
