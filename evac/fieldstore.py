@@ -372,15 +372,17 @@ class FieldStore:
             fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             specs = {}
+            written = 0
             for aname, a in arrays.items():
                 a = np.ascontiguousarray(a)
                 np.save(tmp / f"{aname}.npy", a, allow_pickle=False)
-                specs[aname] = {"shape": list(a.shape), "dtype": a.dtype.str, "crc32": _crc(a),
-                                "file_bytes": (tmp / f"{aname}.npy").stat().st_size}
+                size = (tmp / f"{aname}.npy").stat().st_size
+                specs[aname] = {"shape": list(a.shape), "dtype": a.dtype.str, "crc32": _crc(a), "file_bytes": size}
+                written += size
             (tmp / "meta.json").write_text(json.dumps({"key": self.key, "digest": dig, "arrays": specs}))
             theirs = self._place(tmp, where, name, dig)
             with self._lock:
-                self.written_bytes += sum(int(sp["file_bytes"]) for sp in specs.values())
+                self.written_bytes += written
                 self.write_s += time.perf_counter() - t0
         except OSError as exc:
             self._write_failed(where, exc)
