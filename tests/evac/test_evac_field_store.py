@@ -243,6 +243,8 @@ def test_store_round_trip_bounds_and_cleaning(tmp_path: Path) -> None:
     arrays = {"dist": rng.random(5000), "source": rng.integers(0, 9, 5000).astype(np.int32),
               "empty": np.zeros(0)}
     got = store.put("f", "d1", arrays)
+    assert store.written_bytes == sum(f.stat().st_size for f in (tmp_path / "f" / "d1").glob("*.npy"))
+    assert store.write_s > 0
     for k, v in arrays.items():
         assert np.array_equal(got[k], v) and got[k].dtype == v.dtype and not got[k].flags.writeable
     assert store.get("f", "d1") is not None and store.get("f", "nope") is None
