@@ -33,7 +33,8 @@ and max ms from the call to ``Engine.update`` (all configured fields) until:
 * ``update``: ``Engine.update`` returned (the old entries pruned); JSON ``<change>_<inc|full>_ms_*``
   (the one figure this bench reported before the split). ``full`` is this for the full search.
 
-Also the store's writes per update (``.npy`` bytes before and after the swap, the seconds writing them
+Also the updating thread's CPU time to the swap and in all (medians; the search worker's left out: less
+disturbed by other load than wall time), the store's writes per update (``.npy`` bytes before and after the swap, the seconds writing them
 and MB/s: ``FieldStore.written_bytes``, ``FieldStore.write_s``), and the nodes the incremental updates
 re-solved. ``--store`` loads the network mapped from ``.npz`` (as served after ``sonae graph import``),
 so that the updates include the host-wide field store's claims and publishing.
@@ -196,6 +197,7 @@ def timed_update(eng: Engine, fields: list[tuple[str, str, bool]], probe: Probe,
         return (store.written_bytes, store.write_s) if store is not None else (0, 0.0)
 
     def on_swap(state: Any) -> None:
+        seen["swap_cpu"] = time.thread_time()
         seen["swap"] = time.perf_counter()
         seen["w_swap"] = written()
         seen["answers"] = answers(eng, probe, fields)
@@ -209,6 +211,7 @@ def timed_update(eng: Engine, fields: list[tuple[str, str, bool]], probe: Probe,
             prune()
         store.prune = timed_prune  # type: ignore[method-assign]
     w0 = written()
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     try:
         state = eng.update(on_swap=on_swap, **change)
@@ -216,6 +219,7 @@ def timed_update(eng: Engine, fields: list[tuple[str, str, bool]], probe: Probe,
         if store is not None:
             del store.prune  # the class's method again
     t1 = time.perf_counter()
+    c1 = time.thread_time()
     w1 = written()
     probe_s = seen["reflected"] - seen["swap"]
     after = answers(eng, probe, fields)
@@ -223,6 +227,9 @@ def timed_update(eng: Engine, fields: list[tuple[str, str, bool]], probe: Probe,
     return {"reflected_ms": (seen["reflected"] - t0) * 1e3,
             "shared_ms": (seen.get("shared", t1) - t0 - probe_s) * 1e3,
             "update_ms": (t1 - t0 - probe_s) * 1e3, "probe_ms": probe_s * 1e3,
+            # CPU of the updating thread (less disturbed by other load than wall time; without the search
+            # worker's): to the swap (the probes left out) and in all
+            "swap_cpu_ms": (seen["swap_cpu"] - c0) * 1e3, "update_cpu_ms": (c1 - c0) * 1e3,
             "write_pre_swap_mb": (seen["w_swap"][0] - w0[0]) / 1e6, "write_pre_swap_ms": (seen["w_swap"][1] - w0[1]) * 1e3,
             "write_mb": (w1[0] - seen["w_swap"][0]) / 1e6, "write_ms": (w1[1] - seen["w_swap"][1]) * 1e3,
             "reflected_ok": ok, "changed": sum(b != a for b, a in zip(before, after, strict=True)),
@@ -282,7 +289,8 @@ def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, 
             label = f"{name}_ms" if what == "update" else f"{name}_{what}_ms"
             res[f"{label}_median"] = statistics.median(vals)
             res[f"{label}_max"] = max(vals)
-        for what in ("probe_ms", "write_mb", "write_ms", "write_pre_swap_mb", "write_pre_swap_ms"):
+        for what in ("probe_ms", "write_mb", "write_ms", "write_pre_swap_mb", "write_pre_swap_ms", "swap_cpu_ms",
+                     "update_cpu_ms"):
             res[f"{name}_{what}_median"] = statistics.median(r[what] for r in runs)
         res[f"{name}_write_mb_s"] = (sum(r["write_mb"] + r["write_pre_swap_mb"] for r in runs)
                                      / max(1e-9, sum(r["write_ms"] + r["write_pre_swap_ms"] for r in runs) / 1e3))
@@ -560,7 +568,7 @@ def main_incremental(args: argparse.Namespace) -> int:
         print(f"{r['nodes']:,} nodes, {r['fields']} fields, roads cut {r['roads_cut_median']:.0f}/{r['roads_cut_max']}, "
               f"re-solved {r['resolved_nodes_per_update']:.0f} nodes/field update")
         print(f"  {'change':<15} {'reflected':>11} {'shared':>11} {'update':>11} {'full':>11} | "
-              f"{'store MB before/after swap':>26} {'write ms':>8} {'MB/s':>6} | checks")
+              f"{'store MB before/after swap':>26} {'write ms':>8} {'MB/s':>6} | {'CPU ms swap/all':>15} | checks")
         for op, name in zip(OPS, ("area added", "area removed", "shelter closed", "shelter opened"), strict=True):
             k = f"{op}_inc"
             checks = "reflected " + ("ok" if r[f"{k}_reflected_ok"] else "WRONG")
@@ -573,7 +581,8 @@ def main_incremental(args: argparse.Namespace) -> int:
                   f"{r[f'{op}_full_ms_median']:>5.0f}/{r[f'{op}_full_ms_max']:<5.0f} | "
                   f"{r[f'{k}_write_pre_swap_mb_median']:>12.0f}/{r[f'{k}_write_mb_median']:<13.0f} "
                   f"{r[f'{k}_write_ms_median'] + r[f'{k}_write_pre_swap_ms_median']:>8.0f} "
-                  f"{r[f'{k}_write_mb_s']:>6.0f} | {checks}")
+                  f"{r[f'{k}_write_mb_s']:>6.0f} | {r[f'{k}_swap_cpu_ms_median']:>7.0f}/{r[f'{k}_update_cpu_ms_median']:<7.0f} "
+                  f"| {checks}")
         if r["field_store"]:
             print("  (fields kept in the host-wide field store: each update claims and publishes them; the full\n"
                   "   search runs second on each state and maps the incremental pass's entries instead of searching)")
