@@ -19,6 +19,7 @@ from api.app import create_app
 from api.edge import STATS, UNPARSABLE, secured
 from api.problems import problem_response
 from sonae.config import ConfigError, Settings
+from sonae.eventloop import freeze_long_lived
 
 log = logging.getLogger("sonae.api")
 
@@ -140,6 +141,8 @@ async def serve(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> 
     log.info("api listening", extra={"url": url})
     try:
         await _network_checked(app, stop)
+        # the road network and the application are built: the garbage collector never visits them again
+        log.info("start-up objects frozen", extra={"objects": freeze_long_lived()})
         print(f"Sonae is up: residents {url}  staff {url}staff  API {url}api/v1/openapi.json", flush=True)
         await stop.wait()
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
+from sonae.eventloop import lag_watched
 from sonae.logs import setup_logging
 from sonae.migrations import MigrationError
 from sonae.municipality_code import MunicipalityCodeError, normalise
@@ -189,7 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.simulate:
             tasks["simulator"] = lambda: _demo(settings, pool, stop, exercise=not args.real)
         try:
-            await supervise(tasks, stop)
+            async with lag_watched():  # sonae_event_loop_lag_seconds
+                await supervise(tasks, stop)
         finally:
             await pool.close()
             log.info("sonae stopped")
@@ -204,7 +206,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         stop = stop_event_on_signals()
         pool = await open_pool(settings, migrate_schema=True)
         try:
-            await _ingest(settings, pool, stop, instance=args.instance)
+            async with lag_watched():  # sonae_event_loop_lag_seconds
+                await _ingest(settings, pool, stop, instance=args.instance)
         finally:
             await pool.close()
 
@@ -218,7 +221,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         stop = stop_event_on_signals()
         pool = await open_pool(settings, migrate_schema=True)
         try:
-            await _serve_api(settings, pool, stop)
+            async with lag_watched():  # sonae_event_loop_lag_seconds
+                await _serve_api(settings, pool, stop)
         finally:
             await pool.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -54,6 +56,19 @@ def _wait_for_advancing_readings(proc: subprocess.Popen[str], port: int, timeout
     raise AssertionError("readings did not advance within the time limit")
 
 
+def _wait_for_metric(port: int, name: str, ok: Callable[[float], bool], timeout: float = 240) -> float:
+    """The value of the unlabelled metric ``name`` once ``ok(value)`` holds (the service's /metrics, polled)."""
+    deadline = time.monotonic() + timeout
+    value = math.nan
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            found = re.search(rf"^{name} (\S+)$", resp.read().decode(), re.M)
+        if found and ok(value := float(found[1])):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{name} stayed {value} for {timeout} s")
+
+
 def _interrupt(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=180)
@@ -81,6 +96,13 @@ def test_run_with_configured_services_starts_nothing_embedded(tmp_path: Path, da
                    "SONAE_INGEST_SHARED_GROUP": ""}, port, tmp_path / "state")
     try:
         _wait_for_advancing_readings(proc, port)
+        # the process's event loop is watched (sonae.eventloop): its timer has woken and been counted
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        count = re.search(r"^sonae_event_loop_lag_seconds_count (\S+)$", metrics, re.M)
+        assert count and float(count[1]) > 0, metrics[:2000]
+        # and once the road network is loaded, what start-up built is out of the garbage collector's way
+        _wait_for_metric(port, "sonae_gc_frozen_objects", lambda v: v > 0)
         # a resident page's live stream stays open while the service stops: it must not hold it up
         stream = socket.create_connection(("127.0.0.1", port), timeout=60)
         stream.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")

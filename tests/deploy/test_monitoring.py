@@ -25,7 +25,7 @@ EXPECTED_ELSEWHERE: set[str] = set()
 def _known_metrics() -> set[str]:
     from prometheus_client import REGISTRY
 
-    for module in ("ingest.metrics", "api.app", "alerting.worker", "api.events", "notify.worker"):
+    for module in ("ingest.metrics", "api.app", "alerting.worker", "api.events", "notify.worker", "sonae.eventloop"):
         try:
             importlib.import_module(module)
         except ImportError:
