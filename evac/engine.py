@@ -101,7 +101,9 @@ AREA_MARGIN_M = 1000.0
 REACH_MAX_DEG = 10.0
 #: Sets of areas in force whose hazard index (edge factors, weights, line tests) is kept: the current
 #: ones of both exercise modes and the one before each (the base for the next one, and an area drawn and
-#: then withdrawn again). Each holds an edge array and two directed-edge arrays per profile in use.
+#: then withdrawn again). Each holds an edge array and two directed-edge arrays per profile in use. With a
+#: field store, an index an update built keeps its own edge factors (8 B per base edge, published after
+#: the swap; :class:`_Unpublished`), not the mapped copy: up to this many such copies per process.
 HAZARD_INDEXES = 4
 #: Picks of qualifying shelters whose source rows are kept per set of shelter positions.
 SOURCE_SETS = 8
