@@ -18,6 +18,11 @@ against a bare aiohttp endpoint, and each layer of coroutines costs every reques
    whose client left before its answer counts as :data:`CLIENT_CLOSED_REQUEST` (499), not as a 500.
    A request aiohttp could not parse never reaches this middleware: :class:`api.server.ProblemRequestHandler`
    answers it (a problem, with :func:`secured`'s headers) and counts it under route :data:`UNPARSABLE`.
+   A request whose head was read but whose body cannot be (:func:`api.parsefaults.body_fault`: its chunked
+   framing broke after the head, or its Content-Encoding cannot be decoded) is answered here, with a 400
+   problem and ``Connection: close``, and counted the same way, under :data:`UNPARSABLE` and ``UNKNOWN``
+   with no latency: whether the handler read the body (and got the fault) or answered before looking at it
+   (the fault already set on the payload when its answer is made).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from api.compression import COMPRESSIBLE, MIN_BYTES, accepts_gzip
+from api.parsefaults import body_fault
 from api.problems import Problem, problem_response
 
 log = logging.getLogger("sonae.api")
@@ -148,23 +154,36 @@ def _abort(exc: BaseException, request: web.Request) -> web.Response:
     return problem_response(500, "Internal Server Error", "the error was logged")
 
 
+def _unreadable(detail: str) -> web.Response:
+    """The answer to a request whose body cannot be read: a 400 problem, and the connection closed after
+    it (the parser cannot find where the next request would begin)."""
+    response = problem_response(400, "Bad Request", detail, headers={"Connection": "close"})
+    response.force_close()
+    return response
+
+
 @web.middleware
 async def edge_middleware(request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Problems, security headers, compression and metrics for every request (see the module's text)."""
     started = time.perf_counter()
     status = 500
+    unparsable = False
     try:
         try:
             if "\x00" in request.path or "%00" in request.query_string or "\x00" in request.query_string:
                 raise Problem(400, "Bad Request", "the request contains a NUL character")
             response = await handler(request)
+            if not response.prepared and (detail := body_fault(request.content.exception())) is not None:
+                response, unparsable = _unreadable(detail), True  # the body broke before the answer went out
         except asyncio.CancelledError:  # the client went away (or the server is stopping): not the server's error
             status = CLIENT_CLOSED_REQUEST
             raise
         except Exception as exc:
             if request.writer.output_size:  # (aiohttp's own test) a stream failed after its head went out
                 response = _abort(exc, request)
+            elif (detail := body_fault(exc)) is not None:
+                response, unparsable = _unreadable(detail), True
             else:
                 answer = _problem(exc, request)
                 if answer is None:
@@ -185,6 +204,9 @@ async def edge_middleware(request: web.Request,
                 response.enable_compression(ContentCoding.gzip)
         return response
     finally:
-        resource = request.match_info.route.resource
-        STATS.observe(resource.canonical if resource is not None else "unmatched", request.method, status,
-                      time.perf_counter() - started)
+        if unparsable:
+            STATS.count(UNPARSABLE, "UNKNOWN", status)
+        else:
+            resource = request.match_info.route.resource
+            STATS.observe(resource.canonical if resource is not None else "unmatched", request.method, status,
+                          time.perf_counter() - started)

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from http import HTTPStatus
 from typing import Any
 
 import asyncpg
-from aiohttp import http_exceptions as hx
 from aiohttp import web
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
 
 from api.accesslog import PathOnlyAccessLogger
 from api.app import create_app
 from api.edge import STATS, UNPARSABLE, secured
+from api.parsefaults import FAULT_CHUNKED, FAULT_OTHER, FAULTS, UnreadableBody, unparsable_detail
 from api.problems import problem_response
 from sonae.config import ConfigError, Settings
 from sonae.eventloop import freeze_long_lived
@@ -56,48 +59,104 @@ SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "kee
                                   "logger": SERVER_LOG}
 
 
-#: what a problem answer says of a request aiohttp could not parse, by the class of aiohttp's parse error
-#: (aiohttp.http_exceptions; the most specific class first): a fixed text, never the error's own message,
-#: which quotes the request line or header (a resident's position may be in the query)
-FAULTS: tuple[tuple[type[HttpProcessingError], str], ...] = (
-    (hx.BadHttpMethod, "the request line's method is not a valid HTTP method"),
-    (hx.BadStatusLine, "the request line is malformed (expected: METHOD target HTTP/1.x)"),
-    (hx.InvalidURLError, "the request target is not a valid URL"),
-    (hx.LineTooLong, "a line of the request head (the request line or a header) is too long"),
-    (hx.InvalidHeader, "a header's name or value has bytes HTTP does not allow"),
-    (hx.TransferEncodingError, "the chunked body's framing is malformed"),
-    (hx.ContentLengthError, "the body does not match its Content-Length"),
-    (hx.ContentEncodingError, "the body cannot be decoded with its Content-Encoding"),
-    (hx.DecompressSizeError, "the body is too large once decompressed"),
-)
-#: what it says of any other parse error (llhttp reports most faults of headers and framing as a
-#: plain BadHttpMessage: a bad chunk size, a bad Content-Length, a header byte, a missing Host)
-FAULT_OTHER = "the request could not be parsed as HTTP/1.1 (its request line, a header or the body's framing)"
-
-
-def unparsable_detail(exc: BaseException) -> str:
-    """The problem detail for aiohttp's parse error ``exc``: its kind in words (:data:`FAULTS`), never
-    its message (which quotes the request)."""
-    for cls, text in FAULTS:
-        if isinstance(exc, cls):
-            return text
-    return FAULT_OTHER
-
+__all__ = ["FAULTS", "FAULT_OTHER", "HEADER_TIMEOUT_S", "SERVER_OPTIONS", "ApiRunner", "ProblemRequestHandler",
+           "ProblemServer", "serve", "unparsable_detail"]
 
 class ProblemRequestHandler(RequestHandler):
     """aiohttp's connection handler, with every request it could not parse answered like every other error
-    of the API and counted.
+    of the API and counted, and a body whose framing breaks after its head failed at once.
 
-    aiohttp answers such a request itself, in :meth:`RequestHandler.handle_error` (called with the parse
-    error and the status aiohttp chose, 400, before any application code runs), with a ``text/plain`` body
-    that quotes the raw request line, query included. Here that answer is an RFC 9457 problem
+    **A request aiohttp could not parse.** aiohttp answers it itself, in :meth:`RequestHandler.handle_error`
+    (called with the parse error and the status aiohttp chose, 400, before any application code runs), with
+    a ``text/plain`` body that quotes the raw request line, query included, as ``HTTP/1.0`` (the version of
+    the placeholder request aiohttp makes for it). Here that answer is an RFC 9457 problem
     (:func:`~api.problems.problem_response`, detail :func:`unparsable_detail`) with the API's security
-    headers, and it is counted in ``sonae_api_requests_total{route="unparsable",method="UNKNOWN",status}``
-    (:data:`api.edge.UNPARSABLE`; aiohttp's method for a request it could not read; no latency is observed:
-    aiohttp does not time its parsing). The connection is still closed after it (aiohttp's rule). Other
-    errors (a handler's 500 or 504, which the API's edge middleware already turns into problems) keep
-    aiohttp's behaviour; aiohttp's logging (through ``SERVER_LOG``, without the request line) is kept.
+    headers (:func:`api.edge.secured`) and ``Connection: close`` (the connection is closed after it,
+    aiohttp's rule), in the version the client spoke (:meth:`error_message`), and it is counted in
+    ``sonae_api_requests_total{route="unparsable",method="UNKNOWN",status}`` (:data:`api.edge.UNPARSABLE`;
+    aiohttp's method for a request it could not read; no latency is observed: aiohttp does not time its
+    parsing). Other errors (a handler's 500 or 504, which the API's edge middleware already turns into
+    problems) keep aiohttp's behaviour; aiohttp's logging (through ``SERVER_LOG``, without the request
+    line) is kept.
+
+    **A body whose framing breaks after its head was read** (chunked: an invalid chunk-size line, a chunk
+    longer than announced, no CRLF after a chunk, a bad trailer; in a later read of the socket than the
+    head). aiohttp's C parser (llhttp) raises the error from ``feed_data`` and forgets the body: its payload
+    gets neither the error nor its end, so a handler reading it waited out ``api.bodies.BODY_TIMEOUT_S``
+    (a 408 counted under its route), and an answered request's connection lingered for aiohttp's
+    ``lingering_time``; aiohttp queued the error as one more request, never answered (its Python parser sets
+    the error on the payload and queues it too). Here (:meth:`data_received`) the error is taken off the
+    queue and set on that request's payload as :class:`~api.parsefaults.UnreadableBody`, with its end, so
+    a reader gets it at once; the edge middleware answers it with a 400 problem counted as unparsable (also
+    when the handler answered without reading the body, if that answer was not yet sent). An answer already
+    sent stands; the connection is closed after it (nothing after a broken body can be read as a request).
     """
+
+    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        #: the last bytes of the connection's first line while it is incomplete (the version ends it; the
+        #: target, which may hold a resident's position, is not kept), None once it ended
+        self._opening: bytes | None = b""
+        #: the connection's first line ended in " HTTP/1.0"
+        self._spoke_10 = False
+        #: the last request parsed on this connection, and its payload (its body may still be arriving)
+        self._parsed: tuple[RawRequestMessage, StreamReader] | None = None
+        #: the parser stopped inside a body: the rest of the connection's bytes are no request
+        self._body_broken = False
+        #: the payload of the last request whose answer was sent
+        self._answered: StreamReader | None = None
+
+    @property
+    def error_message(self) -> RawRequestMessage:
+        """The request aiohttp's answer to an unparsable request is made for: aiohttp's placeholder (method
+        ``UNKNOWN``, target ``/``, the connection closed after it), in the version the client spoke: that
+        of the connection's last parsed request, else ``HTTP/1.0`` when the connection's first line ends in
+        `` HTTP/1.0``, else ``HTTP/1.1`` (RFC 9110 §2.5: a server answers in the highest version it conforms
+        to of the client's major version)."""
+        version: HttpVersion = HttpVersion11
+        if self._parsed is not None:
+            version = self._parsed[0].version
+        elif self._spoke_10:
+            version = HttpVersion10
+        return ERROR._replace(version=version)
+
+    def data_received(self, data: bytes) -> None:
+        if self._body_broken:
+            return
+        if self._opening is not None:
+            line, lf, _ = (self._opening + data).partition(b"\n")
+            if lf:
+                self._spoke_10, self._opening = line.rstrip(b"\r").endswith(b" HTTP/1.0"), None
+            else:
+                self._opening = line[-len(b" HTTP/1.0\r"):]
+        before, queued = self._parsed, len(self._messages)
+        super().data_received(data)
+        new = list(itertools.islice(self._messages, queued, None))  # (start() pops only between reads)
+        for message, payload in new:
+            if isinstance(message, RawRequestMessage):
+                self._parsed = (message, payload)
+        if before is None or before[1].is_eof() or len(new) != 1 or self._parsed is not before:
+            return
+        # one parse error and no request: the parser failed inside the body of `before`, read earlier
+        message, payload = before
+        error, _ = self._messages.pop()  # (aiohttp's _ErrInfo: status, exc, message) never answered
+        assert isinstance(error, _ErrInfo)
+        self._body_broken = True
+        if payload is self._answered:  # the end stops aiohttp's lingering read of the body (no one else reads)
+            payload.feed_eof()
+        else:  # a reader (the handler, or its edge middleware) gets the error at once, never a truncated body
+            detail = FAULT_CHUNKED if message.chunked else unparsable_detail(error.exc)
+            payload.set_exception(UnreadableBody(detail), error.exc)
+            payload.feed_eof()
+        if not any(waiting is payload for _, waiting in self._messages):
+            self.close()  # after this request's answer, whatever it is (a queued one's answer closes it)
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._answered = request.content
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -105,7 +164,8 @@ class ProblemRequestHandler(RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return plain
         status = plain.status
-        response = secured(problem_response(status, HTTPStatus(status).phrase, unparsable_detail(exc)))
+        response = secured(problem_response(status, HTTPStatus(status).phrase, unparsable_detail(exc),
+                                            headers={"Connection": "close"}))
         response.force_close()
         STATS.count(UNPARSABLE, request.method, status)
         return response
@@ -113,7 +173,21 @@ class ProblemRequestHandler(RequestHandler):
 
 class ProblemServer(web.Server):
     """aiohttp's low-level server making :class:`ProblemRequestHandler` connections (``web.Server`` makes
-    its ``RequestHandler`` by name: no option chooses the class)."""
+    its ``RequestHandler`` by name: no option chooses the class), whose answers to unparsable requests are
+    made for :attr:`ProblemRequestHandler.error_message` instead of aiohttp's ``HTTP/1.0`` placeholder
+    (``web_protocol.ERROR``, handed to the request factory)."""
+
+    def __init__(self, handler: Any, *, request_factory: Any = None, **kwargs: Any) -> None:
+        super().__init__(handler, request_factory=request_factory, **kwargs)
+        make = self.request_factory
+
+        def made(message: RawRequestMessage, payload: StreamReader, protocol: RequestHandler, writer: Any,
+                 task: Any) -> web.BaseRequest:
+            if message is ERROR and isinstance(protocol, ProblemRequestHandler):
+                message = protocol.error_message
+            return make(message, payload, protocol, writer, task)
+
+        self.request_factory = made
 
     def __call__(self) -> RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)

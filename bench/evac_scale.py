@@ -18,10 +18,26 @@ Per size, on a numpy-built drill-town-shaped grid (:mod:`evac.gridtown`), measur
 With ``--incremental``, per size, local changes applied to all configured fields, each timed twice on
 the same state: by incremental update (:mod:`evac.incremental`) and by full search (the baseline,
 ``Engine.incremental = False``): a blocked polygon (radius ``--radius`` m, octagon; the roads it cuts
-are counted) added and then removed, and a shelter closed and then reopened. Reported: median and max
-wall time of ``Engine.update`` (all configured fields), incremental and full, and the nodes the
-incremental updates re-solved. ``--store`` loads the network mapped from ``.npz`` (as served after ``sonae
-graph import``), so that the updates include the host-wide field store's claims and publishing.
+are counted) added and then removed, and a shelter closed and then reopened. Reported per change, median
+and max ms from the call to ``Engine.update`` (all configured fields) until:
+
+* ``reflected``: the new state is swapped in and queries in this process answer from it. Measured by
+  route queries run in ``update``'s ``on_swap`` hook: from a probe position (the polygon's centre, the
+  shelter's position) in every configured field; included in this time and left out of the next ones.
+  Checked: they carry the new state's version, equal the answers after ``update`` returned, and (listed)
+  how many of them differ from the answers before it;
+* ``shared`` (``--store``): the new entries are in the host-wide field store (:mod:`evac.fieldstore`),
+  where another process maps them instead of computing them. Checked after each update: a store object
+  of its own (as another process has: files only, CRC-32s checked) maps every configured field's entry
+  with the same values;
+* ``update``: ``Engine.update`` returned (the old entries pruned); JSON ``<change>_<inc|full>_ms_*``
+  (the one figure this bench reported before the split). ``full`` is this for the full search.
+
+Also the updating thread's CPU time to the swap and in all (medians; the search worker's left out: less
+disturbed by other load than wall time), the store's writes per update (``.npy`` bytes before and after the swap, the seconds writing them
+and MB/s: ``FieldStore.written_bytes``, ``FieldStore.write_s``), and the nodes the incremental updates
+re-solved. ``--store`` loads the network mapped from ``.npz`` (as served after ``sonae graph import``),
+so that the updates include the host-wide field store's claims and publishing.
 
 Prints a table and writes JSON (``--json``, default ``.state/bench/evac_scale.json``).
 
@@ -61,11 +77,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from evac.engine import Engine  # noqa: E402
+from evac.fieldstore import FieldStore  # noqa: E402
 from evac.gridtown import grid_network, grid_shelters  # noqa: E402
 from evac.hazards import HazardArea, edge_hits  # noqa: E402
 from evac.network import RoadNetwork  # noqa: E402
 from evac.search import ProcessSearch, search_in_process  # noqa: E402
 
+OPS = ("add", "remove", "close", "open")
 FIELDS = [("walk", "flood", False), ("reduced_mobility", "flood", False), ("walk", "flood", True),
           ("reduced_mobility", "flood", True)]
 
@@ -120,10 +138,102 @@ def roads_cut(eng: Engine, area: HazardArea) -> int:
     return len({(min(a, b), max(a, b)) for a, b in zip(u.tolist(), v.tolist(), strict=True)})
 
 
-def timed_update(eng: Engine, **change: Any) -> float:
+Probe = tuple[float, float]  # (lat, lon) of a position whose routes a change alters
+
+
+def answers(eng: Engine, probe: Probe, fields: list[tuple[str, str, bool]]) -> list[tuple[Any, ...]]:
+    """The route from ``probe`` in each field, as (state version, status, shelter id, seconds)."""
+    out = []
+    for profile, hazard, exercise in fields:
+        r = eng.route_result(probe[0], probe[1], profile=profile, hazard=hazard, exercise=exercise)
+        out.append((r.state.version, r.status, r.shelter.id if r.shelter else None, round(r.duration_s, 6)))
+    return out
+
+
+def _store_file(a: np.ndarray) -> Path | None:
+    """The field store file ``a`` is mapped from (None: a private array)."""
+    while a is not None:
+        if isinstance(a, np.memmap) and a.filename:
+            return Path(a.filename)
+        a = a.base  # type: ignore[assignment]
+    return None
+
+
+def shared_check(eng: Engine, fields: list[tuple[str, str, bool]]) -> bool:
+    """Whether every configured field of the current state is an entry of the field store that a store
+    of its own (as in another process: files only, CRC-32s checked) maps with the same values."""
+    assert eng.store is not None
+    other = FieldStore(eng.store.root, eng.network.mapped_key)
+    for key in fields:
+        f = eng.field(*key)
+        where = _store_file(f.dist)
+        if where is None:
+            return False
+        got = other.get(where.parent.parent.name, where.parent.name)
+        if got is None or not all(np.array_equal(got[k], v) for k, v in
+                                  (("dist", f.dist), ("next_node", f.next_node), ("source", f.source))):
+            return False
+    return True
+
+
+def timed_update(eng: Engine, fields: list[tuple[str, str, bool]], probe: Probe, **change: Any) -> dict[str, Any]:
+    """One ``Engine.update``, timed (ms from its call) to three points:
+
+    * ``reflected``: the new state is swapped in and a route query from ``probe`` in every configured
+      field has answered from it (the queries run in ``on_swap``, right after the swap: their time is
+      included here and taken out of the later points);
+    * ``shared``: every new entry is in the field store, where another process maps it (the update's
+      call to ``FieldStore.prune``, which follows publishing; without a store: ``update``);
+    * ``update``: ``update`` returned (old entries pruned).
+
+    Also the field store's writes (bytes of ``.npy`` files and seconds, before and after the swap), and
+    the checks: the probes' answers at the swap equal those after the update, carry its version, and
+    ``changed`` of them differ from the answers before it."""
+    store = eng.store
+    before = answers(eng, probe, fields)
+    seen: dict[str, Any] = {}
+
+    def written() -> tuple[int, float]:
+        return (store.written_bytes, store.write_s) if store is not None else (0, 0.0)
+
+    def on_swap(state: Any) -> None:
+        seen["swap_cpu"] = time.thread_time()
+        seen["swap"] = time.perf_counter()
+        seen["w_swap"] = written()
+        seen["answers"] = answers(eng, probe, fields)
+        seen["reflected"] = time.perf_counter()
+
+    prune = store.prune if store is not None else None
+    if store is not None and prune is not None:
+        def timed_prune() -> None:
+            if "reflected" in seen and "shared" not in seen:
+                seen["shared"] = time.perf_counter()
+            prune()
+        store.prune = timed_prune  # type: ignore[method-assign]
+    w0 = written()
+    c0 = time.thread_time()
     t0 = time.perf_counter()
-    eng.update(**change)
-    return (time.perf_counter() - t0) * 1e3
+    try:
+        state = eng.update(on_swap=on_swap, **change)
+    finally:
+        if store is not None:
+            del store.prune  # the class's method again
+    t1 = time.perf_counter()
+    c1 = time.thread_time()
+    w1 = written()
+    probe_s = seen["reflected"] - seen["swap"]
+    after = answers(eng, probe, fields)
+    ok = seen["answers"] == after and all(a[0] == state.version for a in after)
+    return {"reflected_ms": (seen["reflected"] - t0) * 1e3,
+            "shared_ms": (seen.get("shared", t1) - t0 - probe_s) * 1e3,
+            "update_ms": (t1 - t0 - probe_s) * 1e3, "probe_ms": probe_s * 1e3,
+            # CPU of the updating thread (less disturbed by other load than wall time; without the search
+            # worker's): to the swap (the probes left out) and in all
+            "swap_cpu_ms": (seen["swap_cpu"] - c0) * 1e3, "update_cpu_ms": (c1 - c0) * 1e3,
+            "write_pre_swap_mb": (seen["w_swap"][0] - w0[0]) / 1e6, "write_pre_swap_ms": (seen["w_swap"][1] - w0[1]) * 1e3,
+            "write_mb": (w1[0] - seen["w_swap"][0]) / 1e6, "write_ms": (w1[1] - seen["w_swap"][1]) * 1e3,
+            "reflected_ok": ok, "changed": sum(b != a for b, a in zip(before, after, strict=True)),
+            "shared_ok": shared_check(eng, fields) if store is not None else None}
 
 
 def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, str, bool]],
@@ -147,21 +257,22 @@ def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, 
     eng = Engine(net, shelters=shelters, warm=fields, search=worker)
     eng.update(add_areas=[HazardArea(id="warmup", hazard="flood", geometry=polygon(net, rng, radius_m))])
     eng.update(remove_areas=["warmup"])  # the edge index and the incremental tables are built
-    t: dict[str, list[float]] = {k: [] for k in ("add_inc", "add_full", "remove_inc", "remove_full",
-                                                 "close_inc", "close_full", "open_inc", "open_full")}
+    t: dict[str, list[dict[str, Any]]] = {f"{op}_{mode}": [] for op in OPS for mode in ("inc", "full")}
     cut: list[int] = []
     work0 = eng.incremental_work.copy()
     inc0 = sum(eng.incremental_updates.values())
     for k in range(rounds):
         area = HazardArea(id=f"local{k}", hazard="flood", geometry=polygon(net, rng, radius_m))
         cut.append(roads_cut(eng, area))
-        shelter = shelters[int(rng.integers(len(shelters)))].id
+        shelter = shelters[int(rng.integers(len(shelters)))]
+        centre = area.geometry.centroid
+        at_area, at_shelter = (centre.y, centre.x), (shelter.lat, shelter.lon)
         for mode in ("inc", "full"):
             eng.incremental = mode == "inc"
-            t[f"add_{mode}"].append(timed_update(eng, add_areas=[area]))
-            t[f"remove_{mode}"].append(timed_update(eng, remove_areas=[area.id]))
-            t[f"close_{mode}"].append(timed_update(eng, is_open={shelter: False}))
-            t[f"open_{mode}"].append(timed_update(eng, is_open={shelter: True}))
+            t[f"add_{mode}"].append(timed_update(eng, fields, at_area, add_areas=[area]))
+            t[f"remove_{mode}"].append(timed_update(eng, fields, at_area, remove_areas=[area.id]))
+            t[f"close_{mode}"].append(timed_update(eng, fields, at_shelter, is_open={shelter.id: False}))
+            t[f"open_{mode}"].append(timed_update(eng, fields, at_shelter, is_open={shelter.id: True}))
     eng.incremental = True
     work = eng.incremental_work - work0
     res: dict[str, Any] = {"nodes": net.n_nodes, "fields": len(fields), "rounds": rounds, "radius_m": radius_m,
@@ -171,9 +282,21 @@ def run_incremental(nodes: int, rounds: int, seed: int, fields: list[tuple[str, 
                            "fallbacks": 4 * rounds * len(fields) - (sum(eng.incremental_updates.values()) - inc0),
                            "resolved_nodes_per_update": (work["increased"] + work["decreased"]) / max(1, 4 * rounds * len(fields)),
                            "worker_region_searches": work["worker_searches"]}
-    for name, vals in t.items():
-        res[f"{name}_ms_median"] = statistics.median(vals)
-        res[f"{name}_ms_max"] = max(vals)
+    for name, runs in t.items():
+        for what in ("update", "reflected", "shared"):
+            vals = [r[f"{what}_ms"] for r in runs]
+            # (f"{name}_ms_*": the whole update, as before the split)
+            label = f"{name}_ms" if what == "update" else f"{name}_{what}_ms"
+            res[f"{label}_median"] = statistics.median(vals)
+            res[f"{label}_max"] = max(vals)
+        for what in ("probe_ms", "write_mb", "write_ms", "write_pre_swap_mb", "write_pre_swap_ms", "swap_cpu_ms",
+                     "update_cpu_ms"):
+            res[f"{name}_{what}_median"] = statistics.median(r[what] for r in runs)
+        res[f"{name}_write_mb_s"] = (sum(r["write_mb"] + r["write_pre_swap_mb"] for r in runs)
+                                     / max(1e-9, sum(r["write_ms"] + r["write_pre_swap_ms"] for r in runs) / 1e3))
+        res[f"{name}_reflected_ok"] = all(r["reflected_ok"] for r in runs)
+        res[f"{name}_probes_changed"] = [r["changed"] for r in runs]
+        res[f"{name}_shared_ok"] = None if eng.store is None else all(r["shared_ok"] for r in runs)
     worker.close()
     return res
 
@@ -438,17 +561,28 @@ def main_incremental(args: argparse.Namespace) -> int:
         else:
             results.append(run_incremental(n, args.rounds, seed=7, fields=FIELDS[:args.fields], radius_m=args.radius))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    print(f"{'nodes':>9} {'fields':>6} {'roads cut':>9} | {'median / max ms, all fields: incremental vs full':<64} | "
-          f"{'re-solved':>9}")
-    print(f"{'':>9} {'':>6} {'med/max':>9} | {'area added':<20} {'area removed':<20} {'shelter closed':<20} "
-          f"{'shelter opened':<20} | {'nodes/upd':>9}")
+    print("median/max ms from the call to Engine.update, all configured fields; reflected: swapped in, a route query "
+          "in every field answers from the new state; shared: the new entries in the field store (another process "
+          "maps them); update: returned; full: update with the full search (the baseline)")
     for r in results:
-        cells = []
-        for op in ("add", "remove", "close", "open"):
-            cells.append(f"{r[f'{op}_inc_ms_median']:.0f}/{r[f'{op}_inc_ms_max']:.0f} vs "
-                         f"{r[f'{op}_full_ms_median']:.0f}/{r[f'{op}_full_ms_max']:.0f}")
-        print(f"{r['nodes']:>9} {r['fields']:>6} {r['roads_cut_median']:>4.0f}/{r['roads_cut_max']:<4} | "
-              + " ".join(f"{c:<20}" for c in cells) + f" | {r['resolved_nodes_per_update']:>9.0f}")
+        print(f"{r['nodes']:,} nodes, {r['fields']} fields, roads cut {r['roads_cut_median']:.0f}/{r['roads_cut_max']}, "
+              f"re-solved {r['resolved_nodes_per_update']:.0f} nodes/field update")
+        print(f"  {'change':<15} {'reflected':>11} {'shared':>11} {'update':>11} {'full':>11} | "
+              f"{'store MB before/after swap':>26} {'write ms':>8} {'MB/s':>6} | {'CPU ms swap/all':>15} | checks")
+        for op, name in zip(OPS, ("area added", "area removed", "shelter closed", "shelter opened"), strict=True):
+            k = f"{op}_inc"
+            checks = "reflected " + ("ok" if r[f"{k}_reflected_ok"] else "WRONG")
+            checks += f", probes changed {r[f'{k}_probes_changed']}"
+            if r[f"{k}_shared_ok"] is not None:
+                checks += ", shared " + ("ok" if r[f"{k}_shared_ok"] else "WRONG")
+            print(f"  {name:<15} {r[f'{k}_reflected_ms_median']:>5.0f}/{r[f'{k}_reflected_ms_max']:<5.0f} "
+                  f"{r[f'{k}_shared_ms_median']:>5.0f}/{r[f'{k}_shared_ms_max']:<5.0f} "
+                  f"{r[f'{k}_ms_median']:>5.0f}/{r[f'{k}_ms_max']:<5.0f} "
+                  f"{r[f'{op}_full_ms_median']:>5.0f}/{r[f'{op}_full_ms_max']:<5.0f} | "
+                  f"{r[f'{k}_write_pre_swap_mb_median']:>12.0f}/{r[f'{k}_write_mb_median']:<13.0f} "
+                  f"{r[f'{k}_write_ms_median'] + r[f'{k}_write_pre_swap_ms_median']:>8.0f} "
+                  f"{r[f'{k}_write_mb_s']:>6.0f} | {r[f'{k}_swap_cpu_ms_median']:>7.0f}/{r[f'{k}_update_cpu_ms_median']:<7.0f} "
+                  f"| {checks}")
         if r["field_store"]:
             print("  (fields kept in the host-wide field store: each update claims and publishes them; the full\n"
                   "   search runs second on each state and maps the incremental pass's entries instead of searching)")

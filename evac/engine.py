@@ -40,6 +40,10 @@ Shared between processes
     once: the first holds the entry's lock until it has published, the other waits (bounded) and maps it
     (:meth:`evac.fieldstore.FieldStore.claim`). Mapped arrays are read-only: a change copies them
     first (:class:`evac.incremental.ArrayPool`), and the copy is free for the next change once published.
+    An update swaps its new state in first and publishes after (``Engine.update(on_swap=...)`` marks the
+    point between; ``bench/evac_scale.py --incremental --store`` times both): its fields, which then map
+    their entries, and its new edge factors, which the hazard index keeps as its own (its weights are
+    read from that very array).
 """
 
 from __future__ import annotations
@@ -97,7 +101,9 @@ AREA_MARGIN_M = 1000.0
 REACH_MAX_DEG = 10.0
 #: Sets of areas in force whose hazard index (edge factors, weights, line tests) is kept: the current
 #: ones of both exercise modes and the one before each (the base for the next one, and an area drawn and
-#: then withdrawn again). Each holds an edge array and two directed-edge arrays per profile in use.
+#: then withdrawn again). Each holds an edge array and two directed-edge arrays per profile in use. With a
+#: field store, an index an update built keeps its own edge factors (8 B per base edge, published after
+#: the swap; :class:`_Unpublished`), not the mapped copy: up to this many such copies per process.
 HAZARD_INDEXES = 4
 #: Picks of qualifying shelters whose source rows are kept per set of shelter positions.
 SOURCE_SETS = 8
@@ -326,6 +332,21 @@ class _Snapshot:
     state: HazardState
     fields: dict[FieldKey, Field] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(eq=False)
+class _Unpublished:
+    """A field store entry an update computed, published once the new state is swapped in
+    (:meth:`Engine.update`); ``claim`` (the entry's lock) is held until then."""
+
+    name: str
+    dig: str
+    claim: Claim
+    #: a field's search result: published, then the field's arrays are the mapped ones
+    field: Field | None = None
+    #: a hazard index's edge factors: published, and kept by the index (its weights and the record of
+    #: which edges differ from other indexes' factors are tied to this very array)
+    mult: np.ndarray | None = None
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -580,7 +601,7 @@ class Engine:
         self, *, shelters: Iterable[Shelter] | None = None, areas: Iterable[HazardArea] | None = None,
         add_areas: Iterable[HazardArea] = (), remove_areas: Iterable[str] = (),
         alert_levels: Mapping[str, int] | None = None, occupancy: Mapping[str, int] | None = None,
-        is_open: Mapping[str, bool] | None = None,
+        is_open: Mapping[str, bool] | None = None, on_swap: Callable[[HazardState], None] | None = None,
     ) -> HazardState:
         """Apply a change, recompute the fields in use, swap them in; returns the new state.
 
@@ -590,6 +611,11 @@ class Engine:
 
         ``shelters``/``areas`` replace the whole set; ``add_areas`` adds or replaces areas by id;
         ``alert_levels`` merges gauge levels; ``occupancy``/``is_open`` change shelters by id.
+
+        ``on_swap(state)`` is called in this thread right after the swap, before the fields are published
+        to the field store: queries in this process already answer from ``state``, other processes map
+        the new entries only once this returns (``bench/evac_scale.py`` times both). It holds the update
+        lock: keep it short, and do not call :meth:`update` from it.
         """
         with self._update_lock:
             old = self._snap
@@ -613,7 +639,7 @@ class Engine:
             new = _Snapshot(HazardState(st.version + 1, _now(), shel, ar, levels))
             with self._recent_lock:
                 keys = self.warm | set(self._recent)
-            unpublished: list[tuple[Field, str, str, Claim]] = []
+            unpublished: list[_Unpublished] = []
             try:
                 for key in sorted(keys):  # (one order in every process: their entry locks cannot cross)
                     f = old.fields.get(key)
@@ -622,19 +648,27 @@ class Engine:
                     else:
                         self._compute(new, key, prev=f, unpublished=unpublished)
                 self._snap = new  # the atomic swap: one reference assignment
+                if on_swap is not None:
+                    on_swap(new.state)
                 if self.store is not None:
-                    # published once the new state is in use (writing the files takes about as long as an
-                    # incremental update): each field then drops its own arrays for the mapped ones, which
-                    # hold the same values, so a query reading either answers the same; another process
-                    # that needs the entry meanwhile waits for it (the claim's lock) and then maps it
-                    for f, name, dig, claim in unpublished:
-                        f.dist, f.next_node, f.source = self._share(name, dig, dist=f.dist, next_node=f.next_node,
-                                                                    source=f.source)
-                        claim.release()
+                    # published once the new state is in use (writing the files takes longer than an
+                    # incremental update: at 3M nodes 91 MB of edge factors and 48 MB per field): the edge
+                    # factors first (another process needs them before its fields), then each field, which
+                    # drops its own arrays for the mapped ones, holding the same values, so a query reading
+                    # either answers the same; another process that needs an entry meanwhile waits for it
+                    # (the claim's lock) and then maps it
+                    for u in sorted(unpublished, key=lambda u: u.field is not None):
+                        if u.field is not None:
+                            f = u.field
+                            f.dist, f.next_node, f.source = self._share(u.name, u.dig, dist=f.dist,
+                                                                        next_node=f.next_node, source=f.source)
+                        elif u.mult is not None:
+                            self._share(u.name, u.dig, mult=u.mult)
+                        u.claim.release()
                     self.store.prune()  # old entries go too
             finally:
-                for *_, claim in unpublished:
-                    claim.release()
+                for u in unpublished:
+                    u.claim.release()
             return new.state
 
     @staticmethod
@@ -691,7 +725,7 @@ class Engine:
         return f
 
     def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None,
-                 unpublished: list[tuple[Field, str, str, Claim]] | None = None) -> Field:
+                 unpublished: list[_Unpublished] | None = None) -> Field:
         """The field of ``key`` at ``snap``'s state (stored in ``snap``).
 
         Reused, never rebuilt, when their inputs are the same: the hazard index (by the areas in force),
@@ -703,8 +737,8 @@ class Engine:
         (:mod:`evac.incremental`) when the change is local. With a field store, the search result is
         claimed there first (:meth:`FieldStore.claim`: mapped when published, waited for while another
         process computes it); one computed here is published and mapped, or, when ``unpublished`` is
-        given, left to the caller ((field, entry name, digest, claim) appended to it: it releases the
-        claim once published).
+        given, left to the caller (appended to it, with the claim it releases once published), as are the
+        edge factors of a new hazard index (:meth:`_hazard_index`).
         """
         profile, hazard, exercise = key
         check_hazard(hazard)
@@ -714,7 +748,7 @@ class Engine:
             if key in snap.fields:
                 return snap.fields[key]
             t0 = time.perf_counter()
-            hz = self._hazard_index(snap.state.active(exercise=exercise))
+            hz = self._hazard_index(snap.state.active(exercise=exercise), unpublished=unpublished)
             de_w, pair_w = self._weights(hz, pg)
             prof = PROFILES[profile]
             speed = prof.speed_mps if prof.walking else ACCESS_SPEED_MPS
@@ -763,7 +797,8 @@ class Engine:
                           pred, src, shelters, sources, on_edge, hz.mult, de_w, pair_w, hz.blocked, hz.lines, speed,
                           tails)
                 if shared is not None and unpublished is not None:
-                    unpublished.append((f, *shared, claim))  # the caller publishes it once the state is swapped in
+                    # the caller publishes it once the state is swapped in
+                    unpublished.append(_Unpublished(*shared, claim, field=f))
                 snap.fields[key] = f
                 self._touch(key)
                 with self._recent_lock:
@@ -774,7 +809,7 @@ class Engine:
                     self._structs.pop(old_key, None)
                 return f
             finally:
-                if not (unpublished and unpublished[-1][3] is claim):
+                if not (unpublished and unpublished[-1].claim is claim):
                     claim.release()  # published (or failed): others may take it
 
     def _share(self, name: str, dig: str, **arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -818,7 +853,8 @@ class Engine:
                                      worker_searches=stats.worker_solves)
         return dist, pred, src
 
-    def _hazard_index(self, active: list[HazardArea]) -> _HazardIndex:
+    def _hazard_index(self, active: list[HazardArea], *,
+                      unpublished: list[_Unpublished] | None = None) -> _HazardIndex:
         """The hazard index of a set of areas in force (the last :data:`HAZARD_INDEXES` sets are kept).
 
         A new set starts from the kept index nearest to it (fewest areas added or removed): its edge
@@ -827,6 +863,10 @@ class Engine:
         factors (:meth:`_weights`), and the edges changed are remembered for the incremental update of
         the fields (:meth:`_HazardIndex.edges_changed_from`). The factors and weights equal a rebuild
         from nothing (``tests/evac/test_evac_weight_patch.py`` holds them to that).
+
+        With a field store, new factors are published and the index keeps the mapped copy; with
+        ``unpublished`` (an update), they are appended to it instead, holding the entry's lock, and the
+        index keeps them: the update publishes them once its state is swapped in.
         """
         key = tuple(id(a) for a in active)  # the index holds the areas: their ids stay theirs while it is kept
         with self._cache_lock:
@@ -854,7 +894,8 @@ class Engine:
                 parts += [a.id, a.severity, float(a.penalty_factor), np.asarray(h, np.int64)]
             dig = self.store.digest("mult", net.n_edges, *parts)
             claim = self.store.claim("mult", dig)  # mapped, or ours to build (others wait meanwhile)
-        with claim:
+        deferred = False
+        try:
             if claim.arrays is not None:  # published by another process: mapped, not built
                 mult = claim.arrays["mult"]
                 changed = None if parent is None else _edges_between(parent, active, hits)
@@ -865,7 +906,14 @@ class Engine:
             else:
                 mult, changed = _patched_mult(parent, active, hits, self._pool.copy)
             if self.store is not None and claim.arrays is None:
-                mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
+                if unpublished is not None:  # published by the update once its state is in use
+                    unpublished.append(_Unpublished("mult", dig, claim, mult=_frozen(mult)))
+                    deferred = True
+                else:
+                    mult = self._share("mult", dig, mult=mult)[0]  # published; the private copy is dropped
+        finally:
+            if not deferred:
+                claim.release()
         idx = _HazardIndex(tuple(active), ids, hits, _frozen(mult), BlockedAreas(active),
                            AreaLines(net, [(a.geometry, b) for a, b in geoms if a.severity == "blocked"],
                                      [(a.geometry, b, a.penalty_factor) for a, b in geoms if a.severity == "penalty"]),

@@ -166,6 +166,12 @@ class FieldStore:
         self.write_failures = 0
         #: :meth:`put` calls skipped while publishing paused (the result kept private)
         self.skipped = 0
+        #: bytes of the files of the entries this process wrote (the ``.npy`` files, headers included;
+        #: written, whether or not its rename then won)
+        self.written_bytes = 0
+        #: seconds this process spent writing entries (from making the directory aside to its rename
+        #: into place, the CRC-32s included; :meth:`put`)
+        self.write_s = 0.0
         #: entries this process removed to bound the store (:meth:`prune`, :meth:`clean`: beyond ``keep``
         #: per name, or written under another store key)
         self.pruned = 0
@@ -358,6 +364,7 @@ class FieldStore:
                 return arrays
         tmp = where.with_name(f".{dig}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         fd = None
+        t0 = time.perf_counter()
         try:
             tmp.mkdir(parents=True)
             # held while written: clean() leaves a directory alone whose writer lives (a pid from another
@@ -365,13 +372,18 @@ class FieldStore:
             fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             specs = {}
+            written = 0
             for aname, a in arrays.items():
                 a = np.ascontiguousarray(a)
                 np.save(tmp / f"{aname}.npy", a, allow_pickle=False)
-                specs[aname] = {"shape": list(a.shape), "dtype": a.dtype.str, "crc32": _crc(a),
-                                "file_bytes": (tmp / f"{aname}.npy").stat().st_size}
+                size = (tmp / f"{aname}.npy").stat().st_size
+                specs[aname] = {"shape": list(a.shape), "dtype": a.dtype.str, "crc32": _crc(a), "file_bytes": size}
+                written += size
             (tmp / "meta.json").write_text(json.dumps({"key": self.key, "digest": dig, "arrays": specs}))
             theirs = self._place(tmp, where, name, dig)
+            with self._lock:
+                self.written_bytes += written
+                self.write_s += time.perf_counter() - t0
         except OSError as exc:
             self._write_failed(where, exc)
             return arrays

@@ -40,6 +40,8 @@ MALFORMED: dict[str, bytes] = {
     "chunked and Content-Length": (f"POST {TARGET} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
                                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode(),
     "bad Content-Length": f"POST {TARGET} HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n{{}}".encode(),
+    # an HTTP/1.0 client is answered in HTTP/1.0 (as aiohttp answers its parsed requests), still saying the close
+    "HTTP/1.0 header name with a space": f"GET {TARGET} HTTP/1.0\r\nHost: x\r\nBad Name: v\r\n\r\n".encode(),
 }
 
 _DETAILS = {text for _, text in FAULTS} | {FAULT_OTHER}
@@ -60,7 +62,8 @@ async def _unparsable_counts(client: TestClient) -> dict[int, float]:
 
 async def _exchange(client: TestClient, raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``raw`` on a new connection; the answer's status, headers (lower-case names) and body, read to
-    the end of the connection (aiohttp closes it after a parse error)."""
+    the end of the connection (aiohttp closes it after a parse error); the answer's HTTP version is under
+    the key ``version``."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
         writer.write(raw)
@@ -72,13 +75,23 @@ async def _exchange(client: TestClient, raw: bytes) -> tuple[int, dict[str, str]
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
     assert len(body) == int(headers["content-length"]), answer
+    headers["version"] = status_line.split()[0]
     return int(status_line.split()[1]), headers, body
 
 
-def _check_problem(status: int, headers: dict[str, str], body: bytes, sent: bytes) -> dict[str, Any]:
+def _check_problem(status: int, headers: dict[str, str], body: bytes, sent: bytes, *,
+                   version: str | None = None) -> dict[str, Any]:
+    """A problem answer to the unparsable ``sent``, in ``version`` (by default the one its request line names,
+    HTTP/1.1 unless it is HTTP/1.0)."""
     assert status in (400, 413, 431), (status, body)
     assert headers["content-type"].startswith("application/problem+json")
-    assert headers["x-content-type-options"] == "nosniff"
+    # the headers of every answer (api.edge.secured), and the close said (it was HTTP/1.0 without it)
+    assert (headers["x-content-type-options"], headers["referrer-policy"], headers["x-frame-options"]) == (
+        "nosniff", "no-referrer", "DENY")
+    assert headers["connection"] == "close"
+    if version is None:
+        version = "HTTP/1.0" if sent.split(b"\r\n", 1)[0].endswith(b" HTTP/1.0") else "HTTP/1.1"
+    assert headers["version"] == version
     problem = json.loads(body)
     assert problem["status"] == status and problem["type"] == "about:blank"
     assert problem["detail"] in _DETAILS
@@ -151,9 +164,32 @@ async def test_the_server_of_sonae_api_answers_and_counts_them_too(pool: asyncpg
             answer = await asyncio.wait_for(reader.read(), 10)
             writer.close()
             head, _, body = answer.partition(b"\r\n\r\n")
-            assert head.split(b" ", 2)[1] == b"400" and b"application/problem+json" in head
+            assert head.startswith(b"HTTP/1.1 400 ") and b"application/problem+json" in head
+            assert b"\r\nConnection: close\r\n" in head
             assert SECRET.encode() not in body and json.loads(body)["detail"] in _DETAILS
             assert STATS.counts.get((UNPARSABLE, "UNKNOWN", 400), 0) == before + 1
     finally:
         stop.set()
         await served
+
+
+async def test_a_client_that_spoke_http_10_on_the_connection_is_answered_in_it(client: TestClient) -> None:
+    """A malformed request after a parsed HTTP/1.0 one on a kept-alive connection: the problem is in HTTP/1.0
+    (the version of the connection's last parsed request), still saying the close."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.0 200 ") and b"Connection: keep-alive" in head, head
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+        await asyncio.wait_for(reader.readexactly(length), 10)
+        raw = MALFORMED["garbage version"]
+        writer.write(raw)
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert status_line.startswith("HTTP/1.0 400 ") and headers["connection"] == "close", answer
+    _check_problem(400, headers | {"version": "HTTP/1.0"}, body, raw, version="HTTP/1.0")

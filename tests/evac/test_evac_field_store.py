@@ -153,8 +153,11 @@ def test_two_processes_map_one_copy_and_move_together(npz: Path) -> None:
             assert got["writable"] == [False] * 4  # A's own copies, published after the swap, are dropped
         assert new_a["digest"] == new_b["digest"]  # one field: next hops and source rows too
         assert new_a["recomputes"] == 2 and new_b["recomputes"] == 0
-        for k in ("dist", "next_node", "source", "mult"):
+        for k in ("dist", "next_node", "source"):
             assert new_a["files"][k] == new_b["files"][k] != first_a["files"][k]
+        # the new edge factors: published by A after its swap (B maps them), kept by A's hazard index
+        assert "/fields/mult/" in new_b["files"]["mult"][0] and new_b["files"]["mult"] != first_a["files"]["mult"]
+        assert "/fields/" not in new_a["files"]["mult"][0]
         # entries stay bounded: each change publishes one more, the oldest beyond KEEP go
         for k in range(2, KEEP + 4):
             last = a.area(f"y{k}", spot(npz, k), 0.001)
@@ -195,12 +198,53 @@ def test_a_damaged_entry_is_detected_and_computed_again(npz: Path, damage: str) 
     assert c.first["damaged"] == 0 and c.first["recomputes"] == 0 and c.first["files"] == got["files"]
 
 
+def test_an_update_is_served_here_before_its_entries_are_published(npz: Path, tmp_path: Path) -> None:
+    """Engine.update swaps its state in before it writes the store (``on_swap`` runs between): a query here
+    answers from the new state while neither its edge factors nor its field are in the store yet; once
+    update returns, another process maps both instead of computing them."""
+    path = tmp_path / "grid.npz"
+    path.write_bytes(npz.read_bytes())
+    net = RoadNetwork.load(path)
+    eng = Engine(net, field_store_min_nodes=0, shelters=grid_shelters(net, per=100, seed=5),
+                 warm=[("walk", "flood", False)], incremental_min_nodes=0)
+    store = eng.store
+    assert store is not None
+    names = ("mult", FIELD)
+    before = {n: store.entries(n) for n in names}
+    lon, lat = spot(npz, 1)
+    old = eng.route_result(lat, lon)
+    seen: dict[str, Any] = {}
+
+    def on_swap(state: Any) -> None:
+        seen["entries"] = {n: store.entries(n) for n in names}
+        r = eng.route_result(lat, lon)
+        seen["answer"] = (r.state.version, r.status, r.duration_s)
+
+    new = eng.update(add_areas=[HazardArea(id="x", hazard="flood", geometry=shapely.Point(lon, lat).buffer(0.002))],
+                     on_swap=on_swap)
+    assert seen["entries"] == before  # nothing of the new state published at the swap...
+    r = eng.route_result(lat, lon)
+    assert seen["answer"] == (new.version, r.status, r.duration_s) != (old.state.version, old.status, old.duration_s)
+    after = {n: store.entries(n) for n in names}
+    assert all(len(after[n]) == len(before[n]) + 1 for n in names)  # ... and all of it once update returned
+    b = Proc(path)
+    try:
+        got = b.area("x", (lon, lat), 0.002)
+    finally:
+        b.close()
+    assert got["recomputes"] == 0 and got["writes"] == 0  # mapped, not computed
+    for k, n in (("mult", "mult"), ("dist", FIELD)):
+        assert Path(got["files"][k][0]).parent.name in set(after[n]) - set(before[n])
+
+
 def test_store_round_trip_bounds_and_cleaning(tmp_path: Path) -> None:
     store = FieldStore(tmp_path, "net-1", keep=2)
     rng = np.random.default_rng(3)
     arrays = {"dist": rng.random(5000), "source": rng.integers(0, 9, 5000).astype(np.int32),
               "empty": np.zeros(0)}
     got = store.put("f", "d1", arrays)
+    assert store.written_bytes == sum(f.stat().st_size for f in (tmp_path / "f" / "d1").glob("*.npy"))
+    assert store.write_s > 0
     for k, v in arrays.items():
         assert np.array_equal(got[k], v) and got[k].dtype == v.dtype and not got[k].flags.writeable
     assert store.get("f", "d1") is not None and store.get("f", "nope") is None
