@@ -59,7 +59,8 @@ def cap_time(ts: datetime) -> str:
 def place_name(alert: dict[str, Any], *, lang: str = "ja-JP") -> str:
     """The place an alert is about, as residents name it.
 
-    Gauges: ``<river> <station>`` (Japanese) or the station's English name; evacuation orders: the
+    Gauges: ``<river> <station>`` (Japanese; the station alone when its name already begins with the
+    river's, as the drill town's 訓練川 第1水位観測所 does) or the station's English name; evacuation orders: the
     order's area description, else the municipality's name. ``lang`` is a CAP language tag
     (``en-US`` gives English; anything else Japanese). Never empty (falls back to ids or ``—``).
     """
@@ -69,9 +70,9 @@ def place_name(alert: dict[str, Any], *, lang: str = "ja-JP") -> str:
 def _place(alert: dict[str, Any]) -> str:
     if alert.get("condition") == "evacuation_order":
         return alert.get("area_desc") or alert.get("municipality_name") or alert.get("municipality_code") or "—"
-    name = alert.get("station_name") or alert.get("station_id") or "—"
+    name = str(alert.get("station_name") or alert.get("station_id") or "—")
     river = alert.get("river")
-    return f"{river} {name}" if river else str(name)
+    return f"{river} {name}" if river and not name.startswith(river) else name
 
 
 def _place_en(alert: dict[str, Any]) -> str:
@@ -171,7 +172,8 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
         if cleared:
             t = cleared_text(alert["condition"], level, lang, place)
         else:
-            t = text_for(alert["condition"], level, lang)
+            t = text_for(alert["condition"], level, lang, reason=alert.get("reason"),
+                         falling=alert.get("state") == "de-escalated")
         info = _sub(root, "info")
         _sub(info, "language", lang)
         _sub(info, "category", "Infra" if alert["condition"] in ("silent", "low_battery", "fault") else "Met")
@@ -263,7 +265,8 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, profile: CapProf
         if x.get("cleared_at") is not None:
             title = cleared_text(x["condition"], level, "ja-JP", _place(x)).headline
         else:
-            title = text_for(x["condition"], level, "ja-JP").headline.format(place=_place(x))
+            title = text_for(x["condition"], level, "ja-JP", reason=x.get("reason"),
+                             falling=x.get("state") == "de-escalated").headline.format(place=_place(x))
         if x["exercise"]:
             title = "【訓練】" + title
         a(entry, "title", title)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import asyncpg
 from shapely.geometry import Point, shape
 
+from alerting.cap import place_name
 from alerting.store import list_active
 from alerting.texts import text_for
 from jma.areas import municipality_names
@@ -248,7 +249,8 @@ def guidance(answer: LevelInForce, language: str) -> dict[str, Any]:
                 "event": top.name[language], "headline": top.name[language],
                 "instruction": OFFICIAL_INSTRUCTION.get(top.level, {}).get(language, CALM[language][1])}
     alert = top.alert or {}
-    text = text_for(alert["condition"], top.level, language)
-    place = alert.get("station_name") or alert.get("river") or ""
+    text = text_for(alert["condition"], top.level, language, reason=alert.get("reason"),
+                    falling=alert.get("state") == "de-escalated")
+    place = place_name(alert, lang=language)  # as CAP and push name it: an order's area or town, a gauge
     return {"level": top.level, "condition": alert["condition"], "alert_id": alert["id"], "event": text.event,
             "headline": text.headline.format(place=place), "instruction": text.instruction}

@@ -67,6 +67,28 @@ _RIVER: dict[int, dict[str, Text]] = {
     },
 }
 
+#: level 3 raised by the trend rule (alerting/rules.py: 氾濫危険水位 forecast within the horizon) before the
+#: gauge reached 避難判断水位: the flood-forecast practice of "reached, or forecast to reach" (氾濫警戒情報),
+#: so the headline says the river is rising towards the danger stage, never that it reached a stage it has not
+_RIVER_TREND: dict[str, Text] = {
+    "ja-JP": Text("氾濫危険水位到達の見込み（警戒レベル3相当）",
+                  "{place}の水位が上昇を続け、氾濫危険水位に達する見込みです（警戒レベル3相当）",
+                  _RIVER[3]["ja-JP"].instruction),
+    "en-US": Text("River flood warning (alert level 3 equivalent)",
+                  "The river at {place} is rising and forecast to reach the flood danger stage "
+                  "(alert level 3 equivalent)", _RIVER[3]["en-US"].instruction),
+    "ja-JP-x-easy": Text("かわが あぶない（レベル3）", "{place}の かわの みずが どんどん ふえて います",
+                         _RIVER[3]["ja-JP-x-easy"].instruction),
+}
+
+#: a gauge's level 2-4 kept after the river began to fall (de-escalated: alerting/rules.py lowers a level one
+#: step at a time, after hysteresis and a dwell), so the headline never says the stage was just reached
+_RIVER_FALLING = {
+    "ja-JP": Text("警戒レベル{level}相当（水位低下中）", "{place}の水位は下がり始めましたが、警戒レベル{level}相当が続いています", ""),
+    "en-US": Text("", "The river at {place} has begun to fall; alert level {level} equivalent continues", ""),
+    "ja-JP-x-easy": Text("", "{place}の かわの みずは へりはじめました。でも まだ あぶないです（レベル{level}）", ""),
+}
+
 _ORDER: dict[int, dict[str, Text]] = {
     3: {
         "ja-JP": Text("高齢者等避難（警戒レベル3）", "{place}に高齢者等避難を発令しました",
@@ -132,8 +154,18 @@ _CLEARED = {
 }
 
 
-def text_for(condition: str, level: int, language: str) -> Text:
+def text_for(condition: str, level: int, language: str, *, reason: str | None = None, falling: bool = False) -> Text:
+    """The texts of an alert of ``condition`` at ``level`` in ``language`` (one of :data:`LANGUAGES`;
+    ``KeyError`` for another). ``reason`` is the alert's (or its event's) ``reason``: a gauge's level 3 of
+    reason ``trend`` is forecast, not reached (:data:`_RIVER_TREND`). ``falling``: the alert's state (or its
+    event's kind) is ``de-escalated``, so a gauge's level 2-4 continues as the river falls (:data:`_RIVER_FALLING`)."""
     if condition == "river_level":
+        if falling and 2 <= level <= 4:
+            base, t = _RIVER[level][language], _RIVER_FALLING[language]
+            return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
+                        base.instruction)
+        if reason == "trend" and level == 3:
+            return _RIVER_TREND[language]
         return _RIVER[max(1, min(5, level))][language]
     if condition == "evacuation_order":
         return _ORDER[max(3, min(5, level))][language]

@@ -73,7 +73,8 @@ def _geometry(raw: dict[str, Any], name: str) -> BaseGeometry:
 
 
 async def area_municipality(request: web.Request, conn: asyncpg.Connection, account: Account,
-                            municipality: str | None, area: dict[str, Any], *, name: str) -> str | None:
+                            municipality: str | None, area: dict[str, Any], *, name: str,
+                            exercise: bool) -> str | None:
     """The municipality a staff-drawn area belongs to, checked against the boundaries.
 
     Call it outside a transaction (it may load the boundary index and measure the area in a thread).
@@ -81,7 +82,11 @@ async def area_municipality(request: web.Request, conn: asyncpg.Connection, acco
     largest part of the area. Raises a 403 problem when a municipal account draws beyond its own
     municipality, a 422 problem (area and municipality each valid, not together) when the area lies
     beyond the given municipality; both allow
-    :data:`BORDER_SLACK_M`. Where Sonae has no boundary for the municipality, the area is not checked.
+    :data:`BORDER_SLACK_M`. Where Sonae has no boundary for the municipality (the drill town 079995, another
+    prefecture's town before its N03 boundaries are imported), a real area (``exercise`` false) must not
+    reach into a municipality Sonae has one for: same problems. Without that, the drill town's staff could
+    order 避難指示 or block roads for real across all of Fukushima (an order's area counts wherever it lies:
+    alerting/level.py); its drills, which only drills see, may still lie in the real town around it.
     """
     boundaries = await index(request.app, conn)
     if not len(boundaries):
@@ -92,6 +97,16 @@ async def area_municipality(request: web.Request, conn: asyncpg.Connection, acco
     placed = await asyncio.to_thread(boundaries.place_area, geometry, municipality)
     if placed.municipality is None:
         return None
+    if placed.beyond_m is None and not exercise:
+        others = await asyncio.to_thread(boundaries.reaching_into, geometry)
+        if others:
+            where = (f"a real area of municipality {placed.municipality}, for which Sonae has no boundary, reaches "
+                     f"more than {BORDER_SLACK_M:.0f} m into municipality {', '.join(others)}")
+            if account.municipality_code is not None:
+                raise Problem(403, "Forbidden", f"{where}: draw inside your municipality, or mark a drill as an "
+                              "exercise", field=name)
+            raise Problem(422, "Unprocessable Content", f"{where}: give the municipality it lies in, or mark a "
+                          "drill as an exercise", field=name)
     if not placed.fits:
         municipality, beyond = placed.municipality, placed.beyond_m
         where = f"{beyond:.0f} m beyond the border of municipality {municipality}"

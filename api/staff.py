@@ -85,14 +85,15 @@ async def post_order(request: web.Request) -> web.Response:
     require_target_scope(account, municipality)
     level = int_field(body, "level", lo=3, hi=5)
     area = field(body, "area", dict, default=None)
+    exercise = field(body, "exercise", bool, default=False)
     async with request.app[POOL].acquire() as conn:
         if area is not None:
-            await area_municipality(request, conn, account, municipality, area, name="area")
+            await area_municipality(request, conn, account, municipality, area, name="area", exercise=exercise)
         try:
             order_id, change = await issue_order(
                 conn, municipality_code=municipality, level=level, issued_by=account.username,
                 area=area, area_desc=field(body, "area_desc", str, default=None),
-                note=field(body, "note", str, default=None), exercise=field(body, "exercise", bool, default=False))
+                note=field(body, "note", str, default=None), exercise=exercise)
         except AlertError as exc:
             raise Problem(400, "Bad Request", str(exc)) from None
     return web.json_response({"order_id": order_id, "alert_id": change.alert_id}, status=201)
@@ -222,7 +223,8 @@ async def post_hazard(request: web.Request) -> web.Response:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
     async with request.app[POOL].acquire() as conn:
         # outside the transaction: loading the boundaries and measuring the area take a while
-        municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry")
+        municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry",
+                                               exercise=area.exercise)
         async with conn.transaction():
             area_id = await add_hazard_area(conn, area, actor=account.username, municipality_code=municipality)
             await audit(conn, account.username, "hazard_area.added", "hazard_area", area_id,

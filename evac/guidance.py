@@ -93,11 +93,28 @@ _METRES = {"ja": "m", "en": " m", "ja-easy": "メートル"}
 _KILOMETRES = {"ja": "km", "en": " km", "ja-easy": "キロメートル"}
 
 
+def _round_half_up(x: float) -> int:
+    """The integer nearest ``x`` (≥ 0), halves up: JavaScript's ``Math.round``, which the resident page uses."""
+    n = math.floor(x)
+    return n + 1 if x - n >= 0.5 else n
+
+
 def format_distance(metres: float, *, lang: str) -> str:
-    """Metres to the nearest 10 under 1 km, else km to one decimal, in ``lang`` (``KeyError`` for another)."""
-    if metres < 1000:
-        return f"{round(metres / 10) * 10:.0f}" + _METRES[lang]
-    return f"{metres / 1000:.1f}" + _KILOMETRES[lang]
+    """Metres to the nearest 10 under 1 km, else km to one decimal, in ``lang`` (``KeyError`` for another).
+
+    Formatted from the figure as answers publish it (``distance_m``, rounded to 0.1 m) with halves rounded
+    up, exactly as the resident page's ``fmtDistance`` (api/pages/resident.js) formats that figure beside
+    this text: otherwise one route in a few hundred said "460m" in its guidance and "470m" in its details."""
+    m = round(metres, 1)
+    if m < 1000:
+        return f"{_round_half_up(m / 10) * 10}" + _METRES[lang]
+    return f"{_round_half_up(m / 100) / 10:.1f}" + _KILOMETRES[lang]
+
+
+def minutes_of(duration_s: float) -> int:
+    """Whole minutes shown for a duration (at least 1), from the figure as published (``duration_s``,
+    rounded to 0.1 s), as the resident page counts them: ``max(1, ceil(duration_s / 60))``."""
+    return max(1, math.ceil(round(duration_s, 1) / 60))
 
 
 def status_text(
@@ -106,7 +123,7 @@ def status_text(
 ) -> str:
     """One message for a route answer's status, in ``lang``."""
     check_lang(lang)
-    minutes = max(1, math.ceil(duration_s / 60)) if math.isfinite(duration_s) else 0
+    minutes = minutes_of(duration_s) if math.isfinite(duration_s) else 0
     if status == "off_network" and not math.isfinite(distance_m):
         distance_m = 0.0
     text = _STATUS[status][lang].format(

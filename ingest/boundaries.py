@@ -288,6 +288,16 @@ class BoundaryIndex:
         points = shapely.points(shapely.get_coordinates(samples))
         return float(shapely.distance(points, municipality).max())
 
+    def reaching_into(self, geometry: BaseGeometry) -> list[str]:
+        """Codes of the municipalities a lon/lat area reaches more than :data:`BORDER_SLACK_M` into, sorted:
+        those whose boundary, shrunk by the slack (equirectangular metres at the area's latitude), the area
+        meets. For an area drawn for a municipality Sonae has no boundary for (:meth:`beyond_m` None).
+        Shapely work of up to a second: call it off an event loop."""
+        kx = _M_PER_DEG_LON_EQ * math.cos(math.radians(geometry.centroid.y))
+        area = _scale(geometry, kx, _M_PER_DEG_LAT)
+        return [code for code in self.touching(geometry)
+                if area.intersects(_scale(self.boundaries[code].geometry, kx, _M_PER_DEG_LAT).buffer(-BORDER_SLACK_M))]
+
     def place_area(self, geometry: BaseGeometry, municipality: str | None) -> AreaPlacement:
         """Where a staff-drawn lon/lat area belongs: the ``municipality`` given, or without one the
         municipality holding its largest part (:meth:`largest_share`), with how far it reaches past that

@@ -41,7 +41,8 @@ def text_of(alert: dict[str, Any], event: dict[str, Any], lang: str) -> Text:
     level = int(event["level"] if event["level"] is not None else alert["level"])
     if is_ending(event):
         return cleared_text(alert["condition"], int(event["old_level"] or alert["level"] or 1), lang, place)
-    t = text_for(alert["condition"], level, lang)
+    t = text_for(alert["condition"], level, lang, reason=event.get("reason") or alert.get("reason"),
+                 falling=event["kind"] == "de-escalated")
     return Text(t.event, t.headline.format(place=place), t.instruction)
 
 

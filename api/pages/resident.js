@@ -174,7 +174,8 @@
 
   function fmtDistance(m) {
     if (m == null) return "";
-    const v = m < 1000 ? Math.round(m / 10) * 10 : (m / 1000).toFixed(1);
+    // the rule of evac/guidance.py format_distance, so the details say what the guidance says
+    const v = m < 1000 ? Math.round(m / 10) * 10 : (Math.round(m / 100) / 10).toFixed(1);
     const unit = m < 1000 ? { ja: "m", en: " m", "ja-easy": "メートル" } : { ja: "km", en: " km", "ja-easy": "キロメートル" };
     return v + unit[state.lang];
   }
@@ -357,8 +358,11 @@
       loadRoute("live");
     }
     state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
+    const drillBefore = state.drill;
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
+    // a drill learnt of after the route was asked for in real mode: ask again, so its areas and shelters count
+    if (state.drill && !drillBefore && state.route && !state.route.properties.exercise) loadRoute("live");
     if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
   }
 
@@ -427,6 +431,8 @@
       return;
     }
     if (seq !== state.seq) return;
+    // a drill learnt of while this real-mode answer was on its way (computeLevel): ask again in drill mode
+    if (state.drill && q.get("exercise") !== "true") { loadRoute(reason); return; }
     const sig = routeSig(f);
     const changed = state.routeSig && sig !== state.routeSig;
     state.route = f;

@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient
 from alerting.store import cancel_order, issue_order
 from evac.shelters import Shelter
 from evac.store import import_shelters
+from ingest.municipalities import seed_if_empty as seed_municipalities
 from sonae.config import Settings
 from tests.api.test_api_staff import FUKUSHIMA, KORIYAMA, SQUARE, make_client
 
@@ -58,6 +59,29 @@ async def test_level_follows_orders_and_areas(pool: asyncpg.Pool, settings: Sett
         await client.close()
 
 
+async def test_the_headline_names_the_place_of_an_order_in_every_language(pool: asyncpg.Pool, settings: Settings) -> None:
+    """An order's headline names its area (the staff's area description), else its municipality, as its CAP
+    message does: before, /api/v1/level said "に避難指示を発令しました" / "Evacuation order issued for "."""
+    await _seed(pool)
+    client: TestClient = await make_client(pool, settings)
+    try:
+        async with pool.acquire() as conn:
+            await seed_municipalities(conn)  # the shipped names, as on a service's first start
+            await issue_order(conn, municipality_code=KORIYAMA, level=3, issued_by="t")
+        town = {"ja": "郡山市に高齢者等避難", "en": "issued for Koriyama Shi", "ja-easy": "郡山市の おとしより"}
+        for lang, said in town.items():
+            body = await (await client.get("/api/v1/level", params={**OUTSIDE, "lang": lang})).json()
+            assert body["level"] == 3 and said in body["headline"], body["headline"]
+        async with pool.acquire() as conn:
+            await issue_order(conn, municipality_code=KORIYAMA, level=4, issued_by="t", area=SQUARE,
+                              area_desc="安積町荒井")
+        for lang in town:
+            body = await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+            assert body["level"] == 4 and "安積町荒井" in body["headline"], body["headline"]
+    finally:
+        await client.close()
+
+
 async def test_an_order_area_counts_across_municipal_lines(pool: asyncpg.Pool, settings: Settings) -> None:
     await _seed(pool)
     client: TestClient = await make_client(pool, settings)
@@ -93,5 +117,75 @@ async def test_a_gauge_just_across_the_line_counts_nearby_only(pool: asyncpg.Poo
         assert near["level"] == 4 and near["condition"] == "river_level" and near["municipality_code"] == KORIYAMA
         far = await (await client.get("/api/v1/level", params={"lat": "37.42", "lon": "140.45"})).json()
         assert far["level"] is None  # 5.5 km away, other municipality
+    finally:
+        await client.close()
+
+
+async def test_a_level_raised_by_the_trend_says_forecast_not_reached(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A gauge at 2.0 m whose rise forecasts 氾濫危険水位 gets level 3 early (reason ``trend``): its headline,
+    CAP and feed say the river is rising towards the danger stage. Before, they said it had reached 避難判断水位
+    (4.0 m here), which it had not (found in the demo: "…で避難判断水位に達しました" at 2.0 m)."""
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    await _seed(pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="rising", name="荒井", river="阿武隈川", municipality_code=KORIYAMA,
+                                             lat=37.395, lon=140.366, th_evacuation=4.0, th_danger=5.5)])
+        async with conn.transaction():
+            change = await apply_transition(
+                conn, station_id="rising", municipality_code=KORIYAMA, exercise=False,
+                t=Transition("river_level", None, 3, datetime.now(UTC).timestamp(), 2.0, 5.5, "trend"))
+    client: TestClient = await make_client(pool, settings)
+    try:
+        said = {lang: await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+                for lang in ("ja", "en", "ja-easy")}
+        assert {body["level"] for body in said.values()} == {3}
+        assert "氾濫危険水位に達する見込み" in said["ja"]["headline"] and "達しました" not in said["ja"]["headline"]
+        assert "forecast to reach" in said["en"]["headline"] and "reached" not in said["en"]["headline"]
+        assert "ふえて います" in said["ja-easy"]["headline"]
+        cap = await (await client.get(f"/api/v1/alerts/{change.alert_id}.cap")).text()
+        assert "避難判断水位に達しました" not in cap and "reached the evacuation-judgement" not in cap
+        assert cap.count("氾濫危険水位に達する見込み") == 1 and "forecast to reach the flood danger stage (" in cap
+        feed = await (await client.get("/api/v1/alerts/feed.atom")).text()
+        assert "阿武隈川 荒井の水位が上昇を続け" in feed
+    finally:
+        await client.close()
+
+
+async def test_a_level_kept_as_the_river_falls_never_says_reached(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A gauge lowered from level 4 to 3 (one step after the dwell) while it reads 1.2 m: the level and CAP say
+    the river has begun to fall and level 3 continues. Before, they said "…で避難判断水位に達しました" (4.0 m) as
+    the demo's river fell back to 1.2 m (found by enduser)."""
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    await _seed(pool)
+    now = datetime.now(UTC).timestamp()
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="falling", name="荒井", river="阿武隈川", municipality_code=KORIYAMA,
+                                             lat=37.395, lon=140.366, th_evacuation=4.0, th_danger=5.5)])
+        for old, new, value, threshold, at in ((None, 4, 5.6, 5.5, now - 60), (4, 3, 1.2, 4.0, now)):
+            async with conn.transaction():
+                change = await apply_transition(
+                    conn, station_id="falling", municipality_code=KORIYAMA, exercise=False,
+                    t=Transition("river_level", old, new, at, value, threshold, "threshold"))
+    client: TestClient = await make_client(pool, settings)
+    try:
+        said = {lang: await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+                for lang in ("ja", "en", "ja-easy")}
+        assert {body["level"] for body in said.values()} == {3}
+        assert "下がり始めましたが、警戒レベル3相当が続いています" in said["ja"]["headline"]
+        assert "到達" not in said["ja"]["event"] and "達しました" not in said["ja"]["headline"]
+        assert "begun to fall" in said["en"]["headline"] and "reached" not in said["en"]["headline"]
+        assert "へりはじめました" in said["ja-easy"]["headline"]
+        cap = await (await client.get(f"/api/v1/alerts/{change.alert_id}.cap")).text()
+        assert "達しました" not in cap and "reached" not in cap and "has begun to fall" in cap
     finally:
         await client.close()

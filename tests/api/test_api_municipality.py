@@ -146,6 +146,45 @@ async def test_staff_draw_inside_their_municipality(pool: asyncpg.Pool, settings
         await client.close()
 
 
+async def test_a_town_without_a_boundary_draws_real_areas_only_outside_known_ones(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """The drill town (079995) has no boundary: its staff issued a real level-3 order whose area covered much
+    of Fukushima (201), and residents of real 郡山市 got 高齢者等避難 from it (found by enduser). A real area of
+    such a town may not reach more than the border slack into a municipality Sonae has a boundary for; its
+    drills may (the drill town lies inside real 郡山市), and areas away from every known boundary still can."""
+    await _with_boundaries(pool)
+    async with pool.acquire() as conn:
+        await create_account(conn, username="drill-staff", password=PASSWORD, role="staff", municipality_code="079995")
+        await create_account(conn, username="pref-staff", password=PASSWORD, role="staff")
+        drill = (await login(conn, "drill-staff", PASSWORD))[0]  # type: ignore[index]
+        pref = (await login(conn, "pref-staff", PASSWORD))[0]  # type: ignore[index]
+    fukushima_wide = {"type": "Polygon", "coordinates": [[[140.0, 37.0], [141.0, 37.0], [141.0, 38.0], [140.0, 38.0],
+                                                          [140.0, 37.0]]]}
+    drill_street = {"type": "Polygon", "coordinates": [[[140.352, 37.404], [140.356, 37.404], [140.356, 37.407],
+                                                        [140.352, 37.407], [140.352, 37.404]]]}  # inside 郡山市
+    at_sea = {"type": "Polygon", "coordinates": [[[141.5, 37.0], [141.51, 37.0], [141.51, 37.01], [141.5, 37.01],
+                                                  [141.5, 37.0]]]}
+    client: TestClient = await make_client(pool, settings)
+    try:
+        for path, key in (("/api/v1/orders", "area"), ("/api/v1/hazards", "geometry")):
+            for area in (fukushima_wide, drill_street):
+                real = await client.post(path, json={"level": 3, key: area} if key == "area" else {key: area},
+                                         headers=auth(drill))
+                assert real.status == 403, await real.text()
+                assert "072036" in (await real.json(content_type=None))["detail"]
+                named = await client.post(path, json={"municipality_code": "079995", key: area,
+                                                      **({"level": 3} if key == "area" else {})}, headers=auth(pref))
+                assert named.status == 422, await named.text()
+            drill_area = {key: drill_street, "exercise": True, **({"level": 4} if key == "area" else {})}
+            assert (await client.post(path, json=drill_area, headers=auth(drill))).status == 201
+            away = {key: at_sea, **({"level": 4} if key == "area" else {})}
+            assert (await client.post(path, json=away, headers=auth(drill))).status == 201
+        level = await (await client.get("/api/v1/level", params={"lat": "37.45", "lon": "140.38"})).json()
+        assert level["level"] is None  # real 郡山市 heard nothing real from the drill town
+    finally:
+        await client.close()
+
+
 async def test_push_circle_lists_the_municipalities_it_touches(pool: asyncpg.Pool, database_url: str) -> None:
     await _with_boundaries(pool)
     boundary = {b.code: b.geometry for b in packaged_boundaries()}
