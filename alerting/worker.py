@@ -166,6 +166,9 @@ class RulesWorker:
         self.initial_lookback = initial_lookback
         self.max_lag_s = max_lag_s
         self.is_leader = asyncio.Event()
+        #: set once this worker, as leader, has made its first whole pass (registry followed, readings
+        #: judged, silent stations checked, states ticked to now); cleared when it stops leading
+        self.first_pass_done = asyncio.Event()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._watermark: datetime | None = None
@@ -257,9 +260,11 @@ class RulesWorker:
                         await self.tick(conn)
                         await self.update_gauges(conn)
                         next_silent = time.monotonic() + self.silent_check_s
+                        self.first_pass_done.set()
                     await self._publish(conn)
             finally:
                 self.is_leader.clear()
+                self.first_pass_done.clear()
                 with contextlib.suppress(Exception):
                     await conn.remove_listener(READINGS_CHANNEL, on_notify)
                 with contextlib.suppress(Exception):

@@ -18,7 +18,9 @@ async def running_worker(pool: asyncpg.Pool, **kwargs: Any) -> AsyncIterator[Rul
     kwargs.setdefault("silent_check_s", 3600.0)
     worker = RulesWorker(pool, **kwargs)
     task = asyncio.create_task(worker.run())
-    leader = asyncio.create_task(worker.is_leader.wait())
+    # its first whole pass made: that pass checks silent stations and ticks states at the real "now", which
+    # must not land among a test's own readings and ticks
+    leader = asyncio.create_task(worker.first_pass_done.wait())
     done, _ = await asyncio.wait([task, leader], timeout=60, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()
