@@ -75,6 +75,17 @@ async def _connection(client: TestClient) -> AsyncIterator[tuple[asyncio.StreamR
         writer.close()
 
 
+async def _refused_whole(client: TestClient, raw: bytes) -> Answer:
+    """Send ``raw`` in one write: its answer, checked to be a 400 in HTTP/1.1 with ``Connection: close``
+    after which the server closes the connection at once."""
+    async with _connection(client) as (reader, writer):
+        writer.write(raw)
+        answer = await _answer(reader)
+        after = await asyncio.wait_for(reader.read(), GUARD_S)
+    assert (answer.version, answer.status, answer.headers["connection"], after) == ("HTTP/1.1", 400, "close", b"")
+    return answer
+
+
 async def _send_in_two(client: TestClient, head: bytes, rest: bytes) -> tuple[Answer, bytes]:
     """Send ``head`` (with ``Expect: 100-continue``), wait for ``100 Continue``, send ``rest``: the answer,
     and what follows it until the server closes the connection (``b""`` when it closes right after)."""
@@ -195,11 +206,7 @@ async def test_the_same_bytes_in_one_read_are_the_same_answer(client: TestClient
     and count (its detail is llhttp's plain kind: it cannot tell the body from the head)."""
     raw = _head("POST", LOGIN).replace(b"Expect: 100-continue\r\n", b"") + b"zz\r\n" + BODY + b"\r\n0\r\n\r\n"
     before = _counts()
-    async with _connection(client) as (reader, writer):
-        writer.write(raw)
-        answer = await _answer(reader)
-        after = await asyncio.wait_for(reader.read(), GUARD_S)
-    assert (answer.version, answer.status, answer.headers["connection"], after) == ("HTTP/1.1", 400, "close", b"")
+    answer = await _refused_whole(client, raw)
     assert json.loads(answer.body)["detail"] in {text for _, text in FAULTS} | {FAULT_CHUNKED} | {
         "the request could not be parsed as HTTP/1.1 (its request line, a header or the body's framing)"}
     assert _counted(before) == {(UNPARSABLE, "UNKNOWN", 400): 1}
@@ -258,10 +265,6 @@ async def test_a_body_that_cannot_be_decoded_is_a_counted_problem(client: TestCl
         raw = (f"POST {LOGIN} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         before = _counts()
-        async with _connection(client) as (reader, writer):
-            writer.write(raw)
-            answer = await _answer(reader)
-            after = await asyncio.wait_for(reader.read(), GUARD_S)
-        assert (answer.version, answer.status, answer.headers["connection"], after) == ("HTTP/1.1", 400, "close", b"")
+        answer = await _refused_whole(client, raw)
         assert json.loads(answer.body)["detail"] == dict(FAULTS)[ContentEncodingError]
         assert _counted(before) == {(UNPARSABLE, "UNKNOWN", 400): 1}

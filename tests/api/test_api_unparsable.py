@@ -71,10 +71,16 @@ async def _exchange(client: TestClient, raw: bytes) -> tuple[int, dict[str, str]
         answer = await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
+    status, headers, body = _parse(answer)
+    assert len(body) == int(headers["content-length"]), answer
+    return status, headers, body
+
+
+def _parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    """An answer's status, headers (lower-case names; its HTTP version under the key ``version``) and body."""
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    assert len(body) == int(headers["content-length"]), answer
     headers["version"] = status_line.split()[0]
     return int(status_line.split()[1]), headers, body
 
@@ -188,8 +194,6 @@ async def test_a_client_that_spoke_http_10_on_the_connection_is_answered_in_it(c
         answer = await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    assert status_line.startswith("HTTP/1.0 400 ") and headers["connection"] == "close", answer
-    _check_problem(400, headers | {"version": "HTTP/1.0"}, body, raw, version="HTTP/1.0")
+    status, headers, body = _parse(answer)
+    assert (headers["version"], status, headers["connection"]) == ("HTTP/1.0", 400, "close"), answer
+    _check_problem(400, headers, body, raw, version="HTTP/1.0")
