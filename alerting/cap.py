@@ -43,7 +43,7 @@ from typing import Any
 
 from alerting.cap_area import cap_rings
 from alerting.cap_identity import CapProfile
-from alerting.texts import LANGUAGES, cleared_text, text_for
+from alerting.texts import LANGUAGES, cleared_text, is_withdrawal, text_for
 from sonae.xmltext import to_xml_bytes
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -170,7 +170,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
     for lang in LANGUAGES:
         place = place_name(alert, lang=lang)
         if cleared:
-            t = cleared_text(alert["condition"], level, lang, place)
+            t = cleared_text(alert["condition"], level, lang, place, reason=alert.get("reason"))
         else:
             t = text_for(alert["condition"], level, lang, reason=alert.get("reason"),
                          falling=alert.get("state") == "de-escalated")
@@ -181,8 +181,8 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
         if alert["exercise"]:
             event = ("[EXERCISE] " if lang == "en-US" else "【訓練】") + event
         _sub(info, "event", event)
-        if cleared:
-            _sub(info, "responseType", "AllClear")
+        if cleared:  # withdrawn with its station's registration: not an all-clear, keep watching
+            _sub(info, "responseType", "Monitor" if is_withdrawal(alert.get("reason")) else "AllClear")
         elif alert["condition"] in ("river_level", "evacuation_order") and level >= 3:
             _sub(info, "responseType", "Evacuate")
         elif level == 2:
@@ -263,7 +263,7 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, profile: CapProf
         a(entry, "id", profile.atom_id(x["id"], x["version"]))
         level = int(x["level"])
         if x.get("cleared_at") is not None:
-            title = cleared_text(x["condition"], level, "ja-JP", _place(x)).headline
+            title = cleared_text(x["condition"], level, "ja-JP", _place(x), reason=x.get("reason")).headline
         else:
             title = text_for(x["condition"], level, "ja-JP", reason=x.get("reason"),
                              falling=x.get("state") == "de-escalated").headline.format(place=_place(x))

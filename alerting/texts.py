@@ -154,13 +154,38 @@ _CLEARED = {
 }
 
 
+#: reasons of alerts cleared or changed because their station's registration changed, not because of the river
+#: (:meth:`alerting.worker.RulesWorker.follow_registry`)
+REMOVED = "station removed from the registry"
+ENDED_EXERCISE = "station registered as an exercise station: its real alerts end (its readings are drills)"
+ENDED_REAL = "station registered as a real station: the drill alerts of its exercise registration end"
+REJUDGED = "thresholds changed: level re-evaluated"
+#: an alert ended for one of these is withdrawn, never an all-clear: the river may still be as high as it was
+REGISTRY_REASONS = frozenset({REMOVED, ENDED_EXERCISE, ENDED_REAL, REJUDGED})
+
+_WITHDRAWN = {
+    "ja-JP": Text("取り消し", "{place}の{event}は、水位計の登録の変更により取り消されました。川の水位が下がったためではありません",
+                  "最新の水位と市町村からの情報を確認してください。"),
+    "en-US": Text("withdrawn", "{event} at {place} was withdrawn because the gauge's registration changed, not because "
+                  "the river fell", "Check the latest river levels and your municipality's information."),
+    "ja-JP-x-easy": Text("とりけし", "{place}の {event}は とりけしました。かわの みずが へったからでは ありません",
+                         "かわの ようすと まちからの じょうほうを みて ください。"),
+}
+
+
+def is_withdrawal(reason: str | None) -> bool:
+    """Whether an alert change of ``reason`` came from its station's registration (:data:`REGISTRY_REASONS`),
+    so that an alert it ends is withdrawn, not cleared by the river."""
+    return reason in REGISTRY_REASONS
+
+
 def text_for(condition: str, level: int, language: str, *, reason: str | None = None, falling: bool = False) -> Text:
     """The texts of an alert of ``condition`` at ``level`` in ``language`` (one of :data:`LANGUAGES`;
     ``KeyError`` for another). ``reason`` is the alert's (or its event's) ``reason``: a gauge's level 3 of
     reason ``trend`` is forecast, not reached (:data:`_RIVER_TREND`). ``falling``: the alert's state (or its
     event's kind) is ``de-escalated``, so a gauge's level 2-4 continues as the river falls (:data:`_RIVER_FALLING`)."""
     if condition == "river_level":
-        if falling and 2 <= level <= 4:
+        if falling and 2 <= level <= 4 and reason != REJUDGED:  # lowered by new thresholds: the river did not fall
             base, t = _RIVER[level][language], _RIVER_FALLING[language]
             return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
                         base.instruction)
@@ -172,9 +197,15 @@ def text_for(condition: str, level: int, language: str, *, reason: str | None = 
     return _STAFF[condition][language]
 
 
-def cleared_text(condition: str, level: int, language: str, place: str) -> Text:
+def cleared_text(condition: str, level: int, language: str, place: str, *, reason: str | None = None) -> Text:
+    """The texts of an alert of ``condition`` ended at ``level``: cleared, or withdrawn when the change's
+    ``reason`` is its station's registration (:func:`is_withdrawal`), which never says the danger is over."""
     base = text_for(condition, level, language)
-    c = _CLEARED[language]
+    withdrawn = is_withdrawal(reason)
+    c = (_WITHDRAWN if withdrawn else _CLEARED)[language]
     event = base.event
-    return Text(f"{base.event} {c.event}" if language != "en-US" else f"{base.event} cleared",
-                c.headline.format(place=place, event=event), c.instruction)
+    if language == "en-US":
+        title = f"{base.event} {'withdrawn' if withdrawn else 'cleared'}"
+    else:
+        title = f"{base.event} {c.event}"
+    return Text(title, c.headline.format(place=place, event=event), c.instruction)

@@ -84,6 +84,7 @@ from alerting.rules import (
     reconcile,
 )
 from alerting.silence import station_silence
+from alerting.texts import ENDED_EXERCISE, ENDED_REAL, REJUDGED, REMOVED
 from ingest.registry import THRESHOLD_FIELDS
 from ingest.store import NOTIFY_CHANNEL as READINGS_CHANNEL
 from sonae.config import Settings
@@ -96,11 +97,8 @@ log = logging.getLogger("sonae.alerting")
 OVERLAP_S = 2.0
 
 RULES_LOCK = 0x534E_414C  # "SNAL"
-#: reasons of alerts cleared or changed by a registry change (:meth:`RulesWorker.follow_registry`)
-REMOVED = "station removed from the registry"
-ENDED_EXERCISE = "station registered as an exercise station: its real alerts end (its readings are drills)"
-ENDED_REAL = "station registered as a real station: the drill alerts of its exercise registration end"
-REJUDGED = "thresholds changed: level re-evaluated"
+#: (the reasons of alerts cleared or changed by a registry change, REMOVED, ENDED_EXERCISE, ENDED_REAL and
+#: REJUDGED, are alerting.texts', which words those alerts as withdrawn, never as an all-clear)
 #: how far back cleared alerts are cleared again on MQTT when the publisher (re)connects
 REPUBLISH_CLEARED = timedelta(days=7)
 #: the reading kinds the rules judge (every kind is read: any reading is a sign of life, see ``check_silent``)

@@ -40,7 +40,8 @@ def text_of(alert: dict[str, Any], event: dict[str, Any], lang: str) -> Text:
     place = place_name(alert, lang=lang)
     level = int(event["level"] if event["level"] is not None else alert["level"])
     if is_ending(event):
-        return cleared_text(alert["condition"], int(event["old_level"] or alert["level"] or 1), lang, place)
+        return cleared_text(alert["condition"], int(event["old_level"] or alert["level"] or 1), lang, place,
+                            reason=event.get("reason") or alert.get("reason"))
     t = text_for(alert["condition"], level, lang, reason=event.get("reason") or alert.get("reason"),
                  falling=event["kind"] == "de-escalated")
     return Text(t.event, t.headline.format(place=place), t.instruction)

@@ -30,7 +30,8 @@ from alerting import store
 from alerting.cap import CAP_NS, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.rules import RIVER, SILENT, UNCONFIRMED, Transition
-from alerting.worker import ENDED_EXERCISE, RulesWorker, alert_topic_root
+from alerting.texts import ENDED_EXERCISE
+from alerting.worker import RulesWorker, alert_topic_root
 from api.app import create_app
 from ingest.contract import Reading
 from ingest.registry import Station, upsert_stations

@@ -25,7 +25,8 @@ from alerting import store
 from alerting.cap import CAP_NS, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.rules import RIVER
-from alerting.worker import ENDED_EXERCISE, ENDED_REAL, REJUDGED, REMOVED, RulesWorker
+from alerting.texts import ENDED_EXERCISE, ENDED_REAL, REJUDGED, REMOVED
+from alerting.worker import RulesWorker
 from ingest.contract import Reading
 from ingest.registry import Station, upsert_stations
 from ingest.store import write_batch
@@ -92,6 +93,16 @@ async def test_a_gauge_switched_to_exercise_ends_its_real_alerts_and_starts_afre
                ("cleared", ENDED_EXERCISE, before[False]["version"] + 1, OLD)
         assert events[-1]["kind"] == "cleared" and events[-1]["reason"] == ENDED_EXERCISE and len(audit) == 1
         assert cap.findtext(f"{{{CAP_NS}}}msgType") == "Cancel"
+        # withdrawn, never an all-clear: the river is as high as it was (a resident must not read 解除)
+        infos = cap.findall(f"{{{CAP_NS}}}info")
+        assert {i.findtext(f"{{{CAP_NS}}}responseType") for i in infos} == {"Monitor"}
+        heads = {i.findtext(f"{{{CAP_NS}}}language"): i.findtext(f"{{{CAP_NS}}}headline") for i in infos}
+        assert "取り消されました" in heads["ja-JP"] and "解除" not in heads["ja-JP"], heads
+        assert "withdrawn" in heads["en-US"] and "ended" not in heads["en-US"], heads
+        assert "とりけしました" in heads["ja-JP-x-easy"] and "おわりました" not in heads["ja-JP-x-easy"], heads
+        sent = await conn.fetchval("SELECT payload::text FROM notify_queue WHERE target_id = $1 ORDER BY id DESC "
+                                   "LIMIT 1", hook["id"])
+        assert "取り消されました" in sent and "解除されました" not in sent, sent[:2000]
         assert queued_after == queued + 1  # the old municipality's webhook hears the clearing
         # the drill stream goes on: an exercise station's exercise alert stays as it was
         assert _open(await _river(conn)) == {True: await conn.fetchrow("SELECT * FROM alerts WHERE id = $1",

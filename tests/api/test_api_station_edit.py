@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from alerting.rules import RIVER
-from alerting.worker import ENDED_EXERCISE, REJUDGED
+from alerting.texts import ENDED_EXERCISE, REJUDGED
 from ingest.contract import Reading
 from ingest.registry import Station, upsert_stations
 from ingest.store import write_batch
