@@ -149,7 +149,7 @@ _STAFF: dict[str, dict[str, Text]] = {
 
 _CLEARED = {
     "ja-JP": Text("解除", "{place}の{event}は解除されました", "引き続き最新の情報に注意してください。"),
-    "en-US": Text("Cleared", "{event} at {place} has ended", "Keep following the latest information."),
+    "en-US": Text("cleared", "{event} at {place} has ended", "Keep following the latest information."),
     "ja-JP-x-easy": Text("おわりました", "{place}の {event}は おわりました", "これからも じょうほうに ちゅういして ください。"),
 }
 
@@ -201,11 +201,5 @@ def cleared_text(condition: str, level: int, language: str, place: str, *, reaso
     """The texts of an alert of ``condition`` ended at ``level``: cleared, or withdrawn when the change's
     ``reason`` is its station's registration (:func:`is_withdrawal`), which never says the danger is over."""
     base = text_for(condition, level, language)
-    withdrawn = is_withdrawal(reason)
-    c = (_WITHDRAWN if withdrawn else _CLEARED)[language]
-    event = base.event
-    if language == "en-US":
-        title = f"{base.event} {'withdrawn' if withdrawn else 'cleared'}"
-    else:
-        title = f"{base.event} {c.event}"
-    return Text(title, c.headline.format(place=place, event=event), c.instruction)
+    c = (_WITHDRAWN if is_withdrawal(reason) else _CLEARED)[language]
+    return Text(f"{base.event} {c.event}", c.headline.format(place=place, event=base.event), c.instruction)
