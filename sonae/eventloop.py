@@ -1,7 +1,8 @@
 """A service's event loop kept responsive, and seen to be: its lag in Prometheus, and the garbage
 collector kept off the objects built at start-up.
 
-Ground layer: used by the process runners (``api.server.serve`` and the ingest process in ``app.cli``).
+Ground layer: :func:`lag_watched` wraps the long-running commands of ``app.cli`` (``run``, ``api``,
+``ingest``); ``api.server.serve`` calls :func:`freeze_long_lived` once the road network is loaded.
 
 * **Lag** (:func:`watch_lag`, :func:`lag_watched`): a timer asks to wake every :data:`INTERVAL_S`; how much
   later than that it woke is observed in ``sonae_event_loop_lag_seconds`` (a histogram, seconds,
