@@ -138,11 +138,11 @@ class ProblemRequestHandler(RequestHandler):
         if (len(new) == 1 and isinstance(new[0][0], _ErrInfo) and (before is None or before[1].is_eof())
                 and (recovered := self._before_the_fault(data))):
             # the requests complete before the fault in these bytes, which aiohttp's parser dropped with it
-            error = self._messages.pop()
+            fault = self._messages.pop()
             self._messages.extend(recovered)
-            self._messages.append(error)
+            self._messages.append(fault)
             self._request_count += len(recovered)
-            new = [*recovered, error]
+            new = [*recovered, fault]
         for message, payload in new:
             if isinstance(message, RawRequestMessage):
                 self._parsed = (message, payload)
