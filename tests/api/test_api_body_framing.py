@@ -289,7 +289,7 @@ async def test_a_pipelined_good_request_keeps_its_answer_before_a_broken_one(cli
         first = await _answer(reader)
         second = await _answer(reader)
         after = await asyncio.wait_for(reader.read(), GUARD_S)
-    faulted = first.status == 400 and json.loads(first.body).get("detail") in dict(FAULTS).values() | {FAULT_OTHER}
+    faulted = first.status == 400 and json.loads(first.body).get("detail") in {*dict(FAULTS).values(), FAULT_OTHER}
     assert not faulted, first  # the good request's own answer (the health check's 200, the login's refusal)
     assert first.headers.get("connection") != "close", first
     assert (second.status, second.headers["connection"], after) == (400, "close", b""), second
