@@ -386,9 +386,11 @@ class EvacService:
         await self._apply_loop()
 
     async def _seed_drilltown(self, town: Path) -> None:
-        """Import the drill town's shelters and flood areas while the shelters table is empty."""
+        """Name the drill town (its municipalities row); import its shelters and flood areas while the shelters
+        table is empty."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SEED_LOCK)
+            await store.name_drill_town(conn)
             if await store.count_shelters(conn):
                 return
             shelters = load_shelters(town / "shelters.geojson")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES, MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError, read_packaged_text, read_text_file
 
@@ -129,23 +129,8 @@ async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterab
     return len(rows)
 
 
-#: the drill town (``sonae.municipality_code.DRILL_TOWN_CODE``): in no list, but named wherever a
-#: municipality's name is joined to its code (alerts, orders, CAP, push), as a real one is
-DRILL_TOWN = Municipality(DRILL_TOWN_CODE, DRILL_TOWN_NAMES["ja-JP"], DRILL_TOWN_NAMES["en-US"], "訓練",
-                          DRILL_TOWN_NAMES["kana"])
-
-
 async def seed_if_empty(conn: asyncpg.Connection) -> int:
-    """Load the shipped list when the ``municipalities`` table is empty; returns the rows loaded (0: none).
-
-    The drill town's row (:data:`DRILL_TOWN`) is added whenever it is missing, also to a table loaded
-    before it was (its names are never overwritten: an operator may have renamed it).
-    """
-    loaded = 0
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM municipalities)"):
-        loaded = await upsert_municipalities(conn, packaged_municipalities())
-    d = DRILL_TOWN
-    await conn.execute("""INSERT INTO municipalities (code, name_ja, name_en, prefecture, name_kana)
-                          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code) DO NOTHING""",
-                       d.code, d.name_ja, d.name_en, d.prefecture, d.name_kana)
-    return loaded
+    """Load the shipped list when the ``municipalities`` table is empty; returns the rows loaded (0: none)."""
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM municipalities)"):
+        return 0
+    return await upsert_municipalities(conn, packaged_municipalities())

@@ -127,7 +127,10 @@ async def test_drilltown_by_default_and_readiness_after_load(
         async with pool.acquire() as conn:
             assert await store.count_shelters(conn) > 20
             areas = await store.hazard_area_rows(conn)
+            # and the town is named where its code is joined to a name (before: shown as 079995)
+            named = await conn.fetchrow("SELECT name_ja, name_en FROM municipalities WHERE code = '079995'")
         assert areas and all(a["source"] == "gauge" and a["exercise"] for a in areas)
+        assert named is not None and (named["name_ja"], named["name_en"]) == ("訓練町", "Kunren Town (drill)")
         lat, lon = _center(service)
         body = await _route(c, lat + 0.004, lon + 0.0031)
         assert body["properties"]["status"] == "ok"
