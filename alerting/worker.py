@@ -418,9 +418,9 @@ class RulesWorker:
         return st.exercise or st.exercise_since is None or received_at >= st.exercise_since
 
     def _machine(self, st: _Station, exercise: bool, state: dict[str, Any] | None) -> StationRules:
-        """The station's rules: its interval and plausible rate; an exercise stream on the scenario's clock
-        (real streams always run on real time, whatever the station says)."""
-        scale = st.exercise_time_scale if exercise else 1.0
+        """The station's rules: its interval and plausible rate; an exercise stream of an exercise station on
+        the scenario's clock (``exercise_time_scale``; real streams, and a real gauge's drills, run on real time)."""
+        scale = st.exercise_time_scale if exercise and st.exercise else 1.0  # the scenario's, while it is one
         key = (st.expected_interval_s, st.max_rate_m_per_h, scale)
         config = self._configs.get(key)
         if config is None:

@@ -64,7 +64,9 @@ class Station:
     exercise: bool = False
     source: str | None = None
     max_rate_m_per_h: float | None = None  # plausible rate of change (None: alerting's default)
-    exercise_time_scale: float = 1.0  # exercise scenario's clock speed (exercise stations only)
+    #: the exercise scenario's clock speed, applied while the station is an exercise station (kept, unused, while
+    #: it is real: switched back to exercise, its drills run on their clock again)
+    exercise_time_scale: float = 1.0
 
     def validate(self) -> Station:
         """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`."""
@@ -93,9 +95,6 @@ class Station:
             raise RegistryError(f"{where}: max_rate_m_per_h must be positive (m/h), or empty for the default")
         if not self.exercise_time_scale >= 1:
             raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
-        if self.exercise_time_scale != 1 and not self.exercise:
-            raise RegistryError(f"{where}: exercise_time_scale is for exercise stations only; "
-                                "set exercise=true or leave it at 1")
         self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
         self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
         try:
@@ -168,6 +167,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")
+    if values.get("exercise_time_scale", 1) != 1 and not values.get("exercise"):
+        raise RegistryError(f"{where}: exercise_time_scale is for exercise stations only; "
+                            "set exercise=true or leave it at 1")
     try:
         return Station(**values).validate()
     except RegistryError as exc:  # the station's own rules (id, code, thresholds): say where, too
@@ -318,8 +320,8 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     * **a rename** (``name`` changed) without ``name_en`` clears the English name (and the reading,
       ``kana``): they named the station by its old name, and alert texts fall back to the new Japanese name
       (``alerting.cap._place_en``) rather than show another station's;
-    * **a station switched to real** gets ``exercise_time_scale`` 1 (column constraint: the scenario clock
-      is an exercise station's only).
+    * **an exercise switch** keeps ``exercise_time_scale``: it applies while the station is an exercise
+      station, so switched back its drills run on their scenario's clock again.
 
     The station is updated in one statement, so the ``stations`` trigger announces it (NOTIFY ``names``,
     migration ``025_names_changed``) and the rules worker follows it as it follows an import
@@ -354,8 +356,6 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     if "name" in changes and changes["name"] != row["name"]:
         updates.setdefault("name_en", None)
         updates["kana"] = None
-    if changes.get("exercise") is False and row["exercise_time_scale"] != 1:
-        updates["exercise_time_scale"] = 1.0
     edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate()
     updates = {k: getattr(edited, k) for k in updates}
     code = updates.get("municipality_code")

@@ -15,6 +15,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from alerting.rules import RuleConfig
+from alerting.worker import RulesWorker, _Station
 from ingest.municipalities import seed_if_empty
 from ingest.registry import RegistryError, Station, load_stations, upsert_stations
 from sonae.municipality_code import check_digit
@@ -135,3 +137,21 @@ async def test_problems_read_as_words_and_a_key_given_twice_is_refused(client: T
     r = await client.post("/api/v1/orders", data=b'{"level": 3, "area": {"type": "Point", "type": "Polygon"}}',
                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     assert r.status == 400 and "'type' is given more than once" in (await r.json())["detail"]
+
+
+async def test_a_drills_clock_follows_the_exercise_setting_across_switches(client: TestClient, pool: asyncpg.Pool,
+                                                                          token: str) -> None:
+    """``exercise_time_scale`` applies while the station is an exercise station: switched to real and back,
+    its drills run on their scenario's clock again (it stayed 1 after the first switch to real)."""
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="drill", name="Drill", municipality_code=KORI, exercise=True,
+                                             exercise_time_scale=30.0)])
+    assert (await _patch(client, token, {"exercise": False}, station="drill"))[0] == 200
+    assert (await _patch(client, token, {"exercise": True}, station="drill"))[0] == 200
+    assert (await _stored(pool, "drill"))["exercise_time_scale"] == 30.0
+    worker = RulesWorker(pool)
+    real, drill = (_Station("drill", KORI, 600, exercise, ()) for exercise in (False, True))
+    real.exercise_time_scale = drill.exercise_time_scale = 30.0
+    base = RuleConfig().for_interval(600)
+    assert worker._machine(drill, True, None).config.dwell_down_s == base.dwell_down_s / 30
+    assert worker._machine(real, True, None).config.dwell_down_s == base.dwell_down_s  # a real gauge's drill
