@@ -53,7 +53,7 @@ async def test_a_station_moves_only_to_a_municipality(client: TestClient, pool: 
     async with pool.acquire() as conn:
         await seed_if_empty(conn)  # the deployment's municipality list
     before = await _stored(pool)
-    unlisted = "07999" + check_digit("07999")  # a right check digit, in 福島県, but no municipality of the list
+    unlisted = "07998" + check_digit("07998")  # a right check digit, in 福島県, but no municipality of the list
     for code, words in (("000001", "are no prefecture"), ("070009", "code of a prefecture"),
                         (unlisted, "not in this deployment's municipality list")):
         status, problem = await _patch(client, token, {"municipality_code": code})
