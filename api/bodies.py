@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import Problem
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 _MISSING = object()
 MAX_DEPTH = 32
@@ -183,10 +183,11 @@ def number_field(body: dict[str, Any], name: str, *, lo: float, hi: float, defau
 
 
 def municipality_code(value: str | None, *, name: str = "municipality_code") -> str | None:
-    """A 団体コード in the 6-digit form (5 digits get their check digit), or None; else a 400 problem."""
+    """A municipality's 団体コード in the 6-digit form (5 digits get their check digit), or None; else a 400
+    problem (also for ``000001`` or a prefecture's own code, which name no municipality)."""
     if value is None:
         return None
     try:
-        return normalise(value)
+        return normalise_municipality(value)
     except MunicipalityCodeError as exc:
         raise Problem(400, "Bad Request", f"field {name!r}: {exc}", field=name) from None

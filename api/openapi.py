@@ -493,7 +493,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 
 #: the named formats (checked by api/validation.py, which says the rules in full)
 FORMATS = {
-    "municipality-code": "a 団体コード: 6 digits whose last is the JIS X 0402 check digit, or the 5-digit form",
+    "municipality-code": "a municipality's (市区町村) 団体コード: 6 digits whose last is the JIS X 0402 check digit, or the "
+                         "5-digit form; 000001 and a prefecture's own code (070009) name none",
     "p256-public-key": "an uncompressed P-256 point (65 bytes, 0x04 first, on the curve) in base64url, "
                        "padded or not (RFC 8291)",
     "push-auth-secret": "16 bytes in base64url, padded or not (RFC 8291)",

@@ -59,7 +59,7 @@ from ngsi.query import QueryError, compile_pattern, parse_q
 from notify.webpush import b64u_decode, check_auth, check_p256dh
 from sonae.geojson import read_geometry
 from sonae.japantime import parse_query_time
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 NGSI_BAD_REQUEST = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
 
@@ -68,7 +68,7 @@ FORMATS = FormatChecker(formats=())
 @FORMATS.checks("municipality-code", raises=MunicipalityCodeError)
 def _municipality_code(value: object) -> bool:
     if isinstance(value, str):
-        normalise(value)
+        normalise_municipality(value)
     return True
 
 

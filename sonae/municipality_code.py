@@ -12,7 +12,8 @@ Verified on all 1,916 codes of the 総務省 list and the J-LIS list (``shared/d
 
 from __future__ import annotations
 
-__all__ = ["MunicipalityCodeError", "check_digit", "is_valid", "not_a_municipality", "normalise", "normalise_optional"]
+__all__ = ["MunicipalityCodeError", "check_digit", "is_valid", "not_a_municipality", "normalise", "normalise_municipality",
+           "normalise_optional"]
 
 _WEIGHTS = (6, 5, 4, 3, 2)
 
@@ -88,3 +89,21 @@ def not_a_municipality(code: str) -> str | None:
     if code[2:5] == "000":
         return f"{code!r} is the code of a prefecture (都道府県), not of a municipality (市区町村)"
     return None
+
+
+def normalise_municipality(value: str) -> str:
+    """:func:`normalise`, refusing a code that names no municipality (:func:`not_a_municipality`).
+
+    For a code that is to name a 市区町村 (an order's, an area's, an account's, a filter's): ``000001``
+    and a prefecture's own code (``070009``) pass the check digit but name none.
+
+    Raises
+    ------
+    MunicipalityCodeError
+        As :func:`normalise`, and when the code is no municipality's (the message says why).
+    """
+    code = normalise(value)
+    problem = not_a_municipality(code)
+    if problem is not None:
+        raise MunicipalityCodeError(problem)
+    return code
