@@ -21,7 +21,7 @@ from api.openapi import PORT, document
 from api.validation import FORMATS, parse_bbox
 from ingest.boundaries import MAX_SAMPLES, Boundary, BoundaryIndex
 from sonae.config import Settings
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 from tests.api_support import signed_in, start_client
 
 KORI = "072036"
@@ -69,9 +69,9 @@ def test_auth_secret_is_16_bytes_padded_or_not() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.text(alphabet="0123456789", min_size=5, max_size=6))
 def test_municipality_format_is_the_check_digit_rule(code: str) -> None:
-    """Oracle: sonae.municipality_code (JIS X 0402)."""
+    """Oracle: sonae.municipality_code (JIS X 0402, and a municipality's: not 000001 or a prefecture's own)."""
     try:
-        normalise(code)
+        normalise_municipality(code)
         valid = True
     except MunicipalityCodeError:
         valid = False
@@ -234,7 +234,7 @@ FOUND: list[tuple[str | None, str, str, Any, int, str | None]] = [
      "unknown"),
     (None, "GET", "/ngsi-ld/v1/entities?georel=near;maxDistance==x", None, 400, "pattern"),
     ("admin-all", "POST", "/api/v1/accounts", {"username": "000", "password": "0123456789abc", "role": "staff",
-                                               "municipality_code": "00000", "display_name": None}, 400, "type"),
+                                               "municipality_code": "07203", "display_name": None}, 400, "type"),
     ("admin-all", "POST", "/api/v1/accounts", {"username": "3Op", "password": "0123456789abc", "role": "staff",
                                                "municipality_code": "247384"}, 400, "format:municipality-code"),
     ("admin-all", "POST", "/api/v1/webhooks", {"url": "http://0", "conditions": None}, 400, "type"),
