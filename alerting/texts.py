@@ -160,6 +160,9 @@ REMOVED = "station removed from the registry"
 ENDED_EXERCISE = "station registered as an exercise station: its real alerts end (its readings are drills)"
 ENDED_REAL = "station registered as a real station: the drill alerts of its exercise registration end"
 REJUDGED = "thresholds changed: level re-evaluated"
+#: a real level raised when an exercise station is registered as a real one again, judged from the real readings
+#: it had before the drill while they are still fresh (never cleared by it: it only raises, so not withdrawn)
+RESUMED = "station registered as a real station again: level judged from its recent real readings"
 #: an alert ended for one of these is withdrawn, never an all-clear: the river may still be as high as it was
 REGISTRY_REASONS = frozenset({REMOVED, ENDED_EXERCISE, ENDED_REAL, REJUDGED})
 

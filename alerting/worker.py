@@ -39,8 +39,10 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   trigger announces a change and with every silent check: a stream that stopped existing (a station
   switched to or from exercise, or deleted) has its open alerts cleared and its state dropped, a station
   moved to another municipality takes its open alerts of every condition along (event ``moved``), and a
-  stream whose thresholds changed has its level judged again. An exercise station's real readings are
-  not judged: it has no real stream.
+  stream whose ladder changed (thresholds, ``gauge_type``, ``kind``) has its level judged again. An exercise
+  station's real readings are not judged: it has no real stream (its real stream is parked, and judged
+  again if it is real again while its readings are fresh). A reading is judged only under the
+  registration it arrived under (``stations.exercise_since``, :meth:`~RulesWorker._eligible`).
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
   alerts publish their last state once and then remove the retained message; an alert moved to another
@@ -70,7 +72,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from alerting import store
-from alerting.levels import ladder, threshold_of
+from alerting.levels import Step, ladder, threshold_of
 from alerting.rules import (
     HEALTH_KINDS,
     RIVER,
@@ -84,7 +86,7 @@ from alerting.rules import (
     reconcile,
 )
 from alerting.silence import station_silence
-from alerting.texts import ENDED_EXERCISE, ENDED_REAL, REJUDGED, REMOVED
+from alerting.texts import ENDED_EXERCISE, ENDED_REAL, REJUDGED, REMOVED, RESUMED
 from ingest.registry import THRESHOLD_FIELDS
 from ingest.store import NOTIFY_CHANNEL as READINGS_CHANNEL
 from sonae.config import Settings
@@ -130,6 +132,27 @@ class _Station:
     steps: tuple[Any, ...]
     max_rate_m_per_h: float | None = None
     exercise_time_scale: float = 1.0
+    #: ``kind/gauge_type`` of the station: what its ladder is of (:func:`_ladder_of`)
+    gauge: str = "river_level/flood_forecast"
+    #: when the station's exercise flag last changed (``stations.exercise_since``; None: never since it was
+    #: registered): a real station's readings that arrived before it are not its (:meth:`RulesWorker._eligible`)
+    exercise_since: datetime | None = None
+
+
+#: the station columns the worker reads (``_stations``); exercise_since -infinity (never changed) is NULL
+_STATION_COLUMNS = ("id, municipality_code, expected_interval_s, exercise, kind, gauge_type, max_rate_m_per_h, "
+                    "exercise_time_scale, nullif(exercise_since, '-infinity'::timestamptz) AS exercise_since, "
+                    + ", ".join(THRESHOLD_FIELDS))
+
+
+def _ladder_of(row: Any) -> tuple[Step, ...]:
+    """A station's ladder (:func:`alerting.levels.ladder`) from its row: a river-level gauge's by its
+    ``gauge_type``; a station of another ``kind`` (rain gauge, device, gateway) judges no river level."""
+    return ladder(row["gauge_type"] if row["kind"] == "river_level" else "none", dict(row))
+
+
+def _gauge_of(row: Any) -> str:
+    return f"{row['kind']}/{row['gauge_type']}"
 
 
 class RulesWorker:
@@ -378,18 +401,26 @@ class RulesWorker:
         return len(changes)
 
     async def _stations(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, _Station]:
-        rows = await conn.fetch(
-            f"""SELECT id, municipality_code, expected_interval_s, exercise, gauge_type, max_rate_m_per_h,
-                       exercise_time_scale, {', '.join(THRESHOLD_FIELDS)}
-                FROM stations WHERE id = ANY($1::text[])""", ids)
+        rows = await conn.fetch(f"SELECT {_STATION_COLUMNS} FROM stations WHERE id = ANY($1::text[])", ids)
         return {r["id"]: _Station(r["id"], r["municipality_code"], r["expected_interval_s"], r["exercise"],
-                                  ladder(r["gauge_type"], dict(r)), r["max_rate_m_per_h"],
-                                  r["exercise_time_scale"]) for r in rows}
+                                  _ladder_of(r), r["max_rate_m_per_h"], r["exercise_time_scale"], _gauge_of(r),
+                                  r["exercise_since"]) for r in rows}
+
+    @staticmethod
+    def _eligible(st: _Station, received_at: datetime) -> bool:
+        """Was a reading that arrived at ``received_at`` the station's to judge?
+
+        The rule (of live readings, late replays and re-judging alike): a reading is judged only under the
+        registration it arrived under. A real station's readings that arrived before its exercise flag last
+        changed (``stations.exercise_since``) are not: its real ones were drills of an exercise station
+        (never judged), its exercise ones the drills of the exercise registration, whose alerts ended with
+        it (:data:`ENDED_REAL`). An exercise station judges its exercise stream whatever came before."""
+        return st.exercise or st.exercise_since is None or received_at >= st.exercise_since
 
     def _machine(self, st: _Station, exercise: bool, state: dict[str, Any] | None) -> StationRules:
-        """The station's rules: its interval and plausible rate; an exercise stream on the scenario's clock
-        (real streams always run on real time, whatever the station says)."""
-        scale = st.exercise_time_scale if exercise else 1.0
+        """The station's rules: its interval and plausible rate; an exercise stream of an exercise station on
+        the scenario's clock (``exercise_time_scale``; real streams, and a real gauge's drills, run on real time)."""
+        scale = st.exercise_time_scale if exercise and st.exercise else 1.0  # the scenario's, while it is one
         key = (st.expected_interval_s, st.max_rate_m_per_h, scale)
         config = self._configs.get(key)
         if config is None:
@@ -420,7 +451,10 @@ class RulesWorker:
                 stored = states.get(key) or {}
                 machine = self._machine(st, key[1], stored.get("machine"))
                 every = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
-                readings = sorted((r for r in every if r.kind in KINDS), key=lambda r: r.ts)
+                # a sign of life whatever it is (last_any_ts), but judged only under the registration it arrived under
+                readings = sorted((Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]
+                                   if r["kind"] in KINDS and self._eligible(st, r["received_at"])),
+                                  key=lambda r: r.ts)
                 late = [r for r in readings if machine.is_late(r)]
                 prev_ts = machine.state.last_ts
                 cp_ts = stored.get("cp_ts")
@@ -440,7 +474,7 @@ class RulesWorker:
                         changes.append(change)
                         CHANGES.labels(change.kind).inc()
                 # the registry it was judged with: kept until follow_registry has followed a change
-                registry = stored.get("registry") or _registry_stamp(st.exercise, st.steps)
+                registry = stored.get("registry") or _registry_stamp(st.exercise, st.steps, st.gauge)
                 state_rows.append((key[0], key[1], json.dumps({"machine": machine.to_json(), "cp_ts": cp_ts,
                                                                "last_any_ts": last_ts, "registry": registry}),
                                    store.to_dt(last_ts)))
@@ -472,9 +506,10 @@ class RulesWorker:
         else:
             machine = self._machine(st, exercise, None)
             start = store.to_dt(since) - timedelta(seconds=machine.config.buffer_s)
-        rows = await conn.fetch(
-            """SELECT kind, ts, value FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
+        rows = [r for r in await conn.fetch(
+            """SELECT kind, ts, value, received_at FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
+                if self._eligible(st, r["received_at"])]
         machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
         if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
             machine.tick(current.state.ticked_to)
@@ -544,14 +579,17 @@ class RulesWorker:
            ``Cancel``, event ``cleared``, audit ``alert.cleared``, the alerts notification that drives
            MQTT, push and webhooks), with a reason saying why, and its rule state and checkpoints are
            dropped, so that a stream that exists again later starts afresh (a state still holding the old
-           level would never raise it again):
+           level would never raise it again) — except a real stream switched to exercise, which is
+           *parked* (step 3): it keeps only the level readings its rules accepted, without a level:
 
            * **switched to exercise** (:data:`ENDED_EXERCISE`): the real alerts (``exercise`` false) of an
              exercise station, whenever they are found — residents must never keep a real alert no
              reading can clear (:meth:`step` no longer judges an exercise station's real readings);
            * **switched to real** (:data:`ENDED_REAL`): the exercise alerts of a stream evaluated while
              its station was an exercise station (the registry as the worker last saw it is kept in the
-             stream's ``rule_state``); a later drill on the real gauge starts a new exercise stream;
+             stream's ``rule_state``); a later drill on the real gauge starts a new exercise stream, and a
+             drill reading of the exercise registration judged only after the switch raises nothing
+             (:meth:`_eligible`);
            * **deleted** (:data:`REMOVED`): the open alerts of a station deleted from the registry
              (``station_id`` set NULL by the foreign key), and the rule states of unregistered stations.
 
@@ -572,11 +610,13 @@ class RulesWorker:
            was sent. The registry keeps no history of when a station moved, so a change is never
            attributed by its readings' time: readings evaluated after the move announced (the worker
            follows an announced change before the pass's readings) are recorded in the new one.
-        3. **Changed thresholds re-evaluate the level** (:meth:`_rejudge`): a stream whose station's
-           ladder (the four 洪水予報 thresholds or the 危機管理型 three, or its ``gauge_type``) differs from
-           the one it was last judged with gets its river level and unconfirmed level judged again
-           under the new ladder, from its stored level readings (reason :data:`REJUDGED`), at once: a
-           report-by-exception gauge that no longer reports must not hold a level set by old thresholds.
+        3. **A changed ladder re-judges the level** (:meth:`_judge_again`): a stream whose station's
+           ladder (the four 洪水予報 thresholds or the 危機管理型 three, its ``gauge_type``, or its ``kind``:
+           only a ``river_level`` station has one) differs from the one it was last judged with gets its
+           river level and unconfirmed level judged again under the new ladder (reason :data:`REJUDGED`),
+           at once, while its newest accepted reading is fresh. **A station real again** has its parked
+           real stream judged the same way (reason :data:`RESUMED`): residents see the level its real
+           readings of before the drill show, if they are still fresh, not nothing until the next one.
         """
         changes: list[store.AlertChange] = []
 
@@ -600,10 +640,11 @@ class RulesWorker:
                 t = Transition(r["condition"], r["level"], None, now.timestamp(), None, None, reason)
                 await record(await store.apply_transition(conn, station_id="", municipality_code=None,
                                                           exercise=r["exercise"], t=t, alert_id=r["id"]))
+            # (a real stream of an exercise station is parked, not dropped: _follow_ladders)
             gone = await conn.fetch(
                 """DELETE FROM rule_state rs WHERE NOT EXISTS (
                        SELECT 1 FROM stations s WHERE s.id = rs.station_id
-                       AND (rs.exercise = s.exercise
+                       AND (rs.exercise = s.exercise OR NOT rs.exercise
                             OR (rs.exercise AND NOT coalesce((rs.state->'registry'->>'exercise')::boolean, false))))
                    RETURNING station_id, exercise""")
             if gone:
@@ -625,14 +666,14 @@ class RulesWorker:
         return len(changes)
 
     async def _follow_ladders(self, conn: asyncpg.Connection, now: datetime) -> list[store.AlertChange | None]:
-        """Stamp every stream with its station's registry; re-judge those whose ladder changed (step 3 of
-        :meth:`follow_registry`). Call in its transaction."""
+        """Stamp every stream with its station's registry; park, resume or re-judge those it changed for (step 3
+        of :meth:`follow_registry`). Call in its transaction."""
         rows = await conn.fetch(
             f"""SELECT rs.station_id, rs.exercise, rs.state->'registry' AS registry, s.exercise AS station_exercise,
-                       s.gauge_type, {', '.join('s.' + f for f in THRESHOLD_FIELDS)}
+                       s.kind, s.gauge_type, {', '.join('s.' + f for f in THRESHOLD_FIELDS)}
                 FROM rule_state rs JOIN stations s ON s.id = rs.station_id ORDER BY rs.station_id, rs.exercise""")
         stale = [r for r in rows if (json.loads(r["registry"]) if r["registry"] else None)
-                 != _registry_stamp(r["station_exercise"], ladder(r["gauge_type"], dict(r)))]
+                 != _registry_stamp(r["station_exercise"], _ladder_of(r), _gauge_of(r))]
         if not stale:
             return []
         stations = await self._stations(conn, sorted({r["station_id"] for r in stale}))
@@ -642,51 +683,77 @@ class RulesWorker:
             stored = json.loads(await conn.fetchval(
                 "SELECT state FROM rule_state WHERE station_id = $1 AND exercise = $2 FOR UPDATE", st.id, exercise))
             old = stored.get("registry")
-            if old is not None and old["steps"] != _steps_json(st.steps) and stored.get("machine"):
-                machine, transitions = await self._rejudge(conn, st, exercise, stored["machine"], now)
+            new = _registry_stamp(st.exercise, st.steps, st.gauge)
+            judged: tuple[StationRules, list[Transition]] | None = None
+            if not exercise and st.exercise:
+                # switched to exercise: its real alerts ended (step 1); the stream keeps only the readings it
+                # judged eligible, to be judged again should the station be real again while they are fresh
+                if stored.get("machine"):
+                    machine = self._machine(st, exercise, stored["machine"])
+                    stored = {"parked": _eligible_points(machine), "last_any_ts": stored.get("last_any_ts")}
+                    await self._drop_checkpoints(conn, st.id, exercise)
+            elif not exercise and "parked" in stored:
+                # real again: its level judged from the real readings it had before, if still fresh
+                judged = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED)
+                stored.pop("machine", None)
+            elif old is not None and (old["steps"] != new["steps"] or old.get("gauge", st.gauge) != st.gauge) \
+                    and stored.get("machine"):
+                current = self._machine(st, exercise, stored["machine"])
+                judged = self._judge_again(st, exercise, _eligible_points(current), current, now, REJUDGED)
+            if judged is not None:
+                machine, transitions = judged
                 for t in transitions:
                     out.append(await store.apply_transition(conn, station_id=st.id, municipality_code=st.municipality_code,
                                                             exercise=exercise, t=t))
+                if transitions:
+                    log.info("registry changed: station judged again", extra={
+                        "station": st.id, "exercise": exercise, "changes": len(transitions)})
                 stored["machine"] = machine.to_json()
                 stored.pop("cp_ts", None)
-                await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2",
-                                   st.id, exercise)
-            stored["registry"] = _registry_stamp(st.exercise, st.steps)
+                await self._drop_checkpoints(conn, st.id, exercise)
+            stored["registry"] = new
             await conn.execute("UPDATE rule_state SET state = $3::jsonb, updated_at = now() "
                                "WHERE station_id = $1 AND exercise = $2", st.id, exercise, json.dumps(stored))
         return out
 
-    async def _rejudge(self, conn: asyncpg.Connection, st: _Station, exercise: bool, state: dict[str, Any],
-                       now: datetime) -> tuple[StationRules, list[Transition]]:
-        """The stream's river level judged again under the station's current ladder ``st.steps``.
+    @staticmethod
+    async def _drop_checkpoints(conn: asyncpg.Connection, station_id: str, exercise: bool) -> None:
+        await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2", station_id, exercise)
 
-        A fresh machine is fed the stream's stored level readings of its last ``buffer_s`` (3 h, or 12
-        reporting intervals) up to its newest one, and ticked as far as the live state was; its river
-        level and unconfirmed level replace the live ones (device health is kept as it is). Returns the
-        new machine and the net transitions, dated ``now`` (the registry change) with reason
-        :data:`REJUDGED`, the level's threshold under the new ladder and the newest accepted stage (m)."""
-        current = self._machine(st, exercise, state)
-        last = current.state.last_ts
-        if last is None:
-            return current, []
+    def _judge_again(self, st: _Station, exercise: bool, points: list[list[float]], current: StationRules | None,
+                     now: datetime, reason: str) -> tuple[StationRules, list[Transition]] | None:
+        """The stream's river level judged again under the station's current ladder ``st.steps``, or None
+        when there is nothing fresh to judge from.
+
+        The rule, for changed thresholds (reason :data:`REJUDGED`) and a station real again (:data:`RESUMED`)
+        alike: judge only from readings that were eligible to be judged when they arrived — the stream's
+        accepted level readings of its last ``buffer_s`` as the live rules kept them, and the suspect reading
+        waiting for confirmation (``points``: ``[[ts, m], …]``, :func:`_eligible_points`) — never from the
+        stored readings table, which holds spikes the rules rejected and readings that arrived while the
+        station was registered otherwise. And judge only while the newest of them is fresh by the silent-gauge
+        rule (:func:`alerting.rules.is_silent`: at most ``silent_factor`` × ``expected_interval_s`` old at
+        ``now``): a silent gauge's old stage says nothing of the river now, so its held level is kept as it is
+        (None: no judgement) and a resumed stream starts afresh. A fresh machine is fed the points and ticked
+        to ``now``; its river level and unconfirmed level replace the live ones (``current``; device health is
+        kept). Returns the new machine and the net transitions dated ``now`` (the registry change), with the
+        level's threshold under the new ladder and the newest accepted stage (m)."""
+        newest = max((t for t, _ in points), default=None)
+        if newest is None or now.timestamp() - newest > self.silent_factor * st.expected_interval_s:
+            return None
         fresh = self._machine(st, exercise, None)
-        rows = await conn.fetch(
-            """SELECT ts, value FROM readings WHERE station_id = $1 AND exercise = $2 AND kind = 'level'
-               AND ts > $3 AND ts <= $4 ORDER BY ts""",
-            st.id, exercise, store.to_dt(last - fresh.config.buffer_s), store.to_dt(last))
-        fresh.feed_all(Reading("level", r["ts"].timestamp(), r["value"]) for r in rows)
-        if current.state.ticked_to is not None:
-            fresh.tick(current.state.ticked_to)
-        fresh.state.health = current.state.health
-        before, after = current.open_conditions(), fresh.open_conditions()
+        fresh.feed_all(Reading("level", float(t), float(v)) for t, v in sorted(points))
+        fresh.tick(now.timestamp())
+        before: dict[str, int] = {}
+        if current is not None:
+            before = current.open_conditions()
+            fresh.state.health = current.state.health
+            if current.state.last_ts is not None:
+                fresh.state.last_ts = max(fresh.state.last_ts or current.state.last_ts, current.state.last_ts)
+        after = fresh.open_conditions()
         value = fresh.state.last_valid[1] if fresh.state.last_valid else None
-        transitions = [Transition(name, before.get(name), after.get(name), now.timestamp(), value,
-                                  threshold_of(st.steps, after[name]) if name in after else None, REJUDGED)
+        return fresh, [Transition(name, before.get(name), after.get(name), now.timestamp(), value,
+                                  threshold_of(st.steps, after[name]) if name in after else None, reason)
                        for name in (RIVER, UNCONFIRMED) if before.get(name) != after.get(name)]
-        if transitions:
-            log.info("thresholds changed: station re-evaluated", extra={"station": st.id, "exercise": exercise,
-                                                                       "changes": len(transitions)})
-        return fresh, transitions
 
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:
@@ -770,11 +837,22 @@ def _steps_json(steps: tuple[Any, ...]) -> list[list[float]]:
     return [[step.level, step.threshold] for step in steps]
 
 
-def _registry_stamp(exercise: bool, steps: tuple[Any, ...]) -> dict[str, Any]:
-    """What a stream was last judged with (``rule_state.state['registry']``): its station's exercise flag
-    and ladder as ``[[level, threshold m], …]``; :meth:`RulesWorker.follow_registry` compares it with the
-    registry."""
-    return {"exercise": exercise, "steps": _steps_json(steps)}
+def _registry_stamp(exercise: bool, steps: tuple[Any, ...], gauge: str) -> dict[str, Any]:
+    """What a stream was last judged with (``rule_state.state['registry']``): its station's exercise flag,
+    ladder as ``[[level, threshold m], …]`` and ``kind/gauge_type``; :meth:`RulesWorker.follow_registry`
+    compares it with the registry."""
+    return {"exercise": exercise, "steps": _steps_json(steps), "gauge": gauge}
+
+
+def _eligible_points(machine: StationRules) -> list[list[float]]:
+    """The level readings a stream's rules accepted (of their last ``buffer_s``) and the suspect one waiting
+    for confirmation, ``[[ts, m], …]`` in time order: what it may be judged again from
+    (:meth:`RulesWorker._judge_again`)."""
+    s = machine.state
+    points = [[t, v] for t, v in s.buffer]
+    if s.pending is not None:
+        points.append([s.pending[0], s.pending[1]])
+    return sorted(points)
 
 
 def _alert_topic(topic_root: str, municipality_code: str | None, alert_id: int) -> str:

@@ -30,7 +30,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from api.problems import Problem
-from sonae.municipality_code import MunicipalityCodeError, normalise_optional
+from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 ROLES = ("staff", "operator", "admin")
 TOKEN_TTL = timedelta(hours=12)
@@ -106,7 +106,8 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     password_hash = await _off_loop(hash_password, password)
     try:
-        municipality_code = normalise_optional(municipality_code)
+        municipality_code = (normalise_municipality(municipality_code)
+                             if municipality_code is not None and municipality_code.strip() else None)
     except MunicipalityCodeError as exc:
         raise AccountError(str(exc)) from None
     try:

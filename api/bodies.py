@@ -2,7 +2,9 @@
 
 Every body is parsed one way (:func:`json_object`): strict JSON (no ``NaN``/``Infinity`` literals, no
 number that overflows to infinity such as ``1e400``), nested at most :data:`MAX_DEPTH` levels, integers
-of at most :data:`MAX_INT_DIGITS` digits. Field-specific bounds come on top (:func:`int_field`).
+of at most :data:`MAX_INT_DIGITS` digits, and no key twice in one object (RFC 8259 §4 leaves the meaning
+of ``{"name": "a", "name": "b"}`` open; Python would keep the last silently, another reader the first: a
+400 says so instead of guessing). Field-specific bounds come on top (:func:`int_field`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import Problem
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 _MISSING = object()
 MAX_DEPTH = 32
@@ -29,6 +31,21 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 class _BadNumber(ValueError):
     pass
+
+
+class _DuplicateKey(_BadNumber):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object from its key/value pairs; a key given twice is refused (see the module docstring)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            shown = repr(key[:40]) if key.isprintable() and not _SURROGATE.search(key) else "(a key)"
+            raise _DuplicateKey(f"the key {shown} is given more than once in one object; give each field once")
+        out[key] = value
+    return out
 
 
 def _constant(name: str) -> Any:
@@ -62,10 +79,12 @@ def _depth(value: Any) -> int:
 
 
 def loads(text: str | bytes) -> Any:
-    """Strict JSON: raises ValueError for NaN/Infinity, overflowing numbers, over-long integers and
-    nesting deeper than :data:`MAX_DEPTH` (json's own recursion limit would be a RecursionError)."""
+    """Strict JSON: raises ValueError for NaN/Infinity, overflowing numbers, over-long integers, a key given
+    twice in one object and nesting deeper than :data:`MAX_DEPTH` (json's own recursion limit would be a
+    RecursionError)."""
     try:
-        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int,
+                           object_pairs_hook=_object)
     except RecursionError:
         raise _BadNumber(f"the JSON is nested more than {MAX_DEPTH} levels deep") from None
     if _depth(value) > MAX_DEPTH:
@@ -164,10 +183,11 @@ def number_field(body: dict[str, Any], name: str, *, lo: float, hi: float, defau
 
 
 def municipality_code(value: str | None, *, name: str = "municipality_code") -> str | None:
-    """A 団体コード in the 6-digit form (5 digits get their check digit), or None; else a 400 problem."""
+    """A municipality's 団体コード in the 6-digit form (5 digits get their check digit), or None; else a 400
+    problem (also for ``000001`` or a prefecture's own code, which name no municipality)."""
     if value is None:
         return None
     try:
-        return normalise(value)
+        return normalise_municipality(value)
     except MunicipalityCodeError as exc:
         raise Problem(400, "Bad Request", f"field {name!r}: {exc}", field=name) from None

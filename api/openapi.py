@@ -295,19 +295,25 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "is_open": {"type": "boolean"}}}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
     ("patch", "/api/v1/stations/{station_id}"): {
-        "summary": "Edit a station: name, municipality, exercise flag, 洪水予報 thresholds", "tags": ["staff"],
-        "security": STAFF, "parameters": [STATION_ID],
+        "summary": "Edit a station: name, English name, municipality, exercise flag, 洪水予報 thresholds",
+        "tags": ["staff"], "security": STAFF, "parameters": [STATION_ID],
         "description": "A registry change, followed by the rules worker as an import is: a move takes the "
                        "station's open alerts to the new municipality, an exercise switch ends the alerts of the "
-                       "stream the station no longer has, new thresholds judge its level again. Thresholds in m "
-                       "on the station's datum; null removes one. 422: the thresholds present after the change "
-                       "do not rise strictly 水防団待機 < 氾濫注意 < 避難判断 < 氾濫危険, or the gauge's ladder is "
-                       "another (危機管理型). 403: a municipality outside the account's.",
+                       "stream the station no longer has, new thresholds judge its level again. The station after "
+                       "the change passes the registry's load rules. Thresholds in m on the station's datum; an "
+                       "edit that sets any leaves all four set, rising 水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険. "
+                       "A rename without name_en clears the English name (null clears it too): texts then use "
+                       "the new name. Names without control, zero-width or bidirectional characters. An edit "
+                       "that changes nothing answers the station, unaudited. 422: thresholds that break the rule "
+                       "or of a gauge whose ladder is another (危機管理型), a code of no municipality in the list, "
+                       "hidden characters in a name. 403: a municipality outside the account's.",
         "requestBody": body({"type": "object", "minProperties": 1, "properties": {
-            "name": {"type": "string", "maxLength": 200,
+            "name": {"type": "string", "maxLength": 200, "description": "text that is not only spaces",
                      "pattern": "^[^\\u0000]*[^" + SPACE + "][^\\u0000]*$"},
+            "name_en": {"type": ["string", "null"], "maxLength": 200, "description": "text that is not only spaces",
+                        "pattern": "^[^\\u0000]*[^" + SPACE + "][^\\u0000]*$"},
             "municipality_code": MUNI_CODE, "exercise": {"type": "boolean"},
-            **{name: {"type": ["number", "null"], "minimum": -100, "maximum": 10000}
+            **{name: {"type": "number", "minimum": -100, "maximum": 10000}
                for name in ("th_standby", "th_caution", "th_evacuation", "th_danger")}}}),
         "responses": {**ok({"$ref": "#/components/schemas/Station"}), **errors(400, 401, 403, 404, 415, 422)}},
     ("post", "/api/v1/hazards"): {
@@ -487,7 +493,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 
 #: the named formats (checked by api/validation.py, which says the rules in full)
 FORMATS = {
-    "municipality-code": "a 団体コード: 6 digits whose last is the JIS X 0402 check digit, or the 5-digit form",
+    "municipality-code": "a municipality's (市区町村) 団体コード: 6 digits whose last is the JIS X 0402 check digit, or the "
+                         "5-digit form; 000001 and a prefecture's own code (070009) name none",
     "p256-public-key": "an uncompressed P-256 point (65 bytes, 0x04 first, on the curve) in base64url, "
                        "padded or not (RFC 8291)",
     "push-auth-secret": "16 bytes in base64url, padded or not (RFC 8291)",

@@ -12,7 +12,7 @@ from aiohttp import web
 from api.problems import Problem
 from evac.guidance import LANGS
 from sonae.japantime import parse_query_time
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 
 def bad(name: str, detail: str) -> Problem:
@@ -125,14 +125,14 @@ def integer(request: web.Request, name: str, lo: int, hi: int) -> int | None:
 def municipality(request: web.Request, name: str = "municipality") -> str | None:
     """A 団体コード filter in the 6-digit form (``07203`` and ``072036`` are the same), or None.
 
-    A code that is not 5 or 6 digits, or has a wrong check digit, is a 400 problem saying which code
-    was meant (:mod:`sonae.municipality_code`).
+    A code that is not 5 or 6 digits, has a wrong check digit or names no municipality (``000001``, a
+    prefecture's ``070009``) is a 400 problem saying which code was meant (:mod:`sonae.municipality_code`).
     """
     raw = one(request, name)
     if raw is None:
         return None
     try:
-        return normalise(raw)
+        return normalise_municipality(raw)
     except MunicipalityCodeError as exc:
         raise bad(name, f"parameter {name!r}: {exc}") from None
 

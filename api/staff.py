@@ -147,40 +147,45 @@ async def patch_shelter(request: web.Request) -> web.Response:
 async def patch_station(request: web.Request) -> web.Response:
     """Edit a registered station (staff and admins of its municipality, audited ``station.updated``).
 
-    Body: any of ``name`` (text, not blank, at most :data:`MAX_STATION_NAME` characters),
-    ``municipality_code`` (団体コード: 6 digits with the check digit, or the 5-digit form), ``exercise``
-    (bool) and the 洪水予報 thresholds ``th_standby``, ``th_caution``, ``th_evacuation``, ``th_danger`` (m on
-    the station's datum, :data:`THRESHOLD_M`; null removes one). The change is a registry change: the rules
-    worker follows it (``alerting.worker.RulesWorker.follow_registry``): a move takes the station's open
-    alerts to the new municipality, an exercise switch ends the alerts of the stream the station no longer
-    has, new thresholds judge its level again. Answers the station as ``GET /api/v1/stations/{id}`` does.
+    Body: any of ``name`` and ``name_en`` (text, not blank, at most :data:`MAX_STATION_NAME` characters;
+    ``name_en`` null clears it), ``municipality_code`` (団体コード: 6 digits with the check digit, or the
+    5-digit form), ``exercise`` (bool) and the 洪水予報 thresholds ``th_standby``, ``th_caution``,
+    ``th_evacuation``, ``th_danger`` (m on the station's datum, :data:`THRESHOLD_M`). The rules of the edited
+    station are the registry's (:func:`ingest.registry.edit_station`): thresholds all four, finite, rising
+    (equal allowed) as a station file's must; a code of a municipality in the list; names without hidden
+    characters (:mod:`sonae.nametext`); a rename without ``name_en`` clears the English name. The change is a
+    registry change: the rules worker follows it (``alerting.worker.RulesWorker.follow_registry``): a move
+    takes the station's open alerts to the new municipality, an exercise switch ends the alerts of the stream
+    the station no longer has, new thresholds judge its level again. Answers the station as ``GET
+    /api/v1/stations/{id}`` does; an edit that changes nothing answers it too, with no audit entry and no
+    registry change.
 
     Errors: 400 a field of the wrong type or range, or nothing to change; 401/403 not logged in or not staff;
     403 a new municipality outside the account's; 404 no such station (or one outside the account's
-    municipality); 422 thresholds that would not rise strictly in the order above, or thresholds of a
-    gauge whose ladder is another (危機管理型)."""
+    municipality); 422 an edited station that breaks the registry's rules (the message says which)."""
     account = await authenticate(request)
     station_id = request.match_info["station_id"]
     if not STATION_ID.match(station_id):
         raise Problem(400, "Bad Request", "station id must match [A-Za-z0-9_.-]{1,64}")
     body = await json_object(request)
-    for name in ("name", "municipality_code", "exercise"):
+    for name in ("name", "municipality_code", "exercise", *FLOOD_THRESHOLDS):
         if name in body and body[name] is None:
             raise Problem(400, "Bad Request", f"field {name!r} cannot be null: leave it out to keep it", field=name)
     changes: dict[str, Any] = {}
-    if "name" in body:
-        changes["name"] = field(body, "name", str).strip()
-        if not changes["name"] or len(changes["name"]) > MAX_STATION_NAME:
-            raise Problem(400, "Bad Request", f"field 'name' must be 1 to {MAX_STATION_NAME} characters, "
-                                              "not only spaces", field="name")
+    for name in ("name", "name_en"):
+        if name in body:
+            text = field(body, name, str, default=None)
+            changes[name] = None if text is None else text.strip()
+            if text is not None and not 1 <= len(changes[name]) <= MAX_STATION_NAME:
+                raise Problem(400, "Bad Request", f"field {name!r} must be 1 to {MAX_STATION_NAME} characters, "
+                                                  "not only spaces", field=name)
     if "municipality_code" in body:
         changes["municipality_code"] = municipality_code(field(body, "municipality_code", str))
     if "exercise" in body:
         changes["exercise"] = field(body, "exercise", bool)
     for name in FLOOD_THRESHOLDS:
         if name in body:
-            value = number_field(body, name, lo=THRESHOLD_M[0], hi=THRESHOLD_M[1], default=None)
-            changes[name] = None if value is None else float(value)
+            changes[name] = float(number_field(body, name, lo=THRESHOLD_M[0], hi=THRESHOLD_M[1]))
     if not changes:
         raise Problem(400, "Bad Request", f"nothing to change: give one or more of {', '.join(EDITABLE)}")
     async with request.app[POOL].acquire() as conn:
@@ -198,8 +203,9 @@ async def patch_station(request: web.Request) -> web.Response:
             if result is None:
                 raise Problem(404, "Not Found", f"no station {station_id!r}")
             before, after = result
-            await audit(conn, account.username, "station.updated", "station", station_id,
-                        {"from": before, "to": after})
+            if after:  # an edit that changes nothing is no action: nothing to audit
+                await audit(conn, account.username, "station.updated", "station", station_id,
+                            {"from": before, "to": after})
         row = [r for r in await stations_with_latest(conn) if r["id"] == station_id][0]
     return web.json_response(station_json(row))
 

@@ -52,14 +52,14 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 
 from api.bodies import json_object
-from api.openapi import COMPONENTS, document
+from api.openapi import COMPONENTS, NO_NUL, document
 from api.params import DECIMAL, parse_bbox
 from api.problems import Problem
 from ngsi.query import QueryError, compile_pattern, parse_q
 from notify.webpush import b64u_decode, check_auth, check_p256dh
 from sonae.geojson import read_geometry
 from sonae.japantime import parse_query_time
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 NGSI_BAD_REQUEST = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
 
@@ -68,7 +68,7 @@ FORMATS = FormatChecker(formats=())
 @FORMATS.checks("municipality-code", raises=MunicipalityCodeError)
 def _municipality_code(value: object) -> bool:
     if isinstance(value, str):
-        normalise(value)
+        normalise_municipality(value)
     return True
 
 
@@ -351,22 +351,59 @@ def _rule(error: ValidationError) -> str:
     return f"format:{error.validator_value}" if error.validator == "format" else str(error.validator)
 
 
+_TYPES = {"string": "text", "number": "a number", "integer": "a whole number", "boolean": "true or false",
+          "object": "an object", "array": "a list", "null": "null"}
+
+
+def _plural(n: Any, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _explain(error: ValidationError) -> str:
-    """What the rule asks, in words (the cause of a format error says why)."""
-    if error.validator == "format":
+    """What the rule asks, in words a person reads (never the schema's own text, such as a regular expression or
+    a keyword like ``minProperties``; the keyword is the problem's ``rule``); the cause of a format error says
+    why. A pattern says what it expects by its schema's ``description``, when it has one."""
+    rule, value, schema = error.validator, error.validator_value, error.schema
+    if rule == "format":
         why = f": {error.cause}" if error.cause is not None and str(error.cause) else ""
-        return f"must be a {error.validator_value}{why}"
-    if error.validator == "required":
+        return f"must be a {value}{why}"
+    if rule == "required":
         return error.message.replace("is a required property", "is required")
-    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "type",
-                           "pattern", "minLength", "maxLength", "minItems", "maxItems", "const"):
-        return f"{error.validator} {error.validator_value!r} is not met"
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+    if rule == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return "must be " + " or ".join(_TYPES.get(str(k), str(k)) for k in kinds)
+    if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        words = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
+                 "exclusiveMaximum": "less than"}[str(rule)]
+        return f"must be {words} {value:g}" if isinstance(value, int | float) else f"must be {words} {value}"
+    if rule == "enum":
+        return "must be one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in value)
+    if rule == "const":
+        return f"must be {json.dumps(value, ensure_ascii=False)}"
+    if rule == "minLength":
+        return f"must be at least {_plural(value, 'character')} long"
+    if rule == "maxLength":
+        return f"must be at most {_plural(value, 'character')} long"
+    if rule == "minItems":
+        return f"must list at least {_plural(value, 'item')}"
+    if rule == "maxItems":
+        return f"must list at most {_plural(value, 'item')}"
+    if rule == "minProperties":
+        return f"must give at least {_plural(value, 'field')}" + (
+            f" (of {', '.join(schema['properties'])})" if isinstance(schema.get("properties"), dict) else "")
+    if rule == "maxProperties":
+        return f"must give at most {_plural(value, 'field')}"
+    if rule == "pattern":
+        if value == NO_NUL:
+            return "must not contain a NUL character"
+        described = schema.get("description")
+        return f"must be {described}" if isinstance(described, str) else "is not in the expected form"
+    if rule == "additionalProperties" and isinstance(error.instance, dict):
+        extra = sorted(set(error.instance) - set(schema.get("properties", {})))
         return "takes no field " + ", ".join(repr(k[:40]) for k in extra[:5])
-    if error.validator in ("oneOf", "anyOf"):
+    if rule in ("oneOf", "anyOf"):
         return "matches none of the allowed forms"
-    return f"the rule {error.validator!r} is not met"  # never the message: it quotes the value
+    return "is not accepted here"  # never the message: it quotes the value, and the keyword is the rule
 
 
 def _where(path: Iterable[Any]) -> str:

@@ -20,12 +20,19 @@ import asyncpg
 
 from ingest.contract import STATION_ID
 from sonae import textfile
-from sonae.municipality_code import MunicipalityCodeError, normalise_optional
+from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
+from sonae.nametext import hidden_character
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError
 
 THRESHOLD_FIELDS = ("th_standby", "th_caution", "th_evacuation", "th_danger",
                     "th_obs_start", "th_crisis", "th_overflow")
+#: the 洪水予報 thresholds in rising order (水防団待機, 氾濫注意, 避難判断, 氾濫危険 水位), m
+FLOOD_THRESHOLDS = ("th_standby", "th_caution", "th_evacuation", "th_danger")
+#: the 危機管理型 thresholds in rising order (観測開始, 危険, 氾濫開始 水位), m
+CRISIS_THRESHOLDS = ("th_obs_start", "th_crisis", "th_overflow")
+#: the texts shown to people as the station's names (alert headlines): no hidden characters (sonae.nametext)
+SHOWN_TEXTS = ("name", "name_en", "kana", "river")
 
 
 class RegistryError(ValueError):
@@ -57,7 +64,9 @@ class Station:
     exercise: bool = False
     source: str | None = None
     max_rate_m_per_h: float | None = None  # plausible rate of change (None: alerting's default)
-    exercise_time_scale: float = 1.0  # exercise scenario's clock speed (exercise stations only)
+    #: the exercise scenario's clock speed, applied while the station is an exercise station (kept, unused, while
+    #: it is real: switched back to exercise, its drills run on their clock again)
+    exercise_time_scale: float = 1.0
 
     def validate(self) -> Station:
         """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`."""
@@ -66,6 +75,12 @@ class Station:
             raise RegistryError(f"{where}: id must match [A-Za-z0-9_.-]{{1,64}}")
         if not self.name:
             raise RegistryError(f"{where}: name is empty")
+        for name in SHOWN_TEXTS:
+            value = getattr(self, name)
+            hidden = hidden_character(value) if isinstance(value, str) else None
+            if hidden:
+                raise RegistryError(f"{where}: {name} contains {hidden}; it would reach alert headlines: "
+                                    "write the name without it")
         if self.kind not in ("river_level", "rainfall", "device", "gateway"):
             raise RegistryError(f"{where}: kind must be river_level, rainfall, device or gateway")
         if self.gauge_type not in ("flood_forecast", "crisis", "none"):
@@ -80,21 +95,29 @@ class Station:
             raise RegistryError(f"{where}: max_rate_m_per_h must be positive (m/h), or empty for the default")
         if not self.exercise_time_scale >= 1:
             raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
-        if self.exercise_time_scale != 1 and not self.exercise:
-            raise RegistryError(f"{where}: exercise_time_scale is for exercise stations only; "
-                                "set exercise=true or leave it at 1")
-        ordered = [getattr(self, f) for f in ("th_standby", "th_caution", "th_evacuation", "th_danger")]
-        present = [v for v in ordered if v is not None]
-        if present != sorted(present):
-            raise RegistryError(f"{where}: thresholds must rise 水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険")
-        crisis = [v for v in (self.th_obs_start, self.th_crisis, self.th_overflow) if v is not None]
-        if crisis != sorted(crisis):
-            raise RegistryError(f"{where}: thresholds must rise 観測開始 ≤ 危険 ≤ 氾濫開始")
+        self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
+        self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
         try:
             code = normalise_optional(self.municipality_code)
         except MunicipalityCodeError as exc:
             raise RegistryError(f"{where}: municipality_code: {exc}") from None
+        problem = not_a_municipality(code) if code is not None else None
+        if problem:
+            raise RegistryError(f"{where}: municipality_code: {problem}")
         return self if code == self.municipality_code else replace(self, municipality_code=code)
+
+
+    def _check_rising(self, names: Sequence[str], order: str, *, where: str) -> None:
+        """The load rule of one ladder (the one rule, for files and staff edits alike): each threshold given
+        is a finite number of metres, and those given rise (equal allowed) in ``order``."""
+        present = [(f, getattr(self, f)) for f in names if getattr(self, f) is not None]
+        for f, value in present:
+            if not math.isfinite(value):
+                raise RegistryError(f"{where}: {f} must be a finite number of metres, not {value}")
+        for (low_name, low), (high_name, high) in zip(present, present[1:], strict=False):
+            if high < low:
+                raise RegistryError(f"{where}: thresholds must rise {order}: {high_name} ({high:g} m) is below "
+                                    f"{low_name} ({low:g} m)")
 
 
 _FIELDS = {f.name: f for f in fields(Station)}
@@ -144,6 +167,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
         values[key] = value
     if "id" not in values or "name" not in values:
         raise RegistryError(f"{where}: fields 'id' and 'name' are required")
+    if values.get("exercise_time_scale", 1) != 1 and not values.get("exercise"):
+        raise RegistryError(f"{where}: exercise_time_scale is for exercise stations only; "
+                            "set exercise=true or leave it at 1")
     try:
         return Station(**values).validate()
     except RegistryError as exc:  # the station's own rules (id, code, thresholds): say where, too
@@ -274,22 +300,32 @@ async def list_stations(conn: asyncpg.Connection) -> list[Station]:
     return [Station(**dict(r)) for r in rows]
 
 
-#: the 洪水予報 thresholds in rising order (水防団待機, 氾濫注意, 避難判断, 氾濫危険 水位), m
-FLOOD_THRESHOLDS = ("th_standby", "th_caution", "th_evacuation", "th_danger")
 #: what staff may edit on a registered station (:func:`edit_station`)
-EDITABLE = ("name", "municipality_code", "exercise", *FLOOD_THRESHOLDS)
+EDITABLE = ("name", "name_en", "municipality_code", "exercise", *FLOOD_THRESHOLDS)
 
 
 async def edit_station(conn: asyncpg.Connection, station_id: str,
                        changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Change some :data:`EDITABLE` fields of one registered station, as a registry import would.
 
-    ``changes`` maps field names to new values, already checked one by one (a name, a 6-digit 団体コード,
-    a bool, thresholds in metres on the station's datum; a threshold None removes it). The station is
-    updated in one statement, so the ``stations`` trigger announces it (NOTIFY ``names``, migration
-    ``025_names_changed``) and the rules worker follows it as it follows an import
-    (``alerting.worker.RulesWorker.follow_registry``). A station switched to real gets
-    ``exercise_time_scale`` 1 (the scenario clock is an exercise station's only; column constraint).
+    ``changes`` maps field names to new values, already checked one by one (a name, an English name or None,
+    a 6-digit 団体コード, a bool, thresholds in metres on the station's datum). The station after the change
+    must pass the registry's own load rules (:meth:`Station.validate`: thresholds finite and rising
+    水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険, a municipality code, names without hidden characters), and
+    more for an edit:
+
+    * **thresholds**: an edit that sets any of them leaves all four set (a 洪水予報 gauge's ladder is the four
+      stages; none is removed here), and only on a ``flood_forecast`` gauge;
+    * **municipality**: one of the municipality list (table ``municipalities``) when the deployment has one;
+    * **a rename** (``name`` changed) without ``name_en`` clears the English name (and the reading,
+      ``kana``): they named the station by its old name, and alert texts fall back to the new Japanese name
+      (``alerting.cap._place_en``) rather than show another station's;
+    * **an exercise switch** keeps ``exercise_time_scale``: it applies while the station is an exercise
+      station, so switched back its drills run on their scenario's clock again.
+
+    The station is updated in one statement, so the ``stations`` trigger announces it (NOTIFY ``names``,
+    migration ``025_names_changed``) and the rules worker follows it as it follows an import
+    (``alerting.worker.RulesWorker.follow_registry``); nothing is written when nothing changes.
 
     Returns ``(before, after)``: the fields that changed, old and new values (both empty when nothing
     changed); None when no station has the id. Call in a transaction.
@@ -297,9 +333,7 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     Raises
     ------
     RegistryError
-        The station's 洪水予報 thresholds would not rise strictly 水防団待機 < 氾濫注意 < 避難判断 < 氾濫危険
-        (those present, after the change), or thresholds are given for a gauge whose ladder is another
-        (``gauge_type`` crisis or none).
+        The edited station breaks one of the rules above; the message names the field and the rule.
     """
     unknown = set(changes) - set(EDITABLE)
     if unknown:
@@ -312,18 +346,27 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     if given and row["gauge_type"] != "flood_forecast":
         raise RegistryError(f"{where} is a gauge_type {row['gauge_type']} gauge: its ladder is not the four 洪水予報 "
                             "thresholds; change its thresholds by a registry import")
-    merged = {f: changes[f] if f in changes else row[f] for f in FLOOD_THRESHOLDS}
-    present = [(f, float(merged[f])) for f in FLOOD_THRESHOLDS if merged[f] is not None]
-    for (low_name, low), (high_name, high) in zip(present, present[1:], strict=False):
-        if not low < high:
-            raise RegistryError(f"{where}: {high_name} ({high:g} m) must be above {low_name} ({low:g} m): the "
-                                "thresholds rise strictly 水防団待機 < 氾濫注意 < 避難判断 < 氾濫危険")
     updates = dict(changes)
-    if changes.get("exercise") is False and row["exercise_time_scale"] != 1:
-        updates["exercise_time_scale"] = 1.0
+    if given:
+        missing = [f for f in FLOOD_THRESHOLDS if updates.get(f, row[f]) is None]
+        if missing:
+            raise RegistryError(f"{where}: {', '.join(missing)} would be missing: a 洪水予報 gauge's thresholds are "
+                                "the four stages 水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険 水位; give a number of "
+                                "metres for each")
+    if "name" in changes and changes["name"] != row["name"]:
+        updates.setdefault("name_en", None)
+        updates["kana"] = None
+    edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate()
+    updates = {k: getattr(edited, k) for k in updates}
+    code = updates.get("municipality_code")
+    if code is not None and code != row["municipality_code"] and not await conn.fetchval(
+            "SELECT NOT EXISTS (SELECT 1 FROM municipalities) OR EXISTS (SELECT 1 FROM municipalities "
+            "WHERE code = $1)", code):
+        raise RegistryError(f"{where}: municipality_code {code!r} is not in this deployment's municipality list "
+                            "(GET /api/v1/municipalities lists them)")
     changed = {k: v for k, v in updates.items() if row[k] != v}
     if changed:
-        columns = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(changed))  # names from EDITABLE only
+        columns = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(changed))  # names of Station's fields only
         await conn.execute(f"UPDATE stations SET {columns}, updated_at = now() WHERE id = $1",
                            station_id, *changed.values())
     return {k: row[k] for k in changed}, changed

@@ -358,6 +358,23 @@ def _j(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+async def _told_municipalities(conn: asyncpg.Connection, event: dict[str, Any],
+                                alert: dict[str, Any]) -> list[str | None]:
+    """The municipalities whose targets an event goes to: the alert's; for its end (``cleared``) also every
+    municipality it moved out of before (events ``moved``, :func:`alerting.store.move_alert`), whose push
+    subscribers, webhooks and on-call staff were told of it there and must hear that it ended (a target
+    matching in several gets it once: the queue is unique per target and event)."""
+    codes: list[str | None] = [alert["municipality_code"]]
+    if event["kind"] == "cleared":
+        for r in await conn.fetch(
+                """SELECT DISTINCT old_municipality_code AS code FROM alert_events
+                   WHERE alert_id = $1 AND kind = 'moved' AND id < $2 AND old_municipality_code IS NOT NULL""",
+                alert["id"], event["id"]):
+            if r["code"] not in codes:
+                codes.append(r["code"])
+    return codes
+
+
 async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: dict[str, Any], *,
                         base_url: str, profile: CapProfile, email: bool = True) -> dict[str, int]:
     """Queue the messages of one alert event for every matching target. Returns the count per kind.
@@ -367,29 +384,33 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
         return counts
     if alert["condition"] == UNCONFIRMED:
         return counts  # beyond the gauge's plausible rate: staff see it in the console until confirmed
-    args = (event["id"], alert["id"], alert["exercise"], alert["municipality_code"])
     top = max(event["level"] or 0, event["old_level"] or 0)
     event_at: datetime = event["recorded_at"]
     public = alert["audience"] == "public" and alert["condition"] in ("river_level", "evacuation_order")
+    push = payloads = body = cap = email_payloads = None
     if public and top >= PUSH_MIN_LEVEL:
         box, margin = place_box(alert)
+        push = (*(box or (None, None, None, None)), margin)
         payloads = [_j(messages.push_payload(alert, event, lang, base_url))
                     for lang in ("ja-JP", "en-US", "ja-JP-x-easy")]
-        status = await conn.execute(_PUSH_FANOUT, *args, *(box or (None, None, None, None)), margin,
-                                    *payloads, event_at)
-        counts["push"] = int(status.split()[-1])
-    has_hooks = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM webhooks WHERE deleted_at IS NULL)")
-    if has_hooks:
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM webhooks WHERE deleted_at IS NULL)"):
         body = _j(messages.webhook_json(alert, event, base_url))
         cap = _j({"cap": messages.webhook_cap(alert, await alerts.messages_of(conn, alert["id"]), profile)})
-        status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body, cap,
-                                    event_at)
-        counts["webhook"] = int(status.split()[-1])
-    if email and top >= EMAIL_MIN_LEVEL and alert["municipality_code"]:
-        payloads = [_j(messages.email_payload(alert, event, lang, base_url))
-                    for lang in ("ja-JP", "en-US", "ja-JP-x-easy")]
-        status = await conn.execute(_EMAIL_FANOUT, *args, *payloads, event_at)
-        counts["email"] = int(status.split()[-1])
+    if email and top >= EMAIL_MIN_LEVEL:
+        email_payloads = [_j(messages.email_payload(alert, event, lang, base_url))
+                          for lang in ("ja-JP", "en-US", "ja-JP-x-easy")]
+    for code in await _told_municipalities(conn, event, alert):
+        args = (event["id"], alert["id"], alert["exercise"], code)
+        if push is not None and payloads is not None:
+            status = await conn.execute(_PUSH_FANOUT, *args, *push, *payloads, event_at)
+            counts["push"] += int(status.split()[-1])
+        if body is not None:
+            status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body,
+                                        cap, event_at)
+            counts["webhook"] += int(status.split()[-1])
+        if email_payloads is not None and code:
+            status = await conn.execute(_EMAIL_FANOUT, *args, *email_payloads, event_at)
+            counts["email"] += int(status.split()[-1])
     return counts
 
 

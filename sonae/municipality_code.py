@@ -12,7 +12,8 @@ Verified on all 1,916 codes of the 総務省 list and the J-LIS list (``shared/d
 
 from __future__ import annotations
 
-__all__ = ["MunicipalityCodeError", "check_digit", "is_valid", "normalise", "normalise_optional"]
+__all__ = ["MunicipalityCodeError", "check_digit", "is_valid", "not_a_municipality", "normalise", "normalise_municipality",
+           "normalise_optional"]
 
 _WEIGHTS = (6, 5, 4, 3, 2)
 
@@ -73,3 +74,36 @@ def is_valid(value: str) -> bool:
         return normalise(value) == value
     except MunicipalityCodeError:
         return False
+
+
+def not_a_municipality(code: str) -> str | None:
+    """Why a normal 6-digit code (:func:`normalise`'s) names no municipality (市区町村), or None.
+
+    The first two digits are the prefecture (01 北海道 … 47 沖縄県); a prefecture's own code has ``000`` in
+    digits 3-5 (``070009`` is 福島県). Both pass the check digit, and neither is a municipality: whether a
+    code is one of a real municipality is the municipality list's (``ingest.municipalities``) to say.
+    """
+    if not 1 <= int(code[:2]) <= 47:
+        return (f"{code!r} is not a municipality code: its first two digits, {code[:2]}, are no prefecture "
+                "(01 北海道 to 47 沖縄県)")
+    if code[2:5] == "000":
+        return f"{code!r} is the code of a prefecture (都道府県), not of a municipality (市区町村)"
+    return None
+
+
+def normalise_municipality(value: str) -> str:
+    """:func:`normalise`, refusing a code that names no municipality (:func:`not_a_municipality`).
+
+    For a code that is to name a 市区町村 (an order's, an area's, an account's, a filter's): ``000001``
+    and a prefecture's own code (``070009``) pass the check digit but name none.
+
+    Raises
+    ------
+    MunicipalityCodeError
+        As :func:`normalise`, and when the code is no municipality's (the message says why).
+    """
+    code = normalise(value)
+    problem = not_a_municipality(code)
+    if problem is not None:
+        raise MunicipalityCodeError(problem)
+    return code

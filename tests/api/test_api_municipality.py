@@ -9,13 +9,14 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from alerting import store as alerts
 from alerting.rules import Transition
-from api.auth import create_account, login
+from api.auth import AccountError, create_account, login
 from app.runtime import open_pool
 from ingest.boundaries import packaged_boundaries, store_boundaries
 from ingest.contract import encode_reading
@@ -327,3 +328,38 @@ async def test_cli_imports_n03_boundaries_and_name_lists(pool: asyncpg.Pool, dat
     proc = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "app.cli", "municipalities", "import",
                                                     str(bad)], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2 and "072036" in proc.stderr and "line 2" in proc.stderr
+
+
+async def test_codes_that_name_no_municipality_are_refused_at_every_entry(pool: asyncpg.Pool,
+                                                                           settings: Settings) -> None:
+    """``000001`` and 福島県's own ``070009`` pass the check digit but name no 市区町村: an order, a hazard
+    area, a webhook, an account and a filter given one is refused, saying why, and nothing is stored."""
+    async with pool.acquire() as conn:
+        await create_account(conn, username="pref-admin", password=PASSWORD, role="admin")
+        token = (await login(conn, "pref-admin", PASSWORD))[0]  # type: ignore[index]
+        for code in ("000001", "070009"):
+            with pytest.raises(AccountError, match="municipality"):
+                await create_account(conn, username=f"acct{code}", password=PASSWORD, role="staff",
+                                     municipality_code=code)
+        before = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
+                  for t in ("evacuation_orders", "hazard_areas", "webhooks")}
+    square = {"type": "Polygon", "coordinates": [[[140.3, 37.3], [140.31, 37.3], [140.31, 37.31], [140.3, 37.31],
+                                                  [140.3, 37.3]]]}
+    client: TestClient = await make_client(pool, settings)
+    try:
+        for code, words in (("000001", "no prefecture"), ("070009", "code of a prefecture")):
+            for path, body in (("/api/v1/orders", {"municipality_code": code, "level": 3}),
+                               ("/api/v1/hazards", {"geometry": square, "municipality_code": code}),
+                               ("/api/v1/webhooks", {"url": "https://example.org/hook", "municipality_code": code})):
+                resp = await client.post(path, json=body, headers=auth(token))
+                problem = await resp.json(content_type=None)
+                assert resp.status in (400, 422) and words in problem["detail"], (path, code, problem)
+            for path in ("/api/v1/level", "/api/v1/alerts", "/api/v1/stations", "/api/v1/shelters"):
+                resp = await client.get(path, params={"municipality": code})
+                problem = await resp.json(content_type=None)
+                assert resp.status == 400 and words in problem["detail"], (path, code, problem)
+    finally:
+        await client.close()
+    async with pool.acquire() as conn:
+        assert {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
+                for t in before} == before

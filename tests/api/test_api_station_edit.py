@@ -78,9 +78,10 @@ async def test_bad_input_is_a_readable_problem_and_changes_nothing(client: TestC
     before = await _stored(pool)
     cases: list[tuple[Any, int, str]] = [
         ({}, 400, ""),  # nothing to change
-        ({"th_danger": 5.05}, 422, "th_danger (5.05 m) must be above th_evacuation (5.1 m)"),  # with the stored ones
-        ({"th_caution": 5.10}, 422, "th_evacuation (5.1 m) must be above th_caution (5.1 m)"),  # equal: not rising
-        ({"th_standby": 6.0, "th_danger": None}, 422, "th_caution (5 m) must be above th_standby (6 m)"),
+        ({"th_danger": 5.05}, 422, "th_danger (5.05 m) is below th_evacuation (5.1 m)"),  # with the stored ones
+        ({"th_caution": 5.20}, 422, "th_evacuation (5.1 m) is below th_caution (5.2 m)"),
+        ({"th_standby": 6.0}, 422, "th_caution (5 m) is below th_standby (6 m)"),
+        ({"th_danger": None}, 400, "th_danger"),  # the four stages stay: none is removed here
         ({"th_danger": "high"}, 400, "th_danger"),
         ({"th_danger": True}, 400, "th_danger"),
         ({"th_danger": 1e9}, 400, "th_danger"),
@@ -109,25 +110,24 @@ async def test_bad_input_is_a_readable_problem_and_changes_nothing(client: TestC
 
 async def test_an_edit_is_stored_audited_and_answered(client: TestClient, pool: asyncpg.Pool,
                                                       tokens: dict[str, str]) -> None:
-    status, station = await _patch(client, {"th_danger": 5.45, "th_standby": None, "municipality_code": "07201",
+    status, station = await _patch(client, {"th_danger": 5.45, "th_standby": 3.5, "municipality_code": "07201",
                                             "name": " 本宮 ", "exercise": True}, tokens["pref-staff"])
     assert status == 200, station
     assert (station["name"], station["municipality_code"], station["exercise"], station["thresholds"]) == \
-           ("本宮", FUKU, True, {"caution": 5.00, "evacuation": 5.10, "danger": 5.45})
+           ("本宮", FUKU, True, {"standby": 3.5, "caution": 5.00, "evacuation": 5.10, "danger": 5.45})
     stored = await _stored(pool)
     assert (stored["name"], stored["municipality_code"], stored["th_standby"], stored["th_danger"],
-            stored["exercise"]) == ("本宮", FUKU, None, 5.45, True)
+            stored["exercise"]) == ("本宮", FUKU, 3.5, 5.45, True)
     [entry] = await pool.fetch("SELECT * FROM audit_log WHERE action = 'station.updated'")
     assert (entry["actor"], entry["object_type"], entry["object_id"]) == ("pref-staff", "station", "gauge")
     detail = json.loads(entry["detail"])
     assert detail == {"from": {"name": "Gauge", "municipality_code": KORI, "exercise": False, "th_standby": 3.8,
                                "th_danger": 5.5},
-                      "to": {"name": "本宮", "municipality_code": FUKU, "exercise": True, "th_standby": None,
+                      "to": {"name": "本宮", "municipality_code": FUKU, "exercise": True, "th_standby": 3.5,
                              "th_danger": 5.45}}
-    # the same again changes nothing, and says so in its audit entry
-    assert (await _patch(client, {"th_danger": 5.45}, tokens["pref-staff"]))[0] == 200
-    last = await pool.fetchval("SELECT detail FROM audit_log WHERE action = 'station.updated' ORDER BY id DESC LIMIT 1")
-    assert json.loads(last) == {"from": {}, "to": {}}
+    # the same again changes nothing: the unchanged station, no audit entry (tests/api/test_api_station_edit_rules.py)
+    assert (await _patch(client, {"th_danger": 5.45}, tokens["pref-staff"])) == (200, station)
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'station.updated'") == 1
 
 
 async def _open_real(pool: asyncpg.Pool) -> asyncpg.Record | None:

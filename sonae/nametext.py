@@ -1,0 +1,33 @@
+"""Names that are shown to people: the characters a name may not hold, one rule for every entry.
+
+A station's name (and its English name, reading and river) is put into alert headlines: CAP, the Atom
+feed, Web Push, webhooks and the pages. Characters that show nothing or change how text around them is
+shown would reach every one of them: controls (Unicode category Cc: NUL, tab, line breaks, escape…),
+format characters (Cf: zero-width space/joiner U+200B–U+200D, byte-order mark U+FEFF, soft hyphen U+00AD,
+and the bidirectional controls U+202A–U+202E and U+2066–U+2069, with which "ABC\\u202eDEF" shows as "ABCFED"
+and a headline can be made to read as another place), line and paragraph separators (Zl, Zp), and
+private-use or unassigned code points (Co, Cn), which show as boxes or nothing. A name holding one is
+refused where it enters (the registry's load rules, :meth:`ingest.registry.Station.validate`, which the
+staff edit applies too), naming the character, so that it is corrected at its source rather than shown.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["hidden_character"]
+
+_HIDDEN_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible formatting character",
+                      "Zl": "a line separator", "Zp": "a paragraph separator", "Co": "a private-use character",
+                      "Cn": "an unassigned code point", "Cs": "a lone surrogate"}
+
+
+def hidden_character(text: str) -> str | None:
+    """The first character of ``text`` a shown name may not hold, described (``"U+202E RIGHT-TO-LEFT
+    OVERRIDE (an invisible formatting character) at position 3"``), or None."""
+    for i, ch in enumerate(text):
+        kind = _HIDDEN_CATEGORIES.get(unicodedata.category(ch))
+        if kind is not None:
+            name = unicodedata.name(ch, "")
+            return f"U+{ord(ch):04X}{' ' + name if name else ''} ({kind}) at position {i + 1}"
+    return None

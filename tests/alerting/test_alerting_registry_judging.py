@@ -1,0 +1,127 @@
+"""Judging a stream again after a registry change (found breaking the station edit: a gauge switched back
+from exercise to real showed no level until its next real reading; re-judging after new thresholds replayed
+the readings table, so a spike the rules had rejected as staff-only became a public level 4; a drill reading
+of the exercise registration judged after the switch to real raised a drill alert on the real gauge that
+nothing ended; a gauge registered as another kind kept its river-level alert).
+
+The rule (``alerting.worker.RulesWorker._judge_again``): a stream is judged again only from readings that
+were eligible to be judged when they arrived (those its rules accepted, and the suspect awaiting
+confirmation), only while the newest is fresh by the silent-gauge rule; a reading is judged only under the
+registration it arrived under (``stations.exercise_since``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from alerting.rules import RIVER, UNCONFIRMED
+from alerting.texts import REJUDGED, RESUMED
+from alerting.worker import RulesWorker
+from ingest.contract import Reading
+from ingest.registry import Station, upsert_stations
+from ingest.store import write_batch
+from sonae.config import Settings
+
+GAUGE = Station(id="gauge", name="Gauge", river="厚東川", municipality_code="072036", th_standby=3.80,
+                th_caution=5.00, th_evacuation=5.10, th_danger=5.50)  # m, every 600 s: fresh for 30 min (×3)
+
+
+async def _write(conn: asyncpg.Connection, points: list[tuple[datetime, float]], *, exercise: bool = False) -> None:
+    await write_batch(conn, [Reading("gauge", "level", ts, v, exercise=exercise) for ts, v in points])
+
+
+async def _open(conn: asyncpg.Connection, *, exercise: bool = False, condition: str = RIVER) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM alerts WHERE station_id = 'gauge' AND condition = $1 AND exercise = $2 "
+                               "AND cleared_at IS NULL", condition, exercise)
+
+
+async def _switch(conn: asyncpg.Connection, worker: RulesWorker, station: Station) -> None:
+    await upsert_stations(conn, [station])
+    await worker.follow_registry(conn)
+
+
+async def test_a_gauge_real_again_is_judged_from_its_fresh_real_readings(pool: asyncpg.Pool,
+                                                                       settings: Settings) -> None:
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        await _write(conn, [(now - timedelta(minutes=30 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
+        await worker.step(conn)
+        assert (await _open(conn))["level"] == 3
+        await _switch(conn, worker, replace(GAUGE, exercise=True))  # a mistaken toggle: the real alert ends
+        assert await _open(conn) is None
+        await _switch(conn, worker, GAUGE)  # real again: the river is as high as 10 minutes ago
+        again = await _open(conn)
+    assert again is not None, "no level until the next real reading"
+    assert (again["level"], again["reason"], again["value"], again["audience"]) == (3, RESUMED, 5.25, "public")
+
+
+async def test_readings_of_another_registration_are_never_judged(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Real readings that arrived while the station was an exercise station were drills; drill readings of
+    the exercise registration judged after the switch to real are not a drill on the real gauge."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        await _write(conn, [(now - timedelta(minutes=25 - 5 * i), 3.0) for i in range(3)])
+        await worker.step(conn)
+        await _switch(conn, worker, replace(GAUGE, exercise=True))
+        high = [(now - timedelta(minutes=9 - 3 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])]
+        await _write(conn, high)  # real-marked drill readings on the exercise station ...
+        await _write(conn, high, exercise=True)  # ... and the drill's own, neither judged before the switch
+        await _switch(conn, worker, GAUGE)
+        await worker.step(conn)
+        real, drill = await _open(conn), await _open(conn, exercise=True)
+    assert (real, drill) == (None, None), (real and dict(real), drill and dict(drill))
+
+
+async def test_new_thresholds_never_publish_a_rejected_spike(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A 5.6 m spike 6 minutes after 3.0 m was an unconfirmed, staff-only alert, withdrawn by the next
+    reading; replayed from the stored readings after new thresholds it was the first reading of the replay,
+    accepted as the river, and level 4 went to residents."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        last = now - timedelta(minutes=5)
+        start = last - timedelta(hours=3)
+        await _write(conn, [(start - timedelta(minutes=5), 3.0), (start + timedelta(minutes=1), 5.6),
+                            (start + timedelta(minutes=11), 3.05), (last, 3.0)])
+        await worker.step(conn)
+        unconfirmed = await conn.fetchval("SELECT count(*) FROM alerts WHERE station_id = 'gauge' AND condition = $1",
+                                          UNCONFIRMED)
+        assert unconfirmed == 1 and await _open(conn, condition=UNCONFIRMED) is None and await _open(conn) is None
+        await _switch(conn, worker, replace(GAUGE, th_danger=5.45))
+        river = await conn.fetch("SELECT * FROM alerts WHERE station_id = 'gauge' AND condition = $1", RIVER)
+    assert river == [], [dict(r) for r in river]
+
+
+async def test_new_thresholds_of_a_silent_gauge_keep_its_level(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Its last reading is older than the silent-gauge rule allows: no judgement from it, the level stays."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        await _write(conn, [(now - timedelta(minutes=80 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
+        await worker.step(conn)
+        before = await _open(conn)
+        await _switch(conn, worker, replace(GAUGE, th_evacuation=5.30))
+        after = await _open(conn)
+    assert (after["id"], after["level"], after["version"]) == (before["id"], 3, before["version"])
+
+
+async def test_a_station_registered_as_another_kind_ends_its_river_level(pool: asyncpg.Pool,
+                                                                       settings: Settings) -> None:
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        await _write(conn, [(now - timedelta(minutes=30 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
+        await worker.step(conn)
+        alert = await _open(conn)
+        await _switch(conn, worker, replace(GAUGE, kind="rainfall"))
+        ended = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", alert["id"])
+    assert (ended["state"], ended["reason"]) == ("cleared", REJUDGED)
