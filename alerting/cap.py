@@ -44,6 +44,7 @@ from typing import Any
 from alerting.cap_area import cap_rings
 from alerting.cap_identity import CapProfile
 from alerting.texts import LANGUAGES, cleared_text, is_withdrawal, text_for
+from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
 from sonae.xmltext import to_xml_bytes
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -67,9 +68,16 @@ def place_name(alert: dict[str, Any], *, lang: str = "ja-JP") -> str:
     return _place_en(alert) if lang == "en-US" else _place(alert)
 
 
+def _town(alert: dict[str, Any], lang: str) -> str | None:
+    """The name of the alert's municipality in ``lang`` when no name was joined to its code: the drill
+    town's (``sonae.municipality_code.DRILL_TOWN_NAMES``), never its code; else None."""
+    return DRILL_TOWN_NAMES[lang] if alert.get("municipality_code") == DRILL_TOWN_CODE else None
+
+
 def _place(alert: dict[str, Any]) -> str:
     if alert.get("condition") == "evacuation_order":
-        return alert.get("area_desc") or alert.get("municipality_name") or alert.get("municipality_code") or "—"
+        return (alert.get("area_desc") or alert.get("municipality_name") or _town(alert, "ja-JP")
+                or alert.get("municipality_code") or "—")
     name = str(alert.get("station_name") or alert.get("station_id") or "—")
     river = alert.get("river")
     return f"{river} {name}" if river and not name.startswith(river) else name
@@ -77,8 +85,8 @@ def _place(alert: dict[str, Any]) -> str:
 
 def _place_en(alert: dict[str, Any]) -> str:
     if alert.get("condition") == "evacuation_order":
-        return (alert.get("area_desc") or alert.get("municipality_name_en") or alert.get("municipality_name")
-                or f"municipality {alert.get('municipality_code')}")
+        return (alert.get("area_desc") or alert.get("municipality_name_en") or _town(alert, "en-US")
+                or alert.get("municipality_name") or f"municipality {alert.get('municipality_code')}")
     return str(alert.get("station_name_en") or alert.get("station_name") or alert.get("station_id"))
 
 

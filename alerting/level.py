@@ -31,6 +31,7 @@ from alerting.store import list_active
 from alerting.texts import text_for
 from jma.areas import municipality_names
 from jma.store import in_force as official_in_force
+from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
 
 #: a gauge alert counts for points this close to the gauge, whatever the municipality (as on the page)
 NEARBY_GAUGE_M = 5000.0
@@ -128,13 +129,25 @@ def official_source(row: dict[str, Any]) -> Source:
     }, HAZARD_OF.get(row["phenomenon"]), official=row)
 
 
+def _town_names(alert: dict[str, Any]) -> dict[str, str]:
+    """The name of an order's municipality in each language: the names joined to the alert
+    (``municipality_name``, ``municipality_name_en``), else the shipped 福島県 list's, else the drill
+    town's (:data:`sonae.municipality_code.DRILL_TOWN_NAMES`), else, only then, its code."""
+    code = alert.get("municipality_code") or ""
+    drill = DRILL_TOWN_NAMES if code == DRILL_TOWN_CODE else {}
+    ja = alert.get("municipality_name") or municipality_names().get(code) or drill.get("ja-JP") or code
+    return {"ja-JP": ja, "en-US": alert.get("municipality_name_en") or drill.get("en-US") or ja,
+            "ja-JP-x-easy": drill.get("ja-JP-x-easy") or ja}
+
+
 def alert_source(alert: dict[str, Any]) -> Source:
     level = alert["level"] or 0
     if alert["condition"] == "evacuation_order":
-        town = municipality_names().get(alert["municipality_code"] or "", alert["municipality_code"] or "")
+        town = _town_names(alert)
         ja, en, easy = _ORDER.get(level, ("避難情報", "Evacuation information", "ひなん じょうほう"))
         return Source("order", level, alert["exercise"], {
-            "ja-JP": f"{town}: {ja}", "en-US": f"{town}: {en}", "ja-JP-x-easy": f"{town}: {easy}"},
+            "ja-JP": f"{town['ja-JP']}: {ja}", "en-US": f"{town['en-US']}: {en}",
+            "ja-JP-x-easy": f"{town['ja-JP-x-easy']}: {easy}"},
             alert.get("hazard") if isinstance(alert.get("hazard"), str) else None, alert=alert)
     place = alert.get("station_name") or alert.get("river") or alert.get("station_id") or ""
     return Source("gauge", level, alert["exercise"], {

@@ -36,8 +36,9 @@ from aiohttp import web
 from api.context import POOL, SETTINGS
 from api.csvexport import csv_text
 from api.evacmetrics import FIELD_STORES
+from api.language import language
 from api.ops import READINESS_CHECKS
-from api.params import ascii_digits, bad, bbox, choice, flag, integer, language, number, one
+from api.params import ascii_digits, bad, bbox, choice, flag, integer, number, one
 from api.params import municipality as municipality_param
 from api.problems import Problem
 from evac import store
@@ -100,12 +101,16 @@ def _position(request: web.Request) -> tuple[float, float]:
     return number(request, "lat", -90.0, 90.0), number(request, "lon", -180.0, 180.0)
 
 
-def _in_area(service: EvacService, lat: float, lon: float) -> None:
-    if not service.in_service_area(lat, lon):
+def _placed(service: EvacService, lat: float, lon: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The position and its ~10 m cell, held within the service area (:meth:`EvacService.placed`: one
+    rule for the rounding and the area), or a 422 problem when it lies outside."""
+    placed = service.placed(lat, lon)
+    if placed is None:
         # the same words a resident gets for status outside_area, in every language
         raise Problem(422, "Unprocessable Content", "the position is outside the service area of this server's "
                       "road network", parameter="lat,lon", status_code="outside_area",
                       guidance=status_texts("outside_area", hazard="flood"))
+    return placed
 
 
 def _query(request: web.Request) -> tuple[str, str, bool]:
@@ -115,10 +120,10 @@ def _query(request: web.Request) -> tuple[str, str, bool]:
     return hazard, profile, exercise
 
 
-#: Positions are rounded to 1e-4 degrees (about 10 m, finer than phone GPS in a town) before routing:
+#: Positions are rounded to 1e-4 degrees (about 10 m, finer than phone GPS in a town) before routing
+#: (``evac.service.POSITION_DECIMALS``, held within the service area: ``EvacService.placed``):
 #: everyone in the same cell gets the same answer, which is then served from memory until the hazard
 #: state changes. The cache holds answers keyed by cell, never a history of who asked.
-POSITION_DECIMALS = 4
 ROUTE_CACHE_SIZE = 20000
 ROUTE_CACHE = web.AppKey("route_cache", collections.OrderedDict)
 _ROUTE_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept-Language"}
@@ -128,20 +133,17 @@ _ROUTE_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept-Language"}
 async def route(request: web.Request) -> web.Response:
     hazard, profile, exercise = _query(request)
     lang = language(request)
-    raw_lat, raw_lon = _position(request)
-    lat, lon = round(raw_lat, POSITION_DECIMALS), round(raw_lon, POSITION_DECIMALS)
+    position = _position(request)
     service, engine = _service(request)
-    if service.in_service_area(raw_lat, raw_lon):
-        await service.ensure_field((profile, hazard, exercise))
-        if _boundary_cell(engine, raw_lat, raw_lon, lat, lon, (profile, hazard, exercise)):
-            own = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
-            return web.Response(body=own, content_type=GEOJSON, headers=_ROUTE_HEADERS)
+    (raw_lat, raw_lon), (lat, lon) = _placed(service, *position)
+    await service.ensure_field((profile, hazard, exercise))
+    if _boundary_cell(engine, raw_lat, raw_lon, lat, lon, (profile, hazard, exercise)):
+        own = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
+        return web.Response(body=own, content_type=GEOJSON, headers=_ROUTE_HEADERS)
     cache = request.app[ROUTE_CACHE]
     key = (lat, lon, profile, hazard, exercise, lang, engine.state.version, id(engine))
     body = cache.get(key)
     if body is None:
-        _in_area(service, lat, lon)
-        await service.ensure_field((profile, hazard, exercise))
         body = route_body(engine, lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
         cache[key] = body
         if len(cache) > ROUTE_CACHE_SIZE:
@@ -177,9 +179,9 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     raw_k = request.query.get("k", "3")
     if not (ascii_digits(raw_k, max_digits=2) and 1 <= int(raw_k) <= MAX_K):
         raise bad("k", f"parameter 'k' must be a whole number from 1 to {MAX_K}")
-    lat, lon = _position(request)
+    position = _position(request)
     service, engine = _service(request)
-    _in_area(service, lat, lon)
+    (lat, lon), _ = _placed(service, *position)
     await service.ensure_field((profile, hazard, exercise))
     loop = asyncio.get_running_loop()
     status, version, found = await loop.run_in_executor(None, partial(

@@ -18,12 +18,10 @@ from alerting.level import guidance, level_in_force, municipality_at
 from api import params
 from api.boundaries import index as boundary_index
 from api.context import POOL
+from api.language import language_tag
 from api.problems import Problem
 
 routes = web.RouteTableDef()
-
-LANGS = {"ja": "ja-JP", "en": "en-US", "ja-easy": "ja-JP-x-easy"}
-
 
 def _coordinate(request: web.Request, name: str, limit: float) -> float | None:
     raw = request.query.get(name)
@@ -40,7 +38,7 @@ def _coordinate(request: web.Request, name: str, limit: float) -> float | None:
 
 @routes.get("/api/v1/level")
 async def current_level(request: web.Request) -> web.Response:
-    language = LANGS[params.language(request)]
+    language = language_tag(request)
     lat = _coordinate(request, "lat", 90)
     lon = _coordinate(request, "lon", 180)
     municipality = params.municipality(request)

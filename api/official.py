@@ -15,6 +15,7 @@ from aiohttp import web
 from alerting.level import official_source
 from api import params
 from api.context import POOL, SETTINGS
+from api.language import language_tag
 from api.ops import READINESS_CHECKS
 from jma.areas import municipality_names
 from jma.reader import FeedReader
@@ -22,12 +23,9 @@ from jma.store import in_force
 
 routes = web.RouteTableDef()
 READER = web.AppKey("jma_reader", FeedReader)
-LANGS = {"ja": "ja-JP", "en": "en-US", "ja-easy": "ja-JP-x-easy"}
-
-
 @routes.get("/api/v1/official")
 async def official(request: web.Request) -> web.Response:
-    language = LANGS[params.language(request)]
+    language = language_tag(request)
     municipality = params.municipality(request)
     async with request.app[POOL].acquire() as conn:
         rows = await in_force(conn, municipality=municipality)

@@ -10,7 +10,6 @@ from datetime import datetime
 from aiohttp import web
 
 from api.problems import Problem
-from evac.guidance import LANGS
 from sonae.japantime import parse_query_time
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
@@ -58,32 +57,6 @@ def flag(request: web.Request, name: str) -> bool | None:
     if raw == "false":
         return False
     raise bad(name, f"parameter {name!r} must be true or false")
-
-
-def language(request: web.Request) -> str:
-    """``lang`` when given (ja, en, ja-easy), else the best of Accept-Language, else ja."""
-    if one(request, "lang") is not None:
-        return choice(request, "lang", LANGS, "ja")
-    ranked: list[tuple[float, int, str]] = []
-    for i, part in enumerate(request.headers.get("Accept-Language", "").split(",")[:20]):
-        tag, _, params = part.strip().partition(";")
-        q = 1.0
-        if params.strip().startswith("q="):
-            try:
-                q = float(params.strip()[2:])
-            except ValueError:
-                q = 0.0
-        ranked.append((-q, i, tag.strip().lower()))
-    for neg_q, _, tag in sorted(ranked):
-        if neg_q >= 0:
-            continue
-        if tag in ("ja-easy", "ja-x-easy", "ja-x-yasashii"):
-            return "ja-easy"
-        if tag == "ja" or tag.startswith("ja-"):
-            return "ja"
-        if tag == "en" or tag.startswith("en-"):
-            return "en"
-    return "ja"
 
 
 #: a decimal number as query text: optional sign, digits with an optional point, an optional short exponent

@@ -13,8 +13,9 @@ import asyncpg
 from aiohttp import web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import ERROR, RequestHandler, _ErrInfo
+from aiohttp.web_protocol import ERROR, RequestHandler, RequestPayloadError, _ErrInfo
 
 from api.accesslog import PathOnlyAccessLogger
 from api.app import create_app
@@ -94,6 +95,8 @@ class ProblemRequestHandler(RequestHandler):
 
     def __init__(self, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        #: aiohttp's option, which its handler does not keep (for :meth:`_before_the_fault`'s parser)
+        self._auto_decompress: bool = kwargs.get("auto_decompress", True)
         #: the last bytes of the connection's first line while it is incomplete (the version ends it; the
         #: target, which may hold a resident's position, is not kept), None once it ended
         self._opening: bytes | None = b""
@@ -132,6 +135,14 @@ class ProblemRequestHandler(RequestHandler):
         before, queued = self._parsed, len(self._messages)
         super().data_received(data)
         new = list(itertools.islice(self._messages, queued, None))  # (start() pops only between reads)
+        if (len(new) == 1 and isinstance(new[0][0], _ErrInfo) and (before is None or before[1].is_eof())
+                and (recovered := self._before_the_fault(data))):
+            # the requests complete before the fault in these bytes, which aiohttp's parser dropped with it
+            fault = self._messages.pop()
+            self._messages.extend(recovered)
+            self._messages.append(fault)
+            self._request_count += len(recovered)
+            new = [*recovered, fault]
         for message, payload in new:
             if isinstance(message, RawRequestMessage):
                 self._parsed = (message, payload)
@@ -150,6 +161,40 @@ class ProblemRequestHandler(RequestHandler):
             payload.feed_eof()
         if not any(waiting is payload for _, waiting in self._messages):
             self.close()  # after this request's answer, whatever it is (a queued one's answer closes it)
+
+    def _before_the_fault(self, data: bytes) -> list[tuple[RawRequestMessage, StreamReader]]:
+        """The requests ``data`` holds complete before the fault aiohttp's parser met in it, in order.
+
+        A parse error in a pipelined request drops the requests parsed before it in the same read: the
+        parser raises, and aiohttp queues only the error (found: a good request followed in the same
+        bytes by one whose body framing broke got no answer, only the 400). Called when nothing was being
+        read before ``data`` (the connection's first bytes, or the last request's body complete), ``data``
+        is parsed again by a parser of the same kind made for it that stops after each request
+        (``max_msg_queue_size=1``), up to the fault; bytes that do not begin a request there (a head
+        split across reads) give nothing, and the error stands alone as before.
+        """
+        fresh = HttpRequestParser(self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
+                                  max_field_size=self.max_field_size, max_headers=self.max_headers,
+                                  payload_exception=RequestPayloadError, auto_decompress=self._auto_decompress,
+                                  max_msg_queue_size=1)
+        found: list[tuple[RawRequestMessage, StreamReader]] = []
+        chunk = data
+        try:
+            while True:
+                messages, upgraded, _ = fresh.feed_data(chunk)
+                if not messages or upgraded:
+                    break
+                for message, payload in messages:
+                    if not isinstance(message, RawRequestMessage) or not payload.is_eof():
+                        return found  # only whole requests are answered; the fault ends the connection
+                    found.append((message, payload))
+                    fresh.message_consumed()
+                chunk = b""
+        except HttpProcessingError:
+            pass
+        if found:
+            self._parsed = found[-1]
+        return found
 
     async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
                               start_time: float | None) -> tuple[web.StreamResponse, bool]:

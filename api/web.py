@@ -16,6 +16,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api.language import negotiate
+
 routes = web.RouteTableDef()
 
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -68,13 +70,42 @@ def _load(name: str) -> _Asset | None:
     return asset
 
 
-def _serve(request: web.Request, name: str, *, cache: str) -> web.Response:
+#: the resident page's root element, as written in ``index.html``
+_ROOT = b'<html lang="ja">'
+
+
+def _in_language(asset: _Asset, lang: str) -> _Asset:
+    """``asset`` (an HTML page) whose root element names the language the page starts in, ``data-lang``
+    (read by ``resident.js`` when the address has no ``lang``), and its ``lang`` attribute to match."""
+    key = (asset.etag, lang)
+    with _lock:
+        done = _variants.get(key)
+    if done is not None:
+        return done
+    root = f'<html lang="{"en" if lang == "en" else "ja"}" data-lang="{lang}">'.encode()
+    body = asset.body.replace(_ROOT, root, 1)
+    done = _Asset(body, gzip.compress(body, compresslevel=9, mtime=0),
+                  '"' + hashlib.sha256(body).hexdigest()[:20] + '"', asset.ctype, asset.mtime_ns)
+    with _lock:
+        _variants[key] = done
+    return done
+
+
+_variants: dict[tuple[str, str], _Asset] = {}
+
+
+def _serve(request: web.Request, name: str, *, cache: str, negotiated: bool = False) -> web.Response:
+    """The asset ``name``; ``negotiated``: an HTML page in the language of the request's ``Accept-Language``
+    (:func:`api.language.negotiate`, the rule every endpoint follows), ``Vary: Accept-Language``."""
     asset = _load(name)
     if asset is None:
         raise web.HTTPNotFound()
+    if negotiated:
+        asset = _in_language(asset, negotiate(request.headers.get("Accept-Language")))
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "") and len(asset.gz) < len(asset.body)
     etag = asset.etag[:-1] + '-gz"' if gzipped else asset.etag  # the two encodings are different bytes
-    headers = {"ETag": etag, "Cache-Control": cache, "Vary": "Accept-Encoding",
+    headers = {"ETag": etag, "Cache-Control": cache,
+               "Vary": "Accept-Encoding, Accept-Language" if negotiated else "Accept-Encoding",
                "Content-Security-Policy": CSP, "Cross-Origin-Opener-Policy": "same-origin",
                "Permissions-Policy": "geolocation=(self), camera=(), microphone=(), interest-cohort=()"}
     if request.headers.get("If-None-Match") == etag:
@@ -88,7 +119,7 @@ def _serve(request: web.Request, name: str, *, cache: str) -> web.Response:
 
 @routes.get("/")
 async def resident_page(request: web.Request) -> web.Response:
-    return _serve(request, "index.html", cache="no-cache")
+    return _serve(request, "index.html", cache="no-cache", negotiated=True)
 
 
 @routes.get("/staff")

@@ -247,6 +247,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         asyncio.run(feed())
         return 0
 
+    if (ignored := command.demo_ignores(args)) is not None:
+        print(f"sonae simulate: {ignored}", file=sys.stderr)
+        return 2
     planned = command.check(args) if command.wants_fleet(args) else None
     if command.wants_fleet(args) and planned is None:
         return 2

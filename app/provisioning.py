@@ -132,6 +132,16 @@ def _check_filter(topic: str) -> None:
             raise ProvisioningError(f"topic filter {topic!r}: '+' must be a whole level")
 
 
+def _check_root(what: str, root: str) -> None:
+    """A topic root (``--topic-prefix``, ``--alerts-prefix``): not empty and without wildcards, as
+    ``mqtt.topic_prefix`` must be (sonae.config; found: ``--topic-prefix ''`` wrote the ACL
+    line ``topic write /072036/gauge/+``, a topic ingest never reads, and ``sonae/+`` a wildcard root)."""
+    if not root.strip("/") or "+" in root or "#" in root:
+        raise ProvisioningError(f"{what} {root!r}: expected a topic root such as sonae/v1 (not empty, no "
+                                "'+' or '#')")
+    _check_filter(root)
+
+
 def _check_segment(what: str, value: str) -> str:
     return _checked(what, value, pattern=SEGMENT, max_length=64)
 
@@ -149,6 +159,8 @@ def grants_for(
     """The permissions of a client with ``role`` (see the module docstring)."""
     if role not in ROLES:
         raise ProvisioningError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    _check_root("--topic-prefix", prefix)
+    _check_root("--alerts-prefix", alerts_prefix)
     try:  # ACLs name the 6-digit code, the form every topic is normalised to (ingest.contract)
         municipalities = [normalise(m) for m in municipalities]
     except MunicipalityCodeError as exc:

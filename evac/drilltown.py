@@ -26,17 +26,21 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from evac.hazards import GSI_FLAGS
+from sonae.municipality_code import DRILL_TOWN_CODE
 from sonae.xmltext import xml_text
 
 _M_PER_DEG_LAT = 111_320.0
 
-#: The drill town's 団体コード: 079995 = 07999 with its JIS X 0402 check digit (5), so it passes every
-#: check a real code passes, and it cannot be a real municipality's: the municipal part 999 lies outside
-#: every range JIS X 0402 assigns to municipalities (100–199 designated cities and their wards, 201–299
-#: cities, 301–7xx towns and villages grouped by 郡; the highest in use anywhere is 694, in Hokkaido) and
-#: is in neither the 総務省 list nor the J-LIS list (a test checks the shipped list). Until issue #14 it
-#: was 079999, which fails the check digit; the migrations rewrite stored 079999 rows to this code.
-DRILL_TOWN_CODE = "079995"
+# The drill town's 団体コード, DRILL_TOWN_CODE (imported above): 079995 = 07999 with its JIS X 0402 check digit (5), so it passes every
+# check a real code passes, and it cannot be a real municipality's: the municipal part 999 lies outside
+# every range JIS X 0402 assigns to municipalities (100–199 designated cities and their wards, 201–299
+# cities, 301–7xx towns and villages grouped by 郡; the highest in use anywhere is 694, in Hokkaido) and
+# is in neither the 総務省 list nor the J-LIS list (a test checks the shipped list). Until issue #14 it
+# was 079999, which fails the check digit; the migrations rewrite stored 079999 rows to this code. It lives
+# in the ground (``sonae.municipality_code``) with its names, which every layer shows.
+
+
+__all__ = ["DRILL_TOWN_CODE", "DrillTown", "generate", "main", "size_for_nodes"]
 
 
 @dataclass(frozen=True)

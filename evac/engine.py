@@ -1388,14 +1388,15 @@ class Engine:
         leg and the partial edge are tested against the areas in lon/lat (:class:`AreaLines`), only when
         an area is near."""
         lines = f.lines
-        leg = lines.leg_factor(x, y, qx, qy, lon, lat, e, along) if lines else 1.0
+        any_lines = bool(lines)
+        leg = lines.leg_factor(x, y, qx, qy, lon, lat, e, along) if any_lines else 1.0
         if leg == math.inf:
             return None
         access_s = dist / f.access_speed * leg
         u, v, plen, t_fwd, t_bwd, length = self._edge(f.profile, e)
         mult = f.mult
         # on an edge the areas touch, the part itself is tested (partial_cost); else its factor is 1
-        touched = bool(lines) and mult is not None and mult[e] != 1.0
+        touched = any_lines and mult is not None and mult[e] != 1.0
 
         def factor_to(b: float) -> Callable[[], float] | None:
             return (lambda: lines.part_factor(e, along, b)) if touched else None
@@ -1406,10 +1407,23 @@ class Engine:
             d_end = float(dist_to[end])
             if not d_end < UNREACHABLE_S:
                 continue
-            ps, pm = part_cost(along, end_along, plen, t_fwd, t_bwd, length, factor_to(end_along))
+            if touched:
+                ps, pm = part_cost(along, end_along, plen, t_fwd, t_bwd, length, factor_to(end_along))
+            else:  # part_cost without a factor, inline (most candidates: no area near; issue #21)
+                span = abs(end_along - along)
+                if span <= 1e-9:
+                    ps = pm = 0.0
+                else:
+                    frac = min(1.0, span / plen) if plen > 0 else 0.0
+                    t = t_fwd if end_along > along else t_bwd
+                    if not math.isfinite(t):
+                        continue  # part_cost's inf: never the best
+                    ps, pm = t * frac, length * frac
             total = access_s + ps + d_end
             if math.isfinite(total) and (best is None or total < best[0]):
                 best = (total, dist, access_s, (e, along, end_along, ps, pm), end, None)
+        if not f.stops.has[e]:
+            return best
         for stop in f.stops.on(e):
             ps, pm = part_cost(along, stop.along, plen, t_fwd, t_bwd, length, factor_to(stop.along))
             total = access_s + ps + stop.egress_s

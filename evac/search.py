@@ -12,10 +12,13 @@ arrays).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import logging
 import multiprocessing as mp
+import signal
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.shared_memory import SharedMemory
@@ -115,6 +118,26 @@ def _worker_search(shm_name: str, n_data: int, n_ptr: int, n: int, k: int, limit
         shm.close()
 
 
+def _ignore_interrupts() -> None:
+    """The worker's initializer: Ctrl-C in a terminal sends SIGINT to the whole process group, the worker
+    too; the process that started it stops it (:meth:`ProcessSearch.close`), so the worker ignores it
+    (else it died with a KeyboardInterrupt traceback on every Ctrl-C of ``sonae run``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked from its start: see ProcessSearch
+
+
+@contextlib.contextmanager
+def _interrupts_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile: a worker started meanwhile inherits the mask across its
+    exec, so a Ctrl-C while it is still importing (before :func:`_ignore_interrupts`) waits, then is
+    ignored (the process still gets it: another thread takes it)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class ProcessSearch:
     """The search in one worker process (``spawn``ed on first use, so no lock of this process is inherited).
 
@@ -129,7 +152,8 @@ class ProcessSearch:
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                                 initializer=_ignore_interrupts)
                 atexit.register(self.close)
             return self._pool
 
@@ -145,7 +169,10 @@ class ProcessSearch:
             try:
                 v["data"][:], v["indices"][:], v["indptr"][:] = data, indices, indptr
                 try:
-                    self._executor().submit(_worker_search, shm.name, len(data), len(indptr), n, k, limit).result()
+                    with _interrupts_blocked():  # the worker starts with the first search
+                        future = self._executor().submit(_worker_search, shm.name, len(data), len(indptr), n, k,
+                                                         limit)
+                    future.result()
                 except BrokenProcessPool:  # the worker died (killed, out of memory): answer anyway, respawn next time
                     log.warning("the search worker process died; searching in this process, a new worker starts "
                                 "with the next search")

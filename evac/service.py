@@ -84,6 +84,11 @@ JMA_AREA_PREFIX = "jma_area:"
 EXERCISE_PREFIX = "exercise:"
 #: How far beyond the outermost road node a position still counts as inside the service area.
 SERVICE_MARGIN_M = 1000.0
+#: Positions are rounded to 1e-4 degrees (about 10 m, finer than phone GPS in a town) before routing
+#: (``api/evacuation.py``; the resident page rounds the same way before it sends one): a cell
+POSITION_DECIMALS = 4
+#: half a cell (degrees): how far outside the service area a position may lie and still be answered
+HALF_CELL_DEG = 0.5 * 10.0 ** -POSITION_DECIMALS
 _SEED_LOCK = 0x45_56_41_43  # "EVAC": one process imports the drill town's data
 
 
@@ -381,9 +386,11 @@ class EvacService:
         await self._apply_loop()
 
     async def _seed_drilltown(self, town: Path) -> None:
-        """Import the drill town's shelters and flood areas while the shelters table is empty."""
+        """Name the drill town (its municipalities row); import its shelters and flood areas while the shelters
+        table is empty."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _SEED_LOCK)
+            await store.name_drill_town(conn)
             if await store.count_shelters(conn):
                 return
             shelters = load_shelters(town / "shelters.geojson")
@@ -584,6 +591,26 @@ class EvacService:
     def in_service_area(self, lat: float, lon: float) -> bool:
         a = self.service_area
         return a is not None and a[0] <= lon <= a[2] and a[1] <= lat <= a[3]
+
+    def placed(self, lat: float, lon: float) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        """The position and its cell, ``((lat, lon), (cell_lat, cell_lon))`` in degrees, both held within
+        :attr:`service_area`; None when the position's cell lies outside it.
+
+        A cell is the position rounded to :data:`POSITION_DECIMALS` (about 10 m), so a position on the
+        area's edge may round over it, and a page that rounds before sending (``resident.js``) may send
+        a position just over it: a position is in the area when it lies within half a cell of it, and
+        what is answered for is held on the edge (the engine's ``in_area`` is the same box, so it never
+        answers ``outside_area`` for a position this accepted).
+        """
+        a = self.service_area
+        h = HALF_CELL_DEG
+        if a is None or not (a[0] - h <= lon <= a[2] + h and a[1] - h <= lat <= a[3] + h):
+            return None
+
+        def held(y: float, x: float) -> tuple[float, float]:
+            return min(max(y, a[1]), a[3]), min(max(x, a[0]), a[2])
+
+        return held(lat, lon), held(round(lat, POSITION_DECIMALS), round(lon, POSITION_DECIMALS))
 
     async def ensure_field(self, key: FieldKey) -> None:
         """Compute a field off the event loop when it is not computed at the current state.

@@ -228,6 +228,7 @@ class SegmentGrid:
 #: needs changes nothing but the work: points further than ``r`` are dropped, and a box lists its
 #: segments in the order of their ids whatever its size, so ties keep their order.
 BOX_CELLS = 25
+_maximum, _minimum = np.maximum, np.minimum
 BOX_CACHE = 4096
 
 
@@ -304,7 +305,7 @@ class EdgeIndex:
         segment at its point nearest ``(x, y)``, and that point's ``x``, ``y``."""
         box = self._box(x, y, r)
         t = ((x - box.ax) * box.dx + (y - box.ay) * box.dy) / box.l2m
-        np.clip(t, 0.0, 1.0, out=t)
+        _minimum(_maximum(t, 0.0, out=t), 1.0, out=t)  # np.clip(t, 0, 1, out=t): its ufuncs, not its wrapper
         return box, t, box.ax + t * box.dx, box.ay + t * box.dy
 
     def _reached(self, x: float, y: float, radius: float) -> tuple[_Box, np.ndarray, np.ndarray, np.ndarray,
@@ -314,7 +315,7 @@ class EdgeIndex:
         (None when no segment is within ``radius``)."""
         box, t, qx, qy = self._nearest_points(x, y, radius)
         dist = np.hypot(qx - x, qy - y)
-        ok = np.flatnonzero(dist <= radius)
+        ok = (dist <= radius).nonzero()[0]  # np.flatnonzero (dist is 1-d), without its wrapper
         if ok.size == 0:
             return None
         return box, ok, dist[ok], box.base[ok] + t[ok] * box.length[ok], qx[ok], qy[ok]

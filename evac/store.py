@@ -27,7 +27,13 @@ from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters, merge_sites
 from sonae.geojson import GeometryError, check_shape
-from sonae.municipality_code import MunicipalityCodeError, normalise, normalise_optional
+from sonae.municipality_code import (
+    DRILL_TOWN_CODE,
+    DRILL_TOWN_NAMES,
+    MunicipalityCodeError,
+    normalise,
+    normalise_optional,
+)
 
 NOTIFY_CHANNEL = "sonae_evac"
 
@@ -147,6 +153,16 @@ async def set_shelter_state(
             raise StoreError(f"no shelter {shelter_id!r}")
         await notify(conn, "shelter", shelter_id)
     return dict(row)
+
+
+async def name_drill_town(conn: asyncpg.Connection) -> None:
+    """Add the drill town to the ``municipalities`` table when it is missing (its names:
+    ``sonae.municipality_code.DRILL_TOWN_NAMES``), so that wherever a municipality's name is joined to its
+    code (alerts, orders, CAP, push, the pages) it is named as a real one is. Only a service that uses the
+    drill town adds it (a real deployment's lists never show it); names an operator gave it are kept."""
+    await conn.execute("""INSERT INTO municipalities (code, name_ja, name_en, prefecture, name_kana)
+                          VALUES ($1, $2, $3, '訓練', $4) ON CONFLICT (code) DO NOTHING""",
+                       DRILL_TOWN_CODE, DRILL_TOWN_NAMES["ja-JP"], DRILL_TOWN_NAMES["en-US"], DRILL_TOWN_NAMES["kana"])
 
 
 async def count_shelters(conn: asyncpg.Connection) -> int:

@@ -60,6 +60,12 @@ def _accel(raw: str) -> float:
     return value
 
 
+def _positive_int(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) <= 10**9):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number from 1 to 1000000000")
+    return int(raw)
+
+
 def _time(raw: str) -> datetime:
     try:  # without an offset: Japan time (sonae.japantime)
         return parse_iso_time(raw)
@@ -88,7 +94,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add the simulated stations to the registry first (existing stations are left alone)")
     p.add_argument("--transport", choices=("fast", "paho"), default="fast",
                    help="MQTT publisher: the lean built-in one (default) or Sonae's paho client")
-    p.add_argument("--max-outstanding", type=int, default=20000, help="QoS 1 messages awaiting PUBACK at most")
+    p.add_argument("--max-outstanding", type=_positive_int, default=20000,
+                   help="QoS 1 messages awaiting PUBACK at most (1 or more: 0 would never publish)")
     p.add_argument("--no-progress", action="store_true", help="no live display, just the summary")
     p.add_argument("--jma", metavar="DIR", type=Path,
                    help="serve DIR's JMA telegrams (*.xml, in name order) as a local PULL Atom feed, one more "
@@ -102,6 +109,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def wants_fleet(args: argparse.Namespace) -> bool:
     """False when no scenario or replay was named: then the small demo river runs, as before."""
     return bool(getattr(args, "scenario", None) or getattr(args, "replay", None))
+
+
+#: options only a scenario or a replay uses (dest, as the user wrote it): the demo river runs as it is
+_FLEET_ONLY = (("duration", "--duration"), ("replay_from", "--from"), ("replay_to", "--to"),
+               ("station", "--station"), ("accel", "--accel"), ("seed", "--seed"),
+               ("register_stations", "--register-stations"))
+
+
+def demo_ignores(args: argparse.Namespace) -> str | None:
+    """The error to print when options a scenario or replay uses were given without ``--scenario`` or
+    ``--replay`` (found: ``sonae simulate --duration xyz`` ran the demo river for ever, the option unread);
+    None when there are none, or a scenario or replay was named."""
+    if wants_fleet(args):
+        return None
+    given = [flag for dest, flag in _FLEET_ONLY if getattr(args, dest, None)]
+    if not given:
+        return None
+    return (f"only a --scenario FILE or a --replay FORMAT uses {', '.join(given)}: without either the demo river "
+            "runs as it is (only --real changes it)")
 
 
 def _replay_dir(args: argparse.Namespace) -> str | None:

@@ -12,10 +12,20 @@ Verified on all 1,916 codes of the 総務省 list and the J-LIS list (``shared/d
 
 from __future__ import annotations
 
-__all__ = ["MunicipalityCodeError", "check_digit", "is_valid", "not_a_municipality", "normalise", "normalise_municipality",
+__all__ = ["DRILL_TOWN_CODE", "DRILL_TOWN_NAMES", "MunicipalityCodeError", "check_digit", "is_valid",
+           "not_a_municipality", "normalise", "normalise_municipality",
            "normalise_optional"]
 
 _WEIGHTS = (6, 5, 4, 3, 2)
+
+#: The drill town's 団体コード (``evac.drilltown``, where the choice of 079995 is explained): a code no real
+#: municipality has, so no list of municipalities names it.
+DRILL_TOWN_CODE = "079995"
+#: What residents read where the drill town's name is due, in each language of Sonae's texts
+#: (``alerting.texts.LANGUAGES``), and its reading (``name_kana`` of the municipalities table): never
+#: the bare code (found on the resident page, in /api/v1/level and in alert texts of ``run --simulate``).
+DRILL_TOWN_NAMES = {"ja-JP": "訓練町", "en-US": "Kunren Town (drill)", "ja-JP-x-easy": "くんれんまち（くんれんの まち）",
+                    "kana": "くんれんまち"}
 
 
 class MunicipalityCodeError(ValueError):

@@ -193,3 +193,17 @@ async def test_a_webhook_that_would_never_be_called_is_refused(env: dict[str, st
     done = sonae("webhooks", "add", "https://partner.example/h", "--conditions", "river_level,silent",
                  "--min-level", "5", env=env)
     assert done.returncode == 0 and "created" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("given", [["--duration", "xyz"], ["--seed", "3"], ["--station", "x", "--accel", "60"],
+                                   ["--register-stations"], ["--max-outstanding", "0"], ["--max-outstanding", "-3"]])
+def test_simulate_refuses_options_the_demo_river_never_reads(env: dict[str, str], given: list[str]) -> None:
+    """Without --scenario or --replay the demo river runs, and read none of these: ``sonae simulate
+    --duration xyz`` started the services and ran for ever. Now one line and status 2, before anything
+    starts (and a --max-outstanding of 0, which would never publish, is refused by its parser)."""
+    result = subprocess.run([sys.executable, "-m", "app.cli", "simulate", "--no-progress", *given], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("sonae simulate: ") and "Traceback" not in result.stderr, result.stderr
+    assert "embedded" not in result.stderr + result.stdout  # nothing was started

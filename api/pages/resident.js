@@ -718,7 +718,9 @@
   // -- start --------------------------------------------------------------------------------------------
   async function start() {
     const asked = new URLSearchParams(location.search).get("lang");
-    state.lang = LANGS.includes(asked) ? asked : (navigator.language || "ja").toLowerCase().startsWith("en") ? "en" : "ja";
+    // else the language the server chose from Accept-Language (api/language.py, as for every API answer)
+    const served = document.documentElement.getAttribute("data-lang");
+    state.lang = LANGS.includes(asked) ? asked : LANGS.includes(served) ? served : "ja";
     applyTexts();
     map = new S.SvgMap($("map-svg"), {
       aspect: 0.75, roads: S.roadCells(0.01, 16), onTap: (p) => setPos(p, "map"), onView: sheltersForView,

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from api.app import create_app
 from api.edge import STATS, UNPARSABLE
-from api.parsefaults import FAULT_CHUNKED, FAULTS
+from api.parsefaults import FAULT_CHUNKED, FAULT_OTHER, FAULTS
 from sonae.config import Settings
 from tests.api_support import start_client
 
@@ -268,3 +268,29 @@ async def test_a_body_that_cannot_be_decoded_is_a_counted_problem(client: TestCl
         answer = await _refused_whole(client, raw)
         assert json.loads(answer.body)["detail"] == dict(FAULTS)[ContentEncodingError]
         assert _counted(before) == {(UNPARSABLE, "UNKNOWN", 400): 1}
+
+
+@pytest.mark.parametrize("broken", [
+    b"POST /api/v1/auth/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",  # bad chunk size
+    b"POST /api/v1/auth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+    b"POST /api/v1/auth/token HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
+])
+@pytest.mark.parametrize("good", [b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
+                                  b"POST " + LOGIN.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                  b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY])
+async def test_a_pipelined_good_request_keeps_its_answer_before_a_broken_one(client: TestClient, good: bytes,
+                                                                             broken: bytes) -> None:
+    """A good request followed on the same connection, in the same bytes, by one whose framing is broken:
+    the good one is answered, then the broken one with a 400 problem and ``Connection: close`` (before: the
+    parser's error took the good request with it, and only the 400 came back)."""
+    async with _connection(client) as (reader, writer):
+        writer.write(good + broken)
+        await writer.drain()
+        first = await _answer(reader)
+        second = await _answer(reader)
+        after = await asyncio.wait_for(reader.read(), GUARD_S)
+    faulted = first.status == 400 and json.loads(first.body).get("detail") in {*dict(FAULTS).values(), FAULT_OTHER}
+    assert not faulted, first  # the good request's own answer (the health check's 200, the login's refusal)
+    assert first.headers.get("connection") != "close", first
+    assert (second.status, second.headers["connection"], after) == (400, "close", b""), second
+    assert second.headers["content-type"].startswith("application/problem+json")

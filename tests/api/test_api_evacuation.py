@@ -127,7 +127,10 @@ async def test_drilltown_by_default_and_readiness_after_load(
         async with pool.acquire() as conn:
             assert await store.count_shelters(conn) > 20
             areas = await store.hazard_area_rows(conn)
+            # and the town is named where its code is joined to a name (before: shown as 079995)
+            named = await conn.fetchrow("SELECT name_ja, name_en FROM municipalities WHERE code = '079995'")
         assert areas and all(a["source"] == "gauge" and a["exercise"] for a in areas)
+        assert named is not None and (named["name_ja"], named["name_en"]) == ("訓練町", "Kunren Town (drill)")
         lat, lon = _center(service)
         body = await _route(c, lat + 0.004, lon + 0.0031)
         assert body["properties"]["status"] == "ok"
@@ -583,3 +586,35 @@ async def test_a_failed_update_is_tried_again_without_another_change(client: Tes
     assert len(calls) == 2
     assert event["version"] == version + 1
     assert not service.engine.state.shelters[first].is_open
+
+
+async def test_positions_on_the_service_areas_edge_are_answered(client: TestClient) -> None:
+    """A position on the edge of the service area, given with 6 decimals (as /api/v1/service publishes the
+    area) or rounded to 4 by the page, rounds onto or over the edge: it is in the area all the same, on
+    every endpoint that takes a position (found: /api/v1/route answered 422 for such positions)."""
+    service = client.app[EVAC]
+    w, s, e, n = service.service_area  # type: ignore[misc]
+    mid_lat, mid_lon = (s + n) / 2, (w + e) / 2
+    published = await (await client.get("/api/v1/service")).json()
+    pw, ps, pe, pn = published["service_area"]
+    edges = [(mid_lat, pe), (mid_lat, pw), (pn, mid_lon), (ps, mid_lon), (pn, pe), (ps, pw),
+             (mid_lat, round(e, 4)), (round(n, 4), mid_lon), (mid_lat, round(w, 4)), (round(s, 4), mid_lon),
+             (mid_lat, round(e - 0.000049, 6)), (round(n - 0.000049, 6), mid_lon)]
+    for lat, lon in edges:
+        where = {"lat": f"{lat:.6f}", "lon": f"{lon:.6f}"}
+        route = await client.get("/api/v1/route", params=where)
+        assert route.status == 200, (where, await route.text())
+        assert (await route.json(content_type=None))["properties"]["status"] != "outside_area", where
+        nearest = await client.get("/api/v1/shelters/nearest", params=where)
+        assert nearest.status == 200, (where, await nearest.text())
+        assert (await nearest.json())["status"] != "outside_area", where
+        assert (await client.get("/api/v1/level", params=where)).status == 200, where
+    # further out than half a cell it is still outside, the same on both endpoints
+    for lat, lon in ((mid_lat, e + 0.0002), (s - 0.0002, mid_lon)):
+        where = {"lat": f"{lat:.6f}", "lon": f"{lon:.6f}"}
+        for path in ("/api/v1/route", "/api/v1/shelters/nearest"):
+            resp = await client.get(path, params=where)
+            assert resp.status == 422 and (await resp.json())["status_code"] == "outside_area", path
+    # the engine's own box is the service area: it never says outside_area for a position placed in it
+    engine = service.require()
+    assert all(engine.in_area(lat, lon) for lat in (s, n) for lon in (w, e))

@@ -189,3 +189,44 @@ async def test_a_level_kept_as_the_river_falls_never_says_reached(pool: asyncpg.
         assert "達しました" not in cap and "reached" not in cap and "has begun to fall" in cap
     finally:
         await client.close()
+
+
+async def test_the_drill_town_is_named_never_numbered(pool: asyncpg.Pool, settings: Settings) -> None:
+    """The drill town of ``run --simulate`` is in no list of municipalities: its order read "079995: 避難指示"
+    in /api/v1/level's sources, its CAP headline and on the resident page (the alert's municipality_name
+    was null). Now its name, in each language: from its names in the ground before its row exists, and
+    from its row once the evacuation service using the town adds it (``evac.store.name_drill_town``)."""
+    import json
+
+    from alerting.cap import place_name
+    from alerting.store import list_active
+    from evac.store import name_drill_town
+    from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
+
+    client: TestClient = await make_client(pool, settings)
+    try:
+        async with pool.acquire() as conn:
+            await issue_order(conn, municipality_code=DRILL_TOWN_CODE, level=4, issued_by="t", exercise=True)
+        for seeded in (False, True):
+            if seeded:
+                async with pool.acquire() as conn:
+                    await seed_municipalities(conn)  # the shipped list, which has no drill town
+                    await name_drill_town(conn)  # as the evacuation service does when it uses the town
+                    order = (await list_active(conn, audience="public"))[0]
+                assert (order["municipality_name"], order["municipality_name_en"]) == (
+                    DRILL_TOWN_NAMES["ja-JP"], DRILL_TOWN_NAMES["en-US"])
+            for lang, tag in (("ja", "ja-JP"), ("en", "en-US"), ("ja-easy", "ja-JP-x-easy")):
+                body = await (await client.get("/api/v1/level", params={"municipality": DRILL_TOWN_CODE,
+                                                                         "lang": lang})).json()
+                assert body["level"] == 4 and body["exercise"], body
+                said = json.dumps({k: v for k, v in body.items() if k not in ("municipality_code", "alerts")},
+                                  ensure_ascii=False)
+                assert DRILL_TOWN_CODE not in said, (seeded, lang, said)
+                name = DRILL_TOWN_NAMES["en-US" if tag == "en-US" else "ja-JP"]
+                assert name in body["headline"], (seeded, lang, body["headline"])
+                assert DRILL_TOWN_NAMES[tag] in body["sources"][0]["name"], (seeded, lang, body["sources"])
+        for tag in ("ja-JP", "en-US"):
+            assert DRILL_TOWN_CODE not in place_name({"condition": "evacuation_order",
+                                                     "municipality_code": DRILL_TOWN_CODE}, lang=tag)
+    finally:
+        await client.close()

@@ -181,3 +181,18 @@ def test_emqx_calls_refuse_what_the_files_refuse() -> None:
     client = Client("dev", "device", (Grant("write", "sonae/v1/072036/dev/+"),))
     with pytest.raises(ProvisioningError):
         emqx_requests(client, "pass\nword")
+
+
+@pytest.mark.parametrize("root", ["", "/", "//", "sonae/+", "sonae/#", "#", "+/v1", "sonae/v+1"])
+@pytest.mark.parametrize("option", ["prefix", "alerts_prefix"])
+def test_a_topic_root_is_not_empty_and_has_no_wildcard(tmp_path: Path, root: str, option: str) -> None:
+    """As ``mqtt.topic_prefix`` must be (found: ``--topic-prefix ''`` wrote ``topic write /072036/g/+``, a
+    topic ingest never reads; ``sonae/+`` gave a device every municipality's topics)."""
+    with pytest.raises(ProvisioningError, match="topic root|topic filter"):
+        add_client("gauge-1", municipalities=["072036"], role="device", passwd_file=tmp_path / "passwd",
+                   acl_file=tmp_path / "acl", password="pw-long-enough-123", iterations=1, **{option: root})
+    assert not (tmp_path / "acl").exists() or "gauge-1" not in (tmp_path / "acl").read_text()
+    made = add_client("gauge-1", municipalities=["072036"], role="device", passwd_file=tmp_path / "passwd",
+                      acl_file=tmp_path / "acl", password="pw-long-enough-123", iterations=1,
+                      **{option: "/city/sonae"})  # a leading slash is a topic MQTT allows, as the setting does
+    assert made.client.grants
