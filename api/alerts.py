@@ -78,12 +78,13 @@ async def active_alerts(request: web.Request) -> web.Response:
         exercise = flag(request, "exercise")
         choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
         audience, municipality = await _audience(request, municipality_filter(request))
-    else:  # what the parsers above give for no parameter, without asking for each (the page's request)
-        exercise, audience, municipality = None, "public", None
+        staff = _staff_view(request)
+    else:  # what the parsers above give for no parameter, without asking for each (the page's request);
+        # the public view: only audience=staff|all logs in on this public operation (_audience)
+        exercise, audience, municipality, staff = None, "public", None, False
     # The answer only changes with an alert event, which this process's hub sees: it is made once per
     # version of the hub's state (never kept while the hub is disconnected and might miss a change)
     hub = request.app.get(ALERT_HUB)
-    staff = _staff_view(request)
     key, version = (municipality, exercise, audience, staff), hub.version if hub is not None else None
     cache = request.app[ACTIVE_CACHE]
     answer = cache.kept(key, version)

@@ -164,7 +164,6 @@ def authorization_middleware(lookup: Callable[[web.Request], Awaitable[Any]]) ->
     @web.middleware
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        path = request.path
         pair = (request.match_info.route.resource, request.method)
         try:
             rule = rules[pair]
@@ -173,7 +172,8 @@ def authorization_middleware(lookup: Callable[[web.Request], Awaitable[Any]]) ->
             if len(rules) < 4096:
                 rules[pair] = rule
         if rule is None:
-            if path.startswith(("/api/", "/ngsi-ld/")) and request.match_info.http_exception is None:
+            # (the decoded path only here: most requests have a rule, and need not decode it)
+            if request.path.startswith(("/api/", "/ngsi-ld/")) and request.match_info.http_exception is None:
                 # a route of the API without a rule: refuse rather than guess (the tests keep this empty)
                 raise Problem(403, "Forbidden", "this operation has no authorisation rule")
             return await handler(request)

@@ -31,7 +31,7 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
@@ -114,6 +114,15 @@ STATS = RequestStats()
 REGISTRY.register(STATS)
 
 
+_BODIES = (bytes, bytearray)
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    """The media type of a Content-Type header (before ";", lower case; "" without one): what
+    ``response.content_type`` gives, without its parse of the parameters."""
+    return headers.get(hdrs.CONTENT_TYPE, "").partition(";")[0].strip().lower()
+
+
 def secured(response: web.StreamResponse) -> web.StreamResponse:
     """``response`` (not yet prepared) with the security headers of every answer (see the module's text)
     that it does not set itself."""
@@ -171,7 +180,10 @@ async def edge_middleware(request: web.Request,
     unparsable = False
     try:
         try:
-            if "\x00" in request.path or "%00" in request.query_string or "\x00" in request.query_string:
+            # the target as sent (path and query, undecoded): a NUL is "%00" there, or the byte itself, in
+            # either part (one look instead of decoding the path and the query for it)
+            raw = request.raw_path
+            if "%00" in raw or "\x00" in raw:
                 raise Problem(400, "Bad Request", "the request contains a NUL character")
             response = await handler(request)
             if not response.prepared and (detail := body_fault(request.content.exception())) is not None:
@@ -195,11 +207,12 @@ async def edge_middleware(request: web.Request,
             return response
         headers = secured(response).headers
         if (status == 200 and isinstance(response, web.Response) and hdrs.CONTENT_ENCODING not in headers
-                and isinstance(body := response.body, bytes | bytearray) and len(body) >= MIN_BYTES
-                and response.content_type in COMPRESSIBLE):
-            vary = headers.get(hdrs.VARY, "")
-            if "accept-encoding" not in vary.lower():
-                headers[hdrs.VARY] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
+                and isinstance(body := response.body, _BODIES) and len(body) >= MIN_BYTES
+                and "accept-encoding" not in (vary := headers.get(hdrs.VARY, "")).lower()
+                and _media_type(headers) in COMPRESSIBLE):
+            # (a handler naming Accept-Encoding in Vary chose the encoding itself: api.answers, the
+            # pages' files, the road network)
+            headers[hdrs.VARY] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
             if accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")):
                 response.enable_compression(ContentCoding.gzip)
         return response

@@ -10,6 +10,10 @@ the answer's gzip form, kept with it); and the first request on a cold field (a 
 for yet) against the same request once warm.
 
     .venv/bin/python bench/api.py [--duration 10] [--rounds 3] [--connections 64] [--sse-clients 5000]
+        [--only alerts route ...] [--hold SECONDS]
+
+``--only`` measures some endpoints alone (each still paired with the ceiling); ``--hold`` keeps the servers up
+afterwards and prints the API's pid, to profile it under a load of one's own (``py-spy`` while ``wrk`` runs).
 
 Needs ``wrk`` (Debian package ``wrk``) and a PostgreSQL (``SONAE_BENCH_DATABASE_URL``, default the
 local server on 127.0.0.1:5432; a fresh database is created and dropped). The Sonae API runs as a real
@@ -328,7 +332,13 @@ def main(args: argparse.Namespace) -> dict[str, object]:
             return wrk(ceiling_url, duration=seconds, connections=args.connections, server_pid=ceiling.pid)
 
         common = {"rounds": args.rounds, "duration": args.duration, "results": results}
-        paired("route", lambda i, sec: wrk(route_url, duration=sec, connections=args.connections, server_pid=api.pid),
+        only = set(args.only or ("route", "route_random", "alerts", "alerts_gzip", "cold"))
+
+        def paired_if(name: str, *a: Any, **k: Any) -> None:
+            if name in only:
+                paired(name, *a, **k)
+
+        paired_if("route", lambda i, sec: wrk(route_url, duration=sec, connections=args.connections, server_pid=api.pid),
                ceiling_run, **common)  # type: ignore[arg-type]
         with urllib.request.urlopen(base + "/api/v1/shelters?format=geojson", timeout=10) as resp:
             pts = [f["geometry"]["coordinates"] for f in json.loads(resp.read())["features"]]
@@ -340,12 +350,12 @@ def main(args: argparse.Namespace) -> dict[str, object]:
                                          "dlon": east - west}
             return wrk_script(base, script, duration=seconds, connections=args.connections, server_pid=api.pid)
 
-        paired("route_random", random_run, ceiling_run, **common)  # type: ignore[arg-type]
+        paired_if("route_random", random_run, ceiling_run, **common)  # type: ignore[arg-type]
         results["active_alerts"] = asyncio.run(seed_alerts(db))
-        paired("alerts", lambda i, sec: wrk(base + "/api/v1/alerts", duration=sec, connections=args.connections,
+        paired_if("alerts", lambda i, sec: wrk(base + "/api/v1/alerts", duration=sec, connections=args.connections,
                                             server_pid=api.pid), ceiling_run, **common)  # type: ignore[arg-type]
         # as the resident page's browser asks (Accept-Encoding: gzip): the kept answer's gzip form
-        paired("alerts_gzip", lambda i, sec: wrk(base + "/api/v1/alerts", duration=sec, connections=args.connections,
+        paired_if("alerts_gzip", lambda i, sec: wrk(base + "/api/v1/alerts", duration=sec, connections=args.connections,
                                                  extra=["-H", "Accept-Encoding: gzip"], server_pid=api.pid),
                ceiling_run, **common)  # type: ignore[arg-type]
         with urllib.request.urlopen(base + "/api/v1/alerts", timeout=10) as resp:
@@ -353,14 +363,18 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         gz_req = urllib.request.Request(base + "/api/v1/alerts", headers={"Accept-Encoding": "gzip"})
         with urllib.request.urlopen(gz_req, timeout=10) as resp:
             results["alerts_gzip_bytes"] = len(resp.read())
+        if args.hold:  # a chance to attach a profiler (py-spy) to the server, whose pid is printed
+            print(f"sonae api pid {api.pid} at {base}; holding {args.hold} s", flush=True)
+            time.sleep(args.hold)
         # the first request on a field nobody asked for yet, then the same request warm
         cold_url = f"{base}/api/v1/route?lat={lat:.5f}&lon={lon:.5f}&hazard=landslide&profile=reduced_mobility&lang=ja"
-        cold = timed_get(cold_url)
-        warm = statistics.median(  # other positions (other URLs: no cache hit) on the now warm field
-            timed_get(cold_url.replace(f"lat={lat:.5f}", f"lat={lat + 2e-4 * i:.5f}")) for i in range(1, 21))
-        results["cold_field"] = {"first_ms": round(cold, 1), "warm_median_ms": round(warm, 2),
-                                 "ratio": round(cold / warm, 1)}
-        print(f"cold field first request: {results['cold_field']}", flush=True)
+        if "cold" in only:
+            cold = timed_get(cold_url)
+            warm = statistics.median(  # other positions (other URLs: no cache hit) on the now warm field
+                timed_get(cold_url.replace(f"lat={lat:.5f}", f"lat={lat + 2e-4 * i:.5f}")) for i in range(1, 21))
+            results["cold_field"] = {"first_ms": round(cold, 1), "warm_median_ms": round(warm, 2),
+                                     "ratio": round(cold / warm, 1)}
+            print(f"cold field first request: {results['cold_field']}", flush=True)
         if args.sse_clients:
             req = urllib.request.Request(base + "/api/v1/auth/token", method="POST",
                                          data=json.dumps({"username": "bench", "password": "bench-password-1"}).encode(),
@@ -378,12 +392,13 @@ def main(args: argparse.Namespace) -> dict[str, object]:
                 proc.kill()
         asyncio.run(drop_db(server, db))
         shutil.rmtree(state, ignore_errors=True)
-    print(f"route(random)/ceiling = {results['route_random_ratio']} (target ≥ 0.5)   route(cached)/ceiling = "
-          f"{results['route_ratio']}   alerts/ceiling = {results['alerts_ratio']} "
+    got = results.get
+    print(f"route(random)/ceiling = {got('route_random_ratio')} (target ≥ 0.5)   route(cached)/ceiling = "
+          f"{got('route_ratio')}   alerts/ceiling = {got('alerts_ratio')} "
           f"(target ≥ 0.7)")
-    print(f"per CPU second of the server: route(random)/ceiling = {results['route_random_cpu_ratio']}   "
-          f"route(cached)/ceiling = {results['route_cpu_ratio']}   alerts/ceiling = {results['alerts_cpu_ratio']} "
-          f"({results['alerts_bytes']:,} bytes; with gzip {results['alerts_gzip_cpu_ratio']}, "
+    print(f"per CPU second of the server: route(random)/ceiling = {got('route_random_cpu_ratio')}   "
+          f"route(cached)/ceiling = {got('route_cpu_ratio')}   alerts/ceiling = {got('alerts_cpu_ratio')} "
+          f"({results['alerts_bytes']:,} bytes; with gzip {got('alerts_gzip_cpu_ratio')}, "
           f"{results['alerts_gzip_bytes']:,} bytes; the ceiling's answer is 16 bytes)")
     return results
 
@@ -394,6 +409,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3, help="short runs per endpoint, each after a ceiling run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sse-clients", type=int, default=5000)
+    parser.add_argument("--only", nargs="+", choices=("route", "route_random", "alerts", "alerts_gzip", "cold"),
+                        help="measure these only (default: all); the SSE fan-out follows --sse-clients")
+    parser.add_argument("--hold", type=int, default=0,
+                        help="seconds to keep the servers up after the endpoints, printing the API's pid (to profile)")
     out = main(parser.parse_args())
     target = ROOT / ".state" / "bench"
     target.mkdir(parents=True, exist_ok=True)

@@ -110,3 +110,68 @@ async def test_a_request_whose_client_left_counts_as_499_not_as_a_server_error()
         await edge_middleware(request, gone)
     grew = {k: n - before.get(k, 0) for k, n in STATS.counts.items() if n != before.get(k, 0)}
     assert [(method, status, n) for (_, method, status), n in grew.items()] == [("GET", CLIENT_CLOSED_REQUEST, 1)]
+
+
+async def _edge_only(handlers: dict[str, web.StreamResponse]) -> TestClient:
+    """A client of an application with the edge middleware alone and one GET route per path, each answering
+    a fresh copy of the given response's status, headers and body."""
+    from aiohttp.test_utils import TestServer
+
+    app = web.Application(middlewares=[edge_middleware])
+    for path, made in handlers.items():
+        assert isinstance(made, web.Response)
+
+        async def handler(request: web.Request, made: web.Response = made) -> web.Response:
+            return web.Response(status=made.status, body=made.body, headers=made.headers)
+
+        app.router.add_get(path, handler)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+@pytest.mark.parametrize("target", ["/items/%00", "/items/a%00b", "/items?q=%00", "/items?q=a&r=%00"])
+async def test_a_nul_anywhere_in_the_target_is_a_problem(target: str) -> None:
+    # the NUL check reads the target as sent (api.edge): an escaped NUL in the path or in the query
+    client = await _edge_only({"/items": web.Response(text="ok"), "/items/{name}": web.Response(text="ok")})
+    try:
+        resp = await client.get(target)
+        assert resp.status == 400 and resp.content_type == "application/problem+json"
+        assert "NUL" in (await resp.json())["detail"]
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("target", ["/items/%2500", "/items?q=%2500", "/items?q=100%25&r=0"])
+async def test_an_escaped_percent_before_00_is_no_nul(target: str) -> None:
+    client = await _edge_only({"/items": web.Response(text="ok"), "/items/{name}": web.Response(text="ok")})
+    try:
+        assert (await client.get(target)).status == 200
+    finally:
+        await client.close()
+
+
+async def test_compression_reads_the_media_type_and_respects_a_handlers_own_vary() -> None:
+    body = b'{"k": "' + b"x" * 4000 + b'"}'
+    client = await _edge_only({
+        # a media type with parameters, in capitals: still JSON (RFC 9110 §8.3.1: case-insensitive)
+        "/json": web.Response(body=body, headers={"Content-Type": "Application/JSON; charset=utf-8",
+                                                  "Vary": "Accept-Language"}),
+        "/binary": web.Response(body=body, content_type="application/octet-stream"),
+        # a handler that names Accept-Encoding chose the encoding itself: left as it is
+        "/chosen": web.Response(body=body, headers={"Content-Type": "application/json", "Vary": "Accept-Encoding"}),
+    })
+    try:
+        resp = await client.get("/json", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        assert resp.headers["Content-Encoding"] == "gzip" and gzip.decompress(await resp.read()) == body
+        assert resp.headers["Vary"] == "Accept-Language, Accept-Encoding"
+        plain = await client.get("/json", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers and plain.headers["Vary"] == "Accept-Language, Accept-Encoding"
+        binary = await client.get("/binary", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        assert "Content-Encoding" not in binary.headers and "Vary" not in binary.headers
+        chosen = await client.get("/chosen", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+        assert "Content-Encoding" not in chosen.headers and chosen.headers.getall("Vary") == ["Accept-Encoding"]
+        assert await chosen.read() == body
+    finally:
+        await client.close()
