@@ -6,7 +6,13 @@ shown would reach every one of them: controls (Unicode category Cc: NUL, tab, li
 format characters (Cf: zero-width space/joiner U+200B–U+200D, byte-order mark U+FEFF, soft hyphen U+00AD,
 and the bidirectional controls U+202A–U+202E and U+2066–U+2069, with which "ABC\\u202eDEF" shows as "ABCFED"
 and a headline can be made to read as another place), line and paragraph separators (Zl, Zp), and
-private-use or unassigned code points (Co, Cn), which show as boxes or nothing. A name holding one is
+private-use or unassigned code points (Co, Cn), which show as boxes or nothing, and the letters and marks
+that Unicode lists as default-ignorable or that show as a blank (the Hangul fillers U+115F, U+1160, U+3164,
+U+FFA0, the combining grapheme joiner U+034F, the Khmer inherent vowels U+17B4–U+17B5, the Mongolian
+variation selectors U+180B–U+180D and U+180F, the blank braille pattern U+2800; Unicode's
+DerivedCoreProperties.txt, Default_Ignorable_Code_Point). A name must also show something: one made only of
+spaces and combining marks (a variation selector alone, U+FE0F) is refused; variation selectors after a
+character they modify (ideographic variation sequences of place-name kanji) are kept. A name holding one is
 refused where it enters (the registry's load rules, :meth:`ingest.registry.Station.validate`, which the
 staff edit applies too), naming the character, so that it is corrected at its source rather than shown.
 """
@@ -17,6 +23,8 @@ import unicodedata
 
 __all__ = ["hidden_character"]
 
+_BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
+
 _HIDDEN_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible formatting character",
                       "Zl": "a line separator", "Zp": "a paragraph separator", "Co": "a private-use character",
                       "Cn": "an unassigned code point", "Cs": "a lone surrogate"}
@@ -25,9 +33,14 @@ _HIDDEN_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible formattin
 def hidden_character(text: str) -> str | None:
     """The first character of ``text`` a shown name may not hold, described (``"U+202E RIGHT-TO-LEFT
     OVERRIDE (an invisible formatting character) at position 3"``), or None."""
+    shows = False
     for i, ch in enumerate(text):
-        kind = _HIDDEN_CATEGORIES.get(unicodedata.category(ch))
+        category = unicodedata.category(ch)
+        kind = "a character that shows as a blank" if ch in _BLANK_LETTERS else _HIDDEN_CATEGORIES.get(category)
         if kind is not None:
             name = unicodedata.name(ch, "")
             return f"U+{ord(ch):04X}{' ' + name if name else ''} ({kind}) at position {i + 1}"
+        shows = shows or category[0] not in "ZM"
+    if text and not shows:
+        return "no character that shows (only spaces and combining marks)"
     return None

@@ -86,6 +86,13 @@ async def test_thresholds_follow_the_registrys_load_rule_and_stay_four(client: T
     ("name_en", "Moto\u2066miya", "U+2066 LEFT-TO-RIGHT ISOLATE"),
     ("name_en", "Moto\x07miya", "U+0007"),
     ("name", "本\u2028宮", "U+2028 LINE SEPARATOR"),
+    # found breaking this rule: letters and marks that show nothing, and names with nothing to show
+    ("name", "\ufe0f", "no character that shows"),
+    ("name", "\u3000\u0301", "no character that shows"),
+    ("name", "本\u115f宮", "U+115F HANGUL CHOSEONG FILLER"),
+    ("name", "本\u2800", "U+2800 BRAILLE PATTERN BLANK"),
+    ("name", "本\u034f宮", "U+034F COMBINING GRAPHEME JOINER"),
+    ("name_en", "Kunren\u3164", "U+3164 HANGUL FILLER"),
 ])
 async def test_hidden_characters_never_enter_a_name(client: TestClient, pool: asyncpg.Pool, token: str,
                                                     tmp_path: Path, field: str, text: str, shown: str) -> None:
