@@ -15,9 +15,11 @@ import math
 import re
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from api.problems import Problem
+from ingest.municipalities import is_listed
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 _MISSING = object()
@@ -172,6 +174,15 @@ def int_field(body: dict[str, Any], name: str, *, lo: int, hi: int, default: Any
     if value is not None and value is not default and not lo <= value <= hi:
         raise Problem(400, "Bad Request", f"field {name!r} must be a whole number from {lo} to {hi}", field=name)
     return value
+
+
+async def listed_municipality(conn: asyncpg.Connection, code: str | None, *,
+                              name: str = "municipality_code") -> None:
+    """A 422 problem unless ``code`` (a :func:`municipality_code`, or None) is in this deployment's municipality
+    list (:func:`ingest.municipalities.is_listed`): an order, area, webhook or account must name one of them."""
+    if code is not None and not await is_listed(conn, code):
+        raise Problem(422, "Unprocessable Content", f"field {name!r}: {code!r} is not in this deployment's "
+                      "municipality list (GET /api/v1/municipalities lists them)", field=name)
 
 
 def number_field(body: dict[str, Any], name: str, *, lo: float, hi: float, default: Any = _MISSING) -> Any:

@@ -34,7 +34,7 @@ from aiohttp import web
 from alerting.audit import record_audit as audit
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
-from api.bodies import field, json_object, municipality_code
+from api.bodies import field, json_object, listed_municipality, municipality_code
 from api.boundaries import index as boundary_index
 from api.context import POOL, SETTINGS
 from api.params import path_int, query_int
@@ -184,6 +184,7 @@ async def post_webhook(request: web.Request) -> web.Response:
     municipality = municipality_code(field(body, "municipality_code", str, default=admin.municipality_code))
     require_target_scope(admin, municipality)  # a municipal admin: its own municipality's alerts only
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        await listed_municipality(conn, municipality)
         hook = await store.add_webhook(
             conn, url=url, created_by=admin.username, description=field(body, "description", str, default=""),
             fmt=fmt, municipality_code=municipality,
@@ -268,6 +269,7 @@ async def put_roster(request: web.Request) -> web.Response:
     if lang is None:
         raise Problem(400, "Bad Request", "lang must be ja-JP, en-US or ja-JP-x-easy", field="lang")
     async with request.app[POOL].acquire() as conn, conn.transaction():
+        await listed_municipality(conn, municipality)
         if account.username != username:  # an admin: the account must be in the admin's scope
             found = await conn.fetchrow("SELECT municipality_code FROM accounts WHERE username = $1", username)
             if found is None:

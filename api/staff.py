@@ -24,7 +24,7 @@ from alerting.silence import station_silence
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
-from api.bodies import field, int_field, json_object, municipality_code, number_field
+from api.bodies import field, int_field, json_object, listed_municipality, municipality_code, number_field
 from api.boundaries import area_municipality
 from api.context import POOL, SETTINGS
 from api.params import path_int, query_int
@@ -87,6 +87,7 @@ async def post_order(request: web.Request) -> web.Response:
     area = field(body, "area", dict, default=None)
     exercise = field(body, "exercise", bool, default=False)
     async with request.app[POOL].acquire() as conn:
+        await listed_municipality(conn, municipality)
         if area is not None:
             await area_municipality(request, conn, account, municipality, area, name="area", exercise=exercise)
         try:
@@ -228,6 +229,7 @@ async def post_hazard(request: web.Request) -> web.Response:
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
     async with request.app[POOL].acquire() as conn:
+        await listed_municipality(conn, municipality)
         # outside the transaction: loading the boundaries and measuring the area take a while
         municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry",
                                                exercise=area.exercise)

@@ -152,6 +152,7 @@ async def _ensure_drill_account(settings: Settings, pool: Any) -> None:
     import secrets
 
     from api.auth import AccountError, create_account
+    from evac.store import name_drill_town
     from simulators.demo import DRILLTOWN_MUNICIPALITY, MUNICIPALITY
 
     code = DRILLTOWN_MUNICIPALITY if settings["evac.network"] == "drilltown" else MUNICIPALITY
@@ -161,6 +162,8 @@ async def _ensure_drill_account(settings: Settings, pool: Any) -> None:
             print("Staff console login: user drill (its password was printed at the first --simulate start; "
                   "`sonae users passwd drill` sets a new one)", flush=True)
             return
+        if code == DRILLTOWN_MUNICIPALITY:  # named before its account (accounts name listed municipalities only)
+            await name_drill_town(conn)
         try:
             await create_account(conn, username="drill", password=password, role="staff", municipality_code=code,
                                  display_name="訓練 職員 (demo)")

@@ -129,6 +129,17 @@ async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterab
     return len(rows)
 
 
+async def is_listed(conn: asyncpg.Connection, code: str) -> bool:
+    """Whether ``code`` (6-digit) is in this deployment's municipality list; True when it keeps none.
+
+    The list is the ``municipalities`` table (the shipped one by default, :func:`seed_if_empty`, or an
+    imported one); a code can pass the check digit and still name no municipality of it (``479993``).
+    """
+    return bool(await conn.fetchval(
+        "SELECT NOT EXISTS (SELECT 1 FROM municipalities) OR EXISTS (SELECT 1 FROM municipalities WHERE code = $1)",
+        code))
+
+
 async def seed_if_empty(conn: asyncpg.Connection) -> int:
     """Load the shipped list when the ``municipalities`` table is empty; returns the rows loaded (0: none)."""
     if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM municipalities)"):

@@ -20,6 +20,7 @@ from api.auth import AccountError, create_account, login
 from app.runtime import open_pool
 from ingest.boundaries import packaged_boundaries, store_boundaries
 from ingest.contract import encode_reading
+from ingest.municipalities import seed_if_empty
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings, load_settings
 from sonae.migrations import migrate
@@ -332,8 +333,9 @@ async def test_cli_imports_n03_boundaries_and_name_lists(pool: asyncpg.Pool, dat
 
 async def test_codes_that_name_no_municipality_are_refused_at_every_entry(pool: asyncpg.Pool,
                                                                            settings: Settings) -> None:
-    """``000001`` and 福島県's own ``070009`` pass the check digit but name no 市区町村: an order, a hazard
-    area, a webhook, an account and a filter given one is refused, saying why, and nothing is stored."""
+    """``000001`` and 福島県's own ``070009`` pass the check digit but name no 市区町村, nor does ``479993``, not
+    in the municipality list: an order, a hazard area, a webhook, an account (and a filter, for the first two)
+    given one is refused, saying why, and nothing is stored."""
     async with pool.acquire() as conn:
         await create_account(conn, username="pref-admin", password=PASSWORD, role="admin")
         token = (await login(conn, "pref-admin", PASSWORD))[0]  # type: ignore[index]
@@ -345,15 +347,24 @@ async def test_codes_that_name_no_municipality_are_refused_at_every_entry(pool: 
                   for t in ("evacuation_orders", "hazard_areas", "webhooks")}
     square = {"type": "Polygon", "coordinates": [[[140.3, 37.3], [140.31, 37.3], [140.31, 37.31], [140.3, 37.31],
                                                   [140.3, 37.3]]]}
+    async with pool.acquire() as conn:
+        await seed_if_empty(conn)  # the deployment's municipality list (the shipped one)
+        with pytest.raises(AccountError, match="not in this deployment's municipality list"):
+            await create_account(conn, username="acct479993", password=PASSWORD, role="staff",
+                                 municipality_code="479993")
     client: TestClient = await make_client(pool, settings)
     try:
-        for code, words in (("000001", "no prefecture"), ("070009", "code of a prefecture")):
+        # 479993: a right check digit in 沖縄県, but no municipality of the list (found breaking the first fix)
+        for code, words in (("000001", "no prefecture"), ("070009", "code of a prefecture"),
+                            ("479993", "not in this deployment's municipality list")):
             for path, body in (("/api/v1/orders", {"municipality_code": code, "level": 3}),
                                ("/api/v1/hazards", {"geometry": square, "municipality_code": code}),
                                ("/api/v1/webhooks", {"url": "https://example.org/hook", "municipality_code": code})):
                 resp = await client.post(path, json=body, headers=auth(token))
                 problem = await resp.json(content_type=None)
                 assert resp.status in (400, 422) and words in problem["detail"], (path, code, problem)
+            if code == "479993":
+                continue  # a filter on a municipality that is not listed is no fault: it lists nothing
             for path in ("/api/v1/level", "/api/v1/alerts", "/api/v1/stations", "/api/v1/shelters"):
                 resp = await client.get(path, params={"municipality": code})
                 problem = await resp.json(content_type=None)

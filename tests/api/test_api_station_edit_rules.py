@@ -54,10 +54,12 @@ async def test_a_station_moves_only_to_a_municipality(client: TestClient, pool: 
         await seed_if_empty(conn)  # the deployment's municipality list
     before = await _stored(pool)
     unlisted = "07998" + check_digit("07998")  # a right check digit, in 福島県, but no municipality of the list
-    for code, words in (("000001", "are no prefecture"), ("070009", "code of a prefecture"),
-                        (unlisted, "not in this deployment's municipality list")):
+    # codes that can name no municipality are refused as the format's (400, as at every entry that takes
+    # one); one that could but is not listed, as the registry's (422)
+    for code, words, refused in (("000001", "are no prefecture", 400), ("070009", "code of a prefecture", 400),
+                                 (unlisted, "not in this deployment's municipality list", 422)):
         status, problem = await _patch(client, token, {"municipality_code": code})
-        assert (status, words in problem["detail"]) == (422, True), (code, problem)
+        assert (status, words in problem["detail"]) == (refused, True), (code, problem)
     assert await _stored(pool) == before
     assert (await _patch(client, token, {"municipality_code": "072044"}))[0] == 200
 
