@@ -35,17 +35,26 @@ HEADER_TIMEOUT_S = 10.0
 
 
 class _NoRequestLine(logging.Filter):
-    """Keeps a request that aiohttp could not parse out of the logs but for its kind and status.
+    """Keeps a request that aiohttp could not parse out of the logs but for its kind and status, one
+    WARNING line without a traceback: it is the client's fault, not the service's, and anyone can send one.
 
     aiohttp logs such a request ("Error handling request", ERROR) with its parse error, whose text quotes
     the raw request line, query included: a resident's position (``lat``/``lon``) would reach the logs.
+    A body that cannot be decoded (``Content-Encoding: gzip`` that is not), which the API has answered
+    with a 400 problem, is met again when aiohttp drains the rest of it after the answer and was logged as
+    "Unhandled exception" with a full traceback, on any path, without an account: one line too.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
             record.msg, record.args = "unparsable request: %s (%s)", (type(exc).__name__, exc.code)
-            record.exc_info, record.exc_text = None, None
+        elif isinstance(exc, RequestPayloadError):
+            record.msg, record.args = "unreadable request body after its answer: %s", (type(exc).__name__,)
+        else:
+            return True
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
