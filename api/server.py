@@ -117,6 +117,10 @@ class ProblemRequestHandler(RequestHandler):
         self._body_broken = False
         #: the payload of the last request whose answer was sent
         self._answered: StreamReader | None = None
+        #: the bytes read since the parser last held none (aiohttp's parser keeps the rest of a read while
+        #: its queue of requests is full, MAX_MSG_QUEUE_SIZE = 32, and parses it later, fed b""), and how
+        #: many requests it gave so far: what :meth:`_before_the_fault` parses again
+        self._window, self._window_requests = b"", 0
 
     @property
     def error_message(self) -> RawRequestMessage:
@@ -141,11 +145,15 @@ class ProblemRequestHandler(RequestHandler):
                 self._spoke_10, self._opening = line.rstrip(b"\r").endswith(b" HTTP/1.0"), None
             else:
                 self._opening = line[-len(b" HTTP/1.0\r"):]
+        if data and not self._buffer_paused:  # (paused: the parser still holds bytes of the window)
+            self._window, self._window_requests = data, 0
+        elif data:
+            self._window += data
         before, queued = self._parsed, len(self._messages)
         super().data_received(data)
         new = list(itertools.islice(self._messages, queued, None))  # (start() pops only between reads)
         if (len(new) == 1 and isinstance(new[0][0], _ErrInfo) and (before is None or before[1].is_eof())
-                and (recovered := self._before_the_fault(data))):
+                and (recovered := self._before_the_fault(self._window, skip=self._window_requests))):
             # the requests complete before the fault in these bytes, which aiohttp's parser dropped with it
             fault = self._messages.pop()
             self._messages.extend(recovered)
@@ -155,6 +163,7 @@ class ProblemRequestHandler(RequestHandler):
         for message, payload in new:
             if isinstance(message, RawRequestMessage):
                 self._parsed = (message, payload)
+                self._window_requests += 1
         if before is None or before[1].is_eof() or len(new) != 1 or self._parsed is not before:
             return
         # one parse error and no request: the parser failed inside the body of `before`, read earlier
@@ -171,8 +180,10 @@ class ProblemRequestHandler(RequestHandler):
         if not any(waiting is payload for _, waiting in self._messages):
             self.close()  # after this request's answer, whatever it is (a queued one's answer closes it)
 
-    def _before_the_fault(self, data: bytes) -> list[tuple[RawRequestMessage, StreamReader]]:
-        """The requests ``data`` holds complete before the fault aiohttp's parser met in it, in order.
+    def _before_the_fault(self, data: bytes, *, skip: int = 0) -> list[tuple[RawRequestMessage, StreamReader]]:
+        """The requests ``data`` holds complete before the fault aiohttp's parser met in it, in order, but for
+        the first ``skip`` (already queued: aiohttp's parser gave them before its queue filled and it stopped;
+        found: of 33 or more pipelined requests before a broken one, those after the 32nd got no answer).
 
         A parse error in a pipelined request drops the requests parsed before it in the same read: the
         parser raises, and aiohttp queues only the error (found: a good request followed in the same
@@ -201,6 +212,7 @@ class ProblemRequestHandler(RequestHandler):
                 chunk = b""
         except HttpProcessingError:
             pass
+        found = found[skip:]
         if found:
             self._parsed = found[-1]
         return found
