@@ -37,6 +37,15 @@ async def _open(conn: asyncpg.Connection, *, exercise: bool = False, condition: 
                                "AND cleared_at IS NULL", condition, exercise)
 
 
+async def _rising_to_level_3(conn: asyncpg.Connection, worker: RulesWorker, *, minutes_ago: int = 30) -> None:
+    """The gauge registered and three rising real readings over 避難判断水位 judged: 10 minutes apart, the
+    first ``minutes_ago`` minutes old (level 3 while they are fresh)."""
+    await upsert_stations(conn, [GAUGE])
+    now: datetime = await conn.fetchval("SELECT now()")
+    await _write(conn, [(now - timedelta(minutes=minutes_ago - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
+    await worker.step(conn)
+
+
 async def _switch(conn: asyncpg.Connection, worker: RulesWorker, station: Station) -> None:
     await upsert_stations(conn, [station])
     await worker.follow_registry(conn)
@@ -46,10 +55,7 @@ async def test_a_gauge_real_again_is_judged_from_its_fresh_real_readings(pool: a
                                                                        settings: Settings) -> None:
     worker = RulesWorker.from_settings(settings, pool)
     async with pool.acquire() as conn:
-        await upsert_stations(conn, [GAUGE])
-        now: datetime = await conn.fetchval("SELECT now()")
-        await _write(conn, [(now - timedelta(minutes=30 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
-        await worker.step(conn)
+        await _rising_to_level_3(conn, worker)
         assert (await _open(conn))["level"] == 3
         await _switch(conn, worker, replace(GAUGE, exercise=True))  # a mistaken toggle: the real alert ends
         assert await _open(conn) is None
@@ -103,10 +109,7 @@ async def test_new_thresholds_of_a_silent_gauge_keep_its_level(pool: asyncpg.Poo
     """Its last reading is older than the silent-gauge rule allows: no judgement from it, the level stays."""
     worker = RulesWorker.from_settings(settings, pool)
     async with pool.acquire() as conn:
-        await upsert_stations(conn, [GAUGE])
-        now: datetime = await conn.fetchval("SELECT now()")
-        await _write(conn, [(now - timedelta(minutes=80 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
-        await worker.step(conn)
+        await _rising_to_level_3(conn, worker, minutes_ago=80)
         before = await _open(conn)
         await _switch(conn, worker, replace(GAUGE, th_evacuation=5.30))
         after = await _open(conn)
@@ -117,10 +120,7 @@ async def test_a_station_registered_as_another_kind_ends_its_river_level(pool: a
                                                                        settings: Settings) -> None:
     worker = RulesWorker.from_settings(settings, pool)
     async with pool.acquire() as conn:
-        await upsert_stations(conn, [GAUGE])
-        now: datetime = await conn.fetchval("SELECT now()")
-        await _write(conn, [(now - timedelta(minutes=30 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
-        await worker.step(conn)
+        await _rising_to_level_3(conn, worker)
         alert = await _open(conn)
         await _switch(conn, worker, replace(GAUGE, kind="rainfall"))
         ended = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", alert["id"])
