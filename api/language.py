@@ -12,7 +12,8 @@ by RFC 4647 §3.4 *lookup* with RFC 9110 §12.5.4 weights, else Japanese:
   Sonae's own texts carry, ``ja-JP-x-easy``) or ``x-yasashii``, after ``ja`` and an optional script
   (``Jpan``, ``Hrkt``, ``Hira``) and region (``JP``), or by the older ``ja-easy``.
 
-The header is the client's: any text is read without an exception (at most :data:`MAX_RANGES` ranges).
+The header is the client's: any text is read without an exception (at most :data:`MAX_RANGES` ranges; empty
+list elements, RFC 9110 §5.6.1, are not counted).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from evac.guidance import LANGS
 DEFAULT = "ja"
 #: Sonae's language codes → the BCP 47 tags its texts carry (alerting.texts.LANGUAGES)
 BCP47 = {"ja": "ja-JP", "en": "en-US", "ja-easy": "ja-JP-x-easy"}
-#: at most this many ranges of a header are read (a longer list is cut there, not refused)
+#: at most this many ranges of a header are read (a longer list is cut there, not refused; empty elements
+#: are not ranges)
 MAX_RANGES = 32
 
 
@@ -75,7 +77,9 @@ def negotiate(header: str | None) -> str:
     :data:`DEFAULT`. Never raises.
     """
     ranked: list[tuple[float, int, str]] = []
-    for i, part in enumerate((header or "").split(",")[:MAX_RANGES]):
+    # empty list elements are ignored, not counted (RFC 9110 §5.6.1: found, ",,,…,en" gave ja)
+    parts = [part for part in (header or "").split(",") if part.strip(" \t")]
+    for i, part in enumerate(parts[:MAX_RANGES]):
         m = _RANGE.fullmatch(part)
         if m is None:
             continue

@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.language import DEFAULT, lookup, negotiate
+from api.language import DEFAULT, MAX_RANGES, lookup, negotiate
 from evac.guidance import LANGS
 
 EASY = ["ja-JP-x-easy", "ja-x-easy", "JA-jp-X-EASY", "ja-Jpan-JP-x-easy", "ja-x-yasashii", "ja-easy",
@@ -30,6 +30,14 @@ def test_easy_japanese_tags_are_easy_japanese(header: str) -> None:
 ])
 def test_negotiation_follows_lookup_and_weights(header: str | None, expected: str) -> None:
     assert negotiate(header) == expected
+
+
+@given(st.lists(st.sampled_from(["", " ", "\t", " \t "]), min_size=MAX_RANGES, max_size=3 * MAX_RANGES))
+def test_empty_list_elements_are_not_ranges(empties: list[str]) -> None:
+    """RFC 9110 §5.6.1: empty elements are ignored, so they never push a range past the cap (found:
+    40 commas before ``en`` gave ja); a real range past the cap still is cut."""
+    assert negotiate(",".join([*empties, "en"])) == "en"
+    assert negotiate(",".join(["fr"] * MAX_RANGES + ["en"])) == DEFAULT
 
 
 def test_lookup_truncates_and_drops_a_trailing_singleton() -> None:
