@@ -246,16 +246,28 @@ CALM = {
     "ja-JP-x-easy": ("いま けいかいレベルは ありません", "てんきと かわの じょうほうに ちゅういして ください。"),
 }
 
+#: what to do at a point no municipality Sonae knows holds (outside every loaded boundary; nothing in force
+#: there): not "no alert level", which would tell a resident beyond the covered area that all is calm
+OUTSIDE = {
+    "ja-JP": ("この場所は対象地域の外です",
+              "お住まいの市区町村と気象庁が出している防災情報を確認してください。"),
+    "en-US": ("This place is outside the area this service covers",
+              "Check the disaster information of your municipality and the Japan Meteorological Agency."),
+    "ja-JP-x-easy": ("ここは この サービスの ちいきの そとです",
+                     "すんで いる まちと きしょうちょうの ぼうさいの じょうほうを みて ください。"),
+}
 
-def guidance(answer: LevelInForce, language: str) -> dict[str, Any]:
+
+def guidance(answer: LevelInForce, language: str, *, covered: bool = True) -> dict[str, Any]:
     """The headline residents read for ``answer`` in ``language`` (ja-JP, en-US, ja-JP-x-easy):
     ``{"level", "headline", "instruction"}``, plus ``condition``, ``alert_id`` and ``event`` when a
     source is in force. The deciding source speaks: an official warning with the guideline's instruction
     for its level (:data:`OFFICIAL_INSTRUCTION`), a gauge alert or an order with its own CAP texts
-    (:func:`alerting.texts.text_for`); nothing in force: :data:`CALM`."""
+    (:func:`alerting.texts.text_for`); nothing in force: :data:`CALM`, or :data:`OUTSIDE` when the point
+    is not ``covered`` (in no municipality Sonae knows)."""
     top = answer.top
     if top is None:
-        headline, instruction = CALM[language]
+        headline, instruction = (CALM if covered else OUTSIDE)[language]
         return {"level": None, "headline": headline, "instruction": instruction}
     if top.kind == "official":
         return {"level": top.level, "condition": "official_information", "alert_id": None,

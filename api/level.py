@@ -52,9 +52,11 @@ async def current_level(request: web.Request) -> web.Response:
                                                  boundaries=await boundary_index(request.app, conn))
         answer = await level_in_force(conn, municipality=municipality, lat=lat, lon=lon)
     top = answer.top
-    body = guidance(answer, language)
+    covered = municipality is not None  # a point in no known municipality is outside what Sonae covers
+    body = guidance(answer, language, covered=covered)
     body.update({
         "municipality_code": municipality,
+        "covered": covered,
         "language": language,
         "exercise": top is not None and top.exercise,
         "exercise_in_progress": answer.exercise_in_progress,

@@ -205,7 +205,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
     ("get", "/api/v1/level"): {
         "summary": "Current 警戒レベル and what to do, for a point or a municipality", "tags": ["residents"],
-        "description": "Give lat and lon together, or a municipality: otherwise 422.",
+        "description": "Give lat and lon together, or a municipality: otherwise 422. A point in no municipality "
+                       "Sonae knows answers `covered: false` and, with nothing in force there, says it is outside "
+                       "the area covered (never that no alert level is in force).",
         "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 422, 429, 503)}},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from alerting.level import CALM
+from alerting.level import OUTSIDE as OUTSIDE_COVERAGE
 from alerting.store import cancel_order, issue_order
 from evac.shelters import Shelter
 from evac.store import import_shelters
@@ -228,5 +230,23 @@ async def test_the_drill_town_is_named_never_numbered(pool: asyncpg.Pool, settin
         for tag in ("ja-JP", "en-US"):
             assert DRILL_TOWN_CODE not in place_name({"condition": "evacuation_order",
                                                      "municipality_code": DRILL_TOWN_CODE}, lang=tag)
+    finally:
+        await client.close()
+
+
+async def test_a_point_outside_every_known_municipality_is_told_so_not_that_all_is_calm(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """Found: ``lat=-0&lon=140.35`` (and any point beyond the covered area) answered "警戒レベルの発表は
+    ありません", as if the resident's place were calm; route and nearest shelter say outside_area there."""
+    await _seed(pool)
+    client: TestClient = await make_client(pool, settings)
+    try:
+        for lang, tag in (("ja", "ja-JP"), ("en", "en-US"), ("ja-easy", "ja-JP-x-easy")):
+            for far in ({"lat": "-0", "lon": "140.35"}, {"lat": "26.2124", "lon": "127.6809"}):  # (那覇)
+                said = await (await client.get("/api/v1/level", params={**far, "lang": lang})).json()
+                assert (said["covered"], said["municipality_code"], said["level"]) == (False, None, None), said
+                assert (said["headline"], said["instruction"]) == OUTSIDE_COVERAGE[tag]
+            near = await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+            assert (near["covered"], near["headline"], near["instruction"]) == (True, *CALM[tag])
     finally:
         await client.close()
