@@ -213,7 +213,8 @@ async def test_q_paging_errors_and_access(client: TestClient, pool: asyncpg.Pool
         "lastN": "2", "attrs": "batteryLevel"}, headers={"Authorization": f"Bearer {token}"})).json())["batteryLevel"]
     assert shown == 0.57 and [v["value"] for v in history] == [0.87, shown]
     # staff of another municipality do not see the device at all (as if it did not exist)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn:  # (an account names a municipality of the deployment's list)
+        await conn.execute("INSERT INTO municipalities (code, name_ja) VALUES ('072010', '福島市') ON CONFLICT DO NOTHING")
         await create_account(conn, username="yama", password="yama-password-1", role="staff",
                              municipality_code="072010")
         other, _, _ = await login(conn, "yama", "yama-password-1")  # type: ignore[misc]
