@@ -30,7 +30,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from api.problems import Problem
-from ingest.municipalities import is_listed
+from ingest.municipalities import unlisted
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 ROLES = ("staff", "operator", "admin")
@@ -111,9 +111,8 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                              if municipality_code is not None and municipality_code.strip() else None)
     except MunicipalityCodeError as exc:
         raise AccountError(str(exc)) from None
-    if municipality_code is not None and not await is_listed(conn, municipality_code):
-        raise AccountError(f"municipality code {municipality_code!r} is not in this deployment's municipality list "
-                           "(GET /api/v1/municipalities lists them)")
+    if municipality_code is not None and (why := await unlisted(conn, municipality_code)):
+        raise AccountError(why)
     try:
         row = await conn.fetchrow(
             """INSERT INTO accounts (username, display_name, password_hash, role, municipality_code)

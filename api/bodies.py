@@ -19,7 +19,7 @@ import asyncpg
 from aiohttp import web
 
 from api.problems import Problem
-from ingest.municipalities import is_listed
+from ingest.municipalities import unlisted
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 _MISSING = object()
@@ -179,10 +179,9 @@ def int_field(body: dict[str, Any], name: str, *, lo: int, hi: int, default: Any
 async def listed_municipality(conn: asyncpg.Connection, code: str | None, *,
                               name: str = "municipality_code") -> None:
     """A 422 problem unless ``code`` (a :func:`municipality_code`, or None) is in this deployment's municipality
-    list (:func:`ingest.municipalities.is_listed`): an order, area, webhook or account must name one of them."""
-    if code is not None and not await is_listed(conn, code):
-        raise Problem(422, "Unprocessable Content", f"field {name!r}: {code!r} is not in this deployment's "
-                      "municipality list (GET /api/v1/municipalities lists them)", field=name)
+    list (:func:`ingest.municipalities.unlisted`): an order, area, webhook or account must name one of them."""
+    if code is not None and (why := await unlisted(conn, code)):
+        raise Problem(422, "Unprocessable Content", f"field {name!r}: {why}", field=name)
 
 
 def number_field(body: dict[str, Any], name: str, *, lo: float, hi: float, default: Any = _MISSING) -> Any:

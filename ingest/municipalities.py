@@ -129,15 +129,18 @@ async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterab
     return len(rows)
 
 
-async def is_listed(conn: asyncpg.Connection, code: str) -> bool:
-    """Whether ``code`` (6-digit) is in this deployment's municipality list; True when it keeps none.
+async def unlisted(conn: asyncpg.Connection, code: str) -> str | None:
+    """Why ``code`` (6-digit) is not in this deployment's municipality list, or None (also when it keeps none).
 
     The list is the ``municipalities`` table (the shipped one by default, :func:`seed_if_empty`, or an
     imported one); a code can pass the check digit and still name no municipality of it (``479993``).
+    One message for every entry that names a 市区町村 (the registry, the API's bodies, accounts).
     """
-    return bool(await conn.fetchval(
-        "SELECT NOT EXISTS (SELECT 1 FROM municipalities) OR EXISTS (SELECT 1 FROM municipalities WHERE code = $1)",
-        code))
+    if await conn.fetchval("SELECT NOT EXISTS (SELECT 1 FROM municipalities) "
+                           "OR EXISTS (SELECT 1 FROM municipalities WHERE code = $1)", code):
+        return None
+    return (f"municipality code {code!r} is not in this deployment's municipality list "
+            "(GET /api/v1/municipalities lists them)")
 
 
 async def seed_if_empty(conn: asyncpg.Connection) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from ingest.contract import STATION_ID
-from ingest.municipalities import is_listed
+from ingest.municipalities import unlisted
 from sonae import textfile
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
 from sonae.nametext import hidden_character
@@ -360,9 +360,8 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate()
     updates = {k: getattr(edited, k) for k in updates}
     code = updates.get("municipality_code")
-    if code is not None and code != row["municipality_code"] and not await is_listed(conn, code):
-        raise RegistryError(f"{where}: municipality_code {code!r} is not in this deployment's municipality list "
-                            "(GET /api/v1/municipalities lists them)")
+    if code is not None and code != row["municipality_code"] and (why := await unlisted(conn, code)):
+        raise RegistryError(f"{where}: {why}")
     changed = {k: v for k, v in updates.items() if row[k] != v}
     if changed:
         columns = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(changed))  # names of Station's fields only
