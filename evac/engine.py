@@ -561,11 +561,6 @@ class Engine:
         self.incremental_min_nodes = int(incremental_min_nodes)
         self.max_snap_m = float(max_snap_m)
         self.warm: set[FieldKey] = set(warm)
-        # copies made per change (edge factors, pair weights, fields) reuse arrays nothing refers to any more;
-        # as many kept free per shape as one update of the warm fields takes (a field's next hops and source
-        # rows are two (n,) int32 arrays): with fewer, every update writes some into fresh arrays, a page
-        # fault per page (at 3M nodes ~100 ms of a closed shelter's update, before its swap)
-        self._pool = ArrayPool(spare=max(4, 2 * len(self.warm)))
         self._update_lock = threading.Lock()
         self._attach_cache: dict[tuple[str, float, float], tuple[float, EdgePoints]] = {}
         self._hit_cache: dict[str, tuple[HazardArea, np.ndarray]] = {}
@@ -574,6 +569,8 @@ class Engine:
         # What a recompute can reuse (see _compute): per set of areas in force, per profile's shelter
         # positions, per search structure; each keyed by exactly the inputs it is built from.
         self._cache_lock = threading.Lock()
+        # copies made per change (edge factors, pair weights, fields) reuse arrays nothing refers to any more
+        self._pool = ArrayPool()
         self._hazard_indexes: OrderedDict[tuple[int, ...], _HazardIndex] = OrderedDict()  # by id() of the areas
         self._sites: dict[str, _Sites] = {}  # per profile: the latest shelter positions
         # per (profile, hazard): the shelters mapping last seen, its sites, qualifying mask and shelters
@@ -854,8 +851,7 @@ class Engine:
         out = update_field(pg, dist=prev.dist, pred=prev.next_node, src=prev.source, old_w=prev.pair_weight,
                            new_w=pair_w, changed=changed, old_seeds=old.seeds, old_end=old.end,
                            new_seeds=new.seeds, rows_same=rows_same, limit=UNREACHABLE_S,
-                           search=self.search, max_nodes=int(self.incremental_fraction * n), copy=self._pool.copy,
-                           take=self._pool.take)
+                           search=self.search, max_nodes=int(self.incremental_fraction * n), copy=self._pool.copy)
         if out is None:
             return None
         dist, pred, src, stats = out

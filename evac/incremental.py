@@ -47,7 +47,6 @@ IN_PROCESS_NODES = 50_000
 SWEEP_VISITS = 4
 
 Copy = Callable[[np.ndarray], np.ndarray]
-Take = Callable[[np.ndarray, np.ndarray], np.ndarray]
 #: Pair weights: an array, or computed when read (:class:`evac.network.PairWeights`).
 Weights = np.ndarray | PairWeights
 
@@ -82,68 +81,36 @@ class ArrayPool:
         if a.nbytes < self.min_bytes:
             return np.array(a, copy=True, subok=False)
         with self._lock:
-            got = self._free(a.shape, a.dtype)
+            got: np.ndarray | None = None
+            kept: list[np.ndarray] = []
+            spare: dict[tuple[tuple[int, ...], str], int] = {}
+            base = -1
+            for b in self._arrays:
+                refs = sys.getrefcount(b)
+                if base < 0:  # the sentinel: what "only the pool" looks like from here
+                    base = refs
+                    kept.append(b)
+                    continue
+                free = refs <= base
+                if free and got is None and b.shape == a.shape and b.dtype == a.dtype:
+                    got = b
+                elif free:
+                    k = (b.shape, b.dtype.str)
+                    spare[k] = spare.get(k, 0) + 1
+                    if spare[k] > self.spare:
+                        continue  # let go
+                kept.append(b)
             if got is None:
                 got = np.array(a, copy=True, subok=False)
-                self._arrays.append(got)
+                kept.append(got)
                 self.fresh += 1
             else:
+                got.setflags(write=True)
                 np.copyto(got, a)
                 self.reused += 1
+            self._arrays = kept
             return got
 
-    def take(self, table: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """``table[index]`` as a writable array of ``index``'s shape and ``table``'s dtype, written into a
-        recycled array when one is free: a full-length lookup (renumbering every node's source row when a
-        shelter closes) then costs the gather alone, not a page fault per page of a fresh result as well.
-
-        ``table`` is 1-d; ``index`` holds integers in ``[-1, len(table))`` (-1: the last entry; other
-        negative or too large indexes give the last entry too, unchecked: this is the hot path)."""
-        nbytes = index.size * table.dtype.itemsize
-        if nbytes < self.min_bytes:
-            return np.asarray(table[index])
-        with self._lock:
-            got = self._free(index.shape, table.dtype)
-            if got is None:
-                got = np.empty(index.shape, table.dtype)
-                self._arrays.append(got)
-                self.fresh += 1
-            else:
-                self.reused += 1
-            if index.dtype.kind == "i" and len(table):
-                # -1 read as unsigned is past the end: clipped to the last entry, as -1 indexes it; other
-                # negative indexes are not taken here ("raise" would buffer the output, "wrap" divides)
-                np.take(table, index.view(index.dtype.str.replace("i", "u")), out=got, mode="clip")
-            else:
-                np.take(table, index, out=got)
-            return got
-
-    def _free(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
-        """A free array of ``shape`` and ``dtype`` made writable (``None`` when there is none); lets go of
-        free arrays beyond ``spare`` per shape and dtype. Called holding the lock."""
-        got: np.ndarray | None = None
-        kept: list[np.ndarray] = []
-        spare: dict[tuple[tuple[int, ...], str], int] = {}
-        base = -1
-        for b in self._arrays:
-            refs = sys.getrefcount(b)
-            if base < 0:  # the sentinel: what "only the pool" looks like from here
-                base = refs
-                kept.append(b)
-                continue
-            free = refs <= base
-            if free and got is None and b.shape == shape and b.dtype == dtype:
-                got = b
-            elif free:
-                k = (b.shape, b.dtype.str)
-                spare[k] = spare.get(k, 0) + 1
-                if spare[k] > self.spare:
-                    continue  # let go
-            kept.append(b)
-        self._arrays = kept
-        if got is not None:
-            got.setflags(write=True)
-        return got
 
 
 @dataclass(frozen=True)
@@ -337,7 +304,6 @@ def update_field(
     pg: ProfileGraph, *, dist: np.ndarray, pred: np.ndarray, src: np.ndarray, old_w: Weights,
     new_w: Weights, changed: np.ndarray, old_seeds: Seeds, old_end: np.ndarray,
     new_seeds: Seeds, rows_same: bool, limit: float, search: Search, max_nodes: int, copy: Copy = np.copy,
-    take: Take = np.take,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Stats] | None:
     """The field for new pair weights and source rows, from the exact field for the old ones.
 
@@ -360,9 +326,6 @@ def update_field(
         Give up (``None``) when a phase would touch more nodes than this.
     copy
         Makes the writable copies of the old field (e.g. :meth:`ArrayPool.copy`).
-    take
-        ``take(table, index)``: ``table[index]`` as a writable array, for the source rows renumbered when
-        the rows change (e.g. :meth:`ArrayPool.take`).
 
     Returns
     -------
@@ -378,8 +341,7 @@ def update_field(
         # rows are renumbered when the source set changes: a node keeps its route's end node and takes the
         # cheapest new row there; a root whose new row is dearer (or gone) starts the increase phase
         new_w_at, row_at = new_seeds.at(old_end.astype(np.int64))
-        # (into a recycled array: a fresh one costs a page fault per page, at 3M nodes more than the gather)
-        src = take(np.append(row_at, -1).astype(src.dtype), src)  # row -1 stays -1
+        src = np.append(row_at, -1).astype(np.int32)[src]  # row -1 stays -1
         root_rows = np.flatnonzero(pred[old_end] == n + np.arange(len(old_end)))
         rn = old_end[root_rows].astype(np.int64)
         pred[rn] = np.where(row_at[root_rows] >= 0, n + row_at[root_rows], -1)

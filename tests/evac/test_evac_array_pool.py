@@ -52,22 +52,3 @@ def test_other_shapes_and_dtypes_are_not_mixed_and_spares_are_bounded() -> None:
     del arrays
     pool.copy(i)  # a scan lets go of free arrays beyond two of each shape and dtype
     assert len(pool._arrays) - 1 <= 2 + 2
-
-
-def test_take_gathers_into_a_recycled_array_and_minus_one_is_the_last_entry() -> None:
-    pool = ArrayPool(min_bytes=MB)
-    rng = np.random.default_rng(3)
-    table = np.append(rng.integers(0, 50, 99), -1).astype(np.int32)  # as the renumbered rows: [-1] is "none"
-    index = rng.integers(-1, 100, MB // 2).astype(np.int32)
-    assert (index == -1).any()
-    got = pool.take(table, index)
-    assert got.dtype == table.dtype and got.flags.writeable and np.array_equal(got, table[index])
-    assert pool.fresh == 1
-    del got  # free again: the next gather of that shape and dtype goes into it
-    index2 = index[::-1].copy()
-    again = pool.take(table, index2)
-    assert pool.reused == 1 and pool.fresh == 1 and np.array_equal(again, table[index2])
-    held = pool.take(table, index)  # ``again`` is in use: not overwritten
-    assert pool.fresh == 2 and np.array_equal(again, table[index2]) and np.array_equal(held, table[index])
-    small = pool.take(table, index[:10])
-    assert np.array_equal(small, table[index[:10]]) and pool.fresh == 2  # small results are plain gathers

@@ -187,29 +187,6 @@ def worker() -> Iterator[ProcessSearch]:
     w.close()
 
 
-def test_closing_and_reopening_a_shelter_writes_every_field_into_recycled_arrays(gridtown: Town) -> None:
-    """A shelter closing renumbers the source rows of every node: the new next hops and rows of each warm
-    field are written into arrays of the engine's pool, and once the pool holds one update's worth no
-    update takes a fresh array (a fresh one costs a page fault per page: at 3M nodes ~100 ms before the
-    swap). Found: the rows were gathered into a fresh array, and the pool kept only four free arrays per
-    shape (a field's next hops and rows are two of one shape: six for the three flood fields)."""
-    flood = KEYS[:3]  # (closing one of the few landslide shelters is no local change: a full search)
-    eng = Engine(gridtown.net, shelters=gridtown.shelters, warm=flood, incremental_min_nodes=0)
-    eng._pool.min_bytes = 0  # this town's arrays are small: pool them all, as at prefecture scale
-    sid = gridtown.shelters[0].id
-    fresh = []
-    for _ in range(3):
-        for is_open in (False, True):
-            eng.update(is_open={sid: is_open})
-            for key in flood:
-                f = eng.field(*key)
-                assert any(f.source is a for a in eng._pool._arrays), key
-                assert any(f.next_node is a for a in eng._pool._arrays), key
-        fresh.append(eng._pool.fresh)
-    assert sum(eng.incremental_updates.values()) == 6 * len(flood)
-    assert fresh[2] == fresh[1] == fresh[0]
-
-
 def test_large_regions_are_solved_in_the_worker(gridtown: Town, worker: ProcessSearch,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Regions above ``IN_PROCESS_NODES`` go to the field's search (here: every region, to the worker)."""
