@@ -407,15 +407,27 @@ class RulesWorker:
                                   r["exercise_since"]) for r in rows}
 
     @staticmethod
-    def _eligible(st: _Station, received_at: datetime) -> bool:
-        """Was a reading that arrived at ``received_at`` the station's to judge?
+    def _eligible(st: _Station, exercise: bool, received_at: datetime) -> bool:
+        """Was a reading of the ``exercise`` stream that arrived at ``received_at`` the station's to judge?
 
-        The rule (of live readings, late replays and re-judging alike): a reading is judged only under the
-        registration it arrived under. A real station's readings that arrived before its exercise flag last
-        changed (``stations.exercise_since``) are not: its real ones were drills of an exercise station
-        (never judged), its exercise ones the drills of the exercise registration, whose alerts ended with
-        it (:data:`ENDED_REAL`). An exercise station judges its exercise stream whatever came before."""
-        return st.exercise or st.exercise_since is None or received_at >= st.exercise_since
+        The rule (of live readings, late replays and re-judging alike): a reading is judged under the
+        registration it arrived under, whenever the worker comes to it. Real readings are judged as real
+        if they arrived while the station was real: on a real station, those that arrived since its exercise
+        flag last changed (``stations.exercise_since``; those before were drills of an exercise station);
+        on an exercise station, those that arrived *before* the switch to exercise (real readings the worker
+        had not judged yet when the switch came: judged as real all the same, see :meth:`_evaluate`), never
+        those since. Exercise readings: an exercise station judges its exercise stream whatever came before;
+        a real station only those that arrived since its flag changed (the drills of the exercise registration
+        ended with it, :data:`ENDED_REAL`; a drill on the real gauge is a new exercise stream).
+
+        The registry keeps only the *last* change of the flag: on a station switched more than once before the
+        worker read a reading, the registration it arrived under is taken to be the one before the last change.
+        """
+        if st.exercise_since is None:  # never changed: every reading arrived under this registration
+            return exercise or not st.exercise
+        if exercise and st.exercise:
+            return True
+        return (received_at >= st.exercise_since) != (st.exercise and not exercise)
 
     def _machine(self, st: _Station, exercise: bool, state: dict[str, Any] | None) -> StationRules:
         """The station's rules: its interval and plausible rate; an exercise stream of an exercise station on
@@ -433,11 +445,15 @@ class RulesWorker:
         stations = await self._stations(conn, sorted({s for s, _ in fresh}))
         # an exercise station has no real stream: its real readings are drills and never raise a real alert
         # (follow_registry ends what a real stream left open when the station became one)
-        drills = sorted(k[0] for k in fresh if k[0] in stations and not k[1] and stations[k[0]].exercise)
+        # (real readings that arrived before the station's switch to exercise are real: judged, see _eligible)
+        drills = sorted(k[0] for k in fresh if k[0] in stations and not k[1] and stations[k[0]].exercise
+                        and any(not self._eligible(stations[k[0]], False, r["received_at"]) for r in fresh[k]))
         if drills:
             log.warning("real readings of exercise stations are not judged: mark them exercise, or register "
                         "the station as a real one", extra={"stations": drills})
-        keys = [k for k in fresh if k[0] in stations and (k[1] or not stations[k[0]].exercise)]
+        keys = [k for k in fresh if k[0] in stations and (
+            k[1] or not stations[k[0]].exercise
+            or any(self._eligible(stations[k[0]], False, r["received_at"]) for r in fresh[k]))]
         states = {(r["station_id"], r["exercise"]): json.loads(r["state"]) for r in await conn.fetch(
             """SELECT station_id, exercise, state FROM rule_state
                WHERE (station_id, exercise) IN (SELECT * FROM unnest($1::text[], $2::bool[]))""",
@@ -449,20 +465,26 @@ class RulesWorker:
             for key in keys:
                 st = stations[key[0]]
                 stored = states.get(key) or {}
-                machine = self._machine(st, key[1], stored.get("machine"))
+                parked = "parked" in stored and not key[1] and st.exercise
+                machine = self._machine(st, key[1], None if parked else stored.get("machine"))
                 every = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
                 # a sign of life whatever it is (last_any_ts), but judged only under the registration it arrived under
                 readings = sorted((Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]
-                                   if r["kind"] in KINDS and self._eligible(st, r["received_at"])),
+                                   if r["kind"] in KINDS and self._eligible(st, key[1], r["received_at"])),
                                   key=lambda r: r.ts)
                 late = [r for r in readings if machine.is_late(r)]
                 prev_ts = machine.state.last_ts
                 cp_ts = stored.get("cp_ts")
-                if prev_ts is not None and not late and (cp_ts is None or prev_ts - cp_ts >= self.checkpoint_every_s):
+                if prev_ts is not None and not late and not parked and (cp_ts is None or prev_ts - cp_ts >= self.checkpoint_every_s):
                     checkpoints.append((key[0], key[1], store.to_dt(prev_ts), json.dumps(machine.to_json())))
                     cp_ts = prev_ts
-                if late:
+                if late and not parked:
                     machine, transitions = await self._reevaluate(conn, st, key[1], machine, min(r.ts for r in late))
+                elif parked:
+                    # the real stream of a station switched to exercise was parked (follow_registry) before these
+                    # real readings of before the switch were read: judged with what it held, as they would have
+                    # been had the worker come to them first; its alerts end with the switch (below)
+                    machine, transitions = self._judge_parked(st, stored["parked"], readings)
                 else:
                     transitions = machine.feed_all(r for r in readings if not machine.is_duplicate(r))
                 # the newest reading of any kind: the silent-station check's input (alerting.silence)
@@ -474,7 +496,17 @@ class RulesWorker:
                         changes.append(change)
                         CHANGES.labels(change.kind).inc()
                 # the registry it was judged with: kept until follow_registry has followed a change
-                registry = stored.get("registry") or _registry_stamp(st.exercise, st.steps, st.gauge)
+                # (a real stream is judged only from readings of a real registration: of a station switched to
+                # exercise since, follow_registry ends its alerts and parks it)
+                registry = stored.get("registry") or _registry_stamp(st.exercise and key[1], st.steps, st.gauge)
+                if parked:  # ended as the switch to exercise ends a real stream's alerts, and parked again
+                    for change in await self._end_real_alerts(conn, st.id, max(r.ts for r in every)):
+                        changes.append(change)
+                        CHANGES.labels(change.kind).inc()
+                    state_rows.append((key[0], key[1], json.dumps({
+                        "parked": _eligible_points(machine), "last_any_ts": last_ts, "registry": registry}),
+                        store.to_dt(last_ts)))
+                    continue
                 state_rows.append((key[0], key[1], json.dumps({"machine": machine.to_json(), "cp_ts": cp_ts,
                                                                "last_any_ts": last_ts, "registry": registry}),
                                    store.to_dt(last_ts)))
@@ -493,6 +525,40 @@ class RulesWorker:
                     *map(list, zip(*state_rows, strict=True)))
         return changes
 
+    def _judge_parked(self, st: _Station, points: list[list[float]],
+                      readings: list[Reading]) -> tuple[StationRules, list[Transition]]:
+        """A parked real stream (``points``: ``[[ts, m], …]``, :func:`_eligible_points`) judged with real
+        ``readings`` that arrived before the switch to exercise: the machine fed both in time order, and the
+        net transitions from the level the parked readings alone show (dated by the newest reading, with its
+        stage and the level's threshold)."""
+        held = self._machine(st, False, None)
+        held.feed_all(Reading("level", float(t), float(v)) for t, v in sorted(points))
+        machine = self._machine(st, False, None)
+        known = {float(t) for t, _ in points}
+        machine.feed_all(sorted([Reading("level", float(t), float(v)) for t, v in points]
+                                + [r for r in readings if r.ts not in known or r.kind != "level"], key=lambda r: r.ts))
+        before, after = held.open_conditions(), machine.open_conditions()
+        ts = max([r.ts for r in readings] + [float(t) for t, _ in points])
+        value = machine.state.last_valid[1] if machine.state.last_valid else None
+        return machine, [Transition(name, before.get(name), after.get(name), ts, value,
+                                    threshold_of(st.steps, after[name]) if name == RIVER and name in after else None,
+                                    "re-evaluated") for name in sorted(set(before) | set(after))
+                         if before.get(name) != after.get(name)]
+
+    @staticmethod
+    async def _end_real_alerts(conn: asyncpg.Connection, station_id: str, ts: float) -> list[store.AlertChange]:
+        """End the open real alerts of an exercise station (:data:`ENDED_EXERCISE`, as :meth:`follow_registry`
+        step 1 does), dated ``ts`` (s). Call in a transaction."""
+        out = []
+        for r in await conn.fetch("""SELECT id, condition, level FROM alerts WHERE station_id = $1 AND NOT exercise
+                                     AND cleared_at IS NULL AND order_id IS NULL ORDER BY id""", station_id):
+            t = Transition(r["condition"], r["level"], None, ts, None, None, ENDED_EXERCISE)
+            change = await store.apply_transition(conn, station_id=station_id, municipality_code=None, exercise=False,
+                                                  t=t, alert_id=r["id"])
+            if change is not None:
+                out.append(change)
+        return out
+
     async def _reevaluate(self, conn: asyncpg.Connection, st: _Station, exercise: bool, current: StationRules,
                           since: float) -> tuple[StationRules, list[Transition]]:
         """Replay the station from the newest checkpoint before ``since``; return the net transitions."""
@@ -509,7 +575,7 @@ class RulesWorker:
         rows = [r for r in await conn.fetch(
             """SELECT kind, ts, value, received_at FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
-                if self._eligible(st, r["received_at"])]
+                if self._eligible(st, exercise, r["received_at"])]
         machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
         if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
             machine.tick(current.state.ticked_to)
