@@ -653,7 +653,10 @@ class RulesWorker:
              reading can clear (:meth:`step` no longer judges an exercise station's real readings);
            * **switched to real** (:data:`ENDED_REAL`): the exercise alerts of a stream evaluated while
              its station was an exercise station (the registry as the worker last saw it is kept in the
-             stream's ``rule_state``); a later drill on the real gauge starts a new exercise stream, and a
+             stream's ``rule_state``), and — whatever that state says (it may predate the switch: a worker
+             restarted from an older state, a state lost) — every exercise alert raised before the flag last
+             changed (``alerts.created_at`` < ``stations.exercise_since``: raised under the exercise
+             registration); its drill stream's state is dropped with them; a later drill on the real gauge starts a new exercise stream, and a
              drill reading of the exercise registration judged only after the switch raises nothing
              (:meth:`_eligible`);
            * **deleted** (:data:`REMOVED`): the open alerts of a station deleted from the registry
@@ -694,18 +697,26 @@ class RulesWorker:
         async with conn.transaction():
             now: datetime = await conn.fetchval("SELECT now()")
             ended = await conn.fetch(
-                """SELECT a.id, a.condition, a.level, a.exercise, s.id IS NULL AS deleted FROM alerts a
+                """SELECT a.id, a.station_id, a.condition, a.level, a.exercise, s.id IS NULL AS deleted FROM alerts a
                    LEFT JOIN stations s ON s.id = a.station_id
                    LEFT JOIN rule_state rs ON rs.station_id = a.station_id AND rs.exercise = a.exercise
                    WHERE a.cleared_at IS NULL AND a.order_id IS NULL
                      AND (s.id IS NULL OR (NOT a.exercise AND s.exercise)
-                          OR (a.exercise AND NOT s.exercise AND (rs.state->'registry'->>'exercise')::boolean))
+                          OR (a.exercise AND NOT s.exercise AND ((rs.state->'registry'->>'exercise')::boolean
+                                                                  OR a.created_at < s.exercise_since)))
                    ORDER BY a.id FOR UPDATE OF a""")
             for r in ended:
                 reason = REMOVED if r["deleted"] else ENDED_REAL if r["exercise"] else ENDED_EXERCISE
                 t = Transition(r["condition"], r["level"], None, now.timestamp(), None, None, reason)
                 await record(await store.apply_transition(conn, station_id="", municipality_code=None,
                                                           exercise=r["exercise"], t=t, alert_id=r["id"]))
+            # the drill stream of the exercise registration starts afresh (its state may predate the switch
+            # and say nothing of it): a drill on the real gauge later is a new stream
+            drills = sorted({r["station_id"] for r in ended if r["exercise"] and not r["deleted"]})
+            if drills:
+                await conn.execute("DELETE FROM rule_state WHERE exercise AND station_id = ANY($1::text[])", drills)
+                await conn.execute("DELETE FROM rule_checkpoints WHERE exercise AND station_id = ANY($1::text[])",
+                                   drills)
             # (a real stream of an exercise station is parked, not dropped: _follow_ladders)
             gone = await conn.fetch(
                 """DELETE FROM rule_state rs WHERE NOT EXISTS (
