@@ -173,6 +173,7 @@ class RulesWorker:
         checkpoint_every_s: float = 600.0,
         initial_lookback: timedelta = timedelta(days=1),
         max_lag_s: float = 30.0,
+        exercise_grace_s: float = 600.0,
     ) -> None:
         self.pool = pool
         self.mqtt_url = mqtt_url
@@ -186,6 +187,7 @@ class RulesWorker:
         self.checkpoint_every_s = checkpoint_every_s
         self.initial_lookback = initial_lookback
         self.max_lag_s = max_lag_s
+        self.exercise_grace_s = exercise_grace_s
         self.is_leader = asyncio.Event()
         #: set once this worker, as leader, has made its first whole pass (registry followed, readings
         #: judged, silent stations checked, states ticked to now); cleared when it stops leading
@@ -207,6 +209,7 @@ class RulesWorker:
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> RulesWorker:
         overrides.setdefault("config", RuleConfig(max_rate_m_per_h=settings["alerting.max_rate_m_per_h"]))
         overrides.setdefault("silent_factor", settings["alerting.silent_factor"])
+        overrides.setdefault("exercise_grace_s", settings["alerting.exercise_grace_s"])
         return cls(pool, mqtt_url=settings["mqtt.url"], mqtt_protocol=settings["mqtt.protocol"],
                    topic_root=alert_topic_root(settings["mqtt.topic_prefix"]), **overrides)
 
@@ -649,8 +652,20 @@ class RulesWorker:
            *parked* (step 3): it keeps only the level readings its rules accepted, without a level:
 
            * **switched to exercise** (:data:`ENDED_EXERCISE`): the real alerts (``exercise`` false) of an
-             exercise station, whenever they are found — residents must never keep a real alert no
-             reading can clear (:meth:`step` no longer judges an exercise station's real readings);
+             exercise station, whenever they are found once ``exercise_grace_s`` (setting
+             ``alerting.exercise_grace_s``, default 600 s) have passed since the switch
+             (``stations.exercise_since``) — residents must never keep a real alert no reading can clear
+             (:meth:`step` does not judge the real readings that arrive after the switch). **Within the
+             grace** the real stream is left as it is: its alerts stay open, its state is neither parked nor
+             stamped, and a station switched back to real within it goes on with the same alerts — same
+             ids, versions and acknowledgements, no ``Cancel`` and no new ``Alert`` sent. Why: a station
+             flapping between exercise and real (a mistaken toggle corrected, a registry import and a staff
+             edit disagreeing) used to end and raise a real alert each time, with new ids, losing the
+             acknowledgements; residents were sent a withdrawal of a flood that was still there, and a
+             municipal disaster team must be able to trust that a real alert ends only when the river or a
+             deliberate decision ends it. A withdrawal sent and then taken back cannot be unsent; a real alert
+             held a few minutes longer for a drill that really began costs little (the drill's own alerts are
+             raised meanwhile, and a real alert always decides where it is in force);
            * **switched to real** (:data:`ENDED_REAL`): the exercise alerts of a stream evaluated while
              its station was an exercise station (the registry as the worker last saw it is kept in the
              stream's ``rule_state``), and — whatever that state says (it may predate the switch: a worker
@@ -701,10 +716,10 @@ class RulesWorker:
                    LEFT JOIN stations s ON s.id = a.station_id
                    LEFT JOIN rule_state rs ON rs.station_id = a.station_id AND rs.exercise = a.exercise
                    WHERE a.cleared_at IS NULL AND a.order_id IS NULL
-                     AND (s.id IS NULL OR (NOT a.exercise AND s.exercise)
+                     AND (s.id IS NULL OR (NOT a.exercise AND s.exercise AND s.exercise_since <= $1)
                           OR (a.exercise AND NOT s.exercise AND ((rs.state->'registry'->>'exercise')::boolean
                                                                   OR a.created_at < s.exercise_since)))
-                   ORDER BY a.id FOR UPDATE OF a""")
+                   ORDER BY a.id FOR UPDATE OF a""", now - timedelta(seconds=self.exercise_grace_s))
             for r in ended:
                 reason = REMOVED if r["deleted"] else ENDED_REAL if r["exercise"] else ENDED_EXERCISE
                 t = Transition(r["condition"], r["level"], None, now.timestamp(), None, None, reason)
@@ -736,20 +751,25 @@ class RulesWorker:
                    ORDER BY a.id FOR UPDATE OF a""")
             for r in moved:
                 await record(await store.move_alert(conn, r["id"], municipality_code=r["municipality_code"], at=now))
-            for change in await self._follow_ladders(conn, now):
+            grace_until = now - timedelta(seconds=self.exercise_grace_s)
+            for change in await self._follow_ladders(conn, now, grace_until=grace_until):
                 await record(change)
         if changes:
             log.info("open alerts follow the station registry", extra={"changes": len(changes)})
         return len(changes)
 
-    async def _follow_ladders(self, conn: asyncpg.Connection, now: datetime) -> list[store.AlertChange | None]:
+    async def _follow_ladders(self, conn: asyncpg.Connection, now: datetime, *,
+                              grace_until: datetime) -> list[store.AlertChange | None]:
         """Stamp every stream with its station's registry; park, resume or re-judge those it changed for (step 3
-        of :meth:`follow_registry`). Call in its transaction."""
+        of :meth:`follow_registry`). A real stream of a station switched to exercise after ``grace_until`` is
+        left as it is (its grace, :meth:`follow_registry`). Call in its transaction."""
         rows = await conn.fetch(
             f"""SELECT rs.station_id, rs.exercise, rs.state->'registry' AS registry, s.exercise AS station_exercise,
+                       s.exercise AND NOT rs.exercise AND s.exercise_since > $1 AS in_grace,
                        s.kind, s.gauge_type, {', '.join('s.' + f for f in THRESHOLD_FIELDS)}
-                FROM rule_state rs JOIN stations s ON s.id = rs.station_id ORDER BY rs.station_id, rs.exercise""")
-        stale = [r for r in rows if (json.loads(r["registry"]) if r["registry"] else None)
+                FROM rule_state rs JOIN stations s ON s.id = rs.station_id ORDER BY rs.station_id, rs.exercise""",
+            grace_until)
+        stale = [r for r in rows if not r["in_grace"] and (json.loads(r["registry"]) if r["registry"] else None)
                  != _registry_stamp(r["station_exercise"], _ladder_of(r), _gauge_of(r))]
         if not stale:
             return []

@@ -82,3 +82,59 @@ async def test_a_drill_on_the_real_gauge_is_not_ended(pool: asyncpg.Pool, settin
         drill = await conn.fetchrow("SELECT * FROM alerts WHERE station_id = 'gauge' AND exercise AND condition = $1",
                                     RIVER)
     assert drill is not None and drill["cleared_at"] is None
+
+
+async def _real_at_level_3(conn: asyncpg.Connection, worker: RulesWorker) -> asyncpg.Record:
+    await upsert_stations(conn, [GAUGE])
+    now: datetime = await conn.fetchval("SELECT now()")
+    await write_batch(conn, [Reading("gauge", "level", now - timedelta(minutes=30 - 10 * i), v)
+                             for i, v in enumerate([5.20, 5.22, 5.25])])
+    await worker.step(conn)
+    real = await conn.fetchrow("SELECT * FROM alerts WHERE station_id = 'gauge' AND NOT exercise AND condition = $1 "
+                               "AND cleared_at IS NULL", RIVER)
+    assert real is not None and real["level"] == 3
+    await conn.execute("UPDATE alerts SET acknowledged_at = now(), acknowledged_by = 'duty officer' WHERE id = $1",
+                       real["id"])
+    return real
+
+
+async def test_flapping_between_exercise_and_real_keeps_the_real_alert(pool: asyncpg.Pool,
+                                                                      settings: Settings) -> None:
+    """Switched to exercise and back three times within the grace: the real alert is the same alert throughout,
+    acknowledged, never cancelled nor raised again (found: each switch ended it and the next raised a new one,
+    with a new id and no acknowledgement, and residents were sent a withdrawal of a flood still there)."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        real = await _real_at_level_3(conn, worker)
+        for _ in range(3):
+            await upsert_stations(conn, [replace(GAUGE, exercise=True)])
+            await worker.follow_registry(conn)
+            await upsert_stations(conn, [GAUGE])
+            await worker.follow_registry(conn)
+        after = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", real["id"])
+        alerts = await conn.fetchval("SELECT count(*) FROM alerts WHERE station_id = 'gauge' AND NOT exercise")
+        events = [r["kind"] for r in await conn.fetch(
+            "SELECT kind FROM alert_events WHERE alert_id = $1 ORDER BY id", real["id"])]
+        # and the stream goes on judging: a reading over 氾濫危険水位 escalates the same alert
+        now: datetime = await conn.fetchval("SELECT now()")
+        await write_batch(conn, [Reading("gauge", "level", now - timedelta(seconds=30), 5.55)])
+        await worker.step(conn)
+        escalated = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", real["id"])
+    assert (after["state"], after["version"], after["acknowledged_by"]) == ("raised", real["version"], "duty officer")
+    assert (alerts, events) == (1, ["raised"])
+    assert (escalated["level"], escalated["cleared_at"]) == (4, None)
+
+
+async def test_a_real_alert_ends_once_the_grace_after_a_switch_to_exercise_has_passed(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """Within the grace it stays open; a worker whose grace has passed (here: a grace of 0 s) ends it."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        real = await _real_at_level_3(conn, worker)
+        await upsert_stations(conn, [replace(GAUGE, exercise=True)])
+        await worker.follow_registry(conn)
+        held = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", real["id"])
+        await RulesWorker.from_settings(settings, pool, exercise_grace_s=0).follow_registry(conn)
+        ended = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", real["id"])
+    assert held["cleared_at"] is None
+    assert ended["state"] == "cleared"
