@@ -40,9 +40,12 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   switched to or from exercise, or deleted) has its open alerts cleared and its state dropped, a station
   moved to another municipality takes its open alerts of every condition along (event ``moved``), and a
   stream whose ladder changed (thresholds, ``gauge_type``, ``kind``) has its level judged again. An exercise
-  station's real readings are not judged: it has no real stream (its real stream is parked, and judged
-  again if it is real again while its readings are fresh). A reading is judged only under the
-  registration it arrived under (``stations.exercise_since``, :meth:`~RulesWorker._eligible`).
+  station's real readings are not judged: it has no real stream (its real alerts end once
+  ``exercise_grace_s`` have passed since the switch — switched back within them, they go on unchanged — and
+  its real stream is then parked, and judged again if it is real again while its readings are fresh). A
+  reading is judged under the registration it arrived under (``stations.exercise_since``,
+  :meth:`~RulesWorker._eligible`), whatever the order the worker sees the reading and the switch in: a
+  real reading that arrived before a switch to exercise is judged as real.
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
   alerts publish their last state once and then remove the retained message; an alert moved to another
