@@ -277,8 +277,9 @@ async def get_alert(conn: asyncpg.Connection, alert_id: int) -> dict[str, Any] |
     return _row(row) if row else None
 
 
-#: the names an alert read from the database carries (of its station, municipality and order), all shown to people
-_SHOWN_NAMES = ("station_name", "station_name_en", "river", "municipality_name", "municipality_name_en", "area_desc")
+#: the names an alert read from the database carries (of its station and municipality), all shown to people (an
+#: order's ``area_desc`` is staff's free text, not a name: its line breaks are kept, as sonae.xmltext writes them)
+_SHOWN_NAMES = ("station_name", "station_name_en", "river", "municipality_name", "municipality_name_en")
 
 
 def _row(row: asyncpg.Record) -> dict[str, Any]:
