@@ -142,7 +142,7 @@ async def test_edits_reach_the_alerts_through_the_rules_worker(client: TestClien
     async with pool.acquire() as conn:  # the gauge's last readings: 5.20 … 5.25 m, 警戒レベル3
         await write_batch(conn, [Reading("gauge", "level", now - timedelta(minutes=30 - 10 * i), v)
                                  for i, v in enumerate([5.20, 5.22, 5.25])])
-    async with running_worker(pool):  # follows registry changes only when announced (silent check hourly)
+    async with running_worker(pool, exercise_grace_s=0):  # follows registry changes only when announced (silent check hourly)
 
         async def level_is(level: int) -> bool:
             alert = await _open_real(pool)
