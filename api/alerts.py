@@ -31,6 +31,7 @@ from api.params import ascii_digits, choice, flag, instant, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.ratelimit import client_address
+from api.vary import vary
 
 routes = web.RouteTableDef()
 
@@ -153,6 +154,7 @@ async def _alert(request: web.Request) -> dict[str, Any]:
     if alert is None:
         raise Problem(404, "Not Found", f"no alert {alert_id}")
     if alert["audience"] != "public":
+        vary(request, "Authorization")  # 404 to anyone who may not see it, the alert to staff who may
         if "Authorization" not in request.headers:
             raise Problem(404, "Not Found", f"no alert {alert_id}")
         account = await authenticate(request, "staff", "operator")

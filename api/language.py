@@ -23,6 +23,7 @@ import re
 from aiohttp import web
 
 from api.params import choice, one
+from api.vary import vary
 from evac.guidance import LANGS
 
 #: the language when nothing else is asked for
@@ -95,9 +96,11 @@ def negotiate(header: str | None) -> str:
 
 def language(request: web.Request) -> str:
     """The request's language (one of ``evac.guidance.LANGS``): ``lang`` when given (a 400 problem when it
-    is not one of them), else :func:`negotiate` of its ``Accept-Language``."""
+    is not one of them), else :func:`negotiate` of its ``Accept-Language`` (which the answer then varies by:
+    :func:`api.vary.vary`)."""
     if one(request, "lang") is not None:
         return choice(request, "lang", LANGS, DEFAULT)
+    vary(request, "Accept-Language")  # the header chose the answer: caches must key on it (RFC 9110 §12.5.5)
     return negotiate(request.headers.get("Accept-Language"))
 
 

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.app import create_app
 from api.language import DEFAULT, MAX_RANGES, lookup, negotiate
 from evac.guidance import LANGS
+from sonae.config import Settings
+from tests.api_support import start_client
 
 EASY = ["ja-JP-x-easy", "ja-x-easy", "JA-jp-X-EASY", "ja-Jpan-JP-x-easy", "ja-x-yasashii", "ja-easy",
         "ja-JP-x-easy-v2", "fr;q=0.9, ja-JP-x-easy", "en;q=0.5, ja-JP-x-easy;q=0.8",
@@ -81,3 +87,48 @@ async def test_resident_page_starts_in_the_negotiated_language(client: TestClien
         assert "Accept-Language" in resp.headers["Vary"]
         seen.add(resp.headers["ETag"])
     assert len(seen) == 3  # one variant per language (ja twice): a cache never serves one for another
+
+
+def _vary(resp: Any) -> list[str]:
+    return [v.strip().lower() for v in ",".join(resp.headers.getall("Vary", [])).split(",") if v.strip()]
+
+
+async def test_answers_chosen_by_accept_language_say_so_in_vary(client: TestClient) -> None:
+    """RFC 9110 §12.5.5: /api/v1/level and /api/v1/official answer in the header's language, and sent only
+    ``Vary: Accept-Encoding`` (found: a shared cache could serve an English level to a Japanese reader).
+    Every form says so: the 200, a problem made after the language was read, and the page's 304."""
+    for path, params in (("/api/v1/level", {"municipality": "072036"}), ("/api/v1/official", {})):
+        for header in ("en", None):
+            resp = await client.get(path, params=params, headers={"Accept-Language": header} if header else {})
+            assert resp.status == 200, await resp.text()
+            vary = _vary(resp)
+            assert "accept-language" in vary, (path, header, resp.headers.getall("Vary", []))
+            assert len(vary) == len(set(vary)), vary  # each name once, beside the compression's Accept-Encoding
+    # a problem answered after the language was chosen
+    resp = await client.get("/api/v1/level", params={"lat": "37.4"}, headers={"Accept-Language": "en"})
+    assert resp.status == 422
+    assert "accept-language" in _vary(resp)
+    # ?lang= chooses the language, not the header: the answer does not vary by it
+    resp = await client.get("/api/v1/level", params={"municipality": "072036", "lang": "en"},
+                            headers={"Accept-Language": "ja"})
+    assert (await resp.json())["language"] == "en-US"
+    assert "accept-language" not in _vary(resp)
+    # the page's cached form: its 304 varies as its 200 does
+    first = await client.get("/", headers={"Accept-Language": "en"})
+    again = await client.get("/", headers={"Accept-Language": "en", "If-None-Match": first.headers["ETag"]})
+    assert again.status == 304
+    assert {"accept-language", "accept-encoding"} <= set(_vary(again))
+
+
+async def test_an_answer_chosen_by_other_headers_says_so_in_vary(pool: asyncpg.Pool, settings: Settings) -> None:
+    """CORS: whether Access-Control-Allow-Origin is sent depends on Origin, allowed or not, and the
+    middleware replaced the Vary it found (Accept-Language lost) with ``Origin``."""
+    c = await start_client(create_app(pool=pool, settings=settings.replace(api__cors_origins="https://a.example")))
+    try:
+        for origin in ("https://a.example", "https://b.example"):
+            resp = await c.get("/api/v1/level", params={"municipality": "072036"},
+                               headers={"Origin": origin, "Accept-Language": "en"})
+            assert resp.status == 200
+            assert {"origin", "accept-language"} <= set(_vary(resp)), resp.headers.getall("Vary", [])
+    finally:
+        await c.close()
