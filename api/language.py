@@ -4,7 +4,8 @@
 by RFC 4647 §3.4 *lookup* with RFC 9110 §12.5.4 weights, else Japanese:
 
 * the header's ranges are taken in descending ``q`` (ties keep the header's order); a range with
-  ``q=0`` is "not acceptable" and skipped, as is a range or weight that is not well formed;
+  ``q=0`` is "not acceptable" and skipped, as is a range or weight that is not well formed; parameters
+  other than ``q`` (``en;level=1``) are ignored, the range read;
 * each range is looked up by truncating it from the end (``ja-JP-x-easy`` → ``ja-JP-x`` → ``ja-JP``
   → ``ja``; a single-letter subtag left at the end goes with the subtag before it) until it names a
   language Sonae writes (:data:`TAGS`, compared without regard to case); ``*`` names the default;
@@ -48,9 +49,31 @@ def _tags() -> dict[str, str]:
 TAGS: dict[str, str] = _tags()
 assert set(TAGS.values()) == set(LANGS)
 
-#: a basic language range (RFC 4647 §2.1) and an optional weight, with optional whitespace (RFC 9110 §12.4.2)
-_RANGE = re.compile(r"[ \t]*(\*|[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*)[ \t]*"
-                    r"(?:;[ \t]*[qQ]=(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?))?[ \t]*")
+#: a basic language range (RFC 4647 §2.1), with optional whitespace
+_RANGE = re.compile(r"[ \t]*(\*|[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*)[ \t]*")
+#: a parameter after it: its name, and the rest; the weight ``q=`` qvalue (RFC 9110 §12.4.2)
+_PARAMETER = re.compile(r"[ \t]*([^=; \t]*)(.*)", re.S)
+_WEIGHT = re.compile(r"=(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)[ \t]*")
+
+
+def _weighed(part: str) -> tuple[str, float] | None:
+    """One element of the header: its range and weight, or None when the range or its weight is not well
+    formed. Parameters other than ``q`` (``en;level=1``) are not part of a language range's grammar; a
+    robust reader ignores them and reads the range (found: ``en;level=1`` was dropped as malformed)."""
+    language_range, *parameters = part.split(";")
+    m = _RANGE.fullmatch(language_range)
+    if m is None:
+        return None
+    q = None
+    for parameter in parameters:
+        name, rest = _PARAMETER.fullmatch(parameter).groups()  # type: ignore[union-attr]  # (matches any text)
+        if name.lower() != "q" or q is not None:
+            continue  # another parameter, or a second weight: ignored
+        weight = _WEIGHT.fullmatch(rest)
+        if weight is None:
+            return None  # a weight that is not one: the range is skipped, as before
+        q = float(weight[1])
+    return m[1], 1.0 if q is None else q
 
 
 def lookup(language_range: str) -> str | None:
@@ -81,12 +104,12 @@ def negotiate(header: str | None) -> str:
     # empty list elements are ignored, not counted (RFC 9110 §5.6.1: found, ",,,…,en" gave ja)
     parts = [part for part in (header or "").split(",") if part.strip(" \t")]
     for i, part in enumerate(parts[:MAX_RANGES]):
-        m = _RANGE.fullmatch(part)
-        if m is None:
+        weighed = _weighed(part)
+        if weighed is None:
             continue
-        q = float(m[2]) if m[2] is not None else 1.0
+        language_range, q = weighed
         if q > 0:
-            ranked.append((-q, i, m[1]))
+            ranked.append((-q, i, language_range))
     for _, _, language_range in sorted(ranked):
         found = lookup(language_range)
         if found is not None:

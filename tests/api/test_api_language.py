@@ -46,6 +46,34 @@ def test_empty_list_elements_are_not_ranges(empties: list[str]) -> None:
     assert negotiate(",".join(["fr"] * MAX_RANGES + ["en"])) == DEFAULT
 
 
+#: parameters other than q, as clients and proxies write them (RFC 9110 §5.6.6 syntax, and some that are not)
+_OTHER_PARAMETERS = st.lists(st.tuples(
+    st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,7}", fullmatch=True).filter(lambda n: n.lower() != "q"),
+    st.one_of(st.from_regex(r"[A-Za-z0-9.]{0,8}", fullmatch=True), st.just('"a b"'))), max_size=3)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["ja", "en", "ja-JP-x-easy", "fr", "*", "ja-x-yasashii", "en-US"]),
+                          st.sampled_from(["", ";q=0", ";q=0.5", ";q=1", ";q=0.25", ";q=0.999"]),
+                          _OTHER_PARAMETERS, st.booleans()), max_size=6))
+def test_parameters_other_than_q_are_ignored(ranges: list[tuple[str, str, list[tuple[str, str]], bool]]) -> None:
+    """``en;level=1`` is ``en`` (found: it was dropped as malformed): any parameter but ``q``, before or
+    after the weight, leaves the answer as the header without it gives."""
+    def written(tag: str, q: str, others: list[tuple[str, str]], first: bool) -> str:
+        extra = "".join(f";{name}={value}" for name, value in others)
+        return tag + (extra + q if first else q + extra)
+
+    plain = ", ".join(tag + q for tag, q, _, _ in ranges)
+    assert negotiate(", ".join(written(*r) for r in ranges)) == negotiate(plain)
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("en;level=1", "en"), ("en;level=1, ja;q=0.9", "en"), ("ja;q=0.1, en ; charset=x ; q=0.5", "en"),
+    ("en;level=1;q=0, ja-x-easy;q=0.1", "ja-easy"), ("en;q=zz;level=1, ja-x-easy", "ja-easy"),
+])
+def test_a_range_with_another_parameter_is_read(header: str, expected: str) -> None:
+    assert negotiate(header) == expected
+
+
 def test_lookup_truncates_and_drops_a_trailing_singleton() -> None:
     assert lookup("ja-JP-x-easy-extra") == "ja-easy"
     assert lookup("ja-JP-x-other") == "ja"  # ja-JP-x → ja-JP (the 'x' goes with it) → ja
