@@ -27,7 +27,8 @@ from api.auth import authenticate
 from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
-from api.params import ascii_digits, choice, flag, instant, query_int
+from api.language import query_language
+from api.params import ascii_digits, flag, instant, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.ratelimit import client_address
@@ -77,7 +78,7 @@ ACTIVE_CACHE = web.AppKey("active_alerts_cache", AnswerCache)
 async def active_alerts(request: web.Request) -> web.Response:
     if request.query_string:
         exercise = flag(request, "exercise")
-        choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
+        query_language(request)  # accepted for symmetry with other endpoints (checked as theirs are)
         audience, municipality = await _audience(request, municipality_filter(request))
         staff = _staff_view(request)
     else:  # what the parsers above give for no parameter, without asking for each (the page's request);

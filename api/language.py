@@ -1,6 +1,7 @@
 """The language of an answer or a page, chosen one way for every endpoint and page.
 
-``lang`` (``ja``, ``en``, ``ja-easy``) when the request gives it, else the ``Accept-Language`` header read
+``lang`` when the request gives it (``ja``, ``en``, ``ja-easy``, or any tag the lookup below reads as one of
+them: ``ja-JP-x-easy``, ``EN``; the same rule for a body's ``lang``, :func:`tag_of`), else the ``Accept-Language`` header read
 by RFC 4647 §3.4 *lookup* with RFC 9110 §12.5.4 weights, else Japanese:
 
 * the header's ranges are taken in descending ``q`` (ties keep the header's order); a range with
@@ -23,7 +24,8 @@ import re
 
 from aiohttp import web
 
-from api.params import choice, one
+from api.params import bad, one
+from api.problems import Problem
 from api.vary import vary
 from evac.guidance import LANGS
 
@@ -94,6 +96,55 @@ def lookup(language_range: str) -> str | None:
     return None
 
 
+#: a language named as a value (a body's or a parameter's ``lang``): one language tag (RFC 5646's well-formed
+#: subtags, any case), no weight, no ``*``
+_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+#: the tags :func:`language_of` reads as a language Sonae writes, exactly: lookup truncates every well-formed
+#: tag down to its primary subtag, so those whose primary subtag is ``ja`` or ``en`` (any case), and no other
+#: (the OpenAPI document's pattern, api.openapi, so its check and the handlers' agree; tested against each other)
+TAG_PATTERN = r"^(?:[Jj][Aa]|[Ee][Nn])(?:-[A-Za-z0-9]{1,8})*$"
+#: what such a value may be, in words (problems and the OpenAPI document's description)
+ACCEPTED = ("a language tag Sonae writes, in any case: ja-JP, en-US or ja-JP-x-easy (also ja, en, ja-easy, "
+            "ja-x-easy, ja-x-yasashii, or a longer tag of one of them such as en-GB)")
+
+
+def language_of(value: str) -> str | None:
+    """The language Sonae writes for a language tag given as a value (one of ``evac.guidance.LANGS``), by the
+    rule of ``Accept-Language`` (:func:`lookup`: ``ja-JP-x-easy``, ``JA-x-Easy``, ``ja-easy`` → ``ja-easy``;
+    ``EN``, ``en-GB`` → ``en``), or None when it is not one tag (:data:`TAG_PATTERN`) or names no language
+    Sonae writes (``fr``)."""
+    if len(value) > 64 or not _TAG.fullmatch(value):
+        return None
+    return lookup(value)
+
+
+def tag_of(value: str, *, field: str = "lang") -> str:
+    """The BCP 47 tag Sonae's texts carry (``ja-JP``, ``en-US``, ``ja-JP-x-easy``: what is stored) for the
+    value of a body's ``field``.
+
+    Raises
+    ------
+    api.problems.Problem
+        400, naming the accepted values (:data:`ACCEPTED`), when :func:`language_of` finds none.
+    """
+    found = language_of(value)
+    if found is None:
+        raise Problem(400, "Bad Request", f"{field} must be {ACCEPTED}", field=field)
+    return BCP47[found]
+
+
+def query_language(request: web.Request) -> str | None:
+    """The request's ``lang`` parameter as one of ``evac.guidance.LANGS`` (:func:`language_of`), None when
+    absent; a 400 problem naming the accepted values when it names none."""
+    raw = one(request, "lang")
+    if raw is None:
+        return None
+    found = language_of(raw)
+    if found is None:
+        raise bad("lang", f"parameter 'lang' must be {ACCEPTED}")
+    return found
+
+
 def negotiate(header: str | None) -> str:
     """The language for an ``Accept-Language`` header (any text, or None): one of ``evac.guidance.LANGS``.
 
@@ -118,11 +169,12 @@ def negotiate(header: str | None) -> str:
 
 
 def language(request: web.Request) -> str:
-    """The request's language (one of ``evac.guidance.LANGS``): ``lang`` when given (a 400 problem when it
-    is not one of them), else :func:`negotiate` of its ``Accept-Language`` (which the answer then varies by:
+    """The request's language (one of ``evac.guidance.LANGS``): ``lang`` when given (:func:`query_language`,
+    the spellings ``Accept-Language`` takes; a 400 problem when it names none of them), else :func:`negotiate` of its ``Accept-Language`` (which the answer then varies by:
     :func:`api.vary.vary`)."""
-    if one(request, "lang") is not None:
-        return choice(request, "lang", LANGS, DEFAULT)
+    asked = query_language(request)
+    if asked is not None:
+        return asked
     vary(request, "Accept-Language")  # the header chose the answer: caches must key on it (RFC 9110 §12.5.5)
     return negotiate(request.headers.get("Accept-Language"))
 

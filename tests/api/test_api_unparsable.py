@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 import aiohttp
-import pytest
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
