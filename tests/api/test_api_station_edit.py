@@ -7,6 +7,7 @@ alerts."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -128,6 +129,21 @@ async def test_an_edit_is_stored_audited_and_answered(client: TestClient, pool: 
     # the same again changes nothing: the unchanged station, no audit entry (tests/api/test_api_station_edit_rules.py)
     assert (await _patch(client, {"th_danger": 5.45}, tokens["pref-staff"])) == (200, station)
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'station.updated'") == 1
+
+
+@pytest.mark.parametrize("zero", ["-0.0", "-1e-400", "-0e5", "-0.000"])
+async def test_a_negative_zero_threshold_is_stored_and_shown_as_zero(client: TestClient, pool: asyncpg.Pool,
+                                                                     tokens: dict[str, str], zero: str) -> None:
+    """``-1e-400`` (underflowing to -0.0) or ``-0.0`` was stored and shown as ``-0.0`` (found by enduser)."""
+    r = await client.patch("/api/v1/stations/gauge", data=f'{{"th_standby": {zero}}}'.encode(),
+                           headers={**auth(tokens["kori-staff"]), "Content-Type": "application/json"})
+    assert r.status == 200, await r.text()
+    text = await r.text()
+    assert '"standby":0.0' in text.replace(" ", "") and "-0" not in text, text
+    stored = (await _stored(pool))["th_standby"]
+    assert stored == 0.0 and math.copysign(1.0, stored) == 1.0
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT th_standby::text FROM stations WHERE id = 'gauge'") == "0"
 
 
 async def _open_real(pool: asyncpg.Pool) -> asyncpg.Record | None:
