@@ -22,6 +22,7 @@ from alerting.levels import is_public
 from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
 from sonae.geojson import GeometryError, read_geometry
 from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.nametext import shown_text
 
 NOTIFY_CHANNEL = "sonae_alerts"
 #: the payload on ``NOTIFY_CHANNEL`` when a name alerts are shown with changes (station, river,
@@ -276,8 +277,21 @@ async def get_alert(conn: asyncpg.Connection, alert_id: int) -> dict[str, Any] |
     return _row(row) if row else None
 
 
+#: the names an alert read from the database carries (of its station and municipality), all shown to people (an
+#: order's ``area_desc`` is staff's free text, not a name: its line breaks are kept, as sonae.xmltext writes them)
+_SHOWN_NAMES = ("station_name", "station_name_en", "river", "municipality_name", "municipality_name_en")
+
+
 def _row(row: asyncpg.Record) -> dict[str, Any]:
+    """An alert read from the database, its names as they show (:func:`sonae.nametext.shown_text`; None when
+    nothing shows): names stored before the name rule may hold hidden or reordering characters, and every
+    output is built from this dict — CAP, Atom, push, webhooks, SSE, MQTT, the level page — so they are made
+    harmless here, once, whatever the row's age or origin (the registry keeps the stored text, for staff to
+    correct at its source)."""
     out = dict(row)
+    for key in _SHOWN_NAMES:
+        if isinstance(out.get(key), str):
+            out[key] = shown_text(out[key]) or None
     if isinstance(out.get("area"), str):
         out["area"] = json.loads(out["area"])
     return out

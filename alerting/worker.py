@@ -40,9 +40,12 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
   switched to or from exercise, or deleted) has its open alerts cleared and its state dropped, a station
   moved to another municipality takes its open alerts of every condition along (event ``moved``), and a
   stream whose ladder changed (thresholds, ``gauge_type``, ``kind``) has its level judged again. An exercise
-  station's real readings are not judged: it has no real stream (its real stream is parked, and judged
-  again if it is real again while its readings are fresh). A reading is judged only under the
-  registration it arrived under (``stations.exercise_since``, :meth:`~RulesWorker._eligible`).
+  station's real readings are not judged: it has no real stream (its real alerts end once
+  ``exercise_grace_s`` have passed since the switch — switched back within them, they go on unchanged — and
+  its real stream is then parked, and judged again if it is real again while its readings are fresh). A
+  reading is judged under the registration it arrived under (``stations.exercise_since``,
+  :meth:`~RulesWorker._eligible`), whatever the order the worker sees the reading and the switch in: a
+  real reading that arrived before a switch to exercise is judged as real.
 * **Outputs** after each commit: the alert tables and NOTIFY ``sonae_alerts`` (in the transaction),
   and a retained MQTT message per active alert on ``{root}/alerts/{municipality}/{alert_id}`` (cleared
   alerts publish their last state once and then remove the retained message; an alert moved to another
@@ -173,6 +176,7 @@ class RulesWorker:
         checkpoint_every_s: float = 600.0,
         initial_lookback: timedelta = timedelta(days=1),
         max_lag_s: float = 30.0,
+        exercise_grace_s: float = 600.0,
     ) -> None:
         self.pool = pool
         self.mqtt_url = mqtt_url
@@ -186,6 +190,7 @@ class RulesWorker:
         self.checkpoint_every_s = checkpoint_every_s
         self.initial_lookback = initial_lookback
         self.max_lag_s = max_lag_s
+        self.exercise_grace_s = exercise_grace_s
         self.is_leader = asyncio.Event()
         #: set once this worker, as leader, has made its first whole pass (registry followed, readings
         #: judged, silent stations checked, states ticked to now); cleared when it stops leading
@@ -207,6 +212,7 @@ class RulesWorker:
     def from_settings(cls, settings: Settings, pool: asyncpg.Pool, **overrides: Any) -> RulesWorker:
         overrides.setdefault("config", RuleConfig(max_rate_m_per_h=settings["alerting.max_rate_m_per_h"]))
         overrides.setdefault("silent_factor", settings["alerting.silent_factor"])
+        overrides.setdefault("exercise_grace_s", settings["alerting.exercise_grace_s"])
         return cls(pool, mqtt_url=settings["mqtt.url"], mqtt_protocol=settings["mqtt.protocol"],
                    topic_root=alert_topic_root(settings["mqtt.topic_prefix"]), **overrides)
 
@@ -407,15 +413,27 @@ class RulesWorker:
                                   r["exercise_since"]) for r in rows}
 
     @staticmethod
-    def _eligible(st: _Station, received_at: datetime) -> bool:
-        """Was a reading that arrived at ``received_at`` the station's to judge?
+    def _eligible(st: _Station, exercise: bool, received_at: datetime) -> bool:
+        """Was a reading of the ``exercise`` stream that arrived at ``received_at`` the station's to judge?
 
-        The rule (of live readings, late replays and re-judging alike): a reading is judged only under the
-        registration it arrived under. A real station's readings that arrived before its exercise flag last
-        changed (``stations.exercise_since``) are not: its real ones were drills of an exercise station
-        (never judged), its exercise ones the drills of the exercise registration, whose alerts ended with
-        it (:data:`ENDED_REAL`). An exercise station judges its exercise stream whatever came before."""
-        return st.exercise or st.exercise_since is None or received_at >= st.exercise_since
+        The rule (of live readings, late replays and re-judging alike): a reading is judged under the
+        registration it arrived under, whenever the worker comes to it. Real readings are judged as real
+        if they arrived while the station was real: on a real station, those that arrived since its exercise
+        flag last changed (``stations.exercise_since``; those before were drills of an exercise station);
+        on an exercise station, those that arrived *before* the switch to exercise (real readings the worker
+        had not judged yet when the switch came: judged as real all the same, see :meth:`_evaluate`), never
+        those since. Exercise readings: an exercise station judges its exercise stream whatever came before;
+        a real station only those that arrived since its flag changed (the drills of the exercise registration
+        ended with it, :data:`ENDED_REAL`; a drill on the real gauge is a new exercise stream).
+
+        The registry keeps only the *last* change of the flag: on a station switched more than once before the
+        worker read a reading, the registration it arrived under is taken to be the one before the last change.
+        """
+        if st.exercise_since is None:  # never changed: every reading arrived under this registration
+            return exercise or not st.exercise
+        if exercise and st.exercise:
+            return True
+        return (received_at >= st.exercise_since) != (st.exercise and not exercise)
 
     def _machine(self, st: _Station, exercise: bool, state: dict[str, Any] | None) -> StationRules:
         """The station's rules: its interval and plausible rate; an exercise stream of an exercise station on
@@ -433,11 +451,15 @@ class RulesWorker:
         stations = await self._stations(conn, sorted({s for s, _ in fresh}))
         # an exercise station has no real stream: its real readings are drills and never raise a real alert
         # (follow_registry ends what a real stream left open when the station became one)
-        drills = sorted(k[0] for k in fresh if k[0] in stations and not k[1] and stations[k[0]].exercise)
+        # (real readings that arrived before the station's switch to exercise are real: judged, see _eligible)
+        drills = sorted(k[0] for k in fresh if k[0] in stations and not k[1] and stations[k[0]].exercise
+                        and any(not self._eligible(stations[k[0]], False, r["received_at"]) for r in fresh[k]))
         if drills:
             log.warning("real readings of exercise stations are not judged: mark them exercise, or register "
                         "the station as a real one", extra={"stations": drills})
-        keys = [k for k in fresh if k[0] in stations and (k[1] or not stations[k[0]].exercise)]
+        keys = [k for k in fresh if k[0] in stations and (
+            k[1] or not stations[k[0]].exercise
+            or any(self._eligible(stations[k[0]], False, r["received_at"]) for r in fresh[k]))]
         states = {(r["station_id"], r["exercise"]): json.loads(r["state"]) for r in await conn.fetch(
             """SELECT station_id, exercise, state FROM rule_state
                WHERE (station_id, exercise) IN (SELECT * FROM unnest($1::text[], $2::bool[]))""",
@@ -449,20 +471,26 @@ class RulesWorker:
             for key in keys:
                 st = stations[key[0]]
                 stored = states.get(key) or {}
-                machine = self._machine(st, key[1], stored.get("machine"))
+                parked = "parked" in stored and not key[1] and st.exercise
+                machine = self._machine(st, key[1], None if parked else stored.get("machine"))
                 every = [Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]]
                 # a sign of life whatever it is (last_any_ts), but judged only under the registration it arrived under
                 readings = sorted((Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in fresh[key]
-                                   if r["kind"] in KINDS and self._eligible(st, r["received_at"])),
+                                   if r["kind"] in KINDS and self._eligible(st, key[1], r["received_at"])),
                                   key=lambda r: r.ts)
                 late = [r for r in readings if machine.is_late(r)]
                 prev_ts = machine.state.last_ts
                 cp_ts = stored.get("cp_ts")
-                if prev_ts is not None and not late and (cp_ts is None or prev_ts - cp_ts >= self.checkpoint_every_s):
+                if prev_ts is not None and not late and not parked and (cp_ts is None or prev_ts - cp_ts >= self.checkpoint_every_s):
                     checkpoints.append((key[0], key[1], store.to_dt(prev_ts), json.dumps(machine.to_json())))
                     cp_ts = prev_ts
-                if late:
+                if late and not parked:
                     machine, transitions = await self._reevaluate(conn, st, key[1], machine, min(r.ts for r in late))
+                elif parked:
+                    # the real stream of a station switched to exercise was parked (follow_registry) before these
+                    # real readings of before the switch were read: judged with what it held, as they would have
+                    # been had the worker come to them first; its alerts end with the switch (below)
+                    machine, transitions = self._judge_parked(st, stored["parked"], readings)
                 else:
                     transitions = machine.feed_all(r for r in readings if not machine.is_duplicate(r))
                 # the newest reading of any kind: the silent-station check's input (alerting.silence)
@@ -474,7 +502,17 @@ class RulesWorker:
                         changes.append(change)
                         CHANGES.labels(change.kind).inc()
                 # the registry it was judged with: kept until follow_registry has followed a change
-                registry = stored.get("registry") or _registry_stamp(st.exercise, st.steps, st.gauge)
+                # (a real stream is judged only from readings of a real registration: of a station switched to
+                # exercise since, follow_registry ends its alerts and parks it)
+                registry = stored.get("registry") or _registry_stamp(st.exercise and key[1], st.steps, st.gauge)
+                if parked:  # ended as the switch to exercise ends a real stream's alerts, and parked again
+                    for change in await self._end_real_alerts(conn, st.id, max(r.ts for r in every)):
+                        changes.append(change)
+                        CHANGES.labels(change.kind).inc()
+                    state_rows.append((key[0], key[1], json.dumps({
+                        "parked": _eligible_points(machine), "last_any_ts": last_ts, "registry": registry}),
+                        store.to_dt(last_ts)))
+                    continue
                 state_rows.append((key[0], key[1], json.dumps({"machine": machine.to_json(), "cp_ts": cp_ts,
                                                                "last_any_ts": last_ts, "registry": registry}),
                                    store.to_dt(last_ts)))
@@ -493,6 +531,40 @@ class RulesWorker:
                     *map(list, zip(*state_rows, strict=True)))
         return changes
 
+    def _judge_parked(self, st: _Station, points: list[list[float]],
+                      readings: list[Reading]) -> tuple[StationRules, list[Transition]]:
+        """A parked real stream (``points``: ``[[ts, m], …]``, :func:`_eligible_points`) judged with real
+        ``readings`` that arrived before the switch to exercise: the machine fed both in time order, and the
+        net transitions from the level the parked readings alone show (dated by the newest reading, with its
+        stage and the level's threshold)."""
+        held = self._machine(st, False, None)
+        held.feed_all(Reading("level", float(t), float(v)) for t, v in sorted(points))
+        machine = self._machine(st, False, None)
+        known = {float(t) for t, _ in points}
+        machine.feed_all(sorted([Reading("level", float(t), float(v)) for t, v in points]
+                                + [r for r in readings if r.ts not in known or r.kind != "level"], key=lambda r: r.ts))
+        before, after = held.open_conditions(), machine.open_conditions()
+        ts = max([r.ts for r in readings] + [float(t) for t, _ in points])
+        value = machine.state.last_valid[1] if machine.state.last_valid else None
+        return machine, [Transition(name, before.get(name), after.get(name), ts, value,
+                                    threshold_of(st.steps, after[name]) if name == RIVER and name in after else None,
+                                    "re-evaluated") for name in sorted(set(before) | set(after))
+                         if before.get(name) != after.get(name)]
+
+    @staticmethod
+    async def _end_real_alerts(conn: asyncpg.Connection, station_id: str, ts: float) -> list[store.AlertChange]:
+        """End the open real alerts of an exercise station (:data:`ENDED_EXERCISE`, as :meth:`follow_registry`
+        step 1 does), dated ``ts`` (s). Call in a transaction."""
+        out = []
+        for r in await conn.fetch("""SELECT id, condition, level FROM alerts WHERE station_id = $1 AND NOT exercise
+                                     AND cleared_at IS NULL AND order_id IS NULL ORDER BY id""", station_id):
+            t = Transition(r["condition"], r["level"], None, ts, None, None, ENDED_EXERCISE)
+            change = await store.apply_transition(conn, station_id=station_id, municipality_code=None, exercise=False,
+                                                  t=t, alert_id=r["id"])
+            if change is not None:
+                out.append(change)
+        return out
+
     async def _reevaluate(self, conn: asyncpg.Connection, st: _Station, exercise: bool, current: StationRules,
                           since: float) -> tuple[StationRules, list[Transition]]:
         """Replay the station from the newest checkpoint before ``since``; return the net transitions."""
@@ -509,7 +581,7 @@ class RulesWorker:
         rows = [r for r in await conn.fetch(
             """SELECT kind, ts, value, received_at FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
-                if self._eligible(st, r["received_at"])]
+                if self._eligible(st, exercise, r["received_at"])]
         machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
         if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
             machine.tick(current.state.ticked_to)
@@ -583,11 +655,26 @@ class RulesWorker:
            *parked* (step 3): it keeps only the level readings its rules accepted, without a level:
 
            * **switched to exercise** (:data:`ENDED_EXERCISE`): the real alerts (``exercise`` false) of an
-             exercise station, whenever they are found — residents must never keep a real alert no
-             reading can clear (:meth:`step` no longer judges an exercise station's real readings);
+             exercise station, whenever they are found once ``exercise_grace_s`` (setting
+             ``alerting.exercise_grace_s``, default 600 s) have passed since the switch
+             (``stations.exercise_since``) — residents must never keep a real alert no reading can clear
+             (:meth:`step` does not judge the real readings that arrive after the switch). **Within the
+             grace** the real stream is left as it is: its alerts stay open, its state is neither parked nor
+             stamped, and a station switched back to real within it goes on with the same alerts — same
+             ids, versions and acknowledgements, no ``Cancel`` and no new ``Alert`` sent. Why: a station
+             flapping between exercise and real (a mistaken toggle corrected, a registry import and a staff
+             edit disagreeing) used to end and raise a real alert each time, with new ids, losing the
+             acknowledgements; residents were sent a withdrawal of a flood that was still there, and a
+             municipal disaster team must be able to trust that a real alert ends only when the river or a
+             deliberate decision ends it. A withdrawal sent and then taken back cannot be unsent; a real alert
+             held a few minutes longer for a drill that really began costs little (the drill's own alerts are
+             raised meanwhile, and a real alert always decides where it is in force);
            * **switched to real** (:data:`ENDED_REAL`): the exercise alerts of a stream evaluated while
              its station was an exercise station (the registry as the worker last saw it is kept in the
-             stream's ``rule_state``); a later drill on the real gauge starts a new exercise stream, and a
+             stream's ``rule_state``), and — whatever that state says (it may predate the switch: a worker
+             restarted from an older state, a state lost) — every exercise alert raised before the flag last
+             changed (``alerts.created_at`` < ``stations.exercise_since``: raised under the exercise
+             registration); its drill stream's state is dropped with them; a later drill on the real gauge starts a new exercise stream, and a
              drill reading of the exercise registration judged only after the switch raises nothing
              (:meth:`_eligible`);
            * **deleted** (:data:`REMOVED`): the open alerts of a station deleted from the registry
@@ -628,18 +715,26 @@ class RulesWorker:
         async with conn.transaction():
             now: datetime = await conn.fetchval("SELECT now()")
             ended = await conn.fetch(
-                """SELECT a.id, a.condition, a.level, a.exercise, s.id IS NULL AS deleted FROM alerts a
+                """SELECT a.id, a.station_id, a.condition, a.level, a.exercise, s.id IS NULL AS deleted FROM alerts a
                    LEFT JOIN stations s ON s.id = a.station_id
                    LEFT JOIN rule_state rs ON rs.station_id = a.station_id AND rs.exercise = a.exercise
                    WHERE a.cleared_at IS NULL AND a.order_id IS NULL
-                     AND (s.id IS NULL OR (NOT a.exercise AND s.exercise)
-                          OR (a.exercise AND NOT s.exercise AND (rs.state->'registry'->>'exercise')::boolean))
-                   ORDER BY a.id FOR UPDATE OF a""")
+                     AND (s.id IS NULL OR (NOT a.exercise AND s.exercise AND s.exercise_since <= $1)
+                          OR (a.exercise AND NOT s.exercise AND ((rs.state->'registry'->>'exercise')::boolean
+                                                                  OR a.created_at < s.exercise_since)))
+                   ORDER BY a.id FOR UPDATE OF a""", now - timedelta(seconds=self.exercise_grace_s))
             for r in ended:
                 reason = REMOVED if r["deleted"] else ENDED_REAL if r["exercise"] else ENDED_EXERCISE
                 t = Transition(r["condition"], r["level"], None, now.timestamp(), None, None, reason)
                 await record(await store.apply_transition(conn, station_id="", municipality_code=None,
                                                           exercise=r["exercise"], t=t, alert_id=r["id"]))
+            # the drill stream of the exercise registration starts afresh (its state may predate the switch
+            # and say nothing of it): a drill on the real gauge later is a new stream
+            drills = sorted({r["station_id"] for r in ended if r["exercise"] and not r["deleted"]})
+            if drills:
+                await conn.execute("DELETE FROM rule_state WHERE exercise AND station_id = ANY($1::text[])", drills)
+                await conn.execute("DELETE FROM rule_checkpoints WHERE exercise AND station_id = ANY($1::text[])",
+                                   drills)
             # (a real stream of an exercise station is parked, not dropped: _follow_ladders)
             gone = await conn.fetch(
                 """DELETE FROM rule_state rs WHERE NOT EXISTS (
@@ -659,20 +754,25 @@ class RulesWorker:
                    ORDER BY a.id FOR UPDATE OF a""")
             for r in moved:
                 await record(await store.move_alert(conn, r["id"], municipality_code=r["municipality_code"], at=now))
-            for change in await self._follow_ladders(conn, now):
+            grace_until = now - timedelta(seconds=self.exercise_grace_s)
+            for change in await self._follow_ladders(conn, now, grace_until=grace_until):
                 await record(change)
         if changes:
             log.info("open alerts follow the station registry", extra={"changes": len(changes)})
         return len(changes)
 
-    async def _follow_ladders(self, conn: asyncpg.Connection, now: datetime) -> list[store.AlertChange | None]:
+    async def _follow_ladders(self, conn: asyncpg.Connection, now: datetime, *,
+                              grace_until: datetime) -> list[store.AlertChange | None]:
         """Stamp every stream with its station's registry; park, resume or re-judge those it changed for (step 3
-        of :meth:`follow_registry`). Call in its transaction."""
+        of :meth:`follow_registry`). A real stream of a station switched to exercise after ``grace_until`` is
+        left as it is (its grace, :meth:`follow_registry`). Call in its transaction."""
         rows = await conn.fetch(
             f"""SELECT rs.station_id, rs.exercise, rs.state->'registry' AS registry, s.exercise AS station_exercise,
+                       s.exercise AND NOT rs.exercise AND s.exercise_since > $1 AS in_grace,
                        s.kind, s.gauge_type, {', '.join('s.' + f for f in THRESHOLD_FIELDS)}
-                FROM rule_state rs JOIN stations s ON s.id = rs.station_id ORDER BY rs.station_id, rs.exercise""")
-        stale = [r for r in rows if (json.loads(r["registry"]) if r["registry"] else None)
+                FROM rule_state rs JOIN stations s ON s.id = rs.station_id ORDER BY rs.station_id, rs.exercise""",
+            grace_until)
+        stale = [r for r in rows if not r["in_grace"] and (json.loads(r["registry"]) if r["registry"] else None)
                  != _registry_stamp(r["station_exercise"], _ladder_of(r), _gauge_of(r))]
         if not stale:
             return []

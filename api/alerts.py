@@ -27,10 +27,12 @@ from api.auth import authenticate
 from api.authorization import ACCOUNT_KEY, public_view, require_object_scope, require_target_scope
 from api.context import POOL, SETTINGS
 from api.events import ALERT_HUB, Event
-from api.params import ascii_digits, choice, flag, instant, query_int
+from api.language import query_language
+from api.params import ascii_digits, flag, instant, query_int
 from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.ratelimit import client_address
+from api.vary import vary
 
 routes = web.RouteTableDef()
 
@@ -76,7 +78,7 @@ ACTIVE_CACHE = web.AppKey("active_alerts_cache", AnswerCache)
 async def active_alerts(request: web.Request) -> web.Response:
     if request.query_string:
         exercise = flag(request, "exercise")
-        choice(request, "lang", ("ja", "en", "ja-easy"), "ja")  # accepted for symmetry with other endpoints
+        query_language(request)  # accepted for symmetry with other endpoints (checked as theirs are)
         audience, municipality = await _audience(request, municipality_filter(request))
         staff = _staff_view(request)
     else:  # what the parsers above give for no parameter, without asking for each (the page's request);
@@ -153,6 +155,7 @@ async def _alert(request: web.Request) -> dict[str, Any]:
     if alert is None:
         raise Problem(404, "Not Found", f"no alert {alert_id}")
     if alert["audience"] != "public":
+        vary(request, "Authorization")  # 404 to anyone who may not see it, the alert to staff who may
         if "Authorization" not in request.headers:
             raise Problem(404, "Not Found", f"no alert {alert_id}")
         account = await authenticate(request, "staff", "operator")

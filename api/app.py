@@ -7,7 +7,7 @@ import collections
 import asyncpg
 from aiohttp import web
 
-from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations
+from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations, vary
 from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.answers import AnswerCache
 from api.context import POOL, SETTINGS
@@ -34,6 +34,8 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     # after the login check (no body is read for a caller that may not call the operation)
     middlewares.append(validation_middleware(operation_key))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
+    # Vary: the request headers each answer was chosen by (api/vary.py), on every form of it, 304s included
+    app.on_response_prepare.append(vary.on_prepare)
     app[POOL] = pool
     app[SETTINGS] = settings
     app[COMPILED] = {}

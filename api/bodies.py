@@ -21,6 +21,7 @@ from aiohttp import web
 from api.problems import Problem
 from ingest.municipalities import unlisted
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
+from sonae.numbers import unsigned
 
 _MISSING = object()
 MAX_DEPTH = 32
@@ -58,7 +59,7 @@ def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise _BadNumber("a number is too large")
-    return value
+    return unsigned(value)  # -0.0 and -1e-400 are 0.0: no stored number keeps a negative zero
 
 
 def _int(text: str) -> int:

@@ -126,7 +126,8 @@ def _query(request: web.Request) -> tuple[str, str, bool]:
 #: state changes. The cache holds answers keyed by cell, never a history of who asked.
 ROUTE_CACHE_SIZE = 20000
 ROUTE_CACHE = web.AppKey("route_cache", collections.OrderedDict)
-_ROUTE_HEADERS = {"Cache-Control": "no-store", "Vary": "Accept-Language"}
+#: (Vary: Accept-Language when the header chose the language: api.language.language, api.vary)
+_ROUTE_HEADERS = {"Cache-Control": "no-store"}
 
 
 @routes.get("/api/v1/route")
@@ -191,7 +192,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
                             "shelters": [{"duration_s": f["duration_s"], "shelter": f["shelter"]} for f in found]}
     if status != "ok":
         body["guidance"] = status_text(status, lang=lang, hazard=hazard, profile=profile, exercise=exercise)
-    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store", "Vary": "Accept-Language"})
+    return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/api/v1/shelters")

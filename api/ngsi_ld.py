@@ -31,6 +31,7 @@ from alerting.cap_identity import profile_from_settings
 from api.auth import Account, authenticate, bearer_token
 from api.context import POOL, SETTINGS
 from api.problems import Problem
+from api.vary import vary
 from ingest import queries
 from ngsi import context as ctx
 from ngsi import entities as E
@@ -67,6 +68,7 @@ def _base(request: web.Request) -> str:
 
 def _wants_ld(request: web.Request) -> bool:
     """True for ``application/ld+json``, False for ``application/json``; 406 when neither is acceptable."""
+    vary(request, "Accept")  # the media type (and the @context's place) is chosen by it
     accept = request.headers.get("Accept", "")
     if not accept.strip():
         return False

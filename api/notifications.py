@@ -37,6 +37,7 @@ from api.authorization import require_object_scope, require_target_scope, scope_
 from api.bodies import field, json_object, listed_municipality, municipality_code
 from api.boundaries import index as boundary_index
 from api.context import POOL, SETTINGS
+from api.language import tag_of
 from api.params import path_int, query_int
 from api.problems import Problem
 from notify import store
@@ -45,8 +46,6 @@ from notify.worker import vapid_private_pem
 
 routes = web.RouteTableDef()
 
-LANGS = {"ja-JP": "ja-JP", "en-US": "en-US", "ja-JP-x-easy": "ja-JP-x-easy", "ja": "ja-JP", "en": "en-US",
-         "ja-easy": "ja-JP-x-easy"}
 STATES = ("queued", "sent", "dead", "gone")
 VAPID_KEY = web.AppKey("notify_vapid_public", dict)
 
@@ -140,9 +139,7 @@ async def post_subscription(request: web.Request) -> web.Response:
     except (ValueError, WebPushError) as exc:
         detail = str(exc) if isinstance(exc, WebPushError) else "subscription.keys must be base64url"
         raise Problem(400, "Bad Request", detail, field="subscription") from None
-    lang = LANGS.get(field(body, "lang", str, default="ja-JP"))
-    if lang is None:
-        raise Problem(400, "Bad Request", "lang must be ja-JP, en-US or ja-JP-x-easy", field="lang")
+    lang = tag_of(field(body, "lang", str, default="ja-JP"))  # any spelling Accept-Language takes; stored canonical
     areas = _areas(body.get("areas"))
     drills = field(body, "drills", bool, default=False)
     async with request.app[POOL].acquire() as conn:
@@ -265,9 +262,7 @@ async def put_roster(request: web.Request) -> web.Response:
         raise Problem(422, "Unprocessable Content", "field 'municipality_code' is required for an account "
                       "without a municipality", field="municipality_code")
     require_target_scope(account, municipality)
-    lang = LANGS.get(field(body, "lang", str, default="ja-JP"))
-    if lang is None:
-        raise Problem(400, "Bad Request", "lang must be ja-JP, en-US or ja-JP-x-easy", field="lang")
+    lang = tag_of(field(body, "lang", str, default="ja-JP"))  # any spelling Accept-Language takes; stored canonical
     async with request.app[POOL].acquire() as conn, conn.transaction():
         await listed_municipality(conn, municipality)
         if account.username != username:  # an admin: the account must be in the admin's scope

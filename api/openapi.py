@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from api.context import SETTINGS
+from api.language import ACCEPTED, TAG_PATTERN
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES
 from notify.store import MAX_AREAS, RADIUS_M, WEBHOOK_CONDITIONS, WEBHOOK_FORMATS, WEBHOOK_LEVELS
@@ -23,7 +24,6 @@ routes = web.RouteTableDef()
 #: the domain's own lists, so that the document (which the validation middleware enforces) cannot drift
 HAZARDS = list(HAZARD_TYPES)
 PROFILES = list(PROFILE_NAMES)
-LANGS = ["ja", "en", "ja-easy"]
 #: the named scenarios of /api/v1/simulations (docs/scenarios/*.toml)
 SCENARIOS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "docs" / "scenarios").glob("*.toml"))
 
@@ -40,7 +40,9 @@ LAT = q("lat", {"type": "number", "minimum": -90, "maximum": 90}, required=True,
 LON = q("lon", {"type": "number", "minimum": -180, "maximum": 180}, required=True, description="longitude (WGS 84)")
 HAZARD = q("hazard", {"type": "string", "enum": HAZARDS, "default": "flood"})
 PROFILE = q("profile", {"type": "string", "enum": PROFILES, "default": "walk"})
-LANG = q("lang", {"type": "string", "enum": LANGS}, description="else Accept-Language")
+#: a language named as a value: any spelling Accept-Language takes (api.language.language_of); stored canonical
+LANG_TAG = {"type": "string", "maxLength": 64, "pattern": TAG_PATTERN, "description": ACCEPTED}
+LANG = q("lang", LANG_TAG, description="else Accept-Language")
 MUNICIPALITY = q("municipality", {"type": "string", "format": "municipality-code"},
                  description="団体コード: 6 digits with the JIS X 0402 check digit (072036) or the 5-digit form (07203)")
 TIME = {"type": "string", "format": "date-time",
@@ -396,7 +398,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                     "lat": {"type": "number", "minimum": -90, "maximum": 90},
                     "lon": {"type": "number", "minimum": -180, "maximum": 180},
                     "radius_m": {"type": "number", "minimum": RADIUS_M[0], "maximum": RADIUS_M[1]}}}]}},
-            "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
+            "lang": LANG_TAG,
             "drills": {"type": "boolean", "description": "also receive exercise (訓練) alerts"}}}),
         "responses": {**ok({"type": "object", "required": ["id", "unsubscribe_token"]}, code="201"),
                       **errors(400, 415, 429)}},
@@ -442,7 +444,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "tags": ["staff"], "security": STAFF, "parameters": [p("username")],
         "requestBody": body({"type": "object", "required": ["email"], "properties": {
             "email": {"type": "string", "maxLength": 254, "pattern": "^[^@" + SPACE + "]+@[^@" + SPACE + "]+$"}, "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE,
-            "lang": {"type": "string", "enum": ["ja-JP", "en-US", "ja-JP-x-easy", *LANGS]},
+            "lang": LANG_TAG,
             "drills": {"type": "boolean"}}}),
         "description": "422: an account without a municipality names none.",
         "responses": {**ok(), **errors(400, 401, 403, 404, 415, 422)}},

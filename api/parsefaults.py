@@ -20,10 +20,39 @@ from aiohttp import http_exceptions as hx
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+
+class VersionNotSupported(HttpProcessingError):
+    """A request line well formed but naming an HTTP version other than 1.0 and 1.1 (``HTTP/2.0``,
+    ``HTTP/3.7``, ``HTTP/0.9``): aiohttp parsed it and would have answered 200 in that version on an
+    HTTP/1.1 connection. Answered 505 HTTP Version Not Supported (RFC 9110 §15.6.6) by
+    :class:`api.server.ProblemRequestHandler`, in HTTP/1.1, and the connection closed."""
+
+    code = 505
+    message = "HTTP Version Not Supported"
+
+
+#: the versions a request line may name (HTTP/1.x; HTTP/2 and HTTP/3 are not spoken on this connection)
+SUPPORTED_VERSIONS = ((1, 0), (1, 1))
+#: llhttp's reason for a request line whose version is ``HTTP/<digit>.<digit>`` but none it parses (it parses
+#: 0.9, 1.0, 1.1, 2.0 and 3.0 itself: HPE_INVALID_VERSION); other malformed versions have other reasons
+_LLHTTP_INVALID_VERSION = "Invalid HTTP version"
+
+
+def unsupported_version(exc: BaseException) -> bool:
+    """Whether aiohttp's parse error ``exc`` is llhttp's refusal of a well-formed but unknown HTTP version
+    (``HTTP/3.7``, ``HTTP/1.2``), which is answered 505 like a parsed ``HTTP/2.0``, not 400."""
+    return isinstance(exc, hx.BadStatusLine) and _LLHTTP_INVALID_VERSION in str(exc.message)
+
+
+#: what the 505 problem says
+FAULT_VERSION = ("the request's HTTP version is not supported: this server speaks HTTP/1.1 (and HTTP/1.0); "
+                 "send the request line as METHOD target HTTP/1.1")
+
 #: what a problem answer says of a request aiohttp could not parse, by the class of aiohttp's parse error
 #: (aiohttp.http_exceptions; the most specific class first): a fixed text, never the error's own message,
 #: which quotes the request line or header (a resident's position may be in the query)
 FAULTS: tuple[tuple[type[HttpProcessingError], str], ...] = (
+    (VersionNotSupported, FAULT_VERSION),
     (hx.BadHttpMethod, "the request line's method is not a valid HTTP method"),
     (hx.BadStatusLine, "the request line is malformed (expected: METHOD target HTTP/1.x)"),
     (hx.InvalidURLError, "the request target is not a valid URL"),
@@ -34,6 +63,7 @@ FAULTS: tuple[tuple[type[HttpProcessingError], str], ...] = (
     (hx.ContentEncodingError, "the body cannot be decoded with its Content-Encoding"),
     (hx.DecompressSizeError, "the body is too large once decompressed"),
 )
+
 #: what it says of any other parse error (llhttp reports most faults of headers and framing as a
 #: plain BadHttpMessage: a bad chunk size, a bad Content-Length, a header byte, a missing Host)
 FAULT_OTHER = "the request could not be parsed as HTTP/1.1 (its request line, a header or the body's framing)"

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import problem_response
+from api.vary import vary
 from sonae.ratelimit import TokenBuckets
 
 EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/events")
@@ -95,6 +96,7 @@ def cors_middleware(origins: str) -> Any:
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         origin = request.headers.get("Origin")
+        vary(request, "Origin")  # whether Access-Control-Allow-Origin is sent depends on it, allowed or not
         ok = origin is not None and ("*" in allowed or origin in allowed)
         if request.method == "OPTIONS" and ok and "Access-Control-Request-Method" in request.headers:
             response: web.StreamResponse = web.Response(status=204)
@@ -102,7 +104,6 @@ def cors_middleware(origins: str) -> Any:
             response = await handler(request)
         if ok and origin is not None:
             response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
-            response.headers["Vary"] = "Origin"
             if request.method == "OPTIONS":
                 response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
                 response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"

@@ -20,7 +20,16 @@ from aiohttp.web_protocol import ERROR, RequestHandler, RequestPayloadError, _Er
 from api.accesslog import PathOnlyAccessLogger
 from api.app import create_app
 from api.edge import STATS, UNPARSABLE, secured
-from api.parsefaults import FAULT_CHUNKED, FAULT_OTHER, FAULTS, UnreadableBody, unparsable_detail
+from api.parsefaults import (
+    FAULT_CHUNKED,
+    FAULT_OTHER,
+    FAULTS,
+    SUPPORTED_VERSIONS,
+    UnreadableBody,
+    VersionNotSupported,
+    unparsable_detail,
+    unsupported_version,
+)
 from api.problems import problem_response
 from sonae.config import ConfigError, Settings
 from sonae.eventloop import freeze_long_lived
@@ -130,7 +139,7 @@ class ProblemRequestHandler(RequestHandler):
         `` HTTP/1.0``, else ``HTTP/1.1`` (RFC 9110 §2.5: a server answers in the highest version it conforms
         to of the client's major version)."""
         version: HttpVersion = HttpVersion11
-        if self._parsed is not None:
+        if self._parsed is not None and tuple(self._parsed[0].version) in SUPPORTED_VERSIONS:
             version = self._parsed[0].version
         elif self._spoke_10:
             version = HttpVersion10
@@ -161,9 +170,15 @@ class ProblemRequestHandler(RequestHandler):
             self._request_count += len(recovered)
             new = [*recovered, fault]
         for message, payload in new:
+            if isinstance(message, _ErrInfo) and unsupported_version(message.exc):
+                self._refuse_version(message, payload)
+                break
             if isinstance(message, RawRequestMessage):
                 self._parsed = (message, payload)
                 self._window_requests += 1
+                if tuple(message.version) not in SUPPORTED_VERSIONS:
+                    self._refuse_version(message, payload)
+                    break
         if before is None or before[1].is_eof() or len(new) != 1 or self._parsed is not before:
             return
         # one parse error and no request: the parser failed inside the body of `before`, read earlier
@@ -179,6 +194,21 @@ class ProblemRequestHandler(RequestHandler):
             payload.feed_eof()
         if not any(waiting is payload for _, waiting in self._messages):
             self.close()  # after this request's answer, whatever it is (a queued one's answer closes it)
+
+    def _refuse_version(self, message: RawRequestMessage | _ErrInfo, payload: StreamReader) -> None:
+        """A request whose line names an HTTP version other than 1.0 and 1.1: parsed (``GET / HTTP/2.0``,
+        ``HTTP/0.9``; and any ``HTTP/x.y`` with aiohttp's Python parser), aiohttp answered it, 200 in that
+        version (found); refused by llhttp (``HTTP/3.7``, ``HTTP/1.2``: :func:`~api.parsefaults.unsupported_version`),
+        a 400 "malformed". Its place in the queue is taken by a 505
+        :class:`~api.parsefaults.VersionNotSupported` fault, answered by :meth:`handle_error` like every
+        unparsable request (a problem, in HTTP/1.1: :attr:`error_message`; the connection closed after it:
+        nothing after it on the connection is read as a request)."""
+        fault = VersionNotSupported()
+        queued = [m for m, _ in self._messages]
+        at = next(i for i, m in enumerate(queued) if m is message)
+        while len(self._messages) > at + 1:
+            self._messages.pop()  # (requests after it on the connection: never answered, it is closed)
+        self._messages[at] = (_ErrInfo(status=fault.code, exc=fault, message=fault.message), payload)
 
     def _before_the_fault(self, data: bytes, *, skip: int = 0) -> list[tuple[RawRequestMessage, StreamReader]]:
         """The requests ``data`` holds complete before the fault aiohttp's parser met in it, in order, but for

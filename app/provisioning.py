@@ -132,6 +132,13 @@ def _check_filter(topic: str) -> None:
             raise ProvisioningError(f"topic filter {topic!r}: '+' must be a whole level")
 
 
+def reaches_every_topic(topic: str) -> bool:
+    """Whether the filter ``topic`` matches every topic (or all but the top level's): no literal level, a ``#``
+    last (``#``, ``+/#``, ``+/+/#``): every device's readings, every command and alert topic."""
+    levels = topic.split("/")
+    return levels[-1] == "#" and all(level in ("+", "#") for level in levels)
+
+
 def _check_root(what: str, root: str) -> None:
     """A topic root (``--topic-prefix``, ``--alerts-prefix``): not empty and without wildcards, as
     ``mqtt.topic_prefix`` must be (sonae.config; found: ``--topic-prefix ''`` wrote the ACL
@@ -383,14 +390,25 @@ def add_client(
     iterations: int = DEFAULT_ITERATIONS,
     replace: bool = False,
     note: str = "",
+    allow_every_topic: bool = False,
 ) -> Provisioned:
     """Create (or with ``replace`` re-create) a client's password and ACL entries.
+
+    An ``extra`` grant whose filter reaches every topic (:func:`reaches_every_topic`: ``write:#``) is refused
+    with a :class:`ProvisioningError` unless ``allow_every_topic`` says it is meant (found: ``--grant
+    write:#`` gave a device the whole broker without a word).
 
     The broker reads both files again on SIGHUP (``systemctl reload mosquitto``,
     ``docker compose kill -s HUP mosquitto``); nothing changes for connected clients until then.
     """
     _checked("username", username, pattern=USERNAME, max_length=64)
     _checked("note", note, max_length=200, allow_empty=True)
+    broad = [g for g in extra if reaches_every_topic(g.topic)]
+    if broad and not allow_every_topic:
+        g = broad[0]
+        raise ProvisioningError(f"grant {g.access}:{g.topic} reaches every topic on the broker (all devices, "
+                                "commands and alerts): name a narrower topic, or add --allow-every-topic if "
+                                "that is meant")
     grants = grants_for(role, username, municipalities=municipalities, stations=stations, prefix=prefix,
                         alerts_prefix=alerts_prefix, extra=extra)
     generated = password is None
@@ -558,7 +576,7 @@ def _cmd_add(args: Any) -> int:
         args.username, role=args.role, municipalities=args.municipality or [], stations=args.station or [],
         extra=parse_grants(args.grant or []), password=password, prefix=args.topic_prefix,
         alerts_prefix=args.alerts_prefix, iterations=args.iterations, replace=args.replace, note=args.note or "",
-        **_paths(args))
+        allow_every_topic=args.allow_every_topic, **_paths(args))
     secret = made.password or ""
     if args.format == "json":
         print(json.dumps({"username": made.client.username, "role": made.client.role,
@@ -649,6 +667,8 @@ def add_devices_command(sub: Any) -> None:
                                                       "default: the username)")
     p.add_argument("--grant", action="append", metavar="ACCESS:TOPIC",
                    help="an extra permission, e.g. read:sonae/cmd/gauge-1/# (repeatable)")
+    p.add_argument("--allow-every-topic", action="store_true",
+                   help="accept a --grant that reaches every topic (e.g. write:#); refused without it")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of "
                                                                  "generating one")
     p.add_argument("--replace", action="store_true", help="replace an existing user's password and permissions")

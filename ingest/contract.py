@@ -48,6 +48,7 @@ from typing import Any
 
 from sonae.japantime import parse_iso_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.numbers import unsigned
 
 # \Z, not $: "$" also matches before a final newline, which would let "abc\n" through as a station id
 STATION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
@@ -266,7 +267,7 @@ def _number(raw: Any, what: str) -> float:
         raise PayloadError("not_finite", f"{what} {_preview(raw)} is beyond the range of a float") from None
     if not math.isfinite(value):
         raise PayloadError("not_finite", f"{what} is not a finite number")
-    return value
+    return unsigned(value)
 
 
 def _plausible(kind: str, value: float) -> float:
@@ -275,7 +276,7 @@ def _plausible(kind: str, value: float) -> float:
     low, high = PLAUSIBLE[kind]
     if not low <= value <= high:
         raise PayloadError("implausible_value", f"{kind} {value} is outside {low}..{high}")
-    return value
+    return unsigned(value)  # (a unit's factor times a zero: still no negative zero stored)
 
 
 def _factor(raw: Any, units: dict[str, float], what: str) -> float:

@@ -23,6 +23,7 @@ from ingest.municipalities import unlisted
 from sonae import textfile
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
 from sonae.nametext import hidden_character
+from sonae.numbers import unsigned
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError
 
@@ -149,7 +150,7 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
             if isinstance(value, list | dict):
                 raise TypeError("a list or an object")
             if key in _FLOATS:
-                value = float(value)
+                value = unsigned(float(value))  # a threshold of -0.0 is 0.0 (sonae.numbers)
                 if not math.isfinite(value):
                     raise ValueError("not finite")
             elif key == "expected_interval_s":

@@ -360,18 +360,20 @@ def _j(value: Any) -> str:
 
 async def _told_municipalities(conn: asyncpg.Connection, event: dict[str, Any],
                                 alert: dict[str, Any]) -> list[str | None]:
-    """The municipalities whose targets an event goes to: the alert's; for its end (``cleared``) also every
-    municipality it moved out of before (events ``moved``, :func:`alerting.store.move_alert`), whose push
-    subscribers, webhooks and on-call staff were told of it there and must hear that it ended (a target
-    matching in several gets it once: the queue is unique per target and event)."""
+    """The municipalities whose targets an event goes to: the alert's, and every municipality it moved out of
+    up to this event (events ``moved``, :func:`alerting.store.move_alert`, this one included), whose push
+    subscribers, webhooks and on-call staff were told of it there: an audience told of an alert hears its whole
+    life — the move itself, every level change after it (escalation, de-escalation) and its end — not its end
+    alone, or the old municipality would hear of a level 3 and then of its end while the river reached level 4
+    in between. A target matching in several municipalities gets an event once (the queue is unique per target
+    and event); the targets' own filters (level, conditions, drills) apply as everywhere."""
     codes: list[str | None] = [alert["municipality_code"]]
-    if event["kind"] == "cleared":
-        for r in await conn.fetch(
-                """SELECT DISTINCT old_municipality_code AS code FROM alert_events
-                   WHERE alert_id = $1 AND kind = 'moved' AND id < $2 AND old_municipality_code IS NOT NULL""",
-                alert["id"], event["id"]):
-            if r["code"] not in codes:
-                codes.append(r["code"])
+    for r in await conn.fetch(
+            """SELECT DISTINCT old_municipality_code AS code FROM alert_events
+               WHERE alert_id = $1 AND kind = 'moved' AND id <= $2 AND old_municipality_code IS NOT NULL""",
+            alert["id"], event["id"]):
+        if r["code"] not in codes:
+            codes.append(r["code"])
     return codes
 
 

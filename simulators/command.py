@@ -141,8 +141,19 @@ def _replay_dir(args: argparse.Namespace) -> str | None:
 
 
 def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None]:
-    """The scenario to run and a limit on its span (from ``--duration``)."""
+    """The scenario to run and a limit on its span (from ``--duration``).
+
+    Raises
+    ------
+    ScenarioError
+        One line, e.g. ``--from`` after ``--to`` (the one from/to pair of the CLI; a scenario's own
+        ``[replay]`` window is checked by :class:`~simulators.scenario.ReplaySpec`).
+    """
     replay_dir = _replay_dir(args)
+    start, end = getattr(args, "replay_from", None), getattr(args, "replay_to", None)
+    if start is not None and end is not None and start > end:
+        raise ScenarioError(f"--from {start.isoformat()} is after --to {end.isoformat()}: nothing would be "
+                            "replayed (give --from before --to)")
     if args.scenario:
         scenario = load_scenario(args.scenario, replay_dir=replay_dir)
         if args.replay_from or args.replay_to or args.station:

@@ -258,6 +258,12 @@ class ReplaySpec:
     stations: tuple[str, ...] = ()
     limit: int = 0  # most stations (MLIT), 0 = all
 
+    def __post_init__(self) -> None:
+        # a window that ends before it starts replays nothing: said, not run (found: --from after --to)
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ScenarioError(f"replay: the start {self.start.isoformat()} is after the end {self.end.isoformat()} "
+                                "(--from must not be after --to; [replay] start not after end)")
+
 
 @dataclass(frozen=True)
 class FaultSpec:

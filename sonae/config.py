@@ -235,6 +235,11 @@ SCHEMA: tuple[Setting, ...] = (
             "A station is silent (staff alert, and so in the staff console) after this many of its expected "
             "reporting intervals without a reading of any kind, counted from registration if it never reported "
             "(alerting.rules.is_silent).", check=_positive),
+    Setting("alerting.exercise_grace_s", float, 600.0,
+            "Seconds a gauge's open real alerts stay open after it is switched to an exercise station: switched "
+            "back to real within them, the alerts go on as they were (same alert, acknowledgements kept, no "
+            "Cancel sent); still an exercise station after them, they end. 0: they end at once "
+            "(alerting.worker.RulesWorker.follow_registry).", check=lambda v: None if v >= 0 else "expected 0 or more"),
     # -- evac: the residents' evacuation routes (evac/service.py) --
     Setting("evac.network", str, "",
             "Road network for evacuation routes: a network made by `sonae graph import` (.npz), an .osm, "

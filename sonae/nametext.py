@@ -15,13 +15,16 @@ spaces and combining marks (a variation selector alone, U+FE0F) is refused; vari
 character they modify (ideographic variation sequences of place-name kanji) are kept. A name holding one is
 refused where it enters (the registry's load rules, :meth:`ingest.registry.Station.validate`, which the
 staff edit applies too), naming the character, so that it is corrected at its source rather than shown.
+
+Names stored before the rule (or written by SQL) may still hold them; where names are put into what people
+read, :func:`shown_text` gives what such a name shows (``alerting.store``, for every alert output).
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["hidden_character"]
+__all__ = ["hidden_character", "shown_text"]
 
 _BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
 
@@ -44,3 +47,32 @@ def hidden_character(text: str) -> str | None:
     if text and not shows:
         return "no character that shows (only spaces and combining marks)"
     return None
+
+
+#: categories whose characters break a line or the text (replaced by a space by :func:`shown_text`)
+_SPACED_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def shown_text(text: str) -> str:
+    """``text`` as it shows: every character :func:`hidden_character` refuses dropped (controls, line and
+    paragraph separators, each run of them with the spaces around it made one space; invisible formatting
+    characters such as bidirectional overrides and zero-width spaces, private-use and unassigned code points,
+    letters that show as a blank, removed), variation selectors after a character kept; ``""`` when nothing
+    that shows is left. For names stored before the rule; a name that passes the rule is returned unchanged
+    (``shown_text(t) == t`` whenever ``hidden_character(t)`` is None).
+
+    Examples: ``"持世\u202e寺\u200b"`` → ``"持世寺"``; ``"a\tb"`` → ``"a b"``; ``"\u3164\ufe0f"`` → ``""``."""
+    if hidden_character(text) is None:
+        return text
+    out: list[str] = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category in _SPACED_CATEGORIES:
+            out.append(" ")
+        elif ch not in _BLANK_LETTERS and category not in _HIDDEN_CATEGORIES:
+            out.append(ch)
+    shown = " ".join("".join(out).split(" "))
+    while "  " in shown:
+        shown = shown.replace("  ", " ")
+    shown = shown.strip(" ")
+    return shown if hidden_character(shown) is None else ""

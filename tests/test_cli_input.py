@@ -207,3 +207,25 @@ def test_simulate_refuses_options_the_demo_river_never_reads(env: dict[str, str]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("sonae simulate: ") and "Traceback" not in result.stderr, result.stderr
     assert "embedded" not in result.stderr + result.stdout  # nothing was started
+
+
+@pytest.mark.parametrize("replay", [["jiseiji"], ["mlit"]])
+def test_simulate_replay_from_after_to_is_one_line_and_status_2(env: dict[str, str], replay: list[str],
+                                                                tmp_path: Path) -> None:
+    """``sonae simulate --replay … --from X --to Y`` with X after Y (found: no word of it). One line naming
+    both, status 2, before anything starts; a scenario's own [replay] window the same (the one rule of
+    simulators.scenario.ReplaySpec); the same instant twice is a window, not an error."""
+    late, early = "2023-07-01T18:00+09:00", "2023-06-30T06:00+09:00"
+    result = subprocess.run([sys.executable, "-m", "app.cli", "simulate", "--no-progress", "--replay", *replay,
+                             "--from", late, "--to", early], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sonae simulate: ") and "Traceback" not in result.stderr, lines
+    assert "--from" in lines[0] and "after --to" in lines[0] and "2023-07-01" in lines[0], lines[0]
+    assert "embedded" not in result.stderr + result.stdout  # nothing was started
+    from simulators.scenario import ReplaySpec, ScenarioError
+    from sonae.japantime import parse_iso_time
+
+    with pytest.raises(ScenarioError, match="after the end"):
+        ReplaySpec(format="jiseiji", path=tmp_path / "x.csv", start=parse_iso_time(late), end=parse_iso_time(early))
+    ReplaySpec(format="jiseiji", path=tmp_path / "x.csv", start=parse_iso_time(late), end=parse_iso_time(late))

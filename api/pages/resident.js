@@ -340,9 +340,15 @@
     const seq = ++levelSeq;
     let body;
     try {
-      body = await getJSON("/api/v1/level?lat=" + state.pos.lat.toFixed(4) + "&lon=" + state.pos.lon.toFixed(4));
+      // in the page's language: outside the covered area the answer's own headline is shown (alerting/level.py)
+      body = await getJSON("/api/v1/level?lat=" + state.pos.lat.toFixed(4) + "&lon=" + state.pos.lon.toFixed(4)
+        + "&lang=" + encodeURIComponent(state.lang));
     } catch (err) { return; }
     if (seq !== levelSeq) return; // a newer position or change has asked since
+    // a point in no municipality Sonae knows: not "no alert level" (all calm) but "outside the area", as the
+    // answer says it (headline and instruction, in the language asked for)
+    state.levelOutside = body.covered === false && body.level == null
+      ? { lang: state.lang, headline: body.headline || t("outside"), instruction: body.instruction || "" } : null;
     const top = body.alert_id ? state.alerts.find((a) => a.id === body.alert_id) || null
       : (body.condition === "official_information" ? { condition: "official_information", level: body.level } : null);
     const level = body.level || 0;
@@ -367,6 +373,7 @@
   }
 
   function levelTitle(level, a) {
+    if (!level && state.levelOutside) return state.levelOutside.headline;
     const name = LEVEL[state.lang][level][0];
     if (!level) return name;
     const eq = a && a.condition !== "evacuation_order" ? (state.lang === "en" ? " (" + t("equivalent") + ")" : t("equivalent")) : "";
@@ -377,6 +384,20 @@
     const box = $("level");
     if (state.level === null) return;
     const a = state.levelAlert;
+    const outside = state.levelOutside;
+    if (outside && !state.level) {
+      box.setAttribute("data-level", "outside");
+      $("level-num").textContent = "–";
+      // the answer's texts are in the language it was asked in: after a change of language, the page's own
+      // outside text until the answer in the new language is in (never another language's words)
+      const current = outside.lang === state.lang;
+      $("level-name").textContent = current ? outside.headline : t("outside");
+      $("level-action").textContent = current ? outside.instruction : "";
+      $("level-source").textContent = "";
+      $("drill").hidden = !state.drill;
+      if (!current) computeLevel();
+      return;
+    }
     box.setAttribute("data-level", String(state.level));
     $("level-num").textContent = state.level ? String(state.level) : "–";
     $("level-name").textContent = levelTitle(state.level, a);
@@ -737,7 +758,9 @@
         renderLevel();
         if (state.route) renderRoute();
         else drawMap(false);
-        loadRoute("lang");
+        // outside the area routes are answered for, no route is asked (its 422), only the text rewritten
+        if (state.pos && !inService(state.pos)) renderRoute(t("outside"));
+        else loadRoute("lang");
       });
     }
     $("locate").addEventListener("click", locate);

@@ -59,3 +59,40 @@ async def test_the_old_municipalitys_targets_hear_the_end_of_an_alert_that_moved
     assert told[("webhook", OLD)][0] == "raised" and told[("webhook", OLD)][-1] == "cleared", told
     assert told[("push", OLD)][0] == "raised" and told[("push", OLD)][-1] == "cleared", told
     assert told[("webhook", NEW)][-1] == "cleared" and told[("push", NEW)][-1] == "cleared", told
+
+
+async def test_the_old_municipalitys_targets_hear_every_change_of_an_alert_that_moved(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """Told of the alert in the old municipality, its webhooks and push subscribers hear its whole life: its move,
+    its escalation after the move and its end (found: only the end reached them; an escalation to 警戒レベル4 after
+    the move went to the new municipality alone)."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        hook = (await notify_store.add_webhook(conn, url="https://hooks.invalid/old", created_by="t",
+                                               municipality_code=OLD))["id"]
+        sub = (await notify_store.add_subscription(
+            conn, endpoint="https://push.invalid/old", p256dh=b"\x04" + b"\x01" * 64, auth=b"\x02" * 16,
+            lang="ja-JP", drills=False, areas=[notify_store.Area(municipality_code=OLD)]))[0]
+        start = now - timedelta(hours=2)
+        await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=10 * i), v)
+                                 for i, v in enumerate([5.20, 5.22, 5.25])])
+        await worker.step(conn)
+        await notify_store.fan_out(conn, base_url="https://sonae.test")
+        await upsert_stations(conn, [replace(GAUGE, municipality_code=NEW)])
+        await worker.follow_registry(conn)
+        await notify_store.fan_out(conn, base_url="https://sonae.test")
+        await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=30 + 10 * i), v)
+                                 for i, v in enumerate([5.40, 5.55, 5.60])])  # over 氾濫危険水位: level 4
+        await worker.step(conn)
+        await notify_store.fan_out(conn, base_url="https://sonae.test")
+        await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=60 + 10 * i), v)
+                                 for i, v in enumerate([5.00, 4.60, 4.20, 3.90, 3.80, 3.70, 3.60, 3.50])])
+        await worker.step(conn)
+        alert = await conn.fetchrow("SELECT * FROM alerts WHERE station_id = 'gauge' AND condition = $1", RIVER)
+        await notify_store.fan_out(conn, base_url="https://sonae.test")
+        told = {"webhook": await _queued(conn, "webhook", hook), "push": await _queued(conn, "push", sub)}
+    assert (alert["state"], alert["max_level"]) == ("cleared", 4)
+    for kind in ("webhook", "push"):
+        assert told[kind][:3] == ["raised", "moved", "escalated"] and told[kind][-1] == "cleared", told

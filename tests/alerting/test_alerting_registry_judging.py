@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import asyncpg
+import pytest
 
 from alerting.rules import RIVER, UNCONFIRMED
 from alerting.texts import REJUDGED, RESUMED
@@ -53,11 +54,11 @@ async def _switch(conn: asyncpg.Connection, worker: RulesWorker, station: Statio
 
 async def test_a_gauge_real_again_is_judged_from_its_fresh_real_readings(pool: asyncpg.Pool,
                                                                        settings: Settings) -> None:
-    worker = RulesWorker.from_settings(settings, pool)
+    worker = RulesWorker.from_settings(settings, pool, exercise_grace_s=0)
     async with pool.acquire() as conn:
         await _rising_to_level_3(conn, worker)
         assert (await _open(conn))["level"] == 3
-        await _switch(conn, worker, replace(GAUGE, exercise=True))  # a mistaken toggle: the real alert ends
+        await _switch(conn, worker, replace(GAUGE, exercise=True))  # for longer than the grace: the real alert ends
         assert await _open(conn) is None
         await _switch(conn, worker, GAUGE)  # real again: the river is as high as 10 minutes ago
         again = await _open(conn)
@@ -125,3 +126,54 @@ async def test_a_station_registered_as_another_kind_ends_its_river_level(pool: a
         await _switch(conn, worker, replace(GAUGE, kind="rainfall"))
         ended = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", alert["id"])
     assert (ended["state"], ended["reason"]) == ("cleared", REJUDGED)
+
+
+@pytest.mark.parametrize("grace_s", [0.0, 600.0])
+async def test_real_readings_that_arrived_before_a_switch_to_exercise_are_judged_as_real(
+        pool: asyncpg.Pool, settings: Settings, grace_s: float) -> None:
+    """Three rising real readings arrive while the station is real; the station is switched to exercise before
+    the worker judges them. Seen in that order they were skipped (an exercise station's real readings are drills),
+    so the real alert was never raised and switching back to real had nothing to resume from. Judged, the alert
+    ends with the switch once the grace has passed (0 s here), and within it goes on when the station is real
+    again."""
+    worker = RulesWorker.from_settings(settings, pool, exercise_grace_s=grace_s)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        await _write(conn, [(now - timedelta(minutes=30 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
+        await upsert_stations(conn, [replace(GAUGE, exercise=True)])  # before the worker's pass
+        await worker.step(conn)
+        raised = await conn.fetchrow("SELECT * FROM alerts WHERE station_id = 'gauge' AND condition = $1 "
+                                     "AND NOT exercise", RIVER)
+        await worker.follow_registry(conn)
+        ended = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", raised["id"]) if raised else None
+        await _switch(conn, worker, GAUGE)
+        again = await _open(conn)
+    assert raised is not None and raised["level"] == 3, "the real readings were not judged"
+    if grace_s:
+        assert ended["state"] == "raised" and again is not None and again["id"] == raised["id"]
+    else:
+        assert ended["state"] == "cleared"
+        assert again is not None and (again["level"], again["reason"]) == (3, RESUMED)
+
+
+async def test_real_readings_judged_after_the_stream_was_parked_count_as_real(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """The same, with the switch followed (the real stream parked) before the pass that reads the readings:
+    they are judged as real all the same (raised, and ended as the switch ends the real alerts), and a switch
+    back to real resumes from them. (A stream is parked only once the grace after the switch has passed.)"""
+    worker = RulesWorker.from_settings(settings, pool, exercise_grace_s=0)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT now()")
+        await _write(conn, [(now - timedelta(minutes=40), 3.0)])
+        await worker.step(conn)
+        await _write(conn, [(now - timedelta(minutes=30 - 10 * i), v) for i, v in enumerate([5.20, 5.22, 5.25])])
+        await _switch(conn, worker, replace(GAUGE, exercise=True))  # parked before the readings are read
+        await worker.step(conn)
+        told = await conn.fetch("SELECT state, level, reason FROM alerts WHERE station_id = 'gauge' AND NOT exercise "
+                                "AND condition = $1", RIVER)
+        await _switch(conn, worker, GAUGE)
+        again = await _open(conn)
+    assert [(r["level"], r["state"]) for r in told] == [(3, "cleared")], [dict(r) for r in told]
+    assert again is not None and (again["level"], again["reason"], again["value"]) == (3, RESUMED, 5.25)

@@ -267,7 +267,7 @@ async def test_the_worker_follows_a_registry_change_when_it_is_announced(pool: a
 
 async def test_deleted_station_alerts_clear_and_a_toggled_flag_ends_the_real_stream(
         pool: asyncpg.Pool, settings: Settings) -> None:
-    worker = RulesWorker.from_settings(settings, pool)
+    worker = RulesWorker.from_settings(settings, pool, exercise_grace_s=0)
     async with pool.acquire() as conn:
         await _seed(conn)
         await worker.step(conn)

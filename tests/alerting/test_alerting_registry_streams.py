@@ -59,7 +59,7 @@ def _open(alerts: list[asyncpg.Record]) -> dict[bool, asyncpg.Record]:
 
 async def test_a_gauge_switched_to_exercise_ends_its_real_alerts_and_starts_afresh_when_real_again(
         pool: asyncpg.Pool, settings: Settings) -> None:
-    worker = RulesWorker.from_settings(settings, pool)
+    worker = RulesWorker.from_settings(settings, pool, exercise_grace_s=0)
     async with pool.acquire() as conn:
         await upsert_stations(conn, [GAUGE])
         now: datetime = await conn.fetchval("SELECT now()")
@@ -229,7 +229,7 @@ async def test_the_running_worker_ends_a_real_alert_when_the_switch_is_announced
         now: datetime = await conn.fetchval("SELECT now()")
         await _readings(conn, "gauge", HIGH, start=now - timedelta(minutes=30))
     # the silent check (and its follow_registry) every hour only: the switch must come from the notification
-    async with running_worker(pool):
+    async with running_worker(pool, exercise_grace_s=0):
 
         async def state() -> dict[bool, asyncpg.Record]:
             async with pool.acquire() as conn:

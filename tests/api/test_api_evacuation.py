@@ -618,3 +618,16 @@ async def test_positions_on_the_service_areas_edge_are_answered(client: TestClie
     # the engine's own box is the service area: it never says outside_area for a position placed in it
     engine = service.require()
     assert all(engine.in_area(lat, lon) for lat in (s, n) for lon in (w, e))
+
+
+async def test_route_and_nearest_shelters_vary_by_accept_language_once(client: TestClient) -> None:
+    """Their guidance is in the header's language: ``Vary`` names Accept-Language (RFC 9110 §12.5.5), once,
+    beside the compression's Accept-Encoding; a route answered from the cells' cache varies as the first."""
+    service = await _ready(client)
+    lat, lon = _center(service)
+    for path in ("/api/v1/route", "/api/v1/route", "/api/v1/shelters/nearest"):
+        resp = await client.get(path, params={"lat": str(lat), "lon": str(lon)},
+                                headers={"Accept-Language": "en", "Accept-Encoding": "gzip"})
+        assert resp.status == 200, await resp.text()
+        vary = [v.strip().lower() for v in resp.headers.get("Vary", "").split(",") if v.strip()]
+        assert "accept-language" in vary and len(vary) == len(set(vary)), (path, vary)

@@ -7,6 +7,7 @@ alerts."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -130,6 +131,21 @@ async def test_an_edit_is_stored_audited_and_answered(client: TestClient, pool: 
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'station.updated'") == 1
 
 
+@pytest.mark.parametrize("zero", ["-0.0", "-1e-400", "-0e5", "-0.000"])
+async def test_a_negative_zero_threshold_is_stored_and_shown_as_zero(client: TestClient, pool: asyncpg.Pool,
+                                                                     tokens: dict[str, str], zero: str) -> None:
+    """``-1e-400`` (underflowing to -0.0) or ``-0.0`` was stored and shown as ``-0.0`` (found by enduser)."""
+    r = await client.patch("/api/v1/stations/gauge", data=f'{{"th_standby": {zero}}}'.encode(),
+                           headers={**auth(tokens["kori-staff"]), "Content-Type": "application/json"})
+    assert r.status == 200, await r.text()
+    text = await r.text()
+    assert '"standby":0.0' in text.replace(" ", "") and "-0" not in text, text
+    stored = (await _stored(pool))["th_standby"]
+    assert stored == 0.0 and math.copysign(1.0, stored) == 1.0
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT th_standby::text FROM stations WHERE id = 'gauge'") == "0"
+
+
 async def _open_real(pool: asyncpg.Pool) -> asyncpg.Record | None:
     return await pool.fetchrow("SELECT * FROM alerts WHERE station_id = 'gauge' AND condition = $1 "
                                "AND NOT exercise AND cleared_at IS NULL", RIVER)
@@ -142,7 +158,7 @@ async def test_edits_reach_the_alerts_through_the_rules_worker(client: TestClien
     async with pool.acquire() as conn:  # the gauge's last readings: 5.20 … 5.25 m, 警戒レベル3
         await write_batch(conn, [Reading("gauge", "level", now - timedelta(minutes=30 - 10 * i), v)
                                  for i, v in enumerate([5.20, 5.22, 5.25])])
-    async with running_worker(pool):  # follows registry changes only when announced (silent check hourly)
+    async with running_worker(pool, exercise_grace_s=0):  # follows registry changes only when announced (silent check hourly)
 
         async def level_is(level: int) -> bool:
             alert = await _open_real(pool)

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -197,3 +198,26 @@ async def test_a_client_that_spoke_http_10_on_the_connection_is_answered_in_it(c
     status, headers, body = _parse(answer)
     assert (headers["version"], status, headers["connection"]) == ("HTTP/1.0", 400, "close"), answer
     _check_problem(400, headers, body, raw, version="HTTP/1.0")
+
+
+@pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/3.7", "HTTP/0.9", "HTTP/1.2", "HTTP/2"])
+async def test_a_request_line_in_another_http_version_is_answered_505(client: TestClient, version: str) -> None:
+    """RFC 9110 §15.6.6: ``GET / HTTP/2.0`` (or 3.7) on an HTTP/1.1 connection was answered ``HTTP/2.0 200``.
+    Now 505, a problem in HTTP/1.1 saying which versions are spoken, the connection closed; counted as
+    unparsable; a request pipelined after it is not answered."""
+    before = STATS.counts.get((UNPARSABLE, "UNKNOWN", 505), 0)
+    raw = f"GET {TARGET} {version}\r\nHost: x\r\n\r\n".encode()
+    status, headers, body = await _exchange(client, raw + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    if version == "HTTP/2":  # not HTTP-version syntax (two digits): a malformed request line, as before
+        assert status == 400, body
+        return
+    assert (status, headers["version"], headers["connection"]) == (505, "HTTP/1.1", "close"), (headers, body)
+    assert headers["content-type"].startswith("application/problem+json")
+    problem = json.loads(body)
+    assert problem["status"] == 505 and problem["title"] == "HTTP Version Not Supported"
+    assert "HTTP/1.1" in problem["detail"] and SECRET not in body.decode()
+    assert STATS.counts.get((UNPARSABLE, "UNKNOWN", 505), 0) == before + 1
+    # a supported version on its own connection is answered as ever, in its own version
+    for good in ("HTTP/1.1", "HTTP/1.0"):
+        status, headers, _ = await _exchange(client, f"GET /healthz {good}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        assert (status, headers["version"]) == (200, good)

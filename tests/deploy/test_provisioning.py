@@ -196,3 +196,31 @@ def test_a_topic_root_is_not_empty_and_has_no_wildcard(tmp_path: Path, root: str
                       acl_file=tmp_path / "acl", password="pw-long-enough-123", iterations=1,
                       **{option: "/city/sonae"})  # a leading slash is a topic MQTT allows, as the setting does
     assert made.client.grants
+
+
+@pytest.mark.parametrize("grant", ["write:#", "readwrite:#", "read:#", "write:+/#", "readwrite:+/+/#"])
+def test_a_grant_that_reaches_every_topic_needs_an_explicit_flag(tmp_path: Path, grant: str) -> None:
+    """``sonae devices add dev --grant write:#`` gave a device every topic of the broker without a word. Now
+    one line and status 2, nothing written; with --allow-every-topic it is done as asked; narrower grants
+    (a literal level before the wildcard) are not touched."""
+    def add(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli", "devices", "add", "dev-w", "--municipality", "072036",
+                               "--dir", str(tmp_path), "--grant", grant, *extra],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    run = add()
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("sonae devices: "), run.stderr
+    assert "every topic" in lines[0] and "--allow-every-topic" in lines[0] and grant in lines[0]
+    assert not (tmp_path / "passwd").exists() or "dev-w" not in (tmp_path / "passwd").read_text()
+    run = add("--allow-every-topic")
+    assert run.returncode == 0, run.stderr
+    access, _, topic = grant.partition(":")
+    assert f"topic {access} {topic}" in (tmp_path / "acl").read_text()
+
+
+def test_only_filters_without_a_literal_level_reach_every_topic() -> None:
+    from app.provisioning import reaches_every_topic
+
+    assert all(reaches_every_topic(t) for t in ("#", "+/#", "+/+/#"))
+    assert not any(reaches_every_topic(t) for t in ("sonae/#", "+", "+/+", "sonae/cmd/dev1/#", "+/cmd/#", "$SYS/#"))

@@ -292,6 +292,47 @@ async def test_subscriptions_are_checked(client: TestClient, push: PushService) 
     assert len(unb64u(key)) == 65
 
 
+#: spellings Accept-Language takes for each language (api.language), as a body's lang gives them → stored
+SPELLINGS = {"EN": "en-US", "en-GB": "en-US", "ja-JP-x-easy": "ja-JP-x-easy", "ja-x-easy": "ja-JP-x-easy",
+             "JA-jp-X-EASY": "ja-JP-x-easy", "ja-easy": "ja-JP-x-easy", "ja-x-yasashii": "ja-JP-x-easy",
+             "ja": "ja-JP", "JA-JP": "ja-JP", "en-us": "en-US"}
+#: no language Sonae writes, or no language tag
+UNKNOWN_LANGS = ["fr", "fr-FR", "en_US", "*", "", "ja JP", "x-easy", "日本語", "en;q=1"]
+
+
+async def test_a_bodys_lang_takes_every_spelling_accept_language_takes_and_stores_it_canonical(
+        pool: asyncpg.Pool, client: TestClient, push: PushService) -> None:
+    """Push subscriptions and roster entries took lang only as ja-JP, en-US, ja-JP-x-easy, ja, en, ja-easy
+    (found: ``EN``, ``ja-x-easy``, ``ja-JP-x-easy`` in another case were 400 while Accept-Language takes them).
+    One rule now (api.language.tag_of); what is stored is the canonical tag the senders pick texts by."""
+    await _seed(pool)
+    admin = await staff_token(pool, "admin1", "admin", None)
+    await staff_token(pool, "kor1", "staff", KORIYAMA)
+    for given, stored in SPELLINGS.items():
+        b = push.browser()
+        r = await client.post("/api/v1/push/subscriptions", json={
+            "subscription": b.subscription(), "areas": [{"municipality_code": KORIYAMA}], "lang": given})
+        assert r.status == 201, (given, await r.text())
+        sub_id = (await r.json())["id"]
+        r = await client.put("/api/v1/roster/kor1", json={"email": "kor1@city.koriyama.example", "lang": given,
+                                                          "municipality_code": KORIYAMA}, headers=admin)
+        assert r.status == 200, (given, await r.text())
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT lang FROM push_subscriptions WHERE id = $1", sub_id) == stored, given
+            assert await conn.fetchval("SELECT lang FROM notify_roster") == stored, given
+    for given in UNKNOWN_LANGS:
+        for method, path, body, headers in (
+                ("POST", "/api/v1/push/subscriptions", {"subscription": push.browser().subscription(),
+                                                        "areas": [{"municipality_code": KORIYAMA}]}, {}),
+                ("PUT", "/api/v1/roster/kor1", {"email": "kor1@city.koriyama.example",
+                                                "municipality_code": KORIYAMA}, admin)):
+            r = await client.request(method, path, json={**body, "lang": given}, headers=headers)
+            assert r.status in (400, 422), (given, path, await r.text())
+            problem = await r.json()
+            assert "ja-JP, en-US or ja-JP-x-easy" in problem["detail"], (given, problem)
+            assert problem.get("field", problem.get("pointer", "lang")).endswith("lang"), problem
+
+
 async def test_the_store_keeps_the_rules_of_areas_and_webhooks_whoever_calls_it(pool: asyncpg.Pool) -> None:
     """The rules are notify's, not the HTTP layer's: the store refuses what the API refuses (issue #20)."""
     keys = {"endpoint": "https://push.example/x", "p256dh": b"\x04" + b"1" * 64, "auth": b"a" * 16, "lang": "ja-JP",

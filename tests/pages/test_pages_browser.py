@@ -281,6 +281,50 @@ def test_switching_language_changes_the_text(resident: Watched) -> None:
     assert "lat" not in page.url
 
 
+#: a point in 那覇, in no municipality Sonae knows (outside every loaded boundary and the road network)
+NAHA = {"latitude": 26.2125, "longitude": 127.6809}
+
+
+def test_outside_the_area_the_level_box_shows_the_level_answers_outside_headline_in_the_pages_language(
+        browser: Browser, sonae: Sonae) -> None:
+    """/api/v1/level answers ``covered: false`` and its own outside-area headline there (alerting.level.OUTSIDE);
+    the page showed "発表なし" and "いまは避難の必要はありません" (all calm) instead (found by enduser). The
+    page's language: negotiated from Accept-Language (en), asked in the address (ja-easy) and switched."""
+    from alerting.level import CALM, OUTSIDE
+
+    def level_texts(page: Page) -> tuple[str, str, str]:
+        return (page.inner_text("#level-name").strip(), page.inner_text("#level-action").strip(),
+                page.inner_text("#level-card"))
+
+    def shows(page: Page, tag: str) -> None:
+        headline, instruction = OUTSIDE[tag]
+        page.wait_for_function("(h) => document.getElementById('level-name').textContent === h", arg=headline)
+        name, action, card = level_texts(page)
+        assert (name, action) == (headline, instruction)
+        calm = [*CALM[tag], "発表なし", "避難の必要はありません", "No alert", "do not need to evacuate", "でて いません",
+                "にげなくて だいじょうぶ", "この場所に出ている避難情報はありません", "No evacuation information is in force"]
+        assert not [c for c in calm if c in card], card
+        assert page.get_attribute("#level", "data-level") == "outside"
+
+    for locale, query, tag in (("ja-JP", "", "ja-JP"), ("en-US", "", "en-US"), ("ja-JP", "?lang=ja-easy", "ja-JP-x-easy")):
+        ctx = _context(browser, geolocation=NAHA, locale=locale)
+        try:
+            watched = Watched(ctx.new_page())
+            page = watched.page
+            page.goto(sonae.url + "/" + query)
+            shows(page, tag)
+            if tag == "ja-JP":
+                # a change of language asks the level again: its headline in the new language
+                page.click("button[data-lang=ja-easy]")
+                shows(page, "ja-JP-x-easy")
+                page.click("button[data-lang=en]")
+                shows(page, "en-US")
+            shot(page, f"resident-outside-{tag}")
+            assert not watched.errors, watched.errors
+        finally:
+            ctx.close()
+
+
 def test_a_drill_learnt_of_after_the_route_asks_for_the_route_again_in_drill_mode(browser: Browser,
                                                                                  sonae: Sonae) -> None:
     """The page asks for the level and the route at once; when the route answered first (real mode) and
