@@ -154,6 +154,32 @@ def test_occupancy_change_reuses_the_search_and_shows_the_new_occupancy(net: Roa
     assert_same_as_fresh(eng)
 
 
+def test_a_shelter_change_recomputes_only_the_hazards_it_is_rated_for(net: RoadNetwork) -> None:
+    """A field is carried over unchanged when no shelter rated for its hazard changed (the update replaces
+    only the shelters it changes; the check looks at those), and recomputed when one did."""
+    shelters = grid_shelters(net, per=100, seed=6)
+    flood_only = replace(shelters[0], hazards=frozenset({"flood"}))
+    slide_only = replace(shelters[1], hazards=frozenset({"landslide"}))
+    shelters = [flood_only, slide_only, *shelters[2:]]
+    eng = Engine(net, shelters=shelters, warm=[REAL, SLIDE])
+    for who in (flood_only, slide_only):
+        for is_open in (False, True):
+            before = {k: eng.field(*k) for k in (REAL, SLIDE)}
+            eng.update(is_open={who.id: is_open})
+            after = {k: eng.field(*k) for k in (REAL, SLIDE)}
+            for key, hazard in ((REAL, "flood"), (SLIDE, "landslide")):
+                changed = after[key].shelters != before[key].shelters
+                assert changed == who.rated_for(hazard), (who.id, is_open, key)
+                if not changed:  # carried over without a recompute: the very same lists and search result
+                    assert after[key].shelters is before[key].shelters, (who.id, is_open, key)
+                    assert after[key].dist is before[key].dist, (who.id, is_open, key)
+            assert_same_as_fresh(eng)
+    # a new shelter mapping with other ids is compared in full
+    eng.update(shelters=[s for s in shelters if s is not slide_only])
+    assert slide_only.id not in {s.id for s in eng.field(*SLIDE).shelters}
+    assert_same_as_fresh(eng)
+
+
 _OPS = st.lists(st.one_of(
     st.tuples(st.just("add"), st.integers(0, 3), st.integers(0, 899), st.sampled_from(["blocked", "penalty"])),
     st.tuples(st.just("remove"), st.integers(0, 3)),
