@@ -282,12 +282,13 @@ class ProblemRequestHandler(RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return plain
         status = plain.status
-        response = secured(problem_response(status, HTTPStatus(status).phrase, unparsable_detail(exc),
-                                            headers={"Connection": "close"}))
+        problem = problem_response(status, HTTPStatus(status).phrase, unparsable_detail(exc),
+                                   headers={"Connection": "close"})
         if self._fault_head:
             # RFC 9110 §9.3.2: no content in an answer to HEAD (found: a HEAD in HTTP/1.2 got its 505 with the
             # problem document; aiohttp leaves out a body by the request's method, here its placeholder's)
-            response.body = None
+            problem.body = None
+        response = secured(problem)
         response.force_close()
         STATS.count(UNPARSABLE, request.method, status)
         return response
