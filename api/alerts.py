@@ -210,6 +210,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     if open_streams[client] >= SSE_PER_CLIENT:
         raise Problem(429, "Too Many Requests", f"at most {SSE_PER_CLIENT} open event streams per client; "
                       "close one first", headers={"Retry-After": "30"})
+    vary(request, "Last-Event-ID")  # the replay after it is part of the stream
     raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last: int | None = None
     if raw_last:

@@ -11,9 +11,10 @@ from api import accounts, boundaries, level, openapi, ops, simulations, staff, s
 from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.answers import AnswerCache
 from api.context import POOL, SETTINGS
+from api.cors import cors_middleware, cors_on_prepare
 from api.edge import edge_middleware
 from api.evacuation import ROUTE_CACHE as evacuation_cache
-from api.ratelimit import cors_middleware, rate_limit_middleware
+from api.ratelimit import rate_limit_middleware
 from sonae.config import Settings
 
 
@@ -36,6 +37,9 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     # Vary: the request headers each answer was chosen by (api/vary.py), on every form of it, 304s included
     app.on_response_prepare.append(vary.on_prepare)
+    if settings["api.cors_origins"]:
+        # CORS headers on every answer of an allowed origin, problems and streams included (api/cors.py)
+        app.on_response_prepare.append(cors_on_prepare(settings["api.cors_origins"]))
     app[POOL] = pool
     app[SETTINGS] = settings
     app[COMPILED] = {}

@@ -30,6 +30,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from api.problems import Problem
+from api.vary import vary
 from ingest.municipalities import unlisted
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
@@ -215,6 +216,12 @@ def _digest(token: str) -> bytes:
 
 
 def bearer_token(request: web.Request) -> str | None:
+    """The bearer token of ``request``'s ``Authorization``, or None. Every read of the token is here (the
+    authorization middleware for each operation whose rule reads the account, a public operation's optional
+    staff view, the rate limit), so ``Vary: Authorization`` is recorded here (:mod:`api.vary`): whatever the
+    token chooses (401 or 200, a staff or public view, 429 or not) is listed on every form of the answer
+    (found: staff-only operations answered 401/200 without it)."""
+    vary(request, "Authorization")
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from alerting.audit import record_audit as audit
+from alerting.level import OUTSIDE
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
 from api.bodies import field, json_object, listed_municipality, municipality_code
@@ -126,6 +127,20 @@ def _area_json(a: store.Area) -> dict[str, Any]:
     return out
 
 
+def _require_covered(areas: list[store.Area]) -> None:
+    """A 422 problem when a circle touches no municipality Sonae knows (found: accepted 201 with
+    ``"municipalities": []``, a subscription that could never receive anything). The rule of
+    ``/api/v1/level``'s ``covered: false``; the problem carries the same words for residents
+    (:data:`alerting.level.OUTSIDE`) in every language."""
+    for i, a in enumerate(areas):
+        if a.near_municipalities is not None and not a.near_municipalities:
+            raise Problem(422, "Unprocessable Content",
+                          f"areas[{i}] (lat {a.lat:g}, lon {a.lon:g}, radius_m {a.radius_m}) is outside the area "
+                          "Sonae covers: it touches no municipality Sonae knows, so no alert would reach it",
+                          field="areas", covered=False,
+                          guidance={lang: {"headline": h, "instruction": t} for lang, (h, t) in OUTSIDE.items()})
+
+
 @routes.post("/api/v1/push/subscriptions")
 async def post_subscription(request: web.Request) -> web.Response:
     body = await json_object(request)
@@ -143,7 +158,10 @@ async def post_subscription(request: web.Request) -> web.Response:
     areas = _areas(body.get("areas"))
     drills = field(body, "drills", bool, default=False)
     async with request.app[POOL].acquire() as conn:
+        for a in areas:
+            await listed_municipality(conn, a.municipality_code, name="areas[].municipality_code")
         areas = store.placed(areas, await boundary_index(request.app, conn))
+        _require_covered(areas)
         sub_id, token = await store.add_subscription(conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang,
                                                      drills=drills, areas=areas)
     return web.json_response(

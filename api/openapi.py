@@ -381,7 +381,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/push/subscriptions"): {
         "summary": "Receive alerts by Web Push for chosen areas (no account)", "tags": ["residents"],
         "description": "Stores only the push endpoint and keys, the areas, the language and the drills opt-in. "
-                       "A circle's centre is stored rounded to 0.001° (~100 m) and never logged.",
+                       "A circle's centre is stored rounded to 0.001° (~100 m) and never logged. An area that touches no "
+                       "municipality Sonae knows is refused (422).",
         "requestBody": body({"type": "object", "required": ["subscription", "areas"], "properties": {
             "subscription": {"type": "object", "required": ["endpoint", "keys"], "properties": {
                 "endpoint": {"type": "string", "pattern": PUSH_ENDPOINT,
@@ -401,7 +402,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "lang": LANG_TAG,
             "drills": {"type": "boolean", "description": "also receive exercise (訓練) alerts"}}}),
         "responses": {**ok({"type": "object", "required": ["id", "unsubscribe_token"]}, code="201"),
-                      **errors(400, 415, 429)}},
+                      # 422: an area outside every municipality Sonae knows, or a code not in its list
+                      **errors(400, 415, 422, 429)}},
     ("delete", "/api/v1/push/subscriptions/{subscription_id}"): {
         "summary": "Unsubscribe (with the token returned on subscribing)", "tags": ["residents"],
         "parameters": [p("subscription_id", INT_ID),

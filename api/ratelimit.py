@@ -16,7 +16,6 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import problem_response
-from api.vary import vary
 from sonae.ratelimit import TokenBuckets
 
 EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/events")
@@ -88,26 +87,3 @@ def rate_limit_middleware(*, per_minute: int, trust_forwarded_for: bool) -> Any:
 
     return middleware
 
-
-def cors_middleware(origins: str) -> Any:
-    allowed = {o.strip() for o in origins.split(",") if o.strip()}
-
-    @web.middleware
-    async def middleware(request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        vary(request, "Origin")  # whether Access-Control-Allow-Origin is sent depends on it, allowed or not
-        ok = origin is not None and ("*" in allowed or origin in allowed)
-        if request.method == "OPTIONS" and ok and "Access-Control-Request-Method" in request.headers:
-            response: web.StreamResponse = web.Response(status=204)
-        else:
-            response = await handler(request)
-        if ok and origin is not None:
-            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
-            if request.method == "OPTIONS":
-                response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
-                response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
-                response.headers["Access-Control-Max-Age"] = "600"
-        return response
-
-    return middleware

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -81,6 +82,21 @@ SERVER_OPTIONS: dict[str, Any] = {"access_log_class": PathOnlyAccessLogger, "kee
 __all__ = ["FAULTS", "FAULT_OTHER", "HEADER_TIMEOUT_S", "SERVER_OPTIONS", "ApiRunner", "ProblemRequestHandler",
            "ProblemServer", "serve", "unparsable_detail"]
 
+#: the end of a request's head (RFC 9112 §2.1: an empty line), after which the next request begins
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def faulted_method(data: bytes, index: int) -> bytes | None:
+    """The method token of request ``index`` (0: the first) of the bytes ``data`` a parse fault was met in
+    (each request taken to begin where the previous head ended), or None. The method only: the target, which
+    may hold a resident's position, is never kept."""
+    starts = [0, *(m.end() for m in _HEAD_END.finditer(data))]
+    if index >= len(starts):
+        return None
+    line = data[starts[index]:].split(b"\n", 1)[0]
+    return line.split(b" ", 1)[0] if b" " in line else None
+
+
 class ProblemRequestHandler(RequestHandler):
     """aiohttp's connection handler, with every request it could not parse answered like every other error
     of the API and counted, and a body whose framing breaks after its head failed at once.
@@ -130,6 +146,8 @@ class ProblemRequestHandler(RequestHandler):
         #: its queue of requests is full, MAX_MSG_QUEUE_SIZE = 32, and parses it later, fed b""), and how
         #: many requests it gave so far: what :meth:`_before_the_fault` parses again
         self._window, self._window_requests = b"", 0
+        #: the request a parse fault was met in is a HEAD: its answer has no content (RFC 9110 §9.3.2)
+        self._fault_head = False
 
     @property
     def error_message(self) -> RawRequestMessage:
@@ -170,13 +188,17 @@ class ProblemRequestHandler(RequestHandler):
             self._request_count += len(recovered)
             new = [*recovered, fault]
         for message, payload in new:
-            if isinstance(message, _ErrInfo) and unsupported_version(message.exc):
-                self._refuse_version(message, payload)
-                break
+            if isinstance(message, _ErrInfo):
+                # (aiohttp's answer is made for a placeholder request of method UNKNOWN: see handle_error)
+                self._fault_head = faulted_method(self._window, self._window_requests) == b"HEAD"
+                if unsupported_version(message.exc):
+                    self._refuse_version(message, payload)
+                    break
             if isinstance(message, RawRequestMessage):
                 self._parsed = (message, payload)
                 self._window_requests += 1
                 if tuple(message.version) not in SUPPORTED_VERSIONS:
+                    self._fault_head = message.method == "HEAD"
                     self._refuse_version(message, payload)
                     break
         if before is None or before[1].is_eof() or len(new) != 1 or self._parsed is not before:
@@ -260,8 +282,13 @@ class ProblemRequestHandler(RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return plain
         status = plain.status
-        response = secured(problem_response(status, HTTPStatus(status).phrase, unparsable_detail(exc),
-                                            headers={"Connection": "close"}))
+        problem = problem_response(status, HTTPStatus(status).phrase, unparsable_detail(exc),
+                                   headers={"Connection": "close"})
+        if self._fault_head:
+            # RFC 9110 §9.3.2: no content in an answer to HEAD (found: a HEAD in HTTP/1.2 got its 505 with the
+            # problem document; aiohttp leaves out a body by the request's method, here its placeholder's)
+            problem.body = None
+        response = secured(problem)
         response.force_close()
         STATS.count(UNPARSABLE, request.method, status)
         return response

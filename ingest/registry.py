@@ -70,14 +70,19 @@ class Station:
     #: it is real: switched back to exercise, its drills run on their clock again)
     exercise_time_scale: float = 1.0
 
-    def validate(self) -> Station:
-        """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`."""
+    def validate(self, *, texts: Iterable[str] = SHOWN_TEXTS) -> Station:
+        """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`.
+
+        ``texts``: the shown texts (of :data:`SHOWN_TEXTS`) checked for hidden characters; all of them for a
+        station file, only those an edit sets for a staff edit (:func:`edit_station`: a name stored before the
+        rule is shown cleaned, :func:`sonae.nametext.shown_text`, and never blocks an edit of other fields).
+        """
         where = f"station {self.id!r}"
         if not STATION_ID.match(self.id):
             raise RegistryError(f"{where}: id must match [A-Za-z0-9_.-]{{1,64}}")
         if not self.name:
             raise RegistryError(f"{where}: name is empty")
-        for name in SHOWN_TEXTS:
+        for name in texts:
             value = getattr(self, name)
             hidden = hidden_character(value) if isinstance(value, str) else None
             if hidden:
@@ -313,7 +318,7 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     ``changes`` maps field names to new values, already checked one by one (a name, an English name or None,
     a 6-digit 団体コード, a bool, thresholds in metres on the station's datum). The station after the change
     must pass the registry's own load rules (:meth:`Station.validate`: thresholds finite and rising
-    水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険, a municipality code, names without hidden characters), and
+    水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険, a municipality code, the names it sets without hidden characters), and
     more for an edit:
 
     * **thresholds**: an edit that sets any of them leaves all four set (a 洪水予報 gauge's ladder is the four
@@ -358,7 +363,10 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     if "name" in changes and changes["name"] != row["name"]:
         updates.setdefault("name_en", None)
         updates["kana"] = None
-    edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate()
+    # the texts the edit sets are checked; a stored text it leaves (one from before the name rule, or written
+    # by SQL) is not the edit's: refusing it blocked an exercise switch or new thresholds during an event
+    edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate(
+        texts=[t for t in SHOWN_TEXTS if t in changes])
     updates = {k: getattr(edited, k) for k in updates}
     code = updates.get("municipality_code")
     if code is not None and code != row["municipality_code"] and (why := await unlisted(conn, code)):

@@ -164,6 +164,10 @@ async def test_the_authorisation_table_over_every_operation(world: Any) -> None:
             resp = await client.request(method.upper(), path, json=body, headers=headers)
             text = await resp.text()
             where = f"{method.upper()} {path} as {who}: {resp.status} {text[:200]}"
+            vary = {v.strip().lower() for line in resp.headers.getall("Vary", []) for v in line.split(",")}
+            if not POLICY[(method, template)].public and "authorization" not in vary:
+                # the account chooses the answer (401, 403, 200, a scoped list): caches must keep them apart
+                failures.append("no Vary: Authorization: " + where)
             if resp.status >= 500 and not (resp.status == 503 and "routing is not configured" in text):
                 failures.append("5xx: " + where)
             elif who not in allowed:

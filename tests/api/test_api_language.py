@@ -162,6 +162,14 @@ async def test_an_answer_chosen_by_other_headers_says_so_in_vary(pool: asyncpg.P
         await c.close()
 
 
+async def test_the_event_stream_says_last_event_id_chose_it(client: TestClient) -> None:
+    """The stream replays what follows ``Last-Event-ID``: it lists it in Vary (found: it did not)."""
+    for headers in ({}, {"Last-Event-ID": "0"}):
+        resp = await client.head("/api/v1/events", headers=headers)
+        assert resp.status == 200
+        assert "last-event-id" in set(_vary(resp)), resp.headers.getall("Vary", [])
+
+
 async def test_the_lang_parameter_takes_the_spellings_accept_language_takes(client: TestClient) -> None:
     """``?lang=`` took only ja, en, ja-easy (found: EN, ja-JP-x-easy were 400 while the header takes them);
     a tag of no language Sonae writes is a 400 naming what is accepted, from the OpenAPI check or the handler."""

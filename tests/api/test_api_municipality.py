@@ -6,6 +6,7 @@ Real PostgreSQL and a real MQTT broker; the boundaries are the shipped N03 ones.
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -210,6 +211,40 @@ async def test_push_circle_lists_the_municipalities_it_touches(pool: asyncpg.Poo
             stored = await conn.fetch("SELECT municipality_code, near_municipalities FROM push_areas ORDER BY lat")
         assert {r["municipality_code"] for r in stored} == {None, "072010"}
         assert any(r["near_municipalities"] and "072079" in r["near_municipalities"] for r in stored)
+    finally:
+        await client.close()
+
+
+async def test_a_push_area_outside_every_municipality_is_refused(pool: asyncpg.Pool, database_url: str) -> None:
+    """Found: a circle at 0°N 0°E (``-0.0``, ``-1e-400``) was accepted 201 with ``"municipalities": []``, a
+    subscription that could never receive anything. It is a 422 saying the area is outside what Sonae covers
+    (the rule of /api/v1/level's ``covered: false``), as is a municipality code outside the deployment's list."""
+    await _with_boundaries(pool)
+    async with pool.acquire() as conn:
+        await seed_if_empty(conn)
+    browser_key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    keys = {"p256dh": base64.urlsafe_b64encode(browser_key).rstrip(b"=").decode(),
+            "auth": base64.urlsafe_b64encode(b"0123456789abcdef").rstrip(b"=").decode()}
+    sub = json.dumps({"endpoint": "http://127.0.0.1:9/push/1", "keys": keys})
+    settings = load_settings(environ={"SONAE_DATABASE_URL": database_url, "SONAE_NOTIFY_PUSH_ALLOW_HTTP": "true",
+                                      "SONAE_LOG_FORMAT": "text"})
+    client: TestClient = await make_client(pool, settings)
+    try:
+        for areas in ('[{"lat":-0.0,"lon":-1e-400,"radius_m":100}]',
+                      '[{"municipality_code":"07203"},{"lat":-33.86,"lon":151.2,"radius_m":2000}]'):
+            resp = await client.post("/api/v1/push/subscriptions", data=f'{{"subscription":{sub},"areas":{areas}}}',
+                                     headers={"Content-Type": "application/json"})
+            assert resp.status == 422, (areas, await resp.text())
+            problem = await resp.json()
+            assert "outside the area Sonae covers" in problem["detail"] and problem["field"] == "areas", problem
+            assert problem["covered"] is False and set(problem["guidance"]) == {"ja-JP", "en-US", "ja-JP-x-easy"}
+        resp = await client.post("/api/v1/push/subscriptions", json={
+            "subscription": {"endpoint": "http://127.0.0.1:9/push/1", "keys": keys},
+            "areas": [{"municipality_code": "079987"}]})  # a right check digit, no municipality of the list
+        assert resp.status == 422, await resp.text()
+        assert "areas[].municipality_code" in (await resp.json())["detail"]
+        assert await pool.fetchval("SELECT count(*) FROM push_subscriptions") == 0
     finally:
         await client.close()
 

@@ -1,0 +1,71 @@
+"""CORS (Fetch standard §3.2): the headers an allowed origin needs, on every answer the API gives it.
+
+:func:`cors_middleware` answers a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) from
+an allowed origin itself (204). :func:`cors_on_prepare` (an ``on_response_prepare`` signal, at the depth
+of :mod:`api.vary`) adds ``Access-Control-Allow-Origin`` when an answer's head is written, so an allowed
+origin gets it on every status and form: a 200, a 304, a problem (4xx/5xx, made by :mod:`api.edge` after
+the handler raised), and a stream whose head a handler sends itself (``/api/v1/events``). Found: the
+headers were added by the middleware to the answer a handler *returned*, so problems (raised) and the
+event stream (prepared before it returned) lacked them, and a browser read neither.
+``Vary: Origin`` is listed on every answer, allowed or not (whether the header is sent depends on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from api.vary import merged
+
+ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
+MAX_AGE = "600"
+
+
+def allowed_origins(origins: str) -> frozenset[str]:
+    """The origins of the setting ``api.cors_origins`` (comma-separated; ``*`` allows any)."""
+    return frozenset(o.strip() for o in origins.split(",") if o.strip())
+
+
+def _allow_origin(request: web.Request, allowed: frozenset[str]) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value for ``request``; None when its origin is not allowed."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None or not ("*" in allowed or origin in allowed):
+        return None
+    return "*" if "*" in allowed else origin
+
+
+def cors_middleware(origins: str) -> Any:
+    """Answer a preflight of an allowed origin (204); every other request goes on to its handler."""
+    allowed = allowed_origins(origins)
+
+    @web.middleware
+    async def middleware(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if (request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+                and _allow_origin(request, allowed) is not None):
+            return web.Response(status=204)
+        return await handler(request)
+
+    return middleware
+
+
+def cors_on_prepare(origins: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """``on_response_prepare``: the CORS response headers of an allowed origin, and ``Vary: Origin``,
+    on every answer as its head is written."""
+    allowed = allowed_origins(origins)
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[hdrs.VARY] = merged(response.headers.get(hdrs.VARY), [hdrs.ORIGIN])
+        value = _allow_origin(request, allowed)
+        if value is None:
+            return
+        response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = value
+        if request.method == hdrs.METH_OPTIONS:
+            response.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = ALLOW_METHODS
+            response.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ALLOW_HEADERS
+            response.headers[hdrs.ACCESS_CONTROL_MAX_AGE] = MAX_AGE
+
+    return on_prepare

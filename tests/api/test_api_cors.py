@@ -1,0 +1,80 @@
+"""CORS over the real API and a real database: an allowed origin gets ``Access-Control-Allow-Origin`` on
+every answer (Fetch standard §3.2 CORS check), problems and the event stream included (found: 400, 404,
+422 and ``/api/v1/events`` lacked it, so a partner's page could read none of them), and preflights stay
+as they were."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from api.app import create_app
+from sonae.config import Settings
+from tests.api_support import start_client
+
+PARTNER = "https://partner.example"
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator[TestClient]:
+    c = await start_client(create_app(pool=pool, settings=settings.replace(api__cors_origins=PARTNER)))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _vary(resp: object) -> set[str]:
+    return {v.strip().lower() for line in resp.headers.getall("Vary", []) for v in line.split(",")}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("method", "path", "params", "body", "status"), [
+    ("GET", "/api/v1/level", {"lat": "95", "lon": "1"}, None, 400),
+    ("GET", "/api/v1/level", {}, None, 422),
+    ("GET", "/nope", {}, None, 404),
+    ("POST", "/api/v1/push/subscriptions", {}, {}, 400),
+    ("GET", "/api/v1/sensors/health", {}, None, 401),
+    ("GET", "/api/v1/level", {"municipality": "072036"}, None, 200),
+])
+async def test_an_allowed_origin_gets_cors_headers_on_every_status(
+        client: TestClient, method: str, path: str, params: dict[str, str], body: object, status: int) -> None:
+    resp = await client.request(method, path, params=params, json=body, headers={"Origin": PARTNER})
+    assert resp.status == status, await resp.text()
+    assert resp.headers.get("Access-Control-Allow-Origin") == PARTNER, (path, dict(resp.headers))
+    assert "origin" in _vary(resp)
+    other = await client.request(method, path, params=params, json=body, headers={"Origin": "https://else.example"})
+    assert other.status == status
+    assert "Access-Control-Allow-Origin" not in other.headers and "origin" in _vary(other)
+
+
+async def test_a_route_outside_the_area_is_a_problem_with_cors_headers(client: TestClient) -> None:
+    resp = await client.get("/api/v1/route", params={"lat": "-33.9", "lon": "151.2"}, headers={"Origin": PARTNER})
+    assert resp.status >= 400, await resp.text()
+    assert resp.headers.get("Access-Control-Allow-Origin") == PARTNER
+
+
+async def test_the_event_stream_has_cors_headers(client: TestClient) -> None:
+    """The stream's head is written by its handler before it returns: the headers are added as it is."""
+    resp = await client.get("/api/v1/events", headers={"Origin": PARTNER})
+    try:
+        assert resp.status == 200
+        assert resp.headers.get("Access-Control-Allow-Origin") == PARTNER
+        assert "origin" in _vary(resp)
+    finally:
+        resp.close()
+
+
+async def test_a_preflight_is_answered_as_before(client: TestClient) -> None:
+    resp = await client.options("/api/v1/push/subscriptions", headers={
+        "Origin": PARTNER, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == PARTNER
+    assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+    assert "Content-Type" in resp.headers["Access-Control-Allow-Headers"]
+    assert resp.headers["Access-Control-Max-Age"] == "600"
+    refused = await client.options("/api/v1/push/subscriptions", headers={
+        "Origin": "https://else.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in refused.headers
