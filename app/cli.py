@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sonae.arguments import port
+from sonae.arguments import port, row_id
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.eventloop import lag_watched
@@ -833,7 +833,7 @@ def _add_notify_commands(sub: Any) -> None:
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_webhooks)
     p = wh_sub.add_parser("remove", help="Remove a webhook.", description="Remove a webhook.")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=row_id, help="the webhook's id (see `sonae webhooks list`)")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_webhooks)
     p = wh_sub.add_parser("list", help="List webhooks.", description="List webhooks.")

@@ -38,3 +38,11 @@ def positive_seconds(raw: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{raw!r} is not a finite number of seconds greater than 0")
     return value
+
+
+def row_id(raw: str) -> int:
+    """A database id (``bigserial``): a whole number from 1 to 2**63 - 1 (larger ones overflow the column)."""
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 2**63 - 1):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an id (a whole number from 1, as `list` shows)")
+    return int(text)

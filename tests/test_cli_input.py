@@ -244,6 +244,8 @@ def test_simulate_replay_from_after_to_is_one_line_and_status_2(env: dict[str, s
     (["simulate", "--replay", "jiseiji", "--duration", "0"], "--duration '0'"),
     (["api", "--port", "70000"], "--port: '70000' is not a port number"),
     (["run", "--port", "0"], "--port: '0' is not a port number"),
+    (["webhooks", "remove", "99999999999999999999"], "id: '99999999999999999999' is not an id"),
+    (["webhooks", "remove", "-3"], "id: '-3' is not an id"),
 ])
 def test_numeric_and_port_options_are_checked_before_anything_starts(env: dict[str, str], tmp_path: Path,
                                                                      given: list[str], said: str) -> None:
