@@ -500,11 +500,12 @@ class StationRules:
 
 
 def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_since_registered: float,
-              expected_interval_s: float, factor: float = SILENT_FACTOR) -> bool:
+              expected_interval_s: float, factor: float = SILENT_FACTOR,
+              seconds_since_switch: float | None = None) -> bool:
     """Is a station silent now? The one rule of the rules worker's ``silent`` alert and the staff console.
 
     A station is silent when more than ``factor`` × ``expected_interval_s`` seconds have passed since its
-    newest reading or, if it never reported, since its registration.
+    newest reading or, if it never reported in its stream since the stream began, since that beginning.
 
     * **Watched:** every station expected to send readings of its own (:data:`REPORTING_KINDS`:
       river-level and rain gauges and devices alike). Not a ``gateway``: its SenML packs may carry only
@@ -516,7 +517,11 @@ def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_si
     * **Never reported:** silent once the same time has passed since registration: the grace of a gauge
       that just reported (a newly imported gauge is not a fault yet), but not unwatched for ever.
       Readings from before registration, released from quarantine, count as data like any other.
-    * **Streams:** exercise and real readings are separate; the caller passes the station's own stream.
+    * **Streams:** exercise and real readings are separate; the caller passes the station's own stream. A
+      stream switched to since registration (``stations.exercise_since``) is watched from the switch when
+      that is later than its newest reading or registration: a drill station switched to real is not silent
+      at once because it was registered long ago (nor because of a real reading of before a drill period),
+      and likewise a real station switched to exercise.
 
     Parameters
     ----------
@@ -532,6 +537,9 @@ def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_si
     factor
         How many intervals may pass without data (setting ``alerting.silent_factor``, default
         :data:`SILENT_FACTOR` = 3: silent once three intervals have passed without a reading).
+    seconds_since_switch
+        Seconds from the last change of the station's exercise flag (``stations.exercise_since``) to now;
+        None if it never changed since registration.
 
     Returns
     -------
@@ -542,6 +550,8 @@ def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_si
     if station_kind not in REPORTING_KINDS:
         return False
     quiet_for = seconds_since_registered if seconds_since_data is None else seconds_since_data
+    if seconds_since_switch is not None:  # the stream began at the switch: watched from then at the earliest
+        quiet_for = min(quiet_for, seconds_since_switch)
     return quiet_for > factor * expected_interval_s
 
 

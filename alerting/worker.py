@@ -32,7 +32,8 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
 * **Silent stations** are checked every ``silent_check_s`` by :func:`alerting.silence.station_silence`,
   the query the staff console shows too: a registered station without a reading of any kind for
   ``silent_factor`` (setting ``alerting.silent_factor``) × its ``expected_interval_s`` — counted from
-  registration if it never reported — raises a staff alert; data clears it (rule:
+  the start of its stream (registration, or the later switch of its exercise flag) if it has not reported
+  in it since — raises a staff alert; data clears it (rule:
   :func:`alerting.rules.is_silent`). Every pass therefore reads readings of all kinds: the rules are fed
   the kinds they judge, and ``rule_state.last_ts`` keeps the newest reading of any kind per stream.
 * **Open alerts follow the registry** (:meth:`~RulesWorker.follow_registry`), at once when the ``stations``

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from sonae.arguments import port, row_id
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.eventloop import lag_watched
@@ -832,7 +833,7 @@ def _add_notify_commands(sub: Any) -> None:
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_webhooks)
     p = wh_sub.add_parser("remove", help="Remove a webhook.", description="Remove a webhook.")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=row_id, help="the webhook's id (see `sonae webhooks list`)")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_webhooks)
     p = wh_sub.add_parser("list", help="List webhooks.", description="List webhooks.")
@@ -992,14 +993,14 @@ def build_parser() -> argparse.ArgumentParser:
             "sensors with --simulate). Starts an embedded PostgreSQL and MQTT broker when none is configured.")
     p.add_argument("--simulate", action="store_true", help="also run simulated river gauges")
     p.add_argument("--real", action="store_true", help="mark simulated readings as real, not as an exercise")
-    p.add_argument("--port", type=int, help="API port (overrides SONAE_API_PORT)")
+    p.add_argument("--port", type=port, help="API port, 1-65535 (overrides SONAE_API_PORT)")
 
     p = add("ingest", cmd_ingest, "Run an ingestor: MQTT readings into the database, acknowledged after commit. "
             "Several share the stream by municipality: SONAE_INGEST_PARTITION=0/2, 1/2 (plain persistent subscriptions).")
     p.add_argument("--instance", default="0", help="instance name, part of the persistent MQTT client id")
 
     p = add("api", cmd_api, "Run the HTTP API.")
-    p.add_argument("--port", type=int, help="API port (overrides SONAE_API_PORT)")
+    p.add_argument("--port", type=port, help="API port, 1-65535 (overrides SONAE_API_PORT)")
 
     # -- simulate (simulators/command.py) --
     p = add("simulate", cmd_simulate, "Run simulated sensor fleets, real-event replays and fault drills over MQTT "

@@ -42,6 +42,7 @@ import os
 import re
 import secrets
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,9 +135,84 @@ def _check_filter(topic: str) -> None:
 
 def reaches_every_topic(topic: str) -> bool:
     """Whether the filter ``topic`` matches every topic (or all but the top level's): no literal level, a ``#``
-    last (``#``, ``+/#``, ``+/+/#``): every device's readings, every command and alert topic."""
+    last (``#``, ``+/#``, ``+/+/#``): every device's readings, every command and alert topic. Empty levels
+    are no narrower (``/#``: every topic under a root of ``/``)."""
     levels = topic.split("/")
-    return levels[-1] == "#" and all(level in ("+", "#") for level in levels)
+    return levels[-1] == "#" and all(level in ("+", "#", "") for level in levels)
+
+
+def _overlaps_with_wildcard(levels: Sequence[str], root: Sequence[str], depth: int) -> bool:
+    """Whether a filter of ``levels`` matches topics of the tree ``root``/… with a wildcard at one of the
+    root's levels or the ``depth`` levels under it (where one client's topics must be named literally)."""
+    wild = False
+    for i in range(len(root) + depth):
+        if i >= len(levels):
+            return False  # ends above: matches only the literal topic it names
+        if levels[i] == "#":
+            return True
+        if levels[i] == "+":
+            wild = True
+        elif i < len(root) and levels[i] != root[i]:
+            return False  # another tree
+    return wild
+
+
+def _unicode_lookalike(level: str) -> str | None:
+    """A character of ``level`` that is not, but reads as, an MQTT wildcard or separator (full-width ＃)."""
+    return next((ch for ch in level if ch not in "#+/" and unicodedata.normalize("NFKC", ch) in ("#", "+", "/")),
+                None)
+
+
+def check_grant(grant: Grant, *, prefix: str = "sonae/v1", alerts_prefix: str = "sonae/alerts",
+                allow_every_topic: bool = False) -> None:
+    """The one rule of an extra ``--grant``: it must not reach other clients' topics, nor be a likely mistake.
+
+    Sonae's topics are ``{prefix}/{municipality}/{station}/{kind}`` (``mqtt.topic_prefix``; ingest subscribes
+    ``{prefix}/+/+/+``) and ``{alerts_prefix}/{municipality}/…``. A grant **reaches other clients** — every
+    station's readings, every municipality's alerts, or the broker's own state — when it has a wildcard at or
+    above the station level of the readings tree (``sonae/#``, ``+/v1/#``, ``sonae/v1/+/+/#``), at or above
+    the municipality level of the alerts tree, matches every topic (:func:`reaches_every_topic`), or names a
+    ``$`` topic (``$SYS/#``: wildcards never match those, so only such a grant does). That is refused unless
+    ``allow_every_topic`` says it is meant. A level ``.`` or ``..``, or a full-width ``＃``/``＋``/``／``, is
+    refused always: MQTT topic names are literal strings, not paths or patterns, so it names a level nobody
+    publishes (found: ``write:foo/../#``, ``write:＃`` were accepted as written).
+
+    Raises
+    ------
+    ProvisioningError
+        With a one-line message that says which grant, what it reaches or why it is a likely mistake.
+    """
+    shown = f"{grant.access}:{grant.topic}"
+    levels = grant.topic.split("/")
+    for level in levels:
+        if level in (".", ".."):
+            raise ProvisioningError(f"grant {shown}: level {level!r} is literal in MQTT (topics are not paths; "
+                                    f"'..' is not a parent level), so it names topics nobody publishes: name "
+                                    "the topic itself")
+        ch = _unicode_lookalike(level)
+        if ch is not None:
+            raise ProvisioningError(
+                f"grant {shown}: {ch!r} (U+{ord(ch):04X}) is not the MQTT "
+                f"{'separator' if unicodedata.normalize('NFKC', ch) == '/' else 'wildcard'} "
+                f"{unicodedata.normalize('NFKC', ch)!r}: topic names are literal, so it matches only a topic "
+                "with that very character; type it in ASCII")
+    if allow_every_topic:
+        return
+    reach = None
+    if reaches_every_topic(grant.topic):
+        reach = "every topic on the broker (all devices, commands and alerts)"
+    elif levels[0].startswith("$"):
+        reach = f"the broker's own {levels[0]} topics (its state and its clients')"
+    elif _overlaps_with_wildcard(levels, prefix.split("/"), 2):
+        reach = (f"every station's topics under {prefix} (a wildcard at or above the station level lets one "
+                 "client forge other stations' readings)")
+    elif _overlaps_with_wildcard(levels, alerts_prefix.split("/"), 1):
+        reach = (f"every municipality's alerts under {alerts_prefix} (a wildcard at or above the municipality "
+                 "level)")
+    if reach is not None:
+        raise ProvisioningError(f"grant {shown} reaches {reach}: name a narrower topic (a device's own: "
+                                f"{prefix}/<municipality>/<station>/+), or add --allow-every-topic if that is "
+                                "meant")
 
 
 def _check_root(what: str, root: str) -> None:
@@ -394,8 +470,9 @@ def add_client(
 ) -> Provisioned:
     """Create (or with ``replace`` re-create) a client's password and ACL entries.
 
-    An ``extra`` grant whose filter reaches every topic (:func:`reaches_every_topic`: ``write:#``) is refused
-    with a :class:`ProvisioningError` unless ``allow_every_topic`` says it is meant (found: ``--grant
+    An ``extra`` grant that reaches other clients' topics (:func:`check_grant`: ``write:#``, ``write:sonae/#``,
+    ``write:$SYS/#``) is refused with a :class:`ProvisioningError` unless ``allow_every_topic`` says it is
+    meant, and one that is a likely mistake (``foo/../#``, a full-width ``＃``) always (found: ``--grant
     write:#`` gave a device the whole broker without a word).
 
     The broker reads both files again on SIGHUP (``systemctl reload mosquitto``,
@@ -403,14 +480,10 @@ def add_client(
     """
     _checked("username", username, pattern=USERNAME, max_length=64)
     _checked("note", note, max_length=200, allow_empty=True)
-    broad = [g for g in extra if reaches_every_topic(g.topic)]
-    if broad and not allow_every_topic:
-        g = broad[0]
-        raise ProvisioningError(f"grant {g.access}:{g.topic} reaches every topic on the broker (all devices, "
-                                "commands and alerts): name a narrower topic, or add --allow-every-topic if "
-                                "that is meant")
     grants = grants_for(role, username, municipalities=municipalities, stations=stations, prefix=prefix,
-                        alerts_prefix=alerts_prefix, extra=extra)
+                        alerts_prefix=alerts_prefix, extra=extra)  # checks the roots first
+    for g in extra:
+        check_grant(g, prefix=prefix, alerts_prefix=alerts_prefix, allow_every_topic=allow_every_topic)
     generated = password is None
     secret = generate_password() if password is None else password
     client = Client(username, role, grants, note)
@@ -668,7 +741,8 @@ def add_devices_command(sub: Any) -> None:
     p.add_argument("--grant", action="append", metavar="ACCESS:TOPIC",
                    help="an extra permission, e.g. read:sonae/cmd/gauge-1/# (repeatable)")
     p.add_argument("--allow-every-topic", action="store_true",
-                   help="accept a --grant that reaches every topic (e.g. write:#); refused without it")
+                   help="accept a --grant that reaches other clients' topics (e.g. write:#, write:sonae/#, "
+                        "read:$SYS/#); refused without it")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of "
                                                                  "generating one")
     p.add_argument("--replace", action="store_true", help="replace an existing user's password and permissions")

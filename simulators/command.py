@@ -36,6 +36,7 @@ from simulators.scenario import (
     parse_duration,
 )
 from simulators.transport import make_publisher
+from sonae.arguments import port_or_any, positive_seconds
 from sonae.japantime import parse_iso_time
 
 log = logging.getLogger("sonae.simulators.command")
@@ -85,7 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replay only this station (id or name; repeatable)")
     p.add_argument("--accel", type=_accel, metavar="N|max",
                    help="time acceleration (60 = an hour per minute; 'max' = as fast as possible)")
-    p.add_argument("--duration", metavar="DURATION", help="scenario time to run, e.g. 6h (default: all of it)")
+    p.add_argument("--duration", metavar="DURATION", help="scenario time to run, e.g. 6h (default: all of it; "
+                                                         "not with --to, which ends a replay itself)")
     p.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--real", action="store_true", help="mark readings as real, not as an exercise")
@@ -100,9 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jma", metavar="DIR", type=Path,
                    help="serve DIR's JMA telegrams (*.xml, in name order) as a local PULL Atom feed, one more "
                         "every --jma-interval-s; point SONAE_JMA_FEEDS at the printed URL")
-    p.add_argument("--jma-port", type=int, default=18840, metavar="PORT",
+    p.add_argument("--jma-port", type=port_or_any, default=18840, metavar="PORT",
                    help="port of the JMA feed (18840; 0: any free port, named in the printed URL)")
-    p.add_argument("--jma-interval-s", type=float, default=30.0, metavar="S",
+    p.add_argument("--jma-interval-s", type=positive_seconds, default=30.0, metavar="S",
                    help="seconds between telegrams of the JMA feed (30)")
 
 
@@ -154,6 +156,11 @@ def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None
     if start is not None and end is not None and start > end:
         raise ScenarioError(f"--from {start.isoformat()} is after --to {end.isoformat()}: nothing would be "
                             "replayed (give --from before --to)")
+    if start is not None and end is not None and start == end:
+        raise ScenarioError(f"--from and --to are both {start.isoformat()}: an empty window, nothing would be "
+                            "replayed (give --to after --from, or --duration)")
+    if end is not None and getattr(args, "duration", None):
+        raise ScenarioError("--to and --duration both say when the replay ends: give one of them")
     if args.scenario:
         scenario = load_scenario(args.scenario, replay_dir=replay_dir)
         if args.replay_from or args.replay_to or args.station:
@@ -175,6 +182,8 @@ def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None
         log.warning("the scenario says exercise = false, but a real run needs --real: running as an exercise")
     scenario = scenario.with_overrides(exercise=not args.real, accel=args.accel, seed=args.seed)
     limit = parse_duration(args.duration, "--duration") if args.duration else None
+    if limit is not None and not limit > 0:
+        raise ScenarioError(f"--duration {args.duration!r}: nothing would run (give more than 0, e.g. 6h)")
     if limit is not None and scenario.replay is None:
         scenario = scenario.with_overrides(duration_s=limit)
         limit = None

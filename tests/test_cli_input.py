@@ -229,3 +229,34 @@ def test_simulate_replay_from_after_to_is_one_line_and_status_2(env: dict[str, s
     with pytest.raises(ScenarioError, match="after the end"):
         ReplaySpec(format="jiseiji", path=tmp_path / "x.csv", start=parse_iso_time(late), end=parse_iso_time(early))
     ReplaySpec(format="jiseiji", path=tmp_path / "x.csv", start=parse_iso_time(late), end=parse_iso_time(late))
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    (["simulate", "--jma", ".", "--jma-interval-s", "-1"], "--jma-interval-s: '-1'"),
+    (["simulate", "--jma", ".", "--jma-interval-s", "nan"], "--jma-interval-s: 'nan'"),
+    (["simulate", "--jma", ".", "--jma-interval-s", "0"], "--jma-interval-s: '0'"),
+    (["simulate", "--jma", ".", "--jma-port", "70000"], "--jma-port: '70000' is not a port number"),
+    (["simulate", "--jma", ".", "--jma-port", "-1"], "--jma-port: '-1' is not a port number"),
+    (["simulate", "--replay", "jiseiji", "--from", "2023-07-01T00:00", "--to", "2023-07-01T00:00"],
+     "an empty window"),
+    (["simulate", "--replay", "jiseiji", "--from", "2023-07-01T00:00", "--to", "2023-07-02T00:00", "--duration", "1h"],
+     "--to and --duration both"),
+    (["simulate", "--replay", "jiseiji", "--duration", "0"], "--duration '0'"),
+    (["api", "--port", "70000"], "--port: '70000' is not a port number"),
+    (["run", "--port", "0"], "--port: '0' is not a port number"),
+    (["webhooks", "remove", "99999999999999999999"], "id: '99999999999999999999' is not an id"),
+    (["webhooks", "remove", "-3"], "id: '-3' is not an id"),
+])
+def test_numeric_and_port_options_are_checked_before_anything_starts(env: dict[str, str], tmp_path: Path,
+                                                                     given: list[str], said: str) -> None:
+    """Found by a new user: ``sonae simulate --jma DIR --jma-interval-s -1`` (or nan) started the feed, "one
+    every -1 s"; ``--jma-port 70000`` exited 1 with "unexpected error (OverflowError…)"; ``--to`` with
+    ``--duration``, and ``--from`` equal to ``--to``, ran. Now the last line names the option, status 2,
+    nothing started (sonae.arguments; simulators.command.scenario_from_args)."""
+    result = subprocess.run([sys.executable, "-m", "app.cli", *given[:1], *(["--no-progress"] if given[0] ==
+                                                                          "simulate" else []), *given[1:]],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("sonae ") and said in lines[-1] and "Traceback" not in result.stderr, result.stderr
+    assert "embedded" not in result.stderr + result.stdout  # nothing was started

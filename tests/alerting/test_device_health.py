@@ -60,12 +60,18 @@ def test_device_status_alone_agrees_with_the_rules(status: int) -> None:
 
 
 @given(interval=st.integers(1, 86400), age=st.one_of(st.none(), st.floats(-60, 10**6, allow_nan=False)),
-       registered=st.floats(0, 10**6, allow_nan=False), factor=st.floats(1, 10, allow_nan=False))
+       registered=st.floats(0, 10**6, allow_nan=False), factor=st.floats(1, 10, allow_nan=False),
+       switched=st.one_of(st.none(), st.floats(0, 10**6, allow_nan=False)))
 def test_silent_after_factor_intervals_since_data_or_registration(interval: int, age: float | None,
-                                                                   registered: float, factor: float) -> None:
+                                                                   registered: float, factor: float,
+                                                                   switched: float | None) -> None:
+    # counted from the newest of: the data (else registration) and the last switch of the exercise flag
     quiet_for = registered if age is None else age
-    assert is_silent(station_kind="river_level", seconds_since_data=age, seconds_since_registered=registered, expected_interval_s=interval,
-                     factor=factor) == (quiet_for > factor * interval)
+    if switched is not None:
+        quiet_for = min(quiet_for, switched)
+    assert is_silent(station_kind="river_level", seconds_since_data=age, seconds_since_registered=registered,
+                     expected_interval_s=interval, factor=factor,
+                     seconds_since_switch=switched) == (quiet_for > factor * interval)
     assert not is_silent(station_kind="gateway", seconds_since_data=age, seconds_since_registered=registered,
                          expected_interval_s=interval, factor=factor)  # may relay only others' readings
     problems = device_problems(silent=True, battery_pct=None, status=None)

@@ -224,3 +224,55 @@ def test_only_filters_without_a_literal_level_reach_every_topic() -> None:
 
     assert all(reaches_every_topic(t) for t in ("#", "+/#", "+/+/#"))
     assert not any(reaches_every_topic(t) for t in ("sonae/#", "+", "+/+", "sonae/cmd/dev1/#", "+/cmd/#", "$SYS/#"))
+
+
+def _add_with_grant(tmp_path: Path, grant: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", "devices", "add", "dev-w", "--municipality", "072036",
+                           "--dir", str(tmp_path), "--grant", grant, *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize(("grant", "reaches"), [
+    ("write:sonae/#", "every station's topics under sonae/v1"),
+    ("write:+/v1/#", "every station's topics under sonae/v1"),
+    ("write:sonae/v1/+/+/#", "every station's topics under sonae/v1"),
+    ("write:sonae/v1/072036/+/level", "every station's topics under sonae/v1"),
+    ("write:sonae/+/072036/gauge-1/+", "every station's topics under sonae/v1"),
+    ("readwrite:sonae/alerts/+/#", "every municipality's alerts under sonae/alerts"),
+    ("write:$SYS/#", "$SYS"),
+    ("write:/#", "every topic"),
+])
+def test_a_grant_that_reaches_other_clients_topics_needs_the_flag(tmp_path: Path, grant: str, reaches: str) -> None:
+    """Found by a new user: only ``#``, ``+/#``, ``+/+/#`` were refused; ``write:sonae/#`` and the like let one
+    device forge every station's readings (Sonae's tree is {prefix}/{municipality}/{station}/{kind})."""
+    run = _add_with_grant(tmp_path, grant)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("sonae devices: "), run.stderr
+    assert grant in lines[0] and reaches in lines[0] and "--allow-every-topic" in lines[0], lines[0]
+    assert not (tmp_path / "acl").exists() or "dev-w" not in (tmp_path / "acl").read_text()
+    run = _add_with_grant(tmp_path, grant, "--allow-every-topic")
+    assert run.returncode == 0, run.stderr
+    access, _, topic = grant.partition(":")
+    assert f"topic {access} {topic}" in (tmp_path / "acl").read_text()
+
+
+@pytest.mark.parametrize(("grant", "why"), [("write:foo/../#", "not a parent"), ("write:sonae/./x", "literal"),
+                                            ("write:＃", "U+FF03"), ("write:sonae／v1/072036/g/+", "separator"),
+                                            ("write:sonae/v1/072036/g/＋", "wildcard")])
+def test_a_grant_with_a_path_or_full_width_level_is_refused_as_a_likely_mistake(tmp_path: Path, grant: str,
+                                                                                why: str) -> None:
+    """MQTT topic names are literal: ``..`` is a level named "..", ``＃`` matches only "＃"; the flag does not
+    make them mean what they look like."""
+    for flags in ((), ("--allow-every-topic",)):
+        run = _add_with_grant(tmp_path, grant, *flags)
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        assert run.returncode == 2 and len(lines) == 1 and grant in lines[0] and why in lines[0], run.stderr
+    assert not (tmp_path / "acl").exists()
+
+
+@pytest.mark.parametrize("grant", ["write:sonae/v1/072036/gauge-1/+", "write:sonae/v1/072036/gauge-1/#",
+                                   "read:sonae/cmd/dev-w/#", "read:+/cmd/#", "read:sonae/alerts/072036/#",
+                                   "write:sonae/v1", "read:other/+/x"])
+def test_a_grant_of_one_clients_topics_is_accepted(tmp_path: Path, grant: str) -> None:
+    run = _add_with_grant(tmp_path, grant)
+    assert run.returncode == 0, run.stderr

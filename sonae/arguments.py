@@ -1,0 +1,48 @@
+"""Argument types of the ``sonae`` command line: numbers and ports checked where they are parsed.
+
+An argparse ``type=`` that raises :class:`argparse.ArgumentTypeError` makes argparse print the usage and a
+one-line ``sonae <command>: error: argument --x: …`` and exit with status 2, before anything starts (found:
+``sonae simulate --jma-interval-s -1`` and ``nan`` started the JMA feed, "one every -1 s"; ``--jma-port
+70000`` ended in "unexpected error (OverflowError…)", status 1). One place for every numeric option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def port(raw: str) -> int:
+    """A TCP port, 1 to 65535."""
+    return _port(raw, low=1)
+
+
+def port_or_any(raw: str) -> int:
+    """A TCP port, 1 to 65535, or 0: any free port (the program names the one it got)."""
+    return _port(raw, low=0)
+
+
+def _port(raw: str, *, low: int) -> int:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number from {low} to 65535")
+    return int(text)
+
+
+def positive_seconds(raw: str) -> float:
+    """A finite number of seconds greater than 0 (not nan, inf, 0 or negative)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a finite number of seconds greater than 0")
+    return value
+
+
+def row_id(raw: str) -> int:
+    """A database id (``bigserial``): a whole number from 1 to 2**63 - 1 (larger ones overflow the column)."""
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 2**63 - 1):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an id (a whole number from 1, as `list` shows)")
+    return int(text)
