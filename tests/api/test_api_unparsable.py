@@ -61,17 +61,23 @@ async def _unparsable_counts(client: TestClient) -> dict[int, float]:
     return out
 
 
-async def _exchange(client: TestClient, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send ``raw`` on a new connection; the answer's status, headers (lower-case names) and body, read to
-    the end of the connection (aiohttp closes it after a parse error); the answer's HTTP version is under
-    the key ``version``."""
+async def _raw_answer(client: TestClient, raw: bytes) -> bytes:
+    """Send ``raw`` on a new connection and read until the server closes it (aiohttp does after a parse
+    error)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
         writer.write(raw)
         await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
+        return await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
+
+
+async def _exchange(client: TestClient, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a new connection; the answer's status, headers (lower-case names) and body, read to
+    the end of the connection (aiohttp closes it after a parse error); the answer's HTTP version is under
+    the key ``version``."""
+    answer = await _raw_answer(client, raw)
     status, headers, body = _parse(answer)
     assert len(body) == int(headers["content-length"]), answer
     return status, headers, body
@@ -238,13 +244,7 @@ async def test_a_head_the_connection_edge_refuses_is_answered_without_content(
     """RFC 9110 §9.3.2: no content in an answer to HEAD (found: ``HEAD /api/v1/level HTTP/1.2`` got its 505,
     and a HEAD with a malformed header its 400, with the problem document as a body). The same request as
     GET still gets the problem."""
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
+    answer = await _raw_answer(client, raw)
     if raw.startswith(b"GET /healthz"):  # the good request before it is answered as ever, then the fault
         answer = answer[answer.index(b"HTTP/1.1 ", 1):]
     head, _, body = answer.partition(b"\r\n\r\n")
