@@ -58,6 +58,11 @@ ROLES = ("device", "ingest", "alerts", "viewer", "simulator")
 ACCESS = ("read", "write", "readwrite")
 DEFAULT_DIR = Path("/etc/mosquitto/sonae")
 DEFAULT_ITERATIONS = 101
+#: The most PBKDF2 iterations a device's hash may ask for. The broker pays them on every connection of the
+#: device, and so does ``verify_mosquitto_hash``; OWASP's Password Storage Cheat Sheet (2023) recommends
+#: 210,000 for PBKDF2-HMAC-SHA512, so this leaves room above it while a typo (an extra few zeros) cannot
+#: make hashing, or a broker's every connection, run for minutes.
+MAX_ITERATIONS = 1_000_000
 _HASH = re.compile(r"\$[67]\$[0-9]*\$?[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
 _MARK_BEGIN = "# >>> sonae "
 _MARK_END = "# <<< sonae "
@@ -276,8 +281,10 @@ def mosquitto_hash(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt:
     if not password:
         raise ProvisioningError("the password is empty")
     _checked("password", password, max_length=1024)  # a line break would end the line it is read from
-    if iterations < 1:
-        raise ProvisioningError("iterations must be 1 or more")
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise ProvisioningError(f"iterations must be 1 to {MAX_ITERATIONS:,} (the broker pays them on every "
+                                f"connection of the device; {DEFAULT_ITERATIONS} is Mosquitto's default), "
+                                f"not {iterations:,}")
     salt = secrets.token_bytes(12) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, 64)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
@@ -289,6 +296,8 @@ def verify_mosquitto_hash(password: str, hashed: str) -> bool:
     try:
         if len(parts) == 5 and parts[1] == "7":
             iterations, salt, digest = int(parts[2]), base64.b64decode(parts[3]), base64.b64decode(parts[4])
+            if not 1 <= iterations <= MAX_ITERATIONS:  # never made by mosquitto_hash: not worth minutes of CPU
+                return False
             computed = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, len(digest))
             return hmac.compare_digest(computed, digest)
         if len(parts) == 4 and parts[1] == "6":

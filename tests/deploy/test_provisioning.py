@@ -37,6 +37,25 @@ def test_hash_has_mosquitto_format_and_verifies() -> None:
     assert not verify_mosquitto_hash("x", "$7$garbage")
 
 
+def test_iterations_are_bounded_both_ways(tmp_path: Path) -> None:
+    """A PBKDF2 count the broker would pay for minutes on every connection is refused in one line, exit 2
+    (found: ``sonae devices hash --iterations 10000000000000`` hashed for ever); a stored hash asking for
+    one is not verified (no minutes of CPU for a hash mosquitto_hash never makes)."""
+    with pytest.raises(ProvisioningError, match="1 to 1,000,000"):
+        mosquitto_hash("s3cret", iterations=1_000_001)
+    assert mosquitto_hash("s3cret", iterations=1_000_000).startswith("$7$1000000$")
+    huge = mosquitto_hash("s3cret", salt=b"0123456789ab", iterations=1).replace("$7$1$", "$7$10000000000000$")
+    assert not verify_mosquitto_hash("s3cret", huge)
+    for action in (["hash"], ["add", "dev-i", "--municipality", "072036", "--password-stdin", "--dir",
+                              str(tmp_path)]):
+        run = subprocess.run([sys.executable, "-m", "app.cli", "devices", *action, "--iterations",
+                              "10000000000000"], input="pw-long-enough-123\n", capture_output=True, text=True,
+                             cwd=ROOT, timeout=60)
+        assert run.returncode == 2, run
+        assert run.stderr.strip().count("\n") == 0 and "iterations must be 1 to 1,000,000" in run.stderr, run.stderr
+    assert not (tmp_path / "passwd").exists() or "dev-i" not in (tmp_path / "passwd").read_text()
+
+
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
 def test_reads_what_mosquitto_passwd_writes(tmp_path: Path) -> None:
     f = tmp_path / "pw"
