@@ -729,13 +729,22 @@ def _cmd_add(args: Any) -> int:
     import json
     import sys
 
+    from alerting.worker import alert_topic_root
+    from sonae.config import load_settings
+
+    # the deployment's roots, as ingest and the alerts worker use them (found: --topic-prefix defaulted to a
+    # hard-coded sonae/v1 whatever SONAE_MQTT_TOPIC_PREFIX said, so grants and checks named another tree)
+    prefix = args.topic_prefix
+    if prefix is None:
+        prefix = load_settings(config_file=getattr(args, "config", None))["mqtt.topic_prefix"]
+    alerts_prefix = alert_topic_root(prefix) if args.alerts_prefix is None else args.alerts_prefix
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     made = add_client(
         args.username, role=args.role, municipalities=args.municipality or [], stations=args.station or [],
-        extra=parse_grants(args.grant or []), password=password, prefix=args.topic_prefix,
-        alerts_prefix=args.alerts_prefix, iterations=args.iterations, replace=args.replace, note=args.note or "",
+        extra=parse_grants(args.grant or []), password=password, prefix=prefix,
+        alerts_prefix=alerts_prefix, iterations=args.iterations, replace=args.replace, note=args.note or "",
         allow_every_topic=args.allow_every_topic, **_paths(args))
     secret = made.password or ""
     if args.format == "json":
@@ -836,8 +845,10 @@ def add_devices_command(sub: Any) -> None:
                                                                  "generating one")
     p.add_argument("--replace", action="store_true", help="replace an existing user's password and permissions")
     p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="PBKDF2 iterations")
-    p.add_argument("--topic-prefix", default="sonae/v1", help="root of device topics (mqtt.topic_prefix)")
-    p.add_argument("--alerts-prefix", default="sonae/alerts", help="root of alert topics")
+    p.add_argument("--topic-prefix", help="root of device topics (default: the setting mqtt.topic_prefix, "
+                                          "SONAE_MQTT_TOPIC_PREFIX, sonae/v1 when unset)")
+    p.add_argument("--alerts-prefix", help="root of alert topics (default: the alerts worker's, beside the topic "
+                                           "prefix: sonae/alerts for sonae/v1)")
     p.add_argument("--note", help="a comment kept in the ACL block (e.g. location, owner)")
     files(p)
     p.set_defaults(func=_guarded(_cmd_add))

@@ -332,3 +332,24 @@ def test_readings_and_alerts_roots_are_apart(tmp_path: Path, prefix: str, alerts
         add_client("gauge-1", municipalities=["072036"], passwd_file=tmp_path / "passwd", acl_file=tmp_path / "acl",
                    password="pw-long-enough-123", iterations=1, prefix=prefix, alerts_prefix=alerts)
     assert not (tmp_path / "acl").exists()
+
+
+def test_devices_add_uses_the_deployments_topic_prefix(tmp_path: Path) -> None:
+    """Found by a new operator: --topic-prefix defaulted to sonae/v1 whatever SONAE_MQTT_TOPIC_PREFIX said, so
+    a device was granted topics ingest never reads and the own-topic checks guarded the wrong tree."""
+    import os
+
+    env = {**os.environ, "SONAE_MQTT_TOPIC_PREFIX": "city/kawa"}
+
+    def add(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli", "devices", "add", "dev-w", "--municipality", "072036",
+                               "--dir", str(tmp_path), "--format", "json", *extra],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+
+    run = add("--grant", "write:city/kawa/072036/other/+")
+    assert run.returncode == 2 and "readings under city/kawa" in run.stderr, run.stderr
+    run = add("--grant", "write:city/alerts/072036/#")
+    assert run.returncode == 2 and "city/alerts" in run.stderr, run.stderr
+    run = add()
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["grants"] == [{"access": "write", "topic": "city/kawa/072036/dev-w/+"}]
