@@ -162,12 +162,6 @@ def _overlaps_with_wildcard(levels: Sequence[str], root: Sequence[str], depth: i
     return wild
 
 
-def _unicode_lookalike(level: str) -> str | None:
-    """A character of ``level`` that is not, but reads as, an MQTT wildcard or separator (full-width ＃)."""
-    return next((ch for ch in level if ch not in "#+/" and unicodedata.normalize("NFKC", ch) in ("#", "+", "/")),
-                None)
-
-
 #: Root of the command topics: a device ``<id>`` reads ``sonae/cmd/<id>/…`` (deploy/README.md, "--grant").
 COMMANDS_ROOT = "sonae/cmd"
 
@@ -232,8 +226,9 @@ def check_grant(grant: Grant, *, prefix: str = "sonae/v1", alerts_prefix: str = 
     inside the alerts tree (``sonae/alerts/072036/#``, ``sonae/#``) is refused even then, but for a grant of
     every topic (``write:#``): only the alerts service (``--role alerts``) publishes
     alerts (found: ``write:sonae/alerts/072036/#`` let a device forge public alerts). A level ``.`` or
-    ``..``, or a full-width ``＃``/``＋``/``／``, is refused always: MQTT topic names are literal strings, not
-    paths or patterns, so it names a level nobody publishes (found: ``write:foo/../#``, ``write:＃``).
+    ``..``, or a character that is not printable ASCII (``＃`` U+FF03, ``♯`` U+266F, ``⁄`` U+2044, a control
+    character), is refused always: MQTT topic names are literal strings, not paths or patterns, and Sonae's
+    are ASCII, so it names a level nobody publishes (found: ``write:foo/../#``, ``write:＃``, ``write:♯``).
 
     Raises
     ------
@@ -247,13 +242,14 @@ def check_grant(grant: Grant, *, prefix: str = "sonae/v1", alerts_prefix: str = 
             raise ProvisioningError(f"grant {shown}: level {level!r} is literal in MQTT (topics are not paths; "
                                     f"'..' is not a parent level), so it names topics nobody publishes: name "
                                     "the topic itself")
-        ch = _unicode_lookalike(level)
-        if ch is not None:
-            raise ProvisioningError(
-                f"grant {shown}: {ch!r} (U+{ord(ch):04X}) is not the MQTT "
-                f"{'separator' if unicodedata.normalize('NFKC', ch) == '/' else 'wildcard'} "
-                f"{unicodedata.normalize('NFKC', ch)!r}: topic names are literal, so it matches only a topic "
-                "with that very character; type it in ASCII")
+    ch = next((c for c in grant.topic if not " " <= c <= "~"), None)
+    if ch is not None:  # found: write:♯ (U+266F), write:⧣, a⁄b passed; only NFKC lookalikes were caught
+        folded = unicodedata.normalize("NFKC", ch)
+        looks = (f", it reads as the MQTT {'separator' if folded == '/' else 'wildcard'} {folded!r} but matches "
+                 "only a topic with that very character" if folded in ("#", "+", "/") else "")
+        what = "a control character" if unicodedata.category(ch) == "Cc" else "not ASCII"
+        raise ProvisioningError(f"grant {shown}: {ch!r} (U+{ord(ch):04X}) is {what}{looks}: Sonae's topic names are "
+                                "ASCII (station ids, municipality codes, kinds); type the topic in ASCII")
     alerts = _in_tree(levels, alerts_prefix.split("/"))
     writes = grant.access in ("write", "readwrite")
     if writes and alerts is not None and not reaches_every_topic(grant.topic) and not any(

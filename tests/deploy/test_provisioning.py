@@ -285,7 +285,11 @@ def test_a_grant_that_reaches_other_clients_topics_needs_the_flag(tmp_path: Path
 
 @pytest.mark.parametrize(("grant", "why"), [("write:foo/../#", "not a parent"), ("write:sonae/./x", "literal"),
                                             ("write:＃", "U+FF03"), ("write:sonae／v1/072036/g/+", "separator"),
-                                            ("write:sonae/v1/072036/g/＋", "wildcard")])
+                                            ("write:sonae/v1/072036/g/＋", "wildcard"),
+                                            # found by a new operator: lookalikes NFKC does not fold
+                                            ("write:♯", "U+266F"), ("write:⧣", "U+29E3"),
+                                            ("write:sonae/v1/072036/dev-w⁄level", "U+2044"),
+                                            ("write:sonae/v1/072036/dev-w/lévél", "not ASCII")])
 def test_a_grant_with_a_path_or_full_width_level_is_refused_as_a_likely_mistake(tmp_path: Path, grant: str,
                                                                                 why: str) -> None:
     """MQTT topic names are literal: ``..`` is a level named "..", ``＃`` matches only "＃"; the flag does not
