@@ -242,6 +242,9 @@ def test_simulate_replay_from_after_to_is_one_line_and_status_2(env: dict[str, s
     (["simulate", "--replay", "jiseiji", "--from", "2023-07-01T00:00", "--to", "2023-07-02T00:00", "--duration", "1h"],
      "--to and --duration both"),
     (["simulate", "--replay", "jiseiji", "--duration", "0"], "--duration '0'"),
+    # a finite --accel whose derived pace overflows (found: "unexpected error (OverflowError…)", status 1)
+    (["simulate", "--replay", "mlit", "--accel", "1e-320"], "accel 1e-320"),
+    (["simulate", "--replay", "jiseiji", "--accel", "1e-300"], "accel 1e-300"),
     (["api", "--port", "70000"], "--port: '70000' is not a port number"),
     (["run", "--port", "0"], "--port: '0' is not a port number"),
     (["webhooks", "remove", "99999999999999999999"], "id: '99999999999999999999' is not an id"),
