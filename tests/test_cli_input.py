@@ -247,6 +247,7 @@ def test_simulate_replay_from_after_to_is_one_line_and_status_2(env: dict[str, s
     (["simulate", "--replay", "jiseiji", "--accel", "1e-300"], "accel 1e-300"),
     (["api", "--port", "70000"], "--port: '70000' is not a port number"),
     (["run", "--port", "0"], "--port: '0' is not a port number"),
+    (["api", "--port", "0"], "--port: '0' is not a port number from 1 to 65535"),
     (["webhooks", "remove", "99999999999999999999"], "id: '99999999999999999999' is not an id"),
     (["webhooks", "remove", "-3"], "id: '-3' is not an id"),
 ])
@@ -263,3 +264,11 @@ def test_numeric_and_port_options_are_checked_before_anything_starts(env: dict[s
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("sonae ") and said in lines[-1] and "Traceback" not in result.stderr, result.stderr
     assert "embedded" not in result.stderr + result.stdout  # nothing was started
+
+
+def test_the_api_port_setting_keeps_the_rule_of_the_option(env: dict[str, str]) -> None:
+    """Found by a new operator: ``sonae api --port 0`` was refused, ``SONAE_API_PORT=0`` accepted. One rule
+    (sonae.config.LISTEN_PORTS) for both: one line naming the setting, status 2, nothing started."""
+    for value in ("0", "65536"):
+        line = one_line_error(sonae("api", env={**env, "SONAE_API_PORT": value}))
+        assert "SONAE_API_PORT" in line and "1 to 65535" in line, line
