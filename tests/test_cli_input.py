@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +285,14 @@ def test_a_webhooks_rules_are_told_before_the_database_is_reached(given: list[st
            "SONAE_LOG_LEVEL": "warning"}
     line = one_line_error(sonae("webhooks", "add", "https://partner.example/h", *given, env=env))
     assert ("min_level" in line) if given[0] == "--min-level" else ("conditions" in line), line
+
+
+def test_simulate_with_a_broker_that_cannot_be_reached_says_where_and_what_to_do(env: dict[str, str]) -> None:
+    """Found by a new operator: the run ended "unexpected error (_NoBroker…)". Now one line naming the broker's
+    address and the setting, status 1 (a service that cannot be reached, as for every command)."""
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        dead = free.getsockname()[1]
+    line = one_line_error(sonae("simulate", "--no-progress", "--replay", "jiseiji", "--duration", "1h",
+                                env={**env, "SONAE_MQTT_URL": f"mqtt://127.0.0.1:{dead}"}), code=1)
+    assert f"127.0.0.1:{dead}" in line and "SONAE_MQTT_URL" in line and "unexpected" not in line, line
