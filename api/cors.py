@@ -8,6 +8,9 @@ the handler raised), and a stream whose head a handler sends itself (``/api/v1/e
 headers were added by the middleware to the answer a handler *returned*, so problems (raised) and the
 event stream (prepared before it returned) lacked them, and a browser read neither.
 ``Vary: Origin`` is listed on every answer, allowed or not (whether the header is sent depends on it).
+
+An allowed origin's answers list :data:`EXPOSE_HEADERS` (Fetch §3.2.5: a page reads only the safelisted
+response headers otherwise; found: a partner could read neither a 429's ``Retry-After`` nor an ``ETag``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from api.vary import merged
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 MAX_AGE = "600"
+#: the response headers of the API a partner's page may read beyond the CORS-safelisted ones (Cache-Control,
+#: Content-Language, Content-Length, Content-Type, Expires, Last-Modified, Pragma): Retry-After (429, 503),
+#: ETag (alerts, pages), Location, Link (NGSI-LD's context), Content-Disposition (CSV exports),
+#: WWW-Authenticate (401), NGSILD-Results-Count (NGSI-LD counts); Content-Language listed all the same
+EXPOSE_HEADERS = ("Retry-After, ETag, Location, Link, Content-Language, Content-Disposition, WWW-Authenticate, "
+                  "NGSILD-Results-Count")
 
 
 def allowed_origins(origins: str) -> frozenset[str]:
@@ -63,6 +72,7 @@ def cors_on_prepare(origins: str) -> Callable[[web.Request, web.StreamResponse],
         if value is None:
             return
         response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = value
+        response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSE_HEADERS
         if request.method == hdrs.METH_OPTIONS:
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = ALLOW_METHODS
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ALLOW_HEADERS

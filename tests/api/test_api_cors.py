@@ -78,3 +78,15 @@ async def test_a_preflight_is_answered_as_before(client: TestClient) -> None:
     refused = await client.options("/api/v1/push/subscriptions", headers={
         "Origin": "https://else.example", "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+async def test_an_allowed_origin_may_read_the_apis_own_headers(client: TestClient) -> None:
+    """Fetch §3.2.5: without ``Access-Control-Expose-Headers`` a page reads only the safelisted headers (found:
+    a partner could read neither a 429's Retry-After nor an ETag, a Location, a Link)."""
+    for method, path in (("GET", "/api/v1/level?municipality=072036"), ("GET", "/nope")):
+        resp = await client.request(method, path, headers={"Origin": PARTNER})
+        exposed = {v.strip().lower() for v in resp.headers.get("Access-Control-Expose-Headers", "").split(",")}
+        assert {"retry-after", "etag", "location", "link", "content-language"} <= exposed, resp.headers
+    other = await client.get("/api/v1/level?municipality=072036", headers={"Origin": "https://other.example"})
+    assert "Access-Control-Expose-Headers" not in other.headers
+
