@@ -32,7 +32,7 @@ from datetime import datetime
 import asyncpg
 
 from alerting.rules import SILENT_FACTOR, is_silent, stream_start
-from alerting.texts import DATA_AGAIN, STREAM_AFRESH
+from alerting.texts import DATA_AGAIN, NOT_SILENT_BY_INTERVAL, STREAM_AFRESH
 
 _SILENCE = """
 SELECT s.id, s.kind, s.municipality_code, s.exercise, s.expected_interval_s, s.created_at,
@@ -90,8 +90,10 @@ class Silence:
     def clear_reason(self) -> str:
         """Why a ``silent`` alert of this stream ends now that it is not silent: :data:`~alerting.texts.DATA_AGAIN`
         only when a reading arrived, otherwise the switch that began its stream afresh."""
-        if self.data_again or self.stream_since is None:
+        if self.data_again:
             return DATA_AGAIN
+        if self.stream_since is None:  # no reading, no switch: its expected interval or the factor grew
+            return NOT_SILENT_BY_INTERVAL
         became = "an exercise" if self.exercise else "a real"
         return STREAM_AFRESH.format(became=became, at=self.stream_since.isoformat())
 
