@@ -49,7 +49,7 @@ reports and cleared after as many good ones. A silent station is a wall-clock co
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -518,10 +518,12 @@ def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_si
       that just reported (a newly imported gauge is not a fault yet), but not unwatched for ever.
       Readings from before registration, released from quarantine, count as data like any other.
     * **Streams:** exercise and real readings are separate; the caller passes the station's own stream. A
-      stream switched to since registration (``stations.exercise_since``) is watched from the switch when
-      that is later than its newest reading or registration: a drill station switched to real is not silent
+      stream that began since registration (:func:`stream_start`: the last switch of the exercise flag,
+      unless that switch only ended a flap shorter than the grace) is watched from its beginning when that
+      is later than its newest reading or registration: a drill station switched to real is not silent
       at once because it was registered long ago (nor because of a real reading of before a drill period),
-      and likewise a real station switched to exercise.
+      and likewise a real station switched to exercise; a silent real station flapped to exercise and back
+      within the grace stays silent (its clock, like its alert, goes on).
 
     Parameters
     ----------
@@ -538,8 +540,8 @@ def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_si
         How many intervals may pass without data (setting ``alerting.silent_factor``, default
         :data:`SILENT_FACTOR` = 3: silent once three intervals have passed without a reading).
     seconds_since_switch
-        Seconds from the last change of the station's exercise flag (``stations.exercise_since``) to now;
-        None if it never changed since registration.
+        Seconds from the beginning of the stream (:func:`stream_start`) to now; None if it began at
+        registration.
 
     Returns
     -------
@@ -553,6 +555,54 @@ def is_silent(*, station_kind: str, seconds_since_data: float | None, seconds_si
     if seconds_since_switch is not None:  # the stream began at the switch: watched from then at the earliest
         quiet_for = min(quiet_for, seconds_since_switch)
     return quiet_for > factor * expected_interval_s
+
+
+#: how many of a station's last switches between real and exercise the registry keeps
+#: (``stations.exercise_switches``, migration ``046_station_exercise_switches``)
+SWITCHES_KEPT = 32
+
+
+def stream_start(switches: Sequence[float], *, grace_s: float) -> float | None:
+    """When a station's current stream (real or exercise) began, for the silence clock (:func:`is_silent`).
+
+    The rule: the stream began at the last switch of the exercise flag — **unless** the period in the other
+    registration that switch ended was shorter than ``grace_s`` (setting ``alerting.exercise_grace_s``) and
+    the station had been in its current registration before it: then that excursion was a flap (a mistaken
+    toggle corrected, an import and a staff edit disagreeing) and the stream goes on from where it began
+    before it, walking back over every such flap. ``None``: it began at registration.
+
+    Why: a real alert outlives a switch to exercise for the grace and, switched back within it, goes on as the
+    same alert (:meth:`alerting.worker.RulesWorker.follow_registry`). A ``silent`` alert is one of them, so its
+    clock must go on too: counted from the switch back, a silent station flapped to exercise and back had its
+    alert cleared as if data had come ("data again" with no reading) and raised anew 3 intervals later. A
+    station that was an exercise station for the grace or longer starts afresh (its real alerts ended), and a
+    stream the station never had before (the other registration since registration) begins at its switch, so
+    a drill station switched to real is not silent at once for having been registered long ago.
+
+    Parameters
+    ----------
+    switches
+        The times of the station's last switches, epoch seconds, oldest first, alternating registrations,
+        the newest being ``stations.exercise_since`` (``stations.exercise_switches``, at most
+        :data:`SWITCHES_KEPT`; empty: never switched since registration).
+    grace_s
+        Seconds: an excursion to the other registration shorter than this is a flap.
+
+    Returns
+    -------
+    float or None
+        Epoch seconds, or None for registration. When the walk reaches a full history's start (more than
+        :data:`SWITCHES_KEPT` switches, the older ones forgotten) it stops at the oldest switch kept into the
+        current registration: later, never earlier, than the truth.
+    """
+    k = len(switches) - 1  # the switch that began the current registration's period (-1: registration)
+    while k >= 1 and switches[k] - switches[k - 1] < grace_s:
+        k -= 2  # [k-1, k] was a short excursion: the period that began at k-2 (or at registration) goes on
+    if k >= 0:
+        # k == 0: the other registration's period before it began at registration (this registration's
+        # stream began here) or, in a full history, before what is kept: later than the truth, not earlier
+        return switches[k]
+    return switches[1] if len(switches) >= SWITCHES_KEPT else None
 
 
 def device_problems(*, silent: bool, battery_pct: float | None, status: int | None,
@@ -588,4 +638,4 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float) -> li
 
 
 __all__ = ["RIVER", "UNCONFIRMED", "CONFIRMED", "IMPLAUSIBLE", "SPIKE", "MAX_RATE_M_PER_H", "LOW_BATTERY", "FAULT", "SILENT", "ORDER", "LEVEL4", "Reading", "RuleConfig",
-           "StationRules", "Transition", "device_problems", "is_silent", "reconcile", "slope"]
+           "StationRules", "Transition", "device_problems", "is_silent", "stream_start", "SWITCHES_KEPT", "reconcile", "slope"]

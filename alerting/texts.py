@@ -160,6 +160,11 @@ REMOVED = "station removed from the registry"
 ENDED_EXERCISE = "station registered as an exercise station: its real alerts end (its readings are drills)"
 ENDED_REAL = "station registered as a real station: the drill alerts of its exercise registration end"
 REJUDGED = "thresholds changed: level re-evaluated"
+#: reasons a ``silent`` alert ends (:attr:`alerting.silence.Silence.clear_reason`): a reading arrived, or the
+#: station's stream began afresh (a switch of its exercise flag that was not a flap within the grace)
+DATA_AGAIN = "data again"
+NOT_SILENT_BY_INTERVAL = "no longer silent by its expected interval and the silent factor (no data arrived)"
+STREAM_AFRESH = "station registered as {became} station at {at}: its silence is counted afresh from then"
 #: a real level raised when an exercise station is registered as a real one again, judged from the real readings
 #: it had before the drill while they are still fresh (never cleared by it: it only raises, so not withdrawn)
 RESUMED = "station registered as a real station again: level judged from its recent real readings"

@@ -862,24 +862,36 @@ class RulesWorker:
         rows too). Returns the number of alert changes.
 
         The open alerts follow the registry, so that the console and the alerts never disagree: an alert of
-        a stream the station no longer has (its exercise flag changed) or of a deleted station is cleared,
+        a stream the station no longer has (its exercise flag changed; a real one only once
+        ``exercise_grace_s`` have passed, as :meth:`follow_registry` ends real alerts) or of a deleted station
+        is cleared with the reason of :meth:`follow_registry`; one that stops being silent is cleared
+        "data again" only when a reading arrived, otherwise with the switch that began its stream afresh
+        (:attr:`alerting.silence.Silence.clear_reason`),
         and one of a station moved to another municipality is moved with it (:func:`alerting.store.move_alert`,
         as :meth:`follow_registry` moves every condition's)."""
-        stations = await station_silence(conn, factor=self.silent_factor)
+        stations = await station_silence(conn, factor=self.silent_factor, grace_s=self.exercise_grace_s)
         watched = {(st.station_id, st.exercise): st for st in stations}
+        registered = {st.station_id: st for st in stations}
         open_alerts: dict[tuple[str, bool], tuple[int, str | None]] = {}
-        gone: list[int] = []
+        gone: list[tuple[int, str]] = []
         for r in await conn.fetch("SELECT id, station_id, exercise, municipality_code FROM alerts "
                                   "WHERE condition = $1 AND cleared_at IS NULL", SILENT):
+            st = registered.get(r["station_id"])
             if (r["station_id"], r["exercise"]) in watched:
                 open_alerts[(r["station_id"], r["exercise"])] = (r["id"], r["municipality_code"])
-            else:
-                gone.append(r["id"])
+            elif st is None:
+                gone.append((r["id"], REMOVED))
+            elif r["exercise"]:
+                gone.append((r["id"], ENDED_REAL))
+            elif st.exercise_since is None or (st.now - st.exercise_since).total_seconds() >= self.exercise_grace_s:
+                gone.append((r["id"], ENDED_EXERCISE))
+            # else: a real silent alert of a station switched to exercise within the grace goes on, like its
+            # other real alerts (follow_registry), and is still open should it be switched back to real
         changes: list[store.AlertChange] = []
         async with conn.transaction():
             now = stations[0].now if stations else await conn.fetchval("SELECT now()")
-            for alert_id in gone:
-                t = Transition(SILENT, 0, None, now.timestamp(), None, None, "no longer registered in this stream")
+            for alert_id, reason in gone:
+                t = Transition(SILENT, 0, None, now.timestamp(), None, None, reason)
                 change = await store.apply_transition(conn, station_id="", municipality_code=None, exercise=False,
                                                       t=t, alert_id=alert_id)
                 if change is not None:
@@ -895,7 +907,7 @@ class RulesWorker:
                 if st.silent == is_open:
                     continue
                 t = Transition(SILENT, None if st.silent else 0, 0 if st.silent else None, st.now.timestamp(),
-                               None, None, st.reason if st.silent else "data again")
+                               None, None, st.reason if st.silent else st.clear_reason)
                 change = await store.apply_transition(conn, station_id=st.station_id,
                                                       municipality_code=st.municipality_code,
                                                       exercise=st.exercise, t=t)

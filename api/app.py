@@ -12,7 +12,7 @@ from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.answers import AnswerCache
 from api.context import POOL, SETTINGS
 from api.cors import cors_middleware, cors_on_prepare
-from api.edge import edge_middleware
+from api.edge import edge_middleware, secure_on_prepare
 from api.evacuation import ROUTE_CACHE as evacuation_cache
 from api.ratelimit import rate_limit_middleware
 from sonae.config import Settings
@@ -20,7 +20,7 @@ from sonae.config import Settings
 
 def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     """Build the API application over an open connection pool."""
-    # problems, security headers, compression and metrics in one pass (api/edge.py), outermost
+    # problems, compression and metrics in one pass (api/edge.py), outermost
     middlewares = [edge_middleware]
     if settings["api.cors_origins"]:
         middlewares.append(cors_middleware(settings["api.cors_origins"]))
@@ -37,6 +37,8 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
     # Vary: the request headers each answer was chosen by (api/vary.py), on every form of it, 304s included
     app.on_response_prepare.append(vary.on_prepare)
+    # security headers on every answer, streams included, a handler's own kept (api/edge.py)
+    app.on_response_prepare.append(secure_on_prepare)
     if settings["api.cors_origins"]:
         # CORS headers on every answer of an allowed origin, problems and streams included (api/cors.py)
         app.on_response_prepare.append(cors_on_prepare(settings["api.cors_origins"]))

@@ -8,6 +8,12 @@ the handler raised), and a stream whose head a handler sends itself (``/api/v1/e
 headers were added by the middleware to the answer a handler *returned*, so problems (raised) and the
 event stream (prepared before it returned) lacked them, and a browser read neither.
 ``Vary: Origin`` is listed on every answer, allowed or not (whether the header is sent depends on it).
+
+Origins are compared in their serialised form (:func:`sonae.origins.serialised_origin`, RFC 6454 §6.2),
+the configured ones and the request's (found: ``https://Other.example/`` configured never matched what a
+browser sends, ``https://other.example``). A request with more than one ``Origin`` is no allowed origin's.
+An allowed origin's answers list :data:`EXPOSE_HEADERS` (Fetch §3.2.5: a page reads only the safelisted
+response headers otherwise; found: a partner could read neither a 429's ``Retry-After`` nor an ``ETag``).
 """
 
 from __future__ import annotations
@@ -18,23 +24,39 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from api.vary import merged
+from sonae.origins import serialised_origin
 
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 MAX_AGE = "600"
+#: the response headers of the API a partner's page may read beyond the CORS-safelisted ones (Cache-Control,
+#: Content-Language, Content-Length, Content-Type, Expires, Last-Modified, Pragma): Retry-After (429, 503),
+#: ETag (alerts, pages), Location, Link (NGSI-LD's context), Content-Disposition (CSV exports),
+#: WWW-Authenticate (401), NGSILD-Results-Count (NGSI-LD counts); Content-Language listed all the same
+EXPOSE_HEADERS = ("Retry-After, ETag, Location, Link, Content-Language, Content-Disposition, WWW-Authenticate, "
+                  "NGSILD-Results-Count")
 
 
 def allowed_origins(origins: str) -> frozenset[str]:
-    """The origins of the setting ``api.cors_origins`` (comma-separated; ``*`` allows any)."""
-    return frozenset(o.strip() for o in origins.split(",") if o.strip())
+    """The origins of the setting ``api.cors_origins`` (comma-separated; ``*`` allows any), serialised
+    (one that is none, refused when the settings are checked, is left out)."""
+    kept: set[str] = set()
+    for listed in (o.strip() for o in origins.split(",")):
+        origin = "*" if listed == "*" else serialised_origin(listed) if listed else None
+        if origin is not None:
+            kept.add(origin)
+    return frozenset(kept)
 
 
 def _allow_origin(request: web.Request, allowed: frozenset[str]) -> str | None:
     """The ``Access-Control-Allow-Origin`` value for ``request``; None when its origin is not allowed."""
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origin is None or not ("*" in allowed or origin in allowed):
+    sent = request.headers.getall(hdrs.ORIGIN, [])
+    if len(sent) != 1:  # none, or two (no browser sends two: which one would be allowed?)
         return None
-    return "*" if "*" in allowed else origin
+    if "*" in allowed:
+        return "*"
+    origin = serialised_origin(sent[0])
+    return origin if origin is not None and origin in allowed else None
 
 
 def cors_middleware(origins: str) -> Any:
@@ -63,6 +85,7 @@ def cors_on_prepare(origins: str) -> Callable[[web.Request, web.StreamResponse],
         if value is None:
             return
         response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = value
+        response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = EXPOSE_HEADERS
         if request.method == hdrs.METH_OPTIONS:
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_METHODS] = ALLOW_METHODS
             response.headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = ALLOW_HEADERS

@@ -7,8 +7,12 @@ against a bare aiohttp endpoint, and each layer of coroutines costs every reques
    an ``HTTPException`` of 400 or more, or any other error becomes an ``application/problem+json``
    answer (an unexpected error is logged with the path, never the query: residents' positions are in
    it); a redirect (``HTTPException`` under 400) passes through;
-2. **security headers** on every answer not yet sent, problems included: ``X-Content-Type-Options:
-   nosniff``, ``Referrer-Policy: no-referrer``, ``X-Frame-Options: DENY``, unless the handler set its own;
+2. **security headers** (``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``,
+   ``X-Frame-Options: DENY``, unless the handler set its own, e.g. the pages' CSP answers) are not added
+   here but by :func:`secure_on_prepare`, an ``on_response_prepare`` signal at the depth of :mod:`api.vary`
+   and :mod:`api.cors`, as each answer's head is written: problems, 304s and a stream whose head its
+   handler sends itself (``/api/v1/events``; found: its GET lacked them, added here after the handler
+   returned, while its HEAD carried them);
 3. **compression** (:mod:`api.compression`): gzip for compressible bodies of :data:`~api.compression.MIN_BYTES`
    or more when the client accepts it, with ``Vary: Accept-Encoding`` either way;
 4. **metrics**: ``sonae_api_requests_total{route,method,status}`` and the latency histogram
@@ -133,6 +137,12 @@ def secured(response: web.StreamResponse) -> web.StreamResponse:
     return response
 
 
+async def secure_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: :func:`secured`'s headers on every answer of the application as its head is
+    written (a stream's included), those a handler set itself kept."""
+    secured(response)
+
+
 def _problem(exc: BaseException, request: web.Request) -> web.Response | None:
     """The problem answer for an exception a handler raised; None for one that passes (a redirect)."""
     if isinstance(exc, Problem):
@@ -174,7 +184,7 @@ def _unreadable(detail: str) -> web.Response:
 @web.middleware
 async def edge_middleware(request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Problems, security headers, compression and metrics for every request (see the module's text)."""
+    """Problems, compression and metrics for every request (see the module's text)."""
     started = time.perf_counter()
     status = 500
     unparsable = False
@@ -205,7 +215,7 @@ async def edge_middleware(request: web.Request,
         status = response.status
         if response.prepared:  # a stream (SSE) or an answer already sent: nothing more to add
             return response
-        headers = secured(response).headers
+        headers = response.headers  # (security headers: secure_on_prepare, as the head is written)
         if (status == 200 and isinstance(response, web.Response) and hdrs.CONTENT_ENCODING not in headers
                 and isinstance(body := response.body, _BODIES) and len(body) >= MIN_BYTES
                 and "accept-encoding" not in (vary := headers.get(hdrs.VARY, "")).lower()

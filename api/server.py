@@ -11,7 +11,7 @@ from http import HTTPStatus
 from typing import Any
 
 import asyncpg
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser
@@ -286,8 +286,13 @@ class ProblemRequestHandler(RequestHandler):
                                    headers={"Connection": "close"})
         if self._fault_head:
             # RFC 9110 §9.3.2: no content in an answer to HEAD (found: a HEAD in HTTP/1.2 got its 505 with the
-            # problem document; aiohttp leaves out a body by the request's method, here its placeholder's)
+            # problem document; aiohttp leaves out a body by the request's method, here its placeholder's).
+            # RFC 9110 §8.6: its Content-Length, if any, is the GET's: the length of the problem left out
+            # (found: ``Content-Length: 0``, aiohttp's for no body, while the GET's answer was 227 bytes). The
+            # connection is closed after the head, so no reader waits for those bytes.
+            length = len(problem.body) if isinstance(problem.body, bytes | bytearray) else 0
             problem.body = None
+            problem.headers[hdrs.CONTENT_LENGTH] = str(length)
         response = secured(problem)
         response.force_close()
         STATS.count(UNPARSABLE, request.method, status)

@@ -45,7 +45,7 @@ from evac.store import (
 )
 from ingest.contract import STATION_ID, STATUS_NAMES
 from ingest.queries import stations_with_latest
-from ingest.registry import EDITABLE, FLOOD_THRESHOLDS, RegistryError, edit_station
+from ingest.registry import EDITABLE, FLOOD_THRESHOLDS, RegistryError, edit_station, shown_station
 
 routes = web.RouteTableDef()
 MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)
@@ -328,13 +328,16 @@ WHERE ($1::text IS NULL OR s.municipality_code = $1)
 @routes.get("/api/v1/sensors/health")
 async def sensor_health(request: web.Request) -> web.Response:
     """Every station in scope with its problems now. ``silent`` is the rules worker's verdict, from the same
-    query, clock and factor (:func:`alerting.silence.station_silence`, setting ``alerting.silent_factor``);
+    query, clock, factor and grace (:func:`alerting.silence.station_silence`, settings ``alerting.silent_factor``,
+    ``alerting.exercise_grace_s``);
     ``last_reading`` is the newest reading of any kind, the time that verdict counts from."""
     account = await authenticate(request)
     factor = request.app[SETTINGS]["alerting.silent_factor"]
     async with request.app[POOL].acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        silence = await station_silence(conn, factor=factor, municipality_code=scope_filter(account))
-        devices = {r["id"]: r for r in await conn.fetch(_HEALTH, scope_filter(account))}
+        silence = await station_silence(conn, factor=factor, grace_s=request.app[SETTINGS]["alerting.exercise_grace_s"],
+                                        municipality_code=scope_filter(account))
+        # (the station's name as it shows, as every station answer: ingest.registry.shown_station)
+        devices = {r["id"]: shown_station(dict(r)) for r in await conn.fetch(_HEALTH, scope_filter(account))}
     out = []
     for s in silence:
         r = devices[s.station_id]

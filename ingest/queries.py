@@ -7,13 +7,15 @@ from typing import Any
 
 import asyncpg
 
+from ingest.registry import shown_station
 from ingest.rollups import BUCKETS
 
 
 async def stations_with_latest(
     conn: asyncpg.Connection, *, kind: str = "level", exercise: bool | None = None
 ) -> list[dict[str, Any]]:
-    """Every station with its latest reading of ``kind`` (None when it has none)."""
+    """Every station with its latest reading of ``kind`` (None when it has none), its names and river as they
+    show (:func:`ingest.registry.shown_station`: every reader serves them)."""
     rows = await conn.fetch(
         """SELECT s.*, l.ts AS latest_ts, l.value AS latest_value, l.exercise AS latest_exercise
            FROM stations s
@@ -24,7 +26,7 @@ async def stations_with_latest(
            ORDER BY s.id""",
         kind, exercise,
     )
-    return [dict(r) for r in rows]
+    return [shown_station(dict(r)) for r in rows]
 
 
 async def series(

@@ -22,7 +22,7 @@ from ingest.contract import STATION_ID
 from ingest.municipalities import unlisted
 from sonae import textfile
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
-from sonae.nametext import hidden_character
+from sonae.nametext import hidden_character, shown_text
 from sonae.numbers import unsigned
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError
@@ -35,6 +35,21 @@ FLOOD_THRESHOLDS = ("th_standby", "th_caution", "th_evacuation", "th_danger")
 CRISIS_THRESHOLDS = ("th_obs_start", "th_crisis", "th_overflow")
 #: the texts shown to people as the station's names (alert headlines): no hidden characters (sonae.nametext)
 SHOWN_TEXTS = ("name", "name_en", "kana", "river")
+
+
+def shown_station(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (a station read from the database, any of its columns) with its :data:`SHOWN_TEXTS` as they
+    show (:func:`sonae.nametext.shown_text`): the one rule for every read path whose station texts leave the
+    service (the API's station list and answers, the staff sensor-health view, NGSI-LD gauges and devices), as
+    the alerts' names are (``alerting.store``). Texts stored before the name rule, or written by SQL, may hold
+    hidden or reordering characters (found: served raw by ``GET /api/v1/stations``, a ``PATCH`` answer and
+    ``/api/v1/sensors/health`` while alerts showed them cleaned); the stored text is kept, for staff to correct
+    at its source. A new dict; ``row`` is not changed."""
+    out = dict(row)
+    for key in SHOWN_TEXTS:
+        if isinstance(out.get(key), str):
+            out[key] = shown_text(out[key])
+    return out
 
 
 class RegistryError(ValueError):

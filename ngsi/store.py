@@ -15,6 +15,7 @@ from alerting.cap_identity import CapProfile, load_profile
 from alerting.texts import text_for
 from evac.store import shelter_rows
 from ingest import queries
+from ingest.registry import shown_station
 from ngsi import entities as E
 
 #: as the staff sensor-health view reads them (api/staff.py); the last reading is of a measurement
@@ -57,7 +58,7 @@ async def load(conn: asyncpg.Connection, *, types: Iterable[str], base: str, pro
                 out.append(entity)
     if E.DEVICE in wanted:
         for row in await conn.fetch(_DEVICES, station_id, device_municipality):
-            out.append(E.device(dict(row)))
+            out.append(E.device(shown_station(dict(row))))  # its name as it shows, as the gauges'
     if E.ALERT in wanted and active:
         profile = profile or await load_profile(conn, public_url=base)
         out.extend(E.alert(a, base=base, description=alert_description(a), incident=profile.incident(a["id"]),

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from sonae.origins import origins_problem
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the key."""
@@ -217,7 +219,9 @@ SCHEMA: tuple[Setting, ...] = (
             check=lambda v: None if v >= 0 else "expected 0 or more"),
     Setting("api.trust_forwarded_for", bool, False,
             "Take the client address from X-Forwarded-For (only behind your own reverse proxy)."),
-    Setting("api.cors_origins", str, "", "Comma-separated origins allowed by CORS ('*' for any); empty: none."),
+    Setting("api.cors_origins", str, "", "Comma-separated origins allowed by CORS ('*' for any); empty: none. "
+            "Compared in their serialised form (https://partner.example: lower case, no path).",
+            check=origins_problem),
     Setting("api.token_ttl_hours", int, 12, "Lifetime of a staff login token.",
             check=_span(low=1, high=8784, unit="hours")),
     # -- cap (issue #15 item 6) --

@@ -64,7 +64,8 @@ async def test_a_stream_without_data_since_the_switch_is_silent_with_its_reason(
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
             await conn.execute("UPDATE stations SET created_at = now() - interval '1 day', "
-                               "exercise_since = now() - interval '10 seconds'")
+                               "exercise_since = now() - interval '10 seconds', "
+                               "exercise_switches = ARRAY[now() - interval '1 hour', now() - interval '10 seconds']")
         worker = RulesWorker.from_settings(settings, pool)
         await worker.step(conn)
         await worker.check_silent(conn)

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from api.app import create_app
-from sonae.config import Settings
+from sonae.config import ConfigError, Settings, load_settings
 from tests.api_support import start_client
 
 PARTNER = "https://partner.example"
@@ -78,3 +79,47 @@ async def test_a_preflight_is_answered_as_before(client: TestClient) -> None:
     refused = await client.options("/api/v1/push/subscriptions", headers={
         "Origin": "https://else.example", "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+async def test_an_allowed_origin_may_read_the_apis_own_headers(client: TestClient) -> None:
+    """Fetch §3.2.5: without ``Access-Control-Expose-Headers`` a page reads only the safelisted headers (found:
+    a partner could read neither a 429's Retry-After nor an ETag, a Location, a Link)."""
+    for method, path in (("GET", "/api/v1/level?municipality=072036"), ("GET", "/nope")):
+        resp = await client.request(method, path, headers={"Origin": PARTNER})
+        exposed = {v.strip().lower() for v in resp.headers.get("Access-Control-Expose-Headers", "").split(",")}
+        assert {"retry-after", "etag", "location", "link", "content-language"} <= exposed, resp.headers
+    other = await client.get("/api/v1/level?municipality=072036", headers={"Origin": "https://other.example"})
+    assert "Access-Control-Expose-Headers" not in other.headers
+
+
+@pytest.mark.parametrize("configured", ["https://Partner.EXAMPLE/", "HTTPS://partner.example:443", " https://partner.example/ "])
+async def test_a_configured_origin_is_compared_in_its_serialised_form(
+        pool: asyncpg.Pool, settings: Settings, configured: str) -> None:
+    """RFC 6454 §6.2: a browser sends ``https://partner.example`` (found: ``https://Other.example/`` configured
+    never matched it)."""
+    c = await start_client(create_app(pool=pool, settings=settings.replace(api__cors_origins=f"https://x.example,{configured}")))
+    try:
+        resp = await c.get("/api/v1/level?municipality=072036", headers={"Origin": PARTNER})
+        assert resp.headers.get("Access-Control-Allow-Origin") == PARTNER
+        preflight = await c.options("/api/v1/push/subscriptions", headers={
+            "Origin": PARTNER, "Access-Control-Request-Method": "POST"})
+        assert preflight.status == 204 and preflight.headers.get("Access-Control-Allow-Origin") == PARTNER
+    finally:
+        await c.close()
+
+
+async def test_two_origins_in_one_request_are_no_allowed_origin(client: TestClient) -> None:
+    two = CIMultiDict([("Origin", PARTNER), ("Origin", PARTNER)])
+    resp = await client.get("/api/v1/level?municipality=072036", headers=two)
+    assert resp.status == 200
+    assert "Access-Control-Allow-Origin" not in resp.headers and "origin" in _vary(resp)
+    mixed = CIMultiDict([("Origin", "https://evil.example"), ("Origin", PARTNER)])
+    assert "Access-Control-Allow-Origin" not in (await client.get("/api/v1/level?municipality=072036", headers=mixed)).headers
+
+
+@pytest.mark.parametrize("bad", ["https://partner.example/page", "partner.example", "ftp://partner.example",
+                                 "https://partner.example?x=1", "https://user@partner.example"])
+def test_an_origin_setting_that_names_no_origin_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="SONAE_API_CORS_ORIGINS"):
+        load_settings(environ={"SONAE_API_CORS_ORIGINS": f"https://ok.example, {bad}"})
+    assert load_settings(environ={"SONAE_API_CORS_ORIGINS": "*, https://Ok.example/"})["api.cors_origins"]

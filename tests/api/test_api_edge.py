@@ -13,7 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.edge import CLIENT_CLOSED_REQUEST, LATENCY_BUCKETS, STATS, RequestStats, edge_middleware
+from api.edge import (
+    CLIENT_CLOSED_REQUEST,
+    LATENCY_BUCKETS,
+    STATS,
+    RequestStats,
+    edge_middleware,
+    secure_on_prepare,
+)
 
 
 async def _samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -118,6 +125,7 @@ async def _edge_only(handlers: dict[str, web.StreamResponse]) -> TestClient:
     from aiohttp.test_utils import TestServer
 
     app = web.Application(middlewares=[edge_middleware])
+    app.on_response_prepare.append(secure_on_prepare)  # (the security headers, as create_app adds them)
     for path, made in handlers.items():
         assert isinstance(made, web.Response)
 
@@ -175,3 +183,21 @@ async def test_compression_reads_the_media_type_and_respects_a_handlers_own_vary
         assert await chosen.read() == body
     finally:
         await client.close()
+
+
+async def test_every_answer_of_the_event_stream_carries_the_security_headers(client: TestClient) -> None:
+    """The stream's head is sent inside its handler, before the edge middleware sees its answer (found: its
+    GET lacked the security headers its HEAD and every other answer carried): they are added as each head
+    is written. A page keeps its own policy headers beside them."""
+    for method in ("GET", "HEAD"):
+        resp = await client.request(method, "/api/v1/events")
+        try:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            assert (resp.headers.get("X-Content-Type-Options"), resp.headers.get("Referrer-Policy"),
+                    resp.headers.get("X-Frame-Options")) == ("nosniff", "no-referrer", "DENY"), method
+        finally:
+            resp.close()
+    page = await client.get("/")
+    assert page.status == 200
+    assert "Content-Security-Policy" in page.headers and page.headers["X-Content-Type-Options"] == "nosniff"

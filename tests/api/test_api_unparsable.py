@@ -147,10 +147,14 @@ async def test_request_lines_with_bad_bytes_are_counted_problems(
     for bad, at, method in lines:
         target = TARGET.encode()
         raw = method.encode() + b" " + target[:at] + bad + target[at:] + b" HTTP/1.1\r\nHost: x\r\n\r\n"
-        status, headers, body = await _exchange(client, raw)
-        if method == "HEAD":  # RFC 9110 §9.3.2: its answer has no content
+        if method == "HEAD":  # RFC 9110 §9.3.2: its answer has no content; §8.6: its length is the GET's
+            status, headers, body = _parse(await _raw_answer(client, raw))
             assert status in (400, 413, 431) and body == b"", (status, body)
+            _, _, as_get = await _exchange(client, b"GET" + raw[len(b"HEAD"):])
+            assert headers.get("content-length", str(len(as_get))) == str(len(as_get)), headers
+            seen[status] = seen.get(status, 0) + 1  # (and the GET's)
         else:
+            status, headers, body = await _exchange(client, raw)
             _check_problem(status, headers, body, raw)
         seen[status] = seen.get(status, 0) + 1
     after = await _unparsable_counts(client)
@@ -242,15 +246,18 @@ async def test_a_request_line_in_another_http_version_is_answered_505(client: Te
 async def test_a_head_the_connection_edge_refuses_is_answered_without_content(
         client: TestClient, raw: bytes, status: int) -> None:
     """RFC 9110 §9.3.2: no content in an answer to HEAD (found: ``HEAD /api/v1/level HTTP/1.2`` got its 505,
-    and a HEAD with a malformed header its 400, with the problem document as a body). The same request as
-    GET still gets the problem."""
+    and a HEAD with a malformed header its 400, with the problem document as a body); §8.6: a Content-Length
+    only if it is the GET's (found: ``Content-Length: 0``). The same request as GET still gets the problem."""
     answer = await _raw_answer(client, raw)
     if raw.startswith(b"GET /healthz"):  # the good request before it is answered as ever, then the fault
         answer = answer[answer.index(b"HTTP/1.1 ", 1):]
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.split(b" ", 2)[1] == str(status).encode(), answer
+    head_status, head_headers, body = _parse(answer)
+    assert head_status == status, answer
     assert body == b"", answer
+    assert head_headers["connection"] == "close", answer
     as_get = raw.replace(b"HEAD ", b"GET ")
     got_status, _, got_body = await _exchange(client, as_get if not as_get.startswith(b"GET /healthz") else as_get[
         as_get.index(b"GET ", 1):])
     assert got_status == status and json.loads(got_body)["status"] == status
+    # RFC 9110 §8.6: a HEAD's Content-Length, if sent, is the GET's (found: 0 against the GET's 227)
+    assert head_headers.get("content-length", str(len(got_body))) == str(len(got_body)), answer
