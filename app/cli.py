@@ -782,6 +782,10 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 
     from notify import store
 
+    if args.webhooks_command == "add":  # the rules need no database: a typo is told before connecting
+        store.check_webhook(url=args.url, fmt=args.format, min_level=args.min_level,
+                            conditions=args.conditions.split(",") if args.conditions else None)
+
     async def body(settings: Settings) -> None:
         from app.runtime import open_pool
 

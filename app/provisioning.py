@@ -162,25 +162,73 @@ def _overlaps_with_wildcard(levels: Sequence[str], root: Sequence[str], depth: i
     return wild
 
 
-def _unicode_lookalike(level: str) -> str | None:
-    """A character of ``level`` that is not, but reads as, an MQTT wildcard or separator (full-width ＃)."""
-    return next((ch for ch in level if ch not in "#+/" and unicodedata.normalize("NFKC", ch) in ("#", "+", "/")),
-                None)
+#: Root of the command topics: a device ``<id>`` reads ``sonae/cmd/<id>/…`` (deploy/README.md, "--grant").
+COMMANDS_ROOT = "sonae/cmd"
+
+
+def _in_tree(levels: Sequence[str], root: Sequence[str]) -> list[str] | None:
+    """The part of the filter ``levels`` that matches topics under ``root`` (as a filter), or ``None``.
+
+    ``+/cmd/#`` in ``sonae/cmd`` → ``sonae/cmd/#``; ``sonae/v1`` itself (the root topic, which nobody
+    publishes or reads) and ``other/+/x`` are not under ``sonae/v1``."""
+    for i, r in enumerate(root):
+        if i >= len(levels):
+            return None
+        if levels[i] == "#":
+            return [*root, "#"]
+        if levels[i] not in ("+", r):
+            return None
+    rest = list(levels[len(root):])
+    return [*root, *rest] if rest else None
+
+
+def _within(inner: Sequence[str], outer: Sequence[str]) -> bool:
+    """Whether every topic the filter ``inner`` matches is matched by the filter ``outer``."""
+    for i, level in enumerate(inner):
+        if i >= len(outer):
+            return False
+        if outer[i] == "#":
+            return True
+        if level == "#" or (outer[i] != "+" and level != outer[i]):
+            return False
+    return len(inner) == len(outer) or (len(outer) == len(inner) + 1 and outer[-1] == "#")
+
+
+def own_scopes(client: Client, *, prefix: str, alerts_prefix: str) -> tuple[Grant, ...]:
+    """What a ``--grant`` of ``client`` may name inside Sonae's trees without ``--allow-every-topic``.
+
+    Its role's own grants; for a device also its own stations' subtrees
+    (``{prefix}/{municipality}/{station}/#``, read and write), its own command topics
+    (``sonae/cmd/{username}/#``) and its municipality's alerts (read only)."""
+    scopes = list(client.grants)
+    scopes.append(Grant("readwrite", f"{COMMANDS_ROOT}/{client.username}/#"))
+    root = len(prefix.split("/"))
+    for g in client.grants:
+        levels = g.topic.split("/")
+        if client.role == "device" and g.access == "write" and len(levels) == root + 3:
+            scopes.append(Grant("readwrite", "/".join([*levels[:root + 2], "#"])))
+            scopes.append(Grant("read", f"{alerts_prefix}/{levels[root]}/#"))
+    return tuple(scopes)
 
 
 def check_grant(grant: Grant, *, prefix: str = "sonae/v1", alerts_prefix: str = "sonae/alerts",
-                allow_every_topic: bool = False) -> None:
-    """The one rule of an extra ``--grant``: it must not reach other clients' topics, nor be a likely mistake.
+                allow_every_topic: bool = False, own: Sequence[Grant] = ()) -> None:
+    """The one rule of an extra ``--grant``: only the client's own topics in Sonae's trees, nor a likely mistake.
 
-    Sonae's topics are ``{prefix}/{municipality}/{station}/{kind}`` (``mqtt.topic_prefix``; ingest subscribes
-    ``{prefix}/+/+/+``) and ``{alerts_prefix}/{municipality}/…``. A grant **reaches other clients** — every
-    station's readings, every municipality's alerts, or the broker's own state — when it has a wildcard at or
-    above the station level of the readings tree (``sonae/#``, ``+/v1/#``, ``sonae/v1/+/+/#``), at or above
-    the municipality level of the alerts tree, matches every topic (:func:`reaches_every_topic`), or names a
-    ``$`` topic (``$SYS/#``: wildcards never match those, so only such a grant does). That is refused unless
-    ``allow_every_topic`` says it is meant. A level ``.`` or ``..``, or a full-width ``＃``/``＋``/``／``, is
-    refused always: MQTT topic names are literal strings, not paths or patterns, so it names a level nobody
-    publishes (found: ``write:foo/../#``, ``write:＃`` were accepted as written).
+    Sonae's trees are the readings ``{prefix}/{municipality}/{station}/{kind}`` (``mqtt.topic_prefix``;
+    ingest subscribes ``{prefix}/+/+/+``), the commands ``sonae/cmd/{device}/…`` and the alerts
+    ``{alerts_prefix}/{municipality}/{alert_id}`` (alerting.worker). Inside them a grant may reach only
+    ``own`` (:func:`own_scopes`: for a device its own stations, its own command topics, its municipality's
+    alerts to read). Anything else there — another station or municipality named literally
+    (``write:sonae/v1/072036/other/level``), every device's commands (``sonae/cmd/+/#``), a wildcard at or
+    above the station level (``sonae/#``) — is refused unless ``allow_every_topic`` says it is meant, as are
+    a grant that matches every topic (:func:`reaches_every_topic`) and a ``$`` topic (``$SYS/#``). Writing
+    inside the alerts tree (``sonae/alerts/072036/#``, ``sonae/#``) is refused even then, but for a grant of
+    every topic (``write:#``): only the alerts service (``--role alerts``) publishes
+    alerts (found: ``write:sonae/alerts/072036/#`` let a device forge public alerts). A level ``.`` or
+    ``..``, or a character that is not printable ASCII (``＃`` U+FF03, ``♯`` U+266F, ``⁄`` U+2044, a control
+    character), is refused always: MQTT topic names are literal strings, not paths or patterns, and Sonae's
+    are ASCII, so it names a level nobody publishes (found: ``write:foo/../#``, ``write:＃``, ``write:♯``).
 
     Raises
     ------
@@ -194,13 +242,20 @@ def check_grant(grant: Grant, *, prefix: str = "sonae/v1", alerts_prefix: str = 
             raise ProvisioningError(f"grant {shown}: level {level!r} is literal in MQTT (topics are not paths; "
                                     f"'..' is not a parent level), so it names topics nobody publishes: name "
                                     "the topic itself")
-        ch = _unicode_lookalike(level)
-        if ch is not None:
-            raise ProvisioningError(
-                f"grant {shown}: {ch!r} (U+{ord(ch):04X}) is not the MQTT "
-                f"{'separator' if unicodedata.normalize('NFKC', ch) == '/' else 'wildcard'} "
-                f"{unicodedata.normalize('NFKC', ch)!r}: topic names are literal, so it matches only a topic "
-                "with that very character; type it in ASCII")
+    ch = next((c for c in grant.topic if not " " <= c <= "~"), None)
+    if ch is not None:  # found: write:♯ (U+266F), write:⧣, a⁄b passed; only NFKC lookalikes were caught
+        folded = unicodedata.normalize("NFKC", ch)
+        looks = (f", it reads as the MQTT {'separator' if folded == '/' else 'wildcard'} {folded!r} but matches "
+                 "only a topic with that very character" if folded in ("#", "+", "/") else "")
+        what = "a control character" if unicodedata.category(ch) == "Cc" else "not ASCII"
+        raise ProvisioningError(f"grant {shown}: {ch!r} (U+{ord(ch):04X}) is {what}{looks}: Sonae's topic names are "
+                                "ASCII (station ids, municipality codes, kinds); type the topic in ASCII")
+    alerts = _in_tree(levels, alerts_prefix.split("/"))
+    writes = grant.access in ("write", "readwrite")
+    if writes and alerts is not None and not reaches_every_topic(grant.topic) and not any(
+            s.access != "read" and _within(alerts, s.topic.split("/")) for s in own):
+        raise ProvisioningError(f"grant {shown} writes under {alerts_prefix}, the public alerts: only the alerts "
+                                "service publishes there (sonae devices add <name> --role alerts)")
     if allow_every_topic:
         return
     reach = None
@@ -214,6 +269,16 @@ def check_grant(grant: Grant, *, prefix: str = "sonae/v1", alerts_prefix: str = 
     elif _overlaps_with_wildcard(levels, alerts_prefix.split("/"), 1):
         reach = (f"every municipality's alerts under {alerts_prefix} (a wildcard at or above the municipality "
                  "level)")
+    else:
+        directions = ("read", "write") if grant.access == "readwrite" else (grant.access,)
+        for root, what in ((prefix, "readings"), (COMMANDS_ROOT, "command topics"), (alerts_prefix, "alerts")):
+            part = _in_tree(levels, root.split("/"))
+            if part is not None and not all(
+                    any(s.access in (d, "readwrite") and _within(part, s.topic.split("/")) for s in own)
+                    for d in directions):
+                mine = ", ".join(s.topic for s in own if s.topic.startswith(f"{root}/")) or "none"
+                reach = f"{what} under {root} that are not this client's own (its own: {mine})"
+                break
     if reach is not None:
         raise ProvisioningError(f"grant {shown} reaches {reach}: name a narrower topic (a device's own: "
                                 f"{prefix}/<municipality>/<station>/+), or add --allow-every-topic if that is "
@@ -249,6 +314,11 @@ def grants_for(
         raise ProvisioningError(f"role {role!r}: expected one of {', '.join(ROLES)}")
     _check_root("--topic-prefix", prefix)
     _check_root("--alerts-prefix", alerts_prefix)
+    p, a = prefix.split("/"), alerts_prefix.split("/")
+    if p[:len(a)] == a or a[:len(p)] == p:
+        raise ProvisioningError(f"--topic-prefix {prefix!r} and --alerts-prefix {alerts_prefix!r}: one is inside "
+                                "the other, so a device's own readings would be alerts (or the reverse): give "
+                                "them separate roots, e.g. sonae/v1 and sonae/alerts")
     try:  # ACLs name the 6-digit code, the form every topic is normalised to (ingest.contract)
         municipalities = [normalise(m) for m in municipalities]
     except MunicipalityCodeError as exc:
@@ -491,8 +561,12 @@ def add_client(
     _checked("note", note, max_length=200, allow_empty=True)
     grants = grants_for(role, username, municipalities=municipalities, stations=stations, prefix=prefix,
                         alerts_prefix=alerts_prefix, extra=extra)  # checks the roots first
+    own = own_scopes(Client(username, role, grants_for(role, username, municipalities=municipalities,
+                                                       stations=stations, prefix=prefix,
+                                                       alerts_prefix=alerts_prefix)),
+                     prefix=prefix, alerts_prefix=alerts_prefix)
     for g in extra:
-        check_grant(g, prefix=prefix, alerts_prefix=alerts_prefix, allow_every_topic=allow_every_topic)
+        check_grant(g, prefix=prefix, alerts_prefix=alerts_prefix, allow_every_topic=allow_every_topic, own=own)
     generated = password is None
     secret = generate_password() if password is None else password
     client = Client(username, role, grants, note)
@@ -651,13 +725,22 @@ def _cmd_add(args: Any) -> int:
     import json
     import sys
 
+    from alerting.worker import alert_topic_root
+    from sonae.config import load_settings
+
+    # the deployment's roots, as ingest and the alerts worker use them (found: --topic-prefix defaulted to a
+    # hard-coded sonae/v1 whatever SONAE_MQTT_TOPIC_PREFIX said, so grants and checks named another tree)
+    prefix = args.topic_prefix
+    if prefix is None:
+        prefix = load_settings(config_file=getattr(args, "config", None))["mqtt.topic_prefix"]
+    alerts_prefix = alert_topic_root(prefix) if args.alerts_prefix is None else args.alerts_prefix
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     made = add_client(
         args.username, role=args.role, municipalities=args.municipality or [], stations=args.station or [],
-        extra=parse_grants(args.grant or []), password=password, prefix=args.topic_prefix,
-        alerts_prefix=args.alerts_prefix, iterations=args.iterations, replace=args.replace, note=args.note or "",
+        extra=parse_grants(args.grant or []), password=password, prefix=prefix,
+        alerts_prefix=alerts_prefix, iterations=args.iterations, replace=args.replace, note=args.note or "",
         allow_every_topic=args.allow_every_topic, **_paths(args))
     secret = made.password or ""
     if args.format == "json":
@@ -749,15 +832,19 @@ def add_devices_command(sub: Any) -> None:
                                                       "default: the username)")
     p.add_argument("--grant", action="append", metavar="ACCESS:TOPIC",
                    help="an extra permission, e.g. read:sonae/cmd/gauge-1/# (repeatable)")
-    p.add_argument("--allow-every-topic", action="store_true",
-                   help="accept a --grant that reaches other clients' topics (e.g. write:#, write:sonae/#, "
-                        "read:$SYS/#); refused without it")
+    p.add_argument("--allow-every-topic", "--allow-other-topics", dest="allow_every_topic", action="store_true",
+                   help="accept a --grant that reaches beyond the user's own topics: other stations, "
+                        "municipalities or devices' commands (write:sonae/v1/072036/other/+, read:sonae/cmd/+/#), "
+                        "every topic (write:#) or the broker's (read:$SYS/#); refused without it. Writing "
+                        "alerts is refused even with it (--role alerts)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of "
                                                                  "generating one")
     p.add_argument("--replace", action="store_true", help="replace an existing user's password and permissions")
     p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="PBKDF2 iterations")
-    p.add_argument("--topic-prefix", default="sonae/v1", help="root of device topics (mqtt.topic_prefix)")
-    p.add_argument("--alerts-prefix", default="sonae/alerts", help="root of alert topics")
+    p.add_argument("--topic-prefix", help="root of device topics (default: the setting mqtt.topic_prefix, "
+                                          "SONAE_MQTT_TOPIC_PREFIX, sonae/v1 when unset)")
+    p.add_argument("--alerts-prefix", help="root of alert topics (default: the alerts worker's, beside the topic "
+                                           "prefix: sonae/alerts for sonae/v1)")
     p.add_argument("--note", help="a comment kept in the ACL block (e.g. location, owner)")
     files(p)
     p.set_defaults(func=_guarded(_cmd_add))

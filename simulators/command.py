@@ -38,6 +38,7 @@ from simulators.scenario import (
 from simulators.transport import make_publisher
 from sonae.arguments import port_or_any, positive_seconds
 from sonae.japantime import parse_iso_time
+from sonae.mqtt import MqttError
 
 log = logging.getLogger("sonae.simulators.command")
 
@@ -221,7 +222,11 @@ async def run(settings: Any, args: argparse.Namespace, stop: asyncio.Event, scen
     publisher = make_publisher(settings["mqtt.url"], client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",
                                transport=args.transport, protocol=settings["mqtt.protocol"],
                                max_outstanding=args.max_outstanding)
-    await publisher.connect()
+    try:
+        await publisher.connect()
+    except MqttError as exc:  # the CLI's convention for a service it cannot reach: one line, status 1
+        raise ConnectionError(f"simulate: {exc}; start the broker or point SONAE_MQTT_URL (mqtt.url) at one that "
+                              "runs (unset, sonae starts its own)") from None
     done = asyncio.Event()
     display = None if args.no_progress else ProgressDisplay(fleet.stats)
     shown = asyncio.create_task(display.run(done)) if display else None

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from ingest.contract import topic_for
@@ -46,7 +46,7 @@ from simulators.faults import Delivery, FaultInjector, Sample
 from simulators.hydrology import RiverSeries, simulate_river
 from simulators.replay import Series, load_replay
 from simulators.reporting import ReportByException
-from simulators.scenario import GaugeSpec, LoadSpec, Scenario, TelemetrySpec
+from simulators.scenario import GaugeSpec, LoadSpec, Scenario, ScenarioError, TelemetrySpec
 from simulators.transport import Publisher
 
 log = logging.getLogger("sonae.simulators.fleet")
@@ -257,6 +257,32 @@ class Stats:
 
 
 # -- the fleet ---------------------------------------------------------------------------------------
+
+def _check_pace(span_s: float, accel: float, start_wall: datetime) -> None:
+    """That a run of ``span_s`` scenario seconds at ``accel`` has a real timeline: its real length
+    ``span_s / accel`` (seconds; ``1 / accel`` paces every message) is finite and ends, and its reading times
+    begin, at a date a clock can show (found: ``--accel 1e-320`` ended in "unexpected error
+    (OverflowError…)": one scenario second took 1e320 real seconds).
+
+    Raises
+    ------
+    ScenarioError
+        One line naming the accel and what it would make of the run.
+    """
+    if math.isinf(accel):
+        return
+    try:
+        real_s = span_s / accel
+        inverse = 1.0 / accel
+        if not (math.isfinite(real_s) and math.isfinite(inverse)):
+            raise OverflowError
+        start_wall + timedelta(seconds=real_s)  # the end of the run and the origin of its readings
+        start_wall - timedelta(seconds=span_s) + timedelta(seconds=real_s)
+    except OverflowError:
+        raise ScenarioError(f"accel {accel!r}: {span_s:g} scenario seconds would take longer than any date a "
+                            "clock can show (give a larger --accel, e.g. 1 for real time, 60 for an hour a "
+                            "minute)") from None
+
 class Fleet:
     """All devices of one scenario. ``deliveries()`` is the pure, seeded message plan; ``run()`` paces
     and publishes it."""
@@ -283,6 +309,7 @@ class Fleet:
             self.span = min(self.span, max_span_s)
         self.start_wall = start_wall or datetime.now(UTC)
         accel = scenario.accel
+        _check_pace(self.span, accel, self.start_wall)
         if origin is None:
             factor = 1.0 if math.isinf(accel) else 1.0 - 1.0 / accel
             # whole seconds, so reading times fall on the scenario's grid (e.g. every 10 minutes)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 
+from sonae.config import LISTEN_PORTS
+
 
 def port(raw: str) -> int:
-    """A TCP port, 1 to 65535."""
-    return _port(raw, low=1)
+    """A TCP port a service listens on, 1 to 65535: the rule of the setting ``api.port``
+    (:data:`sonae.config.LISTEN_PORTS`)."""
+    return _port(raw, low=LISTEN_PORTS[0], high=LISTEN_PORTS[1])
 
 
 def port_or_any(raw: str) -> int:
@@ -22,10 +25,10 @@ def port_or_any(raw: str) -> int:
     return _port(raw, low=0)
 
 
-def _port(raw: str, *, low: int) -> int:
+def _port(raw: str, *, low: int, high: int = 65535) -> int:
     text = raw.strip()
-    if not (text.isascii() and text.isdigit() and low <= int(text) <= 65535):
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number from {low} to 65535")
+    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number from {low} to {high}")
     return int(text)
 
 

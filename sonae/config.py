@@ -153,6 +153,17 @@ def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else "expected a port number between 0 and 65535"
 
 
+#: The ports a service that clients are told about may listen on (``api.port``, ``sonae api|run --port``,
+#: sonae.arguments.port): 0 would make the system pick one that nobody is told (found: ``--port 0`` was
+#: refused but ``SONAE_API_PORT=0`` accepted).
+LISTEN_PORTS = (1, 65535)
+
+
+def _listen_port(value: Any) -> str | None:
+    low, high = LISTEN_PORTS
+    return None if low <= value <= high else f"expected a port number from {low} to {high}"
+
+
 SCHEMA: tuple[Setting, ...] = (
     Setting("database.url", str, None,
             "PostgreSQL/TimescaleDB URL. Unset: Sonae starts an embedded PostgreSQL in the state directory.",
@@ -201,7 +212,7 @@ SCHEMA: tuple[Setting, ...] = (
             "Port of an ingestor's own /metrics, /healthz and /readyz (0: none; `sonae run` serves them on the API).",
             check=_port),
     Setting("api.host", str, "127.0.0.1", "Address the API listens on."),
-    Setting("api.port", int, 8080, "Port the API listens on.", check=_port),
+    Setting("api.port", int, 8080, "Port the API listens on (1-65535).", check=_listen_port),
     Setting("api.public_url", str, "", "URL people reach the API at (for links); empty derives it."),
     Setting("api.rate_limit_per_minute", int, 600,
             "Requests a minute one client may make to the public endpoints (0 turns the limit off).",

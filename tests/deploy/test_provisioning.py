@@ -252,12 +252,20 @@ def _add_with_grant(tmp_path: Path, grant: str, *extra: str) -> subprocess.Compl
 
 
 @pytest.mark.parametrize(("grant", "reaches"), [
-    ("write:sonae/#", "every station's topics under sonae/v1"),
+    ("read:sonae/#", "every station's topics under sonae/v1"),
     ("write:+/v1/#", "every station's topics under sonae/v1"),
     ("write:sonae/v1/+/+/#", "every station's topics under sonae/v1"),
     ("write:sonae/v1/072036/+/level", "every station's topics under sonae/v1"),
-    ("write:sonae/+/072036/gauge-1/+", "every station's topics under sonae/v1"),
-    ("readwrite:sonae/alerts/+/#", "every municipality's alerts under sonae/alerts"),
+    ("read:sonae/+/072036/gauge-1/+", "every station's topics under sonae/v1"),
+    ("read:sonae/alerts/+/#", "every municipality's alerts under sonae/alerts"),
+    # another station, municipality or device named literally (found by a new operator: only wildcards counted)
+    ("write:sonae/v1/072036/other/level", "readings under sonae/v1 that are not this client's own"),
+    ("write:sonae/v1/072037/gauge-1/+", "readings under sonae/v1 that are not this client's own"),
+    ("write:sonae/v1/072037/dev-w/+", "readings under sonae/v1 that are not this client's own"),
+    ("readwrite:sonae/cmd/+/#", "command topics under sonae/cmd that are not this client's own"),
+    ("read:+/cmd/#", "command topics under sonae/cmd that are not this client's own"),
+    ("read:sonae/cmd/other/#", "command topics under sonae/cmd that are not this client's own"),
+    ("read:sonae/alerts/072037/#", "alerts under sonae/alerts that are not this client's own"),
     ("write:$SYS/#", "$SYS"),
     ("write:/#", "every topic"),
 ])
@@ -277,7 +285,11 @@ def test_a_grant_that_reaches_other_clients_topics_needs_the_flag(tmp_path: Path
 
 @pytest.mark.parametrize(("grant", "why"), [("write:foo/../#", "not a parent"), ("write:sonae/./x", "literal"),
                                             ("write:＃", "U+FF03"), ("write:sonae／v1/072036/g/+", "separator"),
-                                            ("write:sonae/v1/072036/g/＋", "wildcard")])
+                                            ("write:sonae/v1/072036/g/＋", "wildcard"),
+                                            # found by a new operator: lookalikes NFKC does not fold
+                                            ("write:♯", "U+266F"), ("write:⧣", "U+29E3"),
+                                            ("write:sonae/v1/072036/dev-w⁄level", "U+2044"),
+                                            ("write:sonae/v1/072036/dev-w/lévél", "not ASCII")])
 def test_a_grant_with_a_path_or_full_width_level_is_refused_as_a_likely_mistake(tmp_path: Path, grant: str,
                                                                                 why: str) -> None:
     """MQTT topic names are literal: ``..`` is a level named "..", ``＃`` matches only "＃"; the flag does not
@@ -289,9 +301,59 @@ def test_a_grant_with_a_path_or_full_width_level_is_refused_as_a_likely_mistake(
     assert not (tmp_path / "acl").exists()
 
 
-@pytest.mark.parametrize("grant", ["write:sonae/v1/072036/gauge-1/+", "write:sonae/v1/072036/gauge-1/#",
-                                   "read:sonae/cmd/dev-w/#", "read:+/cmd/#", "read:sonae/alerts/072036/#",
+@pytest.mark.parametrize("grant", ["write:sonae/v1/072036/dev-w/+", "write:sonae/v1/072036/dev-w/#",
+                                   "readwrite:sonae/v1/072036/dev-w/level/raw", "read:sonae/cmd/dev-w/#",
+                                   "readwrite:+/cmd/dev-w/#", "read:sonae/alerts/072036/#",
                                    "write:sonae/v1", "read:other/+/x"])
 def test_a_grant_of_one_clients_topics_is_accepted(tmp_path: Path, grant: str) -> None:
     run = _add_with_grant(tmp_path, grant)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("grant", ["write:sonae/alerts/072036/#", "readwrite:sonae/alerts/+/#",
+                                   "write:sonae/alerts/072036/1", "write:+/alerts/072036/#",
+                                   "write:sonae/#", "readwrite:sonae/+/072036/#"])
+def test_a_device_never_writes_alerts(tmp_path: Path, grant: str) -> None:
+    """Found by a new operator: ``--grant write:sonae/alerts/072036/#`` let a device forge public alerts. Only
+    the alerts service (--role alerts) publishes them; the flag does not change that."""
+    for flags in ((), ("--allow-every-topic",)):
+        run = _add_with_grant(tmp_path, grant, *flags)
+        lines = [line for line in run.stderr.splitlines() if line.strip()]
+        assert run.returncode == 2 and len(lines) == 1 and grant in lines[0] and "--role alerts" in lines[0], run
+    assert not (tmp_path / "acl").exists()
+
+
+def test_the_old_flag_name_and_the_new_one_both_accept_another_stations_grant(tmp_path: Path) -> None:
+    for flag in ("--allow-every-topic", "--allow-other-topics"):
+        run = _add_with_grant(tmp_path, "write:sonae/v1/072036/other/+", flag, "--replace")
+        assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize(("prefix", "alerts"), [("sonae/v1", "sonae/v1"), ("sonae/v1/alerts", "sonae/v1"),
+                                                ("sonae", "sonae/alerts"), ("sonae/alerts/x", "sonae/alerts")])
+def test_readings_and_alerts_roots_are_apart(tmp_path: Path, prefix: str, alerts: str) -> None:
+    with pytest.raises(ProvisioningError, match="one is inside the other"):
+        add_client("gauge-1", municipalities=["072036"], passwd_file=tmp_path / "passwd", acl_file=tmp_path / "acl",
+                   password="pw-long-enough-123", iterations=1, prefix=prefix, alerts_prefix=alerts)
+    assert not (tmp_path / "acl").exists()
+
+
+def test_devices_add_uses_the_deployments_topic_prefix(tmp_path: Path) -> None:
+    """Found by a new operator: --topic-prefix defaulted to sonae/v1 whatever SONAE_MQTT_TOPIC_PREFIX said, so
+    a device was granted topics ingest never reads and the own-topic checks guarded the wrong tree."""
+    import os
+
+    env = {**os.environ, "SONAE_MQTT_TOPIC_PREFIX": "city/kawa"}
+
+    def add(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli", "devices", "add", "dev-w", "--municipality", "072036",
+                               "--dir", str(tmp_path), "--format", "json", *extra],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+
+    run = add("--grant", "write:city/kawa/072036/other/+")
+    assert run.returncode == 2 and "readings under city/kawa" in run.stderr, run.stderr
+    run = add("--grant", "write:city/alerts/072036/#")
+    assert run.returncode == 2 and "city/alerts" in run.stderr, run.stderr
+    run = add()
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["grants"] == [{"access": "write", "topic": "city/kawa/072036/dev-w/+"}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,10 @@ def test_a_damaged_network_past_the_quick_check_stops_startup_with_one_line(
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("x.npy", b"not arrays")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONAE_")}
-    env.update(SONAE_DATABASE_URL=database_url, SONAE_EVAC_NETWORK=str(path), SONAE_API_PORT="0",
+    with socket.socket() as free:  # a port of its own (0 is refused: the API must listen where it says)
+        free.bind(("127.0.0.1", 0))
+        api_port = str(free.getsockname()[1])
+    env.update(SONAE_DATABASE_URL=database_url, SONAE_EVAC_NETWORK=str(path), SONAE_API_PORT=api_port,
                SONAE_LOG_LEVEL="error", SONAE_STATE_DIR=str(tmp_path / "state"))
     done = subprocess.run([sys.executable, "-m", "app.cli", "api"], env=env, capture_output=True, text=True,
                           timeout=280)
