@@ -28,6 +28,18 @@ async def _queued(conn: asyncpg.Connection, kind: str, target: int) -> list[str]
            WHERE q.kind = $1 AND q.target_id = $2 ORDER BY q.id""", kind, target)]
 
 
+async def _raised_then_moved(conn: asyncpg.Connection, worker: RulesWorker, start: datetime) -> None:
+    """From ``start``, readings over 避難判断水位 raise a river alert in OLD, which its targets are told of; then
+    the station moves to NEW and the worker follows it (the move told too)."""
+    await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=10 * i), v)
+                             for i, v in enumerate([5.20, 5.22, 5.25])])
+    await worker.step(conn)
+    await notify_store.fan_out(conn, base_url="https://sonae.test")
+    await upsert_stations(conn, [replace(GAUGE, municipality_code=NEW)])
+    await worker.follow_registry(conn)
+    await notify_store.fan_out(conn, base_url="https://sonae.test")
+
+
 async def test_the_old_municipalitys_targets_hear_the_end_of_an_alert_that_moved(pool: asyncpg.Pool,
                                                                                 settings: Settings) -> None:
     worker = RulesWorker.from_settings(settings, pool)
@@ -40,13 +52,7 @@ async def test_the_old_municipalitys_targets_hear_the_end_of_an_alert_that_moved
             conn, endpoint=f"https://push.invalid/{code}", p256dh=b"\x04" + b"\x01" * 64, auth=b"\x02" * 16,
             lang="ja-JP", drills=False, areas=[notify_store.Area(municipality_code=code)]))[0] for code in (OLD, NEW)}
         start = now - timedelta(hours=2)
-        await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=10 * i), v)
-                                 for i, v in enumerate([5.20, 5.22, 5.25])])
-        await worker.step(conn)
-        await notify_store.fan_out(conn, base_url="https://sonae.test")
-        await upsert_stations(conn, [replace(GAUGE, municipality_code=NEW)])
-        await worker.follow_registry(conn)
-        await notify_store.fan_out(conn, base_url="https://sonae.test")
+        await _raised_then_moved(conn, worker, start)
         # the river falls below 氾濫注意水位 − 0.1 m for 30 minutes: the alert ends, in NEW
         await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=30 + 10 * i), v)
                                  for i, v in enumerate([4.40, 4.00, 3.80, 3.70])])
@@ -76,13 +82,7 @@ async def test_the_old_municipalitys_targets_hear_every_change_of_an_alert_that_
             conn, endpoint="https://push.invalid/old", p256dh=b"\x04" + b"\x01" * 64, auth=b"\x02" * 16,
             lang="ja-JP", drills=False, areas=[notify_store.Area(municipality_code=OLD)]))[0]
         start = now - timedelta(hours=2)
-        await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=10 * i), v)
-                                 for i, v in enumerate([5.20, 5.22, 5.25])])
-        await worker.step(conn)
-        await notify_store.fan_out(conn, base_url="https://sonae.test")
-        await upsert_stations(conn, [replace(GAUGE, municipality_code=NEW)])
-        await worker.follow_registry(conn)
-        await notify_store.fan_out(conn, base_url="https://sonae.test")
+        await _raised_then_moved(conn, worker, start)
         await write_batch(conn, [Reading("gauge", "level", start + timedelta(minutes=30 + 10 * i), v)
                                  for i, v in enumerate([5.40, 5.55, 5.60])])  # over 氾濫危険水位: level 4
         await worker.step(conn)

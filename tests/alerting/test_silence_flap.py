@@ -60,13 +60,20 @@ async def _silent_real_station(conn: asyncpg.Connection) -> None:
     await _back_date(conn, 240)
 
 
+async def _raised(conn: asyncpg.Connection, settings: Settings,
+                  pool: asyncpg.Pool) -> tuple[RulesWorker, asyncpg.Record]:
+    """:func:`_silent_real_station`, a worker, and the real silent alert its first pass raised."""
+    await _silent_real_station(conn)
+    worker = RulesWorker.from_settings(settings, pool)
+    await _pass(worker, conn)
+    [raised] = await _silent_real(conn)
+    return worker, raised
+
+
 async def test_a_flap_within_the_grace_keeps_the_same_silent_alert(pool: asyncpg.Pool, settings: Settings) -> None:
     async with pool.acquire() as conn:
-        await _silent_real_station(conn)
+        worker, raised = await _raised(conn, settings, pool)
         tokens = await signed_in(conn, (("staff", "staff", TOWN),), "correct horse battery")
-        worker = RulesWorker.from_settings(settings, pool)
-        await _pass(worker, conn)
-        [raised] = await _silent_real(conn)
         assert raised["cleared_at"] is None
         await store.acknowledge_alert(conn, raised["id"], user="staff")
         [raised] = await _silent_real(conn)
@@ -84,10 +91,7 @@ async def test_a_flap_within_the_grace_keeps_the_same_silent_alert(pool: asyncpg
 async def test_an_excursion_beyond_the_grace_ends_it_with_a_switch_reason(pool: asyncpg.Pool,
                                                                           settings: Settings) -> None:
     async with pool.acquire() as conn:
-        await _silent_real_station(conn)
-        worker = RulesWorker.from_settings(settings, pool)
-        await _pass(worker, conn)
-        [raised] = await _silent_real(conn)
+        worker, raised = await _raised(conn, settings, pool)
 
         await upsert_stations(conn, [replace(DT_G01, exercise=True)])
         await _pass(worker, conn)
@@ -112,10 +116,7 @@ async def test_a_long_excursion_unseen_by_the_worker_ends_it_with_the_switch(poo
     """Switched to exercise and back after the grace without a pass in between: the stream began afresh at
     the switch back, so the alert ends, saying so, not "data again"."""
     async with pool.acquire() as conn:
-        await _silent_real_station(conn)
-        worker = RulesWorker.from_settings(settings, pool)
-        await _pass(worker, conn)
-        [raised] = await _silent_real(conn)
+        worker, raised = await _raised(conn, settings, pool)
         await upsert_stations(conn, [replace(DT_G01, exercise=True)])
         await _back_date(conn, int(worker.exercise_grace_s) + 1)
         await upsert_stations(conn, [DT_G01])
