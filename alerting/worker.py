@@ -715,6 +715,8 @@ class RulesWorker:
 
         async with conn.transaction():
             now: datetime = await conn.fetchval("SELECT now()")
+            # a switch to exercise ends real alerts only once the grace has passed since it (see step 1)
+            grace_until = now - timedelta(seconds=self.exercise_grace_s)
             ended = await conn.fetch(
                 """SELECT a.id, a.station_id, a.condition, a.level, a.exercise, s.id IS NULL AS deleted FROM alerts a
                    LEFT JOIN stations s ON s.id = a.station_id
@@ -723,7 +725,7 @@ class RulesWorker:
                      AND (s.id IS NULL OR (NOT a.exercise AND s.exercise AND s.exercise_since <= $1)
                           OR (a.exercise AND NOT s.exercise AND ((rs.state->'registry'->>'exercise')::boolean
                                                                   OR a.created_at < s.exercise_since)))
-                   ORDER BY a.id FOR UPDATE OF a""", now - timedelta(seconds=self.exercise_grace_s))
+                   ORDER BY a.id FOR UPDATE OF a""", grace_until)
             for r in ended:
                 reason = REMOVED if r["deleted"] else ENDED_REAL if r["exercise"] else ENDED_EXERCISE
                 t = Transition(r["condition"], r["level"], None, now.timestamp(), None, None, reason)
@@ -755,7 +757,6 @@ class RulesWorker:
                    ORDER BY a.id FOR UPDATE OF a""")
             for r in moved:
                 await record(await store.move_alert(conn, r["id"], municipality_code=r["municipality_code"], at=now))
-            grace_until = now - timedelta(seconds=self.exercise_grace_s)
             for change in await self._follow_ladders(conn, now, grace_until=grace_until):
                 await record(change)
         if changes:
