@@ -25,11 +25,17 @@ def port_or_any(raw: str) -> int:
     return _port(raw, low=0)
 
 
-def _port(raw: str, *, low: int, high: int = 65535) -> int:
+def _whole(raw: str, *, low: int, high: int) -> int | None:
+    """``raw`` as a whole number written in ASCII digits from ``low`` to ``high``, else None."""
     text = raw.strip()
-    if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+    return int(text) if text.isascii() and text.isdigit() and low <= int(text) <= high else None
+
+
+def _port(raw: str, *, low: int, high: int = 65535) -> int:
+    value = _whole(raw, low=low, high=high)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a port number from {low} to {high}")
-    return int(text)
+    return value
 
 
 def positive_seconds(raw: str) -> float:
@@ -45,7 +51,7 @@ def positive_seconds(raw: str) -> float:
 
 def row_id(raw: str) -> int:
     """A database id (``bigserial``): a whole number from 1 to 2**63 - 1 (larger ones overflow the column)."""
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 2**63 - 1):
+    value = _whole(raw, low=1, high=2**63 - 1)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{raw!r} is not an id (a whole number from 1, as `list` shows)")
-    return int(text)
+    return value
