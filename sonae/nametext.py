@@ -71,8 +71,5 @@ def shown_text(text: str) -> str:
             out.append(" ")
         elif ch not in _BLANK_LETTERS and category not in _HIDDEN_CATEGORIES:
             out.append(ch)
-    shown = " ".join("".join(out).split(" "))
-    while "  " in shown:
-        shown = shown.replace("  ", " ")
-    shown = shown.strip(" ")
+    shown = " ".join(part for part in "".join(out).split(" ") if part)  # runs of spaces one, none at the ends
     return shown if hidden_character(shown) is None else ""
