@@ -23,7 +23,8 @@ Choices, per field:
   subtag, valid as xs:language).
 * ``expires``: ``sent`` + ``cap.expires_hours`` on every message; the Atom feed keeps a Cancel until
   it expires, so feed readers see it.
-* ``description``: the measured value, threshold and trend. Never an order's note or cancellation note:
+* ``description``: the measured value, threshold and trend, in each info's language (やさしい日本語 too:
+  :func:`alerting.texts.description`). Never an order's note or cancellation note:
   those are staff memos (the console's メモ), and a CAP message is public (issue #16: public reads show
   no internal note); the public words of an order are its ``area_desc``.
 * ``area``: ``areaDesc``; ``polygon`` elements (lat,lon pairs, closed rings) for orders given as a
@@ -43,7 +44,7 @@ from typing import Any
 
 from alerting.cap_area import cap_rings
 from alerting.cap_identity import CapProfile
-from alerting.texts import LANGUAGES, cleared_text, is_withdrawal, text_for
+from alerting.texts import LANGUAGES, cleared_text, description, is_withdrawal, text_for
 from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
 from sonae.xmltext import to_xml_bytes
 
@@ -211,17 +212,10 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
         if alert["exercise"]:
             headline = ("[EXERCISE] " if lang == "en-US" else "【訓練】") + headline
         _sub(info, "headline", headline[:160])
-        desc = []
-        if alert.get("value") is not None:
-            desc.append(f"value {alert['value']:.2f} m" if lang == "en-US" else f"水位 {alert['value']:.2f} m")
-        if alert.get("threshold") is not None:
-            desc.append(f"threshold {alert['threshold']:.2f} m" if lang == "en-US"
-                        else f"基準 {alert['threshold']:.2f} m")
-        if alert.get("reason") == "trend":
-            desc.append("forecast to reach the flood danger stage" if lang == "en-US"
-                        else "氾濫危険水位への到達が見込まれます")
+        desc = description(lang, value=alert.get("value"), threshold=alert.get("threshold"),
+                           trend=alert.get("reason") == "trend")
         if desc:
-            _sub(info, "description", " / ".join(desc))
+            _sub(info, "description", desc)
         _sub(info, "instruction", t.instruction)
         for name, value in (("sonae:alert_id", str(alert["id"])), ("sonae:condition", alert["condition"]),
                             ("sonae:state", alert["state"])):
