@@ -388,7 +388,10 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
         return counts  # beyond the gauge's plausible rate: staff see it in the console until confirmed
     top = max(event["level"] or 0, event["old_level"] or 0)
     event_at: datetime = event["recorded_at"]
-    public = alert["audience"] == "public" and alert["condition"] in ("river_level", "evacuation_order")
+    # who this event is for, not who the alert is for now: an alert raised at 水防団待機 (staff only) that became
+    # public later keeps its standby events staff's, however late the fan-out comes to them
+    audience = alerts.event_audience(alert["audience"], level=event["level"], old_level=event["old_level"])
+    public = audience == "public" and alert["condition"] in ("river_level", "evacuation_order")
     push = payloads = body = cap = email_payloads = None
     if public and top >= PUSH_MIN_LEVEL:
         box, margin = place_box(alert)
@@ -407,7 +410,7 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
             status = await conn.execute(_PUSH_FANOUT, *args, *push, *payloads, event_at)
             counts["push"] += int(status.split()[-1])
         if body is not None:
-            status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body,
+            status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], audience, body,
                                         cap, event_at)
             counts["webhook"] += int(status.split()[-1])
         if email_payloads is not None and code:
