@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from alerting.audit import record_audit
-from alerting.levels import PUBLIC_LEVELS, is_public
+from alerting.levels import PUBLIC_LEVELS, event_audience, is_public
 from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
 from sonae.geojson import GeometryError, read_geometry
 from sonae.municipality_code import MunicipalityCodeError, normalise
@@ -72,20 +72,6 @@ def audience_for(condition: str, level: int | None) -> str:
     if condition in (RIVER, ORDER) and level is not None and is_public(level):
         return "public"
     return "staff"
-
-
-def event_audience(alert_audience: str, *, level: int | None, old_level: int | None) -> str:
-    """Who an alert *event* is for: ``public`` only for an event of a public alert at a public level — or, for
-    an event that ends it (``level`` None), one that ended a public level (``old_level``); ``staff`` otherwise.
-
-    The alert's ``audience`` says who it is for now; an alert raised at STANDBY (staff only) becomes public
-    when it rises to 警戒レベル2相当 (:func:`apply_transition`), and its events of before — ``raised`` at
-    水防団待機, an acknowledgement — stay staff's: the public history, event streams (their replay too) and
-    the notification fan-out read this rule, so a channel that comes to an event after the alert became
-    public does not send residents or partners the staff level and its staff instruction. (A public alert never
-    goes below the public levels: :func:`_leave_public` ends it there.)"""
-    shown = level if level is not None else old_level
-    return "public" if alert_audience == "public" and shown is not None and is_public(shown) else "staff"
 
 
 async def last_position(conn: asyncpg.Connection) -> int:
@@ -442,9 +428,11 @@ async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 
 
 async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str, Any]]:
     """The CAP messages of an alert so far: one per version, with the time it was sent and the municipality
-    it was sent for (its ``sender`` may name it: :meth:`alerting.cap_identity.CapProfile.sender_for`)."""
+    it was sent for (its ``sender`` may name it: :meth:`alerting.cap_identity.CapProfile.sender_for`), and the
+    level and old level of its event (whether it was public: :func:`alerting.levels.event_audience`)."""
     rows = await conn.fetch(
-        """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code FROM alert_events
+        """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code, level, old_level
+           FROM alert_events
            WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated',
                                             'moved')
            ORDER BY version, id""", alert_id)

@@ -34,6 +34,7 @@ import asyncpg
 from alerting import store as alerts
 from alerting.cap import GAUGE_RADIUS_KM
 from alerting.cap_identity import CapProfile, load_profile
+from alerting.levels import event_audience
 from alerting.rules import CONDITIONS, UNCONFIRMED
 from notify import messages
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional
@@ -390,7 +391,7 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
     event_at: datetime = event["recorded_at"]
     # who this event is for, not who the alert is for now: an alert raised at 水防団待機 (staff only) that became
     # public later keeps its standby events staff's, however late the fan-out comes to them
-    audience = alerts.event_audience(alert["audience"], level=event["level"], old_level=event["old_level"])
+    audience = event_audience(alert["audience"], level=event["level"], old_level=event["old_level"])
     public = audience == "public" and alert["condition"] in ("river_level", "evacuation_order")
     push = payloads = body = cap = email_payloads = None
     if public and top >= PUSH_MIN_LEVEL:

@@ -242,6 +242,11 @@ async def test_the_standby_events_of_an_alert_that_became_public_stay_staffs(
             assert streamed == [("raised", "staff"), ("escalated", "public")]
         history = (await (await client.get("/api/v1/alerts/history")).json())["events"]
         assert [(e["kind"], e["level"]) for e in history] == [("escalated", 2)]
+        # its first public CAP message is an Alert naming none of the Restricted messages before it
+        xml = await (await client.get(f"/api/v1/alerts/{alert['id']}.cap")).read()
+        assert_valid_cap(xml)
+        doc = etree.fromstring(xml)
+        assert (doc.findtext("c:msgType", namespaces=NS), doc.find("c:references", namespaces=NS)) == ("Alert", None)
     finally:
         await client.close()
 

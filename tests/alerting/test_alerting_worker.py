@@ -81,7 +81,7 @@ async def test_real_flood_through_ingest_raises_and_clears_in_reading_time(
     doc = etree.fromstring(xml)
     assert doc.findtext(f"{{{CAP_NS}}}status") == "Actual"
     assert doc.findtext(f"{{{CAP_NS}}}msgType") == "Cancel"
-    assert len(doc.findtext(f"{{{CAP_NS}}}references").split()) == 5
+    assert len(doc.findtext(f"{{{CAP_NS}}}references").split()) == 4  # not the Restricted raise at 水防団待機
 
 
 async def test_exercise_readings_make_exercise_alerts_only(pool: asyncpg.Pool, settings: Settings) -> None:
