@@ -278,10 +278,22 @@ _UPSERT = (
 
 
 async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station]) -> int:
-    """Insert or update stations, then release their quarantined readings. Returns the count."""
-    rows = [tuple(asdict(s.validate()).values()) for s in stations]
+    """Insert or update stations, then release their quarantined readings. Returns the count.
+
+    Raises
+    ------
+    RegistryError
+        For a station that breaks the registry's rules (:meth:`Station.validate`), or names a municipality this
+        deployment does not cover (:func:`ingest.municipalities.uncovered`); nothing is written then.
+    """
+    checked = [s.validate() for s in stations]
+    rows = [tuple(asdict(s).values()) for s in checked]
     if not rows:
         return 0
+    for code in sorted({s.municipality_code for s in checked if s.municipality_code is not None}):
+        if why := await uncovered(conn, code):  # the rule of a staff edit (edit_station) and the API's bodies
+            first = next(s.id for s in checked if s.municipality_code == code)
+            raise RegistryError(f"station {first!r}: municipality_code: {why}")
     async with conn.transaction():
         await conn.executemany(_UPSERT, rows)
         await release_quarantine(conn, [r[0] for r in rows])

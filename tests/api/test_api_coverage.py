@@ -22,7 +22,7 @@ from api.auth import AccountError, create_account, login
 from evac.store import name_drill_town
 from ingest.boundaries import packaged_boundaries, store_boundaries
 from ingest.municipalities import seed_if_empty
-from ingest.registry import Station, upsert_stations
+from ingest.registry import RegistryError, Station, upsert_stations
 from notify import store
 from notify.store import fan_out
 from sonae.config import Settings, load_settings
@@ -66,6 +66,10 @@ async def test_a_municipality_code_outside_the_boundaries_is_refused_like_a_circ
             with pytest.raises(AccountError, match="福島県"):
                 await create_account(conn, username="naha-staff", password=PASSWORD, role="staff",
                                      municipality_code=code)
+            with pytest.raises(RegistryError, match="station 'naha-1': municipality_code: .*福島県"):  # stations import
+                await upsert_stations(conn, [Station(id="kori-1", name="郡山", municipality_code="072036"),
+                                             Station(id="naha-1", name="那覇", municipality_code=code)])
+        assert await conn.fetchval("SELECT count(*) FROM stations") == 0
     client: TestClient = await make_client(pool, psettings)
     try:
         circle = {"lat": 26.21, "lon": 127.68, "radius_m": 1000}
