@@ -425,6 +425,8 @@ async def _told_municipalities(conn: asyncpg.Connection, event: dict[str, Any],
 async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: dict[str, Any], *,
                         base_url: str, profile: CapProfile, email: bool = True) -> dict[str, int]:
     """Queue the messages of one alert event for every matching target. Returns the count per kind.
+    ``alert``: the alert as it was at the event (:func:`alerting.store.alert_at_event`, with its
+    ``told_audience``), whose level, version, audience, value and texts every message is rendered from.
     ``profile``: the installation's CAP sender and identifiers, for webhooks that take CAP."""
     counts = {"push": 0, "webhook": 0, "email": 0}
     if event["kind"] not in messages.NOTIFIED_KINDS:
@@ -433,7 +435,10 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
         return counts  # beyond the gauge's plausible rate: staff see it in the console until confirmed
     top = max(event["level"] or 0, event["old_level"] or 0)
     event_at: datetime = event["recorded_at"]
-    public = alert["audience"] == "public" and alert["condition"] in ("river_level", "evacuation_order")
+    # who the event is for: the audience at the event, or just before it for an event that ends a public alert
+    # (alerting.store.told_audience); ``alert`` is the alert as it was at the event (alerting.store.alert_at_event)
+    audience = alert.get("told_audience", alert["audience"])
+    public = audience == "public" and alert["condition"] in ("river_level", "evacuation_order")
     push = payloads = body = cap = email_payloads = None
     if public and top >= PUSH_MIN_LEVEL:
         box, margin = place_box(alert)
@@ -452,7 +457,7 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
             status = await conn.execute(_PUSH_FANOUT, *args, *push, *payloads, event_at)
             counts["push"] += int(status.split()[-1])
         if body is not None:
-            status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body,
+            status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], audience, body,
                                         cap, event_at)
             counts["webhook"] += int(status.split()[-1])
         if email_payloads is not None and code:
@@ -490,7 +495,9 @@ async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True
             if r["done"]:
                 continue
             event = dict(await conn.fetchrow("SELECT * FROM alert_events WHERE id = $1", r["id"]))
-            alert = await alerts.get_alert(conn, event["alert_id"])
+            # the alert as it was at this event, not now: events fanned out together (a backlog) are each
+            # told with their own level, version, audience and texts
+            alert = await alerts.alert_at_event(conn, event["id"])
             if alert is not None:
                 for kind, n in (await fan_out_event(conn, event, alert, base_url=base_url, profile=profile,
                                                        email=email)).items():
