@@ -45,7 +45,6 @@ from typing import Any
 
 from alerting.cap_area import cap_rings
 from alerting.cap_identity import CapProfile
-from alerting.levels import event_audience
 from alerting.texts import LANGUAGES, cleared_text, description, is_withdrawal, text_for
 from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
 from sonae.xmltext import to_xml_bytes
@@ -121,13 +120,13 @@ def msg_type(alert: dict[str, Any], *, first_public: bool = False) -> str:
 
 def public_messages(alert: dict[str, Any], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The messages a message of ``alert`` may reference: all of them for a staff alert; for a public alert
-    only those that were public (:func:`alerting.levels.event_audience`: an alert raised at 水防団待機 and
-    raised to 警戒レベル2相当 later had Restricted messages first; its first public message is an ``Alert``
-    and never names them). Messages without a recorded level (older callers) are kept."""
+    only those that were public (their ``audience``, the alert's at each message:
+    :func:`alerting.store.messages_of`): an alert raised at 水防団待機 for staff and raised to 警戒レベル2相当 later
+    had Restricted messages first; its first public message is an ``Alert`` and never names them. Messages
+    without a recorded audience are kept."""
     if alert.get("audience") != "public":
         return previous
-    return [p for p in previous if "level" not in p and "old_level" not in p
-            or event_audience("public", level=p.get("level"), old_level=p.get("old_level")) == "public"]
+    return [p for p in previous if p.get("audience") in (None, "public")]
 
 
 def polygon_text(ring: list[list[float]]) -> str:

@@ -119,17 +119,3 @@ def trend_target(steps: tuple[Step, ...]) -> Step | None:
 def is_public(level: int) -> bool:
     return level in PUBLIC_LEVELS
 
-
-def event_audience(alert_audience: str, *, level: int | None, old_level: int | None) -> str:
-    """Who an alert *event* is for: ``public`` only for an event of a public alert at a public level — or, for
-    an event that ends it (``level`` None), one that ended a public level (``old_level``); ``staff`` otherwise.
-
-    The alert's ``audience`` says who it is for now; an alert raised at STANDBY (staff only) becomes public
-    when it rises to 警戒レベル2相当 (:func:`alerting.store.apply_transition`), and its events of before — ``raised`` at
-    水防団待機, an acknowledgement — stay staff's: the public history, event streams (their replay too) and
-    the notification fan-out read this rule, so a channel that comes to an event after the alert became
-    public does not send residents or partners the staff level and its staff instruction, and a public CAP
-    message references only public ones (:func:`alerting.cap.render_cap`). (A public alert never
-    goes below the public levels: ``alerting.store._leave_public`` ends it there.)"""
-    shown = level if level is not None else old_level
-    return "public" if alert_audience == "public" and shown is not None and is_public(shown) else "staff"
