@@ -118,4 +118,3 @@ def trend_target(steps: tuple[Step, ...]) -> Step | None:
 
 def is_public(level: int) -> bool:
     return level in PUBLIC_LEVELS
-
