@@ -25,6 +25,9 @@ from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.nametext import shown_text
 
 NOTIFY_CHANNEL = "sonae_alerts"
+#: the note of an alert event found by replaying a stream after late readings (``Transition.re_evaluated``);
+#: the event's reason stays the rule that decided it (``threshold``, ``trend``…)
+RE_EVALUATED_NOTE = "re-evaluated: late readings replayed in reading time"
 #: the payload on ``NOTIFY_CHANNEL`` when a name alerts are shown with changes (station, river,
 #: municipality, order area: migration 025), with no alert event
 NAMES_CHANGED = "names"
@@ -136,6 +139,13 @@ async def apply_transition(
     detail = {"station_id": station_id, "condition": t.condition, "exercise": exercise,
               "old_level": t.old_level, "new_level": t.new_level, "reading_ts": at.isoformat(),
               "value": t.value, "reason": t.reason}
+    note = None
+    if t.re_evaluated:
+        detail["re_evaluated"] = True
+        note = RE_EVALUATED_NOTE
+    if (open_alert is not None and t.new_level is not None and open_alert["level"] != t.new_level
+            and open_alert["audience"] == "public" and audience_for(t.condition, t.new_level) != "public"):
+        return await _leave_public(conn, open_alert, t, at=at, detail=detail, actor=actor, note=note)
     if t.new_level is None:
         if open_alert is None:
             return None
@@ -167,11 +177,57 @@ async def apply_transition(
     assert alert is not None
     old = None if open_alert is None else open_alert["level"]
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
-                            reason=t.reason, actor=actor)
+                            reason=t.reason, actor=actor, note=note)
     withdrawn = t.condition == UNCONFIRMED and kind == "cleared" and t.reason == SPIKE
     await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
+
+
+async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Transition, *, at: datetime,
+                        detail: dict[str, Any], actor: str, note: str | None) -> AlertChange:
+    """A public alert whose level falls below the public levels (to 水防団待機/観測開始, STANDBY): its public life
+    ends and a staff-only alert goes on at the new level. Call in a transaction.
+
+    The rule (one for every channel, since each reads the alert's ``audience`` and its ``cleared`` event): an
+    alert is public only while it is at a public level (:func:`alerting.levels.is_public`); STANDBY is for
+    staff (水防団 get ready; ``alerting/levels.py``, README "Gauges"). So the public alert is *cleared* as when
+    the river falls below every threshold — a new version, event ``cleared`` (level None, ``old_level`` its
+    public level), audit ``alert.cleared``, the alerts notification — and every public channel says it ended:
+    the API lists it no longer, the level answer has no level from it, Atom and CAP carry its ``Cancel``
+    (``responseType`` AllClear, or Monitor for a registry change: :func:`alerting.texts.cleared_text`), its
+    retained MQTT copy is removed, push and webhooks send its end. In the same transaction a new staff-only
+    alert is raised at the new level (event ``raised``, audit ``alert.raised``), with the change's reason,
+    stage and threshold, so staff keep seeing the gauge at standby; its note and both audit entries name the
+    other alert. A later rise to a public level makes that alert public (:func:`apply_transition`'s
+    ``audience``), told to residents as any rise. Returns the staff alert's change: the condition's open
+    alert now.
+    """
+    cleared = await conn.fetchrow(
+        """UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
+               value = coalesce($3, value), reason = $4, updated_at = now()
+           WHERE id = $1 RETURNING *""", public["id"], at, t.value, t.reason)
+    staff = await conn.fetchrow(
+        """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
+                               state, reason, value, threshold, raised_at, changed_at)
+           VALUES ($1, $2, $3, 'staff', $4, $5, $5, 'raised', $6, $7, $8, $9, $9) RETURNING *""",
+        public["station_id"], t.condition, public["exercise"], public["municipality_code"], t.new_level, t.reason,
+        t.value, t.threshold, at)
+    assert cleared is not None and staff is not None
+    ended = f"below the public levels: continued by staff-only alert {staff['id']}"
+    cleared_event = await _event(conn, cleared, "cleared", level=None, old_level=public["level"], reading_ts=at,
+                                 value=t.value, reason=t.reason, actor=actor,
+                                 note=ended if note is None else f"{note}; {ended}")
+    await record_audit(conn, actor, "alert.cleared", "alert", cleared["id"],
+                       {**detail, "new_level": None, "continued_by": staff["id"]})
+    await _notify(conn, cleared["id"], cleared_event)
+    goes_on = f"continues alert {public['id']} below the public levels, for staff only"
+    staff_event = await _event(conn, staff, "raised", level=t.new_level, old_level=None, reading_ts=at,
+                               value=t.value, reason=t.reason, actor=actor,
+                               note=goes_on if note is None else f"{note}; {goes_on}")
+    await record_audit(conn, actor, "alert.raised", "alert", staff["id"], {**detail, "continues": public["id"]})
+    await _notify(conn, staff["id"], staff_event)
+    return AlertChange(staff["id"], staff_event, "raised", staff["municipality_code"])
 
 
 async def move_alert(conn: asyncpg.Connection, alert_id: int, *, municipality_code: str | None, at: datetime,
@@ -423,9 +479,13 @@ async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 
 
 async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str, Any]]:
     """The CAP messages of an alert so far: one per version, with the time it was sent and the municipality
-    it was sent for (its ``sender`` may name it: :meth:`alerting.cap_identity.CapProfile.sender_for`)."""
+    it was sent for (its ``sender`` may name it: :meth:`alerting.cap_identity.CapProfile.sender_for`), and the
+    alert's ``audience`` then (``alert_events.alert_state``; None for an event recorded without it): a public
+    message references only the public ones (:func:`alerting.cap.public_messages`)."""
     rows = await conn.fetch(
-        """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code FROM alert_events
+        """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code,
+                  alert_state->>'audience' AS audience
+           FROM alert_events
            WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated',
                                             'moved')
            ORDER BY version, id""", alert_id)

@@ -23,7 +23,8 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
 * **Late readings re-evaluate, they do not flap.** A level reading older than the last one evaluated
   makes the worker take the newest checkpoint (``rule_checkpoints``, one per ``checkpoint_every_s`` of
   reading time) before it, replay the stored readings from there in time order, and apply only the *net*
-  difference to the open alerts.
+  difference to the open alerts — each net change with the rule, stage and threshold of the replayed
+  transition that decided it (:func:`~alerting.rules.reconcile`), so its texts say what happened.
 * **Step-down by time.** Every ``silent_check_s`` (with the silent-gauge check) each stream with an open
   river-level alert is ticked at the wall clock (:meth:`~alerting.rules.StationRules.tick`), so a
   report-by-exception gauge that stops sending while its last value is below the line is lowered after
@@ -536,21 +537,18 @@ class RulesWorker:
                       readings: list[Reading]) -> tuple[StationRules, list[Transition]]:
         """A parked real stream (``points``: ``[[ts, m], …]``, :func:`_eligible_points`) judged with real
         ``readings`` that arrived before the switch to exercise: the machine fed both in time order, and the
-        net transitions from the level the parked readings alone show (dated by the newest reading, with its
-        stage and the level's threshold)."""
+        net transitions from the level the parked readings alone show (dated by the newest reading), each with
+        the rule, stage and threshold that decided it (:func:`alerting.rules.reconcile`)."""
         held = self._machine(st, False, None)
         held.feed_all(Reading("level", float(t), float(v)) for t, v in sorted(points))
         machine = self._machine(st, False, None)
         known = {float(t) for t, _ in points}
-        machine.feed_all(sorted([Reading("level", float(t), float(v)) for t, v in points]
-                                + [r for r in readings if r.ts not in known or r.kind != "level"], key=lambda r: r.ts))
-        before, after = held.open_conditions(), machine.open_conditions()
+        decided = machine.feed_all(sorted([Reading("level", float(t), float(v)) for t, v in points]
+                                          + [r for r in readings if r.ts not in known or r.kind != "level"],
+                                          key=lambda r: r.ts))
         ts = max([r.ts for r in readings] + [float(t) for t, _ in points])
-        value = machine.state.last_valid[1] if machine.state.last_valid else None
-        return machine, [Transition(name, before.get(name), after.get(name), ts, value,
-                                    threshold_of(st.steps, after[name]) if name == RIVER and name in after else None,
-                                    "re-evaluated") for name in sorted(set(before) | set(after))
-                         if before.get(name) != after.get(name)]
+        # each net change with the rule, stage and threshold that decided it (alerting.rules.reconcile)
+        return machine, reconcile(held.open_conditions(), machine.open_conditions(), ts=ts, decided=decided)
 
     @staticmethod
     async def _end_real_alerts(conn: asyncpg.Connection, station_id: str, ts: float) -> list[store.AlertChange]:
@@ -583,13 +581,16 @@ class RulesWorker:
             """SELECT kind, ts, value, received_at FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
                 if self._eligible(st, exercise, r["received_at"])]
-        machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
+        # the replay's own transitions say what decided each net change (the rule, the stage, the threshold):
+        # the net transitions carry them, so the texts say what happened (a trend's level 3 is forecast)
+        decided = machine.standing()
+        decided += machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
         if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
-            machine.tick(current.state.ticked_to)
+            decided += machine.tick(current.state.ticked_to)
         await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts >= $3",
                            st.id, exercise, store.to_dt(since))
         last = rows[-1]["ts"].timestamp() if rows else since
-        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last)
+        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last, decided=decided)
         log.info("late reading: station re-evaluated", extra={"station": st.id, "exercise": exercise,
                                                                "changes": len(net)})
         return machine, net

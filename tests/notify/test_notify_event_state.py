@@ -37,9 +37,17 @@ async def _level(pool: asyncpg.Pool, old: int | None, new: int | None, value: fl
 
 
 async def _backlog(pool: asyncpg.Pool) -> list[alerts.AlertChange]:
-    """Raised at the staff-only level 1, escalated to the public level 2, down to 1: all committed before any
-    notification worker runs."""
+    """Raised at the staff-only level 1, escalated to the public level 2, down to 1 — which ends the public
+    alert (its ``cleared`` event) and raises a staff-only one at 1 (``alerting.store._leave_public``; the last
+    change returned is that raise): all committed before any notification worker runs."""
     return [await _level(pool, None, 1, 4.2), await _level(pool, 1, 2, 5.6), await _level(pool, 2, 1, 4.9)]
+
+
+async def _event_ids(pool: asyncpg.Pool) -> list[int]:
+    """Every alert event, in order: of the backlog, the public alert's raise, escalation and end, then the
+    staff-only alert's raise."""
+    async with pool.acquire() as conn:
+        return [r["id"] for r in await conn.fetch("SELECT id FROM alert_events ORDER BY id")]
 
 
 async def _hook(client: TestClient, hooks: WebhookReceiver, admin: dict[str, str], name: str, **body: object) -> int:
@@ -58,29 +66,33 @@ async def test_queued_events_reach_webhooks_each_as_the_alert_was_at_it(
     await _hook(client, hooks, admin, "staffcap", format="cap", include_staff=True)
     await _hook(client, hooks, admin, "public")
     changes = await _backlog(pool)
+    ids = await _event_ids(pool)
     async with running(pool):
-        for c in changes:
-            await settled(pool, c.event_id)
+        for event_id in ids:
+            await settled(pool, event_id)
     assert all(d.signature_ok for d in hooks.deliveries)
 
-    docs = [json.loads(d.body) for d in hooks.of("staffjson")]
-    assert [d["event"]["id"] for d in docs] == [c.event_id for c in changes]
+    # in order per alert (the staff-only alert's raise may come between the public alert's events)
+    docs = sorted((json.loads(d.body) for d in hooks.of("staffjson")), key=lambda d: d["event"]["id"])
+    assert [d["event"]["id"] for d in docs] == ids
     assert [(d["alert"]["level"], d["alert"]["version"], d["alert"]["value"]) for d in docs] == \
-        [(1, 1, 4.2), (2, 2, 5.6), (1, 3, 4.9)]
+        [(1, 1, 4.2), (2, 2, 5.6), (2, 3, 4.9), (1, 1, 4.9)]
     assert [d["alert"]["audience"] for d in docs[:2]] == ["staff", "public"]
     assert "警戒レベル2相当" in docs[1]["texts"]["ja-JP"]["event"]
 
-    caps = [etree.fromstring(d.body) for d in hooks.of("staffcap")]
-    alert_id = changes[0].alert_id
+    alert_id, standby_id = changes[0].alert_id, changes[2].alert_id
+    caps = sorted((etree.fromstring(d.body) for d in hooks.of("staffcap")),
+                  key=lambda c: (c.findtext("cap:identifier", namespaces=CAP) or "").rsplit("-", 2)[1] != str(alert_id))
     assert [c.findtext("cap:identifier", namespaces=CAP).rsplit("-", 2)[1:] for c in caps] == \
-        [[str(alert_id), "v1"], [str(alert_id), "v2"], [str(alert_id), "v3"]]
-    assert [c.findtext("cap:scope", namespaces=CAP) for c in caps[:2]] == ["Restricted", "Public"]
-    assert [c.findtext("cap:msgType", namespaces=CAP) for c in caps] == ["Alert", "Update", "Update"]
-    assert len({d.body for d in hooks.of("staffcap")}) == 3
+        [[str(alert_id), "v1"], [str(alert_id), "v2"], [str(alert_id), "v3"], [str(standby_id), "v1"]]
+    assert [c.findtext("cap:scope", namespaces=CAP) for c in caps] == ["Restricted", "Public", "Public", "Restricted"]
+    # the first public message is an Alert (it names no Restricted message); its end a Cancel
+    assert [c.findtext("cap:msgType", namespaces=CAP) for c in caps] == ["Alert", "Alert", "Cancel", "Alert"]
+    assert len({d.body for d in hooks.of("staffcap")}) == 4
 
     # the level-1 raise was staff-only when it happened; the public hook hears the public level and its end
     public = [json.loads(d.body) for d in hooks.of("public")]
-    assert [(d["event"]["kind"], d["alert"]["version"]) for d in public] == [("escalated", 2), ("de-escalated", 3)]
+    assert [(d["event"]["kind"], d["alert"]["version"]) for d in public] == [("escalated", 2), ("cleared", 3)]
 
 
 async def test_a_receiver_that_was_down_gets_the_backlog_in_order(
@@ -89,13 +101,16 @@ async def test_a_receiver_that_was_down_gets_the_backlog_in_order(
     admin = await staff_token(pool, "admin1", "admin", None)
     await _hook(client, hooks, admin, "flaky", include_staff=True)
     hooks.fail_first["flaky"] = 2  # still down for the first two requests: retried with backoff
-    changes = await _backlog(pool)
+    await _backlog(pool)
+    ids = await _event_ids(pool)
     async with running(pool, retry_base_s=0.05):
-        for c in changes:
-            await settled(pool, c.event_id)
+        for event_id in ids:
+            await settled(pool, event_id)
     docs = [json.loads(d.body) for d in hooks.of("flaky")]
-    assert [(d["event"]["id"], d["alert"]["level"], d["alert"]["version"]) for d in docs] == \
-        [(c.event_id, level, version) for c, level, version in zip(changes, (1, 2, 1), (1, 2, 3), strict=True)]
+    # each alert's events in order: the public alert's three, the staff-only one's raise
+    got = [[(d["event"]["id"], d["alert"]["level"], d["alert"]["version"]) for d in docs if d["alert"]["id"] == a]
+           for a in dict.fromkeys(sorted(d["alert"]["id"] for d in docs))]
+    assert got == [[(ids[0], 1, 1), (ids[1], 2, 2), (ids[2], 2, 3)], [(ids[3], 1, 1)]]
 
 
 async def test_queued_push_messages_go_to_the_municipality_of_the_alert_at_each_event(
@@ -118,16 +133,17 @@ async def test_queued_push_messages_go_to_the_municipality_of_the_alert_at_each_
 
 async def test_the_event_stream_tells_each_event_as_the_alert_was_at_it(pool: asyncpg.Pool) -> None:
     await _seed(pool)
-    changes = await _backlog(pool)
+    await _backlog(pool)
     async with pool.acquire() as conn:
         events = await load_alert_events(conn, 0)
-    assert [e.id for e in events] == sorted(e.id for e in events) and len(events) == 3
+    assert [e.id for e in events] == sorted(e.id for e in events) and len(events) == 4
     shown = [json.loads(e.data)["alert"] for e in events]
-    assert [(a["level"], a["version"], a["value"]) for a in shown] == [(1, 1, 4.2), (2, 2, 5.6), (1, 3, 4.9)]
-    assert [json.loads(e.data)["event_id"] for e in events] == [c.event_id for c in changes]
-    # the public stream: not the staff-only raise; the public level and the change that ended it
+    assert [(a["level"], a["version"], a["value"]) for a in shown] == \
+        [(1, 1, 4.2), (2, 2, 5.6), (2, 3, 4.9), (1, 1, 4.9)]
+    assert [json.loads(e.data)["event_id"] for e in events] == await _event_ids(pool)
+    # the public stream: not the staff-only raises; the public level and the change that ended it
     public = [e for e in events if _matches(e, exercise=None, municipality=None, audience="public")]
-    assert [json.loads(e.data)["kind"] for e in public] == ["escalated", "de-escalated"]
+    assert [json.loads(e.data)["kind"] for e in public] == ["escalated", "cleared"]
     staff = [e for e in events if _matches(e, exercise=None, municipality=None, audience="staff")]
     assert json.loads(staff[0].data)["kind"] == "raised"
 
@@ -136,26 +152,27 @@ async def test_events_recorded_before_their_alert_state_was_kept_get_it_rebuilt(
     """Migration 053 on events stored without ``alert_state``: each gets its level, version, value and the
     audience of its level; the fan-out then tells them as they were."""
     await _seed(pool)
-    changes = await _backlog(pool)
-    cleared = await _level(pool, 1, None, 3.0)
+    await _backlog(pool)
+    await _level(pool, 1, None, 3.0)  # the staff-only standby alert ends
+    ids = await _event_ids(pool)
     sql = resources.files("alerting").joinpath("migrations/053_event_alert_state.sql").read_text()
     async with pool.acquire() as conn:
         await conn.execute("UPDATE alert_events SET alert_state = NULL")
         await conn.execute(sql)
         assert await conn.fetchval("SELECT count(*) FROM alert_events WHERE alert_state IS NULL") == 0
-        seen = [await alerts.alert_at_event(conn, c.event_id) for c in (*changes, cleared)]
+        seen = [await alerts.alert_at_event(conn, i) for i in ids]
     assert [(a["level"], a["version"], a["value"], a["state"], a["cleared_at"] is None) for a in seen if a] == [
-        (1, 1, 4.2, "raised", True), (2, 2, 5.6, "escalated", True), (1, 3, 4.9, "de-escalated", True),
-        (1, 4, 3.0, "cleared", False)]
-    assert [a["audience"] for a in seen if a] == ["staff", "public", "staff", "staff"]
-    assert [a["told_audience"] for a in seen if a] == ["staff", "public", "public", "staff"]
-    assert [a["max_level"] for a in seen if a] == [1, 2, 2, 2]
+        (1, 1, 4.2, "raised", True), (2, 2, 5.6, "escalated", True), (2, 3, 4.9, "cleared", False),
+        (1, 1, 4.9, "raised", True), (1, 2, 3.0, "cleared", False)]
+    assert [a["audience"] for a in seen if a] == ["staff", "public", "public", "staff", "staff"]
+    assert [a["told_audience"] for a in seen if a] == ["staff", "public", "public", "staff", "staff"]
+    assert [a["max_level"] for a in seen if a] == [1, 2, 2, 1, 1]
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO webhooks (url, secret, created_by) VALUES ('https://x.test/h', 's', 'a')")
         await store.fan_out(conn, base_url="https://sonae.test")
         queued = await conn.fetch("SELECT alert_event_id, payload FROM notify_queue ORDER BY alert_event_id")
     assert [(r["alert_event_id"], json.loads(r["payload"])["alert"]["version"]) for r in queued] == \
-        [(changes[1].event_id, 2), (changes[2].event_id, 3)]
+        [(ids[1], 2), (ids[2], 3)]
 
 
 async def test_the_history_lists_each_event_for_its_audience_when_it_happened(pool: asyncpg.Pool) -> None:
@@ -165,7 +182,7 @@ async def test_the_history_lists_each_event_for_its_audience_when_it_happened(po
         public = await alerts.list_history(conn, audience="public")
         staff = await alerts.list_history(conn, audience="staff")
     assert [(r["id"], r["audience"]) for r in public][1:] == [(changes[1].event_id, "public")]
-    assert [r["id"] for r in public][0] == changes[2].event_id  # the end of what the public was told
+    assert [r["id"] for r in public][0] == (await _event_ids(pool))[2]  # the end of what the public was told
     assert changes[0].event_id in [r["id"] for r in staff]
 
 
