@@ -20,6 +20,7 @@ import asyncpg
 
 from ingest.contract import STATION_ID
 from ingest.municipalities import unlisted
+from ingest.placement import Place
 from sonae import textfile
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
 from sonae.nametext import hidden_character, shown_text
@@ -288,8 +289,41 @@ async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station])
     return len(rows)
 
 
+#: the 6-digit municipality of a quarantined reading's topic (``…/{municipality}/{station}/{kind}``)
+_TOPIC_MUNICIPALITY = "sonae_municipality_code((regexp_match(q.topic, '/([0-9]{5,6})/[^/]+/[^/]+$'))[1])"
+#: the topic's station (the sender: the station itself, or a gateway)
+_TOPIC_SENDER = "(regexp_match(q.topic, '/([^/]+)/[^/]+$'))[1]"
+
+
 async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str]) -> int:
-    """Move quarantined readings of now-registered stations into ``readings``."""
+    """Move quarantined readings of now-registered stations into ``readings``; returns how many moved.
+
+    A reading is judged by the rule of :mod:`ingest.placement` now that its station's place is known: one
+    whose topic's municipality is not the station's registered one (or, sent by a gateway for a station with
+    no registered municipality) is not released but kept as a dead letter ``wrong_municipality`` (its
+    payload is the reading as JSON, since the quarantine keeps readings, not messages).
+    """
+    misplaced = (f"(s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY} "
+                 f"AND (s.municipality_code IS NOT NULL OR {_TOPIC_SENDER} IS DISTINCT FROM q.station_id))")
+    await conn.execute(
+        f"""WITH moved AS (
+               DELETE FROM quarantined_readings q USING stations s
+               WHERE q.station_id = ANY($1::text[]) AND s.id = q.station_id AND {misplaced}
+               RETURNING q.topic, convert_to(json_build_object(
+                   'station', q.station_id, 'kind', q.kind, 'ts', q.ts, 'value', q.value, 'exercise', q.exercise,
+                   'seq', q.seq)::text, 'UTF8') AS payload,
+                   'station ' || quote_literal(q.station_id) || ' is registered in '
+                   || coalesce(s.municipality_code, 'no municipality') || ', not in the municipality of its topic'
+                   AS detail)
+           INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason,
+                                          detail, deliveries)
+           SELECT topic, payload, octet_length(payload), sha256(payload),
+                  sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), 'wrong_municipality', detail, 1
+           FROM moved
+           ON CONFLICT (message_key, reason) DO UPDATE
+           SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()""",
+        list(station_ids),
+    )
     status = await conn.execute(
         """WITH moved AS (
                DELETE FROM quarantined_readings q WHERE q.station_id = ANY($1::text[])
@@ -302,9 +336,10 @@ async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def gateway_ids(conn: asyncpg.Connection) -> set[str]:
-    """Stations registered as gateways (allowed to report for other stations)."""
-    return {r["id"] for r in await conn.fetch("SELECT id FROM stations WHERE kind = 'gateway'")}
+async def station_places(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, Place]:
+    """The registry's :class:`ingest.placement.Place` (municipality, kind) of those of ``ids`` it knows."""
+    rows = await conn.fetch("SELECT id, municipality_code, kind FROM stations WHERE id = ANY($1::text[])", list(ids))
+    return {r["id"]: Place(r["municipality_code"], r["kind"]) for r in rows}
 
 
 async def known_station_ids(conn: asyncpg.Connection, ids: Sequence[str]) -> set[str]:

@@ -38,7 +38,8 @@ import asyncpg
 from ingest import metrics
 from ingest.contract import Parser, PayloadError, Reading, parse_topic, subscription
 from ingest.partition import REFRESH_S, Partition, registered_municipalities
-from ingest.registry import gateway_ids, known_station_ids, release_quarantine
+from ingest.placement import Place, misplaced
+from ingest.registry import known_station_ids, release_quarantine, station_places
 from ingest.store import DEAD_LETTER_BYTES, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient, bound_client_id
@@ -112,8 +113,6 @@ class Ingestor:
         self._known: set[str] = set()
         self._checked_unknown: dict[str, float] = {}
         self._staged_batches_left = 0
-        self._gateways: set[str] = set()
-        self._gateways_loaded = -1e9
         self._stopping = False
         self._same_size_batches = 0
         self._last_batch_size = -1
@@ -307,7 +306,7 @@ class Ingestor:
         """Store a parsed batch and acknowledge its messages."""
         metrics.MESSAGES_RECEIVED.inc(len(batch))
         pairs, dead = parsed.pairs, list(parsed.dead)
-        pairs = await self._refuse_foreign(pairs, dead)
+        pairs = await self._refuse_misplaced(pairs, dead)
         readings: list[Reading] = []
         sources: list[Message] = []  # the message of each reading, for a dead letter if it cannot be written
         quarantine: list[tuple[Reading, str]] = []
@@ -351,36 +350,38 @@ class Ingestor:
         self.totals["dead_letters"] += result.dead_letters
         return result
 
-    async def _refuse_foreign(self, pairs: list[tuple[Reading, Message]],
-                              dead: list[DeadLetter]) -> list[tuple[Reading, Message]]:
-        """Keep a reading for another station than its topic's only when the topic's is a gateway.
+    async def _refuse_misplaced(self, pairs: list[tuple[Reading, Message]],
+                                dead: list[DeadLetter]) -> list[tuple[Reading, Message]]:
+        """Keep the readings whose topic may carry them (:func:`ingest.placement.misplaced`); the message of
+        any other becomes a dead letter ``foreign_station`` or ``wrong_municipality``.
 
-        The broker's ACL lets a device publish only under its own station id; without this check a
-        SenML record naming another station would let any device write any gauge's readings.
+        The registry is read once a batch for the stations and senders in it, so a station moved to
+        another municipality, or a device made a gateway, is followed from the next batch.
         """
-        foreign = [(r, m) for r, m in pairs if r.station_id != m.topic.rsplit("/", 2)[-2]]
-        if not foreign:
+        if not pairs:
             return pairs
-        now = time.monotonic()
-        if now - self._gateways_loaded > 30 or any(m.topic.rsplit("/", 2)[-2] not in self._gateways
-                                                   for _, m in foreign):
-            if now - self._gateways_loaded > 1:
-                async def load() -> set[str]:
-                    async with self.pool.acquire() as conn:
-                        return await gateway_ids(conn)
-                self._gateways = await self._retrying(load)
-                self._gateways_loaded = now
+        topics: dict[str, tuple[str, str]] = {}  # topic → (municipality, sender)
+        for _, m in pairs:
+            if m.topic not in topics:
+                t = parse_topic(m.topic, self.parser.prefix)  # parsed before: cannot fail
+                topics[m.topic] = (t.municipality, t.station)
+        ids = {r.station_id for r, _ in pairs} | {sender for _, sender in topics.values()}
+
+        async def load() -> dict[str, Place]:
+            async with self.pool.acquire() as conn:
+                return await station_places(conn, sorted(ids))
+        places = await self._retrying(load)
+        self._known |= set(places)
         refused: set[int] = set()
         kept = []
         for r, m in pairs:
-            sender = m.topic.rsplit("/", 2)[-2]
-            if r.station_id == sender or sender in self._gateways:
+            municipality, sender = topics[m.topic]
+            problem = misplaced(station=r.station_id, sender=sender, municipality=municipality, places=places)
+            if problem is None:
                 kept.append((r, m))
             elif id(m) not in refused:
                 refused.add(id(m))
-                dead.append(DeadLetter(m.topic, m.payload, "foreign_station",
-                                       f"{sender!r} is not a gateway and may only report for itself, "
-                                       f"not for {r.station_id!r}"))
+                dead.append(DeadLetter(m.topic, m.payload, *problem))
         return kept
 
     async def _register_minimal(self, municipality_of: dict[str, str]) -> None:
