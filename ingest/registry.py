@@ -295,35 +295,46 @@ _TOPIC_MUNICIPALITY = "sonae_municipality_code((regexp_match(q.topic, '/([0-9]{5
 _TOPIC_SENDER = "(regexp_match(q.topic, '/([^/]+)/[^/]+$'))[1]"
 
 
+#: a quarantined reading ``q`` as the payload of its dead letter (the quarantine keeps readings, not messages)
+_QUARANTINED_PAYLOAD = ("convert_to(json_build_object('station', q.station_id, 'kind', q.kind, 'ts', q.ts, "
+                        "'value', q.value, 'exercise', q.exercise, 'seq', q.seq)::text, 'UTF8')")
+#: quarantined readings (``q``) taken out by ``{using} … {where}`` and kept as dead letters ``{reason}``
+_QUARANTINE_TO_DEAD = """
+WITH moved AS (
+    DELETE FROM quarantined_readings q USING {using}
+    WHERE q.station_id = ANY($1::text[]) AND {where}
+    RETURNING q.topic, {payload} AS payload, {detail} AS detail)
+INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
+SELECT topic, payload, octet_length(payload), sha256(payload),
+       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), '{reason}', detail, 1
+FROM moved
+ON CONFLICT (message_key, reason) DO UPDATE SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()
+"""
+
+
 async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str]) -> int:
     """Move quarantined readings of now-registered stations into ``readings``; returns how many moved.
 
     A reading is judged by the rule of :mod:`ingest.placement` now that its station's place is known: one
     whose topic's municipality is not the station's registered one (or, sent by a gateway for a station with
-    no registered municipality) is not released but kept as a dead letter ``wrong_municipality`` (its
-    payload is the reading as JSON, since the quarantine keeps readings, not messages).
+    no registered municipality) is not released but kept as a dead letter ``wrong_municipality``. One whose
+    time already holds another value in ``readings`` is kept as a dead letter ``conflicting_value``, as ingest
+    keeps it (:class:`ingest.store.Conflict`); an identical one is a duplicate and goes.
     """
-    misplaced = (f"(s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY} "
-                 f"AND (s.municipality_code IS NOT NULL OR {_TOPIC_SENDER} IS DISTINCT FROM q.station_id))")
-    await conn.execute(
-        f"""WITH moved AS (
-               DELETE FROM quarantined_readings q USING stations s
-               WHERE q.station_id = ANY($1::text[]) AND s.id = q.station_id AND {misplaced}
-               RETURNING q.topic, convert_to(json_build_object(
-                   'station', q.station_id, 'kind', q.kind, 'ts', q.ts, 'value', q.value, 'exercise', q.exercise,
-                   'seq', q.seq)::text, 'UTF8') AS payload,
-                   'station ' || quote_literal(q.station_id) || ' is registered in '
-                   || coalesce(s.municipality_code, 'no municipality') || ', not in the municipality of its topic'
-                   AS detail)
-           INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason,
-                                          detail, deliveries)
-           SELECT topic, payload, octet_length(payload), sha256(payload),
-                  sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), 'wrong_municipality', detail, 1
-           FROM moved
-           ON CONFLICT (message_key, reason) DO UPDATE
-           SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()""",
-        list(station_ids),
-    )
+    misplaced = (f"s.id = q.station_id AND s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY} "
+                 f"AND (s.municipality_code IS NOT NULL OR {_TOPIC_SENDER} IS DISTINCT FROM q.station_id)")
+    await conn.execute(_QUARANTINE_TO_DEAD.format(
+        using="stations s", where=misplaced, payload=_QUARANTINED_PAYLOAD, reason="wrong_municipality",
+        detail="'station ' || quote_literal(q.station_id) || ' is registered in ' "
+               "|| coalesce(s.municipality_code, 'no municipality') || ', not in the municipality of its topic'"),
+        list(station_ids))
+    conflicting = ("r.station_id = q.station_id AND r.kind = q.kind AND r.exercise = q.exercise AND r.ts = q.ts "
+                   "AND r.value <> q.value AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)")
+    await conn.execute(_QUARANTINE_TO_DEAD.format(
+        using="readings r", where=conflicting, payload=_QUARANTINED_PAYLOAD, reason="conflicting_value",
+        detail="q.station_id || ' ' || q.kind || ' at ' || q.ts || ': ' || q.value || ' differs from the stored ' "
+               "|| r.value || '; a correction is a staff edit, not a resend'"),
+        list(station_ids))
     status = await conn.execute(
         """WITH moved AS (
                DELETE FROM quarantined_readings q WHERE q.station_id = ANY($1::text[])
