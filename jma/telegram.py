@@ -34,6 +34,8 @@ from datetime import datetime, timedelta
 
 from lxml import etree
 
+from sonae.japantime import from_iso_format
+
 NS = {
     "r": "http://xml.kishou.go.jp/jmaxml1/",
     "h": "http://xml.kishou.go.jp/jmaxml1/informationBasis1/",
@@ -120,7 +122,7 @@ def _text(node: etree._Element | None, path: str) -> str:
 
 def _time(value: str, what: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = from_iso_format(value.replace("Z", "+00:00"))  # a leap second too (sonae.japantime)
     except ValueError:
         raise TelegramError("bad_datetime", f"{what} {value!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
