@@ -85,6 +85,9 @@ class Station:
     #: the exercise scenario's clock speed, applied while the station is an exercise station (kept, unused, while
     #: it is real: switched back to exercise, its drills run on their clock again)
     exercise_time_scale: float = 1.0
+    #: a stage at or below this (m, the gauge's datum) is 欠測, a missing value, not a stage (alerting.rules); None:
+    #: the gauge has no such sentinel and every stage is a stage. See :data:`MISSING_RULE`.
+    missing_at_or_below: float | None = 0.0
 
     def validate(self, *, texts: Iterable[str] = SHOWN_TEXTS) -> Station:
         """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`.
@@ -120,6 +123,7 @@ class Station:
             raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
         self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
         self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
+        self._check_above_missing(where=where)
         try:
             code = normalise_optional(self.municipality_code)
         except MunicipalityCodeError as exc:
@@ -129,6 +133,24 @@ class Station:
             raise RegistryError(f"{where}: municipality_code: {problem}")
         return self if code == self.municipality_code else replace(self, municipality_code=code)
 
+
+    def _check_above_missing(self, *, where: str) -> None:
+        """Every threshold lies above the stages read as 欠測 (:data:`MISSING_RULE`): the rules ignore a stage
+        at or below ``missing_at_or_below``, so a threshold there could never be reached (found: thresholds
+        −1.0/−0.5/−0.2/0.0 were accepted at import and PATCH, and the gauge never alerted)."""
+        limit = self.missing_at_or_below
+        if limit is None:
+            return
+        if not math.isfinite(limit):
+            raise RegistryError(f"{where}: missing_at_or_below must be a finite number of metres, or none")
+        for name in THRESHOLD_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value <= limit:
+                raise RegistryError(
+                    f"{where}: {name} ({value:g} m) is at or below missing_at_or_below ({limit:g} m), the stage "
+                    f"read as 欠測 (a missing value), so the gauge could never reach it: if the gauge reads such "
+                    f"stages (a tidal or low-lying gauge on T.P.), give missing_at_or_below none (or the value its "
+                    f"telemetry writes for 欠測, below every threshold) in the station file")
 
     def _check_rising(self, names: Sequence[str], order: str, *, where: str) -> None:
         """The load rule of one ladder (the one rule, for files and staff edits alike): each threshold given
@@ -143,8 +165,18 @@ class Station:
                                     f"{low_name} ({low:g} m)")
 
 
+#: Where the 欠測 rule comes from, and why it is per gauge. Telemetry exports write a missing stage as 0: the
+#: 持世寺 series (Yamaguchi 土木防災情報システム, shared/data/river_levels) reads 0.00 for 40 minutes on
+#: 2023-07-03 between 3.4 m readings, so a stage at or below 0 m is 欠測 by default (``alerting.rules``). But real
+#: Japanese gauges read below 0 m: in MLIT 川の水位情報 (the all-Japan snapshot of 2025-11-01 03 JST, same folder)
+#: 13 of 344 gauges read or start below 0 m, e.g. 幸田川橋 (岡山県) at −0.56 m with 観測開始水位 −0.95 m and
+#: 氾濫開始水位 0.01 m, and 北北上運河 中里 (宮城県) at −0.16 m; MLIT writes 欠測 as no value, never 0. So the
+#: sentinel is the station's ``missing_at_or_below`` (0.0 by default, ``none`` for no sentinel), and no threshold
+#: may lie at or below it.
+MISSING_RULE = "missing_at_or_below"
+
 _FIELDS = {f.name: f for f in fields(Station)}
-_FLOATS = {"lat", "lon", "max_rate_m_per_h", "exercise_time_scale", *THRESHOLD_FIELDS}
+_FLOATS = {"lat", "lon", "max_rate_m_per_h", "exercise_time_scale", "missing_at_or_below", *THRESHOLD_FIELDS}
 
 
 def _shown(value: Any) -> str:
@@ -166,6 +198,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
         if key not in _FIELDS:
             continue
         if value == "" or value is None:
+            continue
+        if key == MISSING_RULE and isinstance(value, str) and value.strip().lower() == "none":
+            values[key] = None  # the gauge has no 欠測 sentinel: every stage is a stage
             continue
         try:
             if isinstance(value, list | dict):
