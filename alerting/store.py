@@ -46,6 +46,24 @@ _ALERT_FROM = """
     LEFT JOIN evacuation_orders o ON o.id = a.order_id
 """
 
+#: an alert as it was at an event ``e`` (alias ``a``, with the joins of :data:`_ALERT_FROM`): the alerts row
+#: stored with the event (``alert_events.alert_state``, migration 053), over the row as it is now for
+#: columns the stored state lacks (added to ``alerts`` after the event was recorded). Names (station,
+#: municipality, order area) are read as they are now, as everywhere they are shown.
+_EVENT_ALERT_FROM = """
+    FROM alert_events e
+    JOIN alerts live ON live.id = e.alert_id
+    CROSS JOIN LATERAL jsonb_populate_record(NULL::alerts, to_jsonb(live) || coalesce(e.alert_state,
+        jsonb_build_object('version', e.version, 'municipality_code', e.municipality_code))) a
+    LEFT JOIN stations s ON s.id = a.station_id
+    LEFT JOIN municipalities m ON m.code = a.municipality_code
+    LEFT JOIN evacuation_orders o ON o.id = a.order_id
+"""
+#: the alert's audience at the event before ``e`` (NULL for its first): an event that ends what the public
+#: was told (down from a public level to a staff one) is for those who were told
+_PREVIOUS_AUDIENCE = """(SELECT p.alert_state->>'audience' FROM alert_events p WHERE p.alert_id = e.alert_id
+                         AND p.id < e.id ORDER BY p.id DESC LIMIT 1)"""
+
 
 class AlertError(ValueError):
     """A staff action that cannot be done (unknown alert, order already cancelled, bad area…)."""
@@ -85,10 +103,13 @@ async def _event(conn: asyncpg.Connection, alert: asyncpg.Record | dict[str, Any
                  level: int | None, old_level: int | None, reading_ts: datetime | None,
                  value: float | None, reason: str | None, actor: str, note: str | None = None,
                  old_municipality_code: str | None = None) -> int:
+    """Record one event of ``alert`` (its row as the change left it, in the caller's transaction), with that
+    row as ``alert_state``: what every later reader of the event tells (:data:`_EVENT_ALERT_FROM`)."""
     return int(await conn.fetchval(
         """INSERT INTO alert_events (alert_id, kind, version, level, old_level, reading_ts, value, reason, actor,
-                                     note, exercise, municipality_code, old_municipality_code)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id""",
+                                     note, exercise, municipality_code, old_municipality_code, alert_state)
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, to_jsonb(a) FROM alerts a WHERE a.id = $1
+           RETURNING id""",
         alert["id"], kind, alert["version"], level, old_level, reading_ts, value, reason, actor, note,
         alert["exercise"], alert["municipality_code"], old_municipality_code))
 
@@ -328,21 +349,57 @@ async def list_history(conn: asyncpg.Connection, *, municipality: str | None = N
                        since: datetime | None = None, until: datetime | None = None,
                        limit: int = 500) -> list[dict[str, Any]]:
     """Alert events, newest first; ``municipality`` matches an event of that municipality, and a ``moved``
-    event of an alert that left it (``old_municipality_code``)."""
+    event of an alert that left it (``old_municipality_code``). ``audience`` is the alert's at each event
+    (``alert_events.alert_state``), not now: a staff-only raise stays out of the public history after the
+    alert became public; ``public`` also lists the event that ended a public alert (:func:`told_audience`)."""
     rows = await conn.fetch(
-        """SELECT e.*, a.condition, a.station_id, a.audience, a.order_id FROM alert_events e
+        f"""SELECT e.*, a.condition, a.station_id, coalesce(e.alert_state->>'audience', a.audience) AS audience,
+                   a.order_id FROM alert_events e
            JOIN alerts a ON a.id = e.alert_id
            WHERE ($1::text IS NULL OR e.municipality_code = $1 OR e.old_municipality_code = $1)
              AND ($2::bool IS NULL OR e.exercise = $2)
-             AND ($3::text IS NULL OR a.audience = $3) AND ($4::text IS NULL OR a.station_id = $4)
+             AND ($3::text IS NULL OR coalesce(e.alert_state->>'audience', a.audience) = $3
+                  OR ($3::text = 'public' AND {_PREVIOUS_AUDIENCE} = 'public'))
+             AND ($4::text IS NULL OR a.station_id = $4)
              AND ($5::timestamptz IS NULL OR e.recorded_at >= $5)
              AND ($6::timestamptz IS NULL OR e.recorded_at < $6)
            ORDER BY e.id DESC LIMIT $7""", municipality, exercise, audience, station_id, since, until, limit)
     return [dict(r) for r in rows]
 
 
+async def alert_at_event(conn: asyncpg.Connection, event_id: int) -> dict[str, Any] | None:
+    """The alert of event ``event_id`` as it was right after that event (its level, version, audience,
+    state, value, municipality…; see :data:`_EVENT_ALERT_FROM`), as :func:`get_alert` reads it now, with
+    ``told_audience`` (:func:`told_audience`). None for an unknown event."""
+    row = await conn.fetchrow(
+        f"SELECT {_ALERT_COLUMNS}, {_PREVIOUS_AUDIENCE} AS previous_audience {_EVENT_ALERT_FROM} WHERE e.id = $1",
+        event_id)
+    if row is None:
+        return None
+    out = _row(row)
+    out["told_audience"] = told_audience(out["audience"], out.pop("previous_audience"))
+    return out
+
+
+def told_audience(audience: str, previous: str | None) -> str:
+    """Who an event is for: ``public`` when the alert was public at the event, or just before it (the event
+    that takes a public alert down to a staff-only level or clears it ends what residents were told, and is
+    told to them: :func:`notify.messages.is_ending`); else ``staff``.
+
+    Parameters
+    ----------
+    audience
+        The alert's audience at the event (``alert_events.alert_state``).
+    previous
+        Its audience at the alert's event before (None for the first).
+    """
+    return "public" if "public" in (audience, previous) else "staff"
+
+
 async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 1000) -> list[dict[str, Any]]:
-    """Events committed after position ``last_pos``, in commit order, with their alert's current state.
+    """Events committed after position ``last_pos``, in commit order, each with its alert as it was at that
+    event (:data:`_EVENT_ALERT_FROM`), not as it is when read: a reader behind (a replay, a backlog) tells
+    every change as it was. ``told_audience`` is who the event is for (:func:`told_audience`).
 
     ``pos`` (not ``id``) is the order: it is given at commit time under a lock (migration 004), so
     every event at or below a position a reader has seen is already visible, and ``pos > last`` never
@@ -354,13 +411,14 @@ async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 
                    e.level AS event_level,
                    e.old_level AS event_old_level, e.reading_ts AS event_reading_ts, e.actor AS event_actor,
                    e.note AS event_note, e.recorded_at AS event_recorded_at,
-                   e.old_municipality_code AS event_old_municipality_code, {_ALERT_COLUMNS}
-            FROM alert_events e JOIN alerts a ON a.id = e.alert_id
-            LEFT JOIN stations s ON s.id = a.station_id
-            LEFT JOIN municipalities m ON m.code = a.municipality_code
-            LEFT JOIN evacuation_orders o ON o.id = a.order_id
+                   e.old_municipality_code AS event_old_municipality_code, {_ALERT_COLUMNS},
+                   {_PREVIOUS_AUDIENCE} AS previous_audience
+            {_EVENT_ALERT_FROM}
             WHERE e.pos > $1 ORDER BY e.pos LIMIT $2""", last_pos, limit)
-    return [_row(r) for r in rows]
+    out = [_row(r) for r in rows]
+    for r in out:
+        r["told_audience"] = told_audience(r["audience"], r.pop("previous_audience"))
+    return out
 
 
 async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str, Any]]:

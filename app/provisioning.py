@@ -48,12 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.contract import STATION_ID, STATION_ID_RULE
 from sonae.config_values import ConfigValueError, config_value
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
-#: usernames (device ids): what the station registry allows; never MQTT wildcards, ``/``, ``:`` or spaces
-USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: usernames (device ids) and stations: the station registry's rule (``ingest.contract.STATION_ID``: a device's
+#: station is its username by default); never MQTT wildcards, ``/``, ``:``, spaces, nor dots only (found:
+#: ``--station ..`` was written into an ACL line)
+USERNAME = SEGMENT = STATION_ID
 ROLES = ("device", "ingest", "alerts", "viewer", "simulator")
 ACCESS = ("read", "write", "readwrite")
 DEFAULT_DIR = Path("/etc/mosquitto/sonae")
@@ -78,6 +80,8 @@ def _checked(what: str, value: str, **kw: Any) -> str:
     try:
         return config_value(what, value, **kw)
     except ConfigValueError as exc:
+        if kw.get("pattern") is STATION_ID and isinstance(value, str):  # the rule in words, not its regex
+            raise ProvisioningError(f"{what} {value[:80]!r}: expected {STATION_ID_RULE}") from None
         raise ProvisioningError(str(exc)) from None
 
 
@@ -325,6 +329,8 @@ def grants_for(
         raise ProvisioningError(f"--municipality: {exc}") from None
     for s in stations:
         _check_segment("station", s)
+    if role == "device" and not stations:  # its station is its username: the same rule
+        _check_segment("username", username)
     grants: list[Grant] = []
     if role == "device":
         if len(municipalities) != 1:

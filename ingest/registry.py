@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncpg
 
-from ingest.contract import STATION_ID
-from ingest.municipalities import unlisted
+from ingest.contract import STATION_ID, STATION_ID_RULE
+from ingest.municipalities import uncovered
 from ingest.placement import Place
 from sonae import textfile
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
@@ -98,7 +98,7 @@ class Station:
         """
         where = f"station {self.id!r}"
         if not STATION_ID.match(self.id):
-            raise RegistryError(f"{where}: id must match [A-Za-z0-9_.-]{{1,64}}")
+            raise RegistryError(f"{where}: id {self.id[:80]!r}: a station id is {STATION_ID_RULE}")
         if not self.name:
             raise RegistryError(f"{where}: name is empty")
         for name in texts:
@@ -314,10 +314,22 @@ _UPSERT = (
 
 
 async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station]) -> int:
-    """Insert or update stations, then release their quarantined readings. Returns the count."""
-    rows = [tuple(asdict(s.validate()).values()) for s in stations]
+    """Insert or update stations, then release their quarantined readings. Returns the count.
+
+    Raises
+    ------
+    RegistryError
+        For a station that breaks the registry's rules (:meth:`Station.validate`), or names a municipality this
+        deployment does not cover (:func:`ingest.municipalities.uncovered`); nothing is written then.
+    """
+    checked = [s.validate() for s in stations]
+    rows = [tuple(asdict(s).values()) for s in checked]
     if not rows:
         return 0
+    for code in sorted({s.municipality_code for s in checked if s.municipality_code is not None}):
+        if why := await uncovered(conn, code):  # the rule of a staff edit (edit_station) and the API's bodies
+            first = next(s.id for s in checked if s.municipality_code == code)
+            raise RegistryError(f"station {first!r}: municipality_code: {why}")
     async with conn.transaction():
         await conn.executemany(_UPSERT, rows)
         await release_quarantine(conn, [r[0] for r in rows])
@@ -465,7 +477,7 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
         texts=[t for t in SHOWN_TEXTS if t in changes])
     updates = {k: getattr(edited, k) for k in updates}
     code = updates.get("municipality_code")
-    if code is not None and code != row["municipality_code"] and (why := await unlisted(conn, code)):
+    if code is not None and code != row["municipality_code"] and (why := await uncovered(conn, code)):
         raise RegistryError(f"{where}: {why}")
     changed = {k: v for k, v in updates.items() if row[k] != v}
     if changed:
