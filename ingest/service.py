@@ -379,11 +379,17 @@ class Ingestor:
                 return await station_places(conn, sorted(ids))
         places = await self._retrying(load)
         self._known |= set(places)
+        verdicts: dict[tuple[str, str], tuple[str, str] | None] = {}  # (station, topic) → its verdict, once
         refused: set[int] = set()
         kept = []
         for r, m in pairs:
-            municipality, sender = topics[m.topic]
-            problem = misplaced(station=r.station_id, sender=sender, municipality=municipality, places=places)
+            key = (r.station_id, m.topic)
+            if key in verdicts:
+                problem = verdicts[key]
+            else:
+                municipality, sender = topics[m.topic]
+                problem = verdicts[key] = misplaced(station=r.station_id, sender=sender, municipality=municipality,
+                                                    places=places)
             if problem is None:
                 kept.append((r, m))
             elif id(m) not in refused:
