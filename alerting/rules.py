@@ -7,7 +7,8 @@ database and any worker can take over (see :mod:`alerting.worker`).
 River level (condition ``river_level``, one open alert that moves up and down the ladder of
 :mod:`alerting.levels`):
 
-* **Missing values.** A stage at or below ``missing_at_or_below`` (0.0 m by default) is a missing
+* **Missing values.** A stage at or below ``missing_at_or_below`` (0.0 m by default; per gauge, the registry's
+  ``missing_at_or_below``, None for a gauge that reads below 0 m: see ``ingest.registry.MISSING_RULE``) is a missing
   value, not a stage: telemetry exports write 欠測 as 0 (the 持世寺 series reads 0.00 for 40 minutes on
   2023-07-03 between 3.4 m readings). Missing values are ignored: they neither raise nor clear.
 * **Raising at once.** A plausible reading at or above a threshold raises that level at once (reason
@@ -128,9 +129,15 @@ class RuleConfig:
             dwell_down_grace_s=max(self.dwell_down_grace_s, float(interval_s)),
         )
 
-    def for_gauge(self, *, max_rate_m_per_h: float | None) -> RuleConfig:
-        """The rules with a gauge's own plausible rate (None keeps the default)."""
-        return self if max_rate_m_per_h is None else replace(self, max_rate_m_per_h=float(max_rate_m_per_h))
+    def for_gauge(self, *, max_rate_m_per_h: float | None,
+                  missing_at_or_below: float | None = 0.0) -> RuleConfig:
+        """The rules with a gauge's own plausible rate (None keeps the default) and its own 欠測 sentinel
+        (the registry's ``missing_at_or_below``; None: the gauge has none, every stage is a stage)."""
+        rate = self.max_rate_m_per_h if max_rate_m_per_h is None else float(max_rate_m_per_h)
+        missing = None if missing_at_or_below is None else float(missing_at_or_below)
+        if (rate, missing) == (self.max_rate_m_per_h, self.missing_at_or_below):
+            return self
+        return replace(self, max_rate_m_per_h=rate, missing_at_or_below=missing)
 
     def scaled(self, time_scale: float) -> RuleConfig:
         """The rules on a clock running ``time_scale`` times faster (exercise scenarios only).

@@ -142,11 +142,13 @@ class _Station:
     #: when the station's exercise flag last changed (``stations.exercise_since``; None: never since it was
     #: registered): a real station's readings that arrived before it are not its (:meth:`RulesWorker._eligible`)
     exercise_since: datetime | None = None
+    #: the stage at or below which a reading is 欠測 (``stations.missing_at_or_below``; None: no sentinel)
+    missing_at_or_below: float | None = 0.0
 
 
 #: the station columns the worker reads (``_stations``); exercise_since -infinity (never changed) is NULL
 _STATION_COLUMNS = ("id, municipality_code, expected_interval_s, exercise, kind, gauge_type, max_rate_m_per_h, "
-                    "exercise_time_scale, nullif(exercise_since, '-infinity'::timestamptz) AS exercise_since, "
+                    "exercise_time_scale, nullif(exercise_since, '-infinity'::timestamptz) AS exercise_since, missing_at_or_below, "
                     + ", ".join(THRESHOLD_FIELDS))
 
 
@@ -206,7 +208,7 @@ class RulesWorker:
         self._mqtt_connecting: asyncio.Task[None] | None = None
         self._published_connection = 0  # the publisher connection the full alert state was sent on
         self._to_publish: set[int] = set()
-        self._configs: dict[tuple[int, float | None, float], RuleConfig] = {}
+        self._configs: dict[tuple[int, float | None, float, float | None], RuleConfig] = {}
         self._registry_changed = False  # a registry change was announced (NOTIFY 'names'): follow_registry
         self.passes = 0
 
@@ -412,7 +414,7 @@ class RulesWorker:
         rows = await conn.fetch(f"SELECT {_STATION_COLUMNS} FROM stations WHERE id = ANY($1::text[])", ids)
         return {r["id"]: _Station(r["id"], r["municipality_code"], r["expected_interval_s"], r["exercise"],
                                   _ladder_of(r), r["max_rate_m_per_h"], r["exercise_time_scale"], _gauge_of(r),
-                                  r["exercise_since"]) for r in rows}
+                                  r["exercise_since"], r["missing_at_or_below"]) for r in rows}
 
     @staticmethod
     def _eligible(st: _Station, exercise: bool, received_at: datetime) -> bool:
@@ -441,11 +443,12 @@ class RulesWorker:
         """The station's rules: its interval and plausible rate; an exercise stream of an exercise station on
         the scenario's clock (``exercise_time_scale``; real streams, and a real gauge's drills, run on real time)."""
         scale = st.exercise_time_scale if exercise and st.exercise else 1.0  # the scenario's, while it is one
-        key = (st.expected_interval_s, st.max_rate_m_per_h, scale)
+        key = (st.expected_interval_s, st.max_rate_m_per_h, scale, st.missing_at_or_below)
         config = self._configs.get(key)
         if config is None:
             config = self._configs[key] = (self.config.for_interval(st.expected_interval_s)
-                                           .for_gauge(max_rate_m_per_h=st.max_rate_m_per_h).scaled(scale))
+                                           .for_gauge(max_rate_m_per_h=st.max_rate_m_per_h,
+                                                      missing_at_or_below=st.missing_at_or_below).scaled(scale))
         return StationRules(st.steps, config, state)
 
     async def _evaluate(self, conn: asyncpg.Connection,
