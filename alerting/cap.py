@@ -5,8 +5,9 @@ Choices, per field:
 * ``sender`` and ``identifier``: from the installation's :class:`~alerting.cap_identity.CapProfile` —
   ``sonae-{installation}-alert-{id}-v{version}``, one per message, unique across installations; each
   state change of an alert is a new version. ``references`` lists every earlier message of the same
-  alert (``sender,identifier,sent``).
-* ``msgType``: ``Alert`` when raised, ``Update`` when escalated, de-escalated or moved with its station
+  alert (``sender,identifier,sent``) — of a public alert, every earlier public one.
+* ``msgType``: ``Alert`` when raised (or first public: an alert raised at 水防団待機 for staff and raised to
+  警戒レベル2相当 later references none of its Restricted messages, :func:`public_messages`), ``Update`` when escalated, de-escalated or moved with its station
   to another municipality (the area's geocode changes; earlier messages are referenced by the sender
   they were sent with), ``Cancel`` when
   cleared or an order is cancelled (with ``responseType`` AllClear in its infos).
@@ -23,7 +24,8 @@ Choices, per field:
   subtag, valid as xs:language).
 * ``expires``: ``sent`` + ``cap.expires_hours`` on every message; the Atom feed keeps a Cancel until
   it expires, so feed readers see it.
-* ``description``: the measured value, threshold and trend. Never an order's note or cancellation note:
+* ``description``: the measured value, threshold and trend, in each info's language (やさしい日本語 too:
+  :func:`alerting.texts.description`). Never an order's note or cancellation note:
   those are staff memos (the console's メモ), and a CAP message is public (issue #16: public reads show
   no internal note); the public words of an order are its ``area_desc``.
 * ``area``: ``areaDesc``; ``polygon`` elements (lat,lon pairs, closed rings) for orders given as a
@@ -43,7 +45,7 @@ from typing import Any
 
 from alerting.cap_area import cap_rings
 from alerting.cap_identity import CapProfile
-from alerting.texts import LANGUAGES, cleared_text, is_withdrawal, text_for
+from alerting.texts import LANGUAGES, cleared_text, description, is_withdrawal, text_for
 from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
 from sonae.xmltext import to_xml_bytes
 
@@ -108,10 +110,23 @@ def grading(alert: dict[str, Any]) -> tuple[str, str, str]:
     return "Future", "Minor", "Observed"
 
 
-def msg_type(alert: dict[str, Any]) -> str:
+def msg_type(alert: dict[str, Any], *, first_public: bool = False) -> str:
+    """``Cancel`` when cleared; ``Alert`` for the alert's first message — or its first public one
+    (``first_public``: its earlier messages were Restricted, :func:`public_messages`) —, ``Update`` after it."""
     if alert.get("cleared_at") is not None:
         return "Cancel"
-    return "Alert" if int(alert["version"]) == 1 else "Update"
+    return "Alert" if int(alert["version"]) == 1 or first_public else "Update"
+
+
+def public_messages(alert: dict[str, Any], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages a message of ``alert`` may reference: all of them for a staff alert; for a public alert
+    only those that were public (their ``audience``, the alert's at each message:
+    :func:`alerting.store.messages_of`): an alert raised at 水防団待機 for staff and raised to 警戒レベル2相当 later
+    had Restricted messages first; its first public message is an ``Alert`` and never names them. Messages
+    without a recorded audience are kept."""
+    if alert.get("audience") != "public":
+        return previous
+    return [p for p in previous if p.get("audience") in (None, "public")]
 
 
 def polygon_text(ring: list[list[float]]) -> str:
@@ -147,6 +162,9 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
     """
     sender = profile.sender_for(alert.get("municipality_code"))
     version = int(alert["version"])
+    shown = public_messages(alert, previous)
+    first_public = len(shown) < len(previous) and not any(int(p["version"]) < version for p in shown)
+    previous = shown
     times = {int(p["version"]): p["recorded_at"] for p in previous}
     sent = sent or sent_at(alert, previous)
     expires = sent + timedelta(hours=profile.expires_hours)
@@ -155,7 +173,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
     _sub(root, "sender", sender)
     _sub(root, "sent", cap_time(sent))
     _sub(root, "status", "Exercise" if alert["exercise"] else "Actual")
-    _sub(root, "msgType", msg_type(alert))
+    _sub(root, "msgType", msg_type(alert, first_public=first_public))
     _sub(root, "source", "Sonae river-gauge rules" if alert.get("station_id") else "Sonae staff")
     public = alert.get("audience") == "public"
     _sub(root, "scope", "Public" if public else "Restricted")
@@ -211,17 +229,10 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
         if alert["exercise"]:
             headline = ("[EXERCISE] " if lang == "en-US" else "【訓練】") + headline
         _sub(info, "headline", headline[:160])
-        desc = []
-        if alert.get("value") is not None:
-            desc.append(f"value {alert['value']:.2f} m" if lang == "en-US" else f"水位 {alert['value']:.2f} m")
-        if alert.get("threshold") is not None:
-            desc.append(f"threshold {alert['threshold']:.2f} m" if lang == "en-US"
-                        else f"基準 {alert['threshold']:.2f} m")
-        if alert.get("reason") == "trend":
-            desc.append("forecast to reach the flood danger stage" if lang == "en-US"
-                        else "氾濫危険水位への到達が見込まれます")
+        desc = description(lang, value=alert.get("value"), threshold=alert.get("threshold"),
+                           trend=alert.get("reason") == "trend")
         if desc:
-            _sub(info, "description", " / ".join(desc))
+            _sub(info, "description", desc)
         _sub(info, "instruction", t.instruction)
         for name, value in (("sonae:alert_id", str(alert["id"])), ("sonae:condition", alert["condition"]),
                             ("sonae:state", alert["state"])):

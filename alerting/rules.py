@@ -7,7 +7,8 @@ database and any worker can take over (see :mod:`alerting.worker`).
 River level (condition ``river_level``, one open alert that moves up and down the ladder of
 :mod:`alerting.levels`):
 
-* **Missing values.** A stage at or below ``missing_at_or_below`` (0.0 m by default) is a missing
+* **Missing values.** A stage at or below ``missing_at_or_below`` (0.0 m by default; per gauge, the registry's
+  ``missing_at_or_below``, None for a gauge that reads below 0 m: see ``ingest.registry.MISSING_RULE``) is a missing
   value, not a stage: telemetry exports write 欠測 as 0 (the 持世寺 series reads 0.00 for 40 minutes on
   2023-07-03 between 3.4 m readings). Missing values are ignored: they neither raise nor clear.
 * **Raising at once.** A plausible reading at or above a threshold raises that level at once (reason
@@ -128,9 +129,15 @@ class RuleConfig:
             dwell_down_grace_s=max(self.dwell_down_grace_s, float(interval_s)),
         )
 
-    def for_gauge(self, *, max_rate_m_per_h: float | None) -> RuleConfig:
-        """The rules with a gauge's own plausible rate (None keeps the default)."""
-        return self if max_rate_m_per_h is None else replace(self, max_rate_m_per_h=float(max_rate_m_per_h))
+    def for_gauge(self, *, max_rate_m_per_h: float | None,
+                  missing_at_or_below: float | None = 0.0) -> RuleConfig:
+        """The rules with a gauge's own plausible rate (None keeps the default) and its own 欠測 sentinel
+        (the registry's ``missing_at_or_below``; None: the gauge has none, every stage is a stage)."""
+        rate = self.max_rate_m_per_h if max_rate_m_per_h is None else float(max_rate_m_per_h)
+        missing = None if missing_at_or_below is None else float(missing_at_or_below)
+        if (rate, missing) == (self.max_rate_m_per_h, self.missing_at_or_below):
+            return self
+        return replace(self, max_rate_m_per_h=rate, missing_at_or_below=missing)
 
     def scaled(self, time_scale: float) -> RuleConfig:
         """The rules on a clock running ``time_scale`` times faster (exercise scenarios only).
@@ -173,6 +180,9 @@ class Transition:
     value: float | None
     threshold: float | None
     reason: str
+    #: found by replaying the stream after late readings (:func:`reconcile`): ``reason``, ``value`` and
+    #: ``threshold`` are still the rule, stage (m) and threshold (m) that decided it
+    re_evaluated: bool = False
 
     @property
     def kind(self) -> str:
@@ -279,6 +289,21 @@ class StationRules:
         """A level reading older than what was evaluated: the station must be re-evaluated."""
         s = self.state
         return r.kind == "level" and s.last_ts is not None and r.ts <= s.last_ts and not self.is_duplicate(r)
+
+    def standing(self) -> list[Transition]:
+        """The river level in force as the transition that would raise it now: its rule (``trend`` or
+        ``threshold``), the newest accepted stage (m) and the level's threshold (the forecast target for a
+        trend level 3). Empty when no level is open. A cause for :func:`reconcile` when the transition that
+        decided the level came before a replay's checkpoint."""
+        s = self.state
+        if s.level is None or s.last_valid is None:
+            return []
+        reason = s.reason or "threshold"
+        th = threshold_of(self.steps, s.level)
+        if reason == "trend" and s.level == LEVEL3:
+            target = trend_target(self.steps)
+            th = target.threshold if target else th
+        return [Transition(RIVER, None, s.level, s.last_valid[0], s.last_valid[1], th, reason)]
 
     def open_conditions(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -627,15 +652,53 @@ def device_problems(*, silent: bool, battery_pct: float | None, status: int | No
     return [name for name, bad in ((SILENT, silent), (LOW_BATTERY, low), (FAULT, status == STATUS_FAULT)) if bad]
 
 
-def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float) -> list[Transition]:
-    """Net transitions that take open conditions ``before`` to ``after`` (after a re-evaluation)."""
+#: the reason of a net change of a replay that no replayed transition explains (a health condition whose
+#: deciding report came before the replay's checkpoint); every other net change keeps the rule that decided it
+RE_EVALUATED = "re-evaluated"
+
+
+def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
+              decided: Iterable[Transition] = ()) -> list[Transition]:
+    """Net transitions that take open conditions ``before`` to ``after`` (after a re-evaluation).
+
+    Each net transition carries the cause of the change: the rule (``reason``: ``threshold``, ``trend``,
+    a confirmation…), the stage and the threshold of the last of ``decided`` (the replay's own transitions,
+    in order, optionally preceded by :meth:`StationRules.standing`) of its condition that reached its new
+    level — what the texts of every channel are made from (a level 3 of the trend rule is worded as
+    forecast, with the stage and the 氾濫危険水位 that decided it), never a bare "re-evaluated" without a
+    stage. Only a change no transition of ``decided`` explains has reason :data:`RE_EVALUATED` and no stage.
+
+    Parameters
+    ----------
+    before, after
+        Open conditions (name → level) of the live state and of the replayed one
+        (:meth:`StationRules.open_conditions`).
+    ts
+        Reading time of the net transitions (epoch s): the newest reading replayed.
+    decided
+        Transitions of the replay, oldest first.
+
+    Returns
+    -------
+    list of Transition
+        One per condition whose level differs, by condition name, each marked ``re_evaluated``.
+    """
+    last: dict[str, Transition] = {}
+    for t in decided:
+        last[t.condition] = t
     out = []
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)
-        if old != new:
-            out.append(Transition(name, old, new, ts, None, None, "re-evaluated"))
+        if old == new:
+            continue
+        cause = last.get(name)
+        if cause is not None and cause.new_level == new:
+            out.append(Transition(name, old, new, ts, cause.value, cause.threshold, cause.reason, re_evaluated=True))
+        else:
+            out.append(Transition(name, old, new, ts, None, None, RE_EVALUATED, re_evaluated=True))
     return out
 
 
 __all__ = ["RIVER", "UNCONFIRMED", "CONFIRMED", "IMPLAUSIBLE", "SPIKE", "MAX_RATE_M_PER_H", "LOW_BATTERY", "FAULT", "SILENT", "ORDER", "LEVEL4", "Reading", "RuleConfig",
-           "StationRules", "Transition", "device_problems", "is_silent", "stream_start", "SWITCHES_KEPT", "reconcile", "slope"]
+           "StationRules", "Transition", "device_problems", "is_silent", "stream_start", "SWITCHES_KEPT", "reconcile", "slope",
+           "RE_EVALUATED"]

@@ -25,6 +25,9 @@ from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.nametext import shown_text
 
 NOTIFY_CHANNEL = "sonae_alerts"
+#: the note of an alert event found by replaying a stream after late readings (``Transition.re_evaluated``);
+#: the event's reason stays the rule that decided it (``threshold``, ``trend``…)
+RE_EVALUATED_NOTE = "re-evaluated: late readings replayed in reading time"
 #: the payload on ``NOTIFY_CHANNEL`` when a name alerts are shown with changes (station, river,
 #: municipality, order area: migration 025), with no alert event
 NAMES_CHANGED = "names"
@@ -45,6 +48,24 @@ _ALERT_FROM = """
     LEFT JOIN municipalities m ON m.code = a.municipality_code
     LEFT JOIN evacuation_orders o ON o.id = a.order_id
 """
+
+#: an alert as it was at an event ``e`` (alias ``a``, with the joins of :data:`_ALERT_FROM`): the alerts row
+#: stored with the event (``alert_events.alert_state``, migration 053), over the row as it is now for
+#: columns the stored state lacks (added to ``alerts`` after the event was recorded). Names (station,
+#: municipality, order area) are read as they are now, as everywhere they are shown.
+_EVENT_ALERT_FROM = """
+    FROM alert_events e
+    JOIN alerts live ON live.id = e.alert_id
+    CROSS JOIN LATERAL jsonb_populate_record(NULL::alerts, to_jsonb(live) || coalesce(e.alert_state,
+        jsonb_build_object('version', e.version, 'municipality_code', e.municipality_code))) a
+    LEFT JOIN stations s ON s.id = a.station_id
+    LEFT JOIN municipalities m ON m.code = a.municipality_code
+    LEFT JOIN evacuation_orders o ON o.id = a.order_id
+"""
+#: the alert's audience at the event before ``e`` (NULL for its first): an event that ends what the public
+#: was told (down from a public level to a staff one) is for those who were told
+_PREVIOUS_AUDIENCE = """(SELECT p.alert_state->>'audience' FROM alert_events p WHERE p.alert_id = e.alert_id
+                         AND p.id < e.id ORDER BY p.id DESC LIMIT 1)"""
 
 
 class AlertError(ValueError):
@@ -85,10 +106,13 @@ async def _event(conn: asyncpg.Connection, alert: asyncpg.Record | dict[str, Any
                  level: int | None, old_level: int | None, reading_ts: datetime | None,
                  value: float | None, reason: str | None, actor: str, note: str | None = None,
                  old_municipality_code: str | None = None) -> int:
+    """Record one event of ``alert`` (its row as the change left it, in the caller's transaction), with that
+    row as ``alert_state``: what every later reader of the event tells (:data:`_EVENT_ALERT_FROM`)."""
     return int(await conn.fetchval(
         """INSERT INTO alert_events (alert_id, kind, version, level, old_level, reading_ts, value, reason, actor,
-                                     note, exercise, municipality_code, old_municipality_code)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id""",
+                                     note, exercise, municipality_code, old_municipality_code, alert_state)
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, to_jsonb(a) FROM alerts a WHERE a.id = $1
+           RETURNING id""",
         alert["id"], kind, alert["version"], level, old_level, reading_ts, value, reason, actor, note,
         alert["exercise"], alert["municipality_code"], old_municipality_code))
 
@@ -115,6 +139,13 @@ async def apply_transition(
     detail = {"station_id": station_id, "condition": t.condition, "exercise": exercise,
               "old_level": t.old_level, "new_level": t.new_level, "reading_ts": at.isoformat(),
               "value": t.value, "reason": t.reason}
+    note = None
+    if t.re_evaluated:
+        detail["re_evaluated"] = True
+        note = RE_EVALUATED_NOTE
+    if (open_alert is not None and t.new_level is not None and open_alert["level"] != t.new_level
+            and open_alert["audience"] == "public" and audience_for(t.condition, t.new_level) != "public"):
+        return await _leave_public(conn, open_alert, t, at=at, detail=detail, actor=actor, note=note)
     if t.new_level is None:
         if open_alert is None:
             return None
@@ -146,11 +177,57 @@ async def apply_transition(
     assert alert is not None
     old = None if open_alert is None else open_alert["level"]
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
-                            reason=t.reason, actor=actor)
+                            reason=t.reason, actor=actor, note=note)
     withdrawn = t.condition == UNCONFIRMED and kind == "cleared" and t.reason == SPIKE
     await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
+
+
+async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Transition, *, at: datetime,
+                        detail: dict[str, Any], actor: str, note: str | None) -> AlertChange:
+    """A public alert whose level falls below the public levels (to 水防団待機/観測開始, STANDBY): its public life
+    ends and a staff-only alert goes on at the new level. Call in a transaction.
+
+    The rule (one for every channel, since each reads the alert's ``audience`` and its ``cleared`` event): an
+    alert is public only while it is at a public level (:func:`alerting.levels.is_public`); STANDBY is for
+    staff (水防団 get ready; ``alerting/levels.py``, README "Gauges"). So the public alert is *cleared* as when
+    the river falls below every threshold — a new version, event ``cleared`` (level None, ``old_level`` its
+    public level), audit ``alert.cleared``, the alerts notification — and every public channel says it ended:
+    the API lists it no longer, the level answer has no level from it, Atom and CAP carry its ``Cancel``
+    (``responseType`` AllClear, or Monitor for a registry change: :func:`alerting.texts.cleared_text`), its
+    retained MQTT copy is removed, push and webhooks send its end. In the same transaction a new staff-only
+    alert is raised at the new level (event ``raised``, audit ``alert.raised``), with the change's reason,
+    stage and threshold, so staff keep seeing the gauge at standby; its note and both audit entries name the
+    other alert. A later rise to a public level makes that alert public (:func:`apply_transition`'s
+    ``audience``), told to residents as any rise. Returns the staff alert's change: the condition's open
+    alert now.
+    """
+    cleared = await conn.fetchrow(
+        """UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
+               value = coalesce($3, value), reason = $4, updated_at = now()
+           WHERE id = $1 RETURNING *""", public["id"], at, t.value, t.reason)
+    staff = await conn.fetchrow(
+        """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
+                               state, reason, value, threshold, raised_at, changed_at)
+           VALUES ($1, $2, $3, 'staff', $4, $5, $5, 'raised', $6, $7, $8, $9, $9) RETURNING *""",
+        public["station_id"], t.condition, public["exercise"], public["municipality_code"], t.new_level, t.reason,
+        t.value, t.threshold, at)
+    assert cleared is not None and staff is not None
+    ended = f"below the public levels: continued by staff-only alert {staff['id']}"
+    cleared_event = await _event(conn, cleared, "cleared", level=None, old_level=public["level"], reading_ts=at,
+                                 value=t.value, reason=t.reason, actor=actor,
+                                 note=ended if note is None else f"{note}; {ended}")
+    await record_audit(conn, actor, "alert.cleared", "alert", cleared["id"],
+                       {**detail, "new_level": None, "continued_by": staff["id"]})
+    await _notify(conn, cleared["id"], cleared_event)
+    goes_on = f"continues alert {public['id']} below the public levels, for staff only"
+    staff_event = await _event(conn, staff, "raised", level=t.new_level, old_level=None, reading_ts=at,
+                               value=t.value, reason=t.reason, actor=actor,
+                               note=goes_on if note is None else f"{note}; {goes_on}")
+    await record_audit(conn, actor, "alert.raised", "alert", staff["id"], {**detail, "continues": public["id"]})
+    await _notify(conn, staff["id"], staff_event)
+    return AlertChange(staff["id"], staff_event, "raised", staff["municipality_code"])
 
 
 async def move_alert(conn: asyncpg.Connection, alert_id: int, *, municipality_code: str | None, at: datetime,
@@ -328,21 +405,57 @@ async def list_history(conn: asyncpg.Connection, *, municipality: str | None = N
                        since: datetime | None = None, until: datetime | None = None,
                        limit: int = 500) -> list[dict[str, Any]]:
     """Alert events, newest first; ``municipality`` matches an event of that municipality, and a ``moved``
-    event of an alert that left it (``old_municipality_code``)."""
+    event of an alert that left it (``old_municipality_code``). ``audience`` is the alert's at each event
+    (``alert_events.alert_state``), not now: a staff-only raise stays out of the public history after the
+    alert became public; ``public`` also lists the event that ended a public alert (:func:`told_audience`)."""
     rows = await conn.fetch(
-        """SELECT e.*, a.condition, a.station_id, a.audience, a.order_id FROM alert_events e
+        f"""SELECT e.*, a.condition, a.station_id, coalesce(e.alert_state->>'audience', a.audience) AS audience,
+                   a.order_id FROM alert_events e
            JOIN alerts a ON a.id = e.alert_id
            WHERE ($1::text IS NULL OR e.municipality_code = $1 OR e.old_municipality_code = $1)
              AND ($2::bool IS NULL OR e.exercise = $2)
-             AND ($3::text IS NULL OR a.audience = $3) AND ($4::text IS NULL OR a.station_id = $4)
+             AND ($3::text IS NULL OR coalesce(e.alert_state->>'audience', a.audience) = $3
+                  OR ($3::text = 'public' AND {_PREVIOUS_AUDIENCE} = 'public'))
+             AND ($4::text IS NULL OR a.station_id = $4)
              AND ($5::timestamptz IS NULL OR e.recorded_at >= $5)
              AND ($6::timestamptz IS NULL OR e.recorded_at < $6)
            ORDER BY e.id DESC LIMIT $7""", municipality, exercise, audience, station_id, since, until, limit)
     return [dict(r) for r in rows]
 
 
+async def alert_at_event(conn: asyncpg.Connection, event_id: int) -> dict[str, Any] | None:
+    """The alert of event ``event_id`` as it was right after that event (its level, version, audience,
+    state, value, municipality…; see :data:`_EVENT_ALERT_FROM`), as :func:`get_alert` reads it now, with
+    ``told_audience`` (:func:`told_audience`). None for an unknown event."""
+    row = await conn.fetchrow(
+        f"SELECT {_ALERT_COLUMNS}, {_PREVIOUS_AUDIENCE} AS previous_audience {_EVENT_ALERT_FROM} WHERE e.id = $1",
+        event_id)
+    if row is None:
+        return None
+    out = _row(row)
+    out["told_audience"] = told_audience(out["audience"], out.pop("previous_audience"))
+    return out
+
+
+def told_audience(audience: str, previous: str | None) -> str:
+    """Who an event is for: ``public`` when the alert was public at the event, or just before it (the event
+    that takes a public alert down to a staff-only level or clears it ends what residents were told, and is
+    told to them: :func:`notify.messages.is_ending`); else ``staff``.
+
+    Parameters
+    ----------
+    audience
+        The alert's audience at the event (``alert_events.alert_state``).
+    previous
+        Its audience at the alert's event before (None for the first).
+    """
+    return "public" if "public" in (audience, previous) else "staff"
+
+
 async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 1000) -> list[dict[str, Any]]:
-    """Events committed after position ``last_pos``, in commit order, with their alert's current state.
+    """Events committed after position ``last_pos``, in commit order, each with its alert as it was at that
+    event (:data:`_EVENT_ALERT_FROM`), not as it is when read: a reader behind (a replay, a backlog) tells
+    every change as it was. ``told_audience`` is who the event is for (:func:`told_audience`).
 
     ``pos`` (not ``id``) is the order: it is given at commit time under a lock (migration 004), so
     every event at or below a position a reader has seen is already visible, and ``pos > last`` never
@@ -354,20 +467,25 @@ async def events_after(conn: asyncpg.Connection, last_pos: int, *, limit: int = 
                    e.level AS event_level,
                    e.old_level AS event_old_level, e.reading_ts AS event_reading_ts, e.actor AS event_actor,
                    e.note AS event_note, e.recorded_at AS event_recorded_at,
-                   e.old_municipality_code AS event_old_municipality_code, {_ALERT_COLUMNS}
-            FROM alert_events e JOIN alerts a ON a.id = e.alert_id
-            LEFT JOIN stations s ON s.id = a.station_id
-            LEFT JOIN municipalities m ON m.code = a.municipality_code
-            LEFT JOIN evacuation_orders o ON o.id = a.order_id
+                   e.old_municipality_code AS event_old_municipality_code, {_ALERT_COLUMNS},
+                   {_PREVIOUS_AUDIENCE} AS previous_audience
+            {_EVENT_ALERT_FROM}
             WHERE e.pos > $1 ORDER BY e.pos LIMIT $2""", last_pos, limit)
-    return [_row(r) for r in rows]
+    out = [_row(r) for r in rows]
+    for r in out:
+        r["told_audience"] = told_audience(r["audience"], r.pop("previous_audience"))
+    return out
 
 
 async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str, Any]]:
     """The CAP messages of an alert so far: one per version, with the time it was sent and the municipality
-    it was sent for (its ``sender`` may name it: :meth:`alerting.cap_identity.CapProfile.sender_for`)."""
+    it was sent for (its ``sender`` may name it: :meth:`alerting.cap_identity.CapProfile.sender_for`), and the
+    alert's ``audience`` then (``alert_events.alert_state``; None for an event recorded without it): a public
+    message references only the public ones (:func:`alerting.cap.public_messages`)."""
     rows = await conn.fetch(
-        """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code FROM alert_events
+        """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code,
+                  alert_state->>'audience' AS audience
+           FROM alert_events
            WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated',
                                             'moved')
            ORDER BY version, id""", alert_id)

@@ -147,6 +147,31 @@ _STAFF: dict[str, dict[str, Text]] = {
     },
 }
 
+#: the parts of a CAP ``<description>`` of a river level: the stage, the threshold that decided the level (for a
+#: trend's level 3 the 氾濫危険水位 it is forecast to reach) and the trend's forecast, per language
+_DESCRIPTION: dict[str, tuple[str, str, str]] = {
+    "ja-JP": ("水位 {value:.2f} m", "基準 {threshold:.2f} m", "氾濫危険水位への到達が見込まれます"),
+    "en-US": ("value {value:.2f} m", "threshold {threshold:.2f} m", "forecast to reach the flood danger stage"),
+    "ja-JP-x-easy": ("かわの みずの たかさ {value:.2f} m", "めやすの たかさ {threshold:.2f} m",
+                     "かわの みずが あふれる たかさに なりそうです"),
+}
+
+
+def description(language: str, *, value: float | None, threshold: float | None, trend: bool) -> str | None:
+    """The CAP ``<description>`` of an alert in ``language`` (one of :data:`LANGUAGES`; ``KeyError`` for
+    another): its stage ``value`` and ``threshold`` (m, each left out when None) and, when the trend rule
+    decided the level (``trend``), the forecast. None when there is nothing to say."""
+    stage, limit, forecast = _DESCRIPTION[language]
+    parts = []
+    if value is not None:
+        parts.append(stage.format(value=value))
+    if threshold is not None:
+        parts.append(limit.format(threshold=threshold))
+    if trend:
+        parts.append(forecast)
+    return " / ".join(parts) or None
+
+
 _CLEARED = {
     "ja-JP": Text("解除", "{place}の{event}は解除されました", "引き続き最新の情報に注意してください。"),
     "en-US": Text("cleared", "{event} at {place} has ended", "Keep following the latest information."),

@@ -23,7 +23,8 @@ memory cannot live in an ingestor. Instead exactly one worker is active at a tim
 * **Late readings re-evaluate, they do not flap.** A level reading older than the last one evaluated
   makes the worker take the newest checkpoint (``rule_checkpoints``, one per ``checkpoint_every_s`` of
   reading time) before it, replay the stored readings from there in time order, and apply only the *net*
-  difference to the open alerts.
+  difference to the open alerts — each net change with the rule, stage and threshold of the replayed
+  transition that decided it (:func:`~alerting.rules.reconcile`), so its texts say what happened.
 * **Step-down by time.** Every ``silent_check_s`` (with the silent-gauge check) each stream with an open
   river-level alert is ticked at the wall clock (:meth:`~alerting.rules.StationRules.tick`), so a
   report-by-exception gauge that stops sending while its last value is below the line is lowered after
@@ -141,11 +142,13 @@ class _Station:
     #: when the station's exercise flag last changed (``stations.exercise_since``; None: never since it was
     #: registered): a real station's readings that arrived before it are not its (:meth:`RulesWorker._eligible`)
     exercise_since: datetime | None = None
+    #: the stage at or below which a reading is 欠測 (``stations.missing_at_or_below``; None: no sentinel)
+    missing_at_or_below: float | None = 0.0
 
 
 #: the station columns the worker reads (``_stations``); exercise_since -infinity (never changed) is NULL
 _STATION_COLUMNS = ("id, municipality_code, expected_interval_s, exercise, kind, gauge_type, max_rate_m_per_h, "
-                    "exercise_time_scale, nullif(exercise_since, '-infinity'::timestamptz) AS exercise_since, "
+                    "exercise_time_scale, nullif(exercise_since, '-infinity'::timestamptz) AS exercise_since, missing_at_or_below, "
                     + ", ".join(THRESHOLD_FIELDS))
 
 
@@ -205,7 +208,7 @@ class RulesWorker:
         self._mqtt_connecting: asyncio.Task[None] | None = None
         self._published_connection = 0  # the publisher connection the full alert state was sent on
         self._to_publish: set[int] = set()
-        self._configs: dict[tuple[int, float | None, float], RuleConfig] = {}
+        self._configs: dict[tuple[int, float | None, float, float | None], RuleConfig] = {}
         self._registry_changed = False  # a registry change was announced (NOTIFY 'names'): follow_registry
         self.passes = 0
 
@@ -411,7 +414,7 @@ class RulesWorker:
         rows = await conn.fetch(f"SELECT {_STATION_COLUMNS} FROM stations WHERE id = ANY($1::text[])", ids)
         return {r["id"]: _Station(r["id"], r["municipality_code"], r["expected_interval_s"], r["exercise"],
                                   _ladder_of(r), r["max_rate_m_per_h"], r["exercise_time_scale"], _gauge_of(r),
-                                  r["exercise_since"]) for r in rows}
+                                  r["exercise_since"], r["missing_at_or_below"]) for r in rows}
 
     @staticmethod
     def _eligible(st: _Station, exercise: bool, received_at: datetime) -> bool:
@@ -440,11 +443,12 @@ class RulesWorker:
         """The station's rules: its interval and plausible rate; an exercise stream of an exercise station on
         the scenario's clock (``exercise_time_scale``; real streams, and a real gauge's drills, run on real time)."""
         scale = st.exercise_time_scale if exercise and st.exercise else 1.0  # the scenario's, while it is one
-        key = (st.expected_interval_s, st.max_rate_m_per_h, scale)
+        key = (st.expected_interval_s, st.max_rate_m_per_h, scale, st.missing_at_or_below)
         config = self._configs.get(key)
         if config is None:
             config = self._configs[key] = (self.config.for_interval(st.expected_interval_s)
-                                           .for_gauge(max_rate_m_per_h=st.max_rate_m_per_h).scaled(scale))
+                                           .for_gauge(max_rate_m_per_h=st.max_rate_m_per_h,
+                                                      missing_at_or_below=st.missing_at_or_below).scaled(scale))
         return StationRules(st.steps, config, state)
 
     async def _evaluate(self, conn: asyncpg.Connection,
@@ -536,21 +540,18 @@ class RulesWorker:
                       readings: list[Reading]) -> tuple[StationRules, list[Transition]]:
         """A parked real stream (``points``: ``[[ts, m], …]``, :func:`_eligible_points`) judged with real
         ``readings`` that arrived before the switch to exercise: the machine fed both in time order, and the
-        net transitions from the level the parked readings alone show (dated by the newest reading, with its
-        stage and the level's threshold)."""
+        net transitions from the level the parked readings alone show (dated by the newest reading), each with
+        the rule, stage and threshold that decided it (:func:`alerting.rules.reconcile`)."""
         held = self._machine(st, False, None)
         held.feed_all(Reading("level", float(t), float(v)) for t, v in sorted(points))
         machine = self._machine(st, False, None)
         known = {float(t) for t, _ in points}
-        machine.feed_all(sorted([Reading("level", float(t), float(v)) for t, v in points]
-                                + [r for r in readings if r.ts not in known or r.kind != "level"], key=lambda r: r.ts))
-        before, after = held.open_conditions(), machine.open_conditions()
+        decided = machine.feed_all(sorted([Reading("level", float(t), float(v)) for t, v in points]
+                                          + [r for r in readings if r.ts not in known or r.kind != "level"],
+                                          key=lambda r: r.ts))
         ts = max([r.ts for r in readings] + [float(t) for t, _ in points])
-        value = machine.state.last_valid[1] if machine.state.last_valid else None
-        return machine, [Transition(name, before.get(name), after.get(name), ts, value,
-                                    threshold_of(st.steps, after[name]) if name == RIVER and name in after else None,
-                                    "re-evaluated") for name in sorted(set(before) | set(after))
-                         if before.get(name) != after.get(name)]
+        # each net change with the rule, stage and threshold that decided it (alerting.rules.reconcile)
+        return machine, reconcile(held.open_conditions(), machine.open_conditions(), ts=ts, decided=decided)
 
     @staticmethod
     async def _end_real_alerts(conn: asyncpg.Connection, station_id: str, ts: float) -> list[store.AlertChange]:
@@ -583,13 +584,16 @@ class RulesWorker:
             """SELECT kind, ts, value, received_at FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
                 if self._eligible(st, exercise, r["received_at"])]
-        machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
+        # the replay's own transitions say what decided each net change (the rule, the stage, the threshold):
+        # the net transitions carry them, so the texts say what happened (a trend's level 3 is forecast)
+        decided = machine.standing()
+        decided += machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
         if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
-            machine.tick(current.state.ticked_to)
+            decided += machine.tick(current.state.ticked_to)
         await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts >= $3",
                            st.id, exercise, store.to_dt(since))
         last = rows[-1]["ts"].timestamp() if rows else since
-        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last)
+        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last, decided=decided)
         log.info("late reading: station re-evaluated", extra={"station": st.id, "exercise": exercise,
                                                                "changes": len(net)})
         return machine, net

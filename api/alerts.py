@@ -190,7 +190,9 @@ def _matches(event: Event, *, exercise: bool | None, municipality: str | None, a
     return ((exercise is None or m.get("exercise") == exercise)
             # a "moved" event also reaches the municipality the alert left, so its readers drop the alert
             and (municipality is None or municipality in (m.get("municipality_code"), m.get("old_municipality_code")))
-            and (audience is None or m.get("audience") == audience))
+            # the audience at the event (alerting.store.events_after); the public also hears the event that
+            # ended what it was told (a public alert down to a staff-only level)
+            and (audience is None or m.get("told_audience" if audience == "public" else "audience") == audience))
 
 
 @routes.get("/api/v1/events")

@@ -31,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from api.problems import Problem
 from api.vary import vary
-from ingest.municipalities import unlisted
+from ingest.municipalities import uncovered
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 
 ROLES = ("staff", "operator", "admin")
@@ -112,7 +112,7 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                              if municipality_code is not None and municipality_code.strip() else None)
     except MunicipalityCodeError as exc:
         raise AccountError(str(exc)) from None
-    if municipality_code is not None and (why := await unlisted(conn, municipality_code)):
+    if municipality_code is not None and (why := await uncovered(conn, municipality_code)):
         raise AccountError(why)
     try:
         row = await conn.fetchrow(

@@ -19,7 +19,7 @@ import asyncpg
 from aiohttp import web
 
 from api.problems import Problem
-from ingest.municipalities import unlisted
+from ingest.municipalities import uncovered
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 from sonae.numbers import unsigned
 
@@ -177,11 +177,12 @@ def int_field(body: dict[str, Any], name: str, *, lo: int, hi: int, default: Any
     return value
 
 
-async def listed_municipality(conn: asyncpg.Connection, code: str | None, *,
+async def covered_municipality(conn: asyncpg.Connection, code: str | None, *,
                               name: str = "municipality_code") -> None:
-    """A 422 problem unless ``code`` (a :func:`municipality_code`, or None) is in this deployment's municipality
-    list (:func:`ingest.municipalities.unlisted`): an order, area, webhook or account must name one of them."""
-    if code is not None and (why := await unlisted(conn, code)):
+    """A 422 problem unless ``code`` (a :func:`municipality_code`, or None) names a municipality this deployment
+    covers (:func:`ingest.municipalities.uncovered`: in its list and, when boundaries are loaded, with one): an
+    order, area, webhook or account must name one of them."""
+    if code is not None and (why := await uncovered(conn, code)):
         raise Problem(422, "Unprocessable Content", f"field {name!r}: {why}", field=name)
 
 

@@ -86,13 +86,23 @@ async def area_municipality(request: web.Request, conn: asyncpg.Connection, acco
     prefecture's town before its N03 boundaries are imported), a real area (``exercise`` false) must not
     reach into a municipality Sonae has one for: same problems. Without that, the drill town's staff could
     order 避難指示 or block roads for real across all of Fukushima (an order's area counts wherever it lies:
-    alerting/level.py); its drills, which only drills see, may still lie in the real town around it.
+    alerting/level.py); its drills, which only drills see, may still lie in the real town around it. A real
+    area that touches no boundary at all (at sea, in a prefecture Sonae has no boundaries for) is a 422
+    problem: it concerns no resident Sonae covers. Drills may lie anywhere (the drill town's are at sea on
+    purpose in some scenarios).
     """
     boundaries = await index(request.app, conn)
     if not len(boundaries):
         return municipality
     geometry = _geometry(area, name)
 
+    if not exercise and not await asyncio.to_thread(boundaries.touching, geometry):
+        # found: a real order or hazard area at sea or in another prefecture was taken 201 (with no municipality
+        # for a prefecture-wide account): no resident Sonae covers is in it. A drill may lie anywhere.
+        raise Problem(422, "Unprocessable Content", "the area lies entirely outside the area Sonae covers: it "
+                      f"touches none of the {len(boundaries)} municipalities Sonae has boundaries for "
+                      "(GET /api/v1/municipalities marks them \"covered\": true); draw it where residents "
+                      "Sonae covers live, or mark a drill as an exercise", field=name, covered=False)
     # shapely work of up to a second for a large area: off the event loop
     placed = await asyncio.to_thread(boundaries.place_area, geometry, municipality)
     if placed.municipality is None:

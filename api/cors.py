@@ -11,7 +11,8 @@ event stream (prepared before it returned) lacked them, and a browser read neith
 
 Origins are compared in their serialised form (:func:`sonae.origins.serialised_origin`, RFC 6454 §6.2),
 the configured ones and the request's (found: ``https://Other.example/`` configured never matched what a
-browser sends, ``https://other.example``). A request with more than one ``Origin`` is no allowed origin's.
+browser sends, ``https://other.example``). A request with more than one ``Origin`` header, or an origin list or
+anything but one origin (or ``null``) in it, is no allowed origin's, also with ``*`` (:func:`request_origin`).
 An allowed origin's answers list :data:`EXPOSE_HEADERS` (Fetch §3.2.5: a page reads only the safelisted
 response headers otherwise; found: a partner could read neither a 429's ``Retry-After`` nor an ``ETag``).
 """
@@ -48,15 +49,26 @@ def allowed_origins(origins: str) -> frozenset[str]:
     return frozenset(kept)
 
 
-def _allow_origin(request: web.Request, allowed: frozenset[str]) -> str | None:
-    """The ``Access-Control-Allow-Origin`` value for ``request``; None when its origin is not allowed."""
+def request_origin(request: web.Request) -> str | None:
+    """The request's origin, serialised, or ``"null"`` (an opaque origin); None when it sent none, or no one
+    origin: two ``Origin`` headers, an origin list (``https://a.example https://b.example``), anything else
+    that is no ``origin-or-null`` (Fetch §3.1). Such a request is no browser's: it is answered as a request
+    without an origin, whatever ``api.cors_origins`` allows (found: with ``*`` it got ``*``)."""
     sent = request.headers.getall(hdrs.ORIGIN, [])
     if len(sent) != 1:  # none, or two (no browser sends two: which one would be allowed?)
         return None
+    return "null" if sent[0].strip() == "null" else serialised_origin(sent[0])
+
+
+def _allow_origin(request: web.Request, allowed: frozenset[str]) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value for ``request``; None when it has no one origin
+    (:func:`request_origin`) or its origin is not allowed (``*`` allows any, ``null`` included)."""
+    origin = request_origin(request)
+    if origin is None:
+        return None
     if "*" in allowed:
         return "*"
-    origin = serialised_origin(sent[0])
-    return origin if origin is not None and origin in allowed else None
+    return origin if origin in allowed else None
 
 
 def cors_middleware(origins: str) -> Any:

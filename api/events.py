@@ -221,7 +221,9 @@ async def load_alert_events(conn: asyncpg.Connection, last_id: int, *, limit: in
         out.append(Event(r["event_pos"], "alert", dumps(public_view(full)),
                          {"exercise": r["exercise"], "municipality_code": r["municipality_code"],
                           "old_municipality_code": r["event_old_municipality_code"],
-                          "audience": r["audience"]}, staff_data=dumps(full)))
+                          # the audience at the event, and who it is for (an ending reaches the public told)
+                          "audience": r["audience"], "told_audience": r["told_audience"]},
+                         staff_data=dumps(full)))
     return out
 
 

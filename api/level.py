@@ -20,6 +20,7 @@ from api.boundaries import index as boundary_index
 from api.context import POOL
 from api.language import language_tag
 from api.problems import Problem
+from ingest.municipalities import uncovered
 
 routes = web.RouteTableDef()
 
@@ -51,8 +52,11 @@ async def current_level(request: web.Request) -> web.Response:
             municipality = await municipality_at(conn, lat, lon,
                                                  boundaries=await boundary_index(request.app, conn))
         answer = await level_in_force(conn, municipality=municipality, lat=lat, lon=lon)
+        # a point in no known municipality is outside what Sonae covers, and so is a municipality given by
+        # its code that the deployment does not cover (found: ?municipality=472018, 那覇市, said covered)
+        covered = municipality is not None and (
+            params.one(request, "municipality") is None or await uncovered(conn, municipality) is None)
     top = answer.top
-    covered = municipality is not None  # a point in no known municipality is outside what Sonae covers
     body = guidance(answer, language, covered=covered)
     body.update({
         "municipality_code": municipality,

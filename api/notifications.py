@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -35,12 +35,13 @@ from alerting.audit import record_audit as audit
 from alerting.level import OUTSIDE
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
-from api.bodies import field, json_object, listed_municipality, municipality_code
+from api.bodies import covered_municipality, field, json_object, municipality_code
 from api.boundaries import index as boundary_index
 from api.context import POOL, SETTINGS
 from api.language import tag_of
 from api.params import path_int, query_int
 from api.problems import Problem
+from ingest.municipalities import uncovered
 from notify import store
 from notify.webpush import Vapid, WebPushError, b64u_decode, check_keys, load_private_key
 from notify.worker import vapid_private_pem
@@ -134,11 +135,15 @@ def _require_covered(areas: list[store.Area]) -> None:
     (:data:`alerting.level.OUTSIDE`) in every language."""
     for i, a in enumerate(areas):
         if a.near_municipalities is not None and not a.near_municipalities:
-            raise Problem(422, "Unprocessable Content",
-                          f"areas[{i}] (lat {a.lat:g}, lon {a.lon:g}, radius_m {a.radius_m}) is outside the area "
-                          "Sonae covers: it touches no municipality Sonae knows, so no alert would reach it",
-                          field="areas", covered=False,
-                          guidance={lang: {"headline": h, "instruction": t} for lang, (h, t) in OUTSIDE.items()})
+            _outside(f"areas[{i}] (lat {a.lat:g}, lon {a.lon:g}, radius_m {a.radius_m}) is outside the area "
+                     "Sonae covers: it touches no municipality Sonae knows, so no alert would reach it")
+
+
+def _outside(detail: str) -> NoReturn:
+    """The 422 problem of an area outside what Sonae covers, a circle's or a municipality code's (one shape:
+    ``covered: false`` and the words for residents, :data:`alerting.level.OUTSIDE`, in every language)."""
+    raise Problem(422, "Unprocessable Content", detail, field="areas", covered=False,
+                  guidance={lang: {"headline": h, "instruction": t} for lang, (h, t) in OUTSIDE.items()})
 
 
 @routes.post("/api/v1/push/subscriptions")
@@ -158,9 +163,11 @@ async def post_subscription(request: web.Request) -> web.Response:
     areas = _areas(body.get("areas"))
     drills = field(body, "drills", bool, default=False)
     async with request.app[POOL].acquire() as conn:
-        for a in areas:
-            await listed_municipality(conn, a.municipality_code, name="areas[].municipality_code")
-        areas = store.placed(areas, await boundary_index(request.app, conn))
+        for i, a in enumerate(areas):
+            if a.municipality_code is not None and (why := await uncovered(conn, a.municipality_code)):
+                _outside(f"areas[].municipality_code (areas[{i}]): {why}")
+        areas = store.placed(areas, await boundary_index(request.app, conn),
+                             drill_town=await store.drill_town_box(conn))
         _require_covered(areas)
         sub_id, token = await store.add_subscription(conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang,
                                                      drills=drills, areas=areas)
@@ -199,7 +206,7 @@ async def post_webhook(request: web.Request) -> web.Response:
     municipality = municipality_code(field(body, "municipality_code", str, default=admin.municipality_code))
     require_target_scope(admin, municipality)  # a municipal admin: its own municipality's alerts only
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await listed_municipality(conn, municipality)
+        await covered_municipality(conn, municipality)
         hook = await store.add_webhook(
             conn, url=url, created_by=admin.username, description=field(body, "description", str, default=""),
             fmt=fmt, municipality_code=municipality,
@@ -282,7 +289,7 @@ async def put_roster(request: web.Request) -> web.Response:
     require_target_scope(account, municipality)
     lang = tag_of(field(body, "lang", str, default="ja-JP"))  # any spelling Accept-Language takes; stored canonical
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await listed_municipality(conn, municipality)
+        await covered_municipality(conn, municipality)
         if account.username != username:  # an admin: the account must be in the admin's scope
             found = await conn.fetchrow("SELECT municipality_code FROM accounts WHERE username = $1", username)
             if found is None:

@@ -17,6 +17,7 @@ from api.context import SETTINGS
 from api.language import ACCEPTED, TAG_PATTERN
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES
+from ingest.contract import STATION_ID_JSON_PATTERN
 from notify.store import MAX_AREAS, RADIUS_M, WEBHOOK_CONDITIONS, WEBHOOK_FORMATS, WEBHOOK_LEVELS
 
 routes = web.RouteTableDef()
@@ -83,7 +84,7 @@ def body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 STAFF: list[dict[str, list[str]]] = [{"bearer": []}]
-STATION_ID = p("station_id", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
+STATION_ID = p("station_id", {"type": "string", "pattern": STATION_ID_JSON_PATTERN})
 #: a note written by staff: a memo for staff only, never in public reads, CAP messages, feeds or notifications
 STAFF_NOTE: dict[str, Any] = {"type": "string", "description": "a staff memo: shown to staff only, never in "
                               "public reads, CAP messages, feeds or notifications"}

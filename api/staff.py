@@ -24,7 +24,7 @@ from alerting.silence import station_silence
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
-from api.bodies import field, int_field, json_object, listed_municipality, municipality_code, number_field
+from api.bodies import covered_municipality, field, int_field, json_object, municipality_code, number_field
 from api.boundaries import area_municipality
 from api.context import POOL, SETTINGS
 from api.params import path_int, query_int
@@ -43,7 +43,7 @@ from evac.store import (
     remove_hazard_area,
     set_shelter_state,
 )
-from ingest.contract import STATION_ID, STATUS_NAMES
+from ingest.contract import STATION_ID, STATION_ID_RULE, STATUS_NAMES
 from ingest.queries import stations_with_latest
 from ingest.registry import EDITABLE, FLOOD_THRESHOLDS, RegistryError, edit_station, shown_station
 
@@ -87,7 +87,7 @@ async def post_order(request: web.Request) -> web.Response:
     area = field(body, "area", dict, default=None)
     exercise = field(body, "exercise", bool, default=False)
     async with request.app[POOL].acquire() as conn:
-        await listed_municipality(conn, municipality)
+        await covered_municipality(conn, municipality)
         if area is not None:
             await area_municipality(request, conn, account, municipality, area, name="area", exercise=exercise)
         try:
@@ -167,7 +167,7 @@ async def patch_station(request: web.Request) -> web.Response:
     account = await authenticate(request)
     station_id = request.match_info["station_id"]
     if not STATION_ID.match(station_id):
-        raise Problem(400, "Bad Request", "station id must match [A-Za-z0-9_.-]{1,64}")
+        raise Problem(400, "Bad Request", f"a station id is {STATION_ID_RULE}")
     body = await json_object(request)
     for name in ("name", "municipality_code", "exercise", *FLOOD_THRESHOLDS):
         if name in body and body[name] is None:
@@ -229,7 +229,7 @@ async def post_hazard(request: web.Request) -> web.Response:
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
     async with request.app[POOL].acquire() as conn:
-        await listed_municipality(conn, municipality)
+        await covered_municipality(conn, municipality)
         # outside the transaction: loading the boundaries and measuring the area take a while
         municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry",
                                                exercise=area.exercise)

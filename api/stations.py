@@ -13,8 +13,9 @@ from api.csvexport import csv_text
 from api.params import instant
 from api.problems import Problem
 from ingest import queries
-from ingest.contract import STATION_ID
+from ingest.contract import STATION_ID, STATION_ID_RULE
 from ingest.registry import THRESHOLD_FIELDS
+from sonae.municipality_code import DRILL_TOWN_CODE
 
 routes = web.RouteTableDef()
 
@@ -75,7 +76,7 @@ async def list_stations(request: web.Request) -> web.Response:
 def _station_id(request: web.Request) -> str:
     station_id = request.match_info["station_id"]
     if not STATION_ID.match(station_id):
-        raise Problem(400, "Bad Request", "station id must match [A-Za-z0-9_.-]{1,64}")
+        raise Problem(400, "Bad Request", f"a station id is {STATION_ID_RULE}")
     return station_id
 
 
@@ -123,7 +124,14 @@ async def get_readings(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/municipalities")
 async def list_municipalities(request: web.Request) -> web.Response:
-    """Municipality codes and names (open data)."""
+    """Municipality codes and names (open data); ``covered``: whether this deployment covers the municipality
+    (it has its boundary, or no boundaries are loaded; the drill town where it is listed), the rule of
+    :func:`ingest.municipalities.uncovered` that push areas, webhooks, orders and accounts are held to."""
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch("SELECT code, name_ja, name_kana, name_en, prefecture FROM municipalities ORDER BY code")
+        rows = await conn.fetch(
+            """SELECT m.code, m.name_ja, m.name_kana, m.name_en, m.prefecture,
+                      (b.code IS NOT NULL OR m.code = $1 OR NOT EXISTS (SELECT 1 FROM municipality_boundaries))
+                          AS covered
+               FROM municipalities m LEFT JOIN municipality_boundaries b USING (code) ORDER BY m.code""",
+            DRILL_TOWN_CODE)
     return web.json_response({"municipalities": [dict(r) for r in rows]})

@@ -176,6 +176,13 @@ async def _ensure_drill_account(settings: Settings, pool: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.real and not args.simulate:
+        # found: `sonae run --real` ran as `sonae run`, the option unread. A usage error, not an implied
+        # --simulate: whoever types it may mean "real mode, no simulation" (what `sonae run` already is), and
+        # guessing the other way would publish simulated readings marked real into a deployment
+        raise CommandError("--real marks the simulated gauges' readings as real, so it needs --simulate; "
+                           "`sonae run` alone already runs for real, with no simulated readings")
+
     async def body(settings: Settings) -> None:
         from app.runtime import open_pool, stop_event_on_signals, supervise
 
@@ -780,6 +787,7 @@ def cmd_vapid(args: argparse.Namespace) -> int:
 def cmd_webhooks(args: argparse.Namespace) -> int:
     import getpass
 
+    from ingest.municipalities import uncovered
     from notify import store
 
     if args.webhooks_command == "add":  # the rules need no database: a typo is told before connecting
@@ -793,6 +801,8 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
         try:
             async with pool.acquire() as conn:
                 if args.webhooks_command == "add":
+                    if args.municipality is not None and (why := await uncovered(conn, args.municipality)):
+                        raise CommandError(f"--municipality: {why}")  # the API's rule (api.bodies)
                     hook = await store.add_webhook(
                         conn, url=args.url, created_by=f"cli:{getpass.getuser()}", description=args.description or "",
                         fmt=args.format, municipality_code=args.municipality, min_level=args.min_level,
@@ -996,7 +1006,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "Run a whole single-machine deployment: ingest and the API (and simulated "
             "sensors with --simulate). Starts an embedded PostgreSQL and MQTT broker when none is configured.")
     p.add_argument("--simulate", action="store_true", help="also run simulated river gauges")
-    p.add_argument("--real", action="store_true", help="mark simulated readings as real, not as an exercise")
+    p.add_argument("--real", action="store_true",
+                   help="with --simulate: mark the simulated readings as real, not as an exercise")
     p.add_argument("--port", type=port, help="API port, 1-65535 (overrides SONAE_API_PORT)")
 
     p = add("ingest", cmd_ingest, "Run an ingestor: MQTT readings into the database, acknowledged after commit. "

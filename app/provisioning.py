@@ -48,12 +48,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.contract import STATION_ID, STATION_ID_RULE
 from sonae.config_values import ConfigValueError, config_value
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
-#: usernames (device ids): what the station registry allows; never MQTT wildcards, ``/``, ``:`` or spaces
-USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: usernames (device ids) and stations: the station registry's rule (``ingest.contract.STATION_ID``: a device's
+#: station is its username by default); never MQTT wildcards, ``/``, ``:``, spaces, nor dots only (found:
+#: ``--station ..`` was written into an ACL line)
+USERNAME = SEGMENT = STATION_ID
 ROLES = ("device", "ingest", "alerts", "viewer", "simulator")
 ACCESS = ("read", "write", "readwrite")
 DEFAULT_DIR = Path("/etc/mosquitto/sonae")
@@ -78,6 +80,8 @@ def _checked(what: str, value: str, **kw: Any) -> str:
     try:
         return config_value(what, value, **kw)
     except ConfigValueError as exc:
+        if kw.get("pattern") is STATION_ID and isinstance(value, str):  # the rule in words, not its regex
+            raise ProvisioningError(f"{what} {value[:80]!r}: expected {STATION_ID_RULE}") from None
         raise ProvisioningError(str(exc)) from None
 
 
@@ -325,6 +329,8 @@ def grants_for(
         raise ProvisioningError(f"--municipality: {exc}") from None
     for s in stations:
         _check_segment("station", s)
+    if role == "device" and not stations:  # its station is its username: the same rule
+        _check_segment("username", username)
     grants: list[Grant] = []
     if role == "device":
         if len(municipalities) != 1:
@@ -734,6 +740,11 @@ def _cmd_add(args: Any) -> int:
     if prefix is None:
         prefix = load_settings(config_file=getattr(args, "config", None))["mqtt.topic_prefix"]
     alerts_prefix = alert_topic_root(prefix) if args.alerts_prefix is None else args.alerts_prefix
+    notes: list[str] = []  # told once the user is written: a refusal of the arguments stays one line
+    if args.role == "device" and len(args.municipality or []) == 1:
+        notes = check_registry_places(args.station or [args.username], args.municipality[0],
+                                      database_url=load_settings(config_file=getattr(args, "config", None))
+                                      ["database.url"])
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -743,6 +754,8 @@ def _cmd_add(args: Any) -> int:
         alerts_prefix=alerts_prefix, iterations=args.iterations, replace=args.replace, note=args.note or "",
         allow_every_topic=args.allow_every_topic, **_paths(args))
     secret = made.password or ""
+    for line in notes:
+        print(f"sonae devices: {line}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps({"username": made.client.username, "role": made.client.role,
                           "password": secret if made.generated else None,
@@ -760,6 +773,68 @@ def _cmd_add(args: Any) -> int:
         print("reload the broker to apply: systemctl reload mosquitto | docker compose kill -s HUP mosquitto",
               file=sys.stderr)
     return 0
+
+
+def check_registry_places(stations: Sequence[str], municipality: str, *, database_url: str | None) -> list[str]:
+    """Check a device's stations against the registry before its ACL lets it publish under ``municipality``.
+
+    Ingest keeps a reading only when its topic's municipality is its station's registered one
+    (:mod:`ingest.placement`); an ACL for another municipality would let the device publish readings that
+    are all dead-lettered ``wrong_municipality`` (found: ``sonae devices add bk-ff --municipality 072010``
+    wrote an ACL for a Koriyama gauge without a word).
+
+    Returns
+    -------
+    Warnings to print (one line each): a station not registered yet, or the registry not checked (no
+    ``database.url``: an embedded PostgreSQL runs only with the service; or not reachable within 5 s).
+
+    Raises
+    ------
+    ProvisioningError
+        A station is registered in another municipality.
+    """
+    import asyncio
+
+    import asyncpg
+
+    from ingest.placement import Place
+    from ingest.registry import station_places
+
+    try:
+        code = normalise(municipality)
+    except MunicipalityCodeError:
+        return []  # grants_for says why, in its own words
+    if not database_url:
+        return ["database.url is not set (an embedded PostgreSQL runs only with the service): the stations' "
+                "registered municipality was not checked"]
+
+    async def read() -> dict[str, Place] | None:
+        conn = await asyncpg.connect(database_url, timeout=5)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('stations') IS NOT NULL"):
+                return None
+            return await station_places(conn, list(stations))
+        finally:
+            await conn.close()
+
+    try:
+        places = asyncio.run(read())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return [f"the registry (database.url) is not reachable ({type(exc).__name__}): the stations' registered "
+                "municipality was not checked"]
+    if places is None:
+        return ["the database has no registry yet (sonae db migrate): the stations' municipality was not checked"]
+    warnings = []
+    for station in stations:
+        place = places.get(station)
+        if place is None:
+            warnings.append(f"station {station!r} is not in the registry yet: its readings wait in quarantine "
+                            f"and are kept only if it is registered in {code}")
+        elif place.municipality is not None and place.municipality != code:
+            raise ProvisioningError(f"station {station!r} is registered in {place.municipality}, not {code}: "
+                                    f"ingest would dead-letter all its readings (wrong_municipality); give "
+                                    f"--municipality {place.municipality}, or move the station in the registry first")
+    return warnings
 
 
 def _cmd_remove(args: Any) -> int:

@@ -300,14 +300,54 @@ def _from_xml(path: Path) -> nx.MultiDiGraph:
                          "the area") from None
 
 
+#: The largest area a download (``sonae graph fetch``) may cover, km² of its bounding box: a prefecture's scale
+#: (Fukushima's 59 municipalities fit in a box of about 21,800 km²). Found: ``--bbox`` took half the planet and
+#: would have asked Overpass for it; beyond this a Geofabrik extract and ``sonae graph import`` are the way.
+MAX_FETCH_KM2 = 25_000.0
+
+
+def box_km2(west: float, south: float, east: float, north: float) -> float:
+    """The area of a lon/lat box in km², equirectangular at its middle latitude (degrees in, km² out)."""
+    middle = math.radians((south + north) / 2)
+    return (east - west) * 111.32 * math.cos(middle) * (north - south) * 110.574
+
+
+def check_fetch_extent(west: float, south: float, east: float, north: float, *, what: str) -> None:
+    """Refuse a download whose box exceeds :data:`MAX_FETCH_KM2`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` (the option or place), the box's area and what to do instead.
+    """
+    area = box_km2(west, south, east, north)
+    if area > MAX_FETCH_KM2:
+        raise ValueError(
+            f"{what} covers about {area:,.0f} km², more than the {MAX_FETCH_KM2:,.0f} km² a download may cover (a "
+            "prefecture's scale): fetch one municipality (--municipality CODE or --place) or a smaller --bbox, or "
+            "download a Geofabrik extract (e.g. japan/tohoku-latest.osm.pbf) and use `sonae graph import FILE "
+            "--bbox W,S,E,N`")
+
+
 def graph_from_place(
     query: str, *, state_dir: Path | str = ".state", progress: Progress | None = None,
     overpass_url: str | None = None,
 ) -> nx.MultiDiGraph:
-    """Download the streets of a named place (needs internet unless osmnx's cache has it)."""
+    """Download the streets of a named place (needs internet unless osmnx's cache has it): osmnx's
+    ``graph_from_place`` in its two steps (geocode, then the polygon's streets), so that a place larger than
+    :data:`MAX_FETCH_KM2` (``日本``) is refused before the streets are asked for.
+
+    Raises
+    ------
+    ValueError
+        When the place's bounding box exceeds :data:`MAX_FETCH_KM2`.
+    """
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
+    report_progress(progress, f"finding {query}")
+    polygon = ox.geocode_to_gdf(query)["geometry"].union_all()
+    check_fetch_extent(*polygon.bounds, what=f"place {query!r}")
     report_progress(progress, f"downloading streets of {query}")
-    G = ox.graph_from_place(query, network_type="all", simplify=False, retain_all=True)
+    G = ox.graph_from_polygon(polygon, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
 
 
@@ -327,7 +367,14 @@ def graph_from_bbox(
     progress: Progress | None = None, overpass_url: str | None = None,
 ) -> nx.MultiDiGraph:
     """Download the streets in a bounding box (needs internet unless cached), from ``overpass_url``
-    (default: osmnx's, the public overpass-api.de)."""
+    (default: osmnx's, the public overpass-api.de).
+
+    Raises
+    ------
+    ValueError
+        When the box exceeds :data:`MAX_FETCH_KM2` (before anything is downloaded).
+    """
+    check_fetch_extent(west, south, east, north, what=f"--bbox {west:g},{south:g},{east:g},{north:g}")
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
     report_progress(progress, "downloading streets in bounding box")
     G = ox.graph_from_bbox((west, south, east, north), network_type="all", simplify=False, retain_all=True)

@@ -6,7 +6,7 @@ Topics
 ``municipality`` the 団体コード (6 digits with check digit, e.g. ``072036`` for Koriyama; the 5-digit
 JIS X 0402 form ``07203`` is the same municipality, and a 6-digit code with a wrong check digit is
 dead-lettered as ``bad_municipality_code``), ``station`` the registry id
-(``[A-Za-z0-9_.-]{1,64}``) and ``kind`` one of
+(``[A-Za-z0-9_.-]{1,64}``, not dots only: :data:`STATION_ID`) and ``kind`` one of
 
 * ``level``     — river water level (stage), stored in metres;
 * ``rain``      — rainfall over the reporting interval, stored in millimetres;
@@ -50,8 +50,15 @@ from sonae.japantime import parse_iso_time
 from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.numbers import unsigned
 
-# \Z, not $: "$" also matches before a final newline, which would let "abc\n" through as a station id
-STATION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
+# \Z, not $: "$" also matches before a final newline, which would let "abc\n" through as a station id.
+# Not dots only (found: ".." was taken by the API and by `sonae devices add --station ..`, which wrote it into a
+# Mosquitto ACL line; ".", ".." are path steps wherever an id becomes part of a path: URLs, files, ACLs).
+#: the station-id rule, the one every entry applies (topics, the registry, the API, scenarios, provisioning)
+STATION_ID = re.compile(r"^(?!\.+\Z)[A-Za-z0-9_.\-]{1,64}\Z")
+#: :data:`STATION_ID` in words, for messages
+STATION_ID_RULE = "1 to 64 of A-Z a-z 0-9 _ . - and not dots only"
+#: :data:`STATION_ID` as a JSON Schema (ECMA-262) pattern, for the OpenAPI document
+STATION_ID_JSON_PATTERN = "^(?!\\.+$)[A-Za-z0-9_.-]{1,64}$"
 
 #: kind → (lowest, highest) plausible value after unit conversion
 PLAUSIBLE: dict[str, tuple[float, float]] = {
@@ -169,7 +176,7 @@ def parse_topic(topic: str, prefix: str) -> Topic:
     except MunicipalityCodeError as exc:
         raise PayloadError("bad_municipality_code", str(exc)) from None
     if not STATION_ID.match(station):
-        raise PayloadError("bad_topic", f"station id {station[:80]!r} is not [A-Za-z0-9_.-]{{1,64}}")
+        raise PayloadError("bad_topic", f"station id {station[:80]!r} is not {STATION_ID_RULE}")
     if kind not in TOPIC_KINDS:
         raise PayloadError("bad_topic", f"kind {kind[:40]!r} is not one of {', '.join(TOPIC_KINDS)}")
     return Topic(municipality, station, kind)

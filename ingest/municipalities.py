@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError, read_packaged_text, read_text_file
 
@@ -129,18 +129,41 @@ async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterab
     return len(rows)
 
 
-async def unlisted(conn: asyncpg.Connection, code: str) -> str | None:
-    """Why ``code`` (6-digit) is not in this deployment's municipality list, or None (also when it keeps none).
+async def uncovered(conn: asyncpg.Connection, code: str) -> str | None:
+    """Why ``code`` (6-digit) names no municipality this deployment covers, or None.
 
-    The list is the ``municipalities`` table (the shipped one by default, :func:`seed_if_empty`, or an
-    imported one); a code can pass the check digit and still name no municipality of it (``479993``).
-    One message for every entry that names a 市区町村 (the registry, the API's bodies, accounts).
+    Two rules, one message each, for every entry that names a 市区町村 (push areas, webhooks, orders,
+    accounts, staff scopes, the registry's edits; the API's bodies and the CLI alike):
+
+    * the code is in the municipality list (the ``municipalities`` table: the shipped one of all of Japan
+      by default, :func:`seed_if_empty`, or an imported one); a code can pass the check digit and still
+      name none of it (``479993``). A deployment that keeps no list takes any code.
+    * when boundaries are loaded (``municipality_boundaries``: Fukushima's 59 shipped, more by
+      ``sonae municipalities import``), the municipality has one: the boundaries are what Sonae covers,
+      as a push circle or ``/api/v1/level``'s ``covered`` measure it (found: 那覇市 ``472018`` was taken
+      201 while a circle at 那覇 got 422). The drill town (:data:`~sonae.municipality_code.DRILL_TOWN_CODE`)
+      has no boundary and is covered wherever it is in the list (only a service using it names it there).
     """
-    if await conn.fetchval("SELECT NOT EXISTS (SELECT 1 FROM municipalities) "
-                           "OR EXISTS (SELECT 1 FROM municipalities WHERE code = $1)", code):
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM municipalities) AS has_list,
+                  (SELECT name_ja FROM municipalities WHERE code = $1) AS name,
+                  EXISTS (SELECT 1 FROM municipality_boundaries) AS has_boundaries,
+                  EXISTS (SELECT 1 FROM municipality_boundaries WHERE code = $1) AS bounded""", code)
+    if not row["has_list"]:
         return None
-    return (f"municipality code {code!r} is not in this deployment's municipality list "
-            "(GET /api/v1/municipalities lists them)")
+    if row["name"] is None:
+        return (f"municipality code {code!r} is not in this deployment's municipality list "
+                "(GET /api/v1/municipalities lists them)")
+    if not row["has_boundaries"] or row["bounded"] or code == DRILL_TOWN_CODE:
+        return None
+    covered = await conn.fetch(
+        """SELECT coalesce(nullif(m.prefecture, ''), '?') AS prefecture, count(*) AS n
+           FROM municipality_boundaries b LEFT JOIN municipalities m USING (code)
+           GROUP BY 1 ORDER BY 1""")
+    where = ", ".join(f"{r['prefecture']} ({r['n']})" for r in covered)
+    return (f"municipality {code!r} ({row['name']}) is outside the area Sonae covers here: it covers the "
+            f"municipalities it has boundaries for, {where} (GET /api/v1/municipalities marks them "
+            "\"covered\": true); other prefectures' boundaries are added with `sonae municipalities import`")
 
 
 async def seed_if_empty(conn: asyncpg.Connection) -> int:

@@ -18,8 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from ingest.contract import STATION_ID
-from ingest.municipalities import unlisted
+from ingest.contract import STATION_ID, STATION_ID_RULE
+from ingest.municipalities import uncovered
+from ingest.placement import Place
 from sonae import textfile
 from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
 from sonae.nametext import hidden_character, shown_text
@@ -84,6 +85,9 @@ class Station:
     #: the exercise scenario's clock speed, applied while the station is an exercise station (kept, unused, while
     #: it is real: switched back to exercise, its drills run on their clock again)
     exercise_time_scale: float = 1.0
+    #: a stage at or below this (m, the gauge's datum) is 欠測, a missing value, not a stage (alerting.rules); None:
+    #: the gauge has no such sentinel and every stage is a stage. See :data:`MISSING_RULE`.
+    missing_at_or_below: float | None = 0.0
 
     def validate(self, *, texts: Iterable[str] = SHOWN_TEXTS) -> Station:
         """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`.
@@ -94,7 +98,7 @@ class Station:
         """
         where = f"station {self.id!r}"
         if not STATION_ID.match(self.id):
-            raise RegistryError(f"{where}: id must match [A-Za-z0-9_.-]{{1,64}}")
+            raise RegistryError(f"{where}: id {self.id[:80]!r}: a station id is {STATION_ID_RULE}")
         if not self.name:
             raise RegistryError(f"{where}: name is empty")
         for name in texts:
@@ -119,6 +123,7 @@ class Station:
             raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
         self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
         self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
+        self._check_above_missing(where=where)
         try:
             code = normalise_optional(self.municipality_code)
         except MunicipalityCodeError as exc:
@@ -128,6 +133,24 @@ class Station:
             raise RegistryError(f"{where}: municipality_code: {problem}")
         return self if code == self.municipality_code else replace(self, municipality_code=code)
 
+
+    def _check_above_missing(self, *, where: str) -> None:
+        """Every threshold lies above the stages read as 欠測 (:data:`MISSING_RULE`): the rules ignore a stage
+        at or below ``missing_at_or_below``, so a threshold there could never be reached (found: thresholds
+        −1.0/−0.5/−0.2/0.0 were accepted at import and PATCH, and the gauge never alerted)."""
+        limit = self.missing_at_or_below
+        if limit is None:
+            return
+        if not math.isfinite(limit):
+            raise RegistryError(f"{where}: missing_at_or_below must be a finite number of metres, or none")
+        for name in THRESHOLD_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value <= limit:
+                raise RegistryError(
+                    f"{where}: {name} ({value:g} m) is at or below missing_at_or_below ({limit:g} m), the stage "
+                    f"read as 欠測 (a missing value), so the gauge could never reach it: if the gauge reads such "
+                    f"stages (a tidal or low-lying gauge on T.P.), give missing_at_or_below none (or the value its "
+                    f"telemetry writes for 欠測, below every threshold) in the station file")
 
     def _check_rising(self, names: Sequence[str], order: str, *, where: str) -> None:
         """The load rule of one ladder (the one rule, for files and staff edits alike): each threshold given
@@ -142,8 +165,18 @@ class Station:
                                     f"{low_name} ({low:g} m)")
 
 
+#: Where the 欠測 rule comes from, and why it is per gauge. Telemetry exports write a missing stage as 0: the
+#: 持世寺 series (Yamaguchi 土木防災情報システム, shared/data/river_levels) reads 0.00 for 40 minutes on
+#: 2023-07-03 between 3.4 m readings, so a stage at or below 0 m is 欠測 by default (``alerting.rules``). But real
+#: Japanese gauges read below 0 m: in MLIT 川の水位情報 (the all-Japan snapshot of 2025-11-01 03 JST, same folder)
+#: 13 of 344 gauges read or start below 0 m, e.g. 幸田川橋 (岡山県) at −0.56 m with 観測開始水位 −0.95 m and
+#: 氾濫開始水位 0.01 m, and 北北上運河 中里 (宮城県) at −0.16 m; MLIT writes 欠測 as no value, never 0. So the
+#: sentinel is the station's ``missing_at_or_below`` (0.0 by default, ``none`` for no sentinel), and no threshold
+#: may lie at or below it.
+MISSING_RULE = "missing_at_or_below"
+
 _FIELDS = {f.name: f for f in fields(Station)}
-_FLOATS = {"lat", "lon", "max_rate_m_per_h", "exercise_time_scale", *THRESHOLD_FIELDS}
+_FLOATS = {"lat", "lon", "max_rate_m_per_h", "exercise_time_scale", "missing_at_or_below", *THRESHOLD_FIELDS}
 
 
 def _shown(value: Any) -> str:
@@ -165,6 +198,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
         if key not in _FIELDS:
             continue
         if value == "" or value is None:
+            continue
+        if key == MISSING_RULE and isinstance(value, str) and value.strip().lower() == "none":
+            values[key] = None  # the gauge has no 欠測 sentinel: every stage is a stage
             continue
         try:
             if isinstance(value, list | dict):
@@ -278,18 +314,74 @@ _UPSERT = (
 
 
 async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station]) -> int:
-    """Insert or update stations, then release their quarantined readings. Returns the count."""
-    rows = [tuple(asdict(s.validate()).values()) for s in stations]
+    """Insert or update stations, then release their quarantined readings. Returns the count.
+
+    Raises
+    ------
+    RegistryError
+        For a station that breaks the registry's rules (:meth:`Station.validate`), or names a municipality this
+        deployment does not cover (:func:`ingest.municipalities.uncovered`); nothing is written then.
+    """
+    checked = [s.validate() for s in stations]
+    rows = [tuple(asdict(s).values()) for s in checked]
     if not rows:
         return 0
+    for code in sorted({s.municipality_code for s in checked if s.municipality_code is not None}):
+        if why := await uncovered(conn, code):  # the rule of a staff edit (edit_station) and the API's bodies
+            first = next(s.id for s in checked if s.municipality_code == code)
+            raise RegistryError(f"station {first!r}: municipality_code: {why}")
     async with conn.transaction():
         await conn.executemany(_UPSERT, rows)
         await release_quarantine(conn, [r[0] for r in rows])
     return len(rows)
 
 
+#: the 6-digit municipality of a quarantined reading's topic (``…/{municipality}/{station}/{kind}``)
+_TOPIC_MUNICIPALITY = "sonae_municipality_code((regexp_match(q.topic, '/([0-9]{5,6})/[^/]+/[^/]+$'))[1])"
+#: the topic's station (the sender: the station itself, or a gateway)
+_TOPIC_SENDER = "(regexp_match(q.topic, '/([^/]+)/[^/]+$'))[1]"
+
+
+#: a quarantined reading ``q`` as the payload of its dead letter (the quarantine keeps readings, not messages)
+_QUARANTINED_PAYLOAD = ("convert_to(json_build_object('station', q.station_id, 'kind', q.kind, 'ts', q.ts, "
+                        "'value', q.value, 'exercise', q.exercise, 'seq', q.seq)::text, 'UTF8')")
+#: quarantined readings (``q``) taken out by ``{using} … {where}`` and kept as dead letters ``{reason}``
+_QUARANTINE_TO_DEAD = """
+WITH moved AS (
+    DELETE FROM quarantined_readings q USING {using}
+    WHERE q.station_id = ANY($1::text[]) AND {where}
+    RETURNING q.topic, {payload} AS payload, {detail} AS detail)
+INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
+SELECT topic, payload, octet_length(payload), sha256(payload),
+       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), '{reason}', detail, 1
+FROM moved
+ON CONFLICT (message_key, reason) DO UPDATE SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()
+"""
+
+
 async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str]) -> int:
-    """Move quarantined readings of now-registered stations into ``readings``."""
+    """Move quarantined readings of now-registered stations into ``readings``; returns how many moved.
+
+    A reading is judged by the rule of :mod:`ingest.placement` now that its station's place is known: one
+    whose topic's municipality is not the station's registered one (or, sent by a gateway for a station with
+    no registered municipality) is not released but kept as a dead letter ``wrong_municipality``. One whose
+    time already holds another value in ``readings`` is kept as a dead letter ``conflicting_value``, as ingest
+    keeps it (:class:`ingest.store.Conflict`); an identical one is a duplicate and goes.
+    """
+    misplaced = (f"s.id = q.station_id AND s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY} "
+                 f"AND (s.municipality_code IS NOT NULL OR {_TOPIC_SENDER} IS DISTINCT FROM q.station_id)")
+    await conn.execute(_QUARANTINE_TO_DEAD.format(
+        using="stations s", where=misplaced, payload=_QUARANTINED_PAYLOAD, reason="wrong_municipality",
+        detail="'station ' || quote_literal(q.station_id) || ' is registered in ' "
+               "|| coalesce(s.municipality_code, 'no municipality') || ', not in the municipality of its topic'"),
+        list(station_ids))
+    conflicting = ("r.station_id = q.station_id AND r.kind = q.kind AND r.exercise = q.exercise AND r.ts = q.ts "
+                   "AND r.value <> q.value AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)")
+    await conn.execute(_QUARANTINE_TO_DEAD.format(
+        using="readings r", where=conflicting, payload=_QUARANTINED_PAYLOAD, reason="conflicting_value",
+        detail="q.station_id || ' ' || q.kind || ' at ' || q.ts || ': ' || q.value || ' differs from the stored ' "
+               "|| r.value || '; a correction is a staff edit, not a resend'"),
+        list(station_ids))
     status = await conn.execute(
         """WITH moved AS (
                DELETE FROM quarantined_readings q WHERE q.station_id = ANY($1::text[])
@@ -302,9 +394,10 @@ async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def gateway_ids(conn: asyncpg.Connection) -> set[str]:
-    """Stations registered as gateways (allowed to report for other stations)."""
-    return {r["id"] for r in await conn.fetch("SELECT id FROM stations WHERE kind = 'gateway'")}
+async def station_places(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, Place]:
+    """The registry's :class:`ingest.placement.Place` (municipality, kind) of those of ``ids`` it knows."""
+    rows = await conn.fetch("SELECT id, municipality_code, kind FROM stations WHERE id = ANY($1::text[])", list(ids))
+    return {r["id"]: Place(r["municipality_code"], r["kind"]) for r in rows}
 
 
 async def known_station_ids(conn: asyncpg.Connection, ids: Sequence[str]) -> set[str]:
@@ -384,7 +477,7 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
         texts=[t for t in SHOWN_TEXTS if t in changes])
     updates = {k: getattr(edited, k) for k in updates}
     code = updates.get("municipality_code")
-    if code is not None and code != row["municipality_code"] and (why := await unlisted(conn, code)):
+    if code is not None and code != row["municipality_code"] and (why := await uncovered(conn, code)):
         raise RegistryError(f"{where}: {why}")
     changed = {k: v for k, v in updates.items() if row[k] != v}
     if changed:

@@ -9,7 +9,8 @@ At-least-once end to end, and idempotent storage, give "exactly once" in the tab
 * manual acks sent after the commit of the batch holding the message, so a crash (``kill -9``)
   before the commit makes the broker deliver the message again;
 * the primary key (station, kind, exercise, ts) with ``ON CONFLICT DO NOTHING`` skips redeliveries,
-  and a dead letter is unique per message and reason (:mod:`ingest.store`).
+  and a dead letter is unique per message and reason (:mod:`ingest.store`); a skipped reading whose value
+  differs from the stored one is no redelivery but a conflict, kept as a dead letter ``conflicting_value``.
 
 One message never stops the service: what the parser refuses is a dead letter with its reason; an
 unexpected exception while parsing one message makes it a dead letter ``internal_error``; a reading the
@@ -30,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -38,8 +39,9 @@ import asyncpg
 from ingest import metrics
 from ingest.contract import Parser, PayloadError, Reading, parse_topic, subscription
 from ingest.partition import REFRESH_S, Partition, registered_municipalities
-from ingest.registry import gateway_ids, known_station_ids, release_quarantine
-from ingest.store import DEAD_LETTER_BYTES, DeadLetter, WriteResult, write_batch
+from ingest.placement import Place, misplaced
+from ingest.registry import known_station_ids, release_quarantine, station_places
+from ingest.store import DEAD_LETTER_BYTES, Conflict, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient, bound_client_id
 from sonae.retry import Backoff, count_failure
@@ -112,8 +114,6 @@ class Ingestor:
         self._known: set[str] = set()
         self._checked_unknown: dict[str, float] = {}
         self._staged_batches_left = 0
-        self._gateways: set[str] = set()
-        self._gateways_loaded = -1e9
         self._stopping = False
         self._same_size_batches = 0
         self._last_batch_size = -1
@@ -307,10 +307,11 @@ class Ingestor:
         """Store a parsed batch and acknowledge its messages."""
         metrics.MESSAGES_RECEIVED.inc(len(batch))
         pairs, dead = parsed.pairs, list(parsed.dead)
-        pairs = await self._refuse_foreign(pairs, dead)
+        pairs = await self._refuse_misplaced(pairs, dead)
         readings: list[Reading] = []
         sources: list[Message] = []  # the message of each reading, for a dead letter if it cannot be written
         quarantine: list[tuple[Reading, str]] = []
+        held: list[Message] = []  # the message of each quarantined reading
         unknown = await self._retrying(self._classify_stations, {r.station_id for r, _ in pairs}) if pairs else set()
         if unknown and self.unknown_stations == "accept":
             where: dict[str, str] = {}  # station → the 6-digit code of the first topic naming it
@@ -326,12 +327,17 @@ class Ingestor:
                 sources.append(msg)
             elif self.unknown_stations == "quarantine":
                 quarantine.append((reading, msg.topic))
+                held.append(msg)
             elif id(msg) not in rejected_msgs:
                 rejected_msgs.add(id(msg))
                 dead.append(DeadLetter(msg.topic, msg.payload, "unknown_station",
                                        f"station {reading.station_id!r} is not in the registry"))
 
         result = await self._write(readings, sources, quarantine, dead)
+        if result.conflicts:
+            letters = await self._keep_conflicts(result.conflicts, readings, sources, [r for r, _ in quarantine], held)
+            dead += letters  # counted in the metrics below
+            result = replace(result, dead_letters=result.dead_letters + len(letters))
         metrics.LAST_COMMIT.set(time.time())
         committed = datetime.now(UTC)
         for r in readings[:: max(1, len(readings) // 200)]:  # sample: lag is a distribution, not a sum
@@ -351,37 +357,71 @@ class Ingestor:
         self.totals["dead_letters"] += result.dead_letters
         return result
 
-    async def _refuse_foreign(self, pairs: list[tuple[Reading, Message]],
-                              dead: list[DeadLetter]) -> list[tuple[Reading, Message]]:
-        """Keep a reading for another station than its topic's only when the topic's is a gateway.
+    async def _refuse_misplaced(self, pairs: list[tuple[Reading, Message]],
+                                dead: list[DeadLetter]) -> list[tuple[Reading, Message]]:
+        """Keep the readings whose topic may carry them (:func:`ingest.placement.misplaced`); the message of
+        any other becomes a dead letter ``foreign_station`` or ``wrong_municipality``.
 
-        The broker's ACL lets a device publish only under its own station id; without this check a
-        SenML record naming another station would let any device write any gauge's readings.
+        The registry is read once a batch for the stations and senders in it, so a station moved to
+        another municipality, or a device made a gateway, is followed from the next batch.
         """
-        foreign = [(r, m) for r, m in pairs if r.station_id != m.topic.rsplit("/", 2)[-2]]
-        if not foreign:
+        if not pairs:
             return pairs
-        now = time.monotonic()
-        if now - self._gateways_loaded > 30 or any(m.topic.rsplit("/", 2)[-2] not in self._gateways
-                                                   for _, m in foreign):
-            if now - self._gateways_loaded > 1:
-                async def load() -> set[str]:
-                    async with self.pool.acquire() as conn:
-                        return await gateway_ids(conn)
-                self._gateways = await self._retrying(load)
-                self._gateways_loaded = now
+        topics: dict[str, tuple[str, str]] = {}  # topic → (municipality, sender)
+        for _, m in pairs:
+            if m.topic not in topics:
+                t = parse_topic(m.topic, self.parser.prefix)  # parsed before: cannot fail
+                topics[m.topic] = (t.municipality, t.station)
+        ids = {r.station_id for r, _ in pairs} | {sender for _, sender in topics.values()}
+
+        async def load() -> dict[str, Place]:
+            async with self.pool.acquire() as conn:
+                return await station_places(conn, sorted(ids))
+        places = await self._retrying(load)
+        self._known |= set(places)
+        verdicts: dict[tuple[str, str], tuple[str, str] | None] = {}  # (station, topic) → its verdict, once
         refused: set[int] = set()
         kept = []
         for r, m in pairs:
-            sender = m.topic.rsplit("/", 2)[-2]
-            if r.station_id == sender or sender in self._gateways:
+            key = (r.station_id, m.topic)
+            if key in verdicts:
+                problem = verdicts[key]
+            else:
+                municipality, sender = topics[m.topic]
+                problem = verdicts[key] = misplaced(station=r.station_id, sender=sender, municipality=municipality,
+                                                    places=places)
+            if problem is None:
                 kept.append((r, m))
             elif id(m) not in refused:
                 refused.add(id(m))
-                dead.append(DeadLetter(m.topic, m.payload, "foreign_station",
-                                       f"{sender!r} is not a gateway and may only report for itself, "
-                                       f"not for {r.station_id!r}"))
+                dead.append(DeadLetter(m.topic, m.payload, *problem))
         return kept
+
+    async def _keep_conflicts(self, conflicts: Sequence[Conflict], readings: list[Reading], sources: list[Message],
+                              quarantined: list[Reading], held: list[Message]) -> list[DeadLetter]:
+        """Keep the message of each conflicting reading (:class:`ingest.store.Conflict`) as a dead letter
+        ``conflicting_value`` naming the value stored, one per message.
+
+        Written after the batch's own transaction and before its acks: if the process dies in between, the
+        broker delivers the message again and the conflict is found again (the dead letter is unique per
+        message and reason, so it is kept once).
+        """
+        details: dict[int, tuple[Message, list[str]]] = {}
+        for c in conflicts:
+            r, msg = (quarantined[c.index], held[c.index]) if c.quarantined else (readings[c.index], sources[c.index])
+            where = "quarantined" if c.quarantined else "stored"
+            details.setdefault(id(msg), (msg, []))[1].append(
+                f"{r.station_id} {r.kind} at {r.ts.isoformat()}: {r.value!r} differs from the {where} {c.stored!r}")
+        letters = [DeadLetter(msg.topic, msg.payload, "conflicting_value",
+                              f"{len(lines)} reading(s) not stored, another value is kept for the same time: "
+                              + "; ".join(lines[:10]) + "; a correction is a staff edit, not a resend")
+                   for msg, lines in details.values()]
+
+        async def keep() -> WriteResult:
+            async with self.pool.acquire() as conn:
+                return await write_batch(conn, [], dead_letters=letters, dead_letter_bytes=self.dead_letter_max_bytes)
+        await self._retrying(keep)
+        return letters
 
     async def _register_minimal(self, municipality_of: dict[str, str]) -> None:
         """Register unknown stations by id, in the municipality of their topic (6-digit code)."""
@@ -437,13 +477,15 @@ class Ingestor:
         propagates and nothing of the batch is acknowledged, so the broker delivers it again.
         """
         inserted = duplicates = 0
+        conflicts: list[Conflict] = []
         extra_dead: list[DeadLetter] = []
         refused: set[int] = set()
-        for r, msg in zip(readings, sources, strict=True):
+        for index, (r, msg) in enumerate(zip(readings, sources, strict=True)):
             try:
                 res = await self._retrying(self._write_readings, [r])
                 inserted += res.inserted
                 duplicates += res.duplicates
+                conflicts += [replace(c, index=index) for c in res.conflicts]
             except Exception as exc:  # not transient: this reading, not the database, is the problem
                 if id(msg) not in refused:
                     refused.add(id(msg))
@@ -456,7 +498,7 @@ class Ingestor:
                                          dead_letter_bytes=self.dead_letter_max_bytes)
 
         res = await self._retrying(rest)
-        return WriteResult(inserted, duplicates, res.quarantined, res.dead_letters)
+        return WriteResult(inserted, duplicates, res.quarantined, res.dead_letters, (*conflicts, *res.conflicts))
 
     async def _write_readings(self, readings: list[Reading]) -> WriteResult:
         async with self.pool.acquire() as conn:

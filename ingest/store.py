@@ -4,7 +4,8 @@ Readings are COPYed (binary protocol) straight into ``readings`` inside a savepo
 holds a reading already stored (a redelivered message), the primary key (station, kind, exercise, ts)
 stops the COPY; the savepoint is rolled back and the batch is COPYed into a per-connection temporary
 staging table and moved with ``INSERT … SELECT … ON CONFLICT DO NOTHING``, so the duplicate is skipped
-instead of stored twice. The ingestor stays on the staged path for a while after a conflict, since
+instead of stored twice; a skipped reading whose stored value differs is a :class:`Conflict`, returned for
+the caller to keep as a dead letter. The ingestor stays on the staged path for a while after a conflict, since
 redeliveries come in runs (after a restart).
 
 Dead letters keep the first ``dead_letter_bytes`` of the raw payload (``ingest.dead_letter_max_bytes``)
@@ -31,20 +32,35 @@ from ingest.contract import Reading, storable_text
 NOTIFY_CHANNEL = "sonae_readings"
 
 _STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS readings_stage (
-    station_id text, kind text, ts timestamptz, value float8, exercise bool, seq int8
+CREATE TEMP TABLE IF NOT EXISTS readings_staged (
+    station_id text, kind text, ts timestamptz, value float8, exercise bool, seq int8, idx int4
 ) ON COMMIT DELETE ROWS
 """
 _STAGE_COLUMNS = ["station_id", "kind", "ts", "value", "exercise", "seq"]
 _MOVE_STAGED = """
 INSERT INTO readings (station_id, kind, ts, value, exercise, seq)
-SELECT station_id, kind, ts, value, exercise, seq FROM readings_stage
+SELECT station_id, kind, ts, value, exercise, seq FROM readings_staged ORDER BY idx
 ON CONFLICT DO NOTHING
+"""
+#: staged readings whose key holds another value after the move: a conflict, not a redelivery
+_STAGED_CONFLICTS = """
+SELECT s.idx, r.value FROM readings_staged s
+JOIN readings r ON r.station_id = s.station_id AND r.kind = s.kind AND r.exercise = s.exercise AND r.ts = s.ts
+WHERE r.value <> s.value ORDER BY s.idx
 """
 _INSERT_QUARANTINE = """
 INSERT INTO quarantined_readings (station_id, kind, ts, value, exercise, seq, topic)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::bool[], $6::int8[], $7::text[])
 ON CONFLICT DO NOTHING
+"""
+#: quarantined readings (of the batch just written) whose key holds another value
+_QUARANTINE_CONFLICTS = """
+SELECT u.i - 1 AS idx, q.value
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::bool[]) WITH ORDINALITY
+     AS u(station_id, kind, ts, value, exercise, i)
+JOIN quarantined_readings q ON q.station_id = u.station_id AND q.kind = u.kind AND q.exercise = u.exercise
+     AND q.ts = u.ts
+WHERE q.value <> u.value ORDER BY u.i
 """
 _INSERT_DEAD = """
 INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
@@ -89,11 +105,29 @@ def _dead_letter_columns(dead_letters: Sequence[DeadLetter], keep_bytes: int) ->
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """A reading not stored because its key (station, kind, exercise, ts) already holds another value.
+
+    ``index`` is its position in the readings (or, ``quarantined``, the quarantine) handed to
+    :func:`write_batch`; ``stored`` the value kept. A redelivery carries the same value and is only a
+    duplicate; a different value for the same instant is the device's (or a gateway's) contradiction, kept
+    as a dead letter ``conflicting_value`` by the caller so that it is seen, not silently dropped.
+    """
+
+    index: int
+    stored: float
+    quarantined: bool = False
+
+
+@dataclass(frozen=True)
 class WriteResult:
+    """What a batch did. ``duplicates`` counts identical redeliveries only; ``conflicts`` the others."""
+
     inserted: int
     duplicates: int
     quarantined: int
     dead_letters: int
+    conflicts: tuple[Conflict, ...] = ()
 
 
 def _columns(readings: Sequence[Reading]) -> tuple[list[str], list[str], list[datetime], list[float], list[bool], list[int | None]]:
@@ -124,6 +158,7 @@ async def write_batch(
     kept whole). ``WriteResult.dead_letters`` counts the dead letters handed in, new or redelivered.
     """
     inserted = 0
+    conflicts: list[Conflict] = []
     async with conn.transaction():
         if readings:
             records = [(r.station_id, r.kind, r.ts, r.value, r.exercise, r.seq) for r in readings]
@@ -138,13 +173,19 @@ async def write_batch(
                     inserted, direct = len(records), True
                 except asyncpg.UniqueViolationError:
                     pass
-            if not direct:
+            if not direct:  # a key met twice (stored, or twice in the batch): the first value kept
                 await conn.execute(_STAGE)
-                await conn.copy_records_to_table("readings_stage", columns=_STAGE_COLUMNS, records=records)
+                await conn.copy_records_to_table("readings_staged", columns=[*_STAGE_COLUMNS, "idx"],
+                                                 records=[(*rec, i) for i, rec in enumerate(records)])
                 inserted = _count(await conn.execute(_MOVE_STAGED))
+                if inserted < len(records):
+                    conflicts += [Conflict(r["idx"], r["value"]) for r in await conn.fetch(_STAGED_CONFLICTS)]
         if quarantine:
             rows = [r for r, _ in quarantine]
-            await conn.execute(_INSERT_QUARANTINE, *_columns(rows), [t for _, t in quarantine])
+            held = _count(await conn.execute(_INSERT_QUARANTINE, *_columns(rows), [t for _, t in quarantine]))
+            if held < len(rows):
+                conflicts += [Conflict(r["idx"], r["value"], quarantined=True)
+                              for r in await conn.fetch(_QUARANTINE_CONFLICTS, *_columns(rows)[:5])]
         if dead_letters:
             await conn.execute(_INSERT_DEAD, *_dead_letter_columns(dead_letters, dead_letter_bytes))
         if notify and inserted:
@@ -153,4 +194,5 @@ async def write_batch(
             if len(body) > 7000:  # NOTIFY payloads are limited to 8000 bytes
                 body = json.dumps({"stations": None})
             await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, body)
-    return WriteResult(inserted, len(readings) - inserted, len(quarantine), len(dead_letters))
+    duplicates = len(readings) - inserted - sum(1 for c in conflicts if not c.quarantined)
+    return WriteResult(inserted, duplicates, len(quarantine), len(dead_letters), tuple(conflicts))

@@ -3,7 +3,9 @@
 :func:`store_telegram` is the one path every telegram takes (feed or file): it is idempotent by
 ``link``, keeps the raw bytes whatever happens, and in the same transaction applies what the telegram
 says. Ordering per event (``type|EventID|exercise``): a telegram older than the newest applied one
-(``ReportDateTime``, then ``Serial``) is kept as ``stale`` and changes nothing; ``InfoType`` 取消
+(``ReportDateTime``, then ``Serial``) is kept as ``stale`` and changes nothing; a telegram dated more than
+:data:`jma.telegram.MAX_FUTURE_S` ahead of the clock is kept as ``failed`` ``future_datetime`` and never
+orders anything (:func:`jma.telegram.check_clock`); ``InfoType`` 取消
 removes the event's information; any other telegram replaces the event's rows with its statements
 that are in force (発表/継続 with a level). ``試験`` telegrams are kept as ``ignored_test``.
 """
@@ -13,14 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter, Histogram
 
 from jma.areas import map_statement
-from jma.telegram import Telegram, TelegramError, parse
+from jma.telegram import MAX_FUTURE_S, Telegram, TelegramError, check_clock, parse
 
 FETCHED = Counter("sonae_jma_telegrams_fetched_total", "Telegrams received (feed or file), new ones only")
 PARSED = Counter("sonae_jma_telegrams_parsed_total", "Telegrams parsed", ["type"])
@@ -61,8 +63,10 @@ async def _store(conn: asyncpg.Connection, *, link: str, data: bytes) -> str:
     async with conn.transaction():
         if await conn.fetchval("SELECT 1 FROM jma_telegrams WHERE link = $1", link):
             return "duplicate"
+        now = datetime.now(UTC)
         try:
             telegram = parse(data)
+            check_clock(telegram, now=now)
         except TelegramError as exc:
             await conn.execute(
                 """INSERT INTO jma_telegrams (link, sha256, raw, outcome, error_reason, error_detail)
@@ -78,6 +82,8 @@ async def _store(conn: asyncpg.Connection, *, link: str, data: bytes) -> str:
         else:
             newest = await conn.fetchrow(
                 "SELECT report_time, serial FROM jma_events WHERE event_key = $1 FOR UPDATE", key)
+            if newest is not None and newest["report_time"] > now + timedelta(seconds=MAX_FUTURE_S):
+                newest = None  # applied before the clock check: a future time never shadows a genuine telegram
             if newest is not None and (telegram.report_time, telegram.serial) <= (
                     newest["report_time"], newest["serial"]) and telegram.info_type != "取消":
                 outcome = "stale"

@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from lxml import etree
+
+from sonae.japantime import from_iso_format
 
 NS = {
     "r": "http://xml.kishou.go.jp/jmaxml1/",
@@ -120,12 +122,39 @@ def _text(node: etree._Element | None, path: str) -> str:
 
 def _time(value: str, what: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = from_iso_format(value.replace("Z", "+00:00"))  # a leap second too (sonae.japantime)
     except ValueError:
         raise TelegramError("bad_datetime", f"{what} {value!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         raise TelegramError("bad_datetime", f"{what} {value!r} has no time zone")
     return parsed
+
+
+#: how far ahead of this host's clock a telegram's ordering times may be, s: the tolerance MQTT ingest gives a
+#: device (``ingest.max_future_s``, 300 s by default) for clocks a little apart; JMA stamps telegrams as it
+#: issues them, so any more is a wrong or forged clock
+MAX_FUTURE_S = 300.0
+
+
+def check_clock(telegram: Telegram, *, now: datetime, max_future_s: float = MAX_FUTURE_S) -> None:
+    """Refuse a telegram whose ordering times lie implausibly in the future.
+
+    ``Head/ReportDateTime`` orders an event's telegrams (:mod:`jma.store`: a telegram older than the newest
+    applied one is ``stale``), and ``Control/DateTime`` is when it was sent; ``Head/ValidDateTime`` is an end
+    of validity, in the future by nature, and orders nothing. Found: a 取消 dated 2099-01-01T00:00:00+09:00
+    was applied, and every genuine telegram of its event after it was filed ``stale`` and ignored.
+
+    Raises
+    ------
+    TelegramError
+        ``future_datetime``, naming the field and its time, when it is more than ``max_future_s`` seconds
+        after ``now`` (an aware datetime).
+    """
+    latest = now + timedelta(seconds=max_future_s)
+    for what, when in (("Head/ReportDateTime", telegram.report_time), ("Control/DateTime", telegram.date_time)):
+        if when > latest:
+            raise TelegramError("future_datetime", f"{what} {when.isoformat()} is more than {max_future_s:g} s "
+                                                   f"ahead of this host's clock ({now.isoformat()})")
 
 
 def kind_of(control_title: str) -> str | None:

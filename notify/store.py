@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -36,7 +37,7 @@ from alerting.cap import GAUGE_RADIUS_KM
 from alerting.cap_identity import CapProfile, load_profile
 from alerting.rules import CONDITIONS, UNCONFIRMED
 from notify import messages
-from sonae.municipality_code import MunicipalityCodeError, normalise_optional
+from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise_optional
 
 NOTIFY_CHANNEL = "sonae_notify"
 #: a circle's centre is kept to this many decimals of a degree (0.001° ≈ 110 m)
@@ -44,6 +45,10 @@ CENTRE_DECIMALS = 3
 MAX_AREAS = 10
 #: the radius a subscribed circle may have, metres (a neighbourhood to a river basin's reach)
 RADIUS_M = (100, 20000)
+#: how far (metres) the drill town's streets reach beyond its outermost shelters and gauges: a shelter stands
+#: at every 6th crossing of an 80 m grid (``evac.drilltown.generate``), so the outer streets lie up to
+#: 5 blocks (400 m) beyond them; 500 m with rounding
+DRILL_TOWN_MARGIN_M = 500.0
 
 
 class NotifyError(ValueError):
@@ -90,15 +95,54 @@ class Boundaries(Protocol):
     def touching_circle(self, lat: float, lon: float, radius_m: float) -> list[str]: ...
 
 
-def placed(areas: Sequence[Area], boundaries: Boundaries | None) -> list[Area]:
+def placed(areas: Sequence[Area], boundaries: Boundaries | None, *,
+           drill_town: tuple[float, float, float, float] | None = None) -> list[Area]:
     """The areas rounded as stored, each circle with the municipalities whose alerts reach it: those
     the circle touches when ``boundaries`` are loaded. Without boundaries :func:`add_subscription`
-    takes the municipality of the shelter nearest the circle's centre."""
+    takes the municipality of the shelter nearest the circle's centre.
+
+    ``drill_town`` is the drill town's box (:func:`drill_town_box`). The drill town has no boundary and lies
+    inside real 郡山市 (``evac.drilltown``): a circle reaching its box (with :data:`DRILL_TOWN_MARGIN_M`)
+    touches both, the real municipality for real alerts and
+    :data:`~sonae.municipality_code.DRILL_TOWN_CODE` for the drill town's exercises (found: a circle in the
+    drill town listed 郡山市 only, so a drill order for the whole drill town reached none of its drill
+    subscribers). Fan-out matches the drill town's code for exercise alerts only (:data:`_PUSH_FANOUT`)."""
     rows = [a.rounded() for a in areas]
     if boundaries is None or not len(boundaries):
         return rows
-    return [a if a.lat is None or a.lon is None or a.radius_m is None else replace(
-        a, near_municipalities=tuple(boundaries.touching_circle(a.lat, a.lon, a.radius_m))) for a in rows]
+    out = []
+    for a in rows:
+        if a.lat is None or a.lon is None or a.radius_m is None:
+            out.append(a)
+            continue
+        near = boundaries.touching_circle(a.lat, a.lon, a.radius_m)
+        if drill_town is not None and _box_distance_m(a.lat, a.lon, drill_town) <= a.radius_m + DRILL_TOWN_MARGIN_M:
+            near = sorted({*near, DRILL_TOWN_CODE})
+        out.append(replace(a, near_municipalities=tuple(near)))
+    return out
+
+
+def _box_distance_m(lat: float, lon: float, box: tuple[float, float, float, float]) -> float:
+    """Metres from (lat, lon) to the nearest point of a (min lon, min lat, max lon, max lat) box: the
+    equirectangular distance of fan-out's circle test (:data:`_CIRCLE_HITS`)."""
+    west, south, east, north = box
+    dx = (min(max(lon, west), east) - lon) * math.cos(math.radians(lat)) * 111_320
+    dy = (min(max(lat, south), north) - lat) * 110_574
+    return math.hypot(dx, dy)
+
+
+async def drill_town_box(conn: asyncpg.Connection) -> tuple[float, float, float, float] | None:
+    """(min lon, min lat, max lon, max lat) of the drill town's shelters and stations in degrees, or None
+    when this deployment has none (the drill town is modelled by them: ``evac.drilltown``,
+    ``simulators.demo.drilltown_stations``; it has no boundary)."""
+    row = await conn.fetchrow(
+        """SELECT min(lon) AS west, min(lat) AS south, max(lon) AS east, max(lat) AS north FROM (
+               SELECT lat, lon FROM shelters WHERE municipality_code = $1
+               UNION ALL SELECT lat, lon FROM stations WHERE municipality_code = $1 AND lat IS NOT NULL
+                                                         AND lon IS NOT NULL) p""", DRILL_TOWN_CODE)
+    if row is None or row["west"] is None:
+        return None
+    return float(row["west"]), float(row["south"]), float(row["east"]), float(row["north"])
 
 
 async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: bytes, auth: bytes, lang: str,
@@ -323,7 +367,8 @@ FROM push_subscriptions s
 WHERE (NOT $3::bool OR s.drills)
   AND s.id IN (SELECT a.subscription_id FROM push_areas a WHERE
                   ($4::text IS NOT NULL AND a.municipality_code = $4::text)
-               OR ($5::float8 IS NULL AND $4::text IS NOT NULL AND $4::text = ANY (a.near_municipalities))
+               OR ($5::float8 IS NULL AND $4::text IS NOT NULL AND $4::text = ANY (a.near_municipalities)
+                   AND ($4::text <> '{DRILL_TOWN_CODE}' OR $3::bool))
                OR ($5::float8 IS NOT NULL AND a.lat IS NOT NULL
                    AND a.lat BETWEEN $6::float8 - 0.25 AND $8::float8 + 0.25 AND {_CIRCLE_HITS}))
 ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
@@ -380,6 +425,8 @@ async def _told_municipalities(conn: asyncpg.Connection, event: dict[str, Any],
 async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: dict[str, Any], *,
                         base_url: str, profile: CapProfile, email: bool = True) -> dict[str, int]:
     """Queue the messages of one alert event for every matching target. Returns the count per kind.
+    ``alert``: the alert as it was at the event (:func:`alerting.store.alert_at_event`, with its
+    ``told_audience``), whose level, version, audience, value and texts every message is rendered from.
     ``profile``: the installation's CAP sender and identifiers, for webhooks that take CAP."""
     counts = {"push": 0, "webhook": 0, "email": 0}
     if event["kind"] not in messages.NOTIFIED_KINDS:
@@ -388,7 +435,10 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
         return counts  # beyond the gauge's plausible rate: staff see it in the console until confirmed
     top = max(event["level"] or 0, event["old_level"] or 0)
     event_at: datetime = event["recorded_at"]
-    public = alert["audience"] == "public" and alert["condition"] in ("river_level", "evacuation_order")
+    # who the event is for: the audience at the event, or just before it for an event that ends a public alert
+    # (alerting.store.told_audience); ``alert`` is the alert as it was at the event (alerting.store.alert_at_event)
+    audience = alert.get("told_audience", alert["audience"])
+    public = audience == "public" and alert["condition"] in ("river_level", "evacuation_order")
     push = payloads = body = cap = email_payloads = None
     if public and top >= PUSH_MIN_LEVEL:
         box, margin = place_box(alert)
@@ -407,7 +457,7 @@ async def fan_out_event(conn: asyncpg.Connection, event: dict[str, Any], alert: 
             status = await conn.execute(_PUSH_FANOUT, *args, *push, *payloads, event_at)
             counts["push"] += int(status.split()[-1])
         if body is not None:
-            status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], alert["audience"], body,
+            status = await conn.execute(_WEBHOOK_FANOUT, *args, top, alert["condition"], audience, body,
                                         cap, event_at)
             counts["webhook"] += int(status.split()[-1])
         if email_payloads is not None and code:
@@ -445,7 +495,9 @@ async def fan_out(conn: asyncpg.Connection, *, base_url: str, email: bool = True
             if r["done"]:
                 continue
             event = dict(await conn.fetchrow("SELECT * FROM alert_events WHERE id = $1", r["id"]))
-            alert = await alerts.get_alert(conn, event["alert_id"])
+            # the alert as it was at this event, not now: events fanned out together (a backlog) are each
+            # told with their own level, version, audience and texts
+            alert = await alerts.alert_at_event(conn, event["id"])
             if alert is not None:
                 for kind, n in (await fan_out_event(conn, event, alert, base_url=base_url, profile=profile,
                                                        email=email)).items():

@@ -444,10 +444,20 @@ class DeliveryWorker:
 
 
 async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[asyncpg.Record]:
-    """Claim due rows (see :func:`notify.store.claim`) with what each channel needs to send them."""
+    """Claim due rows with what each channel needs to send them.
+
+    A target hears an alert's events in their order: a row is not claimed while an earlier event of the same
+    alert to the same target is still queued — waiting for a retry after its receiver failed, or in flight
+    (a claimed row stays ``queued`` under its lease until its outcome is recorded). So a receiver that was
+    down gets the backlog in order (raised, escalated, de-escalated), each as it was (the payload is
+    rendered at fan-out from the alert at its event), and a push service never shows an older message of
+    an alert over a newer one (the same ``tag``)."""
     return list(await conn.fetch(
         """WITH due AS (
-               SELECT id FROM notify_queue WHERE state = 'queued' AND next_attempt_at <= now()
+               SELECT id FROM notify_queue q WHERE state = 'queued' AND next_attempt_at <= now()
+                 AND NOT EXISTS (SELECT 1 FROM notify_queue p WHERE p.kind = q.kind AND p.target_id = q.target_id
+                                 AND p.alert_id = q.alert_id AND p.state = 'queued'
+                                 AND p.alert_event_id < q.alert_event_id)
                ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED),
            claimed AS (
                UPDATE notify_queue q SET attempts = q.attempts + 1,

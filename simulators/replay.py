@@ -263,6 +263,8 @@ def mlit_station(row: MlitRow, *, exercise: bool = False) -> Station:
                    municipality_code=row.town_code or None, lat=row.lat, lon=row.lon, gauge_type="crisis",
                    expected_interval_s=600, datum="as published by MLIT (elevation or gauge zero)",
                    th_obs_start=obs_start, th_crisis=crisis, th_overflow=overflow, exercise=exercise,
+                   # MLIT writes 欠測 as no value, never 0, and its gauges read below 0 m (ingest.registry.MISSING_RULE)
+                   missing_at_or_below=None,
                    source="replay: MLIT 川の水位情報 via yuiseki/crisis-watcher-river-jp").validate()
 
 

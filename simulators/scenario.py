@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingest.contract import STATION_ID
+from ingest.contract import STATION_ID, STATION_ID_RULE
 from simulators.hydrology import Rating, Reach, Storm
 from simulators.replay import ReplayError, replay_file
 from sonae.japantime import JST, parse_iso_time
@@ -167,7 +167,7 @@ class _Table:
 def _station_id(t: _Table, name: str = "station") -> str:
     value = t.text(name, required=True)
     if not STATION_ID.match(value):
-        raise ScenarioError(f"{t.key(name)}: {value!r} is not a station id ([A-Za-z0-9_.-]{{1,64}})")
+        raise ScenarioError(f"{t.key(name)}: {value!r} is not a station id ({STATION_ID_RULE})")
     return value
 
 

@@ -8,23 +8,61 @@ people in Fukushima write. A date alone is 00:00 JST of that day. Times are stor
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+import re
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 #: Japan Standard Time (a fixed offset: Japan has no daylight saving time).
 JST = timezone(timedelta(hours=9), "JST")
 
 
+#: a time of day whose seconds are 60 (a leap second, RFC 3339 §5.6 ``time-second = 2DIGIT ; 00-58, 59, 60``)
+_LEAP_SECOND = re.compile(r"^(.*[Tt ]\d{2}:\d{2}:)60((?:[.,]\d+)?)(.*)\Z")
+
+
+def from_iso_format(text: str, *, zone: tzinfo | None = None) -> datetime:
+    """``datetime.fromisoformat(text)`` that also reads a leap second (``23:59:60Z``), and gives a time without
+    an offset ``zone`` (when one is given).
+
+    A leap second (RFC 3339 §5.7: valid, inserted at the end of a UTC day, 23:59:60 UTC, so 08:59:60 in
+    Japan) is read as 23:59:59.999999 UTC: still within its UTC day and minute and ordered after 23:59:59,
+    and distinct from the next second 00:00:00, which a device reporting every second also sends (read as
+    that next second, the two would share one key (station, kind, exercise, ts), one of them refused as a
+    conflicting value). ``datetime`` has no second 60 to hold it exactly.
+
+    Raises
+    ------
+    ValueError
+        Not ``fromisoformat``'s grammar; or a second 60 that is not 23:59:60 UTC (or, without an offset and
+        without ``zone``, cannot be placed in UTC).
+    """
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        leap = _LEAP_SECOND.match(text)
+        if leap is None:
+            raise
+        ts = datetime.fromisoformat(leap[1] + "59" + leap[3]).replace(microsecond=999999)
+        if ts.tzinfo is None and zone is None:
+            raise ValueError(f"leap second {text!r} without an offset") from None
+        utc = (ts if ts.tzinfo is not None else ts.replace(tzinfo=zone)).astimezone(UTC)
+        if (utc.hour, utc.minute) != (23, 59):
+            raise ValueError(f"{text!r}: a leap second is 23:59:60 UTC") from None
+    if ts.tzinfo is None and zone is not None:
+        ts = ts.replace(tzinfo=zone)
+    return ts
+
+
 def parse_iso_time(text: str) -> datetime:
     """Parse an ISO 8601 date or date-time into an aware UTC ``datetime``; no offset means JST.
+
+    A leap second (``2026-11-30T23:59:60Z``) is 23:59:59.999999 UTC (:func:`from_iso_format`).
 
     Raises
     ------
     ValueError
         When ``text`` is not ISO 8601 (``datetime.fromisoformat``'s grammar).
     """
-    ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=JST)
+    ts = from_iso_format(text.strip().replace("Z", "+00:00").replace("z", "+00:00"), zone=JST)
     return ts.astimezone(UTC)
 
 

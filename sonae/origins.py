@@ -8,7 +8,13 @@ that form (found: it never matched, and the partner's page got no CORS headers).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
+
+#: a serialised host: A-labels, digits, ``.``, ``-``, ``_`` (a domain), or an IPv6 address's hex digits and
+#: colons (bracketed after the check). No space, comma or other separator: ``Origin`` holds one origin
+#: (Fetch §3.1), and urlsplit kept ``https://a b`` and ``https://a,b`` as hosts (found with an origin list)
+_HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")
 
 #: the default port of each scheme an origin of the API's partners may have (left out of the serialised form)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -17,7 +23,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def serialised_origin(text: str) -> str | None:
     """The serialised form of the origin ``text`` (``scheme://host[:port]``), or None when ``text`` is no
     origin: no ``http``/``https`` scheme or no host, a user, a path other than ``/``, a query, a fragment,
-    a port outside 1 to 65535.
+    a port outside 1 to 65535, a blank or control character, a host of other characters than a host's (an
+    origin list such as ``https://a.example https://b.example`` is none).
 
     >>> serialised_origin("HTTPS://Other.Example:443/")
     'https://other.example'
@@ -25,6 +32,8 @@ def serialised_origin(text: str) -> str | None:
     True
     """
     text = text.strip()
+    if any(c.isspace() or not c.isprintable() for c in text):  # urlsplit drops tabs and newlines silently
+        return None
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -38,6 +47,8 @@ def serialised_origin(text: str) -> str | None:
     try:
         host = parts.hostname.encode("idna").decode("ascii").lower()
     except UnicodeError:
+        return None
+    if not _HOST.fullmatch(host):
         return None
     if ":" in host:  # an IPv6 address, written in brackets
         host = f"[{host}]"

@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from sonae.embedded import free_port
 from tests.conftest import shared_data, with_database
 
 MLIT = ("river_levels", "mlit_kriver_fukushima_gauges_over_threshold_2025-09_to_2026-08.csv.gz")
@@ -192,6 +193,9 @@ async def test_a_webhook_that_would_never_be_called_is_refused(env: dict[str, st
             assert await conn.fetchval("SELECT count(*) FROM webhooks") == 0
     finally:
         await conn.close()
+    for naha in ("472018", "47201"):  # 那覇市: listed (all of Japan), not covered (Fukushima's boundaries): the API's 422
+        line = one_line_error(sonae("webhooks", "add", "https://partner.example/h", "--municipality", naha, env=env))
+        assert "outside the area Sonae covers" in line and "福島県 (59)" in line, line
     done = sonae("webhooks", "add", "https://partner.example/h", "--conditions", "river_level,silent",
                  "--min-level", "5", env=env)
     assert done.returncode == 0 and "created" in done.stdout, done.stderr
@@ -266,6 +270,20 @@ def test_numeric_and_port_options_are_checked_before_anything_starts(env: dict[s
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("sonae ") and said in lines[-1] and "Traceback" not in result.stderr, result.stderr
     assert "embedded" not in result.stderr + result.stdout  # nothing was started
+
+
+def test_run_real_without_simulate_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
+    """Found: ``sonae run --real`` ran as ``sonae run``, the option silently unread. ``--real`` only marks the
+    simulated gauges' readings as real: without ``--simulate`` it is one line, status 2, nothing started (not
+    an implied ``--simulate``, which would publish simulated readings marked real)."""
+    try:
+        result = subprocess.run([sys.executable, "-m", "app.cli", "run", "--real", "--port", str(free_port())],
+                                env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`sonae run --real` started the service instead of refusing the option")
+    line = one_line_error(result)
+    assert "--real" in line and "--simulate" in line, line
+    assert not (tmp_path / "state").exists() and not Path(env["SONAE_STATE_DIR"]).exists()  # nothing was started
 
 
 def test_the_api_port_setting_keeps_the_rule_of_the_option(env: dict[str, str]) -> None:

@@ -40,7 +40,7 @@ def test_bad_geojson_station_files_are_registry_errors(tmp_path: Path, body: str
 def test_a_newline_after_a_station_id_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "stations.geojson"
     path.write_text('{"features": [{"properties": {"id": "g1\\n", "name": "G"}}]}', encoding="utf-8")
-    with pytest.raises(RegistryError, match="id must match"):
+    with pytest.raises(RegistryError, match="a station id is 1 to 64"):
         load_stations(path)
 
 

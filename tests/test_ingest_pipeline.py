@@ -95,7 +95,8 @@ async def test_unknown_station_is_quarantined_then_released(settings: Settings, 
 async def test_senml_gateway_pack(settings: Settings, pool: asyncpg.Pool) -> None:
     await register(pool, "s1", "s2")
     async with pool.acquire() as conn:
-        await upsert_stations(conn, [Station(id="gw", name="Gateway", kind="gateway")])
+        await upsert_stations(conn, [Station(id="gw", name="Gateway", kind="gateway",
+                                                    municipality_code="072036")])
     base = datetime.now(UTC).timestamp() - 3600
     pack = [{"bn": "s1/", "bt": base, "bu": "cm", "n": "level", "v": 250}]
     pack += [{"n": "level", "t": 60 * i, "v": 250 + i} for i in range(1, 50)]

@@ -12,7 +12,7 @@ from ingest.store import write_batch
 
 def _batch(n: int, offset: int = 0) -> list[Reading]:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    return [Reading("st", "level", start + timedelta(minutes=10 * (i + offset)), float(i)) for i in range(n)]
+    return [Reading("st", "level", start + timedelta(minutes=10 * (i + offset)), float(i + offset)) for i in range(n)]
 
 
 async def test_duplicates_in_and_across_batches_are_stored_once(pool: asyncpg.Pool) -> None:

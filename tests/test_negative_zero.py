@@ -43,7 +43,8 @@ def test_a_reading_of_negative_zero_is_zero(zero: str) -> None:
 @pytest.mark.parametrize("zero", ZEROS)
 def test_a_registry_threshold_of_negative_zero_is_zero(tmp_path: Path, zero: str) -> None:
     path = tmp_path / "stations.csv"
-    path.write_text(f"id,name,municipality_code,th_standby,lat,lon\ng1,Gauge,072036,{zero},37.4,{zero}\n",
-                    encoding="utf-8")
+    # a 0 m threshold needs a gauge without the 0 m 欠測 sentinel (ingest.registry.MISSING_RULE)
+    path.write_text(f"id,name,municipality_code,th_standby,lat,lon,missing_at_or_below\n"
+                    f"g1,Gauge,072036,{zero},37.4,{zero},none\n", encoding="utf-8")
     [station] = load_stations(path)
     assert _positive_zero(station.th_standby) and _positive_zero(station.lon)  # type: ignore[arg-type]

@@ -122,3 +122,16 @@ def test_atom_feed() -> None:
     assert links == ["https://sonae.example.jp/api/v1/alerts/7.cap", "https://sonae.example.jp/api/v1/alerts/8.cap"]
     assert entries[1].findtext("a:title", namespaces=atom).startswith("【訓練】")
     assert doc.findtext("a:updated", namespaces=atom)
+
+
+def test_every_info_describes_the_stage_in_its_own_language() -> None:
+    """やさしい日本語's <info> had the ordinary Japanese description (水位 … / 基準 … / 氾濫危険水位への到達が見込まれます)."""
+    xml = render_cap(alert(level=3, reason="trend", value=2.1, threshold=4.0), PREVIOUS, profile=PROFILE)
+    assert_valid_cap(xml)
+    got = {info.findtext("c:language", namespaces=NS): info.findtext("c:description", namespaces=NS)
+           for info in parse(xml).findall("c:info", namespaces=NS)}
+    assert got["ja-JP"] == "水位 2.10 m / 基準 4.00 m / 氾濫危険水位への到達が見込まれます"
+    assert got["en-US"] == "value 2.10 m / threshold 4.00 m / forecast to reach the flood danger stage"
+    easy = got["ja-JP-x-easy"]
+    assert easy == "かわの みずの たかさ 2.10 m / めやすの たかさ 4.00 m / かわの みずが あふれる たかさに なりそうです"
+    assert not any(word in easy for word in ("水位", "基準", "氾濫"))

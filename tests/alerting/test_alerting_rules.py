@@ -321,3 +321,22 @@ def test_tick_does_not_lower_while_the_water_is_above_the_line_or_a_reading_is_s
     fast = StationRules(steps, RuleConfig().scaled(60))
     feed(fast, [5.6, 5.2], start=t0, step=10.0)
     assert fast.tick(t0 + 10 + 30 + 9) == [] and [t.new_level for t in fast.tick(t0 + 10 + 30 + 10)] == [LEVEL3]
+
+
+def test_a_replayed_change_carries_the_rule_stage_and_threshold_that_decided_it() -> None:
+    """A late-reading replay's net change says what decided it (found: ``re-evaluated`` with no stage, so every
+    text said 避難判断水位 was reached, "水位 1.00 m / 基準 1.00 m", though the trend rule raised level 3 at 2.10 m)."""
+    steps = ladder("flood_forecast", {"th_standby": 1.0, "th_caution": 1.2, "th_evacuation": 3.0, "th_danger": 4.0})
+    t0 = 1.0e9
+    m = StationRules(steps)
+    decided = m.feed_all([Reading("level", t0 + 600 * i, v) for i, v in enumerate([1.0, 1.1, 1.6, 2.1, 2.5, 1.8])])
+    assert m.state.level == 3 and m.state.reason == "trend"
+    (net,) = reconcile({RIVER: 1}, m.open_conditions(), ts=t0 + 3600, decided=decided)
+    assert (net.old_level, net.new_level, net.reason, net.value, net.threshold, net.re_evaluated) == \
+        (1, 3, "trend", 2.1, 4.0, True)
+    # decided before the replay's start (a checkpoint): the level in force says what holds it
+    (held,) = reconcile({RIVER: 1}, m.open_conditions(), ts=t0 + 3600, decided=m.standing())
+    assert (held.reason, held.value, held.threshold) == ("trend", 1.8, 4.0)
+    # nothing explains it: marked, without a stage
+    (bare,) = reconcile({"fault": 0}, {}, ts=t0)
+    assert (bare.reason, bare.value, bare.re_evaluated) == ("re-evaluated", None, True)

@@ -49,8 +49,8 @@ async def test_real_flood_through_ingest_raises_and_clears_in_reading_time(
         await publish_all(settings, [("jiseiji", "level", encode_reading(value=v, ts=ts, seq=i))
                                      for i, (ts, v) in enumerate(window)])
 
-        async def cleared() -> bool:
-            return any(e["kind"] == "cleared" for e in await events_of(pool, "jiseiji"))
+        async def cleared() -> bool:  # the public alert's end at standby, then the standby alert's
+            return [e["kind"] for e in await events_of(pool, "jiseiji")].count("cleared") == 2
 
         await wait_until(cleared, timeout=120, what="the flood alert to clear")
     got = [(e["reading_ts"].astimezone(JST).strftime("%m/%d %H:%M"), e["kind"], e["level"])
@@ -61,22 +61,27 @@ async def test_real_flood_through_ingest_raises_and_clears_in_reading_time(
         ("07/01 01:20", "escalated", 4),       # the first reading ≥ 氾濫危険水位
         ("07/01 11:00", "de-escalated", 3),
         ("07/01 11:50", "de-escalated", 2),
-        ("07/01 12:30", "de-escalated", 1),
+        ("07/01 12:30", "cleared", None),      # below 氾濫注意水位: the public alert ends (AllClear)…
+        ("07/01 12:30", "raised", 1),          # …and a staff-only 水防団待機 alert goes on
         ("07/01 23:00", "cleared", None),
     ]
     async with pool.acquire() as conn:
-        alert_id = await conn.fetchval("SELECT id FROM alerts WHERE station_id = 'jiseiji'")
+        alert_id, standby_id = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM alerts WHERE station_id = 'jiseiji' ORDER BY id")]
         alert = await store.get_alert(conn, alert_id)
+        standby = await store.get_alert(conn, standby_id)
         previous = await store.messages_of(conn, alert_id)
         audit = await conn.fetchval("SELECT count(*) FROM audit_log WHERE object_type = 'alert'")
-    assert alert is not None and alert["max_level"] == 4 and alert["version"] == 7 and not alert["exercise"]
-    assert audit == 7
+    assert alert is not None and alert["max_level"] == 4 and alert["version"] == 6 and not alert["exercise"]
+    assert alert["audience"] == "public" and alert["level"] == 2
+    assert standby is not None and (standby["audience"], standby["max_level"], standby["version"]) == ("staff", 1, 2)
+    assert audit == 8
     xml = render_cap(alert, previous, profile=PROFILE)
     assert_valid_cap(xml)
     doc = etree.fromstring(xml)
     assert doc.findtext(f"{{{CAP_NS}}}status") == "Actual"
     assert doc.findtext(f"{{{CAP_NS}}}msgType") == "Cancel"
-    assert len(doc.findtext(f"{{{CAP_NS}}}references").split()) == 6
+    assert len(doc.findtext(f"{{{CAP_NS}}}references").split()) == 4  # not the Restricted raise at 水防団待機
 
 
 async def test_exercise_readings_make_exercise_alerts_only(pool: asyncpg.Pool, settings: Settings) -> None:
@@ -137,7 +142,8 @@ async def test_late_readings_re_evaluate_without_flapping(pool: asyncpg.Pool) ->
         await wait_until(lambda: _is(pool, "late", 4), what="level 4 after re-evaluation")
         events = await events_of(pool, "late")
         assert [(e["kind"], e["level"], e["reason"]) for e in events] == [
-            ("raised", 3, "threshold"), ("escalated", 4, "re-evaluated")]
+            ("raised", 3, "threshold"), ("escalated", 4, "threshold")]  # re-evaluated: the rule that decided it
+        assert events[-1]["note"] == store.RE_EVALUATED_NOTE and events[-1]["value"] is not None
         assert [(e["kind"], e["level"]) for e in await events_of(pool, "late", condition=UNCONFIRMED)] == [
             ("raised", 4), ("cleared", None)]
         # a late duplicate-free reading that changes nothing makes no event
@@ -302,4 +308,4 @@ async def test_silent_report_by_exception_gauge_steps_down_on_the_tick(pool: asy
         await wait_until(lambda: _in_buffer(pool, "kawada", late), what="the late reading re-evaluated")
         assert await _is(pool, "kawada", 1)
     assert [(e["kind"], e["level"], e["reading_ts"]) for e in await events_of(pool, "kawada")] == [
-        ("raised", 4, t0), ("de-escalated", 1, due)]
+        ("raised", 4, t0), ("cleared", None, due), ("raised", 1, due)]  # the public alert ends; standby goes on

@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from api.app import create_app
 from sonae.config import ConfigError, Settings, load_settings
+from sonae.origins import serialised_origin
 from tests.api_support import start_client
 
 PARTNER = "https://partner.example"
@@ -123,3 +126,43 @@ def test_an_origin_setting_that_names_no_origin_is_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="SONAE_API_CORS_ORIGINS"):
         load_settings(environ={"SONAE_API_CORS_ORIGINS": f"https://ok.example, {bad}"})
     assert load_settings(environ={"SONAE_API_CORS_ORIGINS": "*, https://Ok.example/"})["api.cors_origins"]
+
+
+@pytest.mark.parametrize("origins", [
+    [PARTNER, PARTNER], ["https://evil.example", PARTNER],  # two Origin headers
+    [f"{PARTNER} https://evil.example"], [f"{PARTNER}, https://evil.example"],  # an origin list in one (RFC 6454 §7)
+    [f"{PARTNER},{PARTNER}"], ["https://partner.example/page"], ["partner.example"], [""], ["null null"],
+])
+@pytest.mark.parametrize("configured", ["*", PARTNER])
+async def test_a_request_whose_origin_is_malformed_gets_no_cors_headers_even_with_a_wildcard(
+        pool: asyncpg.Pool, settings: Settings, configured: str, origins: list[str]) -> None:
+    """Found: with ``api.cors_origins = *`` a request with two ``Origin`` headers, or an origin list in one,
+    got ``Access-Control-Allow-Origin: *``. Fetch (§3.1 `Origin` header: ``origin-or-null``, one serialised
+    origin or ``null``) gives no request more than one origin: such a request is no browser's CORS request
+    and is answered as one without an origin (no CORS headers, ``Vary: Origin`` kept), whatever is allowed.
+    A well-formed origin, and ``null`` (an opaque origin), still get ``*``."""
+    c = await start_client(create_app(pool=pool, settings=settings.replace(api__cors_origins=configured)))
+    try:
+        resp = await c.get("/api/v1/level?municipality=072036", headers=CIMultiDict([("Origin", o) for o in origins]))
+        assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers, (origins, dict(resp.headers))
+        assert "origin" in _vary(resp)
+        preflight = await c.options("/api/v1/level", headers=CIMultiDict(
+            [*(("Origin", o) for o in origins), ("Access-Control-Request-Method", "GET")]))
+        assert "Access-Control-Allow-Origin" not in preflight.headers and preflight.status != 204
+        if configured == "*":
+            for good in (PARTNER, "null"):
+                ok = await c.get("/api/v1/level?municipality=072036", headers={"Origin": good})
+                assert ok.headers.get("Access-Control-Allow-Origin") == "*", good
+    finally:
+        await c.close()
+
+
+_HOSTS = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9-]{0,10}){0,2}", fullmatch=True)
+
+
+@given(_HOSTS, _HOSTS, st.sampled_from([" ", ", ", ",", "\t", "  "]))
+def test_an_origin_list_is_no_origin(a: str, b: str, sep: str) -> None:
+    """RFC 6454 §7's origin list, or two origins joined any way, is no one origin (``serialised_origin``)."""
+    assert serialised_origin(f"https://{a}") == f"https://{a}"
+    assert serialised_origin(f"https://{a}{sep}https://{b}") is None
+    assert serialised_origin(f"https://{a}{sep}{b}") is None

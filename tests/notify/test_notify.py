@@ -24,15 +24,12 @@ from prometheus_client import REGISTRY
 from alerting import rules as alerts_rules
 from alerting import store as alerts
 from alerting.rules import Transition
-from api.app import create_app
 from api.auth import create_account, login
 from ingest.registry import Station, upsert_stations
 from notify import store
 from notify.webpush import encrypt
 from notify.worker import DeliveryWorker, _claim
-from sonae.config import Settings, load_settings
 from sonae.embedded import free_port
-from tests.api_support import start_client
 from tests.notify.support import MailSink, PushService, WebhookReceiver, b64u, rfc8291_decrypt, unb64u
 
 KORIYAMA, FUKUSHIMA = "072036", "072010"
@@ -40,40 +37,7 @@ KORIYAMA, FUKUSHIMA = "072036", "072010"
 RING = [[140.44, 37.74], [140.50, 37.74], [140.50, 37.78], [140.44, 37.78], [140.44, 37.74]]
 
 
-# -- fixtures --------------------------------------------------------------------------------------------
-@pytest.fixture
-def nsettings(database_url: str) -> Settings:
-    return load_settings(environ={"SONAE_DATABASE_URL": database_url, "SONAE_NOTIFY_PUSH_ALLOW_HTTP": "true",
-                                  "SONAE_API_RATE_LIMIT_PER_MINUTE": "0", "SONAE_LOG_FORMAT": "text"})
-
-
-@pytest.fixture
-async def client(pool: asyncpg.Pool, nsettings: Settings) -> AsyncIterator[TestClient]:
-    app = create_app(pool=pool, settings=nsettings)
-    c = await start_client(app)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-@pytest.fixture
-async def push() -> AsyncIterator[PushService]:
-    service = PushService()
-    await service.start()
-    yield service
-    await service.close()
-    assert not service.errors, service.errors  # every request had valid VAPID, headers and encryption
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.close()
-
-
+# -- helpers (the fixtures nsettings, client, push and hooks: tests/notify/conftest.py) ---------------------
 @contextlib.asynccontextmanager
 async def running(pool: asyncpg.Pool, **kwargs: Any) -> AsyncIterator[DeliveryWorker]:
     kwargs.setdefault("base_url", "https://sonae.test")
