@@ -7,12 +7,12 @@ import collections
 import asyncpg
 from aiohttp import web
 
-from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations, vary
+from api import accounts, boundaries, level, openapi, ops, simulations, staff, stations
 from api.alerts import ACTIVE_CACHE as alerts_cache
 from api.answers import AnswerCache
 from api.context import POOL, SETTINGS
 from api.cors import cors_middleware, cors_on_prepare
-from api.edge import edge_middleware, secure_on_prepare
+from api.edge import answer_on_prepare, edge_middleware
 from api.evacuation import ROUTE_CACHE as evacuation_cache
 from api.ratelimit import rate_limit_middleware
 from sonae.config import Settings
@@ -35,10 +35,9 @@ def create_app(*, pool: asyncpg.Pool, settings: Settings) -> web.Application:
     # after the login check (no body is read for a caller that may not call the operation)
     middlewares.append(validation_middleware(operation_key))
     app = web.Application(middlewares=middlewares, client_max_size=1 << 20)
-    # Vary: the request headers each answer was chosen by (api/vary.py), on every form of it, 304s included
-    app.on_response_prepare.append(vary.on_prepare)
-    # security headers on every answer, streams included, a handler's own kept (api/edge.py)
-    app.on_response_prepare.append(secure_on_prepare)
+    # Vary: the request headers each answer was chosen by (api/vary.py), on every form of it, 304s included;
+    # then the security headers on every answer, streams included, a handler's own kept (api/edge.py): one receiver
+    app.on_response_prepare.append(answer_on_prepare)
     if settings["api.cors_origins"]:
         # CORS headers on every answer of an allowed origin, problems and streams included (api/cors.py)
         app.on_response_prepare.append(cors_on_prepare(settings["api.cors_origins"]))

@@ -178,7 +178,16 @@ class ProblemRequestHandler(RequestHandler):
             self._window += data
         before, queued = self._parsed, len(self._messages)
         super().data_received(data)
-        new = list(itertools.islice(self._messages, queued, None))  # (start() pops only between reads)
+        added = len(self._messages) - queued  # (start() pops only between reads)
+        if added == 0:  # a head or a body not complete yet: nothing new to look at (as the loop below finds)
+            return
+        if added == 1:  # the usual read, one whole request: what the loop below does with it, without its lists
+            message, payload = self._messages[-1]
+            if isinstance(message, RawRequestMessage) and tuple(message.version) in SUPPORTED_VERSIONS:
+                self._parsed = (message, payload)
+                self._window_requests += 1
+                return  # (the last check below: `self._parsed is not before`)
+        new = list(itertools.islice(self._messages, queued, None))
         if (len(new) == 1 and isinstance(new[0][0], _ErrInfo) and (before is None or before[1].is_eof())
                 and (recovered := self._before_the_fault(self._window, skip=self._window_requests))):
             # the requests complete before the fault in these bytes, which aiohttp's parser dropped with it

@@ -42,8 +42,16 @@ def merged(current: str | None, names: list[str]) -> str:
     return ", ".join(listed)
 
 
-async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: the names :func:`vary` recorded for ``request``, merged into ``Vary``."""
-    names = request.get(_KEY)
+def merge_recorded(request: web.Request, response: web.StreamResponse) -> None:
+    """The names :func:`vary` recorded for ``request``, merged into ``response``'s ``Vary`` (not yet sent)."""
+    # (a request that keeps nothing recorded none: its length is a dict's, where ``get`` of a missing key raises
+    # and catches a KeyError inside the Mapping mixin, on most requests)
+    names = request.get(_KEY) if len(request) else None
     if names:
         response.headers[hdrs.VARY] = merged(response.headers.get(hdrs.VARY), names)
+
+
+async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: :func:`merge_recorded` (the API's application calls it from
+    :func:`api.edge.answer_on_prepare`, with the security headers, in one signal receiver)."""
+    merge_recorded(request, response)

@@ -11,6 +11,13 @@ handler, called as aiohttp calls them (``Application._handle``) on requests made
 per endpoint: µs of CPU per request (``time.process_time``, median of rounds) for Sonae and for the bare
 ``web.json_response({"status": "ok"})`` handler, and their difference.
 
+Also (issue #21: why the route at random positions costs more than the in-process answer plus the cached
+request): ``evac.routes.route_body`` at fresh ~10 m cells alone, the cached route request alone, and the two
+alternated, in the same rounds; ``interference`` is how much the alternated pair costs over the sum of the two
+(each run alone keeps its own working set in the CPU's caches; alternated they evict each other's). The
+requests made ahead and the application are frozen out of the garbage collector's sight while timing, as the
+server freezes its start-up objects.
+
 Endpoints: ``/api/v1/alerts`` with 48 active alerts (kept answer), ``/api/v1/route`` at one position (the
 cached answer) and at fresh positions of the drill town (every request a new ~10 m cell), ``/healthz``.
 Needs a PostgreSQL (``SONAE_BENCH_DATABASE_URL``, default the local server on 127.0.0.1:5432; a fresh
@@ -21,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import importlib.util
 import json
 import os
@@ -29,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +67,52 @@ def _bare_app() -> web.Application:
 async def cpu_us(app: web.Application, paths: Callable[[int], str], n: int) -> float:
     """µs of CPU per request of ``app._handle`` over ``n`` requests made ahead (``paths(i)``)."""
     requests = [make_mocked_request("GET", paths(i), app=app, headers={"Host": "127.0.0.1"}) for i in range(n)]
-    t0 = time.process_time()
-    for req in requests:
-        resp = await app._handle(req)
-        assert resp.status < 400, (resp.status, req.path_qs[:40])
-    return (time.process_time() - t0) / n * 1e6
+    with _frozen():
+        t0 = time.process_time()
+        for req in requests:
+            resp = await app._handle(req)
+            assert resp.status < 400, (resp.status, req.path_qs[:40])
+        return (time.process_time() - t0) / n * 1e6
+
+
+@contextlib.contextmanager
+def _frozen() -> Iterator[None]:
+    """The objects alive so far (the application, and the requests made ahead with their mocks: some 600,000)
+    out of the garbage collector's sight while timing, as the server freezes its start-up objects
+    (``sonae.eventloop.freeze_long_lived``): unfrozen, a full collection over the mocks (0.1-0.9 s each)
+    landed in some rounds and added tens of µs per request that a server never pays."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+async def interleaved_us(app: web.Application, engine: Any, cells: Callable[[], tuple[float, float]], cached: str,
+                         n: int) -> dict[str, float]:
+    """µs of CPU per call of ``route_body`` at fresh cells (``cells()``) alone, of the cached route request alone,
+    and of the two alternated (one answer, one request): whether the costs measured apart add up."""
+    from evac.routes import route_body
+
+    out = {}
+    for kind in ("route_body", "cached_request", "alternated"):
+        positions = [cells() for _ in range(n)]
+        requests = [make_mocked_request("GET", cached, app=app, headers={"Host": "127.0.0.1"}) for _ in range(n)]
+        with _frozen():
+            t0 = time.process_time()
+            if kind == "route_body":
+                for lat, lon in positions:
+                    route_body(engine, lat, lon, hazard="flood", lang="ja")
+            elif kind == "cached_request":
+                for req in requests:
+                    await app._handle(req)
+            else:
+                for (lat, lon), req in zip(positions, requests, strict=True):
+                    route_body(engine, lat, lon, hazard="flood", lang="ja")
+                    await app._handle(req)
+            out[kind] = (time.process_time() - t0) / n * 1e6
+    return out
 
 
 def _bench_api() -> Any:
@@ -125,6 +175,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 results[ep] = {"sonae_us": round(o, 1), "bare_us": round(b, 1), "added_us": round(o - b, 1)}
                 print(f"{ep:13} Sonae {o:7.1f} µs   bare aiohttp {b:5.1f} µs   added {o - b:7.1f} µs per request",
                       flush=True)
+            engine = service.require()
+            rounds = [await interleaved_us(app, engine, lambda: (round(rnd.uniform(south, north), 4),
+                                                                  round(rnd.uniform(west, east), 4)),
+                                           one, max(1000, args.requests // 4)) for _ in range(args.rounds)]
+            parts = {k: round(statistics.median(r[k] for r in rounds), 1) for k in rounds[0]}
+            parts["interference"] = round(parts["alternated"] - parts["route_body"] - parts["cached_request"], 1)
+            results["route_apart_and_alternated"] = parts
+            print(f"route_body at fresh cells {parts['route_body']} µs + cached route request {parts['cached_request']} µs"
+                  f", alternated {parts['alternated']} µs: {parts['interference']} µs more than their sum", flush=True)
             return results
         finally:
             await runner.cleanup()
