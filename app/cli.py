@@ -790,7 +790,7 @@ def cmd_vapid(args: argparse.Namespace) -> int:
 def cmd_webhooks(args: argparse.Namespace) -> int:
     import getpass
 
-    from ingest.municipalities import uncovered
+    from ingest.municipalities import DRILL_TOWN_RULE, uncovered
     from notify import store
 
     if args.webhooks_command == "add":  # the rules need no database: a typo is told before connecting
@@ -806,7 +806,8 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
                 if args.webhooks_command == "add":
                     if args.municipality is not None and (why := await uncovered(conn, args.municipality,
                                                                                       exercise=args.drills)):
-                        raise CommandError(f"--municipality: {why}")  # the API's rule (api.bodies)
+                        hint = " (here: add --drills)" if why == DRILL_TOWN_RULE else ""
+                        raise CommandError(f"--municipality: {why}{hint}")  # the API's rule (api.bodies)
                     hook = await store.add_webhook(
                         conn, url=args.url, created_by=f"cli:{getpass.getuser()}", description=args.description or "",
                         fmt=args.format, municipality_code=args.municipality, min_level=args.min_level,

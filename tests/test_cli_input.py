@@ -196,6 +196,9 @@ async def test_a_webhook_that_would_never_be_called_is_refused(env: dict[str, st
     for naha in ("472018", "47201"):  # 那覇市: listed (all of Japan), not covered (Fukushima's boundaries): the API's 422
         line = one_line_error(sonae("webhooks", "add", "https://partner.example/h", "--municipality", naha, env=env))
         assert "outside the area Sonae covers" in line and "福島県 (59)" in line, line
+    # the drill town has exercises only: a webhook for it takes drills (found: one without got a real alert)
+    line = one_line_error(sonae("webhooks", "add", "https://partner.example/h", "--municipality", "079995", env=env))
+    assert "for exercises only" in line and "add --drills" in line, line
     done = sonae("webhooks", "add", "https://partner.example/h", "--conditions", "river_level,silent",
                  "--min-level", "5", env=env)
     assert done.returncode == 0 and "created" in done.stdout, done.stderr
