@@ -67,7 +67,7 @@ async def run_slice(name: str, sl: agreement.Slice) -> agreement.Result:
         await asyncio.wait_for(ingestor.ready.wait(), 20)
         await asyncio.wait_for(worker.is_leader.wait(), 20)
         started = time.monotonic()
-        await publish_all(settings, agreement.messages(sl))
+        await publish_all(settings, agreement.messages(sl), municipality_of=agreement.places(sl))
         deadline = time.monotonic() + 600
         while not await agreement.evaluated(pool, sl):
             if time.monotonic() > deadline:

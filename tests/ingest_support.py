@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -28,13 +28,19 @@ def readings_for(station: str, n: int, *, start: datetime | None = None) -> list
             for i in range(n)]
 
 
-async def publish_all(settings: Settings, messages: Iterable[tuple[str, str, bytes]]) -> int:
-    """Publish (station, kind, payload) at QoS 1 and wait for every PUBACK."""
+async def publish_all(settings: Settings, messages: Iterable[tuple[str, str, bytes]], *,
+                      municipality_of: Mapping[str, str] | None = None) -> int:
+    """Publish (station, kind, payload) at QoS 1 and wait for every PUBACK.
+
+    Each on its station's municipality's topic: ``municipality_of[station]``, else 072036 (ingest keeps a
+    reading only on its station's registered municipality's topic, :mod:`ingest.placement`).
+    """
     count = 0
     async with MqttClient(settings["mqtt.url"], client_id=f"pub-{uuid.uuid4().hex[:8]}",
                           protocol=settings["mqtt.protocol"], max_outstanding=2000) as client:
         for station, kind, payload in messages:
-            await client.publish(topic_for(settings["mqtt.topic_prefix"], "072036", station, kind), payload, qos=1)
+            place = "072036" if municipality_of is None else municipality_of.get(station, "072036")
+            await client.publish(topic_for(settings["mqtt.topic_prefix"], place, station, kind), payload, qos=1)
             count += 1
         await client.flush()
     return count

@@ -86,6 +86,11 @@ async def register(pool: asyncpg.Pool, sl: Slice) -> None:
         await upsert_stations(conn, list(sl.stations.values()))
 
 
+def places(sl: Slice) -> dict[str, str]:
+    """Each gauge's registered municipality, whose topic its readings come on (:mod:`ingest.placement`)."""
+    return {code: s.municipality_code for code, s in sl.stations.items() if s.municipality_code}
+
+
 def messages(sl: Slice) -> list[tuple[str, str, bytes]]:
     """(station, kind, payload) in reading-time order across stations, as the gauges reported."""
     everything = sorted((r for rs in sl.readings.values() for r in rs), key=lambda r: (r.ts, r.station))

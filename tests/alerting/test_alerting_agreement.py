@@ -30,7 +30,7 @@ async def test_mlit_slice_levels_agree_with_the_source(name: str, pool: asyncpg.
     sl = agreement.load_slice(shared_data("river_levels", MLIT_FILE), *agreement.SLICES[name])
     await agreement.register(pool, sl)
     async with running_ingestor(settings, pool), running_worker(pool):
-        await publish_all(settings, agreement.messages(sl))
+        await publish_all(settings, agreement.messages(sl), municipality_of=agreement.places(sl))
         await wait_until(lambda: agreement.evaluated(pool, sl), timeout=240, what=f"{name} evaluated")
     res = agreement.compare(sl, await agreement.sonae_levels(pool, sl))
     assert (res.gauges, res.readings, res.l4_readings, res.l4_episodes, res.l5_episodes) == SOURCE_COUNTS[name]
