@@ -178,7 +178,8 @@ async def apply_transition(
     old = None if open_alert is None else open_alert["level"]
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
                             reason=t.reason, actor=actor, note=note)
-    withdrawn = t.condition == UNCONFIRMED and kind == "cleared" and t.reason == SPIKE
+    # an unconfirmed alert withdrawn live, or a level whose reading a replay found a spike: withdrawn, not cleared
+    withdrawn = kind == "cleared" and t.reason == SPIKE
     await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
@@ -218,7 +219,7 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     cleared_event = await _event(conn, cleared, "cleared", level=None, old_level=public["level"], reading_ts=at,
                                  value=t.value, reason=t.reason, actor=actor,
                                  note=ended if note is None else f"{note}; {ended}")
-    await record_audit(conn, actor, "alert.cleared", "alert", cleared["id"],
+    await record_audit(conn, actor, "alert.withdrawn" if t.reason == SPIKE else "alert.cleared", "alert", cleared["id"],
                        {**detail, "new_level": None, "continued_by": staff["id"]})
     await _notify(conn, cleared["id"], cleared_event)
     goes_on = f"continues alert {public['id']} below the public levels, for staff only"

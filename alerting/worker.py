@@ -551,7 +551,8 @@ class RulesWorker:
                                           key=lambda r: r.ts))
         ts = max([r.ts for r in readings] + [float(t) for t, _ in points])
         # each net change with the rule, stage and threshold that decided it (alerting.rules.reconcile)
-        return machine, reconcile(held.open_conditions(), machine.open_conditions(), ts=ts, decided=decided)
+        return machine, reconcile(held.open_conditions(), machine.open_conditions(), ts=ts, decided=decided,
+                                  ended=machine.standing())
 
     @staticmethod
     async def _end_real_alerts(conn: asyncpg.Connection, station_id: str, ts: float) -> list[store.AlertChange]:
@@ -584,16 +585,17 @@ class RulesWorker:
             """SELECT kind, ts, value, received_at FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
                 if self._eligible(st, exercise, r["received_at"])]
-        # the replay's own transitions say what decided each net change (the rule, the stage, the threshold):
-        # the net transitions carry them, so the texts say what happened (a trend's level 3 is forecast)
-        decided = machine.standing()
-        decided += machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
+        # the replay's own transitions say what decided each net change (the rule, the reading's time and stage,
+        # the threshold): the net transitions carry them, so the texts say what happened (a trend's level 3 is
+        # forecast, a level lowered because its reading was a spike is withdrawn: alerting.rules.reconcile)
+        decided = machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
         if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
             decided += machine.tick(current.state.ticked_to)
         await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts >= $3",
                            st.id, exercise, store.to_dt(since))
         last = rows[-1]["ts"].timestamp() if rows else since
-        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last, decided=decided)
+        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last, decided=decided,
+                        ended=machine.standing())
         log.info("late reading: station re-evaluated", extra={"station": st.id, "exercise": exercise,
                                                                "changes": len(net)})
         return machine, net
@@ -926,14 +928,16 @@ class RulesWorker:
         """Publish the current state of every alert changed since the last time (from NOTIFY); on each
         new publisher connection (the first, after the broker was down at election, or a reconnect)
         the whole state instead: every active alert, and the clearing of every alert cleared in the
-        last :data:`REPUBLISH_CLEARED` (so retained topics from before are updated or removed)."""
+        last :data:`REPUBLISH_CLEARED` (so retained topics from before are updated or removed). Only public
+        alerts are published (:func:`publish_alert`)."""
         client = self._mqtt
         if client is None:
             self._to_publish.clear()
             return
         if not client.is_connected:
             return  # keep the changed ids; they are sent once connected
-        if client.connections != self._published_connection:
+        full = client.connections != self._published_connection
+        if full:
             rows = await conn.fetch("SELECT id FROM alerts WHERE cleared_at IS NULL OR cleared_at > now() - $1::interval",
                                     REPUBLISH_CLEARED)
             self._to_publish |= {int(r["id"]) for r in rows}
@@ -947,7 +951,9 @@ class RulesWorker:
                WHERE kind = 'moved' AND alert_id = ANY($1::bigint[]) GROUP BY alert_id""", ids)}
         for alert_id in ids:
             alert = await store.get_alert(conn, alert_id)
-            if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
+            # public alerts only; a staff-only one never reaches the tree, and the whole state removes any retained
+            # copy of one (publish_alert) left by a version that published them
+            if alert is not None and (full or is_published(alert)):
                 await publish_alert(client, self.topic_root, alert, left=left.get(alert_id, ()))
 
 
@@ -973,6 +979,12 @@ def _eligible_points(machine: StationRules) -> list[list[float]]:
     return sorted(points)
 
 
+def is_published(alert: dict[str, Any]) -> bool:
+    """Whether ``alert`` (:func:`alerting.store.get_alert`) belongs on the retained MQTT alerts tree: a public
+    alert (``audience`` public) that is not an unconfirmed level (staff only until confirmed)."""
+    return alert["audience"] == "public" and alert["condition"] != UNCONFIRMED
+
+
 def _alert_topic(topic_root: str, municipality_code: str | None, alert_id: int) -> str:
     return f"{topic_root}/{municipality_code or 'none'}/{alert_id}"
 
@@ -981,9 +993,23 @@ async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, An
                         left: Iterable[str | None] = ()) -> None:
     """Retained current state of an active alert; a cleared one is sent once and its retained copy removed.
 
+    The tree ``{topic_root}/{municipality}/{id}`` carries **public** alerts only (:func:`is_published`): it is
+    what devices and partners' viewers (signage) of a municipality read (``app.provisioning``: role ``viewer``
+    and every device read their municipality's alerts), beside the public feeds. A staff-only alert (standby,
+    device health, silent gauges, an unconfirmed level) is never published there; for one, only an empty
+    retained message is sent to its topic, so a retained copy left there (an earlier version published staff
+    alerts) is removed and a viewer shows nothing of it. Staff read staff-only alerts from the API.
+
     ``left``: municipalities the alert moved out of (:func:`alerting.store.move_alert`); the retained copy
     under each of their topics is removed, so that a viewer of the old municipality no longer shows it."""
     topic = _alert_topic(topic_root, alert["municipality_code"], alert["id"])
+    if not is_published(alert):
+        try:
+            for code in {*left, alert["municipality_code"]}:
+                await client.publish(_alert_topic(topic_root, code, alert["id"]), b"", qos=1, retain=True)
+        except Exception as exc:
+            log.warning("alert not published to MQTT", extra={"error": str(exc), "topic": topic})
+        return
     # the retained topics are read by partners' devices (viewers): no staff identity on them
     public = {k: v for k, v in store.alert_json(alert).items() if k != "acknowledged_by"}
     body = json.dumps(public, ensure_ascii=False, separators=(",", ":"))
