@@ -25,7 +25,9 @@ River level (condition ``river_level``, one open alert that moves up and down th
   ``alert.withdrawn``). Unconfirmed alerts never reach residents, CAP, MQTT, push or webhooks.
 * **Rate of rise.** When the least-squares slope over ``trend_window_s`` says the 氾濫危険水位
   (危険水位 for crisis gauges) will be reached within ``trend_horizon_s``, level 3 is raised early
-  (reason ``trend``) — the flood-warning practice of "reached, or forecast to reach".
+  (reason ``trend``) — the flood-warning practice of "reached, or forecast to reach". When the stage then
+  reaches 避難判断水位 the level is held by that threshold: a transition at the same level (kind
+  ``re-evaluated``, reason ``threshold``), so the alert says reached, not forecast.
 * **Hysteresis and dwell on the way down.** A level is held while the stage stays at or above its
   threshold minus ``hysteresis_m``; it is lowered (or cleared) only after ``dwell_down_samples``
   consecutive readings *and* ``dwell_down_s`` seconds below that.
@@ -186,6 +188,10 @@ class Transition:
 
     @property
     def kind(self) -> str:
+        """``raised``, ``cleared``, ``escalated``, ``de-escalated``, or ``re-evaluated``: the same level now held
+        by another rule or threshold (a trend's level 3 reaching 避難判断水位; new thresholds)."""
+        if self.old_level == self.new_level:
+            return "re-evaluated"
         if self.old_level is None:
             return "raised"
         if self.new_level is None:
@@ -435,7 +441,10 @@ class StationRules:
         if candidate == current:
             s.down_run, s.down_since, s.down_max = 0, None, 0
             if current and reason == "threshold" and s.reason == "trend" and raw >= current:
+                # a level 3 forecast by the trend now reached: held by its threshold (the alert says so)
                 s.reason = "threshold"
+                out.append(Transition(RIVER, current, current, ts, value, threshold_of(self.steps, current),
+                                      "threshold"))
             return out
         # candidate < current: hold with hysteresis, lower only after the dwell
         hold = 0

@@ -69,7 +69,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -707,9 +707,14 @@ class RulesWorker:
         3. **A changed ladder re-judges the level** (:meth:`_judge_again`): a stream whose station's
            ladder (the four 洪水予報 thresholds or the 危機管理型 three, its ``gauge_type``, or its ``kind``:
            only a ``river_level`` station has one) differs from the one it was last judged with gets its
-           river level and unconfirmed level judged again under the new ladder (reason :data:`REJUDGED`),
-           at once, while its newest accepted reading is fresh. **A station real again** has its parked
-           real stream judged the same way (reason :data:`RESUMED`): residents see the level its real
+           river level and unconfirmed level judged again under the new ladder, at once, while its newest
+           accepted reading is fresh: a level lowered or cleared has reason :data:`REJUDGED` (withdrawn, not the
+           river falling), a level raised the rule that holds it (``threshold``, or ``trend``: forecast) with
+           the note :data:`REJUDGED` (:data:`RESUMED` below); a level kept under the new ladder by another rule
+           or threshold (a level 3 reached at 避難判断水位, kept by the trend rule once 避難判断水位 is above the
+           stage) has its alert updated to the rule and threshold that hold it (an event ``re-evaluated``, a
+           CAP ``Update``; :func:`alerting.store.apply_transition`). **A station real again** has its parked
+           real stream judged the same way (note :data:`RESUMED`): residents see the level its real
            readings of before the drill show, if they are still fresh, not nothing until the next one.
         """
         changes: list[store.AlertChange] = []
@@ -793,6 +798,7 @@ class RulesWorker:
             old = stored.get("registry")
             new = _registry_stamp(st.exercise, st.steps, st.gauge)
             judged: tuple[StationRules, list[Transition]] | None = None
+            why = REJUDGED
             if not exercise and st.exercise:
                 # switched to exercise: its real alerts ended (step 1); the stream keeps only the readings it
                 # judged eligible, to be judged again should the station be real again while they are fresh
@@ -802,7 +808,7 @@ class RulesWorker:
                     await self._drop_checkpoints(conn, st.id, exercise)
             elif not exercise and "parked" in stored:
                 # real again: its level judged from the real readings it had before, if still fresh
-                judged = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED)
+                judged, why = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED), RESUMED
                 stored.pop("machine", None)
             elif old is not None and (old["steps"] != new["steps"] or old.get("gauge", st.gauge) != st.gauge) \
                     and stored.get("machine"):
@@ -810,9 +816,9 @@ class RulesWorker:
                 judged = self._judge_again(st, exercise, _eligible_points(current), current, now, REJUDGED)
             if judged is not None:
                 machine, transitions = judged
-                for t in transitions:
+                for t in transitions:  # the registry change is the note of a change worded by its rule
                     out.append(await store.apply_transition(conn, station_id=st.id, municipality_code=st.municipality_code,
-                                                            exercise=exercise, t=t))
+                                                            exercise=exercise, t=t, note=None if t.reason == why else why))
                 if transitions:
                     log.info("registry changed: station judged again", extra={
                         "station": st.id, "exercise": exercise, "changes": len(transitions)})
@@ -844,7 +850,10 @@ class RulesWorker:
         (None: no judgement) and a resumed stream starts afresh. A fresh machine is fed the points and ticked
         to ``now``; its river level and unconfirmed level replace the live ones (``current``; device health is
         kept). Returns the new machine and the net transitions dated ``now`` (the registry change), with the
-        level's threshold under the new ladder and the newest accepted stage (m)."""
+        newest accepted stage (m): a river level raised or kept with the rule and threshold that hold it under the
+        new ladder (:meth:`~alerting.rules.StationRules.standing`: a trend's level 3 is forecast, with the
+        氾濫危険水位 it is forecast to reach), a level lowered or cleared with ``reason`` and the level's
+        threshold (withdrawn by the registry change, not the river falling)."""
         newest = max((t for t, _ in points), default=None)
         if newest is None or now.timestamp() - newest > self.silent_factor * st.expected_interval_s:
             return None
@@ -859,9 +868,27 @@ class RulesWorker:
                 fresh.state.last_ts = max(fresh.state.last_ts or current.state.last_ts, current.state.last_ts)
         after = fresh.open_conditions()
         value = fresh.state.last_valid[1] if fresh.state.last_valid else None
-        return fresh, [Transition(name, before.get(name), after.get(name), now.timestamp(), value,
-                                  threshold_of(st.steps, after[name]) if name in after else None, reason)
-                       for name in (RIVER, UNCONFIRMED) if before.get(name) != after.get(name)]
+        # a river level raised: the rule that holds it (a level 3 of the trend rule is forecast, with the
+        # 氾濫危険水位 it is forecast to reach); lowered or cleared: ``reason``, the registry change (withdrawn,
+        # not the river falling: alerting.texts)
+        held = {t.condition: t for t in fresh.standing()}
+        out = []
+        for name in (RIVER, UNCONFIRMED):
+            old, new = before.get(name), after.get(name)
+            if old == new:
+                continue
+            rule = held.get(name)
+            if rule is not None and (old is None or (new is not None and new > old)):
+                out.append(replace(rule, old_level=old, ts=now.timestamp()))
+            else:
+                out.append(Transition(name, old, new, now.timestamp(), value,
+                                      threshold_of(st.steps, new) if new is not None else None, reason))
+        # a level kept: the rule and threshold that hold it now (a level 3 kept by the trend rule under
+        # thresholds it no longer reaches is forecast, with the 氾濫危険水位 it is forecast to reach); the alert
+        # is updated only when they differ from its own (alerting.store.apply_transition)
+        if current is not None and before.get(RIVER) is not None and before.get(RIVER) == after.get(RIVER):
+            out += [replace(t, old_level=before[RIVER], ts=now.timestamp()) for t in fresh.standing()]
+        return fresh, out
 
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:

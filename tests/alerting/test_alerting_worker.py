@@ -58,6 +58,7 @@ async def test_real_flood_through_ingest_raises_and_clears_in_reading_time(
     assert got == [
         ("06/30 18:10", "raised", 1),
         ("07/01 01:00", "escalated", 3),       # trend: 5.50 forecast within the hour
+        ("07/01 01:10", "re-evaluated", 3),    # 避難判断水位 reached: level 3 held by its threshold now
         ("07/01 01:20", "escalated", 4),       # the first reading ≥ 氾濫危険水位
         ("07/01 11:00", "de-escalated", 3),
         ("07/01 11:50", "de-escalated", 2),
