@@ -18,7 +18,7 @@ from api.auth import (
     set_real_injection,
 )
 from api.authorization import require_may_create_account, require_may_grant_real_injection, scope_filter
-from api.bodies import field, json_object, municipality_code
+from api.bodies import covered_municipality, field, json_object, municipality_code
 from api.context import POOL, SETTINGS
 from api.loginlimit import LoginLimits, retry_after
 from api.problems import Problem
@@ -88,6 +88,7 @@ async def post_account(request: web.Request) -> web.Response:
     municipality = municipality_code(field(body, "municipality_code", str, default=None))
     require_may_create_account(admin, municipality_code=municipality)
     async with request.app[POOL].acquire() as conn:
+        await covered_municipality(conn, municipality, exercise=True)  # 422, as at every entry (create_account's)
         try:
             account = await create_account(
                 conn, username=field(body, "username", str), password=field(body, "password", str),

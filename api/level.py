@@ -55,7 +55,7 @@ async def current_level(request: web.Request) -> web.Response:
         # a point in no known municipality is outside what Sonae covers, and so is a municipality given by
         # its code that the deployment does not cover (found: ?municipality=472018, 那覇市, said covered)
         covered = municipality is not None and (
-            params.one(request, "municipality") is None or await uncovered(conn, municipality) is None)
+            params.one(request, "municipality") is None or await uncovered(conn, municipality, exercise=True) is None)
     top = answer.top
     body = guidance(answer, language, covered=covered)
     body.update({

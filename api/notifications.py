@@ -41,7 +41,7 @@ from api.context import POOL, SETTINGS
 from api.language import tag_of
 from api.params import path_int, query_int
 from api.problems import Problem
-from ingest.municipalities import uncovered
+from ingest.municipalities import DRILL_TOWN_RULE, uncovered
 from notify import store
 from notify.webpush import Vapid, WebPushError, b64u_decode, check_keys, load_private_key
 from notify.worker import vapid_private_pem
@@ -164,7 +164,11 @@ async def post_subscription(request: web.Request) -> web.Response:
     drills = field(body, "drills", bool, default=False)
     async with request.app[POOL].acquire() as conn:
         for i, a in enumerate(areas):
-            if a.municipality_code is not None and (why := await uncovered(conn, a.municipality_code)):
+            if a.municipality_code is not None and (why := await uncovered(conn, a.municipality_code,
+                                                                                  exercise=drills)):
+                if why == DRILL_TOWN_RULE:  # covered, but for drills only: not the words of a place outside
+                    raise Problem(422, "Unprocessable Content", f"areas[{i}].municipality_code: {why}",
+                                  field="areas")
                 _outside(f"areas[].municipality_code (areas[{i}]): {why}")
         areas = store.placed(areas, await boundary_index(request.app, conn),
                              drill_town=await store.drill_town_box(conn))
@@ -205,14 +209,15 @@ async def post_webhook(request: web.Request) -> web.Response:
         raise Problem(400, "Bad Request", str(exc), field=exc.field) from None
     municipality = municipality_code(field(body, "municipality_code", str, default=admin.municipality_code))
     require_target_scope(admin, municipality)  # a municipal admin: its own municipality's alerts only
+    drills = field(body, "drills", bool, default=False)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await covered_municipality(conn, municipality)
+        await covered_municipality(conn, municipality, exercise=drills)
         hook = await store.add_webhook(
             conn, url=url, created_by=admin.username, description=field(body, "description", str, default=""),
             fmt=fmt, municipality_code=municipality,
             min_level=min_level, conditions=conditions,
             include_staff=field(body, "include_staff", bool, default=False),
-            drills=field(body, "drills", bool, default=False))
+            drills=drills)
         await audit(conn, admin.username, "webhook.created", "webhook", hook["id"],
                     {k: v for k, v in hook.items() if k not in ("secret", "created_at")})
     return web.json_response(hook, status=201, dumps=_dumps, headers={"Cache-Control": "no-store"})
@@ -289,7 +294,7 @@ async def put_roster(request: web.Request) -> web.Response:
     require_target_scope(account, municipality)
     lang = tag_of(field(body, "lang", str, default="ja-JP"))  # any spelling Accept-Language takes; stored canonical
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await covered_municipality(conn, municipality)
+        await covered_municipality(conn, municipality, exercise=True)  # its staff: the drill town's too
         if account.username != username:  # an admin: the account must be in the admin's scope
             found = await conn.fetchrow("SELECT municipality_code FROM accounts WHERE username = $1", username)
             if found is None:

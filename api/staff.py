@@ -67,11 +67,33 @@ async def acknowledge(request: web.Request) -> web.Response:
         if alert is None:
             raise Problem(404, "Not Found", f"no alert {alert_id}")
         require_object_scope(account, alert.get("municipality_code"), what=f"alert {alert_id}")
-        try:
-            event_id = await acknowledge_alert(conn, alert_id, user=account.username, note=note)
-        except AlertError as exc:
-            raise Problem(409, "Conflict", str(exc)) from None
-    return web.json_response({"alert_id": alert_id, "event_id": event_id, "acknowledged_by": account.username})
+        async with conn.transaction():
+            # a repeated acknowledgement (a retried request, a second click) is the same fact: answered with
+            # the first, nothing written again (found: each wrote another event and audit entry)
+            event_id = await _acknowledged_already(conn, alert_id, user=account.username, note=note)
+            repeated = event_id is not None
+            if event_id is None:
+                try:
+                    event_id = await acknowledge_alert(conn, alert_id, user=account.username, note=note)
+                except AlertError as exc:
+                    raise Problem(409, "Conflict", str(exc)) from None
+    return web.json_response({"alert_id": alert_id, "event_id": event_id, "acknowledged_by": account.username,
+                              "repeated": repeated})
+
+
+async def _acknowledged_already(conn: Any, alert_id: int, *, user: str, note: str | None) -> int | None:
+    """The event id of ``user``'s acknowledgement of the alert as it stands (its version), when ``note`` adds
+    nothing to it (None or the same); else None. Locks the alert's row (call in a transaction), so that two
+    acknowledgements at once are one. An alert that changed since (a higher level, a move) is acknowledged
+    anew: that is news the user has seen."""
+    await conn.execute("SELECT 1 FROM alerts WHERE id = $1 FOR UPDATE", alert_id)
+    row = await conn.fetchrow(
+        """SELECT e.id, e.note FROM alerts a JOIN alert_events e ON e.alert_id = a.id AND e.version = a.version
+           WHERE a.id = $1 AND e.kind = 'acknowledged' AND e.actor = $2
+           ORDER BY e.id DESC LIMIT 1""", alert_id, user)
+    if row is None or (note is not None and note != row["note"]):
+        return None
+    return int(row["id"])
 
 
 @routes.post("/api/v1/orders")
@@ -87,7 +109,7 @@ async def post_order(request: web.Request) -> web.Response:
     area = field(body, "area", dict, default=None)
     exercise = field(body, "exercise", bool, default=False)
     async with request.app[POOL].acquire() as conn:
-        await covered_municipality(conn, municipality)
+        await covered_municipality(conn, municipality, exercise=exercise)
         if area is not None:
             await area_municipality(request, conn, account, municipality, area, name="area", exercise=exercise)
         try:
@@ -110,12 +132,21 @@ async def post_cancel_order(request: web.Request) -> web.Response:
         if municipality is None:
             raise Problem(404, "Not Found", f"no evacuation order {order_id}")
         require_object_scope(account, municipality, what=f"evacuation order {order_id}")
-        try:
-            change = await cancel_order(conn, order_id, cancelled_by=account.username,
-                                        note=field(body, "note", str, default=None))
-        except AlertError as exc:
-            raise Problem(409, "Conflict", str(exc)) from None
-    return web.json_response({"order_id": order_id, "alert_id": change.alert_id, "state": "cancelled"})
+        note = field(body, "note", str, default=None)
+        async with conn.transaction():
+            # cancelled already (a retried request, a colleague first): the order's state, nothing written again
+            done = await conn.fetchrow(
+                """SELECT (SELECT id FROM alerts WHERE order_id = o.id) AS alert_id, o.cancelled_by, o.cancelled_at
+                   FROM evacuation_orders o WHERE o.id = $1 FOR UPDATE OF o""", order_id)
+            if done is not None and done["cancelled_at"] is not None:
+                return web.json_response({"order_id": order_id, "alert_id": done["alert_id"], "state": "cancelled",
+                                          "cancelled_by": done["cancelled_by"], "repeated": True})
+            try:
+                change = await cancel_order(conn, order_id, cancelled_by=account.username, note=note)
+            except AlertError as exc:
+                raise Problem(409, "Conflict", str(exc)) from None
+    return web.json_response({"order_id": order_id, "alert_id": change.alert_id, "state": "cancelled",
+                              "cancelled_by": account.username, "repeated": False})
 
 
 @routes.patch("/api/v1/shelters/{shelter_id}")
@@ -229,7 +260,7 @@ async def post_hazard(request: web.Request) -> web.Response:
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
     async with request.app[POOL].acquire() as conn:
-        await covered_municipality(conn, municipality)
+        await covered_municipality(conn, municipality, exercise=area.exercise)
         # outside the transaction: loading the boundaries and measuring the area take a while
         municipality = await area_municipality(request, conn, account, municipality, geometry, name="geometry",
                                                exercise=area.exercise)

@@ -326,15 +326,18 @@ def _stations_format(path: str) -> str:
 
 
 def cmd_stations_import(args: argparse.Namespace) -> int:
-    from ingest.registry import load_stations
+    from ingest.registry import located_stations
 
     fmt = args.format if args.format != "auto" else _stations_format(args.file)
-    stations = _mlit_stations(args.file) if fmt == "mlit" else load_stations(args.file)
+    # each station with its file and line: a refusal names them for every rule, the database's too
+    located = [("", s) for s in _mlit_stations(args.file)] if fmt == "mlit" else located_stations(args.file)
+    stations = [s for _, s in located]
+    places = {s.id: where for where, s in located if where}
 
     async def action(conn: Any) -> str:
         from ingest.registry import upsert_stations
 
-        return f"imported {await upsert_stations(conn, stations)} stations from {args.file}"
+        return f"imported {await upsert_stations(conn, stations, places=places)} stations from {args.file}"
 
     return _on_database(args, action)
 
@@ -787,7 +790,7 @@ def cmd_vapid(args: argparse.Namespace) -> int:
 def cmd_webhooks(args: argparse.Namespace) -> int:
     import getpass
 
-    from ingest.municipalities import uncovered
+    from ingest.municipalities import DRILL_TOWN_RULE, uncovered
     from notify import store
 
     if args.webhooks_command == "add":  # the rules need no database: a typo is told before connecting
@@ -801,8 +804,10 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
         try:
             async with pool.acquire() as conn:
                 if args.webhooks_command == "add":
-                    if args.municipality is not None and (why := await uncovered(conn, args.municipality)):
-                        raise CommandError(f"--municipality: {why}")  # the API's rule (api.bodies)
+                    if args.municipality is not None and (why := await uncovered(conn, args.municipality,
+                                                                                      exercise=args.drills)):
+                        hint = " (here: add --drills)" if why == DRILL_TOWN_RULE else ""
+                        raise CommandError(f"--municipality: {why}{hint}")  # the API's rule (api.bodies)
                     hook = await store.add_webhook(
                         conn, url=args.url, created_by=f"cli:{getpass.getuser()}", description=args.description or "",
                         fmt=args.format, municipality_code=args.municipality, min_level=args.min_level,

@@ -129,10 +129,20 @@ async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterab
     return len(rows)
 
 
-async def uncovered(conn: asyncpg.Connection, code: str) -> str | None:
+#: what the drill town is for, told where a real thing names it (:func:`uncovered`)
+DRILL_TOWN_RULE = (f"municipality {DRILL_TOWN_CODE!r} is the drill town (訓練町), a fictional town for exercises "
+                   "only: nothing real is in it; mark an order, hazard area or station \"exercise\": true, and a "
+                   "webhook or push subscription naming it \"drills\": true")
+
+
+async def uncovered(conn: asyncpg.Connection, code: str, *, exercise: bool) -> str | None:
     """Why ``code`` (6-digit) names no municipality this deployment covers, or None.
 
-    Two rules, one message each, for every entry that names a 市区町村 (push areas, webhooks, orders,
+    ``exercise``: whether the entry is for exercises (an exercise order, area or station; a webhook or push
+    subscription taking drills) or for the people who run them (an account, a roster entry); the drill town
+    is covered for those only.
+
+    Three rules, one message each, for every entry that names a 市区町村 (push areas, webhooks, orders,
     accounts, staff scopes, the registry's edits; the API's bodies and the CLI alike):
 
     * the code is in the municipality list (the ``municipalities`` table: the shipped one of all of Japan
@@ -142,8 +152,13 @@ async def uncovered(conn: asyncpg.Connection, code: str) -> str | None:
       ``sonae municipalities import``), the municipality has one: the boundaries are what Sonae covers,
       as a push circle or ``/api/v1/level``'s ``covered`` measure it (found: 那覇市 ``472018`` was taken
       201 while a circle at 那覇 got 422). The drill town (:data:`~sonae.municipality_code.DRILL_TOWN_CODE`)
-      has no boundary and is covered wherever it is in the list (only a service using it names it there).
+      has no boundary and is covered wherever it is in the list (only a service using it names it there),
+    * for exercises only (:data:`DRILL_TOWN_RULE`): it is fictional, inside real 郡山市 (found: a real whole-town
+      order for it was taken, CAP ``Actual``, and a real station was moved into it, while a real area in it was
+      refused).
     """
+    if code == DRILL_TOWN_CODE and not exercise:
+        return DRILL_TOWN_RULE
     row = await conn.fetchrow(
         """SELECT EXISTS (SELECT 1 FROM municipalities) AS has_list,
                   (SELECT name_ja FROM municipalities WHERE code = $1) AS name,

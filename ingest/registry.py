@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,12 @@ from ingest.contract import STATION_ID, STATION_ID_RULE
 from ingest.municipalities import uncovered
 from ingest.placement import Place
 from sonae import textfile
-from sonae.municipality_code import MunicipalityCodeError, normalise_optional, not_a_municipality
+from sonae.municipality_code import (
+    DRILL_TOWN_CODE,
+    MunicipalityCodeError,
+    normalise_optional,
+    not_a_municipality,
+)
 from sonae.nametext import hidden_character, shown_text
 from sonae.numbers import unsigned
 from sonae.pgtext import unstorable
@@ -243,6 +248,11 @@ def read_text_file(path: str | Path) -> str:
 
 
 def load_stations(path: str | Path) -> list[Station]:
+    """The stations of a file, :func:`located_stations` without the places."""
+    return [station for _, station in located_stations(path)]
+
+
+def located_stations(path: str | Path) -> list[tuple[str, Station]]:
     """Read stations from a ``.csv`` or ``.geojson``/``.json`` file (optionally compressed; read by
     :func:`sonae.textfile.read_text_file`: UTF-8 or UTF-16/32 with a BOM, gzip or xz).
 
@@ -254,6 +264,12 @@ def load_stations(path: str | Path) -> list[Station]:
     ------
     RegistryError
         Naming the file, the line (CSV) or feature (GeoJSON), and the column or field at fault.
+
+    Returns
+    -------
+    list of (str, Station)
+        Each station with where it was read (``"x.csv line 2"``, ``"x.geojson feature 0"``): the places
+        :func:`upsert_stations` names in a refusal.
     """
     path = Path(path)
     text = read_text_file(path)
@@ -271,7 +287,8 @@ def load_stations(path: str | Path) -> list[Station]:
             if column not in _FIELDS:
                 raise RegistryError(f"{path.name} line 1: unknown column {column!r} (known: {', '.join(_FIELDS)})")
         try:
-            return [station_from_mapping(row, where=f"{path.name} line {i + 2}") for i, row in enumerate(reader)]
+            return [(where, station_from_mapping(row, where=where))
+                    for where, row in ((f"{path.name} line {i + 2}", row) for i, row in enumerate(reader))]
         except csv.Error as exc:  # a field past the csv module's size limit, a NUL, a bad quote
             raise RegistryError(f"{path.name} line {reader.line_num}: not CSV ({exc})") from None
     try:
@@ -300,7 +317,7 @@ def load_stations(path: str | Path) -> list[Station]:
                 raise RegistryError(f"{where}: a Point needs [lon, lat] coordinates")
             props.setdefault("lon", coords[0])
             props.setdefault("lat", coords[1])
-        out.append(station_from_mapping(props, where=where))
+        out.append((where, station_from_mapping(props, where=where)))
     return out
 
 
@@ -313,23 +330,31 @@ _UPSERT = (
 )
 
 
-async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station]) -> int:
+async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station], *,
+                          places: Mapping[str, str] | None = None) -> int:
     """Insert or update stations, then release their quarantined readings. Returns the count.
+
+    ``places``: where each station was read, by id (``"x.csv line 2"``, :func:`located_stations`), said
+    before a refusal as the file's own errors say it.
 
     Raises
     ------
     RegistryError
         For a station that breaks the registry's rules (:meth:`Station.validate`), or names a municipality this
-        deployment does not cover (:func:`ingest.municipalities.uncovered`); nothing is written then.
+        deployment does not cover (:func:`ingest.municipalities.uncovered`: the drill town for an exercise
+        station only); nothing is written then.
     """
     checked = [s.validate() for s in stations]
     rows = [tuple(asdict(s).values()) for s in checked]
     if not rows:
         return 0
-    for code in sorted({s.municipality_code for s in checked if s.municipality_code is not None}):
-        if why := await uncovered(conn, code):  # the rule of a staff edit (edit_station) and the API's bodies
-            first = next(s.id for s in checked if s.municipality_code == code)
-            raise RegistryError(f"station {first!r}: municipality_code: {why}")
+    for code, exercise in sorted({(s.municipality_code, s.exercise) for s in checked
+                                  if s.municipality_code is not None}):
+        # the rule of a staff edit (edit_station) and the API's bodies
+        if why := await uncovered(conn, code, exercise=exercise):
+            first = next(s.id for s in checked if (s.municipality_code, s.exercise) == (code, exercise))
+            where = f"{places[first]}: " if places is not None and first in places else ""
+            raise RegistryError(f"{where}station {first!r}: municipality_code: {why}")
     async with conn.transaction():
         await conn.executemany(_UPSERT, rows)
         await release_quarantine(conn, [r[0] for r in rows])
@@ -476,8 +501,11 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate(
         texts=[t for t in SHOWN_TEXTS if t in changes])
     updates = {k: getattr(edited, k) for k in updates}
-    code = updates.get("municipality_code")
-    if code is not None and code != row["municipality_code"] and (why := await uncovered(conn, code)):
+    # a move, or an exercise switch: the drill town is for exercise stations only (uncovered)
+    moved = edited.municipality_code != row["municipality_code"] or (
+        edited.municipality_code == DRILL_TOWN_CODE and edited.exercise != row["exercise"])
+    if moved and edited.municipality_code is not None and (
+            why := await uncovered(conn, edited.municipality_code, exercise=edited.exercise)):
         raise RegistryError(f"{where}: {why}")
     changed = {k: v for k, v in updates.items() if row[k] != v}
     if changed:

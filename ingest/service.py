@@ -44,6 +44,7 @@ from ingest.registry import known_station_ids, release_quarantine, station_place
 from ingest.store import DEAD_LETTER_BYTES, Conflict, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient, bound_client_id
+from sonae.municipality_code import DRILL_TOWN_CODE
 from sonae.retry import Backoff, count_failure
 
 log = logging.getLogger("sonae.ingest")
@@ -424,12 +425,14 @@ class Ingestor:
         return letters
 
     async def _register_minimal(self, municipality_of: dict[str, str]) -> None:
-        """Register unknown stations by id, in the municipality of their topic (6-digit code)."""
+        """Register unknown stations by id, in the municipality of their topic (6-digit code); one in the drill
+        town as an exercise station, the only kind it holds (``ingest.municipalities.uncovered``; found: a
+        real station could be put there)."""
         async with self.pool.acquire() as conn:
             await conn.executemany(
-                "INSERT INTO stations (id, name, municipality_code, source) "
-                "VALUES ($1, $1, $2, 'auto-registered by ingest') ON CONFLICT (id) DO NOTHING",
-                sorted(municipality_of.items()))
+                "INSERT INTO stations (id, name, municipality_code, source, exercise) "
+                "VALUES ($1, $1, $2, 'auto-registered by ingest', $2 = $3) ON CONFLICT (id) DO NOTHING",
+                [(station, code, DRILL_TOWN_CODE) for station, code in sorted(municipality_of.items())])
         self._known |= set(municipality_of)
 
     async def _retrying(self, fn, *args):  # type: ignore[no-untyped-def]

@@ -131,15 +131,21 @@ def _box_distance_m(lat: float, lon: float, box: tuple[float, float, float, floa
     return math.hypot(dx, dy)
 
 
+#: the ``shelters.source`` of the shelters shipped with the drill town (``evac.service``'s seeding of
+#: ``evac.drilltown``'s ``shelters.geojson``; an import is ``import``, a staff edit keeps it)
+DRILL_TOWN_SOURCE = "drilltown"
+
+
 async def drill_town_box(conn: asyncpg.Connection) -> tuple[float, float, float, float] | None:
-    """(min lon, min lat, max lon, max lat) of the drill town's shelters and stations in degrees, or None
-    when this deployment has none (the drill town is modelled by them: ``evac.drilltown``,
-    ``simulators.demo.drilltown_stations``; it has no boundary)."""
+    """(min lon, min lat, max lon, max lat) of the drill town's shipped shelters in degrees, or None when this
+    deployment has none (the drill town has no boundary; its shelters are spread over its blocks,
+    ``evac.drilltown.generate``, its gauges on its river between them).
+
+    Only the shelters shipped with it (:data:`DRILL_TOWN_SOURCE`): found, a station imported as 079995 at
+    会津若松, 40 km away, grew the town, and a push circle there listed the drill town."""
     row = await conn.fetchrow(
-        """SELECT min(lon) AS west, min(lat) AS south, max(lon) AS east, max(lat) AS north FROM (
-               SELECT lat, lon FROM shelters WHERE municipality_code = $1
-               UNION ALL SELECT lat, lon FROM stations WHERE municipality_code = $1 AND lat IS NOT NULL
-                                                         AND lon IS NOT NULL) p""", DRILL_TOWN_CODE)
+        """SELECT min(lon) AS west, min(lat) AS south, max(lon) AS east, max(lat) AS north FROM shelters
+           WHERE municipality_code = $1 AND source = $2""", DRILL_TOWN_CODE, DRILL_TOWN_SOURCE)
     if row is None or row["west"] is None:
         return None
     return float(row["west"]), float(row["south"]), float(row["east"]), float(row["north"])

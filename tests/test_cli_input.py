@@ -196,6 +196,9 @@ async def test_a_webhook_that_would_never_be_called_is_refused(env: dict[str, st
     for naha in ("472018", "47201"):  # 那覇市: listed (all of Japan), not covered (Fukushima's boundaries): the API's 422
         line = one_line_error(sonae("webhooks", "add", "https://partner.example/h", "--municipality", naha, env=env))
         assert "outside the area Sonae covers" in line and "福島県 (59)" in line, line
+    # the drill town has exercises only: a webhook for it takes drills (found: one without got a real alert)
+    line = one_line_error(sonae("webhooks", "add", "https://partner.example/h", "--municipality", "079995", env=env))
+    assert "for exercises only" in line and "add --drills" in line, line
     done = sonae("webhooks", "add", "https://partner.example/h", "--conditions", "river_level,silent",
                  "--min-level", "5", env=env)
     assert done.returncode == 0 and "created" in done.stdout, done.stderr
@@ -314,3 +317,17 @@ def test_simulate_with_a_broker_that_cannot_be_reached_says_where_and_what_to_do
     line = one_line_error(sonae("simulate", "--no-progress", "--replay", "jiseiji", "--duration", "1h",
                                 env={**env, "SONAE_MQTT_URL": f"mqtt://127.0.0.1:{dead}"}), code=1)
     assert f"127.0.0.1:{dead}" in line and "SONAE_MQTT_URL" in line and "unexpected" not in line, line
+
+
+@pytest.mark.parametrize(("code", "rule"), [
+    ("072035", "check digit"), ("472018", "outside the area Sonae covers"), ("079995", "for exercises only"),
+], ids=["check-digit", "uncovered", "drill-town"])
+async def test_a_refused_station_names_its_file_and_line_for_every_rule(
+        env: dict[str, str], database_url: str, tmp_path: Path, code: str, rule: str) -> None:
+    """Found: a wrong check digit was told as "x.csv line 2: …", a code outside the covered area (那覇市)
+    as "station …" without the file and line; the database's rules are told as the file's."""
+    path = tmp_path / "x.csv"
+    path.write_text(STATIONS_CSV + f"bk-far,会津の水位計,{code},37.5,139.9,,,,\n", encoding="utf-8")
+    said = one_line_error(sonae("stations", "import", str(path), env=env))
+    assert "x.csv line 4: station 'bk-far': municipality_code: " in said and rule in said, said
+    assert await station_ids(database_url) == []

@@ -44,7 +44,7 @@ async def client(pool: asyncpg.Pool, settings: Settings, town: DrillTown,
                  shared_state: Path) -> AsyncIterator[TestClient]:
     async with pool.acquire() as conn:
         await store.import_shelters_file(conn, town.shelters, actor="test")
-        await upsert_stations(conn, [Station(id=GAUGE, name="試験川 第1", municipality_code="079995",
+        await upsert_stations(conn, [Station(id=GAUGE, name="試験川 第1", municipality_code="072036",
                                              lat=37.0, lon=140.0, river=RIVER)])
     s = settings.replace(evac__network=str(town.osm), state__dir=str(shared_state))
     c = await start_client(create_app(pool=pool, settings=s))
@@ -75,7 +75,7 @@ async def _alert(pool: asyncpg.Pool, service: EvacService, level: int | None) ->
                 await conn.execute(
                     """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level,
                                            max_level, state, raised_at, changed_at)
-                       VALUES ($1, 'river_level', false, 'public', '079995', $2, $2, 'raised', now(), now())""",
+                       VALUES ($1, 'river_level', false, 'public', '072036', $2, $2, 'raised', now(), now())""",
                     GAUGE, level)
             await conn.execute("SELECT pg_notify('sonae_alerts', '{}')")
         await asyncio.wait_for(events.get(), WAIT_S)

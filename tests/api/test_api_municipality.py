@@ -174,8 +174,8 @@ async def test_a_town_without_a_boundary_draws_real_areas_only_outside_known_one
             for area in (fukushima_wide, drill_street):
                 real = await client.post(path, json={"level": 3, key: area} if key == "area" else {key: area},
                                          headers=auth(drill))
-                assert real.status == 403, await real.text()
-                assert "072036" in (await real.json(content_type=None))["detail"]
+                assert real.status == 422, await real.text()  # the drill town is for exercises only
+                assert "for exercises only" in (await real.json(content_type=None))["detail"]
                 named = await client.post(path, json={"municipality_code": "079995", key: area,
                                                       **({"level": 3} if key == "area" else {})}, headers=auth(pref))
                 assert named.status == 422, await named.text()
@@ -258,13 +258,19 @@ async def test_topic_with_five_digits_stores_six(pool: asyncpg.Pool, settings: S
         await publish_raw(settings, [
             (f"{prefix}/07203/new-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
             (f"{prefix}/072037/other-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
+            (f"{prefix}/079995/drill-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
         ])
         await wait_until(lambda: count(pool, "SELECT count(*) FROM readings WHERE station_id = 'new-gauge'"),
                          what="the reading of new-gauge")
+        await wait_until(lambda: count(pool, "SELECT count(*) FROM stations WHERE id = 'drill-gauge'"),
+                         what="the registration of drill-gauge")
         await wait_until(lambda: count(pool, "SELECT count(*) FROM dead_letters WHERE reason = 'bad_municipality_code'"),
                          what="the dead letter of the bad check digit")
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT municipality_code FROM stations WHERE id = 'new-gauge'") == "072036"
+        # the drill town holds exercise stations only (found: a real one could be put there)
+        assert [tuple(r) for r in await conn.fetch("SELECT id, exercise FROM stations WHERE id LIKE '%-gauge' "
+                                                   "ORDER BY id")] == [("drill-gauge", True), ("new-gauge", False)]
         detail = await conn.fetchval("SELECT detail FROM dead_letters WHERE reason = 'bad_municipality_code'")
         assert "072036" in detail
         assert not await conn.fetchval("SELECT count(*) FROM stations WHERE id = 'other-gauge'")
