@@ -25,7 +25,9 @@ River level (condition ``river_level``, one open alert that moves up and down th
   ``alert.withdrawn``). Unconfirmed alerts never reach residents, CAP, MQTT, push or webhooks.
 * **Rate of rise.** When the least-squares slope over ``trend_window_s`` says the 氾濫危険水位
   (危険水位 for crisis gauges) will be reached within ``trend_horizon_s``, level 3 is raised early
-  (reason ``trend``) — the flood-warning practice of "reached, or forecast to reach".
+  (reason ``trend``) — the flood-warning practice of "reached, or forecast to reach". When the stage then
+  reaches 避難判断水位 the level is held by that threshold: a transition at the same level (kind
+  ``re-evaluated``, reason ``threshold``), so the alert says reached, not forecast.
 * **Hysteresis and dwell on the way down.** A level is held while the stage stays at or above its
   threshold minus ``hysteresis_m``; it is lowered (or cleared) only after ``dwell_down_samples``
   consecutive readings *and* ``dwell_down_s`` seconds below that.
@@ -186,6 +188,10 @@ class Transition:
 
     @property
     def kind(self) -> str:
+        """``raised``, ``cleared``, ``escalated``, ``de-escalated``, or ``re-evaluated``: the same level now held
+        by another rule or threshold (a trend's level 3 reaching 避難判断水位; new thresholds)."""
+        if self.old_level == self.new_level:
+            return "re-evaluated"
         if self.old_level is None:
             return "raised"
         if self.new_level is None:
@@ -293,8 +299,8 @@ class StationRules:
     def standing(self) -> list[Transition]:
         """The river level in force as the transition that would raise it now: its rule (``trend`` or
         ``threshold``), the newest accepted stage (m) and the level's threshold (the forecast target for a
-        trend level 3). Empty when no level is open. A cause for :func:`reconcile` when the transition that
-        decided the level came before a replay's checkpoint."""
+        trend level 3), dated at that stage's reading time. Empty when no level is open. A cause for
+        :func:`reconcile` of a replayed machine's level that no replayed transition explains."""
         s = self.state
         if s.level is None or s.last_valid is None:
             return []
@@ -435,7 +441,10 @@ class StationRules:
         if candidate == current:
             s.down_run, s.down_since, s.down_max = 0, None, 0
             if current and reason == "threshold" and s.reason == "trend" and raw >= current:
+                # a level 3 forecast by the trend now reached: held by its threshold (the alert says so)
                 s.reason = "threshold"
+                out.append(Transition(RIVER, current, current, ts, value, threshold_of(self.steps, current),
+                                      "threshold"))
             return out
         # candidate < current: hold with hysteresis, lower only after the dwell
         hold = 0
@@ -657,16 +666,35 @@ def device_problems(*, silent: bool, battery_pct: float | None, status: int | No
 RE_EVALUATED = "re-evaluated"
 
 
+def _rank(level: int | None) -> int:
+    return -1 if level is None else level
+
+
+def _rises(t: Transition) -> bool:
+    return _rank(t.new_level) > _rank(t.old_level)
+
+
 def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
-              decided: Iterable[Transition] = ()) -> list[Transition]:
+              decided: Iterable[Transition] = (), ended: Iterable[Transition] = ()) -> list[Transition]:
     """Net transitions that take open conditions ``before`` to ``after`` (after a re-evaluation).
 
-    Each net transition carries the cause of the change: the rule (``reason``: ``threshold``, ``trend``,
-    a confirmation…), the stage and the threshold of the last of ``decided`` (the replay's own transitions,
-    in order, optionally preceded by :meth:`StationRules.standing`) of its condition that reached its new
-    level — what the texts of every channel are made from (a level 3 of the trend rule is worded as
-    forecast, with the stage and the 氾濫危険水位 that decided it), never a bare "re-evaluated" without a
-    stage. Only a change no transition of ``decided`` explains has reason :data:`RE_EVALUATED` and no stage.
+    Each net transition carries the cause of the change as one consistent whole: the rule (``reason``:
+    ``threshold``, ``trend``, a confirmation…), the reading time (``ts``) **and** the stage (``value``) of the
+    one reading that decided it, and the threshold — what the texts of every channel are made from (a level 3
+    of the trend rule is worded as forecast, with the stage and the 氾濫危険水位 that decided it), never a bare
+    "re-evaluated" without a stage, never a stage of one reading dated at another. In order of preference:
+
+    1. the last transition of ``decided`` (the replay's own transitions) of its condition that reached its
+       new level the same way (a rise for a net rise, a fall or clearing for a net fall: a rise the live
+       state went beyond does not explain a fall back to it): its reason, time, stage and threshold;
+    2. a river level lowered because a reading that raised it live turned out to be a spike in reading time
+       (the replay withdrew, :data:`SPIKE`, an unconfirmed alert that reached above the new level): reason
+       :data:`SPIKE` — worded as the live withdrawal of an unconfirmed alert — at the time and stage of the
+       reading that showed the spike, with the threshold of the new level (of the old one when cleared);
+    3. the level standing at the end of the replay (``ended``, :meth:`StationRules.standing` of the replayed
+       machine): its rule, its newest accepted reading (time and stage) and its threshold;
+    4. otherwise (a health condition whose deciding report came before the replay's checkpoint) reason
+       :data:`RE_EVALUATED`, dated ``ts`` with no stage.
 
     Parameters
     ----------
@@ -674,26 +702,40 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
         Open conditions (name → level) of the live state and of the replayed one
         (:meth:`StationRules.open_conditions`).
     ts
-        Reading time of the net transitions (epoch s): the newest reading replayed.
+        Reading time (epoch s) of a net transition no reading explains: the newest reading replayed.
     decided
         Transitions of the replay, oldest first.
+    ended
+        :meth:`StationRules.standing` of the replayed machine.
 
     Returns
     -------
     list of Transition
         One per condition whose level differs, by condition name, each marked ``re_evaluated``.
     """
+    decided = list(decided)
     last: dict[str, Transition] = {}
     for t in decided:
         last[t.condition] = t
+    standing = {t.condition: t for t in ended}
     out = []
     for name in sorted(set(before) | set(after)):
         old, new = before.get(name), after.get(name)
         if old == new:
             continue
         cause = last.get(name)
-        if cause is not None and cause.new_level == new:
-            out.append(Transition(name, old, new, ts, cause.value, cause.threshold, cause.reason, re_evaluated=True))
+        held = standing.get(name)
+        spike = None
+        if name == RIVER and old is not None and (new or 0) < old:
+            spike = next((t for t in reversed(decided) if t.condition == UNCONFIRMED and t.reason == SPIKE
+                          and t.old_level is not None and t.old_level > (new or 0)), None)
+        if cause is not None and cause.new_level == new and _rises(cause) == (_rank(new) > _rank(old)):
+            out.append(replace(cause, old_level=old, re_evaluated=True))
+        elif spike is not None:
+            th = held.threshold if held is not None and held.new_level == new else spike.threshold
+            out.append(Transition(name, old, new, spike.ts, spike.value, th, SPIKE, re_evaluated=True))
+        elif held is not None and held.new_level == new:
+            out.append(replace(held, old_level=old, re_evaluated=True))
         else:
             out.append(Transition(name, old, new, ts, None, None, RE_EVALUATED, re_evaluated=True))
     return out

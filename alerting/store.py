@@ -119,12 +119,18 @@ async def _event(conn: asyncpg.Connection, alert: asyncpg.Record | dict[str, Any
 
 async def apply_transition(
     conn: asyncpg.Connection, *, station_id: str, municipality_code: str | None, exercise: bool,
-    t: Transition, actor: str = "rules", alert_id: int | None = None,
+    t: Transition, actor: str = "rules", alert_id: int | None = None, note: str | None = None,
 ) -> AlertChange | None:
     """Apply one rule transition to the (station, condition, exercise) alert. Call in a transaction.
 
+    A river-level transition to the open alert's own level with a level rule (``threshold``/``trend``) and a
+    threshold other than the alert's updates the alert to them (event ``re-evaluated``, a new version: a CAP
+    ``Update``, not notified by push or webhooks): the row's reason and threshold follow what holds the level.
+    Any other transition to the alert's own level changes nothing (None).
+
     ``alert_id`` names the open alert instead (to clear one whose station was deleted: its ``station_id``
-    is NULL then, ``ON DELETE SET NULL``)."""
+    is NULL then, ``ON DELETE SET NULL``). ``note``: the event's note and the audit's ``note`` (what led to a
+    change worded by its rule: a registry change re-judging the level)."""
     at = to_dt(t.ts)
     if alert_id is None:
         open_alert = await conn.fetchrow(
@@ -139,10 +145,11 @@ async def apply_transition(
     detail = {"station_id": station_id, "condition": t.condition, "exercise": exercise,
               "old_level": t.old_level, "new_level": t.new_level, "reading_ts": at.isoformat(),
               "value": t.value, "reason": t.reason}
-    note = None
+    if note is not None:
+        detail["note"] = note
     if t.re_evaluated:
         detail["re_evaluated"] = True
-        note = RE_EVALUATED_NOTE
+        note = RE_EVALUATED_NOTE if note is None else f"{RE_EVALUATED_NOTE}; {note}"
     if (open_alert is not None and t.new_level is not None and open_alert["level"] != t.new_level
             and open_alert["audience"] == "public" and audience_for(t.condition, t.new_level) != "public"):
         return await _leave_public(conn, open_alert, t, at=at, detail=detail, actor=actor, note=note)
@@ -162,9 +169,17 @@ async def apply_transition(
             station_id, t.condition, exercise, audience_for(t.condition, t.new_level), municipality_code,
             t.new_level, t.reason, t.value, t.threshold, at)
         kind = "raised"
-    else:
-        if open_alert["level"] == t.new_level:
+    elif open_alert["level"] == t.new_level:
+        # the same level held for another cause (re-judged under new thresholds: a level 3 now held by the trend
+        # rule, not by a 避難判断水位 it no longer reaches): the row follows what holds the level, as an update
+        if not _cause_changed(open_alert, t):
             return None
+        kind = "re-evaluated"
+        alert = await conn.fetchrow(
+            """UPDATE alerts SET reason = $2, value = coalesce($3, value), threshold = $4, changed_at = $5,
+                   version = version + 1, updated_at = now()
+               WHERE id = $1 RETURNING *""", open_alert["id"], t.reason, t.value, t.threshold, at)
+    else:
         kind = "escalated" if t.new_level > open_alert["level"] else "de-escalated"
         alert = await conn.fetchrow(
             """UPDATE alerts SET level = $2, max_level = greatest(max_level, $2), state = $3, reason = $4,
@@ -178,10 +193,21 @@ async def apply_transition(
     old = None if open_alert is None else open_alert["level"]
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
                             reason=t.reason, actor=actor, note=note)
-    withdrawn = t.condition == UNCONFIRMED and kind == "cleared" and t.reason == SPIKE
+    # an unconfirmed alert withdrawn live, or a level whose reading a replay found a spike: withdrawn, not cleared
+    withdrawn = kind == "cleared" and t.reason == SPIKE
     await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
+
+
+#: the rules whose name, stage and threshold say what holds a river level (``alerting.rules``)
+LEVEL_RULES = ("threshold", "trend")
+
+
+def _cause_changed(alert: asyncpg.Record, t: Transition) -> bool:
+    """Whether ``t``, at ``alert``'s own level, says another rule or threshold holds a river level now."""
+    return (t.condition == RIVER and t.reason in LEVEL_RULES
+            and (alert["reason"], alert["threshold"]) != (t.reason, t.threshold))
 
 
 async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Transition, *, at: datetime,
@@ -218,7 +244,7 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     cleared_event = await _event(conn, cleared, "cleared", level=None, old_level=public["level"], reading_ts=at,
                                  value=t.value, reason=t.reason, actor=actor,
                                  note=ended if note is None else f"{note}; {ended}")
-    await record_audit(conn, actor, "alert.cleared", "alert", cleared["id"],
+    await record_audit(conn, actor, "alert.withdrawn" if t.reason == SPIKE else "alert.cleared", "alert", cleared["id"],
                        {**detail, "new_level": None, "continued_by": staff["id"]})
     await _notify(conn, cleared["id"], cleared_event)
     goes_on = f"continues alert {public['id']} below the public levels, for staff only"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alerting.rules import SPIKE
+
 LANGUAGES = ("ja-JP", "en-US", "ja-JP-x-easy")
 
 
@@ -206,10 +208,24 @@ _WITHDRAWN = {
 }
 
 
+#: an alert ended because the reading that raised it turned out, in reading time (late readings replayed), to be
+#: a spike: withdrawn as the live rules withdraw an unconfirmed alert (``alerting.rules.SPIKE``), never an
+#: all-clear — the river did not fall, it never was where that reading said
+_SPIKE_WITHDRAWN = {
+    "ja-JP": Text("取り消し", "{place}の{event}は、水位計の一時的な異常値によるものだったため取り消されました。"
+                  "川の水位が下がったためではありません", "最新の水位と市町村からの情報を確認してください。"),
+    "en-US": Text("withdrawn", "{event} at {place} was withdrawn: the reading that raised it was a spike of the "
+                  "gauge, not the river", "Check the latest river levels and your municipality's information."),
+    "ja-JP-x-easy": Text("とりけし", "{place}の {event}は とりけしました。すいいけいの すうじが いっしゅん まちがって "
+                         "いました", "かわの ようすと まちからの じょうほうを みて ください。"),
+}
+
+
 def is_withdrawal(reason: str | None) -> bool:
-    """Whether an alert change of ``reason`` came from its station's registration (:data:`REGISTRY_REASONS`),
-    so that an alert it ends is withdrawn, not cleared by the river."""
-    return reason in REGISTRY_REASONS
+    """Whether an alert change of ``reason`` withdraws what it ends rather than clearing it by the river: it came
+    from its station's registration (:data:`REGISTRY_REASONS`) or the reading that decided the level was a spike
+    (:data:`alerting.rules.SPIKE`, found when late readings are replayed)."""
+    return reason in REGISTRY_REASONS or reason == SPIKE
 
 
 def text_for(condition: str, level: int, language: str, *, reason: str | None = None, falling: bool = False) -> Text:
@@ -218,7 +234,8 @@ def text_for(condition: str, level: int, language: str, *, reason: str | None = 
     reason ``trend`` is forecast, not reached (:data:`_RIVER_TREND`). ``falling``: the alert's state (or its
     event's kind) is ``de-escalated``, so a gauge's level 2-4 continues as the river falls (:data:`_RIVER_FALLING`)."""
     if condition == "river_level":
-        if falling and 2 <= level <= 4 and reason != REJUDGED:  # lowered by new thresholds: the river did not fall
+        # lowered by new thresholds, or because the reading that raised it was a spike: the river did not fall
+        if falling and 2 <= level <= 4 and reason not in (REJUDGED, SPIKE):
             base, t = _RIVER[level][language], _RIVER_FALLING[language]
             return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
                         base.instruction)
@@ -234,5 +251,5 @@ def cleared_text(condition: str, level: int, language: str, place: str, *, reaso
     """The texts of an alert of ``condition`` ended at ``level``: cleared, or withdrawn when the change's
     ``reason`` is its station's registration (:func:`is_withdrawal`), which never says the danger is over."""
     base = text_for(condition, level, language)
-    c = (_WITHDRAWN if is_withdrawal(reason) else _CLEARED)[language]
+    c = (_SPIKE_WITHDRAWN if reason == SPIKE else _WITHDRAWN if is_withdrawal(reason) else _CLEARED)[language]
     return Text(f"{base.event} {c.event}", c.headline.format(place=place, event=base.event), c.instruction)

@@ -69,7 +69,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -551,7 +551,8 @@ class RulesWorker:
                                           key=lambda r: r.ts))
         ts = max([r.ts for r in readings] + [float(t) for t, _ in points])
         # each net change with the rule, stage and threshold that decided it (alerting.rules.reconcile)
-        return machine, reconcile(held.open_conditions(), machine.open_conditions(), ts=ts, decided=decided)
+        return machine, reconcile(held.open_conditions(), machine.open_conditions(), ts=ts, decided=decided,
+                                  ended=machine.standing())
 
     @staticmethod
     async def _end_real_alerts(conn: asyncpg.Connection, station_id: str, ts: float) -> list[store.AlertChange]:
@@ -584,16 +585,17 @@ class RulesWorker:
             """SELECT kind, ts, value, received_at FROM readings WHERE station_id = $1 AND exercise = $2 AND ts > $3
                AND kind = ANY($4::text[]) ORDER BY ts""", st.id, exercise, start, list(KINDS))
                 if self._eligible(st, exercise, r["received_at"])]
-        # the replay's own transitions say what decided each net change (the rule, the stage, the threshold):
-        # the net transitions carry them, so the texts say what happened (a trend's level 3 is forecast)
-        decided = machine.standing()
-        decided += machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
+        # the replay's own transitions say what decided each net change (the rule, the reading's time and stage,
+        # the threshold): the net transitions carry them, so the texts say what happened (a trend's level 3 is
+        # forecast, a level lowered because its reading was a spike is withdrawn: alerting.rules.reconcile)
+        decided = machine.feed_all(Reading(r["kind"], r["ts"].timestamp(), r["value"]) for r in rows)
         if current.state.ticked_to is not None:  # as far as the live state was ticked: no flapping
             decided += machine.tick(current.state.ticked_to)
         await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2 AND ts >= $3",
                            st.id, exercise, store.to_dt(since))
         last = rows[-1]["ts"].timestamp() if rows else since
-        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last, decided=decided)
+        net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last, decided=decided,
+                        ended=machine.standing())
         log.info("late reading: station re-evaluated", extra={"station": st.id, "exercise": exercise,
                                                                "changes": len(net)})
         return machine, net
@@ -705,9 +707,14 @@ class RulesWorker:
         3. **A changed ladder re-judges the level** (:meth:`_judge_again`): a stream whose station's
            ladder (the four 洪水予報 thresholds or the 危機管理型 three, its ``gauge_type``, or its ``kind``:
            only a ``river_level`` station has one) differs from the one it was last judged with gets its
-           river level and unconfirmed level judged again under the new ladder (reason :data:`REJUDGED`),
-           at once, while its newest accepted reading is fresh. **A station real again** has its parked
-           real stream judged the same way (reason :data:`RESUMED`): residents see the level its real
+           river level and unconfirmed level judged again under the new ladder, at once, while its newest
+           accepted reading is fresh: a level lowered or cleared has reason :data:`REJUDGED` (withdrawn, not the
+           river falling), a level raised the rule that holds it (``threshold``, or ``trend``: forecast) with
+           the note :data:`REJUDGED` (:data:`RESUMED` below); a level kept under the new ladder by another rule
+           or threshold (a level 3 reached at 避難判断水位, kept by the trend rule once 避難判断水位 is above the
+           stage) has its alert updated to the rule and threshold that hold it (an event ``re-evaluated``, a
+           CAP ``Update``; :func:`alerting.store.apply_transition`). **A station real again** has its parked
+           real stream judged the same way (note :data:`RESUMED`): residents see the level its real
            readings of before the drill show, if they are still fresh, not nothing until the next one.
         """
         changes: list[store.AlertChange] = []
@@ -791,6 +798,7 @@ class RulesWorker:
             old = stored.get("registry")
             new = _registry_stamp(st.exercise, st.steps, st.gauge)
             judged: tuple[StationRules, list[Transition]] | None = None
+            why = REJUDGED
             if not exercise and st.exercise:
                 # switched to exercise: its real alerts ended (step 1); the stream keeps only the readings it
                 # judged eligible, to be judged again should the station be real again while they are fresh
@@ -800,7 +808,7 @@ class RulesWorker:
                     await self._drop_checkpoints(conn, st.id, exercise)
             elif not exercise and "parked" in stored:
                 # real again: its level judged from the real readings it had before, if still fresh
-                judged = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED)
+                judged, why = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED), RESUMED
                 stored.pop("machine", None)
             elif old is not None and (old["steps"] != new["steps"] or old.get("gauge", st.gauge) != st.gauge) \
                     and stored.get("machine"):
@@ -808,9 +816,9 @@ class RulesWorker:
                 judged = self._judge_again(st, exercise, _eligible_points(current), current, now, REJUDGED)
             if judged is not None:
                 machine, transitions = judged
-                for t in transitions:
+                for t in transitions:  # the registry change is the note of a change worded by its rule
                     out.append(await store.apply_transition(conn, station_id=st.id, municipality_code=st.municipality_code,
-                                                            exercise=exercise, t=t))
+                                                            exercise=exercise, t=t, note=None if t.reason == why else why))
                 if transitions:
                     log.info("registry changed: station judged again", extra={
                         "station": st.id, "exercise": exercise, "changes": len(transitions)})
@@ -842,7 +850,10 @@ class RulesWorker:
         (None: no judgement) and a resumed stream starts afresh. A fresh machine is fed the points and ticked
         to ``now``; its river level and unconfirmed level replace the live ones (``current``; device health is
         kept). Returns the new machine and the net transitions dated ``now`` (the registry change), with the
-        level's threshold under the new ladder and the newest accepted stage (m)."""
+        newest accepted stage (m): a river level raised or kept with the rule and threshold that hold it under the
+        new ladder (:meth:`~alerting.rules.StationRules.standing`: a trend's level 3 is forecast, with the
+        氾濫危険水位 it is forecast to reach), a level lowered or cleared with ``reason`` and the level's
+        threshold (withdrawn by the registry change, not the river falling)."""
         newest = max((t for t, _ in points), default=None)
         if newest is None or now.timestamp() - newest > self.silent_factor * st.expected_interval_s:
             return None
@@ -857,9 +868,27 @@ class RulesWorker:
                 fresh.state.last_ts = max(fresh.state.last_ts or current.state.last_ts, current.state.last_ts)
         after = fresh.open_conditions()
         value = fresh.state.last_valid[1] if fresh.state.last_valid else None
-        return fresh, [Transition(name, before.get(name), after.get(name), now.timestamp(), value,
-                                  threshold_of(st.steps, after[name]) if name in after else None, reason)
-                       for name in (RIVER, UNCONFIRMED) if before.get(name) != after.get(name)]
+        # a river level raised: the rule that holds it (a level 3 of the trend rule is forecast, with the
+        # 氾濫危険水位 it is forecast to reach); lowered or cleared: ``reason``, the registry change (withdrawn,
+        # not the river falling: alerting.texts)
+        held = {t.condition: t for t in fresh.standing()}
+        out = []
+        for name in (RIVER, UNCONFIRMED):
+            old, new = before.get(name), after.get(name)
+            if old == new:
+                continue
+            rule = held.get(name)
+            if rule is not None and (old is None or (new is not None and new > old)):
+                out.append(replace(rule, old_level=old, ts=now.timestamp()))
+            else:
+                out.append(Transition(name, old, new, now.timestamp(), value,
+                                      threshold_of(st.steps, new) if new is not None else None, reason))
+        # a level kept: the rule and threshold that hold it now (a level 3 kept by the trend rule under
+        # thresholds it no longer reaches is forecast, with the 氾濫危険水位 it is forecast to reach); the alert
+        # is updated only when they differ from its own (alerting.store.apply_transition)
+        if current is not None and before.get(RIVER) is not None and before.get(RIVER) == after.get(RIVER):
+            out += [replace(t, old_level=before[RIVER], ts=now.timestamp()) for t in fresh.standing()]
+        return fresh, out
 
     # -- silent gauges ---------------------------------------------------------------------------
     async def check_silent(self, conn: asyncpg.Connection) -> int:
@@ -926,14 +955,16 @@ class RulesWorker:
         """Publish the current state of every alert changed since the last time (from NOTIFY); on each
         new publisher connection (the first, after the broker was down at election, or a reconnect)
         the whole state instead: every active alert, and the clearing of every alert cleared in the
-        last :data:`REPUBLISH_CLEARED` (so retained topics from before are updated or removed)."""
+        last :data:`REPUBLISH_CLEARED` (so retained topics from before are updated or removed). Only public
+        alerts are published (:func:`publish_alert`)."""
         client = self._mqtt
         if client is None:
             self._to_publish.clear()
             return
         if not client.is_connected:
             return  # keep the changed ids; they are sent once connected
-        if client.connections != self._published_connection:
+        full = client.connections != self._published_connection
+        if full:
             rows = await conn.fetch("SELECT id FROM alerts WHERE cleared_at IS NULL OR cleared_at > now() - $1::interval",
                                     REPUBLISH_CLEARED)
             self._to_publish |= {int(r["id"]) for r in rows}
@@ -947,7 +978,9 @@ class RulesWorker:
                WHERE kind = 'moved' AND alert_id = ANY($1::bigint[]) GROUP BY alert_id""", ids)}
         for alert_id in ids:
             alert = await store.get_alert(conn, alert_id)
-            if alert is not None and alert["condition"] != UNCONFIRMED:  # staff only until confirmed
+            # public alerts only; a staff-only one never reaches the tree, and the whole state removes any retained
+            # copy of one (publish_alert) left by a version that published them
+            if alert is not None and (full or is_published(alert)):
                 await publish_alert(client, self.topic_root, alert, left=left.get(alert_id, ()))
 
 
@@ -973,6 +1006,12 @@ def _eligible_points(machine: StationRules) -> list[list[float]]:
     return sorted(points)
 
 
+def is_published(alert: dict[str, Any]) -> bool:
+    """Whether ``alert`` (:func:`alerting.store.get_alert`) belongs on the retained MQTT alerts tree: a public
+    alert (``audience`` public) that is not an unconfirmed level (staff only until confirmed)."""
+    return alert["audience"] == "public" and alert["condition"] != UNCONFIRMED
+
+
 def _alert_topic(topic_root: str, municipality_code: str | None, alert_id: int) -> str:
     return f"{topic_root}/{municipality_code or 'none'}/{alert_id}"
 
@@ -981,9 +1020,23 @@ async def publish_alert(client: MqttClient, topic_root: str, alert: dict[str, An
                         left: Iterable[str | None] = ()) -> None:
     """Retained current state of an active alert; a cleared one is sent once and its retained copy removed.
 
+    The tree ``{topic_root}/{municipality}/{id}`` carries **public** alerts only (:func:`is_published`): it is
+    what devices and partners' viewers (signage) of a municipality read (``app.provisioning``: role ``viewer``
+    and every device read their municipality's alerts), beside the public feeds. A staff-only alert (standby,
+    device health, silent gauges, an unconfirmed level) is never published there; for one, only an empty
+    retained message is sent to its topic, so a retained copy left there (an earlier version published staff
+    alerts) is removed and a viewer shows nothing of it. Staff read staff-only alerts from the API.
+
     ``left``: municipalities the alert moved out of (:func:`alerting.store.move_alert`); the retained copy
     under each of their topics is removed, so that a viewer of the old municipality no longer shows it."""
     topic = _alert_topic(topic_root, alert["municipality_code"], alert["id"])
+    if not is_published(alert):
+        try:
+            for code in {*left, alert["municipality_code"]}:
+                await client.publish(_alert_topic(topic_root, code, alert["id"]), b"", qos=1, retain=True)
+        except Exception as exc:
+            log.warning("alert not published to MQTT", extra={"error": str(exc), "topic": topic})
+        return
     # the retained topics are read by partners' devices (viewers): no staff identity on them
     public = {k: v for k, v in store.alert_json(alert).items() if k != "acknowledged_by"}
     body = json.dumps(public, ensure_ascii=False, separators=(",", ":"))

@@ -16,7 +16,11 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
+from lxml import etree
 
+from alerting import store
+from alerting.cap import CAP_NS, render_cap
+from alerting.cap_identity import CapProfile
 from alerting.rules import RIVER, UNCONFIRMED
 from alerting.texts import REJUDGED, RESUMED
 from alerting.worker import RulesWorker
@@ -63,7 +67,9 @@ async def test_a_gauge_real_again_is_judged_from_its_fresh_real_readings(pool: a
         await _switch(conn, worker, GAUGE)  # real again: the river is as high as 10 minutes ago
         again = await _open(conn)
     assert again is not None, "no level until the next real reading"
-    assert (again["level"], again["reason"], again["value"], again["audience"]) == (3, RESUMED, 5.25, "public")
+    assert (again["level"], again["reason"], again["value"], again["audience"]) == (3, "threshold", 5.25, "public")
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT note FROM alert_events WHERE alert_id = $1", again["id"]) == RESUMED
 
 
 async def test_readings_of_another_registration_are_never_judged(pool: asyncpg.Pool, settings: Settings) -> None:
@@ -154,7 +160,7 @@ async def test_real_readings_that_arrived_before_a_switch_to_exercise_are_judged
         assert ended["state"] == "raised" and again is not None and again["id"] == raised["id"]
     else:
         assert ended["state"] == "cleared"
-        assert again is not None and (again["level"], again["reason"]) == (3, RESUMED)
+        assert again is not None and (again["level"], again["reason"]) == (3, "threshold")  # note RESUMED
 
 
 async def test_real_readings_judged_after_the_stream_was_parked_count_as_real(
@@ -176,4 +182,38 @@ async def test_real_readings_judged_after_the_stream_was_parked_count_as_real(
         await _switch(conn, worker, GAUGE)
         again = await _open(conn)
     assert [(r["level"], r["state"]) for r in told] == [(3, "cleared")], [dict(r) for r in told]
-    assert again is not None and (again["level"], again["reason"], again["value"]) == (3, RESUMED, 5.25)
+    assert again is not None and (again["level"], again["reason"], again["value"]) == (3, "threshold", 5.25)
+
+
+async def test_new_thresholds_that_keep_a_level_by_another_rule_update_its_wording_and_threshold(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """F4: a level 3 reached at 避難判断水位 5.40 m, kept by the trend rule once 避難判断 is 6.10 m (never reached):
+    the alert says so (forecast, with the 氾濫危険水位 6.20 m it is forecast to reach), as a CAP Update."""
+    worker = RulesWorker.from_settings(settings, pool)
+    bk = Station(id="gauge", name="BK-E", river="厚東川", municipality_code="072036", th_standby=3.0,
+                 th_caution=4.5, th_evacuation=5.4, th_danger=6.4)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [bk])
+        now: datetime = await conn.fetchval("SELECT now()")
+        # 0.8 m/h: 6.40 m not forecast within the hour, 6.20 m is
+        await _write(conn, [(now - timedelta(minutes=40 - 10 * i), v)
+                            for i, v in enumerate([4.97, 5.10, 5.23, 5.37, 5.50])])
+        await worker.step(conn)
+        before = await _open(conn)
+        assert (before["level"], before["reason"], before["threshold"]) == (3, "threshold", 5.4)
+        await _switch(conn, worker, replace(bk, th_caution=6.0, th_evacuation=6.1, th_danger=6.2))
+        after = await _open(conn)
+        assert after["id"] == before["id"] and after["level"] == 3
+        assert (after["reason"], after["threshold"], after["version"]) == ("trend", 6.2, before["version"] + 1)
+        alert = await store.get_alert(conn, after["id"])
+        assert alert is not None
+        cap = etree.fromstring(render_cap(alert, await store.messages_of(conn, alert["id"]),
+                                          profile=CapProfile("judging-test", "sonae@sonae.test")))
+    assert cap.findtext(f"{{{CAP_NS}}}msgType") == "Update"
+    infos = {i.findtext(f"{{{CAP_NS}}}language"): i for i in cap.iter(f"{{{CAP_NS}}}info")}
+    assert "見込み" in (infos["ja-JP"].findtext(f"{{{CAP_NS}}}headline") or "")
+    assert "避難判断水位に達しました" not in (infos["ja-JP"].findtext(f"{{{CAP_NS}}}headline") or "")
+    assert "forecast" in (infos["en-US"].findtext(f"{{{CAP_NS}}}headline") or "")
+    for info in infos.values():
+        assert "6.20" in (info.findtext(f"{{{CAP_NS}}}description") or "")
+        assert "5.40" not in (info.findtext(f"{{{CAP_NS}}}description") or "")

@@ -178,7 +178,9 @@ async def test_changed_thresholds_judge_the_level_again_at_once(pool: asyncpg.Po
         assert await worker.follow_registry(conn) == 1
         up = await conn.fetchrow("SELECT * FROM alerts WHERE id = $1", alert["id"])
         assert (up["level"], up["state"], up["reason"], up["threshold"], up["value"]) == \
-               (4, "escalated", REJUDGED, 5.20, 5.25)
+               (4, "escalated", "threshold", 5.20, 5.25)  # worded by its rule, the registry change its note
+        assert await conn.fetchval("SELECT note FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1",
+                                   alert["id"]) == REJUDGED
         assert await worker.follow_registry(conn) == 0  # once
         # every threshold raised above the stage: the readings never reached the new line, cleared at once
         await upsert_stations(conn, [replace(GAUGE, th_standby=5.30, th_caution=5.40, th_evacuation=5.60,

@@ -213,6 +213,7 @@ def test_jiseiji_2023_flood_sequence_and_times() -> None:
     assert flood == [
         ("06/30 18:10", "threshold", None, 1),  # first reading ≥ 3.80 (3.81)
         ("07/01 01:00", "trend", 1, 3),         # 5.02 m rising 0.23 m/10 min: 5.50 forecast within the hour
+        ("07/01 01:10", "threshold", 3, 3),     # 避難判断水位 (5.10) reached: level 3 now held by its threshold
         ("07/01 01:20", "threshold", 3, 4),     # the first reading ≥ 氾濫危険水位 (5.51)
         ("07/01 11:00", "threshold", 4, 3),     # below 5.40 (5.50 − 0.10) since 10:30, for 30 minutes
         ("07/01 11:50", "threshold", 3, 2),     # below 5.00 since 11:20

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import asyncpg
 
+from alerting import store as alerts_store
 from alerting.rules import IMPLAUSIBLE, SPIKE, UNCONFIRMED
 from alerting.worker import alert_topic_root
 from ingest.contract import encode_reading
@@ -106,22 +107,36 @@ async def test_a_single_spike_stays_with_staff_and_is_withdrawn(
                 assert actions == ["alert.raised", "alert.withdrawn"]
                 assert await _alerts(pool, "river_level") == []
 
-                # the rest of the real record, up to 水防団待機水位 at 18:10: a staff alert that IS published
+                # the rest of the real record, up to 水防団待機水位 at 18:10: a staff-only standby alert, which the
+                # public alerts tree never carries either
                 await publish_all(settings, [(STATION, "level", encode_reading(value=v, ts=ts, seq=spike_at + 2 + i))
                                              for i, (ts, v) in enumerate(spiked[spike_at + 2:])])
+
+                async def standby_raised() -> bool:
+                    return bool(await _alerts(pool, "river_level"))
+
+                await wait_until(standby_raised, what="the standby alert")
+                # then a public alert (an evacuation order): the worker publishes changes in order, so whatever
+                # it published of the staff alerts came before this one
+                async with pool.acquire() as conn:
+                    _, order = await alerts_store.issue_order(conn, municipality_code=KORIYAMA, level=3,
+                                                              issued_by="t")
                 seen: list[Message] = []
                 messages = sub.messages()
-                while not any(json.loads(m.payload or b"{}").get("condition") == "river_level" for m in seen):
+                while not any(json.loads(m.payload or b"{}").get("id") == order.alert_id for m in seen):
                     seen.append(await asyncio.wait_for(messages.__anext__(), 60))
             (standby,) = await _alerts(pool, "river_level")
             assert standby["level"] == 1 and standby["raised_at"].astimezone(JST).strftime("%H:%M") == "18:10"
+            assert standby["audience"] == "staff"
             published = {json.loads(m.payload)["id"] for m in seen if m.payload}
-            assert alert["id"] not in published and standby["id"] in published
+            assert alert["id"] not in published and standby["id"] not in published
+            assert not [m for m in seen if m.topic.endswith((f"/{alert['id']}", f"/{standby['id']}"))]
         async with pool.acquire() as conn:
             await notify_store.fan_out(conn, base_url="https://sonae.test")
             queued = await conn.fetch("SELECT kind, target_id, alert_id FROM notify_queue")
         # the staff-inclusive webhook got the standby alert, so it was listening; nothing of the spike
-        assert {(q["kind"], q["alert_id"]) for q in queued} == {("webhook", standby["id"])}
-        assert all(q["target_id"] == hook["id"] for q in queued)
+        assert {(q["kind"], q["alert_id"]) for q in queued if q["alert_id"] != order.alert_id} == {
+            ("webhook", standby["id"])}
+        assert all(q["target_id"] == hook["id"] for q in queued if q["alert_id"] != order.alert_id)
     finally:
         await client.close()

@@ -58,6 +58,7 @@ async def test_real_flood_through_ingest_raises_and_clears_in_reading_time(
     assert got == [
         ("06/30 18:10", "raised", 1),
         ("07/01 01:00", "escalated", 3),       # trend: 5.50 forecast within the hour
+        ("07/01 01:10", "re-evaluated", 3),    # 避難判断水位 reached: level 3 held by its threshold now
         ("07/01 01:20", "escalated", 4),       # the first reading ≥ 氾濫危険水位
         ("07/01 11:00", "de-escalated", 3),
         ("07/01 11:50", "de-escalated", 2),
@@ -72,16 +73,16 @@ async def test_real_flood_through_ingest_raises_and_clears_in_reading_time(
         standby = await store.get_alert(conn, standby_id)
         previous = await store.messages_of(conn, alert_id)
         audit = await conn.fetchval("SELECT count(*) FROM audit_log WHERE object_type = 'alert'")
-    assert alert is not None and alert["max_level"] == 4 and alert["version"] == 6 and not alert["exercise"]
+    assert alert is not None and alert["max_level"] == 4 and alert["version"] == 7 and not alert["exercise"]
     assert alert["audience"] == "public" and alert["level"] == 2
     assert standby is not None and (standby["audience"], standby["max_level"], standby["version"]) == ("staff", 1, 2)
-    assert audit == 8
+    assert audit == 9  # with the update at 01:10 (alert.re-evaluated)
     xml = render_cap(alert, previous, profile=PROFILE)
     assert_valid_cap(xml)
     doc = etree.fromstring(xml)
     assert doc.findtext(f"{{{CAP_NS}}}status") == "Actual"
     assert doc.findtext(f"{{{CAP_NS}}}msgType") == "Cancel"
-    assert len(doc.findtext(f"{{{CAP_NS}}}references").split()) == 4  # not the Restricted raise at 水防団待機
+    assert len(doc.findtext(f"{{{CAP_NS}}}references").split()) == 5  # not the Restricted raise at 水防団待機
 
 
 async def test_exercise_readings_make_exercise_alerts_only(pool: asyncpg.Pool, settings: Settings) -> None:

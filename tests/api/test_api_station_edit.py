@@ -190,11 +190,11 @@ async def test_edits_reach_the_alerts_through_the_rules_worker(client: TestClien
             return await _open_real(pool) is None
 
         await wait_until(ended, what="the real alert to end")
-    events = await pool.fetch("SELECT kind, reason, municipality_code FROM alert_events WHERE alert_id = $1 "
+    events = await pool.fetch("SELECT kind, reason, note, municipality_code FROM alert_events WHERE alert_id = $1 "
                               "ORDER BY id", alert_id)
-    assert [(e["kind"], e["reason"]) for e in events][-3:] == [("escalated", REJUDGED), ("moved", events[-2]["reason"]),
+    assert [(e["kind"], e["reason"]) for e in events][-3:] == [("escalated", "threshold"), ("moved", events[-2]["reason"]),
                                                              ("cleared", ENDED_EXERCISE)]
-    assert events[-1]["municipality_code"] == FUKU
+    assert events[-1]["municipality_code"] == FUKU and events[-3]["note"] == REJUDGED  # worded by its rule
 
 
 async def test_stored_station_texts_leave_the_api_as_they_show(client: TestClient, pool: asyncpg.Pool,
