@@ -170,8 +170,9 @@ async def post_subscription(request: web.Request) -> web.Response:
                     raise Problem(422, "Unprocessable Content", f"areas[{i}].municipality_code: {why}",
                                   field="areas")
                 _outside(f"areas[].municipality_code (areas[{i}]): {why}")
+        # without drills the drill town's code reaches nothing (fan-out gives it exercise alerts only)
         areas = store.placed(areas, await boundary_index(request.app, conn),
-                             drill_town=await store.drill_town_box(conn))
+                             drill_town=await store.drill_town_box(conn) if drills else None)
         _require_covered(areas)
         sub_id, token = await store.add_subscription(conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang,
                                                      drills=drills, areas=areas)

@@ -283,7 +283,11 @@ async def delete_hazard(request: web.Request) -> web.Response:
             raise Problem(404, "Not Found", "no such hazard area")
         require_object_scope(account, row["municipality_code"], what="such hazard area")
         async with conn.transaction():
-            await remove_hazard_area(conn, area_id, actor=account.username)
+            # removed by a request at the same time (the check above is outside the transaction): that one
+            # removed and audited it; this one finds none, as it would after it (found: both answered 204 and
+            # audited the removal twice)
+            if not await remove_hazard_area(conn, area_id, actor=account.username):
+                raise Problem(404, "Not Found", "no such hazard area")
             await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {})
     return web.Response(status=204)
 

@@ -154,7 +154,9 @@ async def drill_town_box(conn: asyncpg.Connection) -> tuple[float, float, float,
 async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: bytes, auth: bytes, lang: str,
                            drills: bool, areas: list[Area]) -> tuple[int, str]:
     """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token).
-    Circles without municipalities (see :func:`placed`) get the nearest shelter's."""
+    Circles without municipalities (see :func:`placed`) get the nearest shelter's. Without ``drills`` a
+    circle lists no drill town (its code reaches exercise alerts only): found, a circle in the drill town
+    without drills was stored with 072036 and 079995."""
     if not areas or len(areas) > MAX_AREAS:
         raise NotifyError(f"choose 1 to {MAX_AREAS} areas")
     if any(a.lat is not None and not (a.radius_m is not None and RADIUS_M[0] <= a.radius_m <= RADIUS_M[1])
@@ -176,10 +178,13 @@ async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: b
                SELECT $1, $2::text, $3::float8, $4::float8, $5::int,
                       CASE WHEN $3::float8 IS NULL THEN NULL WHEN $6::text[] IS NOT NULL THEN $6::text[] ELSE (
                           SELECT array_remove(ARRAY[nullif(municipality_code, '')], NULL) FROM shelters
+                          WHERE $7::bool OR municipality_code IS DISTINCT FROM $8::text
                           ORDER BY power(lat - $3::float8, 2) + power((lon - $4::float8) * cos(radians($3::float8)), 2)
                           LIMIT 1) END""",
             [(sub_id, _code(a.municipality_code), a.lat, a.lon, a.radius_m,
-              None if a.near_municipalities is None else list(a.near_municipalities)) for a in rows])
+              None if a.near_municipalities is None else
+              [m for m in a.near_municipalities if drills or m != DRILL_TOWN_CODE], drills, DRILL_TOWN_CODE)
+             for a in rows])
     return int(sub_id), token
 
 

@@ -8,6 +8,7 @@ alert went there, to webhooks filtered to 079995 without drills; a station impor
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -22,7 +23,7 @@ from notify import store
 from sonae.config import Settings, load_settings
 from sonae.municipality_code import DRILL_TOWN_CODE
 from tests.api.test_api_coverage import NAHA, _deployment, _subscription
-from tests.api.test_api_staff import PASSWORD, auth, make_client
+from tests.api.test_api_staff import PASSWORD, SQUARE, auth, make_client
 from tests.api_support import signed_in
 
 KORI = "072036"
@@ -115,14 +116,24 @@ async def test_the_drill_towns_extent_is_its_shipped_shelters_not_what_is_labell
     client: TestClient = await make_client(pool, psettings)
     try:
         near = {}
-        for i, (lat, lon) in enumerate(((37.5, 139.9), (37.395, 140.355))):
+        for i, (lat, lon, drills) in enumerate(((37.5, 139.9, True), (37.395, 140.355, True),
+                                                (37.395, 140.355, False))):
             resp = await client.post("/api/v1/push/subscriptions", json={
-                "subscription": _subscription(i), "drills": True, "areas": [{"lat": lat, "lon": lon, "radius_m": 500}]})
+                "subscription": _subscription(i), "drills": drills,
+                "areas": [{"lat": lat, "lon": lon, "radius_m": 500}]})
             assert resp.status == 201, await resp.text()
-            near[lat] = (await resp.json())["areas"][0]["municipalities"]
+            near[lat, drills] = (await resp.json())["areas"][0]["municipalities"]
     finally:
         await client.close()
-    assert near == {37.5: ["072028"], 37.395: [KORI, DRILL_TOWN_CODE]}, near
+    # without drills the drill town is no place of the circle's: its code reaches exercise alerts only
+    # (found: stored with 072036 and 079995)
+    assert near == {(37.5, True): ["072028"], (37.395, True): [KORI, DRILL_TOWN_CODE],
+                    (37.395, False): [KORI]}, near
+    async with pool.acquire() as conn:
+        stored = await conn.fetch("SELECT s.drills, a.near_municipalities FROM push_areas a "
+                                  "JOIN push_subscriptions s ON s.id = a.subscription_id WHERE a.lat = 37.395")
+    assert sorted((r["drills"], list(r["near_municipalities"])) for r in stored) == [
+        (False, [KORI]), (True, [KORI, DRILL_TOWN_CODE])]
     assert store.DRILL_TOWN_SOURCE == DRILLTOWN  # the seeding's source is the one notify reads
 
 
@@ -190,3 +201,49 @@ async def test_a_repeated_acknowledgement_or_cancellation_is_answered_and_writte
                                      "('alert.acknowledged', 'order.cancelled')")
     assert events == [("acknowledged", "kori-staff"), ("acknowledged", "pref-staff"), ("cleared", "kori-staff")]
     assert audits == 3
+
+
+NOTES = ("見ました", "避難所を開設中", "巡回します", "水位を確認", "消防団に連絡")
+
+
+async def test_acknowledgements_and_removals_at_the_same_time_are_as_one_after_the_other(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """Requests sent together through the API (real HTTP, real PostgreSQL) answer and write as some order of
+    them one after the other would: the alert's row serialises acknowledgements, so the same acknowledgement
+    six times is one write and five ``repeated``; different notes are each a new acknowledgement (as one
+    after the other: a note that adds to the last is news); a hazard area removed four times at once is
+    removed and audited once, the others find none (404), as they would after it."""
+    async with pool.acquire() as conn:
+        tokens = await signed_in(conn, (("kori-staff", "staff", KORI),), PASSWORD)
+    kori = auth(tokens["kori-staff"])
+    client: TestClient = await make_client(pool, settings)
+    try:
+        alert = (await (await client.post("/api/v1/orders", json={"level": 3}, headers=kori)).json())["alert_id"]
+        path = f"/api/v1/alerts/{alert}/acknowledge"
+        for note in NOTES:  # rounds: each a new note, sent six times at once
+            same = await asyncio.gather(*(client.post(path, json={"note": note}, headers=kori) for _ in range(6)))
+            assert [r.status for r in same] == [200] * 6
+            bodies = [await r.json() for r in same]
+            assert sorted(b["repeated"] for b in bodies) == [False] + [True] * 5, (note, bodies)
+            assert len({b["event_id"] for b in bodies}) == 1, bodies
+        notes = await asyncio.gather(*(client.post(path, json={"note": f"n{i}"}, headers=kori) for i in range(4)))
+        assert [r.status for r in notes] == [200] * 4
+        noted = [await r.json() for r in notes]
+        assert [b["repeated"] for b in noted] == [False] * 4 and len({b["event_id"] for b in noted}) == 4
+        last = max(noted, key=lambda b: b["event_id"])  # the last one written is the acknowledgement as it stands
+        again = await (await client.post(path, json={"note": f"n{noted.index(last)}"}, headers=kori)).json()
+        assert again == {**last, "repeated": True}, again
+        area = (await (await client.post("/api/v1/hazards", json={"geometry": SQUARE, "municipality_code": KORI},
+                                         headers=kori)).json())["id"]
+        removals = await asyncio.gather(*(client.delete(f"/api/v1/hazards/{area}", headers=kori) for _ in range(4)))
+        assert sorted(r.status for r in removals) == [204, 404, 404, 404]
+    finally:
+        await client.close()
+    async with pool.acquire() as conn:
+        acks = [r["note"] for r in await conn.fetch(
+            "SELECT note FROM alert_events WHERE alert_id = $1 AND kind = 'acknowledged' ORDER BY id", alert)]
+        audits = {r["action"]: r["n"] for r in await conn.fetch(
+            "SELECT action, count(*) AS n FROM audit_log WHERE action IN ('alert.acknowledged', "
+            "'hazard_area.removed') GROUP BY action")}
+    assert acks[:len(NOTES)] == list(NOTES) and sorted(acks[len(NOTES):]) == ["n0", "n1", "n2", "n3"], acks
+    assert audits == {"alert.acknowledged": len(NOTES) + 4, "hazard_area.removed": 1}, audits
