@@ -1008,8 +1008,12 @@ def _eligible_points(machine: StationRules) -> list[list[float]]:
 
 def is_published(alert: dict[str, Any]) -> bool:
     """Whether ``alert`` (:func:`alerting.store.get_alert`) belongs on the retained MQTT alerts tree: a public
-    alert (``audience`` public) that is not an unconfirmed level (staff only until confirmed)."""
-    return alert["audience"] == "public" and alert["condition"] != UNCONFIRMED
+    alert (``audience`` public) that is not an unconfirmed level (staff only until confirmed), of a
+    municipality: the tree is read by municipality, and one of a station registered in none has no topic there
+    (found: a real level-4 alert retained at ``sonae/alerts/none/17``; ingest now refuses such a station's
+    readings, :mod:`ingest.placement`, and an alert left from before is cleared from that topic, not sent)."""
+    return (alert["audience"] == "public" and alert["condition"] != UNCONFIRMED
+            and alert["municipality_code"] is not None)
 
 
 def _alert_topic(topic_root: str, municipality_code: str | None, alert_id: int) -> str:

@@ -363,8 +363,6 @@ async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station],
 
 #: the 6-digit municipality of a quarantined reading's topic (``…/{municipality}/{station}/{kind}``)
 _TOPIC_MUNICIPALITY = "sonae_municipality_code((regexp_match(q.topic, '/([0-9]{5,6})/[^/]+/[^/]+$'))[1])"
-#: the topic's station (the sender: the station itself, or a gateway)
-_TOPIC_SENDER = "(regexp_match(q.topic, '/([^/]+)/[^/]+$'))[1]"
 
 
 #: a quarantined reading ``q`` as the payload of its dead letter (the quarantine keeps readings, not messages)
@@ -388,13 +386,20 @@ async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str
     """Move quarantined readings of now-registered stations into ``readings``; returns how many moved.
 
     A reading is judged by the rule of :mod:`ingest.placement` now that its station's place is known: one
-    whose topic's municipality is not the station's registered one (or, sent by a gateway for a station with
-    no registered municipality) is not released but kept as a dead letter ``wrong_municipality``. One whose
+    whose topic's municipality is not the station's registered one (or whose station has no registered
+    municipality) is not released but kept as a dead letter ``wrong_municipality``; a real one (not marked
+    exercise) from the drill town's topic as ``real_in_drill_town`` (found: a real reading quarantined from
+    ``…/079995/bk-new1/level`` was released as real when bk-new1 was imported there). One whose
     time already holds another value in ``readings`` is kept as a dead letter ``conflicting_value``, as ingest
     keeps it (:class:`ingest.store.Conflict`); an identical one is a duplicate and goes.
     """
-    misplaced = (f"s.id = q.station_id AND s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY} "
-                 f"AND (s.municipality_code IS NOT NULL OR {_TOPIC_SENDER} IS DISTINCT FROM q.station_id)")
+    drill = (f"s.id = q.station_id AND NOT q.exercise AND {_TOPIC_MUNICIPALITY} = '{DRILL_TOWN_CODE}'")
+    await conn.execute(_QUARANTINE_TO_DEAD.format(
+        using="stations s", where=drill, payload=_QUARANTINED_PAYLOAD, reason="real_in_drill_town",
+        detail=f"'{DRILL_TOWN_CODE} is the drill town (訓練町), for exercises only: a reading of ' "
+               "|| quote_literal(q.station_id) || ' on its topic must be marked \"exercise\": true'"),
+        list(station_ids))
+    misplaced = f"s.id = q.station_id AND s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY}"
     await conn.execute(_QUARANTINE_TO_DEAD.format(
         using="stations s", where=misplaced, payload=_QUARANTINED_PAYLOAD, reason="wrong_municipality",
         detail="'station ' || quote_literal(q.station_id) || ' is registered in ' "

@@ -361,7 +361,7 @@ class Ingestor:
     async def _refuse_misplaced(self, pairs: list[tuple[Reading, Message]],
                                 dead: list[DeadLetter]) -> list[tuple[Reading, Message]]:
         """Keep the readings whose topic may carry them (:func:`ingest.placement.misplaced`); the message of
-        any other becomes a dead letter ``foreign_station`` or ``wrong_municipality``.
+        any other becomes a dead letter ``foreign_station``, ``wrong_municipality`` or ``real_in_drill_town``.
 
         The registry is read once a batch for the stations and senders in it, so a station moved to
         another municipality, or a device made a gateway, is followed from the next batch.
@@ -380,17 +380,17 @@ class Ingestor:
                 return await station_places(conn, sorted(ids))
         places = await self._retrying(load)
         self._known |= set(places)
-        verdicts: dict[tuple[str, str], tuple[str, str] | None] = {}  # (station, topic) → its verdict, once
+        verdicts: dict[tuple[str, str, bool], tuple[str, str] | None] = {}  # (station, topic, exercise) → verdict
         refused: set[int] = set()
         kept = []
         for r, m in pairs:
-            key = (r.station_id, m.topic)
+            key = (r.station_id, m.topic, r.exercise)
             if key in verdicts:
                 problem = verdicts[key]
             else:
                 municipality, sender = topics[m.topic]
                 problem = verdicts[key] = misplaced(station=r.station_id, sender=sender, municipality=municipality,
-                                                    places=places)
+                                                    exercise=r.exercise, places=places)
             if problem is None:
                 kept.append((r, m))
             elif id(m) not in refused:

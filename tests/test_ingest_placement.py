@@ -20,6 +20,7 @@ from ingest.registry import Station, upsert_stations
 from ingest.service import Ingestor
 from sonae.config import Settings
 from sonae.mqtt import Message
+from sonae.municipality_code import DRILL_TOWN_CODE
 
 KORIYAMA, FUKUSHIMA = "072036", "072010"
 _codes = st.sampled_from([KORIYAMA, FUKUSHIMA, "072044", None])
@@ -27,20 +28,27 @@ _kinds = st.sampled_from(["river_level", "device", "gateway", "rainfall"])
 _places = st.one_of(st.none(), st.builds(Place, _codes, _kinds))
 
 
-@given(own=_places, gateway=_places, topic=st.sampled_from([KORIYAMA, FUKUSHIMA]), relayed=st.booleans())
+@given(own=_places, gateway=_places, topic=st.sampled_from([KORIYAMA, FUKUSHIMA, DRILL_TOWN_CODE]),
+       relayed=st.booleans(), exercise=st.booleans())
 def test_a_reading_is_kept_only_in_its_registered_municipality(own: Place | None, gateway: Place | None,
-                                                              topic: str, relayed: bool) -> None:
+                                                              topic: str, relayed: bool, exercise: bool) -> None:
     places = {}
     if own is not None:
         places["st"] = own
     if relayed and gateway is not None:
         places["gw"] = gateway
-    got = misplaced(station="st", sender="gw" if relayed else "st", municipality=topic, places=places)
+    got = misplaced(station="st", sender="gw" if relayed else "st", municipality=topic, exercise=exercise,
+                    places=places)
+    if topic == DRILL_TOWN_CODE and not exercise:
+        # nothing real on the drill town's topic, whoever sends it
+        assert got is not None and got[0] == "real_in_drill_town" and DRILL_TOWN_CODE in got[1]
+        return
     if relayed:
         allowed = (gateway is not None and gateway.kind == "gateway" and gateway.municipality == topic
                    and (own is None or own.municipality == topic))
     else:
-        allowed = own is None or own.municipality in (None, topic)
+        # a station registered in no municipality has no topic: refused as through a gateway
+        allowed = own is None or own.municipality == topic
     assert (got is None) == allowed, (got, own, gateway, topic)
     if got is not None:
         assert got[0] in ("foreign_station", "wrong_municipality") and got[1]
@@ -102,3 +110,71 @@ async def test_quarantined_reading_is_judged_when_its_station_is_registered(sett
         left = await conn.fetchval("SELECT count(*) FROM quarantined_readings")
     assert stored == ["late2"] and left == 0
     assert [d["reason"] for d in dead] == ["wrong_municipality"] and FUKUSHIMA in dead[0]["detail"]
+
+
+async def test_an_unplaced_station_is_refused_on_every_path(settings: Settings, pool: asyncpg.Pool) -> None:
+    """Found: ``bk-h`` imported without a municipality was stored from ``…/079995/bk-h/level`` and from
+    ``…/072036/bk-h/level`` as real, and raised a public alert under ``sonae/alerts/none/…``, while the
+    gateway path refused it: one rule on both paths now."""
+    await _setup(pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="bk-h", name="場所のない水位計", lat=37.40, lon=140.36)])
+    prefix = settings["mqtt.topic_prefix"]
+    ts = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    result = await Ingestor.from_settings(settings, pool).process([
+        _message(prefix, DRILL_TOWN_CODE, "bk-h", "level", {"ts": ts, "value": 9.5}),
+        _message(prefix, DRILL_TOWN_CODE, "bk-h", "level", {"ts": ts, "value": 9.5, "exercise": True}),
+        _message(prefix, KORIYAMA, "bk-h", "level", {"ts": ts, "value": 9.6}),
+        _message(prefix, KORIYAMA, "bk-gw", "senml", [{"bn": "bk-h/", "n": "level", "v": 9.7, "t": -20}]),
+    ])
+    assert (result.inserted, result.dead_letters) == (0, 4)
+    async with pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT count(*) FROM readings")
+        dead = sorted((d["topic"].split("/")[-3], d["reason"], "no municipality" in d["detail"])
+                      for d in await conn.fetch("SELECT topic, reason, detail FROM dead_letters"))
+    assert stored == 0
+    assert dead == [(KORIYAMA, "wrong_municipality", True), (KORIYAMA, "wrong_municipality", True),
+                    (DRILL_TOWN_CODE, "real_in_drill_town", False), (DRILL_TOWN_CODE, "wrong_municipality", True)]
+
+
+async def test_nothing_real_is_kept_from_the_drill_town(settings: Settings, pool: asyncpg.Pool) -> None:
+    """Found: ``{"value": 9.5}`` on ``…/079995/DT-G02/level`` without ``"exercise": true`` was stored and shown
+    publicly as real; the same reading quarantined for an unknown station was released as real when the
+    station was imported as an exercise station there."""
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="DT-G02", name="訓練町の水位計", municipality_code=DRILL_TOWN_CODE,
+                                             exercise=True)])
+    prefix = settings["mqtt.topic_prefix"]
+    ts = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    result = await Ingestor.from_settings(settings, pool).process([
+        _message(prefix, DRILL_TOWN_CODE, "DT-G02", "level", {"ts": ts, "value": 9.5}),
+        _message(prefix, DRILL_TOWN_CODE, "bk-new1", "level", {"ts": ts, "value": 9.4}),
+        _message(prefix, DRILL_TOWN_CODE, "DT-G02", "level", {"ts": ts, "value": 1.5, "exercise": True}),
+    ])
+    assert (result.inserted, result.quarantined, result.dead_letters) == (1, 0, 2)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="bk-new1", name="訓練町の新しい水位計",
+                                             municipality_code=DRILL_TOWN_CODE, exercise=True)])
+        stored = [(r["station_id"], r["value"], r["exercise"])
+                  for r in await conn.fetch("SELECT station_id, value, exercise FROM readings")]
+        reasons = sorted(r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters"))
+    assert stored == [("DT-G02", 1.5, True)]
+    assert reasons == ["real_in_drill_town"] * 2
+
+
+async def test_a_real_reading_quarantined_from_the_drill_town_is_not_released(settings: Settings,
+                                                                            pool: asyncpg.Pool) -> None:
+    """A real reading quarantined from the drill town's topic (before this rule) is kept as a dead letter when
+    its station is registered there, not released as real."""
+    ts = datetime.now(UTC) - timedelta(minutes=5)
+    topic = topic_for(settings["mqtt.topic_prefix"], DRILL_TOWN_CODE, "bk-new1", "level")
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO quarantined_readings (station_id, kind, ts, value, exercise, seq, topic) "
+            "VALUES ('bk-new1', 'river_level', $1, $2, $3, 0, $4)",
+            [(ts, 9.5, False, topic), (ts, 1.5, True, topic)])
+        await upsert_stations(conn, [Station(id="bk-new1", name="訓練町の新しい水位計",
+                                             municipality_code=DRILL_TOWN_CODE, exercise=True)])
+        stored = [(r["value"], r["exercise"]) for r in await conn.fetch("SELECT value, exercise FROM readings")]
+        dead = [r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters")]
+    assert stored == [(1.5, True)] and dead == ["real_in_drill_town"]

@@ -288,3 +288,13 @@ async def test_late_readings_through_ingest_raise_the_trend_level_with_its_stage
     assert (row["reason"], row["value"], row["threshold"]) == ("trend", 2.1, 4.0)
     assert (event["kind"], event["reason"], event["value"], event["note"]) == (
         "escalated", "trend", 2.1, store.RE_EVALUATED_NOTE)
+
+
+async def test_an_alert_of_no_municipality_is_never_on_the_alerts_tree() -> None:
+    """Found: a real level-4 alert of a station registered in no municipality retained at
+    ``sonae/alerts/none/17``; only an empty retained message (removing such a copy) is sent there."""
+    broker = _Broker()
+    alert = {"id": 17, "audience": "public", "condition": "level", "municipality_code": None,
+             "cleared_at": None, "level": 4}
+    await publish_alert(broker, "sonae/alerts", alert)  # type: ignore[arg-type]
+    assert broker.sent == [("sonae/alerts/none/17", b"", True)]

@@ -258,7 +258,9 @@ async def test_topic_with_five_digits_stores_six(pool: asyncpg.Pool, settings: S
         await publish_raw(settings, [
             (f"{prefix}/07203/new-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
             (f"{prefix}/072037/other-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
-            (f"{prefix}/079995/drill-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
+            (f"{prefix}/079995/drill-gauge/level", encode_reading(value=1.5, ts=now, seq=1, exercise=True)),
+            # nothing real from the drill town: refused, so not registered (ingest.placement)
+            (f"{prefix}/079995/drill-real/level", encode_reading(value=1.5, ts=now, seq=1)),
         ])
         await wait_until(lambda: count(pool, "SELECT count(*) FROM readings WHERE station_id = 'new-gauge'"),
                          what="the reading of new-gauge")
@@ -266,6 +268,8 @@ async def test_topic_with_five_digits_stores_six(pool: asyncpg.Pool, settings: S
                          what="the registration of drill-gauge")
         await wait_until(lambda: count(pool, "SELECT count(*) FROM dead_letters WHERE reason = 'bad_municipality_code'"),
                          what="the dead letter of the bad check digit")
+        await wait_until(lambda: count(pool, "SELECT count(*) FROM dead_letters WHERE reason = 'real_in_drill_town'"),
+                         what="the dead letter of the real reading from the drill town")
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT municipality_code FROM stations WHERE id = 'new-gauge'") == "072036"
         # the drill town holds exercise stations only (found: a real one could be put there)
