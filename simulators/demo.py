@@ -105,7 +105,12 @@ async def run_demo(
     mqtt: MqttClient, *, prefix: str, interval_s: float = 2.0, exercise: bool = True,
     stop: asyncio.Event | None = None, stations: Sequence[Station] = DEMO_STATIONS,
 ) -> None:
-    """Publish one level reading per station every ``interval_s`` until ``stop`` is set."""
+    """Publish one level reading per station every ``interval_s`` until ``stop`` is set.
+
+    ``exercise=False`` (``sonae run --simulate --real``) marks the readings real, but for the drill town's
+    gauges (079995): the drill town is for exercises only, and ingest keeps no real reading from its topic
+    (:mod:`ingest.placement`, dead letter ``real_in_drill_town``), so they stay an exercise.
+    """
     river = DemoRiver()
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -117,7 +122,8 @@ async def run_demo(
         for index, station in enumerate(stations):
             value = river.level(index, station, elapsed)
             topic = topic_for(prefix, station.municipality_code or MUNICIPALITY, station.id, "level")
-            await mqtt.publish(topic, encode_reading(value=value, ts=now, seq=seq, exercise=exercise), qos=1)
+            drill = exercise or station.municipality_code == DRILLTOWN_MUNICIPALITY
+            await mqtt.publish(topic, encode_reading(value=value, ts=now, seq=seq, exercise=drill), qos=1)
         seq += 1
         try:
             await asyncio.wait_for(stop.wait(), interval_s)
