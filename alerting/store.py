@@ -410,19 +410,34 @@ async def list_active(conn: asyncpg.Connection, *, municipality: str | None = No
     return [_row(r) for r in rows]
 
 
+#: the alert events that are CAP messages (one per version; :func:`messages_of`)
+MESSAGE_KINDS = ("raised", "escalated", "de-escalated", "cleared", "re-evaluated", "moved")
+
+#: whether an alert's current version is its first public message (alias ``a``): some earlier message was not
+#: public (its recorded audience) and none was — or had no recorded audience —, the rule of
+#: :func:`alerting.cap.render_cap` (:func:`alerting.cap.public_messages`)
+_FIRST_PUBLIC = """(EXISTS (SELECT 1 FROM alert_events p WHERE p.alert_id = a.id AND p.version < a.version
+                            AND p.kind = ANY($4::text[]) AND p.alert_state->>'audience' <> 'public')
+                    AND NOT EXISTS (SELECT 1 FROM alert_events p WHERE p.alert_id = a.id AND p.version < a.version
+                                    AND p.kind = ANY($4::text[])
+                                    AND coalesce(p.alert_state->>'audience', 'public') = 'public'))"""
+
+
 async def list_feed(conn: asyncpg.Connection, *, municipality: str | None = None, exercise: bool | None = None,
                     keep_hours: int = 24) -> list[dict[str, Any]]:
     """Public alerts for the Atom feed: the active ones, and the cleared ones whose Cancel message (sent
-    when the ``cleared`` event was recorded) has not expired — ``keep_hours`` is ``cap.expires_hours``."""
+    when the ``cleared`` event was recorded) has not expired — ``keep_hours`` is ``cap.expires_hours``. Each
+    has ``first_public``: its current version is its first public message (raised at 水防団待機 for staff,
+    public later), an ``Alert`` as its CAP message is (:func:`alerting.cap.msg_type`)."""
     rows = await conn.fetch(
-        f"""SELECT {_ALERT_COLUMNS} {_ALERT_FROM}
+        f"""SELECT {_ALERT_COLUMNS}, {_FIRST_PUBLIC} AS first_public {_ALERT_FROM}
             WHERE a.audience = 'public' AND ($1::text IS NULL OR a.municipality_code = $1)
               AND ($2::bool IS NULL OR a.exercise = $2)
               AND (a.cleared_at IS NULL OR EXISTS (
                    SELECT 1 FROM alert_events e WHERE e.alert_id = a.id AND e.kind = 'cleared'
                    AND e.version = a.version AND e.recorded_at > now() - make_interval(hours => $3)))
             ORDER BY a.cleared_at IS NOT NULL, a.level DESC, a.changed_at DESC, a.id""",
-        municipality, exercise, keep_hours)
+        municipality, exercise, keep_hours, list(MESSAGE_KINDS))
     return [_row(r) for r in rows]
 
 
@@ -512,9 +527,8 @@ async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str,
         """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code,
                   alert_state->>'audience' AS audience
            FROM alert_events
-           WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated',
-                                            'moved')
-           ORDER BY version, id""", alert_id)
+           WHERE alert_id = $1 AND kind = ANY($2::text[])
+           ORDER BY version, id""", alert_id, list(MESSAGE_KINDS))
     return [dict(r) for r in rows]
 
 
