@@ -112,8 +112,9 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                              if municipality_code is not None and municipality_code.strip() else None)
     except MunicipalityCodeError as exc:
         raise AccountError(str(exc)) from None
-    # staff of the drill town run its exercises: an account may name it (ingest.municipalities.uncovered)
-    if municipality_code is not None and (why := await uncovered(conn, municipality_code, exercise=True)):
+    # staff of the drill town run its exercises: an account may name it (decided by uncovered, staff=True)
+    if municipality_code is not None and (why := await uncovered(conn, municipality_code, exercise=False,
+                                                                  staff=True)):
         raise AccountError(why)
     try:
         row = await conn.fetchrow(
