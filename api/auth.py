@@ -204,9 +204,12 @@ async def set_real_injection(conn: asyncpg.Connection, username: str, *, allowed
     return dict(row) if row is not None else None
 
 
-async def account_scope(conn: asyncpg.Connection, username: str) -> dict[str, Any] | None:
-    """An account's role and municipality (None when there is no such account)."""
-    row = await conn.fetchrow("SELECT username, role, municipality_code FROM accounts WHERE username = $1", username)
+async def account_scope(conn: asyncpg.Connection, username: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """An account's ``username``, ``role``, ``municipality_code`` and ``may_inject_real`` (None when there is no
+    such account). ``lock``: lock its row until the transaction ends (call in one), so that changes decided
+    on what was read here (a grant and its audit) are made one after the other."""
+    row = await conn.fetchrow("SELECT username, role, municipality_code, may_inject_real FROM accounts "
+                              "WHERE username = $1" + (" FOR UPDATE" if lock else ""), username)
     return dict(row) if row is not None else None
 
 
