@@ -707,8 +707,9 @@ class RulesWorker:
         3. **A changed ladder re-judges the level** (:meth:`_judge_again`): a stream whose station's
            ladder (the four 洪水予報 thresholds or the 危機管理型 three, its ``gauge_type``, or its ``kind``:
            only a ``river_level`` station has one) differs from the one it was last judged with gets its
-           river level and unconfirmed level judged again under the new ladder, at once, while its newest
-           accepted reading is fresh: a level lowered or cleared has reason :data:`REJUDGED` (withdrawn, not the
+           river level and unconfirmed level judged again under the new ladder, at once, from the stages its
+           rules accepted — also on a silent or faulty gauge, whose held level is the judgement of those same
+           stages (its ``silent`` alert tells staff they are old): a level lowered or cleared has reason :data:`REJUDGED` (withdrawn, not the
            river falling), a level raised the rule that holds it (``threshold``, or ``trend``: forecast) with
            the note :data:`REJUDGED` (:data:`RESUMED` below); a level kept under the new ladder by another rule
            or threshold (a level 3 reached at 避難判断水位, kept by the trend rule once 避難判断水位 is above the
@@ -808,12 +809,15 @@ class RulesWorker:
                     await self._drop_checkpoints(conn, st.id, exercise)
             elif not exercise and "parked" in stored:
                 # real again: its level judged from the real readings it had before, if still fresh
-                judged, why = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED), RESUMED
+                judged, why = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED,
+                                                fresh_only=True), RESUMED
                 stored.pop("machine", None)
             elif old is not None and (old["steps"] != new["steps"] or old.get("gauge", st.gauge) != st.gauge) \
                     and stored.get("machine"):
                 current = self._machine(st, exercise, stored["machine"])
-                judged = self._judge_again(st, exercise, _eligible_points(current), current, now, REJUDGED)
+                # silent or not: the level it holds is judged again (_judge_again), never left to the old ladder
+                judged = self._judge_again(st, exercise, _eligible_points(current), current, now, REJUDGED,
+                                           fresh_only=False)
             if judged is not None:
                 machine, transitions = judged
                 for t in transitions:  # the registry change is the note of a change worded by its rule
@@ -835,7 +839,7 @@ class RulesWorker:
         await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2", station_id, exercise)
 
     def _judge_again(self, st: _Station, exercise: bool, points: list[list[float]], current: StationRules | None,
-                     now: datetime, reason: str) -> tuple[StationRules, list[Transition]] | None:
+                     now: datetime, reason: str, *, fresh_only: bool) -> tuple[StationRules, list[Transition]] | None:
         """The stream's river level judged again under the station's current ladder ``st.steps``, or None
         when there is nothing fresh to judge from.
 
@@ -844,10 +848,19 @@ class RulesWorker:
         accepted level readings of its last ``buffer_s`` as the live rules kept them, and the suspect reading
         waiting for confirmation (``points``: ``[[ts, m], …]``, :func:`_eligible_points`) — never from the
         stored readings table, which holds spikes the rules rejected and readings that arrived while the
-        station was registered otherwise. And judge only while the newest of them is fresh by the silent-gauge
-        rule (:func:`alerting.rules.is_silent`: at most ``silent_factor`` × ``expected_interval_s`` old at
-        ``now``): a silent gauge's old stage says nothing of the river now, so its held level is kept as it is
-        (None: no judgement) and a resumed stream starts afresh. A fresh machine is fed the points and ticked
+        station was registered otherwise.
+
+        **Fresh or not** (``fresh_only``). A changed ladder (``fresh_only`` false) is judged whatever the age of
+        the points: the level a stream holds is the judgement of those same stages, so on a silent gauge (no
+        reading for longer than the silent-gauge rule allows, :func:`alerting.rules.is_silent`) or a faulty one
+        (only 欠測 values since: its newest *accepted* stage is old though data arrives) it cannot stay the
+        judgement of a ladder staff have since corrected — found: a silent gauge kept 5.4 m on its alert through
+        five threshold edits, and, its stream stamped with the new ladder unjudged, a fresh reading afterwards
+        changed nothing either. Its ``silent`` alert tells staff the stage is old. A parked stream resumed
+        (``fresh_only`` true: its real alerts were ended by the switch to exercise, and were told so) is judged
+        only while the newest point is fresh by the silent-gauge rule (at most ``silent_factor`` ×
+        ``expected_interval_s`` old at ``now``): an ended alert is not raised again from old stages; otherwise
+        it starts afresh (None: no judgement). A fresh machine is fed the points and ticked
         to ``now``; its river level and unconfirmed level replace the live ones (``current``; device health is
         kept). Returns the new machine and the net transitions dated ``now`` (the registry change), with the
         newest accepted stage (m): a river level raised or kept with the rule and threshold that hold it under the
@@ -855,7 +868,7 @@ class RulesWorker:
         氾濫危険水位 it is forecast to reach), a level lowered or cleared with ``reason`` and the level's
         threshold (withdrawn by the registry change, not the river falling)."""
         newest = max((t for t, _ in points), default=None)
-        if newest is None or now.timestamp() - newest > self.silent_factor * st.expected_interval_s:
+        if newest is None or (fresh_only and now.timestamp() - newest > self.silent_factor * st.expected_interval_s):
             return None
         fresh = self._machine(st, exercise, None)
         fresh.feed_all(Reading("level", float(t), float(v)) for t, v in sorted(points))
