@@ -22,7 +22,7 @@ from alerting.levels import is_public
 from alerting.rules import HELD, ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
 from alerting.texts import REJUDGED
 from sonae.geojson import GeometryError, read_geometry
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, drill_town_refusal, normalise
 from sonae.nametext import shown_text
 
 NOTIFY_CHANNEL = "sonae_alerts"
@@ -346,7 +346,15 @@ async def issue_order(
     exercise: bool = False,
 ) -> tuple[int, AlertChange]:
     """Issue an evacuation order (level 3 高齢者等避難, 4 避難指示, 5 緊急安全確保) for a municipality or
-    a polygon within it. Returns (order id, the alert change it raised)."""
+    a polygon within it. Returns (order id, the alert change it raised).
+
+    Raises
+    ------
+    AlertError
+        A level other than 3, 4, 5; no issuer; a bad code or area; a real order (``exercise`` False) for the
+        drill town, which is for exercises only (:func:`sonae.municipality_code.drill_town_refusal`, the rule
+        every API and CLI entry applies first: found, this function took one when called directly).
+    """
     if level not in (3, 4, 5):
         raise AlertError("an evacuation order is level 3, 4 or 5")
     if not issued_by:
@@ -355,6 +363,8 @@ async def issue_order(
         municipality_code = normalise(municipality_code)
     except MunicipalityCodeError as exc:
         raise AlertError(str(exc)) from None
+    if why := drill_town_refusal(municipality_code, exercise=exercise):
+        raise AlertError(why)
     _check_area(area)
     async with conn.transaction():
         order = await conn.fetchrow(
