@@ -584,11 +584,22 @@ def test_resident_page_is_light_keyboard_usable_and_printable(browser: Browser, 
         names = page.locator("#landmark-results button[data-pick]").all_inner_texts()
         assert names and all(word in n for n in names), names
         assert len(names) <= 16
+        picked = page.locator("#landmark-results button[data-pick]").first.inner_text()
         page.locator("#landmark-results button[data-pick]").first.click()
         page.wait_for_function("() => document.getElementById('where-status').textContent.includes('目印')")
-        _wait_answer(page)
+        # a shelter picked as the landmark is where the resident is: a suitable one (open, rated for the
+        # hazard) answers at_shelter, with no line to walk; any other answers a route as before
+        page.wait_for_function("() => { const s = window.sonaeResident; return s && s.route && s.level !== null"
+                               " && document.getElementById('level-action').textContent.trim()"
+                               " && (s.route.properties.status === 'at_shelter'"
+                               " || (s.route.geometry && document.querySelector('.layer-route [data-id=route-line]'))) }")
+        status = page.evaluate("window.sonaeResident.route.properties.status")
+        if status == "at_shelter":
+            shelter = page.evaluate("window.sonaeResident.route.properties.shelter.name")
+            assert shelter in picked and shelter in page.inner_text("#guidance"), (picked, shelter)
         page.emulate_media(media="print")
-        assert not page.is_visible("#locate") and page.is_visible("#steps")
+        assert not page.is_visible("#locate")
+        assert page.is_visible("#steps" if status != "at_shelter" else "#guidance")
         shot(page, "resident-print")
         page.pdf(path=str(SHOTS / "resident-print.pdf")) if hasattr(page, "pdf") else None
     finally:
