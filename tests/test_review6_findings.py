@@ -84,3 +84,21 @@ async def test_review6_quarantined_reading_of_a_gateway_moved_away_is_not_releas
          _message(prefix, KORIYAMA, "gw", "senml", [{"bn": "x2/", "n": "level", "v": 1.3, "t": -30}])])
     assert again.inserted == 0 and again.dead_letters == 2
     assert released == 0, "a reading relayed by a gateway of another municipality was released from quarantine"
+
+
+async def test_review6_the_documented_jiseiji_replay_can_register_its_station(pool: asyncpg.Pool) -> None:
+    """README: ``sonae simulate --replay jiseiji`` (with ``--register-stations``, simulators.command.run, or a
+    simulation started through the API, simulators.manager) registers the 持世寺 gauge, 宇部市 352021. On a
+    database prepared as every service prepares it (ingest.schema.prepare_schema seeds Fukushima's 59 boundaries),
+    upsert_stations now applies ingest.municipalities.uncovered to every station, so the replay's own station is
+    refused ("outside the area Sonae covers") and the documented drill cannot start. Before 5daf41f..5b4ac19
+    upsert_stations checked no coverage (only edit_station checked the municipality list)."""
+    from ingest.boundaries import seed_if_empty as seed_boundaries
+    from ingest.municipalities import seed_if_empty as seed_municipalities
+    from simulators.manager import register_stations
+    from simulators.replay import jiseiji_station
+
+    async with pool.acquire() as conn:
+        await seed_municipalities(conn)
+        assert await seed_boundaries(conn) > 0  # as prepare_schema does on an empty database
+    assert await register_stations(pool, [jiseiji_station(exercise=True)]) == 1
