@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from ingest.contract import STATION_ID, STATION_ID_RULE
+from ingest.contract import STATION_ID, STATION_ID_RULE, PayloadError, Topic, parse_topic
 from ingest.municipalities import uncovered
-from ingest.placement import Place
+from ingest.placement import Place, misplaced
 from sonae import textfile
 from sonae.municipality_code import (
     DRILL_TOWN_CODE,
@@ -361,66 +361,124 @@ async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station],
     return len(rows)
 
 
-#: the 6-digit municipality of a quarantined reading's topic (``…/{municipality}/{station}/{kind}``)
-_TOPIC_MUNICIPALITY = "sonae_municipality_code((regexp_match(q.topic, '/([0-9]{5,6})/[^/]+/[^/]+$'))[1])"
-
-
 #: a quarantined reading ``q`` as the payload of its dead letter (the quarantine keeps readings, not messages)
 _QUARANTINED_PAYLOAD = ("convert_to(json_build_object('station', q.station_id, 'kind', q.kind, 'ts', q.ts, "
                         "'value', q.value, 'exercise', q.exercise, 'seq', q.seq)::text, 'UTF8')")
-#: quarantined readings (``q``) taken out by ``{using} … {where}`` and kept as dead letters ``{reason}``
-_QUARANTINE_TO_DEAD = """
+#: the quarantined readings ``q`` of each (topic, station, exercise) judged ``v`` (``$2…$6``, arrays of one
+#: verdict each, :func:`release_quarantine`) taken out and kept as dead letters of the verdict's reason
+_QUARANTINE_REFUSED = f"""
 WITH moved AS (
-    DELETE FROM quarantined_readings q USING {using}
-    WHERE q.station_id = ANY($1::text[]) AND {where}
-    RETURNING q.topic, {payload} AS payload, {detail} AS detail)
+    DELETE FROM quarantined_readings q
+    USING unnest($2::text[], $3::text[], $4::bool[], $5::text[], $6::text[]) AS v(topic, station_id, exercise, reason,
+                                                                                  detail)
+    WHERE q.station_id = ANY($1::text[]) AND q.topic = v.topic AND q.station_id = v.station_id
+      AND q.exercise = v.exercise
+    RETURNING q.topic, {_QUARANTINED_PAYLOAD} AS payload, v.reason, v.detail)
 INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
 SELECT topic, payload, octet_length(payload), sha256(payload),
-       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), '{reason}', detail, 1
+       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), reason, detail, 1
 FROM moved
 ON CONFLICT (message_key, reason) DO UPDATE SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()
 """
+#: the quarantined readings ``q`` judged placed (``$2…$4``: topic, station, exercise) whose time already holds
+#: another value in ``readings``: kept as dead letters ``conflicting_value``, as ingest keeps them
+_QUARANTINE_CONFLICTS = f"""
+WITH moved AS (
+    DELETE FROM quarantined_readings q
+    USING unnest($2::text[], $3::text[], $4::bool[]) AS v(topic, station_id, exercise), readings r
+    WHERE q.station_id = ANY($1::text[]) AND q.topic = v.topic AND q.station_id = v.station_id
+      AND q.exercise = v.exercise
+      AND r.station_id = q.station_id AND r.kind = q.kind AND r.exercise = q.exercise AND r.ts = q.ts
+      AND r.value <> q.value
+    RETURNING q.topic, {_QUARANTINED_PAYLOAD} AS payload,
+              q.station_id || ' ' || q.kind || ' at ' || q.ts || ': ' || q.value || ' differs from the stored '
+              || r.value || '; a correction is a staff edit, not a resend' AS detail)
+INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
+SELECT topic, payload, octet_length(payload), sha256(payload),
+       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), 'conflicting_value', detail, 1
+FROM moved
+ON CONFLICT (message_key, reason) DO UPDATE SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()
+"""
+#: the quarantined readings judged placed (``$2…$4``) moved into ``readings`` (an identical one: a duplicate, gone)
+_QUARANTINE_RELEASED = """
+WITH moved AS (
+    DELETE FROM quarantined_readings q
+    USING unnest($2::text[], $3::text[], $4::bool[]) AS v(topic, station_id, exercise)
+    WHERE q.station_id = ANY($1::text[]) AND q.topic = v.topic AND q.station_id = v.station_id
+      AND q.exercise = v.exercise
+    RETURNING q.station_id, q.kind, q.ts, q.value, q.exercise, q.seq)
+INSERT INTO readings (station_id, kind, ts, value, exercise, seq)
+SELECT * FROM moved ON CONFLICT DO NOTHING
+"""
+
+
+def quarantined_topic(topic: str) -> Topic:
+    """The municipality and sender of a quarantined reading's topic, parsed as ingest parsed it.
+
+    Ingest quarantines only readings of topics :func:`ingest.contract.parse_topic` read under its prefix
+    (``{prefix}/{municipality}/{station}/{kind}``), so the topic's last three levels are those it read,
+    whatever the prefix was then (a prefix changed since does not strand the quarantine); they are checked
+    again by the same parser. Raises :class:`ingest.contract.PayloadError` for a topic that is not one
+    (a row written by anything but ingest).
+    """
+    if topic.count("/") < 3:
+        raise PayloadError("bad_topic", f"topic {topic[:200]!r} is not <prefix>/<municipality>/<station>/<kind>")
+    return parse_topic(topic, topic.rsplit("/", 3)[0])
 
 
 async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str]) -> int:
     """Move quarantined readings of now-registered stations into ``readings``; returns how many moved.
 
-    A reading is judged by the rule of :mod:`ingest.placement` now that its station's place is known: one
-    whose topic's municipality is not the station's registered one (or whose station has no registered
-    municipality) is not released but kept as a dead letter ``wrong_municipality``; a real one (not marked
-    exercise) from the drill town's topic as ``real_in_drill_town`` (found: a real reading quarantined from
-    ``…/079995/bk-new1/level`` was released as real when bk-new1 was imported there). One whose
-    time already holds another value in ``readings`` is kept as a dead letter ``conflicting_value``, as ingest
-    keeps it (:class:`ingest.store.Conflict`); an identical one is a duplicate and goes.
+    Each reading is judged by the rule ingest applies (:func:`ingest.placement.misplaced`, the one rule), now
+    that its station's place is known: from its topic's municipality and sender (:func:`quarantined_topic`)
+    and the registry's places of the station and the sender as they are now. A refused one is not released
+    but kept as a dead letter of the rule's reason: ``foreign_station`` (relayed by a sender that is no
+    gateway, or no longer one), ``wrong_municipality`` (its station or its gateway registered in another
+    municipality than the topic's, or in none), ``real_in_drill_town`` (found: a reading relayed by a device
+    that lost its gateway role, and one by a gateway moved to another municipality, were released while ingest
+    refused the same messages; earlier a real reading quarantined from ``…/079995/bk-new1/level`` was
+    released as real). A quarantined row whose topic is not a topic ingest reads is kept as ``bad_topic``.
+    One whose time already holds another value in ``readings`` is kept as a dead letter ``conflicting_value``,
+    as ingest keeps it (:class:`ingest.store.Conflict`); an identical one is a duplicate and goes. Readings
+    quarantined after the judgement (none of a registered station, but for a race) wait for the next release.
     """
-    drill = (f"s.id = q.station_id AND NOT q.exercise AND {_TOPIC_MUNICIPALITY} = '{DRILL_TOWN_CODE}'")
-    await conn.execute(_QUARANTINE_TO_DEAD.format(
-        using="stations s", where=drill, payload=_QUARANTINED_PAYLOAD, reason="real_in_drill_town",
-        detail=f"'{DRILL_TOWN_CODE} is the drill town (訓練町), for exercises only: a reading of ' "
-               "|| quote_literal(q.station_id) || ' on its topic must be marked \"exercise\": true'"),
-        list(station_ids))
-    misplaced = f"s.id = q.station_id AND s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY}"
-    await conn.execute(_QUARANTINE_TO_DEAD.format(
-        using="stations s", where=misplaced, payload=_QUARANTINED_PAYLOAD, reason="wrong_municipality",
-        detail="'station ' || quote_literal(q.station_id) || ' is registered in ' "
-               "|| coalesce(s.municipality_code, 'no municipality') || ', not in the municipality of its topic'"),
-        list(station_ids))
-    conflicting = ("r.station_id = q.station_id AND r.kind = q.kind AND r.exercise = q.exercise AND r.ts = q.ts "
-                   "AND r.value <> q.value AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)")
-    await conn.execute(_QUARANTINE_TO_DEAD.format(
-        using="readings r", where=conflicting, payload=_QUARANTINED_PAYLOAD, reason="conflicting_value",
-        detail="q.station_id || ' ' || q.kind || ' at ' || q.ts || ': ' || q.value || ' differs from the stored ' "
-               "|| r.value || '; a correction is a staff edit, not a resend'"),
-        list(station_ids))
-    status = await conn.execute(
-        """WITH moved AS (
-               DELETE FROM quarantined_readings q WHERE q.station_id = ANY($1::text[])
-               AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)
-               RETURNING station_id, kind, ts, value, exercise, seq)
-           INSERT INTO readings (station_id, kind, ts, value, exercise, seq)
-           SELECT * FROM moved ON CONFLICT DO NOTHING""",
-        list(station_ids),
-    )
+    ids = list(station_ids)
+    held = await conn.fetch(
+        """SELECT DISTINCT q.topic, q.station_id, q.exercise FROM quarantined_readings q
+           WHERE q.station_id = ANY($1::text[]) AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)""",
+        ids)
+    if not held:
+        return 0
+    senders: dict[str, Topic | PayloadError] = {}
+    for row in held:
+        if row["topic"] not in senders:
+            try:
+                senders[row["topic"]] = quarantined_topic(row["topic"])
+            except PayloadError as exc:
+                senders[row["topic"]] = exc
+    places = await station_places(conn, sorted({r["station_id"] for r in held} | {
+        t.station for t in senders.values() if isinstance(t, Topic)}))
+    refused: list[tuple[str, str, bool, str, str]] = []
+    placed: list[tuple[str, str, bool]] = []
+    for row in held:
+        topic, station, exercise = row["topic"], row["station_id"], row["exercise"]
+        parsed = senders[topic]
+        if isinstance(parsed, PayloadError):
+            refused.append((topic, station, exercise, parsed.reason, parsed.detail))
+            continue
+        verdict = misplaced(station=station, sender=parsed.station, municipality=parsed.municipality,
+                            exercise=exercise, places=places)
+        if verdict is not None:
+            refused.append((topic, station, exercise, *verdict))
+        else:
+            placed.append((topic, station, exercise))
+    if refused:
+        await conn.execute(_QUARANTINE_REFUSED, ids, *map(list, zip(*refused, strict=True)))
+    if not placed:
+        return 0
+    columns = [list(c) for c in zip(*placed, strict=True)]
+    await conn.execute(_QUARANTINE_CONFLICTS, ids, *columns)
+    status = await conn.execute(_QUARANTINE_RELEASED, ids, *columns)
     return int(status.rsplit(" ", 1)[-1])
 
 
