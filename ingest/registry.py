@@ -94,12 +94,16 @@ class Station:
     #: the gauge has no such sentinel and every stage is a stage. See :data:`MISSING_RULE`.
     missing_at_or_below: float | None = 0.0
 
-    def validate(self, *, texts: Iterable[str] = SHOWN_TEXTS) -> Station:
+    def validate(self, *, texts: Iterable[str] = SHOWN_TEXTS, levels: bool = True,
+                 repair: str = "in the station file") -> Station:
         """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`.
 
         ``texts``: the shown texts (of :data:`SHOWN_TEXTS`) checked for hidden characters; all of them for a
         station file, only those an edit sets for a staff edit (:func:`edit_station`: a name stored before the
         rule is shown cleaned, :func:`sonae.nametext.shown_text`, and never blocks an edit of other fields).
+        ``levels``: whether the rules of the stages are checked (thresholds finite and rising, all above
+        ``missing_at_or_below``); False only for a staff edit that sets none of them (:func:`edit_station`).
+        ``repair``: where an error of ``missing_at_or_below`` tells to set it (a file, or the staff edit).
         """
         where = f"station {self.id!r}"
         if not STATION_ID.match(self.id):
@@ -126,9 +130,10 @@ class Station:
             raise RegistryError(f"{where}: max_rate_m_per_h must be positive (m/h), or empty for the default")
         if not self.exercise_time_scale >= 1:
             raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
-        self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
-        self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
-        self._check_above_missing(where=where)
+        if levels:
+            self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
+            self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
+            self._check_above_missing(where=where, repair=repair)
         try:
             code = normalise_optional(self.municipality_code)
         except MunicipalityCodeError as exc:
@@ -139,7 +144,7 @@ class Station:
         return self if code == self.municipality_code else replace(self, municipality_code=code)
 
 
-    def _check_above_missing(self, *, where: str) -> None:
+    def _check_above_missing(self, *, where: str, repair: str) -> None:
         """Every threshold lies above the stages read as 欠測 (:data:`MISSING_RULE`): the rules ignore a stage
         at or below ``missing_at_or_below``, so a threshold there could never be reached (found: thresholds
         −1.0/−0.5/−0.2/0.0 were accepted at import and PATCH, and the gauge never alerted)."""
@@ -155,7 +160,7 @@ class Station:
                     f"{where}: {name} ({value:g} m) is at or below missing_at_or_below ({limit:g} m), the stage "
                     f"read as 欠測 (a missing value), so the gauge could never reach it: if the gauge reads such "
                     f"stages (a tidal or low-lying gauge on T.P.), give missing_at_or_below none (or the value its "
-                    f"telemetry writes for 欠測, below every threshold) in the station file")
+                    f"telemetry writes for 欠測, below every threshold) {repair}, or give thresholds above it")
 
     def _check_rising(self, names: Sequence[str], order: str, *, where: str) -> None:
         """The load rule of one ladder (the one rule, for files and staff edits alike): each threshold given
@@ -202,6 +207,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
     for key, value in raw.items():
         if key not in _FIELDS:
             continue
+        if value is None and key == MISSING_RULE:  # JSON null: "no sentinel" or "not given"? said, not guessed
+            raise RegistryError(f"{where}: field {key!r} is null: give a number of metres, \"none\" for a gauge "
+                                "with no 欠測 sentinel, or leave the field out for the default 0.0")
         if value == "" or value is None:
             continue
         if key == MISSING_RULE and isinstance(value, str) and value.strip().lower() == "none":
@@ -504,7 +512,10 @@ async def list_stations(conn: asyncpg.Connection) -> list[Station]:
 
 
 #: what staff may edit on a registered station (:func:`edit_station`)
-EDITABLE = ("name", "name_en", "municipality_code", "exercise", *FLOOD_THRESHOLDS)
+EDITABLE = ("name", "name_en", "municipality_code", "exercise", *FLOOD_THRESHOLDS, MISSING_RULE)
+#: where an edit's error of ``missing_at_or_below`` tells staff to set it (:meth:`Station.validate`)
+_EDIT_REPAIR = ("in the same edit (PATCH /api/v1/stations/{id} with \"missing_at_or_below\": null, or the value, "
+                "m; a station file's column missing_at_or_below)")
 
 
 async def edit_station(conn: asyncpg.Connection, station_id: str,
@@ -519,6 +530,15 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
 
     * **thresholds**: an edit that sets any of them leaves all four set (a 洪水予報 gauge's ladder is the four
       stages; none is removed here), and only on a ``flood_forecast`` gauge;
+    * **the 欠測 sentinel** ``missing_at_or_below`` (m, or None: no sentinel, :data:`MISSING_RULE`): every
+      threshold of the edited station lies above it, whatever its ladder;
+    * **the stages' rules apply to an edit that sets a stage** (a threshold or the sentinel): one that sets none
+      (a rename, a move, an exercise switch) is not refused for the stages as stored, as a stored name is not
+      refused for an edit of other fields (found: a station kept from before the sentinel, thresholds
+      −1.0/−0.5/−0.2/0.0 m under the sentinel 0.0 m given by migration 076, could not be renamed or switched to
+      exercise, and the sentinel was not editable). Its stages are repaired by an edit that sets them: the
+      error names the threshold at fault and says to give ``missing_at_or_below`` null (or a value below every
+      threshold) in the same edit;
     * **municipality**: one of the municipality list (table ``municipalities``) when the deployment has one;
     * **a rename** (``name`` changed) without ``name_en`` clears the English name (and the reading,
       ``kana``): they named the station by its old name, and alert texts fall back to the new Japanese name
@@ -562,7 +582,9 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     # the texts the edit sets are checked; a stored text it leaves (one from before the name rule, or written
     # by SQL) is not the edit's: refusing it blocked an exercise switch or new thresholds during an event
     edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate(
-        texts=[t for t in SHOWN_TEXTS if t in changes])
+        texts=[t for t in SHOWN_TEXTS if t in changes], levels=any(f in changes for f in (*THRESHOLD_FIELDS,
+                                                                                          MISSING_RULE)),
+        repair=_EDIT_REPAIR.replace("{id}", station_id))
     updates = {k: getattr(edited, k) for k in updates}
     # a move, or an exercise switch: the drill town is for exercise stations only (uncovered)
     moved = edited.municipality_code != row["municipality_code"] or (
