@@ -350,23 +350,47 @@ async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station],
     RegistryError
         For a station that breaks the registry's rules (:meth:`Station.validate`), or names a municipality this
         deployment does not cover (:func:`ingest.municipalities.uncovered`: the drill town for an exercise
-        station only); nothing is written then.
+        station only): then the message names every such station (ten at most) by its place, and what to do;
+        nothing is written then.
     """
     checked = [s.validate() for s in stations]
     rows = [tuple(asdict(s).values()) for s in checked]
     if not rows:
         return 0
+    refused: list[tuple[Station, str]] = []
     for code, exercise in sorted({(s.municipality_code, s.exercise) for s in checked
                                   if s.municipality_code is not None}):
         # the rule of a staff edit (edit_station) and the API's bodies
         if why := await uncovered(conn, code, exercise=exercise):
-            first = next(s.id for s in checked if (s.municipality_code, s.exercise) == (code, exercise))
-            where = f"{places[first]}: " if places is not None and first in places else ""
-            raise RegistryError(f"{where}station {first!r}: municipality_code: {why}")
+            refused += [(s, why) for s in checked if (s.municipality_code, s.exercise) == (code, exercise)]
+    if refused:
+        order = {id(s): i for i, s in enumerate(checked)}  # named in the file's order
+        refused.sort(key=lambda pair: order[id(pair[0])])
+        raise RegistryError(_refusal(refused, places or {}, given=len(checked)))
     async with conn.transaction():
         await conn.executemany(_UPSERT, rows)
         await release_quarantine(conn, [r[0] for r in rows])
     return len(rows)
+
+
+def _refusal(refused: Sequence[tuple[Station, str]], places: Mapping[str, str], *, given: int) -> str:
+    """The one-line error of :func:`upsert_stations` for stations naming a municipality not covered: the
+    first station with its place and the rule, every other one (ten at most) by its place, and what to do
+    (found: a re-import of a registry holding stations outside the loaded boundaries was refused naming
+    only the first, with no word of the rest, that nothing was written, or how to go on)."""
+    def at(station: Station) -> str:
+        return f"{places[station.id]}: " if station.id in places else ""
+
+    first, why = refused[0]
+    text = f"{at(first)}station {first.id!r}: municipality_code: {why}"
+    others = [f"{at(s)}{s.id!r} ({s.municipality_code})" for s, _ in refused[1:]]
+    if others:
+        text += (f"; so are {len(others)} more: {', '.join(others[:10])}"
+                 + (f" and {len(others) - 10} more" if len(others) > 10 else ""))
+    return (text + f". Nothing was written (the {given} station(s) are one import): remove or correct these "
+            "stations (municipality_code), load the boundaries of their municipalities (`sonae municipalities "
+            f"import`), or keep one for drills only with exercise=true and municipality_code {DRILL_TOWN_CODE} (the "
+            "drill town, in the list where a service uses it), then import again")
 
 
 #: a quarantined reading ``q`` as the payload of its dead letter (the quarantine keeps readings, not messages)
