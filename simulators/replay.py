@@ -55,6 +55,10 @@ class ReplayError(ValueError):
     (a file's text in an error would leak whatever file was named, to whoever asked)."""
 
 
+class PlacementError(ReplayError):
+    """A replay that cannot play out where it is placed (:func:`placed`): a real run in the drill town."""
+
+
 #: where replay files are looked up by name when ``simulators.data_dir`` is empty
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "river_levels"
 REPLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -315,7 +319,7 @@ def placed(series: Sequence[Series], *, fmt: str, municipality: str | None = Non
 
     Raises
     ------
-    ReplayError
+    PlacementError
         A real replay (``exercise`` False) placed in the drill town, which is for exercises only.
     """
     target = municipality or DEFAULT_PLACE.get(fmt)
@@ -329,7 +333,7 @@ def placed(series: Sequence[Series], *, fmt: str, municipality: str | None = Non
         came = f"{station.source or 'replay'}; played in {code}, from {station.municipality_code or 'no municipality'}"
         if code == DRILL_TOWN_CODE:
             if not exercise:
-                raise ReplayError(f"station {station.id!r} would play out in the drill town {DRILL_TOWN_CODE}, which "
+                raise PlacementError(f"station {station.id!r} would play out in the drill town {DRILL_TOWN_CODE}, which "
                                   "is for exercises only: run the replay as an exercise (without --real), or name a "
                                   "covered municipality for it (--municipality CODE, [replay] municipality)")
             lat, lon = DRILL_TOWN_CENTER

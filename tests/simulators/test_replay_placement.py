@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from shapely.geometry import Point
 
+from api.auth import create_account, login
 from ingest.boundaries import packaged_boundaries
 from ingest.registry import RegistryError, Station, get_station, upsert_stations
 from simulators import command
@@ -24,6 +25,7 @@ from simulators.replay import JISEIJI_ID, JISEIJI_MUNICIPALITY, ReplayError
 from simulators.scenario import load_scenario
 from sonae.config import Settings
 from sonae.municipality_code import DRILL_TOWN_CENTER, DRILL_TOWN_CODE
+from tests.api.test_api_staff import PASSWORD, auth, make_client
 from tests.simulators.support import SCENARIOS
 
 KORIYAMA = "072036"
@@ -111,3 +113,26 @@ async def test_a_replay_started_through_the_manager_registers_its_gauge(served_p
     async with served_pool.acquire() as conn:
         station = await get_station(conn, JISEIJI_ID)
     assert station is not None and (station.municipality_code, station.exercise) == (DRILL_TOWN_CODE, True)
+
+
+async def test_the_api_starts_the_jiseiji_drill_and_refuses_it_real_with_a_422(served_pool: asyncpg.Pool,
+                                                                              settings: Settings) -> None:
+    """POST /api/v1/simulations with the named scenario: the drill starts (201, its gauge in the drill town);
+    asked real, the replay cannot play out in the drill town: a 422 that says so and what to do."""
+    async with served_pool.acquire() as conn:
+        await create_account(conn, username="pref-admin", password=PASSWORD, role="admin")
+        token = (await login(conn, "pref-admin", PASSWORD))[0]  # type: ignore[index]
+    client = await make_client(served_pool, settings)
+    try:
+        real = await client.post("/api/v1/simulations", json={"scenario": "jiseiji-2023-replay", "exercise": False},
+                                 headers=auth(token))
+        assert real.status == 422, await real.text()
+        assert "drill town 079995, which is for exercises only" in (await real.json())["detail"]
+        started = await client.post("/api/v1/simulations", json={"scenario": "jiseiji-2023-replay", "duration_s": 60},
+                                    headers=auth(token))
+        assert started.status == 201, await started.text()
+        assert (await client.delete("/api/v1/simulations/current", headers=auth(token))).status == 200
+    finally:
+        await client.close()
+    assert await served_pool.fetchval("SELECT municipality_code FROM stations WHERE id = $1", JISEIJI_ID) == \
+        DRILL_TOWN_CODE
