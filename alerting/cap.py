@@ -260,7 +260,10 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, profile: CapProf
 
     ``alerts``: the active alerts and the cleared ones whose Cancel has not expired yet (see
     :func:`alerting.store.list_feed`); a cleared one's entry is its Cancel (title "解除", summary
-    ``Cancel``), so feed readers learn that it ended.
+    ``Cancel``), so feed readers learn that it ended. Each entry's summary names its CAP message's type
+    (:func:`msg_type`): ``Alert`` for an alert's first public message — its first version, or the first after
+    staff-only ones (``first_public``, from :func:`alerting.store.list_feed`): an alert raised at 水防団待機 and
+    made public later is new to feed readers, as its CAP message says —, ``Update`` after it.
     """
     def a(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
         el = ET.SubElement(parent, tag, attrs)  # unprefixed: the root declares the Atom namespace
@@ -292,6 +295,7 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, profile: CapProf
         a(entry, "updated", cap_time(x["updated_at"]))
         a(entry, "link", rel="alternate", type="application/cap+xml", href=f"{base}/api/v1/alerts/{x['id']}.cap")
         urgency, severity, certainty = grading(x)
-        a(entry, "summary", f"{'EXERCISE ' if x['exercise'] else ''}{msg_type(x)}: {x['condition']} level {x['level']} "
+        kind = msg_type(x, first_public=bool(x.get("first_public")))
+        a(entry, "summary", f"{'EXERCISE ' if x['exercise'] else ''}{kind}: {x['condition']} level {x['level']} "
                             f"({severity}, {urgency}, {certainty})")
     return to_xml_bytes(feed)

@@ -30,7 +30,9 @@ River level (condition ``river_level``, one open alert that moves up and down th
   ``re-evaluated``, reason ``threshold``), so the alert says reached, not forecast.
 * **Hysteresis and dwell on the way down.** A level is held while the stage stays at or above its
   threshold minus ``hysteresis_m``; it is lowered (or cleared) only after ``dwell_down_samples``
-  consecutive readings *and* ``dwell_down_s`` seconds below that.
+  consecutive readings *and* ``dwell_down_s`` seconds below that. What a level is told by is the reading that
+  put it in force, never a later stage that only keeps it (:meth:`StationRules.standing`): a stage below its
+  threshold never "reached" it; a level the river fell to is :data:`HELD` while the river falls.
 * **Step-down by time when readings stop.** Report-by-exception gauges (危機管理型水位計) may send one
   or two readings below the line and then nothing for months (0700000235 川田橋 falls back to standby
   at 02:50 and 03:30 JST on 2025-11-01 and next reports 9.5 months later); silence while the last value
@@ -77,6 +79,10 @@ REPORTING_KINDS = ("river_level", "rainfall", "device")
 IMPLAUSIBLE = "beyond plausible rate"
 CONFIRMED = "confirmed"
 SPIKE = "withdrawn: spike"
+#: the reason of a river level told as held while the river falls (the hysteresis and dwell on the way down):
+#: the level was lowered to it, or its stage is below its threshold now (:meth:`StationRules.standing`). Worded
+#: "the river has begun to fall; the level continues" (:mod:`alerting.texts`), never as a threshold reached
+HELD = "held: the river falls"
 
 #: the default plausible rate of change of a river stage, m/h (see :class:`RuleConfig`)
 MAX_RATE_M_PER_H = 6.0
@@ -235,6 +241,9 @@ class State:
     down_since: float | None = None
     down_max: int = 0
     ticked_to: float | None = None  # the latest time :meth:`StationRules.tick` was applied at
+    #: the reading (ts, m) of the transition that last put the level in force or changed its rule, and whether
+    #: it lowered the level (see :meth:`StationRules.standing`); None with no level, or in a state stored before
+    cause: tuple[float, float, bool] | None = None
     health: dict[str, _HealthState] = field(default_factory=dict)
 
 
@@ -257,6 +266,7 @@ class StationRules:
             "unconfirmed": s.unconfirmed,
             "buffer": [[t, v] for t, v in s.buffer], "down_run": s.down_run,
             "down_since": s.down_since, "down_max": s.down_max, "ticked_to": s.ticked_to,
+            "cause": list(s.cause) if s.cause else None,
             "health": {k: {"active": h.active, "bad_run": h.bad_run, "good_run": h.good_run,
                            "last_ts": None if h.last_ts == -math.inf else h.last_ts}
                        for k, h in s.health.items()},
@@ -276,6 +286,8 @@ class StationRules:
         s.down_since = data.get("down_since")
         s.down_max = int(data.get("down_max", 0))
         s.ticked_to = data.get("ticked_to")
+        cause = data.get("cause")
+        s.cause = (float(cause[0]), float(cause[1]), bool(cause[2])) if cause else None
         for name, h in (data.get("health") or {}).items():
             s.health[name] = _HealthState(bool(h.get("active")), int(h.get("bad_run", 0)),
                                           int(h.get("good_run", 0)),
@@ -297,19 +309,57 @@ class StationRules:
         return r.kind == "level" and s.last_ts is not None and r.ts <= s.last_ts and not self.is_duplicate(r)
 
     def standing(self) -> list[Transition]:
-        """The river level in force as the transition that would raise it now: its rule (``trend`` or
-        ``threshold``), the newest accepted stage (m) and the level's threshold (the forecast target for a
-        trend level 3), dated at that stage's reading time. Empty when no level is open. A cause for
-        :func:`reconcile` of a replayed machine's level that no replayed transition explains."""
+        """The river level in force as the transition that would raise it now, told by what holds it: one true
+        whole of rule, reading time, stage (m) and threshold (m). Empty when no level is open. The cause for
+        :func:`reconcile` of a replayed machine's level that no replayed transition explains, and of a level
+        judged again under new thresholds (:meth:`alerting.worker.RulesWorker._judge_again`).
+
+        The rule: a level is told by a reading that shows what holds it — the newest accepted reading when it
+        does, else the reading of the transition that last put the level in force or changed its rule; never a
+        stage that only keeps it (hysteresis and dwell keep a level while the stage is below its threshold, and
+        such a stage "reaching" the threshold would be false):
+
+        * a level reached (``threshold``): the newest reading if it is at or above the level's threshold, else
+          the reading that reached it;
+        * a level 3 of the trend rule (``trend``), with the 氾濫危険水位 (危険水位) it is forecast to reach: the
+          newest reading if its trend still forecasts it, else the reading whose trend did;
+        * a level the river was falling to (lowered after the dwell, by the threshold rule): reason
+          :data:`HELD` (worded as held while the river falls) at the reading that lowered it, with the level's
+          threshold; so too a level whose only reading to tell is below its threshold (a state stored before
+          causes were kept, which has its newest accepted reading as its cause)."""
         s = self.state
         if s.level is None or s.last_valid is None:
             return []
         reason = s.reason or "threshold"
         th = threshold_of(self.steps, s.level)
+        ts, value, fell = s.cause if s.cause is not None else (*s.last_valid, False)
         if reason == "trend" and s.level == LEVEL3:
             target = trend_target(self.steps)
             th = target.threshold if target else th
-        return [Transition(RIVER, None, s.level, s.last_valid[0], s.last_valid[1], th, reason)]
+            if self._trend_level(*s.last_valid)[0]:
+                ts, value = s.last_valid
+        elif fell:
+            reason = HELD
+        elif th is not None and s.last_valid[1] >= th:
+            ts, value = s.last_valid
+        elif th is not None and value < th:
+            reason = HELD
+        return [Transition(RIVER, None, s.level, ts, value, th, reason)]
+
+    def settled(self, suspect: tuple[float, float] | None, level: int | None) -> list[Transition]:
+        """How an unconfirmed alert of ``level`` for the reading ``suspect`` (ts, m) that this machine (a replay)
+        no longer holds open ended, as the live rules would have closed it: :data:`CONFIRMED` when the replay
+        accepted the reading as the river, else :data:`SPIKE` (not above the public level, or rejected), at
+        that reading with the threshold of ``level``. Empty without a suspect or when the unconfirmed level is
+        still open. For :func:`reconcile`, which never closes an unconfirmed alert with a bare
+        :data:`RE_EVALUATED`."""
+        s = self.state
+        if suspect is None or level is None or s.unconfirmed is not None:
+            return []
+        ts, value = suspect
+        accepted = any(t == ts for t, _ in s.buffer) or (s.last_valid is not None and s.last_valid[0] == ts)
+        return [Transition(UNCONFIRMED, level, None, ts, value, threshold_of(self.steps, level),
+                           CONFIRMED if accepted else SPIKE)]
 
     def open_conditions(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -443,6 +493,7 @@ class StationRules:
             if current and reason == "threshold" and s.reason == "trend" and raw >= current:
                 # a level 3 forecast by the trend now reached: held by its threshold (the alert says so)
                 s.reason = "threshold"
+                s.cause = (ts, value, False)
                 out.append(Transition(RIVER, current, current, ts, value, threshold_of(self.steps, current),
                                       "threshold"))
             return out
@@ -491,6 +542,7 @@ class StationRules:
         old = s.level
         s.level = new or None
         s.reason = reason if new else ""
+        s.cause = (ts, value, old is not None and new < old) if new else None
         th = threshold_of(self.steps, new) if new else threshold_of(self.steps, old or 0)
         if reason == "trend" and new == LEVEL3:
             target = trend_target(self.steps)
@@ -687,14 +739,21 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
     1. the last transition of ``decided`` (the replay's own transitions) of its condition that reached its
        new level the same way (a rise for a net rise, a fall or clearing for a net fall: a rise the live
        state went beyond does not explain a fall back to it): its reason, time, stage and threshold;
+       for a river level risen to a level the replay fell back to (up to 4, then down to 3 after the dwell:
+       a rise is never explained by a fall), the last replayed rise by the threshold rule to that level or
+       above: its time and stage (at or above the new level's threshold, so "reached" is true), reason
+       ``threshold``, the new level's threshold;
     2. a river level lowered because a reading that raised it live turned out to be a spike in reading time
        (the replay withdrew, :data:`SPIKE`, an unconfirmed alert that reached above the new level): reason
        :data:`SPIKE` — worded as the live withdrawal of an unconfirmed alert — at the time and stage of the
        reading that showed the spike, with the threshold of the new level (of the old one when cleared);
     3. the level standing at the end of the replay (``ended``, :meth:`StationRules.standing` of the replayed
-       machine): its rule, its newest accepted reading (time and stage) and its threshold;
+       machine): what holds it — the reading that put it in force (time and stage), its rule and threshold,
+       or :data:`HELD` for a level the river was falling to; for an unconfirmed level the replay does not
+       hold open, how the replay ended it (``ended`` also carries :meth:`StationRules.settled`: confirmed, or
+       withdrawn as a spike, at the suspect reading);
     4. otherwise (a health condition whose deciding report came before the replay's checkpoint) reason
-       :data:`RE_EVALUATED`, dated ``ts`` with no stage.
+       :data:`RE_EVALUATED`, dated ``ts`` with no stage — never a river or unconfirmed level, given ``ended``.
 
     Parameters
     ----------
@@ -706,7 +765,8 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
     decided
         Transitions of the replay, oldest first.
     ended
-        :meth:`StationRules.standing` of the replayed machine.
+        :meth:`StationRules.standing` of the replayed machine, and :meth:`StationRules.settled` of it for the
+        live state's suspect reading (an open unconfirmed alert).
 
     Returns
     -------
@@ -729,8 +789,17 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
         if name == RIVER and old is not None and (new or 0) < old:
             spike = next((t for t in reversed(decided) if t.condition == UNCONFIRMED and t.reason == SPIKE
                           and t.old_level is not None and t.old_level > (new or 0)), None)
+        rose = None
+        if name == RIVER and new is not None and _rank(new) > _rank(old) and cause is not None \
+                and _rank(cause.new_level) < _rank(cause.old_level):
+            rose = next((t for t in reversed(decided) if t.condition == RIVER and _rises(t)
+                         and t.reason == "threshold" and (t.new_level or 0) >= new), None)
         if cause is not None and cause.new_level == new and _rises(cause) == (_rank(new) > _rank(old)):
             out.append(replace(cause, old_level=old, re_evaluated=True))
+        elif rose is not None:
+            th = (held.threshold if held is not None and held.new_level == new and held.reason != "trend"
+                  else rose.threshold)
+            out.append(Transition(name, old, new, rose.ts, rose.value, th, "threshold", re_evaluated=True))
         elif spike is not None:
             th = held.threshold if held is not None and held.new_level == new else spike.threshold
             out.append(Transition(name, old, new, spike.ts, spike.value, th, SPIKE, re_evaluated=True))
@@ -743,4 +812,4 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
 
 __all__ = ["RIVER", "UNCONFIRMED", "CONFIRMED", "IMPLAUSIBLE", "SPIKE", "MAX_RATE_M_PER_H", "LOW_BATTERY", "FAULT", "SILENT", "ORDER", "LEVEL4", "Reading", "RuleConfig",
            "StationRules", "Transition", "device_problems", "is_silent", "stream_start", "SWITCHES_KEPT", "reconcile", "slope",
-           "RE_EVALUATED"]
+           "RE_EVALUATED", "HELD"]

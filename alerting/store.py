@@ -19,9 +19,10 @@ import asyncpg
 
 from alerting.audit import record_audit
 from alerting.levels import is_public
-from alerting.rules import ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
+from alerting.rules import HELD, ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
+from alerting.texts import REJUDGED
 from sonae.geojson import GeometryError, read_geometry
-from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.municipality_code import MunicipalityCodeError, drill_town_refusal, normalise
 from sonae.nametext import shown_text
 
 NOTIFY_CHANNEL = "sonae_alerts"
@@ -150,9 +151,14 @@ async def apply_transition(
     if t.re_evaluated:
         detail["re_evaluated"] = True
         note = RE_EVALUATED_NOTE if note is None else f"{RE_EVALUATED_NOTE}; {note}"
+    reason = t.reason
+    if (open_alert is not None and open_alert["level"] == t.new_level and open_alert["state"] == "de-escalated"
+            and reason == "threshold" and note == REJUDGED):
+        reason = REJUDGED  # a level lowered by new thresholds, still reached under them: never worded as falling
     if (open_alert is not None and t.new_level is not None and open_alert["level"] != t.new_level
             and open_alert["audience"] == "public" and audience_for(t.condition, t.new_level) != "public"):
-        return await _leave_public(conn, open_alert, t, at=at, detail=detail, actor=actor, note=note)
+        return await _leave_public(conn, open_alert, t, at=at, detail=detail, actor=actor, note=note,
+                                   ended_by=REJUDGED if REJUDGED in (note or "") else None)
     if t.new_level is None:
         if open_alert is None:
             return None
@@ -178,7 +184,7 @@ async def apply_transition(
         alert = await conn.fetchrow(
             """UPDATE alerts SET reason = $2, value = coalesce($3, value), threshold = $4, changed_at = $5,
                    version = version + 1, updated_at = now()
-               WHERE id = $1 RETURNING *""", open_alert["id"], t.reason, t.value, t.threshold, at)
+               WHERE id = $1 RETURNING *""", open_alert["id"], reason, t.value, t.threshold, at)
     else:
         kind = "escalated" if t.new_level > open_alert["level"] else "de-escalated"
         alert = await conn.fetchrow(
@@ -192,7 +198,7 @@ async def apply_transition(
     assert alert is not None
     old = None if open_alert is None else open_alert["level"]
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
-                            reason=t.reason, actor=actor, note=note)
+                            reason=alert["reason"] if kind == "re-evaluated" else t.reason, actor=actor, note=note)
     # an unconfirmed alert withdrawn live, or a level whose reading a replay found a spike: withdrawn, not cleared
     withdrawn = kind == "cleared" and t.reason == SPIKE
     await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
@@ -200,18 +206,33 @@ async def apply_transition(
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
 
 
-#: the rules whose name, stage and threshold say what holds a river level (``alerting.rules``)
-LEVEL_RULES = ("threshold", "trend")
+#: the rules whose name, stage and threshold say what holds a river level (``alerting.rules``): reached, forecast,
+#: held while the river falls
+LEVEL_RULES = ("threshold", "trend", HELD)
+
+
+def worded_rule(alert: asyncpg.Record | dict[str, Any]) -> str | None:
+    """The rule a river-level alert's row is worded by (:func:`alerting.texts.text_for`): :data:`HELD` for a
+    level lowered by the river (state ``de-escalated``, reason ``threshold``: "the river has begun to fall"),
+    ``threshold`` for a level lowered by new thresholds and reached under them (reason ``REJUDGED``: worded as
+    reached), else its reason."""
+    if alert["state"] == "de-escalated" and alert["reason"] == "threshold":
+        return HELD
+    if alert["reason"] == REJUDGED:
+        return "threshold"
+    return str(alert["reason"]) if alert["reason"] is not None else None
 
 
 def _cause_changed(alert: asyncpg.Record, t: Transition) -> bool:
-    """Whether ``t``, at ``alert``'s own level, says another rule or threshold holds a river level now."""
+    """Whether ``t``, at ``alert``'s own level, says another rule or threshold holds a river level now than the
+    one its row is worded by (:func:`worded_rule`)."""
     return (t.condition == RIVER and t.reason in LEVEL_RULES
-            and (alert["reason"], alert["threshold"]) != (t.reason, t.threshold))
+            and (worded_rule(alert), alert["threshold"]) != (t.reason, t.threshold))
 
 
 async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Transition, *, at: datetime,
-                        detail: dict[str, Any], actor: str, note: str | None) -> AlertChange:
+                        detail: dict[str, Any], actor: str, note: str | None,
+                        ended_by: str | None = None) -> AlertChange:
     """A public alert whose level falls below the public levels (to 水防団待機/観測開始, STANDBY): its public life
     ends and a staff-only alert goes on at the new level. Call in a transaction.
 
@@ -228,11 +249,16 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     other alert. A later rise to a public level makes that alert public (:func:`apply_transition`'s
     ``audience``), told to residents as any rise. Returns the staff alert's change: the condition's open
     alert now.
+
+    ``ended_by``: the reason the public alert ends with when it is not the change's (new thresholds,
+    ``alerting.texts.REJUDGED``: withdrawn, not the river falling, while the staff alert says what holds
+    its level — held while the river falls, or reached).
     """
+    end_reason = ended_by or t.reason
     cleared = await conn.fetchrow(
         """UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
                value = coalesce($3, value), reason = $4, updated_at = now()
-           WHERE id = $1 RETURNING *""", public["id"], at, t.value, t.reason)
+           WHERE id = $1 RETURNING *""", public["id"], at, t.value, end_reason)
     staff = await conn.fetchrow(
         """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
                                state, reason, value, threshold, raised_at, changed_at)
@@ -242,7 +268,7 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     assert cleared is not None and staff is not None
     ended = f"below the public levels: continued by staff-only alert {staff['id']}"
     cleared_event = await _event(conn, cleared, "cleared", level=None, old_level=public["level"], reading_ts=at,
-                                 value=t.value, reason=t.reason, actor=actor,
+                                 value=t.value, reason=end_reason, actor=actor,
                                  note=ended if note is None else f"{note}; {ended}")
     await record_audit(conn, actor, "alert.withdrawn" if t.reason == SPIKE else "alert.cleared", "alert", cleared["id"],
                        {**detail, "new_level": None, "continued_by": staff["id"]})
@@ -320,7 +346,15 @@ async def issue_order(
     exercise: bool = False,
 ) -> tuple[int, AlertChange]:
     """Issue an evacuation order (level 3 高齢者等避難, 4 避難指示, 5 緊急安全確保) for a municipality or
-    a polygon within it. Returns (order id, the alert change it raised)."""
+    a polygon within it. Returns (order id, the alert change it raised).
+
+    Raises
+    ------
+    AlertError
+        A level other than 3, 4, 5; no issuer; a bad code or area; a real order (``exercise`` False) for the
+        drill town, which is for exercises only (:func:`sonae.municipality_code.drill_town_refusal`, the rule
+        every API and CLI entry applies first: found, this function took one when called directly).
+    """
     if level not in (3, 4, 5):
         raise AlertError("an evacuation order is level 3, 4 or 5")
     if not issued_by:
@@ -329,6 +363,8 @@ async def issue_order(
         municipality_code = normalise(municipality_code)
     except MunicipalityCodeError as exc:
         raise AlertError(str(exc)) from None
+    if why := drill_town_refusal(municipality_code, exercise=exercise):
+        raise AlertError(why)
     _check_area(area)
     async with conn.transaction():
         order = await conn.fetchrow(
@@ -410,19 +446,34 @@ async def list_active(conn: asyncpg.Connection, *, municipality: str | None = No
     return [_row(r) for r in rows]
 
 
+#: the alert events that are CAP messages (one per version; :func:`messages_of`)
+MESSAGE_KINDS = ("raised", "escalated", "de-escalated", "cleared", "re-evaluated", "moved")
+
+#: whether an alert's current version is its first public message (alias ``a``): some earlier message was not
+#: public (its recorded audience) and none was — or had no recorded audience —, the rule of
+#: :func:`alerting.cap.render_cap` (:func:`alerting.cap.public_messages`)
+_FIRST_PUBLIC = """(EXISTS (SELECT 1 FROM alert_events p WHERE p.alert_id = a.id AND p.version < a.version
+                            AND p.kind = ANY($4::text[]) AND p.alert_state->>'audience' <> 'public')
+                    AND NOT EXISTS (SELECT 1 FROM alert_events p WHERE p.alert_id = a.id AND p.version < a.version
+                                    AND p.kind = ANY($4::text[])
+                                    AND coalesce(p.alert_state->>'audience', 'public') = 'public'))"""
+
+
 async def list_feed(conn: asyncpg.Connection, *, municipality: str | None = None, exercise: bool | None = None,
                     keep_hours: int = 24) -> list[dict[str, Any]]:
     """Public alerts for the Atom feed: the active ones, and the cleared ones whose Cancel message (sent
-    when the ``cleared`` event was recorded) has not expired — ``keep_hours`` is ``cap.expires_hours``."""
+    when the ``cleared`` event was recorded) has not expired — ``keep_hours`` is ``cap.expires_hours``. Each
+    has ``first_public``: its current version is its first public message (raised at 水防団待機 for staff,
+    public later), an ``Alert`` as its CAP message is (:func:`alerting.cap.msg_type`)."""
     rows = await conn.fetch(
-        f"""SELECT {_ALERT_COLUMNS} {_ALERT_FROM}
+        f"""SELECT {_ALERT_COLUMNS}, {_FIRST_PUBLIC} AS first_public {_ALERT_FROM}
             WHERE a.audience = 'public' AND ($1::text IS NULL OR a.municipality_code = $1)
               AND ($2::bool IS NULL OR a.exercise = $2)
               AND (a.cleared_at IS NULL OR EXISTS (
                    SELECT 1 FROM alert_events e WHERE e.alert_id = a.id AND e.kind = 'cleared'
                    AND e.version = a.version AND e.recorded_at > now() - make_interval(hours => $3)))
             ORDER BY a.cleared_at IS NOT NULL, a.level DESC, a.changed_at DESC, a.id""",
-        municipality, exercise, keep_hours)
+        municipality, exercise, keep_hours, list(MESSAGE_KINDS))
     return [_row(r) for r in rows]
 
 
@@ -512,9 +563,8 @@ async def messages_of(conn: asyncpg.Connection, alert_id: int) -> list[dict[str,
         """SELECT DISTINCT ON (version) version, kind, recorded_at, municipality_code,
                   alert_state->>'audience' AS audience
            FROM alert_events
-           WHERE alert_id = $1 AND kind IN ('raised', 'escalated', 'de-escalated', 'cleared', 're-evaluated',
-                                            'moved')
-           ORDER BY version, id""", alert_id)
+           WHERE alert_id = $1 AND kind = ANY($2::text[])
+           ORDER BY version, id""", alert_id, list(MESSAGE_KINDS))
     return [dict(r) for r in rows]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alerting.rules import SPIKE
+from alerting.rules import HELD, SPIKE
 
 LANGUAGES = ("ja-JP", "en-US", "ja-JP-x-easy")
 
@@ -89,6 +89,17 @@ _RIVER_FALLING = {
     "ja-JP": Text("警戒レベル{level}相当（水位低下中）", "{place}の水位は下がり始めましたが、警戒レベル{level}相当が続いています", ""),
     "en-US": Text("", "The river at {place} has begun to fall; alert level {level} equivalent continues", ""),
     "ja-JP-x-easy": Text("", "{place}の かわの みずは へりはじめました。でも まだ あぶないです（レベル{level}）", ""),
+}
+
+#: a gauge's 水防団待機 (staff only) held while the river falls (reason ``alerting.rules.HELD``): standby is no
+#: 警戒レベル, so it is not worded as one
+_STANDBY_FALLING = {
+    "ja-JP": Text("水防団待機水位（水位低下中）", "{place}の水位は下がり始めましたが、水防団待機水位の状態が続いています",
+                  _RIVER[1]["ja-JP"].instruction),
+    "en-US": Text("River at flood-fighting standby stage (falling)",
+                  "The river at {place} has begun to fall; it stays at the standby stage", _RIVER[1]["en-US"].instruction),
+    "ja-JP-x-easy": Text("かわの みずが へりはじめました", "{place}の かわの みずは へりはじめました。でも まだ おおいです",
+                         _RIVER[1]["ja-JP-x-easy"].instruction),
 }
 
 _ORDER: dict[int, dict[str, Text]] = {
@@ -186,6 +197,10 @@ _CLEARED = {
 REMOVED = "station removed from the registry"
 ENDED_EXERCISE = "station registered as an exercise station: its real alerts end (its readings are drills)"
 ENDED_REAL = "station registered as a real station: the drill alerts of its exercise registration end"
+#: the reason of an alert cleared by new thresholds (withdrawn), and of a level they lowered that the threshold
+#: rule still holds (worded as reached — with the stage of the reading that reached it and the new threshold —,
+#: never as the river falling); a level they raised or kept, or lowered to a level held by the trend rule or
+#: while the river falls, carries that rule with REJUDGED as its event's note (alerting.worker._judge_again)
 REJUDGED = "thresholds changed: level re-evaluated"
 #: reasons a ``silent`` alert ends (:attr:`alerting.silence.Silence.clear_reason`): a reading arrived, or the
 #: station's stream began afresh (a switch of its exercise flag that was not a flap within the grace)
@@ -230,17 +245,26 @@ def is_withdrawal(reason: str | None) -> bool:
 
 def text_for(condition: str, level: int, language: str, *, reason: str | None = None, falling: bool = False) -> Text:
     """The texts of an alert of ``condition`` at ``level`` in ``language`` (one of :data:`LANGUAGES`;
-    ``KeyError`` for another). ``reason`` is the alert's (or its event's) ``reason``: a gauge's level 3 of
-    reason ``trend`` is forecast, not reached (:data:`_RIVER_TREND`). ``falling``: the alert's state (or its
-    event's kind) is ``de-escalated``, so a gauge's level 2-4 continues as the river falls (:data:`_RIVER_FALLING`)."""
+    ``KeyError`` for another), worded by what holds a gauge's level — the alert's (or its event's) ``reason``:
+
+    * ``trend`` at level 3: forecast, not reached (:data:`_RIVER_TREND`), whatever the change was (a level 3
+      the trend rule holds is rising towards 氾濫危険水位, also when new thresholds lowered it to 3);
+    * :data:`alerting.rules.HELD`: held while the river falls (:data:`_RIVER_FALLING`, :data:`_STANDBY_FALLING`
+      at 水防団待機), whatever the change was (a late-reading replay, new thresholds);
+    * ``falling`` — the alert's state (or its event's kind) is ``de-escalated`` — with a river rule: a level 2-4
+      continues as the river falls; not when lowered by new thresholds (:data:`REJUDGED`: worded as reached,
+      the stage and threshold being the reading that reached it under them) or because the reading that raised
+      it was a spike (:data:`alerting.rules.SPIKE`): the river did not fall;
+    * otherwise the threshold reached."""
     if condition == "river_level":
-        # lowered by new thresholds, or because the reading that raised it was a spike: the river did not fall
-        if falling and 2 <= level <= 4 and reason not in (REJUDGED, SPIKE):
-            base, t = _RIVER[level][language], _RIVER_FALLING[language]
-            return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
-                        base.instruction)
         if reason == "trend" and level == 3:
             return _RIVER_TREND[language]
+        if level <= 1 and reason == HELD:
+            return _STANDBY_FALLING[language]
+        if (reason == HELD and level >= 2) or (falling and 2 <= level <= 4 and reason not in (REJUDGED, SPIKE)):
+            base, t = _RIVER[min(5, level)][language], _RIVER_FALLING[language]
+            return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
+                        base.instruction)
         return _RIVER[max(1, min(5, level))][language]
     if condition == "evacuation_order":
         return _ORDER[max(3, min(5, level))][language]

@@ -80,6 +80,7 @@ from alerting import store
 from alerting.levels import Step, ladder, threshold_of
 from alerting.rules import (
     HEALTH_KINDS,
+    IMPLAUSIBLE,
     RIVER,
     SILENT,
     SILENT_FACTOR,
@@ -552,7 +553,7 @@ class RulesWorker:
         ts = max([r.ts for r in readings] + [float(t) for t, _ in points])
         # each net change with the rule, stage and threshold that decided it (alerting.rules.reconcile)
         return machine, reconcile(held.open_conditions(), machine.open_conditions(), ts=ts, decided=decided,
-                                  ended=machine.standing())
+                                  ended=[*machine.standing(), *machine.settled(held.state.pending, held.state.unconfirmed)])
 
     @staticmethod
     async def _end_real_alerts(conn: asyncpg.Connection, station_id: str, ts: float) -> list[store.AlertChange]:
@@ -595,7 +596,7 @@ class RulesWorker:
                            st.id, exercise, store.to_dt(since))
         last = rows[-1]["ts"].timestamp() if rows else since
         net = reconcile(current.open_conditions(), machine.open_conditions(), ts=last, decided=decided,
-                        ended=machine.standing())
+                        ended=[*machine.standing(), *machine.settled(current.state.pending, current.state.unconfirmed)])
         log.info("late reading: station re-evaluated", extra={"station": st.id, "exercise": exercise,
                                                                "changes": len(net)})
         return machine, net
@@ -707,11 +708,16 @@ class RulesWorker:
         3. **A changed ladder re-judges the level** (:meth:`_judge_again`): a stream whose station's
            ladder (the four 洪水予報 thresholds or the 危機管理型 three, its ``gauge_type``, or its ``kind``:
            only a ``river_level`` station has one) differs from the one it was last judged with gets its
-           river level and unconfirmed level judged again under the new ladder, at once, while its newest
-           accepted reading is fresh: a level lowered or cleared has reason :data:`REJUDGED` (withdrawn, not the
-           river falling), a level raised the rule that holds it (``threshold``, or ``trend``: forecast) with
-           the note :data:`REJUDGED` (:data:`RESUMED` below); a level kept under the new ladder by another rule
-           or threshold (a level 3 reached at 避難判断水位, kept by the trend rule once 避難判断水位 is above the
+           river level and unconfirmed level judged again under the new ladder, at once, from the stages its
+           rules accepted — also on a silent or faulty gauge, whose held level is the judgement of those same
+           stages (its ``silent`` alert tells staff they are old): a level cleared has reason :data:`REJUDGED`
+           (withdrawn, not the river falling); a level raised, lowered or kept is told by what holds it under the
+           new ladder, at the reading that put it in force (``threshold``: reached; ``trend``: forecast;
+           :data:`~alerting.rules.HELD`: held while the river falls), with the note :data:`REJUDGED`
+           (:data:`RESUMED` below) — a level lowered and held by a threshold its reading reached has reason
+           :data:`REJUDGED` itself, worded as reached, never as the river falling (:meth:`_judge_again`); a level
+           kept under the new ladder by another rule or threshold (a level 3 reached at 避難判断水位, kept by the
+           trend rule once 避難判断水位 is above the
            stage) has its alert updated to the rule and threshold that hold it (an event ``re-evaluated``, a
            CAP ``Update``; :func:`alerting.store.apply_transition`). **A station real again** has its parked
            real stream judged the same way (note :data:`RESUMED`): residents see the level its real
@@ -808,12 +814,15 @@ class RulesWorker:
                     await self._drop_checkpoints(conn, st.id, exercise)
             elif not exercise and "parked" in stored:
                 # real again: its level judged from the real readings it had before, if still fresh
-                judged, why = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED), RESUMED
+                judged, why = self._judge_again(st, exercise, stored.pop("parked"), None, now, RESUMED,
+                                                fresh_only=True), RESUMED
                 stored.pop("machine", None)
             elif old is not None and (old["steps"] != new["steps"] or old.get("gauge", st.gauge) != st.gauge) \
                     and stored.get("machine"):
                 current = self._machine(st, exercise, stored["machine"])
-                judged = self._judge_again(st, exercise, _eligible_points(current), current, now, REJUDGED)
+                # silent or not: the level it holds is judged again (_judge_again), never left to the old ladder
+                judged = self._judge_again(st, exercise, _eligible_points(current), current, now, REJUDGED,
+                                           fresh_only=False)
             if judged is not None:
                 machine, transitions = judged
                 for t in transitions:  # the registry change is the note of a change worded by its rule
@@ -835,7 +844,7 @@ class RulesWorker:
         await conn.execute("DELETE FROM rule_checkpoints WHERE station_id = $1 AND exercise = $2", station_id, exercise)
 
     def _judge_again(self, st: _Station, exercise: bool, points: list[list[float]], current: StationRules | None,
-                     now: datetime, reason: str) -> tuple[StationRules, list[Transition]] | None:
+                     now: datetime, reason: str, *, fresh_only: bool) -> tuple[StationRules, list[Transition]] | None:
         """The stream's river level judged again under the station's current ladder ``st.steps``, or None
         when there is nothing fresh to judge from.
 
@@ -844,18 +853,39 @@ class RulesWorker:
         accepted level readings of its last ``buffer_s`` as the live rules kept them, and the suspect reading
         waiting for confirmation (``points``: ``[[ts, m], …]``, :func:`_eligible_points`) — never from the
         stored readings table, which holds spikes the rules rejected and readings that arrived while the
-        station was registered otherwise. And judge only while the newest of them is fresh by the silent-gauge
-        rule (:func:`alerting.rules.is_silent`: at most ``silent_factor`` × ``expected_interval_s`` old at
-        ``now``): a silent gauge's old stage says nothing of the river now, so its held level is kept as it is
-        (None: no judgement) and a resumed stream starts afresh. A fresh machine is fed the points and ticked
+        station was registered otherwise.
+
+        **Fresh or not** (``fresh_only``). A changed ladder (``fresh_only`` false) is judged whatever the age of
+        the points: the level a stream holds is the judgement of those same stages, so on a silent gauge (no
+        reading for longer than the silent-gauge rule allows, :func:`alerting.rules.is_silent`) or a faulty one
+        (only 欠測 values since: its newest *accepted* stage is old though data arrives) it cannot stay the
+        judgement of a ladder staff have since corrected — found: a silent gauge kept 5.4 m on its alert through
+        five threshold edits, and, its stream stamped with the new ladder unjudged, a fresh reading afterwards
+        changed nothing either. Its ``silent`` alert tells staff the stage is old. A parked stream resumed
+        (``fresh_only`` true: its real alerts were ended by the switch to exercise, and were told so) is judged
+        only while the newest point is fresh by the silent-gauge rule (at most ``silent_factor`` ×
+        ``expected_interval_s`` old at ``now``): an ended alert is not raised again from old stages; otherwise
+        it starts afresh (None: no judgement). A fresh machine is fed the points and ticked
         to ``now``; its river level and unconfirmed level replace the live ones (``current``; device health is
-        kept). Returns the new machine and the net transitions dated ``now`` (the registry change), with the
-        newest accepted stage (m): a river level raised or kept with the rule and threshold that hold it under the
-        new ladder (:meth:`~alerting.rules.StationRules.standing`: a trend's level 3 is forecast, with the
-        氾濫危険水位 it is forecast to reach), a level lowered or cleared with ``reason`` and the level's
-        threshold (withdrawn by the registry change, not the river falling)."""
+        kept). Returns the new machine and the net transitions, each one true whole of time, stage, rule and
+        threshold (never a stage of one reading dated at another):
+
+        * a river level raised, lowered or kept: told by what holds it under the new ladder
+          (:meth:`~alerting.rules.StationRules.standing`): the reading that put it in force (its time and stage)
+          with its rule — ``threshold`` (reached: that stage is at or above the new threshold), ``trend`` (a
+          level 3 forecast, with the 氾濫危険水位 it is forecast to reach) or :data:`~alerting.rules.HELD` (a level
+          the replayed river was falling to: held while it falls) — and the registry change as the event's note
+          (:meth:`_follow_ladders`). A level *lowered* and held by the threshold rule has ``reason`` itself
+          (:data:`REJUDGED`): worded as reached, with that reading's stage and the new threshold, never as the
+          river falling (:func:`alerting.texts.text_for`; the alert's state is ``de-escalated``, which says
+          "falling" for a level rule). A level kept is updated only when what holds it differs from the alert's
+          own rule and threshold (:func:`alerting.store.apply_transition`);
+        * a level cleared, and an unconfirmed level ended: ``reason`` (withdrawn by the registry change, not the
+          river falling), dated ``now`` (the change) without a stage: the alert keeps the stage and threshold
+          it was told with;
+        * an unconfirmed level raised or changed: :data:`~alerting.rules.IMPLAUSIBLE` at the suspect reading."""
         newest = max((t for t, _ in points), default=None)
-        if newest is None or now.timestamp() - newest > self.silent_factor * st.expected_interval_s:
+        if newest is None or (fresh_only and now.timestamp() - newest > self.silent_factor * st.expected_interval_s):
             return None
         fresh = self._machine(st, exercise, None)
         fresh.feed_all(Reading("level", float(t), float(v)) for t, v in sorted(points))
@@ -867,10 +897,6 @@ class RulesWorker:
             if current.state.last_ts is not None:
                 fresh.state.last_ts = max(fresh.state.last_ts or current.state.last_ts, current.state.last_ts)
         after = fresh.open_conditions()
-        value = fresh.state.last_valid[1] if fresh.state.last_valid else None
-        # a river level raised: the rule that holds it (a level 3 of the trend rule is forecast, with the
-        # 氾濫危険水位 it is forecast to reach); lowered or cleared: ``reason``, the registry change (withdrawn,
-        # not the river falling: alerting.texts)
         held = {t.condition: t for t in fresh.standing()}
         out = []
         for name in (RIVER, UNCONFIRMED):
@@ -878,16 +904,22 @@ class RulesWorker:
             if old == new:
                 continue
             rule = held.get(name)
-            if rule is not None and (old is None or (new is not None and new > old)):
-                out.append(replace(rule, old_level=old, ts=now.timestamp()))
+            suspect = fresh.state.pending
+            if new is not None and rule is not None:
+                if old is not None and new < old and rule.reason == "threshold":
+                    rule = replace(rule, reason=reason)  # lowered by the ladder, not the river: worded as reached
+                out.append(replace(rule, old_level=old))
+            elif new is not None and name == UNCONFIRMED and suspect is not None:
+                out.append(Transition(name, old, new, suspect[0], suspect[1], threshold_of(st.steps, new),
+                                      IMPLAUSIBLE))
             else:
-                out.append(Transition(name, old, new, now.timestamp(), value,
+                out.append(Transition(name, old, new, now.timestamp(), None,
                                       threshold_of(st.steps, new) if new is not None else None, reason))
-        # a level kept: the rule and threshold that hold it now (a level 3 kept by the trend rule under
-        # thresholds it no longer reaches is forecast, with the 氾濫危険水位 it is forecast to reach); the alert
-        # is updated only when they differ from its own (alerting.store.apply_transition)
+        # a level kept: what holds it now (a level 3 kept by the trend rule under thresholds it no longer reaches
+        # is forecast, with the 氾濫危険水位 it is forecast to reach), at the reading that put it in force; the
+        # alert is updated only when that differs from its own (alerting.store.apply_transition)
         if current is not None and before.get(RIVER) is not None and before.get(RIVER) == after.get(RIVER):
-            out += [replace(t, old_level=before[RIVER], ts=now.timestamp()) for t in fresh.standing()]
+            out += [replace(t, old_level=before[RIVER]) for t in fresh.standing()]
         return fresh, out
 
     # -- silent gauges ---------------------------------------------------------------------------

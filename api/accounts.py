@@ -88,7 +88,8 @@ async def post_account(request: web.Request) -> web.Response:
     municipality = municipality_code(field(body, "municipality_code", str, default=None))
     require_may_create_account(admin, municipality_code=municipality)
     async with request.app[POOL].acquire() as conn:
-        await covered_municipality(conn, municipality, exercise=True)  # 422, as at every entry (create_account's)
+        # 422, as at every entry (create_account's rule: an account names its staff, staff=True)
+        await covered_municipality(conn, municipality, exercise=False, staff=True)
         try:
             account = await create_account(
                 conn, username=field(body, "username", str), password=field(body, "password", str),
@@ -106,7 +107,13 @@ async def post_account(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/accounts/{username}/real-injection")
 async def put_real_injection(request: web.Request) -> web.Response:
-    """An admin allows (``{"allowed": true}``) or stops an operator of its scope injecting real readings."""
+    """An admin allows (``{"allowed": true}``) or stops an operator of its scope injecting real readings.
+
+    Answers ``{"username", "may_inject_real", "repeated"}``. A grant (or withdrawal) the account has already is
+    the same fact: answered ``"repeated": true``, nothing written or audited again, whichever admin sends it
+    (found: a second admin's identical grant was audited again), as repeated acknowledgements are. The
+    account's row is locked while deciding, so requests at once are as one after the other: one writes.
+    """
     admin = await authenticate(request)
     body = await json_object(request)
     allowed = field(body, "allowed", bool)
@@ -114,9 +121,13 @@ async def put_real_injection(request: web.Request) -> web.Response:
     from alerting.audit import record_audit as audit
 
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        require_may_grant_real_injection(admin, await account_scope(conn, username))
-        row = await set_real_injection(conn, username, allowed=allowed)
-        assert row is not None  # checked above, in the same transaction
-        await audit(conn, admin.username, "account.real_injection_" + ("granted" if allowed else "revoked"),
-                    "account", username, {"may_inject_real": allowed})
-    return web.json_response({"username": row["username"], "may_inject_real": row["may_inject_real"]})
+        target = await account_scope(conn, username, lock=True)
+        require_may_grant_real_injection(admin, target)
+        assert target is not None  # checked above, in the same transaction
+        repeated = target["may_inject_real"] == allowed
+        if not repeated:
+            row = await set_real_injection(conn, username, allowed=allowed)
+            assert row is not None  # locked above
+            await audit(conn, admin.username, "account.real_injection_" + ("granted" if allowed else "revoked"),
+                        "account", username, {"may_inject_real": allowed})
+    return web.json_response({"username": target["username"], "may_inject_real": allowed, "repeated": repeated})

@@ -112,8 +112,9 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                              if municipality_code is not None and municipality_code.strip() else None)
     except MunicipalityCodeError as exc:
         raise AccountError(str(exc)) from None
-    # staff of the drill town run its exercises: an account may name it (ingest.municipalities.uncovered)
-    if municipality_code is not None and (why := await uncovered(conn, municipality_code, exercise=True)):
+    # staff of the drill town run its exercises: an account may name it (decided by uncovered, staff=True)
+    if municipality_code is not None and (why := await uncovered(conn, municipality_code, exercise=False,
+                                                                  staff=True)):
         raise AccountError(why)
     try:
         row = await conn.fetchrow(
@@ -203,9 +204,12 @@ async def set_real_injection(conn: asyncpg.Connection, username: str, *, allowed
     return dict(row) if row is not None else None
 
 
-async def account_scope(conn: asyncpg.Connection, username: str) -> dict[str, Any] | None:
-    """An account's role and municipality (None when there is no such account)."""
-    row = await conn.fetchrow("SELECT username, role, municipality_code FROM accounts WHERE username = $1", username)
+async def account_scope(conn: asyncpg.Connection, username: str, *, lock: bool = False) -> dict[str, Any] | None:
+    """An account's ``username``, ``role``, ``municipality_code`` and ``may_inject_real`` (None when there is no
+    such account). ``lock``: lock its row until the transaction ends (call in one), so that changes decided
+    on what was read here (a grant and its audit) are made one after the other."""
+    row = await conn.fetchrow("SELECT username, role, municipality_code, may_inject_real FROM accounts "
+                              "WHERE username = $1" + (" FOR UPDATE" if lock else ""), username)
     return dict(row) if row is not None else None
 
 

@@ -177,13 +177,14 @@ def int_field(body: dict[str, Any], name: str, *, lo: int, hi: int, default: Any
     return value
 
 
-async def covered_municipality(conn: asyncpg.Connection, code: str | None, *, exercise: bool,
+async def covered_municipality(conn: asyncpg.Connection, code: str | None, *, exercise: bool, staff: bool = False,
                                name: str = "municipality_code") -> None:
     """A 422 problem unless ``code`` (a :func:`municipality_code`, or None) names a municipality this deployment
     covers (:func:`ingest.municipalities.uncovered`: in its list and, when boundaries are loaded, with one; the
-    drill town for an ``exercise`` entry only): an order, area, webhook, roster entry or account must name one
-    of them. The same status, 422, at every entry (found: an account's was 400)."""
-    if code is not None and (why := await uncovered(conn, code, exercise=exercise)):
+    drill town for an ``exercise`` entry, or a ``staff`` one, an account or roster entry, only): an order, area,
+    webhook, roster entry or account must name one of them. The same status, 422, at every entry (found: an
+    account's was 400)."""
+    if code is not None and (why := await uncovered(conn, code, exercise=exercise, staff=staff)):
         raise Problem(422, "Unprocessable Content", f"field {name!r}: {why}", field=name)
 
 

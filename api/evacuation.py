@@ -1,7 +1,8 @@
 """Evacuation for residents, without an account.
 
 * ``GET /api/v1/route?lat=&lon=&hazard=flood&profile=walk&lang=ja``: the route to the nearest safe
-  shelter as a GeoJSON Feature (``status`` ok | no_safe_route | no_shelter_in_area | inside_hazard |
+  shelter as a GeoJSON Feature (``status`` ok | at_shelter (the resident is within ``evac.engine.AT_SHELTER_M``
+  of a suitable shelter: that shelter, distance 0, no line) | no_safe_route | no_shelter_in_area | inside_hazard |
   off_network; outside the network's area a 422 problem with ``status_code`` outside_area and guidance);
 * ``GET /api/v1/shelters/nearest?lat=&lon=&hazard=&profile=&k=3``: the k nearest safe shelters;
 * ``GET /api/v1/shelters?municipality=&hazard=&bbox=&q=&limit=&format=geojson|json|csv``: shelters (open
@@ -165,12 +166,24 @@ def _boundary_cell(engine: Engine, raw_lat: float, raw_lon: float, lat: float, l
 
 
 def _nearest(engine: Engine, lat: float, lon: float, *, k: int, profile: str, hazard: str,
-             exercise: bool) -> tuple[str, int, list[dict[str, Any]]]:
+             exercise: bool) -> tuple[str, int, list[dict[str, Any]], str]:
+    """The status, hazard version, ``k`` nearest shelters and the shelter the resident is at ("" if none).
+
+    At a shelter (``at_shelter``): that one first, 0 s, then the nearest others as walked from the road."""
     r = engine.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
-    found = []
-    if r.status == "ok":
+    found: list[dict[str, Any]] = []
+    here = ""
+    if r.status == "at_shelter":
+        assert r.shelter is not None
+        here = r.shelter.name
+        found = [{"duration_s": 0.0, "shelter": r.shelter.to_dict()}]
+        if k > 1:  # the others near, as walked from the road
+            found += [f for f in engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard,
+                                                         exercise=exercise, route=r)
+                      if f["shelter"]["id"] != r.shelter.id][:k - 1]
+    elif r.status == "ok":
         found = engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard, exercise=exercise, route=r)
-    return r.status, r.state.version, found
+    return r.status, r.state.version, found, here
 
 
 @routes.get("/api/v1/shelters/nearest")
@@ -185,13 +198,14 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     (lat, lon), _ = _placed(service, *position)
     await service.ensure_field((profile, hazard, exercise))
     loop = asyncio.get_running_loop()
-    status, version, found = await loop.run_in_executor(None, partial(
+    status, version, found, here = await loop.run_in_executor(None, partial(
         _nearest, engine, lat, lon, k=int(raw_k), profile=profile, hazard=hazard, exercise=exercise))
     body: dict[str, Any] = {"status": status, "hazard": hazard, "profile": profile, "exercise": exercise,
                             "hazard_version": version,
                             "shelters": [{"duration_s": f["duration_s"], "shelter": f["shelter"]} for f in found]}
     if status != "ok":
-        body["guidance"] = status_text(status, lang=lang, hazard=hazard, profile=profile, exercise=exercise)
+        body["guidance"] = status_text(status, lang=lang, hazard=hazard, profile=profile, exercise=exercise,
+                                       shelter=here, distance_m=0.0)
     return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "no-store"})
 
 

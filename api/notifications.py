@@ -295,7 +295,7 @@ async def put_roster(request: web.Request) -> web.Response:
     require_target_scope(account, municipality)
     lang = tag_of(field(body, "lang", str, default="ja-JP"))  # any spelling Accept-Language takes; stored canonical
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await covered_municipality(conn, municipality, exercise=True)  # its staff: the drill town's too
+        await covered_municipality(conn, municipality, exercise=False, staff=True)  # a roster names staff
         if account.username != username:  # an admin: the account must be in the admin's scope
             found = await conn.fetchrow("SELECT municipality_code FROM accounts WHERE username = $1", username)
             if found is None:

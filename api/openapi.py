@@ -263,10 +263,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415)}},
     ("put", "/api/v1/accounts/{username}/real-injection"): {
-        "summary": "Allow an operator of your scope to inject real (non-exercise) readings, or stop it (admin)",
+        "summary": "Allow an operator of your scope to inject real (non-exercise) readings, or stop it (admin); "
+                   "the same grant again answers repeated: true and writes nothing",
         "tags": ["admin"], "security": STAFF, "parameters": [p("username")],
         "requestBody": body({"type": "object", "required": ["allowed"], "properties": {"allowed": {"type": "boolean"}}}),
-        "responses": {**ok({"type": "object", "required": ["username", "may_inject_real"]}),
+        "responses": {**ok({"type": "object", "required": ["username", "may_inject_real", "repeated"], "properties": {
+            "username": {"type": "string"}, "may_inject_real": {"type": "boolean"},
+            "repeated": {"type": "boolean"}}}),
                       **errors(400, 401, 403, 404, 409, 415)}},
     ("post", "/api/v1/alerts/{alert_id}/acknowledge"): {
         "summary": "Acknowledge an alert", "tags": ["staff"], "security": STAFF,

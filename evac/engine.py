@@ -94,6 +94,18 @@ SEARCH_M = 150.0
 FIRST_LOOK_M = 40.0
 #: Speed on the straight legs to and from the road for the car profile (people walk to the car).
 ACCESS_SPEED_MPS = 1.0
+#: A resident this close to a suitable shelter (metres, straight, in the network's projected CRS) is told they
+#: are at it (status ``at_shelter``, distance 0), not routed out to the road and back (found: 39.5 m from a
+#: shelter's own position). The API rounds positions to 1e-4 degrees (``evac.service.POSITION_DECIMALS``):
+#: 11.1 m of latitude by 8.9 m of longitude at Fukushima's 37.4 degrees N (9.1 m at 35 N), so a resident
+#: standing on a shelter's point is answered for a point up to half a cell away on each axis, at most
+#: sqrt(5.55² + 4.55²) = 7.2 m from it (any latitude of Japan). 10 m takes every such resident with ~3 m to
+#: spare for the shelter's own coordinates (GSI's are given to 1e-6 degrees, < 0.1 m), and says "you are
+#: there" only to someone at most 17 m (10 m plus the rounding) from its point: inside the grounds of a
+#: school or community centre, the usual 指定緊急避難場所. Further out, the route is walked as before.
+AT_SHELTER_M = 10.0
+#: Suitable shelters by grid cell of AT_SHELTER_M in projected metres: ``(x, y, shelter)`` (:meth:`Engine.at_shelter`).
+_ShelterCells = dict[tuple[int, int], list[tuple[float, float, Shelter]]]
 #: Positions further than this outside the network's bounding box are ``outside_area``.
 AREA_MARGIN_M = 1000.0
 #: Degrees beyond the network's box past which an area's box is cut off before it is projected to metres
@@ -295,7 +307,7 @@ class RouteResult:
     ``path``, ``last`` (from the last node along the shelter's edge) and the egress leg to the shelter.
     """
 
-    status: str  # ok | no_safe_route | no_shelter_in_area | inside_hazard | off_network | outside_area
+    status: str  # ok | at_shelter | no_safe_route | no_shelter_in_area | inside_hazard | off_network | outside_area
     path: list[int]
     duration_s: float
     shelter: Shelter | None
@@ -576,6 +588,8 @@ class Engine:
         # per (profile, hazard): the shelters mapping last seen, its sites, qualifying mask and shelters
         self._picks: dict[tuple[str, str], tuple[Mapping[str, Shelter], _Sites, np.ndarray, list[Shelter]]] = {}
         self._structs: dict[FieldKey, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # per key: ends, indptr, indices
+        # per key: the suitable shelters of a field at a state, by AT_SHELTER_M grid cell (:meth:`at_shelter`)
+        self._at_cells: dict[FieldKey, tuple[HazardState, Field, _ShelterCells]] = {}
         lon, lat = network.node_lon, network.node_lat
         if len(lon):
             mid = math.radians(float(lat.min() + lat.max()) / 2)
@@ -1283,10 +1297,16 @@ class Engine:
 
     # -- queries ------------------------------------------------------------------------------------
     def route_result(
-        self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False
+        self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False,
+        at_shelter: bool = True,
     ) -> RouteResult:
-        """The nearest safe shelter by total walk, from the nearest usable road (the core query)."""
-        start = self.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+        """The nearest safe shelter by total walk, from the nearest usable road (the core query).
+
+        ``at_shelter``: a position within :data:`AT_SHELTER_M` of a suitable shelter answers ``at_shelter``
+        (:meth:`at_shelter`); False walks from the road all the same (capacity planning, the other shelters
+        near a resident who is at one).
+        """
+        start = self.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at_shelter=at_shelter)
         if isinstance(start, RouteResult):
             return start
         f = start.field
@@ -1306,13 +1326,17 @@ class Engine:
         return last, f.shelters[int(src.shelter[row])], float(src.egress_m[row]), float(src.egress_s[row])
 
     def route_start(
-        self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False
+        self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False,
+        at_shelter: bool = True,
     ) -> RouteResult | RouteStart:
         """:meth:`route_result` up to the node where the walk joins the field's next hops.
 
         Returns the complete :class:`RouteResult` when there is no such node (every status but ``ok``,
         and ``ok`` straight along the resident's own edge to a shelter on it), else a :class:`RouteStart`
         (the walk from its ``end`` node on is the field's: the same for every position that joins there).
+        A position at a suitable shelter (:meth:`at_shelter`, unless ``at_shelter`` is False) is answered
+        ``at_shelter``: that shelter, 0 s, no walk; after ``inside_hazard`` and ``outside_area``, before
+        the roads are looked at (a shelter far from any road is still where the resident is).
         """
         snap = self._snap
         key = (profile, hazard, exercise)
@@ -1330,6 +1354,8 @@ class Engine:
             return RouteResult("outside_area", [], math.inf, None, math.nan, f, st)
         net = self.network
         x, y = net.project_point(lon, lat)
+        if at_shelter and (there := self._at_shelter(key, f, st, lon, lat, x, y)) is not None:
+            return RouteResult("at_shelter", [], 0.0, there, 0.0, f, st, (), (float(lon), float(lat)))
         idx = net.profile(profile).index
         if idx.empty:
             return RouteResult("off_network", [], math.inf, None, math.inf, f, st)
@@ -1368,6 +1394,58 @@ class Engine:
             return RouteResult("ok", [], total, f.shelters[stop.shelter], d, f, st, (), (float(lon), float(lat)),
                                access_s, first, None, stop.egress_m, stop.egress_s)
         return RouteStart(total, d, f, st, (float(lon), float(lat)), access_s, first, end)
+
+    def at_shelter(self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
+                   exercise: bool = False) -> Shelter | None:
+        """The suitable shelter a resident at (``lat``, ``lon``) (degrees, WGS 84) is at, or None.
+
+        Suitable as a route's shelter is (the same pick as the field's, :meth:`_sources`): open, rated for
+        ``hazard`` by its GSI flags (``Shelter.hazards``), not full; and neither it nor the straight line from
+        the position to it touches a blocked area in force (``exercise`` picks the areas, as for routes), by
+        the one boundary rule (``evac.network.BOUNDARY_RULE``). "At" is within :data:`AT_SHELTER_M` metres
+        (straight, in the network's projected CRS); of several, the nearest (then the least id). Shelters
+        need not lie on the road network. Raises ``ValueError`` for an unknown profile or hazard, as routes.
+        """
+        f = self.field(profile, hazard, exercise)
+        x, y = self.network.project_point(lon, lat)
+        return self._at_shelter((profile, hazard, exercise), f, self._snap.state, lon, lat, x, y)
+
+    def _at_shelter(self, key: FieldKey, f: Field, st: HazardState, lon: float, lat: float, x: float,
+                    y: float) -> Shelter | None:
+        """:meth:`at_shelter` for field ``f`` at state ``st``, the position also projected (``x``, ``y``)."""
+        hit = self._at_cells.get(key)
+        if hit is None or hit[0] is not st or hit[1] is not f:
+            hit = (st, f, self._shelter_cells(f, st))
+            self._at_cells[key] = hit
+        cells = hit[2]
+        if not cells:
+            return None
+        r = AT_SHELTER_M
+        cx, cy = math.floor(x / r), math.floor(y / r)
+        best: tuple[float, str, Shelter] | None = None
+        for i in (cx - 1, cx, cx + 1):
+            for j in (cy - 1, cy, cy + 1):
+                for sx, sy, s in cells.get((i, j), ()):
+                    d = math.hypot(sx - x, sy - y)
+                    if d <= r and (best is None or (d, s.id) < best[:2]):
+                        if f.lines and f.lines.factor_lonlat(np.array([[lon, lat], [s.lon, s.lat]])) == math.inf:
+                            continue  # a blocked area between: walk around it by the roads
+                        best = (d, s.id, s)
+        return None if best is None else best[2]
+
+    def _shelter_cells(self, f: Field, st: HazardState) -> _ShelterCells:
+        """The shelters a resident may be told they are at, for field ``f`` at ``st``, by grid cell."""
+        hazard = f.hazard
+        found = [s for s in st.shelters.values() if s.is_open and s.rated_for(hazard) and not s.is_full]
+        if f.blocked and found:
+            inside = f.blocked.contains_many(np.array([s.lon for s in found]), np.array([s.lat for s in found]))
+            found = [s for s, bad in zip(found, inside.tolist(), strict=True) if not bad]
+        cells: _ShelterCells = {}
+        r = AT_SHELTER_M
+        for s in found:
+            sx, sy = self.network.project_point(s.lon, s.lat)
+            cells.setdefault((math.floor(sx / r), math.floor(sy / r)), []).append((float(sx), float(sy), s))
+        return cells
 
     def _edge(self, profile: str, e: int) -> tuple[int, int, float, float, float, float]:
         """Base edge ``e`` as plain numbers for a query: its nodes ``u``, ``v``, projected length, the
@@ -1450,10 +1528,13 @@ class Engine:
 
         Times run from the same road point as :meth:`route_result` (access leg included) to each shelter
         (its last partial edge and egress leg included). ``route``: that :meth:`route_result`, when the
-        caller has it already (it must be for the same position, profile, hazard and exercise flag).
+        caller has it already (it must be for the same position, profile, hazard and exercise flag; an
+        ``at_shelter`` one is walked from the road again, ``at_shelter=False``).
         """
         r = route if route is not None else self.route_result(lat, lon, profile=profile, hazard=hazard,
-                                                                exercise=exercise)
+                                                                exercise=exercise, at_shelter=False)
+        if r.status == "at_shelter":  # times from the road all the same: the shelter it is at is one of them
+            r = self.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at_shelter=False)
         if r.status != "ok" or r.first is None:
             return []
         f = r.field

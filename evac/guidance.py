@@ -33,6 +33,14 @@ _STATUS = {
         "en": "Evacuate to {shelter}: about {minutes} min {mode} ({distance}).",
         "ja-easy": "{shelter} に にげて ください。{mode} {minutes}ぷん ぐらい です。",
     },
+    "at_shelter": {
+        "ja": "現在地は{shelter}です。ここは{hazard}に対応した開設中の避難場所です。移動せず、中に入って"
+              "避難所の指示に従ってください。",
+        "en": "You are at {shelter}, an open shelter for {hazard}. Stay here: go inside and follow the "
+              "shelter staff's instructions.",
+        "ja-easy": "いま {shelter} に います。ここは ひなんじょ です。ほかへ いかないで ください。"
+                   "なかに はいって ください。",
+    },
     "inside_hazard": {
         "ja": "現在地は{hazard}の危険区域の中です。無理に外へ出ず、建物の2階以上など高い所へ移動してください"
               "（垂直避難）。救助を待ち、市町村の情報を確認してください。",

@@ -73,8 +73,9 @@ def plan_evacuation(
     if (people < 0).any():
         raise ValueError("people per place must not be negative")
     warnings: list[str] = []
-    answers = [engine.route_result(float(p[0]), float(p[1]), profile=profile, hazard=hazard, exercise=exercise)
-               for p in pl]
+    # people are assigned by capacity across shelters: a place at a shelter walks from its road like any other
+    answers = [engine.route_result(float(p[0]), float(p[1]), profile=profile, hazard=hazard, exercise=exercise,
+                                   at_shelter=False) for p in pl]
     f = answers[0].field if answers else f
     inside = np.array([r.status == "inside_hazard" for r in answers], bool)
     reachable = np.array([r.status == "ok" for r in answers], bool) & (people > 0)

@@ -97,6 +97,9 @@ def route_parts(net: RoadNetwork, r: RouteResult) -> list[tuple[str, int, np.nda
 def route_feature(net: RoadNetwork, r: RouteResult, *, lang: str | None = None) -> dict[str, Any]:
     """Format a :class:`~evac.engine.RouteResult` as a GeoJSON Feature.
 
+    ``at_shelter`` (the resident is at a suitable shelter): ``geometry`` null, ``shelter`` that shelter,
+    ``distance_m`` and ``duration_s`` 0, no steps, the guidance saying so.
+
     ``lang`` picks one language for the texts; ``None`` gives ``{"ja": ..., "en": ..., "ja-easy": ...}``.
     """
     if lang is not None:
@@ -125,6 +128,10 @@ def route_feature(net: RoadNetwork, r: RouteResult, *, lang: str | None = None) 
         props["snap_distance_m"] = round(r.snap_distance_m, 1)
         props["access_m"] = round(r.snap_distance_m, 1)
         props["egress_m"] = round(r.egress_m, 1)
+    elif r.status == "at_shelter":  # the resident is at it: no line, no steps, nothing to walk
+        assert r.shelter is not None
+        props["shelter"] = r.shelter.to_dict()
+        distance = 0.0
     elif r.hazards_here:
         props["hazard_areas"] = [{"id": a.id, "hazard": a.hazard, "label": a.label, "exercise": a.exercise}
                                  for a in r.hazards_here]
@@ -135,7 +142,7 @@ def route_feature(net: RoadNetwork, r: RouteResult, *, lang: str | None = None) 
     props["steps"] = steps
     texts = {lg: status_text(r.status, lang=lg, hazard=f.hazard, profile=f.profile,
                              shelter=r.shelter.name if r.shelter else "", duration_s=r.duration_s,
-                             distance_m=distance if r.status == "ok" else r.snap_distance_m,
+                             distance_m=distance if r.status in ("ok", "at_shelter") else r.snap_distance_m,
                              exercise=f.exercise) for lg in langs}
     props["guidance"] = _pick(texts, lang)
     return {"type": "Feature", "geometry": geometry, "properties": props}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import asyncpg
 
-from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise
+from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, drill_town_refusal, normalise
+from sonae.municipality_code import DRILL_TOWN_RULE as _DRILL_TOWN_RULE
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError, read_packaged_text, read_text_file
 
@@ -129,18 +130,18 @@ async def upsert_municipalities(conn: asyncpg.Connection, municipalities: Iterab
     return len(rows)
 
 
-#: what the drill town is for, told where a real thing names it (:func:`uncovered`)
-DRILL_TOWN_RULE = (f"municipality {DRILL_TOWN_CODE!r} is the drill town (訓練町), a fictional town for exercises "
-                   "only: nothing real is in it; mark an order, hazard area or station \"exercise\": true, and a "
-                   "webhook or push subscription naming it \"drills\": true")
+#: what the drill town is for, told where a real thing names it (:func:`uncovered`; the rule itself is
+#: :func:`sonae.municipality_code.drill_town_refusal`)
+DRILL_TOWN_RULE = _DRILL_TOWN_RULE
 
 
-async def uncovered(conn: asyncpg.Connection, code: str, *, exercise: bool) -> str | None:
+async def uncovered(conn: asyncpg.Connection, code: str, *, exercise: bool, staff: bool = False) -> str | None:
     """Why ``code`` (6-digit) names no municipality this deployment covers, or None.
 
     ``exercise``: whether the entry is for exercises (an exercise order, area or station; a webhook or push
-    subscription taking drills) or for the people who run them (an account, a roster entry); the drill town
-    is covered for those only.
+    subscription taking drills); ``staff``: whether it names the people who run them (an account, a roster
+    entry). The drill town is covered for those only, decided here for every caller
+    (:func:`sonae.municipality_code.drill_town_refusal`), not by each caller passing ``exercise=True``.
 
     Three rules, one message each, for every entry that names a 市区町村 (push areas, webhooks, orders,
     accounts, staff scopes, the registry's edits; the API's bodies and the CLI alike):
@@ -157,8 +158,8 @@ async def uncovered(conn: asyncpg.Connection, code: str, *, exercise: bool) -> s
       order for it was taken, CAP ``Actual``, and a real station was moved into it, while a real area in it was
       refused).
     """
-    if code == DRILL_TOWN_CODE and not exercise:
-        return DRILL_TOWN_RULE
+    if why := drill_town_refusal(code, exercise=exercise, staff=staff):
+        return why
     row = await conn.fetchrow(
         """SELECT EXISTS (SELECT 1 FROM municipalities) AS has_list,
                   (SELECT name_ja FROM municipalities WHERE code = $1) AS name,

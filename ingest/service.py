@@ -38,6 +38,7 @@ import asyncpg
 
 from ingest import metrics
 from ingest.contract import Parser, PayloadError, Reading, parse_topic, subscription
+from ingest.municipalities import uncovered
 from ingest.partition import REFRESH_S, Partition, registered_municipalities
 from ingest.placement import Place, misplaced
 from ingest.registry import known_station_ids, release_quarantine, station_places
@@ -319,11 +320,19 @@ class Ingestor:
             for reading, msg in pairs:
                 if reading.station_id in unknown and reading.station_id not in where:
                     where[reading.station_id] = parse_topic(msg.topic, self.parser.prefix).municipality
-            await self._retrying(self._register_minimal, where)
+            refused = await self._retrying(self._register_minimal, where)
             unknown = set()
+        else:
+            refused = {}
         rejected_msgs: set[int] = set()
         for reading, msg in pairs:
-            if reading.station_id not in unknown:
+            if reading.station_id in refused:  # could not be registered: kept with the reason, never lost
+                if id(msg) not in rejected_msgs:
+                    rejected_msgs.add(id(msg))
+                    dead.append(DeadLetter(msg.topic, msg.payload, "uncovered_municipality",
+                                           f"station {reading.station_id!r} could not be registered: "
+                                           f"{refused[reading.station_id]}"))
+            elif reading.station_id not in unknown:
                 readings.append(reading)
                 sources.append(msg)
             elif self.unknown_stations == "quarantine":
@@ -424,16 +433,32 @@ class Ingestor:
         await self._retrying(keep)
         return letters
 
-    async def _register_minimal(self, municipality_of: dict[str, str]) -> None:
+    async def _register_minimal(self, municipality_of: dict[str, str]) -> dict[str, str]:
         """Register unknown stations by id, in the municipality of their topic (6-digit code); one in the drill
         town as an exercise station, the only kind it holds (``ingest.municipalities.uncovered``; found: a
-        real station could be put there)."""
+        real station could be put there).
+
+        A station is registered only where every other registration may put it, by the same coverage rule
+        (:func:`ingest.municipalities.uncovered`, as ``upsert_stations`` and the API apply it): a municipality
+        in the list and, when boundaries are loaded, with one (found: ``…/472018/…``, 那覇市 with no boundary,
+        and ``…/479993/…``, a code in no list, registered stations there). Returns ``{station: why}`` for
+        those refused, whose readings the caller keeps as dead letters ``uncovered_municipality``.
+        """
+        refused: dict[str, str] = {}
         async with self.pool.acquire() as conn:
+            verdicts: dict[str, str | None] = {}
+            for code in sorted(set(municipality_of.values())):
+                verdicts[code] = await uncovered(conn, code, exercise=code == DRILL_TOWN_CODE)
+            for station, code in municipality_of.items():
+                if (why := verdicts[code]) is not None:
+                    refused[station] = why
             await conn.executemany(
                 "INSERT INTO stations (id, name, municipality_code, source, exercise) "
                 "VALUES ($1, $1, $2, 'auto-registered by ingest', $2 = $3) ON CONFLICT (id) DO NOTHING",
-                [(station, code, DRILL_TOWN_CODE) for station, code in sorted(municipality_of.items())])
-        self._known |= set(municipality_of)
+                [(station, code, DRILL_TOWN_CODE) for station, code in sorted(municipality_of.items())
+                 if station not in refused])
+        self._known |= set(municipality_of) - set(refused)
+        return refused
 
     async def _retrying(self, fn, *args):  # type: ignore[no-untyped-def]
         backoff = Backoff(base=0.1, cap=10.0)

@@ -12,8 +12,8 @@ Verified on all 1,916 codes of the 総務省 list and the J-LIS list (``shared/d
 
 from __future__ import annotations
 
-__all__ = ["DRILL_TOWN_CENTER", "DRILL_TOWN_CODE", "DRILL_TOWN_NAMES", "MunicipalityCodeError", "check_digit", "is_valid",
-           "not_a_municipality", "normalise", "normalise_municipality",
+__all__ = ["DRILL_TOWN_CENTER", "DRILL_TOWN_CODE", "DRILL_TOWN_NAMES", "DRILL_TOWN_RULE", "MunicipalityCodeError",
+           "check_digit", "drill_town_refusal", "is_valid", "not_a_municipality", "normalise", "normalise_municipality",
            "normalise_optional"]
 
 _WEIGHTS = (6, 5, 4, 3, 2)
@@ -30,6 +30,25 @@ DRILL_TOWN_CENTER = (37.40, 140.36)
 #: the bare code (found on the resident page, in /api/v1/level and in alert texts of ``run --simulate``).
 DRILL_TOWN_NAMES = {"ja-JP": "訓練町", "en-US": "Kunren Town (drill)", "ja-JP-x-easy": "くんれんまち（くんれんの まち）",
                     "kana": "くんれんまち"}
+#: What the drill town is for, told where a real thing names it (:func:`drill_town_refusal`).
+DRILL_TOWN_RULE = (f"municipality {DRILL_TOWN_CODE!r} is the drill town (訓練町), a fictional town for exercises "
+                   "only: nothing real is in it; mark an order, hazard area or station \"exercise\": true, and a "
+                   "webhook or push subscription naming it \"drills\": true")
+
+
+def drill_town_refusal(code: str | None, *, exercise: bool, staff: bool = False) -> str | None:
+    """:data:`DRILL_TOWN_RULE` when ``code`` (6-digit) is the drill town's and the entry naming it is not for it,
+    else None. The one place of the rule; ``ingest.municipalities.uncovered`` (every entry's coverage check)
+    and ``alerting.store.issue_order`` (an order issued by any caller) both ask here.
+
+    ``exercise``: the entry is for exercises (an exercise order, hazard area or station; a webhook or push
+    subscription taking drills). ``staff``: the entry names the people who run them (an account, a roster
+    entry): the drill town's staff are real people, and their accounts and roster may name it. Anything
+    else naming it (a real order, area or station; a webhook or push area without drills) is refused.
+    """
+    if code == DRILL_TOWN_CODE and not (exercise or staff):
+        return DRILL_TOWN_RULE
+    return None
 
 
 class MunicipalityCodeError(ValueError):

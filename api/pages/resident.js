@@ -485,7 +485,7 @@
       avoids.hidden = !(p.status === "ok" && hz);
       avoids.textContent = hz ? t("routeAvoids", { hazard: (HAZ[hz] || [hz])[li(state.lang)] }) : "";
     }
-    g.classList.toggle("bad", p.status !== "ok");
+    g.classList.toggle("bad", p.status !== "ok" && p.status !== "at_shelter");  // at_shelter: the resident is there
     if (p.status === "ok" && p.shelter) {
       const s = p.shelter;
       details.hidden = false;

@@ -6,8 +6,9 @@ nothing ended; a gauge registered as another kind kept its river-level alert).
 
 The rule (``alerting.worker.RulesWorker._judge_again``): a stream is judged again only from readings that
 were eligible to be judged when they arrived (those its rules accepted, and the suspect awaiting
-confirmation), only while the newest is fresh by the silent-gauge rule; a reading is judged only under the
-registration it arrived under (``stations.exercise_since``)."""
+confirmation) — a changed ladder whatever their age (a silent gauge's held level is the judgement of those
+stages), a stream resumed after a drill only while the newest is fresh by the silent-gauge rule; a reading is
+judged only under the registration it arrived under (``stations.exercise_since``)."""
 
 from __future__ import annotations
 
@@ -112,15 +113,19 @@ async def test_new_thresholds_never_publish_a_rejected_spike(pool: asyncpg.Pool,
     assert river == [], [dict(r) for r in river]
 
 
-async def test_new_thresholds_of_a_silent_gauge_keep_its_level(pool: asyncpg.Pool, settings: Settings) -> None:
-    """Its last reading is older than the silent-gauge rule allows: no judgement from it, the level stays."""
+async def test_new_thresholds_of_a_silent_gauge_judge_its_old_stages_again(pool: asyncpg.Pool,
+                                                                           settings: Settings) -> None:
+    """Its last reading is older than the silent-gauge rule allows: the level it holds is the judgement of that
+    stage (5.25 m), judged again under the new ladder (避難判断水位 5.30 m: level 2, withdrawn by the edit). It
+    used to stay level 3 of the old ladder, and the stream was stamped with the new one unjudged, so the next
+    reading left it too (tests/alerting/test_silent_gauge_rejudged.py)."""
     worker = RulesWorker.from_settings(settings, pool)
     async with pool.acquire() as conn:
         await _rising_to_level_3(conn, worker, minutes_ago=80)
         before = await _open(conn)
         await _switch(conn, worker, replace(GAUGE, th_evacuation=5.30))
         after = await _open(conn)
-    assert (after["id"], after["level"], after["version"]) == (before["id"], 3, before["version"])
+    assert (after["id"], after["level"], after["threshold"], after["reason"]) == (before["id"], 2, 5.00, REJUDGED)
 
 
 async def test_a_station_registered_as_another_kind_ends_its_river_level(pool: asyncpg.Pool,

@@ -335,9 +335,10 @@ def test_a_replayed_change_carries_the_rule_stage_and_threshold_that_decided_it(
     (net,) = reconcile({RIVER: 1}, m.open_conditions(), ts=t0 + 3600, decided=decided)
     assert (net.old_level, net.new_level, net.reason, net.value, net.threshold, net.re_evaluated) == \
         (1, 3, "trend", 2.1, 4.0, True)
-    # decided before the replay's start (a checkpoint): the level in force says what holds it
+    # decided before the replay's start (a checkpoint): the level in force says what holds it, at the reading whose
+    # trend forecast it (2.10 m), not at the newest (1.80 m after 2.50 m: falling, its trend forecasts nothing)
     (held,) = reconcile({RIVER: 1}, m.open_conditions(), ts=t0 + 3600, decided=m.standing())
-    assert (held.reason, held.value, held.threshold) == ("trend", 1.8, 4.0)
+    assert (held.reason, held.ts, held.value, held.threshold) == ("trend", t0 + 1800, 2.1, 4.0)
     # nothing explains it: marked, without a stage
     (bare,) = reconcile({"fault": 0}, {}, ts=t0)
     assert (bare.reason, bare.value, bare.re_evaluated) == ("re-evaluated", None, True)

@@ -10,6 +10,7 @@ nothing answers 5xx.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -291,8 +292,9 @@ async def test_real_injection_is_granted_per_operator_by_an_admin_of_its_scope(w
         audited = await conn.fetch("SELECT actor, object_id FROM audit_log WHERE action = "
                                    "'account.real_injection_granted' ORDER BY id")
     assert granted == {"kori-op", "pref-op", "fuku-op"}
+    # pref-admin's grant to kori-op repeats kori-admin's: the same fact, not audited again
     assert [(r["actor"], r["object_id"]) for r in audited] == [
-        ("kori-admin", "kori-op"), ("pref-admin", "kori-op"), ("pref-admin", "pref-op"), ("fuku-admin", "fuku-op")]
+        ("kori-admin", "kori-op"), ("pref-admin", "pref-op"), ("fuku-admin", "fuku-op")]
 
     # the granted operator runs real readings on its own stations, still never on another municipality's
     op, admin = _auth(tokens["kori-op"]), _auth(tokens["kori-admin"])
@@ -311,3 +313,29 @@ async def test_real_injection_is_granted_per_operator_by_an_admin_of_its_scope(w
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'account.real_injection_revoked' "
                                    "AND actor = 'kori-admin' AND object_id = 'kori-op'") == 1
+
+
+async def test_a_repeated_grant_is_answered_repeated_and_written_once_even_at_once(world: Any) -> None:
+    """The same grant (or withdrawal) again, by the same or another admin, is the fact the account has already:
+    200 with ``"repeated": true``, nothing written or audited (found: a second admin's identical grant was
+    audited again). Sent six at once by two admins through the API, the account's row lock makes them one
+    after the other: one write, one audit row, five ``repeated``."""
+    client, tokens, _ = world
+    pool = client.server.app[__import__("api.context", fromlist=["POOL"]).POOL]
+    admins = [_auth(tokens["kori-admin"]), _auth(tokens["pref-admin"])]
+    path = "/api/v1/accounts/kori-op/real-injection"
+    for allowed in (True, False):
+        answers = await asyncio.gather(*(client.put(path, json={"allowed": allowed}, headers=admins[i % 2])
+                                         for i in range(6)))
+        assert [r.status for r in answers] == [200] * 6
+        bodies = [await r.json() for r in answers]
+        assert sorted(b["repeated"] for b in bodies) == [False] + [True] * 5, bodies
+        assert {(b["username"], b["may_inject_real"]) for b in bodies} == {("kori-op", allowed)}
+        again = await client.put(path, json={"allowed": allowed}, headers=admins[0])
+        assert await again.json() == {"username": "kori-op", "may_inject_real": allowed, "repeated": True}
+    async with pool.acquire() as conn:
+        audited = [r["action"] for r in await conn.fetch(
+            "SELECT action FROM audit_log WHERE object_id = 'kori-op' AND action LIKE 'account.real_injection%' "
+            "ORDER BY id")]
+        assert await conn.fetchval("SELECT may_inject_real FROM accounts WHERE username = 'kori-op'") is False
+    assert audited == ["account.real_injection_granted", "account.real_injection_revoked"], audited

@@ -15,13 +15,15 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from alerting.store import AlertError, issue_order
 from api.auth import login
 from evac.service import DRILLTOWN
 from evac.store import name_drill_town
+from ingest.municipalities import DRILL_TOWN_RULE, uncovered
 from ingest.registry import RegistryError, Station, edit_station, upsert_stations
 from notify import store
 from sonae.config import Settings, load_settings
-from sonae.municipality_code import DRILL_TOWN_CODE
+from sonae.municipality_code import DRILL_TOWN_CODE, drill_town_refusal
 from tests.api.test_api_coverage import NAHA, _deployment, _subscription
 from tests.api.test_api_staff import PASSWORD, SQUARE, auth, make_client
 from tests.api_support import signed_in
@@ -247,3 +249,35 @@ async def test_acknowledgements_and_removals_at_the_same_time_are_as_one_after_t
             "'hazard_area.removed') GROUP BY action")}
     assert acks[:len(NOTES)] == list(NOTES) and sorted(acks[len(NOTES):]) == ["n0", "n1", "n2", "n3"], acks
     assert audits == {"alert.acknowledged": len(NOTES) + 4, "hazard_area.removed": 1}, audits
+
+
+async def test_the_order_store_itself_refuses_a_real_order_for_the_drill_town(pool: asyncpg.Pool) -> None:
+    """``alerting.store.issue_order`` called directly (a script, a new entry) applies the drill town's rule that
+    every API and CLI entry applies first (found: it took a real 避難指示 for 079995): nothing is written;
+    an exercise order is taken."""
+    async with pool.acquire() as conn:
+        for code in (DRILL_TOWN_CODE, DRILL_TOWN_CODE[:5]):  # the 5-digit form is the same town
+            with pytest.raises(AlertError, match=EXERCISES_ONLY):
+                await issue_order(conn, municipality_code=code, level=4, issued_by="script")
+        assert await conn.fetchval("SELECT count(*) FROM evacuation_orders") == 0
+        assert await conn.fetchval("SELECT count(*) FROM alerts") == 0
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'order.issued'") == 0
+        order_id, change = await issue_order(conn, municipality_code=DRILL_TOWN_CODE, level=4, issued_by="script",
+                                             exercise=True)
+        assert await conn.fetchval("SELECT exercise FROM evacuation_orders WHERE id = $1", order_id) is True
+        assert change.municipality_code == DRILL_TOWN_CODE
+
+
+async def test_the_drill_towns_exception_is_decided_by_the_coverage_rule(pool: asyncpg.Pool) -> None:
+    """Accounts and the roster may name the drill town, real orders, areas and stations may not: decided in
+    one place (``uncovered(staff=)``, ``drill_town_refusal``), not by each caller passing ``exercise=True``."""
+    await _deployment(pool)
+    async with pool.acquire() as conn:
+        await name_drill_town(conn)
+        assert await uncovered(conn, DRILL_TOWN_CODE, exercise=False, staff=True) is None
+        assert await uncovered(conn, DRILL_TOWN_CODE, exercise=True) is None
+        assert await uncovered(conn, DRILL_TOWN_CODE, exercise=False) == DRILL_TOWN_RULE
+        assert await uncovered(conn, NAHA, exercise=False, staff=True) is not None  # staff: no wider elsewhere
+    assert drill_town_refusal(DRILL_TOWN_CODE, exercise=False) == DRILL_TOWN_RULE
+    assert drill_town_refusal(DRILL_TOWN_CODE, exercise=False, staff=True) is None
+    assert drill_town_refusal(KORI, exercise=False) is None

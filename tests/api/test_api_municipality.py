@@ -280,6 +280,39 @@ async def test_topic_with_five_digits_stores_six(pool: asyncpg.Pool, settings: S
         assert not await conn.fetchval("SELECT count(*) FROM stations WHERE id = 'other-gauge'")
 
 
+async def test_auto_registration_takes_the_coverage_rule_and_keeps_what_it_refuses(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """Ingest's auto-registration (``unknown_stations = "accept"``) puts a station only where an import or an
+    edit may (``ingest.municipalities.uncovered``); the readings of one it cannot register are kept as dead
+    letters ``uncovered_municipality`` saying why (found: stations were registered in 那覇市, which has no
+    boundary here, and in 479993, a code of no municipality of the list)."""
+    async with pool.acquire() as conn:
+        await seed_if_empty(conn)
+        await store_boundaries(conn, packaged_boundaries(), source="test")
+    prefix = settings["mqtt.topic_prefix"]
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    async with running_ingestor(settings, pool, unknown_stations="accept"):
+        await publish_raw(settings, [
+            (f"{prefix}/472018/naha-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
+            (f"{prefix}/472018/naha-gauge/level", encode_reading(value=1.6, ts=now + timedelta(seconds=1), seq=2)),
+            (f"{prefix}/479993/nowhere-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
+            (f"{prefix}/072036/kori-gauge/level", encode_reading(value=1.5, ts=now, seq=1)),
+        ])
+        await wait_until(lambda: count(pool, "SELECT count(*) FROM readings WHERE station_id = 'kori-gauge'"),
+                         what="the reading of kori-gauge")
+        await wait_until(lambda: count(pool, "SELECT (count(*) = 3)::int FROM dead_letters "
+                                             "WHERE reason = 'uncovered_municipality'"),
+                         what="the dead letters of the stations that cannot be registered")
+    async with pool.acquire() as conn:
+        assert [r["id"] for r in await conn.fetch("SELECT id FROM stations ORDER BY id")] == ["kori-gauge"]
+        letters = {r["topic"]: r["detail"] for r in await conn.fetch(
+            "SELECT topic, detail FROM dead_letters WHERE reason = 'uncovered_municipality'")}
+        assert await conn.fetchval("SELECT count(*) FROM dead_letters WHERE reason = 'uncovered_municipality'") == 3
+        assert not await conn.fetchval("SELECT count(*) FROM readings WHERE station_id <> 'kori-gauge'")
+    assert "outside the area Sonae covers" in letters[f"{prefix}/472018/naha-gauge/level"]
+    assert "not in this deployment's municipality list" in letters[f"{prefix}/479993/nowhere-gauge/level"]
+
+
 async def test_migration_rewrites_stored_codes(pool: asyncpg.Pool) -> None:
     """Rows written with 5-digit codes and the drill town's 079999 before issue #14 are rewritten."""
     async with pool.acquire() as conn:

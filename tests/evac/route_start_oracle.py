@@ -15,6 +15,7 @@ import numpy as np
 import shapely
 
 from evac.engine import (
+    AT_SHELTER_M,
     FIRST_LOOK_M,
     SEARCH_M,
     TIE_M,
@@ -28,6 +29,27 @@ from evac.engine import (
     net_edge_plen,
 )
 from evac.network import RoadNetwork
+from evac.shelters import Shelter
+
+
+def at_shelter(engine: Engine, f: Field, lon: float, lat: float) -> Shelter | None:
+    """The shelter a position is at, brute force: every shelter of the state, open, rated for the field's hazard,
+    not full, within ``AT_SHELTER_M`` (projected), neither it nor the line to it touching a blocked area in
+    force (shapely ``intersects`` on the areas' lon/lat polygons); the nearest, then the least id."""
+    x, y = engine.network.project_point(lon, lat)
+    blocked = [a.geometry for a in f.blocked.areas]
+    found = []
+    for s in engine._snap.state.shelters.values():
+        if not (s.is_open and f.hazard in s.hazards and not s.is_full):
+            continue
+        sx, sy = engine.network.project_point(s.lon, s.lat)
+        d = math.hypot(sx - x, sy - y)
+        line = shapely.LineString([(lon, lat), (s.lon, s.lat)]) if (lon, lat) != (s.lon, s.lat) else None
+        if d > AT_SHELTER_M or any(shapely.Point(s.lon, s.lat).intersects(g) or (
+                line is not None and line.intersects(g)) for g in blocked):
+            continue
+        found.append((d, s.id, s))
+    return min(found, key=lambda t: t[:2])[2] if found else None
 
 
 def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
@@ -43,6 +65,9 @@ def route_start(engine: Engine, lat: float, lon: float, *, profile: str = "walk"
         return RouteResult("outside_area", [], math.inf, None, math.nan, f, st)
     net = engine.network
     x, y = net.project_point(lon, lat)
+    there = at_shelter(engine, f, lon, lat)
+    if there is not None:
+        return RouteResult("at_shelter", [], 0.0, there, 0.0, f, st, (), (float(lon), float(lat)))
     idx = net.profile(profile).index
     if idx.empty:
         return RouteResult("off_network", [], math.inf, None, math.inf, f, st)

@@ -168,9 +168,12 @@ def test_full_and_closed_shelters_are_skipped(state_dir: str) -> None:
     eng = Engine(net, shelters=shelters)
     s0 = shelters[0]
     r = eng.route_result(s0.lat, s0.lon)
-    # the shelter stands on its road point: to the road and back is all there is to walk
-    assert r.shelter is not None and r.shelter.id == s0.id
-    assert r.duration_s == pytest.approx(2 * r.snap_distance_m, abs=1e-6)
+    # at the shelter's own position the resident is there (evac.engine.AT_SHELTER_M), not sent on a loop
+    assert (r.status, r.shelter, r.duration_s) == ("at_shelter", s0, 0.0)
+    walked = eng.route_result(s0.lat, s0.lon, at_shelter=False)
+    # walked from the road all the same, the shelter stands on its road point: to the road and back
+    assert walked.shelter is not None and walked.shelter.id == s0.id
+    assert walked.duration_s == pytest.approx(2 * walked.snap_distance_m, abs=1e-6)
     v = eng.update(occupancy={s0.id: s0.capacity or 0}).version
     r2 = eng.route_result(s0.lat, s0.lon)
     assert r2.state.version == v and r2.shelter is not None and r2.shelter.id != s0.id
@@ -199,7 +202,7 @@ def test_shelter_inside_blocked_area_is_not_used_and_origin_inside_gets_vertical
     assert "にげて" in p["guidance"]["ja-easy"]
     assert p["hazard_areas"][0]["id"] == "flooded"
     eng.update(remove_areas=["flooded"])
-    assert route(eng, s0.lat, s0.lon)["properties"]["status"] == "ok"
+    assert route(eng, s0.lat, s0.lon)["properties"]["status"] == "at_shelter"  # the area gone: safe there again
 
 
 def test_update_swaps_state_atomically_and_versions_answers(state_dir: str) -> None:
