@@ -303,13 +303,19 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "is_open": {"type": "boolean"}}}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
     ("patch", "/api/v1/stations/{station_id}"): {
-        "summary": "Edit a station: name, English name, municipality, exercise flag, 洪水予報 thresholds",
+        "summary": "Edit a station: name, English name, municipality, exercise flag, 洪水予報 thresholds, "
+                   "欠測 sentinel",
         "tags": ["staff"], "security": STAFF, "parameters": [STATION_ID],
         "description": "A registry change, followed by the rules worker as an import is: a move takes the "
                        "station's open alerts to the new municipality, an exercise switch ends the alerts of the "
                        "stream the station no longer has, new thresholds judge its level again. The station after "
                        "the change passes the registry's load rules. Thresholds in m on the station's datum; an "
                        "edit that sets any leaves all four set, rising 水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険. "
+                       "missing_at_or_below: the stage (m) at or below which a reading is 欠測, a missing value; "
+                       "null (or \"none\") for a gauge with no such sentinel. Every threshold must lie above it, "
+                       "checked when an edit sets a threshold or the sentinel (the 422 names the threshold and "
+                       "says to give missing_at_or_below null, or a lower value, in the same edit); a rename, "
+                       "move or exercise switch is not refused for the stages as stored. "
                        "A rename without name_en clears the English name (null clears it too): texts then use "
                        "the new name. Names without control, zero-width or bidirectional characters. An edit "
                        "that changes nothing answers the station, unaudited. 422: thresholds that break the rule "
@@ -322,7 +328,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                         "pattern": "^[^\\u0000]*[^" + SPACE + "][^\\u0000]*$"},
             "municipality_code": MUNI_CODE, "exercise": {"type": "boolean"},
             **{name: {"type": "number", "minimum": -100, "maximum": 10000}
-               for name in ("th_standby", "th_caution", "th_evacuation", "th_danger")}}}),
+               for name in ("th_standby", "th_caution", "th_evacuation", "th_danger")},
+            "missing_at_or_below": {"oneOf": [{"type": "number", "minimum": -100, "maximum": 10000},
+                                              {"type": "null"}, {"type": "string", "enum": ["none"]}]}}}),
         "responses": {**ok({"$ref": "#/components/schemas/Station"}), **errors(400, 401, 403, 404, 415, 422)}},
     ("post", "/api/v1/hazards"): {
         "summary": "Draw a hazard area (flooded road, landslide, closure)", "tags": ["staff"], "security": STAFF,
@@ -373,7 +381,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "exercise": {"type": "boolean"},
             "accel": {"type": "number", "minimum": 0.01, "maximum": 10000000},
             "duration_s": {"type": "number", "minimum": 1, "maximum": 10000000}}}),
-        "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 503)}},
+        "description": "422: a run the registry or the replay's placement cannot take, said in one sentence: a "
+                       "real run of a replay played out in the drill town (exercises only), a gauge of a "
+                       "municipality Sonae does not cover, or one registered in another municipality than the "
+                       "run publishes it under.",
+        "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 422, 503)}},
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
         "responses": {**ok(), **errors(401, 403, 404)}},

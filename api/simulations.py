@@ -20,9 +20,9 @@ from api.authorization import in_scope, require_may_simulate
 from api.bodies import field, json_object
 from api.context import POOL, SETTINGS
 from api.problems import Problem
-from ingest.registry import Station
+from ingest.registry import RegistryError, Station
 from simulators.manager import SimulationBusy, SimulationManager
-from simulators.replay import ReplayError
+from simulators.replay import PlacementError, ReplayError
 from simulators.scenario import ScenarioError, load_scenario, parse_scenario
 
 routes = web.RouteTableDef()
@@ -103,6 +103,8 @@ async def start_simulation(request: web.Request) -> web.Response:
                                      authorize=authorize)
     except SimulationBusy as exc:
         raise Problem(409, "Conflict", str(exc)) from None
+    except (PlacementError, RegistryError) as exc:  # a valid scenario the deployment cannot run as asked
+        raise Problem(422, "Unprocessable Content", str(exc)[:1000], field="scenario") from None
     except (ScenarioError, ValueError, TypeError) as exc:  # ReplayError messages never quote a file
         raise Problem(400, "Bad Request", str(exc)[:500], field="scenario") from None
     manager.started_by, manager.scope = account.username, account.municipality_code

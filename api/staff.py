@@ -45,7 +45,14 @@ from evac.store import (
 )
 from ingest.contract import STATION_ID, STATION_ID_RULE, STATUS_NAMES
 from ingest.queries import stations_with_latest
-from ingest.registry import EDITABLE, FLOOD_THRESHOLDS, RegistryError, edit_station, shown_station
+from ingest.registry import (
+    EDITABLE,
+    FLOOD_THRESHOLDS,
+    MISSING_RULE,
+    RegistryError,
+    edit_station,
+    shown_station,
+)
 
 routes = web.RouteTableDef()
 MAX_PEOPLE = 1_000_000  # a shelter's occupancy or capacity (the largest 指定避難所 hold a few thousand)
@@ -181,11 +188,15 @@ async def patch_station(request: web.Request) -> web.Response:
 
     Body: any of ``name`` and ``name_en`` (text, not blank, at most :data:`MAX_STATION_NAME` characters;
     ``name_en`` null clears it), ``municipality_code`` (団体コード: 6 digits with the check digit, or the
-    5-digit form), ``exercise`` (bool) and the 洪水予報 thresholds ``th_standby``, ``th_caution``,
-    ``th_evacuation``, ``th_danger`` (m on the station's datum, :data:`THRESHOLD_M`). The rules of the edited
-    station are the registry's (:func:`ingest.registry.edit_station`): thresholds all four, finite, rising
-    (equal allowed) as a station file's must; a code of a municipality in the list; names without hidden
-    characters (:mod:`sonae.nametext`); a rename without ``name_en`` clears the English name. The change is a
+    5-digit form), ``exercise`` (bool), the 洪水予報 thresholds ``th_standby``, ``th_caution``,
+    ``th_evacuation``, ``th_danger`` (m on the station's datum, :data:`THRESHOLD_M`) and ``missing_at_or_below``
+    (m, the stage at or below which a reading is 欠測; null or ``"none"``: no such sentinel,
+    :data:`ingest.registry.MISSING_RULE`). The rules of the edited station are the registry's
+    (:func:`ingest.registry.edit_station`): thresholds all four, finite, rising (equal allowed) and above
+    ``missing_at_or_below`` as a station file's must (checked when the edit sets a threshold or the sentinel;
+    a rename, move or exercise switch of a station stored with stages that break them is not refused); a code
+    of a municipality in the list; names without hidden characters (:mod:`sonae.nametext`); a rename without
+    ``name_en`` clears the English name. The change is a
     registry change: the rules worker follows it (``alerting.worker.RulesWorker.follow_registry``): a move
     takes the station's open alerts to the new municipality, an exercise switch ends the alerts of the stream
     the station no longer has, new thresholds judge its level again. Answers the station as ``GET
@@ -218,6 +229,10 @@ async def patch_station(request: web.Request) -> web.Response:
     for name in FLOOD_THRESHOLDS:
         if name in body:
             changes[name] = float(number_field(body, name, lo=THRESHOLD_M[0], hi=THRESHOLD_M[1]))
+    if MISSING_RULE in body:  # null (or "none"): the gauge has no 欠測 sentinel, every stage is a stage
+        raw = body[MISSING_RULE]
+        changes[MISSING_RULE] = None if raw is None or raw == "none" else float(
+            number_field(body, MISSING_RULE, lo=THRESHOLD_M[0], hi=THRESHOLD_M[1]))
     if not changes:
         raise Problem(400, "Bad Request", f"nothing to change: give one or more of {', '.join(EDITABLE)}")
     async with request.app[POOL].acquire() as conn:

@@ -26,7 +26,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from evac.hazards import GSI_FLAGS
-from sonae.municipality_code import DRILL_TOWN_CODE
+from sonae.municipality_code import DRILL_TOWN_CENTER, DRILL_TOWN_CODE
 from sonae.xmltext import xml_text
 
 _M_PER_DEG_LAT = 111_320.0
@@ -59,7 +59,7 @@ class DrillTown:
 
 def generate(
     out_dir: Path | str, *, rows: int = 30, cols: int = 30, spacing_m: float = 80.0, seed: int = 7,
-    center: tuple[float, float] = (37.40, 140.36), shelter_every: int = 6, bridge_every: int = 6,
+    center: tuple[float, float] = DRILL_TOWN_CENTER, shelter_every: int = 6, bridge_every: int = 6,
     gauge_every: int = 15,
 ) -> DrillTown:
     """Write a drill town of ``rows`` x ``cols`` street intersections to ``out_dir``.

@@ -313,13 +313,23 @@ def box_km2(west: float, south: float, east: float, north: float) -> float:
 
 
 def check_fetch_extent(west: float, south: float, east: float, north: float, *, what: str) -> None:
-    """Refuse a download whose box exceeds :data:`MAX_FETCH_KM2`.
+    """Refuse a download whose box exceeds :data:`MAX_FETCH_KM2`, or is no box (degrees, WGS 84).
 
     Raises
     ------
     ValueError
-        Naming ``what`` (the option or place), the box's area and what to do instead.
+        Naming ``what`` (the option or place), the box's area and what to do instead; or that the box is
+        not one: a coordinate that is not a finite number of degrees within ±180 (lon) and ±90 (lat), west
+        east of east, or south north of north (found: such a box has a negative area, :func:`box_km2`, and
+        passed the limit whatever its size; a box across the antimeridian is two boxes).
     """
+    if not all(math.isfinite(v) for v in (west, south, east, north)) or not (
+            -180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
+        raise ValueError(f"{what} is not a box of degrees: give west,south,east,north with longitudes from -180 to "
+                         "180 and latitudes from -90 to 90")
+    if west > east or south > north:
+        raise ValueError(f"{what} is not a box: west ({west:g}) must not be east of east ({east:g}) and south "
+                         f"({south:g}) not north of north ({north:g}); give west,south,east,north in that order")
     area = box_km2(west, south, east, north)
     if area > MAX_FETCH_KM2:
         raise ValueError(

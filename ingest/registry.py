@@ -18,9 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from ingest.contract import STATION_ID, STATION_ID_RULE
+from ingest.contract import STATION_ID, STATION_ID_RULE, PayloadError, Topic, parse_topic
 from ingest.municipalities import uncovered
-from ingest.placement import Place
+from ingest.placement import Place, misplaced
 from sonae import textfile
 from sonae.municipality_code import (
     DRILL_TOWN_CODE,
@@ -94,12 +94,16 @@ class Station:
     #: the gauge has no such sentinel and every stage is a stage. See :data:`MISSING_RULE`.
     missing_at_or_below: float | None = 0.0
 
-    def validate(self, *, texts: Iterable[str] = SHOWN_TEXTS) -> Station:
+    def validate(self, *, texts: Iterable[str] = SHOWN_TEXTS, levels: bool = True,
+                 repair: str = "in the station file") -> Station:
         """The station with its municipality code in the 6-digit form; raises :class:`RegistryError`.
 
         ``texts``: the shown texts (of :data:`SHOWN_TEXTS`) checked for hidden characters; all of them for a
         station file, only those an edit sets for a staff edit (:func:`edit_station`: a name stored before the
         rule is shown cleaned, :func:`sonae.nametext.shown_text`, and never blocks an edit of other fields).
+        ``levels``: whether the rules of the stages are checked (thresholds finite and rising, all above
+        ``missing_at_or_below``); False only for a staff edit that sets none of them (:func:`edit_station`).
+        ``repair``: where an error of ``missing_at_or_below`` tells to set it (a file, or the staff edit).
         """
         where = f"station {self.id!r}"
         if not STATION_ID.match(self.id):
@@ -126,9 +130,10 @@ class Station:
             raise RegistryError(f"{where}: max_rate_m_per_h must be positive (m/h), or empty for the default")
         if not self.exercise_time_scale >= 1:
             raise RegistryError(f"{where}: exercise_time_scale must be 1 or more")
-        self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
-        self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
-        self._check_above_missing(where=where)
+        if levels:
+            self._check_rising(FLOOD_THRESHOLDS, "水防団待機 ≤ 氾濫注意 ≤ 避難判断 ≤ 氾濫危険", where=where)
+            self._check_rising(CRISIS_THRESHOLDS, "観測開始 ≤ 危険 ≤ 氾濫開始", where=where)
+            self._check_above_missing(where=where, repair=repair)
         try:
             code = normalise_optional(self.municipality_code)
         except MunicipalityCodeError as exc:
@@ -139,7 +144,7 @@ class Station:
         return self if code == self.municipality_code else replace(self, municipality_code=code)
 
 
-    def _check_above_missing(self, *, where: str) -> None:
+    def _check_above_missing(self, *, where: str, repair: str) -> None:
         """Every threshold lies above the stages read as 欠測 (:data:`MISSING_RULE`): the rules ignore a stage
         at or below ``missing_at_or_below``, so a threshold there could never be reached (found: thresholds
         −1.0/−0.5/−0.2/0.0 were accepted at import and PATCH, and the gauge never alerted)."""
@@ -155,7 +160,7 @@ class Station:
                     f"{where}: {name} ({value:g} m) is at or below missing_at_or_below ({limit:g} m), the stage "
                     f"read as 欠測 (a missing value), so the gauge could never reach it: if the gauge reads such "
                     f"stages (a tidal or low-lying gauge on T.P.), give missing_at_or_below none (or the value its "
-                    f"telemetry writes for 欠測, below every threshold) in the station file")
+                    f"telemetry writes for 欠測, below every threshold) {repair}, or give thresholds above it")
 
     def _check_rising(self, names: Sequence[str], order: str, *, where: str) -> None:
         """The load rule of one ladder (the one rule, for files and staff edits alike): each threshold given
@@ -202,6 +207,9 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
     for key, value in raw.items():
         if key not in _FIELDS:
             continue
+        if value is None and key == MISSING_RULE:  # JSON null: "no sentinel" or "not given"? said, not guessed
+            raise RegistryError(f"{where}: field {key!r} is null: give a number of metres, \"none\" for a gauge "
+                                "with no 欠測 sentinel, or leave the field out for the default 0.0")
         if value == "" or value is None:
             continue
         if key == MISSING_RULE and isinstance(value, str) and value.strip().lower() == "none":
@@ -342,85 +350,167 @@ async def upsert_stations(conn: asyncpg.Connection, stations: Iterable[Station],
     RegistryError
         For a station that breaks the registry's rules (:meth:`Station.validate`), or names a municipality this
         deployment does not cover (:func:`ingest.municipalities.uncovered`: the drill town for an exercise
-        station only); nothing is written then.
+        station only): then the message names every such station (ten at most) by its place, and what to do;
+        nothing is written then.
     """
     checked = [s.validate() for s in stations]
     rows = [tuple(asdict(s).values()) for s in checked]
     if not rows:
         return 0
+    refused: list[tuple[Station, str]] = []
     for code, exercise in sorted({(s.municipality_code, s.exercise) for s in checked
                                   if s.municipality_code is not None}):
         # the rule of a staff edit (edit_station) and the API's bodies
         if why := await uncovered(conn, code, exercise=exercise):
-            first = next(s.id for s in checked if (s.municipality_code, s.exercise) == (code, exercise))
-            where = f"{places[first]}: " if places is not None and first in places else ""
-            raise RegistryError(f"{where}station {first!r}: municipality_code: {why}")
+            refused += [(s, why) for s in checked if (s.municipality_code, s.exercise) == (code, exercise)]
+    if refused:
+        order = {id(s): i for i, s in enumerate(checked)}  # named in the file's order
+        refused.sort(key=lambda pair: order[id(pair[0])])
+        raise RegistryError(_refusal(refused, places or {}, given=len(checked)))
     async with conn.transaction():
         await conn.executemany(_UPSERT, rows)
         await release_quarantine(conn, [r[0] for r in rows])
     return len(rows)
 
 
-#: the 6-digit municipality of a quarantined reading's topic (``…/{municipality}/{station}/{kind}``)
-_TOPIC_MUNICIPALITY = "sonae_municipality_code((regexp_match(q.topic, '/([0-9]{5,6})/[^/]+/[^/]+$'))[1])"
+def _refusal(refused: Sequence[tuple[Station, str]], places: Mapping[str, str], *, given: int) -> str:
+    """The one-line error of :func:`upsert_stations` for stations naming a municipality not covered: the
+    first station with its place and the rule, every other one (ten at most) by its place, and what to do
+    (found: a re-import of a registry holding stations outside the loaded boundaries was refused naming
+    only the first, with no word of the rest, that nothing was written, or how to go on)."""
+    def at(station: Station) -> str:
+        return f"{places[station.id]}: " if station.id in places else ""
+
+    first, why = refused[0]
+    text = f"{at(first)}station {first.id!r}: municipality_code: {why}"
+    others = [f"{at(s)}{s.id!r} ({s.municipality_code})" for s, _ in refused[1:]]
+    if others:
+        text += (f"; so are {len(others)} more: {', '.join(others[:10])}"
+                 + (f" and {len(others) - 10} more" if len(others) > 10 else ""))
+    return (text + f". Nothing was written (the {given} station(s) are one import): remove or correct these "
+            "stations (municipality_code), load the boundaries of their municipalities (`sonae municipalities "
+            f"import`), or keep one for drills only with exercise=true and municipality_code {DRILL_TOWN_CODE} (the "
+            "drill town, in the list where a service uses it), then import again")
 
 
 #: a quarantined reading ``q`` as the payload of its dead letter (the quarantine keeps readings, not messages)
 _QUARANTINED_PAYLOAD = ("convert_to(json_build_object('station', q.station_id, 'kind', q.kind, 'ts', q.ts, "
                         "'value', q.value, 'exercise', q.exercise, 'seq', q.seq)::text, 'UTF8')")
-#: quarantined readings (``q``) taken out by ``{using} … {where}`` and kept as dead letters ``{reason}``
-_QUARANTINE_TO_DEAD = """
+#: the quarantined readings ``q`` of each (topic, station, exercise) judged ``v`` (``$2…$6``, arrays of one
+#: verdict each, :func:`release_quarantine`) taken out and kept as dead letters of the verdict's reason
+_QUARANTINE_REFUSED = f"""
 WITH moved AS (
-    DELETE FROM quarantined_readings q USING {using}
-    WHERE q.station_id = ANY($1::text[]) AND {where}
-    RETURNING q.topic, {payload} AS payload, {detail} AS detail)
+    DELETE FROM quarantined_readings q
+    USING unnest($2::text[], $3::text[], $4::bool[], $5::text[], $6::text[]) AS v(topic, station_id, exercise, reason,
+                                                                                  detail)
+    WHERE q.station_id = ANY($1::text[]) AND q.topic = v.topic AND q.station_id = v.station_id
+      AND q.exercise = v.exercise
+    RETURNING q.topic, {_QUARANTINED_PAYLOAD} AS payload, v.reason, v.detail)
 INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
 SELECT topic, payload, octet_length(payload), sha256(payload),
-       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), '{reason}', detail, 1
+       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), reason, detail, 1
 FROM moved
 ON CONFLICT (message_key, reason) DO UPDATE SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()
 """
+#: the quarantined readings ``q`` judged placed (``$2…$4``: topic, station, exercise) whose time already holds
+#: another value in ``readings``: kept as dead letters ``conflicting_value``, as ingest keeps them
+_QUARANTINE_CONFLICTS = f"""
+WITH moved AS (
+    DELETE FROM quarantined_readings q
+    USING unnest($2::text[], $3::text[], $4::bool[]) AS v(topic, station_id, exercise), readings r
+    WHERE q.station_id = ANY($1::text[]) AND q.topic = v.topic AND q.station_id = v.station_id
+      AND q.exercise = v.exercise
+      AND r.station_id = q.station_id AND r.kind = q.kind AND r.exercise = q.exercise AND r.ts = q.ts
+      AND r.value <> q.value
+    RETURNING q.topic, {_QUARANTINED_PAYLOAD} AS payload,
+              q.station_id || ' ' || q.kind || ' at ' || q.ts || ': ' || q.value || ' differs from the stored '
+              || r.value || '; a correction is a staff edit, not a resend' AS detail)
+INSERT INTO dead_letters AS d (topic, payload, payload_length, payload_sha256, message_key, reason, detail, deliveries)
+SELECT topic, payload, octet_length(payload), sha256(payload),
+       sha256(convert_to(topic, 'UTF8') || '\\x00'::bytea || payload), 'conflicting_value', detail, 1
+FROM moved
+ON CONFLICT (message_key, reason) DO UPDATE SET deliveries = d.deliveries + EXCLUDED.deliveries, last_received_at = now()
+"""
+#: the quarantined readings judged placed (``$2…$4``) moved into ``readings`` (an identical one: a duplicate, gone)
+_QUARANTINE_RELEASED = """
+WITH moved AS (
+    DELETE FROM quarantined_readings q
+    USING unnest($2::text[], $3::text[], $4::bool[]) AS v(topic, station_id, exercise)
+    WHERE q.station_id = ANY($1::text[]) AND q.topic = v.topic AND q.station_id = v.station_id
+      AND q.exercise = v.exercise
+    RETURNING q.station_id, q.kind, q.ts, q.value, q.exercise, q.seq)
+INSERT INTO readings (station_id, kind, ts, value, exercise, seq)
+SELECT * FROM moved ON CONFLICT DO NOTHING
+"""
+
+
+def quarantined_topic(topic: str) -> Topic:
+    """The municipality and sender of a quarantined reading's topic, parsed as ingest parsed it.
+
+    Ingest quarantines only readings of topics :func:`ingest.contract.parse_topic` read under its prefix
+    (``{prefix}/{municipality}/{station}/{kind}``), so the topic's last three levels are those it read,
+    whatever the prefix was then (a prefix changed since does not strand the quarantine); they are checked
+    again by the same parser. Raises :class:`ingest.contract.PayloadError` for a topic that is not one
+    (a row written by anything but ingest).
+    """
+    if topic.count("/") < 3:
+        raise PayloadError("bad_topic", f"topic {topic[:200]!r} is not <prefix>/<municipality>/<station>/<kind>")
+    return parse_topic(topic, topic.rsplit("/", 3)[0])
 
 
 async def release_quarantine(conn: asyncpg.Connection, station_ids: Sequence[str]) -> int:
     """Move quarantined readings of now-registered stations into ``readings``; returns how many moved.
 
-    A reading is judged by the rule of :mod:`ingest.placement` now that its station's place is known: one
-    whose topic's municipality is not the station's registered one (or whose station has no registered
-    municipality) is not released but kept as a dead letter ``wrong_municipality``; a real one (not marked
-    exercise) from the drill town's topic as ``real_in_drill_town`` (found: a real reading quarantined from
-    ``…/079995/bk-new1/level`` was released as real when bk-new1 was imported there). One whose
-    time already holds another value in ``readings`` is kept as a dead letter ``conflicting_value``, as ingest
-    keeps it (:class:`ingest.store.Conflict`); an identical one is a duplicate and goes.
+    Each reading is judged by the rule ingest applies (:func:`ingest.placement.misplaced`, the one rule), now
+    that its station's place is known: from its topic's municipality and sender (:func:`quarantined_topic`)
+    and the registry's places of the station and the sender as they are now. A refused one is not released
+    but kept as a dead letter of the rule's reason: ``foreign_station`` (relayed by a sender that is no
+    gateway, or no longer one), ``wrong_municipality`` (its station or its gateway registered in another
+    municipality than the topic's, or in none), ``real_in_drill_town`` (found: a reading relayed by a device
+    that lost its gateway role, and one by a gateway moved to another municipality, were released while ingest
+    refused the same messages; earlier a real reading quarantined from ``…/079995/bk-new1/level`` was
+    released as real). A quarantined row whose topic is not a topic ingest reads is kept as ``bad_topic``.
+    One whose time already holds another value in ``readings`` is kept as a dead letter ``conflicting_value``,
+    as ingest keeps it (:class:`ingest.store.Conflict`); an identical one is a duplicate and goes. Readings
+    quarantined after the judgement (none of a registered station, but for a race) wait for the next release.
     """
-    drill = (f"s.id = q.station_id AND NOT q.exercise AND {_TOPIC_MUNICIPALITY} = '{DRILL_TOWN_CODE}'")
-    await conn.execute(_QUARANTINE_TO_DEAD.format(
-        using="stations s", where=drill, payload=_QUARANTINED_PAYLOAD, reason="real_in_drill_town",
-        detail=f"'{DRILL_TOWN_CODE} is the drill town (訓練町), for exercises only: a reading of ' "
-               "|| quote_literal(q.station_id) || ' on its topic must be marked \"exercise\": true'"),
-        list(station_ids))
-    misplaced = f"s.id = q.station_id AND s.municipality_code IS DISTINCT FROM {_TOPIC_MUNICIPALITY}"
-    await conn.execute(_QUARANTINE_TO_DEAD.format(
-        using="stations s", where=misplaced, payload=_QUARANTINED_PAYLOAD, reason="wrong_municipality",
-        detail="'station ' || quote_literal(q.station_id) || ' is registered in ' "
-               "|| coalesce(s.municipality_code, 'no municipality') || ', not in the municipality of its topic'"),
-        list(station_ids))
-    conflicting = ("r.station_id = q.station_id AND r.kind = q.kind AND r.exercise = q.exercise AND r.ts = q.ts "
-                   "AND r.value <> q.value AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)")
-    await conn.execute(_QUARANTINE_TO_DEAD.format(
-        using="readings r", where=conflicting, payload=_QUARANTINED_PAYLOAD, reason="conflicting_value",
-        detail="q.station_id || ' ' || q.kind || ' at ' || q.ts || ': ' || q.value || ' differs from the stored ' "
-               "|| r.value || '; a correction is a staff edit, not a resend'"),
-        list(station_ids))
-    status = await conn.execute(
-        """WITH moved AS (
-               DELETE FROM quarantined_readings q WHERE q.station_id = ANY($1::text[])
-               AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)
-               RETURNING station_id, kind, ts, value, exercise, seq)
-           INSERT INTO readings (station_id, kind, ts, value, exercise, seq)
-           SELECT * FROM moved ON CONFLICT DO NOTHING""",
-        list(station_ids),
-    )
+    ids = list(station_ids)
+    held = await conn.fetch(
+        """SELECT DISTINCT q.topic, q.station_id, q.exercise FROM quarantined_readings q
+           WHERE q.station_id = ANY($1::text[]) AND EXISTS (SELECT 1 FROM stations s WHERE s.id = q.station_id)""",
+        ids)
+    if not held:
+        return 0
+    senders: dict[str, Topic | PayloadError] = {}
+    for row in held:
+        if row["topic"] not in senders:
+            try:
+                senders[row["topic"]] = quarantined_topic(row["topic"])
+            except PayloadError as exc:
+                senders[row["topic"]] = exc
+    places = await station_places(conn, sorted({r["station_id"] for r in held} | {
+        t.station for t in senders.values() if isinstance(t, Topic)}))
+    refused: list[tuple[str, str, bool, str, str]] = []
+    placed: list[tuple[str, str, bool]] = []
+    for row in held:
+        topic, station, exercise = row["topic"], row["station_id"], row["exercise"]
+        parsed = senders[topic]
+        if isinstance(parsed, PayloadError):
+            refused.append((topic, station, exercise, parsed.reason, parsed.detail))
+            continue
+        verdict = misplaced(station=station, sender=parsed.station, municipality=parsed.municipality,
+                            exercise=exercise, places=places)
+        if verdict is not None:
+            refused.append((topic, station, exercise, *verdict))
+        else:
+            placed.append((topic, station, exercise))
+    if refused:
+        await conn.execute(_QUARANTINE_REFUSED, ids, *map(list, zip(*refused, strict=True)))
+    if not placed:
+        return 0
+    columns = [list(c) for c in zip(*placed, strict=True)]
+    await conn.execute(_QUARANTINE_CONFLICTS, ids, *columns)
+    status = await conn.execute(_QUARANTINE_RELEASED, ids, *columns)
     return int(status.rsplit(" ", 1)[-1])
 
 
@@ -446,7 +536,10 @@ async def list_stations(conn: asyncpg.Connection) -> list[Station]:
 
 
 #: what staff may edit on a registered station (:func:`edit_station`)
-EDITABLE = ("name", "name_en", "municipality_code", "exercise", *FLOOD_THRESHOLDS)
+EDITABLE = ("name", "name_en", "municipality_code", "exercise", *FLOOD_THRESHOLDS, MISSING_RULE)
+#: where an edit's error of ``missing_at_or_below`` tells staff to set it (:meth:`Station.validate`)
+_EDIT_REPAIR = ("in the same edit (PATCH /api/v1/stations/{id} with \"missing_at_or_below\": null, or the value, "
+                "m; a station file's column missing_at_or_below)")
 
 
 async def edit_station(conn: asyncpg.Connection, station_id: str,
@@ -461,6 +554,15 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
 
     * **thresholds**: an edit that sets any of them leaves all four set (a 洪水予報 gauge's ladder is the four
       stages; none is removed here), and only on a ``flood_forecast`` gauge;
+    * **the 欠測 sentinel** ``missing_at_or_below`` (m, or None: no sentinel, :data:`MISSING_RULE`): every
+      threshold of the edited station lies above it, whatever its ladder;
+    * **the stages' rules apply to an edit that sets a stage** (a threshold or the sentinel): one that sets none
+      (a rename, a move, an exercise switch) is not refused for the stages as stored, as a stored name is not
+      refused for an edit of other fields (found: a station kept from before the sentinel, thresholds
+      −1.0/−0.5/−0.2/0.0 m under the sentinel 0.0 m given by migration 076, could not be renamed or switched to
+      exercise, and the sentinel was not editable). Its stages are repaired by an edit that sets them: the
+      error names the threshold at fault and says to give ``missing_at_or_below`` null (or a value below every
+      threshold) in the same edit;
     * **municipality**: one of the municipality list (table ``municipalities``) when the deployment has one;
     * **a rename** (``name`` changed) without ``name_en`` clears the English name (and the reading,
       ``kana``): they named the station by its old name, and alert texts fall back to the new Japanese name
@@ -504,7 +606,9 @@ async def edit_station(conn: asyncpg.Connection, station_id: str,
     # the texts the edit sets are checked; a stored text it leaves (one from before the name rule, or written
     # by SQL) is not the edit's: refusing it blocked an exercise switch or new thresholds during an event
     edited = replace(Station(**{c: row[c] for c in _COLUMNS}), **updates).validate(
-        texts=[t for t in SHOWN_TEXTS if t in changes])
+        texts=[t for t in SHOWN_TEXTS if t in changes], levels=any(f in changes for f in (*THRESHOLD_FIELDS,
+                                                                                          MISSING_RULE)),
+        repair=_EDIT_REPAIR.replace("{id}", station_id))
     updates = {k: getattr(edited, k) for k in updates}
     # a move, or an exercise switch: the drill town is for exercise stations only (uncovered)
     moved = edited.municipality_code != row["municipality_code"] or (

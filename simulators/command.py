@@ -5,6 +5,7 @@ Examples::
     sonae simulate                                   # the small demo river (as `sonae run --simulate`)
     sonae simulate --scenario docs/scenarios/abukuma-flood.toml --register-stations
     sonae simulate --replay jiseiji --accel 60 --from 2023-06-30T06:00+09:00 --to 2023-07-01T18:00+09:00
+    sonae simulate --replay jiseiji --register-stations        # 持世寺 plays out in the drill town 079995
     sonae simulate --replay mlit path/to/mlit_rows.csv.gz --station 0700000003 --accel 600
     sonae simulate --scenario docs/scenarios/load-5000.toml --accel max --no-progress
 
@@ -39,6 +40,7 @@ from simulators.transport import make_publisher
 from sonae.arguments import port_or_any, positive_seconds
 from sonae.japantime import parse_iso_time
 from sonae.mqtt import MqttError
+from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise
 
 log = logging.getLogger("sonae.simulators.command")
 
@@ -68,6 +70,13 @@ def _positive_int(raw: str) -> int:
     return int(raw)
 
 
+def _municipality(raw: str) -> str:
+    try:
+        return normalise(raw)
+    except MunicipalityCodeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _time(raw: str) -> datetime:
     try:  # without an offset: Japan time (sonae.japantime)
         return parse_iso_time(raw)
@@ -85,6 +94,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="replay_to", type=_time, metavar="TIME", help="replay up to this time")
     p.add_argument("--station", action="append", default=[], metavar="ID",
                    help="replay only this station (id or name; repeatable)")
+    p.add_argument("--municipality", type=_municipality, metavar="CODE",
+                   help="play every replayed gauge out in this covered municipality (団体コード); default: the "
+                        f"drill town {DRILL_TOWN_CODE} for 持世寺 (宇部市, outside the covered area), each MLIT "
+                        "gauge's own municipality")
     p.add_argument("--accel", type=_accel, metavar="N|max",
                    help="time acceleration (60 = an hour per minute; 'max' = as fast as possible)")
     p.add_argument("--duration", metavar="DURATION", help="scenario time to run, e.g. 6h (default: all of it; "
@@ -117,7 +130,7 @@ def wants_fleet(args: argparse.Namespace) -> bool:
 #: options only a scenario or a replay uses (dest, as the user wrote it): the demo river runs as it is
 _FLEET_ONLY = (("duration", "--duration"), ("replay_from", "--from"), ("replay_to", "--to"),
                ("station", "--station"), ("accel", "--accel"), ("seed", "--seed"),
-               ("register_stations", "--register-stations"))
+               ("register_stations", "--register-stations"), ("municipality", "--municipality"))
 
 
 def demo_ignores(args: argparse.Namespace) -> str | None:
@@ -164,13 +177,15 @@ def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None
         raise ScenarioError("--to and --duration both say when the replay ends: give one of them")
     if args.scenario:
         scenario = load_scenario(args.scenario, replay_dir=replay_dir)
-        if args.replay_from or args.replay_to or args.station:
+        municipality = getattr(args, "municipality", None)
+        if args.replay_from or args.replay_to or args.station or municipality:
             if scenario.replay is None:
-                raise ScenarioError("--from/--to/--station apply to replays; the scenario has no [replay]")
+                raise ScenarioError("--from/--to/--station/--municipality apply to replays; the scenario has no "
+                                    "[replay]")
             r = scenario.replay
             scenario = scenario.with_overrides(replay=ReplaySpec(
                 format=r.format, path=r.path, start=args.replay_from or r.start, end=args.replay_to or r.end,
-                stations=tuple(args.station) or r.stations, limit=r.limit))
+                stations=tuple(args.station) or r.stations, limit=r.limit, municipality=municipality or r.municipality))
     else:
         fmt, *rest = args.replay
         if fmt not in REPLAY_FORMATS or len(rest) > 1:
@@ -178,7 +193,8 @@ def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None
         path = Path(rest[0]) if rest else Path(replay_dir or SHARED_RIVER_LEVELS) / DEFAULT_REPLAY_FILES[fmt]
         scenario = Scenario(name=f"replay-{fmt}", accel=60.0,
                             replay=ReplaySpec(format=fmt, path=path, start=args.replay_from, end=args.replay_to,
-                                              stations=tuple(args.station)))
+                                              stations=tuple(args.station),
+                                              municipality=getattr(args, "municipality", None)))
     if not args.real and not scenario.exercise:
         log.warning("the scenario says exercise = false, but a real run needs --real: running as an exercise")
     scenario = scenario.with_overrides(exercise=not args.real, accel=args.accel, seed=args.seed)

@@ -44,7 +44,7 @@ from ingest.contract import topic_for
 from ingest.registry import Station
 from simulators.faults import Delivery, FaultInjector, Sample
 from simulators.hydrology import RiverSeries, simulate_river
-from simulators.replay import Series, load_replay
+from simulators.replay import Series, load_replay, placed
 from simulators.reporting import ReportByException
 from simulators.scenario import GaugeSpec, LoadSpec, Scenario, ScenarioError, TelemetrySpec
 from simulators.transport import Publisher
@@ -297,8 +297,10 @@ class Fleet:
         self.replay_t0: datetime | None = None
         if scenario.replay is not None:
             r = scenario.replay
-            self._replay = load_replay(r.format, r.path, exercise=scenario.exercise, start=r.start, end=r.end,
-                                       stations=r.stations, limit=r.limit)
+            # where the replayed gauges play out: a covered municipality, the drill town for 持世寺 (replay.placed)
+            self._replay = placed(load_replay(r.format, r.path, exercise=scenario.exercise, start=r.start, end=r.end,
+                                              stations=r.stations, limit=r.limit),
+                                  fmt=r.format, municipality=r.municipality, exercise=scenario.exercise)
             self.replay_t0 = min(s.points[0][0] for s in self._replay)
             replay_span = (max(s.points[-1][0] for s in self._replay) - self.replay_t0).total_seconds()
             self.span = replay_span if not (scenario.rivers or scenario.rain_gauges) else max(

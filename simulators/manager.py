@@ -19,6 +19,7 @@ from ingest.registry import Station
 from simulators.fleet import Fleet, Stats
 from simulators.scenario import Scenario, load_scenario, parse_scenario
 from simulators.transport import make_publisher
+from sonae.municipality_code import DRILL_TOWN_CODE
 
 log = logging.getLogger("sonae.simulators.manager")
 
@@ -31,15 +32,46 @@ async def register_stations(pool: Any, stations: Sequence[Station], *, overwrite
     """Put the fleet's stations in the registry so ingest does not quarantine their readings.
 
     Stations already in the registry are left alone unless ``overwrite``: a drill must never
-    rewrite a real gauge's thresholds. Returns how many were written.
+    rewrite a real gauge's thresholds. Returns how many were written. A run with stations in the drill town
+    (a 持世寺 replay, :func:`simulators.replay.placed`) adds the town to the municipality list when it is
+    missing (:func:`evac.store.name_drill_town`), as every service using it does: there it is covered, for
+    exercises only, and named 訓練町 in the alerts' texts.
+
+    Raises
+    ------
+    ingest.registry.RegistryError
+        A station the registry refuses (:func:`ingest.registry.upsert_stations`: e.g. one of a municipality
+        the deployment does not cover), or, without ``overwrite``, one already registered in another
+        municipality than the run publishes it under: ingest would refuse every reading of it
+        (``wrong_municipality``), so the drill would show nothing (found: a 持世寺 registered in 宇部市 by an
+        earlier run while the replay now plays it in the drill town). Nothing is written then.
     """
-    from ingest.registry import known_station_ids, upsert_stations
+    from ingest.registry import RegistryError, station_places, upsert_stations
 
     async with pool.acquire() as conn:
         if not overwrite:
-            known = await known_station_ids(conn, [s.id for s in stations])
+            known = await station_places(conn, [s.id for s in stations])
+            elsewhere = [(s, known[s.id].municipality) for s in stations
+                         if s.id in known and known[s.id].municipality != s.municipality_code]
+            if elsewhere:
+                s, there = elsewhere[0]
+                move = f"municipality_code {s.municipality_code}" + (", exercise true" if s.exercise else "")
+                stay = f", or replay it where it is registered (--municipality {there})" if there else ""
+                raise RegistryError(
+                    f"station {s.id!r} is registered in {there or 'no municipality'}, but this run publishes it "
+                    f"under {s.municipality_code}, so ingest would refuse its readings: move it there "
+                    f"(PATCH /api/v1/stations/{s.id} with {move}){stay}")
             stations = [s for s in stations if s.id not in known]
-        return await upsert_stations(conn, stations) if stations else 0
+        if any(s.municipality_code == DRILL_TOWN_CODE for s in stations):
+            from evac.store import name_drill_town
+
+            await name_drill_town(conn)  # a run using the drill town names it, as every service using it does
+        try:
+            return await upsert_stations(conn, stations) if stations else 0
+        except RegistryError as exc:  # the registry's rule, with the simulator's way out
+            raise RegistryError(f"{exc}. A simulation places its gauges in a covered municipality with "
+                                "--municipality CODE (a replay; 079995, the drill town, for an exercise) or a "
+                                "scenario file's municipality keys") from None
 
 
 class SimulationManager:

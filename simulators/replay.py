@@ -11,6 +11,15 @@ Formats (see ``shared/data/PROVENANCE.md``):
 
 Files may be gzipped (``.gz``). Series come back as ``(datetime UTC, value)`` in time order; the fleet
 replays them with the scenario's acceleration (see :mod:`simulators.fleet` for the time mapping).
+
+Where a replay plays out (:func:`placed`): a replayed gauge is published and registered in a municipality this
+deployment covers, where staff can act on its alerts. The 持世寺 gauge is in 宇部市 (352021), outside the area
+Sonae covers by default (Fukushima's boundaries; ``ingest.municipalities.uncovered``), so a 持世寺 replay plays
+out in the drill town (:data:`~sonae.municipality_code.DRILL_TOWN_CODE`, 079995, exercises only, inside
+郡山市) unless the operator names a covered municipality (``--municipality CODE``, ``[replay] municipality``);
+MLIT gauges keep their own municipality (the shipped MLIT rows are Fukushima's) unless one is named. Found:
+``sonae simulate --replay jiseiji --register-stations`` was refused ("outside the area Sonae covers") once
+the registry checked coverage, so the documented drill did not start.
 """
 
 from __future__ import annotations
@@ -22,14 +31,15 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from ingest.registry import Station
 from sonae.japantime import parse_iso_time
+from sonae.municipality_code import DRILL_TOWN_CENTER, DRILL_TOWN_CODE
 
 JST = timezone(timedelta(hours=9), "JST")
 JISEIJI_ID = "yamaguchi-kotogawa-jiseiji"
@@ -43,6 +53,10 @@ _LABELS = {"水防団待機水位": "th_standby", "氾濫注意水位": "th_caut
 class ReplayError(ValueError):
     """A replay file that cannot be read; the message names the file and line, never its content
     (a file's text in an error would leak whatever file was named, to whoever asked)."""
+
+
+class PlacementError(ReplayError):
+    """A replay that cannot play out where it is placed (:func:`placed`): a real run in the drill town."""
 
 
 #: where replay files are looked up by name when ``simulators.data_dir`` is empty
@@ -283,9 +297,57 @@ def mlit_series(rows: Iterable[MlitRow], *, exercise: bool = False) -> list[Seri
     return out
 
 
+#: where a replay of each format plays out when the operator names no municipality (absent: each gauge in its own):
+#: 持世寺 is in 宇部市, outside the area Sonae covers unless a deployment loads Yamaguchi's boundaries
+DEFAULT_PLACE = {"jiseiji": DRILL_TOWN_CODE}
+#: longitude either side of the drill town's centre over which replayed gauges stand on its river (degrees)
+_DRILL_RIVER_HALF_WIDTH = 0.010
+
+
+def placed(series: Sequence[Series], *, fmt: str, municipality: str | None = None,
+           exercise: bool = True) -> list[Series]:
+    """``series`` with each gauge where the replay plays out (the module's rule), its readings unchanged.
+
+    ``municipality``: the 6-digit 団体コード the operator names for every replayed gauge (``--municipality``,
+    ``[replay] municipality``), or None for :data:`DEFAULT_PLACE` (the drill town for 持世寺; each MLIT
+    gauge's own municipality). A gauge left in its own municipality keeps its position. One placed in the
+    drill town stands on the drill town's river (:data:`~sonae.municipality_code.DRILL_TOWN_CENTER`, the gauges
+    spread west to east), so ``/api/v1/level`` near the town and its routes meet its alerts; one placed in
+    another municipality has no position (its own lies elsewhere: its alerts count for the municipality, not
+    for a point far away). A moved gauge's ``source`` says where it came from. Whether the municipality is
+    covered is the registry's rule, applied when the gauges are registered (``--register-stations``).
+
+    Raises
+    ------
+    PlacementError
+        A real replay (``exercise`` False) placed in the drill town, which is for exercises only.
+    """
+    target = municipality or DEFAULT_PLACE.get(fmt)
+    out = []
+    for i, s in enumerate(series):
+        station = s.station
+        code = target or station.municipality_code
+        if code == station.municipality_code:
+            out.append(s)
+            continue
+        came = f"{station.source or 'replay'}; played in {code}, from {station.municipality_code or 'no municipality'}"
+        if code == DRILL_TOWN_CODE:
+            if not exercise:
+                raise PlacementError(f"station {station.id!r} would play out in the drill town {DRILL_TOWN_CODE}, which "
+                                  "is for exercises only: run the replay as an exercise (without --real), or name a "
+                                  "covered municipality for it (--municipality CODE, [replay] municipality)")
+            lat, lon = DRILL_TOWN_CENTER
+            lon += _DRILL_RIVER_HALF_WIDTH * (2 * (i + 1) / (len(series) + 1) - 1)
+            station = replace(station, municipality_code=code, lat=lat, lon=round(lon, 6), source=came)
+        else:
+            station = replace(station, municipality_code=code, lat=None, lon=None, source=came)
+        out.append(Series(station.validate(), s.points))
+    return out
+
+
 def load_replay(fmt: str, path: str | Path, *, exercise: bool = False, start: datetime | None = None,
                 end: datetime | None = None, stations: Iterable[str] = (), limit: int = 0) -> list[Series]:
-    """The series a replay run publishes, windowed and filtered."""
+    """The series a replay run publishes, windowed and filtered (the fleet then places them, :func:`placed`)."""
     path = Path(path)
     if not path.is_file():
         raise ReplayError(f"replay file {path.name} does not exist or is not a regular file")

@@ -257,6 +257,8 @@ class ReplaySpec:
     end: datetime | None = None
     stations: tuple[str, ...] = ()
     limit: int = 0  # most stations (MLIT), 0 = all
+    #: the 6-digit 団体コード every replayed gauge plays out in; None: simulators.replay.DEFAULT_PLACE
+    municipality: str | None = None
 
     def __post_init__(self) -> None:
         # a window that ends before it starts replays nothing: said, not run (found: --from after --to)
@@ -505,7 +507,8 @@ def parse_scenario(doc: dict[str, Any], *, base_dir: Path | None = None, source:
                 path = (base_dir / path).resolve()
         replay = ReplaySpec(format=pt.text("format", required=True, choices=REPLAY_FORMATS), path=path,
                             start=_time(pt, "start"), end=_time(pt, "end"),
-                            stations=tuple(pt.strings("stations")), limit=pt.integer("limit", 0, low=0))
+                            stations=tuple(pt.strings("stations")), limit=pt.integer("limit", 0, low=0),
+                            municipality=_municipality(pt, "") if pt.has("municipality") else None)
         pt.done()
 
     faults = tuple(_fault(ft, i) for i, ft in enumerate(root.tables("faults")))

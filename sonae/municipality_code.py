@@ -12,8 +12,8 @@ Verified on all 1,916 codes of the 総務省 list and the J-LIS list (``shared/d
 
 from __future__ import annotations
 
-__all__ = ["DRILL_TOWN_CODE", "DRILL_TOWN_NAMES", "DRILL_TOWN_RULE", "MunicipalityCodeError", "check_digit",
-           "drill_town_refusal", "is_valid", "not_a_municipality", "normalise", "normalise_municipality",
+__all__ = ["DRILL_TOWN_CENTER", "DRILL_TOWN_CODE", "DRILL_TOWN_NAMES", "DRILL_TOWN_RULE", "MunicipalityCodeError",
+           "check_digit", "drill_town_refusal", "is_valid", "not_a_municipality", "normalise", "normalise_municipality",
            "normalise_optional"]
 
 _WEIGHTS = (6, 5, 4, 3, 2)
@@ -21,6 +21,10 @@ _WEIGHTS = (6, 5, 4, 3, 2)
 #: The drill town's 団体コード (``evac.drilltown``, where the choice of 079995 is explained): a code no real
 #: municipality has, so no list of municipalities names it.
 DRILL_TOWN_CODE = "079995"
+#: Where the drill town lies, (lat, lon) in degrees (WGS 84): the centre of the town ``evac.drilltown.generate``
+#: writes by default, inside real 郡山市 by the Abukuma; its river runs west to east through this point (about
+#: 1.1 km either side), so a gauge placed on this latitude within ±0.012° of longitude stands on the river.
+DRILL_TOWN_CENTER = (37.40, 140.36)
 #: What residents read where the drill town's name is due, in each language of Sonae's texts
 #: (``alerting.texts.LANGUAGES``), and its reading (``name_kana`` of the municipalities table): never
 #: the bare code (found on the resident page, in /api/v1/level and in alert texts of ``run --simulate``).

@@ -252,6 +252,21 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+@pytest.fixture
+async def served_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on a fresh database prepared as every service prepares it
+    (:func:`ingest.schema.prepare_schema`: migrated, with the shipped municipality list of all of Japan and
+    Fukushima's 59 boundaries), so the coverage rule (:func:`ingest.municipalities.uncovered`) applies as in a
+    deployment. ``pool`` loads no list and no boundaries: there any municipality code is taken, which hid that
+    the documented 持世寺 replay could not register its gauge in a deployment."""
+    from ingest.schema import prepare_schema
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+    await prepare_schema(pool, load_settings(environ={"SONAE_DATABASE_URL": database_url}))
+    yield pool
+    await pool.close()
+
+
 @pytest.fixture(scope="session")
 def sonae_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker | str]:
     configured = os.environ.get("SONAE_TEST_MQTT_URL")

@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -178,3 +179,51 @@ async def test_a_real_reading_quarantined_from_the_drill_town_is_not_released(se
         stored = [(r["value"], r["exercise"]) for r in await conn.fetch("SELECT value, exercise FROM readings")]
         dead = [r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters")]
     assert stored == [(1.5, True)] and dead == ["real_in_drill_town"]
+
+
+@pytest.mark.parametrize(("gateway_after", "reason"), [
+    (Place(KORIYAMA, "gateway"), None),  # still the topic's gateway: released
+    (Place(KORIYAMA, "device"), "foreign_station"),  # its gateway role taken away (a compromised device)
+    (Place(FUKUSHIMA, "gateway"), "wrong_municipality"),  # moved to another municipality
+])
+async def test_a_relayed_reading_leaves_quarantine_only_as_ingest_would_take_it(
+        gateway_after: Place, reason: str | None, settings: Settings, pool: asyncpg.Pool) -> None:
+    """The quarantine is judged by the gateway rule too (ingest.placement.misplaced, from the station's and the
+    sender's places): found, release_quarantine read only the topic's municipality and released a reading
+    relayed by a device that was no gateway any more, or by a gateway moved away, while ingest refused the
+    same message. The dead letter's reason is the one ingest gives the same message now."""
+    prefix = settings["mqtt.topic_prefix"]
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="gw", name="ゲートウェイ", kind="gateway", municipality_code=KORIYAMA)])
+    relayed = [{"bn": "x1/", "n": "level", "v": 1.2, "t": -20}]
+    assert (await Ingestor.from_settings(settings, pool).process(
+        [_message(prefix, KORIYAMA, "gw", "senml", relayed)])).quarantined == 1
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="gw", name="ゲートウェイ", kind=gateway_after.kind,
+                                             municipality_code=gateway_after.municipality)])
+        await upsert_stations(conn, [Station(id="x1", name="水位計", municipality_code=KORIYAMA)])
+        released = await conn.fetchval("SELECT count(*) FROM readings WHERE station_id = 'x1'")
+        dead = [r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters")]
+        left = await conn.fetchval("SELECT count(*) FROM quarantined_readings")
+    assert (released, dead, left) == ((1, [], 0) if reason is None else (0, [reason], 0))
+    again = await Ingestor.from_settings(settings, pool).process(
+        [_message(prefix, KORIYAMA, "gw", "senml", [{"bn": "x1/", "n": "level", "v": 1.3, "t": -30}])])
+    assert (again.inserted, again.dead_letters) == ((1, 0) if reason is None else (0, 1))
+    async with pool.acquire() as conn:
+        assert sorted(r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters")) == (
+            [] if reason is None else [reason, reason])
+
+
+async def test_a_quarantined_row_of_no_topic_is_kept_as_a_bad_topic(pool: asyncpg.Pool) -> None:
+    """A quarantined row whose topic is not ``<prefix>/<municipality>/<station>/<kind>`` (written by anything
+    but ingest) is not released: its sender and municipality are unknown, so the rule cannot judge it."""
+    ts = datetime.now(UTC) - timedelta(minutes=5)
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO quarantined_readings (station_id, kind, ts, value, exercise, seq, topic) "
+            "VALUES ('q1', 'river_level', $1, 1.0, false, 0, $2)",
+            [(ts, "garbage"), (ts + timedelta(minutes=1), f"sonae/v1/{KORIYAMA}/q1/nonsense")])
+        await upsert_stations(conn, [Station(id="q1", name="水位計", municipality_code=KORIYAMA)])
+        stored = await conn.fetchval("SELECT count(*) FROM readings")
+        dead = sorted(r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters"))
+    assert stored == 0 and dead == ["bad_topic", "bad_topic"]

@@ -9,6 +9,7 @@ subscribers; a real hazard area at sea was taken 201. Real PostgreSQL; the shipp
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,7 +23,7 @@ from api.auth import AccountError, create_account, login
 from evac.store import name_drill_town
 from ingest.boundaries import packaged_boundaries, store_boundaries
 from ingest.municipalities import seed_if_empty
-from ingest.registry import RegistryError, Station, upsert_stations
+from ingest.registry import RegistryError, Station, located_stations, upsert_stations
 from notify import store
 from notify.store import fan_out
 from sonae.config import Settings, load_settings
@@ -175,3 +176,24 @@ async def test_a_circle_in_the_drill_town_names_it_and_hears_its_drills_only(
         told = await conn.fetch("SELECT target_id, alert_id FROM notify_queue WHERE kind = 'push'")
     assert {(r["target_id"], r["alert_id"]) for r in told} == {(ids["drill"], drill.alert_id)}
     assert store.DRILL_TOWN_MARGIN_M > 0
+
+
+async def test_a_registry_import_with_stations_outside_the_boundaries_names_each_and_the_way_out(
+        served_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """Re-importing a registry kept from before the coverage rule (stations in 宇部市 and 那覇市 beside
+    郡山市's) is refused as a whole, as one import: the error named only the first station, and neither that
+    nothing was written nor what to do."""
+    path = tmp_path / "registry.csv"
+    path.write_text("id,name,municipality_code\nkori-1,郡山,072036\nube-1,宇部,352021\nnaha-1,那覇,472018\n"
+                    "ube-2,宇部2,352021\n", encoding="utf-8")
+    located = located_stations(path)
+    async with served_pool.acquire() as conn:
+        with pytest.raises(RegistryError) as caught:
+            await upsert_stations(conn, [s for _, s in located], places={s.id: where for where, s in located})
+    text = str(caught.value)
+    assert text.startswith("registry.csv line 3: station 'ube-1': municipality_code: municipality '352021' "
+                           "(宇部市) is outside the area Sonae covers"), text
+    assert "; so are 2 more: registry.csv line 4: 'naha-1' (472018), registry.csv line 5: 'ube-2' (352021)." in text
+    assert "Nothing was written (the 4 station(s) are one import)" in text and "sonae municipalities import" in text
+    assert "exercise=true and municipality_code 079995" in text
+    assert await served_pool.fetchval("SELECT count(*) FROM stations") == 0

@@ -7,6 +7,7 @@ downloaded; Fukushima's whole box still passes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,4 +48,21 @@ def test_a_place_larger_than_a_prefecture_is_refused_after_geocoding_before_the_
     monkeypatch.setattr(graph.ox, "graph_from_polygon", lambda *a, **k: asked.append(a))
     with pytest.raises(ValueError, match="place '日本' covers about"):
         graph.graph_from_place("日本", state_dir=tmp_path)
+    assert asked == []
+
+
+@pytest.mark.parametrize(("box", "said"), [
+    ((146.0, 24.0, 122.9, 45.6), "west (146) must not be east of east (122.9)"),  # all of Japan, west/east swapped
+    ((139.0, 45.0, 142.0, 24.0), "south (45) not north of north (24)"),
+    ((142.0, 45.0, 139.0, 24.0), "is not a box: west"),  # both: a positive area, and still not a box
+    ((139.0, 36.0, float("nan"), 37.0), "is not a box of degrees"),
+    ((139.0, 36.0, 200.0, 37.0), "is not a box of degrees"),
+])
+def test_a_box_that_is_no_box_is_refused_before_any_download(
+        box: tuple[float, float, float, float], said: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Found: west > east or south > north gave a negative area (evac.graph.box_km2) and passed the limit."""
+    asked: list[Any] = []
+    monkeypatch.setattr(graph.ox, "graph_from_bbox", lambda *a, **k: asked.append(a))
+    with pytest.raises(ValueError, match=re.escape(said)):
+        graph.graph_from_bbox(*box, state_dir=tmp_path)
     assert asked == []
