@@ -27,7 +27,15 @@ import pytest
 from sonae.embedded import free_port
 from tests.conftest import with_database
 from tests.db_outage import DatabaseLink
-from tests.pages.test_pages_browser import CHROMIUM, WAIT_MS, Watched, _context, _database, shot, sync_playwright
+from tests.pages.test_pages_browser import (
+    CHROMIUM,
+    WAIT_MS,
+    Watched,
+    _context,
+    _database,
+    shot,
+    sync_playwright,
+)
 
 if sync_playwright is not None:
     from playwright.sync_api import Browser, Page
