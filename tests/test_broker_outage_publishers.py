@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from simulators.transport import FastPublisher
 from sonae.embedded import EmbeddedBroker, free_port
 from sonae.mqtt import PUBLISHES_HELD, MqttClient
 from sonae.retry import CONNECT_FAILURES
-from simulators.transport import FastPublisher
 from tests.fault_harness import TcpProxy
 from tests.ingest_support import wait_until
 
@@ -138,6 +138,11 @@ class _Lines:
         return any(needle in line for line in list(self.text))
 
 
+def _simulate(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "simulate", "--no-progress"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 @needs_mosquitto
 async def test_sonae_simulate_keeps_running_and_publishing_across_a_broker_outage(database_url: str,
                                                                                    tmp_path: Path) -> None:
@@ -160,8 +165,7 @@ async def test_sonae_simulate_keeps_running_and_publishing_across_a_broker_outag
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
            "SONAE_DATABASE_URL": database_url, "SONAE_MQTT_URL": broker.url, "SONAE_MQTT_TOPIC_PREFIX": prefix,
            "SONAE_STATE_DIR": str(tmp_path / "state")}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "simulate", "--no-progress"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _simulate(env)
     lines = _Lines(proc)
     try:
         async def publishing() -> bool:
