@@ -66,6 +66,9 @@ async def test_the_servers_own_errors_are_classified(database_url: str, pg_serve
                                 _name(database_url))
         finally:
             await admin.close()
+        async def closed() -> bool:  # the server's FATAL 57P01 and its close have reached the client
+            return conn.is_closed()
+        await wait_until(closed, timeout=30, what="the terminated session seen closed")
         with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)) as terminated:
             await conn.fetchval("SELECT 1")
         assert is_transient_db_error(terminated.value)
