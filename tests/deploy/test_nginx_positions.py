@@ -2,8 +2,8 @@
 ``request: "GET /api/v1/route?lat=37.40012&lon=140.36034…"`` and the client address into its error log, 4 lines
 a request), while upstream failures are still recorded.
 
-The real nginx runs the shipped bare-metal site (``deploy/nginx/``) with its error log at ``info``, in front of two
-dead replicas: one refuses connections, the other accepts and closes at once.
+The real nginx runs the shipped bare-metal site (``deploy/nginx/``) and the Compose stack's nginx.conf, each with its
+error log at ``info``, in front of two dead replicas: one refuses connections, the other accepts and closes at once.
 """
 
 from __future__ import annotations
@@ -64,6 +64,20 @@ def _site(tmp: Path, *, https: int, http: int, dead: int, closing: int) -> str:
     return re.sub(r"\n\s*listen \[::\]:443 ssl http2;", "", site)
 
 
+def _compose(tmp: Path, logs: Path, *, https: int, http: int, dead: int, closing: int) -> str:
+    """The Compose stack's whole nginx.conf, only paths and ports changed (its error log at ``info``)."""
+    conf = (DEPLOY / "compose" / "nginx" / "nginx.conf").read_text()
+    assert "error_log /dev/stderr warn;" in conf and "server api:8080 " in conf
+    return (conf.replace("/etc/nginx/sonae/", f"{tmp}/sonae/").replace("/etc/nginx/tls/", f"{tmp}/")
+                .replace("server api:8080 ", f"server 127.0.0.1:{dead} max_fails=1 fail_timeout=10s;\n"
+                                             f"        server 127.0.0.1:{closing} ")
+                .replace("pid /tmp/nginx.pid;", f"pid {tmp}/nginx.pid;")
+                .replace("error_log /dev/stderr warn;", f"error_log {logs}/error.log info;")
+                .replace("listen 80;", f"listen 127.0.0.1:{http};")
+                .replace("listen 443 ssl", f"listen 127.0.0.1:{https} ssl")
+                .replace("/dev/stdout", f"{logs}/access.log"))
+
+
 def _start_nginx(nginx: str, conf: Path, tmp: Path) -> None:
     subprocess.run([nginx, "-c", str(conf), "-p", str(tmp)], check=True, capture_output=True, timeout=30)
 
@@ -96,7 +110,8 @@ def _nginx() -> str:
     return nginx
 
 
-def _configure(tmp_path: Path, *, https: int, http: int, dead: int, closing: int) -> tuple[Path, Path]:
+def _configure(tmp_path: Path, variant: str, *, https: int, http: int, dead: int,
+               closing: int) -> tuple[Path, Path]:
     """The shipped site and its included files under ``tmp_path``, only paths and ports changed; returns the
     nginx.conf and the folder of every log."""
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
@@ -118,8 +133,14 @@ def _configure(tmp_path: Path, *, https: int, http: int, dead: int, closing: int
     # the strictest level nginx logs without a debug build: nothing it would write may hold a position;
     # and an http-level access log in the default format, as Debian's nginx.conf has: a server of the site that
     # sets none of its own writes there, request line and client address included
+    default_log = f"access_log {logs}/default-access.log combined;\n"
+    if variant == "compose":  # its own nginx.conf; nginx's built-in default access log is modelled the same way
+        whole = _compose(tmp_path, logs, https=https, http=http, dead=dead, closing=closing)
+        whole = whole.replace("http {", "http {\n" + temp + default_log, 1)
+        conf.write_text(whole.replace("include /etc/nginx/mime.types;", mime))
+        return conf, logs
     conf.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {logs}/error.log info;\nevents {{}}\n"
-                    f"http {{\n{temp}{mime}access_log {logs}/default-access.log combined;\n{site}\n}}\n")
+                    f"http {{\n{temp}{mime}{default_log}{site}\n}}\n")
     return conf, logs
 
 
@@ -131,7 +152,8 @@ def _gone(path: Path) -> bool:
     return not path.exists()
 
 
-async def test_shipped_nginx_logs_no_position_when_replicas_are_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", ["bare-metal", "compose"])
+async def test_shipped_nginx_logs_no_position_when_replicas_are_down(tmp_path: Path, variant: str) -> None:
     nginx = _nginx()
 
     async def close_at_once(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -140,7 +162,7 @@ async def test_shipped_nginx_logs_no_position_when_replicas_are_down(tmp_path: P
     closing_server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
     closing = closing_server.sockets[0].getsockname()[1]
     https, http, dead = free_port(), free_port(), free_port()
-    conf, logs = await asyncio.to_thread(_configure, tmp_path, https=https, http=http, dead=dead, closing=closing)
+    conf, logs = await asyncio.to_thread(_configure, tmp_path, variant, https=https, http=http, dead=dead, closing=closing)
     await asyncio.to_thread(_start_nginx, nginx, conf, tmp_path)
     try:
         base = f"https://127.0.0.1:{https}"
