@@ -130,36 +130,21 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0, create: bool = 
     return pool
 
 
-#: errors that say the database cannot be reached just now (not that a query or its data is wrong): the
-#: server is down, restarting, refusing new connections, or the connection broke. asyncpg raises
-#: ``OSError`` (``ConnectionRefusedError`` …) from a connect, ``ConnectionDoesNotExistError`` (an
-#: ``InterfaceError``) on a connection lost mid-query, SQLSTATE class 08 (``PostgresConnectionError``),
-#: 57P01-57P03 (admin/crash shutdown, cannot connect now), 53300 (too many connections) and, from a
-#: connect to a database closed to connections (``ALLOW_CONNECTIONS false``), 55000 at connect time.
-UNREACHABLE_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError,
-    asyncpg.ConnectionDoesNotExistError,
-)
-
 
 def database_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from, by ``__cause__``/``__context__``, up to 8 deep)
-    says the database cannot be reached just now: :data:`UNREACHABLE_ERRORS`, an ``OSError`` with a
-    network errno (refused, reset, unreachable, timed out), or a connect refused because the database does
-    not accept connections (SQLSTATE 55000 with that message). Such a fault is transient: an API answers
-    503 with ``Retry-After`` (:mod:`api.edge`), a worker retries. Query errors (syntax, constraint) are not.
-
-    A transient-error classification shared across the layers may replace this (branch fixoutage)."""
+    says the database cannot be reached just now, by :func:`is_transient_db_error` (the one rule), except
+    that an ``OSError`` other than ``ConnectionError`` and ``TimeoutError`` counts only with a network errno (refused, reset, unreachable, timed out …): an API
+    handler's file error is no database outage. Such a fault is temporary: the API answers 503 with
+    ``Retry-After`` (:mod:`api.edge`), never 500. A query's own fault (syntax, constraint) is not one.
+    """
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
-        if isinstance(current, UNREACHABLE_ERRORS):
-            return True
-        if isinstance(current, OSError) and current.errno in _NETWORK_ERRNOS:
-            return True
-        if (isinstance(current, asyncpg.ObjectNotInPrerequisiteStateError)
-                and "not currently accepting connections" in str(current)):
+        if isinstance(current, OSError) and not isinstance(current, (ConnectionError, TimeoutError)):
+            if current.errno in _NETWORK_ERRNOS:
+                return True
+        elif is_transient_db_error(current):
             return True
         current = current.__cause__ or current.__context__
         seen += 1

@@ -103,6 +103,7 @@ def test_query_faults_are_not_taken_for_an_outage() -> None:
     """Pure classification: a wrong query or value stays a 500 (a bug to fix), not "try again"."""
     assert not database_unreachable(asyncpg.UndefinedColumnError("column x does not exist"))
     assert not database_unreachable(ValueError("bad"))
+    assert not database_unreachable(FileNotFoundError(2, "No such file"))  # a handler's file, not the database
     assert database_unreachable(ConnectionRefusedError(111, "Connection refused"))
     assert database_unreachable(asyncpg.AdminShutdownError("terminating connection due to administrator command"))
     try:
