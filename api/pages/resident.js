@@ -259,7 +259,14 @@
       state.stale = null;
       renderStale();
     }
-    if (what === "levelAt" || !state.pos) $("updated").textContent = t("updated", { time: fmtTime(new Date(state[what]).toISOString()) });
+    renderUpdated();
+  }
+
+  /* the footer's "updated" time: when what the page shows was answered (the level where a place is chosen,
+   * else the alerts), in the page's language (re-rendered when it changes) */
+  function renderUpdated() {
+    const at = state.pos && state.levelAt ? state.levelAt : state.alertsAt;
+    $("updated").textContent = at ? t("updated", { time: fmtTime(new Date(at).toISOString()) }) : "";
   }
 
   function renderStale() {
@@ -297,6 +304,7 @@
     renderPicks();
     renderNotice();
     renderStale();
+    renderUpdated();
   }
 
   /* the line under "where you are", in the current language (re-rendered when the language changes) */
@@ -752,8 +760,11 @@
     pending = setTimeout(async () => {
       pending = null;
       await Promise.all([loadAlerts(), loadHazards()]);
-      computeLevel();
-      if (state.pos && inService(state.pos)) await loadRoute("live");
+      const level = computeLevel();
+      if (state.stale) await level;  // retrying: the route is asked again only once the level answers
+      // (while the server cannot answer, the route shown stays, marked with the level as out of date)
+      if (state.stale) drawMap(false);
+      else if (state.pos && inService(state.pos)) await loadRoute("live");
       else drawMap(false);
     }, 250);
   }
