@@ -210,7 +210,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Current 警戒レベル and what to do, for a point or a municipality", "tags": ["residents"],
         "description": "Give lat and lon together, or a municipality: otherwise 422. A point in no municipality "
                        "Sonae knows answers `covered: false` and, with nothing in force there, says it is outside "
-                       "the area covered (never that no alert level is in force).",
+                       "the area covered (never that no alert level is in force). A point in the drill town (訓練町, "
+                       "079995; it has no boundary and lies inside 郡山市) answers its real municipality in "
+                       "`municipality_code` and 079995 in `exercise_municipality_code`: the drill town's "
+                       "whole-town exercise orders count there too.",
         "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
