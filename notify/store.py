@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +34,10 @@ import asyncpg
 from alerting import store as alerts
 from alerting.cap import GAUGE_RADIUS_KM
 from alerting.cap_identity import CapProfile, load_profile
+from alerting.drilltown import DRILL_TOWN_MARGIN_M as DRILL_TOWN_MARGIN_M  # re-exported: the one extent rule
+from alerting.drilltown import DRILL_TOWN_SOURCE as DRILL_TOWN_SOURCE
+from alerting.drilltown import Box, reaches
+from alerting.drilltown import drill_town_box as drill_town_box
 from alerting.rules import CONDITIONS, UNCONFIRMED
 from notify import messages
 from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise_optional
@@ -45,10 +48,6 @@ CENTRE_DECIMALS = 3
 MAX_AREAS = 10
 #: the radius a subscribed circle may have, metres (a neighbourhood to a river basin's reach)
 RADIUS_M = (100, 20000)
-#: how far (metres) the drill town's streets reach beyond its outermost shelters and gauges: a shelter stands
-#: at every 6th crossing of an 80 m grid (``evac.drilltown.generate``), so the outer streets lie up to
-#: 5 blocks (400 m) beyond them; 500 m with rounding
-DRILL_TOWN_MARGIN_M = 500.0
 
 
 class NotifyError(ValueError):
@@ -96,7 +95,7 @@ class Boundaries(Protocol):
 
 
 def placed(areas: Sequence[Area], boundaries: Boundaries | None, *,
-           drill_town: tuple[float, float, float, float] | None = None) -> list[Area]:
+           drill_town: Box | None = None) -> list[Area]:
     """The areas rounded as stored, each circle with the municipalities whose alerts reach it: those
     the circle touches when ``boundaries`` are loaded. Without boundaries :func:`add_subscription`
     takes the municipality of the shelter nearest the circle's centre.
@@ -116,53 +115,27 @@ def placed(areas: Sequence[Area], boundaries: Boundaries | None, *,
             out.append(a)
             continue
         near = boundaries.touching_circle(a.lat, a.lon, a.radius_m)
-        if drill_town is not None and _box_distance_m(a.lat, a.lon, drill_town) <= a.radius_m + DRILL_TOWN_MARGIN_M:
+        if reaches(a.lat, a.lon, drill_town, radius_m=a.radius_m):
             near = sorted({*near, DRILL_TOWN_CODE})
         out.append(replace(a, near_municipalities=tuple(near)))
     return out
 
 
-def _box_distance_m(lat: float, lon: float, box: tuple[float, float, float, float]) -> float:
-    """Metres from (lat, lon) to the nearest point of a (min lon, min lat, max lon, max lat) box: the
-    equirectangular distance of fan-out's circle test (:data:`_CIRCLE_HITS`)."""
-    west, south, east, north = box
-    dx = (min(max(lon, west), east) - lon) * math.cos(math.radians(lat)) * 111_320
-    dy = (min(max(lat, south), north) - lat) * 110_574
-    return math.hypot(dx, dy)
-
-
-#: the ``shelters.source`` of the shelters shipped with the drill town (``evac.service``'s seeding of
-#: ``evac.drilltown``'s ``shelters.geojson``; an import is ``import``, a staff edit keeps it)
-DRILL_TOWN_SOURCE = "drilltown"
-
-
-async def drill_town_box(conn: asyncpg.Connection) -> tuple[float, float, float, float] | None:
-    """(min lon, min lat, max lon, max lat) of the drill town's shipped shelters in degrees, or None when this
-    deployment has none (the drill town has no boundary; its shelters are spread over its blocks,
-    ``evac.drilltown.generate``, its gauges on its river between them).
-
-    Only the shelters shipped with it (:data:`DRILL_TOWN_SOURCE`): found, a station imported as 079995 at
-    会津若松, 40 km away, grew the town, and a push circle there listed the drill town."""
-    row = await conn.fetchrow(
-        """SELECT min(lon) AS west, min(lat) AS south, max(lon) AS east, max(lat) AS north FROM shelters
-           WHERE municipality_code = $1 AND source = $2""", DRILL_TOWN_CODE, DRILL_TOWN_SOURCE)
-    if row is None or row["west"] is None:
-        return None
-    return float(row["west"]), float(row["south"]), float(row["east"]), float(row["north"])
-
-
 async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: bytes, auth: bytes, lang: str,
                            drills: bool, areas: list[Area]) -> tuple[int, str]:
     """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token).
-    Circles without municipalities (see :func:`placed`) get the nearest shelter's. Without ``drills`` a
-    circle lists no drill town (its code reaches exercise alerts only): found, a circle in the drill town
-    without drills was stored with 072036 and 079995."""
+    Circles without municipalities (see :func:`placed`: no boundaries loaded) get the nearest real shelter's
+    (never the drill town's, which is nobody's real municipality), and with ``drills`` the drill town's when
+    the circle reaches it (:func:`alerting.drilltown.reaches`), as :func:`placed` does with boundaries. Without
+    ``drills`` a circle lists no drill town (its code reaches exercise alerts only): found, a circle in the
+    drill town without drills was stored with 072036 and 079995."""
     if not areas or len(areas) > MAX_AREAS:
         raise NotifyError(f"choose 1 to {MAX_AREAS} areas")
     if any(a.lat is not None and not (a.radius_m is not None and RADIUS_M[0] <= a.radius_m <= RADIUS_M[1])
            for a in areas):
         raise NotifyError(f"a circle's radius_m is {RADIUS_M[0]} to {RADIUS_M[1]} metres")
     token = secrets.token_urlsafe(24)
+    box = await drill_town_box(conn) if drills else None
     async with conn.transaction():
         sub_id = await conn.fetchval(
             """INSERT INTO push_subscriptions (endpoint, p256dh, auth, lang, drills, token_hash)
@@ -178,12 +151,14 @@ async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: b
                SELECT $1, $2::text, $3::float8, $4::float8, $5::int,
                       CASE WHEN $3::float8 IS NULL THEN NULL WHEN $6::text[] IS NOT NULL THEN $6::text[] ELSE (
                           SELECT array_remove(ARRAY[nullif(municipality_code, '')], NULL) FROM shelters
-                          WHERE $7::bool OR municipality_code IS DISTINCT FROM $8::text
+                          WHERE municipality_code IS DISTINCT FROM $8::text
                           ORDER BY power(lat - $3::float8, 2) + power((lon - $4::float8) * cos(radians($3::float8)), 2)
-                          LIMIT 1) END""",
+                          LIMIT 1) || CASE WHEN $7::bool THEN ARRAY[$8::text] ELSE '{}'::text[] END END""",
             [(sub_id, _code(a.municipality_code), a.lat, a.lon, a.radius_m,
               None if a.near_municipalities is None else
-              [m for m in a.near_municipalities if drills or m != DRILL_TOWN_CODE], drills, DRILL_TOWN_CODE)
+              [m for m in a.near_municipalities if drills or m != DRILL_TOWN_CODE],
+              drills and a.lat is not None and a.lon is not None
+              and reaches(a.lat, a.lon, box, radius_m=float(a.radius_m or 0)), DRILL_TOWN_CODE)
              for a in rows])
     return int(sub_id), token
 
