@@ -416,10 +416,15 @@ _CIRCLE_HITS = """
          + power((greatest($6::float8, least($8::float8, a.lat)) - a.lat) * 110574, 2)) <= a.radius_m + $9::float8
 """
 
+#: the host a queue row is delivered to, as the worker takes turns between hosts (``notify.worker._claim``): the
+#: authority of the endpoint or webhook URL (host and port, lower case, without user info); 'smtp' for email
+QUEUE_HOST = "lower(coalesce(substring({col} from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)'), ''))"
+
 _PUSH_FANOUT = f"""
-INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at, host)
 SELECT 'push', s.id, $1, $2, $3,
-       CASE s.lang WHEN 'en-US' THEN $11::jsonb WHEN 'ja-JP-x-easy' THEN $12::jsonb ELSE $10::jsonb END, $13
+       CASE s.lang WHEN 'en-US' THEN $11::jsonb WHEN 'ja-JP-x-easy' THEN $12::jsonb ELSE $10::jsonb END, $13,
+       {QUEUE_HOST.format(col="s.endpoint")}
 FROM push_subscriptions s
 WHERE (NOT $3::bool OR s.drills)
   AND s.id IN (SELECT a.subscription_id FROM push_areas a WHERE
@@ -431,9 +436,10 @@ WHERE (NOT $3::bool OR s.drills)
 ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
 """
 
-_WEBHOOK_FANOUT = """
-INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
-SELECT 'webhook', w.id, $1, $2, $3, CASE w.format WHEN 'cap' THEN $9::jsonb ELSE $8::jsonb END, $10
+_WEBHOOK_FANOUT = f"""
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at, host)
+SELECT 'webhook', w.id, $1, $2, $3, CASE w.format WHEN 'cap' THEN $9::jsonb ELSE $8::jsonb END, $10,
+       {QUEUE_HOST.format(col="w.url")}
 FROM webhooks w
 WHERE w.deleted_at IS NULL AND (NOT $3::bool OR w.drills)
   AND (w.municipality_code IS NULL OR w.municipality_code = $4::text)
@@ -444,9 +450,9 @@ ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
 """
 
 _EMAIL_FANOUT = """
-INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at, host)
 SELECT 'email', r.account_id, $1, $2, $3,
-       CASE r.lang WHEN 'en-US' THEN $6::jsonb WHEN 'ja-JP-x-easy' THEN $7::jsonb ELSE $5::jsonb END, $8
+       CASE r.lang WHEN 'en-US' THEN $6::jsonb WHEN 'ja-JP-x-easy' THEN $7::jsonb ELSE $5::jsonb END, $8, 'smtp'
 FROM notify_roster r JOIN accounts a ON a.id = r.account_id
 WHERE r.on_call AND NOT a.disabled AND r.municipality_code = $4::text AND (NOT $3::bool OR r.drills)
 ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING

@@ -551,12 +551,6 @@ class DeliveryWorker:
         return store.Outcome(row["id"], "sent", 250, None, duration_ms=ms, attempt=row["attempts"], log=True)
 
 
-#: the host of a queue row's receiver, as the worker counts hosts: the authority of the endpoint or webhook URL
-#: (host and port, lower case, without user info); 'smtp' for email
-_HOST = r"""lower(coalesce(substring(coalesce(s.endpoint, w.url) from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)'),
-                        CASE q.kind WHEN 'email' THEN 'smtp' ELSE '' END))"""
-
-
 async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float, *, per_host: int = 1_000_000,
                  busy: dict[str, int] | None = None) -> list[asyncpg.Record]:
     """Claim due rows with what each channel needs to send them, and each row's ``host``.
@@ -572,26 +566,33 @@ async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float, *, per_ho
     a host with a backlog of thousands does not hold back another host's first row (found: one FIFO, 400
     subscriptions to a server that never answers ahead of a resident's). At most ``per_host`` minus
     ``busy[host]`` (the worker's deliveries in flight to it, or all of ``per_host`` while it is paused) rows
-    of a host are claimed."""
+    of a host are claimed. Each queued row carries its host (``notify_queue.host``, :data:`notify.store.QUEUE_HOST`);
+    the hosts with queued rows are found by a skip scan of ``notify_queue_host_due``, and each host's oldest due
+    rows by the same index, so a claim costs (hosts × rows taken), not the backlog."""
     busy = busy or {}
     return list(await conn.fetch(
-        f"""WITH ranked AS (
-               SELECT q.id, q.next_attempt_at, {_HOST} AS host,
-                      row_number() OVER (PARTITION BY {_HOST} ORDER BY q.next_attempt_at, q.id) AS rank
-               FROM notify_queue q
-               LEFT JOIN push_subscriptions s ON q.kind = 'push' AND s.id = q.target_id
-               LEFT JOIN webhooks w ON q.kind = 'webhook' AND w.id = q.target_id
-               WHERE q.state = 'queued' AND q.next_attempt_at <= now()
-                 AND NOT EXISTS (SELECT 1 FROM notify_queue p WHERE p.kind = q.kind AND p.target_id = q.target_id
-                                 AND p.alert_id = q.alert_id AND p.state = 'queued'
-                                 AND p.alert_event_id < q.alert_event_id)),
+        """WITH RECURSIVE hosts AS (
+               (SELECT host FROM notify_queue WHERE state = 'queued' ORDER BY host LIMIT 1)
+               UNION ALL
+               SELECT (SELECT q.host FROM notify_queue q WHERE q.state = 'queued' AND q.host > h.host
+                       ORDER BY q.host LIMIT 1)
+               FROM hosts h WHERE h.host IS NOT NULL),
            fair AS (
-               SELECT r.id, r.rank, r.next_attempt_at, r.host FROM ranked r
-               LEFT JOIN unnest($3::text[], $4::int[]) AS b(host, used) ON b.host = r.host
-               WHERE r.rank <= $5::int - coalesce(b.used, 0)
-               ORDER BY r.rank, r.next_attempt_at, r.id LIMIT $1),
+               SELECT c.id, c.rank, c.next_attempt_at FROM hosts h
+               LEFT JOIN unnest($3::text[], $4::int[]) AS b(host, used) ON b.host = h.host
+               CROSS JOIN LATERAL (
+                   SELECT q.id, q.next_attempt_at, row_number() OVER (ORDER BY q.next_attempt_at, q.id) AS rank
+                   FROM notify_queue q
+                   WHERE q.host = h.host AND q.state = 'queued' AND q.next_attempt_at <= now()
+                     AND NOT EXISTS (SELECT 1 FROM notify_queue p WHERE p.kind = q.kind AND p.target_id = q.target_id
+                                     AND p.alert_id = q.alert_id AND p.state = 'queued'
+                                     AND p.alert_event_id < q.alert_event_id)
+                   ORDER BY q.next_attempt_at, q.id
+                   LIMIT greatest(0, $5::int - coalesce(b.used, 0))) c
+               WHERE h.host IS NOT NULL
+               ORDER BY c.rank, c.next_attempt_at, c.id LIMIT $1),
            due AS (
-               SELECT q.id, f.host FROM notify_queue q JOIN fair f ON f.id = q.id
+               SELECT q.id FROM notify_queue q JOIN fair f ON f.id = q.id
                WHERE q.state = 'queued' AND q.next_attempt_at <= now()
                ORDER BY f.rank, f.next_attempt_at, q.id FOR UPDATE OF q SKIP LOCKED),
            claimed AS (
@@ -599,7 +600,7 @@ async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float, *, per_ho
                       next_attempt_at = now() + make_interval(secs => $2)
                FROM due WHERE q.id = due.id
                RETURNING q.id, q.kind, q.target_id, q.alert_event_id, q.alert_id, q.exercise, q.payload,
-                         q.attempts, q.event_at, due.host)
+                         q.attempts, q.event_at, q.host)
            SELECT c.*, s.endpoint, s.p256dh, s.auth, w.url, w.secret, w.format, r.email
            FROM claimed c
            LEFT JOIN push_subscriptions s ON c.kind = 'push' AND s.id = c.target_id
