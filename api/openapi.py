@@ -405,7 +405,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Receive alerts by Web Push for chosen areas (no account)", "tags": ["residents"],
         "description": "Stores only the push endpoint and keys, the areas, the language and the drills opt-in. "
                        "A circle's centre is stored rounded to 0.001° (~100 m) and never logged. An area that touches no "
-                       "municipality Sonae knows is refused (422).",
+                       "municipality Sonae knows is refused (422). The endpoint must be a public https URL of a push service of "
+                       "notify.push_hosts: a host not listed, or an address (or a name resolving to one) that is loopback, "
+                       "private, link-local, unique-local, shared, multicast or reserved, is refused (422). Too many "
+                       "subscriptions from one client address is 429; to one endpoint host, 422.",
         "requestBody": body({"type": "object", "required": ["subscription", "areas"], "properties": {
             "subscription": {"type": "object", "required": ["endpoint", "keys"], "properties": {
                 "endpoint": {"type": "string", "pattern": PUSH_ENDPOINT,
