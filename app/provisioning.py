@@ -843,8 +843,6 @@ def _check_registry_of(settings: Any, stations: Sequence[str], municipality: str
     """:func:`check_registry_places` on the deployment's database found as every other command finds it:
     ``database.url``, else the embedded PostgreSQL of the state directory (started for the check when the
     service is not running, stopped again; never created)."""
-    from app.runtime import BackingServices
-    from sonae.config import ConfigError
     from sonae.embedded import EmbeddedError, EmbeddedPostgres
 
     if settings["database.url"] is not None:
@@ -859,15 +857,17 @@ def _check_registry_of(settings: Any, stations: Sequence[str], municipality: str
                 f"(from {settings.origin('state.dir')}) holds no embedded one (pass --state-dir or set "
                 "SONAE_STATE_DIR / SONAE_DATABASE_URL to the deployment's): the stations' registered "
                 "municipality was not checked"]
-    services = BackingServices(settings)
+    postgres = EmbeddedPostgres(state)  # as app.runtime.BackingServices(create=False) opens it
     try:
-        effective = services.start(need_broker=False, create=False)
-        return check_registry_places(stations, municipality, database_url=effective["database.url"])
-    except (ConfigError, EmbeddedError) as exc:
+        database_url = postgres.start()
+    except EmbeddedError as exc:
+        postgres.stop()
         return [f"the embedded database of {state} could not be opened ({exc}): the stations' registered "
                 "municipality was not checked"]
+    try:
+        return check_registry_places(stations, municipality, database_url=database_url)
     finally:
-        services.stop()
+        postgres.stop()  # only when started here: a running service's server is left running
 
 
 def _reload_note(settings: Any, args: Any) -> None:

@@ -118,7 +118,7 @@ def test_a_device_added_while_it_runs_gets_in_and_publishes_only_its_own_topics(
     device = running.probe("abukuma-motomiya", password)
     assert not device.connect().is_failure
     assert running.probe("abukuma-motomiya", "wrong").connect().is_failure
-    for topic in (f"sonae/v1/{KORIYAMA}/other-gauge/level", f"sonae/v1/072010/abukuma-motomiya/level",
+    for topic in (f"sonae/v1/{KORIYAMA}/other-gauge/level", "sonae/v1/072010/abukuma-motomiya/level",
                   f"sonae/alerts/{KORIYAMA}/forged", "sonae/v1"):
         assert device.publish(topic, b'{"value": 6.6}').value == NOT_AUTHORIZED, topic
     assert not device.publish(OWN, b'{"value": 1.0}').is_failure
