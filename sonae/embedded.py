@@ -405,6 +405,10 @@ class EmbeddedBroker:
                                                          "pid": self.proc.pid, "auth": self.auth is not None})
         _wait_for(lambda: port_open(self.connect_host, self.port), timeout=timeout,
                   what=f"embedded {self.kind} broker", proc=self.proc, logfile=self.logfile)
+        if not self.host.startswith("127."):
+            log.warning("the embedded broker listens beyond this machine with plain MQTT: device passwords and "
+                        "readings cross the network unencrypted; use a TLS broker (deploy/mosquitto) beyond a "
+                        "closed network", extra={"host": self.host, "port": self.port})
         if self.auth is not None:
             self._watch_stop.clear()
             self._watch = threading.Thread(target=self._watch_files, name="broker-auth-files", daemon=True)

@@ -13,12 +13,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alerting.worker import alert_topic_root
 from app.provisioning import EMBEDDED_SERVICE_USER, embedded_broker_auth
@@ -196,3 +199,44 @@ def test_an_anonymous_broker_is_for_tests_on_loopback_only(tmp_path: Path) -> No
         EmbeddedBroker(tmp_path, port=free_port())
     with pytest.raises(ValueError, match="127.0.0.1 only"):
         EmbeddedBroker(tmp_path, port=free_port(), anonymous=True, host="0.0.0.0")
+
+
+def test_listen_address_setting(tmp_path: Path) -> None:
+    from sonae.config import ConfigError
+    from sonae.embedded import BrokerAuth, mosquitto_config
+
+    auth = BrokerAuth(tmp_path / "passwd", tmp_path / "acl", "u", "p")
+    everywhere = mosquitto_config(port=1234, persistence_dir=None, run_as_root=False, auth=auth, host="0.0.0.0")
+    assert "listener 1234\n" in everywhere and "allow_anonymous false" in everywhere
+    assert "listener 1234 127.0.0.1\n" in mosquitto_config(port=1234, persistence_dir=None, run_as_root=False,
+                                                            auth=auth)
+    assert load_settings(environ={"SONAE_EMBEDDED_MQTT_HOST": "0.0.0.0"})["embedded.mqtt_host"] == "0.0.0.0"
+    with pytest.raises(ConfigError, match="SONAE_EMBEDDED_MQTT_HOST.*expected an IPv4 address"):
+        load_settings(environ={"SONAE_EMBEDDED_MQTT_HOST": "127.0.0.1\nallow_anonymous true"})
+    with pytest.raises(ConfigError, match="SONAE_EMBEDDED_MQTT_HOST.*expected an IPv4 address"):
+        load_settings(environ={"SONAE_EMBEDDED_MQTT_HOST": "broker.example"})
+
+
+_LEVEL = st.sampled_from(["sonae", "v1", "072036", "072010", "abukuma-motomiya", "other", "level", "+", "#",
+                          "$SYS", "", "alerts"])
+
+
+@given(levels=st.lists(_LEVEL, min_size=1, max_size=6))
+def test_the_amqtt_acl_check_grants_a_device_exactly_its_own_topics(levels: list[str]) -> None:
+    """What the amqtt fallback lets a device do (sonae.mosquitto_files.allowed on the ACL devices add writes):
+    publish a topic or subscribe a filter only when every topic it can name is under its own grant."""
+    from app.provisioning import Client, grants_for, mosquitto_acl_lines
+    from sonae.mosquitto_files import allowed, read_acl, topic_matches
+
+    client = Client("abukuma-motomiya", "device", grants_for("device", "abukuma-motomiya",
+                                                             municipalities=[KORIYAMA]))
+    with tempfile.TemporaryDirectory() as where:
+        path = Path(where) / "acl"
+        path.write_text("\n".join(mosquitto_acl_lines(client)) + "\n", encoding="utf-8")
+        acl = read_acl(path)
+    topic = "/".join(levels)
+    literal = "+" not in levels and "#" not in levels
+    own = f"sonae/v1/{KORIYAMA}/abukuma-motomiya/+"
+    assert allowed(acl, "abukuma-motomiya", topic, "write") == (literal and topic_matches(topic, own))
+    assert not allowed(acl, "abukuma-motomiya", topic, "read")
+    assert not allowed(acl, None, topic, "write") and not allowed(acl, "someone-else", topic, "write")
