@@ -163,6 +163,16 @@ def _port(value: Any) -> str | None:
 LISTEN_PORTS = (1, 65535)
 
 
+def _ipv4(value: Any) -> str | None:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return "expected an IPv4 address such as 127.0.0.1 or 0.0.0.0 (every interface)"
+    return None
+
+
 def _listen_port(value: Any) -> str | None:
     low, high = LISTEN_PORTS
     return None if low <= value <= high else f"expected a port number from {low} to {high}"
@@ -239,6 +249,12 @@ SCHEMA: tuple[Setting, ...] = (
             "Each CAP message expires this long after it is sent; Cancel messages stay in the Atom feed "
             "until then.", check=_span(low=1, high=87600, unit="hours")),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
+    Setting("embedded.mqtt_host", str, "127.0.0.1",
+            "IPv4 address the embedded MQTT broker listens on: 127.0.0.1 (this machine only), another of this "
+            "machine's addresses, or 0.0.0.0 (every interface) for devices on the network. It always asks for "
+            "a password (sonae devices add) but speaks plain MQTT: passwords and readings cross the network "
+            "unencrypted, so beyond a closed network use a TLS broker (deploy/mosquitto) and SONAE_MQTT_URL.",
+            check=_ipv4),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
     Setting("simulators.data_dir", str, "",
             "Directory of replay files; scenarios name a file in it ([replay] file = NAME), never a path. "
