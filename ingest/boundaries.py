@@ -11,8 +11,9 @@ Attribution (required by the 国土数値情報 利用約款): 「国土数値�
 
 The polygons live in the ``municipality_boundaries`` table (loaded from the package data into an empty
 database by :func:`seed_if_empty`; ``sonae municipalities import N03.geojson`` adds other prefectures,
-simplified the same way). Each process keeps a :class:`BoundaryIndex` in memory (an STRtree), reloaded
-by :class:`BoundaryCache` when the table changes.
+simplified the same way; :func:`import_boundaries` refuses, without ``replace``, an import that would
+move loaded borders, :func:`compare_boundaries`). Each process keeps a :class:`BoundaryIndex` in memory
+(an STRtree), reloaded by :class:`BoundaryCache` when the table changes.
 """
 
 from __future__ import annotations
@@ -356,13 +357,19 @@ class BoundaryChange:
         """``moved_km2`` as a share (0–1) of the loaded area; 0 when added."""
         return self.moved_km2 / self.loaded_km2 if self.loaded_km2 else 0.0
 
-    def describe(self) -> str:
-        """One line: ``072036 郡山市: moved, 11.85 km² (1.57 %) changes municipality; 10563 → 174 vertices``."""
+    def describe(self, *, done: bool = True) -> str:
+        """One line, of an import ``done`` or one that would be: ``072036 郡山市: replaced, border moved,
+        11.85 km² (1.57 %) changed municipality; 10563 → 174 vertices``."""
         if self.kind == ADDED:
-            return f"{self.code} {self.name}: added ({self.area_km2:.1f} km², {self.vertices_after} vertices)"
-        what = "replaced, same border" if self.kind == SAME else "replaced, border moved"
+            added = "added" if done else "would be added"
+            return f"{self.code} {self.name}: {added} ({self.area_km2:.1f} km², {self.vertices_after} vertices)"
+        if done:
+            what = "replaced, same border" if self.kind == SAME else "replaced, border moved"
+            changed = "changed"
+        else:
+            what, changed = "border would move" if self.kind == MOVED else "same border", "would change"
         return (f"{self.code} {self.name}: {what}, {self.moved_km2:.2f} km² ({100 * self.moved_share:.2f} %) "
-                f"changes municipality; {self.vertices_before} → {self.vertices_after} vertices")
+                f"{changed} municipality; {self.vertices_before} → {self.vertices_after} vertices")
 
 
 def compare_boundaries(loaded: dict[str, tuple[Boundary, str | None]], imported: Sequence[Boundary], *,
@@ -411,13 +418,13 @@ class BoundaryReplaceRefused(BoundaryError):
         lines = [f"{source}: refused, it would move the borders of {len(moved)} of the {len(changes)} "
                  f"municipalities it holds by more than {REPLACE_TOLERANCE_M:g} m "
                  f"({sum(c.moved_km2 for c in moved):.1f} km² would change municipality{coarser}):"]
-        lines += [f"  {c.describe()}" for c in moved[:shown]]
+        lines += [f"  {c.describe(done=False)}" for c in moved[:shown]]
         if len(moved) > shown:
             lines.append(f"  … and {len(moved) - shown} more")
         lines.append(f"Residents near these borders would get another municipality's level and orders. The loaded "
                      f"boundaries come from {', '.join(loaded_from)}. Nothing was imported. If this file is the "
                      "better map (a border really changed, a newer N03 year), run the import again with --replace; "
-                     "the shipped boundaries are N03-22 at full resolution, simplified to 1.4 m.")
+                     "the shipped boundaries are N03-22 at full resolution, simplified within 1.4 m.")
         super().__init__("\n".join(lines))
 
 
