@@ -888,6 +888,9 @@ def cmd_municipalities_import(args: argparse.Namespace) -> int:
 
     from ingest.municipalities import MunicipalityListError, load_municipalities, upsert_municipalities
 
+    if args.replace:
+        raise CommandError(f"--replace applies to boundaries (an N03 .geojson/.json), not to {args.file}: "
+                           "a municipality list only adds and renames")
     try:
         municipalities = load_municipalities(args.file)
     except (OSError, MunicipalityListError) as exc:

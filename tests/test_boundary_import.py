@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 import asyncpg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely import affinity
+from shapely.geometry import box
 
 from ingest.boundaries import (
     ADDED,
@@ -27,7 +31,7 @@ from ingest.boundaries import (
     seed_if_empty,
     simplify,
 )
-from sonae.config import Settings
+from sonae.config import Settings as SonaeSettings
 from tests.conftest import shared_data
 
 #: inside 郡山市 on the full-resolution map, in 須賀川市 on the 1 % simplification (breakit7 repro)
@@ -68,7 +72,24 @@ def test_a_strip_wider_than_the_tolerance_is_a_move_and_a_narrower_one_is_not() 
     assert added.kind == ADDED and added.moved_km2 == 0
 
 
-def _sonae(settings: Settings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+#: metres per degree at 37.3° N (longitude, latitude), as ingest.boundaries projects
+KX, KY = 111_320.0 * 0.79547, 110_574.0
+SQUARE = box(140.3, 37.3, 140.3 + 1000 / KX, 37.3 + 1000 / KY)  # 1 km × 1 km
+
+
+@settings(max_examples=40, deadline=None)
+@given(metres=st.one_of(st.floats(0.0, REPLACE_TOLERANCE_M * 0.9), st.floats(REPLACE_TOLERANCE_M * 1.1, 900.0)),
+       north=st.booleans())
+def test_a_border_shifted_by_more_than_the_tolerance_is_moved(metres: float, north: bool) -> None:
+    """A square shifted by ``metres`` leaves strips ``metres`` wide between the two borders."""
+    dx, dy = (0.0, metres / KY) if north else (metres / KX, 0.0)
+    (change,) = compare_boundaries({"072036": (Boundary("072036", "x", SQUARE), None)},
+                                   [Boundary("072036", "x", affinity.translate(SQUARE, dx, dy))])
+    assert change.kind == (MOVED if metres > REPLACE_TOLERANCE_M else SAME)
+    assert abs(change.moved_km2 - 2 * metres * 1000 / 1e6) < 1e-3  # two strips, 1 km long
+
+
+def _sonae(settings: SonaeSettings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
            "SONAE_DATABASE_URL": settings["database.url"], "SONAE_MQTT_URL": settings["mqtt.url"],
            "SONAE_STATE_DIR": str(tmp_path / "state")}
@@ -81,7 +102,7 @@ async def _at_p(pool: asyncpg.Pool) -> str | None:
         return (await load_index(conn)).municipality_at(*P)
 
 
-async def test_cli_refuses_the_coarse_file_without_replace_and_says_what_moves(settings: Settings, pool: asyncpg.Pool,
+async def test_cli_refuses_the_coarse_file_without_replace_and_says_what_moves(settings: SonaeSettings, pool: asyncpg.Pool,
                                                                              tmp_path: Path) -> None:
     async with pool.acquire() as conn:
         assert await seed_if_empty(conn) > 0
@@ -110,3 +131,5 @@ async def test_cli_refuses_the_coarse_file_without_replace_and_says_what_moves(s
     again = _sonae(settings, tmp_path, full)  # the same map again: accepted, nothing moves
     assert again.returncode == 0, again.stderr
     assert sum("replaced, same border" in line for line in again.stdout.splitlines()) == 59
+    listed = _sonae(settings, tmp_path, str(shared_data("municipalities", "fukushima_municipalities.csv")), "--replace")
+    assert listed.returncode == 2 and "--replace applies to boundaries" in listed.stderr
