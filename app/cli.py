@@ -143,7 +143,7 @@ async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise:
     async with pool.acquire() as conn:
         await upsert_stations(conn, stations)
     async with MqttClient(settings["mqtt.url"], client_id=default_client_id("sim"),
-                          protocol=settings["mqtt.protocol"]) as mqtt:
+                          protocol=settings["mqtt.protocol"], target="mqtt-simulator") as mqtt:
         await run_demo(mqtt, prefix=settings["mqtt.topic_prefix"], exercise=exercise, stop=stop, stations=stations)
 
 

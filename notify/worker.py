@@ -44,6 +44,7 @@ from alerting.store import NOTIFY_CHANNEL as ALERTS_CHANNEL
 from notify import store
 from notify.webpush import Vapid, encrypt, generate_private_pem, load_private_key, origin_of
 from sonae.config import Settings
+from sonae.db import DATABASE_ERRORS
 from sonae.ratelimit import TokenBuckets
 from sonae.retry import backoff_delay, count_failure, keep_connected
 
@@ -232,7 +233,7 @@ class DeliveryWorker:
                 return
             try:
                 await self.fan_out_pending()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("notify fan-out failed; retrying", extra={"error": str(exc)})
 
     async def fan_out_pending(self) -> dict[str, int]:
@@ -286,7 +287,7 @@ class DeliveryWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout)
                 self._wake.clear()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("notify delivery loop: database error; retrying", extra={"error": str(exc)})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
