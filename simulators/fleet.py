@@ -346,23 +346,27 @@ class Fleet:
         "now": a dropout that ends before the run does lasts ``(end − start) / accel`` real seconds, and one
         shorter than the silent threshold is over before anyone could call the gauge silent (at
         ``accel = max``, every one). A dropout lasting to the end of the run is seen at any accel: its gauge's
-        newest reading is ``span − start`` seconds old when the run ends. One line per affected station.
+        newest reading is ``span − start`` seconds old when the run ends. One line per fault and threshold,
+        naming up to 3 of its stations.
         """
         notes = []
         for fault in self.scenario.faults:
             if fault.type != "dropout" or fault.end_s >= self.span or fault.start_s >= self.span:
                 continue
             real_s = 0.0 if math.isinf(self.scenario.accel) else (fault.end_s - fault.start_s) / self.scenario.accel
+            unseen: dict[float, list[str]] = {}
             for st in self.stations:
-                if not any(fnmatch.fnmatchcase(st.id, glob) for glob in fault.devices):
-                    continue
                 threshold = silent_factor * st.expected_interval_s
-                if real_s < threshold and fault.end_s - fault.start_s >= threshold:
-                    notes.append(f"dropout of {st.id} ({fault.start_s:g} s to {fault.end_s:g} s of scenario time): "
-                                 f"{real_s:g} real seconds at this accel, less than the {threshold:g} s without "
-                                 "a reading that make a gauge silent (alerting.silent_factor × its interval, on "
-                                 "the wall clock): no silent-gauge alert will be raised. Let the dropout last to "
-                                 "the end of the run, or lower --accel.")
+                if (real_s < threshold <= fault.end_s - fault.start_s
+                        and any(fnmatch.fnmatchcase(st.id, glob) for glob in fault.devices)):
+                    unseen.setdefault(threshold, []).append(st.id)
+            for threshold, ids in unseen.items():
+                named = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+                notes.append(f"dropout of {named} ({fault.start_s:g} s to {fault.end_s:g} s of scenario time): "
+                             f"{real_s:g} real seconds at this accel, less than the {threshold:g} s without a "
+                             "reading that make a gauge silent (alerting.silent_factor × its interval, on the wall "
+                             "clock): no silent-gauge alert will be raised. Let the dropout last to the end of the "
+                             "run, or lower --accel.")
         return notes
 
     # -- registry ----------------------------------------------------------------------------------
