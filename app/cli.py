@@ -908,7 +908,7 @@ def _add_notify_commands(sub: Any) -> None:
 def cmd_municipalities_import(args: argparse.Namespace) -> int:
     """A municipality list (CSV) or municipal boundaries (N03 GeoJSON, simplified as the shipped ones)."""
     if args.file.lower().endswith((".geojson", ".json", ".geojson.gz", ".json.gz", ".geojson.xz", ".json.xz")):
-        from ingest.boundaries import BoundaryError, read_n03, simplify, store_boundaries
+        from ingest.boundaries import MOVED, BoundaryError, import_boundaries, read_n03, simplify
 
         try:
             parts = read_n03(args.file)
@@ -918,13 +918,23 @@ def cmd_municipalities_import(args: argparse.Namespace) -> int:
         boundaries, _ = simplify(parts)
 
         async def store(conn: Any) -> str:
-            count = await store_boundaries(conn, boundaries, source=args.file)
-            return f"imported the boundaries of {count} municipalities from {args.file}"
+            try:
+                changes = await import_boundaries(conn, boundaries, source=args.file, replace=args.replace)
+            except BoundaryError as exc:  # BoundaryReplaceRefused: what would move, and --replace
+                raise CommandError(str(exc)) from None
+            moved = [c for c in changes if c.kind == MOVED]
+            lines = [c.describe() for c in changes]
+            return "\n".join([*lines, f"imported the boundaries of {len(changes)} municipalities from {args.file}"
+                               + (f" ({len(moved)} moved, {sum(c.moved_km2 for c in moved):.1f} km² changed "
+                                  "municipality; --replace)" if moved else "")])
 
         return _on_database(args, store)
 
     from ingest.municipalities import MunicipalityListError, load_municipalities, upsert_municipalities
 
+    if args.replace:
+        raise CommandError(f"--replace applies to boundaries (an N03 .geojson/.json), not to {args.file}: "
+                           "a municipality list only adds and renames")
     try:
         municipalities = load_municipalities(args.file)
     except (OSError, MunicipalityListError) as exc:
@@ -1115,6 +1125,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "simplified as the shipped ones. An empty database gets Japan's list and "
                                       "Fukushima's boundaries from the package.")
     p.add_argument("file")
+    p.add_argument("--replace", action="store_true",
+                   help="accept boundaries that move loaded borders by more than 10 m (a coarser map, another "
+                        "N03 year); without it such an import is refused and says which municipalities change")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_municipalities_import)
 
