@@ -53,7 +53,7 @@ async def _collector(url: str, topic: str) -> tuple[MqttClient, list[bytes]]:
 @needs_mosquitto
 async def test_paho_client_holds_publishes_while_the_broker_is_away(tmp_path: Path) -> None:
     """Sonae's MQTT client: a publish while disconnected is held and sent after the reconnect, never an error."""
-    broker = EmbeddedBroker(tmp_path / "b", port=free_port())
+    broker = EmbeddedBroker(tmp_path / "b", port=free_port(), anonymous=True)
     broker.start()
     proxy = TcpProxy("127.0.0.1", int(broker.url.rsplit(":", 1)[1]))
     port = await proxy.start()
@@ -91,7 +91,7 @@ async def test_paho_client_holds_publishes_while_the_broker_is_away(tmp_path: Pa
 async def test_fast_publisher_survives_reconnect_attempts_cut_before_connack(tmp_path: Path) -> None:
     """The lean fleet transport: reconnect attempts whose socket is closed before CONNACK (a broker starting or
     stopping) no longer end the publisher for good; publishes wait and everything arrives."""
-    broker = EmbeddedBroker(tmp_path / "b", port=free_port())
+    broker = EmbeddedBroker(tmp_path / "b", port=free_port(), anonymous=True)
     broker.start()
     proxy = TcpProxy("127.0.0.1", int(broker.url.rsplit(":", 1)[1]))
     port = await proxy.start()
@@ -149,7 +149,7 @@ async def test_sonae_simulate_keeps_running_and_publishing_across_a_broker_outag
     """`sonae simulate` (the demo) as a user runs it: the broker is stopped under it and started again; the
     process keeps running, and the demo's readings continue with every sequence number (none lost: those of
     the outage were held and sent after the reconnect)."""
-    broker = EmbeddedBroker(tmp_path / "b", port=free_port())
+    broker = EmbeddedBroker(tmp_path / "b", port=free_port(), anonymous=True)
     broker.start()
     prefix = f"t{uuid.uuid4().hex[:8]}/v1"
     # persistent and QoS 1: what the demo sends right after the restart waits in the broker for this session
