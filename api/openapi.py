@@ -591,8 +591,10 @@ COMPONENTS: dict[str, Any] = {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"}}},
         "Station": {"type": "object", "required": ["id", "name", "thresholds", "latest"], "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "thresholds": {"type": "object"},
-            "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "name_en": {"type": ["string", "null"]}, "kana": {"type": ["string", "null"],
+                                                               "description": "the name's reading, as registered"},
+            "thresholds": {"type": "object"}, "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
     },
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                    "description": "POST /api/v1/auth/token returns the token"}},
