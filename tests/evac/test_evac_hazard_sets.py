@@ -161,3 +161,19 @@ def test_the_level_lists_every_hazard_in_force_highest_first_ties_in_one_order()
     assert answer.hazards[1].as_json("en-US") == {"hazard": "landslide", "level": 4, "exercise": False,
                                                   "sources": [{"kind": "official", "level": 4, "exercise": False,
                                                                "name": "official"}]}
+
+
+def test_inside_an_area_the_guidance_names_the_areas_hazards_not_the_routes() -> None:
+    """A resident inside a landslide area who asked for a flood route is told they are in a landslide area
+    (it said 洪水: the hazard asked for, one picked from several)."""
+    G = _grid()
+    net = RoadNetwork.from_graph(G)
+    x, y = G.nodes[1000 + 2 * COLS + 3]["x"], G.nodes[1000 + 2 * COLS + 3]["y"]
+    areas = [HazardArea(id="slope", hazard="landslide", geometry=shapely.Point(x, y).buffer(3e-4))]
+    eng = Engine(net, shelters=[Shelter(id="s", name="s", lat=G.nodes[1000]["y"], lon=G.nodes[1000]["x"],
+                                        hazards=frozenset({"flood", "landslide"}))], areas=areas, max_snap_m=1e6)
+    for asked in ("flood", "flood,landslide"):
+        props = route(eng, y, x, hazard=asked)["properties"]
+        assert props["status"] == "inside_hazard"
+        assert "土砂災害の危険区域" in props["guidance"]["ja"] and "landslide area" in props["guidance"]["en"]
+        assert "洪水" not in props["guidance"]["ja"]
