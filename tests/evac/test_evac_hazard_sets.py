@@ -177,3 +177,19 @@ def test_inside_an_area_the_guidance_names_the_areas_hazards_not_the_routes() ->
         assert props["status"] == "inside_hazard"
         assert "土砂災害の危険区域" in props["guidance"]["ja"] and "landslide area" in props["guidance"]["en"]
         assert "洪水" not in props["guidance"]["ja"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=60), st.lists(st.sampled_from(RATINGS + ("tsunami", "", " flood", "x")), max_size=6)
+                 .map(",".join)))
+def test_any_text_is_a_canonical_set_or_a_clear_error(text: str) -> None:
+    from evac.hazards import HAZARD_TYPES, hazard_parts
+
+    try:
+        key = hazard_set(text)
+    except ValueError as exc:
+        assert "use one of" in str(exc)
+        return
+    parts = hazard_parts(key)
+    assert parts and set(parts) == {p.strip() for p in text.split(",")} <= set(HAZARD_TYPES)
+    assert list(parts) == [h for h in HAZARD_TYPES if h in parts] and hazard_set(key) == key
