@@ -35,7 +35,7 @@
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
       fromGauge: "{station}の水位による警戒レベル{level}相当です。", fromOther: "{station}：{condition}", noAlert: "この場所に出ている避難情報はありません。",
-      sources: "情報源: {names}", routeAvoids: "この経路は{hazard}の危険を避けています。",
+      sources: "情報源: {names}", routeAvoids: "この経路は{hazard}の危険を避けています。", ratedAll: "避難先は{hazard}のすべてに対応しています。",
       levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
       mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
       shelterFull: "（満員）", unknownArea: "この場所",
@@ -74,7 +74,7 @@
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
       fromGauge: "River level at {station}: equivalent to alert level {level}.", fromOther: "{station}: {condition}", noAlert: "No evacuation information is in force here.",
-      sources: "Sources: {names}", routeAvoids: "This route avoids {hazard} danger.",
+      sources: "Sources: {names}", routeAvoids: "This route avoids {hazard} danger.", ratedAll: "The shelter is rated for all of these: {hazard}.",
       levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
       mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
       shelterFull: " (full)", unknownArea: "this area",
@@ -113,7 +113,7 @@
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
       fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", fromOther: "{station}：{condition}", noAlert: "ここには ひなんの じょうほうは でて いません。",
-      sources: "じょうほうの でどころ: {names}", routeAvoids: "この みちは {hazard}の きけんを さけて います。",
+      sources: "じょうほうの でどころ: {names}", routeAvoids: "この みちは {hazard}の きけんを さけて います。", ratedAll: "にげる ところは {hazard}の ぜんぶに あんぜんです。",
       levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
       mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
       shelterFull: "（いっぱい）", unknownArea: "この ちいき",
@@ -197,9 +197,11 @@
   };
   const li = (lang) => LANGS.indexOf(lang);
   const listJoin = (items) => items.join(state.lang === "en" ? ", " : "、");
+  // a hazard or a set of them as the route answers it ("flood,landslide"), named in the page's language
+  const hazName = (hz) => listJoin(String(hz).split(",").map((h) => (HAZ[h] || [h, h, h])[li(state.lang)]));
 
   const state = {
-    lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", profile: "walk",
+    lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", routeHazard: null, profile: "walk",
     info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
     level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "", picks: [], pickQuery: "",
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
@@ -474,11 +476,14 @@
     state.level = level;
     state.levelAlert = top;
     state.levelSources = body.sources || [];
-    // official information names the hazard routes must avoid (土砂災害 → landslide-rated sites …),
-    // unless the resident picked a hazard themselves
-    if (body.hazard && !state.hazardChosen && body.hazard !== state.hazard) {
-      state.hazard = body.hazard;
-      if ($("hazard")) $("hazard").value = body.hazard;
+    // the hazards in force there name the shelters a route may end at: every one of them at once (a gauge's
+    // flood and a 土砂災害 warning: a site rated for flood and landslide, alerting/level.py route_hazard),
+    // never just the highest; unless the resident picked a hazard themselves
+    const inForce = body.route_hazard || body.hazard || null;
+    if (inForce && !state.hazardChosen && inForce !== state.routeHazard) {
+      state.routeHazard = inForce;
+      state.hazard = body.hazard || inForce.split(",")[0];
+      if ($("hazard")) $("hazard").value = state.hazard;
       loadRoute("live");
     }
     state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
@@ -572,8 +577,8 @@
     const seq = ++state.seq;
     if (!state.route) $("guidance").textContent = t("loading");
     const q = new URLSearchParams({
-      lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: state.hazard, profile: state.profile,
-      lang: state.lang, exercise: String(state.drill),
+      lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: (!state.hazardChosen && state.routeHazard) || state.hazard,
+      profile: state.profile, lang: state.lang, exercise: String(state.drill),
     });
     let f;
     try {
@@ -619,7 +624,8 @@
     if (avoids) {
       const hz = p.hazard || state.hazard;
       avoids.hidden = !(p.status === "ok" && hz);
-      avoids.textContent = hz ? t("routeAvoids", { hazard: (HAZ[hz] || [hz])[li(state.lang)] }) : "";
+      avoids.textContent = hz ? t("routeAvoids", { hazard: hazName(hz) })
+        + (String(hz).includes(",") ? " " + t("ratedAll", { hazard: hazName(hz) }) : "") : "";
     }
     g.classList.toggle("bad", p.status !== "ok" && p.status !== "at_shelter");  // at_shelter: the resident is there
     if (p.status === "ok" && p.shelter) {
