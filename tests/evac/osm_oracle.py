@@ -235,15 +235,32 @@ class WalkOracle:
 def answer_faults(o: WalkOracle, feat: dict[str, Any], ref: Option | str | None, *, lon: float, lat: float,
                   shelters: dict[str, tuple[float, float]], blocked: list[shapely.Geometry],
                   closed: frozenset[str] = frozenset(), start: tuple[float, float] | None = None,
-                  where: str = "") -> list[tuple[Any, ...]]:
+                  where: str = "", rated: frozenset[str] | None = None) -> list[tuple[Any, ...]]:
     """What is wrong with one route answer (a GeoJSON feature) against the oracle's ``ref`` for the
     position (``lon``, ``lat``): empty when it holds to issue #13's checks.
 
     ``ref``: the oracle's :class:`Option`, a status it expects, or None (no safe route). ``shelters``:
     id → (lon, lat); ``blocked``: the blocked areas in lon/lat; ``closed``: shelters that must
-    not be named; ``start``: where the line must begin (lon, lat), when the position was sent exactly.
+    not be named; ``start``: where the line must begin (lon, lat), when the position was sent exactly;
+    ``rated``: the ids of the shelters rated for the hazard asked (None: every shelter in ``shelters``).
+
+    An ``at_shelter`` answer (``evac.engine.AT_SHELTER_M``: the resident is at a suitable shelter, checked
+    before the roads) holds when it names an open, rated shelter within that distance of the position
+    (1 m for the projection), outside every blocked area and with none on the straight line between.
     """
     p = feat["properties"]
+    if p["status"] == "at_shelter" and not isinstance(ref, str):
+        from evac.engine import AT_SHELTER_M
+
+        sid = p["shelter"]["id"]
+        if sid in closed or sid not in shelters or (rated is not None and sid not in rated):
+            return [(where, "at_shelter names an unsuitable shelter", sid)]
+        ox, oy = o.xy(lon, lat)
+        sx, sy = o.xy(*shelters[sid])
+        walk = shapely.LineString([(lon, lat), shelters[sid]])
+        if math.hypot(ox - sx, oy - sy) > AT_SHELTER_M + 1.0 or any(walk.intersects(g) for g in blocked):
+            return [(where, "at_shelter", sid, math.hypot(ox - sx, oy - sy))]
+        return []
     if isinstance(ref, str):
         return [] if p["status"] == ref else [(where, p["status"], ref)]
     if ref is None:

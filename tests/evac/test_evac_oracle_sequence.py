@@ -70,7 +70,7 @@ async def _check(client, o: WalkOracle, name: str, step: str, origins, shelters,
         statuses[p["status"]] = statuses.get(p["status"], 0) + 1
         where = f"{name}/{step} ({lat:.4f}, {lon:.4f})"
         bad += answer_faults(o, feat, ref, lon=lon, lat=lat, shelters=places, blocked=blocked_p,
-                             closed=frozenset(closed), where=where)
+                             closed=frozenset(closed), where=where, rated=frozenset(q[0] for q in qualifying))
     assert not bad, bad[:10]
     return statuses
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from osm_oracle import Option, WalkOracle
 from small_towns import box, lonlat, loop_town, street_town, write_osm
 
-from evac.engine import TIE_M, Engine
+from evac.engine import AT_SHELTER_M, TIE_M, Engine
 from evac.graph import graph_from_file
 from evac.hazards import HazardArea
 from evac.network import RoadNetwork
@@ -204,9 +204,21 @@ def _check_town(tmp_path: Path, case) -> None:
     blocked = [a.geometry for a in areas]  # the oracle tests in lon/lat, as the engine does
     pos = [lonlat(x, y) for x, y in origins]
     want = oracle.solve(pos, [(s.id, s.lon, s.lat) for s in shelters], blocked)
-    for (lon, lat), ref in zip(pos, want, strict=True):
+    for (ox, oy), (lon, lat), ref in zip(origins, pos, want, strict=True):
         r = eng.route_result(lat, lon)
         _event(f"oracle: {ref if isinstance(ref, str) or ref is None else 'ok'}")
+        if not isinstance(ref, str):
+            # at a shelter (AT_SHELTER_M, before the roads): one outside every blocked area, none on the
+            # straight line to it; 0.5 m either side for the projection
+            def clear(s: Shelter, lon: float = lon, lat: float = lat) -> bool:
+                walk = shapely.LineString([(lon, lat), (s.lon, s.lat)])
+                return not any(walk.intersects(a.geometry) for a in areas)
+
+            dist = {s.id: math.hypot(ox - x, oy - y) for s, (x, y) in zip(shelters, shelter_xy, strict=True)}
+            if r.status == "at_shelter":
+                assert r.shelter is not None and dist[r.shelter.id] <= AT_SHELTER_M + 0.5 and clear(r.shelter)
+                continue
+            assert not any(dist[s.id] <= AT_SHELTER_M - 0.5 and clear(s) for s in shelters), (r.status, dist)
         if isinstance(ref, str):
             assert r.status == ref
             continue
