@@ -114,7 +114,7 @@ NEW_NAMES: dict[str, NewName] = {
 _FULLWIDTH = str.maketrans("12345", "１２３４５")
 #: a former name → its new name, where one former name, phenomenon and level give exactly one new name (大雨
 #: is left out: an H27 大雨警報 or 大雨特別警報 speaks of 土砂災害 and 浸水害 alike)
-_NEW_OF = {(n.former, n.phenomenon, n.level): new for new, n in NEW_NAMES.items()
+_NEW_OF: dict[tuple[str, Any, Any], str] = {(n.former, n.phenomenon, n.level): new for new, n in NEW_NAMES.items()
            if n.former and n.phenomenon != "大雨"}
 
 

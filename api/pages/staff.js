@@ -342,12 +342,15 @@
     let codes;
     if (own) codes = [own];
     else {
-      codes = state.municipalities.filter((m) => m.covered !== false && (exercise || m.code !== DRILL_TOWN)).map((m) => m.code);
-      if (exercise && !codes.includes(DRILL_TOWN) && state.municipalities.some((m) => m.code === DRILL_TOWN)) codes.push(DRILL_TOWN);
+      codes = state.municipalities.filter((m) => m.covered !== false && m.code !== DRILL_TOWN).map((m) => m.code);
+      // an exercise is mostly held in the drill town: first, and chosen when it is newly offered
+      if (exercise && state.municipalities.some((m) => m.code === DRILL_TOWN)) codes.unshift(DRILL_TOWN);
     }
+    const offered = [...sel.options].map((o) => o.value);
     sel.textContent = "";
     for (const code of codes) sel.appendChild(el("option", { value: code }, code + " " + muniName(code)));
-    if (keep && codes.includes(keep)) sel.value = keep;
+    if (codes.includes(DRILL_TOWN) && !offered.includes(DRILL_TOWN)) sel.value = DRILL_TOWN;
+    else if (keep && codes.includes(keep)) sel.value = keep;
   }
 
   function renderHazards() {
