@@ -895,8 +895,8 @@ def _staff_login(browser: Browser, sonae: Sonae, *, username: str = "drillstaff"
     page.fill("#password", PASSWORD)
     page.click("#login button[type=submit]")
     page.wait_for_selector("#alerts-card:not([hidden])")
-    page.wait_for_function("() => document.body.dataset.loaded && document.querySelectorAll('#shelters tr').length"
-                           " && document.querySelectorAll('#order-muni option').length")
+    page.wait_for_function("() => document.body.dataset.loaded && document.querySelectorAll('#order-muni option').length"
+                           " && document.querySelectorAll('#station option').length")
     return ctx, staff
 
 
@@ -913,6 +913,7 @@ def test_staff_console_refuses_an_emptied_or_unreadable_occupancy(browser: Brows
     ctx, staff = _staff_login(browser, sonae)
     try:
         page = staff.page
+        page.wait_for_selector("#shelters tr")
         row = page.locator("#shelters tr").first
         sid = row.get_attribute("data-shelter-id")
         assert sid
