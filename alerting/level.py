@@ -10,7 +10,10 @@ the level is the highest of
 
 Which alerts count where (from the former ``api/level.py``): an alert or order with an area counts
 where the area covers the point whatever municipality issued it; alerts without an area count for
-their own municipality; gauge alerts count within ``NEARBY_GAUGE_M`` of the point too. Real
+their own municipality; gauge alerts count within ``NEARBY_GAUGE_M`` of the point too. A point in the
+drill town (``alerting.drilltown``) is in its real municipality (072036) and, for exercises only, in the
+drill town (079995) as well: the drill town's whole-town exercise orders and exercise official information
+count there too (:func:`exercise_municipality_at`). Real
 information always decides; drill (exercise) information speaks only where nothing real is in force,
 and is marked as a drill. Official information is shown as its source says; it is never re-issued
 as the municipality's own alert (no CAP, no order is made from it).
@@ -27,6 +30,7 @@ import asyncpg
 from shapely.geometry import Point, shape
 
 from alerting.cap import place_name
+from alerting.drilltown import drill_town_box, reaches
 from alerting.store import list_active
 from alerting.texts import text_for
 from jma.areas import municipality_names
@@ -250,8 +254,14 @@ def alert_source(alert: dict[str, Any]) -> Source:
 
 
 async def level_in_force(conn: asyncpg.Connection, *, municipality: str | None,
-                         lat: float | None = None, lon: float | None = None) -> LevelInForce:
-    """The level in force for a municipality (and a point in it, when given); see the module rule."""
+                         lat: float | None = None, lon: float | None = None,
+                         exercise_municipality: str | None = None) -> LevelInForce:
+    """The level in force for a municipality (and a point in it, when given); see the module rule.
+
+    ``exercise_municipality``: a second municipality the point is in for exercise answers only (the drill
+    town, :func:`exercise_municipality_at`): its exercise alerts and orders without an area and its exercise
+    official information count as the municipality's own do; nothing real of it counts (there is none).
+    """
     point = Point(lon, lat) if lat is not None and lon is not None else None
     alerts = await list_active(conn, audience="public")
     counted = []
@@ -262,12 +272,18 @@ async def level_in_force(conn: asyncpg.Connection, *, municipality: str | None,
                 counted.append(alert)
         elif alert["municipality_code"] == municipality:
             counted.append(alert)
+        elif exercise_municipality is not None and alert["exercise"] \
+                and alert["municipality_code"] == exercise_municipality:
+            counted.append(alert)  # a whole-town drill order of the drill town the point is in
         elif point is not None and alert.get("lat") is not None and _distance_m(
                 lat, lon, alert["lat"], alert["lon"]) <= NEARBY_GAUGE_M:  # type: ignore[arg-type]
             counted.append(alert)  # a gauge just across the municipal line
     sources = [alert_source(a) for a in counted if a["level"]]
     if municipality is not None:
         sources += [official_source(r) for r in await official_in_force(conn, municipality=municipality)]
+    if exercise_municipality is not None and exercise_municipality != municipality:
+        sources += [official_source(r) for r in await official_in_force(conn, municipality=exercise_municipality)
+                    if r["exercise"]]
     real = [s for s in sources if not s.exercise]
     considered = real or sources
     considered.sort(key=lambda s: (s.level, s.kind == "order", s.kind == "official"), reverse=True)
@@ -298,13 +314,14 @@ OFFICIAL_INSTRUCTION = {
 #: station this close (a municipality is rarely wider than 20 km from its own places)
 NEAREST_KM = 20.0
 
-_NEAREST = """
+_NEAREST = f"""
 SELECT municipality_code FROM (
     SELECT municipality_code, lat, lon FROM shelters WHERE municipality_code IS NOT NULL
     UNION ALL
     SELECT municipality_code, lat, lon FROM stations WHERE municipality_code IS NOT NULL AND lat IS NOT NULL
 ) places
-WHERE abs(lat - $1) < $3 AND abs(lon - $2) < $3 * 1.5
+WHERE municipality_code <> '{DRILL_TOWN_CODE}'
+  AND abs(lat - $1) < $3 AND abs(lon - $2) < $3 * 1.5
 ORDER BY (lat - $1) ^ 2 + ((lon - $2) * cos(radians($1))) ^ 2
 LIMIT 1
 """
@@ -324,12 +341,24 @@ async def municipality_at(conn: asyncpg.Connection, lat: float, lon: float, *,
 
     The one whose boundary covers it; a point outside every loaded boundary has none. Only when no
     boundaries are loaded at all: the municipality of the nearest registered shelter or station within
-    :data:`NEAREST_KM`. The position is used for this answer only; it is never logged or stored.
+    :data:`NEAREST_KM`, never the drill town's (found: a point in the drill town took 079995 for real
+    answers; it is real 郡山市's, and in the drill town for exercises only, :func:`exercise_municipality_at`).
+    The position is used for this answer only; it is never logged or stored.
     """
     if boundaries is not None and len(boundaries):
         return boundaries.municipality_at(lat, lon)
     row = await conn.fetchrow(_NEAREST, lat, lon, NEAREST_KM / 111.0)
     return row["municipality_code"] if row else None
+
+
+async def exercise_municipality_at(conn: asyncpg.Connection, lat: float, lon: float) -> str | None:
+    """The municipality a point (degrees, WGS 84) is in for exercise answers only, besides its real one:
+    :data:`~sonae.municipality_code.DRILL_TOWN_CODE` when the point lies in the drill town
+    (:func:`alerting.drilltown.reaches`: within its margin of its shipped shelters' box), else None.
+
+    The drill town has no boundary and lies inside real 郡山市, so :func:`municipality_at` gives 072036 there;
+    found: a level-5 drill order for the whole drill town reached no point of it. Never logged or stored."""
+    return DRILL_TOWN_CODE if reaches(lat, lon, await drill_town_box(conn)) else None
 
 
 # -- what residents read -----------------------------------------------------------------------------

@@ -96,6 +96,7 @@ from alerting.texts import ENDED_EXERCISE, ENDED_REAL, REJUDGED, REMOVED, RESUME
 from ingest.registry import THRESHOLD_FIELDS
 from ingest.store import NOTIFY_CHANNEL as READINGS_CHANNEL
 from sonae.config import Settings
+from sonae.db import DATABASE_ERRORS
 from sonae.mqtt import MqttClient, default_client_id
 from sonae.retry import count_failure
 
@@ -231,7 +232,7 @@ class RulesWorker:
         while not self._stop.is_set():
             try:
                 await self._lead()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 count_failure("postgres-listen")
                 log.warning("rules worker lost its database connection; re-electing", extra={"error": str(exc)})
                 self.is_leader.clear()

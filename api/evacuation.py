@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from api.context import POOL, SETTINGS
-from api.csvexport import csv_text
+from api.csvexport import csv_response
 from api.evacmetrics import FIELD_STORES
 from api.language import language
 from api.ops import READINESS_CHECKS
@@ -226,9 +226,8 @@ async def list_shelters(request: web.Request) -> web.Response:
                                         limit=limit)
     headers = {"Cache-Control": "public, max-age=60"}
     if fmt == "csv":
-        text = csv_text(store.SHELTER_COLUMNS, (store.shelter_csv_row(r) for r in rows))
-        headers["Content-Disposition"] = 'attachment; filename="shelters.csv"'
-        return web.Response(text=text, content_type="text/csv", charset="utf-8", headers=headers)
+        return csv_response(request, store.SHELTER_COLUMNS, (store.shelter_csv_row(r) for r in rows),
+                            filename="shelters.csv", headers=headers)
     if fmt == "json":
         return web.json_response({"shelters": [store.shelter_json(r) for r in rows]}, dumps=_dumps, headers=headers)
     doc = {"type": "FeatureCollection", "features": [store.shelter_feature(r) for r in rows]}

@@ -5,7 +5,8 @@ The rules live in the alerting domain, ``alerting.level``: the level in force (o
 gauges and staff orders, each named as a source), a point's municipality (``municipality_at``) and
 what residents read (``guidance``). This module only parses the request and serialises the answer
 (``sources``: each source with its name in the request's language, ``hazard``: the hazard a route
-should avoid). The position serves this answer only; it is never logged or stored.
+should avoid, ``exercise_municipality_code``: the drill town's code when the point lies in it, the
+municipality it is in for exercise answers besides ``municipality_code``, else null). The position serves this answer only; it is never logged or stored.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 
 from aiohttp import web
 
-from alerting.level import guidance, level_in_force, municipality_at
+from alerting.level import exercise_municipality_at, guidance, level_in_force, municipality_at
 from api import params
 from api.boundaries import index as boundary_index
 from api.context import POOL
@@ -47,19 +48,26 @@ async def current_level(request: web.Request) -> web.Response:
         raise Problem(422, "Unprocessable Content", "give both lat and lon, or a municipality", parameter="lat,lon")
     if lat is None and municipality is None:
         raise Problem(422, "Unprocessable Content", "give lat and lon, or a municipality", parameter="lat,lon")
+    exercise_municipality = None
     async with request.app[POOL].acquire() as conn:
         if municipality is None and lat is not None and lon is not None:
             municipality = await municipality_at(conn, lat, lon,
                                                  boundaries=await boundary_index(request.app, conn))
-        answer = await level_in_force(conn, municipality=municipality, lat=lat, lon=lon)
+            # a point in the drill town is in it too, for exercise answers (found: its whole-town drill
+            # order reached no point of it; the point was 072036's only)
+            exercise_municipality = await exercise_municipality_at(conn, lat, lon)
+        answer = await level_in_force(conn, municipality=municipality, lat=lat, lon=lon,
+                                      exercise_municipality=exercise_municipality)
         # a point in no known municipality is outside what Sonae covers, and so is a municipality given by
         # its code that the deployment does not cover (found: ?municipality=472018, 那覇市, said covered)
-        covered = municipality is not None and (
-            params.one(request, "municipality") is None or await uncovered(conn, municipality, exercise=True) is None)
+        covered = (municipality is not None or exercise_municipality is not None) and (
+            params.one(request, "municipality") is None
+            or await uncovered(conn, municipality, exercise=True) is None)  # type: ignore[arg-type]
     top = answer.top
     body = guidance(answer, language, covered=covered)
     body.update({
         "municipality_code": municipality,
+        "exercise_municipality_code": exercise_municipality,
         "covered": covered,
         "language": language,
         "exercise": top is not None and top.exercise,

@@ -23,6 +23,7 @@ actions are.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from datetime import datetime
@@ -41,8 +42,10 @@ from api.context import POOL, SETTINGS
 from api.language import tag_of
 from api.params import path_int, query_int
 from api.problems import Problem
+from api.ratelimit import client_address
 from ingest.municipalities import DRILL_TOWN_RULE, uncovered
 from notify import store
+from notify.endpoints import EndpointError, check_push_endpoint, named_host, parse_hosts
 from notify.webpush import Vapid, WebPushError, b64u_decode, check_keys, load_private_key
 from notify.worker import vapid_private_pem
 
@@ -73,6 +76,8 @@ async def vapid_public_key(request: web.Request) -> web.Response:
 
 
 def _endpoint(value: str, *, allow_http: bool) -> str:
+    """The scheme rule (400): https, or http on a loopback host when ``notify.push_allow_http`` is on.
+    Where it may point is :func:`_public_endpoint`'s (422)."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -90,6 +95,27 @@ def _endpoint(value: str, *, allow_http: bool) -> str:
             return value
     raise Problem(400, "Bad Request", "subscription.endpoint must be the push service's https:// URL",
                   field="subscription")
+
+
+async def _public_endpoint(endpoint: str, settings: Any) -> str:
+    """The endpoint's host, when it is a public push service host (``notify.push_hosts``; a name resolving
+    only to public addresses); else a 422 problem saying why (found: ``https://127.0.0.1:…`` and
+    ``https://169.254.169.254/…`` were accepted and the worker connected to them)."""
+    try:
+        return await check_push_endpoint(endpoint, hosts=parse_hosts(settings["notify.push_hosts"]),
+                                         allow_loopback=settings["notify.push_allow_http"])
+    except EndpointError as exc:
+        raise Problem(422, "Unprocessable Content", str(exc), field="subscription") from None
+
+
+async def _client_secret(request: web.Request, conn: Any) -> bytes:
+    """The key of :func:`notify.store.client_key`, derived from the VAPID private key (secret, shared by every
+    process, kept in the database or the configuration)."""
+    cache = request.app[VAPID_KEY]
+    if "client_secret" not in cache:
+        pem = await vapid_private_pem(conn, request.app[SETTINGS]["notify.vapid_private_key"])
+        cache["client_secret"] = hashlib.sha256(b"sonae.push.client-key\0" + pem.encode()).digest()
+    return bytes(cache["client_secret"])
 
 
 def _number(area: dict[str, Any], name: str, low: float, high: float) -> float:
@@ -150,7 +176,9 @@ def _outside(detail: str) -> NoReturn:
 async def post_subscription(request: web.Request) -> web.Response:
     body = await json_object(request)
     sub = field(body, "subscription", dict)
-    endpoint = _endpoint(field(sub, "endpoint", str), allow_http=request.app[SETTINGS]["notify.push_allow_http"])
+    settings = request.app[SETTINGS]
+    endpoint = _endpoint(field(sub, "endpoint", str), allow_http=settings["notify.push_allow_http"])
+    host = await _public_endpoint(endpoint, settings)
     keys = field(sub, "keys", dict)
     try:
         p256dh = b64u_decode(field(keys, "p256dh", str))
@@ -174,8 +202,19 @@ async def post_subscription(request: web.Request) -> web.Response:
         areas = store.placed(areas, await boundary_index(request.app, conn),
                              drill_town=await store.drill_town_box(conn) if drills else None)
         _require_covered(areas)
-        sub_id, token = await store.add_subscription(conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang,
-                                                     drills=drills, areas=areas)
+        hosts = parse_hosts(settings["notify.push_hosts"])
+        client = store.client_key(client_address(request, trust_forwarded_for=settings["api.trust_forwarded_for"]),
+                                  await _client_secret(request, conn))
+        try:
+            sub_id, token = await store.add_subscription(
+                conn, endpoint=endpoint, p256dh=p256dh, auth=auth, lang=lang, drills=drills, areas=areas,
+                client=client, endpoint_host=host, per_client=settings["notify.push_subscriptions_per_client"],
+                # a push service the operator named carries every resident of its browsers: no bound there
+                per_host=0 if named_host(host, hosts) else settings["notify.push_subscriptions_per_host"])
+        except store.SubscriptionLimitError as exc:
+            if exc.what == "client":
+                raise Problem(429, "Too Many Requests", str(exc), field="subscription") from None
+            raise Problem(422, "Unprocessable Content", str(exc), field="subscription") from None
     return web.json_response(
         {"id": sub_id, "unsubscribe_token": token, "lang": lang, "drills": drills,
          "areas": [_area_json(a.rounded()) for a in areas]},

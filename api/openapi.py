@@ -49,6 +49,9 @@ MUNICIPALITY = q("municipality", {"type": "string", "format": "municipality-code
 TIME = {"type": "string", "format": "date-time",
         "description": "ISO 8601, from 1900 to 2199; a time without an offset is Japan time (JST, UTC+9)"}
 EXERCISE = q("exercise", {"type": "string", "enum": ["true", "false"]}, description="drill data")
+CSV_BOM = q("bom", {"type": "string", "enum": ["true", "false"]},
+            description="format=csv only: start the CSV with a UTF-8 byte order mark (default true, so that Excel "
+                        "on Japanese Windows reads the names; false for programs that do not skip one)")
 
 OBJ: dict[str, Any] = {"type": "object"}
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -139,7 +142,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # -- stations (open data) -----------------------------------------------------------------
     ("get", "/api/v1/stations"): {
         "summary": "Stations with their latest level and thresholds", "tags": ["open data"],
-        "parameters": [q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}), MUNICIPALITY],
+        "parameters": [q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}), MUNICIPALITY, CSV_BOM],
         "responses": {**ok_formats(), **errors(400, 429)}},
     ("get", "/api/v1/stations/{station_id}"): {
         "summary": "One station", "tags": ["open data"], "parameters": [STATION_ID],
@@ -210,7 +213,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Current 警戒レベル and what to do, for a point or a municipality", "tags": ["residents"],
         "description": "Give lat and lon together, or a municipality: otherwise 422. A point in no municipality "
                        "Sonae knows answers `covered: false` and, with nothing in force there, says it is outside "
-                       "the area covered (never that no alert level is in force).",
+                       "the area covered (never that no alert level is in force). A point in the drill town (訓練町, "
+                       "079995; it has no boundary and lies inside 郡山市) answers its real municipality in "
+                       "`municipality_code` and 079995 in `exercise_municipality_code`: the drill town's "
+                       "whole-town exercise orders count there too.",
         "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
         "responses": {**ok(), **errors(400, 422, 429, 503)}},
@@ -226,7 +232,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                          "with limit, those nearest the box's centre"),
                        q("q", {"type": "string", "maxLength": 100, "format": "printable"},
                          description="words the name or address contains (names starting with them first)"),
-                       q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, description="at most this many")],
+                       q("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, description="at most this many"),
+                       CSV_BOM],
         "responses": {**ok_formats(), **errors(400, 429)}},
     ("get", "/api/v1/service"): {
         "summary": "The area routes are answered for and the hazard types", "tags": ["residents"],
@@ -398,7 +405,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Receive alerts by Web Push for chosen areas (no account)", "tags": ["residents"],
         "description": "Stores only the push endpoint and keys, the areas, the language and the drills opt-in. "
                        "A circle's centre is stored rounded to 0.001° (~100 m) and never logged. An area that touches no "
-                       "municipality Sonae knows is refused (422).",
+                       "municipality Sonae knows is refused (422). The endpoint must be a public https URL of a push service of "
+                       "notify.push_hosts: a host not listed, or an address (or a name resolving to one) that is loopback, "
+                       "private, link-local, unique-local, shared, multicast or reserved, is refused (422). Too many "
+                       "subscriptions from one client address is 429; to one endpoint host, 422.",
         "requestBody": body({"type": "object", "required": ["subscription", "areas"], "properties": {
             "subscription": {"type": "object", "required": ["endpoint", "keys"], "properties": {
                 "endpoint": {"type": "string", "pattern": PUSH_ENDPOINT,

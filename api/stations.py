@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api import params
 from api.context import POOL
-from api.csvexport import csv_text
+from api.csvexport import csv_response
 from api.params import instant
 from api.problems import Problem
 from ingest import queries
@@ -59,11 +59,9 @@ async def list_stations(request: web.Request) -> web.Response:
     if municipality:
         rows = [r for r in rows if r.get("municipality_code") == municipality]
     if fmt == "csv":
-        text = csv_text(CSV_COLUMNS, ([r.get(c) for c in CSV_COLUMNS[:15]]
-                                      + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")]
-                                      for r in rows))
-        return web.Response(text=text, content_type="text/csv", charset="utf-8",
-                            headers={"Content-Disposition": 'inline; filename="stations.csv"'})
+        return csv_response(request, CSV_COLUMNS, ([r.get(c) for c in CSV_COLUMNS[:15]]
+                                                   + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")]
+                                                   for r in rows), filename="stations.csv", disposition="inline")
     if fmt == "geojson":
         features = [{"type": "Feature", "id": r["id"],
                      "geometry": None if r.get("lat") is None else {"type": "Point", "coordinates": [r["lon"], r["lat"]]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -83,10 +84,53 @@ def _on_database(args: argparse.Namespace, action: Callable[[Any], Awaitable[str
 
 
 # -- commands ------------------------------------------------------------------------------------
+#: where a running API records the address it serves, in the state directory (``sonae status`` reads it;
+#: the embedded broker records its own in ``mqtt/broker.json``, ``sonae.embedded.EmbeddedBroker``)
+API_RECORD = "api.json"
+
+
+def _live_record(path: Path) -> dict[str, Any] | None:
+    """A ``{"pid": .., "port": .., ...}`` record written by a running process, or None when there is none, it
+    cannot be read, or its process has ended (a record left by a killed process is not believed)."""
+    import os
+
+    try:
+        record = json.loads(path.read_text())
+        pid, port = int(record["pid"]), int(record["port"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # another user's process: alive
+    return record if 0 < port < 65536 else None
+
+
 async def _serve_api(settings: Settings, pool: Any, stop: asyncio.Event) -> None:
+    """Serve the API, recording its address in the state directory (:data:`API_RECORD`) while it runs, so
+    that ``sonae status`` asks the port this run uses (found: ``run --port 8096`` reported as not running,
+    status asking 8080)."""
+    import os
+
     from api.server import serve
 
-    await serve(settings, pool, stop)
+    record = settings.state_dir / API_RECORD
+    mine = {"pid": os.getpid(), "host": settings["api.host"], "port": settings["api.port"]}
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f"{API_RECORD}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(mine))
+        tmp.replace(record)
+    except OSError as exc:  # a read-only state directory: status falls back to the settings
+        log.warning("could not record the API's address", extra={"path": str(record), "error": str(exc)})
+    try:
+        await serve(settings, pool, stop)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(record.read_text()).get("pid") == os.getpid():
+                record.unlink()
 
 
 async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: str = "0") -> None:
@@ -143,7 +187,7 @@ async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise:
     async with pool.acquire() as conn:
         await upsert_stations(conn, stations)
     async with MqttClient(settings["mqtt.url"], client_id=default_client_id("sim"),
-                          protocol=settings["mqtt.protocol"]) as mqtt:
+                          protocol=settings["mqtt.protocol"], target="mqtt-simulator") as mqtt:
         await run_demo(mqtt, prefix=settings["mqtt.topic_prefix"], exercise=exercise, stop=stop, stations=stations)
 
 
@@ -864,7 +908,7 @@ def _add_notify_commands(sub: Any) -> None:
 def cmd_municipalities_import(args: argparse.Namespace) -> int:
     """A municipality list (CSV) or municipal boundaries (N03 GeoJSON, simplified as the shipped ones)."""
     if args.file.lower().endswith((".geojson", ".json", ".geojson.gz", ".json.gz", ".geojson.xz", ".json.xz")):
-        from ingest.boundaries import BoundaryError, read_n03, simplify, store_boundaries
+        from ingest.boundaries import MOVED, BoundaryError, import_boundaries, read_n03, simplify
 
         try:
             parts = read_n03(args.file)
@@ -874,13 +918,23 @@ def cmd_municipalities_import(args: argparse.Namespace) -> int:
         boundaries, _ = simplify(parts)
 
         async def store(conn: Any) -> str:
-            count = await store_boundaries(conn, boundaries, source=args.file)
-            return f"imported the boundaries of {count} municipalities from {args.file}"
+            try:
+                changes = await import_boundaries(conn, boundaries, source=args.file, replace=args.replace)
+            except BoundaryError as exc:  # BoundaryReplaceRefused: what would move, and --replace
+                raise CommandError(str(exc)) from None
+            moved = [c for c in changes if c.kind == MOVED]
+            lines = [c.describe() for c in changes]
+            return "\n".join([*lines, f"imported the boundaries of {len(changes)} municipalities from {args.file}"
+                               + (f" ({len(moved)} moved, {sum(c.moved_km2 for c in moved):.1f} km² changed "
+                                  "municipality; --replace)" if moved else "")])
 
         return _on_database(args, store)
 
     from ingest.municipalities import MunicipalityListError, load_municipalities, upsert_municipalities
 
+    if args.replace:
+        raise CommandError(f"--replace applies to boundaries (an N03 .geojson/.json), not to {args.file}: "
+                           "a municipality list only adds and renames")
     try:
         municipalities = load_municipalities(args.file)
     except (OSError, MunicipalityListError) as exc:
@@ -941,16 +995,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         found = True
         print(f"database:           {masked['database.url']} (from {settings.origin('database.url')})")
+    # the ports a running service uses are those it recorded in the state directory (a run with
+    # SONAE_EMBEDDED_MQTT_PORT=18896 and --port 8096 was reported on 18830 and 8080, "not running")
     if settings["mqtt.url"] is None:
-        port = settings["embedded.mqtt_port"]
+        broker = _live_record(state / "mqtt" / "broker.json")
+        port = int(broker["port"]) if broker else settings["embedded.mqtt_port"]
         running = _tcp_answers(f"mqtt://127.0.0.1:{port}", default_port=1883)
-        print(f"broker:             embedded, port {port} ({'running' if running else 'not running'})")
+        recorded = f", recorded by the running pid {broker['pid']}" if broker else ""
+        print(f"broker:             embedded, port {port} ({'running' if running else 'not running'}{recorded})")
     else:
         answers = _tcp_answers(settings["mqtt.url"], default_port=1883)
         print(f"broker:             {masked['mqtt.url']} ({'answers' if answers else 'does not answer'})")
-    ready = _http_status(f"http://{settings['api.host']}:{settings['api.port']}/readyz")
-    print(f"API:                http://{settings['api.host']}:{settings['api.port']}/ "
-          + ("(not running)" if ready is None else f"(readyz {ready})"))
+    api = _live_record(state / API_RECORD)
+    host, api_port = (str(api.get("host") or settings["api.host"]), int(api["port"])) if api else (
+        settings["api.host"], settings["api.port"])
+    ready = _http_status(f"http://{host}:{api_port}/readyz")
+    print(f"API:                http://{host}:{api_port}/ "
+          + ("(not running)" if ready is None else f"(readyz {ready})")
+          + (f" (recorded by the running pid {api['pid']})" if api else ""))
     if not found:
         return 1
 
@@ -1063,6 +1125,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "simplified as the shipped ones. An empty database gets Japan's list and "
                                       "Fukushima's boundaries from the package.")
     p.add_argument("file")
+    p.add_argument("--replace", action="store_true",
+                   help="accept boundaries that move loaded borders by more than 10 m (a coarser map, another "
+                        "N03 year); without it such an import is refused and says which municipalities change")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_municipalities_import)
 

@@ -21,6 +21,9 @@ Roles (what each may do; the broker denies everything else):
 ``viewer``    read ``{alerts}/{municipality}/#`` for each ``--municipality`` (all alerts when none):
               partners, sirens, signage
 ``simulator`` publish anywhere under ``{prefix}/#`` (drills and load tests; never give it to a device)
+``service``   read and publish ``{prefix}/#`` and ``{alerts}/#``: the one account of ``sonae run`` with the
+              embedded broker (ingest, rules worker, API drills and demo gauges in one process;
+              :func:`embedded_broker_auth` makes it, never give it to a device)
 ============  =====================================================================================
 
 Generated passwords are 32 random URL-safe characters (192 bits), so PBKDF2's iteration count adds
@@ -37,7 +40,6 @@ import base64
 import contextlib
 import fcntl
 import hashlib
-import hmac
 import os
 import re
 import secrets
@@ -50,21 +52,18 @@ from typing import Any
 
 from ingest.contract import STATION_ID, STATION_ID_RULE
 from sonae.config_values import ConfigValueError, config_value
+from sonae.embedded import BrokerAuth, reload_embedded_broker
+from sonae.mosquitto_files import MAX_ITERATIONS, verify_mosquitto_hash
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 #: usernames (device ids) and stations: the station registry's rule (``ingest.contract.STATION_ID``: a device's
 #: station is its username by default); never MQTT wildcards, ``/``, ``:``, spaces, nor dots only (found:
 #: ``--station ..`` was written into an ACL line)
 USERNAME = SEGMENT = STATION_ID
-ROLES = ("device", "ingest", "alerts", "viewer", "simulator")
+ROLES = ("device", "ingest", "alerts", "viewer", "simulator", "service")
 ACCESS = ("read", "write", "readwrite")
 DEFAULT_DIR = Path("/etc/mosquitto/sonae")
 DEFAULT_ITERATIONS = 101
-#: The most PBKDF2 iterations a device's hash may ask for. The broker pays them on every connection of the
-#: device, and so does ``verify_mosquitto_hash``; OWASP's Password Storage Cheat Sheet (2023) recommends
-#: 210,000 for PBKDF2-HMAC-SHA512, so this leaves room above it while a typo (an extra few zeros) cannot
-#: make hashing, or a broker's every connection, run for minutes.
-MAX_ITERATIONS = 1_000_000
 _HASH = re.compile(r"\$[67]\$[0-9]*\$?[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
 _MARK_BEGIN = "# >>> sonae "
 _MARK_END = "# <<< sonae "
@@ -345,6 +344,8 @@ def grants_for(
                    or [Grant("read", f"{alerts_prefix}/#")])
     elif role == "simulator":
         grants.append(Grant("write", f"{prefix}/#"))
+    elif role == "service":
+        grants += [Grant("readwrite", f"{prefix}/#"), Grant("readwrite", f"{alerts_prefix}/#")]
     for g in extra:
         if g not in grants:
             grants.append(g)
@@ -364,24 +365,6 @@ def mosquitto_hash(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt:
     salt = secrets.token_bytes(12) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, 64)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def verify_mosquitto_hash(password: str, hashed: str) -> bool:
-    """Whether ``password`` matches a ``$7$`` (PBKDF2-SHA512) or ``$6$`` (salted SHA-512) hash."""
-    parts = hashed.split("$")
-    try:
-        if len(parts) == 5 and parts[1] == "7":
-            iterations, salt, digest = int(parts[2]), base64.b64decode(parts[3]), base64.b64decode(parts[4])
-            if not 1 <= iterations <= MAX_ITERATIONS:  # never made by mosquitto_hash: not worth minutes of CPU
-                return False
-            computed = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, len(digest))
-            return hmac.compare_digest(computed, digest)
-        if len(parts) == 4 and parts[1] == "6":
-            salt, digest = base64.b64decode(parts[2]), base64.b64decode(parts[3])
-            return hmac.compare_digest(hashlib.sha512(password.encode("utf-8") + salt).digest(), digest)
-    except ValueError:
-        return False
-    return False
 
 
 def generate_password() -> str:
@@ -618,26 +601,100 @@ def list_clients(*, passwd_file: Path = DEFAULT_DIR / "passwd",
     return out
 
 
+# -- the embedded broker's accounts ----------------------------------------------------------------------
+#: the account ``sonae run``'s own processes use on the embedded broker (role ``service``)
+EMBEDDED_SERVICE_USER = "sonae-embedded"
+
+
+def embedded_broker_files(state_dir: Path) -> dict[str, Path]:
+    """The embedded broker's password and ACL files: ``<state>/mosquitto/passwd`` and ``…/acl``, where
+    ``sonae devices add … --dir $STATE/mosquitto`` writes a device (README, "Setting up a municipality")."""
+    return {"passwd_file": state_dir / "mosquitto" / "passwd", "acl_file": state_dir / "mosquitto" / "acl"}
+
+
+def embedded_broker_auth(state_dir: Path, *, prefix: str, alerts_prefix: str) -> BrokerAuth:
+    """The embedded broker's files with the services' account in them, made or repaired here.
+
+    The account's password is generated once (:func:`generate_password`) and kept in
+    ``<state>/mqtt/service-account.json`` (mode 0600, beside the broker's sessions); the password file
+    holds only its hash. A state directory of an earlier version (no files, an anonymous broker) gets
+    them on its first start; an account whose hash or grants no longer match (another ``mqtt.topic_prefix``,
+    a ``sonae devices remove sonae-embedded``) is written again. Devices in the files are left as they are.
+
+    Raises
+    ------
+    ProvisioningError
+        The files hold a hand-written block for the account's name, or the prefixes are not topic roots.
+    OSError
+        The state directory cannot be written.
+    """
+    import json
+
+    files = embedded_broker_files(state_dir)
+    secret_file = state_dir / "mqtt" / "service-account.json"
+    password: str | None = None
+    with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
+        stored = json.loads(secret_file.read_text(encoding="utf-8"))
+        if stored["username"] == EMBEDDED_SERVICE_USER and isinstance(stored["password"], str) and stored["password"]:
+            password = stored["password"]
+    if password is None:
+        password = generate_password()
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=secret_file.parent, prefix=".service-account.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp: mode 0600
+                json.dump({"username": EMBEDDED_SERVICE_USER, "password": password}, fh)
+            os.replace(tmp, secret_file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    want = grants_for("service", EMBEDDED_SERVICE_USER, prefix=prefix, alerts_prefix=alerts_prefix)
+    hashed = PasswordFile(files["passwd_file"]).users().get(EMBEDDED_SERVICE_USER)
+    acl = AclFile(files["acl_file"])
+    current = acl.grants(EMBEDDED_SERVICE_USER) if EMBEDDED_SERVICE_USER in acl.clients() else ("", ())
+    if hashed is None or not verify_mosquitto_hash(password, hashed) or current != ("service", want):
+        add_client(EMBEDDED_SERVICE_USER, role="service", password=password, prefix=prefix,
+                   alerts_prefix=alerts_prefix, replace=True,
+                   note="Sonae's own processes (sonae run); written at every start when it differs",
+                   passwd_file=files["passwd_file"], acl_file=files["acl_file"])
+    return BrokerAuth(files["passwd_file"], files["acl_file"], EMBEDDED_SERVICE_USER, password)
+
+
 # -- other brokers ------------------------------------------------------------------------------------
 _EMQX_ACTION = {"read": "subscribe", "write": "publish", "readwrite": "all"}
+
+
+#: What follows a client's own rules in EMQX: deny everything else, ``$``-topics too (in EMQX, as in MQTT,
+#: ``#`` does not match a topic starting with ``$``). Rules are checked in order and the first match wins.
+EMQX_DENY_REST = ({"action": "all", "permission": "deny", "topic": "#"},
+                  {"action": "all", "permission": "deny", "topic": "$SYS/#"})
+EMQX_NO_MATCH_NOTE = ("EMQX must also be configured with authorization.no_match = deny (its default is allow) "
+                      "and authorization.sources listing built_in_database: a client without rules of its own "
+                      "may otherwise publish and subscribe anywhere")
 
 
 def emqx_requests(client: Client, password: str) -> list[dict[str, Any]]:
     """EMQX 5 REST calls creating the same user (built-in database) and its authorization rules.
 
-    EMQX must be configured with ``authorization.no_match = deny`` for the rules to be a whitelist.
+    The client's grants become ``allow`` rules, followed by :data:`EMQX_DENY_REST` (``deny`` ``all`` on
+    ``#`` and ``$SYS/#``): EMQX checks a user's rules in order and takes the first that matches, and its
+    default for no match is ``allow`` (``authorization.no_match``), so without the deny rules a device
+    could publish beyond its topics (found: ``--format emqx`` gave allow rules only). Set
+    ``authorization.no_match = deny`` as well (:data:`EMQX_NO_MATCH_NOTE`), which covers clients that
+    have no rules at all. Shapes: ``[{"method", "path", "body"}, …]``, EMQX 5.1+ paths
+    (``/api/v5/authorization/sources/built_in_database/rules/users``).
     """
     _checked("username", client.username, pattern=USERNAME, max_length=64)
     _checked("password", password, max_length=1024)
     for g in client.grants:
         _check_filter(g.topic)
+    allows = [{"action": _EMQX_ACTION[g.access], "permission": "allow", "topic": g.topic} for g in client.grants]
     return [
         {"method": "POST", "path": "/api/v5/authentication/password_based:built_in_database/users",
          "body": {"user_id": client.username, "password": password, "is_superuser": False}},
         {"method": "POST", "path": "/api/v5/authorization/sources/built_in_database/rules/users",
-         "body": [{"username": client.username,
-                   "rules": [{"action": _EMQX_ACTION[g.access], "permission": "allow", "topic": g.topic}
-                             for g in client.grants]}]},
+         "body": [{"username": client.username, "rules": allows + [dict(r) for r in EMQX_DENY_REST]}]},
     ]
 
 
@@ -732,19 +789,17 @@ def _cmd_add(args: Any) -> int:
     import sys
 
     from alerting.worker import alert_topic_root
-    from sonae.config import load_settings
 
     # the deployment's roots, as ingest and the alerts worker use them (found: --topic-prefix defaulted to a
     # hard-coded sonae/v1 whatever SONAE_MQTT_TOPIC_PREFIX said, so grants and checks named another tree)
+    settings = _settings_of(args)
     prefix = args.topic_prefix
     if prefix is None:
-        prefix = load_settings(config_file=getattr(args, "config", None))["mqtt.topic_prefix"]
+        prefix = settings["mqtt.topic_prefix"]
     alerts_prefix = alert_topic_root(prefix) if args.alerts_prefix is None else args.alerts_prefix
     notes: list[str] = []  # told once the user is written: a refusal of the arguments stays one line
     if args.role == "device" and len(args.municipality or []) == 1:
-        notes = check_registry_places(args.station or [args.username], args.municipality[0],
-                                      database_url=load_settings(config_file=getattr(args, "config", None))
-                                      ["database.url"])
+        notes = _check_registry_of(settings, args.station or [args.username], args.municipality[0])
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -763,6 +818,7 @@ def _cmd_add(args: Any) -> int:
                          ensure_ascii=False))
     elif args.format == "emqx":
         print(json.dumps(emqx_requests(made.client, secret), indent=2, ensure_ascii=False))
+        print(f"sonae devices: {EMQX_NO_MATCH_NOTE}", file=sys.stderr)
     else:
         files = _paths(args)
         print(f"{made.client.username} ({made.client.role}) written to {files['passwd_file']} and {files['acl_file']}")
@@ -770,9 +826,60 @@ def _cmd_add(args: Any) -> int:
             print(f"  {line}")
         if made.generated:
             print(f"password (shown once; give it to the device): {secret}")
-        print("reload the broker to apply: systemctl reload mosquitto | docker compose kill -s HUP mosquitto",
-              file=sys.stderr)
+    _reload_note(settings, args)
     return 0
+
+
+def _settings_of(args: Any) -> Any:
+    """The settings a command run here uses (``--config``, ``--state-dir``), as the other commands read them."""
+    from sonae.config import load_settings
+
+    settings = load_settings(config_file=getattr(args, "config", None))
+    state_dir = getattr(args, "state_dir", None)
+    return settings.replace(state__dir=state_dir) if state_dir else settings
+
+
+def _check_registry_of(settings: Any, stations: Sequence[str], municipality: str) -> list[str]:
+    """:func:`check_registry_places` on the deployment's database found as every other command finds it:
+    ``database.url``, else the embedded PostgreSQL of the state directory (started for the check when the
+    service is not running, stopped again; never created)."""
+    from sonae.embedded import EmbeddedError, EmbeddedPostgres
+
+    if settings["database.url"] is not None:
+        return check_registry_places(stations, municipality, database_url=settings["database.url"])
+    try:
+        normalise(municipality)
+    except MunicipalityCodeError:
+        return []  # grants_for says why, in its own words
+    state = settings.state_dir
+    if not EmbeddedPostgres(state).initialised:
+        return [f"no database: database.url is not set and the state directory {state} "
+                f"(from {settings.origin('state.dir')}) holds no embedded one (pass --state-dir or set "
+                "SONAE_STATE_DIR / SONAE_DATABASE_URL to the deployment's): the stations' registered "
+                "municipality was not checked"]
+    postgres = EmbeddedPostgres(state)  # as app.runtime.BackingServices(create=False) opens it
+    try:
+        database_url = postgres.start()
+    except EmbeddedError as exc:
+        postgres.stop()
+        return [f"the embedded database of {state} could not be opened ({exc}): the stations' registered "
+                "municipality was not checked"]
+    try:
+        return check_registry_places(stations, municipality, database_url=database_url)
+    finally:
+        postgres.stop()  # only when started here: a running service's server is left running
+
+
+def _reload_note(settings: Any, args: Any) -> None:
+    """Reload the embedded broker when it uses the files just written; otherwise say how to reload."""
+    import sys
+
+    files = _paths(args)
+    if reload_embedded_broker(settings.state_dir / "mqtt", files=(files["passwd_file"], files["acl_file"])):
+        print("the embedded broker (sonae run) has been told to read the files again", file=sys.stderr)
+    else:
+        print("reload the broker to apply: systemctl reload mosquitto | docker compose kill -s HUP mosquitto "
+              "(the embedded broker of sonae run reads $STATE/mosquitto again by itself)", file=sys.stderr)
 
 
 def check_registry_places(stations: Sequence[str], municipality: str, *, database_url: str | None) -> list[str]:
@@ -786,7 +893,8 @@ def check_registry_places(stations: Sequence[str], municipality: str, *, databas
     Returns
     -------
     Warnings to print (one line each): a station not registered yet, or the registry not checked (no
-    ``database.url``: an embedded PostgreSQL runs only with the service; or not reachable within 5 s).
+    ``database_url``; not reachable within 5 s). ``sonae devices add`` passes the database every command
+    uses: ``database.url``, else the state directory's embedded one (:func:`_check_registry_of`).
 
     Raises
     ------
@@ -805,8 +913,7 @@ def check_registry_places(stations: Sequence[str], municipality: str, *, databas
     except MunicipalityCodeError:
         return []  # grants_for says why, in its own words
     if not database_url:
-        return ["database.url is not set (an embedded PostgreSQL runs only with the service): the stations' "
-                "registered municipality was not checked"]
+        return ["no database to check against: the stations' registered municipality was not checked"]
 
     async def read() -> dict[str, Place] | None:
         conn = await asyncpg.connect(database_url, timeout=5)
@@ -841,7 +948,8 @@ def _cmd_remove(args: Any) -> int:
     import sys
 
     if remove_client(args.username, **_paths(args)):
-        print(f"{args.username} removed; reload the broker to apply")
+        print(f"{args.username} removed")
+        _reload_note(_settings_of(args), args)
         return 0
     print(f"sonae: {args.username!r} is not provisioned", file=sys.stderr)
     return 1
@@ -895,7 +1003,10 @@ def add_devices_command(sub: Any) -> None:
         p.add_argument("--passwd-file", help="password file (default DIR/passwd)")
         p.add_argument("--acl-file", help="ACL file (default DIR/acl)")
         p.add_argument("--format", choices=("text", "json", "emqx"), default="text",
-                       help="output; emqx prints the EMQX 5 REST calls for the same user (add only)")
+                       help="output; emqx prints the EMQX 5 REST calls for the same user (add only; EMQX "
+                            "needs authorization.no_match = deny)")
+        p.add_argument("--state-dir", help="state directory of the deployment (overrides SONAE_STATE_DIR): its "
+                                           "embedded database is checked, its embedded broker reloaded")
 
     p = actions.add_parser("add", help="Create a user: password and ACL block.",
                            description="Create a user (a device by default). A device may publish only "

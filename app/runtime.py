@@ -62,7 +62,13 @@ class BackingServices:
             changes["database__url"] = self.postgres.start()
         if settings["mqtt.url"] is None and need_broker:
             state.mkdir(parents=True, exist_ok=True)
-            self.broker = EmbeddedBroker(state, port=settings["embedded.mqtt_port"])
+            from alerting.worker import alert_topic_root
+            from app.provisioning import embedded_broker_auth
+
+            prefix = settings["mqtt.topic_prefix"]
+            auth = embedded_broker_auth(state, prefix=prefix, alerts_prefix=alert_topic_root(prefix))
+            self.broker = EmbeddedBroker(state, port=settings["embedded.mqtt_port"], auth=auth,
+                                         host=settings["embedded.mqtt_host"])
             changes["mqtt__url"] = self.broker.start()
             if self.broker.protocol != "5":
                 changes["mqtt__protocol"] = self.broker.protocol

@@ -81,7 +81,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     await admin.close()
     db_url = server_url.rsplit("/", 1)[0] + "/" + dbname
     tmp = tempfile.mkdtemp(prefix="sonae-bench-")
-    broker = EmbeddedBroker(Path(tmp), port=free_port())
+    broker = EmbeddedBroker(Path(tmp), port=free_port(), anonymous=True)
     broker.start()
     api_port = free_port()
     prefix = f"bench{uuid.uuid4().hex[:6]}/v1"

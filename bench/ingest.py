@@ -259,7 +259,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     server = os.environ.get("SONAE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     timescale, timescale_reason, stop_timescale = timescale_server(args.timescale_url)
     workdir = Path(tempfile.mkdtemp(prefix="sonae-bench-"))
-    broker = EmbeddedBroker(workdir, port=free_port())
+    broker = EmbeddedBroker(workdir, port=free_port(), anonymous=True)
     broker.start()
     url = broker.url
     topic = f"{PREFIX}/#"

@@ -48,7 +48,7 @@ async def run_slice(name: str, sl: agreement.Slice) -> agreement.Result:
     await admin.close()
     db_url = server_url.rsplit("/", 1)[0] + "/" + dbname
     tmp = tempfile.mkdtemp(prefix="sonae-bench-")
-    broker = EmbeddedBroker(Path(tmp), port=free_port())
+    broker = EmbeddedBroker(Path(tmp), port=free_port(), anonymous=True)
     broker.start()
     prefix = f"bench{uuid.uuid4().hex[:6]}/v1"
     settings = load_settings(environ={

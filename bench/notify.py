@@ -153,7 +153,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         assert await asyncio.get_running_loop().run_in_executor(None, parent.recv) == "ready"
 
         worker = DeliveryWorker(pool, base_url="https://sonae.example.jp", concurrency=args.concurrency,
-                                push_rate_per_s=1_000_000, batch_size=1000)
+                                push_rate_per_s=1_000_000, batch_size=1000, allow_loopback=True,
+                                per_host_concurrency=args.concurrency)  # one receiver, on 127.0.0.1
         task = asyncio.create_task(worker.run())
         await asyncio.wait_for(worker.ready.wait(), 20)
         trials = []

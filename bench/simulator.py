@@ -110,7 +110,7 @@ def main() -> int:
     fleet_span = 900.0 if args.quick else 3600.0  # load-5000: ~88 messages per scenario second
 
     with tempfile.TemporaryDirectory(prefix="sonae-bench-sim-") as tmp:
-        broker = EmbeddedBroker(Path(tmp), port=free_port(), prefer="mosquitto")
+        broker = EmbeddedBroker(Path(tmp), port=free_port(), prefer="mosquitto", anonymous=True)
         url = broker.start()
         if broker.kind != "mosquitto":
             print("mosquitto is not installed; the figures below are for amqtt", file=sys.stderr)

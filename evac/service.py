@@ -70,6 +70,7 @@ from evac.search import ProcessSearch, search_in_process
 from evac.shelters import Shelter, load_shelters
 from jma.store import in_force as official_in_force
 from sonae.config import ConfigError, Settings
+from sonae.db import DATABASE_ERRORS
 from sonae.retry import keep_connected
 
 log = logging.getLogger("sonae.api.evac")
@@ -568,7 +569,7 @@ class EvacService:
         try:
             async with self.pool.acquire() as conn:
                 await conn.execute("SELECT pg_notify($1, $2)", store.NOTIFY_CHANNEL, json.dumps(event))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("could not publish the hazard state event", extra={"error": str(exc)})
 
     # -- for handlers ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import asyncpg
 
 from ingest.retention import delete_expired, delete_expired_dead_letters
 from ingest.rollups import refresh_rollups
+from sonae.db import DATABASE_ERRORS
 
 log = logging.getLogger("sonae.ingest.housekeeping")
 
@@ -25,11 +26,11 @@ async def housekeeping_loop(pool: asyncpg.Pool, *, retention_days: int, dead_let
             async with pool.acquire() as conn:
                 await refresh_rollups(conn, retention_days=retention_days)
                 await delete_expired(conn, days=retention_days)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("housekeeping failed; will retry", extra={"error": str(exc)[:200]})
         try:
             async with pool.acquire() as conn:
                 await delete_expired_dead_letters(conn, days=dead_letter_retention_days)
-        except (asyncpg.PostgresError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("dead-letter retention failed; will retry", extra={"error": str(exc)[:200]})
         await asyncio.sleep(every_s)

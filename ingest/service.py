@@ -44,6 +44,7 @@ from ingest.placement import Place, misplaced
 from ingest.registry import known_station_ids, release_quarantine, station_places
 from ingest.store import DEAD_LETTER_BYTES, Conflict, DeadLetter, WriteResult, write_batch
 from sonae.config import Settings
+from sonae.db import is_transient_db_error
 from sonae.mqtt import Message, MqttClient, bound_client_id
 from sonae.municipality_code import DRILL_TOWN_CODE
 from sonae.retry import Backoff, count_failure
@@ -55,10 +56,6 @@ DRAIN_CHUNK = 10
 #: batches written through the staging table after one held a duplicate (redeliveries come in runs)
 STAGED_AFTER_CONFLICT = 20
 
-_TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-              asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
-              asyncpg.AdminShutdownError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError,
-              TimeoutError)
 
 
 @dataclass
@@ -465,7 +462,9 @@ class Ingestor:
         while True:
             try:
                 return await fn(*args)
-            except _TRANSIENT as exc:
+            except Exception as exc:
+                if not is_transient_db_error(exc):  # the one classification (sonae.db): 08, 53, 57P0x, FATAL 55000 …
+                    raise
                 metrics.DB_ERRORS.inc()
                 count_failure("postgres")
                 delay = backoff.next_delay()

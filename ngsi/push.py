@@ -33,6 +33,8 @@ from alerting.cap_identity import profile_from_settings
 from ngsi import context as ctx
 from ngsi import entities as E
 from ngsi import store
+from sonae.db import DATABASE_ERRORS
+from sonae.retry import keep_connected
 
 log = logging.getLogger("sonae.ngsi.push")
 
@@ -97,29 +99,46 @@ class PushWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        """Listen for changes, sync and deliver until :meth:`stop`."""
+        """Listen for changes, sync and deliver until :meth:`stop`. A lost or refused database connection
+        (the listener's included) is opened again with backoff (:func:`sonae.retry.keep_connected`,
+        ``sonae_connect_failures_total{target="postgres-listen"}``); found: an outage ended the worker."""
+        await keep_connected(self._session, target="postgres-listen", stopped=self._stop.is_set)
+
+    async def _session(self, connected: Any) -> None:
         def on_change(*_: Any) -> None:
+            self._wake.set()
+
+        lost = asyncio.Event()
+
+        def on_lost(*_: Any) -> None:
+            lost.set()
             self._wake.set()
 
         async with self.pool.acquire() as listener, aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session:
+            listener.add_termination_listener(on_lost)
             for channel in CHANNELS:
                 await listener.add_listener(channel, on_change)
+            connected()
             try:
                 while not self._stop.is_set():
+                    if lost.is_set():
+                        raise ConnectionError("ngsi push worker's listener connection lost")
                     self._wake.clear()
                     try:
                         await self.sync()
                         while await self.deliver(session):
                             pass
-                    except (OSError, asyncpg.PostgresError) as exc:
+                        wait = await self._next_due()
+                    except DATABASE_ERRORS as exc:
                         log.warning("ngsi push cycle failed; retrying", extra={"error": str(exc)})
-                    wait = await self._next_due()
+                        wait = 1.0
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), wait)
                     if not self._stop.is_set():
                         await asyncio.sleep(self.debounce_s)  # gather a burst of changes into one sync
             finally:
+                listener.remove_termination_listener(on_lost)
                 for channel in CHANNELS:
                     with contextlib.suppress(Exception):
                         await listener.remove_listener(channel, on_change)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +34,10 @@ import asyncpg
 from alerting import store as alerts
 from alerting.cap import GAUGE_RADIUS_KM
 from alerting.cap_identity import CapProfile, load_profile
+from alerting.drilltown import DRILL_TOWN_MARGIN_M as DRILL_TOWN_MARGIN_M  # re-exported: the one extent rule
+from alerting.drilltown import DRILL_TOWN_SOURCE as DRILL_TOWN_SOURCE
+from alerting.drilltown import Box, reaches
+from alerting.drilltown import drill_town_box as drill_town_box
 from alerting.rules import CONDITIONS, UNCONFIRMED
 from notify import messages
 from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise_optional
@@ -45,10 +48,6 @@ CENTRE_DECIMALS = 3
 MAX_AREAS = 10
 #: the radius a subscribed circle may have, metres (a neighbourhood to a river basin's reach)
 RADIUS_M = (100, 20000)
-#: how far (metres) the drill town's streets reach beyond its outermost shelters and gauges: a shelter stands
-#: at every 6th crossing of an 80 m grid (``evac.drilltown.generate``), so the outer streets lie up to
-#: 5 blocks (400 m) beyond them; 500 m with rounding
-DRILL_TOWN_MARGIN_M = 500.0
 
 
 class NotifyError(ValueError):
@@ -96,7 +95,7 @@ class Boundaries(Protocol):
 
 
 def placed(areas: Sequence[Area], boundaries: Boundaries | None, *,
-           drill_town: tuple[float, float, float, float] | None = None) -> list[Area]:
+           drill_town: Box | None = None) -> list[Area]:
     """The areas rounded as stored, each circle with the municipalities whose alerts reach it: those
     the circle touches when ``boundaries`` are loaded. Without boundaries :func:`add_subscription`
     takes the municipality of the shelter nearest the circle's centre.
@@ -116,61 +115,81 @@ def placed(areas: Sequence[Area], boundaries: Boundaries | None, *,
             out.append(a)
             continue
         near = boundaries.touching_circle(a.lat, a.lon, a.radius_m)
-        if drill_town is not None and _box_distance_m(a.lat, a.lon, drill_town) <= a.radius_m + DRILL_TOWN_MARGIN_M:
+        if reaches(a.lat, a.lon, drill_town, radius_m=a.radius_m):
             near = sorted({*near, DRILL_TOWN_CODE})
         out.append(replace(a, near_municipalities=tuple(near)))
     return out
 
 
-def _box_distance_m(lat: float, lon: float, box: tuple[float, float, float, float]) -> float:
-    """Metres from (lat, lon) to the nearest point of a (min lon, min lat, max lon, max lat) box: the
-    equirectangular distance of fan-out's circle test (:data:`_CIRCLE_HITS`)."""
-    west, south, east, north = box
-    dx = (min(max(lon, west), east) - lon) * math.cos(math.radians(lat)) * 111_320
-    dy = (min(max(lat, south), north) - lat) * 110_574
-    return math.hypot(dx, dy)
+class SubscriptionLimitError(NotifyError):
+    """Too many subscriptions from one client (``what`` = ``client``) or to one endpoint host (``host``)."""
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
 
 
-#: the ``shelters.source`` of the shelters shipped with the drill town (``evac.service``'s seeding of
-#: ``evac.drilltown``'s ``shelters.geojson``; an import is ``import``, a staff edit keeps it)
-DRILL_TOWN_SOURCE = "drilltown"
+def client_key(address: str, secret: bytes) -> bytes:
+    """The stored stand-in of a client address: HMAC-SHA256 under ``secret`` of the address (an IPv6
+    address's /64 network: one household or phone has a whole /64), first 16 bytes. Not reversible without
+    the secret; the address itself is never stored or logged."""
+    import hmac
+    import ipaddress
 
-
-async def drill_town_box(conn: asyncpg.Connection) -> tuple[float, float, float, float] | None:
-    """(min lon, min lat, max lon, max lat) of the drill town's shipped shelters in degrees, or None when this
-    deployment has none (the drill town has no boundary; its shelters are spread over its blocks,
-    ``evac.drilltown.generate``, its gauges on its river between them).
-
-    Only the shelters shipped with it (:data:`DRILL_TOWN_SOURCE`): found, a station imported as 079995 at
-    会津若松, 40 km away, grew the town, and a push circle there listed the drill town."""
-    row = await conn.fetchrow(
-        """SELECT min(lon) AS west, min(lat) AS south, max(lon) AS east, max(lat) AS north FROM shelters
-           WHERE municipality_code = $1 AND source = $2""", DRILL_TOWN_CODE, DRILL_TOWN_SOURCE)
-    if row is None or row["west"] is None:
-        return None
-    return float(row["west"]), float(row["south"]), float(row["east"]), float(row["north"])
+    try:
+        ip = ipaddress.ip_address(address.strip())
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+            text = str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        else:
+            text = str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip)
+    except ValueError:
+        text = address.strip()[:100]
+    return hmac.new(secret, text.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()[:16]
 
 
 async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: bytes, auth: bytes, lang: str,
-                           drills: bool, areas: list[Area]) -> tuple[int, str]:
+                           drills: bool, areas: list[Area], client: bytes | None = None,
+                           endpoint_host: str | None = None, per_client: int = 0,
+                           per_host: int = 0) -> tuple[int, str]:
     """Store a subscription (replacing an earlier one of the same endpoint); returns (id, unsubscribe token).
-    Circles without municipalities (see :func:`placed`) get the nearest shelter's. Without ``drills`` a
-    circle lists no drill town (its code reaches exercise alerts only): found, a circle in the drill town
-    without drills was stored with 072036 and 079995."""
+    Circles without municipalities (see :func:`placed`: no boundaries loaded) get the nearest real shelter's
+    (never the drill town's, which is nobody's real municipality), and with ``drills`` the drill town's when
+    the circle reaches it (:func:`alerting.drilltown.reaches`), as :func:`placed` does with boundaries. Without
+    ``drills`` a circle lists no drill town (its code reaches exercise alerts only): found, a circle in the
+    drill town without drills was stored with 072036 and 079995.
+
+    ``client`` (:func:`client_key`) and ``endpoint_host`` are kept to bound the subscriptions one client may
+    make (``per_client``) and one endpoint host may hold (``per_host``; 0: no bound); replacing a subscription
+    of the same endpoint does not count. Raises :class:`SubscriptionLimitError` over a bound."""
     if not areas or len(areas) > MAX_AREAS:
         raise NotifyError(f"choose 1 to {MAX_AREAS} areas")
     if any(a.lat is not None and not (a.radius_m is not None and RADIUS_M[0] <= a.radius_m <= RADIUS_M[1])
            for a in areas):
         raise NotifyError(f"a circle's radius_m is {RADIUS_M[0]} to {RADIUS_M[1]} metres")
     token = secrets.token_urlsafe(24)
+    box = await drill_town_box(conn) if drills else None
     async with conn.transaction():
+        for value, bound, column, what in ((client, per_client, "client_key", "client"),
+                                           (endpoint_host, per_host, "endpoint_host", "host")):
+            if value is None or bound <= 0:
+                continue
+            # serialised per client / host, so that concurrent requests cannot all pass the count
+            lock = f"sonae.push.{column}.{value.hex() if isinstance(value, bytes) else value}"
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock)
+            n = await conn.fetchval(f"SELECT count(*) FROM push_subscriptions WHERE {column} = $1 AND endpoint <> $2",
+                                    value, endpoint)
+            if n >= bound:
+                raise SubscriptionLimitError(
+                    f"this {'network address' if what == 'client' else 'push endpoint host'} already has {bound} "
+                    f"subscriptions, the most this installation keeps; unsubscribe one first", what=what)
         sub_id = await conn.fetchval(
-            """INSERT INTO push_subscriptions (endpoint, p256dh, auth, lang, drills, token_hash)
-               VALUES ($1, $2, $3, $4, $5, $6)
+            """INSERT INTO push_subscriptions (endpoint, p256dh, auth, lang, drills, token_hash, client_key,
+                                               endpoint_host)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                ON CONFLICT (endpoint) DO UPDATE SET p256dh = EXCLUDED.p256dh, auth = EXCLUDED.auth,
                    lang = EXCLUDED.lang, drills = EXCLUDED.drills, token_hash = EXCLUDED.token_hash,
-                   created_at = now()
-               RETURNING id""", endpoint, p256dh, auth, lang, drills, _digest(token))
+                   client_key = EXCLUDED.client_key, endpoint_host = EXCLUDED.endpoint_host, created_at = now()
+               RETURNING id""", endpoint, p256dh, auth, lang, drills, _digest(token), client, endpoint_host)
         await conn.execute("DELETE FROM push_areas WHERE subscription_id = $1", sub_id)
         rows = [a.rounded() for a in areas]
         await conn.executemany(
@@ -178,12 +197,14 @@ async def add_subscription(conn: asyncpg.Connection, *, endpoint: str, p256dh: b
                SELECT $1, $2::text, $3::float8, $4::float8, $5::int,
                       CASE WHEN $3::float8 IS NULL THEN NULL WHEN $6::text[] IS NOT NULL THEN $6::text[] ELSE (
                           SELECT array_remove(ARRAY[nullif(municipality_code, '')], NULL) FROM shelters
-                          WHERE $7::bool OR municipality_code IS DISTINCT FROM $8::text
+                          WHERE municipality_code IS DISTINCT FROM $8::text
                           ORDER BY power(lat - $3::float8, 2) + power((lon - $4::float8) * cos(radians($3::float8)), 2)
-                          LIMIT 1) END""",
+                          LIMIT 1) || CASE WHEN $7::bool THEN ARRAY[$8::text] ELSE '{}'::text[] END END""",
             [(sub_id, _code(a.municipality_code), a.lat, a.lon, a.radius_m,
               None if a.near_municipalities is None else
-              [m for m in a.near_municipalities if drills or m != DRILL_TOWN_CODE], drills, DRILL_TOWN_CODE)
+              [m for m in a.near_municipalities if drills or m != DRILL_TOWN_CODE],
+              drills and a.lat is not None and a.lon is not None
+              and reaches(a.lat, a.lon, box, radius_m=float(a.radius_m or 0)), DRILL_TOWN_CODE)
              for a in rows])
     return int(sub_id), token
 
@@ -370,10 +391,15 @@ _CIRCLE_HITS = """
          + power((greatest($6::float8, least($8::float8, a.lat)) - a.lat) * 110574, 2)) <= a.radius_m + $9::float8
 """
 
+#: the host a queue row is delivered to, as the worker takes turns between hosts (``notify.worker._claim``): the
+#: authority of the endpoint or webhook URL (host and port, lower case, without user info); 'smtp' for email
+QUEUE_HOST = "lower(coalesce(substring({col} from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)'), ''))"
+
 _PUSH_FANOUT = f"""
-INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at, host)
 SELECT 'push', s.id, $1, $2, $3,
-       CASE s.lang WHEN 'en-US' THEN $11::jsonb WHEN 'ja-JP-x-easy' THEN $12::jsonb ELSE $10::jsonb END, $13
+       CASE s.lang WHEN 'en-US' THEN $11::jsonb WHEN 'ja-JP-x-easy' THEN $12::jsonb ELSE $10::jsonb END, $13,
+       {QUEUE_HOST.format(col="s.endpoint")}
 FROM push_subscriptions s
 WHERE (NOT $3::bool OR s.drills)
   AND s.id IN (SELECT a.subscription_id FROM push_areas a WHERE
@@ -385,9 +411,10 @@ WHERE (NOT $3::bool OR s.drills)
 ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
 """
 
-_WEBHOOK_FANOUT = """
-INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
-SELECT 'webhook', w.id, $1, $2, $3, CASE w.format WHEN 'cap' THEN $9::jsonb ELSE $8::jsonb END, $10
+_WEBHOOK_FANOUT = f"""
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at, host)
+SELECT 'webhook', w.id, $1, $2, $3, CASE w.format WHEN 'cap' THEN $9::jsonb ELSE $8::jsonb END, $10,
+       {QUEUE_HOST.format(col="w.url")}
 FROM webhooks w
 WHERE w.deleted_at IS NULL AND (NOT $3::bool OR w.drills)
   AND (w.municipality_code IS NULL OR w.municipality_code = $4::text)
@@ -398,9 +425,9 @@ ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING
 """
 
 _EMAIL_FANOUT = """
-INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at)
+INSERT INTO notify_queue (kind, target_id, alert_event_id, alert_id, exercise, payload, event_at, host)
 SELECT 'email', r.account_id, $1, $2, $3,
-       CASE r.lang WHEN 'en-US' THEN $6::jsonb WHEN 'ja-JP-x-easy' THEN $7::jsonb ELSE $5::jsonb END, $8
+       CASE r.lang WHEN 'en-US' THEN $6::jsonb WHEN 'ja-JP-x-easy' THEN $7::jsonb ELSE $5::jsonb END, $8, 'smtp'
 FROM notify_roster r JOIN accounts a ON a.id = r.account_id
 WHERE r.on_call AND NOT a.disabled AND r.municipality_code = $4::text AND (NOT $3::bool OR r.drills)
 ON CONFLICT (kind, target_id, alert_event_id) DO NOTHING

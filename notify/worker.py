@@ -9,6 +9,17 @@
   process that dies mid-send leaves its rows to be taken again when the lease ends. At most
   ``concurrency`` requests are open at once (a semaphore), and each push service origin and each
   webhook has its own token bucket (``push_rate_per_s``, ``webhook_rate_per_s``).
+* **Fairness between hosts** (found: 400 anonymous subscriptions to a server that accepts connections
+  and never answers delayed a resident's alert by 2 min 9 s, behind one FIFO queue). Rows are claimed
+  round-robin over endpoint hosts (a host's n-th due row after every host's (n-1)-th), at most
+  ``per_host_concurrency`` per host in flight; a connection must open within ``connect_timeout_s``; a host
+  whose connections fail or time out ``breaker_failures`` times in a row is paused (not claimed) for
+  ``breaker_s``, doubling to 10 minutes, while the others proceed. The order of an alert's events to one
+  receiver is kept (see :func:`_claim`).
+* **Only public addresses** for Web Push: an endpoint is resolved by :class:`notify.endpoints.PublicResolver`
+  and connected to at the address checked (DNS rebinding), IP literals are checked before sending, and
+  redirects are not followed; a host not in ``push_hosts`` is refused. Webhooks are registered by admins
+  and may be internal relays: they are not restricted.
 * **Outcomes** are written in batches. Push: 2xx sent; 404/410 the subscription has expired and is
   deleted; 429/5xx/network errors are retried (``Retry-After`` honoured); other 4xx are dead. Webhooks
   and email: anything but success is retried with exponential backoff (``retry_base_ms`` × 2^n, capped
@@ -23,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -42,8 +54,17 @@ from prometheus_client import Counter, Gauge, Histogram
 from alerting.cap_identity import CapProfile, load_profile
 from alerting.store import NOTIFY_CHANNEL as ALERTS_CHANNEL
 from notify import store
+from notify.endpoints import (
+    PublicResolver,
+    host_allowed,
+    host_of,
+    is_loopback_host,
+    literal_refusal,
+    parse_hosts,
+)
 from notify.webpush import Vapid, encrypt, generate_private_pem, load_private_key, origin_of
 from sonae.config import Settings
+from sonae.db import DATABASE_ERRORS
 from sonae.ratelimit import TokenBuckets
 from sonae.retry import backoff_delay, count_failure, keep_connected
 
@@ -100,6 +121,12 @@ class DeliveryWorker:
         webhook_rate_per_s: int = 5,
         push_ttl_s: int = 21600,
         timeout_s: float = 10.0,
+        connect_timeout_s: float = 3.0,
+        per_host_concurrency: int = 16,
+        breaker_failures: int = 5,
+        breaker_s: float = 30.0,
+        push_hosts: tuple[str, ...] | str | None = None,
+        allow_loopback: bool = False,
         lease_s: float = 60.0,
         sweep_s: float = 5.0,
         cap_sender: str = "",
@@ -119,6 +146,16 @@ class DeliveryWorker:
         self.retry_max_s = retry_max_s
         self.push_ttl_s = push_ttl_s
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.per_host_concurrency = per_host_concurrency
+        self.breaker_failures = breaker_failures
+        self.breaker_s = breaker_s
+        self.push_hosts = parse_hosts(push_hosts)
+        self.allow_loopback = allow_loopback
+        #: deliveries claimed and not finished, per endpoint host (as :func:`_claim` names hosts)
+        self._host_inflight: dict[str, int] = {}
+        #: per host: failures in a row, paused until (monotonic), pauses so far
+        self._breaker: dict[str, tuple[int, float, int]] = {}
         self.lease_s = lease_s
         self.sweep_s = sweep_s
         self.cap_sender = cap_sender
@@ -135,6 +172,7 @@ class DeliveryWorker:
         #: outcomes not recorded yet, each with its kind and the seconds from its alert change (metrics)
         self._outcomes: list[tuple[store.Outcome, str, float]] = []
         self._session: aiohttp.ClientSession | None = None
+        self._push_session: aiohttp.ClientSession | None = None
         self.vapid: Vapid | None = None
         self.ready = asyncio.Event()
 
@@ -147,7 +185,12 @@ class DeliveryWorker:
             max_attempts=settings["notify.max_attempts"], retry_base_s=settings["notify.retry_base_ms"] / 1000,
             retry_max_s=float(settings["notify.retry_max_s"]), push_rate_per_s=settings["notify.push_rate_per_s"],
             webhook_rate_per_s=settings["notify.webhook_rate_per_s"], push_ttl_s=settings["notify.push_ttl_s"],
-            timeout_s=float(settings["notify.timeout_s"]), cap_sender=settings["cap.sender"],
+            timeout_s=float(settings["notify.timeout_s"]),
+            connect_timeout_s=float(settings["notify.connect_timeout_s"]),
+            per_host_concurrency=settings["notify.per_host_concurrency"],
+            breaker_failures=settings["notify.breaker_failures"], breaker_s=float(settings["notify.breaker_s"]),
+            push_hosts=settings["notify.push_hosts"], allow_loopback=settings["notify.push_allow_http"],
+            cap_sender=settings["cap.sender"],
             cap_installation_id=settings["cap.installation_id"], cap_expires_hours=settings["cap.expires_hours"])
         kwargs.update(overrides)
         return cls(pool, **kwargs)
@@ -162,10 +205,15 @@ class DeliveryWorker:
         async with self.pool.acquire() as conn:
             pem = await vapid_private_pem(conn, self.vapid_private_key)
         self.vapid = Vapid(load_private_key(pem), self.vapid_subject)
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.concurrency)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            headers={"User-Agent": USER_AGENT})
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(self.connect_timeout_s, self.timeout_s))
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.per_host_concurrency)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT})
+        # Web Push: endpoints come from anyone; only public addresses, resolved once and connected to as checked
+        push_connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.per_host_concurrency,
+                                              resolver=PublicResolver(allow_loopback=self.allow_loopback),
+                                              use_dns_cache=False)
+        self._push_session = aiohttp.ClientSession(connector=push_connector, timeout=timeout,
+                                                   headers={"User-Agent": USER_AGENT})
         listener = asyncio.create_task(self._listen(), name="notify-listen")
         fan = asyncio.create_task(self._fan_loop(), name="notify-fanout")
         try:
@@ -184,6 +232,7 @@ class DeliveryWorker:
             with contextlib.suppress(Exception):
                 await self._flush()
             await self._session.close()
+            await self._push_session.close()
 
     async def _listen(self) -> None:
         """A dedicated connection LISTENing for alert changes and newly queued messages (reconnects with
@@ -232,7 +281,7 @@ class DeliveryWorker:
                 return
             try:
                 await self.fan_out_pending()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("notify fan-out failed; retrying", extra={"error": str(exc)})
 
     async def fan_out_pending(self) -> dict[str, int]:
@@ -262,13 +311,18 @@ class DeliveryWorker:
                 room = self.concurrency * 2 - len(self._inflight)
                 claimed = 0
                 if room > 0:
+                    busy = self._busy_hosts()
                     async with self.pool.acquire() as conn:
-                        rows = await _claim(conn, min(room, self.batch_size), self.lease_s)
+                        rows = await _claim(conn, min(room, self.batch_size), self.lease_s,
+                                            per_host=self.per_host_concurrency, busy=busy)
                     claimed = len(rows)
                     for row in rows:
+                        host = str(row["host"])
+                        self._host_inflight[host] = self._host_inflight.get(host, 0) + 1
                         task = asyncio.create_task(self._deliver(row))
                         self._inflight.add(task)
                         task.add_done_callback(self._inflight.discard)
+                        task.add_done_callback(functools.partial(self._host_done, host))
                 if time.monotonic() >= next_house:
                     next_house = time.monotonic() + 60
                     await self._housekeeping()
@@ -280,13 +334,18 @@ class DeliveryWorker:
                         due = await conn.fetchval(
                             "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM notify_queue "
                             "WHERE state = 'queued'")
-                    if due is not None:
+                    if due is not None and (claimed or float(due) > 0):
                         timeout = min(timeout, max(0.0, float(due)))
+                    # rows due but none claimable (their hosts are paused): wait for the first pause to end
+                    now = time.monotonic()
+                    for _, until, _ in self._breaker.values():
+                        if until > now:
+                            timeout = min(timeout, until - now + 0.01)
                 if timeout > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout)
                 self._wake.clear()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("notify delivery loop: database error; retrying", extra={"error": str(exc)})
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 1.0)
@@ -316,6 +375,45 @@ class DeliveryWorker:
         depth = {r["kind"]: int(r["n"]) for r in rows}
         for kind in ("push", "webhook", "email"):
             DEPTH.labels(kind).set(depth.get(kind, 0))
+
+    # -- fairness between hosts -------------------------------------------------------------------
+    def _host_done(self, host: str, _task: object = None) -> None:
+        n = self._host_inflight.get(host, 0) - 1
+        if n > 0:
+            self._host_inflight[host] = n
+        else:
+            self._host_inflight.pop(host, None)
+
+    def _busy_hosts(self) -> dict[str, int]:
+        """Per host, the slots of ``per_host_concurrency`` taken: its deliveries in flight, or all of them
+        while the host is paused (circuit open). A paused host whose pause has ended gets one try (its
+        failure count stays one short of a new pause)."""
+        busy = dict(self._host_inflight)
+        now = time.monotonic()
+        for host, (_, until, _) in self._breaker.items():
+            if until > now:
+                busy[host] = self.per_host_concurrency
+        return busy
+
+    def host_paused(self, host: str) -> bool:
+        """Whether deliveries to ``host`` are paused now (for tests and operators)."""
+        state = self._breaker.get(host)
+        return state is not None and state[1] > time.monotonic()
+
+    def _host_answered(self, host: str) -> None:
+        self._breaker.pop(host, None)
+
+    def _host_failed(self, host: str) -> None:
+        failures, _, pauses = self._breaker.get(host, (0, 0.0, 0))
+        failures += 1
+        until = 0.0
+        if failures >= self.breaker_failures:
+            until = time.monotonic() + min(600.0, self.breaker_s * 2 ** pauses)
+            pauses += 1
+            failures = self.breaker_failures - 1  # after the pause, one more failure pauses it again
+            log.warning("notify: a receiving host keeps failing; its deliveries are paused",
+                        extra={"pause_s": round(until - time.monotonic(), 1), "pauses": pauses})
+        self._breaker[host] = (failures, until, pauses)
 
     # -- one message -----------------------------------------------------------------------------
     async def _deliver(self, row: asyncpg.Record) -> None:
@@ -358,7 +456,13 @@ class DeliveryWorker:
     async def _push(self, row: asyncpg.Record) -> store.Outcome:
         if row["endpoint"] is None:
             return store.Outcome(row["id"], "gone", None, "the subscription was removed")
-        assert self.vapid is not None and self._session is not None
+        assert self.vapid is not None and self._push_session is not None
+        host = host_of(row["endpoint"])
+        why = literal_refusal(host, allow_loopback=self.allow_loopback)
+        loopback = self.allow_loopback and is_loopback_host(host)
+        if why or not (loopback or host_allowed(host, self.push_hosts)):
+            # a subscription stored before these rules, or the rules changed: never connect
+            return store.Outcome(row["id"], "dead", None, f"endpoint refused: {why or 'host not in push_hosts'}")
         payload = row["payload"]
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False).encode()
         body = encrypt(data, bytes(row["p256dh"]), bytes(row["auth"]))
@@ -370,13 +474,16 @@ class DeliveryWorker:
         await self._take(self._push_buckets, origin_of(row["endpoint"]))
         started = time.perf_counter()
         try:
-            async with self._sem, self._session.post(row["endpoint"], data=body, headers=headers) as resp:
+            async with self._sem, self._push_session.post(row["endpoint"], data=body, headers=headers,
+                                                          allow_redirects=False) as resp:
                 status = resp.status
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
-                await resp.read()
+                await resp.content.read(4096)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             count_failure("push")
-            return self._retry(row, None, f"{type(exc).__name__}: {exc}")
+            self._host_failed(str(row["host"]))
+            return self._retry(row, None, f"{type(exc).__name__}: {exc}"[:300])
+        self._host_answered(str(row["host"]))
         ms = int((time.perf_counter() - started) * 1000)
         if 200 <= status < 300:
             return store.Outcome(row["id"], "sent", status, None, duration_ms=ms)
@@ -414,8 +521,10 @@ class DeliveryWorker:
                 await resp.content.read(4096)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             count_failure("webhook")
+            self._host_failed(str(row["host"]))
             ms = int((time.perf_counter() - started) * 1000)
             return self._retry(row, None, f"{type(exc).__name__}: {exc}" [:300], duration_ms=ms)
+        self._host_answered(str(row["host"]))
         ms = int((time.perf_counter() - started) * 1000)
         if 200 <= status < 300:
             return store.Outcome(row["id"], "sent", status, None, duration_ms=ms, attempt=row["attempts"], log=True)
@@ -443,34 +552,62 @@ class DeliveryWorker:
         return store.Outcome(row["id"], "sent", 250, None, duration_ms=ms, attempt=row["attempts"], log=True)
 
 
-async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float) -> list[asyncpg.Record]:
-    """Claim due rows with what each channel needs to send them.
+async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float, *, per_host: int = 1_000_000,
+                 busy: dict[str, int] | None = None) -> list[asyncpg.Record]:
+    """Claim due rows with what each channel needs to send them, and each row's ``host``.
 
     A target hears an alert's events in their order: a row is not claimed while an earlier event of the same
     alert to the same target is still queued — waiting for a retry after its receiver failed, or in flight
     (a claimed row stays ``queued`` under its lease until its outcome is recorded). So a receiver that was
     down gets the backlog in order (raised, escalated, de-escalated), each as it was (the payload is
     rendered at fan-out from the alert at its event), and a push service never shows an older message of
-    an alert over a newer one (the same ``tag``)."""
+    an alert over a newer one (the same ``tag``).
+
+    Hosts take turns: rows are ranked within their endpoint host (oldest due first) and claimed by rank, so
+    a host with a backlog of thousands does not hold back another host's first row (found: one FIFO, 400
+    subscriptions to a server that never answers ahead of a resident's). At most ``per_host`` minus
+    ``busy[host]`` (the worker's deliveries in flight to it, or all of ``per_host`` while it is paused) rows
+    of a host are claimed. Each queued row carries its host (``notify_queue.host``, :data:`notify.store.QUEUE_HOST`);
+    the hosts with queued rows are found by a skip scan of ``notify_queue_host_due``, and each host's oldest due
+    rows by the same index, so a claim costs (hosts × rows taken), not the backlog."""
+    busy = busy or {}
     return list(await conn.fetch(
-        """WITH due AS (
-               SELECT id FROM notify_queue q WHERE state = 'queued' AND next_attempt_at <= now()
-                 AND NOT EXISTS (SELECT 1 FROM notify_queue p WHERE p.kind = q.kind AND p.target_id = q.target_id
-                                 AND p.alert_id = q.alert_id AND p.state = 'queued'
-                                 AND p.alert_event_id < q.alert_event_id)
-               ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED),
+        """WITH RECURSIVE hosts AS (
+               (SELECT host FROM notify_queue WHERE state = 'queued' ORDER BY host LIMIT 1)
+               UNION ALL
+               SELECT (SELECT q.host FROM notify_queue q WHERE q.state = 'queued' AND q.host > h.host
+                       ORDER BY q.host LIMIT 1)
+               FROM hosts h WHERE h.host IS NOT NULL),
+           fair AS (
+               SELECT c.id, c.rank, c.next_attempt_at FROM hosts h
+               LEFT JOIN unnest($3::text[], $4::int[]) AS b(host, used) ON b.host = h.host
+               CROSS JOIN LATERAL (
+                   SELECT q.id, q.next_attempt_at, row_number() OVER (ORDER BY q.next_attempt_at, q.id) AS rank
+                   FROM notify_queue q
+                   WHERE q.host = h.host AND q.state = 'queued' AND q.next_attempt_at <= now()
+                     AND NOT EXISTS (SELECT 1 FROM notify_queue p WHERE p.kind = q.kind AND p.target_id = q.target_id
+                                     AND p.alert_id = q.alert_id AND p.state = 'queued'
+                                     AND p.alert_event_id < q.alert_event_id)
+                   ORDER BY q.next_attempt_at, q.id
+                   LIMIT greatest(0, $5::int - coalesce(b.used, 0))) c
+               WHERE h.host IS NOT NULL
+               ORDER BY c.rank, c.next_attempt_at, c.id LIMIT $1),
+           due AS (
+               SELECT q.id FROM notify_queue q JOIN fair f ON f.id = q.id
+               WHERE q.state = 'queued' AND q.next_attempt_at <= now()
+               ORDER BY f.rank, f.next_attempt_at, q.id FOR UPDATE OF q SKIP LOCKED),
            claimed AS (
                UPDATE notify_queue q SET attempts = q.attempts + 1,
                       next_attempt_at = now() + make_interval(secs => $2)
                FROM due WHERE q.id = due.id
                RETURNING q.id, q.kind, q.target_id, q.alert_event_id, q.alert_id, q.exercise, q.payload,
-                         q.attempts, q.event_at)
+                         q.attempts, q.event_at, q.host)
            SELECT c.*, s.endpoint, s.p256dh, s.auth, w.url, w.secret, w.format, r.email
            FROM claimed c
            LEFT JOIN push_subscriptions s ON c.kind = 'push' AND s.id = c.target_id
            LEFT JOIN webhooks w ON c.kind = 'webhook' AND w.id = c.target_id AND w.deleted_at IS NULL
            LEFT JOIN notify_roster r ON c.kind = 'email' AND r.account_id = c.target_id
-           ORDER BY c.id""", limit, lease_s))
+           ORDER BY c.id""", limit, lease_s, list(busy), list(busy.values()), per_host))
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -235,6 +235,8 @@ async def run(settings: Any, args: argparse.Namespace, stop: asyncio.Event, scen
             await pool.close()
         print(f"registered {written} of {len(fleet.stations)} simulated stations "
               f"({len(fleet.stations) - written} were already there)", file=sys.stderr)
+    for note in fleet.unseen_dropouts(settings["alerting.silent_factor"]):
+        print(f"sonae simulate: note: {note}", file=sys.stderr)
     publisher = make_publisher(settings["mqtt.url"], client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",
                                transport=args.transport, protocol=settings["mqtt.protocol"],
                                max_outstanding=args.max_outstanding)

@@ -27,6 +27,7 @@ second heap until their time comes.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import heapq
 import itertools
 import json
@@ -336,6 +337,37 @@ class Fleet:
         self.stats.expected = self.faults.expected
         for g in self._named_gauges():
             self.stats.gauges[g.station] = g
+
+    def unseen_dropouts(self, silent_factor: float) -> list[str]:
+        """Notes on the scenario's ``dropout`` faults that raise no silent-gauge alert at this ``accel``.
+
+        Silence is judged on the wall clock (``silent_factor`` × a station's ``expected_interval_s`` without
+        a reading, setting ``alerting.silent_factor``), while readings are stamped so that the run ends
+        "now": a dropout that ends before the run does lasts ``(end − start) / accel`` real seconds, and one
+        shorter than the silent threshold is over before anyone could call the gauge silent (at
+        ``accel = max``, every one). A dropout lasting to the end of the run is seen at any accel: its gauge's
+        newest reading is ``span − start`` seconds old when the run ends. One line per fault and threshold,
+        naming up to 3 of its stations.
+        """
+        notes = []
+        for fault in self.scenario.faults:
+            if fault.type != "dropout" or fault.end_s >= self.span or fault.start_s >= self.span:
+                continue
+            real_s = 0.0 if math.isinf(self.scenario.accel) else (fault.end_s - fault.start_s) / self.scenario.accel
+            unseen: dict[float, list[str]] = {}
+            for st in self.stations:
+                threshold = silent_factor * st.expected_interval_s
+                if (real_s < threshold <= fault.end_s - fault.start_s
+                        and any(fnmatch.fnmatchcase(st.id, glob) for glob in fault.devices)):
+                    unseen.setdefault(threshold, []).append(st.id)
+            for threshold, ids in unseen.items():
+                named = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+                notes.append(f"dropout of {named} ({fault.start_s:g} s to {fault.end_s:g} s of scenario time): "
+                             f"{real_s:g} real seconds at this accel, less than the {threshold:g} s without a "
+                             "reading that make a gauge silent (alerting.silent_factor × its interval, on the wall "
+                             "clock): no silent-gauge alert will be raised. Let the dropout last to the end of the "
+                             "run, or lower --accel.")
+        return notes
 
     # -- registry ----------------------------------------------------------------------------------
     def _stations(self) -> list[Station]:

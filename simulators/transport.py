@@ -219,7 +219,9 @@ class FastPublisher:
         if code != 0:
             wire.transport.close()
             raise MqttError(f"MQTT broker refused the connection: {_CONNACK_REASONS.get(code, code)}")
-        # resend what the previous connection left unacknowledged
+        # resend what the previous connection left unacknowledged (once: packets queued for the lost
+        # connection and never written would otherwise go out twice; a QoS 0 one among them is lost, as allowed)
+        self._out.clear()
         for mid, (topic, payload) in list(self._pending.items()):
             self._out.append(publish_packet(topic, payload, mid=mid, qos=1, dup=True))
         self._schedule_flush()
@@ -327,10 +329,16 @@ class FastPublisher:
             self._connack.set_exception(MqttError(f"connection lost during CONNECT: {exc}"))
         if self._closing:
             return
-        log.warning("simulator lost its broker connection", extra={"error": str(exc)})
-        if self.reconnect and was_connected:
-            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+        if self.reconnect:
+            if was_connected:
+                log.warning("simulator lost its broker connection; publishes wait for the reconnect",
+                            extra={"error": str(exc)})
+                self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+            # else: lost during CONNECT (a broker starting or stopping): that attempt fails on the CONNACK
+            # future above and its caller tries again (found: this ended the publisher for good when a
+            # restarting broker closed a reconnect attempt's socket before CONNACK)
         else:
+            log.warning("simulator lost its broker connection", extra={"error": str(exc)})
             self._error = exc or MqttError("connection closed by the broker")
             self._room.set()
             self._connected.set()  # wake waiters so they see the error
@@ -343,7 +351,7 @@ class FastPublisher:
                 await self.connect()
                 self.reconnects += 1
                 return
-            except MqttError as exc:
+            except Exception as exc:  # MqttError mostly; anything else must not end reconnecting for good
                 count_failure("mqtt-simulator")
                 log.warning("simulator reconnect failed", extra={"error": str(exc)})
 

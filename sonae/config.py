@@ -109,6 +109,10 @@ def _road_network(value: Any) -> str | None:
     return None
 
 
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "expected 0 or more"
+
+
 def _positive(value: Any) -> str | None:
     return None if value > 0 else "expected a number greater than 0"
 
@@ -157,6 +161,16 @@ def _port(value: Any) -> str | None:
 #: sonae.arguments.port): 0 would make the system pick one that nobody is told (found: ``--port 0`` was
 #: refused but ``SONAE_API_PORT=0`` accepted).
 LISTEN_PORTS = (1, 65535)
+
+
+def _ipv4(value: Any) -> str | None:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return "expected an IPv4 address such as 127.0.0.1 or 0.0.0.0 (every interface)"
+    return None
 
 
 def _listen_port(value: Any) -> str | None:
@@ -235,6 +249,12 @@ SCHEMA: tuple[Setting, ...] = (
             "Each CAP message expires this long after it is sent; Cancel messages stay in the Atom feed "
             "until then.", check=_span(low=1, high=87600, unit="hours")),
     Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
+    Setting("embedded.mqtt_host", str, "127.0.0.1",
+            "IPv4 address the embedded MQTT broker listens on: 127.0.0.1 (this machine only), another of this "
+            "machine's addresses, or 0.0.0.0 (every interface) for devices on the network. It always asks for "
+            "a password (sonae devices add) but speaks plain MQTT: passwords and readings cross the network "
+            "unencrypted, so beyond a closed network use a TLS broker (deploy/mosquitto) and SONAE_MQTT_URL.",
+            check=_ipv4),
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
     Setting("simulators.data_dir", str, "",
             "Directory of replay files; scenarios name a file in it ([replay] file = NAME), never a path. "
@@ -320,7 +340,28 @@ SCHEMA: tuple[Setting, ...] = (
             check=_positive),
     Setting("notify.webhook_rate_per_s", int, 5, "Most requests a second to one webhook.", check=_positive),
     Setting("notify.push_allow_http", bool, False,
-            "Accept http:// push endpoints on loopback hosts (tests and development only); else https only."),
+            "Accept http:// push endpoints and loopback hosts (127.0.0.0/8, ::1, localhost), at subscription and "
+            "at delivery (tests and development only); else a public https URL of a push_hosts service."),
+    Setting("notify.push_hosts", str,
+            "fcm.googleapis.com,updates.push.services.mozilla.com,web.push.apple.com,*.notify.windows.com",
+            "Comma-separated push service hosts a subscription's endpoint may use ('*.suffix' any subdomain, "
+            "'*' any public host, e.g. to add a self-hosted push service)."),
+    Setting("notify.push_subscriptions_per_client", int, 100,
+            "Most push subscriptions from one client address (an IPv6 /64), kept as a keyed hash (0: no limit).",
+            check=_non_negative),
+    Setting("notify.push_subscriptions_per_host", int, 1000,
+            "Most push subscriptions to one endpoint host allowed only by '*' in push_hosts (0: no limit).",
+            check=_non_negative),
+    Setting("notify.per_host_concurrency", int, 16,
+            "Most deliveries in flight at once to one endpoint host (push service, webhook host) per process.",
+            check=_positive),
+    Setting("notify.connect_timeout_s", float, 3.0, "Timeout of opening one delivery connection (TCP and TLS).",
+            check=_positive),
+    Setting("notify.breaker_failures", int, 5,
+            "Connection failures or timeouts in a row after which a host's deliveries are paused.", check=_positive),
+    Setting("notify.breaker_s", int, 30,
+            "First pause of a failing host's deliveries; it doubles with every pause, to 10 minutes.",
+            check=_positive),
     Setting("notify.push_ttl_s", int, 21600, "How long a push service keeps an undelivered alert message.",
             check=_positive),
     Setting("notify.timeout_s", int, 10, "Timeout of one delivery request.", check=_positive),

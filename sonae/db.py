@@ -18,6 +18,48 @@ from sonae.retry import Backoff, count_failure
 
 log = logging.getLogger("sonae.db")
 
+#: SQLSTATE classes that name the server or the connection, never the statement: 08 connection exception,
+#: 53 insufficient resources (53300 too_many_connections, 53100 disk_full, 53200 out_of_memory …)
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53")
+#: single SQLSTATEs of the same kind: 57P01 admin_shutdown (a terminated session), 57P02 crash_shutdown,
+#: 57P03 cannot_connect_now (starting up, shutting down, recovering), 40001 serialization_failure and
+#: 40P01 deadlock_detected (the transaction, run again, succeeds)
+TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+#: SQLSTATEs that are transient only as a refused *session* (severity FATAL): 55000
+#: object_not_in_prerequisite_state is how PostgreSQL refuses a connection to a database with
+#: ``ALLOW_CONNECTIONS false`` ("database … is not currently accepting connections"), but as a statement's
+#: ERROR it means the statement cannot ever succeed, and retrying it would stall its caller for good
+TRANSIENT_WHEN_FATAL = frozenset({"55000"})
+
+#: everything a database call may raise, transient or not: for loops that log a failed pass and run the next
+#: one anyway (housekeeping, the workers' cycles), so no database error ends them. Work that must not be
+#: given up (a batch of readings) retries only :func:`is_transient_db_error` and handles the rest.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by asyncpg while connecting or running a statement, means "the database is
+    unavailable for now; the same work, tried again later, can succeed" (the one classification every
+    database consumer of Sonae retries on: ingest, housekeeping, the workers, :func:`open_pool`).
+
+    True for: ``OSError`` (refused, reset, unreachable) and ``TimeoutError``; asyncpg's
+    ``InterfaceError`` (a connection closed under the caller) and ``PostgresConnectionError``; a server error
+    of SQLSTATE class 08 or 53, 57P01–57P03, 40001, 40P01 (:data:`TRANSIENT_SQLSTATES`), or 55000 sent as FATAL
+    (a database with ``ALLOW_CONNECTIONS false``). False for anything else — a constraint, a type, a syntax
+    error is the statement's fault and is not retried. Sources: PostgreSQL 15 documentation, Appendix A
+    "PostgreSQL Error Codes"; ``CheckMyDatabase`` in src/backend/utils/init/postinit.c (the FATAL 55000).
+    """
+    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+        return True
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    state = str(getattr(exc, "sqlstate", "") or "")
+    if state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES:
+        return True
+    severity = str(getattr(exc, "severity_en", None) or getattr(exc, "severity", None) or "")
+    return state in TRANSIENT_WHEN_FATAL and severity.upper() in ("FATAL", "PANIC")
+
 
 async def ensure_database(url: str, *, create: bool = True) -> None:
     """Create the database named in ``url`` when the server lacks it (``create=False``: refuse instead).
@@ -70,7 +112,9 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0, create: bool = 
             await ensure_database(url, create=create)
             pool = await asyncpg.create_pool(url, min_size=1, max_size=settings["database.pool_size"])
             break
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                raise
             count_failure("postgres")
             if asyncio.get_running_loop().time() > deadline:
                 raise ConnectionError(f"cannot reach PostgreSQL: {exc}") from exc

@@ -10,6 +10,11 @@ directory, so a second start finds what the first stored, and both are child pro
 * The broker is the ``mosquitto`` binary when installed (configured for ack-after-commit: no in-flight
   cap, a deep per-client queue, persistence), otherwise the pure-Python ``amqtt`` broker
   (MQTT 3.1.1 only, no shared subscriptions, sessions kept in memory).
+* Who may use the broker (:class:`BrokerAuth`): Mosquitto's password and ACL files, the ones
+  ``sonae devices add`` writes (``app.provisioning``), with anonymous clients refused; the broker
+  reads them again when they change (SIGHUP, see :meth:`EmbeddedBroker.reload`). Sonae's own
+  processes connect with a generated account of those files. Only tests and benchmarks start a broker
+  without (``anonymous=True``, loopback only).
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 log = logging.getLogger("sonae.embedded")
 
@@ -246,12 +254,37 @@ set_tcp_nodelay true
 """
 
 
-def mosquitto_config(*, port: int, persistence_dir: Path | None, run_as_root: bool) -> str:
-    lines = [
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
-        MOSQUITTO_TUNING,
-    ]
+@dataclass(frozen=True)
+class BrokerAuth:
+    """Who may use an embedded broker.
+
+    ``passwd_file`` and ``acl_file`` are Mosquitto's (``username:$7$…`` lines; ``user``/``topic`` blocks,
+    anything not granted denied), written by ``sonae devices add`` (``app.provisioning``); ``username`` and
+    ``password`` are the account Sonae's own processes connect with (one of those files' users).
+    """
+
+    passwd_file: Path
+    acl_file: Path
+    username: str
+    password: str = field(repr=False)
+
+
+#: the addresses that mean "every interface" for ``embedded.mqtt_host``
+ALL_INTERFACES = ("0.0.0.0",)
+
+
+def mosquitto_config(*, port: int, persistence_dir: Path | None, run_as_root: bool,
+                     auth: BrokerAuth | None = None, host: str = "127.0.0.1") -> str:
+    """The embedded Mosquitto's configuration: the listener ``host:port``, the queue tuning, and with
+    ``auth`` password and ACL files with anonymous clients refused (without: anonymous, for tests)."""
+    listener = f"listener {port}" if host in ALL_INTERFACES else f"listener {port} {host}"
+    lines = ["per_listener_settings false"]
+    if auth is not None:
+        lines += ["allow_anonymous false",
+                  f"password_file {auth.passwd_file}", f"acl_file {auth.acl_file}"]
+    else:
+        lines.append("allow_anonymous true")
+    lines += [listener, MOSQUITTO_TUNING]
     if persistence_dir is not None:
         lines += ["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 10"]
     else:
@@ -261,30 +294,71 @@ def mosquitto_config(*, port: int, persistence_dir: Path | None, run_as_root: bo
     return "\n".join(lines) + "\n"
 
 
-class EmbeddedBroker:
-    """An MQTT broker on 127.0.0.1 whose sessions live in ``<state>/mqtt``."""
+def amqtt_config(*, port: int, host: str = "127.0.0.1", auth: BrokerAuth | None = None) -> dict[str, Any]:
+    """The embedded amqtt broker's configuration: with ``auth`` the password and ACL files checked by
+    :mod:`sonae.amqtt_plugins` (anonymous refused), without (tests) anonymous clients let in."""
+    if auth is None:
+        plugins: dict[str, Any] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    else:
+        plugins = {"sonae.amqtt_plugins.MosquittoPasswordFile": {"password_file": str(auth.passwd_file)},
+                   "sonae.amqtt_plugins.MosquittoAclFile": {"acl_file": str(auth.acl_file)}}
+    return {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
 
-    def __init__(self, state_dir: Path, *, port: int, prefer: str = "auto") -> None:
+
+class EmbeddedBroker:
+    """An MQTT broker (on 127.0.0.1 unless ``host`` says otherwise) whose sessions live in ``<state>/mqtt``.
+
+    ``auth`` (:class:`BrokerAuth`) makes it refuse anonymous clients and wrong passwords and keep every
+    user to its ACL; :attr:`url` then carries the services' account. ``anonymous=True`` (tests and
+    benchmarks only) lets anyone in and is refused on an address other than loopback. One of the two
+    must be given.
+    """
+
+    def __init__(self, state_dir: Path, *, port: int, prefer: str = "auto", auth: BrokerAuth | None = None,
+                 anonymous: bool = False, host: str = "127.0.0.1") -> None:
+        if (auth is None) != anonymous:
+            raise ValueError("EmbeddedBroker: give auth= (Sonae's services) or anonymous=True (tests), one of them")
+        if anonymous and host != "127.0.0.1":
+            raise ValueError("EmbeddedBroker: an anonymous broker listens on 127.0.0.1 only")
         self.root = state_dir / "mqtt"
         self.port = port
         self.prefer = prefer
+        self.auth = auth
+        self.host = host
         self.logfile = self.root / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.kind = ""
+        self._watch: threading.Thread | None = None
+        self._watch_stop = threading.Event()
+
+    @property
+    def connect_host(self) -> str:
+        """The address this machine's clients reach the broker at (loopback when it listens everywhere)."""
+        return "127.0.0.1" if self.host in ALL_INTERFACES else self.host
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        """``mqtt://[user:password@]host:port`` for Sonae's own processes."""
+        if self.auth is None:
+            return f"mqtt://{self.connect_host}:{self.port}"
+        return (f"mqtt://{quote(self.auth.username, safe='')}:{quote(self.auth.password, safe='')}@"
+                f"{self.connect_host}:{self.port}")
 
     @property
     def protocol(self) -> str:
         """MQTT version the broker speaks best."""
         return "5" if self.kind == "mosquitto" else "3.1.1"
 
+    def _identity(self) -> str:
+        """What the running broker must have been started with to be reused (its auth and listener)."""
+        if self.auth is None:
+            return f"anonymous@{self.host}"
+        return f"auth:{self.auth.passwd_file}:{self.auth.acl_file}@{self.host}"
+
     def start(self, *, timeout: float = 60.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         pidfile = self.root / "broker.json"
-        if port_open("127.0.0.1", self.port):
+        if port_open(self.connect_host, self.port):
             previous = json.loads(pidfile.read_text()) if pidfile.exists() else {}
             pid = previous.get("pid")
             alive = False
@@ -292,42 +366,129 @@ class EmbeddedBroker:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, 0)
                     alive = True
-            if alive and previous.get("port") == self.port:
+            if alive and previous.get("port") == self.port and previous.get("identity") == self._identity():
                 self.kind = previous.get("kind", "mosquitto")
                 log.info("embedded broker already running", extra={"pid": pid, "port": self.port})
+                self.reload()  # it may have missed a change of the files made while nobody watched them
                 return self.url
-            raise EmbeddedError(
-                f"port {self.port} is taken by another program; set SONAE_EMBEDDED_MQTT_PORT to a free port "
-                "or SONAE_MQTT_URL to use that broker"
-            )
+            if alive and pid and previous.get("port") == self.port:
+                # ours, but started otherwise (an earlier version's anonymous broker, another listener):
+                # never keep serving a configuration that is not this one
+                log.warning("restarting the embedded broker with this configuration",
+                            extra={"pid": pid, "port": self.port})
+                _stop_pid(int(pid), timeout=10)
+            else:
+                raise EmbeddedError(
+                    f"port {self.port} is taken by another program; set SONAE_EMBEDDED_MQTT_PORT to a free port "
+                    "or SONAE_MQTT_URL to use that broker"
+                )
         mosquitto = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
         with open(self.logfile, "ab") as logfh:
             if mosquitto and self.prefer in ("auto", "mosquitto"):
                 conf = self.root / "mosquitto.conf"
                 conf.write_text(mosquitto_config(port=self.port, persistence_dir=self.root,
-                                                 run_as_root=os.geteuid() == 0))
+                                                 run_as_root=os.geteuid() == 0, auth=self.auth, host=self.host))
                 self.kind = "mosquitto"
                 cmd = [mosquitto, "-c", str(conf)]
             else:
                 conf = self.root / "amqtt.yaml"
-                conf.write_text(json.dumps({
-                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                    "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-                }))
+                conf.write_text(json.dumps(amqtt_config(port=self.port, host=self.host, auth=self.auth)))
                 self.kind = "amqtt"
                 cmd = [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(conf)]
             self.proc = subprocess.Popen(cmd, stdout=logfh, stderr=logfh, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
-        pidfile.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "kind": self.kind}))
-        log.info("embedded MQTT broker starting", extra={"kind": self.kind, "port": self.port, "pid": self.proc.pid})
-        _wait_for(lambda: port_open("127.0.0.1", self.port), timeout=timeout, what=f"embedded {self.kind} broker",
-                  proc=self.proc, logfile=self.logfile)
+        pidfile.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "kind": self.kind,
+                                       "identity": self._identity(),
+                                       **({"passwd_file": str(self.auth.passwd_file),
+                                           "acl_file": str(self.auth.acl_file)} if self.auth else {})}))
+        log.info("embedded MQTT broker starting", extra={"kind": self.kind, "host": self.host, "port": self.port,
+                                                         "pid": self.proc.pid, "auth": self.auth is not None})
+        _wait_for(lambda: port_open(self.connect_host, self.port), timeout=timeout,
+                  what=f"embedded {self.kind} broker", proc=self.proc, logfile=self.logfile)
+        if not self.host.startswith("127."):
+            log.warning("the embedded broker listens beyond this machine with plain MQTT: device passwords and "
+                        "readings cross the network unencrypted; use a TLS broker (deploy/mosquitto) beyond a "
+                        "closed network", extra={"host": self.host, "port": self.port})
+        if self.auth is not None:
+            self._watch_stop.clear()
+            self._watch = threading.Thread(target=self._watch_files, name="broker-auth-files", daemon=True)
+            self._watch.start()
         return self.url
 
+    def _stamp(self) -> tuple[tuple[int, int, int], ...]:
+        assert self.auth is not None
+        out = []
+        for path in (self.auth.passwd_file, self.auth.acl_file):
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except FileNotFoundError:
+                out.append((0, 0, 0))
+        return tuple(out)
+
+    def _watch_files(self, interval_s: float = 1.0) -> None:
+        """Reload the broker when its password or ACL file changes (``sonae devices add/remove``, an edit)."""
+        seen = self._stamp()
+        while not self._watch_stop.wait(interval_s):
+            now = self._stamp()
+            if now != seen:
+                seen = now
+                self.reload()
+
+    def reload(self) -> bool:
+        """Make the running broker read its password and ACL files again (Mosquitto: SIGHUP; amqtt reads
+        them at every connection). True when a running broker was told."""
+        return reload_embedded_broker(self.root)
+
     def stop(self) -> None:
+        self._watch_stop.set()
+        if self._watch is not None:
+            self._watch.join(5)
+            self._watch = None
         if self.proc is not None:
             _stop_process(self.proc, signal.SIGTERM, 10)
             log.info("embedded MQTT broker stopped", extra={"kind": self.kind})
             self.proc = None
             with contextlib.suppress(FileNotFoundError):
                 (self.root / "broker.json").unlink()
+
+
+def _stop_pid(pid: int, *, timeout: float) -> None:
+    """End a broker an earlier Sonae process left running (SIGTERM, then SIGKILL)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def reload_embedded_broker(mqtt_dir: Path, *, files: tuple[Path, ...] = ()) -> bool:
+    """SIGHUP the embedded Mosquitto of ``mqtt_dir`` (``<state>/mqtt``) when it runs, so it reads its
+    password and ACL files again; with ``files``, only when it uses one of them. True when told."""
+    try:
+        previous = json.loads((mqtt_dir / "broker.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if files and not any(str(f.resolve()) in (str(Path(previous.get(k, "")).resolve()) for k in
+                                              ("passwd_file", "acl_file")) for f in files):
+        return False
+    pid = previous.get("pid")
+    if not isinstance(pid, int) or previous.get("kind") != "mosquitto":
+        return False
+    try:  # a pid left in broker.json may since belong to another program
+        if b"mosquitto" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
+    except OSError:
+        return False
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except (ProcessLookupError, PermissionError):
+        return False
+    log.info("embedded broker reloads its password and ACL files", extra={"pid": pid})
+    return True

@@ -16,7 +16,9 @@ Backpressure, not unbounded queues:
 * redeliveries never double the inbox: a message is held (counted in :attr:`MqttClient.unacked`)
   from receipt to :meth:`MqttClient.ack`; when the broker sends a held packet id again after a
   reconnect (DUP), the copy is dropped and the held one is acknowledged on the resumed session.
-* publishing: :meth:`MqttClient.publish` waits while ``max_outstanding`` QoS 1 publishes await PUBACK.
+* publishing: :meth:`MqttClient.publish` waits while ``max_outstanding`` QoS 1 publishes await PUBACK;
+  one made while the broker is away is held (paho's queue, inside that window) and sent after the
+  reconnect, so a broker outage slows a publisher down and never ends it.
 
 Acknowledgements are tied to a *session*, not a connection: a persistent session resumed after a
 reconnect (CONNACK session present) keeps the packet ids of its unacknowledged messages, so those
@@ -51,10 +53,18 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client import Counter
 
 from sonae.retry import Backoff, connect_with_retry, count_failure
 
 log = logging.getLogger("sonae.mqtt")
+
+
+PUBLISHES_HELD = Counter(
+    "sonae_mqtt_publishes_held_total",
+    "QoS 1 publishes made while the broker connection was down: held in the client's window and sent after "
+    "the reconnect (none is dropped; when the window is full, publish waits); by client target",
+    ["target"])
 
 
 class MqttError(RuntimeError):
@@ -228,6 +238,8 @@ class MqttClient:
         self._pending_pubs: dict[int, asyncio.Future[None]] = {}
         self._outstanding: set[int] = set()
         self.refused_publishes = 0
+        self.held_publishes = 0  # QoS 1 publishes made while disconnected, sent after the reconnect
+        self._warned_held = False
         self.broker_limits: dict[str, Any] = {}
         self.session_present = False
 
@@ -352,6 +364,10 @@ class MqttClient:
                 if hasattr(props, name):
                     self.broker_limits[name] = getattr(props, name)
         self._connected_event.set()
+        if self._warned_held:
+            self._warned_held = False
+            log.info("mqtt reconnected: held publishes are sent", extra={"target": self.target,
+                                                                         "outstanding": len(self._outstanding)})
         if self._connected and not self._connected.done():
             self._connected.set_result(None)
         elif self._subscriptions:
@@ -393,7 +409,7 @@ class MqttClient:
             try:
                 self._client.reconnect()
                 return
-            except OSError as exc:
+            except Exception as exc:  # OSError mostly; anything else must not end reconnecting for good
                 count_failure(self.target)
                 log.warning("mqtt reconnect failed", extra={"error": str(exc)})
 
@@ -576,16 +592,31 @@ class MqttClient:
     async def publish(
         self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False, wait: bool = False
     ) -> None:
-        """Publish; waits for room in the outstanding window. With ``wait`` also waits for PUBACK."""
-        if qos == 0:
+        """Publish; waits for room in the outstanding window. With ``wait`` also waits for PUBACK.
+
+        While the broker is away a QoS 1 message is held and sent after the reconnect (counted in
+        :attr:`held_publishes` and ``sonae_mqtt_publishes_held_total{target}``); once ``max_outstanding``
+        messages are held or unacknowledged, this waits for the broker. So a broker outage never raises here.
+
+        Raises
+        ------
+        MqttError
+            paho refused the message itself (a topic or payload it cannot send), not a lost connection.
+        """
+        if qos == 0:  # at most once: while disconnected paho sends it after the reconnect, or not at all
             self._client.publish(topic, payload, qos=0, retain=retain)
             return
         await self._publish_window.acquire()
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            # Disconnected (the broker went away): paho keeps the message in its queue and sends it after the
+            # reconnect (its CONNACK handler), so it is held, inside the window, not lost and not an error
+            # (found: `sonae run --simulate` died of a 10 s broker outage on exactly this).
+            self._held_while_disconnected(topic)
+        elif info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._publish_window.release()
             raise MqttError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
-        if info.is_published():
+        elif info.is_published():  # (paho raises from is_published() for a held one)
             self._publish_window.release()
             return
         self._outstanding.add(info.mid)
@@ -594,6 +625,15 @@ class MqttClient:
             fut: asyncio.Future[None] = self._loop.create_future()
             self._pending_pubs[info.mid] = fut
             await fut
+
+    def _held_while_disconnected(self, topic: str) -> None:
+        self.held_publishes += 1
+        PUBLISHES_HELD.labels(self.target).inc()
+        if not self._warned_held:
+            self._warned_held = True
+            log.warning("mqtt publish while the broker is away: held until the reconnect (at most max_outstanding, "
+                        "then publish waits)", extra={"target": self.target, "topic": topic,
+                                                      "max_outstanding": self.max_outstanding})
 
     async def flush(self, *, timeout: float = 30.0) -> None:
         """Wait until every QoS 1 publish has been acknowledged by the broker."""

@@ -273,7 +273,7 @@ def sonae_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedB
     if configured:
         yield configured
         return
-    broker = EmbeddedBroker(tmp_path_factory.mktemp("mqtt"), port=free_port())
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("mqtt"), port=free_port(), anonymous=True)
     broker.start()
     try:
         yield broker

@@ -290,7 +290,7 @@ class Rig:
         # ingestor's real reconnect delay from the broker-restart trials.
         self.mqtt_via_proxy = mqtt_via_proxy
         self.prefix = f"f{uuid.uuid4().hex[:8]}/v1"
-        self.broker = EmbeddedBroker(workdir / "broker", port=free_port())
+        self.broker = EmbeddedBroker(workdir / "broker", port=free_port(), anonymous=True)
         self.mqtt_proxies: list[TcpProxy] = []
         self.db_proxy: TcpProxy | None = None
         self.ingestors: list[Ingestor] = []

@@ -33,7 +33,7 @@ def _failures(target: str) -> float:
 
 @needs_mosquitto
 async def test_first_connect_waits_for_a_broker_that_is_down(tmp_path: Path) -> None:
-    broker = EmbeddedBroker(tmp_path, port=free_port())
+    broker = EmbeddedBroker(tmp_path, port=free_port(), anonymous=True)
     before = _failures("mqtt")
     client = MqttClient(broker.url, client_id=f"first-{uuid.uuid4().hex[:6]}")
     connecting = asyncio.create_task(client.connect())
@@ -65,7 +65,7 @@ async def test_rules_worker_publishes_alert_state_once_the_broker_comes_up(pool:
     """The broker is down when the worker becomes leader: the active order is published (retained)
     within seconds of the broker starting; an order cancelled while the broker is down again has its
     retained copy removed after the broker is back."""
-    broker = EmbeddedBroker(tmp_path, port=free_port())
+    broker = EmbeddedBroker(tmp_path, port=free_port(), anonymous=True)
     root = alert_topic_root(f"t{uuid.uuid4().hex[:8]}/v1")
     ring = [[140.35, 37.39], [140.40, 37.39], [140.40, 37.42], [140.35, 37.42], [140.35, 37.39]]
     async with pool.acquire() as conn:

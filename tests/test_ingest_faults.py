@@ -137,7 +137,7 @@ async def test_broker_restart_mid_stream(settings: Settings, pool: asyncpg.Pool,
     """A broker restart loses nothing with the default settings (a plain persistent subscription):
     the second half is published while the ingestor is still reconnecting, and the broker queues it
     for the resumed session."""
-    broker = EmbeddedBroker(tmp_path / "broker", port=free_port())
+    broker = EmbeddedBroker(tmp_path / "broker", port=free_port(), anonymous=True)
     broker.start()
     settings = settings.replace(mqtt__url=broker.url, mqtt__protocol=broker.protocol)
     assert settings["ingest.shared_group"] == "" and settings["ingest.partition"] == ""

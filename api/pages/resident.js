@@ -364,6 +364,8 @@
       loadRoute("live");
     }
     state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
+    // the drill town (no boundary, inside a real municipality): the position is in it too, for drills only
+    state.exerciseMunicipality = body.exercise_municipality_code || null;
     const drillBefore = state.drill;
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
@@ -683,15 +685,19 @@
     if (!pushSupported()) { status.textContent = t("pushUnsupported"); return; }
     if (!state.pos) { status.textContent = t("pushNeedPlace"); return; }
     const choice = $("push-area").value;
-    let area;
+    const drills = $("push-drills").checked;
+    let areas;
     if (choice === "municipality") {
       const near = nearestShelter(state.pos);
       const code = state.municipality || (near && near.municipality_code);
-      if (!code) { status.textContent = t("pushNeedPlace"); return; }
-      area = { municipality_code: code };
+      // in the drill town the position is in it too for drills (alerting/drilltown.py): its whole-town drill
+      // orders reach a subscriber taking drills; without drills it is no place of theirs (the server refuses it)
+      const drillTown = drills ? state.exerciseMunicipality : null;
+      if (!code && !drillTown) { status.textContent = t("pushNeedPlace"); return; }
+      areas = [code, drillTown].filter((c, i, all) => c && all.indexOf(c) === i).map((c) => ({ municipality_code: c }));
     } else {
       // rounded here already: the server keeps no more than ~100 m either
-      area = { lat: Math.round(state.pos.lat * 1000) / 1000, lon: Math.round(state.pos.lon * 1000) / 1000, radius_m: Number(choice) };
+      areas = [{ lat: Math.round(state.pos.lat * 1000) / 1000, lon: Math.round(state.pos.lon * 1000) / 1000, radius_m: Number(choice) }];
     }
     status.textContent = t("pushWorking");
     try {
@@ -702,7 +708,7 @@
       if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uBytes(key) });
       const r = await fetch("/api/v1/push/subscriptions", {
         method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ subscription: sub.toJSON(), areas: [area], lang: PUSH_LANG[state.lang], drills: $("push-drills").checked }),
+        body: JSON.stringify({ subscription: sub.toJSON(), areas, lang: PUSH_LANG[state.lang], drills }),
       });
       if (!r.ok) throw new Error("HTTP " + r.status);
       const made = await r.json();

@@ -181,12 +181,12 @@ async def test_push_keys_padded_or_not(served: Any, padded: bool) -> None:
 
     # as a browser's PushSubscription.toJSON() gives it, expirationTime included
     resp = await client.post("/api/v1/push/subscriptions", json={
-        "subscription": {"endpoint": "https://push.example/send/1", "expirationTime": None,
+        "subscription": {"endpoint": "https://fcm.googleapis.com/fcm/send/1", "expirationTime": None,
                          "keys": {"p256dh": b64(_point(7)), "auth": b64(bytes(range(16)))}},
         "areas": [{"municipality_code": KORI}]})
     assert resp.status == 201, await resp.text()
     body = await _problem(await client.post("/api/v1/push/subscriptions", json={
-        "subscription": {"endpoint": "https://push.example/send/1",
+        "subscription": {"endpoint": "https://fcm.googleapis.com/fcm/send/1",
                          "keys": {"p256dh": b64(b"\x04" + bytes(64)), "auth": b64(bytes(range(16)))}},
         "areas": [{"municipality_code": KORI}]}))
     assert (body["field"], body["rule"]) == ("subscription.keys.p256dh", "format:p256-public-key")

@@ -121,7 +121,33 @@ def test_emqx_rules_mirror_the_acl() -> None:
     users, rules = emqx_requests(client, "pw")
     assert users["body"] == {"user_id": "g1", "password": "pw", "is_superuser": False}
     assert rules["body"][0]["rules"] == [{"action": "publish", "permission": "allow",
-                                          "topic": "sonae/v1/072036/g1/+"}]
+                                          "topic": "sonae/v1/072036/g1/+"},
+                                         {"action": "all", "permission": "deny", "topic": "#"},
+                                         {"action": "all", "permission": "deny", "topic": "$SYS/#"}]
+
+
+def _emqx_decides(rules: list[dict[str, str]], action: str, topic: str, *, no_match: str = "allow") -> str:
+    """EMQX 5's built-in database authorizer: a user's rules in order, the first that matches decides; none:
+    ``authorization.no_match`` (default allow)."""
+    from sonae.mosquitto_files import topic_matches
+
+    for rule in rules:
+        if rule["action"] in (action, "all") and topic_matches(topic, rule["topic"]):
+            return rule["permission"]
+    return no_match
+
+
+def test_emqx_rules_deny_what_they_do_not_allow_even_with_emqxs_default_no_match() -> None:
+    """Found (breakit7 F4): allow rules only, and EMQX 5 defaults ``authorization.no_match = allow``, so a
+    device could publish any other station's readings."""
+    from app.provisioning import Client
+
+    client = Client("g1", "device", grants_for("device", "g1", municipalities=["072036"]))
+    rules = emqx_requests(client, "pw")[1]["body"][0]["rules"]
+    assert _emqx_decides(rules, "publish", "sonae/v1/072036/g1/level") == "allow"
+    for action, topic in (("publish", "sonae/v1/072036/other/level"), ("publish", "sonae/alerts/072036/x"),
+                          ("subscribe", "sonae/v1/#"), ("subscribe", "$SYS/brokers"), ("publish", "anything")):
+        assert _emqx_decides(rules, action, topic) == "deny", (action, topic)
 
 
 def test_cli(tmp_path: Path) -> None:
@@ -142,6 +168,9 @@ def test_cli(tmp_path: Path) -> None:
     assert "gauge-7" in out.stdout and "partner" in out.stdout
     assert sonae("remove", "gauge-7").returncode == 0
     assert sonae("remove", "gauge-7").returncode == 1
+    out = sonae("add", "gauge-8", "--municipality", "072036", "--format", "emqx")
+    assert out.returncode == 0 and json.loads(out.stdout)[1]["body"][0]["rules"][-2]["permission"] == "deny"
+    assert "authorization.no_match = deny" in out.stderr
 
 
 def test_adapting_a_config_keeps_everything_but_ports_and_paths(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ async def running(pool: asyncpg.Pool, **kwargs: Any) -> AsyncIterator[DeliveryWo
     kwargs.setdefault("max_attempts", 4)
     kwargs.setdefault("sweep_s", 1.0)
     kwargs.setdefault("webhook_rate_per_s", 100)
+    kwargs.setdefault("allow_loopback", True)  # the receivers here are on 127.0.0.1 (notify.push_allow_http)
     worker = DeliveryWorker(pool, **kwargs)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
+from alerting.worker import RulesWorker
 from ingest.registry import get_station
 from simulators.fleet import Fleet
 from simulators.manager import SimulationManager, register_stations
@@ -63,10 +64,10 @@ async def test_fault_drill_effects_reach_the_database(settings: Settings, pool: 
     async with pool.acquire() as conn:
         reasons = {r["reason"] for r in await conn.fetch("SELECT DISTINCT reason FROM dead_letters")}
         origin = datetime.fromtimestamp(fleet.origin_epoch, UTC)
-        # dropout: the gauge is silent from 2 h to 3 h 30 min
+        # dropout: the gauge is silent from 4 h 30 min to the end of the run
         silent = await conn.fetchval(
-            "SELECT count(*) FROM readings WHERE station_id = 'sim-f-dropout' AND ts >= $1 AND ts < $2",
-            origin + timedelta(hours=2), origin + timedelta(hours=3, minutes=30))
+            "SELECT count(*) FROM readings WHERE station_id = 'sim-f-dropout' AND ts >= $1",
+            origin + timedelta(hours=4, minutes=30))
         around = await conn.fetchval("SELECT count(*) FROM readings WHERE station_id = 'sim-f-dropout'")
         stuck = await conn.fetch(
             "SELECT DISTINCT value FROM readings WHERE station_id = 'sim-f-stuck' AND ts >= $1 AND ts < $2",
@@ -85,6 +86,14 @@ async def test_fault_drill_effects_reach_the_database(settings: Settings, pool: 
     assert skewed == 0  # their readings were a day in the future: dead letters, not rows
     per_station = len(samples) // len(fleet.stations)
     assert late_order == 2 * per_station  # late and out-of-order readings all stored, none lost
+    # the silent-gauge alert the drill promises: the rules worker reads what ingest stored, and its silent
+    # check (the wall clock, as for a real gauge) finds the dropout gauge's newest reading 90 min old
+    worker = RulesWorker(pool)
+    async with pool.acquire() as conn:
+        await worker.step(conn)
+        await worker.check_silent(conn)
+        alerts = await conn.fetch("SELECT station_id, exercise, level, cleared_at FROM alerts WHERE condition = 'silent'")
+    assert [(a["station_id"], a["exercise"], a["cleared_at"]) for a in alerts] == [("sim-f-dropout", True, None)]
 
 
 async def test_jiseiji_replay_crosses_thresholds_in_order_as_an_exercise(settings: Settings,
@@ -168,8 +177,8 @@ def test_cli_simulate_runs_a_scenario(settings: Settings, tmp_path: Path) -> Non
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "simulation 'faults-drill' finished" in done.stdout
-    assert "published 421 messages" in done.stdout and "dead letters 18" in done.stdout
-    assert "registered 9 of 9" in done.stderr
+    assert "published 420 messages" in done.stdout and "dead letters 18" in done.stdout
+    assert "registered 9 of 9" in done.stderr and "dropout" not in done.stderr  # its alert is due
     bad = subprocess.run([*cmd[:4], "--replay", "nope"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--replay" in bad.stderr
     assert not (tmp_path / "state" / "postgres").exists()

@@ -34,7 +34,7 @@ def test_status_lines_show_devices_rate_levels_and_faults() -> None:
 
 def test_summary_lists_faults_and_expected_effects() -> None:
     text = summary(_stats_after_plan())
-    assert "published 421 messages" in text
+    assert "published 420 messages" in text
     assert "malformed 12" in text and "dead letters 18" in text and "duplicate rows 97" in text
 
 
@@ -48,4 +48,4 @@ def test_display_redraws_in_place_on_a_terminal_and_prints_lines_otherwise() -> 
     assert tty.getvalue().count(f"\x1b[{n}F") == 1  # the second frame moves up over the first
     plain = io.StringIO()
     ProgressDisplay(stats, stream=plain, tty=False).draw()
-    assert plain.getvalue().startswith("simulate: t=6:00:00/6:00:00 published=421") and "\x1b" not in plain.getvalue()
+    assert plain.getvalue().startswith("simulate: t=6:00:00/6:00:00 published=420") and "\x1b" not in plain.getvalue()

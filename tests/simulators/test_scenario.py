@@ -68,3 +68,19 @@ def test_replay_window_times_without_an_offset_are_japan_time(start: str) -> Non
     """sonae.japantime's one rule: a string or TOML local date-time without an offset is JST."""
     sc = loads_scenario(f"[replay]\nformat = 'jiseiji'\npath = 'x.csv'\nstart = {start}\n")
     assert sc.replay is not None and sc.replay.start == datetime(2023, 6, 30, 19, 40, tzinfo=UTC)
+
+
+def test_a_dropout_too_short_for_the_wall_clock_is_told_and_the_drills_is_not() -> None:
+    """faults-drill promised a silent-gauge alert that its mid-run dropout (90 min at 600×: 9 s) never raised."""
+    drill = load_scenario(SCENARIOS / "faults-drill.toml")
+    for accel in (600.0, math.inf):
+        assert Fleet(drill.with_overrides(accel=accel)).unseen_dropouts(3.0) == []
+    text = (SCENARIOS / "faults-drill.toml").read_text(encoding="utf-8")
+    mid_run = loads_scenario(text.replace('start = "4h30m"       # no end: it does not come back',
+                                          'start = "2h"\nend = "3h30m"'))
+    (note,) = Fleet(mid_run).unseen_dropouts(3.0)  # the scenario's own accel, 600
+    assert note.startswith("dropout of sim-f-dropout (7200 s to 12600 s") and "9 real seconds" in note
+    assert "1800 s" in note and "--accel" in note
+    assert len(Fleet(mid_run.with_overrides(accel=math.inf)).unseen_dropouts(3.0)) == 1
+    assert Fleet(mid_run.with_overrides(accel=1.0)).unseen_dropouts(3.0) == []  # live: 90 min ≥ 30 min
+    assert Fleet(mid_run).unseen_dropouts(10.0) == []  # 100 min to be silent: the gap is too short anyway
