@@ -1003,8 +1003,11 @@ def test_staff_console_shows_official_information_as_it_comes_without_waiting_fo
         page.evaluate("clearInterval(window.sonaeStaff.timer)")
         assert page.locator("#official tr[data-municipality='072010']").count() == 0
         telegram = tmp_path / "landslide-fukushima.xml"
-        telegram.write_bytes(substitute(sample(LANDSLIDE[0]), code7="1420600", name="小田原市", as_code7="0720100",
-                                        as_name="福島市", status="訓練"))
+        data = substitute(sample(LANDSLIDE[0]), code7="1420600", name="小田原市", as_code7="0720100", as_name="福島市",
+                          status="訓練").decode("utf-8")
+        # an event of its own: the koriyama telegram of another test has the sample's EventID (this one would be stale)
+        data = re.sub(r"<EventID>([^<]*)</EventID>", r"<EventID>\1/fukushima-live</EventID>", data, count=1)
+        telegram.write_bytes(data.encode("utf-8"))
         done = subprocess.run([sys.executable, "-m", "app.cli", "jma", "import", str(telegram)], env=sonae.env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "applied 1" in done.stdout, done.stdout + done.stderr
