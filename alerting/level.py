@@ -44,6 +44,10 @@ NEARBY_GAUGE_M = 5000.0
 #: 大雨 names none: in H27 telegrams it covers 土砂災害 and 浸水害 alike, in R06 only 浸水害 (土砂災害 has
 #: its own telegram, VPWW56), so the route keeps the resident's own choice.
 HAZARD_OF = {"土砂災害": "landslide", "津波": "tsunami", "洪水": "flood", "高潮": "storm_surge"}
+#: the order hazards of the same level are listed in (and ``hazard`` chosen by): evac.hazards.HAZARD_TYPES
+#: (alerting does not import evac; tests/alerting check the two agree). Flood comes before landslide.
+HAZARD_ORDER = ("flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding",
+                "volcano")
 _PHENOMENON = {
     "土砂災害": ("landslide", "どしゃさいがい"), "洪水": ("flood", "こうずい"), "大雨": ("heavy rain", "おおあめ"),
     "高潮": ("storm surge", "たかしお"), "津波": ("tsunami", "つなみ"),
@@ -192,9 +196,46 @@ class LevelInForce:
         return self.top.level if self.top else None
 
     @property
+    def hazards(self) -> list[HazardInForce]:
+        """Every hazard the counted sources name, each at the highest level of its sources: highest level
+        first, ties in :data:`HAZARD_ORDER` (flood before landslide). Sources naming none (大雨, an order
+        without a hazard) count for the level, not here."""
+        by: dict[str, list[Source]] = {}
+        for s in self.sources:
+            if s.hazard:
+                by.setdefault(s.hazard, []).append(s)
+        rank = {h: i for i, h in enumerate(HAZARD_ORDER)}
+        out = [HazardInForce(h, max(s.level for s in ss), ss) for h, ss in by.items()]
+        out.sort(key=lambda x: (-x.level, rank.get(x.hazard, len(rank)), x.hazard))
+        return out
+
+    @property
     def hazard(self) -> str | None:
-        """The hazard routes should avoid: that of the highest source that names one."""
-        return next((s.hazard for s in self.sources if s.hazard), None)
+        """The one hazard older clients route for: the first of :attr:`hazards` (None: none named)."""
+        hs = self.hazards
+        return hs[0].hazard if hs else None
+
+    @property
+    def route_hazard(self) -> str | None:
+        """Every hazard in force joined by commas in :data:`HAZARD_ORDER`, as ``/api/v1/route?hazard=`` takes
+        them (the route ends at a shelter rated for all of them); None: none named."""
+        names = {h.hazard for h in self.hazards}
+        order = [h for h in HAZARD_ORDER if h in names] + sorted(names - set(HAZARD_ORDER))
+        return ",".join(order) or None
+
+
+@dataclass(frozen=True)
+class HazardInForce:
+    """One hazard in force: ``level`` the highest of ``sources`` (those naming it, highest first)."""
+
+    hazard: str
+    level: int
+    sources: list[Source]
+
+    def as_json(self, language: str) -> dict[str, Any]:
+        return {"hazard": self.hazard, "level": self.level, "exercise": all(s.exercise for s in self.sources),
+                "sources": [{"kind": s.kind, "level": s.level, "exercise": s.exercise, "name": s.name[language]}
+                            for s in self.sources]}
 
 
 def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

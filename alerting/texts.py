@@ -1,8 +1,12 @@
 """Alert texts in Japanese, English and やさしい日本語 (easy Japanese), per condition and level.
 
-Wording follows the Cabinet Office's 避難情報に関するガイドライン (令和3年): 警戒レベル3 高齢者等避難,
-警戒レベル4 避難指示, 警戒レベル5 緊急安全確保. River-gauge alerts say "…相当" (equivalent): a gauge
-gives the 警戒レベル相当情報; the order itself is the municipality's (see evacuation orders).
+Wording follows the Cabinet Office's 避難情報に関するガイドライン (令和3年5月): 警戒レベル3 高齢者等避難,
+警戒レベル4 避難指示, 警戒レベル5 緊急安全確保, which only a municipality issues (evacuation orders).
+River-gauge alerts say "…相当" (equivalent) in every language (やさしい日本語: "けいかいレベルN ぐらい"): a gauge
+gives the 警戒レベル相当情報 (氾濫注意情報 2相当, 氾濫警戒情報 3相当, 氾濫危険情報 4相当; the stage names 氾濫注意水位,
+避難判断水位, 氾濫危険水位 kept by 国土交通省・気象庁「防災気象情報に関する検討会」取りまとめ, 令和6年6月, which puts
+the level number first, e.g. レベル４氾濫危険警報) and the action, never an order's name (found: the resident page
+showed "警戒レベル4相当 避難指示" for a gauge; its own table, api/pages/resident.js GAUGE, follows this one).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ _RIVER: dict[int, dict[str, Text]] = {
         "en-US": Text("River flood caution (alert level 2 equivalent)",
                       "The river at {place} reached the flood caution stage (alert level 2 equivalent)",
                       "Check your hazard map, your evacuation site and how to get there."),
-        "ja-JP-x-easy": Text("かわに ちゅうい（レベル2）", "{place}の かわの みずが おおく なっています",
+        "ja-JP-x-easy": Text("かわに ちゅうい（けいかいレベル2 ぐらい）", "{place}の かわの みずが おおく なっています",
                              "にげる ばしょと みちを たしかめて ください。"),
     },
     3: {
@@ -46,7 +50,7 @@ _RIVER: dict[int, dict[str, Text]] = {
                       "The river at {place} reached the evacuation-judgement stage (alert level 3 equivalent)",
                       "Older people and others who need time: evacuate from dangerous places now. "
                       "Everyone else: get ready to evacuate."),
-        "ja-JP-x-easy": Text("かわが あぶない（レベル3）", "{place}の かわが あぶなく なっています",
+        "ja-JP-x-easy": Text("かわが あぶない（けいかいレベル3 ぐらい）", "{place}の かわが あぶなく なっています",
                              "おとしよりなどは すぐに にげて ください。ほかの ひとも にげる じゅんびを して ください。"),
     },
     4: {
@@ -55,7 +59,7 @@ _RIVER: dict[int, dict[str, Text]] = {
         "en-US": Text("River flood danger (alert level 4 equivalent)",
                       "The river at {place} reached the flood danger stage (alert level 4 equivalent)",
                       "Everyone must evacuate from dangerous places."),
-        "ja-JP-x-easy": Text("かわが とても あぶない（レベル4）", "{place}の かわが あふれる かもしれません",
+        "ja-JP-x-easy": Text("かわが とても あぶない（けいかいレベル4 ぐらい）", "{place}の かわが あふれる かもしれません",
                              "あぶない ばしょから みんな にげて ください。"),
     },
     5: {
@@ -64,7 +68,7 @@ _RIVER: dict[int, dict[str, Text]] = {
         "en-US": Text("River overflowing (alert level 5 equivalent)",
                       "The river at {place} reached the overflow stage (alert level 5 equivalent)",
                       "Your life is in danger. Secure your safety immediately."),
-        "ja-JP-x-easy": Text("かわの みずが あふれそう（レベル5）", "{place}の かわの みずが あふれそうです",
+        "ja-JP-x-easy": Text("かわの みずが あふれそう（けいかいレベル5 ぐらい）", "{place}の かわの みずが あふれそうです",
                              "いのちが あぶないです。すぐに あんぜんな ところへ いって ください。"),
     },
 }
@@ -79,7 +83,7 @@ _RIVER_TREND: dict[str, Text] = {
     "en-US": Text("River flood warning (alert level 3 equivalent)",
                   "The river at {place} is rising and forecast to reach the flood danger stage "
                   "(alert level 3 equivalent)", _RIVER[3]["en-US"].instruction),
-    "ja-JP-x-easy": Text("かわが あぶない（レベル3）", "{place}の かわの みずが どんどん ふえて います",
+    "ja-JP-x-easy": Text("かわが あぶない（けいかいレベル3 ぐらい）", "{place}の かわの みずが どんどん ふえて います",
                          _RIVER[3]["ja-JP-x-easy"].instruction),
 }
 
@@ -88,7 +92,7 @@ _RIVER_TREND: dict[str, Text] = {
 _RIVER_FALLING = {
     "ja-JP": Text("警戒レベル{level}相当（水位低下中）", "{place}の水位は下がり始めましたが、警戒レベル{level}相当が続いています", ""),
     "en-US": Text("", "The river at {place} has begun to fall; alert level {level} equivalent continues", ""),
-    "ja-JP-x-easy": Text("", "{place}の かわの みずは へりはじめました。でも まだ あぶないです（レベル{level}）", ""),
+    "ja-JP-x-easy": Text("", "{place}の かわの みずは へりはじめました。でも まだ あぶないです（けいかいレベル{level} ぐらい）", ""),
 }
 
 #: a gauge's 水防団待機 (staff only) held while the river falls (reason ``alerting.rules.HELD``): standby is no

@@ -6,7 +6,9 @@ against a bare aiohttp endpoint, and each layer of coroutines costs every reques
 1. **problems** (RFC 9457): a request holding a NUL character is refused; a :class:`~api.problems.Problem`,
    an ``HTTPException`` of 400 or more, or any other error becomes an ``application/problem+json``
    answer (an unexpected error is logged with the path, never the query: residents' positions are in
-   it); a redirect (``HTTPException`` under 400) passes through;
+   it); a database that cannot be reached (:func:`sonae.db.database_unreachable`: down, restarting, refusing
+   connections, a connection lost) is a ``503`` with ``Retry-After`` (:data:`UNREACHABLE_RETRY_AFTER_S`),
+   not a 500; a redirect (``HTTPException`` under 400) passes through;
 2. **security headers** (``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``,
    ``X-Frame-Options: DENY``, unless the handler set its own, e.g. the pages' CSP answers) are not added
    here but by :func:`secure_on_prepare`, an ``on_response_prepare`` signal at the depth of :mod:`api.vary`
@@ -47,6 +49,7 @@ from api.compression import COMPRESSIBLE, MIN_BYTES, accepts_gzip
 from api.parsefaults import body_fault
 from api.problems import Problem, problem_response
 from api.vary import merge_recorded
+from sonae.db import database_unreachable
 
 log = logging.getLogger("sonae.api")
 
@@ -119,6 +122,12 @@ STATS = RequestStats()
 REGISTRY.register(STATS)
 
 
+#: seconds a client is asked to wait (``Retry-After``) when the database cannot be reached
+#: (:func:`sonae.db.database_unreachable`): every handler's such fault is a 503, never a 500
+UNREACHABLE_RETRY_AFTER_S = 10
+UNREACHABLE_DETAIL = ("the service cannot reach its database just now; the information could not be read. "
+                      "Try again shortly; until then, follow your municipality's announcements.")
+
 _BODIES = (bytes, bytearray)
 
 
@@ -163,6 +172,14 @@ def _problem(exc: BaseException, request: web.Request) -> web.Response | None:
         # its own headers (a 405's Allow, RFC 9110 §15.5.6; a 401's WWW-Authenticate), not its body's
         kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
         return problem_response(exc.status_code, exc.reason, headers=kept)
+    if database_unreachable(exc):
+        # the database is down, restarting or refusing connections: a temporary fault of this service, not
+        # a broken request or a bug (found: /api/v1/level answered 500 during an outage, and the resident
+        # page could not tell "try again" from "wrong"); logged without a traceback, with the path only
+        log.warning("database unreachable: answered 503", extra={"path": request.path, "error": type(exc).__name__})
+        return problem_response(503, "Service Unavailable", UNREACHABLE_DETAIL,
+                                headers={"Retry-After": str(UNREACHABLE_RETRY_AFTER_S)},
+                                retry_after_s=UNREACHABLE_RETRY_AFTER_S, reason="database_unreachable")
     log.error("unhandled error", exc_info=exc, extra={"path": request.path})
     return problem_response(500, "Internal Server Error", "the error was logged")
 

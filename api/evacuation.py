@@ -2,8 +2,9 @@
 
 * ``GET /api/v1/route?lat=&lon=&hazard=flood&profile=walk&lang=ja``: the route to the nearest safe
   shelter as a GeoJSON Feature (``status`` ok | at_shelter (the resident is within ``evac.engine.AT_SHELTER_M``
-  of a suitable shelter: that shelter, distance 0, no line) | no_safe_route | no_shelter_in_area | inside_hazard |
-  off_network; outside the network's area a 422 problem with ``status_code`` outside_area and guidance);
+  of a suitable shelter: that shelter, distance 0, no line) | no_safe_route | no_shelter_in_area |
+  no_shelter_for_all_hazards (``hazard`` a set, ``flood,landslide``, and no shelter rated for all: no route,
+  guidance to the municipality's instruction and 屋内安全確保) | inside_hazard | off_network; outside the network's area a 422 problem with ``status_code`` outside_area and guidance);
 * ``GET /api/v1/shelters/nearest?lat=&lon=&hazard=&profile=&k=3``: the k nearest safe shelters;
 * ``GET /api/v1/shelters?municipality=&hazard=&bbox=&q=&limit=&format=geojson|json|csv``: shelters (open
   data): all of them, or those in a box (``bbox``, the resident page's map view widened to a grid) or whose
@@ -46,7 +47,7 @@ from evac import store
 from evac.engine import Engine
 from evac.graph import PROFILE_NAMES
 from evac.guidance import status_text, status_texts
-from evac.hazards import HAZARD_TYPES
+from evac.hazards import HAZARD_TYPES, hazard_set
 from evac.routes import route_body
 from evac.service import EngineUnavailable, EvacService
 
@@ -114,8 +115,23 @@ def _placed(service: EvacService, lat: float, lon: float) -> tuple[tuple[float, 
     return placed
 
 
+def _hazards(request: web.Request) -> str:
+    """``?hazard=``: one hazard, or every hazard in force at once joined by commas (``flood,landslide``;
+    one parameter, not repeated ones): the route then ends at a shelter rated for all of them. The set is
+    made canonical (:func:`evac.hazards.hazard_set`: each once, in ``HAZARD_TYPES`` order), so every
+    spelling of a set shares one field; a set is an on-demand field like any other (``evac.max_fields``)."""
+    raw = one(request, "hazard")
+    if raw is None:
+        return "flood"
+    try:
+        return hazard_set(raw)
+    except ValueError:
+        raise bad("hazard", f"parameter 'hazard' must be one of {', '.join(HAZARD_TYPES)}, or several of them "
+                  "joined by ','") from None
+
+
 def _query(request: web.Request) -> tuple[str, str, bool]:
-    hazard = choice(request, "hazard", HAZARD_TYPES, "flood")
+    hazard = _hazards(request)
     profile = choice(request, "profile", PROFILE_NAMES, "walk")
     exercise = bool(flag(request, "exercise"))
     return hazard, profile, exercise

@@ -4,9 +4,12 @@
 The rules live in the alerting domain, ``alerting.level``: the level in force (official information,
 gauges and staff orders, each named as a source), a point's municipality (``municipality_at``) and
 what residents read (``guidance``). This module only parses the request and serialises the answer
-(``sources``: each source with its name in the request's language, ``hazard``: the hazard a route
-should avoid, ``exercise_municipality_code``: the drill town's code when the point lies in it, the
-municipality it is in for exercise answers besides ``municipality_code``, else null). The position serves this answer only; it is never logged or stored.
+(``sources``: each source with its name in the request's language; ``hazards``: every hazard in force,
+``[{hazard, level, exercise, sources}]``, highest level first, ties in ``alerting.level.HAZARD_ORDER``;
+``hazard``: the first of them, kept for older clients; ``route_hazard``: all of them as ``/api/v1/route``
+takes them, ``flood,landslide``; ``exercise_municipality_code``: the drill town's code when the point lies
+in it, the municipality it is in for exercise answers besides ``municipality_code``, else null). The
+position serves this answer only; it is never logged or stored.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ async def current_level(request: web.Request) -> web.Response:
         "exercise": top is not None and top.exercise,
         "exercise_in_progress": answer.exercise_in_progress,
         "hazard": answer.hazard,
+        "hazards": [h.as_json(language) for h in answer.hazards],
+        "route_hazard": answer.route_hazard,
         "sources": [s.as_json(language) for s in answer.sources],
         "alerts": [{"id": a["id"], "condition": a["condition"], "level": a["level"], "exercise": a["exercise"],
                     "station_id": a["station_id"], "order_id": a["order_id"]} for a in answer.alerts],

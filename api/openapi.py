@@ -39,7 +39,11 @@ def p(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
 
 LAT = q("lat", {"type": "number", "minimum": -90, "maximum": 90}, required=True, description="latitude (WGS 84)")
 LON = q("lon", {"type": "number", "minimum": -180, "maximum": 180}, required=True, description="longitude (WGS 84)")
-HAZARD = q("hazard", {"type": "string", "enum": HAZARDS, "default": "flood"})
+_ONE_HAZARD = "(" + "|".join(HAZARDS) + ")"
+HAZARD = q("hazard", {"type": "string", "pattern": f"^{_ONE_HAZARD}(,{_ONE_HAZARD})*$", "default": "flood"},
+           description="one hazard, or every hazard in force at once joined by commas (flood,landslide; one "
+                       "parameter, not repeated): the shelter is then rated for all of them (GSI flags) and every "
+                       "area in force is avoided; with none rated for all, status no_shelter_for_all_hazards")
 PROFILE = q("profile", {"type": "string", "enum": PROFILES, "default": "walk"})
 #: a language named as a value: any spelling Accept-Language takes (api.language.language_of); stored canonical
 LANG_TAG = {"type": "string", "maxLength": 64, "pattern": TAG_PATTERN, "description": ACCEPTED}
@@ -201,7 +205,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # -- evacuation (residents) ---------------------------------------------------------------
     ("get", "/api/v1/route"): {
         "summary": "Evacuation route from a point to the nearest suitable open shelter", "tags": ["residents"],
-        "description": "The position is used for this answer only: never logged or stored.",
+        "description": "The position is used for this answer only: never logged or stored. `status`: ok | "
+                       "at_shelter | no_safe_route | no_shelter_in_area | no_shelter_for_all_hazards (a hazard set "
+                       "and no open shelter rated for every hazard of it: no route to a partly rated one; the "
+                       "guidance gives the municipality's instruction and 屋内安全確保) | inside_hazard | "
+                       "off_network. `hazard` is the canonical set (each once, in the order of /api/v1/service).",
         "parameters": [LAT, LON, HAZARD, PROFILE, LANG, EXERCISE],
         "responses": {**ok({"type": "object", "required": ["type", "properties"]}), **errors(400, 422, 429, 503)}},
     ("get", "/api/v1/shelters/nearest"): {
@@ -216,10 +224,23 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "the area covered (never that no alert level is in force). A point in the drill town (訓練町, "
                        "079995; it has no boundary and lies inside 郡山市) answers its real municipality in "
                        "`municipality_code` and 079995 in `exercise_municipality_code`: the drill town's "
-                       "whole-town exercise orders count there too.",
+                       "whole-town exercise orders count there too. "
+                       "`hazards`: every hazard in "
+                       "force there, `[{hazard, level, sources}]` (level: the highest of its sources; sources: "
+                       "those setting it, `{kind, level, exercise, name}`), highest level first, ties in the order of /api/v1/service's "
+                       "`hazards` (flood before landslide); `hazard` is the first of them (null: none) and "
+                       "`route_hazard` all of them joined by commas, as /api/v1/route takes them.",
         "parameters": [q("lat", {"type": "number", "minimum": -90, "maximum": 90}),
                        q("lon", {"type": "number", "minimum": -180, "maximum": 180}), MUNICIPALITY, LANG],
-        "responses": {**ok(), **errors(400, 422, 429, 503)}},
+        "responses": {**ok({"type": "object", "required": ["hazard", "hazards", "sources"], "properties": {
+            "hazard": {"type": ["string", "null"], "enum": [*HAZARDS, None]},
+            "route_hazard": {"type": ["string", "null"]},
+            "hazards": {"type": "array", "items": {"type": "object", "required": ["hazard", "level", "sources"],
+                        "properties": {"hazard": {"type": "string", "enum": HAZARDS},
+                                       "level": {"type": "integer", "minimum": 1, "maximum": 5},
+                                       "exercise": {"type": "boolean"},
+                                       "sources": {"type": "array", "items": {"type": "object"}}}}},
+            "sources": {"type": "array", "items": {"type": "object"}}}}), **errors(400, 422, 429, 503)}},
     ("get", "/api/v1/official"): {
         "summary": "Official information in force (気象庁防災情報XML) per municipality, with the suggested order",
         "tags": ["residents"], "parameters": [MUNICIPALITY, LANG],
@@ -591,8 +612,10 @@ COMPONENTS: dict[str, Any] = {
             "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"}}},
         "Station": {"type": "object", "required": ["id", "name", "thresholds", "latest"], "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "thresholds": {"type": "object"},
-            "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "name_en": {"type": ["string", "null"]}, "kana": {"type": ["string", "null"],
+                                                               "description": "the name's reading, as registered"},
+            "thresholds": {"type": "object"}, "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
     },
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                    "description": "POST /api/v1/auth/token returns the token"}},

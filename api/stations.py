@@ -33,7 +33,8 @@ def station_json(row: dict[str, Any]) -> dict[str, Any]:
         latest = {"ts": _iso(row["latest_ts"]), "value": row["latest_value"], "unit": "m",
                   "exercise": row["latest_exercise"]}
     return {
-        "id": row["id"], "name": row["name"], "name_en": row.get("name_en"), "kind": row["kind"],
+        # kana: the name's reading as registered (the resident page's やさしい日本語 shows it after the kanji)
+        "id": row["id"], "name": row["name"], "name_en": row.get("name_en"), "kana": row.get("kana"), "kind": row["kind"],
         "gauge_type": row["gauge_type"], "river": row.get("river"),
         "municipality_code": row.get("municipality_code"),
         "location": None if row.get("lat") is None else {"lat": row["lat"], "lon": row["lon"]},

@@ -1,7 +1,10 @@
 """The evacuation engine: nearest safe shelter for every node, recomputed when the hazard picture changes.
 
 For a (profile, hazard type, exercise mode) the engine runs one multi-source Dijkstra from every
-qualifying shelter over the *reversed* graph (``scipy.sparse.csgraph.dijkstra(..., min_only=True)``).
+qualifying shelter (open, not full, rated for the hazard; for a set of hazards in force at once,
+``flood,landslide`` made by :func:`evac.hazards.hazard_set`, rated for every one of them: a field of its own,
+kept like any other on-demand key within ``max_fields``; every area in force is avoided whatever its hazard)
+over the *reversed* graph (``scipy.sparse.csgraph.dijkstra(..., min_only=True)``).
 That gives, for every node, the travel time to its nearest qualifying shelter, the shelter, and the
 next hop towards it; a resident's route is a walk along next hops. Such a result is a :class:`Field`.
 
@@ -71,7 +74,7 @@ from evac.hazards import (
     BlockedAreas,
     HazardArea,
     active_areas,
-    check_hazard,
+    check_hazard_set,
 )
 from evac.incremental import ArrayPool, Copy, Seeds, pairs_of_edges, update_field
 from evac.network import BOX_PAD_M, DirectedWeights, PairWeights, ProfileGraph, RoadNetwork
@@ -131,7 +134,7 @@ EDITS_KEPT = 8
 #: Base edges (per profile) whose nodes, lengths and times are kept as Python numbers for queries (about
 #: 400 bytes each; the candidates near the residents asking, emptied when full).
 EDGE_INFO_CACHE = 20_000
-FieldKey = tuple[str, str, bool]  # (profile, hazard, exercise)
+FieldKey = tuple[str, str, bool]  # (profile, hazard or hazard set (evac.hazards.hazard_set), exercise)
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,8 @@ class RouteResult:
     ``path``, ``last`` (from the last node along the shelter's edge) and the egress leg to the shelter.
     """
 
-    status: str  # ok | at_shelter | no_safe_route | no_shelter_in_area | inside_hazard | off_network | outside_area
+    status: str  # ok | at_shelter | no_safe_route | no_shelter_in_area | no_shelter_for_all_hazards | inside_hazard
+    #              | off_network | outside_area
     path: list[int]
     duration_s: float
     shelter: Shelter | None
@@ -761,7 +765,7 @@ class Engine:
         edge factors of a new hazard index (:meth:`_hazard_index`).
         """
         profile, hazard, exercise = key
-        check_hazard(hazard)
+        check_hazard_set(hazard)
         net = self.network
         pg = net.profile(profile)
         with snap.lock:
@@ -1153,7 +1157,7 @@ class Engine:
         else:
             ordered = sorted(st.shelters.values(), key=lambda s: s.id)
             sites = self._sites_for(profile, ordered)
-            cand = np.fromiter((s.is_open and hazard in s.hazards and not s.is_full
+            cand = np.fromiter((s.is_open and s.rated_for(hazard) and not s.is_full
                                 for s in (ordered[i] for i in sites.attached.tolist())), bool, len(sites.attached))
             shelters = [ordered[i] for i in sites.attached[cand].tolist()]
             self._picks[(profile, hazard)] = (st.shelters, sites, cand, shelters)
@@ -1369,8 +1373,9 @@ class Engine:
         d_near = pts[0][0]
         if d_near > self.max_snap_m:
             return RouteResult("off_network", [], math.inf, None, d_near, f, st)
-        if not f.shelters:
-            return RouteResult("no_shelter_in_area", [], math.inf, None, d_near, f, st)
+        if not f.shelters:  # a set of hazards: none is rated for all of them (each may have its own)
+            status = "no_shelter_for_all_hazards" if "," in hazard else "no_shelter_in_area"
+            return RouteResult(status, [], math.inf, None, d_near, f, st)
         band = d_near + TIE_M
         options = [self._best_from(f, lon, lat, x, y, e, along, d, qx, qy) for d, along, _, e, qx, qy in pts
                    if d <= band]

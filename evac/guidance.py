@@ -70,6 +70,23 @@ _STATUS = {
         "ja-easy": "この ちかくに {hazard} の ひなんじょが ありません。しやくしょの じょうほうを みて ください。"
                    "じょうぶな たてものの うえの かいに にげて ください。",
     },
+    # a set of hazards in force at once (``flood,landslide``) and no site in the map rated for every one:
+    # no route to a site rated for only some (it would send the resident from one danger into another);
+    # the municipality's own instruction, and 屋内安全確保 (an upper floor, away from slopes) when moving is
+    # dangerous, as 避難情報に関するガイドライン (令和3年) advises where no suitable 避難場所 can be reached
+    "no_shelter_for_all_hazards": {
+        "ja": "この地域の地図には、{hazard}のすべてに対応した開設中の避難場所がありません。一部の災害にしか"
+              "対応していない避難場所へ向かうと、別の危険にさらされるおそれがあります。市町村が指示する避難場所を"
+              "確認してください。移動が危険なときは、頑丈な建物の2階以上の、崖や斜面から離れた部屋へ移動して"
+              "ください（屋内安全確保）。",
+        "en": "No open shelter in this map area is rated for all of these hazards: {hazard}. A shelter rated for "
+              "only some of them could put you in the other danger. Check the shelter your municipality names. "
+              "If moving is dangerous, go to an upper floor of a sturdy building, to a room away from slopes "
+              "and cliffs.",
+        "ja-easy": "{hazard} の ぜんぶに あんぜんな ひなんじょが この ちかくに ありません。しやくしょの じょうほうを"
+                   " みて ください。そとが あぶない ときは、じょうぶな たてものの 2かい より うえの、がけから"
+                   " はなれた へやに にげて ください。",
+    },
     "outside_area": {
         "ja": "現在地はこのサービスの地図の範囲外です。お住まいの市町村の情報に従って避難してください。",
         "en": "Your position is outside the area this service has maps for. Follow the instructions of the "
@@ -125,6 +142,19 @@ def minutes_of(duration_s: float) -> int:
     return max(1, math.ceil(round(duration_s, 1) / 60))
 
 
+_JOIN = {"ja": "・", "en": ", ", "ja-easy": "、"}
+_JOIN_LAST = {"ja": "・", "en": " and ", "ja-easy": "、"}
+
+
+def hazard_name(hazard: str, *, lang: str) -> str:
+    """The name of a hazard, or of a set of them (``flood,landslide`` → 洪水・土砂災害, "flood and landslide"),
+    in ``lang`` (``KeyError`` for an unknown hazard or language)."""
+    names = [HAZARD_NAMES[h][lang] for h in hazard.split(",")]
+    if len(names) == 1:
+        return names[0]
+    return _JOIN[lang].join(names[:-1]) + _JOIN_LAST[lang] + names[-1]
+
+
 def status_text(
     status: str, *, lang: str, hazard: str, profile: str = "walk", shelter: str = "", duration_s: float = math.nan,
     distance_m: float = math.nan, exercise: bool = False,
@@ -135,7 +165,7 @@ def status_text(
     if status == "off_network" and not math.isfinite(distance_m):
         distance_m = 0.0
     text = _STATUS[status][lang].format(
-        shelter=shelter, minutes=minutes, hazard=HAZARD_NAMES[hazard][lang], mode=_MODE[profile][lang],
+        shelter=shelter, minutes=minutes, hazard=hazard_name(hazard, lang=lang), mode=_MODE[profile][lang],
         distance=format_distance(distance_m, lang=lang) if math.isfinite(distance_m) else "",
     )
     return (_EXERCISE[lang] + text) if exercise else text

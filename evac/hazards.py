@@ -57,6 +57,37 @@ def check_hazard(hazard: str) -> str:
     return hazard
 
 
+#: Separator of a hazard set in a field key and in ``?hazard=`` (``flood,landslide``).
+HAZARD_SET_SEPARATOR = ","
+
+
+def hazard_set(text: str) -> str:
+    """The canonical key of a set of hazards: ids of :data:`HAZARD_TYPES`, separated by commas, each once,
+    in :data:`HAZARD_TYPES` order (``"landslide,flood,flood"`` → ``"flood,landslide"``); one hazard is its id.
+
+    A route for a set ends at a shelter rated for every hazard of it (:meth:`Shelter.rated_for`).
+    Raises ``ValueError`` naming the valid ids for an empty set or an unknown id.
+    """
+    parts = {p.strip() for p in str(text).split(HAZARD_SET_SEPARATOR)}
+    unknown = sorted(p for p in parts if p not in HAZARD_TYPES)
+    if unknown or not parts:
+        raise ValueError(f"unknown hazard {', '.join(map(repr, unknown)) or repr(text)}: use one of "
+                         f"{', '.join(HAZARD_TYPES)}, or several joined by {HAZARD_SET_SEPARATOR!r}")
+    return HAZARD_SET_SEPARATOR.join(h for h in HAZARD_TYPES if h in parts)
+
+
+def hazard_parts(key: str) -> tuple[str, ...]:
+    """The hazards of a key made by :func:`hazard_set` (one hazard: a tuple of it)."""
+    return tuple(key.split(HAZARD_SET_SEPARATOR))
+
+
+def check_hazard_set(key: str) -> str:
+    """Return ``key`` if it is a canonical :func:`hazard_set` key (one hazard or several), else raise ``ValueError``."""
+    if hazard_set(key) != key:
+        raise ValueError(f"hazard set {key!r} is not canonical: use {hazard_set(key)!r}")
+    return key
+
+
 @dataclass(frozen=True)
 class HazardArea:
     """A polygon (lon/lat) where a hazard is, or may become, active."""

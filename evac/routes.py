@@ -21,6 +21,7 @@ import pyproj
 
 from evac.engine import Engine, Field, HazardState, RouteResult
 from evac.guidance import LANGS, arrive_text, check_lang, status_text, step_text
+from evac.hazards import hazard_set
 from evac.network import RoadNetwork
 from evac.shelters import Shelter
 from evac.snapping import cumulative_lengths, sub_line
@@ -140,7 +141,9 @@ def route_feature(net: RoadNetwork, r: RouteResult, *, lang: str | None = None) 
     props["distance_m"] = round(distance, 1) if math.isfinite(distance) else None
     props["duration_s"] = round(r.duration_s, 1) if math.isfinite(r.duration_s) else None
     props["steps"] = steps
-    texts = {lg: status_text(r.status, lang=lg, hazard=f.hazard, profile=f.profile,
+    # inside an area: name the hazards of the areas the resident is in, not those the route was asked for
+    named = hazard_set(",".join(a.hazard for a in r.hazards_here)) if r.hazards_here else f.hazard
+    texts = {lg: status_text(r.status, lang=lg, hazard=named, profile=f.profile,
                              shelter=r.shelter.name if r.shelter else "", duration_s=r.duration_s,
                              distance_m=distance if r.status in ("ok", "at_shelter") else r.snap_distance_m,
                              exercise=f.exercise) for lg in langs}

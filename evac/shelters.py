@@ -49,7 +49,9 @@ class Shelter:
         return self.capacity is not None and self.occupancy >= self.capacity
 
     def rated_for(self, hazard: str) -> bool:
-        return hazard in self.hazards
+        """Whether the site is rated (GSI flags) for ``hazard``: one id, or a set made by
+        :func:`evac.hazards.hazard_set` (``flood,landslide``), which needs every hazard of it."""
+        return all(h in self.hazards for h in hazard.split(","))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description, as shown to residents and staff."""

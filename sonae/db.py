@@ -7,6 +7,7 @@ caller's ``prepare`` step).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -127,3 +128,28 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0, create: bool = 
             await pool.close()
             raise
     return pool
+
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from, by ``__cause__``/``__context__``, up to 8 deep)
+    says the database cannot be reached just now, by :func:`is_transient_db_error` (the one rule), except
+    that an ``OSError`` other than ``ConnectionError`` and ``TimeoutError`` counts only with a network errno (refused, reset, unreachable, timed out …): an API
+    handler's file error is no database outage. Such a fault is temporary: the API answers 503 with
+    ``Retry-After`` (:mod:`api.edge`), never 500. A query's own fault (syntax, constraint) is not one.
+    """
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, OSError) and not isinstance(current, (ConnectionError, TimeoutError)):
+            if current.errno in _NETWORK_ERRNOS:
+                return True
+        elif is_transient_db_error(current):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+                             errno.ENETUNREACH, errno.ENETDOWN, errno.ETIMEDOUT, errno.EPIPE, errno.ENOTCONN})

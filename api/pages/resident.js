@@ -7,6 +7,9 @@
   const $ = (id) => document.getElementById(id);
   const LANGS = ["ja", "en", "ja-easy"];
   const POLL_MS = 8000;
+  //: the level shown is asked again when older than this, even with no event (an event stream held by a
+  //: proxy, or events missed while the stream reconnected, would otherwise leave an old level up)
+  const LEVEL_MAX_AGE_MS = 60000;
 
   const T = {
     ja: {
@@ -32,7 +35,7 @@
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
       fromGauge: "{station}の水位による警戒レベル{level}相当です。", fromOther: "{station}：{condition}", noAlert: "この場所に出ている避難情報はありません。",
-      sources: "情報源: {names}", routeAvoids: "この経路は{hazard}の危険を避けています。",
+      sources: "情報源: {names}", routeAvoids: "この経路は{hazard}の危険を避けています。", ratedAll: "避難先は{hazard}のすべてに対応しています。",
       levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
       mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
       shelterFull: "（満員）", unknownArea: "この場所",
@@ -43,6 +46,10 @@
       pushNeedPlace: "先に「いる場所」で場所を選んでください。", pushUnsupported: "このブラウザは通知に対応していません。",
       pushDenied: "通知が許可されませんでした。ブラウザの設定で許可してください。", pushFailed: "登録できませんでした。もう一度お試しください。",
       pushDone: "通知を受け取ります。", pushStopped: "通知を止めました。", pushWorking: "登録しています…",
+      staleOffline: "接続が切れています。", staleServer: "サーバーから最新の情報を取得できません。",
+      staleSince: "表示は{time}時点の情報で、最新ではないおそれがあります。", staleNone: "まだ情報を取得できていません。",
+      staleRetry: "自動で再接続を試みています。市町村の防災行政無線やテレビ・ラジオの情報にも注意してください。",
+      levelAsOf: "{time}時点",
     },
     en: {
       skip: "Skip to content", title: "Sonae evacuation guide", drill: "EXERCISE: this is a drill, not a real emergency.",
@@ -67,7 +74,7 @@
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
       fromGauge: "River level at {station}: equivalent to alert level {level}.", fromOther: "{station}: {condition}", noAlert: "No evacuation information is in force here.",
-      sources: "Sources: {names}", routeAvoids: "This route avoids {hazard} danger.",
+      sources: "Sources: {names}", routeAvoids: "This route avoids {hazard} danger.", ratedAll: "The shelter is rated for all of these: {hazard}.",
       levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
       mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
       shelterFull: " (full)", unknownArea: "this area",
@@ -78,6 +85,10 @@
       pushNeedPlace: "First choose a place under “Where you are”.", pushUnsupported: "This browser cannot receive notifications.",
       pushDenied: "Notifications were not allowed. Allow them in the browser settings.", pushFailed: "Could not sign up. Please try again.",
       pushDone: "You will be notified.", pushStopped: "Notifications stopped.", pushWorking: "Signing up…",
+      staleOffline: "Connection lost.", staleServer: "The latest information cannot be fetched from the server.",
+      staleSince: "What is shown dates from {time} and may be out of date.", staleNone: "No information could be fetched yet.",
+      staleRetry: "Reconnecting automatically. Also follow your municipality's announcements, TV and radio.",
+      levelAsOf: "as of {time}",
     },
     "ja-easy": {
       skip: "ほんぶんへ", title: "Sonae ひなん ナビ", drill: "くんれん です。ほんとうの さいがいでは ありません。",
@@ -102,7 +113,7 @@
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
       fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", fromOther: "{station}：{condition}", noAlert: "ここには ひなんの じょうほうは でて いません。",
-      sources: "じょうほうの でどころ: {names}", routeAvoids: "この みちは {hazard}の きけんを さけて います。",
+      sources: "じょうほうの でどころ: {names}", routeAvoids: "この みちは {hazard}の きけんを さけて います。", ratedAll: "にげる ところは {hazard}の ぜんぶに あんぜんです。",
       levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
       mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
       shelterFull: "（いっぱい）", unknownArea: "この ちいき",
@@ -113,6 +124,10 @@
       pushNeedPlace: "さきに「いる ばしょ」を えらんで ください。", pushUnsupported: "この ブラウザは つうちが つかえません。",
       pushDenied: "つうちが ゆるされて いません。ブラウザの せっていを みて ください。", pushFailed: "できませんでした。もう いちど ためして ください。",
       pushDone: "つうちを うけとります。", pushStopped: "つうちを やめました。", pushWorking: "とうろく して います…",
+      staleOffline: "インターネットに つながって いません。", staleServer: "あたらしい じょうほうが とれません。",
+      staleSince: "ここに ある じょうほうは {time}の ものです。いまは ちがう かもしれません。", staleNone: "まだ じょうほうが とれて いません。",
+      staleRetry: "なんども つなぎなおして います。テレビや ラジオ、まちの ほうそうも きいて ください。",
+      levelAsOf: "{time}の じょうほう",
     },
   };
   const LEVEL = {
@@ -141,6 +156,35 @@
       5: ["いのちを まもる", "いのちが あぶないです。すぐに あんぜんな ところへ いって ください。"],
     },
   };
+  /* A level from a river gauge (or other information) is 警戒レベルN相当: the river's state, never an order.
+   * Only a municipality issues 高齢者等避難 (3), 避難指示 (4), 緊急安全確保 (5): LEVEL's names are for issued
+   * orders only. A gauge level is named by the 警戒レベル相当情報 of its stage and says what to do
+   * (内閣府「避難情報に関するガイドライン」令和3年5月, 警戒レベルと相当情報の表: 氾濫注意情報 2相当,
+   * 氾濫警戒情報 3相当, 氾濫危険情報 4相当, 氾濫発生情報 5相当; 国土交通省・気象庁「防災気象情報に関する検討会」
+   * 取りまとめ 令和6年6月: the level number is put first, e.g. レベル４氾濫危険警報, and 氾濫危険水位 stays the
+   * stage of 4相当). Sonae's gauges are no 指定河川洪水予報, so the guideline's 相当情報 names are used; at 5 the
+   * stage reached (氾濫開始水位), since 氾濫発生情報 means a flood confirmed (alerting/levels.py). */
+  const GAUGE = {
+    ja: {
+      2: ["氾濫注意情報", "ハザードマップなどで避難先と経路を確認してください。市町村の避難情報に注意してください。"],
+      3: ["氾濫警戒情報", "危険な場所から高齢者など避難に時間のかかる人は避難してください。ほかの人も避難の準備をしてください。"],
+      4: ["氾濫危険情報", "危険な場所から全員避難してください。"],
+      5: ["氾濫開始水位に到達", "命の危険があります。直ちに身の安全を確保してください。"],
+    },
+    en: {
+      2: ["River flood advisory", "Check your shelter and route on the hazard map. Watch for your municipality's evacuation information."],
+      3: ["River flood warning", "Older people and anyone who needs time or help: leave danger areas now. Everyone else: get ready."],
+      4: ["River flood danger", "Everyone in a danger area: evacuate now."],
+      5: ["River at overflow stage", "Your life is in danger. Secure your safety immediately."],
+    },
+    "ja-easy": {
+      2: ["かわに ちゅうい", "にげる ばしょと みちを たしかめて ください。"],
+      3: ["かわが あぶない", "おとしよりや からだの ふじゆうな ひとは にげて ください。ほかの ひとは にげる じゅんびを して ください。"],
+      4: ["かわが あふれる かもしれない", "あぶない ところに いる ひとは みんな にげて ください。"],
+      5: ["かわが あふれそう", "いのちが あぶないです。すぐに あんぜんな ところへ いって ください。"],
+    },
+  };
+
   const HAZ = {
     flood: ["洪水", "Flood", "こうずい"], landslide: ["土砂災害", "Landslide", "どしゃさいがい"],
     storm_surge: ["高潮", "Storm surge", "たかしお"], earthquake: ["地震", "Earthquake", "じしん"],
@@ -153,11 +197,16 @@
   };
   const li = (lang) => LANGS.indexOf(lang);
   const listJoin = (items) => items.join(state.lang === "en" ? ", " : "、");
+  // a hazard or a set of them as the route answers it ("flood,landslide"), named in the page's language
+  const hazName = (hz) => listJoin(String(hz).split(",").map((h) => (HAZ[h] || [h, h, h])[li(state.lang)]));
 
   const state = {
-    lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", profile: "walk",
+    lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", routeHazard: null, profile: "walk",
     info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
     level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "", picks: [], pickQuery: "",
+    // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
+    // and why they cannot be now (stale: null, "offline" no network, "server" the server answered 5xx)
+    levelAt: null, alertsAt: null, stale: null,
   };
   window.sonaeResident = state; // for tests and debugging: nothing here leaves the page
 
@@ -190,6 +239,58 @@
     return r.json();
   }
 
+  /* Connection state. A failed read of live information (no network, or a 5xx: the server or its database
+   * is down, api/edge.py answers 503) never leaves an old level shown as current: #stale says the connection
+   * is lost and the time the shown information dates from, the level box is marked, and poll() keeps
+   * retrying; the next fresh answer clears it. A 4xx (e.g. a place outside the area) is an answer, not this. */
+  function failed(err, networkOnly) {
+    if (err && err.status && (err.status < 500 || networkOnly)) return;
+    markStale(err && err.status ? "server" : "offline");
+  }
+
+  function markStale(why) {
+    if (state.stale === why) return;
+    state.stale = why;
+    renderStale();
+  }
+
+  function markFresh(what) {
+    state[what] = Date.now();
+    // fresh when what the page shows is: the level where a place is chosen, else the alerts
+    if (state.stale && (what === "levelAt" || !state.pos)) {
+      state.stale = null;
+      renderStale();
+    }
+    renderUpdated();
+  }
+
+  /* the footer's "updated" time: when what the page shows was answered (the level where a place is chosen,
+   * else the alerts), in the page's language (re-rendered when it changes) */
+  function renderUpdated() {
+    const at = state.pos && state.levelAt ? state.levelAt : state.alertsAt;
+    $("updated").textContent = at ? t("updated", { time: fmtTime(new Date(at).toISOString()) }) : "";
+  }
+
+  function renderStale() {
+    const box = $("stale");
+    if (!box) return;
+    const card = $("level-card");
+    if (!state.stale) {
+      box.hidden = true;
+      box.textContent = "";
+      card.removeAttribute("data-stale");
+      $("level-asof").textContent = "";
+      return;
+    }
+    const at = state.pos ? state.levelAt : state.alertsAt;
+    const time = at ? fmtTime(new Date(at).toISOString()) : null;
+    box.textContent = [t(state.stale === "offline" ? "staleOffline" : "staleServer"),
+      time ? t("staleSince", { time }) : t("staleNone"), t("staleRetry")].join(" ");
+    box.hidden = false;
+    card.setAttribute("data-stale", state.stale);
+    $("level-asof").textContent = time && state.level !== null ? t("levelAsOf", { time }) : "";
+  }
+
   // -- texts ----------------------------------------------------------------------------------------
   function applyTexts() {
     document.documentElement.lang = state.lang === "en" ? "en" : "ja";
@@ -204,6 +305,8 @@
     renderWhere();
     renderPicks();
     renderNotice();
+    renderStale();
+    renderUpdated();
   }
 
   /* the line under "where you are", in the current language (re-rendered when the language changes) */
@@ -223,6 +326,18 @@
       sel.appendChild(o);
     }
     sel.value = value;
+  }
+
+  /* A gauge's name as this page's language reads it, from the station registry's own fields (never made up):
+   * やさしい日本語 adds its reading (kana) after the kanji, English uses its romanised name when the
+   * registry has one; otherwise the name as registered. */
+  function stationName(id, name) {
+    const st = state.stations.find((x) => x.id === id);
+    const base = name || (st && st.name) || id || "";
+    if (!st) return base;
+    if (state.lang === "en" && st.name_en) return st.name_en;
+    if (state.lang === "ja-easy" && st.kana && st.kana !== base && !base.includes(st.kana)) return base + "（" + st.kana + "）";
+    return base;
   }
 
   function inService(p) {
@@ -254,7 +369,7 @@
     const gauges = state.stations.filter((s) => s.location && inService(s.location) &&
         [s.name, s.name_en, s.kana].some((n) => n && n.toLowerCase().includes(low)))
       .slice(0, PICK_LIMIT)
-      .map((s) => ({ kind: "g", id: s.id, name: s.name, name_en: s.name_en, sub: s.river || "", lat: s.location.lat, lon: s.location.lon }));
+      .map((s) => ({ kind: "g", id: s.id, name: s.name, name_en: s.name_en, kana: s.kana, sub: s.river || "", lat: s.location.lat, lon: s.location.lon }));
     state.picks = shelters.map((s) => ({ kind: "s", id: s.id, name: s.name, sub: s.address || "", lat: s.lat, lon: s.lon }))
       .concat(gauges);
     renderPicks();
@@ -269,7 +384,8 @@
     if ([...state.pickQuery].length < 2) { status.textContent = t("landmarkShort"); return; }
     status.textContent = state.picks.length ? t("landmarkFound", { n: state.picks.length }) : t("landmarkNone");
     for (const it of state.picks) {
-      const name = state.lang === "en" && it.name_en ? it.name_en : it.name;
+      const name = state.lang === "en" && it.name_en ? it.name_en
+        : state.lang === "ja-easy" && it.kana && it.kana !== it.name ? it.name + "（" + it.kana + "）" : it.name;
       const item = document.createElement("li");
       const b = document.createElement("button");
       b.type = "button";
@@ -343,8 +459,12 @@
       // in the page's language: outside the covered area the answer's own headline is shown (alerting/level.py)
       body = await getJSON("/api/v1/level?lat=" + state.pos.lat.toFixed(4) + "&lon=" + state.pos.lon.toFixed(4)
         + "&lang=" + encodeURIComponent(state.lang));
-    } catch (err) { return; }
+    } catch (err) {
+      if (seq === levelSeq) failed(err);
+      return;
+    }
     if (seq !== levelSeq) return; // a newer position or change has asked since
+    markFresh("levelAt");
     // a point in no municipality Sonae knows: not "no alert level" (all calm) but "outside the area", as the
     // answer says it (headline and instruction, in the language asked for)
     state.levelOutside = body.covered === false && body.level == null
@@ -356,11 +476,14 @@
     state.level = level;
     state.levelAlert = top;
     state.levelSources = body.sources || [];
-    // official information names the hazard routes must avoid (土砂災害 → landslide-rated sites …),
-    // unless the resident picked a hazard themselves
-    if (body.hazard && !state.hazardChosen && body.hazard !== state.hazard) {
-      state.hazard = body.hazard;
-      if ($("hazard")) $("hazard").value = body.hazard;
+    // the hazards in force there name the shelters a route may end at: every one of them at once (a gauge's
+    // flood and a 土砂災害 warning: a site rated for flood and landslide, alerting/level.py route_hazard),
+    // never just the highest; unless the resident picked a hazard themselves
+    const inForce = body.route_hazard || body.hazard || null;
+    if (inForce && !state.hazardChosen && inForce !== state.routeHazard) {
+      state.routeHazard = inForce;
+      state.hazard = body.hazard || inForce.split(",")[0];
+      if ($("hazard")) $("hazard").value = state.hazard;
       loadRoute("live");
     }
     state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
@@ -374,12 +497,26 @@
     if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
   }
 
+  /* The level's title and what to do: an issued order (condition evacuation_order) by its order name;
+   * anything else (a gauge, official information) is 警戒レベルN相当 with its own name (GAUGE, or the
+   * official source's), never an order's name. */
+  function levelWords(level, a) {
+    if (!level) return LEVEL[state.lang][0];
+    if (a && a.condition === "evacuation_order") return LEVEL[state.lang][level];
+    const action = (GAUGE[state.lang][level] || LEVEL[state.lang][level])[1];
+    if (a && a.condition === "river_level" && GAUGE[state.lang][level]) return [GAUGE[state.lang][level][0], action];
+    const official = (state.levelSources || []).find((x) => x.kind === "official" && x.level === level);
+    if (official) return [(official.names ? Object.values(official.names)[li(state.lang)] : official.name) || "", action];
+    return [a && a.condition ? S.conditionName(a.condition, state.lang) : "", action];
+  }
+
   function levelTitle(level, a) {
     if (!level && state.levelOutside) return state.levelOutside.headline;
-    const name = LEVEL[state.lang][level][0];
+    const name = levelWords(level, a)[0];
     if (!level) return name;
-    const eq = a && a.condition !== "evacuation_order" ? (state.lang === "en" ? " (" + t("equivalent") + ")" : t("equivalent")) : "";
-    return t("levelLabel", { level }) + eq + " " + name;
+    const ordered = a && a.condition === "evacuation_order";
+    const eq = ordered ? "" : (state.lang === "en" ? " (" + t("equivalent") + ")" : t("equivalent"));
+    return t("levelLabel", { level }) + eq + (name ? " " + name : "");
   }
 
   function renderLevel() {
@@ -403,13 +540,13 @@
     box.setAttribute("data-level", String(state.level));
     $("level-num").textContent = state.level ? String(state.level) : "–";
     $("level-name").textContent = levelTitle(state.level, a);
-    $("level-action").textContent = LEVEL[state.lang][state.level][1];
+    $("level-action").textContent = levelWords(state.level, a)[1];
     let src = t("noAlert");
     if (a && a.condition !== "official_information") {
       const orderName = LEVEL[state.lang][a.level][0];
       const place = (state.lang === "en" ? a.municipality_name_en : a.municipality_name) || a.municipality_code || t("unknownArea");
       // a station as English readers know it (name_en), as the API's own texts name it (alerting/level.py)
-      const station = (state.lang === "en" && a.station_name_en) || a.station_name || a.station_id || "";
+      const station = (state.lang === "en" && a.station_name_en) || stationName(a.station_id, a.station_name);
       if (a.condition === "evacuation_order") {
         src = t(a.area ? "fromOrderArea" : "fromOrder", { name: orderName, place, time: fmtTime(a.raised_at) });
       } else if (a.condition === "river_level") {
@@ -442,14 +579,17 @@
     const seq = ++state.seq;
     if (!state.route) $("guidance").textContent = t("loading");
     const q = new URLSearchParams({
-      lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: state.hazard, profile: state.profile,
-      lang: state.lang, exercise: String(state.drill),
+      lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: (!state.hazardChosen && state.routeHazard) || state.hazard,
+      profile: state.profile, lang: state.lang, exercise: String(state.drill),
     });
     let f;
     try {
       f = await getJSON("/api/v1/route?" + q.toString());
     } catch (err) {
       if (seq !== state.seq) return;
+      failed(err, true);  // (503 also when routing is not configured: the level and alerts tell an outage)
+      // the route shown stays while the connection is lost: an old route beats none (marked stale above)
+      if (state.stale && state.route && err.status !== 422) return;
       state.route = null;
       state.routeSig = "";
       renderRoute(err.status === 422 ? t("outside") : t("routeError"));
@@ -467,7 +607,6 @@
     if (f.properties.exercise && !state.drill) { state.drill = true; $("drill").hidden = false; }
     renderRoute();
     if (changed && reason === "live") notice(() => t("routeChanged"));
-    $("updated").textContent = t("updated", { time: fmtTime() });
   }
 
   function renderRoute(error) {
@@ -487,7 +626,8 @@
     if (avoids) {
       const hz = p.hazard || state.hazard;
       avoids.hidden = !(p.status === "ok" && hz);
-      avoids.textContent = hz ? t("routeAvoids", { hazard: (HAZ[hz] || [hz])[li(state.lang)] }) : "";
+      avoids.textContent = hz ? t("routeAvoids", { hazard: hazName(hz) })
+        + (String(hz).includes(",") ? " " + t("ratedAll", { hazard: hazName(hz) }) : "") : "";
     }
     g.classList.toggle("bad", p.status !== "ok" && p.status !== "at_shelter");  // at_shelter: the resident is there
     if (p.status === "ok" && p.shelter) {
@@ -612,7 +752,8 @@
   async function loadAlerts() {
     try {
       state.alerts = (await getJSON("/api/v1/alerts")).alerts || [];
-    } catch (err) { /* keep what we had */ }
+      markFresh("alertsAt");
+    } catch (err) { failed(err); /* keep what we had, marked as out of date */ }
   }
 
   async function loadHazards() {
@@ -620,7 +761,7 @@
       const d = await getJSON("/api/v1/hazards");
       state.hazards = d.features || [];
       return d.hazard_version;
-    } catch (err) { return null; }
+    } catch (err) { failed(err, true); return null; }  // (503 also when routing is not configured)
   }
 
   let pending = null;
@@ -629,8 +770,11 @@
     pending = setTimeout(async () => {
       pending = null;
       await Promise.all([loadAlerts(), loadHazards()]);
-      computeLevel();
-      if (state.pos && inService(state.pos)) await loadRoute("live");
+      const level = computeLevel();
+      if (state.stale) await level;  // retrying: the route is asked again only once the level answers
+      // (while the server cannot answer, the route shown stays, marked with the level as out of date)
+      if (state.stale) drawMap(false);
+      else if (state.pos && inService(state.pos)) await loadRoute("live");
       else drawMap(false);
     }, 250);
   }
@@ -642,9 +786,18 @@
     es.addEventListener("hazard_state", () => refreshSoon({ alerts: false }));
     es.addEventListener("official", () => refreshSoon({ alerts: false }));
     es.addEventListener("route", () => refreshSoon({ alerts: false }));
+    // the stream broke (network, server restart): events may have been missed; when it is back, read all again
+    let broken = false;
+    es.addEventListener("error", () => { broken = true; if (navigator.onLine === false) markStale("offline"); });
+    es.addEventListener("open", () => { if (broken) { broken = false; refreshSoon({ alerts: true }); } });
   }
 
   async function poll() {
+    // retry while out of date; and ask the level again when it is old, whatever the event stream said
+    if (state.stale || (state.pos && state.levelAt && Date.now() - state.levelAt > LEVEL_MAX_AGE_MS)) {
+      refreshSoon({ alerts: true });
+      return;
+    }
     const version = await loadHazards();
     if (version != null && state.hazardVersion !== null && version !== state.hazardVersion) {
       state.hazardVersion = version;
@@ -797,6 +950,8 @@
     drawMap(false);
     connect();
     setInterval(poll, POLL_MS);
+    window.addEventListener("offline", () => markStale("offline"));
+    window.addEventListener("online", () => refreshSoon({ alerts: true }));
     document.body.setAttribute("data-ready", "true");
     if (navigator.permissions && navigator.geolocation) {
       try {

@@ -255,6 +255,40 @@ async def test_a_point_outside_every_known_municipality_is_told_so_not_that_all_
         await client.close()
 
 
+async def test_a_gauge_level_says_equivalent_and_never_an_orders_name_in_every_language(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """A gauge at 氾濫危険水位 is 警戒レベル4相当, not a 避難指示 (only a municipality issues one): the answer's
+    texts and its CAP message say 相当 / equivalent / ぐらい in each language (found: やさしい日本語 said
+    "かわが とても あぶない（レベル4）", a level without ぐらい, as an issued order's text reads)."""
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    await _seed(pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="danger", name="荒井", river="阿武隈川", municipality_code=KORIYAMA,
+                                             lat=37.395, lon=140.366, th_danger=5.5)])
+        async with conn.transaction():
+            change = await apply_transition(conn, station_id="danger", municipality_code=KORIYAMA, exercise=False,
+                                            t=Transition("river_level", None, 4, datetime.now(UTC).timestamp(), 5.6,
+                                                         5.5, "threshold"))
+    said = {"ja": ("警戒レベル4相当", ("避難指示",)), "en": ("alert level 4 equivalent", ("Evacuation order",)),
+            "ja-easy": ("けいかいレベル4 ぐらい", ("みんな にげて（レベル4）",))}
+    client: TestClient = await make_client(pool, settings)
+    try:
+        for lang, (equivalent, orders) in said.items():
+            body = await (await client.get("/api/v1/level", params={**INSIDE, "lang": lang})).json()
+            assert body["level"] == 4 and body["condition"] == "river_level"
+            assert equivalent in body["event"], body
+            assert not any(o in body["event"] + body["headline"] for o in orders), body
+        cap = await (await client.get(f"/api/v1/alerts/{change.alert_id}.cap")).text()
+        assert "けいかいレベル4 ぐらい" in cap and "警戒レベル4相当" in cap and "避難指示" not in cap
+    finally:
+        await client.close()
+
+
 JA = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
 

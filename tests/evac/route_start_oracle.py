@@ -40,7 +40,7 @@ def at_shelter(engine: Engine, f: Field, lon: float, lat: float) -> Shelter | No
     blocked = [a.geometry for a in f.blocked.areas]
     found = []
     for s in engine._snap.state.shelters.values():
-        if not (s.is_open and f.hazard in s.hazards and not s.is_full):
+        if not (s.is_open and all(h in s.hazards for h in f.hazard.split(",")) and not s.is_full):
             continue
         sx, sy = engine.network.project_point(s.lon, s.lat)
         d = math.hypot(sx - x, sy - y)

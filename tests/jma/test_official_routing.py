@@ -152,3 +152,76 @@ def test_official_levels_match_municipality_hazard_and_drill() -> None:
     assert official_levels(rows, keys) == {
         f"jma_area:{KORIYAMA}:landslide": 4, f"jma_area:{KORIYAMA}:土砂災害": 4, f"jma_area:{KORIYAMA}:氾濫": 3,
         f"jma_area:{KORIYAMA}:": 3, f"exercise:jma_area:{KORIYAMA}:flood": 5}
+
+
+async def test_flood_and_landslide_in_force_route_to_sites_rated_for_both(pool: asyncpg.Pool,
+                                                                         client: TestClient) -> None:
+    """A gauge at 氾濫危険水位 (flood, level 4) and a レベル４土砂災害危険警報 (landslide, level 4) for 郡山市 at once
+    (found by breakit7: the level named landslide only, and the page then routed a resident fleeing the river
+    to a site rated for landslide alone). The level names both; the route for both ends at sites rated for
+    both; with none rated for both, it says so and routes nowhere."""
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    service = await _ready(client)
+    lat, lon = _origins(service)[4]
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="abukuma-test", name="本宮", municipality_code=KORIYAMA,
+                                             lat=lat, lon=lon, th_danger=6.0)])
+        async with conn.transaction():
+            await apply_transition(conn, station_id="abukuma-test", municipality_code=KORIYAMA, exercise=False,
+                                   t=Transition("river_level", None, 4, datetime.now(UTC).timestamp(), 6.6, 6.0,
+                                                "threshold"))
+        assert await store_telegram(conn, link="t1", data=koriyama(LANDSLIDE[0])) == "applied"
+        rated = {r["id"]: set(r["hazards"]) for r in await conn.fetch("SELECT id, hazards FROM shelters")}
+    both = {sid for sid, h in rated.items() if {"flood", "landslide"} <= h}
+    assert both and any(h & {"flood", "landslide"} == {"landslide"} for h in rated.values())  # the choice matters
+
+    body = await (await client.get("/api/v1/level", params={"lat": str(lat), "lon": str(lon), "lang": "en"})).json()
+    assert body["level"] == 4
+    assert [(h["hazard"], h["level"]) for h in body["hazards"]] == [("flood", 4), ("landslide", 4)]
+    assert {s["kind"] for s in body["hazards"][0]["sources"]} == {"gauge"}
+    assert {s["kind"] for s in body["hazards"][1]["sources"]} == {"official"}
+    assert body["hazard"] == "flood"  # the tie goes by HAZARD_ORDER, documented; never the only one given
+    assert body["route_hazard"] == "flood,landslide"
+
+    checked = 0
+    for origin in _origins(service):
+        props = (await _route(client, *origin, hazard=body["route_hazard"]))["properties"]
+        assert props["hazard"] == "flood,landslide"
+        if props["status"] == "ok":
+            checked += 1
+            assert props["shelter"]["id"] in both, props["shelter"]
+            assert {"flood", "landslide"} <= set(props["shelter"]["hazards"])
+    assert checked >= 3
+    same = await _route(client, lat, lon, hazard="landslide,flood,flood")  # one set, however spelt
+    assert same["properties"]["hazard"] == "flood,landslide"
+    resp = await client.get("/api/v1/route", params={"lat": str(lat), "lon": str(lon), "hazard": "flood,lava"})
+    assert resp.status == 400
+
+    # no site rated for both: no route to a partly rated one, the guidance says so in every language
+    events = service.subscribe()
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE shelters SET hazards = array_remove(hazards, 'landslide') "
+                               "WHERE hazards @> ARRAY['flood', 'landslide']")
+            await conn.execute("SELECT pg_notify('sonae_evac', '{}')")
+        await asyncio.wait_for(events.get(), 60)
+    finally:
+        service.unsubscribe(events)
+    for origin in _origins(service):
+        feature = await _route(client, *origin, hazard="flood,landslide")
+        props = feature["properties"]
+        assert props["status"] in ("no_shelter_for_all_hazards", "inside_hazard"), props["status"]
+        assert feature["geometry"] is None and "shelter" not in props
+    said = {}
+    for lang in ("ja", "en", "ja-easy"):
+        props = (await _route(client, lat, lon, hazard="flood,landslide", lang=lang))["properties"]
+        assert props["status"] == "no_shelter_for_all_hazards"
+        said[lang] = props["guidance"]
+    assert "洪水・土砂災害" in said["ja"] and "屋内安全確保" in said["ja"] and "flood and landslide" in said["en"]
+    assert "どしゃさいがい" in said["ja-easy"]
+    assert (await _route(client, lat, lon, hazard="flood"))["properties"]["status"] == "ok"  # each alone has one

@@ -1083,3 +1083,73 @@ def test_the_english_staff_console_has_no_japanese_but_proper_names(browser: Bro
     finally:
         ctx.close()
         sonae.api("POST", f"/api/v1/orders/{order['order_id']}/cancel", {}, token=token)
+
+
+# -- several hazards at once (last: the 訓練 telegram it reads stays in force) -----------------------------
+def _run_sql(sonae: Sonae, *statements: tuple[Any, ...]) -> list[Any]:
+    """Run statements on the module's database (in a thread of its own); each ``(sql, *args)``; fetchval each."""
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(sonae.env["SONAE_DATABASE_URL"])
+        try:
+            return [await conn.fetchval(sql, *args) for sql, *args in statements]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, run()).result(timeout=60)
+
+
+def test_flood_and_landslide_in_force_route_to_a_site_rated_for_both(browser: Browser, sonae: Sonae,
+                                                                    safe_home: dict[str, float],
+                                                                    tmp_path: Path) -> None:
+    """A gauge's flood (level 4) and a 土砂災害 warning (level 4) at once where the resident is (breakit7: the page
+    switched the route to landslide alone, and a landslide-only site could be where someone fleeing the river was
+    sent). The page asks for the route with both and says the site is rated for both. The drill town lies in 郡山市's
+    boundary: the 訓練 telegram is read with `sonae jma import` (as the staff console's test does; already in force
+    when that test ran first, and left in force as it leaves it); the gauge alert is written as alerting writes it."""
+    from tests.jma.support import LANDSLIDE
+    from tests.jma.test_official_flow import koriyama
+
+    telegram = tmp_path / "landslide.xml"
+    telegram.write_bytes(koriyama(LANDSLIDE[0], status="訓練"))
+    done = subprocess.run([sys.executable, "-m", "app.cli", "jma", "import", str(telegram)], env=sonae.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _run_sql(sonae, ("""INSERT INTO stations (id, name, municipality_code, lat, lon, exercise)
+                        VALUES ('PAGES-FLOOD', '訓練川 試験', '072036', $1, $2, true)""", safe_home["latitude"],
+                     safe_home["longitude"]),
+             ("""INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
+                                    state, raised_at, changed_at)
+                 VALUES ('PAGES-FLOOD', 'river_level', true, 'public', '072036', 4, 4, 'raised', now(), now())""",),
+             ("SELECT pg_notify('sonae_alerts', '{}')",))
+    level = sonae.api("GET", f"/api/v1/level?lat={safe_home['latitude']}&lon={safe_home['longitude']}")
+    assert [(h["hazard"], h["level"]) for h in level["hazards"]] == [("flood", 4), ("landslide", 4)], {k: level[k] for k in ("municipality_code", "sources", "covered")}
+    ctx = _context(browser, geolocation=safe_home)  # away from the simulated flood, wherever it is now
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        page.goto(sonae.url + "/")
+        try:
+            page.wait_for_function("() => { const r = window.sonaeResident.route; return r && r.properties.hazard"
+                                   " === 'flood,landslide' && (r.properties.status === 'ok'"
+                                   " || r.properties.status === 'at_shelter') }")
+        except Exception as exc:
+            shot(page, "failed-flood-and-landslide")
+            got = page.evaluate("JSON.stringify({route: window.sonaeResident.route && window.sonaeResident.route"
+                                ".properties, routeHazard: window.sonaeResident.routeHazard})")
+            raise AssertionError(f"no route for both hazards: {got[:1500]}; asked: "
+                                 f"{[u for u in w.requests if '/api/v1/route' in u]}") from exc
+        props = page.evaluate("window.sonaeResident.route.properties")
+        assert {"flood", "landslide"} <= set(props["shelter"]["hazards"]), props["shelter"]
+        assert any("hazard=flood%2Clandslide" in u for u in w.requests if "/api/v1/route" in u)
+        if props["status"] == "ok":
+            avoids = page.inner_text("#route-avoids")
+            assert "洪水、土砂災害" in avoids and "すべてに対応" in avoids, avoids
+            hazards = page.inner_text("#shelter-hazards")
+            assert "洪水" in hazards and "土砂災害" in hazards
+        shot(page, "resident-flood-and-landslide")
+        assert not w.errors, w.errors
+    finally:
+        ctx.close()
+        _run_sql(sonae, ("UPDATE alerts SET cleared_at = now(), state = 'cleared' WHERE station_id = 'PAGES-FLOOD'",),
+                 ("SELECT pg_notify('sonae_alerts', '{}')",))
