@@ -56,16 +56,96 @@ _PHENOMENON = {
 #: review's level names first). Any other kind is named by its phenomenon, never by its Japanese title,
 #: so an English answer carries no Japanese text.
 _KIND_EN = {
-    "土砂災害警戒情報": "landslide alert information", "レベル４土砂災害危険警報": "level 4 landslide danger warning",
-    "レベル５土砂災害特別警報": "level 5 landslide emergency warning", "氾濫注意情報": "river flood advisory",
+    "土砂災害警戒情報": "landslide alert information", "氾濫注意情報": "river flood advisory",
     "氾濫警戒情報": "river flood warning", "氾濫危険情報": "river flood danger information",
-    "氾濫発生情報": "river flooding has occurred", "レベル２氾濫注意報": "level 2 river flood advisory",
-    "レベル３氾濫警報": "level 3 river flood warning", "レベル４氾濫危険警報": "level 4 river flood danger warning",
-    "レベル５氾濫特別警報": "level 5 river flooding emergency warning", "大雨警報": "heavy rain warning",
+    "氾濫発生情報": "river flooding has occurred", "大雨警報": "heavy rain warning",
     "大雨特別警報": "heavy rain emergency warning", "洪水警報": "flood warning", "高潮警報": "storm surge warning",
     "高潮特別警報": "storm surge emergency warning", "津波警報": "tsunami warning", "大津波警報": "major tsunami warning",
     "津波注意報": "tsunami advisory",
 }
+
+
+@dataclass(frozen=True)
+class NewName:
+    """One name of the 2024 review of 防災気象情報 (levels in the name), with the name it replaces.
+
+    ``level`` 2–5; ``phenomenon`` as :class:`jma.telegram.Statement` names it; ``former`` the name in force
+    before the review for the same information (None: the review made a new kind, e.g. レベル４大雨危険警報);
+    ``en`` and ``easy`` the name in English and in やさしい日本語.
+    """
+
+    level: int
+    phenomenon: str
+    former: str | None
+    en: str
+    easy: str
+
+
+#: The level names of the 2024 review (気象庁「防災気象情報に関する検討会」最終取りまとめ, 2024年6月;
+#: 気象庁防災情報XMLフォーマット R06 samples in /work/shared/data/jma/samples: VPWW55–61 ``*_241226_*``,
+#: VXWW50 ``17_04_0*_250630`` (Head/Title 神奈川県レベル４土砂災害危険警報 while Control/Title and the Body
+#: still say 土砂災害警戒情報), VXSU ``91_01_01_241031`` (善川レベル２氾濫注意報)), each with the name it
+#: replaces (内閣府「避難情報に関するガイドライン」の警戒レベル相当情報). Residents hear both names while
+#: the two are in use, so a source shows the new one beside the old (:func:`official_names`).
+NEW_NAMES: dict[str, NewName] = {
+    "レベル５大雨特別警報": NewName(5, "大雨", "大雨特別警報", "level 5 heavy rain emergency warning",
+                                   "レベル5 おおあめ とくべつ けいほう"),
+    "レベル４大雨危険警報": NewName(4, "大雨", None, "level 4 heavy rain danger warning",
+                                   "レベル4 おおあめ きけん けいほう"),
+    "レベル３大雨警報": NewName(3, "大雨", "大雨警報", "level 3 heavy rain warning", "レベル3 おおあめ けいほう"),
+    "レベル２大雨注意報": NewName(2, "大雨", "大雨注意報", "level 2 heavy rain advisory",
+                                 "レベル2 おおあめ ちゅういほう"),
+    "レベル５土砂災害特別警報": NewName(5, "土砂災害", "大雨特別警報", "level 5 landslide emergency warning",
+                                       "レベル5 どしゃさいがい とくべつ けいほう"),
+    "レベル４土砂災害危険警報": NewName(4, "土砂災害", "土砂災害警戒情報", "level 4 landslide danger warning",
+                                       "レベル4 どしゃさいがい きけん けいほう"),
+    "レベル３土砂災害警報": NewName(3, "土砂災害", "大雨警報", "level 3 landslide warning",
+                                   "レベル3 どしゃさいがい けいほう"),
+    "レベル２土砂災害注意報": NewName(2, "土砂災害", "大雨注意報", "level 2 landslide advisory",
+                                     "レベル2 どしゃさいがい ちゅういほう"),
+    "レベル５氾濫特別警報": NewName(5, "洪水", "氾濫発生情報", "level 5 river flooding emergency warning",
+                                   "レベル5 かわの はんらん とくべつ けいほう"),
+    "レベル４氾濫危険警報": NewName(4, "洪水", "氾濫危険情報", "level 4 river flood danger warning",
+                                   "レベル4 かわの はんらん きけん けいほう"),
+    "レベル３氾濫警報": NewName(3, "洪水", "氾濫警戒情報", "level 3 river flood warning",
+                               "レベル3 かわの はんらん けいほう"),
+    "レベル２氾濫注意報": NewName(2, "洪水", "氾濫注意情報", "level 2 river flood advisory",
+                                 "レベル2 かわの はんらん ちゅういほう"),
+    "レベル５高潮特別警報": NewName(5, "高潮", "高潮特別警報", "level 5 storm surge emergency warning",
+                                   "レベル5 たかしお とくべつ けいほう"),
+    "レベル４高潮危険警報": NewName(4, "高潮", "高潮警報", "level 4 storm surge danger warning",
+                                   "レベル4 たかしお きけん けいほう"),
+    "レベル３高潮警報": NewName(3, "高潮", None, "level 3 storm surge warning", "レベル3 たかしお けいほう"),
+    "レベル２高潮注意報": NewName(2, "高潮", "高潮注意報", "level 2 storm surge advisory",
+                                 "レベル2 たかしお ちゅういほう"),
+}
+_FULLWIDTH = str.maketrans("12345", "１２３４５")
+#: a former name → its new name, where one former name, phenomenon and level give exactly one new name (大雨
+#: is left out: an H27 大雨警報 or 大雨特別警報 speaks of 土砂災害 and 浸水害 alike)
+_NEW_OF: dict[tuple[str, Any, Any], str] = {(n.former, n.phenomenon, n.level): new for new, n in NEW_NAMES.items()
+           if n.former and n.phenomenon != "大雨"}
+
+
+def official_names(row: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(new, former)``: the 2024 review's name of an official statement and the name it replaces.
+
+    ``row`` is a :func:`jma.store.in_force` row (``kind``, ``phenomenon``, ``level``, ``title``). The new
+    name is the statement's own kind when it is one of :data:`NEW_NAMES` (R06 telegrams), else the one its
+    telegram's Head/Title carries for this kind (VXWW50 keeps 土砂災害警戒情報 in Control/Title and Body and
+    names レベル４土砂災害危険警報 only in Head/Title), else the one the former name unambiguously has; None when
+    there is none. ``former`` is None when the statement has only a new name with no former one."""
+    kind = str(row.get("kind") or "")
+    level = row.get("level")
+    if kind.translate(_FULLWIDTH) in NEW_NAMES or kind in NEW_NAMES:
+        new = kind if kind in NEW_NAMES else kind.translate(_FULLWIDTH)
+        return new, NEW_NAMES[new].former
+    title = str(row.get("title") or "").translate(_FULLWIDTH)
+    for new in sorted(NEW_NAMES, key=len, reverse=True):
+        if new in title and NEW_NAMES[new].former == kind and NEW_NAMES[new].level == level:
+            return new, kind
+    return _NEW_OF.get((kind, row.get("phenomenon"), level)), kind
+
+
 _ORDER = {3: ("高齢者等避難", "Evacuation of older people and others", "おとしより などは にげて"),
           4: ("避難指示", "Evacuation order", "みんな にげて"),
           5: ("緊急安全確保", "Emergency safety measures", "いのちを まもって")}
@@ -165,13 +245,26 @@ def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 
 def official_source(row: dict[str, Any]) -> Source:
+    """The source an official statement (a :func:`jma.store.in_force` row) makes, named in ja-JP, en-US
+    and ja-JP-x-easy: the 2024 review's name beside the former one when it has both (:func:`official_names`),
+    e.g. ``気象庁: レベル４土砂災害危険警報（土砂災害警戒情報）`` / ``JMA: level 4 landslide danger warning
+    (landslide alert information; alert level 4 equivalent)``."""
     kind = row["kind"]
+    level = row["level"]
     en, easy = _PHENOMENON.get(row["phenomenon"], (row["phenomenon"], row["phenomenon"]))
-    return Source("official", row["level"], row["exercise"], {
-        "ja-JP": f"気象庁: {kind}",
-        "en-US": f"JMA: {_KIND_EN.get(kind, en + ' information')} (alert level {row['level']} equivalent)",
-        "ja-JP-x-easy": f"きしょうちょう: {easy}の じょうほう（レベル{row['level']}）",
-    }, HAZARD_OF.get(row["phenomenon"]), official=row)
+    new, former = official_names(row)
+    former_en = _KIND_EN.get(former or kind, en + " information")
+    if new is None:
+        names = {"ja-JP": f"気象庁: {kind}",
+                 "en-US": f"JMA: {former_en} (alert level {level} equivalent)",
+                 "ja-JP-x-easy": f"きしょうちょう: {easy}の じょうほう（レベル{level}）"}
+    else:
+        named = NEW_NAMES[new]
+        names = {"ja-JP": f"気象庁: {new}" + (f"（{former}）" if former else ""),
+                 "en-US": f"JMA: {named.en} (" + (f"{former_en}; " if former else "")
+                          + f"alert level {level} equivalent)",
+                 "ja-JP-x-easy": f"きしょうちょう: {named.easy}（{easy}の じょうほう）"}
+    return Source("official", level, row["exercise"], names, HAZARD_OF.get(row["phenomenon"]), official=row)
 
 
 def _town_names(alert: dict[str, Any]) -> dict[str, str]:
@@ -195,8 +288,9 @@ def alert_source(alert: dict[str, Any]) -> Source:
             "ja-JP-x-easy": f"{town['ja-JP-x-easy']}: {easy}"},
             alert.get("hazard") if isinstance(alert.get("hazard"), str) else None, alert=alert)
     place = alert.get("station_name") or alert.get("river") or alert.get("station_id") or ""
+    place_en = alert.get("station_name_en") or place  # English readers get the station's English name
     return Source("gauge", level, alert["exercise"], {
-        "ja-JP": f"Sonae 水位計 {place}", "en-US": f"Sonae gauge {place}",
+        "ja-JP": f"Sonae 水位計 {place}", "en-US": f"Sonae gauge {place_en}",
         "ja-JP-x-easy": f"Sonae の かわの みずの けいき {place}"}, "flood", alert=alert)
 
 

@@ -70,7 +70,7 @@ def misplaced(*, station: str, sender: str, municipality: str, exercise: bool,
     station being unknown, quarantined).
     """
     if municipality == DRILL_TOWN_CODE and not exercise:
-        return ("real_in_drill_town", f"{municipality} is the drill town (訓練町), for exercises only: a reading "
+        return ("real_in_drill_town", f"{municipality} is the drill town (Kunren Town), for exercises only: a reading "
                                       f"of {station!r} on its topic must be marked \"exercise\": true")
     own = places.get(station)
     if station != sender:

@@ -31,8 +31,9 @@ DRILL_TOWN_CENTER = (37.40, 140.36)
 DRILL_TOWN_NAMES = {"ja-JP": "訓練町", "en-US": "Kunren Town (drill)", "ja-JP-x-easy": "くんれんまち（くんれんの まち）",
                     "kana": "くんれんまち"}
 #: What the drill town is for, told where a real thing names it (:func:`drill_town_refusal`).
-DRILL_TOWN_RULE = (f"municipality {DRILL_TOWN_CODE!r} is the drill town (訓練町), a fictional town for exercises "
-                   "only: nothing real is in it; mark an order, hazard area or station \"exercise\": true, and a "
+#: (in English, as every API error detail is: the town by its English name)
+DRILL_TOWN_RULE = (f"municipality {DRILL_TOWN_CODE!r} is the drill town, {DRILL_TOWN_NAMES['en-US']}: a fictional "
+                   "town for exercises only: nothing real is in it; mark an order, hazard area or station \"exercise\": true, and a "
                    "webhook or push subscription naming it \"drills\": true")
 
 

@@ -545,12 +545,14 @@
     if (a && a.condition !== "official_information") {
       const orderName = LEVEL[state.lang][a.level][0];
       const place = (state.lang === "en" ? a.municipality_name_en : a.municipality_name) || a.municipality_code || t("unknownArea");
+      // a station as English readers know it (name_en), as the API's own texts name it (alerting/level.py)
+      const station = (state.lang === "en" && a.station_name_en) || stationName(a.station_id, a.station_name);
       if (a.condition === "evacuation_order") {
         src = t(a.area ? "fromOrderArea" : "fromOrder", { name: orderName, place, time: fmtTime(a.raised_at) });
       } else if (a.condition === "river_level") {
-        src = t("fromGauge", { station: stationName(a.station_id, a.station_name), level: a.level });
+        src = t("fromGauge", { station, level: a.level });
       } else {
-        src = t("fromOther", { station: a.station_name || a.station_id || "", condition: S.conditionName(a.condition, state.lang) });
+        src = t("fromOther", { station, condition: S.conditionName(a.condition, state.lang) });
       }
     }
     const sources = state.levelSources || [];

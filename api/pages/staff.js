@@ -7,25 +7,87 @@
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 15000;
   const LEVEL_NAMES = { 1: "待機 Standby", 2: "注意 Caution", 3: "高齢者等避難 L3", 4: "避難指示 L4", 5: "緊急安全確保 L5" };
+  const LEVEL_NAMES_EN = { 1: "Standby", 2: "Caution", 3: "Elderly and others evacuate (L3)", 4: "Evacuation order (L4)",
+    5: "Emergency safety measures (L5)" };
+  const DRILL_TOWN = "079995"; // sonae.municipality_code.DRILL_TOWN_CODE: exercises only
   const HAZARDS = ["flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding", "volcano"];
   const HAZ_JA = { flood: "洪水", landslide: "土砂災害", storm_surge: "高潮", earthquake: "地震", tsunami: "津波",
     large_fire: "大規模火災", inland_flooding: "内水氾濫", volcano: "火山" };
   const TH_NAMES = { standby: "水防団待機", caution: "氾濫注意", evacuation: "避難判断", danger: "氾濫危険",
     obs_start: "観測開始", crisis: "危険", overflow: "氾濫開始" };
+  const TH_NAMES_EN = { standby: "flood-fighting standby", caution: "flood caution", evacuation: "evacuation decision",
+    danger: "flood danger", obs_start: "observation start", crisis: "crisis", overflow: "overflow" };
+  const ORDER_EN = { "高齢者等避難": "Elderly and others evacuate", "避難指示": "Evacuation order", "緊急安全確保": "Emergency safety measures" };
 
   const state = { token: null, account: null, alerts: [], hazards: [], shelters: [], stations: [], draw: [],
-    drawing: false, station: null, es: null, timer: null };
+    drawing: false, station: null, es: null, timer: null, lang: "ja", municipalities: [] };
   window.sonaeStaff = state;
   let map = null;
 
+  const MAX_PEOPLE = 1000000; // api/staff.py MAX_PEOPLE
+
+  /** The whole number typed in a number box, from lo to hi; null when it is empty, not a number (a number box
+   * reports "" for what it cannot read, e.g. "1e" or full-width digits some IMEs give), fractional or out of range. */
+  function wholeNumber(input, lo, hi) {
+    const raw = input.value.trim();
+    if (raw === "" || (input.validity && input.validity.badInput)) return null;
+    const v = Number(raw);
+    return Number.isInteger(v) && v >= lo && v <= hi ? v : null;
+  }
+
   function notice(text) { $("notice").textContent = text; }
+
+  /* The console's language: "ja" (Japanese, with the English glosses staff have always had) or "en" (English
+   * only: no Japanese word but proper names without an English form). tx(ja, en) picks the text. */
+  const isEn = () => state.lang === "en";
+  const tx = (ja, en) => (isEn() ? en : ja);
+  /** A station's name for this console's readers: name_en in English when it has one. */
+  const stationName = (s) => (s ? (isEn() && s.name_en ? s.name_en : s.name) || s.id || "" : "");
+  /** A municipality's name in the console's language (/api/v1/municipalities, else the names an alert carries). */
+  function muniName(code, fromAlert) {
+    if (!code) return "";
+    const m = state.municipalities.find((x) => x.code === code);
+    const ja = (m && m.name_ja) || (fromAlert && fromAlert.municipality_name) || "";
+    const en = (m && m.name_en) || (fromAlert && fromAlert.municipality_name_en) || "";
+    return (isEn() ? en || ja : ja) || code;
+  }
+  const thName = (k) => (isEn() ? TH_NAMES_EN[k] : TH_NAMES[k]) || k;
+  const orderName = (o) => (isEn() ? ORDER_EN[o] || o : o);
+
+  function applyLang() {
+    document.documentElement.lang = state.lang;
+    for (const e of document.querySelectorAll("[data-en]")) {
+      if (e.dataset.ja === undefined) e.dataset.ja = e.innerHTML;
+      if (isEn()) e.textContent = e.dataset.en; else e.innerHTML = e.dataset.ja;
+    }
+    for (const e of document.querySelectorAll("[data-en-aria-label]")) {
+      if (e.dataset.jaAriaLabel === undefined) e.dataset.jaAriaLabel = e.getAttribute("aria-label");
+      e.setAttribute("aria-label", isEn() ? e.dataset.enAriaLabel : e.dataset.jaAriaLabel);
+    }
+    for (const e of document.querySelectorAll("[data-en-value]")) {
+      if (e.dataset.jaValue === undefined) e.dataset.jaValue = e.value;
+      if (e.value === e.dataset.jaValue || e.value === e.dataset.enValue) e.value = isEn() ? e.dataset.enValue : e.dataset.jaValue;
+    }
+    for (const b of document.querySelectorAll(".langs button[data-lang]")) b.setAttribute("aria-pressed", String(b.dataset.lang === state.lang));
+    for (const h of HAZARDS) {
+      const o = document.querySelector(`#hz-type option[value="${h}"]`);
+      if (o) o.textContent = isEn() ? h.replace(/_/g, " ") : HAZ_JA[h] + " / " + h;
+    }
+    setDrawing(state.drawing);
+    if (state.account) { showConsole(true); render(); if (state.station) selectStation(state.station); }
+  }
+
+  function setLang(lang) {
+    state.lang = lang === "en" ? "en" : "ja";
+    applyLang();
+  }
 
   async function api(method, url, body) {
     const headers = { Accept: "application/json" };
     if (state.token) headers.Authorization = "Bearer " + state.token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const r = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    if (r.status === 401 && state.token) { logout(); throw new Error("ログインが切れました / Session expired"); }
+    if (r.status === 401 && state.token) { logout(); throw new Error(tx("ログインが切れました / Session expired", "Session expired")); }
     if (!r.ok) {
       let detail = "HTTP " + r.status;
       try { const p = await r.json(); detail = p.detail || p.title || detail; } catch (e) { /* not JSON */ }
@@ -65,7 +127,7 @@
       $("alerts-h").focus && $("alerts-h").setAttribute("tabindex", "-1");
       $("alerts-h").focus();
     } catch (err) {
-      $("login-error").textContent = "ログインできません / Login failed: " + err.message;
+      $("login-error").textContent = tx("ログインできません / Login failed: ", "Login failed: ") + err.message;
     }
   }
 
@@ -83,7 +145,9 @@
     for (const id of ["alerts-card", "official-card", "map-card", "side", "station-card", "shelters-card", "who-box"]) $(id).hidden = !on;
     if (on) {
       const a = state.account;
-      $("who").textContent = (a.display_name || a.username) + "（" + a.role + "・" + (a.municipality_code || "県全域 prefecture") + "）";
+      $("who").textContent = isEn()
+        ? (a.display_name || a.username) + " (" + a.role + ", " + (a.municipality_code ? muniName(a.municipality_code) : "whole prefecture") + ")"
+        : (a.display_name || a.username) + "（" + a.role + "・" + (a.municipality_code ? muniName(a.municipality_code) : "県全域 prefecture") + "）";
     }
     document.body.setAttribute("data-logged-in", String(on));
   }
@@ -93,11 +157,13 @@
     try {
       const muni = state.account && state.account.municipality_code
         ? "?municipality=" + encodeURIComponent(state.account.municipality_code) : "";
-      const [alerts, hazards, shelters, stations, official] = await Promise.all([
+      const [alerts, hazards, shelters, stations, official, munis] = await Promise.all([
         api("GET", "/api/v1/alerts?audience=all"), api("GET", "/api/v1/hazards?state=all"),
         api("GET", "/api/v1/shelters" + (state.account && state.account.municipality_code
           ? "?municipality=" + encodeURIComponent(state.account.municipality_code) : "")),
-        api("GET", "/api/v1/stations"), api("GET", "/api/v1/official" + muni)]);
+        api("GET", "/api/v1/stations"), api("GET", "/api/v1/official" + muni),
+        state.municipalities.length ? null : api("GET", "/api/v1/municipalities").catch(() => null)]);
+      if (munis) state.municipalities = munis.municipalities || [];
       state.alerts = alerts.alerts || [];
       state.official = official.official || [];
       state.hazards = hazards.features || [];
@@ -105,11 +171,12 @@
       state.stations = stations.stations || [];
       render();
     } catch (err) {
-      notice("読み込みに失敗しました / Could not load: " + err.message);
+      notice(tx("読み込みに失敗しました / Could not load: ", "Could not load: ") + err.message);
     }
   }
 
   function render() {
+    if (state.account) showConsole(true); // the account's municipality by name, once the names are in
     renderAlerts();
     renderOfficial();
     renderOrders();
@@ -133,16 +200,18 @@
     const notes = [];
     const river = state.alerts.find((a) => a.station_id === s.id && a.condition === "river_level");
     if (river && s.latest && river.threshold != null && s.latest.value < river.threshold) {
-      notes.push(`${river.threshold} m を下回りました。低下の確認まで保持中 / below ${river.threshold} m: held until the fall is confirmed`);
+      notes.push(tx(`${river.threshold} m を下回りました。低下の確認まで保持中 / below ${river.threshold} m: held until the fall is confirmed`,
+        `below ${river.threshold} m: held until the fall is confirmed`));
     }
     const jump = state.alerts.find((a) => a.station_id === s.id && a.unconfirmed);
-    if (jump) notes.push(`未確認 レベル${jump.level}（${jump.value} m、ありえない速さの変化。次の観測で確認）/ unconfirmed level ${jump.level}: faster than the river can change, awaiting the next reading`);
-    return notes.length ? "（" + notes.join("；") + "）" : "";
+    if (jump) notes.push(tx(`未確認 レベル${jump.level}（${jump.value} m、ありえない速さの変化。次の観測で確認）/ unconfirmed level ${jump.level}: faster than the river can change, awaiting the next reading`,
+      `unconfirmed level ${jump.level} (${jump.value} m): faster than the river can change, awaiting the next reading`));
+    return notes.length ? (isEn() ? " (" + notes.join("; ") + ")" : "（" + notes.join("；") + "）") : "";
   }
 
-  /** An alert condition in Japanese and English (the table in map.js has all three languages). */
+  /** An alert condition in Japanese and English, or English only (the table in map.js has all three languages). */
   function condition(c) {
-    return S.conditionName(c, "ja") + " / " + S.conditionName(c, "en");
+    return isEn() ? S.conditionName(c, "en") : S.conditionName(c, "ja") + " / " + S.conditionName(c, "en");
   }
 
   function renderAlerts() {
@@ -151,25 +220,27 @@
     $("alerts-empty").hidden = state.alerts.length > 0;
     for (const a of state.alerts) {
       const tr = el("tr", { "data-alert-id": a.id });
-      const td0 = el("td", { class: "cell-level", "data-label": "レベル / Level" });
+      const td0 = el("td", { class: "cell-level", "data-label": tx("レベル / Level", "Level") });
       td0.appendChild(el("span", { class: "badge", "data-level": String(a.level) }, String(a.level)));
       tr.appendChild(td0);
+      const station = { id: a.station_id, name: a.station_name, name_en: a.station_name_en };
       const what = a.condition === "evacuation_order"
-        ? "避難情報 " + (LEVEL_NAMES[a.level] || "") + (a.area ? "（区域指定）" : "（全域）")
-        : (a.station_name || a.station_id || "") + " " + condition(a.condition) + (a.value != null ? " " + a.value + " m" : "");
-      const tdw = el("td", { "data-label": "内容 / What" }, what + " ");
-      if (a.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, "訓練 EXERCISE"));
-      if (a.unconfirmed) tdw.appendChild(el("span", { class: "tag-unconfirmed" }, "未確認 UNCONFIRMED"));
-      if (a.audience === "staff") tdw.appendChild(el("span", { class: "muted" }, " 職員のみ staff only"));
+        ? (isEn() ? "Evacuation order: " + (LEVEL_NAMES_EN[a.level] || "") + (a.area ? " (drawn area)" : " (whole municipality)")
+          : "避難情報 " + (LEVEL_NAMES[a.level] || "") + (a.area ? "（区域指定）" : "（全域）"))
+        : stationName(station) + " " + condition(a.condition) + (a.value != null ? " " + a.value + " m" : "");
+      const tdw = el("td", { "data-label": tx("内容 / What", "What") }, what + " ");
+      if (a.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, tx("訓練 EXERCISE", "EXERCISE")));
+      if (a.unconfirmed) tdw.appendChild(el("span", { class: "tag-unconfirmed" }, tx("未確認 UNCONFIRMED", "UNCONFIRMED")));
+      if (a.audience === "staff") tdw.appendChild(el("span", { class: "muted" }, tx(" 職員のみ staff only", " staff only")));
       tr.appendChild(tdw);
-      tr.appendChild(el("td", { "data-label": "地域 / Where" }, a.municipality_name || a.municipality_code || ""));
-      tr.appendChild(el("td", { "data-label": "時刻 / Since" }, fmt(a.raised_at)));
-      const td = el("td", { "data-label": "確認 / Ack" });
+      tr.appendChild(el("td", { "data-label": tx("地域 / Where", "Where") }, muniName(a.municipality_code, a)));
+      tr.appendChild(el("td", { "data-label": tx("時刻 / Since", "Since") }, fmt(a.raised_at)));
+      const td = el("td", { "data-label": tx("確認 / Ack", "Ack") });
       if (a.acknowledged_by) {
-        td.textContent = "確認済 " + a.acknowledged_by;
+        td.textContent = tx("確認済 ", "Acknowledged by ") + a.acknowledged_by;
       } else {
-        const b = el("button", { type: "button", class: "ack", "data-alert-id": a.id }, "確認 / Acknowledge");
-        b.setAttribute("aria-label", "確認 / Acknowledge: " + what);
+        const b = el("button", { type: "button", class: "ack", "data-alert-id": a.id }, tx("確認 / Acknowledge", "Acknowledge"));
+        b.setAttribute("aria-label", tx("確認 / Acknowledge: ", "Acknowledge: ") + what);
         b.addEventListener("click", () => acknowledge(a, b));
         td.appendChild(b);
       }
@@ -187,30 +258,34 @@
     $("official-empty").hidden = items.length > 0;
     for (const o of items) {
       const tr = el("tr", { "data-municipality": o.municipality_code });
-      const td0 = el("td", { class: "cell-level", "data-label": "レベル / Level" });
+      const td0 = el("td", { class: "cell-level", "data-label": tx("レベル / Level", "Level") });
       td0.appendChild(el("span", { class: "badge", "data-level": String(o.level) }, String(o.level)));
       tr.appendChild(td0);
-      const tdw = el("td", { "data-label": "内容 / What" }, o.names["ja-JP"] + " / " + o.names["en-US"] + " ");
-      if (o.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, "訓練 EXERCISE"));
+      const tdw = el("td", { "data-label": tx("内容 / What", "What") }, tx(o.names["ja-JP"] + " / " + o.names["en-US"], o.names["en-US"]) + " ");
+      if (o.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, tx("訓練 EXERCISE", "EXERCISE")));
       tr.appendChild(tdw);
-      tr.appendChild(el("td", { "data-label": "地域 / Where" }, (o.municipality_name || "") + " " + o.municipality_code));
-      tr.appendChild(el("td", { "data-label": "発表 / Since" }, fmt(o.valid_from)));
-      const td = el("td", { "data-label": "検討 / Consider" });
+      const town = muniName(o.municipality_code, o);
+      tr.appendChild(el("td", { "data-label": tx("地域 / Where", "Where") }, town + " " + o.municipality_code));
+      tr.appendChild(el("td", { "data-label": tx("発表 / Since", "Since") }, fmt(o.valid_from)));
+      const td = el("td", { "data-label": tx("検討 / Consider", "Consider") });
       if (o.suggested_order) {
-        const label = `${o.suggested_order}（レベル${o.level}）を発令 / Issue level ${o.level}`;
+        const label = tx(`${o.suggested_order}（レベル${o.level}）を発令 / Issue level ${o.level}`,
+          `Issue level ${o.level}: ${orderName(o.suggested_order)}`);
         const b = el("button", { type: "button", class: "danger issue-suggested" }, label);
-        b.setAttribute("aria-label", label + ": " + o.names["ja-JP"] + " " + o.municipality_code);
+        b.setAttribute("aria-label", label + ": " + tx(o.names["ja-JP"], o.names["en-US"]) + " " + town);
         b.addEventListener("click", async () => {
-          if (!window.confirm(`${o.municipality_name || o.municipality_code}に${o.suggested_order}を発令しますか？ / Issue this order?`)) return;
+          if (!window.confirm(tx(`${town}に${o.suggested_order}を発令しますか？ / Issue this order?`,
+            `Issue ${orderName(o.suggested_order)} for ${town}?`))) return;
           b.disabled = true;
           try {
             const r = await api("POST", "/api/v1/orders", { level: o.level, municipality_code: o.municipality_code,
               note: o.names["ja-JP"], exercise: !!o.exercise });
-            notice(`避難情報を発令しました / Order issued: #${r.order_id}`);
+            notice(tx(`避難情報を発令しました / Order issued: #${r.order_id}`, `Order issued: #${r.order_id}`));
             await loadAll();
-          } catch (err) { b.disabled = false; notice("発令できません / Could not issue: " + err.message); }
+          } catch (err) { b.disabled = false; notice(tx("発令できません / Could not issue: ", "Could not issue: ") + err.message); }
         });
-        td.appendChild(el("span", {}, "検討: " + o.suggested_order + " / consider " + o.suggested_order + " "));
+        td.appendChild(el("span", {}, tx("検討: " + o.suggested_order + " / consider " + o.suggested_order + " ",
+          "consider: " + orderName(o.suggested_order) + " ")));
         td.appendChild(b);
       }
       tr.appendChild(td);
@@ -222,11 +297,11 @@
     b.disabled = true;
     try {
       await api("POST", `/api/v1/alerts/${a.id}/acknowledge`, {});
-      notice("警報を確認しました / Alert acknowledged: #" + a.id);
+      notice(tx("警報を確認しました / Alert acknowledged: #", "Alert acknowledged: #") + a.id);
       await loadAll();
     } catch (err) {
       b.disabled = false;
-      notice("確認できません / Could not acknowledge: " + err.message);
+      notice(tx("確認できません / Could not acknowledge: ", "Could not acknowledge: ") + err.message);
     }
   }
 
@@ -234,33 +309,48 @@
     const ul = $("orders");
     ul.textContent = "";
     for (const a of state.alerts.filter((x) => x.condition === "evacuation_order" && x.order_id)) {
-      const item = el("li", { "data-order-id": a.order_id },
-        `レベル${a.level} ${a.municipality_name || a.municipality_code} ${a.area ? "区域" : "全域"} ${fmt(a.raised_at)} `);
-      if (a.exercise) item.appendChild(el("span", { class: "tag-ex" }, "訓練"));
-      const b = el("button", { type: "button", class: "danger cancel-order" }, "解除 / Cancel");
-      b.setAttribute("aria-label", `解除 / Cancel order ${a.order_id}`);
+      const town = muniName(a.municipality_code, a);
+      const item = el("li", { "data-order-id": a.order_id }, isEn()
+        ? `Level ${a.level} ${town} ${a.area ? "drawn area" : "whole municipality"} ${fmt(a.raised_at)} `
+        : `レベル${a.level} ${town} ${a.area ? "区域" : "全域"} ${fmt(a.raised_at)} `);
+      if (a.exercise) item.appendChild(el("span", { class: "tag-ex" }, tx("訓練", "EXERCISE")));
+      const b = el("button", { type: "button", class: "danger cancel-order" }, tx("解除 / Cancel", "Cancel"));
+      b.setAttribute("aria-label", tx(`解除 / Cancel order ${a.order_id}`, `Cancel order ${a.order_id}`));
       b.addEventListener("click", async () => {
-        if (!window.confirm("この避難情報を解除しますか？ / Cancel this order?")) return;
+        if (!window.confirm(tx("この避難情報を解除しますか？ / Cancel this order?", "Cancel this order?"))) return;
         try {
           await api("POST", `/api/v1/orders/${a.order_id}/cancel`, {});
-          notice("避難情報を解除しました / Order cancelled");
+          notice(tx("避難情報を解除しました / Order cancelled", "Order cancelled"));
           await loadAll();
-        } catch (err) { notice("解除できません / Could not cancel: " + err.message); }
+        } catch (err) { notice(tx("解除できません / Could not cancel: ", "Could not cancel: ") + err.message); }
       });
       item.appendChild(b);
       ul.appendChild(item);
     }
-    if (!ul.children.length) ul.appendChild(el("li", { class: "muted" }, "なし / None"));
+    if (!ul.children.length) ul.appendChild(el("li", { class: "muted" }, tx("なし / None", "None")));
+    renderOrderMunicipalities();
+  }
+
+  /** The municipalities this account may issue an order for (api/authorization.py in_scope, api/bodies.py
+   * covered_municipality): a municipal account its own only; a prefecture-wide one every covered municipality,
+   * the drill town only while 訓練 / Exercise is ticked (a real order there is refused). */
+  function renderOrderMunicipalities() {
     const sel = $("order-muni");
     const keep = sel.value;
-    const codes = new Map();
-    if (state.account && state.account.municipality_code) codes.set(state.account.municipality_code, "");
-    for (const a of state.alerts) if (a.municipality_code) codes.set(a.municipality_code, a.municipality_name || codes.get(a.municipality_code) || "");
-    for (const s of state.shelters) if (s.municipality_code && !codes.has(s.municipality_code)) codes.set(s.municipality_code, "");
-    for (const s of state.stations) if (s.municipality_code && !codes.has(s.municipality_code)) codes.set(s.municipality_code, "");
+    const exercise = $("order-exercise").checked;
+    const own = state.account && state.account.municipality_code;
+    let codes;
+    if (own) codes = [own];
+    else {
+      codes = state.municipalities.filter((m) => m.covered !== false && m.code !== DRILL_TOWN).map((m) => m.code);
+      // an exercise is mostly held in the drill town: first, and chosen when it is newly offered
+      if (exercise && state.municipalities.some((m) => m.code === DRILL_TOWN)) codes.unshift(DRILL_TOWN);
+    }
+    const offered = [...sel.options].map((o) => o.value);
     sel.textContent = "";
-    for (const [code, name] of codes) sel.appendChild(el("option", { value: code }, code + (name ? " " + name : "")));
-    if (keep && codes.has(keep)) sel.value = keep;
+    for (const code of codes) sel.appendChild(el("option", { value: code }, code + " " + muniName(code)));
+    if (codes.includes(DRILL_TOWN) && !offered.includes(DRILL_TOWN)) sel.value = DRILL_TOWN;
+    else if (keep && codes.includes(keep)) sel.value = keep;
   }
 
   function renderHazards() {
@@ -268,20 +358,21 @@
     ul.textContent = "";
     for (const h of state.hazards.filter((x) => x.properties.in_force !== false)) {
       const p = h.properties;
-      const item = el("li", { "data-hazard-id": p.id }, `${HAZ_JA[p.hazard] || p.hazard} ${p.label || ""} (${p.source}) `);
-      if (p.exercise) item.appendChild(el("span", { class: "tag-ex" }, "訓練"));
+      const kind = isEn() ? p.hazard.replace(/_/g, " ") : HAZ_JA[p.hazard] || p.hazard;
+      const item = el("li", { "data-hazard-id": p.id }, `${kind} ${p.label || ""} (${p.source}) `);
+      if (p.exercise) item.appendChild(el("span", { class: "tag-ex" }, tx("訓練", "EXERCISE")));
       if (p.source === "staff") {
-        const b = el("button", { type: "button", class: "secondary" }, "削除 / Remove");
-        b.setAttribute("aria-label", "削除 / Remove " + (p.label || p.id));
+        const b = el("button", { type: "button", class: "secondary" }, tx("削除 / Remove", "Remove"));
+        b.setAttribute("aria-label", tx("削除 / Remove ", "Remove ") + (p.label || p.id));
         b.addEventListener("click", async () => {
-          try { await api("DELETE", "/api/v1/hazards/" + encodeURIComponent(p.id)); notice("危険区域を削除しました / Hazard area removed"); await loadAll(); }
-          catch (err) { notice("削除できません / Could not remove: " + err.message); }
+          try { await api("DELETE", "/api/v1/hazards/" + encodeURIComponent(p.id)); notice(tx("危険区域を削除しました / Hazard area removed", "Hazard area removed")); await loadAll(); }
+          catch (err) { notice(tx("削除できません / Could not remove: ", "Could not remove: ") + err.message); }
         });
         item.appendChild(b);
       }
       ul.appendChild(item);
     }
-    if (!ul.children.length) ul.appendChild(el("li", { class: "muted" }, "なし / None"));
+    if (!ul.children.length) ul.appendChild(el("li", { class: "muted" }, tx("なし / None", "None")));
   }
 
   function renderShelters() {
@@ -290,27 +381,41 @@
     tb.textContent = "";
     for (const s of state.shelters) {
       const tr = el("tr", { "data-shelter-id": s.id });
-      tr.appendChild(el("td", { "data-label": "名前 / Name" }, s.name));
-      const open = el("input", { type: "checkbox", "aria-label": s.name + " 開設 / open" });
+      const name = isEn() && s.name_en ? s.name_en : s.name;
+      tr.appendChild(el("td", { "data-label": tx("名前 / Name", "Name") }, name));
+      const open = el("input", { type: "checkbox", "aria-label": name + tx(" 開設 / open", " open") });
       open.checked = !!s.is_open;
-      const tdo = el("td", { "data-label": "開設 / Open" });
+      const tdo = el("td", { "data-label": tx("開設 / Open", "Open") });
       tdo.appendChild(open);
       tr.appendChild(tdo);
-      const occ = el("input", { type: "number", min: "0", inputmode: "numeric", size: "5", "aria-label": s.name + " 収容人数 / occupancy" });
-      occ.value = s.occupancy || 0;
-      const tdc = el("td", { "data-label": "収容 / Occupancy" });
+      const occ = el("input", { type: "number", min: "0", max: String(MAX_PEOPLE), step: "1", inputmode: "numeric", size: "5",
+        "aria-label": name + tx(" 収容人数 / occupancy", " occupancy") });
+      occ.value = s.occupancy == null ? "" : String(s.occupancy);
+      const tdc = el("td", { "data-label": tx("収容 / Occupancy", "Occupancy") });
       tdc.appendChild(occ);
       tdc.appendChild(document.createTextNode(" / " + (s.capacity == null ? "?" : s.capacity)));
       tr.appendChild(tdc);
-      const b = el("button", { type: "button", class: "secondary", "aria-label": s.name + " 更新 / update" }, "更新");
+      const b = el("button", { type: "button", class: "secondary", "aria-label": name + tx(" 更新 / update", " update") }, tx("更新 / Update", "Update"));
       b.addEventListener("click", async () => {
+        // an emptied or unreadable box is refused, never sent as 0 (found: a full shelter then looked empty)
+        const occupancy = wholeNumber(occ, 0, MAX_PEOPLE);
+        if (occupancy === null) {
+          occ.setAttribute("aria-invalid", "true");
+          notice(tx(`収容人数を 0〜${MAX_PEOPLE} の整数で入力してください（${name}、更新していません） / `
+            + `Enter the occupancy as a whole number from 0 to ${MAX_PEOPLE} (${name}: not updated)`,
+            `Enter the occupancy as a whole number from 0 to ${MAX_PEOPLE} (${name}: not updated)`));
+          occ.focus();
+          return;
+        }
+        occ.removeAttribute("aria-invalid");
         try {
-          await api("PATCH", "/api/v1/shelters/" + encodeURIComponent(s.id), { occupancy: Number(occ.value) || 0, is_open: open.checked });
-          notice("避難所を更新しました / Shelter updated: " + s.name);
+          await api("PATCH", "/api/v1/shelters/" + encodeURIComponent(s.id), { occupancy, is_open: open.checked });
+          notice(tx("避難所を更新しました / Shelter updated: ", "Shelter updated: ") + name);
+          b.focus();
           await loadAll();
-        } catch (err) { notice("更新できません / Could not update: " + err.message); }
+        } catch (err) { notice(tx("更新できません / Could not update: ", "Could not update: ") + err.message); }
       });
-      const tdb = el("td", { "data-label": "更新 / Update" });
+      const tdb = el("td", { "data-label": tx("更新 / Update", "Update") });
       tdb.appendChild(b);
       tr.appendChild(tdb);
       tb.appendChild(tr);
@@ -320,9 +425,10 @@
   function renderStations() {
     const sel = $("station");
     const keep = sel.value;
-    if (sel.options.length !== state.stations.length) {
+    if (sel.options.length !== state.stations.length || sel.getAttribute("data-lang") !== state.lang) {
+      sel.setAttribute("data-lang", state.lang);
       sel.textContent = "";
-      for (const s of state.stations) sel.appendChild(el("option", { value: s.id }, s.name + (s.name_en ? " / " + s.name_en : "")));
+      for (const s of state.stations) sel.appendChild(el("option", { value: s.id }, isEn() ? stationName(s) : s.name + (s.name_en ? " / " + s.name_en : "")));
     }
     if (keep) sel.value = keep;
     if (!state.station && state.stations.length) selectStation(state.stations[0].id);
@@ -333,16 +439,16 @@
   function drawMap() {
     if (!map) return;
     const areas = state.hazards.map((h) => ({ geometry: h.geometry, cls: h.properties.in_force === false ? "hazard-off" : "hazard",
-      title: (h.properties.label || h.properties.hazard) + (h.properties.in_force === false ? "（未発動）" : ""), id: h.properties.id }));
-    for (const a of state.alerts) if (a.area) areas.push({ geometry: a.area, cls: "order-area", title: "避難情報 レベル" + a.level });
+      title: (h.properties.label || h.properties.hazard) + (h.properties.in_force === false ? tx("（未発動）", " (not in force)") : ""), id: h.properties.id }));
+    for (const a of state.alerts) if (a.area) areas.push({ geometry: a.area, cls: "order-area", title: tx("避難情報 レベル", "Evacuation order, level ") + a.level });
     map.setLayer("areas", areas);
     const pts = state.shelters.map((s) => ({ point: [s.lon, s.lat], r: 7, cls: s.is_open ? "shelter" : "shelter-closed", id: s.id,
-      title: `${s.name} ${s.occupancy}/${s.capacity == null ? "?" : s.capacity}${s.is_open ? "" : "（閉鎖）"}` }));
+      title: `${isEn() && s.name_en ? s.name_en : s.name} ${s.occupancy}/${s.capacity == null ? "?" : s.capacity}${s.is_open ? "" : tx("（閉鎖）", " (closed)")}` }));
     for (const s of state.stations) {
       if (!s.location) continue;
       const lv = stationLevel(s.id);
       pts.push({ point: [s.location.lon, s.location.lat], shape: "square", r: 10, cls: "station st-" + lv, id: s.id,
-        title: `${s.name} ${s.latest ? s.latest.value + " m" : ""} レベル${lv}${stationNote(s)}`, label: s.name, labelPriority: lv,
+        title: `${stationName(s)} ${s.latest ? s.latest.value + " m" : ""} ${tx("レベル", "level ")}${lv}${stationNote(s)}`, label: stationName(s), labelPriority: lv,
         onClick: () => selectStation(s.id) });
     }
     map.setLayer("points", pts);
@@ -381,7 +487,7 @@
     state.drawing = on;
     const b = $("draw-start");
     b.setAttribute("aria-pressed", String(on));
-    b.textContent = on ? "描画終了 / Stop drawing" : "描画開始 / Start drawing";
+    b.textContent = on ? tx("描画終了 / Stop drawing", "Stop drawing") : tx("描画開始 / Start drawing", "Start drawing");
   }
 
   // -- orders and hazard areas ------------------------------------------------------------------------------
@@ -391,29 +497,29 @@
       note: $("order-note").value || undefined, exercise: $("order-exercise").checked };
     if (document.querySelector("input[name=order-area]:checked").value === "drawn") {
       const area = drawnPolygon();
-      if (!area) { notice("区域を地図に描いてください（3点以上） / Draw the area on the map (3 points or more)"); return; }
+      if (!area) { notice(tx("区域を地図に描いてください（3点以上） / Draw the area on the map (3 points or more)", "Draw the area on the map (3 points or more)")); return; }
       body.area = area;
     }
     try {
       const r = await api("POST", "/api/v1/orders", body);
-      notice(`避難情報を発令しました / Order issued: #${r.order_id}`);
+      notice(tx(`避難情報を発令しました / Order issued: #${r.order_id}`, `Order issued: #${r.order_id}`));
       setDrawing(false);
       await loadAll();
-    } catch (err) { notice("発令できません / Could not issue: " + err.message); }
+    } catch (err) { notice(tx("発令できません / Could not issue: ", "Could not issue: ") + err.message); }
   }
 
   async function addHazard(ev) {
     ev.preventDefault();
     const geometry = drawnPolygon();
-    if (!geometry) { notice("区域を地図に描いてください（3点以上） / Draw the area on the map (3 points or more)"); return; }
+    if (!geometry) { notice(tx("区域を地図に描いてください（3点以上） / Draw the area on the map (3 points or more)", "Draw the area on the map (3 points or more)")); return; }
     try {
       const r = await api("POST", "/api/v1/hazards", { geometry, hazard: $("hz-type").value, label: $("hz-label").value,
         exercise: $("hz-exercise").checked });
-      notice("危険区域を登録しました / Hazard area added: " + r.id);
+      notice(tx("危険区域を登録しました / Hazard area added: ", "Hazard area added: ") + r.id);
       state.draw = [];
       setDrawing(false);
       await loadAll();
-    } catch (err) { notice("登録できません / Could not add: " + err.message); }
+    } catch (err) { notice(tx("登録できません / Could not add: ", "Could not add: ") + err.message); }
   }
 
   // -- station charts --------------------------------------------------------------------------------------
@@ -430,7 +536,10 @@
     const s = state.stations.find((x) => x.id === state.station);
     if (!s) return;
     const lv = stationLevel(s.id);
-    $("station-now").textContent = `${s.name}（${s.river || ""}）: ${s.latest ? s.latest.value + " m @ " + fmt(s.latest.ts) : "データなし / no data"}・レベル ${lv}${stationNote(s)}`;
+    const reading = s.latest ? s.latest.value + " m @ " + fmt(s.latest.ts) : tx("データなし / no data", "no data");
+    $("station-now").textContent = isEn()
+      ? `${stationName(s)}${s.river_en ? " (" + s.river_en + ")" : ""}: ${reading}, level ${lv}${stationNote(s)}`
+      : `${s.name}（${s.river || ""}）: ${reading}・レベル ${lv}${stationNote(s)}`;
   }
 
   async function chart(svg, id, bucket, from, to) {
@@ -471,7 +580,7 @@
     add("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" });
     for (const [name, v] of ths) {
       add("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "th th-" + name, "data-threshold": name });
-      add("text", { x: W - R + 4, y: y(v) + 4 }, `${TH_NAMES[name] || name} ${v}`);
+      add("text", { x: W - R + 4, y: y(v) + 4 }, `${thName(name)} ${v}`);
     }
     if (rows.length) {
       const ts = rows.map((r) => new Date(r.bucket).getTime());
@@ -482,11 +591,14 @@
       add("path", { d: band + "Z", class: "band" });
       add("path", { d: line, class: "series" });
     } else {
-      add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "データなし / no data");
+      add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, tx("データなし / no data", "no data"));
     }
     const max = rows.length ? Math.max(...rows.map((r) => r.max)) : null;
-    title.textContent = `${st.name || id}: ${bucket === "10m" ? "24時間 / 24 h" : "7日間 / 7 days"}, ${rows.length} 区間` +
-      (max != null ? `, 最高 max ${max.toFixed(2)} m` : "") + (ths.length ? `, 基準 thresholds ${ths.map(([k, v]) => (TH_NAMES[k] || k) + " " + v).join(", ")}` : "");
+    title.textContent = isEn()
+      ? `${stationName(st) || id}: ${bucket === "10m" ? "24 h" : "7 days"}, ${rows.length} intervals` +
+        (max != null ? `, max ${max.toFixed(2)} m` : "") + (ths.length ? `, thresholds ${ths.map(([k, v]) => thName(k) + " " + v).join(", ")}` : "")
+      : `${st.name || id}: ${bucket === "10m" ? "24時間 / 24 h" : "7日間 / 7 days"}, ${rows.length} 区間` +
+        (max != null ? `, 最高 max ${max.toFixed(2)} m` : "") + (ths.length ? `, 基準 thresholds ${ths.map(([k, v]) => thName(k) + " " + v).join(", ")}` : "");
     svg.setAttribute("data-points", String(rows.length));
   }
 
@@ -524,7 +636,8 @@
                 if (line.startsWith("id:")) lastId = line.slice(3).trim();
                 else if (line.startsWith("event:")) type = line.slice(6).trim();
               }
-              if (type === "alert" || type === "hazard_state") soon();
+              // official: JMA information came into force or ended (api/events.py), shown live, not at the next poll
+              if (type === "alert" || type === "hazard_state" || type === "official") soon();
             }
           }
         } catch (err) {
@@ -542,6 +655,8 @@
     S.keyboard($("map"), map, (p) => addVertex(p));
     window.sonaeStaffMap = map;
     for (const h of HAZARDS) $("hz-type").appendChild(el("option", { value: h }, HAZ_JA[h] + " / " + h));
+    for (const b of document.querySelectorAll(".langs button[data-lang]")) b.addEventListener("click", () => setLang(b.dataset.lang));
+    $("order-exercise").addEventListener("change", renderOrderMunicipalities);
     $("login").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
     $("zoom-in").addEventListener("click", () => map.zoom(1.5));
@@ -558,6 +673,8 @@
     $("order-form").addEventListener("submit", issueOrder);
     $("hazard-form").addEventListener("submit", addHazard);
     $("station").addEventListener("change", (ev) => selectStation(ev.target.value));
+    const asked = new URLSearchParams(location.search).get("lang");
+    setLang(asked || (/^en\b/i.test(navigator.language || "") ? "en" : "ja"));
     document.body.setAttribute("data-ready", "true");
   }
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from alerting.level import CALM
@@ -282,5 +285,93 @@ async def test_a_gauge_level_says_equivalent_and_never_an_orders_name_in_every_l
             assert not any(o in body["event"] + body["headline"] for o in orders), body
         cap = await (await client.get(f"/api/v1/alerts/{change.alert_id}.cap")).text()
         assert "けいかいレベル4 ぐらい" in cap and "警戒レベル4相当" in cap and "避難指示" not in cap
+    finally:
+        await client.close()
+
+
+JA = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+async def test_a_2024_named_landslide_telegram_is_named_new_beside_old_in_every_language(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    """breakit7: a VXWW50 whose Head/Title is 「…レベル４土砂災害危険警報」 (the 2024 review's name; Control/Title
+    and Body still 土砂災害警戒情報) was named 「気象庁: 土砂災害警戒情報」 only, in every language."""
+    from jma.store import store_telegram
+    from tests.jma.support import LANDSLIDE, sample, substitute
+
+    data = substitute(sample(LANDSLIDE[0]), code7="1420600", name="小田原市", as_code7="0720300", as_name="郡山市")
+    async with pool.acquire() as conn:
+        assert await store_telegram(conn, link="bk7-newname", data=data) == "applied"
+    client: TestClient = await make_client(pool, settings)
+    try:
+        names = {}
+        for lang in ("ja", "en", "ja-easy"):
+            body = await (await client.get("/api/v1/level", params={"municipality": KORIYAMA, "lang": lang})).json()
+            official = [s for s in body["sources"] if s["kind"] == "official"]
+            assert body["level"] == 4 and official, body
+            names[lang] = official[0]["name"]
+            assert body["headline"] == official[0]["name"]
+        assert names["ja"] == "気象庁: レベル４土砂災害危険警報（土砂災害警戒情報）"
+        assert names["en"] == ("JMA: level 4 landslide danger warning (landslide alert information; "
+                               "alert level 4 equivalent)")
+        assert not JA.search(names["en"]), names["en"]
+        assert "レベル4 どしゃさいがい きけん けいほう" in names["ja-easy"] and "どしゃさいがい" in names["ja-easy"]
+        official_list = await (await client.get("/api/v1/official", params={"municipality": KORIYAMA,
+                                                                           "lang": "en"})).json()
+        assert official_list["official"][0]["name"] == names["en"]
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(("row", "new", "former"), [
+    ({"kind": "レベル４氾濫危険警報", "phenomenon": "洪水", "level": 4, "title": "阿武隈川レベル４氾濫危険警報"},
+     "レベル４氾濫危険警報", "氾濫危険情報"),
+    ({"kind": "レベル５大雨特別警報", "phenomenon": "大雨", "level": 5, "title": "福島県気象警報・注意報"},
+     "レベル５大雨特別警報", "大雨特別警報"),
+    ({"kind": "レベル３氾濫警報", "phenomenon": "洪水", "level": 3, "title": ""}, "レベル３氾濫警報", "氾濫警戒情報"),
+    ({"kind": "レベル２氾濫注意報", "phenomenon": "洪水", "level": 2, "title": ""}, "レベル２氾濫注意報", "氾濫注意情報"),
+    ({"kind": "レベル４大雨危険警報", "phenomenon": "大雨", "level": 4, "title": ""}, "レベル４大雨危険警報", None),
+    ({"kind": "氾濫危険情報", "phenomenon": "洪水", "level": 4, "title": "阿武隈川氾濫危険情報"},
+     "レベル４氾濫危険警報", "氾濫危険情報"),
+    ({"kind": "大雨警報", "phenomenon": "大雨", "level": 3, "title": "福島県気象警報・注意報"}, None, "大雨警報"),
+])
+def test_official_names_pair_the_2024_name_with_the_former(row: dict[str, object], new: str | None,
+                                                           former: str | None) -> None:
+    from alerting.level import official_names, official_source
+
+    assert official_names({**row, "exercise": False}) == (new, former)
+    names = official_source({**row, "exercise": False, "editorial_office": "", "status": "発表"}).name
+    for shown in (new, former):
+        if shown:
+            assert shown in names["ja-JP"]
+    assert not JA.search(names["en-US"]), names["en-US"]
+    assert not re.search(r"[\u4e00-\u9fff]", names["ja-JP-x-easy"]), names["ja-JP-x-easy"]
+
+
+async def test_a_gauge_is_named_in_english_by_its_english_name(pool: asyncpg.Pool, settings: Settings) -> None:
+    """breakit7: the English source name was "Sonae gauge 本宮" although the station has name_en Motomiya."""
+    from datetime import UTC, datetime
+
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from ingest.registry import Station, upsert_stations
+
+    await _seed(pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id="motomiya", name="本宮", name_en="Motomiya", municipality_code=KORIYAMA,
+                                             lat=37.396, lon=140.366, th_danger=5.5)])
+        async with conn.transaction():
+            await apply_transition(conn, station_id="motomiya", municipality_code=KORIYAMA, exercise=False,
+                                   t=Transition("river_level", None, 4, datetime.now(UTC).timestamp(), 5.6, 5.5,
+                                                "threshold"))
+    client: TestClient = await make_client(pool, settings)
+    try:
+        en = await (await client.get("/api/v1/level", params={"municipality": KORIYAMA, "lang": "en"})).json()
+        gauge = [s for s in en["sources"] if s["kind"] == "gauge"]
+        assert gauge and gauge[0]["name"] == "Sonae gauge Motomiya", gauge
+        assert not JA.search(en["headline"]), en["headline"]
+        alerts = (await (await client.get("/api/v1/alerts", params={"municipality": KORIYAMA})).json())["alerts"]
+        mine = [a for a in alerts if a["station_id"] == "motomiya"]
+        assert mine and mine[0]["station_name_en"] == "Motomiya"
     finally:
         await client.close()

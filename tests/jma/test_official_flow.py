@@ -68,12 +68,13 @@ async def test_landslide_warning_raises_names_routes_and_clears(pool: asyncpg.Po
         feed.publish_next()
         body = await until(lambda: _at(level, 4), within_s=WAIT_S, what="level 4 from 発表")
         official = [s for s in body["sources"] if s["kind"] == "official"]
-        assert official and official[0]["name"] == "気象庁: 土砂災害警戒情報"
+        # the sample's Head/Title is 神奈川県レベル４土砂災害危険警報 (2024 review): new name beside the former
+        assert official and official[0]["name"] == "気象庁: レベル４土砂災害危険警報（土砂災害警戒情報）"
         assert official[0]["suggested_order"] == "避難指示" and official[0]["hazard"] == "landslide"
         assert body["hazard"] == "landslide" and body["exercise"] is False
         english = await level("en")
         name_en = english["sources"][0]["name"]
-        assert name_en.startswith("JMA: landslide alert information")
+        assert name_en.startswith("JMA: level 4 landslide danger warning (landslide alert information")
         assert not re.search(r"[\u3000-\u30ff\u4e00-\u9fff]", name_en), name_en  # English only
         # never re-issued as the municipality's own alert
         alerts = await (await client.get("/api/v1/alerts", params={"municipality": KORIYAMA})).json()
