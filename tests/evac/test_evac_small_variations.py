@@ -14,7 +14,7 @@ import shapely
 from osm_oracle import Option, WalkOracle
 from small_towns import box, lonlat, loop_town, street_town, write_osm
 
-from evac.engine import Engine
+from evac.engine import AT_SHELTER_M, Engine
 from evac.graph import graph_from_file
 from evac.hazards import HazardArea
 from evac.network import RoadNetwork
@@ -52,6 +52,16 @@ def _check(net: RoadNetwork, eng: Engine, oracle: WalkOracle, shelters: list[She
     for (x, y), (lon, lat), ref in zip(origins, pos, want, strict=True):
         r = eng.route_result(lat, lon)
         where = (x, y, [a.id for a in areas])
+        if r.status == "at_shelter" and not isinstance(ref, str):
+            # at a shelter (checked before the roads, so also where the oracle finds no walk): one within
+            # AT_SHELTER_M in the network's metres, with no blocked area on the straight line to it (the
+            # converse is checked by test_evac_snapping's random towns)
+            assert r.shelter is not None, where
+            here = net.project_geometry(shapely.Point(lon, lat))
+            there = net.project_geometry(shapely.Point(r.shelter.lon, r.shelter.lat))
+            assert here.distance(there) <= AT_SHELTER_M + 0.5, (where, here.distance(there))
+            assert not shapely.LineString([(lon, lat), (r.shelter.lon, r.shelter.lat)]).intersects(every), where
+            continue
         if isinstance(ref, str):
             assert r.status == ref, (where, r.status, ref)
             continue
@@ -139,7 +149,7 @@ def test_loops_with_floods_and_residents_inside_and_outside(tmp_path: Path, town
 
 
 # -- random towns through random sequences of area changes, on one engine (incremental path forced) ----------
-from hypothesis import HealthCheck, given, note, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from test_evac_snapping import small_town  # noqa: E402
 
@@ -147,6 +157,12 @@ from test_evac_snapping import small_town  # noqa: E402
 @settings(max_examples=int(__import__("os").environ.get("SONAE_SEQ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(small_town(), st.lists(st.lists(st.integers(0, 3), max_size=4, unique=True), min_size=2, max_size=6),
        st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(1, 12)), min_size=4, max_size=4))
+# found by a clean-clone CI run: a resident 7.6 m from a shelter is at it (AT_SHELTER_M), with the road cut
+# (the oracle: no walk) and with it open (the oracle: a 10 s walk)
+@example(({1: (0.0, 20.0), 2: (0.0, 30.0), 3: (0.0, 0.0)}, [([1, 2], {"highway": "residential"})], [(0.0, 0.0)], [],
+          [(3.0, 7.0)] * 6), [[0], []], [(0, 1, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1)])
+@example(({1: (0.0, 0.0), 2: (0.0, 10.0), 3: (0.0, 20.0)}, [([1, 2], {"highway": "residential"})], [(0.0, 0.0)], [],
+          [(3.0, 7.0)] * 6), [[], []], [(0, 0, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1)])
 def test_random_towns_after_random_area_sequences(tmp_path: Path, case, seq, boxes) -> None:
     """Each state of one updated engine (incremental searches, patched weights, kept indexes) gives the
     answers of an engine built for that state alone, and both agree with the oracle."""
