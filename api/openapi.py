@@ -104,9 +104,15 @@ BBOX = {"type": "string", "format": "bbox"}
 #: so a value one side accepts the other refused (schemathesis: "schema-valid request rejected")
 SPACE = "\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
 _URL_TAIL = "(:" + PORT + ")?(/[^" + SPACE + "]*)?$"
-PUSH_ENDPOINT = "^https://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL
-#: with notify.push_allow_http (tests, a local push service): also http:// to this machine
-PUSH_ENDPOINT_LOCAL = "^(https://[A-Za-z0-9.-]*[A-Za-z0-9]|http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\]))" + _URL_TAIL
+#: a push endpoint's host as a URL writes it: a name or IPv4 literal (the root's trailing dot allowed). Only its
+#: shape: where an endpoint may point (notify.push_hosts, public addresses, loopback with notify.push_allow_http) is
+#: one rule in notify.endpoints, which the handler and the delivery worker both apply (found: the local pattern's
+#: own loopback list refused http://[::ffff:127.0.0.1]/ and http://localhost./ that the worker sent to)
+_PUSH_NAME = "[A-Za-z0-9.-]*[A-Za-z0-9]\\.?"
+PUSH_ENDPOINT = "^https://" + _PUSH_NAME + _URL_TAIL
+#: with notify.push_allow_http (tests, a local push service): also http://, and IPv6 literals in brackets (a zone
+#: as %25…), which the handler takes only to a loopback host (notify.endpoints.is_loopback_host)
+PUSH_ENDPOINT_LOCAL = "^https?://(" + _PUSH_NAME + "|\\[[0-9A-Fa-f:.]+(%25[0-9A-Za-z._~-]+)?\\])" + _URL_TAIL
 ENTITY_ID = {"type": "string", "format": "ngsi-ld-id"}
 #: a format alone (no pattern beside it): schemathesis generates values of a lone format from its strategy
 MUNI_CODE = {"type": "string", "format": "municipality-code"}
