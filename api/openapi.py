@@ -152,6 +152,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # -- stations (open data) -----------------------------------------------------------------
     ("get", "/api/v1/stations"): {
         "summary": "Stations with their latest level and thresholds", "tags": ["open data"],
+        "description": "Each station as the Station schema (GeoJSON: its properties), with its thresholds and beside "
+                       "them missing_at_or_below, the 欠測 sentinel (CSV: a column of that name, empty for none).",
         "parameters": [q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}), MUNICIPALITY, CSV_BOM],
         "responses": {**ok_formats(), **errors(400, 429)}},
     ("get", "/api/v1/stations/{station_id}"): {
@@ -621,7 +623,12 @@ COMPONENTS: dict[str, Any] = {
             "id": {"type": "string"}, "name": {"type": "string"},
             "name_en": {"type": ["string", "null"]}, "kana": {"type": ["string", "null"],
                                                                "description": "the name's reading, as registered"},
-            "thresholds": {"type": "object"}, "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
+            "thresholds": {"type": "object"},
+            "missing_at_or_below": {"type": ["number", "null"],
+                                    "description": "the stage (m, the station's datum) at or below which a reading "
+                                                   "is 欠測, a missing value; null: the gauge has no such sentinel "
+                                                   "(PATCH sets it; every threshold lies above it)"},
+            "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
     },
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                    "description": "POST /api/v1/auth/token returns the token"}},
