@@ -417,10 +417,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "exercise": {"type": "boolean"},
             "accel": {"type": "number", "minimum": 0.01, "maximum": 10000000},
             "duration_s": {"type": "number", "minimum": 1, "maximum": 10000000}}}),
-        "description": "422: a run the registry or the replay's placement cannot take, said in one sentence: a "
-                       "real run of a replay played out in the drill town (exercises only), a gauge of a "
-                       "municipality Sonae does not cover, or one registered in another municipality than the "
-                       "run publishes it under.",
+        "description": "403, before the scenario is read: a real run (\"exercise\": false) by an account that may "
+                       "not inject real readings (an admin, or an operator an admin allowed to), or a station of the "
+                       "run outside the account's municipality. "
+                       "422: a run the account may start but the registry or the replay's placement cannot take, "
+                       "said in one sentence: a real run of a replay played out in the drill town (exercises only), "
+                       "a gauge of a municipality Sonae does not cover, or one registered in another municipality "
+                       "than the run publishes it under.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 422, 503)}},
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
