@@ -518,7 +518,10 @@ class StationRules:
         if s.down_run >= c.dwell_down_samples and ts - s.down_since >= c.dwell_down_s:
             new_level = s.down_max
             s.down_run, s.down_since, s.down_max = 0, None, 0
-            out.append(self._change(new_level, ts, value, reason if new_level else "threshold"))
+            # the trend rule holds only a level 3 (a level 4 kept within its hysteresis while the trend is up is
+            # held by the threshold rule: worded as the river falling, never as forecast at level 4)
+            out.append(self._change(new_level, ts, value,
+                                    "trend" if new_level == LEVEL3 and reason == "trend" else "threshold"))
         return out
 
     def _time_due(self) -> float | None:

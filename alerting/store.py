@@ -20,7 +20,7 @@ import asyncpg
 from alerting.audit import record_audit
 from alerting.levels import is_public
 from alerting.rules import HELD, ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
-from alerting.texts import REJUDGED
+from alerting.texts import REACHED, REJUDGED
 from sonae.geojson import GeometryError, read_geometry
 from sonae.municipality_code import MunicipalityCodeError, drill_town_refusal, normalise
 from sonae.nametext import shown_text
@@ -153,8 +153,10 @@ async def apply_transition(
         note = RE_EVALUATED_NOTE if note is None else f"{RE_EVALUATED_NOTE}; {note}"
     reason = t.reason
     if (open_alert is not None and open_alert["level"] == t.new_level and open_alert["state"] == "de-escalated"
-            and reason == "threshold" and note == REJUDGED):
-        reason = REJUDGED  # a level lowered by new thresholds, still reached under them: never worded as falling
+            and reason == "threshold"):
+        # a level lowered earlier, reached at the same level now (by new thresholds; by the river rising to the
+        # threshold — a trend's level 3 lowered from 4 reaching 避難判断水位): never worded as falling
+        reason = REJUDGED if note == REJUDGED else REACHED
     if (open_alert is not None and t.new_level is not None and open_alert["level"] != t.new_level
             and open_alert["audience"] == "public" and audience_for(t.condition, t.new_level) != "public"):
         return await _leave_public(conn, open_alert, t, at=at, detail=detail, actor=actor, note=note,
@@ -215,10 +217,10 @@ def worded_rule(alert: asyncpg.Record | dict[str, Any]) -> str | None:
     """The rule a river-level alert's row is worded by (:func:`alerting.texts.text_for`): :data:`HELD` for a
     level lowered by the river (state ``de-escalated``, reason ``threshold``: "the river has begun to fall"),
     ``threshold`` for a level lowered by new thresholds and reached under them (reason ``REJUDGED``: worded as
-    reached), else its reason."""
+    reached) or reached by the river after it was lowered (reason ``REACHED``), else its reason."""
     if alert["state"] == "de-escalated" and alert["reason"] == "threshold":
         return HELD
-    if alert["reason"] == REJUDGED:
+    if alert["reason"] in (REJUDGED, REACHED):
         return "threshold"
     return str(alert["reason"]) if alert["reason"] is not None else None
 

@@ -206,6 +206,12 @@ ENDED_REAL = "station registered as a real station: the drill alerts of its exer
 #: never as the river falling); a level they raised or kept, or lowered to a level held by the trend rule or
 #: while the river falls, carries that rule with REJUDGED as its event's note (alerting.worker._judge_again)
 REJUDGED = "thresholds changed: level re-evaluated"
+#: the reason of a level lowered earlier (its alert's state ``de-escalated``) that the river then rose to reach
+#: at that same level — a level 3 the trend rule had kept when lowered from 4, reaching 避難判断水位 in a live
+#: re-check (:meth:`alerting.rules.StationRules._evaluate`), or a level kept and reached when judged again
+#: (:data:`RESUMED`): worded as reached, never as the river falling; the row's state still says how the level
+#: last changed (:func:`alerting.store.apply_transition`, :func:`alerting.store.worded_rule`)
+REACHED = "threshold reached: the river rose to its level's threshold"
 #: reasons a ``silent`` alert ends (:attr:`alerting.silence.Silence.clear_reason`): a reading arrived, or the
 #: station's stream began afresh (a switch of its exercise flag that was not a flap within the grace)
 DATA_AGAIN = "data again"
@@ -258,14 +264,15 @@ def text_for(condition: str, level: int, language: str, *, reason: str | None = 
     * ``falling`` — the alert's state (or its event's kind) is ``de-escalated`` — with a river rule: a level 2-4
       continues as the river falls; not when lowered by new thresholds (:data:`REJUDGED`: worded as reached,
       the stage and threshold being the reading that reached it under them) or because the reading that raised
-      it was a spike (:data:`alerting.rules.SPIKE`): the river did not fall;
+      it was a spike (:data:`alerting.rules.SPIKE`): the river did not fall; nor when the river reached the
+      level's threshold after the level was lowered to it (:data:`REACHED`): the river rose;
     * otherwise the threshold reached."""
     if condition == "river_level":
         if reason == "trend" and level == 3:
             return _RIVER_TREND[language]
         if level <= 1 and reason == HELD:
             return _STANDBY_FALLING[language]
-        if (reason == HELD and level >= 2) or (falling and 2 <= level <= 4 and reason not in (REJUDGED, SPIKE)):
+        if (reason == HELD and level >= 2) or (falling and 2 <= level <= 4 and reason not in (REJUDGED, REACHED, SPIKE)):
             base, t = _RIVER[min(5, level)][language], _RIVER_FALLING[language]
             return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
                         base.instruction)
