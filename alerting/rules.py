@@ -83,6 +83,13 @@ SPIKE = "withdrawn: spike"
 #: the level was lowered to it, or its stage is below its threshold now (:meth:`StationRules.standing`). Worded
 #: "the river has begun to fall; the level continues" (:mod:`alerting.texts`), never as a threshold reached
 HELD = "held: the river falls"
+#: the reason of a level lowered (or cleared) by time — the step-down by time when readings stop (module docstring,
+#: :meth:`StationRules.tick`): no reading at or above the level for the dwell (``dwell_down_s``) and none since for
+#: the grace. Its transition is dated when the step-down applies, with the last reading's stage and that
+#: reading's time (:attr:`Transition.value_ts`) and the dwell (:attr:`Transition.dwell_s`); worded "lowered because
+#: the river stayed below the threshold for <dwell>, last reading <stage> at <time>" (:mod:`alerting.texts`),
+#: never as the river falling at that moment: no reading showed it then
+STEPPED_DOWN = "lowered by time: below the threshold for the dwell, no newer reading"
 
 #: the default plausible rate of change of a river stage, m/h (see :class:`RuleConfig`)
 MAX_RATE_M_PER_H = 6.0
@@ -191,6 +198,11 @@ class Transition:
     #: found by replaying the stream after late readings (:func:`reconcile`): ``reason``, ``value`` and
     #: ``threshold`` are still the rule, stage (m) and threshold (m) that decided it
     re_evaluated: bool = False
+    #: the reading time (epoch s) of ``value`` when it is not ``ts``: a step-down by time (:data:`STEPPED_DOWN`) is
+    #: dated when it applies and carries the last reading's stage, read at ``value_ts``; None otherwise
+    value_ts: float | None = None
+    #: the dwell (s) a step-down by time waited for (``RuleConfig.dwell_down_s``, scaled for a fast exercise)
+    dwell_s: float | None = None
 
     @property
     def kind(self) -> str:
@@ -538,7 +550,13 @@ class StationRules:
             return []
         new_level = s.down_max
         s.down_run, s.down_since, s.down_max = 0, None, 0
-        return [self._change(new_level, due, s.last_valid[1], "threshold")]
+        last_ts, last_value = s.last_valid
+        t = self._change(new_level, due, last_value, STEPPED_DOWN)
+        if new_level:
+            # what holds it in the machine is the threshold rule, lowered by the river (standing(): HELD, told by
+            # the last reading at its own time); the change itself is worded by time (STEPPED_DOWN)
+            s.reason, s.cause = "threshold", (last_ts, last_value, True)
+        return [replace(t, value_ts=last_ts, dwell_s=self.config.dwell_down_s)]
 
     def _change(self, new: int, ts: float, value: float, reason: str) -> Transition:
         s = self.state
@@ -815,4 +833,4 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
 
 __all__ = ["RIVER", "UNCONFIRMED", "CONFIRMED", "IMPLAUSIBLE", "SPIKE", "MAX_RATE_M_PER_H", "LOW_BATTERY", "FAULT", "SILENT", "ORDER", "LEVEL4", "Reading", "RuleConfig",
            "StationRules", "Transition", "device_problems", "is_silent", "stream_start", "SWITCHES_KEPT", "reconcile", "slope",
-           "RE_EVALUATED", "HELD"]
+           "RE_EVALUATED", "HELD", "STEPPED_DOWN"]

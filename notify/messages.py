@@ -15,7 +15,7 @@ from typing import Any
 from alerting.cap import place_name, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.store import alert_json
-from alerting.texts import LANGUAGES, Text, cleared_text, text_for
+from alerting.texts import LANGUAGES, Text, cleared_text, last_reading, text_for
 
 #: the resident page's own language codes
 PAGE_LANG = {"ja-JP": "ja", "en-US": "en", "ja-JP-x-easy": "ja-easy"}
@@ -43,8 +43,13 @@ def text_of(alert: dict[str, Any], event: dict[str, Any], lang: str) -> Text:
         return cleared_text(alert["condition"], int(event["old_level"] or alert["level"] or 1), lang, place,
                             reason=event.get("reason") or alert.get("reason"))
     t = text_for(alert["condition"], level, lang, reason=event.get("reason") or alert.get("reason"),
-                 falling=event["kind"] == "de-escalated")
-    return Text(t.event, t.headline.format(place=place), t.instruction)
+                 falling=event["kind"] == "de-escalated", dwell_s=alert.get("dwell_s"))
+    headline = t.headline.format(place=place)
+    # a level lowered by time: its last reading as such, with that reading's time (the alert as the event left it)
+    last = last_reading(lang, value=alert.get("value"), at=alert.get("value_at"))
+    if last is not None:
+        headline = f"{headline} {last}"
+    return Text(t.event, headline, t.instruction)
 
 
 def page_url(base_url: str, lang: str, alert_id: int) -> str:

@@ -11,20 +11,23 @@ re-check (kind ``re-evaluated``) had changed what holds the level: reached, not 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from lxml import etree
 
 from alerting import store
-from alerting.cap import CAP_NS, render_atom, render_cap
+from alerting.cap import CAP_NS, cap_time, render_atom, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.level import guidance, level_in_force
 from alerting.levels import ladder
-from alerting.rules import RIVER, Reading, StationRules
+from alerting.rules import RIVER, STEPPED_DOWN, Reading, StationRules
+from alerting.store import alert_json
 from alerting.worker import RulesWorker
 from ingest.contract import Reading as IngestReading
 from ingest.registry import Station, upsert_stations
 from ingest.store import write_batch
+from notify.messages import push_payload
 from sonae.config import Settings
 from tests.alerting.cap_support import assert_valid_cap
 
@@ -113,3 +116,59 @@ def test_a_level_above_3_is_never_lowered_as_forecast() -> None:
                      [(0, 4.2), (61, 2.60), (71, 2.72), (81, 2.84), (91, 2.96)])
     (down,) = [t for t in out if t.old_level == 5]
     assert (down.new_level, down.reason, down.value) == (4, "threshold", 2.96)
+
+
+async def test_a_step_down_by_time_says_why_and_dates_its_last_reading(pool: asyncpg.Pool,
+                                                                       settings: Settings) -> None:
+    """Level 3 at 4.10 m, then two readings below it (3.60 m, 3.55 m) and silence. 30 minutes after the first
+    reading below and one interval after the last, the worker's tick lowers the level to 2. That change was dated
+    at the tick with the 3.55 m of a reading 20 minutes earlier, and read "the river has begun to fall". It says the
+    level was lowered because the river stayed below the threshold for 30 minutes with no newer reading, dated
+    when it applied, with 3.55 m as the last reading and that reading's time — in CAP, Atom, push and the level
+    answer, in every language."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT date_trunc('minute', now())")
+        t0 = now - timedelta(hours=3)
+        await write_batch(conn, [IngestReading(GAUGE.id, "level", t0 + timedelta(minutes=m), v)
+                                 for m, v in [(0, 4.0), (10, 4.10), (20, 3.60), (30, 3.55)]])
+        await worker.step(conn)
+        assert (await _open(conn))["level"] == 3
+        due = t0 + timedelta(minutes=20 + 30 + 10)  # the dwell from the first reading below, then one interval
+        assert await worker.tick(conn, now=due) == 1
+        lowered = await _open(conn)
+        event = await conn.fetchrow("SELECT * FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1",
+                                    lowered["id"])
+        last = t0 + timedelta(minutes=30)
+        assert (lowered["level"], lowered["state"], lowered["reason"]) == (2, "de-escalated", STEPPED_DOWN)
+        assert (lowered["changed_at"], lowered["value"], lowered["value_at"], lowered["dwell_s"]) == (
+            due, 3.55, last, 1800.0)
+        assert (event["kind"], event["reading_ts"], event["value"], event["reason"]) == ("de-escalated", due, 3.55,
+                                                                                       STEPPED_DOWN)
+        said = await _headlines(conn, lowered["id"])
+        alert = await store.get_alert(conn, lowered["id"])
+        assert alert is not None
+        cap = etree.fromstring(render_cap(alert, await store.messages_of(conn, lowered["id"]), profile=PROFILE))
+        at_event = await store.alert_at_event(conn, event["id"])
+        assert at_event is not None
+        told = {"id": event["id"], "kind": event["kind"], "level": event["level"], "old_level": event["old_level"],
+                "reason": event["reason"], "actor": event["actor"], "recorded_at": event["recorded_at"]}
+        pushed = {lang: push_payload(at_event, told, lang, "https://sonae.test") for lang in FALLING}
+        api = alert_json(alert)
+    assert (api["reason"], api["value_at"], api["dwell_s"]) == (STEPPED_DOWN, last.isoformat().replace("+00:00", "Z"),
+                                                                1800.0)
+    period = {"ja-JP": "30分にわたり基準を下回ったまま", "en-US": "stayed below the threshold for 30 minutes",
+              "ja-JP-x-easy": "30ぷん ひくい ままでした"}
+    jst = last.astimezone(ZoneInfo("Asia/Tokyo"))
+    stage = {"ja-JP": f"最後の観測: {jst.month}月{jst.day}日 {jst.hour}時{jst.minute:02d}分 水位 3.55 m",
+             "en-US": f"Last reading: 3.55 m at {jst:%H:%M} JST",
+             "ja-JP-x-easy": "さいごに はかった かわの みずの たかさ: 3.55 m"}
+    infos = {i.findtext("c:language", namespaces=NS): i for i in cap.findall("c:info", namespaces=NS)}
+    for lang in FALLING:
+        for text in (said[f"cap {lang}"], said[f"level {lang}"], pushed[lang]["body"]):
+            assert FALLING[lang] not in text and period[lang] in text, (lang, text)
+        assert stage[lang] in (infos[lang].findtext("c:description", namespaces=NS) or ""), lang
+        assert stage[lang] in said[f"level {lang}"] and stage[lang] in pushed[lang]["body"], lang
+        assert infos[lang].findtext("c:effective", namespaces=NS) == cap_time(due)  # when it applied
+    assert "引き下げ" in said["atom ja-JP"] and FALLING["ja-JP"] not in said["atom ja-JP"]
