@@ -266,6 +266,9 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     """
     end_reason = ended_by or t.reason
     value_at = to_dt(t.value_ts) if t.value_ts is not None else None
+    # the staff alert is new (state ``raised``), so it cannot say "lowered" by its state: a level the river fell
+    # to by the threshold rule is told as held while the river falls, never as the standby stage "reached"
+    staff_reason = HELD if t.reason == "threshold" and ended_by is None else t.reason
     cleared = await conn.fetchrow(
         f"""UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
                value = coalesce($3, value), reason = $4, {_STAGE_TIME.format(value=3, at=5, dwell=6)},
@@ -275,7 +278,7 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
         """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
                                state, reason, value, threshold, raised_at, changed_at, value_at, dwell_s)
            VALUES ($1, $2, $3, 'staff', $4, $5, $5, 'raised', $6, $7, $8, $9, $9, $10, $11) RETURNING *""",
-        public["station_id"], t.condition, public["exercise"], public["municipality_code"], t.new_level, t.reason,
+        public["station_id"], t.condition, public["exercise"], public["municipality_code"], t.new_level, staff_reason,
         t.value, t.threshold, at, value_at, t.dwell_s)
     assert cleared is not None and staff is not None
     ended = f"below the public levels: continued by staff-only alert {staff['id']}"
@@ -287,7 +290,7 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     await _notify(conn, cleared["id"], cleared_event)
     goes_on = f"continues alert {public['id']} below the public levels, for staff only"
     staff_event = await _event(conn, staff, "raised", level=t.new_level, old_level=None, reading_ts=at,
-                               value=t.value, reason=t.reason, actor=actor,
+                               value=t.value, reason=staff_reason, actor=actor,
                                note=goes_on if note is None else f"{note}; {goes_on}")
     await record_audit(conn, actor, "alert.raised", "alert", staff["id"], {**detail, "continues": public["id"]})
     await _notify(conn, staff["id"], staff_event)

@@ -21,7 +21,7 @@ from alerting.cap import CAP_NS, cap_time, render_atom, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.level import guidance, level_in_force
 from alerting.levels import ladder
-from alerting.rules import RIVER, STEPPED_DOWN, Reading, StationRules
+from alerting.rules import HELD, RIVER, STEPPED_DOWN, Reading, StationRules
 from alerting.store import alert_json
 from alerting.worker import RulesWorker
 from ingest.contract import Reading as IngestReading
@@ -172,3 +172,29 @@ async def test_a_step_down_by_time_says_why_and_dates_its_last_reading(pool: asy
         assert stage[lang] in said[f"level {lang}"] and stage[lang] in pushed[lang]["body"], lang
         assert infos[lang].findtext("c:effective", namespaces=NS) == cap_time(due)  # when it applied
     assert "引き下げ" in said["atom ja-JP"] and FALLING["ja-JP"] not in said["atom ja-JP"]
+
+
+async def test_the_standby_alert_a_fall_leaves_for_staff_says_the_river_fell(pool: asyncpg.Pool,
+                                                                             settings: Settings) -> None:
+    """Level 2 at 3.60 m, then 3.30 m for half an hour: the public alert ends and a staff-only standby alert goes on
+    (``alerting.store._leave_public``). Raised afresh (state ``raised``) with reason ``threshold``, it read "水防団待機
+    水位に達しました" — reached, although the river had fallen to it. It is held while the river falls."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT date_trunc('second', now())")
+        values = [3.60, 3.30, 3.30, 3.30, 3.30]
+        await write_batch(conn, [IngestReading(GAUGE.id, "level", now - timedelta(minutes=45 - 10 * i), v)
+                                 for i, v in enumerate(values)])
+        await worker.step(conn)
+        staff = await _open(conn)
+        event = await conn.fetchrow("SELECT * FROM alert_events WHERE alert_id = $1", staff["id"])
+        alert = await store.get_alert(conn, staff["id"])
+        assert alert is not None
+        cap = etree.fromstring(render_cap(alert, await store.messages_of(conn, staff["id"]), profile=PROFILE))
+    assert (staff["level"], staff["audience"], staff["state"]) == (1, "staff", "raised")
+    assert (staff["reason"], event["reason"], event["value"]) == (HELD, HELD, 3.30)
+    for info in cap.findall("c:info", namespaces=NS):
+        lang = info.findtext("c:language", namespaces=NS) or ""
+        headline = info.findtext("c:headline", namespaces=NS) or ""
+        assert FALLING[lang] in headline and "達しました" not in headline and "reached" not in headline, headline
