@@ -502,8 +502,12 @@ class StationRules:
             return out
         if candidate == current:
             s.down_run, s.down_since, s.down_max = 0, None, 0
-            if current and reason == "threshold" and s.reason == "trend" and raw >= current:
-                # a level 3 forecast by the trend now reached: held by its threshold (the alert says so)
+            th = threshold_of(self.steps, current) if current else None
+            fell_below = (s.cause is not None and s.cause[2] and th is not None and s.cause[1] < th)
+            if current and reason == "threshold" and (s.reason == "trend" or fell_below) and raw >= current:
+                # a level 3 forecast by the trend now reached, or a level the river fell to (told below its
+                # threshold, as held while the river falls) that the river rose back to reach: held by its
+                # threshold, and the alert says reached — never "falling" while the river rose to the threshold
                 s.reason = "threshold"
                 s.cause = (ts, value, False)
                 out.append(Transition(RIVER, current, current, ts, value, threshold_of(self.steps, current),

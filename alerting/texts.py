@@ -290,8 +290,9 @@ ENDED_REAL = "station registered as a real station: the drill alerts of its exer
 #: while the river falls, carries that rule with REJUDGED as its event's note (alerting.worker._judge_again)
 REJUDGED = "thresholds changed: level re-evaluated"
 #: the reason of a level lowered earlier (its alert's state ``de-escalated``) that the river then rose to reach
-#: at that same level — a level 3 the trend rule had kept when lowered from 4, reaching 避難判断水位 in a live
-#: re-check (:meth:`alerting.rules.StationRules._evaluate`), or a level kept and reached when judged again
+#: at that same level — a level 3 the trend rule had kept when lowered from 4, or a level the river fell to below
+#: its threshold (held while it falls), reaching the threshold in a live re-check
+#: (:meth:`alerting.rules.StationRules._evaluate`), or a level kept and reached when judged again
 #: (:data:`RESUMED`): worded as reached, never as the river falling; the row's state still says how the level
 #: last changed (:func:`alerting.store.apply_transition`, :func:`alerting.store.worded_rule`)
 REACHED = "threshold reached: the river rose to its level's threshold"

@@ -198,3 +198,36 @@ async def test_the_standby_alert_a_fall_leaves_for_staff_says_the_river_fell(poo
         lang = info.findtext("c:language", namespaces=NS) or ""
         headline = info.findtext("c:headline", namespaces=NS) or ""
         assert FALLING[lang] in headline and "達しました" not in headline and "reached" not in headline, headline
+
+
+async def test_a_level_the_river_fell_to_and_rose_back_to_reach_is_worded_as_reached(pool: asyncpg.Pool,
+                                                                                    settings: Settings) -> None:
+    """Level 4 at 4.60 m; the river falls to 3.95 m (within the hysteresis of 避難判断水位 4.0 m) and after the dwell
+    level 3 stands, held while the river falls. Then it rises to 4.20 m: it reached 避難判断水位 again, but with no
+    change of level nothing was told and the alert kept reading "水位は下がり始めましたが…". It says reached."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT date_trunc('second', now())")
+        t0 = now - timedelta(minutes=75)
+        values = [4.60, 3.95, 3.95, 3.95, 3.95]
+        await write_batch(conn, [IngestReading(GAUGE.id, "level", t0 + timedelta(minutes=10 * i), v)
+                                 for i, v in enumerate(values)])
+        await worker.step(conn)
+        held = await _open(conn)
+        assert (held["level"], held["state"], held["value"]) == (3, "de-escalated", 3.95)
+        assert FALLING["ja-JP"] in (await _headlines(conn, held["id"]))["cap ja-JP"]
+        await write_batch(conn, [IngestReading(GAUGE.id, "level", t0 + timedelta(minutes=60), 4.20)])
+        await worker.step(conn)
+        reached = await _open(conn)
+        said = await _headlines(conn, reached["id"])
+    assert (reached["id"], reached["level"], reached["value"]) == (held["id"], 3, 4.20)
+    for lang in FALLING:
+        for channel in ("cap", "level"):
+            assert FALLING[lang] not in said[f"{channel} {lang}"] and REACHED[lang] in said[f"{channel} {lang}"], (
+                channel, lang, said)
+    # still falling, or back within the level: nothing more is told
+    m = StationRules(ladder("flood_forecast", {"th_standby": 3.0, "th_caution": 3.5, "th_evacuation": 4.0,
+                                              "th_danger": 4.5}))
+    out = m.feed_all(Reading("level", 600.0 * i, v) for i, v in enumerate([4.6, 4.2, 4.2, 4.15, 4.1, 4.05]))
+    assert [(t.old_level, t.new_level, t.reason) for t in out] == [(None, 4, "threshold"), (4, 3, "threshold")]
