@@ -42,8 +42,13 @@ def text_of(alert: dict[str, Any], event: dict[str, Any], lang: str) -> Text:
     if is_ending(event):
         return cleared_text(alert["condition"], int(event["old_level"] or alert["level"] or 1), lang, place,
                             reason=event.get("reason") or alert.get("reason"))
-    t = text_for(alert["condition"], level, lang, reason=event.get("reason") or alert.get("reason"),
-                 falling=event["kind"] == "de-escalated", dwell_s=alert.get("dwell_s"))
+    if event["kind"] in ("raised", "escalated", "de-escalated"):
+        reason, falling = event.get("reason") or alert.get("reason"), event["kind"] == "de-escalated"
+    else:
+        # an event that does not change the level (``moved``: the reason is the move) is worded by what holds the
+        # level, as the alert stood at the event — a level the river fell to, a trend's forecast —, never "reached"
+        reason, falling = alert.get("reason"), alert.get("state") == "de-escalated"
+    t = text_for(alert["condition"], level, lang, reason=reason, falling=falling, dwell_s=alert.get("dwell_s"))
     headline = t.headline.format(place=place)
     # a level lowered by time: its last reading as such, with that reading's time (the alert as the event left it)
     last = last_reading(lang, value=alert.get("value"), at=alert.get("value_at"))

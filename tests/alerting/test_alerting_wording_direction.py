@@ -10,6 +10,7 @@ re-check (kind ``re-evaluated``) had changed what holds the level: reached, not 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -231,3 +232,32 @@ async def test_a_level_the_river_fell_to_and_rose_back_to_reach_is_worded_as_rea
                                               "th_danger": 4.5}))
     out = m.feed_all(Reading("level", 600.0 * i, v) for i, v in enumerate([4.6, 4.2, 4.2, 4.15, 4.1, 4.05]))
     assert [(t.old_level, t.new_level, t.reason) for t in out] == [(None, 4, "threshold"), (4, 3, "threshold")]
+
+
+async def test_a_moved_alert_is_told_by_what_holds_its_level(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Level 3 held while the river falls (4.60 m, then 3.95 m for half an hour); the gauge is registered in
+    another municipality and the alert moves with it (event ``moved``, pushed to the new municipality). The push
+    was worded by the move's reason, and so as the stage reached: "避難判断水位に達しました". It says the river has
+    begun to fall, as CAP and the level answer do."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT date_trunc('second', now())")
+        values = [4.60, 3.95, 3.95, 3.95, 3.95]
+        await write_batch(conn, [IngestReading(GAUGE.id, "level", now - timedelta(minutes=45 - 10 * i), v)
+                                 for i, v in enumerate(values)])
+        await worker.step(conn)
+        held = await _open(conn)
+        assert (held["level"], held["state"]) == (3, "de-escalated")
+        await upsert_stations(conn, [replace(GAUGE, municipality_code="072010")])
+        await worker.follow_registry(conn)
+        event = await conn.fetchrow("SELECT * FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1",
+                                    held["id"])
+        assert event["kind"] == "moved"
+        at_event = await store.alert_at_event(conn, event["id"])
+        assert at_event is not None
+    told = {"id": event["id"], "kind": event["kind"], "level": event["level"], "old_level": event["old_level"],
+            "reason": event["reason"], "actor": event["actor"], "recorded_at": event["recorded_at"]}
+    for lang in FALLING:
+        body = push_payload(at_event, told, lang, "https://sonae.test")["body"]
+        assert FALLING[lang] in body and REACHED[lang] not in body, (lang, body)
