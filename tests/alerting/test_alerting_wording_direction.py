@@ -28,6 +28,7 @@ from alerting.worker import RulesWorker
 from ingest.contract import Reading as IngestReading
 from ingest.registry import Station, upsert_stations
 from ingest.store import write_batch
+from ngsi.store import alert_description
 from notify.messages import push_payload
 from sonae.config import Settings
 from tests.alerting.cap_support import assert_valid_cap
@@ -173,6 +174,7 @@ async def test_a_step_down_by_time_says_why_and_dates_its_last_reading(pool: asy
         assert stage[lang] in said[f"level {lang}"] and stage[lang] in pushed[lang]["body"], lang
         assert infos[lang].findtext("c:effective", namespaces=NS) == cap_time(due)  # when it applied
     assert "引き下げ" in said["atom ja-JP"] and FALLING["ja-JP"] not in said["atom ja-JP"]
+    assert period["ja-JP"] in alert_description(alert)  # the NGSI-LD Alert's description (its CAP headline)
 
 
 async def test_the_standby_alert_a_fall_leaves_for_staff_says_the_river_fell(pool: asyncpg.Pool,
