@@ -44,6 +44,12 @@ River level (condition ``river_level``, one open alert that moves up and down th
   ``max(down_since + dwell_down_s, last reading) + dwell_down_grace_s``; it is applied by
   :meth:`StationRules.tick` (the worker calls it periodically with the wall clock) and, before a newer
   reading is evaluated, by the reading itself, so a replay of the same readings reaches the same levels.
+  Its transition has reason :data:`STEPPED_DOWN`, is dated at that moment and carries the last reading's stage
+  with that reading's own time (:attr:`Transition.value_ts`) and the dwell (:attr:`Transition.dwell_s`): worded
+  as lowered by time, never as the river falling then (no reading showed it).
+* **Reached again at the same level.** A level the river fell to below its threshold (held while it falls), or
+  a trend's level 3, that the river then rises to reach at its threshold gives a transition at the same level
+  (reason ``threshold``): the alert says reached, never "falling" while the river rose.
 
 Device health (staff only): ``low_battery`` (battery_pct below ``low_battery_pct`` or status
 low_battery) and ``fault`` (status fault), each raised after ``health_dwell_samples`` consecutive bad
