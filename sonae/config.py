@@ -340,8 +340,9 @@ SCHEMA: tuple[Setting, ...] = (
             check=_positive),
     Setting("notify.webhook_rate_per_s", int, 5, "Most requests a second to one webhook.", check=_positive),
     Setting("notify.push_allow_http", bool, False,
-            "Accept http:// push endpoints and loopback hosts (127.0.0.0/8, ::1, localhost), at subscription and "
-            "at delivery (tests and development only); else a public https URL of a push_hosts service."),
+            "Accept http:// push endpoints and loopback hosts (127.0.0.0/8, ::1, ::ffff:127.x.y.z, localhost, "
+            "*.localhost), by one rule at subscription and at delivery (tests and development only); else a public "
+            "https URL of a push_hosts service."),
     Setting("notify.push_hosts", str,
             "fcm.googleapis.com,updates.push.services.mozilla.com,web.push.apple.com,*.notify.windows.com",
             "Comma-separated push service hosts a subscription's endpoint may use ('*.suffix' any subdomain, "
