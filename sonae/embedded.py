@@ -355,9 +355,45 @@ class EmbeddedBroker:
             return f"anonymous@{self.host}"
         return f"auth:{self.auth.passwd_file}:{self.auth.acl_file}@{self.host}"
 
+    def _running_elsewhere(self) -> dict[str, Any] | None:
+        """The record of this state directory's broker when it runs on another port than :attr:`port`.
+
+        One state directory has one broker: its persistence file, configuration and ``broker.json`` are
+        shared, so a second broker there (a ``sonae simulate --state-dir`` without the service's
+        ``SONAE_EMBEDDED_MQTT_PORT``) would overwrite the running one's configuration and record, write
+        the same persistence file, and take the readings published to it to a broker no ingestor reads.
+        """
+        try:
+            previous = json.loads((self.root / "broker.json").read_text())
+            pid, port = int(previous["pid"]), int(previous["port"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if port == self.port or not 0 < port < 65536:
+            return None
+        try:  # a pid left in broker.json may since belong to another program
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"mosquitto" not in cmdline and b"amqtt" not in cmdline:
+            return None
+        return previous if port_open(self.connect_host, port) else None
+
     def start(self, *, timeout: float = 60.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         pidfile = self.root / "broker.json"
+        elsewhere = self._running_elsewhere()
+        if elsewhere is not None:
+            if elsewhere.get("identity") != self._identity():
+                raise EmbeddedError(
+                    f"the embedded broker of {self.root.parent} already runs (pid {elsewhere['pid']}, port "
+                    f"{elsewhere['port']}) with another configuration; stop the service that started it first")
+            log.warning("the embedded broker of this state directory already runs on another port than "
+                        "embedded.mqtt_port: using it", extra={"pid": elsewhere["pid"], "port": elsewhere["port"],
+                                                             "configured_port": self.port})
+            self.port = int(elsewhere["port"])
+            self.kind = elsewhere.get("kind", "mosquitto")
+            self.reload()
+            return self.url
         if port_open(self.connect_host, self.port):
             previous = json.loads(pidfile.read_text()) if pidfile.exists() else {}
             pid = previous.get("pid")

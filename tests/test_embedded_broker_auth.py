@@ -27,7 +27,7 @@ from alerting.worker import alert_topic_root
 from app.provisioning import EMBEDDED_SERVICE_USER, embedded_broker_auth
 from app.runtime import BackingServices
 from sonae.config import load_settings
-from sonae.embedded import EmbeddedBroker, free_port
+from sonae.embedded import EmbeddedBroker, free_port, port_open
 from tests.deploy.mqtt_support import NOT_AUTHORIZED, WAIT_S, Probe, mosquitto_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,3 +240,34 @@ def test_the_amqtt_acl_check_grants_a_device_exactly_its_own_topics(levels: list
     assert allowed(acl, "abukuma-motomiya", topic, "write") == (literal and topic_matches(topic, own))
     assert not allowed(acl, "abukuma-motomiya", topic, "read")
     assert not allowed(acl, None, topic, "write") and not allowed(acl, "someone-else", topic, "write")
+
+
+@needs_mosquitto
+def test_a_second_command_on_the_same_state_dir_uses_the_running_broker_whatever_port_it_is_told(
+        running: Running, database_url: str) -> None:
+    """Found by breakit7 (2026-12-01): with the service started as ``SONAE_EMBEDDED_MQTT_PORT=18897 sonae run
+    --state-dir S``, ``sonae simulate --state-dir S --replay jiseiji`` (without the variable) started a second
+    Mosquitto on 18830 in the same state directory: it rewrote ``mosquitto.conf`` and ``broker.json``, published
+    the whole replay to a broker no ingestor read (the summary said "published 217 messages"), and deleted
+    ``broker.json`` when it stopped, so ``sonae status`` said the service's broker was not running and ``sonae
+    devices add`` could no longer tell it to reload."""
+    record = json.loads((running.state / "mqtt" / "broker.json").read_text())
+    other_port = free_port()
+    second = BackingServices(_settings(running.state, other_port, database_url))
+    try:
+        url = second.start(need_broker=True)["mqtt.url"]
+        assert urlsplit(url).port == running.port
+        assert url == running.url
+        assert not port_open("127.0.0.1", other_port), "a second broker was started in the same state directory"
+        assert f"listener {running.port} " in (running.state / "mqtt" / "mosquitto.conf").read_text()
+        # what the second command publishes reaches the service's subscribers
+        ingest = running.service()
+        assert ingest.subscribe("sonae/v1/#")[0].value < 0x80
+        sender = running.probe(*_service_credentials(url))
+        assert not sender.connect().is_failure
+        assert not sender.publish(OWN, MARKER).is_failure
+        assert [m.payload for m in ingest.wait_for_payload(MARKER)] == [MARKER]
+    finally:
+        second.stop()
+    assert json.loads((running.state / "mqtt" / "broker.json").read_text()) == record
+    assert not running.probe(*_service_credentials(running.url)).connect().is_failure
