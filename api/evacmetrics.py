@@ -14,6 +14,12 @@ used when scraped. Counters, per process (a store is per engine: one per process
 * ``sonae_evac_field_store_skipped_total``: results kept private while publishing was paused;
 * ``sonae_evac_field_store_damaged_total``: damaged entries found and removed;
 * ``sonae_evac_field_store_pruned_total``: entries removed to bound the store (``pruned``).
+
+and, from the services' cold-field budgets (:class:`evac.coldfields.ColdFieldBudget` ``counts``):
+
+* ``sonae_evac_cold_fields_total{outcome}``: route fields asked for that were neither configured nor
+  computed, by outcome: ``computed`` (a computation started), ``shared`` (joined one in flight),
+  ``refused_client`` (the client's budget used up: 429), ``refused_busy`` (the process's: 503).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from evac.coldfields import OUTCOMES, ColdFieldBudget
 from evac.fieldstore import FieldStore
 from evac.service import EvacService
 
@@ -59,6 +66,7 @@ class FieldStoreStats(Collector):
         self._lock = threading.Lock()
         self._services: weakref.WeakSet[EvacService] = weakref.WeakSet()
         self._stores: list[FieldStore] = []
+        self._budgets: list[ColdFieldBudget] = []  # (held like the stores: counts never leave the sums)
 
     def watch(self, store: FieldStore) -> None:
         """Count ``store`` in the sums from now on (once, however often it is given)."""
@@ -67,13 +75,17 @@ class FieldStoreStats(Collector):
                 self._stores.append(store)
 
     def follow(self, service: EvacService) -> None:
-        """Count the field store of ``service``'s engine, whenever it has one."""
+        """Count the field store of ``service``'s engine, whenever it has one, and its cold-field budget."""
         with self._lock:
             self._services.add(service)
+            if not any(b is service.cold for b in self._budgets):
+                self._budgets.append(service.cold)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             services = list(self._services)
+        with self._lock:
+            budgets = list(self._budgets)
         for service in services:
             engine = service.engine
             if engine is not None and engine.store is not None:
@@ -84,6 +96,11 @@ class FieldStoreStats(Collector):
             family = CounterMetricFamily(name, text)
             family.add_metric([], sum(getattr(s, attr) for s in stores))
             yield family
+        cold = CounterMetricFamily("sonae_evac_cold_fields", "Route fields asked for that were neither configured "
+                                   "(evac.warm) nor computed, by outcome", labels=["outcome"])
+        for outcome in OUTCOMES:
+            cold.add_metric([outcome], sum(b.counts[outcome] for b in budgets))
+        yield cold
 
 
 #: the one collector of this process (registered once, whatever number of applications it builds)

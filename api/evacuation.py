@@ -43,8 +43,10 @@ from api.ops import READINESS_CHECKS
 from api.params import ascii_digits, bad, bbox, choice, flag, integer, number, one
 from api.params import municipality as municipality_param
 from api.problems import Problem
+from api.ratelimit import client_address
 from evac import store
-from evac.engine import Engine
+from evac.coldfields import ColdFieldRefused
+from evac.engine import Engine, FieldKey
 from evac.graph import PROFILE_NAMES
 from evac.guidance import status_text, status_texts
 from evac.hazards import HAZARD_TYPES, hazard_set
@@ -137,6 +139,24 @@ def _query(request: web.Request) -> tuple[str, str, bool]:
     return hazard, profile, exercise
 
 
+async def _ensure_field(request: web.Request, service: EvacService, key: FieldKey, lang: str) -> None:
+    """:meth:`EvacService.ensure_field` for this request's client (the address as the rate limit takes it:
+    :func:`api.ratelimit.client_address`, with ``api.trust_forwarded_for``; never logged), or the problem
+    of a refused cold field: 429 when this client has asked for too many fields not yet computed, 503 when
+    the server is computing too many; both with Retry-After, a ``detail`` in the request's language and
+    ``guidance`` in every language (``status_code`` route_busy)."""
+    client = client_address(request, trust_forwarded_for=request.app[SETTINGS]["api.trust_forwarded_for"])
+    try:
+        await service.ensure_field(key, client=client)
+    except ColdFieldRefused as exc:
+        profile, hazard, exercise = key
+        text = "route_busy_set" if "," in hazard else "route_busy"
+        guidance = status_texts(text, hazard=hazard, profile=profile, exercise=exercise)
+        status, title = (429, "Too Many Requests") if exc.reason == "client" else (503, "Service Unavailable")
+        raise Problem(status, title, guidance[lang], headers={"Retry-After": str(exc.retry_after_s)},
+                      status_code="route_busy", hazard=hazard, guidance=guidance) from None
+
+
 #: Positions are rounded to 1e-4 degrees (about 10 m, finer than phone GPS in a town) before routing
 #: (``evac.service.POSITION_DECIMALS``, held within the service area: ``EvacService.placed``):
 #: everyone in the same cell gets the same answer, which is then served from memory until the hazard
@@ -154,7 +174,7 @@ async def route(request: web.Request) -> web.Response:
     position = _position(request)
     service, engine = _service(request)
     (raw_lat, raw_lon), (lat, lon) = _placed(service, *position)
-    await service.ensure_field((profile, hazard, exercise))
+    await _ensure_field(request, service, (profile, hazard, exercise), lang)
     if _boundary_cell(engine, raw_lat, raw_lon, lat, lon, (profile, hazard, exercise)):
         own = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
         return web.Response(body=own, content_type=GEOJSON, headers=_ROUTE_HEADERS)
@@ -212,7 +232,7 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     position = _position(request)
     service, engine = _service(request)
     (lat, lon), _ = _placed(service, *position)
-    await service.ensure_field((profile, hazard, exercise))
+    await _ensure_field(request, service, (profile, hazard, exercise), lang)
     loop = asyncio.get_running_loop()
     status, version, found, here = await loop.run_in_executor(None, partial(
         _nearest, engine, lat, lon, k=int(raw_k), profile=profile, hazard=hazard, exercise=exercise))

@@ -86,6 +86,23 @@ def errors(*codes: int) -> dict[str, Any]:
             for c in codes}
 
 
+#: the answers of an endpoint that computes a route field a request names (evac.coldfields): beyond the
+#: rate limit, and beyond the budgets of fields neither configured nor computed, each with Retry-After
+COLD_FIELD_ERRORS = {
+    "429": {"description": "Rate limited, or this client has asked for too many route fields not yet computed "
+                           "(evac.cold_fields_per_client_per_minute): `status_code` route_busy, `detail` in the "
+                           "request's language, `guidance` in ja, en and ja-easy; retry after `Retry-After` "
+                           "seconds or ask for a single hazard",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            "content": {"application/problem+json": {"schema": PROBLEM}}},
+    "503": {"description": "Not ready, or the server is computing too many route fields not yet computed "
+                           "(evac.cold_fields_per_minute, evac.cold_fields_waiting; `status_code` route_busy, "
+                           "texts as for 429): retry after `Retry-After` seconds",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            "content": {"application/problem+json": {"schema": PROBLEM}}},
+}
+
+
 def body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -219,12 +236,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "guidance gives the municipality's instruction and 屋内安全確保) | inside_hazard | "
                        "off_network. `hazard` is the canonical set (each once, in the order of /api/v1/service).",
         "parameters": [LAT, LON, HAZARD, PROFILE, LANG, EXERCISE],
-        "responses": {**ok({"type": "object", "required": ["type", "properties"]}), **errors(400, 422, 429, 503)}},
+        "responses": {**ok({"type": "object", "required": ["type", "properties"]}), **errors(400, 422),
+                      **COLD_FIELD_ERRORS}},
     ("get", "/api/v1/shelters/nearest"): {
         "summary": "The k nearest suitable shelters with travel times", "tags": ["residents"],
         "parameters": [LAT, LON, HAZARD, PROFILE, q("k", {"type": "integer", "minimum": 1, "maximum": 10}), LANG,
                        EXERCISE],
-        "responses": {**ok(), **errors(400, 422, 429, 503)}},
+        "responses": {**ok(), **errors(400, 422), **COLD_FIELD_ERRORS}},
     ("get", "/api/v1/level"): {
         "summary": "Current 警戒レベル and what to do, for a point or a municipality", "tags": ["residents"],
         "description": "Give lat and lon together, or a municipality: otherwise 422. A point in no municipality "

@@ -87,6 +87,22 @@ _STATUS = {
                    " みて ください。そとが あぶない ときは、じょうぶな たてものの 2かい より うえの、がけから"
                    " はなれた へやに にげて ください。",
     },
+    # a route field not yet computed was refused (evac.coldfields: this client asked for many new ones, or
+    # the server is computing many): a problem (429/503 with Retry-After), not a route answer. For a set of
+    # hazards the route for one hazard (the one most residents ask for, kept computed) is the way out now
+    "route_busy_set": {
+        "ja": "{hazard}のすべてを避ける避難経路は、いま計算が混み合っています。少し待ってからもう一度表示するか、"
+              "災害の種類を一つ選んで経路を表示してください。",
+        "en": "Routes avoiding all of these hazards ({hazard}) are busy right now. Try again in a moment, or show "
+              "the route for a single hazard.",
+        "ja-easy": "{hazard} の ぜんぶを さける みちは いま こんで います。すこし まってから もう いちど みて"
+                   " ください。さいがいを ひとつ えらんで みちを みる ことも できます。",
+    },
+    "route_busy": {
+        "ja": "{hazard}の避難経路は、いま計算が混み合っています。少し待ってからもう一度表示してください。",
+        "en": "Routes for {hazard} are busy right now. Try again in a moment.",
+        "ja-easy": "{hazard} の みちは いま こんで います。すこし まってから もう いちど みて ください。",
+    },
     "outside_area": {
         "ja": "現在地はこのサービスの地図の範囲外です。お住まいの市町村の情報に従って避難してください。",
         "en": "Your position is outside the area this service has maps for. Follow the instructions of the "

@@ -62,6 +62,7 @@ import shapely
 
 from alerting.level import HAZARD_OF
 from evac import store
+from evac.coldfields import ColdFieldBudget
 from evac.engine import Engine, FieldKey
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
@@ -283,6 +284,10 @@ class EvacService:
         self.source: str = (settings["evac.network"] or "").strip()
         self.warm = parse_warm(settings["evac.warm"])
         self.search: ProcessSearch | None = ProcessSearch() if settings["evac.search_worker"] else None
+        #: admission of fields a request asks for that are neither warm nor computed (:mod:`evac.coldfields`)
+        self.cold = ColdFieldBudget(per_client_per_minute=settings["evac.cold_fields_per_client_per_minute"],
+                                    per_minute=settings["evac.cold_fields_per_minute"],
+                                    waiting=settings["evac.cold_fields_waiting"])
         self.reconnect_max_s = reconnect_max_s
         self.engine: Engine | None = None
         self.network: RoadNetwork | None = None
@@ -613,12 +618,31 @@ class EvacService:
 
         return held(lat, lon), held(round(lat, POSITION_DECIMALS), round(lon, POSITION_DECIMALS))
 
-    async def ensure_field(self, key: FieldKey) -> None:
+    async def ensure_field(self, key: FieldKey, *, client: str | None = None) -> None:
         """Compute a field off the event loop when it is not computed at the current state.
 
-        Configured fields (``evac.warm``) always are; up to ``evac.max_fields`` others are kept while used.
+        Configured fields (``evac.warm``) always are, and are never refused; up to ``evac.max_fields``
+        others are kept while used. Any other (a *cold* field) is computed within :attr:`cold`'s budget:
+        requests for a key in flight share its computation; ``client`` (an address, or None for no
+        per-client bound) is charged for a new one.
+
+        Raises
+        ------
+        EngineUnavailable
+            No engine (:meth:`require`).
+        evac.coldfields.ColdFieldRefused
+            The client's budget (``reason`` ``client``) or the process's (``busy``) is used up.
         """
         engine = self.require()
         if engine.has_field(*key):
             return
-        await asyncio.get_running_loop().run_in_executor(None, partial(engine.field, *key))
+        loop = asyncio.get_running_loop()
+        if key in engine.warm:  # (computed at every change; only between a swap and its fields, if ever)
+            await loop.run_in_executor(None, partial(engine.field, *key))
+            return
+
+        async def compute() -> None:
+            if not engine.has_field(*key):  # (it may have been computed while this waited its turn)
+                await loop.run_in_executor(None, partial(engine.field, *key))
+
+        await self.cold.run((key, id(engine)), client, compute)

@@ -294,6 +294,18 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("evac.max_fields", int, 8,
             "Route fields kept besides evac.warm (asked for on demand, least recently used dropped first); "
             "bounds memory and recompute work.", check=_positive),
+    Setting("evac.cold_fields_per_client_per_minute", int, 10,
+            "Route fields not yet computed (neither evac.warm nor computed at the current hazard state) one client "
+            "address (an IPv6 /64; api.trust_forwarded_for decides the address) may cause a minute, with bursts of "
+            "as many; beyond: 429 with Retry-After. 0: no per-client bound.",
+            check=lambda v: None if v >= 0 else "expected 0 or more"),
+    Setting("evac.cold_fields_per_minute", int, 20,
+            "Route fields not yet computed this process computes a minute for all clients together (one at a "
+            "time); beyond: 503 with Retry-After. 0: no bound.",
+            check=lambda v: None if v >= 0 else "expected 0 or more"),
+    Setting("evac.cold_fields_waiting", int, 4,
+            "Route fields not yet computed that may wait while another one is computed; beyond: 503 with "
+            "Retry-After.", check=lambda v: None if v >= 0 else "expected 0 or more"),
     Setting("evac.overpass_url", str, "https://overpass-api.de/api",
             "Overpass API that `sonae graph fetch` downloads streets from (osmnx; answers are cached in the "
             "state directory). A prefecture may run its own Overpass server or use a mirror.",

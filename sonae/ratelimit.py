@@ -5,8 +5,24 @@ Ground layer, shared by the API's per-client limits and the notifier's per-chann
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
+
+
+def client_network(address: str) -> str:
+    """The client an address stands for: an IPv6 address's /64 (one household or phone has a whole /64, so a
+    script could take a new address for every request), an IPv4-mapped IPv6 address's IPv4 address, any other
+    address (or text that is none, e.g. ``unknown``) as it is."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class TokenBuckets:
@@ -17,6 +33,13 @@ class TokenBuckets:
         self.burst = float(burst if burst is not None else max(10, per_minute // 6))
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def wait(self, client: str, now: float | None = None) -> float:
+        """The seconds until ``client`` may take a token (0: now), taking none."""
+        now = time.monotonic() if now is None else now
+        tokens, stamp = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def take(self, client: str, now: float | None = None) -> float:
         """Take one token; returns 0 when allowed, else the seconds until the next token."""

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.evacmetrics import COUNTERS, FIELD_STORES, FieldStoreStats
+from evac.coldfields import ColdFieldBudget
 from evac.engine import Engine
 from evac.fieldstore import RETRY_MIN_S, FieldStore
 from evac.gridtown import grid_network, grid_shelters
@@ -99,8 +100,9 @@ def test_the_api_exports_the_store_of_each_followed_service_engine(tmp_path: Pat
     npz = tmp_path / "grid.npz"
     grid_network(1500, seed=5).save(npz)
 
-    class _Service:  # what the collector reads of an EvacService: its engine
+    class _Service:  # what the collector reads of an EvacService: its engine and its cold-field budget
         engine: Engine | None = None
+        cold = ColdFieldBudget(per_client_per_minute=1, per_minute=1, waiting=0)
 
     service = _Service()
     registry = CollectorRegistry()
