@@ -22,7 +22,13 @@ from alerting.levels import is_public
 from alerting.rules import HELD, ORDER, RIVER, SPIKE, STEPPED_DOWN, UNCONFIRMED, Transition
 from alerting.texts import REACHED, REJUDGED
 from sonae.geojson import GeometryError, read_geometry
-from sonae.municipality_code import MunicipalityCodeError, drill_town_refusal, normalise
+from sonae.municipality_code import (
+    DRILL_TOWN_CODE,
+    DRILL_TOWN_NAMES,
+    MunicipalityCodeError,
+    drill_town_refusal,
+    normalise,
+)
 from sonae.nametext import shown_text
 
 NOTIFY_CHANNEL = "sonae_alerts"
@@ -446,6 +452,11 @@ def _row(row: asyncpg.Record) -> dict[str, Any]:
     for key in _SHOWN_NAMES:
         if isinstance(out.get(key), str):
             out[key] = shown_text(out[key]) or None
+    if out.get("municipality_code") == DRILL_TOWN_CODE:
+        # the drill town by its names wherever its row gives none (not named by this deployment, or named by an
+        # operator in Japanese only): found, the resident page showed an order's place as "(079995, …)"
+        out["municipality_name"] = out.get("municipality_name") or DRILL_TOWN_NAMES["ja-JP"]
+        out["municipality_name_en"] = out.get("municipality_name_en") or DRILL_TOWN_NAMES["en-US"]
     if isinstance(out.get("area"), str):
         out["area"] = json.loads(out["area"])
     return out

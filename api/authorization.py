@@ -28,6 +28,9 @@ Rules the handlers apply through the functions below:
    allowed to (``PUT /api/v1/accounts/{username}/real-injection``, audited;
    :func:`require_may_grant_real_injection`, :func:`require_may_simulate`); both act within their scope.
 6. Public endpoints never show staff identities or internal notes (:func:`public_alert_event`).
+7. Permission before content: what an account may not ask for at all is **403** before the request's
+   content is judged; **422** is for content the account may ask for but that cannot be carried out (a
+   real replay that would play out in the drill town, :func:`require_may_run`).
 """
 
 from __future__ import annotations
@@ -235,16 +238,29 @@ def require_may_grant_real_injection(admin: Any, target: Mapping[str, Any] | Non
                                           f"{target['role']}")
 
 
+def require_may_run(account: Any, *, exercise: bool) -> None:
+    """403 unless ``account`` may start a run of this kind at all: an exercise anyone the operation's rule lets
+    in may; a real (non-exercise) run only an account that :func:`may_inject_real`.
+
+    Called as soon as the request says which kind (the body's ``exercise``), before the scenario is read or
+    placed: a refusal of permission comes before any judgement of content (found: an operator without the
+    grant asking for a real 持世寺 replay got the 422 of its placement in the drill town, as if the run were
+    only misplaced)."""
+    if not exercise and not may_inject_real(account):
+        raise Problem(403, "Forbidden", f"account {account.username!r} ({account.role}) may not start a real "
+                                        "(non-exercise) run: real readings may be injected by an admin, or an "
+                                        "operator an admin has allowed to (PUT /api/v1/accounts/{username}/"
+                                        "real-injection); run it as an exercise (\"exercise\": true) or ask an admin")
+
+
 def require_may_simulate(account: Any, *, exercise: bool, station_municipalities: Mapping[str, str | None]) -> None:
     """Operators run exercises on stations of their scope; real readings only an admin may inject.
 
     ``station_municipalities`` maps every station a run would publish for to its municipality, both as
     the scenario declares it and as the station registry records it (the stricter wins: either out of
-    scope refuses the run).
+    scope refuses the run). The kind of run is checked again (:func:`require_may_run`).
     """
-    if not exercise and not may_inject_real(account):
-        raise Problem(403, "Forbidden", "real (non-exercise) readings may be injected by an admin, or an operator "
-                                        "an admin has allowed to; run it as an exercise or ask an admin")
+    require_may_run(account, exercise=exercise)
     outside = sorted(s for s, m in station_municipalities.items() if not in_scope(account, m))
     if outside:
         raise Problem(403, "Forbidden", f"{len(outside)} station(s) of the run are outside your municipality "

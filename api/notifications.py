@@ -24,7 +24,6 @@ actions are.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from datetime import datetime
 from typing import Any, NoReturn
@@ -45,7 +44,14 @@ from api.problems import Problem
 from api.ratelimit import client_address
 from ingest.municipalities import DRILL_TOWN_RULE, uncovered
 from notify import store
-from notify.endpoints import EndpointError, check_push_endpoint, named_host, parse_hosts
+from notify.endpoints import (
+    EndpointError,
+    check_push_endpoint,
+    host_of,
+    is_loopback_host,
+    named_host,
+    parse_hosts,
+)
 from notify.webpush import Vapid, WebPushError, b64u_decode, check_keys, load_private_key
 from notify.worker import vapid_private_pem
 
@@ -76,24 +82,20 @@ async def vapid_public_key(request: web.Request) -> web.Response:
 
 
 def _endpoint(value: str, *, allow_http: bool) -> str:
-    """The scheme rule (400): https, or http on a loopback host when ``notify.push_allow_http`` is on.
-    Where it may point is :func:`_public_endpoint`'s (422)."""
+    """The scheme rule (400): https, or http on a loopback host (:func:`notify.endpoints.is_loopback_host`, the
+    delivery worker's rule) when ``notify.push_allow_http`` is on. Where it may point is :func:`_public_endpoint`'s
+    (422)."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise Problem(400, "Bad Request", "subscription.endpoint has a bad port", field="subscription") from None
+        raise Problem(400, "Bad Request", "subscription.endpoint has a bad host or port", field="subscription") from None
     if parts.scheme == "https" and parts.hostname:
         return value
-    if parts.scheme == "http" and allow_http and parts.hostname:
-        host = parts.hostname
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if loopback:
-            return value
-    raise Problem(400, "Bad Request", "subscription.endpoint must be the push service's https:// URL",
+    if parts.scheme == "http" and allow_http and parts.hostname and is_loopback_host(host_of(value)):
+        return value  # the worker's own rule (found: [::ffff:127.0.0.1] and localhost. refused here, sent to there)
+    raise Problem(400, "Bad Request", "subscription.endpoint must be the push service's https:// URL"
+                  + (" (http:// only to a loopback host: 127.0.0.0/8, ::1, localhost)" if allow_http else ""),
                   field="subscription")
 
 

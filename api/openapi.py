@@ -104,9 +104,15 @@ BBOX = {"type": "string", "format": "bbox"}
 #: so a value one side accepts the other refused (schemathesis: "schema-valid request rejected")
 SPACE = "\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
 _URL_TAIL = "(:" + PORT + ")?(/[^" + SPACE + "]*)?$"
-PUSH_ENDPOINT = "^https://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL
-#: with notify.push_allow_http (tests, a local push service): also http:// to this machine
-PUSH_ENDPOINT_LOCAL = "^(https://[A-Za-z0-9.-]*[A-Za-z0-9]|http://(localhost|127(\\.[0-9]{1,3}){3}|\\[::1\\]))" + _URL_TAIL
+#: a push endpoint's host as a URL writes it: a name or IPv4 literal (the root's trailing dot allowed). Only its
+#: shape: where an endpoint may point (notify.push_hosts, public addresses, loopback with notify.push_allow_http) is
+#: one rule in notify.endpoints, which the handler and the delivery worker both apply (found: the local pattern's
+#: own loopback list refused http://[::ffff:127.0.0.1]/ and http://localhost./ that the worker sent to)
+_PUSH_NAME = "[A-Za-z0-9.-]*[A-Za-z0-9]\\.?"
+PUSH_ENDPOINT = "^https://" + _PUSH_NAME + _URL_TAIL
+#: with notify.push_allow_http (tests, a local push service): also http://, and IPv6 literals in brackets (a zone
+#: as %25…), which the handler takes only to a loopback host (notify.endpoints.is_loopback_host)
+PUSH_ENDPOINT_LOCAL = "^https?://(" + _PUSH_NAME + "|\\[[0-9A-Fa-f:.]+(%25[0-9A-Za-z._~-]+)?\\])" + _URL_TAIL
 ENTITY_ID = {"type": "string", "format": "ngsi-ld-id"}
 #: a format alone (no pattern beside it): schemathesis generates values of a lone format from its strategy
 MUNI_CODE = {"type": "string", "format": "municipality-code"}
@@ -146,6 +152,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     # -- stations (open data) -----------------------------------------------------------------
     ("get", "/api/v1/stations"): {
         "summary": "Stations with their latest level and thresholds", "tags": ["open data"],
+        "description": "Each station as the Station schema (GeoJSON: its properties), with its thresholds and beside "
+                       "them missing_at_or_below, the 欠測 sentinel (CSV: a column of that name, empty for none).",
         "parameters": [q("format", {"type": "string", "enum": ["json", "geojson", "csv"]}), MUNICIPALITY, CSV_BOM],
         "responses": {**ok_formats(), **errors(400, 429)}},
     ("get", "/api/v1/stations/{station_id}"): {
@@ -409,10 +417,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "exercise": {"type": "boolean"},
             "accel": {"type": "number", "minimum": 0.01, "maximum": 10000000},
             "duration_s": {"type": "number", "minimum": 1, "maximum": 10000000}}}),
-        "description": "422: a run the registry or the replay's placement cannot take, said in one sentence: a "
-                       "real run of a replay played out in the drill town (exercises only), a gauge of a "
-                       "municipality Sonae does not cover, or one registered in another municipality than the "
-                       "run publishes it under.",
+        "description": "403, before the scenario is read: a real run (\"exercise\": false) by an account that may "
+                       "not inject real readings (an admin, or an operator an admin allowed to), or a station of the "
+                       "run outside the account's municipality. "
+                       "422: a run the account may start but the registry or the replay's placement cannot take, "
+                       "said in one sentence: a real run of a replay played out in the drill town (exercises only), "
+                       "a gauge of a municipality Sonae does not cover, or one registered in another municipality "
+                       "than the run publishes it under.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 422, 503)}},
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
@@ -615,7 +626,12 @@ COMPONENTS: dict[str, Any] = {
             "id": {"type": "string"}, "name": {"type": "string"},
             "name_en": {"type": ["string", "null"]}, "kana": {"type": ["string", "null"],
                                                                "description": "the name's reading, as registered"},
-            "thresholds": {"type": "object"}, "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
+            "thresholds": {"type": "object"},
+            "missing_at_or_below": {"type": ["number", "null"],
+                                    "description": "the stage (m, the station's datum) at or below which a reading "
+                                                   "is 欠測, a missing value; null: the gauge has no such sentinel "
+                                                   "(PATCH sets it; every threshold lies above it)"},
+            "latest": {"type": ["object", "null"]}, "exercise": {"type": "boolean"}}},
     },
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                    "description": "POST /api/v1/auth/token returns the token"}},

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from alerting.audit import record_audit as audit
 from api.auth import authenticate
-from api.authorization import in_scope, require_may_simulate
+from api.authorization import in_scope, require_may_run, require_may_simulate
 from api.bodies import field, json_object
 from api.context import POOL, SETTINGS
 from api.problems import Problem
@@ -71,6 +71,7 @@ async def start_simulation(request: web.Request) -> web.Response:
     body = await json_object(request)
     raw = field(body, "scenario", (str, dict))
     exercise = field(body, "exercise", bool, default=True)
+    require_may_run(account, exercise=exercise)  # 403 before the scenario is read or placed (its 422s)
     accel = field(body, "accel", (int, float), default=None)
     duration_s = field(body, "duration_s", (int, float), default=None)
     for name, value, low in (("accel", accel, ACCEL_MIN), ("duration_s", duration_s, 1.0)):

@@ -27,6 +27,10 @@ def _iso(ts: datetime | None) -> str | None:
 
 
 def station_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A station as the API shows it (the list, one station, GeoJSON properties, the ``PATCH`` answer): its
+    names, place, ``thresholds`` (m on its datum, those set) and ``missing_at_or_below`` beside them (the stage,
+    m, at or below which a reading is 欠測; None: the gauge has no such sentinel; ``ingest.registry.MISSING_RULE``),
+    its latest level."""
     thresholds = {f[3:]: row.get(f) for f in THRESHOLD_FIELDS if row.get(f) is not None}
     latest = None
     if row.get("latest_ts") is not None:
@@ -39,13 +43,17 @@ def station_json(row: dict[str, Any]) -> dict[str, Any]:
         "municipality_code": row.get("municipality_code"),
         "location": None if row.get("lat") is None else {"lat": row["lat"], "lon": row["lon"]},
         "expected_interval_s": row["expected_interval_s"], "thresholds": thresholds,
+        # the 欠測 sentinel, as staff set it (PATCH) and the rules read it: found missing from every answer
+        "missing_at_or_below": row.get("missing_at_or_below"),
         "exercise": row.get("exercise", False), "latest": latest,
     }
 
 
-CSV_COLUMNS = ("id", "name", "name_en", "river", "municipality_code", "lat", "lon", "gauge_type",
-               "th_standby", "th_caution", "th_evacuation", "th_danger", "th_obs_start", "th_crisis",
-               "th_overflow", "latest_ts", "latest_value_m", "exercise")
+#: the registry's columns as stored (the thresholds and the 欠測 sentinel beside them), then the latest reading
+REGISTRY_CSV_COLUMNS = ("id", "name", "name_en", "river", "municipality_code", "lat", "lon", "gauge_type",
+                        "th_standby", "th_caution", "th_evacuation", "th_danger", "th_obs_start", "th_crisis",
+                        "th_overflow", "missing_at_or_below")
+CSV_COLUMNS = (*REGISTRY_CSV_COLUMNS, "latest_ts", "latest_value_m", "exercise")
 
 
 @routes.get("/api/v1/stations")
@@ -60,7 +68,7 @@ async def list_stations(request: web.Request) -> web.Response:
     if municipality:
         rows = [r for r in rows if r.get("municipality_code") == municipality]
     if fmt == "csv":
-        return csv_response(request, CSV_COLUMNS, ([r.get(c) for c in CSV_COLUMNS[:15]]
+        return csv_response(request, CSV_COLUMNS, ([r.get(c) for c in REGISTRY_CSV_COLUMNS]
                                                    + [_iso(r.get("latest_ts")), r.get("latest_value"), r.get("exercise")]
                                                    for r in rows), filename="stations.csv", disposition="inline")
     if fmt == "geojson":

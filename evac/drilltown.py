@@ -57,6 +57,15 @@ class DrillTown:
     cols: int
 
 
+
+def gauge_names(number: int) -> dict[str, str]:
+    """The names of the drill town's gauge ``number`` (1, 2, …) as the registry keeps them: ``name`` (Japanese),
+    ``name_en`` (what English texts name it) and ``kana`` (its reading, shown after the kanji in やさしい日本語).
+    Found: the gauges were registered with their station id as English name and no reading, so English alert
+    texts and the resident page named a gauge "DT-G01"."""
+    return {"name": f"訓練川 第{number}水位観測所", "name_en": f"Kunren River Gauge No. {number} (drill)",
+            "kana": f"くんれんがわ だい{number} すいい かんそくじょ"}
+
 def generate(
     out_dir: Path | str, *, rows: int = 30, cols: int = 30, spacing_m: float = 80.0, seed: int = 7,
     center: tuple[float, float] = DRILL_TOWN_CENTER, shelter_every: int = 6, bridge_every: int = 6,
@@ -194,7 +203,7 @@ def generate(
     gauge_cols = list(range(gauge_every // 2, cols, gauge_every)) or [cols // 2]
     for gi, gc in enumerate(gauge_cols):
         station = f"DT-G{gi + 1:02d}"
-        gauges.append({"station_id": station, "name": f"訓練川 第{gi + 1}水位観測所", "lat": round(river_lat, 7),
+        gauges.append({"station_id": station, **gauge_names(gi + 1), "lat": round(river_lat, 7),
                        "lon": round(pos(0, gc)[1], 7), "levels_m": {"3": 4.0, "4": 5.5, "5": 6.8}})
         c_lo, c_hi = max(0, gc - gauge_every // 2) - 0.5, min(cols - 1, gc + gauge_every // 2) + 0.5
         for level, half_rows in ((3, 1.2), (4, 2.4)):

@@ -38,6 +38,9 @@ TERMS: dict[str, tuple[str, str, str]] = {
     "observationStartWaterLevel": ("Property", "観測開始水位 (m, 危機管理型)", "Observation start stage (m, crisis gauge)"),
     "crisisWaterLevel": ("Property", "危険水位 (m, 危機管理型)", "Danger stage (m, crisis gauge)"),
     "overflowWaterLevel": ("Property", "氾濫開始水位 (m, 危機管理型)", "Overflow stage (m, crisis gauge)"),
+    "missingAtOrBelowWaterLevel": ("Property", "欠測とみなす水位 (m; この値以下は欠測); 欠測値のない水位計は属性なし",
+                                   "Stage (m, gauge datum) at or below which a reading is 欠測, a missing value; "
+                                   "absent for a gauge with no such sentinel"),
     "warningLevel": ("Property", "警戒レベル（河川は警戒レベル相当）; 発表がないときは属性なし",
                      "警戒レベル 2-5 in force (for a gauge: the 相当 level); absent when none"),
     "municipalityCode": ("Property", "全国地方公共団体コード（6桁）", "Japanese local government code (6 digits)"),

@@ -106,6 +106,9 @@ def gauge(row: Mapping[str, Any], *, level: int | None = None) -> dict[str, Any]
         threshold = _finite(row.get(column))
         if threshold is not None:
             e[term] = threshold
+    missing = _finite(row.get("missing_at_or_below"))  # beside the thresholds, as the station API shows it
+    if missing is not None:
+        e["missingAtOrBelowWaterLevel"] = missing
     if level:
         e["warningLevel"] = int(level)
     return e

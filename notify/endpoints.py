@@ -65,16 +65,27 @@ def address_refusal(ip: IPAddress, *, allow_loopback: bool = False) -> str | Non
     return None
 
 
+def _literal(host: str) -> IPAddress | None:
+    """The IP address ``host`` spells (brackets and an IPv6 zone ``%eth0`` dropped), or None for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return None
+
+
+def _loopback_name(host: str) -> bool:
+    """``localhost``, ``localhost.localdomain`` or a ``*.localhost`` name (RFC 6761), in any case, with or
+    without the root's trailing dot."""
+    name = host.rstrip(".").lower()
+    return name in ("localhost", "localhost.localdomain") or name.endswith(".localhost")
+
+
 def literal_refusal(host: str, *, allow_loopback: bool = False) -> str | None:
     """For an IP-literal host (``127.0.0.1``, ``[::1]`` without brackets), why it is refused; None for a
     public literal or a name (names are checked when resolved)."""
-    try:
-        ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
-    except ValueError:
-        if host.rstrip(".").lower() in ("localhost", "localhost.localdomain") or \
-                host.rstrip(".").lower().endswith(".localhost"):
-            return None if allow_loopback else "a loopback name"
-        return None
+    ip = _literal(host)
+    if ip is None:
+        return None if allow_loopback or not _loopback_name(host) else "a loopback name"
     return address_refusal(ip, allow_loopback=allow_loopback)
 
 
@@ -142,16 +153,45 @@ async def check_push_endpoint(url: str, *, hosts: Sequence[str], allow_loopback:
 
 
 def _is_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]").split("%")[0])
-    except ValueError:
-        return False
-    return True
+    return _literal(host) is not None
 
 
 def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` is a loopback IP literal or a ``localhost`` name."""
-    return literal_refusal(host) is not None and literal_refusal(host, allow_loopback=True) is None
+    """Whether ``host`` (a URL's host, bracketed or not, any case, a trailing dot or not) is a loopback host:
+    the one rule of the subscription API's scheme check (``http://`` only to such a host, with
+    ``notify.push_allow_http``), of :func:`check_push_endpoint` and of the delivery worker
+    (:func:`push_refusal`).
+
+    An IP literal is loopback as :func:`address_refusal` judges it: ``127.0.0.0/8``, ``::1``, and an
+    IPv4-mapped ``::ffff:127.x.y.z`` (the IPv4 address it carries; Python 3.11's ``is_loopback`` says False
+    for it, found: the API refused ``http://[::ffff:127.0.0.1]/`` that the worker sent to). A name is loopback
+    when it is ``localhost``, ``localhost.localdomain`` or ends in ``.localhost`` (RFC 6761)."""
+    ip = _literal(host)
+    if ip is None:
+        return _loopback_name(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def push_refusal(endpoint: str, *, hosts: Sequence[str], allow_loopback: bool = False) -> str | None:
+    """Why the delivery worker will not send to ``endpoint`` (a stored subscription's URL), or None: it is
+    not ``https://`` (``http://`` passes only to a loopback host with ``allow_loopback``, as the subscription
+    API's scheme rule), its host is an IP literal or loopback name that is not public (a loopback one passes
+    with ``allow_loopback``), or is neither loopback (with ``allow_loopback``) nor one of ``hosts``
+    (``notify.push_hosts``). A name's addresses are checked when it is resolved (:class:`PublicResolver`)."""
+    host = host_of(endpoint)
+    if not host:
+        return "the endpoint has no host"
+    scheme = endpoint.split(":", 1)[0].lower()
+    if scheme != "https" and not (scheme == "http" and allow_loopback and is_loopback_host(host)):
+        return "not an https:// URL"
+    why = literal_refusal(host, allow_loopback=allow_loopback)
+    if why:
+        return why
+    if not (allow_loopback and is_loopback_host(host)) and not host_allowed(host, hosts):
+        return "host not in push_hosts"
+    return None
 
 
 class PublicResolver(AbstractResolver):

@@ -174,7 +174,11 @@ class Vapid:
 
 @functools.lru_cache(maxsize=4096)
 def origin_of(url: str) -> str:
+    """The origin of ``url`` (RFC 6454 serialisation, the VAPID ``aud``): ``scheme://host[:port]``, the default
+    port left out, an IPv6 host in brackets (found: ``http://::ffff:127.0.0.1:8080``, which no push service
+    reads as the origin of ``http://[::ffff:127.0.0.1]:8080/…``)."""
     parts = urlsplit(url)
     default = {"https": 443, "http": 80}.get(parts.scheme)
     port = f":{parts.port}" if parts.port and parts.port != default else ""
-    return f"{parts.scheme}://{parts.hostname}{port}"
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"

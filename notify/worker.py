@@ -56,11 +56,8 @@ from alerting.store import NOTIFY_CHANNEL as ALERTS_CHANNEL
 from notify import store
 from notify.endpoints import (
     PublicResolver,
-    host_allowed,
-    host_of,
-    is_loopback_host,
-    literal_refusal,
     parse_hosts,
+    push_refusal,
 )
 from notify.webpush import Vapid, encrypt, generate_private_pem, load_private_key, origin_of
 from sonae.config import Settings
@@ -461,16 +458,19 @@ class DeliveryWorker:
                 return
             await asyncio.sleep(wait)
 
+    def endpoint_refusal(self, endpoint: str) -> str | None:
+        """Why this worker will not send to a subscription's ``endpoint`` (:func:`notify.endpoints.push_refusal`
+        with its ``push_hosts`` and ``allow_loopback``), or None."""
+        return push_refusal(endpoint, hosts=self.push_hosts, allow_loopback=self.allow_loopback)
+
     async def _push(self, row: asyncpg.Record) -> store.Outcome:
         if row["endpoint"] is None:
             return store.Outcome(row["id"], "gone", None, "the subscription was removed")
         assert self.vapid is not None and self._push_session is not None
-        host = host_of(row["endpoint"])
-        why = literal_refusal(host, allow_loopback=self.allow_loopback)
-        loopback = self.allow_loopback and is_loopback_host(host)
-        if why or not (loopback or host_allowed(host, self.push_hosts)):
+        why = self.endpoint_refusal(row["endpoint"])
+        if why:
             # a subscription stored before these rules, or the rules changed: never connect
-            return store.Outcome(row["id"], "dead", None, f"endpoint refused: {why or 'host not in push_hosts'}")
+            return store.Outcome(row["id"], "dead", None, f"endpoint refused: {why}")
         payload = row["payload"]
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False).encode()
         body = encrypt(data, bytes(row["p256dh"]), bytes(row["auth"]))

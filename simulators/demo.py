@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from evac.drilltown import DRILL_TOWN_CODE
+from evac.drilltown import DRILL_TOWN_CODE, gauge_names
 from ingest.contract import encode_reading, topic_for
 from ingest.registry import Station
 from sonae.mqtt import MqttClient
@@ -65,10 +65,13 @@ def drilltown_stations(town_dir: Path) -> tuple[Station, ...]:
     """
     gauges = json.loads((town_dir / "gauges.json").read_text(encoding="utf-8"))
     out = []
-    for g in gauges:
+    for i, g in enumerate(gauges):
         levels = {int(k): float(v) for k, v in g["levels_m"].items()}
         evacuation, danger = levels.get(3, 4.0), levels.get(4, 5.5)
-        out.append(Station(id=g["station_id"], name=g["name"], name_en=g["station_id"], river="訓練川",
+        # a town generated before its gauges had English names and readings: its names by its order (never the id)
+        names = {**gauge_names(i + 1), **{k: g[k] for k in ("name", "name_en", "kana") if g.get(k)}}
+        out.append(Station(id=g["station_id"], name=names["name"], name_en=names["name_en"], kana=names["kana"],
+                           river="訓練川",
                            municipality_code=DRILLTOWN_MUNICIPALITY, lat=g["lat"], lon=g["lon"],
                            expected_interval_s=60, th_standby=round(evacuation * 0.5, 2),
                            th_caution=round(evacuation * 0.75, 2), th_evacuation=evacuation, th_danger=danger,

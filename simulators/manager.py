@@ -28,6 +28,11 @@ class SimulationBusy(RuntimeError):
     """A simulation is already running."""
 
 
+#: the simulator's way out of a municipality the registry refuses
+_WAY_OUT = (". A simulation places its gauges in a covered municipality with --municipality CODE (a replay; "
+            "079995, the drill town, for an exercise) or a scenario file's municipality keys")
+
+
 async def register_stations(pool: Any, stations: Sequence[Station], *, overwrite: bool = False) -> int:
     """Put the fleet's stations in the registry so ingest does not quarantine their readings.
 
@@ -46,11 +51,19 @@ async def register_stations(pool: Any, stations: Sequence[Station], *, overwrite
         (``wrong_municipality``), so the drill would show nothing (found: a 持世寺 registered in 宇部市 by an
         earlier run while the replay now plays it in the drill town). Nothing is written then.
     """
+    from ingest.municipalities import uncovered
     from ingest.registry import RegistryError, station_places, upsert_stations
 
     async with pool.acquire() as conn:
         if not overwrite:
             known = await station_places(conn, [s.id for s in stations])
+            # a run into a municipality Sonae does not cover is refused for that first: a gauge registered
+            # elsewhere was otherwise told to move there (found: --municipality 352021, 宇部市, answered "move
+            # it there (PATCH … 352021)", which the registry refuses). The drill town is named by this run below.
+            for s in stations:
+                if s.id in known and s.municipality_code not in (None, DRILL_TOWN_CODE) and (
+                        why := await uncovered(conn, s.municipality_code, exercise=s.exercise)):
+                    raise RegistryError(f"station {s.id!r}: municipality_code: {why}{_WAY_OUT}")
             elsewhere = [(s, known[s.id].municipality) for s in stations
                          if s.id in known and known[s.id].municipality != s.municipality_code]
             if elsewhere:
@@ -69,9 +82,7 @@ async def register_stations(pool: Any, stations: Sequence[Station], *, overwrite
         try:
             return await upsert_stations(conn, stations) if stations else 0
         except RegistryError as exc:  # the registry's rule, with the simulator's way out
-            raise RegistryError(f"{exc}. A simulation places its gauges in a covered municipality with "
-                                "--municipality CODE (a replay; 079995, the drill town, for an exercise) or a "
-                                "scenario file's municipality keys") from None
+            raise RegistryError(f"{exc}{_WAY_OUT}") from None
 
 
 class SimulationManager:

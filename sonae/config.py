@@ -248,7 +248,10 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("cap.expires_hours", int, 24,
             "Each CAP message expires this long after it is sent; Cancel messages stay in the Atom feed "
             "until then.", check=_span(low=1, high=87600, unit="hours")),
-    Setting("embedded.mqtt_port", int, 18830, "Port of the embedded MQTT broker.", check=_port),
+    Setting("embedded.mqtt_port", int, 18830,
+            "Port of the embedded MQTT broker. A command run on a state directory whose broker already runs "
+            "(`sonae simulate --state-dir S` beside `sonae run --state-dir S`) uses that broker, on the port it "
+            "runs on, whatever this says: one state directory has one broker.", check=_port),
     Setting("embedded.mqtt_host", str, "127.0.0.1",
             "IPv4 address the embedded MQTT broker listens on: 127.0.0.1 (this machine only), another of this "
             "machine's addresses, or 0.0.0.0 (every interface) for devices on the network. It always asks for "
@@ -340,8 +343,9 @@ SCHEMA: tuple[Setting, ...] = (
             check=_positive),
     Setting("notify.webhook_rate_per_s", int, 5, "Most requests a second to one webhook.", check=_positive),
     Setting("notify.push_allow_http", bool, False,
-            "Accept http:// push endpoints and loopback hosts (127.0.0.0/8, ::1, localhost), at subscription and "
-            "at delivery (tests and development only); else a public https URL of a push_hosts service."),
+            "Accept http:// push endpoints and loopback hosts (127.0.0.0/8, ::1, ::ffff:127.x.y.z, localhost, "
+            "*.localhost), by one rule at subscription and at delivery (tests and development only); else a public "
+            "https URL of a push_hosts service."),
     Setting("notify.push_hosts", str,
             "fcm.googleapis.com,updates.push.services.mozilla.com,web.push.apple.com,*.notify.windows.com",
             "Comma-separated push service hosts a subscription's endpoint may use ('*.suffix' any subdomain, "

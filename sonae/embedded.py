@@ -274,9 +274,16 @@ ALL_INTERFACES = ("0.0.0.0",)
 
 
 def mosquitto_config(*, port: int, persistence_dir: Path | None, run_as_root: bool,
-                     auth: BrokerAuth | None = None, host: str = "127.0.0.1") -> str:
+                     auth: BrokerAuth | None = None, host: str = "127.0.0.1", service_port: int | None = None) -> str:
     """The embedded Mosquitto's configuration: the listener ``host:port``, the queue tuning, and with
-    ``auth`` password and ACL files with anonymous clients refused (without: anonymous, for tests)."""
+    ``auth`` password and ACL files with anonymous clients refused (without: anonymous, for tests).
+
+    With ``service_port`` (``auth`` only) the devices' listener ``host:port`` binds each client id to its
+    username (``use_username_as_clientid``): one device cannot connect with another's id and disconnect it
+    (found: device ``bkdev1`` of 郡山市 connecting as client id ``bkdev2`` dropped いわき市's ``bkdev2``, each
+    reconnect dropping the other). Sonae's own processes, which share one account with a client id each
+    (:func:`sonae.mqtt.bound_client_id`), use a second listener on ``127.0.0.1:service_port`` without that
+    binding, as ``deploy/mosquitto`` does with its internal listener."""
     listener = f"listener {port}" if host in ALL_INTERFACES else f"listener {port} {host}"
     lines = ["per_listener_settings false"]
     if auth is not None:
@@ -284,7 +291,10 @@ def mosquitto_config(*, port: int, persistence_dir: Path | None, run_as_root: bo
                   f"password_file {auth.passwd_file}", f"acl_file {auth.acl_file}"]
     else:
         lines.append("allow_anonymous true")
-    lines += [listener, MOSQUITTO_TUNING]
+    lines.append(listener)
+    if auth is not None and service_port is not None:
+        lines += ["use_username_as_clientid true", f"listener {service_port} 127.0.0.1"]
+    lines.append(MOSQUITTO_TUNING)
     if persistence_dir is not None:
         lines += ["persistence true", f"persistence_location {persistence_dir}/", "autosave_interval 10"]
     else:
@@ -328,6 +338,8 @@ class EmbeddedBroker:
         self.logfile = self.root / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.kind = ""
+        #: the listener of Sonae's own processes on 127.0.0.1 (Mosquitto with auth; None: they use :attr:`port`)
+        self.service_port: int | None = None
         self._watch: threading.Thread | None = None
         self._watch_stop = threading.Event()
 
@@ -341,8 +353,9 @@ class EmbeddedBroker:
         """``mqtt://[user:password@]host:port`` for Sonae's own processes."""
         if self.auth is None:
             return f"mqtt://{self.connect_host}:{self.port}"
+        host, port = ("127.0.0.1", self.service_port) if self.service_port else (self.connect_host, self.port)
         return (f"mqtt://{quote(self.auth.username, safe='')}:{quote(self.auth.password, safe='')}@"
-                f"{self.connect_host}:{self.port}")
+                f"{host}:{port}")
 
     @property
     def protocol(self) -> str:
@@ -353,11 +366,48 @@ class EmbeddedBroker:
         """What the running broker must have been started with to be reused (its auth and listener)."""
         if self.auth is None:
             return f"anonymous@{self.host}"
-        return f"auth:{self.auth.passwd_file}:{self.auth.acl_file}@{self.host}"
+        return f"auth:{self.auth.passwd_file}:{self.auth.acl_file}@{self.host}+bound-client-ids"
+
+    def _running_elsewhere(self) -> dict[str, Any] | None:
+        """The record of this state directory's broker when it runs on another port than :attr:`port`.
+
+        One state directory has one broker: its persistence file, configuration and ``broker.json`` are
+        shared, so a second broker there (a ``sonae simulate --state-dir`` without the service's
+        ``SONAE_EMBEDDED_MQTT_PORT``) would overwrite the running one's configuration and record, write
+        the same persistence file, and take the readings published to it to a broker no ingestor reads.
+        """
+        try:
+            previous = json.loads((self.root / "broker.json").read_text())
+            pid, port = int(previous["pid"]), int(previous["port"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if port == self.port or not 0 < port < 65536:
+            return None
+        try:  # a pid left in broker.json may since belong to another program
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"mosquitto" not in cmdline and b"amqtt" not in cmdline:
+            return None
+        return previous if port_open(self.connect_host, port) else None
 
     def start(self, *, timeout: float = 60.0) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
         pidfile = self.root / "broker.json"
+        elsewhere = self._running_elsewhere()
+        if elsewhere is not None:
+            if elsewhere.get("identity") != self._identity():
+                raise EmbeddedError(
+                    f"the embedded broker of {self.root.parent} already runs (pid {elsewhere['pid']}, port "
+                    f"{elsewhere['port']}) with another configuration; stop the service that started it first")
+            log.warning("the embedded broker of this state directory already runs on another port than "
+                        "embedded.mqtt_port: using it", extra={"pid": elsewhere["pid"], "port": elsewhere["port"],
+                                                             "configured_port": self.port})
+            self.port = int(elsewhere["port"])
+            self.kind = elsewhere.get("kind", "mosquitto")
+            self.service_port = elsewhere.get("service_port")
+            self.reload()
+            return self.url
         if port_open(self.connect_host, self.port):
             previous = json.loads(pidfile.read_text()) if pidfile.exists() else {}
             pid = previous.get("pid")
@@ -368,6 +418,7 @@ class EmbeddedBroker:
                     alive = True
             if alive and previous.get("port") == self.port and previous.get("identity") == self._identity():
                 self.kind = previous.get("kind", "mosquitto")
+                self.service_port = previous.get("service_port")
                 log.info("embedded broker already running", extra={"pid": pid, "port": self.port})
                 self.reload()  # it may have missed a change of the files made while nobody watched them
                 return self.url
@@ -386,8 +437,13 @@ class EmbeddedBroker:
         with open(self.logfile, "ab") as logfh:
             if mosquitto and self.prefer in ("auto", "mosquitto"):
                 conf = self.root / "mosquitto.conf"
+                if self.auth is not None:
+                    self.service_port = free_port()
+                    while self.service_port == self.port:
+                        self.service_port = free_port()
                 conf.write_text(mosquitto_config(port=self.port, persistence_dir=self.root,
-                                                 run_as_root=os.geteuid() == 0, auth=self.auth, host=self.host))
+                                                 run_as_root=os.geteuid() == 0, auth=self.auth, host=self.host,
+                                                 service_port=self.service_port))
                 self.kind = "mosquitto"
                 cmd = [mosquitto, "-c", str(conf)]
             else:
@@ -398,12 +454,13 @@ class EmbeddedBroker:
             self.proc = subprocess.Popen(cmd, stdout=logfh, stderr=logfh, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         pidfile.write_text(json.dumps({"pid": self.proc.pid, "port": self.port, "kind": self.kind,
-                                       "identity": self._identity(),
+                                       "identity": self._identity(), "service_port": self.service_port,
                                        **({"passwd_file": str(self.auth.passwd_file),
                                            "acl_file": str(self.auth.acl_file)} if self.auth else {})}))
         log.info("embedded MQTT broker starting", extra={"kind": self.kind, "host": self.host, "port": self.port,
                                                          "pid": self.proc.pid, "auth": self.auth is not None})
-        _wait_for(lambda: port_open(self.connect_host, self.port), timeout=timeout,
+        _wait_for(lambda: port_open(self.connect_host, self.port) and (
+            self.service_port is None or port_open("127.0.0.1", self.service_port)), timeout=timeout,
                   what=f"embedded {self.kind} broker", proc=self.proc, logfile=self.logfile)
         if not self.host.startswith("127."):
             log.warning("the embedded broker listens beyond this machine with plain MQTT: device passwords and "

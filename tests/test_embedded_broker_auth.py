@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from alerting.worker import alert_topic_root
 from app.provisioning import EMBEDDED_SERVICE_USER, embedded_broker_auth
 from app.runtime import BackingServices
 from sonae.config import load_settings
-from sonae.embedded import EmbeddedBroker, free_port
+from sonae.embedded import EmbeddedBroker, free_port, port_open
 from tests.deploy.mqtt_support import NOT_AUTHORIZED, WAIT_S, Probe, mosquitto_binary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,9 @@ class Running:
         return p
 
     def service(self) -> Probe:
-        p = self.probe(*_service_credentials(self.url))
+        """A client as Sonae's own processes connect: the services' account on the services' listener."""
+        p = Probe(urlsplit(self.url).port or self.port, *_service_credentials(self.url))
+        self.probes.append(p)
         assert not p.connect().is_failure
         return p
 
@@ -153,7 +156,9 @@ def test_an_earlier_versions_state_dir_is_upgraded_and_its_anonymous_broker_repl
     # a second start keeps the account's password (persistent sessions are bound to it)
     again = BackingServices(_settings(state, port, database_url))
     try:
-        assert again.start(need_broker=True)["mqtt.url"] == effective["mqtt.url"]
+        # (the services' listener may take another port at each start: sessions are bound to the client id)
+        assert _service_credentials(again.start(need_broker=True)["mqtt.url"]) == \
+            _service_credentials(effective["mqtt.url"])
     finally:
         again.stop()
 
@@ -240,3 +245,67 @@ def test_the_amqtt_acl_check_grants_a_device_exactly_its_own_topics(levels: list
     assert allowed(acl, "abukuma-motomiya", topic, "write") == (literal and topic_matches(topic, own))
     assert not allowed(acl, "abukuma-motomiya", topic, "read")
     assert not allowed(acl, None, topic, "write") and not allowed(acl, "someone-else", topic, "write")
+
+
+@needs_mosquitto
+def test_a_second_command_on_the_same_state_dir_uses_the_running_broker_whatever_port_it_is_told(
+        running: Running, database_url: str) -> None:
+    """Found by breakit7 (2026-12-01): with the service started as ``SONAE_EMBEDDED_MQTT_PORT=18897 sonae run
+    --state-dir S``, ``sonae simulate --state-dir S --replay jiseiji`` (without the variable) started a second
+    Mosquitto on 18830 in the same state directory: it rewrote ``mosquitto.conf`` and ``broker.json``, published
+    the whole replay to a broker no ingestor read (the summary said "published 217 messages"), and deleted
+    ``broker.json`` when it stopped, so ``sonae status`` said the service's broker was not running and ``sonae
+    devices add`` could no longer tell it to reload."""
+    record = json.loads((running.state / "mqtt" / "broker.json").read_text())
+    other_port = free_port()
+    second = BackingServices(_settings(running.state, other_port, database_url))
+    try:
+        url = second.start(need_broker=True)["mqtt.url"]
+        assert url == running.url  # the service's broker, its services' listener
+        assert not port_open("127.0.0.1", other_port), "a second broker was started in the same state directory"
+        assert f"listener {running.port} " in (running.state / "mqtt" / "mosquitto.conf").read_text()
+        # what the second command publishes reaches the service's subscribers
+        ingest = running.service()
+        assert ingest.subscribe("sonae/v1/#")[0].value < 0x80
+        sender = running.service()
+        assert not sender.publish(OWN, MARKER).is_failure
+        assert [m.payload for m in ingest.wait_for_payload(MARKER)] == [MARKER]
+    finally:
+        second.stop()
+    assert json.loads((running.state / "mqtt" / "broker.json").read_text()) == record
+    assert not running.probe(*_service_credentials(running.url)).connect().is_failure
+
+
+@needs_mosquitto
+def test_a_device_cannot_disconnect_another_by_connecting_with_its_client_id(
+        running: Running, database_url: str) -> None:
+    """Found by breakit7 (2026-12-01): on the embedded broker device ``bkdev1`` (郡山市) connected with client id
+    ``bkdev2`` and Mosquitto dropped いわき市's device ``bkdev2`` (session taken over); each reconnect then
+    dropped the other. The devices' listener binds a client id to its username (as ``deploy/mosquitto``
+    does); Sonae's own processes, one account with a client id each, use their own loopback listener."""
+    passwords = {}
+    for name, code in (("bkdev1", KORIYAMA), ("bkdev2", "072044")):
+        made = _devices_add(running.state, name, "--municipality", code, "--format", "json", database_url=database_url)
+        assert made.returncode == 0, made.stderr
+        passwords[name] = json.loads(made.stdout)["password"]
+    log = running.state / "mqtt" / "broker.log"
+    deadline = time.monotonic() + WAIT_S
+    while log.read_text(errors="replace").count("Reloading config.") < 2:
+        assert time.monotonic() < deadline, "the broker was not reloaded"
+        time.sleep(0.05)
+    victim = Probe(running.port, "bkdev2", passwords["bkdev2"], client_id="bkdev2")
+    running.probes.append(victim)
+    assert not victim.connect().is_failure
+    dropped = threading.Event()
+    victim.client.on_disconnect = lambda *args: dropped.set()
+    attacker = Probe(running.port, "bkdev1", passwords["bkdev1"], client_id="bkdev2")
+    running.probes.append(attacker)
+    assert not attacker.connect().is_failure
+    # the victim's connection is still the one the broker serves: its publish is answered on it
+    own = "sonae/v1/072044/bkdev2/level"
+    assert not victim.publish(own, b'{"value": 1.0}').is_failure
+    assert not dropped.is_set(), "the broker dropped the device whose client id another device used"
+    # two of Sonae's own clients, one account, one client id each, still share the services' listener
+    assert urlsplit(running.url).port != running.port
+    first, second = running.service(), running.service()
+    assert first.client.is_connected() and second.client.is_connected()

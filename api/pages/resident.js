@@ -548,7 +548,9 @@
     let src = t("noAlert");
     if (a && a.condition !== "official_information") {
       const orderName = LEVEL[state.lang][a.level][0];
-      const place = (state.lang === "en" ? a.municipality_name_en : a.municipality_name) || a.municipality_code || t("unknownArea");
+      // the municipality by its name (English readers: its English name, else its Japanese one), never its bare code
+      // (found: "(079995, …)" for the drill town when its row had no English name)
+      const place = (state.lang === "en" && a.municipality_name_en) || a.municipality_name || t("unknownArea");
       // a station as English readers know it (name_en), as the API's own texts name it (alerting/level.py)
       const station = (state.lang === "en" && a.station_name_en) || stationName(a.station_id, a.station_name);
       if (a.condition === "evacuation_order") {

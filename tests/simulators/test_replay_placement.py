@@ -136,3 +136,22 @@ async def test_the_api_starts_the_jiseiji_drill_and_refuses_it_real_with_a_422(s
         await client.close()
     assert await served_pool.fetchval("SELECT municipality_code FROM stations WHERE id = $1", JISEIJI_ID) == \
         DRILL_TOWN_CODE
+
+
+async def test_a_gauge_registered_elsewhere_is_not_told_to_move_outside_the_covered_area(
+        served_pool: asyncpg.Pool) -> None:
+    """Found by breakit7: with 持世寺 registered in 郡山市, ``--municipality 352021`` (宇部市) answered "move it there
+    (PATCH /api/v1/stations/… with municipality_code 352021)", a move the registry refuses (422): the coverage
+    refusal comes first, naming the station, and nothing is written."""
+    async with served_pool.acquire() as conn:
+        await upsert_stations(conn, [Station(id=JISEIJI_ID, name="持世寺", municipality_code=KORIYAMA, exercise=True)])
+    fleet = _fleet("--replay", "jiseiji", "--municipality", JISEIJI_MUNICIPALITY, *WINDOW)
+    with pytest.raises(RegistryError) as refused:
+        await register_stations(served_pool, fleet.stations)
+    message = str(refused.value)
+    assert f"station '{JISEIJI_ID}': municipality_code: municipality '352021'" in message
+    assert "outside the area Sonae covers" in message and "--municipality CODE" in message
+    assert "PATCH" not in message
+    async with served_pool.acquire() as conn:
+        station = await get_station(conn, JISEIJI_ID)
+    assert station is not None and station.municipality_code == KORIYAMA

@@ -1,0 +1,62 @@
+"""A refusal of permission to start a simulation is 403 before the run's content is judged (api.authorization, rule 7).
+
+Found: an operator without the real-injection grant asking for a real 持世寺 replay (``POST /api/v1/simulations``
+with ``"exercise": false``) got 422 "would play out in the drill town" — the placement's answer — where every other
+refusal of permission is 403; the permission was checked only after the scenario was placed. 422 stays for a
+run the account may start but that cannot be placed (an admin's real 持世寺 replay).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from api.auth import create_account, login, set_real_injection
+from sonae.config import Settings
+from tests.api.test_api_staff import PASSWORD, auth, make_client
+
+KORIYAMA = "072036"
+REAL_JISEIJI = {"scenario": "jiseiji-2023-replay", "exercise": False}
+#: a real run of simulated gauges in Koriyama (placeable: no replay, no drill town; refused 403 before too)
+REAL_KORIYAMA = {"scenario": "abukuma-flood", "exercise": False}
+
+
+@pytest.fixture
+async def tokens(served_pool: asyncpg.Pool) -> dict[str, str]:
+    out = {}
+    async with served_pool.acquire() as conn:
+        for name, role in (("kori-op", "operator"), ("kori-op-granted", "operator"), ("kori-admin", "admin")):
+            await create_account(conn, username=name, password=PASSWORD, role=role, municipality_code=KORIYAMA)
+            out[name] = (await login(conn, name, PASSWORD))[0]  # type: ignore[index]
+        await set_real_injection(conn, "kori-op-granted", allowed=True)
+    return out
+
+
+@pytest.mark.parametrize("body", [REAL_JISEIJI, REAL_KORIYAMA], ids=["jiseiji", "koriyama"])
+async def test_an_operator_without_the_grant_starting_a_real_run_is_refused_403_with_a_readable_body(
+        served_pool: asyncpg.Pool, settings: Settings, tokens: dict[str, str], body: dict[str, object]) -> None:
+    client = await make_client(served_pool, settings)
+    try:
+        r = await client.post("/api/v1/simulations", json=body, headers=auth(tokens["kori-op"]))
+        assert r.status == 403, await r.text()
+        assert r.content_type == "application/problem+json"
+        problem = await r.json()
+        assert problem["title"] == "Forbidden" and "kori-op" in problem["detail"], problem
+        assert "real (non-exercise) run" in problem["detail"] and "exercise" in problem["detail"], problem
+        assert "drill town" not in problem["detail"], problem  # not the placement's words
+    finally:
+        await client.close()
+    async with served_pool.acquire() as conn:  # nothing was registered for the refused run
+        assert await conn.fetchval("SELECT count(*) FROM stations") == 0
+
+
+@pytest.mark.parametrize("who", ["kori-admin", "kori-op-granted"])
+async def test_an_account_that_may_run_real_gets_422_for_a_real_run_that_cannot_be_placed(
+        served_pool: asyncpg.Pool, settings: Settings, tokens: dict[str, str], who: str) -> None:
+    client = await make_client(served_pool, settings)
+    try:
+        r = await client.post("/api/v1/simulations", json=REAL_JISEIJI, headers=auth(tokens[who]))
+        assert r.status == 422, await r.text()
+        assert "drill town 079995, which is for exercises only" in (await r.json())["detail"]
+    finally:
+        await client.close()
