@@ -20,6 +20,7 @@ from aiohttp import web
 
 from api.problems import Problem
 from ingest.municipalities import uncovered
+from sonae.jsonkeys import DuplicateKeyError, locate, unique_object
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 from sonae.numbers import unsigned
 
@@ -38,17 +39,6 @@ class _BadNumber(ValueError):
 
 class _DuplicateKey(_BadNumber):
     pass
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object from its key/value pairs; a key given twice is refused (see the module docstring)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            shown = repr(key[:40]) if key.isprintable() and not _SURROGATE.search(key) else "(a key)"
-            raise _DuplicateKey(f"the key {shown} is given more than once in one object; give each field once")
-        out[key] = value
-    return out
 
 
 def _constant(name: str) -> Any:
@@ -87,7 +77,10 @@ def loads(text: str | bytes) -> Any:
     RecursionError)."""
     try:
         value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int,
-                           object_pairs_hook=_object)
+                           object_pairs_hook=unique_object)
+    except DuplicateKeyError as exc:  # the one rule for outside JSON (sonae.jsonkeys), named with its JSON path
+        found = locate(exc, text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        raise _DuplicateKey(found.describe()) from None
     except RecursionError:
         raise _BadNumber(f"the JSON is nested more than {MAX_DEPTH} levels deep") from None
     if _depth(value) > MAX_DEPTH:

@@ -391,7 +391,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": body({"type": "object", "required": ["geometry"], "properties": {
             "geometry": {"type": "object", "required": ["type", "coordinates"], "format": "geojson-geometry",
                          "description": "GeoJSON in WGS 84; a polygon without self-crossings", "properties": {
-                "type": {"type": "string", "enum": ["Polygon", "MultiPolygon", "LineString", "Point"]},
+                "type": {"type": "string", "enum": ["Polygon", "MultiPolygon"]},
                 "coordinates": {"type": "array"}}},
             "hazard": {"type": "string", "enum": HAZARDS},
             "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number", "minimum": 1, "maximum": 1000},

@@ -16,6 +16,7 @@ from sonae.arguments import port, row_id
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.eventloop import lag_watched
+from sonae.jsonkeys import loads_unique
 from sonae.logs import setup_logging
 from sonae.migrations import MigrationError
 from sonae.municipality_code import MunicipalityCodeError, normalise
@@ -570,7 +571,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
         from shapely.geometry import shape
 
         try:
-            doc = json.loads(Path(args.polygon).read_text(encoding="utf-8"))
+            doc = loads_unique(Path(args.polygon).read_text(encoding="utf-8"))
             feats = doc.get("features") or [doc]
             clip = shapely.union_all([shape(f.get("geometry", f)) for f in feats])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -52,6 +52,8 @@ from typing import Any
 import shapely
 from shapely.geometry import shape
 
+from sonae.jsonkeys import DuplicateKeyError, loads_unique
+
 #: Penalty factor for water shallower than 0.5 m (see the module docstring for the source).
 SHALLOW_WATER_PENALTY = 3.0
 #: Penalty factor for a 土砂災害警戒区域 (yellow zone).
@@ -266,7 +268,9 @@ def _features(path: Path) -> tuple[list[dict[str, Any]], str]:
                                  "the encoding")
         return feats, "ksj"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_unique(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:  # one rule for outside JSON (sonae.jsonkeys)
+        raise HazardMapError(f"not usable GeoJSON: {exc}") from None
     except UnicodeDecodeError:
         raise HazardMapError("not UTF-8 text: give a GeoJSON (.geojson) or a shapefile (.shp)") from None
     except json.JSONDecodeError as exc:

@@ -18,7 +18,6 @@ for in exercise mode, and answers say they are an exercise.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import shapely
 from shapely.geometry import shape
 
 from evac.network import RoadNetwork
+from sonae.jsonkeys import read_json_file
 
 HAZARD_TYPES = ("flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding",
                 "volcano")
@@ -223,7 +223,7 @@ def load_hazard_geojson(
     Feature properties may give ``id``, ``hazard``, ``severity``, ``penalty_factor``, ``station_id``,
     ``activation_level``, ``active``, ``exercise`` and ``label``; ``hazard`` overrides a missing one.
     """
-    data = json.loads(Path(source).read_text(encoding="utf-8")) if isinstance(source, str | Path) else source
+    data = read_json_file(source) if isinstance(source, str | Path) else source
     features = data.get("features", [data] if data.get("type") == "Feature" else [])
     out: list[HazardArea] = []
     for i, feat in enumerate(features):

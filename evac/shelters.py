@@ -19,6 +19,7 @@ from typing import Any
 
 from evac.drilltown import DRILL_TOWN_CODE
 from evac.hazards import GSI_FLAGS, HAZARD_TYPES
+from sonae.jsonkeys import read_json_file
 from sonae.municipality_code import normalise
 from sonae.pgtext import unstorable
 
@@ -191,7 +192,7 @@ def load_shelters_geojson(
     source: Path | str | Mapping[str, Any], *, default_hazards: Iterable[str] = ()
 ) -> list[Shelter]:
     """Shelters from a GeoJSON FeatureCollection of Points (GSI or generic properties)."""
-    data = json.loads(Path(source).read_text(encoding="utf-8")) if isinstance(source, str | Path) else source
+    data = read_json_file(source) if isinstance(source, str | Path) else source
     out = []
     seen: set[str] = set()
     for i, feat in enumerate(data.get("features", [])):

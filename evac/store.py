@@ -26,7 +26,7 @@ from shapely.geometry import mapping, shape
 from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters, merge_sites
-from sonae.geojson import GeometryError, check_shape
+from sonae.geojson import AREA_TYPES, GeometryError, check_shape
 from sonae.municipality_code import (
     DRILL_TOWN_CODE,
     DRILL_TOWN_NAMES,
@@ -271,16 +271,21 @@ def hazard_area(
     activation_level: int | None = None, active: bool = True, exercise: bool = False, label: str = "",
 ) -> HazardArea:
     """Build (and validate) a :class:`HazardArea` from API-style values; raises :class:`StoreError`."""
+    new_id = id or f"{source}-{uuid.uuid4().hex[:12]}"
     try:
         geom = geometry if isinstance(geometry, shapely.Geometry) else shape(geometry)
-        area = HazardArea(id=id or f"{source}-{uuid.uuid4().hex[:12]}", hazard=hazard, geometry=geom,
+        if geom.geom_type not in AREA_TYPES:  # before an id is named: a refused area never gets one
+            raise StoreError(f"geometry type {geom.geom_type} is not accepted for a hazard area: give a "
+                             f"{' or '.join(AREA_TYPES)}")
+        area = HazardArea(id=new_id, hazard=hazard, geometry=geom,
                           severity=severity,  # type: ignore[arg-type]
                           penalty_factor=float(penalty_factor), source=source,  # type: ignore[arg-type]
                           station_id=station_id, activation_level=activation_level, active=active,
                           exercise=exercise, label=label)
     except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError) as exc:
-        # ShapelyError: also GeometryTypeError ({"type": "AAA"}), which is no ValueError
-        raise StoreError(str(exc)) from None
+        # ShapelyError: also GeometryTypeError ({"type": "AAA"}), which is no ValueError. An id made up here
+        # was never stored: the message does not name it
+        raise StoreError(str(exc) if id else str(exc).replace(f"hazard area {new_id}: ", "")) from None
     if source not in ("gauge", "staff", "import"):
         raise StoreError("source must be gauge, staff or import")
     _check_area(area)

@@ -37,6 +37,7 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Point, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
+from sonae.jsonkeys import loads_unique
 from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.textfile import TextFileError, read_packaged_text, read_text_file
 
@@ -120,7 +121,7 @@ def read_n03(path: str | Path) -> list[tuple[str, str, BaseGeometry]]:
     """
     path = Path(path)
     try:
-        doc = json.loads(read_text_file(path, max_bytes=MAX_N03_BYTES))
+        doc = loads_unique(read_text_file(path, max_bytes=MAX_N03_BYTES))
     except TextFileError as exc:
         raise BoundaryError(str(exc)) from None
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:

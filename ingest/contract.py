@@ -35,6 +35,10 @@ with only a sum (``s``) is refused, since Sonae stores values, not running total
 
 Every payload may carry ``"exercise": true`` (SenML: ``"exercise_": true`` on a record, which applies
 to it and the records after it): the readings belong to a drill and never raise a real alert.
+
+No object of any payload may give a key twice (``{"n": "level", "n": "rain"}``: RFC 8259 leaves its meaning
+open): the whole message is a ``duplicate_key`` dead letter naming the key and its JSON path (``$[2]``), by
+the rule every reader of outside JSON shares (:mod:`sonae.jsonkeys`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sonae.japantime import parse_iso_time
+from sonae.jsonkeys import DuplicateKeyError, locate, unique_object
 from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.numbers import unsigned
 
@@ -219,15 +224,20 @@ def _json_int(literal: str) -> int | float:
 
 
 def decode_json(payload: bytes) -> Any:
-    """The JSON document of a payload, or :class:`PayloadError` (``not_utf8``, ``bad_json``, ``not_finite``)."""
+    """The JSON document of a payload, or :class:`PayloadError` (``not_utf8``, ``bad_json``, ``not_finite``,
+    ``duplicate_key``: a key given twice in one object at any depth, named with its JSON path; see
+    :mod:`sonae.jsonkeys`)."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError("not_utf8", f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return json.loads(text, parse_int=_json_int, parse_constant=_reject_constant)
+        return json.loads(text, parse_int=_json_int, parse_constant=_reject_constant, object_pairs_hook=unique_object)
     except PayloadError:
         raise
+    except DuplicateKeyError as exc:
+        found = locate(exc, text, parse_int=_json_int, parse_constant=_reject_constant)
+        raise PayloadError("duplicate_key", found.describe()) from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; RecursionError: deep nesting
         raise PayloadError("bad_json", f"payload is not JSON ({str(exc)[:200]})") from None
 

@@ -22,6 +22,7 @@ from ingest.contract import STATION_ID, STATION_ID_RULE, PayloadError, Topic, pa
 from ingest.municipalities import uncovered
 from ingest.placement import Place, misplaced
 from sonae import textfile
+from sonae.jsonkeys import DuplicateKeyError, loads_unique
 from sonae.municipality_code import (
     DRILL_TOWN_CODE,
     MunicipalityCodeError,
@@ -300,7 +301,9 @@ def located_stations(path: str | Path) -> list[tuple[str, Station]]:
         except csv.Error as exc:  # a field past the csv module's size limit, a NUL, a bad quote
             raise RegistryError(f"{path.name} line {reader.line_num}: not CSV ({exc})") from None
     try:
-        doc = json.loads(text)
+        doc = loads_unique(text)
+    except DuplicateKeyError as exc:  # one rule for outside JSON (sonae.jsonkeys): $.features[i]... names the feature
+        raise RegistryError(f"{path.name}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise RegistryError(f"{path.name} line {exc.lineno}: not JSON ({exc.msg}); expected a .csv or a GeoJSON "
                             f"FeatureCollection") from None

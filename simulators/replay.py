@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import math
 import re
 from collections import defaultdict
@@ -39,6 +38,7 @@ from typing import Any, TextIO, cast
 
 from ingest.registry import Station
 from sonae.japantime import parse_iso_time
+from sonae.jsonkeys import loads_unique
 from sonae.municipality_code import DRILL_TOWN_CENTER, DRILL_TOWN_CODE
 
 JST = timezone(timedelta(hours=9), "JST")
@@ -227,7 +227,7 @@ def read_area_info(path: str | Path, *, pref_code: str | None = None) -> list[Ml
     path = Path(path)
     try:
         with _open_text(path) as fh:
-            doc = json.load(fh)
+            doc = loads_unique(fh.read())
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, integers beyond 4,300 digits
         raise ReplayError(f"{path.name}: not a JSON area_info snapshot ({str(exc)[:200]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):

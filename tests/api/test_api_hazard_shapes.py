@@ -99,3 +99,23 @@ async def test_non_finite_numbers_are_400(staff: tuple[TestClient, dict[str, str
                 f'[{bad}, 37.40], [140.36, 37.39]]]}}}}')
         resp = await client.post("/api/v1/hazards", data=text, headers={**headers, "Content-Type": "application/json"})
         assert resp.status == 400, (bad, await resp.text())
+
+
+@pytest.mark.parametrize("name", ["point", "line"])
+async def test_a_point_or_line_is_refused_naming_the_accepted_types_and_no_id(
+        staff: tuple[TestClient, dict[str, str]], name: str) -> None:
+    """Found: the 400 named a made-up id (``staff-05dc15c98253``) of an area never created."""
+    client, headers = staff
+    resp = await client.post("/api/v1/hazards", json={"geometry": REFUSED[name], "hazard": "flood"}, headers=headers)
+    assert resp.status == 400, await resp.text()
+    detail = (await resp.json(content_type=None))["detail"]
+    assert "staff-" not in detail and "Polygon" in detail and "MultiPolygon" in detail, detail
+
+
+def test_the_openapi_document_lists_only_the_accepted_geometry_types() -> None:
+    from api.openapi import document
+    from sonae.geojson import AREA_TYPES
+
+    doc = document()
+    schema = doc["paths"]["/api/v1/hazards"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["geometry"]["properties"]["type"]["enum"] == list(AREA_TYPES)
