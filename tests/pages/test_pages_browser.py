@@ -948,6 +948,50 @@ def test_staff_console_refuses_an_emptied_or_unreadable_occupancy(browser: Brows
         ctx.close()
 
 
+def test_a_reload_failing_in_the_background_never_replaces_the_answer_to_what_staff_did(
+        browser: Browser, sonae: Sonae) -> None:
+    """The console wrote a failed reload (the 15 s poll, or one of the reloads the simulator's alert events
+    cause) to the one notice line, in place of the answer to the last action: a refusal, "Order issued",
+    "Could not issue: …" were gone for staff, and a test awaiting one waited in vain (the likely cause of the
+    occupancy test's one failure in a module run on a loaded machine; not reproduced in 14 runs). Here the page's event stream (served by the test) brings an ``alert`` event once the refusal
+    is shown, and the reload it causes is answered 503; the refusal stays, the failure has its own line, and the
+    next reload that succeeds empties that line."""
+    live = {"alert": False, "fail": False}
+
+    def stream(route: Any) -> None:
+        body = "event: alert\ndata: {}\n\n" if live["alert"] else ": nothing yet\n\n"
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}, body=body)
+
+    def alerts(route: Any) -> None:
+        if live["fail"]:
+            route.fulfill(status=503, headers={"Content-Type": "application/problem+json", "Retry-After": "5"},
+                          body=json.dumps({"title": "Service Unavailable", "status": 503, "detail": "test: database away"}))
+        else:
+            route.continue_()
+
+    ctx, staff = _staff_login(browser, sonae, events=stream)
+    try:
+        page = staff.page
+        page.route("**/api/v1/alerts?*", alerts)
+        page.wait_for_function("() => window.sonaeStaff.timer")
+        page.evaluate("clearInterval(window.sonaeStaff.timer)")
+        row = page.locator("#shelters tr").first
+        row.locator("input[type=number]").fill("")
+        row.locator("button").click()
+        page.wait_for_function("() => document.getElementById('notice').textContent.includes('whole number')")
+        live["fail"] = live["alert"] = True
+        page.wait_for_function("() => ['notice', 'load-status'].some(id => document.getElementById(id)"
+                               " && document.getElementById(id).textContent.includes('Could not load'))")
+        assert "whole number" in page.inner_text("#notice"), page.inner_text("#notice")
+        assert "test: database away" in page.inner_text("#load-status")
+        live["fail"] = False
+        page.wait_for_function("() => !document.getElementById('load-status').textContent")
+        assert "whole number" in page.inner_text("#notice")
+        assert not [e for e in staff.errors if "503" not in e], staff.errors
+    finally:
+        ctx.close()
+
+
 def test_the_shelter_api_refuses_an_occupancy_that_is_not_a_number(sonae: Sonae) -> None:
     shelter = sonae.api("GET", "/api/v1/shelters")["features"][0]["properties"]["id"]
     token = sonae.token()  # one login (the login limit: 10 a minute from one address)
