@@ -14,7 +14,6 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,22 +33,17 @@ import pytest
 
 from sonae.embedded import free_port
 from tests.conftest import shared_data, with_database
+from tests.pages.chromium import CHROMIUM, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
-CHROMIUM = os.environ.get("SONAE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
 #: a position inside the drill town (routes end at one of its shelters)
 HOME = {"latitude": 37.4000, "longitude": 140.3600}
 PASSWORD = "drill-staff-" + uuid.uuid4().hex[:8]
 
-try:
-    from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None  # type: ignore[assignment]
+if sync_playwright is not None:
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 pytestmark = [
     pytest.mark.skipif(sync_playwright is None, reason="the Python package 'playwright' is not installed "
@@ -153,17 +147,6 @@ def sonae(pg_server_url: str, mqtt_url: str, mqtt_protocol: str, tmp_path_factor
             proc.kill()
             proc.wait()
         _database(pg_server_url, name, create=False)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert sync_playwright is not None
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _context(browser: Browser, *, geolocation: bool | dict[str, float] = True, **extra: Any) -> BrowserContext:
