@@ -749,6 +749,69 @@ def test_staff_console_fits_phones_and_hides_what_needs_a_login(browser: Browser
         sonae.api("POST", f"/api/v1/orders/{order['order_id']}/cancel", {}, token=token)
 
 
+#: Every shown checkbox and radio: its box, and whether it sits beside the words of its <label> (the box's middle
+#: within the height of their lines; None without a <label>, as the shelters' "open" boxes, named by aria-label).
+_CHOICES = """() => [...document.querySelectorAll('input[type=checkbox], input[type=radio]')]
+    .filter(e => e.getClientRects().length && !e.closest('[hidden]'))
+    .map(e => {
+        const r = e.getBoundingClientRect(), words = e.labels && e.labels[0];
+        let onLine = null;
+        if (words) {
+            const range = document.createRange();
+            range.selectNodeContents(words);
+            const lines = [...range.getClientRects()].filter(q => q.width > 4 && (q.right <= r.left + 1 || q.left >= r.right - 1));
+            if (lines.length) {
+                const mid = (r.top + r.bottom) / 2;
+                onLine = mid >= Math.min(...lines.map(q => q.top)) - 2 && mid <= Math.max(...lines.map(q => q.bottom)) + 2;
+            }
+        }
+        return {id: e.id || e.getAttribute('aria-label') || e.name + '=' + e.value, width: r.width, height: r.height, onLine};
+    })"""
+
+
+def _choices_fit(page: Page, what: str) -> int:
+    """Checks :data:`_CHOICES` (24 px: WCAG 2.2 2.5.8); the number of choices seen."""
+    choices = page.evaluate(_CHOICES)
+    small = [c for c in choices if c["width"] < 24 or c["height"] < 24]
+    assert not small, f"{what}: checkboxes or radios smaller than 24 px: {small[:5]}"
+    apart = [c for c in choices if c["onLine"] is False]
+    assert not apart, f"{what}: a checkbox or radio not on the line of its words: {apart[:5]}"
+    return len(choices)
+
+
+def test_checkboxes_and_radios_are_24_px_targets_on_the_line_of_their_words_at_320_px(
+        browser: Browser, sonae: Sonae, safe_home: dict[str, float]) -> None:
+    """At 320 x 640 (WCAG 1.4.10 Reflow's width), in Japanese and English, the console (its shelters' "open"
+    boxes, the order's area and exercise choices) and the resident page (the drill-notification choice): the
+    page needs no sideways scrolling, and each checkbox or radio is a 24 px target on the line of its words.
+    Found: every one was a 13 px-wide box drawn at the top of the 44 px height meant for text fields, its
+    words a line below it."""
+    ctx, staff = _staff_login(browser, sonae)
+    try:
+        page = staff.page
+        page.wait_for_selector("#shelters tr input[type=checkbox]")
+        page.set_viewport_size({"width": 320, "height": 640})
+        page.wait_for_function("() => document.documentElement.clientWidth === 320")
+        for lang in ("ja", "en"):
+            page.click(f"button[data-lang={lang}]")
+            page.wait_for_function("(l) => document.documentElement.lang === l", arg=lang)
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= 321, f"staff console {lang}: scrolls sideways"
+            assert _choices_fit(page, f"staff console {lang}") >= 5
+            page.locator("#side").screenshot(path=str(SHOTS / f"phone-staff-side-{lang}-320.png"))
+    finally:
+        ctx.close()
+    ctx = _context(browser, viewport={"width": 320, "height": 640}, geolocation=safe_home)
+    try:
+        page = ctx.new_page()
+        for lang in ("ja", "en"):
+            page.goto(sonae.url + "/?lang=" + lang)
+            _wait_answer(page)
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= 321, f"resident {lang}: scrolls sideways"
+            assert _choices_fit(page, f"resident {lang}") >= 1
+    finally:
+        ctx.close()
+
+
 #: Japanese script and punctuation (kana, kanji, CJK and full-width punctuation): none in English text
 _JAPANESE = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 #: Latin words allowed in Japanese text: the product's name, a key's name and units
