@@ -199,7 +199,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
             t = cleared_text(alert["condition"], level, lang, place, reason=alert.get("reason"))
         else:
             t = text_for(alert["condition"], level, lang, reason=alert.get("reason"),
-                         falling=alert.get("state") == "de-escalated")
+                         falling=alert.get("state") == "de-escalated", dwell_s=alert.get("dwell_s"))
         info = _sub(root, "info")
         _sub(info, "language", lang)
         _sub(info, "category", "Infra" if alert["condition"] in ("silent", "low_battery", "fault") else "Met")
@@ -230,7 +230,7 @@ def render_cap(alert: dict[str, Any], previous: list[dict[str, Any]], *, profile
             headline = ("[EXERCISE] " if lang == "en-US" else "【訓練】") + headline
         _sub(info, "headline", headline[:160])
         desc = description(lang, value=alert.get("value"), threshold=alert.get("threshold"),
-                           trend=alert.get("reason") == "trend")
+                           trend=alert.get("reason") == "trend", value_at=alert.get("value_at"))
         if desc:
             _sub(info, "description", desc)
         _sub(info, "instruction", t.instruction)
@@ -288,7 +288,8 @@ def render_atom(alerts: list[dict[str, Any]], *, base_url: str, profile: CapProf
             title = cleared_text(x["condition"], level, "ja-JP", _place(x), reason=x.get("reason")).headline
         else:
             title = text_for(x["condition"], level, "ja-JP", reason=x.get("reason"),
-                             falling=x.get("state") == "de-escalated").headline.format(place=_place(x))
+                             falling=x.get("state") == "de-escalated",
+                             dwell_s=x.get("dwell_s")).headline.format(place=_place(x))
         if x["exercise"]:
             title = "【訓練】" + title
         a(entry, "title", title)

@@ -32,7 +32,7 @@ from shapely.geometry import Point, shape
 from alerting.cap import place_name
 from alerting.drilltown import drill_town_box, reaches
 from alerting.store import list_active
-from alerting.texts import text_for
+from alerting.texts import last_reading, text_for
 from jma.areas import municipality_names
 from jma.store import in_force as official_in_force
 from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
@@ -439,7 +439,12 @@ def guidance(answer: LevelInForce, language: str, *, covered: bool = True) -> di
                 "instruction": OFFICIAL_INSTRUCTION.get(top.level, {}).get(language, CALM[language][1])}
     alert = top.alert or {}
     text = text_for(alert["condition"], top.level, language, reason=alert.get("reason"),
-                    falling=alert.get("state") == "de-escalated")
+                    falling=alert.get("state") == "de-escalated", dwell_s=alert.get("dwell_s"))
     place = place_name(alert, lang=language)  # as CAP and push name it: an order's area or town, a gauge
+    headline = text.headline.format(place=place)
+    # a level lowered by time says its last reading as such, with that reading's time (as CAP and push do)
+    last = last_reading(language, value=alert.get("value"), at=alert.get("value_at"))
+    if last is not None:
+        headline = f"{headline} {last}"
     return {"level": top.level, "condition": alert["condition"], "alert_id": alert["id"], "event": text.event,
-            "headline": text.headline.format(place=place), "instruction": text.instruction}
+            "headline": headline, "instruction": text.instruction}

@@ -44,6 +44,12 @@ River level (condition ``river_level``, one open alert that moves up and down th
   ``max(down_since + dwell_down_s, last reading) + dwell_down_grace_s``; it is applied by
   :meth:`StationRules.tick` (the worker calls it periodically with the wall clock) and, before a newer
   reading is evaluated, by the reading itself, so a replay of the same readings reaches the same levels.
+  Its transition has reason :data:`STEPPED_DOWN`, is dated at that moment and carries the last reading's stage
+  with that reading's own time (:attr:`Transition.value_ts`) and the dwell (:attr:`Transition.dwell_s`): worded
+  as lowered by time, never as the river falling then (no reading showed it).
+* **Reached again at the same level.** A level the river fell to below its threshold (held while it falls), or
+  a trend's level 3, that the river then rises to reach at its threshold gives a transition at the same level
+  (reason ``threshold``): the alert says reached, never "falling" while the river rose.
 
 Device health (staff only): ``low_battery`` (battery_pct below ``low_battery_pct`` or status
 low_battery) and ``fault`` (status fault), each raised after ``health_dwell_samples`` consecutive bad
@@ -83,6 +89,13 @@ SPIKE = "withdrawn: spike"
 #: the level was lowered to it, or its stage is below its threshold now (:meth:`StationRules.standing`). Worded
 #: "the river has begun to fall; the level continues" (:mod:`alerting.texts`), never as a threshold reached
 HELD = "held: the river falls"
+#: the reason of a level lowered (or cleared) by time — the step-down by time when readings stop (module docstring,
+#: :meth:`StationRules.tick`): no reading at or above the level for the dwell (``dwell_down_s``) and none since for
+#: the grace. Its transition is dated when the step-down applies, with the last reading's stage and that
+#: reading's time (:attr:`Transition.value_ts`) and the dwell (:attr:`Transition.dwell_s`); worded "lowered because
+#: the river stayed below the threshold for <dwell>, last reading <stage> at <time>" (:mod:`alerting.texts`),
+#: never as the river falling at that moment: no reading showed it then
+STEPPED_DOWN = "lowered by time: below the threshold for the dwell, no newer reading"
 
 #: the default plausible rate of change of a river stage, m/h (see :class:`RuleConfig`)
 MAX_RATE_M_PER_H = 6.0
@@ -191,6 +204,11 @@ class Transition:
     #: found by replaying the stream after late readings (:func:`reconcile`): ``reason``, ``value`` and
     #: ``threshold`` are still the rule, stage (m) and threshold (m) that decided it
     re_evaluated: bool = False
+    #: the reading time (epoch s) of ``value`` when it is not ``ts``: a step-down by time (:data:`STEPPED_DOWN`) is
+    #: dated when it applies and carries the last reading's stage, read at ``value_ts``; None otherwise
+    value_ts: float | None = None
+    #: the dwell (s) a step-down by time waited for (``RuleConfig.dwell_down_s``, scaled for a fast exercise)
+    dwell_s: float | None = None
 
     @property
     def kind(self) -> str:
@@ -490,8 +508,12 @@ class StationRules:
             return out
         if candidate == current:
             s.down_run, s.down_since, s.down_max = 0, None, 0
-            if current and reason == "threshold" and s.reason == "trend" and raw >= current:
-                # a level 3 forecast by the trend now reached: held by its threshold (the alert says so)
+            th = threshold_of(self.steps, current) if current else None
+            fell_below = (s.cause is not None and s.cause[2] and th is not None and s.cause[1] < th)
+            if current and reason == "threshold" and (s.reason == "trend" or fell_below) and raw >= current:
+                # a level 3 forecast by the trend now reached, or a level the river fell to (told below its
+                # threshold, as held while the river falls) that the river rose back to reach: held by its
+                # threshold, and the alert says reached — never "falling" while the river rose to the threshold
                 s.reason = "threshold"
                 s.cause = (ts, value, False)
                 out.append(Transition(RIVER, current, current, ts, value, threshold_of(self.steps, current),
@@ -518,7 +540,10 @@ class StationRules:
         if s.down_run >= c.dwell_down_samples and ts - s.down_since >= c.dwell_down_s:
             new_level = s.down_max
             s.down_run, s.down_since, s.down_max = 0, None, 0
-            out.append(self._change(new_level, ts, value, reason if new_level else "threshold"))
+            # the trend rule holds only a level 3 (a level 4 kept within its hysteresis while the trend is up is
+            # held by the threshold rule: worded as the river falling, never as forecast at level 4)
+            out.append(self._change(new_level, ts, value,
+                                    "trend" if new_level == LEVEL3 and reason == "trend" else "threshold"))
         return out
 
     def _time_due(self) -> float | None:
@@ -535,7 +560,13 @@ class StationRules:
             return []
         new_level = s.down_max
         s.down_run, s.down_since, s.down_max = 0, None, 0
-        return [self._change(new_level, due, s.last_valid[1], "threshold")]
+        last_ts, last_value = s.last_valid
+        t = self._change(new_level, due, last_value, STEPPED_DOWN)
+        if new_level:
+            # what holds it in the machine is the threshold rule, lowered by the river (standing(): HELD, told by
+            # the last reading at its own time); the change itself is worded by time (STEPPED_DOWN)
+            s.reason, s.cause = "threshold", (last_ts, last_value, True)
+        return [replace(t, value_ts=last_ts, dwell_s=self.config.dwell_down_s)]
 
     def _change(self, new: int, ts: float, value: float, reason: str) -> Transition:
         s = self.state
@@ -812,4 +843,4 @@ def reconcile(before: dict[str, int], after: dict[str, int], *, ts: float,
 
 __all__ = ["RIVER", "UNCONFIRMED", "CONFIRMED", "IMPLAUSIBLE", "SPIKE", "MAX_RATE_M_PER_H", "LOW_BATTERY", "FAULT", "SILENT", "ORDER", "LEVEL4", "Reading", "RuleConfig",
            "StationRules", "Transition", "device_problems", "is_silent", "stream_start", "SWITCHES_KEPT", "reconcile", "slope",
-           "RE_EVALUATED", "HELD"]
+           "RE_EVALUATED", "HELD", "STEPPED_DOWN"]

@@ -19,8 +19,8 @@ import asyncpg
 
 from alerting.audit import record_audit
 from alerting.levels import is_public
-from alerting.rules import HELD, ORDER, RIVER, SPIKE, UNCONFIRMED, Transition
-from alerting.texts import REJUDGED
+from alerting.rules import HELD, ORDER, RIVER, SPIKE, STEPPED_DOWN, UNCONFIRMED, Transition
+from alerting.texts import REACHED, REJUDGED
 from sonae.geojson import GeometryError, read_geometry
 from sonae.municipality_code import MunicipalityCodeError, drill_town_refusal, normalise
 from sonae.nametext import shown_text
@@ -37,7 +37,7 @@ COMMIT_ORDER_LOCK = 0x534E_4F4F
 
 _ALERT_COLUMNS = """
     a.id, a.station_id, a.order_id, a.condition, a.exercise, a.audience, a.municipality_code, a.level,
-    a.max_level, a.state, a.reason, a.value, a.threshold, a.raised_at, a.changed_at, a.cleared_at,
+    a.max_level, a.state, a.reason, a.value, a.value_at, a.dwell_s, a.threshold, a.raised_at, a.changed_at, a.cleared_at,
     a.version, a.acknowledged_by, a.acknowledged_at, a.created_at, a.updated_at,
     s.name AS station_name, s.name_en AS station_name_en, s.river, s.lat, s.lon, s.gauge_type,
     m.name_ja AS municipality_name, m.name_en AS municipality_name_en,
@@ -133,6 +133,7 @@ async def apply_transition(
     is NULL then, ``ON DELETE SET NULL``). ``note``: the event's note and the audit's ``note`` (what led to a
     change worded by its rule: a registry change re-judging the level)."""
     at = to_dt(t.ts)
+    value_at = to_dt(t.value_ts) if t.value_ts is not None else None
     if alert_id is None:
         open_alert = await conn.fetchrow(
             """SELECT * FROM alerts WHERE station_id = $1 AND condition = $2 AND exercise = $3
@@ -153,8 +154,10 @@ async def apply_transition(
         note = RE_EVALUATED_NOTE if note is None else f"{RE_EVALUATED_NOTE}; {note}"
     reason = t.reason
     if (open_alert is not None and open_alert["level"] == t.new_level and open_alert["state"] == "de-escalated"
-            and reason == "threshold" and note == REJUDGED):
-        reason = REJUDGED  # a level lowered by new thresholds, still reached under them: never worded as falling
+            and reason == "threshold"):
+        # a level lowered earlier, reached at the same level now (by new thresholds; by the river rising to the
+        # threshold — a trend's level 3 lowered from 4 reaching 避難判断水位): never worded as falling
+        reason = REJUDGED if note == REJUDGED else REACHED
     if (open_alert is not None and t.new_level is not None and open_alert["level"] != t.new_level
             and open_alert["audience"] == "public" and audience_for(t.condition, t.new_level) != "public"):
         return await _leave_public(conn, open_alert, t, at=at, detail=detail, actor=actor, note=note,
@@ -163,17 +166,18 @@ async def apply_transition(
         if open_alert is None:
             return None
         alert = await conn.fetchrow(
-            """UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
-                   value = coalesce($3, value), reason = $4, updated_at = now()
-               WHERE id = $1 RETURNING *""", open_alert["id"], at, t.value, t.reason)
+            f"""UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
+                   value = coalesce($3, value), reason = $4, {_STAGE_TIME.format(value=3, at=5, dwell=6)},
+                   updated_at = now()
+               WHERE id = $1 RETURNING *""", open_alert["id"], at, t.value, t.reason, value_at, t.dwell_s)
         kind = "cleared"
     elif open_alert is None:
         alert = await conn.fetchrow(
             """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
-                                   state, reason, value, threshold, raised_at, changed_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $6, 'raised', $7, $8, $9, $10, $10) RETURNING *""",
+                                   state, reason, value, threshold, raised_at, changed_at, value_at, dwell_s)
+               VALUES ($1, $2, $3, $4, $5, $6, $6, 'raised', $7, $8, $9, $10, $10, $11, $12) RETURNING *""",
             station_id, t.condition, exercise, audience_for(t.condition, t.new_level), municipality_code,
-            t.new_level, t.reason, t.value, t.threshold, at)
+            t.new_level, t.reason, t.value, t.threshold, at, value_at, t.dwell_s)
         kind = "raised"
     elif open_alert["level"] == t.new_level:
         # the same level held for another cause (re-judged under new thresholds: a level 3 now held by the trend
@@ -182,19 +186,19 @@ async def apply_transition(
             return None
         kind = "re-evaluated"
         alert = await conn.fetchrow(
-            """UPDATE alerts SET reason = $2, value = coalesce($3, value), threshold = $4, changed_at = $5,
-                   version = version + 1, updated_at = now()
-               WHERE id = $1 RETURNING *""", open_alert["id"], reason, t.value, t.threshold, at)
+            f"""UPDATE alerts SET reason = $2, value = coalesce($3, value), threshold = $4, changed_at = $5,
+                   {_STAGE_TIME.format(value=3, at=6, dwell=7)}, version = version + 1, updated_at = now()
+               WHERE id = $1 RETURNING *""", open_alert["id"], reason, t.value, t.threshold, at, value_at, t.dwell_s)
     else:
         kind = "escalated" if t.new_level > open_alert["level"] else "de-escalated"
         alert = await conn.fetchrow(
-            """UPDATE alerts SET level = $2, max_level = greatest(max_level, $2), state = $3, reason = $4,
+            f"""UPDATE alerts SET level = $2, max_level = greatest(max_level, $2), state = $3, reason = $4,
                    value = coalesce($5, value), threshold = coalesce($6, threshold), changed_at = $7,
-                   version = version + 1,
+                   {_STAGE_TIME.format(value=5, at=9, dwell=10)}, version = version + 1,
                    audience = CASE WHEN audience = 'public' THEN 'public' ELSE $8 END, updated_at = now()
                WHERE id = $1 RETURNING *""",
             open_alert["id"], t.new_level, kind, t.reason, t.value, t.threshold, at,
-            audience_for(t.condition, t.new_level))
+            audience_for(t.condition, t.new_level), value_at, t.dwell_s)
     assert alert is not None
     old = None if open_alert is None else open_alert["level"]
     event_id = await _event(conn, alert, kind, level=t.new_level, old_level=old, reading_ts=at, value=t.value,
@@ -206,6 +210,12 @@ async def apply_transition(
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
 
 
+#: the row's stage time and dwell (migration 081) set with its stage (``$value``): the change's (NULL but for a
+#: step-down by time, :data:`alerting.rules.STEPPED_DOWN`), kept when the change has no stage (a registry change
+#: dated when it was made keeps the stage it was told with, and so that stage's time)
+_STAGE_TIME = ("value_at = CASE WHEN ${value}::float8 IS NULL THEN value_at ELSE ${at}::timestamptz END, "
+               "dwell_s = CASE WHEN ${value}::float8 IS NULL THEN dwell_s ELSE ${dwell}::float8 END")
+
 #: the rules whose name, stage and threshold say what holds a river level (``alerting.rules``): reached, forecast,
 #: held while the river falls
 LEVEL_RULES = ("threshold", "trend", HELD)
@@ -215,10 +225,10 @@ def worded_rule(alert: asyncpg.Record | dict[str, Any]) -> str | None:
     """The rule a river-level alert's row is worded by (:func:`alerting.texts.text_for`): :data:`HELD` for a
     level lowered by the river (state ``de-escalated``, reason ``threshold``: "the river has begun to fall"),
     ``threshold`` for a level lowered by new thresholds and reached under them (reason ``REJUDGED``: worded as
-    reached), else its reason."""
-    if alert["state"] == "de-escalated" and alert["reason"] == "threshold":
-        return HELD
-    if alert["reason"] == REJUDGED:
+    reached) or reached by the river after it was lowered (reason ``REACHED``), else its reason."""
+    if (alert["state"] == "de-escalated" and alert["reason"] == "threshold") or alert["reason"] == STEPPED_DOWN:
+        return HELD  # a level lowered by time is held by the threshold rule too (worded by time: texts.text_for)
+    if alert["reason"] in (REJUDGED, REACHED):
         return "threshold"
     return str(alert["reason"]) if alert["reason"] is not None else None
 
@@ -255,16 +265,21 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     its level — held while the river falls, or reached).
     """
     end_reason = ended_by or t.reason
+    value_at = to_dt(t.value_ts) if t.value_ts is not None else None
+    # the staff alert is new (state ``raised``), so it cannot say "lowered" by its state: a level the river fell
+    # to by the threshold rule is told as held while the river falls, never as the standby stage "reached"
+    staff_reason = HELD if t.reason == "threshold" and ended_by is None else t.reason
     cleared = await conn.fetchrow(
-        """UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
-               value = coalesce($3, value), reason = $4, updated_at = now()
-           WHERE id = $1 RETURNING *""", public["id"], at, t.value, end_reason)
+        f"""UPDATE alerts SET state = 'cleared', cleared_at = $2, changed_at = $2, version = version + 1,
+               value = coalesce($3, value), reason = $4, {_STAGE_TIME.format(value=3, at=5, dwell=6)},
+               updated_at = now()
+           WHERE id = $1 RETURNING *""", public["id"], at, t.value, end_reason, value_at, t.dwell_s)
     staff = await conn.fetchrow(
         """INSERT INTO alerts (station_id, condition, exercise, audience, municipality_code, level, max_level,
-                               state, reason, value, threshold, raised_at, changed_at)
-           VALUES ($1, $2, $3, 'staff', $4, $5, $5, 'raised', $6, $7, $8, $9, $9) RETURNING *""",
-        public["station_id"], t.condition, public["exercise"], public["municipality_code"], t.new_level, t.reason,
-        t.value, t.threshold, at)
+                               state, reason, value, threshold, raised_at, changed_at, value_at, dwell_s)
+           VALUES ($1, $2, $3, 'staff', $4, $5, $5, 'raised', $6, $7, $8, $9, $9, $10, $11) RETURNING *""",
+        public["station_id"], t.condition, public["exercise"], public["municipality_code"], t.new_level, staff_reason,
+        t.value, t.threshold, at, value_at, t.dwell_s)
     assert cleared is not None and staff is not None
     ended = f"below the public levels: continued by staff-only alert {staff['id']}"
     cleared_event = await _event(conn, cleared, "cleared", level=None, old_level=public["level"], reading_ts=at,
@@ -275,7 +290,7 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
     await _notify(conn, cleared["id"], cleared_event)
     goes_on = f"continues alert {public['id']} below the public levels, for staff only"
     staff_event = await _event(conn, staff, "raised", level=t.new_level, old_level=None, reading_ts=at,
-                               value=t.value, reason=t.reason, actor=actor,
+                               value=t.value, reason=staff_reason, actor=actor,
                                note=goes_on if note is None else f"{note}; {goes_on}")
     await record_audit(conn, actor, "alert.raised", "alert", staff["id"], {**detail, "continues": public["id"]})
     await _notify(conn, staff["id"], staff_event)
@@ -581,6 +596,8 @@ def alert_json(a: dict[str, Any]) -> dict[str, Any]:
         "station_name": a.get("station_name"), "station_name_en": a.get("station_name_en"), "river": a.get("river"),
         "order_id": a["order_id"], "municipality_code": a["municipality_code"],
         "municipality_name": a.get("municipality_name"), "municipality_name_en": a.get("municipality_name_en"), "value": a["value"], "threshold": a["threshold"],
+        # the time the stage ``value`` was read when not ``changed_at`` (a step-down by time), and its dwell (s)
+        "value_at": _iso(a.get("value_at")), "dwell_s": a.get("dwell_s"),
         "raised_at": _iso(a["raised_at"]), "changed_at": _iso(a["changed_at"]),
         "cleared_at": _iso(a["cleared_at"]), "version": a["version"],
         "acknowledged_by": a["acknowledged_by"], "acknowledged_at": _iso(a["acknowledged_at"]),

@@ -12,8 +12,10 @@ showed "警戒レベル4相当 避難指示" for a gauge; its own table, api/pag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from alerting.rules import HELD, SPIKE
+from alerting.rules import HELD, SPIKE, STEPPED_DOWN
 
 LANGUAGES = ("ja-JP", "en-US", "ja-JP-x-easy")
 
@@ -106,6 +108,81 @@ _STANDBY_FALLING = {
                          _RIVER[1]["ja-JP-x-easy"].instruction),
 }
 
+#: a gauge's level lowered by time (``alerting.rules.STEPPED_DOWN``): no reading at or above the level for the dwell
+#: (``{period}``) and none since, so the change is dated when it applied, not at a reading; it says why the level
+#: was lowered, never that the river is falling now (no reading showed that then). The last reading, its stage and
+#: time, is :func:`last_reading` (CAP ``<description>``, push, the level answer)
+_RIVER_STEPPED_DOWN = {
+    "ja-JP": Text("警戒レベル{level}相当に引き下げ（観測なし）",
+                  "{place}の水位が{period}にわたり基準を下回ったまま新しい観測がないため、警戒レベル{level}相当に引き下げました",
+                  ""),
+    "en-US": Text("Lowered to alert level {level} equivalent (no newer reading)",
+                  "The river at {place} stayed below the threshold for {period} with no newer reading: lowered to "
+                  "alert level {level} equivalent", ""),
+    "ja-JP-x-easy": Text("けいかいレベル{level} ぐらいに さげました",
+                         "{place}の かわの みずは {period} ひくい ままでした。そのあと はかって いないので、"
+                         "けいかいレベル{level} ぐらいに さげました", ""),
+}
+#: the same to 水防団待機 (staff only), which is no 警戒レベル
+_STANDBY_STEPPED_DOWN = {
+    "ja-JP": Text("水防団待機水位に引き下げ（観測なし）",
+                  "{place}の水位が{period}にわたり基準を下回ったまま新しい観測がないため、水防団待機水位の状態に引き下げました",
+                  _RIVER[1]["ja-JP"].instruction),
+    "en-US": Text("Lowered to the flood-fighting standby stage (no newer reading)",
+                  "The river at {place} stayed below the threshold for {period} with no newer reading: lowered to "
+                  "the standby stage", _RIVER[1]["en-US"].instruction),
+    "ja-JP-x-easy": Text("しょくいんの じゅんびの レベルに さげました",
+                         "{place}の かわの みずは {period} ひくい ままでした。そのあと はかって いないので、"
+                         "しょくいんの じゅんびの レベルに さげました", _RIVER[1]["ja-JP-x-easy"].instruction),
+}
+#: the last reading of a step-down by time: its stage and time (Japan time), said as the last one
+_LAST_READING = {
+    "ja-JP": "最後の観測: {time} 水位 {value:.2f} m（その後の観測はありません）",
+    "en-US": "Last reading: {value:.2f} m at {time} (none since)",
+    "ja-JP-x-easy": "さいごに はかった かわの みずの たかさ: {value:.2f} m（{time}）。そのあと はかって いません",
+}
+JST = ZoneInfo("Asia/Tokyo")
+
+
+def _kana_minutes(n: int) -> str:
+    """``n`` ふん/ぷん as read (1, 3, 4, 6, 8 and 10s: ぷん; 2, 5, 7, 9: ふん)."""
+    return f"{n}{'ぷん' if n % 10 in (0, 1, 3, 4, 6, 8) else 'ふん'}"
+
+
+def period(seconds: float, language: str) -> str:
+    """A duration of ``seconds`` (> 0) as people read it in ``language`` (``KeyError`` for another than
+    :data:`LANGUAGES`): hours and minutes, or seconds under a minute (a fast exercise's dwell)."""
+    total = max(0, round(seconds))
+    if total < 60:
+        return {"ja-JP": f"{total}秒", "en-US": f"{total} seconds", "ja-JP-x-easy": f"{total}びょう"}[language]
+    h, m = divmod(round(total / 60), 60)
+    if language == "ja-JP":
+        return (f"{h}時間" if h else "") + (f"{m}分" if m or not h else "")
+    if language == "en-US":
+        parts = ([f"{h} hour{'s' if h != 1 else ''}"] if h else []) + (
+            [f"{m} minute{'s' if m != 1 else ''}"] if m or not h else [])
+        return " ".join(parts)
+    return (f"{h}じかん" if h else "") + (_kana_minutes(m) if m or not h else "")
+
+
+def local_time(at: datetime, language: str) -> str:
+    """``at`` (aware) in Japan time, as people read it in ``language``."""
+    t = at.astimezone(JST)
+    if language == "ja-JP":
+        return f"{t.month}月{t.day}日 {t.hour}時{t.minute:02d}分"
+    if language == "en-US":
+        return f"{t.hour:02d}:{t.minute:02d} JST, {t.day} {t.strftime('%b')}"
+    return f"{t.month}がつ{t.day}にち {t.hour}じ" + (_kana_minutes(t.minute) if t.minute else "")
+
+
+def last_reading(language: str, *, value: float | None, at: datetime | None) -> str | None:
+    """What a step-down by time says of the last reading (:data:`alerting.rules.STEPPED_DOWN`): its stage ``value``
+    (m) and the time it was read ``at`` (the alert's ``value_at``), as the last; None without both."""
+    if value is None or at is None:
+        return None
+    return _LAST_READING[language].format(value=value, time=local_time(at, language))
+
+
 _ORDER: dict[int, dict[str, Text]] = {
     3: {
         "ja-JP": Text("高齢者等避難（警戒レベル3）", "{place}に高齢者等避難を発令しました",
@@ -174,13 +251,19 @@ _DESCRIPTION: dict[str, tuple[str, str, str]] = {
 }
 
 
-def description(language: str, *, value: float | None, threshold: float | None, trend: bool) -> str | None:
+def description(language: str, *, value: float | None, threshold: float | None, trend: bool,
+                value_at: datetime | None = None) -> str | None:
     """The CAP ``<description>`` of an alert in ``language`` (one of :data:`LANGUAGES`; ``KeyError`` for
     another): its stage ``value`` and ``threshold`` (m, each left out when None) and, when the trend rule
-    decided the level (``trend``), the forecast. None when there is nothing to say."""
+    decided the level (``trend``), the forecast. A stage read at ``value_at``, not when the alert changed (a
+    step-down by time), is said as the last reading with its time (:func:`last_reading`). None when there is
+    nothing to say."""
     stage, limit, forecast = _DESCRIPTION[language]
     parts = []
-    if value is not None:
+    last = last_reading(language, value=value, at=value_at)
+    if last is not None:
+        parts.append(last)
+    elif value is not None:
         parts.append(stage.format(value=value))
     if threshold is not None:
         parts.append(limit.format(threshold=threshold))
@@ -206,6 +289,13 @@ ENDED_REAL = "station registered as a real station: the drill alerts of its exer
 #: never as the river falling); a level they raised or kept, or lowered to a level held by the trend rule or
 #: while the river falls, carries that rule with REJUDGED as its event's note (alerting.worker._judge_again)
 REJUDGED = "thresholds changed: level re-evaluated"
+#: the reason of a level lowered earlier (its alert's state ``de-escalated``) that the river then rose to reach
+#: at that same level — a level 3 the trend rule had kept when lowered from 4, or a level the river fell to below
+#: its threshold (held while it falls), reaching the threshold in a live re-check
+#: (:meth:`alerting.rules.StationRules._evaluate`), or a level kept and reached when judged again
+#: (:data:`RESUMED`): worded as reached, never as the river falling; the row's state still says how the level
+#: last changed (:func:`alerting.store.apply_transition`, :func:`alerting.store.worded_rule`)
+REACHED = "threshold reached: the river rose to its level's threshold"
 #: reasons a ``silent`` alert ends (:attr:`alerting.silence.Silence.clear_reason`): a reading arrived, or the
 #: station's stream began afresh (a switch of its exercise flag that was not a flap within the grace)
 DATA_AGAIN = "data again"
@@ -247,7 +337,8 @@ def is_withdrawal(reason: str | None) -> bool:
     return reason in REGISTRY_REASONS or reason == SPIKE
 
 
-def text_for(condition: str, level: int, language: str, *, reason: str | None = None, falling: bool = False) -> Text:
+def text_for(condition: str, level: int, language: str, *, reason: str | None = None, falling: bool = False,
+             dwell_s: float | None = None) -> Text:
     """The texts of an alert of ``condition`` at ``level`` in ``language`` (one of :data:`LANGUAGES`;
     ``KeyError`` for another), worded by what holds a gauge's level — the alert's (or its event's) ``reason``:
 
@@ -258,14 +349,25 @@ def text_for(condition: str, level: int, language: str, *, reason: str | None = 
     * ``falling`` — the alert's state (or its event's kind) is ``de-escalated`` — with a river rule: a level 2-4
       continues as the river falls; not when lowered by new thresholds (:data:`REJUDGED`: worded as reached,
       the stage and threshold being the reading that reached it under them) or because the reading that raised
-      it was a spike (:data:`alerting.rules.SPIKE`): the river did not fall;
+      it was a spike (:data:`alerting.rules.SPIKE`): the river did not fall; nor when the river reached the
+      level's threshold after the level was lowered to it (:data:`REACHED`): the river rose;
+    * :data:`alerting.rules.STEPPED_DOWN`: lowered by time, because the river stayed below the threshold for the
+      dwell (``dwell_s``, s: the alert's ``dwell_s``) with no newer reading (:data:`_RIVER_STEPPED_DOWN`,
+      :data:`_STANDBY_STEPPED_DOWN`), whatever ``falling`` says: no reading showed the river falling then;
     * otherwise the threshold reached."""
+    if condition == "river_level" and reason == STEPPED_DOWN and level >= 1:
+        base = _RIVER[min(5, level)][language]
+        t = (_STANDBY_STEPPED_DOWN if level == 1 else _RIVER_STEPPED_DOWN)[language]
+        when = period(dwell_s, language) if dwell_s else {"ja-JP": "一定時間", "en-US": "the dwell period",
+                                                          "ja-JP-x-easy": "しばらく"}[language]
+        return Text(t.event.format(level=level), t.headline.replace("{period}", when).replace("{level}", str(level)),
+                    t.instruction or base.instruction)
     if condition == "river_level":
         if reason == "trend" and level == 3:
             return _RIVER_TREND[language]
         if level <= 1 and reason == HELD:
             return _STANDBY_FALLING[language]
-        if (reason == HELD and level >= 2) or (falling and 2 <= level <= 4 and reason not in (REJUDGED, SPIKE)):
+        if (reason == HELD and level >= 2) or (falling and 2 <= level <= 4 and reason not in (REJUDGED, REACHED, SPIKE)):
             base, t = _RIVER[min(5, level)][language], _RIVER_FALLING[language]
             return Text(t.event.format(level=level) or base.event, t.headline.replace("{level}", str(level)),
                         base.instruction)

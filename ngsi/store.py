@@ -34,7 +34,7 @@ ORDER BY s.id
 def alert_description(a: dict[str, Any]) -> str:
     """The alert's Japanese headline (the CAP ``headline`` wording)."""
     text = text_for(a["condition"], int(a["level"] or 0), "ja-JP", reason=a.get("reason"),
-                    falling=a.get("state") == "de-escalated")
+                    falling=a.get("state") == "de-escalated", dwell_s=a.get("dwell_s"))
     return text.headline.format(place=a.get("station_name") or a.get("river") or a.get("municipality_name") or "")
 
 

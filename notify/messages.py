@@ -15,7 +15,7 @@ from typing import Any
 from alerting.cap import place_name, render_cap
 from alerting.cap_identity import CapProfile
 from alerting.store import alert_json
-from alerting.texts import LANGUAGES, Text, cleared_text, text_for
+from alerting.texts import LANGUAGES, Text, cleared_text, last_reading, text_for
 
 #: the resident page's own language codes
 PAGE_LANG = {"ja-JP": "ja", "en-US": "en", "ja-JP-x-easy": "ja-easy"}
@@ -42,9 +42,19 @@ def text_of(alert: dict[str, Any], event: dict[str, Any], lang: str) -> Text:
     if is_ending(event):
         return cleared_text(alert["condition"], int(event["old_level"] or alert["level"] or 1), lang, place,
                             reason=event.get("reason") or alert.get("reason"))
-    t = text_for(alert["condition"], level, lang, reason=event.get("reason") or alert.get("reason"),
-                 falling=event["kind"] == "de-escalated")
-    return Text(t.event, t.headline.format(place=place), t.instruction)
+    if event["kind"] in ("raised", "escalated", "de-escalated"):
+        reason, falling = event.get("reason") or alert.get("reason"), event["kind"] == "de-escalated"
+    else:
+        # an event that does not change the level (``moved``: the reason is the move) is worded by what holds the
+        # level, as the alert stood at the event — a level the river fell to, a trend's forecast —, never "reached"
+        reason, falling = alert.get("reason"), alert.get("state") == "de-escalated"
+    t = text_for(alert["condition"], level, lang, reason=reason, falling=falling, dwell_s=alert.get("dwell_s"))
+    headline = t.headline.format(place=place)
+    # a level lowered by time: its last reading as such, with that reading's time (the alert as the event left it)
+    last = last_reading(lang, value=alert.get("value"), at=alert.get("value_at"))
+    if last is not None:
+        headline = f"{headline} {last}"
+    return Text(t.event, headline, t.instruction)
 
 
 def page_url(base_url: str, lang: str, alert_id: int) -> str:

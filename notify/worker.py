@@ -386,13 +386,15 @@ class DeliveryWorker:
 
     def _busy_hosts(self) -> dict[str, int]:
         """Per host, the slots of ``per_host_concurrency`` taken: its deliveries in flight, or all of them
-        while the host is paused (circuit open). A paused host whose pause has ended gets one try (its
-        failure count stays one short of a new pause)."""
+        while the host is paused (circuit open). A paused host whose pause has ended gets one try (half open:
+        one slot, while its failure count stays one short of a new pause and no delivery has answered)."""
         busy = dict(self._host_inflight)
         now = time.monotonic()
-        for host, (_, until, _) in self._breaker.items():
+        for host, (_, until, pauses) in self._breaker.items():
             if until > now:
                 busy[host] = self.per_host_concurrency
+            elif pauses:  # half open: one delivery at a time until the host answers (or is paused again)
+                busy[host] = min(self.per_host_concurrency, self.per_host_concurrency - 1 + busy.get(host, 0))
         return busy
 
     def host_paused(self, host: str) -> bool:
@@ -404,7 +406,13 @@ class DeliveryWorker:
         self._breaker.pop(host, None)
 
     def _host_failed(self, host: str) -> None:
-        failures, _, pauses = self._breaker.get(host, (0, 0.0, 0))
+        """One delivery to ``host`` failed to connect or timed out. A failure that ends while the host is paused
+        began before the pause (nothing is claimed for a paused host): it is not counted, so a burst of
+        deliveries failing together (a push service's outage: every one in flight times out at once) pauses
+        the host once, for ``breaker_s`` first (found: 6 in flight gave 5 pauses at once, 32 s instead of 2 s)."""
+        failures, until, pauses = self._breaker.get(host, (0, 0.0, 0))
+        if until > time.monotonic():
+            return
         failures += 1
         until = 0.0
         if failures >= self.breaker_failures:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,13 +135,18 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0, create: bool = 
 def database_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from, by ``__cause__``/``__context__``, up to 8 deep)
     says the database cannot be reached just now, by :func:`is_transient_db_error` (the one rule), except
-    that an ``OSError`` other than ``ConnectionError`` and ``TimeoutError`` counts only with a network errno (refused, reset, unreachable, timed out …): an API
+    that an ``OSError`` other than ``ConnectionError`` and ``TimeoutError`` counts only with a network errno (refused, reset, unreachable, timed out …)
+    or as a resolver failure (``socket.gaierror``: the database's host name does not resolve): an API
     handler's file error is no database outage. Such a fault is temporary: the API answers 503 with
     ``Retry-After`` (:mod:`api.edge`), never 500. A query's own fault (syntax, constraint) is not one.
     """
     seen = 0
     current: BaseException | None = exc
     while current is not None and seen < 8:
+        if isinstance(current, socket.gaierror):
+            # the database's host name does not resolve (now): asyncpg reconnects by name, and a container's or
+            # Kubernetes service's name goes with its database (found: such an outage answered 500)
+            return True
         if isinstance(current, OSError) and not isinstance(current, (ConnectionError, TimeoutError)):
             if current.errno in _NETWORK_ERRNOS:
                 return True

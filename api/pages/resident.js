@@ -478,12 +478,16 @@
     state.levelSources = body.sources || [];
     // the hazards in force there name the shelters a route may end at: every one of them at once (a gauge's
     // flood and a 土砂災害 warning: a site rated for flood and landslide, alerting/level.py route_hazard),
-    // never just the highest; unless the resident picked a hazard themselves
+    // never just the highest; unless the resident picked a hazard themselves. Once none is in force the set
+    // is dropped (the route is asked for the last single hazard again): found, a flood-and-landslide pair
+    // stayed on every route request after both had ended
     const inForce = body.route_hazard || body.hazard || null;
-    if (inForce && !state.hazardChosen && inForce !== state.routeHazard) {
+    if (!state.hazardChosen && inForce !== state.routeHazard && (inForce || state.routeHazard)) {
       state.routeHazard = inForce;
-      state.hazard = body.hazard || inForce.split(",")[0];
-      if ($("hazard")) $("hazard").value = state.hazard;
+      if (inForce) {
+        state.hazard = body.hazard || inForce.split(",")[0];
+        if ($("hazard")) $("hazard").value = state.hazard;
+      }
       loadRoute("live");
     }
     state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)

@@ -113,3 +113,35 @@ def test_query_faults_are_not_taken_for_an_outage() -> None:
             raise RuntimeError("while reading") from exc
     except RuntimeError as wrapped:
         assert database_unreachable(wrapped)
+
+
+async def test_a_database_host_name_that_no_longer_resolves_answers_503(
+        database_url: str, settings: Settings) -> None:
+    """review7: the pool reconnects by the database's host name (a container or Kubernetes service name that
+    stops resolving while the database is down). asyncpg raises ``socket.gaierror``, an ``OSError`` whose errno
+    is a resolver code (EAI_NONAME, EAI_AGAIN), not a network errno: :func:`sonae.db.is_transient_db_error`
+    retried it (open_pool, ingest) but :func:`sonae.db.database_unreachable` did not count it, so the API
+    answered 500. The same fault is one kind for every consumer."""
+    async with asyncpg.create_pool(database_url) as direct:
+        async with direct.acquire() as conn:
+            await migrate(conn)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    client = await start_client(_app(pool, settings))
+    try:
+        assert (await client.get(RESIDENT_READS[0])).status == 200
+        # the name stops resolving (".invalid" never does, RFC 6761) and the pool's connections are gone
+        pool.set_connect_args("postgresql://sonae@sonae-db.invalid:5432/sonae")
+        await pool.expire_connections()
+        for path in RESIDENT_READS[:3]:
+            await _assert_unavailable(client, path)
+    finally:
+        await client.close()
+        pool.terminate()
+
+
+def test_a_resolver_failure_is_an_outage_and_a_file_error_is_not() -> None:
+    import socket
+
+    assert database_unreachable(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"))
+    assert database_unreachable(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert not database_unreachable(PermissionError(13, "Permission denied"))

@@ -265,3 +265,37 @@ async def test_subscriptions_are_bounded_per_client_and_per_host(pool: asyncpg.P
     assert all(r["client_key"] is not None and b"203.0.113" not in r["client_key"] for r in stored)
     logged = "\n".join(rec.getMessage() + str(rec.__dict__) for rec in caplog.records)
     assert "37.41" not in logged and "140.38" not in logged and "203.0.113" not in logged
+
+
+async def test_a_burst_of_failures_pauses_a_host_once_for_the_first_pause(
+        pool: asyncpg.Pool, client: TestClient, tarpit: Tarpit, push: PushService) -> None:
+    """review7: deliveries to one host fail together (a push service's outage: every connection in flight times
+    out at once). Each failure after the pause began counted a new pause, doubling it: 6 timeouts in flight with
+    breaker_failures=2 gave pauses 2, 4, 8, 16, 32 s in one burst, so the host was paused 32 s at once instead of
+    the first pause's breaker_s (README: "paused for this long, doubling with each pause"). A failure that ends
+    while its host is paused began before the pause: it is not a new failure of the host."""
+    await _seed(pool)
+    for i in range(6):
+        r = await client.post("/api/v1/push/subscriptions",
+                              json=_sub(f"http://127.0.0.1:{tarpit.port}/outage/{i}", push))
+        assert r.status == 201, await r.text()
+    host = f"127.0.0.1:{tarpit.port}"
+    loop = asyncio.get_running_loop()
+    async with running(pool, concurrency=8, per_host_concurrency=6, timeout_s=1.0, connect_timeout_s=1.0,
+                       breaker_failures=2, breaker_s=2, max_attempts=50) as worker:
+        await change(pool, "akutsu", None, 3)
+        deadline = loop.time() + 60
+        while not worker.host_paused(host):  # the burst of 6 timeouts, under a deadline
+            assert loop.time() < deadline, "the failing host was never paused"
+            await asyncio.sleep(0.02)
+        paused_at = loop.time()
+        while worker.host_paused(host):  # the first pause: breaker_s (2 s), not 2 s doubled per failure
+            assert loop.time() - paused_at < 2 + 1.5, "the first pause lasted beyond breaker_s"
+            await asyncio.sleep(0.02)
+        # after the pause the host gets one try, not per_host_concurrency connections at once
+        accepted = tarpit.accepted
+        deadline = loop.time() + 30
+        while not worker.host_paused(host):
+            assert loop.time() < deadline, "the host failing again was not paused again"
+            await asyncio.sleep(0.02)
+        assert tarpit.accepted - accepted <= 1, (accepted, tarpit.accepted)

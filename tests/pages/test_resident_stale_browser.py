@@ -267,3 +267,61 @@ def test_with_the_database_down_the_page_says_so_and_clears_it_when_answers_are_
         assert _stale_box(page)["card"] is None
     finally:
         ctx.close()
+
+
+def test_once_the_hazards_in_force_end_the_route_no_longer_asks_for_all_of_them(
+        browser: Browser, served: Served) -> None:
+    """review7: a gauge's flood and a 土砂災害 warning in force at once make the page ask routes for
+    ``hazard=flood,landslide`` (a site rated for both). When both ended, the page kept asking for the pair: it
+    only followed the hazards in force while some were (``route_hazard`` null was ignored), so a resident with
+    nothing in force kept being routed (or told no_shelter_for_all_hazards, with 屋内安全確保 guidance) as if a
+    landslide and a flood were both under way, until a reload."""
+    from alerting.rules import Transition
+    from alerting.store import apply_transition
+    from jma.store import store_telegram
+    from tests.jma.support import LANDSLIDE
+    from tests.jma.test_official_flow import koriyama
+
+    async def landslide() -> None:
+        conn = await asyncpg.connect(served.database_url)
+        try:
+            await store_telegram(conn, link="review7:landslide", data=koriyama(LANDSLIDE[0]))
+        finally:
+            await conn.close()
+
+    async def end_both() -> None:
+        conn = await asyncpg.connect(served.database_url)
+        try:
+            await conn.execute("UPDATE jma_official_info SET valid_until = now() WHERE phenomenon = '土砂災害'")
+            async with conn.transaction():  # the gauge falls back: its alert ends, and the page hears of it
+                await apply_transition(conn, station_id="arai", municipality_code=KORIYAMA, exercise=False,
+                                       t=Transition("river_level", 4, None, datetime.now(UTC).timestamp(), 3.0, 4.0,
+                                                    "threshold"))
+        finally:
+            await conn.close()
+
+    async def raise_gauge_again() -> None:  # as the module's other tests found it
+        conn = await asyncpg.connect(served.database_url)
+        try:
+            async with conn.transaction():
+                await apply_transition(conn, station_id="arai", municipality_code=KORIYAMA, exercise=False,
+                                       t=Transition("river_level", None, 4, datetime.now(UTC).timestamp(), 5.6, 5.5,
+                                                    "threshold"))
+        finally:
+            await conn.close()
+
+    served.run(landslide())
+    ctx = _context(browser, geolocation=POINT)
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        with page.expect_request(lambda r: "/api/v1/route?" in r.url and "hazard=flood%2Clandslide" in r.url,
+                                 timeout=WAIT_MS):
+            page.goto(f"{served.url}/?lang=ja")
+        # nothing in force any more: the next route asked is for one hazard, not the pair
+        with page.expect_request(lambda r: "/api/v1/route?" in r.url and "hazard=flood&" in r.url, timeout=WAIT_MS):
+            served.run(end_both())
+        page.wait_for_function("() => window.sonaeResident.routeHazard === null", timeout=WAIT_MS)
+    finally:
+        ctx.close()
+        served.run(raise_gauge_again())
