@@ -373,11 +373,18 @@ def test_a_drill_learnt_of_after_the_route_asks_for_the_route_again_in_drill_mod
         sonae.api("DELETE", f"/api/v1/hazards/{area['id']}", token=token)
 
 
-def test_a_hazard_drawn_across_the_route_gives_a_new_safe_route_without_a_reload(resident: Watched,
-                                                                               sonae: Sonae) -> None:
+def test_a_hazard_drawn_across_the_route_gives_a_new_safe_route_without_a_reload(browser: Browser, sonae: Sonae,
+        safe_home: dict[str, float]) -> None:
+    """At ``safe_home``, not HOME: the simulated 訓練川 rises to level 4 during a module run and arms the flood
+    area over HOME, where the route answer is then "stay, go up" with no line to draw a hazard across (found: a
+    full module run read ``route`` null here; the page showed the vertical-evacuation guidance)."""
     from shapely.geometry import LineString, shape
 
-    page = resident.page
+    ctx = _context(browser, geolocation=safe_home)
+    page = ctx.new_page()
+    page.goto(sonae.url + "/")
+    _wait_answer(page)
+    page.evaluate("window.__notReloaded = true")
     before = page.evaluate("window.sonaeResident.route")
     coords = before["geometry"]["coordinates"]
     lon, lat = coords[len(coords) // 2]
@@ -401,6 +408,7 @@ def test_a_hazard_drawn_across_the_route_gives_a_new_safe_route_without_a_reload
         shot(page, "resident-rerouted-around-hazard")
     finally:
         sonae.api("DELETE", f"/api/v1/hazards/{created['id']}", token=sonae.token())
+        ctx.close()
 
 
 # -- staff ---------------------------------------------------------------------------------------------
