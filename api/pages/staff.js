@@ -35,7 +35,12 @@
     return Number.isInteger(v) && v >= lo && v <= hi ? v : null;
   }
 
+  /** The answer to what staff just did (issued, refused, updated, could not …): stays until their next action. */
   function notice(text) { $("notice").textContent = text; }
+  /** Whether the console's data could be reloaded (login, the poll, a live event): a line of its own, so that a
+   * reload failing in the background never replaces the answer to an action (found: an occupancy refusal
+   * overwritten by "Could not load"); emptied by the next reload that succeeds. */
+  function loadStatus(text) { $("load-status").textContent = text; }
 
   /* The console's language: "ja" (Japanese, with the English glosses staff have always had) or "en" (English
    * only: no Japanese word but proper names without an English form). tx(ja, en) picks the text. */
@@ -170,8 +175,9 @@
       state.shelters = shelters.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
       state.stations = stations.stations || [];
       render();
+      loadStatus("");
     } catch (err) {
-      notice(tx("読み込みに失敗しました / Could not load: ", "Could not load: ") + err.message);
+      loadStatus(tx("読み込みに失敗しました / Could not load: ", "Could not load: ") + err.message);
     }
   }
 

@@ -14,7 +14,6 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,22 +33,17 @@ import pytest
 
 from sonae.embedded import free_port
 from tests.conftest import shared_data, with_database
+from tests.pages.chromium import CHROMIUM, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
-CHROMIUM = os.environ.get("SONAE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
 #: a position inside the drill town (routes end at one of its shelters)
 HOME = {"latitude": 37.4000, "longitude": 140.3600}
 PASSWORD = "drill-staff-" + uuid.uuid4().hex[:8]
 
-try:
-    from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None  # type: ignore[assignment]
+if sync_playwright is not None:
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 pytestmark = [
     pytest.mark.skipif(sync_playwright is None, reason="the Python package 'playwright' is not installed "
@@ -153,17 +147,6 @@ def sonae(pg_server_url: str, mqtt_url: str, mqtt_protocol: str, tmp_path_factor
             proc.kill()
             proc.wait()
         _database(pg_server_url, name, create=False)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert sync_playwright is not None
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _context(browser: Browser, *, geolocation: bool | dict[str, float] = True, **extra: Any) -> BrowserContext:
@@ -390,11 +373,18 @@ def test_a_drill_learnt_of_after_the_route_asks_for_the_route_again_in_drill_mod
         sonae.api("DELETE", f"/api/v1/hazards/{area['id']}", token=token)
 
 
-def test_a_hazard_drawn_across_the_route_gives_a_new_safe_route_without_a_reload(resident: Watched,
-                                                                               sonae: Sonae) -> None:
+def test_a_hazard_drawn_across_the_route_gives_a_new_safe_route_without_a_reload(browser: Browser, sonae: Sonae,
+        safe_home: dict[str, float]) -> None:
+    """At ``safe_home``, not HOME: the simulated 訓練川 rises to level 4 during a module run and arms the flood
+    area over HOME, where the route answer is then "stay, go up" with no line to draw a hazard across (found: a
+    full module run read ``route`` null here; the page showed the vertical-evacuation guidance)."""
     from shapely.geometry import LineString, shape
 
-    page = resident.page
+    ctx = _context(browser, geolocation=safe_home)
+    page = ctx.new_page()
+    page.goto(sonae.url + "/")
+    _wait_answer(page)
+    page.evaluate("window.__notReloaded = true")
     before = page.evaluate("window.sonaeResident.route")
     coords = before["geometry"]["coordinates"]
     lon, lat = coords[len(coords) // 2]
@@ -418,6 +408,7 @@ def test_a_hazard_drawn_across_the_route_gives_a_new_safe_route_without_a_reload
         shot(page, "resident-rerouted-around-hazard")
     finally:
         sonae.api("DELETE", f"/api/v1/hazards/{created['id']}", token=sonae.token())
+        ctx.close()
 
 
 # -- staff ---------------------------------------------------------------------------------------------
@@ -533,9 +524,11 @@ def _axe(page: Page) -> list[dict[str, Any]]:
     return list(result)
 
 
-def test_pages_pass_an_automated_accessibility_check(browser: Browser, sonae: Sonae) -> None:
-    """axe-core (vendored, test-only) in the same browser: WCAG 2.0-2.2 A/AA rules and best practices."""
-    ctx = _context(browser)
+def test_pages_pass_an_automated_accessibility_check(browser: Browser, sonae: Sonae,
+        safe_home: dict[str, float]) -> None:
+    """axe-core (vendored, test-only) in the same browser: WCAG 2.0-2.2 A/AA rules and best practices. At
+    ``safe_home``: HOME can be inside the simulated flood by then, with no route to wait for (a module run)."""
+    ctx = _context(browser, geolocation=safe_home)
     ctx.add_init_script(path=str(AXE))  # through DevTools: the pages' CSP still applies to everything else
     try:
         page = ctx.new_page()
@@ -766,6 +759,69 @@ def test_staff_console_fits_phones_and_hides_what_needs_a_login(browser: Browser
         sonae.api("POST", f"/api/v1/orders/{order['order_id']}/cancel", {}, token=token)
 
 
+#: Every shown checkbox and radio: its box, and whether it sits beside the words of its <label> (the box's middle
+#: within the height of their lines; None without a <label>, as the shelters' "open" boxes, named by aria-label).
+_CHOICES = """() => [...document.querySelectorAll('input[type=checkbox], input[type=radio]')]
+    .filter(e => e.getClientRects().length && !e.closest('[hidden]'))
+    .map(e => {
+        const r = e.getBoundingClientRect(), words = e.labels && e.labels[0];
+        let onLine = null;
+        if (words) {
+            const range = document.createRange();
+            range.selectNodeContents(words);
+            const lines = [...range.getClientRects()].filter(q => q.width > 4 && (q.right <= r.left + 1 || q.left >= r.right - 1));
+            if (lines.length) {
+                const mid = (r.top + r.bottom) / 2;
+                onLine = mid >= Math.min(...lines.map(q => q.top)) - 2 && mid <= Math.max(...lines.map(q => q.bottom)) + 2;
+            }
+        }
+        return {id: e.id || e.getAttribute('aria-label') || e.name + '=' + e.value, width: r.width, height: r.height, onLine};
+    })"""
+
+
+def _choices_fit(page: Page, what: str) -> int:
+    """Checks :data:`_CHOICES` (24 px: WCAG 2.2 2.5.8); the number of choices seen."""
+    choices = page.evaluate(_CHOICES)
+    small = [c for c in choices if c["width"] < 24 or c["height"] < 24]
+    assert not small, f"{what}: checkboxes or radios smaller than 24 px: {small[:5]}"
+    apart = [c for c in choices if c["onLine"] is False]
+    assert not apart, f"{what}: a checkbox or radio not on the line of its words: {apart[:5]}"
+    return len(choices)
+
+
+def test_checkboxes_and_radios_are_24_px_targets_on_the_line_of_their_words_at_320_px(
+        browser: Browser, sonae: Sonae, safe_home: dict[str, float]) -> None:
+    """At 320 x 640 (WCAG 1.4.10 Reflow's width), in Japanese and English, the console (its shelters' "open"
+    boxes, the order's area and exercise choices) and the resident page (the drill-notification choice): the
+    page needs no sideways scrolling, and each checkbox or radio is a 24 px target on the line of its words.
+    Found: every one was a 13 px-wide box drawn at the top of the 44 px height meant for text fields, its
+    words a line below it."""
+    ctx, staff = _staff_login(browser, sonae)
+    try:
+        page = staff.page
+        page.wait_for_selector("#shelters tr input[type=checkbox]")
+        page.set_viewport_size({"width": 320, "height": 640})
+        page.wait_for_function("() => document.documentElement.clientWidth === 320")
+        for lang in ("ja", "en"):
+            page.click(f"button[data-lang={lang}]")
+            page.wait_for_function("(l) => document.documentElement.lang === l", arg=lang)
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= 321, f"staff console {lang}: scrolls sideways"
+            assert _choices_fit(page, f"staff console {lang}") >= 5
+            page.locator("#side").screenshot(path=str(SHOTS / f"phone-staff-side-{lang}-320.png"))
+    finally:
+        ctx.close()
+    ctx = _context(browser, viewport={"width": 320, "height": 640}, geolocation=safe_home)
+    try:
+        page = ctx.new_page()
+        for lang in ("ja", "en"):
+            page.goto(sonae.url + "/?lang=" + lang)
+            _wait_answer(page)
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= 321, f"resident {lang}: scrolls sideways"
+            assert _choices_fit(page, f"resident {lang}") >= 1
+    finally:
+        ctx.close()
+
+
 #: Japanese script and punctuation (kana, kanji, CJK and full-width punctuation): none in English text
 _JAPANESE = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 #: Latin words allowed in Japanese text: the product's name, a key's name and units
@@ -944,6 +1000,50 @@ def test_staff_console_refuses_an_emptied_or_unreadable_occupancy(browser: Brows
             assert box.get_attribute("aria-invalid") == "true"
             assert _shelter_occupancy(sonae, sid) == 35, f"nothing was sent for {typed!r}"
         assert not staff.errors, staff.errors
+    finally:
+        ctx.close()
+
+
+def test_a_reload_failing_in_the_background_never_replaces_the_answer_to_what_staff_did(
+        browser: Browser, sonae: Sonae) -> None:
+    """The console wrote a failed reload (the 15 s poll, or one of the reloads the simulator's alert events
+    cause) to the one notice line, in place of the answer to the last action: a refusal, "Order issued",
+    "Could not issue: …" were gone for staff, and a test awaiting one waited in vain (the likely cause of the
+    occupancy test's one failure in a module run on a loaded machine; not reproduced in 14 runs). Here the page's event stream (served by the test) brings an ``alert`` event once the refusal
+    is shown, and the reload it causes is answered 503; the refusal stays, the failure has its own line, and the
+    next reload that succeeds empties that line."""
+    live = {"alert": False, "fail": False}
+
+    def stream(route: Any) -> None:
+        body = "event: alert\ndata: {}\n\n" if live["alert"] else ": nothing yet\n\n"
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}, body=body)
+
+    def alerts(route: Any) -> None:
+        if live["fail"]:
+            route.fulfill(status=503, headers={"Content-Type": "application/problem+json", "Retry-After": "5"},
+                          body=json.dumps({"title": "Service Unavailable", "status": 503, "detail": "test: database away"}))
+        else:
+            route.continue_()
+
+    ctx, staff = _staff_login(browser, sonae, events=stream)
+    try:
+        page = staff.page
+        page.route("**/api/v1/alerts?*", alerts)
+        page.wait_for_function("() => window.sonaeStaff.timer")
+        page.evaluate("clearInterval(window.sonaeStaff.timer)")
+        row = page.locator("#shelters tr").first
+        row.locator("input[type=number]").fill("")
+        row.locator("button").click()
+        page.wait_for_function("() => document.getElementById('notice').textContent.includes('whole number')")
+        live["fail"] = live["alert"] = True
+        page.wait_for_function("() => ['notice', 'load-status'].some(id => document.getElementById(id)"
+                               " && document.getElementById(id).textContent.includes('Could not load'))")
+        assert "whole number" in page.inner_text("#notice"), page.inner_text("#notice")
+        assert "test: database away" in page.inner_text("#load-status")
+        live["fail"] = False
+        page.wait_for_function("() => !document.getElementById('load-status').textContent")
+        assert "whole number" in page.inner_text("#notice")
+        assert not [e for e in staff.errors if "503" not in e], staff.errors
     finally:
         ctx.close()
 

@@ -27,14 +27,13 @@ import pytest
 from sonae.embedded import free_port
 from tests.conftest import with_database
 from tests.db_outage import DatabaseLink
+from tests.pages.chromium import CHROMIUM, sync_playwright
 from tests.pages.test_pages_browser import (
-    CHROMIUM,
     WAIT_MS,
     Watched,
     _context,
     _database,
     shot,
-    sync_playwright,
 )
 
 if sync_playwright is not None:
@@ -148,19 +147,6 @@ def served(pg_server_url: str, mqtt_url: str, tmp_path_factory: pytest.TempPathF
     finally:
         server.stop()
         _database(pg_server_url, name, create=False)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    from tests.pages.test_pages_browser import CHROMIUM_ARGS
-
-    assert sync_playwright is not None
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _open(browser: Browser, served: Served, lang: str) -> tuple[Any, Watched]:
