@@ -9,19 +9,35 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from api.app import create_app
 from api.openapi import COMPONENTS
+from sonae.config import Settings
 from tests.api.test_api_station_edit import _patch, tokens  # noqa: F401 - the fixture, used by name
+from tests.api_support import start_client
 
 #: the sentinel as PATCH takes it (m, null or "none" for no sentinel) → as every answer shows it
 _SENTINEL = st.one_of(st.none(), st.just("none"),
                       st.floats(min_value=-100, max_value=3.7, allow_nan=False).map(lambda v: round(v, 2)))
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool, unlimited_settings: Settings) -> AsyncIterator[TestClient]:
+    """The whole API without the per-address request limit: the examples share one client, and their ~130
+    anonymous reads would pass the default burst of 100 (found: 429 in a clean-clone run on a quiet machine)."""
+    c = await start_client(create_app(pool=pool, settings=unlimited_settings))
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 async def _shown(client: TestClient, station: str = "gauge") -> dict[str, Any]:
