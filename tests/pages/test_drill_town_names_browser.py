@@ -1,5 +1,5 @@
 """The drill town (079995) and its gauges by name on the resident page, in ja, en and やさしい日本語, in real headless
-Chromium against a real ``sonae run --simulate`` (the launch as tests/pages/test_pages_browser.py's, copied minimal).
+Chromium against a real ``sonae run --simulate`` (the browser fixture of tests/pages/conftest.py).
 
 Found: an order of the drill town showed its place as the bare code ("(079995, …)"), and the drill town's gauges
 were registered with their station id as their English name (``name_en="DT-G01"``) and no reading, so English
@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,19 +29,14 @@ import pytest
 from sonae.embedded import free_port
 from sonae.municipality_code import DRILL_TOWN_CODE, DRILL_TOWN_NAMES
 from tests.conftest import with_database
+from tests.pages.chromium import CHROMIUM, sync_playwright
 
-CHROMIUM = os.environ.get("SONAE_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
 HOME = {"latitude": 37.4000, "longitude": 140.3600}  # inside the drill town
 PASSWORD = "drill-staff-" + uuid.uuid4().hex[:8]
 WAIT_MS = 120_000
 
-try:
-    from playwright.sync_api import Browser, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None  # type: ignore[assignment]
+if sync_playwright is not None:
+    from playwright.sync_api import Browser
 
 pytestmark = [
     pytest.mark.skipif(sync_playwright is None, reason="the Python package 'playwright' is not installed"),
@@ -136,17 +130,6 @@ def sonae(pg_server_url: str, mqtt_url: str, mqtt_protocol: str,
             proc.kill()
             proc.wait()
         _database(pg_server_url, name, create=False)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert sync_playwright is not None
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _source_text(browser: Browser, sonae: Sonae, lang: str) -> str:
