@@ -152,9 +152,13 @@ def served(pg_server_url: str, mqtt_url: str, tmp_path_factory: pytest.TempPathF
         _database(pg_server_url, name, create=False)
 
 
+#: the busy notice is shown (a page without one: False)
+SHOWN = "(document.getElementById('route-busy') || {hidden: true}).hidden === false"
+
+
 def _busy(page: Page) -> dict[str, Any]:
     return page.evaluate("""() => { const b = document.getElementById('route-busy'), s = window.sonaeResident;
-        return {hidden: b.hidden, text: b.textContent, role: b.getAttribute('role'),
+        return {hidden: b ? b.hidden : null, text: b ? b.textContent : null, role: b ? b.getAttribute('role') : null,
                 card: document.getElementById('route-card').getAttribute('data-busy'),
                 guidance: document.getElementById('guidance').textContent, seq: s.seq, busy: s.routeBusy,
                 route: s.route && s.route.properties, line: !!document.querySelector('.layer-route [data-id=route-line]'),
@@ -212,7 +216,7 @@ def test_a_route_refused_as_busy_stays_shown_is_marked_and_asked_again_after_ret
         served.spend("storm_surge")
         asked = len(routes.asked)
         page.select_option("#hazard", "landslide")  # a field not computed yet: the budget refuses it
-        page.wait_for_function("() => !document.getElementById('route-busy').hidden", timeout=WAIT_MS)
+        page.wait_for_function(f"() => {SHOWN} || !window.sonaeResident.route", timeout=WAIT_MS)
         busy = _busy(page)
         status, headers = routes.answers[-1]
         assert status == 429 and len(routes.asked) == asked + 1, routes.answers
@@ -279,7 +283,8 @@ def test_with_no_route_shown_yet_a_busy_answer_says_so_and_the_retry_shows_the_r
         ctx.grant_permissions(["geolocation"])
         ctx.set_geolocation(HOME)
         page.click("#locate")
-        page.wait_for_function("() => !document.getElementById('route-busy').hidden", timeout=WAIT_MS)
+        page.wait_for_function(f"() => {SHOWN} || document.getElementById('guidance').classList.contains('bad')",
+                               timeout=WAIT_MS)
         busy = _busy(page)
         assert routes.answers[-1][0] == 429 and len(routes.asked) == 1, routes.answers
         assert busy["route"] is None and busy["card"] == "none" and busy["text"] == NO_ROUTE_YET[lang], busy
