@@ -46,7 +46,7 @@ from api.problems import Problem
 from api.ratelimit import client_address
 from evac import store
 from evac.coldfields import ColdFieldRefused
-from evac.engine import Engine, FieldKey
+from evac.engine import Engine, FieldAt, FieldKey
 from evac.graph import PROFILE_NAMES
 from evac.guidance import status_text, status_texts
 from evac.hazards import HAZARD_TYPES, hazard_set
@@ -139,15 +139,18 @@ def _query(request: web.Request) -> tuple[str, str, bool]:
     return hazard, profile, exercise
 
 
-async def _ensure_field(request: web.Request, service: EvacService, key: FieldKey, lang: str) -> None:
+async def _ensure_field(request: web.Request, service: EvacService, key: FieldKey, lang: str) -> FieldAt:
     """:meth:`EvacService.ensure_field` for this request's client (the address as the rate limit takes it:
-    :func:`api.ratelimit.client_address`, with ``api.trust_forwarded_for``; never logged), or the problem
-    of a refused cold field: 429 when this client has asked for too many fields not yet computed, 503 when
-    the server is computing too many; both with Retry-After, a ``detail`` in the request's language and
-    ``guidance`` in every language (``status_code`` route_busy)."""
+    :func:`api.ratelimit.client_address`, with ``api.trust_forwarded_for``; never logged): the field and the
+    hazard state the answer is for (queries take it as ``at=`` and then never compute: the engine's state may
+    have changed again since, and asking the engine for its current field could search on the event loop),
+    or the problem of a refused cold field: 429 when this client has asked for too many fields not yet
+    computed, 503 when the server is computing too many (or the hazard state kept changing under it); both
+    with Retry-After, a ``detail`` in the request's language and ``guidance`` in every language
+    (``status_code`` route_busy)."""
     client = client_address(request, trust_forwarded_for=request.app[SETTINGS]["api.trust_forwarded_for"])
     try:
-        await service.ensure_field(key, client=client)
+        return await service.ensure_field(key, client=client)
     except ColdFieldRefused as exc:
         profile, hazard, exercise = key
         text = "route_busy_set" if "," in hazard else "route_busy"
@@ -174,39 +177,43 @@ async def route(request: web.Request) -> web.Response:
     position = _position(request)
     service, engine = _service(request)
     (raw_lat, raw_lon), (lat, lon) = _placed(service, *position)
-    await _ensure_field(request, service, (profile, hazard, exercise), lang)
-    if _boundary_cell(engine, raw_lat, raw_lon, lat, lon, (profile, hazard, exercise)):
-        own = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
+    at = await _ensure_field(request, service, (profile, hazard, exercise), lang)
+    # from here on, everything is answered from ``at``: the hazard state it is for is the answer's
+    # ``hazard_version``, and nothing is computed on the event loop
+    if _boundary_cell(at, raw_lat, raw_lon, lat, lon):
+        own = route_body(engine, raw_lat, raw_lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise,
+                         at=at)
         return web.Response(body=own, content_type=GEOJSON, headers=_ROUTE_HEADERS)
     cache = request.app[ROUTE_CACHE]
-    key = (lat, lon, profile, hazard, exercise, lang, engine.state.version, id(engine))
+    key = (lat, lon, profile, hazard, exercise, lang, at.state.version, id(engine))
     body = cache.get(key)
     if body is None:
-        body = route_body(engine, lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise)
+        body = route_body(engine, lat, lon, profile=profile, hazard=hazard, lang=lang, exercise=exercise, at=at)
         cache[key] = body
         if len(cache) > ROUTE_CACHE_SIZE:
             cache.popitem(last=False)
     return web.Response(body=body, content_type=GEOJSON, headers=_ROUTE_HEADERS)
 
 
-def _boundary_cell(engine: Engine, raw_lat: float, raw_lon: float, lat: float, lon: float,
-                   key: tuple[str, str, bool]) -> bool:
+def _boundary_cell(at: FieldAt, raw_lat: float, raw_lon: float, lat: float, lon: float) -> bool:
     """Whether the position (``raw_lat``, ``raw_lon``) or its cell's rounded one (``lat``, ``lon``) lies in
-    or on a blocked area in force for ``key`` (profile, hazard, exercise): a blocked area's boundary may
+    or on a blocked area in force for the field ``at`` (its key and hazard state): a blocked area's boundary may
     then run through the cell, and rounding would move the resident across it (out of the area, or into
     it). Such a position is answered for itself, by the one boundary rule (``evac.network.BOUNDARY_RULE``)
     as ``/api/v1/shelters/nearest`` answers it, and not kept in the cells' cache (which holds cells, not
-    positions). The field for ``key`` is expected computed (:meth:`EvacService.ensure_field`)."""
-    blocked = engine.field(*key).blocked
+    positions)."""
+    blocked = at.field.blocked
     return bool(blocked) and (blocked.contains(raw_lon, raw_lat) or blocked.contains(lon, lat))
 
 
 def _nearest(engine: Engine, lat: float, lon: float, *, k: int, profile: str, hazard: str,
-             exercise: bool) -> tuple[str, int, list[dict[str, Any]], str]:
-    """The status, hazard version, ``k`` nearest shelters and the shelter the resident is at ("" if none).
+             exercise: bool, at: FieldAt | None = None) -> tuple[str, int, list[dict[str, Any]], str]:
+    """The status, hazard version, ``k`` nearest shelters and the shelter the resident is at ("" if none),
+    from the field ``at`` (the handler's: then never computing one, a search here would be outside the cold
+    fields' budget; None: the current state's, computed if need be).
 
     At a shelter (``at_shelter``): that one first, 0 s, then the nearest others as walked from the road."""
-    r = engine.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+    r = engine.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at=at)
     found: list[dict[str, Any]] = []
     here = ""
     if r.status == "at_shelter":
@@ -215,10 +222,11 @@ def _nearest(engine: Engine, lat: float, lon: float, *, k: int, profile: str, ha
         found = [{"duration_s": 0.0, "shelter": r.shelter.to_dict()}]
         if k > 1:  # the others near, as walked from the road
             found += [f for f in engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard,
-                                                         exercise=exercise, route=r)
+                                                         exercise=exercise, route=r, at=at)
                       if f["shelter"]["id"] != r.shelter.id][:k - 1]
     elif r.status == "ok":
-        found = engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard, exercise=exercise, route=r)
+        found = engine.nearest_shelters(lat, lon, k=k, profile=profile, hazard=hazard, exercise=exercise, route=r,
+                                        at=at)
     return r.status, r.state.version, found, here
 
 
@@ -232,10 +240,10 @@ async def nearest_shelters(request: web.Request) -> web.Response:
     position = _position(request)
     service, engine = _service(request)
     (lat, lon), _ = _placed(service, *position)
-    await _ensure_field(request, service, (profile, hazard, exercise), lang)
+    at = await _ensure_field(request, service, (profile, hazard, exercise), lang)
     loop = asyncio.get_running_loop()
     status, version, found, here = await loop.run_in_executor(None, partial(
-        _nearest, engine, lat, lon, k=int(raw_k), profile=profile, hazard=hazard, exercise=exercise))
+        _nearest, engine, lat, lon, k=int(raw_k), profile=profile, hazard=hazard, exercise=exercise, at=at))
     body: dict[str, Any] = {"status": status, "hazard": hazard, "profile": profile, "exercise": exercise,
                             "hazard_version": version,
                             "shelters": [{"duration_s": f["duration_s"], "shelter": f["shelter"]} for f in found]}

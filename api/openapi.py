@@ -96,8 +96,9 @@ COLD_FIELD_ERRORS = {
             "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
             "content": {"application/problem+json": {"schema": PROBLEM}}},
     "503": {"description": "Not ready, or the server is computing too many route fields not yet computed "
-                           "(evac.cold_fields_per_minute, evac.cold_fields_waiting; `status_code` route_busy, "
-                           "texts as for 429): retry after `Retry-After` seconds",
+                           "(evac.cold_fields_per_minute, evac.cold_fields_waiting), or the hazard state changed "
+                           "under every computation of the field (evac.service.FIELD_TRIES); `status_code` "
+                           "route_busy, texts as for 429: retry after `Retry-After` seconds",
             "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
             "content": {"application/problem+json": {"schema": PROBLEM}}},
 }

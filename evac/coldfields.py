@@ -34,6 +34,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
 
 from sonae.ratelimit import TokenBuckets, client_network
 
@@ -42,6 +43,7 @@ OUTCOMES = ("computed", "shared", "refused_client", "refused_busy")
 #: the longest Retry-After given (s): a refusal never asks a resident to wait longer than this
 MAX_RETRY_AFTER_S = 60
 _PROCESS = ""  # the process bucket's one key
+T = TypeVar("T")
 
 
 class ColdFieldRefused(Exception):
@@ -72,16 +74,22 @@ class ColdFieldBudget:
                          if self.per_client_per_minute > 0 else None)
         self._process = (TokenBuckets(per_minute=self.per_minute, burst=self.per_minute)
                          if self.per_minute > 0 else None)
-        self._inflight: dict[Hashable, asyncio.Future[None]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
         self._turn = asyncio.Lock()  # one computation runs at a time; the others in _inflight wait for it
         self._last_s = 1.0  # how long the last computation took (s): the estimate of a wait's length
+
+    @property
+    def last_s(self) -> float:
+        """How long the last computation took (s; 0.05 at least, 1 before any): what a wait is estimated by."""
+        return self._last_s
 
     def in_flight(self, key: Hashable) -> bool:
         """Whether ``key`` is being computed or waiting to be."""
         return key in self._inflight
 
-    async def run(self, key: Hashable, client: str | None, compute: Callable[[], Awaitable[object]]) -> None:
-        """Compute ``key`` with ``compute`` within the budget, or join its computation in flight.
+    async def run(self, key: Hashable, client: str | None, compute: Callable[[], Awaitable[T]]) -> T:
+        """Compute ``key`` with ``compute`` within the budget, or join its computation in flight; returns what
+        ``compute`` returned (the same to every request sharing it).
 
         ``client``: who asked (None: no per-client bound, e.g. the service itself). Raises
         :class:`ColdFieldRefused`, or what ``compute`` raised (to every request sharing it). A request
@@ -90,20 +98,20 @@ class ColdFieldBudget:
         fut = self._inflight.get(key)
         if fut is not None:
             self.counts["shared"] += 1
-            await asyncio.shield(fut)
-            return
+            result: T = await asyncio.shield(fut)
+            return result
         self._admit(client)
         self.counts["computed"] += 1
         task = asyncio.ensure_future(self._compute(compute))
         self._inflight[key] = task
 
-        def done(t: asyncio.Future[None], key: Hashable = key) -> None:
+        def done(t: asyncio.Future[T], key: Hashable = key) -> None:
             self._inflight.pop(key, None)
             if not t.cancelled():
                 t.exception()  # retrieved: a failure nobody waits for any more is not reported twice
 
         task.add_done_callback(done)
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
     def _admit(self, client: str | None) -> None:
         """Take a token of the client's and of the process's bucket, or raise without taking any."""
@@ -125,8 +133,9 @@ class ColdFieldBudget:
         if self._clients is not None and client is not None:
             self._clients.take(client, now)
 
-    async def _compute(self, compute: Callable[[], Awaitable[object]]) -> None:
+    async def _compute(self, compute: Callable[[], Awaitable[T]]) -> T:
         async with self._turn:
             t0 = self.clock()
-            await compute()
+            result = await compute()
             self._last_s = max(0.05, self.clock() - t0)
+            return result

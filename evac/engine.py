@@ -343,6 +343,18 @@ class RouteStart:
     end: int
 
 
+class FieldAt(NamedTuple):
+    """A field and the hazard state it was computed for (:meth:`Engine.field_at`, :meth:`Engine.computed`).
+
+    A query given one (``at=``) answers from this field at this state, whatever the engine's state is by then,
+    and computes nothing: an update swapping in a new state, or another key pushing this one out of the fields
+    kept, meanwhile (both happen in other threads) cannot make it search. What the API answers with, after
+    computing off its event loop (:meth:`evac.service.EvacService.ensure_field`)."""
+
+    state: HazardState
+    field: Field
+
+
 @dataclass(eq=False)
 class _Snapshot:
     state: HazardState
@@ -724,6 +736,12 @@ class Engine:
         """Whether the field of a key is computed at the current state (a query then does no search)."""
         return (profile, hazard, exercise) in self._snap.fields
 
+    def computed(self, profile: str, hazard: str, exercise: bool) -> FieldAt | None:
+        """The field of a key at the current state with that state, when it is computed (never computes)."""
+        snap = self._snap  # (one read: the field and the state it is for belong together)
+        f = snap.fields.get((profile, hazard, exercise))
+        return None if f is None else FieldAt(snap.state, f)
+
     @staticmethod
     def _shelter(shelters: Mapping[str, Shelter], sid: str) -> Shelter:
         try:
@@ -738,6 +756,12 @@ class Engine:
     # -- fields ---------------------------------------------------------------------------------------
     def field(self, profile: str = "walk", hazard: str = "flood", exercise: bool = False) -> Field:
         """The field for a key at the current state (computed on first use)."""
+        return self.field_at(profile, hazard, exercise).field
+
+    def field_at(self, profile: str = "walk", hazard: str = "flood", exercise: bool = False) -> FieldAt:
+        """:meth:`field` with the state it is for (computed on first use: call it off an event loop). The
+        state may be the previous one by the time this returns (an update swapped a new one in meanwhile);
+        a query given it (``at=``) still answers for it, consistently."""
         snap = self._snap
         key = (profile, hazard, exercise)
         f = snap.fields.get(key)
@@ -746,7 +770,7 @@ class Engine:
             if self.store is not None:
                 self.store.prune()
         self._touch(key)
-        return f
+        return FieldAt(snap.state, f)
 
     def _compute(self, snap: _Snapshot, key: FieldKey, *, prev: Field | None = None,
                  unpublished: list[_Unpublished] | None = None) -> Field:
@@ -1302,15 +1326,16 @@ class Engine:
     # -- queries ------------------------------------------------------------------------------------
     def route_result(
         self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False,
-        at_shelter: bool = True,
+        at_shelter: bool = True, at: FieldAt | None = None,
     ) -> RouteResult:
         """The nearest safe shelter by total walk, from the nearest usable road (the core query).
 
         ``at_shelter``: a position within :data:`AT_SHELTER_M` of a suitable shelter answers ``at_shelter``
         (:meth:`at_shelter`); False walks from the road all the same (capacity planning, the other shelters
-        near a resident who is at one).
+        near a resident who is at one). ``at``: answer from this field and state (see :meth:`route_start`).
         """
-        start = self.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at_shelter=at_shelter)
+        start = self.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at_shelter=at_shelter,
+                                 at=at)
         if isinstance(start, RouteResult):
             return start
         f = start.field
@@ -1331,7 +1356,7 @@ class Engine:
 
     def route_start(
         self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood", exercise: bool = False,
-        at_shelter: bool = True,
+        at_shelter: bool = True, at: FieldAt | None = None,
     ) -> RouteResult | RouteStart:
         """:meth:`route_result` up to the node where the walk joins the field's next hops.
 
@@ -1341,16 +1366,25 @@ class Engine:
         A position at a suitable shelter (:meth:`at_shelter`, unless ``at_shelter`` is False) is answered
         ``at_shelter``: that shelter, 0 s, no walk; after ``inside_hazard`` and ``outside_area``, before
         the roads are looked at (a shelter far from any road is still where the resident is).
+
+        ``at`` (a :class:`FieldAt` of this key): answer from that field at that state and never compute;
+        without it, from the current state's field, computed here when it is not yet (a search: never on
+        an event loop).
         """
-        snap = self._snap
         key = (profile, hazard, exercise)
-        f = snap.fields.get(key)
-        if f is None:
-            f = self._compute(snap, key)
-            if self.store is not None:
-                self.store.prune()
+        if at is None:
+            snap = self._snap
+            f = snap.fields.get(key)
+            if f is None:
+                f = self._compute(snap, key)
+                if self.store is not None:
+                    self.store.prune()
+            st = snap.state
+        else:
+            st, f = at
+            if (f.profile, f.hazard, f.exercise) != key:
+                raise ValueError(f"the field given is for {(f.profile, f.hazard, f.exercise)}, not {key}")
         self._touch(key)
-        st = snap.state
         here = tuple(f.blocked.at(lon, lat))
         if here:
             return RouteResult("inside_hazard", [], math.inf, None, math.nan, f, st, here)
@@ -1401,7 +1435,7 @@ class Engine:
         return RouteStart(total, d, f, st, (float(lon), float(lat)), access_s, first, end)
 
     def at_shelter(self, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
-                   exercise: bool = False) -> Shelter | None:
+                   exercise: bool = False, at: FieldAt | None = None) -> Shelter | None:
         """The suitable shelter a resident at (``lat``, ``lon``) (degrees, WGS 84) is at, or None.
 
         Suitable as a route's shelter is (the same pick as the field's, :meth:`_sources`): open, rated for
@@ -1410,10 +1444,14 @@ class Engine:
         the one boundary rule (``evac.network.BOUNDARY_RULE``). "At" is within :data:`AT_SHELTER_M` metres
         (straight, in the network's projected CRS); of several, the nearest (then the least id). Shelters
         need not lie on the road network. Raises ``ValueError`` for an unknown profile or hazard, as routes.
+        ``at``: from that field and state, computing nothing (:meth:`route_start`).
         """
-        f = self.field(profile, hazard, exercise)
+        st, f = at if at is not None else self.field_at(profile, hazard, exercise)
+        if (f.profile, f.hazard, f.exercise) != (profile, hazard, exercise):
+            raise ValueError(f"the field given is for {(f.profile, f.hazard, f.exercise)}, not "
+                             f"{(profile, hazard, exercise)}")
         x, y = self.network.project_point(lon, lat)
-        return self._at_shelter((profile, hazard, exercise), f, self._snap.state, lon, lat, x, y)
+        return self._at_shelter((profile, hazard, exercise), f, st, lon, lat, x, y)
 
     def _at_shelter(self, key: FieldKey, f: Field, st: HazardState, lon: float, lat: float, x: float,
                     y: float) -> Shelter | None:
@@ -1528,18 +1566,21 @@ class Engine:
     def nearest_shelters(
         self, lat: float, lon: float, *, k: int = 3, profile: str = "walk", hazard: str = "flood",
         exercise: bool = False, include_full: bool = False, route: RouteResult | None = None,
+        at: FieldAt | None = None,
     ) -> list[dict[str, Any]]:
         """The ``k`` nearest qualifying shelters with travel times (full ones skipped unless asked).
 
         Times run from the same road point as :meth:`route_result` (access leg included) to each shelter
         (its last partial edge and egress leg included). ``route``: that :meth:`route_result`, when the
         caller has it already (it must be for the same position, profile, hazard and exercise flag; an
-        ``at_shelter`` one is walked from the road again, ``at_shelter=False``).
+        ``at_shelter`` one is walked from the road again, ``at_shelter=False``). ``at``: from that field and
+        state (:meth:`route_start`); ``include_full`` still computes a field of its own (a search).
         """
         r = route if route is not None else self.route_result(lat, lon, profile=profile, hazard=hazard,
-                                                                exercise=exercise, at_shelter=False)
+                                                                exercise=exercise, at_shelter=False, at=at)
         if r.status == "at_shelter":  # times from the road all the same: the shelter it is at is one of them
-            r = self.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at_shelter=False)
+            r = self.route_result(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at_shelter=False,
+                                  at=at if at is not None else FieldAt(r.state, r.field))
         if r.status != "ok" or r.first is None:
             return []
         f = r.field

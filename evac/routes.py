@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyproj
 
-from evac.engine import Engine, Field, HazardState, RouteResult
+from evac.engine import Engine, Field, FieldAt, HazardState, RouteResult
 from evac.guidance import LANGS, arrive_text, check_lang, status_text, step_text
 from evac.hazards import hazard_set
 from evac.network import RoadNetwork
@@ -205,9 +205,10 @@ def _steps(net: RoadNetwork, parts: list[tuple[str, int, np.ndarray, float, floa
 
 
 def route(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
-          lang: str | None = None, exercise: bool = False) -> dict[str, Any]:
+          lang: str | None = None, exercise: bool = False, at: FieldAt | None = None) -> dict[str, Any]:
     """The route from (``lat``, ``lon``) (degrees, WGS 84) to the nearest safe shelter, as a GeoJSON
-    Feature for a resident: :meth:`Engine.route_result` formatted by :func:`route_feature`.
+    Feature for a resident: :meth:`Engine.route_result` formatted by :func:`route_feature` (``at``: from that
+    field and hazard state, computing nothing: :meth:`Engine.route_start`).
 
     Raises
     ------
@@ -215,7 +216,7 @@ def route(engine: Engine, lat: float, lon: float, *, profile: str = "walk", haza
         Unknown ``profile``, ``hazard`` or ``lang``.
     """
     return route_feature(engine.network, engine.route_result(lat, lon, profile=profile, hazard=hazard,
-                                                             exercise=exercise), lang=lang)
+                                                             exercise=exercise, at=at), lang=lang)
 
 
 # -- the same answer as JSON text, from walks kept per node ------------------------------------------
@@ -674,9 +675,10 @@ def _props_head(f: Field, st: HazardState) -> str:
 
 
 def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk", hazard: str = "flood",
-               lang: str | None = None, exercise: bool = False) -> bytes:
+               lang: str | None = None, exercise: bool = False, at: FieldAt | None = None) -> bytes:
     """:func:`route` as the API sends it (:func:`dumps`, UTF-8), byte for byte, but with the walk from
-    the node where the route joins the field formatted once per field and node (:class:`_Tail`).
+    the node where the route joins the field formatted once per field and node (:class:`_Tail`). ``at``:
+    from that field and hazard state, computing nothing (what the API's event loop answers with).
 
     Raises
     ------
@@ -685,7 +687,7 @@ def route_body(engine: Engine, lat: float, lon: float, *, profile: str = "walk",
     """
     if lang is not None:
         check_lang(lang)
-    start = engine.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise)
+    start = engine.route_start(lat, lon, profile=profile, hazard=hazard, exercise=exercise, at=at)
     if isinstance(start, RouteResult):  # no walk along the field: nothing to share
         return dumps(route_feature(engine.network, start, lang=lang)).encode()
     net = engine.network

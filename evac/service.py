@@ -62,8 +62,8 @@ import shapely
 
 from alerting.level import HAZARD_OF
 from evac import store
-from evac.coldfields import ColdFieldBudget
-from evac.engine import Engine, FieldKey
+from evac.coldfields import ColdFieldBudget, ColdFieldRefused
+from evac.engine import Engine, FieldAt, FieldKey
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES, HazardArea, load_hazard_geojson
 from evac.network import RoadNetwork, load_network
@@ -91,6 +91,10 @@ SERVICE_MARGIN_M = 1000.0
 POSITION_DECIMALS = 4
 #: half a cell (degrees): how far outside the service area a position may lie and still be answered
 HALF_CELL_DEG = 0.5 * 10.0 ** -POSITION_DECIMALS
+#: times :meth:`EvacService.ensure_field` computes a field while the hazard state keeps changing under it before
+#: it gives up (:class:`ColdFieldRefused` ``busy``: 503 with Retry-After): each try is a search, and the key is
+#: kept (and so recomputed by every update) from the first on, so a second try rarely fails
+FIELD_TRIES = 3
 _SEED_LOCK = 0x45_56_41_43  # "EVAC": one process imports the drill town's data
 
 
@@ -618,31 +622,52 @@ class EvacService:
 
         return held(lat, lon), held(round(lat, POSITION_DECIMALS), round(lon, POSITION_DECIMALS))
 
-    async def ensure_field(self, key: FieldKey, *, client: str | None = None) -> None:
-        """Compute a field off the event loop when it is not computed at the current state.
+    async def ensure_field(self, key: FieldKey, *, client: str | None = None) -> FieldAt:
+        """The field of ``key`` at the current hazard state, with that state, computed off the event loop
+        when it is not yet.
 
-        Configured fields (``evac.warm``) always are, and are never refused; up to ``evac.max_fields``
-        others are kept while used. Any other (a *cold* field) is computed within :attr:`cold`'s budget:
-        requests for a key in flight share its computation; ``client`` (an address, or None for no
-        per-client bound) is charged for a new one.
+        Answer from what this returns (the engine's queries take it as ``at=``): the engine's state may
+        change at any moment (updates swap a new one in from another thread), and a field may be pushed out
+        of those kept by other keys; a query asking the engine for the field again could then find none and
+        compute it where it runs, on the event loop (issue 21: ~0.5 s at 1M nodes, ~2 s at 3M, a stall of
+        the whole API). When the state changed while the field was computed (the field is for the previous
+        state and the new one has none), it is computed again at the new state, up to :data:`FIELD_TRIES`
+        times in all (the tries after the first charged to the process only, not to the client).
+
+        Configured fields (``evac.warm``) always are computed, and are never refused; up to
+        ``evac.max_fields`` others are kept while used. Any other (a *cold* field) is computed within
+        :attr:`cold`'s budget: requests for a key in flight share its computation; ``client`` (an address,
+        or None for no per-client bound) is charged for a new one.
 
         Raises
         ------
         EngineUnavailable
             No engine (:meth:`require`).
         evac.coldfields.ColdFieldRefused
-            The client's budget (``reason`` ``client``) or the process's (``busy``) is used up.
+            The client's budget (``reason`` ``client``) or the process's (``busy``) is used up, or the
+            hazard state changed under every try (``busy``).
         """
         engine = self.require()
-        if engine.has_field(*key):
-            return
         loop = asyncio.get_running_loop()
-        if key in engine.warm:  # (computed at every change; only between a swap and its fields, if ever)
-            await loop.run_in_executor(None, partial(engine.field, *key))
-            return
 
-        async def compute() -> None:
-            if not engine.has_field(*key):  # (it may have been computed while this waited its turn)
-                await loop.run_in_executor(None, partial(engine.field, *key))
+        async def compute() -> FieldAt:
+            at = engine.computed(*key)  # (it may have been computed while this waited its turn)
+            return at if at is not None else await loop.run_in_executor(None, partial(engine.field_at, *key))
 
-        await self.cold.run((key, id(engine)), client, compute)
+        for attempt in range(FIELD_TRIES):
+            at = engine.computed(*key)
+            if at is not None:
+                return at
+            if key in engine.warm:  # (computed at every change; only between a swap and its fields, if ever)
+                at = await loop.run_in_executor(None, partial(engine.field_at, *key))
+            else:
+                at = await self.cold.run((key, id(engine)), client if attempt == 0 else None, compute)
+            if at.state is engine.state:
+                return at
+        at = engine.computed(*key)
+        if at is not None:
+            return at
+        log.warning("the hazard state changed under every computation of a route field; answered busy",
+                    extra={"field": ":".join((*key[:2], "exercise") if key[2] else key[:2]),
+                           "tries": FIELD_TRIES, "version": engine.state.version})
+        raise ColdFieldRefused("busy", self.cold.last_s)

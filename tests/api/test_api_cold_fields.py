@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from api.app import create_app
 from api.evacuation import EVAC
 from evac import store
 from evac.drilltown import DrillTown, generate
-from evac.service import EvacService
+from evac.engine import Engine, FieldKey
+from evac.service import FIELD_TRIES, EvacService
 from sonae.config import Settings
 from tests.api_support import start_client
 from tests.ingest_support import wait_until
@@ -144,13 +146,13 @@ async def test_identical_cold_requests_share_one_computation_and_waiting_is_boun
         return search(*args)
 
     engine.search = gated
-    field, entered = engine.field, []
+    field_at, entered = engine.field_at, []
 
     def counted(*args: Any) -> Any:
         entered.append(args)  # one executor thread taken per call: the joiners must take none
-        return field(*args)
+        return field_at(*args)
 
-    engine.field = counted  # type: ignore[method-assign]
+    engine.field_at = counted  # type: ignore[method-assign]
     key = ("walk", SETS[0], False)
     before = engine.recomputes[key]
     tasks = [asyncio.create_task(_get(c, "203.0.113.9", hazard=SETS[0], lang=lang))
@@ -192,3 +194,104 @@ async def test_the_process_budget_gives_503_with_retry_after_warm_and_computed_k
     assert service.cold.counts["refused_busy"] == 3
     metrics = await (await c.get("/metrics")).text()
     assert 'sonae_evac_cold_fields_total{outcome="refused_busy"}' in metrics
+
+
+class _ChangeWhileComputing:
+    """Hooks on an engine: the first search of a cold field (a request's) waits, and while it waits the test
+    changes the hazard state (as :meth:`EvacService.refresh` does, ``engine.update`` in an executor thread);
+    every field computation records the thread it ran on, and every search its key."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.loop = asyncio.get_running_loop()
+        self.started = asyncio.Event()
+        self.gate = threading.Event()
+        self.computed: list[tuple[FieldKey, int]] = []  # (key, thread) of every computation
+        self.gated = False
+        self._key: list[FieldKey] = []
+        search, compute = engine.search, engine._compute
+
+        def searched(*args: Any) -> Any:
+            if not self.gated:
+                self.gated = True
+                self.loop.call_soon_threadsafe(self.started.set)
+                assert self.gate.wait(WAIT_S)
+            return search(*args)
+
+        def recorded(snap: Any, key: FieldKey, **kw: Any) -> Any:
+            self.computed.append((key, threading.get_ident()))
+            return compute(snap, key, **kw)
+
+        engine.search = searched
+        engine._compute = recorded  # type: ignore[method-assign]
+
+    def on_loop(self) -> list[FieldKey]:
+        """Keys computed on the event loop's thread (a stall of the whole API: issue 21)."""
+        here = threading.get_ident()
+        return [k for k, t in self.computed if t == here]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/route", "/api/v1/shelters/nearest"])
+async def test_a_hazard_change_while_a_cold_field_is_computed_is_answered_without_work_on_the_event_loop(
+        served: Callable[..., Any], path: str) -> None:
+    """Found: the hazard state changed while a request's cold field was computed (in an executor); the request
+    then found no field at the new state and the route endpoint computed it on the event loop (0.5 s at 1M
+    nodes, 2 s at 3M: every request, SSE heartbeat and health check of the process waits), the nearest-shelters
+    endpoint in its executor outside the cold budget. Now the request computes the field again at the new
+    state within the budget (off the loop) and answers for that state, saying which (``hazard_version``)."""
+    c = await served(per_client_per_minute=0, per_minute=0)
+    service = c.app[EVAC]
+    engine = service.engine
+    assert engine is not None
+    hooks = _ChangeWhileComputing(engine)
+    key = ("walk", SETS[0], False)
+    before = engine.recomputes[key]
+    request = asyncio.create_task(_get(c, "203.0.113.40", path, hazard=SETS[0]))
+    try:
+        await asyncio.wait_for(hooks.started.wait(), WAIT_S)  # the request's field is being computed
+        old = engine.state.version
+        new = await asyncio.get_running_loop().run_in_executor(
+            None, partial(engine.update, alert_levels={"race-gauge": 3}))  # an alert level changed meanwhile
+        assert new.version == old + 1
+    finally:
+        hooks.gate.set()
+    status, _, body = await request
+    assert status == 200, body
+    assert hooks.on_loop() == []
+    version = body["properties"]["hazard_version"] if path == "/api/v1/route" else body["hazard_version"]
+    assert version == new.version == engine.state.version  # answered for the state now in force
+    # every search of the cold key went through the budget (none was done behind it)
+    assert engine.recomputes[key] - before == service.cold.counts["computed"] == 2
+
+
+async def test_a_hazard_state_that_keeps_changing_under_a_cold_field_gives_503_route_busy(
+        served: Callable[..., Any]) -> None:
+    """Each time the request's field is computed, the state changes and other keys push it out of the fields
+    kept (``evac.max_fields`` 1): after a bounded number of tries the request gets 503 route_busy with
+    Retry-After, never a computation on the event loop."""
+    c = await served(per_client_per_minute=0, per_minute=0)
+    service = c.app[EVAC]
+    engine = service.engine
+    assert engine is not None
+    engine.max_fields = 1
+    hooks = _ChangeWhileComputing(engine)
+    hooks.gate.set()
+    search = engine.search
+    inside = threading.local()
+    changes: list[int] = []
+
+    def changing(*args: Any) -> Any:
+        if not getattr(inside, "on", False):
+            inside.on = True
+            try:
+                changes.append(engine.update(alert_levels={"race-gauge": len(changes) + 1}).version)
+                engine.field("walk", SETS[1], False)  # another resident's cold key: ours is dropped
+            finally:
+                inside.on = False
+        return search(*args)
+
+    engine.search = changing
+    status, headers, body = await _get(c, "203.0.113.41", hazard=SETS[0], lang="en")
+    _busy(status, headers, body, code=503, lang="en", words="are busy right now")
+    assert hooks.on_loop() == []
+    assert len(changes) == FIELD_TRIES
