@@ -234,6 +234,10 @@
     if (!r.ok) {
       const err = new Error("HTTP " + r.status);
       err.status = r.status;
+      // the problem's own words (a route refused as busy: its guidance in every language) and when to ask again
+      const after = Number(r.headers.get("Retry-After"));
+      err.retryAfter = Number.isFinite(after) && after > 0 ? after : null;
+      try { err.problem = await r.json(); } catch (_) { err.problem = null; }
       throw err;
     }
     return r.json();
@@ -594,11 +598,19 @@
     } catch (err) {
       if (seq !== state.seq) return;
       failed(err, true);  // (503 also when routing is not configured: the level and alerts tell an outage)
+      // a route not yet computed refused (evac/coldfields.py: 429 or 503, status_code route_busy): its guidance,
+      // in the page's language, and the route asked again after Retry-After unless asked again meanwhile
+      // (found: the generic error stayed, and the page never asked again until a live event came)
+      const p = err.problem;
+      const busy = p && p.status_code === "route_busy" && p.guidance ? p.guidance : null;
+      if (busy && err.retryAfter) {
+        setTimeout(() => { if (seq === state.seq) loadRoute(reason); }, Math.min(err.retryAfter, 60) * 1000);
+      }
       // the route shown stays while the connection is lost: an old route beats none (marked stale above)
       if (state.stale && state.route && err.status !== 422) return;
       state.route = null;
       state.routeSig = "";
-      renderRoute(err.status === 422 ? t("outside") : t("routeError"));
+      renderRoute(err.status === 422 ? t("outside") : (busy && busy[state.lang]) || t("routeError"));
       return;
     }
     if (seq !== state.seq) return;
