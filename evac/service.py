@@ -91,6 +91,9 @@ SERVICE_MARGIN_M = 1000.0
 POSITION_DECIMALS = 4
 #: half a cell (degrees): how far outside the service area a position may lie and still be answered
 HALF_CELL_DEG = 0.5 * 10.0 ** -POSITION_DECIMALS
+#: hazard changes that :meth:`EvacService.ensure_field` follows while it computes a field (each a new state whose
+#: field is computed off the event loop in turn); beyond them the caller computes it at the state it finds
+FIELD_STATE_CHANGES_FOLLOWED = 3
 _SEED_LOCK = 0x45_56_41_43  # "EVAC": one process imports the drill town's data
 
 
@@ -624,7 +627,9 @@ class EvacService:
         Configured fields (``evac.warm``) always are, and are never refused; up to ``evac.max_fields``
         others are kept while used. Any other (a *cold* field) is computed within :attr:`cold`'s budget:
         requests for a key in flight share its computation; ``client`` (an address, or None for no
-        per-client bound) is charged for a new one.
+        per-client bound) is charged for a new one. A hazard change while it is computed is followed (up to
+        :data:`FIELD_STATE_CHANGES_FOLLOWED`, the client charged once): on return the field is computed at the
+        state then current, so the caller's query does no search on the event loop.
 
         Raises
         ------
@@ -634,15 +639,19 @@ class EvacService:
             The client's budget (``reason`` ``client``) or the process's (``busy``) is used up.
         """
         engine = self.require()
-        if engine.has_field(*key):
-            return
         loop = asyncio.get_running_loop()
-        if key in engine.warm:  # (computed at every change; only between a swap and its fields, if ever)
-            await loop.run_in_executor(None, partial(engine.field, *key))
-            return
 
         async def compute() -> None:
             if not engine.has_field(*key):  # (it may have been computed while this waited its turn)
                 await loop.run_in_executor(None, partial(engine.field, *key))
 
-        await self.cold.run((key, id(engine)), client, compute)
+        # a hazard change landing while the field was computed leaves none at the new state, which the caller
+        # would then compute on the event loop (found: route_body after a change mid-computation, a full search
+        # stalling every request): the new state is followed here, a few times, charged to the client once
+        for attempt in range(1 + FIELD_STATE_CHANGES_FOLLOWED):
+            if engine.has_field(*key):
+                return
+            if key in engine.warm:  # (computed at every change; only between a swap and its fields, if ever)
+                await loop.run_in_executor(None, partial(engine.field, *key))
+            else:
+                await self.cold.run((key, id(engine)), client if attempt == 0 else None, compute)
