@@ -10,6 +10,10 @@
   //: the level shown is asked again when older than this, even with no event (an event stream held by a
   //: proxy, or events missed while the stream reconnected, would otherwise leave an old level up)
   const LEVEL_MAX_AGE_MS = 60000;
+  //: a route the server was too busy to compute (429/503, status_code route_busy: evac/coldfields.py) is asked
+  //: again after its Retry-After, at most this long (s; the server never asks for more), else after the default
+  const ROUTE_RETRY_MAX_S = 60;
+  const ROUTE_RETRY_DEFAULT_S = 10;
 
   const T = {
     ja: {
@@ -31,6 +35,10 @@
       posGps: "現在地（端末の位置情報）", posMap: "地図で選んだ場所", posLandmark: "目印：{name}",
       outside: "この場所はこのサービスの区域の外です。市町村の情報に従ってください。",
       routeError: "経路を調べられませんでした。しばらくしてからもう一度お試しください。",
+      busyKept: "サーバーが混み合っているため、経路を更新できませんでした。前に調べた経路を表示しています。",
+      busyNone: "サーバーが混み合っているため、まだ経路を表示できません。",
+      busyOutdated: "その後、危険な区域の状況が変わりました。この経路は最新ではないおそれがあります。",
+      busyRetry: "しばらくすると自動でもう一度調べます。",
       loading: "経路を調べています…", levelChanged: "警戒レベルが変わりました：{level}",
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
@@ -70,6 +78,10 @@
       posGps: "Your location (device)", posMap: "The place you chose on the map", posLandmark: "Landmark: {name}",
       outside: "This place is outside this service's area. Follow your municipality's instructions.",
       routeError: "The route could not be found just now. Please try again shortly.",
+      busyKept: "The server is busy, so the route could not be updated. The route found earlier is shown.",
+      busyNone: "The server is busy, so no route can be shown yet.",
+      busyOutdated: "The hazard situation has changed since, so this route may be out of date.",
+      busyRetry: "It will try again automatically shortly.",
       loading: "Finding your route…", levelChanged: "The alert level has changed: {level}",
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
@@ -109,6 +121,10 @@
       posGps: "いま いる ばしょ", posMap: "ちずで えらんだ ばしょ", posLandmark: "めじるし：{name}",
       outside: "この ばしょは この サービスの そとです。しやくしょの じょうほうを みて ください。",
       routeError: "みちが わかりませんでした。すこし まって、もう いちど ためして ください。",
+      busyKept: "いま こんで いて、みちを しらべなおせませんでした。まえに しらべた みちを だして います。",
+      busyNone: "いま こんで いて、まだ みちを だせません。",
+      busyOutdated: "そのあと、あぶない ところが かわりました。この みちは ふるい かもしれません。",
+      busyRetry: "すこし たったら、じどうで もう いちど しらべます。",
       loading: "みちを しらべて います…", levelChanged: "けいかいレベルが かわりました：{level}",
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
@@ -207,6 +223,9 @@
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
     // and why they cannot be now (stale: null, "offline" no network, "server" the server answered 5xx)
     levelAt: null, alertsAt: null, stale: null,
+    // the last route asked for was refused as busy: null, or {since, retryAt (ms since the epoch), retryAfterS,
+    // live (a live update was refused)}; hazardsChangedAt: when the hazard state last changed (/api/v1/hazards)
+    routeBusy: null, hazardsChangedAt: null,
   };
   window.sonaeResident = state; // for tests and debugging: nothing here leaves the page
 
@@ -234,10 +253,9 @@
     if (!r.ok) {
       const err = new Error("HTTP " + r.status);
       err.status = r.status;
-      // the problem's own words (a route refused as busy: its guidance in every language) and when to ask again
-      const after = Number(r.headers.get("Retry-After"));
-      err.retryAfter = Number.isFinite(after) && after > 0 ? after : null;
-      try { err.problem = await r.json(); } catch (_) { err.problem = null; }
+      err.retryAfter = r.headers.get("Retry-After");
+      // the problem's status_code tells a refusal (route_busy) from other errors of the same status
+      if (/json/.test(r.headers.get("Content-Type") || "")) err.problem = await r.json().catch(() => null);
       throw err;
     }
     return r.json();
@@ -586,6 +604,12 @@
 
   async function loadRoute(reason) {
     if (!state.pos) return;
+    // refused as busy: the one retry asks again (pending, with what is current when it goes, or on its way);
+    // live events do not each ask a server that said it cannot answer yet, they only update the notice (the
+    // route shown may be older than the hazard state now)
+    if (reason === "live" && state.routeBusy) { renderBusy(); return; }
+    clearTimeout(routeRetry);  // this request replaces the pending retry (refused again, it schedules one)
+    routeRetry = null;
     const seq = ++state.seq;
     if (!state.route) $("guidance").textContent = t("loading");
     const q = new URLSearchParams({
@@ -597,23 +621,21 @@
       f = await getJSON("/api/v1/route?" + q.toString());
     } catch (err) {
       if (seq !== state.seq) return;
+      if (isRouteBusy(err)) { routeBusy(err, reason); return; }
+      clearRouteBusy();
       failed(err, true);  // (503 also when routing is not configured: the level and alerts tell an outage)
-      // a route not yet computed refused (evac/coldfields.py: 429 or 503, status_code route_busy): its guidance,
-      // in the page's language, and the route asked again after Retry-After unless asked again meanwhile
-      // (found: the generic error stayed, and the page never asked again until a live event came)
-      const p = err.problem;
-      const busy = p && p.status_code === "route_busy" && p.guidance ? p.guidance : null;
-      if (busy && err.retryAfter) {
-        setTimeout(() => { if (seq === state.seq) loadRoute(reason); }, Math.min(err.retryAfter, 60) * 1000);
-      }
       // the route shown stays while the connection is lost: an old route beats none (marked stale above)
       if (state.stale && state.route && err.status !== 422) return;
       state.route = null;
       state.routeSig = "";
-      renderRoute(err.status === 422 ? t("outside") : (busy && busy[state.lang]) || t("routeError"));
+      renderRoute(err.status === 422 ? t("outside") : t("routeError"));
       return;
     }
     if (seq !== state.seq) return;
+    const busy = state.routeBusy;
+    clearRouteBusy();
+    // a retry of a refused live update is one: a changed route is announced as such
+    if (reason === "retry" && busy && busy.live) reason = "live";
     // a drill learnt of while this real-mode answer was on its way (computeLevel): ask again in drill mode
     if (state.drill && q.get("exercise") !== "true") { loadRoute(reason); return; }
     const sig = routeSig(f);
@@ -625,6 +647,68 @@
     if (f.properties.exercise && !state.drill) { state.drill = true; $("drill").hidden = false; }
     renderRoute();
     if (changed && reason === "live") notice(() => t("routeChanged"));
+  }
+
+  /* Busy (evac/coldfields.py): the server refused to compute this route now (429 or 503, status_code
+   * route_busy, Retry-After). That is no error of the route: the route shown stays (marked when the hazard
+   * state changed since it was computed), #route-busy says the server is busy and that the page will try
+   * again, and one retry is made after Retry-After (at most ROUTE_RETRY_MAX_S, a little later at random so
+   * that pages told the same wait do not all come back at once); its answer clears the notice. */
+  let routeRetry = null;
+
+  function isRouteBusy(err) {
+    return (err.status === 429 || err.status === 503) && !!err.problem && err.problem.status_code === "route_busy";
+  }
+
+  function retryAfterS(value) {
+    const text = String(value || "").trim();
+    let s = /^\d+$/.test(text) ? Number(text) : (Date.parse(text) - Date.now()) / 1000;  // seconds, or an HTTP date
+    if (!(s >= 1)) s = text ? 1 : ROUTE_RETRY_DEFAULT_S;
+    return Math.min(ROUTE_RETRY_MAX_S, s);
+  }
+
+  function routeBusy(err, reason) {
+    const s = retryAfterS(err.retryAfter);
+    const delay = Math.min(ROUTE_RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
+    const before = state.routeBusy;
+    const now = Date.now();
+    state.routeBusy = { since: before ? before.since : now, retryAt: now + delay, retryAfterS: s,
+      live: reason === "live" || !!(before && before.live) };
+    clearTimeout(routeRetry);
+    routeRetry = setTimeout(() => { routeRetry = null; loadRoute("retry"); }, delay);
+    if (!state.route) $("guidance").textContent = t("loading");  // (asked again by itself: still on its way)
+    renderBusy();
+  }
+
+  function clearRouteBusy() {
+    clearTimeout(routeRetry);
+    routeRetry = null;
+    if (!state.routeBusy) return;
+    state.routeBusy = null;
+    renderBusy();
+  }
+
+  /* the route shown was computed before the hazard state the server now reports */
+  function routeOutdated() {
+    const at = state.route && Date.parse(state.route.properties.hazard_changed_at);
+    const now = state.hazardsChangedAt && Date.parse(state.hazardsChangedAt);
+    return !!(at && now && now > at);
+  }
+
+  function renderBusy() {
+    const box = $("route-busy");
+    const card = $("route-card");
+    if (!state.routeBusy) {
+      box.hidden = true;
+      box.textContent = "";
+      card.removeAttribute("data-busy");
+      return;
+    }
+    const outdated = routeOutdated();
+    box.textContent = [t(state.route ? "busyKept" : "busyNone"), outdated ? t("busyOutdated") : "", t("busyRetry")]
+      .filter(Boolean).join(" ");
+    box.hidden = false;
+    card.setAttribute("data-busy", !state.route ? "none" : outdated ? "outdated" : "kept");
   }
 
   function renderRoute(error) {
@@ -726,6 +810,7 @@
 
   // -- position -----------------------------------------------------------------------------------------
   function setPos(p, source, name) {
+    clearRouteBusy();  // a new place: a retry for the last one is no longer wanted
     state.pos = { lat: p.lat, lon: p.lon };
     state.posSource = source;
     state.posName = name || "";
@@ -778,6 +863,7 @@
     try {
       const d = await getJSON("/api/v1/hazards");
       state.hazards = d.features || [];
+      if (d.changed_at) state.hazardsChangedAt = d.changed_at;
       return d.hazard_version;
     } catch (err) { failed(err, true); return null; }  // (503 also when routing is not configured)
   }
@@ -935,6 +1021,7 @@
         history.replaceState(null, "", u.pathname + u.search);
         applyTexts();
         renderLevel();
+        renderBusy();
         if (state.route) renderRoute();
         else drawMap(false);
         // outside the area routes are answered for, no route is asked (its 422), only the text rewritten

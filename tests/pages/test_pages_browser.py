@@ -623,48 +623,6 @@ def safe_home(sonae: Sonae) -> dict[str, float]:
 
 
 
-def test_a_route_refused_as_busy_shows_its_guidance_and_is_asked_again_after_retry_after(
-        browser: Browser, sonae: Sonae, safe_home: dict[str, float]) -> None:
-    """A cold route field refused (evac.coldfields: 503 or 429, ``status_code`` route_busy, ``guidance`` in ja, en
-    and やさしい日本語, Retry-After): the page showed its generic "経路を調べられませんでした" and never asked again
-    until some live event came; it shows the refusal's guidance in the page's language and asks again after
-    Retry-After."""
-    from evac.guidance import status_texts
-
-    guidance = status_texts("route_busy_set", hazard="flood,landslide", profile="walk")
-    problem = {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": guidance["ja"],
-               "status_code": "route_busy", "hazard": "flood,landslide", "guidance": guidance}
-    refused: list[str] = []
-    released: list[bool] = []
-
-    def busy(route: Any) -> None:
-        if released:
-            route.continue_()
-            return
-        refused.append(route.request.url)
-        route.fulfill(status=503, headers={"Retry-After": "3", "Content-Type": "application/problem+json"},
-                        body=json.dumps(problem, ensure_ascii=False))
-
-    ctx = _context(browser, geolocation=safe_home)
-    try:
-        page = ctx.new_page()
-        # nothing else asks for the route again: no live events, and the page's timers run only when told
-        page.route("**/api/v1/events*", lambda request: request.abort())
-        page.clock.install()
-        page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))
-        page.route("**/api/v1/route?*", busy)
-        page.goto(sonae.url + "/")
-        page.wait_for_function("(text) => document.getElementById('guidance').textContent === text",
-                               arg=guidance["ja"])
-        assert refused and page.evaluate("window.sonaeResident.route") is None
-        released.append(True)
-        page.clock.run_for(3500)  # Retry-After
-        page.wait_for_function("() => window.sonaeResident.route && window.sonaeResident.route.properties")
-        assert page.inner_text("#guidance") != guidance["ja"]
-    finally:
-        ctx.close()
-
-
 WIDTHS = (320, 360, 390)
 LANGS = ("ja", "en", "ja-easy")
 
