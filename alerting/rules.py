@@ -46,7 +46,9 @@ River level (condition ``river_level``, one open alert that moves up and down th
   reading is evaluated, by the reading itself, so a replay of the same readings reaches the same levels.
   Its transition has reason :data:`STEPPED_DOWN`, is dated at that moment and carries the last reading's stage
   with that reading's own time (:attr:`Transition.value_ts`) and the dwell (:attr:`Transition.dwell_s`): worded
-  as lowered by time, never as the river falling then (no reading showed it).
+  as lowered by time, never as the river falling then (no reading showed it). The next reading that changes no
+  level gives a transition at the same level telling what holds it by that reading (reached, forecast, or
+  :data:`HELD`): the last reading is no longer the one before the step-down.
 * **Reached again at the same level.** A level the river fell to below its threshold (held while it falls), or
   a trend's level 3, that the river then rises to reach at its threshold gives a transition at the same level
   (reason ``threshold``): the alert says reached, never "falling" while the river rose.
@@ -490,6 +492,25 @@ class StationRules:
         return eta <= c.trend_horizon_s, eta
 
     def _evaluate(self, point: tuple[float, float]) -> list[Transition]:
+        s = self.state
+        after_time = s.level is not None and s.reason == STEPPED_DOWN
+        out = self._evaluate_level(point)
+        if after_time and s.level is not None and s.reason == STEPPED_DOWN:
+            # the first reading after a step-down by time that changes no level: it tells what holds the level now
+            # (reached, forecast, or held while the river falls), at the same level; the alert no longer says the
+            # reading before the step-down was the last, "none since" (found: it did while readings came in)
+            ts, value = point
+            level = s.level
+            if level_for(self.steps, value) >= level:
+                s.reason, s.cause = "threshold", (ts, value, False)
+            elif level == LEVEL3 and self._trend_level(ts, value)[0]:
+                s.reason, s.cause = "trend", (ts, value, False)
+            else:
+                s.reason, s.cause = "threshold", (ts, value, True)
+            out.extend(replace(t, old_level=level) for t in self.standing())
+        return out
+
+    def _evaluate_level(self, point: tuple[float, float]) -> list[Transition]:
         s, c = self.state, self.config
         ts, value = point
         s.buffer.append(point)
@@ -563,9 +584,10 @@ class StationRules:
         last_ts, last_value = s.last_valid
         t = self._change(new_level, due, last_value, STEPPED_DOWN)
         if new_level:
-            # what holds it in the machine is the threshold rule, lowered by the river (standing(): HELD, told by
-            # the last reading at its own time); the change itself is worded by time (STEPPED_DOWN)
-            s.reason, s.cause = "threshold", (last_ts, last_value, True)
+            # what holds it is the threshold rule, lowered by the river (standing(): HELD, told by the last reading at
+            # its own time); the change itself is worded by time (STEPPED_DOWN), which the state keeps until the
+            # next reading tells what holds the level (:meth:`_evaluate`)
+            s.reason, s.cause = STEPPED_DOWN, (last_ts, last_value, True)
         return [replace(t, value_ts=last_ts, dwell_s=self.config.dwell_down_s)]
 
     def _change(self, new: int, ts: float, value: float, reason: str) -> Transition:

@@ -241,9 +241,12 @@ def worded_rule(alert: asyncpg.Record | dict[str, Any]) -> str | None:
 
 def _cause_changed(alert: asyncpg.Record, t: Transition) -> bool:
     """Whether ``t``, at ``alert``'s own level, says another rule or threshold holds a river level now than the
-    one its row is worded by (:func:`worded_rule`)."""
+    one its row is worded by (:func:`worded_rule`), or tells a level lowered by time (:data:`STEPPED_DOWN`, which
+    names its last reading, "none since") by a newer reading than that one."""
     return (t.condition == RIVER and t.reason in LEVEL_RULES
-            and (worded_rule(alert), alert["threshold"]) != (t.reason, t.threshold))
+            and ((worded_rule(alert), alert["threshold"]) != (t.reason, t.threshold)
+                 or (alert["reason"] == STEPPED_DOWN and alert["value_at"] is not None
+                     and to_dt(t.ts) > alert["value_at"])))
 
 
 async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Transition, *, at: datetime,

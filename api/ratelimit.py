@@ -1,7 +1,8 @@
 """Per-client rate limiting for the public endpoints: a token bucket per client address.
 
 The client address is the TCP peer, or the first X-Forwarded-For hop when ``api.trust_forwarded_for``
-is on (only behind Sonae's own reverse proxy). Addresses are kept in memory only, for at most a few
+is on (only behind Sonae's own reverse proxy), taken as the client it stands for: an IPv6 address's /64
+(:func:`sonae.ratelimit.client_network`), for every per-client bound alike. Addresses are kept in memory only, for at most a few
 minutes, and never logged. Operations endpoints are not limited; Server-Sent Events are not limited
 per request but per open stream (``api.alerts.SSE_PER_CLIENT``).
 """
@@ -16,17 +17,22 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import problem_response
-from sonae.ratelimit import TokenBuckets
+from sonae.ratelimit import TokenBuckets, client_network
 
 EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/events")
 
 
 def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
+    """The client of ``request`` as every per-client bound counts it (the rate limit, logins per address, event
+    streams, cold route fields, push subscriptions): the TCP peer, or the first X-Forwarded-For hop with
+    ``trust_forwarded_for``, an IPv6 address as its /64 (:func:`sonae.ratelimit.client_network`: one household
+    or phone has a whole /64, found: a script taking a new address of its /64 for each request was never
+    rate limited). Never logged."""
     if trust_forwarded_for:
         forwarded = request.headers.get("X-Forwarded-For", "")
         if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.remote or "unknown"
+            return client_network(forwarded.split(",")[0].strip())
+    return client_network(request.remote or "unknown")
 
 
 class ValidTokens:

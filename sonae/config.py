@@ -229,7 +229,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("api.port", int, 8080, "Port the API listens on (1-65535).", check=_listen_port),
     Setting("api.public_url", str, "", "URL people reach the API at (for links); empty derives it."),
     Setting("api.rate_limit_per_minute", int, 600,
-            "Requests a minute one client may make to the public endpoints (0 turns the limit off).",
+            "Requests a minute one client (an address; an IPv6 address's /64, as for every per-client bound) may make "
+            "to the public endpoints (0 turns the limit off).",
             check=lambda v: None if v >= 0 else "expected 0 or more"),
     Setting("api.trust_forwarded_for", bool, False,
             "Take the client address from X-Forwarded-For (only behind your own reverse proxy)."),

@@ -6,8 +6,10 @@ Ground layer, shared by the API's per-client limits and the notifier's per-chann
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections import OrderedDict
+from itertools import islice
 
 
 def client_network(address: str) -> str:
@@ -26,13 +28,22 @@ def client_network(address: str) -> str:
 
 
 class TokenBuckets:
-    """``rate`` requests a minute with bursts of ``burst``; at most ``max_clients`` tracked."""
+    """``rate`` requests a minute with bursts of ``burst``; at most ``max_clients`` tracked.
+
+    A client is held only while its bucket is not full again: a full bucket is what an unknown client gets, so
+    once ``burst`` tokens have refilled since its last take (``burst`` / ``rate`` seconds: 10 s at the API's
+    default of 600 a minute, a minute for a bucket whose burst is its rate a minute) the takes that follow drop
+    it, the oldest first (found: client addresses stayed until 100,000 other clients pushed them out, in a quiet
+    deployment until a restart, though the API's docstring said a few minutes and the cold-field budget's about
+    a minute)."""
 
     def __init__(self, *, per_minute: int, burst: int | None = None, max_clients: int = 100_000) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst if burst is not None else max(10, per_minute // 6))
         self.max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        #: seconds after a client's last take when its bucket is full again (and it is dropped)
+        self.refill_s = self.burst / self.rate if self.rate > 0 else math.inf
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # oldest take first
 
     def wait(self, client: str, now: float | None = None) -> float:
         """The seconds until ``client`` may take a token (0: now), taking none."""
@@ -54,4 +65,8 @@ class TokenBuckets:
             wait = (1.0 - tokens) / self.rate
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
+        for key, (_, then) in list(islice(self._buckets.items(), 8)):  # a few at a time: O(1) per take
+            if now - then < self.refill_s:
+                break
+            del self._buckets[key]  # full again: as if never seen
         return wait

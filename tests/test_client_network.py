@@ -36,3 +36,20 @@ def test_wait_takes_no_token() -> None:
     assert b.wait("a", now=0.0) == 0.0 and b.wait("a", now=0.0) == 0.0
     assert b.take("a", now=0.0) == 0.0 and b.take("a", now=0.0) == 0.0
     assert b.wait("a", now=0.0) == b.take("a", now=0.0) == 30.0
+
+
+def test_a_client_is_held_only_until_its_bucket_is_full_again() -> None:
+    """Addresses were held until 100,000 other clients pushed them out (in a quiet deployment: until a restart),
+    though the rate limit's docstring says a few minutes: a full bucket is dropped by the takes that follow."""
+    b = TokenBuckets(per_minute=60, burst=10)  # full again 10 s after a take
+    assert b.take("198.51.100.1", now=0.0) == 0.0
+    assert b.take("198.51.100.2", now=5.0) == 0.0
+    assert b.take("198.51.100.3", now=10.5) == 0.0
+    assert "198.51.100.1" not in b._buckets and "198.51.100.2" in b._buckets
+    assert b.take("198.51.100.3", now=100.0) == 0.0
+    assert list(b._buckets) == ["198.51.100.3"]
+    # dropping a full bucket changes no answer: a client over its limit is still held and refused
+    for _ in range(10):
+        b.take("2001:db8::/64", now=200.0)
+    assert b.take("2001:db8::/64", now=200.0) > 0 and b.take("198.51.100.9", now=200.5) == 0.0
+    assert b.wait("2001:db8::/64", now=200.5) > 0

@@ -14,6 +14,7 @@ from alerting.rules import (
     IMPLAUSIBLE,
     RIVER,
     SPIKE,
+    STEPPED_DOWN,
     UNCONFIRMED,
     Reading,
     RuleConfig,
@@ -300,7 +301,11 @@ def test_report_by_exception_gauge_steps_down_by_time_when_readings_stop() -> No
     # 02:50) and one interval of silence, so the level is lowered at that moment; nothing in 2026-08
     replay = StationRules(steps, config)
     again = replay.feed_all(Reading("level", t, float(r["level_m"])) for t, r in zip(ts, rows, strict=True))
-    assert [(t.new_level, t.ts) for t in again] == [(LEVEL4, ts[0]), (STANDBY, ts[1] + 1800 + 600)]
+    # (the 03:30 reading itself then tells what holds the level it was lowered to, at that level: the step-down's
+    # "last reading, none since" is no longer so)
+    assert [(t.old_level, t.new_level, t.ts) for t in again] == [
+        (None, LEVEL4, ts[0]), (LEVEL4, STANDBY, ts[1] + 1800 + 600), (STANDBY, STANDBY, ts[2])]
+    assert [t.reason for t in again[1:]] == [STEPPED_DOWN, "threshold"]
     assert ts[2] == ts[1] + 2400 and replay.state.level == STANDBY
 
 

@@ -263,3 +263,27 @@ async def test_a_moved_alert_is_told_by_what_holds_its_level(pool: asyncpg.Pool,
     for lang in FALLING:
         body = push_payload(at_event, told, lang, "https://sonae.test")["body"]
         assert FALLING[lang] in body and REACHED[lang] not in body, (lang, body)
+async def test_a_reading_after_a_step_down_by_time_ends_none_since(pool: asyncpg.Pool, settings: Settings) -> None:
+    """After a step-down by time (level 3 -> 2, "last reading 3.55 m at …, none since"), the gauge reports again:
+    3.52 m, still level 2. The alert kept saying the 3.55 m was the last reading and that there was none since, in
+    CAP, push and the level answer, while newer readings came in. The reading that holds the level now tells it."""
+    worker = RulesWorker.from_settings(settings, pool)
+    async with pool.acquire() as conn:
+        await upsert_stations(conn, [GAUGE])
+        now: datetime = await conn.fetchval("SELECT date_trunc('minute', now())")
+        t0 = now - timedelta(hours=3)
+        await write_batch(conn, [IngestReading(GAUGE.id, "level", t0 + timedelta(minutes=m), v)
+                                 for m, v in [(0, 4.0), (10, 4.10), (20, 3.60), (30, 3.55)]])
+        await worker.step(conn)
+        due = t0 + timedelta(minutes=20 + 30 + 10)
+        assert await worker.tick(conn, now=due) == 1
+        assert (await _open(conn))["reason"] == STEPPED_DOWN
+        await write_batch(conn, [IngestReading(GAUGE.id, "level", due + timedelta(minutes=5), 3.52)])
+        await worker.step(conn)
+        again = await _open(conn)
+        assert again["level"] == 2
+        said = await _headlines(conn, again["id"])
+    assert again["value_at"] is None and again["value"] == 3.52, dict(again)
+    for lang, none_since in {"ja-JP": "その後の観測はありません", "en-US": "none since",
+                             "ja-JP-x-easy": "そのあと はかって いません"}.items():
+        assert none_since not in said[f"cap {lang}"] and none_since not in said[f"level {lang}"], said
