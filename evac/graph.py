@@ -197,7 +197,7 @@ def _prepare_download() -> None:
     once (a box osmnx's cache holds still needs no server)."""
     url = ox.settings.overpass_url.rstrip("/") + "/status"
     try:
-        with urllib.request.urlopen(url, timeout=OVERPASS_CONNECT_TIMEOUT_S):  # noqa: S310 (an http(s) setting)
+        with urllib.request.urlopen(url, timeout=OVERPASS_CONNECT_TIMEOUT_S):
             pass
     except urllib.error.HTTPError:
         reachable = True  # it answered, if not with a status
