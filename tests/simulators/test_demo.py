@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from evac.drilltown import DRILL_TOWN_CODE
-from simulators.demo import (DEMO_STATIONS, DEMO_TIME_SCALE, READING_EVERY_S, demo_stations, drilltown_stations,
-                             run_demo)
+from simulators import demo
+from simulators.demo import DEMO_STATIONS, DEMO_TIME_SCALE, demo_stations, drilltown_stations, run_demo
 
 
 class _Recorder:
@@ -56,7 +56,7 @@ def test_the_demo_stations_are_registered_on_the_river_clock(tmp_path: Path) -> 
     for stations in (demo_stations(150), drilltown_stations(tmp_path, 150)):
         assert stations and all(s.exercise and s.exercise_time_scale == 150.0 for s in stations)
         # one reading a minute of river time: the rules see as many points whatever the scale
-        assert all(s.expected_interval_s == READING_EVERY_S for s in stations)
+        assert all(s.expected_interval_s == demo.READING_EVERY_S for s in stations)
     assert [s.exercise_time_scale for s in demo_stations()] == [DEMO_TIME_SCALE] * len(DEMO_STATIONS)
 
 
