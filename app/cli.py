@@ -176,20 +176,22 @@ async def _ingest(settings: Settings, pool: Any, stop: asyncio.Event, instance: 
 
 async def _demo(settings: Settings, pool: Any, stop: asyncio.Event, *, exercise: bool) -> None:
     from ingest.registry import upsert_stations
-    from simulators.demo import DEMO_STATIONS, drilltown_stations, run_demo
+    from simulators.demo import demo_stations, drilltown_stations, run_demo
     from sonae.mqtt import MqttClient, default_client_id
 
-    stations = DEMO_STATIONS
+    scale = settings["simulators.demo_time_scale"]  # the river's clock, and its stations' (the rules judge on it)
+    stations = demo_stations(scale)
     if settings["evac.network"] == "drilltown":  # the drill town's own gauges close the loop to routes
         from evac.service import ensure_drilltown
 
         town = await asyncio.get_running_loop().run_in_executor(None, ensure_drilltown, settings.state_dir)
-        stations = drilltown_stations(town)
+        stations = drilltown_stations(town, scale)
     async with pool.acquire() as conn:
         await upsert_stations(conn, stations)
     async with MqttClient(settings["mqtt.url"], client_id=default_client_id("sim"),
                           protocol=settings["mqtt.protocol"], target="mqtt-simulator") as mqtt:
-        await run_demo(mqtt, prefix=settings["mqtt.topic_prefix"], exercise=exercise, stop=stop, stations=stations)
+        await run_demo(mqtt, prefix=settings["mqtt.topic_prefix"], exercise=exercise, stop=stop, stations=stations,
+                       time_scale=scale)
 
 
 async def _ensure_drill_account(settings: Settings, pool: Any) -> None:

@@ -6,18 +6,24 @@ levels raise exercise alerts, which arm the town's gauge-linked flood areas, whi
 the whole loop on one machine. The readings are marked as an exercise unless asked otherwise, so a
 demo never looks like a real flood.
 
-**Demo time.** The river runs :data:`DEMO_TIME_SCALE` times faster than real time: one flood — rise
-through every level, peak above 氾濫危険水位, fall, and a quiet spell — takes ``period_s`` = 2.5 hours of
-river time, five minutes on the wall clock. Readings keep their true (wall-clock) times, so the stations
-declare the same factor in the registry (``exercise_time_scale``) and the rules worker runs their
-*exercise* readings on that clock: hold times (30 minutes below a threshold before stepping down)
-shrink by the factor for this scenario only — the real rules and real data are never scaled. So the
-alert visibly steps down and clears about three minutes after the start, before the next flood.
+**Demo time.** The river runs ``time_scale`` times faster than real time (setting
+``simulators.demo_time_scale``, default :data:`DEMO_TIME_SCALE` = 30): one flood — rise through every level,
+peak above 氾濫危険水位, fall, and a quiet spell — takes ``period_s`` = 2.5 hours of river time, five minutes
+on the wall clock at 30 (one minute at 150). Readings keep their true (wall-clock) times, so the stations
+declare the same factor in the registry (``exercise_time_scale``: :func:`demo_stations`,
+:func:`drilltown_stations`) and the rules worker runs their *exercise* readings on that clock: hold times
+(30 minutes below a threshold before stepping down) shrink by the factor for this scenario only — the real
+rules and real data are never scaled. So the alert visibly steps down and clears at about 55 % of the
+period (three minutes at 30), before the next flood. Every gauge publishes one reading a minute of river
+time (:data:`READING_EVERY_S`, its ``expected_interval_s``): every ``60 / time_scale`` wall-clock seconds,
+so the rules see the same points on the river's clock whatever the scale (the step between two readings
+stays below ``min_step_m``, the plausible-rate check is never tripped, the trend window holds as many).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -35,20 +41,23 @@ from sonae.mqtt import MqttClient
 log = logging.getLogger("sonae.simulators.demo")
 
 MUNICIPALITY = "072036"  # 郡山市
-#: how many times faster than real time the demo river runs (and the rules judge its exercise readings)
+#: how many times faster than real time the demo river runs (and the rules judge its exercise readings) by
+#: default: the setting ``simulators.demo_time_scale``
 DEMO_TIME_SCALE = 30.0
+#: river time between two readings of a gauge (the stations' ``expected_interval_s``)
+READING_EVERY_S = 60
 
 DEMO_STATIONS: tuple[Station, ...] = (
     Station(id="demo-upstream", name="デモ上流観測所", name_en="Demo Upstream", river="デモ川",
-            municipality_code=MUNICIPALITY, lat=37.420, lon=140.380, expected_interval_s=60,
+            municipality_code=MUNICIPALITY, lat=37.420, lon=140.380, expected_interval_s=READING_EVERY_S,
             th_standby=2.0, th_caution=2.8, th_evacuation=3.3, th_danger=3.8, exercise=True, source="demo",
             exercise_time_scale=DEMO_TIME_SCALE),
     Station(id="demo-midstream", name="デモ中流観測所", name_en="Demo Midstream", river="デモ川",
-            municipality_code=MUNICIPALITY, lat=37.400, lon=140.390, expected_interval_s=60,
+            municipality_code=MUNICIPALITY, lat=37.400, lon=140.390, expected_interval_s=READING_EVERY_S,
             th_standby=2.5, th_caution=3.2, th_evacuation=3.7, th_danger=4.3, exercise=True, source="demo",
             exercise_time_scale=DEMO_TIME_SCALE),
     Station(id="demo-downstream", name="デモ下流観測所", name_en="Demo Downstream", river="デモ川",
-            municipality_code=MUNICIPALITY, lat=37.380, lon=140.400, expected_interval_s=60,
+            municipality_code=MUNICIPALITY, lat=37.380, lon=140.400, expected_interval_s=READING_EVERY_S,
             th_standby=3.0, th_caution=3.8, th_evacuation=4.4, th_danger=5.0, exercise=True, source="demo",
             exercise_time_scale=DEMO_TIME_SCALE),
 )
@@ -57,7 +66,12 @@ DEMO_STATIONS: tuple[Station, ...] = (
 DRILLTOWN_MUNICIPALITY = DRILL_TOWN_CODE  # 079995: see evac/drilltown.py
 
 
-def drilltown_stations(town_dir: Path) -> tuple[Station, ...]:
+def demo_stations(time_scale: float = DEMO_TIME_SCALE) -> tuple[Station, ...]:
+    """:data:`DEMO_STATIONS` on the clock of a demo river running ``time_scale`` times faster than real time."""
+    return tuple(dataclasses.replace(s, exercise_time_scale=float(time_scale)) for s in DEMO_STATIONS)
+
+
+def drilltown_stations(town_dir: Path, time_scale: float = DEMO_TIME_SCALE) -> tuple[Station, ...]:
     """Stations for the drill town's gauges (``gauges.json`` of :func:`evac.drilltown.generate`).
 
     The town gives the water level at which each gauge's flood areas come into force (levels 3 and
@@ -73,9 +87,9 @@ def drilltown_stations(town_dir: Path) -> tuple[Station, ...]:
         out.append(Station(id=g["station_id"], name=names["name"], name_en=names["name_en"], kana=names["kana"],
                            river="訓練川",
                            municipality_code=DRILLTOWN_MUNICIPALITY, lat=g["lat"], lon=g["lon"],
-                           expected_interval_s=60, th_standby=round(evacuation * 0.5, 2),
+                           expected_interval_s=READING_EVERY_S, th_standby=round(evacuation * 0.5, 2),
                            th_caution=round(evacuation * 0.75, 2), th_evacuation=evacuation, th_danger=danger,
-                           exercise=True, source="drilltown", exercise_time_scale=DEMO_TIME_SCALE))
+                           exercise=True, source="drilltown", exercise_time_scale=float(time_scale)))
     return tuple(out)
 
 
@@ -105,15 +119,28 @@ class DemoRiver:
 
 
 async def run_demo(
-    mqtt: MqttClient, *, prefix: str, interval_s: float = 2.0, exercise: bool = True,
+    mqtt: MqttClient, *, prefix: str, interval_s: float | None = None, exercise: bool = True,
     stop: asyncio.Event | None = None, stations: Sequence[Station] = DEMO_STATIONS,
+    time_scale: float = DEMO_TIME_SCALE,
 ) -> None:
     """Publish one level reading per station every ``interval_s`` until ``stop`` is set.
+
+    The river runs ``time_scale`` times faster than real time; ``interval_s`` defaults to one reading a
+    minute of river time (:data:`READING_EVERY_S` / ``time_scale``). The stations must be registered on the
+    same clock (their ``exercise_time_scale``, see :func:`demo_stations`): a ValueError otherwise, since the
+    rules would judge the readings on another clock than the river's (hold times too long or too short).
 
     ``exercise=False`` (``sonae run --simulate --real``) marks the readings real, but for the drill town's
     gauges (079995): the drill town is for exercises only, and ingest keeps no real reading from its topic
     (:mod:`ingest.placement`, dead letter ``real_in_drill_town``), so they stay an exercise.
     """
+    if not 1 <= time_scale < math.inf:
+        raise ValueError(f"time_scale must be 1 or more, not {time_scale}")
+    other = [s.id for s in stations if s.exercise and s.exercise_time_scale != time_scale]
+    if other:
+        raise ValueError(f"stations {', '.join(other)} are not registered on the demo's clock "
+                         f"(exercise_time_scale {time_scale:g}): see demo_stations, drilltown_stations")
+    interval_s = READING_EVERY_S / time_scale if interval_s is None else interval_s
     river = DemoRiver()
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -121,7 +148,7 @@ async def run_demo(
     stop = stop or asyncio.Event()
     while not stop.is_set():
         now = datetime.now(UTC)
-        elapsed = (loop.time() - start) * DEMO_TIME_SCALE  # river time: a 2.5-hour flood in 5 minutes
+        elapsed = (loop.time() - start) * time_scale  # river time: a 2.5-hour flood in 5 minutes at 30
         for index, station in enumerate(stations):
             value = river.level(index, station, elapsed)
             topic = topic_for(prefix, station.municipality_code or MUNICIPALITY, station.id, "level")

@@ -153,6 +153,17 @@ def _installation_id(value: Any) -> str | None:
     return None
 
 
+#: the fastest demo river (``simulators.demo_time_scale``): a 2.5-hour flood in 15 seconds, a reading of every
+#: gauge every 0.1 s (simulators.demo publishes one a minute of river time)
+DEMO_TIME_SCALE_MAX = 600.0
+
+
+def _demo_time_scale(value: Any) -> str | None:
+    """1 (real time) to :data:`DEMO_TIME_SCALE_MAX`; 0, negative, NaN (refused as not finite) or huge make no river."""
+    return (None if 1 <= value <= DEMO_TIME_SCALE_MAX
+            else f"expected a number from 1 (real time) to {DEMO_TIME_SCALE_MAX:g} (times faster than real time)")
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else "expected a port number between 0 and 65535"
 
@@ -263,6 +274,12 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("simulators.data_dir", str, "",
             "Directory of replay files; scenarios name a file in it ([replay] file = NAME), never a path. "
             "Empty: ../shared/data/river_levels beside the checkout."),
+    Setting("simulators.demo_time_scale", float, 30.0,
+            "How many times faster than real time the demo river of `sonae run --simulate` runs (1 to 600): "
+            "30 shows a 2.5-hour flood in 5 minutes, 150 in 1 minute. Its gauges publish one reading a minute of "
+            "river time and are registered with the same exercise_time_scale, so the rules judge their exercise "
+            "readings on the demo's clock (hold times shrink by the factor; real rules never).",
+            check=_demo_time_scale),
     Setting("log.level", str, "info", "Log level.", check=_one_of("debug", "info", "warning", "error")),
     Setting("log.format", str, "json", "Log format: json (one object a line) or text.",
             check=_one_of("json", "text")),

@@ -130,3 +130,23 @@ def test_partition_and_shared_group_exclude_each_other() -> None:
     assert load_settings(environ={"SONAE_INGEST_PARTITION": "1/3"})["ingest.partition"] == "1/3"
     with pytest.raises(ConfigError, match="only one"):
         load_settings(environ={"SONAE_INGEST_PARTITION": "0/2", "SONAE_INGEST_SHARED_GROUP": "g"})
+
+
+def test_demo_time_scale_is_a_setting() -> None:
+    """``sonae run --simulate``'s demo river ran at a fixed 30 times real time (simulators.demo): now an operator's
+    drill (and a test) may run it faster or slower."""
+    assert load_settings(environ={})["simulators.demo_time_scale"] == 30.0
+    s = load_settings(environ={"SONAE_SIMULATORS_DEMO_TIME_SCALE": "150"})
+    assert s["simulators.demo_time_scale"] == 150.0 and s.origin("simulators.demo_time_scale") == "env"
+    assert load_settings(environ={"SONAE_SIMULATORS_DEMO_TIME_SCALE": "1"})["simulators.demo_time_scale"] == 1.0
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("0", "from 1 (real time) to 600"), ("-30", "from 1 (real time) to 600"), ("0.5", "from 1 (real time) to 600"),
+    ("1e9", "from 1 (real time) to 600"), ("nan", "finite"), ("inf", "finite"), ("fast", "expected a number"),
+])
+def test_demo_time_scale_refuses_nonsense(value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ={"SONAE_SIMULATORS_DEMO_TIME_SCALE": value})
+    assert "SONAE_SIMULATORS_DEMO_TIME_SCALE" in str(err.value) and fragment in str(err.value)
+    assert "unknown setting" not in str(err.value)
