@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import math
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +183,29 @@ def add_travel_times(G: nx.MultiDiGraph) -> nx.MultiDiGraph:
         for _, _, data in G.edges(data=True):
             data[f"travel_time_{name}"] = prof.times(data)[0]
     return G
+
+
+#: how long (s) the check that the Overpass server is there waits for it
+OVERPASS_CONNECT_TIMEOUT_S = 10.0
+
+
+def _prepare_download() -> None:
+    """Before a download: keep osmnx's rate limiting only when the Overpass server answers.
+
+    osmnx asks the server's ``/status`` how long to wait before each query and, when it cannot reach it,
+    sleeps 60 s before a query that then fails just the same. With no server the download now fails at
+    once (a box osmnx's cache holds still needs no server)."""
+    url = ox.settings.overpass_url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=OVERPASS_CONNECT_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        reachable = True  # it answered, if not with a status
+    except (OSError, ValueError):  # refused, no route, no name, timed out
+        reachable = False
+    else:
+        reachable = True
+    ox.settings.overpass_rate_limit = reachable
 
 
 def configure_osmnx(*, state_dir: Path | str, overpass_url: str | None = None) -> None:
@@ -357,6 +382,7 @@ def graph_from_place(
     polygon = ox.geocode_to_gdf(query)["geometry"].union_all()
     check_fetch_extent(*polygon.bounds, what=f"place {query!r}")
     report_progress(progress, f"downloading streets of {query}")
+    _prepare_download()
     G = ox.graph_from_polygon(polygon, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
 
@@ -368,6 +394,7 @@ def graph_from_point(
     """Download the streets within ``dist_m`` of a point (needs internet unless cached)."""
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
     report_progress(progress, f"downloading streets within {dist_m:.0f} m")
+    _prepare_download()
     G = ox.graph_from_point((lat, lon), dist=dist_m, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
 
@@ -387,6 +414,7 @@ def graph_from_bbox(
     check_fetch_extent(west, south, east, north, what=f"--bbox {west:g},{south:g},{east:g},{north:g}")
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
     report_progress(progress, "downloading streets in bounding box")
+    _prepare_download()
     G = ox.graph_from_bbox((west, south, east, north), network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)
 

@@ -376,8 +376,9 @@ class Rig:
     async def __aexit__(self, *exc: object) -> None:
         for task in self._samples:
             task.cancel()
-        for ing in self.ingestors:
-            ing.stop()
+        # off the loop: the proxies run on it, and an ingestor stopping (cancelling its queries through the
+        # database proxy) waited on them until it was killed 20 s later
+        await asyncio.gather(*(asyncio.to_thread(ing.stop) for ing in self.ingestors))
         for proxy in self.mqtt_proxies:
             await proxy.stop()
         if self.db_proxy is not None:

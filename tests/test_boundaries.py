@@ -45,13 +45,18 @@ def shipped() -> BoundaryIndex:
 @cache
 def border_vertices() -> np.ndarray:
     """Full-resolution vertices that lie on the boundaries of two different municipalities: (n, 2) lon/lat."""
-    codes, geoms, tree = oracle()
+    codes, geoms, _ = oracle()
     coords = shapely.get_coordinates(geoms)
     points = shapely.points(coords)
-    hit_point, hit_geom = tree.query(points, predicate="intersects")
+    x, y = coords[:, 0], coords[:, 1]
     owners: dict[int, set[str]] = {}
-    for p, g in zip(hit_point.tolist(), hit_geom.tolist(), strict=True):
-        owners.setdefault(p, set()).add(codes[g])
+    # polygon by polygon (prepared, the points in its bounding box at once): the same pairs as querying the
+    # tree with every point, in 1 s instead of 25 s
+    for code, geom in zip(codes, geoms, strict=True):
+        west, south, east, north = geom.bounds
+        candidates = np.flatnonzero((x >= west) & (x <= east) & (y >= south) & (y <= north))
+        for p in candidates[shapely.intersects(geom, points[candidates])].tolist():
+            owners.setdefault(p, set()).add(code)
     shared_ = sorted(p for p, found in owners.items() if len(found) >= 2)
     return np.unique(coords[shared_], axis=0)
 

@@ -41,20 +41,21 @@ def _assert_nothing_lost(trial: Trial) -> None:
 @pytest.mark.parametrize("ingestors", [1, 2], ids=["default", "two-partitions"])
 async def test_broker_restarted_twice(database_url: str, pool: object, tmp_path: Path, ingestors: int) -> None:
     async with Rig(workdir=tmp_path, database_url=database_url, ingestors=ingestors) as rig:
-        trial = await rig.run("broker restarted twice", readings=3000, rate=300, faults=fault_broker_restarts)
+        trial = await rig.run("broker restarted twice", readings=1800, rate=300, faults=fault_broker_restarts)
     _assert_nothing_lost(trial)
 
 
-async def test_broker_down_15_s(database_url: str, pool: object, tmp_path: Path) -> None:
+async def test_broker_down_8_s(database_url: str, pool: object, tmp_path: Path) -> None:
+    """Down longer than the ingestor's reconnect backoff takes to reach its 5 s cap (0.2 s doubling)."""
     async with Rig(workdir=tmp_path, database_url=database_url) as rig:
-        trial = await rig.run("broker down 15 s", readings=3000, rate=200,
-                              faults=partial(fault_broker_down, seconds=15))
+        trial = await rig.run("broker down 8 s", readings=2400, rate=200,
+                              faults=partial(fault_broker_down, seconds=8))
     _assert_nothing_lost(trial)
 
 
 async def test_twenty_connection_cuts(database_url: str, pool: object, tmp_path: Path) -> None:
     async with Rig(workdir=tmp_path, database_url=database_url, mqtt_via_proxy=True) as rig:
-        trial = await rig.run("20 connection cuts", readings=3000, rate=300,
+        trial = await rig.run("20 connection cuts", readings=2000, rate=300,
                               faults=partial(fault_connection_cuts, cuts=20))
     assert rig.mqtt_proxies[0].cuts == 20
     _assert_nothing_lost(trial)
@@ -63,14 +64,15 @@ async def test_twenty_connection_cuts(database_url: str, pool: object, tmp_path:
 
 async def test_database_outage_keeps_memory_bounded_and_the_connection_up(database_url: str, pool: object,
                                                                          tmp_path: Path) -> None:
-    """A 20 s database outage, four times the keep-alive, with the unacknowledged limit at 200: the
+    """A 12 s database outage, past the broker's 7.5 s keep-alive deadline (1.5 times the 5 s keep-alive, its
+    smallest setting), with the unacknowledged limit at 200: the
     ingestor keeps its broker connection (keep-alive answered), never holds more than 200 messages,
     and stores everything once the database is back."""
     try:
         rig = Rig(workdir=tmp_path, database_url=database_url, max_inflight=200, keepalive_s=5, via_db_proxy=True)
         async with rig:
-            trial = await rig.run("database down 20 s, limit 200", readings=1500, rate=100,
-                                  faults=partial(fault_database_down, seconds=20))
+            trial = await rig.run("database down 12 s, limit 200", readings=1200, rate=100,
+                                  faults=partial(fault_database_down, seconds=12))
     except RuntimeError as exc:
         pytest.skip(str(exc))
     _assert_nothing_lost(trial)
