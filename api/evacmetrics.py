@@ -24,8 +24,10 @@ and, from the services' cold-field budgets (:class:`evac.coldfields.ColdFieldBud
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
+from collections import Counter, deque
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY
@@ -60,13 +62,23 @@ class FieldStoreStats(Collector):
     weakly: looked up at each scrape, so an engine loaded after start-up is found). A store once seen is
     held to the end of the process, so that its counts never leave the sums (a counter must not go down);
     a store is a few hundred bytes (its arrays are the engine's), and a process has one per engine it built.
+
+    A service's cold-field budget is not held: its ``counts`` are (a small Counter), until the budget is
+    gone; then they are folded into a running total and let go (found: every budget was held to the end of
+    the process, a list growing with each application built in it, as in tests and reloads). The budget's
+    finalizer only queues its key (it may run inside a garbage collection, even in the middle of a scrape);
+    the next :meth:`follow` or scrape folds it, so a count is in the sums exactly once at every moment.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._services: weakref.WeakSet[EvacService] = weakref.WeakSet()
         self._stores: list[FieldStore] = []
-        self._budgets: list[ColdFieldBudget] = []  # (held like the stores: counts never leave the sums)
+        self._budget_keys: weakref.WeakKeyDictionary[ColdFieldBudget, int] = weakref.WeakKeyDictionary()
+        self._budget_counts: dict[int, Counter[str]] = {}  # key: the counts of a budget followed (live or gone)
+        self._budgets_gone: deque[int] = deque()  # keys of budgets gone, not yet folded (appended by finalizers)
+        self._cold_retired: Counter[str] = Counter()  # the counts of budgets gone, folded
+        self._next_key = itertools.count()
 
     def watch(self, store: FieldStore) -> None:
         """Count ``store`` in the sums from now on (once, however often it is given)."""
@@ -76,16 +88,30 @@ class FieldStoreStats(Collector):
 
     def follow(self, service: EvacService) -> None:
         """Count the field store of ``service``'s engine, whenever it has one, and its cold-field budget."""
+        budget = service.cold
         with self._lock:
             self._services.add(service)
-            if not any(b is service.cold for b in self._budgets):
-                self._budgets.append(service.cold)
+            self._fold_gone_budgets()
+            if budget not in self._budget_keys:
+                key = next(self._next_key)
+                self._budget_keys[budget] = key
+                self._budget_counts[key] = budget.counts
+                weakref.finalize(budget, self._budgets_gone.append, key).atexit = False
+
+    def _fold_gone_budgets(self) -> None:
+        """Fold the counts of the budgets gone into the running total (with the lock held)."""
+        while self._budgets_gone:
+            counts = self._budget_counts.pop(self._budgets_gone.popleft(), None)
+            if counts is not None:
+                self._cold_retired.update(counts)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             services = list(self._services)
-        with self._lock:
-            budgets = list(self._budgets)
+            self._fold_gone_budgets()
+            cold_sums = Counter(self._cold_retired)
+            for counts in self._budget_counts.values():
+                cold_sums.update(counts)
         for service in services:
             engine = service.engine
             if engine is not None and engine.store is not None:
@@ -99,7 +125,7 @@ class FieldStoreStats(Collector):
         cold = CounterMetricFamily("sonae_evac_cold_fields", "Route fields asked for that were neither configured "
                                    "(evac.warm) nor computed, by outcome", labels=["outcome"])
         for outcome in OUTCOMES:
-            cold.add_metric([outcome], sum(b.counts[outcome] for b in budgets))
+            cold.add_metric([outcome], cold_sums[outcome])
         yield cold
 
 

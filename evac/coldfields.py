@@ -10,7 +10,7 @@ through them makes the server search without end, and evicts the on-demand field
 needs a field shares it):
 
 * requests for a key being computed (or waiting to be) join that computation (outcome ``shared``); they
-  use no budget;
+  use no budget; a computation that has ended is never joined (a request after it is a new one);
 * a new computation is charged to its client (an address, :func:`sonae.ratelimit.client_network`): at
   most ``per_client_per_minute`` a minute, in a token bucket whose burst is that number; beyond it
   :class:`ColdFieldRefused` with ``reason`` ``client`` (outcome ``refused_client``);
@@ -96,22 +96,30 @@ class ColdFieldBudget:
         cancelled while it waits does not cancel the computation others may share.
         """
         fut = self._inflight.get(key)
+        if fut is not None and fut.done():  # (only a task cancelled before its first step: see _compute)
+            self._forget(key, fut)
+            fut = None
         if fut is not None:
             self.counts["shared"] += 1
             result: T = await asyncio.shield(fut)
             return result
         self._admit(client)
         self.counts["computed"] += 1
-        task = asyncio.ensure_future(self._compute(compute))
+        task = asyncio.ensure_future(self._compute(key, compute))
         self._inflight[key] = task
 
         def done(t: asyncio.Future[T], key: Hashable = key) -> None:
-            self._inflight.pop(key, None)
+            self._forget(key, t)
             if not t.cancelled():
                 t.exception()  # retrieved: a failure nobody waits for any more is not reported twice
 
         task.add_done_callback(done)
         return await asyncio.shield(task)
+
+    def _forget(self, key: Hashable, fut: asyncio.Future[Any]) -> None:
+        """Take ``fut`` out of the computations in flight (not a later computation of the same key)."""
+        if self._inflight.get(key) is fut:
+            del self._inflight[key]
 
     def _admit(self, client: str | None) -> None:
         """Take a token of the client's and of the process's bucket, or raise without taking any."""
@@ -133,9 +141,18 @@ class ColdFieldBudget:
         if self._clients is not None and client is not None:
             self._clients.take(client, now)
 
-    async def _compute(self, compute: Callable[[], Awaitable[T]]) -> T:
-        async with self._turn:
-            t0 = self.clock()
-            result = await compute()
-            self._last_s = max(0.05, self.clock() - t0)
-            return result
+    async def _compute(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        """Run ``compute`` in its turn; the computation leaves :attr:`_inflight` in the task itself, before the
+        task completes. Found: left to the task's done-callback (``call_soon``, a turn of the loop later), a
+        request running in between joined the finished computation: it got the previous computation's failure
+        (or result) instead of being admitted anew, and a request for another key was refused ``busy``."""
+        try:
+            async with self._turn:
+                t0 = self.clock()
+                result = await compute()
+                self._last_s = max(0.05, self.clock() - t0)
+                return result
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._forget(key, task)

@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import shapely
-from shapely.geometry import shape
 
+from sonae.geojson import shape_of
 from sonae.jsonkeys import DuplicateKeyError, loads_unique
 
 #: Penalty factor for water shallower than 0.5 m (see the module docstring for the source).
@@ -317,7 +317,7 @@ def read_hazard_map(path: Path | str, *, hazard: str | None = None,
     def areas() -> Iterator[MapArea]:
         for i, feat in enumerate(feats):
             try:
-                geom = shape(feat["geometry"])
+                geom = shape_of(feat["geometry"])  # (GeometryError is a ValueError)
             except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
                 raise HazardMapError(f"feature {i}: bad geometry ({exc})") from None
             if not isinstance(geom, shapely.Polygon | shapely.MultiPolygon) or geom.is_empty:

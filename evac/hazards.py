@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import numpy as np
 import shapely
-from shapely.geometry import shape
 
 from evac.network import RoadNetwork
+from sonae.geojson import GeometryError, shape_of
 from sonae.jsonkeys import read_json_file
 
 HAZARD_TYPES = ("flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding",
@@ -232,10 +232,14 @@ def load_hazard_geojson(
         if kind is None:
             raise ValueError(f"feature {i} has no 'hazard' property: pass hazard= for the whole file")
         src = props.get("source") or source_kind
+        try:
+            geometry = shape_of(feat["geometry"])
+        except GeometryError as exc:
+            raise ValueError(f"feature {i}: {exc}") from None
         out.append(HazardArea(
             id=str(props.get("id") or f"{id_prefix}-{i}"),
             hazard=kind,
-            geometry=shape(feat["geometry"]),
+            geometry=geometry,
             severity=props.get("severity", "blocked"),
             penalty_factor=float(props.get("penalty_factor", 1.0)),
             source=src,

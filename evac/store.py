@@ -26,7 +26,7 @@ from shapely.geometry import mapping, shape
 from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters, merge_sites
-from sonae.geojson import AREA_TYPES, GeometryError, check_shape
+from sonae.geojson import AREA_TYPES, GeometryError, check_shape, shape_of
 from sonae.municipality_code import (
     DRILL_TOWN_CODE,
     DRILL_TOWN_NAMES,
@@ -273,7 +273,7 @@ def hazard_area(
     """Build (and validate) a :class:`HazardArea` from API-style values; raises :class:`StoreError`."""
     new_id = id or f"{source}-{uuid.uuid4().hex[:12]}"
     try:
-        geom = geometry if isinstance(geometry, shapely.Geometry) else shape(geometry)
+        geom = geometry if isinstance(geometry, shapely.Geometry) else shape_of(geometry)
         if geom.geom_type not in AREA_TYPES:  # before an id is named: a refused area never gets one
             raise StoreError(f"geometry type {geom.geom_type} is not accepted for a hazard area: give a "
                              f"{' or '.join(AREA_TYPES)}")

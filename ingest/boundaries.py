@@ -34,9 +34,10 @@ import asyncpg
 import numpy as np
 import shapely
 from shapely import affinity
-from shapely.geometry import MultiPolygon, Point, Polygon, mapping, shape
+from shapely.geometry import MultiPolygon, Point, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 
+from sonae.geojson import shape_of
 from sonae.jsonkeys import loads_unique
 from sonae.municipality_code import MunicipalityCodeError, normalise
 from sonae.textfile import TextFileError, read_packaged_text, read_text_file
@@ -98,7 +99,7 @@ def parse_n03(doc: Any, *, source: str) -> list[tuple[str, str, BaseGeometry]]:
             raise BoundaryError(f"{source} feature {i}: {exc}") from None
         name = props.get("name") or "".join(str(props.get(k) or "") for k in ("N03_003", "N03_004"))
         try:
-            geometry = shape(feature["geometry"])
+            geometry = shape_of(feature["geometry"])  # (GeometryError is a ValueError)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise BoundaryError(f"{source} feature {i}: no usable geometry") from None
         parts = list(geometry.geoms) if isinstance(geometry, MultiPolygon) else [geometry]

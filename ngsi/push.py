@@ -237,7 +237,7 @@ class PushWorker:
             try:
                 result = json.loads(text)
                 errors = {e["entityId"]: e.get("error", {}) for e in result.get("errors", [])}
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # (nested too deep)
                 return set(), {}, status, "unreadable 207 body"
             failed = {eid: (op == "delete" and str(err.get("type", "")).endswith("ResourceNotFound"), json.dumps(err))
                       for eid, err in errors.items()}

@@ -280,7 +280,7 @@ def parse_geo(georel: str, geometry: str | None, coordinates: str | None, geopro
         raise QueryError("a geo-query needs georel, geometry and coordinates")
     try:
         coords = json.loads(coordinates)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         raise QueryError("coordinates must be a JSON array, e.g. [140.47,37.75]") from None
     try:
         geom = shape({"type": geometry, "coordinates": coords})

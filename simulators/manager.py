@@ -122,10 +122,11 @@ class SimulationManager:
         registered or any message sent; whatever it raises stops the start.
 
         Raises :class:`SimulationBusy` while another run is active and
-        :class:`~simulators.scenario.ScenarioError` for an invalid scenario.
+        :class:`~simulators.scenario.ScenarioError` for an invalid scenario. ``authorize`` is asked before
+        the run is found busy: a caller who may not run these stations is refused as such, and learns
+        nothing of a run going (found: another municipality's operator got 409 "simulation … is running"
+        where the scope check answers 403).
         """
-        if self.running:
-            raise SimulationBusy(f"simulation {self.run_id} is running; stop it first")
         if isinstance(scenario, dict):
             scenario = parse_scenario(scenario)
         elif isinstance(scenario, str | Path):
@@ -134,6 +135,8 @@ class SimulationManager:
         fleet = Fleet(scenario, prefix=self.prefix, max_future_s=self.max_future_s)
         if authorize is not None:
             await authorize(list(fleet.stations))
+        if self.running:
+            raise SimulationBusy(f"simulation {self.run_id} is running; stop it first")
         if register and self.pool is not None:
             await register_stations(self.pool, fleet.stations)
         publisher = make_publisher(self.mqtt_url, client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",

@@ -22,6 +22,18 @@ class GeometryError(ValueError):
     """A geometry Sonae cannot use; the message says why, in words a person drawing it can act on."""
 
 
+def shape_of(value: Any) -> shapely.Geometry:
+    """:func:`shapely.geometry.shape` of a GeoJSON geometry from outside, with one more error turned into
+    :class:`GeometryError`: shapely reads ``coordinates`` recursively, and ``coordinates`` nested deeper than
+    Python's stack (900 levels, which :mod:`json` reads) raised RecursionError, which the readers of outside
+    GeoJSON did not expect (found: a 500 or a traceback instead of their own refusal). Whatever else
+    ``shape`` raises is raised unchanged."""
+    try:
+        return shape(value)
+    except RecursionError:
+        raise GeometryError("the coordinates are nested deeper than GeoJSON allows (4 levels)") from None
+
+
 def check_shape(geometry: shapely.Geometry, *, areas_only: bool) -> shapely.Geometry:
     """Returns ``geometry`` if Sonae can use it, or raises :class:`GeometryError` saying why.
 
@@ -51,7 +63,9 @@ def read_geometry(value: Mapping[str, Any] | shapely.Geometry, *, areas_only: bo
     if not isinstance(value, Mapping):
         raise GeometryError("not a GeoJSON geometry (a JSON object with type and coordinates is needed)")
     try:
-        geometry = shape(value)
+        geometry = shape_of(value)
+    except GeometryError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, shapely.errors.ShapelyError) as exc:
         raise GeometryError(f"not a GeoJSON geometry ({str(exc)[:120] or type(exc).__name__})") from None
     return check_shape(geometry, areas_only=areas_only)

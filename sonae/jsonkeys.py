@@ -80,11 +80,15 @@ def loads_unique(text: str | bytes, *, object_pairs_hook: Callable[[list[tuple[s
     """:func:`json.loads` refusing a key given twice in any object, at any depth.
 
     Raises :class:`DuplicateKeyError` (a ``ValueError``) with ``where`` filled in, and whatever
-    :func:`json.loads` raises (``JSONDecodeError``, ``RecursionError``, errors of ``kwargs``' hooks)."""
+    :func:`json.loads` raises (``JSONDecodeError``, errors of ``kwargs``' hooks). JSON nested deeper than
+    Python's stack (json's ``RecursionError``) is a ``JSONDecodeError`` too (found: readers of outside files
+    that handle ``JSONDecodeError`` let a traceback through)."""
     try:
         return json.loads(text, object_pairs_hook=object_pairs_hook, **kwargs)
     except DuplicateKeyError as exc:
         raise locate(exc, text, **kwargs) from None
+    except RecursionError:  # deeper than Python's stack: the callers handle JSONDecodeError, not this
+        raise json.JSONDecodeError("the JSON is nested deeper than it may be", "", 0) from None
 
 
 def locate(exc: DuplicateKeyError, text: str | bytes, **kwargs: Any) -> DuplicateKeyError:

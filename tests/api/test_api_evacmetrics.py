@@ -122,3 +122,45 @@ def test_the_api_exports_the_store_of_each_followed_service_engine(tmp_path: Pat
         == published
     del service
     assert _exported(registry) == after  # the counts stay in the sums: a counter never goes down
+
+
+def test_a_followed_services_budget_is_let_go_when_the_service_is_and_its_counts_stay_in_the_sums() -> None:
+    """Found: the collector held every followed service's cold-field budget to the end of the process (so that
+    its counts stayed in the sums): with many applications in one process (tests, reloads) that list grew
+    without bound. A budget gone is folded into a running total and let go: the counter never goes down."""
+    import gc
+    import weakref
+
+    class _Service:
+        engine: Engine | None = None
+
+        def __init__(self) -> None:
+            self.cold = ColdFieldBudget(per_client_per_minute=1, per_minute=1, waiting=0)
+
+    stats = FieldStoreStats()
+    registry = CollectorRegistry()
+    registry.register(stats)
+
+    def cold() -> dict[str, float]:
+        return {s.labels["outcome"]: s.value for family in text_string_to_metric_families(
+            generate_latest(registry).decode()) for s in family.samples
+            if s.name == "sonae_evac_cold_fields_total"}
+
+    refs = []
+    for i in range(50):
+        service = _Service()
+        stats.follow(service)  # type: ignore[arg-type]
+        stats.follow(service)  # type: ignore[arg-type]  # once only
+        service.cold.counts["computed"] += 1
+        service.cold.counts["shared"] += i % 2
+        refs.append(weakref.ref(service.cold))
+        if i == 10:
+            assert cold()["computed"] == 11  # a live budget is counted as it is now
+        del service
+    gc.collect()
+    assert all(r() is None for r in refs)  # nothing held for the budgets of services gone
+    assert cold() == {"computed": 50.0, "shared": 25.0, "refused_client": 0.0, "refused_busy": 0.0}
+    live = _Service()
+    stats.follow(live)  # type: ignore[arg-type]
+    live.cold.counts["refused_busy"] += 2
+    assert cold() == {"computed": 50.0, "shared": 25.0, "refused_client": 0.0, "refused_busy": 2.0}

@@ -60,3 +60,38 @@ async def test_an_account_that_may_run_real_gets_422_for_a_real_run_that_cannot_
         assert "drill town 079995, which is for exercises only" in (await r.json())["detail"]
     finally:
         await client.close()
+
+
+async def test_another_municipalitys_operator_is_refused_403_not_told_a_run_is_busy(
+        served_pool: asyncpg.Pool, settings: Settings, tokens: dict[str, str]) -> None:
+    """Found: with a run going, an operator of another municipality asking for a drill on Koriyama's stations got
+    409 "simulation … is running" (the busy check came first) where the scope check answers 403: authorization
+    answers before anything else about the resource (README, authorization rules)."""
+    import asyncio
+
+    from api.simulations import MANAGER
+    from simulators.manager import SimulationManager
+
+    async with served_pool.acquire() as conn:
+        await create_account(conn, username="fuku-op", password=PASSWORD, role="operator", municipality_code="072010")
+        fuku = (await login(conn, "fuku-op", PASSWORD))[0]  # type: ignore[index]
+    client = await make_client(served_pool, settings)
+    running: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # a run that never ends
+    try:
+        manager = SimulationManager(mqtt_url="mqtt://127.0.0.1:1", prefix="sonae/v1", pool=served_pool)
+        manager._task = running  # type: ignore[assignment]
+        client.server.app[MANAGER]["manager"] = manager
+        assert manager.running
+        r = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood"}, headers=auth(fuku))
+        assert r.status == 403, await r.text()
+        assert "outside your municipality" in (await r.json())["detail"]
+        # Koriyama's own operator is told the run is busy
+        mine = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood"},
+                                 headers=auth(tokens["kori-op"]))
+        assert mine.status == 409, await mine.text()
+    finally:
+        running.cancel()
+        client.server.app[MANAGER].pop("manager", None)
+        await client.close()
+    async with served_pool.acquire() as conn:  # nothing was registered
+        assert await conn.fetchval("SELECT count(*) FROM stations") == 0

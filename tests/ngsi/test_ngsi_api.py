@@ -275,3 +275,15 @@ async def test_an_unconfirmed_spike_never_becomes_an_entity(client: TestClient, 
     assert [e for e in body if e["type"] == "Alert"] == []
     assert all("warningLevel" not in e for e in body)
     assert "river_level_unconfirmed" not in json.dumps(body)
+
+
+async def test_coordinates_nested_deeper_than_json_reads_are_a_readable_400(client: TestClient) -> None:
+    """``coordinates`` of 1,200 nested brackets (deeper than json reads; a longer request line is refused by
+    the server first): 400 BadRequestData naming the parameter, never a 500 (ngsi.query.parse_geo refuses it
+    too, tests/test_deep_geojson.py)."""
+    deep = "[" * 1200 + "]" * 1200
+    resp = await client.get(f"/ngsi-ld/v1/entities?georel=intersects&geometry=Polygon&coordinates={deep}")
+    assert resp.status == 400, await resp.text()
+    problem = await resp.json()
+    assert problem["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    assert "coordinates" in problem["detail"], problem

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
@@ -233,3 +234,25 @@ async def test_run_push_worker_follows_its_settings(pool: asyncpg.Pool, database
         stop.set()
         await asyncio.wait_for(task, 60)
     assert stub.problems == [] and len(stub.requests[0]) == 12
+
+
+async def test_a_207_answer_nested_deeper_than_json_reads_is_unreadable_not_a_crash() -> None:
+    """Found: the broker's 207 body was read with json.loads catching ValueError and the like, not
+    RecursionError: a body of 5,000 nested brackets escaped the push round as an exception."""
+    async def deep(request: web.Request) -> web.Response:
+        return web.Response(status=207, text="[" * 5000 + "]" * 5000, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/ngsi-ld/v1/entityOperations/delete", deep)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        worker = PushWorker(None, broker_url=f"http://127.0.0.1:{port}", base=BASE)
+        async with aiohttp.ClientSession() as session:
+            got = await worker._send(session, "delete", [{"entity_id": "urn:ngsi-ld:Alert:x"}])  # type: ignore[list-item]
+    finally:
+        await runner.cleanup()
+    assert got == (set(), {}, 207, "unreadable 207 body")
