@@ -15,13 +15,13 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from api.auth import Account
 from api.context import POOL
 from api.problems import Problem
 from ingest.boundaries import ATTRIBUTION, ATTRIBUTION_EN, BORDER_SLACK_M, BoundaryCache, BoundaryIndex
+from sonae.geojson import shape_of
 
 routes = web.RouteTableDef()
 log = logging.getLogger("sonae.api")
@@ -67,7 +67,7 @@ async def index(app: web.Application, conn: asyncpg.Connection) -> BoundaryIndex
 
 def _geometry(raw: dict[str, Any], name: str) -> BaseGeometry:
     try:
-        return shape(raw)
+        return shape_of(raw)  # (GeometryError is a ValueError)
     except (KeyError, TypeError, ValueError, AttributeError):
         raise Problem(400, "Bad Request", f"field {name!r} is not a GeoJSON geometry", field=name) from None
 
