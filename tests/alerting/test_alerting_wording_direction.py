@@ -120,6 +120,22 @@ def test_a_level_above_3_is_never_lowered_as_forecast() -> None:
     assert (down.new_level, down.reason, down.value) == (4, "threshold", 2.96)
 
 
+async def _stepped_down_by_time(conn: asyncpg.Connection, worker: RulesWorker) -> tuple[datetime, datetime]:
+    """Level 3 at 4.10 m, then two readings below it (3.60 m, 3.55 m) and silence; the worker's tick lowers the
+    level to 2 by time, 30 minutes after the first reading below and one interval after the last. Returns
+    (``t0``, the first reading's time; ``due``, the tick's)."""
+    await upsert_stations(conn, [GAUGE])
+    now: datetime = await conn.fetchval("SELECT date_trunc('minute', now())")
+    t0 = now - timedelta(hours=3)
+    await write_batch(conn, [IngestReading(GAUGE.id, "level", t0 + timedelta(minutes=m), v)
+                             for m, v in [(0, 4.0), (10, 4.10), (20, 3.60), (30, 3.55)]])
+    await worker.step(conn)
+    assert (await _open(conn))["level"] == 3
+    due = t0 + timedelta(minutes=20 + 30 + 10)  # the dwell from the first reading below, then one interval
+    assert await worker.tick(conn, now=due) == 1
+    return t0, due
+
+
 async def test_a_step_down_by_time_says_why_and_dates_its_last_reading(pool: asyncpg.Pool,
                                                                        settings: Settings) -> None:
     """Level 3 at 4.10 m, then two readings below it (3.60 m, 3.55 m) and silence. 30 minutes after the first
@@ -130,15 +146,7 @@ async def test_a_step_down_by_time_says_why_and_dates_its_last_reading(pool: asy
     answer, in every language."""
     worker = RulesWorker.from_settings(settings, pool)
     async with pool.acquire() as conn:
-        await upsert_stations(conn, [GAUGE])
-        now: datetime = await conn.fetchval("SELECT date_trunc('minute', now())")
-        t0 = now - timedelta(hours=3)
-        await write_batch(conn, [IngestReading(GAUGE.id, "level", t0 + timedelta(minutes=m), v)
-                                 for m, v in [(0, 4.0), (10, 4.10), (20, 3.60), (30, 3.55)]])
-        await worker.step(conn)
-        assert (await _open(conn))["level"] == 3
-        due = t0 + timedelta(minutes=20 + 30 + 10)  # the dwell from the first reading below, then one interval
-        assert await worker.tick(conn, now=due) == 1
+        t0, due = await _stepped_down_by_time(conn, worker)
         lowered = await _open(conn)
         event = await conn.fetchrow("SELECT * FROM alert_events WHERE alert_id = $1 ORDER BY id DESC LIMIT 1",
                                     lowered["id"])
@@ -269,14 +277,7 @@ async def test_a_reading_after_a_step_down_by_time_ends_none_since(pool: asyncpg
     CAP, push and the level answer, while newer readings came in. The reading that holds the level now tells it."""
     worker = RulesWorker.from_settings(settings, pool)
     async with pool.acquire() as conn:
-        await upsert_stations(conn, [GAUGE])
-        now: datetime = await conn.fetchval("SELECT date_trunc('minute', now())")
-        t0 = now - timedelta(hours=3)
-        await write_batch(conn, [IngestReading(GAUGE.id, "level", t0 + timedelta(minutes=m), v)
-                                 for m, v in [(0, 4.0), (10, 4.10), (20, 3.60), (30, 3.55)]])
-        await worker.step(conn)
-        due = t0 + timedelta(minutes=20 + 30 + 10)
-        assert await worker.tick(conn, now=due) == 1
+        _, due = await _stepped_down_by_time(conn, worker)
         assert (await _open(conn))["reason"] == STEPPED_DOWN
         await write_batch(conn, [IngestReading(GAUGE.id, "level", due + timedelta(minutes=5), 3.52)])
         await worker.step(conn)

@@ -5,6 +5,7 @@ that keeps failing (or refuses) puts the entities on the dead-letter list."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -70,21 +71,28 @@ class StubBroker:
         return [e for batch in self.requests for e in batch if e["id"] == eid]
 
 
-@pytest.fixture
-async def broker() -> AsyncIterator[tuple[StubBroker, str]]:
-    stub = StubBroker()
-    app = web.Application()
-    app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", stub.upsert)
-    app.router.add_post("/ngsi-ld/v1/entityOperations/delete", stub.delete)
+@contextlib.asynccontextmanager
+async def _serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free local port: its base URL, while the context lasts."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield stub, f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[tuple[StubBroker, str]]:
+    stub = StubBroker()
+    app = web.Application()
+    app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", stub.upsert)
+    app.router.add_post("/ngsi-ld/v1/entityOperations/delete", stub.delete)
+    async with _serving(app) as url:
+        yield stub, url
 
 
 async def _running(worker: PushWorker) -> asyncio.Task[None]:
@@ -244,15 +252,8 @@ async def test_a_207_answer_nested_deeper_than_json_reads_is_unreadable_not_a_cr
 
     app = web.Application()
     app.router.add_post("/ngsi-ld/v1/entityOperations/delete", deep)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        worker = PushWorker(None, broker_url=f"http://127.0.0.1:{port}", base=BASE)
+    async with _serving(app) as url:
+        worker = PushWorker(None, broker_url=url, base=BASE)
         async with aiohttp.ClientSession() as session:
             got = await worker._send(session, "delete", [{"entity_id": "urn:ngsi-ld:Alert:x"}])  # type: ignore[list-item]
-    finally:
-        await runner.cleanup()
     assert got == (set(), {}, 207, "unreadable 207 body")
