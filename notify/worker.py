@@ -451,6 +451,26 @@ class DeliveryWorker:
         return store.Outcome(row["id"], "queued", status, error[:500], retry_in_s=delay, duration_ms=duration_ms,
                              attempt=attempts, log=log_it)
 
+    async def _post(self, session: aiohttp.ClientSession, row: asyncpg.Record, target: str, url: str, body: bytes,
+                    headers: dict[str, str]) -> store.Outcome | tuple[int, float | None, int]:
+        """POST one delivery (at most ``concurrency`` at once, no redirects followed, at most 4 KiB of the answer
+        read). Returns ``(status, Retry-After seconds or None, duration in ms)``, or the retry outcome when the
+        receiver could not be reached (connection refused or reset, DNS, timeout), which also counts against its
+        host's breaker and in ``sonae_connect_failures_total{target}``."""
+        started = time.perf_counter()
+        try:
+            async with self._sem, session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                await resp.content.read(4096)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            count_failure(target)
+            self._host_failed(str(row["host"]))
+            ms = int((time.perf_counter() - started) * 1000)
+            return self._retry(row, None, f"{type(exc).__name__}: {exc}"[:300], duration_ms=ms)
+        self._host_answered(str(row["host"]))
+        return status, retry_after, int((time.perf_counter() - started) * 1000)
+
     async def _take(self, buckets: TokenBuckets, key: str) -> None:
         for _ in range(10_000):  # a token bucket: wait for the next token (bounded, never forever)
             wait = buckets.take(key)
@@ -480,19 +500,10 @@ class DeliveryWorker:
                    "Topic": f"sonae-alert-{row['alert_id']}"[:32],
                    "Authorization": self.vapid.authorization(row["endpoint"])}
         await self._take(self._push_buckets, origin_of(row["endpoint"]))
-        started = time.perf_counter()
-        try:
-            async with self._sem, self._push_session.post(row["endpoint"], data=body, headers=headers,
-                                                          allow_redirects=False) as resp:
-                status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-                await resp.content.read(4096)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            count_failure("push")
-            self._host_failed(str(row["host"]))
-            return self._retry(row, None, f"{type(exc).__name__}: {exc}"[:300])
-        self._host_answered(str(row["host"]))
-        ms = int((time.perf_counter() - started) * 1000)
+        sent = await self._post(self._push_session, row, "push", row["endpoint"], body, headers)
+        if isinstance(sent, store.Outcome):
+            return sent
+        status, retry_after, ms = sent
         if 200 <= status < 300:
             return store.Outcome(row["id"], "sent", status, None, duration_ms=ms)
         if status in (404, 410):
@@ -520,20 +531,10 @@ class DeliveryWorker:
                    "X-Sonae-Event-Id": str(row["alert_event_id"]), "X-Sonae-Delivery": str(row["id"]),
                    "X-Sonae-Exercise": "true" if row["exercise"] else "false"}
         await self._take(self._hook_buckets, f"webhook:{row['target_id']}")
-        started = time.perf_counter()
-        try:
-            async with self._sem, self._session.post(row["url"], data=body, headers=headers,
-                                                     allow_redirects=False) as resp:
-                status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-                await resp.content.read(4096)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            count_failure("webhook")
-            self._host_failed(str(row["host"]))
-            ms = int((time.perf_counter() - started) * 1000)
-            return self._retry(row, None, f"{type(exc).__name__}: {exc}" [:300], duration_ms=ms)
-        self._host_answered(str(row["host"]))
-        ms = int((time.perf_counter() - started) * 1000)
+        sent = await self._post(self._session, row, "webhook", row["url"], body, headers)
+        if isinstance(sent, store.Outcome):
+            return sent
+        status, retry_after, ms = sent
         if 200 <= status < 300:
             return store.Outcome(row["id"], "sent", status, None, duration_ms=ms, attempt=row["attempts"], log=True)
         return self._retry(row, status, f"receiver answered {status}", retry_after=retry_after, duration_ms=ms)
