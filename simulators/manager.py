@@ -102,6 +102,8 @@ class SimulationManager:
         self.fleet: Fleet | None = None
         self._task: asyncio.Task[Stats] | None = None
         self._stop = asyncio.Event()
+        #: a start is between its busy check and its run's task (registering stations, connecting)
+        self._starting = False
 
     @classmethod
     def from_settings(cls, settings: Any, pool: Any = None) -> SimulationManager:
@@ -110,7 +112,8 @@ class SimulationManager:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """A run is going, or a start has passed its busy check and is setting one up."""
+        return self._starting or (self._task is not None and not self._task.done())
 
     async def start(self, scenario: Scenario | dict[str, Any] | str | Path, *, exercise: bool | None = None,
                     accel: float | None = None, duration_s: float | None = None,
@@ -136,13 +139,21 @@ class SimulationManager:
         if authorize is not None:
             await authorize(list(fleet.stations))
         if self.running:
-            raise SimulationBusy(f"simulation {self.run_id} is running; stop it first")
-        if register and self.pool is not None:
-            await register_stations(self.pool, fleet.stations)
-        publisher = make_publisher(self.mqtt_url, client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",
-                                   transport=self.transport, protocol=self.protocol,
-                                   max_outstanding=self.max_outstanding)
-        await publisher.connect()
+            raise SimulationBusy("a simulation is starting; try again when it runs, then stop it first"
+                                 if self._starting else f"simulation {self.run_id} is running; stop it first")
+        # from the busy check to the run's task, this start holds the manager: a second start arriving
+        # while the stations register or the publisher connects (both await) is busy, never a second run
+        # whose task would replace this one's and leave it running out of reach of stop()
+        self._starting = True
+        try:
+            if register and self.pool is not None:
+                await register_stations(self.pool, fleet.stations)
+            publisher = make_publisher(self.mqtt_url, client_id=f"sonae-sim-{uuid.uuid4().hex[:8]}",
+                                       transport=self.transport, protocol=self.protocol,
+                                       max_outstanding=self.max_outstanding)
+            await publisher.connect()
+        finally:
+            self._starting = False
         self._stop = asyncio.Event()
         self.fleet = fleet
         self.run_id = uuid.uuid4().hex[:12]

@@ -168,6 +168,25 @@ async def test_manager_start_status_stop(settings: Settings, pool: asyncpg.Pool)
     assert await count(pool, "SELECT count(*) FROM stations WHERE exercise") == 6
 
 
+async def test_concurrent_starts_make_one_run_that_stop_ends(settings: Settings, pool: asyncpg.Pool) -> None:
+    """Two starts at once (two operators pressing start together): one run, one SimulationBusy. Found: both
+    passed the busy check while the first registered its stations, the second's task replaced the first's,
+    and the first run went on publishing out of reach of stop()."""
+    manager = SimulationManager.from_settings(settings, pool)
+    results = await asyncio.gather(*(manager.start(SCENARIOS / "abukuma-flood.toml", accel=3600.0)
+                                     for _ in range(3)), return_exceptions=True)
+    started = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(started) == 1, results
+    assert len(refused) == 2 and all(type(r).__name__ == "SimulationBusy" for r in refused), refused
+    tasks_before = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    final = await manager.stop()
+    assert final["state"] == "stopped" and final["run"] == started[0]["run"]
+    # no run task is left going once the one run is stopped
+    runs_left = [t for t in tasks_before if not t.done() and "body" in repr(t.get_coro())]
+    assert not runs_left, runs_left
+
+
 def test_cli_simulate_runs_a_scenario(settings: Settings, tmp_path: Path) -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
            "SONAE_DATABASE_URL": settings["database.url"], "SONAE_MQTT_URL": settings["mqtt.url"],
