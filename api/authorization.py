@@ -41,6 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.operations import PerOperation
 from api.problems import Problem
 
 STAFF, OPERATOR, ADMIN = "staff", "operator", "admin"
@@ -160,20 +161,12 @@ def authorization_middleware(lookup: Callable[[web.Request], Awaitable[Any]]) ->
     """Enforce :data:`POLICY` for every request; ``lookup`` turns the request's bearer token into an
     account (401 when missing or invalid). The account is kept on the request for the handler."""
 
-    # the rule of each (route, method), found once: operation_key depends on nothing else (the routes are
-    # few, but a method is any token a client sends: bounded)
-    rules: dict[tuple[Any, str], Rule | None] = {}
+    rule_of = PerOperation(rule_for)  # operation_key depends on the route and the method alone
 
     @web.middleware
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        pair = (request.match_info.route.resource, request.method)
-        try:
-            rule = rules[pair]
-        except KeyError:
-            rule = rule_for(request)
-            if len(rules) < 4096:
-                rules[pair] = rule
+        rule = rule_of(request)
         if rule is None:
             # (the decoded path only here: most requests have a rule, and need not decode it)
             if request.path.startswith(("/api/", "/ngsi-ld/")) and request.match_info.http_exception is None:

@@ -53,6 +53,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from api.bodies import json_object
 from api.openapi import COMPONENTS, NO_NUL, document
+from api.operations import PerOperation
 from api.params import DECIMAL, parse_bbox
 from api.problems import Problem
 from ngsi.query import QueryError, compile_pattern, parse_q
@@ -481,27 +482,21 @@ async def _check(request: web.Request, plan: _Plan) -> None:
         raise Problem(400, "Bad Request", f"{name}: {_explain(error)}", field=where, rule=_rule(error))
 
 
-#: plans kept per (route, method): routes are few, but a method is any token a client sends
-_MAX_PLANS = 4096
-
-
 def validation_middleware(operation_of: Callable[[web.Request], tuple[str, str] | None]) -> Any:
     """Check each request against its operation (``operation_of`` gives its (method, path) key; it must
     depend on the matched resource and the method alone: it is asked once per pair, and the plan kept)."""
-    plans: dict[tuple[Any, str], _Plan | None] = {}
+
+    def plan_for(request: web.Request) -> _Plan | None:
+        key = operation_of(request)
+        operation = compiled(request.app).get(key) if key is not None else None
+        return _plan(operation) if operation is not None else None
+
+    plan_of = PerOperation(plan_for)
 
     @web.middleware
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        pair = (request.match_info.route.resource, request.method)
-        try:
-            plan = plans[pair]
-        except KeyError:
-            key = operation_of(request)
-            operation = compiled(request.app).get(key) if key is not None else None
-            plan = _plan(operation) if operation is not None else None
-            if len(plans) < _MAX_PLANS:
-                plans[pair] = plan
+        plan = plan_of(request)
         if plan is not None and not (plan.nothing and not request.query_string):
             try:
                 await _check(request, plan)
