@@ -270,12 +270,17 @@ async def start_hazard_forwarder(app: web.Application) -> None:
     app[HAZARD_FORWARDER] = asyncio.create_task(forward(), name="hazard-forwarder")
 
 
-async def stop_hazard_forwarder(app: web.Application) -> None:
-    task = app.get(HAZARD_FORWARDER)
+async def _stop_forwarder(app: web.Application, key: web.AppKey[asyncio.Task[None]]) -> None:
+    """Cancel the forwarder task kept under ``key`` (if started) and wait for it to end."""
+    task = app.get(key)
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def stop_hazard_forwarder(app: web.Application) -> None:
+    await _stop_forwarder(app, HAZARD_FORWARDER)
 
 
 # -- official information (jma) ---------------------------------------------------------------------
@@ -321,11 +326,7 @@ async def start_official_forwarder(app: web.Application) -> None:
 
 
 async def stop_official_forwarder(app: web.Application) -> None:
-    task = app.get(OFFICIAL_FORWARDER)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _stop_forwarder(app, OFFICIAL_FORWARDER)
     official = app.get(OFFICIAL_HUB)
     if official is not None:
         await official.stop()
