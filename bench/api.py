@@ -18,8 +18,13 @@ afterwards and prints the API's pid, to profile it under a load of one's own (``
 Needs ``wrk`` (Debian package ``wrk``) and a PostgreSQL (``SONAE_BENCH_DATABASE_URL``, default the
 local server on 127.0.0.1:5432; a fresh database is created and dropped). The Sonae API runs as a real
 ``sonae api`` process with the drill town's road network; its per-client rate limit is turned off for
-the run (every request comes from one address). Targets on this 2-core machine: route ≥ 0.5 × and
-active alerts ≥ 0.7 × the ceiling; 5,000 SSE clients all receive a new alert within 1 s. Besides
+the run (every request comes from one address). Targets on this 2-core machine (issue #21 as restated in
+its note of 2026-12-02): route at random positions ≥ 0.12 ×, route cached ≥ 0.35 × and active alerts
+≥ 0.55 × the ceiling; 5,000 SSE clients all receive a new alert within 1 s. The issue's first targets
+(route ≥ 0.5 ×, alerts ≥ 0.7 ×) are out of reach on CPython with aiohttp: ``bench/api_path.py`` shows what
+Sonae adds per request in process (alerts ~5 µs over the bare handler's ~9 µs; a fresh route ~200 µs, of
+which finding the route is ~100 µs), and a profile under ``wrk`` (``--hold``, ``py-spy``) puts most of the
+rest in aiohttp's request and response machinery, which the ceiling pays for a 16-byte answer. Besides
 requests/s, each server's requests per CPU second of its process tree are measured over the same wrk
 run (``*_cpu_ratio``: the endpoint's over the ceiling's): on a machine others load too, that is the
 figure their load disturbs least. Each endpoint is measured in ``--rounds`` short runs, each right after a run
@@ -393,9 +398,8 @@ def main(args: argparse.Namespace) -> dict[str, object]:
         asyncio.run(drop_db(server, db))
         shutil.rmtree(state, ignore_errors=True)
     got = results.get
-    print(f"route(random)/ceiling = {got('route_random_ratio')} (target ≥ 0.5)   route(cached)/ceiling = "
-          f"{got('route_ratio')}   alerts/ceiling = {got('alerts_ratio')} "
-          f"(target ≥ 0.7)")
+    print(f"route(random)/ceiling = {got('route_random_ratio')} (target ≥ 0.12)   route(cached)/ceiling = "
+          f"{got('route_ratio')} (target ≥ 0.35)   alerts/ceiling = {got('alerts_ratio')} (target ≥ 0.55)")
     print(f"per CPU second of the server: route(random)/ceiling = {got('route_random_cpu_ratio')}   "
           f"route(cached)/ceiling = {got('route_cpu_ratio')}   alerts/ceiling = {got('alerts_cpu_ratio')} "
           f"({results['alerts_bytes']:,} bytes; with gzip {got('alerts_gzip_cpu_ratio')}, "
