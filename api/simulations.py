@@ -94,8 +94,7 @@ async def start_simulation(request: web.Request) -> web.Response:
             registered = {r["id"]: r["municipality_code"] for r in await conn.fetch(
                 "SELECT id, municipality_code FROM stations WHERE id = ANY($1::text[])", [s.id for s in stations])}
         # the municipality the scenario gives a station, and the one the registry has for it: both count
-        places: dict[str, str | None] = {s.id: s.municipality_code for s in stations}
-        places.update({f"{sid} (registered)": m for sid, m in registered.items()})
+        places = [(s.id, s.municipality_code) for s in stations] + list(registered.items())
         require_may_simulate(account, exercise=exercise, station_municipalities=places)
 
     manager = _manager(request)

@@ -95,3 +95,29 @@ async def test_another_municipalitys_operator_is_refused_403_not_told_a_run_is_b
         await client.close()
     async with served_pool.acquire() as conn:  # nothing was registered
         assert await conn.fetchval("SELECT count(*) FROM stations") == 0
+
+
+async def test_a_refusal_counts_each_station_of_the_run_once(
+        served_pool: asyncpg.Pool, settings: Settings, tokens: dict[str, str]) -> None:
+    """Found: a station is out of scope both as the scenario places it and as the registry records it, and each
+    place was counted: another municipality's operator asking for Koriyama's 6-gauge drill, once Koriyama had run
+    it (so its gauges were registered there), was told "12 station(s) of the run are outside your municipality"."""
+    async with served_pool.acquire() as conn:
+        await create_account(conn, username="fuku-op", password=PASSWORD, role="operator", municipality_code="072010")
+        fuku = (await login(conn, "fuku-op", PASSWORD))[0]  # type: ignore[index]
+    client = await make_client(served_pool, settings)
+    try:
+        ran = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood", "duration_s": 3600},
+                                headers=auth(tokens["kori-op"]))
+        assert ran.status == 201, await ran.text()
+        stopped = await client.delete("/api/v1/simulations/current", headers=auth(tokens["kori-op"]))
+        assert stopped.status == 200, await stopped.text()
+        async with served_pool.acquire() as conn:
+            gauges = await conn.fetchval("SELECT count(*) FROM stations WHERE municipality_code = $1", KORIYAMA)
+        assert gauges == 6  # the drill's gauges, registered in Koriyama
+        r = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood"}, headers=auth(fuku))
+        assert r.status == 403, await r.text()
+        detail = (await r.json())["detail"]
+        assert detail.startswith("6 station(s) of the run are outside your municipality (072010)"), detail
+    finally:
+        await client.close()
