@@ -424,6 +424,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(400, 401, 403)}},
     ("get", "/api/v1/simulations"): {
         "summary": "The running simulation (operators)", "tags": ["operators"], "security": STAFF,
+        "description": "The server's run (one at a time) when the account's scope covers the municipality of "
+                       "whoever started it; another municipality's run is never shown: `run` null and `state` "
+                       "busy while it runs (a start would be refused 409), else idle.",
         "responses": {**ok(), **errors(401, 403)}},
     ("post", "/api/v1/simulations"): {
         "summary": "Start a simulator scenario or drill (operators)", "tags": ["operators"], "security": STAFF,
@@ -442,10 +445,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "422: a run the account may start but the registry or the replay's placement cannot take, "
                        "said in one sentence: a real run of a replay played out in the drill town (exercises only), "
                        "a gauge of a municipality Sonae does not cover, or one registered in another municipality "
-                       "than the run publishes it under.",
+                       "than the run publishes it under. "
+                       "409: a drill is already running on this server (one runs at a time); another "
+                       "municipality's is not named.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 422, 503)}},
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
+        "description": "404 when no run is going, and for another municipality's run (as if none were).",
         "responses": {**ok(), **errors(401, 403, 404)}},
     # -- notify (issue #10): Web Push, webhooks, the on-call roster -----------------------------------
     ("get", "/api/v1/push/vapid-public-key"): {
