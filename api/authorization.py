@@ -246,15 +246,18 @@ def require_may_run(account: Any, *, exercise: bool) -> None:
                                         "real-injection); run it as an exercise (\"exercise\": true) or ask an admin")
 
 
-def require_may_simulate(account: Any, *, exercise: bool, station_municipalities: Mapping[str, str | None]) -> None:
+def require_may_simulate(account: Any, *, exercise: bool,
+                         station_municipalities: Iterable[tuple[str, str | None]]) -> None:
     """Operators run exercises on stations of their scope; real readings only an admin may inject.
 
-    ``station_municipalities`` maps every station a run would publish for to its municipality, both as
+    ``station_municipalities`` pairs every station a run would publish for with its municipality, both as
     the scenario declares it and as the station registry records it (the stricter wins: either out of
-    scope refuses the run). The kind of run is checked again (:func:`require_may_run`).
+    scope refuses the run), so a station may come more than once; the refusal counts each station once
+    (found: both places of each station were counted, 6 stations answered "12 station(s)"). The kind of run
+    is checked again (:func:`require_may_run`).
     """
     require_may_run(account, exercise=exercise)
-    outside = sorted(s for s, m in station_municipalities.items() if not in_scope(account, m))
+    outside = sorted({s for s, m in station_municipalities if not in_scope(account, m)})
     if outside:
         raise Problem(403, "Forbidden", f"{len(outside)} station(s) of the run are outside your municipality "
                                         f"({account.municipality_code}), e.g. {outside[0]!r}")

@@ -8,6 +8,7 @@ generated requests against a live app to find any 5xx or schema violation.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from api.context import SETTINGS
 from api.language import ACCEPTED, TAG_PATTERN
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES
-from ingest.contract import STATION_ID_JSON_PATTERN
+from ingest.contract import STATION_ID_JSON_PATTERN, STATION_ID_RULE
 from notify.store import MAX_AREAS, RADIUS_M, WEBHOOK_CONDITIONS, WEBHOOK_FORMATS, WEBHOOK_LEVELS
 
 routes = web.RouteTableDef()
@@ -37,10 +38,22 @@ def p(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
 
 
+def comma_list(values: Iterable[str]) -> dict[str, Any]:
+    """The schema of a text parameter that is one of ``values`` or several of them joined by commas: the pattern
+    is built from the values, and the description says the rule in words, which the validator's 400 quotes
+    ("must be one of: flood, landslide, …"; never the regular expression)."""
+    names = list(values)
+    if len(names) < 2 or not all(name.replace("_", "").isalnum() and name.isascii() for name in names):
+        raise ValueError(f"comma_list takes two or more ASCII words (spelt in a pattern as they are): {names}")
+    one = "(" + "|".join(names) + ")"
+    return {"type": "string", "pattern": f"^{one}(,{one})*$",
+            "description": f"one of: {', '.join(names)}; or several of them joined by commas, without spaces "
+                           f"(e.g. {names[0]},{names[1]})"}
+
+
 LAT = q("lat", {"type": "number", "minimum": -90, "maximum": 90}, required=True, description="latitude (WGS 84)")
 LON = q("lon", {"type": "number", "minimum": -180, "maximum": 180}, required=True, description="longitude (WGS 84)")
-_ONE_HAZARD = "(" + "|".join(HAZARDS) + ")"
-HAZARD = q("hazard", {"type": "string", "pattern": f"^{_ONE_HAZARD}(,{_ONE_HAZARD})*$", "default": "flood"},
+HAZARD = q("hazard", {**comma_list(HAZARD_TYPES), "default": "flood"},
            description="one hazard, or every hazard in force at once joined by commas (flood,landslide; one "
                        "parameter, not repeated): the shelter is then rated for all of them (GSI flags) and every "
                        "area in force is avoided; with none rated for all, status no_shelter_for_all_hazards")
@@ -109,11 +122,11 @@ def body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 STAFF: list[dict[str, list[str]]] = [{"bearer": []}]
-STATION_ID = p("station_id", {"type": "string", "pattern": STATION_ID_JSON_PATTERN})
+STATION_ID = p("station_id", {"type": "string", "pattern": STATION_ID_JSON_PATTERN, "description": STATION_ID_RULE})
 #: a note written by staff: a memo for staff only, never in public reads, CAP messages, feeds or notifications
 STAFF_NOTE: dict[str, Any] = {"type": "string", "description": "a staff memo: shown to staff only, never in "
                               "public reads, CAP messages, feeds or notifications"}
-INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$", "description": "a whole number of 1 to 18 digits"}
 #: a TCP port, 1 to 65535
 PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 BBOX = {"type": "string", "format": "bbox"}
@@ -144,11 +157,12 @@ def _map_link(kinds: list[str], ref: dict[str, Any]) -> dict[str, Any]:
 
 NGSI_ENTITY: dict[str, Any] = {"type": "object", "required": ["id", "type"],
                                "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}
-NGSI_OPTIONS = q("options", {"type": "string", "pattern": "^(keyValues|simplified|normalized|sysAttrs)"
-                                                          "(,(keyValues|simplified|normalized|sysAttrs))*$"},
+NGSI_OPTIONS = q("options", comma_list(["keyValues", "simplified", "normalized", "sysAttrs"]),
                  description="keyValues (simplified) or normalized")
 #: near;maxDistance==N, near;minDistance==N (metres), within, intersects or disjoint
 GEOREL = "^(near;(maxDistance|minDistance)==[0-9]{1,9}(\\.[0-9]{1,6})?|within|intersects|disjoint)$"
+GEOREL_RULE = ("near;maxDistance==N or near;minDistance==N (N in metres: up to 9 digits, up to 6 decimals), "
+               "within, intersects or disjoint")
 NGSI_FORMAT = q("format", {"type": "string", "enum": ["normalized", "keyValues", "simplified"]})
 
 
@@ -312,7 +326,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/api/v1/accounts"): {
         "summary": "Create an account (admin)", "tags": ["admin"], "security": STAFF,
         "requestBody": body({"type": "object", "required": ["username", "password", "role"], "properties": {
-            "username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{3,64}$"},
+            "username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{3,64}$",
+                         "description": "3 to 64 of A-Z a-z 0-9 _ . @ -"},
             "password": {"type": "string", "minLength": 10, "maxLength": 2000},
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
             "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
@@ -424,6 +439,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(400, 401, 403)}},
     ("get", "/api/v1/simulations"): {
         "summary": "The running simulation (operators)", "tags": ["operators"], "security": STAFF,
+        "description": "The server's run (one at a time) when the account's scope covers the municipality of "
+                       "whoever started it; another municipality's run is never shown: `run` null and `state` "
+                       "busy while it runs (a start would be refused 409), else idle.",
         "responses": {**ok(), **errors(401, 403)}},
     ("post", "/api/v1/simulations"): {
         "summary": "Start a simulator scenario or drill (operators)", "tags": ["operators"], "security": STAFF,
@@ -442,10 +460,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "422: a run the account may start but the registry or the replay's placement cannot take, "
                        "said in one sentence: a real run of a replay played out in the drill town (exercises only), "
                        "a gauge of a municipality Sonae does not cover, or one registered in another municipality "
-                       "than the run publishes it under.",
+                       "than the run publishes it under. "
+                       "409: a drill is already running on this server (one runs at a time); another "
+                       "municipality's is not named.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415, 422, 503)}},
     ("delete", "/api/v1/simulations/current"): {
         "summary": "Stop the running simulation (operators)", "tags": ["operators"], "security": STAFF,
+        "description": "404 when no run is going, and for another municipality's run (as if none were).",
         "responses": {**ok(), **errors(401, 403, 404)}},
     # -- notify (issue #10): Web Push, webhooks, the on-call roster -----------------------------------
     ("get", "/api/v1/push/vapid-public-key"): {
@@ -493,7 +514,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Deliveries are POSTed with X-Sonae-Signature: sha256=<hex HMAC-SHA256 of the body>, "
                        "X-Sonae-Event-Id and X-Sonae-Delivery; retried with exponential backoff, then dead-lettered.",
         "requestBody": body({"type": "object", "required": ["url"], "properties": {
-            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL},
+            "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL,
+                    "description": "an http:// or https:// URL: a host name or IPv4 address (A-Z a-z 0-9 . -), "
+                                   "then optionally :port (1 to 65535) and a path without spaces"},
             "description": {"type": "string"},
             "format": {"type": "string", "enum": list(WEBHOOK_FORMATS)}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": WEBHOOK_LEVELS[0], "maximum": WEBHOOK_LEVELS[1]},
@@ -522,8 +545,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Put an account on the roster: email, on call or not (admin, or staff for themselves)",
         "tags": ["staff"], "security": STAFF, "parameters": [p("username")],
         "requestBody": body({"type": "object", "required": ["email"], "properties": {
-            "email": {"type": "string", "maxLength": 254, "pattern": "^[^@" + SPACE + "]+@[^@" + SPACE + "]+$"}, "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE,
-            "lang": LANG_TAG,
+            "email": {"type": "string", "maxLength": 254, "pattern": "^[^@" + SPACE + "]+@[^@" + SPACE + "]+$",
+                      "description": "an email address: name@domain, one @ and no spaces"},
+            "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE, "lang": LANG_TAG,
             "drills": {"type": "boolean"}}}),
         "description": "422: an account without a municipality names none.",
         "responses": {**ok(), **errors(400, 401, 403, 404, 415, 422)}},
@@ -540,7 +564,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [q("type", {"type": "string"}), q("id", {"type": "string"}),
                        q("idPattern", {"type": "string", "format": "ngsi-ld-pattern"}),
                        q("q", {"type": "string", "format": "ngsi-ld-q"}), q("attrs", {"type": "string"}),
-                       q("georel", {"type": "string", "pattern": GEOREL}),
+                       q("georel", {"type": "string", "pattern": GEOREL, "description": GEOREL_RULE}),
                        q("geometry", {"type": "string", "enum": ["Point", "Polygon", "MultiPolygon"]}),
                        q("coordinates", {"type": "string", "format": "ngsi-ld-coordinates"}),
                        q("geoproperty", {"type": "string", "enum": ["location"]}),
@@ -559,12 +583,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        q("timerel", {"type": "string", "enum": ["before", "after", "between"]}),
                        q("timeAt", TIME), q("endTimeAt", TIME),
                        q("lastN", {"type": "integer", "minimum": 1, "maximum": 10000}),
-                       q("aggrMethods", {"type": "string", "pattern": "^(min|max|avg|sum|totalCount)"
-                                                                      "(,(min|max|avg|sum|totalCount))*$"}),
+                       q("aggrMethods", comma_list(["min", "max", "avg", "sum", "totalCount"])),
                        q("aggrPeriodDuration", {"type": "string", "enum": ["PT10M", "PT1H", "PT60M", "P1D", "PT24H"]}),
-                       q("options", {"type": "string", "pattern": "^(temporalValues|aggregatedValues|normalized|"
-                                                                  "sysAttrs)(,(temporalValues|aggregatedValues|"
-                                                                  "normalized|sysAttrs))*$"})],
+                       q("options", comma_list(["temporalValues", "aggregatedValues", "normalized", "sysAttrs"]))],
         "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 422, 429, 503)}},
     ("get", "/ngsi-ld/v1/contexts/sonae.jsonld"): {
         "summary": "Sonae's JSON-LD @context (NGSI-LD core, Smart Data Models, Sonae's terms)", "tags": ["NGSI-LD"],

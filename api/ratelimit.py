@@ -24,14 +24,21 @@ EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/events")
 
 def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
     """The client of ``request`` as every per-client bound counts it (the rate limit, logins per address, event
-    streams, cold route fields, push subscriptions): the TCP peer, or the first X-Forwarded-For hop with
-    ``trust_forwarded_for``, an IPv6 address as its /64 (:func:`sonae.ratelimit.client_network`: one household
+    streams, cold route fields, push subscriptions): the TCP peer, or with ``trust_forwarded_for`` the first
+    X-Forwarded-For hop, an IPv6 address as its /64 (:func:`sonae.ratelimit.client_network`: one household
     or phone has a whole /64, found: a script taking a new address of its /64 for each request was never
-    rate limited). Never logged."""
+    rate limited). Never logged.
+
+    X-Forwarded-For given several times is one comma list, the headers in the order they came (RFC 9110
+    §5.3); its first hop is its first non-empty element, and a header of empty elements only (``""``,
+    ``" , ,"``) is as if there were none: the peer counts (found: ``X-Forwarded-For: , 1.2.3.4`` made every
+    such client the one client ``""``, and only the first of several headers was read). The proxies of
+    deploy/ replace the header with the peer they see, so a client cannot choose its bucket there."""
     if trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return client_network(forwarded.split(",")[0].strip())
+        for header in request.headers.getall("X-Forwarded-For", ()):
+            for hop in header.split(","):
+                if hop.strip():
+                    return client_network(hop.strip())
     return client_network(request.remote or "unknown")
 
 

@@ -3,14 +3,16 @@
 A run belongs to the API process that started it (one at a time per process); behind a load balancer,
 send operator requests to one API instance. Runs are exercises unless ``"exercise": false`` is given,
 which only an admin may (``api.authorization.require_may_simulate``); every station of a run must be in
-the caller's municipality. A scenario is named (a file of ``docs/scenarios``) or sent inline; an inline
-replay names its file in the replay data directory (``[replay] file = NAME``), never a path, and errors
-never quote a file's content.
+the caller's municipality. A run is seen and stopped only by accounts whose scope covers its starter's
+municipality: to any other, the one-at-a-time rule says only that another drill is running (``state`` busy).
+A scenario is named (a file of ``docs/scenarios``) or sent inline; an inline replay names its file in the
+replay data directory (``[replay] file = NAME``), never a path, and errors never quote a file's content.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -57,11 +59,28 @@ def scenario_names() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 
 
+def _sees(account: Any, manager: SimulationManager) -> bool:
+    """Whether ``account`` may see (and stop) the manager's current or last run: its starter, or an account
+    whose scope covers the municipality of the account that started it (a run of no known starter: only a
+    prefecture-wide account). Another municipality's run is not shown, named nor stopped: the one-at-a-time rule
+    only says that some drill is running (found: an operator of 福島市 read 郡山市's run id, scenario and gauges
+    in GET and in the 409 of a start)."""
+    return (manager.started_by is not None and manager.started_by == account.username) or in_scope(
+        account, manager.scope)
+
+
 @routes.get("/api/v1/simulations")
 async def get_simulation(request: web.Request) -> web.Response:
-    await authenticate(request)
+    """The run of this server, when the account may see it; another municipality's: ``run`` null and ``state``
+    busy while it runs (a start would be refused), else idle."""
+    account = await authenticate(request)
     manager = request.app[MANAGER].get("manager")
-    status = manager.status() if manager is not None else {"run": None, "state": "idle"}
+    if manager is None:
+        status: dict[str, Any] = {"run": None, "state": "idle"}
+    elif _sees(account, manager):
+        status = manager.status()
+    else:
+        status = {"run": None, "state": "busy" if manager.running else "idle"}
     return web.json_response({**status, "scenarios": scenario_names()})
 
 
@@ -94,16 +113,19 @@ async def start_simulation(request: web.Request) -> web.Response:
             registered = {r["id"]: r["municipality_code"] for r in await conn.fetch(
                 "SELECT id, municipality_code FROM stations WHERE id = ANY($1::text[])", [s.id for s in stations])}
         # the municipality the scenario gives a station, and the one the registry has for it: both count
-        places: dict[str, str | None] = {s.id: s.municipality_code for s in stations}
-        places.update({f"{sid} (registered)": m for sid, m in registered.items()})
+        places = [(s.id, s.municipality_code) for s in stations] + list(registered.items())
         require_may_simulate(account, exercise=exercise, station_municipalities=places)
 
     manager = _manager(request)
     try:
         status = await manager.start(scenario, exercise=exercise, accel=accel, duration_s=duration_s,
                                      authorize=authorize)
-    except SimulationBusy as exc:
-        raise Problem(409, "Conflict", str(exc)) from None
+    except SimulationBusy:
+        if not _sees(account, manager):  # whose run, and which, is not this account's to know
+            raise Problem(409, "Conflict", "another drill is running on this server (one runs at a time); start "
+                                           "yours when it has ended") from None
+        raise Problem(409, "Conflict", f"drill {manager.run_id} is running on this server (one runs at a time); "
+                                       "stop it first (DELETE /api/v1/simulations/current)") from None
     except (PlacementError, RegistryError) as exc:  # a valid scenario the deployment cannot run as asked
         raise Problem(422, "Unprocessable Content", str(exc)[:1000], field="scenario") from None
     except (ScenarioError, ValueError, TypeError) as exc:  # ReplayError messages never quote a file
@@ -122,8 +144,7 @@ async def stop_simulation(request: web.Request) -> web.Response:
     manager = request.app[MANAGER].get("manager")
     if manager is None or not manager.running:
         raise Problem(404, "Not Found", "no simulation is running")
-    owner = manager.started_by
-    if owner is not None and owner != account.username and not in_scope(account, manager.scope):
+    if not _sees(account, manager):
         raise Problem(404, "Not Found", "no simulation is running")  # another municipality's run
     status = await manager.stop()
     async with request.app[POOL].acquire() as conn:

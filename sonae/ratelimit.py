@@ -12,18 +12,41 @@ from collections import OrderedDict
 from itertools import islice
 
 
+def _bare(address: str) -> str:
+    """The address in ``address`` without the port or brackets a socket address or header writes around it:
+    ``[2001:db8::1]:443`` and ``[2001:db8::1]`` are ``2001:db8::1``, ``192.0.2.5:80`` is ``192.0.2.5``. Text of
+    any other form is given back as it is (stripped), for :func:`ipaddress.ip_address` to judge."""
+    text = address.strip()
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if bracket and (not rest or (rest[:1] == ":" and _port(rest[1:]))):
+            return inside
+        return text
+    host, colon, port = text.partition(":")
+    if colon and ":" not in port and _port(port) and host.count(".") == 3:
+        return host  # IPv4 with a port; a bare IPv6 address has two colons or more
+    return text
+
+
+def _port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
+
+
 def client_network(address: str) -> str:
     """The client an address stands for: an IPv6 address's /64 (one household or phone has a whole /64, so a
-    script could take a new address for every request), an IPv4-mapped IPv6 address's IPv4 address, any other
-    address (or text that is none, e.g. ``unknown``) as it is."""
+    script could take a new address for every request), an IPv4-mapped IPv6 address's IPv4 address, an IPv4
+    address itself; any other text (e.g. ``unknown``) as it is. The address may be written with its port or in
+    brackets as a peer or proxy writes it (``[2001:db8::1]:443``, ``[2001:db8::1]``, ``192.0.2.5:80``): the
+    same client as the bare address (found: those forms were taken as text, so each port was a client of its
+    own and an IPv6 client behind such a proxy was never counted by its /64)."""
     try:
-        ip = ipaddress.ip_address(address.strip())
+        ip = ipaddress.ip_address(_bare(address))
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
     return str(ip)
 
 

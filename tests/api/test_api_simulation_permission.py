@@ -95,3 +95,94 @@ async def test_another_municipalitys_operator_is_refused_403_not_told_a_run_is_b
         await client.close()
     async with served_pool.acquire() as conn:  # nothing was registered
         assert await conn.fetchval("SELECT count(*) FROM stations") == 0
+
+
+async def test_a_refusal_counts_each_station_of_the_run_once(
+        served_pool: asyncpg.Pool, settings: Settings, tokens: dict[str, str]) -> None:
+    """Found: a station is out of scope both as the scenario places it and as the registry records it, and each
+    place was counted: another municipality's operator asking for Koriyama's 6-gauge drill, once Koriyama had run
+    it (so its gauges were registered there), was told "12 station(s) of the run are outside your municipality"."""
+    async with served_pool.acquire() as conn:
+        await create_account(conn, username="fuku-op", password=PASSWORD, role="operator", municipality_code="072010")
+        fuku = (await login(conn, "fuku-op", PASSWORD))[0]  # type: ignore[index]
+    client = await make_client(served_pool, settings)
+    try:
+        ran = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood", "duration_s": 3600},
+                                headers=auth(tokens["kori-op"]))
+        assert ran.status == 201, await ran.text()
+        stopped = await client.delete("/api/v1/simulations/current", headers=auth(tokens["kori-op"]))
+        assert stopped.status == 200, await stopped.text()
+        async with served_pool.acquire() as conn:
+            gauges = await conn.fetchval("SELECT count(*) FROM stations WHERE municipality_code = $1", KORIYAMA)
+        assert gauges == 6  # the drill's gauges, registered in Koriyama
+        r = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood"}, headers=auth(fuku))
+        assert r.status == 403, await r.text()
+        detail = (await r.json())["detail"]
+        assert detail.startswith("6 station(s) of the run are outside your municipality (072010)"), detail
+    finally:
+        await client.close()
+
+
+def _fukushima_drill() -> dict[str, object]:
+    """abukuma-flood as an inline scenario of 福島市 (072010) on gauges of its own: a run its operators may start."""
+    import tomllib
+
+    from api.simulations import SCENARIO_DIR
+
+    text = (SCENARIO_DIR / "abukuma-flood.toml").read_text(encoding="utf-8")
+    doc = tomllib.loads(text.replace('station = "sim-', 'station = "sim-fuku-'))
+    doc["scenario"]["name"], doc["scenario"]["municipality"] = "fukushima-flood", "072010"
+    return {"scenario": doc}
+
+
+async def test_another_municipalitys_drill_is_invisible_and_only_said_to_be_busy(
+        served_pool: asyncpg.Pool, settings: Settings, tokens: dict[str, str]) -> None:
+    """One drill runs at a time on a server. Found: an operator or admin of 福島市 read 郡山市's running drill in
+    GET /api/v1/simulations (its run id, scenario and gauges) and in the 409 of a start ("simulation <id> is
+    running"). Now another municipality's run is seen only as busy, cannot be stopped (404, as none), and a start
+    is told another drill is running without its id or municipality; 郡山市's own accounts see and stop it."""
+    async with served_pool.acquire() as conn:
+        for name, role, muni in (("fuku-op", "operator", "072010"), ("fuku-admin", "admin", "072010"),
+                                 ("pref-op", "operator", None)):
+            await create_account(conn, username=name, password=PASSWORD, role=role, municipality_code=muni)
+            tokens[name] = (await login(conn, name, PASSWORD))[0]  # type: ignore[index]
+    client = await make_client(served_pool, settings)
+    try:
+        started = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood", "duration_s": 3600},
+                                    headers=auth(tokens["kori-op"]))
+        assert started.status == 201, await started.text()
+        run = (await started.json())["run"]
+        assert run
+
+        for outsider in ("fuku-op", "fuku-admin"):
+            seen = await client.get("/api/v1/simulations", headers=auth(tokens[outsider]))
+            assert seen.status == 200
+            body = await seen.json()
+            assert body["run"] is None and body["state"] == "busy", body
+            assert set(body) == {"run", "state", "scenarios"}, body  # no scenario, gauges, counts of the run
+            stop = await client.delete("/api/v1/simulations/current", headers=auth(tokens[outsider]))
+            assert stop.status == 404, await stop.text()
+            assert (await stop.json())["detail"] == "no simulation is running"
+            busy = await client.post("/api/v1/simulations", json=_fukushima_drill(), headers=auth(tokens[outsider]))
+            assert busy.status == 409, await busy.text()
+            text = await busy.text()
+            assert "another drill is running on this server (one runs at a time)" in (await busy.json())["detail"]
+            assert run not in text and KORIYAMA not in text and "kori" not in text and "郡山" not in text, text
+
+        # the run's own municipality, and the prefecture, see it; another of 郡山市's operators stops it
+        for insider in ("kori-op", "kori-admin", "pref-op"):
+            seen = await client.get("/api/v1/simulations", headers=auth(tokens[insider]))
+            assert (await seen.json())["run"] == run and (await seen.json())["state"] == "running"
+        mine = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood"},
+                                 headers=auth(tokens["kori-admin"]))
+        assert mine.status == 409 and run in (await mine.json())["detail"], await mine.text()
+        stopped = await client.delete("/api/v1/simulations/current", headers=auth(tokens["kori-op-granted"]))
+        assert stopped.status == 200, await stopped.text()
+        assert (await stopped.json())["run"] == run
+
+        # ended: still 郡山市's to read, and to 福島市 nothing runs
+        after = await (await client.get("/api/v1/simulations", headers=auth(tokens["fuku-op"]))).json()
+        assert after["run"] is None and after["state"] == "idle", after
+        assert (await (await client.get("/api/v1/simulations", headers=auth(tokens["kori-op"]))).json())["run"] == run
+    finally:
+        await client.close()
