@@ -60,7 +60,7 @@ def flag(request: web.Request, name: str) -> bool | None:
 
 
 #: a decimal number as query text: optional sign, digits with an optional point, an optional short exponent
-DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?$")
+DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?\Z")
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:

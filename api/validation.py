@@ -40,15 +40,16 @@ an operation without parameters or body, and without a query string, costs a dic
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from api.bodies import json_object
@@ -172,7 +173,7 @@ def _ngsi_coordinates(value: object) -> bool:
 
 
 # -- parameters ---------------------------------------------------------------------------------------
-_INTEGER = re.compile(r"^-?[0-9]{1,18}$")
+_INTEGER = re.compile(r"^-?[0-9]{1,18}\Z")
 
 
 def coerce(raw: str, schema: dict[str, Any]) -> Any:
@@ -211,9 +212,49 @@ class _Operation:
     body_required: bool
 
 
+@functools.lru_cache(maxsize=512)
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema ``pattern`` (ECMA-262 syntax and meaning, JSON Schema 2020-12 §6.3.3) compiled for
+    Python's :mod:`re`, searched as the keyword is (unanchored unless the pattern anchors itself).
+
+    The one difference that matters for the document's patterns is ``$``: in ECMA-262 (no ``m`` flag) it
+    matches at the end of the text only; Python's ``$`` also matches before a final newline, so
+    ``hazard=flood%0A``, a username ``"alice\\n"`` or a webhook URL ending in a newline passed a pattern
+    ``^…$`` (found: jsonschema searches with :func:`re.search` as it is). Each ``$`` outside a character
+    class and not escaped becomes ``\\Z``. Raises :class:`re.error` for a pattern Python cannot read.
+    """
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "$":
+            c = "\\Z"
+        out.append(c)
+        i += 1
+    return re.compile("".join(out))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """jsonschema's ``pattern`` keyword with the pattern's ECMA-262 meaning (:func:`ecma_regex`)."""
+    if validator.is_type(instance, "string") and not ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12 with ``pattern`` read as ECMA-262 (:func:`ecma_regex`)
+Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
 def validator_of(schema: dict[str, Any]) -> Draft202012Validator:
     """The jsonschema validator of one parameter or body schema (the document's components, the named formats)."""
-    return Draft202012Validator({**schema, "components": COMPONENTS}, format_checker=FORMATS)
+    return Validator({**schema, "components": COMPONENTS}, format_checker=FORMATS)  # type: ignore[no-any-return]
 
 
 #: keywords a shortcut knows; a schema with any other keyword is checked by jsonschema alone
@@ -229,7 +270,7 @@ def shortcut(schema: dict[str, Any]) -> Callable[[str], bool] | None:
     jsonschema's cost (about 2.5 µs a parameter): True only when the full check would accept the text.
 
     The same :func:`coerce`, then each keyword as jsonschema (4.x) applies it to the coerced value: ``enum``
-    (equality: a set of its strings), ``pattern`` (:func:`re.search`, compiled once), ``format`` (the
+    (equality: a set of its strings), ``pattern`` (:func:`ecma_regex`, searched), ``format`` (the
     :data:`FORMATS` check), ``minLength``/``maxLength`` (code points), ``minimum``/``maximum``. None for a
     schema with any other keyword (``$ref``, ``oneOf``, ``exclusiveMinimum``…): jsonschema alone checks it.
     A False answer is not a refusal: the full check runs and says why (tests/api/test_api_validation_shortcut.py
@@ -244,7 +285,7 @@ def shortcut(schema: dict[str, Any]) -> Callable[[str], bool] | None:
         allowed = frozenset(v for v in schema["enum"] if isinstance(v, str))  # a text equals no other JSON value
         checks.append(allowed.__contains__)
     if "pattern" in schema:
-        search = re.compile(schema["pattern"]).search
+        search = ecma_regex(schema["pattern"]).search
         checks.append(lambda value: search(value) is not None)
     if "format" in schema and schema["format"] in FORMATS.checkers:
         name = schema["format"]

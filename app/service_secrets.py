@@ -24,8 +24,8 @@ from sonae.config_values import ConfigValueError, config_value
 
 #: host names and addresses a generated URL or certificate may name (DNS names, IPv4, bracketed IPv6)
 HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
-                  r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])$")
-NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+                  r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])\Z")
+NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 PATTERNS = {"host": HOST, "name": NAME, "text": None}
 #: the environment variables the passwords come from (never the command line)
 DB_PASSWORD_ENV, MQTT_PASSWORD_ENV = "SONAE_SECRET_DB_PASSWORD", "SONAE_SECRET_MQTT_PASSWORD"

@@ -33,7 +33,7 @@ import asyncpg
 #: seconds between two looks at the registry for new municipalities
 REFRESH_S = 10.0
 
-_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*\Z")
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,8 @@ class Or:
 
 _TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op>==|!=|>=|<=|!~=|~=|>|<)|(?P<punct>[;|()!])'
                     r'|(?P<word>[^\s;|()!=<>~"]+))')
-_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?\Z")
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:

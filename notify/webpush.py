@@ -43,7 +43,7 @@ def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}\Z")
 
 
 def b64u_decode(text: str) -> bytes:

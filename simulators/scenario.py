@@ -44,7 +44,7 @@ MALFORMED_VARIANTS = ("bad_json", "no_value", "not_a_number", "bad_unit", "not_u
 REPLAY_FORMATS = ("jiseiji", "mlit", "area_info")
 DEFAULT_MUNICIPALITY = "072036"  # 郡山市
 
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|min|s|m|h|d))+$|^\d+(?:\.\d+)?$")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|min|s|m|h|d))+\Z|^\d+(?:\.\d+)?\Z")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|min|s|m|h|d)?")
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 

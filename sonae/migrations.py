@@ -52,7 +52,7 @@ def registered_components() -> tuple[str, ...]:
     return tuple(e.value for e in found)
 
 _LOCK_KEY = 0x50_4E_41_45  # "SNAE"
-_NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|plain))?\.sql$")
+_NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|plain))?\.sql\Z")
 
 
 @dataclass(frozen=True)
