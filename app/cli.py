@@ -12,24 +12,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sonae.arguments import port, row_id
+from sonae.arguments import municipality_code, port, row_id
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.eventloop import lag_watched
 from sonae.jsonkeys import loads_unique
 from sonae.logs import setup_logging
 from sonae.migrations import MigrationError
-from sonae.municipality_code import MunicipalityCodeError, normalise
 
 log = logging.getLogger("sonae.cli")
-
-
-def municipality_argument(value: str) -> str:
-    """An argparse type: a 団体コード in the 6-digit form (5 digits get their check digit)."""
-    try:
-        return normalise(value)
-    except MunicipalityCodeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class CommandError(Exception):
@@ -710,7 +701,8 @@ def _add_graph_commands(sub: Any) -> None:
         q.set_defaults(func=cmd_graph)
         if q is not p:
             q.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
-            q.add_argument("--municipality", help="6-digit 団体コード from the municipalities table, e.g. 072036")
+            q.add_argument("--municipality", type=municipality_code,
+                           help="団体コード from the municipalities table, 072036 or 07203")
             q.add_argument("--overpass-url", help="Overpass API to download from (default: evac.overpass_url, "
                            "https://overpass-api.de/api)")
 # -- end evac --
@@ -890,7 +882,7 @@ def _add_notify_commands(sub: Any) -> None:
     p = wh_sub.add_parser("add", help="Register a webhook.", description="Register a webhook; prints its secret.")
     p.add_argument("url")
     p.add_argument("--format", choices=("json", "cap"), default="json")
-    p.add_argument("--municipality", type=municipality_argument, help="団体コード: only this municipality's alerts")
+    p.add_argument("--municipality", type=municipality_code, help="団体コード: only this municipality's alerts")
     p.add_argument("--min-level", type=int, default=0)
     p.add_argument("--conditions", help="comma-separated: river_level,evacuation_order,…")
     p.add_argument("--include-staff", action="store_true", help="also staff-only alerts")
@@ -1140,7 +1132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = us_sub.add_parser("add", help="Create an account.", description="Create an account; asks for the password.")
     p.add_argument("username")
     p.add_argument("--role", required=True, choices=("staff", "operator", "admin"))
-    p.add_argument("--municipality", type=municipality_argument,
+    p.add_argument("--municipality", type=municipality_code,
                    help="団体コード of the account's municipality (072036 or 07203); omit for prefecture-wide")
     p.add_argument("--name", help="display name")
     for action, text in (("passwd", "Set a new password (revokes the account's tokens)."),

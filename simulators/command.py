@@ -37,10 +37,10 @@ from simulators.scenario import (
     parse_duration,
 )
 from simulators.transport import make_publisher
-from sonae.arguments import port_or_any, positive_seconds
+from sonae.arguments import municipality_code, port_or_any, positive_seconds
 from sonae.japantime import parse_iso_time
 from sonae.mqtt import MqttError
-from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise
+from sonae.municipality_code import DRILL_TOWN_CODE
 
 log = logging.getLogger("sonae.simulators.command")
 
@@ -70,13 +70,6 @@ def _positive_int(raw: str) -> int:
     return int(raw)
 
 
-def _municipality(raw: str) -> str:
-    try:
-        return normalise(raw)
-    except MunicipalityCodeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _time(raw: str) -> datetime:
     try:  # without an offset: Japan time (sonae.japantime)
         return parse_iso_time(raw)
@@ -94,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="replay_to", type=_time, metavar="TIME", help="replay up to this time")
     p.add_argument("--station", action="append", default=[], metavar="ID",
                    help="replay only this station (id or name; repeatable)")
-    p.add_argument("--municipality", type=_municipality, metavar="CODE",
+    p.add_argument("--municipality", type=municipality_code, metavar="CODE",
                    help="play every replayed gauge out in this covered municipality (団体コード); default: the "
                         f"drill town {DRILL_TOWN_CODE} for 持世寺 (宇部市, outside the covered area), each MLIT "
                         "gauge's own municipality")
