@@ -546,7 +546,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     import shapely
 
-    from evac.graph import graph_from_bbox, graph_from_file, graph_from_place
+    from evac.graph import graph_from_bbox, graph_from_file, graph_from_place, graph_from_polygon
     from evac.network import RoadNetwork, network_report
     from evac.osm_import import STREAM_SUFFIXES
     from evac.shelters import load_shelters
@@ -582,13 +582,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
             else:
                 G = graph_from_file(args.file, state_dir=state, progress=say, clip=clip)
         else:
-            place = args.place
             overpass = args.overpass_url or settings["evac.overpass_url"]
             if args.municipality:
-                place = _municipality_place(args, args.municipality)
-            if place:
-                G = graph_from_place(place, state_dir=state, progress=say, overpass_url=overpass)
-                stem = args.municipality or "place"
+                name, area = _municipality_area(args, args.municipality)
+                G = graph_from_polygon(area, name=f"municipality {name} ({args.municipality})", state_dir=state,
+                                       progress=say, overpass_url=overpass)
+                stem = args.municipality
+            elif args.place:
+                G = graph_from_place(args.place, state_dir=state, progress=say, overpass_url=overpass)
+                stem = "place"
             elif bbox is not None:
                 G = graph_from_bbox(*bbox, state_dir=state, progress=say, overpass_url=overpass)
                 stem = "bbox"
@@ -659,22 +661,53 @@ def _imported_shelters(args: argparse.Namespace) -> tuple[list[Any], str]:
     return found, "imported shelters"
 
 
-def _municipality_place(args: argparse.Namespace, code: str) -> str:
-    """A place query for osmnx from the municipality table (``sonae municipalities import``)."""
-    names: list[tuple[str, str]] = []
+def _municipality_area(args: argparse.Namespace, code: str) -> tuple[str, Any]:
+    """The name and boundary (a shapely (Multi)Polygon, lon/lat) of municipality ``code`` (6-digit) for a
+    download: its N03 boundary as Sonae ships it (Fukushima's 59 municipalities, ``ingest.boundaries``), else as
+    imported into the database (``sonae municipalities import N03.geojson`` for another prefecture).
+
+    No geocoder is asked (found: the code was looked up as a name in the municipalities table, and the name
+    sent to Nominatim for its outline, online, whose answer need not be the boundary Sonae places stations,
+    orders and residents by).
+
+    Raises
+    ------
+    ValueError
+        The code is the drill town's or no municipality's, or no boundary of it is shipped or imported (the
+        message says what to do instead).
+    """
+    from ingest.boundaries import packaged_boundaries
+    from sonae.municipality_code import DRILL_TOWN_CODE, not_a_municipality
+
+    if code == DRILL_TOWN_CODE:
+        raise ValueError(f"--municipality {code} is the drill town, a fictional town with no streets in "
+                         "OpenStreetMap: the service builds its network itself (SONAE_EVAC_NETWORK=drilltown)")
+    problem = not_a_municipality(code)
+    if problem is not None:
+        raise ValueError(f"--municipality: {problem}")
+    for boundary in packaged_boundaries():
+        if boundary.code == code:
+            return boundary.name, boundary.geometry
+    found: list[tuple[str, str]] = []
 
     async def action(conn: Any) -> str:
-        row = await conn.fetchrow("SELECT name_ja, prefecture FROM municipalities WHERE code = $1", code)
+        row = await conn.fetchrow("SELECT name, geometry::text AS geometry FROM municipality_boundaries "
+                                  "WHERE code = $1", code)
         if row is not None:
-            names.append((row["name_ja"], row["prefecture"] or ""))
+            found.append((row["name"], row["geometry"]))
         return ""
 
-    _on_database(args, action)
-    if not names:
-        raise ValueError(f"municipality {code} is not in the database: import the list with "
-                         "`sonae municipalities import FILE`, or use --place \"郡山市, 福島県\"")
-    name, pref = names[0]
-    return ", ".join(p for p in (name, pref, "日本") if p)
+    why = "no boundary of it is shipped (Fukushima's are) or imported"
+    try:
+        _on_database(args, action)
+    except (ConfigError, EmbeddedError, ConnectionError, OSError) as exc:  # none here, or not reachable
+        why = f"its boundary is not shipped (Fukushima's are), and the database could not be read ({exc})"
+    if found:
+        import shapely
+
+        return found[0][0], shapely.from_geojson(found[0][1])
+    raise ValueError(f"municipality {code}: {why}: import the prefecture's N03 boundaries with `sonae "
+                     "municipalities import N03.geojson`, or give --place \"NAME, PREFECTURE\" or --bbox W,S,E,N")
 
 
 def _add_graph_commands(sub: Any) -> None:
@@ -702,7 +735,8 @@ def _add_graph_commands(sub: Any) -> None:
         if q is not p:
             q.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
             q.add_argument("--municipality", type=municipality_code,
-                           help="団体コード from the municipalities table, 072036 or 07203")
+                           help="団体コード, 072036 or 07203: the streets inside its N03 boundary (Fukushima's are "
+                           "shipped; another prefecture's after `sonae municipalities import N03.geojson`)")
             q.add_argument("--overpass-url", help="Overpass API to download from (default: evac.overpass_url, "
                            "https://overpass-api.de/api)")
 # -- end evac --
