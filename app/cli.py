@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sonae.arguments import municipality_code, port, row_id
+from sonae.arguments import http_url, municipality_code, port, row_id
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.eventloop import lag_watched
@@ -737,7 +737,7 @@ def _add_graph_commands(sub: Any) -> None:
             q.add_argument("--municipality", type=municipality_code,
                            help="団体コード, 072036 or 07203: the streets inside its N03 boundary (Fukushima's are "
                            "shipped; another prefecture's after `sonae municipalities import N03.geojson`)")
-            q.add_argument("--overpass-url", help="Overpass API to download from (default: evac.overpass_url, "
+            q.add_argument("--overpass-url", type=http_url, help="Overpass API to download from (default: evac.overpass_url, "
                            "https://overpass-api.de/api)")
 # -- end evac --
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from sonae.config import LISTEN_PORTS
+from sonae.config import LISTEN_PORTS, http_url_problem
 from sonae.municipality_code import MunicipalityCodeError, normalise
 
 
@@ -67,3 +67,12 @@ def municipality_code(raw: str) -> str:
         return normalise(raw)
     except MunicipalityCodeError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def http_url(raw: str) -> str:
+    """An http(s) URL with a host (:func:`sonae.config.http_url_problem`, the rule of the settings that hold one),
+    as typed, surrounding blanks removed."""
+    problem = http_url_problem(raw)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{raw!r}: {problem}")
+    return raw.strip()

@@ -10,17 +10,21 @@ boundary (shipped, or imported into the database), never a geocoder (served from
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 import shapely
 from evac_reference import EXTRACTS
+from hypothesis import given
+from hypothesis import strategies as st
 from overpass_standin import QUERY, Extract, overpass_standin
 
 import evac.graph as graph
@@ -28,6 +32,7 @@ from app.cli import main
 from evac.drilltown import generate
 from evac.network import load_network
 from ingest.boundaries import Boundary, packaged_boundaries, store_boundaries
+from sonae.arguments import http_url
 from sonae.municipality_code import DRILL_TOWN_CENTER
 
 WEST, SOUTH, EAST, NORTH = 15.59, 48.39, 15.63, 48.42
@@ -107,13 +112,52 @@ def test_no_server_and_no_cache_says_to_import_a_file(tmp_path: Path, no_shelter
     assert not (tmp_path / "c.npz").exists()
 
 
-def test_the_overpass_setting_is_checked(tmp_path: Path, no_shelters: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("SONAE_EVAC_OVERPASS_URL", "overpass.example")
+@pytest.mark.parametrize("value", ["overpass.example", "http://", "https:///api", "ftp://overpass.example/api"])
+def test_the_overpass_setting_is_checked(value: str, tmp_path: Path, no_shelters: Path,
+                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SONAE_EVAC_OVERPASS_URL", value)
     code = main(["graph", "fetch", "--bbox", BBOX, "--state-dir", str(tmp_path), "--shelters", str(no_shelters)])
     assert code == 2
     err = capsys.readouterr().err
     assert "SONAE_EVAC_OVERPASS_URL" in err and "http(s) URL" in err
+
+
+@pytest.mark.parametrize("value", ["notaurl", "overpass-api.de/api", "http://", "https://:8080/api",
+                                   "ftp://overpass.example/api", "http://overpass.example:99999/api", "http:// /api"])
+def test_an_overpass_url_option_that_is_no_url_is_one_usage_line(value: str, tmp_path: Path, no_shelters: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Found: ``--overpass-url notaurl`` ended in the HTTP library's "Invalid URL 'notaurl/interpreter': No scheme
+    supplied. Perhaps you meant https://…", after osmnx was set up. Now argparse's one line, status 2, quoting
+    what was typed and saying what is expected, before anything is set up."""
+    with pytest.raises(SystemExit) as info:
+        main(["graph", "fetch", "--bbox", BBOX, "--overpass-url", value, "--state-dir", str(tmp_path / "state"),
+              "--shelters", str(no_shelters)])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert info.value.code == 2 and "Traceback" not in err, err
+    assert last.startswith("sonae graph fetch: error: argument --overpass-url: " + repr(value)), last
+    assert "http(s) URL" in last and "https://overpass-api.de/api" in last, last
+    assert not (tmp_path / "state").exists()
+
+
+@given(st.text(max_size=60) | st.from_regex(r"(https?|ftp|)://[a-z0-9.:\[\]@ -]{0,20}(/[a-z]{0,5})?", fullmatch=True))
+def test_a_url_option_is_a_url_with_a_host_or_one_refusal(raw: str) -> None:
+    """Whatever is typed, :func:`sonae.arguments.http_url` gives an http(s) URL with a host, or refuses it in
+    argparse's way (never another exception, which would be a traceback)."""
+    try:
+        url = http_url(raw)
+    except argparse.ArgumentTypeError as exc:
+        assert repr(raw) in str(exc) and "http(s) URL" in str(exc)
+        return
+    parts = urlsplit(url)
+    assert parts.scheme.lower() in ("http", "https") and parts.hostname
+    assert parts.port is None or 0 <= parts.port <= 65535  # (a port that is none raises here)
+    assert not any(c.isspace() or not c.isprintable() for c in url), url
+
+
+def test_a_url_option_keeps_what_was_typed() -> None:
+    assert http_url(" https://overpass.example:8080/api ") == "https://overpass.example:8080/api"
+    assert http_url("HTTP://[::1]:9/api") == "HTTP://[::1]:9/api"
 
 
 def test_a_municipality_is_fetched_inside_its_shipped_boundary_without_a_geocoder(
