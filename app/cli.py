@@ -719,7 +719,6 @@ def _add_graph_commands(sub: Any) -> None:
                            description="Build a network from a local OpenStreetMap file (offline), e.g. "
                            "Geofabrik's japan/tohoku-latest.osm.pbf clipped to a municipality.")
     p.add_argument("file")
-    p.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
     p.add_argument("--via", choices=("stream", "osmnx"), default="stream",
                    help="stream: read .osm/.osm.bz2/.osm.pbf with pyosmium into arrays in bounded memory "
                    "(default); osmnx: build a networkx graph through osmnx first (the old path, for comparison; "
@@ -727,18 +726,23 @@ def _add_graph_commands(sub: Any) -> None:
     for q in (p, grp_sub.add_parser("fetch", help="Download a network through osmnx (online; cached).",
                                     description="Download the streets through osmnx (Overpass API; cached in "
                                     "the state directory).")):
-        q.add_argument("--bbox", help="west,south,east,north in degrees (import: clip to it)")
+        # the area: one way of naming it (found: `fetch --place P --bbox B` took the place and dropped the box
+        # unsaid, `import --polygon F --bbox B` the polygon); a download needs one, an import clips to at most one
+        area = q.add_mutually_exclusive_group(required=q is not p)
+        area.add_argument("--bbox", help="west,south,east,north in degrees (import: clip to it)")
+        if q is p:
+            area.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
+        else:
+            area.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
+            area.add_argument("--municipality", type=municipality_code,
+                              help="団体コード, 072036 or 07203: the streets inside its N03 boundary (Fukushima's "
+                              "are shipped; another prefecture's after `sonae municipalities import N03.geojson`)")
+            q.add_argument("--overpass-url", type=http_url, help="Overpass API to download from (default: "
+                           "evac.overpass_url, https://overpass-api.de/api)")
         q.add_argument("--out", help="where to write the network (.npz; default <state>/evac/<name>.npz)")
         q.add_argument("--shelters", help="count these shelters (GeoJSON/CSV) instead of the imported ones")
         q.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
         q.set_defaults(func=cmd_graph)
-        if q is not p:
-            q.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
-            q.add_argument("--municipality", type=municipality_code,
-                           help="団体コード, 072036 or 07203: the streets inside its N03 boundary (Fukushima's are "
-                           "shipped; another prefecture's after `sonae municipalities import N03.geojson`)")
-            q.add_argument("--overpass-url", type=http_url, help="Overpass API to download from (default: evac.overpass_url, "
-                           "https://overpass-api.de/api)")
 # -- end evac --
 
 

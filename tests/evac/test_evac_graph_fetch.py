@@ -235,3 +235,26 @@ async def test_a_municipality_whose_boundary_was_imported_is_fetched_inside_it(
     assert asked.contains(square) and square.buffer(0.01).contains(asked)
     net = load_network(out)
     assert net.n_nodes > 0 and shapely.contains_xy(square, net.node_lon, net.node_lat).all()
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    (["fetch", "--place", "郡山市, 福島県", "--bbox", BBOX], "argument --bbox: not allowed with argument --place"),
+    (["fetch", "--bbox", BBOX, "--place", "郡山市, 福島県"], "argument --place: not allowed with argument --bbox"),
+    (["fetch", "--municipality", "07203", "--place", "郡山市"],
+     "argument --place: not allowed with argument --municipality"),
+    (["fetch", "--municipality", "07203", "--bbox", BBOX], "argument --bbox: not allowed with argument --municipality"),
+    (["fetch"], "one of the arguments --bbox --place --municipality is required"),
+    (["import", "town.osm", "--polygon", "city.geojson", "--bbox", BBOX],
+     "argument --bbox: not allowed with argument --polygon"),
+])
+def test_the_area_is_named_one_way_only(given: list[str], said: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Found: ``graph fetch --place P --bbox B`` downloaded the place and dropped the box unsaid (and
+    ``--municipality`` won over both); ``graph import --polygon F --bbox B`` clipped to the polygon only. Now
+    argparse's one line, status 2, before anything is read or downloaded."""
+    with pytest.raises(SystemExit) as info:
+        main(["graph", *given, "--state-dir", str(tmp_path / "state")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"sonae graph {given[0]}: error: {said}", err
+    assert not (tmp_path / "state").exists()
