@@ -52,15 +52,19 @@ DEFAULT_REPLAY_FILES = {
 }
 
 
+#: what ``--accel`` takes, in words (its refusals quote what was typed, then this)
+ACCEL_RANGE = "expected a number greater than 0 (1 = real time, 60 = an hour a minute) or 'max' (as fast as possible)"
+
+
 def _accel(raw: str) -> float:
     if raw == "max":
         return math.inf
     try:
         value = float(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number or 'max'") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError("accel must be a positive number or 'max'")
+        raise argparse.ArgumentTypeError(f"{raw!r}: {ACCEL_RANGE}") from None
+    if not value > 0 or not math.isfinite(value):  # found: said neither what was typed nor, for inf, why
+        raise argparse.ArgumentTypeError(f"{raw!r}: {ACCEL_RANGE}")
     return value
 
 

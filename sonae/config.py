@@ -571,7 +571,9 @@ def load_settings(
         if value is not None and setting.check is not None:
             problem = setting.check(value)
             if problem:
-                shown = mask_url(value) if setting.secret and isinstance(value, str) else value
+                # what the user wrote, not what it was read as (found: SONAE_SIMULATORS_DEMO_TIME_SCALE=1e9 was
+                # told back as 1000000000.0, " 0.5" as 0.5): the text of the variable, the file's own value
+                shown = mask_url(raw) if setting.secret and isinstance(raw, str) else raw
                 raise ConfigError(f"{where}={shown!r}: {problem}")
         values[setting.name] = value
         origins[setting.name] = origin
