@@ -784,22 +784,28 @@ def _add_jma_commands(sub: Any) -> None:
 
 
 def _new_password(args: argparse.Namespace) -> str:
+    """The new password, from SONAE_NEW_PASSWORD or asked twice; refused when too short (api.auth's rule) before
+    any database is started."""
     import getpass
     import os
+
+    from api.auth import MIN_PASSWORD_LENGTH, PASSWORD_RULE
 
     if args.password_from_env:
         password = os.environ.get("SONAE_NEW_PASSWORD")
         if not password:
             raise CommandError("--password-from-env: SONAE_NEW_PASSWORD is not set")
-        return password
-    if not sys.stdin.isatty():
+    elif not sys.stdin.isatty():
         raise CommandError("no terminal to ask for the password: set SONAE_NEW_PASSWORD and pass --password-from-env")
-    try:
-        password = getpass.getpass("password (10 characters or more): ")
-        if getpass.getpass("again: ") != password:
-            raise CommandError("the two passwords differ")
-    except EOFError:
-        raise CommandError("no password given (end of input)") from None
+    else:
+        try:
+            password = getpass.getpass(f"password ({MIN_PASSWORD_LENGTH} characters or more): ")
+            if getpass.getpass("again: ") != password:
+                raise CommandError("the two passwords differ")
+        except EOFError:
+            raise CommandError("no password given (end of input)") from None
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CommandError(PASSWORD_RULE)
     return password
 
 
