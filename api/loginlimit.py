@@ -8,9 +8,10 @@
   every ``SLOW_INTERVAL_S`` (120 s) is still checked, from any address; the others get 429 with
   ``Retry-After``. So an attacker spreading guesses over any number of addresses gets at most
   ``ACCOUNT_FAILURE_BURST`` + 2 × 86,400 / 120 ≈ 1,450 passwords checked a day against one account
-  (argon2id hashes, passwords of at least 10 characters; ``tests/api/test_api_abuse.py`` counts a day of
-  it), and cannot lock a member of staff out: the owner's attempt waits for the next slot (at most
-  ``SLOW_INTERVAL_S``, more only while an attacker takes every slot first).
+  (argon2id hashes, passwords of at least ``api.auth.MIN_PASSWORD_LENGTH`` characters;
+  ``tests/api/test_api_abuse.py`` counts a day of it), and cannot lock a member of staff out: the owner's
+  attempt waits for the next slot (at most ``SLOW_INTERVAL_S``, more only while an attacker takes every slot
+  first).
   A successful login clears the account's failures, and the address it came from is remembered for the
   account (the last ``TRUSTED_PER_ACCOUNT``): from there the account limit does not apply, so an
   attacker hammering the account from elsewhere cannot keep its owner out (the OWASP "device cookie"

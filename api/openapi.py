@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.auth import MIN_PASSWORD_LENGTH
 from api.context import SETTINGS
 from api.language import ACCEPTED, TAG_PATTERN
 from evac.graph import PROFILE_NAMES
@@ -328,7 +329,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": body({"type": "object", "required": ["username", "password", "role"], "properties": {
             "username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{3,64}$",
                          "description": "3 to 64 of A-Z a-z 0-9 _ . @ -"},
-            "password": {"type": "string", "minLength": 10, "maxLength": 2000},
+            "password": {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": 2000},
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
             "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415)}},

@@ -12,24 +12,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from sonae.arguments import port, row_id
+from sonae.arguments import http_url, municipality_code, port, row_id
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.eventloop import lag_watched
 from sonae.jsonkeys import loads_unique
 from sonae.logs import setup_logging
 from sonae.migrations import MigrationError
-from sonae.municipality_code import MunicipalityCodeError, normalise
 
 log = logging.getLogger("sonae.cli")
-
-
-def municipality_argument(value: str) -> str:
-    """An argparse type: a 団体コード in the 6-digit form (5 digits get their check digit)."""
-    try:
-        return normalise(value)
-    except MunicipalityCodeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class CommandError(Exception):
@@ -555,7 +546,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     import shapely
 
-    from evac.graph import graph_from_bbox, graph_from_file, graph_from_place
+    from evac.graph import graph_from_bbox, graph_from_file, graph_from_place, graph_from_polygon
     from evac.network import RoadNetwork, network_report
     from evac.osm_import import STREAM_SUFFIXES
     from evac.shelters import load_shelters
@@ -591,13 +582,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
             else:
                 G = graph_from_file(args.file, state_dir=state, progress=say, clip=clip)
         else:
-            place = args.place
             overpass = args.overpass_url or settings["evac.overpass_url"]
             if args.municipality:
-                place = _municipality_place(args, args.municipality)
-            if place:
-                G = graph_from_place(place, state_dir=state, progress=say, overpass_url=overpass)
-                stem = args.municipality or "place"
+                name, area = _municipality_area(args, args.municipality)
+                G = graph_from_polygon(area, name=f"municipality {name} ({args.municipality})", state_dir=state,
+                                       progress=say, overpass_url=overpass)
+                stem = args.municipality
+            elif args.place:
+                G = graph_from_place(args.place, state_dir=state, progress=say, overpass_url=overpass)
+                stem = "place"
             elif bbox is not None:
                 G = graph_from_bbox(*bbox, state_dir=state, progress=say, overpass_url=overpass)
                 stem = "bbox"
@@ -668,22 +661,53 @@ def _imported_shelters(args: argparse.Namespace) -> tuple[list[Any], str]:
     return found, "imported shelters"
 
 
-def _municipality_place(args: argparse.Namespace, code: str) -> str:
-    """A place query for osmnx from the municipality table (``sonae municipalities import``)."""
-    names: list[tuple[str, str]] = []
+def _municipality_area(args: argparse.Namespace, code: str) -> tuple[str, Any]:
+    """The name and boundary (a shapely (Multi)Polygon, lon/lat) of municipality ``code`` (6-digit) for a
+    download: its N03 boundary as Sonae ships it (Fukushima's 59 municipalities, ``ingest.boundaries``), else as
+    imported into the database (``sonae municipalities import N03.geojson`` for another prefecture).
+
+    No geocoder is asked (found: the code was looked up as a name in the municipalities table, and the name
+    sent to Nominatim for its outline, online, whose answer need not be the boundary Sonae places stations,
+    orders and residents by).
+
+    Raises
+    ------
+    ValueError
+        The code is the drill town's or no municipality's, or no boundary of it is shipped or imported (the
+        message says what to do instead).
+    """
+    from ingest.boundaries import packaged_boundaries
+    from sonae.municipality_code import DRILL_TOWN_CODE, not_a_municipality
+
+    if code == DRILL_TOWN_CODE:
+        raise ValueError(f"--municipality {code} is the drill town, a fictional town with no streets in "
+                         "OpenStreetMap: the service builds its network itself (SONAE_EVAC_NETWORK=drilltown)")
+    problem = not_a_municipality(code)
+    if problem is not None:
+        raise ValueError(f"--municipality: {problem}")
+    for boundary in packaged_boundaries():
+        if boundary.code == code:
+            return boundary.name, boundary.geometry
+    found: list[tuple[str, str]] = []
 
     async def action(conn: Any) -> str:
-        row = await conn.fetchrow("SELECT name_ja, prefecture FROM municipalities WHERE code = $1", code)
+        row = await conn.fetchrow("SELECT name, geometry::text AS geometry FROM municipality_boundaries "
+                                  "WHERE code = $1", code)
         if row is not None:
-            names.append((row["name_ja"], row["prefecture"] or ""))
+            found.append((row["name"], row["geometry"]))
         return ""
 
-    _on_database(args, action)
-    if not names:
-        raise ValueError(f"municipality {code} is not in the database: import the list with "
-                         "`sonae municipalities import FILE`, or use --place \"郡山市, 福島県\"")
-    name, pref = names[0]
-    return ", ".join(p for p in (name, pref, "日本") if p)
+    why = "no boundary of it is shipped (Fukushima's are) or imported"
+    try:
+        _on_database(args, action)
+    except (ConfigError, EmbeddedError, ConnectionError, OSError) as exc:  # none here, or not reachable
+        why = f"its boundary is not shipped (Fukushima's are), and the database could not be read ({exc})"
+    if found:
+        import shapely
+
+        return found[0][0], shapely.from_geojson(found[0][1])
+    raise ValueError(f"municipality {code}: {why}: import the prefecture's N03 boundaries with `sonae "
+                     "municipalities import N03.geojson`, or give --place \"NAME, PREFECTURE\" or --bbox W,S,E,N")
 
 
 def _add_graph_commands(sub: Any) -> None:
@@ -695,7 +719,6 @@ def _add_graph_commands(sub: Any) -> None:
                            description="Build a network from a local OpenStreetMap file (offline), e.g. "
                            "Geofabrik's japan/tohoku-latest.osm.pbf clipped to a municipality.")
     p.add_argument("file")
-    p.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
     p.add_argument("--via", choices=("stream", "osmnx"), default="stream",
                    help="stream: read .osm/.osm.bz2/.osm.pbf with pyosmium into arrays in bounded memory "
                    "(default); osmnx: build a networkx graph through osmnx first (the old path, for comparison; "
@@ -703,16 +726,23 @@ def _add_graph_commands(sub: Any) -> None:
     for q in (p, grp_sub.add_parser("fetch", help="Download a network through osmnx (online; cached).",
                                     description="Download the streets through osmnx (Overpass API; cached in "
                                     "the state directory).")):
-        q.add_argument("--bbox", help="west,south,east,north in degrees (import: clip to it)")
+        # the area: one way of naming it (found: `fetch --place P --bbox B` took the place and dropped the box
+        # unsaid, `import --polygon F --bbox B` the polygon); a download needs one, an import clips to at most one
+        area = q.add_mutually_exclusive_group(required=q is not p)
+        area.add_argument("--bbox", help="west,south,east,north in degrees (import: clip to it)")
+        if q is p:
+            area.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
+        else:
+            area.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
+            area.add_argument("--municipality", type=municipality_code,
+                              help="団体コード, 072036 or 07203: the streets inside its N03 boundary (Fukushima's "
+                              "are shipped; another prefecture's after `sonae municipalities import N03.geojson`)")
+            q.add_argument("--overpass-url", type=http_url, help="Overpass API to download from (default: "
+                           "evac.overpass_url, https://overpass-api.de/api)")
         q.add_argument("--out", help="where to write the network (.npz; default <state>/evac/<name>.npz)")
         q.add_argument("--shelters", help="count these shelters (GeoJSON/CSV) instead of the imported ones")
         q.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
         q.set_defaults(func=cmd_graph)
-        if q is not p:
-            q.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
-            q.add_argument("--municipality", help="6-digit 団体コード from the municipalities table, e.g. 072036")
-            q.add_argument("--overpass-url", help="Overpass API to download from (default: evac.overpass_url, "
-                           "https://overpass-api.de/api)")
 # -- end evac --
 
 
@@ -754,22 +784,28 @@ def _add_jma_commands(sub: Any) -> None:
 
 
 def _new_password(args: argparse.Namespace) -> str:
+    """The new password, from SONAE_NEW_PASSWORD or asked twice; refused when too short (api.auth's rule) before
+    any database is started."""
     import getpass
     import os
+
+    from api.auth import MIN_PASSWORD_LENGTH, PASSWORD_RULE
 
     if args.password_from_env:
         password = os.environ.get("SONAE_NEW_PASSWORD")
         if not password:
             raise CommandError("--password-from-env: SONAE_NEW_PASSWORD is not set")
-        return password
-    if not sys.stdin.isatty():
+    elif not sys.stdin.isatty():
         raise CommandError("no terminal to ask for the password: set SONAE_NEW_PASSWORD and pass --password-from-env")
-    try:
-        password = getpass.getpass("password (10 characters or more): ")
-        if getpass.getpass("again: ") != password:
-            raise CommandError("the two passwords differ")
-    except EOFError:
-        raise CommandError("no password given (end of input)") from None
+    else:
+        try:
+            password = getpass.getpass(f"password ({MIN_PASSWORD_LENGTH} characters or more): ")
+            if getpass.getpass("again: ") != password:
+                raise CommandError("the two passwords differ")
+        except EOFError:
+            raise CommandError("no password given (end of input)") from None
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CommandError(PASSWORD_RULE)
     return password
 
 
@@ -890,7 +926,7 @@ def _add_notify_commands(sub: Any) -> None:
     p = wh_sub.add_parser("add", help="Register a webhook.", description="Register a webhook; prints its secret.")
     p.add_argument("url")
     p.add_argument("--format", choices=("json", "cap"), default="json")
-    p.add_argument("--municipality", type=municipality_argument, help="団体コード: only this municipality's alerts")
+    p.add_argument("--municipality", type=municipality_code, help="団体コード: only this municipality's alerts")
     p.add_argument("--min-level", type=int, default=0)
     p.add_argument("--conditions", help="comma-separated: river_level,evacuation_order,…")
     p.add_argument("--include-staff", action="store_true", help="also staff-only alerts")
@@ -1140,7 +1176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = us_sub.add_parser("add", help="Create an account.", description="Create an account; asks for the password.")
     p.add_argument("username")
     p.add_argument("--role", required=True, choices=("staff", "operator", "admin"))
-    p.add_argument("--municipality", type=municipality_argument,
+    p.add_argument("--municipality", type=municipality_code,
                    help="団体コード of the account's municipality (072036 or 07203); omit for prefecture-wide")
     p.add_argument("--name", help="display name")
     for action, text in (("passwd", "Set a new password (revokes the account's tokens)."),

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.contract import STATION_ID, STATION_ID_RULE
+from sonae.arguments import municipality_code
 from sonae.config_values import ConfigValueError, config_value
 from sonae.embedded import BrokerAuth, reload_embedded_broker
 from sonae.mosquitto_files import MAX_ITERATIONS, verify_mosquitto_hash
@@ -1013,7 +1014,8 @@ def add_devices_command(sub: Any) -> None:
                                        "{prefix}/{municipality}/{station}/+ for its stations and read nothing.")
     p.add_argument("username", help="device id or service account (A-Z a-z 0-9 _ . -)")
     p.add_argument("--role", choices=ROLES, default="device", help="what the user may do (default device)")
-    p.add_argument("--municipality", action="append", help="団体コード (a device: exactly one; a viewer: any)")
+    p.add_argument("--municipality", action="append", type=municipality_code,
+                   help="団体コード, 072036 or 07203 (a device: exactly one; a viewer: any)")
     p.add_argument("--station", action="append", help="station id the device reports for (repeatable; "
                                                       "default: the username)")
     p.add_argument("--grant", action="append", metavar="ACCESS:TOPIC",

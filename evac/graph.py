@@ -1,9 +1,9 @@
 """Road graphs from OpenStreetMap via osmnx, and travel profiles.
 
-Graphs come from a place name, a point or a bounding box (online, through osmnx's cache in the state
-directory), from ``.osm`` / ``.osm.bz2`` / ``.osm.pbf`` files (PBF through pyosmium, the Python binding
-of libosmium, which reads Geofabrik's extracts) and from GraphML; any of them can be clipped to a
-bounding box or a polygon. Every graph goes through
+Graphs come from a place name, a polygon (a municipality's boundary), a point or a bounding box (online,
+through osmnx's cache in the state directory), from ``.osm`` / ``.osm.bz2`` / ``.osm.pbf`` files (PBF
+through pyosmium, the Python binding of libosmium, which reads Geofabrik's extracts) and from GraphML; any
+of them can be clipped to a bounding box or a polygon. Every graph goes through
 :func:`prepare_graph`: only ways tagged ``highway`` are kept (``graph_from_xml`` also turns buildings,
 land use and rivers into edges), and the graph is simplified without merging ways whose profile-relevant
 tags differ (so a flight of steps stays its own edge).
@@ -369,8 +369,8 @@ def graph_from_place(
     overpass_url: str | None = None,
 ) -> nx.MultiDiGraph:
     """Download the streets of a named place (needs internet unless osmnx's cache has it): osmnx's
-    ``graph_from_place`` in its two steps (geocode, then the polygon's streets), so that a place larger than
-    :data:`MAX_FETCH_KM2` (``日本``) is refused before the streets are asked for.
+    ``graph_from_place`` in its two steps (geocode by Nominatim, then :func:`graph_from_polygon`), so that a
+    place larger than :data:`MAX_FETCH_KM2` (``日本``) is refused before the streets are asked for.
 
     Raises
     ------
@@ -380,8 +380,30 @@ def graph_from_place(
     configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
     report_progress(progress, f"finding {query}")
     polygon = ox.geocode_to_gdf(query)["geometry"].union_all()
-    check_fetch_extent(*polygon.bounds, what=f"place {query!r}")
-    report_progress(progress, f"downloading streets of {query}")
+    return graph_from_polygon(polygon, name=f"place {query!r}", state_dir=state_dir, progress=progress,
+                              overpass_url=overpass_url)
+
+
+def graph_from_polygon(
+    polygon: Any, *, name: str, state_dir: Path | str = ".state", progress: Progress | None = None,
+    overpass_url: str | None = None,
+) -> nx.MultiDiGraph:
+    """Download the streets inside ``polygon`` (a shapely (Multi)Polygon in lon/lat, WGS 84) from
+    ``overpass_url`` (needs internet unless osmnx's cache has it); no geocoder is asked. ``name`` says what
+    the area is, in the progress and in a refusal (``municipality 郡山市 (072036)``).
+
+    A municipality's area is its shipped N03 boundary (``sonae graph fetch --municipality``), handed here as
+    it is: osmnx asks Overpass for the ways in the polygon (buffered by 500 m, so that streets crossing the
+    border keep their intersections) and keeps the nodes inside it.
+
+    Raises
+    ------
+    ValueError
+        When the polygon's bounding box exceeds :data:`MAX_FETCH_KM2` (before anything is downloaded).
+    """
+    check_fetch_extent(*polygon.bounds, what=name)
+    configure_osmnx(state_dir=state_dir, overpass_url=overpass_url)
+    report_progress(progress, f"downloading streets of {name}")
     _prepare_download()
     G = ox.graph_from_polygon(polygon, network_type="all", simplify=False, retain_all=True)
     return prepare_graph(G, progress=progress)

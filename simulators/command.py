@@ -37,10 +37,10 @@ from simulators.scenario import (
     parse_duration,
 )
 from simulators.transport import make_publisher
-from sonae.arguments import port_or_any, positive_seconds
+from sonae.arguments import municipality_code, port_or_any, positive_seconds
 from sonae.japantime import parse_iso_time
 from sonae.mqtt import MqttError
-from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise
+from sonae.municipality_code import DRILL_TOWN_CODE
 
 log = logging.getLogger("sonae.simulators.command")
 
@@ -52,15 +52,19 @@ DEFAULT_REPLAY_FILES = {
 }
 
 
+#: what ``--accel`` takes, in words (its refusals quote what was typed, then this)
+ACCEL_RANGE = "expected a number greater than 0 (1 = real time, 60 = an hour a minute) or 'max' (as fast as possible)"
+
+
 def _accel(raw: str) -> float:
     if raw == "max":
         return math.inf
     try:
         value = float(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number or 'max'") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError("accel must be a positive number or 'max'")
+        raise argparse.ArgumentTypeError(f"{raw!r}: {ACCEL_RANGE}") from None
+    if not value > 0 or not math.isfinite(value):  # found: said neither what was typed nor, for inf, why
+        raise argparse.ArgumentTypeError(f"{raw!r}: {ACCEL_RANGE}")
     return value
 
 
@@ -68,13 +72,6 @@ def _positive_int(raw: str) -> int:
     if not (raw.isascii() and raw.isdigit() and 0 < int(raw) <= 10**9):
         raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number from 1 to 1000000000")
     return int(raw)
-
-
-def _municipality(raw: str) -> str:
-    try:
-        return normalise(raw)
-    except MunicipalityCodeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _time(raw: str) -> datetime:
@@ -94,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="replay_to", type=_time, metavar="TIME", help="replay up to this time")
     p.add_argument("--station", action="append", default=[], metavar="ID",
                    help="replay only this station (id or name; repeatable)")
-    p.add_argument("--municipality", type=_municipality, metavar="CODE",
+    p.add_argument("--municipality", type=municipality_code, metavar="CODE",
                    help="play every replayed gauge out in this covered municipality (団体コード); default: the "
                         f"drill town {DRILL_TOWN_CODE} for 持世寺 (宇部市, outside the covered area), each MLIT "
                         "gauge's own municipality")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from sonae.config import LISTEN_PORTS
+from sonae.config import LISTEN_PORTS, http_url_problem
+from sonae.municipality_code import MunicipalityCodeError, normalise
 
 
 def port(raw: str) -> int:
@@ -55,3 +56,23 @@ def row_id(raw: str) -> int:
     if value is None:
         raise argparse.ArgumentTypeError(f"{raw!r} is not an id (a whole number from 1, as `list` shows)")
     return value
+
+
+def municipality_code(raw: str) -> str:
+    """A 団体コード in its 6-digit form (:func:`sonae.municipality_code.normalise`): the 5-digit JIS X 0402 code
+    (``07203``) gets its check digit, a 6-digit one (``072036``) is kept, and one with a wrong check digit is
+    refused naming the code it should have been. The type of every ``--municipality`` option (found: ``sonae
+    graph fetch --municipality 07203`` was refused while ``sonae users add`` took it)."""
+    try:
+        return normalise(raw)
+    except MunicipalityCodeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def http_url(raw: str) -> str:
+    """An http(s) URL with a host (:func:`sonae.config.http_url_problem`, the rule of the settings that hold one),
+    as typed, surrounding blanks removed."""
+    problem = http_url_problem(raw)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{raw!r}: {problem}")
+    return raw.strip()

@@ -65,6 +65,27 @@ def _mqtt_url(value: Any) -> str | None:
     return None
 
 
+def http_url_problem(value: Any, *, example: str = "https://overpass-api.de/api") -> str | None:
+    """Why ``value`` is no http(s) URL with a host (a download's or a server's address), or None when it is one;
+    ``example`` is the URL the message shows.
+
+    The rule of the setting ``evac.overpass_url`` and of the command line's URL options
+    (:func:`sonae.arguments.http_url`): found, ``--overpass-url notaurl`` ended in the HTTP library's own
+    "Invalid URL 'notaurl/interpreter': No scheme supplied", and ``http://`` alone passed the setting's check.
+    """
+    text = str(value).strip()
+    if any(c.isspace() or not c.isprintable() for c in text):
+        return f"expected an http(s) URL without spaces or control characters, e.g. {example}"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return f"expected an http(s) URL with a host and a port from 0 to 65535, e.g. {example}"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"expected an http(s) URL: http:// or https:// and a host, e.g. {example}"
+    return None
+
+
 def _postgres_url(value: Any) -> str | None:
     if value is None:
         return None
@@ -327,7 +348,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("evac.overpass_url", str, "https://overpass-api.de/api",
             "Overpass API that `sonae graph fetch` downloads streets from (osmnx; answers are cached in the "
             "state directory). A prefecture may run its own Overpass server or use a mirror.",
-            check=lambda v: None if str(v).startswith(("http://", "https://")) else "expected an http(s) URL"),
+            check=http_url_problem),
     # -- end evac --
     # -- jma: official information, 気象庁防災情報XML PULL feeds (jma/reader.py) --
     Setting("jma.feeds", str, "",
@@ -550,7 +571,9 @@ def load_settings(
         if value is not None and setting.check is not None:
             problem = setting.check(value)
             if problem:
-                shown = mask_url(value) if setting.secret and isinstance(value, str) else value
+                # what the user wrote, not what it was read as (found: SONAE_SIMULATORS_DEMO_TIME_SCALE=1e9 was
+                # told back as 1000000000.0, " 0.5" as 0.5): the text of the variable, the file's own value
+                shown = mask_url(raw) if setting.secret and isinstance(raw, str) else raw
                 raise ConfigError(f"{where}={shown!r}: {problem}")
         values[setting.name] = value
         origins[setting.name] = origin

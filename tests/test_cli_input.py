@@ -254,6 +254,10 @@ def test_simulate_replay_from_after_to_is_one_line_and_status_2(env: dict[str, s
     # a finite --accel whose derived pace overflows (found: "unexpected error (OverflowError…)", status 1)
     (["simulate", "--replay", "mlit", "--accel", "1e-320"], "accel 1e-320"),
     (["simulate", "--replay", "jiseiji", "--accel", "1e-300"], "accel 1e-300"),
+    # what was typed, and the range (found: "accel must be a positive number or 'max'", the text not quoted)
+    (["simulate", "--replay", "jiseiji", "--accel=-6e1"], "--accel: '-6e1': expected a number greater than 0"),
+    (["simulate", "--replay", "jiseiji", "--accel", "inf"], "--accel: 'inf': expected a number greater than 0"),
+    (["simulate", "--replay", "jiseiji", "--accel", "fast"], "--accel: 'fast': expected a number greater than 0"),
     (["api", "--port", "70000"], "--port: '70000' is not a port number"),
     (["run", "--port", "0"], "--port: '0' is not a port number"),
     (["api", "--port", "0"], "--port: '0' is not a port number from 1 to 65535"),

@@ -1,9 +1,12 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sonae.config import ConfigError, load_settings, mask_url
+from sonae.config import DEMO_TIME_SCALE_MAX, ConfigError, load_settings, mask_url
 
 
 def test_defaults_leave_services_embedded() -> None:
@@ -149,4 +152,31 @@ def test_demo_time_scale_refuses_nonsense(value: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(environ={"SONAE_SIMULATORS_DEMO_TIME_SCALE": value})
     assert "SONAE_SIMULATORS_DEMO_TIME_SCALE" in str(err.value) and fragment in str(err.value)
+    assert repr(value) in str(err.value)  # what was written, not what it was read as
     assert "unknown setting" not in str(err.value)
+
+
+#: how people write a number in an environment variable or a file (Python's float() reads them all)
+_WRITTEN = st.floats(allow_nan=False, allow_infinity=False).flatmap(lambda x: st.sampled_from([
+    repr(x), f"{x:e}", f"{x:.3f}", f" {x!r} ", f"{x:E}", f"{x:_.2f}", f"+{abs(x)!r}"]))
+
+
+@given(_WRITTEN)
+def test_a_refused_time_scale_is_told_back_as_written_with_the_range(written: str) -> None:
+    """Found: SONAE_SIMULATORS_DEMO_TIME_SCALE=1e9 was told back as 1000000000.0, " 0.5" as 0.5: the value read,
+    not what was written. The message now quotes the variable's text and says the range."""
+    try:
+        scale = load_settings(environ={"SONAE_SIMULATORS_DEMO_TIME_SCALE": written})["simulators.demo_time_scale"]
+    except ConfigError as exc:
+        assert str(exc) == (f"SONAE_SIMULATORS_DEMO_TIME_SCALE={written!r}: expected a number from 1 (real time) to "
+                            f"{DEMO_TIME_SCALE_MAX:g} (times faster than real time)")
+    else:
+        assert 1 <= scale <= DEMO_TIME_SCALE_MAX and scale == float(written)
+
+
+def test_a_refused_value_from_the_file_is_told_back_as_the_file_gives_it(tmp_path: Path) -> None:
+    """A TOML integer stays one (1000, not the 1000.0 it was read as); TOML keeps no text of its numbers."""
+    path = tmp_path / "sonae.toml"
+    path.write_text("[simulators]\ndemo_time_scale = 1_000\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"demo_time_scale=1000: expected a number from 1 \(real time\) to 600"):
+        load_settings(config_file=path, environ={})

@@ -6,9 +6,8 @@
   const S = window.Sonae;
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 15000;
-  const LEVEL_NAMES = { 1: "待機 Standby", 2: "注意 Caution", 3: "高齢者等避難 L3", 4: "避難指示 L4", 5: "緊急安全確保 L5" };
-  const LEVEL_NAMES_EN = { 1: "Standby", 2: "Caution", 3: "Elderly and others evacuate (L3)", 4: "Evacuation order (L4)",
-    5: "Emergency safety measures (L5)" };
+  /** The orders a municipality issues, by level (避難情報に関するガイドライン; alerting/level.py SUGGESTED_ORDER). */
+  const ORDER_OF_LEVEL = { 3: "高齢者等避難", 4: "避難指示", 5: "緊急安全確保" };
   const DRILL_TOWN = "079995"; // sonae.municipality_code.DRILL_TOWN_CODE: exercises only
   const HAZARDS = ["flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding", "volcano"];
   const HAZ_JA = { flood: "洪水", landslide: "土砂災害", storm_surge: "高潮", earthquake: "地震", tsunami: "津波",
@@ -58,6 +57,15 @@
   }
   const thName = (k) => (isEn() ? TH_NAMES_EN[k] : TH_NAMES[k]) || k;
   const orderName = (o) => (isEn() ? ORDER_EN[o] || o : o);
+  /** An issued order in the alerts table: its name once, with its level and area, e.g. 避難指示（警戒レベル4・全域）,
+   * "Evacuation order (Level 4, whole municipality)" (found: "Evacuation order: Evacuation order (L4) (whole
+   * municipality)" and 避難情報 避難指示 L4（全域）, the condition's name before the order's own). */
+  function orderLabel(level, drawn) {
+    const name = ORDER_OF_LEVEL[level];
+    return isEn()
+      ? `${name ? ORDER_EN[name] : "Evacuation order"} (Level ${level}, ${drawn ? "drawn area" : "whole municipality"})`
+      : `${name || "避難情報"}（警戒レベル${level}・${drawn ? "区域指定" : "全域"}）`;
+  }
 
   function applyLang() {
     document.documentElement.lang = state.lang;
@@ -231,8 +239,7 @@
       tr.appendChild(td0);
       const station = { id: a.station_id, name: a.station_name, name_en: a.station_name_en };
       const what = a.condition === "evacuation_order"
-        ? (isEn() ? "Evacuation order: " + (LEVEL_NAMES_EN[a.level] || "") + (a.area ? " (drawn area)" : " (whole municipality)")
-          : "避難情報 " + (LEVEL_NAMES[a.level] || "") + (a.area ? "（区域指定）" : "（全域）"))
+        ? orderLabel(a.level, Boolean(a.area))
         : stationName(station) + " " + condition(a.condition) + (a.value != null ? " " + a.value + " m" : "");
       const tdw = el("td", { "data-label": tx("内容 / What", "What") }, what + " ");
       if (a.exercise) tdw.appendChild(el("span", { class: "tag-ex" }, tx("訓練 EXERCISE", "EXERCISE")));

@@ -444,10 +444,13 @@ def test_staff_console_logs_in_acknowledges_an_alert_and_issues_an_order_the_res
         page.fill("#order-note", "訓練: ブラウザテスト")
         page.click("#order-submit")
         page.wait_for_selector("#orders li[data-order-id]")
-        row = page.locator("#alerts tr", has_text="避難情報").first
+        # the order named once, with its level and area (found: 避難情報 避難指示 L4（区域指定）; in English
+        # "Evacuation order: Evacuation order (L4) (drawn area)")
+        row = page.locator("#alerts tr", has_text="避難指示（警戒レベル4・区域指定）").first
+        assert "避難情報" not in row.inner_text() and "L4" not in row.inner_text(), row.inner_text()
         row.locator("button.ack").click()
-        page.wait_for_function("() => [...document.querySelectorAll('#alerts tr')].some(r => r.textContent.includes('避難情報')"
-                               " && r.textContent.includes('確認済 drillstaff'))")
+        page.wait_for_function("() => [...document.querySelectorAll('#alerts tr')].some(r => r.textContent.includes("
+                               "'避難指示（警戒レベル4・区域指定）') && r.textContent.includes('確認済 drillstaff'))")
         assert page.is_visible("#drill"), "the exercise banner shows"
         shot(page, "staff-order-issued")
         assert not staff.errors, staff.errors
@@ -1184,7 +1187,9 @@ def test_the_english_staff_console_has_no_japanese_but_proper_names(browser: Bro
                 found.append(text)
         assert not found, f"Japanese in the English console: {found[:20]}"
         whole = "\n".join(texts)
-        assert "Acknowledged by drillstaff" in whole and "Emergency safety measures (L5)" in whole
+        assert "Acknowledged by drillstaff" in whole and "Emergency safety measures (Level 5, drawn area)" in whole
+        # the order's name once (found: "Evacuation order: Emergency safety measures (L5) (drawn area)")
+        assert "Evacuation order:" not in whole and "(L5)" not in whole
         assert page.evaluate("document.documentElement.lang") == "en"
         assert not [e for e in staff.errors if "422" not in e and "403" not in e], staff.errors
     finally:
