@@ -29,7 +29,14 @@ PACKAGED = "data/municipalities.csv.gz"
 _CODE = ("code", "lgcode6", "lgcode", "code5", "N03_007")
 _NAME = ("name_ja", "name", "city", "municipality")
 _KANA = ("name_kana", "citykana", "municipality_kana")
-_ROMAJI = ("name_en", "romaji_gsi", "name_romaji")
+_ENGLISH = ("name_en",)
+_ROMAJI = ("romaji_gsi", "name_romaji")
+
+#: the English word for a municipality's kind, by the last character of its Japanese name (Tokyo's special
+#: wards, 特別区, call themselves cities in English: "Shinjuku City")
+_KIND_EN = {"市": "City", "町": "Town", "村": "Village", "区": "City"}
+#: the kind as GSI's romaji writes it, after the name ("Koriyama Shi", "Inawashiro Machi", "Hinoemata Mura")
+_KIND_ROMAJI = frozenset({"Shi", "Cho", "Machi", "Mura", "Son", "Ku"})
 _PREF = ("prefecture", "pref")
 
 
@@ -48,6 +55,21 @@ class Municipality:
     name_kana: str | None = None
 
 
+def english_name(romaji: str, name_ja: str) -> str:
+    """A municipality's name as English readers are told it: GSI's romaji with its kind in English, as the
+    municipalities name themselves ("Koriyama Shi", 郡山市 → "Koriyama City"; "Inawashiro Machi" → "Inawashiro
+    Town"; "Kitashiobara Mura" → "Kitashiobara Village"; "Chiyoda Ku" → "Chiyoda City").
+
+    The kind comes from the Japanese name's last character (:data:`_KIND_EN`); a romaji without a separate
+    kind word ("Edogawa", "Higashison") or a name of another kind is returned as it is.
+    """
+    stem, _, kind = romaji.rpartition(" ")
+    english = _KIND_EN.get(name_ja[-1:])
+    if not stem or kind not in _KIND_ROMAJI or english is None:
+        return romaji
+    return f"{stem} {english}"
+
+
 def _first(row: dict[str, str | None], names: tuple[str, ...]) -> str:
     for name in names:
         value = row.get(name)
@@ -60,7 +82,8 @@ def parse_municipalities(text: str, *, source: str) -> list[Municipality]:
     """Municipalities from CSV text (header row): ``code, name_ja[, name_kana][, name_en][, prefecture]``.
 
     5-digit codes get their check digit; the J-LIS/shared-data column names (``lgcode6``, ``name``,
-    ``romaji_gsi``, ``pref``) are accepted too.
+    ``romaji_gsi``, ``pref``) are accepted too. ``name_en`` is taken as written; without it, GSI's romaji
+    (``romaji_gsi``, ``name_romaji``) gives the English name by :func:`english_name`.
 
     Raises
     ------
@@ -90,8 +113,9 @@ def _parsed(reader: csv.DictReader[str], *, source: str) -> list[Municipality]:
             problem = unstorable(value) if isinstance(value, str) else None
             if problem:  # PostgreSQL cannot store it: the upsert would fail with a raw DataError
                 raise MunicipalityListError(f"{where}: contains {problem}; remove it from the file")
-        out.append(Municipality(code, name, _first(row, _ROMAJI) or None, _first(row, _PREF) or None,
-                                _first(row, _KANA) or None))
+        romaji = _first(row, _ROMAJI)
+        english = _first(row, _ENGLISH) or (english_name(romaji, name) if romaji else "")
+        out.append(Municipality(code, name, english or None, _first(row, _PREF) or None, _first(row, _KANA) or None))
     return out
 
 

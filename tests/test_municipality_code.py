@@ -104,7 +104,7 @@ def test_shipped_list_covers_japan_with_kana_and_romaji() -> None:
     japan = _shared_rows("japan_municipalities.csv")
     assert set(shipped) == {r["lgcode6"] for r in japan}
     kori = shipped["072036"]
-    assert (kori.name_ja, kori.name_kana, kori.name_en, kori.prefecture) == ("郡山市", "こおりやまし", "Koriyama Shi",
+    assert (kori.name_ja, kori.name_kana, kori.name_en, kori.prefecture) == ("郡山市", "こおりやまし", "Koriyama City",
                                                                              "福島県")
     fukushima = [m for m in shipped.values() if m.code.startswith("07")]
     assert len(fukushima) == 59 and all(m.name_kana and m.name_en for m in fukushima)

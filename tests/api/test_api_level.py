@@ -73,7 +73,7 @@ async def test_the_headline_names_the_place_of_an_order_in_every_language(pool: 
         async with pool.acquire() as conn:
             await seed_municipalities(conn)  # the shipped names, as on a service's first start
             await issue_order(conn, municipality_code=KORIYAMA, level=3, issued_by="t")
-        town = {"ja": "郡山市に高齢者等避難", "en": "issued for Koriyama Shi", "ja-easy": "郡山市の おとしより"}
+        town = {"ja": "郡山市に高齢者等避難", "en": "issued for Koriyama City", "ja-easy": "郡山市の おとしより"}
         for lang, said in town.items():
             body = await (await client.get("/api/v1/level", params={**OUTSIDE, "lang": lang})).json()
             assert body["level"] == 3 and said in body["headline"], body["headline"]

@@ -351,7 +351,7 @@ async def test_an_empty_database_gets_the_shipped_list_and_boundaries(settings: 
             assert await conn.fetchval("SELECT count(*) FROM municipalities") == 1916
             assert await conn.fetchval("SELECT count(*) FROM municipality_boundaries") == 59
             kori = await conn.fetchrow("SELECT * FROM municipalities WHERE code = '072036'")
-            assert (kori["name_ja"], kori["name_kana"], kori["name_en"]) == ("郡山市", "こおりやまし", "Koriyama Shi")
+            assert (kori["name_ja"], kori["name_kana"], kori["name_en"]) == ("郡山市", "こおりやまし", "Koriyama City")
             await conn.execute("UPDATE municipalities SET name_en = 'kept' WHERE code = '072036'")
         again = await open_pool(settings, migrate_schema=True)  # not empty: nothing is reloaded
         await again.close()
