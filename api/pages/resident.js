@@ -39,6 +39,7 @@
       busyNone: "サーバーが混み合っているため、まだ経路を表示できません。",
       busyOutdated: "その後、危険な区域の状況が変わりました。この経路は最新ではないおそれがあります。",
       busyRetry: "しばらくすると自動でもう一度調べます。",
+      routeOtherLang: "日本語の道順は、サーバーから届きしだい表示します。",
       loading: "経路を調べています…", levelChanged: "警戒レベルが変わりました：{level}",
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
@@ -82,6 +83,7 @@
       busyNone: "The server is busy, so no route can be shown yet.",
       busyOutdated: "The hazard situation has changed since, so this route may be out of date.",
       busyRetry: "It will try again automatically shortly.",
+      routeOtherLang: "Directions in English will be shown as soon as the server sends them.",
       loading: "Finding your route…", levelChanged: "The alert level has changed: {level}",
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
@@ -125,6 +127,7 @@
       busyNone: "いま こんで いて、まだ みちを だせません。",
       busyOutdated: "そのあと、あぶない ところが かわりました。この みちは ふるい かもしれません。",
       busyRetry: "すこし たったら、じどうで もう いちど しらべます。",
+      routeOtherLang: "やさしい にほんごの みちじゅんは、とどいたら だします。",
       loading: "みちを しらべて います…", levelChanged: "けいかいレベルが かわりました：{level}",
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
@@ -723,7 +726,11 @@
       return;
     }
     const p = f.properties;
-    g.textContent = p.guidance || "";
+    // the route's own texts (guidance, steps) are the server's, in the one language asked (routeLang): after a
+    // change of language they are shown only once the route is answered in the new one (found: refused as busy,
+    // the kept route went on showing them in the old language); until then the page says they follow
+    const own = state.routeLang === state.lang;
+    g.textContent = own ? p.guidance || "" : t("routeOtherLang");
     const avoids = $("route-avoids");
     if (avoids) {
       const hz = p.hazard || state.hazard;
@@ -742,7 +749,8 @@
       $("route-duration").textContent = t("minutes", { m: Math.max(1, Math.ceil((p.duration_s || 0) / 60)) });
       const ol = $("steps");
       ol.textContent = "";
-      for (const st of p.steps || []) {
+      ol.hidden = $("steps-h").hidden = !own;
+      for (const st of own ? p.steps || [] : []) {
         const item = document.createElement("li");
         item.textContent = st.text;
         ol.appendChild(item);

@@ -14,6 +14,7 @@ page's clock too (Playwright's), so a wait of 60 s takes no time and the retry's
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import urllib.error
@@ -99,11 +100,12 @@ class Served:
         assert service.engine is not None, "the drill town's network was not loaded"
         service.cold.clock = self.clock
 
-    def spend(self, hazard: str) -> None:
+    def spend(self, hazard: str, profile: str = "walk") -> None:
         """Use up this minute's cold field of 127.0.0.1 (the browser's address too): a route for ``hazard``
-        a minute later on the budget's clock than anything before, so the bucket was full."""
+        (and ``profile``) a minute later on the budget's clock than anything before, so the bucket was full."""
         self.offset += 120
-        q = urllib.parse.urlencode({"lat": HOME["latitude"], "lon": HOME["longitude"], "hazard": hazard})
+        q = urllib.parse.urlencode({"lat": HOME["latitude"], "lon": HOME["longitude"], "hazard": hazard,
+                                    "profile": profile})
         with urllib.request.urlopen(f"{self.url}/api/v1/route?{q}", timeout=60) as resp:
             assert resp.status == 200
         with pytest.raises(urllib.error.HTTPError) as refused:  # the next cold one is refused
@@ -297,6 +299,85 @@ def test_with_no_route_shown_yet_a_busy_answer_says_so_and_the_retry_shows_the_r
         assert after["hidden"] and after["route"]["hazard"] == hazard, after
         retried = routes.after_refusal()
         assert len(retried) == 2 and f"hazard={hazard}" in str(retried[0]) and retried[1] == 200, routes.events
+        assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
+    finally:
+        ctx.close()
+
+
+#: words of three Latin letters or more: English (the drill town's shelters and streets have Japanese names only,
+#: and a Japanese distance's unit is m or km)
+ENGLISH_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def _shown_texts(page: Page) -> dict[str, Any]:
+    """What the route and level cards show (innerText: hidden elements are not shown), and the route's own texts."""
+    return page.evaluate("""() => { const s = window.sonaeResident;
+        return {route_card: document.getElementById('route-card').innerText,
+                level_card: document.getElementById('level-card').innerText,
+                guidance: document.getElementById('guidance').textContent,
+                busy: document.getElementById('route-busy').textContent,
+                steps: [...document.querySelectorAll('#steps li')].map(li => li.textContent),
+                lang: document.documentElement.lang, line: !!document.querySelector('.layer-route [data-id=route-line]'),
+                route: s.route && s.route.properties}; }""")
+
+
+def test_a_language_switch_while_the_route_is_refused_as_busy_leaves_no_text_in_the_old_language(
+        browser: Browser, served: Served) -> None:
+    """Found: with the route refused as busy, a switch of language asked the route again in the new language, was
+    refused again, and the route kept on screen went on showing its guidance and its steps in the old language
+    (English directions under a Japanese heading and busy notice). The route's own texts are written by the server
+    in the language asked, one language an answer (api/evacuation.py): the page now shows them only when they are
+    in its language; until the route is answered in it, the kept route's line, shelter, distance and time stay,
+    and the page says, in its language, that the directions follow when the server answers (the busy notice: that
+    it asks again by itself); the retry answers them in the new language."""
+    ctx = _context(browser, geolocation=HOME)
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        routes = Routes(page)
+        page.clock.install()
+        page.goto(f"{served.url}/?lang=en")
+        page.wait_for_function("() => { const s = window.sonaeResident;"
+                               " return s && s.route && s.route.properties.status === 'ok' }", timeout=WAIT_MS)
+        english = _shown_texts(page)
+        assert english["steps"] and english["guidance"] and english["lang"] == "en", english
+        # a profile whose field is not computed yet, with this minute's budget used up: refused as busy, the
+        # route shown (on foot) is kept, in English
+        served.spend("flood", profile="reduced_mobility")
+        page.select_option("#profile", "car")
+        page.wait_for_function(f"() => {SHOWN}", timeout=WAIT_MS)
+        first = _busy(page)
+        assert routes.answers[-1][0] == 429 and first["guidance"] == english["guidance"], (routes.answers, first)
+
+        # the page's clock stops: the refusal below is known handled when the retry's moment it sets has changed
+        now = _pause(page)
+        with page.expect_response(lambda r: "/api/v1/route?" in r.url and "lang=ja&" in r.url,
+                                  timeout=WAIT_MS) as answer:
+            page.click("button[data-lang=ja]")
+        assert answer.value.status == 429, answer.value.status
+        page.wait_for_function("(at) => { const b = window.sonaeResident.routeBusy; return b && b.retryAt !== at }",
+                               arg=first["busy"]["retryAt"], timeout=WAIT_MS)
+        shown = _shown_texts(page)
+        busy = _busy(page)
+        assert shown["lang"] == "ja" and shown["line"] and shown["route"] == english["route"], shown
+        # every text of both cards in Japanese: none of the kept route's English directions, no English word
+        assert not ENGLISH_WORD.findall(shown["route_card"]), shown["route_card"]
+        assert not ENGLISH_WORD.findall(shown["level_card"]), shown["level_card"]
+        assert english["guidance"] not in shown["route_card"], shown
+        assert not [s for s in english["steps"] if s in shown["route_card"]], shown
+        assert busy["text"] == ("サーバーが混み合っているため、経路を更新できませんでした。前に調べた経路を表示しています。"
+                                " しばらくすると自動でもう一度調べます。"), busy
+        assert shown["guidance"] == "日本語の道順は、サーバーから届きしだい表示します。", shown
+
+        # the retry, after Retry-After: the route in Japanese, with its directions
+        served.offset += 60
+        page.clock.fast_forward(int(busy["busy"]["retryAt"] - now) + 1000)
+        page.wait_for_function("() => { const s = window.sonaeResident; return !s.routeBusy && s.route"
+                               " && s.route.properties.profile === 'car' }", timeout=WAIT_MS)
+        after = _shown_texts(page)
+        assert "lang=ja&" in routes.asked[-1] and routes.answers[-1][0] == 200, routes.events
+        assert after["steps"] and after["guidance"] == after["route"]["guidance"], after
+        assert not ENGLISH_WORD.findall(after["route_card"]), after["route_card"]
         assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
     finally:
         ctx.close()
