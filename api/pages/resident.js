@@ -229,6 +229,8 @@
     // the last route asked for was refused as busy: null, or {since, retryAt (ms since the epoch), retryAfterS,
     // live (a live update was refused)}; hazardsChangedAt: when the hazard state last changed (/api/v1/hazards)
     routeBusy: null, hazardsChangedAt: null,
+    // what the last route request asked for besides the place, profile and language (routeAsks(); null: none yet)
+    routeAsked: null,
   };
   window.sonaeResident = state; // for tests and debugging: nothing here leaves the page
 
@@ -513,16 +515,17 @@
         state.hazard = body.hazard || inForce.split(",")[0];
         if ($("hazard")) $("hazard").value = state.hazard;
       }
-      loadRoute("live");
     }
     state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
     // the drill town (no boundary, inside a real municipality): the position is in it too, for drills only
     state.exerciseMunicipality = body.exercise_municipality_code || null;
-    const drillBefore = state.drill;
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
-    // a drill learnt of after the route was asked for in real mode: ask again, so its areas and shelters count
-    if (state.drill && !drillBefore && state.route && !state.route.properties.exercise) loadRoute("live");
+    // the route is asked again when this answer changes what it is asked for: other hazards in force, or a drill
+    // learnt of after the route was asked for in real mode (so the drill's areas and shelters count). Found: it
+    // was asked again whenever the hazards in force were new to the page, also when they were the one asked for
+    // already: every page opened where a gauge's flood was in force asked the same route twice
+    if (state.routeAsked !== null && inService(state.pos) && routeAsks() !== state.routeAsked) loadRoute("live");
     if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
   }
 
@@ -605,6 +608,12 @@
     return [p.status, p.shelter ? p.shelter.id : "", c.length, c.length ? c[Math.floor(c.length / 2)].join(",") : ""].join("|");
   }
 
+  /* what the route is asked for besides the place, profile and language: the hazard (or the hazards in force, the
+   * resident's choice first) and real or drill; the last one asked is state.routeAsked */
+  function routeAsks() {
+    return ((!state.hazardChosen && state.routeHazard) || state.hazard) + "|" + String(state.drill);
+  }
+
   async function loadRoute(reason) {
     if (!state.pos) return;
     // refused as busy: the one retry asks again (pending, with what is current when it goes, or on its way);
@@ -619,6 +628,7 @@
       lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: (!state.hazardChosen && state.routeHazard) || state.hazard,
       profile: state.profile, lang: state.lang, exercise: String(state.drill),
     });
+    state.routeAsked = routeAsks();
     let f;
     try {
       f = await getJSON("/api/v1/route?" + q.toString());
