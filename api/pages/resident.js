@@ -220,7 +220,7 @@
   const hazName = (hz) => listJoin(String(hz).split(",").map((h) => (HAZ[h] || [h, h, h])[li(state.lang)]));
 
   const state = {
-    lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", routeHazard: null, profile: "walk",
+    lang: "ja", pos: null, posSource: null, posNames: null, hazard: "flood", routeHazard: null, profile: "walk",
     info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
     level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "", picks: [], pickQuery: "",
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
@@ -336,12 +336,25 @@
     renderUpdated();
   }
 
-  /* the line under "where you are", in the current language (re-rendered when the language changes) */
+  /* the line under "where you are", in the current language (re-rendered when the language changes); a landmark
+   * by its name in that language, in the search box too while it holds the landmark's name (found: the name of
+   * the language it was picked in stayed after a switch, "目印：Ichido River Gauge") */
   function renderWhere() {
     const w = $("where-status");
     if (state.posSource === "gps") w.textContent = t("posGps");
-    else if (state.posSource === "landmark") w.textContent = t("posLandmark", { name: state.posName });
-    else if (state.posSource === "map") w.textContent = t("posMap");
+    else if (state.posSource === "landmark") {
+      const n = state.posNames;
+      w.textContent = t("posLandmark", { name: landmarkName(n) });
+      const box = $("landmark");
+      if ([n.name, n.name_en, n.kana && n.name + "（" + n.kana + "）"].includes(box.value)) box.value = landmarkName(n);
+    } else if (state.posSource === "map") w.textContent = t("posMap");
+  }
+
+  /* a landmark ({name, name_en, kana}: a shelter's or a gauge's, from the registry) named in the page's language:
+   * English readers get its English name when it has one, やさしい日本語 its reading after the kanji */
+  function landmarkName(it) {
+    return state.lang === "en" && it.name_en ? it.name_en
+      : state.lang === "ja-easy" && it.kana && it.kana !== it.name ? it.name + "（" + it.kana + "）" : it.name;
   }
 
   function fillSelect(sel, keys, names, value) {
@@ -411,8 +424,7 @@
     if ([...state.pickQuery].length < 2) { status.textContent = t("landmarkShort"); return; }
     status.textContent = state.picks.length ? t("landmarkFound", { n: state.picks.length }) : t("landmarkNone");
     for (const it of state.picks) {
-      const name = state.lang === "en" && it.name_en ? it.name_en
-        : state.lang === "ja-easy" && it.kana && it.kana !== it.name ? it.name + "（" + it.kana + "）" : it.name;
+      const name = landmarkName(it);
       const item = document.createElement("li");
       const b = document.createElement("button");
       b.type = "button";
@@ -430,7 +442,7 @@
         state.pickQuery = "";
         $("landmark").value = name;
         renderPicks();
-        setPos({ lat: it.lat, lon: it.lon }, "landmark", name);
+        setPos({ lat: it.lat, lon: it.lon }, "landmark", { name: it.name, name_en: it.name_en, kana: it.kana });
       });
       item.appendChild(b);
       ul.appendChild(item);
@@ -827,11 +839,11 @@
   }
 
   // -- position -----------------------------------------------------------------------------------------
-  function setPos(p, source, name) {
+  function setPos(p, source, names) {
     clearRouteBusy();  // a new place: a retry for the last one is no longer wanted
     state.pos = { lat: p.lat, lon: p.lon };
     state.posSource = source;
-    state.posName = name || "";
+    state.posNames = names || null;  // a landmark's names (setPos(…, "landmark", names))
     state.routeSig = "";
     state.route = null;
     renderWhere();
