@@ -10,7 +10,7 @@
   //: the level shown is asked again when older than this, even with no event (an event stream held by a
   //: proxy, or events missed while the stream reconnected, would otherwise leave an old level up)
   const LEVEL_MAX_AGE_MS = 60000;
-  //: a route the server was too busy to compute (429/503, status_code route_busy: evac/coldfields.py) is asked
+  //: a route the server could not answer now (any 429: a per-client limit; a 503 with Retry-After) is asked
   //: again after its Retry-After, at most this long (s; the server never asks for more), else after the default
   const ROUTE_RETRY_MAX_S = 60;
   const ROUTE_RETRY_DEFAULT_S = 10;
@@ -259,7 +259,7 @@
       const err = new Error("HTTP " + r.status);
       err.status = r.status;
       err.retryAfter = r.headers.get("Retry-After");
-      // the problem's status_code tells a refusal (route_busy) from other errors of the same status
+      // the problem's status_code says which refusal it is (route_busy: the route budget)
       if (/json/.test(r.headers.get("Content-Type") || "")) err.problem = await r.json().catch(() => null);
       throw err;
     }
@@ -646,7 +646,7 @@
       f = await getJSON("/api/v1/route?" + q.toString());
     } catch (err) {
       if (seq !== state.seq) return;
-      if (isRouteBusy(err)) { routeBusy(err, reason); return; }
+      if (refusedForNow(err)) { routeBusy(err, reason); return; }
       clearRouteBusy();
       failed(err, true);  // (503 also when routing is not configured: the level and alerts tell an outage)
       // the route shown stays while the connection is lost: an old route beats none (marked stale above)
@@ -674,15 +674,22 @@
     if (changed && reason === "live") notice(() => t("routeChanged"));
   }
 
-  /* Busy (evac/coldfields.py): the server refused to compute this route now (429 or 503, status_code
-   * route_busy, Retry-After). That is no error of the route: the route shown stays (marked when the hazard
-   * state changed since it was computed), #route-busy says the server is busy and that the page will try
-   * again, and one retry is made after Retry-After (at most ROUTE_RETRY_MAX_S, a little later at random so
-   * that pages told the same wait do not all come back at once); its answer clears the notice. */
+  /* Busy: the server refused to answer this route now (refusedForNow). That is no error of the route: the
+   * route shown stays (marked when the hazard state changed since it was computed), #route-busy says the server
+   * is busy and that the page will try again, and one retry is made after Retry-After (at least 1 s, at most
+   * ROUTE_RETRY_MAX_S, a little later at random so that pages told the same wait do not all come back at once);
+   * its answer clears the notice. */
   let routeRetry = null;
 
-  function isRouteBusy(err) {
-    return (err.status === 429 || err.status === 503) && !!err.problem && err.problem.status_code === "route_busy";
+  /* the server cannot answer now, and says to come back: any 429, whichever per-client limit refused (the route
+   * budget's route_busy, evac/coldfields.py, or the general rate limit of every request, api/ratelimit.py: found,
+   * its 429, which names no status_code, dropped the route as "could not be found" with no retry, for everyone
+   * behind one address, a shelter's Wi-Fi or a carrier's NAT), or a 503 with Retry-After (the server's route
+   * budget, the road network still loading, the database unreachable: api/edge.py). A 503 without it (no routing
+   * on this server) is an error. */
+  function refusedForNow(err) {
+    return err.status === 429 || (err.status === 503 && (!!err.retryAfter
+      || (!!err.problem && err.problem.status_code === "route_busy")));
   }
 
   function retryAfterS(value) {

@@ -14,6 +14,7 @@ page's clock too (Playwright's), so a wait of 60 s takes no time and the retry's
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -30,6 +31,7 @@ import pytest
 
 from sonae.embedded import free_port
 from sonae.municipality_code import DRILL_TOWN_CENTER
+from sonae.ratelimit import TokenBuckets
 from tests.conftest import with_database
 from tests.pages.chromium import CHROMIUM, sync_playwright
 from tests.pages.test_pages_browser import WAIT_MS, Watched, _context, _database
@@ -49,11 +51,17 @@ T = TypeVar("T")
 
 
 class Served:
-    """The API on its own event loop in a thread; its cold field budget reads :meth:`clock`, which the test moves."""
+    """The API on its own event loop in a thread; its cold field budget reads :meth:`clock`, which the test moves.
 
-    def __init__(self, database_url: str, mqtt_url: str, tmp: Path) -> None:
+    ``rate_limit_per_minute``: the API's general per-client rate limit (``api.rate_limit_per_minute``, 0: none),
+    the real one (api/ratelimit.py) on a clock of the test's that stands still until the test moves it
+    (:meth:`refill`): so its refusals come exactly when the test has spent the budget (:meth:`over_limit`)."""
+
+    def __init__(self, database_url: str, mqtt_url: str, tmp: Path, *, rate_limit_per_minute: int = 0) -> None:
         self.database_url = database_url
         self.offset = 0.0  # s added to the budget's clock
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.limit_at = 0.0  # the rate limit's clock (s)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -70,6 +78,7 @@ class Served:
     async def _start(self, mqtt_url: str, tmp: Path) -> None:
         from aiohttp import web
 
+        import api.ratelimit
         from api.app import create_app
         from api.evacuation import EVAC
         from evac import store
@@ -86,12 +95,26 @@ class Served:
             await conn.close()
         settings = load_settings(environ={
             "SONAE_DATABASE_URL": self.database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_STATE_DIR": str(tmp / "state"),
-            "SONAE_LOG_FORMAT": "text", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0", "SONAE_EVAC_NETWORK": str(town.osm),
+            "SONAE_LOG_FORMAT": "text", "SONAE_API_RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
+            "SONAE_EVAC_NETWORK": str(town.osm),
             "SONAE_EVAC_SEARCH_WORKER": "false",
             # one cold route field a minute for a client (the browser and this test are one: 127.0.0.1)
             "SONAE_EVAC_COLD_FIELDS_PER_CLIENT_PER_MINUTE": "1", "SONAE_EVAC_COLD_FIELDS_PER_MINUTE": "0"})
         self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=8)
-        app = create_app(pool=self.pool, settings=settings)
+        served = self
+
+        class Clocked(TokenBuckets):
+            """The rate limit's buckets on the test's clock (``limit_at``)."""
+
+            def take(self, client: str, now: float | None = None) -> float:
+                return super().take(client, served.limit_at if now is None else now)
+
+            def wait(self, client: str, now: float | None = None) -> float:
+                return super().wait(client, served.limit_at if now is None else now)
+
+        with pytest.MonkeyPatch.context() as patch:  # the middleware made here keeps the buckets it made
+            patch.setattr(api.ratelimit, "TokenBuckets", Clocked)
+            app = create_app(pool=self.pool, settings=settings)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -111,6 +134,22 @@ class Served:
         with pytest.raises(urllib.error.HTTPError) as refused:  # the next cold one is refused
             urllib.request.urlopen(f"{self.url}/api/v1/route?{q.replace(hazard, 'volcano')}", timeout=60)
         assert refused.value.code == 429
+
+    def refill(self) -> None:
+        """The rate limit's budget of every client full again (its clock an hour on)."""
+        self.limit_at += 3600
+
+    def over_limit(self) -> tuple[int, dict[str, Any]]:
+        """Spend what is left of the rate limit's budget of 127.0.0.1 (the browser's address too) with plain
+        requests, up to the first refused; returns its Retry-After (s) and its problem."""
+        for _ in range(max(10, self.rate_limit_per_minute // 6) + 1):  # (its burst: sonae.ratelimit.TokenBuckets)
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v1/service", timeout=60) as resp:
+                    assert resp.status == 200
+            except urllib.error.HTTPError as refused:
+                assert refused.code == 429, refused.code
+                return int(refused.headers["Retry-After"]), json.loads(refused.read())
+        raise AssertionError("the rate limit refused nothing")
 
     def add_area(self) -> None:
         """A new hazard area (a corner of the town): the hazard state changes, pages hear of it."""
