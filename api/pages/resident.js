@@ -266,12 +266,16 @@
     return r.json();
   }
 
-  /* Connection state. A failed read of live information (no network, or a 5xx: the server or its database
-   * is down, api/edge.py answers 503) never leaves an old level shown as current: #stale says the connection
-   * is lost and the time the shown information dates from, the level box is marked, and poll() keeps
-   * retrying; the next fresh answer clears it. A 4xx (e.g. a place outside the area) is an answer, not this. */
+  /* Connection state. A failed read of live information (no network, a 5xx: the server or its database is
+   * down, api/edge.py answers 503, or a 429: this client's address is over the rate limit, api/ratelimit.py)
+   * never leaves an old level shown as current, nor blanks it: the level stays, #stale says the latest cannot
+   * be fetched and the time the shown information dates from, the level box is marked, and poll() keeps
+   * retrying; the next fresh answer clears it (found: a 429 was taken as an answer, the level it kept was shown
+   * as current with no retry until it was a minute old). Another 4xx (e.g. a place outside the area) is an
+   * answer, not this. networkOnly: only a network failure (the hazards and the route: their 503 is also "no
+   * routing here", and a refused poll of the hazards is asked again at the next). */
   function failed(err, networkOnly) {
-    if (err && err.status && (err.status < 500 || networkOnly)) return;
+    if (err && err.status && (networkOnly || (err.status < 500 && err.status !== 429))) return;
     markStale(err && err.status ? "server" : "offline");
   }
 

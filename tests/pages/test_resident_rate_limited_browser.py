@@ -3,9 +3,11 @@
 
 Found: only the route budget's refusal (``status_code`` route_busy) was taken as "busy, try again". The rate limit's
 429, which every resident behind one address meets when many share it (a shelter's or a school's Wi-Fi, a carrier's
-NAT), dropped the route shown and said "The route could not be found just now", with no retry. Now any 429 (and
-a 503 with Retry-After) keeps the route shown, says the server is busy in the page's language and asks once more
-after Retry-After (at least 1 s, at most 60 s).
+NAT), dropped the route shown and said "The route could not be found just now", with no retry; and a level asked
+again under the limit was taken as an answer: the level kept was shown as current, unmarked, and not asked again
+until it was a minute old. Now any 429 (and a 503 with Retry-After) keeps the route shown, says the server is busy
+in the page's language and asks once more after Retry-After (at least 1 s, at most 60 s); the level stays shown,
+marked as possibly out of date, and is asked again at the next poll.
 
 The API runs in this process (:class:`tests.pages.test_resident_route_busy_browser.Served`) on a real PostgreSQL
 database and a small generated drill town, with the real rate limit on a clock of the test's that stands still
@@ -17,6 +19,7 @@ the budget is spent, so the moment of the retry is checked exactly and no poll o
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +42,7 @@ from tests.pages.test_resident_route_busy_browser import (
 )
 
 if sync_playwright is not None:
-    from playwright.sync_api import Browser, BrowserContext
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 pytestmark = [
     pytest.mark.skipif(sync_playwright is None, reason="the Python package 'playwright' is not installed"),
@@ -50,8 +53,8 @@ pytestmark = [
 #: the API's general rate limit here: requests a minute per client (a burst of a sixth of it, 40: a page's
 #: opening and a test's steps fit in it, on a clock that stands still)
 RATE_LIMIT_PER_MINUTE = 240
-#: resident.js: the longest wait before a retry (ms)
-RETRY_MAX_MS = 60000
+#: resident.js: its poll period, the age at which it asks the level again with no event, the retry's bound (ms)
+POLL_MS, LEVEL_MAX_AGE_MS, RETRY_MAX_MS = 8000, 60000, 60000
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,16 @@ def _refused(response: Any) -> tuple[int, dict[str, Any]]:
     problem = json.loads(response.body())
     assert "status_code" not in problem, problem
     return int(response.headers["retry-after"]), problem
+
+
+def _level_box(page: Page) -> dict[str, Any]:
+    return page.evaluate("""() => { const b = document.getElementById('stale');
+        return {num: document.getElementById('level-num').textContent,
+                name: document.getElementById('level-name').textContent,
+                action: document.getElementById('level-action').textContent,
+                data: document.getElementById('level').getAttribute('data-level'),
+                stale: b.hidden ? null : b.textContent, card: document.getElementById('level-card').getAttribute('data-stale'),
+                level: window.sonaeResident.level}; }""")
 
 
 @pytest.mark.parametrize(("lang", "switch"), [("en", "ja"), ("ja", "en")])
@@ -191,6 +204,42 @@ def test_with_no_route_yet_a_refusal_of_the_rate_limit_says_busy_and_the_retry_s
         page.wait_for_function("() => { const s = window.sonaeResident; return !s.routeBusy && s.route"
                                " && document.querySelector('.layer-route [data-id=route-line]') }", timeout=WAIT_MS)
         assert _busy(page)["hidden"] and routes.after_refusal() == [routes.asked[-1], 200], routes.events
+        assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
+    finally:
+        ctx.close()
+
+
+def test_a_level_refused_by_the_rate_limit_stays_shown_marked_out_of_date_and_is_asked_again(
+        browser: Browser, served: Served) -> None:
+    ctx, w, routes = _open(browser, served, "ja")
+    try:
+        page = w.page
+        level = _level_box(page)
+        assert level["stale"] is None and level["num"] and level["name"] and level["action"], level
+        asked = len(routes.asked)
+        _pause(page)
+        served.over_limit()
+        # the level is a minute old: the page's poll asks it again (and the alerts and hazards), all refused
+        with page.expect_response(lambda r: "/api/v1/level?" in r.url, timeout=WAIT_MS) as answer:
+            page.clock.fast_forward(LEVEL_MAX_AGE_MS + POLL_MS)
+            page.clock.fast_forward(300)  # (its reads go together a moment after)
+        assert answer.value.status == 429, answer.value.status
+        page.wait_for_function("() => !document.getElementById('stale').hidden", timeout=WAIT_MS)
+        marked = _level_box(page)
+        # the level shown stays, marked as possibly out of date, in the page's language
+        assert {k: marked[k] for k in ("num", "name", "action", "data", "level")} == \
+            {k: level[k] for k in ("num", "name", "action", "data", "level")}, (level, marked)
+        assert marked["card"] == "server" and "サーバーから最新の情報を取得できません。" in marked["stale"], marked
+        assert re.search(r"表示は\d{1,2}:\d{2}時点の情報", marked["stale"]), marked
+        assert _shown_texts(page)["line"] and len(routes.asked) == asked, routes.asked  # the route shown stays
+        # the budget back, the next poll asks again and the level is current once more
+        served.refill()
+        with page.expect_response(lambda r: "/api/v1/level?" in r.url, timeout=WAIT_MS) as again:
+            page.clock.fast_forward(POLL_MS)
+            page.clock.fast_forward(300)
+        assert again.value.status == 200, again.value.status
+        page.wait_for_function("() => document.getElementById('stale').hidden", timeout=WAIT_MS)
+        assert _level_box(page)["card"] is None and _level_box(page)["num"] == level["num"]
         assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
     finally:
         ctx.close()
