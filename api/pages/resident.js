@@ -10,7 +10,7 @@
   //: the level shown is asked again when older than this, even with no event (an event stream held by a
   //: proxy, or events missed while the stream reconnected, would otherwise leave an old level up)
   const LEVEL_MAX_AGE_MS = 60000;
-  //: a route the server was too busy to compute (429/503, status_code route_busy: evac/coldfields.py) is asked
+  //: a route the server could not answer now (any 429: a per-client limit; a 503 with Retry-After) is asked
   //: again after its Retry-After, at most this long (s; the server never asks for more), else after the default
   const ROUTE_RETRY_MAX_S = 60;
   const ROUTE_RETRY_DEFAULT_S = 10;
@@ -39,6 +39,7 @@
       busyNone: "サーバーが混み合っているため、まだ経路を表示できません。",
       busyOutdated: "その後、危険な区域の状況が変わりました。この経路は最新ではないおそれがあります。",
       busyRetry: "しばらくすると自動でもう一度調べます。",
+      routeOtherLang: "日本語の道順は、サーバーから届きしだい表示します。",
       loading: "経路を調べています…", levelChanged: "警戒レベルが変わりました：{level}",
       routeChanged: "状況が変わったため、避難経路を変更しました。新しい経路に従ってください。",
       fromOrder: "{place}に{name}が発令されています（{time}）。", fromOrderArea: "この場所は{name}の対象地域です（{place}、{time}）。",
@@ -82,6 +83,7 @@
       busyNone: "The server is busy, so no route can be shown yet.",
       busyOutdated: "The hazard situation has changed since, so this route may be out of date.",
       busyRetry: "It will try again automatically shortly.",
+      routeOtherLang: "Directions in English will be shown as soon as the server sends them.",
       loading: "Finding your route…", levelChanged: "The alert level has changed: {level}",
       routeChanged: "The situation changed, so your route has changed. Follow the new route.",
       fromOrder: "{name} issued for {place} ({time}).", fromOrderArea: "This place is inside the area of an {name} ({place}, {time}).",
@@ -125,6 +127,7 @@
       busyNone: "いま こんで いて、まだ みちを だせません。",
       busyOutdated: "そのあと、あぶない ところが かわりました。この みちは ふるい かもしれません。",
       busyRetry: "すこし たったら、じどうで もう いちど しらべます。",
+      routeOtherLang: "やさしい にほんごの みちじゅんは、とどいたら だします。",
       loading: "みちを しらべて います…", levelChanged: "けいかいレベルが かわりました：{level}",
       routeChanged: "あぶない ところが かわりました。あたらしい みちで にげて ください。",
       fromOrder: "{place}に {name}が でて います（{time}）。", fromOrderArea: "ここは {name}が でて いる ところです（{time}）。",
@@ -217,7 +220,7 @@
   const hazName = (hz) => listJoin(String(hz).split(",").map((h) => (HAZ[h] || [h, h, h])[li(state.lang)]));
 
   const state = {
-    lang: "ja", pos: null, posSource: null, posName: "", hazard: "flood", routeHazard: null, profile: "walk",
+    lang: "ja", pos: null, posSource: null, posNames: null, hazard: "flood", routeHazard: null, profile: "walk",
     info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
     level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "", picks: [], pickQuery: "",
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
@@ -226,6 +229,8 @@
     // the last route asked for was refused as busy: null, or {since, retryAt (ms since the epoch), retryAfterS,
     // live (a live update was refused)}; hazardsChangedAt: when the hazard state last changed (/api/v1/hazards)
     routeBusy: null, hazardsChangedAt: null,
+    // what the last route request asked for besides the place, profile and language (routeAsks(); null: none yet)
+    routeAsked: null,
   };
   window.sonaeResident = state; // for tests and debugging: nothing here leaves the page
 
@@ -254,19 +259,23 @@
       const err = new Error("HTTP " + r.status);
       err.status = r.status;
       err.retryAfter = r.headers.get("Retry-After");
-      // the problem's status_code tells a refusal (route_busy) from other errors of the same status
+      // the problem's status_code says which refusal it is (route_busy: the route budget)
       if (/json/.test(r.headers.get("Content-Type") || "")) err.problem = await r.json().catch(() => null);
       throw err;
     }
     return r.json();
   }
 
-  /* Connection state. A failed read of live information (no network, or a 5xx: the server or its database
-   * is down, api/edge.py answers 503) never leaves an old level shown as current: #stale says the connection
-   * is lost and the time the shown information dates from, the level box is marked, and poll() keeps
-   * retrying; the next fresh answer clears it. A 4xx (e.g. a place outside the area) is an answer, not this. */
+  /* Connection state. A failed read of live information (no network, a 5xx: the server or its database is
+   * down, api/edge.py answers 503, or a 429: this client's address is over the rate limit, api/ratelimit.py)
+   * never leaves an old level shown as current, nor blanks it: the level stays, #stale says the latest cannot
+   * be fetched and the time the shown information dates from, the level box is marked, and poll() keeps
+   * retrying; the next fresh answer clears it (found: a 429 was taken as an answer, the level it kept was shown
+   * as current with no retry until it was a minute old). Another 4xx (e.g. a place outside the area) is an
+   * answer, not this. networkOnly: only a network failure (the hazards and the route: their 503 is also "no
+   * routing here", and a refused poll of the hazards is asked again at the next). */
   function failed(err, networkOnly) {
-    if (err && err.status && (err.status < 500 || networkOnly)) return;
+    if (err && err.status && (networkOnly || (err.status < 500 && err.status !== 429))) return;
     markStale(err && err.status ? "server" : "offline");
   }
 
@@ -331,12 +340,25 @@
     renderUpdated();
   }
 
-  /* the line under "where you are", in the current language (re-rendered when the language changes) */
+  /* the line under "where you are", in the current language (re-rendered when the language changes); a landmark
+   * by its name in that language, in the search box too while it holds the landmark's name (found: the name of
+   * the language it was picked in stayed after a switch, "目印：Ichido River Gauge") */
   function renderWhere() {
     const w = $("where-status");
     if (state.posSource === "gps") w.textContent = t("posGps");
-    else if (state.posSource === "landmark") w.textContent = t("posLandmark", { name: state.posName });
-    else if (state.posSource === "map") w.textContent = t("posMap");
+    else if (state.posSource === "landmark") {
+      const n = state.posNames;
+      w.textContent = t("posLandmark", { name: landmarkName(n) });
+      const box = $("landmark");
+      if ([n.name, n.name_en, n.kana && n.name + "（" + n.kana + "）"].includes(box.value)) box.value = landmarkName(n);
+    } else if (state.posSource === "map") w.textContent = t("posMap");
+  }
+
+  /* a landmark ({name, name_en, kana}: a shelter's or a gauge's, from the registry) named in the page's language:
+   * English readers get its English name when it has one, やさしい日本語 its reading after the kanji */
+  function landmarkName(it) {
+    return state.lang === "en" && it.name_en ? it.name_en
+      : state.lang === "ja-easy" && it.kana && it.kana !== it.name ? it.name + "（" + it.kana + "）" : it.name;
   }
 
   function fillSelect(sel, keys, names, value) {
@@ -406,8 +428,7 @@
     if ([...state.pickQuery].length < 2) { status.textContent = t("landmarkShort"); return; }
     status.textContent = state.picks.length ? t("landmarkFound", { n: state.picks.length }) : t("landmarkNone");
     for (const it of state.picks) {
-      const name = state.lang === "en" && it.name_en ? it.name_en
-        : state.lang === "ja-easy" && it.kana && it.kana !== it.name ? it.name + "（" + it.kana + "）" : it.name;
+      const name = landmarkName(it);
       const item = document.createElement("li");
       const b = document.createElement("button");
       b.type = "button";
@@ -425,7 +446,7 @@
         state.pickQuery = "";
         $("landmark").value = name;
         renderPicks();
-        setPos({ lat: it.lat, lon: it.lon }, "landmark", name);
+        setPos({ lat: it.lat, lon: it.lon }, "landmark", { name: it.name, name_en: it.name_en, kana: it.kana });
       });
       item.appendChild(b);
       ul.appendChild(item);
@@ -510,16 +531,17 @@
         state.hazard = body.hazard || inForce.split(",")[0];
         if ($("hazard")) $("hazard").value = state.hazard;
       }
-      loadRoute("live");
     }
     state.municipality = body.municipality_code || null; // from the municipal boundaries (server side)
     // the drill town (no boundary, inside a real municipality): the position is in it too, for drills only
     state.exerciseMunicipality = body.exercise_municipality_code || null;
-    const drillBefore = state.drill;
     state.drill = !!body.exercise_in_progress || !!(state.route && state.route.properties.exercise);
     renderLevel();
-    // a drill learnt of after the route was asked for in real mode: ask again, so its areas and shelters count
-    if (state.drill && !drillBefore && state.route && !state.route.properties.exercise) loadRoute("live");
+    // the route is asked again when this answer changes what it is asked for: other hazards in force, or a drill
+    // learnt of after the route was asked for in real mode (so the drill's areas and shelters count). Found: it
+    // was asked again whenever the hazards in force were new to the page, also when they were the one asked for
+    // already: every page opened where a gauge's flood was in force asked the same route twice
+    if (state.routeAsked !== null && inService(state.pos) && routeAsks() !== state.routeAsked) loadRoute("live");
     if (old !== null && old !== level) notice(() => t("levelChanged", { level: levelTitle(level, top) }));
   }
 
@@ -602,6 +624,12 @@
     return [p.status, p.shelter ? p.shelter.id : "", c.length, c.length ? c[Math.floor(c.length / 2)].join(",") : ""].join("|");
   }
 
+  /* what the route is asked for besides the place, profile and language: the hazard (or the hazards in force, the
+   * resident's choice first) and real or drill; the last one asked is state.routeAsked */
+  function routeAsks() {
+    return ((!state.hazardChosen && state.routeHazard) || state.hazard) + "|" + String(state.drill);
+  }
+
   async function loadRoute(reason) {
     if (!state.pos) return;
     // refused as busy: the one retry asks again (pending, with what is current when it goes, or on its way);
@@ -616,12 +644,13 @@
       lat: state.pos.lat.toFixed(4), lon: state.pos.lon.toFixed(4), hazard: (!state.hazardChosen && state.routeHazard) || state.hazard,
       profile: state.profile, lang: state.lang, exercise: String(state.drill),
     });
+    state.routeAsked = routeAsks();
     let f;
     try {
       f = await getJSON("/api/v1/route?" + q.toString());
     } catch (err) {
       if (seq !== state.seq) return;
-      if (isRouteBusy(err)) { routeBusy(err, reason); return; }
+      if (refusedForNow(err)) { routeBusy(err, reason); return; }
       clearRouteBusy();
       failed(err, true);  // (503 also when routing is not configured: the level and alerts tell an outage)
       // the route shown stays while the connection is lost: an old route beats none (marked stale above)
@@ -649,15 +678,22 @@
     if (changed && reason === "live") notice(() => t("routeChanged"));
   }
 
-  /* Busy (evac/coldfields.py): the server refused to compute this route now (429 or 503, status_code
-   * route_busy, Retry-After). That is no error of the route: the route shown stays (marked when the hazard
-   * state changed since it was computed), #route-busy says the server is busy and that the page will try
-   * again, and one retry is made after Retry-After (at most ROUTE_RETRY_MAX_S, a little later at random so
-   * that pages told the same wait do not all come back at once); its answer clears the notice. */
+  /* Busy: the server refused to answer this route now (refusedForNow). That is no error of the route: the
+   * route shown stays (marked when the hazard state changed since it was computed), #route-busy says the server
+   * is busy and that the page will try again, and one retry is made after Retry-After (at least 1 s, at most
+   * ROUTE_RETRY_MAX_S, a little later at random so that pages told the same wait do not all come back at once);
+   * its answer clears the notice. */
   let routeRetry = null;
 
-  function isRouteBusy(err) {
-    return (err.status === 429 || err.status === 503) && !!err.problem && err.problem.status_code === "route_busy";
+  /* the server cannot answer now, and says to come back: any 429, whichever per-client limit refused (the route
+   * budget's route_busy, evac/coldfields.py, or the general rate limit of every request, api/ratelimit.py: found,
+   * its 429, which names no status_code, dropped the route as "could not be found" with no retry, for everyone
+   * behind one address, a shelter's Wi-Fi or a carrier's NAT), or a 503 with Retry-After (the server's route
+   * budget, the road network still loading, the database unreachable: api/edge.py). A 503 without it (no routing
+   * on this server) is an error. */
+  function refusedForNow(err) {
+    return err.status === 429 || (err.status === 503 && (!!err.retryAfter
+      || (!!err.problem && err.problem.status_code === "route_busy")));
   }
 
   function retryAfterS(value) {
@@ -723,7 +759,11 @@
       return;
     }
     const p = f.properties;
-    g.textContent = p.guidance || "";
+    // the route's own texts (guidance, steps) are the server's, in the one language asked (routeLang): after a
+    // change of language they are shown only once the route is answered in the new one (found: refused as busy,
+    // the kept route went on showing them in the old language); until then the page says they follow
+    const own = state.routeLang === state.lang;
+    g.textContent = own ? p.guidance || "" : t("routeOtherLang");
     const avoids = $("route-avoids");
     if (avoids) {
       const hz = p.hazard || state.hazard;
@@ -742,7 +782,8 @@
       $("route-duration").textContent = t("minutes", { m: Math.max(1, Math.ceil((p.duration_s || 0) / 60)) });
       const ol = $("steps");
       ol.textContent = "";
-      for (const st of p.steps || []) {
+      ol.hidden = $("steps-h").hidden = !own;
+      for (const st of own ? p.steps || [] : []) {
         const item = document.createElement("li");
         item.textContent = st.text;
         ol.appendChild(item);
@@ -809,11 +850,11 @@
   }
 
   // -- position -----------------------------------------------------------------------------------------
-  function setPos(p, source, name) {
+  function setPos(p, source, names) {
     clearRouteBusy();  // a new place: a retry for the last one is no longer wanted
     state.pos = { lat: p.lat, lon: p.lon };
     state.posSource = source;
-    state.posName = name || "";
+    state.posNames = names || null;  // a landmark's names (setPos(…, "landmark", names))
     state.routeSig = "";
     state.route = null;
     renderWhere();

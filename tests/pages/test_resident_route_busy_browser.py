@@ -14,6 +14,8 @@ page's clock too (Playwright's), so a wait of 60 s takes no time and the retry's
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 import time
 import urllib.error
@@ -29,6 +31,7 @@ import pytest
 
 from sonae.embedded import free_port
 from sonae.municipality_code import DRILL_TOWN_CENTER
+from sonae.ratelimit import TokenBuckets
 from tests.conftest import with_database
 from tests.pages.chromium import CHROMIUM, sync_playwright
 from tests.pages.test_pages_browser import WAIT_MS, Watched, _context, _database
@@ -48,11 +51,17 @@ T = TypeVar("T")
 
 
 class Served:
-    """The API on its own event loop in a thread; its cold field budget reads :meth:`clock`, which the test moves."""
+    """The API on its own event loop in a thread; its cold field budget reads :meth:`clock`, which the test moves.
 
-    def __init__(self, database_url: str, mqtt_url: str, tmp: Path) -> None:
+    ``rate_limit_per_minute``: the API's general per-client rate limit (``api.rate_limit_per_minute``, 0: none),
+    the real one (api/ratelimit.py) on a clock of the test's that stands still until the test moves it
+    (:meth:`refill`): so its refusals come exactly when the test has spent the budget (:meth:`over_limit`)."""
+
+    def __init__(self, database_url: str, mqtt_url: str, tmp: Path, *, rate_limit_per_minute: int = 0) -> None:
         self.database_url = database_url
         self.offset = 0.0  # s added to the budget's clock
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.limit_at = 0.0  # the rate limit's clock (s)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -69,6 +78,7 @@ class Served:
     async def _start(self, mqtt_url: str, tmp: Path) -> None:
         from aiohttp import web
 
+        import api.ratelimit
         from api.app import create_app
         from api.evacuation import EVAC
         from evac import store
@@ -85,12 +95,26 @@ class Served:
             await conn.close()
         settings = load_settings(environ={
             "SONAE_DATABASE_URL": self.database_url, "SONAE_MQTT_URL": mqtt_url, "SONAE_STATE_DIR": str(tmp / "state"),
-            "SONAE_LOG_FORMAT": "text", "SONAE_API_RATE_LIMIT_PER_MINUTE": "0", "SONAE_EVAC_NETWORK": str(town.osm),
+            "SONAE_LOG_FORMAT": "text", "SONAE_API_RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
+            "SONAE_EVAC_NETWORK": str(town.osm),
             "SONAE_EVAC_SEARCH_WORKER": "false",
             # one cold route field a minute for a client (the browser and this test are one: 127.0.0.1)
             "SONAE_EVAC_COLD_FIELDS_PER_CLIENT_PER_MINUTE": "1", "SONAE_EVAC_COLD_FIELDS_PER_MINUTE": "0"})
         self.pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=8)
-        app = create_app(pool=self.pool, settings=settings)
+        served = self
+
+        class Clocked(TokenBuckets):
+            """The rate limit's buckets on the test's clock (``limit_at``)."""
+
+            def take(self, client: str, now: float | None = None) -> float:
+                return super().take(client, served.limit_at if now is None else now)
+
+            def wait(self, client: str, now: float | None = None) -> float:
+                return super().wait(client, served.limit_at if now is None else now)
+
+        with pytest.MonkeyPatch.context() as patch:  # the middleware made here keeps the buckets it made
+            patch.setattr(api.ratelimit, "TokenBuckets", Clocked)
+            app = create_app(pool=self.pool, settings=settings)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -99,16 +123,33 @@ class Served:
         assert service.engine is not None, "the drill town's network was not loaded"
         service.cold.clock = self.clock
 
-    def spend(self, hazard: str) -> None:
+    def spend(self, hazard: str, profile: str = "walk") -> None:
         """Use up this minute's cold field of 127.0.0.1 (the browser's address too): a route for ``hazard``
-        a minute later on the budget's clock than anything before, so the bucket was full."""
+        (and ``profile``) a minute later on the budget's clock than anything before, so the bucket was full."""
         self.offset += 120
-        q = urllib.parse.urlencode({"lat": HOME["latitude"], "lon": HOME["longitude"], "hazard": hazard})
+        q = urllib.parse.urlencode({"lat": HOME["latitude"], "lon": HOME["longitude"], "hazard": hazard,
+                                    "profile": profile})
         with urllib.request.urlopen(f"{self.url}/api/v1/route?{q}", timeout=60) as resp:
             assert resp.status == 200
         with pytest.raises(urllib.error.HTTPError) as refused:  # the next cold one is refused
             urllib.request.urlopen(f"{self.url}/api/v1/route?{q.replace(hazard, 'volcano')}", timeout=60)
         assert refused.value.code == 429
+
+    def refill(self) -> None:
+        """The rate limit's budget of every client full again (its clock an hour on)."""
+        self.limit_at += 3600
+
+    def over_limit(self) -> tuple[int, dict[str, Any]]:
+        """Spend what is left of the rate limit's budget of 127.0.0.1 (the browser's address too) with plain
+        requests, up to the first refused; returns its Retry-After (s) and its problem."""
+        for _ in range(max(10, self.rate_limit_per_minute // 6) + 1):  # (its burst: sonae.ratelimit.TokenBuckets)
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v1/service", timeout=60) as resp:
+                    assert resp.status == 200
+            except urllib.error.HTTPError as refused:
+                assert refused.code == 429, refused.code
+                return int(refused.headers["Retry-After"]), json.loads(refused.read())
+        raise AssertionError("the rate limit refused nothing")
 
     def add_area(self) -> None:
         """A new hazard area (a corner of the town): the hazard state changes, pages hear of it."""
@@ -297,6 +338,85 @@ def test_with_no_route_shown_yet_a_busy_answer_says_so_and_the_retry_shows_the_r
         assert after["hidden"] and after["route"]["hazard"] == hazard, after
         retried = routes.after_refusal()
         assert len(retried) == 2 and f"hazard={hazard}" in str(retried[0]) and retried[1] == 200, routes.events
+        assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
+    finally:
+        ctx.close()
+
+
+#: words of three Latin letters or more: English (the drill town's shelters and streets have Japanese names only,
+#: and a Japanese distance's unit is m or km)
+ENGLISH_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def _shown_texts(page: Page) -> dict[str, Any]:
+    """What the route and level cards show (innerText: hidden elements are not shown), and the route's own texts."""
+    return page.evaluate("""() => { const s = window.sonaeResident;
+        return {route_card: document.getElementById('route-card').innerText,
+                level_card: document.getElementById('level-card').innerText,
+                guidance: document.getElementById('guidance').textContent,
+                busy: document.getElementById('route-busy').textContent,
+                steps: [...document.querySelectorAll('#steps li')].map(li => li.textContent),
+                lang: document.documentElement.lang, line: !!document.querySelector('.layer-route [data-id=route-line]'),
+                route: s.route && s.route.properties}; }""")
+
+
+def test_a_language_switch_while_the_route_is_refused_as_busy_leaves_no_text_in_the_old_language(
+        browser: Browser, served: Served) -> None:
+    """Found: with the route refused as busy, a switch of language asked the route again in the new language, was
+    refused again, and the route kept on screen went on showing its guidance and its steps in the old language
+    (English directions under a Japanese heading and busy notice). The route's own texts are written by the server
+    in the language asked, one language an answer (api/evacuation.py): the page now shows them only when they are
+    in its language; until the route is answered in it, the kept route's line, shelter, distance and time stay,
+    and the page says, in its language, that the directions follow when the server answers (the busy notice: that
+    it asks again by itself); the retry answers them in the new language."""
+    ctx = _context(browser, geolocation=HOME)
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        routes = Routes(page)
+        page.clock.install()
+        page.goto(f"{served.url}/?lang=en")
+        page.wait_for_function("() => { const s = window.sonaeResident;"
+                               " return s && s.route && s.route.properties.status === 'ok' }", timeout=WAIT_MS)
+        english = _shown_texts(page)
+        assert english["steps"] and english["guidance"] and english["lang"] == "en", english
+        # a profile whose field is not computed yet, with this minute's budget used up: refused as busy, the
+        # route shown (on foot) is kept, in English
+        served.spend("flood", profile="reduced_mobility")
+        page.select_option("#profile", "car")
+        page.wait_for_function(f"() => {SHOWN}", timeout=WAIT_MS)
+        first = _busy(page)
+        assert routes.answers[-1][0] == 429 and first["guidance"] == english["guidance"], (routes.answers, first)
+
+        # the page's clock stops: the refusal below is known handled when the retry's moment it sets has changed
+        now = _pause(page)
+        with page.expect_response(lambda r: "/api/v1/route?" in r.url and "lang=ja&" in r.url,
+                                  timeout=WAIT_MS) as answer:
+            page.click("button[data-lang=ja]")
+        assert answer.value.status == 429, answer.value.status
+        page.wait_for_function("(at) => { const b = window.sonaeResident.routeBusy; return b && b.retryAt !== at }",
+                               arg=first["busy"]["retryAt"], timeout=WAIT_MS)
+        shown = _shown_texts(page)
+        busy = _busy(page)
+        assert shown["lang"] == "ja" and shown["line"] and shown["route"] == english["route"], shown
+        # every text of both cards in Japanese: none of the kept route's English directions, no English word
+        assert not ENGLISH_WORD.findall(shown["route_card"]), shown["route_card"]
+        assert not ENGLISH_WORD.findall(shown["level_card"]), shown["level_card"]
+        assert english["guidance"] not in shown["route_card"], shown
+        assert not [s for s in english["steps"] if s in shown["route_card"]], shown
+        assert busy["text"] == ("サーバーが混み合っているため、経路を更新できませんでした。前に調べた経路を表示しています。"
+                                " しばらくすると自動でもう一度調べます。"), busy
+        assert shown["guidance"] == "日本語の道順は、サーバーから届きしだい表示します。", shown
+
+        # the retry, after Retry-After: the route in Japanese, with its directions
+        served.offset += 60
+        page.clock.fast_forward(int(busy["busy"]["retryAt"] - now) + 1000)
+        page.wait_for_function("() => { const s = window.sonaeResident; return !s.routeBusy && s.route"
+                               " && s.route.properties.profile === 'car' }", timeout=WAIT_MS)
+        after = _shown_texts(page)
+        assert "lang=ja&" in routes.asked[-1] and routes.answers[-1][0] == 200, routes.events
+        assert after["steps"] and after["guidance"] == after["route"]["guidance"], after
+        assert not ENGLISH_WORD.findall(after["route_card"]), after["route_card"]
         assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
     finally:
         ctx.close()
