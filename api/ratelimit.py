@@ -19,7 +19,12 @@ from aiohttp import web
 from api.problems import problem_response
 from sonae.ratelimit import TokenBuckets, client_network
 
-EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/events")
+#: not counted against a client's requests a minute: probes, the event stream (one long request), and the pages
+#: and their files (kept in memory, answered from there, 304 when unchanged): behind one busy address (a
+#: shelter's Wi-Fi, a carrier's NAT) the resident page must still load, and then waits out its own answers'
+#: Retry-After (found: ``/`` and ``/static/*`` were counted, so the page itself failed to load there)
+EXEMPT_PREFIXES = ("/healthz", "/readyz", "/metrics", "/api/v1/events", "/static/")
+EXEMPT_PATHS = frozenset({"/", "/staff"})
 
 
 def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
@@ -87,7 +92,8 @@ def rate_limit_middleware(*, per_minute: int, trust_forwarded_for: bool) -> Any:
     @web.middleware
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.path.startswith(EXEMPT_PREFIXES):
+        path = request.path
+        if path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES):
             return await handler(request)
         client = client_address(request, trust_forwarded_for=trust_forwarded_for)
         wait = buckets.take(client)

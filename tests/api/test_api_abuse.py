@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -124,6 +125,25 @@ async def test_an_authorization_header_does_not_skip_the_public_rate_limit(serve
     valid = [(await client.get("/api/v1/municipalities", headers=_h(tokens["staff-kori"], "192.0.2.7"))).status
              for _ in range(5)]
     assert valid == [200] * 5
+
+
+async def test_the_pages_load_behind_an_address_over_its_limit(served: Any) -> None:
+    """Found: ``/`` and ``/static/*`` counted against the per-address limit, so behind one busy address (a
+    shelter's Wi-Fi, a carrier's NAT) the resident page itself failed to load, before it could wait out a
+    Retry-After. The pages and their files are answered from memory and are not counted; the API still is."""
+    client, _, _ = served
+    who = {"X-Forwarded-For": "192.0.2.9"}
+    codes = [(await client.get("/api/v1/municipalities", headers=who)).status for _ in range(80)]
+    assert codes.count(429) >= 10, codes  # this address is over its limit
+    index = await client.get("/", headers=who)
+    assert index.status == 200, await index.text()
+    scripts = re.findall(r'src="(/static/[^"]+)"', await index.text())
+    assert scripts, "the page names its scripts"
+    for path in (*scripts, "/staff"):
+        assert (await client.get(path, headers=who)).status == 200, path
+    assert (await client.get("/api/v1/municipalities", headers=who)).status == 429  # the API is still limited
+    # a path that only starts like a page is no page: counted (and 404)
+    assert (await client.get("/staffx", headers=who)).status == 429
 
 
 async def _login(client: TestClient, username: str, password: str, address: str) -> int:
