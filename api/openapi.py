@@ -442,7 +442,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "The running simulation (operators)", "tags": ["operators"], "security": STAFF,
         "description": "The server's run (one at a time) when the account's scope covers the municipality of "
                        "whoever started it; another municipality's run is never shown: `run` null and `state` "
-                       "busy while it runs (a start would be refused 409), else idle.",
+                       "busy while it runs (a start would be refused 409), else idle. While a run is being "
+                       "started (its gauges registered, the broker connected), its own municipality sees `run` "
+                       "null and `state` starting.",
         "responses": {**ok(), **errors(401, 403)}},
     ("post", "/api/v1/simulations"): {
         "summary": "Start a simulator scenario or drill (operators)", "tags": ["operators"], "security": STAFF,

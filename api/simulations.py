@@ -119,18 +119,21 @@ async def start_simulation(request: web.Request) -> web.Response:
     manager = _manager(request)
     try:
         status = await manager.start(scenario, exercise=exercise, accel=accel, duration_s=duration_s,
-                                     authorize=authorize)
+                                     authorize=authorize, started_by=account.username,
+                                     scope=account.municipality_code)
     except SimulationBusy:
         if not _sees(account, manager):  # whose run, and which, is not this account's to know
             raise Problem(409, "Conflict", "another drill is running on this server (one runs at a time); start "
                                            "yours when it has ended") from None
+        if manager.starting or manager.run_id is None:
+            raise Problem(409, "Conflict", "a drill is being started on this server (one runs at a time); stop it "
+                                           "when it runs (DELETE /api/v1/simulations/current)") from None
         raise Problem(409, "Conflict", f"drill {manager.run_id} is running on this server (one runs at a time); "
                                        "stop it first (DELETE /api/v1/simulations/current)") from None
     except (PlacementError, RegistryError) as exc:  # a valid scenario the deployment cannot run as asked
         raise Problem(422, "Unprocessable Content", str(exc)[:1000], field="scenario") from None
     except (ScenarioError, ValueError, TypeError) as exc:  # ReplayError messages never quote a file
         raise Problem(400, "Bad Request", str(exc)[:500], field="scenario") from None
-    manager.started_by, manager.scope = account.username, account.municipality_code
     async with request.app[POOL].acquire() as conn:
         await audit(conn, account.username, "simulation.started", "simulation", status.get("run"),
                     {"scenario": str(body["scenario"])[:200] if isinstance(body["scenario"], str) else "inline",
@@ -146,7 +149,9 @@ async def stop_simulation(request: web.Request) -> web.Response:
         raise Problem(404, "Not Found", "no simulation is running")
     if not _sees(account, manager):
         raise Problem(404, "Not Found", "no simulation is running")  # another municipality's run
-    status = await manager.stop()
+    status = await manager.stop()  # (a run being started: once it runs, or nothing when its start failed)
+    if status.get("run") is None:
+        raise Problem(404, "Not Found", "no simulation is running")
     async with request.app[POOL].acquire() as conn:
         await audit(conn, account.username, "simulation.stopped", "simulation", status.get("run"), {})
     return web.json_response(status)

@@ -102,8 +102,11 @@ class SimulationManager:
         self.fleet: Fleet | None = None
         self._task: asyncio.Task[Stats] | None = None
         self._stop = asyncio.Event()
-        #: a start is between its busy check and its run's task (registering stations, connecting)
+        #: a start is between its busy check and its run's task (registering stations, connecting); set when
+        #: that start has its task or has failed (what a stop asked meanwhile waits for)
         self._starting = False
+        self._start_done = asyncio.Event()
+        self._start_done.set()
 
     @classmethod
     def from_settings(cls, settings: Any, pool: Any = None) -> SimulationManager:
@@ -118,8 +121,14 @@ class SimulationManager:
     async def start(self, scenario: Scenario | dict[str, Any] | str | Path, *, exercise: bool | None = None,
                     accel: float | None = None, duration_s: float | None = None,
                     register: bool = True,
-                    authorize: Callable[[list[Station]], Awaitable[None]] | None = None) -> dict[str, Any]:
+                    authorize: Callable[[list[Station]], Awaitable[None]] | None = None,
+                    started_by: str | None = None, scope: str | None = None) -> dict[str, Any]:
         """Start a run; ``scenario`` is a :class:`Scenario`, a parsed TOML document or a file path.
+        ``started_by`` and ``scope`` (the starter's account and municipality, None: unknown or prefecture-wide)
+        become :attr:`started_by` and :attr:`scope` as the start passes its busy check, with :attr:`run_id`
+        None until the run has its id: whoever asks meanwhile is answered about this start, never about the
+        run before it (found: another municipality's operator could "stop" the last, ended run, writing a
+        false audit entry, and a 409 named the asker's own old run, while a new drill was being started).
 
         ``authorize`` is awaited with every station the run would publish for, before any station is
         registered or any message sent; whatever it raises stops the start.
@@ -145,6 +154,9 @@ class SimulationManager:
         # while the stations register or the publisher connects (both await) is busy, never a second run
         # whose task would replace this one's and leave it running out of reach of stop()
         self._starting = True
+        self._start_done.clear()
+        self.started_by, self.scope = started_by, scope
+        self.run_id, self.fleet = None, None
         try:
             if register and self.pool is not None:
                 await register_stations(self.pool, fleet.stations)
@@ -152,8 +164,10 @@ class SimulationManager:
                                        transport=self.transport, protocol=self.protocol,
                                        max_outstanding=self.max_outstanding)
             await publisher.connect()
-        finally:
+        except BaseException:
             self._starting = False
+            self._start_done.set()
+            raise
         self._stop = asyncio.Event()
         self.fleet = fleet
         self.run_id = uuid.uuid4().hex[:12]
@@ -170,10 +184,20 @@ class SimulationManager:
 
         fleet.stats.state = "running"  # from now on, even before the task's first step
         self._task = asyncio.get_running_loop().create_task(body())
+        self._starting = False
+        self._start_done.set()
         return self.status()
 
+    @property
+    def starting(self) -> bool:
+        """A start has passed its busy check and is registering its stations or connecting to the broker."""
+        return self._starting
+
     async def stop(self, *, timeout: float = 30.0) -> dict[str, Any]:
-        """Stop the run (published messages are flushed first) and return its final status."""
+        """Stop the run (published messages are flushed first) and return its final status. Asked while a
+        run is starting, it waits for that start (its task, or its failure) and stops what it started."""
+        if self._starting:
+            await self._start_done.wait()
         if self._task is not None and not self._task.done():
             self._stop.set()
             try:
@@ -194,6 +218,8 @@ class SimulationManager:
         return self.status()
 
     def status(self) -> dict[str, Any]:
+        if self._starting:
+            return {"run": None, "state": "starting"}
         if self.fleet is None:
             return {"run": None, "state": "idle"}
         stats = self.fleet.stats

@@ -8,12 +8,15 @@ run the account may start but that cannot be placed (an admin's real 持世寺 r
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from api.auth import create_account, login, set_real_injection
 from sonae.config import Settings
 from tests.api.test_api_staff import PASSWORD, auth, make_client
+from tests.ingest_support import wait_until
 
 KORIYAMA = "072036"
 REAL_JISEIJI = {"scenario": "jiseiji-2023-replay", "exercise": False}
@@ -184,5 +187,64 @@ async def test_another_municipalitys_drill_is_invisible_and_only_said_to_be_busy
         after = await (await client.get("/api/v1/simulations", headers=auth(tokens["fuku-op"]))).json()
         assert after["run"] is None and after["state"] == "idle", after
         assert (await (await client.get("/api/v1/simulations", headers=auth(tokens["kori-op"]))).json())["run"] == run
+    finally:
+        await client.close()
+
+
+async def test_while_a_drill_is_being_started_everyone_is_answered_about_that_start(
+        served_pool: asyncpg.Pool, settings: Settings, tokens: dict[str, str]) -> None:
+    """Found (a tester starting drills of 郡山市 and 福島市 at once): while a start registered its stations, the
+    manager still named the last run's starter, so 福島市's operator could "stop" its own ended run (200, and a
+    false ``simulation.stopped`` in the audit log) while 郡山市's drill started, saw that ended run instead of
+    busy, and 郡山市's own 409 named an old run. The start is held here in the middle, by a real lock on the
+    stations table its registration must wait for (reads go on), and everyone asks meanwhile."""
+    async with served_pool.acquire() as conn:
+        await create_account(conn, username="fuku-op", password=PASSWORD, role="operator", municipality_code="072010")
+        tokens["fuku-op"] = (await login(conn, "fuku-op", PASSWORD))[0]  # type: ignore[index]
+    client = await make_client(served_pool, settings)
+    try:
+        # 福島市's drill runs and ends first: the last run the manager knows is theirs
+        first = await client.post("/api/v1/simulations", json=_fukushima_drill(), headers=auth(tokens["fuku-op"]))
+        assert first.status == 201, await first.text()
+        old = (await first.json())["run"]
+        assert (await client.delete("/api/v1/simulations/current", headers=auth(tokens["fuku-op"]))).status == 200
+
+        async with served_pool.acquire() as lock:
+            tx = lock.transaction()
+            await tx.start()
+            await lock.execute("LOCK TABLE stations IN EXCLUSIVE MODE")  # upserts wait; reads do not
+            start = asyncio.ensure_future(client.post(
+                "/api/v1/simulations", json={"scenario": "abukuma-flood", "duration_s": 3600},
+                headers=auth(tokens["kori-op"])))
+
+            async def starting() -> bool:
+                got = await (await client.get("/api/v1/simulations", headers=auth(tokens["kori-op"]))).json()
+                return bool(got["state"] == "starting")
+
+            await wait_until(starting, timeout=60, what="the start waiting for its registration")
+            seen = await (await client.get("/api/v1/simulations", headers=auth(tokens["fuku-op"]))).json()
+            assert seen["run"] is None and seen["state"] == "busy", seen
+            stop = await client.delete("/api/v1/simulations/current", headers=auth(tokens["fuku-op"]))
+            assert stop.status == 404, await stop.text()
+            busy = await client.post("/api/v1/simulations", json=_fukushima_drill(), headers=auth(tokens["fuku-op"]))
+            assert busy.status == 409 and old not in await busy.text(), await busy.text()
+            assert "another drill is running" in (await busy.json())["detail"]
+            mine = await client.post("/api/v1/simulations", json={"scenario": "abukuma-flood"},
+                                     headers=auth(tokens["kori-admin"]))
+            assert mine.status == 409 and old not in await mine.text(), await mine.text()
+            assert "being started" in (await mine.json())["detail"]
+            # 郡山市's own stop, asked now, waits for the start and stops what it started
+            kori_stop = asyncio.ensure_future(client.delete("/api/v1/simulations/current",
+                                                            headers=auth(tokens["kori-admin"])))
+            await tx.rollback()
+        started = await start
+        assert started.status == 201, await started.text()
+        run = (await started.json())["run"]
+        stopped = await kori_stop
+        assert stopped.status == 200 and (await stopped.json())["run"] == run, await stopped.text()
+        async with served_pool.acquire() as conn:
+            stops = [r["object_id"] for r in await conn.fetch(
+                "SELECT object_id FROM audit_log WHERE action = 'simulation.stopped' ORDER BY id")]
+        assert stops == [old, run], stops  # no false stop of the old run
     finally:
         await client.close()
