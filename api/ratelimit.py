@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from api.problems import problem_response
-from sonae.ratelimit import TokenBuckets, client_network
+from sonae.ratelimit import TokenBuckets, address_network, client_network
 
 #: not counted against a client's requests a minute: probes, the event stream (one long request), and the pages
 #: and their files (kept in memory, answered from there, 304 when unchanged): behind one busy address (a
@@ -38,12 +38,17 @@ def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
     §5.3); its first hop is its first non-empty element, and a header of empty elements only (``""``,
     ``" , ,"``) is as if there were none: the peer counts (found: ``X-Forwarded-For: , 1.2.3.4`` made every
     such client the one client ``""``, and only the first of several headers was read). The proxies of
-    deploy/ replace the header with the peer they see, so a client cannot choose its bucket there."""
+    deploy/ replace the header with the peer they see, so a client cannot choose its bucket there. A first hop
+    that holds no IP address (``unknown``, garbage) counts as the peer, the proxy that sent it (found: each new
+    garbage text, ``unknown1``, ``unknown2``…, was a client of its own with a full budget)."""
     if trust_forwarded_for:
         for header in request.headers.getall("X-Forwarded-For", ()):
             for hop in header.split(","):
                 if hop.strip():
-                    return client_network(hop.strip())
+                    network = address_network(hop)
+                    if network is not None:
+                        return network
+                    return client_network(request.remote or "unknown")
     return client_network(request.remote or "unknown")
 
 

@@ -17,6 +17,8 @@ def _bare(address: str) -> str:
     ``[2001:db8::1]:443`` and ``[2001:db8::1]`` are ``2001:db8::1``, ``192.0.2.5:80`` is ``192.0.2.5``. Text of
     any other form is given back as it is (stripped), for :func:`ipaddress.ip_address` to judge."""
     text = address.strip()
+    if len(text) > 1 and text[0] == text[-1] == '"':  # a quoted-string, as RFC 7239's Forwarded writes one
+        text = text[1:-1]
     if text.startswith("["):
         inside, bracket, rest = text[1:].partition("]")
         if bracket and (not rest or (rest[:1] == ":" and _port(rest[1:]))):
@@ -29,7 +31,21 @@ def _bare(address: str) -> str:
 
 
 def _port(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535
+    """A port as written after an address: digits up to 65535, or none at all (``192.0.2.5:``)."""
+    return text == "" or (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535)
+
+
+def address_network(address: str) -> str | None:
+    """:func:`client_network` of an IP address in any of the forms it reads; None when ``address`` holds none."""
+    try:
+        ip = ipaddress.ip_address(_bare(address))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def client_network(address: str) -> str:
@@ -39,15 +55,8 @@ def client_network(address: str) -> str:
     brackets as a peer or proxy writes it (``[2001:db8::1]:443``, ``[2001:db8::1]``, ``192.0.2.5:80``): the
     same client as the bare address (found: those forms were taken as text, so each port was a client of its
     own and an IPv6 client behind such a proxy was never counted by its /64)."""
-    try:
-        ip = ipaddress.ip_address(_bare(address))
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return str(ip)
+    network = address_network(address)
+    return address if network is None else network
 
 
 class TokenBuckets:

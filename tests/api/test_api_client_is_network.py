@@ -58,6 +58,18 @@ def test_an_all_empty_forwarded_header_counts_as_absent() -> None:
     assert _at("2001:db8:3:3::9", " , ,", trust=True) == "2001:db8:3:3::/64"
 
 
+def test_a_first_hop_without_an_address_counts_as_the_peer_and_odd_spellings_as_the_address() -> None:
+    """Found (a tester, trust on): ``unknown1``, ``unknown2``… each got a full budget of its own, and
+    ``6.6.6.6:`` (an empty port) or ``"1.1.1.1"`` (quoted) a budget apart from ``6.6.6.6`` and ``1.1.1.1``."""
+    for garbage in ("unknown", "unknown1", "unknown2", "1.2.3.4.5", "é", "[::1]:99999", "x" * 500, "_hidden"):
+        assert _at("192.0.2.9", garbage, trust=True) == "192.0.2.9", garbage
+        assert _at("192.0.2.9", f"{garbage}, 1.2.3.4", trust=True) == "192.0.2.9", garbage  # the first hop counts
+    assert _at("192.0.2.9", "6.6.6.6:", trust=True) == "6.6.6.6"
+    assert _at("192.0.2.9", '"1.1.1.1"', trust=True) == "1.1.1.1"
+    assert _at("192.0.2.9", "[2001:db8::1]:", trust=True) == "2001:db8::/64"
+    assert _at("192.0.2.9", '"[2001:db8::1]:443"', trust=True) == "2001:db8::/64"
+
+
 def test_without_trust_the_forwarded_header_is_never_read() -> None:
     assert _at("192.0.2.9", "1.2.3.4", trust=False) == "192.0.2.9"
     assert _at("192.0.2.9", ", 1.2.3.4", "5.6.7.8", trust=False) == "192.0.2.9"
