@@ -120,7 +120,7 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
     password_hash = await _off_loop(hash_password, password)
     try:
         municipality_code = (normalise_municipality(municipality_code)
-                             if municipality_code is not None and municipality_code.strip() else None)
+                             if municipality_code else None)
     except MunicipalityCodeError as exc:
         raise AccountError(str(exc)) from None
     # staff of the drill town run its exercises: an account may name it (decided by uncovered, staff=True)

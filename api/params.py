@@ -4,7 +4,6 @@ names it (and never echoes a value that could be a position)."""
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime
 
 from aiohttp import web
@@ -12,6 +11,8 @@ from aiohttp import web
 from api.problems import Problem
 from sonae.japantime import parse_query_time
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
+from sonae.numbers import DECIMAL as DECIMAL  # re-exported: api.validation reads numbers by it
+from sonae.numbers import parse_bbox as parse_bbox
 
 
 def bad(name: str, detail: str) -> Problem:
@@ -28,12 +29,11 @@ def one(request: web.Request, name: str) -> str | None:
 
 def number(request: web.Request, name: str, lo: float, hi: float) -> float:
     raw = request.query.get(name)
-    if raw is None or raw.strip() == "":
+    if raw is None or raw == "":
         raise bad(name, f"parameter {name!r} is required")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise bad(name, f"parameter {name!r} must be a number") from None
+    if not DECIMAL.match(raw):  # as sent: float() would also take blanks, line breaks, "1_0" and Unicode digits
+        raise bad(name, f"parameter {name!r} must be a number (ASCII digits, no spaces or line breaks)")
+    value = float(raw)
     if not (math.isfinite(value) and lo <= value <= hi):
         raise bad(name, f"parameter {name!r} must be a number between {lo:g} and {hi:g}")
     return value
@@ -57,21 +57,6 @@ def flag(request: web.Request, name: str) -> bool | None:
     if raw == "false":
         return False
     raise bad(name, f"parameter {name!r} must be true or false")
-
-
-#: a decimal number as query text: optional sign, digits with an optional point, an optional short exponent
-DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?\Z")
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """``west,south,east,north`` in degrees: raises ValueError unless west < east and south < north."""
-    parts = text.split(",")
-    if len(parts) != 4 or not all(DECIMAL.match(p.strip()) for p in parts):
-        raise ValueError("four numbers: west,south,east,north")
-    west, south, east, north = (float(p) for p in parts)
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise ValueError("west < east within ±180 and south < north within ±90")
-    return west, south, east, north
 
 
 def bbox(request: web.Request, name: str = "bbox") -> tuple[float, float, float, float] | None:
@@ -145,7 +130,7 @@ def instant(request: web.Request, name: str, default: datetime) -> datetime:
     ``2026-07-12`` is 00:00 JST that day. Years 1900 to 2199 only (:func:`sonae.japantime.parse_query_time`).
     """
     raw = request.query.get(name)
-    if raw is None or raw.strip() == "":
+    if raw is None or raw == "":
         return default
     try:
         return parse_query_time(raw)

@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from sonae.arguments import bbox as bbox_argument
 from sonae.arguments import http_url, municipality_code, port, row_id
+from sonae.arguments import text as text_argument
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
 from sonae.eventloop import lag_watched
@@ -558,7 +560,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(f"  .. {message}", file=sys.stderr, flush=True)
 
-    bbox = _bbox(args.bbox) if args.bbox else None
+    bbox: tuple[float, float, float, float] | None = args.bbox
     clip = None
     if getattr(args, "polygon", None):
         from shapely.geometry import shape
@@ -630,16 +632,6 @@ def cmd_graph(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"use it: SONAE_EVAC_NETWORK={out}  (or [evac] network = \"{out}\" in the config file)")
     return 0
-
-
-def _bbox(text: str) -> tuple[float, float, float, float]:
-    try:
-        w, s, e, n = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--bbox {text!r}: expected west,south,east,north in degrees") from None
-    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-        raise ConfigError(f"--bbox {text!r}: expected west < east and south < north, in degrees")
-    return w, s, e, n
 
 
 def _imported_shelters(args: argparse.Namespace) -> tuple[list[Any], str]:
@@ -729,11 +721,11 @@ def _add_graph_commands(sub: Any) -> None:
         # the area: one way of naming it (found: `fetch --place P --bbox B` took the place and dropped the box
         # unsaid, `import --polygon F --bbox B` the polygon); a download needs one, an import clips to at most one
         area = q.add_mutually_exclusive_group(required=q is not p)
-        area.add_argument("--bbox", help="west,south,east,north in degrees (import: clip to it)")
+        area.add_argument("--bbox", type=bbox_argument, help="west,south,east,north in degrees (import: clip to it)")
         if q is p:
             area.add_argument("--polygon", help="GeoJSON file: keep only roads inside its polygon(s)")
         else:
-            area.add_argument("--place", help='a place name osmnx knows, e.g. "郡山市, 福島県"')
+            area.add_argument("--place", type=text_argument, help='a place name osmnx knows, e.g. "郡山市, 福島県"')
             area.add_argument("--municipality", type=municipality_code,
                               help="団体コード, 072036 or 07203: the streets inside its N03 boundary (Fukushima's "
                               "are shipped; another prefecture's after `sonae municipalities import N03.geojson`)")

@@ -28,6 +28,7 @@ from pyproj import Geod
 from shapely.geometry import Point, shape
 from shapely.ops import nearest_points
 
+from sonae.exacttext import EXACT_RULE, loose_end
 from sonae.japantime import parse_iso_time
 
 _GEOD = Geod(ellps="WGS84")
@@ -58,10 +59,18 @@ def compile_pattern(text: str, *, name: str = "q") -> Pattern:
     """Compile a request's regular expression (RE2 syntax, at most 256 characters); raises QueryError."""
     if len(text) > MAX_PATTERN:
         raise QueryError(f"{name}: a pattern may have at most {MAX_PATTERN} characters")
+    _exact(name, text)
     try:
         return Pattern(re2.compile(text, _RE2_OPTIONS))
     except re2.error:
         raise QueryError(f"{name}: the pattern is not a valid (RE2) regular expression") from None
+
+
+def _exact(name: str, text: str) -> None:
+    """Refuse a request's text with a blank, line break or other control character around it (found: they were
+    skipped as white space between tokens, or by ``json.loads``, and the value taken as if clean)."""
+    if (where := loose_end(text)) is not None:
+        raise QueryError(f"{name}: {where}; the value is {EXACT_RULE}")
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ def parse_q(text: str) -> Any:
         for anything outside the supported subset (the message names it)."""
     if len(text) > MAX_Q:
         raise QueryError(f"q: at most {MAX_Q} characters")
+    _exact("q", text)
     toks = _tokens(text)
     pos = 0
 
@@ -278,6 +288,7 @@ def parse_geo(georel: str, geometry: str | None, coordinates: str | None, geopro
         raise QueryError("geoproperty: only 'location' is supported")
     if not geometry or not coordinates:
         raise QueryError("a geo-query needs georel, geometry and coordinates")
+    _exact("coordinates", coordinates)
     try:
         coords = json.loads(coordinates)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack

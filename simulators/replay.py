@@ -206,7 +206,7 @@ def read_mlit_rows(path: str | Path) -> list[MlitRow]:
                 if level is None:
                     continue
                 out.append(MlitRow(
-                    obs_time=parse_iso_time(row["obs_time_jst"]),
+                    obs_time=parse_iso_time(row["obs_time_jst"].strip()),  # a CSV cell: blanks around it are not the time
                     station_code=row["station_code"], station_name=row["station_name"], kana=row.get("kana") or "",
                     city=row.get("city") or "", town_code=row.get("town_code") or "",
                     lat=_opt_float(row.get("latitude")), lon=_opt_float(row.get("longitude")), level_m=level,

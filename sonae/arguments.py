@@ -12,7 +12,9 @@ import argparse
 import math
 
 from sonae.config import LISTEN_PORTS, http_url_problem
+from sonae.exacttext import EXACT_RULE, loose_end
 from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.numbers import parse_bbox
 
 
 def port(raw: str) -> int:
@@ -28,7 +30,7 @@ def port_or_any(raw: str) -> int:
 
 def _whole(raw: str, *, low: int, high: int) -> int | None:
     """``raw`` as a whole number written in ASCII digits from ``low`` to ``high``, else None."""
-    text = raw.strip()
+    text = raw  # as typed: "8091\n" is not a number (found: surrounding blanks were trimmed)
     return int(text) if text.isascii() and text.isdigit() and low <= int(text) <= high else None
 
 
@@ -69,10 +71,30 @@ def municipality_code(raw: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def bbox(raw: str) -> tuple[float, float, float, float]:
+    """``west,south,east,north`` in degrees (:func:`sonae.numbers.parse_bbox`, the API's rule), exactly as typed;
+    a refusal is argparse's "argument --bbox: …" (found: it was told as a "configuration error")."""
+    try:
+        return parse_bbox(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected {exc}, in degrees") from None
+
+
+def text(raw: str) -> str:
+    """A name or other free text, exactly as typed: not empty, no control character, nothing blank before or
+    after it (found: ``--place $'\\n'`` was taken and sent to the geocoder)."""
+    if raw == "" or raw.isspace():
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected a name, not an empty or blank one")
+    if (where := loose_end(raw)) is not None or not raw.isprintable():
+        where = where or "a control character"
+        raise argparse.ArgumentTypeError(f"{raw!r}: {where}; a name is {EXACT_RULE}, with no control characters")
+    return raw
+
+
 def http_url(raw: str) -> str:
     """An http(s) URL with a host (:func:`sonae.config.http_url_problem`, the rule of the settings that hold one),
-    as typed, surrounding blanks removed."""
+    exactly as typed (found: ``--overpass-url $'https://x/api\n'`` was taken, the line break trimmed)."""
     problem = http_url_problem(raw)
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{raw!r}: {problem}")
-    return raw.strip()
+    return raw

@@ -16,6 +16,7 @@ and says what is expected, so the CLI can print one readable line instead of a t
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,9 +74,9 @@ def http_url_problem(value: Any, *, example: str = "https://overpass-api.de/api"
     (:func:`sonae.arguments.http_url`): found, ``--overpass-url notaurl`` ended in the HTTP library's own
     "Invalid URL 'notaurl/interpreter': No scheme supplied", and ``http://`` alone passed the setting's check.
     """
-    text = str(value).strip()
+    text = str(value)  # as written: a line break after it is refused, not trimmed
     if any(c.isspace() or not c.isprintable() for c in text):
-        return f"expected an http(s) URL without spaces or control characters, e.g. {example}"
+        return f"expected an http(s) URL without spaces, line breaks or control characters, e.g. {example}"
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -426,30 +427,52 @@ SCHEMA: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SCHEMA}
 
 
+#: a whole number and a decimal number as a variable or a file's string writes them: ASCII digits, an optional sign
+#: (and for a decimal a point and an exponent), nothing else (found: int() and float() also took ８０９１, ٨٠٩١,
+#: 8_091 and "2\n", and float() nan and inf)
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]+\Z")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+
+def _range_of(setting: Setting) -> str:
+    """The range a numeric setting's check states (what it says of a value far below, or far above, it), as
+    "; expected …", or "" for a setting without one."""
+    if setting.check is None:
+        return ""
+    for probe in ((-10**18, 10**18) if setting.kind is int else (-1e300, 1e300)):
+        try:
+            problem = setting.check(probe)
+        except Exception:  # a check that cannot judge a number says no range
+            problem = None
+        if problem:
+            return f"; {problem}"
+    return ""
+
+
 def _coerce(setting: Setting, raw: Any, origin: str) -> Any:
     if raw is None:
         return None
     if setting.kind is int:
-        if isinstance(raw, bool):
-            raise ConfigError(f"{origin}: expected a whole number, got {raw!r}")
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{origin}: expected a whole number, got {raw!r}") from None
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise ConfigError(f"{origin}: expected a whole number, got {raw!r}{_range_of(setting)}")
+        if isinstance(raw, str) and not _WHOLE_TEXT.match(raw):
+            raise ConfigError(f"{origin}={raw!r}: not a whole number in ASCII digits (no spaces, line breaks or "
+                              f"underscores){_range_of(setting)}")
+        return int(raw)
     if setting.kind is float:
-        if isinstance(raw, bool):
-            raise ConfigError(f"{origin}: expected a number, got {raw!r}")
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{origin}: expected a number, got {raw!r}") from None
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise ConfigError(f"{origin}: expected a number, got {raw!r}{_range_of(setting)}")
+        if isinstance(raw, str) and not _DECIMAL_TEXT.match(raw):
+            raise ConfigError(f"{origin}={raw!r}: not a finite decimal number in ASCII digits such as 0.5 or 1e3 "
+                              f"(no spaces, line breaks or underscores){_range_of(setting)}")
+        value = float(raw)
         if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"{origin}: expected a finite number, got {raw!r}")
+            raise ConfigError(f"{origin}={raw!r}: expected a finite number{_range_of(setting)}")
         return value
     if setting.kind is bool:
         if isinstance(raw, bool):
             return raw
-        text = str(raw).strip().lower()
+        text = str(raw).lower()  # as written: "true\n" is no answer (found: surrounding blanks were trimmed)
         if text in ("1", "true", "yes", "on"):
             return True
         if text in ("0", "false", "no", "off"):

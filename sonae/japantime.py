@@ -15,6 +15,14 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 JST = timezone(timedelta(hours=9), "JST")
 
 
+#: the rule of a written time, in words (every refusal of :func:`parse_iso_time` says it, never Python's own
+#: messages: found "offset must be a timedelta strictly between -timedelta(hours=24)…" and "Invalid isoformat
+#: string: '٢٠٢٦-07-12'" told to the public)
+TIME_RULE = ("expected a date or date-time such as 2026-07-12, 2026-07-12T09:00 or 2026-07-12T09:00+09:00 "
+             "(without an offset it is Japan time): ASCII digits, offsets within ±24 h, nothing before or after "
+             "it (no spaces or line breaks)")
+
+
 #: a time of day whose seconds are 60 (a leap second, RFC 3339 §5.6 ``time-second = 2DIGIT ; 00-58, 59, 60``)
 _LEAP_SECOND = re.compile(r"^(.*[Tt ]\d{2}:\d{2}:)60((?:[.,]\d+)?)(.*)\Z")
 
@@ -40,8 +48,11 @@ def from_iso_format(text: str, *, zone: tzinfo | None = None) -> datetime:
     except ValueError:
         leap = _LEAP_SECOND.match(text)
         if leap is None:
-            raise
-        ts = datetime.fromisoformat(leap[1] + "59" + leap[3]).replace(microsecond=999999)
+            raise ValueError(TIME_RULE) from None
+        try:
+            ts = datetime.fromisoformat(leap[1] + "59" + leap[3]).replace(microsecond=999999)
+        except ValueError:
+            raise ValueError(TIME_RULE) from None
         if ts.tzinfo is None and zone is None:
             raise ValueError(f"leap second {text!r} without an offset") from None
         utc = (ts if ts.tzinfo is not None else ts.replace(tzinfo=zone)).astimezone(UTC)
@@ -55,14 +66,20 @@ def from_iso_format(text: str, *, zone: tzinfo | None = None) -> datetime:
 def parse_iso_time(text: str) -> datetime:
     """Parse an ISO 8601 date or date-time into an aware UTC ``datetime``; no offset means JST.
 
-    A leap second (``2026-11-30T23:59:60Z``) is 23:59:59.999999 UTC (:func:`from_iso_format`).
+    A leap second (``2026-11-30T23:59:60Z``) is 23:59:59.999999 UTC (:func:`from_iso_format`). The text is
+    taken exactly as written: surrounding blanks, line breaks and other control characters are refused, not
+    trimmed (found: ``from=2026-12-02%0A`` was taken); a reader of a file format whose cells may carry blanks
+    (CSV) trims them itself.
 
     Raises
     ------
     ValueError
-        When ``text`` is not ISO 8601 (``datetime.fromisoformat``'s grammar).
+        When ``text`` is not ISO 8601 (``datetime.fromisoformat``'s grammar) in ASCII printable characters; the
+        message is :data:`TIME_RULE` in words.
     """
-    ts = from_iso_format(text.strip().replace("Z", "+00:00").replace("z", "+00:00"), zone=JST)
+    if not (text.isascii() and text.isprintable()) or text != text.strip():
+        raise ValueError(TIME_RULE)
+    ts = from_iso_format(text.replace("Z", "+00:00").replace("z", "+00:00"), zone=JST)
     return ts.astimezone(UTC)
 
 

@@ -71,9 +71,11 @@ def check_digit(code5: str) -> str:
 
 
 def normalise(value: str) -> str:
-    """The 6-digit 団体コード for a 5-digit code or a 6-digit one (surrounding blanks ignored).
+    """The 6-digit 団体コード for a 5-digit code or a 6-digit one, taken exactly as written.
 
-    ``normalise("07203") == normalise("072036") == "072036"``.
+    ``normalise("07203") == normalise("072036") == "072036"``. Surrounding blanks, line breaks or other
+    control characters are refused, not trimmed (found: ``?municipality=07203%0A`` was taken as 07203): a
+    file format whose cells may carry blanks (the municipality list's CSV) trims them itself.
 
     Raises
     ------
@@ -81,12 +83,13 @@ def normalise(value: str) -> str:
         When ``value`` is not 5 or 6 ASCII digits, or is 6 digits with a wrong check digit (the message
         names the code with the right check digit).
     """
-    code = value.strip() if isinstance(value, str) else value
+    code = value
     if not isinstance(code, str) or not (code.isascii() and code.isdigit() and len(code) in (5, 6)):
         shown = repr(code[:20]) if isinstance(code, str) else type(code).__name__
         raise MunicipalityCodeError(
             f"{shown} is not a municipality code (団体コード): give the 5-digit JIS X 0402 code "
-            "(e.g. 07203) or the 6-digit code with its check digit (e.g. 072036)")
+            "(e.g. 07203) or the 6-digit code with its check digit (e.g. 072036), digits only, "
+            "without spaces or line breaks")
     expected = code[:5] + check_digit(code[:5])
     if len(code) == 6 and code != expected:
         raise MunicipalityCodeError(
@@ -96,8 +99,9 @@ def normalise(value: str) -> str:
 
 
 def normalise_optional(value: str | None) -> str | None:
-    """:func:`normalise` for an optional code: ``None`` and blank stay ``None``."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    """:func:`normalise` for an optional code: ``None`` and the empty string stay ``None`` (a code of
+    blanks or line breaks is refused, as :func:`normalise` refuses them around a code)."""
+    if value is None or value == "":
         return None
     return normalise(value)
 

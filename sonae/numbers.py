@@ -10,6 +10,29 @@ shelter coordinates, push areas), readings (``ingest.contract``) and the station
 
 from __future__ import annotations
 
+import re
+
+#: a decimal number as text from outside: optional sign, digits with an optional point, an optional short
+#: exponent, ASCII only and nothing around it (``re``'s [0-9] is ASCII; float() would also take blanks, line
+#: breaks, "1_0" and Unicode digits)
+DECIMAL = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?\Z")
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``west,south,east,north`` in degrees: raises ValueError unless four :data:`DECIMAL` numbers with
+    west < east and south < north (the API's ``bbox`` parameters and the command line's ``--bbox``).
+
+    Taken exactly as written: a blank or line break around a number is refused, not trimmed (found:
+    ``bbox=140,37,141,38%0A`` was taken)."""
+    parts = text.split(",")
+    if len(parts) != 4 or not all(DECIMAL.match(p) for p in parts):
+        raise ValueError("four numbers: west,south,east,north (ASCII decimal numbers joined by commas, "
+                         "no spaces or line breaks)")
+    west, south, east, north = (float(p) for p in parts)
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise ValueError("west < east within ±180 and south < north within ±90")
+    return west, south, east, north
+
 
 def unsigned(value: float) -> float:
     """``value`` with a negative zero made ``0.0`` (every other float unchanged, NaN and infinities included).
