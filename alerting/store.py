@@ -440,9 +440,12 @@ async def get_alert(conn: asyncpg.Connection, alert_id: int) -> dict[str, Any] |
     return _row(row) if row else None
 
 
-#: the names an alert read from the database carries (of its station and municipality), all shown to people (an
-#: order's ``area_desc`` is staff's free text, not a name: its line breaks are kept, as sonae.xmltext writes them)
+#: the names an alert read from the database carries (of its station and municipality), all shown to people
 _SHOWN_NAMES = ("station_name", "station_name_en", "river", "municipality_name", "municipality_name_en")
+#: the texts staff write that an alert carries to people, multi-line by design: an order's ``area_desc``, the
+#: CAP headline and areaDesc (its line breaks kept, as sonae.xmltext writes them; every other hidden character
+#: dropped, for one stored before the API refused them: found, "abc\u202edef" reached the CAP headline)
+_SHOWN_TEXTS = ("area_desc",)
 
 
 def _row(row: asyncpg.Record) -> dict[str, Any]:
@@ -455,6 +458,9 @@ def _row(row: asyncpg.Record) -> dict[str, Any]:
     for key in _SHOWN_NAMES:
         if isinstance(out.get(key), str):
             out[key] = shown_text(out[key]) or None
+    for key in _SHOWN_TEXTS:
+        if isinstance(out.get(key), str):
+            out[key] = shown_text(out[key], line_breaks=True) or None
     if out.get("municipality_code") == DRILL_TOWN_CODE:
         # the drill town by its names wherever its row gives none (not named by this deployment, or named by an
         # operator in Japanese only): found, the resident page showed an order's place as "(079995, …)"

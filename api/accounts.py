@@ -18,7 +18,7 @@ from api.auth import (
     set_real_injection,
 )
 from api.authorization import require_may_create_account, require_may_grant_real_injection, scope_filter
-from api.bodies import covered_municipality, field, json_object, municipality_code
+from api.bodies import covered_municipality, field, json_object, municipality_code, shown_field
 from api.context import POOL, SETTINGS
 from api.loginlimit import LoginLimits, retry_after
 from api.problems import Problem
@@ -94,7 +94,7 @@ async def post_account(request: web.Request) -> web.Response:
             account = await create_account(
                 conn, username=field(body, "username", str), password=field(body, "password", str),
                 role=field(body, "role", str), municipality_code=municipality,
-                display_name=field(body, "display_name", str, default=None))
+                display_name=shown_field(body, "display_name", default=None))
         except AccountError as exc:
             conflict = "exists already" in str(exc)
             raise Problem(409 if conflict else 400, "Conflict" if conflict else "Bad Request", str(exc)) from None

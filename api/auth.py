@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import unicodedata
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from api.problems import Problem
 from api.vary import vary
 from ingest.municipalities import uncovered
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
+from sonae.nametext import refused_text
 
 ROLES = ("staff", "operator", "admin")
 #: The shortest password an account may have, in characters: the one rule of the API (and of its OpenAPI
@@ -102,8 +104,26 @@ class Account:
                 "display_name": self.display_name}
 
 
+#: the characters no password may hold: controls (Unicode Cc: line breaks, tab, NUL, escape, DEL, C1) and the
+#: line and paragraph separators (Zl, Zp), which the console's password field cannot send
+_UNTYPABLE = frozenset({"Cc", "Zl", "Zp"})
+
+
 def check_password(password: str) -> None:
-    """Refuse a password shorter than :data:`MIN_PASSWORD_LENGTH` (:class:`AccountError`, :data:`PASSWORD_RULE`)."""
+    """Refuse a password holding a control character or line break (:data:`_UNTYPABLE`), or shorter than
+    :data:`MIN_PASSWORD_LENGTH` (:class:`AccountError`, :data:`PASSWORD_RULE`), so that the length counts only
+    what a user can type.
+
+    Found: ``SONAE_NEW_PASSWORD=$'123456789\\n' sonae users add`` (and the same through ``POST /api/v1/accounts``)
+    made an account whose 10th character was the newline, which then logged in only with it: the staff
+    console's password field cannot send one. Decided: such a password is refused, the same way by the API
+    and the command line (whose prompt, ``getpass``, never returns the line break typed to end it); no final
+    newline is stripped silently: a password is the characters given or none."""
+    for i, ch in enumerate(password):
+        if unicodedata.category(ch) in _UNTYPABLE:
+            name = unicodedata.name(ch, "a control character")
+            raise AccountError(f"a password may not hold control characters or line breaks: U+{ord(ch):04X} "
+                               f"{name} at position {i + 1}")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(PASSWORD_RULE)
 
@@ -117,6 +137,9 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                          municipality_code: str | None = None, display_name: str | None = None) -> Account:
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    # shown to other staff (the console, the audit log): the rule of every text staff write (sonae.nametext)
+    if display_name is not None and (why := refused_text("display_name", display_name)):
+        raise AccountError(why)
     password_hash = await _off_loop(hash_password, password)
     try:
         municipality_code = (normalise_municipality(municipality_code)

@@ -22,6 +22,7 @@ from api.problems import Problem
 from ingest.municipalities import uncovered
 from sonae.jsonkeys import DuplicateKeyError, locate, unique_object
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
+from sonae.nametext import refused_text
 from sonae.numbers import unsigned
 
 _MISSING = object()
@@ -159,6 +160,17 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
             raise Problem(400, "Bad Request", f"field {name!r} is too long", field=name)
         if "\x00" in value:
             raise Problem(400, "Bad Request", f"field {name!r} contains a NUL character", field=name)
+    return value
+
+
+def shown_field(body: dict[str, Any], name: str, *, default: Any = _MISSING, line_breaks: bool = False) -> Any:
+    """A text field staff write for the public or other staff to read (an order's area description, a note, a
+    display name, a label, a description): :func:`field`, then :func:`sonae.nametext.refused_text`'s rule, a 400
+    naming the field and the character (bidirectional controls, zero-width and other format characters, control
+    characters; ``line_breaks``: a multi-line field, which keeps its line feeds)."""
+    value = field(body, name, str, default=default)
+    if isinstance(value, str) and (why := refused_text(name, value, line_breaks=line_breaks)):
+        raise Problem(400, "Bad Request", why, field=name)
     return value
 
 

@@ -245,8 +245,9 @@ async def post_webhook(request: web.Request) -> web.Response:
     fmt = field(body, "format", str, default="json")
     min_level = field(body, "min_level", int, default=0)
     conditions = field(body, "conditions", list, default=None)
+    description = field(body, "description", str, default="")
     try:  # the rules are the domain's (notify.store), the same for `sonae webhooks add`
-        store.check_webhook(url=url, fmt=fmt, min_level=min_level, conditions=conditions)
+        store.check_webhook(url=url, fmt=fmt, min_level=min_level, conditions=conditions, description=description)
     except store.WebhookError as exc:
         raise Problem(400, "Bad Request", str(exc), field=exc.field) from None
     municipality = municipality_code(field(body, "municipality_code", str, default=admin.municipality_code))
@@ -255,7 +256,7 @@ async def post_webhook(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn, conn.transaction():
         await covered_municipality(conn, municipality, exercise=drills)
         hook = await store.add_webhook(
-            conn, url=url, created_by=admin.username, description=field(body, "description", str, default=""),
+            conn, url=url, created_by=admin.username, description=description,
             fmt=fmt, municipality_code=municipality,
             min_level=min_level, conditions=conditions,
             include_staff=field(body, "include_staff", bool, default=False),

@@ -129,8 +129,13 @@ STATION_ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": STATION_ID_JSO
                                      "description": STATION_ID_RULE}
 STATION_ID = p("station_id", dict(STATION_ID_SCHEMA))
 #: a note written by staff: a memo for staff only, never in public reads, CAP messages, feeds or notifications
+#: a text staff write for others to read (sonae.nametext.refused_text; the API's 400 names the character)
+SHOWN_LINE = ("one line without control, bidirectional (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C), "
+              "zero-width or other invisible formatting characters")
+SHOWN_LINES = ("line breaks (U+000A) kept; no other control character, no bidirectional (U+202A-U+202E, "
+               "U+2066-U+2069, U+200E, U+200F, U+061C), zero-width or other invisible formatting characters")
 STAFF_NOTE: dict[str, Any] = {"type": "string", "description": "a staff memo: shown to staff only, never in "
-                              "public reads, CAP messages, feeds or notifications"}
+                              "public reads, CAP messages, feeds or notifications; " + SHOWN_LINES}
 INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$", "description": "a whole number of 1 to 18 digits"}
 #: a TCP port, 1 to 65535
 PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -333,9 +338,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": body({"type": "object", "required": ["username", "password", "role"], "properties": {
             "username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{3,64}$",
                          "description": "3 to 64 of A-Z a-z 0-9 _ . @ -"},
-            "password": {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": 2000},
+            "password": {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": 2000,
+                         "description": "no control characters or line breaks (400 names the character)"},
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
-            "municipality_code": MUNI_CODE, "display_name": {"type": "string"}}}),
+            "municipality_code": MUNI_CODE, "display_name": {"type": "string", "description": SHOWN_LINE}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415)}},
     ("put", "/api/v1/accounts/{username}/real-injection"): {
         "summary": "Allow an operator of your scope to inject real (non-exercise) readings, or stop it (admin); "
@@ -359,7 +365,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": MUNI_CODE,
             "area": {"type": ["object", "null"], "format": "geojson-area",
                      "description": "GeoJSON Polygon or MultiPolygon in WGS 84, without self-crossings"},
-            "area_desc": {"type": "string"}, "note": STAFF_NOTE, "exercise": {"type": "boolean"}}}),
+            "area_desc": {"type": "string", "description": "the place in words, for the public (CAP headline and "
+                          "areaDesc): " + SHOWN_LINES}, "note": STAFF_NOTE, "exercise": {"type": "boolean"}}}),
         "description": "422: the area reaches beyond the municipality, or an account without a municipality "
                        "names none.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415, 422)}},
@@ -416,7 +423,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "coordinates": {"type": "array"}}},
             "hazard": {"type": "string", "enum": HAZARDS},
             "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number", "minimum": 1, "maximum": 1000},
-            "label": {"type": "string"}, "exercise": {"type": "boolean"}, "municipality_code": MUNI_CODE}}),
+            "label": {"type": "string", "description": SHOWN_LINE}, "exercise": {"type": "boolean"},
+            "municipality_code": MUNI_CODE}}),
         "description": "422: the area reaches beyond the municipality given.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415, 422)}},
     ("delete", "/api/v1/hazards/{area_id}"): {
@@ -524,7 +532,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL,
                     "description": "an http:// or https:// URL: a host name or IPv4 address (A-Z a-z 0-9 . -), "
                                    "then optionally :port (1 to 65535) and a path without spaces"},
-            "description": {"type": "string"},
+            "description": {"type": "string", "description": SHOWN_LINE},
             "format": {"type": "string", "enum": list(WEBHOOK_FORMATS)}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": WEBHOOK_LEVELS[0], "maximum": WEBHOOK_LEVELS[1]},
             "conditions": {"type": "array", "minItems": 1, "items": {"type": "string",

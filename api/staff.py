@@ -24,7 +24,15 @@ from alerting.silence import station_silence
 from alerting.store import AlertError, acknowledge_alert, cancel_order, get_alert, issue_order
 from api.auth import authenticate
 from api.authorization import require_object_scope, require_target_scope, scope_filter
-from api.bodies import covered_municipality, field, int_field, json_object, municipality_code, number_field
+from api.bodies import (
+    covered_municipality,
+    field,
+    int_field,
+    json_object,
+    municipality_code,
+    number_field,
+    shown_field,
+)
 from api.boundaries import area_municipality
 from api.context import POOL, SETTINGS
 from api.params import path_int, query_int
@@ -68,7 +76,7 @@ async def acknowledge(request: web.Request) -> web.Response:
     account = await authenticate(request)
     alert_id = path_int(request, "alert_id")
     body = await json_object(request) if request.body_exists else {}
-    note = field(body, "note", str, default=None)
+    note = shown_field(body, "note", default=None, line_breaks=True)
     async with request.app[POOL].acquire() as conn:
         alert = await get_alert(conn, alert_id)
         if alert is None:
@@ -115,6 +123,8 @@ async def post_order(request: web.Request) -> web.Response:
     level = int_field(body, "level", lo=3, hi=5)
     area = field(body, "area", dict, default=None)
     exercise = field(body, "exercise", bool, default=False)
+    area_desc = shown_field(body, "area_desc", default=None, line_breaks=True)  # the CAP headline and areaDesc
+    note = shown_field(body, "note", default=None, line_breaks=True)
     async with request.app[POOL].acquire() as conn:
         await covered_municipality(conn, municipality, exercise=exercise)
         if area is not None:
@@ -122,8 +132,7 @@ async def post_order(request: web.Request) -> web.Response:
         try:
             order_id, change = await issue_order(
                 conn, municipality_code=municipality, level=level, issued_by=account.username,
-                area=area, area_desc=field(body, "area_desc", str, default=None),
-                note=field(body, "note", str, default=None), exercise=exercise)
+                area=area, area_desc=area_desc, note=note, exercise=exercise)
         except AlertError as exc:
             raise Problem(400, "Bad Request", str(exc)) from None
     return web.json_response({"order_id": order_id, "alert_id": change.alert_id}, status=201)
@@ -139,7 +148,7 @@ async def post_cancel_order(request: web.Request) -> web.Response:
         if municipality is None:
             raise Problem(404, "Not Found", f"no evacuation order {order_id}")
         require_object_scope(account, municipality, what=f"evacuation order {order_id}")
-        note = field(body, "note", str, default=None)
+        note = shown_field(body, "note", default=None, line_breaks=True)
         async with conn.transaction():
             # cancelled already (a retried request, a colleague first): the order's state, nothing written again
             done = await conn.fetchrow(
@@ -271,7 +280,7 @@ async def post_hazard(request: web.Request) -> web.Response:
         area = hazard_area(
             hazard=hazard, geometry=geometry, severity=field(body, "severity", str, default="blocked"),
             penalty_factor=number_field(body, "penalty_factor", lo=1.0, hi=MAX_PENALTY, default=1.0), source="staff",
-            exercise=field(body, "exercise", bool, default=False), label=field(body, "label", str, default=""))
+            exercise=field(body, "exercise", bool, default=False), label=shown_field(body, "label", default=""))
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc), field="geometry") from None
     async with request.app[POOL].acquire() as conn:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sonae.arguments import bbox as bbox_argument
-from sonae.arguments import http_url, municipality_code, port, row_id
+from sonae.arguments import http_url, municipality_code, port, row_id, shown_line
 from sonae.arguments import text as text_argument
 from sonae.config import ConfigError, Settings, describe_schema, load_settings
 from sonae.embedded import EmbeddedError
@@ -781,7 +781,7 @@ def _new_password(args: argparse.Namespace) -> str:
     import getpass
     import os
 
-    from api.auth import MIN_PASSWORD_LENGTH, PASSWORD_RULE
+    from api.auth import MIN_PASSWORD_LENGTH, AccountError, check_password
 
     if args.password_from_env:
         password = os.environ.get("SONAE_NEW_PASSWORD")
@@ -796,8 +796,12 @@ def _new_password(args: argparse.Namespace) -> str:
                 raise CommandError("the two passwords differ")
         except EOFError:
             raise CommandError("no password given (end of input)") from None
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise CommandError(PASSWORD_RULE)
+    try:  # the API's rule (api.auth.check_password): no control characters, then the length
+        check_password(password)
+    except AccountError as exc:
+        hint = (" (SONAE_NEW_PASSWORD must hold the password alone: no final line break)"
+                if args.password_from_env and password.endswith(("\n", "\r")) else "")
+        raise CommandError(f"{exc}{hint}") from None
     return password
 
 
@@ -870,7 +874,8 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 
     if args.webhooks_command == "add":  # the rules need no database: a typo is told before connecting
         store.check_webhook(url=args.url, fmt=args.format, min_level=args.min_level,
-                            conditions=args.conditions.split(",") if args.conditions else None)
+                            conditions=args.conditions.split(",") if args.conditions else None,
+                            description=args.description or "")
 
     async def body(settings: Settings) -> None:
         from app.runtime import open_pool
@@ -923,7 +928,7 @@ def _add_notify_commands(sub: Any) -> None:
     p.add_argument("--conditions", help="comma-separated: river_level,evacuation_order,…")
     p.add_argument("--include-staff", action="store_true", help="also staff-only alerts")
     p.add_argument("--drills", action="store_true", help="also exercise alerts (marked as drills)")
-    p.add_argument("--description")
+    p.add_argument("--description", type=shown_line, help="shown to staff (one line)")
     p.add_argument("--state-dir", help="state directory (overrides SONAE_STATE_DIR)")
     p.set_defaults(func=cmd_webhooks)
     p = wh_sub.add_parser("remove", help="Remove a webhook.", description="Remove a webhook.")
@@ -1170,7 +1175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=("staff", "operator", "admin"))
     p.add_argument("--municipality", type=municipality_code,
                    help="団体コード of the account's municipality (072036 or 07203); omit for prefecture-wide")
-    p.add_argument("--name", help="display name")
+    p.add_argument("--name", type=shown_line, help="display name (one line, shown to staff)")
     for action, text in (("passwd", "Set a new password (revokes the account's tokens)."),
                          ("disable", "Disable an account (revokes its tokens)."), ("enable", "Enable an account.")):
         q = us_sub.add_parser(action, help=text, description=text)

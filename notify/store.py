@@ -41,6 +41,7 @@ from alerting.drilltown import drill_town_box as drill_town_box
 from alerting.rules import CONDITIONS, UNCONFIRMED
 from notify import messages
 from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise_optional
+from sonae.nametext import refused_text
 
 NOTIFY_CHANNEL = "sonae_notify"
 #: a circle's centre is kept to this many decimals of a degree (0.001° ≈ 110 m)
@@ -238,7 +239,7 @@ class WebhookError(NotifyError):
 
 
 def check_webhook(*, url: str, fmt: str = "json", min_level: int = 0,
-                  conditions: Sequence[str] | None = None) -> None:
+                  conditions: Sequence[str] | None = None, description: str = "") -> None:
     """The rules of a webhook, whoever registers it (the API, ``sonae webhooks add``).
 
     Raises
@@ -246,8 +247,11 @@ def check_webhook(*, url: str, fmt: str = "json", min_level: int = 0,
     WebhookError
         The URL is not an http(s) URL with a host, ``fmt`` is not one of :data:`WEBHOOK_FORMATS`,
         ``min_level`` is outside :data:`WEBHOOK_LEVELS`, or ``conditions`` is empty or names a condition
-        not in :data:`WEBHOOK_CONDITIONS` (such a webhook would never be called).
+        not in :data:`WEBHOOK_CONDITIONS` (such a webhook would never be called), or ``description`` (shown to
+        staff) holds a control, bidirectional or other invisible character (:func:`sonae.nametext.refused_text`).
     """
+    if why := refused_text("description", description):
+        raise WebhookError(why, field="description")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port

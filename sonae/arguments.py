@@ -14,6 +14,7 @@ import math
 from sonae.config import LISTEN_PORTS, http_url_problem
 from sonae.exacttext import EXACT_RULE, loose_end
 from sonae.municipality_code import MunicipalityCodeError, normalise
+from sonae.nametext import refused_text
 from sonae.numbers import parse_bbox
 
 
@@ -97,4 +98,14 @@ def http_url(raw: str) -> str:
     problem = http_url_problem(raw)
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{raw!r}: {problem}")
+    return raw
+
+
+def shown_line(raw: str) -> str:
+    """A one-line text staff write for others to read (an account's display name, a webhook's description):
+    the rule of the API's fields (:func:`sonae.nametext.refused_text`), no control, bidirectional, zero-width
+    or other invisible character (found: ``sonae users add --name $'Bob\\u202e'`` was accepted)."""
+    why = refused_text("the text", raw)
+    if why:
+        raise argparse.ArgumentTypeError(why)
     return raw

@@ -18,13 +18,21 @@ staff edit applies too), naming the character, so that it is corrected at its so
 
 Names stored before the rule (or written by SQL) may still hold them; where names are put into what people
 read, :func:`shown_text` gives what such a name shows (``alerting.store``, for every alert output).
+
+The same rule holds for every text staff write that the public or other staff read (found: an order's
+``area_desc`` "abc\\u202edef" reached the CAP ``<headline>`` and ``<areaDesc>`` reversed; a display name "Bob\\n"
+and a hazard area label with U+202E were accepted): an order's area description and notes, an account's display
+name, a hazard area's label, a webhook's description — through :func:`refused_text`, which the API
+(:func:`api.bodies.shown_field`, a 400 naming the field and the character) and the command line
+(``app.cli``) both call. A text that is multi-line by design (``line_breaks=True``: an area description, a
+staff note) may keep line feeds (U+000A) and nothing else of the kind: no carriage return, tab, U+2028/U+2029.
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["hidden_character", "shown_text"]
+__all__ = ["hidden_character", "refused_text", "shown_text"]
 
 _BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
 
@@ -33,11 +41,14 @@ _HIDDEN_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible formattin
                       "Cn": "an unassigned code point", "Cs": "a lone surrogate"}
 
 
-def hidden_character(text: str) -> str | None:
+def hidden_character(text: str, *, line_breaks: bool = False) -> str | None:
     """The first character of ``text`` a shown name may not hold, described (``"U+202E RIGHT-TO-LEFT
-    OVERRIDE (an invisible formatting character) at position 3"``), or None."""
+    OVERRIDE (an invisible formatting character) at position 3"``), or None. ``line_breaks``: a multi-line
+    text, whose line feeds (U+000A, and only those) are kept."""
     shows = False
     for i, ch in enumerate(text):
+        if line_breaks and ch == "\n":
+            continue
         category = unicodedata.category(ch)
         kind = "a character that shows as a blank" if ch in _BLANK_LETTERS else _HIDDEN_CATEGORIES.get(category)
         if kind is not None:
@@ -53,7 +64,20 @@ def hidden_character(text: str) -> str | None:
 _SPACED_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
-def shown_text(text: str) -> str:
+def refused_text(what: str, text: str, *, line_breaks: bool = False) -> str | None:
+    """Why ``text``, the value of ``what`` (a field or option name), may not be shown, in one sentence naming
+    the character (``"area_desc holds U+202E RIGHT-TO-LEFT OVERRIDE (an invisible formatting character) at
+    position 4: remove it"``), or None when it may. ``""`` is accepted (a field left empty)."""
+    hidden = hidden_character(text, line_breaks=line_breaks)
+    if hidden is None:
+        return None
+    if hidden.startswith("U+"):
+        allowed = " (line breaks are kept)" if line_breaks else ""
+        return f"{what} holds {hidden}: remove it{allowed}"
+    return f"{what} has {hidden}"
+
+
+def shown_text(text: str, *, line_breaks: bool = False) -> str:
     """``text`` as it shows: every character :func:`hidden_character` refuses dropped (controls, line and
     paragraph separators, each run of them with the spaces around it made one space; invisible formatting
     characters such as bidirectional overrides and zero-width spaces, private-use and unassigned code points,
@@ -61,9 +85,15 @@ def shown_text(text: str) -> str:
     that shows is left. For names stored before the rule; a name that passes the rule is returned unchanged
     (``shown_text(t) == t`` whenever ``hidden_character(t)`` is None).
 
-    Examples: ``"持世\u202e寺\u200b"`` → ``"持世寺"``; ``"a\tb"`` → ``"a b"``; ``"\u3164\ufe0f"`` → ``""``."""
-    if hidden_character(text) is None:
+    Examples: ``"持世\u202e寺\u200b"`` → ``"持世寺"``; ``"a\tb"`` → ``"a b"``; ``"\u3164\ufe0f"`` → ``""``.
+    ``line_breaks``: a multi-line text, each of its lines made to show so, its line feeds kept (empty lines
+    too), ``"a\u202e\nb"`` → ``"a\nb"``."""
+    if hidden_character(text, line_breaks=line_breaks) is None:
         return text
+    if line_breaks:
+        lines = [shown_text(line) for line in text.split("\n")]
+        shown = "\n".join(lines).strip("\n")
+        return shown if hidden_character(shown, line_breaks=True) is None else ""
     out: list[str] = []
     for ch in text:
         category = unicodedata.category(ch)

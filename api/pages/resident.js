@@ -46,7 +46,7 @@
       fromGauge: "{station}の水位による警戒レベル{level}相当です。", fromOther: "{station}：{condition}", noAlert: "この場所に出ている避難情報はありません。",
       sources: "情報源: {names}", routeAvoids: "この経路は{hazard}の危険を避けています。", ratedAll: "避難先は{hazard}のすべてに対応しています。",
       levelLabel: "警戒レベル{level}", equivalent: "相当", updated: "最終更新 {time}", minutes: "約{m}分", mapTitle: "地図：{shelter}への避難経路",
-      mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図",
+      mapTitleNone: "地図", printed: "印刷：{time}", mapAria: "地図", zone: "（日本時間）",
       shelterFull: "（満員）", unknownArea: "この場所",
       pushHeading: "避難情報を通知で受け取る", pushIntro: "この場所の避難情報が変わったとき、画面を開いていなくても通知します。登録はいりません。",
       pushAreaLabel: "対象", pushAreaMuni: "この場所の市町村全体", pushArea1: "この場所から1km以内", pushArea3: "この場所から3km以内",
@@ -90,7 +90,7 @@
       fromGauge: "River level at {station}: equivalent to alert level {level}.", fromOther: "{station}: {condition}", noAlert: "No evacuation information is in force here.",
       sources: "Sources: {names}", routeAvoids: "This route avoids {hazard} danger.", ratedAll: "The shelter is rated for all of these: {hazard}.",
       levelLabel: "Level {level}", equivalent: "equivalent", updated: "Updated {time}", minutes: "about {m} min", mapTitle: "Map: route to {shelter}",
-      mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map",
+      mapTitleNone: "Map", printed: "Printed {time}", mapAria: "Map", zone: " JST",
       shelterFull: " (full)", unknownArea: "this area",
       pushHeading: "Get alerts as notifications", pushIntro: "We notify you when evacuation information for this place changes, even when this page is closed. No account needed.",
       pushAreaLabel: "Area", pushAreaMuni: "The whole municipality of this place", pushArea1: "Within 1 km of this place", pushArea3: "Within 3 km of this place",
@@ -134,7 +134,7 @@
       fromGauge: "{station}の かわの みずが たかいです（けいかいレベル{level} ぐらい）。", fromOther: "{station}：{condition}", noAlert: "ここには ひなんの じょうほうは でて いません。",
       sources: "じょうほうの でどころ: {names}", routeAvoids: "この みちは {hazard}の きけんを さけて います。", ratedAll: "にげる ところは {hazard}の ぜんぶに あんぜんです。",
       levelLabel: "けいかいレベル{level}", equivalent: "ぐらい", updated: "{time} に あたらしく しました", minutes: "{m}ぷん ぐらい",
-      mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず",
+      mapTitle: "ちず：{shelter}への みち", mapTitleNone: "ちず", printed: "いんさつ：{time}", mapAria: "ちず", zone: "（にほんの じかん）",
       shelterFull: "（いっぱい）", unknownArea: "この ちいき",
       pushHeading: "ひなんの じょうほうを つうちで うけとる", pushIntro: "この ばしょの ひなんの じょうほうが かわったら、がめんを ひらいて いなくても しらせます。",
       pushAreaLabel: "ばしょ", pushAreaMuni: "この ばしょの まち ぜんぶ", pushArea1: "この ばしょから 1キロメートル いない", pushArea3: "この ばしょから 3キロメートル いない",
@@ -240,9 +240,13 @@
     return s;
   }
 
-  function fmtTime(iso) {
+  /* A time in Japan time whatever the browser's own zone (Sonae serves Fukushima), marked in the page's language
+   * (T.*.zone): found, a browser set to UTC showed 02:30 for 11:30 JST. */
+  function fmtTime(iso, withDate) {
     const d = iso ? new Date(iso) : new Date();
-    return d.toLocaleTimeString(state.lang === "en" ? "en-GB" : "ja-JP", { hour: "2-digit", minute: "2-digit" });
+    const opts = { timeZone: "Asia/Tokyo", hour: "2-digit", minute: "2-digit" };
+    if (withDate) Object.assign(opts, { year: "numeric", month: "numeric", day: "numeric" });
+    return d.toLocaleString(state.lang === "en" ? "en-GB" : "ja-JP", opts) + t("zone");
   }
 
   function fmtDistance(m) {
@@ -1081,7 +1085,7 @@
     $("zoom-out").addEventListener("click", () => map.zoom(1 / 1.5));
     $("zoom-fit").addEventListener("click", fitView);
     pushStart();
-    $("print").addEventListener("click", () => { $("print-time").textContent = t("printed", { time: new Date().toLocaleString() }); window.print(); });
+    $("print").addEventListener("click", () => { $("print-time").textContent = t("printed", { time: fmtTime(null, true) }); window.print(); });
 
     const [info, stations] = await Promise.all([
       getJSON("/api/v1/service").catch(() => ({})),

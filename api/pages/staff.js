@@ -109,9 +109,14 @@
     return r.status === 204 ? null : r.json();
   }
 
-  function fmt(iso) {
+  /* A time as staff in Fukushima read it: in Japan time whatever the browser's own zone, marked so ("4/1 11:30
+   * JST", "4/1 11:30（日本時間）"); found: in a browser set to UTC an order issued at 11:30 JST showed as 02:30.
+   * ``marked`` false: the time alone (the chart's axis, whose caption says the zone once). */
+  function fmt(iso, marked = true) {
     if (!iso) return "";
-    return new Date(iso).toLocaleString("ja-JP", { month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit" });
+    const shown = new Date(iso).toLocaleString(isEn() ? "en-GB" : "ja-JP", { timeZone: "Asia/Tokyo", month: "numeric",
+      day: "numeric", hour: "2-digit", minute: "2-digit" });
+    return marked ? shown + tx("（日本時間）", " JST") : shown;
   }
 
   function el(tag, attrs, text) {
@@ -587,8 +592,9 @@
     }
     for (let i = 0; i <= 4; i++) {
       const t = from.getTime() + ((to.getTime() - from.getTime()) * i) / 4;
-      add("text", { x: x(t), y: H - 8, "text-anchor": "middle" }, fmt(new Date(t).toISOString()));
+      add("text", { x: x(t), y: H - 8, "text-anchor": "middle" }, fmt(new Date(t).toISOString(), false));
     }
+    add("text", { x: W - R, y: H - B - 4, "text-anchor": "end", class: "zone" }, tx("日本時間", "JST"));
     add("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" });
     add("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" });
     for (const [name, v] of ths) {

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -952,9 +953,10 @@ def test_map_labels_of_the_real_gauges_never_overlap_and_thin_out_by_zoom(browse
 
 # -- the staff console's input, language, scope and live official information (breakit7) -------------------------
 def _staff_login(browser: Browser, sonae: Sonae, *, username: str = "drillstaff", query: str = "",
-                 locale: str = "ja-JP", events: Any = None) -> tuple[BrowserContext, Watched]:
-    """A logged-in console; ``events``, when given, serves the page's event stream (a Playwright route handler)."""
-    ctx = _context(browser, geolocation=False, viewport={"width": 1280, "height": 1000}, locale=locale)
+                 locale: str = "ja-JP", events: Any = None, **extra: Any) -> tuple[BrowserContext, Watched]:
+    """A logged-in console; ``events``, when given, serves the page's event stream (a Playwright route handler);
+    ``extra``: more context options (``timezone_id``)."""
+    ctx = _context(browser, geolocation=False, viewport={"width": 1280, "height": 1000}, locale=locale, **extra)
     staff = Watched(ctx.new_page())
     page = staff.page
     if events is not None:
@@ -1265,3 +1267,51 @@ def test_flood_and_landslide_in_force_route_to_a_site_rated_for_both(browser: Br
         ctx.close()
         _run_sql(sonae, ("UPDATE alerts SET cleared_at = now(), state = 'cleared' WHERE station_id = 'PAGES-FLOOD'",),
                  ("SELECT pg_notify('sonae_alerts', '{}')",))
+
+
+@pytest.mark.parametrize(("query", "mark"), [("", "（日本時間）"), ("?lang=en", " JST")])
+def test_staff_console_shows_times_in_japan_time_in_a_browser_set_to_utc(browser: Browser, sonae: Sonae,
+                                                                         query: str, mark: str) -> None:
+    """Found: in a browser running in UTC an order issued at 11:30 JST showed as 02:30, unmarked. Every time of
+    the console is Japan time (Asia/Tokyo), marked so in the console's language, whatever the browser's zone."""
+    token = sonae.token()
+    muni = sonae.api("GET", "/api/v1/shelters?format=json&limit=1")["shelters"][0]["municipality_code"]
+    order = sonae.api("POST", "/api/v1/orders", {"level": 3, "municipality_code": muni, "exercise": True},
+                      token=token)
+    try:
+        ctx, staff = _staff_login(browser, sonae, query=query, timezone_id="UTC")
+        try:
+            page = staff.page
+            assert page.evaluate("() => Intl.DateTimeFormat().resolvedOptions().timeZone") in ("UTC", "Etc/UTC")
+            item = page.locator(f"#orders li[data-order-id='{order['order_id']}']")
+            item.wait_for()
+            alerts = sonae.api("GET", "/api/v1/alerts?exercise=true&audience=all", token=token)
+            rows = alerts["alerts"] if isinstance(alerts, dict) else alerts
+            raised = next(a["raised_at"] for a in rows if a.get("order_id") == order["order_id"])
+            at = datetime.fromisoformat(raised.replace("Z", "+00:00"))
+            jst, utc = at.astimezone(ZoneInfo("Asia/Tokyo")), at.astimezone(UTC)
+            text = item.inner_text()
+            assert f"{jst:%H:%M}{mark}" in text, (text, raised)
+            assert f"{utc:%H:%M}" not in text, (text, raised)
+            since = page.locator(f"#alerts tr:has-text('{jst:%H:%M}')")
+            assert since.count() >= 1 and mark.strip() in since.first.inner_text()
+            assert not staff.errors, staff.errors
+        finally:
+            ctx.close()
+    finally:
+        sonae.api("POST", f"/api/v1/orders/{order['order_id']}/cancel", {}, token=token)
+
+
+def test_resident_page_shows_its_times_in_japan_time_in_a_browser_set_to_utc(browser: Browser, sonae: Sonae) -> None:
+    """The resident page's "updated" time (and the printed one): Japan time, marked, in a browser set to UTC."""
+    ctx = _context(browser, timezone_id="UTC")
+    try:
+        page = ctx.new_page()
+        page.goto(sonae.url + "/")
+        page.wait_for_function("() => document.getElementById('updated').textContent.includes('日本時間')")
+        text = page.inner_text("#updated")
+        now = datetime.now(ZoneInfo("Asia/Tokyo"))
+        hours = {f"{(now + timedelta(minutes=d)).hour:02d}:" for d in (-5, 0, 5)}
+        assert any(h in text for h in hours), text
+    finally:
+        ctx.close()
