@@ -156,8 +156,12 @@ def test_a_url_option_is_a_url_with_a_host_or_one_refusal(raw: str) -> None:
 
 
 def test_a_url_option_keeps_what_was_typed() -> None:
-    assert http_url(" https://overpass.example:8080/api ") == "https://overpass.example:8080/api"
+    """As typed, or refused: blanks around a URL are no longer trimmed (the rule of every value from outside)."""
+    assert http_url("https://overpass.example:8080/api") == "https://overpass.example:8080/api"
     assert http_url("HTTP://[::1]:9/api") == "HTTP://[::1]:9/api"
+    for loose in (" https://overpass.example:8080/api ", "https://overpass.example/api\n"):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(loose))):
+            http_url(loose)
 
 
 def test_a_municipality_is_fetched_inside_its_shipped_boundary_without_a_geocoder(
