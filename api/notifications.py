@@ -329,20 +329,30 @@ async def put_roster(request: web.Request) -> web.Response:
     if account.role != "admin" and account.username != username:
         raise Problem(403, "Forbidden", "staff may change only their own roster entry")
     body = await json_object(request)
-    municipality = municipality_code(field(body, "municipality_code", str, default=account.municipality_code))
-    if municipality is None:
-        # valid alone, but an account without a municipality must name one: 422
-        raise Problem(422, "Unprocessable Content", "field 'municipality_code' is required for an account "
-                      "without a municipality", field="municipality_code")
-    require_target_scope(account, municipality)
+    given = municipality_code(field(body, "municipality_code", str, default=None))
     lang = tag_of(field(body, "lang", str, default="ja-JP"))  # any spelling Accept-Language takes; stored canonical
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await covered_municipality(conn, municipality, exercise=False, staff=True)  # a roster names staff
+        # whose entry: the target account first (404 before any rule of its entry), its municipality the entry's
+        # (found: an admin's PUT for a 郡山市 staff member took the admin's municipality, none for a prefecture
+        # admin, 422 "required"; and one of another municipality's rosters was accepted)
         if account.username != username:  # an admin: the account must be in the admin's scope
             found = await conn.fetchrow("SELECT municipality_code FROM accounts WHERE username = $1", username)
             if found is None:
                 raise Problem(404, "Not Found", f"no account {username}")
             require_object_scope(account, found["municipality_code"], what=f"account {username}")
+            own = found["municipality_code"]
+        else:
+            own = account.municipality_code
+        if own is not None and given is not None and given != own:
+            raise Problem(422, "Unprocessable Content", f"{username}'s roster entry is for the account's own "
+                          f"municipality, {own}", field="municipality_code")
+        municipality = own or given
+        if municipality is None:
+            # valid alone, but an account without a municipality must name one: 422
+            raise Problem(422, "Unprocessable Content", "field 'municipality_code' is required for an account "
+                          "without a municipality", field="municipality_code")
+        require_target_scope(account, municipality)
+        await covered_municipality(conn, municipality, exercise=False, staff=True)  # a roster names staff
         try:
             entry = await store.set_roster(
                 conn, username=username, municipality_code=municipality, email=field(body, "email", str),

@@ -553,6 +553,39 @@ async def test_on_call_staff_get_level_3_and_above_by_email(pool: asyncpg.Pool, 
     assert "Alert level 4" in MailSink.subject(msg2)
 
 
+async def test_a_roster_entry_is_in_its_account_s_own_municipality(pool: asyncpg.Pool, client: TestClient) -> None:
+    """Found (a tester, as a prefecture admin): PUT /api/v1/roster/<a 郡山市 staff member> without a municipality
+    answered 422 "required for an account without a municipality" (the admin's, not the staff member's), a 郡山市
+    staff member could be put on 福島市's roster, and an unknown account got that 422 before its 404."""
+    await _seed(pool)
+    admin = await staff_token(pool, "pref-admin", "admin", None)
+    kori_admin = await staff_token(pool, "kori-admin", "admin", KORIYAMA)
+    await staff_token(pool, "kor1", "staff", KORIYAMA)
+    pref_staff = await staff_token(pool, "pref1", "staff", None)
+    r = await client.put("/api/v1/roster/kor1", json={"email": "kor1@city.koriyama.example"}, headers=admin)
+    assert r.status == 200, await r.text()
+    assert (await r.json())["municipality_code"] == KORIYAMA
+    elsewhere = await client.put("/api/v1/roster/kor1", json={"email": "kor1@city.koriyama.example",
+                                                              "municipality_code": FUKUSHIMA}, headers=admin)
+    assert elsewhere.status == 422 and KORIYAMA in (await elsewhere.json())["detail"], await elsewhere.text()
+    same = await client.put("/api/v1/roster/kor1", json={"email": "kor1@city.koriyama.example",
+                                                         "municipality_code": KORIYAMA[:5]}, headers=kori_admin)
+    assert same.status == 200, await same.text()
+    for who in (admin, kori_admin):
+        nobody = await client.put("/api/v1/roster/nobody", json={"email": "x@example.jp"}, headers=who)
+        assert nobody.status == 404, await nobody.text()
+    # a prefecture-wide account names the municipality whose roster it joins, within the caller's scope
+    assert (await client.put("/api/v1/roster/pref1", json={"email": "p@pref.fukushima.example"},
+                             headers=pref_staff)).status == 422
+    chosen = await client.put("/api/v1/roster/pref1", json={"email": "p@pref.fukushima.example",
+                                                            "municipality_code": FUKUSHIMA}, headers=pref_staff)
+    assert chosen.status == 200 and (await chosen.json())["municipality_code"] == FUKUSHIMA, await chosen.text()
+    async with pool.acquire() as conn:
+        rows = dict(await conn.fetch("SELECT a.username, r.municipality_code FROM notify_roster r "
+                                           "JOIN accounts a ON a.id = r.account_id"))
+    assert rows == {"kor1": KORIYAMA, "pref1": FUKUSHIMA}
+
+
 def test_a_circle_reaches_the_municipalities_it_touches() -> None:
     """``store.placed`` (the rule moved out of the API, issue #20): with boundaries, a circle's
     municipalities are those its rounded circle touches; without, they are left for the store's
