@@ -564,7 +564,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       "description": "an email address: name@domain, one @ and no spaces"},
             "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE, "lang": LANG_TAG,
             "drills": {"type": "boolean"}}}),
-        "description": "422: an account without a municipality names none.",
+        "description": "The entry is in the account's own municipality (the default); an account without a "
+                       "municipality names the one whose roster it joins. 404: no such account (before any other "
+                       "check of the entry); 422: a municipality other than the account's own, or none for an "
+                       "account without one.",
         "responses": {**ok(), **errors(400, 401, 403, 404, 415, 422)}},
     ("delete", "/api/v1/roster/{username}"): {
         "summary": "Take an account off the roster (admin)", "tags": ["admin"], "security": STAFF,
