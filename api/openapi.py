@@ -134,7 +134,7 @@ SHOWN_LINE = ("one line without control, bidirectional (U+202A-U+202E, U+2066-U+
               "zero-width or other invisible formatting characters")
 SHOWN_LINES = ("line breaks (U+000A) kept; no other control character, no bidirectional (U+202A-U+202E, "
                "U+2066-U+2069, U+200E, U+200F, U+061C), zero-width or other invisible formatting characters")
-STAFF_NOTE: dict[str, Any] = {"type": "string", "description": "a staff memo: shown to staff only, never in "
+STAFF_NOTE: dict[str, Any] = {"type": "string", "format": "shown-lines", "description": "a staff memo: shown to staff only, never in "
                               "public reads, CAP messages, feeds or notifications; " + SHOWN_LINES}
 INT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$", "description": "a whole number of 1 to 18 digits"}
 #: a TCP port, 1 to 65535
@@ -173,6 +173,8 @@ NGSI_OPTIONS = q("options", comma_list(["keyValues", "simplified", "normalized",
 GEOREL = "^(near;(maxDistance|minDistance)==[0-9]{1,9}(\\.[0-9]{1,6})?|within|intersects|disjoint)$"
 GEOREL_RULE = ("near;maxDistance==N or near;minDistance==N (N in metres: up to 9 digits, up to 6 decimals), "
                "within, intersects or disjoint")
+#: an NGSI-LD query value taken exactly as sent (api.ngsi_ld: sonae.exacttext, BadRequestData otherwise)
+EXACT_TEXT: dict[str, Any] = {"type": "string", "format": "exact-text"}
 NGSI_FORMAT = q("format", {"type": "string", "enum": ["normalized", "keyValues", "simplified"]})
 
 
@@ -338,10 +340,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": body({"type": "object", "required": ["username", "password", "role"], "properties": {
             "username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{3,64}$",
                          "description": "3 to 64 of A-Z a-z 0-9 _ . @ -"},
-            "password": {"type": "string", "minLength": MIN_PASSWORD_LENGTH, "maxLength": 2000,
+            "password": {"type": "string", "format": "password", "minLength": MIN_PASSWORD_LENGTH, "maxLength": 2000,
                          "description": "no control characters or line breaks (400 names the character)"},
             "role": {"type": "string", "enum": ["staff", "operator", "admin"]},
-            "municipality_code": MUNI_CODE, "display_name": {"type": "string", "description": SHOWN_LINE}}}),
+            "municipality_code": MUNI_CODE, "display_name": {"type": "string", "format": "shown-line", "description": SHOWN_LINE}}}),
         "responses": {**ok(code="201"), **errors(400, 401, 403, 409, 415)}},
     ("put", "/api/v1/accounts/{username}/real-injection"): {
         "summary": "Allow an operator of your scope to inject real (non-exercise) readings, or stop it (admin); "
@@ -365,7 +367,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "level": {"type": "integer", "enum": [3, 4, 5]}, "municipality_code": MUNI_CODE,
             "area": {"type": ["object", "null"], "format": "geojson-area",
                      "description": "GeoJSON Polygon or MultiPolygon in WGS 84, without self-crossings"},
-            "area_desc": {"type": "string", "description": "the place in words, for the public (CAP headline and "
+            "area_desc": {"type": "string", "format": "shown-lines", "description": "the place in words, for the public (CAP headline and "
                           "areaDesc): " + SHOWN_LINES}, "note": STAFF_NOTE, "exercise": {"type": "boolean"}}}),
         "description": "422: the area reaches beyond the municipality, or an account without a municipality "
                        "names none.",
@@ -423,7 +425,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 "coordinates": {"type": "array"}}},
             "hazard": {"type": "string", "enum": HAZARDS},
             "severity": {"type": "string", "enum": ["blocked", "penalty"]}, "penalty_factor": {"type": "number", "minimum": 1, "maximum": 1000},
-            "label": {"type": "string", "description": SHOWN_LINE}, "exercise": {"type": "boolean"},
+            "label": {"type": "string", "format": "shown-line", "description": SHOWN_LINE}, "exercise": {"type": "boolean"},
             "municipality_code": MUNI_CODE}}),
         "description": "422: the area reaches beyond the municipality given.",
         "responses": {**ok(code="201"), **errors(400, 401, 403, 415, 422)}},
@@ -532,7 +534,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL,
                     "description": "an http:// or https:// URL: a host name or IPv4 address (A-Z a-z 0-9 . -), "
                                    "then optionally :port (1 to 65535) and a path without spaces"},
-            "description": {"type": "string", "description": SHOWN_LINE},
+            "description": {"type": "string", "format": "shown-line", "description": SHOWN_LINE},
             "format": {"type": "string", "enum": list(WEBHOOK_FORMATS)}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": WEBHOOK_LEVELS[0], "maximum": WEBHOOK_LEVELS[1]},
             "conditions": {"type": "array", "minItems": 1, "items": {"type": "string",
@@ -579,9 +581,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                    "(Alert), municipality levels; devices (Device) for staff", "tags": ["NGSI-LD"],
         "description": "ETSI GS CIM 009 query subset; Accept application/ld+json puts @context in the body, "
                        "application/json answers with a Link header. Errors use NGSI-LD problem types.",
-        "parameters": [q("type", {"type": "string"}), q("id", {"type": "string"}),
+        "parameters": [q("type", EXACT_TEXT), q("id", EXACT_TEXT),
                        q("idPattern", {"type": "string", "format": "ngsi-ld-pattern"}),
-                       q("q", {"type": "string", "format": "ngsi-ld-q"}), q("attrs", {"type": "string"}),
+                       q("q", {"type": "string", "format": "ngsi-ld-q"}), q("attrs", EXACT_TEXT),
                        q("georel", {"type": "string", "pattern": GEOREL, "description": GEOREL_RULE}),
                        q("geometry", {"type": "string", "enum": ["Point", "Polygon", "MultiPolygon"]}),
                        q("coordinates", {"type": "string", "format": "ngsi-ld-coordinates"}),
@@ -593,11 +595,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       **errors(400, 401, 403, 406, 422, 429, 503)}},
     ("get", "/ngsi-ld/v1/entities/{entity_id}"): {
         "summary": "One NGSI-LD entity", "tags": ["NGSI-LD"],
-        "parameters": [p("entity_id", ENTITY_ID), q("attrs", {"type": "string"}), NGSI_OPTIONS, NGSI_FORMAT],
+        "parameters": [p("entity_id", ENTITY_ID), q("attrs", EXACT_TEXT), NGSI_OPTIONS, NGSI_FORMAT],
         "responses": {**ngsi_ok(NGSI_ENTITY), **errors(400, 401, 403, 404, 406, 429, 503)}},
     ("get", "/ngsi-ld/v1/temporal/entities/{entity_id}"): {
         "summary": "An entity's history from readings or the 10m/1h/1d rollups", "tags": ["NGSI-LD"],
-        "parameters": [p("entity_id", ENTITY_ID), q("attrs", {"type": "string"}),
+        "parameters": [p("entity_id", ENTITY_ID), q("attrs", EXACT_TEXT),
                        q("timerel", {"type": "string", "enum": ["before", "after", "between"]}),
                        q("timeAt", TIME), q("endTimeAt", TIME),
                        q("lastN", {"type": "integer", "minimum": 1, "maximum": 10000}),
@@ -625,6 +627,14 @@ FORMATS = {
     "geojson-geometry": "a GeoJSON geometry, positions [lon, lat] in WGS 84; polygons valid (no self-crossing)",
     "date-time": "ISO 8601 from 1900-01-01 to 2199 (UTC); without an offset the time is Japan time (JST, UTC+9)",
     "printable": "text without control, format or separator characters other than the space",
+    "exact-text": "a value taken exactly as sent: no spaces, line breaks, tabs or other control characters before "
+                  "or after it (checked by the handler)",
+    "password": "a password: no control characters or line breaks, at least the length given (checked by the "
+                "handler, api.auth.check_password)",
+    "shown-line": "a text staff write for others to read, on one line: " + SHOWN_LINE + " (checked by the handler, "
+                  "whose 400 names the character: api.bodies.shown_field)",
+    "shown-lines": "a text staff write for others to read, on one or more lines: " + SHOWN_LINES + " (checked by the "
+                   "handler, whose 400 names the character: api.bodies.shown_field)",
     "ngsi-ld-id": "an absolute URI of at most 512 printable characters (urn:ngsi-ld:<type>:<id>)",
     "ngsi-ld-q": "an NGSI-LD query (ETSI GS CIM 009 §4.9), e.g. waterLevel>2.5;municipalityCode==\"072036\"",
     "ngsi-ld-pattern": "a regular expression (RE2 syntax, matched in linear time)",

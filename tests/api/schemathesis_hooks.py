@@ -82,6 +82,18 @@ schemathesis.openapi.format("geojson-geometry", areas())
 schemathesis.openapi.format("date-time", times())
 schemathesis.openapi.format("printable", st.text(
     st.characters(categories=("L", "N", "P", "S"), include_characters=" "), max_size=100))
+#: what sonae.nametext refuses beyond the categories left out below: letters that show as a blank
+_BLANK = "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0"
+schemathesis.openapi.format("shown-line", st.text(
+    st.characters(categories=("L", "N", "P", "S"), include_characters=" ", exclude_characters=_BLANK), max_size=100))
+schemathesis.openapi.format("shown-lines", st.text(
+    st.characters(categories=("L", "N", "P", "S"), include_characters=" \n", exclude_characters=_BLANK),
+    max_size=100))
+schemathesis.openapi.format("exact-text", st.text(
+    st.characters(categories=("L", "N", "P", "S"), exclude_characters=_BLANK), min_size=1, max_size=40))
+schemathesis.openapi.format("password", st.text(
+    st.characters(categories=("L", "N", "P", "S"), include_characters=" ", exclude_characters=_BLANK),
+    min_size=10, max_size=60))
 schemathesis.openapi.format("ngsi-ld-q", st.sampled_from([
     "waterLevel>2.5", 'municipalityCode=="072036"', "waterLevel>=0;waterLevel<10", 'status=="open"|level>3']))
 schemathesis.openapi.format("ngsi-ld-pattern", st.sampled_from([
