@@ -10,10 +10,11 @@
   //: the level shown is asked again when older than this, even with no event (an event stream held by a
   //: proxy, or events missed while the stream reconnected, would otherwise leave an old level up)
   const LEVEL_MAX_AGE_MS = 60000;
-  //: a route the server could not answer now (any 429: a per-client limit; a 503 with Retry-After) is asked
-  //: again after its Retry-After, at most this long (s; the server never asks for more), else after the default
-  const ROUTE_RETRY_MAX_S = 60;
-  const ROUTE_RETRY_DEFAULT_S = 10;
+  //: a read the server could not answer now (any 429: a per-client limit; a 503 with Retry-After: the route, the
+  //: landmark search, the reads done at start, …) is asked again after its Retry-After, at most this long (s; the
+  //: server never asks for more), else after the default
+  const RETRY_MAX_S = 60;
+  const RETRY_DEFAULT_S = 10;
 
   const T = {
     ja: {
@@ -21,6 +22,8 @@
       levelHeading: "いまの警戒レベル", levelUnknown: "場所を選んでください", whereHeading: "いる場所",
       locate: "現在地を使う", landmarkLabel: "目印の名前で探す（避難所・水位観測所）", landmarkPick: "選んでください",
       landmarkNone: "見つかりませんでした。別の名前で探してください。", landmarkFound: "{n}件見つかりました。", landmarkShort: "2文字以上入力してください。",
+      landmarkBusy: "サーバーが混み合っているため、まだすべてを探せていません。", landmarkIncomplete: "まだすべてを探せていません。",
+      landmarkRetry: "しばらくすると自動でもう一度探します。",
       tapHint: "地図をタップして場所を指定することもできます。", hazardLabel: "災害の種類", profileLabel: "移動の方法",
       routeHeading: "避難先と経路", routeNone: "場所を指定すると、いちばん近い安全な避難所への経路を表示します。",
       shelterName: "避難所", shelterAddress: "住所", shelterHazards: "対応する災害", distance: "距離", duration: "所要時間",
@@ -65,6 +68,8 @@
       levelHeading: "Alert level where you are", levelUnknown: "Choose where you are", whereHeading: "Where you are",
       locate: "Use my location", landmarkLabel: "Or search a landmark by name (shelter, river gauge)", landmarkPick: "Choose…",
       landmarkNone: "Nothing found. Try another name.", landmarkFound: "{n} found.", landmarkShort: "Type at least 2 characters.",
+      landmarkBusy: "The server is busy, so the search is not complete yet.", landmarkIncomplete: "The search is not complete yet.",
+      landmarkRetry: "It will search again automatically shortly.",
       tapHint: "You can also tap the map to set where you are.", hazardLabel: "Hazard", profileLabel: "How you travel",
       routeHeading: "Shelter and route", routeNone: "Set where you are to see the route to the nearest safe shelter.",
       shelterName: "Shelter", shelterAddress: "Address", shelterHazards: "Rated for", distance: "Distance", duration: "Time",
@@ -109,6 +114,8 @@
       levelHeading: "いまの けいかいレベル", levelUnknown: "いる ばしょを えらんで ください", whereHeading: "いる ばしょ",
       locate: "いまいる ばしょを つかう", landmarkLabel: "めじるしの なまえで さがす（ひなんじょ など）", landmarkPick: "えらんで ください",
       landmarkNone: "みつかりませんでした。ほかの なまえで さがして ください。", landmarkFound: "{n}こ みつかりました。", landmarkShort: "2もじ いじょう いれて ください。",
+      landmarkBusy: "いま こんで いて、まだ ぜんぶ さがせて いません。", landmarkIncomplete: "まだ ぜんぶ さがせて いません。",
+      landmarkRetry: "すこし たったら、じどうで もう いちど さがします。",
       tapHint: "ちずを さわって ばしょを えらぶ ことも できます。", hazardLabel: "さいがいの しゅるい", profileLabel: "にげかた",
       routeHeading: "にげる ばしょと みち", routeNone: "ばしょを えらぶと、ちかくの あんぜんな ひなんじょへの みちが でます。",
       shelterName: "ひなんじょ", shelterAddress: "じゅうしょ", shelterHazards: "にげて いい さいがい", distance: "きょり", duration: "じかん",
@@ -223,6 +230,9 @@
     lang: "ja", pos: null, posSource: null, posNames: null, hazard: "flood", routeHazard: null, profile: "walk",
     info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
     level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "", picks: [], pickQuery: "",
+    // the landmark search shown is not complete (the server could not answer it now): null, or {text, since,
+    // retryAt (ms since the epoch; null: no retry of its own), busy (refused for now, not a fault), tries}
+    pickBusy: null,
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
     // and why they cannot be now (stale: null, "offline" no network, "server" the server answered 5xx)
     levelAt: null, alertsAt: null, stale: null,
@@ -390,9 +400,14 @@
   }
 
   /* The landmark search: shelters by name from the server (GET /api/v1/shelters?q=&limit=), river gauges
-   * (a few hundred, already loaded) by name here. Only the typed words are sent, never a position. */
+   * (a few hundred, already loaded) by name here. Only the typed words are sent, never a position.
+   * A search the server did not answer (askAgain: a refusal for now, a 5xx, no network) is no "nothing found"
+   * (found: a 429 of the rate limit, met by everyone behind one busy address, said "Nothing found. Try another
+   * name."): what was found among the gauges is shown, the status says that the search is not complete (and that
+   * the server is busy, when it said so) and that it searches again by itself, and one retry is made after
+   * Retry-After (retryDelayMs) if the box still holds the same text; typing replaces it. */
   const PICK_LIMIT = 8;
-  let pickSeq = 0, pickTimer = null;
+  let pickSeq = 0, pickTimer = null, pickRetry = null;
   function searchLandmarks() {
     clearTimeout(pickTimer);
     pickTimer = setTimeout(runSearch, 200);
@@ -401,14 +416,30 @@
   async function runSearch() {
     const text = $("landmark").value.trim();
     const seq = ++pickSeq;
+    clearTimeout(pickRetry);  // this search replaces the pending retry (not answered again, it schedules one)
+    pickRetry = null;
+    const before = state.pickBusy && state.pickBusy.text === text ? state.pickBusy : null;
+    state.pickBusy = null;
     state.pickQuery = text;
     if ([...text].length < 2) { state.picks = []; renderPicks(); return; }
-    let shelters = [];
+    let shelters = [], missed = null;
     try {
       const q = new URLSearchParams({ q: text, limit: String(PICK_LIMIT), format: "json" });
       shelters = (await getJSON("/api/v1/shelters?" + q.toString())).shelters || [];
-    } catch (err) { shelters = []; }
+    } catch (err) {
+      missed = askAgain(err) ? err : null;  // another 4xx: the text is refused as such (nothing found)
+    }
     if (seq !== pickSeq) return;
+    if (missed) {
+      const tries = before ? before.tries + 1 : 1;
+      const delay = retryDelayMs(missed, tries);
+      const now = Date.now();
+      state.pickBusy = { text, since: before ? before.since : now, retryAt: now + delay, busy: refusedForNow(missed), tries };
+      pickRetry = setTimeout(() => {
+        pickRetry = null;
+        if ($("landmark").value.trim() === text) runSearch();  // (another text: its own search is on its way)
+      }, delay);
+    }
     const low = text.toLowerCase();
     const gauges = state.stations.filter((s) => s.location && inService(s.location) &&
         [s.name, s.name_en, s.kana].some((n) => n && n.toLowerCase().includes(low)))
@@ -426,7 +457,10 @@
     const status = $("landmark-status");
     if (!state.pickQuery) { status.textContent = ""; return; }
     if ([...state.pickQuery].length < 2) { status.textContent = t("landmarkShort"); return; }
-    status.textContent = state.picks.length ? t("landmarkFound", { n: state.picks.length }) : t("landmarkNone");
+    const busy = state.pickBusy;
+    status.textContent = [state.picks.length ? t("landmarkFound", { n: state.picks.length }) : busy ? "" : t("landmarkNone"),
+      busy ? t(busy.busy ? "landmarkBusy" : "landmarkIncomplete") : "", busy ? t("landmarkRetry") : ""]
+      .filter(Boolean).join(" ");
     for (const it of state.picks) {
       const name = landmarkName(it);
       const item = document.createElement("li");
@@ -442,6 +476,9 @@
         b.appendChild(sub);
       }
       b.addEventListener("click", () => {
+        clearTimeout(pickRetry);  // a place is chosen: the search is over
+        pickRetry = null;
+        state.pickBusy = null;
         state.picks = [];
         state.pickQuery = "";
         $("landmark").value = name;
@@ -681,7 +718,7 @@
   /* Busy: the server refused to answer this route now (refusedForNow). That is no error of the route: the
    * route shown stays (marked when the hazard state changed since it was computed), #route-busy says the server
    * is busy and that the page will try again, and one retry is made after Retry-After (at least 1 s, at most
-   * ROUTE_RETRY_MAX_S, a little later at random so that pages told the same wait do not all come back at once);
+   * RETRY_MAX_S, a little later at random so that pages told the same wait do not all come back at once);
    * its answer clears the notice. */
   let routeRetry = null;
 
@@ -699,13 +736,28 @@
   function retryAfterS(value) {
     const text = String(value || "").trim();
     let s = /^\d+$/.test(text) ? Number(text) : (Date.parse(text) - Date.now()) / 1000;  // seconds, or an HTTP date
-    if (!(s >= 1)) s = text ? 1 : ROUTE_RETRY_DEFAULT_S;
-    return Math.min(ROUTE_RETRY_MAX_S, s);
+    if (!(s >= 1)) s = text ? 1 : RETRY_DEFAULT_S;
+    return Math.min(RETRY_MAX_S, s);
+  }
+
+  /* a read the server did not answer (getJSON's error), to be asked again later: a refusal for now, any other 5xx,
+   * no network; any other 4xx is an answer (what was asked is refused as such) */
+  function askAgain(err) {
+    return !err.status || refusedForNow(err) || err.status >= 500;
+  }
+
+  /* when to ask again a read not answered (ms; tries: 1 for its first retry, 2, …): after its Retry-After (1 s to
+   * RETRY_MAX_S; none: RETRY_DEFAULT_S), never sooner than a backoff doubling from 1 s with each try (a page left
+   * open keeps asking at a modest pace, at most RETRY_MAX_S apart), a little later at random so that pages told the
+   * same wait do not all come back at once */
+  function retryDelayMs(err, tries) {
+    const s = Math.max(retryAfterS(err.retryAfter), 2 ** Math.min(6, Math.max(0, (tries || 1) - 1)));
+    return Math.min(RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
   }
 
   function routeBusy(err, reason) {
     const s = retryAfterS(err.retryAfter);
-    const delay = Math.min(ROUTE_RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
+    const delay = Math.min(RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
     const before = state.routeBusy;
     const now = Date.now();
     state.routeBusy = { since: before ? before.since : now, retryAt: now + delay, retryAfterS: s,
