@@ -62,6 +62,8 @@
       staleSince: "表示は{time}時点の情報で、最新ではないおそれがあります。", staleNone: "まだ情報を取得できていません。",
       staleRetry: "自動で再接続を試みています。市町村の防災行政無線やテレビ・ラジオの情報にも注意してください。",
       levelAsOf: "{time}時点",
+      startBusy: "サーバーが混み合っているため、{what}をまだ読み込めていません。", startFailed: "{what}をまだ読み込めていません。",
+      startRetry: "しばらくすると自動でもう一度読み込みます。", startInfo: "サービス区域の地図", startStations: "水位観測所の情報",
     },
     en: {
       skip: "Skip to content", title: "Sonae evacuation guide", drill: "EXERCISE: this is a drill, not a real emergency.",
@@ -108,6 +110,9 @@
       staleSince: "What is shown dates from {time} and may be out of date.", staleNone: "No information could be fetched yet.",
       staleRetry: "Reconnecting automatically. Also follow your municipality's announcements, TV and radio.",
       levelAsOf: "as of {time}",
+      startBusy: "The server is busy, so part of this page could not be loaded yet: {what}.",
+      startFailed: "Part of this page could not be loaded yet: {what}.",
+      startRetry: "It will try again automatically shortly.", startInfo: "the map of the service area", startStations: "the river gauges",
     },
     "ja-easy": {
       skip: "ほんぶんへ", title: "Sonae ひなん ナビ", drill: "くんれん です。ほんとうの さいがいでは ありません。",
@@ -154,6 +159,8 @@
       staleSince: "ここに ある じょうほうは {time}の ものです。いまは ちがう かもしれません。", staleNone: "まだ じょうほうが とれて いません。",
       staleRetry: "なんども つなぎなおして います。テレビや ラジオ、まちの ほうそうも きいて ください。",
       levelAsOf: "{time}の じょうほう",
+      startBusy: "いま こんで いて、{what}を まだ よみこめて いません。", startFailed: "{what}を まだ よみこめて いません。",
+      startRetry: "すこし たったら、じどうで もう いちど よみこみます。", startInfo: "この サービスの ちず", startStations: "かわの みずを はかる ところの じょうほう",
     },
   };
   const LEVEL = {
@@ -233,6 +240,8 @@
     // the landmark search shown is not complete (the server could not answer it now): null, or {text, since,
     // retryAt (ms since the epoch; null: no retry of its own), busy (refused for now, not a fault), tries}
     pickBusy: null,
+    // the reads done once at start not answered yet (startRead): name -> {since, retryAt, tries, busy}
+    startPending: {},
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
     // and why they cannot be now (stale: null, "offline" no network, "server" the server answered 5xx)
     levelAt: null, alertsAt: null, stale: null,
@@ -347,6 +356,7 @@
     renderPicks();
     renderNotice();
     renderStale();
+    renderStartBusy();
     renderUpdated();
   }
 
@@ -405,7 +415,8 @@
    * (found: a 429 of the rate limit, met by everyone behind one busy address, said "Nothing found. Try another
    * name."): what was found among the gauges is shown, the status says that the search is not complete (and that
    * the server is busy, when it said so) and that it searches again by itself, and one retry is made after
-   * Retry-After (retryDelayMs) if the box still holds the same text; typing replaces it. */
+   * Retry-After (retryDelayMs) if the box still holds the same text; typing replaces it. The same while the gauges
+   * are not read yet (startRead): the search runs again when they are. */
   const PICK_LIMIT = 8;
   let pickSeq = 0, pickTimer = null, pickRetry = null;
   function searchLandmarks() {
@@ -430,6 +441,9 @@
       missed = askAgain(err) ? err : null;  // another 4xx: the text is refused as such (nothing found)
     }
     if (seq !== pickSeq) return;
+    // the gauges are searched here, in the registry read at start: until it is read the search is not complete
+    // either (it runs again once it is, startAnswered)
+    const gaugesMissing = state.startPending.stations;
     if (missed) {
       const tries = before ? before.tries + 1 : 1;
       const delay = retryDelayMs(missed, tries);
@@ -439,6 +453,8 @@
         pickRetry = null;
         if ($("landmark").value.trim() === text) runSearch();  // (another text: its own search is on its way)
       }, delay);
+    } else if (gaugesMissing) {
+      state.pickBusy = { text, since: Date.now(), retryAt: null, busy: gaugesMissing.busy, tries: 0 };
     }
     const low = text.toLowerCase();
     const gauges = state.stations.filter((s) => s.location && inService(s.location) &&
@@ -996,6 +1012,13 @@
       return;
     }
     const version = await loadHazards();
+    if (version != null && state.hazardVersion === null) {
+      // the start's read of the hazards was not answered (refused for now): found, then no poll ever compared a
+      // version, and the areas it read were not drawn until an event came; now they are, and compared from here
+      state.hazardVersion = version;
+      drawMap(false);
+      return;
+    }
     if (version != null && state.hazardVersion !== null && version !== state.hazardVersion) {
       state.hazardVersion = version;
       refreshSoon({ alerts: true });
@@ -1095,6 +1118,71 @@
   }
 
   // -- start --------------------------------------------------------------------------------------------
+  /* The reads done once at start: the service (the area routes are answered for, and the hazards: without it the
+   * map has no area to show, so no view, no shelters, no roads to tap on) and the river gauges' registry (their
+   * names in the level's sources, the landmark search). Found: one the server did not answer (a 429 of the rate
+   * limit behind a busy address, a 503) was taken as an empty answer, and the page went on without it, silently,
+   * for the whole session. Each is now asked again until answered (askAgain; retryDelayMs: after Retry-After, 1 s
+   * to 60 s, never sooner than a backoff doubling up to a minute: a page left open asks at a modest pace),
+   * #start-busy says what is missing and that the page tries again, and an answer is put to use at once
+   * (startAnswered), with no reload. Another 4xx is an answer: nothing there. */
+  const START_READS = {
+    info: ["/api/v1/service", (d) => { state.info = d || {}; }],
+    stations: ["/api/v1/stations", (d) => { state.stations = (d && d.stations) || []; }],
+  };
+
+  /* read ``name`` of START_READS (tries: 0 at start, then 1, 2, … for its retries); true once answered */
+  async function startRead(name, tries) {
+    const [url, use] = START_READS[name];
+    let body = null;
+    try {
+      body = await getJSON(url);
+    } catch (err) {
+      if (askAgain(err)) {
+        const delay = retryDelayMs(err, tries + 1);
+        const now = Date.now();
+        const before = state.startPending[name];
+        state.startPending[name] = { since: before ? before.since : now, retryAt: now + delay, tries: tries + 1,
+          busy: refusedForNow(err) };
+        setTimeout(async () => { if (await startRead(name, tries + 1)) startAnswered(name); }, delay);
+        renderStartBusy();
+        return false;
+      }
+    }
+    delete state.startPending[name];
+    use(body);
+    renderStartBusy();
+    return true;
+  }
+
+  /* a read of start answered on a retry: what it is for, at once */
+  function startAnswered(name) {
+    if (name === "info") {
+      applyTexts();  // (the hazards offered)
+      if (!map.view) fitView();  // the service area shown (unless a place is shown already)
+      drawMap(false);
+    } else {
+      renderLevel();  // the gauges by their names in the page's language
+      const busy = state.pickBusy;
+      if (busy && busy.retryAt === null && $("landmark").value.trim() === busy.text) runSearch();
+    }
+  }
+
+  function renderStartBusy() {
+    const box = $("start-busy");
+    if (!box) return;
+    const missing = Object.keys(state.startPending);
+    if (!missing.length) {
+      box.hidden = true;
+      box.textContent = "";
+      return;
+    }
+    const busy = missing.some((k) => state.startPending[k].busy);
+    const what = listJoin(missing.map((k) => t(k === "info" ? "startInfo" : "startStations")));
+    box.textContent = [t(busy ? "startBusy" : "startFailed", { what }), t("startRetry")].join(" ");
+    box.hidden = false;
+  }
+
   async function start() {
     const asked = new URLSearchParams(location.search).get("lang");
     // else the language the server chose from Accept-Language (api/language.py, as for every API answer)
@@ -1135,14 +1223,12 @@
     pushStart();
     $("print").addEventListener("click", () => { $("print-time").textContent = t("printed", { time: new Date().toLocaleString() }); window.print(); });
 
-    const [info, stations] = await Promise.all([
-      getJSON("/api/v1/service").catch(() => ({})),
-      getJSON("/api/v1/stations").catch(() => ({ stations: [] })),
+    // the area routes are answered for (the road network's extent; outside it the route query answers 422) and the
+    // gauges; each asked again until answered (startRead)
+    await Promise.all([
+      startRead("info", 0), startRead("stations", 0),
       loadAlerts(), loadHazards().then((v) => { if (v != null) state.hazardVersion = v; }),
     ]);
-    // the area routes are answered for (the road network's extent); outside it the route query answers 422
-    state.info = info || {};
-    state.stations = stations.stations || [];
     applyTexts();
     fitView();
     drawMap(false);

@@ -7,6 +7,13 @@ searched), with no retry. Now it says, in the page's language, that the search i
 is busy and that it searches again by itself, shows what it found among the gauges meanwhile, and asks once more
 after Retry-After while the box holds the same text.
 
+Found too: the reads done once at start (``/api/v1/service``: the service area, so the map's view, its shelters, and
+whether a place is inside; ``/api/v1/stations``: the gauges' names) refused were taken as empty answers, and the page
+went on without them for the whole session, saying nothing (and the hazards read at start refused left the hazards'
+version unknown: no poll followed it). Now #start-busy says what is missing and that the page tries again, each read
+is asked again after Retry-After (then a backoff up to a minute) until answered, and the page works fully then,
+without a reload.
+
 The API runs in this process (:class:`tests.pages.test_resident_route_busy_browser.Served`) on a real PostgreSQL
 database and a small generated drill town, with one of the town's gauges registered, and the real rate limit on a
 clock of the test's that stands still until the test moves it (:meth:`Served.refill`); the page's clock is
@@ -184,5 +191,138 @@ def test_a_refused_search_whose_text_was_erased_is_not_asked_again(browser: Brow
         page.clock.fast_forward(300)
         page.wait_for_function("() => window.sonaeResident.pickQuery === 'x'", timeout=WAIT_MS)
         assert searches.asked and len(searches.asked) == 1, searches.asked
+    finally:
+        ctx.close()
+
+
+#: resident.js's texts: what #start-busy says while the reads of start are not answered, by language
+START_BUSY = {
+    "ja": "サーバーが混み合っているため、サービス区域の地図、水位観測所の情報をまだ読み込めていません。"
+          " しばらくすると自動でもう一度読み込みます。",
+    "en": "The server is busy, so part of this page could not be loaded yet: the map of the service area, the river "
+          "gauges. It will try again automatically shortly.",
+    "ja-easy": "いま こんで いて、この サービスの ちず、かわの みずを はかる ところの じょうほうを まだ よみこめて いません。"
+               " すこし たったら、じどうで もう いちど よみこみます。",
+}
+GAUGE_BUSY = {"ja": "サーバーが混み合っているため、水位観測所の情報をまだ読み込めていません。 しばらくすると自動でもう一度読み込みます。"}
+#: the gauge as each language names it in the landmark search
+GAUGE_SHOWN = {"ja": GAUGE["name"], "en": GAUGE["name_en"], "ja-easy": f"{GAUGE['name']}（{GAUGE['kana']}）"}
+POLL_MS = 8000
+
+
+def _start(page: Page) -> dict[str, Any]:
+    return page.evaluate("""() => { const s = window.sonaeResident, b = document.getElementById('start-busy');
+        return {hidden: b.hidden, text: b.textContent, role: b.getAttribute('role'), pending: s.startPending,
+                info: s.info, stations: s.stations.length, view: !!window.sonaeMap.view, hazardVersion: s.hazardVersion,
+                stale: document.getElementById('stale').hidden ? null : document.getElementById('stale').textContent,
+                shelters: document.querySelectorAll('.layer-points [data-id]').length, now: Date.now()}; }""")
+
+
+@pytest.mark.parametrize(("lang", "switch"), [("ja", None), ("en", "ja-easy")])
+def test_a_page_opened_over_the_rate_limit_says_it_waits_and_works_fully_once_its_reads_are_answered(
+        browser: Browser, served: Served, lang: str, switch: str | None) -> None:
+    """The page itself loads (``/`` and ``/static/`` are not counted), its reads of start are all refused: it says
+    so, in its language, and asks them again after Retry-After; the budget back, the service area, its shelters
+    and the gauges come without a reload."""
+    served.refill()
+    ctx = _context(browser, geolocation=False)
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        service = Requests(page, "/api/v1/service")
+        page.clock.install()
+        page.clock.pause_at(1_900_000_000)  # (no timer of the page's runs but when the test moves its clock)
+        retry_after, _ = served.over_limit()
+        page.goto(f"{served.url}/?lang={lang}")
+        page.wait_for_function("() => document.body.getAttribute('data-ready') === 'true'", timeout=WAIT_MS)
+        waiting = _start(page)
+        # not silently broken: it says what it waits for and that it tries again (and the level box that nothing
+        # could be fetched yet); no service area, no map yet
+        assert not waiting["hidden"] and waiting["text"] == START_BUSY[lang] and waiting["role"] == "status", waiting
+        assert waiting["stale"] and waiting["info"] is None and not waiting["stations"] and not waiting["view"], waiting
+        assert service.statuses == [429], service.statuses
+        pending = waiting["pending"]
+        assert set(pending) == {"info", "stations"}, pending
+        for p in pending.values():
+            assert p["busy"] is True and p["tries"] == 1, pending
+            assert 1000 * retry_after <= p["retryAt"] - p["since"] <= 1200 * retry_after, pending
+        if switch:
+            page.click(f"button[data-lang={switch}]")
+            assert _start(page)["text"] == START_BUSY[switch], _start(page)
+            lang = switch
+        # refused again while the budget is spent: asked again later each time (a backoff, at most a minute)
+        first = max(p["retryAt"] for p in pending.values())
+        page.clock.fast_forward(int(first - waiting["now"]) + 50)
+        page.wait_for_function("() => Object.values(window.sonaeResident.startPending).every(p => p.tries === 2)",
+                               timeout=WAIT_MS)
+        again = _start(page)
+        assert service.statuses == [429, 429] and again["text"] == START_BUSY[lang], (service.statuses, again)
+        for p in again["pending"].values():
+            assert 2000 <= p["retryAt"] - again["now"] <= 2400, again["pending"]
+        # the budget back: the next retries answer; the page works without a reload
+        served.refill()
+        with page.expect_response(lambda r: "/api/v1/service" in r.url, timeout=WAIT_MS) as answered:
+            page.clock.fast_forward(2500)
+        assert answered.value.status == 200
+        page.wait_for_function("() => !Object.keys(window.sonaeResident.startPending).length", timeout=WAIT_MS)
+        page.clock.fast_forward(300)  # (the view's shelters are asked once the view rests)
+        page.wait_for_function("() => document.querySelectorAll('.layer-points [data-id]').length", timeout=WAIT_MS)
+        done = _start(page)
+        assert done["hidden"] and not done["text"] and done["info"]["service_area"] and done["view"], done
+        assert done["stations"] == 1 and done["shelters"], done
+        assert page.evaluate("window.__sonaeNotReloaded = true")
+        # the gauge is found by name, named in the page's language
+        page.fill("#landmark", "訓練川")
+        page.clock.fast_forward(300)
+        page.wait_for_function("() => document.querySelector('#landmark-results [data-pick]')", timeout=WAIT_MS)
+        assert page.inner_text(f"[data-pick='g:{GAUGE['id']}']").split("\n")[0] == GAUGE_SHOWN[lang]
+        # the alerts and hazards refused at start: the next polls read them, the level box is current again and the
+        # hazards' version is followed
+        page.clock.fast_forward(POLL_MS)
+        page.clock.fast_forward(300)  # (its reads go together a moment after)
+        page.wait_for_function("() => document.getElementById('stale').hidden", timeout=WAIT_MS)
+        page.clock.fast_forward(POLL_MS)
+        page.wait_for_function("() => window.sonaeResident.hazardVersion !== null", timeout=WAIT_MS)
+        assert page.evaluate("window.__sonaeNotReloaded") is True
+        assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
+    finally:
+        ctx.close()
+
+
+def test_until_the_gauges_are_read_a_search_is_not_complete_and_runs_again_once_they_are(
+        browser: Browser, served: Served) -> None:
+    """The gauges are searched in the page, in the registry read at start: with that read refused (a 503 with
+    Retry-After here: the database away), a search finding no shelter is not "nothing found"; the registry read,
+    the search runs again and finds the gauge."""
+    served.refill()
+    ctx = _context(browser, geolocation=False)
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        body = '{"title": "Service Unavailable", "status": 503, "detail": "test: database away"}'
+        page.route("**/api/v1/stations", lambda route: route.fulfill(
+            status=503, headers={"Content-Type": "application/problem+json", "Retry-After": "5"}, body=body))
+        page.clock.install()
+        page.clock.pause_at(1_900_000_000)
+        page.goto(f"{served.url}/?lang=ja")
+        page.wait_for_function("() => document.body.getAttribute('data-ready') === 'true'", timeout=WAIT_MS)
+        waiting = _start(page)
+        assert waiting["text"] == GAUGE_BUSY["ja"] and waiting["info"]["service_area"], waiting
+        page.fill("#landmark", "訓練川")  # a gauge's name: no shelter has it
+        with page.expect_response(lambda r: "/api/v1/shelters?" in r.url and "q=" in r.url, timeout=WAIT_MS) as a:
+            page.clock.fast_forward(300)
+        assert a.value.status == 200
+        page.wait_for_function("() => document.getElementById('landmark-status').textContent", timeout=WAIT_MS)
+        shown = _search(page)
+        assert shown["status"] == SEARCH_BUSY["ja"] and not shown["picks"], shown
+        page.unroute("**/api/v1/stations")
+        with page.expect_response(lambda r: "/api/v1/stations" in r.url, timeout=WAIT_MS) as read:
+            page.clock.fast_forward(int(waiting["pending"]["stations"]["retryAt"] - waiting["now"]) + 50)
+        assert read.value.status == 200
+        page.wait_for_function("() => document.querySelector('#landmark-results [data-pick]')", timeout=WAIT_MS)
+        after = _search(page)
+        assert after["picks"] == [f"g:{GAUGE['id']}"] and after["status"] == FOUND["ja"].format(n=1), after
+        assert _start(page)["hidden"], _start(page)
+        assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
     finally:
         ctx.close()
