@@ -507,9 +507,12 @@
   }
 
   /* Shelters of the map's view, fetched by area: the view's bounds widened to a 0.05° grid (so a request
-   * names grid cells, never a position), at most SHELTER_LIMIT of them (nearest the view's centre first). */
+   * names grid cells, never a position), at most SHELTER_LIMIT of them (nearest the view's centre first).
+   * A read the server did not answer (askAgain) is asked again after Retry-After (retryDelayMs), unless the view
+   * moves first (found: refused, the view's shelters stayed missing, on the map and as the nearest shelter of a
+   * push sign-up, until the resident moved the map). */
   const SHELTER_GRID = 0.05, SHELTER_LIMIT = 400;
-  let shelterKey = "", shelterTimer = null;
+  let shelterKey = "", shelterTimer = null, shelterTries = 0;
   function sheltersForView(b) {
     clearTimeout(shelterTimer);
     shelterTimer = setTimeout(() => loadShelters(b), 150);
@@ -527,9 +530,16 @@
     try {
       const d = await getJSON("/api/v1/shelters?" + new URLSearchParams({ bbox: key, limit: String(SHELTER_LIMIT) }).toString());
       if (key !== shelterKey) return;
+      shelterTries = 0;
       state.shelters = d.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
       drawMap(false);
-    } catch (err) { shelterKey = ""; }
+    } catch (err) {
+      if (key !== shelterKey) return;  // (the view has moved: its own read is on its way)
+      shelterKey = "";
+      if (!askAgain(err)) return;
+      clearTimeout(shelterTimer);  // one pending: a move of the view replaces it
+      shelterTimer = setTimeout(() => loadShelters(b), retryDelayMs(err, ++shelterTries));
+    }
   }
 
   // -- level for where you are ------------------------------------------------------------------------

@@ -12,7 +12,8 @@ whether a place is inside; ``/api/v1/stations``: the gauges' names) refused were
 went on without them for the whole session, saying nothing (and the hazards read at start refused left the hazards'
 version unknown: no poll followed it). Now #start-busy says what is missing and that the page tries again, each read
 is asked again after Retry-After (then a backoff up to a minute) until answered, and the page works fully then,
-without a reload.
+without a reload. And the shelters of the map's view and its road lines refused are asked again after Retry-After
+(found: the shelters stayed missing until the map was moved, a cell of roads was kept empty for the session).
 
 The API runs in this process (:class:`tests.pages.test_resident_route_busy_browser.Served`) on a real PostgreSQL
 database and a small generated drill town, with one of the town's gauges registered, and the real rate limit on a
@@ -93,10 +94,25 @@ class Requests:
         page.on("response", lambda r: self.statuses.append(r.status) if self.match(r.url) else None)
 
 
+#: a page's answers to its fetch() calls, in order, as [url, status] in window.__answers (0: no answer), and the
+#: number of calls not answered yet (window.__waiting)
+ANSWERS = """(() => { const f = window.fetch; window.__answers = []; window.__waiting = 0;
+    const done = (u, s) => { window.__waiting--; window.__answers.push([u, s]); };
+    window.fetch = (...a) => { window.__waiting++;
+        return f(...a).then(r => { done(r.url, r.status); return r; }, e => { done(String(a[0]), 0); throw e; }); };
+    })();"""
+
+
+def _answers(page: Page, having: str) -> list[tuple[str, int]]:
+    return [(u, s) for u, s in page.evaluate("window.__answers") if having in u]
+
+
 def _open(browser: Browser, served: Served, lang: str) -> tuple[BrowserContext, Watched]:
-    """The page in ``lang``, no place chosen, with a full budget; its clock Playwright's."""
+    """The page in ``lang``, no place chosen, with a full budget; its clock Playwright's, its answers recorded
+    (ANSWERS)."""
     served.refill()
     ctx = _context(browser, geolocation=False)
+    ctx.add_init_script(ANSWERS)
     w = Watched(ctx.new_page())
     w.page.clock.install()
     w.page.goto(f"{served.url}/?lang={lang}")
@@ -323,6 +339,47 @@ def test_until_the_gauges_are_read_a_search_is_not_complete_and_runs_again_once_
         after = _search(page)
         assert after["picks"] == [f"g:{GAUGE['id']}"] and after["status"] == FOUND["ja"].format(n=1), after
         assert _start(page)["hidden"], _start(page)
+        assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
+    finally:
+        ctx.close()
+
+
+def test_the_shelters_and_roads_of_a_view_refused_are_asked_again_without_moving_the_map(
+        browser: Browser, served: Served) -> None:
+    """Found: the shelters of a view refused stayed missing until the map was moved, and a cell of road lines
+    refused was kept as a cell with no roads for the whole session. Both are now asked again after Retry-After."""
+    ctx, w = _open(browser, served, "en")
+    try:
+        page = w.page
+        page.wait_for_function("() => document.querySelectorAll('.layer-points [data-id]').length", timeout=WAIT_MS)
+        _pause(page)
+        retry_after, _ = served.over_limit()
+        lat, lon = DRILL_TOWN_CENTER
+        # a view inside the town, small enough for its roads to be drawn, in another grid cell of shelters
+        page.evaluate("([w, s, e, n]) => window.sonaeMap.setView([w, s, e, n], 0)",
+                      [lon + 0.001, lat - 0.005, lon + 0.011, lat + 0.004])
+        page.clock.fast_forward(200)  # (the view's shelters are asked once the view rests)
+        page.wait_for_function("() => window.__answers.some(([u, s]) => u.includes('/api/v1/shelters?bbox='))"
+                               " && window.__answers.some(([u, s]) => u.includes('/api/v1/network.geojson?'))"
+                               " && !window.__waiting", timeout=WAIT_MS)
+        page.wait_for_function("() => !document.querySelector('.layer-roads path')", timeout=WAIT_MS)
+        before = page.evaluate("window.__answers.length")
+        refused_roads = sorted(u for u, s in _answers(page, "/api/v1/network.geojson?"))
+        refused_shelters = [u for u, s in _answers(page, "/api/v1/shelters?bbox=")]
+        assert {s for _, s in _answers(page, "/api/v1/network.geojson?")} == {429}, _answers(page, "network")
+        assert _answers(page, "/api/v1/shelters?bbox=")[-1][1] == 429, _answers(page, "shelters")
+        # nothing asked again before Retry-After (then a road cell and the view's shelters each once)
+        page.clock.fast_forward(1000 * retry_after - 100)
+        assert page.evaluate("window.__answers.length") == before, page.evaluate("window.__answers")
+        served.refill()
+        page.clock.fast_forward(1200 * retry_after)
+        page.wait_for_function("() => document.querySelectorAll('.layer-roads path').length", timeout=WAIT_MS)
+        page.wait_for_function("(n) => window.__answers.length >= n && !window.__waiting",
+                               arg=before + len(refused_roads) + 1, timeout=WAIT_MS)
+        again = page.evaluate("window.__answers").__getitem__(slice(before, None))
+        assert sorted(u for u, s in again if "/api/v1/network.geojson?" in u) == refused_roads, again
+        assert [u for u, s in again if "/api/v1/shelters?bbox=" in u] == refused_shelters[-1:], again
+        assert {s for _, s in again} == {200}, again
         assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
     finally:
         ctx.close()
