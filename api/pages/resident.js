@@ -242,6 +242,8 @@
     pickBusy: null,
     // the reads done once at start not answered yet (startRead): name -> {since, retryAt, tries, busy}
     startPending: {},
+    // the event stream was refused (connect): null, or {since, retryAt, tries} until it is open again
+    streamRefused: null,
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
     // and why they cannot be now (stale: null, "offline" no network, "server" the server answered 5xx)
     levelAt: null, alertsAt: null, stale: null,
@@ -1002,7 +1004,13 @@
     }, 250);
   }
 
-  function connect() {
+  /* The event stream. EventSource opens it again by itself after a connection lost, but gives up for good on an
+   * answer other than 200 (found: a 429, the server's bound of open streams per address, which the pages behind a
+   * shelter's Wi-Fi exceed, or a 503, left the page on its poll alone for the whole session). Closed so, it is
+   * opened again after a while (retryDelayMs: the 30 s the server asks for, as EventSource cannot read Retry-After,
+   * up to a minute after more tries), and once open everything is read again (events may have been missed). */
+  const STREAM_RETRY_AFTER = "30";
+  function connect(again) {
     if (!window.EventSource) return;
     const es = new EventSource("/api/v1/events");
     es.addEventListener("alert", () => refreshSoon({ alerts: true }));
@@ -1010,9 +1018,23 @@
     es.addEventListener("official", () => refreshSoon({ alerts: false }));
     es.addEventListener("route", () => refreshSoon({ alerts: false }));
     // the stream broke (network, server restart): events may have been missed; when it is back, read all again
-    let broken = false;
-    es.addEventListener("error", () => { broken = true; if (navigator.onLine === false) markStale("offline"); });
-    es.addEventListener("open", () => { if (broken) { broken = false; refreshSoon({ alerts: true }); } });
+    let broken = !!again;
+    es.addEventListener("error", () => {
+      broken = true;
+      if (navigator.onLine === false) markStale("offline");
+      if (es.readyState !== EventSource.CLOSED) return;  // (reconnecting by itself)
+      es.close();
+      const before = state.streamRefused;
+      const tries = before ? before.tries + 1 : 1;
+      const delay = retryDelayMs({ retryAfter: STREAM_RETRY_AFTER }, tries);
+      const now = Date.now();
+      state.streamRefused = { since: before ? before.since : now, retryAt: now + delay, tries };
+      setTimeout(() => connect(true), delay);
+    });
+    es.addEventListener("open", () => {
+      state.streamRefused = null;
+      if (broken) { broken = false; refreshSoon({ alerts: true }); }
+    });
   }
 
   async function poll() {

@@ -13,7 +13,8 @@ went on without them for the whole session, saying nothing (and the hazards read
 version unknown: no poll followed it). Now #start-busy says what is missing and that the page tries again, each read
 is asked again after Retry-After (then a backoff up to a minute) until answered, and the page works fully then,
 without a reload. And the shelters of the map's view and its road lines refused are asked again after Retry-After
-(found: the shelters stayed missing until the map was moved, a cell of roads was kept empty for the session).
+(found: the shelters stayed missing until the map was moved, a cell of roads was kept empty for the session), and
+an event stream refused (EventSource gives up for good on a 429 or a 503) is opened again after a while.
 
 The API runs in this process (:class:`tests.pages.test_resident_route_busy_browser.Served`) on a real PostgreSQL
 database and a small generated drill town, with one of the town's gauges registered, and the real rate limit on a
@@ -380,6 +381,62 @@ def test_the_shelters_and_roads_of_a_view_refused_are_asked_again_without_moving
         assert sorted(u for u, s in again if "/api/v1/network.geojson?" in u) == refused_roads, again
         assert [u for u, s in again if "/api/v1/shelters?bbox=" in u] == refused_shelters[-1:], again
         assert {s for _, s in again} == {200}, again
+        assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
+    finally:
+        ctx.close()
+
+
+#: the hazard_state events a page's event streams hear (window.__heard)
+HEARD = """(() => { const E = window.EventSource; window.__heard = 0;
+    window.EventSource = class extends E { constructor(...a) { super(...a);
+        this.addEventListener('hazard_state', () => { window.__heard++; }); } }; })();"""
+
+
+def test_an_event_stream_refused_is_opened_again_and_the_page_hears_events_then(
+        browser: Browser, served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found: EventSource gives up for good on an answer other than 200: the server's bound of open streams per
+    address (api.alerts.SSE_PER_CLIENT, a 429 with Retry-After 30), which the pages behind a shelter's Wi-Fi
+    exceed, left a page without live events for the whole session. Now it is opened again after 30 s (up to a
+    minute after more tries) and, once open, the page reads everything again and hears events."""
+    import api.alerts
+
+    served.refill()
+    monkeypatch.setattr(api.alerts, "SSE_PER_CLIENT", 0)  # this address holds as many streams as it may
+    ctx = _context(browser, geolocation=False)
+    ctx.add_init_script(HEARD)
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        streams = Requests(page, "/api/v1/events")
+        page.clock.install()
+        page.clock.pause_at(1_900_000_000)
+        with page.expect_response(lambda r: "/api/v1/events" in r.url, timeout=WAIT_MS) as first:
+            page.goto(f"{served.url}/?lang=ja")
+        assert first.value.status == 429
+        page.wait_for_function("() => { const s = window.sonaeResident; return s && s.streamRefused !== null; }",
+                               timeout=WAIT_MS)  # (set once the refusal is handled; a page without it: undefined)
+        refused = page.evaluate("window.sonaeResident.streamRefused")
+        assert refused and refused["tries"] == 1 and len(streams.asked) == 1, (streams.asked, refused)
+        wait_ms = refused["retryAt"] - refused["since"]
+        assert 30_000 <= wait_ms <= 36_000, refused
+        page.clock.fast_forward(int(wait_ms) - 1000)
+        assert len(streams.asked) == 1, streams.asked  # (not before)
+        monkeypatch.setattr(api.alerts, "SSE_PER_CLIENT", 16)  # a stream of this address closed meanwhile
+        with page.expect_response(lambda r: "/api/v1/events" in r.url, timeout=WAIT_MS) as opened:
+            page.clock.fast_forward(2000)
+        assert opened.value.status == 200
+        page.wait_for_function("() => !window.sonaeResident.streamRefused", timeout=WAIT_MS)
+        # open again: everything is read again (events may have been missed), and events are heard
+        with page.expect_response(lambda r: "/api/v1/alerts" in r.url, timeout=WAIT_MS) as reread:
+            page.clock.fast_forward(300)
+        assert reread.value.status == 200
+        changed = page.evaluate("window.sonaeResident.hazardsChangedAt")
+        served.add_area()  # a change of the hazard state: an event
+        page.wait_for_function("() => window.__heard", timeout=WAIT_MS)
+        with page.expect_response(lambda r: "/api/v1/hazards" in r.url, timeout=WAIT_MS):
+            page.clock.fast_forward(300)  # (the page reads a moment after an event)
+        page.wait_for_function("(at) => window.sonaeResident.hazardsChangedAt !== at", arg=changed, timeout=WAIT_MS)
+        assert len(streams.asked) == 2, streams.asked
         assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
     finally:
         ctx.close()
