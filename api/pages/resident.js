@@ -58,6 +58,7 @@
       pushNeedPlace: "先に「いる場所」で場所を選んでください。", pushUnsupported: "このブラウザは通知に対応していません。",
       pushDenied: "通知が許可されませんでした。ブラウザの設定で許可してください。", pushFailed: "登録できませんでした。もう一度お試しください。",
       pushDone: "通知を受け取ります。", pushStopped: "通知を止めました。", pushWorking: "登録しています…",
+      pushBusy: "サーバーが混み合っているため、まだ登録できていません。しばらくすると自動でもう一度登録します。",
       staleOffline: "接続が切れています。", staleServer: "サーバーから最新の情報を取得できません。",
       staleSince: "表示は{time}時点の情報で、最新ではないおそれがあります。", staleNone: "まだ情報を取得できていません。",
       staleRetry: "自動で再接続を試みています。市町村の防災行政無線やテレビ・ラジオの情報にも注意してください。",
@@ -106,6 +107,7 @@
       pushNeedPlace: "First choose a place under “Where you are”.", pushUnsupported: "This browser cannot receive notifications.",
       pushDenied: "Notifications were not allowed. Allow them in the browser settings.", pushFailed: "Could not sign up. Please try again.",
       pushDone: "You will be notified.", pushStopped: "Notifications stopped.", pushWorking: "Signing up…",
+      pushBusy: "The server is busy, so signing up is not done yet. It will try again automatically shortly.",
       staleOffline: "Connection lost.", staleServer: "The latest information cannot be fetched from the server.",
       staleSince: "What is shown dates from {time} and may be out of date.", staleNone: "No information could be fetched yet.",
       staleRetry: "Reconnecting automatically. Also follow your municipality's announcements, TV and radio.",
@@ -155,6 +157,7 @@
       pushNeedPlace: "さきに「いる ばしょ」を えらんで ください。", pushUnsupported: "この ブラウザは つうちが つかえません。",
       pushDenied: "つうちが ゆるされて いません。ブラウザの せっていを みて ください。", pushFailed: "できませんでした。もう いちど ためして ください。",
       pushDone: "つうちを うけとります。", pushStopped: "つうちを やめました。", pushWorking: "とうろく して います…",
+      pushBusy: "いま こんで いて、まだ とうろく できて いません。すこし たったら、じどうで もう いちど とうろく します。",
       staleOffline: "インターネットに つながって いません。", staleServer: "あたらしい じょうほうが とれません。",
       staleSince: "ここに ある じょうほうは {time}の ものです。いまは ちがう かもしれません。", staleNone: "まだ じょうほうが とれて いません。",
       staleRetry: "なんども つなぎなおして います。テレビや ラジオ、まちの ほうそうも きいて ください。",
@@ -274,8 +277,8 @@
     return v + unit[state.lang];
   }
 
-  async function getJSON(url) {
-    const r = await fetch(url, { headers: { Accept: "application/json, application/geo+json" } });
+  async function getJSON(url, init) {
+    const r = await fetch(url, { ...init, headers: { Accept: "application/json, application/geo+json", ...(init || {}).headers } });
     if (!r.ok) {
       const err = new Error("HTTP " + r.status);
       err.status = r.status;
@@ -1085,7 +1088,14 @@
     });
   }
 
-  async function pushOn() {
+  /* Signing up. Refused for now with a wait to keep (a 429 of the rate limit, a 503, with Retry-After), it says the
+   * server is busy and signs up again by itself after it (retryDelayMs; one pending, replaced by a click, dropped
+   * by "stop"); found: it said only "Could not sign up. Please try again." A 429 with no wait (this address's bound
+   * of subscriptions) or any other failure is a failure: try again. */
+  let pushRetry = null;
+  async function pushOn(tries) {
+    clearTimeout(pushRetry);
+    pushRetry = null;
     const status = $("push-status");
     if (!pushSupported()) { status.textContent = t("pushUnsupported"); return; }
     if (!state.pos) { status.textContent = t("pushNeedPlace"); return; }
@@ -1111,21 +1121,27 @@
       const key = (await getJSON("/api/v1/push/vapid-public-key")).public_key;
       let sub = await reg.pushManager.getSubscription();
       if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uBytes(key) });
-      const r = await fetch("/api/v1/push/subscriptions", {
+      const made = await getJSON("/api/v1/push/subscriptions", {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ subscription: sub.toJSON(), areas, lang: PUSH_LANG[state.lang], drills }),
       });
-      if (!r.ok) throw new Error("HTTP " + r.status);
-      const made = await r.json();
       localStorage.setItem(PUSH_KEY, JSON.stringify({ id: made.id, token: made.unsubscribe_token }));
       status.textContent = t("pushDone");
       pushShow(true);
     } catch (err) {
+      if (err.status && err.retryAfter && refusedForNow(err)) {
+        const n = (tries || 0) + 1;
+        status.textContent = t("pushBusy");
+        pushRetry = setTimeout(() => { pushRetry = null; pushOn(n); }, retryDelayMs(err, n));
+        return;
+      }
       status.textContent = t("pushFailed");
     }
   }
 
   async function pushOff() {
+    clearTimeout(pushRetry);  // (a sign-up waiting to be tried again is not wanted any more)
+    pushRetry = null;
     const saved = JSON.parse(localStorage.getItem(PUSH_KEY) || "null");
     try {
       if (saved) {
@@ -1141,7 +1157,7 @@
   }
 
   function pushStart() {
-    $("push-on").addEventListener("click", pushOn);
+    $("push-on").addEventListener("click", () => pushOn(0));
     $("push-off").addEventListener("click", pushOff);
     let saved = null;
     try { saved = JSON.parse(localStorage.getItem(PUSH_KEY) || "null"); } catch (err) { saved = null; }

@@ -14,7 +14,8 @@ version unknown: no poll followed it). Now #start-busy says what is missing and 
 is asked again after Retry-After (then a backoff up to a minute) until answered, and the page works fully then,
 without a reload. And the shelters of the map's view and its road lines refused are asked again after Retry-After
 (found: the shelters stayed missing until the map was moved, a cell of roads was kept empty for the session), and
-an event stream refused (EventSource gives up for good on a 429 or a 503) is opened again after a while.
+an event stream refused (EventSource gives up for good on a 429 or a 503) is opened again after a while; a push
+sign-up refused for now says the server is busy and signs up again after Retry-After.
 
 The API runs in this process (:class:`tests.pages.test_resident_route_busy_browser.Served`) on a real PostgreSQL
 database and a small generated drill town, with one of the town's gauges registered, and the real rate limit on a
@@ -37,7 +38,7 @@ from sonae.municipality_code import DRILL_TOWN_CENTER
 from tests.conftest import with_database
 from tests.pages.chromium import CHROMIUM, sync_playwright
 from tests.pages.test_pages_browser import WAIT_MS, Watched, _context, _database
-from tests.pages.test_resident_route_busy_browser import Served, _pause
+from tests.pages.test_resident_route_busy_browser import HOME, Served, _pause
 
 if sync_playwright is not None:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -438,5 +439,48 @@ def test_an_event_stream_refused_is_opened_again_and_the_page_hears_events_then(
         page.wait_for_function("(at) => window.sonaeResident.hazardsChangedAt !== at", arg=changed, timeout=WAIT_MS)
         assert len(streams.asked) == 2, streams.asked
         assert not [e for e in w.errors if not e.startswith("Failed to load resource")], w.errors
+    finally:
+        ctx.close()
+
+
+PUSH_BUSY = "The server is busy, so signing up is not done yet. It will try again automatically shortly."
+
+
+def test_a_push_sign_up_refused_for_now_says_the_server_is_busy_and_tries_again(
+        browser: Browser, served: Served) -> None:
+    """Found: a sign-up refused by the rate limit said only "Could not sign up. Please try again." Now it says the
+    server is busy and signs up again by itself after Retry-After. (Headless Chromium has no push service: the
+    sign-up is followed up to the server's key, read again and answered.)"""
+    served.refill()
+    ctx = _context(browser, geolocation=HOME)
+    ctx.grant_permissions(["geolocation", "notifications"])
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        keys = Requests(page, "/api/v1/push/vapid-public-key")
+        page.clock.install()
+        page.goto(f"{served.url}/?lang=en")
+        page.wait_for_function("() => { const s = window.sonaeResident; return s && s.route && s.level !== null }",
+                               timeout=WAIT_MS)
+        assert page.evaluate("'PushManager' in window && 'serviceWorker' in navigator")
+        page.select_option("#push-area", "1000")
+        _pause(page)
+        retry_after, _ = served.over_limit()
+        with page.expect_response(lambda r: "/api/v1/push/vapid-public-key" in r.url, timeout=WAIT_MS) as answer:
+            page.click("#push-on")
+        assert answer.value.status == 429
+        page.wait_for_function("() => !['', 'Signing up…'].includes(document.getElementById('push-status').textContent)",
+                               timeout=WAIT_MS)
+        assert page.inner_text("#push-status") == PUSH_BUSY
+        page.clock.fast_forward(1000 * retry_after - 100)
+        assert len(keys.asked) == 1, keys.asked
+        served.refill()
+        with page.expect_response(lambda r: "/api/v1/push/vapid-public-key" in r.url, timeout=WAIT_MS) as again:
+            page.clock.fast_forward(400 * retry_after)
+        assert again.value.status == 200 and len(keys.asked) == 2, keys.asked
+        # (then the browser's push service: none here, so the sign-up ends as failed, not as busy)
+        page.wait_for_function("(t) => !['Signing up…', t].includes(document.getElementById('push-status')"
+                               ".textContent)", arg=PUSH_BUSY, timeout=WAIT_MS)
+        assert page.inner_text("#push-status") == "Could not sign up. Please try again."
     finally:
         ctx.close()
