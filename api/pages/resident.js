@@ -983,13 +983,18 @@
     } catch (err) { failed(err); /* keep what we had, marked as out of date */ }
   }
 
+  /* the hazard areas in force; a read not answered keeps the areas drawn, and the next one answered draws its
+   * own (found: refused after an event while the route was answered, the route took the new hazards' version,
+   * so no poll saw a change, and the map kept the old areas until the next event) */
+  let hazardsMissed = false;
   async function loadHazards() {
     try {
       const d = await getJSON("/api/v1/hazards");
       state.hazards = d.features || [];
       if (d.changed_at) state.hazardsChangedAt = d.changed_at;
+      if (hazardsMissed) { hazardsMissed = false; drawMap(false); }
       return d.hazard_version;
-    } catch (err) { failed(err, true); return null; }  // (503 also when routing is not configured)
+    } catch (err) { hazardsMissed = true; failed(err, true); return null; }  // (503 also when routing is not configured)
   }
 
   let pending = null;

@@ -15,7 +15,8 @@ is asked again after Retry-After (then a backoff up to a minute) until answered,
 without a reload. And the shelters of the map's view and its road lines refused are asked again after Retry-After
 (found: the shelters stayed missing until the map was moved, a cell of roads was kept empty for the session), and
 an event stream refused (EventSource gives up for good on a 429 or a 503) is opened again after a while; a push
-sign-up refused for now says the server is busy and signs up again after Retry-After.
+sign-up refused for now says the server is busy and signs up again after Retry-After; hazards refused after an
+event are drawn once a poll reads them.
 
 The API runs in this process (:class:`tests.pages.test_resident_route_busy_browser.Served`) on a real PostgreSQL
 database and a small generated drill town, with one of the town's gauges registered, and the real rate limit on a
@@ -482,5 +483,42 @@ def test_a_push_sign_up_refused_for_now_says_the_server_is_busy_and_tries_again(
         page.wait_for_function("(t) => !['Signing up…', t].includes(document.getElementById('push-status')"
                                ".textContent)", arg=PUSH_BUSY, timeout=WAIT_MS)
         assert page.inner_text("#push-status") == "Could not sign up. Please try again."
+    finally:
+        ctx.close()
+
+
+def test_hazards_refused_after_an_event_are_drawn_once_a_poll_reads_them(browser: Browser, served: Served) -> None:
+    """Found: the hazards read after an event refused (a 429 here) while the level and the route were answered: the
+    route took the new hazards' version, so the poll saw no change, and the map kept the old areas, without the new
+    one, until the next event. Now the next hazards answered are drawn."""
+    served.refill()
+    ctx = _context(browser, geolocation=HOME)
+    ctx.add_init_script(HEARD)
+    try:
+        w = Watched(ctx.new_page())
+        page = w.page
+        page.clock.install()
+        page.goto(f"{served.url}/?lang=ja")
+        page.wait_for_function("() => { const s = window.sonaeResident; return s && s.route && s.level !== null"
+                               " && document.querySelector('.layer-route [data-id=route-line]') }", timeout=WAIT_MS)
+        _pause(page)
+        areas = page.locator(".layer-areas path").count()
+        body = '{"title": "Too Many Requests", "status": 429, "detail": "test"}'
+        page.route("**/api/v1/hazards", lambda route: route.fulfill(
+            status=429, headers={"Content-Type": "application/problem+json", "Retry-After": "1"}, body=body))
+        version = page.evaluate("window.sonaeResident.hazardVersion")
+        served.add_area()
+        page.wait_for_function("() => window.__heard", timeout=WAIT_MS)
+        with page.expect_response(lambda r: "/api/v1/route?" in r.url, timeout=WAIT_MS) as routed:
+            page.clock.fast_forward(300)
+        assert routed.value.status == 200
+        page.wait_for_function("(v) => window.sonaeResident.hazardVersion !== v", arg=version, timeout=WAIT_MS)
+        assert page.locator(".layer-areas path").count() == areas  # (the new area not read yet)
+        page.unroute("**/api/v1/hazards")
+        with page.expect_response(lambda r: "/api/v1/hazards" in r.url, timeout=WAIT_MS) as polled:
+            page.clock.fast_forward(8000)
+        assert polled.value.status == 200
+        page.wait_for_function("(n) => document.querySelectorAll('.layer-areas path').length > n", arg=areas,
+                               timeout=WAIT_MS)
     finally:
         ctx.close()
