@@ -513,11 +513,12 @@
 
   /* Shelters of the map's view, fetched by area: the view's bounds widened to a 0.05° grid (so a request
    * names grid cells, never a position), at most SHELTER_LIMIT of them (nearest the view's centre first).
-   * A read the server did not answer (askAgain) is asked again after Retry-After (retryDelayMs), unless the view
-   * moves first (found: refused, the view's shelters stayed missing, on the map and as the nearest shelter of a
-   * push sign-up, until the resident moved the map). */
+   * A read the server did not answer (askAgain) is asked again after Retry-After (retryDelayMs), not before (a
+   * redraw of the map asks for its view's shelters), unless the view moves to other cells first (found: refused,
+   * the view's shelters stayed missing, on the map and as the nearest shelter of a push sign-up, until the
+   * resident moved the map). */
   const SHELTER_GRID = 0.05, SHELTER_LIMIT = 400;
-  let shelterKey = "", shelterTimer = null, shelterTries = 0;
+  let shelterKey = "", shelterTimer = null, shelterTries = 0, shelterRetry = null, shelterRefused = null;
   function sheltersForView(b) {
     clearTimeout(shelterTimer);
     shelterTimer = setTimeout(() => loadShelters(b), 150);
@@ -531,6 +532,9 @@
     if (cell[1] === cell[3]) cell[3] = (Number(cell[3]) + g).toFixed(2);
     const key = cell.join(",");
     if (key === shelterKey) return;
+    if (shelterRefused && shelterRefused.key === key && Date.now() < shelterRefused.until) return;  // (its retry)
+    clearTimeout(shelterRetry);
+    shelterRetry = shelterRefused = null;
     shelterKey = key;
     try {
       const d = await getJSON("/api/v1/shelters?" + new URLSearchParams({ bbox: key, limit: String(SHELTER_LIMIT) }).toString());
@@ -542,8 +546,12 @@
       if (key !== shelterKey) return;  // (the view has moved: its own read is on its way)
       shelterKey = "";
       if (!askAgain(err)) return;
-      clearTimeout(shelterTimer);  // one pending: a move of the view replaces it
-      shelterTimer = setTimeout(() => loadShelters(b), retryDelayMs(err, ++shelterTries));
+      const delay = retryDelayMs(err, ++shelterTries);
+      shelterRefused = { key, until: Date.now() + delay };
+      shelterRetry = setTimeout(() => {  // one pending: a move of the view to other cells replaces it
+        shelterRetry = shelterRefused = null;
+        if (map && map.view) loadShelters(map.bounds());
+      }, delay);
     }
   }
 
