@@ -205,6 +205,8 @@
       const key = b.map((v) => v.toFixed(4)).join(",");
       if (key === this.roadKey) return;
       this.roadKey = key;
+      clearTimeout(this.roadRetry);  // (a move of the view asks for its own roads)
+      this.roadRetry = null;
       try {
         const lines = await this.opts.roads(b);
         if (key !== this.roadKey || !lines) return;
@@ -213,6 +215,17 @@
           cls: "road road-" + (["motorway", "trunk", "primary", "secondary", "tertiary"].indexOf(
             (f.properties.highway || "").split("/")[0]) >= 0 ? "major" : "minor"),
         })));
+        // some cells not answered (roadCells): the lines drawn are those answered; the rest is asked for again,
+        // once, after the wait they were given, never sooner than a backoff doubling from 1 s to a minute with
+        // each try, a little later at random (pages told the same wait spread out)
+        this.roadTries = lines.retryMs ? (this.roadTries || 0) + 1 : 0;
+        if (lines.retryMs) {
+          const wait = Math.max(lines.retryMs, 1000 * 2 ** Math.min(6, this.roadTries - 1));
+          this.roadRetry = setTimeout(() => {
+            this.roadRetry = null;
+            if (this.roadKey === key) { this.roadKey = ""; this.loadRoads(); }
+          }, Math.min(1000 * ROAD_RETRY_MAX_S, wait * (1 + 0.2 * Math.random())));
+        }
       } catch (err) {
         this.roadKey = "";
       }
@@ -241,7 +254,12 @@
     return names ? names[LANG_INDEX[lang] || 0] : lang === "en" ? "Other alert" : lang === "ja-easy" ? "ほかの けいほう" : "その他の警報";
   }
 
-  /* Road lines through a cache of coarse grid cells (0.01°): a request names a cell, never a position. */
+  /* Road lines through a cache of coarse grid cells (0.01°): a request names a cell, never a position.
+   * A cell the server did not answer (a 429: a per-client limit, behind a busy address; a 5xx; no network) is not
+   * cached: the lines returned then carry ``retryMs``, when to ask again (its Retry-After, 1 s to 60 s, else 10 s),
+   * and SvgMap.loadRoads asks again then (found: cached as a cell with no roads, it stayed empty for the session).
+   * Another 4xx is an answer: no roads there. */
+  const ROAD_RETRY_MAX_S = 60, ROAD_RETRY_DEFAULT_S = 10;
   function roadCells(cellDeg, maxCells) {
     const cache = new Map();
     return async function (b) {
@@ -255,14 +273,24 @@
           if (!cache.has(k)) {
             const bbox = [x * cellDeg, y * cellDeg, (x + 1) * cellDeg, (y + 1) * cellDeg].map((v) => v.toFixed(4));
             cache.set(k, fetch("/api/v1/network.geojson?bbox=" + bbox.join(","))
-              .then((r) => (r.ok ? r.json() : { features: [] }))
-              .then((d) => d.features)
-              .catch(() => { cache.delete(k); return []; }));
+              .then((r) => {
+                if (r.ok) return r.json().then((d) => ({ features: d.features }));
+                if (r.status !== 429 && r.status < 500) return { features: [] };
+                cache.delete(k);
+                const ra = String(r.headers.get("Retry-After") || "").trim();
+                const s = /^\d+$/.test(ra) ? Math.max(1, Number(ra)) : ROAD_RETRY_DEFAULT_S;
+                return { features: [], retryMs: 1000 * Math.min(ROAD_RETRY_MAX_S, s) };
+              })
+              .catch(() => { cache.delete(k); return { features: [], retryMs: 1000 * ROAD_RETRY_DEFAULT_S }; }));
           }
           jobs.push(cache.get(k));
         }
       }
-      return (await Promise.all(jobs)).flat();
+      const cells = await Promise.all(jobs);
+      const lines = cells.flatMap((c) => c.features);
+      const waits = cells.filter((c) => c.retryMs).map((c) => c.retryMs);
+      if (waits.length) lines.retryMs = Math.max(...waits);
+      return lines;
     };
   }
 

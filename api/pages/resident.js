@@ -10,10 +10,11 @@
   //: the level shown is asked again when older than this, even with no event (an event stream held by a
   //: proxy, or events missed while the stream reconnected, would otherwise leave an old level up)
   const LEVEL_MAX_AGE_MS = 60000;
-  //: a route the server could not answer now (any 429: a per-client limit; a 503 with Retry-After) is asked
-  //: again after its Retry-After, at most this long (s; the server never asks for more), else after the default
-  const ROUTE_RETRY_MAX_S = 60;
-  const ROUTE_RETRY_DEFAULT_S = 10;
+  //: a read the server could not answer now (any 429: a per-client limit; a 503 with Retry-After: the route, the
+  //: landmark search, the reads done at start, …) is asked again after its Retry-After, at most this long (s; the
+  //: server never asks for more), else after the default
+  const RETRY_MAX_S = 60;
+  const RETRY_DEFAULT_S = 10;
 
   const T = {
     ja: {
@@ -21,6 +22,8 @@
       levelHeading: "いまの警戒レベル", levelUnknown: "場所を選んでください", whereHeading: "いる場所",
       locate: "現在地を使う", landmarkLabel: "目印の名前で探す（避難所・水位観測所）", landmarkPick: "選んでください",
       landmarkNone: "見つかりませんでした。別の名前で探してください。", landmarkFound: "{n}件見つかりました。", landmarkShort: "2文字以上入力してください。",
+      landmarkBusy: "サーバーが混み合っているため、まだすべてを探せていません。", landmarkIncomplete: "まだすべてを探せていません。",
+      landmarkRetry: "しばらくすると自動でもう一度探します。",
       tapHint: "地図をタップして場所を指定することもできます。", hazardLabel: "災害の種類", profileLabel: "移動の方法",
       routeHeading: "避難先と経路", routeNone: "場所を指定すると、いちばん近い安全な避難所への経路を表示します。",
       shelterName: "避難所", shelterAddress: "住所", shelterHazards: "対応する災害", distance: "距離", duration: "所要時間",
@@ -55,16 +58,21 @@
       pushNeedPlace: "先に「いる場所」で場所を選んでください。", pushUnsupported: "このブラウザは通知に対応していません。",
       pushDenied: "通知が許可されませんでした。ブラウザの設定で許可してください。", pushFailed: "登録できませんでした。もう一度お試しください。",
       pushDone: "通知を受け取ります。", pushStopped: "通知を止めました。", pushWorking: "登録しています…",
+      pushBusy: "サーバーが混み合っているため、まだ登録できていません。しばらくすると自動でもう一度登録します。",
       staleOffline: "接続が切れています。", staleServer: "サーバーから最新の情報を取得できません。",
       staleSince: "表示は{time}時点の情報で、最新ではないおそれがあります。", staleNone: "まだ情報を取得できていません。",
       staleRetry: "自動で再接続を試みています。市町村の防災行政無線やテレビ・ラジオの情報にも注意してください。",
       levelAsOf: "{time}時点",
+      startBusy: "サーバーが混み合っているため、{what}をまだ読み込めていません。", startFailed: "{what}をまだ読み込めていません。",
+      startRetry: "しばらくすると自動でもう一度読み込みます。", startInfo: "サービス区域の地図", startStations: "水位観測所の情報",
     },
     en: {
       skip: "Skip to content", title: "Sonae evacuation guide", drill: "EXERCISE: this is a drill, not a real emergency.",
       levelHeading: "Alert level where you are", levelUnknown: "Choose where you are", whereHeading: "Where you are",
       locate: "Use my location", landmarkLabel: "Or search a landmark by name (shelter, river gauge)", landmarkPick: "Choose…",
       landmarkNone: "Nothing found. Try another name.", landmarkFound: "{n} found.", landmarkShort: "Type at least 2 characters.",
+      landmarkBusy: "The server is busy, so the search is not complete yet.", landmarkIncomplete: "The search is not complete yet.",
+      landmarkRetry: "It will search again automatically shortly.",
       tapHint: "You can also tap the map to set where you are.", hazardLabel: "Hazard", profileLabel: "How you travel",
       routeHeading: "Shelter and route", routeNone: "Set where you are to see the route to the nearest safe shelter.",
       shelterName: "Shelter", shelterAddress: "Address", shelterHazards: "Rated for", distance: "Distance", duration: "Time",
@@ -99,16 +107,22 @@
       pushNeedPlace: "First choose a place under “Where you are”.", pushUnsupported: "This browser cannot receive notifications.",
       pushDenied: "Notifications were not allowed. Allow them in the browser settings.", pushFailed: "Could not sign up. Please try again.",
       pushDone: "You will be notified.", pushStopped: "Notifications stopped.", pushWorking: "Signing up…",
+      pushBusy: "The server is busy, so signing up is not done yet. It will try again automatically shortly.",
       staleOffline: "Connection lost.", staleServer: "The latest information cannot be fetched from the server.",
       staleSince: "What is shown dates from {time} and may be out of date.", staleNone: "No information could be fetched yet.",
       staleRetry: "Reconnecting automatically. Also follow your municipality's announcements, TV and radio.",
       levelAsOf: "as of {time}",
+      startBusy: "The server is busy, so part of this page could not be loaded yet: {what}.",
+      startFailed: "Part of this page could not be loaded yet: {what}.",
+      startRetry: "It will try again automatically shortly.", startInfo: "the map of the service area", startStations: "the river gauges",
     },
     "ja-easy": {
       skip: "ほんぶんへ", title: "Sonae ひなん ナビ", drill: "くんれん です。ほんとうの さいがいでは ありません。",
       levelHeading: "いまの けいかいレベル", levelUnknown: "いる ばしょを えらんで ください", whereHeading: "いる ばしょ",
       locate: "いまいる ばしょを つかう", landmarkLabel: "めじるしの なまえで さがす（ひなんじょ など）", landmarkPick: "えらんで ください",
       landmarkNone: "みつかりませんでした。ほかの なまえで さがして ください。", landmarkFound: "{n}こ みつかりました。", landmarkShort: "2もじ いじょう いれて ください。",
+      landmarkBusy: "いま こんで いて、まだ ぜんぶ さがせて いません。", landmarkIncomplete: "まだ ぜんぶ さがせて いません。",
+      landmarkRetry: "すこし たったら、じどうで もう いちど さがします。",
       tapHint: "ちずを さわって ばしょを えらぶ ことも できます。", hazardLabel: "さいがいの しゅるい", profileLabel: "にげかた",
       routeHeading: "にげる ばしょと みち", routeNone: "ばしょを えらぶと、ちかくの あんぜんな ひなんじょへの みちが でます。",
       shelterName: "ひなんじょ", shelterAddress: "じゅうしょ", shelterHazards: "にげて いい さいがい", distance: "きょり", duration: "じかん",
@@ -143,10 +157,13 @@
       pushNeedPlace: "さきに「いる ばしょ」を えらんで ください。", pushUnsupported: "この ブラウザは つうちが つかえません。",
       pushDenied: "つうちが ゆるされて いません。ブラウザの せっていを みて ください。", pushFailed: "できませんでした。もう いちど ためして ください。",
       pushDone: "つうちを うけとります。", pushStopped: "つうちを やめました。", pushWorking: "とうろく して います…",
+      pushBusy: "いま こんで いて、まだ とうろく できて いません。すこし たったら、じどうで もう いちど とうろく します。",
       staleOffline: "インターネットに つながって いません。", staleServer: "あたらしい じょうほうが とれません。",
       staleSince: "ここに ある じょうほうは {time}の ものです。いまは ちがう かもしれません。", staleNone: "まだ じょうほうが とれて いません。",
       staleRetry: "なんども つなぎなおして います。テレビや ラジオ、まちの ほうそうも きいて ください。",
       levelAsOf: "{time}の じょうほう",
+      startBusy: "いま こんで いて、{what}を まだ よみこめて いません。", startFailed: "{what}を まだ よみこめて いません。",
+      startRetry: "すこし たったら、じどうで もう いちど よみこみます。", startInfo: "この サービスの ちず", startStations: "かわの みずを はかる ところの じょうほう",
     },
   };
   const LEVEL = {
@@ -223,6 +240,13 @@
     lang: "ja", pos: null, posSource: null, posNames: null, hazard: "flood", routeHazard: null, profile: "walk",
     info: null, shelters: [], stations: [], alerts: [], hazards: [], route: null, routeSig: "",
     level: null, drill: false, hazardVersion: null, seq: 0, lastNotice: "", picks: [], pickQuery: "",
+    // the landmark search shown is not complete (the server could not answer it now): null, or {text, since,
+    // retryAt (ms since the epoch; null: no retry of its own), busy (refused for now, not a fault), tries}
+    pickBusy: null,
+    // the reads done once at start not answered yet (startRead): name -> {since, retryAt, tries, busy}
+    startPending: {},
+    // the event stream was refused (connect): null, or {since, retryAt, tries} until it is open again
+    streamRefused: null,
     // freshness: when the level (levelAt) and the alerts (alertsAt) were last answered (ms since the epoch),
     // and why they cannot be now (stale: null, "offline" no network, "server" the server answered 5xx)
     levelAt: null, alertsAt: null, stale: null,
@@ -257,8 +281,8 @@
     return v + unit[state.lang];
   }
 
-  async function getJSON(url) {
-    const r = await fetch(url, { headers: { Accept: "application/json, application/geo+json" } });
+  async function getJSON(url, init) {
+    const r = await fetch(url, { ...init, headers: { Accept: "application/json, application/geo+json", ...(init || {}).headers } });
     if (!r.ok) {
       const err = new Error("HTTP " + r.status);
       err.status = r.status;
@@ -341,6 +365,7 @@
     renderPicks();
     renderNotice();
     renderStale();
+    renderStartBusy();
     renderUpdated();
   }
 
@@ -394,9 +419,15 @@
   }
 
   /* The landmark search: shelters by name from the server (GET /api/v1/shelters?q=&limit=), river gauges
-   * (a few hundred, already loaded) by name here. Only the typed words are sent, never a position. */
+   * (a few hundred, already loaded) by name here. Only the typed words are sent, never a position.
+   * A search the server did not answer (askAgain: a refusal for now, a 5xx, no network) is no "nothing found"
+   * (found: a 429 of the rate limit, met by everyone behind one busy address, said "Nothing found. Try another
+   * name."): what was found among the gauges is shown, the status says that the search is not complete (and that
+   * the server is busy, when it said so) and that it searches again by itself, and one retry is made after
+   * Retry-After (retryDelayMs) if the box still holds the same text; typing replaces it. The same while the gauges
+   * are not read yet (startRead): the search runs again when they are. */
   const PICK_LIMIT = 8;
-  let pickSeq = 0, pickTimer = null;
+  let pickSeq = 0, pickTimer = null, pickRetry = null;
   function searchLandmarks() {
     clearTimeout(pickTimer);
     pickTimer = setTimeout(runSearch, 200);
@@ -405,14 +436,35 @@
   async function runSearch() {
     const text = $("landmark").value.trim();
     const seq = ++pickSeq;
+    clearTimeout(pickRetry);  // this search replaces the pending retry (not answered again, it schedules one)
+    pickRetry = null;
+    const before = state.pickBusy && state.pickBusy.text === text ? state.pickBusy : null;
+    state.pickBusy = null;
     state.pickQuery = text;
     if ([...text].length < 2) { state.picks = []; renderPicks(); return; }
-    let shelters = [];
+    let shelters = [], missed = null;
     try {
       const q = new URLSearchParams({ q: text, limit: String(PICK_LIMIT), format: "json" });
       shelters = (await getJSON("/api/v1/shelters?" + q.toString())).shelters || [];
-    } catch (err) { shelters = []; }
+    } catch (err) {
+      missed = askAgain(err) ? err : null;  // another 4xx: the text is refused as such (nothing found)
+    }
     if (seq !== pickSeq) return;
+    // the gauges are searched here, in the registry read at start: until it is read the search is not complete
+    // either (it runs again once it is, startAnswered)
+    const gaugesMissing = state.startPending.stations;
+    if (missed) {
+      const tries = before ? before.tries + 1 : 1;
+      const delay = retryDelayMs(missed, tries);
+      const now = Date.now();
+      state.pickBusy = { text, since: before ? before.since : now, retryAt: now + delay, busy: refusedForNow(missed), tries };
+      pickRetry = setTimeout(() => {
+        pickRetry = null;
+        if ($("landmark").value.trim() === text) runSearch();  // (another text: its own search is on its way)
+      }, delay);
+    } else if (gaugesMissing) {
+      state.pickBusy = { text, since: Date.now(), retryAt: null, busy: gaugesMissing.busy, tries: 0 };
+    }
     const low = text.toLowerCase();
     const gauges = state.stations.filter((s) => s.location && inService(s.location) &&
         [s.name, s.name_en, s.kana].some((n) => n && n.toLowerCase().includes(low)))
@@ -430,7 +482,10 @@
     const status = $("landmark-status");
     if (!state.pickQuery) { status.textContent = ""; return; }
     if ([...state.pickQuery].length < 2) { status.textContent = t("landmarkShort"); return; }
-    status.textContent = state.picks.length ? t("landmarkFound", { n: state.picks.length }) : t("landmarkNone");
+    const busy = state.pickBusy;
+    status.textContent = [state.picks.length ? t("landmarkFound", { n: state.picks.length }) : busy ? "" : t("landmarkNone"),
+      busy ? t(busy.busy ? "landmarkBusy" : "landmarkIncomplete") : "", busy ? t("landmarkRetry") : ""]
+      .filter(Boolean).join(" ");
     for (const it of state.picks) {
       const name = landmarkName(it);
       const item = document.createElement("li");
@@ -446,6 +501,9 @@
         b.appendChild(sub);
       }
       b.addEventListener("click", () => {
+        clearTimeout(pickRetry);  // a place is chosen: the search is over
+        pickRetry = null;
+        state.pickBusy = null;
         state.picks = [];
         state.pickQuery = "";
         $("landmark").value = name;
@@ -458,9 +516,13 @@
   }
 
   /* Shelters of the map's view, fetched by area: the view's bounds widened to a 0.05° grid (so a request
-   * names grid cells, never a position), at most SHELTER_LIMIT of them (nearest the view's centre first). */
+   * names grid cells, never a position), at most SHELTER_LIMIT of them (nearest the view's centre first).
+   * A read the server did not answer (askAgain) is asked again after Retry-After (retryDelayMs), not before (a
+   * redraw of the map asks for its view's shelters), unless the view moves to other cells first (found: refused,
+   * the view's shelters stayed missing, on the map and as the nearest shelter of a push sign-up, until the
+   * resident moved the map). */
   const SHELTER_GRID = 0.05, SHELTER_LIMIT = 400;
-  let shelterKey = "", shelterTimer = null;
+  let shelterKey = "", shelterTimer = null, shelterTries = 0, shelterRetry = null, shelterRefused = null;
   function sheltersForView(b) {
     clearTimeout(shelterTimer);
     shelterTimer = setTimeout(() => loadShelters(b), 150);
@@ -474,13 +536,27 @@
     if (cell[1] === cell[3]) cell[3] = (Number(cell[3]) + g).toFixed(2);
     const key = cell.join(",");
     if (key === shelterKey) return;
+    if (shelterRefused && shelterRefused.key === key && Date.now() < shelterRefused.until) return;  // (its retry)
+    clearTimeout(shelterRetry);
+    shelterRetry = shelterRefused = null;
     shelterKey = key;
     try {
       const d = await getJSON("/api/v1/shelters?" + new URLSearchParams({ bbox: key, limit: String(SHELTER_LIMIT) }).toString());
       if (key !== shelterKey) return;
+      shelterTries = 0;
       state.shelters = d.features.map((f) => ({ ...f.properties, lon: f.geometry.coordinates[0], lat: f.geometry.coordinates[1] }));
       drawMap(false);
-    } catch (err) { shelterKey = ""; }
+    } catch (err) {
+      if (key !== shelterKey) return;  // (the view has moved: its own read is on its way)
+      shelterKey = "";
+      if (!askAgain(err)) return;
+      const delay = retryDelayMs(err, ++shelterTries);
+      shelterRefused = { key, until: Date.now() + delay };
+      shelterRetry = setTimeout(() => {  // one pending: a move of the view to other cells replaces it
+        shelterRetry = shelterRefused = null;
+        if (map && map.view) loadShelters(map.bounds());
+      }, delay);
+    }
   }
 
   // -- level for where you are ------------------------------------------------------------------------
@@ -685,7 +761,7 @@
   /* Busy: the server refused to answer this route now (refusedForNow). That is no error of the route: the
    * route shown stays (marked when the hazard state changed since it was computed), #route-busy says the server
    * is busy and that the page will try again, and one retry is made after Retry-After (at least 1 s, at most
-   * ROUTE_RETRY_MAX_S, a little later at random so that pages told the same wait do not all come back at once);
+   * RETRY_MAX_S, a little later at random so that pages told the same wait do not all come back at once);
    * its answer clears the notice. */
   let routeRetry = null;
 
@@ -703,13 +779,28 @@
   function retryAfterS(value) {
     const text = String(value || "").trim();
     let s = /^\d+$/.test(text) ? Number(text) : (Date.parse(text) - Date.now()) / 1000;  // seconds, or an HTTP date
-    if (!(s >= 1)) s = text ? 1 : ROUTE_RETRY_DEFAULT_S;
-    return Math.min(ROUTE_RETRY_MAX_S, s);
+    if (!(s >= 1)) s = text ? 1 : RETRY_DEFAULT_S;
+    return Math.min(RETRY_MAX_S, s);
+  }
+
+  /* a read the server did not answer (getJSON's error), to be asked again later: a refusal for now, any other 5xx,
+   * no network; any other 4xx is an answer (what was asked is refused as such) */
+  function askAgain(err) {
+    return !err.status || refusedForNow(err) || err.status >= 500;
+  }
+
+  /* when to ask again a read not answered (ms; tries: 1 for its first retry, 2, …): after its Retry-After (1 s to
+   * RETRY_MAX_S; none: RETRY_DEFAULT_S), never sooner than a backoff doubling from 1 s with each try (a page left
+   * open keeps asking at a modest pace, at most RETRY_MAX_S apart), a little later at random so that pages told the
+   * same wait do not all come back at once */
+  function retryDelayMs(err, tries) {
+    const s = Math.max(retryAfterS(err.retryAfter), 2 ** Math.min(6, Math.max(0, (tries || 1) - 1)));
+    return Math.min(RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
   }
 
   function routeBusy(err, reason) {
     const s = retryAfterS(err.retryAfter);
-    const delay = Math.min(ROUTE_RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
+    const delay = Math.min(RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
     const before = state.routeBusy;
     const now = Date.now();
     state.routeBusy = { since: before ? before.since : now, retryAt: now + delay, retryAfterS: s,
@@ -904,13 +995,18 @@
     } catch (err) { failed(err); /* keep what we had, marked as out of date */ }
   }
 
+  /* the hazard areas in force; a read not answered keeps the areas drawn, and the next one answered draws its
+   * own (found: refused after an event while the route was answered, the route took the new hazards' version,
+   * so no poll saw a change, and the map kept the old areas until the next event) */
+  let hazardsMissed = false;
   async function loadHazards() {
     try {
       const d = await getJSON("/api/v1/hazards");
       state.hazards = d.features || [];
       if (d.changed_at) state.hazardsChangedAt = d.changed_at;
+      if (hazardsMissed) { hazardsMissed = false; drawMap(false); }
       return d.hazard_version;
-    } catch (err) { failed(err, true); return null; }  // (503 also when routing is not configured)
+    } catch (err) { hazardsMissed = true; failed(err, true); return null; }  // (503 also when routing is not configured)
   }
 
   let pending = null;
@@ -928,7 +1024,13 @@
     }, 250);
   }
 
-  function connect() {
+  /* The event stream. EventSource opens it again by itself after a connection lost, but gives up for good on an
+   * answer other than 200 (found: a 429, the server's bound of open streams per address, which the pages behind a
+   * shelter's Wi-Fi exceed, or a 503, left the page on its poll alone for the whole session). Closed so, it is
+   * opened again after a while (retryDelayMs: the 30 s the server asks for, as EventSource cannot read Retry-After,
+   * up to a minute after more tries), and once open everything is read again (events may have been missed). */
+  const STREAM_RETRY_AFTER = "30";
+  function connect(again) {
     if (!window.EventSource) return;
     const es = new EventSource("/api/v1/events");
     es.addEventListener("alert", () => refreshSoon({ alerts: true }));
@@ -936,9 +1038,23 @@
     es.addEventListener("official", () => refreshSoon({ alerts: false }));
     es.addEventListener("route", () => refreshSoon({ alerts: false }));
     // the stream broke (network, server restart): events may have been missed; when it is back, read all again
-    let broken = false;
-    es.addEventListener("error", () => { broken = true; if (navigator.onLine === false) markStale("offline"); });
-    es.addEventListener("open", () => { if (broken) { broken = false; refreshSoon({ alerts: true }); } });
+    let broken = !!again;
+    es.addEventListener("error", () => {
+      broken = true;
+      if (navigator.onLine === false) markStale("offline");
+      if (es.readyState !== EventSource.CLOSED) return;  // (reconnecting by itself)
+      es.close();
+      const before = state.streamRefused;
+      const tries = before ? before.tries + 1 : 1;
+      const delay = retryDelayMs({ retryAfter: STREAM_RETRY_AFTER }, tries);
+      const now = Date.now();
+      state.streamRefused = { since: before ? before.since : now, retryAt: now + delay, tries };
+      setTimeout(() => connect(true), delay);
+    });
+    es.addEventListener("open", () => {
+      state.streamRefused = null;
+      if (broken) { broken = false; refreshSoon({ alerts: true }); }
+    });
   }
 
   async function poll() {
@@ -948,6 +1064,13 @@
       return;
     }
     const version = await loadHazards();
+    if (version != null && state.hazardVersion === null) {
+      // the start's read of the hazards was not answered (refused for now): found, then no poll ever compared a
+      // version, and the areas it read were not drawn until an event came; now they are, and compared from here
+      state.hazardVersion = version;
+      drawMap(false);
+      return;
+    }
     if (version != null && state.hazardVersion !== null && version !== state.hazardVersion) {
       state.hazardVersion = version;
       refreshSoon({ alerts: true });
@@ -982,7 +1105,14 @@
     });
   }
 
-  async function pushOn() {
+  /* Signing up. Refused for now with a wait to keep (a 429 of the rate limit, a 503, with Retry-After), it says the
+   * server is busy and signs up again by itself after it (retryDelayMs; one pending, replaced by a click, dropped
+   * by "stop"); found: it said only "Could not sign up. Please try again." A 429 with no wait (this address's bound
+   * of subscriptions) or any other failure is a failure: try again. */
+  let pushRetry = null;
+  async function pushOn(tries) {
+    clearTimeout(pushRetry);
+    pushRetry = null;
     const status = $("push-status");
     if (!pushSupported()) { status.textContent = t("pushUnsupported"); return; }
     if (!state.pos) { status.textContent = t("pushNeedPlace"); return; }
@@ -1008,21 +1138,27 @@
       const key = (await getJSON("/api/v1/push/vapid-public-key")).public_key;
       let sub = await reg.pushManager.getSubscription();
       if (!sub) sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64uBytes(key) });
-      const r = await fetch("/api/v1/push/subscriptions", {
+      const made = await getJSON("/api/v1/push/subscriptions", {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ subscription: sub.toJSON(), areas, lang: PUSH_LANG[state.lang], drills }),
       });
-      if (!r.ok) throw new Error("HTTP " + r.status);
-      const made = await r.json();
       localStorage.setItem(PUSH_KEY, JSON.stringify({ id: made.id, token: made.unsubscribe_token }));
       status.textContent = t("pushDone");
       pushShow(true);
     } catch (err) {
+      if (err.status && err.retryAfter && refusedForNow(err)) {
+        const n = (tries || 0) + 1;
+        status.textContent = t("pushBusy");
+        pushRetry = setTimeout(() => { pushRetry = null; pushOn(n); }, retryDelayMs(err, n));
+        return;
+      }
       status.textContent = t("pushFailed");
     }
   }
 
   async function pushOff() {
+    clearTimeout(pushRetry);  // (a sign-up waiting to be tried again is not wanted any more)
+    pushRetry = null;
     const saved = JSON.parse(localStorage.getItem(PUSH_KEY) || "null");
     try {
       if (saved) {
@@ -1038,7 +1174,7 @@
   }
 
   function pushStart() {
-    $("push-on").addEventListener("click", pushOn);
+    $("push-on").addEventListener("click", () => pushOn(0));
     $("push-off").addEventListener("click", pushOff);
     let saved = null;
     try { saved = JSON.parse(localStorage.getItem(PUSH_KEY) || "null"); } catch (err) { saved = null; }
@@ -1047,6 +1183,71 @@
   }
 
   // -- start --------------------------------------------------------------------------------------------
+  /* The reads done once at start: the service (the area routes are answered for, and the hazards: without it the
+   * map has no area to show, so no view, no shelters, no roads to tap on) and the river gauges' registry (their
+   * names in the level's sources, the landmark search). Found: one the server did not answer (a 429 of the rate
+   * limit behind a busy address, a 503) was taken as an empty answer, and the page went on without it, silently,
+   * for the whole session. Each is now asked again until answered (askAgain; retryDelayMs: after Retry-After, 1 s
+   * to 60 s, never sooner than a backoff doubling up to a minute: a page left open asks at a modest pace),
+   * #start-busy says what is missing and that the page tries again, and an answer is put to use at once
+   * (startAnswered), with no reload. Another 4xx is an answer: nothing there. */
+  const START_READS = {
+    info: ["/api/v1/service", (d) => { state.info = d || {}; }],
+    stations: ["/api/v1/stations", (d) => { state.stations = (d && d.stations) || []; }],
+  };
+
+  /* read ``name`` of START_READS (tries: 0 at start, then 1, 2, … for its retries); true once answered */
+  async function startRead(name, tries) {
+    const [url, use] = START_READS[name];
+    let body = null;
+    try {
+      body = await getJSON(url);
+    } catch (err) {
+      if (askAgain(err)) {
+        const delay = retryDelayMs(err, tries + 1);
+        const now = Date.now();
+        const before = state.startPending[name];
+        state.startPending[name] = { since: before ? before.since : now, retryAt: now + delay, tries: tries + 1,
+          busy: refusedForNow(err) };
+        setTimeout(async () => { if (await startRead(name, tries + 1)) startAnswered(name); }, delay);
+        renderStartBusy();
+        return false;
+      }
+    }
+    delete state.startPending[name];
+    use(body);
+    renderStartBusy();
+    return true;
+  }
+
+  /* a read of start answered on a retry: what it is for, at once */
+  function startAnswered(name) {
+    if (name === "info") {
+      applyTexts();  // (the hazards offered)
+      if (!map.view) fitView();  // the service area shown (unless a place is shown already)
+      drawMap(false);
+    } else {
+      renderLevel();  // the gauges by their names in the page's language
+      const busy = state.pickBusy;
+      if (busy && busy.retryAt === null && $("landmark").value.trim() === busy.text) runSearch();
+    }
+  }
+
+  function renderStartBusy() {
+    const box = $("start-busy");
+    if (!box) return;
+    const missing = Object.keys(state.startPending);
+    if (!missing.length) {
+      box.hidden = true;
+      box.textContent = "";
+      return;
+    }
+    const busy = missing.some((k) => state.startPending[k].busy);
+    const what = listJoin(missing.map((k) => t(k === "info" ? "startInfo" : "startStations")));
+    box.textContent = [t(busy ? "startBusy" : "startFailed", { what }), t("startRetry")].join(" ");
+    box.hidden = false;
+  }
+
   async function start() {
     const asked = new URLSearchParams(location.search).get("lang");
     // else the language the server chose from Accept-Language (api/language.py, as for every API answer)
@@ -1087,14 +1288,12 @@
     pushStart();
     $("print").addEventListener("click", () => { $("print-time").textContent = t("printed", { time: fmtTime(null, true) }); window.print(); });
 
-    const [info, stations] = await Promise.all([
-      getJSON("/api/v1/service").catch(() => ({})),
-      getJSON("/api/v1/stations").catch(() => ({ stations: [] })),
+    // the area routes are answered for (the road network's extent; outside it the route query answers 422) and the
+    // gauges; each asked again until answered (startRead)
+    await Promise.all([
+      startRead("info", 0), startRead("stations", 0),
       loadAlerts(), loadHazards().then((v) => { if (v != null) state.hazardVersion = v; }),
     ]);
-    // the area routes are answered for (the road network's extent); outside it the route query answers 422
-    state.info = info || {};
-    state.stations = stations.stations || [];
     applyTexts();
     fitView();
     drawMap(false);
