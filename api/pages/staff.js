@@ -288,7 +288,7 @@
       const td = el("td", { "data-label": tx("検討 / Consider", "Consider") });
       if (o.suggested_order) {
         const label = tx(`${o.suggested_order}（レベル${o.level}）を発令 / Issue level ${o.level}`,
-          `Issue level ${o.level}: ${orderName(o.suggested_order)}`);
+          `Issue ${orderName(o.suggested_order)} (Level ${o.level})`);
         const b = el("button", { type: "button", class: "danger issue-suggested" }, label);
         b.setAttribute("aria-label", label + ": " + tx(o.names["ja-JP"], o.names["en-US"]) + " " + town);
         b.addEventListener("click", async () => {

@@ -230,7 +230,7 @@ def test_a_level_refused_by_the_rate_limit_stays_shown_marked_out_of_date_and_is
         assert {k: marked[k] for k in ("num", "name", "action", "data", "level")} == \
             {k: level[k] for k in ("num", "name", "action", "data", "level")}, (level, marked)
         assert marked["card"] == "server" and "サーバーから最新の情報を取得できません。" in marked["stale"], marked
-        assert re.search(r"表示は\d{1,2}:\d{2}時点の情報", marked["stale"]), marked
+        assert re.search(r"表示は\d{1,2}:\d{2}（日本時間）時点の情報", marked["stale"]), marked
         assert _shown_texts(page)["line"] and len(routes.asked) == asked, routes.asked  # the route shown stays
         # the budget back, the next poll asks again and the level is current once more
         served.refill()

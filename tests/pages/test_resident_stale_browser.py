@@ -212,8 +212,9 @@ def test_a_gauge_level_is_named_as_the_gauges_information_and_an_issued_order_by
 
 
 STALE = {"en": ("Connection lost.", "What is shown dates from {time}", "as of {time}"),
-         "ja": ("接続が切れています。", "表示は{time}時点の情報", "{time}時点"),
-         "ja-easy": ("インターネットに つながって いません。", "{time}の ものです", "{time}の じょうほう")}
+         "ja": ("接続が切れています。", "表示は{time}（日本時間）時点の情報", "{time}（日本時間）時点"),
+         "ja-easy": ("インターネットに つながって いません。", "{time}（にほんの じかん）の ものです",
+                     "{time}（にほんの じかん）の じょうほう")}
 
 
 def _stale_box(page: Page) -> dict[str, Any]:
@@ -270,7 +271,7 @@ def test_with_the_database_down_the_page_says_so_and_clears_it_when_answers_are_
             page.clock.fast_forward(LEVEL_MAX_AGE_MS + POLL_MS)
             page.wait_for_function("() => !document.getElementById('stale').hidden", timeout=WAIT_MS)
             box = _stale_box(page)
-            assert "サーバーから最新の情報を取得できません" in box["text"] and re.search(r"\d{1,2}:\d{2}時点", box["text"]), box
+            assert "サーバーから最新の情報を取得できません" in box["text"] and re.search(r"\d{1,2}:\d{2}（日本時間）時点", box["text"]), box
             assert box["card"] == "server", box
             shot(page, "resident-database-down-ja")
         finally:
