@@ -8,27 +8,8 @@ Found by a tester: ``/api/v1/level?municipality=07203%0A``, ``/stations/DT-G01/r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
-
-from api.app import create_app
-from sonae.config import Settings
-from tests.api_support import signed_in, start_client
-
-
-@pytest.fixture
-async def admin_client(pool: asyncpg.Pool, unlimited_settings: Settings) -> AsyncIterator[tuple[TestClient, str]]:
-    client = await start_client(create_app(pool=pool, settings=unlimited_settings))
-    async with pool.acquire() as conn:
-        token = (await signed_in(conn, (("pref-admin", "admin", None),), "correct horse battery"))["pref-admin"]
-    try:
-        yield client, token
-    finally:
-        await client.close()
-
 
 CASES = [  # (target, the parameter named)
     *[(f"{path}?municipality=07203%0A", "municipality") for path in (

@@ -15,23 +15,18 @@ a free-form pattern, its rule); a path outside a route's own form names no resou
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import find, given
 from hypothesis import strategies as st
 from jsonschema.exceptions import best_match
 
-from api.app import create_app
 from api.openapi import NO_NUL, comma_list, document
 from api.validation import coerce, validator_of
 from evac.hazards import HAZARD_TYPES
-from sonae.config import Settings
-from tests.api_support import signed_in, start_client
 
 #: values of the named formats, for required parameters beside the one under test
 FORMAT_EXAMPLES = {"municipality-code": "072036", "date-time": "2026-07-12T09:00", "bbox": "140.3,37.3,140.5,37.5",
@@ -88,17 +83,6 @@ def _cases() -> list[tuple[str, str, dict[str, Any], str]]:
 
 
 CASES = _cases()
-
-
-@pytest.fixture
-async def admin_client(pool: asyncpg.Pool, unlimited_settings: Settings) -> AsyncIterator[tuple[TestClient, str]]:
-    client = await start_client(create_app(pool=pool, settings=unlimited_settings))
-    async with pool.acquire() as conn:
-        token = (await signed_in(conn, (("pref-admin", "admin", None),), "correct horse battery"))["pref-admin"]
-    try:
-        yield client, token
-    finally:
-        await client.close()
 
 
 async def _ask(client: TestClient, token: str, method: str, path: str, operation: dict[str, Any], name: str,
