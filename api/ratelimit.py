@@ -42,13 +42,11 @@ def client_address(request: web.Request, *, trust_forwarded_for: bool) -> str:
     that holds no IP address (``unknown``, garbage) counts as the peer, the proxy that sent it (found: each new
     garbage text, ``unknown1``, ``unknown2``…, was a client of its own with a full budget)."""
     if trust_forwarded_for:
-        for header in request.headers.getall("X-Forwarded-For", ()):
-            for hop in header.split(","):
-                if hop.strip():
-                    network = address_network(hop)
-                    if network is not None:
-                        return network
-                    return client_network(request.remote or "unknown")
+        hops = (hop for header in request.headers.getall("X-Forwarded-For", ()) for hop in header.split(","))
+        first = next((hop for hop in hops if hop.strip()), None)
+        network = None if first is None else address_network(first)
+        if network is not None:
+            return network
     return client_network(request.remote or "unknown")
 
 
