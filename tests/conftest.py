@@ -37,7 +37,22 @@ from sonae.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sonae.migrations import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+
+
+def _shared_data_folder() -> Path:
+    """The real public data set: ``$SONAE_SHARED_DATA``, else ``shared/data`` beside the project or one of
+    its parent folders (a git worktree under ``wt/NAME`` finds the one beside the main checkout), else
+    where it would be beside the project (tests that need it then skip)."""
+    named = os.environ.get("SONAE_SHARED_DATA")
+    if named:
+        return Path(named)
+    for folder in ROOT.parents:
+        if (folder / "shared" / "data").is_dir():
+            return folder / "shared" / "data"
+    return ROOT.parent / "shared" / "data"
+
+
+SHARED = _shared_data_folder()
 BACKENDS = ("plain", "timescale")
 PG15 = Path("/usr/lib/postgresql/15/bin/postgres")
 

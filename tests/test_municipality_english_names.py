@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,8 +18,9 @@ from hypothesis import strategies as st
 
 from ingest.municipalities import english_name, packaged_municipalities, parse_municipalities
 from sonae.migrations import choose_backend, discover, migrate
+from tests.conftest import SHARED as SHARED_DATA_FOLDER
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "municipalities" / "japan_municipalities.csv"
+SHARED = SHARED_DATA_FOLDER / "municipalities" / "japan_municipalities.csv"
 KIND = {"市": "City", "町": "Town", "村": "Village", "区": "City"}
 
 

@@ -25,8 +25,8 @@ from ingest.municipalities import MunicipalityListError, load_municipalities
 from ingest.registry import RegistryError, load_stations
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError, decode_text, read_text_file
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # text PostgreSQL can store (no NUL; the utf-8 codec excludes surrogates)
