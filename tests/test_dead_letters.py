@@ -15,9 +15,10 @@ import pytest
 from ingest.housekeeping import housekeeping_loop
 from ingest.retention import delete_expired_dead_letters
 from ingest.store import DeadLetter, write_batch
-from sonae.migrations import discover, migrate, uses_timescale
+from sonae.migrations import migrate
 from tests.conftest import with_database
 from tests.ingest_support import count, wait_until
+from tests.migration_support import schema_before
 
 TOPIC = "sonae/v1/072036/g1/level"
 
@@ -90,17 +91,7 @@ async def old_database(pg_server_url: str) -> AsyncIterator[asyncpg.Connection]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     conn = await asyncpg.connect(with_database(pg_server_url, name))
     try:
-        if await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"):
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        variant = "timescale" if await uses_timescale(conn) else "plain"
-        await conn.execute("""CREATE TABLE sonae_migrations (component text NOT NULL, version int NOT NULL,
-                              name text NOT NULL, variant text, applied_at timestamptz NOT NULL DEFAULT now(),
-                              PRIMARY KEY (component, version))""")
-        for m in discover("ingest"):
-            if m.version <= 4 and m.variant in (None, variant):
-                await conn.execute(m.sql)
-                await conn.execute("INSERT INTO sonae_migrations VALUES ('ingest', $1, $2, $3)", m.version, m.name,
-                                   m.variant)
+        await schema_before(conn, 5)
         yield conn
     finally:
         await conn.close()

@@ -18,7 +18,8 @@ from ingest.contract import Reading
 from ingest.registry import edit_station, get_station
 from ingest.store import write_batch
 from sonae.config import Settings
-from sonae.migrations import choose_backend, discover, migrate
+from sonae.migrations import migrate
+from tests.migration_support import schema_before
 
 LADDERS = {  # id: (gauge_type, th_standby, th_caution, th_evacuation, th_danger, th_obs_start, th_crisis, th_overflow)
     "tidal": ("flood_forecast", -1.0, -0.5, -0.2, 0.0, None, None, None),  # a gauge on T.P. below sea level
@@ -31,15 +32,7 @@ LADDERS = {  # id: (gauge_type, th_standby, th_caution, th_evacuation, th_danger
 
 async def _before_076(conn: asyncpg.Connection) -> None:
     """The ingest schema as it was before 076, recorded as applied (so a migration run takes it from there)."""
-    variant = await choose_backend(conn)
-    await conn.execute("""CREATE TABLE sonae_migrations (component text NOT NULL, version int NOT NULL,
-                          name text NOT NULL, variant text, applied_at timestamptz NOT NULL DEFAULT now(),
-                          PRIMARY KEY (component, version))""")
-    for m in discover("ingest"):
-        if m.version < 76 and m.variant in (None, variant):
-            await conn.execute(m.sql)
-            await conn.execute("INSERT INTO sonae_migrations VALUES ('ingest', $1, $2, $3)", m.version, m.name,
-                               m.variant)
+    await schema_before(conn, 76)
     for sid, (gauge, *th) in LADDERS.items():
         await conn.execute(
             """INSERT INTO stations (id, name, kind, gauge_type, municipality_code, th_standby, th_caution,

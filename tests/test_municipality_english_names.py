@@ -17,8 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.municipalities import english_name, packaged_municipalities, parse_municipalities
-from sonae.migrations import choose_backend, discover, migrate
+from sonae.migrations import migrate
 from tests.conftest import SHARED as SHARED_DATA_FOLDER
+from tests.migration_support import schema_before
 
 SHARED = SHARED_DATA_FOLDER / "municipalities" / "japan_municipalities.csv"
 KIND = {"市": "City", "町": "Town", "村": "Village", "区": "City"}
@@ -64,15 +65,7 @@ def test_only_a_known_kind_word_of_a_known_kind_is_turned(stem: str, kind: str, 
 async def test_a_database_loaded_before_gets_the_english_names(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        variant = await choose_backend(conn)
-        await conn.execute("""CREATE TABLE sonae_migrations (component text NOT NULL, version int NOT NULL,
-                              name text NOT NULL, variant text, applied_at timestamptz NOT NULL DEFAULT now(),
-                              PRIMARY KEY (component, version))""")
-        for m in discover("ingest"):
-            if m.version < 82 and m.variant in (None, variant):
-                await conn.execute(m.sql)
-                await conn.execute("INSERT INTO sonae_migrations VALUES ('ingest', $1, $2, $3)", m.version, m.name,
-                                   m.variant)
+        await schema_before(conn, 82)
         await conn.executemany("INSERT INTO municipalities (code, name_ja, name_en) VALUES ($1, $2, $3)", [
             ("072036", "郡山市", "Koriyama Shi"), ("073644", "檜枝岐村", "Hinoemata Mura"),
             ("074080", "猪苗代町", "Inawashiro Machi"), ("131016", "千代田区", "Chiyoda Ku"),
