@@ -102,6 +102,13 @@ STEPPED_DOWN = "lowered by time: below the threshold for the dwell, no newer rea
 #: the default plausible rate of change of a river stage, m/h (see :class:`RuleConfig`)
 MAX_RATE_M_PER_H = 6.0
 
+#: how far, in metres, binary floating point may miss a line the rules draw from decimal stages: a nanometre, a
+#: million times finer than any gauge reports (1 mm), far coarser than the rounding of a stage up to 2,000 m
+#: (about 1e-13 m). Stages and thresholds are decimals, but ``6.4 - 0.1`` is 6.300000000000001 and ``0.4 - 0.1``
+#: 0.30000000000000004: without it a stage exactly on the hold line (threshold - ``hysteresis_m``) fell below
+#: it, and a step of exactly ``min_step_m`` was beyond the plausible rate (tests/alerting/test_alerting_decimal_edges.py)
+LINE_TOLERANCE_M = 1e-9
+
 
 @dataclass(frozen=True)
 class RuleConfig:
@@ -418,7 +425,8 @@ class StationRules:
     # -- river level -----------------------------------------------------------------------------
     def _plausible(self, prev: tuple[float, float], ts: float, value: float) -> bool:
         dt_h = abs(ts - prev[0]) / 3600.0
-        return abs(value - prev[1]) <= max(self.config.min_step_m, self.config.max_rate_m_per_h * dt_h)
+        allowed = max(self.config.min_step_m, self.config.max_rate_m_per_h * dt_h)
+        return abs(value - prev[1]) <= allowed + LINE_TOLERANCE_M  # (at exactly the allowed step: plausible)
 
     def _level(self, r: Reading) -> list[Transition]:
         s = self.state
@@ -547,7 +555,9 @@ class StationRules:
             if level == LEVEL3 and trend:
                 hold = level
                 break
-            if th is not None and value >= th - c.hysteresis_m and level_for(self.steps, th) == level:
+            # at or above the hold line, a stage exactly on it included (LINE_TOLERANCE_M)
+            if (th is not None and value >= th - c.hysteresis_m - LINE_TOLERANCE_M
+                    and level_for(self.steps, th) == level):
                 hold = level
                 break
         target = max(candidate, hold)

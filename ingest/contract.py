@@ -287,6 +287,18 @@ def _number(raw: Any, what: str) -> float:
     return unsigned(value)
 
 
+#: decimal places a value keeps after a unit's factor or a SenML base value is applied (:func:`_decimal`)
+_SCALED_DIGITS = 9
+
+
+def _decimal(value: float) -> float:
+    """A value computed from decimals (a unit's factor, a SenML base value plus a value) as the decimal it stands
+    for: rounded to a nanometre (a nanometre of rain), far below any sensor's resolution and far above binary
+    floating point's error. Found: ``560 * 0.01`` is 5.6000000000000005, stored and shown so, and the same
+    stage sent as 5.6 m was a ``conflicting_value`` dead letter."""
+    return round(value, _SCALED_DIGITS) if math.isfinite(value) else value
+
+
 def _plausible(kind: str, value: float) -> float:
     if not math.isfinite(value):
         raise PayloadError("not_finite", f"{kind} is not a finite number")
@@ -430,7 +442,9 @@ class Parser:
             raise PayloadError("bad_shape", "field 'value' is missing")
         value = _number(item["value"], "value")
         if t.kind == "level":
-            value *= _factor(item.get("unit", "m"), _LEVEL_UNITS, "unit")
+            factor = _factor(item.get("unit", "m"), _LEVEL_UNITS, "unit")
+            if factor != 1.0:
+                value = _decimal(value * factor)
         else:
             _factor(item.get("unit", "mm"), {"mm": 1.0}, "rainfall unit")
         ts = parse_time(item.get("ts"), now=now, max_future=self.max_future)
@@ -498,6 +512,8 @@ class Parser:
                         and kind != "status"):
                     # the common record (n, v, u, t): resolved inline; anything else takes the checked path
                     value = (bv + v) * factor
+                    if bv or factor != 1.0:
+                        value = _decimal(value)
                     low, high = PLAUSIBLE[kind]
                     if not low <= value <= high:  # NaN and inf fail too
                         value = _plausible(kind, value)
@@ -553,7 +569,8 @@ class Parser:
             raise PayloadError("bad_senml", f"record {index} has no numeric value 'v'")
         unit = rec["u"] if "u" in rec else base.bu if base.bu is not None else next(iter(units))
         factor = _factor(unit, units, f"record {index}: unit for {kind}")
-        return _plausible(kind, (base.bv + _number(rec["v"], f"record {index}: v")) * factor)
+        value = (base.bv + _number(rec["v"], f"record {index}: v")) * factor
+        return _plausible(kind, _decimal(value) if base.bv or factor != 1.0 else value)
 
 
 def encode_reading(*, value: float, ts: datetime | float, unit: str = "m", seq: int | None = None,

@@ -28,6 +28,7 @@ from typing import Any
 from simulators.fleet import Fleet
 from simulators.manager import register_stations
 from simulators.progress import ProgressDisplay, summary
+from simulators.replay import DEFAULT_DATA_DIR
 from simulators.scenario import (
     REPLAY_FORMATS,
     ReplaySpec,
@@ -44,7 +45,7 @@ from sonae.municipality_code import DRILL_TOWN_CODE
 
 log = logging.getLogger("sonae.simulators.command")
 
-SHARED_RIVER_LEVELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "river_levels"
+SHARED_RIVER_LEVELS = DEFAULT_DATA_DIR  # the rule of simulators.replay.default_data_dir
 DEFAULT_REPLAY_FILES = {
     "jiseiji": "yamaguchi_kotogawa_jiseiji_level_and_kotogawa_dam_2023-06_to_2023-08_10min.csv.gz",
     "mlit": "mlit_kriver_fukushima_gauges_over_threshold_2025-09_to_2026-08.csv.gz",
@@ -188,6 +189,9 @@ def scenario_from_args(args: argparse.Namespace) -> tuple[Scenario, float | None
         if fmt not in REPLAY_FORMATS or len(rest) > 1:
             raise ScenarioError(f"--replay: expected FORMAT [FILE] with FORMAT one of {', '.join(REPLAY_FORMATS)}")
         path = Path(rest[0]) if rest else Path(replay_dir or SHARED_RIVER_LEVELS) / DEFAULT_REPLAY_FILES[fmt]
+        if not rest and not path.is_file():
+            raise ScenarioError(f"--replay {fmt}: the shared data set's {path.name} is not in {path.parent}; name the "
+                                "file (--replay FORMAT FILE) or its folder (SONAE_SIMULATORS_DATA_DIR)")
         scenario = Scenario(name=f"replay-{fmt}", accel=60.0,
                             replay=ReplaySpec(format=fmt, path=path, start=args.replay_from, end=args.replay_to,
                                               stations=tuple(args.station),

@@ -295,7 +295,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("state.dir", str, ".state", "State directory: embedded databases, caches, graphs."),
     Setting("simulators.data_dir", str, "",
             "Directory of replay files; scenarios name a file in it ([replay] file = NAME), never a path. "
-            "Empty: ../shared/data/river_levels beside the checkout."),
+            "Empty: shared/data/river_levels beside the checkout or one of its parent folders, the nearest first."),
     Setting("simulators.demo_time_scale", float, 30.0,
             "How many times faster than real time the demo river of `sonae run --simulate` runs (1 to 600): "
             "30 shows a 2.5-hour flood in 5 minutes, 150 in 1 minute. Its gauges publish one reading a minute of "

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from simulators import command
 from simulators.fleet import Fleet
+from simulators.replay import default_data_dir
 from simulators.scenario import ScenarioError, load_scenario, loads_scenario, parse_duration
 from tests.simulators.support import SCENARIOS, jiseiji_file, mlit_file
 
@@ -84,3 +88,41 @@ def test_a_dropout_too_short_for_the_wall_clock_is_told_and_the_drills_is_not() 
     assert len(Fleet(mid_run.with_overrides(accel=math.inf)).unseen_dropouts(3.0)) == 1
     assert Fleet(mid_run.with_overrides(accel=1.0)).unseen_dropouts(3.0) == []  # live: 90 min ≥ 30 min
     assert Fleet(mid_run).unseen_dropouts(10.0) == []  # 100 min to be silent: the gap is too short anyway
+
+
+@pytest.mark.parametrize("checkout", ["sonae", "wt/break30", "wt/a/b"])
+def test_replay_files_are_found_beside_the_checkout_or_a_parent_folder(tmp_path: Path, checkout: str) -> None:
+    """``simulators.data_dir`` empty: the shared data set beside the checkout or beside a parent folder (a git
+    worktree under ``wt/NAME``), the nearest first. Found: only the folder beside the checkout was looked at, so
+    in a worktree the documented replays said the shared files did not exist."""
+    module = tmp_path / checkout / "simulators" / "replay.py"
+    module.parent.mkdir(parents=True)
+    module.touch()
+    (tmp_path / "shared" / "data" / "river_levels").mkdir(parents=True)
+    assert default_data_dir(module) == tmp_path / "shared" / "data" / "river_levels"
+    nearer = module.parents[2] / "shared" / "data" / "river_levels"
+    nearer.mkdir(parents=True, exist_ok=True)
+    assert default_data_dir(module) == nearer
+
+
+def test_replay_files_nowhere_are_looked_for_beside_the_checkout(tmp_path: Path) -> None:
+    module = tmp_path / "a" / "checkout" / "simulators" / "replay.py"
+    module.parent.mkdir(parents=True)
+    assert default_data_dir(module) == tmp_path / "a" / "shared" / "data" / "river_levels"
+
+
+def test_a_default_replay_file_that_is_missing_names_the_setting(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SONAE_SIMULATORS_DATA_DIR", str(tmp_path))
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    with pytest.raises(ScenarioError, match="SONAE_SIMULATORS_DATA_DIR"):
+        command.scenario_from_args(parser.parse_args(["--replay", "mlit"]))
+
+
+def test_the_documented_replay_runs_with_the_default_folder() -> None:
+    mlit_file()  # skips without the shared data set
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    scenario, _ = command.scenario_from_args(parser.parse_args(["--replay", "mlit", "--station", "0700000003"]))
+    assert next(iter(Fleet(scenario).deliveries()), None) is not None
