@@ -20,7 +20,7 @@ JST = timezone(timedelta(hours=9), "JST")
 #: string: '٢٠٢٦-07-12'" told to the public)
 TIME_RULE = ("expected a date or date-time such as 2026-07-12, 2026-07-12T09:00 or 2026-07-12T09:00+09:00 "
              "(without an offset it is Japan time): ASCII digits, offsets within ±24 h, nothing before or after "
-             "it (no spaces or line breaks)")
+             "it and no space but one between date and time (no line breaks)")
 
 
 #: a time of day whose seconds are 60 (a leap second, RFC 3339 §5.6 ``time-second = 2DIGIT ; 00-58, 59, 60``)
@@ -63,6 +63,17 @@ def from_iso_format(text: str, *, zone: tzinfo | None = None) -> datetime:
     return ts
 
 
+def _spaced_well(text: str) -> bool:
+    """Whether a space in ``text`` can only be the one between a date and its time (``2026-07-12 09:00``,
+    RFC 3339 §5.6's note; common in CSV files). Python's ``fromisoformat`` also takes one before the offset
+    (``2026-07-12T09:00 +09:00``), which neither ISO 8601 nor RFC 3339 allows and :data:`TIME_RULE` refuses
+    in words (found by breaking the ingest with device payloads)."""
+    if " " not in text:
+        return True
+    date, _, time = text.partition(" ")
+    return " " not in time and "T" not in date.upper() and time[:1].isdigit()
+
+
 def parse_iso_time(text: str) -> datetime:
     """Parse an ISO 8601 date or date-time into an aware UTC ``datetime``; no offset means JST.
 
@@ -77,7 +88,7 @@ def parse_iso_time(text: str) -> datetime:
         When ``text`` is not ISO 8601 (``datetime.fromisoformat``'s grammar) in ASCII printable characters; the
         message is :data:`TIME_RULE` in words.
     """
-    if not (text.isascii() and text.isprintable()) or text != text.strip():
+    if not (text.isascii() and text.isprintable()) or text != text.strip() or not _spaced_well(text):
         raise ValueError(TIME_RULE)
     ts = from_iso_format(text.replace("Z", "+00:00").replace("z", "+00:00"), zone=JST)
     return ts.astimezone(UTC)

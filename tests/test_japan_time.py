@@ -32,6 +32,21 @@ def test_an_offset_means_what_it_says_and_none_means_japan_time(local: datetime,
     assert parse_iso_time(local.isoformat() + "Z") == local.replace(tzinfo=UTC)
 
 
+@settings(max_examples=200)
+@given(local=times, offset_min=st.integers(-14 * 60, 14 * 60), utc=st.booleans(), at=st.integers(0, 40))
+def test_a_space_is_taken_only_between_date_and_time(local: datetime, offset_min: int, utc: bool, at: int) -> None:
+    """``fromisoformat`` also takes a space before the offset (found: ``2026-11-29T01:20:00 +09:00`` in a device
+    payload was stored); the rule takes one space, in place of the ``T``, and refuses a space anywhere else."""
+    written = local.replace(tzinfo=UTC if utc else timezone(timedelta(minutes=offset_min))).isoformat()
+    assert parse_iso_time(written.replace("T", " ")) == parse_iso_time(written)
+    at = min(at, len(written))
+    with pytest.raises(ValueError, match="no space but one between date and time"):
+        parse_iso_time(written[:at] + " " + written[at:])
+    before_offset = written[:19] + " " + written[19:] if len(written) > 19 else written + " Z"
+    with pytest.raises(PayloadError):
+        Parser().parse(TOPIC, f'{{"ts": "{before_offset}", "value": 1.5}}'.encode(), now=NOW)
+
+
 def test_a_date_alone_is_midnight_in_japan() -> None:
     assert parse_iso_time("2026-07-12") == datetime(2026, 7, 11, 15, tzinfo=UTC)
 
