@@ -64,7 +64,7 @@ def _hidden_bmp_class() -> str:
     ranges: list[list[int]] = []
     for cp in range(0x10000):
         ch = chr(cp)
-        if (ch in _BLANK_LETTERS or unicodedata.category(ch) in _HIDDEN_CATEGORIES) and unicodedata.category(ch) != "Cn":
+        if (ch in _BLANK_LETTERS or unicodedata.category(ch) in _HIDDEN_CATEGORIES) and unicodedata.category(ch) not in {"Cn", "Cs"}:
             if ranges and ranges[-1][1] == cp - 1:
                 ranges[-1][1] = cp
             else:
@@ -75,8 +75,9 @@ def _hidden_bmp_class() -> str:
 #: the characters of the rule (:func:`hidden_character`) up to U+FFFF, as the body of a regular-expression character
 #: class (``"[^" + HIDDEN_BMP_CLASS + "]"``) that ECMA-262 (an OpenAPI ``pattern``) and Python's ``re`` read alike:
 #: controls, format characters (bidirectional U+202A-U+202E, U+2066-U+2069, zero-width U+200B-U+200F…), line and
-#: paragraph separators, surrogates, private use, the letters that show as a blank. Unassigned code points (which
-#: differ between Unicode versions) and the characters above U+FFFF (``\\u{…}`` is ECMA-262's only, ``\\U…`` Python's
+#: paragraph separators, private use, the letters that show as a blank. Unassigned code points (which differ between
+#: Unicode versions), lone surrogates (no UTF-8 text holds one; a range of them is a pattern test generators cannot
+#: use) and the characters above U+FFFF (``\\u{…}`` is ECMA-262's only, ``\\U…`` Python's
 #: only) are left to :func:`refused_text`, which whoever stores the text applies.
 HIDDEN_BMP_CLASS = _hidden_bmp_class()
 

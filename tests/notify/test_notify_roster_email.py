@@ -20,8 +20,9 @@ from sonae.nametext import hidden_character
 
 KORIYAMA = "072036"
 HIDDEN = ["\u202e", "\u202a", "\u2066", "\u2069", "\u200b", "\u200f", "\u061c", "\ufeff", "\u00ad", "\x00", "\x1b",
-          "\x85", "\u2028", "\u3164", "\ue000", "\ud800"]
-BEYOND_THE_PATTERN = ["\U000e0001", "\U000f0000", "\U0001d173"]  # tag, private use, musical format: above U+FFFF
+          "\x85", "\u2028", "\u3164", "\ue000"]
+#: what only the store refuses: above U+FFFF (a tag, private use, a musical format character) and a lone surrogate
+BEYOND_THE_PATTERN = ["\U000e0001", "\U000f0000", "\U0001d173", "\ud800"]
 
 
 @pytest.mark.parametrize("char", HIDDEN)
@@ -33,10 +34,10 @@ def test_the_pattern_refuses_every_hidden_character(char: str, where: str) -> No
     assert store.email_problem(email) is not None
 
 
-@given(st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=["Cn"]), min_size=1, max_size=6),
-       st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=["Cn"]), min_size=1, max_size=6))
+@given(st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=["Cn", "Cs"]), min_size=1, max_size=6),
+       st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=["Cn", "Cs"]), min_size=1, max_size=6))
 def test_pattern_and_store_agree_below_u_ffff(local: str, domain: str) -> None:
-    """For assigned characters up to U+FFFF the document's pattern and the stored rule are one rule."""
+    """For assigned characters up to U+FFFF (surrogates aside) the document's pattern and the stored rule are one rule."""
     email = f"{local}@{domain}"
     assert (ecma_regex(EMAIL_PATTERN).search(email) is not None) == (store.email_problem(email) is None), email
 
