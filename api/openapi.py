@@ -174,7 +174,7 @@ def _map_link(kinds: list[str], ref: dict[str, Any]) -> dict[str, Any]:
     """The body of PUT /api/v1/hazard-maps/{map_id}/link for these kinds: a jma_area names a municipality."""
     return {"type": "object", "required": ["kind", "ref", "at_level"], "properties": {
         "kind": {"type": "string", "enum": kinds}, "ref": ref,
-        "at_level": {"type": "integer", "minimum": 1, "maximum": 5}, "phenomenon": {"type": "string"}}}
+        "at_level": {"type": "integer", "minimum": 1, "maximum": 5}, "phenomenon": {"type": "string", "format": "exact-text"}}}
 
 
 NGSI_ENTITY: dict[str, Any] = {"type": "object", "required": ["id", "type"],
@@ -450,7 +450,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/v1/hazard-maps/{map_id}/link"): {
         "summary": "Put a hazard map in force while a gauge, river or JMA warning area is at a 警戒レベル",
         "tags": ["staff"], "security": STAFF, "parameters": [p("map_id")],
-        "requestBody": body({"oneOf": [_map_link(["gauge", "river"], {"type": "string", "pattern": "[^" + SPACE + "]",
+        "requestBody": body({"oneOf": [_map_link(["gauge", "river"], {"type": "string", "format": "exact-text", "minLength": 1,
                                                                       "description": "the station id or river name"}),
                                         _map_link(["jma_area"], MUNI_CODE)]}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
