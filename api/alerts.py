@@ -33,6 +33,7 @@ from api.params import municipality as municipality_filter
 from api.problems import Problem
 from api.ratelimit import client_address
 from api.vary import vary
+from sonae.exacttext import EXACT_RULE
 
 routes = web.RouteTableDef()
 
@@ -216,9 +217,13 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     last: int | None = None
     if raw_last:
-        if not ascii_digits(raw_last.strip()):
-            raise Problem(400, "Bad Request", "Last-Event-ID must be an event id (a whole number)")
-        last = int(raw_last.strip())
+        # the id as this stream sent it (the header's surrounding blanks are no part of a field value, RFC 9110
+        # §5.5, and aiohttp drops them); the query's last_event_id is taken exactly (found: last_event_id=5%0A
+        # was trimmed and taken as 5)
+        if not ascii_digits(raw_last):
+            raise Problem(400, "Bad Request", f"Last-Event-ID must be an event id (a whole number in ASCII digits), "
+                          f"{EXACT_RULE}")
+        last = int(raw_last)
     headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if request.method == hdrs.METH_HEAD:
         # the stream's head only (RFC 9110 §9.3.2): aiohttp writes whatever a prepared stream is given, so a

@@ -262,7 +262,12 @@ async def list_shelters(request: web.Request) -> web.Response:
     fmt = choice(request, "format", ("geojson", "json", "csv"), "geojson")
     box = bbox(request)
     limit = integer(request, "limit", 1, MAX_LIMIT)
-    words = request.query.get("q", "").strip() or None
+    # free-text search words as typed into a search box: the spaces around them are no part of what is searched
+    # for, so they are trimmed (q=" 公民館 " finds what q="公民館" finds), as a search box does; that is the one
+    # trimming, of spaces only. A line break, tab or other control or invisible character is refused by the
+    # parameter's format (printable, api.validation) before this, and again here: refused, not trimmed (a bare
+    # .strip() would take "公民館\n" as "公民館")
+    words = request.query.get("q", "").strip(" ") or None
     if words is not None and (len(words) > MAX_QUERY_CHARS or not words.isprintable()):
         raise bad("q", f"parameter 'q' must be printable text of at most {MAX_QUERY_CHARS} characters")
     async with request.app[POOL].acquire() as conn:

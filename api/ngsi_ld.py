@@ -38,7 +38,7 @@ from ngsi import entities as E
 from ngsi import store
 from ngsi.query import QueryError, compile_pattern, geo_matches, matches, parse_geo, parse_q
 from sonae.exacttext import EXACT_RULE, loose_end
-from sonae.japantime import parse_query_time
+from sonae.japantime import parse_query_time, query_time_refusal
 
 routes = web.RouteTableDef()
 
@@ -297,7 +297,7 @@ def _time(request: web.Request, name: str) -> datetime:
     try:  # without an offset: Japan time, the rule of every Sonae time parameter (sonae.japantime)
         return parse_query_time(raw)
     except ValueError:
-        raise bad_request(f"{name} must be an ISO 8601 date-time from 1900 to 2199") from None
+        raise bad_request(query_time_refusal(name, raw)) from None
 
 
 def _window(request: web.Request, *, last_n: int | None) -> tuple[datetime, datetime]:

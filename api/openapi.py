@@ -20,7 +20,15 @@ from api.language import ACCEPTED, TAG_PATTERN
 from evac.graph import PROFILE_NAMES
 from evac.hazards import HAZARD_TYPES
 from ingest.contract import STATION_ID_JSON_PATTERN, STATION_ID_RULE
-from notify.store import MAX_AREAS, RADIUS_M, WEBHOOK_CONDITIONS, WEBHOOK_FORMATS, WEBHOOK_LEVELS
+from notify.store import (
+    EMAIL_TEXT_RULE,
+    MAX_AREAS,
+    RADIUS_M,
+    WEBHOOK_CONDITIONS,
+    WEBHOOK_FORMATS,
+    WEBHOOK_LEVELS,
+)
+from sonae.nametext import HIDDEN_BMP_CLASS
 
 routes = web.RouteTableDef()
 
@@ -145,6 +153,10 @@ BBOX = {"type": "string", "format": "bbox"}
 #: so a value one side accepts the other refused (schemathesis: "schema-valid request rejected")
 SPACE = "\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
 _URL_TAIL = "(:" + PORT + ")?(/[^" + SPACE + "]*)?$"
+#: an on-call address (notify.store.email_problem is the rule whoever stores one applies): one @, no spaces and none
+#: of the characters of the shown-text rule (sonae.nametext; found: "a\u202e@b.jp" and "a\u200b@b.jp" were taken)
+EMAIL_PATTERN = "^[^@" + SPACE + HIDDEN_BMP_CLASS + "]+@[^@" + SPACE + HIDDEN_BMP_CLASS + "]+$"
+EMAIL_RULE = EMAIL_TEXT_RULE
 #: a push endpoint's host as a URL writes it: a name or IPv4 literal (the root's trailing dot allowed). Only its
 #: shape: where an endpoint may point (notify.push_hosts, public addresses, loopback with notify.push_allow_http) is
 #: one rule in notify.endpoints, which the handler and the delivery worker both apply (found: the local pattern's
@@ -162,7 +174,7 @@ def _map_link(kinds: list[str], ref: dict[str, Any]) -> dict[str, Any]:
     """The body of PUT /api/v1/hazard-maps/{map_id}/link for these kinds: a jma_area names a municipality."""
     return {"type": "object", "required": ["kind", "ref", "at_level"], "properties": {
         "kind": {"type": "string", "enum": kinds}, "ref": ref,
-        "at_level": {"type": "integer", "minimum": 1, "maximum": 5}, "phenomenon": {"type": "string"}}}
+        "at_level": {"type": "integer", "minimum": 1, "maximum": 5}, "phenomenon": {"type": "string", "format": "exact-text"}}}
 
 
 NGSI_ENTITY: dict[str, Any] = {"type": "object", "required": ["id", "type"],
@@ -438,7 +450,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/api/v1/hazard-maps/{map_id}/link"): {
         "summary": "Put a hazard map in force while a gauge, river or JMA warning area is at a 警戒レベル",
         "tags": ["staff"], "security": STAFF, "parameters": [p("map_id")],
-        "requestBody": body({"oneOf": [_map_link(["gauge", "river"], {"type": "string", "pattern": "[^" + SPACE + "]",
+        "requestBody": body({"oneOf": [_map_link(["gauge", "river"], {"type": "string", "format": "exact-text", "minLength": 1,
                                                                       "description": "the station id or river name"}),
                                         _map_link(["jma_area"], MUNI_CODE)]}),
         "responses": {**ok(), **errors(400, 401, 403, 404, 415)}},
@@ -562,8 +574,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Put an account on the roster: email, on call or not (admin, or staff for themselves)",
         "tags": ["staff"], "security": STAFF, "parameters": [p("username")],
         "requestBody": body({"type": "object", "required": ["email"], "properties": {
-            "email": {"type": "string", "maxLength": 254, "pattern": "^[^@" + SPACE + "]+@[^@" + SPACE + "]+$",
-                      "description": "an email address: name@domain, one @ and no spaces"},
+            "email": {"type": "string", "maxLength": 254, "pattern": EMAIL_PATTERN, "description": EMAIL_RULE},
             "on_call": {"type": "boolean"}, "municipality_code": MUNI_CODE, "lang": LANG_TAG,
             "drills": {"type": "boolean"}}}),
         "description": "The entry is in the account's own municipality (the default); an account without a "

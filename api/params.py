@@ -9,7 +9,7 @@ from datetime import datetime
 from aiohttp import web
 
 from api.problems import Problem
-from sonae.japantime import parse_query_time
+from sonae.japantime import parse_query_time, query_time_refusal
 from sonae.municipality_code import MunicipalityCodeError, normalise_municipality
 from sonae.numbers import DECIMAL as DECIMAL  # re-exported: api.validation reads numbers by it
 from sonae.numbers import parse_bbox as parse_bbox
@@ -135,5 +135,4 @@ def instant(request: web.Request, name: str, default: datetime) -> datetime:
     try:
         return parse_query_time(raw)
     except ValueError:
-        raise bad(name, f"parameter {name!r} is not an ISO 8601 time from 1900 to 2199 (without an offset it "
-                        "is read as Japan time, e.g. 2026-07-12T09:00 or 2026-07-12T00:00Z)") from None
+        raise bad(name, f"parameter {query_time_refusal(name, raw)}") from None

@@ -524,7 +524,8 @@ def _add_evac_commands(sub: Any) -> None:
             p.add_argument("--hazard", help="hazard of features without a 'hazard' property (or of a national "
                            "map whose type the file does not tell)")
             p.add_argument("--exercise", action="store_true", help="mark the areas as drill areas")
-            p.add_argument("--title", help="title of a national hazard map when the file has none")
+            p.add_argument("--title", type=shown_line,
+                           help="title of a national hazard map when the file has none (one line, shown to people)")
             _add_link_options(p)
         p.set_defaults(func=cmd_evac_import, evac_what=what)
         if what == "hazards":

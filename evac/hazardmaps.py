@@ -53,6 +53,7 @@ import shapely
 
 from sonae.geojson import shape_of
 from sonae.jsonkeys import DuplicateKeyError, loads_unique
+from sonae.nametext import refused_text
 
 #: Penalty factor for water shallower than 0.5 m (see the module docstring for the source).
 SHALLOW_WATER_PENALTY = 3.0
@@ -305,9 +306,16 @@ def read_hazard_map(path: Path | str, *, hazard: str | None = None,
     if not feats:
         raise HazardMapError("the file has no features")
     first = feats[0].get("properties") or {}
-    map_title = title or str(first.get("name") or "").strip()
+    if title is not None and (why := refused_text("--title", title)):  # shown to people (sonae.nametext)
+        raise HazardMapError(why)
+    named = str(first.get("name") or "")
+    if title is None and (why := refused_text("the map's title (feature 0: name)", named)):
+        raise HazardMapError(why)  # refused, not trimmed: a line break or U+202E is no title
+    map_title = title or named.strip()
     if not map_title or map_title.isdigit():  # 土砂災害警戒区域 files carry name = "1"
         map_title = title or {"landslide": "土砂災害警戒区域"}.get(_detect_hazard(p, first, "") or "", p.stem)
+        if why := refused_text(f"the map's title (the file name {p.stem!r})", map_title):
+            raise HazardMapError(why)
     kind = hazard or _detect_hazard(p, first, map_title)
     if kind is None:
         raise HazardMapError("cannot tell the hazard type from the file: give --hazard "
@@ -327,6 +335,9 @@ def read_hazard_map(path: Path | str, *, hazard: str | None = None,
             if not (-180 <= xmin <= xmax <= 180 and -90 <= ymin <= ymax <= 90):
                 raise HazardMapError(f"feature {i}: coordinates are not lon/lat degrees (a projected "
                                      "CRS?): convert the file to EPSG:6668 or 4326 first")
-            yield _area(kind, feat.get("properties") or {}, geom, map_title)
+            area = _area(kind, feat.get("properties") or {}, geom, map_title)
+            if why := refused_text(f"feature {i}: label", area.label):  # its 区域名, 現象 and 区域区分 from the file
+                raise HazardMapError(why)
+            yield area
 
     return info, areas()

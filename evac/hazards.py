@@ -31,6 +31,7 @@ import shapely
 from evac.network import RoadNetwork
 from sonae.geojson import GeometryError, shape_of
 from sonae.jsonkeys import read_json_file
+from sonae.nametext import refused_text
 
 HAZARD_TYPES = ("flood", "landslide", "storm_surge", "earthquake", "tsunami", "large_fire", "inland_flooding",
                 "volcano")
@@ -232,6 +233,9 @@ def load_hazard_geojson(
         if kind is None:
             raise ValueError(f"feature {i} has no 'hazard' property: pass hazard= for the whole file")
         src = props.get("source") or source_kind
+        label = str(props.get("label", ""))
+        if why := refused_text(f"feature {i}: label", label):  # shown to people: sonae.nametext's rule
+            raise ValueError(why)
         try:
             geometry = shape_of(feat["geometry"])
         except GeometryError as exc:
@@ -247,7 +251,7 @@ def load_hazard_geojson(
             activation_level=None if props.get("activation_level") is None else int(props["activation_level"]),
             active=bool(props.get("active", True)),
             exercise=bool(props.get("exercise", exercise)),
-            label=str(props.get("label", "")),
+            label=label,
         ))
     return out
 

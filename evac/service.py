@@ -285,7 +285,7 @@ class EvacService:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, *, reconnect_max_s: float = 5.0) -> None:
         self.pool = pool
         self.settings = settings
-        self.source: str = (settings["evac.network"] or "").strip()
+        self.source: str = settings["evac.network"] or ""  # exactly as set (sonae.config refuses blanks around it)
         self.warm = parse_warm(settings["evac.warm"])
         self.search: ProcessSearch | None = ProcessSearch() if settings["evac.search_worker"] else None
         #: admission of fields a request asks for that are neither warm nor computed (:mod:`evac.coldfields`)

@@ -21,6 +21,7 @@ from evac.drilltown import DRILL_TOWN_CODE
 from evac.hazards import GSI_FLAGS, HAZARD_TYPES
 from sonae.jsonkeys import read_json_file
 from sonae.municipality_code import normalise
+from sonae.nametext import refused_text
 from sonae.pgtext import unstorable
 
 _GSI_BY_FLAG = {v: k for k, v in GSI_FLAGS.items()}
@@ -174,6 +175,9 @@ def shelter_from_properties(
         problem = unstorable(text)
         if problem:
             raise ValueError(f"shelter {sid!r}: field {key!r} contains {problem}; remove it from the file")
+        # the name and address are shown to residents and staff: sonae.nametext's rule, the one of the API
+        if key != "id" and (why := refused_text(f"shelter {sid!r}: {key}", text)):
+            raise ValueError(why)
     return Shelter(
         id=sid,
         name=texts["name"],
@@ -200,8 +204,11 @@ def load_shelters_geojson(
         if geom.get("type") != "Point":
             raise ValueError(f"shelter feature {i} is a {geom.get('type')}: shelters must be Points [lon, lat]")
         lon, lat = geom["coordinates"][:2]
-        s = shelter_from_properties(feat.get("properties") or {}, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
-                                    default_hazards=default_hazards)
+        try:
+            s = shelter_from_properties(feat.get("properties") or {}, lon=lon, lat=lat,
+                                        fallback_id=f"shelter-{i}", default_hazards=default_hazards)
+        except ValueError as exc:  # the whole file is refused, naming the feature
+            raise ValueError(f"feature {i}: {exc}") from None
         if s.id in seen:  # GSI ids are unique within a file; keep the data but make the id unique
             s = Shelter(**{**s.__dict__, "id": f"{s.id}#{i}"})
         seen.add(s.id)
@@ -218,8 +225,11 @@ def load_shelters_csv(path: Path | str, *, default_hazards: Iterable[str] = ()) 
                 lat, lon = float(row["lat"]), float(row["lon"])
             except (KeyError, ValueError):
                 raise ValueError(f"{path} row {i + 2}: needs numeric 'lat' and 'lon' columns") from None
-            out.append(shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
-                                              default_hazards=default_hazards))
+            try:
+                out.append(shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
+                                                  default_hazards=default_hazards))
+            except ValueError as exc:  # the whole file is refused, naming the row (its line, after the header)
+                raise ValueError(f"row {i + 2}: {exc}") from None
     return out
 
 

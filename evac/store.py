@@ -26,6 +26,7 @@ from shapely.geometry import mapping, shape
 from evac.hazardmaps import read_hazard_map, routing_severity
 from evac.hazards import HAZARD_TYPES, HazardArea, check_hazard, load_hazard_geojson
 from evac.shelters import Shelter, load_shelters, merge_sites
+from sonae.exacttext import EXACT_RULE, loose_end
 from sonae.geojson import AREA_TYPES, GeometryError, check_shape, shape_of
 from sonae.municipality_code import (
     DRILL_TOWN_CODE,
@@ -411,7 +412,18 @@ class MapLink:
         kind, sep, ref = text.partition(":")
         if not sep:
             raise StoreError(f"link {text!r}: write KIND:REF, e.g. gauge:ID, river:NAME or jma_area:CODE")
-        return cls(kind=kind.strip(), ref=ref.strip(), at_level=at_level, phenomenon=phenomenon)
+        return cls.given(kind, ref, at_level=at_level, phenomenon=phenomenon)
+
+    @classmethod
+    def given(cls, kind: str, ref: str, *, at_level: int, phenomenon: str | None = None) -> MapLink:
+        """A link as someone gives it (the command line's ``--link``, the API's body): each part taken exactly,
+        refused (:data:`sonae.exacttext.EXACT_RULE`) with a blank, line break or other control character around it
+        (found: :meth:`parse` trimmed ``"gauge: G1\\n"`` to gauge ``G1``). Links read back from the database are
+        built directly: one stored before the rule still loads."""
+        for part, value in (("kind", kind), ("reference", ref), ("phenomenon", phenomenon or "")):
+            if loose := loose_end(value):
+                raise StoreError(f"link {kind.strip()}:{ref!r}: the {part} has {loose}: {EXACT_RULE}")
+        return cls(kind=kind, ref=ref, at_level=at_level, phenomenon=phenomenon)
 
     def for_map(self, hazard: str) -> MapLink:
         """This link for a map of ``hazard``: a ``jma_area`` link without a phenomenon takes the map's

@@ -29,7 +29,7 @@ from shapely.geometry import Point, shape
 from shapely.ops import nearest_points
 
 from sonae.exacttext import EXACT_RULE, loose_end
-from sonae.japantime import parse_iso_time
+from sonae.japantime import TIME_RULE, parse_iso_time
 
 _GEOD = Geod(ellps="WGS84")
 MAX_Q = 2000
@@ -116,8 +116,10 @@ def _scalar(raw: str) -> Any:
         return _as_time(text) or text
     if raw in ("true", "false"):
         return raw == "true"
-    if _DATETIME.match(raw):
-        return _as_time(raw)
+    if _DATETIME.match(raw):  # written as a time: one, or refused with the rule (found: 2026-13-45T00:00 was None)
+        if (ts := _as_time(raw)) is None:
+            raise QueryError(f"q: {raw[:40]!r}: {TIME_RULE}")
+        return ts
     try:
         value = float(raw)
     except ValueError:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -336,12 +337,31 @@ async def deliveries(conn: asyncpg.Connection, kind: str, target_id: int, *, sta
 
 
 # -- roster --------------------------------------------------------------------------------------------
+#: the rule of an on-call address, in words (the API's pattern, api.openapi.EMAIL_PATTERN, says it too)
+EMAIL_TEXT_RULE = ("an email address: name@domain, one @, no spaces, no control, bidirectional (U+202A-U+202E, "
+                   "U+2066-U+2069), zero-width or other invisible characters")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def email_problem(email: str) -> str | None:
+    """Why ``email`` may not be a roster address (:data:`EMAIL_TEXT_RULE`), or None. It is shown to staff and put
+    into the headers of the mail sent to it: the shown-text rule (:func:`sonae.nametext.refused_text`) holds, and
+    more than the database's own check (``^[^@\\s]+@[^@\\s]+$``, which took ``"a\\u202e@b.jp"``)."""
+    if why := refused_text("email", email):
+        return why
+    if not _EMAIL.fullmatch(email):
+        return f"email must be {EMAIL_TEXT_RULE}"
+    return None
+
+
 async def set_roster(conn: asyncpg.Connection, *, username: str, municipality_code: str, email: str, lang: str,
                      on_call: bool, drills: bool, updated_by: str) -> dict[str, Any]:
     code = _code(municipality_code)
     if code is None:
         raise NotifyError("a roster entry needs a municipality code")
     municipality_code = code
+    if why := email_problem(email):
+        raise NotifyError(why)
     try:
         row = await conn.fetchrow(
             """INSERT INTO notify_roster (account_id, municipality_code, email, lang, on_call, drills, updated_by)

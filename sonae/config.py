@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from sonae.exacttext import EXACT_RULE, loose_end
 from sonae.origins import origins_problem
 
 
@@ -109,7 +110,9 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 
 def _road_network(value: Any) -> str | None:
     """A road network file that exists and looks like what its name says (read fully only at start-up)."""
-    text = str(value).strip()
+    text = str(value)
+    if loose := loose_end(text):  # taken exactly (found: SONAE_EVAC_NETWORK=$'drilltown\n' was trimmed)
+        return f"has {loose}: {EXACT_RULE}"
     if text in ("", "drilltown"):
         return None
     path = Path(text).expanduser()

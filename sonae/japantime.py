@@ -99,6 +99,19 @@ def parse_iso_time(text: str) -> datetime:
 EARLIEST_QUERY_TIME = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_QUERY_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 
+#: the rule of a time a request asks about (:func:`parse_query_time`), in words: :data:`TIME_RULE` and the range.
+#: Every refusal of a time parameter says it (the API's ``from``/``to``/``at``…, NGSI-LD's ``timeAt``/``endTimeAt``;
+#: a time in NGSI-LD's ``q``, which has no range, says :data:`TIME_RULE`), through :func:`query_time_refusal` (found: each worded its own, "is not an ISO 8601
+#: time from 1900 to 2199 (…)" and "must be an ISO 8601 date-time from 1900 to 2199", neither saying the rule)
+QUERY_TIME_RULE = f"{TIME_RULE}; from the year 1900 to 2199"
+
+
+def query_time_refusal(name: str, text: str) -> str:
+    """The refusal of ``text``, the value of the time parameter ``name``: ``"timeAt '2026-13-01': expected a
+    date or date-time such as …; from the year 1900 to 2199"`` (:data:`QUERY_TIME_RULE`); at most 40 characters of
+    the value are quoted."""
+    return f"{name} {text[:40]!r}: {QUERY_TIME_RULE}"
+
 
 def parse_query_time(text: str) -> datetime:
     """:func:`parse_iso_time` for a time a request asks about (API and NGSI-LD parameters): also raises
@@ -110,12 +123,13 @@ def parse_query_time(text: str) -> datetime:
     Raises
     ------
     ValueError
-        Not ISO 8601, or outside the range (an OverflowError of the offset arithmetic is one too).
+        Not ISO 8601, or outside the range (an OverflowError of the offset arithmetic is one too); the message is
+        :data:`QUERY_TIME_RULE`.
     """
     try:
         ts = parse_iso_time(text)
-    except OverflowError:
-        raise ValueError("the time is out of range") from None
+    except (ValueError, OverflowError):
+        raise ValueError(QUERY_TIME_RULE) from None
     if not EARLIEST_QUERY_TIME <= ts < LATEST_QUERY_TIME:
-        raise ValueError("the time must lie from 1900 to 2199")
+        raise ValueError(QUERY_TIME_RULE)
     return ts

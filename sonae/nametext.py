@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["hidden_character", "refused_text", "shown_text"]
+__all__ = ["HIDDEN_BMP_CLASS", "hidden_character", "refused_text", "shown_text"]
 
 _BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
 
@@ -58,6 +58,28 @@ def hidden_character(text: str, *, line_breaks: bool = False) -> str | None:
     if text and not shows:
         return "no character that shows (only spaces and combining marks)"
     return None
+
+
+def _hidden_bmp_class() -> str:
+    ranges: list[list[int]] = []
+    for cp in range(0x10000):
+        ch = chr(cp)
+        if (ch in _BLANK_LETTERS or unicodedata.category(ch) in _HIDDEN_CATEGORIES) and unicodedata.category(ch) not in {"Cn", "Cs"}:
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "".join(f"\\u{a:04x}" + (f"-\\u{b:04x}" if b > a else "") for a, b in ranges)
+
+
+#: the characters of the rule (:func:`hidden_character`) up to U+FFFF, as the body of a regular-expression character
+#: class (``"[^" + HIDDEN_BMP_CLASS + "]"``) that ECMA-262 (an OpenAPI ``pattern``) and Python's ``re`` read alike:
+#: controls, format characters (bidirectional U+202A-U+202E, U+2066-U+2069, zero-width U+200B-U+200F…), line and
+#: paragraph separators, private use, the letters that show as a blank. Unassigned code points (which differ between
+#: Unicode versions), lone surrogates (no UTF-8 text holds one; a range of them is a pattern test generators cannot
+#: use) and the characters above U+FFFF (``\\u{…}`` is ECMA-262's only, ``\\U…`` Python's
+#: only) are left to :func:`refused_text`, which whoever stores the text applies.
+HIDDEN_BMP_CLASS = _hidden_bmp_class()
 
 
 #: categories whose characters break a line or the text (replaced by a space by :func:`shown_text`)

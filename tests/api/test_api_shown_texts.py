@@ -151,3 +151,11 @@ def test_the_command_refuses_a_display_name_with_a_hidden_character(tmp_path: Pa
 def test_the_command_refuses_a_webhook_description_with_an_override(tmp_path: Path) -> None:
     done = _cli(tmp_path, "webhooks", "add", "https://partner.example.jp/hook", "--description", "a\u202eb")
     assert done.returncode == 2 and "U+202E" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("title", ["x川\u202e洪水", "x川洪水\n", "x\x07"])
+def test_the_command_refuses_a_hazard_map_title_with_a_hidden_character(tmp_path: Path, title: str) -> None:
+    """Found: ``sonae hazards import FILE --title $'x\\u202e'`` reached the map's title, shown with its areas."""
+    done = _cli(tmp_path, "hazards", "import", str(tmp_path / "map.geojson"), "--title", title)
+    assert done.returncode == 2, done.stderr
+    assert "--title" in done.stderr and "U+" in done.stderr and "remove it" in done.stderr, done.stderr

@@ -185,3 +185,19 @@ async def test_a_drills_clock_follows_the_exercise_setting_across_switches(clien
     base = RuleConfig().for_interval(600)
     assert worker._machine(drill, True, None).config.dwell_down_s == base.dwell_down_s / 30
     assert worker._machine(real, True, None).config.dwell_down_s == base.dwell_down_s  # a real gauge's drill
+
+
+@pytest.mark.parametrize(("field", "text", "shown"), [
+    ("name", "本宮\n", "U+000A"), ("name", "\t本宮", "U+0009"), ("name", "本宮\r\n", "U+000D"),
+    ("name_en", "Motomiya\n", "U+000A"), ("name", " 本宮\u2028", "U+2028")])
+async def test_a_line_break_or_tab_around_a_name_is_refused_not_trimmed(client: TestClient, pool: asyncpg.Pool,
+                                                                        token: str, field: str, text: str,
+                                                                        shown: str) -> None:
+    """Found: the edit's .strip() took "本宮\\n" as 本宮. Only the spaces around a name typed into the form (ASCII
+    or ideographic) are trimmed; a line break or other control is the registry's rule's to refuse, 422 naming it."""
+    before = await _stored(pool)
+    status, problem = await _patch(client, token, {field: text, **({"name": "本宮"} if field == "name_en" else {})})
+    assert (status, shown in problem["detail"], field in problem["detail"]) == (422, True, True), problem
+    assert await _stored(pool) == before
+    status, station = await _patch(client, token, {"name": "\u3000高田橋 ", "name_en": " Takada Bridge\u3000"})
+    assert (status, station["name"], station["name_en"]) == (200, "高田橋", "Takada Bridge"), station
