@@ -51,7 +51,7 @@ from evac.graph import PROFILE_NAMES
 from evac.guidance import status_text, status_texts
 from evac.hazards import HAZARD_TYPES, hazard_set
 from evac.routes import route_body
-from evac.service import EngineUnavailable, EvacService
+from evac.service import LOADING_RETRY_AFTER_S, EngineUnavailable, EvacService
 
 routes = web.RouteTableDef()
 
@@ -287,10 +287,21 @@ async def list_shelters(request: web.Request) -> web.Response:
 async def service_description(request: web.Request) -> web.Response:
     """What a page needs before it knows where the resident is: the area routes are answered for
     (``service_area``, west/south/east/north, the road network's extent; null until it is loaded) and the
-    hazard types shelters are rated for."""
+    hazard types shelters are rated for.
+
+    While the road network is still loading the area is null for now, not for good: the answer says so
+    (``loading``: true), carries ``Retry-After`` and is not to be cached, so that a page asks again until it has
+    the area (found: the resident page took that null as the answer and never asked again, so its map never
+    had an area to show; a browser's cache kept the null for the minute of max-age as well). Without routing
+    configured, or with a network that failed to load, null is the answer."""
     service = request.app[EVAC]
     area = service.service_area
-    body = {"service_area": [round(v, 6) for v in area] if area else None, "hazards": list(HAZARD_TYPES)}
+    body: dict[str, Any] = {"service_area": [round(v, 6) for v in area] if area else None,
+                            "hazards": list(HAZARD_TYPES)}
+    if area is None and service.loading:
+        body["loading"] = True
+        return web.json_response(body, dumps=_dumps, headers={
+            "Cache-Control": "no-store", "Retry-After": str(LOADING_RETRY_AFTER_S)})
     return web.json_response(body, dumps=_dumps, headers={"Cache-Control": "public, max-age=60"})
 
 

@@ -58,6 +58,12 @@ from notify.worker import vapid_private_pem
 routes = web.RouteTableDef()
 
 STATES = ("queued", "sent", "dead", "gone")
+#: the Retry-After of a sign-up refused because its client address holds ``notify.push_subscriptions_per_client``
+#: subscriptions already (429). That bound is a count, not a rate: a place frees when one of them is unsubscribed,
+#: or found expired by the worker (its push service answers 404/410), which nobody can foretell; an hour is a
+#: modest pace for a client asking again by itself (found: the 429 had no Retry-After at all, the only one of the
+#: API's 429s without it, so a client could only guess when to come back)
+PUSH_CLIENT_FULL_RETRY_AFTER_S = 3600
 VAPID_KEY = web.AppKey("notify_vapid_public", dict)
 
 
@@ -215,7 +221,8 @@ async def post_subscription(request: web.Request) -> web.Response:
                 per_host=0 if named_host(host, hosts) else settings["notify.push_subscriptions_per_host"])
         except store.SubscriptionLimitError as exc:
             if exc.what == "client":
-                raise Problem(429, "Too Many Requests", str(exc), field="subscription") from None
+                raise Problem(429, "Too Many Requests", str(exc), field="subscription",
+                              headers={"Retry-After": str(PUSH_CLIENT_FULL_RETRY_AFTER_S)}) from None
             raise Problem(422, "Unprocessable Content", str(exc), field="subscription") from None
     return web.json_response(
         {"id": sub_id, "unsubscribe_token": token, "lang": lang, "drills": drills,

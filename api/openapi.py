@@ -325,7 +325,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "The area routes are answered for and the hazard types", "tags": ["residents"],
         "responses": {**ok({"type": "object", "required": ["service_area", "hazards"], "properties": {
             "service_area": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
-            "hazards": {"type": "array", "items": {"type": "string", "enum": HAZARDS}}}}), **errors(429)}},
+            "hazards": {"type": "array", "items": {"type": "string", "enum": HAZARDS}},
+            # the road network still loading: service_area is null for now; ask again after Retry-After
+            "loading": {"type": "boolean"}}}), **errors(429)}},
     ("get", "/api/v1/hazards"): {
         "summary": "Hazard areas in force (GeoJSON)", "tags": ["open data"],
         "parameters": [q("hazard", {"type": "string", "enum": HAZARDS}), EXERCISE,

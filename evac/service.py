@@ -270,6 +270,10 @@ class NetworkMap:
 
 
 # -- the service ----------------------------------------------------------------------------------
+#: the Retry-After (s) of an answer that has to wait for the road network still loading
+LOADING_RETRY_AFTER_S = 5
+
+
 class EngineUnavailable(Exception):
     """No engine to answer with; ``retry_after_s`` is set when waiting will help (still loading)."""
 
@@ -596,7 +600,13 @@ class EvacService:
             raise EngineUnavailable("evacuation routing is not configured on this server")
         if self.failed:
             raise EngineUnavailable("the road network could not be loaded; operators see the log")
-        raise EngineUnavailable("the road network is still loading; try again shortly", retry_after_s=5)
+        raise EngineUnavailable("the road network is still loading; try again shortly",
+                                retry_after_s=LOADING_RETRY_AFTER_S)
+
+    @property
+    def loading(self) -> bool:
+        """Whether the road network is still being loaded: configured, not loaded, not failed (waiting helps)."""
+        return self.enabled and self.engine is None and not self.failed and not self.settled.is_set()
 
     def in_service_area(self, lat: float, lon: float) -> bool:
         a = self.service_area

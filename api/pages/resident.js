@@ -64,6 +64,7 @@
       staleRetry: "自動で再接続を試みています。市町村の防災行政無線やテレビ・ラジオの情報にも注意してください。",
       levelAsOf: "{time}時点",
       startBusy: "サーバーが混み合っているため、{what}をまだ読み込めていません。", startFailed: "{what}をまだ読み込めていません。",
+      startLoading: "{what}を準備しています。",
       startRetry: "しばらくすると自動でもう一度読み込みます。", startInfo: "サービス区域の地図", startStations: "水位観測所の情報",
     },
     en: {
@@ -114,6 +115,7 @@
       levelAsOf: "as of {time}",
       startBusy: "The server is busy, so part of this page could not be loaded yet: {what}.",
       startFailed: "Part of this page could not be loaded yet: {what}.",
+      startLoading: "Still preparing {what}.",
       startRetry: "It will try again automatically shortly.", startInfo: "the map of the service area", startStations: "the river gauges",
     },
     "ja-easy": {
@@ -163,6 +165,7 @@
       staleRetry: "なんども つなぎなおして います。テレビや ラジオ、まちの ほうそうも きいて ください。",
       levelAsOf: "{time}の じょうほう",
       startBusy: "いま こんで いて、{what}を まだ よみこめて いません。", startFailed: "{what}を まだ よみこめて いません。",
+      startLoading: "{what}を じゅんびして います。",
       startRetry: "すこし たったら、じどうで もう いちど よみこみます。", startInfo: "この サービスの ちず", startStations: "かわの みずを はかる ところの じょうほう",
     },
   };
@@ -281,8 +284,11 @@
     return v + unit[state.lang];
   }
 
-  async function getJSON(url, init) {
+  /* meta (optional): an object given the answer's Retry-After (retryAfter), for an answer that is complete for now
+   * only (startRead) */
+  async function getJSON(url, init, meta) {
     const r = await fetch(url, { ...init, headers: { Accept: "application/json, application/geo+json", ...(init || {}).headers } });
+    if (meta) meta.retryAfter = r.headers.get("Retry-After");
     if (!r.ok) {
       const err = new Error("HTTP " + r.status);
       err.status = r.status;
@@ -1190,25 +1196,38 @@
    * for the whole session. Each is now asked again until answered (askAgain; retryDelayMs: after Retry-After, 1 s
    * to 60 s, never sooner than a backoff doubling up to a minute: a page left open asks at a modest pace),
    * #start-busy says what is missing and that the page tries again, and an answer is put to use at once
-   * (startAnswered), with no reload. Another 4xx is an answer: nothing there. */
+   * (startAnswered), with no reload. Another 4xx is an answer: nothing there.
+   * An answer may be one for now only (the third of its entry says when): the service while the road network is
+   * still loading answers the hazards but no area yet, with ``loading`` and Retry-After (api/evacuation.py). Found:
+   * that null area was taken as the answer, so a page opened while the server started never showed the area,
+   * for the whole session. What it has is put to use, and it is asked again like a read not answered, until the
+   * area comes. */
   const START_READS = {
-    info: ["/api/v1/service", (d) => { state.info = d || {}; }],
-    stations: ["/api/v1/stations", (d) => { state.stations = (d && d.stations) || []; }],
+    info: ["/api/v1/service", (d) => { state.info = d || {}; }, (d) => !!d && d.loading === true && !d.service_area],
+    stations: ["/api/v1/stations", (d) => { state.stations = (d && d.stations) || []; }, null],
   };
 
   /* read ``name`` of START_READS (tries: 0 at start, then 1, 2, … for its retries); true once answered */
   async function startRead(name, tries) {
-    const [url, use] = START_READS[name];
+    const [url, use, forNow] = START_READS[name];
     let body = null;
     try {
-      body = await getJSON(url);
+      const meta = {};
+      body = await getJSON(url, undefined, meta);
+      if (forNow && forNow(body)) {
+        use(body);  // (what it has, e.g. the hazards offered)
+        const err = new Error("not complete yet");
+        err.retryAfter = meta.retryAfter;
+        err.forNow = true;
+        throw err;
+      }
     } catch (err) {
-      if (askAgain(err)) {
+      if (err.forNow || askAgain(err)) {
         const delay = retryDelayMs(err, tries + 1);
         const now = Date.now();
         const before = state.startPending[name];
         state.startPending[name] = { since: before ? before.since : now, retryAt: now + delay, tries: tries + 1,
-          busy: refusedForNow(err) };
+          busy: refusedForNow(err), loading: !!err.forNow };
         setTimeout(async () => { if (await startRead(name, tries + 1)) startAnswered(name); }, delay);
         renderStartBusy();
         return false;
@@ -1243,8 +1262,9 @@
       return;
     }
     const busy = missing.some((k) => state.startPending[k].busy);
+    const loading = missing.every((k) => state.startPending[k].loading);  // (answered for now only: being prepared)
     const what = listJoin(missing.map((k) => t(k === "info" ? "startInfo" : "startStations")));
-    box.textContent = [t(busy ? "startBusy" : "startFailed", { what }), t("startRetry")].join(" ");
+    box.textContent = [t(busy ? "startBusy" : loading ? "startLoading" : "startFailed", { what }), t("startRetry")].join(" ");
     box.hidden = false;
   }
 

@@ -19,7 +19,9 @@
   const ORDER_EN = { "高齢者等避難": "Elderly and others evacuate", "避難指示": "Evacuation order", "緊急安全確保": "Emergency safety measures" };
 
   const state = { token: null, account: null, alerts: [], hazards: [], shelters: [], stations: [], draw: [],
-    drawing: false, station: null, es: null, timer: null, lang: "ja", municipalities: [] };
+    drawing: false, station: null, es: null, timer: null, lang: "ja", municipalities: [],
+    // the reads the server refused for now (waitOut), by name: {since, retryAt (ms since the epoch), tries}
+    busy: {} };
   window.sonaeStaff = state;
   let map = null;
 
@@ -88,11 +90,97 @@
     }
     setDrawing(state.drawing);
     if (state.account) { showConsole(true); render(); if (state.station) selectStation(state.station); }
+    renderBusy();
   }
 
   function setLang(lang) {
     state.lang = lang === "en" ? "en" : "ja";
     applyLang();
+  }
+
+  /* -- reads the server refused for now ----------------------------------------------------------------------
+   * A 429 (the rate limit of every request, api/ratelimit.py, met by every desk behind one office address; the
+   * event streams' cap, api/alerts.py) or a 503 with Retry-After (the road network still loading, the database
+   * unreachable: api/edge.py) says "not now", not "nothing there". Found: the map took a refused roads request as
+   * no roads and blanked them, a refused chart drew "no data", the lists said "Could not load: Too Many Requests"
+   * and the poll asked again at its own pace, and the event stream reconnected every 3 s whatever Retry-After
+   * said. Now each read refused keeps what the console shows, #busy-status says the server is busy and what could
+   * not be updated, in the console's language, and waitOut asks again once after Retry-After (1 s to a minute,
+   * never sooner than a backoff doubling with each refusal, a little later at random); its answer clears the
+   * notice (answered). One helper for every read, as on the resident page (resident.js refusedForNow). */
+  const RETRY_MAX_S = 60, RETRY_DEFAULT_S = 10;
+  const BUSY_WHAT = {
+    load: ["警報・避難情報・危険区域・避難所・観測所の一覧", "the alerts, orders, hazard areas, shelters and stations"],
+    roads: ["地図の道路", "the roads on the map"],
+    "chart-24h": ["水位グラフ", "the river level charts"],
+    "chart-7d": ["水位グラフ", "the river level charts"],
+    live: ["リアルタイム更新", "live updates"],
+  };
+  const retryTimers = {};
+
+  function refusedForNow(err) {
+    return !!err && (err.status === 429 || (err.status === 503 && !!err.retryAfter));
+  }
+
+  function retryAfterS(value) {
+    const text = String(value || "").trim();
+    let s = /^\d+$/.test(text) ? Number(text) : (Date.parse(text) - Date.now()) / 1000;  // seconds, or an HTTP date
+    if (!(s >= 1)) s = text ? 1 : RETRY_DEFAULT_S;
+    return Math.min(RETRY_MAX_S, s);
+  }
+
+  /* the read ``name`` was refused for now (err: api's error, or httpError's): what it shows stays, the notice says
+   * so, and ``again`` runs once after Retry-After (one retry pending a read: a later refusal replaces it); returns
+   * the wait (ms) */
+  function waitOut(name, err, again) {
+    const now = Date.now(), before = state.busy[name];
+    const tries = before ? before.tries + 1 : 1;
+    const s = Math.max(retryAfterS(err.retryAfter), 2 ** Math.min(6, tries - 1));
+    const delay = Math.min(RETRY_MAX_S, s * (1 + 0.2 * Math.random())) * 1000;
+    clearTimeout(retryTimers[name]);
+    state.busy[name] = { since: before ? before.since : now, retryAt: now + delay, tries };
+    retryTimers[name] = setTimeout(() => { delete retryTimers[name]; again(); }, delay);
+    renderBusy();
+    return delay;
+  }
+
+  /* the read ``name`` was answered: its pending retry, if any, is not needed, and the notice no longer names it */
+  function answered(name) {
+    clearTimeout(retryTimers[name]);
+    delete retryTimers[name];
+    if (!state.busy[name]) return;
+    delete state.busy[name];
+    renderBusy();
+  }
+
+  /* whether ``name`` waits for its retry (automatic reads of it do not ask the busy server before then) */
+  const waiting = (name) => name in retryTimers;
+
+  function clearBusy() {
+    for (const name of Object.keys(retryTimers)) clearTimeout(retryTimers[name]);
+    for (const name of Object.keys(retryTimers)) delete retryTimers[name];
+    state.busy = {};
+    renderBusy();
+  }
+
+  function renderBusy() {
+    const box = $("busy-status");
+    const names = Object.keys(state.busy);
+    box.hidden = !names.length;
+    if (!names.length) { box.textContent = ""; return; }
+    const what = (i) => [...new Set(names.map((n) => BUSY_WHAT[n][i]))];  // (both charts: named once)
+    const ja = what(0).join("・"), en = what(1).join(", ");
+    const english = `The server is busy, so ${en} could not be updated. What is shown stays; it will try again automatically shortly.`;
+    box.textContent = tx(`サーバーが混み合っているため、${ja}を更新できませんでした。表示中の内容はそのままです。`
+      + `しばらくすると自動でもう一度読み込みます。 / ${english}`, english);
+  }
+
+  /* an error for a response not ok: its status and Retry-After */
+  function httpError(r, detail) {
+    const err = new Error(detail || "HTTP " + r.status);
+    err.status = r.status;
+    err.retryAfter = r.headers.get("Retry-After");
+    return err;
   }
 
   async function api(method, url, body) {
@@ -104,7 +192,7 @@
     if (!r.ok) {
       let detail = "HTTP " + r.status;
       try { const p = await r.json(); detail = p.detail || p.title || detail; } catch (e) { /* not JSON */ }
-      throw new Error(detail);
+      throw httpError(r, detail);
     }
     return r.status === 204 ? null : r.json();
   }
@@ -141,7 +229,7 @@
       await loadAll();
       fitMap();
       connect();
-      state.timer = setInterval(() => loadAll(), POLL_MS);
+      state.timer = setInterval(() => loadAll(true), POLL_MS);
       $("alerts-h").focus && $("alerts-h").setAttribute("tabindex", "-1");
       $("alerts-h").focus();
     } catch (err) {
@@ -155,6 +243,7 @@
     state.account = null;
     if (state.es) state.es.close();
     if (state.timer) clearInterval(state.timer);
+    clearBusy();
     showConsole(false);
   }
 
@@ -171,7 +260,9 @@
   }
 
   // -- data ----------------------------------------------------------------------------------------------
-  async function loadAll() {
+  /* auto: the poll or a live event (not asked while a refused load waits for its retry: that retry reads all) */
+  async function loadAll(auto) {
+    if (auto && waiting("load")) return;
     try {
       const muni = state.account && state.account.municipality_code
         ? "?municipality=" + encodeURIComponent(state.account.municipality_code) : "";
@@ -189,7 +280,9 @@
       state.stations = stations.stations || [];
       render();
       loadStatus("");
+      answered("load");
     } catch (err) {
+      if (refusedForNow(err)) { loadStatus(""); waitOut("load", err, () => loadAll()); return; }
       loadStatus(tx("読み込みに失敗しました / Could not load: ", "Could not load: ") + err.message);
     }
   }
@@ -545,9 +638,14 @@
     state.station = id;
     $("station").value = id;
     showStationNow();
-    const now = Date.now();
-    chart($("chart-24h"), id, "10m", new Date(now - 24 * 3600e3), new Date(now + 300e3));
-    chart($("chart-7d"), id, "1h", new Date(now - 7 * 24 * 3600e3), new Date(now + 300e3));
+    for (const name in CHARTS) drawChart(name);
+  }
+
+  /* the charts by their element's id: the bucket and the span they show (to now) */
+  const CHARTS = { "chart-24h": ["10m", 24 * 3600e3], "chart-7d": ["1h", 7 * 24 * 3600e3] };
+  function drawChart(name) {
+    const [bucket, span] = CHARTS[name], now = Date.now();
+    chart($(name), state.station, bucket, new Date(now - span), new Date(now + 300e3));
   }
 
   function showStationNow() {
@@ -563,8 +661,18 @@
   async function chart(svg, id, bucket, from, to) {
     const q = new URLSearchParams({ bucket, from: from.toISOString(), to: to.toISOString() });
     let rows = [];
-    try { rows = (await api("GET", `/api/v1/stations/${encodeURIComponent(id)}/readings?` + q)).readings || []; }
-    catch (err) { rows = []; }
+    try {
+      rows = (await api("GET", `/api/v1/stations/${encodeURIComponent(id)}/readings?` + q)).readings || [];
+      answered(svg.id);
+    } catch (err) {
+      if (refusedForNow(err)) {
+        // the chart shown stays (this station's; another's is not shown for it: "not loaded yet")
+        waitOut(svg.id, err, () => { if (state.station) drawChart(svg.id); });
+        if (svg.getAttribute("data-station") === id) return;
+        rows = null;
+      } else rows = [];
+    }
+    svg.setAttribute("data-station", id);
     const st = state.stations.find((x) => x.id === id) || { thresholds: {} };
     const NS = "http://www.w3.org/2000/svg";
     const W = 800, H = 260, L = 52, R = 110, T = 12, B = 30;
@@ -610,8 +718,10 @@
       add("path", { d: band + "Z", class: "band" });
       add("path", { d: line, class: "series" });
     } else {
-      add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, tx("データなし / no data", "no data"));
+      add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, rows === null
+        ? tx("まだ読み込めていません / not loaded yet", "not loaded yet") : tx("データなし / no data", "no data"));
     }
+    if (rows === null) rows = [];
     const max = rows.length ? Math.max(...rows.map((r) => r.max)) : null;
     title.textContent = isEn()
       ? `${stationName(st) || id}: ${bucket === "10m" ? "24 h" : "7 days"}, ${rows.length} intervals` +
@@ -628,7 +738,7 @@
   function connect() {
     const soon = () => {
       if (pending) return;
-      pending = setTimeout(() => { pending = null; loadAll(); }, 300);
+      pending = setTimeout(() => { pending = null; loadAll(true); }, 300);
     };
     const ctl = new AbortController();
     state.es = { close: () => ctl.abort() };
@@ -639,7 +749,8 @@
           const headers = { Accept: "text/event-stream", Authorization: "Bearer " + state.token };
           if (lastId) headers["Last-Event-ID"] = lastId;
           const r = await fetch("/api/v1/events?audience=all", { headers, signal: ctl.signal });
-          if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
+          if (!r.ok || !r.body) throw httpError(r);
+          answered("live");
           const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
           let buf = "";
           for (;;) {
@@ -661,6 +772,8 @@
           }
         } catch (err) {
           if (ctl.signal.aborted) return;
+          // refused (429: too many streams open from this address, or the rate limit): after Retry-After
+          if (refusedForNow(err)) { await new Promise((res) => waitOut("live", err, res)); continue; }
         }
         await new Promise((res) => setTimeout(res, 3000));
       }
@@ -668,9 +781,27 @@
     run();
   }
 
+  /* the map's roads (SvgMap asks for a view's): refused for now, the roads shown stay (SvgMap keeps them when this
+   * throws) and are asked again after Retry-After for the view shown then; another 4xx is an answer, no roads */
+  let roadsRefused = "";
+  async function roads(b) {
+    const bbox = b.map((v) => v.toFixed(4)).join(",");
+    // the same view redrawn (a reload of the lists redraws the map's labels) waits for the retry; a view moved to
+    // by staff is asked for at once
+    if (waiting("roads") && bbox === roadsRefused) throw new Error("waiting for Retry-After");
+    const r = await fetch("/api/v1/network.geojson?bbox=" + bbox);
+    if (r.ok) { answered("roads"); return (await r.json()).features; }
+    const err = httpError(r);
+    if (refusedForNow(err)) {
+      roadsRefused = bbox;
+      waitOut("roads", err, () => { map.roadKey = ""; map.loadRoads(); });
+      throw err;
+    }
+    return [];
+  }
+
   function start() {
-    map = new S.SvgMap($("map-svg"), { aspect: 0.75, roads: (b) => fetch("/api/v1/network.geojson?bbox=" + b.map((v) => v.toFixed(4)).join(","))
-      .then((r) => (r.ok ? r.json() : { features: [] })).then((d) => d.features), onTap: (p) => addVertex(p) });
+    map = new S.SvgMap($("map-svg"), { aspect: 0.75, roads, onTap: (p) => addVertex(p) });
     S.keyboard($("map"), map, (p) => addVertex(p));
     window.sonaeStaffMap = map;
     for (const h of HAZARDS) $("hz-type").appendChild(el("option", { value: h }, HAZ_JA[h] + " / " + h));

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
+from api.notifications import PUSH_CLIENT_FULL_RETRY_AFTER_S
 from notify.endpoints import PublicResolver, address_refusal, host_allowed, parse_hosts
 from sonae.config import Settings, load_settings
 from tests.api_support import start_client
@@ -237,10 +238,14 @@ async def test_subscriptions_are_bounded_per_client_and_per_host(pool: asyncpg.P
     client = await _client(pool, s)
     caplog.set_level(logging.DEBUG)
 
+    retry_after: list[str | None] = []
+
     async def post(endpoint: str, client_ip: str) -> tuple[int, str]:
         body = _sub(endpoint, push)
         body["areas"] = [{"lat": 37.4123, "lon": 140.3876, "radius_m": 500}]
         r = await client.post("/api/v1/push/subscriptions", json=body, headers={"X-Forwarded-For": client_ip})
+        if r.status == 429:
+            retry_after.append(r.headers.get("Retry-After"))
         return r.status, await r.text()
 
     try:
@@ -258,6 +263,8 @@ async def test_subscriptions_are_bounded_per_client_and_per_host(pool: asyncpg.P
         assert (await post(a, "198.51.100.7"))[0] == 201
         status, text = await post(f"{push.origin}/push/b", "198.51.100.8")
         assert status == 422 and "push endpoint host already has 7" in text, text
+        # each 429 says when to ask again (found: none did; every other 429 of the API does)
+        assert retry_after == [str(PUSH_CLIENT_FULL_RETRY_AFTER_S)] * 2, retry_after
     finally:
         await client.close()
     async with pool.acquire() as conn:

@@ -1015,8 +1015,9 @@ def test_a_reload_failing_in_the_background_never_replaces_the_answer_to_what_st
     cause) to the one notice line, in place of the answer to the last action: a refusal, "Order issued",
     "Could not issue: …" were gone for staff, and a test awaiting one waited in vain (the likely cause of the
     occupancy test's one failure in a module run on a loaded machine; not reproduced in 14 runs). Here the page's event stream (served by the test) brings an ``alert`` event once the refusal
-    is shown, and the reload it causes is answered 503; the refusal stays, the failure has its own line, and the
-    next reload that succeeds empties that line."""
+    is shown, and the reload it causes is answered 503 with Retry-After (the database away, api/edge.py); the
+    refusal stays, the failure has its own line (the busy notice: a 503 with Retry-After is waited out, staff.js
+    waitOut), and the retry after Retry-After, answered, empties that line."""
     live = {"alert": False, "fail": False}
 
     def stream(route: Any) -> None:
@@ -1041,12 +1042,13 @@ def test_a_reload_failing_in_the_background_never_replaces_the_answer_to_what_st
         row.locator("button").click()
         page.wait_for_function("() => document.getElementById('notice').textContent.includes('whole number')")
         live["fail"] = live["alert"] = True
-        page.wait_for_function("() => ['notice', 'load-status'].some(id => document.getElementById(id)"
-                               " && document.getElementById(id).textContent.includes('Could not load'))")
+        page.wait_for_function("() => ['notice', 'load-status', 'busy-status'].some(id => document.getElementById(id)"
+                               " && /Could not load|The server is busy/.test(document.getElementById(id).textContent))")
         assert "whole number" in page.inner_text("#notice"), page.inner_text("#notice")
-        assert "test: database away" in page.inner_text("#load-status")
+        assert "The server is busy, so the alerts" in page.inner_text("#busy-status")
         live["fail"] = False
-        page.wait_for_function("() => !document.getElementById('load-status').textContent")
+        page.wait_for_function("() => document.getElementById('busy-status').hidden"
+                               " && !document.getElementById('load-status').textContent", timeout=WAIT_MS)
         assert "whole number" in page.inner_text("#notice")
         assert not [e for e in staff.errors if "503" not in e], staff.errors
     finally:
