@@ -45,6 +45,8 @@ def test_a_place_larger_than_a_prefecture_is_refused_after_geocoding_before_the_
     asked: list[Any] = []
     monkeypatch.setattr(graph.ox, "geocode_to_gdf",
                         lambda query: gpd.GeoDataFrame(geometry=[box(129.0, 31.0, 146.0, 45.0)], crs="EPSG:4326"))
+    # the download (evac/query_area.py's polygon goes through graph._download_inside, not ox.graph_from_polygon)
+    monkeypatch.setattr(graph, "_download_inside", lambda *a, **k: asked.append(a))
     monkeypatch.setattr(graph.ox, "graph_from_polygon", lambda *a, **k: asked.append(a))
     with pytest.raises(ValueError, match="place '日本' covers about"):
         graph.graph_from_place("日本", state_dir=tmp_path)
