@@ -220,14 +220,19 @@ def load_shelters_csv(path: Path | str, *, default_hazards: Iterable[str] = ()) 
         Naming the file and line (:class:`sonae.csvrows.CsvShapeError` for a row's shape).
     """
     out = []
+    seen: set[str] = set()
     with Path(path).open(encoding="utf-8-sig", newline="") as fh:
         for i, row in enumerate(shaped_rows(csv.DictReader(fh), source=Path(path).name)):
             try:
                 lat, lon = float(row["lat"]), float(row["lon"])
             except (KeyError, ValueError):
                 raise ValueError(f"{Path(path).name} line {i + 2}: needs numeric 'lat' and 'lon' columns") from None
-            out.append(shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
-                                              default_hazards=default_hazards))
+            s = shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
+                                        default_hazards=default_hazards)
+            if s.id in seen:  # as load_shelters_geojson: merge_sites joins one id, so two sites would become one
+                s = Shelter(**{**s.__dict__, "id": f"{s.id}#{i}"})  # with both ratings (found by break33)
+            seen.add(s.id)
+            out.append(s)
     return out
 
 
