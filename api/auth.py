@@ -163,25 +163,30 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
 
 
 async def set_password(conn: asyncpg.Connection, username: str, password: str) -> None:
-    status = await conn.execute(
-        "UPDATE accounts SET password_hash = $2, updated_at = now() WHERE username = $1",
-        username, await _off_loop(hash_password, password))
-    if status.endswith(" 0"):
-        raise AccountError(f"no account {username!r}")
-    await conn.execute(
-        "UPDATE access_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND account_id = "
-        "(SELECT id FROM accounts WHERE username = $1)", username)
-
-
-async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) -> None:
-    status = await conn.execute("UPDATE accounts SET disabled = $2, updated_at = now() WHERE username = $1",
-                                username, disabled)
-    if status.endswith(" 0"):
-        raise AccountError(f"no account {username!r}")
-    if disabled:
+    """Set an account's password and revoke its tokens, in one transaction: a login checking the old password
+    meanwhile either wrote its token first (revoked here) or finds the hash changed (:func:`login`)."""
+    password_hash = await _off_loop(hash_password, password)
+    async with conn.transaction():
+        status = await conn.execute(
+            "UPDATE accounts SET password_hash = $2, updated_at = now() WHERE username = $1", username, password_hash)
+        if status.endswith(" 0"):
+            raise AccountError(f"no account {username!r}")
         await conn.execute(
             "UPDATE access_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND account_id = "
             "(SELECT id FROM accounts WHERE username = $1)", username)
+
+
+async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool) -> None:
+    """Disable (revoking its tokens, in one transaction, as :func:`set_password`) or enable an account."""
+    async with conn.transaction():
+        status = await conn.execute("UPDATE accounts SET disabled = $2, updated_at = now() WHERE username = $1",
+                                    username, disabled)
+        if status.endswith(" 0"):
+            raise AccountError(f"no account {username!r}")
+        if disabled:
+            await conn.execute(
+                "UPDATE access_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND account_id = "
+                "(SELECT id FROM accounts WHERE username = $1)", username)
 
 
 async def list_accounts(conn: asyncpg.Connection, *, municipality: str | None = None) -> list[dict[str, Any]]:
@@ -203,13 +208,21 @@ async def login(conn: asyncpg.Connection, username: str, password: str, *,
         return None
     if row is None or row["disabled"]:
         return None
-    if _hasher.check_needs_rehash(row["password_hash"]):
-        await conn.execute("UPDATE accounts SET password_hash = $2 WHERE id = $1", row["id"],
-                           await _off_loop(_hasher.hash, password))
+    rehashed = await _off_loop(_hasher.hash, password) if _hasher.check_needs_rehash(row["password_hash"]) else None
     token = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + ttl
-    await conn.execute("INSERT INTO access_tokens (token_hash, account_id, expires_at) VALUES ($1, $2, $3)",
-                       _digest(token), row["id"], expires)
+    async with conn.transaction():
+        # the account as the password was checked against, locked until the token is written: a password change
+        # or a disable that landed during the check (argon2id, off the loop) revoked every token there was, so
+        # a token written now would outlive it (found by break33: 12 hours of the old password after `users
+        # passwd`); one waiting for this lock revokes the token written here, as it is committed first
+        if await conn.fetchval("SELECT 1 FROM accounts WHERE id = $1 AND password_hash = $2 AND NOT disabled "
+                               "FOR SHARE", row["id"], row["password_hash"]) is None:
+            return None
+        if rehashed is not None:  # the same password's hash with today's parameters, never over a changed one
+            await conn.execute("UPDATE accounts SET password_hash = $2 WHERE id = $1", row["id"], rehashed)
+        await conn.execute("INSERT INTO access_tokens (token_hash, account_id, expires_at) VALUES ($1, $2, $3)",
+                           _digest(token), row["id"], expires)
     return token, expires, Account(row["id"], row["username"], row["role"], row["municipality_code"],
                                    row["display_name"], row["may_inject_real"])
 

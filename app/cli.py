@@ -806,7 +806,13 @@ def _new_password(args: argparse.Namespace) -> str:
     return password
 
 
+#: the audit log's actor of a change made by a command (``sonae users``): not an account, whoever ran it on
+#: the server (found by break33: account changes on the command line wrote no audit row at all)
+CLI_ACTOR = "command line"  # a space: no account can have this name (usernames are A-Z a-z 0-9 _ . @ -)
+
+
 def cmd_users(args: argparse.Namespace) -> int:
+    from alerting.audit import record_audit
     from api.auth import AccountError, create_account, list_accounts, set_disabled, set_password
 
     password = _new_password(args) if args.users_command in ("add", "passwd") else None
@@ -817,18 +823,28 @@ def cmd_users(args: argparse.Namespace) -> int:
         pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
             async with pool.acquire() as conn:
+                # each change with its audit row, in one transaction, as the API's (actor: CLI_ACTOR)
                 if args.users_command == "add":
                     assert password is not None
-                    account = await create_account(conn, username=args.username, password=password, role=args.role,
-                                                   municipality_code=args.municipality, display_name=args.name)
+                    async with conn.transaction():
+                        account = await create_account(conn, username=args.username, password=password,
+                                                       role=args.role, municipality_code=args.municipality,
+                                                       display_name=args.name)
+                        await record_audit(conn, CLI_ACTOR, "account.created", "account", account.username,
+                                           {"role": account.role, "municipality_code": account.municipality_code})
                     scope = account.municipality_code or "the whole prefecture"
                     print(f"account {account.username} ({account.role}, {scope}) created")
                 elif args.users_command == "passwd":
                     assert password is not None
-                    await set_password(conn, args.username, password)
+                    async with conn.transaction():
+                        await set_password(conn, args.username, password)
+                        await record_audit(conn, CLI_ACTOR, "account.password_changed", "account", args.username, {})
                     print(f"password of {args.username} changed; its tokens are revoked")
                 elif args.users_command in ("disable", "enable"):
-                    await set_disabled(conn, args.username, args.users_command == "disable")
+                    async with conn.transaction():
+                        await set_disabled(conn, args.username, args.users_command == "disable")
+                        await record_audit(conn, CLI_ACTOR, f"account.{args.users_command}d", "account",
+                                           args.username, {})
                     print(f"account {args.username} {args.users_command}d")
                 else:
                     for a in await list_accounts(conn):

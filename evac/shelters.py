@@ -19,6 +19,7 @@ from typing import Any
 
 from evac.drilltown import DRILL_TOWN_CODE
 from evac.hazards import GSI_FLAGS, HAZARD_TYPES
+from sonae.csvrows import shaped_rows
 from sonae.jsonkeys import read_json_file
 from sonae.municipality_code import normalise
 from sonae.nametext import refused_text
@@ -217,19 +218,31 @@ def load_shelters_geojson(
 
 
 def load_shelters_csv(path: Path | str, *, default_hazards: Iterable[str] = ()) -> list[Shelter]:
-    """Shelters from a CSV with ``lat`` and ``lon`` columns (UTF-8, a BOM is accepted)."""
+    """Shelters from a CSV with ``lat`` and ``lon`` columns (UTF-8, a BOM is accepted), each row one cell per
+    column (:func:`sonae.csvrows.shaped_rows`: ``…,flood,landslide`` unquoted was rated for flood only).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line (:class:`sonae.csvrows.CsvShapeError` for a row's shape).
+    """
     out = []
+    seen: set[str] = set()
     with Path(path).open(encoding="utf-8-sig", newline="") as fh:
-        for i, row in enumerate(csv.DictReader(fh)):
+        for i, row in enumerate(shaped_rows(csv.DictReader(fh), source=Path(path).name)):
             try:
                 lat, lon = float(row["lat"]), float(row["lon"])
             except (KeyError, ValueError):
-                raise ValueError(f"{path} row {i + 2}: needs numeric 'lat' and 'lon' columns") from None
+                raise ValueError(f"{Path(path).name} line {i + 2}: needs numeric 'lat' and 'lon' columns") from None
             try:
-                out.append(shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
-                                                  default_hazards=default_hazards))
+                s = shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",
+                                            default_hazards=default_hazards)
             except ValueError as exc:  # the whole file is refused, naming the row (its line, after the header)
-                raise ValueError(f"row {i + 2}: {exc}") from None
+                raise ValueError(f"{Path(path).name} line {i + 2}: {exc}") from None
+            if s.id in seen:  # as load_shelters_geojson: merge_sites joins one id, so two sites would become one
+                s = Shelter(**{**s.__dict__, "id": f"{s.id}#{i}"})  # with both ratings (found by break33)
+            seen.add(s.id)
+            out.append(s)
     return out
 
 

@@ -127,7 +127,8 @@ async def import_shelter_files(
         try:
             files.append(load_shelters(path, default_hazards=default_hazards))
         except (OSError, KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"{Path(path).name}: {exc}") from None
+            said, name = str(exc), Path(path).name
+            raise StoreError(said if said.startswith(f"{name} line ") else f"{name}: {said}") from None
     shelters = merge_sites(*files)
     await import_shelters(conn, shelters, actor=actor, source=source)
     return shelters

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
+from sonae.csvrows import CsvShapeError, shaped_rows
 from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, drill_town_refusal, normalise
 from sonae.municipality_code import DRILL_TOWN_RULE as _DRILL_TOWN_RULE
 from sonae.pgtext import unstorable
@@ -70,7 +71,7 @@ def english_name(romaji: str, name_ja: str) -> str:
     return f"{stem} {english}"
 
 
-def _first(row: dict[str, str | None], names: tuple[str, ...]) -> str:
+def _first(row: Mapping[str, str | None], names: tuple[str, ...]) -> str:
     for name in names:
         value = row.get(name)
         if value is not None and value.strip():
@@ -94,13 +95,15 @@ def parse_municipalities(text: str, *, source: str) -> list[Municipality]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         return _parsed(reader, source=source)
+    except CsvShapeError as exc:  # a shifted or short row, a column named twice: cells would be dropped
+        raise MunicipalityListError(str(exc)) from None
     except csv.Error as exc:
         raise MunicipalityListError(f"{source} line {reader.line_num}: not CSV ({exc})") from None
 
 
 def _parsed(reader: csv.DictReader[str], *, source: str) -> list[Municipality]:
     out = []
-    for i, row in enumerate(reader):
+    for i, row in enumerate(shaped_rows(reader, source=source)):
         where = f"{source} line {i + 2}"
         raw, name = _first(row, _CODE), _first(row, _NAME)
         if not name:

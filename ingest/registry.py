@@ -22,6 +22,7 @@ from ingest.contract import STATION_ID, STATION_ID_RULE, PayloadError, Topic, pa
 from ingest.municipalities import uncovered
 from ingest.placement import Place, misplaced
 from sonae import textfile
+from sonae.csvrows import CsvShapeError, shaped_rows
 from sonae.jsonkeys import DuplicateKeyError, loads_unique
 from sonae.municipality_code import (
     DRILL_TOWN_CODE,
@@ -296,8 +297,11 @@ def located_stations(path: str | Path) -> list[tuple[str, Station]]:
             if column not in _FIELDS:
                 raise RegistryError(f"{path.name} line 1: unknown column {column!r} (known: {', '.join(_FIELDS)})")
         try:
-            return [(where, station_from_mapping(row, where=where))
-                    for where, row in ((f"{path.name} line {i + 2}", row) for i, row in enumerate(reader))]
+            return _one_row_each([(where, station_from_mapping(row, where=where))
+                                  for where, row in ((f"{path.name} line {i + 2}", row)
+                                                     for i, row in enumerate(shaped_rows(reader, source=path.name)))])
+        except CsvShapeError as exc:  # a shifted or short row, a column named twice: cells would be dropped
+            raise RegistryError(str(exc)) from None
         except csv.Error as exc:  # a field past the csv module's size limit, a NUL, a bad quote
             raise RegistryError(f"{path.name} line {reader.line_num}: not CSV ({exc})") from None
     try:
@@ -329,7 +333,21 @@ def located_stations(path: str | Path) -> list[tuple[str, Station]]:
             props.setdefault("lon", coords[0])
             props.setdefault("lat", coords[1])
         out.append((where, station_from_mapping(props, where=where)))
-    return out
+    return _one_row_each(out)
+
+
+def _one_row_each(located: list[tuple[str, Station]]) -> list[tuple[str, Station]]:
+    """``located`` when each station is on one row (feature) of its file; a second one is refused, naming both:
+    an upsert would store the last row and count both (found: ``imported 2 stations``, one stored, the first
+    row's name and thresholds gone without a word)."""
+    first: dict[str, str] = {}
+    for where, station in located:
+        if station.id in first:
+            at = first[station.id].rsplit(" ", 2)
+            raise RegistryError(f"{where}: station {station.id!r} again (first {'on' if at[1] == 'line' else 'in'} "
+                                f"{at[1]} {at[2]}); one row per station: remove or merge one")
+        first[station.id] = where
+    return located
 
 
 _COLUMNS = [f.name for f in fields(Station)]

@@ -30,13 +30,14 @@ import io
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from ingest.registry import Station
+from sonae.csvrows import CsvShapeError, shaped_rows
 from sonae.japantime import parse_iso_time
 from sonae.jsonkeys import loads_unique
 from sonae.municipality_code import DRILL_TOWN_CENTER, DRILL_TOWN_CODE
@@ -127,6 +128,15 @@ def _open_text(path: Path) -> TextIO:
         raise ReplayError(f"{path.name}: cannot be read as UTF-8 text ({type(exc).__name__})") from None
 
 
+def _shaped(reader: csv.DictReader[str], path: Path) -> Iterator[dict[str, str]]:
+    """The rows of a replay CSV, each one cell per column (:func:`sonae.csvrows.shaped_rows`; a shifted row
+    would replay one stage as another), the refusal a :class:`ReplayError` that quotes nothing of the file."""
+    try:
+        yield from shaped_rows(reader, source=path.name, quote=False)
+    except CsvShapeError as exc:
+        raise ReplayError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Series:
     """One station's readings to replay."""
@@ -148,7 +158,7 @@ def read_jiseiji(path: str | Path) -> list[tuple[datetime, float]]:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or "時刻" not in reader.fieldnames or "水位_水位" not in reader.fieldnames:
             raise ReplayError(f"{path.name}: expected columns 時刻 and 水位_水位 (not a 持世寺 series)")
-        for i, row in enumerate(reader, start=2):
+        for i, row in enumerate(_shaped(reader, path), start=2):
             raw = (row["水位_水位"] or "").strip()
             if not raw:
                 continue
@@ -220,7 +230,7 @@ def read_mlit_rows(path: str | Path) -> list[MlitRow]:
     out = []
     with _open_text(path) as fh:
         reader = csv.DictReader(fh)
-        for i, row in enumerate(reader, start=2):
+        for i, row in enumerate(_shaped(reader, path), start=2):
             try:
                 level = _opt_float(row["level_m"])
                 if level is None:

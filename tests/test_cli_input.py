@@ -335,3 +335,26 @@ async def test_a_refused_station_names_its_file_and_line_for_every_rule(
     said = one_line_error(sonae("stations", "import", str(path), env=env))
     assert "x.csv line 4: station 'bk-far': municipality_code: " in said and rule in said, said
     assert await station_ids(database_url) == []
+
+
+async def test_account_changes_on_the_command_line_are_in_the_audit_log(env: dict[str, str],
+                                                                       database_url: str) -> None:
+    """Found by break33: ``sonae users add|passwd|disable|enable`` changed accounts without an audit row, while the
+    same creation through the API wrote ``account.created`` (alerting.audit: every change of an account is one
+    row): who disabled an account, or changed its password, could not be read from the audit log."""
+    with_password = {**env, "SONAE_NEW_PASSWORD": "correct horse battery"}
+    for args in (("add", "hana", "--role", "staff", "--municipality", "072036", "--password-from-env"),
+                 ("passwd", "hana", "--password-from-env"), ("disable", "hana"), ("enable", "hana")):
+        result = sonae("users", *args, env=with_password)
+        assert result.returncode == 0, result.stderr
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT actor, action, object_type, object_id, detail::jsonb AS detail "
+                                "FROM audit_log ORDER BY id")
+    finally:
+        await conn.close()
+    assert [(r["action"], r["object_type"], r["object_id"]) for r in rows] == [
+        ("account.created", "account", "hana"), ("account.password_changed", "account", "hana"),
+        ("account.disabled", "account", "hana"), ("account.enabled", "account", "hana")]
+    assert {r["actor"] for r in rows} == {"command line"}  # no account's name (a space)
+    assert "correct horse battery" not in str([dict(r) for r in rows])

@@ -9,8 +9,12 @@ import logging
 
 import asyncpg
 import pytest
+import yarl
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from api.app import create_app
 from sonae.config import Settings
@@ -109,3 +113,48 @@ async def test_head_of_the_event_stream_is_a_head(client: TestClient) -> None:
     assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
     assert rest.startswith(b"HTTP/1.1 200"), rest[:80]
     assert rest.endswith(b'{"status": "ok"}')
+
+
+# a resident's position carried in the path rather than the query (found by break33: each was written to the
+# access log as sent, the percent-encoded ? decoded): a link whose ? a messenger app encoded, a client that
+# puts the position in the path, a matrix parameter, a position taken for a station id
+_RECORD_FIELDS = {*logging.makeLogRecord({}).__dict__, "message", "asctime"}
+POSITION_PATHS = [
+    "/api/v1/level%3Flat={lat}%26lon={lon}",
+    "/api/v1/level%3Flat={lat}&lon={lon}",
+    "/api/v1/route/{lat},{lon}",
+    "/api/v1/route;lat={lat};lon={lon}",
+    "/api/v1/stations/{lat},{lon}",
+    "/api/v1/stations/{lat},{lon}/readings",
+    "/ngsi-ld/v1/entities/urn:ngsi-ld:Point:{lat},{lon}",
+    "/{lat}/{lon}",
+]
+
+
+@examples(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lat=st.integers(36_800_000, 38_000_000).map(lambda n: f"{n / 1e6:.6f}"),
+       lon=st.integers(139_200_000, 141_100_000).map(lambda n: f"{n / 1e6:.6f}"),
+       shape=st.sampled_from(POSITION_PATHS))
+async def test_a_position_in_the_path_never_reaches_the_access_log(client: TestClient,
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   lat: str, lon: str, shape: str) -> None:
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    answer = await client.get(yarl.URL(shape.format(lat=lat, lon=lon), encoded=True))
+    assert 400 <= answer.status < 500, answer.status
+    records = [r for r in caplog.records if r.name == "aiohttp.access"]
+    assert records, "the access log wrote the request"
+    # the message and every field the logger adds (LogRecord's own, such as its times, are left out: a time
+    # could hold the digits of a position by chance)
+    text = " ".join(f"{r.getMessage()} {[v for k, v in r.__dict__.items() if k not in _RECORD_FIELDS]}"
+                    for r in records)
+    assert lat not in text and lon not in text and lat[:6] not in text and lon[:7] not in text, text
+
+
+async def test_the_access_log_names_the_route_as_the_metrics_do(client: TestClient,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    for path in ("/api/v1/stations/akutsu", "/api/v1/stations", "/api/v1/no-such-thing"):
+        await client.get(path)
+    routes = [r.__dict__.get("route") for r in caplog.records if r.name == "aiohttp.access"]
+    assert routes == ["/api/v1/stations/{station_id}", "/api/v1/stations", "unmatched"]

@@ -52,6 +52,22 @@ def test_every_parameter_that_can_carry_a_position_is_on_a_path_without_an_error
     assert {"/api/v1/route", "/api/v1/level", "/api/v1/shelters/nearest"} <= set(checked)
 
 
+def test_a_path_that_may_hold_a_position_is_judged_alike_by_the_access_log_and_the_error_log() -> None:
+    """The map that writes such a path as "-" and the location that gives it no error log: one expression; every
+    route of the API (its templates filled with ids) is logged as is."""
+    logged = re.search(r'map \$uri \$sonae_logged_uri \{\n\s+"~([^"]+)"\s+"-";',
+                       (DEPLOY / "nginx" / "sonae-http.conf").read_text())
+    quiet = re.search(r'^location ~ "([^"]+)" \{\n    error_log /dev/null;',
+                      (DEPLOY / "nginx" / "sonae-locations.conf").read_text(), re.M)
+    assert logged and quiet and logged[1] == quiet[1]
+    position = re.compile(logged[1])
+    for path in document()["paths"]:
+        filled = re.sub(r"\{[^}]+\}", "0700000003", path)
+        assert not position.search(filled), f"{filled} would be logged as -"
+    for path in ("/", "/staff", "/sw.js", "/api/v1/alerts/12.cap", "/api/v1/stations/abukuma-motomiya/readings"):
+        assert not position.search(path), path
+
+
 def _site(tmp: Path, *, https: int, http: int, dead: int, closing: int) -> str:
     site = (DEPLOY / "nginx" / "sonae.conf").read_text()
     site = (site.replace("/etc/nginx/sonae/", f"{tmp}/sonae/")
@@ -174,6 +190,12 @@ async def test_shipped_nginx_logs_no_position_when_replicas_are_down(tmp_path: P
                 f"{base}/ngsi-ld/v1/entities?type=Shelter&georel=near;maxDistance==500&geometry=Point"
                 f"&coordinates=[{LON},{LAT}]",
                 f"{base}/api/v1/route/?{position}", f"{base}/API/v1/Route?{position}"]
+        # a position in the path (break33): a link whose ? a messenger app encoded (nginx's $uri decodes it),
+        # a position taken for a station id or a path segment; each was in the access log, the last two in the
+        # error log too
+        urls += [f"{base}/api/v1/level%3F{position}", f"{base}/api/v1/level%3Flat%3D{LAT}%26lon%3D{LON}",
+                 f"{base}/api/v1/stations/{LAT},{LON}", f"{base}/api/v1/stations/{LAT}/readings",
+                 f"{base}/{LAT}/{LON}", f"{base}/api/v1/route;lat={LAT};lon={LON}"]
         for url in urls:
             assert await asyncio.to_thread(_get, url) in (502, 504), url
         # the redirect from http: logged path-only too
@@ -195,6 +217,7 @@ async def test_shipped_nginx_logs_no_position_when_replicas_are_down(tmp_path: P
     access = written["access.log"]
     assert re.search(r'GET "/api/v1/route" 50[24] .*127\.0\.0\.1', access), access  # the failed replica, by path
     assert re.search(r'GET "/api/v1/route" 301', access), access  # the redirect's line: path only
+    assert len(re.findall(r'GET "-" 50[24]', access)) == 6, access  # a path holding a position: not written
     error = written["error.log"]
     assert "/api/v1/stations" in error and re.search(r"connect\(\) failed|no live upstreams|prematurely closed",
                                                      error), error

@@ -46,7 +46,7 @@ def test_shelter_csv_name_not_shown_is_refused_naming_the_row(tmp_path: Path, na
     quoted = '"' + name + '"'
     path.write_text(f"id,name,lat,lon,hazards\nA,ok,37.4,140.3,flood\nB,{quoted},37.4,140.3,flood\n",
                     encoding="utf-8", newline="")
-    with pytest.raises(ValueError, match=f"^row 3: shelter 'B': name holds {reason}"):
+    with pytest.raises(ValueError, match=f"^s.csv line 3: shelter 'B': name holds {reason}"):
         load_shelters(path)
 
 

@@ -110,3 +110,26 @@ def test_shelter_text_postgresql_cannot_store_is_refused(tmp_path: Path, name: s
                     '"geometry": {"type": "Point", "coordinates": [140.38, 37.42]}}]}', encoding="utf-8")
     with pytest.raises(ValueError, match="shelter 's1': field 'name'"):
         load_shelters(path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".geojson"])
+def test_two_sites_under_one_id_in_one_file_stay_two_sites_with_their_own_ratings(tmp_path: Path,
+                                                                                  suffix: str) -> None:
+    """Found by break33: a CSV whose rows 一つ目 (flood, 37.40 140.36) and 二つ目 (landslide, 37.41 140.37, 1.4 km
+    away) share an id was imported as one site, 一つ目 rated for flood and landslide (``imported 1 sites``): a
+    landslide route could end at a site not rated for it. A GeoJSON file kept them apart (a repeated id within a
+    file is made unique); a CSV file now does the same."""
+    from evac.shelters import merge_sites
+
+    rows = [("b-dup", "一つ目", 37.40, 140.36, "flood"), ("b-dup", "二つ目", 37.41, 140.37, "landslide")]
+    path = tmp_path / f"sites{suffix}"
+    if suffix == ".csv":
+        path.write_text("id,name,lat,lon,hazards\n" + "".join(f"{i},{n},{la},{lo},{h}\n" for i, n, la, lo, h in rows),
+                        encoding="utf-8")
+    else:
+        write_shelters_geojson([Shelter(id=i, name=n, lat=la, lon=lo, hazards=frozenset({h}))
+                                for i, n, la, lo, h in rows], path, gsi_flags=False)
+    sites = merge_sites(load_shelters(path))
+    assert sorted((s.name, s.lat, s.lon, sorted(s.hazards)) for s in sites) == [
+        ("一つ目", 37.40, 140.36, ["flood"]), ("二つ目", 37.41, 140.37, ["landslide"])]
+    assert len({s.id for s in sites}) == 2
