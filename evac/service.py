@@ -99,9 +99,13 @@ _SEED_LOCK = 0x45_56_41_43  # "EVAC": one process imports the drill town's data
 
 
 def parse_warm(text: str) -> list[FieldKey]:
-    """``walk:flood,car:flood:exercise`` → field keys; raises :class:`ConfigError` naming the setting."""
+    """``walk:flood,car:flood:exercise`` → field keys; raises :class:`ConfigError` naming the setting.
+
+    Spaces around an item are taken (``walk:flood, walk:landslide`` as typed in a TOML file); any other
+    character around one (a line break, a tab, U+3000) makes it no known item (found: ``walk:flood\n`` was
+    taken as ``walk:flood``, as every space-like character was trimmed)."""
     keys: list[FieldKey] = []
-    for item in (p.strip() for p in str(text).split(",")):
+    for item in (p.strip(" ") for p in str(text).split(",")):
         if not item:
             continue
         parts = item.split(":")

@@ -329,7 +329,7 @@ SCHEMA: tuple[Setting, ...] = (
             check=_road_network),
     Setting("evac.warm", str, "walk:flood",
             "Route fields kept computed at every hazard change, as profile:hazard[:exercise], comma-separated.",
-            check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip())
+            check=lambda v: None if all(len(p.split(":")) in (2, 3) for p in str(v).split(",") if p.strip(" "))
             else "expected profile:hazard[:exercise] items separated by commas, e.g. walk:flood"),
     Setting("evac.search_worker", bool, True,
             "Run route-field searches in a worker process (shared memory) so the API never stalls while "

@@ -52,3 +52,14 @@ def test_the_road_network_setting_is_taken_exactly(written: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(environ={"SONAE_EVAC_NETWORK": written})
     assert str(err.value).startswith(f"SONAE_EVAC_NETWORK={written!r}: has U+") and EXACT_RULE in str(err.value)
+
+
+@pytest.mark.parametrize("written", ["walk:flood\n", "\twalk:flood", "walk:flood,\u3000walk:landslide",
+                                     "walk:flood\r\n,walk:landslide", "walk:flood:exercise\x00"])
+def test_the_warm_fields_setting_takes_spaces_around_an_item_and_nothing_else(written: str) -> None:
+    from evac.service import parse_warm
+
+    assert parse_warm(" walk:flood , walk:landslide:exercise ") == [("walk", "flood", False),
+                                                                    ("walk", "landslide", True)]
+    with pytest.raises(ConfigError, match="is not profile:hazard"):
+        parse_warm(written)
