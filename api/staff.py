@@ -267,10 +267,11 @@ async def patch_station(request: web.Request) -> web.Response:
                 raise Problem(404, "Not Found", f"no station {station_id!r}")
             before, after = result
             if after:  # an edit that changes nothing is no action: nothing to audit
-                # the station's municipality after the edit (a move's other one is the detail's "from")
+                # the station's municipality after the edit, read in its transaction (a move's other one is the
+                # detail's "from")
                 await audit(conn, account.username, "station.updated", "station", station_id,
-                            {"from": before, "to": after},
-                            municipality_code=after.get("municipality_code", found["municipality_code"]))
+                            {"from": before, "to": after}, municipality_code=await conn.fetchval(
+                                "SELECT municipality_code FROM stations WHERE id = $1", station_id))
         row = [r for r in await stations_with_latest(conn) if r["id"] == station_id][0]
     return web.json_response(station_json(row))
 

@@ -44,7 +44,8 @@ async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
     async with pool.acquire() as conn:
         tokens = await signed_in(conn, ACCOUNTS, PASSWORD)
         await upsert_stations(conn, [Station(id="akutsu", name="阿久津", municipality_code=KORI),
-                                     Station(id="fuku-gauge", name="Fukushima gauge", municipality_code=FUKU)])
+                                     Station(id="fuku-gauge", name="Fukushima gauge", municipality_code=FUKU),
+                                     Station(id="unplaced", name="unplaced gauge", municipality_code=None)])
     try:
         yield client, {name: _auth(token) for name, token in tokens.items()}, pool
     finally:
@@ -84,6 +85,37 @@ async def test_a_prefecture_admins_order_is_in_the_municipalitys_audit_trail(wor
     assert not [e for e in fuku if e["actor"] == "pref-admin" or e["municipality_code"] == KORI], fuku
     # the prefecture admin sees every entry, as before
     assert {("pref-admin", "order.issued", KORI)} <= _actions(await _entries(client, auth["pref-admin"]))
+
+
+async def test_each_prefecture_action_about_a_municipality_is_in_its_trail(world: Any) -> None:
+    """Hazard areas, webhooks, accounts, acknowledgements and a gauge moved into the municipality: every entry a
+    prefecture admin's action there writes is the municipality's, and none is another's. (A gauge moved from
+    one municipality to another is entered under the one it moved to: here it was in none before.)"""
+    client, auth, pool = world
+    pref = auth["pref-admin"]
+    square = {"type": "Polygon", "coordinates": [[[140.36, 37.39], [140.37, 37.39], [140.37, 37.40], [140.36, 37.40],
+                                                  [140.36, 37.39]]]}
+    hazard = await client.post("/api/v1/hazards", json={"geometry": square, "municipality_code": KORI}, headers=pref)
+    hook = await client.post("/api/v1/webhooks", json={"url": "https://partner.example/h", "municipality_code": KORI},
+                             headers=pref)
+    account = await client.post("/api/v1/accounts", json={"username": "kori-new", "password": PASSWORD,
+                                                          "role": "staff", "municipality_code": KORI}, headers=pref)
+    moved = await client.patch("/api/v1/stations/unplaced", json={"municipality_code": KORI}, headers=pref)
+    assert (hazard.status, hook.status, account.status, moved.status) == (201, 201, 201, 200), await moved.text()
+    removed = await client.delete(f"/api/v1/hazards/{(await hazard.json())['id']}", headers=pref)
+    unhooked = await client.delete(f"/api/v1/webhooks/{(await hook.json())['id']}", headers=pref)
+    async with pool.acquire() as conn, conn.transaction():
+        change = await alerts.apply_transition(conn, station_id="akutsu", municipality_code=KORI, exercise=False,
+                                               t=Transition("river_level", None, 2, datetime.now(UTC).timestamp(),
+                                                            5.6, 5.5, "threshold"))
+    assert change is not None
+    ack = await client.post(f"/api/v1/alerts/{change.alert_id}/acknowledge", json={}, headers=pref)
+    assert (removed.status, unhooked.status, ack.status) == (204, 204, 200)
+
+    by_pref = {a for who, a, muni in _actions(await _entries(client, auth["kori-admin"])) if who == "pref-admin"}
+    assert by_pref == {"hazard_area.added", "hazard_area.removed", "webhook.created", "webhook.deleted",
+                       "account.created", "station.updated", "alert.acknowledged"}
+    assert not [e for e in await _entries(client, auth["fuku-admin"]) if e["actor"] != "fuku-admin"]
 
 
 async def test_the_rule_engines_alert_for_a_gauge_is_in_its_municipalitys_trail(world: Any) -> None:
