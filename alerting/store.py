@@ -211,7 +211,8 @@ async def apply_transition(
                             reason=alert["reason"] if kind == "re-evaluated" else t.reason, actor=actor, note=note)
     # an unconfirmed alert withdrawn live, or a level whose reading a replay found a spike: withdrawn, not cleared
     withdrawn = kind == "cleared" and t.reason == SPIKE
-    await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail)
+    await record_audit(conn, actor, "alert.withdrawn" if withdrawn else f"alert.{kind}", "alert", alert["id"], detail,
+                       municipality_code=alert["municipality_code"])
     await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, kind, alert["municipality_code"])
 
@@ -295,13 +296,15 @@ async def _leave_public(conn: asyncpg.Connection, public: asyncpg.Record, t: Tra
                                  value=t.value, reason=end_reason, actor=actor,
                                  note=ended if note is None else f"{note}; {ended}")
     await record_audit(conn, actor, "alert.withdrawn" if t.reason == SPIKE else "alert.cleared", "alert", cleared["id"],
-                       {**detail, "new_level": None, "continued_by": staff["id"]})
+                       {**detail, "new_level": None, "continued_by": staff["id"]},
+                       municipality_code=cleared["municipality_code"])
     await _notify(conn, cleared["id"], cleared_event)
     goes_on = f"continues alert {public['id']} below the public levels, for staff only"
     staff_event = await _event(conn, staff, "raised", level=t.new_level, old_level=None, reading_ts=at,
                                value=t.value, reason=staff_reason, actor=actor,
                                note=goes_on if note is None else f"{note}; {goes_on}")
-    await record_audit(conn, actor, "alert.raised", "alert", staff["id"], {**detail, "continues": public["id"]})
+    await record_audit(conn, actor, "alert.raised", "alert", staff["id"], {**detail, "continues": public["id"]},
+                       municipality_code=staff["municipality_code"])
     await _notify(conn, staff["id"], staff_event)
     return AlertChange(staff["id"], staff_event, "raised", staff["municipality_code"])
 
@@ -331,7 +334,7 @@ async def move_alert(conn: asyncpg.Connection, alert_id: int, *, municipality_co
     await record_audit(conn, actor, "alert.moved", "alert", alert_id,
                        {"station_id": alert["station_id"], "condition": alert["condition"],
                         "exercise": alert["exercise"], "from": old, "to": municipality_code,
-                        "at": at.isoformat()})
+                        "at": at.isoformat()}, municipality_code=municipality_code)
     await _notify(conn, alert_id, event_id)
     return AlertChange(alert_id, event_id, "moved", municipality_code)
 
@@ -350,7 +353,8 @@ async def acknowledge_alert(conn: asyncpg.Connection, alert_id: int, *, user: st
                            alert_id, user, note)
         event_id = await _event(conn, alert, "acknowledged", level=alert["level"], old_level=alert["level"],
                                 reading_ts=None, value=None, reason=None, actor=user, note=note)
-        await record_audit(conn, user, "alert.acknowledged", "alert", alert_id, {"note": note})
+        await record_audit(conn, user, "alert.acknowledged", "alert", alert_id, {"note": note},
+                           municipality_code=alert["municipality_code"])
         await _notify(conn, alert_id, event_id)
     return event_id
 
@@ -405,7 +409,7 @@ async def issue_order(
                                 reason="order", actor=issued_by, note=note)
         await record_audit(conn, issued_by, "order.issued", "evacuation_order", order["id"],
                      {"municipality_code": municipality_code, "level": level, "area": area, "note": note,
-                      "exercise": exercise, "alert_id": alert["id"]})
+                      "exercise": exercise, "alert_id": alert["id"]}, municipality_code=municipality_code)
         await _notify(conn, alert["id"], event_id)
     return int(order["id"]), AlertChange(alert["id"], event_id, "raised", municipality_code)
 
@@ -429,7 +433,7 @@ async def cancel_order(conn: asyncpg.Connection, order_id: int, *, cancelled_by:
         event_id = await _event(conn, alert, "cleared", level=None, old_level=alert["level"], reading_ts=None,
                                 value=None, reason="order cancelled", actor=cancelled_by, note=note)
         await record_audit(conn, cancelled_by, "order.cancelled", "evacuation_order", order_id,
-                     {"note": note, "alert_id": alert["id"]})
+                     {"note": note, "alert_id": alert["id"]}, municipality_code=order["municipality_code"])
         await _notify(conn, alert["id"], event_id)
     return AlertChange(alert["id"], event_id, "cleared", order["municipality_code"])
 

@@ -48,7 +48,8 @@ async def create_token(request: web.Request) -> web.Response:
         if result is not None:
             from alerting.audit import record_audit as audit
 
-            await audit(conn, result[2].username, "account.login", "account", result[2].username, {})
+            await audit(conn, result[2].username, "account.login", "account", result[2].username, {},
+                        municipality_code=result[2].municipality_code)
     if result is None:
         raise Problem(401, "Unauthorized", "wrong username or password", headers={"WWW-Authenticate": 'Bearer realm="sonae"'})
     token, expires, account = result
@@ -101,7 +102,8 @@ async def post_account(request: web.Request) -> web.Response:
         from alerting.audit import record_audit as audit
 
         await audit(conn, admin.username, "account.created", "account", account.username,
-                    {"role": account.role, "municipality_code": account.municipality_code})
+                    {"role": account.role, "municipality_code": account.municipality_code},
+                    municipality_code=account.municipality_code)
     return web.json_response(account.as_json(), status=201)
 
 
@@ -129,5 +131,6 @@ async def put_real_injection(request: web.Request) -> web.Response:
             row = await set_real_injection(conn, username, allowed=allowed)
             assert row is not None  # locked above
             await audit(conn, admin.username, "account.real_injection_" + ("granted" if allowed else "revoked"),
-                        "account", username, {"may_inject_real": allowed})
+                        "account", username, {"may_inject_real": allowed},
+                        municipality_code=target["municipality_code"])
     return web.json_response({"username": target["username"], "may_inject_real": allowed, "repeated": repeated})

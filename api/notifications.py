@@ -269,7 +269,8 @@ async def post_webhook(request: web.Request) -> web.Response:
             include_staff=field(body, "include_staff", bool, default=False),
             drills=drills)
         await audit(conn, admin.username, "webhook.created", "webhook", hook["id"],
-                    {k: v for k, v in hook.items() if k not in ("secret", "created_at")})
+                    {k: v for k, v in hook.items() if k not in ("secret", "created_at")},
+                    municipality_code=hook["municipality_code"])
     return web.json_response(hook, status=201, dumps=_dumps, headers={"Cache-Control": "no-store"})
 
 
@@ -292,7 +293,8 @@ async def delete_webhook(request: web.Request) -> web.Response:
         require_object_scope(admin, hook["municipality_code"], what=f"webhook {webhook_id}")
         if not await store.delete_webhook(conn, webhook_id):
             raise Problem(404, "Not Found", f"no webhook {webhook_id}")
-        await audit(conn, admin.username, "webhook.deleted", "webhook", webhook_id, {})
+        await audit(conn, admin.username, "webhook.deleted", "webhook", webhook_id, {},
+                    municipality_code=hook["municipality_code"])
     return web.Response(status=204)
 
 
@@ -369,7 +371,8 @@ async def put_roster(request: web.Request) -> web.Response:
             raise Problem(404 if "no account" in str(exc) else 400, "Bad Request" if "email" in str(exc)
                           else "Not Found", str(exc)) from None
         await audit(conn, account.username, "roster.updated", "account", username,
-                    {"municipality_code": municipality, "on_call": entry["on_call"], "drills": entry["drills"]})
+                    {"municipality_code": municipality, "on_call": entry["on_call"], "drills": entry["drills"]},
+                    municipality_code=municipality)
     return web.json_response(entry, dumps=_dumps)
 
 
@@ -385,7 +388,8 @@ async def delete_roster(request: web.Request) -> web.Response:
         removed = await store.remove_roster(conn, username)
         if removed is None:
             raise Problem(404, "Not Found", f"{username} is not on the roster")
-        await audit(conn, admin.username, "roster.removed", "account", username, removed)
+        await audit(conn, admin.username, "roster.removed", "account", username, removed,
+                    municipality_code=removed["municipality_code"])
     return web.Response(status=204)
 
 

@@ -464,6 +464,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {**ok(), **errors(401, 403)}},
     ("get", "/api/v1/audit"): {
         "summary": "The audit log (admin)", "tags": ["admin"], "security": STAFF,
+        "description": "Who did what to which object, newest first (`limit` entries, default 100). Each entry "
+                       "names the municipality it concerns, `municipality_code` (6-digit code; null: none, as a "
+                       "prefecture-wide account, map or run, or an old entry whose municipality could not be "
+                       "told). A municipal admin sees the entries about its municipality, whoever acted (a "
+                       "prefecture admin's order or station edit there, the rule engine's alerts for its gauges, "
+                       "actor `rules`), and the entries by its own accounts; never an entry about another "
+                       "municipality only. A prefecture admin sees every entry. An object moved between "
+                       "municipalities (`alert.moved`, a `station.updated` of its municipality) is entered under "
+                       "the one it moved to; `detail` names the other.",
         "parameters": [q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
         "responses": {**ok(), **errors(400, 401, 403)}},
     ("get", "/api/v1/simulations"): {

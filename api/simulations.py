@@ -108,6 +108,8 @@ async def start_simulation(request: web.Request) -> web.Response:
     except (ScenarioError, ReplayError) as exc:
         raise Problem(400, "Bad Request", str(exc)[:500], field="scenario") from None
 
+    codes: set[str | None] = set()  # the municipalities of the run's gauges (authorize), which it concerns
+
     async def authorize(stations: list[Station]) -> None:
         async with request.app[POOL].acquire() as conn:
             registered = {r["id"]: r["municipality_code"] for r in await conn.fetch(
@@ -115,6 +117,7 @@ async def start_simulation(request: web.Request) -> web.Response:
         # the municipality the scenario gives a station, and the one the registry has for it: both count
         places = [(s.id, s.municipality_code) for s in stations] + list(registered.items())
         require_may_simulate(account, exercise=exercise, station_municipalities=places)
+        codes.update(code for _, code in places)
 
     manager = _manager(request)
     try:
@@ -135,9 +138,12 @@ async def start_simulation(request: web.Request) -> web.Response:
     except (ScenarioError, ValueError, TypeError) as exc:  # ReplayError messages never quote a file
         raise Problem(400, "Bad Request", str(exc)[:500], field="scenario") from None
     async with request.app[POOL].acquire() as conn:
+        # the run's municipality: the starter's, or the one all its gauges are in (a prefecture admin's drill of
+        # one municipality's gauges); None for a run across several
+        concerns = account.municipality_code or (next(iter(codes)) if len(codes) == 1 else None)
         await audit(conn, account.username, "simulation.started", "simulation", status.get("run"),
                     {"scenario": str(body["scenario"])[:200] if isinstance(body["scenario"], str) else "inline",
-                     "exercise": exercise})
+                     "exercise": exercise}, municipality_code=concerns)
     return web.json_response(status, status=201)
 
 
@@ -149,9 +155,14 @@ async def stop_simulation(request: web.Request) -> web.Response:
         raise Problem(404, "Not Found", "no simulation is running")
     if not _sees(account, manager):
         raise Problem(404, "Not Found", "no simulation is running")  # another municipality's run
+    scope = manager.scope  # the starter's municipality (read before the run ends)
     status = await manager.stop()  # (a run being started: once it runs, or nothing when its start failed)
     if status.get("run") is None:
         raise Problem(404, "Not Found", "no simulation is running")
     async with request.app[POOL].acquire() as conn:
-        await audit(conn, account.username, "simulation.stopped", "simulation", status.get("run"), {})
+        # the municipality its start was audited with (a prefecture admin's drill of one municipality's gauges)
+        started = await conn.fetchrow("SELECT municipality_code FROM audit_log WHERE action = 'simulation.started' "
+                                      "AND object_id = $1 ORDER BY id DESC LIMIT 1", str(status.get("run")))
+        await audit(conn, account.username, "simulation.stopped", "simulation", status.get("run"), {},
+                    municipality_code=started["municipality_code"] if started is not None else scope)
     return web.json_response(status)

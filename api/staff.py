@@ -188,7 +188,7 @@ async def patch_shelter(request: web.Request) -> web.Response:
             except StoreError as exc:
                 raise Problem(400, "Bad Request", str(exc)) from None
             await audit(conn, account.username, "shelter.updated", "shelter", shelter_id,
-                        {k: v for k, v in changes.items() if v is not None})
+                        {k: v for k, v in changes.items() if v is not None}, municipality_code=municipality)
     return web.json_response({"id": shelter_id, "occupancy": row["occupancy"], "is_open": row["is_open"],
                               "capacity": row["capacity"]})
 
@@ -267,8 +267,11 @@ async def patch_station(request: web.Request) -> web.Response:
                 raise Problem(404, "Not Found", f"no station {station_id!r}")
             before, after = result
             if after:  # an edit that changes nothing is no action: nothing to audit
+                # the station's municipality after the edit, read in its transaction (a move's other one is the
+                # detail's "from")
                 await audit(conn, account.username, "station.updated", "station", station_id,
-                            {"from": before, "to": after})
+                            {"from": before, "to": after}, municipality_code=await conn.fetchval(
+                                "SELECT municipality_code FROM stations WHERE id = $1", station_id))
         row = [r for r in await stations_with_latest(conn) if r["id"] == station_id][0]
     return web.json_response(station_json(row))
 
@@ -299,7 +302,7 @@ async def post_hazard(request: web.Request) -> web.Response:
             area_id = await add_hazard_area(conn, area, actor=account.username, municipality_code=municipality)
             await audit(conn, account.username, "hazard_area.added", "hazard_area", area_id,
                         {"hazard": hazard, "severity": area.severity, "municipality_code": municipality,
-                         "exercise": area.exercise, "label": area.label})
+                         "exercise": area.exercise, "label": area.label}, municipality_code=municipality)
     return web.json_response({"id": area_id}, status=201)
 
 
@@ -319,7 +322,8 @@ async def delete_hazard(request: web.Request) -> web.Response:
             # audited the removal twice)
             if not await remove_hazard_area(conn, area_id, actor=account.username):
                 raise Problem(404, "Not Found", "no such hazard area")
-            await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {})
+            await audit(conn, account.username, "hazard_area.removed", "hazard_area", area_id, {},
+                        municipality_code=row["municipality_code"])
     return web.Response(status=204)
 
 
@@ -333,14 +337,15 @@ async def get_hazard_maps(request: web.Request) -> web.Response:
     return web.json_response({"maps": maps}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
-async def _map_in_scope(request: web.Request, conn: Any, account: Any) -> str:
+async def _map_in_scope(request: web.Request, conn: Any, account: Any) -> tuple[str, str | None]:
+    """The map's id and municipality (None: a prefecture-wide map), 404 when the account may not see it."""
     map_id = request.match_info["map_id"][:200]
     row = await conn.fetchrow("SELECT municipality_code FROM hazard_maps WHERE id = $1", map_id)
     if row is None:
         raise Problem(404, "Not Found", f"no hazard map {map_id!r}: GET /api/v1/hazard-maps lists them")
     if row["municipality_code"] is not None:  # another municipality's map: as if missing
         require_object_scope(account, row["municipality_code"], what=f"hazard map {map_id!r}")
-    return map_id
+    return map_id, row["municipality_code"]
 
 
 @routes.put("/api/v1/hazard-maps/{map_id}/link")
@@ -356,12 +361,12 @@ async def put_hazard_map_link(request: web.Request) -> web.Response:
     except StoreError as exc:
         raise Problem(400, "Bad Request", str(exc)) from None
     async with request.app[POOL].acquire() as conn:
-        map_id = await _map_in_scope(request, conn, account)
+        map_id, map_municipality = await _map_in_scope(request, conn, account)
         async with conn.transaction():
             await link_hazard_map(conn, map_id, link, actor=account.username)
             await audit(conn, account.username, "hazard_map.linked", "hazard_map", map_id,
                         {"kind": link.kind, "ref": link.ref, "at_level": link.at_level,
-                         "phenomenon": link.phenomenon})
+                         "phenomenon": link.phenomenon}, municipality_code=map_municipality)
         row = next(r for r in await hazard_map_rows(conn) if r["id"] == map_id)
     return web.json_response(hazard_map_json(row), dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
@@ -370,10 +375,11 @@ async def put_hazard_map_link(request: web.Request) -> web.Response:
 async def delete_hazard_map_link(request: web.Request) -> web.Response:
     account = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
-        map_id = await _map_in_scope(request, conn, account)
+        map_id, map_municipality = await _map_in_scope(request, conn, account)
         async with conn.transaction():
             await link_hazard_map(conn, map_id, None, actor=account.username)
-            await audit(conn, account.username, "hazard_map.unlinked", "hazard_map", map_id, {})
+            await audit(conn, account.username, "hazard_map.unlinked", "hazard_map", map_id, {},
+                        municipality_code=map_municipality)
     return web.Response(status=204)
 
 
@@ -423,13 +429,19 @@ async def sensor_health(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/audit")
 async def audit_log(request: web.Request) -> web.Response:
-    """The audit log; a municipal admin sees the entries whose actor is an account of its municipality."""
+    """The audit log, newest first; each entry names the municipality it concerns (``municipality_code``, null for
+    none). A municipal admin sees the entries about its municipality, whoever acted (a prefecture admin, the
+    rule engine ``rules``, the ``command line``), and those by its own accounts; never one about another
+    municipality only (found: only those by its own accounts, so an order a prefecture admin issued for it, or
+    an alert the rule engine raised for its gauge, was missing). A prefecture admin sees every entry."""
     account = await authenticate(request)
     limit = query_int(request, "limit", default=100, lo=1, hi=1000)
     async with request.app[POOL].acquire() as conn:
+        # each side of the OR has its index (migration alerting 082): (municipality_code, id), (actor, id)
         rows = await conn.fetch(
-            "SELECT id, at, actor, action, object_type, object_id, detail FROM audit_log "
-            "WHERE $2::text IS NULL OR actor IN (SELECT username FROM accounts WHERE municipality_code = $2) "
+            "SELECT id, at, actor, action, object_type, object_id, municipality_code, detail FROM audit_log "
+            "WHERE $2::text IS NULL OR municipality_code = $2 "
+            "OR actor IN (SELECT username FROM accounts WHERE municipality_code = $2) "
             "ORDER BY id DESC LIMIT $1", limit, scope_filter(account))
     return web.json_response({"entries": [{**dict(r), "at": r["at"].isoformat(), "detail": json.loads(r["detail"])}
                                           for r in rows]})

@@ -811,6 +811,12 @@ def _new_password(args: argparse.Namespace) -> str:
 CLI_ACTOR = "command line"  # a space: no account can have this name (usernames are A-Z a-z 0-9 _ . @ -)
 
 
+async def _account_municipality(conn: Any, username: str) -> str | None:
+    """The municipality of an account (None: prefecture-wide), which its audit rows concern."""
+    code = await conn.fetchval("SELECT municipality_code FROM accounts WHERE username = $1", username)
+    return None if code is None else str(code)
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from alerting.audit import record_audit
     from api.auth import AccountError, create_account, list_accounts, set_disabled, set_password
@@ -831,20 +837,23 @@ def cmd_users(args: argparse.Namespace) -> int:
                                                        role=args.role, municipality_code=args.municipality,
                                                        display_name=args.name)
                         await record_audit(conn, CLI_ACTOR, "account.created", "account", account.username,
-                                           {"role": account.role, "municipality_code": account.municipality_code})
+                                           {"role": account.role, "municipality_code": account.municipality_code},
+                                           municipality_code=account.municipality_code)
                     scope = account.municipality_code or "the whole prefecture"
                     print(f"account {account.username} ({account.role}, {scope}) created")
                 elif args.users_command == "passwd":
                     assert password is not None
                     async with conn.transaction():
                         await set_password(conn, args.username, password)
-                        await record_audit(conn, CLI_ACTOR, "account.password_changed", "account", args.username, {})
+                        await record_audit(conn, CLI_ACTOR, "account.password_changed", "account", args.username, {},
+                                           municipality_code=await _account_municipality(conn, args.username))
                     print(f"password of {args.username} changed; its tokens are revoked")
                 elif args.users_command in ("disable", "enable"):
                     async with conn.transaction():
                         await set_disabled(conn, args.username, args.users_command == "disable")
                         await record_audit(conn, CLI_ACTOR, f"account.{args.users_command}d", "account",
-                                           args.username, {})
+                                           args.username, {},
+                                           municipality_code=await _account_municipality(conn, args.username))
                     print(f"account {args.username} {args.users_command}d")
                 else:
                     for a in await list_accounts(conn):

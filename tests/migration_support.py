@@ -12,11 +12,14 @@ async def schema_before(conn: asyncpg.Connection, version: int, *, component: st
     in ``sonae_migrations`` as :func:`sonae.migrations.migrate` records it, so a later ``migrate`` goes on
     from ``version`` as it would on a database loaded before that migration existed.
 
+    Call it once per component to build several (e.g. every component but one up to date, and that one before
+    ``version``): the record table is made by the first call.
+
     Returns the variant used (``"timescale"`` or ``"plain"``: :func:`sonae.migrations.choose_backend`, which
     creates the extension where the server can load it).
     """
     variant = await choose_backend(conn)
-    await conn.execute("""CREATE TABLE sonae_migrations (component text NOT NULL, version int NOT NULL,
+    await conn.execute("""CREATE TABLE IF NOT EXISTS sonae_migrations (component text NOT NULL, version int NOT NULL,
                           name text NOT NULL, variant text, applied_at timestamptz NOT NULL DEFAULT now(),
                           PRIMARY KEY (component, version))""")
     for m in discover(component):

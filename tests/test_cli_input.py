@@ -349,12 +349,14 @@ async def test_account_changes_on_the_command_line_are_in_the_audit_log(env: dic
         assert result.returncode == 0, result.stderr
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch("SELECT actor, action, object_type, object_id, detail::jsonb AS detail "
-                                "FROM audit_log ORDER BY id")
+        rows = await conn.fetch("SELECT actor, action, object_type, object_id, municipality_code, "
+                                "detail::jsonb AS detail FROM audit_log ORDER BY id")
     finally:
         await conn.close()
     assert [(r["action"], r["object_type"], r["object_id"]) for r in rows] == [
         ("account.created", "account", "hana"), ("account.password_changed", "account", "hana"),
         ("account.disabled", "account", "hana"), ("account.enabled", "account", "hana")]
     assert {r["actor"] for r in rows} == {"command line"}  # no account's name (a space)
+    # each about the account's municipality, so its admin reads them (GET /api/v1/audit)
+    assert {r["municipality_code"] for r in rows} == {"072036"}
     assert "correct horse battery" not in str([dict(r) for r in rows])
