@@ -34,7 +34,7 @@ from tests.notify.test_notify import _seed, change, running, settled, staff_toke
 
 _counter = itertools.count()
 
-#: a refused network per address kind, and the phrase the 400 names it by
+#: a refused network per address kind, and the phrase the 422 names it by
 REFUSED = {
     "a loopback address": ("127.0.0.0/8", "::1/128"),
     "a link-local address": ("169.254.0.0/16", "fe80::/10"),
