@@ -556,7 +556,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": body({"type": "object", "required": ["url"], "properties": {
             "url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]*[A-Za-z0-9]" + _URL_TAIL,
                     "description": "an http:// or https:// URL: a host name or IPv4 address (A-Z a-z 0-9 . -), "
-                                   "then optionally :port (1 to 65535) and a path without spaces"},
+                                   "then optionally :port (1 to 65535) and a path without spaces. The host must be "
+                                   "a public address or a private network's (10/8, 172.16/12, 192.168/16), or a "
+                                   "name resolving only to such: loopback (unless notify.webhook_allow_loopback), "
+                                   "link-local (169.254.0.0/16), unspecified, multicast and reserved addresses, in "
+                                   "any spelling (2130706433, 127.1), are a 422 and are checked again at delivery"},
             "description": {"type": "string", "format": "shown-line", "description": SHOWN_LINE},
             "format": {"type": "string", "enum": list(WEBHOOK_FORMATS)}, "municipality_code": MUNI_CODE,
             "min_level": {"type": "integer", "minimum": WEBHOOK_LEVELS[0], "maximum": WEBHOOK_LEVELS[1]},
@@ -564,7 +568,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                                                      "enum": list(WEBHOOK_CONDITIONS)}},
             "include_staff": {"type": "boolean"}, "drills": {"type": "boolean"}}}),
         "responses": {**ok({"type": "object", "required": ["id", "secret"]}, code="201"),
-                      **errors(400, 401, 403, 415)}},
+                      **errors(400, 401, 403, 415, 422)}},
     ("get", "/api/v1/webhooks"): {
         "summary": "Webhooks (staff see their municipality's)", "tags": ["staff"], "security": STAFF,
         "responses": {**ok(), **errors(401, 403)}},

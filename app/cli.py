@@ -901,11 +901,20 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
     if args.webhooks_command == "add":  # the rules need no database: a typo is told before connecting
         store.check_webhook(url=args.url, fmt=args.format, min_level=args.min_level,
                             conditions=args.conditions.split(",") if args.conditions else None,
-                            description=args.description or "")
+                            description=args.description or "",
+                            allow_loopback=True)  # loopback is judged with the settings, below
 
     async def body(settings: Settings) -> None:
         from app.runtime import open_pool
+        from notify.endpoints import EndpointError, check_webhook_url
 
+        allow_loopback = settings["notify.webhook_allow_loopback"]
+        if args.webhooks_command == "add":  # the API's address rule, with this installation's settings
+            try:
+                store.check_webhook(url=args.url, allow_loopback=allow_loopback)
+                await check_webhook_url(args.url, allow_loopback=allow_loopback)
+            except (store.WebhookError, EndpointError) as exc:
+                raise CommandError(str(exc)) from None
         pool = await open_pool(settings, migrate_schema=True, create=False)
         try:
             async with pool.acquire() as conn:
@@ -918,7 +927,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
                         conn, url=args.url, created_by=f"cli:{getpass.getuser()}", description=args.description or "",
                         fmt=args.format, municipality_code=args.municipality, min_level=args.min_level,
                         conditions=args.conditions.split(",") if args.conditions else None,
-                        include_staff=args.include_staff, drills=args.drills)
+                        include_staff=args.include_staff, drills=args.drills, allow_loopback=allow_loopback)
                     print(f"webhook {hook['id']} created; its signing secret (shown once): {hook['secret']}")
                 elif args.webhooks_command == "remove":
                     if not await store.delete_webhook(conn, args.id):

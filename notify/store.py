@@ -41,6 +41,7 @@ from alerting.drilltown import Box, reaches
 from alerting.drilltown import drill_town_box as drill_town_box
 from alerting.rules import CONDITIONS, UNCONFIRMED
 from notify import messages
+from notify.endpoints import WEBHOOK_RULE, webhook_host, webhook_refusal
 from sonae.municipality_code import DRILL_TOWN_CODE, MunicipalityCodeError, normalise_optional
 from sonae.nametext import refused_text
 
@@ -239,14 +240,21 @@ class WebhookError(NotifyError):
         self.field = field
 
 
+class WebhookAddressError(WebhookError):
+    """A webhook URL whose host the address rule refuses (the API's 422: the URL is well-formed)."""
+
+
 def check_webhook(*, url: str, fmt: str = "json", min_level: int = 0,
-                  conditions: Sequence[str] | None = None, description: str = "") -> None:
+                  conditions: Sequence[str] | None = None, description: str = "",
+                  allow_loopback: bool = False) -> None:
     """The rules of a webhook, whoever registers it (the API, ``sonae webhooks add``).
 
     Raises
     ------
     WebhookError
-        The URL is not an http(s) URL with a host, ``fmt`` is not one of :data:`WEBHOOK_FORMATS`,
+        The URL is not an http(s) URL with a host, or its host is an IP literal (in any form) or loopback
+        name the address rule refuses (:func:`notify.endpoints.webhook_refusal`: public and private addresses
+        pass; loopback only with ``allow_loopback``, ``notify.webhook_allow_loopback``), ``fmt`` is not one of :data:`WEBHOOK_FORMATS`,
         ``min_level`` is outside :data:`WEBHOOK_LEVELS`, or ``conditions`` is empty or names a condition
         not in :data:`WEBHOOK_CONDITIONS` (such a webhook would never be called), or ``description`` (shown to
         staff) holds a control, bidirectional or other invisible character (:func:`sonae.nametext.refused_text`).
@@ -260,6 +268,9 @@ def check_webhook(*, url: str, fmt: str = "json", min_level: int = 0,
         raise WebhookError("url is not a valid URL", field="url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookError("url must be an http:// or https:// URL", field="url")
+    if why := webhook_refusal(url, allow_loopback=allow_loopback):
+        raise WebhookAddressError(f"url's host {webhook_host(url) or parts.hostname} is {why}: {WEBHOOK_RULE}",
+                                  field="url")
     if fmt not in WEBHOOK_FORMATS:
         raise WebhookError(f"format must be {' or '.join(WEBHOOK_FORMATS)}", field="format")
     low, high = WEBHOOK_LEVELS
@@ -277,8 +288,9 @@ _WEBHOOK_COLUMNS = ("id, url, description, format, municipality_code, min_level,
 async def add_webhook(conn: asyncpg.Connection, *, url: str, created_by: str, description: str = "",
                       fmt: str = "json", municipality_code: str | None = None, min_level: int = 0,
                       conditions: list[str] | None = None, include_staff: bool = False,
-                      drills: bool = False) -> dict[str, Any]:
-    """Register a webhook; the returned dict has its ``secret`` (shown once).
+                      drills: bool = False, allow_loopback: bool = False) -> dict[str, Any]:
+    """Register a webhook; the returned dict has its ``secret`` (shown once). A name's addresses are checked
+    by the caller (:func:`notify.endpoints.check_webhook_url`, it resolves) and by the worker at delivery.
 
     Raises
     ------
@@ -287,7 +299,7 @@ async def add_webhook(conn: asyncpg.Connection, *, url: str, created_by: str, de
     NotifyError
         ``municipality_code`` is not a 団体コード.
     """
-    check_webhook(url=url, fmt=fmt, min_level=min_level, conditions=conditions)
+    check_webhook(url=url, fmt=fmt, min_level=min_level, conditions=conditions, allow_loopback=allow_loopback)
     municipality_code = _code(municipality_code)
     secret = secrets.token_urlsafe(32)
     row = await conn.fetchrow(

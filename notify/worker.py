@@ -19,7 +19,12 @@
 * **Only public addresses** for Web Push: an endpoint is resolved by :class:`notify.endpoints.PublicResolver`
   and connected to at the address checked (DNS rebinding), IP literals are checked before sending, and
   redirects are not followed; a host not in ``push_hosts`` is refused. Webhooks are registered by admins
-  and may be internal relays: they are not restricted.
+  and may be partner systems on a private network: private addresses (10/8, 172.16/12, 192.168/16,
+  fc00::/7) pass, while loopback (unless ``notify.webhook_allow_loopback``), link-local (the cloud metadata
+  address), unspecified, multicast and reserved ones are refused by the same resolver and literal check
+  (:func:`notify.endpoints.webhook_refusal`; found: a webhook to ``http://127.0.0.1:9/x`` or
+  ``http://169.254.169.254/`` was registered and posted to). A refused address is not connected to: the
+  delivery is dead at once, its reason in the delivery log.
 * **Outcomes** are written in batches. Push: 2xx sent; 404/410 the subscription has expired and is
   deleted; 429/5xx/network errors are retried (``Retry-After`` honoured); other 4xx are dead. Webhooks
   and email: anything but success is retried with exponential backoff (``retry_base_ms`` × 2^n, capped
@@ -49,15 +54,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 import asyncpg
+from aiohttp.abc import AbstractResolver
 from prometheus_client import Counter, Gauge, Histogram
 
 from alerting.cap_identity import CapProfile, load_profile
 from alerting.store import NOTIFY_CHANNEL as ALERTS_CHANNEL
 from notify import store
 from notify.endpoints import (
+    AddressRefused,
     PublicResolver,
     parse_hosts,
     push_refusal,
+    webhook_refusal,
 )
 from notify.webpush import Vapid, encrypt, generate_private_pem, load_private_key, origin_of
 from sonae.config import Settings
@@ -124,6 +132,8 @@ class DeliveryWorker:
         breaker_s: float = 30.0,
         push_hosts: tuple[str, ...] | str | None = None,
         allow_loopback: bool = False,
+        webhook_allow_loopback: bool = False,
+        name_resolver: AbstractResolver | None = None,
         lease_s: float = 60.0,
         sweep_s: float = 5.0,
         cap_sender: str = "",
@@ -149,6 +159,9 @@ class DeliveryWorker:
         self.breaker_s = breaker_s
         self.push_hosts = parse_hosts(push_hosts)
         self.allow_loopback = allow_loopback
+        self.webhook_allow_loopback = webhook_allow_loopback
+        #: the name lookup behind both sessions' address checks (None: getaddrinfo; tests give fixed answers)
+        self.name_resolver = name_resolver
         #: deliveries claimed and not finished, per endpoint host (as :func:`_claim` names hosts)
         self._host_inflight: dict[str, int] = {}
         #: per host: failures in a row, paused until (monotonic), pauses so far
@@ -187,6 +200,7 @@ class DeliveryWorker:
             per_host_concurrency=settings["notify.per_host_concurrency"],
             breaker_failures=settings["notify.breaker_failures"], breaker_s=float(settings["notify.breaker_s"]),
             push_hosts=settings["notify.push_hosts"], allow_loopback=settings["notify.push_allow_http"],
+            webhook_allow_loopback=settings["notify.webhook_allow_loopback"],
             cap_sender=settings["cap.sender"],
             cap_installation_id=settings["cap.installation_id"], cap_expires_hours=settings["cap.expires_hours"])
         kwargs.update(overrides)
@@ -203,11 +217,16 @@ class DeliveryWorker:
             pem = await vapid_private_pem(conn, self.vapid_private_key)
         self.vapid = Vapid(load_private_key(pem), self.vapid_subject)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(self.connect_timeout_s, self.timeout_s))
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.per_host_concurrency)
+        # webhooks: public or private addresses, never loopback (unless allowed), link-local, multicast, reserved
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.per_host_concurrency,
+                                         resolver=PublicResolver(allow_loopback=self.webhook_allow_loopback,
+                                                                 allow_private=True, inner=self.name_resolver),
+                                         use_dns_cache=False)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT})
         # Web Push: endpoints come from anyone; only public addresses, resolved once and connected to as checked
         push_connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=self.per_host_concurrency,
-                                              resolver=PublicResolver(allow_loopback=self.allow_loopback),
+                                              resolver=PublicResolver(allow_loopback=self.allow_loopback,
+                                                                      inner=self.name_resolver),
                                               use_dns_cache=False)
         self._push_session = aiohttp.ClientSession(connector=push_connector, timeout=timeout,
                                                    headers={"User-Agent": USER_AGENT})
@@ -464,6 +483,10 @@ class DeliveryWorker:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 await resp.content.read(4096)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            refused = _refused(exc)
+            if refused is not None:  # the name resolved to an address the policy refuses: nothing was sent
+                return store.Outcome(row["id"], "dead", None, f"address refused: {refused}"[:500],
+                                     attempt=int(row["attempts"]), log=row["kind"] != "push")
             count_failure(target)
             self._host_failed(str(row["host"]))
             ms = int((time.perf_counter() - started) * 1000)
@@ -520,6 +543,10 @@ class DeliveryWorker:
             return store.Outcome(row["id"], "gone", None, "the webhook was deleted", attempt=row["attempts"],
                                  log=True)
         assert self._session is not None
+        why = webhook_refusal(row["url"], allow_loopback=self.webhook_allow_loopback)
+        if why:  # an IP literal never reaches the resolver; a webhook stored before this rule is refused here
+            return store.Outcome(row["id"], "dead", None, f"address refused: the url's host is {why}",
+                                 attempt=row["attempts"], log=True)
         payload = row["payload"]
         doc = json.loads(payload) if isinstance(payload, str) else payload
         if row["format"] == "cap":
@@ -617,6 +644,21 @@ async def _claim(conn: asyncpg.Connection, limit: int, lease_s: float, *, per_ho
            LEFT JOIN webhooks w ON c.kind = 'webhook' AND w.id = c.target_id AND w.deleted_at IS NULL
            LEFT JOIN notify_roster r ON c.kind = 'email' AND r.account_id = c.target_id
            ORDER BY c.id""", limit, lease_s, list(busy), list(busy.values()), per_host))
+
+
+def _refused(exc: BaseException) -> AddressRefused | None:
+    """The :class:`notify.endpoints.AddressRefused` behind an aiohttp connection error, if that is its cause."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, AddressRefused):
+            return seen
+        os_error = getattr(seen, "os_error", None)
+        if isinstance(os_error, AddressRefused):
+            return os_error
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -401,6 +401,10 @@ SCHEMA: tuple[Setting, ...] = (
             "Accept http:// push endpoints and loopback hosts (127.0.0.0/8, ::1, ::ffff:127.x.y.z, localhost, "
             "*.localhost), by one rule at subscription and at delivery (tests and development only); else a public "
             "https URL of a push_hosts service."),
+    Setting("notify.webhook_allow_loopback", bool, False,
+            "Let webhooks point at loopback hosts (127.0.0.0/8, ::1, ::ffff:127.x.y.z, localhost; tests and "
+            "development only). Webhooks may always use public and private (10/8, 172.16/12, 192.168/16, fc00::/7) "
+            "addresses; link-local (169.254.0.0/16, fe80::/10), unspecified, multicast and reserved ones never."),
     Setting("notify.push_hosts", str,
             "fcm.googleapis.com,updates.push.services.mozilla.com,web.push.apple.com,*.notify.windows.com",
             "Comma-separated push service hosts a subscription's endpoint may use ('*.suffix' any subdomain, "

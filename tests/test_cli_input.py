@@ -185,7 +185,10 @@ async def test_a_webhook_that_would_never_be_called_is_refused(env: dict[str, st
                          "conditions"),
                         (("https://partner.example/h", "--conditions", "river-level"), "conditions"),
                         (("https://partner.example/h", "--min-level", "6"), "min_level"),
-                        (("ftp://partner.example/h",), "url")):
+                        (("ftp://partner.example/h",), "url"),
+                        # the address rule (notify.endpoints): found, the API took these and the worker posted there
+                        (("http://2130706433:9/x",), "is a loopback address"),
+                        (("http://169.254.169.254/latest/meta-data/",), "is a link-local address")):
         assert named in one_line_error(sonae("webhooks", "add", *args, env=env))
     conn = await asyncpg.connect(database_url)
     try:

@@ -120,7 +120,7 @@ async def test_rules_watermark_waits_for_a_transaction_that_commits_late(pool: a
 
 async def test_fan_out_queues_a_late_committed_event_exactly_once(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        await notify_store.add_webhook(conn, url="http://127.0.0.1:9/hook", created_by="test")
+        await notify_store.add_webhook(conn, url="http://127.0.0.1:9/hook", created_by="test", allow_loopback=True)
 
     async def queued(conn: asyncpg.Connection, event_id: int) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM notify_queue WHERE alert_event_id = $1", event_id))

@@ -18,6 +18,7 @@ from tests.notify.support import PushService, WebhookReceiver
 @pytest.fixture
 def nsettings(database_url: str) -> Settings:
     return load_settings(environ={"SONAE_DATABASE_URL": database_url, "SONAE_NOTIFY_PUSH_ALLOW_HTTP": "true",
+                                  "SONAE_NOTIFY_WEBHOOK_ALLOW_LOOPBACK": "true",  # the receivers are on 127.0.0.1
                                   "SONAE_API_RATE_LIMIT_PER_MINUTE": "0", "SONAE_LOG_FORMAT": "text"})
 
 

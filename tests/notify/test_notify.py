@@ -46,6 +46,7 @@ async def running(pool: asyncpg.Pool, **kwargs: Any) -> AsyncIterator[DeliveryWo
     kwargs.setdefault("sweep_s", 1.0)
     kwargs.setdefault("webhook_rate_per_s", 100)
     kwargs.setdefault("allow_loopback", True)  # the receivers here are on 127.0.0.1 (notify.push_allow_http)
+    kwargs.setdefault("webhook_allow_loopback", True)  # and the webhook receiver (notify.webhook_allow_loopback)
     worker = DeliveryWorker(pool, **kwargs)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
@@ -328,7 +329,8 @@ async def test_exercise_alerts_go_only_to_those_who_opted_into_drills_and_are_ma
     await subscribe(client, drill_no, [{"municipality_code": KORIYAMA}], "en-US", drills=False)
     async with pool.acquire() as conn:
         for name, drills in (("drill", True), ("real", False)):
-            hook = await store.add_webhook(conn, url=hooks.url(name), created_by="admin", drills=drills)
+            hook = await store.add_webhook(conn, url=hooks.url(name), created_by="admin", drills=drills,
+                                            allow_loopback=True)
             hooks.secrets[name] = hook["secret"]
     async with running(pool):
         c = await change(pool, "akutsu", None, 4, exercise=True)
