@@ -23,6 +23,7 @@ from sonae.csvrows import shaped_rows
 from sonae.jsonkeys import read_json_file
 from sonae.municipality_code import normalise
 from sonae.nametext import refused_text
+from sonae.numbers import file_number
 from sonae.pgtext import unstorable
 
 _GSI_BY_FLAG = {v: k for k, v in GSI_FLAGS.items()}
@@ -86,7 +87,7 @@ def _hazards_from(props: Mapping[str, Any]) -> frozenset[str]:
 def _int_or_none(value: Any) -> int | None:
     if value is None or str(value).strip() == "":
         return None
-    return int(float(value))
+    return int(file_number(value))
 
 
 def _bool(value: Any, default: bool = True) -> bool:
@@ -183,7 +184,7 @@ def shelter_from_properties(
         id=sid,
         name=texts["name"],
         address=texts["address"],
-        lat=float(lat), lon=float(lon),
+        lat=file_number(lat), lon=file_number(lon),
         municipality_code=municipality_code(props.get("municipality_code")),
         hazards=_hazards_from(props) if has_info else frozenset(default_hazards),
         capacity=_int_or_none(props.get("capacity")),
@@ -231,8 +232,8 @@ def load_shelters_csv(path: Path | str, *, default_hazards: Iterable[str] = ()) 
     with Path(path).open(encoding="utf-8-sig", newline="") as fh:
         for i, row in enumerate(shaped_rows(csv.DictReader(fh), source=Path(path).name)):
             try:
-                lat, lon = float(row["lat"]), float(row["lon"])
-            except (KeyError, ValueError):
+                lat, lon = file_number(row["lat"]), file_number(row["lon"])
+            except (KeyError, ValueError, TypeError):
                 raise ValueError(f"{Path(path).name} line {i + 2}: needs numeric 'lat' and 'lon' columns") from None
             try:
                 s = shelter_from_properties(row, lon=lon, lat=lat, fallback_id=f"shelter-{i}",

@@ -31,7 +31,7 @@ from sonae.municipality_code import (
     not_a_municipality,
 )
 from sonae.nametext import hidden_character, shown_text
-from sonae.numbers import unsigned
+from sonae.numbers import file_number, unsigned
 from sonae.pgtext import unstorable
 from sonae.textfile import TextFileError
 
@@ -221,13 +221,11 @@ def station_from_mapping(raw: dict[str, Any], *, where: str) -> Station:
             if isinstance(value, list | dict):
                 raise TypeError("a list or an object")
             if key in _FLOATS:
-                value = unsigned(float(value))  # a threshold of -0.0 is 0.0 (sonae.numbers)
+                value = unsigned(file_number(value))  # a threshold of -0.0 is 0.0 (sonae.numbers); 6_4 refused
                 if not math.isfinite(value):
                     raise ValueError("not finite")
             elif key == "expected_interval_s":
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError("not a whole number")
-                value = int(value)
+                value = int(file_number(value, whole=True))
             elif key == "exercise":
                 value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
             else:
