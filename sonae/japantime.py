@@ -20,7 +20,7 @@ JST = timezone(timedelta(hours=9), "JST")
 #: string: '٢٠٢٦-07-12'" told to the public)
 TIME_RULE = ("expected a date or date-time such as 2026-07-12, 2026-07-12T09:00 or 2026-07-12T09:00+09:00 "
              "(without an offset it is Japan time): ASCII digits, offsets within ±24 h, nothing before or after "
-             "it and no space but one between date and time (no line breaks)")
+             "it, T or one space between date and time, no offset on a date alone (no line breaks)")
 
 
 #: a time of day whose seconds are 60 (a leap second, RFC 3339 §5.6 ``time-second = 2DIGIT ; 00-58, 59, 60``)
@@ -63,11 +63,22 @@ def from_iso_format(text: str, *, zone: tzinfo | None = None) -> datetime:
     return ts
 
 
+#: a calendar date (extended or basic form) and the character after it, if any
+_DATE_THEN = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8})(.?)", re.ASCII)
+
+
 def _spaced_well(text: str) -> bool:
-    """Whether a space in ``text`` can only be the one between a date and its time (``2026-07-12 09:00``,
+    """Whether what follows a date in ``text`` is its time after ``T``, ``t`` or one space (nothing else: no offset
+    on a date alone), and a space in ``text`` can only be the one between a date and its time (``2026-07-12 09:00``,
     RFC 3339 §5.6's note; common in CSV files). Python's ``fromisoformat`` also takes one before the offset
     (``2026-07-12T09:00 +09:00``), which neither ISO 8601 nor RFC 3339 allows and :data:`TIME_RULE` refuses
     in words (found by breaking the ingest with device payloads)."""
+    after = _DATE_THEN.match(text)
+    if after is not None and after[2] and after[2] not in "Tt ":
+        # Python 3.11's fromisoformat takes any one character between date and time, and reads an offset right
+        # after a date as a time of day: 2026-12-02Z was 2026-12-02 00:00 JST (9 h off), 2026-12-02+15:33 was
+        # 15:33 JST and 2026-12-02-06:34 06:34 JST, each with its offset lost (found by the session's breaker)
+        return False
     if " " not in text:
         return True
     date, _, time = text.partition(" ")

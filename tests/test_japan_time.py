@@ -40,11 +40,29 @@ def test_a_space_is_taken_only_between_date_and_time(local: datetime, offset_min
     written = local.replace(tzinfo=UTC if utc else timezone(timedelta(minutes=offset_min))).isoformat()
     assert parse_iso_time(written.replace("T", " ")) == parse_iso_time(written)
     at = min(at, len(written))
-    with pytest.raises(ValueError, match="no space but one between date and time"):
+    with pytest.raises(ValueError, match="T or one space between date and time"):
         parse_iso_time(written[:at] + " " + written[at:])
     before_offset = written[:19] + " " + written[19:] if len(written) > 19 else written + " Z"
     with pytest.raises(PayloadError):
         Parser().parse(TOPIC, f'{{"ts": "{before_offset}", "value": 1.5}}'.encode(), now=NOW)
+
+
+@settings(max_examples=200)
+@given(day=st.dates(min_value=datetime(2000, 1, 1).date(), max_value=datetime(2099, 12, 31).date()),
+       between=st.characters(codec="ascii").filter(lambda c: c not in "Tt "),
+       rest=st.sampled_from(["Z", "+00:00", "-06:34", "+15:33", "01:20:00", "0120", "01:20+09:00"]),
+       basic=st.booleans())
+def test_only_t_or_a_space_follows_a_date_and_a_date_alone_takes_no_offset(day: object, between: str, rest: str,
+                                                                          basic: bool) -> None:
+    """Found: ``2026-12-02Z`` in a device payload was stored as 2026-12-01T15:00Z (9 h off: Python 3.11 read
+    ``+00:00`` after a date as a time of day), ``2026-12-02-06:34`` as 06:34 JST, and ``2026-11-29x01:20``
+    was taken."""
+    date = day.strftime("%Y%m%d" if basic else "%Y-%m-%d")  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="no offset on a date alone"):
+        parse_iso_time(date + (rest if rest[0] in "Z+-" else between + rest))
+    assert parse_iso_time(date) == parse_iso_time(day.isoformat())  # type: ignore[attr-defined]
+    with pytest.raises(PayloadError):
+        Parser().parse(TOPIC, f'{{"ts": "{date}Z", "value": 1.5}}'.encode(), now=NOW)
 
 
 def test_a_date_alone_is_midnight_in_japan() -> None:
