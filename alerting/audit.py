@@ -17,6 +17,13 @@ from typing import Any
 
 import asyncpg
 
+#: actors that are no account: the rule engine (``rules``); no account may take such a name
+#: (:func:`api.auth.create_account`), and the audit log never files their rows under an account of that name
+#: (found: a municipal admin created an account named ``rules`` and then saw the rule engine's rows about
+#: every other municipality). The command line's actors (``command line``, ``cli:NAME``) hold characters no
+#: username may.
+SYSTEM_ACTORS = ("rules",)
+
 
 async def record_audit(conn: asyncpg.Connection, actor: str, action: str, object_type: str, object_id: Any,
                        detail: dict[str, Any], *, municipality_code: str | None) -> None:

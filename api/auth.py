@@ -30,6 +30,7 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from alerting.audit import SYSTEM_ACTORS
 from api.problems import Problem
 from api.vary import vary
 from ingest.municipalities import uncovered
@@ -137,6 +138,8 @@ async def create_account(conn: asyncpg.Connection, *, username: str, password: s
                          municipality_code: str | None = None, display_name: str | None = None) -> Account:
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if username.casefold() in SYSTEM_ACTORS:
+        raise AccountError(f"the username {username!r} names the rule engine in the audit log: choose another")
     # shown to other staff (the console, the audit log): the rule of every text staff write (sonae.nametext)
     if display_name is not None and (why := refused_text("display_name", display_name)):
         raise AccountError(why)

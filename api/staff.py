@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from alerting.audit import SYSTEM_ACTORS
 from alerting.audit import record_audit as audit
 from alerting.rules import device_problems
 from alerting.silence import station_silence
@@ -441,7 +442,7 @@ async def audit_log(request: web.Request) -> web.Response:
         rows = await conn.fetch(
             "SELECT id, at, actor, action, object_type, object_id, municipality_code, detail FROM audit_log "
             "WHERE $2::text IS NULL OR municipality_code = $2 "
-            "OR actor IN (SELECT username FROM accounts WHERE municipality_code = $2) "
-            "ORDER BY id DESC LIMIT $1", limit, scope_filter(account))
+            "OR (actor IN (SELECT username FROM accounts WHERE municipality_code = $2) AND actor <> ALL($3::text[])) "
+            "ORDER BY id DESC LIMIT $1", limit, scope_filter(account), list(SYSTEM_ACTORS))
     return web.json_response({"entries": [{**dict(r), "at": r["at"].isoformat(), "detail": json.loads(r["detail"])}
                                           for r in rows]})

@@ -197,3 +197,27 @@ def test_every_call_of_record_audit_names_the_municipality() -> None:
     assert {"alerting/store.py", "api/staff.py", "api/accounts.py", "api/notifications.py", "api/simulations.py",
             "app/cli.py"} <= set(found), found
     assert sum(found.values()) >= 25, found
+
+
+@pytest.mark.parametrize("name", ["rules", "Rules", "RULES"])
+async def test_no_account_takes_the_rule_engines_name_and_its_rows_stay_with_their_municipality(
+        world: Any, name: str) -> None:
+    """Found: a municipal admin created an account named ``rules`` (201) and then saw the rule engine's rows about
+    every other municipality, filed under "by its own accounts"."""
+    client, auth, pool = world
+    resp = await client.post("/api/v1/accounts", headers=auth["kori-admin"], json={
+        "username": name, "password": PASSWORD, "role": "staff", "municipality_code": KORI})
+    assert resp.status == 400, await resp.text()
+    assert "rule engine" in (await resp.json())["detail"]
+    # an account of that name made before the rule (written straight into the table): still no other rows
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO accounts (username, password_hash, role, municipality_code) "
+                           "VALUES ('rules', 'x', 'staff', $1)", KORI)
+        now = datetime.now(UTC).timestamp()
+        async with conn.transaction():
+            other = await alerts.apply_transition(conn, station_id="fuku-gauge", municipality_code=FUKU,
+                                                  exercise=False,
+                                                  t=Transition("river_level", None, 2, now, 3.1, 3.0, "threshold"))
+    assert other is not None
+    assert not [e for e in await _entries(client, auth["kori-admin"]) if e["municipality_code"] == FUKU]
+    assert [e["object_id"] for e in await _entries(client, auth["fuku-admin"])] == [str(other.alert_id)]
