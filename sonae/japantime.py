@@ -67,7 +67,7 @@ def from_iso_format(text: str, *, zone: tzinfo | None = None) -> datetime:
 _DATE_THEN = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8})(.?)", re.ASCII)
 
 
-def _spaced_well(text: str) -> bool:
+def _joined_well(text: str) -> bool:
     """Whether what follows a date in ``text`` is its time after ``T``, ``t`` or one space (nothing else: no offset
     on a date alone), and a space in ``text`` can only be the one between a date and its time (``2026-07-12 09:00``,
     RFC 3339 §5.6's note; common in CSV files). Python's ``fromisoformat`` also takes one before the offset
@@ -99,7 +99,7 @@ def parse_iso_time(text: str) -> datetime:
         When ``text`` is not ISO 8601 (``datetime.fromisoformat``'s grammar) in ASCII printable characters; the
         message is :data:`TIME_RULE` in words.
     """
-    if not (text.isascii() and text.isprintable()) or text != text.strip() or not _spaced_well(text):
+    if not (text.isascii() and text.isprintable()) or text != text.strip() or not _joined_well(text):
         raise ValueError(TIME_RULE)
     ts = from_iso_format(text.replace("Z", "+00:00").replace("z", "+00:00"), zone=JST)
     return ts.astimezone(UTC)

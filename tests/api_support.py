@@ -41,3 +41,8 @@ async def signed_in(conn: asyncpg.Connection, accounts: Iterable[tuple[str, str,
         assert result is not None
         tokens[name] = result[0]
     return tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header of a request made with ``token`` (from :func:`signed_in`)."""
+    return {"Authorization": f"Bearer {token}"}

@@ -40,7 +40,7 @@ from notify import store as notify_store
 from sonae.config import Settings
 from sonae.mqtt import Message, MqttClient
 from tests.alerting.support import read_event, running_worker
-from tests.api_support import signed_in, start_client
+from tests.api_support import bearer, signed_in, start_client
 from tests.ingest_support import wait_until
 
 OLD, NEW = "072036", "072044"  # two municipalities of the same prefecture
@@ -98,9 +98,6 @@ async def _moved_events(resp: ClientResponse, n: int, timeout: float = 30) -> li
     return out
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
 
 async def _ids(client: TestClient, params: dict[str, str], headers: dict[str, str] | None = None) -> set[int]:
     r = await client.get("/api/v1/alerts", params=params, headers=headers or {})
@@ -130,7 +127,7 @@ async def test_open_alerts_of_every_condition_follow_a_moved_station(pool: async
 
     client = await start_client(create_app(pool=pool, settings=settings))
     try:
-        old_staff, new_staff = _auth(tokens["old-staff"]), _auth(tokens["new-staff"])
+        old_staff, new_staff = bearer(tokens["old-staff"]), bearer(tokens["new-staff"])
         # answers made (and cached per event version) before the move
         assert await _ids(client, {"municipality": OLD}) == public
         assert await _ids(client, {"municipality": NEW}) == set()

@@ -23,7 +23,7 @@ from alerting.rules import Transition
 from api.app import create_app
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
-from tests.api_support import signed_in, start_client
+from tests.api_support import bearer, signed_in, start_client
 
 KORI, FUKU = "072036", "072010"
 PASSWORD = "correct horse battery"
@@ -33,9 +33,6 @@ ACCOUNTS = (("kori-admin", "admin", KORI), ("kori-staff", "staff", KORI), ("fuku
 PACKAGES = ("sonae", "ingest", "api", "evac", "simulators", "alerting", "notify", "ngsi", "jma", "app")
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -47,7 +44,7 @@ async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
                                      Station(id="fuku-gauge", name="Fukushima gauge", municipality_code=FUKU),
                                      Station(id="unplaced", name="unplaced gauge", municipality_code=None)])
     try:
-        yield client, {name: _auth(token) for name, token in tokens.items()}, pool
+        yield client, {name: bearer(token) for name, token in tokens.items()}, pool
     finally:
         await client.close()
 

@@ -26,7 +26,7 @@ from evac.shelters import Shelter
 from evac.store import import_shelters
 from ingest.registry import Station, upsert_stations
 from sonae.config import Settings
-from tests.api_support import signed_in, start_client
+from tests.api_support import bearer, signed_in, start_client
 
 KORI, FUKU = "072036", "072010"
 PASSWORD = "correct horse battery"
@@ -90,9 +90,6 @@ def test_every_operation_has_exactly_one_rule() -> None:
     assert set(MAY) == protected
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
 
 @pytest.fixture
 async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
@@ -103,7 +100,7 @@ async def world(pool: asyncpg.Pool, unlimited_settings: Settings) -> Any:
                                              hazards=frozenset({"flood"}), municipality_code=KORI)], actor="test")
         order_id, change = await issue_order(conn, municipality_code=KORI, level=3, issued_by="setup")
         await upsert_stations(conn, [Station(id="st-kori", name="Kori gauge", municipality_code=KORI)])
-    admin = _auth(tokens["pref-admin"])
+    admin = bearer(tokens["pref-admin"])
     hazard = await client.post("/api/v1/hazards", json={"geometry": SQUARE, "municipality_code": KORI}, headers=admin)
     hook = await client.post("/api/v1/webhooks", json={"url": "https://partner.example/hook", "municipality_code": KORI,
                                                        "include_staff": True}, headers=admin)
@@ -156,12 +153,12 @@ async def test_the_authorisation_table_over_every_operation(world: Any) -> None:
         for who in order:
             n += 1
             path, body = _request(method, template, ids, n)
-            headers = {} if who == "anonymous" else _auth("garbage-token" if who == "garbage" else tokens[who])
+            headers = {} if who == "anonymous" else bearer("garbage-token" if who == "garbage" else tokens[who])
             if (method, template) == ("delete", "/api/v1/auth/token") and who in tokens:
                 async with client.server.app[__import__("api.context", fromlist=["POOL"]).POOL].acquire() as conn:
                     fresh = await login(conn, who, PASSWORD)
                 assert fresh is not None
-                headers = _auth(fresh[0])
+                headers = bearer(fresh[0])
             resp = await client.request(method.upper(), path, json=body, headers=headers)
             text = await resp.text()
             where = f"{method.upper()} {path} as {who}: {resp.status} {text[:200]}"
@@ -205,7 +202,7 @@ async def test_a_municipal_admin_stays_in_its_municipality(world: Any) -> None:
     data for another municipality, deleted that municipality's webhook and roster entry, read all accounts
     and the whole audit log."""
     client, tokens, ids = world
-    fuku = _auth(tokens["fuku-admin"])
+    fuku = bearer(tokens["fuku-admin"])
     made = await client.post("/api/v1/accounts", json={"username": "rogue", "password": PASSWORD, "role": "admin"},
                              headers=fuku)
     assert made.status == 403
@@ -221,7 +218,7 @@ async def test_a_municipal_admin_stays_in_its_municipality(world: Any) -> None:
     audit = (await (await client.get("/api/v1/audit", headers=fuku)).json())["entries"]
     assert audit and {e["actor"] for e in audit} == {"fuku-admin"}
     # a prefecture-wide admin may create prefecture-wide accounts; a municipal one only in its municipality
-    pref = _auth(tokens["pref-admin"])
+    pref = bearer(tokens["pref-admin"])
     assert (await client.post("/api/v1/accounts", json={"username": "pref-2", "password": PASSWORD, "role": "admin"},
                               headers=pref)).status == 201
     assert (await client.post("/api/v1/accounts", json={"username": "fuku-2", "password": PASSWORD, "role": "staff",
@@ -236,7 +233,7 @@ async def test_public_alert_reads_show_no_staff_identity_or_note(world: Any) -> 
     """Issue #16 trial 7: anonymous history and alert reads exposed actor, acknowledged_by and notes."""
     client, tokens, ids = world
     ack = await client.post(f"/api/v1/alerts/{ids['alert_id']}/acknowledge", json={"note": "内部メモ secret-note"},
-                            headers=_auth(tokens["kori-staff"]))
+                            headers=bearer(tokens["kori-staff"]))
     assert ack.status == 200
     for path in ("/api/v1/alerts/history", f"/api/v1/alerts/{ids['alert_id']}", "/api/v1/alerts"):
         text = await (await client.get(path)).text()
@@ -245,13 +242,13 @@ async def test_public_alert_reads_show_no_staff_identity_or_note(world: Any) -> 
         rows = body.get("events") or body.get("alerts") or [body]
         assert rows and all("actor" not in r and "acknowledged_by" not in r and "note" not in r for r in rows)
     # logged-in staff asking for the staff view still see who acknowledged
-    staff = await client.get("/api/v1/alerts/history?audience=all", headers=_auth(tokens["kori-staff"]))
+    staff = await client.get("/api/v1/alerts/history?audience=all", headers=bearer(tokens["kori-staff"]))
     assert "kori-staff" in await staff.text()
 
 
 async def test_event_stream_is_scoped_and_public_streams_carry_no_staff_identity(world: Any) -> None:
     client, tokens, ids = world
-    fuku = await client.get(f"/api/v1/events?audience=staff&municipality={KORI}", headers=_auth(tokens["fuku-staff"]))
+    fuku = await client.get(f"/api/v1/events?audience=staff&municipality={KORI}", headers=bearer(tokens["fuku-staff"]))
     assert fuku.status == 403
     fuku.close()
     public = await client.get("/api/v1/events?last_event_id=0")
@@ -282,7 +279,7 @@ async def test_real_injection_is_granted_per_operator_by_an_admin_of_its_scope(w
             await create_account(conn, username=name, password=PASSWORD, role="operator", municipality_code=muni)
     failures = []
     for granter, target, expected in GRANTS:
-        headers = {} if granter == "anonymous" else _auth(tokens[granter])
+        headers = {} if granter == "anonymous" else bearer(tokens[granter])
         resp = await client.put(f"/api/v1/accounts/{target}/real-injection", json={"allowed": True}, headers=headers)
         if resp.status != expected:
             failures.append(f"{granter} → {target}: {resp.status} (expected {expected}) {await resp.text()}")
@@ -297,7 +294,7 @@ async def test_real_injection_is_granted_per_operator_by_an_admin_of_its_scope(w
         ("kori-admin", "kori-op"), ("pref-admin", "pref-op"), ("fuku-admin", "fuku-op")]
 
     # the granted operator runs real readings on its own stations, still never on another municipality's
-    op, admin = _auth(tokens["kori-op"]), _auth(tokens["kori-admin"])
+    op, admin = bearer(tokens["kori-op"]), bearer(tokens["kori-admin"])
     own = {"scenario": SCENARIO, "duration_s": 60, "exercise": False}
     started = await client.post("/api/v1/simulations", json=own, headers=op)
     assert started.status == 201, await started.text()
@@ -322,7 +319,7 @@ async def test_a_repeated_grant_is_answered_repeated_and_written_once_even_at_on
     after the other: one write, one audit row, five ``repeated``."""
     client, tokens, _ = world
     pool = client.server.app[__import__("api.context", fromlist=["POOL"]).POOL]
-    admins = [_auth(tokens["kori-admin"]), _auth(tokens["pref-admin"])]
+    admins = [bearer(tokens["kori-admin"]), bearer(tokens["pref-admin"])]
     path = "/api/v1/accounts/kori-op/real-injection"
     for allowed in (True, False):
         answers = await asyncio.gather(*(client.put(path, json={"allowed": allowed}, headers=admins[i % 2])
