@@ -60,25 +60,30 @@ class PlacementError(ReplayError):
     """A replay that cannot play out where it is placed (:func:`placed`): a real run in the drill town."""
 
 
-#: the replay files' folder inside the shared data set
-_RIVER_LEVELS = Path("shared") / "data" / "river_levels"
+#: the shared data set's folder, beside a checkout
+_SHARED_DATA = Path("shared") / "data"
 
 
-def default_data_dir(start: Path | None = None) -> Path:
-    """Where replay files are looked up by name when ``simulators.data_dir`` is empty: ``shared/data/river_levels``
-    beside the checkout or beside one of its parent folders, the nearest first, else where it would be beside the
-    checkout (a missing file is then named with the setting that points elsewhere).
+def shared_data_dir(start: Path | None = None) -> Path:
+    """The shared data set (``shared/data``) beside the checkout or beside one of its parent folders, the nearest
+    first, else where it would be beside the checkout (a missing file is then named with the setting that points
+    elsewhere). Also the tests' rule (``tests/conftest.py``, after ``$SONAE_SHARED_DATA``).
 
     ``start`` is this module's file (a parameter for tests). Found: only the folder beside the checkout was looked
     at, so in a git worktree (``wt/NAME`` beside the main checkout) ``sonae simulate --replay mlit`` and the shipped
-    ``docs/scenarios/*-replay.toml`` said the shared data set's files did not exist, while the tests' rule
-    (``tests/conftest.py``) found them in a parent folder.
+    ``docs/scenarios/*-replay.toml`` said the shared data set's files did not exist.
     """
     checkout = (start or Path(__file__)).resolve().parents[1]
     for folder in checkout.parents:
-        if (folder / _RIVER_LEVELS).is_dir():
-            return folder / _RIVER_LEVELS
-    return checkout.parent / _RIVER_LEVELS
+        if (folder / _SHARED_DATA).is_dir():
+            return folder / _SHARED_DATA
+    return checkout.parent / _SHARED_DATA
+
+
+def default_data_dir(start: Path | None = None) -> Path:
+    """Where replay files are looked up by name when ``simulators.data_dir`` is empty: the shared data set's
+    ``river_levels`` (:func:`shared_data_dir`)."""
+    return shared_data_dir(start) / "river_levels"
 
 
 DEFAULT_DATA_DIR = default_data_dir()

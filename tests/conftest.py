@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from simulators.replay import shared_data_dir
 from sonae.config import Settings, load_settings
 from sonae.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from sonae.migrations import migrate
@@ -39,20 +40,10 @@ from sonae.migrations import migrate
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _shared_data_folder() -> Path:
-    """The real public data set: ``$SONAE_SHARED_DATA``, else ``shared/data`` beside the project or one of
-    its parent folders (a git worktree under ``wt/NAME`` finds the one beside the main checkout), else
-    where it would be beside the project (tests that need it then skip)."""
-    named = os.environ.get("SONAE_SHARED_DATA")
-    if named:
-        return Path(named)
-    for folder in ROOT.parents:
-        if (folder / "shared" / "data").is_dir():
-            return folder / "shared" / "data"
-    return ROOT.parent / "shared" / "data"
-
-
-SHARED = _shared_data_folder()
+#: the real public data set: ``$SONAE_SHARED_DATA``, else the product's rule (``shared/data`` beside the project
+#: or one of its parent folders, so a git worktree under ``wt/NAME`` finds the one beside the main checkout;
+#: :func:`simulators.replay.shared_data_dir`); tests that need it skip where it is not
+SHARED = Path(os.environ.get("SONAE_SHARED_DATA") or shared_data_dir())
 BACKENDS = ("plain", "timescale")
 PG15 = Path("/usr/lib/postgresql/15/bin/postgres")
 
