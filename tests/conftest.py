@@ -71,7 +71,7 @@ def shared_data(*parts: str) -> Path:
     """A file of the real public data set beside the project (never copied into it)."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared data {path} is not present")
+        pytest.skip(f"shared data {path} is not present", allow_module_level=True)
     return path
 
 
